@@ -1,0 +1,40 @@
+/**
+ * Typed errors of the peer transport, its codecs, the handshake and join tokens. Callers
+ * branch on `code`, which is stable; the message is for people.
+ */
+
+export type NetErrorCode =
+  /** A frame announced a length above the limit. */
+  | 'ERR_FRAME_TOO_LARGE'
+  /** The stream ended inside a frame. */
+  | 'ERR_FRAME_TRUNCATED'
+  /** Bytes that do not decode as the expected message. */
+  | 'ERR_DECODE'
+  /** A message that decodes but breaks a rule (unknown type, number out of range, ...). */
+  | 'ERR_INVALID_MESSAGE'
+  /** The peer did not prove it holds the cluster secret, or sent a bad seal. */
+  | 'ERR_AUTH_FAILED'
+  /** The peer speaks another handshake version. */
+  | 'ERR_VERSION'
+  | 'ERR_HANDSHAKE_TIMEOUT'
+  | 'ERR_CONNECTION_CLOSED'
+  | 'ERR_TOKEN_FORMAT'
+  | 'ERR_TOKEN_VERSION'
+  | 'ERR_TOKEN_DIGEST'
+  /** The join server refused the request (its reason is in the message). */
+  | 'ERR_JOIN_REFUSED'
+  | 'ERR_JOIN_TIMEOUT'
+  | 'ERR_CLOSED';
+
+export class NetError extends Error {
+  readonly code: NetErrorCode;
+  constructor(code: NetErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'NetError';
+    this.code = code;
+  }
+}
+
+export function isNetError(err: unknown, code?: NetErrorCode): err is NetError {
+  return err instanceof NetError && (code === undefined || err.code === code);
+}

@@ -1,0 +1,77 @@
+/**
+ * Client histories: what each client asked (invoke), and how it ended (ok with an output,
+ * fail = certainly had no effect, indeterminate = may or may not have taken effect: a
+ * timeout, a lost leader). The format is independent of the simulator so the
+ * linearizability checker also reads histories recorded from real agents.
+ */
+
+export type OpKind = 'put' | 'get' | 'cas';
+export type OpStatus = 'ok' | 'fail' | 'indeterminate';
+
+/** put: { value }; cas: { expected, value } (expected null: the key must be absent); get: {}. */
+export interface OpInput {
+  value?: string | null;
+  expected?: string | null;
+}
+
+/** get: { value } (null: absent); cas: { ok }; put: {}. */
+export interface OpOutput {
+  value?: string | null;
+  ok?: boolean;
+}
+
+export interface HistoryOp {
+  clientId: number;
+  key: string;
+  op: OpKind;
+  input: OpInput;
+  /** Present when status is 'ok'. */
+  output: OpOutput | null;
+  /** Invocation time (any monotonic unit: virtual ms in the simulator, wall ms from agents). */
+  call: number;
+  /** Response time; null for indeterminate operations, which have no upper bound. */
+  return: number | null;
+  status: OpStatus;
+}
+
+/** Records a history as operations start and end. Operation handles are indexes into `ops`. */
+export class HistoryRecorder {
+  readonly ops: HistoryOp[] = [];
+
+  invoke(clientId: number, key: string, op: OpKind, input: OpInput, call: number): number {
+    this.ops.push({ clientId, key, op, input, output: null, call, return: null, status: 'indeterminate' });
+    return this.ops.length - 1;
+  }
+
+  ok(handle: number, output: OpOutput, at: number): void {
+    const o = this.ops[handle]!;
+    o.output = output;
+    o.return = at;
+    o.status = 'ok';
+  }
+
+  fail(handle: number, at: number): void {
+    const o = this.ops[handle]!;
+    o.return = at;
+    o.status = 'fail';
+  }
+
+  /** The client gave up without knowing the outcome. */
+  indeterminate(handle: number): void {
+    const o = this.ops[handle]!;
+    o.return = null;
+    o.status = 'indeterminate';
+  }
+}
+
+export function describeOp(o: HistoryOp): string {
+  const q = (v: string | null | undefined): string => (v === null || v === undefined ? '∅' : JSON.stringify(v));
+  let s = `c${o.clientId} ${o.op}(${o.key}`;
+  if (o.op === 'put') s += `, ${q(o.input.value)})`;
+  else if (o.op === 'cas') s += `, ${q(o.input.expected)} → ${q(o.input.value)})`;
+  else s += ')';
+  if (o.status === 'ok') s += o.op === 'get' ? ` = ${q(o.output?.value)}` : o.op === 'cas' ? ` = ${o.output?.ok ? 'ok' : 'failed'}` : ' = ok';
+  else s += ` = ${o.status}`;
+  s += ` [${o.call}, ${o.return ?? '∞'}]`;
+  return s;
+}

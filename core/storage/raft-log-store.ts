@@ -1,0 +1,456 @@
+/**
+ * The durable Raft log: hard state, entries and snapshot metadata in LevelDB (classic-level),
+ * snapshot data in files beside it. Writes go through group commit (one synced LevelDB batch
+ * covers every save that arrived while the previous batch was being fsynced), and a save
+ * resolves only once its batch is on disk. Reads are served by an in-memory mirror
+ * (LogMirror) that implements Raft's Storage interface and changes only after a durable write.
+ *
+ * Not responsible for: the applied state machine (core/kv and its backend), deciding when to
+ * snapshot or compact (the embedder does), the snapshot's format (opaque bytes).
+ *
+ * On-disk layout under `dir`:
+ *   log/            LevelDB. Keys: 'h' hard state, 's' StoredSnapshot, 'c' log offset
+ *                   (index/term of the last dropped entry), 'e'+u64be(index) entries.
+ *   snap/           snap-<term>-<index>.snap, the current snapshot's data (older ones deleted).
+ */
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { ReadStream } from 'node:fs';
+import { ClassicLevel } from 'classic-level';
+import { RaftError } from '../raft/errors.js';
+import type { Storage } from '../raft/storage.js';
+import type { ConfState, Entry, HardState, Snapshot, SnapshotMetadata } from '../raft/types.js';
+import {
+  decodeEntry,
+  decodeHardState,
+  decodeStoredSnapshot,
+  encodeEntry,
+  encodeHardState,
+  encodeStoredSnapshot,
+} from '../net/raft-codec.js';
+import { StorageError } from './errors.js';
+import { GroupCommitter } from './group-commit.js';
+import { EMPTY_SNAPSHOT_METADATA, LogMirror, type LogOffset } from './log-mirror.js';
+import { SnapshotFiles, snapshotFileName } from './snapshot-files.js';
+
+const KEY_HARD_STATE = Buffer.from('h');
+const KEY_SNAPSHOT = Buffer.from('s');
+const KEY_OFFSET = Buffer.from('c');
+const ENTRY_PREFIX = 0x65; // 'e'
+const ENTRY_KEY_END = Buffer.from('f');
+
+export function entryKey(index: number): Buffer {
+  const k = Buffer.allocUnsafe(9);
+  k[0] = ENTRY_PREFIX;
+  k.writeBigUInt64BE(BigInt(index), 1);
+  return k;
+}
+
+function entryKeyIndex(key: Uint8Array): number {
+  if (key.length !== 9 || key[0] !== ENTRY_PREFIX) throw new StorageError('ERR_CORRUPT', 'malformed entry key');
+  return Number(Buffer.from(key.buffer, key.byteOffset, key.byteLength).readBigUInt64BE(1));
+}
+
+/** What one save makes durable, in this order: snapshot, entries, hard state (types.ts Ready). */
+export interface LogUpdate {
+  hardState?: HardState;
+  entries?: readonly Entry[];
+  /** A snapshot received from the leader: it replaces the whole log. */
+  snapshot?: Snapshot;
+}
+
+export interface SaveOptions {
+  /**
+   * false when Raft's Ready says mustSync is false (only the commit index moved): the write
+   * may ride in a batch without fsync. A batch is synced when any of its saves asks for it.
+   */
+  sync?: boolean;
+}
+
+export interface RaftLogStoreStats {
+  /** save/createSnapshot/compact calls. */
+  writes: number;
+  /** LevelDB batches written. */
+  batches: number;
+  /** Batches written with sync (one fsync of LevelDB's log each). */
+  syncedBatches: number;
+  /** Most writes covered by one batch. */
+  maxBatchWrites: number;
+  /** Key + value bytes handed to LevelDB (before its own framing and compaction). */
+  bytesWritten: number;
+  /** Entries currently held in the in-memory mirror. */
+  entriesInMemory: number;
+}
+
+type BatchOp = { type: 'put'; key: Buffer; value: Uint8Array } | { type: 'del'; key: Buffer };
+
+interface PreparedWrite {
+  ops: BatchOp[];
+  sync: boolean;
+  /** A leader's snapshot whose data must be on disk before the batch that points at it. */
+  snapshotFile?: { fileName: string; data: Uint8Array };
+  /** Update the mirror once the batch is durable; returns a snapshot file made obsolete, if any. */
+  apply: () => string | undefined;
+}
+
+export class RaftLogStore implements Storage {
+  private readonly mirror: LogMirror;
+  private readonly committer: GroupCommitter<PreparedWrite>;
+  private failed: unknown;
+  private closed = false;
+  private lastWrite: Promise<void> = Promise.resolve();
+  private readonly stats_ = { batches: 0, syncedBatches: 0, bytesWritten: 0 };
+
+  // Where the log will stand once every submitted write is durable: later writes are
+  // prepared against this, so keys to delete on truncation are known at submit time.
+  private pendingOffset: LogOffset;
+  private pendingLast: number;
+  private pendingSnapshotIndex: number;
+  /** File of the durable current snapshot. */
+  private snapshotFile: string | undefined;
+  private snapshotBytes = 0;
+
+  private constructor(
+    readonly dir: string,
+    private readonly db: ClassicLevel<Buffer, Buffer>,
+    private readonly files: SnapshotFiles,
+  ) {
+    this.mirror = new LogMirror(() => this.loadSnapshotData());
+    this.committer = new GroupCommitter((items) => this.flush(items));
+    this.pendingOffset = { index: 0, term: 0 };
+    this.pendingLast = 0;
+    this.pendingSnapshotIndex = 0;
+  }
+
+  /** Opens (creating if needed) the store in `dir` and loads it into memory. */
+  static async open(dir: string): Promise<RaftLogStore> {
+    await mkdir(dir, { recursive: true });
+    const db = new ClassicLevel<Buffer, Buffer>(join(dir, 'log'), { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+    await db.open();
+    const files = new SnapshotFiles(join(dir, 'snap'));
+    const store = new RaftLogStore(dir, db, files);
+    try {
+      await files.init();
+      await store.load();
+    } catch (err) {
+      await db.close().catch(() => undefined);
+      throw err;
+    }
+    return store;
+  }
+
+  private async load(): Promise<void> {
+    const hardRaw = await this.db.get(KEY_HARD_STATE);
+    const snapRaw = await this.db.get(KEY_SNAPSHOT);
+    const offsetRaw = await this.db.get(KEY_OFFSET);
+    const hard = hardRaw === undefined ? { term: 0, vote: 0, commit: 0 } : decodeOrCorrupt(() => decodeHardState(hardRaw));
+    let snapshot: SnapshotMetadata = EMPTY_SNAPSHOT_METADATA;
+    if (snapRaw !== undefined) {
+      const rec = decodeOrCorrupt(() => decodeStoredSnapshot(snapRaw));
+      const size = await this.files.size(rec.fileName).catch(() => -1);
+      if (size !== rec.sizeBytes) {
+        throw new StorageError('ERR_SNAPSHOT_FILE', `snapshot file ${rec.fileName} missing or not ${rec.sizeBytes} bytes`);
+      }
+      snapshot = rec.metadata;
+      this.snapshotFile = rec.fileName;
+      this.snapshotBytes = rec.sizeBytes;
+    }
+    const offset: LogOffset =
+      offsetRaw === undefined ? { index: 0, term: 0 } : decodeOrCorrupt(() => {
+        const e = decodeEntry(offsetRaw);
+        return { index: e.index, term: e.term };
+      });
+    const entries: Entry[] = [];
+    for await (const [key, value] of this.db.iterator({ gt: entryKey(offset.index), lt: ENTRY_KEY_END })) {
+      const index = entryKeyIndex(key);
+      const expected = offset.index + entries.length + 1;
+      if (index !== expected) throw new StorageError('ERR_CORRUPT', `log has a gap: found entry ${index}, expected ${expected}`);
+      const entry = decodeOrCorrupt(() => decodeEntry(value));
+      if (entry.index !== index) throw new StorageError('ERR_CORRUPT', `entry under key ${index} says index ${entry.index}`);
+      entries.push(entry);
+    }
+    this.mirror.load({ hard, offset, entries, snapshot });
+    this.pendingOffset = offset;
+    this.pendingLast = offset.index + entries.length;
+    this.pendingSnapshotIndex = snapshot.index;
+    // Files left by a crash between writing a snapshot file and recording it, or by an
+    // interrupted delete of an old one.
+    await this.files.removeAllExcept(this.snapshotFile);
+  }
+
+  // ------------------------------------------------------------ Storage (Raft's reads)
+
+  initialState(): { hardState: HardState; confState: ConfState } {
+    return this.mirror.initialState();
+  }
+  entries(lo: number, hi: number, maxBytes?: number): Entry[] {
+    return this.mirror.entries(lo, hi, maxBytes);
+  }
+  term(i: number): number {
+    return this.mirror.term(i);
+  }
+  firstIndex(): number {
+    return this.mirror.firstIndex();
+  }
+  lastIndex(): number {
+    return this.mirror.lastIndex();
+  }
+  /** The snapshot with its data, read from its file (Raft's Storage needs the bytes). */
+  snapshot(): Snapshot {
+    return this.mirror.snapshot();
+  }
+
+  // ------------------------------------------------------------ more reads
+
+  hardState(): HardState {
+    return this.mirror.hardState();
+  }
+
+  snapshotMetadata(): SnapshotMetadata {
+    return this.mirror.snapshotMetadata();
+  }
+
+  /** Size of the current snapshot's data in bytes (0 when there is none). */
+  snapshotSizeBytes(): number {
+    return this.snapshotBytes;
+  }
+
+  /** Streams the current snapshot's data from `start`, never whole in memory. */
+  openSnapshotStream(start = 0): ReadStream {
+    if (this.snapshotFile === undefined) throw new StorageError('ERR_SNAPSHOT_FILE', 'no snapshot');
+    return this.files.stream(this.snapshotFile, start);
+  }
+
+  /** Up to maxBytes of the current snapshot's data from offset. */
+  readSnapshotChunk(offset: number, maxBytes: number): Promise<Uint8Array> {
+    if (this.snapshotFile === undefined) return Promise.reject(new StorageError('ERR_SNAPSHOT_FILE', 'no snapshot'));
+    return this.files.readChunk(this.snapshotFile, offset, maxBytes);
+  }
+
+  stats(): RaftLogStoreStats {
+    const c = this.committer.stats;
+    return {
+      writes: c.submitted,
+      batches: this.stats_.batches,
+      syncedBatches: this.stats_.syncedBatches,
+      maxBatchWrites: c.maxBatchItems,
+      bytesWritten: this.stats_.bytesWritten,
+      entriesInMemory: this.mirror.entryCount,
+    };
+  }
+
+  // ------------------------------------------------------------ writes
+
+  /**
+   * Persists a Ready's snapshot, entries and hard state. Entries that overlap the log replace
+   * it from their first index on (the conflicting suffix is deleted). Resolves once durable.
+   */
+  save(update: LogUpdate, options: SaveOptions = {}): Promise<void> {
+    const refused = this.refuseWrites();
+    if (refused) return Promise.reject(refused);
+    const ops: BatchOp[] = [];
+    const snap = update.snapshot;
+    let snapshotFile: PreparedWrite['snapshotFile'];
+    if (snap !== undefined) {
+      const meta = snap.metadata;
+      if (meta.index <= this.pendingSnapshotIndex) {
+        return Promise.reject(new RaftError('SNAPSHOT_OUT_OF_DATE', `snapshot ${meta.index} not newer than ${this.pendingSnapshotIndex}`));
+      }
+      const fileName = snapshotFileName(meta.term, meta.index);
+      snapshotFile = { fileName, data: snap.data };
+      for (let i = this.pendingOffset.index + 1; i <= this.pendingLast; i++) ops.push({ type: 'del', key: entryKey(i) });
+      ops.push({ type: 'put', key: KEY_SNAPSHOT, value: encodeStoredSnapshot({ metadata: meta, fileName, sizeBytes: snap.data.length }) });
+      ops.push({ type: 'put', key: KEY_OFFSET, value: offsetRecord({ index: meta.index, term: meta.term }) });
+      this.pendingOffset = { index: meta.index, term: meta.term };
+      this.pendingLast = meta.index;
+      this.pendingSnapshotIndex = meta.index;
+    }
+    let entries = update.entries ?? [];
+    if (entries.length > 0) {
+      if (entries[0]!.index <= this.pendingOffset.index) entries = entries.slice(this.pendingOffset.index + 1 - entries[0]!.index);
+    }
+    if (entries.length > 0) {
+      const first = entries[0]!.index;
+      if (first > this.pendingLast + 1) {
+        return Promise.reject(new StorageError('ERR_INVALID_ARGUMENT', `entries start at ${first}, log ends at ${this.pendingLast}`));
+      }
+      for (let k = 0; k < entries.length; k++) {
+        const e = entries[k]!;
+        if (e.index !== first + k) return Promise.reject(new StorageError('ERR_INVALID_ARGUMENT', 'entries are not consecutive'));
+        ops.push({ type: 'put', key: entryKey(e.index), value: encodeEntry(e) });
+      }
+      const last = first + entries.length - 1;
+      for (let i = last + 1; i <= this.pendingLast; i++) ops.push({ type: 'del', key: entryKey(i) });
+      this.pendingLast = last;
+    }
+    const hs = update.hardState;
+    if (hs !== undefined) ops.push({ type: 'put', key: KEY_HARD_STATE, value: encodeHardState(hs) });
+    if (ops.length === 0) return this.lastWrite.then(() => undefined, () => undefined);
+
+    const savedEntries = entries;
+    const prepared: PreparedWrite = {
+      ops,
+      sync: options.sync ?? true,
+      snapshotFile,
+      apply: () => {
+        let obsolete: string | undefined;
+        if (snap !== undefined && snapshotFile !== undefined) {
+          obsolete = this.snapshotFile;
+          this.snapshotFile = snapshotFile.fileName;
+          this.snapshotBytes = snap.data.length;
+          this.mirror.applySnapshot(snap.metadata, snap.data);
+        }
+        this.mirror.append(savedEntries);
+        if (hs !== undefined) this.mirror.setHardState(hs);
+        return obsolete;
+      },
+    };
+    return this.submit(prepared);
+  }
+
+  /**
+   * Records a snapshot of the local state machine at `index` (already applied, so its entry is
+   * durable). The data is streamed to a file first. The log is kept: call compact() after.
+   */
+  async createSnapshot(index: number, conf: ConfState, data: Uint8Array | AsyncIterable<Uint8Array>): Promise<SnapshotMetadata> {
+    const refused = this.refuseWrites();
+    if (refused) throw refused;
+    if (index <= this.pendingSnapshotIndex) {
+      throw new RaftError('SNAPSHOT_OUT_OF_DATE', `snapshot ${index} not newer than ${this.pendingSnapshotIndex}`);
+    }
+    if (index > this.mirror.lastIndex()) {
+      throw new StorageError('ERR_INVALID_ARGUMENT', `snapshot at ${index} beyond the durable log (${this.mirror.lastIndex()})`);
+    }
+    const meta: SnapshotMetadata = {
+      index,
+      term: this.mirror.term(index),
+      conf: { voters: [...conf.voters], learners: [...conf.learners] },
+    };
+    const fileName = snapshotFileName(meta.term, meta.index);
+    const sizeBytes = await this.files.write(fileName, data);
+    if (index <= this.pendingSnapshotIndex) {
+      // A newer snapshot was recorded while this one was being written.
+      throw new RaftError('SNAPSHOT_OUT_OF_DATE', `snapshot ${index} not newer than ${this.pendingSnapshotIndex}`);
+    }
+    this.pendingSnapshotIndex = index;
+    await this.submit({
+      ops: [{ type: 'put', key: KEY_SNAPSHOT, value: encodeStoredSnapshot({ metadata: meta, fileName, sizeBytes }) }],
+      sync: true,
+      apply: () => {
+        const obsolete = this.snapshotFile;
+        this.snapshotFile = fileName;
+        this.snapshotBytes = sizeBytes;
+        this.mirror.setSnapshot(meta, data instanceof Uint8Array ? data : undefined);
+        return obsolete;
+      },
+    });
+    return meta;
+  }
+
+  /** Deletes entries up to and including `index`, which the current snapshot must cover. */
+  compact(index: number): Promise<void> {
+    const refused = this.refuseWrites();
+    if (refused) return Promise.reject(refused);
+    if (index <= this.pendingOffset.index) return Promise.resolve();
+    if (index > this.pendingSnapshotIndex) {
+      return Promise.reject(new StorageError('ERR_INVALID_ARGUMENT', `compact(${index}) beyond the snapshot at ${this.pendingSnapshotIndex}`));
+    }
+    let term: number;
+    try {
+      term = this.mirror.term(index);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const ops: BatchOp[] = [];
+    for (let i = this.pendingOffset.index + 1; i <= index; i++) ops.push({ type: 'del', key: entryKey(i) });
+    const offset = { index, term };
+    ops.push({ type: 'put', key: KEY_OFFSET, value: offsetRecord(offset) });
+    this.pendingOffset = offset;
+    if (this.pendingLast < index) this.pendingLast = index;
+    return this.submit({
+      ops,
+      // Losing a compaction to a crash only means it is done again: no fsync needed.
+      sync: false,
+      apply: () => {
+        this.mirror.compact(offset);
+        return undefined;
+      },
+    });
+  }
+
+  /** Waits for writes in flight, then closes the database. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.lastWrite.catch(() => undefined);
+    this.committer.failPending(new StorageError('ERR_STORE_CLOSED', 'store closed'));
+    await this.db.close();
+  }
+
+  // ------------------------------------------------------------ internals
+
+  private refuseWrites(): StorageError | undefined {
+    if (this.closed) return new StorageError('ERR_STORE_CLOSED', 'store closed');
+    if (this.failed !== undefined) {
+      return new StorageError('ERR_STORE_FAILED', `an earlier write failed: ${(this.failed as Error).message}`, { cause: this.failed });
+    }
+    return undefined;
+  }
+
+  private submit(prepared: PreparedWrite): Promise<void> {
+    let bytes = 0;
+    for (const op of prepared.ops) bytes += op.key.length + (op.type === 'put' ? op.value.length : 0);
+    const p = this.committer.submit(prepared, bytes);
+    this.lastWrite = p.catch(() => undefined);
+    return p;
+  }
+
+  private async flush(items: PreparedWrite[]): Promise<void> {
+    if (this.failed !== undefined) throw this.refuseWrites();
+    try {
+      for (const item of items) {
+        if (item.snapshotFile !== undefined) await this.files.write(item.snapshotFile.fileName, item.snapshotFile.data);
+      }
+      const ops: BatchOp[] = [];
+      let sync = false;
+      for (const item of items) {
+        for (const op of item.ops) ops.push(op);
+        sync ||= item.sync;
+      }
+      await this.db.batch(ops, { sync });
+      this.stats_.batches++;
+      if (sync) this.stats_.syncedBatches++;
+      for (const op of ops) this.stats_.bytesWritten += op.key.length + (op.type === 'put' ? op.value.length : 0);
+    } catch (err) {
+      // The disk state is unknown now (a partial snapshot file, a failed fsync): refuse every
+      // further write, as etcd does on a WAL error, until the store is reopened.
+      this.failed = err;
+      this.committer.failPending(this.refuseWrites());
+      throw err;
+    }
+    const obsolete: string[] = [];
+    for (const item of items) {
+      const old = item.apply();
+      if (old !== undefined && old !== this.snapshotFile) obsolete.push(old);
+    }
+    // The database no longer points at these; a failed delete is retried at the next open.
+    for (const name of obsolete) await this.files.remove(name).catch(() => undefined);
+  }
+
+  private loadSnapshotData(): Uint8Array {
+    if (this.snapshotFile === undefined) return new Uint8Array(0);
+    return this.files.readAllSync(this.snapshotFile, this.snapshotBytes);
+  }
+}
+
+function offsetRecord(o: LogOffset): Uint8Array {
+  return encodeEntry({ index: o.index, term: o.term, type: 0, data: new Uint8Array(0) });
+}
+
+function decodeOrCorrupt<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (err) {
+    throw new StorageError('ERR_CORRUPT', `bad record in the log database: ${(err as Error).message}`, { cause: err });
+  }
+}

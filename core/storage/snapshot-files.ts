@@ -1,0 +1,134 @@
+/**
+ * Snapshot data files beside the log database: written piece by piece to a temporary name,
+ * fsynced, renamed, and the directory fsynced, so a file under its final name is always
+ * whole. Reading is streamed or by range; only the Raft Storage interface reads a whole file.
+ * Which file is current is recorded in the database, not here.
+ */
+import { createReadStream, readFileSync, type ReadStream } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { StorageError } from './errors.js';
+
+/** Bytes read from a snapshot file by one readChunk call. */
+export const MAX_SNAPSHOT_READ_BYTES = 16 * 1024 * 1024;
+
+const SUFFIX = '.snap';
+const TMP_SUFFIX = '.snap.tmp';
+
+export function snapshotFileName(term: number, index: number): string {
+  return `snap-${term.toString(16).padStart(16, '0')}-${index.toString(16).padStart(16, '0')}${SUFFIX}`;
+}
+
+/** fsync a directory so a rename or unlink in it survives a crash. */
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+export class SnapshotFiles {
+  constructor(readonly dir: string) {}
+
+  async init(): Promise<void> {
+    await mkdir(this.dir, { recursive: true });
+  }
+
+  path(fileName: string): string {
+    return join(this.dir, fileName);
+  }
+
+  /**
+   * Writes `source` to `fileName` durably. The source may be one buffer or a stream of pieces,
+   * so a snapshot never has to be whole in memory here.
+   */
+  async write(fileName: string, source: Uint8Array | AsyncIterable<Uint8Array>): Promise<number> {
+    const tmp = this.path(fileName.slice(0, -SUFFIX.length) + TMP_SUFFIX);
+    let fh: FileHandle | undefined = await open(tmp, 'w');
+    let size = 0;
+    try {
+      const pieces: AsyncIterable<Uint8Array> | Uint8Array[] = source instanceof Uint8Array ? [source] : source;
+      for await (const piece of pieces) {
+        let off = 0;
+        while (off < piece.length) {
+          const { bytesWritten } = await fh.write(piece, off, piece.length - off);
+          off += bytesWritten;
+        }
+        size += piece.length;
+      }
+      await fh.sync();
+      await fh.close();
+      fh = undefined;
+      await rename(tmp, this.path(fileName));
+      await fsyncDir(this.dir);
+      return size;
+    } catch (err) {
+      if (fh !== undefined) await fh.close().catch(() => undefined);
+      await rm(tmp, { force: true }).catch(() => undefined);
+      throw new StorageError('ERR_SNAPSHOT_FILE', `writing snapshot ${fileName}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** The whole file (for Raft's synchronous Storage.snapshot()). */
+  readAllSync(fileName: string, expectedBytes: number): Uint8Array {
+    let data: Buffer;
+    try {
+      data = readFileSync(this.path(fileName));
+    } catch (err) {
+      throw new StorageError('ERR_SNAPSHOT_FILE', `reading snapshot ${fileName}: ${(err as Error).message}`, { cause: err });
+    }
+    if (data.length !== expectedBytes) {
+      throw new StorageError('ERR_SNAPSHOT_FILE', `snapshot ${fileName} has ${data.length} bytes, expected ${expectedBytes}`);
+    }
+    return data;
+  }
+
+  /** Up to maxBytes from offset (fewer at the end of the file). */
+  async readChunk(fileName: string, offset: number, maxBytes: number): Promise<Uint8Array> {
+    const want = Math.min(maxBytes, MAX_SNAPSHOT_READ_BYTES);
+    let fh: FileHandle | undefined;
+    try {
+      fh = await open(this.path(fileName), 'r');
+      const buf = Buffer.allocUnsafe(want);
+      let got = 0;
+      while (got < want) {
+        const { bytesRead } = await fh.read(buf, got, want - got, offset + got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      return buf.subarray(0, got);
+    } catch (err) {
+      throw new StorageError('ERR_SNAPSHOT_FILE', `reading snapshot ${fileName}: ${(err as Error).message}`, { cause: err });
+    } finally {
+      await fh?.close();
+    }
+  }
+
+  stream(fileName: string, start = 0): ReadStream {
+    return createReadStream(this.path(fileName), { start, highWaterMark: 256 * 1024 });
+  }
+
+  async size(fileName: string): Promise<number> {
+    return (await stat(this.path(fileName))).size;
+  }
+
+  async remove(fileName: string): Promise<void> {
+    await rm(this.path(fileName), { force: true });
+    await fsyncDir(this.dir);
+  }
+
+  /** Deletes every snapshot file (and leftover temporary file) except `keep`. */
+  async removeAllExcept(keep: string | undefined): Promise<string[]> {
+    const removed: string[] = [];
+    for (const name of await readdir(this.dir)) {
+      if (name === keep) continue;
+      if (!name.endsWith(SUFFIX) && !name.endsWith(TMP_SUFFIX)) continue;
+      await rm(this.path(name), { force: true });
+      removed.push(name);
+    }
+    if (removed.length > 0) await fsyncDir(this.dir);
+    return removed;
+  }
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env node
+// Makes sure the Debian tools the compatibility tests drive are present. As root it installs
+// what is missing with apt-get; otherwise it prints exactly what to install and the tests
+// that need them report themselves as skipped with that reason.
+import { spawnSync } from 'node:child_process';
+
+const NEEDED = [
+  { bin: 'etcdctl', pkg: 'etcd-client' },
+  { bin: 'etcd', pkg: 'etcd-server' },
+];
+
+const has = (bin) => spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0;
+const missing = NEEDED.filter((n) => !has(n.bin));
+if (missing.length === 0) process.exit(0);
+const pkgs = [...new Set(missing.map((m) => m.pkg))];
+const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+if (!isRoot) {
+  console.error(`pretest: missing ${missing.map((m) => m.bin).join(', ')}; install with: sudo apt-get install -y ${pkgs.join(' ')}`);
+  process.exit(0);
+}
+console.error(`pretest: installing ${pkgs.join(' ')} with apt-get`);
+const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+let r = spawnSync('apt-get', ['install', '-y', '-qq', ...pkgs], { stdio: 'inherit', env });
+if (r.status !== 0) {
+  spawnSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
+  r = spawnSync('apt-get', ['install', '-y', '-qq', ...pkgs], { stdio: 'inherit', env });
+}
+if (r.status !== 0) console.error(`pretest: apt-get install ${pkgs.join(' ')} failed; compatibility tests will be skipped`);
