@@ -1,0 +1,84 @@
+#!/usr/bin/env node
+/**
+ * picloud-node: the command line (DESIGN.md fixes it). Dispatches subcommands; each bad
+ * flag gets a clear message and exit code 2.
+ */
+import { ConfigError, parseAgentArgs } from './config.js';
+
+const VERSION = '0.1.0';
+
+const USAGE = `usage: picloud-node <command> [flags]
+
+commands:
+  agent --name NAME --data-dir DIR [--bootstrap | --join HOST[:PORT] --token TOKEN]
+        [--role manager|worker] [--bind ADDR] [--advertise ADDR] [--client-port 2379]
+        [--peer-port 2380] [--gossip-port 7946] [--http-port 7480] [--lb-port 8080]
+        [--s3-port 9000] [--dns-port 8600] [--config FILE] [--dev]
+  token | members | keyring | kv | svc | blob | snapshot save|restore | bench | version`;
+
+type Command = (argv: string[]) => Promise<number>;
+
+const NOT_YET = (name: string): Command => async () => {
+  process.stderr.write(`picloud-node ${name}: not available in this version yet\n`);
+  return 2;
+};
+
+const COMMANDS: Record<string, Command> = {
+  agent: async (argv) => {
+    const config = parseAgentArgs(argv);
+    const { runAgent, logger } = await import('./agent.js');
+    const agent = await runAgent(config);
+    await new Promise<void>((resolve) => {
+      const onSignal = (sig: string): void => {
+        logger.info({ signal: sig }, 'stopping');
+        void agent.stop().then(resolve);
+      };
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+    });
+    return 0;
+  },
+  version: async () => {
+    process.stdout.write(`picloud-node ${VERSION} (node ${process.version})\n`);
+    return 0;
+  },
+  token: NOT_YET('token'),
+  members: NOT_YET('members'),
+  keyring: NOT_YET('keyring'),
+  kv: NOT_YET('kv'),
+  svc: NOT_YET('svc'),
+  blob: NOT_YET('blob'),
+  snapshot: NOT_YET('snapshot'),
+  bench: NOT_YET('bench'),
+};
+
+async function main(): Promise<number> {
+  const [cmd, ...rest] = process.argv.slice(2);
+  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    process.stdout.write(USAGE + '\n');
+    return cmd ? 0 : 2;
+  }
+  const run = COMMANDS[cmd];
+  if (!run) {
+    process.stderr.write(`picloud-node: unknown command "${cmd}"\n${USAGE}\n`);
+    return 2;
+  }
+  try {
+    return await run(rest);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`picloud-node ${cmd}: ${e.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`picloud-node ${cmd}: ${(e as Error).stack ?? String(e)}\n`);
+    return 1;
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (e) => {
+    process.stderr.write(String(e) + '\n');
+    process.exit(1);
+  },
+);

@@ -1,0 +1,163 @@
+/**
+ * The agent's configuration: the command line contract of DESIGN.md, an optional JSON
+ * config file, and the embedded defaults (`--dev` needs nothing else). Validation lives
+ * here so every bad flag gets one clear error before anything starts listening.
+ */
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+
+export type Role = 'manager' | 'worker';
+
+export interface AgentConfig {
+  name: string;
+  dataDir: string;
+  bootstrap: boolean;
+  join: string[];
+  token: string | undefined;
+  role: Role;
+  bindAddr: string;
+  advertiseAddr: string | undefined;
+  clientPort: number;
+  peerPort: number;
+  gossipPort: number;
+  httpPort: number;
+  lbPort: number;
+  s3Port: number;
+  dnsPort: number;
+  dev: boolean;
+  /** Raft tick length; election timeout is electionTicks ticks (see core/raft). */
+  tickMs: number;
+  electionTicks: number;
+}
+
+export class ConfigError extends Error {
+  readonly code = 'CONFIG_INVALID';
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Default ports (DESIGN.md). */
+export const DEFAULT_PORTS = {
+  clientPort: 2379,
+  peerPort: 2380,
+  gossipPort: 7946,
+  httpPort: 7480,
+  lbPort: 8080,
+  s3Port: 9000,
+  dnsPort: 8600,
+} as const;
+
+/**
+ * Raft timing for a LAN of Pis on SD cards: 100 ms ticks and a 10-tick (1–2 s randomized)
+ * election timeout — etcd's defaults are 100 ms / 1 s; the extra room absorbs SD-card fsync
+ * stalls of several hundred ms without needless elections (etcd#10215).
+ */
+export const DEFAULT_TICK_MS = 100;
+export const DEFAULT_ELECTION_TICKS = 10;
+
+const OPTIONS = {
+  name: { type: 'string' },
+  'data-dir': { type: 'string' },
+  bootstrap: { type: 'boolean' },
+  join: { type: 'string', multiple: true },
+  token: { type: 'string' },
+  role: { type: 'string' },
+  bind: { type: 'string' },
+  advertise: { type: 'string' },
+  'client-port': { type: 'string' },
+  'peer-port': { type: 'string' },
+  'gossip-port': { type: 'string' },
+  'http-port': { type: 'string' },
+  'lb-port': { type: 'string' },
+  's3-port': { type: 'string' },
+  'dns-port': { type: 'string' },
+  config: { type: 'string' },
+  dev: { type: 'boolean' },
+  'tick-ms': { type: 'string' },
+  'election-ticks': { type: 'string' },
+} as const;
+
+function port(flag: string, v: unknown, def: number): number {
+  if (v === undefined) return def;
+  const n = typeof v === 'number' ? v : Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new ConfigError(`--${flag}: expected a port 1-65535, got "${String(v)}"`);
+  return n;
+}
+
+function positiveInt(flag: string, v: unknown, def: number, max: number): number {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > max) throw new ConfigError(`--${flag}: expected an integer 1-${max}, got "${String(v)}"`);
+  return n;
+}
+
+function address(flag: string, v: unknown, def: string | undefined): string | undefined {
+  if (v === undefined) return def;
+  if (typeof v !== 'string' || isIP(v) === 0) throw new ConfigError(`--${flag}: expected an IP address, got "${String(v)}"`);
+  return v;
+}
+
+/** Parse `agent` flags; a config file supplies defaults that flags override. */
+export function parseAgentArgs(argv: string[]): AgentConfig {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false });
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+  const flags = parsed.values as Record<string, unknown>;
+  let file: Record<string, unknown> = {};
+  if (typeof flags.config === 'string') {
+    try {
+      file = JSON.parse(readFileSync(flags.config, 'utf8')) as Record<string, unknown>;
+    } catch (e) {
+      throw new ConfigError(`--config ${flags.config}: ${(e as Error).message}`);
+    }
+    if (typeof file !== 'object' || file === null || Array.isArray(file)) throw new ConfigError(`--config ${flags.config}: expected a JSON object`);
+  }
+  const get = (k: string): unknown => flags[k] ?? file[k];
+  const dev = get('dev') === true;
+  const name = (get('name') as string | undefined) ?? (dev ? 'dev' : undefined);
+  if (!name) throw new ConfigError('--name is required (or use --dev)');
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(name)) throw new ConfigError(`--name: "${name}" must be 1-63 letters, digits, '.', '_' or '-'`);
+  const dataDir = (get('data-dir') as string | undefined) ?? (dev ? join(tmpdir(), `picloud-dev-${process.getuid?.() ?? 0}`) : undefined);
+  if (!dataDir) throw new ConfigError('--data-dir is required (or use --dev)');
+  const role = ((get('role') as string | undefined) ?? 'manager') as Role;
+  if (role !== 'manager' && role !== 'worker') throw new ConfigError(`--role: expected manager or worker, got "${role}"`);
+  const joinList = (flags.join as string[] | undefined) ?? (file.join as string[] | undefined) ?? [];
+  if (!Array.isArray(joinList)) throw new ConfigError('join: expected a list of HOST[:PORT]');
+  for (const j of joinList) {
+    if (!/^[A-Za-z0-9.\-:[\]]+$/.test(j)) throw new ConfigError(`--join: "${j}" is not HOST[:PORT]`);
+  }
+  const bootstrap = get('bootstrap') === true || (dev && joinList.length === 0);
+  if (bootstrap && joinList.length > 0) throw new ConfigError('--bootstrap and --join are mutually exclusive');
+  if (!bootstrap && joinList.length === 0) throw new ConfigError('either --bootstrap (start a cluster) or --join HOST[:PORT] --token T is required');
+  const token = get('token') as string | undefined;
+  if (joinList.length > 0 && !token) throw new ConfigError('--join needs --token (print it on a manager with `picloud-node token`)');
+  const bindAddr = address('bind', get('bind'), dev ? '127.0.0.1' : '0.0.0.0')!;
+  return {
+    name,
+    dataDir,
+    bootstrap,
+    join: joinList,
+    token,
+    role,
+    bindAddr,
+    advertiseAddr: address('advertise', get('advertise'), undefined),
+    clientPort: port('client-port', get('client-port'), DEFAULT_PORTS.clientPort),
+    peerPort: port('peer-port', get('peer-port'), DEFAULT_PORTS.peerPort),
+    gossipPort: port('gossip-port', get('gossip-port'), DEFAULT_PORTS.gossipPort),
+    httpPort: port('http-port', get('http-port'), DEFAULT_PORTS.httpPort),
+    lbPort: port('lb-port', get('lb-port'), DEFAULT_PORTS.lbPort),
+    s3Port: port('s3-port', get('s3-port'), DEFAULT_PORTS.s3Port),
+    dnsPort: port('dns-port', get('dns-port'), DEFAULT_PORTS.dnsPort),
+    dev,
+    tickMs: positiveInt('tick-ms', get('tick-ms'), DEFAULT_TICK_MS, 10_000),
+    electionTicks: positiveInt('election-ticks', get('election-ticks'), DEFAULT_ELECTION_TICKS, 1000),
+  };
+}

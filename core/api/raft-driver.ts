@@ -1,0 +1,301 @@
+/**
+ * RaftDriver: runs a RawNode in a real process — a wall-clock tick, the Ready loop (persist,
+ * send, apply, advance), and promises for proposals and linearizable reads. Persistence,
+ * transport and the state machine are injected, so the same driver runs with LevelDB and
+ * TCP in the agent and with memory in tests. Not responsible for what entries mean.
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  ConfChange,
+  ConfState,
+  Entry,
+  EntryType,
+  HardState,
+  Message,
+  NodeId,
+  RaftError,
+  RawNode,
+  RawNodeConfig,
+  Ready,
+  Role,
+  Snapshot,
+  Storage,
+  decodeConfChange,
+} from '../raft/index.js';
+import { MemoryStorage } from '../raft/storage.js';
+
+export interface RaftPersistence {
+  /** The read mirror RawNode consults; updated by save() once data is durable. */
+  readonly storage: Storage;
+  /** Write snapshot, entries and hard state; resolve only when durable if `sync`. */
+  save(batch: { hardState?: HardState; entries: Entry[]; snapshot?: Snapshot }, sync: boolean): Promise<void>;
+}
+
+export interface RaftTransport {
+  send(messages: Message[]): void;
+}
+
+export interface RaftStateMachine {
+  /** Apply one committed normal entry; the result goes to the proposer's promise. */
+  apply(entry: Entry, payload: Uint8Array): unknown;
+  /** A membership change was applied (after RawNode.applyConfChange). */
+  applyConfChange?(cc: ConfChange, conf: ConfState, index: number): void;
+  /** Replace the whole state with a snapshot received from the leader. */
+  restore(snapshot: Snapshot): void | Promise<void>;
+}
+
+export class RaftDriverError extends Error {
+  constructor(
+    readonly code: 'TIMEOUT' | 'STOPPED' | 'DROPPED' | 'LEADER_CHANGED',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'RaftDriverError';
+  }
+}
+
+/** Proposal framing: 16 random request-id bytes, then the payload. */
+const REQUEST_ID_BYTES = 16;
+
+interface Waiter {
+  resolve(v: unknown): void;
+  reject(e: Error): void;
+  timer: NodeJS.Timeout;
+}
+
+export interface RaftDriverOptions {
+  tickMs: number;
+  /** How long a proposal or read may wait before failing with TIMEOUT. */
+  requestTimeoutMs: number;
+}
+
+export class RaftDriver {
+  readonly node: RawNode;
+  private readonly proposals = new Map<string, Waiter>();
+  private readonly reads = new Map<string, Waiter>();
+  /** Reads whose index is known, waiting for apply to catch up. */
+  private readonly readsByIndex: Array<{ index: number; key: string }> = [];
+  private running = false;
+  private scheduled = false;
+  private stopped = false;
+  private ticker: NodeJS.Timeout | undefined;
+  private lastRole: Role = Role.Follower;
+  private leaderListeners: Array<(lead: NodeId, role: Role) => void> = [];
+  private loopError: Error | undefined;
+
+  constructor(
+    config: RawNodeConfig,
+    private readonly persistence: RaftPersistence,
+    private readonly transport: RaftTransport,
+    private readonly sm: RaftStateMachine,
+    private readonly opts: RaftDriverOptions,
+  ) {
+    this.node = new RawNode(config);
+  }
+
+  start(): void {
+    this.ticker = setInterval(() => {
+      this.node.tick();
+      this.schedule();
+    }, this.opts.tickMs);
+    this.ticker.unref?.();
+    this.schedule();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.ticker) clearInterval(this.ticker);
+    const err = new RaftDriverError('STOPPED', 'raft node stopped');
+    for (const w of [...this.proposals.values(), ...this.reads.values()]) {
+      clearTimeout(w.timer);
+      w.reject(err);
+    }
+    this.proposals.clear();
+    this.reads.clear();
+  }
+
+  onLeaderChange(fn: (lead: NodeId, role: Role) => void): void {
+    this.leaderListeners.push(fn);
+  }
+
+  /** Deliver a message from a peer. Bad messages from peers are dropped, never thrown. */
+  step(m: Message): void {
+    if (this.stopped) return;
+    try {
+      this.node.step(m);
+    } catch (e) {
+      if (!(e instanceof RaftError) || e.code === 'INVARIANT') throw e;
+    }
+    this.schedule();
+  }
+
+  /** Propose `payload`; resolves with the state machine's result once applied here. */
+  propose(payload: Uint8Array): Promise<unknown> {
+    if (this.stopped) return Promise.reject(new RaftDriverError('STOPPED', 'raft node stopped'));
+    const id = randomBytes(REQUEST_ID_BYTES);
+    const data = new Uint8Array(REQUEST_ID_BYTES + payload.length);
+    data.set(id, 0);
+    data.set(payload, REQUEST_ID_BYTES);
+    const key = id.toString('hex');
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.proposals.delete(key);
+        reject(new RaftDriverError('TIMEOUT', 'request timed out'));
+      }, this.opts.requestTimeoutMs);
+      this.proposals.set(key, { resolve, reject, timer });
+      try {
+        this.node.propose(data);
+      } catch (e) {
+        clearTimeout(timer);
+        this.proposals.delete(key);
+        reject(e instanceof RaftError ? new RaftDriverError('DROPPED', e.message) : e);
+        return;
+      }
+      this.schedule();
+    });
+  }
+
+  proposeConfChange(cc: ConfChange): void {
+    this.node.proposeConfChange(cc);
+    this.schedule();
+  }
+
+  /** Linearizable read barrier: resolves once this node has applied everything committed before the call. */
+  readBarrier(): Promise<void> {
+    if (this.stopped) return Promise.reject(new RaftDriverError('STOPPED', 'raft node stopped'));
+    const ctx = randomBytes(16);
+    const key = ctx.toString('hex');
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.reads.delete(key);
+        reject(new RaftDriverError('TIMEOUT', 'read timed out'));
+      }, this.opts.requestTimeoutMs);
+      this.reads.set(key, { resolve: () => resolve(), reject, timer });
+      try {
+        this.node.readIndex(ctx);
+      } catch (e) {
+        clearTimeout(timer);
+        this.reads.delete(key);
+        reject(e instanceof RaftError ? new RaftDriverError('DROPPED', e.message) : e);
+        return;
+      }
+      this.schedule();
+    });
+  }
+
+  transferLeadership(to: NodeId): void {
+    this.node.transferLeadership(to);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.running || this.stopped) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.loop();
+    });
+  }
+
+  /** The Ready loop. Proposals arriving during a save join the next Ready: group commit. */
+  private async loop(): Promise<void> {
+    if (this.running || this.stopped) return;
+    this.running = true;
+    try {
+      while (!this.stopped && this.node.hasReady()) {
+        const rd = this.node.ready();
+        await this.handleReady(rd);
+        this.node.advance();
+      }
+    } catch (e) {
+      this.loopError = e as Error;
+      throw e;
+    } finally {
+      this.running = false;
+    }
+    if (!this.stopped && this.node.hasReady()) this.schedule();
+  }
+
+  lastError(): Error | undefined {
+    return this.loopError;
+  }
+
+  private async handleReady(rd: Ready): Promise<void> {
+    if (rd.snapshot || rd.entries.length > 0 || rd.hardState) {
+      await this.persistence.save({ hardState: rd.hardState, entries: rd.entries, snapshot: rd.snapshot }, rd.mustSync);
+    }
+    if (rd.messages.length > 0) this.transport.send(rd.messages);
+    if (rd.snapshot) await this.sm.restore(rd.snapshot);
+    for (const e of rd.committedEntries) this.applyEntry(e);
+    if (rd.softState) this.noticeRole(rd.softState.lead, rd.softState.role);
+    for (const rs of rd.readStates) {
+      const key = Buffer.from(rs.context).toString('hex');
+      if (this.reads.has(key)) this.readsByIndex.push({ index: rs.index, key });
+    }
+    this.releaseReads();
+  }
+
+  private applyEntry(e: Entry): void {
+    if (e.type === EntryType.ConfChange) {
+      const cc = decodeConfChange(e.data);
+      const conf = this.node.applyConfChange(cc);
+      this.sm.applyConfChange?.(cc, conf, e.index);
+      return;
+    }
+    if (e.data.length === 0) return; // a leader's no-op
+    if (e.data.length < REQUEST_ID_BYTES) return; // not ours: ignore rather than crash
+    const key = Buffer.from(e.data.subarray(0, REQUEST_ID_BYTES)).toString('hex');
+    let result: unknown;
+    let error: Error | undefined;
+    try {
+      result = this.sm.apply(e, e.data.subarray(REQUEST_ID_BYTES));
+    } catch (err) {
+      error = err as Error;
+    }
+    const w = this.proposals.get(key);
+    if (!w) return;
+    this.proposals.delete(key);
+    clearTimeout(w.timer);
+    if (error) w.reject(error);
+    else w.resolve(result);
+  }
+
+  private releaseReads(): void {
+    const applied = this.node.status().applied;
+    for (let i = 0; i < this.readsByIndex.length; ) {
+      const r = this.readsByIndex[i]!;
+      if (r.index <= applied) {
+        const w = this.reads.get(r.key);
+        this.reads.delete(r.key);
+        this.readsByIndex.splice(i, 1);
+        if (w) {
+          clearTimeout(w.timer);
+          w.resolve(undefined);
+        }
+      } else i++;
+    }
+  }
+
+  private noticeRole(lead: NodeId, role: Role): void {
+    if (this.lastRole === Role.Leader && role !== Role.Leader) {
+      // Our pending proposals may never commit; fail fast rather than at the timeout.
+      for (const [key, w] of this.proposals) {
+        clearTimeout(w.timer);
+        w.reject(new RaftDriverError('LEADER_CHANGED', 'leader changed; the request may or may not have been applied'));
+        this.proposals.delete(key);
+      }
+    }
+    this.lastRole = role;
+    for (const fn of this.leaderListeners) fn(lead, role);
+  }
+}
+
+/** Persistence in memory only (dev node, tests): "durable" as soon as it is stored. */
+export class MemoryPersistence implements RaftPersistence {
+  readonly storage = new MemoryStorage();
+  async save(batch: { hardState?: HardState; entries: Entry[]; snapshot?: Snapshot }): Promise<void> {
+    if (batch.snapshot) this.storage.applySnapshot(batch.snapshot);
+    this.storage.append(batch.entries);
+    if (batch.hardState) this.storage.setHardState(batch.hardState);
+  }
+}

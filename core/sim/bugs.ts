@@ -1,0 +1,110 @@
+/**
+ * The catalogue of deliberately wrong Raft variants. They exist only so the simulator can
+ * prove its checkers have teeth: a test asserts each is caught within a bounded number of
+ * seeds. Each variant overrides one HOOK method of core/raft's Raft (or a driver rule);
+ * nothing outside core/sim and its tests may import this file.
+ */
+import { Raft } from '../raft/raft.js';
+import { Message, Snapshot } from '../raft/types.js';
+
+export interface BugVariant {
+  name: string;
+  description: string;
+  /** Replaces the Raft class of every node. */
+  raftClass?: typeof Raft;
+  /** The driver sends a Ready's messages before its fsync completes (acks what a crash loses). */
+  sendBeforeFsync?: boolean;
+  /** Simulator options that give the bug room to show (merged into the run's options). */
+  options?: Record<string, unknown>;
+}
+
+/** Counts replicas of entries from earlier terms to commit them (Raft paper, Figure 8). */
+class CommitOldTermEntries extends Raft {
+  protected override maybeCommit(): boolean {
+    const before = this.log.committed;
+    const quorumIndex = this.trk.committedIndex();
+    if (quorumIndex <= before) return false;
+    this.log.commitTo(quorumIndex);
+    this.onCommitAdvanced(before);
+    return true;
+  }
+}
+
+/** Grants votes without checking the candidate's log is at least as up to date (§5.4.1). */
+class VoteWithoutLogCheck extends Raft {
+  protected override candidateLogOk(_m: Message): boolean {
+    return true;
+  }
+}
+
+/**
+ * A follower that receives a matching AppendEntries drops every entry after the message's
+ * last entry, even though they matched — so a stale (reordered) message erases entries the
+ * follower has already acknowledged.
+ */
+class TruncateOnStaleAppend extends Raft {
+  protected override handleAppendEntries(m: Message): void {
+    const end = m.index + m.entries.length;
+    if (m.entries.length > 0 && m.index >= this.log.committed && end < this.log.lastIndex() && this.log.matchTerm(m.index, m.logTerm)) {
+      this.log.append(m.entries.map((e) => ({ ...e })));
+    }
+    super.handleAppendEntries(m);
+  }
+}
+
+/** Serves reads at the local commit index without confirming leadership (no ReadIndex round). */
+class ReadWithoutQuorumCheck extends Raft {
+  protected override handleReadIndex(m: Message): void {
+    this.respondToReadIndex(m, this.log.committed);
+  }
+}
+
+/**
+ * Installs a snapshot by discarding the whole log even when the follower holds the
+ * snapshot's last entry and acknowledged entries after it.
+ */
+class SnapshotDiscardsLog extends Raft {
+  protected override restoreSnapshot(s: Snapshot): boolean {
+    if (s.metadata.index <= this.log.committed) return false;
+    this.log.restore(s);
+    this.trk.applyConf(s.metadata.conf, this.log.lastIndex() + 1);
+    return true;
+  }
+}
+
+export const BUGS: BugVariant[] = [
+  {
+    name: 'commit-old-term',
+    description: 'commits entries of an earlier term by counting replicas (Figure 8)',
+    raftClass: CommitOldTermEntries,
+  },
+  {
+    name: 'vote-without-log-check',
+    description: 'grants votes without the log up-to-date check',
+    raftClass: VoteWithoutLogCheck,
+  },
+  {
+    name: 'truncate-on-stale-append',
+    description: 'a follower truncates acknowledged entries on a stale AppendEntries',
+    raftClass: TruncateOnStaleAppend,
+  },
+  {
+    name: 'read-without-readindex',
+    description: 'a (possibly deposed) leader serves reads without confirming leadership',
+    raftClass: ReadWithoutQuorumCheck,
+  },
+  {
+    name: 'ack-before-fsync',
+    description: 'messages (acks, votes) are sent before the fsync they depend on completes',
+    sendBeforeFsync: true,
+  },
+  {
+    name: 'snapshot-discards-log',
+    description: 'installing a snapshot discards acknowledged entries after it',
+    raftClass: SnapshotDiscardsLog,
+  },
+];
+
+export function findBug(name: string): BugVariant | undefined {
+  return BUGS.find((b) => b.name === name);
+}
