@@ -221,6 +221,7 @@ export class RaftDriver {
   }
 
   private async handleReady(rd: Ready): Promise<void> {
+    if (rd.earlyMessages.length > 0) this.transport.send(rd.earlyMessages);
     if (rd.snapshot || rd.entries.length > 0 || rd.hardState) {
       await this.persistence.save({ hardState: rd.hardState, entries: rd.entries, snapshot: rd.snapshot }, rd.mustSync);
     }

@@ -283,7 +283,7 @@ export class Raft {
     for (const [id, pr] of this.trk.progress) {
       const learner = pr.isLearner;
       const fresh = new Progress(last + 1, this.cfg.maxInflightMsgs, learner);
-      if (id === this.id) fresh.match = last;
+      if (id === this.id) fresh.match = Math.min(last, this.stableLastIndex());
       this.trk.progress.set(id, fresh);
     }
     this.pendingConfIndex = 0;
@@ -547,10 +547,24 @@ export class Raft {
       e.term = this.term;
       e.index = ++index;
     }
-    const last = this.log.append(ents);
-    this.trk.progress.get(this.id)?.maybeUpdate(last);
-    // A single-voter cluster commits right away.
-    this.maybeCommit();
+    this.log.append(ents);
+    // Our own copy counts toward commit only once it is durable: see selfPersisted().
+  }
+
+  /**
+   * The embedder made our log durable up to (index, term). A leader now counts its own copy
+   * toward the quorum; this is what lets it send appends before its own fsync completes.
+   */
+  selfPersisted(index: number, term: number): void {
+    if (this.role !== Role.Leader || this.log.termOrUndefined(index) !== term) return;
+    const self = this.trk.progress.get(this.id);
+    if (!self || !self.maybeUpdate(index)) return;
+    if (this.maybeCommit()) this.bcastAppend();
+  }
+
+  /** The last index known to be in stable storage. */
+  stableLastIndex(): number {
+    return this.log.unstable.offset - 1;
   }
 
   /** HOOK: advance commit to what a quorum holds — only for entries of the current term (§5.4.2). */

@@ -46,6 +46,8 @@ export class RawNode {
   readonly raft: Raft;
   private prevSoft: SoftState;
   private prevHard: HardState;
+  /** Term and vote as of the previous Ready (durable once it was advanced). */
+  private prevDurableTerm: { term: number; vote: NodeId };
   /** What the outstanding Ready handed out, to be confirmed by advance(). */
   private pending: { lastEntry?: { index: number; term: number }; snapshotIndex?: number; appliedTo?: number } | undefined;
 
@@ -53,6 +55,7 @@ export class RawNode {
     this.raft = new raftClass({ ...DEFAULT_RAFT_CONFIG, ...config });
     this.prevSoft = this.raft.softState();
     this.prevHard = this.raft.hardState();
+    this.prevDurableTerm = { term: this.prevHard.term, vote: this.prevHard.vote };
   }
 
   tick(): void {
@@ -136,6 +139,7 @@ export class RawNode {
       committedEntries,
       snapshot,
       messages: r.msgs,
+      earlyMessages: [],
       readStates: r.readStates,
       mustSync: false,
     };
@@ -153,6 +157,13 @@ export class RawNode {
       this.prevHard = hs;
     }
     if (entries.length > 0 || snapshot) rd.mustSync = true;
+    // A leader whose term and vote were already durable before this Ready may send at once.
+    const termDurable = !rd.hardState || (rd.hardState.term === this.prevDurableTerm.term && rd.hardState.vote === this.prevDurableTerm.vote);
+    if (r.role === Role.Leader && termDurable && !snapshot) {
+      rd.earlyMessages = rd.messages;
+      rd.messages = [];
+    }
+    this.prevDurableTerm = { term: hs.term, vote: hs.vote };
     const last = entries[entries.length - 1];
     const lastCommitted = committedEntries[committedEntries.length - 1];
     this.pending = {
@@ -174,7 +185,10 @@ export class RawNode {
       log.stableSnapTo(p.snapshotIndex);
       if (p.snapshotIndex > log.applied) log.appliedTo(p.snapshotIndex);
     }
-    if (p.lastEntry) log.stableTo(p.lastEntry.index, p.lastEntry.term);
+    if (p.lastEntry) {
+      log.stableTo(p.lastEntry.index, p.lastEntry.term);
+      this.raft.selfPersisted(p.lastEntry.index, p.lastEntry.term);
+    }
     if (p.appliedTo !== undefined) log.appliedTo(p.appliedTo);
   }
 

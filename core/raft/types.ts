@@ -146,6 +146,7 @@ export interface ReadState {
 
 /**
  * What the embedder must do now, in this order:
+ *  0. send `earlyMessages` (may overlap with step 1);
  *  1. persist `snapshot` (if any), then `entries`, then `hardState`, and fsync when `mustSync`;
  *  2. send `messages`;
  *  3. apply `committedEntries` to the state machine (and confirm conf changes with
@@ -159,7 +160,14 @@ export interface Ready {
   entries: Entry[];
   snapshot?: Snapshot;
   committedEntries: Entry[];
+  /** Send only after the persist of step 1 completed. */
   messages: Message[];
+  /**
+   * May be sent at once, in parallel with the persist (a leader's appends and heartbeats:
+   * its term and vote are already durable, and it counts its own entries toward commit
+   * only after advance() confirms them durable).
+   */
+  earlyMessages: Message[];
   readStates: ReadState[];
   /** Entries or term/vote changed: the write must reach stable storage before messages go out. */
   mustSync: boolean;

@@ -148,7 +148,7 @@ export class RaftCluster {
     if (rd.snapshot) n.storage.applySnapshot(rd.snapshot);
     n.storage.append(rd.entries);
     if (rd.hardState) n.storage.setHardState(rd.hardState);
-    for (const m of rd.messages) {
+    for (const m of [...rd.earlyMessages, ...rd.messages]) {
       if (!this.nodes.has(m.to)) continue;
       this.mailbox.get(m.to)!.push(m);
     }
