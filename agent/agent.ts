@@ -7,7 +7,7 @@ import { mkdirSync } from 'node:fs';
 import pino from 'pino';
 import { AgentConfig } from './config.js';
 import { AgentHttp } from './http.js';
-import { startManager, ManagerNode } from './manager.js';
+import { startManager, RunningManager } from './manager.js';
 
 export interface RunningAgent {
   config: AgentConfig;
@@ -19,7 +19,7 @@ export const logger = pino({ name: 'picloud-node', level: process.env.PICLOUD_LO
 export async function runAgent(config: AgentConfig): Promise<RunningAgent> {
   mkdirSync(config.dataDir, { recursive: true });
   const log = logger.child({ node: config.name });
-  let manager: ManagerNode | undefined;
+  let manager: RunningManager | undefined;
   const http = new AgentHttp({
     ready: () => {
       if (!manager) return { ok: false, reason: 'not a member of a cluster yet' };

@@ -1,48 +1,54 @@
 /**
- * A manager: a Raft voter of the state store. This first version runs a single-node Raft
- * group with in-memory persistence (the dev node); the durable, networked manager replaces
- * it as core/storage, core/net and core/kv land.
+ * Starts a manager: the Raft/KV node (core/api/manager-node) and the etcd v3 gRPC API on
+ * the client port. The join handshake listens on the gossip port until membership lands.
  */
 import type { Logger } from 'pino';
-import { MemoryPersistence, RaftDriver } from '../core/api/raft-driver.js';
-import { bootstrap as bootstrapStorage } from '../core/raft/storage.js';
-import { Role } from '../core/raft/types.js';
-import { Prng } from '../core/sim/prng.js';
+import { ManagerEtcdBackend } from '../core/api/etcd-backend.js';
+import { ManagerNode } from '../core/api/manager-node.js';
+import { EtcdGrpcServer } from '../core/net/etcd/server.js';
 import { AgentConfig } from './config.js';
 
-export interface ManagerNode {
-  driver: RaftDriver;
+export interface RunningManager {
+  node: ManagerNode;
   readiness(): { ok: boolean; reason: string };
   stop(): Promise<void>;
 }
 
-export async function startManager(config: AgentConfig, log: Logger): Promise<ManagerNode> {
-  if (config.join.length > 0) throw new Error('joining a cluster needs the networked manager (not built yet)');
-  const persistence = new MemoryPersistence();
-  bootstrapStorage(persistence.storage, [1]);
-  const driver = new RaftDriver(
-    { id: 1, storage: persistence.storage, random: new Prng(Date.now() >>> 0), electionTicks: config.electionTicks },
-    persistence,
-    { send: () => undefined },
-    { apply: () => undefined, restore: () => undefined },
-    { tickMs: config.tickMs, requestTimeoutMs: 5000 },
-  );
-  let lead = 0;
-  driver.onLeaderChange((l, role) => {
-    lead = l;
-    log.info({ lead: l, role }, role === Role.Leader ? 'became leader' : 'leader changed');
+export async function startManager(config: AgentConfig, log: Logger): Promise<RunningManager> {
+  const node = await ManagerNode.start({
+    name: config.name,
+    dataDir: config.dataDir,
+    bindAddr: config.bindAddr,
+    advertiseAddr: config.advertiseAddr,
+    clientPort: config.clientPort,
+    peerPort: config.peerPort,
+    joinPort: config.gossipPort,
+    bootstrap: config.bootstrap,
+    join: config.join,
+    token: config.token,
+    tickMs: config.tickMs,
+    electionTicks: config.electionTicks,
+    logger: log,
   });
-  driver.start();
-  for (const [flag, p] of [
-    ['client-port', config.clientPort],
-    ['peer-port', config.peerPort],
-    ['gossip-port', config.gossipPort],
-  ] as const) {
-    log.info({ port: p }, `--${flag}: not used yet by this manager`);
+  let grpc: EtcdGrpcServer | undefined;
+  try {
+    grpc = await EtcdGrpcServer.start({
+      backend: new ManagerEtcdBackend(node),
+      port: config.clientPort,
+      host: config.bindAddr,
+      onInternalError: (err, method) => log.error({ err, method }, 'etcd API internal error'),
+    });
+  } catch (e) {
+    await node.stop();
+    throw e;
   }
+  if (config.bootstrap) log.info({ token: node.tokenString() }, 'join token (also in the data dir): picloud-node agent --join HOST --token TOKEN');
   return {
-    driver,
-    readiness: () => (lead !== 0 ? { ok: true, reason: `leader is ${lead}` } : { ok: false, reason: 'no leader yet' }),
-    stop: async () => driver.stop(),
+    node,
+    readiness: () => node.readiness(),
+    stop: async () => {
+      await grpc?.close(500).catch(() => undefined);
+      await node.stop();
+    },
   };
 }

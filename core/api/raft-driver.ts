@@ -42,6 +42,8 @@ export interface RaftStateMachine {
   applyConfChange?(cc: ConfChange, conf: ConfState, index: number): void;
   /** Replace the whole state with a snapshot received from the leader. */
   restore(snapshot: Snapshot): void | Promise<void>;
+  /** After each Ready's entries were applied (e.g. persist the applied state in one batch). */
+  afterApply?(): void | Promise<void>;
 }
 
 export class RaftDriverError extends Error {
@@ -228,6 +230,7 @@ export class RaftDriver {
     if (rd.messages.length > 0) this.transport.send(rd.messages);
     if (rd.snapshot) await this.sm.restore(rd.snapshot);
     for (const e of rd.committedEntries) this.applyEntry(e);
+    if (rd.committedEntries.length > 0 || rd.snapshot) await this.sm.afterApply?.();
     if (rd.softState) this.noticeRole(rd.softState.lead, rd.softState.role);
     for (const rs of rd.readStates) {
       const key = Buffer.from(rs.context).toString('hex');

@@ -133,13 +133,19 @@ export class MemoryStorage implements Storage {
  */
 export function bootstrap(storage: MemoryStorage, voters: NodeId[]): void {
   invariant(storage.lastIndex() === 0, 'bootstrap on non-empty storage');
+  const { entries, hardState } = bootstrapEntries(voters.map((nodeId) => ({ nodeId })));
+  storage.append(entries);
+  storage.setHardState(hardState);
+}
+
+/** The entries and hard state that found a cluster (for any storage). */
+export function bootstrapEntries(voters: Array<{ nodeId: NodeId; context?: Uint8Array }>): { entries: Entry[]; hardState: HardState } {
   invariant(voters.length > 0, 'bootstrap with no voters');
-  const ents: Entry[] = voters.map((nodeId, i) => ({
+  const entries: Entry[] = voters.map((v, i) => ({
     term: 1,
     index: i + 1,
     type: EntryType.ConfChange,
-    data: encodeConfChange({ type: ConfChangeType.AddVoter, nodeId }),
+    data: encodeConfChange({ type: ConfChangeType.AddVoter, nodeId: v.nodeId, context: v.context }),
   }));
-  storage.append(ents);
-  storage.setHardState({ term: 1, vote: 0, commit: ents.length });
+  return { entries, hardState: { term: 1, vote: 0, commit: entries.length } };
 }

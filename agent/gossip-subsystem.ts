@@ -1,0 +1,426 @@
+/**
+ * The agent's membership subsystem: starts a GossipNode from the agent's flags, keeps its
+ * keyring and incarnation in the data dir (written only when they change), joins the seeds
+ * (resolving names, retrying in the background while none answers), and serves the membership
+ * and keyring HTTP API (GET /v1/agent/members[?watch=1], /v1/agent/keyring…, PUT
+ * /v1/agent/tags). The HTTP server itself and the CLI wiring belong to agent/http.ts and
+ * agent/cli.ts.
+ */
+import { lookup } from 'node:dns/promises';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isIP } from 'node:net';
+import { join as joinPath } from 'node:path';
+import { LOCAL_CONFIG, PICLOUD_LAN_CONFIG, profileConfig, type GossipConfig, type GossipProfile } from '../core/gossip/config.js';
+import { GossipError } from '../core/gossip/errors.js';
+import { Keyring, parseKey } from '../core/gossip/keyring/index.js';
+import type { Address, KeyringOpName, MemberInfo, Meta } from '../core/gossip/types.js';
+import { GossipNode, type GossipEvent, type KeyringResult } from '../core/net/gossip-node.js';
+
+export const DEFAULT_GOSSIP_PORT = 7946;
+/** Largest HTTP request body the gossip routes read (keys, tags). */
+export const MAX_HTTP_BODY_BYTES = 64 * 1024;
+const JOIN_RETRY_MIN_MS = 1_000;
+const JOIN_RETRY_MAX_MS = 30_000;
+
+export interface GossipLoggerLike {
+  info(...a: unknown[]): void;
+  warn(...a: unknown[]): void;
+}
+
+export interface StartGossipOptions {
+  name: string;
+  bindAddr: string;
+  advertiseAddr?: string;
+  gossipPort: number;
+  /** HOST[:PORT] (default port 7946), resolved with dns.lookup. */
+  join: string[];
+  /** Cluster secret; the default gossip key derives from it. */
+  secret: string;
+  /** Keyring and incarnation are persisted here (under gossip/). */
+  dataDir: string;
+  /** role, ports, zone, tags, version. */
+  meta: Record<string, unknown>;
+  logger?: GossipLoggerLike;
+  /** Timing profile; defaults to $PICLOUD_GOSSIP_PROFILE or 'lan'. */
+  profile?: GossipProfile;
+  /** Overrides on top of the profile. */
+  config?: Partial<GossipConfig>;
+}
+
+/** A member as the HTTP API and `picloud-node members --json` show it. */
+export interface MemberView {
+  name: string;
+  address: string;
+  port: number;
+  role: string | null;
+  state: MemberInfo['status'];
+  incarnation: number;
+  meta: Meta;
+}
+
+export interface MemberEventView extends MemberView {
+  type: GossipEvent['type'];
+  at: string;
+}
+
+export interface HttpRoute {
+  method: string;
+  /** Matched against the path without the query string. */
+  path: string;
+  handler(req: IncomingMessage, res: ServerResponse): void;
+}
+
+export interface GossipSubsystem {
+  readonly name: string;
+  readonly node: GossipNode;
+  members(): MemberView[];
+  events(): AsyncIterableIterator<MemberEventView>;
+  updateMeta(meta: Record<string, unknown>): void;
+  leave(): Promise<void>;
+  stop(): Promise<void>;
+  keyring: {
+    list(opts?: { local?: boolean }): Promise<KeyringResult>;
+    install(key: string, opts?: { local?: boolean }): Promise<KeyringResult>;
+    use(key: string, opts?: { local?: boolean }): Promise<KeyringResult>;
+    remove(key: string, opts?: { local?: boolean }): Promise<KeyringResult>;
+  };
+  metrics(): Record<string, number>;
+  httpRoutes(): HttpRoute[];
+}
+
+export function memberView(m: MemberInfo): MemberView {
+  const role = typeof m.meta.role === 'string' ? m.meta.role : null;
+  return { name: m.name, address: m.host, port: m.port, role, state: m.status, incarnation: m.incarnation, meta: m.meta };
+}
+
+/** Parses HOST[:PORT] / [V6]:PORT. Throws GOSSIP_CONFIG_INVALID with the offending text. */
+export function parseHostPort(text: string, defaultPort: number): { host: string; port: number } {
+  const t = text.trim();
+  let host = t;
+  let portText: string | undefined;
+  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(t);
+  if (v6) {
+    host = v6[1]!;
+    portText = v6[2];
+  } else if (isIP(t) === 6) {
+    host = t;
+  } else {
+    const i = t.lastIndexOf(':');
+    if (i >= 0) {
+      host = t.slice(0, i);
+      portText = t.slice(i + 1);
+    }
+  }
+  const port = portText === undefined ? defaultPort : Number(portText);
+  if (!host || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new GossipError('GOSSIP_CONFIG_INVALID', `bad address "${text}": expected HOST[:PORT]`);
+  }
+  return { host, port };
+}
+
+function resolveProfile(opts: StartGossipOptions): GossipConfig {
+  const env = process.env.PICLOUD_GOSSIP_PROFILE;
+  const profile: GossipProfile = opts.profile ?? (env === 'local' || env === 'lan' || env === 'memberlist' ? env : 'lan');
+  const base = profile === 'lan' ? { ...PICLOUD_LAN_CONFIG } : profile === 'local' ? { ...LOCAL_CONFIG } : profileConfig(profile);
+  return { ...base, ...opts.config };
+}
+
+function writeAtomic(path: string, data: string, mode: number): void {
+  const tmp = `${path}.tmp`;
+  writeFileSync(tmp, data, { mode });
+  renameSync(tmp, path);
+}
+
+function loadKeyring(dir: string, secret: string, log: GossipLoggerLike): Keyring {
+  const file = joinPath(dir, 'keyring.json');
+  try {
+    const ring = Keyring.fromJSON(JSON.parse(readFileSync(file, 'utf8')));
+    return ring;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') log.warn(`gossip: ignoring unreadable ${file}: ${(err as Error).message}`);
+  }
+  const ring = Keyring.fromSecret(secret);
+  writeAtomic(file, JSON.stringify(ring.toJSON()), 0o600);
+  return ring;
+}
+
+function loadIncarnation(dir: string): number {
+  try {
+    const v = JSON.parse(readFileSync(joinPath(dir, 'incarnation.json'), 'utf8')) as { incarnation?: unknown };
+    if (typeof v.incarnation === 'number' && Number.isInteger(v.incarnation) && v.incarnation >= 0) return v.incarnation;
+  } catch {
+    // first start
+  }
+  return 0;
+}
+
+async function resolveSeeds(join: readonly string[], log: GossipLoggerLike): Promise<Address[]> {
+  const out: Address[] = [];
+  for (const j of join) {
+    const { host, port } = parseHostPort(j, DEFAULT_GOSSIP_PORT);
+    try {
+      const a = isIP(host) ? host : (await lookup(host)).address;
+      out.push({ host: a, port });
+    } catch (err) {
+      log.warn(`gossip: cannot resolve ${host}: ${(err as Error).message}`);
+    }
+  }
+  return out;
+}
+
+export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsystem> {
+  const log = opts.logger ?? { info: () => {}, warn: () => {} };
+  const dir = joinPath(opts.dataDir, 'gossip');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const keyring = loadKeyring(dir, opts.secret, log);
+  // A restarted node starts above any incarnation it announced before it stopped.
+  const incarnation = loadIncarnation(dir) + 1;
+  const persistIncarnation = (inc: number): void => writeAtomic(joinPath(dir, 'incarnation.json'), JSON.stringify({ incarnation: inc }), 0o600);
+  persistIncarnation(incarnation);
+  const config = resolveProfile(opts);
+  const node = await GossipNode.start({
+    name: opts.name,
+    bindHost: opts.bindAddr,
+    bindPort: opts.gossipPort,
+    advertiseHost: opts.advertiseAddr,
+    advertisePort: opts.advertiseAddr ? opts.gossipPort || undefined : undefined,
+    keyring,
+    config,
+    meta: opts.meta as Meta,
+    incarnation,
+    onIncarnationChange: persistIncarnation,
+    onKeyringChange: (ring) => writeAtomic(joinPath(dir, 'keyring.json'), JSON.stringify(ring.toJSON()), 0o600),
+    logger: log,
+  });
+  log.info(`gossip: ${opts.name} listening on ${opts.bindAddr}:${node.port} (UDP+TCP), incarnation ${incarnation}`);
+
+  let stopped = false;
+  let retryTimer: NodeJS.Timeout | undefined;
+  const tryJoin = async (delayMs: number): Promise<void> => {
+    const seeds = await resolveSeeds(opts.join, log);
+    try {
+      if (seeds.length === 0) throw new GossipError('GOSSIP_JOIN_FAILED', 'no seed address resolved');
+      const n = await node.join(seeds);
+      log.info(`gossip: joined through ${n} of ${seeds.length} seeds`);
+    } catch (err) {
+      const e = err as GossipError;
+      if (e.code === 'GOSSIP_NAME_CONFLICT' || stopped) throw err;
+      log.warn(`gossip: join failed (${e.message}); retrying in ${delayMs} ms`);
+      retryTimer = setTimeout(() => {
+        tryJoin(Math.min(JOIN_RETRY_MAX_MS, delayMs * 2)).catch((e2: GossipError) => {
+          if (!stopped) log.warn(`gossip: giving up joining: ${e2.message}`);
+        });
+      }, delayMs);
+      retryTimer.unref();
+    }
+  };
+  if (opts.join.length > 0) {
+    try {
+      await tryJoin(JOIN_RETRY_MIN_MS);
+    } catch (err) {
+      await node.stop();
+      throw err;
+    }
+  }
+
+  let meta = { ...opts.meta } as Meta;
+  const keyringOp = (op: KeyringOpName, key: string, o?: { local?: boolean }): Promise<KeyringResult> => node.keyringOp(op, key, o);
+
+  const sub: GossipSubsystem = {
+    name: opts.name,
+    node,
+    members: () => node.members().map(memberView).sort((a, b) => a.name.localeCompare(b.name)),
+    events: () => {
+      const it = node.events();
+      const mapped: AsyncIterableIterator<MemberEventView> = {
+        next: async () => {
+          const r = await it.next();
+          if (r.done) return { value: undefined, done: true };
+          return { value: { type: r.value.type, at: r.value.at, ...memberView(r.value.member) }, done: false };
+        },
+        return: async () => {
+          await it.return?.();
+          return { value: undefined, done: true };
+        },
+        [Symbol.asyncIterator]() {
+          return mapped;
+        },
+      };
+      return mapped;
+    },
+    updateMeta: (m) => {
+      const next = { ...m } as Meta;
+      node.updateMeta(next);
+      meta = next;
+    },
+    leave: () => node.leave(),
+    stop: async () => {
+      stopped = true;
+      if (retryTimer) clearTimeout(retryTimer);
+      await node.stop();
+    },
+    keyring: {
+      list: (o) => keyringOp('list', '', o),
+      install: (k, o) => keyringOp('install', k, o),
+      use: (k, o) => keyringOp('use', k, o),
+      remove: (k, o) => keyringOp('remove', k, o),
+    },
+    metrics: () => node.metrics(),
+    httpRoutes: () => routes(sub, () => meta),
+  };
+  return sub;
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body, null, 2) + '\n';
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function sendError(res: ServerResponse, status: number, code: string, message: string): void {
+  sendJson(res, status, { error: { code, message } });
+}
+
+function readBody(req: IncomingMessage): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_HTTP_BODY_BYTES) {
+        reject(new GossipError('GOSSIP_META_TOO_LARGE', `request body over ${MAX_HTTP_BODY_BYTES} bytes`));
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8');
+      if (!text.trim()) return resolve({});
+      try {
+        resolve(JSON.parse(text));
+      } catch {
+        reject(new GossipError('GOSSIP_META_INVALID', 'request body is not valid JSON'));
+      }
+    });
+    req.on('error', reject);
+  });
+}
+
+function query(req: IncomingMessage): URLSearchParams {
+  return new URL(req.url ?? '/', 'http://localhost').searchParams;
+}
+
+function flag(q: URLSearchParams, name: string): boolean {
+  const v = q.get(name);
+  return v !== null && v !== '0' && v !== 'false';
+}
+
+function watchMembers(sub: GossipSubsystem, req: IncomingMessage, res: ServerResponse): void {
+  res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache' });
+  res.flushHeaders();
+  const it = sub.events();
+  let open = true;
+  const close = (): void => {
+    if (!open) return;
+    open = false;
+    void it.return?.();
+  };
+  req.on('close', close);
+  res.on('close', close);
+  void (async () => {
+    try {
+      for (;;) {
+        const r = await it.next();
+        if (r.done || !open) break;
+        res.write(JSON.stringify(r.value) + '\n');
+      }
+    } catch (err) {
+      const e = err as GossipError;
+      if (open) res.write(JSON.stringify({ error: { code: e.code ?? 'GOSSIP_WATCH_OVERFLOW', message: e.message } }) + '\n');
+    }
+    close();
+    res.end();
+  })();
+}
+
+function keyringHandler(sub: GossipSubsystem, op: Exclude<KeyringOpName, 'list'>): HttpRoute['handler'] {
+  return (req, res) => {
+    void (async () => {
+      try {
+        const body = (await readBody(req)) as { key?: unknown };
+        if (typeof body.key !== 'string') return sendError(res, 400, 'GOSSIP_KEY_INVALID', 'body must be {"key": "<base64 key>"}');
+        parseKey(body.key);
+        const local = flag(query(req), 'local');
+        const result = await sub.keyring[op](body.key, { local });
+        sendJson(res, 200, result);
+      } catch (err) {
+        const e = err as GossipError;
+        sendError(res, 400, e.code ?? 'GOSSIP_KEY_INVALID', e.message);
+      }
+    })();
+  };
+}
+
+function routes(sub: GossipSubsystem, currentMeta: () => Meta): HttpRoute[] {
+  return [
+    {
+      method: 'GET',
+      path: '/v1/agent/members',
+      handler: (req, res) => {
+        if (flag(query(req), 'watch')) return watchMembers(sub, req, res);
+        sendJson(res, 200, sub.members());
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/agent/keyring',
+      handler: (req, res) => {
+        sub.keyring
+          .list({ local: flag(query(req), 'local') })
+          .then((r) => sendJson(res, 200, r))
+          .catch((e: GossipError) => sendError(res, 500, e.code ?? 'GOSSIP_STREAM_FAILED', e.message));
+      },
+    },
+    { method: 'POST', path: '/v1/agent/keyring/install', handler: keyringHandler(sub, 'install') },
+    { method: 'POST', path: '/v1/agent/keyring/use', handler: keyringHandler(sub, 'use') },
+    { method: 'POST', path: '/v1/agent/keyring/remove', handler: keyringHandler(sub, 'remove') },
+    {
+      // Runtime tags, like `serf tags -set k=v -delete k`: {"set": {...}, "delete": [...]}.
+      method: 'PUT',
+      path: '/v1/agent/tags',
+      handler: (req, res) => {
+        void (async () => {
+          try {
+            const body = (await readBody(req)) as { set?: unknown; delete?: unknown };
+            const meta = { ...currentMeta() };
+            const tags = { ...((typeof meta.tags === 'object' && meta.tags !== null && !Array.isArray(meta.tags) ? meta.tags : {}) as Meta) };
+            if (body.set !== undefined) {
+              if (typeof body.set !== 'object' || body.set === null || Array.isArray(body.set)) throw new GossipError('GOSSIP_META_INVALID', '"set" must be an object');
+              Object.assign(tags, body.set);
+            }
+            if (body.delete !== undefined) {
+              if (!Array.isArray(body.delete)) throw new GossipError('GOSSIP_META_INVALID', '"delete" must be an array of tag names');
+              for (const k of body.delete) delete tags[String(k)];
+            }
+            meta.tags = tags;
+            sub.updateMeta(meta);
+            sendJson(res, 200, { meta });
+          } catch (err) {
+            const e = err as GossipError;
+            sendError(res, 400, e.code ?? 'GOSSIP_META_INVALID', e.message);
+          }
+        })();
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/agent/gossip/metrics',
+      handler: (_req, res) => sendJson(res, 200, sub.metrics()),
+    },
+  ];
+}

@@ -1,0 +1,387 @@
+/**
+ * The etcd v3 API answered by a manager: translates the gRPC front end's requests
+ * (core/net/etcd/service.ts) into core/kv requests replicated through Raft, reads served
+ * after a ReadIndex barrier (linearizable) or locally (serializable), watches on the
+ * node's WatchHub, leases on the leader's timers, members from the Raft configuration.
+ * Every failure reaches the client as etcd's error (EtcdError).
+ */
+import { createReadStream, createWriteStream } from 'node:fs';
+import { rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
+import { ConfChangeType } from '../raft/index.js';
+import * as kv from '../kv/index.js';
+import { EtcdError, EtcdErrorCode, ETCD_ERRORS } from '../net/etcd/errors.js';
+import type * as api from '../net/etcd/service.js';
+import { ManagerNode } from './manager-node.js';
+import { RaftDriverError } from './raft-driver.js';
+
+/** The etcd version clients see in `endpoint status` (the API we implement). */
+export const ETCD_COMPAT_VERSION = '3.4.0';
+
+const SORT_ORDER: Record<api.SortOrder, number> = { NONE: 0, ASCEND: 1, DESCEND: 2 };
+const SORT_TARGET: Record<api.SortTarget, number> = { KEY: 0, VERSION: 1, CREATE: 2, MOD: 3, VALUE: 4 };
+const CMP_RESULT: Record<api.CompareResult, number> = { EQUAL: 0, GREATER: 1, LESS: 2, NOT_EQUAL: 3 };
+const CMP_TARGET: Record<api.CompareTarget, number> = { VERSION: 0, CREATE: 1, MOD: 2, VALUE: 3, LEASE: 4 };
+
+/** KvError codes whose etcd name differs; the rest map by name or to INVALID_ARGUMENT. */
+const KV_TO_ETCD: Partial<Record<kv.KvErrorCode, EtcdErrorCode>> = {
+  LEASE_EXISTS: 'LEASE_EXIST',
+  TOO_MANY_WATCHERS: 'TOO_MANY_WATCHERS',
+  WATCHER_TOO_SLOW: 'WATCH_TOO_SLOW',
+  STREAM_UNSUPPORTED: 'UNSUPPORTED',
+};
+
+export function toEtcdError(err: unknown): unknown {
+  if (err instanceof EtcdError) return err;
+  if (err instanceof kv.KvError) {
+    const mapped = KV_TO_ETCD[err.code] ?? (err.code in ETCD_ERRORS ? (err.code as EtcdErrorCode) : undefined);
+    if (mapped) return new EtcdError(mapped);
+    return new EtcdError('INVALID_ARGUMENT', err.message);
+  }
+  if (err instanceof RaftDriverError) {
+    switch (err.code) {
+      case 'TIMEOUT':
+        return new EtcdError('TIMEOUT');
+      case 'LEADER_CHANGED':
+        return new EtcdError('LEADER_CHANGED');
+      case 'STOPPED':
+        return new EtcdError('STOPPED');
+      case 'DROPPED':
+        return new EtcdError('NO_LEADER');
+    }
+  }
+  return err;
+}
+
+async function etcdErrors<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    throw toEtcdError(e);
+  }
+}
+
+function toKvRange(r: api.RangeRequest): kv.RangeRequest {
+  return {
+    key: r.key,
+    rangeEnd: r.rangeEnd,
+    limit: r.limit,
+    revision: r.revision,
+    sortOrder: SORT_ORDER[r.sortOrder],
+    sortTarget: SORT_TARGET[r.sortTarget],
+    serializable: r.serializable,
+    keysOnly: r.keysOnly,
+    countOnly: r.countOnly,
+    minModRevision: r.minModRevision,
+    maxModRevision: r.maxModRevision,
+    minCreateRevision: r.minCreateRevision,
+    maxCreateRevision: r.maxCreateRevision,
+  };
+}
+
+function toKvTxn(t: api.TxnRequest): kv.TxnRequest {
+  const op = (o: api.RequestOp): kv.RequestOp => {
+    switch (o.op) {
+      case 'range':
+        return { requestRange: toKvRange(o.request) };
+      case 'put':
+        return { requestPut: o.request };
+      case 'deleteRange':
+        return { requestDeleteRange: o.request };
+      case 'txn':
+        return { requestTxn: toKvTxn(o.request) };
+    }
+  };
+  return {
+    compare: t.compare.map((c) => {
+      const out: kv.Compare = { result: CMP_RESULT[c.result], target: CMP_TARGET[c.target], key: c.key, rangeEnd: c.rangeEnd };
+      switch (c.target) {
+        case 'VALUE':
+          out.value = c.operand as Uint8Array;
+          break;
+        case 'VERSION':
+          out.version = c.operand as number;
+          break;
+        case 'CREATE':
+          out.createRevision = c.operand as number;
+          break;
+        case 'MOD':
+          out.modRevision = c.operand as number;
+          break;
+        case 'LEASE':
+          out.lease = c.operand as number;
+          break;
+      }
+      return out;
+    }),
+    success: t.success.map(op),
+    failure: t.failure.map(op),
+  };
+}
+
+export class ManagerEtcdBackend implements api.EtcdBackend {
+  constructor(private readonly node: ManagerNode) {}
+
+  header(revision = this.node.store.revision): api.ResponseHeader {
+    return { clusterId: this.node.clusterId, memberId: this.node.id, revision, raftTerm: this.node.driver.node.status().term };
+  }
+
+  private withHeader<T extends { header: { revision: number } }>(r: T): Omit<T, 'header'> & { header: api.ResponseHeader } {
+    return { ...r, header: this.header(r.header.revision) };
+  }
+
+  private fromKvTxn(r: kv.TxnResponse): api.TxnResponse {
+    return {
+      header: this.header(r.header.revision),
+      succeeded: r.succeeded,
+      responses: r.responses.map((o): api.ResponseOp => {
+        if (o.responseRange) return { op: 'range', response: this.withHeader(o.responseRange) };
+        if (o.responsePut) return { op: 'put', response: this.withHeader(o.responsePut) };
+        if (o.responseDeleteRange) return { op: 'deleteRange', response: this.withHeader(o.responseDeleteRange) };
+        return { op: 'txn', response: this.fromKvTxn(o.responseTxn!) };
+      }),
+    };
+  }
+
+  private async replicate(req: kv.KvRequest): Promise<kv.KvResponse> {
+    kv.checkRequest(req);
+    const resp = await this.node.propose(req);
+    if ('error' in resp) throw resp.error;
+    return resp;
+  }
+
+  range(req: api.RangeRequest): Promise<api.RangeResponse> {
+    return etcdErrors(async () => {
+      if (!req.serializable) await this.node.linearizableBarrier();
+      return this.withHeader(this.node.store.range(toKvRange(req)));
+    });
+  }
+
+  put(req: api.PutRequest): Promise<api.PutResponse> {
+    return etcdErrors(async () => {
+      const resp = await this.replicate({ put: req });
+      return this.withHeader((resp as { put: kv.PutResponse }).put);
+    });
+  }
+
+  deleteRange(req: api.DeleteRangeRequest): Promise<api.DeleteRangeResponse> {
+    return etcdErrors(async () => {
+      const resp = await this.replicate({ deleteRange: req });
+      return this.withHeader((resp as { deleteRange: kv.DeleteRangeResponse }).deleteRange);
+    });
+  }
+
+  txn(req: api.TxnRequest): Promise<api.TxnResponse> {
+    return etcdErrors(async () => {
+      const t = toKvTxn(req);
+      const resp = await this.replicate({ txn: t });
+      return this.fromKvTxn((resp as { txn: kv.TxnResponse }).txn);
+    });
+  }
+
+  compact(req: api.CompactionRequest): Promise<{ header: api.ResponseHeader }> {
+    return etcdErrors(async () => {
+      const resp = await this.replicate({ compaction: { revision: req.revision, physical: req.physical } });
+      return this.withHeader((resp as { compaction: kv.CompactionResponse }).compaction);
+    });
+  }
+
+  watch(req: api.WatchCreateRequest, sink: api.WatchSink): api.WatchHandle {
+    let closed = false;
+    const stream = this.node.watchHub.openStream(() => pump());
+    const pump = (): void => {
+      for (let r = stream.next(); r && !closed; r = stream.next()) {
+        const header = this.header(r.header.revision);
+        if (r.canceled) {
+          closed = true;
+          stream.close();
+          sink.cancel(r.cancelReason, header, r.compactRevision > 0 ? r.compactRevision : undefined);
+          return;
+        }
+        if (r.events.length > 0) {
+          sink.events(
+            r.events.map((e) => ({ type: e.type === kv.EventType.DELETE ? 'DELETE' : 'PUT', kv: e.kv, prevKv: e.prevKv })),
+            header,
+          );
+        } else if (!r.created) {
+          sink.progress(header);
+        }
+      }
+    };
+    try {
+      stream.create({
+        key: req.key,
+        rangeEnd: req.rangeEnd,
+        startRevision: req.startRevision,
+        progressNotify: req.progressNotify,
+        filters: req.filters.map((f) => (f === 'NOPUT' ? kv.WatchFilterType.NOPUT : kv.WatchFilterType.NODELETE)),
+        prevKv: req.prevKv,
+        watchId: 1,
+        fragment: false,
+      });
+    } catch (e) {
+      stream.close();
+      throw toEtcdError(e);
+    }
+    const header = this.header();
+    queueMicrotask(pump);
+    return {
+      header,
+      cancel: () => {
+        if (closed) return;
+        closed = true;
+        stream.close();
+      },
+    };
+  }
+
+  async watchProgress(): Promise<api.ResponseHeader> {
+    return this.header();
+  }
+
+  leaseGrant(req: api.LeaseGrantRequest): Promise<api.LeaseGrantResponse> {
+    return etcdErrors(async () => {
+      const resp = await this.replicate({ leaseGrant: { TTL: req.ttlSeconds, ID: req.id } });
+      const g = (resp as { leaseGrant: kv.LeaseGrantResponse }).leaseGrant;
+      return { header: this.header(g.header.revision), id: g.ID, ttlSeconds: g.TTL };
+    });
+  }
+
+  leaseRevoke(id: number): Promise<{ header: api.ResponseHeader }> {
+    return etcdErrors(async () => {
+      if (!this.node.store.hasLease(id)) throw new EtcdError('LEASE_NOT_FOUND');
+      const resp = await this.replicate({ leaseRevoke: { ID: id } });
+      return this.withHeader((resp as { leaseRevoke: kv.LeaseRevokeResponse }).leaseRevoke);
+    });
+  }
+
+  leaseKeepAlive(id: number): Promise<api.LeaseKeepAliveResponse> {
+    return etcdErrors(async () => {
+      if (!this.node.leaseTimers.isLeader) {
+        // Lease time lives on the leader only; a follower cannot renew (etcd forwards).
+        if (!this.node.store.hasLease(id)) throw new EtcdError('LEASE_NOT_FOUND');
+        throw new EtcdError('NOT_LEADER');
+      }
+      const ttl = this.node.leaseTimers.keepAlive(id);
+      return { header: this.header(), id, ttlSeconds: ttl };
+    });
+  }
+
+  leaseTimeToLive(id: number, keys: boolean): Promise<api.LeaseTimeToLiveResponse> {
+    return etcdErrors(async () => {
+      await this.node.linearizableBarrier();
+      let r = this.node.store.leaseTimeToLive(id, keys);
+      if (this.node.leaseTimers.isLeader && r.TTL >= 0) r = this.node.leaseTimers.timeToLive(r);
+      return { header: this.header(r.header.revision), id: r.ID, ttlSeconds: r.TTL, grantedTtlSeconds: r.grantedTTL, keys: r.keys };
+    });
+  }
+
+  leaseLeases(): Promise<api.LeaseLeasesResponse> {
+    return etcdErrors(async () => {
+      await this.node.linearizableBarrier();
+      const r = this.node.store.leaseLeases();
+      return { header: this.header(r.header.revision), ids: r.leases.map((l) => l.ID) };
+    });
+  }
+
+  private membersResponse(): api.MembersResponse {
+    return {
+      header: this.header(),
+      members: [...this.node.members.values()].map((m) => ({
+        id: m.id,
+        name: m.name,
+        peerUrls: m.peerAddr ? [`http://${m.peerAddr}`] : [],
+        clientUrls: m.clientAddr ? [`http://${m.clientAddr}`] : [],
+        isLearner: m.isLearner,
+      })),
+    };
+  }
+
+  async memberList(): Promise<api.MembersResponse> {
+    return this.membersResponse();
+  }
+
+  memberAdd(peerUrls: string[], isLearner: boolean): Promise<api.MemberAddResponse> {
+    return etcdErrors(async () => {
+      const peerAddr = peerUrls[0]?.replace(/^https?:\/\//, '') ?? '';
+      if (!/^[^/\s]+:\d+$/.test(peerAddr)) throw new EtcdError('MEMBER_BAD_URLS');
+      if ([...this.node.members.values()].some((m) => m.peerAddr === peerAddr)) throw new EtcdError('PEER_URL_EXIST');
+      const id = 1 + Math.floor(Math.random() * (2 ** 47 - 1));
+      const context = new TextEncoder().encode(JSON.stringify({ name: '', peerAddr, clientAddr: '' }));
+      await this.node.changeMembership({ type: isLearner ? ConfChangeType.AddLearner : ConfChangeType.AddVoter, nodeId: id, context }, () => this.node.members.has(id));
+      const list = this.membersResponse();
+      return { ...list, member: list.members.find((m) => m.id === id)! };
+    });
+  }
+
+  memberRemove(id: number): Promise<api.MembersResponse> {
+    return etcdErrors(async () => {
+      if (!this.node.members.has(id)) throw new EtcdError('MEMBER_NOT_FOUND');
+      await this.node.changeMembership({ type: ConfChangeType.RemoveNode, nodeId: id }, () => !this.node.members.has(id));
+      return this.membersResponse();
+    });
+  }
+
+  memberUpdate(): Promise<api.MembersResponse> {
+    return Promise.reject(new EtcdError('UNSUPPORTED', 'MemberUpdate: peer addresses change by rejoining'));
+  }
+
+  memberPromote(id: number): Promise<api.MembersResponse> {
+    return etcdErrors(async () => {
+      const m = this.node.members.get(id);
+      if (!m) throw new EtcdError('MEMBER_NOT_FOUND');
+      if (!m.isLearner) throw new EtcdError('MEMBER_NOT_LEARNER');
+      const st = this.node.driver.node.status();
+      const pr = st.progress?.[String(id)];
+      if (st.progress && (!pr || pr.match + 100 < st.lastIndex)) throw new EtcdError('LEARNER_NOT_READY');
+      await this.node.changeMembership({ type: ConfChangeType.AddVoter, nodeId: id }, () => this.node.members.get(id)?.isLearner === false);
+      return this.membersResponse();
+    });
+  }
+
+  async status(): Promise<api.StatusResponse> {
+    const st = this.node.driver.node.status();
+    return {
+      header: this.header(),
+      version: ETCD_COMPAT_VERSION,
+      dbSizeBytes: 0,
+      leader: st.lead,
+      raftIndex: st.commit,
+      raftTerm: st.term,
+      raftAppliedIndex: st.applied,
+      errors: [],
+      dbSizeInUseBytes: 0,
+      isLearner: st.conf.learners.includes(st.id),
+    };
+  }
+
+  async alarm(): Promise<api.AlarmResponse> {
+    // Space is reclaimed online (LevelDB compaction); no alarm needs disarming by hand.
+    return { header: this.header(), alarms: [] };
+  }
+
+  async defragment(): Promise<{ header: api.ResponseHeader }> {
+    return { header: this.header() };
+  }
+
+  snapshot(): Promise<api.SnapshotStream> {
+    return etcdErrors(async () => {
+      // Spool to a file first: the stream must announce its exact size, and must not hold
+      // the whole image in memory.
+      const path = join(this.node.opts.dataDir, `snapshot-${process.pid}-${Date.now()}.tmp`);
+      await pipeline(Readable.from(this.node.store.snapshot()), createWriteStream(path));
+      const { size } = await stat(path);
+      const header = this.header();
+      async function* data(): AsyncGenerator<Uint8Array> {
+        try {
+          for await (const chunk of createReadStream(path)) yield chunk as Buffer;
+        } finally {
+          await rm(path, { force: true });
+        }
+      }
+      return { header, sizeBytes: size, data: data() };
+    });
+  }
+}

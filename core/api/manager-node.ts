@@ -1,0 +1,531 @@
+/**
+ * A manager: one voter (or learner) of the Raft group that replicates the KV store. Wires
+ * core/raft (through RaftDriver), core/storage (Raft log + MVCC state on LevelDB), core/kv
+ * (the state machine, watches, lease timers) and core/net (authenticated peer transport,
+ * join handshake). Answers the etcd API through ./etcd-backend.ts.
+ *
+ * Membership: every conf change entry carries the member's name and addresses (JSON in its
+ * context), so every node derives the same member table from the log. Joiners enter as
+ * learners and the leader promotes them once they have caught up.
+ */
+import { randomInt } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import {
+  ConfChange,
+  ConfChangeType,
+  ConfState,
+  Entry,
+  HardState,
+  NodeId,
+  ProgressState,
+  RaftError,
+  Role,
+  Snapshot,
+  Storage,
+  bootstrapEntries,
+} from '../raft/index.js';
+import { RaftLogStore } from '../storage/raft-log-store.js';
+import { MvccBackend } from '../storage/mvcc-backend.js';
+import { KvError, KvRequest, KvResponse, KvStore, LeaseTimers, WatchHub, decodeKvRequest, encodeKvRequest } from '../kv/index.js';
+import { PeerTransport } from '../net/peer-transport.js';
+import { JoinMember, JoinServer, joinCluster } from '../net/join.js';
+import { derivePeerKey, formatToken, generateToken, parseToken, tokenDigest } from '../net/token.js';
+import { RaftDriver, RaftDriverError, RaftPersistence } from './raft-driver.js';
+
+export interface ManagerNodeOptions {
+  name: string;
+  dataDir: string;
+  bindAddr: string;
+  /** Address other nodes use to reach this one (defaults to bindAddr, or 127.0.0.1 for 0.0.0.0). */
+  advertiseAddr?: string;
+  clientPort: number;
+  peerPort: number;
+  /** The join handshake listens here (DESIGN.md: the gossip port). */
+  joinPort: number;
+  bootstrap: boolean;
+  join: string[];
+  token?: string;
+  tickMs: number;
+  electionTicks: number;
+  logger: Logger;
+  /** Take a Raft snapshot and compact the log every this many applied entries. */
+  snapshotEveryEntries?: number;
+  requestTimeoutMs?: number;
+}
+
+export interface Member {
+  id: NodeId;
+  name: string;
+  peerAddr: string;
+  clientAddr: string;
+  isLearner: boolean;
+}
+
+interface Identity {
+  id: NodeId;
+  name: string;
+  clusterId: number;
+}
+
+/** What conf change contexts carry. */
+interface MemberContext {
+  name: string;
+  peerAddr: string;
+  clientAddr: string;
+}
+
+/** Persisted beside the applied state: the configuration and member table as of applied. */
+interface AppliedMembership {
+  conf: ConfState;
+  members: Array<MemberContext & { id: NodeId }>;
+}
+
+export const DEFAULT_SNAPSHOT_EVERY_ENTRIES = 10_000;
+/** Entries kept behind a snapshot so slightly lagging followers catch up from the log. */
+export const LOG_ENTRIES_KEPT_AFTER_SNAPSHOT = 5_000;
+/** A learner within this many entries of the leader's log is promoted. */
+export const LEARNER_CATCH_UP_ENTRIES = 100;
+export const LEASE_TICK_MS = 500;
+export const DEFAULT_REQUEST_TIMEOUT_MS = 7_000;
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+export class NodeError extends Error {
+  constructor(
+    readonly code: 'NAME_CONFLICT' | 'NOT_BOOTSTRAPPED' | 'JOIN_FAILED' | 'BAD_TOKEN',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'NodeError';
+  }
+}
+
+function hostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** Hands RawNode the configuration as of the applied index (kept with the MVCC state). */
+class AppliedConfStorage implements Storage {
+  constructor(
+    private readonly log: RaftLogStore,
+    private readonly conf: ConfState,
+    private readonly minCommit: number,
+  ) {}
+  initialState(): { hardState: HardState; confState: ConfState } {
+    const { hardState } = this.log.initialState();
+    // The applied state may have been fsynced after a commit index that was not: entries up
+    // to applied were committed, so the commit index is at least that.
+    const commit = Math.max(hardState.commit, Math.min(this.minCommit, this.log.lastIndex()));
+    return { hardState: { ...hardState, commit }, confState: this.conf };
+  }
+  entries(lo: number, hi: number, maxBytes?: number): Entry[] {
+    return this.log.entries(lo, hi, maxBytes);
+  }
+  term(i: number): number {
+    return this.log.term(i);
+  }
+  firstIndex(): number {
+    return this.log.firstIndex();
+  }
+  lastIndex(): number {
+    return this.log.lastIndex();
+  }
+  snapshot(): Snapshot {
+    return this.log.snapshot();
+  }
+}
+
+export class ManagerNode {
+  readonly members = new Map<NodeId, Member>();
+  readonly watchHub: WatchHub;
+  readonly leaseTimers: LeaseTimers;
+  driver!: RaftDriver;
+  private transport!: PeerTransport;
+  private joinServer: JoinServer | undefined;
+  private timers: NodeJS.Timeout[] = [];
+  private conf: ConfState = { voters: [], learners: [] };
+  private appliedSinceSnapshot = 0;
+  private snapshotting = false;
+  private stopped = false;
+  lead: NodeId = 0;
+  role: Role = Role.Follower;
+  private memberListeners: Array<() => void> = [];
+
+  private constructor(
+    readonly opts: ManagerNodeOptions,
+    readonly identity: Identity,
+    readonly token: string,
+    private readonly logStore: RaftLogStore,
+    private readonly backend: MvccBackend,
+  ) {
+    this.watchHub = new WatchHub(backend.store);
+    this.leaseTimers = new LeaseTimers({ clock: { nowMs: () => performance.now() } });
+  }
+
+  get id(): NodeId {
+    return this.identity.id;
+  }
+
+  get store(): KvStore {
+    return this.backend.store;
+  }
+
+  get clusterId(): number {
+    return this.identity.clusterId;
+  }
+
+  static async start(opts: ManagerNodeOptions): Promise<ManagerNode> {
+    const log = opts.logger;
+    const advertise = opts.advertiseAddr ?? (opts.bindAddr === '0.0.0.0' || opts.bindAddr === '::' ? '127.0.0.1' : opts.bindAddr);
+    const self: MemberContext = {
+      name: opts.name,
+      peerAddr: hostPort(advertise, opts.peerPort),
+      clientAddr: hostPort(advertise, opts.clientPort),
+    };
+    const identityPath = join(opts.dataDir, 'identity.json');
+    const tokenPath = join(opts.dataDir, 'token');
+    let identity: Identity | undefined;
+    let token: string;
+    if (existsSync(identityPath)) {
+      identity = JSON.parse(readFileSync(identityPath, 'utf8')) as Identity;
+      token = readFileSync(tokenPath, 'utf8').trim();
+      if (opts.token && opts.token !== token) throw new NodeError('BAD_TOKEN', 'the --token given differs from the token this data dir was created with');
+    } else if (opts.bootstrap) {
+      token = opts.token ? normaliseToken(opts.token) : generateToken();
+    } else {
+      if (!opts.token) throw new NodeError('BAD_TOKEN', '--join needs --token');
+      token = normaliseToken(opts.token);
+    }
+    const secret = parseToken(token).secret;
+    const peerKey = derivePeerKey(secret);
+    const clusterId = parseInt(tokenDigest(secret).slice(0, 12), 16);
+
+    const logStore = await RaftLogStore.open(join(opts.dataDir, 'raft'));
+    const backend = await MvccBackend.open(join(opts.dataDir, 'kv'));
+    let joinedMembers: JoinMember[] = [];
+    if (!identity) {
+      if (opts.bootstrap) {
+        identity = { id: randomInt(1, 2 ** 47), name: opts.name, clusterId };
+        const { entries, hardState } = bootstrapEntries([{ nodeId: identity.id, context: enc.encode(JSON.stringify(self)) }]);
+        await logStore.save({ entries, hardState }, { sync: true });
+        log.info({ id: identity.id.toString(16) }, 'bootstrapped a new cluster');
+      } else {
+        const result = await joinWithRetry(opts, peerKey, self, log);
+        identity = { id: result.memberId, name: opts.name, clusterId };
+        joinedMembers = result.members;
+        log.info({ id: identity.id.toString(16), members: result.members.length }, 'joined the cluster as a learner');
+      }
+      writeFileSync(tokenPath, token + '\n', { mode: 0o600 });
+      writeFileSync(identityPath, JSON.stringify(identity) + '\n');
+    }
+    const node = new ManagerNode(opts, identity, token, logStore, backend);
+    await node.run(peerKey, joinedMembers, self);
+    return node;
+  }
+
+  private async run(peerKey: Uint8Array, joinedMembers: JoinMember[], self: MemberContext): Promise<void> {
+    const log = this.opts.logger;
+    const persistedMembership = this.backend.confState ? (JSON.parse(dec.decode(this.backend.confState)) as AppliedMembership) : undefined;
+    if (persistedMembership) {
+      this.conf = persistedMembership.conf;
+      for (const m of persistedMembership.members) {
+        this.members.set(m.id, { ...m, isLearner: this.conf.learners.includes(m.id) });
+      }
+    }
+    for (const m of joinedMembers) {
+      if (!this.members.has(m.id)) this.members.set(m.id, { ...m, isLearner: m.id === this.id });
+    }
+    if (!this.members.has(this.id)) this.members.set(this.id, { id: this.id, ...self, isLearner: false });
+
+    this.transport = new PeerTransport({
+      nodeId: this.id,
+      peerKey,
+      onMessage: (m) => this.driver.step(m),
+      onUnreachable: (peer) => this.driver.node.reportUnreachable(peer),
+      onReject: (reason) => log.warn({ reason }, 'peer connection rejected'),
+    });
+    await this.transport.listen(this.opts.peerPort, this.opts.bindAddr);
+    for (const m of this.members.values()) if (m.id !== this.id) this.transport.addPeer(m.id, m.peerAddr);
+
+    const persistence: RaftPersistence = {
+      storage: this.logStore,
+      save: (batch, sync) => this.logStore.save(batch, { sync }),
+    };
+    const applied = this.store.appliedIndex;
+    this.driver = new RaftDriver(
+      {
+        id: this.id,
+        storage: new AppliedConfStorage(this.logStore, this.conf, applied),
+        applied: applied > 0 ? Math.min(applied, this.logStore.lastIndex()) : undefined,
+        random: { next: Math.random, int: (n: number) => Math.floor(Math.random() * n) },
+        electionTicks: this.opts.electionTicks,
+        heartbeatTicks: 1,
+      },
+      persistence,
+      { send: (msgs) => this.transport.send(msgs) },
+      {
+        apply: (e, payload) => this.applyEntry(e, payload),
+        applyConfChange: (cc, conf) => this.applyConfChange(cc, conf),
+        restore: (snap) => this.restoreSnapshot(snap),
+        afterApply: () => this.afterApply(),
+      },
+      { tickMs: this.opts.tickMs, requestTimeoutMs: this.opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS },
+    );
+    this.driver.onLeaderChange((lead, role) => this.onLeaderChange(lead, role));
+    this.driver.start();
+
+    this.joinServer = await JoinServer.listen({
+      peerKey,
+      port: this.opts.joinPort,
+      host: this.opts.bindAddr,
+      onJoin: (req) => this.handleJoin(req),
+      onReject: (reason) => log.warn({ reason }, 'join rejected'),
+    });
+    this.timers.push(setInterval(() => void this.leaderDuties(), LEASE_TICK_MS));
+    this.timers.push(setInterval(() => this.watchHub.progressTick(), 10 * 60_000));
+  }
+
+  // ------------------------------------------------------------------------- applying
+
+  private applyEntry(e: Entry, payload: Uint8Array): KvResponse {
+    let req: KvRequest;
+    try {
+      req = decodeKvRequest(payload);
+    } catch (err) {
+      // Cannot come from a correct proposer; apply as an error so every member agrees.
+      return { error: err instanceof KvError ? err : new KvError('MALFORMED_REQUEST', String(err)) };
+    }
+    const resp = this.store.apply(req, { index: e.index, term: e.term });
+    this.appliedSinceSnapshot++;
+    if ('leaseGrant' in resp && resp.leaseGrant) this.leaseTimers.onGranted(resp.leaseGrant.ID, resp.leaseGrant.TTL);
+    if ('leaseRevoke' in req && req.leaseRevoke?.ID !== undefined) this.leaseTimers.onRevoked(req.leaseRevoke.ID);
+    return resp;
+  }
+
+  private applyConfChange(cc: ConfChange, conf: ConfState): void {
+    this.conf = conf;
+    if (cc.type === ConfChangeType.RemoveNode) {
+      this.members.delete(cc.nodeId);
+      if (cc.nodeId !== this.id) this.transport.removePeer(cc.nodeId);
+    } else {
+      let ctx: MemberContext | undefined;
+      try {
+        ctx = cc.context && cc.context.length > 0 ? (JSON.parse(dec.decode(cc.context)) as MemberContext) : undefined;
+      } catch {
+        ctx = undefined;
+      }
+      const prev = this.members.get(cc.nodeId);
+      const member: Member = {
+        id: cc.nodeId,
+        name: ctx?.name ?? prev?.name ?? '',
+        peerAddr: ctx?.peerAddr ?? prev?.peerAddr ?? '',
+        clientAddr: ctx?.clientAddr ?? prev?.clientAddr ?? '',
+        isLearner: cc.type === ConfChangeType.AddLearner,
+      };
+      this.members.set(cc.nodeId, member);
+      if (cc.nodeId !== this.id && member.peerAddr && !this.transport.hasPeer(cc.nodeId)) this.transport.addPeer(cc.nodeId, member.peerAddr);
+    }
+    this.opts.logger.info({ change: ConfChangeType[cc.type], node: cc.nodeId.toString(16), voters: conf.voters.length, learners: conf.learners.length }, 'membership changed');
+    for (const fn of this.memberListeners) fn();
+  }
+
+  private membershipBytes(): Uint8Array {
+    const m: AppliedMembership = {
+      conf: this.conf,
+      members: [...this.members.values()].map(({ id, name, peerAddr, clientAddr }) => ({ id, name, peerAddr, clientAddr })),
+    };
+    return enc.encode(JSON.stringify(m));
+  }
+
+  private async afterApply(): Promise<void> {
+    // Not fsynced: the Raft log is, so a crash replays from the last durable applied index.
+    await this.backend.persist({ confState: this.membershipBytes(), sync: false });
+    const every = this.opts.snapshotEveryEntries ?? DEFAULT_SNAPSHOT_EVERY_ENTRIES;
+    if (this.appliedSinceSnapshot >= every && !this.snapshotting) void this.takeSnapshot();
+  }
+
+  /** Snapshot the KV state into the Raft log store and compact the log behind it. */
+  private async takeSnapshot(): Promise<void> {
+    this.snapshotting = true;
+    try {
+      await this.backend.persist({ confState: this.membershipBytes(), sync: true });
+      const index = this.store.appliedIndex;
+      if (index <= this.logStore.snapshotMetadata().index) return;
+      this.appliedSinceSnapshot = 0;
+      await this.logStore.createSnapshot(index, this.conf, this.store.snapshot());
+      const compactTo = index - LOG_ENTRIES_KEPT_AFTER_SNAPSHOT;
+      if (compactTo > this.logStore.firstIndex()) await this.logStore.compact(compactTo);
+    } catch (e) {
+      this.opts.logger.warn({ err: e }, 'snapshot failed');
+    } finally {
+      this.snapshotting = false;
+    }
+  }
+
+  private async restoreSnapshot(snap: Snapshot): Promise<void> {
+    await this.store.restore([snap.data]);
+    this.conf = snap.metadata.conf;
+    // The member table as of the snapshot is not in the KV image: keep what we know, drop
+    // members that are no longer in the configuration.
+    const inConf = new Set([...this.conf.voters, ...this.conf.learners]);
+    for (const id of [...this.members.keys()]) if (!inConf.has(id)) this.members.delete(id);
+    for (const m of this.members.values()) m.isLearner = this.conf.learners.includes(m.id);
+    await this.backend.persist({ confState: this.membershipBytes(), sync: true });
+  }
+
+  // ------------------------------------------------------------------------- leadership
+
+  private onLeaderChange(lead: NodeId, role: Role): void {
+    const wasLeader = this.role === Role.Leader;
+    this.lead = lead;
+    this.role = role;
+    if (role === Role.Leader && !wasLeader) {
+      // etcd: a new leader extends every live lease by its full TTL rather than expiring it early.
+      this.leaseTimers.becomeLeader(this.store.leases(), this.opts.tickMs * this.opts.electionTicks);
+      this.opts.logger.info({ term: this.driver.node.status().term }, 'became leader');
+    } else if (role !== Role.Leader && wasLeader) {
+      this.leaseTimers.stepDown();
+    }
+  }
+
+  /** Every LEASE_TICK_MS on the leader: expire leases (after confirming leadership) and promote learners. */
+  private async leaderDuties(): Promise<void> {
+    if (this.stopped || this.role !== Role.Leader) return;
+    const t = this.leaseTimers.tick();
+    if (t.needConfirm) {
+      const started = performance.now();
+      try {
+        await this.driver.readBarrier();
+        this.leaseTimers.confirmLeadership(started);
+      } catch {
+        // not confirmed: leases stay; a new leader will extend them
+      }
+    }
+    for (const id of t.revoke) {
+      this.propose({ leaseRevoke: { ID: id } }).catch(() => this.leaseTimers.revokeFailed(id));
+    }
+    this.promoteCaughtUpLearners();
+  }
+
+  private promoteCaughtUpLearners(): void {
+    const st = this.driver.node.status();
+    if (!st.progress) return;
+    for (const id of st.conf.learners) {
+      const pr = st.progress[String(id)];
+      if (!pr || pr.state !== ProgressState.Replicate || pr.match + LEARNER_CATCH_UP_ENTRIES < st.lastIndex) continue;
+      try {
+        this.driver.proposeConfChange({ type: ConfChangeType.AddVoter, nodeId: id });
+        this.opts.logger.info({ node: id.toString(16) }, 'promoting caught-up learner');
+      } catch (e) {
+        if (!(e instanceof RaftError)) throw e;
+      }
+      return; // one change at a time
+    }
+  }
+
+  // ------------------------------------------------------------------------- requests
+
+  /** Replicate a KV request through Raft and return the state machine's response. */
+  async propose(req: KvRequest): Promise<KvResponse> {
+    const data = encodeKvRequest(req);
+    return (await this.driver.propose(data)) as KvResponse;
+  }
+
+  /** Wait until this member has applied everything committed before the call (ReadIndex). */
+  linearizableBarrier(): Promise<void> {
+    return this.driver.readBarrier();
+  }
+
+  /** Propose a membership change and wait until it is applied here. */
+  async changeMembership(cc: ConfChange, done: () => boolean, timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!done()) {
+      if (Date.now() > deadline) throw new RaftDriverError('TIMEOUT', 'membership change timed out');
+      try {
+        this.driver.proposeConfChange(cc);
+      } catch (e) {
+        if (!(e instanceof RaftError)) throw e;
+      }
+      await this.waitMembersChange(1000);
+    }
+  }
+
+  private waitMembersChange(timeoutMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(finish, timeoutMs);
+      const listener = (): void => finish();
+      this.memberListeners.push(listener);
+      function finish(this: void): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      setTimeout(() => {
+        this.memberListeners = this.memberListeners.filter((l) => l !== listener);
+      }, timeoutMs + 1);
+    });
+  }
+
+  private async handleJoin(req: MemberContext & { remoteAddress: string }): Promise<{ memberId: number; members: JoinMember[] }> {
+    const existing = [...this.members.values()].find((m) => m.name === req.name);
+    if (existing) {
+      if (existing.peerAddr !== req.peerAddr) throw new NodeError('NAME_CONFLICT', `a member named ${req.name} already exists at ${existing.peerAddr}`);
+      return { memberId: existing.id, members: this.memberList() };
+    }
+    const id = randomInt(1, 2 ** 47);
+    const context = enc.encode(JSON.stringify({ name: req.name, peerAddr: req.peerAddr, clientAddr: req.clientAddr }));
+    await this.changeMembership({ type: ConfChangeType.AddLearner, nodeId: id, context }, () => this.members.has(id));
+    return { memberId: id, members: this.memberList() };
+  }
+
+  memberList(): JoinMember[] {
+    return [...this.members.values()].map(({ id, name, peerAddr, clientAddr }) => ({ id, name, peerAddr, clientAddr }));
+  }
+
+  readiness(): { ok: boolean; reason: string } {
+    if (this.lead === 0) return { ok: false, reason: 'no leader' };
+    if (!this.conf.voters.includes(this.id) && !this.conf.learners.includes(this.id)) return { ok: false, reason: 'not yet a member' };
+    return { ok: true, reason: `leader ${this.lead.toString(16)}` };
+  }
+
+  tokenString(): string {
+    return this.token;
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    this.driver?.stop();
+    await this.joinServer?.close().catch(() => undefined);
+    await this.transport?.close().catch(() => undefined);
+    await this.backend.close().catch(() => undefined);
+    await this.logStore.close().catch(() => undefined);
+  }
+}
+
+function normaliseToken(token: string): string {
+  try {
+    return formatToken(parseToken(token).secret);
+  } catch (e) {
+    throw new NodeError('BAD_TOKEN', (e as Error).message);
+  }
+}
+
+async function joinWithRetry(opts: ManagerNodeOptions, peerKey: Uint8Array, self: MemberContext, log: Logger) {
+  let lastErr: unknown;
+  for (let attempt = 0; attempt < 10; attempt++) {
+    for (const address of opts.join) {
+      try {
+        return await joinCluster({ address, peerKey, request: self, defaultPort: 7946 });
+      } catch (e) {
+        lastErr = e;
+        log.warn({ address, err: (e as Error).message }, 'join attempt failed');
+      }
+    }
+    await new Promise((r) => setTimeout(r, Math.min(5000, 200 * 2 ** attempt)));
+  }
+  throw new NodeError('JOIN_FAILED', `could not join via ${opts.join.join(', ')}: ${(lastErr as Error)?.message}`);
+}
