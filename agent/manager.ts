@@ -31,9 +31,10 @@ export async function startManager(config: AgentConfig, log: Logger): Promise<Ru
     logger: log,
   });
   let grpc: EtcdGrpcServer | undefined;
+  const backend = new ManagerEtcdBackend(node);
   try {
     grpc = await EtcdGrpcServer.start({
-      backend: new ManagerEtcdBackend(node),
+      backend,
       port: config.clientPort,
       host: config.bindAddr,
       onInternalError: (err, method) => log.error({ err, method }, 'etcd API internal error'),
@@ -48,6 +49,7 @@ export async function startManager(config: AgentConfig, log: Logger): Promise<Ru
     readiness: () => node.readiness(),
     stop: async () => {
       await grpc?.close(500).catch(() => undefined);
+      backend.close();
       await node.stop();
     },
   };

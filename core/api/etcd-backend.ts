@@ -15,6 +15,7 @@ import * as kv from '../kv/index.js';
 import { EtcdError, EtcdErrorCode, ETCD_ERRORS } from '../net/etcd/errors.js';
 import type * as api from '../net/etcd/service.js';
 import { ManagerNode } from './manager-node.js';
+import { LeaseForwarder } from './lease-forwarder.js';
 import { RaftDriverError } from './raft-driver.js';
 
 /** The etcd version clients see in `endpoint status` (the API we implement). */
@@ -122,7 +123,13 @@ function toKvTxn(t: api.TxnRequest): kv.TxnRequest {
 }
 
 export class ManagerEtcdBackend implements api.EtcdBackend {
+  private readonly forwarder = new LeaseForwarder();
+
   constructor(private readonly node: ManagerNode) {}
+
+  close(): void {
+    this.forwarder.close();
+  }
 
   header(revision = this.node.store.revision): api.ResponseHeader {
     return { clusterId: this.node.clusterId, memberId: this.node.id, revision, raftTerm: this.node.driver.node.status().term };
@@ -190,8 +197,29 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
 
   watch(req: api.WatchCreateRequest, sink: api.WatchSink): api.WatchHandle {
     let closed = false;
-    const stream = this.node.watchHub.openStream(() => pump());
+    let pumping = false;
+    let pumpAgain = false;
+    // Deferred: the hub may call back synchronously inside create(), and pulling there
+    // would take the history twice.
+    const stream = this.node.watchHub.openStream(() => queueMicrotask(pump));
+    // The hub may signal readiness from inside next(): never pump re-entrantly, or the same
+    // response would be taken twice. A signal during a pump makes the pump loop once more.
     const pump = (): void => {
+      if (pumping) {
+        pumpAgain = true;
+        return;
+      }
+      pumping = true;
+      try {
+        do {
+          pumpAgain = false;
+          drain();
+        } while (pumpAgain && !closed);
+      } finally {
+        pumping = false;
+      }
+    };
+    const drain = (): void => {
       for (let r = stream.next(); r && !closed; r = stream.next()) {
         const header = this.header(r.header.revision);
         if (r.canceled) {
@@ -260,9 +288,14 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   leaseKeepAlive(id: number): Promise<api.LeaseKeepAliveResponse> {
     return etcdErrors(async () => {
       if (!this.node.leaseTimers.isLeader) {
-        // Lease time lives on the leader only; a follower cannot renew (etcd forwards).
-        if (!this.node.store.hasLease(id)) throw new EtcdError('LEASE_NOT_FOUND');
-        throw new EtcdError('NOT_LEADER');
+        // Lease time lives on the leader only: forward, as etcd does.
+        const leader = this.node.members.get(this.node.lead);
+        if (!leader?.clientAddr) throw new EtcdError('NO_LEADER');
+        const ttl = await this.forwarder.keepAlive(leader.clientAddr, id).catch(() => {
+          throw new EtcdError('LEADER_CHANGED');
+        });
+        if (ttl <= 0) throw new EtcdError('LEASE_NOT_FOUND');
+        return { header: this.header(), id, ttlSeconds: ttl };
       }
       const ttl = this.node.leaseTimers.keepAlive(id);
       return { header: this.header(), id, ttlSeconds: ttl };

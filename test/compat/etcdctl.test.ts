@@ -1,0 +1,175 @@
+/**
+ * Compatibility with clients nobody here wrote: etcdctl 3.4 (Debian's etcd-client) and the
+ * npm `etcd3` client, against three real picloud-node agents on loopback.
+ */
+import t, { Test } from 'tap';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Etcd3 } from 'etcd3';
+import { AgentCluster, etcdctl, freePort, hasEtcdctl } from '../helpers/agents.js';
+
+if (!hasEtcdctl()) {
+  t.test('etcdctl compatibility', { skip: 'etcdctl not installed (apt-get install etcd-client)' }, async () => undefined);
+} else {
+  const cluster = new AgentCluster();
+  t.teardown(() => cluster.stopAll());
+
+  t.before(async () => {
+    await cluster.startCluster(['c1', 'c2', 'c3']);
+  });
+
+  const ctl = (args: string[], input?: string) => etcdctl(cluster.endpoints(), args, input);
+  const ok = (t: Test, args: string[], input?: string): string => {
+    const r = ctl(args, input);
+    t.equal(r.status, 0, `etcdctl ${args.join(' ')} ${r.stderr.trim()}`);
+    return r.stdout;
+  };
+
+  t.test('put / get: prefix, --rev, --keys-only, --limit, -w json; del', async (t) => {
+    ok(t, ['put', 'app/a', '1']);
+    ok(t, ['put', 'app/b', '2']);
+    ok(t, ['put', 'app/c', '3']);
+    ok(t, ['put', 'other', 'x']);
+    t.equal(ok(t, ['get', 'app/', '--prefix']), 'app/a\n1\napp/b\n2\napp/c\n3\n');
+    t.equal(ok(t, ['get', 'app/', '--prefix', '--keys-only']).replace(/\n+/g, ' ').trim(), 'app/a app/b app/c');
+    t.equal(ok(t, ['get', 'app/', '--prefix', '--limit', '2']), 'app/a\n1\napp/b\n2\n');
+    const json = JSON.parse(ok(t, ['get', 'app/a', '-w', 'json'])) as { kvs: Array<{ key: string; value: string; mod_revision: number; version: number }>; count: number };
+    t.equal(Buffer.from(json.kvs[0]!.key, 'base64').toString(), 'app/a');
+    t.equal(Buffer.from(json.kvs[0]!.value, 'base64').toString(), '1');
+    const rev = json.kvs[0]!.mod_revision;
+    ok(t, ['put', 'app/a', 'changed']);
+    t.equal(ok(t, ['get', 'app/a', `--rev=${rev}`]), 'app/a\n1\n', 'historical read at --rev');
+    t.equal(ok(t, ['get', 'app/a', '--consistency=s']), 'app/a\nchanged\n', 'serializable read');
+    t.equal(ok(t, ['del', 'app/', '--prefix']).trim(), '3');
+    t.equal(ok(t, ['get', 'app/', '--prefix']), '');
+  });
+
+  t.test('txn: compare and swap, success and failure branches', async (t) => {
+    ok(t, ['put', 'cas', 'v1']);
+    const win = ok(t, ['txn'], 'value("cas") = "v1"\n\nput cas v2\n\nput cas-failed yes\n\n');
+    t.match(win, /^SUCCESS/);
+    const lose = ok(t, ['txn'], 'value("cas") = "v1"\n\nput cas v3\n\nget cas\n\n');
+    t.match(lose, /^FAILURE[\s\S]*cas\nv2/);
+    t.equal(ok(t, ['get', 'cas']), 'cas\nv2\n');
+    t.equal(ok(t, ['get', 'cas-failed']), '', 'failure branch of the first txn did not run');
+  });
+
+  t.test('watch: prefix and --rev history', async (t) => {
+    const rev = (JSON.parse(ok(t, ['put', 'w/x', '0', '-w', 'json'])) as { header: { revision: number } }).header.revision;
+    const out = await new Promise<string>((resolve) => {
+      const p = spawn('etcdctl', ['--endpoints', cluster.endpoints(), 'watch', 'w/', '--prefix', `--rev=${rev}`], { env: { ...process.env, ETCDCTL_API: '3' } });
+      let buf = '';
+      p.stdout.on('data', (d: Buffer) => {
+        buf += d.toString();
+        if ((buf.match(/PUT|DELETE/g) ?? []).length >= 3) p.kill();
+      });
+      const guard = setTimeout(() => p.kill(), 10_000);
+      p.on('close', () => {
+        clearTimeout(guard);
+        resolve(buf);
+      });
+      setTimeout(() => {
+        ctl(['put', 'w/y', '1']);
+        ctl(['del', 'w/x']);
+      }, 500);
+    });
+    t.equal(out, 'PUT\nw/x\n0\nPUT\nw/y\n1\nDELETE\nw/x\n\n', 'history from --rev, then live events');
+  });
+
+  t.test('lease: grant, put --lease, timetolive, keep-alive, revoke', async (t) => {
+    const grant = ok(t, ['lease', 'grant', '60']);
+    const id = /lease ([0-9a-f]+) granted/.exec(grant)?.[1];
+    t.ok(id, `granted ${grant.trim()}`);
+    ok(t, ['put', '--lease', id!, 'leased', 'v']);
+    t.match(ok(t, ['lease', 'timetolive', id!, '--keys']), /granted with TTL\(60s\), remaining\(\d+s\), attached keys\(\[leased\]\)/);
+    // On every member: followers forward keep-alives to the leader.
+    for (const a of cluster.agents) {
+      const ka = etcdctl(cluster.endpoints([a]), ['lease', 'keep-alive', '--once', id!]);
+      t.equal(ka.status, 0, ka.stderr);
+      t.match(ka.stdout, new RegExp(`lease ${id} keepalived with TTL\\(60\\)`), `keep-alive via ${a.name}`);
+    }
+    t.match(ok(t, ['lease', 'list']), new RegExp(id!));
+    t.match(ok(t, ['lease', 'revoke', id!]), /revoked/);
+    t.equal(ok(t, ['get', 'leased']), '', 'keys attached to a revoked lease are gone');
+    const bad = ctl(['lease', 'revoke', '1234abcd']);
+    t.not(bad.status, 0);
+    t.match(bad.stderr, /requested lease not found/);
+  });
+
+  t.test('a lease that is not kept alive expires and its keys vanish on every member', async (t) => {
+    const id = /lease ([0-9a-f]+) granted/.exec(ok(t, ['lease', 'grant', '2']))?.[1]!;
+    ok(t, ['put', '--lease', id, 'ephemeral', 'v']);
+    t.equal(ok(t, ['get', 'ephemeral']), 'ephemeral\nv\n');
+    await new Promise((r) => setTimeout(r, 4500));
+    for (const a of cluster.agents) {
+      t.equal(etcdctl(cluster.endpoints([a]), ['get', 'ephemeral', '--consistency=s']).stdout, '', `gone on ${a.name}`);
+    }
+  });
+
+  t.test('member list / add (learner) / remove; endpoint status', async (t) => {
+    const list = JSON.parse(ok(t, ['member', 'list', '-w', 'json'])) as { members: Array<{ name: string; isLearner?: boolean }> };
+    t.same(list.members.map((m) => m.name).sort(), ['c1', 'c2', 'c3']);
+    const port = await freePort();
+    const add = ok(t, ['member', 'add', 'spare', `--peer-urls=http://127.0.0.1:${port}`, '--learner']);
+    const id = /Member\s+([0-9a-f]+)\s+added/.exec(add)?.[1];
+    t.ok(id, add.trim());
+    t.match(ok(t, ['member', 'list']), new RegExp(`${id}, unstarted, , http://127.0.0.1:${port}, , true`));
+    t.match(ok(t, ['member', 'remove', id!]), /removed/);
+    t.notMatch(ok(t, ['member', 'list']), new RegExp(id!));
+    const status = ok(t, ['endpoint', 'status']);
+    t.equal(status.trim().split('\n').length, 3);
+    t.equal((status.match(/, true, false,/g) ?? []).length, 1, 'exactly one leader');
+  });
+
+  t.test('compaction: old revisions fail with etcd\'s error; snapshot save', async (t) => {
+    const r1 = (JSON.parse(ok(t, ['put', 'cmp', 'a', '-w', 'json'])) as { header: { revision: number } }).header.revision;
+    const r2 = (JSON.parse(ok(t, ['put', 'cmp', 'b', '-w', 'json'])) as { header: { revision: number } }).header.revision;
+    t.match(ok(t, ['compaction', String(r2)]), new RegExp(`compacted revision ${r2}`));
+    const old = ctl(['get', 'cmp', `--rev=${r1}`]);
+    t.not(old.status, 0);
+    t.match(old.stderr, /required revision has been compacted/);
+    const future = ctl(['get', 'cmp', '--rev=99999999']);
+    t.match(future.stderr, /required revision is a future revision/);
+    const dir = mkdtempSync(join(tmpdir(), 'picloud-snap-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const file = join(dir, 'snap.db');
+    const snap = etcdctl(cluster.endpoints(cluster.agents.slice(0, 1)), ['snapshot', 'save', file]);
+    t.equal(snap.status, 0, snap.stderr);
+    t.ok(existsSync(file), 'snapshot file written');
+  });
+
+  t.test('oversized requests get etcd\'s error and the node keeps serving', async (t) => {
+    // Value on stdin: a 2 MiB argv would exceed the OS limit before etcdctl runs.
+    const r = ctl(['put', 'big'], 'x'.repeat(2 * 1024 * 1024));
+    t.not(r.status, 0);
+    t.match(r.stderr, /request is too large|larger than max/);
+    t.equal(ok(t, ['put', 'small', 'ok']).trim(), 'OK', 'still serving');
+  });
+
+  t.test('the npm etcd3 client: put/get/prefix/delete/watch/lease/txn', async (t) => {
+    const client = new Etcd3({ hosts: cluster.agents.map((a) => `http://127.0.0.1:${a.ports.client}`) });
+    t.teardown(() => client.close());
+    await client.put('js/a').value('1');
+    await client.put('js/b').value('2');
+    t.equal(await client.get('js/a').string(), '1');
+    t.same(await client.getAll().prefix('js/').strings(), { 'js/a': '1', 'js/b': '2' });
+    const watcher = await client.watch().prefix('js/').create();
+    const seen = new Promise<string>((resolve) => watcher.on('put', (kv) => resolve(`${kv.key.toString()}=${kv.value.toString()}`)));
+    await client.put('js/c').value('3');
+    t.equal(await seen, 'js/c=3', 'watch event');
+    await watcher.cancel();
+    const res = await client.if('js/a', 'Value', '==', '1').then(client.put('js/a').value('10')).else(client.put('js/a').value('fail')).commit();
+    t.equal(res.succeeded, true);
+    t.equal(await client.get('js/a').string(), '10');
+    const lease = client.lease(30, { autoKeepAlive: false });
+    await lease.put('js/leased').value('v');
+    t.equal(await client.get('js/leased').string(), 'v');
+    const ka = await lease.keepaliveOnce();
+    t.equal(Number(ka.TTL), 30, 'keep-alive renews the full TTL');
+    await lease.revoke();
+    t.equal(await client.get('js/leased').string(), null);
+    t.equal(Number((await client.delete().prefix('js/')).deleted), 3);
+  });
+}

@@ -1,0 +1,146 @@
+/**
+ * Test fixture: real `picloud-node agent` processes on loopback with free ports, a shared
+ * token, readiness waits, and kill/stop/restart by PID. Every process is killed in teardown.
+ */
+import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export const CLI = join(process.cwd(), 'dist/agent/cli.js');
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const addr = s.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface AgentPorts {
+  client: number;
+  peer: number;
+  gossip: number;
+  http: number;
+}
+
+export interface AgentProc {
+  name: string;
+  dataDir: string;
+  ports: AgentPorts;
+  proc?: ChildProcess;
+  log: string[];
+}
+
+export class AgentCluster {
+  readonly agents: AgentProc[] = [];
+  readonly root = mkdtempSync(join(tmpdir(), 'picloud-test-'));
+  token = '';
+
+  constructor(private readonly extraArgs: string[] = ['--tick-ms', '50']) {}
+
+  async add(name: string): Promise<AgentProc> {
+    const ports = { client: await freePort(), peer: await freePort(), gossip: await freePort(), http: await freePort() };
+    const a: AgentProc = { name, dataDir: join(this.root, name), ports, log: [] };
+    this.agents.push(a);
+    return a;
+  }
+
+  args(a: AgentProc, bootstrap: boolean): string[] {
+    const base = [
+      'agent', '--name', a.name, '--data-dir', a.dataDir, '--bind', '127.0.0.1',
+      '--client-port', String(a.ports.client), '--peer-port', String(a.ports.peer),
+      '--gossip-port', String(a.ports.gossip), '--http-port', String(a.ports.http), ...this.extraArgs,
+    ];
+    if (bootstrap) return [...base, '--bootstrap'];
+    const first = this.agents[0]!;
+    return [...base, '--join', `127.0.0.1:${first.ports.gossip}`, '--token', this.token];
+  }
+
+  start(a: AgentProc, bootstrap: boolean): void {
+    const proc = spawn(process.execPath, [CLI, ...this.args(a, bootstrap)], { stdio: ['ignore', 'ignore', 'pipe'] });
+    proc.stderr!.on('data', (d: Buffer) => {
+      a.log.push(d.toString());
+      if (a.log.length > 500) a.log.shift();
+    });
+    a.proc = proc;
+  }
+
+  async ready(a: AgentProc, timeoutMs = 20_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (a.proc && a.proc.exitCode !== null) throw new Error(`${a.name} exited: ${a.log.join('').slice(-2000)}`);
+      try {
+        const r = await fetch(`http://127.0.0.1:${a.ports.http}/ready`);
+        if (r.status === 200) return;
+      } catch {
+        // not listening yet
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error(`${a.name} not ready after ${timeoutMs} ms: ${a.log.join('').slice(-2000)}`);
+  }
+
+  /** Bootstrap the first agent, join the others, wait until all are ready and voters. */
+  async startCluster(names: string[]): Promise<void> {
+    for (const n of names) await this.add(n);
+    const [first, ...rest] = this.agents;
+    this.start(first!, true);
+    await this.ready(first!);
+    this.token = readFileSync(join(first!.dataDir, 'token'), 'utf8').trim();
+    for (const a of rest) this.start(a, false);
+    for (const a of rest) await this.ready(a);
+    await this.waitVoters(names.length);
+  }
+
+  async waitVoters(n: number, timeoutMs = 20_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const r = etcdctl(this.endpoints(), ['member', 'list', '-w', 'json']);
+      if (r.status === 0) {
+        const members = (JSON.parse(r.stdout) as { members?: Array<{ isLearner?: boolean }> }).members ?? [];
+        if (members.length === n && members.every((m) => !m.isLearner)) return;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`cluster did not reach ${n} voters`);
+  }
+
+  endpoints(agents: AgentProc[] = this.agents): string {
+    return agents.map((a) => `127.0.0.1:${a.ports.client}`).join(',');
+  }
+
+  kill(a: AgentProc, signal: NodeJS.Signals = 'SIGKILL'): void {
+    a.proc?.kill(signal);
+  }
+
+  async stopAll(): Promise<void> {
+    for (const a of this.agents) {
+      if (a.proc && a.proc.exitCode === null) {
+        a.proc.kill('SIGCONT');
+        a.proc.kill('SIGKILL');
+      }
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+export function hasEtcdctl(): boolean {
+  return spawnSync('sh', ['-c', 'command -v etcdctl'], { stdio: 'ignore' }).status === 0;
+}
+
+export function etcdctl(endpoints: string, args: string[], input?: string): { status: number; stdout: string; stderr: string } {
+  const r = spawnSync('etcdctl', ['--endpoints', endpoints, '--command-timeout=10s', ...args], {
+    env: { ...process.env, ETCDCTL_API: '3' },
+    input,
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  return { status: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+}
