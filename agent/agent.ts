@@ -6,7 +6,7 @@
 import { mkdirSync } from 'node:fs';
 import pino from 'pino';
 import { AgentConfig } from './config.js';
-import { AgentHttp } from './http.js';
+import { AgentHttp, sendJson } from './http.js';
 import { startManager, RunningManager } from './manager.js';
 
 export interface RunningAgent {
@@ -40,6 +40,19 @@ export async function runAgent(config: AgentConfig): Promise<RunningAgent> {
       ['dns-port', config.dnsPort],
     ] as const) {
       log.info({ port: p }, `--${flag}: subsystem not built yet; port not used`);
+    }
+    if (manager) {
+      const node = manager.node;
+      http.addRoutes([
+        {
+          method: 'GET',
+          path: '/v1/raft/status',
+          handler: (_req, res) => {
+            const st = node.driver.node.status();
+            sendJson(res, 200, { id: st.id.toString(16), name: config.name, lead: st.lead.toString(16), term: st.term, role: st.role, commit: st.commit, applied: st.applied, voters: st.conf.voters.map((v) => v.toString(16)), learners: st.conf.learners.map((v) => v.toString(16)) });
+          },
+        },
+      ]);
     }
     await http.listen(config.bindAddr, config.httpPort);
     stops.push(() => http.close());

@@ -1,0 +1,192 @@
+/**
+ * The gossip codec: round trips, exact size accounting, and the decoders' contract — any input
+ * is either decoded or rejected with a GossipDecodeError (fast-check fuzzing of packets and
+ * stream frames: random, truncated, mutated, oversized, deflate bombs).
+ */
+import t from 'tap';
+import fc from 'fast-check';
+import { deflateRawSync } from 'node:zlib';
+import {
+  checkMeta,
+  decodePacket,
+  decodeStream,
+  decodeStreamFrame,
+  encodePacket,
+  encodeStream,
+  encodeStreamFrame,
+  messageSize,
+  packetSize,
+  pushPullEntrySize,
+  pushPullSize,
+} from '../../core/gossip/codec/index.js';
+import { GossipDecodeError } from '../../core/gossip/errors.js';
+import { MAX_MEMBERS, MAX_STREAM_FRAME_BYTES } from '../../core/gossip/limits.js';
+import { GossipMachine } from '../../core/gossip/machine.js';
+import { MsgType, type Message, type Meta, type PushPullEntry, type StreamMsg } from '../../core/gossip/types.js';
+
+const name = fc.string({ minLength: 1, maxLength: 40 });
+const host = fc.ipV4();
+const port = fc.integer({ min: 1, max: 65535 });
+const u32 = fc.integer({ min: 0, max: 0xffff_ffff });
+const metaValue: fc.Arbitrary<Meta[string]> = fc.oneof(fc.string({ maxLength: 12 }), fc.integer({ min: -1e6, max: 1e6 }), fc.boolean(), fc.constant(null));
+const meta: fc.Arbitrary<Meta> = fc.dictionary(fc.string({ minLength: 1, maxLength: 8 }).filter((k) => k !== '__proto__'), metaValue, { maxKeys: 6 });
+
+const messageArb: fc.Arbitrary<Message> = fc.oneof(
+  fc.record({ t: fc.constant(MsgType.Ping as const), seq: u32, target: name, source: name }),
+  fc.record({ t: fc.constant(MsgType.PingReq as const), seq: u32, target: name, host, port, nack: fc.boolean() }),
+  fc.record({ t: fc.constant(MsgType.Ack as const), seq: u32 }),
+  fc.record({ t: fc.constant(MsgType.Nack as const), seq: u32 }),
+  fc.record({ t: fc.constant(MsgType.Alive as const), name, incarnation: u32, host, port, meta, protocol: fc.integer({ min: 0, max: 255 }) }),
+  fc.record({ t: fc.constant(MsgType.Suspect as const), name, incarnation: u32, from: name }),
+  fc.record({ t: fc.constant(MsgType.Dead as const), name, incarnation: u32, from: name }),
+);
+
+const entryArb: fc.Arbitrary<PushPullEntry> = fc.record({
+  name,
+  incarnation: u32,
+  host,
+  port,
+  status: fc.constantFrom('alive' as const, 'suspect' as const, 'dead' as const, 'left' as const),
+  meta,
+  protocol: fc.integer({ min: 0, max: 255 }),
+});
+
+function isTypedReject(fn: () => unknown): boolean {
+  try {
+    fn();
+    return true;
+  } catch (e) {
+    return e instanceof GossipDecodeError;
+  }
+}
+
+t.test('packets round-trip and messageSize is exact', async (t) => {
+  fc.assert(
+    fc.property(fc.array(messageArb, { minLength: 1, maxLength: 30 }), (msgs) => {
+      const buf = encodePacket(msgs);
+      const body = msgs.reduce((s, m) => s + messageSize(m), 0);
+      if (buf.length !== packetSize(msgs.length, body)) return false;
+      const back = decodePacket(buf);
+      return JSON.stringify(back) === JSON.stringify(msgs.map((m) => ({ ...m })));
+    }),
+    { numRuns: 300 },
+  );
+  t.pass('round trip and sizes hold');
+});
+
+t.test('push-pull round-trips and its size is exact', async (t) => {
+  fc.assert(
+    fc.property(fc.array(entryArb, { maxLength: 20 }), name, fc.boolean(), (states, from, join) => {
+      const m: StreamMsg = { t: MsgType.PushPull, join, from, states };
+      const buf = encodeStream(m);
+      if (buf.length !== GossipMachine.pushPullBytes(m)) return false;
+      const sum = states.reduce((s, e) => s + pushPullEntrySize(e), 0);
+      if (buf.length !== pushPullSize(from, states.length, sum)) return false;
+      return JSON.stringify(decodeStreamFrame(encodeStreamFrame(m))) === JSON.stringify(m);
+    }),
+    { numRuns: 200 },
+  );
+  t.pass('push-pull round trip holds');
+});
+
+t.test('every stream message kind round-trips through a frame', async (t) => {
+  const msgs: StreamMsg[] = [
+    { t: MsgType.StreamPing, seq: 7, target: 'a' },
+    { t: MsgType.Ack, seq: 7 },
+    { t: MsgType.StreamError, code: 'GOSSIP_NAME_CONFLICT', message: 'taken' },
+    { t: MsgType.KeyringOp, op: 'install', key: 'x'.repeat(44) },
+    { t: MsgType.KeyringReply, ok: true, code: '', keys: ['k1', 'k2'] },
+  ];
+  for (const m of msgs) t.same(decodeStreamFrame(encodeStreamFrame(m)), m);
+});
+
+t.test('large push-pull frames are deflated, small ones are not', async (t) => {
+  const states: PushPullEntry[] = [];
+  for (let i = 0; i < 200; i++) {
+    states.push({ name: `node-${i}`, incarnation: 1, host: `10.0.0.${i}`, port: 7946, status: 'alive', meta: { role: 'worker', zone: 'a' }, protocol: 1 });
+  }
+  const big = encodeStreamFrame({ t: MsgType.PushPull, join: false, from: 'x', states });
+  t.equal(big[0], 1, 'flag says deflated');
+  t.ok(big.length * 3 < encodeStream({ t: MsgType.PushPull, join: false, from: 'x', states }).length, 'at least 3x smaller');
+  t.equal(encodeStreamFrame({ t: MsgType.Ack, seq: 1 })[0], 0, 'small frames stay plain');
+});
+
+t.test('fuzz: random bytes are decoded or rejected with a typed error, never anything else', async (t) => {
+  fc.assert(fc.property(fc.uint8Array({ maxLength: 2000 }), (b) => isTypedReject(() => decodePacket(b))), { numRuns: 3000 });
+  fc.assert(fc.property(fc.uint8Array({ maxLength: 2000 }), (b) => isTypedReject(() => decodeStream(b))), { numRuns: 3000 });
+  fc.assert(fc.property(fc.uint8Array({ maxLength: 2000 }), (b) => isTypedReject(() => decodeStreamFrame(b))), { numRuns: 3000 });
+  t.pass('no untyped exception');
+});
+
+t.test('fuzz: truncated and bit-flipped valid packets are rejected with a typed error or decode', async (t) => {
+  fc.assert(
+    fc.property(fc.array(messageArb, { minLength: 1, maxLength: 8 }), fc.nat(), fc.nat(), fc.integer({ min: 0, max: 255 }), (msgs, cut, at, xor) => {
+      const buf = encodePacket(msgs);
+      const truncated = buf.subarray(0, cut % buf.length);
+      if (!isTypedReject(() => decodePacket(truncated))) return false;
+      const flipped = Buffer.from(buf);
+      flipped[at % flipped.length]! ^= xor;
+      return isTypedReject(() => decodePacket(flipped));
+    }),
+    { numRuns: 2000 },
+  );
+  fc.assert(
+    fc.property(fc.array(entryArb, { maxLength: 10 }), fc.nat(), fc.nat(), fc.integer({ min: 1, max: 255 }), (states, cut, at, xor) => {
+      const frame = encodeStreamFrame({ t: MsgType.PushPull, join: true, from: 'n', states });
+      if (!isTypedReject(() => decodeStreamFrame(frame.subarray(0, cut % frame.length)))) return false;
+      const flipped = Buffer.from(frame);
+      flipped[at % flipped.length]! ^= xor;
+      return isTypedReject(() => decodeStreamFrame(flipped));
+    }),
+    { numRuns: 1000 },
+  );
+  t.pass('all rejected or decoded');
+});
+
+t.test('a truncated packet is reported as truncated', async (t) => {
+  const buf = encodePacket([{ t: MsgType.Ping, seq: 1000, target: 'node-1', source: 'node-2' }]);
+  t.throws(() => decodePacket(buf.subarray(0, buf.length - 3)), { code: 'GOSSIP_DECODE_TRUNCATED' });
+  t.throws(() => decodePacket(new Uint8Array(0)), { code: 'GOSSIP_DECODE_TRUNCATED' });
+});
+
+t.test('shape errors are malformed, unknown types are reported', async (t) => {
+  const { Encoder } = await import('cbor-x');
+  const enc = new Encoder({ useRecords: false, mapsAsObjects: true });
+  t.throws(() => decodePacket(enc.encode({ a: 1 })), { code: 'GOSSIP_DECODE_MALFORMED' });
+  t.throws(() => decodePacket(enc.encode([])), { code: 'GOSSIP_DECODE_MALFORMED' });
+  t.throws(() => decodePacket(enc.encode([[99, 1]])), { code: 'GOSSIP_DECODE_UNKNOWN_TYPE' });
+  t.throws(() => decodePacket(enc.encode([[MsgType.Ping, -1, 'a', 'b']])), { code: 'GOSSIP_DECODE_MALFORMED' });
+  t.throws(() => decodePacket(enc.encode([[MsgType.Ping, 2 ** 32, 'a', 'b']])), { code: 'GOSSIP_DECODE_MALFORMED' });
+  t.throws(() => decodePacket(enc.encode([[MsgType.PingReq, 1, 'a', 'h', 0, true]])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'port 0');
+  t.throws(() => decodePacket(enc.encode([[MsgType.Alive, 'a', 1, 'h', 1, [1, 2], 1]])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'meta must be a map');
+  t.throws(() => decodePacket(enc.encode([[MsgType.Alive, 'a', 1, 'h', 1, { x: new Uint8Array(3) }, 1]])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'no binary in meta');
+  t.throws(() => decodePacket(enc.encode([[MsgType.Suspect, '', 1, 'b']])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'empty name');
+  t.throws(() => decodeStream(enc.encode([MsgType.KeyringOp, 'format-disk', ''])), { code: 'GOSSIP_DECODE_MALFORMED' });
+  t.throws(() => decodeStreamFrame(Buffer.from([7, 1, 2])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'unknown frame flag');
+  t.throws(() => decodeStreamFrame(Buffer.from([1, 0xff, 0xff, 0xff])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'bad deflate');
+});
+
+t.test('metadata is copied clean: prototype keys and non-JSON values are refused', async (t) => {
+  const evil = JSON.parse('{"__proto__": {"polluted": true}}') as Meta;
+  t.throws(() => checkMeta(evil), { code: 'GOSSIP_DECODE_MALFORMED' });
+  t.equal(({} as Record<string, unknown>).polluted, undefined, 'Object.prototype untouched');
+  t.throws(() => checkMeta({ n: Number.NaN } as unknown as Meta), { code: 'GOSSIP_DECODE_MALFORMED' });
+  t.throws(() => checkMeta(new Map() as unknown as Meta), { code: 'GOSSIP_DECODE_MALFORMED' });
+  t.same(checkMeta({ role: 'worker', ports: { http: 7480 }, tags: ['a'] }), { role: 'worker', ports: { http: 7480 }, tags: ['a'] });
+});
+
+t.test('a deflate bomb stops at MAX_STREAM_FRAME_BYTES', async (t) => {
+  const bomb = deflateRawSync(Buffer.alloc(MAX_STREAM_FRAME_BYTES + 1024));
+  t.ok(bomb.length < 64 * 1024, 'the bomb itself is small');
+  t.throws(() => decodeStreamFrame(Buffer.concat([Buffer.from([1]), bomb])), { code: 'GOSSIP_DECODE_OVERSIZED' });
+});
+
+t.test('push-pull with more than MAX_MEMBERS entries is refused', async (t) => {
+  const { Encoder } = await import('cbor-x');
+  const enc = new Encoder({ useRecords: false, mapsAsObjects: true });
+  const entry = ['n', 1, '10.0.0.1', 7946, 0, {}, 1];
+  const ok = enc.encode([MsgType.PushPull, false, 'x', new Array(MAX_MEMBERS).fill(entry)]);
+  t.equal((decodeStream(ok) as { states: unknown[] }).states.length, MAX_MEMBERS, 'exactly MAX_MEMBERS is fine');
+  const over = enc.encode([MsgType.PushPull, false, 'x', new Array(MAX_MEMBERS + 1).fill(entry)]);
+  t.throws(() => decodeStream(over), { code: 'GOSSIP_DECODE_OVERSIZED' });
+});

@@ -1,0 +1,59 @@
+/**
+ * A minimal etcd v3 KV client for fault tests: one gRPC channel per endpoint, a deadline
+ * per call and no retries, so every outcome the test records is what the server said.
+ */
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
+
+type Unary = (req: object, meta: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: any) => void) => void;
+type KvClient = grpc.Client & { Range: Unary; Put: Unary; Txn: Unary };
+
+let KV: (new (addr: string, creds: grpc.ChannelCredentials) => KvClient) | undefined;
+
+function kvCtor() {
+  if (!KV) {
+    const def = protoLoader.loadSync(ETCD_RPC_PROTO, { includeDirs: [ETCD_PROTO_DIR], longs: String, enums: String, defaults: true });
+    KV = (grpc.loadPackageDefinition(def) as any).etcdserverpb.KV;
+  }
+  return KV!;
+}
+
+export class SimpleKv {
+  private readonly client: KvClient;
+  constructor(
+    readonly endpoint: string,
+    private readonly deadlineMs = 2_000,
+  ) {
+    this.client = new (kvCtor())(endpoint, grpc.credentials.createInsecure());
+  }
+
+  private call(method: Unary, req: object): Promise<any> {
+    return new Promise((resolve, reject) => {
+      method.call(this.client, req, new grpc.Metadata(), { deadline: Date.now() + this.deadlineMs }, (err, res) => (err ? reject(err) : resolve(res)));
+    });
+  }
+
+  async get(key: string): Promise<string | null> {
+    const r = await this.call(this.client.Range, { key: Buffer.from(key) });
+    return r.kvs.length > 0 ? Buffer.from(r.kvs[0].value).toString() : null;
+  }
+
+  async put(key: string, value: string): Promise<void> {
+    await this.call(this.client.Put, { key: Buffer.from(key), value: Buffer.from(value) });
+  }
+
+  /** Set key to value iff its current value is `expected` (null: the key must not exist). */
+  async cas(key: string, expected: string | null, value: string): Promise<boolean> {
+    const compare =
+      expected === null
+        ? { key: Buffer.from(key), target: 'VERSION', result: 'EQUAL', version: 0 }
+        : { key: Buffer.from(key), target: 'VALUE', result: 'EQUAL', value: Buffer.from(expected) };
+    const r = await this.call(this.client.Txn, { compare: [compare], success: [{ requestPut: { key: Buffer.from(key), value: Buffer.from(value) } }], failure: [] });
+    return r.succeeded === true;
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}

@@ -1,0 +1,84 @@
+// Compaction: what stays readable, etcd's errors, physical removal (and its deferral while a
+// snapshot is read out), and memory reclaimed for deleted keys.
+import t from 'tap';
+import { b, keysOf, kvView, Node } from './helpers.js';
+
+t.test('compaction semantics', async (t) => {
+  const n = Node.create();
+  n.put('a', '1'); // 2
+  n.put('a', '2'); // 3
+  n.put('b', '1'); // 4
+  n.del('b'); // 5
+  n.put('c', '1'); // 6
+  t.equal(n.store.compactRevision, -1);
+  const r = n.apply({ compaction: { revision: 4 } });
+  t.same(r, { compaction: { header: { revision: 6 } } });
+  t.equal(n.store.compactRevision, 4);
+  t.equal(n.err({ range: { key: b('a'), revision: 3 } }).code, 'COMPACTED');
+  t.same(n.range('\0', '\0', { revision: 4 }).kvs.map(kvView), [
+    { key: 'a', value: '2', c: 2, m: 3, v: 2, lease: 0 },
+    { key: 'b', value: '1', c: 4, m: 4, v: 1, lease: 0 },
+  ]);
+  t.same(keysOf(n.range('\0', '\0', { revision: 5 })), ['a']);
+  t.same(keysOf(n.range('\0', '\0')), ['a', 'c']);
+  // Errors.
+  let e = n.err({ compaction: { revision: 4 } });
+  t.equal(e.code, 'COMPACTED', 'the same revision again');
+  t.equal(n.err({ compaction: { revision: 2 } }).code, 'COMPACTED');
+  e = n.err({ compaction: { revision: 7 } });
+  t.equal(e.code, 'FUTURE_REV');
+  // Compacting at the current revision is allowed; history then holds only live keys.
+  n.apply({ compaction: { revision: 6 } });
+  t.same(keysOf(n.range('\0', '\0', { revision: 6 })), ['a', 'c']);
+  t.equal(n.store.keyCount, 2, 'the deleted key b is gone from the index');
+  t.equal(n.store.mvcc.compactableCount, 0, 'nothing left to compact');
+});
+
+t.test('compaction at revision 0 on a fresh store, as etcd', async (t) => {
+  const n = Node.create();
+  t.ok('compaction' in n.apply({ compaction: { revision: 0 } }));
+  t.equal(n.err({ compaction: { revision: 0 } }).code, 'COMPACTED');
+  t.equal(n.err({ compaction: { revision: 2 } }).code, 'FUTURE_REV');
+});
+
+t.test('versions continue across compaction', async (t) => {
+  const n = Node.create();
+  for (let i = 0; i < 10; i++) n.put('k', String(i));
+  n.apply({ compaction: { revision: n.store.revision } });
+  n.put('k', 'after');
+  t.same(kvView(n.range('k').kvs[0]!), { key: 'k', value: 'after', c: 2, m: 12, v: 11, lease: 0 });
+  t.equal(n.store.mvcc.history('k')!.records.length, 2);
+});
+
+t.test('physical compaction waits for a snapshot being read', async (t) => {
+  const n = Node.create();
+  for (let i = 0; i < 50; i++) n.put(`k${i}`, 'v');
+  for (let i = 0; i < 50; i++) n.del(`k${i}`);
+  const snap = n.store.snapshot(256);
+  const first = await snap.next(); // the image is pinned at revision 101
+  t.notOk(first.done);
+  n.apply({ compaction: { revision: n.store.revision } });
+  t.equal(n.store.compactRevision, 101);
+  t.equal(n.store.keyCount, 50, 'records are kept while pinned');
+  t.same(n.range('\0', '\0').kvs, [], 'but reads see the compaction at once');
+  t.equal(n.err({ range: { key: b('k1'), revision: 50 } }).code, 'COMPACTED');
+  for (let c = await snap.next(); !c.done; c = await snap.next());
+  t.equal(n.store.keyCount, 0, 'removed once the snapshot finished');
+});
+
+t.test('digest ignores physical compaction lag', async (t) => {
+  const a = Node.create();
+  const c = Node.create();
+  for (const n of [a, c]) {
+    for (let i = 0; i < 20; i++) n.put(`k${i % 5}`, String(i));
+    n.del('k1');
+  }
+  const snap = c.store.snapshot();
+  await snap.next();
+  a.apply({ compaction: { revision: 15 } });
+  c.apply({ compaction: { revision: 15 } });
+  t.not(a.store.mvcc.history('k0')!.records.length, c.store.mvcc.history('k0')!.records.length);
+  t.equal(a.store.digest(), c.store.digest());
+  await snap.return();
+  t.equal(a.store.mvcc.history('k0')!.records.length, c.store.mvcc.history('k0')!.records.length);
+});

@@ -1,0 +1,92 @@
+import t from 'tap';
+import fc from 'fast-check';
+import { randomBytes } from 'node:crypto';
+import {
+  HANDSHAKE_VERSION,
+  NONCE_BYTES,
+  Purpose,
+  clientProof,
+  decodeClientFinish,
+  decodeClientHello,
+  decodeServerHello,
+  encodeClientFinish,
+  encodeClientHello,
+  encodeServerHello,
+  serverProof,
+  sessionKeys,
+  transcriptHash,
+} from '../../core/net/handshake.js';
+import { open, seal } from '../../core/net/secure-channel.js';
+import { NetError } from '../../core/net/errors.js';
+
+const key = randomBytes(32);
+
+t.test('handshake messages round-trip and proofs bind both nonces and the role', async (t) => {
+  const hello = { version: HANDSHAKE_VERSION, clientNonce: randomBytes(NONCE_BYTES), purpose: Purpose.Raft, nodeId: 2 ** 53 - 1 };
+  const helloBytes = encodeClientHello(hello);
+  t.same(decodeClientHello(helloBytes), { ...hello, clientNonce: Buffer.from(hello.clientNonce) });
+  const serverNonce = randomBytes(NONCE_BYTES);
+  const tr = transcriptHash(helloBytes, HANDSHAKE_VERSION, serverNonce);
+  const sp = serverProof(key, tr);
+  t.same(decodeServerHello(encodeServerHello({ version: 1, serverNonce, serverProof: sp })).serverProof, sp);
+  const cp = clientProof(key, tr);
+  t.same(decodeClientFinish(encodeClientFinish(cp)), cp);
+  t.not(sp.toString('hex'), cp.toString('hex'), 'a server proof cannot be reflected as a client proof');
+  const tr2 = transcriptHash(helloBytes, HANDSHAKE_VERSION, randomBytes(NONCE_BYTES));
+  t.not(clientProof(key, tr2).toString('hex'), cp.toString('hex'), 'a fresh server nonce changes the proof (replay fails)');
+  t.not(clientProof(randomBytes(32), tr).toString('hex'), cp.toString('hex'), 'another key, another proof');
+  const c = sessionKeys(key, tr, 'client');
+  const s = sessionKeys(key, tr, 'server');
+  t.same(c.sendKey, s.recvKey);
+  t.same(c.recvKey, s.sendKey);
+  t.not(c.sendKey.toString('hex'), c.recvKey.toString('hex'), 'one key per direction');
+});
+
+t.test('sealed frames: counter-bound, tamper-evident', async (t) => {
+  const k = randomBytes(32);
+  const sealed = seal(k, 0n, Buffer.from('hello'));
+  t.equal(open(k, 0n, sealed).toString(), 'hello');
+  t.throws(() => open(k, 1n, sealed), { code: 'ERR_AUTH_FAILED' }, 'replayed at another position');
+  const bad = Buffer.from(sealed);
+  bad[0]! ^= 1;
+  t.throws(() => open(k, 0n, bad), { code: 'ERR_AUTH_FAILED' }, 'flipped bit');
+  t.throws(() => open(k, 0n, sealed.subarray(0, 10)), { code: 'ERR_AUTH_FAILED' }, 'shorter than the tag');
+  t.throws(() => open(randomBytes(32), 0n, sealed), { code: 'ERR_AUTH_FAILED' }, 'wrong key');
+});
+
+t.test('hostile handshake fields are refused', async (t) => {
+  const enc = (o: Partial<Parameters<typeof encodeClientHello>[0]>): Uint8Array =>
+    encodeClientHello({ version: 1, clientNonce: randomBytes(NONCE_BYTES), purpose: Purpose.Raft, nodeId: 1, ...o });
+  t.throws(() => decodeClientHello(enc({ clientNonce: randomBytes(31) })), { code: 'ERR_INVALID_MESSAGE' });
+  t.throws(() => decodeClientHello(enc({ purpose: 9 as Purpose })), { code: 'ERR_INVALID_MESSAGE' });
+  t.throws(() => decodeClientHello(enc({ purpose: 0 as Purpose })), { code: 'ERR_INVALID_MESSAGE' });
+  t.throws(() => decodeServerHello(encodeServerHello({ version: 1, serverNonce: randomBytes(32), serverProof: randomBytes(16) })), { code: 'ERR_INVALID_MESSAGE' });
+  t.throws(() => decodeClientFinish(new Uint8Array(0)), { code: 'ERR_INVALID_MESSAGE' });
+});
+
+function onlyNetErrors(f: () => unknown): boolean {
+  try {
+    f();
+    return true;
+  } catch (err) {
+    return err instanceof NetError && (err.code === 'ERR_DECODE' || err.code === 'ERR_INVALID_MESSAGE');
+  }
+}
+
+t.test('fuzz: handshake decoders throw only NetError', async (t) => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 300 }), (b) =>
+      onlyNetErrors(() => decodeClientHello(b)) && onlyNetErrors(() => decodeServerHello(b)) && onlyNetErrors(() => decodeClientFinish(b)),
+    ),
+    { numRuns: 2000 },
+  );
+  const valid = Buffer.from(encodeClientHello({ version: 1, clientNonce: randomBytes(32), purpose: Purpose.Join, nodeId: 7 }));
+  fc.assert(
+    fc.property(fc.nat(), fc.nat(255), (pos, val) => {
+      const b = Buffer.from(valid);
+      b[pos % b.length] = val;
+      return onlyNetErrors(() => decodeClientHello(b)) && onlyNetErrors(() => decodeClientHello(b.subarray(0, pos % b.length)));
+    }),
+    { numRuns: 1000 },
+  );
+});

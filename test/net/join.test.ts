@@ -1,0 +1,114 @@
+import t from 'tap';
+import fc from 'fast-check';
+import { randomBytes } from 'node:crypto';
+import { connect } from 'node:net';
+import {
+  JoinServer,
+  MAX_JOIN_MEMBERS,
+  MAX_MEMBER_NAME_CHARS,
+  decodeJoinRequest,
+  decodeJoinResponse,
+  encodeJoinRequest,
+  encodeJoinResponse,
+  joinCluster,
+  type JoinRequest,
+} from '../../core/net/join.js';
+import { Purpose, clientHandshake } from '../../core/net/handshake.js';
+import { PeerTransport } from '../../core/net/peer-transport.js';
+import { NetError } from '../../core/net/errors.js';
+import { derivePeerKey, generateToken, parseToken } from '../../core/net/token.js';
+
+const key = derivePeerKey(parseToken(generateToken()).secret);
+const members = [{ id: 1, name: 'pi01', peerAddr: '127.0.0.1:2380', clientAddr: '127.0.0.1:2379' }];
+
+t.test('a joiner with the secret is added; the callback sees its request', async (t) => {
+  const seen: (JoinRequest & { remoteAddress: string })[] = [];
+  const server = await JoinServer.listen({
+    peerKey: key,
+    port: 0,
+    onJoin: async (req) => {
+      seen.push(req);
+      return { memberId: 2 ** 40 + 5, members: [...members, { id: 2 ** 40 + 5, name: req.name, peerAddr: req.peerAddr, clientAddr: req.clientAddr }] };
+    },
+  });
+  t.teardown(() => server.close());
+  const r = await joinCluster({
+    address: `127.0.0.1:${server.address.port}`,
+    peerKey: key,
+    request: { name: 'pi02', peerAddr: '127.0.0.1:12380', clientAddr: '127.0.0.1:12379' },
+  });
+  t.equal(r.memberId, 2 ** 40 + 5);
+  t.same(r.members.map((m) => m.name), ['pi01', 'pi02']);
+  t.equal(seen.length, 1);
+  t.equal(seen[0]!.name, 'pi02');
+  t.match(seen[0]!.remoteAddress, /^127\.0\.0\.1:\d+$/);
+  t.equal(server.stats.joined, 1);
+});
+
+t.test('default port, refusals and wrong secrets', async (t) => {
+  let calls = 0;
+  const server = await JoinServer.listen({
+    peerKey: key,
+    port: 0,
+    onJoin: async () => {
+      calls++;
+      throw Object.assign(new Error('name pi01 is taken'), { code: 'ERR_NAME_TAKEN' });
+    },
+  });
+  t.teardown(() => server.close());
+  const req = { name: 'pi01', peerAddr: '127.0.0.1:1', clientAddr: '' };
+  await t.rejects(joinCluster({ address: '127.0.0.1', defaultPort: server.address.port, peerKey: key, request: req }), {
+    code: 'ERR_JOIN_REFUSED',
+    message: /name pi01 is taken \(ERR_NAME_TAKEN\)/,
+  });
+  t.equal(calls, 1);
+  await t.rejects(joinCluster({ address: `127.0.0.1:${server.address.port}`, peerKey: randomBytes(32), request: req }), { code: 'ERR_AUTH_FAILED' });
+  t.equal(calls, 1, 'an intruder never reaches the callback');
+  // A member's Raft connection is not a join, and a join is not a Raft connection.
+  const s = connect(server.address.port, '127.0.0.1');
+  s.on('error', () => undefined);
+  await new Promise((r) => s.once('connect', r));
+  const ch = await clientHandshake(s, { peerKey: key, purpose: Purpose.Raft, nodeId: 3 }).catch((e: unknown) => e);
+  t.ok(ch instanceof NetError, 'raft purpose refused on the join port');
+  const peer = new PeerTransport({ nodeId: 1, peerKey: key, onMessage: () => undefined });
+  const { port } = await peer.listen(0);
+  t.teardown(() => peer.close());
+  await t.rejects(joinCluster({ address: `127.0.0.1:${port}`, peerKey: key, request: req, timeoutMs: 2_000 }));
+  t.equal(peer.stats().rejectedHandshakes, 1, 'join purpose refused on the peer port');
+});
+
+t.test('a slow callback times out into a refusal the joiner can retry', async (t) => {
+  const server = await JoinServer.listen({ peerKey: key, port: 0, handlerTimeoutMs: 100, onJoin: () => new Promise(() => undefined) });
+  t.teardown(() => server.close());
+  await t.rejects(
+    joinCluster({ address: `127.0.0.1:${server.address.port}`, peerKey: key, request: { name: 'x', peerAddr: 'h:1', clientAddr: '' } }),
+    { code: 'ERR_JOIN_REFUSED', message: /ERR_JOIN_TIMEOUT/ },
+  );
+  t.ok(await joinCluster({ address: `127.0.0.1:1`, peerKey: key, request: { name: 'x', peerAddr: 'h:1', clientAddr: '' } }).catch((e: NetError) => e.code === 'ERR_CONNECTION_CLOSED'), 'nobody listening: connection error');
+});
+
+t.test('join request/response codecs: limits and hostile input', async (t) => {
+  const ok = { name: 'n'.repeat(MAX_MEMBER_NAME_CHARS), peerAddr: '[::1]:2380', clientAddr: 'a:1' };
+  t.same(decodeJoinRequest(encodeJoinRequest(ok)), ok, 'name at the limit');
+  t.throws(() => decodeJoinRequest(encodeJoinRequest({ ...ok, name: ok.name + 'n' })), { code: 'ERR_INVALID_MESSAGE' }, 'name over the limit');
+  t.throws(() => decodeJoinRequest(encodeJoinRequest({ ...ok, name: '' })), { code: 'ERR_INVALID_MESSAGE' });
+  t.throws(() => decodeJoinRequest(encodeJoinRequest({ ...ok, peerAddr: 'no-port' })), { code: 'ERR_INVALID_MESSAGE' });
+  const many = Array.from({ length: MAX_JOIN_MEMBERS + 1 }, (_, i) => ({ id: i + 1, name: 'm', peerAddr: 'a:1', clientAddr: '' }));
+  t.throws(() => decodeJoinResponse(encodeJoinResponse({ ok: true, result: { memberId: 1, members: many } })), { code: 'ERR_INVALID_MESSAGE' });
+  t.equal((decodeJoinResponse(encodeJoinResponse({ ok: true, result: { memberId: 1, members: many.slice(1) } })) as { ok: true; result: { members: unknown[] } }).result.members.length, MAX_JOIN_MEMBERS);
+  t.same(decodeJoinResponse(encodeJoinResponse({ ok: false, code: 'E', message: 'no' })), { ok: false, code: 'E', message: 'no' });
+  t.throws(() => decodeJoinResponse(encodeJoinResponse({ ok: true, result: { memberId: 0, members: [] } })), { code: 'ERR_INVALID_MESSAGE' });
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 400 }), (b) => {
+      for (const f of [decodeJoinRequest, decodeJoinResponse]) {
+        try {
+          f(b);
+        } catch (err) {
+          if (!(err instanceof NetError)) return false;
+        }
+      }
+      return true;
+    }),
+    { numRuns: 2000 },
+  );
+});

@@ -1,0 +1,296 @@
+import t, { type Test } from 'tap';
+import { randomBytes } from 'node:crypto';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import {
+  MAX_BATCH_BYTES,
+  MAX_QUEUED_BYTES_PER_PEER,
+  MAX_QUEUED_MESSAGES_PER_PEER,
+  PeerTransport,
+  RECONNECT_MAX_MS,
+  backoffDelayMs,
+  type PeerTransportLimits,
+} from '../../core/net/peer-transport.js';
+import { Purpose, clientHandshake } from '../../core/net/handshake.js';
+import { encodeMessageBatch } from '../../core/net/raft-codec.js';
+import { encodeFrame } from '../../core/net/frame.js';
+import { derivePeerKey, generateToken, parseToken } from '../../core/net/token.js';
+import { MessageType, emptyMessage, type Message } from '../../core/raft/types.js';
+
+const key = derivePeerKey(parseToken(generateToken()).secret);
+const FAST: Partial<PeerTransportLimits> = { reconnectBaseMs: 10, reconnectMaxMs: 100, handshakeTimeoutMs: 1_000, connectTimeoutMs: 1_000 };
+
+function hb(from: number, to: number, term = 1): Message {
+  return emptyMessage(MessageType.Heartbeat, from, to, term);
+}
+
+async function waitFor(cond: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
+  const start = Date.now();
+  while (!cond()) {
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+interface Node {
+  t: PeerTransport;
+  addr: string;
+  got: Message[];
+  unreachable: number[];
+}
+
+async function node(test: Test, id: number, limits: Partial<PeerTransportLimits> = FAST, peerKey: Uint8Array = key): Promise<Node> {
+  const got: Message[] = [];
+  const unreachable: number[] = [];
+  const tr = new PeerTransport({ nodeId: id, peerKey, onMessage: (m) => got.push(m), onUnreachable: (p) => unreachable.push(p), limits });
+  const a = await tr.listen(0);
+  test.teardown(() => tr.close());
+  return { t: tr, addr: `127.0.0.1:${a.port}`, got, unreachable };
+}
+
+t.test('messages sent in one turn arrive in order, in one frame', async (t) => {
+  const a = await node(t, 1);
+  const b = await node(t, 2);
+  a.t.addPeer(2, b.addr);
+  b.t.addPeer(1, a.addr);
+  await waitFor(() => a.t.stats().peers['2']!.connected, 'connect');
+  const ms = Array.from({ length: 100 }, (_, i) => ({ ...hb(1, 2, i + 1), context: new Uint8Array([i]) }));
+  a.t.send(ms);
+  await waitFor(() => b.got.length === 100, 'delivery');
+  t.same(b.got.map((m) => m.term), ms.map((m) => m.term), 'in order');
+  const st = a.t.stats().peers['2']!;
+  t.equal(st.sentMessages, 100);
+  t.equal(st.sentBatches, 1, '100 messages, one batch');
+  b.t.send([{ ...hb(2, 1), entries: [{ term: 1, index: 1, type: 0, data: new Uint8Array(1000).fill(7) }] }]);
+  await waitFor(() => a.got.length === 1, 'reverse delivery');
+  t.equal(a.got[0]!.entries[0]!.data.length, 1000);
+});
+
+t.test('a flush is split into frames of at most maxBatchBytes', async (t) => {
+  const a = await node(t, 1, { ...FAST, maxBatchBytes: 10_000 });
+  const b = await node(t, 2);
+  a.t.addPeer(2, b.addr);
+  await waitFor(() => a.t.stats().peers['2']!.connected, 'connect');
+  const m = (i: number): Message => ({ ...hb(1, 2, i), context: new Uint8Array(3_000) });
+  a.t.send(Array.from({ length: 10 }, (_, i) => m(i + 1))); // ~3.1 KB each: 3 per frame
+  await waitFor(() => b.got.length === 10, 'delivery');
+  t.equal(a.t.stats().peers['2']!.sentBatches, 4, '10 messages of ~3 KB in frames of <= 10 KB');
+  t.same(b.got.map((x) => x.term), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  t.equal(MAX_BATCH_BYTES, 4 * 1024 * 1024);
+});
+
+t.test('snapshot chunks travel intact; per-peer byte budget bounds what is queued', async (t) => {
+  const a = await node(t, 1, { ...FAST, maxQueuedBytesPerPeer: 4 * 1024 * 1024 });
+  const b = await node(t, 2);
+  a.t.addPeer(2, b.addr);
+  const chunk = (i: number): Message => ({
+    ...emptyMessage(MessageType.Snap, 1, 2, 1),
+    snapshot: { metadata: { index: 10, term: 1, conf: { voters: [1, 2], learners: [] } }, offset: i << 20, data: new Uint8Array(1 << 20).fill(i), totalBytes: 8 << 20, done: i === 7 },
+  });
+  // Before the connection is up everything queues: only 3 MiB-chunks fit under 4 MiB.
+  a.t.send([0, 1, 2, 3, 4].map(chunk));
+  t.equal(a.t.stats().peers['2']!.droppedQueueFull, 2, 'two chunks over the byte budget dropped');
+  t.ok(a.t.stats().peers['2']!.queuedBytes <= 4 * 1024 * 1024);
+  await waitFor(() => b.got.length === 3, 'chunks delivered');
+  t.same(b.got.map((m) => m.snapshot!.data[5]), [0, 1, 2]);
+  t.same(b.got.map((m) => m.snapshot!.offset), [0, 1 << 20, 2 << 20]);
+  t.equal(MAX_QUEUED_BYTES_PER_PEER, 16 * 1024 * 1024);
+});
+
+t.test('queue length limit: drop and count beyond it', async (t) => {
+  // A peer that accepts TCP but never answers the handshake: messages can only queue.
+  const silent: Server = createServer(() => undefined);
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => silent.close(() => r())));
+  const port = (silent.address() as { port: number }).port;
+  const a = await node(t, 1, { ...FAST, maxQueuedMessagesPerPeer: 50, handshakeTimeoutMs: 60_000 });
+  a.t.addPeer(2, `127.0.0.1:${port}`);
+  a.t.send(Array.from({ length: 60 }, () => hb(1, 2)));
+  const st = a.t.stats().peers['2']!;
+  t.equal(st.queuedMessages, 50, 'exactly the limit queued');
+  t.equal(st.droppedQueueFull, 10, 'the rest dropped and counted');
+  t.equal(MAX_QUEUED_MESSAGES_PER_PEER, 4096);
+  a.t.send([hb(1, 99)]);
+  t.equal(a.t.stats().droppedNoPeer, 1, 'unknown peer counted');
+  a.t.send([emptyMessage(MessageType.Hup, 1, 2, 1)]);
+  t.equal(a.t.stats().peers['2']!.queuedMessages, 50, 'local messages never queued');
+});
+
+t.test('unreachable peer: reported, retried with backoff, delivered once it is up', async (t) => {
+  // Reserve a port, then free it so nothing listens there yet.
+  const probe = createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()));
+  const port = (probe.address() as { port: number }).port;
+  await new Promise<void>((r) => probe.close(() => r()));
+
+  const a = await node(t, 1);
+  a.t.addPeer(2, `127.0.0.1:${port}`);
+  await waitFor(() => a.unreachable.length >= 1 && a.t.stats().peers['2']!.connectFailures >= 3, 'failures');
+  t.ok(a.unreachable.every((p) => p === 2), 'peer 2 reported unreachable');
+
+  const got: Message[] = [];
+  const b = new PeerTransport({ nodeId: 2, peerKey: key, onMessage: (m) => got.push(m), limits: FAST });
+  await b.listen(port);
+  t.teardown(() => b.close());
+  await waitFor(() => a.t.stats().peers['2']!.connected, 'reconnect', 5_000);
+  a.t.send([hb(1, 2, 42)]);
+  await waitFor(() => got.length === 1, 'delivery after reconnect');
+  t.equal(got[0]!.term, 42);
+
+  // The receiver goes away: the sender notices, reports, and comes back when it returns.
+  await b.close();
+  await waitFor(() => !a.t.stats().peers['2']!.connected, 'disconnect noticed');
+  const before = a.unreachable.length;
+  a.t.send([hb(1, 2)]);
+  await waitFor(() => a.unreachable.length > before, 'reported again');
+});
+
+t.test('backoff: exponential, jittered, capped', async (t) => {
+  t.equal(backoffDelayMs(0, () => 0.999, 50, 5000), 49);
+  t.equal(backoffDelayMs(3, () => 0.5, 50, 5000), 200);
+  t.equal(backoffDelayMs(40, () => 0.999999, 50, RECONNECT_MAX_MS), RECONNECT_MAX_MS - 1, 'capped below the max');
+  t.equal(backoffDelayMs(10, () => 0, 50, 5000), 0, 'full jitter reaches zero');
+});
+
+/** A TCP relay that records what the client sends, for the replay test. */
+async function recordingRelay(target: number): Promise<{ port: number; recorded: Buffer[]; close: () => Promise<void> }> {
+  const recorded: Buffer[] = [];
+  const sockets: Socket[] = [];
+  const server = createServer((c) => {
+    const upstream = connect(target, '127.0.0.1');
+    sockets.push(c, upstream);
+    c.on('data', (d) => {
+      recorded.push(Buffer.from(d));
+      upstream.write(d);
+    });
+    upstream.on('data', (d) => c.write(d));
+    c.on('error', () => undefined);
+    upstream.on('error', () => undefined);
+    c.on('close', () => upstream.destroy());
+    upstream.on('close', () => c.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return {
+    port: (server.address() as { port: number }).port,
+    recorded,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise((r) => server.close(() => r()));
+    },
+  };
+}
+
+function rawSend(port: number, bytes: Buffer[], holdMs = 150): Promise<{ closedByServer: boolean }> {
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1');
+    let closed = false;
+    s.on('error', () => undefined);
+    s.on('close', () => (closed = true));
+    s.resume(); // read (and discard) what the server says, so its close is seen
+    s.on('connect', () => {
+      for (const b of bytes) s.write(b);
+      setTimeout(() => {
+        const closedByServer = closed;
+        s.destroy();
+        resolve({ closedByServer });
+      }, holdMs);
+    });
+  });
+}
+
+t.test('intruders are turned away and the server keeps serving', async (t) => {
+  const victim = await node(t, 2, { ...FAST, handshakeTimeoutMs: 300 });
+  const port = Number(victim.addr.split(':')[1]);
+
+  // 1. Wrong secret: the real client code refuses the impostor server's proof, and the server
+  //    refuses the intruder's client proof.
+  const intruder = await node(t, 9, FAST, derivePeerKey(randomBytes(32)));
+  intruder.t.addPeer(2, victim.addr);
+  intruder.t.send([hb(9, 2)]);
+  await waitFor(() => intruder.t.stats().peers['2']!.connectFailures >= 1, 'intruder fails');
+  t.equal(intruder.t.stats().peers['2']!.connected, false);
+  intruder.t.removePeer(2);
+  const manual = connect(port, '127.0.0.1');
+  manual.on('error', () => undefined);
+  await new Promise((r) => manual.once('connect', r));
+  await t.rejects(clientHandshake(manual, { peerKey: randomBytes(32), purpose: Purpose.Raft, nodeId: 9 }), { code: 'ERR_AUTH_FAILED' });
+
+  // 2. Replay: record a genuine handshake and batch through a relay, then play it again.
+  const relay = await recordingRelay(port);
+  const honest = await node(t, 1);
+  honest.t.addPeer(2, `127.0.0.1:${relay.port}`);
+  honest.t.send([hb(1, 2, 77)]);
+  await waitFor(() => victim.got.some((m) => m.term === 77), 'genuine delivery through relay');
+  honest.t.removePeer(2);
+  await relay.close();
+  const delivered = victim.got.length;
+  const replay = await rawSend(port, [Buffer.concat(relay.recorded)]);
+  t.ok(replay.closedByServer, 'replayed handshake: connection closed by the server');
+  t.equal(victim.got.length, delivered, 'nothing from the replay was delivered');
+
+  // 3. Garbage, 4. an oversized length, 5. a silent connection (handshake timeout).
+  t.ok((await rawSend(port, [randomBytes(64)])).closedByServer, 'garbage: closed');
+  const huge = Buffer.alloc(4);
+  huge.writeUInt32BE(0xfffffff0);
+  t.ok((await rawSend(port, [huge])).closedByServer, 'oversized frame length: closed at once');
+  t.ok((await rawSend(port, [], 600)).closedByServer, 'silent client: closed after the handshake timeout');
+
+  // 6. A member with the key but a bad frame after the handshake (tampered seal / undecodable).
+  const s = connect(port, '127.0.0.1');
+  s.on('error', () => undefined);
+  await new Promise((r) => s.once('connect', r));
+  const ch = await clientHandshake(s, { peerKey: key, purpose: Purpose.Raft, nodeId: 5 });
+  let closed = false;
+  ch.start({ onFrame: () => undefined, onClose: () => (closed = true) });
+  ch.send(Buffer.from('not protobuf at all \xff\xff\xff'));
+  await waitFor(() => closed, 'undecodable batch closes the connection');
+
+  // 7. Messages claiming another sender or another recipient are not delivered.
+  const s2 = connect(port, '127.0.0.1');
+  s2.on('error', () => undefined);
+  await new Promise((r) => s2.once('connect', r));
+  const ch2 = await clientHandshake(s2, { peerKey: key, purpose: Purpose.Raft, nodeId: 5 });
+  ch2.start({ onFrame: () => undefined, onClose: () => undefined });
+  ch2.send(encodeMessageBatch([hb(6, 2, 501), hb(5, 3, 502), hb(5, 2, 503)]));
+  await waitFor(() => victim.got.some((m) => m.term === 503), 'well-addressed message delivered');
+  t.notOk(victim.got.some((m) => m.term === 501 || m.term === 502), 'spoofed from/to dropped');
+  t.equal(victim.t.stats().misaddressed, 2);
+  ch2.close();
+
+  // 8. Tampered sealed frame: flip a bit of a valid frame.
+  const s3 = connect(port, '127.0.0.1');
+  s3.on('error', () => undefined);
+  await new Promise((r) => s3.once('connect', r));
+  const ch3 = await clientHandshake(s3, { peerKey: key, purpose: Purpose.Raft, nodeId: 5 });
+  let closed3 = false;
+  ch3.start({ onFrame: () => undefined, onClose: () => (closed3 = true) });
+  s3.write(encodeFrame(randomBytes(40)));
+  await waitFor(() => closed3, 'forged frame closes the connection');
+
+  const st = victim.t.stats();
+  t.ok(st.rejectedHandshakes >= 6, `rejected handshakes: ${st.rejectedHandshakes}`);
+  t.ok(st.badFrames >= 2, `bad frames: ${st.badFrames}`);
+  t.notOk(victim.got.some((m) => m.from === 9), 'nothing from the intruder');
+
+  // The server still serves an honest peer.
+  const late = await node(t, 3);
+  late.t.addPeer(2, victim.addr);
+  late.t.send([hb(3, 2, 999)]);
+  await waitFor(() => victim.got.some((m) => m.term === 999), 'still serving');
+  t.pass('honest peer served after all the intruders');
+});
+
+t.test('inbound connection limit', async (t) => {
+  const v = await node(t, 2, { ...FAST, maxInboundConnections: 2, handshakeTimeoutMs: 2_000 });
+  const port = Number(v.addr.split(':')[1]);
+  const held: Socket[] = [];
+  for (let i = 0; i < 2; i++) {
+    const s = connect(port, '127.0.0.1');
+    s.on('error', () => undefined);
+    held.push(s);
+    await new Promise((r) => s.once('connect', r));
+  }
+  await waitFor(() => v.t.stats().inboundConnections === 2, 'two held');
+  const third = await rawSend(port, [], 100);
+  t.ok(third.closedByServer, 'a connection over the limit is closed at once');
+  for (const s of held) s.destroy();
+});

@@ -1,0 +1,272 @@
+import t, { type Test } from 'tap';
+import fc from 'fast-check';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { RaftLogStore } from '../../core/storage/raft-log-store.js';
+import { GroupCommitter, MAX_GROUP_COMMIT_ITEMS } from '../../core/storage/group-commit.js';
+import { MemoryStorage } from '../../core/raft/storage.js';
+import { EntryType, type Entry } from '../../core/raft/types.js';
+
+function ent(index: number, term: number, text = `v${index}@${term}`): Entry {
+  return { index, term, type: EntryType.Normal, data: new TextEncoder().encode(text) };
+}
+
+function text(e: Entry): string {
+  return new TextDecoder().decode(e.data);
+}
+
+async function tempDir(t: Test): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'picloud-log-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+t.test('hard state and entries survive close and reopen', async (t) => {
+  const dir = await tempDir(t);
+  let s = await RaftLogStore.open(dir);
+  t.equal(s.firstIndex(), 1);
+  t.equal(s.lastIndex(), 0);
+  t.same(s.initialState().hardState, { term: 0, vote: 0, commit: 0 });
+  await s.save({ hardState: { term: 2, vote: 3, commit: 1 }, entries: [ent(1, 1), ent(2, 2)] });
+  t.equal(s.lastIndex(), 2, 'mirror updated once durable');
+  await s.close();
+
+  s = await RaftLogStore.open(dir);
+  t.same(s.initialState().hardState, { term: 2, vote: 3, commit: 1 });
+  t.equal(s.firstIndex(), 1);
+  t.equal(s.lastIndex(), 2);
+  t.equal(s.term(0), 0);
+  t.equal(s.term(2), 2);
+  t.same(s.entries(1, 3).map(text), ['v1@1', 'v2@2']);
+  t.throws(() => s.term(3), { code: 'UNAVAILABLE' });
+  t.throws(() => s.entries(1, 4), { code: 'UNAVAILABLE' });
+  await s.close();
+});
+
+t.test('entries overwrite a conflicting suffix, in memory and on disk', async (t) => {
+  const dir = await tempDir(t);
+  let s = await RaftLogStore.open(dir);
+  await s.save({ entries: [1, 2, 3, 4, 5].map((i) => ent(i, 1)) });
+  await s.save({ entries: [ent(3, 2), ent(4, 2)] });
+  t.equal(s.lastIndex(), 4, 'entry 5 dropped');
+  t.same(s.entries(1, 5).map(text), ['v1@1', 'v2@1', 'v3@2', 'v4@2']);
+  await s.close();
+  s = await RaftLogStore.open(dir);
+  t.equal(s.lastIndex(), 4, 'still dropped after reopen');
+  t.same(s.entries(1, 5).map(text), ['v1@1', 'v2@1', 'v3@2', 'v4@2']);
+  await t.rejects(s.save({ entries: [ent(7, 2)] }), { code: 'ERR_INVALID_ARGUMENT' }, 'a gap is refused');
+  await t.rejects(s.save({ entries: [ent(5, 2), ent(7, 2)] }), { code: 'ERR_INVALID_ARGUMENT' }, 'non-consecutive refused');
+  t.equal(s.lastIndex(), 4);
+  await s.close();
+});
+
+t.test('conflicting saves queued behind an fsync apply in order', async (t) => {
+  const dir = await tempDir(t);
+  const s = await RaftLogStore.open(dir);
+  const p1 = s.save({ entries: [1, 2, 3, 4, 5, 6].map((i) => ent(i, 1)) });
+  const p2 = s.save({ entries: [ent(4, 2)] }); // truncates 5, 6 — prepared before p1 is durable
+  const p3 = s.save({ entries: [ent(5, 2)], hardState: { term: 2, vote: 1, commit: 3 } });
+  await Promise.all([p1, p2, p3]);
+  t.equal(s.lastIndex(), 5);
+  t.same(s.entries(1, 6).map(text), ['v1@1', 'v2@1', 'v3@1', 'v4@2', 'v5@2']);
+  await s.close();
+  const r = await RaftLogStore.open(dir);
+  t.same(r.entries(1, 6).map(text), ['v1@1', 'v2@1', 'v3@1', 'v4@2', 'v5@2']);
+  t.equal(r.hardState().commit, 3);
+  await r.close();
+});
+
+t.test('group commit: concurrent saves share fsyncs and each resolves durable', async (t) => {
+  const dir = await tempDir(t);
+  const s = await RaftLogStore.open(dir);
+  const n = 200;
+  const done: number[] = [];
+  const saves: Promise<void>[] = [];
+  for (let i = 1; i <= n; i++) {
+    saves.push(s.save({ entries: [ent(i, 1)], hardState: { term: 1, vote: 1, commit: i } }).then(() => void done.push(i)));
+  }
+  await Promise.all(saves);
+  const st = s.stats();
+  t.equal(st.writes, n);
+  t.ok(st.syncedBatches < n / 4, `${st.syncedBatches} fsyncs for ${n} saves`);
+  t.ok(st.maxBatchWrites > 1, `largest batch ${st.maxBatchWrites}`);
+  t.same(done, [...Array(n).keys()].map((i) => i + 1), 'resolved in submission order');
+  await s.close();
+  const r = await RaftLogStore.open(dir);
+  t.equal(r.lastIndex(), n);
+  t.equal(r.hardState().commit, n);
+  await r.close();
+});
+
+t.test('GroupCommitter: batch limit, and a failed flush rejects its batch only', async (t) => {
+  const flushed: number[][] = [];
+  let failNext = false;
+  const gc = new GroupCommitter<number>(async (items) => {
+    flushed.push(items);
+    await new Promise((r) => setTimeout(r, 2));
+    if (failNext) {
+      failNext = false;
+      throw new Error('disk on fire');
+    }
+  });
+  const all: Promise<void>[] = [];
+  for (let i = 0; i < MAX_GROUP_COMMIT_ITEMS + 10; i++) all.push(gc.submit(i));
+  await Promise.all(all);
+  t.equal(flushed[0]!.length, 1, 'the first submission goes alone');
+  t.equal(flushed[1]!.length, MAX_GROUP_COMMIT_ITEMS, 'a batch holds at most MAX_GROUP_COMMIT_ITEMS');
+  t.equal(flushed[2]!.length, 9);
+  failNext = true;
+  const a = gc.submit(1);
+  const b = gc.submit(2);
+  await t.rejects(a, /disk on fire/);
+  await b;
+  t.equal(gc.stats.batches, 5);
+});
+
+t.test('a received snapshot replaces the log; data lives in a file', async (t) => {
+  const dir = await tempDir(t);
+  let s = await RaftLogStore.open(dir);
+  await s.save({ entries: [1, 2, 3].map((i) => ent(i, 1)) });
+  const data = new Uint8Array(300_000).map((_, i) => i % 251);
+  const conf = { voters: [1, 2, 3], learners: [4] };
+  await s.save({ snapshot: { metadata: { index: 10, term: 3, conf }, data }, entries: [ent(11, 3)], hardState: { term: 3, vote: 0, commit: 10 } });
+  t.equal(s.firstIndex(), 11);
+  t.equal(s.lastIndex(), 11);
+  t.equal(s.term(10), 3);
+  t.throws(() => s.term(9), { code: 'COMPACTED' });
+  t.throws(() => s.entries(10, 11), { code: 'COMPACTED' });
+  await t.rejects(
+    s.save({ snapshot: { metadata: { index: 10, term: 3, conf }, data } }),
+    { name: 'RaftError', code: 'SNAPSHOT_OUT_OF_DATE' },
+  );
+  await s.close();
+
+  s = await RaftLogStore.open(dir);
+  t.same(s.initialState().confState, conf);
+  t.equal(s.snapshotSizeBytes(), data.length);
+  const snap = s.snapshot();
+  t.same(snap.metadata, { index: 10, term: 3, conf });
+  t.ok(Buffer.from(snap.data).equals(Buffer.from(data)), 'Storage.snapshot() returns the bytes');
+  const chunk = await s.readSnapshotChunk(299_990, 1000);
+  t.same([...chunk], [...data.subarray(299_990)], 'range read at the end');
+  const streamed: Buffer[] = [];
+  for await (const piece of s.openSnapshotStream(100)) streamed.push(piece as Buffer);
+  t.ok(Buffer.concat(streamed).equals(Buffer.from(data.subarray(100))), 'streamed read');
+  t.same(s.entries(11, 12).map(text), ['v11@3']);
+  await s.close();
+});
+
+t.test('local snapshot streamed to a file, then compaction; orphan files removed at open', async (t) => {
+  const dir = await tempDir(t);
+  let s = await RaftLogStore.open(dir);
+  await s.save({ entries: [1, 2, 3, 4, 5, 6].map((i) => ent(i, i < 4 ? 1 : 2)) });
+  async function* pieces(): AsyncIterable<Uint8Array> {
+    for (let i = 0; i < 8; i++) yield new Uint8Array(64 * 1024).fill(i);
+  }
+  await t.rejects(s.createSnapshot(9, { voters: [1], learners: [] }, new Uint8Array(1)), { code: 'ERR_INVALID_ARGUMENT' });
+  await t.rejects(s.compact(4), { code: 'ERR_INVALID_ARGUMENT' }, 'no snapshot covers 4 yet');
+  const meta = await s.createSnapshot(4, { voters: [1], learners: [] }, pieces());
+  t.same(meta, { index: 4, term: 2, conf: { voters: [1], learners: [] } });
+  t.equal(s.firstIndex(), 1, 'creating a snapshot keeps the log');
+  await s.compact(4);
+  t.equal(s.firstIndex(), 5);
+  t.equal(s.term(4), 2);
+  t.same(s.entries(5, 7).map(text), ['v5@2', 'v6@2']);
+  await s.compact(3); // below the offset: nothing to do
+  await s.close();
+
+  await writeFile(join(dir, 'snap', 'snap-0000000000000009-0000000000000009.snap'), 'orphan');
+  await writeFile(join(dir, 'snap', 'snap-0000000000000009-000000000000000a.snap.tmp'), 'half');
+  s = await RaftLogStore.open(dir);
+  t.equal(s.firstIndex(), 5);
+  t.equal(s.lastIndex(), 6);
+  t.equal(s.term(4), 2);
+  t.equal(s.snapshotSizeBytes(), 8 * 64 * 1024);
+  t.equal(s.snapshot().data[7 * 64 * 1024], 7);
+  t.same(await readdir(join(dir, 'snap')), ['snap-0000000000000002-0000000000000004.snap'], 'orphans removed');
+  // A second snapshot replaces the first file.
+  await s.createSnapshot(6, { voters: [1, 2], learners: [] }, new Uint8Array([1, 2, 3]));
+  t.same(await readdir(join(dir, 'snap')), ['snap-0000000000000002-0000000000000006.snap']);
+  await s.close();
+});
+
+t.test('closed store refuses writes with a typed error', async (t) => {
+  const dir = await tempDir(t);
+  const s = await RaftLogStore.open(dir);
+  await s.close();
+  await t.rejects(s.save({ entries: [ent(1, 1)] }), { name: 'StorageError', code: 'ERR_STORE_CLOSED' });
+});
+
+t.test('a corrupt record is reported as ERR_CORRUPT at open', async (t) => {
+  const dir = await tempDir(t);
+  const s = await RaftLogStore.open(dir);
+  await s.save({ entries: [ent(1, 1)] });
+  await s.close();
+  const { ClassicLevel } = await import('classic-level');
+  const db = new ClassicLevel<Buffer, Buffer>(join(dir, 'log'), { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+  await db.put(Buffer.from('h'), Buffer.from([0xff, 0xff, 0xff]));
+  await db.close();
+  await t.rejects(RaftLogStore.open(dir), { code: 'ERR_CORRUPT' });
+});
+
+t.test('model check against MemoryStorage: random appends, conflicts, snapshots, compaction, reopen', async (t) => {
+  type Op =
+    | { kind: 'append'; back: number; count: number; termBump: boolean }
+    | { kind: 'snapshot'; back: number }
+    | { kind: 'compact' }
+    | { kind: 'reopen' };
+  const opArb: fc.Arbitrary<Op> = fc.oneof(
+    { weight: 6, arbitrary: fc.record({ kind: fc.constant('append' as const), back: fc.nat(4), count: fc.integer({ min: 1, max: 5 }), termBump: fc.boolean() }) },
+    { weight: 1, arbitrary: fc.record({ kind: fc.constant('snapshot' as const), back: fc.nat(3) }) },
+    { weight: 1, arbitrary: fc.constant({ kind: 'compact' as const }) },
+    { weight: 1, arbitrary: fc.constant({ kind: 'reopen' as const }) },
+  );
+  const root = await tempDir(t);
+  let run = 0;
+  await fc.assert(
+    fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 25 }), async (ops) => {
+      const dir = join(root, String(run++));
+      let s = await RaftLogStore.open(dir);
+      const model = new MemoryStorage();
+      let term = 1;
+      let snapIndex = 0;
+      try {
+        for (const op of ops) {
+          if (op.kind === 'append') {
+            if (op.termBump) term++;
+            // Raft never overwrites what a snapshot covers (snapshots are of applied = committed entries).
+            const start = Math.max(model.firstIndex(), snapIndex + 1, model.lastIndex() + 1 - op.back);
+            const es = Array.from({ length: op.count }, (_, k) => ent(start + k, term));
+            await s.save({ entries: es });
+            model.append(es);
+          } else if (op.kind === 'snapshot') {
+            const idx = model.lastIndex() - op.back;
+            if (idx <= snapIndex || idx < model.firstIndex()) continue;
+            await s.createSnapshot(idx, { voters: [1], learners: [] }, new Uint8Array([idx & 0xff]));
+            model.createSnapshot(idx, { voters: [1], learners: [] }, new Uint8Array([idx & 0xff]));
+            snapIndex = idx;
+          } else if (op.kind === 'compact') {
+            await s.compact(snapIndex);
+            model.compact(snapIndex);
+          } else {
+            await s.close();
+            s = await RaftLogStore.open(dir);
+          }
+          if (s.firstIndex() !== model.firstIndex() || s.lastIndex() !== model.lastIndex()) return false;
+          for (let i = model.firstIndex() - 1; i <= model.lastIndex(); i++) if (s.term(i) !== model.term(i)) return false;
+          if (model.lastIndex() >= model.firstIndex()) {
+            const a = s.entries(model.firstIndex(), model.lastIndex() + 1).map(text);
+            const b = model.entries(model.firstIndex(), model.lastIndex() + 1).map(text);
+            if (JSON.stringify(a) !== JSON.stringify(b)) return false;
+          }
+        }
+        return true;
+      } finally {
+        await s.close();
+        await rm(dir, { recursive: true, force: true });
+      }
+    }),
+    { numRuns: 60 },
+  );
+});
