@@ -153,7 +153,9 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   }
 
   private async replicate(req: kv.KvRequest): Promise<kv.KvResponse> {
-    kv.checkRequest(req);
+    // Refuse bad requests before they cost a log entry (apply re-checks anyway).
+    const invalid = kv.checkRequest(req);
+    if (invalid) throw invalid;
     const resp = await this.node.propose(req);
     if ('error' in resp) throw resp.error;
     return resp;

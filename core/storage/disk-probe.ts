@@ -23,6 +23,11 @@ export interface FsyncLatency {
   meanMs: number;
 }
 
+/** The number of samples a probe takes when asked for `requested`: at least 1, at most the cap. */
+export function clampSamples(requested: number): number {
+  return Math.min(MAX_FSYNC_SAMPLES, Math.max(1, Math.floor(requested)));
+}
+
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return 0;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
@@ -35,7 +40,7 @@ function percentile(sorted: number[], p: number): number {
 export async function measureFsyncLatency(
   options: { dir?: string; samples?: number; writeBytes?: number; method?: 'fdatasync' | 'fsync' } = {},
 ): Promise<FsyncLatency> {
-  const samples = Math.min(MAX_FSYNC_SAMPLES, Math.max(1, options.samples ?? 100));
+  const samples = clampSamples(options.samples ?? 100);
   const writeBytes = options.writeBytes ?? 4096;
   const method = options.method ?? 'fdatasync';
   const scratch = await mkdtemp(join(options.dir ?? process.cwd(), '.fsync-probe-'));
@@ -92,7 +97,7 @@ export interface SaveCost {
  * follower persisting one put: what one acknowledged write costs in this log.
  */
 export async function measureSaveCost(options: { dir?: string; saves?: number; valueBytes?: number } = {}): Promise<SaveCost> {
-  const saves = Math.min(MAX_FSYNC_SAMPLES, Math.max(1, options.saves ?? 200));
+  const saves = clampSamples(options.saves ?? 200);
   const valueBytes = options.valueBytes ?? 256;
   const scratch = await mkdtemp(join(options.dir ?? process.cwd(), '.save-probe-'));
   const store = await RaftLogStore.open(scratch);

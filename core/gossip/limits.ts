@@ -1,0 +1,71 @@
+/**
+ * Every size and count limit of the gossip layer, in one place so each has a name, a
+ * reason and a test at the limit (test/gossip/limits.test.ts). Decoders, the keyring, the
+ * transport and the state machine all read these; nothing else hard-codes a bound.
+ */
+
+/** Largest UDP datagram we accept. The sender keeps to `udpBudgetBytes` (1,400 by default,
+ * under a 1,500-byte Ethernet MTU); 9,216 leaves room for jumbo frames on a LAN while keeping
+ * the work an unauthenticated junk datagram can cause small. */
+export const MAX_UDP_PACKET_BYTES = 9_216;
+
+/** Smallest sending budget a config may ask for: a ping with two 128-byte names must fit. */
+export const MIN_UDP_BUDGET_BYTES = 512;
+
+/** Bytes the keyring adds to every sealed packet or stream frame: 1 version byte, a 12-byte
+ * AES-GCM nonce and a 16-byte authentication tag. */
+export const SEAL_OVERHEAD_BYTES = 1 + 12 + 16;
+
+/** TCP stream frames carry a 4-byte big-endian length before the sealed bytes. */
+export const STREAM_FRAME_HEADER_BYTES = 4;
+
+/** Largest sealed stream frame (a push-pull of MAX_MEMBERS members with large metadata fits). */
+export const MAX_STREAM_FRAME_BYTES = 8 * 1024 * 1024;
+
+/** Node names: enough for FQDNs (Serf uses the same 128-byte bound). */
+export const MAX_NAME_BYTES = 128;
+
+/** Host part of an address as text: IPv6 is at most 45 characters. */
+export const MAX_HOST_BYTES = 64;
+
+/** Encoded node metadata (memberlist's MetaMaxSize is 512 too). Metadata rides in every
+ * alive message, so it must stay small enough to share a 1,400-byte packet with others. */
+export const MAX_META_BYTES = 512;
+
+/** Nesting depth of metadata values (objects/arrays inside objects). */
+export const MAX_META_DEPTH = 4;
+
+/** Members one node tracks (alive, suspect, and dead/left tombstones). */
+export const MAX_MEMBERS = 10_000;
+
+/** Messages in one compound UDP packet; the smallest message (an ack) is 3 bytes, so a full
+ * 1,400-byte packet stays far below this. */
+export const MAX_MESSAGES_PER_PACKET = 256;
+
+/** Broadcasts waiting in the piggyback queue; beyond this the most-retransmitted are dropped
+ * (they have already reached most of the cluster). */
+export const MAX_BROADCAST_QUEUE = 4_096;
+
+/** Keys in a keyring (one primary + accepted keys during a rotation). */
+export const MAX_KEYS = 16;
+
+/** AES-256 key length. */
+export const KEY_BYTES = 32;
+
+/** Concurrent inbound TCP streams one node serves; more are refused at accept. */
+export const MAX_INBOUND_STREAMS = 32;
+
+/** Recently seen nonces remembered to drop replayed packets (see keyring/replay.ts). */
+export const REPLAY_CACHE_ENTRIES = 16_384;
+
+/** Events buffered per `events()` subscriber before a slow consumer is cancelled. */
+export const MAX_EVENT_BUFFER = 4_096;
+
+/** Suspicion timers running at once on one node (one per suspected member). */
+export const MAX_SUSPICIONS = MAX_MEMBERS;
+
+/** Ping-req relays one node serves at once; more are ignored (the origin has other helpers). */
+export const MAX_RELAYS = 256;
+
+/** Wire protocol version carried in alive messages and push-pull entries. */
+export const PROTOCOL_VERSION = 1;

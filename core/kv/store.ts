@@ -1,0 +1,619 @@
+/**
+ * KvStore: the deterministic state machine that applies committed Raft entries — Range, Put,
+ * DeleteRange, Txn, Compaction, LeaseGrant, LeaseRevoke — with etcd's semantics and errors.
+ * The same sequence of `apply` calls on any member gives the same state and the same
+ * responses: no clock, no randomness, ordered iteration everywhere.
+ *
+ * Also here: reads outside Raft (`range`, `rangePages`, lease queries), change tracking for
+ * the persistence layer (core/storage/mvcc-backend.ts), listeners for the watch hub, and the
+ * entry points of snapshot save/restore (snapshot.ts). Not here: expiry of leases (the
+ * leader's LeaseTimers), watch delivery (watch.ts), encoding (codec.ts).
+ */
+import { createHash } from 'node:crypto';
+import { checkRangeRequest, checkRequest } from './check.js';
+import { KvError } from './errors.js';
+import { copyBytes, EMPTY_BYTES, keyString, spanOf } from './keys.js';
+import { LeaseTable, leaseIdForIndex, type LeaseEntry } from './leases.js';
+import { MAX_RANGE_RESPONSE_BYTES, MIN_LEASE_TTL_SECONDS, RANGE_PAGE_BYTES_DEFAULT } from './limits.js';
+import { KeyHistory, KvRecord, MvccIndex, visibleRecords, type RevisionLog } from './mvcc.js';
+import { checkReadRevision, executeRange, rangePages, visitLive, type RangePage } from './range.js';
+import { readSnapshot, writeSnapshot, type SnapshotStream } from './snapshot.js';
+import {
+  CompareResult,
+  CompareTarget,
+  EventType,
+  type Compare,
+  type CompactionRequest,
+  type CompactionResponse,
+  type DeleteRangeRequest,
+  type DeleteRangeResponse,
+  type KvRequest,
+  type KvResponse,
+  type LeaseGrantRequest,
+  type LeaseGrantResponse,
+  type LeaseLeasesResponse,
+  type LeaseRevokeRequest,
+  type LeaseRevokeResponse,
+  type LeaseTimeToLiveResponse,
+  type PutRequest,
+  type PutResponse,
+  type RangeRequest,
+  type RangeResponse,
+  type ResponseOp,
+  type TxnRequest,
+  type TxnResponse,
+  type WatchEvent,
+} from './types.js';
+
+export interface ApplyContext {
+  /** Raft index of the entry; entries at or below the applied index are skipped. */
+  index: number;
+  term: number;
+}
+
+/** Told about every change, synchronously inside apply (the watch hub is one). */
+export interface KvListener {
+  /** All events of one new revision, in sub-revision order. prevKv is always filled when one existed. */
+  onRevision(revision: number, events: readonly WatchEvent[]): void;
+  /** A compaction at `revision` was applied. */
+  onCompact?(revision: number): void;
+  /** The whole state was replaced by a snapshot. */
+  onRestore?(): void;
+}
+
+/** What changed since the last drain, for the persistence layer. */
+export interface StateChanges {
+  /** The whole state was replaced (snapshot restore): rewrite everything. */
+  full: boolean;
+  /** Records added, in revision order. */
+  appended: KvRecord[];
+  /** Records compacted away (may include records appended in this same batch). */
+  removed: KvRecord[];
+  /** Lease grants and revokes in the order they happened. */
+  leaseOps: Array<{ put: { id: number; ttlSeconds: number } } | { del: number }>;
+  appliedIndex: number;
+  appliedTerm: number;
+  currentRevision: number;
+  compactRevision: number;
+}
+
+export interface KvStoreOptions {
+  /** Cap on a unary Range response held in memory (default MAX_RANGE_RESPONSE_BYTES). */
+  maxRangeResponseBytes?: number;
+}
+
+/** The state a snapshot or the persistence layer installs (see StateBuilder in snapshot.ts). */
+export interface InstallableState {
+  hists: Map<string, KeyHistory>;
+  sorted: KeyHistory[];
+  revlog: RevisionLog;
+  leases: Array<{ id: number; ttlSeconds: number }>;
+  currentRevision: number;
+  compactRevision: number;
+  appliedIndex: number;
+  appliedTerm: number;
+}
+
+function cmpNum(a: number, b: number): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+export class KvStore {
+  private readonly idx = new MvccIndex();
+  private readonly leaseTable = new LeaseTable();
+  private readonly listeners: KvListener[] = [];
+  private readonly maxRangeBytes: number;
+  private changes: StateChanges | undefined;
+  private pins = 0;
+  private epoch = 0;
+  private _appliedIndex = 0;
+  private _appliedTerm = 0;
+
+  constructor(opts: KvStoreOptions = {}) {
+    this.maxRangeBytes = opts.maxRangeResponseBytes ?? MAX_RANGE_RESPONSE_BYTES;
+  }
+
+  /** Index of the last applied Raft entry (etcd's consistent index). */
+  get appliedIndex(): number {
+    return this._appliedIndex;
+  }
+  get appliedTerm(): number {
+    return this._appliedTerm;
+  }
+  /** The current revision (1 for an empty store). */
+  get revision(): number {
+    return this.idx.currentRevision;
+  }
+  /** The compacted revision; -1 before any compaction. */
+  get compactRevision(): number {
+    return this.idx.compactRevision;
+  }
+  /** Number of keys with any retained history (live or not yet compacted). */
+  get keyCount(): number {
+    return this.idx.keyCount;
+  }
+
+  // ---------------------------------------------------------------- apply
+
+  /**
+   * Applies one committed entry. Errors a client must see (etcd's) come back as
+   * `{ error }` — they are part of the deterministic outcome; anything thrown is a bug.
+   */
+  apply(req: KvRequest, ctx: ApplyContext): KvResponse {
+    if (ctx.index <= this._appliedIndex) return { alreadyApplied: true };
+    this._appliedIndex = ctx.index;
+    this._appliedTerm = ctx.term;
+    if (this.changes) {
+      this.changes.appliedIndex = ctx.index;
+      this.changes.appliedTerm = ctx.term;
+    }
+    const err = checkRequest(req);
+    if (err) return { error: err };
+    try {
+      if ('range' in req) return { range: this.rangeAt(req.range) };
+      if ('put' in req) return { put: this.applyPut(req.put) };
+      if ('deleteRange' in req) return { deleteRange: this.applyDelete(req.deleteRange) };
+      if ('txn' in req) return { txn: this.applyTxn(req.txn) };
+      if ('compaction' in req) return { compaction: this.applyCompaction(req.compaction) };
+      if ('leaseGrant' in req) return { leaseGrant: this.applyLeaseGrant(req.leaseGrant, ctx.index) };
+      return { leaseRevoke: this.applyLeaseRevoke(req.leaseRevoke) };
+    } catch (e) {
+      // Every KvError is raised before the first mutation (prechecks), so state is untouched.
+      if (e instanceof KvError) return { error: e };
+      throw e;
+    }
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  /** A Range at the current state, outside Raft (serializable, or after ReadIndex). Throws KvError. */
+  range(r: RangeRequest): RangeResponse {
+    const e = checkRangeRequest(r);
+    if (e) throw e;
+    return this.rangeAt(r);
+  }
+
+  private rangeAt(r: RangeRequest): RangeResponse {
+    return executeRange(this.idx, r, this.idx.currentRevision, this.maxRangeBytes);
+  }
+
+  /**
+   * A Range as pages of at most `pageBytes` key+value bytes, read at one revision, for
+   * streaming huge ranges in bounded memory. Throws KvError (also between pages: COMPACTED).
+   */
+  rangePages(r: RangeRequest, pageBytes: number = RANGE_PAGE_BYTES_DEFAULT): Generator<RangePage, void, void> {
+    const e = checkRangeRequest(r);
+    if (e) throw e;
+    return rangePages(this.idx, r, pageBytes);
+  }
+
+  /** Lease metadata; `TTL` is the granted TTL here — the leader's LeaseTimers knows the remaining time. */
+  leaseTimeToLive(id: number, withKeys: boolean): LeaseTimeToLiveResponse {
+    const l = this.leaseTable.get(id);
+    const header = { revision: this.idx.currentRevision };
+    if (!l) return { header, ID: id, TTL: -1, grantedTTL: 0, keys: [] };
+    const keys = withKeys ? [...l.keys].sort().map((k) => this.idx.history(k)!.key) : [];
+    return { header, ID: id, TTL: l.ttlSeconds, grantedTTL: l.ttlSeconds, keys };
+  }
+
+  leaseLeases(): LeaseLeasesResponse {
+    return {
+      header: { revision: this.idx.currentRevision },
+      leases: this.leaseTable.sorted().map((l) => ({ ID: l.id })),
+    };
+  }
+
+  /** Every lease with its granted TTL, in ID order (for LeaseTimers on election). */
+  leases(): Array<{ id: number; ttlSeconds: number }> {
+    return this.leaseTable.sorted().map((l) => ({ id: l.id, ttlSeconds: l.ttlSeconds }));
+  }
+
+  hasLease(id: number): boolean {
+    return this.leaseTable.has(id);
+  }
+
+  // ---------------------------------------------------------------- writes
+
+  private precheckPut(p: PutRequest): void {
+    const lease = p.lease ?? 0;
+    if (lease !== 0 && !this.leaseTable.has(lease)) throw new KvError('LEASE_NOT_FOUND');
+    if (p.ignoreValue || p.ignoreLease) {
+      if (this.idx.history(keyString(p.key))?.live() === undefined) throw new KvError('KEY_NOT_FOUND');
+    }
+  }
+
+  private applyPut(p: PutRequest): PutResponse {
+    this.precheckPut(p);
+    this.idx.beginWrite();
+    const events: WatchEvent[] | undefined = this.listeners.length > 0 ? [] : undefined;
+    const resp = this.doPut(p, events);
+    this.finishWrite(events);
+    return resp;
+  }
+
+  private doPut(p: PutRequest, events: WatchEvent[] | undefined): PutResponse {
+    const skey = keyString(p.key);
+    const h = this.idx.history(skey);
+    const prev = h?.live();
+    // ignore_value / ignore_lease were prechecked to have a live key.
+    const value = p.ignoreValue ? prev!.value! : copyBytes(p.value ?? EMPTY_BYTES);
+    const lease = p.ignoreLease ? prev!.lease : p.lease ?? 0;
+    const rec = this.idx.put(skey, value, lease);
+    if (prev === undefined || prev.lease !== lease) {
+      if (prev !== undefined && prev.lease !== 0) this.leaseTable.detach(prev.lease, skey);
+      if (lease !== 0) this.leaseTable.attach(lease, skey);
+    }
+    if (events) {
+      const ev: WatchEvent = { type: EventType.PUT, kv: rec.toKeyValue() };
+      if (prev) ev.prevKv = prev.toKeyValue();
+      events.push(ev);
+    }
+    const resp: PutResponse = { header: { revision: this.idx.writeRevision } };
+    if (p.prevKv && prev) resp.prevKv = prev.toKeyValue();
+    return resp;
+  }
+
+  private applyDelete(d: DeleteRangeRequest): DeleteRangeResponse {
+    this.idx.beginWrite();
+    const events: WatchEvent[] | undefined = this.listeners.length > 0 ? [] : undefined;
+    const resp = this.doDelete(d, events);
+    this.finishWrite(events);
+    return resp;
+  }
+
+  private doDelete(d: DeleteRangeRequest, events: WatchEvent[] | undefined): DeleteRangeResponse {
+    const span = spanOf(d.key, d.rangeEnd);
+    const victims: KvRecord[] = [];
+    // Reading at the write's own revision sees changes made earlier in the same txn.
+    visitLive(this.idx, span, this.idx.writeRevision, (rec) => {
+      victims.push(rec);
+    });
+    const prevKvs = [];
+    for (const prev of victims) {
+      const rec = this.idx.delete(prev.hist);
+      if (prev.lease !== 0) this.leaseTable.detach(prev.lease, prev.hist.skey);
+      const prevKv = prev.toKeyValue();
+      if (d.prevKv) prevKvs.push(prevKv);
+      if (events) events.push({ type: EventType.DELETE, kv: rec.toKeyValue(), prevKv });
+    }
+    const changed = victims.length > 0 || this.idx.writeChanges > 0;
+    return {
+      header: { revision: changed ? this.idx.writeRevision : this.idx.writeRevision - 1 },
+      deleted: victims.length,
+      prevKvs,
+    };
+  }
+
+  private finishWrite(events: WatchEvent[] | undefined): void {
+    const recs = this.idx.endWrite();
+    if (recs.length === 0) return;
+    if (this.changes) for (const r of recs) this.changes.appended.push(r);
+    if (events && events.length > 0) {
+      const rev = this.idx.currentRevision;
+      for (const l of this.listeners) l.onRevision(rev, events);
+    }
+  }
+
+  // ---------------------------------------------------------------- txn
+
+  private applyTxn(t: TxnRequest): TxnResponse {
+    // etcd evaluates every compare of the chosen path first, against the state before the txn.
+    const path: boolean[] = [];
+    this.comparePath(t, path);
+    this.precheckTxn(t, path, { i: 0 });
+    const readOnly = isTxnReadOnly(t);
+    this.idx.beginWrite();
+    const events: WatchEvent[] | undefined = this.listeners.length > 0 ? [] : undefined;
+    let resp: TxnResponse;
+    try {
+      // The response cap can only fail a read-only txn: a write txn must not stop half-applied.
+      resp = this.execTxn(t, path, { i: 0 }, events, readOnly ? this.maxRangeBytes : Infinity);
+    } finally {
+      this.finishWrite(events);
+    }
+    resp.header.revision = this.idx.currentRevision;
+    return resp;
+  }
+
+  private comparePath(t: TxnRequest, path: boolean[]): void {
+    let ok = true;
+    for (const c of t.compare ?? []) {
+      if (!this.applyCompare(c)) {
+        ok = false;
+        break;
+      }
+    }
+    path.push(ok);
+    for (const op of (ok ? t.success : t.failure) ?? []) {
+      if (op.requestTxn) this.comparePath(op.requestTxn, path);
+    }
+  }
+
+  /** etcd's applyCompare: every key of the range must satisfy it; no key compares as a zero KeyValue. */
+  private applyCompare(c: Compare): boolean {
+    let seen = false;
+    let all = true;
+    visitLive(this.idx, spanOf(c.key, c.rangeEnd), this.idx.currentRevision, (rec) => {
+      seen = true;
+      if (!compareRecord(c, rec)) {
+        all = false;
+        return false;
+      }
+      return true;
+    });
+    if (!seen) {
+      // A value cannot be compared on a missing key (nil == empty in gRPC).
+      if ((c.target ?? 0) === CompareTarget.VALUE) return false;
+      return compareRecord(c, undefined);
+    }
+    return all;
+  }
+
+  private precheckTxn(t: TxnRequest, path: boolean[], cur: { i: number }): void {
+    const ok = path[cur.i++]!;
+    for (const op of (ok ? t.success : t.failure) ?? []) {
+      if (op.requestRange) checkReadRevision(this.idx, op.requestRange.revision ?? 0, this.idx.currentRevision);
+      else if (op.requestPut) this.precheckPut(op.requestPut);
+      else if (op.requestTxn) this.precheckTxn(op.requestTxn, path, cur);
+    }
+  }
+
+  private execTxn(
+    t: TxnRequest,
+    path: boolean[],
+    cur: { i: number },
+    events: WatchEvent[] | undefined,
+    maxRangeBytes: number,
+  ): TxnResponse {
+    const ok = path[cur.i++]!;
+    const responses: ResponseOp[] = [];
+    for (const op of (ok ? t.success : t.failure) ?? []) {
+      if (op.requestRange) {
+        const readRev = this.idx.writeChanges > 0 ? this.idx.writeRevision : this.idx.writeRevision - 1;
+        responses.push({ responseRange: executeRange(this.idx, op.requestRange, readRev, maxRangeBytes) });
+      } else if (op.requestPut) {
+        responses.push({ responsePut: this.doPut(op.requestPut, events) });
+      } else if (op.requestDeleteRange) {
+        responses.push({ responseDeleteRange: this.doDelete(op.requestDeleteRange, events) });
+      } else if (op.requestTxn) {
+        // Nested txn responses carry an empty header, as etcd's do.
+        responses.push({ responseTxn: this.execTxn(op.requestTxn, path, cur, events, maxRangeBytes) });
+      }
+    }
+    return { header: { revision: 0 }, succeeded: ok, responses };
+  }
+
+  // ---------------------------------------------------------------- compaction
+
+  private applyCompaction(c: CompactionRequest): CompactionResponse {
+    const rev = c.revision ?? 0;
+    if (rev <= this.idx.compactRevision) throw new KvError('COMPACTED');
+    if (rev > this.idx.currentRevision) throw new KvError('FUTURE_REV');
+    this.idx.compactRevision = rev;
+    if (this.changes) this.changes.compactRevision = rev;
+    this.physicalCompactIfUnpinned();
+    for (const l of this.listeners) l.onCompact?.(rev);
+    return { header: { revision: this.idx.currentRevision } };
+  }
+
+  /** Physical removal waits while a snapshot is being streamed; reads never see the difference. */
+  private physicalCompactIfUnpinned(): void {
+    if (this.pins > 0 || this.idx.physicalCompactRevision >= this.idx.compactRevision) return;
+    const removed = this.idx.physicalCompact(this.idx.compactRevision);
+    if (this.changes) for (const r of removed) this.changes.removed.push(r);
+  }
+
+  // ---------------------------------------------------------------- leases
+
+  private applyLeaseGrant(g: LeaseGrantRequest, index: number): LeaseGrantResponse {
+    const id = g.ID ? g.ID : leaseIdForIndex(index, (x) => this.leaseTable.has(x));
+    if (this.leaseTable.has(id)) throw new KvError('LEASE_EXISTS');
+    const ttlSeconds = Math.max(g.TTL ?? 0, MIN_LEASE_TTL_SECONDS);
+    this.leaseTable.grant(id, ttlSeconds);
+    this.changes?.leaseOps.push({ put: { id, ttlSeconds } });
+    return { header: { revision: this.idx.currentRevision }, ID: id, TTL: ttlSeconds, error: '' };
+  }
+
+  /** Deletes the lease's keys (in key order, at one revision) and the lease. */
+  private applyLeaseRevoke(r: LeaseRevokeRequest): LeaseRevokeResponse {
+    const l: LeaseEntry | undefined = this.leaseTable.get(r.ID ?? 0);
+    if (!l) throw new KvError('LEASE_NOT_FOUND');
+    const keys = [...l.keys].sort();
+    this.idx.beginWrite();
+    const events: WatchEvent[] | undefined = this.listeners.length > 0 ? [] : undefined;
+    for (const k of keys) {
+      const h = this.idx.history(k);
+      const prev = h?.live();
+      if (!h || !prev) continue;
+      const rec = this.idx.delete(h);
+      events?.push({ type: EventType.DELETE, kv: rec.toKeyValue(), prevKv: prev.toKeyValue() });
+    }
+    this.leaseTable.remove(l.id);
+    this.changes?.leaseOps.push({ del: l.id });
+    this.finishWrite(events);
+    return { header: { revision: this.idx.currentRevision } };
+  }
+
+  // ---------------------------------------------------------------- listeners, tracking
+
+  /** Registers a listener; returns its removal. */
+  subscribe(listener: KvListener): () => void {
+    this.listeners.push(listener);
+    return () => {
+      const i = this.listeners.indexOf(listener);
+      if (i >= 0) this.listeners.splice(i, 1);
+    };
+  }
+
+  /** Starts recording changes for `drainChanges` (the persistence layer calls this once). */
+  trackChanges(): void {
+    if (!this.changes) this.changes = this.emptyChanges(false);
+  }
+
+  /** Changes since the last drain; recording continues. */
+  drainChanges(): StateChanges {
+    const c = this.changes ?? this.emptyChanges(false);
+    c.appliedIndex = this._appliedIndex;
+    c.appliedTerm = this._appliedTerm;
+    c.currentRevision = this.idx.currentRevision;
+    c.compactRevision = this.idx.compactRevision;
+    if (this.changes) this.changes = this.emptyChanges(false);
+    return c;
+  }
+
+  private emptyChanges(full: boolean): StateChanges {
+    return {
+      full,
+      appended: [],
+      removed: [],
+      leaseOps: [],
+      appliedIndex: this._appliedIndex,
+      appliedTerm: this._appliedTerm,
+      currentRevision: this.idx.currentRevision,
+      compactRevision: this.idx.compactRevision,
+    };
+  }
+
+  // ---------------------------------------------------------------- internals for snapshot / persistence
+
+  /** @internal Holds physical compaction back while a consistent image is read out. */
+  pin(): void {
+    this.pins++;
+  }
+
+  /** @internal */
+  unpin(): void {
+    this.pins--;
+    if (this.pins === 0) this.physicalCompactIfUnpinned();
+  }
+
+  /** @internal The MVCC index (read-only use: snapshot writer, watch hub). */
+  get mvcc(): MvccIndex {
+    return this.idx;
+  }
+
+  /** @internal Incremented whenever the whole state is replaced. */
+  get stateEpoch(): number {
+    return this.epoch;
+  }
+
+  /**
+   * The whole state as a stream of chunks (with a SHA-256 trailer), consistent at this call's
+   * revision and applied index (`stream.appliedIndex`); applies may continue meanwhile.
+   * Iterate to the end or call `return()`.
+   */
+  snapshot(chunkBytes?: number): SnapshotStream {
+    return writeSnapshot(this, chunkBytes);
+  }
+
+  /**
+   * Replaces the whole state with a snapshot stream (any chunking). Verified completely
+   * before anything is replaced: on error (KvError SNAPSHOT_CORRUPT) the store is unchanged.
+   * Watchers are told (onRestore); the persistence layer rewrites everything on its next persist.
+   */
+  async restore(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<void> {
+    const state = await readSnapshot(source);
+    this.install(state, true);
+  }
+
+  /** @internal Replaces the whole state (snapshot restore, persistence load). */
+  install(s: InstallableState, fromSnapshot: boolean): void {
+    this.epoch++;
+    this.idx.install(s.hists, s.sorted, s.revlog, s.currentRevision, s.compactRevision);
+    this.leaseTable.clear();
+    for (const l of s.leases) this.leaseTable.grant(l.id, l.ttlSeconds);
+    for (const h of s.hists.values()) {
+      const live = h.live();
+      if (live && live.lease !== 0) this.leaseTable.attach(live.lease, h.skey);
+    }
+    this._appliedIndex = s.appliedIndex;
+    this._appliedTerm = s.appliedTerm;
+    // Old records below the compaction point may have come along (an unpinned source drops them).
+    this.physicalCompactIfUnpinned();
+    if (this.changes) this.changes = this.emptyChanges(fromSnapshot);
+    if (fromSnapshot) for (const l of this.listeners) l.onRestore?.();
+  }
+
+  /**
+   * SHA-256 over the logical state: revisions, every key's visible history and the leases.
+   * Equal on every member that applied the same entries (whatever their physical compaction
+   * lag); the applied index is not included.
+   */
+  digest(): string {
+    const h = createHash('sha256');
+    const num = Buffer.alloc(8);
+    const putNum = (n: number): void => {
+      num.writeDoubleBE(n);
+      h.update(num);
+    };
+    putNum(this.idx.currentRevision);
+    putNum(this.idx.compactRevision);
+    for (const hist of this.idx.historiesInOrder()) {
+      const recs = visibleRecords(hist, this.idx.compactRevision);
+      if (recs.length === 0) continue;
+      putNum(hist.key.byteLength);
+      h.update(hist.key);
+      putNum(recs.length);
+      for (const r of recs) {
+        putNum(r.main);
+        putNum(r.sub);
+        putNum(r.createRevision);
+        putNum(r.version);
+        putNum(r.lease);
+        if (r.value === null) putNum(-1);
+        else {
+          putNum(r.value.byteLength);
+          h.update(r.value);
+        }
+      }
+    }
+    for (const l of this.leaseTable.sorted()) {
+      putNum(l.id);
+      putNum(l.ttlSeconds);
+    }
+    return h.digest('hex');
+  }
+}
+
+/** etcd's IsTxnReadonly: only top-level ranges in both branches. */
+function isTxnReadOnly(t: TxnRequest): boolean {
+  for (const op of t.success ?? []) if (!op.requestRange) return false;
+  for (const op of t.failure ?? []) if (!op.requestRange) return false;
+  return true;
+}
+
+/** etcd's compareKV; a missing key compares as a zero KeyValue. */
+function compareRecord(c: Compare, rec: KvRecord | undefined): boolean {
+  let result: number;
+  switch (c.target ?? CompareTarget.VERSION) {
+    case CompareTarget.VALUE:
+      result = Buffer.compare(rec?.value ?? EMPTY_BYTES, c.value ?? EMPTY_BYTES);
+      break;
+    case CompareTarget.CREATE:
+      result = cmpNum(rec?.createRevision ?? 0, c.createRevision ?? 0);
+      break;
+    case CompareTarget.MOD:
+      result = cmpNum(rec?.main ?? 0, c.modRevision ?? 0);
+      break;
+    case CompareTarget.VERSION:
+      result = cmpNum(rec?.version ?? 0, c.version ?? 0);
+      break;
+    case CompareTarget.LEASE:
+      result = cmpNum(rec?.lease ?? 0, c.lease ?? 0);
+      break;
+    default:
+      result = 0;
+  }
+  switch (c.result ?? CompareResult.EQUAL) {
+    case CompareResult.EQUAL:
+      return result === 0;
+    case CompareResult.NOT_EQUAL:
+      return result !== 0;
+    case CompareResult.GREATER:
+      return result > 0;
+    case CompareResult.LESS:
+      return result < 0;
+    default:
+      return true;
+  }
+}

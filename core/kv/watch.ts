@@ -1,0 +1,663 @@
+/**
+ * The watch hub: delivers the store's changes to watchers (key, prefix or range; from a past
+ * revision or from now; prev_kv; no-put / no-delete filters; progress notifications), with
+ * etcd's WatchResponse semantics, in bounded memory.
+ *
+ * - Fan-out without scanning every watcher: synced single-key watchers are indexed by key in
+ *   a Map, range watchers in an interval tree; an event visits only the watchers it matches.
+ * - Watchers that start in the past ("unsynced") catch up from the revision log in steps,
+ *   paced by their consumer: a step fills the watcher's buffer and stops; draining resumes it.
+ * - Bounded buffers (WATCH_BUFFER_EVENTS_MAX / _BYTES_MAX). A synced watcher whose consumer
+ *   falls behind is cancelled with a reason naming the revision to resume from (etcd#16839);
+ *   events already buffered are still delivered first, so nothing is lost silently.
+ * - A start revision below the compaction point yields etcd's compaction response
+ *   (compact_revision set, canceled).
+ *
+ * Threading model: everything runs on the node's event loop. The hub is told of changes by
+ * the store (KvListener, synchronously inside apply); the gRPC layer owns one WatchStream per
+ * Watch call and pulls responses with `next()` when it can write (see WatchStream).
+ */
+import { KV_ERRORS } from './errors.js';
+import { IntervalTree } from './interval-tree.js';
+import { keyString } from './keys.js';
+import {
+  MAX_KEY_BYTES,
+  MAX_WATCHERS_PER_STREAM,
+  WATCH_BUFFER_BYTES_MAX,
+  WATCH_BUFFER_EVENTS_MAX,
+  WATCH_RESPONSE_BYTES_TARGET,
+  WATCH_SYNC_REVISIONS_PER_STEP,
+  KV_OVERHEAD_BYTES,
+} from './limits.js';
+import type { KvRecord } from './mvcc.js';
+import type { KvListener, KvStore } from './store.js';
+import {
+  EventType,
+  INVALID_WATCH_ID,
+  WatchFilterType,
+  type WatchCreateRequest,
+  type WatchEvent,
+  type WatchResponse,
+} from './types.js';
+
+export interface WatchHubOptions {
+  bufferEventsMax?: number;
+  bufferBytesMax?: number;
+  responseBytesTarget?: number;
+  watchersPerStreamMax?: number;
+  syncRevisionsPerStep?: number;
+  /** Runs deferred catch-up work later (default setImmediate). Tests pass their own. */
+  schedule?: (fn: () => void) => void;
+}
+
+/** Counters for tests and /metrics. */
+export interface WatchHubStats {
+  /** Events the store reported. */
+  events: number;
+  /** Watchers examined because an index said they match (never "all watchers"). */
+  watchersMatched: number;
+  /** Watchers cancelled because their consumer was too slow. */
+  slowCancels: number;
+}
+
+function eventBytes(e: WatchEvent): number {
+  let n = e.kv.key.byteLength + e.kv.value.byteLength + KV_OVERHEAD_BYTES;
+  if (e.prevKv) n += e.prevKv.key.byteLength + e.prevKv.value.byteLength + KV_OVERHEAD_BYTES;
+  return n;
+}
+
+/** A FIFO with O(1) push/shift (Array#shift is O(n) on large arrays). */
+class Queue<T> {
+  private items: T[] = [];
+  private head = 0;
+  get length(): number {
+    return this.items.length - this.head;
+  }
+  push(x: T): void {
+    this.items.push(x);
+  }
+  peek(): T | undefined {
+    return this.items[this.head];
+  }
+  shift(): T | undefined {
+    if (this.head >= this.items.length) return undefined;
+    const x = this.items[this.head]!;
+    this.items[this.head] = undefined as unknown as T;
+    this.head++;
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return x;
+  }
+  remove(pred: (x: T) => boolean): void {
+    const kept = this.items.slice(this.head).filter((x) => !pred(x));
+    this.items = kept;
+    this.head = 0;
+  }
+}
+
+class Watcher {
+  /** Events not yet handed to the consumer, in revision order. */
+  buf: WatchEvent[] = [];
+  bufBytes = 0;
+  /** Unsynced: the next revision to read from the log. Synced: unused (the hub's revision). */
+  nextRev = 0;
+  synced = false;
+  /** In the stream's ready queue. */
+  queued = false;
+  /** A last response (slow-consumer or compaction cancel) sent once the buffer is drained. */
+  final: WatchResponse | undefined;
+  removed = false;
+  /** Something was sent since the last progress tick (etcd elides the next notification). */
+  sentSinceProgress = false;
+
+  constructor(
+    readonly id: number,
+    readonly stream: WatchStream,
+    readonly start: string,
+    /** undefined: single key; '': unbounded; else exclusive end. */
+    readonly end: string | undefined,
+    /** Events below this revision are not delivered. */
+    readonly minRev: number,
+    readonly noPut: boolean,
+    readonly noDelete: boolean,
+    readonly prevKv: boolean,
+    readonly progressNotify: boolean,
+  ) {}
+
+  contains(skey: string): boolean {
+    if (this.end === undefined) return skey === this.start;
+    return skey >= this.start && (this.end === '' || skey < this.end);
+  }
+
+  wants(e: WatchEvent): boolean {
+    return e.type === EventType.PUT ? !this.noPut : !this.noDelete;
+  }
+}
+
+function response(revision: number, watchId: number, extra: Partial<WatchResponse> = {}): WatchResponse {
+  return {
+    header: { revision },
+    watchId,
+    created: false,
+    canceled: false,
+    compactRevision: 0,
+    cancelReason: '',
+    fragment: false,
+    events: [],
+    ...extra,
+  };
+}
+
+export class WatchHub implements KvListener {
+  readonly stats: WatchHubStats = { events: 0, watchersMatched: 0, slowCancels: 0 };
+  readonly bufferEventsMax: number;
+  readonly bufferBytesMax: number;
+  readonly responseBytesTarget: number;
+  readonly watchersPerStreamMax: number;
+  private readonly syncRevisionsPerStep: number;
+  private readonly schedule: (fn: () => void) => void;
+  private readonly byKey = new Map<string, Set<Watcher>>();
+  private readonly byRange = new IntervalTree<Set<Watcher>>();
+  private readonly unsynced = new Set<Watcher>();
+  private readonly streams = new Set<WatchStream>();
+  private pumpScheduled = false;
+  /** The last revision the store reported: synced watchers have been given everything up to it. */
+  private lastRevision: number;
+  private readonly unsubscribe: () => void;
+
+  constructor(
+    readonly store: KvStore,
+    opts: WatchHubOptions = {},
+  ) {
+    this.bufferEventsMax = opts.bufferEventsMax ?? WATCH_BUFFER_EVENTS_MAX;
+    this.bufferBytesMax = opts.bufferBytesMax ?? WATCH_BUFFER_BYTES_MAX;
+    this.responseBytesTarget = opts.responseBytesTarget ?? WATCH_RESPONSE_BYTES_TARGET;
+    this.watchersPerStreamMax = opts.watchersPerStreamMax ?? MAX_WATCHERS_PER_STREAM;
+    this.syncRevisionsPerStep = opts.syncRevisionsPerStep ?? WATCH_SYNC_REVISIONS_PER_STEP;
+    this.schedule = opts.schedule ?? ((fn) => void setImmediate(fn));
+    this.lastRevision = store.revision;
+    this.unsubscribe = store.subscribe(this);
+  }
+
+  /** One stream per gRPC Watch call. `onReady` fires when the stream has something to send after being drained. */
+  openStream(onReady?: () => void): WatchStream {
+    const s = new WatchStream(this, onReady);
+    this.streams.add(s);
+    return s;
+  }
+
+  get watcherCount(): number {
+    let n = 0;
+    for (const s of this.streams) n += s.size;
+    return n;
+  }
+
+  get unsyncedCount(): number {
+    return this.unsynced.size;
+  }
+
+  /** Detaches from the store; streams stay readable but receive nothing new. */
+  close(): void {
+    this.unsubscribe();
+  }
+
+  // ---------------------------------------------------------------- indexes
+
+  /** @internal */
+  addSynced(w: Watcher): void {
+    w.synced = true;
+    if (w.end === undefined) {
+      let set = this.byKey.get(w.start);
+      if (!set) this.byKey.set(w.start, (set = new Set()));
+      set.add(w);
+    } else {
+      let set = this.byRange.get(w.start, w.end);
+      if (!set) this.byRange.set(w.start, w.end, (set = new Set()));
+      set.add(w);
+    }
+  }
+
+  /** @internal */
+  removeWatcher(w: Watcher): void {
+    w.removed = true;
+    this.unsynced.delete(w);
+    if (!w.synced) return;
+    w.synced = false;
+    if (w.end === undefined) {
+      const set = this.byKey.get(w.start);
+      set?.delete(w);
+      if (set?.size === 0) this.byKey.delete(w.start);
+    } else {
+      const set = this.byRange.get(w.start, w.end);
+      set?.delete(w);
+      if (set?.size === 0) this.byRange.delete(w.start, w.end);
+    }
+  }
+
+  // ---------------------------------------------------------------- store events
+
+  onRevision(revision: number, events: readonly WatchEvent[]): void {
+    this.lastRevision = revision;
+    this.stats.events += events.length;
+    const perWatcher = new Map<Watcher, WatchEvent[]>();
+    const add = (w: Watcher, e: WatchEvent, bare: () => WatchEvent): void => {
+      this.stats.watchersMatched++;
+      if (revision < w.minRev || !w.wants(e)) return;
+      const ev = w.prevKv || e.prevKv === undefined ? e : bare();
+      const list = perWatcher.get(w);
+      if (list) list.push(ev);
+      else perWatcher.set(w, [ev]);
+    };
+    for (const e of events) {
+      const skey = keyString(e.kv.key);
+      let bareEv: WatchEvent | undefined;
+      const bare = (): WatchEvent => (bareEv ??= { type: e.type, kv: e.kv });
+      const keyed = this.byKey.get(skey);
+      if (keyed) for (const w of keyed) add(w, e, bare);
+      this.byRange.stab(skey, (set) => {
+        for (const w of set) add(w, e, bare);
+      });
+    }
+    for (const [w, evs] of perWatcher) {
+      if (!this.admit(w, evs)) this.cancelSlow(w, revision);
+    }
+  }
+
+  onCompact(revision: number): void {
+    for (const w of [...this.unsynced]) {
+      if (w.nextRev < revision) this.finishCompacted(w);
+    }
+  }
+
+  /** The state was replaced: every watcher re-reads from the new state where it left off. */
+  onRestore(): void {
+    const seen = this.lastRevision;
+    this.lastRevision = this.store.revision;
+    for (const s of this.streams) {
+      for (const w of s.watcherList()) {
+        if (!w.synced || w.final) continue;
+        this.removeWatcher(w);
+        w.removed = false;
+        w.nextRev = Math.max(w.minRev, seen + 1);
+        this.unsynced.add(w);
+      }
+    }
+    this.pump();
+  }
+
+  /** Puts one revision's events in the buffer; false if it does not fit (a slow consumer). */
+  private admit(w: Watcher, evs: WatchEvent[]): boolean {
+    if (w.removed || w.final) return true;
+    let bytes = 0;
+    for (const e of evs) bytes += eventBytes(e);
+    if (w.buf.length > 0 && (w.buf.length + evs.length > this.bufferEventsMax || w.bufBytes + bytes > this.bufferBytesMax)) {
+      return false;
+    }
+    for (const e of evs) w.buf.push(e);
+    w.bufBytes += bytes;
+    w.stream.markReady(w);
+    return true;
+  }
+
+  private cancelSlow(w: Watcher, resumeRevision: number): void {
+    this.stats.slowCancels++;
+    this.removeWatcher(w); // the stream still holds it until the final response is taken
+    w.final = response(this.store.revision, w.id, {
+      canceled: true,
+      cancelReason:
+        `${KV_ERRORS.WATCHER_TOO_SLOW.message} (limit ${this.bufferEventsMax} events / ${this.bufferBytesMax} bytes); ` +
+        `events up to revision ${resumeRevision - 1} were delivered; watch again from revision ${resumeRevision}`,
+    });
+    w.stream.markReady(w);
+  }
+
+  private finishCompacted(w: Watcher): void {
+    const compactRevision = this.store.compactRevision;
+    this.removeWatcher(w);
+    w.final = response(this.store.revision, w.id, {
+      canceled: true,
+      compactRevision,
+      cancelReason: KV_ERRORS.COMPACTED.message,
+    });
+    w.stream.markReady(w);
+  }
+
+  // ---------------------------------------------------------------- catching up
+
+  /** @internal Registers a watcher that starts in the past and runs its first step. */
+  addUnsynced(w: Watcher, startRev: number): void {
+    w.nextRev = startRev;
+    this.unsynced.add(w);
+    if (this.catchUp(w)) this.schedulePump();
+  }
+
+  /**
+   * @internal One catch-up step for `w`: read the log from w.nextRev while the buffer has room
+   * and the step budget lasts. Returns true when more work remains that is not waiting on the consumer.
+   */
+  catchUp(w: Watcher): boolean {
+    if (w.synced || w.final || w.removed) return false;
+    const idx = this.store.mvcc;
+    if (w.nextRev < idx.compactRevision) {
+      this.finishCompacted(w);
+      return false;
+    }
+    const current = idx.currentRevision;
+    let blocked = false;
+    const visitRecords = (main: number, recs: Iterable<KvRecord>): boolean => {
+      const evs: WatchEvent[] = [];
+      for (const r of recs) {
+        if (!w.contains(r.hist.skey)) continue;
+        const e = recordEvent(r, w.prevKv);
+        if (w.wants(e)) evs.push(e);
+      }
+      if (evs.length > 0 && main >= w.minRev && !this.admit(w, evs)) {
+        blocked = true;
+        return false;
+      }
+      w.nextRev = main + 1;
+      return true;
+    };
+    if (w.end === undefined) {
+      // A single key: its own history is the log to read.
+      const h = idx.history(w.start);
+      if (h) {
+        let i = h.indexAt(w.nextRev - 1) + 1;
+        let steps = 0;
+        for (; i < h.records.length && steps < this.syncRevisionsPerStep; i++, steps++) {
+          const r = h.records[i]!;
+          if (r.main > current) break;
+          if (!visitRecords(r.main, [r])) break;
+        }
+        if (!blocked && steps < this.syncRevisionsPerStep) w.nextRev = current + 1;
+      } else {
+        w.nextRev = current + 1;
+      }
+    } else {
+      const next = idx.scanRevisions(w.nextRev, current, this.syncRevisionsPerStep, visitRecords);
+      if (!blocked) w.nextRev = Math.max(w.nextRev, next);
+    }
+    if (!blocked && w.nextRev > current) {
+      this.unsynced.delete(w);
+      this.addSynced(w);
+      w.stream.onWatcherSynced();
+      return false;
+    }
+    return !blocked;
+  }
+
+  /** Runs catch-up steps for every unsynced watcher not waiting on its consumer. Returns true if work remains. */
+  pump(): boolean {
+    this.pumpScheduled = false;
+    let more = false;
+    for (const w of [...this.unsynced]) {
+      if (w.buf.length < this.bufferEventsMax && this.catchUp(w)) more = true;
+    }
+    if (more) this.schedulePump();
+    return more;
+  }
+
+  /** @internal */
+  schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    this.schedule(() => this.pump());
+  }
+
+  // ---------------------------------------------------------------- progress
+
+  /**
+   * Call every progress interval (etcd: 10 minutes): a progress notification goes to each
+   * synced watcher that asked for them and had nothing sent since the last tick.
+   */
+  progressTick(): void {
+    const rev = this.store.revision;
+    for (const s of this.streams) {
+      for (const w of s.watcherList()) {
+        if (!w.progressNotify) continue;
+        if (w.synced && !w.final && w.buf.length === 0 && !w.sentSinceProgress) {
+          s.enqueueControl(response(rev, w.id));
+        }
+        w.sentSinceProgress = false;
+      }
+    }
+  }
+
+  /** @internal */
+  forgetStream(s: WatchStream): void {
+    this.streams.delete(s);
+  }
+}
+
+/** A log record as a watch event (catch-up path); prevKv from the key's history when wanted. */
+function recordEvent(r: KvRecord, withPrev: boolean): WatchEvent {
+  const e: WatchEvent = { type: r.value === null ? EventType.DELETE : EventType.PUT, kv: r.toKeyValue() };
+  if (withPrev) {
+    const i = r.hist.indexAt(r.main);
+    const p = i > 0 ? r.hist.records[i - 1] : undefined;
+    if (p && p.value !== null) e.prevKv = p.toKeyValue();
+  }
+  return e;
+}
+
+/**
+ * The watchers of one gRPC Watch call and the responses waiting for it. The gRPC layer calls
+ * create / cancel / requestProgress for the client's requests and pulls responses with
+ * `next()` while the socket accepts writes; `onReady` tells it when to pull again (once per
+ * transition from "drained" to "has something").
+ */
+export class WatchStream {
+  private readonly watchers = new Map<number, Watcher>();
+  private readonly control = new Queue<WatchResponse>();
+  private readonly ready = new Queue<Watcher>();
+  private nextId = 0;
+  private closed = false;
+  private signaled = false;
+  private progressRequested = false;
+  constructor(
+    private readonly hub: WatchHub,
+    private readonly onReady: (() => void) | undefined,
+  ) {}
+
+  get size(): number {
+    return this.watchers.size;
+  }
+
+  /** @internal */
+  watcherList(): Watcher[] {
+    return [...this.watchers.values()];
+  }
+
+  /**
+   * Handles a WatchCreateRequest: queues the "created" response (or a failed create, canceled
+   * with etcd's reason) and returns the watch ID (-1 on failure).
+   */
+  create(req: WatchCreateRequest): number {
+    if (this.closed) return INVALID_WATCH_ID;
+    const hub = this.hub;
+    const current = hub.store.revision;
+    const fail = (reason: string): number => {
+      this.enqueueControl(response(current, INVALID_WATCH_ID, { created: true, canceled: true, cancelReason: reason }));
+      return INVALID_WATCH_ID;
+    };
+    const startRev = req.startRevision ?? 0;
+    if (startRev < 0) return fail(KV_ERRORS.COMPACTED.message);
+    const keyBytes = req.key && req.key.byteLength > 0 ? req.key : Buffer.from([0]); // etcd: "\0" is the smallest key
+    const re = req.rangeEnd;
+    if (keyBytes.byteLength > MAX_KEY_BYTES || (re !== undefined && re.byteLength > MAX_KEY_BYTES)) {
+      return fail(`${KV_ERRORS.KEY_TOO_LARGE.message} (max ${MAX_KEY_BYTES} bytes)`);
+    }
+    const start = keyString(keyBytes);
+    let end: string | undefined;
+    if (re === undefined || re.byteLength === 0) end = undefined;
+    else if (re.byteLength === 1 && re[0] === 0) end = '';
+    else {
+      end = keyString(re);
+      if (start >= end) return fail(KV_ERRORS.WATCHER_RANGE_EMPTY.message);
+    }
+    if (this.watchers.size >= hub.watchersPerStreamMax) {
+      return fail(`${KV_ERRORS.TOO_MANY_WATCHERS.message} (max ${hub.watchersPerStreamMax})`);
+    }
+    let id = req.watchId ?? 0;
+    if (id > 0) {
+      if (this.watchers.has(id)) return fail(KV_ERRORS.WATCHER_DUPLICATE_ID.message);
+    } else {
+      while (this.watchers.has(this.nextId)) this.nextId++;
+      id = this.nextId++;
+    }
+    const filters = req.filters ?? [];
+    const synced = startRev === 0 || startRev > current;
+    const w = new Watcher(
+      id,
+      this,
+      start,
+      end,
+      synced ? Math.max(current + 1, startRev) : startRev,
+      filters.includes(WatchFilterType.NOPUT),
+      filters.includes(WatchFilterType.NODELETE),
+      !!req.prevKv,
+      !!req.progressNotify,
+    );
+    this.watchers.set(id, w);
+    this.enqueueControl(response(current, id, { created: true }));
+    if (synced) hub.addSynced(w);
+    else hub.addUnsynced(w, startRev);
+    return id;
+  }
+
+  /** Cancels a watcher; queues etcd's canceled response. False (and no response) if it does not exist. */
+  cancel(watchId: number): boolean {
+    const w = this.watchers.get(watchId);
+    if (!w || this.closed) return false;
+    this.drop(w);
+    this.enqueueControl(response(this.hub.store.revision, watchId, { canceled: true }));
+    return true;
+  }
+
+  private drop(w: Watcher): void {
+    this.hub.removeWatcher(w);
+    this.watchers.delete(w.id);
+    w.buf = [];
+    w.bufBytes = 0;
+    if (w.queued) {
+      w.queued = false;
+      this.ready.remove((x) => x === w);
+    }
+  }
+
+  /**
+   * etcd's RequestProgressAll: a progress response with watch ID -1 once every watcher of the
+   * stream is synced and drained (deferred until then, never dropped).
+   */
+  requestProgress(): void {
+    if (this.watchers.size === 0) return; // etcd answers nothing on a stream without watchers
+    this.progressRequested = true;
+    this.tryProgress();
+  }
+
+  private tryProgress(): void {
+    if (!this.progressRequested) return;
+    for (const w of this.watchers.values()) {
+      if (!w.synced || w.buf.length > 0 || w.final) return;
+    }
+    this.progressRequested = false;
+    this.enqueueControl(response(this.hub.store.revision, INVALID_WATCH_ID));
+  }
+
+  /** @internal */
+  onWatcherSynced(): void {
+    if (this.progressRequested) this.tryProgress();
+  }
+
+  /** @internal */
+  enqueueControl(r: WatchResponse): void {
+    this.control.push(r);
+    this.signal();
+  }
+
+  /** @internal */
+  markReady(w: Watcher): void {
+    if (!w.queued) {
+      w.queued = true;
+      this.ready.push(w);
+    }
+    this.signal();
+  }
+
+  private signal(): void {
+    if (this.signaled || this.closed) return;
+    this.signaled = true;
+    this.onReady?.();
+  }
+
+  get hasPending(): boolean {
+    return this.control.length > 0 || this.ready.length > 0;
+  }
+
+  /** The next response to send, or undefined when drained (then wait for onReady). */
+  next(): WatchResponse | undefined {
+    const c = this.control.shift();
+    if (c) return c;
+    const hub = this.hub;
+    while (this.ready.length > 0) {
+      const w = this.ready.peek()!;
+      if (w.buf.length > 0) {
+        const resp = this.take(w);
+        this.ready.shift();
+        if (w.buf.length > 0 || w.final) this.ready.push(w);
+        else w.queued = false;
+        // Room again: let a catching-up watcher read further.
+        if (!w.synced && !w.final && hub.catchUp(w)) hub.schedulePump();
+        if (w.buf.length === 0 && this.progressRequested) this.tryProgress();
+        return resp;
+      }
+      this.ready.shift();
+      w.queued = false;
+      if (w.final) {
+        const f = w.final;
+        this.hub.removeWatcher(w);
+        this.watchers.delete(w.id);
+        this.tryProgress();
+        return f;
+      }
+    }
+    const late = this.control.shift();
+    if (late) return late;
+    this.signaled = false;
+    return undefined;
+  }
+
+  /** Takes whole revisions from the buffer up to the response size target. */
+  private take(w: Watcher): WatchResponse {
+    const buf = w.buf;
+    let n = 0;
+    let bytes = 0;
+    while (n < buf.length) {
+      const rev = buf[n]!.kv.modRevision;
+      let m = n;
+      let revBytes = 0;
+      while (m < buf.length && buf[m]!.kv.modRevision === rev) revBytes += eventBytes(buf[m++]!);
+      if (n > 0 && bytes + revBytes > this.hub.responseBytesTarget) break;
+      bytes += revBytes;
+      n = m;
+    }
+    const events = n === buf.length ? buf : buf.slice(0, n);
+    w.buf = n === buf.length ? [] : buf.slice(n);
+    w.bufBytes = Math.max(0, w.bufBytes - bytes);
+    w.sentSinceProgress = true;
+    const lastRev = events[events.length - 1]!.kv.modRevision;
+    // Header: everything up to it has been delivered to this watcher.
+    const revision = w.synced && w.buf.length === 0 ? Math.max(lastRev, this.hub.store.revision) : lastRev;
+    return response(revision, w.id, { events });
+  }
+
+  /** Removes every watcher; nothing more is queued. */
+  close(): void {
+    if (this.closed) return;
+    for (const w of [...this.watchers.values()]) this.drop(w);
+    this.closed = true;
+    this.hub.forgetStream(this);
+  }
+}

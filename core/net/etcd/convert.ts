@@ -1,0 +1,329 @@
+/**
+ * Between the objects @grpc/proto-loader decodes (camelCase fields, int64 as decimal strings,
+ * enums as names) and the EtcdBackend types: checks every request the way etcd's API layer
+ * does (empty key, value/lease given with ignore_*, too many txn ops), clamps int64s to safe
+ * numbers, and builds etcd-shaped responses. Throws only EtcdError.
+ */
+import { EtcdError } from './errors.js';
+import type {
+  AlarmRequest,
+  AlarmResponse,
+  AlarmType,
+  Compare,
+  CompareResult,
+  CompareTarget,
+  DeleteRangeRequest,
+  DeleteRangeResponse,
+  KeyValue,
+  LeaseGrantRequest,
+  Member,
+  PutRequest,
+  PutResponse,
+  RangeRequest,
+  RangeResponse,
+  RequestOp,
+  ResponseHeader,
+  ResponseOp,
+  SortOrder,
+  SortTarget,
+  StatusResponse,
+  TxnRequest,
+  TxnResponse,
+  WatchCreateRequest,
+  WatchEvent,
+  WatchFilter,
+} from './service.js';
+
+/** etcd's --max-txn-ops default: compares, and ops in each branch. */
+export const MAX_TXN_OPS = 128;
+/** Txns nested inside txn ops (etcd 3.4 allows nesting; we bound it). */
+export const MAX_TXN_DEPTH = 8;
+
+type Obj = Record<string, unknown>;
+const EMPTY = new Uint8Array(0);
+
+function invalid(what: string): EtcdError {
+  return new EtcdError('INVALID_ARGUMENT', what);
+}
+
+/** Decimal text of an int64 as proto-loader gives it (string; number or Long with other options). */
+function int64Text(v: unknown): string | undefined {
+  if (typeof v === 'string') return v;
+  if (typeof v === 'number' || typeof v === 'bigint') return Number.isFinite(Number(v)) ? String(v) : undefined;
+  if (v !== null && typeof v === 'object' && 'low' in v && 'high' in v && typeof (v as { toString?: unknown }).toString === 'function') {
+    try {
+      return String(v);
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
+}
+
+/** An int64 from proto-loader, clamped to ±(2^53-1); anything unreadable is 0. */
+export function int64(v: unknown): number {
+  const text = int64Text(v);
+  if (text === undefined) return 0;
+  const n = Number(text);
+  if (Number.isNaN(n)) return 0;
+  if (n > Number.MAX_SAFE_INTEGER) return Number.MAX_SAFE_INTEGER;
+  if (n < -Number.MAX_SAFE_INTEGER) return -Number.MAX_SAFE_INTEGER;
+  return Math.trunc(n);
+}
+
+/**
+ * Lease and member ids arrive as this when they do not fit in 2^53-1: no backend issues it,
+ * so lookups answer "not found" instead of hitting another id (clamping would collide).
+ */
+export const UNREPRESENTABLE_ID = -1;
+
+/** An int64/uint64 id: exact, or UNREPRESENTABLE_ID. */
+export function id64(v: unknown): number {
+  return isSafeInt64(v) ? int64(v) : UNREPRESENTABLE_ID;
+}
+
+/** True if the int64 is absent or exactly representable as a JS number. */
+export function isSafeInt64(v: unknown): boolean {
+  if (v === undefined || v === null) return true;
+  const text = int64Text(v);
+  if (text === undefined || !/^[+-]?\d+$/.test(text)) return false;
+  try {
+    return BigInt(text) === BigInt(Number(text)) && Number.isSafeInteger(Number(text));
+  } catch {
+    return false;
+  }
+}
+
+function bytes(v: unknown): Uint8Array {
+  return v instanceof Uint8Array ? v : EMPTY;
+}
+
+function bool(v: unknown): boolean {
+  return v === true;
+}
+
+function oneOf<T extends string>(v: unknown, allowed: readonly T[], what: string): T {
+  if (v === undefined || v === null) return allowed[0]!;
+  if (typeof v === 'string' && (allowed as readonly string[]).includes(v)) return v as T;
+  throw invalid(`unknown ${what} ${typeof v === 'string' || typeof v === 'number' ? String(v) : typeof v}`);
+}
+
+function obj(v: unknown): Obj {
+  return v !== null && typeof v === 'object' ? (v as Obj) : {};
+}
+
+function list(v: unknown): unknown[] {
+  return Array.isArray(v) ? v : [];
+}
+
+const SORT_ORDERS = ['NONE', 'ASCEND', 'DESCEND'] as const;
+const SORT_TARGETS = ['KEY', 'VERSION', 'CREATE', 'MOD', 'VALUE'] as const;
+const COMPARE_RESULTS = ['EQUAL', 'GREATER', 'LESS', 'NOT_EQUAL'] as const;
+const COMPARE_TARGETS = ['VERSION', 'CREATE', 'MOD', 'VALUE', 'LEASE'] as const;
+const FILTERS = ['NOPUT', 'NODELETE'] as const;
+const ALARM_ACTIONS = ['GET', 'ACTIVATE', 'DEACTIVATE'] as const;
+const ALARM_TYPES = ['NONE', 'NOSPACE', 'CORRUPT'] as const;
+
+// ------------------------------------------------------------------ requests
+
+export function rangeRequest(o: Obj): RangeRequest {
+  const r: RangeRequest = {
+    key: bytes(o.key),
+    rangeEnd: bytes(o.rangeEnd),
+    limit: Math.max(0, int64(o.limit)),
+    revision: int64(o.revision),
+    sortOrder: oneOf<SortOrder>(o.sortOrder, SORT_ORDERS, 'sort order'),
+    sortTarget: oneOf<SortTarget>(o.sortTarget, SORT_TARGETS, 'sort target'),
+    serializable: bool(o.serializable),
+    keysOnly: bool(o.keysOnly),
+    countOnly: bool(o.countOnly),
+    minModRevision: int64(o.minModRevision),
+    maxModRevision: int64(o.maxModRevision),
+    minCreateRevision: int64(o.minCreateRevision),
+    maxCreateRevision: int64(o.maxCreateRevision),
+  };
+  if (r.key.length === 0) throw new EtcdError('EMPTY_KEY');
+  return r;
+}
+
+export function putRequest(o: Obj): PutRequest {
+  const r: PutRequest = {
+    key: bytes(o.key),
+    value: bytes(o.value),
+    lease: id64(o.lease),
+    prevKv: bool(o.prevKv),
+    ignoreValue: bool(o.ignoreValue),
+    ignoreLease: bool(o.ignoreLease),
+  };
+  if (r.key.length === 0) throw new EtcdError('EMPTY_KEY');
+  if (r.ignoreValue && r.value.length !== 0) throw new EtcdError('VALUE_PROVIDED');
+  if (r.ignoreLease && r.lease !== 0) throw new EtcdError('LEASE_PROVIDED');
+  return r;
+}
+
+export function deleteRangeRequest(o: Obj): DeleteRangeRequest {
+  const r: DeleteRangeRequest = { key: bytes(o.key), rangeEnd: bytes(o.rangeEnd), prevKv: bool(o.prevKv) };
+  if (r.key.length === 0) throw new EtcdError('EMPTY_KEY');
+  return r;
+}
+
+function compare(o: Obj): Compare {
+  const target = oneOf<CompareTarget>(o.target, COMPARE_TARGETS, 'compare target');
+  let operand: number | Uint8Array;
+  switch (target) {
+    case 'VERSION':
+      operand = int64(o.version);
+      break;
+    case 'CREATE':
+      operand = int64(o.createRevision);
+      break;
+    case 'MOD':
+      operand = int64(o.modRevision);
+      break;
+    case 'LEASE':
+      operand = id64(o.lease);
+      break;
+    case 'VALUE':
+      operand = bytes(o.value);
+      break;
+  }
+  return {
+    result: oneOf<CompareResult>(o.result, COMPARE_RESULTS, 'compare result'),
+    target,
+    key: bytes(o.key),
+    rangeEnd: bytes(o.rangeEnd),
+    operand,
+  };
+}
+
+function requestOp(o: Obj, depth: number): RequestOp {
+  if (o.requestRange) return { op: 'range', request: rangeRequest(obj(o.requestRange)) };
+  if (o.requestPut) return { op: 'put', request: putRequest(obj(o.requestPut)) };
+  if (o.requestDeleteRange) return { op: 'deleteRange', request: deleteRangeRequest(obj(o.requestDeleteRange)) };
+  if (o.requestTxn) return { op: 'txn', request: txnRequest(obj(o.requestTxn), depth + 1) };
+  throw invalid('empty request op');
+}
+
+export function txnRequest(o: Obj, depth = 0): TxnRequest {
+  if (depth > MAX_TXN_DEPTH) throw invalid(`txn nested deeper than ${MAX_TXN_DEPTH}`);
+  const compares = list(o.compare);
+  const success = list(o.success);
+  const failure = list(o.failure);
+  if (compares.length > MAX_TXN_OPS || success.length > MAX_TXN_OPS || failure.length > MAX_TXN_OPS) {
+    throw new EtcdError('TOO_MANY_OPS');
+  }
+  return {
+    compare: compares.map((c) => compare(obj(c))),
+    success: success.map((r) => requestOp(obj(r), depth)),
+    failure: failure.map((r) => requestOp(obj(r), depth)),
+  };
+}
+
+export function watchCreateRequest(o: Obj, watchId: number): WatchCreateRequest {
+  let key = bytes(o.key);
+  // etcd: an empty key means the smallest key, [0].
+  if (key.length === 0) key = new Uint8Array([0]);
+  return {
+    key,
+    rangeEnd: bytes(o.rangeEnd),
+    startRevision: int64(o.startRevision),
+    progressNotify: bool(o.progressNotify),
+    filters: list(o.filters).map((f) => oneOf<WatchFilter>(f, FILTERS, 'watch filter')),
+    prevKv: bool(o.prevKv),
+    watchId,
+    fragment: bool(o.fragment),
+  };
+}
+
+export function leaseGrantRequest(o: Obj): LeaseGrantRequest {
+  if (!isSafeInt64(o.ID)) throw invalid('lease IDs above 2^53-1 are not supported');
+  return { ttlSeconds: int64(o.TTL), id: id64(o.ID) };
+}
+
+export function alarmRequest(o: Obj): AlarmRequest {
+  return {
+    action: oneOf(o.action, ALARM_ACTIONS, 'alarm action'),
+    memberId: id64(o.memberID),
+    alarm: oneOf<AlarmType>(o.alarm, ALARM_TYPES, 'alarm type'),
+  };
+}
+
+export function stringList(v: unknown): string[] {
+  return list(v).filter((s): s is string => typeof s === 'string');
+}
+
+// ------------------------------------------------------------------ responses (proto-loader shape)
+
+export function header(h: ResponseHeader): Obj {
+  return { clusterId: h.clusterId, memberId: h.memberId, revision: h.revision, raftTerm: h.raftTerm };
+}
+
+export function kv(k: KeyValue): Obj {
+  return { key: k.key, createRevision: k.createRevision, modRevision: k.modRevision, version: k.version, value: k.value, lease: k.lease };
+}
+
+export function rangeResponse(r: RangeResponse): Obj {
+  return { header: header(r.header), kvs: r.kvs.map(kv), more: r.more, count: r.count };
+}
+
+export function putResponse(r: PutResponse): Obj {
+  return { header: header(r.header), prevKv: r.prevKv === undefined ? null : kv(r.prevKv) };
+}
+
+export function deleteRangeResponse(r: DeleteRangeResponse): Obj {
+  return { header: header(r.header), deleted: r.deleted, prevKvs: r.prevKvs.map(kv) };
+}
+
+function responseOp(r: ResponseOp): Obj {
+  switch (r.op) {
+    case 'range':
+      return { responseRange: rangeResponse(r.response) };
+    case 'put':
+      return { responsePut: putResponse(r.response) };
+    case 'deleteRange':
+      return { responseDeleteRange: deleteRangeResponse(r.response) };
+    case 'txn':
+      return { responseTxn: txnResponse(r.response) };
+  }
+}
+
+export function txnResponse(r: TxnResponse): Obj {
+  return { header: header(r.header), succeeded: r.succeeded, responses: r.responses.map(responseOp) };
+}
+
+export function event(e: WatchEvent): Obj {
+  return { type: e.type, kv: kv(e.kv), prevKv: e.prevKv === undefined ? null : kv(e.prevKv) };
+}
+
+export function member(m: Member): Obj {
+  return { ID: m.id, name: m.name, peerURLs: m.peerUrls, clientURLs: m.clientUrls, isLearner: m.isLearner };
+}
+
+export function statusResponse(s: StatusResponse): Obj {
+  return {
+    header: header(s.header),
+    version: s.version,
+    dbSize: s.dbSizeBytes,
+    leader: s.leader,
+    raftIndex: s.raftIndex,
+    raftTerm: s.raftTerm,
+    raftAppliedIndex: s.raftAppliedIndex,
+    errors: s.errors,
+    dbSizeInUse: s.dbSizeInUseBytes,
+    isLearner: s.isLearner,
+  };
+}
+
+export function alarmResponse(a: AlarmResponse): Obj {
+  return { header: header(a.header), alarms: a.alarms.map((x) => ({ memberID: x.memberId, alarm: x.alarm })) };
+}
+
+/** Rough bytes of a response, for the watch stream's send budget. */
+export function estimateEventsBytes(events: readonly WatchEvent[]): number {
+  let n = 64;
+  for (const e of events) {
+    n += 48 + e.kv.key.length + e.kv.value.length;
+    if (e.prevKv !== undefined) n += 48 + e.prevKv.key.length + e.prevKv.value.length;
+  }
+  return n;
+}

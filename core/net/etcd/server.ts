@@ -1,0 +1,496 @@
+/**
+ * The etcd v3 gRPC API on the client port (KV, Watch, Lease, Cluster, Maintenance), served
+ * with @grpc/grpc-js from proto/etcd (etcd 3.4's names and field numbers), answering through
+ * an EtcdBackend. This layer owns what is about the wire and the connection: decoding and
+ * validating requests (convert.ts), etcd's request size limit, the watch stream protocol
+ * (watch ids, created/canceled responses, per-connection watcher limit, a bounded send buffer
+ * that cancels a slow consumer with a clear reason), keep-alive streams, and the snapshot
+ * framing etcdctl checks. Everything about data and consensus is the backend's.
+ */
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../proto-files.js';
+import * as cv from './convert.js';
+import { EtcdError, isEtcdError } from './errors.js';
+import type { CallContext, EtcdBackend, ResponseHeader, WatchHandle, WatchSink } from './service.js';
+import { framedSnapshotBytes, snapshotTrailer } from './snapshot-file.js';
+
+/** etcd's --max-request-bytes default. */
+export const MAX_REQUEST_BYTES = 1.5 * 1024 * 1024;
+/** gRPC's own receive limit sits above it by etcd's margin, so our check answers first. */
+export const GRPC_OVERHEAD_BYTES = 512 * 1024;
+/** Watchers on one client connection (all its watch streams together). */
+export const MAX_WATCHERS_PER_CONNECTION = 10_000;
+/** Bytes of watch responses not yet taken by the client before the stream's watchers are cancelled. */
+export const MAX_WATCH_STREAM_BUFFER_BYTES = 8 * 1024 * 1024;
+/** Keep-alive requests waiting on one stream; more are dropped (the client repeats them). */
+export const MAX_PENDING_KEEPALIVES = 1_024;
+/** HTTP/2 streams per connection. */
+export const MAX_CONCURRENT_STREAMS = 4_096;
+/** Blob size of Maintenance.Snapshot messages (etcd sends 32 KiB). */
+export const SNAPSHOT_CHUNK_BYTES = 32 * 1024;
+
+export interface EtcdServerLimits {
+  maxRequestBytes: number;
+  maxWatchersPerConnection: number;
+  maxWatchStreamBufferBytes: number;
+}
+
+export const DEFAULT_ETCD_SERVER_LIMITS: Readonly<EtcdServerLimits> = Object.freeze({
+  maxRequestBytes: MAX_REQUEST_BYTES,
+  maxWatchersPerConnection: MAX_WATCHERS_PER_CONNECTION,
+  maxWatchStreamBufferBytes: MAX_WATCH_STREAM_BUFFER_BYTES,
+});
+
+export interface EtcdServerOptions {
+  backend: EtcdBackend;
+  port: number;
+  host?: string;
+  limits?: Partial<EtcdServerLimits>;
+  /** A backend failure that was not an EtcdError (sent to the client as INTERNAL). */
+  onInternalError?: (err: unknown, method: string) => void;
+}
+
+type Obj = Record<string, unknown>;
+const REQUEST_BYTES = Symbol('requestBytes');
+
+let packageDefinition: protoLoader.PackageDefinition | undefined;
+
+/** The etcd services, with each request's encoded size recorded on the decoded object. */
+function etcdPackage(): protoLoader.PackageDefinition {
+  if (packageDefinition !== undefined) return packageDefinition;
+  const def = protoLoader.loadSync(ETCD_RPC_PROTO, {
+    includeDirs: [ETCD_PROTO_DIR],
+    keepCase: false,
+    longs: String,
+    enums: String,
+    defaults: true,
+    oneofs: true,
+  });
+  for (const name of ['KV', 'Watch', 'Lease', 'Cluster', 'Maintenance']) {
+    const service = def[`etcdserverpb.${name}`] as protoLoader.ServiceDefinition;
+    for (const method of Object.values(service)) {
+      const decode = method.requestDeserialize;
+      method.requestDeserialize = (buf: Buffer) => {
+        const o = decode(buf) as Obj;
+        Object.defineProperty(o, REQUEST_BYTES, { value: buf.length });
+        return o;
+      };
+    }
+  }
+  packageDefinition = def;
+  return def;
+}
+
+function service(name: string): grpc.ServiceDefinition {
+  return etcdPackage()[`etcdserverpb.${name}`] as unknown as grpc.ServiceDefinition;
+}
+
+function callContext(call: { getPeer(): string; metadata: grpc.Metadata }): CallContext {
+  return { peer: call.getPeer(), requireLeader: call.metadata.get('hasleader')[0] === 'true' };
+}
+
+function requestBytes(o: unknown): number {
+  return ((o as Record<symbol, number>)[REQUEST_BYTES] as number | undefined) ?? 0;
+}
+
+export class EtcdGrpcServer {
+  private readonly limits: EtcdServerLimits;
+  private readonly backend: EtcdBackend;
+  /** Watchers per client connection (grpc peer string). */
+  private readonly watchersByPeer = new Map<string, number>();
+  private readonly streams = new Set<WatchStream>();
+
+  private constructor(
+    private readonly server: grpc.Server,
+    private readonly opts: EtcdServerOptions,
+  ) {
+    this.backend = opts.backend;
+    this.limits = { ...DEFAULT_ETCD_SERVER_LIMITS, ...opts.limits };
+  }
+
+  /** Binds and serves. Port 0 picks a free port (see `port`). */
+  static async start(opts: EtcdServerOptions): Promise<EtcdGrpcServer & { port: number }> {
+    const limits = { ...DEFAULT_ETCD_SERVER_LIMITS, ...opts.limits };
+    const server = new grpc.Server({
+      'grpc.max_receive_message_length': limits.maxRequestBytes + GRPC_OVERHEAD_BYTES,
+      'grpc.max_send_message_length': -1,
+      'grpc.max_concurrent_streams': MAX_CONCURRENT_STREAMS,
+    });
+    const s = new EtcdGrpcServer(server, opts);
+    s.register();
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(`${opts.host ?? '127.0.0.1'}:${opts.port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    return Object.assign(s, { port });
+  }
+
+  /** Watchers currently registered through this server. */
+  get watcherCount(): number {
+    let n = 0;
+    for (const v of this.watchersByPeer.values()) n += v;
+    return n;
+  }
+
+  /** Ends watch streams, lets unary calls finish for up to graceMs, then drops everything. */
+  async close(graceMs = 2_000): Promise<void> {
+    for (const s of this.streams) s.shutdown();
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, graceMs);
+      this.server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  // ---------------------------------------------------------------- plumbing
+
+  /** @internal */
+  toStatus(err: unknown, method: string): grpc.ServerErrorResponse {
+    if (isEtcdError(err)) return Object.assign(new Error(err.message), { code: err.grpcCode, details: err.message });
+    this.opts.onInternalError?.(err, method);
+    return Object.assign(new Error('picloud: internal error'), { code: grpc.status.INTERNAL, details: 'picloud: internal error' });
+  }
+
+  private unary(method: string, fn: (req: Obj, ctx: CallContext) => Promise<Obj>, sizeChecked = false): grpc.handleUnaryCall<Obj, Obj> {
+    return (call, callback) => {
+      const ctx = callContext(call);
+      Promise.resolve()
+        .then(() => {
+          if (sizeChecked && requestBytes(call.request) > this.limits.maxRequestBytes) throw new EtcdError('REQUEST_TOO_LARGE');
+          return fn(call.request, ctx);
+        })
+        .then(
+          (resp) => callback(null, resp),
+          (err: unknown) => callback(this.toStatus(err, method)),
+        );
+    };
+  }
+
+  /** @internal */
+  adjustWatchers(peer: string, delta: number): void {
+    const n = (this.watchersByPeer.get(peer) ?? 0) + delta;
+    if (n <= 0) this.watchersByPeer.delete(peer);
+    else this.watchersByPeer.set(peer, n);
+  }
+
+  /** @internal */
+  watchersOf(peer: string): number {
+    return this.watchersByPeer.get(peer) ?? 0;
+  }
+
+  private register(): void {
+    const b = this.backend;
+    const L = this.limits;
+    this.server.addService(service('KV'), {
+      Range: this.unary('Range', async (r, ctx) => cv.rangeResponse(await b.range(cv.rangeRequest(r), ctx))),
+      Put: this.unary('Put', async (r, ctx) => cv.putResponse(await b.put(cv.putRequest(r), ctx)), true),
+      DeleteRange: this.unary('DeleteRange', async (r, ctx) => cv.deleteRangeResponse(await b.deleteRange(cv.deleteRangeRequest(r), ctx)), true),
+      Txn: this.unary('Txn', async (r, ctx) => cv.txnResponse(await b.txn(cv.txnRequest(r), ctx)), true),
+      Compact: this.unary('Compact', async (r, ctx) => {
+        const resp = await b.compact({ revision: cv.int64(r.revision), physical: r.physical === true }, ctx);
+        return { header: cv.header(resp.header) };
+      }),
+    });
+
+    this.server.addService(service('Watch'), {
+      Watch: (call: grpc.ServerDuplexStream<Obj, Obj>) => {
+        const s = new WatchStream(this, call, b, L);
+        this.streams.add(s);
+        call.on('close', () => this.streams.delete(s));
+      },
+    });
+
+    this.server.addService(service('Lease'), {
+      LeaseGrant: this.unary('LeaseGrant', async (r, ctx) => {
+        const resp = await b.leaseGrant(cv.leaseGrantRequest(r), ctx);
+        return { header: cv.header(resp.header), ID: resp.id, TTL: resp.ttlSeconds, error: '' };
+      }),
+      LeaseRevoke: this.unary('LeaseRevoke', async (r, ctx) => ({ header: cv.header((await b.leaseRevoke(cv.id64(r.ID), ctx)).header) })),
+      LeaseKeepAlive: (call: grpc.ServerDuplexStream<Obj, Obj>) => this.keepAliveStream(call),
+      LeaseTimeToLive: this.unary('LeaseTimeToLive', async (r, ctx) => {
+        const resp = await b.leaseTimeToLive(cv.id64(r.ID), r.keys === true, ctx);
+        return { header: cv.header(resp.header), ID: resp.id, TTL: resp.ttlSeconds, grantedTTL: resp.grantedTtlSeconds, keys: resp.keys };
+      }),
+      LeaseLeases: this.unary('LeaseLeases', async (_r, ctx) => {
+        const resp = await b.leaseLeases(ctx);
+        return { header: cv.header(resp.header), leases: resp.ids.map((id) => ({ ID: id })) };
+      }),
+    });
+
+    const members = (resp: { header: ResponseHeader; members: Parameters<typeof cv.member>[0][] }): Obj => ({
+      header: cv.header(resp.header),
+      members: resp.members.map(cv.member),
+    });
+    this.server.addService(service('Cluster'), {
+      MemberAdd: this.unary('MemberAdd', async (r, ctx) => {
+        const resp = await b.memberAdd(cv.stringList(r.peerURLs), r.isLearner === true, ctx);
+        return { ...members(resp), member: cv.member(resp.member) };
+      }),
+      MemberRemove: this.unary('MemberRemove', async (r, ctx) => members(await b.memberRemove(cv.id64(r.ID), ctx))),
+      MemberUpdate: this.unary('MemberUpdate', async (r, ctx) => members(await b.memberUpdate(cv.id64(r.ID), cv.stringList(r.peerURLs), ctx))),
+      MemberList: this.unary('MemberList', async (_r, ctx) => members(await b.memberList(ctx))),
+      MemberPromote: this.unary('MemberPromote', async (r, ctx) => members(await b.memberPromote(cv.id64(r.ID), ctx))),
+    });
+
+    this.server.addService(service('Maintenance'), {
+      Alarm: this.unary('Alarm', async (r, ctx) => cv.alarmResponse(await b.alarm(cv.alarmRequest(r), ctx))),
+      Status: this.unary('Status', async (_r, ctx) => cv.statusResponse(await b.status(ctx))),
+      Defragment: this.unary('Defragment', async (_r, ctx) => ({ header: cv.header((await b.defragment(ctx)).header) })),
+      HashKV: this.unary('HashKV', async (r, ctx) => {
+        if (b.hashKV === undefined) throw new EtcdError('UNSUPPORTED', 'HashKV');
+        const resp = await b.hashKV(cv.int64(r.revision), ctx);
+        return { header: cv.header(resp.header), hash: resp.hash >>> 0, compactRevision: resp.compactRevision };
+      }),
+      Snapshot: (call: grpc.ServerWritableStream<Obj, Obj>) => {
+        this.snapshotStream(call).catch((err: unknown) => {
+          if (!call.cancelled) call.emit('error', this.toStatus(err, 'Snapshot'));
+        });
+      },
+    });
+  }
+
+  private keepAliveStream(call: grpc.ServerDuplexStream<Obj, Obj>): void {
+    const ctx = callContext(call);
+    // Each request's id as the client sent it (echoed back) and as the backend sees it.
+    const queue: { raw: unknown; id: number }[] = [];
+    let busy = false;
+    let done = false;
+    const pump = async (): Promise<void> => {
+      busy = true;
+      while (queue.length > 0 && !done) {
+        const { raw, id } = queue.shift()!;
+        try {
+          if (id === cv.UNREPRESENTABLE_ID) throw new EtcdError('LEASE_NOT_FOUND');
+          const r = await this.backend.leaseKeepAlive(id, ctx);
+          if (!done) call.write({ header: cv.header(r.header), ID: r.id, TTL: r.ttlSeconds });
+        } catch (err) {
+          if (done) break;
+          // etcd answers an unknown lease on this stream with TTL 0, not an error.
+          if (isEtcdError(err, 'LEASE_NOT_FOUND')) {
+            call.write({ header: cv.header(this.backend.header()), ID: raw, TTL: 0 });
+          } else {
+            done = true;
+            call.emit('error', this.toStatus(err, 'LeaseKeepAlive'));
+          }
+        }
+      }
+      busy = false;
+    };
+    call.on('data', (req: Obj) => {
+      if (done || queue.length >= MAX_PENDING_KEEPALIVES) return;
+      queue.push({ raw: req.ID, id: cv.id64(req.ID) });
+      if (!busy) void pump();
+    });
+    const finish = (): void => {
+      if (done) return;
+      done = true;
+      call.end();
+    };
+    call.on('end', finish);
+    call.on('cancelled', () => (done = true));
+    call.on('error', () => (done = true));
+  }
+
+  private async snapshotStream(call: grpc.ServerWritableStream<Obj, Obj>): Promise<void> {
+    const ctx = callContext(call);
+    const snap = await this.backend.snapshot(ctx);
+    const hdr = cv.header(snap.header);
+    const total = framedSnapshotBytes(snap.sizeBytes);
+    const hash = createHash('sha256');
+    let dataSent = 0;
+    let sent = 0;
+    const send = async (blob: Uint8Array): Promise<void> => {
+      sent += blob.length;
+      if (!call.write({ header: hdr, remainingBytes: total - sent, blob })) await once(call, 'drain');
+    };
+    for await (const piece of snap.data) {
+      if (call.cancelled) return;
+      hash.update(piece);
+      dataSent += piece.length;
+      if (dataSent > snap.sizeBytes) throw new Error(`snapshot longer than its announced ${snap.sizeBytes} bytes`);
+      for (let off = 0; off < piece.length; off += SNAPSHOT_CHUNK_BYTES) await send(piece.subarray(off, off + SNAPSHOT_CHUNK_BYTES));
+    }
+    if (dataSent !== snap.sizeBytes) throw new Error(`snapshot has ${dataSent} bytes, announced ${snap.sizeBytes}`);
+    const { tail, digest } = snapshotTrailer(dataSent, hash);
+    await send(tail);
+    await send(digest);
+    call.end();
+  }
+}
+
+interface WatcherState {
+  id: number;
+  handle: WatchHandle | undefined;
+  /** Sink calls made before the "created" response went out. */
+  early: (() => void)[] | undefined;
+  lastHeader: ResponseHeader;
+  done: boolean;
+}
+
+/** One Watch bidi stream: many watchers multiplexed by watch id. */
+class WatchStream {
+  private readonly watchers = new Map<number, WatcherState>();
+  private nextId = 0;
+  private pendingBytes = 0;
+  private closed = false;
+  private readonly ctx: CallContext;
+  private readonly peer: string;
+
+  constructor(
+    private readonly server: EtcdGrpcServer,
+    private readonly call: grpc.ServerDuplexStream<Obj, Obj>,
+    private readonly backend: EtcdBackend,
+    private readonly limits: EtcdServerLimits,
+  ) {
+    this.ctx = callContext(call);
+    this.peer = this.ctx.peer;
+    call.on('data', (req: Obj) => this.onRequest(req));
+    call.on('end', () => {
+      this.closeAll();
+      call.end();
+    });
+    call.on('cancelled', () => this.closeAll());
+    call.on('error', () => this.closeAll());
+    call.on('close', () => this.closeAll());
+  }
+
+  /** Server shutdown: cancel the watchers and end the stream (the client will reconnect elsewhere). */
+  shutdown(): void {
+    this.closeAll();
+    try {
+      this.call.end();
+    } catch {
+      // already ended
+    }
+  }
+
+  closeAll(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const w of this.watchers.values()) this.drop(w);
+    this.watchers.clear();
+  }
+
+  private onRequest(req: Obj): void {
+    if (this.closed) return;
+    try {
+      if (req.createRequest) this.create(req.createRequest as Obj);
+      else if (req.cancelRequest) this.cancel(cv.int64((req.cancelRequest as Obj).watchId));
+      else if (req.progressRequest) this.progress();
+    } catch (err) {
+      this.call.emit('error', this.server.toStatus(err, 'Watch'));
+      this.closeAll();
+    }
+  }
+
+  private send(resp: Obj, bytes: number): void {
+    if (this.closed) return;
+    this.pendingBytes += bytes;
+    this.call.write(resp, () => {
+      this.pendingBytes -= bytes;
+    });
+    if (this.pendingBytes > this.limits.maxWatchStreamBufferBytes) this.tooSlow();
+  }
+
+  /** The client is not reading: cancel every watcher of the stream, saying why (never a silent drop). */
+  private tooSlow(): void {
+    const reason = new EtcdError('WATCH_TOO_SLOW').message;
+    for (const w of [...this.watchers.values()]) {
+      this.drop(w);
+      this.watchers.delete(w.id);
+      this.call.write({ header: cv.header(w.lastHeader), watchId: w.id, canceled: true, cancelReason: reason });
+    }
+  }
+
+  private drop(w: WatcherState): void {
+    if (w.done) return;
+    w.done = true;
+    w.handle?.cancel();
+    this.server.adjustWatchers(this.peer, -1);
+  }
+
+  private create(o: Obj): void {
+    const refuse = (reason: string): void =>
+      this.send({ header: cv.header(this.backend.header()), watchId: -1, created: true, canceled: true, cancelReason: reason }, 128);
+    const requested = cv.int64(o.watchId);
+    let id: number;
+    if (requested !== 0) {
+      if (this.watchers.has(requested)) return refuse('mvcc: duplicate watch ID provided on the WatchStream');
+      id = requested;
+    } else {
+      while (this.watchers.has(this.nextId)) this.nextId++;
+      id = this.nextId++;
+    }
+    if (this.server.watchersOf(this.peer) >= this.limits.maxWatchersPerConnection) {
+      return refuse(`${new EtcdError('TOO_MANY_WATCHERS').message} (limit ${this.limits.maxWatchersPerConnection})`);
+    }
+    let req;
+    try {
+      req = cv.watchCreateRequest(o, id);
+    } catch (err) {
+      return refuse((err as Error).message);
+    }
+    const w: WatcherState = { id, handle: undefined, early: [], lastHeader: this.backend.header(), done: false };
+    const deliver = (f: () => void): void => {
+      if (w.done || this.closed) return;
+      if (w.early !== undefined) w.early.push(f);
+      else f();
+    };
+    const sink: WatchSink = {
+      events: (events, h) =>
+        deliver(() => {
+          w.lastHeader = h;
+          this.send({ header: cv.header(h), watchId: id, events: events.map(cv.event) }, cv.estimateEventsBytes(events));
+        }),
+      progress: (h) =>
+        deliver(() => {
+          w.lastHeader = h;
+          this.send({ header: cv.header(h), watchId: id, events: [] }, 64);
+        }),
+      cancel: (reason, h, compactRevision) =>
+        deliver(() => {
+          if (this.watchers.get(id) === w) this.watchers.delete(id);
+          this.drop(w);
+          this.send({ header: cv.header(h), watchId: id, canceled: true, compactRevision: compactRevision ?? 0, cancelReason: reason }, 128);
+        }),
+    };
+    this.watchers.set(id, w);
+    this.server.adjustWatchers(this.peer, 1);
+    try {
+      w.handle = this.backend.watch(req, sink, this.ctx);
+    } catch (err) {
+      this.watchers.delete(id);
+      w.early = undefined;
+      this.drop(w);
+      if (!isEtcdError(err)) this.server.toStatus(err, 'Watch'); // report it
+      return refuse(isEtcdError(err) ? err.message : 'picloud: internal error');
+    }
+    w.lastHeader = w.handle.header;
+    this.send({ header: cv.header(w.handle.header), watchId: id, created: true }, 64);
+    const early = w.early ?? [];
+    w.early = undefined;
+    for (const f of early) f();
+  }
+
+  private cancel(id: number): void {
+    const w = this.watchers.get(id);
+    if (w === undefined) return; // etcd ignores unknown ids
+    this.watchers.delete(id);
+    this.drop(w);
+    this.send({ header: cv.header(this.backend.header()), watchId: id, canceled: true }, 64);
+  }
+
+  private progress(): void {
+    this.backend.watchProgress(this.ctx).then(
+      (h) => this.send({ header: cv.header(h), watchId: -1 }, 64),
+      () => undefined, // etcd drops a progress request it cannot answer
+    );
+  }
+}

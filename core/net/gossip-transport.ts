@@ -1,0 +1,319 @@
+/**
+ * Real UDP + TCP transport for gossip, on one port number: UDP datagrams carry sealed compound
+ * packets, TCP connections carry exactly one sealed request frame and one sealed reply frame
+ * (push-pull, fallback ping, keyring operations). Everything is authenticated with the keyring
+ * (AES-256-GCM) before it is decoded; whatever fails — oversized, unauthenticated, replayed,
+ * malformed — is dropped and counted, never thrown. Knows nothing of the protocol itself.
+ */
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { createServer, connect, isIPv6, type Server, type Socket } from 'node:net';
+import { decodePacket, decodeStreamFrame, encodeStreamFrame } from '../gossip/codec/index.js';
+import { GossipError } from '../gossip/errors.js';
+import { Keyring, ReplayCache } from '../gossip/keyring/index.js';
+import {
+  MAX_INBOUND_STREAMS,
+  MAX_STREAM_FRAME_BYTES,
+  MAX_UDP_PACKET_BYTES,
+  SEAL_OVERHEAD_BYTES,
+  STREAM_FRAME_HEADER_BYTES,
+} from '../gossip/limits.js';
+import type { Address, Message, StreamMsg } from '../gossip/types.js';
+
+export interface TransportStats {
+  packetsIn: number;
+  packetsOut: number;
+  bytesIn: number;
+  bytesOut: number;
+  /** Datagrams or frames no key of the keyring authenticates (wrong key, forged, corrupted). */
+  authFailures: number;
+  /** Authenticated datagrams or frames seen before (same nonce). */
+  replayed: number;
+  /** Authenticated but undecodable. */
+  malformed: number;
+  /** Larger than MAX_UDP_PACKET_BYTES / MAX_STREAM_FRAME_BYTES. */
+  oversized: number;
+  streamsIn: number;
+  streamsOut: number;
+  /** Inbound connections refused because MAX_INBOUND_STREAMS were busy. */
+  streamsRefused: number;
+  /** Outbound requests that failed (refused, timed out, bad reply). */
+  streamFailures: number;
+  sendErrors: number;
+}
+
+export interface GossipTransportOptions {
+  bindHost: string;
+  /** 0 picks a free port (the same number for UDP and TCP). */
+  bindPort: number;
+  keyring: Keyring;
+  onPacket(messages: Message[], from: Address): void;
+  /** Serves one inbound stream request; the returned message is sent back. */
+  onStream(request: StreamMsg, from: Address): StreamMsg | Promise<StreamMsg>;
+  /** Idle limit for an inbound connection to deliver its request. */
+  streamIdleTimeoutMs?: number;
+}
+
+const DEFAULT_STREAM_IDLE_TIMEOUT_MS = 10_000;
+
+export class GossipTransport {
+  readonly stats: TransportStats = {
+    packetsIn: 0, packetsOut: 0, bytesIn: 0, bytesOut: 0, authFailures: 0, replayed: 0, malformed: 0,
+    oversized: 0, streamsIn: 0, streamsOut: 0, streamsRefused: 0, streamFailures: 0, sendErrors: 0,
+  };
+  private readonly replay = new ReplayCache();
+  private activeInbound = 0;
+  private readonly sockets = new Set<Socket>();
+  private closed = false;
+
+  private constructor(
+    private readonly opts: GossipTransportOptions,
+    private readonly udp: UdpSocket,
+    private readonly tcp: Server,
+    readonly port: number,
+  ) {}
+
+  static async listen(opts: GossipTransportOptions): Promise<GossipTransport> {
+    const family = isIPv6(opts.bindHost) ? 'udp6' : 'udp4';
+    // With port 0, take a free TCP port first, then the same number for UDP (retry if taken).
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const tcp = createServer();
+      tcp.maxConnections = MAX_INBOUND_STREAMS * 2;
+      await new Promise<void>((resolve, reject) => {
+        tcp.once('error', reject);
+        tcp.listen({ host: opts.bindHost, port: opts.bindPort, exclusive: true }, () => resolve());
+      });
+      const port = (tcp.address() as { port: number }).port;
+      const udp = createSocket({ type: family });
+      try {
+        await new Promise<void>((resolve, reject) => {
+          udp.once('error', reject);
+          udp.bind({ address: opts.bindHost, port, exclusive: true }, () => resolve());
+        });
+      } catch (err) {
+        udp.close();
+        await new Promise<void>((r) => tcp.close(() => r()));
+        if (opts.bindPort === 0 && (err as NodeJS.ErrnoException).code === 'EADDRINUSE') continue;
+        throw err;
+      }
+      const t = new GossipTransport(opts, udp, tcp, port);
+      t.wire();
+      return t;
+    }
+    throw new GossipError('GOSSIP_STREAM_FAILED', 'could not find a free port for UDP and TCP');
+  }
+
+  /** Seals and sends one packet (plaintext = an encoded compound packet). */
+  sendPacket(to: Address, plaintext: Uint8Array): void {
+    if (this.closed) return;
+    const sealed = this.opts.keyring.seal(plaintext, 'udp');
+    this.stats.packetsOut++;
+    this.stats.bytesOut += sealed.length;
+    this.udp.send(sealed, to.port, to.host, (err) => {
+      if (err) this.stats.sendErrors++;
+    });
+  }
+
+  /** One request/reply exchange over TCP. Rejects with a GossipError. */
+  request(to: Address, msg: StreamMsg, timeoutMs: number): Promise<StreamMsg> {
+    if (this.closed) return Promise.reject(new GossipError('GOSSIP_STOPPED', 'transport closed'));
+    this.stats.streamsOut++;
+    return new Promise<StreamMsg>((resolve, reject) => {
+      const sock = connect({ host: to.host, port: to.port });
+      this.sockets.add(sock);
+      let settled = false;
+      const done = (err: GossipError | undefined, reply?: StreamMsg): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.sockets.delete(sock);
+        sock.destroy();
+        if (err) {
+          this.stats.streamFailures++;
+          reject(err);
+        } else resolve(reply!);
+      };
+      const timer = setTimeout(
+        () => done(new GossipError('GOSSIP_STREAM_TIMEOUT', `no reply from ${to.host}:${to.port} within ${timeoutMs} ms`)),
+        Math.max(1, timeoutMs),
+      );
+      sock.on('error', (e) => done(new GossipError('GOSSIP_STREAM_FAILED', `stream to ${to.host}:${to.port}: ${e.message}`)));
+      sock.on('close', () => done(new GossipError('GOSSIP_STREAM_FAILED', `stream to ${to.host}:${to.port} closed without a reply`)));
+      sock.on('connect', () => {
+        const frame = this.frame(msg);
+        this.stats.bytesOut += frame.length;
+        sock.write(frame);
+      });
+      readFrame(sock, (err, sealed) => {
+        if (err) return done(err);
+        const reply = this.openFrame(sealed!);
+        if (reply instanceof GossipError) return done(reply);
+        done(undefined, reply);
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const s of this.sockets) s.destroy();
+    await Promise.all([
+      new Promise<void>((r) => this.udp.close(() => r())),
+      new Promise<void>((r) => this.tcp.close(() => r())),
+    ]);
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  private wire(): void {
+    this.udp.on('message', (buf, rinfo) => this.onDatagram(buf, { host: rinfo.address, port: rinfo.port }));
+    this.udp.on('error', () => {
+      this.stats.sendErrors++;
+    });
+    this.tcp.on('connection', (sock) => this.onConnection(sock));
+    this.tcp.on('error', () => {
+      this.stats.streamFailures++;
+    });
+  }
+
+  private onDatagram(buf: Buffer, from: Address): void {
+    this.stats.packetsIn++;
+    this.stats.bytesIn += buf.length;
+    if (buf.length > MAX_UDP_PACKET_BYTES) {
+      this.stats.oversized++;
+      return;
+    }
+    const plain = this.opts.keyring.open(buf, 'udp');
+    if (!plain) {
+      this.stats.authFailures++;
+      return;
+    }
+    if (!this.replay.admit(Keyring.nonceOf(buf)!)) {
+      this.stats.replayed++;
+      return;
+    }
+    let messages: Message[];
+    try {
+      messages = decodePacket(plain);
+    } catch {
+      this.stats.malformed++;
+      return;
+    }
+    this.opts.onPacket(messages, from);
+  }
+
+  private onConnection(sock: Socket): void {
+    if (this.closed || this.activeInbound >= MAX_INBOUND_STREAMS) {
+      this.stats.streamsRefused++;
+      sock.destroy();
+      return;
+    }
+    this.activeInbound++;
+    this.stats.streamsIn++;
+    this.sockets.add(sock);
+    let finished = false;
+    const finish = (): void => {
+      if (finished) return;
+      finished = true;
+      this.activeInbound--;
+      this.sockets.delete(sock);
+      sock.destroy();
+    };
+    sock.setTimeout(this.opts.streamIdleTimeoutMs ?? DEFAULT_STREAM_IDLE_TIMEOUT_MS, finish);
+    sock.on('error', finish);
+    sock.on('close', finish);
+    const from: Address = { host: sock.remoteAddress ?? '', port: sock.remotePort ?? 0 };
+    readFrame(sock, (err, sealed) => {
+      if (err) {
+        if (err.code === 'GOSSIP_STREAM_TOO_LARGE') this.stats.oversized++;
+        else if (err.code === 'GOSSIP_DECODE_MALFORMED') this.stats.malformed++;
+        finish();
+        return;
+      }
+      const req = this.openFrame(sealed!);
+      if (req instanceof GossipError) {
+        finish();
+        return;
+      }
+      Promise.resolve()
+        .then(() => this.opts.onStream(req, from))
+        .then((reply) => {
+          if (finished) return;
+          const frame = this.frame(reply);
+          this.stats.bytesOut += frame.length;
+          sock.end(frame);
+        })
+        .catch(() => finish());
+    });
+  }
+
+  private frame(msg: StreamMsg): Buffer {
+    const sealed = this.opts.keyring.seal(encodeStreamFrame(msg), 'tcp');
+    const head = Buffer.alloc(STREAM_FRAME_HEADER_BYTES);
+    head.writeUInt32BE(sealed.length, 0);
+    return Buffer.concat([head, sealed]);
+  }
+
+  /** Authenticates, replay-checks and decodes a sealed frame; counts and returns an error otherwise. */
+  private openFrame(sealed: Buffer): StreamMsg | GossipError {
+    this.stats.bytesIn += sealed.length + STREAM_FRAME_HEADER_BYTES;
+    const plain = this.opts.keyring.open(sealed, 'tcp');
+    if (!plain) {
+      this.stats.authFailures++;
+      return new GossipError('GOSSIP_AUTH_FAILED', 'stream frame failed authentication');
+    }
+    if (!this.replay.admit(Keyring.nonceOf(sealed)!)) {
+      this.stats.replayed++;
+      return new GossipError('GOSSIP_REPLAYED', 'stream frame replayed');
+    }
+    try {
+      return decodeStreamFrame(plain);
+    } catch (err) {
+      if ((err as GossipError).code === 'GOSSIP_DECODE_OVERSIZED') this.stats.oversized++;
+      else this.stats.malformed++;
+      return err as GossipError;
+    }
+  }
+}
+
+/**
+ * Reads one length-prefixed frame from a socket and calls back once with its bytes, or with
+ * GOSSIP_STREAM_TOO_LARGE / GOSSIP_STREAM_FAILED. Stops listening after the frame.
+ */
+export function readFrame(sock: Socket, cb: (err: GossipError | undefined, frame?: Buffer) => void): void {
+  const chunks: Buffer[] = [];
+  let have = 0;
+  let need = -1;
+  let done = false;
+  const finish = (err: GossipError | undefined, frame?: Buffer): void => {
+    if (done) return;
+    done = true;
+    sock.off('data', onData);
+    sock.off('end', onEnd);
+    cb(err, frame);
+  };
+  const onData = (chunk: Buffer): void => {
+    chunks.push(chunk);
+    have += chunk.length;
+    if (need < 0 && have >= STREAM_FRAME_HEADER_BYTES) {
+      const all = Buffer.concat(chunks);
+      chunks.length = 0;
+      chunks.push(all);
+      need = all.readUInt32BE(0);
+      if (need > MAX_STREAM_FRAME_BYTES) {
+        finish(new GossipError('GOSSIP_STREAM_TOO_LARGE', `stream frame of ${need} bytes refused (limit ${MAX_STREAM_FRAME_BYTES})`));
+        return;
+      }
+      if (need < SEAL_OVERHEAD_BYTES) {
+        finish(new GossipError('GOSSIP_DECODE_MALFORMED', `stream frame of ${need} bytes is too short to be sealed`));
+        return;
+      }
+    }
+    if (need >= 0 && have >= STREAM_FRAME_HEADER_BYTES + need) {
+      const all = Buffer.concat(chunks);
+      finish(undefined, all.subarray(STREAM_FRAME_HEADER_BYTES, STREAM_FRAME_HEADER_BYTES + need));
+    }
+  };
+  const onEnd = (): void => finish(new GossipError('GOSSIP_STREAM_FAILED', 'stream ended before a whole frame arrived'));
+  sock.on('data', onData);
+  sock.on('end', onEnd);
+}

@@ -1,0 +1,291 @@
+/**
+ * The join handshake: a new node dials a member (`--join HOST:PORT`, the gossip port's TCP
+ * side until membership lands), proves it holds the cluster secret with the same PSK
+ * handshake as the peer port, and asks to be added as a learner with its addresses. The
+ * server hands the request to a callback (the agent proposes the Raft conf change) and sends
+ * back the new member id and the member list. One request per connection.
+ */
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import type protobuf from 'protobufjs';
+import { parseHostPort, type HostPort } from './address.js';
+import { NetError } from './errors.js';
+import { HANDSHAKE_TIMEOUT_MS, Purpose, clientHandshake, serverHandshake } from './handshake.js';
+import { peerType } from './proto-files.js';
+
+/** Client side: connect, handshake, and the server's answer (which may wait on a Raft commit). */
+export const JOIN_TIMEOUT_MS = 30_000;
+/** Server side: how long onJoin may take before the joiner is told to retry. */
+export const JOIN_HANDLER_TIMEOUT_MS = 25_000;
+export const MAX_JOIN_FRAME_BYTES = 256 * 1024;
+export const MAX_JOIN_CONNECTIONS = 32;
+export const MAX_MEMBER_NAME_CHARS = 253;
+export const MAX_ADDRESS_CHARS = 300;
+export const MAX_JOIN_MEMBERS = 1_024;
+
+export interface JoinRequest {
+  name: string;
+  /** host:port other managers reach this node's peer port at. */
+  peerAddr: string;
+  /** host:port of this node's client (etcd API) port. */
+  clientAddr: string;
+}
+
+export interface JoinMember {
+  id: number;
+  name: string;
+  peerAddr: string;
+  clientAddr: string;
+}
+
+export interface JoinResult {
+  memberId: number;
+  members: JoinMember[];
+}
+
+export type JoinHandler = (req: JoinRequest & { remoteAddress: string }) => Promise<JoinResult>;
+
+let types: { req: protobuf.Type; resp: protobuf.Type } | undefined;
+function t(): NonNullable<typeof types> {
+  types ??= { req: peerType('picloud.peer.JoinRequest'), resp: peerType('picloud.peer.JoinResponse') };
+  return types;
+}
+
+function decode(type: protobuf.Type, data: Uint8Array, what: string): Record<string, unknown> {
+  try {
+    return type.decode(data) as unknown as Record<string, unknown>;
+  } catch (err) {
+    throw new NetError('ERR_DECODE', `malformed ${what}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+function str(v: unknown, max: number, what: string): string {
+  const s = typeof v === 'string' ? v : '';
+  if (s.length > max) throw new NetError('ERR_INVALID_MESSAGE', `${what} longer than ${max} characters`);
+  return s;
+}
+
+function id(v: unknown, what: string): number {
+  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return v;
+  if (v !== null && typeof v === 'object' && 'high' in v && 'low' in v) {
+    const { high, low } = v as { high: number; low: number };
+    if (high >>> 0 < 0x200000) return (high >>> 0) * 0x1_0000_0000 + (low >>> 0);
+  }
+  throw new NetError('ERR_INVALID_MESSAGE', `bad ${what}`);
+}
+
+export function encodeJoinRequest(r: JoinRequest): Uint8Array {
+  return t().req.encode(r).finish();
+}
+
+export function decodeJoinRequest(data: Uint8Array): JoinRequest {
+  const o = decode(t().req, data, 'JoinRequest');
+  const r = {
+    name: str(o.name, MAX_MEMBER_NAME_CHARS, 'name'),
+    peerAddr: str(o.peerAddr, MAX_ADDRESS_CHARS, 'peer address'),
+    clientAddr: str(o.clientAddr, MAX_ADDRESS_CHARS, 'client address'),
+  };
+  if (r.name === '') throw new NetError('ERR_INVALID_MESSAGE', 'join request without a name');
+  try {
+    parseHostPort(r.peerAddr);
+  } catch (err) {
+    throw new NetError('ERR_INVALID_MESSAGE', `join request peer address: ${(err as Error).message}`);
+  }
+  return r;
+}
+
+export type JoinResponse = { ok: true; result: JoinResult } | { ok: false; code: string; message: string };
+
+export function encodeJoinResponse(r: JoinResponse): Uint8Array {
+  if (r.ok) return t().resp.encode({ memberId: r.result.memberId, members: r.result.members }).finish();
+  return t().resp.encode({ error: r.message || 'refused', errorCode: r.code }).finish();
+}
+
+export function decodeJoinResponse(data: Uint8Array): JoinResponse {
+  const o = decode(t().resp, data, 'JoinResponse');
+  const error = str(o.error, 4096, 'error');
+  if (error !== '') return { ok: false, code: str(o.errorCode, 64, 'error code'), message: error };
+  const members = Array.isArray(o.members) ? (o.members as Record<string, unknown>[]) : [];
+  if (members.length > MAX_JOIN_MEMBERS) throw new NetError('ERR_INVALID_MESSAGE', `more than ${MAX_JOIN_MEMBERS} members`);
+  const memberId = id(o.memberId, 'member id');
+  if (memberId === 0) throw new NetError('ERR_INVALID_MESSAGE', 'join response without a member id');
+  return {
+    ok: true,
+    result: {
+      memberId,
+      members: members.map((m) => ({
+        id: id(m.id, 'member id'),
+        name: str(m.name, MAX_MEMBER_NAME_CHARS, 'member name'),
+        peerAddr: str(m.peerAddr, MAX_ADDRESS_CHARS, 'peer address'),
+        clientAddr: str(m.clientAddr, MAX_ADDRESS_CHARS, 'client address'),
+      })),
+    },
+  };
+}
+
+export interface JoinServerOptions {
+  peerKey: Uint8Array;
+  onJoin: JoinHandler;
+  port: number;
+  host?: string;
+  handshakeTimeoutMs?: number;
+  handlerTimeoutMs?: number;
+  onReject?: (reason: string, err?: unknown) => void;
+}
+
+export class JoinServer {
+  private readonly sockets = new Set<Socket>();
+  readonly stats = { accepted: 0, rejectedHandshakes: 0, joined: 0, refused: 0 };
+
+  private constructor(
+    private readonly server: Server,
+    readonly address: HostPort,
+    private readonly opts: JoinServerOptions,
+  ) {}
+
+  static listen(opts: JoinServerOptions): Promise<JoinServer> {
+    let js: JoinServer | undefined;
+    const server = createServer((socket) => js?.accept(socket));
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(opts.port, opts.host ?? '127.0.0.1', () => {
+        server.off('error', reject);
+        const a = server.address();
+        if (a === null || typeof a === 'string') return reject(new Error('no address'));
+        js = new JoinServer(server, { host: a.address, port: a.port }, opts);
+        resolve(js);
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  /**
+   * Serves one join connection accepted elsewhere, e.g. by a listener that shares the gossip
+   * port's TCP side and recognises the handshake (a 4-byte length below 256, then a
+   * ClientHello) before handing the socket over. Bytes already read can be unshifted first.
+   */
+  handleConnection(socket: Socket): void {
+    this.accept(socket);
+  }
+
+  private accept(socket: Socket): void {
+    if (this.sockets.size >= MAX_JOIN_CONNECTIONS) {
+      socket.destroy();
+      this.stats.rejectedHandshakes++;
+      return;
+    }
+    this.stats.accepted++;
+    this.sockets.add(socket);
+    socket.on('close', () => this.sockets.delete(socket));
+    socket.on('error', () => undefined);
+    const remoteAddress = `${socket.remoteAddress}:${socket.remotePort}`;
+    serverHandshake(socket, {
+      peerKey: this.opts.peerKey,
+      purposes: [Purpose.Join],
+      timeoutMs: this.opts.handshakeTimeoutMs,
+      maxFrameBytes: MAX_JOIN_FRAME_BYTES,
+    }).then(
+      ({ channel }) => {
+        let answered = false;
+        // The joiner gets the rest of the join budget to send its one request.
+        const idle = setTimeout(() => channel.close(new NetError('ERR_JOIN_TIMEOUT', 'no join request')), HANDSHAKE_TIMEOUT_MS);
+        channel.start({
+          onFrame: (plain) => {
+            if (answered) return;
+            answered = true;
+            clearTimeout(idle);
+            const req = decodeJoinRequest(plain); // throws: channel closes
+            void this.answer(req, remoteAddress).then((resp) => {
+              if (channel.isClosed) return;
+              channel.send(encodeJoinResponse(resp));
+              channel.close();
+            });
+          },
+          onClose: (err) => {
+            clearTimeout(idle);
+            if (err !== undefined) this.opts.onReject?.(`join from ${remoteAddress}: ${err.message}`, err);
+          },
+        });
+      },
+      (err: Error) => {
+        this.stats.rejectedHandshakes++;
+        this.opts.onReject?.(`join handshake from ${remoteAddress}: ${err.message}`, err);
+      },
+    );
+  }
+
+  private async answer(req: JoinRequest, remoteAddress: string): Promise<JoinResponse> {
+    const limitMs = this.opts.handlerTimeoutMs ?? JOIN_HANDLER_TIMEOUT_MS;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const result = await Promise.race([
+        this.opts.onJoin({ ...req, remoteAddress }),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new NetError('ERR_JOIN_TIMEOUT', `join not completed in ${limitMs} ms; retry`)), limitMs);
+        }),
+      ]);
+      this.stats.joined++;
+      return { ok: true, result };
+    } catch (err) {
+      this.stats.refused++;
+      const e = err as { code?: unknown; message?: unknown };
+      return { ok: false, code: typeof e.code === 'string' ? e.code : 'ERR_JOIN_REFUSED', message: String(e.message ?? err) };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+export interface JoinClusterOptions {
+  /** host:port of a member's join listener. */
+  address: string;
+  peerKey: Uint8Array;
+  request: JoinRequest;
+  timeoutMs?: number;
+  /** Port used when `address` has none (the gossip port). */
+  defaultPort?: number;
+}
+
+/**
+ * Asks a member to add this node as a learner. Rejects with NetError: ERR_AUTH_FAILED (the
+ * other side does not hold our secret), ERR_JOIN_REFUSED (the cluster said no; the message
+ * says why), ERR_JOIN_TIMEOUT, or a connection error.
+ */
+export function joinCluster(opts: JoinClusterOptions): Promise<JoinResult> {
+  const { host, port } = parseHostPort(opts.address, opts.defaultPort);
+  const timeoutMs = opts.timeoutMs ?? JOIN_TIMEOUT_MS;
+  return new Promise<JoinResult>((resolve, reject) => {
+    const socket = connect({ host, port });
+    socket.on('error', () => undefined);
+    let done = false;
+    const finish = (err: Error | undefined, result?: JoinResult): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      socket.destroy();
+      if (err !== undefined) reject(err);
+      else resolve(result!);
+    };
+    const timer = setTimeout(() => finish(new NetError('ERR_JOIN_TIMEOUT', `no join answer from ${opts.address} in ${timeoutMs} ms`)), timeoutMs);
+    socket.once('error', (err) => finish(new NetError('ERR_CONNECTION_CLOSED', `cannot reach ${opts.address}: ${err.message}`, { cause: err })));
+    socket.once('connect', () => {
+      clientHandshake(socket, { peerKey: opts.peerKey, purpose: Purpose.Join, timeoutMs, maxFrameBytes: MAX_JOIN_FRAME_BYTES }).then(
+        (channel) => {
+          channel.start({
+            onFrame: (plain) => {
+              const resp = decodeJoinResponse(plain);
+              if (resp.ok) finish(undefined, resp.result);
+              else finish(new NetError('ERR_JOIN_REFUSED', `${opts.address} refused the join: ${resp.message} (${resp.code})`));
+            },
+            onClose: (err) => finish(err ?? new NetError('ERR_CONNECTION_CLOSED', `${opts.address} closed the join connection without an answer`)),
+          });
+          channel.send(encodeJoinRequest(opts.request));
+        },
+        (err: Error) => finish(err),
+      );
+    });
+  });
+}

@@ -1,0 +1,469 @@
+/**
+ * The Raft transport between managers: TCP on the peer port, the PSK handshake
+ * (handshake.ts), then sealed frames each carrying a batch of Raft messages.
+ *
+ * Sending: one outbound connection per peer, dialed by us, with a bounded queue. Messages
+ * handed to send() in one turn of the event loop leave in one frame (or a few, at
+ * MAX_BATCH_BYTES each). A full queue drops the message and counts it: Raft tolerates loss
+ * and retries, whereas an unbounded queue would grow without limit behind a dead or slow peer.
+ * A broken connection drops what was queued, reports the peer unreachable (Raft then probes
+ * instead of streaming) and is redialed after an exponential backoff with full jitter.
+ *
+ * Receiving: connections accepted on the peer port are receive-only; each must finish the
+ * handshake within HANDSHAKE_TIMEOUT_MS, names its node id in the handshake, and may only
+ * deliver messages from that id to us. Anything else closes that connection and nothing more.
+ *
+ * Not responsible for: which peers exist (the embedder calls addPeer/removePeer from the
+ * membership it applies), chunking snapshots (Raft does), retries (Raft does).
+ */
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import type { Message, NodeId } from '../raft/types.js';
+import { parseHostPort, type HostPort } from './address.js';
+import { NetError } from './errors.js';
+import { MAX_FRAME_BYTES } from './frame.js';
+import { HANDSHAKE_TIMEOUT_MS, Purpose, clientHandshake, serverHandshake } from './handshake.js';
+import { decodeMessageBatch, encodeMessageBatch, estimateMessageBytes, isWireMessageType } from './raft-codec.js';
+import { GCM_TAG_BYTES, MAX_SEALED_PLAINTEXT_BYTES, type SecureChannel } from './secure-channel.js';
+
+/** Messages waiting for one peer. */
+export const MAX_QUEUED_MESSAGES_PER_PEER = 4_096;
+/** Bytes waiting for one peer: queued messages plus what the socket still buffers. */
+export const MAX_QUEUED_BYTES_PER_PEER = 16 * 1024 * 1024;
+/** Payload of one frame before it is sealed; a single larger message goes alone. */
+export const MAX_BATCH_BYTES = 4 * 1024 * 1024;
+export const RECONNECT_BASE_MS = 50;
+export const RECONNECT_MAX_MS = 5_000;
+export const CONNECT_TIMEOUT_MS = 3_000;
+/** Accepted connections, authenticated or not; more are closed on arrival. */
+export const MAX_INBOUND_CONNECTIONS = 128;
+
+export interface PeerTransportLimits {
+  maxQueuedMessagesPerPeer: number;
+  maxQueuedBytesPerPeer: number;
+  maxBatchBytes: number;
+  reconnectBaseMs: number;
+  reconnectMaxMs: number;
+  connectTimeoutMs: number;
+  handshakeTimeoutMs: number;
+  maxInboundConnections: number;
+  maxFrameBytes: number;
+}
+
+export const DEFAULT_PEER_TRANSPORT_LIMITS: Readonly<PeerTransportLimits> = Object.freeze({
+  maxQueuedMessagesPerPeer: MAX_QUEUED_MESSAGES_PER_PEER,
+  maxQueuedBytesPerPeer: MAX_QUEUED_BYTES_PER_PEER,
+  maxBatchBytes: MAX_BATCH_BYTES,
+  reconnectBaseMs: RECONNECT_BASE_MS,
+  reconnectMaxMs: RECONNECT_MAX_MS,
+  connectTimeoutMs: CONNECT_TIMEOUT_MS,
+  handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
+  maxInboundConnections: MAX_INBOUND_CONNECTIONS,
+  maxFrameBytes: MAX_FRAME_BYTES,
+});
+
+export interface PeerTransportOptions {
+  nodeId: NodeId;
+  /** derivePeerKey(secret) from token.ts. */
+  peerKey: Uint8Array;
+  /** Every authenticated, well-addressed message from a peer. Must not throw. */
+  onMessage: (m: Message) => void;
+  /** A peer could not be reached (connect failed, connection lost, messages dropped for it). */
+  onUnreachable?: (peer: NodeId) => void;
+  /** A connection or frame was rejected; for logs and metrics. */
+  onReject?: (reason: string, err?: unknown) => void;
+  /** [0, 1) source for backoff jitter; injectable so tests are reproducible. */
+  random?: () => number;
+  limits?: Partial<PeerTransportLimits>;
+}
+
+export interface PeerStats {
+  address: string;
+  connected: boolean;
+  queuedMessages: number;
+  queuedBytes: number;
+  sentMessages: number;
+  sentBatches: number;
+  droppedQueueFull: number;
+  droppedUnreachable: number;
+  droppedTooLarge: number;
+  connects: number;
+  connectFailures: number;
+}
+
+export interface TransportStats {
+  peers: Record<string, PeerStats>;
+  receivedMessages: number;
+  receivedBatches: number;
+  inboundConnections: number;
+  /** Connections closed during the handshake (wrong secret, garbage, timeout, replay). */
+  rejectedHandshakes: number;
+  /** Authenticated connections closed for a bad frame (undecodable, oversized, bad seal). */
+  badFrames: number;
+  /** Messages whose from/to did not match the connection. */
+  misaddressed: number;
+  droppedNoPeer: number;
+}
+
+/** Full-jitter exponential backoff: uniform in [0, min(max, base * 2^attempt)). */
+export function backoffDelayMs(attempt: number, random: () => number, baseMs: number, maxMs: number): number {
+  const ceiling = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 30));
+  return Math.floor(random() * ceiling);
+}
+
+interface Queued {
+  m: Message;
+  bytes: number;
+}
+
+class PeerSender {
+  private state: 'idle' | 'connecting' | 'open' | 'backoff' | 'closed' = 'idle';
+  private queue: Queued[] = [];
+  private queuedBytes = 0;
+  private channel: SecureChannel | undefined;
+  private socket: Socket | undefined;
+  private attempt = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private flushScheduled = false;
+  private waitingDrain = false;
+  private reportedUnreachable = false;
+  readonly stats = { sentMessages: 0, sentBatches: 0, droppedQueueFull: 0, droppedUnreachable: 0, droppedTooLarge: 0, connects: 0, connectFailures: 0 };
+
+  constructor(
+    readonly id: NodeId,
+    readonly addr: HostPort,
+    readonly addrText: string,
+    private readonly t: PeerTransport,
+  ) {}
+
+  start(): void {
+    this.connect();
+  }
+
+  enqueue(m: Message): void {
+    const L = this.t.limits;
+    if (this.state === 'closed') return;
+    if (this.state === 'backoff') {
+      this.stats.droppedUnreachable++;
+      this.reportUnreachable();
+      return;
+    }
+    const bytes = estimateMessageBytes(m);
+    if (bytes > Math.min(L.maxFrameBytes - GCM_TAG_BYTES, MAX_SEALED_PLAINTEXT_BYTES) - 64) {
+      this.stats.droppedTooLarge++;
+      return;
+    }
+    const buffered = this.channel?.bufferedBytes ?? 0;
+    if (this.queue.length >= L.maxQueuedMessagesPerPeer || this.queuedBytes + buffered + bytes > L.maxQueuedBytesPerPeer) {
+      this.stats.droppedQueueFull++;
+      return;
+    }
+    this.queue.push({ m, bytes });
+    this.queuedBytes += bytes;
+    if (this.state === 'idle') this.connect();
+    else if (this.state === 'open') this.scheduleFlush();
+  }
+
+  snapshot(): PeerStats {
+    return {
+      address: this.addrText,
+      connected: this.state === 'open',
+      queuedMessages: this.queue.length,
+      queuedBytes: this.queuedBytes,
+      ...this.stats,
+    };
+  }
+
+  close(): void {
+    this.state = 'closed';
+    clearTimeout(this.timer);
+    this.dropQueue(false);
+    this.channel?.close();
+    this.socket?.destroy();
+  }
+
+  private reportUnreachable(): void {
+    if (this.reportedUnreachable) return;
+    this.reportedUnreachable = true;
+    this.t.reportUnreachable(this.id);
+  }
+
+  private dropQueue(count: boolean): void {
+    if (count) this.stats.droppedUnreachable += this.queue.length;
+    this.queue = [];
+    this.queuedBytes = 0;
+  }
+
+  private connect(): void {
+    if (this.state === 'closed') return;
+    this.state = 'connecting';
+    const L = this.t.limits;
+    const socket = connect({ host: this.addr.host, port: this.addr.port });
+    this.socket = socket;
+    // Errors after a failure was already handled (or after close) must not go unhandled.
+    socket.on('error', () => undefined);
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, 10_000);
+    const connectTimer = setTimeout(() => socket.destroy(new NetError('ERR_HANDSHAKE_TIMEOUT', 'connect timed out')), L.connectTimeoutMs);
+    const failEarly = (err: Error): void => {
+      clearTimeout(connectTimer);
+      this.onDisconnect(err);
+    };
+    socket.once('error', failEarly);
+    socket.once('connect', () => {
+      clearTimeout(connectTimer);
+      socket.off('error', failEarly);
+      clientHandshake(socket, { peerKey: this.t.peerKey, purpose: Purpose.Raft, nodeId: this.t.nodeId, timeoutMs: L.handshakeTimeoutMs, maxFrameBytes: L.maxFrameBytes })
+        .then((channel) => {
+          if (this.state === 'closed' || this.socket !== socket) {
+            channel.close();
+            return;
+          }
+          this.channel = channel;
+          this.state = 'open';
+          this.attempt = 0;
+          this.reportedUnreachable = false;
+          this.stats.connects++;
+          channel.start({
+            // The receiving side never answers on this connection; anything it sends is ignored.
+            onFrame: () => undefined,
+            onClose: (err) => {
+              if (this.channel === channel) this.onDisconnect(err ?? new NetError('ERR_CONNECTION_CLOSED', 'peer closed the connection'));
+            },
+          });
+          this.scheduleFlush();
+        })
+        .catch((err: Error) => this.onDisconnect(err));
+    });
+  }
+
+  private onDisconnect(err: Error): void {
+    if (this.state === 'closed' || this.state === 'backoff') return;
+    if (this.state === 'connecting') this.stats.connectFailures++;
+    this.t.onReject?.(`peer ${this.id} at ${this.addrText}: ${err.message}`, err);
+    this.channel = undefined;
+    this.socket?.destroy();
+    this.socket = undefined;
+    this.waitingDrain = false;
+    this.dropQueue(true);
+    this.reportUnreachable();
+    this.state = 'backoff';
+    const L = this.t.limits;
+    const delay = backoffDelayMs(this.attempt++, this.t.random, L.reconnectBaseMs, L.reconnectMaxMs);
+    this.timer = setTimeout(() => {
+      if (this.state !== 'backoff') return;
+      this.state = 'idle';
+      this.reportedUnreachable = false;
+      this.connect();
+    }, delay);
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled || this.waitingDrain) return;
+    this.flushScheduled = true;
+    // setImmediate: everything Raft sends in this turn (one Ready) goes in one write.
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    const L = this.t.limits;
+    while (this.state === 'open' && this.channel !== undefined && this.queue.length > 0) {
+      let n = 0;
+      let bytes = 0;
+      while (n < this.queue.length) {
+        const b = this.queue[n]!.bytes;
+        if (n > 0 && bytes + b > L.maxBatchBytes) break;
+        bytes += b;
+        n++;
+      }
+      const batch = this.queue.splice(0, n);
+      this.queuedBytes -= bytes;
+      let ok: boolean;
+      try {
+        ok = this.channel.send(encodeMessageBatch(batch.map((q) => q.m)));
+      } catch (err) {
+        this.onDisconnect(err as Error);
+        return;
+      }
+      this.stats.sentBatches++;
+      this.stats.sentMessages += n;
+      if (!ok) {
+        const channel = this.channel;
+        this.waitingDrain = true;
+        channel.socket.once('drain', () => {
+          this.waitingDrain = false;
+          if (this.channel === channel) this.scheduleFlush();
+        });
+        return;
+      }
+    }
+  }
+}
+
+export class PeerTransport {
+  readonly nodeId: NodeId;
+  readonly peerKey: Uint8Array;
+  readonly limits: PeerTransportLimits;
+  readonly random: () => number;
+  readonly onReject: PeerTransportOptions['onReject'];
+  private readonly onMessage: PeerTransportOptions['onMessage'];
+  private readonly onUnreachable: PeerTransportOptions['onUnreachable'];
+  private readonly peers = new Map<NodeId, PeerSender>();
+  private server: Server | undefined;
+  private readonly inbound = new Set<Socket>();
+  /** The authenticated inbound channel of each peer (a newer one replaces an older one). */
+  private readonly inboundByPeer = new Map<NodeId, SecureChannel>();
+  private closed = false;
+  private readonly stats_ = { receivedMessages: 0, receivedBatches: 0, rejectedHandshakes: 0, badFrames: 0, misaddressed: 0, droppedNoPeer: 0 };
+
+  constructor(opts: PeerTransportOptions) {
+    this.nodeId = opts.nodeId;
+    this.peerKey = opts.peerKey;
+    this.onMessage = opts.onMessage;
+    this.onUnreachable = opts.onUnreachable;
+    this.onReject = opts.onReject;
+    this.random = opts.random ?? Math.random;
+    this.limits = { ...DEFAULT_PEER_TRANSPORT_LIMITS, ...opts.limits };
+  }
+
+  /** Starts accepting peer connections. Port 0 picks a free port; the bound address is returned. */
+  listen(port: number, host = '127.0.0.1'): Promise<HostPort> {
+    const server = createServer((socket) => this.accept(socket));
+    this.server = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        const a = server.address();
+        if (a === null || typeof a === 'string') reject(new Error('no address'));
+        else resolve({ host: a.address, port: a.port });
+      });
+    });
+  }
+
+  /** Adds (or re-addresses) a peer and starts connecting to it. */
+  addPeer(id: NodeId, address: string): void {
+    if (this.closed || id === this.nodeId) return;
+    const existing = this.peers.get(id);
+    if (existing !== undefined) {
+      if (existing.addrText === address) return;
+      existing.close();
+    }
+    const sender = new PeerSender(id, parseHostPort(address), address, this);
+    this.peers.set(id, sender);
+    sender.start();
+  }
+
+  removePeer(id: NodeId): void {
+    this.peers.get(id)?.close();
+    this.peers.delete(id);
+    this.inboundByPeer.get(id)?.close();
+    this.inboundByPeer.delete(id);
+  }
+
+  hasPeer(id: NodeId): boolean {
+    return this.peers.has(id);
+  }
+
+  /** Queues messages for their peers; they leave together at the end of this turn. Never throws. */
+  send(messages: readonly Message[]): void {
+    for (const m of messages) {
+      if (!isWireMessageType(m.type)) continue;
+      const peer = this.peers.get(m.to);
+      if (peer === undefined) {
+        this.stats_.droppedNoPeer++;
+        continue;
+      }
+      peer.enqueue(m);
+    }
+  }
+
+  stats(): TransportStats {
+    const peers: Record<string, PeerStats> = {};
+    for (const [id, p] of this.peers) peers[String(id)] = p.snapshot();
+    return { peers, inboundConnections: this.inbound.size, ...this.stats_ };
+  }
+
+  /** @internal */
+  reportUnreachable(id: NodeId): void {
+    try {
+      this.onUnreachable?.(id);
+    } catch {
+      // The embedder's callback failing must not break the transport.
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const p of this.peers.values()) p.close();
+    this.peers.clear();
+    for (const s of this.inbound) s.destroy();
+    this.inbound.clear();
+    const server = this.server;
+    if (server !== undefined) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  private accept(socket: Socket): void {
+    if (this.closed || this.inbound.size >= this.limits.maxInboundConnections) {
+      socket.destroy();
+      this.stats_.rejectedHandshakes++;
+      return;
+    }
+    this.inbound.add(socket);
+    socket.on('close', () => this.inbound.delete(socket));
+    socket.on('error', () => undefined);
+    socket.setNoDelay(true);
+    serverHandshake(socket, {
+      peerKey: this.peerKey,
+      purposes: [Purpose.Raft],
+      timeoutMs: this.limits.handshakeTimeoutMs,
+      maxFrameBytes: this.limits.maxFrameBytes,
+    }).then(
+      ({ channel, hello }) => {
+        if (this.closed || hello.nodeId === 0 || hello.nodeId === this.nodeId) {
+          this.stats_.rejectedHandshakes++;
+          channel.close(new NetError('ERR_INVALID_MESSAGE', `bad node id ${hello.nodeId}`));
+          return;
+        }
+        const from = hello.nodeId;
+        this.inboundByPeer.get(from)?.close();
+        this.inboundByPeer.set(from, channel);
+        channel.start({
+          onFrame: (plain) => this.receive(from, plain),
+          onClose: (err) => {
+            if (this.inboundByPeer.get(from) === channel) this.inboundByPeer.delete(from);
+            if (err !== undefined) {
+              this.stats_.badFrames++;
+              this.onReject?.(`inbound from peer ${from}: ${err.message}`, err);
+            }
+          },
+        });
+      },
+      (err: Error) => {
+        this.stats_.rejectedHandshakes++;
+        this.onReject?.(`inbound handshake from ${socket.remoteAddress}:${socket.remotePort}: ${err.message}`, err);
+      },
+    );
+  }
+
+  private receive(from: NodeId, plain: Buffer): void {
+    // Throws NetError on a bad batch: the channel closes with it.
+    const messages = decodeMessageBatch(plain);
+    this.stats_.receivedBatches++;
+    for (const m of messages) {
+      if (m.from !== from || m.to !== this.nodeId) {
+        this.stats_.misaddressed++;
+        continue;
+      }
+      this.stats_.receivedMessages++;
+      try {
+        this.onMessage(m);
+      } catch (err) {
+        this.onReject?.(`onMessage threw for a message from ${from}`, err);
+      }
+    }
+  }
+}

@@ -1,0 +1,139 @@
+/**
+ * A connection after the handshake: every frame's payload is sealed with AES-256-GCM under a
+ * per-direction session key. The nonce is an implicit per-direction counter (never sent), so a
+ * frame that is replayed, reordered, dropped or forged fails to open and the connection is
+ * closed. Knows nothing of what the frames carry.
+ */
+import { createCipheriv, createDecipheriv } from 'node:crypto';
+import type { Socket } from 'node:net';
+import { NetError } from './errors.js';
+import { FrameDecoder, MAX_FRAME_BYTES, frameHeader } from './frame.js';
+
+export const GCM_TAG_BYTES = 16;
+/** Largest plaintext one sealed frame carries. */
+export const MAX_SEALED_PLAINTEXT_BYTES = MAX_FRAME_BYTES - GCM_TAG_BYTES;
+
+/** How long an orderly close waits for the peer before dropping the socket. */
+export const CLOSE_LINGER_MS = 1_000;
+
+export interface SessionKeys {
+  sendKey: Buffer;
+  recvKey: Buffer;
+}
+
+function nonce(counter: bigint): Buffer {
+  const n = Buffer.alloc(12);
+  n.writeBigUInt64BE(counter, 4);
+  return n;
+}
+
+/** Seals one payload; exported for tests and fuzzing. */
+export function seal(key: Buffer, counter: bigint, plain: Uint8Array): Buffer {
+  const c = createCipheriv('aes-256-gcm', key, nonce(counter));
+  const body = c.update(plain);
+  c.final();
+  return Buffer.concat([body, c.getAuthTag()]);
+}
+
+/** Opens one sealed payload; throws ERR_AUTH_FAILED on any tampering. */
+export function open(key: Buffer, counter: bigint, sealed: Uint8Array): Buffer {
+  if (sealed.length < GCM_TAG_BYTES) throw new NetError('ERR_AUTH_FAILED', 'sealed frame shorter than its tag');
+  const d = createDecipheriv('aes-256-gcm', key, nonce(counter));
+  d.setAuthTag(sealed.subarray(sealed.length - GCM_TAG_BYTES));
+  const body = d.update(sealed.subarray(0, sealed.length - GCM_TAG_BYTES));
+  try {
+    d.final();
+  } catch (err) {
+    throw new NetError('ERR_AUTH_FAILED', 'sealed frame failed authentication', { cause: err });
+  }
+  return body;
+}
+
+export interface ChannelHandlers {
+  /** One opened frame. Throwing closes the connection with that error. */
+  onFrame(plain: Buffer): void;
+  /** Called once, when the connection is gone (err undefined on an orderly close). */
+  onClose(err?: Error): void;
+}
+
+export class SecureChannel {
+  private sendCounter = 0n;
+  private recvCounter = 0n;
+  private handlers: ChannelHandlers | undefined;
+  private closed = false;
+
+  constructor(
+    readonly socket: Socket,
+    private readonly decoder: FrameDecoder,
+    private readonly keys: SessionKeys,
+    maxFrameBytes: number = MAX_FRAME_BYTES,
+  ) {
+    decoder.setMaxFrameBytes(maxFrameBytes);
+  }
+
+  /** Starts delivering frames, including any that arrived with the end of the handshake. */
+  start(handlers: ChannelHandlers): void {
+    this.handlers = handlers;
+    this.socket.on('data', (d: Buffer) => this.onData(d));
+    this.socket.on('error', (err) => this.close(err));
+    this.socket.on('close', () => this.close());
+    this.socket.on('end', () => {
+      try {
+        this.decoder.end();
+        this.close();
+      } catch (err) {
+        this.close(err as Error);
+      }
+    });
+    this.onData(Buffer.alloc(0));
+  }
+
+  private onData(d: Buffer): void {
+    if (this.closed) return;
+    try {
+      this.decoder.append(d);
+      for (let f = this.decoder.next(); f !== null && !this.closed; f = this.decoder.next()) {
+        const plain = open(this.keys.recvKey, this.recvCounter++, f);
+        this.handlers!.onFrame(plain);
+      }
+    } catch (err) {
+      this.close(err as Error);
+    }
+  }
+
+  /** Seals and writes one frame. Returns false when the socket's buffer is full ('drain' follows). */
+  send(plain: Uint8Array): boolean {
+    if (this.closed) throw new NetError('ERR_CONNECTION_CLOSED', 'channel closed');
+    if (plain.length > MAX_SEALED_PLAINTEXT_BYTES) {
+      throw new NetError('ERR_FRAME_TOO_LARGE', `payload of ${plain.length} bytes exceeds ${MAX_SEALED_PLAINTEXT_BYTES}`);
+    }
+    const sealed = seal(this.keys.sendKey, this.sendCounter++, plain);
+    this.socket.cork();
+    this.socket.write(frameHeader(sealed.length));
+    const ok = this.socket.write(sealed);
+    this.socket.uncork();
+    return ok;
+  }
+
+  /** Bytes written but not yet handed to the kernel. */
+  get bufferedBytes(): number {
+    return this.socket.writableLength;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  close(err?: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (err !== undefined) {
+      this.socket.destroy();
+    } else {
+      // Let written frames reach the peer, but do not wait forever for it to close its side.
+      this.socket.end();
+      setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS).unref();
+    }
+    this.handlers?.onClose(err);
+  }
+}

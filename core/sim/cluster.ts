@@ -1,0 +1,598 @@
+/**
+ * runSeed: one deterministic run of a Raft cluster. Builds N nodes of the real RawNode, the
+ * simulated network and disks, the clients, the fault schedule and (in some seeds) the
+ * membership operator, all from one seed; runs virtual time to the end; then judges the run:
+ * Raft safety (online, safety.ts), linearizability of the client history, and liveness once
+ * the faults stop. Everything observable depends only on the seed and the options.
+ *
+ * Not responsible for printing or for running many seeds (cli.ts, bench).
+ */
+import { ConfChangeType, MessageType, Role, type ConfChange, type Message, type NodeId } from '../raft/index.js';
+import { SimClient, type ClientRequest, type ClientResponse } from './client.js';
+import { cloneMessage } from './clone.js';
+import { STEADY_DISK } from './disk.js';
+import { EventQueue } from './events.js';
+import { describePartition, pickPartition, planFaults, type FaultPlan } from './faults.js';
+import { HistoryRecorder, type HistoryOp } from './history.js';
+import { checkLinearizability, type LinVerdict } from './linearizability.js';
+import { RELIABLE_NETWORK, SimNetwork } from './network.js';
+import { SimNode, type NodeEnv, type NodeSettings } from './node.js';
+import { CLIENT_ENDPOINT_BASE, DEFAULT_SIM_OPTIONS, resolveOptions, type SimOptions } from './options.js';
+import { Prng } from './prng.js';
+import { RaftSafetyChecker, type Violation } from './safety.js';
+import { Trace, type TraceEvent } from './trace.js';
+
+/** Lines of trace printed with a violation. */
+export const TRACE_LINES_ON_VIOLATION = 20;
+/** How often the membership operator and the liveness checker look at the cluster. */
+export const OPERATOR_INTERVAL_MS = 100;
+
+export interface SeedStats {
+  virtualMs: number;
+  events: number;
+  messagesSent: number;
+  messagesDelivered: number;
+  messagesLost: number;
+  messagesCut: number;
+  messagesDuplicated: number;
+  leaderTerms: number;
+  maxTerm: number;
+  maxCommitIndex: number;
+  crashes: number;
+  writesLostOnCrash: number;
+  partitions: number;
+  fsyncs: number;
+  snapshotsTaken: number;
+  snapshotsInstalled: number;
+  membershipStage: string;
+  clientOk: number;
+  clientFail: number;
+  clientIndeterminate: number;
+  linearizabilitySteps: number;
+}
+
+/** The per-seed choices (swarm testing), reported so a failure says what ran. */
+export interface SeedConfig {
+  nodes: number;
+  faults: SimOptions['faults'];
+  settings: NodeSettings;
+  membership: boolean;
+  plan: FaultPlan;
+  bug: string | undefined;
+}
+
+export interface SeedResult {
+  seed: number;
+  /** No violation. A linearizability verdict of 'unknown' is not a violation but is reported. */
+  ok: boolean;
+  violations: Violation[];
+  linearizability: LinVerdict;
+  traceHash: string;
+  /** The one command that replays this seed. */
+  replay: string;
+  /** The first violation and the last relevant events before it. */
+  trace: string[];
+  stats: SeedStats;
+  config: SeedConfig;
+  history: HistoryOp[];
+}
+
+const TYPE_CODE = new Map<string, number>(Object.values(MessageType).map((t, i) => [t, i + 1]));
+const LEADER_ONLY = new Set<string>([MessageType.App, MessageType.Heartbeat, MessageType.Snap, MessageType.TimeoutNow]);
+
+export function replayCommand(seed: number, o: SimOptions): string {
+  let cmd = `npm run sim -- --seed ${seed} --nodes ${o.nodes} --faults ${o.faults}`;
+  if (o.ticks !== DEFAULT_SIM_OPTIONS.ticks) cmd += ` --ticks ${o.ticks}`;
+  if (o.bug !== undefined) cmd += ` --inject-bug ${o.bug.name}`;
+  return cmd;
+}
+
+export function runSeed(seed: number, options: Partial<SimOptions> = {}): SeedResult {
+  return new ClusterRun(seed, resolveOptions(options)).run();
+}
+
+type Stage = 'none' | 'waiting' | 'add-learner' | 'promote' | 'remove' | 'retire' | 'done';
+
+class ClusterRun {
+  private readonly queue = new EventQueue();
+  private readonly trace: Trace;
+  private readonly safety = new RaftSafetyChecker();
+  private readonly history = new HistoryRecorder();
+  private readonly nodes = new Map<NodeId, SimNode>();
+  private readonly clients: SimClient[] = [];
+  private readonly peerNet: SimNetwork<Message>;
+  private readonly clientNet: SimNetwork<ClientRequest | ClientResponse>;
+  private readonly config: SeedConfig;
+  private readonly faultPrng: Prng;
+  private readonly opPrng: Prng;
+  private readonly endMs: number;
+  private readonly quietStartMs: number;
+  private readId = 0;
+  private partitionActive = false;
+  private partitions = 0;
+  private faultsStopped = false;
+  private stage: Stage = 'none';
+  private stageSinceMs = 0;
+  private nextProposeAtMs = 0;
+  private spare: NodeId = 0;
+  private victim: NodeId = 0;
+  private leaderEstablishedMs = -1;
+  private livenessDone = false;
+
+  constructor(
+    readonly seed: number,
+    readonly o: SimOptions,
+  ) {
+    const master = new Prng(seed);
+    const cfgPrng = master.fork();
+    const netPrng = master.fork();
+    const clientNetPrng = master.fork();
+    this.faultPrng = master.fork();
+    this.opPrng = master.fork();
+    const nodePrngs = master.fork();
+    const clientPrngs = master.fork();
+    const planPrng = master.fork();
+    this.trace = new Trace(o.traceRingEvents);
+    this.endMs = o.ticks * o.tickIntervalMs;
+    this.quietStartMs = (o.ticks - o.quietTicks) * o.tickIntervalMs;
+
+    // Per-seed choices: every draw is made whatever the options, so the streams stay aligned.
+    const cq = cfgPrng.chance(0.75);
+    const pv = cfgPrng.chance(0.75);
+    const membership = cfgPrng.next() < o.membershipProbability;
+    const every = cfgPrng.pick([10, 30, 100, 300]);
+    const chunk = cfgPrng.pick([64, 700, 1 << 20]);
+    const settings: NodeSettings = {
+      electionTicks: o.electionTicks,
+      heartbeatTicks: o.heartbeatTicks,
+      checkQuorum: o.checkQuorum === 'seeded' ? cq : o.checkQuorum,
+      preVote: o.preVote === 'seeded' ? pv : o.preVote,
+      snapshotEveryEntries: o.snapshotEveryEntries === 'seeded' ? every : o.snapshotEveryEntries,
+      snapshotChunkBytes: o.snapshotChunkBytes === 'seeded' ? chunk : o.snapshotChunkBytes,
+      keepEntriesAfterSnapshot: cfgPrng.pick([0, 3, 50]),
+      maxSizePerMsgBytes: cfgPrng.pick([200, 4096, 1 << 20]),
+      maxInflightMsgs: cfgPrng.pick([2, 16, 256]),
+    };
+    const plan = planFaults(o.faults, planPrng);
+    this.config = { nodes: o.nodes, faults: o.faults, settings, membership, plan, bug: o.bug?.name };
+
+    this.peerNet = new SimNetwork<Message>(this.queue, netPrng, plan.network, cloneMessage, (to, m) => {
+      const n = this.nodes.get(to);
+      if (n !== undefined && n.up) n.deliver(m);
+    });
+    this.clientNet = new SimNetwork<ClientRequest | ClientResponse>(this.queue, clientNetPrng, plan.network, (m) => ({ ...m }), (to, m) => {
+      if (to >= CLIENT_ENDPOINT_BASE) this.clients[to - CLIENT_ENDPOINT_BASE]?.onResponse(m as ClientResponse);
+      else {
+        const n = this.nodes.get(to);
+        if (n !== undefined && n.up) n.onClientRequest(m as ClientRequest);
+      }
+    });
+
+    const env: NodeEnv = {
+      queue: this.queue,
+      settings,
+      safety: this.safety,
+      trace: this.trace,
+      raftClass: o.bug?.raftClass,
+      sendBeforeFsync: o.bug?.sendBeforeFsync === true,
+      sendPeer: (from, m) => this.sendPeer(from, m),
+      replyClient: (from, to, resp) => this.clientNet.send(from, to, resp),
+      nextReadId: () => ++this.readId,
+      violation: (v) => this.safety.report(v),
+      onLeader: (n, term) => this.onLeader(n, term),
+      onConfApplied: (n, cc, index) => this.onConfApplied(n, cc, index),
+    };
+    const total = o.nodes + (membership ? 1 : 0);
+    for (let id = 1; id <= total; id++) {
+      const p = nodePrngs.fork();
+      const drift = 1 + (p.next() * 2 - 1) * o.clockDriftFraction;
+      this.nodes.set(id, new SimNode(id, env, p, { ...plan.disk }, o.tickIntervalMs * drift));
+    }
+    for (let c = 0; c < o.clients; c++) {
+      this.clients.push(
+        new SimClient(
+          CLIENT_ENDPOINT_BASE + c,
+          {
+            queue: this.queue,
+            history: this.history,
+            trace: this.trace,
+            send: (from, to, req) => this.clientNet.send(from, to, req),
+            targets: () => this.targets(),
+          },
+          clientPrngs.fork(),
+          { keys: o.keys, thinkMsMax: o.clientThinkMsMax, requestTimeoutMs: o.requestTimeoutMs, opDeadlineMs: o.opDeadlineMs },
+        ),
+      );
+    }
+    if (membership) {
+      this.spare = total;
+      this.stage = 'waiting';
+    }
+  }
+
+  run(): SeedResult {
+    const founders = [...this.nodes.keys()].filter((id) => id <= this.o.nodes);
+    let events = 0;
+    try {
+      for (const id of founders) this.nodes.get(id)!.startFounding(founders);
+      for (const c of this.clients) c.start();
+      this.scheduleFaults();
+      if (this.stage === 'waiting') {
+        const span = Math.max(1, this.quietStartMs);
+        this.queue.at(Math.floor(span * (0.1 + 0.3 * this.opPrng.next())), () => this.setStage('add-learner'));
+        this.queue.after(OPERATOR_INTERVAL_MS, () => this.operatorTick());
+      }
+      this.queue.at(Math.min(this.quietStartMs, this.endMs), () => this.stopFaults());
+      while (this.queue.runNext(this.endMs)) {
+        events++;
+        if (this.safety.violations.length > 0) break; // the first violation is the story
+      }
+    } catch (e) {
+      const err = e as Error;
+      this.safety.report({
+        invariant: 'exception',
+        message: `${err.name}: ${err.message}`,
+        atMs: this.queue.nowMs,
+        nodes: [],
+        detail: (err.stack ?? '').split('\n').slice(1, 6),
+      });
+    }
+    for (const c of this.clients) c.stopped = true;
+
+    let lin: LinVerdict = 'ok';
+    let linSteps = 0;
+    if (this.safety.violations.length === 0) {
+      const r = checkLinearizability(this.history.ops, { stepBudget: this.o.linearizabilityStepBudget });
+      lin = r.verdict;
+      linSteps = r.steps;
+      for (const k of r.keys) {
+        if (k.verdict !== 'violation') continue;
+        this.safety.report({
+          invariant: 'linearizability',
+          message: `the history of key ${k.key} (${k.ops} ops) is not linearizable`,
+          atMs: this.queue.nowMs,
+          nodes: [],
+          key: k.key,
+          detail: k.detail,
+        });
+      }
+    }
+    const violations = this.safety.violations;
+    return {
+      seed: this.seed,
+      ok: violations.length === 0,
+      violations,
+      linearizability: lin,
+      traceHash: (this.trace.hash >>> 0).toString(16).padStart(8, '0'),
+      replay: replayCommand(this.seed, this.o),
+      trace: violations.length > 0 ? this.explain(violations[0]!) : [],
+      stats: this.stats(events, linSteps),
+      config: this.config,
+      history: this.history.ops,
+    };
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Network
+
+  private sendPeer(from: SimNode, m: Message): void {
+    const now = this.queue.nowMs;
+    this.trace.fold(now, m.from * 4096 + m.to, (TYPE_CODE.get(m.type) ?? 0) * 65536 + m.entries.length, m.term * 1048576 + m.index);
+    if (LEADER_ONLY.has(m.type)) this.safety.observeLeader(m.from, m.term, now);
+    const dest = this.nodes.get(m.to);
+    if (dest === undefined || !dest.started) return; // no such machine (yet)
+    // A transport notices a dead or unreachable peer (connection refused / timed out).
+    if ((m.type === MessageType.App || m.type === MessageType.Snap) && (!dest.up || this.peerNet.isCut(m.from, m.to))) from.reportUnreachable(m.to);
+    this.peerNet.send(m.from, m.to, m);
+  }
+
+  private targets(): NodeId[] {
+    const out: NodeId[] = [];
+    for (const n of this.nodes.values()) if (n.started && !n.retired) out.push(n.id);
+    return out;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Observations
+
+  private onLeader(n: SimNode, term: number): void {
+    const now = this.queue.nowMs;
+    this.safety.observeLeader(n.id, term, now);
+    const log = n.raw.raft.log;
+    this.safety.checkLeaderLog(n.id, term, { firstIndex: log.firstIndex(), lastIndex: log.lastIndex(), termAt: (i) => log.termOrUndefined(i) ?? -1 }, now);
+    this.trace.event(now, 'raft', [n.id], `node ${n.id} became leader of term ${term} (last index ${log.lastIndex()}, commit ${log.committed})`);
+  }
+
+  private onConfApplied(n: SimNode, cc: ConfChange, index: number): void {
+    if (index <= this.o.nodes) return; // the bootstrap entries
+    this.trace.event(this.queue.nowMs, 'raft', [n.id, cc.nodeId], () => `node ${n.id} applied ${ConfChangeType[cc.type]}(${cc.nodeId}) at index ${index}: voters ${n.conf.voters.join(',')} learners ${n.conf.learners.join(',') || '-'}`);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Faults
+
+  private scheduleFaults(): void {
+    const plan = this.config.plan;
+    const jitter = (mean: number): number => Math.floor(mean * (0.5 + this.faultPrng.next()));
+    if (plan.partitionMeanIntervalMs > 0) {
+      const loop = (): void => {
+        if (this.faultsStopped) return;
+        if (!this.partitionActive) this.formPartition();
+        this.queue.after(jitter(plan.partitionMeanIntervalMs), loop);
+      };
+      this.queue.after(jitter(plan.partitionMeanIntervalMs), loop);
+    }
+    if (plan.crashMeanIntervalMs > 0) {
+      const loop = (): void => {
+        if (this.faultsStopped) return;
+        this.crashOne();
+        this.queue.after(jitter(plan.crashMeanIntervalMs), loop);
+      };
+      this.queue.after(jitter(plan.crashMeanIntervalMs), loop);
+    }
+  }
+
+  private formPartition(): void {
+    const ids = this.targets();
+    if (ids.length < 2) return;
+    const shape = pickPartition(ids, this.faultPrng);
+    const net = this.peerNet;
+    switch (shape.kind) {
+      case 'split':
+        net.partition(shape.groups);
+        break;
+      case 'isolate':
+        net.partition([[shape.node], shape.rest]);
+        break;
+      case 'one-way':
+        net.cutOneWay(shape.senders, shape.receivers);
+        break;
+      case 'bridge':
+        net.partition([shape.left, shape.right]);
+        break;
+    }
+    this.partitionActive = true;
+    this.partitions++;
+    const now = this.queue.nowMs;
+    this.trace.event(now, 'fault', [], describePartition(shape));
+    this.queue.after(50 + this.faultPrng.int(this.config.plan.partitionMaxMs), () => {
+      if (this.faultsStopped || !this.partitionActive) return;
+      this.peerNet.heal();
+      this.partitionActive = false;
+      this.trace.event(this.queue.nowMs, 'fault', [], 'network healed');
+    });
+  }
+
+  private crashOne(): void {
+    const up = [...this.nodes.values()].filter((n) => n.up);
+    if (up.length === 0) return;
+    const syncing = up.filter((n) => n.busy);
+    const pool = syncing.length > 0 && this.faultPrng.chance(this.config.plan.crashDuringFsyncBias) ? syncing : up;
+    const n = this.faultPrng.pick(pool);
+    const wasSyncing = n.busy;
+    const lostBefore = n.stats.writesLost;
+    n.crash();
+    const now = this.queue.nowMs;
+    this.trace.event(now, 'fault', [n.id], `crash node ${n.id}${wasSyncing ? ' during an fsync' : ''} (${n.stats.writesLost - lostBefore} unsynced writes lost)`);
+    const downMs = 10 + this.faultPrng.int(this.config.plan.downMaxMs);
+    this.queue.after(downMs, () => {
+      if (this.faultsStopped || n.up || n.retired) return;
+      n.restart();
+      this.trace.event(this.queue.nowMs, 'fault', [n.id], `restart node ${n.id} (term ${n.raw.raft.term}, commit ${n.raw.raft.log.committed}, applied ${n.appliedIndex})`);
+    });
+  }
+
+  /** The quiet period: heal, restart, make the network and disks reliable; then judge liveness. */
+  private stopFaults(): void {
+    this.faultsStopped = true;
+    this.peerNet.heal();
+    this.partitionActive = false;
+    this.peerNet.setProfile({ ...RELIABLE_NETWORK });
+    this.clientNet.setProfile({ ...RELIABLE_NETWORK });
+    for (const n of this.nodes.values()) {
+      n.disk.profile = { ...STEADY_DISK };
+      if (n.started && !n.up && !n.retired) n.restart();
+    }
+    this.trace.event(this.queue.nowMs, 'fault', [], 'faults stop: network healed and reliable, every node up');
+    this.queue.after(0, () => this.livenessTick());
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Liveness
+
+  private livenessTick(): void {
+    if (this.livenessDone) return;
+    const now = this.queue.nowMs;
+    const tick = this.o.tickIntervalMs;
+    const leaderDeadline = this.quietStartMs + this.o.livenessLeaderTicks * tick;
+    const clientDeadline = this.quietStartMs + this.o.livenessClientTicks * tick;
+    if (this.leaderEstablishedMs < 0) {
+      if (this.stableLeader() !== undefined) this.leaderEstablishedMs = now;
+      else if (now >= leaderDeadline) {
+        this.safety.report({
+          invariant: 'liveness',
+          message: `no leader with a live quorum ${this.o.livenessLeaderTicks} ticks after the faults stopped`,
+          atMs: now,
+          nodes: [],
+          detail: this.describeNodes(),
+        });
+        this.livenessDone = true;
+        return;
+      }
+    }
+    if (now >= clientDeadline) {
+      const stuck = this.clients.filter((c) => c.lastOkCallMs < this.quietStartMs).map((c) => c.endpoint);
+      if (stuck.length > 0) {
+        this.safety.report({
+          invariant: 'liveness',
+          message: `clients ${stuck.join(',')} completed no operation within ${this.o.livenessClientTicks} ticks after the faults stopped`,
+          atMs: now,
+          nodes: [],
+          detail: this.describeNodes(),
+        });
+      }
+      this.livenessDone = true;
+      return;
+    }
+    const next = this.leaderEstablishedMs < 0 ? Math.min(leaderDeadline, now + tick) : clientDeadline;
+    if (next <= this.endMs) this.queue.at(next, () => this.livenessTick());
+  }
+
+  /** An up leader followed, in its term, by a majority of the voters it knows. */
+  private stableLeader(): SimNode | undefined {
+    for (const l of this.nodes.values()) {
+      if (!l.up || l.raw.raft.role !== Role.Leader) continue;
+      const voters = l.conf.voters;
+      if (voters.length === 0) continue;
+      let following = 0;
+      for (const v of voters) {
+        const n = this.nodes.get(v);
+        if (n !== undefined && n.up && n.raw.raft.lead === l.id && n.raw.raft.term === l.raw.raft.term) following++;
+      }
+      if (following * 2 > voters.length) return l;
+    }
+    return undefined;
+  }
+
+  private describeNodes(): string[] {
+    return [...this.nodes.values()]
+      .filter((n) => n.started)
+      .map((n) => {
+        if (!n.up) return `node ${n.id}: ${n.retired ? 'retired' : 'down'}`;
+        const r = n.raw.raft;
+        return `node ${n.id}: ${r.role} term ${r.term} lead ${r.lead} commit ${r.log.committed} applied ${n.appliedIndex} last ${r.log.lastIndex()} voters ${n.conf.voters.join(',')}`;
+      });
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Membership operator: add a learner, promote it, remove a founding voter, retire it.
+
+  private setStage(s: Stage): void {
+    this.stage = s;
+    this.stageSinceMs = this.queue.nowMs;
+    this.nextProposeAtMs = 0;
+    this.trace.event(this.queue.nowMs, 'raft', [], `operator: ${s}`);
+  }
+
+  private currentLeader(): SimNode | undefined {
+    let best: SimNode | undefined;
+    for (const n of this.nodes.values()) {
+      if (n.up && n.raw.raft.role === Role.Leader && (best === undefined || n.raw.raft.term > best.raw.raft.term)) best = n;
+    }
+    return best;
+  }
+
+  private propose(leader: SimNode, cc: ConfChange): void {
+    const now = this.queue.nowMs;
+    if (now < this.nextProposeAtMs) return;
+    this.nextProposeAtMs = now + 500;
+    if (leader.proposeConfChange(cc)) {
+      this.trace.event(now, 'raft', [leader.id, cc.nodeId], `operator: node ${leader.id} proposes ${ConfChangeType[cc.type]}(${cc.nodeId})`);
+    }
+  }
+
+  private operatorTick(): void {
+    if (this.stage === 'done') return;
+    this.queue.after(OPERATOR_INTERVAL_MS, () => this.operatorTick());
+    if (this.stage === 'waiting') return;
+    const spare = this.nodes.get(this.spare)!;
+    const leader = this.currentLeader();
+    const now = this.queue.nowMs;
+    switch (this.stage) {
+      case 'add-learner':
+        if (!spare.started) spare.startEmpty();
+        if (leader === undefined) return;
+        if (leader.conf.learners.includes(this.spare) || leader.conf.voters.includes(this.spare)) return this.setStage('promote');
+        return this.propose(leader, { type: ConfChangeType.AddLearner, nodeId: this.spare });
+      case 'promote':
+        if (leader === undefined) return;
+        if (leader.conf.voters.includes(this.spare)) {
+          const founders = leader.conf.voters.filter((id) => id !== this.spare);
+          this.victim = this.opPrng.pick(founders);
+          return this.setStage('remove');
+        }
+        // Promote once the learner has caught up (or after a while, caught up or not).
+        if (!(spare.up && spare.appliedIndex + 5 >= leader.appliedIndex) && now - this.stageSinceMs < 3000) return;
+        return this.propose(leader, { type: ConfChangeType.AddVoter, nodeId: this.spare });
+      case 'remove':
+        if (leader === undefined) return;
+        if (!leader.conf.voters.includes(this.victim) && !leader.conf.learners.includes(this.victim)) {
+          this.setStage('retire');
+          const victim = this.nodes.get(this.victim)!;
+          this.queue.after(500 + this.opPrng.int(1500), () => {
+            victim.retire();
+            this.trace.event(this.queue.nowMs, 'raft', [victim.id], `operator: node ${victim.id} retired`);
+            this.setStage('done');
+          });
+          return;
+        }
+        return this.propose(leader, { type: ConfChangeType.RemoveNode, nodeId: this.victim });
+      default:
+        return;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Reporting
+
+  private explain(v: Violation): string[] {
+    const lines = [`${v.invariant} violated at ${v.atMs} ms: ${v.message}`];
+    if (v.detail !== undefined) lines.push(...v.detail.map((d) => `  ${d}`));
+    const relevant = (e: TraceEvent): boolean => {
+      if (e.kind === 'fault') return true;
+      if (e.kind === 'client') return v.key !== undefined && e.key === v.key;
+      return v.nodes.length === 0 || e.nodes.length === 0 || e.nodes.some((id) => v.nodes.includes(id));
+    };
+    lines.push(`last ${TRACE_LINES_ON_VIOLATION} relevant events:`);
+    lines.push(...this.trace.recent(TRACE_LINES_ON_VIOLATION, relevant).map((l) => `  ${l}`));
+    return lines;
+  }
+
+  private stats(events: number, linSteps: number): SeedStats {
+    let maxTerm = 0;
+    let maxCommit = 0;
+    let crashes = 0;
+    let writesLost = 0;
+    let fsyncs = 0;
+    let snapsTaken = 0;
+    let snapsInstalled = 0;
+    for (const n of this.nodes.values()) {
+      if (n.started) {
+        maxTerm = Math.max(maxTerm, n.raw.raft.term);
+        maxCommit = Math.max(maxCommit, n.raw.raft.log.committed);
+      }
+      crashes += n.stats.crashes;
+      writesLost += n.stats.writesLost;
+      fsyncs += n.stats.fsyncs;
+      snapsTaken += n.stats.snapshotsTaken;
+      snapsInstalled += n.stats.snapshotsInstalled;
+    }
+    const ps = this.peerNet.stats;
+    const count = (s: HistoryOp['status']): number => this.history.ops.filter((op) => op.status === s).length;
+    let leaderTerms = 0;
+    for (let t = 1; t <= maxTerm; t++) if (this.safety.leaderOf(t) !== undefined) leaderTerms++;
+    return {
+      virtualMs: this.queue.nowMs,
+      events,
+      messagesSent: ps.sent,
+      messagesDelivered: ps.delivered,
+      messagesLost: ps.lost,
+      messagesCut: ps.cutByPartition,
+      messagesDuplicated: ps.duplicated,
+      leaderTerms,
+      maxTerm,
+      maxCommitIndex: maxCommit,
+      crashes,
+      writesLostOnCrash: writesLost,
+      partitions: this.partitions,
+      fsyncs,
+      snapshotsTaken: snapsTaken,
+      snapshotsInstalled: snapsInstalled,
+      membershipStage: this.stage,
+      clientOk: count('ok'),
+      clientFail: count('fail'),
+      clientIndeterminate: count('indeterminate'),
+      linearizabilitySteps: linSteps,
+    };
+  }
+}

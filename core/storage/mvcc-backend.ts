@@ -1,0 +1,349 @@
+/**
+ * Persistence of the applied MVCC state (core/kv KvStore) in LevelDB (classic-level), so a
+ * restart loads the state instead of replaying the whole Raft log. Not responsible for the
+ * Raft log itself (the log storage is), nor for deciding when to persist (the node calls
+ * `persist` after applying a group of committed entries).
+ *
+ * Layout (one LevelDB directory of its own):
+ *   'm/gen'                         u32: the live generation of the data keys
+ *   'm/state'                       CBOR {appliedIndex, appliedTerm, currentRevision, compactRevision}
+ *   'm/conf'                        the Raft ConfState bytes the caller hands in (opaque here)
+ *   'd' gen:u32 'r' main:u64 sub:u32   one record (revision-keyed, as etcd's "key" bucket)
+ *   'd' gen:u32 'l' id:u64             one lease: CBOR [ttlSeconds]
+ * Records: flags:u8 (1 = tombstone) keyLen:u32 key create:f64 version:f64 lease:f64 value.
+ *
+ * Atomicity: each `persist` is one LevelDB batch carrying the records, the applied index
+ * and the ConfState together, so after a crash the state and its applied index agree; Raft
+ * then re-applies entries after that index (KvStore skips those at or below it). A restored
+ * snapshot is written under a new generation and switched to with one batch; a crash midway
+ * leaves the old generation live and the partial one is cleared at the next open.
+ *
+ * A failed write poisons the backend (every later persist rejects with it): restart the node,
+ * which reloads the last good state and re-applies the rest from the Raft log.
+ *
+ * Durability: `persist({ sync: false })` (the default) is not fsynced — losing it only means
+ * re-applying entries from the Raft log. Before the Raft log is compacted up to index N, call
+ * `persist({ sync: true })` and check `durableAppliedIndex >= N`.
+ *
+ * The in-memory index (key → revisions) is rebuilt at open from the records.
+ */
+import { ClassicLevel } from 'classic-level';
+import { Decoder, Encoder } from 'cbor-x';
+import { KvError } from '../kv/errors.js';
+import type { KvRecord } from '../kv/mvcc.js';
+import { StateImage } from '../kv/snapshot.js';
+import { StateBuilder } from '../kv/state-builder.js';
+import { KvStore, type KvStoreOptions, type StateChanges } from '../kv/store.js';
+
+const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
+const decoder = new Decoder({ useRecords: false, mapsAsObjects: true });
+
+const META_GEN = Buffer.from('m/gen');
+const META_STATE = Buffer.from('m/state');
+const META_CONF = Buffer.from('m/conf');
+const DATA = 0x64; // 'd'
+const REC = 0x72; // 'r'
+const LEASE = 0x6c; // 'l'
+
+/** Bytes of records written per LevelDB batch during a full rewrite. */
+export const MVCC_REWRITE_BATCH_BYTES = 4 * 1024 * 1024;
+/** Entries read per iterator step at open. */
+const LOAD_STEP_ENTRIES = 4096;
+
+function recordKey(gen: number, main: number, sub: number): Buffer {
+  const k = Buffer.allocUnsafe(18);
+  k[0] = DATA;
+  k.writeUInt32BE(gen, 1);
+  k[5] = REC;
+  k.writeUInt32BE(Math.floor(main / 2 ** 32), 6);
+  k.writeUInt32BE(main >>> 0, 10);
+  k.writeUInt32BE(sub, 14);
+  return k;
+}
+
+function leaseKey(gen: number, id: number): Buffer {
+  const k = Buffer.allocUnsafe(14);
+  k[0] = DATA;
+  k.writeUInt32BE(gen, 1);
+  k[5] = LEASE;
+  k.writeUInt32BE(Math.floor(id / 2 ** 32), 6);
+  k.writeUInt32BE(id >>> 0, 10);
+  return k;
+}
+
+/** [from, to) of one generation's keys of one kind; kind undefined = the whole generation. */
+function genRange(gen: number, kind?: number): { gte: Buffer; lt: Buffer } {
+  const lo = Buffer.from([DATA, 0, 0, 0, 0, kind ?? 0]);
+  lo.writeUInt32BE(gen, 1);
+  const hi = Buffer.from(lo);
+  if (kind === undefined) {
+    hi.writeUInt32BE(gen + 1, 1);
+    return { gte: lo.subarray(0, 5), lt: hi.subarray(0, 5) };
+  }
+  hi[5] = kind + 1;
+  return { gte: lo, lt: hi };
+}
+
+function encodeRecordValue(r: KvRecord): Buffer {
+  const key = r.hist.key;
+  const value = r.value;
+  const out = Buffer.allocUnsafe(1 + 4 + key.byteLength + 24 + (value?.byteLength ?? 0));
+  out[0] = value === null ? 1 : 0;
+  out.writeUInt32BE(key.byteLength, 1);
+  out.set(key, 5);
+  let o = 5 + key.byteLength;
+  out.writeDoubleBE(r.createRevision, o);
+  out.writeDoubleBE(r.version, o + 8);
+  out.writeDoubleBE(r.lease, o + 16);
+  if (value) out.set(value, o + 24);
+  return out;
+}
+
+function corrupt(detail: string): KvError {
+  return new KvError('SNAPSHOT_CORRUPT', `mvcc backend: ${detail}`);
+}
+
+export interface MvccBackendLoadStats {
+  records: number;
+  keys: number;
+  leases: number;
+  loadMs: number;
+}
+
+export interface PersistOptions {
+  /** The Raft ConfState as of the applied index (opaque bytes), stored in the same batch. */
+  confState?: Uint8Array;
+  /** fsync this batch (needed before the Raft log is compacted past the applied index). */
+  sync?: boolean;
+}
+
+export class MvccBackend {
+  private chain: Promise<void> = Promise.resolve();
+  private _durableAppliedIndex: number;
+  private _confState: Uint8Array | undefined;
+  private closed = false;
+  /** A failed write leaves the disk behind memory for good: every later persist refuses. */
+  private failure: Error | undefined;
+
+  private constructor(
+    private readonly db: ClassicLevel<Buffer, Buffer>,
+    private gen: number,
+    readonly store: KvStore,
+    readonly loadStats: MvccBackendLoadStats,
+    confState: Uint8Array | undefined,
+  ) {
+    this._durableAppliedIndex = store.appliedIndex;
+    this._confState = confState;
+  }
+
+  /** Opens (creating if needed) the backend in `dir` and loads the state into a new KvStore. */
+  static async open(dir: string, storeOptions: KvStoreOptions = {}): Promise<MvccBackend> {
+    const started = performance.now();
+    const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+    await db.open();
+    try {
+      const genBytes = await db.get(META_GEN);
+      const gen = genBytes ? genBytes.readUInt32BE(0) : 0;
+      const stateBytes = await db.get(META_STATE);
+      const meta = stateBytes
+        ? decodeMeta(stateBytes)
+        : { appliedIndex: 0, appliedTerm: 0, currentRevision: 1, compactRevision: -1 };
+      const confState = await db.get(META_CONF);
+
+      const builder = new StateBuilder();
+      const recIt = db.iterator(genRange(gen, REC));
+      try {
+        // Read the next step while decoding this one: LevelDB reads on the thread pool.
+        let pending = recIt.nextv(LOAD_STEP_ENTRIES);
+        for (;;) {
+          const entries = await pending;
+          if (entries.length === 0) break;
+          pending = recIt.nextv(LOAD_STEP_ENTRIES);
+          for (const [k, v] of entries) addStoredRecord(builder, k, v);
+        }
+      } finally {
+        await recIt.close();
+      }
+      let leases = 0;
+      const leaseIt = db.iterator(genRange(gen, LEASE));
+      try {
+        for (;;) {
+          const entries = await leaseIt.nextv(LOAD_STEP_ENTRIES);
+          if (entries.length === 0) break;
+          for (const [k, v] of entries) {
+            const id = k.readUInt32BE(6) * 2 ** 32 + k.readUInt32BE(10);
+            const ttl = decodeMeta(v) as unknown;
+            if (!Array.isArray(ttl)) throw corrupt('bad lease value');
+            builder.addLease(id, ttl[0]);
+            leases++;
+          }
+        }
+      } finally {
+        await leaseIt.close();
+      }
+      const records = builder.recordCount;
+      const state = builder.finish({
+        currentRevision: meta.currentRevision!,
+        compactRevision: meta.compactRevision!,
+        appliedIndex: meta.appliedIndex!,
+        appliedTerm: meta.appliedTerm!,
+      });
+      // Leftovers of an interrupted rewrite (or of older generations) are not part of the state.
+      await db.clear({ gte: Buffer.from([DATA]), lt: genRange(gen).gte });
+      await db.clear({ gte: genRange(gen).lt, lt: Buffer.from([DATA + 1]) });
+
+      const store = new KvStore(storeOptions);
+      store.install(state, false);
+      store.trackChanges();
+      const stats = { records, keys: state.hists.size, leases, loadMs: performance.now() - started };
+      return new MvccBackend(db, gen, store, stats, confState);
+    } catch (e) {
+      await db.close();
+      throw e;
+    }
+  }
+
+  /** Applied index of the last batch written with `sync: true` (or loaded at open). */
+  get durableAppliedIndex(): number {
+    return this._durableAppliedIndex;
+  }
+
+  /** The ConfState bytes last persisted (or loaded at open). */
+  get confState(): Uint8Array | undefined {
+    return this._confState;
+  }
+
+  /**
+   * Writes everything applied since the last persist as one batch (after a snapshot restore:
+   * a full rewrite under a new generation). The changes are taken synchronously when called;
+   * writes are serialized in call order.
+   */
+  persist(opts: PersistOptions = {}): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('mvcc backend is closed'));
+    if (this.failure) return Promise.reject(this.failure);
+    const changes = this.store.drainChanges();
+    // A full rewrite must read the image now, at the same cut as the drained changes.
+    const image = changes.full ? new StateImage(this.store) : undefined;
+    const conf = opts.confState ? Buffer.from(opts.confState) : undefined;
+    if (conf) this._confState = conf;
+    const run = image
+      ? () => this.rewrite(image, changes, conf)
+      : () => this.writeChanges(changes, conf, opts.sync ?? false);
+    const p = this.chain.then(() => {
+      if (this.failure) throw this.failure;
+      return run();
+    });
+    this.chain = p.catch((e: unknown) => {
+      // These changes were drained and are lost to the disk: the node must restart (and
+      // re-apply from the Raft log) rather than write later batches over a gap.
+      this.failure ??= e instanceof Error ? e : new Error(String(e));
+    });
+    return p;
+  }
+
+  private stateValue(c: StateChanges): Buffer {
+    return encoder.encode({
+      appliedIndex: c.appliedIndex,
+      appliedTerm: c.appliedTerm,
+      currentRevision: c.currentRevision,
+      compactRevision: c.compactRevision,
+    });
+  }
+
+  private async writeChanges(c: StateChanges, conf: Buffer | undefined, sync: boolean): Promise<void> {
+    const ops: Array<{ type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer }> = [];
+    const gen = this.gen;
+    for (const r of c.appended) ops.push({ type: 'put', key: recordKey(gen, r.main, r.sub), value: encodeRecordValue(r) });
+    for (const r of c.removed) ops.push({ type: 'del', key: recordKey(gen, r.main, r.sub) });
+    for (const op of c.leaseOps) {
+      if ('put' in op) ops.push({ type: 'put', key: leaseKey(gen, op.put.id), value: encoder.encode([op.put.ttlSeconds]) });
+      else ops.push({ type: 'del', key: leaseKey(gen, op.del) });
+    }
+    ops.push({ type: 'put', key: META_STATE, value: this.stateValue(c) });
+    if (conf) ops.push({ type: 'put', key: META_CONF, value: conf });
+    await this.db.batch(ops, { sync });
+    if (sync) this._durableAppliedIndex = Math.max(this._durableAppliedIndex, c.appliedIndex);
+  }
+
+  /** Writes the whole image under the next generation, then switches to it in one synced batch. */
+  private async rewrite(image: StateImage, c: StateChanges, conf: Buffer | undefined): Promise<void> {
+    const gen = this.gen + 1;
+    try {
+      await this.db.clear(genRange(gen)); // leftovers of an abandoned rewrite
+      for (;;) {
+        const batch = image.nextBatch(MVCC_REWRITE_BATCH_BYTES);
+        if (batch.length === 0) break;
+        const ops = [];
+        for (const part of batch) {
+          for (const r of part.records) ops.push({ type: 'put' as const, key: recordKey(gen, r.main, r.sub), value: encodeRecordValue(r) });
+        }
+        await this.db.batch(ops);
+      }
+      const ops: Array<{ type: 'put'; key: Buffer; value: Buffer }> = [];
+      for (const l of image.leases) ops.push({ type: 'put', key: leaseKey(gen, l.id), value: encoder.encode([l.ttlSeconds]) });
+      const genValue = Buffer.alloc(4);
+      genValue.writeUInt32BE(gen);
+      ops.push({ type: 'put', key: META_GEN, value: genValue });
+      ops.push({
+        type: 'put',
+        key: META_STATE,
+        value: this.stateValue({
+          ...c,
+          appliedIndex: image.appliedIndex,
+          appliedTerm: image.appliedTerm,
+          currentRevision: image.revision,
+          compactRevision: image.compactRevision,
+        }),
+      });
+      if (conf) ops.push({ type: 'put', key: META_CONF, value: conf });
+      await this.db.batch(ops, { sync: true });
+    } catch (e) {
+      // Another restore replaced the state meanwhile: its own full rewrite is queued behind
+      // this one, and the old generation is still the live one. Not a failure.
+      if (image.superseded) return;
+      throw e;
+    } finally {
+      image.close();
+    }
+    const old = this.gen;
+    this.gen = gen;
+    this._durableAppliedIndex = image.appliedIndex;
+    await this.db.clear(genRange(old));
+  }
+
+  /** Waits for pending writes and closes the database. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.chain;
+    await this.db.close();
+  }
+}
+
+function decodeMeta(bytes: Buffer): Record<string, number> {
+  try {
+    return decoder.decode(bytes) as Record<string, number>;
+  } catch {
+    throw corrupt('undecodable metadata');
+  }
+}
+
+function addStoredRecord(builder: StateBuilder, k: Buffer, v: Buffer): void {
+  if (k.byteLength !== 18 || v.byteLength < 29) throw corrupt('bad record entry');
+  const main = k.readUInt32BE(6) * 2 ** 32 + k.readUInt32BE(10);
+  const sub = k.readUInt32BE(14);
+  const keyLen = v.readUInt32BE(1);
+  if (5 + keyLen + 24 > v.byteLength) throw corrupt('bad record length');
+  const key = v.subarray(5, 5 + keyLen);
+  const o = 5 + keyLen;
+  const tomb = v[0] === 1;
+  builder.addRecord(
+    key,
+    main,
+    sub,
+    v.readDoubleBE(o),
+    v.readDoubleBE(o + 8),
+    v.readDoubleBE(o + 16),
+    tomb ? null : v.subarray(o + 24),
+  );
+}

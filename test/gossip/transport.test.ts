@@ -1,0 +1,229 @@
+/**
+ * GossipNode on real UDP/TCP sockets (127.0.0.1, LOCAL_CONFIG timing): membership end to end,
+ * then everything that must be dropped and counted rather than crash the node — wrong key,
+ * replays, random / truncated / oversized datagrams and stream frames (fuzzed with fast-check) —
+ * the inbound-stream limit, cluster-wide key rotation and the event-consumer limit.
+ */
+import t from 'tap';
+import fc from 'fast-check';
+import { createSocket } from 'node:dgram';
+import { connect } from 'node:net';
+import { encodePacket, encodeStreamFrame } from '../../core/gossip/codec/index.js';
+import { LOCAL_CONFIG, detectionBoundMs } from '../../core/gossip/config.js';
+import { Keyring, generateKey } from '../../core/gossip/keyring/index.js';
+import { MAX_EVENT_BUFFER, MAX_INBOUND_STREAMS, MAX_STREAM_FRAME_BYTES, MAX_UDP_PACKET_BYTES } from '../../core/gossip/limits.js';
+import { MsgType, type MemberEvent } from '../../core/gossip/types.js';
+import { GossipNode, type GossipEvent } from '../../core/net/gossip-node.js';
+
+const HOST = '127.0.0.1';
+const SECRET = 'transport-test-secret';
+
+async function startNode(name: string, secret = SECRET): Promise<GossipNode> {
+  return GossipNode.start({ name, bindHost: HOST, bindPort: 0, keyring: Keyring.fromSecret(secret), config: { ...LOCAL_CONFIG }, meta: { role: 'worker' } });
+}
+
+async function waitFor(what: string, pred: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+function collect(node: GossipNode): GossipEvent[] {
+  const seen: GossipEvent[] = [];
+  void (async () => {
+    try {
+      for await (const e of node.events()) seen.push(e);
+    } catch {
+      // stopped
+    }
+  })();
+  return seen;
+}
+
+async function sendUdp(port: number, buf: Uint8Array): Promise<void> {
+  const s = createSocket('udp4');
+  await new Promise<void>((r) => s.send(buf, port, HOST, () => r()));
+  s.close();
+}
+
+/** Opens a TCP connection, writes bytes, and resolves when the server closes it (or after 2 s). */
+async function tcpExchange(port: number, bytes: Uint8Array, endAfterWrite = true): Promise<Buffer> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    const s = connect({ host: HOST, port }, () => {
+      s.write(bytes);
+      if (endAfterWrite) s.end();
+    });
+    const timer = setTimeout(() => s.destroy(), 2_000);
+    s.on('data', (c) => chunks.push(c));
+    s.on('error', () => {});
+    s.on('close', () => {
+      clearTimeout(timer);
+      resolve(Buffer.concat(chunks));
+    });
+  });
+}
+
+function frameOf(sealed: Buffer): Buffer {
+  const head = Buffer.alloc(4);
+  head.writeUInt32BE(sealed.length, 0);
+  return Buffer.concat([head, sealed]);
+}
+
+t.test('membership over real sockets: join, crash, leave, metadata', async (t) => {
+  const nodes = await Promise.all(['a', 'b', 'c', 'd'].map((n) => startNode(n)));
+  t.teardown(() => Promise.all(nodes.map((n) => n.stop())));
+  const seen = collect(nodes[0]!);
+  for (const n of nodes.slice(1)) t.equal(await n.join([{ host: HOST, port: nodes[0]!.port }]), 1);
+  await waitFor('convergence', () => nodes.every((n) => n.members().filter((m) => m.status === 'alive').length === 4));
+  t.pass('all four see four alive members');
+
+  nodes[3]!.updateMeta({ role: 'manager' });
+  await waitFor('metadata', () => nodes.every((n) => n.members().find((m) => m.name === 'd')!.meta.role === 'manager'));
+  t.ok(seen.some((e) => e.type === 'update' && e.member.name === 'd'), 'update event');
+
+  const crashAt = Date.now();
+  await nodes[2]!.stop(); // no leave: looks like a crash
+  await waitFor('failure detection', () => seen.some((e) => e.type === 'fail' && e.member.name === 'c'), detectionBoundMs(LOCAL_CONFIG, 4) + 3_000);
+  t.ok(Date.now() - crashAt <= detectionBoundMs(LOCAL_CONFIG, 4) + 1_000, `c reported failed after ${Date.now() - crashAt} ms`);
+
+  await nodes[1]!.leave();
+  await nodes[1]!.stop();
+  await waitFor('leave', () => seen.some((e) => e.type === 'leave' && e.member.name === 'b'));
+  t.notOk(seen.some((e) => e.type === 'fail' && e.member.name === 'b'), 'b left, it did not fail');
+  t.match(seen[0]!.at, /^\d{4}-\d\d-\d\dT/, 'events carry wall-clock time');
+});
+
+t.test('a node without the key cannot join; its packets are dropped and counted', async (t) => {
+  const a = await startNode('a');
+  const evil = await startNode('evil', 'another secret');
+  t.teardown(() => Promise.all([a.stop(), evil.stop()]));
+  await t.rejects(evil.join([{ host: HOST, port: a.port }]), { code: 'GOSSIP_JOIN_FAILED' });
+  t.ok(a.metrics().authFailures >= 1, 'the forged stream was counted');
+  const forged = Keyring.fromSecret('another secret').seal(encodePacket([{ t: MsgType.Alive, name: 'evil', incarnation: 9, host: HOST, port: evil.port, meta: {}, protocol: 1 }]), 'udp');
+  const before = a.metrics().authFailures;
+  await sendUdp(a.port, forged);
+  await waitFor('auth failure counted', () => a.metrics().authFailures > before);
+  t.equal(a.members().length, 1, 'nothing was injected');
+});
+
+t.test('fuzz: datagrams — random, oversized, replayed, sealed garbage — are dropped and counted', async (t) => {
+  const a = await startNode('a');
+  const b = await startNode('b');
+  t.teardown(() => Promise.all([a.stop(), b.stop()]));
+  await b.join([{ host: HOST, port: a.port }]);
+  const ring = Keyring.fromSecret(SECRET);
+  const samples = fc.sample(fc.uint8Array({ minLength: 0, maxLength: 1500 }), 150);
+  for (const s of samples) await sendUdp(a.port, s);
+  await waitFor('random datagrams counted', () => a.metrics().authFailures >= samples.filter((s) => s.length > 0).length);
+  t.pass(`${samples.length} random datagrams dropped as unauthenticated`);
+
+  await sendUdp(a.port, Buffer.alloc(MAX_UDP_PACKET_BYTES + 1));
+  await waitFor('oversized counted', () => a.metrics().oversized >= 1);
+
+  const junk = fc.sample(fc.uint8Array({ minLength: 1, maxLength: 300 }), 50);
+  for (const j of junk) await sendUdp(a.port, ring.seal(j, 'udp'));
+  await waitFor('sealed junk counted as malformed', () => a.metrics().malformed >= 45);
+  t.ok(a.metrics().malformed >= 45, `${a.metrics().malformed} authenticated-but-malformed datagrams dropped`);
+
+  const ping = ring.seal(encodePacket([{ t: MsgType.Ping, seq: 77, target: 'a', source: 'fuzzer' }]), 'udp');
+  const acksBefore = a.metrics().packetsOut;
+  await sendUdp(a.port, ping);
+  await sendUdp(a.port, ping);
+  await waitFor('replay counted', () => a.metrics().replayed >= 1);
+  t.ok(a.metrics().packetsOut > acksBefore, 'the first copy was answered');
+  t.equal(a.metrics().replayed, 1, 'the second copy was dropped as a replay');
+
+  await new Promise((r) => setTimeout(r, 500));
+  t.same(a.members().map((m) => `${m.name}:${m.status}`).sort(), ['a:alive', 'b:alive'], 'the node kept working');
+});
+
+t.test('fuzz: stream frames — random, truncated, oversized, wrong key, replayed, sealed garbage', async (t) => {
+  const a = await startNode('a');
+  t.teardown(() => a.stop());
+  const ring = Keyring.fromSecret(SECRET);
+  for (const bytes of fc.sample(fc.uint8Array({ minLength: 1, maxLength: 600 }), 40)) await tcpExchange(a.port, bytes);
+  const huge = Buffer.alloc(4);
+  huge.writeUInt32BE(MAX_STREAM_FRAME_BYTES + 1, 0);
+  await tcpExchange(a.port, huge);
+  await waitFor('oversized frame counted', () => a.metrics().oversized >= 1);
+
+  const pushPull = encodeStreamFrame({ t: MsgType.PushPull, join: true, from: 'x', states: [{ name: 'x', incarnation: 0, host: HOST, port: 9, status: 'alive', meta: {}, protocol: 1 }] });
+  const valid = frameOf(ring.seal(pushPull, 'tcp'));
+  await tcpExchange(a.port, valid.subarray(0, valid.length - 5)); // truncated, then closed
+  await tcpExchange(a.port, frameOf(Keyring.fromSecret('wrong').seal(pushPull, 'tcp')));
+  const authBefore = a.metrics().authFailures;
+  await tcpExchange(a.port, frameOf(ring.seal(pushPull, 'udp'))); // a UDP-sealed payload on TCP
+  t.ok(a.metrics().authFailures > authBefore, 'kind confusion is an authentication failure');
+  const first = await tcpExchange(a.port, valid);
+  t.ok(first.length > 0, 'the valid frame got a reply');
+  const second = await tcpExchange(a.port, valid);
+  t.equal(second.length, 0, 'the replayed frame got none');
+  t.equal(a.metrics().replayed, 1);
+  for (const j of fc.sample(fc.uint8Array({ minLength: 1, maxLength: 200 }), 20)) await tcpExchange(a.port, frameOf(ring.seal(j, 'tcp')));
+  await waitFor('malformed frames counted', () => a.metrics().malformed >= 18);
+
+  const b = await startNode('b');
+  t.teardown(() => b.stop());
+  t.equal(await b.join([{ host: HOST, port: a.port }]), 1, 'a still serves real push-pulls');
+});
+
+t.test('MAX_INBOUND_STREAMS: extra connections are refused, then service resumes', async (t) => {
+  const a = await startNode('a');
+  t.teardown(() => a.stop());
+  const idle = await Promise.all(
+    Array.from({ length: MAX_INBOUND_STREAMS + 3 }, () => new Promise<ReturnType<typeof connect>>((r) => {
+      const s = connect({ host: HOST, port: a.port }, () => r(s));
+      s.on('error', () => {});
+    })),
+  );
+  await waitFor('refusals counted', () => a.metrics().streamsRefused >= 3);
+  t.equal(a.metrics().streamsRefused, 3, 'exactly the connections beyond the limit were refused');
+  for (const s of idle) s.destroy();
+  await new Promise((r) => setTimeout(r, 100));
+  const b = await startNode('b');
+  t.teardown(() => b.stop());
+  t.equal(await b.join([{ host: HOST, port: a.port }]), 1);
+});
+
+t.test('cluster-wide key rotation without downtime', async (t) => {
+  const nodes = await Promise.all(['a', 'b', 'c'].map((n) => startNode(n)));
+  t.teardown(() => Promise.all(nodes.map((n) => n.stop())));
+  for (const n of nodes.slice(1)) await n.join([{ host: HOST, port: nodes[0]!.port }]);
+  await waitFor('convergence', () => nodes.every((n) => n.members().filter((m) => m.status === 'alive').length === 3));
+  const seen = collect(nodes[1]!);
+  const oldKey = (await nodes[0]!.keyringOp('list', '')).keys![0]!.key;
+  const next = generateKey();
+  const inst = await nodes[0]!.keyringOp('install', next);
+  t.same([inst.ok, inst.members, inst.errors], [3, 3, []], 'installed everywhere');
+  const use = await nodes[2]!.keyringOp('use', next);
+  t.same([use.ok, use.errors], [3, []], 'primary everywhere');
+  const rm = await nodes[1]!.keyringOp('remove', oldKey);
+  t.same([rm.ok, rm.errors], [3, []], 'old key removed everywhere');
+  const list = await nodes[0]!.keyringOp('list', '');
+  t.same(list.keys, [{ key: next, members: 3, primaryOn: 3 }]);
+  const bad = await nodes[0]!.keyringOp('remove', next);
+  t.equal(bad.errors.length, 3, 'nobody removes its primary');
+  t.equal(bad.errors[0]!.code, 'GOSSIP_KEY_IS_PRIMARY');
+  await new Promise((r) => setTimeout(r, 1_500));
+  t.notOk(seen.some((e) => e.type === 'fail'), 'no failure during the rotation');
+  const stale = await startNode('stale'); // only knows the old (derived) key
+  t.teardown(() => stale.stop());
+  await t.rejects(stale.join([{ host: HOST, port: nodes[0]!.port }]), { code: 'GOSSIP_JOIN_FAILED' });
+});
+
+t.test('MAX_EVENT_BUFFER: a consumer that falls behind is cancelled with a clear reason', async (t) => {
+  const a = await startNode('a');
+  t.teardown(() => a.stop());
+  const it = a.events();
+  const ev: MemberEvent = { type: 'join', member: { name: 'x', host: HOST, port: 1, status: 'alive', incarnation: 0, meta: {}, statusChangedMs: 0 }, atMs: 0 };
+  const publish = (a as unknown as { publish(e: MemberEvent[]): void }).publish.bind(a);
+  publish(new Array(MAX_EVENT_BUFFER).fill(ev));
+  t.equal((await it.next()).value!.member.name, 'x', 'MAX_EVENT_BUFFER buffered events are fine');
+  publish(new Array(2).fill(ev));
+  await t.rejects(async () => {
+    for (;;) await it.next();
+  }, { code: 'GOSSIP_WATCH_OVERFLOW' });
+});
