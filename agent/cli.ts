@@ -42,13 +42,13 @@ const COMMANDS: Record<string, Command> = {
     process.stdout.write(`picloud-node ${VERSION} (node ${process.version})\n`);
     return 0;
   },
-  token: NOT_YET('token'),
+  token: async (argv) => (await import('./commands/token.js')).run(argv),
   members: NOT_YET('members'),
   keyring: NOT_YET('keyring'),
   kv: NOT_YET('kv'),
   svc: NOT_YET('svc'),
   blob: NOT_YET('blob'),
-  snapshot: NOT_YET('snapshot'),
+  snapshot: async (argv) => (await import('./commands/snapshot.js')).run(argv),
   bench: NOT_YET('bench'),
 };
 
@@ -69,6 +69,11 @@ async function main(): Promise<number> {
     if (e instanceof ConfigError) {
       process.stderr.write(`picloud-node ${cmd}: ${e.message}\n`);
       return 2;
+    }
+    // Typed errors (they carry a stable code) are the user's to act on: message only.
+    if (e instanceof Error && typeof (e as { code?: unknown }).code === 'string') {
+      process.stderr.write(`picloud-node ${cmd}: ${e.message}\n`);
+      return 1;
     }
     process.stderr.write(`picloud-node ${cmd}: ${(e as Error).stack ?? String(e)}\n`);
     return 1;

@@ -102,6 +102,11 @@ function address(flag: string, v: unknown, def: string | undefined): string | un
   return v;
 }
 
+/** Where `--dev` keeps its data when no --data-dir is given. */
+export function defaultDevDataDir(): string {
+  return join(tmpdir(), `picloud-dev-${process.getuid?.() ?? 0}`);
+}
+
 /** Parse `agent` flags; a config file supplies defaults that flags override. */
 export function parseAgentArgs(argv: string[]): AgentConfig {
   let parsed;
@@ -125,7 +130,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
   const name = (get('name') as string | undefined) ?? (dev ? 'dev' : undefined);
   if (!name) throw new ConfigError('--name is required (or use --dev)');
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(name)) throw new ConfigError(`--name: "${name}" must be 1-63 letters, digits, '.', '_' or '-'`);
-  const dataDir = (get('data-dir') as string | undefined) ?? (dev ? join(tmpdir(), `picloud-dev-${process.getuid?.() ?? 0}`) : undefined);
+  const dataDir = (get('data-dir') as string | undefined) ?? (dev ? defaultDevDataDir() : undefined);
   if (!dataDir) throw new ConfigError('--data-dir is required (or use --dev)');
   const role = ((get('role') as string | undefined) ?? 'manager') as Role;
   if (role !== 'manager' && role !== 'worker') throw new ConfigError(`--role: expected manager or worker, got "${role}"`);

@@ -207,7 +207,19 @@ export class ManagerNode {
     const backend = await MvccBackend.open(join(opts.dataDir, 'kv'));
     let joinedMembers: JoinMember[] = [];
     if (!identity) {
-      if (opts.bootstrap) {
+      if (opts.bootstrap && backend.store.appliedIndex > 0) {
+        // A restored snapshot (core/api/snapshot-restore): found a new one-member cluster
+        // whose Raft log starts with a snapshot at the image's applied index.
+        identity = { id: randomInt(1, 2 ** 47), name: opts.name, clusterId };
+        const index = backend.store.appliedIndex;
+        const conf: ConfState = { voters: [identity.id], learners: [] };
+        const chunks: Uint8Array[] = [];
+        for await (const c of backend.store.snapshot()) chunks.push(c);
+        await logStore.save({ snapshot: { metadata: { index, term: 1, conf }, data: Buffer.concat(chunks) }, hardState: { term: 1, vote: 0, commit: index } }, { sync: true });
+        const membership: AppliedMembership = { conf, members: [{ id: identity.id, ...self }] };
+        await backend.persist({ confState: enc.encode(JSON.stringify(membership)), sync: true });
+        log.info({ id: identity.id.toString(16), index, revision: backend.store.revision }, 'bootstrapped a new cluster from a restored snapshot');
+      } else if (opts.bootstrap) {
         identity = { id: randomInt(1, 2 ** 47), name: opts.name, clusterId };
         const { entries, hardState } = bootstrapEntries([{ nodeId: identity.id, context: enc.encode(JSON.stringify(self)) }]);
         await logStore.save({ entries, hardState }, { sync: true });

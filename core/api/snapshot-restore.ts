@@ -1,0 +1,30 @@
+/**
+ * `snapshot restore`: turns a snapshot file saved from the client port (etcdctl or
+ * `picloud-node snapshot save`) into the KV state of a fresh data dir. Starting an agent on
+ * that dir with --bootstrap founds a new one-member cluster holding the restored data
+ * (etcd's restore semantics: the old membership is not carried over).
+ */
+import { createReadStream, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { MvccBackend } from '../storage/mvcc-backend.js';
+import { readSnapshotFile } from '../net/etcd/snapshot-file.js';
+
+export class RestoreError extends Error {
+  readonly code = 'RESTORE_REFUSED';
+}
+
+export async function restoreSnapshotFile(file: string, dataDir: string): Promise<{ revision: number; appliedIndex: number; keys: number }> {
+  if (existsSync(join(dataDir, 'identity.json')) || existsSync(join(dataDir, 'kv'))) {
+    throw new RestoreError(`${dataDir} already holds a member's data; restore into a new directory`);
+  }
+  const { dataBytes } = await readSnapshotFile(file);
+  const backend = await MvccBackend.open(join(dataDir, 'kv'));
+  try {
+    const image = dataBytes > 0 ? createReadStream(file, { start: 0, end: dataBytes - 1 }) : [];
+    await backend.store.restore(image as AsyncIterable<Uint8Array>);
+    await backend.persist({ sync: true });
+    return { revision: backend.store.revision, appliedIndex: backend.store.appliedIndex, keys: backend.store.keyCount };
+  } finally {
+    await backend.close();
+  }
+}

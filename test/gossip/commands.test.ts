@@ -1,0 +1,173 @@
+/**
+ * `picloud-node members` and `picloud-node keyring` against in-process agents (the gossip
+ * subsystem plus a node:http server with its routes): output, flags and their errors, key
+ * rotation through the CLI, persistence of keyring and incarnation in the data dir, and the
+ * HTTP routes' input limits.
+ */
+import t from 'tap';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, request, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { run as keyringCommand } from '../../agent/commands/keyring.js';
+import { run as membersCommand } from '../../agent/commands/members.js';
+import { MAX_HTTP_BODY_BYTES, parseHostPort, startGossip, type GossipSubsystem } from '../../agent/gossip-subsystem.js';
+import { generateKey } from '../../core/gossip/keyring/index.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'picloud-gossip-cmd-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+interface Io {
+  out: string[];
+  err: string[];
+  io: { out(l: string): void; err(l: string): void };
+}
+function io(): Io {
+  const out: string[] = [];
+  const err: string[] = [];
+  return { out, err, io: { out: (l) => out.push(l), err: (l) => err.push(l) } };
+}
+
+async function agent(name: string, join: string[] = []): Promise<{ sub: GossipSubsystem; server: Server; http: string; gossipPort: number }> {
+  const sub = await startGossip({
+    name, bindAddr: '127.0.0.1', gossipPort: 0, join, secret: 'cmd-test', dataDir: join.length >= 0 ? `${dir}/${name}` : '', meta: { role: 'worker', version: '0.1.0' }, profile: 'local',
+  });
+  const routes = sub.httpRoutes();
+  const server = createServer((req, res) => {
+    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    const r = routes.find((x) => x.method === req.method && x.path === path);
+    if (r) r.handler(req, res);
+    else {
+      res.writeHead(404);
+      res.end('{}');
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return { sub, server, http: `127.0.0.1:${(server.address() as { port: number }).port}`, gossipPort: sub.node.port };
+}
+
+async function stop(a: { sub: GossipSubsystem; server: Server }): Promise<void> {
+  a.server.closeAllConnections();
+  await new Promise((r) => a.server.close(() => r(undefined)));
+  await a.sub.stop();
+}
+
+t.test('flags: usage errors exit 2 with a clear message, an unreachable agent exits 1', async (t) => {
+  let c = io();
+  t.equal(await membersCommand(['--bogus'], c.io), 2);
+  t.match(c.err.join('\n'), /Unknown option '--bogus'/);
+  c = io();
+  t.equal(await membersCommand(['--http', 'no-port'], c.io), 2);
+  t.match(c.err.join('\n'), /--http must be HOST:PORT/);
+  c = io();
+  t.equal(await membersCommand(['--http', '127.0.0.1:1'], c.io), 1);
+  t.match(c.err.join('\n'), /cannot reach the agent at 127\.0\.0\.1:1: ECONNREFUSED/);
+  c = io();
+  t.equal(await keyringCommand([], c.io), 2);
+  t.match(c.err.join('\n'), /missing operation/);
+  c = io();
+  t.equal(await keyringCommand(['rotate'], c.io), 2);
+  t.match(c.err.join('\n'), /unknown operation "rotate"/);
+  c = io();
+  t.equal(await keyringCommand(['install'], c.io), 2);
+  t.match(c.err.join('\n'), /install needs a KEY/);
+  c = io();
+  t.equal(await keyringCommand(['use', 'short'], c.io), 2);
+  t.match(c.err.join('\n'), /base64/);
+  c = io();
+  t.equal(await keyringCommand(['list', generateKey()], c.io), 2);
+  c = io();
+  t.equal(await keyringCommand(['generate'], c.io), 0);
+  t.match(c.out[0], /^[A-Za-z0-9+/]{43}=$/);
+  t.throws(() => parseHostPort('host:99999', 7946), { code: 'GOSSIP_CONFIG_INVALID' });
+  t.same(parseHostPort('manager01', 7946), { host: 'manager01', port: 7946 });
+  t.same(parseHostPort('[::1]:8000', 7946), { host: '::1', port: 8000 });
+});
+
+t.test('members, watch, keyring rotation through the CLI; keyring and incarnation persist', async (t) => {
+  const a = await agent('cmd-a');
+  const b = await agent('cmd-b', [`127.0.0.1:${a.gossipPort}`]);
+  const c = await agent('cmd-c', [`localhost:${a.gossipPort}`]);
+  t.teardown(async () => {
+    for (const x of [a, b, c]) await stop(x).catch(() => {});
+  });
+  const end = Date.now() + 10_000;
+  while (a.sub.members().filter((m) => m.state === 'alive').length < 3 && Date.now() < end) await new Promise((r) => setTimeout(r, 25));
+
+  let o = io();
+  t.equal(await membersCommand(['--http', a.http], o.io), 0);
+  t.match(o.out[0], /^NAME\s+ADDRESS\s+STATE\s+ROLE\s+INCARNATION\s+TAGS/);
+  t.equal(o.out.length, 4, 'a header and three members');
+  t.match(o.out[1], /^cmd-a\s+127\.0\.0\.1:\d+\s+alive\s+worker\s+1\s+version=0\.1\.0/);
+
+  // --watch prints events as they come, and ends when the agent closes the stream.
+  o = io();
+  const watching = membersCommand(['--watch', '--http', a.http], o.io);
+  await new Promise((r) => setTimeout(r, 200));
+  b.sub.updateMeta({ role: 'manager', version: '0.1.0' });
+  const until = Date.now() + 5_000;
+  while (o.out.length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 25));
+  t.match(o.out[0], /update cmd-b 127\.0\.0\.1:\d+ alive role=manager incarnation=2/);
+  a.server.closeAllConnections();
+  t.equal(await watching, 0, 'watch ends cleanly when the stream closes');
+
+  // Rotation: install, use, remove — cluster-wide.
+  const next = generateKey();
+  o = io();
+  t.equal(await keyringCommand(['list', '--http', c.http], o.io), 0);
+  const oldKey = o.out[1]!.split(/\s+/)[0]!;
+  t.match(o.out.join('\n'), /3 of 3 members answered[\s\S]*on 3\/3\s+primary on 3/);
+  o = io();
+  t.equal(await keyringCommand(['install', next, '--http', c.http], o.io), 0);
+  t.same(o.out, ['key installed on 3 of 3 members']);
+  o = io();
+  t.equal(await keyringCommand(['use', next, '--http', c.http], o.io), 0);
+  o = io();
+  t.equal(await keyringCommand(['remove', oldKey, '--http', c.http, '--json'], o.io), 0);
+  t.match(JSON.parse(o.out.join('\n')), { op: 'remove', members: 3, ok: 3, errors: [] });
+  o = io();
+  t.equal(await keyringCommand(['remove', next, '--http', c.http], o.io), 1, 'removing the primary fails on every member');
+  t.match(o.err.join('\n'), /GOSSIP_KEY_IS_PRIMARY/);
+  const saved = JSON.parse(readFileSync(`${dir}/cmd-b/gossip/keyring.json`, 'utf8')) as { primary: string; keys: string[] };
+  t.same(saved, { primary: next, keys: [next] }, 'the rotated keyring is persisted');
+
+  // A restart reads the persisted keyring and starts above the persisted incarnation.
+  const incBefore = (JSON.parse(readFileSync(`${dir}/cmd-b/gossip/incarnation.json`, 'utf8')) as { incarnation: number }).incarnation;
+  await stop(b);
+  const b2 = await agent('cmd-b', [`127.0.0.1:${a.gossipPort}`]);
+  t.teardown(() => stop(b2).catch(() => {}));
+  t.ok(b2.sub.node.incarnation > incBefore, `restarted with incarnation ${b2.sub.node.incarnation} > ${incBefore}`);
+  const until2 = Date.now() + 5_000;
+  while (a.sub.members().find((m) => m.name === 'cmd-b')!.incarnation < b2.sub.node.incarnation && Date.now() < until2) await new Promise((r) => setTimeout(r, 25));
+  t.equal(a.sub.members().find((m) => m.name === 'cmd-b')!.state, 'alive', 'it rejoined with the persisted (rotated) key');
+});
+
+t.test('HTTP routes refuse oversized and malformed bodies', async (t) => {
+  const a = await agent('cmd-http');
+  t.teardown(() => stop(a));
+  const [host, port] = a.http.split(':');
+  const send = (path: string, method: string, body: string): Promise<{ status: number; text: string }> =>
+    new Promise((resolve, reject) => {
+      const req = request({ host, port: Number(port), path, method }, (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+  const big = await send('/v1/agent/tags', 'PUT', JSON.stringify({ set: { x: 'y'.repeat(MAX_HTTP_BODY_BYTES) } })).catch(() => ({ status: 400, text: 'reset' }));
+  t.equal(big.status, 400, 'a body over MAX_HTTP_BODY_BYTES is refused');
+  const bad = await send('/v1/agent/tags', 'PUT', '{nope');
+  t.equal(bad.status, 400);
+  t.match(bad.text, /not valid JSON/);
+  const huge = await send('/v1/agent/tags', 'PUT', JSON.stringify({ set: { blob: 'z'.repeat(1000) } }));
+  t.equal(huge.status, 400);
+  t.match(huge.text, /GOSSIP_META_TOO_LARGE/);
+  const ok = await send('/v1/agent/tags', 'PUT', JSON.stringify({ set: { color: 'red' } }));
+  t.equal(ok.status, 200);
+  t.same(a.sub.members()[0]!.meta.tags, { color: 'red' });
+  const badKey = await send('/v1/agent/keyring/install', 'POST', JSON.stringify({ key: 'nope' }));
+  t.equal(badKey.status, 400);
+  t.match(badKey.text, /GOSSIP_KEY_INVALID/);
+});
