@@ -11,7 +11,7 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import { join as joinPath } from 'node:path';
-import { LOCAL_CONFIG, PICLOUD_LAN_CONFIG, profileConfig, type GossipConfig, type GossipProfile } from '../core/gossip/config.js';
+import { LOCAL_CONFIG, PICLOUD_LAN_CONFIG, detectionBoundMs, profileConfig, type GossipConfig, type GossipProfile } from '../core/gossip/config.js';
 import { GossipError } from '../core/gossip/errors.js';
 import { Keyring, parseKey } from '../core/gossip/keyring/index.js';
 import type { Address, KeyringOpName, MemberInfo, Meta } from '../core/gossip/types.js';
@@ -46,6 +46,12 @@ export interface StartGossipOptions {
   profile?: GossipProfile;
   /** Overrides on top of the profile. */
   config?: Partial<GossipConfig>;
+  /**
+   * When the join finds our name held by a live member at another address, keep retrying this
+   * long before giving up: a node restarted with a new address (DHCP) looks exactly like a
+   * duplicate until its previous life is declared failed. Default: the detection bound.
+   */
+  nameConflictRetryMs?: number;
 }
 
 /** A member as the HTTP API and `picloud-node members --json` show it. */
@@ -197,6 +203,7 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
 
   let stopped = false;
   let retryTimer: NodeJS.Timeout | undefined;
+  const conflictDeadline = Date.now() + (opts.nameConflictRetryMs ?? detectionBoundMs(config, 1000));
   const tryJoin = async (delayMs: number): Promise<void> => {
     const seeds = await resolveSeeds(opts.join, log);
     try {
@@ -205,7 +212,13 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
       log.info(`gossip: joined through ${n} of ${seeds.length} seeds`);
     } catch (err) {
       const e = err as GossipError;
-      if (e.code === 'GOSSIP_NAME_CONFLICT' || stopped) throw err;
+      if (stopped) throw err;
+      if (e.code === 'GOSSIP_NAME_CONFLICT') {
+        if (Date.now() >= conflictDeadline) throw err;
+        log.warn(`gossip: ${e.message}; retrying until its previous life is declared failed`);
+        await new Promise((r) => setTimeout(r, Math.min(2_000, Math.max(0, conflictDeadline - Date.now()))));
+        return tryJoin(delayMs);
+      }
       log.warn(`gossip: join failed (${e.message}); retrying in ${delayMs} ms`);
       retryTimer = setTimeout(() => {
         tryJoin(Math.min(JOIN_RETRY_MAX_MS, delayMs * 2)).catch((e2: GossipError) => {

@@ -117,7 +117,8 @@ async function watch(base: string, json: boolean, io: CommandIo): Promise<number
     return 0;
   } catch (err) {
     if (ac.signal.aborted) return 0;
-    throw err;
+    const cause = (err as { cause?: { message?: string } }).cause;
+    throw new Error(`lost the watch stream from the agent: ${cause?.message ?? (err as Error).message}`);
   } finally {
     process.off('SIGINT', onSig);
     process.off('SIGTERM', onSig);

@@ -132,6 +132,12 @@ if (!hasEtcdctl()) {
     t.match(old.stderr, /required revision has been compacted/);
     const future = ctl(['get', 'cmp', '--rev=99999999']);
     t.match(future.stderr, /required revision is a future revision/);
+    const watchOld = ctl(['watch', 'cmp', `--rev=${r1}`]);
+    t.match(watchOld.stdout + watchOld.stderr, /required revision has been compacted/, 'a watch from a compacted revision is cancelled with etcd\'s reason');
+    // The server answers TTL 0 (as etcd does); clientv3's KeepAliveOnce reports that as not found.
+    t.match(ctl(['lease', 'keep-alive', '--once', '7777']).stderr, /requested lease not found/, 'keep-alive of an unknown lease');
+    t.match(ctl(['put', '--lease=7777', 'x', 'y']).stderr, /requested lease not found/, 'put with an unknown lease');
+    t.equal(ok(t, ['get', 'cmp']), 'cmp\nb\n', 'still serving after the bad requests');
     const dir = mkdtempSync(join(tmpdir(), 'picloud-snap-'));
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
     const file = join(dir, 'snap.db');

@@ -28,9 +28,9 @@ function io(): Io {
   return { out, err, io: { out: (l) => out.push(l), err: (l) => err.push(l) } };
 }
 
-async function agent(name: string, join: string[] = []): Promise<{ sub: GossipSubsystem; server: Server; http: string; gossipPort: number }> {
+async function agent(name: string, join: string[] = [], gossipPort = 0, nameConflictRetryMs?: number): Promise<{ sub: GossipSubsystem; server: Server; http: string; gossipPort: number }> {
   const sub = await startGossip({
-    name, bindAddr: '127.0.0.1', gossipPort: 0, join, secret: 'cmd-test', dataDir: join.length >= 0 ? `${dir}/${name}` : '', meta: { role: 'worker', version: '0.1.0' }, profile: 'local',
+    name, bindAddr: '127.0.0.1', gossipPort, join, secret: 'cmd-test', dataDir: `${dir}/${name}`, meta: { role: 'worker', version: '0.1.0' }, profile: 'local', nameConflictRetryMs,
   });
   const routes = sub.httpRoutes();
   const server = createServer((req, res) => {
@@ -59,9 +59,13 @@ t.test('flags: usage errors exit 2 with a clear message, an unreachable agent ex
   c = io();
   t.equal(await membersCommand(['--http', 'no-port'], c.io), 2);
   t.match(c.err.join('\n'), /--http must be HOST:PORT/);
+  const closed = createServer();
+  await new Promise<void>((r) => closed.listen(0, '127.0.0.1', () => r()));
+  const deadPort = (closed.address() as { port: number }).port;
+  await new Promise((r) => closed.close(r));
   c = io();
-  t.equal(await membersCommand(['--http', '127.0.0.1:1'], c.io), 1);
-  t.match(c.err.join('\n'), /cannot reach the agent at 127\.0\.0\.1:1: ECONNREFUSED/);
+  t.equal(await membersCommand(['--http', `127.0.0.1:${deadPort}`], c.io), 1);
+  t.match(c.err.join('\n'), new RegExp(`cannot reach the agent at 127\\.0\\.0\\.1:${deadPort}: ECONNREFUSED`));
   c = io();
   t.equal(await keyringCommand([], c.io), 2);
   t.match(c.err.join('\n'), /missing operation/);
@@ -100,17 +104,6 @@ t.test('members, watch, keyring rotation through the CLI; keyring and incarnatio
   t.equal(o.out.length, 4, 'a header and three members');
   t.match(o.out[1], /^cmd-a\s+127\.0\.0\.1:\d+\s+alive\s+worker\s+1\s+version=0\.1\.0/);
 
-  // --watch prints events as they come, and ends when the agent closes the stream.
-  o = io();
-  const watching = membersCommand(['--watch', '--http', a.http], o.io);
-  await new Promise((r) => setTimeout(r, 200));
-  b.sub.updateMeta({ role: 'manager', version: '0.1.0' });
-  const until = Date.now() + 5_000;
-  while (o.out.length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 25));
-  t.match(o.out[0], /update cmd-b 127\.0\.0\.1:\d+ alive role=manager incarnation=2/);
-  a.server.closeAllConnections();
-  t.equal(await watching, 0, 'watch ends cleanly when the stream closes');
-
   // Rotation: install, use, remove — cluster-wide.
   const next = generateKey();
   o = io();
@@ -134,12 +127,32 @@ t.test('members, watch, keyring rotation through the CLI; keyring and incarnatio
   // A restart reads the persisted keyring and starts above the persisted incarnation.
   const incBefore = (JSON.parse(readFileSync(`${dir}/cmd-b/gossip/incarnation.json`, 'utf8')) as { incarnation: number }).incarnation;
   await stop(b);
-  const b2 = await agent('cmd-b', [`127.0.0.1:${a.gossipPort}`]);
+  const b2 = await agent('cmd-b', [`127.0.0.1:${a.gossipPort}`], b.gossipPort);
   t.teardown(() => stop(b2).catch(() => {}));
   t.ok(b2.sub.node.incarnation > incBefore, `restarted with incarnation ${b2.sub.node.incarnation} > ${incBefore}`);
   const until2 = Date.now() + 5_000;
   while (a.sub.members().find((m) => m.name === 'cmd-b')!.incarnation < b2.sub.node.incarnation && Date.now() < until2) await new Promise((r) => setTimeout(r, 25));
   t.equal(a.sub.members().find((m) => m.name === 'cmd-b')!.state, 'alive', 'it rejoined with the persisted (rotated) key');
+
+  // The same name from another address while the first is alive: refused.
+  await t.rejects(agent('cmd-b', [`127.0.0.1:${a.gossipPort}`], 0, 0), { code: 'GOSSIP_NAME_CONFLICT' });
+
+  // --watch prints events as they come, and ends cleanly when the agent stops.
+  o = io();
+  const watching = membersCommand(['--watch', '--http', c.http], o.io);
+  await new Promise((r) => setTimeout(r, 200));
+  a.sub.updateMeta({ role: 'manager', version: '0.1.0' });
+  const until = Date.now() + 5_000;
+  while (o.out.length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 25));
+  t.match(o.out[0], /update cmd-a 127\.0\.0\.1:\d+ alive role=manager incarnation=2/);
+  await c.sub.stop();
+  t.equal(await watching, 0, 'watch ends cleanly when the agent stops');
+  o = io();
+  const watching2 = membersCommand(['--watch', '--http', a.http], o.io);
+  await new Promise((r) => setTimeout(r, 200));
+  a.server.closeAllConnections();
+  t.equal(await watching2, 1, 'a broken stream is an error');
+  t.match(o.err.join('\n'), /lost the watch stream/);
 });
 
 t.test('HTTP routes refuse oversized and malformed bodies', async (t) => {
