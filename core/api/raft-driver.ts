@@ -138,23 +138,7 @@ export class RaftDriver {
     const data = new Uint8Array(REQUEST_ID_BYTES + payload.length);
     data.set(id, 0);
     data.set(payload, REQUEST_ID_BYTES);
-    const key = id.toString('hex');
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.proposals.delete(key);
-        reject(new RaftDriverError('TIMEOUT', 'request timed out'));
-      }, this.opts.requestTimeoutMs);
-      this.proposals.set(key, { resolve, reject, timer });
-      try {
-        this.node.propose(data);
-      } catch (e) {
-        clearTimeout(timer);
-        this.proposals.delete(key);
-        reject(e instanceof RaftError ? new RaftDriverError('DROPPED', e.message) : e);
-        return;
-      }
-      this.schedule();
-    });
+    return this.track(this.proposals, id.toString('hex'), () => this.node.propose(data));
   }
 
   proposeConfChange(cc: ConfChange): void {
@@ -166,18 +150,25 @@ export class RaftDriver {
   readBarrier(): Promise<void> {
     if (this.stopped) return Promise.reject(new RaftDriverError('STOPPED', 'raft node stopped'));
     const ctx = randomBytes(16);
-    const key = ctx.toString('hex');
-    return new Promise<void>((resolve, reject) => {
+    return this.track(this.reads, ctx.toString('hex'), () => this.node.readIndex(ctx)).then(() => undefined);
+  }
+
+  /**
+   * Register a waiter under `key` in `waiters`, then start the request. The waiter fails with
+   * TIMEOUT after requestTimeoutMs, or DROPPED when Raft refuses the request at once.
+   */
+  private track(waiters: Map<string, Waiter>, key: string, start: () => void): Promise<unknown> {
+    return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.reads.delete(key);
-        reject(new RaftDriverError('TIMEOUT', 'read timed out'));
+        waiters.delete(key);
+        reject(new RaftDriverError('TIMEOUT', 'request timed out'));
       }, this.opts.requestTimeoutMs);
-      this.reads.set(key, { resolve: () => resolve(), reject, timer });
+      waiters.set(key, { resolve, reject, timer });
       try {
-        this.node.readIndex(ctx);
+        start();
       } catch (e) {
         clearTimeout(timer);
-        this.reads.delete(key);
+        waiters.delete(key);
         reject(e instanceof RaftError ? new RaftDriverError('DROPPED', e.message) : e);
         return;
       }

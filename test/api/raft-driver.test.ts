@@ -34,14 +34,14 @@ function cluster(n: number) {
         },
       },
       { apply: (_e, payload) => { const v = dec.decode(payload); log.push(v); return `applied:${v}`; }, restore: () => undefined },
-      { tickMs: 5, requestTimeoutMs: 2000 },
+      { tickMs: 10, requestTimeoutMs: 5000 },
     );
     drivers.set(id, d);
   }
   return { drivers, applied, cut };
 }
 
-async function waitFor<T>(what: string, fn: () => T | undefined, timeoutMs = 5000): Promise<T> {
+async function waitFor<T>(what: string, fn: () => T | undefined, timeoutMs = 15_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = fn();
