@@ -82,3 +82,31 @@ export class RssSampler {
 
 /** How often RSS is read while load runs. */
 export const RSS_SAMPLE_INTERVAL_MS = 250;
+
+/** Clock ticks per second of /proc/PID/stat times (USER_HZ; 100 on every Linux we run on). */
+export const USER_HZ = 100;
+
+/** User + system CPU time a process has used, in ms (resolution 1000 / USER_HZ). */
+export function cpuTimeMs(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the parenthesised command name (which may contain spaces): utime is the 14th field overall.
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const utime = Number(rest[11]);
+    const stime = Number(rest[12]);
+    if (!Number.isFinite(utime) || !Number.isFinite(stime)) return undefined;
+    return ((utime + stime) * 1000) / USER_HZ;
+  } catch {
+    return undefined;
+  }
+}
+
+export function sumCpuMs(pids: readonly number[]): number | undefined {
+  let total = 0;
+  for (const pid of pids) {
+    const c = cpuTimeMs(pid);
+    if (c === undefined) return undefined;
+    total += c;
+  }
+  return total;
+}

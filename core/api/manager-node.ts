@@ -148,6 +148,10 @@ export class ManagerNode {
   private timers: NodeJS.Timeout[] = [];
   private conf: ConfState = { voters: [], learners: [] };
   private appliedSinceSnapshot = 0;
+  private persistInFlight = false;
+  private persistWanted = false;
+  /** The member table changed since it was last written beside the applied state. */
+  private membershipDirty = true;
   private snapshotting = false;
   private stopped = false;
   lead: NodeId = 0;
@@ -340,6 +344,7 @@ export class ManagerNode {
       this.members.set(cc.nodeId, member);
       if (cc.nodeId !== this.id && member.peerAddr && !this.transport.hasPeer(cc.nodeId)) this.transport.addPeer(cc.nodeId, member.peerAddr);
     }
+    this.membershipDirty = true;
     this.opts.logger.info({ change: ConfChangeType[cc.type], node: cc.nodeId.toString(16), voters: conf.voters.length, learners: conf.learners.length }, 'membership changed');
     for (const fn of this.memberListeners) fn();
   }
@@ -352,11 +357,31 @@ export class ManagerNode {
     return enc.encode(JSON.stringify(m));
   }
 
-  private async afterApply(): Promise<void> {
-    // Not fsynced: the Raft log is, so a crash replays from the last durable applied index.
-    await this.backend.persist({ confState: this.membershipBytes(), sync: false });
+  private afterApply(): void {
+    this.schedulePersist();
     const every = this.opts.snapshotEveryEntries ?? DEFAULT_SNAPSHOT_EVERY_ENTRIES;
     if (this.appliedSinceSnapshot >= every && !this.snapshotting) void this.takeSnapshot();
+  }
+
+  /**
+   * Persist the applied state off the Ready loop, one batch at a time: applies that happen
+   * while a batch is being written go into the next (group commit). Not fsynced — the Raft
+   * log is, so a crash re-applies from the last durable applied index.
+   */
+  private schedulePersist(): void {
+    this.persistWanted = true;
+    if (this.persistInFlight) return;
+    this.persistInFlight = true;
+    this.persistWanted = false;
+    const confState = this.membershipDirty ? this.membershipBytes() : undefined;
+    this.membershipDirty = false;
+    this.backend
+      .persist({ confState, sync: false })
+      .catch((e: unknown) => this.opts.logger.error({ err: e }, 'persisting the applied state failed; restart re-applies from the Raft log'))
+      .finally(() => {
+        this.persistInFlight = false;
+        if (this.persistWanted && !this.stopped) this.schedulePersist();
+      });
   }
 
   /** Snapshot the KV state into the Raft log store and compact the log behind it. */
@@ -513,6 +538,8 @@ export class ManagerNode {
     this.driver?.stop();
     await this.joinServer?.close().catch(() => undefined);
     await this.transport?.close().catch(() => undefined);
+    // A clean stop leaves the applied state durable, so the next start replays nothing.
+    await this.backend.persist({ confState: this.membershipBytes(), sync: true }).catch(() => undefined);
     await this.backend.close().catch(() => undefined);
     await this.logStore.close().catch(() => undefined);
   }

@@ -84,6 +84,11 @@ export class RaftDriver {
   private lastRole: Role = Role.Follower;
   private leaderListeners: Array<(lead: NodeId, role: Role) => void> = [];
   private loopError: Error | undefined;
+  private readonly requestIdPrefix = randomBytes(8);
+  private requestCounter = 0n;
+  /** Read barriers waiting for the ReadIndex round in flight to finish, to share the next one. */
+  private readsWaitingForNextRound: Array<{ resolve(): void; reject(e: Error): void }> = [];
+  private readRoundInFlight = false;
 
   constructor(
     config: RawNodeConfig,
@@ -114,6 +119,8 @@ export class RaftDriver {
     }
     this.proposals.clear();
     this.reads.clear();
+    for (const w of this.readsWaitingForNextRound) w.reject(err);
+    this.readsWaitingForNextRound = [];
   }
 
   onLeaderChange(fn: (lead: NodeId, role: Role) => void): void {
@@ -134,7 +141,7 @@ export class RaftDriver {
   /** Propose `payload`; resolves with the state machine's result once applied here. */
   propose(payload: Uint8Array): Promise<unknown> {
     if (this.stopped) return Promise.reject(new RaftDriverError('STOPPED', 'raft node stopped'));
-    const id = randomBytes(REQUEST_ID_BYTES);
+    const id = this.nextRequestId();
     const data = new Uint8Array(REQUEST_ID_BYTES + payload.length);
     data.set(id, 0);
     data.set(payload, REQUEST_ID_BYTES);
@@ -149,8 +156,27 @@ export class RaftDriver {
   /** Linearizable read barrier: resolves once this node has applied everything committed before the call. */
   readBarrier(): Promise<void> {
     if (this.stopped) return Promise.reject(new RaftDriverError('STOPPED', 'raft node stopped'));
-    const ctx = randomBytes(16);
-    return this.track(this.reads, ctx.toString('hex'), () => this.node.readIndex(ctx)).then(() => undefined);
+    // One ReadIndex round at a time (as etcd does): reads that arrive while a round is in
+    // flight cannot use it (it may have started before they arrived), so they share the next.
+    return new Promise<void>((resolve, reject) => {
+      this.readsWaitingForNextRound.push({ resolve, reject });
+      if (!this.readRoundInFlight) this.startReadRound();
+    });
+  }
+
+  private startReadRound(): void {
+    const waiters = this.readsWaitingForNextRound;
+    this.readsWaitingForNextRound = [];
+    if (waiters.length === 0) return;
+    this.readRoundInFlight = true;
+    const ctx = this.nextRequestId();
+    this.track(this.reads, ctx.toString('hex'), () => this.node.readIndex(ctx)).then(
+      () => waiters.forEach((w) => w.resolve()),
+      (e: Error) => waiters.forEach((w) => w.reject(e)),
+    ).finally(() => {
+      this.readRoundInFlight = false;
+      if (!this.stopped) this.startReadRound();
+    });
   }
 
   /**
@@ -209,14 +235,30 @@ export class RaftDriver {
     if (!this.stopped && this.node.hasReady()) this.schedule();
   }
 
+  /** Unique across nodes and restarts: a random per-process prefix and a counter (cheaper than 16 random bytes per request). */
+  private nextRequestId(): Buffer {
+    const id = Buffer.allocUnsafe(REQUEST_ID_BYTES);
+    this.requestIdPrefix.copy(id, 0);
+    id.writeBigUInt64BE(++this.requestCounter, 8);
+    return id;
+  }
+
+  private lastHardState(): HardState {
+    const st = this.node.status();
+    return { term: st.term, vote: st.vote, commit: st.commit };
+  }
+
   lastError(): Error | undefined {
     return this.loopError;
   }
 
   private async handleReady(rd: Ready): Promise<void> {
     if (rd.earlyMessages.length > 0) this.transport.send(rd.earlyMessages);
-    if (rd.snapshot || rd.entries.length > 0 || rd.hardState) {
-      await this.persistence.save({ hardState: rd.hardState, entries: rd.entries, snapshot: rd.snapshot }, rd.mustSync);
+    // A hard state whose only change is the commit index is not written on its own: the
+    // commit index is a hint (a restarted node learns it from the leader, and the applied
+    // state records how far it got), so it rides along with the next entries instead.
+    if (rd.snapshot || rd.entries.length > 0 || (rd.hardState && rd.mustSync)) {
+      await this.persistence.save({ hardState: rd.hardState ?? this.lastHardState(), entries: rd.entries, snapshot: rd.snapshot }, rd.mustSync);
     }
     if (rd.messages.length > 0) this.transport.send(rd.messages);
     if (rd.snapshot) await this.sm.restore(rd.snapshot);

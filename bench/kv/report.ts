@@ -1,0 +1,137 @@
+/**
+ * Turns the KV benchmark's measurements into the side-by-side table (picloud | etcd | ratio)
+ * with the issue's targets and whether each is met. Formatting and target arithmetic only.
+ */
+import type { FsyncLatency } from '../../core/storage/index.js';
+import type { LatencySummary } from './stats.js';
+import type { LoadResult, WatchResult } from './workload.js';
+
+export interface SystemResult {
+  system: 'picloud' | 'etcd';
+  members: { name: string; pid: number; clientEndpoint: string }[];
+  leaderEndpoint: string;
+  /** The leader at the end of the load phases, if it moved (a leader change spoils a run). */
+  leaderAfterLoad: string;
+  rssIdleKiB: number[];
+  /** CPU all members used while idle, % of one core. */
+  idleCpuPercent: number | undefined;
+  rssLoadPeakKiB: number[];
+  puts: LoadResult[];
+  get: LoadResult;
+  watch: WatchResult[];
+}
+
+/** The issue's targets, as named constants. */
+export const PUT_THROUGHPUT_RATIO_MIN = 1.0;
+export const GET_THROUGHPUT_RATIO_MIN = 1.0;
+export const SEQ_PUT_P50_FSYNC_RATIO_MAX = 1.5;
+export const WATCH_1000_P99_MS_MAX = 5;
+
+export interface TargetCheck {
+  name: string;
+  target: string;
+  picloud: number | undefined;
+  reference: number | undefined;
+  /** picloud / reference. */
+  ratio: number | undefined;
+  met: boolean | undefined;
+}
+
+const putAt = (s: SystemResult | undefined, n: number): LoadResult | undefined => s?.puts.find((p) => p.inFlight === n);
+const watchOf = (s: SystemResult | undefined, n: number): WatchResult | undefined => s?.watch.find((w) => w.watchers === n);
+
+function check(name: string, target: string, p: number | undefined, ref: number | undefined, ok: (p: number, ref: number) => boolean): TargetCheck {
+  const ratio = p !== undefined && ref !== undefined && ref !== 0 ? p / ref : undefined;
+  return { name, target, picloud: p, reference: ref, ratio, met: p !== undefined && ref !== undefined ? ok(p, ref) : undefined };
+}
+
+export function checkTargets(fsync: FsyncLatency, pic: SystemResult | undefined, etcd: SystemResult | undefined): TargetCheck[] {
+  const out: TargetCheck[] = [];
+  for (const n of [64, 256]) {
+    out.push(check(`put throughput @${n} in flight (ops/s)`, `>= ${PUT_THROUGHPUT_RATIO_MIN}x etcd`, putAt(pic, n)?.opsPerSec, putAt(etcd, n)?.opsPerSec, (p, r) => p >= PUT_THROUGHPUT_RATIO_MIN * r));
+  }
+  out.push(check('put p99 @16 in flight (ms)', '<= etcd', putAt(pic, 16)?.latency.p99Ms, putAt(etcd, 16)?.latency.p99Ms, (p, r) => p <= r));
+  out.push(check('linearizable get throughput @64 (ops/s)', `>= ${GET_THROUGHPUT_RATIO_MIN}x etcd`, pic?.get.opsPerSec, etcd?.get.opsPerSec, (p, r) => p >= GET_THROUGHPUT_RATIO_MIN * r));
+  out.push(check('sequential put p50 vs fsync p50 (ms)', `<= ${SEQ_PUT_P50_FSYNC_RATIO_MAX}x fsync`, putAt(pic, 1)?.latency.p50Ms, fsync.p50Ms, (p, r) => p <= SEQ_PUT_P50_FSYNC_RATIO_MAX * r));
+  out.push(check('watch p99, 1000 watchers (ms)', `<= ${WATCH_1000_P99_MS_MAX} ms`, watchOf(pic, 1000)?.latency.p99Ms, WATCH_1000_P99_MS_MAX, (p) => p <= WATCH_1000_P99_MS_MAX));
+  return out;
+}
+
+function fmt(x: number | undefined, digits = 2): string {
+  if (x === undefined || !Number.isFinite(x)) return '-';
+  if (Math.abs(x) >= 1000) return Math.round(x).toString();
+  if (Math.abs(x) >= 100) return x.toFixed(0);
+  return x.toFixed(digits);
+}
+
+const mib = (kib: number[] | undefined): string => (kib && kib.length ? kib.map((k) => (k / 1024).toFixed(0)).join('/') : '-');
+const ratioOf = (p: number | undefined, e: number | undefined): string => (p !== undefined && e !== undefined && e !== 0 ? `${(p / e).toFixed(2)}x` : '-');
+
+interface Row {
+  metric: string;
+  p: string;
+  e: string;
+  ratio: string;
+  target: string;
+  met: string;
+}
+
+export function renderTable(fsync: FsyncLatency, overwrite: LatencySummary, pic: SystemResult | undefined, etcd: SystemResult | undefined, checks: TargetCheck[]): string {
+  const rows: Row[] = [];
+  const byName = new Map(checks.map((c) => [c.name, c]));
+  const metOf = (name: string): { target: string; met: string } => {
+    const c = byName.get(name);
+    if (!c) return { target: '', met: '' };
+    return { target: c.target, met: c.met === undefined ? 'n/a' : c.met ? 'MET' : `MISSED (${fmt(c.ratio)}x)` };
+  };
+  const num = (metric: string, p: number | undefined, e: number | undefined, check?: string, digits = 2): void => {
+    rows.push({ metric, p: fmt(p, digits), e: fmt(e, digits), ratio: ratioOf(p, e), ...(check ? metOf(check) : { target: '', met: '' }) });
+  };
+  rows.push({ metric: `disk ${fsync.method} after 4 KiB append, p50 / p99 (ms, ${fsync.samples} samples)`, p: `${fmt(fsync.p50Ms)} / ${fmt(fsync.p99Ms)}`, e: '(same disk)', ratio: '', target: '', met: '' });
+  rows.push({ metric: 'disk fdatasync after 4 KiB overwrite (preallocated), p50 / p99 (ms)', p: `${fmt(overwrite.p50Ms)} / ${fmt(overwrite.p99Ms)}`, e: '(same disk)', ratio: '', target: '', met: 'informational' });
+  const seqCheck = byName.get('sequential put p50 vs fsync p50 (ms)');
+  const s1p = putAt(pic, 1);
+  const s1e = putAt(etcd, 1);
+  num('sequential put p50 (ms)', s1p?.latency.p50Ms, s1e?.latency.p50Ms);
+  rows[rows.length - 1]!.target = seqCheck?.target ?? '';
+  rows[rows.length - 1]!.met = seqCheck?.met === undefined ? 'n/a' : `${seqCheck.met ? 'MET' : 'MISSED'} (${fmt(seqCheck.ratio)}x fsync; etcd ${fmt(s1e ? s1e.latency.p50Ms / fsync.p50Ms : undefined)}x)`;
+  num('sequential put p99 (ms)', s1p?.latency.p99Ms, s1e?.latency.p99Ms);
+  for (const n of [1, 16, 64, 256]) {
+    const p = putAt(pic, n);
+    const e = putAt(etcd, n);
+    num(`put @${n} throughput (ops/s)`, p?.opsPerSec, e?.opsPerSec, n >= 64 ? `put throughput @${n} in flight (ops/s)` : undefined);
+    num(`put @${n} p50 (ms)`, p?.latency.p50Ms, e?.latency.p50Ms);
+    num(`put @${n} p99 (ms)`, p?.latency.p99Ms, e?.latency.p99Ms, n === 16 ? 'put p99 @16 in flight (ms)' : undefined);
+    num(`put @${n} member CPU per put, all members (us)`, us(p?.memberCpuMsPerOp), us(e?.memberCpuMsPerOp), undefined, 0);
+  }
+  num('linearizable get @64 throughput (ops/s)', pic?.get.opsPerSec, etcd?.get.opsPerSec, 'linearizable get throughput @64 (ops/s)');
+  num('linearizable get @64 p50 (ms)', pic?.get.latency.p50Ms, etcd?.get.latency.p50Ms);
+  num('linearizable get @64 p99 (ms)', pic?.get.latency.p99Ms, etcd?.get.latency.p99Ms);
+  num('linearizable get @64 member CPU per get (us)', us(pic?.get.memberCpuMsPerOp), us(etcd?.get.memberCpuMsPerOp), undefined, 0);
+  for (const n of [1, 1000]) {
+    const p = watchOf(pic, n);
+    const e = watchOf(etcd, n);
+    num(`watch ${n} watcher(s), ack -> event, p50 (ms)`, p?.latency.p50Ms, e?.latency.p50Ms);
+    num(`watch ${n} watcher(s), ack -> event, p99 (ms)`, p?.latency.p99Ms, e?.latency.p99Ms, n === 1000 ? 'watch p99, 1000 watchers (ms)' : undefined);
+    num(`watch ${n} watcher(s), put sent -> event, p50 (ms)`, p?.fromSendLatency.p50Ms, e?.fromSendLatency.p50Ms);
+    num(`watch ${n} watcher(s), put sent -> event, p99 (ms)`, p?.fromSendLatency.p99Ms, e?.fromSendLatency.p99Ms);
+  }
+  num('idle CPU, all members (% of one core)', pic?.idleCpuPercent, etcd?.idleCpuPercent, undefined, 1);
+  rows.push({ metric: 'RSS idle per member (MiB)', p: mib(pic?.rssIdleKiB), e: mib(etcd?.rssIdleKiB), ratio: ratioOf(sum(pic?.rssIdleKiB), sum(etcd?.rssIdleKiB)), target: '', met: '' });
+  rows.push({ metric: 'RSS peak under load per member (MiB)', p: mib(pic?.rssLoadPeakKiB), e: mib(etcd?.rssLoadPeakKiB), ratio: ratioOf(sum(pic?.rssLoadPeakKiB), sum(etcd?.rssLoadPeakKiB)), target: '', met: '' });
+  for (const n of [1, 64]) {
+    num(`disk bytes written per put @${n}, all members (B)`, putAt(pic, n)?.writeBytesPerOp, putAt(etcd, n)?.writeBytesPerOp, undefined, 0);
+    num(`write() bytes per put @${n}, all members (B)`, putAt(pic, n)?.wcharBytesPerOp, putAt(etcd, n)?.wcharBytesPerOp, undefined, 0);
+  }
+  const header: Row = { metric: 'metric', p: 'picloud', e: 'etcd', ratio: 'ratio', target: 'target', met: 'met' };
+  const all = [header, ...rows];
+  const w = (k: keyof Row): number => Math.max(...all.map((r) => r[k].length));
+  const line = (r: Row): string => [r.metric.padEnd(w('metric')), r.p.padStart(w('p')), r.e.padStart(w('e')), r.ratio.padStart(w('ratio')), r.target.padEnd(w('target')), r.met].join(' | ').trimEnd();
+  return [line(header), ...rows.map(line)].join('\n');
+}
+
+const us = (ms: number | undefined): number | undefined => (ms === undefined ? undefined : ms * 1000);
+
+function sum(xs: number[] | undefined): number | undefined {
+  return xs && xs.length ? xs.reduce((a, b) => a + b, 0) : undefined;
+}
