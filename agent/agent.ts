@@ -5,13 +5,25 @@
  */
 import { mkdirSync } from 'node:fs';
 import pino from 'pino';
-import { AgentConfig } from './config.js';
+import { AgentConfig, ConfigError } from './config.js';
 import { AgentHttp, sendJson } from './http.js';
 import { startManager, RunningManager } from './manager.js';
+import { GossipSubsystem, startGossip } from './gossip-subsystem.js';
+import { formatToken, parseToken } from '../core/net/token.js';
 
 export interface RunningAgent {
   config: AgentConfig;
   stop(): Promise<void>;
+}
+
+export const AGENT_VERSION = '0.1.0';
+
+function normaliseToken(token: string): string {
+  try {
+    return formatToken(parseToken(token).secret);
+  } catch (e) {
+    throw new ConfigError(`--token: ${(e as Error).message}`);
+  }
 }
 
 export const logger = pino({ name: 'picloud-node', level: process.env.PICLOUD_LOG_LEVEL ?? 'info' }, pino.destination(2));
@@ -20,10 +32,13 @@ export async function runAgent(config: AgentConfig): Promise<RunningAgent> {
   mkdirSync(config.dataDir, { recursive: true });
   const log = logger.child({ node: config.name });
   let manager: RunningManager | undefined;
+  let gossip: GossipSubsystem | undefined;
   const http = new AgentHttp({
     ready: () => {
-      if (!manager) return { ok: false, reason: 'not a member of a cluster yet' };
-      return manager.readiness();
+      if (manager) return manager.readiness();
+      // A worker is ready once gossip has joined it to the cluster (it sees a live peer).
+      const peers = gossip?.members().filter((m) => m.name !== config.name && m.state === 'alive').length ?? 0;
+      return peers > 0 ? { ok: true, reason: `${peers} live peers` } : { ok: false, reason: 'not joined to the cluster yet' };
     },
   });
   const stops: Array<() => Promise<void>> = [];
@@ -31,9 +46,37 @@ export async function runAgent(config: AgentConfig): Promise<RunningAgent> {
     if (config.role === 'manager') {
       manager = await startManager(config, log);
       stops.push(() => manager!.stop());
-    } else {
-      log.warn('role worker: the KV store is used as a client; worker subsystems are not built yet');
+    } else if (config.bootstrap) {
+      throw new ConfigError('a worker joins an existing cluster: use --join HOST[:PORT] --token TOKEN (only managers --bootstrap)');
     }
+    // Gossip membership on every node. Its key derives from the cluster secret, so a node
+    // without the token can neither join nor inject state.
+    const secret = manager ? manager.node.tokenString() : normaliseToken(config.token!);
+    gossip = await startGossip({
+      name: config.name,
+      bindAddr: config.bindAddr,
+      advertiseAddr: config.advertiseAddr,
+      gossipPort: config.gossipPort,
+      join: config.join,
+      secret,
+      dataDir: config.dataDir,
+      meta: {
+        role: config.role,
+        version: AGENT_VERSION,
+        ports: { client: config.clientPort, peer: config.peerPort, http: config.httpPort, lb: config.lbPort, s3: config.s3Port, dns: config.dnsPort },
+      },
+      logger: log,
+    });
+    const g = gossip;
+    stops.push(async () => {
+      await g.leave().catch(() => undefined);
+      await g.stop();
+    });
+    if (manager) {
+      const m = manager;
+      g.node.setJoinHandler((sock) => m.node.joinConnection(sock));
+    }
+    http.addRoutes(g.httpRoutes());
     for (const [flag, p] of [
       ['lb-port', config.lbPort],
       ['s3-port', config.s3Port],

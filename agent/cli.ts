@@ -14,7 +14,12 @@ commands:
         [--role manager|worker] [--bind ADDR] [--advertise ADDR] [--client-port 2379]
         [--peer-port 2380] [--gossip-port 7946] [--http-port 7480] [--lb-port 8080]
         [--s3-port 9000] [--dns-port 8600] [--config FILE] [--dev]
-  token | members | keyring | kv | svc | blob | snapshot save|restore | bench | version`;
+  token [--data-dir DIR]
+  members [--json] [--watch] [--http HOST:PORT]
+  keyring list|install|use|remove|generate [KEY] [--http HOST:PORT]
+  snapshot save FILE [--endpoints HOST:PORT] | snapshot restore FILE --data-dir DIR
+  version
+  kv | svc | blob | bench: not available in this version yet`;
 
 type Command = (argv: string[]) => Promise<number>;
 
@@ -43,8 +48,8 @@ const COMMANDS: Record<string, Command> = {
     return 0;
   },
   token: async (argv) => (await import('./commands/token.js')).run(argv),
-  members: NOT_YET('members'),
-  keyring: NOT_YET('keyring'),
+  members: async (argv) => (await import('./commands/members.js')).run(argv),
+  keyring: async (argv) => (await import('./commands/keyring.js')).run(argv),
   kv: NOT_YET('kv'),
   svc: NOT_YET('svc'),
   blob: NOT_YET('blob'),

@@ -23,6 +23,8 @@ export async function startManager(config: AgentConfig, log: Logger): Promise<Ru
     clientPort: config.clientPort,
     peerPort: config.peerPort,
     joinPort: config.gossipPort,
+    // The gossip listener owns the gossip port and hands join connections over.
+    externalJoin: true,
     bootstrap: config.bootstrap,
     join: config.join,
     token: config.token,

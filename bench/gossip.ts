@@ -122,7 +122,7 @@ function runOne(c: BenchConfig, seed: number): ScenarioResult {
 const ms = (x: number): string => (Number.isFinite(x) ? `${(x / 1000).toFixed(1)}s` : '-');
 
 function printTable(rows: GossipBenchRow[]): void {
-  const head = ['config', 'n', 'loss', 'virtual', 'wall', 'false deaths', 'detect med/p99', 'memberlist med/p99', 'join all-know med/max', 'update med/max', 'B/node/s', 'memberlist B/node/s', 'verdict'];
+  const head = ['config', 'n', 'loss', 'virtual', 'wall', 'false deaths', 'detect med/p99', 'memberlist med/p99', 'join all-know med/max', 'update med/max', 'B/node/s', 'memberlist B/node/s (own wire / same sizes)', 'verdict'];
   const lines = rows.map(({ config: c, result: r, model: m, violations }) => [
     c.name,
     String(c.nodes),
@@ -135,7 +135,7 @@ function printTable(rows: GossipBenchRow[]): void {
     `${ms(r.join.allKnow.medianMs)}/${ms(r.join.allKnow.maxMs)}`,
     `${ms(r.update.allKnow.medianMs)}/${ms(r.update.allKnow.maxMs)}`,
     r.bytesPerNodePerSec.toFixed(0),
-    m.bytesPerNodePerSec.toFixed(0),
+    `${m.bytesPerNodePerSec.toFixed(0)} / ${m.bytesPerNodePerSecSameSizes.toFixed(0)}`,
     c.stress ? 'stress (no target)' : violations.length === 0 ? 'PASS' : 'FAIL',
   ]);
   const all = [head, ...lines];
@@ -170,6 +170,7 @@ export async function runGossipBench(argv: string[]): Promise<void> {
       crashesPerSec: result.rates.crashesPerSec,
       joinsPerSec: result.rates.joinsPerSec,
       updatesPerSec: result.rates.updatesPerSec,
+      leavesPerSec: result.rates.leavesPerSec,
       meta: nodeMeta(10),
     });
     const targets = targetsFor(c, result, model);

@@ -42,8 +42,12 @@ export interface ManagerNodeOptions {
   advertiseAddr?: string;
   clientPort: number;
   peerPort: number;
-  /** The join handshake listens here (DESIGN.md: the gossip port). */
+  /**
+   * The join handshake listens here (DESIGN.md: the gossip port) — unless `externalJoin`,
+   * when the gossip listener hands join connections to joinConnection().
+   */
   joinPort: number;
+  externalJoin?: boolean;
   bootstrap: boolean;
   join: string[];
   token?: string;
@@ -293,13 +297,14 @@ export class ManagerNode {
     this.driver.onLeaderChange((lead, role) => this.onLeaderChange(lead, role));
     this.driver.start();
 
-    this.joinServer = await JoinServer.listen({
+    const joinOpts = {
       peerKey,
-      port: this.opts.joinPort,
-      host: this.opts.bindAddr,
-      onJoin: (req) => this.handleJoin(req),
-      onReject: (reason) => log.warn({ reason }, 'join rejected'),
-    });
+      onJoin: (req: MemberContext & { remoteAddress: string }) => this.handleJoin(req),
+      onReject: (reason: string) => log.warn({ reason }, 'join rejected'),
+    };
+    this.joinServer = this.opts.externalJoin
+      ? JoinServer.detached(joinOpts)
+      : await JoinServer.listen({ ...joinOpts, port: this.opts.joinPort, host: this.opts.bindAddr });
     this.timers.push(setInterval(() => void this.leaderDuties(), LEASE_TICK_MS));
     this.timers.push(setInterval(() => this.watchHub.progressTick(), 10 * 60_000));
   }
@@ -515,6 +520,11 @@ export class ManagerNode {
     const context = enc.encode(JSON.stringify({ name: req.name, peerAddr: req.peerAddr, clientAddr: req.clientAddr }));
     await this.changeMembership({ type: ConfChangeType.AddLearner, nodeId: id, context }, () => this.members.has(id));
     return { memberId: id, members: this.memberList() };
+  }
+
+  /** A join connection accepted by another listener (the gossip port's TCP side). */
+  joinConnection(socket: import('node:net').Socket): void {
+    this.joinServer?.handleConnection(socket);
   }
 
   memberList(): JoinMember[] {

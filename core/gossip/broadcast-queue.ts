@@ -1,12 +1,21 @@
 /**
  * The transmit-limited piggyback queue: membership updates waiting to be spread. Each outgoing
- * UDP packet is topped up with queued messages that fit its byte budget, least-transmitted
- * first (newest first among equals). A message is dropped once this node has sent it `limit`
+ * UDP packet is topped up with queued messages that fit its byte budget: alive messages
+ * first, then the rest, each least-transmitted first (newest first among equals). A message is dropped once this node has sent it `limit`
  * times (λ·log(n)), and a newer message about the same member replaces an older one.
  */
 import { MAX_BROADCAST_QUEUE } from './limits.js';
-import type { StateMsg } from './types.js';
+import { MsgType, type StateMsg } from './types.js';
 import { messageSize } from './codec/index.js';
+
+/** The smallest state message (a suspect with one-byte names) is larger than this. */
+const MIN_MESSAGE_BYTES = 8;
+
+interface TakeState {
+  used: number;
+  taken: number;
+  moved: Broadcast[] | undefined;
+}
 
 interface Broadcast {
   key: string;
@@ -53,13 +62,23 @@ export class BroadcastQueue {
 
   /**
    * Takes messages totalling at most budgetBytes (and at most maxCount of them) for one packet,
-   * counting one transmission for each. `limit` is the current retransmit limit.
+   * counting one transmission for each. `limit` is the current retransmit limit. Alive
+   * messages go first: they are refutations, joins and updates, and a refutation that waits
+   * behind suspicions is how a storm (say, a healed partition) turns into false deaths.
    */
   take(budgetBytes: number, maxCount: number, limit: number, out: StateMsg[]): number {
     if (this.liveCount === 0 || budgetBytes <= 0 || maxCount <= 0) return 0;
-    let used = 0;
-    let taken = 0;
-    let moved: Broadcast[] | undefined;
+    const st: TakeState = { used: 0, taken: 0, moved: undefined };
+    this.pass(true, budgetBytes, maxCount, limit, out, st);
+    if (st.taken < maxCount && budgetBytes - st.used >= MIN_MESSAGE_BYTES) this.pass(false, budgetBytes, maxCount, limit, out, st);
+    if (st.moved) {
+      for (const b of st.moved) (this.buckets[b.transmits] ??= []).push(b);
+      this.storedCount += st.moved.length;
+    }
+    return st.used;
+  }
+
+  private pass(aliveOnly: boolean, budgetBytes: number, maxCount: number, limit: number, out: StateMsg[], st: TakeState): void {
     for (let t = 0; t < this.buckets.length; t++) {
       const bucket = this.buckets[t];
       if (!bucket || bucket.length === 0) continue;
@@ -68,33 +87,27 @@ export class BroadcastQueue {
       for (let i = bucket.length - 1; i >= 0; i--) {
         const b = bucket[i]!;
         if (!b.live) continue;
-        if (taken < maxCount && used + b.sizeBytes <= budgetBytes) {
+        const eligible = (b.msg.t === MsgType.Alive) === aliveOnly;
+        if (eligible && st.taken < maxCount && st.used + b.sizeBytes <= budgetBytes) {
           out.push(b.msg);
-          used += b.sizeBytes;
-          taken++;
+          st.used += b.sizeBytes;
+          st.taken++;
           b.transmits++;
           if (b.transmits >= limit) {
             b.live = false;
             this.liveCount--;
             if (this.byKey.get(b.key) === b) this.byKey.delete(b.key);
           } else {
-            (moved ??= []).push(b);
+            (st.moved ??= []).push(b);
           }
         } else {
           bucket[--write] = b;
         }
       }
-      const kept = bucket.length - write;
       this.storedCount -= write;
       if (write > 0) bucket.splice(0, write);
-      void kept;
-      if (taken >= maxCount || budgetBytes - used < 3) break;
+      if (st.taken >= maxCount || budgetBytes - st.used < MIN_MESSAGE_BYTES) break;
     }
-    if (moved) {
-      for (const b of moved) (this.buckets[b.transmits] ??= []).push(b);
-      this.storedCount += moved.length;
-    }
-    return used;
   }
 
   /** Drops the most-transmitted broadcasts until the queue is back under its limit. */

@@ -7,7 +7,10 @@
  *
  * What it implements:
  * - failure detection: randomized round-robin probes, ping-req through k helpers with nacks,
- *   a TCP fallback ping, suspicion with incarnation numbers and refutation;
+ *   a TCP fallback ping, suspicion with incarnation numbers and refutation. A member is declared
+ *   dead only by a node's own suspicion timer, after that node checked with the suspect
+ *   directly; a death notice from others is evidence (it starts or confirms a suspicion), never
+ *   a verdict, so stale notices — after a partition heals, say — cannot kill live members;
  * - Lifeguard: local health awareness (Awareness), dynamic suspicion timeouts (Suspicion), and
  *   the buddy system (suspicion is sent to the suspect, in its probes and at once);
  * - dissemination: a transmit-limited broadcast queue piggybacked on every packet plus a gossip
@@ -317,10 +320,8 @@ export class GossipMachine {
           sp.checksSent++;
           sp.lastCheckMs = now;
           this.counters.suspicionChecks++;
-          this.send(r.addr, [
-            { t: MsgType.Ping, seq: this.nextSeq(), target: r.name, source: this.name },
-            { t: MsgType.Suspect, name: r.name, incarnation: r.incarnation, from: this.name },
-          ]);
+          // The suspicion alone is the question: a live suspect answers with its alive message.
+          this.send(r.addr, [{ t: MsgType.Suspect, name: r.name, incarnation: r.incarnation, from: this.name }]);
         }
       } else if (!c.faults?.suspicionNeverExpires && now >= this.expiryMs(sp)) {
         this.counters.deathsDeclared++;
@@ -494,7 +495,7 @@ export class GossipMachine {
     const nackAtMs = wantNack ? this.now + NACK_TIMEOUT_FRACTION * pt : 0;
     this.relays.set(seq, { origin, originSeq, nackAtMs, expiresAtMs: this.now + this.config.probeIntervalMs });
     this.wake(nackAtMs > 0 ? nackAtMs : this.now + this.config.probeIntervalMs);
-    this.send(targetAddr, [{ t: MsgType.Ping, seq, target, source: this.name }]);
+    this.send(targetAddr, [{ t: MsgType.Ping, seq, target }]);
   }
 
   private onAck(seq: number): void {
@@ -610,6 +611,13 @@ export class GossipMachine {
     }
     if (!isLive(r)) return;
     const left = d.from === d.name;
+    if (!left && d.from !== this.name) {
+      // Someone else's verdict is evidence, not proof: it starts (or confirms) our own
+      // suspicion, so the member still gets checked and can refute before we declare it. This
+      // is what keeps a healed partition from flooding each side with stale death notices.
+      this.onSuspect({ t: MsgType.Suspect, name: d.name, incarnation: d.incarnation, from: d.from }, false);
+      return;
+    }
     r.incarnation = d.incarnation;
     this.clearSuspicion(r);
     this.table.setStatus(r, left ? 'left' : 'dead', this.now);
@@ -670,7 +678,7 @@ export class GossipMachine {
       expectedNacks: 0,
       nacks: 0,
     };
-    const msgs: Message[] = [{ t: MsgType.Ping, seq, target: target.name, source: this.name }];
+    const msgs: Message[] = [{ t: MsgType.Ping, seq, target: target.name }];
     // Buddy system: a suspect learns of its suspicion from whoever probes it.
     if (target.status === 'suspect') {
       msgs.push({ t: MsgType.Suspect, name: target.name, incarnation: target.incarnation, from: this.name });

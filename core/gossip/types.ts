@@ -36,12 +36,12 @@ export enum MsgType {
   KeyringReply = 14,
 }
 
-/** "Are you alive?" `target` guards against an address now used by another node. */
+/** "Are you alive?" `target` guards against an address now used by another node. The answer
+ * goes to the packet's source address. */
 export interface PingMsg {
   t: MsgType.Ping;
   seq: number;
   target: string;
-  source: string;
 }
 
 /** "Please ping `target` for me" (SWIM's ping-req); `nack` asks for a nack on timeout (Lifeguard). */

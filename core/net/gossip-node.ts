@@ -80,6 +80,11 @@ const KEYRING_FANOUT = 16;
 export class GossipNode {
   private readonly machine: GossipMachine;
   private transport!: GossipTransport;
+
+  /** Route Raft join connections arriving on the gossip port (see GossipTransport.setJoinHandler). */
+  setJoinHandler(handler: ((sock: import('node:net').Socket) => void) | undefined): void {
+    this.transport.setJoinHandler(handler);
+  }
   private timer: NodeJS.Timeout | undefined;
   private timerAtMs = Infinity;
   private readonly subscribers = new Set<Subscriber>();

@@ -5,6 +5,7 @@
  * (AES-256-GCM) before it is decoded; whatever fails — oversized, unauthenticated, replayed,
  * malformed — is dropped and counted, never thrown. Knows nothing of the protocol itself.
  */
+import { peekJoinMagic } from './join.js';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, connect, isIPv6, type Server, type Socket } from 'node:net';
 import { decodePacket, decodeStreamFrame, encodeStreamFrame } from '../gossip/codec/index.js';
@@ -64,6 +65,8 @@ export class GossipTransport {
   private activeInbound = 0;
   private readonly sockets = new Set<Socket>();
   private closed = false;
+  /** Join connections (JOIN_STREAM_MAGIC) on this port go here; see setJoinHandler. */
+  private joinHandler: ((sock: Socket) => void) | undefined;
 
   private constructor(
     private readonly opts: GossipTransportOptions,
@@ -164,12 +167,25 @@ export class GossipTransport {
 
   // -------------------------------------------------------------------------------------------
 
+  /**
+   * Share this port's TCP side with the Raft join handshake (DESIGN.md: --join targets the
+   * gossip port): connections starting with JOIN_STREAM_MAGIC are handed to `handler`.
+   */
+  setJoinHandler(handler: ((sock: Socket) => void) | undefined): void {
+    this.joinHandler = handler;
+  }
+
   private wire(): void {
     this.udp.on('message', (buf, rinfo) => this.onDatagram(buf, { host: rinfo.address, port: rinfo.port }));
     this.udp.on('error', () => {
       this.stats.sendErrors++;
     });
-    this.tcp.on('connection', (sock) => this.onConnection(sock));
+    this.tcp.on('connection', (sock) => {
+      if (!this.joinHandler) return this.onConnection(sock);
+      sock.on('error', () => undefined);
+      const handler = this.joinHandler;
+      peekJoinMagic(sock, (isJoin) => (isJoin ? handler(sock) : this.onConnection(sock)));
+    });
     this.tcp.on('error', () => {
       this.stats.streamFailures++;
     });

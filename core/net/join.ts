@@ -21,6 +21,32 @@ export const MAX_JOIN_CONNECTIONS = 32;
 export const MAX_MEMBER_NAME_CHARS = 253;
 export const MAX_ADDRESS_CHARS = 300;
 export const MAX_JOIN_MEMBERS = 1_024;
+/**
+ * Sent first on every join connection, so a listener shared with gossip's TCP side can tell
+ * a join from a gossip stream: read as a gossip frame length it is ~1.3 GB, far above any
+ * valid frame, so the two can never be confused.
+ */
+export const JOIN_STREAM_MAGIC = Buffer.from('PCJ1', 'latin1');
+
+/**
+ * Wait for the first bytes of `socket`: calls `route(isJoin)` once 4 bytes arrived, with the
+ * magic (if any) consumed and every other byte put back for the next reader.
+ */
+export function peekJoinMagic(socket: Socket, route: (isJoin: boolean) => void): void {
+  let buf = Buffer.alloc(0);
+  const onData = (chunk: Buffer): void => {
+    buf = Buffer.concat([buf, chunk]);
+    if (buf.length < JOIN_STREAM_MAGIC.length) return;
+    socket.off('data', onData);
+    socket.pause();
+    const isJoin = buf.subarray(0, JOIN_STREAM_MAGIC.length).equals(JOIN_STREAM_MAGIC);
+    const rest = isJoin ? buf.subarray(JOIN_STREAM_MAGIC.length) : buf;
+    if (rest.length > 0) socket.unshift(rest);
+    route(isJoin);
+    socket.resume();
+  };
+  socket.on('data', onData);
+}
 
 export interface JoinRequest {
   name: string;
@@ -137,14 +163,22 @@ export class JoinServer {
   readonly stats = { accepted: 0, rejectedHandshakes: 0, joined: 0, refused: 0 };
 
   private constructor(
-    private readonly server: Server,
-    readonly address: HostPort,
+    private readonly server: Server | undefined,
+    readonly address: HostPort | undefined,
     private readonly opts: JoinServerOptions,
   ) {}
 
+  /** A join server with no listener of its own: connections come through handleConnection. */
+  static detached(opts: Omit<JoinServerOptions, 'port' | 'host'>): JoinServer {
+    return new JoinServer(undefined, undefined, { ...opts, port: 0 });
+  }
+
   static listen(opts: JoinServerOptions): Promise<JoinServer> {
     let js: JoinServer | undefined;
-    const server = createServer((socket) => js?.accept(socket));
+    const server = createServer((socket) => {
+      socket.on('error', () => undefined);
+      peekJoinMagic(socket, (isJoin) => (isJoin ? js?.accept(socket) : socket.destroy()));
+    });
     return new Promise((resolve, reject) => {
       server.once('error', reject);
       server.listen(opts.port, opts.host ?? '127.0.0.1', () => {
@@ -159,13 +193,13 @@ export class JoinServer {
 
   async close(): Promise<void> {
     for (const s of this.sockets) s.destroy();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const server = this.server;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
   /**
-   * Serves one join connection accepted elsewhere, e.g. by a listener that shares the gossip
-   * port's TCP side and recognises the handshake (a 4-byte length below 256, then a
-   * ClientHello) before handing the socket over. Bytes already read can be unshifted first.
+   * Serves one join connection accepted elsewhere: the gossip port's TCP listener peeks
+   * JOIN_STREAM_MAGIC (peekJoinMagic) and hands the socket over with the magic consumed.
    */
   handleConnection(socket: Socket): void {
     this.accept(socket);
@@ -272,6 +306,7 @@ export function joinCluster(opts: JoinClusterOptions): Promise<JoinResult> {
     const timer = setTimeout(() => finish(new NetError('ERR_JOIN_TIMEOUT', `no join answer from ${opts.address} in ${timeoutMs} ms`)), timeoutMs);
     socket.once('error', (err) => finish(new NetError('ERR_CONNECTION_CLOSED', `cannot reach ${opts.address}: ${err.message}`, { cause: err })));
     socket.once('connect', () => {
+      socket.write(JOIN_STREAM_MAGIC);
       clientHandshake(socket, { peerKey: opts.peerKey, purpose: Purpose.Join, timeoutMs, maxFrameBytes: MAX_JOIN_FRAME_BYTES }).then(
         (channel) => {
           channel.start({

@@ -77,6 +77,9 @@ export const BUGS: BugVariant[] = [
     name: 'commit-old-term',
     description: 'commits entries of an earlier term by counting replicas (Figure 8)',
     raftClass: CommitOldTermEntries,
+    // One entry per append and the scripted Figure-8 schedule: random faults alone make the
+    // needed leader changes (2% of seeds) too rare.
+    options: { maxSizePerMsgBytes: 1, figure8MeanIntervalMs: 2000 },
   },
   {
     name: 'vote-without-log-check',
@@ -102,6 +105,8 @@ export const BUGS: BugVariant[] = [
     name: 'snapshot-discards-log',
     description: 'installing a snapshot discards acknowledged entries after it',
     raftClass: SnapshotDiscardsLog,
+    // Frequent snapshots with no log kept behind them, so followers install them often.
+    options: { snapshotEveryEntries: 10, keepEntriesAfterSnapshot: 0, maxSizePerMsgBytes: 1 },
   },
 ];
 

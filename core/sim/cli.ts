@@ -91,8 +91,6 @@ function findBug(name: string): BugVariant | undefined {
 
 function optionsFor(args: { options: Partial<SimOptions>; bugName: string | undefined }): Partial<SimOptions> {
   const o: Partial<SimOptions> = { ...args.options };
-  // The quiet period must fit in a short run.
-  if (o.ticks !== undefined && o.ticks < 3000) o.quietTicks = Math.floor(o.ticks / 2);
   if (args.bugName !== undefined) o.bug = findBug(args.bugName);
   return o;
 }

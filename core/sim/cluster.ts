@@ -26,6 +26,12 @@ import { Trace, type TraceEvent } from './trace.js';
 export const TRACE_LINES_ON_VIOLATION = 20;
 /** How often the membership operator and the liveness checker look at the cluster. */
 export const OPERATOR_INTERVAL_MS = 100;
+/**
+ * Peer messages per second of virtual time beyond which the run is a message storm (a
+ * feedback loop in flow control, amplified by duplication). A healthy 5-node cluster sends
+ * a few thousand; stopping here reports the storm instead of exhausting memory.
+ */
+export const MAX_PEER_MESSAGES_PER_VIRTUAL_SECOND = 50_000;
 
 export interface SeedStats {
   virtualMs: number;
@@ -35,6 +41,7 @@ export interface SeedStats {
   messagesLost: number;
   messagesCut: number;
   messagesDuplicated: number;
+  peakMessagesPerSecond: number;
   leaderTerms: number;
   maxTerm: number;
   maxCommitIndex: number;
@@ -87,6 +94,10 @@ export function replayCommand(seed: number, o: SimOptions): string {
   return cmd;
 }
 
+function seeded(v: number | 'seeded', drawn: number): number {
+  return v === 'seeded' ? drawn : v;
+}
+
 export function runSeed(seed: number, options: Partial<SimOptions> = {}): SeedResult {
   return new ClusterRun(seed, resolveOptions(options)).run();
 }
@@ -118,6 +129,13 @@ class ClusterRun {
   private victim: NodeId = 0;
   private leaderEstablishedMs = -1;
   private livenessDone = false;
+  /** Figure-8 scenario: nodes whose next win is crashed at once, and who crashes on its next earlier-term commit. */
+  private crashNextWinAmong: NodeId[] = [];
+  private crashOnOldCommitUntilMs = -1;
+  private figure8Minority: NodeId[] = [];
+  private stormWindowSec = -1;
+  private stormCount = 0;
+  private peakMessagesPerSecond = 0;
 
   constructor(
     readonly seed: number,
@@ -137,8 +155,8 @@ class ClusterRun {
     this.quietStartMs = (o.ticks - o.quietTicks) * o.tickIntervalMs;
 
     // Per-seed choices: every draw is made whatever the options, so the streams stay aligned.
-    const cq = cfgPrng.chance(0.75);
-    const pv = cfgPrng.chance(0.75);
+    const cq = cfgPrng.chance(0.5);
+    const pv = cfgPrng.chance(0.5);
     const membership = cfgPrng.next() < o.membershipProbability;
     const every = cfgPrng.pick([10, 30, 100, 300]);
     const chunk = cfgPrng.pick([64, 700, 1 << 20]);
@@ -149,11 +167,13 @@ class ClusterRun {
       preVote: o.preVote === 'seeded' ? pv : o.preVote,
       snapshotEveryEntries: o.snapshotEveryEntries === 'seeded' ? every : o.snapshotEveryEntries,
       snapshotChunkBytes: o.snapshotChunkBytes === 'seeded' ? chunk : o.snapshotChunkBytes,
-      keepEntriesAfterSnapshot: cfgPrng.pick([0, 3, 50]),
-      maxSizePerMsgBytes: cfgPrng.pick([200, 4096, 1 << 20]),
+      keepEntriesAfterSnapshot: seeded(o.keepEntriesAfterSnapshot, cfgPrng.pick([0, 3, 50])),
+      maxSizePerMsgBytes: seeded(o.maxSizePerMsgBytes, cfgPrng.pick([1, 200, 4096, 1 << 20])),
       maxInflightMsgs: cfgPrng.pick([2, 16, 256]),
     };
     const plan = planFaults(o.faults, planPrng);
+    if (o.figure8MeanIntervalMs !== 'seeded' && plan.figure8MeanIntervalMs !== 0) plan.figure8MeanIntervalMs = o.figure8MeanIntervalMs;
+    if (o.figure8MeanIntervalMs !== 'seeded' && o.faults === 'all') plan.figure8MeanIntervalMs = o.figure8MeanIntervalMs;
     this.config = { nodes: o.nodes, faults: o.faults, settings, membership, plan, bug: o.bug?.name };
 
     this.peerNet = new SimNetwork<Message>(this.queue, netPrng, plan.network, cloneMessage, (to, m) => {
@@ -181,6 +201,7 @@ class ClusterRun {
       violation: (v) => this.safety.report(v),
       onLeader: (n, term) => this.onLeader(n, term),
       onConfApplied: (n, cc, index) => this.onConfApplied(n, cc, index),
+      onLeaderCommit: (n, from, to) => this.onLeaderCommit(n, from, to),
     };
     const total = o.nodes + (membership ? 1 : 0);
     for (let id = 1; id <= total; id++) {
@@ -277,13 +298,28 @@ class ClusterRun {
 
   private sendPeer(from: SimNode, m: Message): void {
     const now = this.queue.nowMs;
+    const sec = Math.floor(now / 1000);
+    if (sec !== this.stormWindowSec) {
+      this.stormWindowSec = sec;
+      this.stormCount = 0;
+    }
+    if (++this.stormCount > this.peakMessagesPerSecond) this.peakMessagesPerSecond = this.stormCount;
+    if (this.stormCount === MAX_PEER_MESSAGES_PER_VIRTUAL_SECOND) {
+      this.safety.report({
+        invariant: 'message-storm',
+        message: `${this.stormCount} peer messages within one second of virtual time (the last: ${m.type} ${m.from}→${m.to} index ${m.index})`,
+        atMs: now,
+        nodes: [m.from, m.to],
+      });
+    }
     this.trace.fold(now, m.from * 4096 + m.to, (TYPE_CODE.get(m.type) ?? 0) * 65536 + m.entries.length, m.term * 1048576 + m.index);
     if (LEADER_ONLY.has(m.type)) this.safety.observeLeader(m.from, m.term, now);
     const dest = this.nodes.get(m.to);
     if (dest === undefined || !dest.started) return; // no such machine (yet)
-    // A transport notices a dead or unreachable peer (connection refused / timed out).
-    if ((m.type === MessageType.App || m.type === MessageType.Snap) && (!dest.up || this.peerNet.isCut(m.from, m.to))) from.reportUnreachable(m.to);
-    this.peerNet.send(m.from, m.to, m);
+    // A transport reports a message it could not deliver (peer down, link cut, send dropped), as
+    // etcd's does; the leader then falls back from pipelining to probing.
+    const copies = this.peerNet.send(m.from, m.to, m);
+    if (copies === 0 || !dest.up) from.reportUnreachable(m.to);
   }
 
   private targets(): NodeId[] {
@@ -301,6 +337,24 @@ class ClusterRun {
     const log = n.raw.raft.log;
     this.safety.checkLeaderLog(n.id, term, { firstIndex: log.firstIndex(), lastIndex: log.lastIndex(), termAt: (i) => log.termOrUndefined(i) ?? -1 }, now);
     this.trace.event(now, 'raft', [n.id], `node ${n.id} became leader of term ${term} (last index ${log.lastIndex()}, commit ${log.committed})`);
+    // Nemesis: a leader that dies before its first entries replicate leaves a log with a
+    // higher-term tail than the rest (the setting of the Raft paper's Figure 8).
+    // While the Figure-8 partition lasts, every leader the majority elects dies at once.
+    const armed = !this.faultsStopped && this.crashNextWinAmong.includes(n.id);
+    if (armed) {
+      // Cut it off at once, so even the messages already in flight never arrive: its new
+      // entries stay on its own disk (Figure 8 (b)).
+      this.peerNet.partition([[n.id], this.targets().filter((id) => id !== n.id)]);
+      this.trace.event(now, 'fault', [n.id], `figure-8 nemesis: cut off node ${n.id}`);
+    }
+    const p = this.config.plan.crashOnElectionProbability;
+    if (!this.faultsStopped && (armed || (p > 0 && this.faultPrng.chance(p)))) {
+      const inc = n.incarnation;
+      // Armed: isolated already; crash once its own write is durable (Figure 8 needs it on disk).
+      this.queue.after(armed ? 50 : this.faultPrng.int(4), () => {
+        if (n.incarnation === inc && n.up && !this.faultsStopped) this.crashNode(n, `just after winning term ${term}`, armed ? this.o.electionTicks * 8 * this.o.tickIntervalMs : undefined);
+      });
+    }
   }
 
   private onConfApplied(n: SimNode, cc: ConfChange, index: number): void {
@@ -322,6 +376,14 @@ class ClusterRun {
       };
       this.queue.after(jitter(plan.partitionMeanIntervalMs), loop);
     }
+    if (plan.figure8MeanIntervalMs > 0) {
+      const loop = (): void => {
+        if (this.faultsStopped) return;
+        this.startFigure8();
+        this.queue.after(jitter(plan.figure8MeanIntervalMs), loop);
+      };
+      this.queue.after(jitter(plan.figure8MeanIntervalMs), loop);
+    }
     if (plan.crashMeanIntervalMs > 0) {
       const loop = (): void => {
         if (this.faultsStopped) return;
@@ -332,10 +394,71 @@ class ClusterRun {
     }
   }
 
+  /**
+   * The nemesis that strikes at the moment a leader commits: sometimes it crashes the leader
+   * right then — most often when the newly committed range holds entries of earlier terms
+   * (a new leader catching up its followers), where commitment rules matter most (Raft §5.4.2).
+   */
+  private onLeaderCommit(n: SimNode, from: number, to: number): void {
+    const plan = this.config.plan;
+    if (this.faultsStopped || (plan.crashOnCommitProbability === 0 && this.crashOnOldCommitUntilMs < 0)) return;
+    const log = n.raw.raft.log;
+    const term = n.raw.raft.term;
+    let earlierTerms = false;
+    for (let i = from + 1; i <= to && !earlierTerms; i++) earlierTerms = (log.termOrUndefined(i) ?? term) < term;
+    const armed = earlierTerms && this.queue.nowMs <= this.crashOnOldCommitUntilMs;
+    if (armed) this.crashOnOldCommitUntilMs = -1;
+    const p = earlierTerms ? plan.crashOnCommitProbability : plan.crashOnCommitProbability / 50;
+    if (!armed && !this.faultPrng.chance(p)) return;
+    const inc = n.incarnation;
+    const downMs = armed ? this.o.electionTicks * 8 * this.o.tickIntervalMs : undefined;
+    // In the Figure-8 scenario the other holder of the old entries goes down too, so the node
+    // with the higher-term tail can win next.
+    const partner = armed ? this.figure8Minority.find((id) => id !== n.id) : undefined;
+    this.queue.after(0, () => {
+      if (this.faultsStopped) return;
+      if (n.incarnation === inc && n.up) this.crashNode(n, `just after committing up to index ${to}${earlierTerms ? ' (entries of earlier terms)' : ''}`, downMs);
+      const p2 = partner === undefined ? undefined : this.nodes.get(partner);
+      if (p2 !== undefined && p2.up) this.crashNode(p2, 'with the figure-8 leader', downMs);
+    });
+  }
+
+  /**
+   * The Raft paper's Figure 8, as a nemesis: the leader keeps one follower and loses the rest
+   * (its new entries reach one node); the majority elects a leader that dies at once (a
+   * higher-term entry on one node); the partition heals; whoever then leads and commits
+   * entries of an earlier term dies right after committing, and the Figure-8 leader comes
+   * back. A correct Raft never loses a committed entry here; one that commits earlier-term
+   * entries by counting replicas does.
+   */
+  private startFigure8(): void {
+    const leader = this.currentLeader();
+    const ids = this.targets().filter((id) => this.nodes.get(id)!.up);
+    if (this.partitionActive || leader === undefined || ids.length < 3) return;
+    const others = this.faultPrng.shuffle(ids.filter((id) => id !== leader.id));
+    const minority = [leader.id, others[0]!];
+    this.figure8Minority = minority;
+    const majority = others.slice(1);
+    this.peerNet.partition([minority, majority]);
+    this.partitionActive = true;
+    this.partitions++;
+    this.crashNextWinAmong = majority;
+    const tick = this.o.tickIntervalMs;
+    this.trace.event(this.queue.nowMs, 'fault', [], `figure-8 nemesis: partition {${minority.join(',')}} | {${majority.join(',')}}`);
+    this.queue.after((this.o.electionTicks * 4 + this.faultPrng.int(this.o.electionTicks * 4)) * tick, () => {
+      if (this.faultsStopped || !this.partitionActive) return;
+      this.peerNet.heal();
+      this.partitionActive = false;
+      this.crashNextWinAmong = [];
+      this.crashOnOldCommitUntilMs = this.queue.nowMs + this.o.electionTicks * 10 * tick;
+      this.trace.event(this.queue.nowMs, 'fault', [], 'figure-8 nemesis: network healed');
+    });
+  }
+
   private formPartition(): void {
     const ids = this.targets();
     if (ids.length < 2) return;
-    const shape = pickPartition(ids, this.faultPrng);
+    const shape = pickPartition(ids, this.faultPrng, this.currentLeader()?.id);
     const net = this.peerNet;
     switch (shape.kind) {
       case 'split':
@@ -367,16 +490,24 @@ class ClusterRun {
     const up = [...this.nodes.values()].filter((n) => n.up);
     if (up.length === 0) return;
     const syncing = up.filter((n) => n.busy);
-    const pool = syncing.length > 0 && this.faultPrng.chance(this.config.plan.crashDuringFsyncBias) ? syncing : up;
+    const leader = this.currentLeader();
+    let pool = up;
+    if (syncing.length > 0 && this.faultPrng.chance(this.config.plan.crashDuringFsyncBias)) pool = syncing;
+    else if (leader !== undefined && this.faultPrng.chance(this.config.plan.crashLeaderBias)) pool = [leader];
     const n = this.faultPrng.pick(pool);
-    const wasSyncing = n.busy;
+    this.crashNode(n, n.busy ? 'during an fsync' : '');
+  }
+
+  private crashNode(n: SimNode, why: string, downMaxMs = this.config.plan.downMaxMs): void {
     const lostBefore = n.stats.writesLost;
+    const wasLeader = n.raw.raft.role === Role.Leader;
     n.crash();
     const now = this.queue.nowMs;
-    this.trace.event(now, 'fault', [n.id], `crash node ${n.id}${wasSyncing ? ' during an fsync' : ''} (${n.stats.writesLost - lostBefore} unsynced writes lost)`);
-    const downMs = 10 + this.faultPrng.int(this.config.plan.downMaxMs);
+    this.trace.event(now, 'fault', [n.id], `crash ${wasLeader ? 'leader' : 'node'} ${n.id}${why ? ' ' + why : ''} (${n.stats.writesLost - lostBefore} unsynced writes lost)`);
+    const downMs = 10 + this.faultPrng.int(downMaxMs);
+    const inc = n.incarnation;
     this.queue.after(downMs, () => {
-      if (this.faultsStopped || n.up || n.retired) return;
+      if (this.faultsStopped || n.incarnation !== inc || n.retired) return;
       n.restart();
       this.trace.event(this.queue.nowMs, 'fault', [n.id], `restart node ${n.id} (term ${n.raw.raft.term}, commit ${n.raw.raft.log.committed}, applied ${n.appliedIndex})`);
     });
@@ -385,6 +516,8 @@ class ClusterRun {
   /** The quiet period: heal, restart, make the network and disks reliable; then judge liveness. */
   private stopFaults(): void {
     this.faultsStopped = true;
+    this.crashNextWinAmong = [];
+    this.crashOnOldCommitUntilMs = -1;
     this.peerNet.heal();
     this.partitionActive = false;
     this.peerNet.setProfile({ ...RELIABLE_NETWORK });
@@ -432,10 +565,32 @@ class ClusterRun {
         });
       }
       this.livenessDone = true;
+      const leader = this.stableLeader();
+      const convergeAtMs = now + this.o.livenessConvergeTicks * tick;
+      if (stuck.length === 0 && leader !== undefined && convergeAtMs <= this.endMs) {
+        const target = leader.raw.raft.log.committed;
+        this.queue.at(convergeAtMs, () => this.checkConvergence(target));
+      }
       return;
     }
     const next = this.leaderEstablishedMs < 0 ? Math.min(leaderDeadline, now + tick) : clientDeadline;
     if (next <= this.endMs) this.queue.at(next, () => this.livenessTick());
+  }
+
+  /** Every live member has applied at least `target` (what the leader had committed earlier). */
+  private checkConvergence(target: number): void {
+    const leader = this.stableLeader();
+    if (leader === undefined) return; // reported by nothing: leadership may legitimately move
+    const members = [...leader.conf.voters, ...leader.conf.learners];
+    const behind = members.map((id) => this.nodes.get(id)).filter((n): n is SimNode => n !== undefined && n.up && n.appliedIndex < target);
+    if (behind.length === 0) return;
+    this.safety.report({
+      invariant: 'liveness',
+      message: `node${behind.length > 1 ? 's' : ''} ${behind.map((n) => n.id).join(',')} did not apply index ${target} within ${this.o.livenessConvergeTicks} ticks (stuck behind the leader)`,
+      atMs: this.queue.nowMs,
+      nodes: behind.map((n) => n.id),
+      detail: this.describeNodes(),
+    });
   }
 
   /** An up leader followed, in its term, by a majority of the voters it knows. */
@@ -539,9 +694,9 @@ class ClusterRun {
     const lines = [`${v.invariant} violated at ${v.atMs} ms: ${v.message}`];
     if (v.detail !== undefined) lines.push(...v.detail.map((d) => `  ${d}`));
     const relevant = (e: TraceEvent): boolean => {
-      if (e.kind === 'fault') return true;
+      // Faults and leadership changes are always context; client results only for the key at fault.
       if (e.kind === 'client') return v.key !== undefined && e.key === v.key;
-      return v.nodes.length === 0 || e.nodes.length === 0 || e.nodes.some((id) => v.nodes.includes(id));
+      return true;
     };
     lines.push(`last ${TRACE_LINES_ON_VIOLATION} relevant events:`);
     lines.push(...this.trace.recent(TRACE_LINES_ON_VIOLATION, relevant).map((l) => `  ${l}`));
@@ -579,6 +734,7 @@ class ClusterRun {
       messagesLost: ps.lost,
       messagesCut: ps.cutByPartition,
       messagesDuplicated: ps.duplicated,
+      peakMessagesPerSecond: this.peakMessagesPerSecond,
       leaderTerms,
       maxTerm,
       maxCommitIndex: maxCommit,

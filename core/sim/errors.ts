@@ -4,6 +4,7 @@ export type SimErrorCode =
   | 'SIM_TIME_TRAVEL' // an event scheduled in the past
   | 'SIM_DISK_INVARIANT' // a write the disk model cannot accept (gap in the log, stale snapshot)
   | 'SIM_BAD_OPTION' // an option out of range
+  | 'SIM_RUNAWAY' // a node produced Readies without end
   | 'KV_OP_MALFORMED' // a KV command in an entry that does not decode
   | 'KV_SNAPSHOT_MALFORMED' // a state-machine snapshot that does not decode
   | 'LIN_BAD_HISTORY'; // a history the linearizability checker cannot interpret

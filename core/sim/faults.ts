@@ -22,6 +22,14 @@ export interface FaultPlan {
   downMaxMs: number;
   /** Probability that a crash picks a node with an fsync in flight (the dangerous moment). */
   crashDuringFsyncBias: number;
+  /** Probability that a crash picks the current leader. */
+  crashLeaderBias: number;
+  /** Probability that a leader crashes right after committing entries of earlier terms (1/50 of it for other commits). */
+  crashOnCommitProbability: number;
+  /** Probability that a new leader crashes within a few ms of winning, before its entries replicate. */
+  crashOnElectionProbability: number;
+  /** Mean time between runs of the Figure-8 scenario (0: never); see cluster.ts startFigure8. */
+  figure8MeanIntervalMs: number;
 }
 
 export const NO_FAULTS: FaultPlan = {
@@ -32,13 +40,17 @@ export const NO_FAULTS: FaultPlan = {
   crashMeanIntervalMs: 0,
   downMaxMs: 0,
   crashDuringFsyncBias: 0,
+  crashLeaderBias: 0,
+  crashOnCommitProbability: 0,
+  crashOnElectionProbability: 0,
+  figure8MeanIntervalMs: 0,
 };
 
 export function planFaults(mode: FaultMode, prng: Prng): FaultPlan {
   // Draw every value whatever the mode, so a mode change does not shift the other draws.
   const network: NetworkProfile = {
     lossProbability: prng.pick([0, 0.01, 0.05, 0.15]),
-    duplicateProbability: prng.pick([0, 0.01, 0.05]),
+    duplicateProbability: prng.pick([0, 0.02, 0.1]),
     minDelayMs: 1,
     maxDelayMs: prng.pick([3, 8, 20]),
     spikeProbability: prng.pick([0, 0.01, 0.05]),
@@ -55,6 +67,10 @@ export function planFaults(mode: FaultMode, prng: Prng): FaultPlan {
   const crashMeanIntervalMs = prng.pick([700, 2000, 6000]);
   const downMaxMs = prng.pick([100, 1000, 4000]);
   const crashDuringFsyncBias = prng.pick([0, 0.3, 0.7]);
+  const crashLeaderBias = prng.pick([0, 0.3, 0.6]);
+  const crashOnCommitProbability = prng.pick([0, 0.1, 0.3]);
+  const crashOnElectionProbability = prng.pick([0, 0.05, 0.2]);
+  const figure8MeanIntervalMs = prng.pick([0, 4000, 10000]);
   const net = mode === 'all' || mode === 'net';
   const crash = mode === 'all' || mode === 'crash';
   return {
@@ -65,6 +81,10 @@ export function planFaults(mode: FaultMode, prng: Prng): FaultPlan {
     crashMeanIntervalMs: crash ? crashMeanIntervalMs : 0,
     downMaxMs,
     crashDuringFsyncBias,
+    crashLeaderBias,
+    crashOnCommitProbability: crash ? crashOnCommitProbability : 0,
+    crashOnElectionProbability: crash ? crashOnElectionProbability : 0,
+    figure8MeanIntervalMs: crash && net ? figure8MeanIntervalMs : 0,
   };
 }
 
@@ -75,9 +95,22 @@ export type PartitionShape =
   /** Two sides that cannot talk, and one node that talks to both (the leader-in-the-middle case). */
   | { kind: 'bridge'; left: number[]; bridge: number; right: number[] };
 
-/** A random partition of `ids` (at least two ids). */
-export function pickPartition(ids: readonly number[], prng: Prng): PartitionShape {
+/** Probability that a partition is built around the current leader (the classic nemesis). */
+export const TARGET_LEADER_PROBABILITY = 0.5;
+
+/**
+ * A random partition of `ids` (at least two ids). Half the time, when a leader is known, the
+ * leader is cut off: isolated, or on the minority side of a split — the case where a deposed
+ * leader keeps acting on stale authority.
+ */
+export function pickPartition(ids: readonly number[], prng: Prng, leader?: number): PartitionShape {
   const shuffled = prng.shuffle(ids.slice());
+  if (leader !== undefined && ids.includes(leader) && prng.chance(TARGET_LEADER_PROBABILITY)) {
+    const others = shuffled.filter((id) => id !== leader);
+    const minorityExtra = prng.int(Math.max(1, Math.floor((ids.length - 1) / 2)));
+    if (minorityExtra === 0) return { kind: 'isolate', node: leader, rest: others };
+    return { kind: 'split', groups: [[leader, ...others.slice(0, minorityExtra)], others.slice(minorityExtra)] };
+  }
   const r = prng.int(4);
   if (r === 0) {
     const cut = 1 + prng.int(shuffled.length - 1);

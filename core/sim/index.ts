@@ -4,7 +4,7 @@
  * (Raft safety, linearizability, liveness) that judge a run. The linearizability checker's
  * input (HistoryOp) is independent of the simulator, for histories recorded from real agents.
  */
-export { runSeed, replayCommand, TRACE_LINES_ON_VIOLATION, type SeedResult, type SeedStats, type SeedConfig } from './cluster.js';
+export { runSeed, replayCommand, TRACE_LINES_ON_VIOLATION, MAX_PEER_MESSAGES_PER_VIRTUAL_SECOND, type SeedResult, type SeedStats, type SeedConfig } from './cluster.js';
 export { DEFAULT_SIM_OPTIONS, FAULT_MODES, CLIENT_ENDPOINT_BASE, MAX_NODES, MAX_CLIENTS, resolveOptions, type SimOptions, type FaultMode, type BugVariant } from './options.js';
 export { checkLinearizability, DEFAULT_LIN_STEP_BUDGET, type LinVerdict, type KeyCheck, type LinearizabilityResult, type LinearizabilityOptions } from './linearizability.js';
 export { HistoryRecorder, describeOp, type HistoryOp, type OpKind, type OpStatus, type OpInput, type OpOutput } from './history.js';

@@ -16,7 +16,7 @@ export type Endpoint = number;
 export interface NetworkProfile {
   /** Probability that one copy of a message is dropped. */
   lossProbability: number;
-  /** Probability that a message is delivered twice (the copies are delayed independently). */
+  /** Probability that a message is delivered twice; the second copy is a late retransmission (extra delay up to spikeMaxDelayMs). */
   duplicateProbability: number;
   /** Every copy takes a uniform delay in [minDelayMs, maxDelayMs]. */
   minDelayMs: number;
@@ -84,7 +84,8 @@ export class SimNetwork<M> {
         continue;
       }
       let delayMs = p.minDelayMs + (p.maxDelayMs > p.minDelayMs ? this.prng.int(p.maxDelayMs - p.minDelayMs + 1) : 0);
-      if (p.spikeProbability > 0 && this.prng.chance(p.spikeProbability)) delayMs += this.prng.int(p.spikeMaxDelayMs + 1);
+      // A duplicate is a retransmission: it comes late, possibly after the conversation moved on.
+      if (c > 0 || (p.spikeProbability > 0 && this.prng.chance(p.spikeProbability))) delayMs += this.prng.int(p.spikeMaxDelayMs + 1);
       const copy = this.clone(msg);
       scheduled++;
       this.queue.after(delayMs, () => {

@@ -28,6 +28,7 @@ import {
 import type { ClientRequest, ClientResponse } from './client.js';
 import { cloneConf } from './clone.js';
 import { SimDisk, type DiskProfile } from './disk.js';
+import { SimError } from './errors.js';
 import type { EventQueue } from './events.js';
 import { decodeKvCommand, encodeKvCommand, KvStateMachine } from './kv.js';
 import type { Prng } from './prng.js';
@@ -64,8 +65,12 @@ export interface NodeEnv {
   violation(v: Violation): void;
   onLeader(node: SimNode, term: number): void;
   onConfApplied(node: SimNode, cc: ConfChange, index: number): void;
+  /** A leader's commit index advanced from `from` to `to` (the moment a nemesis may strike). */
+  onLeaderCommit(node: SimNode, from: number, to: number): void;
 }
 
+/** Readies drained in one go; more means hasReady() never settles (a Raft bug), reported as an error. */
+export const MAX_READIES_PER_PUMP = 100_000;
 /** Client requests a node keeps waiting for; beyond this the oldest is forgotten (the client times out). */
 export const MAX_PENDING_CLIENT_REQUESTS = 1024;
 const READ_ID_BYTES = 6;
@@ -95,6 +100,7 @@ export class SimNode {
   busy = false;
   private pumping = false;
   private leaderTermSeen = -1;
+  private commitSeen = 0;
   private nextTickAtMs = 0;
   private readonly pendingWrites = new Map<string, { client: number; opId: number; attempt: number }>();
   private readonly pendingReads = new Map<number, PendingRead>();
@@ -181,6 +187,7 @@ export class SimNode {
     this.busy = false;
     this.incarnation++;
     this.leaderTermSeen = -1;
+    this.commitSeen = img.hardState.commit;
     this.env.safety.forgetNode(this.id);
     // Ticks start at a random phase: nodes' timers are not aligned.
     this.nextTickAtMs = this.env.queue.nowMs + this.prng.next() * this.tickIntervalMs;
@@ -267,7 +274,11 @@ export class SimNode {
     if (this.pumping) return;
     this.pumping = true;
     try {
-      while (this.up && !this.busy && this.raw.hasReady()) this.handleReady(this.raw.ready());
+      let n = 0;
+      while (this.up && !this.busy && this.raw.hasReady()) {
+        if (++n > MAX_READIES_PER_PUMP) throw new SimError('SIM_RUNAWAY', `node ${this.id}: more than ${MAX_READIES_PER_PUMP} Readies without waiting`);
+        this.handleReady(this.raw.ready());
+      }
     } finally {
       this.pumping = false;
     }
@@ -293,7 +304,13 @@ export class SimNode {
     if (rd.hardState !== undefined) {
       this.disk.write({ kind: 'hardState', hardState: rd.hardState });
       this.storage.setHardState(rd.hardState);
-      this.env.safety.observeCommit(this.id, rd.hardState.term, rd.hardState.commit);
+      const log = this.raw.raft.log;
+      const before = this.commitSeen;
+      this.env.safety.observeCommit(this.id, rd.hardState.term, rd.hardState.commit, (i) => log.termOrUndefined(i), now);
+      if (rd.hardState.commit > before) {
+        this.commitSeen = rd.hardState.commit;
+        if (this.raw.raft.role === Role.Leader) this.env.onLeaderCommit(this, before, rd.hardState.commit);
+      }
     }
     // A leader's appends and heartbeats may go out in parallel with its own write (its term
     // and vote are already durable; it counts its own entries only once they are).
@@ -413,11 +430,6 @@ export class SimNode {
       this.disk.write({ kind: 'compact', index: compactTo });
     }
     this.stats.snapshotsTaken++;
-  }
-
-  /** Is `id` a voter in the configuration this node has applied? */
-  isVoterInOwnConf(): boolean {
-    return this.conf.voters.includes(this.id);
   }
 }
 

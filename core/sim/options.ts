@@ -43,6 +43,12 @@ export interface SimOptions {
   /** Application snapshot every this many applied entries. */
   snapshotEveryEntries: number | 'seeded';
   snapshotChunkBytes: number | 'seeded';
+  /** Entries kept in the log behind an application snapshot. */
+  keepEntriesAfterSnapshot: number | 'seeded';
+  /** Raft's AppendEntries size limit (1: one entry per message). */
+  maxSizePerMsgBytes: number | 'seeded';
+  /** Mean interval of the Figure-8 nemesis in 'all' mode (0: off). */
+  figure8MeanIntervalMs: number | 'seeded';
   clients: number;
   keys: number;
   /** A client waits up to this long between operations. */
@@ -57,6 +63,11 @@ export interface SimOptions {
   livenessLeaderTicks: number;
   /** After faults stop, every client must complete an operation within this many ticks. */
   livenessClientTicks: number;
+  /**
+   * Convergence: every live member must have applied, within this many ticks, everything the
+   * leader had committed at the client deadline (a follower stuck behind is a liveness bug too).
+   */
+  livenessConvergeTicks: number;
   /** Step budget per key for the linearizability search; past it the verdict is 'unknown'. */
   linearizabilityStepBudget: number;
   /** Notable events kept for the trace printed with a violation. */
@@ -82,6 +93,9 @@ export const DEFAULT_SIM_OPTIONS: SimOptions = {
   membershipProbability: 0.5,
   snapshotEveryEntries: 'seeded',
   snapshotChunkBytes: 'seeded',
+  keepEntriesAfterSnapshot: 'seeded',
+  maxSizePerMsgBytes: 'seeded',
+  figure8MeanIntervalMs: 'seeded',
   clients: 4,
   keys: 3,
   clientThinkMsMax: 120,
@@ -90,6 +104,7 @@ export const DEFAULT_SIM_OPTIONS: SimOptions = {
   quietTicks: 1500,
   livenessLeaderTicks: 300,
   livenessClientTicks: 1000,
+  livenessConvergeTicks: 400,
   linearizabilityStepBudget: 1_000_000,
   traceRingEvents: 400,
 };
@@ -99,6 +114,10 @@ export function resolveOptions(options: Partial<SimOptions> = {}): SimOptions {
   const bug = options.bug;
   const o: SimOptions = { ...DEFAULT_SIM_OPTIONS, ...stripUndefined(options), ...(stripUndefined(bug?.options ?? {}) as Partial<SimOptions>) };
   o.bug = bug;
+  // A run shorter than twice the default quiet period keeps half of it quiet.
+  if (options.quietTicks === undefined && (bug?.options as Partial<SimOptions> | undefined)?.quietTicks === undefined) {
+    o.quietTicks = Math.min(DEFAULT_SIM_OPTIONS.quietTicks, Math.floor(o.ticks / 2));
+  }
   const intIn = (name: keyof SimOptions, lo: number, hi: number): void => {
     const v = o[name];
     if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) throw new SimError('SIM_BAD_OPTION', `${name} must be an integer in [${lo}, ${hi}], got ${String(v)}`);

@@ -22,6 +22,8 @@ export type Invariant =
   | 'state-machine-safety'
   | 'linearizability'
   | 'liveness'
+  /** A feedback loop of messages (see MAX_PEER_MESSAGES_PER_VIRTUAL_SECOND in cluster.ts). */
+  | 'message-storm'
   | 'exception';
 
 export interface Violation {
@@ -63,6 +65,8 @@ export class RaftSafetyChecker {
   /** What was applied at each index: term and content hash of the entry. */
   private readonly appliedTerm: number[] = [];
   private readonly appliedHash: number[] = [];
+  /** The term of the entry committed at each index, as first seen committed by any node. */
+  private readonly committedTerm: number[] = [];
   /** commitTermBound[i]: the lowest term in which some node knew index i committed. */
   private readonly commitTermBound: number[] = [];
   private maxCommitKnown = 0;
@@ -123,13 +127,29 @@ export class RaftSafetyChecker {
     }
   }
 
-  /** `node`, in `term`, holds commit index `commit` (from its hard state). */
-  observeCommit(node: NodeId, term: number, commit: number): void {
+  /**
+   * `node`, in `term`, holds commit index `commit` (from its hard state); `termAt` reads the
+   * term of an entry in its log (undefined when compacted). Two nodes that consider different
+   * entries committed at one index violate state machine safety even before either applies.
+   */
+  observeCommit(node: NodeId, term: number, commit: number, termAt: (index: number) => number | undefined, atMs: number): void {
     const seen = this.commitSeenByNode.get(node) ?? 0;
     if (commit <= seen) return;
     for (let i = seen + 1; i <= commit; i++) {
       const b = this.commitTermBound[i];
       if (b === undefined || term < b) this.commitTermBound[i] = term;
+      const t = termAt(i);
+      if (t === undefined) continue;
+      const known = this.committedTerm[i];
+      if (known === undefined) this.committedTerm[i] = t;
+      else if (known !== t) {
+        this.report({
+          invariant: 'state-machine-safety',
+          message: `node ${node} (term ${term}) considers the term-${t} entry at index ${i} committed; another node committed a term-${known} entry there`,
+          atMs,
+          nodes: [node],
+        });
+      }
     }
     this.commitSeenByNode.set(node, commit);
     if (commit > this.maxCommitKnown) this.maxCommitKnown = commit;
@@ -164,7 +184,7 @@ export class RaftSafetyChecker {
     this.leaderLogChecked.add(id);
     for (let i = Math.max(1, log.firstIndex); i <= this.maxCommitKnown; i++) {
       const bound = this.commitTermBound[i];
-      const committedTerm = this.appliedTerm[i];
+      const committedTerm = this.committedTerm[i] ?? this.appliedTerm[i];
       if (bound === undefined || bound >= term || committedTerm === undefined) continue;
       if (i > log.lastIndex) {
         this.report({

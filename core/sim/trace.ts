@@ -21,12 +21,13 @@ export interface TraceEvent {
 
 export class Trace {
   hash = 0x12345678;
-  private ring: (TraceEvent | undefined)[];
-  private next = 0;
+  /** Client results and everything else are kept apart, so busy clients never push faults out. */
+  private readonly rings: { events: (TraceEvent | undefined)[]; next: number }[];
   count = 0;
 
   constructor(readonly ringSize: number) {
-    this.ring = new Array<TraceEvent | undefined>(Math.max(1, ringSize));
+    const size = Math.max(1, ringSize);
+    this.rings = [0, 1].map(() => ({ events: new Array<TraceEvent | undefined>(size), next: 0 }));
   }
 
   /** Fold numbers into the run's hash (hot path: no allocation). */
@@ -37,20 +38,32 @@ export class Trace {
   event(atMs: number, kind: TraceKind, nodes: NodeId[], text: string | (() => string), key?: string): void {
     const ev: TraceEvent = { atMs, kind, nodes, text };
     if (key !== undefined) ev.key = key;
-    this.ring[this.next] = ev;
-    this.next = (this.next + 1) % this.ring.length;
+    const ring = this.rings[kind === 'client' ? 1 : 0]!;
+    ring.events[ring.next] = ev;
+    ring.next = (ring.next + 1) % ring.events.length;
     this.count++;
     if (typeof text === 'string') this.hash = mixString(mix(this.hash, atMs), text);
   }
 
   /** The last `n` events matching `relevant`, oldest first, formatted. */
   recent(n: number, relevant: (e: TraceEvent) => boolean = () => true): string[] {
-    const out: string[] = [];
-    for (let k = 1; k <= this.ring.length && out.length < n; k++) {
-      const e = this.ring[(this.next - k + this.ring.length) % this.ring.length];
-      if (e === undefined) break;
-      if (relevant(e)) out.push(`${String(e.atMs).padStart(7)} ms  ${typeof e.text === 'string' ? e.text : e.text()}`);
+    const picked: TraceEvent[] = [];
+    for (const ring of this.rings) {
+      const len = ring.events.length;
+      const fromRing: TraceEvent[] = [];
+      let got = 0;
+      for (let k = 1; k <= len && got < n; k++) {
+        const e = ring.events[(ring.next - k + len) % len];
+        if (e === undefined) break;
+        if (relevant(e)) {
+          fromRing.push(e);
+          got++;
+        }
+      }
+      picked.push(...fromRing.reverse());
     }
-    return out.reverse();
+    // Merge both rings by time (stable: insertion order breaks ties within a ring).
+    picked.sort((a, b) => a.atMs - b.atMs);
+    return picked.slice(-n).map((e) => `${String(e.atMs).padStart(7)} ms  ${typeof e.text === 'string' ? e.text : e.text()}`);
   }
 }

@@ -32,7 +32,7 @@ const metaValue: fc.Arbitrary<Meta[string]> = fc.oneof(fc.string({ maxLength: 12
 const meta: fc.Arbitrary<Meta> = fc.dictionary(fc.string({ minLength: 1, maxLength: 8 }).filter((k) => k !== '__proto__'), metaValue, { maxKeys: 6 });
 
 const messageArb: fc.Arbitrary<Message> = fc.oneof(
-  fc.record({ t: fc.constant(MsgType.Ping as const), seq: u32, target: name, source: name }),
+  fc.record({ t: fc.constant(MsgType.Ping as const), seq: u32, target: name }),
   fc.record({ t: fc.constant(MsgType.PingReq as const), seq: u32, target: name, host, port, nack: fc.boolean() }),
   fc.record({ t: fc.constant(MsgType.Ack as const), seq: u32 }),
   fc.record({ t: fc.constant(MsgType.Nack as const), seq: u32 }),
@@ -144,7 +144,7 @@ t.test('fuzz: truncated and bit-flipped valid packets are rejected with a typed 
 });
 
 t.test('a truncated packet is reported as truncated', async (t) => {
-  const buf = encodePacket([{ t: MsgType.Ping, seq: 1000, target: 'node-1', source: 'node-2' }]);
+  const buf = encodePacket([{ t: MsgType.Ping, seq: 1000, target: 'node-1' }]);
   t.throws(() => decodePacket(buf.subarray(0, buf.length - 3)), { code: 'GOSSIP_DECODE_TRUNCATED' });
   t.throws(() => decodePacket(new Uint8Array(0)), { code: 'GOSSIP_DECODE_TRUNCATED' });
 });
@@ -155,8 +155,8 @@ t.test('shape errors are malformed, unknown types are reported', async (t) => {
   t.throws(() => decodePacket(enc.encode({ a: 1 })), { code: 'GOSSIP_DECODE_MALFORMED' });
   t.throws(() => decodePacket(enc.encode([])), { code: 'GOSSIP_DECODE_MALFORMED' });
   t.throws(() => decodePacket(enc.encode([[99, 1]])), { code: 'GOSSIP_DECODE_UNKNOWN_TYPE' });
-  t.throws(() => decodePacket(enc.encode([[MsgType.Ping, -1, 'a', 'b']])), { code: 'GOSSIP_DECODE_MALFORMED' });
-  t.throws(() => decodePacket(enc.encode([[MsgType.Ping, 2 ** 32, 'a', 'b']])), { code: 'GOSSIP_DECODE_MALFORMED' });
+  t.throws(() => decodePacket(enc.encode([[MsgType.Ping, -1, 'a']])), { code: 'GOSSIP_DECODE_MALFORMED' });
+  t.throws(() => decodePacket(enc.encode([[MsgType.Ping, 2 ** 32, 'a']])), { code: 'GOSSIP_DECODE_MALFORMED' });
   t.throws(() => decodePacket(enc.encode([[MsgType.PingReq, 1, 'a', 'h', 0, true]])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'port 0');
   t.throws(() => decodePacket(enc.encode([[MsgType.Alive, 'a', 1, 'h', 1, [1, 2], 1]])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'meta must be a map');
   t.throws(() => decodePacket(enc.encode([[MsgType.Alive, 'a', 1, 'h', 1, { x: new Uint8Array(3) }, 1]])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'no binary in meta');

@@ -128,7 +128,7 @@ t.test('fuzz: datagrams — random, oversized, replayed, sealed garbage — are 
   await waitFor('sealed junk counted as malformed', () => a.metrics().malformed >= 45);
   t.ok(a.metrics().malformed >= 45, `${a.metrics().malformed} authenticated-but-malformed datagrams dropped`);
 
-  const ping = ring.seal(encodePacket([{ t: MsgType.Ping, seq: 77, target: 'a', source: 'fuzzer' }]), 'udp');
+  const ping = ring.seal(encodePacket([{ t: MsgType.Ping, seq: 77, target: 'a' }]), 'udp');
   const acksBefore = a.metrics().packetsOut;
   await sendUdp(a.port, ping);
   await sendUdp(a.port, ping);

@@ -33,7 +33,7 @@ t.test('a joiner with the secret is added; the callback sees its request', async
   });
   t.teardown(() => server.close());
   const r = await joinCluster({
-    address: `127.0.0.1:${server.address.port}`,
+    address: `127.0.0.1:${server.address!.port}`,
     peerKey: key,
     request: { name: 'pi02', peerAddr: '127.0.0.1:12380', clientAddr: '127.0.0.1:12379' },
   });
@@ -57,15 +57,15 @@ t.test('default port, refusals and wrong secrets', async (t) => {
   });
   t.teardown(() => server.close());
   const req = { name: 'pi01', peerAddr: '127.0.0.1:1', clientAddr: '' };
-  await t.rejects(joinCluster({ address: '127.0.0.1', defaultPort: server.address.port, peerKey: key, request: req }), {
+  await t.rejects(joinCluster({ address: '127.0.0.1', defaultPort: server.address!.port, peerKey: key, request: req }), {
     code: 'ERR_JOIN_REFUSED',
     message: /name pi01 is taken \(ERR_NAME_TAKEN\)/,
   });
   t.equal(calls, 1);
-  await t.rejects(joinCluster({ address: `127.0.0.1:${server.address.port}`, peerKey: randomBytes(32), request: req }), { code: 'ERR_AUTH_FAILED' });
+  await t.rejects(joinCluster({ address: `127.0.0.1:${server.address!.port}`, peerKey: randomBytes(32), request: req }), { code: 'ERR_AUTH_FAILED' });
   t.equal(calls, 1, 'an intruder never reaches the callback');
   // A member's Raft connection is not a join, and a join is not a Raft connection.
-  const s = connect(server.address.port, '127.0.0.1');
+  const s = connect(server.address!.port, '127.0.0.1');
   s.on('error', () => undefined);
   await new Promise((r) => s.once('connect', r));
   const ch = await clientHandshake(s, { peerKey: key, purpose: Purpose.Raft, nodeId: 3 }).catch((e: unknown) => e);
@@ -81,7 +81,7 @@ t.test('a slow callback times out into a refusal the joiner can retry', async (t
   const server = await JoinServer.listen({ peerKey: key, port: 0, handlerTimeoutMs: 100, onJoin: () => new Promise(() => undefined) });
   t.teardown(() => server.close());
   await t.rejects(
-    joinCluster({ address: `127.0.0.1:${server.address.port}`, peerKey: key, request: { name: 'x', peerAddr: 'h:1', clientAddr: '' } }),
+    joinCluster({ address: `127.0.0.1:${server.address!.port}`, peerKey: key, request: { name: 'x', peerAddr: 'h:1', clientAddr: '' } }),
     { code: 'ERR_JOIN_REFUSED', message: /ERR_JOIN_TIMEOUT/ },
   );
   t.ok(await joinCluster({ address: `127.0.0.1:1`, peerKey: key, request: { name: 'x', peerAddr: 'h:1', clientAddr: '' } }).catch((e: NetError) => e.code === 'ERR_CONNECTION_CLOSED'), 'nobody listening: connection error');

@@ -30,7 +30,14 @@ t.test('event queue runs in (time, insertion) order and refuses the past', async
   t.same(order, ['a', 'b', 'c', 'd']);
   t.equal(q.nowMs, 10);
   t.throws(() => q.at(9, () => {}), { code: 'SIM_TIME_TRAVEL' });
-  t.equal(MAX_PENDING_EVENTS, 1_000_000);
+});
+
+t.test('the event queue refuses more than MAX_PENDING_EVENTS pending events', async (t) => {
+  const q = new EventQueue();
+  const noop = (): void => {};
+  for (let i = 0; i < MAX_PENDING_EVENTS; i++) q.at(i, noop);
+  t.equal(q.size, MAX_PENDING_EVENTS, 'exactly the limit is accepted');
+  t.throws(() => q.at(0, noop), { code: 'SIM_QUEUE_OVERFLOW' });
 });
 
 t.test('a reliable network delivers every message once within its delay bounds', async (t) => {

@@ -34,7 +34,7 @@ t.test('state machine safety and leader completeness', async (t) => {
   const c = new RaftSafetyChecker();
   const log = [ent(1, 1), ent(2, 1), ent(3, 2)];
   for (const e of log) c.observeApply(1, e, 0);
-  c.observeCommit(1, 2, 3);
+  c.observeCommit(1, 2, 3, (i) => log[i - 1]?.term, 0);
   c.observeApply(2, ent(2, 1), 0);
   t.equal(c.violations.length, 0);
   c.checkLeaderLog(2, 3, logOf(log), 0);
@@ -49,6 +49,9 @@ t.test('state machine safety and leader completeness', async (t) => {
   t.equal(c.violations[2]!.invariant, 'state-machine-safety');
   c.observeApply(3, ent(2, 1, 5), 0);
   t.match(c.violations[3]!.message, /with other content/);
+  const before = c.violations.length;
+  c.observeCommit(6, 5, 3, (i) => [1, 1, 4][i - 1], 7); // another entry at committed index 3
+  t.match(c.violations[before]!.message, /node 6 \(term 5\) considers the term-4 entry at index 3 committed; another node committed a term-2 entry there/);
   for (let i = 0; i < 50; i++) c.observeLeader(i, 99, 0);
   t.equal(c.violations.length, MAX_VIOLATIONS_RECORDED);
 });

@@ -88,7 +88,7 @@ export function metaSize(meta: Meta): number {
 export function messageSize(m: Message): number {
   switch (m.t) {
     case MsgType.Ping:
-      return 1 + 1 + cborHeadBytes(m.seq) + strBytes(m.target) + strBytes(m.source);
+      return 1 + 1 + cborHeadBytes(m.seq) + strBytes(m.target);
     case MsgType.PingReq:
       return 1 + 1 + cborHeadBytes(m.seq) + strBytes(m.target) + strBytes(m.host) + cborHeadBytes(m.port) + 1;
     case MsgType.Ack:
@@ -129,7 +129,7 @@ export function pushPullSize(from: string, count: number, entriesBytes: number):
 function messageTuple(m: Message): unknown[] {
   switch (m.t) {
     case MsgType.Ping:
-      return [m.t, m.seq, m.target, m.source];
+      return [m.t, m.seq, m.target];
     case MsgType.PingReq:
       return [m.t, m.seq, m.target, m.host, m.port, m.nack];
     case MsgType.Ack:
@@ -314,8 +314,8 @@ function decodeMessage(v: unknown): Message {
   const type = f[0];
   switch (type) {
     case MsgType.Ping:
-      tuple(f, 4, 'ping');
-      return { t: MsgType.Ping, seq: uint(f[1], UINT32_MAX, 'seq'), target: text(f[2], MAX_NAME_BYTES, 'target'), source: text(f[3], MAX_NAME_BYTES, 'source') };
+      tuple(f, 3, 'ping');
+      return { t: MsgType.Ping, seq: uint(f[1], UINT32_MAX, 'seq'), target: text(f[2], MAX_NAME_BYTES, 'target') };
     case MsgType.PingReq:
       tuple(f, 6, 'ping-req');
       return {

@@ -19,9 +19,10 @@
  *  So median ≈ ln2·PI + PI + min + T_dissem and p99 ≈ ln100·PI + PI + min + T_dissem.
  *
  * Bandwidth (bytes sent per member per second, application payload after encryption, as the
- * simulator counts them; IP/UDP/TCP headers excluded on both sides). Every message is costed at
- * the smaller of memberlist's real wire size (msgpack with field names, LZW when it helps, AES-GCM;
- * memberlist-wire.ts) and picloud's, so the model errs in memberlist's favour:
+ * simulator counts them; IP/UDP/TCP headers excluded on both sides). Message counts come from the
+ * parameters; each message is costed at memberlist's own wire size (msgpack with field names,
+ * LZW when it helps, AES-GCM; memberlist-wire.ts) — and, as a stricter second bound, at the
+ * smaller of memberlist's and picloud's sizes, where only the message counts differ:
  *  - probing: one ping sent and one ack sent per PI (each member is probed once per PI on average);
  *  - indirect probing when the direct probe fails (probability q = 1 − (1−loss)²): IndirectChecks
  *    ping-reqs, and as helper the same number of relayed pings, acks and forwarded acks/nacks,
@@ -29,8 +30,10 @@
  *  - dissemination: every state change is retransmitted λ = RetransmitMult·ceil(log10(n+1))
  *    times by every member, each transmission costing the message plus, when it does not share
  *    a packet, a packet's overhead;
+ *  - probing of each crashed member until it is declared dead (~one failing probe per interval
+ *    cluster-wide: a ping with the suspicion, k ping-reqs, k relayed pings, k nacks);
  *  - push-pull: a full state (n entries) sent twice per member per scaled interval (once as
- *    initiator, once as responder), compressed as each side compresses it.
+ *    initiator, once as responder), and twice per join, compressed as each side compresses it.
  *  State changes per second come from the scenario (crashes, joins, metadata changes) plus
  *  memberlist's own false suspicions under loss: a probe of a live member leads to suspicion
  *  when the direct ping, all k indirect paths and the TCP ping fail:
@@ -49,6 +52,7 @@ import {
   memberlistPing,
   memberlistPushPullSize,
   memberlistSuspect,
+  MEMBERLIST_ENCRYPT_OVERHEAD,
   type MemberlistSample,
 } from './memberlist-wire.js';
 
@@ -59,6 +63,8 @@ export interface ModelScenario {
   crashesPerSec: number;
   joinsPerSec: number;
   updatesPerSec: number;
+  /** Graceful leaves per second (0 if absent). */
+  leavesPerSec?: number;
   /** Typical metadata, for message sizes. */
   meta: Meta;
 }
@@ -71,10 +77,14 @@ export interface ModelResult {
   disseminationMs: number;
   joinAllKnowMs: number;
   falseSuspicionsPerSec: number;
+  /** memberlist's bytes per member per second on its own wire format. */
   bytesPerNodePerSec: number;
-  breakdown: { probe: number; indirect: number; gossip: number; pushPull: number };
-  /** One push-pull message as each system would send it (sealed, framed, compressed). */
-  pushPullBytes: { memberlist: number; picloud: number };
+  breakdown: { probe: number; indirect: number; crashProbing: number; gossip: number; pushPull: number };
+  /** The same message counts, each message costed at the smaller of the two formats. */
+  bytesPerNodePerSecSameSizes: number;
+  breakdownSameSizes: { probe: number; indirect: number; crashProbing: number; gossip: number; pushPull: number };
+  /** One push-pull message (sealed, framed, compressed): memberlist's, and the smaller of the two. */
+  pushPullBytes: { memberlist: number; smaller: number };
 }
 
 /** Rounds for push gossip with fanout f to reach all n members (Pittel's estimate). */
@@ -83,28 +93,76 @@ export function gossipRounds(n: number, fanout: number): number {
   return Math.log(n) / Math.log(1 + fanout) + Math.log(n) / fanout;
 }
 
+interface Sizes {
+  ping: number;
+  ack: number;
+  nack: number;
+  pingReq: number;
+  alive: number;
+  suspect: number;
+  dead: number;
+  /** Seal and framing of a packet that carries only gossip. */
+  packetOverhead: number;
+  pushPull: number;
+}
+
+/**
+ * Message sizes (sealed, for whole packets; in-packet for state messages). 'memberlist': its own
+ * wire format (msgpack with field names, LZW when it helps, 2-byte lengths in compound packets).
+ * 'smaller': for each message the smaller of memberlist's and picloud's — only message counts
+ * then differ between the two systems.
+ */
+function sizesFor(mode: 'memberlist' | 'smaller', n: number, meta: Meta): Sizes {
+  const name = 'node-' + String(n - 1);
+  const host = '10.0.255.255';
+  const sample: MemberlistSample = { name, host, meta: encodeMeta(meta) };
+  const seq = 0x7fff_ffff;
+  const ourOverhead = SEAL_OVERHEAD_BYTES + 1;
+  const ours = (m: Message): number => messageSize(m) + ourOverhead;
+  // memberlist state messages share compound packets, which LZW may shrink: measure on a
+  // typical mix and apply the ratio.
+  const mix = [memberlistAlive(sample, 1), memberlistAlive(sample, 2), memberlistSuspect(sample, 1), memberlistSuspect(sample, 2), memberlistDead(sample, 1)];
+  const rawMix = mix.reduce((sum, m) => sum + m.length + 2, 0);
+  const ratio = Math.min(1, (memberlistPacketSize(mix) - MEMBERLIST_ENCRYPT_OVERHEAD - 2) / rawMix);
+  const ml: Sizes = {
+    ping: memberlistPacketSize([memberlistPing(sample, seq)]),
+    ack: memberlistPacketSize([memberlistAck(seq)]),
+    nack: memberlistPacketSize([memberlistAck(seq)]),
+    pingReq: memberlistPacketSize([memberlistIndirectPing(sample, seq)]),
+    alive: (memberlistAlive(sample, 1).length + 2) * ratio,
+    suspect: (memberlistSuspect(sample, 1).length + 2) * ratio,
+    dead: (memberlistDead(sample, 1).length + 2) * ratio,
+    packetOverhead: MEMBERLIST_ENCRYPT_OVERHEAD + 2,
+    pushPull: 0,
+  };
+  const samples: MemberlistSample[] = [];
+  const states: PushPullEntry[] = [];
+  for (let i = 0; i < n; i++) {
+    const nm = `node-${i}`;
+    const h = `10.0.${(i >> 8) & 255}.${i & 255}`;
+    const m = { ...meta, boot: 1 + (i % 3) };
+    samples.push({ name: nm, host: h, meta: encodeMeta(m) });
+    states.push({ name: nm, incarnation: 1, host: h, port: 7946, status: 'alive', meta: m, protocol: 1 });
+  }
+  ml.pushPull = memberlistPushPullSize(samples);
+  if (mode === 'memberlist') return ml;
+  const ourPushPull = encodeStreamFrame({ t: MsgType.PushPull, join: false, from: name, states }).length + SEAL_OVERHEAD_BYTES + STREAM_FRAME_HEADER_BYTES;
+  return {
+    ping: Math.min(ml.ping, ours({ t: MsgType.Ping, seq, target: name })),
+    ack: Math.min(ml.ack, ours({ t: MsgType.Ack, seq })),
+    nack: Math.min(ml.nack, ours({ t: MsgType.Nack, seq })),
+    pingReq: Math.min(ml.pingReq, ours({ t: MsgType.PingReq, seq, target: name, host, port: 7946, nack: true })),
+    alive: Math.min(ml.alive, messageSize({ t: MsgType.Alive, name, incarnation: 1, host, port: 7946, meta, protocol: 1 })),
+    suspect: Math.min(ml.suspect, messageSize({ t: MsgType.Suspect, name, incarnation: 1, from: name })),
+    dead: Math.min(ml.dead, messageSize({ t: MsgType.Dead, name, incarnation: 1, from: name })),
+    packetOverhead: Math.min(ml.packetOverhead, ourOverhead),
+    pushPull: Math.min(ml.pushPull, ourPushPull),
+  };
+}
+
 export function memberlistModel(s: ModelScenario, c: GossipConfig = MEMBERLIST_LAN_CONFIG): ModelResult {
   const { n, lossRate: p } = s;
   const PI = c.probeIntervalMs;
-  const name = 'node-' + String(n - 1);
-  const host = '10.0.255.255';
-  const sample: MemberlistSample = { name, host, meta: encodeMeta(s.meta) };
-  const packetOverhead = SEAL_OVERHEAD_BYTES + 1;
-  const seq = 0x7fff_ffff;
-  const ours = (m: Message): number => messageSize(m) + packetOverhead;
-  const ping = Math.min(ours({ t: MsgType.Ping, seq, target: name, source: name }), memberlistPacketSize([memberlistPing(sample, seq)]));
-  const ack = Math.min(ours({ t: MsgType.Ack, seq }), memberlistPacketSize([memberlistAck(seq)]));
-  const pingReq = Math.min(
-    ours({ t: MsgType.PingReq, seq, target: name, host, port: 7946, nack: true }),
-    memberlistPacketSize([memberlistIndirectPing(sample, seq)]),
-  );
-  // A state message inside a shared packet: its own bytes (memberlist adds a 2-byte length).
-  const alive = Math.min(
-    messageSize({ t: MsgType.Alive, name, incarnation: 1, host, port: 7946, meta: s.meta, protocol: 1 }),
-    memberlistAlive(sample, 1).length + 2,
-  );
-  const suspect = Math.min(messageSize({ t: MsgType.Suspect, name, incarnation: 1, from: name }), memberlistSuspect(sample, 1).length + 2);
-  const dead = Math.min(messageSize({ t: MsgType.Dead, name, incarnation: 1, from: name }), memberlistDead(sample, 1).length + 2);
 
   // Detection.
   const { minMs } = suspicionTimeouts(c, n);
@@ -114,45 +172,46 @@ export function memberlistModel(s: ModelScenario, c: GossipConfig = MEMBERLIST_L
   const detectionMedianMs = detectionFloorMs + disseminationMs;
   const detectionP99Ms = Math.log(100) * PI + PI + minMs + disseminationMs;
 
-  // Probing and indirect probing.
+  // Message counts.
   const q = 1 - (1 - p) ** 2;
   const k = c.indirectChecks;
   const perSec = 1000 / PI;
-  const probe = (ping + ack) * perSec;
-  const tcpPing = 2 * (16 + SEAL_OVERHEAD_BYTES + STREAM_FRAME_HEADER_BYTES);
-  const indirect = q * (k * (pingReq + (1 - p) * ping + (1 - p) ** 2 * ack + (1 - p) * ack) + (c.tcpFallbackProbe ? tcpPing : 0)) * perSec;
-
-  // False suspicions and dissemination.
   const pathFail = 1 - (1 - p) ** 4;
   const tcpFail = c.tcpFallbackProbe ? 1 - (1 - p) ** 2 : 1;
   const falseSuspicionsPerSec = n * q * pathFail ** k * tcpFail * perSec;
   const lambda = retransmitLimit(c, n);
   const kConfirm = Math.max(0, c.suspicionMult - 2);
+  const leaves = s.leavesPerSec ?? 0;
   // A false suspicion: a suspect and a refuting alive. A crash: the suspicion, its k
   // confirmations (each re-gossiped) and the death notice. A join or update: one alive.
-  const bytesPerNodePerChange =
-    falseSuspicionsPerSec * (suspect + alive) + s.crashesPerSec * ((1 + kConfirm) * suspect + dead) + (s.joinsPerSec + s.updatesPerSec) * alive;
-  const changesPerSec = falseSuspicionsPerSec * 2 + s.crashesPerSec * (2 + kConfirm) + s.joinsPerSec + s.updatesPerSec;
-  const transmissionsPerNodePerSec = changesPerSec * lambda;
-  const gossipPacketsPerSec = Math.min(transmissionsPerNodePerSec, (c.gossipNodes * 1000) / c.gossipIntervalMs);
-  // Capped by what fits: GossipNodes packets per GossipInterval plus piggybacking on probes.
-  const packetsPerSec = (c.gossipNodes * 1000) / c.gossipIntervalMs + 2 * perSec;
-  const gossip = Math.min(bytesPerNodePerChange * lambda + gossipPacketsPerSec * packetOverhead, packetsPerSec * c.udpBudgetBytes);
+  const changesPerSec = falseSuspicionsPerSec * 2 + s.crashesPerSec * (2 + kConfirm) + s.joinsPerSec + s.updatesPerSec + leaves;
+  const probesPerCrash = (detectionFloorMs - Math.LN2 * PI) / PI;
 
-  // Push-pull: the smaller of memberlist's LZW'd msgpack and picloud's deflated CBOR.
-  const samples: MemberlistSample[] = [];
-  const states: PushPullEntry[] = [];
-  for (let i = 0; i < n; i++) {
-    const nm = `node-${i}`;
-    const h = `10.0.${(i >> 8) & 255}.${i & 255}`;
-    const meta = { ...s.meta, boot: 1 + (i % 3) };
-    samples.push({ name: nm, host: h, meta: encodeMeta(meta) });
-    states.push({ name: nm, incarnation: 1, host: h, port: 7946, status: 'alive', meta, protocol: 1 });
-  }
-  const ourPushPull = encodeStreamFrame({ t: MsgType.PushPull, join: false, from: name, states }).length + SEAL_OVERHEAD_BYTES + STREAM_FRAME_HEADER_BYTES;
-  const pushPullBytes = Math.min(ourPushPull, memberlistPushPullSize(samples));
-  const pushPull = (2 * pushPullBytes) / (pushPullIntervalFor(c, n) / 1000);
-
+  const bytes = (z: Sizes): ModelResult['breakdown'] => {
+    const probe = (z.ping + z.ack) * perSec;
+    const tcpPing = 2 * (16 + SEAL_OVERHEAD_BYTES + STREAM_FRAME_HEADER_BYTES);
+    const indirect = q * (k * (z.pingReq + (1 - p) * z.ping + (1 - p) ** 2 * z.ack + (1 - p) * z.ack) + (c.tcpFallbackProbe ? tcpPing : 0)) * perSec;
+    // A crashed member is still probed until it is declared dead — about once per probe
+    // interval cluster-wide — and each such probe fails completely: the ping (carrying the
+    // suspicion once there is one), k ping-reqs, k relayed pings and k nacks (the TCP
+    // fallback's SYN goes unanswered and carries no payload).
+    const crashProbing = (s.crashesPerSec * probesPerCrash * (z.ping + z.suspect + k * (z.pingReq + z.ping + z.nack))) / n;
+    const perChange =
+      falseSuspicionsPerSec * (z.suspect + z.alive) + s.crashesPerSec * ((1 + kConfirm) * z.suspect + z.dead) + (s.joinsPerSec + s.updatesPerSec) * z.alive + leaves * z.dead;
+    const transmissionsPerNodePerSec = changesPerSec * lambda;
+    const gossipPacketsPerSec = Math.min(transmissionsPerNodePerSec, (c.gossipNodes * 1000) / c.gossipIntervalMs);
+    // Capped by what fits: GossipNodes packets per GossipInterval plus piggybacking on probes.
+    const packetsPerSec = (c.gossipNodes * 1000) / c.gossipIntervalMs + 2 * perSec;
+    const gossip = Math.min(perChange * lambda + gossipPacketsPerSec * z.packetOverhead, packetsPerSec * c.udpBudgetBytes);
+    // Periodic anti-entropy, plus the full-state exchange of every join.
+    const pushPull = (2 * z.pushPull) / (pushPullIntervalFor(c, n) / 1000) + (s.joinsPerSec * 2 * z.pushPull) / n;
+    return { probe, indirect, crashProbing, gossip, pushPull };
+  };
+  const sum = (b: ModelResult['breakdown']): number => b.probe + b.indirect + b.crashProbing + b.gossip + b.pushPull;
+  const wire = sizesFor('memberlist', n, s.meta);
+  const smaller = sizesFor('smaller', n, s.meta);
+  const breakdown = bytes(wire);
+  const sameSizes = bytes(smaller);
   return {
     detectionMedianMs,
     detectionP99Ms,
@@ -160,8 +219,10 @@ export function memberlistModel(s: ModelScenario, c: GossipConfig = MEMBERLIST_L
     disseminationMs,
     joinAllKnowMs: disseminationMs,
     falseSuspicionsPerSec,
-    bytesPerNodePerSec: probe + indirect + gossip + pushPull,
-    breakdown: { probe, indirect, gossip, pushPull },
-    pushPullBytes: { memberlist: memberlistPushPullSize(samples), picloud: ourPushPull },
+    bytesPerNodePerSec: sum(breakdown),
+    breakdown,
+    bytesPerNodePerSecSameSizes: sum(sameSizes),
+    breakdownSameSizes: sameSizes,
+    pushPullBytes: { memberlist: wire.pushPull, smaller: smaller.pushPull },
   };
 }

@@ -60,7 +60,7 @@ export interface ScenarioResult {
   /** The configured detection bound for this n (config.detectionBoundMs). */
   detectionBoundMs: number;
   /** Rates of real state changes during the measured period, per second (for the model). */
-  rates: { crashesPerSec: number; joinsPerSec: number; updatesPerSec: number };
+  rates: { crashesPerSec: number; joinsPerSec: number; updatesPerSec: number; leavesPerSec: number };
   heapUsedMb: number;
 }
 
@@ -88,6 +88,7 @@ export function runScenario(s: GossipScenario): ScenarioResult {
   let crashes = 0;
   let joins = 0;
   let updates = 0;
+  let leaves = 0;
 
   const pickUp = (): number | undefined => {
     for (let tries = 0; tries < 100; tries++) {
@@ -140,6 +141,7 @@ export function runScenario(s: GossipScenario): ScenarioResult {
     busy.add(i);
     cluster.leave(i);
     tracker.noteLeave(i);
+    leaves++;
     cluster.at(cluster.now + 5_000, () => {
       cluster.crash(i);
       tracker.noteStopped(i);
@@ -195,7 +197,7 @@ export function runScenario(s: GossipScenario): ScenarioResult {
     packetsPerNodePerSec: perSec(packets) / Math.max(1, cluster.liveNodes()),
     counters,
     detectionBoundMs: bound,
-    rates: { crashesPerSec: perSec(crashes), joinsPerSec: perSec(joins), updatesPerSec: perSec(updates) },
+    rates: { crashesPerSec: perSec(crashes), joinsPerSec: perSec(joins), updatesPerSec: perSec(updates), leavesPerSec: perSec(leaves) },
     heapUsedMb: Math.round(process.memoryUsage().heapUsed / 1048576),
   };
 }

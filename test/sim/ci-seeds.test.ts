@@ -1,0 +1,13 @@
+/**
+ * The issue's bar, on every push: the simulator command itself runs 500 seeds of a 5-node
+ * cluster with all faults (two worker threads) and must end with "seeds: 500, violations: 0".
+ */
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+
+t.test('npm run sim -- --seeds 500 --faults all: zero violations', async (t) => {
+  const r = spawnSync(process.execPath, ['dist/core/sim/cli.js', '--seeds', '500', '--faults', 'all', '--jobs', '2'], { encoding: 'utf8', timeout: 540_000 });
+  const lines = r.stdout.trim().split('\n');
+  t.equal(lines[lines.length - 1], 'seeds: 500, violations: 0', r.status === 0 ? 'last line' : r.stdout.slice(-3000));
+  t.equal(r.status, 0, 'exit code 0');
+});
