@@ -31,6 +31,8 @@ export interface AgentPorts {
 
 export interface AgentProc {
   name: string;
+  /** Flags for this agent only (e.g. --role worker). */
+  extraArgs?: string[];
   dataDir: string;
   ports: AgentPorts;
   proc?: ChildProcess;
@@ -55,7 +57,7 @@ export class AgentCluster {
     const base = [
       'agent', '--name', a.name, '--data-dir', a.dataDir, '--bind', '127.0.0.1',
       '--client-port', String(a.ports.client), '--peer-port', String(a.ports.peer),
-      '--gossip-port', String(a.ports.gossip), '--http-port', String(a.ports.http), ...this.extraArgs,
+      '--gossip-port', String(a.ports.gossip), '--http-port', String(a.ports.http), ...this.extraArgs, ...(a.extraArgs ?? []),
     ];
     if (bootstrap) return [...base, '--bootstrap'];
     const first = this.agents[0]!;

@@ -1,0 +1,95 @@
+/**
+ * Membership on real `picloud-node agent` processes: 3 managers and 5 workers on loopback
+ * (gossip profile "local" for speed). A worker killed with SIGKILL is reported failed by
+ * every other agent within the configured detection bound; restarted, it is alive again
+ * with a higher incarnation; a worker stopped with SIGTERM is reported left; a tag change is
+ * seen by all; `picloud-node members --json` shows name, address, role, state, incarnation, meta.
+ */
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { LOCAL_CONFIG, detectionBoundMs } from '../../core/gossip/config.js';
+import { AgentCluster, AgentProc, CLI, hasEtcdctl } from '../helpers/agents.js';
+
+process.env.PICLOUD_GOSSIP_PROFILE = 'local';
+const N = 8;
+
+interface MemberRow {
+  name: string;
+  address: string;
+  port: number;
+  role: string | null;
+  state: string;
+  incarnation: number;
+  meta: { tags?: Record<string, string> };
+}
+
+function members(a: AgentProc): MemberRow[] {
+  const r = spawnSync(process.execPath, [CLI, 'members', '--json', '--http', `127.0.0.1:${a.ports.http}`], { encoding: 'utf8', timeout: 10_000 });
+  if (r.status !== 0) throw new Error(`members --json on ${a.name}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as MemberRow[];
+}
+
+async function until(what: string, timeoutMs: number, fn: () => boolean): Promise<number> {
+  const start = Date.now();
+  while (Date.now() - start < timeoutMs) {
+    try {
+      if (fn()) return Date.now() - start;
+    } catch {
+      // an agent may be restarting
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+t.test('8 agents: fail, rejoin, leave, metadata', { skip: hasEtcdctl() ? false : 'etcdctl not installed' }, async (t) => {
+  const cluster = new AgentCluster();
+  t.teardown(() => cluster.stopAll());
+  await cluster.startCluster(['m1', 'm2', 'm3']);
+  for (let i = 1; i <= N - 3; i++) {
+    const w = await cluster.add(`w${i}`);
+    w.extraArgs = ['--role', 'worker'];
+    cluster.start(w, false);
+  }
+  for (const a of cluster.agents) await cluster.ready(a);
+  const all = (): AgentProc[] => cluster.agents.filter((a) => a.proc && a.proc.exitCode === null && a.proc.signalCode === null);
+  await until('every agent sees 8 alive members', 30_000, () => all().every((a) => members(a).filter((m) => m.state === 'alive').length === N));
+
+  const view = members(cluster.agents[0]!);
+  const w1row = view.find((m) => m.name === 'w1')!;
+  t.equal(w1row.role, 'worker');
+  t.equal(view.find((m) => m.name === 'm1')!.role, 'manager');
+  t.match(w1row, { name: 'w1', address: '127.0.0.1', state: 'alive' }, 'members --json shows name, address, role, state');
+  t.type(w1row.incarnation, 'number');
+  t.type(w1row.meta, 'object');
+
+  // kill -9 a worker: everyone else reports it failed within the detection bound.
+  const victim = cluster.agents.find((a) => a.name === 'w1')!;
+  const incarnationBefore = w1row.incarnation;
+  cluster.kill(victim, 'SIGKILL');
+  const bound = detectionBoundMs(LOCAL_CONFIG, N);
+  const took = await until('w1 reported failed by all', bound + 5_000, () =>
+    all().every((a) => ['failed', 'dead'].includes(members(a).find((m) => m.name === 'w1')?.state ?? '')),
+  );
+  t.ok(took <= bound + 1_000, `w1 reported failed by all 7 after ${took} ms (detection bound ${bound} ms, +1 s polling/CLI slack)`);
+
+  // Restart it: alive again everywhere, with a higher incarnation.
+  cluster.start(victim, false);
+  await cluster.ready(victim);
+  await until('w1 alive again everywhere', 30_000, () => all().every((a) => members(a).find((m) => m.name === 'w1')?.state === 'alive'));
+  const inc = members(cluster.agents[0]!).find((m) => m.name === 'w1')!.incarnation;
+  t.ok(inc > incarnationBefore, `incarnation ${incarnationBefore} → ${inc}`);
+
+  // Graceful stop: left, not failed.
+  const leaver = cluster.agents.find((a) => a.name === 'w2')!;
+  cluster.kill(leaver, 'SIGTERM');
+  await until('w2 reported left by all', 20_000, () => all().every((a) => members(a).find((m) => m.name === 'w2')?.state === 'left'));
+  t.pass('w2 reported left, not failed, by every other agent');
+
+  // Metadata change on w3 is seen by all.
+  const w3 = cluster.agents.find((a) => a.name === 'w3')!;
+  const r = await fetch(`http://127.0.0.1:${w3.ports.http}/v1/agent/tags`, { method: 'PUT', body: JSON.stringify({ set: { zone: 'shelf-2' } }) });
+  t.equal(r.status, 200);
+  await until('the tag change reaches everyone', 20_000, () => all().every((a) => members(a).find((m) => m.name === 'w3')?.meta.tags?.zone === 'shelf-2'));
+  t.pass('tag zone=shelf-2 seen by every agent');
+});
