@@ -5,6 +5,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import pino from 'pino';
+import { Gauge } from 'prom-client';
 import { AgentConfig, ConfigError } from './config.js';
 import { AgentHttp, sendJson } from './http.js';
 import { startManager, RunningManager } from './manager.js';
@@ -77,6 +78,16 @@ export async function runAgent(config: AgentConfig): Promise<RunningAgent> {
       g.node.setJoinHandler((sock) => m.node.joinConnection(sock));
     }
     http.addRoutes(g.httpRoutes());
+    // Gossip counters (packets dropped for failed authentication among them) on /metrics.
+    new Gauge({
+      name: 'picloud_gossip',
+      help: 'Gossip counters by name (packets, bytes, authentication failures, replays, malformed, ...)',
+      labelNames: ['counter'],
+      registers: [http.registry],
+      collect() {
+        for (const [k, v] of Object.entries(g.metrics())) if (Number.isFinite(v)) this.set({ counter: k }, v);
+      },
+    });
     for (const [flag, p] of [
       ['lb-port', config.lbPort],
       ['s3-port', config.s3Port],

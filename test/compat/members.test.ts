@@ -7,6 +7,7 @@
  */
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
+import { createSocket } from 'node:dgram';
 import { LOCAL_CONFIG, detectionBoundMs } from '../../core/gossip/config.js';
 import { AgentCluster, AgentProc, CLI, hasEtcdctl } from '../helpers/agents.js';
 
@@ -92,4 +93,18 @@ t.test('8 agents: fail, rejoin, leave, metadata', { skip: hasEtcdctl() ? false :
   t.equal(r.status, 200);
   await until('the tag change reaches everyone', 20_000, () => all().every((a) => members(a).find((m) => m.name === 'w3')?.meta.tags?.zone === 'shelf-2'));
   t.pass('tag zone=shelf-2 seen by every agent');
+
+  // Packets that fail authentication are dropped and counted on /metrics; the node keeps going.
+  const m1 = cluster.agents[0]!;
+  const authFailures = async (): Promise<number> => {
+    const text = await (await fetch(`http://127.0.0.1:${m1.ports.http}/metrics`)).text();
+    return Number(/picloud_gossip\{counter="authFailures"\} (\d+)/.exec(text)?.[1] ?? NaN);
+  };
+  const before = await authFailures();
+  const sock = createSocket('udp4');
+  for (let i = 0; i < 10; i++) await new Promise<void>((r) => sock.send(Buffer.from(`forged packet ${i} `.repeat(4)), m1.ports.gossip, '127.0.0.1', () => r()));
+  sock.close();
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal((await authFailures()) - before, 10, 'ten forged packets dropped and counted as authFailures');
+  t.equal(members(m1).filter((m) => m.state === 'alive').length, N - 1, 'membership unchanged (w2 left)');
 });
