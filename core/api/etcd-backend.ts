@@ -25,6 +25,13 @@ const SORT_ORDER: Record<api.SortOrder, number> = { NONE: 0, ASCEND: 1, DESCEND:
 const SORT_TARGET: Record<api.SortTarget, number> = { KEY: 0, VERSION: 1, CREATE: 2, MOD: 3, VALUE: 4 };
 const CMP_RESULT: Record<api.CompareResult, number> = { EQUAL: 0, GREATER: 1, LESS: 2, NOT_EQUAL: 3 };
 const CMP_TARGET: Record<api.CompareTarget, number> = { VERSION: 0, CREATE: 1, MOD: 2, VALUE: 3, LEASE: 4 };
+const CMP_OPERAND_FIELD: Record<api.CompareTarget, keyof kv.Compare> = {
+  VERSION: 'version',
+  CREATE: 'createRevision',
+  MOD: 'modRevision',
+  VALUE: 'value',
+  LEASE: 'lease',
+};
 
 /** KvError codes whose etcd name differs; the rest map by name or to INVALID_ARGUMENT. */
 const KV_TO_ETCD: Partial<Record<kv.KvErrorCode, EtcdErrorCode>> = {
@@ -98,23 +105,8 @@ function toKvTxn(t: api.TxnRequest): kv.TxnRequest {
   return {
     compare: t.compare.map((c) => {
       const out: kv.Compare = { result: CMP_RESULT[c.result], target: CMP_TARGET[c.target], key: c.key, rangeEnd: c.rangeEnd };
-      switch (c.target) {
-        case 'VALUE':
-          out.value = c.operand as Uint8Array;
-          break;
-        case 'VERSION':
-          out.version = c.operand as number;
-          break;
-        case 'CREATE':
-          out.createRevision = c.operand as number;
-          break;
-        case 'MOD':
-          out.modRevision = c.operand as number;
-          break;
-        case 'LEASE':
-          out.lease = c.operand as number;
-          break;
-      }
+      // The operand goes in the field etcd's Compare.target_union uses for that target.
+      Object.assign(out, { [CMP_OPERAND_FIELD[c.target]]: c.operand });
       return out;
     }),
     success: t.success.map(op),
@@ -132,7 +124,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   }
 
   header(revision = this.node.store.revision): api.ResponseHeader {
-    return { clusterId: this.node.clusterId, memberId: this.node.id, revision, raftTerm: this.node.driver.node.status().term };
+    return { clusterId: this.node.clusterId, memberId: this.node.id, revision, raftTerm: this.node.driver.node.raft.term };
   }
 
   private withHeader<T extends { header: { revision: number } }>(r: T): Omit<T, 'header'> & { header: api.ResponseHeader } {

@@ -244,8 +244,7 @@ export class RaftDriver {
   }
 
   private lastHardState(): HardState {
-    const st = this.node.status();
-    return { term: st.term, vote: st.vote, commit: st.commit };
+    return this.node.raft.hardState();
   }
 
   lastError(): Error | undefined {
@@ -298,7 +297,8 @@ export class RaftDriver {
   }
 
   private releaseReads(): void {
-    const applied = this.node.status().applied;
+    // Read the field directly: status() builds the leader's whole progress map.
+    const applied = this.node.raft.log.applied;
     for (let i = 0; i < this.readsByIndex.length; ) {
       const r = this.readsByIndex[i]!;
       if (r.index <= applied) {

@@ -9,20 +9,13 @@ import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { LOCAL_CONFIG, detectionBoundMs } from '../../core/gossip/config.js';
+import type { MemberView } from '../../agent/gossip-subsystem.js';
 import { AgentCluster, AgentProc, CLI, hasEtcdctl } from '../helpers/agents.js';
 
 process.env.PICLOUD_GOSSIP_PROFILE = 'local';
 const N = 8;
 
-interface MemberRow {
-  name: string;
-  address: string;
-  port: number;
-  role: string | null;
-  state: string;
-  incarnation: number;
-  meta: { tags?: Record<string, string> };
-}
+type MemberRow = Pick<MemberView, 'name' | 'address' | 'port' | 'role' | 'state' | 'incarnation'> & { meta: { tags?: Record<string, string> } };
 
 function members(a: AgentProc): MemberRow[] {
   const r = spawnSync(process.execPath, [CLI, 'members', '--json', '--http', `127.0.0.1:${a.ports.http}`], { encoding: 'utf8', timeout: 10_000 });
@@ -84,15 +77,17 @@ t.test('8 agents: fail, rejoin, leave, metadata', { skip: hasEtcdctl() ? false :
   // Graceful stop: left, not failed.
   const leaver = cluster.agents.find((a) => a.name === 'w2')!;
   cluster.kill(leaver, 'SIGTERM');
-  await until('w2 reported left by all', 20_000, () => all().every((a) => members(a).find((m) => m.name === 'w2')?.state === 'left'));
-  t.pass('w2 reported left, not failed, by every other agent');
+  await until('w2 reported left by all', 20_000, () => all().every((a) => members(a).find((m) => m.name === 'w2')?.state === 'left')).catch(() => undefined);
+  const w2States = all().map((a) => `${a.name}:${members(a).find((m) => m.name === 'w2')?.state}`);
+  t.same(w2States, all().map((a) => `${a.name}:left`), 'w2 reported left, not failed, by every other agent');
 
   // Metadata change on w3 is seen by all.
   const w3 = cluster.agents.find((a) => a.name === 'w3')!;
   const r = await fetch(`http://127.0.0.1:${w3.ports.http}/v1/agent/tags`, { method: 'PUT', body: JSON.stringify({ set: { zone: 'shelf-2' } }) });
   t.equal(r.status, 200);
-  await until('the tag change reaches everyone', 20_000, () => all().every((a) => members(a).find((m) => m.name === 'w3')?.meta.tags?.zone === 'shelf-2'));
-  t.pass('tag zone=shelf-2 seen by every agent');
+  await until('the tag change reaches everyone', 20_000, () => all().every((a) => members(a).find((m) => m.name === 'w3')?.meta.tags?.zone === 'shelf-2')).catch(() => undefined);
+  const zones = all().map((a) => `${a.name}:${members(a).find((m) => m.name === 'w3')?.meta.tags?.zone}`);
+  t.same(zones, all().map((a) => `${a.name}:shelf-2`), 'tag zone=shelf-2 seen by every agent');
 
   // Packets that fail authentication are dropped and counted on /metrics; the node keeps going.
   const m1 = cluster.agents[0]!;

@@ -3,6 +3,7 @@
  * is either decoded or rejected with a GossipDecodeError (fast-check fuzzing of packets and
  * stream frames: random, truncated, mutated, oversized, deflate bombs).
  */
+import { assertProperty } from '../helpers/property.js';
 import t from 'tap';
 import fc from 'fast-check';
 import { deflateRawSync } from 'node:zlib';
@@ -61,7 +62,7 @@ function isTypedReject(fn: () => unknown): boolean {
 }
 
 t.test('packets round-trip and messageSize is exact', async (t) => {
-  fc.assert(
+  assertProperty(t, 'round trip and sizes hold', 
     fc.property(fc.array(messageArb, { minLength: 1, maxLength: 30 }), (msgs) => {
       const buf = encodePacket(msgs);
       const body = msgs.reduce((s, m) => s + messageSize(m), 0);
@@ -71,11 +72,10 @@ t.test('packets round-trip and messageSize is exact', async (t) => {
     }),
     { numRuns: 300 },
   );
-  t.pass('round trip and sizes hold');
 });
 
 t.test('push-pull round-trips and its size is exact', async (t) => {
-  fc.assert(
+  assertProperty(t, 'push-pull round trip holds', 
     fc.property(fc.array(entryArb, { maxLength: 20 }), name, fc.boolean(), (states, from, join) => {
       const m: StreamMsg = { t: MsgType.PushPull, join, from, states };
       const buf = encodeStream(m);
@@ -86,7 +86,6 @@ t.test('push-pull round-trips and its size is exact', async (t) => {
     }),
     { numRuns: 200 },
   );
-  t.pass('push-pull round trip holds');
 });
 
 t.test('every stream message kind round-trips through a frame', async (t) => {
@@ -112,14 +111,13 @@ t.test('large push-pull frames are deflated, small ones are not', async (t) => {
 });
 
 t.test('fuzz: random bytes are decoded or rejected with a typed error, never anything else', async (t) => {
-  fc.assert(fc.property(fc.uint8Array({ maxLength: 2000 }), (b) => isTypedReject(() => decodePacket(b))), { numRuns: 3000 });
-  fc.assert(fc.property(fc.uint8Array({ maxLength: 2000 }), (b) => isTypedReject(() => decodeStream(b))), { numRuns: 3000 });
-  fc.assert(fc.property(fc.uint8Array({ maxLength: 2000 }), (b) => isTypedReject(() => decodeStreamFrame(b))), { numRuns: 3000 });
-  t.pass('no untyped exception');
+  assertProperty(t, 'decodePacket: random bytes decode or fail with a typed error', fc.property(fc.uint8Array({ maxLength: 2000 }), (b) => isTypedReject(() => decodePacket(b))), { numRuns: 3000 });
+  assertProperty(t, 'decodeStream: random bytes decode or fail with a typed error', fc.property(fc.uint8Array({ maxLength: 2000 }), (b) => isTypedReject(() => decodeStream(b))), { numRuns: 3000 });
+  assertProperty(t, 'decodeStreamFrame: random bytes decode or fail with a typed error', fc.property(fc.uint8Array({ maxLength: 2000 }), (b) => isTypedReject(() => decodeStreamFrame(b))), { numRuns: 3000 });
 });
 
 t.test('fuzz: truncated and bit-flipped valid packets are rejected with a typed error or decode', async (t) => {
-  fc.assert(
+  assertProperty(t, 'packets: truncated or bit-flipped, typed rejection or decode', 
     fc.property(fc.array(messageArb, { minLength: 1, maxLength: 8 }), fc.nat(), fc.nat(), fc.integer({ min: 0, max: 255 }), (msgs, cut, at, xor) => {
       const buf = encodePacket(msgs);
       const truncated = buf.subarray(0, cut % buf.length);
@@ -130,7 +128,7 @@ t.test('fuzz: truncated and bit-flipped valid packets are rejected with a typed 
     }),
     { numRuns: 2000 },
   );
-  fc.assert(
+  assertProperty(t, 'push-pull frames: truncated or bit-flipped, typed rejection or decode', 
     fc.property(fc.array(entryArb, { maxLength: 10 }), fc.nat(), fc.nat(), fc.integer({ min: 1, max: 255 }), (states, cut, at, xor) => {
       const frame = encodeStreamFrame({ t: MsgType.PushPull, join: true, from: 'n', states });
       if (!isTypedReject(() => decodeStreamFrame(frame.subarray(0, cut % frame.length)))) return false;
@@ -140,7 +138,6 @@ t.test('fuzz: truncated and bit-flipped valid packets are rejected with a typed 
     }),
     { numRuns: 1000 },
   );
-  t.pass('all rejected or decoded');
 });
 
 t.test('a truncated packet is reported as truncated', async (t) => {

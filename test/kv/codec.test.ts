@@ -1,5 +1,6 @@
 // The KvRequest codec: round trips, and fuzzing — random, truncated, mutated, oversized and
 // hostile input must give a KvError and nothing else.
+import { assertProperty } from '../helpers/property.js';
 import t from 'tap';
 import fc from 'fast-check';
 import { Encoder } from 'cbor-x';
@@ -74,7 +75,7 @@ function onlyKvErrors(input: Uint8Array): void {
 }
 
 t.test('round trip', async (t) => {
-  fc.assert(
+  assertProperty(t, 'decode(encode(req)) equals req and re-encodes identically', 
     fc.property(request, (req) => {
       const enc = encodeKvRequest(req);
       const dec = decodeKvRequest(enc);
@@ -85,12 +86,11 @@ t.test('round trip', async (t) => {
     }),
     { numRuns: 500, seed: 1 },
   );
-  t.pass('500 random requests');
 });
 
 t.test('random bytes, truncation and mutation only ever give KvError', async (t) => {
-  fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), (u) => onlyKvErrors(u)), { numRuns: 3000, seed: 2 });
-  fc.assert(
+  assertProperty(t, 'random bytes: decodeKvRequest throws only KvError', fc.property(fc.uint8Array({ maxLength: 300 }), (u) => onlyKvErrors(u)), { numRuns: 3000, seed: 2 });
+  assertProperty(t, 'truncated, mutated and extended encodings: only KvError', 
     fc.property(request, fc.nat(), fc.nat(), fc.integer({ min: 0, max: 255 }), (req, cut, pos, byte) => {
       const enc = encodeKvRequest(req);
       onlyKvErrors(enc.subarray(0, cut % enc.length));
@@ -101,7 +101,6 @@ t.test('random bytes, truncation and mutation only ever give KvError', async (t)
     }),
     { numRuns: 1500, seed: 3 },
   );
-  t.pass('no crash');
 });
 
 t.test('hostile but well-formed CBOR', async (t) => {
@@ -159,7 +158,7 @@ t.test('lenient encoding of protobufjs-style objects', async (t) => {
 
 t.test('apply never throws on a decodable request', async (t) => {
   const { KvStore } = await import('../../core/kv/store.js');
-  fc.assert(
+  assertProperty(t, 'apply never throws on decodable requests', 
     fc.property(fc.array(request, { maxLength: 20 }), (reqs) => {
       const store = new KvStore();
       store.apply({ leaseGrant: { TTL: 10, ID: 1 } }, { index: 1, term: 1 });
@@ -168,5 +167,4 @@ t.test('apply never throws on a decodable request', async (t) => {
     }),
     { numRuns: 400, seed: 4 },
   );
-  t.pass('400 random sequences applied');
 });
