@@ -60,6 +60,9 @@ t.test('three drivers elect, commit from any node, read, and fail over', async (
 
   // A proposal on a follower is forwarded to the leader and resolves with the result here.
   const follower = [...drivers.keys()].find((id) => id !== leaderId)!;
+  // A follower forwards proposals only once it has heard from the new leader (before that
+  // Raft answers "no leader", as etcd does, and a client retries).
+  await waitFor('the follower to know the leader', () => drivers.get(follower)!.node.status().lead === leaderId || undefined);
   t.equal(await drivers.get(follower)!.propose(enc.encode('a')), 'applied:a');
   t.equal(await drivers.get(leaderId)!.propose(enc.encode('b')), 'applied:b');
   await drivers.get(follower)!.readBarrier();
