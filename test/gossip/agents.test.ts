@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { run as membersCommand } from '../../agent/commands/members.js';
+import { freePort } from '../helpers/ports.js';
 import { LOCAL_CONFIG, detectionBoundMs } from '../../core/gossip/config.js';
 
 const N = 8;
@@ -44,9 +45,11 @@ t.teardown(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function startAgent(name: string, opts: { join?: number; gossipPort?: number } = {}): Promise<Agent> {
+async function startAgent(name: string, opts: { join?: number; gossipPort?: number } = {}): Promise<Agent> {
+  // A reserved port (not 0): the restart below binds the same port again.
+  const gossipPort = opts.gossipPort ?? (await freePort());
   const dataDir = join(dir, name);
-  const args = [FIXTURE, '--name', name, '--data-dir', dataDir, '--gossip-port', String(opts.gossipPort ?? 0), '--http-port', '0', '--gossip-profile', 'local', '--token', 'agents-test'];
+  const args = [FIXTURE, '--name', name, '--data-dir', dataDir, '--gossip-port', String(gossipPort), '--http-port', '0', '--gossip-profile', 'local', '--token', 'agents-test'];
   if (opts.join) args.push('--join', `127.0.0.1:${opts.join}`);
   const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   procs.add(proc);
