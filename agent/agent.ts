@@ -9,6 +9,7 @@ import { Gauge } from 'prom-client';
 import { AgentConfig, ConfigError } from './config.js';
 import { AgentHttp, sendJson } from './http.js';
 import { startManager, RunningManager } from './manager.js';
+import { registerRaftMetrics } from './raft-metrics.js';
 import { GossipSubsystem, startGossip } from './gossip-subsystem.js';
 import { formatToken, parseToken } from '../core/net/token.js';
 
@@ -97,6 +98,7 @@ export async function runAgent(config: AgentConfig): Promise<RunningAgent> {
     }
     if (manager) {
       const node = manager.node;
+      registerRaftMetrics(http.registry, node);
       http.addRoutes([
         {
           method: 'GET',

@@ -71,8 +71,27 @@ export interface RaftDriverOptions {
   requestTimeoutMs: number;
 }
 
+/** Counters of the Ready loop, for /metrics and tuning (how well proposals batch). */
+export interface RaftDriverStats {
+  /** Ready cycles handled. */
+  readies: number;
+  /** Entries written to the log (one save per Ready that has any). */
+  entriesPersisted: number;
+  /** Saves (one durable write each). */
+  saves: number;
+  /** Committed entries applied. */
+  entriesApplied: number;
+  /** Messages handed to the transport. */
+  messagesSent: number;
+  /** Proposals accepted by Raft. */
+  proposals: number;
+  /** Leader changes seen. */
+  leaderChanges: number;
+}
+
 export class RaftDriver {
   readonly node: RawNode;
+  readonly stats: RaftDriverStats = { readies: 0, entriesPersisted: 0, saves: 0, entriesApplied: 0, messagesSent: 0, proposals: 0, leaderChanges: 0 };
   private readonly proposals = new Map<string, Waiter>();
   private readonly reads = new Map<string, Waiter>();
   /** Reads whose index is known, waiting for apply to catch up. */
@@ -82,6 +101,7 @@ export class RaftDriver {
   private stopped = false;
   private ticker: NodeJS.Timeout | undefined;
   private lastRole: Role = Role.Follower;
+  private lastLead: NodeId = 0;
   private leaderListeners: Array<(lead: NodeId, role: Role) => void> = [];
   private loopError: Error | undefined;
   private readonly requestIdPrefix = randomBytes(8);
@@ -145,7 +165,10 @@ export class RaftDriver {
     const data = new Uint8Array(REQUEST_ID_BYTES + payload.length);
     data.set(id, 0);
     data.set(payload, REQUEST_ID_BYTES);
-    return this.track(this.proposals, id.toString('hex'), () => this.node.propose(data));
+    return this.track(this.proposals, id.toString('hex'), () => {
+      this.node.propose(data);
+      this.stats.proposals++;
+    });
   }
 
   proposeConfChange(cc: ConfChange): void {
@@ -252,11 +275,17 @@ export class RaftDriver {
   }
 
   private async handleReady(rd: Ready): Promise<void> {
+    const st = this.stats;
+    st.readies++;
+    st.messagesSent += rd.earlyMessages.length + rd.messages.length;
+    st.entriesApplied += rd.committedEntries.length;
     if (rd.earlyMessages.length > 0) this.transport.send(rd.earlyMessages);
     // A hard state whose only change is the commit index is not written on its own: the
     // commit index is a hint (a restarted node learns it from the leader, and the applied
     // state records how far it got), so it rides along with the next entries instead.
     if (rd.snapshot || rd.entries.length > 0 || (rd.hardState && rd.mustSync)) {
+      st.saves++;
+      st.entriesPersisted += rd.entries.length;
       await this.persistence.save({ hardState: rd.hardState ?? this.lastHardState(), entries: rd.entries, snapshot: rd.snapshot }, rd.mustSync);
     }
     if (rd.messages.length > 0) this.transport.send(rd.messages);
@@ -314,6 +343,8 @@ export class RaftDriver {
   }
 
   private noticeRole(lead: NodeId, role: Role): void {
+    if (lead !== this.lastLead && lead !== 0) this.stats.leaderChanges++;
+    this.lastLead = lead;
     if (this.lastRole === Role.Leader && role !== Role.Leader) {
       // Our pending proposals may never commit; fail fast rather than at the timeout.
       for (const [key, w] of this.proposals) {

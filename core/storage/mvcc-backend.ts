@@ -34,6 +34,7 @@ import type { KvRecord } from '../kv/mvcc.js';
 import { StateImage } from '../kv/snapshot.js';
 import { StateBuilder } from '../kv/state-builder.js';
 import { KvStore, type KvStoreOptions, type StateChanges } from '../kv/store.js';
+import type { WriteObserver } from './raft-log-store.js';
 
 const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
 const decoder = new Decoder({ useRecords: false, mapsAsObjects: true });
@@ -122,6 +123,7 @@ export class MvccBackend {
   private _durableAppliedIndex: number;
   private _confState: Uint8Array | undefined;
   private closed = false;
+  private readonly writeObservers: WriteObserver[] = [];
   /** A failed write leaves the disk behind memory for good: every later persist refuses. */
   private failure: Error | undefined;
 
@@ -203,6 +205,11 @@ export class MvccBackend {
     }
   }
 
+  /** Calls `fn` after each incremental batch of applied changes with how long it took. */
+  observeWrites(fn: WriteObserver): void {
+    this.writeObservers.push(fn);
+  }
+
   /** Applied index of the last batch written with `sync: true` (or loaded at open). */
   get durableAppliedIndex(): number {
     return this._durableAppliedIndex;
@@ -261,7 +268,10 @@ export class MvccBackend {
     }
     ops.push({ type: 'put', key: META_STATE, value: this.stateValue(c) });
     if (conf) ops.push({ type: 'put', key: META_CONF, value: conf });
+    const started = performance.now();
     await this.db.batch(ops, { sync });
+    const seconds = (performance.now() - started) / 1000;
+    for (const fn of this.writeObservers) fn(seconds, sync);
     if (sync) this._durableAppliedIndex = Math.max(this._durableAppliedIndex, c.appliedIndex);
   }
 

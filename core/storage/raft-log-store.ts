@@ -51,6 +51,9 @@ function entryKeyIndex(key: Uint8Array): number {
   return Number(Buffer.from(key.buffer, key.byteOffset, key.byteLength).readBigUInt64BE(1));
 }
 
+/** Told the duration of each durable write, for latency metrics (etcd's wal_fsync_duration). */
+export type WriteObserver = (seconds: number, sync: boolean) => void;
+
 /** What one save makes durable, in this order: snapshot, entries, hard state (types.ts Ready). */
 export interface LogUpdate {
   hardState?: HardState;
@@ -100,6 +103,7 @@ export class RaftLogStore implements Storage {
   private closed = false;
   private lastWrite: Promise<void> = Promise.resolve();
   private readonly stats_ = { batches: 0, syncedBatches: 0, bytesWritten: 0 };
+  private readonly writeObservers: WriteObserver[] = [];
 
   // Where the log will stand once every submitted write is durable: later writes are
   // prepared against this, so keys to delete on truncation are known at submit time.
@@ -225,6 +229,11 @@ export class RaftLogStore implements Storage {
   readSnapshotChunk(offset: number, maxBytes: number): Promise<Uint8Array> {
     if (this.snapshotFile === undefined) return Promise.reject(new StorageError('ERR_SNAPSHOT_FILE', 'no snapshot'));
     return this.files.readChunk(this.snapshotFile, offset, maxBytes);
+  }
+
+  /** Calls `fn` after every LevelDB batch with how long it took (with its fsync when `sync`). */
+  observeWrites(fn: WriteObserver): void {
+    this.writeObservers.push(fn);
   }
 
   stats(): RaftLogStoreStats {
@@ -417,7 +426,10 @@ export class RaftLogStore implements Storage {
         for (const op of item.ops) ops.push(op);
         sync ||= item.sync;
       }
+      const started = performance.now();
       await this.db.batch(ops, { sync });
+      const seconds = (performance.now() - started) / 1000;
+      for (const fn of this.writeObservers) fn(seconds, sync);
       this.stats_.batches++;
       if (sync) this.stats_.syncedBatches++;
       for (const op of ops) this.stats_.bytesWritten += op.key.length + (op.type === 'put' ? op.value.length : 0);

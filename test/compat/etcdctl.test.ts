@@ -3,7 +3,7 @@
  * npm `etcd3` client, against three real picloud-node agents on loopback.
  */
 import t, { Test } from 'tap';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -177,5 +177,32 @@ if (!hasEtcdctl()) {
     await lease.revoke();
     t.equal(await client.get('js/leased').string(), null);
     t.equal(Number((await client.delete().prefix('js/')).deleted), 3);
+  });
+
+  t.test('/metrics: fsync latency, leadership and Ready-loop counters move with writes', async (t) => {
+    const scrape = async (): Promise<Map<string, number>> => {
+      const text = await (await fetch(`http://127.0.0.1:${cluster.agents[0]!.ports.http}/metrics`)).text();
+      const values = new Map<string, number>();
+      for (const line of text.split('\n')) {
+        const m = /^([a-z_]+(?:\{[^}]*\})?) (\S+)$/.exec(line);
+        if (m) values.set(m[1]!, Number(m[2]));
+      }
+      return values;
+    };
+    const before = await scrape();
+    for (let i = 0; i < 5; i++) ok(t, ['put', `metrics/${i}`, 'v']);
+    const after = await scrape();
+    t.equal(after.get('picloud_server_has_leader'), 1, 'has a leader');
+    t.ok(after.get('picloud_disk_wal_fsync_duration_seconds_count')! >= before.get('picloud_disk_wal_fsync_duration_seconds_count')! + 5, 'each acknowledged put was fsynced on this member');
+    t.ok(after.get('picloud_disk_wal_fsync_duration_seconds_sum')! > 0, 'fsync time is recorded');
+    t.ok(after.get('picloud_raft_entries_applied_total')! >= before.get('picloud_raft_entries_applied_total')! + 5, 'entries applied');
+    t.ok(after.get('picloud_raft_applied_index')! >= after.get('picloud_mvcc_revision')!, 'applied index counts every entry, revisions only writes');
+    t.ok(after.get('picloud_raft_entries_persisted_total')! >= before.get('picloud_raft_entries_persisted_total')! + 5, 'entries persisted');
+    const promtool = spawnSync('sh', ['-c', 'command -v promtool'], { encoding: 'utf8' });
+    if (promtool.status === 0) {
+      const text = await (await fetch(`http://127.0.0.1:${cluster.agents[0]!.ports.http}/metrics`)).text();
+      const r = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+      t.equal(r.status, 0, `promtool check metrics: ${r.stdout}${r.stderr}`);
+    }
   });
 }
