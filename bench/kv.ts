@@ -104,6 +104,7 @@ export async function runKvBench(argv: string[]): Promise<void> {
       for (const s of order) await f(s);
     };
     for (const s of sessions) s.startLoad();
+    await each((s) => s.warmUp(value));
     for (const n of PUT_IN_FLIGHT) await each((s) => s.put(n, value));
     await each((s) => s.getLinearizable(value));
     for (const s of sessions) await s.endLoad();
@@ -128,6 +129,7 @@ export async function runKvBench(argv: string[]): Promise<void> {
         valueBytes: 256,
         members: 3,
         order: 'both clusters run side by side; each phase runs on one then the other, alternating which goes first',
+        warmup: 'before the first phase each system gets plan.systemWarmupMs of unmeasured puts then gets at 64 in flight',
         writes: 'to the leader, closed loop, over `channels` gRPC channels (each its own TCP connection)',
         reads: 'linearizable Range, round-robin over all three members, `channels` channels each',
         watchers: 'on one follower, 100 watchers per Watch stream, one stream per connection; sequential puts to the watched key on the leader',

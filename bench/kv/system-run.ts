@@ -8,7 +8,7 @@ import type { BenchCluster } from './clusters.js';
 import { EtcdBenchClient } from './client.js';
 import { RssSampler, rssKiB, sumCpuMs } from './proc.js';
 import type { SystemResult } from './report.js';
-import { getPhase, putPhase, watchPhase, type LoadResult, type PhaseLimits, type WatchResult } from './workload.js';
+import { getPhase, putPhase, warmUp, watchPhase, type LoadResult, type PhaseLimits, type WatchResult } from './workload.js';
 
 export const PUT_IN_FLIGHT = [1, 16, 64, 256] as const;
 export const GET_IN_FLIGHT = 64;
@@ -23,6 +23,8 @@ export interface RunPlan {
   watchDurationMs: number;
   /** gRPC channels (TCP connections) per endpoint for the load phases. */
   channels: number;
+  /** Unmeasured load on each system before its first phase (workload.ts warmUp). */
+  systemWarmupMs: number;
 }
 
 export const FULL_PLAN: RunPlan = {
@@ -31,6 +33,7 @@ export const FULL_PLAN: RunPlan = {
   watchPuts: 400,
   watchDurationMs: 15_000,
   channels: 8,
+  systemWarmupMs: 10_000,
 };
 
 export const QUICK_PLAN: RunPlan = {
@@ -39,6 +42,7 @@ export const QUICK_PLAN: RunPlan = {
   watchPuts: 60,
   watchDurationMs: 5_000,
   channels: 8,
+  systemWarmupMs: 2_000,
 };
 
 export class SystemSession {
@@ -102,6 +106,11 @@ export class SystemSession {
 
   startLoad(): void {
     this.sampler.start();
+  }
+
+  async warmUp(value: Buffer): Promise<void> {
+    await warmUp(this.writer, this.readers, this.plan.systemWarmupMs, value);
+    this.log(`${this.name}: warmed up (${this.plan.systemWarmupMs} ms of unmeasured puts and gets)`);
   }
 
   async put(inFlight: number, value: Buffer): Promise<void> {

@@ -87,6 +87,16 @@ export async function closedLoop(inFlight: number, durationMs: number, maxOps: n
   return { ops: latency.count, errors, firstError, durationMs: elapsed, opsPerSec: (latency.count / elapsed) * 1000, latency };
 }
 
+/**
+ * Unmeasured load before any phase: puts at 64 in flight, then linearizable gets, so each
+ * system is measured in its steady state (a Node process runs its hot paths unoptimised
+ * until V8 has compiled them; a long-running member has long done so).
+ */
+export async function warmUp(writer: EtcdBenchClient, readers: EtcdBenchClient[], durationMs: number, value: Buffer): Promise<void> {
+  await closedLoop(64, durationMs / 2, Number.MAX_SAFE_INTEGER, (seq, w) => writer.put(key('warm', seq, GET_KEYSPACE), value, w));
+  await closedLoop(64, durationMs / 2, Number.MAX_SAFE_INTEGER, (seq, w) => readers[seq % readers.length]!.get(key('warm', seq, GET_KEYSPACE), w));
+}
+
 /** Runs a closed loop after an unmeasured warm-up and attributes the members' disk writes to it. */
 async function measured(inFlight: number, limits: PhaseLimits, pids: readonly number[], op: Op): Promise<LoadResult> {
   if (limits.warmupMs > 0) await closedLoop(inFlight, limits.warmupMs, limits.maxOps, op);

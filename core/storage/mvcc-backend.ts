@@ -34,6 +34,7 @@ import type { KvRecord } from '../kv/mvcc.js';
 import { StateImage } from '../kv/snapshot.js';
 import { StateBuilder } from '../kv/state-builder.js';
 import { KvStore, type KvStoreOptions, type StateChanges } from '../kv/store.js';
+import { writeBatch } from './level-batch.js';
 import type { WriteObserver } from './raft-log-store.js';
 
 const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
@@ -269,7 +270,7 @@ export class MvccBackend {
     ops.push({ type: 'put', key: META_STATE, value: this.stateValue(c) });
     if (conf) ops.push({ type: 'put', key: META_CONF, value: conf });
     const started = performance.now();
-    await this.db.batch(ops, { sync });
+    await writeBatch(this.db, ops, sync);
     const seconds = (performance.now() - started) / 1000;
     for (const fn of this.writeObservers) fn(seconds, sync);
     if (sync) this._durableAppliedIndex = Math.max(this._durableAppliedIndex, c.appliedIndex);
@@ -287,7 +288,7 @@ export class MvccBackend {
         for (const part of batch) {
           for (const r of part.records) ops.push({ type: 'put' as const, key: recordKey(gen, r.main, r.sub), value: encodeRecordValue(r) });
         }
-        await this.db.batch(ops);
+        await writeBatch(this.db, ops, false);
       }
       const ops: Array<{ type: 'put'; key: Buffer; value: Buffer }> = [];
       for (const l of image.leases) ops.push({ type: 'put', key: leaseKey(gen, l.id), value: encoder.encode([l.ttlSeconds]) });
@@ -306,7 +307,7 @@ export class MvccBackend {
         }),
       });
       if (conf) ops.push({ type: 'put', key: META_CONF, value: conf });
-      await this.db.batch(ops, { sync: true });
+      await writeBatch(this.db, ops, true);
     } catch (e) {
       // Another restore replaced the state meanwhile: its own full rewrite is queued behind
       // this one, and the old generation is still the live one. Not a failure.

@@ -30,6 +30,7 @@ import {
 } from '../net/raft-codec.js';
 import { StorageError } from './errors.js';
 import { GroupCommitter } from './group-commit.js';
+import { writeBatch, type BatchOp } from './level-batch.js';
 import { EMPTY_SNAPSHOT_METADATA, LogMirror, type LogOffset } from './log-mirror.js';
 import { SnapshotFiles, snapshotFileName } from './snapshot-files.js';
 
@@ -85,7 +86,6 @@ export interface RaftLogStoreStats {
   entriesInMemory: number;
 }
 
-type BatchOp = { type: 'put'; key: Buffer; value: Uint8Array } | { type: 'del'; key: Buffer };
 
 interface PreparedWrite {
   ops: BatchOp[];
@@ -427,7 +427,7 @@ export class RaftLogStore implements Storage {
         sync ||= item.sync;
       }
       const started = performance.now();
-      await this.db.batch(ops, { sync });
+      await writeBatch(this.db, ops, sync);
       const seconds = (performance.now() - started) / 1000;
       for (const fn of this.writeObservers) fn(seconds, sync);
       this.stats_.batches++;
