@@ -12,6 +12,7 @@ const SUITES: Record<string, Suite> = {
   sim: { module: './sim.js', entry: 'runSimBench' },
   gossip: { module: './gossip.js', entry: 'runGossipBench' },
   kv: { module: './kv.js', entry: 'runKvBench' },
+  leveldb: { module: './leveldb.js', entry: 'runLeveldbBench' },
 };
 
 async function main(): Promise<void> {

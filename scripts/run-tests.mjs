@@ -23,33 +23,61 @@ function findTests(dir) {
   return out.sort();
 }
 
+// Tests that start many real agent processes and assert timing bounds (a new leader within
+// three election timeouts, a failure detected within the gossip bound) run one file at a time,
+// before the rest: run beside each other, or beside the 2-thread simulator run, on a 2-core
+// machine they measure CPU starvation rather than picloud.
+const SERIAL = [/^dist\/test\/compat\//, /^dist\/test\/gossip\/agents\.test\.js$/];
+
 const args = process.argv.slice(2);
-const files = args.length > 0 ? args : findTests('dist/test');
-const child = spawn('node_modules/.bin/tap', ['--reporter=tap', ...files], { stdio: ['ignore', 'pipe', 'inherit'] });
+const all = args.length > 0 ? args : findTests('dist/test');
+const groups =
+  args.length > 0
+    ? [{ files: all, jobs: [] }]
+    : [
+        { files: all.filter((f) => SERIAL.some((r) => r.test(f))), jobs: ['--jobs=1'] },
+        { files: all.filter((f) => !SERIAL.some((r) => r.test(f))), jobs: [] },
+      ].filter((g) => g.files.length > 0);
+
 let pass = 0;
 let fail = 0;
-let buf = '';
-let tapSummary = null; // tap's own closing summary, preferred when present
-child.stdout.on('data', (d) => {
-  process.stdout.write(d);
-  buf += d.toString();
-  let nl;
-  while ((nl = buf.indexOf('\n')) >= 0) {
-    const line = buf.slice(0, nl);
-    buf = buf.slice(nl + 1);
-    // Count top-level assertion results of each test file's subtests (indent 4 = inside a file).
-    const summary = /^# \{ total: (\d+), pass: (\d+)(?:, fail: (\d+))?/.exec(line);
-    if (summary) tapSummary = { pass: Number(summary[2]), fail: Number(summary[3] ?? 0) };
-    const m = /^( *)(not ok|ok) \d+/.exec(line);
-    if (m && m[1].length === 4 && !/# SKIP/.test(line)) {
-      if (m[2] === 'ok') pass++;
-      else fail++;
-    }
-  }
-});
-child.on('close', (code) => {
-  if (tapSummary) ({ pass, fail } = tapSummary);
-  if (code !== 0 && fail === 0) fail = 1; // a crashed file with no counted failure still fails
-  console.log(`${pass} passed, ${fail} failed`);
-  process.exit(code === 0 && fail === 0 ? 0 : 1);
-});
+let failedRun = false;
+
+function runTap(files, jobs) {
+  return new Promise((resolve) => {
+    const child = spawn('node_modules/.bin/tap', ['--reporter=tap', ...jobs, ...files], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let gPass = 0;
+    let gFail = 0;
+    let buf = '';
+    let tapSummary = null; // tap's own closing summary, preferred when present
+    child.stdout.on('data', (d) => {
+      process.stdout.write(d);
+      buf += d.toString();
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        // Count top-level assertion results of each test file's subtests (indent 4 = inside a file).
+        const summary = /^# \{ total: (\d+), pass: (\d+)(?:, fail: (\d+))?/.exec(line);
+        if (summary) tapSummary = { pass: Number(summary[2]), fail: Number(summary[3] ?? 0) };
+        const m = /^( *)(not ok|ok) \d+/.exec(line);
+        if (m && m[1].length === 4 && !/# SKIP/.test(line)) {
+          if (m[2] === 'ok') gPass++;
+          else gFail++;
+        }
+      }
+    });
+    child.on('close', (code) => {
+      if (tapSummary) ({ pass: gPass, fail: gFail } = tapSummary);
+      if (code !== 0 && gFail === 0) gFail = 1; // a crashed file with no counted failure still fails
+      pass += gPass;
+      fail += gFail;
+      if (code !== 0) failedRun = true;
+      resolve();
+    });
+  });
+}
+
+for (const g of groups) await runTap(g.files, g.jobs);
+console.log(`${pass} passed, ${fail} failed`);
+process.exit(!failedRun && fail === 0 ? 0 : 1);
