@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
-import { AgentCluster, etcdctl, freePort, hasEtcdctl } from '../helpers/agents.js';
+import { AgentCluster, etcdctl, freePort, hasEtcdctl, scrapeMetrics } from '../helpers/agents.js';
 
 if (!hasEtcdctl()) {
   t.test('etcdctl compatibility', { skip: 'etcdctl not installed (apt-get install etcd-client)' }, async () => undefined);
@@ -180,15 +180,7 @@ if (!hasEtcdctl()) {
   });
 
   t.test('/metrics: fsync latency, leadership and Ready-loop counters move with writes', async (t) => {
-    const scrape = async (): Promise<Map<string, number>> => {
-      const text = await (await fetch(`http://127.0.0.1:${cluster.agents[0]!.ports.http}/metrics`)).text();
-      const values = new Map<string, number>();
-      for (const line of text.split('\n')) {
-        const m = /^([a-z_]+(?:\{[^}]*\})?) (\S+)$/.exec(line);
-        if (m) values.set(m[1]!, Number(m[2]));
-      }
-      return values;
-    };
+    const scrape = (): Promise<Map<string, number>> => scrapeMetrics(cluster.agents[0]!.ports.http);
     const before = await scrape();
     for (let i = 0; i < 5; i++) ok(t, ['put', `metrics/${i}`, 'v']);
     const after = await scrape();
