@@ -1,5 +1,5 @@
 /**
- * `node dist/bench/kv/profile.js FILE.cpuprofile [--top N] [--inclusive | --callers FUNCTION [--depth D]]`: summarises a V8 CPU profile
+ * `node dist/bench/kv/profile.js FILE.cpuprofile [--top N] [--inclusive | --by-part | --callers FUNCTION [--depth D]]`: summarises a V8 CPU profile
  * (as written by `node --cpu-prof`, e.g. from `npm run bench -- kv --cpu-prof DIR`) by self
  * time per function and per file, mapping compiled dist/*.js positions back to the .ts
  * sources through their source maps. Reading only; used to find where a member spends its CPU.
@@ -104,14 +104,60 @@ export function summariseProfile(profile: CpuProfile): { totalMs: number; idleMs
   return { totalMs: totalUs / 1000, idleMs: idleUs / 1000, byFunction: finish(fn), byFile: finish(file) };
 }
 
+/** The profile's nodes by id and each node's parent. */
+function tree(profile: CpuProfile): { nodes: Map<number, ProfileNode>; parent: Map<number, number> } {
+  const parent = new Map<number, number>();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  return { nodes: new Map(profile.nodes.map((n) => [n.id, n])), parent };
+}
+
+/**
+ * Parts of a member, by the URL of the code: a sample counts for the first part found walking
+ * up from its leaf frame, so native calls (writev, a cipher, a LevelDB batch) count for the JS
+ * that made them. The first rule that matches wins.
+ */
+export const PARTS: ReadonlyArray<[string, RegExp]> = [
+  ['gRPC server (grpc-js)', /@grpc\/grpc-js/],
+  ['gRPC server (node http2)', /^node:internal\/http2/],
+  ['etcd API adapter', /core\/(net\/etcd|api\/etcd-backend)/],
+  ['peer transport (framing, AES-GCM, sockets)', /core\/net\/(peer-transport|secure-channel|frame|raft-codec)/],
+  ['storage (Raft log, MVCC state, LevelDB)', /core\/storage\/|classic-level|abstract-level/],
+  ['Raft and its driver', /core\/(raft\/|api\/raft-driver)/],
+  ['KV state machine and its codec (CBOR)', /core\/kv\/|cbor-x/],
+  ['protobufjs (requests, responses)', /protobufjs|@protobufjs/],
+  ['module loading (start-up)', /^node:internal\/modules\//],
+];
+
+/** Busy time by PARTS; what no rule matches is "other", GC and V8's own time are listed apart. */
+export function timeByPart(profile: CpuProfile): SelfTimeRow[] {
+  const { nodes, parent } = tree(profile);
+  const byPart = new Map<string, number>();
+  let busyUs = 0;
+  for (let i = 0; i < profile.samples.length; i++) {
+    const id = profile.samples[i]!;
+    const leaf = nodes.get(id)!.callFrame.functionName;
+    if (leaf === '(idle)') continue;
+    const us = profile.timeDeltas[i] ?? 0;
+    busyUs += us;
+    let part = leaf === '(garbage collector)' || leaf === '(program)' ? leaf : 'other';
+    for (let p: number | undefined = id; p !== undefined && part === 'other'; p = parent.get(p)) {
+      const url = nodes.get(p)!.callFrame.url;
+      const hit = url ? PARTS.find(([, re]) => re.test(url)) : undefined;
+      if (hit) part = hit[0];
+    }
+    byPart.set(part, (byPart.get(part) ?? 0) + us);
+  }
+  return [...byPart]
+    .map(([name, us]) => ({ name, location: '', selfMs: us / 1000, percent: busyUs > 0 ? (us * 100) / busyUs : 0 }))
+    .sort((a, b) => b.selfMs - a.selfMs);
+}
+
 /**
  * Self time of the functions named `name`, split by their callers' stacks (up to `depth`
  * frames above): which code paths reach a hot native function such as writev.
  */
 export function callersOf(profile: CpuProfile, name: string, depth: number): { stack: string; selfMs: number }[] {
-  const parent = new Map<number, number>();
-  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
-  const nodes = new Map(profile.nodes.map((n) => [n.id, n]));
+  const { nodes, parent } = tree(profile);
   const byStack = new Map<string, number>();
   for (let i = 0; i < profile.samples.length; i++) {
     const id = profile.samples[i]!;
@@ -132,9 +178,7 @@ export function callersOf(profile: CpuProfile, name: string, depth: number): { s
 
 /** Time under each function (itself and everything it called), busiest first. */
 export function inclusiveTimes(profile: CpuProfile): SelfTimeRow[] {
-  const parent = new Map<number, number>();
-  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
-  const nodes = new Map(profile.nodes.map((n) => [n.id, n]));
+  const { nodes, parent } = tree(profile);
   const label = new Map<number, { name: string; location: string }>();
   const labelOf = (id: number): { name: string; location: string } => {
     let l = label.get(id);
@@ -168,7 +212,7 @@ export function inclusiveTimes(profile: CpuProfile): SelfTimeRow[] {
 function main(argv: string[]): void {
   const file = argv[0];
   if (!file) {
-    process.stderr.write('usage: node dist/bench/kv/profile.js FILE.cpuprofile [--top N] [--inclusive | --callers FUNCTION [--depth D]]\n');
+    process.stderr.write('usage: node dist/bench/kv/profile.js FILE.cpuprofile [--top N] [--inclusive | --by-part | --callers FUNCTION [--depth D]]\n');
     process.exit(2);
   }
   const ti = argv.indexOf('--top');
@@ -182,6 +226,10 @@ function main(argv: string[]): void {
     for (const r of callersOf(profile, argv[ci + 1] ?? '', di >= 0 ? Number(argv[di + 1]) : 4).slice(0, top)) {
       out.write(`${r.selfMs.toFixed(0).padStart(7)} ms  ${r.stack}\n`);
     }
+    return;
+  }
+  if (argv.includes('--by-part')) {
+    for (const r of timeByPart(profile)) out.write(`${r.percent.toFixed(1).padStart(5)}%  ${r.selfMs.toFixed(0).padStart(7)} ms  ${r.name}\n`);
     return;
   }
   if (argv.includes('--inclusive')) {

@@ -64,6 +64,15 @@ function fmt(x: number | undefined, digits = 2): string {
   return x.toFixed(digits);
 }
 
+/** Per-member CPU per op, the leader's first: "leader/follower/follower". */
+function leaderFirst(r: SystemResult | undefined, phase: LoadResult | undefined): string {
+  const each = phase?.memberCpuMsPerOpEach;
+  if (!r || !each || each.length !== r.members.length) return '-';
+  const lead = r.members.findIndex((m) => m.clientEndpoint === r.leaderEndpoint);
+  const order = lead < 0 ? each : [each[lead]!, ...each.filter((_, i) => i !== lead)];
+  return order.map((ms) => (ms * 1000).toFixed(0)).join('/');
+}
+
 const mib = (kib: number[] | undefined): string => (kib && kib.length ? kib.map((k) => (k / 1024).toFixed(0)).join('/') : '-');
 const ratioOf = (p: number | undefined, e: number | undefined): string => (p !== undefined && e !== undefined && e !== 0 ? `${(p / e).toFixed(2)}x` : '-');
 
@@ -103,6 +112,7 @@ export function renderTable(fsync: FsyncLatency, overwrite: LatencySummary, pic:
     num(`put @${n} p50 (ms)`, p?.latency.p50Ms, e?.latency.p50Ms);
     num(`put @${n} p99 (ms)`, p?.latency.p99Ms, e?.latency.p99Ms, n === 16 ? 'put p99 @16 in flight (ms)' : undefined);
     num(`put @${n} member CPU per put, all members (us)`, us(p?.memberCpuMsPerOp), us(e?.memberCpuMsPerOp), undefined, 0);
+    rows.push({ metric: `put @${n} member CPU per put, leader/followers (us)`, p: leaderFirst(pic, p), e: leaderFirst(etcd, e), ratio: '', target: '', met: '' });
   }
   num('linearizable get @64 throughput (ops/s)', pic?.get.opsPerSec, etcd?.get.opsPerSec, 'linearizable get throughput @64 (ops/s)');
   num('linearizable get @64 p50 (ms)', pic?.get.latency.p50Ms, etcd?.get.latency.p50Ms);

@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { EtcdBenchClient, WatchStream } from './client.js';
-import { sumCpuMs, sumIo } from './proc.js';
+import { cpuTimeMs, sumCpuMs, sumIo } from './proc.js';
 import { LatencyRecorder, nowMs, type LatencySummary } from './stats.js';
 
 /** Value size of every put, as the issue fixes it. */
@@ -39,6 +39,8 @@ export interface LoadResult {
   wcharBytesPerOp?: number;
   /** CPU time of all members during the measured part, per successful op. */
   memberCpuMsPerOp?: number;
+  /** The same per member, in the order of the pids given (which one leads is the caller's to say). */
+  memberCpuMsPerOpEach?: number[];
   /** CPU used by this benchmark process (the client) during the measured part, % of one core. */
   clientCpuPercent: number;
 }
@@ -102,13 +104,18 @@ async function measured(inFlight: number, limits: PhaseLimits, pids: readonly nu
   if (limits.warmupMs > 0) await closedLoop(inFlight, limits.warmupMs, limits.maxOps, op);
   const ioBefore = sumIo(pids);
   const cpuBefore = sumCpuMs(pids);
+  const eachBefore = pids.map(cpuTimeMs);
   const clientBefore = process.cpuUsage();
   const r = await closedLoop(inFlight, limits.durationMs, limits.maxOps, op);
   const client = process.cpuUsage(clientBefore);
   const cpuAfter = sumCpuMs(pids);
+  const eachAfter = pids.map(cpuTimeMs);
   const ioAfter = sumIo(pids);
   const out: LoadResult = { inFlight, ...r, clientCpuPercent: ((client.user + client.system) / 1000 / r.durationMs) * 100 };
   if (cpuBefore !== undefined && cpuAfter !== undefined && r.ops > 0) out.memberCpuMsPerOp = (cpuAfter - cpuBefore) / r.ops;
+  if (r.ops > 0 && eachBefore.every((c) => c !== undefined) && eachAfter.every((c) => c !== undefined)) {
+    out.memberCpuMsPerOpEach = eachAfter.map((c, i) => (c! - eachBefore[i]!) / r.ops);
+  }
   if (ioBefore && ioAfter && r.ops > 0) {
     out.writeBytesPerOp = (ioAfter.writeBytes - ioBefore.writeBytes) / r.ops;
     out.wcharBytesPerOp = (ioAfter.wcharBytes - ioBefore.wcharBytes) / r.ops;
