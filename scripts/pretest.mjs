@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 const NEEDED = [
   { bin: 'etcdctl', pkg: 'etcd-client' },
   { bin: 'etcd', pkg: 'etcd-server' },
+  { bin: 'promtool', pkg: 'prometheus' },
 ];
 
 const has = (bin) => spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0;
@@ -20,9 +21,9 @@ if (!isRoot) {
 }
 console.error(`pretest: installing ${pkgs.join(' ')} with apt-get`);
 const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-let r = spawnSync('apt-get', ['install', '-y', '-qq', ...pkgs], { stdio: 'inherit', env });
+let r = spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...pkgs], { stdio: 'inherit', env });
 if (r.status !== 0) {
   spawnSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
-  r = spawnSync('apt-get', ['install', '-y', '-qq', ...pkgs], { stdio: 'inherit', env });
+  r = spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...pkgs], { stdio: 'inherit', env });
 }
 if (r.status !== 0) console.error(`pretest: apt-get install ${pkgs.join(' ')} failed; compatibility tests will be skipped`);
