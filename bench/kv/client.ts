@@ -6,7 +6,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
+import { ETCD_PROTO_DIR, ETCD_RPC_PROTO, etcdType } from '../../core/net/proto-files.js';
 
 /** Deadline of every unary call: long enough that a loaded server is measured, not timed out. */
 export const CALL_DEADLINE_MS = 10_000;
@@ -15,12 +15,10 @@ type Obj = Record<string, any>;
 type Callback = (err: grpc.ServiceError | null, res: Obj) => void;
 type Unary = (req: Obj, opts: grpc.CallOptions, cb: Callback) => grpc.ClientUnaryCall;
 type ServiceClient = grpc.Client & Record<string, Unary>;
-type WatchClient = grpc.Client & { Watch: () => grpc.ClientDuplexStream<Obj, Obj> };
 type Ctor<T> = new (addr: string, creds: grpc.ChannelCredentials, options?: grpc.ChannelOptions) => T;
 
 interface Services {
   KV: Ctor<ServiceClient>;
-  Watch: Ctor<WatchClient>;
   Maintenance: Ctor<ServiceClient>;
   Cluster: Ctor<ServiceClient>;
 }
@@ -32,7 +30,7 @@ function loadServices(): Services {
     // longs as strings: member ids are full uint64; revisions are compared as strings.
     const def = protoLoader.loadSync(ETCD_RPC_PROTO, { includeDirs: [ETCD_PROTO_DIR], longs: String, enums: String, defaults: true });
     const pkg = (grpc.loadPackageDefinition(def) as any).etcdserverpb;
-    services = { KV: pkg.KV, Watch: pkg.Watch, Maintenance: pkg.Maintenance, Cluster: pkg.Cluster };
+    services = { KV: pkg.KV, Maintenance: pkg.Maintenance, Cluster: pkg.Cluster };
   }
   return services;
 }
@@ -128,14 +126,44 @@ export async function memberList(endpoint: string, deadlineMs = 2_000): Promise<
 /** A watch event as the benchmark sees it: which watch, which revision, when it arrived. */
 export type WatchEventSink = (watchId: string, modRevision: string, arrivedMs: number) => void;
 
+/** What the benchmark reads of a WatchResponse. */
+interface WatchReply {
+  watchId: string;
+  created: boolean;
+  canceled: boolean;
+  cancelReason: string;
+  /** mod_revision of each PUT event. */
+  puts: string[];
+}
+
+const WatchRequestProto = etcdType('etcdserverpb.WatchRequest');
+const WatchResponseProto = etcdType('etcdserverpb.WatchResponse');
+const PUT_EVENT = 0;
+
+/**
+ * Decodes with protobufjs' generated decoder and reads only the fields the benchmark needs:
+ * proto-loader's full object mapping (longs as strings, defaults) costs the client more per
+ * event than the servers spend sending it, and would be measured as delivery latency.
+ */
+function decodeWatchReply(buf: Buffer): WatchReply {
+  const r = WatchResponseProto.decode(buf) as unknown as { watchId: unknown; created: boolean; canceled: boolean; cancelReason: string; events: { type: number; kv?: { modRevision: unknown } }[] };
+  const puts: string[] = [];
+  for (const ev of r.events) if (ev.type === PUT_EVENT) puts.push(String(ev.kv?.modRevision ?? '0'));
+  return { watchId: String(r.watchId), created: r.created, canceled: r.canceled, cancelReason: r.cancelReason, puts };
+}
+
+function encodeWatchRequest(req: Obj): Buffer {
+  return Buffer.from(WatchRequestProto.encode(WatchRequestProto.fromObject(req)).finish());
+}
+
 /**
  * One Watch stream (on its own channel) carrying many watchers of the same key. Creates
  * them one by one (as etcd requires: a create is answered before the next is sent) and
  * reports every PUT event with its arrival time.
  */
 export class WatchStream {
-  private readonly client: WatchClient;
-  private readonly call: grpc.ClientDuplexStream<Obj, Obj>;
+  private readonly client: grpc.Client;
+  private readonly call: grpc.ClientDuplexStream<Obj, WatchReply>;
   private createdWaiter: ((watchId: string) => void) | undefined;
   private failure: Error | undefined;
 
@@ -144,30 +172,27 @@ export class WatchStream {
     private readonly sink: WatchEventSink,
     private readonly now: () => number,
   ) {
-    const { Watch } = loadServices();
-    this.client = new Watch(endpoint, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
-    this.call = this.client.Watch();
-    this.call.on('data', (r: Obj) => this.onData(r));
+    this.client = new grpc.Client(endpoint, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+    this.call = this.client.makeBidiStreamRequest('/etcdserverpb.Watch/Watch', encodeWatchRequest, decodeWatchReply);
+    this.call.on('data', (r: WatchReply) => this.onData(r));
     this.call.on('error', (e: Error) => {
       this.failure = e;
     });
   }
 
-  private onData(r: Obj): void {
+  private onData(r: WatchReply): void {
     const arrived = this.now();
     if (r.created) {
       const w = this.createdWaiter;
       this.createdWaiter = undefined;
-      w?.(String(r.watchId));
+      w?.(r.watchId);
       return;
     }
     if (r.canceled) {
       this.failure = new Error(`watch ${r.watchId} canceled: ${r.cancelReason}`);
       return;
     }
-    for (const ev of (r.events ?? []) as Obj[]) {
-      if (ev.type === 'PUT') this.sink(String(r.watchId), String(ev.kv?.modRevision ?? '0'), arrived);
-    }
+    for (const rev of r.puts) this.sink(r.watchId, rev, arrived);
   }
 
   /** Adds `count` watchers of `key` starting at the next revision; resolves once all are created. */

@@ -3,7 +3,7 @@
  * Responsible only for locating and parsing the schema; codecs live beside their users.
  */
 import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
 
@@ -39,4 +39,18 @@ export function peerProtoRoot(): protobuf.Root {
 
 export function peerType(name: string): protobuf.Type {
   return peerProtoRoot().lookupType(name);
+}
+
+let etcdRoot: protobuf.Root | undefined;
+
+/** The etcd v3 API protos (etcdserverpb and mvccpb), for encoders that bypass proto-loader's object mapping. */
+export function etcdType(name: string): protobuf.Type {
+  if (etcdRoot === undefined) {
+    const root = new protobuf.Root();
+    root.resolvePath = (_origin, target) => (isAbsolute(target) ? target : join(ETCD_PROTO_DIR, target));
+    root.loadSync(ETCD_RPC_PROTO, { keepCase: false });
+    root.resolveAll();
+    etcdRoot = root;
+  }
+  return etcdRoot.lookupType(name);
 }

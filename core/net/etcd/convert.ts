@@ -317,13 +317,3 @@ export function statusResponse(s: StatusResponse): Obj {
 export function alarmResponse(a: AlarmResponse): Obj {
   return { header: header(a.header), alarms: a.alarms.map((x) => ({ memberID: x.memberId, alarm: x.alarm })) };
 }
-
-/** Rough bytes of a response, for the watch stream's send budget. */
-export function estimateEventsBytes(events: readonly WatchEvent[]): number {
-  let n = 64;
-  for (const e of events) {
-    n += 48 + e.kv.key.length + e.kv.value.length;
-    if (e.prevKv !== undefined) n += 48 + e.prevKv.key.length + e.prevKv.value.length;
-  }
-  return n;
-}

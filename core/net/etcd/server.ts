@@ -16,6 +16,7 @@ import * as cv from './convert.js';
 import { EtcdError, isEtcdError } from './errors.js';
 import type { CallContext, EtcdBackend, ResponseHeader, WatchHandle, WatchSink } from './service.js';
 import { framedSnapshotBytes, snapshotTrailer } from './snapshot-file.js';
+import { encodeEventsResponse } from './watch-encoding.js';
 
 /** etcd's --max-request-bytes default. */
 export const MAX_REQUEST_BYTES = 1.5 * 1024 * 1024;
@@ -80,6 +81,10 @@ function etcdPackage(): protoLoader.PackageDefinition {
       };
     }
   }
+  // Watch responses with events arrive already encoded (watch-encoding.ts); the rest are objects.
+  const watch = (def['etcdserverpb.Watch'] as protoLoader.ServiceDefinition).Watch!;
+  const encode = watch.responseSerialize;
+  watch.responseSerialize = (v: unknown) => (Buffer.isBuffer(v) ? v : encode(v as object));
   packageDefinition = def;
   return def;
 }
@@ -202,7 +207,7 @@ export class EtcdGrpcServer {
     });
 
     this.server.addService(service('Watch'), {
-      Watch: (call: grpc.ServerDuplexStream<Obj, Obj>) => {
+      Watch: (call: WatchCall) => {
         const s = new WatchStream(this, call, b, L);
         this.streams.add(s);
         call.on('close', () => this.streams.delete(s));
@@ -336,6 +341,9 @@ interface WatcherState {
   done: boolean;
 }
 
+/** Responses are objects for proto-loader, or WatchResponse bytes already encoded. */
+type WatchCall = grpc.ServerDuplexStream<Obj, Obj | Buffer>;
+
 /** One Watch bidi stream: many watchers multiplexed by watch id. */
 class WatchStream {
   private readonly watchers = new Map<number, WatcherState>();
@@ -347,7 +355,7 @@ class WatchStream {
 
   constructor(
     private readonly server: EtcdGrpcServer,
-    private readonly call: grpc.ServerDuplexStream<Obj, Obj>,
+    private readonly call: WatchCall,
     private readonly backend: EtcdBackend,
     private readonly limits: EtcdServerLimits,
   ) {
@@ -392,7 +400,7 @@ class WatchStream {
     }
   }
 
-  private send(resp: Obj, bytes: number): void {
+  private send(resp: Obj | Buffer, bytes: number): void {
     if (this.closed) return;
     this.pendingBytes += bytes;
     this.call.write(resp, () => {
@@ -449,7 +457,8 @@ class WatchStream {
       events: (events, h) =>
         deliver(() => {
           w.lastHeader = h;
-          this.send({ header: cv.header(h), watchId: id, events: events.map(cv.event) }, cv.estimateEventsBytes(events));
+          const resp = encodeEventsResponse(id, h, events);
+          this.send(resp, resp.length);
         }),
       progress: (h) =>
         deliver(() => {

@@ -1,0 +1,53 @@
+import t from 'tap';
+import fc from 'fast-check';
+import * as protoLoader from '@grpc/proto-loader';
+import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
+import * as cv from '../../core/net/etcd/convert.js';
+import type { KeyValue, ResponseHeader, WatchEvent } from '../../core/net/etcd/service.js';
+import { encodeEvent, encodeEventsResponse } from '../../core/net/etcd/watch-encoding.js';
+
+// What the server did before (and still does for other responses): proto-loader with the server's options.
+const def = protoLoader.loadSync(ETCD_RPC_PROTO, { includeDirs: [ETCD_PROTO_DIR], longs: String, enums: String, defaults: true, oneofs: true });
+const watchMethod = (def['etcdserverpb.Watch'] as protoLoader.ServiceDefinition).Watch!;
+const viaObjects = (watchId: number, h: ResponseHeader, events: WatchEvent[]): Buffer =>
+  watchMethod.responseSerialize({ header: cv.header(h), watchId, events: events.map(cv.event) });
+const decode = (b: Buffer): unknown => watchMethod.responseDeserialize(b);
+
+const u53 = fc.oneof(fc.nat(1000), fc.maxSafeNat());
+const bytes = fc.uint8Array({ maxLength: 300 });
+const kvArb: fc.Arbitrary<KeyValue> = fc.record({ key: bytes, createRevision: u53, modRevision: u53, version: u53, value: bytes, lease: u53 });
+const eventArb: fc.Arbitrary<WatchEvent> = fc.record(
+  { type: fc.constantFrom('PUT' as const, 'DELETE' as const), kv: kvArb, prevKv: kvArb },
+  { requiredKeys: ['type', 'kv'] },
+);
+const headerArb: fc.Arbitrary<ResponseHeader> = fc.record({ clusterId: u53, memberId: u53, revision: u53, raftTerm: u53 });
+const watchIdArb = fc.oneof(fc.constant(-1), fc.nat(10_000), fc.maxSafeNat());
+
+t.test('an encoded watch response decodes exactly as the object-mapped one does', async (t) => {
+  fc.assert(
+    fc.property(watchIdArb, headerArb, fc.array(eventArb, { maxLength: 4 }), (id, h, events) => {
+      t.same(decode(encodeEventsResponse(id, h, events)), decode(viaObjects(id, h, events)));
+    }),
+    { numRuns: 300 },
+  );
+});
+
+t.test('one encoding per event, shared by every watcher; prev_kv and type keep theirs apart', async (t) => {
+  const kv: KeyValue = { key: Buffer.from('k'), createRevision: 2, modRevision: 7, version: 3, value: Buffer.from('v'), lease: 0 };
+  const prev: KeyValue = { ...kv, modRevision: 6, version: 2, value: Buffer.from('old') };
+  const bare = encodeEvent({ type: 'PUT', kv });
+  t.equal(encodeEvent({ type: 'PUT', kv }), bare, 'a second watcher gets the same bytes');
+  const withPrev = encodeEvent({ type: 'PUT', kv, prevKv: prev });
+  t.not(withPrev, bare);
+  t.ok(withPrev.length > bare.length);
+  t.equal(encodeEvent({ type: 'PUT', kv, prevKv: prev }), withPrev);
+  t.not(encodeEvent({ type: 'DELETE', kv }), bare, 'a different type is not served from the cache');
+  // Two responses of the same revision differ only in watch_id.
+  const h: ResponseHeader = { clusterId: 1, memberId: 2, revision: 7, raftTerm: 3 };
+  const a = decode(encodeEventsResponse(1, h, [{ type: 'PUT', kv }])) as { watchId: string; header: { revision: string } };
+  const b = decode(encodeEventsResponse(2, { ...h, revision: 8 }, [{ type: 'PUT', kv }])) as typeof a;
+  t.equal(a.watchId, '1');
+  t.equal(b.watchId, '2');
+  t.equal(a.header.revision, '7');
+  t.equal(b.header.revision, '8', 'a new header is encoded when the revision moves on');
+});
