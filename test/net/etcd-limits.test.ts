@@ -151,6 +151,30 @@ t.test('watch protocol: ids, duplicate id, cancel, progress, watchers-per-connec
   t.ok(MAX_WATCHERS_PER_CONNECTION >= 10_000);
 });
 
+t.test('a fan-out written in one turn (eager sends) arrives complete and in order for every watcher', async (t) => {
+  const w = watchStream();
+  for (let i = 0; i < 3; i++) w.s.write({ createRequest: { key: Buffer.from('fan') } });
+  await w.until((g) => g.filter((r) => r.created === true).length >= 3);
+  const BLASTS = 300;
+  for (let i = 1; i <= BLASTS; i++) {
+    const kvi = { key: Buffer.from('fan'), createRevision: 1, modRevision: i, version: i, value: Buffer.from(`v${i}`), lease: 0 };
+    backend.blast([{ type: 'PUT', kv: kvi }]);
+  }
+  await w.until((g) => g.filter((r) => (r.events as unknown[] | undefined)?.length).length >= 3 * BLASTS);
+  const revs = new Map<string, number[]>();
+  for (const r of w.got) {
+    for (const e of (r.events ?? []) as Obj[]) {
+      const id = String(r.watchId);
+      revs.set(id, [...(revs.get(id) ?? []), Number((e.kv as Obj).modRevision)]);
+    }
+  }
+  const expected = Array.from({ length: BLASTS }, (_, i) => i + 1);
+  t.equal(revs.size, 3);
+  for (const [id, list] of revs) t.same(list, expected, `watcher ${id}: every event, in order`);
+  w.s.end();
+  await new Promise((r) => setTimeout(r, 100));
+});
+
 t.test('a watch consumer that stops reading is cancelled with a reason, not buffered forever', async (t) => {
   const w = watchStream();
   w.s.write({ createRequest: { key: Buffer.from('slow') } });

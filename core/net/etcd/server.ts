@@ -17,6 +17,7 @@ import { EtcdError, isEtcdError } from './errors.js';
 import type { CallContext, EtcdBackend, ResponseHeader, WatchHandle, WatchSink } from './service.js';
 import { framedSnapshotBytes, snapshotTrailer } from './snapshot-file.js';
 import { encodeEventsResponse } from './watch-encoding.js';
+import { EagerMessage, eagerSendInterceptor } from './eager-send.js';
 
 /** etcd's --max-request-bytes default. */
 export const MAX_REQUEST_BYTES = 1.5 * 1024 * 1024;
@@ -125,6 +126,8 @@ export class EtcdGrpcServer {
       'grpc.max_concurrent_streams': MAX_CONCURRENT_STREAMS,
       // Per-call channelz bookkeeping costs CPU on every request; nothing here reads it.
       'grpc.enable_channelz': 0,
+      // A watch fan-out leaves in one HTTP/2 write per stream, not one per watcher.
+      interceptors: [eagerSendInterceptor([WATCH_METHOD_PATH])],
     });
     const s = new EtcdGrpcServer(server, opts);
     s.register();
@@ -341,8 +344,10 @@ interface WatcherState {
   done: boolean;
 }
 
-/** Responses are objects for proto-loader, or WatchResponse bytes already encoded. */
-type WatchCall = grpc.ServerDuplexStream<Obj, Obj | Buffer>;
+const WATCH_METHOD_PATH = '/etcdserverpb.Watch/Watch';
+
+/** Responses (objects for proto-loader, or WatchResponse bytes already encoded) go out eagerly. */
+type WatchCall = grpc.ServerDuplexStream<Obj, EagerMessage>;
 
 /** One Watch bidi stream: many watchers multiplexed by watch id. */
 class WatchStream {
@@ -403,9 +408,11 @@ class WatchStream {
   private send(resp: Obj | Buffer, bytes: number): void {
     if (this.closed) return;
     this.pendingBytes += bytes;
-    this.call.write(resp, () => {
-      this.pendingBytes -= bytes;
-    });
+    this.call.write(
+      new EagerMessage(resp, () => {
+        this.pendingBytes -= bytes;
+      }),
+    );
     if (this.pendingBytes > this.limits.maxWatchStreamBufferBytes) this.tooSlow();
   }
 
@@ -415,7 +422,7 @@ class WatchStream {
     for (const w of [...this.watchers.values()]) {
       this.drop(w);
       this.watchers.delete(w.id);
-      this.call.write({ header: cv.header(w.lastHeader), watchId: w.id, canceled: true, cancelReason: reason });
+      this.call.write(new EagerMessage({ header: cv.header(w.lastHeader), watchId: w.id, canceled: true, cancelReason: reason }, () => undefined));
     }
   }
 
