@@ -9,12 +9,6 @@ export const FRAME_HEADER_BYTES = 4;
 /** Largest payload on an authenticated peer connection (a sealed batch of Raft messages). */
 export const MAX_FRAME_BYTES = 16 * 1024 * 1024;
 
-export function frameHeader(payloadBytes: number): Buffer {
-  const h = Buffer.allocUnsafe(FRAME_HEADER_BYTES);
-  h.writeUInt32BE(payloadBytes, 0);
-  return h;
-}
-
 /** Header and payload in one buffer (one socket write). */
 export function encodeFrame(payload: Uint8Array): Buffer {
   const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payload.length);

@@ -7,7 +7,7 @@
 import { createCipheriv, createDecipheriv } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { NetError } from './errors.js';
-import { FrameDecoder, MAX_FRAME_BYTES, frameHeader } from './frame.js';
+import { FRAME_HEADER_BYTES, FrameDecoder, MAX_FRAME_BYTES } from './frame.js';
 
 export const GCM_TAG_BYTES = 16;
 /** Largest plaintext one sealed frame carries. */
@@ -27,12 +27,20 @@ function nonce(counter: bigint): Buffer {
   return n;
 }
 
-/** Seals one payload; exported for tests and fuzzing. */
-export function seal(key: Buffer, counter: bigint, plain: Uint8Array): Buffer {
+/** Ciphertext and tag after `room` bytes left for the caller (a frame header), in one buffer. */
+function sealAfter(room: number, key: Buffer, counter: bigint, plain: Uint8Array): Buffer {
   const c = createCipheriv('aes-256-gcm', key, nonce(counter));
   const body = c.update(plain);
   c.final();
-  return Buffer.concat([body, c.getAuthTag()]);
+  const out = Buffer.allocUnsafe(room + body.length + GCM_TAG_BYTES);
+  out.set(body, room);
+  out.set(c.getAuthTag(), room + body.length);
+  return out;
+}
+
+/** Seals one payload; exported for tests and fuzzing. */
+export function seal(key: Buffer, counter: bigint, plain: Uint8Array): Buffer {
+  return sealAfter(0, key, counter, plain);
 }
 
 /** Opens one sealed payload; throws ERR_AUTH_FAILED on any tampering. */
@@ -107,12 +115,10 @@ export class SecureChannel {
     if (plain.length > MAX_SEALED_PLAINTEXT_BYTES) {
       throw new NetError('ERR_FRAME_TOO_LARGE', `payload of ${plain.length} bytes exceeds ${MAX_SEALED_PLAINTEXT_BYTES}`);
     }
-    const sealed = seal(this.keys.sendKey, this.sendCounter++, plain);
-    this.socket.cork();
-    this.socket.write(frameHeader(sealed.length));
-    const ok = this.socket.write(sealed);
-    this.socket.uncork();
-    return ok;
+    // Header, ciphertext and tag in one buffer: one socket write per frame.
+    const frame = sealAfter(FRAME_HEADER_BYTES, this.keys.sendKey, this.sendCounter++, plain);
+    frame.writeUInt32BE(frame.length - FRAME_HEADER_BYTES, 0);
+    return this.socket.write(frame);
   }
 
   /** Bytes written but not yet handed to the kernel. */
