@@ -71,6 +71,20 @@ async function etcdErrors<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * The API's view of a hub event, made once per event: with many watchers of one key the hub
+ * hands each of them the same event object, and the wire encoding is cached on it in turn.
+ */
+const apiEvents = new WeakMap<kv.WatchEvent, api.WatchEvent>();
+function apiEvent(e: kv.WatchEvent): api.WatchEvent {
+  let a = apiEvents.get(e);
+  if (a === undefined) {
+    a = { type: e.type === kv.EventType.DELETE ? 'DELETE' : 'PUT', kv: e.kv, prevKv: e.prevKv };
+    apiEvents.set(e, a);
+  }
+  return a;
+}
+
 function toKvRange(r: api.RangeRequest): kv.RangeRequest {
   return {
     key: r.key,
@@ -223,10 +237,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
           return;
         }
         if (r.events.length > 0) {
-          sink.events(
-            r.events.map((e) => ({ type: e.type === kv.EventType.DELETE ? 'DELETE' : 'PUT', kv: e.kv, prevKv: e.prevKv })),
-            header,
-          );
+          sink.events(r.events.map(apiEvent), header);
         } else if (!r.created) {
           sink.progress(header);
         }
