@@ -1,11 +1,14 @@
 /**
- * `npm run bench -- kv [--quick] [--only picloud|etcd] [--channels N] [--cpu-prof DIR]`:
+ * `npm run bench -- kv [--quick] [--only picloud|etcd] [--channels N] [--rounds N] [--cpu-prof DIR]`:
  * the KV benchmark of issue 3. Starts three picloud managers and three etcd 3.4 members
  * (/usr/bin/etcd) on loopback with fsync on, drives both with the same etcd-v3 gRPC client
  * and workload (256-byte values), phase by phase alternating between the two, measures the
  * disk's fsync latency in the same run, prints picloud | etcd | ratio with the issue's
  * targets and writes bench/out/kv.json.
  * --cpu-prof DIR runs the picloud agents under `node --cpu-prof` (profiles land in DIR).
+ * --rounds N repeats the throughput phases (put @16/@64/@256, get @64) N times in all and
+ * reports each round's ratio and the median: on a shared 2-core machine one round's ratio
+ * moves by 10-20% with the background, the median of several much less.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -14,9 +17,14 @@ import { join, resolve } from 'node:path';
 import { measureFsyncLatency } from '../core/storage/index.js';
 import { ETCD_BIN, startEtcd, startPicloud, type BenchCluster, type SystemName } from './kv/clusters.js';
 import { measureOverwriteFdatasync } from './kv/fsync-overwrite.js';
-import { checkTargets, renderTable, type SystemResult } from './kv/report.js';
+import { checkTargets, renderRounds, renderTable, roundRatios, GET_THROUGHPUT_RATIO_MIN, PUT_THROUGHPUT_RATIO_MIN, type RoundRatios, type SystemResult } from './kv/report.js';
 import { FULL_PLAN, PUT_IN_FLIGHT, QUICK_PLAN, SystemSession, WATCHER_COUNTS } from './kv/system-run.js';
-import { benchValue } from './kv/workload.js';
+import { benchValue, type LoadResult } from './kv/workload.js';
+
+/** Rounds at most for --rounds. */
+export const MAX_ROUNDS = 10;
+/** The phases --rounds repeats: the throughput and tail-latency targets. */
+const REPEATED_PUTS = [16, 64, 256] as const;
 
 /** fsync samples for the anchor: enough for a stable p99 in a few seconds. */
 export const FSYNC_SAMPLES = 500;
@@ -27,6 +35,7 @@ interface Options {
   only: SystemName | undefined;
   channels: number | undefined;
   cpuProfDir: string | undefined;
+  rounds: number;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -43,7 +52,11 @@ function parseArgs(argv: string[]): Options {
   const channels = ch === undefined ? undefined : Number(ch);
   if (channels !== undefined && !(Number.isInteger(channels) && channels >= 1 && channels <= 256)) throw new Error('--channels must be 1..256');
   const prof = value('--cpu-prof');
-  return { quick: argv.includes('--quick'), only: only as SystemName | undefined, channels, cpuProfDir: prof === undefined ? undefined : resolve(prof) };
+  const r = value('--rounds');
+  const rounds = r === undefined ? 1 : Number(r);
+  if (!(Number.isInteger(rounds) && rounds >= 1 && rounds <= MAX_ROUNDS)) throw new Error(`--rounds must be 1..${MAX_ROUNDS}`);
+  if (rounds > 1 && only !== undefined) throw new Error('--rounds compares the two systems; it cannot be used with --only');
+  return { quick: argv.includes('--quick'), only: only as SystemName | undefined, channels, cpuProfDir: prof === undefined ? undefined : resolve(prof), rounds };
 }
 
 function etcdVersion(): string {
@@ -107,15 +120,27 @@ export async function runKvBench(argv: string[]): Promise<void> {
     await each((s) => s.warmUp(value));
     for (const n of PUT_IN_FLIGHT) await each((s) => s.put(n, value));
     await each((s) => s.getLinearizable(value));
+    const extra = new Map<SystemSession, Map<string, LoadResult[]>>(sessions.map((s) => [s, new Map()]));
+    const keep = (s: SystemSession, phase: string, r: LoadResult): void => {
+      const m = extra.get(s)!;
+      m.set(phase, [...(m.get(phase) ?? []), r]);
+    };
+    for (let round = 2; round <= opts.rounds; round++) {
+      log(`round ${round} of ${opts.rounds}`);
+      for (const n of REPEATED_PUTS) await each(async (s) => keep(s, `put@${n}`, await s.measurePut(n, value)));
+      await each(async (s) => keep(s, 'get@64', await s.measureGet(value)));
+    }
     for (const s of sessions) await s.endLoad();
     for (const n of WATCHER_COUNTS) await each((s) => s.watchers(n, value));
     const results: Partial<Record<SystemName, SystemResult>> = {};
     for (const s of sessions) results[s.cluster.system] = s.result();
+    const rounds = opts.rounds > 1 ? repeatRounds(sessions, results, extra) : [];
     const loadAvgEnd = loadavg();
 
     const checks = checkTargets(fsync, results.picloud, results.etcd);
     const table = renderTable(fsync, overwrite, results.picloud, results.etcd, checks);
     process.stdout.write(`\n${table}\n`);
+    if (rounds.length > 0) process.stdout.write(`\n${renderRounds(rounds)}\n`);
     process.stdout.write(`machine: ${cpus().length} CPUs, load average ${loadAvgStart[0]!.toFixed(1)} at start, ${loadAvgEnd[0]!.toFixed(1)} at end\n`);
     for (const r of Object.values(results)) {
       if (r && r.leaderAfterLoad !== r.leaderEndpoint) process.stdout.write(`WARNING: ${r.system} leader moved during load (${r.leaderEndpoint} -> ${r.leaderAfterLoad})\n`);
@@ -141,6 +166,7 @@ export async function runKvBench(argv: string[]): Promise<void> {
       fsyncOverwrite: overwrite,
       results,
       targets: checks,
+      rounds,
     };
     writeFileSync('bench/out/kv.json', `${JSON.stringify(out, null, 2)}\n`);
     process.stdout.write('wrote bench/out/kv.json\n');
@@ -149,4 +175,26 @@ export async function runKvBench(argv: string[]): Promise<void> {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
+}
+
+/** Each repeated phase's ratio in every round (round 1 from the main results) and the median. */
+function repeatRounds(sessions: SystemSession[], results: Partial<Record<SystemName, SystemResult>>, extra: Map<SystemSession, Map<string, LoadResult[]>>): RoundRatios[] {
+  const bySystem = (name: SystemName): Map<string, LoadResult[]> => {
+    const s = sessions.find((x) => x.cluster.system === name)!;
+    const r = results[name]!;
+    const all = new Map<string, LoadResult[]>();
+    for (const n of REPEATED_PUTS) all.set(`put@${n}`, [r.puts.find((p) => p.inFlight === n)!, ...(extra.get(s)!.get(`put@${n}`) ?? [])]);
+    all.set('get@64', [r.get, ...(extra.get(s)!.get('get@64') ?? [])]);
+    return all;
+  };
+  const p = bySystem('picloud');
+  const e = bySystem('etcd');
+  const ratios = (phase: string, f: (r: LoadResult) => number): number[] => p.get(phase)!.map((x, i) => f(x) / f(e.get(phase)![i]!));
+  const ops = (r: LoadResult): number => r.opsPerSec;
+  return [
+    roundRatios('put @16 p99 latency', '<= etcd', ratios('put@16', (r) => r.latency.p99Ms), (m) => m <= 1),
+    roundRatios('put @64 throughput', `>= ${PUT_THROUGHPUT_RATIO_MIN}x etcd`, ratios('put@64', ops), (m) => m >= PUT_THROUGHPUT_RATIO_MIN),
+    roundRatios('put @256 throughput', `>= ${PUT_THROUGHPUT_RATIO_MIN}x etcd`, ratios('put@256', ops), (m) => m >= PUT_THROUGHPUT_RATIO_MIN),
+    roundRatios('linearizable get @64 throughput', `>= ${GET_THROUGHPUT_RATIO_MIN}x etcd`, ratios('get@64', ops), (m) => m >= GET_THROUGHPUT_RATIO_MIN),
+  ];
 }

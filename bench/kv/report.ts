@@ -145,3 +145,31 @@ const us = (ms: number | undefined): number | undefined => (ms === undefined ? u
 function sum(xs: number[] | undefined): number | undefined {
   return xs && xs.length ? xs.reduce((a, b) => a + b, 0) : undefined;
 }
+
+/** One repeated phase: each round's picloud / etcd ratio (throughput, or p99 latency for put @16). */
+export interface RoundRatios {
+  phase: string;
+  target: string;
+  ratios: number[];
+  median: number;
+  met: boolean;
+}
+
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+export function roundRatios(phase: string, target: string, ratios: number[], ok: (median: number) => boolean): RoundRatios {
+  const m = median(ratios);
+  return { phase, target, ratios, median: m, met: ok(m) };
+}
+
+/** The repeated phases, one line each: every round's ratio and their median against the target. */
+export function renderRounds(rows: readonly RoundRatios[]): string {
+  const lines = rows.map(
+    (r) => `${r.phase.padEnd(34)} | ${r.ratios.map((x) => `${x.toFixed(2)}x`).join(' ').padEnd(40)} | median ${r.median.toFixed(2)}x | ${r.target.padEnd(11)} | ${r.met ? 'MET' : 'MISSED'}`,
+  );
+  return [`picloud / etcd per round (round 1 is the table above; rounds alternate which system goes first):`, ...lines].join('\n');
+}

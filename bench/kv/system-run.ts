@@ -114,14 +114,24 @@ export class SystemSession {
   }
 
   async put(inFlight: number, value: Buffer): Promise<void> {
-    const r = await putPhase(this.writer, inFlight, this.plan.load, this.pids, value);
-    this.log(`${this.name} put @${inFlight}: ${describe(r)}`);
-    this.puts.push(r);
+    this.puts.push(await this.measurePut(inFlight, value));
   }
 
   async getLinearizable(value: Buffer): Promise<void> {
-    this.get = await getPhase(this.writer, this.readers, GET_IN_FLIGHT, this.plan.load, this.pids, value);
-    this.log(`${this.name} get @${GET_IN_FLIGHT}: ${describe(this.get)}`);
+    this.get = await this.measureGet(value);
+  }
+
+  /** One put phase, returned rather than recorded (the repeat rounds). */
+  async measurePut(inFlight: number, value: Buffer): Promise<LoadResult> {
+    const r = await putPhase(this.writer, inFlight, this.plan.load, this.pids, value);
+    this.log(`${this.name} put @${inFlight}: ${describe(r)}`);
+    return r;
+  }
+
+  async measureGet(value: Buffer): Promise<LoadResult> {
+    const r = await getPhase(this.writer, this.readers, GET_IN_FLIGHT, this.plan.load, this.pids, value);
+    this.log(`${this.name} get @${GET_IN_FLIGHT}: ${describe(r)}`);
+    return r;
   }
 
   async endLoad(): Promise<void> {
