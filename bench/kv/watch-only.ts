@@ -1,0 +1,68 @@
+/**
+ * `node dist/bench/kv/watch-only.js [picloud|etcd] [WATCHERS] [PUTS]`: the KV benchmark's watch
+ * phase alone, twice, on a fresh three-member cluster, with what the full run does not report:
+ * CPU per put of each member (leader first) and of this client, and each member's write
+ * syscalls per put (/proc/PID/io syscw). For working on the fan-out; ratios still come from
+ * `npm run bench -- kv`.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startEtcd, startPicloud } from './clusters.js';
+import { EtcdBenchClient } from './client.js';
+import { cpuTimeMs } from './proc.js';
+import { benchValue, watchPhase } from './workload.js';
+
+const WATCH_DURATION_MS = 15_000;
+
+function writeSyscalls(pid: number): number {
+  const line = readFileSync(`/proc/${pid}/io`, 'utf8').split('\n').find((l) => l.startsWith('syscw:'));
+  return Number(line?.split(':')[1] ?? NaN);
+}
+
+async function main(): Promise<void> {
+  const system = process.argv[2] ?? 'picloud';
+  if (system !== 'picloud' && system !== 'etcd') throw new Error('system must be picloud or etcd');
+  const watchers = Number(process.argv[3] ?? 1000);
+  const puts = Number(process.argv[4] ?? 200);
+  if (!(Number.isInteger(watchers) && watchers >= 1 && watchers <= 10_000)) throw new Error('WATCHERS must be 1..10000');
+  if (!(Number.isInteger(puts) && puts >= 1 && puts <= 10_000)) throw new Error('PUTS must be 1..10000');
+  const root = mkdtempSync(join(tmpdir(), 'picloud-watch-only-'));
+  const cluster = system === 'etcd' ? await startEtcd({ root }) : await startPicloud({ root });
+  const writer = new EtcdBenchClient(await cluster.leaderEndpoint(), 1);
+  try {
+    await writer.connect();
+    const leader = writer.endpoint;
+    const order = [...cluster.members].sort((a, b) => Number(b.clientEndpoint === leader) - Number(a.clientEndpoint === leader));
+    const pids = order.map((m) => m.proc.pid!);
+    const follower = order[1]!.clientEndpoint;
+    const value = benchValue();
+    for (let round = 1; round <= 2; round++) {
+      const cpu0 = pids.map(cpuTimeMs);
+      const sys0 = pids.map(writeSyscalls);
+      const client0 = process.cpuUsage();
+      const r = await watchPhase(writer, follower, watchers, puts, WATCH_DURATION_MS, value);
+      const client = process.cpuUsage(client0);
+      const per = (xs: number[]): string => xs.map((x) => (x / r.puts).toFixed(2)).join(' / ');
+      const cpu = pids.map((p, i) => (cpuTimeMs(p) ?? NaN) - (cpu0[i] ?? NaN));
+      const sys = pids.map((p, i) => writeSyscalls(p) - sys0[i]!);
+      process.stdout.write(
+        `${system} round ${round}: ${watchers} watchers, ${r.puts} puts (${r.incompletePuts} incomplete), ack -> event p50 ${r.latency.p50Ms.toFixed(2)} ms p99 ${r.latency.p99Ms.toFixed(2)} ms; ` +
+          `member CPU ms per put (leader, watched follower, other) ${per(cpu)}; write syscalls per put ${per(sys)}; ` +
+          `client CPU ms per put ${((client.user + client.system) / 1000 / r.puts).toFixed(2)}\n`,
+      );
+    }
+  } finally {
+    writer.close();
+    await cluster.stop();
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    process.stderr.write(`${(e as Error).message}\n`);
+    process.exit(1);
+  },
+);
