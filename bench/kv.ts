@@ -20,6 +20,7 @@ import { measureOverwriteFdatasync } from './kv/fsync-overwrite.js';
 import { checkTargets, renderRounds, renderTable, roundRatios, GET_THROUGHPUT_RATIO_MIN, PUT_THROUGHPUT_RATIO_MIN, type RoundRatios, type SystemResult } from './kv/report.js';
 import { FULL_PLAN, PUT_IN_FLIGHT, QUICK_PLAN, SystemSession, WATCHER_COUNTS } from './kv/system-run.js';
 import { benchValue, type LoadResult } from './kv/workload.js';
+import { UsageError } from './usage.js';
 
 /** Rounds at most for --rounds. */
 export const MAX_ROUNDS = 10;
@@ -43,19 +44,19 @@ function parseArgs(argv: string[]): Options {
     const i = argv.indexOf(flag);
     if (i < 0) return undefined;
     const v = argv[i + 1];
-    if (v === undefined) throw new Error(`${flag} needs a value`);
+    if (v === undefined) throw new UsageError(`${flag} needs a value`);
     return v;
   };
   const only = value('--only');
-  if (only !== undefined && only !== 'picloud' && only !== 'etcd') throw new Error('--only must be picloud or etcd');
+  if (only !== undefined && only !== 'picloud' && only !== 'etcd') throw new UsageError('--only must be picloud or etcd');
   const ch = value('--channels');
   const channels = ch === undefined ? undefined : Number(ch);
-  if (channels !== undefined && !(Number.isInteger(channels) && channels >= 1 && channels <= 256)) throw new Error('--channels must be 1..256');
+  if (channels !== undefined && !(Number.isInteger(channels) && channels >= 1 && channels <= 256)) throw new UsageError('--channels must be 1..256');
   const prof = value('--cpu-prof');
   const r = value('--rounds');
   const rounds = r === undefined ? 1 : Number(r);
-  if (!(Number.isInteger(rounds) && rounds >= 1 && rounds <= MAX_ROUNDS)) throw new Error(`--rounds must be 1..${MAX_ROUNDS}`);
-  if (rounds > 1 && only !== undefined) throw new Error('--rounds compares the two systems; it cannot be used with --only');
+  if (!(Number.isInteger(rounds) && rounds >= 1 && rounds <= MAX_ROUNDS)) throw new UsageError(`--rounds must be 1..${MAX_ROUNDS}`);
+  if (rounds > 1 && only !== undefined) throw new UsageError('--rounds compares the two systems; it cannot be used with --only');
   return { quick: argv.includes('--quick'), only: only as SystemName | undefined, channels, cpuProfDir: prof === undefined ? undefined : resolve(prof), rounds };
 }
 

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { writeBatch, type BatchOp } from '../core/storage/level-batch.js';
+import { UsageError } from './usage.js';
 
 export const DEFAULT_OPS = 40;
 export const DEFAULT_BATCHES = 3_000;
@@ -19,7 +20,7 @@ function intArg(argv: string[], flag: string, dflt: number): number {
   const i = argv.indexOf(flag);
   if (i < 0) return dflt;
   const n = Number(argv[i + 1]);
-  if (!Number.isInteger(n) || n < 1 || n > 100_000) throw new Error(`${flag} must be an integer 1..100000`);
+  if (!Number.isInteger(n) || n < 1 || n > 100_000) throw new UsageError(`${flag} must be an integer 1..100000`);
   return n;
 }
 

@@ -3,6 +3,8 @@
  * and writes JSON to bench/out/<suite>.json. Benchmarks are not tests: they measure, and
  * compare with the anchor (etcd, raw disk, memberlist's bound) measured in the same run.
  */
+import { UsageError } from './usage.js';
+
 interface Suite {
   module: string;
   entry: string;
@@ -30,6 +32,10 @@ async function main(): Promise<void> {
 }
 
 main().catch((e) => {
+  if (e instanceof UsageError) {
+    process.stderr.write(`bench: ${e.message}\n`);
+    process.exit(2);
+  }
   process.stderr.write(`${(e as Error).stack ?? String(e)}\n`);
   process.exit(1);
 });

@@ -9,6 +9,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { Worker, isMainThread, parentPort } from 'node:worker_threads';
 import { runSeed } from '../core/sim/cluster.js';
+import { UsageError } from './usage.js';
 
 /** The throughput the issue asks for on 2 cores. */
 export const TARGET_SEEDS_PER_MINUTE = 300;
@@ -93,7 +94,7 @@ export async function runSimBench(argv: string[]): Promise<void> {
   const arg = (name: string): number | undefined => {
     const i = argv.indexOf(`--${name}`);
     const n = i >= 0 ? Number(argv[i + 1]) : undefined;
-    if (n !== undefined && !(Number.isInteger(n) && n > 0)) throw new Error(`--${name} needs a positive integer`);
+    if (n !== undefined && !(Number.isInteger(n) && n > 0)) throw new UsageError(`--${name} needs a positive integer`);
     return n;
   };
   const perWorker = arg('seeds') ?? DEFAULT_SEEDS_PER_WORKER;
