@@ -34,8 +34,7 @@ import type { KvRecord } from '../kv/mvcc.js';
 import { StateImage } from '../kv/snapshot.js';
 import { StateBuilder } from '../kv/state-builder.js';
 import { KvStore, type KvStoreOptions, type StateChanges } from '../kv/store.js';
-import { writeBatch } from './level-batch.js';
-import type { WriteObserver } from './raft-log-store.js';
+import { writeBatch, type WriteObserver } from './level-batch.js';
 
 const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
 const decoder = new Decoder({ useRecords: false, mapsAsObjects: true });
@@ -269,10 +268,7 @@ export class MvccBackend {
     }
     ops.push({ type: 'put', key: META_STATE, value: this.stateValue(c) });
     if (conf) ops.push({ type: 'put', key: META_CONF, value: conf });
-    const started = performance.now();
-    await writeBatch(this.db, ops, sync);
-    const seconds = (performance.now() - started) / 1000;
-    for (const fn of this.writeObservers) fn(seconds, sync);
+    await writeBatch(this.db, ops, sync, this.writeObservers);
     if (sync) this._durableAppliedIndex = Math.max(this._durableAppliedIndex, c.appliedIndex);
   }
 

@@ -30,7 +30,9 @@ import {
 } from '../net/raft-codec.js';
 import { StorageError } from './errors.js';
 import { GroupCommitter } from './group-commit.js';
-import { writeBatch, type BatchOp } from './level-batch.js';
+import { writeBatch, type BatchOp, type WriteObserver } from './level-batch.js';
+
+export type { WriteObserver } from './level-batch.js';
 import { EMPTY_SNAPSHOT_METADATA, LogMirror, type LogOffset } from './log-mirror.js';
 import { SnapshotFiles, snapshotFileName } from './snapshot-files.js';
 
@@ -51,9 +53,6 @@ function entryKeyIndex(key: Uint8Array): number {
   if (key.length !== 9 || key[0] !== ENTRY_PREFIX) throw new StorageError('ERR_CORRUPT', 'malformed entry key');
   return Number(Buffer.from(key.buffer, key.byteOffset, key.byteLength).readBigUInt64BE(1));
 }
-
-/** Told the duration of each durable write, for latency metrics (etcd's wal_fsync_duration). */
-export type WriteObserver = (seconds: number, sync: boolean) => void;
 
 /** What one save makes durable, in this order: snapshot, entries, hard state (types.ts Ready). */
 export interface LogUpdate {
@@ -426,10 +425,7 @@ export class RaftLogStore implements Storage {
         for (const op of item.ops) ops.push(op);
         sync ||= item.sync;
       }
-      const started = performance.now();
-      await writeBatch(this.db, ops, sync);
-      const seconds = (performance.now() - started) / 1000;
-      for (const fn of this.writeObservers) fn(seconds, sync);
+      await writeBatch(this.db, ops, sync, this.writeObservers);
       this.stats_.batches++;
       if (sync) this.stats_.syncedBatches++;
       for (const op of ops) this.stats_.bytesWritten += op.key.length + (op.type === 'put' ? op.value.length : 0);
