@@ -8,6 +8,7 @@ import { isIP } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { QUOTA_BYTES_MIN, parseAutoCompaction, type AutoCompactionConfig } from '../core/kv/index.js';
 
 export type Role = 'manager' | 'worker';
 
@@ -31,6 +32,10 @@ export interface AgentConfig {
   /** Raft tick length; election timeout is electionTicks ticks (see core/raft). */
   tickMs: number;
   electionTicks: number;
+  /** etcd's --quota-backend-bytes; undefined: the default for this machine's RAM (core/kv/quota.ts). */
+  quotaBackendBytes: number | undefined;
+  /** etcd's --auto-compaction-mode / --auto-compaction-retention; undefined: keep one hour. */
+  autoCompaction: AutoCompactionConfig | undefined;
 }
 
 export class ConfigError extends Error {
@@ -80,7 +85,31 @@ const OPTIONS = {
   dev: { type: 'boolean' },
   'tick-ms': { type: 'string' },
   'election-ticks': { type: 'string' },
+  'quota-backend-bytes': { type: 'string' },
+  'auto-compaction-mode': { type: 'string' },
+  'auto-compaction-retention': { type: 'string' },
 } as const;
+
+/** Largest quota accepted: far beyond any Pi's memory, small enough to stay an exact integer. */
+const QUOTA_BYTES_MAX = 2 ** 50;
+
+function quotaBytes(v: unknown): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < QUOTA_BYTES_MIN || n > QUOTA_BYTES_MAX) {
+    throw new ConfigError(`--quota-backend-bytes: expected an integer ${QUOTA_BYTES_MIN}-${QUOTA_BYTES_MAX}, got "${String(v)}"`);
+  }
+  return n;
+}
+
+function autoCompaction(mode: unknown, retention: unknown): AutoCompactionConfig | undefined {
+  if (mode === undefined && retention === undefined) return undefined;
+  try {
+    return parseAutoCompaction(String(mode ?? 'periodic'), retention === undefined ? undefined : String(retention));
+  } catch (e) {
+    throw new ConfigError(`--auto-compaction-mode/--auto-compaction-retention: ${(e as Error).message}`);
+  }
+}
 
 function port(flag: string, v: unknown, def: number): number {
   if (v === undefined) return def;
@@ -164,5 +193,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     dev,
     tickMs: positiveInt('tick-ms', get('tick-ms'), DEFAULT_TICK_MS, 10_000),
     electionTicks: positiveInt('election-ticks', get('election-ticks'), DEFAULT_ELECTION_TICKS, 1000),
+    quotaBackendBytes: quotaBytes(get('quota-backend-bytes')),
+    autoCompaction: autoCompaction(get('auto-compaction-mode'), get('auto-compaction-retention')),
   };
 }

@@ -30,6 +30,8 @@ export async function startManager(config: AgentConfig, log: Logger): Promise<Ru
     token: config.token,
     tickMs: config.tickMs,
     electionTicks: config.electionTicks,
+    quotaBytes: config.quotaBackendBytes,
+    autoCompaction: config.autoCompaction,
     logger: log,
   });
   let grpc: EtcdGrpcServer | undefined;

@@ -384,20 +384,33 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     return {
       header: this.header(),
       version: ETCD_COMPAT_VERSION,
-      dbSizeBytes: 0,
+      // The store's history lives in memory: its estimate stands for etcd's database size.
+      dbSizeBytes: this.node.store.retainedBytes,
       leader: st.lead,
       raftIndex: st.commit,
       raftTerm: st.term,
       raftAppliedIndex: st.applied,
       errors: [],
-      dbSizeInUseBytes: 0,
+      dbSizeInUseBytes: this.node.store.retainedBytes,
       isLearner: st.conf.learners.includes(st.id),
     };
   }
 
-  async alarm(): Promise<api.AlarmResponse> {
-    // Space is reclaimed online (LevelDB compaction); no alarm needs disarming by hand.
-    return { header: this.header(), alarms: [] };
+  /**
+   * This member's alarms. NOSPACE is raised and cleared by the space quota itself
+   * (core/kv/quota.ts), so there is nothing to disarm by hand: a disarm while it is raised
+   * says how to make room instead of pretending to clear it.
+   */
+  async alarm(req?: api.AlarmRequest): Promise<api.AlarmResponse> {
+    const alarms: api.AlarmResponse['alarms'] = this.node.noSpace ? [{ memberId: this.node.id, alarm: 'NOSPACE' }] : [];
+    if (req?.action === 'ACTIVATE') throw new EtcdError('UNSUPPORTED', 'alarms are raised by the member itself');
+    if (req?.action === 'DEACTIVATE' && alarms.length > 0) {
+      throw new EtcdError(
+        'UNSUPPORTED',
+        `NOSPACE clears by itself once the store is below ${Math.round(kv.QUOTA_CLEAR_FRACTION * 100)}% of its quota (${this.node.spaceAlarm.quotaBytes} bytes): compact (etcdctl compact REV) or delete keys`,
+      );
+    }
+    return { header: this.header(), alarms: req?.action === 'DEACTIVATE' ? [] : alarms };
   }
 
   async defragment(): Promise<{ header: api.ResponseHeader }> {

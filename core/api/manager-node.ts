@@ -28,7 +28,22 @@ import {
 } from '../raft/index.js';
 import { RaftLogStore, type RaftLogStoreStats, type WriteObserver } from '../storage/raft-log-store.js';
 import { MvccBackend } from '../storage/mvcc-backend.js';
-import { KvError, KvRequest, KvResponse, KvStore, LeaseTimers, WatchHub, decodeKvRequest, encodeKvRequest } from '../kv/index.js';
+import { totalmem } from 'node:os';
+import {
+  AutoCompactor,
+  DEFAULT_AUTO_COMPACTION,
+  KvError,
+  KvRequest,
+  KvResponse,
+  KvStore,
+  LeaseTimers,
+  SpaceAlarm,
+  WatchHub,
+  decodeKvRequest,
+  defaultQuotaBytes,
+  encodeKvRequest,
+  type AutoCompactionConfig,
+} from '../kv/index.js';
 import { PeerTransport } from '../net/peer-transport.js';
 import { JoinMember, JoinServer, joinCluster } from '../net/join.js';
 import { derivePeerKey, formatToken, generateToken, parseToken, tokenDigest } from '../net/token.js';
@@ -57,6 +72,10 @@ export interface ManagerNodeOptions {
   /** Take a Raft snapshot and compact the log every this many applied entries. */
   snapshotEveryEntries?: number;
   requestTimeoutMs?: number;
+  /** Space quota of the retained history (etcd's --quota-backend-bytes); default from RAM (quota.ts). */
+  quotaBytes?: number;
+  /** Automatic compaction on the leader; default DEFAULT_AUTO_COMPACTION (keep one hour). */
+  autoCompaction?: AutoCompactionConfig;
 }
 
 export interface Member {
@@ -150,6 +169,9 @@ export class ManagerNode {
   readonly members = new Map<NodeId, Member>();
   readonly watchHub: WatchHub;
   readonly leaseTimers: LeaseTimers;
+  readonly spaceAlarm: SpaceAlarm;
+  private readonly autoCompactor: AutoCompactor;
+  private compactionInFlight = false;
   driver!: RaftDriver;
   private transport!: PeerTransport;
   private joinServer: JoinServer | undefined;
@@ -178,6 +200,13 @@ export class ManagerNode {
   ) {
     this.watchHub = new WatchHub(backend.store);
     this.leaseTimers = new LeaseTimers({ clock: { nowMs: () => performance.now() } });
+    this.spaceAlarm = new SpaceAlarm(opts.quotaBytes ?? defaultQuotaBytes(totalmem()));
+    this.autoCompactor = new AutoCompactor(opts.autoCompaction ?? DEFAULT_AUTO_COMPACTION);
+  }
+
+  /** True while the NOSPACE alarm is raised on this member (see core/kv/quota.ts). */
+  get noSpace(): boolean {
+    return this.spaceAlarm.update(this.store.retainedBytes);
   }
 
   get id(): NodeId {
@@ -457,6 +486,7 @@ export class ManagerNode {
       this.opts.logger.info({ term: this.driver.node.status().term }, 'became leader');
     } else if (role !== Role.Leader && wasLeader) {
       this.leaseTimers.stepDown();
+      this.autoCompactor.reset();
     }
   }
 
@@ -477,6 +507,24 @@ export class ManagerNode {
       this.propose({ leaseRevoke: { ID: id } }).catch(() => this.leaseTimers.revokeFailed(id));
     }
     this.promoteCaughtUpLearners();
+    this.autoCompact();
+  }
+
+  /** Propose the compaction the auto-compactor asks for (one at a time; failures wait for the next tick). */
+  private autoCompact(): void {
+    if (this.compactionInFlight) return;
+    const rev = this.autoCompactor.tick(performance.now(), this.store.revision, this.store.compactRevision);
+    if (rev === undefined) return;
+    this.compactionInFlight = true;
+    this.propose({ compaction: { revision: rev, physical: false } })
+      .then((r) => {
+        if ('error' in r) this.opts.logger.debug({ revision: rev, err: r.error.message }, 'auto-compaction refused');
+        else this.opts.logger.info({ revision: rev, retainedBytes: this.store.retainedBytes }, 'auto-compacted');
+      })
+      .catch((err: Error) => this.opts.logger.debug({ revision: rev, err: err.message }, 'auto-compaction not committed'))
+      .finally(() => {
+        this.compactionInFlight = false;
+      });
   }
 
   private promoteCaughtUpLearners(): void {
@@ -499,6 +547,9 @@ export class ManagerNode {
 
   /** Replicate a KV request through Raft and return the state machine's response. */
   async propose(req: KvRequest): Promise<KvResponse> {
+    // Checked where the request enters, never at apply: every entry in the log is applied
+    // the same way on every member.
+    if (!this.spaceAlarm.admits(req, this.store.retainedBytes)) throw new KvError('NO_SPACE');
     const data = encodeKvRequest(req);
     return (await this.driver.propose(data)) as KvResponse;
   }

@@ -41,6 +41,7 @@ export const KV_ERRORS = {
   LEASE_EXISTS: { grpcCode: GrpcCode.FAILED_PRECONDITION, message: 'etcdserver: lease already exists' },
   LEASE_TTL_TOO_LARGE: { grpcCode: GrpcCode.OUT_OF_RANGE, message: 'etcdserver: too large lease TTL' },
   REQUEST_TOO_LARGE: { grpcCode: GrpcCode.INVALID_ARGUMENT, message: 'etcdserver: request is too large' },
+  NO_SPACE: { grpcCode: GrpcCode.RESOURCE_EXHAUSTED, message: 'etcdserver: mvcc: database space exceeded' },
   WATCH_CANCELED: { grpcCode: GrpcCode.CANCELLED, message: 'etcdserver: watch canceled' },
   // Watch-stream errors: etcd reports these as a WatchResponse cancel_reason, not a status.
   WATCHER_RANGE_EMPTY: { grpcCode: GrpcCode.INVALID_ARGUMENT, message: 'mvcc: watcher range is empty' },

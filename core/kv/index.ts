@@ -51,6 +51,12 @@
  *   tick() must run regularly: ticks further apart than stallThresholdMs count as a stall of
  *   this process and extend every lease by the gap (nobody could renew meanwhile).
  *
+ * SPACE (quota.ts, auto-compactor.ts)
+ *   const alarm = new SpaceAlarm(quotaBytes); before proposing: alarm.admits(req, store.retainedBytes)
+ *   or refuse with KvError NO_SPACE (etcd's "database space exceeded"); the alarm clears by itself
+ *   below QUOTA_CLEAR_FRACTION of the quota. On the leader, AutoCompactor.tick(now, revision,
+ *   compactRevision) says when to propose { compaction: { revision } }.
+ *
  * SNAPSHOTS
  *   const snap = store.snapshot()        // image taken now: snap.appliedIndex / appliedTerm / revision
  *   for await (const chunk of snap) send(chunk)               // SHA-256 trailer; snap.return() to abort
@@ -83,6 +89,9 @@ export {
   type LeaseTimersOptions,
 } from './lease-timers.js';
 export { leaseIdForIndex } from './leases.js';
+export { SpaceAlarm, growsStore, defaultQuotaBytes, QUOTA_BYTES_MIN, QUOTA_CLEAR_FRACTION } from './quota.js';
+export { AutoCompactor, parseAutoCompaction, DEFAULT_AUTO_COMPACTION, type AutoCompactionConfig, type AutoCompactionMode } from './auto-compactor.js';
+export { RECORD_OVERHEAD_BYTES, KEY_OVERHEAD_BYTES } from './mvcc.js';
 export { SNAPSHOT_FORMAT, SNAPSHOT_VERSION, readSnapshot, writeSnapshot, SnapshotStream, StateImage } from './snapshot.js';
 export { keyString, keyBytes, prefixEnd } from './keys.js';
 export { IntervalTree } from './interval-tree.js';

@@ -128,6 +128,11 @@ export class KvStore {
   get compactRevision(): number {
     return this.idx.compactRevision;
   }
+  /** Estimated memory held by retained history (what the space quota counts; see quota.ts). */
+  get retainedBytes(): number {
+    return this.idx.retainedBytes;
+  }
+
   /** Number of keys with any retained history (live or not yet compacted). */
   get keyCount(): number {
     return this.idx.keyCount;

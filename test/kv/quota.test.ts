@@ -1,0 +1,135 @@
+// The space quota: which requests it applies to, the alarm's hysteresis, the retained-bytes
+// estimate (kept exact through writes, compaction and restore, and close to the real heap),
+// and the auto-compactor's decisions.
+import t from 'tap';
+import v8 from 'node:v8';
+import vm from 'node:vm';
+import { AutoCompactor, parseAutoCompaction, REVISION_CHECK_INTERVAL_MS } from '../../core/kv/auto-compactor.js';
+import { RECORD_OVERHEAD_BYTES } from '../../core/kv/mvcc.js';
+import { KvStore } from '../../core/kv/store.js';
+import { QUOTA_BYTES_MIN, QUOTA_CLEAR_FRACTION, SpaceAlarm, defaultQuotaBytes, growsStore } from '../../core/kv/quota.js';
+import { b, Node } from './helpers.js';
+
+t.test('growsStore: put, lease grant and txns with a put anywhere', async (t) => {
+  t.ok(growsStore({ put: { key: b('k'), value: b('v') } }));
+  t.ok(growsStore({ leaseGrant: { TTL: 10, ID: 0 } }));
+  t.notOk(growsStore({ deleteRange: { key: b('k') } }));
+  t.notOk(growsStore({ compaction: { revision: 3 } }));
+  t.notOk(growsStore({ leaseRevoke: { ID: 1 } }));
+  t.notOk(growsStore({ range: { key: b('k') } }));
+  t.notOk(growsStore({ txn: { success: [{ requestRange: { key: b('k') } }], failure: [{ requestDeleteRange: { key: b('k') } }] } }));
+  t.ok(growsStore({ txn: { failure: [{ requestPut: { key: b('k'), value: b('v') } }] } }));
+  t.ok(growsStore({ txn: { success: [{ requestTxn: { failure: [{ requestTxn: { success: [{ requestPut: { key: b('k'), value: b('v') } }] } }] } }] } }), 'nested');
+});
+
+t.test('SpaceAlarm: raised at the quota, cleared below the clear fraction, reads and deletes always admitted', async (t) => {
+  const q = 100_000;
+  const alarm = new SpaceAlarm(q);
+  const put = { put: { key: b('k'), value: b('v') } };
+  const del = { deleteRange: { key: b('k') } };
+  t.ok(alarm.admits(put, q - 1));
+  t.notOk(alarm.admits(put, q), 'at the quota');
+  t.ok(alarm.admits(del, q + 10_000), 'deletes make room');
+  t.ok(alarm.admits({ compaction: { revision: 5 } }, q + 10_000));
+  t.notOk(alarm.admits(put, q - 1), 'still raised just below the quota');
+  t.notOk(alarm.admits(put, q * QUOTA_CLEAR_FRACTION), 'still raised at the clear fraction');
+  t.ok(alarm.admits(put, q * QUOTA_CLEAR_FRACTION - 1), 'cleared below it');
+  t.throws(() => new SpaceAlarm(QUOTA_BYTES_MIN - 1), RangeError);
+  t.throws(() => new SpaceAlarm(1.5e6 + 0.5), RangeError);
+  t.equal(defaultQuotaBytes(4 * 2 ** 30), 2 ** 29, 'a 4 GiB Pi: 512 MiB');
+  t.equal(defaultQuotaBytes(64 * 2 ** 30), 2 * 2 ** 30, 'capped at etcd\'s 2 GiB');
+  t.equal(defaultQuotaBytes(1024), QUOTA_BYTES_MIN);
+});
+
+t.test('retainedBytes: grows with history, shrinks with compaction, equal after a restore', async (t) => {
+  const n = Node.create();
+  t.equal(n.store.retainedBytes, 0);
+  n.put('a', 'x'.repeat(1000));
+  const one = n.store.retainedBytes;
+  t.ok(one > 1000);
+  for (let i = 0; i < 9; i++) n.put('a', 'x'.repeat(1000));
+  t.equal(n.store.retainedBytes - one, 9 * (RECORD_OVERHEAD_BYTES + 1000), 'each version adds its record');
+  n.put('b', 'y');
+  n.del('b');
+  const before = n.store.retainedBytes;
+  n.apply({ compaction: { revision: n.store.revision } });
+  t.ok(n.store.retainedBytes < before / 5, `compaction gives memory back (${before} -> ${n.store.retainedBytes})`);
+  t.equal(n.store.retainedBytes, one, 'one version of a, nothing of the deleted b');
+  // A restored store counts the same.
+  const copy = new KvStore();
+  await copy.restore(n.store.snapshot());
+  t.equal(copy.retainedBytes, n.store.retainedBytes);
+});
+
+t.test('retainedBytes estimate tracks the real heap within 40% (few and many keys, small and large values)', async (t) => {
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as () => void;
+  const heap = (): number => {
+    gc();
+    gc();
+    const m = process.memoryUsage();
+    return m.heapUsed + m.arrayBuffers + m.external;
+  };
+  for (const [keys, writes, valueBytes] of [[100, 20_000, 16], [1_000, 20_000, 100], [20_000, 20_000, 256]] as const) {
+    const n = Node.create();
+    const h0 = heap();
+    for (let i = 0; i < writes; i++) n.put(`key/${i % keys}`, String.fromCharCode(97 + (i % 26)).repeat(valueBytes));
+    const real = heap() - h0;
+    const ratio = real / n.store.retainedBytes;
+    t.ok(ratio > 0.7 && ratio < 1.4, `${keys} keys, ${writes} writes of ${valueBytes} B: heap ${real} B, estimate ${n.store.retainedBytes} B (ratio ${ratio.toFixed(2)})`);
+  }
+});
+
+t.test('AutoCompactor periodic: compacts at the revision seen one retention ago; idle proposes nothing', async (t) => {
+  const c = new AutoCompactor({ mode: 'periodic', retentionMs: 10_000 });
+  t.equal(c.intervalMs, 1_000);
+  let rev = 1;
+  const proposed: Array<[number, number]> = [];
+  let compactRev = -1;
+  for (let now = 0; now <= 30_000; now += 250) {
+    rev += 10; // 40 revisions a second
+    const r = c.tick(now, rev, compactRev);
+    if (r !== undefined) {
+      proposed.push([now, r]);
+      compactRev = r;
+    }
+  }
+  t.ok(proposed.length >= 15, `compactions proposed: ${proposed.length}`);
+  t.equal(proposed[0]![0], 10_000, 'the first once a whole retention window is sampled');
+  for (const [now, r] of proposed) {
+    const revAtHorizon = 1 + 10 * (Math.floor((now - 10_000) / 250) + 1);
+    t.ok(r <= revAtHorizon && r > revAtHorizon - 60, `at ${now} ms: compact at ${r} (revision ${revAtHorizon} was current 10 s ago)`);
+  }
+  // Idle: the revision stops moving; after one more compaction nothing further is proposed.
+  let idle = 0;
+  for (let now = 30_250; now <= 60_000; now += 250) if (c.tick(now, rev, compactRev) !== undefined && ++idle) compactRev = rev;
+  t.ok(idle <= 1, `idle cluster: ${idle} compaction(s), then none`);
+  t.equal(c.tick(90_000, rev, rev), undefined);
+});
+
+t.test('AutoCompactor revision: keeps the last N revisions, checks every 5 minutes; off never compacts', async (t) => {
+  const c = new AutoCompactor({ mode: 'revision', retentionRevisions: 1_000 });
+  t.equal(c.tick(0, 500, -1), undefined, 'fewer revisions than retained');
+  t.equal(c.tick(1_000, 5_000, -1), undefined, 'not yet time to check');
+  t.equal(c.tick(REVISION_CHECK_INTERVAL_MS, 5_000, -1), 4_000);
+  t.equal(c.tick(2 * REVISION_CHECK_INTERVAL_MS, 5_000, 4_000), undefined, 'nothing new');
+  c.reset();
+  t.equal(c.tick(2 * REVISION_CHECK_INTERVAL_MS + 1, 9_000, 4_000), 8_000, 'a new leader checks at once');
+  const off = new AutoCompactor({ mode: 'off' });
+  t.equal(off.tick(1e9, 1e6, -1), undefined);
+});
+
+t.test('parseAutoCompaction: etcd-style flags, clear errors', async (t) => {
+  t.same(parseAutoCompaction('periodic', '1h'), { mode: 'periodic', retentionMs: 3_600_000 });
+  t.same(parseAutoCompaction('periodic', '30m'), { mode: 'periodic', retentionMs: 1_800_000 });
+  t.same(parseAutoCompaction('periodic', '2'), { mode: 'periodic', retentionMs: 7_200_000 }, 'a bare number is hours, as etcd');
+  t.same(parseAutoCompaction('periodic', '1.5s'), { mode: 'periodic', retentionMs: 1_500 });
+  t.same(parseAutoCompaction('revision', '5000'), { mode: 'revision', retentionRevisions: 5_000 });
+  t.same(parseAutoCompaction('off', undefined), { mode: 'off' });
+  t.throws(() => parseAutoCompaction('periodic', '1d'), /expected a duration/);
+  t.throws(() => parseAutoCompaction('periodic', '10ms'), /at least 100 ms/);
+  t.throws(() => parseAutoCompaction('revision', '0'), /positive number of revisions/);
+  t.throws(() => parseAutoCompaction('revision', undefined), /positive number of revisions/);
+  t.throws(() => parseAutoCompaction('hourly', '1h'), /periodic, revision or off/);
+  t.throws(() => new AutoCompactor({ mode: 'periodic' }), RangeError);
+});
