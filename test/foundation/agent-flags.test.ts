@@ -1,0 +1,70 @@
+// The agent's command line (DESIGN.md's contract): defaults, every flag's validation with a
+// message naming the flag, and the CLI's exit code 2 with that message and no stack trace.
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { ConfigError, DEFAULT_PORTS, parseAgentArgs } from '../../agent/config.js';
+
+const CLI = join(process.cwd(), 'dist/agent/cli.js');
+
+t.test('--dev needs nothing else: a one-node cluster on the default ports, loopback only', async (t) => {
+  const c = parseAgentArgs(['--dev']);
+  t.match(c, { name: 'dev', bootstrap: true, role: 'manager', bindAddr: '127.0.0.1', ...DEFAULT_PORTS });
+  t.equal(c.quotaBackendBytes, undefined, 'quota: the default for this machine');
+  t.equal(c.autoCompaction, undefined, 'auto-compaction: the default (one hour)');
+  t.equal(c.httpPort, 7480);
+});
+
+t.test('every flag of the contract is accepted', async (t) => {
+  const c = parseAgentArgs([
+    '--name', 'm2', '--data-dir', '/tmp/x', '--join', 'manager01', '--join', '10.0.0.2:7946', '--token', 'T', '--role', 'worker',
+    '--bind', '0.0.0.0', '--advertise', '192.168.1.5', '--client-port', '2479', '--peer-port', '2480', '--gossip-port', '8046',
+    '--http-port', '7580', '--lb-port', '8081', '--s3-port', '9001', '--dns-port', '8601',
+    '--quota-backend-bytes', '1048576', '--auto-compaction-mode', 'revision', '--auto-compaction-retention', '5000',
+  ]);
+  t.match(c, {
+    name: 'm2', dataDir: '/tmp/x', join: ['manager01', '10.0.0.2:7946'], token: 'T', role: 'worker', bootstrap: false,
+    advertiseAddr: '192.168.1.5', clientPort: 2479, dnsPort: 8601, quotaBackendBytes: 1_048_576,
+    autoCompaction: { mode: 'revision', retentionRevisions: 5000 },
+  });
+  t.same(parseAgentArgs(['--dev', '--auto-compaction-retention', '30m']).autoCompaction, { mode: 'periodic', retentionMs: 1_800_000 }, 'retention alone means periodic');
+});
+
+t.test('bad flags: a ConfigError that names the flag', async (t) => {
+  const bad: Array<[string[], RegExp]> = [
+    [['--dev', '--client-port', '0'], /--client-port: expected a port 1-65535, got "0"/],
+    [['--dev', '--http-port', 'http'], /--http-port: expected a port/],
+    [['--dev', '--bind', 'localhost'], /--bind: expected an IP address/],
+    [['--data-dir', '/tmp/x', '--bootstrap'], /--name is required/],
+    [['--name', 'bad name', '--data-dir', '/tmp/x', '--bootstrap'], /--name: "bad name" must be/],
+    [['--name', 'a', '--data-dir', '/tmp/x', '--bootstrap', '--join', 'h', '--token', 'T'], /mutually exclusive/],
+    [['--name', 'a', '--data-dir', '/tmp/x', '--join', 'h'], /--join needs --token/],
+    [['--name', 'a', '--data-dir', '/tmp/x'], /either --bootstrap/],
+    [['--dev', '--role', 'boss'], /--role: expected manager or worker/],
+    [['--dev', '--tick-ms', '0'], /--tick-ms: expected an integer/],
+    [['--dev', '--quota-backend-bytes', '1000'], /--quota-backend-bytes: expected an integer 65536-/],
+    [['--dev', '--quota-backend-bytes', '2GB'], /--quota-backend-bytes: expected an integer/],
+    [['--dev', '--auto-compaction-mode', 'daily'], /auto-compaction.*periodic, revision or off/],
+    [['--dev', '--auto-compaction-mode', 'revision', '--auto-compaction-retention', '1h'], /positive number of revisions/],
+    [['--dev', '--no-such-flag'], /no-such-flag/],
+  ];
+  for (const [argv, message] of bad) {
+    let err: unknown;
+    try {
+      parseAgentArgs(argv);
+    } catch (e) {
+      err = e;
+    }
+    t.ok(err instanceof ConfigError && message.test(err.message), `${argv.join(' ')} → ${(err as Error | undefined)?.message}`);
+  }
+});
+
+t.test('the CLI: a bad flag exits 2 with the message, no stack trace', async (t) => {
+  const r = spawnSync(process.execPath, [CLI, 'agent', '--dev', '--quota-backend-bytes', 'lots'], { encoding: 'utf8', timeout: 20_000 });
+  t.equal(r.status, 2);
+  t.match(r.stderr, /^picloud-node agent: --quota-backend-bytes: expected an integer/);
+  t.notMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  const u = spawnSync(process.execPath, [CLI, 'launch'], { encoding: 'utf8', timeout: 20_000 });
+  t.equal(u.status, 2);
+  t.match(u.stderr, /unknown command "launch"/);
+});
