@@ -32,6 +32,18 @@ t.test('an encoded watch response decodes exactly as the object-mapped one does'
   );
 });
 
+t.test('a fan-out: watchers of one revision (fresh arrays of the same events) share the encoding, each with its own watch_id', async (t) => {
+  fc.assert(
+    fc.property(fc.array(watchIdArb, { minLength: 2, maxLength: 5 }), headerArb, fc.array(eventArb, { maxLength: 3 }), (ids, h, events) => {
+      for (const id of ids) t.same(decode(encodeEventsResponse(id, { ...h }, [...events])), decode(viaObjects(id, h, events)));
+      // Same length, other event objects: not served from the shared bytes.
+      const others = events.map((e) => ({ ...e, kv: { ...e.kv, value: Buffer.concat([Buffer.from(e.kv.value), Buffer.from('x')]) } }));
+      t.same(decode(encodeEventsResponse(ids[0]!, h, others)), decode(viaObjects(ids[0]!, h, others)));
+    }),
+    { numRuns: 200 },
+  );
+});
+
 t.test('one encoding per event, shared by every watcher; prev_kv and type keep theirs apart', async (t) => {
   const kv: KeyValue = { key: Buffer.from('k'), createRevision: 2, modRevision: 7, version: 3, value: Buffer.from('v'), lease: 0 };
   const prev: KeyValue = { ...kv, modRevision: 6, version: 2, value: Buffer.from('old') };

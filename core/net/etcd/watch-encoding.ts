@@ -56,12 +56,62 @@ function encodeHeader(h: ResponseHeader): Uint8Array {
   return lastHeader.bytes;
 }
 
-/** A WatchResponse {header, watch_id, events} ready to be written as one gRPC message. */
-export function encodeEventsResponse(watchId: number, header: ResponseHeader, events: readonly WatchEvent[]): Buffer {
+/**
+ * The fields every watcher's response of one fan-out shares: the header and the events, as
+ * encoded bytes. Watchers of one revision receive arrays holding the same event objects, so
+ * the last result is reused while the header and the events are the same objects.
+ */
+let lastShared: { header: ResponseHeader; events: readonly WatchEvent[]; head: Uint8Array; tail: Uint8Array } | undefined;
+
+function sharedFields(header: ResponseHeader, events: readonly WatchEvent[]): { head: Uint8Array; tail: Uint8Array } {
+  const last = lastShared;
+  if (last !== undefined && sameHeader(last.header, header) && sameEvents(last.events, events)) return last;
+  const head = protobuf.Writer.create().uint32(TAG_HEADER).bytes(encodeHeader(header)).finish();
   const w = protobuf.Writer.create();
-  w.uint32(TAG_HEADER).bytes(encodeHeader(header));
-  w.uint32(TAG_WATCH_ID).int64(watchId);
   for (const e of events) w.uint32(TAG_EVENTS).bytes(encodeEvent(e));
-  const out = w.finish();
-  return Buffer.from(out.buffer, out.byteOffset, out.byteLength);
+  lastShared = { header: { ...header }, events, head, tail: w.finish() };
+  return lastShared;
+}
+
+function sameEvents(a: readonly WatchEvent[], b: readonly WatchEvent[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Bytes of `n` as a protobuf varint (int64 semantics: a negative id takes ten bytes). */
+function writeVarint(out: Buffer, at: number, n: number): number {
+  if (n >= 0 && n <= 0x7fffffff) {
+    while (n > 0x7f) {
+      out[at++] = (n & 0x7f) | 0x80;
+      n >>>= 7;
+    }
+    out[at++] = n;
+    return at;
+  }
+  let v = BigInt.asUintN(64, BigInt(n));
+  do {
+    let byte = Number(v & 0x7fn);
+    v >>= 7n;
+    if (v !== 0n) byte |= 0x80;
+    out[at++] = byte;
+  } while (v !== 0n);
+  return at;
+}
+
+/**
+ * A WatchResponse {header, watch_id, events} ready to be written as one gRPC message: the
+ * shared header and events bytes around this watcher's watch_id (field-number order, as
+ * protobufjs writes it), in one allocation.
+ */
+export function encodeEventsResponse(watchId: number, header: ResponseHeader, events: readonly WatchEvent[]): Buffer {
+  const { head, tail } = sharedFields(header, events);
+  const out = Buffer.allocUnsafe(head.length + 1 + 10 + tail.length);
+  out.set(head, 0);
+  let at = head.length;
+  out[at++] = TAG_WATCH_ID;
+  at = writeVarint(out, at, watchId);
+  out.set(tail, at);
+  return out.subarray(0, at + tail.length);
 }
