@@ -10,6 +10,7 @@
  */
 import { randomInt } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import {
@@ -28,7 +29,6 @@ import {
 } from '../raft/index.js';
 import { RaftLogStore, type RaftLogStoreStats, type WriteObserver } from '../storage/raft-log-store.js';
 import { MvccBackend } from '../storage/mvcc-backend.js';
-import { totalmem } from 'node:os';
 import {
   AutoCompactor,
   DEFAULT_AUTO_COMPACTION,
