@@ -12,7 +12,7 @@ import { checkLinearizability } from '../../core/sim/linearizability.js';
 import { HistoryRecorder } from '../../core/sim/history.js';
 import { Prng } from '../../core/sim/prng.js';
 import { AgentCluster, AgentProc, hasEtcdctl } from '../helpers/agents.js';
-import { SimpleKv } from '../helpers/kv-client.js';
+import { SimpleKv, writeNotApplied } from '../helpers/kv-client.js';
 
 const ROUNDS = 20;
 const TICK_MS = 50;
@@ -53,6 +53,7 @@ t.test('linearizable under kill -9 of the leader, SIGSTOP of a follower and rest
   const now = (): number => performance.now();
   let running = true;
   let writes = 0;
+  let refusedWrites = 0;
 
   const clients = Array.from({ length: CLIENTS }, (_, c) => {
     const conns = cluster.agents.map((a) => new SimpleKv(`127.0.0.1:${a.ports.client}`));
@@ -80,8 +81,12 @@ t.test('linearizable under kill -9 of the leader, SIGSTOP of a follower and rest
           await kv.put(key, value);
           history.ok(h, {}, now());
           writes++;
-        } catch {
-          history.indeterminate(h); // it may or may not have been applied
+        } catch (e) {
+          // Refused before any log held it: failed. Otherwise it may or may not have been applied.
+          if (writeNotApplied(e)) {
+            history.fail(h, now());
+            refusedWrites++;
+          } else history.indeterminate(h);
         }
       } else {
         const value = `c${c.id}-${n++}`;
@@ -90,8 +95,11 @@ t.test('linearizable under kill -9 of the leader, SIGSTOP of a follower and rest
         try {
           const ok = await kv.cas(key, expected, value);
           history.ok(h, { ok }, now());
-        } catch {
-          history.indeterminate(h);
+        } catch (e) {
+          if (writeNotApplied(e)) {
+            history.fail(h, now());
+            refusedWrites++;
+          } else history.indeterminate(h);
         }
       }
       await new Promise((r) => setTimeout(r, 5));
@@ -162,7 +170,8 @@ t.test('linearizable under kill -9 of the leader, SIGSTOP of a follower and rest
   if (process.env.FAULT_HISTORY_OUT) writeFileSync(process.env.FAULT_HISTORY_OUT, JSON.stringify(history.ops));
   const acked = history.ops.filter((o) => o.status === 'ok').length;
   t.ok(actions.length >= ROUNDS, `${actions.length} fault rounds: ${actions.join('; ')}`);
-  t.ok(writes > 50, `${writes} acknowledged puts, ${acked} acknowledged operations of ${history.ops.length}`);
+  const indeterminate = history.ops.filter((o) => o.status === 'indeterminate').length;
+  t.ok(writes > 50, `${writes} acknowledged puts, ${acked} acknowledged operations of ${history.ops.length}; ${refusedWrites} writes refused before the log, ${indeterminate} indeterminate`);
   const result = checkLinearizability(history.ops);
   t.equal(result.verdict, 'ok', `history of ${history.ops.length} ops is linearizable${result.verdict === 'violation' ? ': ' + JSON.stringify(result.keys.find((k) => k.verdict !== 'ok')?.detail) : ''}`);
   // Teeth: the same history with one read turned stale must be reported as a violation.

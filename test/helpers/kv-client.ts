@@ -19,6 +19,19 @@ function kvCtor() {
   return KV!;
 }
 
+/**
+ * True when a failed write provably changed nothing, so a history may record it as failed
+ * rather than indeterminate: the member answered etcd's "no leader" (Raft dropped the
+ * proposal before it reached any log), or the client never had a connection to send it on.
+ * Every other failure (timeouts, "leader changed", a connection lost mid-call) may or may not
+ * have been applied.
+ */
+export function writeNotApplied(err: unknown): boolean {
+  const e = err as Partial<grpc.ServiceError>;
+  if (e.code !== grpc.status.UNAVAILABLE || typeof e.details !== 'string') return false;
+  return e.details === 'etcdserver: no leader' || e.details.startsWith('No connection established');
+}
+
 export class SimpleKv {
   private readonly client: KvClient;
   constructor(
