@@ -5,7 +5,7 @@
  * than installed. The in-memory index (key → revisions) and the revision log are derived here.
  */
 import { KvError } from './errors.js';
-import { copyBytes, keyString } from './keys.js';
+import { ValueSlab, keyString } from './keys.js';
 import { MAX_KEY_BYTES, MAX_LEASE_TTL_SECONDS } from './limits.js';
 import { KeyHistory, KvRecord, type RevisionLog } from './mvcc.js';
 import type { InstallableState } from './store.js';
@@ -29,6 +29,7 @@ export class StateBuilder {
   private readonly hists = new Map<string, KeyHistory>();
   private readonly records: KvRecord[] = [];
   private readonly leases = new Map<number, number>();
+  private readonly values = new ValueSlab();
   private lastKey: string | undefined;
   private keysInOrder = true;
   private revisionOrder = true;
@@ -77,9 +78,9 @@ export class StateBuilder {
       throw corrupt('version or create revision out of sequence');
     }
     if (prev !== undefined && main <= prev.main) throw corrupt('key history out of order');
-    // Copied: small copies share Node's 8 KiB buffer pool, while a view would keep the
-    // source's own ArrayBuffer (~90 bytes of heap per value) alive.
-    const bytes = value === null ? null : copyBytes(value);
+    // Copied: a view would keep the source's own ArrayBuffer (~90 bytes of heap per value,
+    // or a whole decoded chunk) alive; the slab packs the values of one load together.
+    const bytes = value === null ? null : this.values.copy(value);
     const rec = new KvRecord(h, main, sub, createRevision, version, lease, bytes);
     if (h.records.length === 0) h.records = [rec]; // exact size (see MvccIndex.appendRecord)
     else h.records.push(rec);

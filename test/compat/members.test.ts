@@ -41,12 +41,15 @@ async function everyAgent(agents: AgentProc[], pred: (rows: MemberRow[]) => bool
 }
 
 /**
- * Resolves with the wall-clock time (the agent's own event timestamp) at which `agent`
- * reported `name` failed, read from its event stream (GET /v1/agent/members?watch=1).
+ * Opens `agent`'s event stream (GET /v1/agent/members?watch=1) and resolves once the agent
+ * has answered: it subscribes in the same turn as it sends the headers, so no later event is
+ * missed. `failedAt` resolves with the wall-clock time (the agent's own event timestamp) at
+ * which it reported `name` failed.
  */
-function failedEventAt(agent: AgentProc, name: string, signal: AbortSignal): Promise<number> {
-  return (async () => {
-    const r = await fetch(`http://127.0.0.1:${agent.ports.http}/v1/agent/members?watch=1`, { signal });
+async function watchForFail(agent: AgentProc, name: string, signal: AbortSignal): Promise<{ failedAt: Promise<number> }> {
+  const r = await fetch(`http://127.0.0.1:${agent.ports.http}/v1/agent/members?watch=1`, { signal });
+  if (r.status !== 200 || !r.body) throw new Error(`${agent.name}: event stream answered ${r.status}`);
+  const failedAt = (async () => {
     const decoder = new TextDecoder();
     let buf = '';
     for await (const chunk of r.body as unknown as AsyncIterable<Uint8Array>) {
@@ -60,6 +63,8 @@ function failedEventAt(agent: AgentProc, name: string, signal: AbortSignal): Pro
     }
     throw new Error(`${agent.name}: event stream ended before ${name} failed`);
   })();
+  failedAt.catch(() => undefined); // aborted in teardown when the test fails early
+  return { failedAt };
 }
 
 async function until(what: string, timeoutMs: number, fn: () => Promise<boolean>): Promise<number> {
@@ -104,16 +109,18 @@ t.test('8 agents: fail, rejoin, leave, metadata', { skip: hasEtcdctl() ? false :
   const bound = detectionBoundMs(LOCAL_CONFIG, N);
   const watchers = new AbortController();
   const survivors = all().filter((a) => a !== victim);
-  const failedAt = survivors.map((a) => failedEventAt(a, 'w1', watchers.signal));
-  failedAt.forEach((p) => p.catch(() => undefined)); // aborted in teardown when the test fails early
   t.teardown(() => watchers.abort());
-  await new Promise((r) => setTimeout(r, 200)); // the event streams are open before the kill
+  // Every survivor is subscribed before the kill, so none can miss the event.
+  const failedAt = (await Promise.all(survivors.map((a) => watchForFail(a, 'w1', watchers.signal)))).map((w) => w.failedAt);
   const killedAt = Date.now();
   cluster.kill(victim, 'SIGKILL');
+  let giveUp: NodeJS.Timeout | undefined;
   const detection = await Promise.race([
     Promise.all(failedAt),
-    new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`w1 not reported failed by all within ${bound + 10_000} ms`)), bound + 10_000)),
-  ]);
+    new Promise<never>((_, reject) => {
+      giveUp = setTimeout(() => reject(new Error(`w1 not reported failed by all within ${bound + 10_000} ms`)), bound + 10_000);
+    }),
+  ]).finally(() => clearTimeout(giveUp));
   watchers.abort();
   const took = Math.max(...detection) - killedAt;
   t.equal(detection.length, N - 1, 'a fail event for w1 from each of the other 7 agents');

@@ -6,6 +6,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { AutoCompactor, parseAutoCompaction, REVISION_CHECK_INTERVAL_MS } from '../../core/kv/auto-compactor.js';
 import { RECORD_OVERHEAD_BYTES } from '../../core/kv/mvcc.js';
+import { VALUE_SLAB_BYTES, ValueSlab } from '../../core/kv/keys.js';
 import { KvStore } from '../../core/kv/store.js';
 import { QUOTA_BYTES_MIN, QUOTA_CLEAR_FRACTION, SpaceAlarm, defaultQuotaBytes, growsStore } from '../../core/kv/quota.js';
 import { b, Node } from './helpers.js';
@@ -132,4 +133,22 @@ t.test('parseAutoCompaction: etcd-style flags, clear errors', async (t) => {
   t.throws(() => parseAutoCompaction('revision', undefined), /positive number of revisions/);
   t.throws(() => parseAutoCompaction('hourly', '1h'), /periodic, revision or off/);
   t.throws(() => new AutoCompactor({ mode: 'periodic' }), RangeError);
+});
+
+t.test('ValueSlab: bulk-load copies are independent of their source and of each other; large values get their own memory', async (t) => {
+  const slab = new ValueSlab();
+  const src = Buffer.from('abc');
+  const a = slab.copy(src);
+  const b = slab.copy(Buffer.from('xyz'));
+  src.write('ZZZ');
+  t.equal(a.toString(), 'abc', 'a copy, not a view of the source');
+  t.equal(b.toString(), 'xyz', 'packed values do not overlap');
+  t.equal(a.buffer, b.buffer, 'small values share a slab');
+  t.equal(a.buffer.byteLength, VALUE_SLAB_BYTES);
+  const big = slab.copy(Buffer.alloc(VALUE_SLAB_BYTES / 8 + 1, 7));
+  t.equal(big.buffer.byteLength, VALUE_SLAB_BYTES / 8 + 1, 'a large value has its own memory');
+  let last = a;
+  for (let i = 0; i < 100; i++) last = slab.copy(Buffer.alloc(1000, i));
+  t.not(last.buffer, a.buffer, 'a full slab is followed by a new one');
+  t.same([...last.subarray(0, 3)], [99, 99, 99]);
 });
