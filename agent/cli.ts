@@ -15,7 +15,7 @@ commands:
         [--peer-port 2380] [--gossip-port 7946] [--http-port 7480] [--lb-port 8080]
         [--s3-port 9000] [--dns-port 8600] [--config FILE] [--dev]
         [--quota-backend-bytes N] [--auto-compaction-mode periodic|revision|off]
-        [--auto-compaction-retention 1h|REVISIONS]
+        [--auto-compaction-retention 1h|REVISIONS] [--snapshot-count N]
   token [--data-dir DIR]
   members [--json] [--watch] [--http HOST:PORT]
   keyring list|install|use|remove|generate [KEY] [--http HOST:PORT]

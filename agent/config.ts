@@ -8,6 +8,7 @@ import { isIP } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { DEFAULT_SNAPSHOT_EVERY_ENTRIES } from '../core/api/snapshot-policy.js';
 import { QUOTA_BYTES_MIN, parseAutoCompaction, type AutoCompactionConfig } from '../core/kv/index.js';
 
 export type Role = 'manager' | 'worker';
@@ -36,6 +37,8 @@ export interface AgentConfig {
   quotaBackendBytes: number | undefined;
   /** etcd's --auto-compaction-mode / --auto-compaction-retention; undefined: keep one hour. */
   autoCompaction: AutoCompactionConfig | undefined;
+  /** etcd's --snapshot-count: applied entries between Raft snapshots (which compact the log). */
+  snapshotCount: number;
 }
 
 export class ConfigError extends Error {
@@ -88,7 +91,11 @@ const OPTIONS = {
   'quota-backend-bytes': { type: 'string' },
   'auto-compaction-mode': { type: 'string' },
   'auto-compaction-retention': { type: 'string' },
+  'snapshot-count': { type: 'string' },
 } as const;
+
+/** Largest --snapshot-count: the log behind a snapshot is kept in memory, so bound it. */
+const SNAPSHOT_COUNT_MAX = 10_000_000;
 
 /** Largest quota accepted: far beyond any Pi's memory, small enough to stay an exact integer. */
 const QUOTA_BYTES_MAX = 2 ** 50;
@@ -195,5 +202,6 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     electionTicks: positiveInt('election-ticks', get('election-ticks'), DEFAULT_ELECTION_TICKS, 1000),
     quotaBackendBytes: quotaBytes(get('quota-backend-bytes')),
     autoCompaction: autoCompaction(get('auto-compaction-mode'), get('auto-compaction-retention')),
+    snapshotCount: positiveInt('snapshot-count', get('snapshot-count'), DEFAULT_SNAPSHOT_EVERY_ENTRIES, SNAPSHOT_COUNT_MAX),
   };
 }

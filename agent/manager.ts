@@ -32,6 +32,7 @@ export async function startManager(config: AgentConfig, log: Logger): Promise<Ru
     electionTicks: config.electionTicks,
     quotaBytes: config.quotaBackendBytes,
     autoCompaction: config.autoCompaction,
+    snapshotEveryEntries: config.snapshotCount,
     logger: log,
   });
   let grpc: EtcdGrpcServer | undefined;

@@ -8,6 +8,7 @@
  * context), so every node derives the same member table from the log. Joiners enter as
  * learners and the leader promotes them once they have caught up.
  */
+import { DEFAULT_SNAPSHOT_EVERY_ENTRIES, LOG_ENTRIES_KEPT_AFTER_SNAPSHOT } from './snapshot-policy.js';
 import { randomInt } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
@@ -105,9 +106,7 @@ interface AppliedMembership {
   members: Array<MemberContext & { id: NodeId }>;
 }
 
-export const DEFAULT_SNAPSHOT_EVERY_ENTRIES = 10_000;
-/** Entries kept behind a snapshot so slightly lagging followers catch up from the log. */
-export const LOG_ENTRIES_KEPT_AFTER_SNAPSHOT = 5_000;
+export { DEFAULT_SNAPSHOT_EVERY_ENTRIES, LOG_ENTRIES_KEPT_AFTER_SNAPSHOT } from './snapshot-policy.js';
 /** A learner within this many entries of the leader's log is promoted. */
 export const LEARNER_CATCH_UP_ENTRIES = 100;
 export const LEASE_TICK_MS = 500;

@@ -283,14 +283,22 @@ export class RaftDriver {
     // A hard state whose only change is the commit index is not written on its own: the
     // commit index is a hint (a restarted node learns it from the leader, and the applied
     // state records how far it got), so it rides along with the next entries instead.
+    let saving: Promise<void> | undefined;
     if (rd.snapshot || rd.entries.length > 0 || (rd.hardState && rd.mustSync)) {
       st.saves++;
       st.entriesPersisted += rd.entries.length;
-      await this.persistence.save({ hardState: rd.hardState ?? this.lastHardState(), entries: rd.entries, snapshot: rd.snapshot }, rd.mustSync);
+      saving = this.persistence.save({ hardState: rd.hardState ?? this.lastHardState(), entries: rd.entries, snapshot: rd.snapshot }, rd.mustSync);
     }
+    // Committed entries this node already holds durably are applied while the save's fsync
+    // runs, as etcd applies beside its WAL write: committed means durable on a quorum, and
+    // the state machine never gets ahead of this node's own log. (A leader counts itself
+    // only once persisted, so on a leader that is every committed entry.)
+    const early = rd.snapshot ? 0 : durablePrefix(rd.committedEntries, rd.entries);
+    for (let i = 0; i < early; i++) this.applyEntry(rd.committedEntries[i]!);
+    if (saving) await saving;
     if (rd.messages.length > 0) this.transport.send(rd.messages);
     if (rd.snapshot) await this.sm.restore(rd.snapshot);
-    for (const e of rd.committedEntries) this.applyEntry(e);
+    for (let i = early; i < rd.committedEntries.length; i++) this.applyEntry(rd.committedEntries[i]!);
     if (rd.committedEntries.length > 0 || rd.snapshot) await this.sm.afterApply?.();
     if (rd.softState) this.noticeRole(rd.softState.lead, rd.softState.role);
     for (const rs of rd.readStates) {
@@ -356,6 +364,15 @@ export class RaftDriver {
     this.lastRole = role;
     for (const fn of this.leaderListeners) fn(lead, role);
   }
+}
+
+/** How many of `committed` lie below the first of `unsaved` (the entries this Ready persists). */
+export function durablePrefix(committed: readonly Entry[], unsaved: readonly Entry[]): number {
+  if (unsaved.length === 0) return committed.length;
+  const firstUnsaved = unsaved[0]!.index;
+  let n = 0;
+  while (n < committed.length && committed[n]!.index < firstUnsaved) n++;
+  return n;
 }
 
 /** Persistence in memory only (dev node, tests): "durable" as soon as it is stored. */

@@ -7,7 +7,8 @@
  * appear within three election timeouts.
  */
 import t from 'tap';
-import { writeFileSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { checkLinearizability } from '../../core/sim/linearizability.js';
 import { HistoryRecorder } from '../../core/sim/history.js';
 import { Prng } from '../../core/sim/prng.js';
@@ -24,6 +25,8 @@ const ELECTION_TIMEOUT_MAX_MS = 2 * ELECTION_TIMEOUT_MS;
 const CLIENTS = 4;
 const KEYS = ['k0', 'k1', 'k2'];
 const TEST_DEADLINE_MS = 150_000;
+/** Far below the default, so snapshots and log compaction happen (and get killed midway) many times a run. */
+const SNAPSHOT_COUNT = 100;
 
 interface RaftStatus {
   id: string;
@@ -45,7 +48,7 @@ const alive = (a: AgentProc): boolean => a.proc !== undefined && a.proc.exitCode
 
 t.test('linearizable under kill -9 of the leader, SIGSTOP of a follower and restarts', { skip: hasEtcdctl() ? false : 'etcdctl not installed' }, async (t) => {
   const started = Date.now();
-  const cluster = new AgentCluster(['--tick-ms', String(TICK_MS), '--election-ticks', String(ELECTION_TICKS)]);
+  const cluster = new AgentCluster(['--tick-ms', String(TICK_MS), '--election-ticks', String(ELECTION_TICKS), '--snapshot-count', String(SNAPSHOT_COUNT)]);
   t.teardown(() => cluster.stopAll());
   await cluster.startCluster(['f1', 'f2', 'f3']);
   const rng = new Prng(Number(process.env.FAULT_SEED ?? 42));
@@ -195,6 +198,9 @@ t.test('linearizable under kill -9 of the leader, SIGSTOP of a follower and rest
     break;
   }
   t.not(tamperedCaught, undefined, 'found a provably stale value to tamper with');
+  // The comment on SNAPSHOT_COUNT holds only if members did take snapshots under the kills.
+  const snapshotFiles = cluster.agents.map((a) => readdirSync(join(a.dataDir, 'raft', 'snap')).filter((f) => f.endsWith('.snap')));
+  t.ok(snapshotFiles.every((fs) => fs.length > 0), `every member holds a snapshot: ${snapshotFiles.map((fs) => fs.join(' ')).join('; ')}`);
   const bound = 3 * ELECTION_TIMEOUT_MAX_MS;
   t.ok(electionTimes.length >= 5, `${electionTimes.length} leader kills`);
   t.ok(electionTimes.every((ms) => ms <= bound), `new leader within 3 election timeouts (${bound} ms) each time: ${electionTimes.join(', ')} ms`);

@@ -1,0 +1,77 @@
+/**
+ * `node dist/bench/kv/put-only.js [picloud|etcd] [IN_FLIGHT] [SECONDS]`: the KV benchmark's put
+ * phase alone, twice, on a fresh three-member cluster, with what the full run does not report:
+ * each member's CPU per put split by thread (main thread, libuv pool, LevelDB, V8 helpers; for
+ * etcd the Go runtime's threads together). For working on CPU per put; ratios still come from
+ * `npm run bench -- kv`. PICLOUD_NODE_ARGS='--flag …' passes node flags to the picloud members.
+ */
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startEtcd, startPicloud } from './clusters.js';
+import { EtcdBenchClient } from './client.js';
+import { benchValue, putPhase } from './workload.js';
+
+const USER_HZ = 100;
+const WARMUP_MS = 5_000;
+
+/** CPU ms per thread name of one process (threads of one name summed). */
+function threadCpuMs(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).replace(/[0-9]+$/, '#');
+      const key = Number(tid) === pid ? 'main' : name === 'node' ? `t${tid}` : name;
+      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const ms = ((Number(rest[11]) + Number(rest[12])) * 1000) / USER_HZ;
+      out.set(key, (out.get(key) ?? 0) + ms);
+    } catch {
+      // thread gone
+    }
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  const system = process.argv[2] ?? 'picloud';
+  if (system !== 'picloud' && system !== 'etcd') throw new Error('system must be picloud or etcd');
+  const inFlight = Number(process.argv[3] ?? 64);
+  const seconds = Number(process.argv[4] ?? 15);
+  if (!(Number.isInteger(inFlight) && inFlight >= 1 && inFlight <= 1024)) throw new Error('IN_FLIGHT must be 1..1024');
+  if (!(seconds > 0 && seconds <= 300)) throw new Error('SECONDS must be in (0, 300]');
+  const root = mkdtempSync(join(tmpdir(), 'picloud-put-only-'));
+  const cluster = system === 'etcd' ? await startEtcd({ root }) : await startPicloud({ root, nodeArgs: process.env.PICLOUD_NODE_ARGS?.split(' ').filter(Boolean) });
+  const writer = new EtcdBenchClient(await cluster.leaderEndpoint(), 8);
+  try {
+    await writer.connect();
+    const leader = writer.endpoint;
+    const order = [...cluster.members].sort((a, b) => Number(b.clientEndpoint === leader) - Number(a.clientEndpoint === leader));
+    const pids = order.map((m) => m.proc.pid!);
+    const value = benchValue();
+    for (let round = 1; round <= 2; round++) {
+      const before = pids.map(threadCpuMs);
+      const r = await putPhase(writer, inFlight, { warmupMs: WARMUP_MS, durationMs: seconds * 1000, maxOps: Number.MAX_SAFE_INTEGER }, pids, value);
+      const after = pids.map(threadCpuMs);
+      process.stdout.write(`${system} round ${round}: ${inFlight} in flight, ${r.opsPerSec.toFixed(0)} puts/s, p99 ${r.latency.p99Ms.toFixed(1)} ms, all members ${((r.memberCpuMsPerOp ?? NaN) * 1000).toFixed(0)} µs CPU per put\n`);
+      pids.forEach((_, i) => {
+        const parts = [...after[i]!].map(([name, ms]) => [name, ((ms - (before[i]!.get(name) ?? 0)) * 1000) / r.ops] as const)
+          .filter(([, us]) => us >= 1).sort((a, b) => b[1] - a[1]);
+        const total = parts.reduce((s, [, us]) => s + us, 0);
+        process.stdout.write(`  ${i === 0 ? 'leader  ' : 'follower'} ${total.toFixed(0)} µs: ${parts.map(([n, us]) => `${n} ${us.toFixed(0)}`).join(', ')}\n`);
+      });
+    }
+  } finally {
+    writer.close();
+    await cluster.stop();
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    process.stderr.write(`${(e as Error).message}\n`);
+    process.exit(1);
+  },
+);
