@@ -8,7 +8,7 @@ import { isIP } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { DEFAULT_SNAPSHOT_EVERY_ENTRIES } from '../core/api/snapshot-policy.js';
+import { DEFAULT_SNAPSHOT_EVERY_ENTRIES, LOG_ENTRIES_KEPT_AFTER_SNAPSHOT } from '../core/api/snapshot-policy.js';
 import { QUOTA_BYTES_MIN, parseAutoCompaction, type AutoCompactionConfig } from '../core/kv/index.js';
 
 export type Role = 'manager' | 'worker';
@@ -37,8 +37,10 @@ export interface AgentConfig {
   quotaBackendBytes: number | undefined;
   /** etcd's --auto-compaction-mode / --auto-compaction-retention; undefined: keep one hour. */
   autoCompaction: AutoCompactionConfig | undefined;
-  /** etcd's --snapshot-count: applied entries between Raft snapshots (which compact the log). */
+  /** etcd's --snapshot-count: applied entries between Raft log compactions. */
   snapshotCount: number;
+  /** etcd's --experimental-snapshot-catchup-entries: log entries kept behind a compaction. */
+  snapshotCatchUpEntries: number;
 }
 
 export class ConfigError extends Error {
@@ -92,6 +94,7 @@ const OPTIONS = {
   'auto-compaction-mode': { type: 'string' },
   'auto-compaction-retention': { type: 'string' },
   'snapshot-count': { type: 'string' },
+  'snapshot-catchup-entries': { type: 'string' },
 } as const;
 
 /** Largest --snapshot-count: the log behind a snapshot is kept in memory, so bound it. */
@@ -203,5 +206,6 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     quotaBackendBytes: quotaBytes(get('quota-backend-bytes')),
     autoCompaction: autoCompaction(get('auto-compaction-mode'), get('auto-compaction-retention')),
     snapshotCount: positiveInt('snapshot-count', get('snapshot-count'), DEFAULT_SNAPSHOT_EVERY_ENTRIES, SNAPSHOT_COUNT_MAX),
+    snapshotCatchUpEntries: positiveInt('snapshot-catchup-entries', get('snapshot-catchup-entries'), LOG_ENTRIES_KEPT_AFTER_SNAPSHOT, SNAPSHOT_COUNT_MAX),
   };
 }

@@ -33,6 +33,7 @@ export async function startManager(config: AgentConfig, log: Logger): Promise<Ru
     quotaBytes: config.quotaBackendBytes,
     autoCompaction: config.autoCompaction,
     snapshotEveryEntries: config.snapshotCount,
+    snapshotCatchUpEntries: config.snapshotCatchUpEntries,
     logger: log,
   });
   let grpc: EtcdGrpcServer | undefined;

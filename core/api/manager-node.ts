@@ -70,8 +70,10 @@ export interface ManagerNodeOptions {
   tickMs: number;
   electionTicks: number;
   logger: Logger;
-  /** Take a Raft snapshot and compact the log every this many applied entries. */
+  /** Compact the Raft log every this many applied entries (etcd's --snapshot-count). */
   snapshotEveryEntries?: number;
+  /** Entries kept behind a compaction for lagging followers (etcd's snapshot catch-up entries). */
+  snapshotCatchUpEntries?: number;
   requestTimeoutMs?: number;
   /** Space quota of the retained history (etcd's --quota-backend-bytes); default from RAM (quota.ts). */
   quotaBytes?: number;
@@ -185,6 +187,7 @@ export class ManagerNode {
   /** The member table changed since it was last written beside the applied state. */
   private membershipDirty = true;
   private snapshotting = false;
+  private compacting = false;
   private stopped = false;
   lead: NodeId = 0;
   role: Role = Role.Follower;
@@ -305,6 +308,8 @@ export class ManagerNode {
     await this.transport.listen(this.opts.peerPort, this.opts.bindAddr);
     for (const m of this.members.values()) if (m.id !== this.id) this.transport.addPeer(m.id, m.peerAddr);
 
+    // Raft asks for a snapshot only for a follower behind the log's start; made off its call stack.
+    this.logStore.onSnapshotNeeded(() => setImmediate(() => void this.takeSnapshot()));
     const persistence: RaftPersistence = {
       storage: this.logStore,
       save: (batch, sync) => this.logStore.save(batch, { sync }),
@@ -401,7 +406,7 @@ export class ManagerNode {
     this.appliedSincePersist += 1;
     this.schedulePersist();
     const every = this.opts.snapshotEveryEntries ?? DEFAULT_SNAPSHOT_EVERY_ENTRIES;
-    if (this.appliedSinceSnapshot >= every && !this.snapshotting) void this.takeSnapshot();
+    if (this.appliedSinceSnapshot >= every && !this.compacting) void this.compactLog();
   }
 
   /**
@@ -445,16 +450,36 @@ export class ManagerNode {
   }
 
   /** Snapshot the KV state into the Raft log store and compact the log behind it. */
-  private async takeSnapshot(): Promise<void> {
-    this.snapshotting = true;
+  /**
+   * Compacts the Raft log as etcd does: fsync the applied state, then drop the log up to
+   * LOG_ENTRIES_KEPT_AFTER_SNAPSHOT entries behind it. No image of the state is written: that
+   * costs time in proportion to the whole state, so it is made only when a follower needs one
+   * (takeSnapshot, called through the log store's onSnapshotNeeded).
+   */
+  private async compactLog(): Promise<void> {
+    this.compacting = true;
     try {
       await this.backend.persist({ confState: this.membershipBytes(), sync: true });
+      this.appliedSinceSnapshot = 0;
+      const compactTo = this.backend.durableAppliedIndex - (this.opts.snapshotCatchUpEntries ?? LOG_ENTRIES_KEPT_AFTER_SNAPSHOT);
+      if (compactTo > this.logStore.firstIndex()) await this.logStore.compact(compactTo);
+    } catch (e) {
+      this.opts.logger.warn({ err: e }, 'log compaction failed');
+    } finally {
+      this.compacting = false;
+    }
+  }
+
+  /** Writes a snapshot of the applied state for Raft to send to a follower behind the log's start. */
+  private async takeSnapshot(): Promise<void> {
+    if (this.snapshotting || this.stopped) return;
+    this.snapshotting = true;
+    try {
       const index = this.store.appliedIndex;
       if (index <= this.logStore.snapshotMetadata().index) return;
-      this.appliedSinceSnapshot = 0;
-      await this.logStore.createSnapshot(index, this.conf, this.store.snapshot());
-      const compactTo = index - LOG_ENTRIES_KEPT_AFTER_SNAPSHOT;
-      if (compactTo > this.logStore.firstIndex()) await this.logStore.compact(compactTo);
+      const started = Date.now();
+      const meta = await this.logStore.createSnapshot(index, this.conf, this.store.snapshot());
+      this.opts.logger.info({ index: meta.index, bytes: this.logStore.snapshotSizeBytes(), ms: Date.now() - started }, 'snapshot made for a follower behind the log');
     } catch (e) {
       this.opts.logger.warn({ err: e }, 'snapshot failed');
     } finally {

@@ -5,6 +5,7 @@ export type RaftErrorCode =
   | 'COMPACTED' // the requested index is covered by a snapshot
   | 'UNAVAILABLE' // the requested index is beyond the log
   | 'SNAPSHOT_OUT_OF_DATE'
+  | 'SNAPSHOT_TEMPORARILY_UNAVAILABLE' // Storage.snapshot(): being made; Raft asks again later (etcd's ErrSnapshotTemporarilyUnavailable)
   | 'INVALID_CONF_CHANGE'
   | 'STEP_LOCAL_MSG'
   | 'STEP_PEER_NOT_FOUND'

@@ -218,7 +218,14 @@ export class Raft {
   private startSnapshot(to: NodeId, pr: Progress): boolean {
     // Don't spend bandwidth on a follower that is not responding (it may be down).
     if (!pr.recentActive) return false;
-    const snapshot = this.log.snapshot();
+    let snapshot: Snapshot;
+    try {
+      snapshot = this.log.snapshot();
+    } catch (e) {
+      // The embedder is still making one: the next heartbeat response asks again.
+      if (e instanceof RaftError && e.code === 'SNAPSHOT_TEMPORARILY_UNAVAILABLE') return false;
+      throw e;
+    }
     invariant(snapshot.metadata.index > 0, 'need a non-empty snapshot');
     pr.becomeSnapshot(snapshot);
     this.sendSnapshotChunk(to, pr);

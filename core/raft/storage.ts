@@ -16,7 +16,10 @@ export interface Storage {
   term(i: number): number;
   firstIndex(): number;
   lastIndex(): number;
-  /** The most recent snapshot. */
+  /**
+   * The most recent snapshot, covering at least up to firstIndex()-1. May throw
+   * SNAPSHOT_TEMPORARILY_UNAVAILABLE while one is being made; Raft then tries again later.
+   */
   snapshot(): Snapshot;
 }
 

@@ -28,8 +28,15 @@ export class LogMirror implements Storage {
   private snapMeta: SnapshotMetadata = EMPTY_SNAPSHOT_METADATA;
   private snapData: WeakRef<Uint8Array> | undefined;
 
-  /** @param loadSnapshotData reads the current snapshot's bytes (from its file). */
-  constructor(private readonly loadSnapshotData: () => Uint8Array) {}
+  /**
+   * @param loadSnapshotData reads the current snapshot's bytes (from its file).
+   * @param snapshotNeeded asks the embedder for a snapshot reaching the log's start (the log
+   *   was compacted beyond the last one); snapshot() reports it unavailable until then.
+   */
+  constructor(
+    private readonly loadSnapshotData: () => Uint8Array,
+    private readonly snapshotNeeded: () => void = () => undefined,
+  ) {}
 
   // ------------------------------------------------------------ Storage (Raft's reads)
 
@@ -65,6 +72,12 @@ export class LogMirror implements Storage {
    * only as long as someone holds it.
    */
   snapshot(): Snapshot {
+    if (this.snapMeta.index < this.offset.index) {
+      // The log was compacted beyond the last snapshot (the applied state, durable, covers
+      // it): a follower that needs one gets a fresh snapshot once the embedder has made it.
+      this.snapshotNeeded();
+      throw new RaftError('SNAPSHOT_TEMPORARILY_UNAVAILABLE', `no snapshot reaches the log's start at ${this.offset.index + 1}`);
+    }
     if (this.snapMeta.index === 0) return { metadata: this.snapMeta, data: new Uint8Array(0) };
     let data = this.snapData?.deref();
     if (data === undefined) {

@@ -112,13 +112,17 @@ export class RaftLogStore implements Storage {
   /** File of the durable current snapshot. */
   private snapshotFile: string | undefined;
   private snapshotBytes = 0;
+  private snapshotListener: (() => void) | undefined;
 
   private constructor(
     readonly dir: string,
     private readonly db: ClassicLevel<Buffer, Buffer>,
     private readonly files: SnapshotFiles,
   ) {
-    this.mirror = new LogMirror(() => this.loadSnapshotData());
+    this.mirror = new LogMirror(
+      () => this.loadSnapshotData(),
+      () => this.snapshotListener?.(),
+    );
     this.committer = new GroupCommitter((items) => this.flush(items));
     this.pendingOffset = { index: 0, term: 0 };
     this.pendingLast = 0;
@@ -228,6 +232,11 @@ export class RaftLogStore implements Storage {
   readSnapshotChunk(offset: number, maxBytes: number): Promise<Uint8Array> {
     if (this.snapshotFile === undefined) return Promise.reject(new StorageError('ERR_SNAPSHOT_FILE', 'no snapshot'));
     return this.files.readChunk(this.snapshotFile, offset, maxBytes);
+  }
+
+  /** Called (at most once per snapshot() call) when Raft needs a snapshot newer than the log's start. */
+  onSnapshotNeeded(fn: () => void): void {
+    this.snapshotListener = fn;
   }
 
   /** Calls `fn` after every LevelDB batch with how long it took (with its fsync when `sync`). */
@@ -355,13 +364,19 @@ export class RaftLogStore implements Storage {
     return meta;
   }
 
-  /** Deletes entries up to and including `index`, which the current snapshot must cover. */
+  /**
+   * Deletes entries up to and including `index`. The caller guarantees the state machine is
+   * durable at or beyond `index`: a snapshot covers it, or (etcd's way, no snapshot file
+   * needed) its own applied state was fsynced past it. In the second case snapshot() reports
+   * SNAPSHOT_TEMPORARILY_UNAVAILABLE and calls the onSnapshotNeeded listener until a
+   * snapshot reaching the log's new start is created.
+   */
   compact(index: number): Promise<void> {
     const refused = this.refuseWrites();
     if (refused) return Promise.reject(refused);
     if (index <= this.pendingOffset.index) return Promise.resolve();
-    if (index > this.pendingSnapshotIndex) {
-      return Promise.reject(new StorageError('ERR_INVALID_ARGUMENT', `compact(${index}) beyond the snapshot at ${this.pendingSnapshotIndex}`));
+    if (index > this.pendingLast) {
+      return Promise.reject(new StorageError('ERR_INVALID_ARGUMENT', `compact(${index}) beyond the log's last entry ${this.pendingLast}`));
     }
     let term: number;
     try {

@@ -12,7 +12,8 @@ t.test('--dev needs nothing else: a one-node cluster on the default ports, loopb
   t.match(c, { name: 'dev', bootstrap: true, role: 'manager', bindAddr: '127.0.0.1', ...DEFAULT_PORTS });
   t.equal(c.quotaBackendBytes, undefined, 'quota: the default for this machine');
   t.equal(c.autoCompaction, undefined, 'auto-compaction: the default (one hour)');
-  t.equal(c.snapshotCount, 100_000, "snapshots every 100,000 entries, etcd's --snapshot-count default");
+  t.equal(c.snapshotCount, 10_000, 'log compaction every 10,000 entries');
+  t.equal(c.snapshotCatchUpEntries, 5_000, "5,000 entries kept behind it, etcd's default");
   t.equal(c.httpPort, 7480);
 });
 
@@ -22,12 +23,12 @@ t.test('every flag of the contract is accepted', async (t) => {
     '--bind', '0.0.0.0', '--advertise', '192.168.1.5', '--client-port', '2479', '--peer-port', '2480', '--gossip-port', '8046',
     '--http-port', '7580', '--lb-port', '8081', '--s3-port', '9001', '--dns-port', '8601',
     '--quota-backend-bytes', '1048576', '--auto-compaction-mode', 'revision', '--auto-compaction-retention', '5000',
-    '--snapshot-count', '2000',
+    '--snapshot-count', '2000', '--snapshot-catchup-entries', '50',
   ]);
   t.match(c, {
     name: 'm2', dataDir: '/tmp/x', join: ['manager01', '10.0.0.2:7946'], token: 'T', role: 'worker', bootstrap: false,
     advertiseAddr: '192.168.1.5', clientPort: 2479, dnsPort: 8601, quotaBackendBytes: 1_048_576,
-    autoCompaction: { mode: 'revision', retentionRevisions: 5000 }, snapshotCount: 2000,
+    autoCompaction: { mode: 'revision', retentionRevisions: 5000 }, snapshotCount: 2000, snapshotCatchUpEntries: 50,
   });
   t.same(parseAgentArgs(['--dev', '--auto-compaction-retention', '30m']).autoCompaction, { mode: 'periodic', retentionMs: 1_800_000 }, 'retention alone means periodic');
 });
@@ -50,6 +51,7 @@ t.test('bad flags: a ConfigError that names the flag', async (t) => {
     [['--dev', '--auto-compaction-mode', 'revision', '--auto-compaction-retention', '1h'], /positive number of revisions/],
     [['--dev', '--snapshot-count', '0'], /--snapshot-count: expected an integer 1-10000000, got "0"/],
     [['--dev', '--snapshot-count', '1e9'], /--snapshot-count: expected an integer 1-10000000/],
+    [['--dev', '--snapshot-catchup-entries', '0'], /--snapshot-catchup-entries: expected an integer/],
     [['--dev', '--no-such-flag'], /no-such-flag/],
   ];
   for (const [argv, message] of bad) {

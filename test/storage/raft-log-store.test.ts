@@ -165,7 +165,7 @@ t.test('local snapshot streamed to a file, then compaction; orphan files removed
     for (let i = 0; i < 8; i++) yield new Uint8Array(64 * 1024).fill(i);
   }
   await t.rejects(s.createSnapshot(9, { voters: [1], learners: [] }, new Uint8Array(1)), { code: 'ERR_INVALID_ARGUMENT' });
-  await t.rejects(s.compact(4), { code: 'ERR_INVALID_ARGUMENT' }, 'no snapshot covers 4 yet');
+  await t.rejects(s.compact(7), { code: 'ERR_INVALID_ARGUMENT' }, 'cannot compact beyond the last entry');
   const meta = await s.createSnapshot(4, { voters: [1], learners: [] }, pieces());
   t.same(meta, { index: 4, term: 2, conf: { voters: [1], learners: [] } });
   t.equal(s.firstIndex(), 1, 'creating a snapshot keeps the log');
@@ -269,4 +269,24 @@ t.test('model check against MemoryStorage: random appends, conflicts, snapshots,
     }),
     { numRuns: 60 },
   );
+});
+
+t.test('compaction beyond the snapshot (the applied state covers it): snapshot() asks for a new one until one reaches the log', async (t) => {
+  const dir = await tempDir(t);
+  const s = await RaftLogStore.open(dir);
+  let asked = 0;
+  s.onSnapshotNeeded(() => asked++);
+  await s.save({ entries: [1, 2, 3, 4, 5, 6].map((i) => ent(i, 1)) });
+  t.equal(s.snapshot().metadata.index, 0, 'nothing compacted, no snapshot needed: the empty one');
+  await s.createSnapshot(2, { voters: [1], learners: [] }, new Uint8Array([2]));
+  await s.compact(4);
+  t.equal(s.firstIndex(), 5);
+  t.throws(() => s.snapshot(), { code: 'SNAPSHOT_TEMPORARILY_UNAVAILABLE' }, 'the snapshot at 2 does not reach the log at 5');
+  t.equal(asked, 1, 'the embedder was asked for one');
+  await t.rejects(s.createSnapshot(3, { voters: [1], learners: [] }, new Uint8Array([3])), 'a snapshot below the compaction point has no term to record');
+  await s.createSnapshot(5, { voters: [1], learners: [] }, new Uint8Array([5]));
+  t.same(s.snapshot().metadata, { index: 5, term: 1, conf: { voters: [1], learners: [] } });
+  t.same([...s.snapshot().data], [5]);
+  t.equal(asked, 1);
+  await s.close();
 });
