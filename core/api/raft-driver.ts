@@ -92,7 +92,8 @@ export interface RaftDriverStats {
 export class RaftDriver {
   readonly node: RawNode;
   readonly stats: RaftDriverStats = { readies: 0, entriesPersisted: 0, saves: 0, entriesApplied: 0, messagesSent: 0, proposals: 0, leaderChanges: 0 };
-  private readonly proposals = new Map<string, Waiter>();
+  /** Our proposals in flight, by the counter half of their request id. */
+  private readonly proposals = new Map<number, Waiter>();
   private readonly reads = new Map<string, Waiter>();
   /** Reads whose index is known, waiting for apply to catch up. */
   private readonly readsByIndex: Array<{ index: number; key: string }> = [];
@@ -105,7 +106,10 @@ export class RaftDriver {
   private leaderListeners: Array<(lead: NodeId, role: Role) => void> = [];
   private loopError: Error | undefined;
   private readonly requestIdPrefix = randomBytes(8);
-  private requestCounter = 0n;
+  /** The prefix as two big-endian u32s, to recognise our own entries without allocating. */
+  private readonly prefixHi = this.requestIdPrefix.readUInt32BE(0);
+  private readonly prefixLo = this.requestIdPrefix.readUInt32BE(4);
+  private requestCounter = 0;
   /** Read barriers waiting for the ReadIndex round in flight to finish, to share the next one. */
   private readsWaitingForNextRound: Array<{ resolve(): void; reject(e: Error): void }> = [];
   private readRoundInFlight = false;
@@ -161,11 +165,11 @@ export class RaftDriver {
   /** Propose `payload`; resolves with the state machine's result once applied here. */
   propose(payload: Uint8Array): Promise<unknown> {
     if (this.stopped) return Promise.reject(new RaftDriverError('STOPPED', 'raft node stopped'));
-    const id = this.nextRequestId();
-    const data = new Uint8Array(REQUEST_ID_BYTES + payload.length);
-    data.set(id, 0);
+    const counter = ++this.requestCounter;
+    const data = Buffer.allocUnsafe(REQUEST_ID_BYTES + payload.length);
+    this.writeRequestId(data, counter);
     data.set(payload, REQUEST_ID_BYTES);
-    return this.track(this.proposals, id.toString('hex'), () => {
+    return this.track(this.proposals, counter, () => {
       this.node.propose(data);
       this.stats.proposals++;
     });
@@ -192,7 +196,8 @@ export class RaftDriver {
     this.readsWaitingForNextRound = [];
     if (waiters.length === 0) return;
     this.readRoundInFlight = true;
-    const ctx = this.nextRequestId();
+    const ctx = Buffer.allocUnsafe(REQUEST_ID_BYTES);
+    this.writeRequestId(ctx, ++this.requestCounter);
     this.track(this.reads, ctx.toString('hex'), () => this.node.readIndex(ctx)).then(
       () => waiters.forEach((w) => w.resolve()),
       (e: Error) => waiters.forEach((w) => w.reject(e)),
@@ -206,7 +211,7 @@ export class RaftDriver {
    * Register a waiter under `key` in `waiters`, then start the request. The waiter fails with
    * TIMEOUT after requestTimeoutMs, or DROPPED when Raft refuses the request at once.
    */
-  private track(waiters: Map<string, Waiter>, key: string, start: () => void): Promise<unknown> {
+  private track<K>(waiters: Map<K, Waiter>, key: K, start: () => void): Promise<unknown> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         waiters.delete(key);
@@ -259,11 +264,18 @@ export class RaftDriver {
   }
 
   /** Unique across nodes and restarts: a random per-process prefix and a counter (cheaper than 16 random bytes per request). */
-  private nextRequestId(): Buffer {
-    const id = Buffer.allocUnsafe(REQUEST_ID_BYTES);
-    this.requestIdPrefix.copy(id, 0);
-    id.writeBigUInt64BE(++this.requestCounter, 8);
-    return id;
+  private writeRequestId(out: Uint8Array, counter: number): void {
+    out.set(this.requestIdPrefix, 0);
+    const view = Buffer.from(out.buffer, out.byteOffset + 8, 8);
+    view.writeUInt32BE(Math.floor(counter / 2 ** 32), 0);
+    view.writeUInt32BE(counter >>> 0, 4);
+  }
+
+  /** The counter of a request id this process made, or undefined for another member's. */
+  private ownCounter(d: Uint8Array): number | undefined {
+    const u32 = (o: number): number => ((d[o]! << 24) | (d[o + 1]! << 16) | (d[o + 2]! << 8) | d[o + 3]!) >>> 0;
+    if (u32(0) !== this.prefixHi || u32(4) !== this.prefixLo) return undefined;
+    return u32(8) * 2 ** 32 + u32(12);
   }
 
   private lastHardState(): HardState {
@@ -317,7 +329,7 @@ export class RaftDriver {
     }
     if (e.data.length === 0) return; // a leader's no-op
     if (e.data.length < REQUEST_ID_BYTES) return; // not ours: ignore rather than crash
-    const key = Buffer.from(e.data.subarray(0, REQUEST_ID_BYTES)).toString('hex');
+    const counter = this.ownCounter(e.data);
     let result: unknown;
     let error: Error | undefined;
     try {
@@ -325,9 +337,9 @@ export class RaftDriver {
     } catch (err) {
       error = err as Error;
     }
-    const w = this.proposals.get(key);
+    const w = counter === undefined ? undefined : this.proposals.get(counter);
     if (!w) return;
-    this.proposals.delete(key);
+    this.proposals.delete(counter!);
     clearTimeout(w.timer);
     if (error) w.reject(error);
     else w.resolve(result);

@@ -117,30 +117,40 @@ function toSafeInt(v: unknown, where: string): number {
   return n;
 }
 
+/** Each schema's fields as a list, made once: canonical() runs for every proposed request. */
+const fieldLists = new WeakMap<Schema, Array<[string, Kind]>>();
+function fieldList(schema: Schema): Array<[string, Kind]> {
+  let list = fieldLists.get(schema);
+  if (list === undefined) {
+    list = Object.entries(schema.fields);
+    fieldLists.set(schema, list);
+  }
+  return list;
+}
+
 function canonical(src: unknown, schema: Schema, depth: number): Record<string, unknown> {
   if (depth > MAX_MESSAGE_DEPTH) throw new KvError('TXN_TOO_DEEP');
   if (typeof src !== 'object' || src === null || Array.isArray(src)) throw malformed(`${schema.name}: not an object`);
   const obj = src as Record<string, unknown>;
   const out: Record<string, unknown> = {};
   let set = 0;
-  for (const [field, kind] of Object.entries(schema.fields)) {
+  for (const [field, kind] of fieldList(schema)) {
     const v = obj[field];
     if (v === undefined || v === null) continue;
-    const where = `${schema.name}.${field}`;
     if (kind === 'bytes') {
-      if (!(v instanceof Uint8Array)) throw malformed(`${where}: not bytes`);
+      if (!(v instanceof Uint8Array)) throw malformed(`${schema.name}.${field}: not bytes`);
       if (v.byteLength > 0) out[field] = Buffer.from(v.buffer, v.byteOffset, v.byteLength);
     } else if (kind === 'int') {
-      const n = toSafeInt(v, where);
+      const n = typeof v === 'number' && Number.isSafeInteger(v) ? v : toSafeInt(v, `${schema.name}.${field}`);
       if (n !== 0) out[field] = n;
     } else if (kind === 'bool') {
-      if (typeof v !== 'boolean') throw malformed(`${where}: not a boolean`);
+      if (typeof v !== 'boolean') throw malformed(`${schema.name}.${field}: not a boolean`);
       if (v) out[field] = true;
     } else if ('msg' in kind) {
       out[field] = canonical(v, kind.msg(), depth + 1);
       set++;
     } else {
-      if (!Array.isArray(v)) throw malformed(`${where}: not a list`);
+      if (!Array.isArray(v)) throw malformed(`${schema.name}.${field}: not a list`);
       if (v.length > 0) out[field] = v.map((e) => canonical(e, kind.list(), depth + 1));
     }
   }

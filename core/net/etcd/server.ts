@@ -95,7 +95,14 @@ function service(name: string): grpc.ServiceDefinition {
 }
 
 function callContext(call: { getPeer(): string; metadata: grpc.Metadata }): CallContext {
-  return { peer: call.getPeer(), requireLeader: call.metadata.get('hasleader')[0] === 'true' };
+  // The peer string is built from the socket on each getPeer(); few handlers need it.
+  let peer: string | undefined;
+  return {
+    get peer() {
+      return (peer ??= call.getPeer());
+    },
+    requireLeader: call.metadata.get('hasleader')[0] === 'true',
+  };
 }
 
 function requestBytes(o: unknown): number {
@@ -170,16 +177,17 @@ export class EtcdGrpcServer {
 
   private unary(method: string, fn: (req: Obj, ctx: CallContext) => Promise<Obj>, sizeChecked = false): grpc.handleUnaryCall<Obj, Obj> {
     return (call, callback) => {
-      const ctx = callContext(call);
-      Promise.resolve()
-        .then(() => {
-          if (sizeChecked && requestBytes(call.request) > this.limits.maxRequestBytes) throw new EtcdError('REQUEST_TOO_LARGE');
-          return fn(call.request, ctx);
-        })
-        .then(
-          (resp) => callback(null, resp),
-          (err: unknown) => callback(this.toStatus(err, method)),
-        );
+      let pending: Promise<Obj>;
+      try {
+        if (sizeChecked && requestBytes(call.request) > this.limits.maxRequestBytes) throw new EtcdError('REQUEST_TOO_LARGE');
+        pending = fn(call.request, callContext(call));
+      } catch (err) {
+        pending = Promise.reject(err);
+      }
+      pending.then(
+        (resp) => callback(null, resp),
+        (err: unknown) => callback(this.toStatus(err, method)),
+      );
     };
   }
 
