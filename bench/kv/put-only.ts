@@ -1,15 +1,13 @@
 /**
  * `node dist/bench/kv/put-only.js [picloud|etcd] [IN_FLIGHT] [SECONDS]`: the KV benchmark's put
  * phase alone, twice, on a fresh three-member cluster, with what the full run does not report:
- * each member's CPU per put split by thread (main thread, libuv pool, LevelDB, V8 helpers; for
- * etcd the Go runtime's threads together). For working on CPU per put; ratios still come from
+ * each member's CPU per put split by thread: the main thread, then every other thread by id
+ * (Node names them all "node": V8's GC helpers, libuv's pool, LevelDB's compaction thread; etcd's
+ * Go threads appear under their own name). For working on CPU per put; ratios still come from
  * `npm run bench -- kv`. PICLOUD_NODE_ARGS='--flag …' passes node flags to the picloud members.
  */
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { startEtcd, startPicloud } from './clusters.js';
-import { EtcdBenchClient } from './client.js';
+import { readFileSync, readdirSync } from 'node:fs';
+import { parseSystem, runProbe, withProbeCluster } from './probe.js';
 import { benchValue, putPhase } from './workload.js';
 
 const USER_HZ = 100;
@@ -34,20 +32,12 @@ function threadCpuMs(pid: number): Map<string, number> {
 }
 
 async function main(): Promise<void> {
-  const system = process.argv[2] ?? 'picloud';
-  if (system !== 'picloud' && system !== 'etcd') throw new Error('system must be picloud or etcd');
+  const system = parseSystem(process.argv[2]);
   const inFlight = Number(process.argv[3] ?? 64);
   const seconds = Number(process.argv[4] ?? 15);
   if (!(Number.isInteger(inFlight) && inFlight >= 1 && inFlight <= 1024)) throw new Error('IN_FLIGHT must be 1..1024');
   if (!(seconds > 0 && seconds <= 300)) throw new Error('SECONDS must be in (0, 300]');
-  const root = mkdtempSync(join(tmpdir(), 'picloud-put-only-'));
-  const cluster = system === 'etcd' ? await startEtcd({ root }) : await startPicloud({ root, nodeArgs: process.env.PICLOUD_NODE_ARGS?.split(' ').filter(Boolean) });
-  const writer = new EtcdBenchClient(await cluster.leaderEndpoint(), 8);
-  try {
-    await writer.connect();
-    const leader = writer.endpoint;
-    const order = [...cluster.members].sort((a, b) => Number(b.clientEndpoint === leader) - Number(a.clientEndpoint === leader));
-    const pids = order.map((m) => m.proc.pid!);
+  await withProbeCluster(system, 8, async ({ writer, pids }) => {
     const value = benchValue();
     for (let round = 1; round <= 2; round++) {
       const before = pids.map(threadCpuMs);
@@ -57,21 +47,11 @@ async function main(): Promise<void> {
       pids.forEach((_, i) => {
         const parts = [...after[i]!].map(([name, ms]) => [name, ((ms - (before[i]!.get(name) ?? 0)) * 1000) / r.ops] as const)
           .filter(([, us]) => us >= 1).sort((a, b) => b[1] - a[1]);
-        const total = parts.reduce((s, [, us]) => s + us, 0);
+        const total = parts.reduce((sum, [, us]) => sum + us, 0);
         process.stdout.write(`  ${i === 0 ? 'leader  ' : 'follower'} ${total.toFixed(0)} µs: ${parts.map(([n, us]) => `${n} ${us.toFixed(0)}`).join(', ')}\n`);
       });
     }
-  } finally {
-    writer.close();
-    await cluster.stop();
-    rmSync(root, { recursive: true, force: true });
-  }
+  });
 }
 
-main().then(
-  () => process.exit(0),
-  (e: unknown) => {
-    process.stderr.write(`${(e as Error).message}\n`);
-    process.exit(1);
-  },
-);
+runProbe(main);

@@ -5,11 +5,8 @@
  * syscalls per put (/proc/PID/io syscw). For working on the fan-out; ratios still come from
  * `npm run bench -- kv`.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { startEtcd, startPicloud } from './clusters.js';
-import { EtcdBenchClient } from './client.js';
+import { readFileSync } from 'node:fs';
+import { parseSystem, runProbe, withProbeCluster } from './probe.js';
 import { cpuTimeMs } from './proc.js';
 import { benchValue, watchPhase } from './workload.js';
 
@@ -21,21 +18,13 @@ function writeSyscalls(pid: number): number {
 }
 
 async function main(): Promise<void> {
-  const system = process.argv[2] ?? 'picloud';
-  if (system !== 'picloud' && system !== 'etcd') throw new Error('system must be picloud or etcd');
+  const system = parseSystem(process.argv[2]);
   const watchers = Number(process.argv[3] ?? 1000);
   const puts = Number(process.argv[4] ?? 200);
   if (!(Number.isInteger(watchers) && watchers >= 1 && watchers <= 10_000)) throw new Error('WATCHERS must be 1..10000');
   if (!(Number.isInteger(puts) && puts >= 1 && puts <= 10_000)) throw new Error('PUTS must be 1..10000');
-  const root = mkdtempSync(join(tmpdir(), 'picloud-watch-only-'));
-  const cluster = system === 'etcd' ? await startEtcd({ root }) : await startPicloud({ root });
-  const writer = new EtcdBenchClient(await cluster.leaderEndpoint(), 1);
-  try {
-    await writer.connect();
-    const leader = writer.endpoint;
-    const order = [...cluster.members].sort((a, b) => Number(b.clientEndpoint === leader) - Number(a.clientEndpoint === leader));
-    const pids = order.map((m) => m.proc.pid!);
-    const follower = order[1]!.clientEndpoint;
+  await withProbeCluster(system, 1, async ({ writer, pids, endpoints }) => {
+    const follower = endpoints[1]!;
     const value = benchValue();
     for (let round = 1; round <= 2; round++) {
       const cpu0 = pids.map(cpuTimeMs);
@@ -52,17 +41,7 @@ async function main(): Promise<void> {
           `client CPU ms per put ${((client.user + client.system) / 1000 / r.puts).toFixed(2)}\n`,
       );
     }
-  } finally {
-    writer.close();
-    await cluster.stop();
-    rmSync(root, { recursive: true, force: true });
-  }
+  });
 }
 
-main().then(
-  () => process.exit(0),
-  (e: unknown) => {
-    process.stderr.write(`${(e as Error).message}\n`);
-    process.exit(1);
-  },
-);
+runProbe(main);

@@ -1,0 +1,52 @@
+/**
+ * The frame of the single-phase probes (watch-only.ts, put-only.ts): a fresh three-member
+ * cluster of one system, a writer connected to its leader, the member PIDs leader first, and
+ * teardown whatever happens; plus the process entry that prints an error and sets the exit code.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startEtcd, startPicloud, type SystemName } from './clusters.js';
+import { EtcdBenchClient } from './client.js';
+
+export interface ProbeCluster {
+  writer: EtcdBenchClient;
+  /** Member PIDs, the leader first. */
+  pids: number[];
+  /** Client endpoints in the same order. */
+  endpoints: string[];
+}
+
+export function parseSystem(arg: string | undefined): SystemName {
+  const system = arg ?? 'picloud';
+  if (system !== 'picloud' && system !== 'etcd') throw new Error('system must be picloud or etcd');
+  return system;
+}
+
+/** Runs `fn` against a fresh cluster; PICLOUD_NODE_ARGS='--flag …' passes node flags to picloud members. */
+export async function withProbeCluster(system: SystemName, writerChannels: number, fn: (c: ProbeCluster) => Promise<void>): Promise<void> {
+  const root = mkdtempSync(join(tmpdir(), `picloud-probe-${system}-`));
+  const nodeArgs = process.env.PICLOUD_NODE_ARGS?.split(' ').filter(Boolean);
+  const cluster = system === 'etcd' ? await startEtcd({ root }) : await startPicloud({ root, nodeArgs });
+  const writer = new EtcdBenchClient(await cluster.leaderEndpoint(), writerChannels);
+  try {
+    await writer.connect();
+    const leader = writer.endpoint;
+    const order = [...cluster.members].sort((a, b) => Number(b.clientEndpoint === leader) - Number(a.clientEndpoint === leader));
+    await fn({ writer, pids: order.map((m) => m.proc.pid!), endpoints: order.map((m) => m.clientEndpoint) });
+  } finally {
+    writer.close();
+    await cluster.stop();
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+export function runProbe(main: () => Promise<void>): void {
+  main().then(
+    () => process.exit(0),
+    (e: unknown) => {
+      process.stderr.write(`${(e as Error).message}\n`);
+      process.exit(1);
+    },
+  );
+}
