@@ -1,9 +1,10 @@
 import t, { type Test } from 'tap';
 import fc from 'fast-check';
+import { ClassicLevel } from 'classic-level';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RaftLogStore } from '../../core/storage/raft-log-store.js';
+import { RaftLogStore, entryKey } from '../../core/storage/raft-log-store.js';
 import { GroupCommitter, MAX_GROUP_COMMIT_ITEMS } from '../../core/storage/group-commit.js';
 import { MemoryStorage } from '../../core/raft/storage.js';
 import { EntryType, type Entry } from '../../core/raft/types.js';
@@ -289,4 +290,22 @@ t.test('compaction beyond the snapshot (the applied state covers it): snapshot()
   t.same([...s.snapshot().data], [5]);
   t.equal(asked, 1);
   await s.close();
+});
+
+t.test('compaction deletes the compacted entries from LevelDB (in the background), and a reopen starts after them', async (t) => {
+  const dir = await tempDir(t);
+  const s = await RaftLogStore.open(dir);
+  await s.save({ entries: Array.from({ length: 50 }, (_, i) => ent(i + 1, 1)) });
+  await s.createSnapshot(10, { voters: [1], learners: [] }, new Uint8Array([1]));
+  await s.compact(30); // beyond the snapshot: the caller's applied state covers it
+  await s.close();
+  const db = new ClassicLevel<Buffer, Buffer>(join(dir, 'log'), { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+  const left: number[] = [];
+  for await (const key of db.keys({ gte: entryKey(0), lte: entryKey(Number.MAX_SAFE_INTEGER) })) left.push(Number(key.readBigUInt64BE(1)));
+  await db.close();
+  t.same(left, Array.from({ length: 20 }, (_, i) => i + 31), 'only entries 31-50 remain on disk');
+  const again = await RaftLogStore.open(dir);
+  t.equal(again.firstIndex(), 31);
+  t.equal(again.lastIndex(), 50);
+  await again.close();
 });
