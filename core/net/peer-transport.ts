@@ -163,6 +163,21 @@ class PeerSender {
     else if (this.state === 'open') this.scheduleFlush();
   }
 
+  /**
+   * The peer just connected to us and proved who it is, so it is up: a reconnect waiting out
+   * its backoff (up to RECONNECT_MAX_MS after a long outage) starts now. Without this, a
+   * restarted member could not hear votes or appends from us for seconds, and an election
+   * that needed its vote took that long.
+   */
+  peerIsUp(): void {
+    if (this.state !== 'backoff') return;
+    clearTimeout(this.timer);
+    this.attempt = 0;
+    this.state = 'idle';
+    this.reportedUnreachable = false;
+    this.connect();
+  }
+
   snapshot(): PeerStats {
     return {
       address: this.addrText,
@@ -431,6 +446,7 @@ export class PeerTransport {
         const from = hello.nodeId;
         this.inboundByPeer.get(from)?.close();
         this.inboundByPeer.set(from, channel);
+        this.peers.get(from)?.peerIsUp();
         channel.start({
           onFrame: (plain) => this.receive(from, plain),
           onClose: (err) => {

@@ -144,6 +144,31 @@ t.test('unreachable peer: reported, retried with backoff, delivered once it is u
   await waitFor(() => a.unreachable.length > before, 'reported again');
 });
 
+t.test('a peer that connects to us is up: our reconnect to it skips the rest of its backoff', async (t) => {
+  const probe = createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()));
+  const port = (probe.address() as { port: number }).port;
+  await new Promise<void>((r) => probe.close(() => r()));
+  // Backoff of up to a minute: waiting it out would time the test out.
+  const SLOW: Partial<PeerTransportLimits> = { ...FAST, reconnectBaseMs: 60_000, reconnectMaxMs: 60_000 };
+  const a = await node(t, 1, SLOW);
+  a.t.addPeer(2, `127.0.0.1:${port}`);
+  a.t.send([hb(1, 2)]);
+  await waitFor(() => a.t.stats().peers['2']!.connectFailures >= 1, 'first failure');
+  // Peer 2 comes up and talks to us first (as a restarted member does).
+  const got: Message[] = [];
+  const b = new PeerTransport({ nodeId: 2, peerKey: key, onMessage: (m) => got.push(m), limits: FAST });
+  await b.listen(port);
+  t.teardown(() => b.close());
+  b.addPeer(1, a.addr);
+  b.send([hb(2, 1, 7)]);
+  await waitFor(() => a.got.length === 1, 'peer 2 reached us');
+  await waitFor(() => a.t.stats().peers['2']!.connected, 'our connection to peer 2, well before the backoff', 3_000);
+  a.t.send([hb(1, 2, 9)]);
+  await waitFor(() => got.length === 1, 'delivery');
+  t.equal(got[0]!.term, 9);
+});
+
 t.test('backoff: exponential, jittered, capped', async (t) => {
   t.equal(backoffDelayMs(0, () => 0.999, 50, 5000), 49);
   t.equal(backoffDelayMs(3, () => 0.5, 50, 5000), 200);
