@@ -8,7 +8,6 @@
  * context), so every node derives the same member table from the log. Joiners enter as
  * learners and the leader promotes them once they have caught up.
  */
-import { DEFAULT_SNAPSHOT_EVERY_ENTRIES, LOG_ENTRIES_KEPT_AFTER_SNAPSHOT } from './snapshot-policy.js';
 import { randomInt } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
@@ -49,6 +48,7 @@ import { PeerTransport } from '../net/peer-transport.js';
 import { JoinMember, JoinServer, joinCluster } from '../net/join.js';
 import { derivePeerKey, formatToken, generateToken, parseToken, tokenDigest } from '../net/token.js';
 import { RaftDriver, RaftDriverError, RaftPersistence } from './raft-driver.js';
+import { DEFAULT_SNAPSHOT_EVERY_ENTRIES, LOG_ENTRIES_KEPT_AFTER_SNAPSHOT } from './snapshot-policy.js';
 
 export interface ManagerNodeOptions {
   name: string;
@@ -449,7 +449,6 @@ export class ManagerNode {
       });
   }
 
-  /** Snapshot the KV state into the Raft log store and compact the log behind it. */
   /**
    * Compacts the Raft log as etcd does: fsync the applied state, then drop the log up to
    * LOG_ENTRIES_KEPT_AFTER_SNAPSHOT entries behind it. No image of the state is written: that

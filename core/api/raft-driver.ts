@@ -264,18 +264,16 @@ export class RaftDriver {
   }
 
   /** Unique across nodes and restarts: a random per-process prefix and a counter (cheaper than 16 random bytes per request). */
-  private writeRequestId(out: Uint8Array, counter: number): void {
-    out.set(this.requestIdPrefix, 0);
-    const view = Buffer.from(out.buffer, out.byteOffset + 8, 8);
-    view.writeUInt32BE(Math.floor(counter / 2 ** 32), 0);
-    view.writeUInt32BE(counter >>> 0, 4);
+  private writeRequestId(out: Buffer, counter: number): void {
+    this.requestIdPrefix.copy(out, 0);
+    out.writeUInt32BE(Math.floor(counter / 2 ** 32), 8);
+    out.writeUInt32BE(counter >>> 0, 12);
   }
 
   /** The counter of a request id this process made, or undefined for another member's. */
   private ownCounter(d: Uint8Array): number | undefined {
-    const u32 = (o: number): number => ((d[o]! << 24) | (d[o + 1]! << 16) | (d[o + 2]! << 8) | d[o + 3]!) >>> 0;
-    if (u32(0) !== this.prefixHi || u32(4) !== this.prefixLo) return undefined;
-    return u32(8) * 2 ** 32 + u32(12);
+    if (readU32BE(d, 0) !== this.prefixHi || readU32BE(d, 4) !== this.prefixLo) return undefined;
+    return readU32BE(d, 8) * 2 ** 32 + readU32BE(d, 12);
   }
 
   private lastHardState(): HardState {
@@ -376,6 +374,11 @@ export class RaftDriver {
     this.lastRole = role;
     for (const fn of this.leaderListeners) fn(lead, role);
   }
+}
+
+/** Entry data arrives as a plain Uint8Array (no Buffer read methods): read it by hand. */
+function readU32BE(d: Uint8Array, o: number): number {
+  return ((d[o]! << 24) | (d[o + 1]! << 16) | (d[o + 2]! << 8) | d[o + 3]!) >>> 0;
 }
 
 /** How many of `committed` lie below the first of `unsaved` (the entries this Ready persists). */
