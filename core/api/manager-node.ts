@@ -313,6 +313,7 @@ export class ManagerNode {
     const persistence: RaftPersistence = {
       storage: this.logStore,
       save: (batch, sync) => this.logStore.save(batch, { sync }),
+      readSnapshotChunk: (of, offset, length) => this.logStore.readSnapshotChunk(offset, length, of),
     };
     const applied = this.store.appliedIndex;
     this.driver = new RaftDriver(
@@ -323,6 +324,8 @@ export class ManagerNode {
         random: { next: Math.random, int: (n: number) => Math.floor(Math.random() * n) },
         electionTicks: this.opts.electionTicks,
         heartbeatTicks: 1,
+        // A snapshot from the leader goes to a spool file chunk by chunk, never whole in memory.
+        spoolIncomingSnapshots: true,
       },
       persistence,
       { send: (msgs) => this.transport.send(msgs) },
@@ -487,7 +490,17 @@ export class ManagerNode {
   }
 
   private async restoreSnapshot(snap: Snapshot): Promise<void> {
-    await this.store.restore([snap.data]);
+    if (snap.data instanceof Uint8Array) {
+      await this.store.restore([snap.data]);
+    } else {
+      // Spooled and installed by the save that preceded this call: stream it from its file.
+      const current = this.logStore.snapshotMetadata();
+      if (current.index !== snap.metadata.index || current.term !== snap.metadata.term) {
+        throw new Error(`snapshot ${snap.metadata.term}/${snap.metadata.index} to restore is not the stored one (${current.term}/${current.index})`);
+      }
+      await this.store.restore(this.logStore.openSnapshotStream());
+      this.opts.logger.info({ index: snap.metadata.index, bytes: snap.data.sizeBytes }, 'installed a snapshot received from the leader');
+    }
     this.conf = snap.metadata.conf;
     // The member table as of the snapshot is not in the KV image: keep what we know, drop
     // members that are no longer in the configuration.

@@ -19,16 +19,30 @@ import {
   Ready,
   Role,
   Snapshot,
+  SnapshotChunkWrite,
+  SnapshotMetadata,
   Storage,
   decodeConfChange,
 } from '../raft/index.js';
 import { MemoryStorage } from '../raft/storage.js';
 
+export interface PersistBatch {
+  hardState?: HardState;
+  entries: Entry[];
+  snapshot?: Snapshot;
+  snapshotChunks?: SnapshotChunkWrite[];
+}
+
 export interface RaftPersistence {
   /** The read mirror RawNode consults; updated by save() once data is durable. */
   readonly storage: Storage;
-  /** Write snapshot, entries and hard state; resolve only when durable if `sync`. */
-  save(batch: { hardState?: HardState; entries: Entry[]; snapshot?: Snapshot }, sync: boolean): Promise<void>;
+  /** Spool snapshot chunks, then write snapshot, entries and hard state; resolve only when durable if `sync`. */
+  save(batch: PersistBatch, sync: boolean): Promise<void>;
+  /**
+   * Bytes of the snapshot `of` from `offset`, for a chunk Raft sends without holding them
+   * (storage whose snapshots are external must provide this). Rejects if that snapshot is gone.
+   */
+  readSnapshotChunk?(of: SnapshotMetadata, offset: number, length: number): Promise<Uint8Array>;
 }
 
 export interface RaftTransport {
@@ -289,15 +303,17 @@ export class RaftDriver {
     st.readies++;
     st.messagesSent += rd.earlyMessages.length + rd.messages.length;
     st.entriesApplied += rd.committedEntries.length;
-    if (rd.earlyMessages.length > 0) this.transport.send(rd.earlyMessages);
+    if (rd.earlyMessages.length > 0) this.send(rd.earlyMessages);
     // A hard state whose only change is the commit index is not written on its own: the
     // commit index is a hint (a restarted node learns it from the leader, and the applied
     // state records how far it got), so it rides along with the next entries instead.
     let saving: Promise<void> | undefined;
-    if (rd.snapshot || rd.entries.length > 0 || (rd.hardState && rd.mustSync)) {
+    if (rd.snapshot || rd.entries.length > 0 || rd.snapshotChunks.length > 0 || (rd.hardState && rd.mustSync)) {
       st.saves++;
       st.entriesPersisted += rd.entries.length;
-      saving = this.persistence.save({ hardState: rd.hardState ?? this.lastHardState(), entries: rd.entries, snapshot: rd.snapshot }, rd.mustSync);
+      const batch: PersistBatch = { hardState: rd.hardState ?? this.lastHardState(), entries: rd.entries, snapshot: rd.snapshot };
+      if (rd.snapshotChunks.length > 0) batch.snapshotChunks = rd.snapshotChunks;
+      saving = this.persistence.save(batch, rd.mustSync);
     }
     // Committed entries this node already holds durably are applied while the save's fsync
     // runs, as etcd applies beside its WAL write: committed means durable on a quorum, and
@@ -306,7 +322,7 @@ export class RaftDriver {
     const early = rd.snapshot ? 0 : durablePrefix(rd.committedEntries, rd.entries);
     for (let i = 0; i < early; i++) this.applyEntry(rd.committedEntries[i]!);
     if (saving) await saving;
-    if (rd.messages.length > 0) this.transport.send(rd.messages);
+    if (rd.messages.length > 0) this.send(rd.messages);
     if (rd.snapshot) await this.sm.restore(rd.snapshot);
     for (let i = early; i < rd.committedEntries.length; i++) this.applyEntry(rd.committedEntries[i]!);
     if (rd.committedEntries.length > 0 || rd.snapshot) await this.sm.afterApply?.();
@@ -316,6 +332,36 @@ export class RaftDriver {
       if (this.reads.has(key)) this.readsByIndex.push({ index: rs.index, key });
     }
     this.releaseReads();
+  }
+
+  /** Hands messages to the transport; snapshot chunks whose bytes Raft does not hold leave once read. */
+  private send(messages: Message[]): void {
+    if (!messages.some(needsSnapshotBytes)) {
+      this.transport.send(messages);
+      return;
+    }
+    for (const m of messages) if (needsSnapshotBytes(m)) void this.attachAndSend(m);
+    const now = messages.filter((m) => !needsSnapshotBytes(m));
+    if (now.length > 0) this.transport.send(now);
+  }
+
+  /** Reads a snapshot chunk's bytes (Raft may send another chunk meanwhile: order is not needed). */
+  private async attachAndSend(m: Message): Promise<void> {
+    const chunk = m.snapshot!;
+    try {
+      if (this.persistence.readSnapshotChunk === undefined) throw new Error('persistence cannot read snapshot chunks');
+      const data = await this.persistence.readSnapshotChunk(chunk.metadata, chunk.offset, chunk.bytesToAttach!);
+      if (data.length !== chunk.bytesToAttach) throw new Error(`read ${data.length} of ${chunk.bytesToAttach} snapshot bytes at ${chunk.offset}`);
+      chunk.data = data;
+      delete chunk.bytesToAttach;
+    } catch {
+      // The snapshot was replaced (or its file is unreadable): Raft starts over with the current one.
+      if (this.stopped) return;
+      this.node.reportSnapshotFailure(m.to);
+      this.schedule();
+      return;
+    }
+    if (!this.stopped) this.transport.send([m]);
   }
 
   private applyEntry(e: Entry): void {
@@ -374,6 +420,10 @@ export class RaftDriver {
     this.lastRole = role;
     for (const fn of this.leaderListeners) fn(lead, role);
   }
+}
+
+function needsSnapshotBytes(m: Message): boolean {
+  return m.snapshot?.bytesToAttach !== undefined;
 }
 
 /** Entry data arrives as a plain Uint8Array (no Buffer read methods): read it by hand. */

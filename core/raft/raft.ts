@@ -32,8 +32,11 @@ import {
   ReadState,
   Role,
   Snapshot,
+  SnapshotChunkWrite,
+  SnapshotData,
   SoftState,
   emptyMessage,
+  snapshotSizeBytes,
 } from './types.js';
 
 export interface RaftConfig {
@@ -55,6 +58,11 @@ export interface RaftConfig {
   maxUncommittedEntriesBytes: number;
   /** Snapshots travel in chunks of this many bytes. */
   snapshotChunkBytes: number;
+  /**
+   * A follower hands each received snapshot chunk to the embedder (Ready.snapshotChunks)
+   * instead of collecting the image in memory; the restored snapshot is then external.
+   */
+  spoolIncomingSnapshots?: boolean;
   /** A leader that has not heard from a quorum within an election timeout steps down. */
   checkQuorum: boolean;
   /** Candidates first check they could win without disturbing the cluster (§9.6). */
@@ -96,7 +104,8 @@ interface IncomingSnapshot {
   index: number;
   term: number;
   from: NodeId;
-  chunks: Uint8Array[];
+  /** The bytes so far, unless the embedder spools them. */
+  chunks: Uint8Array[] | undefined;
   receivedBytes: number;
 }
 
@@ -112,6 +121,8 @@ export class Raft {
   /** Outgoing messages, drained by RawNode.ready(). */
   msgs: Message[] = [];
   readStates: ReadState[] = [];
+  /** Received snapshot chunks for the embedder's spool, drained by RawNode.ready(). */
+  snapshotWrites: SnapshotChunkWrite[] = [];
 
   /** Leader: index of the last conf change proposed; no new one until it is applied. */
   pendingConfIndex = 0;
@@ -236,17 +247,32 @@ export class Raft {
     const transfer = pr.transfer;
     if (!transfer) return;
     const { snapshot, ackedBytes } = transfer;
-    const total = snapshot.data.length;
+    const data = snapshot.data;
+    const total = snapshotSizeBytes(data);
     const end = Math.min(total, ackedBytes + this.cfg.snapshotChunkBytes);
     const m = emptyMessage(MessageType.Snap, this.id, to, 0);
     m.snapshot = {
       metadata: snapshot.metadata,
       offset: ackedBytes,
-      data: snapshot.data.subarray(ackedBytes, end),
+      data: data instanceof Uint8Array ? data.subarray(ackedBytes, end) : EMPTY_BYTES,
       totalBytes: total,
       done: end === total,
     };
+    // An external snapshot's bytes are read by the embedder as the message leaves.
+    if (!(data instanceof Uint8Array)) m.snapshot.bytesToAttach = end - ackedBytes;
     this.send(m);
+  }
+
+  /**
+   * The embedder could not attach a chunk of the snapshot being sent to `to` (its file was
+   * replaced by a newer one): drop the transfer, as etcd's ReportSnapshot(failure) does. The
+   * next append attempt starts over with the current snapshot.
+   */
+  snapshotFailed(to: NodeId): void {
+    const pr = this.trk.progress.get(to);
+    if (this.role !== Role.Leader || !pr || pr.state !== ProgressState.Snapshot) return;
+    pr.pendingSnapshot = 0;
+    pr.becomeProbe();
   }
 
   private sendHeartbeat(to: NodeId, ctx: Uint8Array): void {
@@ -704,7 +730,7 @@ export class Raft {
     } else {
       pr.transfer.ackedBytes = Math.max(pr.transfer.ackedBytes, m.index);
     }
-    if (pr.transfer.ackedBytes < pr.transfer.snapshot.data.length) this.sendSnapshotChunk(m.from, pr);
+    if (pr.transfer.ackedBytes < snapshotSizeBytes(pr.transfer.snapshot.data)) this.sendSnapshotChunk(m.from, pr);
   }
 
   private handleTransferLeader(m: Message): void {
@@ -869,22 +895,27 @@ export class Raft {
         ack(0, true); // we have nothing of this snapshot: start over
         return;
       }
-      inc = { index: meta.index, term: meta.term, from: m.from, chunks: [], receivedBytes: 0 };
+      inc = { index: meta.index, term: meta.term, from: m.from, chunks: this.cfg.spoolIncomingSnapshots ? undefined : [], receivedBytes: 0 };
       this.incomingSnapshot = inc;
     }
     if (chunk.offset !== inc.receivedBytes) {
       ack(inc.receivedBytes, chunk.offset > inc.receivedBytes);
       return;
     }
-    inc.chunks.push(chunk.data.slice());
+    if (inc.chunks) inc.chunks.push(chunk.data.slice());
+    else this.snapshotWrites.push({ metadata: meta, offset: chunk.offset, data: chunk.data });
     inc.receivedBytes += chunk.data.length;
     if (!chunk.done) {
       ack(inc.receivedBytes, false);
       return;
     }
     this.incomingSnapshot = undefined;
-    const data = Buffer.concat(inc.chunks);
-    invariant(data.length === chunk.totalBytes, `snapshot size ${data.length} != ${chunk.totalBytes}`);
+    if (inc.receivedBytes !== chunk.totalBytes) {
+      // A leader that changed its mind about the size: start over rather than install it.
+      ack(0, true);
+      return;
+    }
+    const data: SnapshotData = inc.chunks ? Buffer.concat(inc.chunks) : { external: true, sizeBytes: inc.receivedBytes };
     const snapshot: Snapshot = { metadata: meta, data };
     const resp = emptyMessage(MessageType.AppResp, this.id, m.from, 0);
     if (this.restoreSnapshot(snapshot)) {

@@ -115,10 +115,15 @@ export class RawNode {
     this.raft.step(m);
   }
 
+  /** A snapshot chunk for `id` could not be read (see Raft.snapshotFailed). */
+  reportSnapshotFailure(id: NodeId): void {
+    this.raft.snapshotFailed(id);
+  }
+
   hasReady(): boolean {
     const r = this.raft;
     r.flushPendingAppends();
-    if (r.msgs.length > 0 || r.readStates.length > 0) return true;
+    if (r.msgs.length > 0 || r.readStates.length > 0 || r.snapshotWrites.length > 0) return true;
     if (r.log.unstableEntries().length > 0 || r.log.hasPendingSnapshot()) return true;
     if (r.log.hasNextCommittedEntries()) return true;
     const hs = r.hardState();
@@ -141,10 +146,12 @@ export class RawNode {
       messages: r.msgs,
       earlyMessages: [],
       readStates: r.readStates,
+      snapshotChunks: r.snapshotWrites,
       mustSync: false,
     };
     r.msgs = [];
     r.readStates = [];
+    r.snapshotWrites = [];
     const ss = r.softState();
     if (ss.lead !== this.prevSoft.lead || ss.role !== this.prevSoft.role) {
       rd.softState = ss;

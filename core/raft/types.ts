@@ -54,10 +54,33 @@ export interface SnapshotMetadata {
   conf: ConfState;
 }
 
+/**
+ * Snapshot bytes Raft does not hold: the embedder keeps them (in a file) and moves them. A
+ * leader then sends chunk descriptors whose bytes the embedder attaches (SnapshotChunk.
+ * bytesToAttach); a follower with `spoolIncomingSnapshots` hands each received chunk to the
+ * embedder (Ready.snapshotChunks). Either way no whole image is ever in memory.
+ */
+export interface ExternalSnapshotData {
+  readonly external: true;
+  readonly sizeBytes: number;
+}
+
+export type SnapshotData = Uint8Array | ExternalSnapshotData;
+
 export interface Snapshot {
   metadata: SnapshotMetadata;
-  /** The application's state machine image as of metadata.index. */
-  data: Uint8Array;
+  /** The application's state machine image as of metadata.index, or where the embedder keeps it. */
+  data: SnapshotData;
+}
+
+export function snapshotSizeBytes(data: SnapshotData): number {
+  return data instanceof Uint8Array ? data.length : data.sizeBytes;
+}
+
+/** The bytes of a snapshot held in memory; throws for an external one (for embedders that never make those). */
+export function snapshotBytes(s: Snapshot): Uint8Array {
+  if (s.data instanceof Uint8Array) return s.data;
+  throw new TypeError(`snapshot ${s.metadata.term}/${s.metadata.index} is external (${s.data.sizeBytes} bytes kept by the embedder)`);
 }
 
 export enum ConfChangeType {
@@ -132,10 +155,22 @@ export interface SnapshotChunk {
   /** Byte offset of `data` within the whole snapshot. */
   offset: number;
   data: Uint8Array;
+  /**
+   * Set by a leader whose snapshot is external: `data` is empty and the embedder must attach
+   * this many bytes read from `offset` before the message leaves (then delete this field).
+   */
+  bytesToAttach?: number;
   /** Total size of the snapshot in bytes. */
   totalBytes: number;
   /** True on the last chunk. */
   done: boolean;
+}
+
+/** A piece of an incoming snapshot the embedder must write at `offset` of its spool (step 1). */
+export interface SnapshotChunkWrite {
+  metadata: SnapshotMetadata;
+  offset: number;
+  data: Uint8Array;
 }
 
 /** A linearizable read that may be served once the local applied index reaches `index`. */
@@ -147,7 +182,8 @@ export interface ReadState {
 /**
  * What the embedder must do now, in this order:
  *  0. send `earlyMessages` (may overlap with step 1);
- *  1. persist `snapshot` (if any), then `entries`, then `hardState`, and fsync when `mustSync`;
+ *  1. write `snapshotChunks` to the incoming snapshot's spool, persist `snapshot` (if any),
+ *     then `entries`, then `hardState`, and fsync when `mustSync`;
  *  2. send `messages`;
  *  3. apply `committedEntries` to the state machine (and confirm conf changes with
  *     RawNode.applyConfChange);
@@ -159,6 +195,12 @@ export interface Ready {
   hardState?: HardState;
   entries: Entry[];
   snapshot?: Snapshot;
+  /**
+   * Pieces of a snapshot being received (only with `spoolIncomingSnapshots`): the embedder
+   * writes them before sending `messages` (which acknowledge them). When the last arrives,
+   * `snapshot` is external and its bytes are the spool's.
+   */
+  snapshotChunks: SnapshotChunkWrite[];
   committedEntries: Entry[];
   /** Send only after the persist of step 1 completed. */
   messages: Message[];

@@ -4,7 +4,7 @@
  * it had been serialised onto a wire. Hand-written rather than structuredClone because it
  * runs for every simulated message and is several times faster.
  */
-import type { ConfState, Entry, HardState, Message, Snapshot, SnapshotChunk, SnapshotMetadata } from '../raft/types.js';
+import { snapshotBytes, type ConfState, type Entry, type HardState, type Message, type Snapshot, type SnapshotChunk, type SnapshotMetadata } from '../raft/types.js';
 
 const EMPTY = new Uint8Array(0);
 
@@ -31,7 +31,7 @@ export function cloneMetadata(m: SnapshotMetadata): SnapshotMetadata {
 }
 
 export function cloneSnapshot(s: Snapshot): Snapshot {
-  return { metadata: cloneMetadata(s.metadata), data: cloneBytes(s.data) };
+  return { metadata: cloneMetadata(s.metadata), data: cloneBytes(snapshotBytes(s)) };
 }
 
 export function cloneHardState(h: HardState): HardState {
@@ -39,7 +39,9 @@ export function cloneHardState(h: HardState): HardState {
 }
 
 function cloneChunk(c: SnapshotChunk): SnapshotChunk {
-  return { metadata: cloneMetadata(c.metadata), offset: c.offset, data: cloneBytes(c.data), totalBytes: c.totalBytes, done: c.done };
+  const out: SnapshotChunk = { metadata: cloneMetadata(c.metadata), offset: c.offset, data: cloneBytes(c.data), totalBytes: c.totalBytes, done: c.done };
+  if (c.bytesToAttach !== undefined) out.bytesToAttach = c.bytesToAttach;
+  return out;
 }
 
 export function cloneMessage(m: Message): Message {

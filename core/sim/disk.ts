@@ -8,7 +8,7 @@
  * Not responsible for scheduling: the node driver asks for a latency, schedules the
  * completion on the event queue, and ignores completions that belong to a previous life.
  */
-import type { Entry, HardState, Snapshot } from '../raft/types.js';
+import { snapshotSizeBytes, type Entry, type HardState, type Snapshot } from '../raft/types.js';
 import { cloneEntries, cloneHardState, cloneSnapshot } from './clone.js';
 import { SimError } from './errors.js';
 import type { Prng } from './prng.js';
@@ -164,7 +164,7 @@ function writeBytes(w: DiskWrite): number {
     }
     case 'installSnapshot':
     case 'saveSnapshot':
-      return WRITE_RECORD_OVERHEAD_BYTES + 64 + w.snapshot.data.length;
+      return WRITE_RECORD_OVERHEAD_BYTES + 64 + snapshotSizeBytes(w.snapshot.data);
     case 'compact':
       return WRITE_RECORD_OVERHEAD_BYTES + 8;
   }

@@ -17,6 +17,7 @@ import {
   Role,
   bootstrap,
   decodeConfChange,
+  snapshotBytes,
   type ConfChange,
   type ConfState,
   type Entry,
@@ -162,7 +163,7 @@ export class SimNode {
     storage.append(img.entries);
     storage.setHardState(img.hardState);
     this.storage = storage;
-    this.kv = img.snapshot !== undefined ? KvStateMachine.restore(img.snapshot.data) : new KvStateMachine();
+    this.kv = img.snapshot !== undefined ? KvStateMachine.restore(snapshotBytes(img.snapshot)) : new KvStateMachine();
     this.appliedIndex = img.snapshot?.metadata.index ?? 0;
     this.conf = img.snapshot !== undefined ? cloneConf(img.snapshot.metadata.conf) : { voters: [], learners: [] };
     const s = this.env.settings;
@@ -342,7 +343,7 @@ export class SimNode {
     if (!alreadySent) this.sendAll(rd.messages);
     if (rd.snapshot !== undefined) {
       const meta = rd.snapshot.metadata;
-      this.kv = KvStateMachine.restore(rd.snapshot.data);
+      this.kv = KvStateMachine.restore(snapshotBytes(rd.snapshot));
       this.appliedIndex = meta.index;
       this.conf = cloneConf(meta.conf);
       this.stats.snapshotsInstalled++;

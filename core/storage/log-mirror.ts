@@ -2,7 +2,8 @@
  * The in-memory mirror of what RaftLogStore has made durable: hard state, the compaction
  * point, the entries after it and the snapshot's metadata. It answers Raft's Storage reads
  * synchronously; it changes only after a batch is fsynced, so Raft never reads an entry that
- * a crash could take back. Snapshot data is not held here: a loader reads it from its file.
+ * a crash could take back. Snapshot data is not held here: Raft gets an external snapshot
+ * (its size) and the embedder reads the file chunk by chunk as it is sent.
  */
 import { RaftError } from '../raft/errors.js';
 import { limitSize, type Storage } from '../raft/storage.js';
@@ -26,15 +27,14 @@ export class LogMirror implements Storage {
   private offset: LogOffset = { index: 0, term: 0 };
   private ents: Entry[] = [];
   private snapMeta: SnapshotMetadata = EMPTY_SNAPSHOT_METADATA;
-  private snapData: WeakRef<Uint8Array> | undefined;
 
   /**
-   * @param loadSnapshotData reads the current snapshot's bytes (from its file).
+   * @param snapshotSizeBytes the current snapshot file's size.
    * @param snapshotNeeded asks the embedder for a snapshot reaching the log's start (the log
    *   was compacted beyond the last one); snapshot() reports it unavailable until then.
    */
   constructor(
-    private readonly loadSnapshotData: () => Uint8Array,
+    private readonly snapshotSizeBytes: () => number,
     private readonly snapshotNeeded: () => void = () => undefined,
   ) {}
 
@@ -66,11 +66,7 @@ export class LogMirror implements Storage {
     return limitSize(this.ents.slice(lo - base, hi - base), maxBytes);
   }
 
-  /**
-   * The current snapshot with its data. The Storage interface hands Raft the whole image, so
-   * the file is read here on demand (synchronously: Raft's reads are synchronous) and kept
-   * only as long as someone holds it.
-   */
+  /** The current snapshot, external: its bytes stay in the file (RaftLogStore.readSnapshotChunk). */
   snapshot(): Snapshot {
     if (this.snapMeta.index < this.offset.index) {
       // The log was compacted beyond the last snapshot (the applied state, durable, covers
@@ -79,12 +75,7 @@ export class LogMirror implements Storage {
       throw new RaftError('SNAPSHOT_TEMPORARILY_UNAVAILABLE', `no snapshot reaches the log's start at ${this.offset.index + 1}`);
     }
     if (this.snapMeta.index === 0) return { metadata: this.snapMeta, data: new Uint8Array(0) };
-    let data = this.snapData?.deref();
-    if (data === undefined) {
-      data = this.loadSnapshotData();
-      this.snapData = new WeakRef(data);
-    }
-    return { metadata: this.snapMeta, data };
+    return { metadata: this.snapMeta, data: { external: true, sizeBytes: this.snapshotSizeBytes() } };
   }
 
   // ------------------------------------------------------------ state for the store
@@ -130,17 +121,15 @@ export class LogMirror implements Storage {
   }
 
   /** A snapshot from the leader replaces the whole log. */
-  applySnapshot(meta: SnapshotMetadata, data?: Uint8Array): void {
+  applySnapshot(meta: SnapshotMetadata): void {
     this.snapMeta = meta;
-    this.snapData = data === undefined ? undefined : new WeakRef(data);
     this.offset = { index: meta.index, term: meta.term };
     this.ents = [];
   }
 
   /** A snapshot of the local state machine: the log stays until compact(). */
-  setSnapshot(meta: SnapshotMetadata, data?: Uint8Array): void {
+  setSnapshot(meta: SnapshotMetadata): void {
     this.snapMeta = meta;
-    this.snapData = data === undefined ? undefined : new WeakRef(data);
   }
 
   /** Drops entries up to and including `offset.index`. */
@@ -156,6 +145,5 @@ export class LogMirror implements Storage {
     this.offset = { ...state.offset };
     this.ents = state.entries;
     this.snapMeta = state.snapshot;
-    this.snapData = undefined;
   }
 }

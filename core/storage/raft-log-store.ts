@@ -19,7 +19,7 @@ import type { ReadStream } from 'node:fs';
 import { ClassicLevel } from 'classic-level';
 import { RaftError } from '../raft/errors.js';
 import type { Storage } from '../raft/storage.js';
-import type { ConfState, Entry, HardState, Snapshot, SnapshotMetadata } from '../raft/types.js';
+import { snapshotSizeBytes, type ConfState, type Entry, type ExternalSnapshotData, type HardState, type Snapshot, type SnapshotChunkWrite, type SnapshotMetadata } from '../raft/types.js';
 import {
   decodeEntry,
   decodeHardState,
@@ -58,7 +58,12 @@ function entryKeyIndex(key: Uint8Array): number {
 export interface LogUpdate {
   hardState?: HardState;
   entries?: readonly Entry[];
-  /** A snapshot received from the leader: it replaces the whole log. */
+  /** Pieces of a snapshot being received, written to its spool first. */
+  snapshotChunks?: readonly SnapshotChunkWrite[];
+  /**
+   * A snapshot received from the leader: it replaces the whole log. External data means the
+   * spool (filled by snapshotChunks) holds the bytes.
+   */
   snapshot?: Snapshot;
 }
 
@@ -89,8 +94,8 @@ export interface RaftLogStoreStats {
 interface PreparedWrite {
   ops: BatchOp[];
   sync: boolean;
-  /** A leader's snapshot whose data must be on disk before the batch that points at it. */
-  snapshotFile?: { fileName: string; data: Uint8Array };
+  /** A leader's snapshot whose data (given, or spooled) must be on disk before the batch that points at it. */
+  snapshotFile?: { fileName: string; data: Uint8Array | ExternalSnapshotData };
   /** Update the mirror once the batch is durable; returns a snapshot file made obsolete, if any. */
   apply: () => string | undefined;
 }
@@ -122,7 +127,7 @@ export class RaftLogStore implements Storage {
     private readonly files: SnapshotFiles,
   ) {
     this.mirror = new LogMirror(
-      () => this.loadSnapshotData(),
+      () => this.snapshotBytes,
       () => this.snapshotListener?.(),
     );
     this.committer = new GroupCommitter((items) => this.flush(items));
@@ -204,7 +209,7 @@ export class RaftLogStore implements Storage {
   lastIndex(): number {
     return this.mirror.lastIndex();
   }
-  /** The snapshot with its data, read from its file (Raft's Storage needs the bytes). */
+  /** The current snapshot, external: Raft sends it by chunks read with readSnapshotChunk. */
   snapshot(): Snapshot {
     return this.mirror.snapshot();
   }
@@ -230,9 +235,16 @@ export class RaftLogStore implements Storage {
     return this.files.stream(this.snapshotFile, start);
   }
 
-  /** Up to maxBytes of the current snapshot's data from offset. */
-  readSnapshotChunk(offset: number, maxBytes: number): Promise<Uint8Array> {
+  /**
+   * Up to maxBytes of the current snapshot's data from offset. With `of`, fails unless the
+   * current snapshot is that one (a newer snapshot replaced its file).
+   */
+  readSnapshotChunk(offset: number, maxBytes: number, of?: { index: number; term: number }): Promise<Uint8Array> {
+    const current = this.mirror.snapshotMetadata();
     if (this.snapshotFile === undefined) return Promise.reject(new StorageError('ERR_SNAPSHOT_FILE', 'no snapshot'));
+    if (of !== undefined && (of.index !== current.index || of.term !== current.term)) {
+      return Promise.reject(new StorageError('ERR_SNAPSHOT_FILE', `snapshot ${of.term}/${of.index} was replaced by ${current.term}/${current.index}`));
+    }
     return this.files.readChunk(this.snapshotFile, offset, maxBytes);
   }
 
@@ -267,6 +279,9 @@ export class RaftLogStore implements Storage {
   save(update: LogUpdate, options: SaveOptions = {}): Promise<void> {
     const refused = this.refuseWrites();
     if (refused) return Promise.reject(refused);
+    if (update.snapshotChunks !== undefined && update.snapshotChunks.length > 0) {
+      return this.spool(update.snapshotChunks).then(() => this.save({ ...update, snapshotChunks: undefined }, options));
+    }
     const ops: BatchOp[] = [];
     const snap = update.snapshot;
     let snapshotFile: PreparedWrite['snapshotFile'];
@@ -278,7 +293,7 @@ export class RaftLogStore implements Storage {
       const fileName = snapshotFileName(meta.term, meta.index);
       snapshotFile = { fileName, data: snap.data };
       for (let i = this.pendingOffset.index + 1; i <= this.pendingLast; i++) ops.push({ type: 'del', key: entryKey(i) });
-      ops.push({ type: 'put', key: KEY_SNAPSHOT, value: encodeStoredSnapshot({ metadata: meta, fileName, sizeBytes: snap.data.length }) });
+      ops.push({ type: 'put', key: KEY_SNAPSHOT, value: encodeStoredSnapshot({ metadata: meta, fileName, sizeBytes: snapshotSizeBytes(snap.data) }) });
       ops.push({ type: 'put', key: KEY_OFFSET, value: offsetRecord({ index: meta.index, term: meta.term }) });
       this.pendingOffset = { index: meta.index, term: meta.term };
       this.pendingLast = meta.index;
@@ -316,8 +331,8 @@ export class RaftLogStore implements Storage {
         if (snap !== undefined && snapshotFile !== undefined) {
           obsolete = this.snapshotFile;
           this.snapshotFile = snapshotFile.fileName;
-          this.snapshotBytes = snap.data.length;
-          this.mirror.applySnapshot(snap.metadata, snap.data);
+          this.snapshotBytes = snapshotSizeBytes(snap.data);
+          this.mirror.applySnapshot(snap.metadata);
         }
         this.mirror.append(savedEntries);
         if (hs !== undefined) this.mirror.setHardState(hs);
@@ -359,7 +374,7 @@ export class RaftLogStore implements Storage {
         const obsolete = this.snapshotFile;
         this.snapshotFile = fileName;
         this.snapshotBytes = sizeBytes;
-        this.mirror.setSnapshot(meta, data instanceof Uint8Array ? data : undefined);
+        this.mirror.setSnapshot(meta);
         return obsolete;
       },
     });
@@ -438,7 +453,10 @@ export class RaftLogStore implements Storage {
     if (this.failed !== undefined) throw this.refuseWrites();
     try {
       for (const item of items) {
-        if (item.snapshotFile !== undefined) await this.files.write(item.snapshotFile.fileName, item.snapshotFile.data);
+        const file = item.snapshotFile;
+        if (file === undefined) continue;
+        if (file.data instanceof Uint8Array) await this.files.write(file.fileName, file.data);
+        else await this.files.installSpool(file.fileName, file.data.sizeBytes);
       }
       const ops: BatchOp[] = [];
       let sync = false;
@@ -466,9 +484,9 @@ export class RaftLogStore implements Storage {
     for (const name of obsolete) await this.files.remove(name).catch(() => undefined);
   }
 
-  private loadSnapshotData(): Uint8Array {
-    if (this.snapshotFile === undefined) return new Uint8Array(0);
-    return this.files.readAllSync(this.snapshotFile, this.snapshotBytes);
+  /** Writes received snapshot chunks to the spool of the file each snapshot will become. */
+  private async spool(chunks: readonly SnapshotChunkWrite[]): Promise<void> {
+    for (const c of chunks) await this.files.spoolChunk(snapshotFileName(c.metadata.term, c.metadata.index), c.offset, c.data);
   }
 }
 

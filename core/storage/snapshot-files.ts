@@ -1,10 +1,11 @@
 /**
  * Snapshot data files beside the log database: written piece by piece to a temporary name,
  * fsynced, renamed, and the directory fsynced, so a file under its final name is always
- * whole. Reading is streamed or by range; only the Raft Storage interface reads a whole file.
+ * whole. A snapshot received from the leader is spooled chunk by chunk to its own temporary
+ * file and installed the same way. Reading is streamed or by range, never a whole file.
  * Which file is current is recorded in the database, not here.
  */
-import { createReadStream, readFileSync, type ReadStream } from 'node:fs';
+import { createReadStream, type ReadStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StorageError } from './errors.js';
@@ -14,6 +15,7 @@ export const MAX_SNAPSHOT_READ_BYTES = 16 * 1024 * 1024;
 
 const SUFFIX = '.snap';
 const TMP_SUFFIX = '.snap.tmp';
+const SPOOL_SUFFIX = '.snap.spool';
 
 export function snapshotFileName(term: number, index: number): string {
   return `snap-${term.toString(16).padStart(16, '0')}-${index.toString(16).padStart(16, '0')}${SUFFIX}`;
@@ -71,18 +73,49 @@ export class SnapshotFiles {
     }
   }
 
-  /** The whole file (for Raft's synchronous Storage.snapshot()). */
-  readAllSync(fileName: string, expectedBytes: number): Uint8Array {
-    let data: Buffer;
+  /** The spool of a snapshot being received, named after the file it becomes. */
+  spoolName(fileName: string): string {
+    return fileName.slice(0, -SUFFIX.length) + SPOOL_SUFFIX;
+  }
+
+  /**
+   * Writes a received chunk at `offset` of `fileName`'s spool; offset 0 starts the spool over.
+   * Not fsynced: install() syncs the whole spool once.
+   */
+  async spoolChunk(fileName: string, offset: number, data: Uint8Array): Promise<void> {
+    const spool = this.path(this.spoolName(fileName));
+    let fh: FileHandle | undefined;
     try {
-      data = readFileSync(this.path(fileName));
+      fh = await open(spool, offset === 0 ? 'w' : 'r+');
+      let done = 0;
+      while (done < data.length) {
+        const { bytesWritten } = await fh.write(data, done, data.length - done, offset + done);
+        done += bytesWritten;
+      }
     } catch (err) {
-      throw new StorageError('ERR_SNAPSHOT_FILE', `reading snapshot ${fileName}: ${(err as Error).message}`, { cause: err });
+      throw new StorageError('ERR_SNAPSHOT_FILE', `spooling snapshot ${fileName} at ${offset}: ${(err as Error).message}`, { cause: err });
+    } finally {
+      await fh?.close();
     }
-    if (data.length !== expectedBytes) {
-      throw new StorageError('ERR_SNAPSHOT_FILE', `snapshot ${fileName} has ${data.length} bytes, expected ${expectedBytes}`);
+  }
+
+  /** Makes a complete spool `fileName`, durably; it must hold exactly expectedBytes. */
+  async installSpool(fileName: string, expectedBytes: number): Promise<void> {
+    const spool = this.path(this.spoolName(fileName));
+    let fh: FileHandle | undefined;
+    try {
+      fh = await open(spool, 'r+');
+      const { size } = await fh.stat();
+      if (size !== expectedBytes) throw new Error(`spool has ${size} bytes, the snapshot ${expectedBytes}`);
+      await fh.sync();
+      await fh.close();
+      fh = undefined;
+      await rename(spool, this.path(fileName));
+      await fsyncDir(this.dir);
+    } catch (err) {
+      if (fh !== undefined) await fh.close().catch(() => undefined);
+      throw new StorageError('ERR_SNAPSHOT_FILE', `installing snapshot ${fileName}: ${(err as Error).message}`, { cause: err });
     }
-    return data;
   }
 
   /** Up to maxBytes from offset (fewer at the end of the file). */
@@ -119,12 +152,12 @@ export class SnapshotFiles {
     await fsyncDir(this.dir);
   }
 
-  /** Deletes every snapshot file (and leftover temporary file) except `keep`. */
+  /** Deletes every snapshot file (and leftover temporary or spool file) except `keep`. */
   async removeAllExcept(keep: string | undefined): Promise<string[]> {
     const removed: string[] = [];
     for (const name of await readdir(this.dir)) {
       if (name === keep) continue;
-      if (!name.endsWith(SUFFIX) && !name.endsWith(TMP_SUFFIX)) continue;
+      if (!name.endsWith(SUFFIX) && !name.endsWith(TMP_SUFFIX) && !name.endsWith(SPOOL_SUFFIX)) continue;
       await rm(this.path(name), { force: true });
       removed.push(name);
     }

@@ -206,6 +206,8 @@ t.test('linearizable under kill -9 of the leader, SIGSTOP of a follower and rest
   // The comment on SNAPSHOT_COUNT holds only if snapshots were made and sent under the kills.
   const snapshotFiles = cluster.agents.map((a) => readdirSync(join(a.dataDir, 'raft', 'snap')).filter((f) => f.endsWith('.snap')));
   t.ok(snapshotFiles.some((fs) => fs.length > 0), `snapshots were made for lagging followers: ${snapshotFiles.map((fs) => fs.join(' ') || 'none').join('; ')}`);
+  const installs = cluster.agents.map((a) => a.log.join('').split('installed a snapshot received from the leader').length - 1);
+  t.ok(installs.some((n) => n > 0), `and streamed to them and installed (installs per member: ${installs.join(', ')})`);
   const bound = 3 * ELECTION_TIMEOUT_MAX_MS;
   t.ok(electionTimes.length >= 5, `${electionTimes.length} leader kills`);
   t.ok(electionTimes.every((ms) => ms <= bound), `new leader within 3 election timeouts (${bound} ms) each time: ${electionTimes.join(', ')} ms`);

@@ -15,6 +15,7 @@ import {
   Ready,
   bootstrap,
   decodeConfChange,
+  snapshotBytes,
 } from '../../core/raft/index.js';
 import { Prng } from '../../core/sim/prng.js';
 
@@ -153,7 +154,7 @@ export class RaftCluster {
       this.mailbox.get(m.to)!.push(m);
     }
     if (rd.snapshot) {
-      n.applied = untext.decode(rd.snapshot.data).split(',').filter((s) => s.length > 0);
+      n.applied = untext.decode(snapshotBytes(rd.snapshot)).split(',').filter((s) => s.length > 0);
       if (verbose) this.print(`${id} restored snapshot ${rd.snapshot.metadata.term}/${rd.snapshot.metadata.index}`);
     }
     for (const e of rd.committedEntries) {

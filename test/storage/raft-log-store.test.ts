@@ -148,13 +148,57 @@ t.test('a received snapshot replaces the log; data lives in a file', async (t) =
   t.equal(s.snapshotSizeBytes(), data.length);
   const snap = s.snapshot();
   t.same(snap.metadata, { index: 10, term: 3, conf });
-  t.ok(Buffer.from(snap.data).equals(Buffer.from(data)), 'Storage.snapshot() returns the bytes');
+  t.same(snap.data, { external: true, sizeBytes: data.length }, 'Storage.snapshot() gives Raft the size, not the bytes');
+  t.ok(Buffer.from(await s.readSnapshotChunk(0, data.length, snap.metadata)).equals(Buffer.from(data)), 'the bytes, read by range');
+  await t.rejects(s.readSnapshotChunk(0, 10, { index: 9, term: 3 }), { code: 'ERR_SNAPSHOT_FILE' }, 'a chunk of another snapshot is refused');
   const chunk = await s.readSnapshotChunk(299_990, 1000);
   t.same([...chunk], [...data.subarray(299_990)], 'range read at the end');
   const streamed: Buffer[] = [];
   for await (const piece of s.openSnapshotStream(100)) streamed.push(piece as Buffer);
   t.ok(Buffer.concat(streamed).equals(Buffer.from(data.subarray(100))), 'streamed read');
   t.same(s.entries(11, 12).map(text), ['v11@3']);
+  await s.close();
+});
+
+t.test('a snapshot received chunk by chunk is spooled to a file and installed by the save that names it', async (t) => {
+  const dir = await tempDir(t);
+  let s = await RaftLogStore.open(dir);
+  await s.save({ entries: [1, 2, 3].map((i) => ent(i, 1)) });
+  const data = new Uint8Array(250_000).map((_, i) => (i * 7) % 253);
+  const metadata = { index: 20, term: 4, conf: { voters: [1, 2, 3], learners: [] } };
+  const chunk = (offset: number, end: number) => ({ metadata, offset, data: data.subarray(offset, end) });
+  // A first attempt that stops half way, then the transfer starts over (offset 0 again).
+  await s.save({ entries: [], snapshotChunks: [chunk(0, 100_000)] });
+  await s.save({ entries: [], snapshotChunks: [chunk(0, 100_000)] });
+  await s.save({ entries: [], snapshotChunks: [chunk(100_000, 200_000)] });
+  t.equal(s.snapshotMetadata().index, 0, 'nothing installed while chunks arrive');
+  await t.rejects(
+    s.save({ snapshot: { metadata, data: { external: true, sizeBytes: data.length } } }),
+    { code: 'ERR_SNAPSHOT_FILE' },
+    'a spool shorter than the snapshot is not installed',
+  );
+  await s.close();
+
+  s = await RaftLogStore.open(dir);
+  t.same(await readdir(join(dir, 'snap')), [], 'a half-received spool is removed at open');
+  await s.save({ entries: [], snapshotChunks: [chunk(0, 150_000)] });
+  await s.save({
+    snapshotChunks: [chunk(150_000, data.length)],
+    snapshot: { metadata, data: { external: true, sizeBytes: data.length } },
+    entries: [ent(21, 4)],
+    hardState: { term: 4, vote: 0, commit: 20 },
+  });
+  t.equal(s.firstIndex(), 21);
+  t.equal(s.snapshotSizeBytes(), data.length);
+  t.same(await readdir(join(dir, 'snap')), ['snap-0000000000000004-0000000000000014.snap'], 'the spool became the snapshot file');
+  await s.close();
+
+  s = await RaftLogStore.open(dir);
+  t.same(s.snapshot(), { metadata, data: { external: true, sizeBytes: data.length } });
+  const streamed: Buffer[] = [];
+  for await (const piece of s.openSnapshotStream()) streamed.push(piece as Buffer);
+  t.ok(Buffer.concat(streamed).equals(Buffer.from(data)), 'the installed file holds exactly the chunks sent');
+  t.same(s.entries(21, 22).map(text), ['v21@4']);
   await s.close();
 });
 
@@ -184,7 +228,7 @@ t.test('local snapshot streamed to a file, then compaction; orphan files removed
   t.equal(s.lastIndex(), 6);
   t.equal(s.term(4), 2);
   t.equal(s.snapshotSizeBytes(), 8 * 64 * 1024);
-  t.equal(s.snapshot().data[7 * 64 * 1024], 7);
+  t.equal((await s.readSnapshotChunk(7 * 64 * 1024, 1))[0], 7);
   t.same(await readdir(join(dir, 'snap')), ['snap-0000000000000002-0000000000000004.snap'], 'orphans removed');
   // A second snapshot replaces the first file.
   await s.createSnapshot(6, { voters: [1, 2], learners: [] }, new Uint8Array([1, 2, 3]));
@@ -287,7 +331,8 @@ t.test('compaction beyond the snapshot (the applied state covers it): snapshot()
   await t.rejects(s.createSnapshot(3, { voters: [1], learners: [] }, new Uint8Array([3])), 'a snapshot below the compaction point has no term to record');
   await s.createSnapshot(5, { voters: [1], learners: [] }, new Uint8Array([5]));
   t.same(s.snapshot().metadata, { index: 5, term: 1, conf: { voters: [1], learners: [] } });
-  t.same([...s.snapshot().data], [5]);
+  t.same(s.snapshot().data, { external: true, sizeBytes: 1 });
+  t.same([...(await s.readSnapshotChunk(0, 10))], [5]);
   t.equal(asked, 1);
   await s.close();
 });
