@@ -84,6 +84,9 @@ export const DEFAULT_RAFT_CONFIG = {
   preVote: true,
 } as const;
 
+/** Heartbeat responses without an acknowledged snapshot chunk before the chunk is resent. */
+export const SNAPSHOT_RESEND_HEARTBEATS = 3;
+
 /** Marks a vote request caused by TimeoutNow: it may disturb a leader still in its lease. */
 export const CAMPAIGN_TRANSFER = new TextEncoder().encode('CampaignTransfer');
 
@@ -706,9 +709,14 @@ export class Raft {
   private handleHeartbeatResponse(m: Message, pr: Progress): void {
     pr.probeSent = false;
     if (pr.state === ProgressState.Replicate && pr.inflights.full()) pr.inflights.freeFirstOne();
-    if (pr.state === ProgressState.Snapshot) {
-      // Chunks may have been lost: resend from the last acknowledged byte.
-      this.sendSnapshotChunk(m.from, pr);
+    if (pr.state === ProgressState.Snapshot && pr.transfer) {
+      // A chunk may have been lost (a broken connection): resend from the last acknowledged
+      // byte, but only once the transfer has stalled; a chunk still on its way (1 MiB on a
+      // slow link) would otherwise be sent twice, and each copy's ack would send the next.
+      if (++pr.transfer.heartbeatsWithoutProgress >= SNAPSHOT_RESEND_HEARTBEATS) {
+        pr.transfer.heartbeatsWithoutProgress = 0;
+        this.sendSnapshotChunk(m.from, pr);
+      }
     } else if (pr.match < this.log.lastIndex()) {
       this.sendAppend(m.from);
     }
@@ -725,12 +733,16 @@ export class Raft {
     if (pr.state !== ProgressState.Snapshot || !pr.transfer) return;
     const meta = pr.transfer.snapshot.metadata;
     if (m.logTerm !== meta.term || m.rejectHint !== meta.index) return; // another transfer's ack
+    const transfer = pr.transfer;
     if (m.reject) {
-      pr.transfer.ackedBytes = Math.min(m.index, pr.transfer.ackedBytes);
+      transfer.ackedBytes = Math.min(m.index, transfer.ackedBytes);
+    } else if (m.index > transfer.ackedBytes) {
+      transfer.ackedBytes = m.index;
+      transfer.heartbeatsWithoutProgress = 0;
     } else {
-      pr.transfer.ackedBytes = Math.max(pr.transfer.ackedBytes, m.index);
+      return; // the ack of a duplicate chunk: the next chunk already went out with the first ack
     }
-    if (pr.transfer.ackedBytes < snapshotSizeBytes(pr.transfer.snapshot.data)) this.sendSnapshotChunk(m.from, pr);
+    if (transfer.ackedBytes < snapshotSizeBytes(transfer.snapshot.data)) this.sendSnapshotChunk(m.from, pr);
   }
 
   private handleTransferLeader(m: Message): void {

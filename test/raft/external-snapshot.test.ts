@@ -56,6 +56,8 @@ function cluster(t: Test) {
   const failAttach = { index: -1, failures: 0 };
   /** Chunks after this many attached are lost on the way (not reported: the network ate them). */
   const loss = { after: Infinity, attached: 0 };
+  /** While set, attached chunks wait here (a slow link) instead of arriving at once. */
+  const slow = { on: false, held: [] as Message[] };
   const attach = (from: number, m: Message): boolean => {
     const c = m.snapshot!;
     if (c.bytesToAttach === undefined) return true;
@@ -100,6 +102,10 @@ function cluster(t: Test) {
           if (m.type === MessageType.Snap) {
             snaps.push({ ...m, snapshot: { ...m.snapshot! } });
             if (!attach(id, m)) continue;
+            if (slow.on) {
+              slow.held.push(m);
+              continue;
+            }
           }
           if (!down.has(m.to)) inbox.push(m);
         }
@@ -125,7 +131,7 @@ function cluster(t: Test) {
     const leader = nodes.get(1)!;
     storages.get(1)!.makeSnapshot(leader.status().applied, leader.status().conf, image);
   };
-  return { nodes, storages, down, snaps, spool, restored, failAttach, loss, settle, heartbeat, leaveBehind };
+  return { nodes, storages, down, snaps, spool, restored, failAttach, loss, slow, settle, heartbeat, leaveBehind };
 }
 
 t.test('an external snapshot goes out as descriptors and arrives in the spool, never whole in a Ready or in Raft', async (t) => {
@@ -189,4 +195,36 @@ t.test('a chunk that cannot be attached (the snapshot was replaced) restarts the
   t.ok(Buffer.from(second).equals(c.spool.bytes), 'with the newer image');
   t.equal(c.snaps[0]!.snapshot!.offset, 0, 'sent from its start');
   t.equal(c.nodes.get(3)!.status().commit, c.nodes.get(1)!.status().commit, 'node 3 caught up');
+});
+
+t.test('on a slow link heartbeats do not start extra copies of the transfer; a stalled one is resent', async (t) => {
+  const c = cluster(t);
+  c.leaveBehind(10, new Uint8Array(8_000).fill(9));
+  c.down.delete(3);
+  c.slow.on = true;
+  c.snaps.length = 0;
+  // Each chunk takes two heartbeat intervals to arrive.
+  for (let round = 0; round < 40 && c.restored.length === 0; round++) {
+    c.nodes.get(1)!.tick();
+    c.settle();
+    const next = round % 2 === 1 ? c.slow.held.shift() : undefined;
+    if (next !== undefined) {
+      c.nodes.get(3)!.step(next);
+      c.settle();
+    }
+  }
+  t.equal(c.restored.length, 1, 'the snapshot arrived');
+  t.ok(c.snaps.length <= 9, `8 chunks took ${c.snaps.length} sends (at most one resend)`);
+  t.equal(c.spool.writes, 8, 'each chunk spooled once');
+
+  // A transfer whose chunk was lost is resent after a few heartbeats without progress.
+  const c2 = cluster(t);
+  c2.leaveBehind(10, new Uint8Array(3_000).fill(4));
+  c2.down.delete(3);
+  c2.loss.after = 1; // the second chunk is lost
+  c2.heartbeat();
+  t.equal(c2.spool.writes, 1);
+  c2.loss.after = Infinity;
+  for (let i = 0; i < 10 && c2.restored.length === 0; i++) c2.heartbeat();
+  t.equal(c2.restored.length, 1, 'the lost chunk was resent and the transfer finished');
 });
