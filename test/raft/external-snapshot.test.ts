@@ -6,19 +6,8 @@
  * replaced), reportSnapshotFailure makes the leader start over with the current snapshot.
  */
 import t, { type Test } from 'tap';
-import {
-  EntryType,
-  MemoryStorage,
-  Message,
-  MessageType,
-  RawNode,
-  Role,
-  Snapshot,
-  SnapshotMetadata,
-  bootstrap,
-  decodeConfChange,
-} from '../../core/raft/index.js';
-import { Prng } from '../../core/sim/prng.js';
+import { MemoryStorage, Message, MessageType, Snapshot, SnapshotMetadata } from '../../core/raft/index.js';
+import { rawNodeCluster } from './rawnode-cluster.js';
 
 const CHUNK_BYTES = 1000;
 
@@ -39,16 +28,6 @@ class FileLikeStorage extends MemoryStorage {
 }
 
 function cluster(t: Test) {
-  const rng = new Prng(5);
-  const storages = new Map<number, FileLikeStorage>();
-  const nodes = new Map<number, RawNode>();
-  for (const id of [1, 2, 3]) {
-    const s = new FileLikeStorage();
-    bootstrap(s, [1, 2, 3]);
-    storages.set(id, s);
-    nodes.set(id, new RawNode({ id, storage: s, random: rng.fork(), electionTicks: 10, heartbeatTicks: 1, snapshotChunkBytes: CHUNK_BYTES, spoolIncomingSnapshots: id === 3 }));
-  }
-  const down = new Set<number>();
   const snaps: Message[] = [];
   const spool = { bytes: Buffer.alloc(0), writes: 0 };
   const restored: Snapshot[] = [];
@@ -58,15 +37,16 @@ function cluster(t: Test) {
   const loss = { after: Infinity, attached: 0 };
   /** While set, attached chunks wait here (a slow link) instead of arriving at once. */
   const slow = { on: false, held: [] as Message[] };
+  /** The embedder's part on the leader: read the chunk's bytes from "the file". */
   const attach = (from: number, m: Message): boolean => {
     const c = m.snapshot!;
     if (c.bytesToAttach === undefined) return true;
     if (loss.attached >= loss.after) return false;
     loss.attached++;
-    const file = storages.get(from)!.file;
+    const file = rc.storages.get(from)!.file;
     if (c.metadata.index === failAttach.index || file?.meta.index !== c.metadata.index) {
       failAttach.failures++;
-      nodes.get(from)!.reportSnapshotFailure(m.to);
+      rc.nodes.get(from)!.reportSnapshotFailure(m.to);
       return false;
     }
     t.equal(c.data.length, 0, 'a chunk descriptor carries no bytes');
@@ -74,55 +54,35 @@ function cluster(t: Test) {
     delete c.bytesToAttach;
     return true;
   };
-  const settle = (): void => {
-    for (let round = 0; round < 400; round++) {
-      let moved = false;
-      const inbox: Message[] = [];
-      for (const [id, rn] of nodes) {
-        if (down.has(id) || !rn.hasReady()) continue;
-        moved = true;
-        const rd = rn.ready();
-        const s = storages.get(id)!;
-        for (const w of rd.snapshotChunks) {
-          if (w.offset === 0) spool.bytes = Buffer.alloc(0);
-          t.equal(w.offset, spool.bytes.length, 'chunks reach the spool in order');
-          spool.bytes = Buffer.concat([spool.bytes, w.data]);
-          spool.writes++;
-        }
-        if (rd.snapshot) {
-          t.same(rd.snapshot.data, { external: true, sizeBytes: spool.bytes.length }, 'the installed snapshot is the spool');
-          restored.push(rd.snapshot);
-          s.applySnapshot({ metadata: rd.snapshot.metadata, data: new Uint8Array(0) });
-          s.file = { meta: rd.snapshot.metadata, bytes: spool.bytes };
-        }
-        s.append(rd.entries);
-        if (rd.hardState) s.setHardState(rd.hardState);
-        for (const e of rd.committedEntries) if (e.type === EntryType.ConfChange) rn.applyConfChange(decodeConfChange(e.data));
-        for (const m of [...rd.earlyMessages, ...rd.messages]) {
-          if (m.type === MessageType.Snap) {
-            snaps.push({ ...m, snapshot: { ...m.snapshot! } });
-            if (!attach(id, m)) continue;
-            if (slow.on) {
-              slow.held.push(m);
-              continue;
-            }
-          }
-          if (!down.has(m.to)) inbox.push(m);
-        }
-        rn.advance();
+  const rc = rawNodeCluster({
+    seed: 5,
+    storage: () => new FileLikeStorage(),
+    config: (id) => ({ snapshotChunkBytes: CHUNK_BYTES, spoolIncomingSnapshots: id === 3 }),
+    // The embedder's part on the follower: spool the chunks, install the spool.
+    beforePersist: (_id, rd) => {
+      for (const w of rd.snapshotChunks) {
+        if (w.offset === 0) spool.bytes = Buffer.alloc(0);
+        t.equal(w.offset, spool.bytes.length, 'chunks reach the spool in order');
+        spool.bytes = Buffer.concat([spool.bytes, w.data]);
+        spool.writes++;
       }
-      for (const m of inbox) nodes.get(m.to)!.step(m);
-      if (!moved && inbox.length === 0) return;
-    }
-  };
-  const heartbeat = (): void => {
-    for (let i = 0; i < 2; i++) nodes.get(1)!.tick();
-    settle();
-  };
-  settle();
-  nodes.get(1)!.campaign();
-  settle();
-  t.equal(nodes.get(1)!.status().role, Role.Leader);
+    },
+    persistSnapshot: (_id, rd, s) => {
+      t.same(rd.snapshot.data, { external: true, sizeBytes: spool.bytes.length }, 'the installed snapshot is the spool');
+      restored.push(rd.snapshot);
+      s.applySnapshot({ metadata: rd.snapshot.metadata, data: new Uint8Array(0) });
+      s.file = { meta: rd.snapshot.metadata, bytes: spool.bytes };
+    },
+    route: (from, m) => {
+      if (m.type !== MessageType.Snap) return true;
+      snaps.push({ ...m, snapshot: { ...m.snapshot! } });
+      if (!attach(from, m)) return false;
+      if (!slow.on) return true;
+      slow.held.push(m);
+      return false;
+    },
+  });
+  const { nodes, storages, down, settle, heartbeat } = rc;
   /** Node 3 misses some entries, then the leader snapshots and compacts past them. */
   const leaveBehind = (n: number, image: Uint8Array): void => {
     down.add(3);

@@ -4,8 +4,8 @@
  * for that follower, and must send the snapshot on a later heartbeat response once it exists.
  */
 import t from 'tap';
-import { EntryType, MemoryStorage, Message, MessageType, RaftError, RawNode, Role, Snapshot, bootstrap, decodeConfChange } from '../../core/raft/index.js';
-import { Prng } from '../../core/sim/prng.js';
+import { MemoryStorage, Message, MessageType, RaftError, Snapshot } from '../../core/raft/index.js';
+import { rawNodeCluster } from './rawnode-cluster.js';
 
 /** MemoryStorage whose snapshot is unavailable until `ready` is set. */
 class SlowSnapshotStorage extends MemoryStorage {
@@ -19,46 +19,16 @@ class SlowSnapshotStorage extends MemoryStorage {
 }
 
 t.test('a leader waits for a snapshot that is being made, then sends it', async (t) => {
-  const rng = new Prng(3);
-  const storages = new Map<number, SlowSnapshotStorage>();
-  const nodes = new Map<number, RawNode>();
-  for (const id of [1, 2, 3]) {
-    const s = new SlowSnapshotStorage();
-    bootstrap(s, [1, 2, 3]);
-    storages.set(id, s);
-    nodes.set(id, new RawNode({ id, storage: s, random: rng.fork(), electionTicks: 10, heartbeatTicks: 1 }));
-  }
-  const down = new Set<number>();
   const sent: Message[] = [];
-  /** Runs Ready cycles and delivers messages (dropping those to or from `down`) until quiet. */
-  const settle = (): void => {
-    for (let round = 0; round < 200; round++) {
-      let moved = false;
-      const inbox: Message[] = [];
-      for (const [id, rn] of nodes) {
-        if (down.has(id) || !rn.hasReady()) continue;
-        moved = true;
-        const rd = rn.ready();
-        const s = storages.get(id)!;
-        if (rd.snapshot) s.applySnapshot(rd.snapshot);
-        s.append(rd.entries);
-        if (rd.hardState) s.setHardState(rd.hardState);
-        for (const e of rd.committedEntries) if (e.type === EntryType.ConfChange) rn.applyConfChange(decodeConfChange(e.data));
-        for (const m of [...rd.earlyMessages, ...rd.messages]) {
-          sent.push(m);
-          if (!down.has(m.to)) inbox.push(m);
-        }
-        rn.advance();
-      }
-      for (const m of inbox) nodes.get(m.to)!.step(m);
-      if (!moved && inbox.length === 0) return;
-    }
-  };
-  settle(); // apply the bootstrap configuration
-  nodes.get(1)!.campaign();
-  settle();
+  const { nodes, storages, down, settle } = rawNodeCluster({
+    seed: 3,
+    storage: () => new SlowSnapshotStorage(),
+    route: (_from, m) => {
+      sent.push(m);
+      return true;
+    },
+  });
   const leader = nodes.get(1)!;
-  t.equal(leader.status().role, Role.Leader);
 
   // Node 3 misses ten entries; the leader then compacts its log past them with no snapshot
   // reaching that far yet.
