@@ -124,6 +124,8 @@ export interface PicloudOptions {
   nodeArgs?: string[];
   tickMs?: number;
   electionTicks?: number;
+  /** Extra agent flags for every member. */
+  agentArgs?: string[];
 }
 
 /** Three picloud managers: the first bootstraps, the others join and are promoted. */
@@ -145,6 +147,7 @@ export async function startPicloud(opts: PicloudOptions): Promise<BenchCluster> 
         '--client-port', String(ports.client), '--peer-port', String(ports.peer), '--gossip-port', String(ports.gossip),
         '--http-port', String(ports.http), '--tick-ms', String(opts.tickMs ?? 100), '--election-ticks', String(opts.electionTicks ?? 10),
         ...(i === 1 ? ['--bootstrap'] : ['--join', `127.0.0.1:${firstGossip}`, '--token', token]),
+        ...(opts.agentArgs ?? []),
       ];
       const m = spawnMember(name, process.execPath, args, `127.0.0.1:${ports.client}`, dataDir);
       members.push(m);
@@ -175,7 +178,7 @@ async function waitReady(m: Member, httpPort: number): Promise<void> {
 }
 
 /** Three etcd members with a static initial cluster, default fsync and timing. */
-export async function startEtcd(opts: { root: string }): Promise<BenchCluster> {
+export async function startEtcd(opts: { root: string; /** Extra etcd flags for every member. */ etcdArgs?: string[] }): Promise<BenchCluster> {
   const root = join(opts.root, 'etcd');
   mkdirSync(root, { recursive: true });
   const members: Member[] = [];
@@ -192,6 +195,7 @@ export async function startEtcd(opts: { root: string }): Promise<BenchCluster> {
         '--listen-peer-urls', `http://127.0.0.1:${s.peer}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${s.peer}`,
         '--initial-cluster', initialCluster, '--initial-cluster-state', 'new', '--initial-cluster-token', 'picloud-bench',
         '--logger', 'zap', '--log-level', 'warn',
+        ...(opts.etcdArgs ?? []),
       ];
       members.push(spawnMember(s.name, ETCD_BIN, args, `127.0.0.1:${s.client}`, dataDir));
     }

@@ -15,6 +15,10 @@ export interface ProbeCluster {
   pids: number[];
   /** Client endpoints in the same order. */
   endpoints: string[];
+  /** Data directories in the same order. */
+  dataDirs: string[];
+  /** The recent log lines of each member, same order. */
+  logTails: string[][];
 }
 
 export function parseSystem(arg: string | undefined): SystemName {
@@ -23,17 +27,20 @@ export function parseSystem(arg: string | undefined): SystemName {
   return system;
 }
 
-/** Runs `fn` against a fresh cluster; PICLOUD_NODE_ARGS='--flag …' passes node flags to picloud members. */
-export async function withProbeCluster(system: SystemName, writerChannels: number, fn: (c: ProbeCluster) => Promise<void>): Promise<void> {
+/**
+ * Runs `fn` against a fresh cluster; PICLOUD_NODE_ARGS='--flag …' passes node flags to picloud
+ * members, `memberArgs` flags to the members of either system (the agent's, or etcd's).
+ */
+export async function withProbeCluster(system: SystemName, writerChannels: number, fn: (c: ProbeCluster) => Promise<void>, memberArgs: string[] = []): Promise<void> {
   const root = mkdtempSync(join(tmpdir(), `picloud-probe-${system}-`));
   const nodeArgs = process.env.PICLOUD_NODE_ARGS?.split(' ').filter(Boolean);
-  const cluster = system === 'etcd' ? await startEtcd({ root }) : await startPicloud({ root, nodeArgs });
+  const cluster = system === 'etcd' ? await startEtcd({ root, etcdArgs: memberArgs }) : await startPicloud({ root, nodeArgs, agentArgs: memberArgs });
   const writer = new EtcdBenchClient(await cluster.leaderEndpoint(), writerChannels);
   try {
     await writer.connect();
     const leader = writer.endpoint;
     const order = [...cluster.members].sort((a, b) => Number(b.clientEndpoint === leader) - Number(a.clientEndpoint === leader));
-    await fn({ writer, pids: order.map((m) => m.proc.pid!), endpoints: order.map((m) => m.clientEndpoint) });
+    await fn({ writer, pids: order.map((m) => m.proc.pid!), endpoints: order.map((m) => m.clientEndpoint), dataDirs: order.map((m) => m.dataDir), logTails: order.map((m) => m.logTail) });
   } finally {
     writer.close();
     await cluster.stop();

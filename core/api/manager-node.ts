@@ -498,8 +498,9 @@ export class ManagerNode {
       if (current.index !== snap.metadata.index || current.term !== snap.metadata.term) {
         throw new Error(`snapshot ${snap.metadata.term}/${snap.metadata.index} to restore is not the stored one (${current.term}/${current.index})`);
       }
+      const started = Date.now();
       await this.store.restore(this.logStore.openSnapshotStream());
-      this.opts.logger.info({ index: snap.metadata.index, bytes: snap.data.sizeBytes }, 'installed a snapshot received from the leader');
+      this.opts.logger.info({ index: snap.metadata.index, bytes: snap.data.sizeBytes, restoreMs: Date.now() - started }, 'installed a snapshot received from the leader');
     }
     this.conf = snap.metadata.conf;
     // The member table as of the snapshot is not in the KV image: keep what we know, drop

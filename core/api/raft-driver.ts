@@ -108,6 +108,8 @@ export class RaftDriver {
   readonly stats: RaftDriverStats = { readies: 0, entriesPersisted: 0, saves: 0, entriesApplied: 0, messagesSent: 0, proposals: 0, leaderChanges: 0 };
   /** Our proposals in flight, by the counter half of their request id. */
   private readonly proposals = new Map<number, Waiter>();
+  /** Per follower, the last snapshot chunk waiting for its bytes: chunks are read and sent in order. */
+  private readonly chunkSends = new Map<NodeId, Promise<void>>();
   private readonly reads = new Map<string, Waiter>();
   /** Reads whose index is known, waiting for apply to catch up. */
   private readonly readsByIndex: Array<{ index: number; key: string }> = [];
@@ -340,12 +342,21 @@ export class RaftDriver {
       this.transport.send(messages);
       return;
     }
-    for (const m of messages) if (needsSnapshotBytes(m)) void this.attachAndSend(m);
+    for (const m of messages) if (needsSnapshotBytes(m)) this.queueChunk(m);
     const now = messages.filter((m) => !needsSnapshotBytes(m));
     if (now.length > 0) this.transport.send(now);
   }
 
-  /** Reads a snapshot chunk's bytes (Raft may send another chunk meanwhile: order is not needed). */
+  /** Chunks of a window leave in offset order: a later one read first would look like a gap to the follower. */
+  private queueChunk(m: Message): void {
+    const next = (this.chunkSends.get(m.to) ?? Promise.resolve()).then(() => this.attachAndSend(m));
+    this.chunkSends.set(m.to, next);
+    void next.then(() => {
+      if (this.chunkSends.get(m.to) === next) this.chunkSends.delete(m.to);
+    });
+  }
+
+  /** Reads a snapshot chunk's bytes, then sends it. Never rejects. */
   private async attachAndSend(m: Message): Promise<void> {
     const chunk = m.snapshot!;
     try {
@@ -357,7 +368,7 @@ export class RaftDriver {
     } catch {
       // The snapshot was replaced (or its file is unreadable): Raft starts over with the current one.
       if (this.stopped) return;
-      this.node.reportSnapshotFailure(m.to);
+      this.node.reportSnapshotFailure(m.to, chunk.metadata.index);
       this.schedule();
       return;
     }

@@ -55,6 +55,8 @@ export interface SnapshotTransfer {
   snapshot: Snapshot;
   /** Bytes the follower has acknowledged. */
   ackedBytes: number;
+  /** Bytes sent so far (acknowledged or on their way). */
+  sentBytes: number;
   /** Heartbeat responses since the last acknowledged chunk: the chunk in flight is resent after a few. */
   heartbeatsWithoutProgress: number;
 }
@@ -108,7 +110,7 @@ export class Progress {
   becomeSnapshot(snapshot: Snapshot): void {
     this.resetState(ProgressState.Snapshot);
     this.pendingSnapshot = snapshot.metadata.index;
-    this.transfer = { snapshot, ackedBytes: 0, heartbeatsWithoutProgress: 0 };
+    this.transfer = { snapshot, ackedBytes: 0, sentBytes: 0, heartbeatsWithoutProgress: 0 };
     this.next = snapshot.metadata.index + 1;
   }
 

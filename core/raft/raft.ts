@@ -15,7 +15,7 @@ import type { RandomSource } from '../sim/prng.js';
 import { applyToConfState } from './confchange.js';
 import { RaftError, invariant } from './errors.js';
 import { RaftLog } from './log.js';
-import { Progress, ProgressState, ProgressTracker, VoteResult } from './progress.js';
+import { Progress, ProgressState, ProgressTracker, VoteResult, type SnapshotTransfer } from './progress.js';
 import { ReadOnly } from './readonly.js';
 import { Storage } from './storage.js';
 import {
@@ -58,6 +58,8 @@ export interface RaftConfig {
   maxUncommittedEntriesBytes: number;
   /** Snapshots travel in chunks of this many bytes. */
   snapshotChunkBytes: number;
+  /** Chunks of a snapshot sent ahead of the follower's acknowledgements (a window, not stop-and-wait). */
+  maxInflightSnapshotChunks: number;
   /**
    * A follower hands each received snapshot chunk to the embedder (Ready.snapshotChunks)
    * instead of collecting the image in memory; the restored snapshot is then external.
@@ -80,6 +82,7 @@ export const DEFAULT_RAFT_CONFIG = {
   maxApplyBytesPerReady: 4 * 1024 * 1024,
   maxUncommittedEntriesBytes: 64 * 1024 * 1024,
   snapshotChunkBytes: 1024 * 1024,
+  maxInflightSnapshotChunks: 4,
   checkQuorum: true,
   preVote: true,
 } as const;
@@ -242,28 +245,36 @@ export class Raft {
     }
     invariant(snapshot.metadata.index > 0, 'need a non-empty snapshot');
     pr.becomeSnapshot(snapshot);
-    this.sendSnapshotChunk(to, pr);
+    this.sendSnapshotChunks(to, pr.transfer!);
     return true;
   }
 
-  private sendSnapshotChunk(to: NodeId, pr: Progress): void {
-    const transfer = pr.transfer;
-    if (!transfer) return;
-    const { snapshot, ackedBytes } = transfer;
+  /**
+   * Sends the chunk at transfer.sentBytes (always one, so an empty image or a resend goes out),
+   * then more while fewer than maxInflightSnapshotChunks are unacknowledged.
+   */
+  private sendSnapshotChunks(to: NodeId, transfer: SnapshotTransfer): void {
+    const { snapshot } = transfer;
     const data = snapshot.data;
     const total = snapshotSizeBytes(data);
-    const end = Math.min(total, ackedBytes + this.cfg.snapshotChunkBytes);
-    const m = emptyMessage(MessageType.Snap, this.id, to, 0);
-    m.snapshot = {
-      metadata: snapshot.metadata,
-      offset: ackedBytes,
-      data: data instanceof Uint8Array ? data.subarray(ackedBytes, end) : EMPTY_BYTES,
-      totalBytes: total,
-      done: end === total,
-    };
-    // An external snapshot's bytes are read by the embedder as the message leaves.
-    if (!(data instanceof Uint8Array)) m.snapshot.bytesToAttach = end - ackedBytes;
-    this.send(m);
+    const windowBytes = this.cfg.snapshotChunkBytes * this.cfg.maxInflightSnapshotChunks;
+    for (;;) {
+      const offset = transfer.sentBytes;
+      const end = Math.min(total, offset + this.cfg.snapshotChunkBytes);
+      const m = emptyMessage(MessageType.Snap, this.id, to, 0);
+      m.snapshot = {
+        metadata: snapshot.metadata,
+        offset,
+        data: data instanceof Uint8Array ? data.subarray(offset, end) : EMPTY_BYTES,
+        totalBytes: total,
+        done: end === total,
+      };
+      // An external snapshot's bytes are read by the embedder as the message leaves.
+      if (!(data instanceof Uint8Array)) m.snapshot.bytesToAttach = end - offset;
+      this.send(m);
+      transfer.sentBytes = end;
+      if (end >= total || end - transfer.ackedBytes >= windowBytes) return;
+    }
   }
 
   /**
@@ -271,9 +282,10 @@ export class Raft {
    * replaced by a newer one): drop the transfer, as etcd's ReportSnapshot(failure) does. The
    * next append attempt starts over with the current snapshot.
    */
-  snapshotFailed(to: NodeId): void {
+  snapshotFailed(to: NodeId, snapshotIndex: number): void {
     const pr = this.trk.progress.get(to);
     if (this.role !== Role.Leader || !pr || pr.state !== ProgressState.Snapshot) return;
+    if (pr.transfer?.snapshot.metadata.index !== snapshotIndex) return; // an earlier transfer's failure
     pr.pendingSnapshot = 0;
     pr.becomeProbe();
   }
@@ -715,7 +727,8 @@ export class Raft {
       // slow link) would otherwise be sent twice, and each copy's ack would send the next.
       if (++pr.transfer.heartbeatsWithoutProgress >= SNAPSHOT_RESEND_HEARTBEATS) {
         pr.transfer.heartbeatsWithoutProgress = 0;
-        this.sendSnapshotChunk(m.from, pr);
+        pr.transfer.sentBytes = pr.transfer.ackedBytes;
+        this.sendSnapshotChunks(m.from, pr.transfer);
       }
     } else if (pr.match < this.log.lastIndex()) {
       this.sendAppend(m.from);
@@ -735,14 +748,17 @@ export class Raft {
     if (m.logTerm !== meta.term || m.rejectHint !== meta.index) return; // another transfer's ack
     const transfer = pr.transfer;
     if (m.reject) {
+      // The follower lacks bytes before what we sent (a chunk was lost): go back to them.
       transfer.ackedBytes = Math.min(m.index, transfer.ackedBytes);
-    } else if (m.index > transfer.ackedBytes) {
-      transfer.ackedBytes = m.index;
-      transfer.heartbeatsWithoutProgress = 0;
-    } else {
-      return; // the ack of a duplicate chunk: the next chunk already went out with the first ack
+      transfer.sentBytes = transfer.ackedBytes;
+      this.sendSnapshotChunks(m.from, transfer);
+      return;
     }
-    if (transfer.ackedBytes < snapshotSizeBytes(transfer.snapshot.data)) this.sendSnapshotChunk(m.from, pr);
+    // The ack of a duplicate chunk moves nothing: the chunks after it went out with the first.
+    if (m.index <= transfer.ackedBytes) return;
+    transfer.ackedBytes = m.index;
+    transfer.heartbeatsWithoutProgress = 0;
+    if (transfer.sentBytes < snapshotSizeBytes(transfer.snapshot.data)) this.sendSnapshotChunks(m.from, transfer);
   }
 
   private handleTransferLeader(m: Message): void {
@@ -901,6 +917,15 @@ export class Raft {
       resp.logTerm = meta.term;
       this.send(resp);
     };
+    if (meta.index <= this.log.committed) {
+      // We have all of it already (we just installed it, or caught up otherwise): say so as
+      // etcd does, so the leader ends the transfer instead of sending it again from the start.
+      this.incomingSnapshot = undefined;
+      const resp = emptyMessage(MessageType.AppResp, this.id, m.from, 0);
+      resp.index = this.log.committed;
+      this.send(resp);
+      return;
+    }
     let inc = this.incomingSnapshot;
     if (!inc || inc.index !== meta.index || inc.term !== meta.term || inc.from !== m.from) {
       if (chunk.offset !== 0) {

@@ -115,9 +115,9 @@ export class RawNode {
     this.raft.step(m);
   }
 
-  /** A snapshot chunk for `id` could not be read (see Raft.snapshotFailed). */
-  reportSnapshotFailure(id: NodeId): void {
-    this.raft.snapshotFailed(id);
+  /** A chunk of the snapshot at `snapshotIndex` for `id` could not be read (see Raft.snapshotFailed). */
+  reportSnapshotFailure(id: NodeId, snapshotIndex: number): void {
+    this.raft.snapshotFailed(id, snapshotIndex);
   }
 
   hasReady(): boolean {

@@ -46,7 +46,7 @@ function cluster(t: Test) {
     const file = rc.storages.get(from)!.file;
     if (c.metadata.index === failAttach.index || file?.meta.index !== c.metadata.index) {
       failAttach.failures++;
-      rc.nodes.get(from)!.reportSnapshotFailure(m.to);
+      rc.nodes.get(from)!.reportSnapshotFailure(m.to, c.metadata.index);
       return false;
     }
     t.equal(c.data.length, 0, 'a chunk descriptor carries no bytes');
@@ -187,4 +187,25 @@ t.test('on a slow link heartbeats do not start extra copies of the transfer; a s
   c2.loss.after = Infinity;
   for (let i = 0; i < 10 && c2.restored.length === 0; i++) c2.heartbeat();
   t.equal(c2.restored.length, 1, 'the lost chunk was resent and the transfer finished');
+});
+
+t.test('a chunk of a snapshot the follower already has is answered with its commit index, not a request to start over', async (t) => {
+  const c = cluster(t);
+  c.leaveBehind(10, new Uint8Array(2_500).fill(5));
+  c.down.delete(3);
+  for (let i = 0; i < 20 && c.restored.length === 0; i++) c.heartbeat();
+  t.equal(c.restored.length, 1);
+  // A resent last chunk arrives after the install (the leader had not heard back yet).
+  const last = c.snaps.find((m) => m.snapshot!.done)!;
+  const { bytesToAttach: _, ...chunk } = last.snapshot!;
+  const follower = c.nodes.get(3)!;
+  follower.step({ ...last, snapshot: { ...chunk, data: new Uint8Array(500).fill(5) } });
+  const rd = follower.ready();
+  follower.advance();
+  t.same(
+    rd.messages.map((m) => [m.type, m.index, m.reject]),
+    [[MessageType.AppResp, follower.status().commit, false]],
+    'an AppResp with the commit index, which ends the leader\'s transfer',
+  );
+  t.same(rd.snapshotChunks, [], 'nothing spooled');
 });
