@@ -35,7 +35,8 @@ export interface ClientEnv {
   queue: EventQueue;
   history: HistoryRecorder;
   trace: Trace;
-  send(from: number, to: NodeId, req: ClientRequest): void;
+  /** Returns how many copies of the request the network carries (it may duplicate it). */
+  send(from: number, to: NodeId, req: ClientRequest): number;
   /** Nodes worth trying (started, not removed). */
   targets(): NodeId[];
 }
@@ -56,6 +57,11 @@ interface Current {
   deadlineMs: number;
   /** Attempts not answered "refused": each of them may have been appended. */
   unresolvedAttempts: Set<number>;
+  /**
+   * Attempts the network duplicated: a refusal answers one copy, and the other may arrive
+   * later at a node that has a leader by then and be appended, so they are never settled.
+   */
+  duplicatedAttempts: Set<number>;
 }
 
 export class SimClient {
@@ -97,7 +103,7 @@ export class SimClient {
     const input = req.op === 'get' ? {} : req.op === 'put' ? { value } : { expected: req.expected ?? null, value };
     const now = this.env.queue.nowMs;
     const handle = this.env.history.invoke(this.endpoint, key, req.op, input, now);
-    this.cur = { handle, req, deadlineMs: now + this.cfg.opDeadlineMs, unresolvedAttempts: new Set() };
+    this.cur = { handle, req, deadlineMs: now + this.cfg.opDeadlineMs, unresolvedAttempts: new Set(), duplicatedAttempts: new Set() };
     this.sendAttempt();
   }
 
@@ -110,7 +116,7 @@ export class SimClient {
     const attempt = ++cur.req.attempt;
     this.counts.attempts++;
     cur.unresolvedAttempts.add(attempt);
-    this.env.send(this.endpoint, this.target, { ...cur.req });
+    if (this.env.send(this.endpoint, this.target, { ...cur.req }) > 1) cur.duplicatedAttempts.add(attempt);
     this.env.queue.after(this.cfg.requestTimeoutMs, () => {
       if (this.cur === cur && cur.req.attempt === attempt) {
         this.target = undefined; // try someone else
@@ -148,7 +154,7 @@ export class SimClient {
     const cur = this.cur;
     if (cur === undefined || resp.opId !== cur.req.opId || this.stopped) return; // a late answer to an old op
     if (!resp.ok) {
-      cur.unresolvedAttempts.delete(resp.attempt);
+      if (!cur.duplicatedAttempts.has(resp.attempt)) cur.unresolvedAttempts.delete(resp.attempt);
       if (resp.attempt === cur.req.attempt) this.retry(resp.leaderHint);
       return;
     }

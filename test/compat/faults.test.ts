@@ -27,8 +27,8 @@ const KEYS = ['k0', 'k1', 'k2'];
 const TEST_DEADLINE_MS = 150_000;
 /**
  * Far below the defaults, so the log is compacted many times a run and a follower that was
- * stopped or restarted is usually behind its start: it gets a snapshot made for it, which
- * the kills interrupt at any point.
+ * stopped (the test writes enough while it is) or restarted is behind its start: it gets a
+ * snapshot made for it, which the kills interrupt at any point.
  */
 const SNAPSHOT_COUNT = 20;
 const SNAPSHOT_CATCHUP_ENTRIES = 5;
@@ -143,6 +143,10 @@ t.test('linearizable under kill -9 of the leader, SIGSTOP of a follower and rest
     } else if (action === 'stop-follower') {
       const follower = rng.pick(cluster.agents.filter((a) => a !== leader && alive(a)));
       cluster.kill(follower, 'SIGSTOP');
+      // Push the log past it, so it needs a snapshot when it comes back even where the
+      // workload alone writes too little in the pause (a slow CI machine did).
+      const filler = clients[0]!.conns[cluster.agents.indexOf(leader!)]!;
+      for (let i = 0; i < SNAPSHOT_COUNT + SNAPSHOT_CATCHUP_ENTRIES + 5; i++) await filler.put('filler', String(i)).catch(() => undefined);
       await new Promise((r) => setTimeout(r, 2 * ELECTION_TIMEOUT_MS));
       cluster.kill(follower, 'SIGCONT');
       actions.push(`stop/cont ${follower.name}`);

@@ -1,0 +1,55 @@
+/**
+ * The simulated client's verdicts must be sound, or the linearizability checker reports
+ * false violations: a write counts as failed only if no copy of any attempt can still be
+ * appended. The network may duplicate a request, and a refusal answers one copy only
+ * (seed 466 of the 5-node run: a refused put's duplicate reached a node that had a leader
+ * by then and was applied after the client had recorded the put as failed).
+ */
+import t from 'tap';
+import { SimClient, type ClientRequest, type ClientResponse } from '../../core/sim/client.js';
+import { EventQueue } from '../../core/sim/events.js';
+import { HistoryRecorder } from '../../core/sim/history.js';
+import { Prng } from '../../core/sim/prng.js';
+import { Trace } from '../../core/sim/trace.js';
+
+/** One client whose every request is refused; `copies` says how many copies the network carries. */
+function refusedWrites(copies: number): { history: HistoryRecorder; counts: SimClient['counts'] } {
+  const queue = new EventQueue();
+  const history = new HistoryRecorder();
+  let client: SimClient | undefined = undefined;
+  const refuse = (req: ClientRequest): void => {
+    const resp: ClientResponse = { clientId: req.clientId, opId: req.opId, attempt: req.attempt, ok: false, leaderHint: 0 };
+    queue.after(1, () => client!.onResponse(resp));
+  };
+  client = new SimClient(
+    1000,
+    {
+      queue,
+      history,
+      trace: new Trace(10),
+      send: (_from, _to, req) => {
+        refuse(req);
+        return copies;
+      },
+      targets: () => [1],
+    },
+    new Prng(1),
+    { keys: 1, thinkMsMax: 0, requestTimeoutMs: 100, opDeadlineMs: 300 },
+  );
+  client.start();
+  queue.runUntil(2_000);
+  client.stopped = true;
+  return { history, counts: client.counts };
+}
+
+t.test('a write refused on every attempt, each delivered once, failed', async (t) => {
+  const { history } = refusedWrites(1);
+  const failedWrites = history.ops.filter((o) => o.op !== 'get' && o.status === 'fail');
+  t.ok(failedWrites.length > 0, 'recorded as failed: it was never appended');
+});
+
+t.test('a write whose refused attempts were duplicated by the network is indeterminate', async (t) => {
+  const { history, counts } = refusedWrites(2);
+  t.same(history.ops.filter((o) => o.op !== 'get' && o.status === 'fail'), [], 'never "failed": the other copy may still be appended');
+  t.ok(counts.indeterminate > 0, 'the client gave up on them as indeterminate');
+});
