@@ -110,6 +110,8 @@ export class RaftDriver {
   private readonly proposals = new Map<number, Waiter>();
   /** Per follower, the last snapshot chunk waiting for its bytes: chunks are read and sent in order. */
   private readonly chunkSends = new Map<NodeId, Promise<void>>();
+  /** Per follower, bumped when a chunk read fails: chunks queued before that are dropped (Raft starts over). */
+  private readonly chunkGeneration = new Map<NodeId, number>();
   private readonly reads = new Map<string, Waiter>();
   /** Reads whose index is known, waiting for apply to catch up. */
   private readonly readsByIndex: Array<{ index: number; key: string }> = [];
@@ -349,7 +351,8 @@ export class RaftDriver {
 
   /** Chunks of a window leave in offset order: a later one read first would look like a gap to the follower. */
   private queueChunk(m: Message): void {
-    const next = (this.chunkSends.get(m.to) ?? Promise.resolve()).then(() => this.attachAndSend(m));
+    const generation = this.chunkGeneration.get(m.to) ?? 0;
+    const next = (this.chunkSends.get(m.to) ?? Promise.resolve()).then(() => this.attachAndSend(m, generation));
     this.chunkSends.set(m.to, next);
     void next.then(() => {
       if (this.chunkSends.get(m.to) === next) this.chunkSends.delete(m.to);
@@ -357,7 +360,9 @@ export class RaftDriver {
   }
 
   /** Reads a snapshot chunk's bytes, then sends it. Never rejects. */
-  private async attachAndSend(m: Message): Promise<void> {
+  private async attachAndSend(m: Message, generation: number): Promise<void> {
+    // A chunk behind one whose read failed would reach the follower after a gap.
+    if ((this.chunkGeneration.get(m.to) ?? 0) !== generation) return;
     const chunk = m.snapshot!;
     try {
       if (this.persistence.readSnapshotChunk === undefined) throw new Error('persistence cannot read snapshot chunks');
@@ -368,6 +373,7 @@ export class RaftDriver {
     } catch {
       // The snapshot was replaced (or its file is unreadable): Raft starts over with the current one.
       if (this.stopped) return;
+      this.chunkGeneration.set(m.to, generation + 1);
       this.node.reportSnapshotFailure(m.to, chunk.metadata.index);
       this.schedule();
       return;

@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import { MemoryPersistence, RaftDriver, RaftDriverError, durablePrefix, type RaftPersistence } from '../../core/api/raft-driver.js';
-import { Entry, Message, Role, bootstrap } from '../../core/raft/index.js';
+import { Entry, MemoryStorage, Message, MessageType, Role, Snapshot, bootstrap } from '../../core/raft/index.js';
 import { Prng } from '../../core/sim/prng.js';
 
 const enc = new TextEncoder();
@@ -156,4 +156,84 @@ t.test('committed entries are applied while a save is in flight, never before th
   await waitFor('the lagging follower to catch up', () => drivers.get(lagging)!.node.status().applied >= leader.node.status().commit || undefined);
   t.same(violations, [], 'no member applied an entry before its own log held it');
   t.ok(appliedDuringSave > 0, `${appliedDuringSave} entries were applied while a save was in flight`);
+});
+
+t.test('an external snapshot reaches a lagging follower chunk by chunk, in order, and a failed read restarts the transfer', async (t) => {
+  // Every node's storage keeps snapshot bytes to itself (a file, in the agent) and gives Raft
+  // only their size; the driver reads each chunk through persistence.readSnapshotChunk. Reads
+  // finish out of order and the first two after the first chunk fail.
+  class FileLike extends MemoryStorage {
+    file: { index: number; bytes: Uint8Array } | undefined;
+    override snapshot(): Snapshot {
+      const s = super.snapshot();
+      return s.metadata.index === 0 ? s : { metadata: s.metadata, data: { external: true, sizeBytes: this.file!.bytes.length } };
+    }
+  }
+  const image = new Uint8Array(10_500).map((_, i) => i % 251);
+  const drivers = new Map<number, RaftDriver>();
+  const storages = new Map<number, FileLike>();
+  const cut = new Set<number>();
+  const sent: Message[] = [];
+  const restored: Uint8Array[] = [];
+  let failReads = 2;
+  const rng = new Prng(13);
+  for (let id = 1; id <= 3; id++) {
+    const storage = new FileLike();
+    bootstrap(storage, [1, 2, 3]);
+    storages.set(id, storage);
+    const persistence: RaftPersistence = {
+      storage,
+      async save(batch) {
+        if (batch.snapshot) storage.applySnapshot({ metadata: batch.snapshot.metadata, data: new Uint8Array(0) });
+        storage.append(batch.entries);
+        if (batch.hardState) storage.setHardState(batch.hardState);
+      },
+      async readSnapshotChunk(of, offset, length) {
+        await new Promise((r) => setTimeout(r, Math.floor(rng.next() * 4)));
+        if (failReads > 0 && offset > 0) {
+          failReads--;
+          throw new Error('snapshot file replaced');
+        }
+        if (storage.file?.index !== of.index) throw new Error('no such snapshot');
+        return storage.file.bytes.slice(offset, offset + length);
+      },
+    };
+    const d = new RaftDriver(
+      { id, storage, random: rng.fork(), electionTicks: 10, heartbeatTicks: 1, snapshotChunkBytes: 1000 },
+      persistence,
+      {
+        send: (msgs: Message[]) => {
+          for (const m of msgs) {
+            if (cut.has(m.from) || cut.has(m.to)) continue;
+            const copy = structuredClone(m);
+            sent.push(copy);
+            setImmediate(() => drivers.get(m.to)?.step(copy));
+          }
+        },
+      },
+      { apply: () => undefined, restore: (s) => void restored.push(s.data as Uint8Array) },
+      { tickMs: 10, requestTimeoutMs: 5000 },
+    );
+    drivers.set(id, d);
+  }
+  for (const d of drivers.values()) d.start();
+  t.teardown(() => { for (const d of drivers.values()) d.stop(); });
+  const leaderId = await waitFor('a leader', () => [...drivers.entries()].find(([, d]) => d.node.status().role === Role.Leader)?.[0]);
+  const laggard = [1, 2, 3].find((id) => id !== leaderId)!;
+  cut.add(laggard);
+  for (let i = 0; i < 10; i++) await drivers.get(leaderId)!.propose(enc.encode(`v${i}`));
+  const leader = drivers.get(leaderId)!.node.status();
+  const leaderStorage = storages.get(leaderId)!;
+  leaderStorage.createSnapshot(leader.applied, leader.conf, new Uint8Array(0));
+  leaderStorage.file = { index: leader.applied, bytes: image };
+  leaderStorage.compact(leader.applied);
+  cut.delete(laggard);
+  await waitFor('the laggard to install the snapshot', () => restored.length > 0 || undefined);
+  t.ok(Buffer.from(restored[0]!).equals(Buffer.from(image)), 'the follower got exactly the image, read chunk by chunk');
+  t.equal(failReads, 0, 'two chunk reads failed on the way');
+  const chunks = sent.filter((m) => m.to === laggard && m.snapshot);
+  t.ok(chunks.every((m) => m.snapshot!.bytesToAttach === undefined && m.snapshot!.data.length > 0), 'every chunk left with its bytes');
+  t.ok(chunks.filter((m) => m.snapshot!.offset === 0).length >= 2, 'the transfer started over after a failed read');
+  const rejects = sent.filter((m) => m.from === laggard && m.type === MessageType.SnapResp && m.reject);
+  t.same(rejects, [], 'no chunk arrived ahead of its predecessor, though the reads finished out of order');
 });
