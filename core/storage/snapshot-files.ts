@@ -80,7 +80,7 @@ export class SnapshotFiles {
 
   /**
    * Writes a received chunk at `offset` of `fileName`'s spool; offset 0 starts the spool over.
-   * Not fsynced: install() syncs the whole spool once.
+   * Not fsynced: installSpool() syncs the whole spool once.
    */
   async spoolChunk(fileName: string, offset: number, data: Uint8Array): Promise<void> {
     const spool = this.path(this.spoolName(fileName));
