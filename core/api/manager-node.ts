@@ -328,7 +328,7 @@ export class ManagerNode {
         spoolIncomingSnapshots: true,
       },
       persistence,
-      { send: (msgs) => this.transport.send(msgs) },
+      { send: (msgs) => this.transport.send(msgs), flush: () => this.transport.flush() },
       {
         apply: (e, payload) => this.applyEntry(e, payload),
         applyConfChange: (cc, conf) => this.applyConfChange(cc, conf),
