@@ -328,7 +328,7 @@ export class ManagerNode {
         spoolIncomingSnapshots: true,
       },
       persistence,
-      { send: (msgs) => this.transport.send(msgs), flush: () => this.transport.flush() },
+      { send: (msgs) => this.transport.send(msgs) },
       {
         apply: (e, payload) => this.applyEntry(e, payload),
         applyConfChange: (cc, conf) => this.applyConfChange(cc, conf),

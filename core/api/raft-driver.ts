@@ -46,10 +46,7 @@ export interface RaftPersistence {
 }
 
 export interface RaftTransport {
-  /** Queue messages; a transport may hold them to coalesce what one turn sends. */
   send(messages: Message[]): void;
-  /** Write what is queued now: a Ready's messages are one batch, and they are on the commit path. */
-  flush?(): void;
 }
 
 export interface RaftStateMachine {
@@ -345,15 +342,11 @@ export class RaftDriver {
   private send(messages: Message[]): void {
     if (!messages.some(needsSnapshotBytes)) {
       this.transport.send(messages);
-    } else {
-      for (const m of messages) if (needsSnapshotBytes(m)) this.queueChunk(m);
-      const now = messages.filter((m) => !needsSnapshotBytes(m));
-      if (now.length > 0) this.transport.send(now);
+      return;
     }
-    // Before the save that follows (a leader's appends go out while it fsyncs) and before
-    // whatever I/O callbacks the loop runs next: measured at one in flight, waiting for the
-    // transport's end-of-turn flush put 150-550 µs between a Ready and its appends leaving.
-    this.transport.flush?.();
+    for (const m of messages) if (needsSnapshotBytes(m)) this.queueChunk(m);
+    const now = messages.filter((m) => !needsSnapshotBytes(m));
+    if (now.length > 0) this.transport.send(now);
   }
 
   /** Chunks of a window leave in offset order: a later one read first would look like a gap to the follower. */

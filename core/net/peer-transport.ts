@@ -4,8 +4,7 @@
  *
  * Sending: one outbound connection per peer, dialed by us, with a bounded queue. Messages
  * handed to send() in one turn of the event loop leave in one frame (or a few, at
- * MAX_BATCH_BYTES each) at the end of the turn, or at once on flush() (the Raft driver
- * flushes each Ready's messages, which are already one batch). A full queue drops the message and counts it: Raft tolerates loss
+ * MAX_BATCH_BYTES each). A full queue drops the message and counts it: Raft tolerates loss
  * and retries, whereas an unbounded queue would grow without limit behind a dead or slow peer.
  * A broken connection drops what was queued, reports the peer unreachable (Raft then probes
  * instead of streaming) and is redialed after an exponential backoff with full jitter.
@@ -273,11 +272,6 @@ class PeerSender {
     }, delay);
   }
 
-  /** Writes the queue now (a flush already scheduled then finds it empty). */
-  flushNow(): void {
-    if (this.state === 'open' && !this.waitingDrain && this.queue.length > 0) this.flush();
-  }
-
   private scheduleFlush(): void {
     if (this.flushScheduled || this.waitingDrain) return;
     this.flushScheduled = true;
@@ -399,11 +393,6 @@ export class PeerTransport {
       }
       peer.enqueue(m);
     }
-  }
-
-  /** Writes every peer's queued messages now instead of at the end of this turn. */
-  flush(): void {
-    for (const p of this.peers.values()) p.flushNow();
   }
 
   stats(): TransportStats {

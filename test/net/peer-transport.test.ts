@@ -65,23 +65,6 @@ t.test('messages sent in one turn arrive in order, in one frame', async (t) => {
   t.equal(a.got[0]!.entries[0]!.data.length, 1000);
 });
 
-t.test('flush() writes what is queued at once; otherwise a turn\'s messages wait for its end', async (t) => {
-  const a = await node(t, 1);
-  const b = await node(t, 2);
-  a.t.addPeer(2, b.addr);
-  await waitFor(() => a.t.stats().peers['2']!.connected, 'connect');
-  a.t.send([hb(1, 2, 1)]);
-  t.equal(a.t.stats().peers['2']!.sentBatches, 0, 'queued until the end of the turn');
-  a.t.send([hb(1, 2, 2)]);
-  a.t.flush();
-  t.equal(a.t.stats().peers['2']!.sentBatches, 1, 'written by flush(), both in one frame');
-  t.equal(a.t.stats().peers['2']!.sentMessages, 2);
-  await waitFor(() => b.got.length === 2, 'delivery');
-  await new Promise((r) => setImmediate(r));
-  t.equal(a.t.stats().peers['2']!.sentBatches, 1, 'the end-of-turn flush found nothing left to send');
-  t.same(b.got.map((m) => m.term), [1, 2]);
-});
-
 t.test('a flush is split into frames of at most maxBatchBytes', async (t) => {
   const a = await node(t, 1, { ...FAST, maxBatchBytes: 10_000 });
   const b = await node(t, 2);
