@@ -490,18 +490,15 @@ export class ManagerNode {
   }
 
   private async restoreSnapshot(snap: Snapshot): Promise<void> {
-    if (snap.data instanceof Uint8Array) {
-      await this.store.restore([snap.data]);
-    } else {
-      // Spooled and installed by the save that preceded this call: stream it from its file.
-      const current = this.logStore.snapshotMetadata();
-      if (current.index !== snap.metadata.index || current.term !== snap.metadata.term) {
-        throw new Error(`snapshot ${snap.metadata.term}/${snap.metadata.index} to restore is not the stored one (${current.term}/${current.index})`);
-      }
-      const started = Date.now();
-      await this.store.restore(this.logStore.openSnapshotStream());
-      this.opts.logger.info({ index: snap.metadata.index, bytes: snap.data.sizeBytes, restoreMs: Date.now() - started }, 'installed a snapshot received from the leader');
+    // With spoolIncomingSnapshots the bytes were spooled to a file and installed by the save
+    // that preceded this call: stream the state from that file.
+    const current = this.logStore.snapshotMetadata();
+    if (current.index !== snap.metadata.index || current.term !== snap.metadata.term) {
+      throw new Error(`snapshot ${snap.metadata.term}/${snap.metadata.index} to restore is not the stored one (${current.term}/${current.index})`);
     }
+    const started = Date.now();
+    await this.store.restore(this.logStore.openSnapshotStream());
+    this.opts.logger.info({ index: snap.metadata.index, bytes: this.logStore.snapshotSizeBytes(), restoreMs: Date.now() - started }, 'installed a snapshot received from the leader');
     this.conf = snap.metadata.conf;
     // The member table as of the snapshot is not in the KV image: keep what we know, drop
     // members that are no longer in the configuration.
