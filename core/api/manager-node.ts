@@ -24,6 +24,7 @@ import {
   RaftError,
   Role,
   Snapshot,
+  SnapshotMetadata,
   Storage,
   bootstrapEntries,
 } from '../raft/index.js';
@@ -123,7 +124,7 @@ const dec = new TextDecoder();
 
 export class NodeError extends Error {
   constructor(
-    readonly code: 'NAME_CONFLICT' | 'NOT_BOOTSTRAPPED' | 'JOIN_FAILED' | 'BAD_TOKEN',
+    readonly code: 'NAME_CONFLICT' | 'NOT_BOOTSTRAPPED' | 'JOIN_FAILED' | 'BAD_TOKEN' | 'STATE_BEHIND_LOG',
     message: string,
   ) {
     super(message);
@@ -297,6 +298,7 @@ export class ManagerNode {
       if (!this.members.has(m.id)) this.members.set(m.id, { ...m, isLearner: m.id === this.id });
     }
     if (!this.members.has(this.id)) this.members.set(this.id, { id: this.id, ...self, isLearner: false });
+    await this.catchUpWithStoredSnapshot();
 
     this.transport = new PeerTransport({
       nodeId: this.id,
@@ -492,14 +494,40 @@ export class ManagerNode {
   private async restoreSnapshot(snap: Snapshot): Promise<void> {
     // With spoolIncomingSnapshots the bytes were spooled to a file and installed by the save
     // that preceded this call: stream the state from that file.
-    const current = this.logStore.snapshotMetadata();
-    if (current.index !== snap.metadata.index || current.term !== snap.metadata.term) {
-      throw new Error(`snapshot ${snap.metadata.term}/${snap.metadata.index} to restore is not the stored one (${current.term}/${current.index})`);
-    }
     const started = Date.now();
-    await this.store.restore(this.logStore.openSnapshotStream());
+    await this.restoreFromSnapshotFile(snap.metadata);
     this.opts.logger.info({ index: snap.metadata.index, bytes: this.logStore.snapshotSizeBytes(), restoreMs: Date.now() - started }, 'installed a snapshot received from the leader');
-    this.conf = snap.metadata.conf;
+  }
+
+  /**
+   * At start: a crash between installing a snapshot from the leader and persisting the state
+   * restored from it leaves the applied state behind the log's start. Restore it from the
+   * stored snapshot file (etcd opens its snapshot db when the backend is behind it); Raft then
+   * re-applies the log after it. Without this Raft would start past entries never applied.
+   */
+  private async catchUpWithStoredSnapshot(): Promise<void> {
+    const stored = this.logStore.snapshotMetadata();
+    const applied = this.store.appliedIndex;
+    if (stored.index > applied) {
+      const started = Date.now();
+      await this.restoreFromSnapshotFile(stored);
+      this.opts.logger.warn({ index: stored.index, appliedBefore: applied, restoreMs: Date.now() - started }, 'restored the applied state from the stored snapshot: it was behind the Raft log (a crash while installing a snapshot)');
+    }
+    const first = this.logStore.firstIndex();
+    if (this.store.appliedIndex < first - 1) {
+      throw new NodeError('STATE_BEHIND_LOG', `the applied state (index ${this.store.appliedIndex}) is behind the Raft log's start (${first}) and no snapshot covers the gap; remove this member and add it again`);
+    }
+  }
+
+  /** Replaces the applied state with the stored snapshot `meta` and adopts its configuration. */
+  private async restoreFromSnapshotFile(meta: SnapshotMetadata): Promise<void> {
+    const current = this.logStore.snapshotMetadata();
+    if (current.index !== meta.index || current.term !== meta.term) {
+      throw new Error(`snapshot ${meta.term}/${meta.index} to restore is not the stored one (${current.term}/${current.index})`);
+    }
+    await this.store.restore(this.logStore.openSnapshotStream());
+    if (this.store.appliedIndex !== meta.index) throw new Error(`snapshot ${meta.term}/${meta.index} holds the state at index ${this.store.appliedIndex}`);
+    this.conf = meta.conf;
     // The member table as of the snapshot is not in the KV image: keep what we know, drop
     // members that are no longer in the configuration.
     const inConf = new Set([...this.conf.voters, ...this.conf.learners]);
