@@ -22,6 +22,7 @@ import {
   NodeId,
   ProgressState,
   RaftError,
+  RawNodeConfig,
   Role,
   Snapshot,
   SnapshotMetadata,
@@ -30,6 +31,7 @@ import {
 } from '../raft/index.js';
 import { RaftLogStore, type RaftLogStoreStats, type WriteObserver } from '../storage/raft-log-store.js';
 import { MvccBackend } from '../storage/mvcc-backend.js';
+import { StorageError } from '../storage/errors.js';
 import {
   AutoCompactor,
   DEFAULT_AUTO_COMPACTION,
@@ -43,12 +45,14 @@ import {
   decodeKvRequest,
   defaultQuotaBytes,
   encodeKvRequest,
+  readSnapshot,
   type AutoCompactionConfig,
+  type InstallableState,
 } from '../kv/index.js';
 import { PeerTransport } from '../net/peer-transport.js';
 import { JoinMember, JoinServer, joinCluster } from '../net/join.js';
 import { derivePeerKey, formatToken, generateToken, parseToken, tokenDigest } from '../net/token.js';
-import { RaftDriver, RaftDriverError, RaftPersistence } from './raft-driver.js';
+import { RaftDriver, RaftDriverError, RaftPersistence, SnapshotRefusedError } from './raft-driver.js';
 import { DEFAULT_SNAPSHOT_EVERY_ENTRIES, LOG_ENTRIES_KEPT_AFTER_SNAPSHOT } from './snapshot-policy.js';
 
 export interface ManagerNodeOptions {
@@ -179,6 +183,8 @@ export class ManagerNode {
   private joinServer: JoinServer | undefined;
   private timers: NodeJS.Timeout[] = [];
   private conf: ConfState = { voters: [], learners: [] };
+  /** A snapshot from the leader, decoded before its install and waiting for restoreSnapshot. */
+  private receivedSnapshot: { meta: SnapshotMetadata; state: InstallableState } | undefined;
   private appliedSinceSnapshot = 0;
   private persistInFlight = false;
   private persistWanted = false;
@@ -312,23 +318,18 @@ export class ManagerNode {
 
     // Raft asks for a snapshot only for a follower behind the log's start; made off its call stack.
     this.logStore.onSnapshotNeeded(() => setImmediate(() => void this.takeSnapshot()));
+    this.logStore.checkIncomingSnapshots((meta, data) => this.decodeIncomingSnapshot(meta, data));
     const persistence: RaftPersistence = {
       storage: this.logStore,
-      save: (batch, sync) => this.logStore.save(batch, { sync }),
+      save: (batch, sync) => this.logStore.save(batch, { sync }).catch((e: unknown) => {
+        if (!(e instanceof StorageError && e.code === 'ERR_SNAPSHOT_REFUSED')) throw e;
+        log.error({ err: e }, 'refused a snapshot from the leader; Raft state reloaded from disk, the leader sends it again');
+        throw new SnapshotRefusedError(e.message, { cause: e });
+      }),
       readSnapshotChunk: (of, offset, length) => this.logStore.readSnapshotChunk(offset, length, of),
     };
-    const applied = this.store.appliedIndex;
     this.driver = new RaftDriver(
-      {
-        id: this.id,
-        storage: new AppliedConfStorage(this.logStore, this.conf, applied),
-        applied: applied > 0 ? Math.min(applied, this.logStore.lastIndex()) : undefined,
-        random: { next: Math.random, int: (n: number) => Math.floor(Math.random() * n) },
-        electionTicks: this.opts.electionTicks,
-        heartbeatTicks: 1,
-        // A snapshot from the leader goes to a spool file chunk by chunk, never whole in memory.
-        spoolIncomingSnapshots: true,
-      },
+      this.raftConfig(),
       persistence,
       { send: (msgs) => this.transport.send(msgs) },
       {
@@ -337,7 +338,11 @@ export class ManagerNode {
         restore: (snap) => this.restoreSnapshot(snap),
         afterApply: () => this.afterApply(),
       },
-      { tickMs: this.opts.tickMs, requestTimeoutMs: this.opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS },
+      {
+        tickMs: this.opts.tickMs,
+        requestTimeoutMs: this.opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
+        reloadConfig: () => this.raftConfig(),
+      },
     );
     this.driver.onLeaderChange((lead, role) => this.onLeaderChange(lead, role));
     this.driver.start();
@@ -352,6 +357,21 @@ export class ManagerNode {
       : await JoinServer.listen({ ...joinOpts, port: this.opts.joinPort, host: this.opts.bindAddr });
     this.timers.push(setInterval(() => void this.leaderDuties(), LEASE_TICK_MS));
     this.timers.push(setInterval(() => this.watchHub.progressTick(), 10 * 60_000));
+  }
+
+  /** Raft's configuration as of the durable log and the applied state (at start, and after a refused snapshot). */
+  private raftConfig(): RawNodeConfig {
+    const applied = this.store.appliedIndex;
+    return {
+      id: this.id,
+      storage: new AppliedConfStorage(this.logStore, this.conf, applied),
+      applied: applied > 0 ? Math.min(applied, this.logStore.lastIndex()) : undefined,
+      random: { next: Math.random, int: (n: number) => Math.floor(Math.random() * n) },
+      electionTicks: this.opts.electionTicks,
+      heartbeatTicks: 1,
+      // A snapshot from the leader goes to a spool file chunk by chunk, never whole in memory.
+      spoolIncomingSnapshots: true,
+    };
   }
 
   // ------------------------------------------------------------------------- applying
@@ -491,11 +511,26 @@ export class ManagerNode {
     }
   }
 
+  /**
+   * Checks a snapshot received from the leader before it replaces the log: decodes the spooled
+   * image (which verifies its checksum and structure) and keeps the result for restoreSnapshot,
+   * which follows the save that installs it. A snapshot that fails is refused, never installed.
+   */
+  private async decodeIncomingSnapshot(meta: SnapshotMetadata, data: AsyncIterable<Uint8Array>): Promise<void> {
+    this.receivedSnapshot = undefined;
+    const state = await readSnapshot(data);
+    if (state.appliedIndex !== meta.index) throw new Error(`the image holds the state at index ${state.appliedIndex}, not ${meta.index}`);
+    this.receivedSnapshot = { meta, state };
+  }
+
   private async restoreSnapshot(snap: Snapshot): Promise<void> {
-    // With spoolIncomingSnapshots the bytes were spooled to a file and installed by the save
-    // that preceded this call: stream the state from that file.
+    const received = this.receivedSnapshot;
+    this.receivedSnapshot = undefined;
+    if (received === undefined || received.meta.index !== snap.metadata.index || received.meta.term !== snap.metadata.term) {
+      throw new Error(`snapshot ${snap.metadata.term}/${snap.metadata.index} was installed without being decoded first`);
+    }
     const started = Date.now();
-    await this.restoreFromSnapshotFile(snap.metadata);
+    await this.restoreFromSnapshotFile(snap.metadata, received.state);
     this.opts.logger.info({ index: snap.metadata.index, bytes: this.logStore.snapshotSizeBytes(), restoreMs: Date.now() - started }, 'installed a snapshot received from the leader');
   }
 
@@ -519,13 +554,17 @@ export class ManagerNode {
     }
   }
 
-  /** Replaces the applied state with the stored snapshot `meta` and adopts its configuration. */
-  private async restoreFromSnapshotFile(meta: SnapshotMetadata): Promise<void> {
+  /**
+   * Replaces the applied state with the stored snapshot `meta` (already decoded as `state`, or
+   * streamed from its file) and adopts its configuration.
+   */
+  private async restoreFromSnapshotFile(meta: SnapshotMetadata, state?: InstallableState): Promise<void> {
     const current = this.logStore.snapshotMetadata();
     if (current.index !== meta.index || current.term !== meta.term) {
       throw new Error(`snapshot ${meta.term}/${meta.index} to restore is not the stored one (${current.term}/${current.index})`);
     }
-    await this.store.restore(this.logStore.openSnapshotStream());
+    if (state !== undefined) this.store.restoreState(state);
+    else await this.store.restore(this.logStore.openSnapshotStream());
     if (this.store.appliedIndex !== meta.index) throw new Error(`snapshot ${meta.term}/${meta.index} holds the state at index ${this.store.appliedIndex}`);
     this.conf = meta.conf;
     // The member table as of the snapshot is not in the KV image: keep what we know, drop

@@ -36,7 +36,11 @@ export interface PersistBatch {
 export interface RaftPersistence {
   /** The read mirror RawNode consults; updated by save() once data is durable. */
   readonly storage: Storage;
-  /** Spool snapshot chunks, then write snapshot, entries and hard state; resolve only when durable if `sync`. */
+  /**
+   * Spool snapshot chunks, then write snapshot, entries and hard state; resolve only when
+   * durable if `sync`. Rejects with SnapshotRefusedError, having written nothing but chunks,
+   * when the batch's snapshot fails its check (bytes the state machine cannot restore).
+   */
   save(batch: PersistBatch, sync: boolean): Promise<void>;
   /**
    * Bytes of the snapshot `of` from `offset`, for a chunk Raft sends without holding them
@@ -58,6 +62,14 @@ export interface RaftStateMachine {
   restore(snapshot: Snapshot): void | Promise<void>;
   /** After each Ready's entries were applied (e.g. persist the applied state in one batch). */
   afterApply?(): void | Promise<void>;
+}
+
+/** A received snapshot failed its check before it was installed; nothing else of the batch was written. */
+export class SnapshotRefusedError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'SnapshotRefusedError';
+  }
 }
 
 export class RaftDriverError extends Error {
@@ -83,6 +95,13 @@ export interface RaftDriverOptions {
   tickMs: number;
   /** How long a proposal or read may wait before failing with TIMEOUT. */
   requestTimeoutMs: number;
+  /**
+   * The RawNode's configuration as of what is durable and applied now. After a refused
+   * snapshot the driver drops the RawNode (whose memory already holds that snapshot) and
+   * builds a new one from this, as a restart would; the leader then sends the snapshot again.
+   * Without it a refused snapshot stops the loop.
+   */
+  reloadConfig?: () => RawNodeConfig;
 }
 
 /** Counters of the Ready loop, for /metrics and tuning (how well proposals batch). */
@@ -104,7 +123,7 @@ export interface RaftDriverStats {
 }
 
 export class RaftDriver {
-  readonly node: RawNode;
+  private node_: RawNode;
   readonly stats: RaftDriverStats = { readies: 0, entriesPersisted: 0, saves: 0, entriesApplied: 0, messagesSent: 0, proposals: 0, leaderChanges: 0 };
   /** Our proposals in flight, by the counter half of their request id. */
   private readonly proposals = new Map<number, Waiter>();
@@ -139,7 +158,11 @@ export class RaftDriver {
     private readonly sm: RaftStateMachine,
     private readonly opts: RaftDriverOptions,
   ) {
-    this.node = new RawNode(config);
+    this.node_ = new RawNode(config);
+  }
+
+  get node(): RawNode {
+    return this.node_;
   }
 
   start(): void {
@@ -269,7 +292,13 @@ export class RaftDriver {
     try {
       while (!this.stopped && this.node.hasReady()) {
         const rd = this.node.ready();
-        await this.handleReady(rd);
+        try {
+          await this.handleReady(rd);
+        } catch (e) {
+          if (!(e instanceof SnapshotRefusedError) || this.opts.reloadConfig === undefined) throw e;
+          this.reload();
+          continue;
+        }
         this.node.advance();
       }
     } catch (e) {
@@ -336,6 +365,23 @@ export class RaftDriver {
       if (this.reads.has(key)) this.readsByIndex.push({ index: rs.index, key });
     }
     this.releaseReads();
+  }
+
+  /**
+   * A refused snapshot: the RawNode already took it into memory (log, commit index), so it is
+   * replaced by one built from storage, which holds none of it. Nothing of that Ready left
+   * this node. Our proposals stay (the leader may still commit them); ReadIndex rounds are
+   * failed, since the new RawNode knows nothing of them.
+   */
+  private reload(): void {
+    this.node_ = new RawNode(this.opts.reloadConfig!());
+    const err = new RaftDriverError('DROPPED', 'raft state reloaded after a refused snapshot');
+    for (const w of this.reads.values()) {
+      clearTimeout(w.timer);
+      w.reject(err);
+    }
+    this.reads.clear();
+    this.readsByIndex.length = 0;
   }
 
   /** Hands messages to the transport; snapshot chunks whose bytes Raft does not hold leave once read. */

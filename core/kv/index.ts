@@ -92,6 +92,7 @@ export { leaseIdForIndex } from './leases.js';
 export { SpaceAlarm, growsStore, defaultQuotaBytes, QUOTA_BYTES_MIN, QUOTA_CLEAR_FRACTION } from './quota.js';
 export { AutoCompactor, parseAutoCompaction, DEFAULT_AUTO_COMPACTION, type AutoCompactionConfig, type AutoCompactionMode } from './auto-compactor.js';
 export { RECORD_OVERHEAD_BYTES, KEY_OVERHEAD_BYTES } from './mvcc.js';
+export type { InstallableState } from './store.js';
 export { SNAPSHOT_FORMAT, SNAPSHOT_VERSION, readSnapshot, writeSnapshot, SnapshotStream, StateImage } from './snapshot.js';
 export { keyString, keyBytes, prefixEnd } from './keys.js';
 export { IntervalTree } from './interval-tree.js';

@@ -517,7 +517,11 @@ export class KvStore {
    * Watchers are told (onRestore); the persistence layer rewrites everything on its next persist.
    */
   async restore(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<void> {
-    const state = await readSnapshot(source);
+    this.restoreState(await readSnapshot(source));
+  }
+
+  /** restore() with a snapshot already decoded (readSnapshot), e.g. checked before it was installed. */
+  restoreState(state: InstallableState): void {
     this.install(state, true);
   }
 

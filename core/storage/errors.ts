@@ -13,7 +13,9 @@ export type StorageErrorCode =
   /** The caller asked for something impossible (a gap in appended entries, compacting past the snapshot). */
   | 'ERR_INVALID_ARGUMENT'
   /** A snapshot data file is missing or has the wrong size. */
-  | 'ERR_SNAPSHOT_FILE';
+  | 'ERR_SNAPSHOT_FILE'
+  /** A received snapshot failed the embedder's check: its spool was removed, nothing written. */
+  | 'ERR_SNAPSHOT_REFUSED';
 
 export class StorageError extends Error {
   readonly code: StorageErrorCode;

@@ -91,6 +91,12 @@ export interface RaftLogStoreStats {
 }
 
 
+/**
+ * Checks a received snapshot's bytes before it replaces the log (e.g. by decoding them);
+ * rejecting refuses the snapshot.
+ */
+export type IncomingSnapshotCheck = (metadata: SnapshotMetadata, data: AsyncIterable<Uint8Array>) => Promise<void>;
+
 interface PreparedWrite {
   ops: BatchOp[];
   sync: boolean;
@@ -120,6 +126,7 @@ export class RaftLogStore implements Storage {
   private snapshotFile: string | undefined;
   private snapshotBytes = 0;
   private snapshotListener: (() => void) | undefined;
+  private incomingSnapshotCheck: IncomingSnapshotCheck | undefined;
 
   private constructor(
     readonly dir: string,
@@ -253,6 +260,15 @@ export class RaftLogStore implements Storage {
     this.snapshotListener = fn;
   }
 
+  /**
+   * Every received (spooled) snapshot goes through `check` before the save that names it
+   * writes anything; if the check rejects, the spool is removed and that save rejects with
+   * ERR_SNAPSHOT_REFUSED, the store staying usable (nothing of that save was written).
+   */
+  checkIncomingSnapshots(check: IncomingSnapshotCheck): void {
+    this.incomingSnapshotCheck = check;
+  }
+
   /** Calls `fn` after every LevelDB batch with how long it took (with its fsync when `sync`). */
   observeWrites(fn: WriteObserver): void {
     this.writeObservers.push(fn);
@@ -279,9 +295,21 @@ export class RaftLogStore implements Storage {
   save(update: LogUpdate, options: SaveOptions = {}): Promise<void> {
     const refused = this.refuseWrites();
     if (refused) return Promise.reject(refused);
-    if (update.snapshotChunks !== undefined && update.snapshotChunks.length > 0) {
-      return this.spool(update.snapshotChunks).then(() => this.save({ ...update, snapshotChunks: undefined }, options));
-    }
+    const chunks = update.snapshotChunks !== undefined && update.snapshotChunks.length > 0 ? update.snapshotChunks : undefined;
+    const snap = update.snapshot;
+    const check = snap !== undefined && !(snap.data instanceof Uint8Array) ? this.incomingSnapshotCheck : undefined;
+    if (chunks === undefined && check === undefined) return this.submitUpdate(update, options);
+    return (async () => {
+      if (chunks !== undefined) await this.spool(chunks);
+      if (check !== undefined) await this.checkSpool(snap!.metadata, check);
+      return this.submitUpdate(update, options);
+    })();
+  }
+
+  /** save() once the update's snapshot bytes, if any, are on disk: prepare the batch against the pending log and submit it. */
+  private submitUpdate(update: LogUpdate, options: SaveOptions): Promise<void> {
+    const refused = this.refuseWrites();
+    if (refused) return Promise.reject(refused);
     const ops: BatchOp[] = [];
     const snap = update.snapshot;
     let snapshotFile: PreparedWrite['snapshotFile'];
@@ -487,6 +515,19 @@ export class RaftLogStore implements Storage {
   /** Writes received snapshot chunks to the spool of the file each snapshot will become. */
   private async spool(chunks: readonly SnapshotChunkWrite[]): Promise<void> {
     for (const c of chunks) await this.files.spoolChunk(snapshotFileName(c.metadata.term, c.metadata.index), c.offset, c.data);
+  }
+
+  private async checkSpool(meta: SnapshotMetadata, check: IncomingSnapshotCheck): Promise<void> {
+    const spool = this.files.spoolName(snapshotFileName(meta.term, meta.index));
+    const data = this.files.stream(spool);
+    try {
+      await check(meta, data);
+    } catch (err) {
+      data.destroy();
+      await this.files.remove(spool).catch(() => undefined);
+      throw new StorageError('ERR_SNAPSHOT_REFUSED', `received snapshot ${meta.term}/${meta.index} refused: ${(err as Error).message}`, { cause: err });
+    }
+    data.destroy();
   }
 }
 

@@ -4,7 +4,7 @@
  * being cut off (its pending proposals fail fast with LEADER_CHANGED or TIMEOUT).
  */
 import t from 'tap';
-import { MemoryPersistence, RaftDriver, RaftDriverError, durablePrefix, type RaftPersistence } from '../../core/api/raft-driver.js';
+import { MemoryPersistence, RaftDriver, RaftDriverError, SnapshotRefusedError, durablePrefix, type RaftPersistence } from '../../core/api/raft-driver.js';
 import { Entry, MemoryStorage, Message, MessageType, Role, Snapshot, bootstrap } from '../../core/raft/index.js';
 import { Prng } from '../../core/sim/prng.js';
 
@@ -158,17 +158,19 @@ t.test('committed entries are applied while a save is in flight, never before th
   t.ok(appliedDuringSave > 0, `${appliedDuringSave} entries were applied while a save was in flight`);
 });
 
+/** Storage that keeps snapshot bytes to itself (a file, in the agent) and gives Raft only their size. */
+class FileLike extends MemoryStorage {
+  file: { index: number; bytes: Uint8Array } | undefined;
+  override snapshot(): Snapshot {
+    const s = super.snapshot();
+    return s.metadata.index === 0 ? s : { metadata: s.metadata, data: { external: true, sizeBytes: this.file!.bytes.length } };
+  }
+}
+
 t.test('an external snapshot reaches a lagging follower chunk by chunk, in order, and a failed read restarts the transfer', async (t) => {
   // Every node's storage keeps snapshot bytes to itself (a file, in the agent) and gives Raft
   // only their size; the driver reads each chunk through persistence.readSnapshotChunk. Reads
   // finish out of order and the first two after the first chunk fail.
-  class FileLike extends MemoryStorage {
-    file: { index: number; bytes: Uint8Array } | undefined;
-    override snapshot(): Snapshot {
-      const s = super.snapshot();
-      return s.metadata.index === 0 ? s : { metadata: s.metadata, data: { external: true, sizeBytes: this.file!.bytes.length } };
-    }
-  }
   const image = new Uint8Array(10_500).map((_, i) => i % 251);
   const drivers = new Map<number, RaftDriver>();
   const storages = new Map<number, FileLike>();
@@ -236,4 +238,103 @@ t.test('an external snapshot reaches a lagging follower chunk by chunk, in order
   t.ok(chunks.filter((m) => m.snapshot!.offset === 0).length >= 2, 'the transfer started over after a failed read');
   const rejects = sent.filter((m) => m.from === laggard && m.type === MessageType.SnapResp && m.reject);
   t.same(rejects, [], 'no chunk arrived ahead of its predecessor, though the reads finished out of order');
+});
+
+t.test('a follower refuses a snapshot that fails its check, reloads Raft from storage, and installs the one sent again', async (t) => {
+  // Followers spool incoming chunks (as the agent does); the laggard's save refuses the first
+  // snapshot it is asked to install, as the agent's does when the image does not decode.
+  const image = new Uint8Array(5_500).map((_, i) => i % 241);
+  const drivers = new Map<number, RaftDriver>();
+  const storages = new Map<number, FileLike>();
+  const appliedIndex = new Map<number, number>();
+  const cut = new Set<number>();
+  const sent: Message[] = [];
+  const installed: Uint8Array[] = [];
+  let refusals = 1;
+  const rng = new Prng(17);
+  for (let id = 1; id <= 3; id++) {
+    const storage = new FileLike();
+    bootstrap(storage, [1, 2, 3]);
+    storages.set(id, storage);
+    appliedIndex.set(id, 0);
+    let spool = new Uint8Array(0);
+    const persistence: RaftPersistence = {
+      storage,
+      async save(batch) {
+        for (const c of batch.snapshotChunks ?? []) {
+          const grown = new Uint8Array(c.offset + c.data.length);
+          grown.set(spool.subarray(0, c.offset));
+          grown.set(c.data, c.offset);
+          spool = grown;
+        }
+        if (batch.snapshot) {
+          if (refusals > 0) {
+            refusals--;
+            throw new SnapshotRefusedError('checksum mismatch');
+          }
+          storage.applySnapshot({ metadata: batch.snapshot.metadata, data: new Uint8Array(0) });
+          storage.file = { index: batch.snapshot.metadata.index, bytes: spool };
+        }
+        storage.append(batch.entries);
+        if (batch.hardState) storage.setHardState(batch.hardState);
+      },
+      async readSnapshotChunk(of, offset, length) {
+        if (storage.file?.index !== of.index) throw new Error('no such snapshot');
+        return storage.file.bytes.slice(offset, offset + length);
+      },
+    };
+    const random = rng.fork();
+    const config = () => ({ id, storage, random, electionTicks: 10, heartbeatTicks: 1, snapshotChunkBytes: 1000, spoolIncomingSnapshots: true, applied: appliedIndex.get(id) || undefined });
+    const d = new RaftDriver(
+      config(),
+      persistence,
+      {
+        send: (msgs: Message[]) => {
+          for (const m of msgs) {
+            if (cut.has(m.from) || cut.has(m.to)) continue;
+            const copy = structuredClone(m);
+            sent.push(copy);
+            setImmediate(() => drivers.get(m.to)?.step(copy));
+          }
+        },
+      },
+      {
+        apply: (e) => void appliedIndex.set(id, e.index),
+        restore: (snap) => {
+          installed.push(storage.file!.bytes);
+          appliedIndex.set(id, snap.metadata.index);
+        },
+      },
+      { tickMs: 10, requestTimeoutMs: 5000, reloadConfig: config },
+    );
+    drivers.set(id, d);
+  }
+  for (const d of drivers.values()) d.start();
+  t.teardown(() => { for (const d of drivers.values()) d.stop(); });
+  const leaderId = await waitFor('a leader', () => [...drivers.entries()].find(([, d]) => d.node.status().role === Role.Leader)?.[0]);
+  const laggard = [1, 2, 3].find((id) => id !== leaderId)!;
+  cut.add(laggard);
+  for (let i = 0; i < 10; i++) await drivers.get(leaderId)!.propose(enc.encode(`v${i}`));
+  const leader = drivers.get(leaderId)!.node.status();
+  const leaderStorage = storages.get(leaderId)!;
+  leaderStorage.createSnapshot(leader.applied, leader.conf, new Uint8Array(0));
+  leaderStorage.file = { index: leader.applied, bytes: image };
+  leaderStorage.compact(leader.applied);
+  const laggardDriver = drivers.get(laggard)!;
+  const nodeBefore = laggardDriver.node;
+  cut.delete(laggard);
+  await waitFor('the laggard to install the snapshot', () => installed.length > 0 || undefined);
+  t.equal(refusals, 0, 'the first snapshot was refused');
+  t.not(laggardDriver.node, nodeBefore, 'the refusal replaced the RawNode');
+  t.equal(laggardDriver.lastError(), undefined, 'the Ready loop did not stop');
+  t.same(installed.map((b) => Buffer.from(b).equals(Buffer.from(image))), [true], 'installed once, exactly the image');
+  const starts = sent.filter((m) => m.to === laggard && m.snapshot && m.snapshot.offset === 0);
+  t.ok(starts.length >= 2, `the leader sent the snapshot again (${starts.length} transfers started)`);
+  t.ok(laggardDriver.node.status().applied >= leader.applied, 'Raft applied up to the snapshot');
+
+  const before = appliedIndex.get(laggard)!;
+  await laggardDriver.propose(enc.encode('after'));
+  const last = appliedIndex.get(laggard)!;
+  t.ok(last > before, 'a proposal through the reloaded follower commits and applies there');
+  await waitFor('every member to apply it', () => [...appliedIndex.values()].every((a) => a === last) || undefined);
 });

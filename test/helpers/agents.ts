@@ -23,6 +23,8 @@ export interface AgentProc {
   name: string;
   /** Flags for this agent only (e.g. --role worker). */
   extraArgs?: string[];
+  /** Flags for node itself, before the agent's script (e.g. --import a test fixture). */
+  nodeArgs?: string[];
   dataDir: string;
   ports: AgentPorts;
   proc?: ChildProcess;
@@ -55,7 +57,7 @@ export class AgentCluster {
   }
 
   start(a: AgentProc, bootstrap: boolean): void {
-    const proc = spawn(process.execPath, [CLI, ...this.args(a, bootstrap)], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const proc = spawn(process.execPath, [...(a.nodeArgs ?? []), CLI, ...this.args(a, bootstrap)], { stdio: ['ignore', 'ignore', 'pipe'] });
     proc.stderr!.on('data', (d: Buffer) => {
       a.log.push(d.toString());
       if (a.log.length > 500) a.log.shift();

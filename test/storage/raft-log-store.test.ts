@@ -160,6 +160,47 @@ t.test('a received snapshot replaces the log; data lives in a file', async (t) =
   await s.close();
 });
 
+t.test('a received snapshot that fails the embedder\'s check is refused: spool removed, nothing written, the store still usable', async (t) => {
+  const dir = await tempDir(t);
+  const s = await RaftLogStore.open(dir);
+  t.teardown(() => s.close());
+  await s.save({ entries: [1, 2, 3].map((i) => ent(i, 1)), hardState: { term: 1, vote: 1, commit: 3 } });
+  const good = new Uint8Array(30_000).map((_, i) => i % 251);
+  const checked: Array<{ index: number; bytes: number }> = [];
+  s.checkIncomingSnapshots(async (meta, stream) => {
+    const pieces: Uint8Array[] = [];
+    for await (const piece of stream) pieces.push(piece);
+    const bytes = Buffer.concat(pieces);
+    checked.push({ index: meta.index, bytes: bytes.length });
+    if (!bytes.equals(Buffer.from(good))) throw new Error('checksum mismatch');
+  });
+  const metadata = { index: 20, term: 4, conf: { voters: [1, 2, 3], learners: [] } };
+  const receive = (data: Uint8Array) =>
+    s.save({
+      snapshotChunks: [{ metadata, offset: 0, data }],
+      snapshot: { metadata, data: { external: true, sizeBytes: data.length } },
+      entries: [ent(21, 4)],
+      hardState: { term: 4, vote: 0, commit: 21 },
+    });
+  const bad = Uint8Array.from(good);
+  bad[12_345] ^= 0x40;
+  await t.rejects(receive(bad), { code: 'ERR_SNAPSHOT_REFUSED', message: /checksum mismatch/ });
+  t.same(checked, [{ index: 20, bytes: good.length }], 'the check saw the whole spool');
+  t.same(await readdir(join(dir, 'snap')), [], 'the refused spool is gone');
+  t.equal(s.snapshotMetadata().index, 0, 'no snapshot recorded');
+  t.equal(s.firstIndex(), 1);
+  t.equal(s.lastIndex(), 3, 'the log is untouched (entry 21 of the refused save not written)');
+  t.same(s.hardState(), { term: 1, vote: 1, commit: 3 }, 'nor its hard state');
+
+  await s.save({ entries: [ent(4, 1)] });
+  t.equal(s.lastIndex(), 4, 'the store takes writes after a refusal');
+  await receive(good);
+  t.equal(s.snapshotMetadata().index, 20, 'the same snapshot sent again, intact, is installed');
+  t.equal(s.firstIndex(), 21);
+  t.equal(s.lastIndex(), 21);
+  t.same(await readdir(join(dir, 'snap')), ['snap-0000000000000004-0000000000000014.snap']);
+});
+
 t.test('a snapshot received chunk by chunk is spooled to a file and installed by the save that names it', async (t) => {
   const dir = await tempDir(t);
   let s = await RaftLogStore.open(dir);

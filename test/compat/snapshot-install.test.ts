@@ -1,18 +1,24 @@
 /**
- * A follower that installed a snapshot from the leader and was killed before the state
- * restored from it reached its applied-state store restarts from the snapshot file (as etcd
- * opens its snapshot db when the backend is behind it). The crash window is recreated by
- * putting back the applied-state directory from before the snapshot arrived.
+ * A follower catching up by snapshot, over real processes and disks:
+ * - a snapshot whose bytes arrive damaged (one bit flipped in the follower's spool by a test
+ *   fixture loaded with `node --import`) is refused before it is installed, the follower keeps
+ *   running, and the snapshot sent again is installed;
+ * - a follower killed between installing a snapshot and persisting the state restored from it
+ *   restarts from the snapshot file (as etcd opens its snapshot db when the backend is behind
+ *   it). The crash window is recreated by putting back the applied-state directory from before
+ *   the snapshot arrived.
  */
 import t from 'tap';
 import { cpSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { AgentCluster, AgentProc, etcdctl, hasEtcdctl } from '../helpers/agents.js';
 
 const SNAPSHOT_COUNT = 20;
 const SNAPSHOT_CATCHUP_ENTRIES = 5;
 const EARLY_KEYS = 10;
 const LATE_KEYS = 60;
+const CORRUPT_FIRST_SPOOLED_CHUNK = fileURLToPath(new URL('./fixtures/corrupt-first-spooled-chunk.js', import.meta.url));
 
 async function exited(a: AgentProc): Promise<void> {
   const p = a.proc!;
@@ -37,7 +43,7 @@ function localKeys(cluster: AgentCluster, a: AgentProc): string[] {
 
 const logs = (a: AgentProc): string => a.log.join('');
 
-t.test('restart after a crash between installing a snapshot and persisting the state restored from it', { skip: hasEtcdctl() ? false : 'etcdctl not installed' }, async (t) => {
+t.test('a damaged snapshot is refused and sent again; a crash between installing one and persisting its state is recovered at start', { skip: hasEtcdctl() ? false : 'etcdctl not installed' }, async (t) => {
   const cluster = new AgentCluster(['--tick-ms', '50', '--snapshot-count', String(SNAPSHOT_COUNT), '--snapshot-catchup-entries', String(SNAPSHOT_CATCHUP_ENTRIES)]);
   t.teardown(() => cluster.stopAll());
   await cluster.startCluster(['s1', 's2', 's3']);
@@ -56,10 +62,15 @@ t.test('restart after a crash between installing a snapshot and persisting the s
   for (let i = 0; i < LATE_KEYS; i++) t.equal(etcdctl(others, ['put', `snap/late/${i}`, 'v']).status, 0);
   const expected = localKeys(cluster, s1);
   t.equal(expected.length, EARLY_KEYS + LATE_KEYS, 'the leader side holds every key');
+  s3.nodeArgs = ['--import', CORRUPT_FIRST_SPOOLED_CHUNK];
   cluster.start(s3, false);
   await cluster.ready(s3);
   await until('s3 to install a snapshot', () => logs(s3).includes('installed a snapshot received from the leader'));
   await until('s3 to catch up', () => localKeys(cluster, s3).length === expected.length);
+  t.ok(logs(s3).includes('refused a snapshot from the leader') && logs(s3).includes('"code":"ERR_SNAPSHOT_REFUSED"'), 'the damaged snapshot was refused');
+  t.equal(logs(s3).split('installed a snapshot received from the leader').length - 1, 1, 'and only the intact one installed');
+  t.equal(s3.proc!.exitCode, null, 's3 kept running');
+  s3.nodeArgs = undefined;
 
   cluster.kill(s3);
   await exited(s3);
