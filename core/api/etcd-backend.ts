@@ -413,6 +413,14 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     return { header: this.header(), alarms: req?.action === 'DEACTIVATE' ? [] : alarms };
   }
 
+  /** This member's hash of its key space (no read barrier, as in etcd): compare members with it. */
+  hashKV(revision: number): Promise<api.HashKVResponse> {
+    return etcdErrors(async () => {
+      const { hash, compactRevision } = this.node.store.hashKV(revision);
+      return { header: this.header(), hash, compactRevision };
+    });
+  }
+
   async defragment(): Promise<{ header: api.ResponseHeader }> {
     return { header: this.header() };
   }

@@ -549,38 +549,75 @@ export class KvStore {
    * lag); the applied index is not included.
    */
   digest(): string {
-    const h = createHash('sha256');
-    const num = Buffer.alloc(8);
-    const putNum = (n: number): void => {
-      num.writeDoubleBE(n);
-      h.update(num);
-    };
-    putNum(this.idx.currentRevision);
-    putNum(this.idx.compactRevision);
+    const h = new StateHasher();
+    h.num(this.idx.currentRevision);
+    h.num(this.idx.compactRevision);
+    this.hashKeySpace(h, this.idx.currentRevision);
+    for (const l of this.leaseTable.sorted()) {
+      h.num(l.id);
+      h.num(l.ttlSeconds);
+    }
+    return h.hex();
+  }
+
+  /**
+   * etcd's HashKV: a hash of the key space as of `revision` (0: the current one), equal on
+   * members that applied the same entries, for checking replicas agree (`etcdctl endpoint
+   * hashkv`). Not etcd's CRC-32 of its bbolt records: only comparable between picloud members.
+   */
+  hashKV(revision = 0): { hash: number; revision: number; compactRevision: number } {
+    const current = this.idx.currentRevision;
+    const compacted = this.idx.compactRevision;
+    if (revision > current) throw new KvError('FUTURE_REV');
+    if (revision > 0 && revision <= compacted) throw new KvError('COMPACTED');
+    const upTo = revision === 0 ? current : revision;
+    const h = new StateHasher();
+    h.num(upTo);
+    h.num(compacted);
+    this.hashKeySpace(h, upTo);
+    return { hash: h.uint32(), revision: current, compactRevision: compacted };
+  }
+
+  /** Every key's visible records up to revision `upTo`, in key order. */
+  private hashKeySpace(h: StateHasher, upTo: number): void {
     for (const hist of this.idx.historiesInOrder()) {
-      const recs = visibleRecords(hist, this.idx.compactRevision);
+      const recs = visibleRecords(hist, this.idx.compactRevision).filter((r) => r.main <= upTo);
       if (recs.length === 0) continue;
-      putNum(hist.key.byteLength);
-      h.update(hist.key);
-      putNum(recs.length);
+      h.num(hist.key.byteLength);
+      h.bytes(hist.key);
+      h.num(recs.length);
       for (const r of recs) {
-        putNum(r.main);
-        putNum(r.sub);
-        putNum(r.createRevision);
-        putNum(r.version);
-        putNum(r.lease);
-        if (r.value === null) putNum(-1);
+        h.num(r.main);
+        h.num(r.sub);
+        h.num(r.createRevision);
+        h.num(r.version);
+        h.num(r.lease);
+        if (r.value === null) h.num(-1);
         else {
-          putNum(r.value.byteLength);
-          h.update(r.value);
+          h.num(r.value.byteLength);
+          h.bytes(r.value);
         }
       }
     }
-    for (const l of this.leaseTable.sorted()) {
-      putNum(l.id);
-      putNum(l.ttlSeconds);
-    }
-    return h.digest('hex');
+  }
+}
+
+/** SHA-256 over numbers (as 8-byte doubles) and bytes, for the state digests above. */
+class StateHasher {
+  private readonly h = createHash('sha256');
+  private readonly buf = Buffer.alloc(8);
+  num(n: number): void {
+    this.buf.writeDoubleBE(n);
+    this.h.update(this.buf);
+  }
+  bytes(b: Uint8Array): void {
+    this.h.update(b);
+  }
+  hex(): string {
+    return this.h.digest('hex');
+  }
+  uint32(): number {
+    return this.h.digest().readUInt32BE(0);
   }
 }
 

@@ -123,6 +123,47 @@ if (!hasEtcdctl()) {
     t.equal((status.match(/, true, false,/g) ?? []).length, 1, 'exactly one leader');
   });
 
+  t.test('endpoint hashkv: every member hashes its key space alike, at the current and a past revision', async (t) => {
+    ok(t, ['put', 'hash/a', '1']);
+    const rev = (JSON.parse(ok(t, ['put', 'hash/b', '2', '-w', 'json'])) as { header: { revision: number } }).header.revision;
+    ok(t, ['put', 'hash/a', '3']);
+    type HashKv = Array<{ Endpoint: string; HashKV: { hash: number; header: { revision: number } } }>;
+    const hashes = async (args: string[]): Promise<number[]> => {
+      // Wait until every member has applied the last put (hashkv reads locally, as in etcd).
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const all = cluster.agents.map((a) => {
+          const r = etcdctl(cluster.endpoints([a]), ['endpoint', 'hashkv', '-w', 'json', ...args]);
+          if (r.status !== 0) throw new Error(`endpoint hashkv on ${a.name}: ${r.stderr}`);
+          return (JSON.parse(r.stdout) as HashKv)[0]!;
+        });
+        if (new Set(all.map((h) => h.HashKV.header.revision)).size === 1 || Date.now() > deadline) return all.map((h) => h.HashKV.hash);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    const now = await hashes([]);
+    t.equal(new Set(now).size, 1, `one hash on three members (${now.join(', ')})`);
+    const past = await hashes([`--rev=${rev}`]);
+    t.equal(new Set(past).size, 1, 'one hash at a past revision');
+    t.not(past[0], now[0], 'which differs from the current one');
+  });
+
+  t.test('etcdctl lock and elect (clientv3 concurrency: leases, txn on create revision, watch)', async (t) => {
+    t.equal(ok(t, ['lock', 'ctl-lock', '--', 'echo', 'held']).trim(), 'held', 'lock taken, command run, lock released');
+    const campaign = spawn('etcdctl', ['--endpoints', cluster.endpoints(), 'elect', 'ctl-election', 'first'], { env: { ...process.env, ETCDCTL_API: '3' } });
+    t.teardown(() => void campaign.kill('SIGKILL'));
+    let out = '';
+    campaign.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const deadline = Date.now() + 10_000;
+    while (!out.includes('first') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    t.match(out, /^ctl-election\/[0-9a-f]+\nfirst\n/, 'the only candidate is elected');
+    const leader = etcdctl(cluster.endpoints(), ['get', 'ctl-election/', '--prefix', '--print-value-only']);
+    t.equal(leader.stdout, 'first\n', 'its proclamation is the key under the election prefix');
+    campaign.kill('SIGINT');
+    await new Promise((r) => campaign.once('exit', r));
+    t.equal(ok(t, ['lock', 'ctl-lock', '--', 'echo', 'again']).trim(), 'again', 'the lock is free again');
+  });
+
   t.test('compaction: old revisions fail with etcd\'s error; snapshot save', async (t) => {
     const r1 = (JSON.parse(ok(t, ['put', 'cmp', 'a', '-w', 'json'])) as { header: { revision: number } }).header.revision;
     const r2 = (JSON.parse(ok(t, ['put', 'cmp', 'b', '-w', 'json'])) as { header: { revision: number } }).header.revision;

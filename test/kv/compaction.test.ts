@@ -82,3 +82,35 @@ t.test('digest ignores physical compaction lag', async (t) => {
   await snap.return();
   t.equal(a.store.mvcc.history('k0')!.records.length, c.store.mvcc.history('k0')!.records.length);
 });
+
+t.test('hashKV: equal on members with the same history, whatever their physical compaction lag; a past revision hashes that state', async (t) => {
+  const a = Node.create();
+  const c = Node.create();
+  for (const n of [a, c]) {
+    for (let i = 0; i < 20; i++) n.put(`k${i % 5}`, String(i));
+    n.del('k1');
+  }
+  const at10 = a.store.hashKV(10);
+  const snap = c.store.snapshot();
+  await snap.next();
+  a.apply({ compaction: { revision: 8 } });
+  c.apply({ compaction: { revision: 8 } });
+  t.not(a.store.mvcc.history('k0')!.records.length, c.store.mvcc.history('k0')!.records.length, 'c keeps records a dropped');
+  t.same(a.store.hashKV(0), c.store.hashKV(0), 'same hash for the current revision');
+  t.same(a.store.hashKV(12), c.store.hashKV(12), 'and for a past one');
+  t.equal(a.store.hashKV(0).compactRevision, 8);
+  t.equal(a.store.hashKV(0).revision, a.store.revision);
+  t.not(a.store.hashKV(10).hash, at10.hash, 'the compaction is part of the hash (as in etcd, where it drops records)');
+  t.not(a.store.hashKV(12).hash, a.store.hashKV(0).hash, 'a past revision hashes less history');
+  t.equal(a.store.hashKV(a.store.revision).hash, a.store.hashKV(0).hash, 'revision 0 is the current one');
+
+  const other = Node.create();
+  for (let i = 0; i < 20; i++) other.put(`k${i % 5}`, i === 7 ? 'changed' : String(i));
+  other.del('k1');
+  other.apply({ compaction: { revision: 8 } });
+  t.not(other.store.hashKV(0).hash, a.store.hashKV(0).hash, 'one value differing changes the hash');
+  t.not(other.store.hashKV(14).hash, a.store.hashKV(14).hash, 'also in a past revision after the change');
+  t.throws(() => a.store.hashKV(8), { code: 'COMPACTED' }, 'at the compacted revision: etcd\'s compacted error');
+  t.throws(() => a.store.hashKV(a.store.revision + 1), { code: 'FUTURE_REV' });
+  await snap.return();
+});
