@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
-import { AgentCluster, etcdctl, freePort, hasEtcdctl, scrapeMetrics } from '../helpers/agents.js';
+import { AgentCluster, etcdctl, freePort, hasEtcdctl, hashKvOfEachAgent, scrapeMetrics } from '../helpers/agents.js';
 
 if (!hasEtcdctl()) {
   t.test('etcdctl compatibility', { skip: 'etcdctl not installed (apt-get install etcd-client)' }, async () => undefined);
@@ -127,20 +127,7 @@ if (!hasEtcdctl()) {
     ok(t, ['put', 'hash/a', '1']);
     const rev = (JSON.parse(ok(t, ['put', 'hash/b', '2', '-w', 'json'])) as { header: { revision: number } }).header.revision;
     ok(t, ['put', 'hash/a', '3']);
-    type HashKv = Array<{ Endpoint: string; HashKV: { hash: number; header: { revision: number } } }>;
-    const hashes = async (args: string[]): Promise<number[]> => {
-      // Wait until every member has applied the last put (hashkv reads locally, as in etcd).
-      const deadline = Date.now() + 10_000;
-      for (;;) {
-        const all = cluster.agents.map((a) => {
-          const r = etcdctl(cluster.endpoints([a]), ['endpoint', 'hashkv', '-w', 'json', ...args]);
-          if (r.status !== 0) throw new Error(`endpoint hashkv on ${a.name}: ${r.stderr}`);
-          return (JSON.parse(r.stdout) as HashKv)[0]!;
-        });
-        if (new Set(all.map((h) => h.HashKV.header.revision)).size === 1 || Date.now() > deadline) return all.map((h) => h.HashKV.hash);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    };
+    const hashes = async (args: string[]): Promise<number[]> => (await hashKvOfEachAgent(cluster, args)).hashes;
     const now = await hashes([]);
     t.equal(new Set(now).size, 1, `one hash on three members (${now.join(', ')})`);
     const past = await hashes([`--rev=${rev}`]);

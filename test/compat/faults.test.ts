@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { checkLinearizability } from '../../core/sim/linearizability.js';
 import { HistoryRecorder } from '../../core/sim/history.js';
 import { Prng } from '../../core/sim/prng.js';
-import { AgentCluster, AgentProc, hasEtcdctl } from '../helpers/agents.js';
+import { AgentCluster, AgentProc, hasEtcdctl, hashKvOfEachAgent } from '../helpers/agents.js';
 import { SimpleKv, writeNotApplied } from '../helpers/kv-client.js';
 
 const ROUNDS = 20;
@@ -178,6 +178,11 @@ t.test('linearizable under kill -9 of the leader, SIGSTOP of a follower and rest
       }
     }
   }
+
+  // Every member ends with the same key space (snapshot installs and restarts included).
+  const end = await hashKvOfEachAgent(cluster, [], 20_000);
+  t.equal(new Set(end.revisions).size, 1, `members caught up to one revision (${end.revisions.join(', ')})`);
+  t.equal(new Set(end.hashes).size, 1, `and hash their key space alike (etcdctl endpoint hashkv: ${end.hashes.join(', ')})`);
 
   if (process.env.FAULT_HISTORY_OUT) writeFileSync(process.env.FAULT_HISTORY_OUT, JSON.stringify(history.ops));
   const acked = history.ops.filter((o) => o.status === 'ok').length;

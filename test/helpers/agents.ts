@@ -139,6 +139,25 @@ export function etcdctl(endpoints: string, args: string[], input?: string): { st
   return { status: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
 }
 
+/**
+ * `etcdctl endpoint hashkv` on each agent, once they all answer at the same revision (each
+ * hashes its own applied state, so a member still applying is waited for, up to timeoutMs).
+ */
+export async function hashKvOfEachAgent(cluster: AgentCluster, args: string[] = [], timeoutMs = 10_000): Promise<{ revisions: number[]; hashes: number[] }> {
+  type HashKv = Array<{ HashKV: { hash: number; header: { revision: number } } }>;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const all = cluster.agents.map((a) => {
+      const r = etcdctl(cluster.endpoints([a]), ['endpoint', 'hashkv', '-w', 'json', ...args]);
+      if (r.status !== 0) throw new Error(`endpoint hashkv on ${a.name}: ${r.stderr}`);
+      return (JSON.parse(r.stdout) as HashKv)[0]!.HashKV;
+    });
+    const revisions = all.map((h) => h.header.revision);
+    if (new Set(revisions).size === 1 || Date.now() > deadline) return { revisions, hashes: all.map((h) => h.hash) };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 /** An agent's /metrics as a map from `name{labels}` to value (Prometheus text format). */
 export async function scrapeMetrics(httpPort: number): Promise<Map<string, number>> {
   const text = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
