@@ -15,6 +15,8 @@ import { formatToken, parseToken } from '../core/net/token.js';
 
 export interface RunningAgent {
   config: AgentConfig;
+  /** Resolves with a reason when the agent must stop by itself (its manager was removed from the cluster). */
+  ended: Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -44,9 +46,11 @@ export async function runAgent(config: AgentConfig): Promise<RunningAgent> {
     },
   });
   const stops: Array<() => Promise<void>> = [];
+  let end: (reason: string) => void = () => undefined;
+  const ended = new Promise<string>((resolve) => (end = resolve));
   try {
     if (config.role === 'manager') {
-      manager = await startManager(config, log);
+      manager = await startManager(config, log, () => end('removed from the cluster'));
       stops.push(() => manager!.stop());
     } else if (config.bootstrap) {
       throw new ConfigError('a worker joins an existing cluster: use --join HOST[:PORT] --token TOKEN (only managers --bootstrap)');
@@ -119,6 +123,7 @@ export async function runAgent(config: AgentConfig): Promise<RunningAgent> {
   }
   return {
     config,
+    ended,
     stop: async () => {
       for (const s of stops.reverse()) await s().catch((e) => log.warn({ err: e }, 'stop failed'));
     },

@@ -37,12 +37,13 @@ const COMMANDS: Record<string, Command> = {
     const { runAgent, logger } = await import('./agent.js');
     const agent = await runAgent(config);
     await new Promise<void>((resolve) => {
-      const onSignal = (sig: string): void => {
-        logger.info({ signal: sig }, 'stopping');
+      const stop = (why: Record<string, string>): void => {
+        logger.info(why, 'stopping');
         void agent.stop().then(resolve);
       };
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
+      process.once('SIGINT', (sig) => stop({ signal: sig }));
+      process.once('SIGTERM', (sig) => stop({ signal: sig }));
+      void agent.ended.then((reason) => stop({ reason }));
     });
     return 0;
   },

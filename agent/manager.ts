@@ -14,7 +14,8 @@ export interface RunningManager {
   stop(): Promise<void>;
 }
 
-export async function startManager(config: AgentConfig, log: Logger): Promise<RunningManager> {
+/** `onRemoved`: this member was removed from the cluster; the agent should stop (as etcd exits). */
+export async function startManager(config: AgentConfig, log: Logger, onRemoved: () => void = () => undefined): Promise<RunningManager> {
   const node = await ManagerNode.start({
     name: config.name,
     dataDir: config.dataDir,
@@ -35,6 +36,7 @@ export async function startManager(config: AgentConfig, log: Logger): Promise<Ru
     snapshotEveryEntries: config.snapshotCount,
     snapshotCatchUpEntries: config.snapshotCatchUpEntries,
     logger: log,
+    onRemoved,
   });
   let grpc: EtcdGrpcServer | undefined;
   const backend = new ManagerEtcdBackend(node);

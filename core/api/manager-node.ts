@@ -84,6 +84,11 @@ export interface ManagerNodeOptions {
   quotaBytes?: number;
   /** Automatic compaction on the leader; default DEFAULT_AUTO_COMPACTION (keep one hour). */
   autoCompaction?: AutoCompactionConfig;
+  /**
+   * This member was removed from the cluster (it applied its own removal, or a member told it
+   * so). The node has stopped taking part; the embedder should stop it (etcd exits).
+   */
+  onRemoved?: () => void;
 }
 
 export interface Member {
@@ -111,7 +116,12 @@ interface MemberContext {
 interface AppliedMembership {
   conf: ConfState;
   members: Array<MemberContext & { id: NodeId }>;
+  /** Members removed from the cluster: their peer connections are told so (etcd keeps this set too). */
+  removed?: NodeId[];
 }
+
+/** Written to the data dir when this member learns it was removed; start refuses such a dir. */
+const REMOVED_MARKER = 'removed';
 
 export { DEFAULT_SNAPSHOT_EVERY_ENTRIES, LOG_ENTRIES_KEPT_AFTER_SNAPSHOT } from './snapshot-policy.js';
 /** A learner within this many entries of the leader's log is promoted. */
@@ -128,7 +138,7 @@ const dec = new TextDecoder();
 
 export class NodeError extends Error {
   constructor(
-    readonly code: 'NAME_CONFLICT' | 'NOT_BOOTSTRAPPED' | 'JOIN_FAILED' | 'BAD_TOKEN' | 'STATE_BEHIND_LOG',
+    readonly code: 'NAME_CONFLICT' | 'NOT_BOOTSTRAPPED' | 'JOIN_FAILED' | 'BAD_TOKEN' | 'STATE_BEHIND_LOG' | 'MEMBER_REMOVED',
     message: string,
   ) {
     super(message);
@@ -183,6 +193,10 @@ export class ManagerNode {
   private joinServer: JoinServer | undefined;
   private timers: NodeJS.Timeout[] = [];
   private conf: ConfState = { voters: [], learners: [] };
+  /** Ids removed from the cluster (applied RemoveNode changes), persisted with the membership. */
+  private readonly removedMembers = new Set<NodeId>();
+  /** This member learnt it was removed. */
+  private removed = false;
   /** A snapshot from the leader, decoded before its install and waiting for restoreSnapshot. */
   private receivedSnapshot: { meta: SnapshotMetadata; state: InstallableState } | undefined;
   private appliedSinceSnapshot = 0;
@@ -238,6 +252,9 @@ export class ManagerNode {
       peerAddr: hostPort(advertise, opts.peerPort),
       clientAddr: hostPort(advertise, opts.clientPort),
     };
+    if (existsSync(join(opts.dataDir, REMOVED_MARKER))) {
+      throw new NodeError('MEMBER_REMOVED', `the member using ${opts.dataDir} was removed from the cluster: remove the data dir, then join again (picloud-node agent --join HOST --token TOKEN)`);
+    }
     const identityPath = join(opts.dataDir, 'identity.json');
     const tokenPath = join(opts.dataDir, 'token');
     let identity: Identity | undefined;
@@ -296,6 +313,7 @@ export class ManagerNode {
     const persistedMembership = this.backend.confState ? (JSON.parse(dec.decode(this.backend.confState)) as AppliedMembership) : undefined;
     if (persistedMembership) {
       this.conf = persistedMembership.conf;
+      for (const id of persistedMembership.removed ?? []) this.removedMembers.add(id);
       for (const m of persistedMembership.members) {
         this.members.set(m.id, { ...m, isLearner: this.conf.learners.includes(m.id) });
       }
@@ -312,6 +330,8 @@ export class ManagerNode {
       onMessage: (m) => this.driver.step(m),
       onUnreachable: (peer) => this.driver.node.reportUnreachable(peer),
       onReject: (reason) => log.warn({ reason }, 'peer connection rejected'),
+      isRemoved: (peer) => this.removedMembers.has(peer),
+      onRemoved: (by) => this.removedFromCluster(`member ${by.toString(16)} says so`),
     });
     await this.transport.listen(this.opts.peerPort, this.opts.bindAddr);
     for (const m of this.members.values()) if (m.id !== this.id) this.transport.addPeer(m.id, m.peerAddr);
@@ -395,7 +415,9 @@ export class ManagerNode {
     this.conf = conf;
     if (cc.type === ConfChangeType.RemoveNode) {
       this.members.delete(cc.nodeId);
+      this.removedMembers.add(cc.nodeId);
       if (cc.nodeId !== this.id) this.transport.removePeer(cc.nodeId);
+      else this.removedFromCluster('applied its own removal');
     } else {
       let ctx: MemberContext | undefined;
       try {
@@ -423,6 +445,7 @@ export class ManagerNode {
     const m: AppliedMembership = {
       conf: this.conf,
       members: [...this.members.values()].map(({ id, name, peerAddr, clientAddr }) => ({ id, name, peerAddr, clientAddr })),
+      removed: [...this.removedMembers],
     };
     return enc.encode(JSON.stringify(m));
   }
@@ -575,6 +598,25 @@ export class ManagerNode {
     await this.backend.persist({ confState: this.membershipBytes(), sync: true });
   }
 
+  /**
+   * This member is no longer in the cluster: mark the data dir so a restart does not take part
+   * with a stale identity, report not ready, and tell the embedder, which stops the node (etcd
+   * exits). A removed member never hears its own removal commit when the leader stops sending
+   * to it first, so a peer's authenticated notice (REMOVED_NOTICE) counts as well.
+   */
+  private removedFromCluster(how: string): void {
+    if (this.removed || this.stopped) return;
+    this.removed = true;
+    this.opts.logger.error({ how }, 'this member was removed from the cluster; stopping (remove the data dir to join again)');
+    try {
+      writeFileSync(join(this.opts.dataDir, REMOVED_MARKER), `removed from cluster ${this.clusterId.toString(16)}: ${how}\n`);
+    } catch (e) {
+      this.opts.logger.warn({ err: e }, 'could not mark the data dir as removed');
+    }
+    // Not from inside Raft's apply or the transport's callback.
+    setImmediate(() => this.opts.onRemoved?.());
+  }
+
   // ------------------------------------------------------------------------- leadership
 
   private onLeaderChange(lead: NodeId, role: Role): void {
@@ -711,6 +753,7 @@ export class ManagerNode {
   }
 
   readiness(): { ok: boolean; reason: string } {
+    if (this.removed) return { ok: false, reason: 'removed from the cluster' };
     if (this.lead === 0) return { ok: false, reason: 'no leader' };
     if (!this.conf.voters.includes(this.id) && !this.conf.learners.includes(this.id)) return { ok: false, reason: 'not yet a member' };
     return { ok: true, reason: `leader ${this.lead.toString(16)}` };

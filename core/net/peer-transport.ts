@@ -74,7 +74,20 @@ export interface PeerTransportOptions {
   /** [0, 1) source for backoff jitter; injectable so tests are reproducible. */
   random?: () => number;
   limits?: Partial<PeerTransportLimits>;
+  /**
+   * True for a node removed from the cluster: its connections are answered with
+   * REMOVED_NOTICE and closed (etcd's peers answer a removed member 410 Gone).
+   */
+  isRemoved?: (peer: NodeId) => boolean;
+  /** A peer told us, over an authenticated connection, that we were removed from the cluster. */
+  onRemoved?: (by: NodeId) => void;
 }
+
+/**
+ * The one frame a receiving side ever sends back on a Raft connection: "you were removed from
+ * the cluster". Sealed like every frame, so only a holder of the cluster key can say it.
+ */
+export const REMOVED_NOTICE: Uint8Array = Buffer.from('picloud/member-removed');
 
 export interface PeerStats {
   address: string;
@@ -239,8 +252,10 @@ class PeerSender {
           this.reportedUnreachable = false;
           this.stats.connects++;
           channel.start({
-            // The receiving side never answers on this connection; anything it sends is ignored.
-            onFrame: () => undefined,
+            // The receiving side answers only to say we were removed; anything else is ignored.
+            onFrame: (plain) => {
+              if (Buffer.compare(plain, REMOVED_NOTICE) === 0) this.t.reportRemoved(this.id);
+            },
             onClose: (err) => {
               if (this.channel === channel) this.onDisconnect(err ?? new NetError('ERR_CONNECTION_CLOSED', 'peer closed the connection'));
             },
@@ -325,6 +340,8 @@ export class PeerTransport {
   readonly onReject: PeerTransportOptions['onReject'];
   private readonly onMessage: PeerTransportOptions['onMessage'];
   private readonly onUnreachable: PeerTransportOptions['onUnreachable'];
+  private readonly isRemoved: PeerTransportOptions['isRemoved'];
+  private readonly onRemoved: PeerTransportOptions['onRemoved'];
   private readonly peers = new Map<NodeId, PeerSender>();
   private server: Server | undefined;
   private readonly inbound = new Set<Socket>();
@@ -339,6 +356,8 @@ export class PeerTransport {
     this.onMessage = opts.onMessage;
     this.onUnreachable = opts.onUnreachable;
     this.onReject = opts.onReject;
+    this.isRemoved = opts.isRemoved;
+    this.onRemoved = opts.onRemoved;
     this.random = opts.random ?? Math.random;
     this.limits = { ...DEFAULT_PEER_TRANSPORT_LIMITS, ...opts.limits };
   }
@@ -402,6 +421,15 @@ export class PeerTransport {
   }
 
   /** @internal */
+  reportRemoved(by: NodeId): void {
+    try {
+      this.onRemoved?.(by);
+    } catch {
+      // The embedder's callback failing must not break the transport.
+    }
+  }
+
+  /** @internal */
   reportUnreachable(id: NodeId): void {
     try {
       this.onUnreachable?.(id);
@@ -444,6 +472,13 @@ export class PeerTransport {
           return;
         }
         const from = hello.nodeId;
+        if (this.isRemoved?.(from) === true) {
+          this.stats_.rejectedHandshakes++;
+          channel.start({ onFrame: () => undefined, onClose: () => undefined });
+          channel.send(REMOVED_NOTICE);
+          channel.close();
+          return;
+        }
         this.inboundByPeer.get(from)?.close();
         this.inboundByPeer.set(from, channel);
         this.peers.get(from)?.peerIsUp();

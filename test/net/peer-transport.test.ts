@@ -319,3 +319,48 @@ t.test('inbound connection limit', async (t) => {
   t.ok(third.closedByServer, 'a connection over the limit is closed at once');
   for (const s of held) s.destroy();
 });
+
+t.test('a removed member is told so over its authenticated connection; others are not, nor is anyone without the key', async (t) => {
+  const removedBy: number[][] = [[], [], [], []];
+  const got: Message[] = [];
+  const make = async (id: number, peerKey = key): Promise<{ tr: PeerTransport; addr: string }> => {
+    const tr = new PeerTransport({
+      nodeId: id,
+      peerKey,
+      onMessage: (m) => got.push(m),
+      limits: FAST,
+      isRemoved: (peer) => id === 1 && peer === 2,
+      onRemoved: (by) => removedBy[id]!.push(by),
+    });
+    const a = await tr.listen(0);
+    t.teardown(() => tr.close());
+    return { tr, addr: `127.0.0.1:${a.port}` };
+  };
+  const one = await make(1);
+  const removed = await make(2);
+  const kept = await make(3);
+  removed.tr.addPeer(1, one.addr);
+  kept.tr.addPeer(1, one.addr);
+  removed.tr.send([hb(2, 1)]);
+  kept.tr.send([hb(3, 1)]);
+  await waitFor(() => removedBy[2]!.length > 0, 'the removed member to hear it');
+  await waitFor(() => got.some((m) => m.from === 3), 'the kept member\'s message');
+  t.same(removedBy[2]!.slice(0, 1), [1], 'node 2 hears from node 1 that it was removed');
+  t.same(removedBy[3], [], 'node 3 does not');
+  t.notOk(got.some((m) => m.from === 2), 'nothing from the removed member is delivered');
+
+  // An outsider (another key) claiming node 1's address cannot say it: the handshake fails first.
+  const outsider = new PeerTransport({
+    nodeId: 1,
+    peerKey: derivePeerKey(parseToken(generateToken()).secret),
+    onMessage: () => undefined,
+    limits: FAST,
+    isRemoved: () => true,
+  });
+  const o = await outsider.listen(0);
+  t.teardown(() => outsider.close());
+  kept.tr.addPeer(1, `127.0.0.1:${o.port}`);
+  kept.tr.send([hb(3, 1)]);
+  await new Promise((r) => setTimeout(r, 300));
+  t.same(removedBy[3], [], 'a notice from a node without the cluster key never arrives');
+});
