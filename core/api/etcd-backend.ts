@@ -413,6 +413,17 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     return { header: this.header(), alarms: req?.action === 'DEACTIVATE' ? [] : alarms };
   }
 
+  /** etcd's MoveLeader: on the leader, hand leadership to a voting member and wait until it has it. */
+  moveLeader(targetId: number): Promise<{ header: api.ResponseHeader }> {
+    return etcdErrors(async () => {
+      if (!this.node.isLeader) throw new EtcdError('NOT_LEADER');
+      const target = this.node.members.get(targetId);
+      if (target === undefined || target.isLearner) throw new EtcdError('BAD_LEADER_TRANSFEREE');
+      if (!(await this.node.transferLeadership(targetId))) throw new EtcdError('TIMEOUT_LEADER_TRANSFER');
+      return { header: this.header() };
+    });
+  }
+
   /** This member's hash of its key space (no read barrier, as in etcd): compare members with it. */
   hashKV(revision: number): Promise<api.HashKVResponse> {
     return etcdErrors(async () => {

@@ -702,6 +702,26 @@ export class ManagerNode {
     return this.driver.readBarrier();
   }
 
+  get isLeader(): boolean {
+    return this.role === Role.Leader;
+  }
+
+  /**
+   * Asks Raft to hand leadership to `to` (it catches `to` up, then tells it to campaign at
+   * once) and waits until this member sees `to` as leader; false if that took longer than
+   * timeoutMs (Raft itself gives up after an election timeout).
+   */
+  async transferLeadership(to: NodeId, timeoutMs = this.opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS): Promise<boolean> {
+    if (this.lead === to) return true;
+    const deadline = Date.now() + timeoutMs;
+    this.driver.transferLeadership(to);
+    while (this.lead !== to) {
+      if (Date.now() > deadline || this.stopped) return false;
+      await new Promise((r) => setTimeout(r, this.opts.tickMs));
+    }
+    return true;
+  }
+
   /** Propose a membership change and wait until it is applied here. */
   async changeMembership(cc: ConfChange, done: () => boolean, timeoutMs = 10_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;

@@ -135,6 +135,24 @@ if (!hasEtcdctl()) {
     t.not(past[0], now[0], 'which differs from the current one');
   });
 
+  t.test('move-leader: leadership goes to the member named; a follower refuses, as etcd does', async (t) => {
+    type Status = Array<{ Endpoint: string; Status: { header: { member_id: string | number }; leader: string | number } }>;
+    const statuses = (): Status => JSON.parse(ok(t, ['endpoint', 'status', '-w', 'json'])) as Status;
+    const hex = (v: string | number): string => BigInt(v).toString(16);
+    const before = statuses();
+    const leader = hex(before[0]!.Status.leader);
+    const follower = before.find((s) => hex(s.Status.header.member_id) !== leader)!;
+    const target = hex(follower.Status.header.member_id);
+    t.match(ok(t, ['move-leader', target]), new RegExp(`Leadership transferred from ${leader} to ${target}`));
+    t.ok(statuses().every((s) => hex(s.Status.leader) === target), 'every member sees the new leader');
+    // MoveLeader sent to a member that is not the leader (etcdctl itself always picks the leader).
+    const other = before.find((s) => hex(s.Status.header.member_id) !== leader && hex(s.Status.header.member_id) !== target)!;
+    const client = new Etcd3({ hosts: `http://${other.Endpoint}` });
+    t.teardown(() => client.close());
+    await t.rejects(client.maintenance.moveLeader({ targetID: leader }), /not leader/, 'a follower answers etcd\'s not-leader error');
+    t.equal(ok(t, ['put', 'after-move', 'v']).trim(), 'OK', 'the cluster commits under the new leader');
+  });
+
   t.test('etcdctl lock and elect (clientv3 concurrency: leases, txn on create revision, watch)', async (t) => {
     t.equal(ok(t, ['lock', 'ctl-lock', '--', 'echo', 'held']).trim(), 'held', 'lock taken, command run, lock released');
     const campaign = spawn('etcdctl', ['--endpoints', cluster.endpoints(), 'elect', 'ctl-election', 'first'], { env: { ...process.env, ETCDCTL_API: '3' } });

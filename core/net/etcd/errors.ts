@@ -43,6 +43,7 @@ export const ETCD_ERRORS = {
   CORRUPT: [status.DATA_LOSS, 'etcdserver: corrupt cluster'],
   NOT_SUPPORTED_FOR_LEARNER: [status.UNAVAILABLE, 'etcdserver: rpc not supported for learner'],
   BAD_LEADER_TRANSFEREE: [status.FAILED_PRECONDITION, 'etcdserver: bad leader transferee'],
+  TIMEOUT_LEADER_TRANSFER: [status.UNAVAILABLE, 'etcdserver: request timed out, leader transfer took too long'],
   PERMISSION_DENIED: [status.PERMISSION_DENIED, 'etcdserver: permission denied'],
   // picloud's own, where etcd has no equivalent (the message says so and names the limit).
   TOO_MANY_WATCHERS: [status.RESOURCE_EXHAUSTED, 'picloud: too many watchers on this connection'],

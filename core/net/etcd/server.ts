@@ -266,6 +266,10 @@ export class EtcdGrpcServer {
         const resp = await b.hashKV(cv.int64(r.revision), ctx);
         return { header: cv.header(resp.header), hash: resp.hash >>> 0, compactRevision: resp.compactRevision };
       }),
+      MoveLeader: this.unary('MoveLeader', async (r, ctx) => {
+        if (b.moveLeader === undefined) throw new EtcdError('UNSUPPORTED', 'MoveLeader');
+        return { header: cv.header((await b.moveLeader(cv.id64(r.targetID), ctx)).header) };
+      }),
       Snapshot: (call: grpc.ServerWritableStream<Obj, Obj>) => {
         this.snapshotStream(call).catch((err: unknown) => {
           if (!call.cancelled) call.emit('error', this.toStatus(err, 'Snapshot'));

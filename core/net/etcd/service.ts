@@ -328,6 +328,8 @@ export interface EtcdBackend {
   status(ctx: CallContext): Promise<StatusResponse>;
   alarm(req: AlarmRequest, ctx: CallContext): Promise<AlarmResponse>;
   defragment(ctx: CallContext): Promise<{ header: ResponseHeader }>;
+  /** Optional: etcdctl `move-leader`; on the leader only (NOT_LEADER elsewhere). UNIMPLEMENTED when absent. */
+  moveLeader?(targetId: number, ctx: CallContext): Promise<{ header: ResponseHeader }>;
   /** Optional: etcdctl `endpoint hashkv`. UNIMPLEMENTED when absent. */
   hashKV?(revision: number, ctx: CallContext): Promise<HashKVResponse>;
   /** The state machine's snapshot (the server frames it for etcdctl; see snapshot-file.ts). */
