@@ -722,6 +722,21 @@ export class ManagerNode {
     return true;
   }
 
+  private async handOffLeadership(): Promise<void> {
+    const st = this.driver.node.status();
+    let best: { id: NodeId; match: number } | undefined;
+    for (const id of st.conf.voters) {
+      const match = st.progress?.[String(id)]?.match ?? -1;
+      if (id !== this.id && (best === undefined || match > best.match)) best = { id, match };
+    }
+    if (best === undefined) return;
+    const started = Date.now();
+    const ok = await this.transferLeadership(best.id, this.opts.tickMs * this.opts.electionTicks).catch(() => false);
+    const to = best.id.toString(16);
+    if (ok) this.opts.logger.info({ to, ms: Date.now() - started }, 'handed leadership over before stopping');
+    else this.opts.logger.warn({ to }, 'leadership handoff before stopping did not finish; stopping anyway');
+  }
+
   /** Propose a membership change and wait until it is applied here. */
   async changeMembership(cc: ConfChange, done: () => boolean, timeoutMs = 10_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
@@ -796,6 +811,9 @@ export class ManagerNode {
 
   async stop(): Promise<void> {
     if (this.stopped) return;
+    // As etcd does on a clean stop: hand leadership to the most caught-up voter first, so
+    // clients wait for a transfer (a round trip or two) rather than an election timeout.
+    if (this.isLeader && !this.removed) await this.handOffLeadership();
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     if (this.persistTimer) clearTimeout(this.persistTimer);
