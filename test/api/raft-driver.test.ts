@@ -3,8 +3,8 @@
  * leader, commit proposals made on any node, serve read barriers, and survive the leader
  * being cut off (its pending proposals fail fast with LEADER_CHANGED or TIMEOUT).
  */
-import t from 'tap';
-import { MemoryPersistence, RaftDriver, RaftDriverError, SnapshotRefusedError, durablePrefix, type RaftPersistence } from '../../core/api/raft-driver.js';
+import t, { type Test } from 'tap';
+import { MemoryPersistence, RaftDriver, RaftDriverError, SnapshotRefusedError, durablePrefix, type RaftPersistence, type RaftTransport } from '../../core/api/raft-driver.js';
 import { Entry, MemoryStorage, Message, MessageType, Role, Snapshot, bootstrap } from '../../core/raft/index.js';
 import { Prng } from '../../core/sim/prng.js';
 
@@ -167,6 +167,40 @@ class FileLike extends MemoryStorage {
   }
 }
 
+/** The drivers' network: each message cloned and delivered on a later turn, unless either end is cut off. */
+function network(drivers: Map<number, RaftDriver>, cut: Set<number>, sent: Message[]): RaftTransport {
+  return {
+    send: (msgs: Message[]) => {
+      for (const m of msgs) {
+        if (cut.has(m.from) || cut.has(m.to)) continue;
+        const copy = structuredClone(m);
+        sent.push(copy);
+        setImmediate(() => drivers.get(m.to)?.step(copy));
+      }
+    },
+  };
+}
+
+/**
+ * Starts the drivers, waits for a leader, cuts one follower off, commits ten entries, and
+ * makes the leader's log start with a snapshot (bytes `image`) past the laggard, which stays
+ * cut off for the caller to reconnect.
+ */
+async function leaveOneBehindASnapshot(t: Test, drivers: Map<number, RaftDriver>, storages: Map<number, FileLike>, cut: Set<number>, image: Uint8Array) {
+  for (const d of drivers.values()) d.start();
+  t.teardown(() => { for (const d of drivers.values()) d.stop(); });
+  const leaderId = await waitFor('a leader', () => [...drivers.entries()].find(([, d]) => d.node.status().role === Role.Leader)?.[0]);
+  const laggard = [...drivers.keys()].find((id) => id !== leaderId)!;
+  cut.add(laggard);
+  for (let i = 0; i < 10; i++) await drivers.get(leaderId)!.propose(enc.encode(`v${i}`));
+  const leader = drivers.get(leaderId)!.node.status();
+  const leaderStorage = storages.get(leaderId)!;
+  leaderStorage.createSnapshot(leader.applied, leader.conf, new Uint8Array(0));
+  leaderStorage.file = { index: leader.applied, bytes: image };
+  leaderStorage.compact(leader.applied);
+  return { laggard, leader };
+}
+
 t.test('an external snapshot reaches a lagging follower chunk by chunk, in order, and a failed read restarts the transfer', async (t) => {
   // Every node's storage keeps snapshot bytes to itself (a file, in the agent) and gives Raft
   // only their size; the driver reads each chunk through persistence.readSnapshotChunk. Reads
@@ -203,32 +237,13 @@ t.test('an external snapshot reaches a lagging follower chunk by chunk, in order
     const d = new RaftDriver(
       { id, storage, random: rng.fork(), electionTicks: 10, heartbeatTicks: 1, snapshotChunkBytes: 1000 },
       persistence,
-      {
-        send: (msgs: Message[]) => {
-          for (const m of msgs) {
-            if (cut.has(m.from) || cut.has(m.to)) continue;
-            const copy = structuredClone(m);
-            sent.push(copy);
-            setImmediate(() => drivers.get(m.to)?.step(copy));
-          }
-        },
-      },
+      network(drivers, cut, sent),
       { apply: () => undefined, restore: (s) => void restored.push(s.data as Uint8Array) },
       { tickMs: 10, requestTimeoutMs: 5000 },
     );
     drivers.set(id, d);
   }
-  for (const d of drivers.values()) d.start();
-  t.teardown(() => { for (const d of drivers.values()) d.stop(); });
-  const leaderId = await waitFor('a leader', () => [...drivers.entries()].find(([, d]) => d.node.status().role === Role.Leader)?.[0]);
-  const laggard = [1, 2, 3].find((id) => id !== leaderId)!;
-  cut.add(laggard);
-  for (let i = 0; i < 10; i++) await drivers.get(leaderId)!.propose(enc.encode(`v${i}`));
-  const leader = drivers.get(leaderId)!.node.status();
-  const leaderStorage = storages.get(leaderId)!;
-  leaderStorage.createSnapshot(leader.applied, leader.conf, new Uint8Array(0));
-  leaderStorage.file = { index: leader.applied, bytes: image };
-  leaderStorage.compact(leader.applied);
+  const { laggard, leader } = await leaveOneBehindASnapshot(t, drivers, storages, cut, image);
   cut.delete(laggard);
   await waitFor('the laggard to install the snapshot', () => restored.length > 0 || undefined);
   t.ok(Buffer.from(restored[0]!).equals(Buffer.from(image)), 'the follower got exactly the image, read chunk by chunk');
@@ -288,16 +303,7 @@ t.test('a follower refuses a snapshot that fails its check, reloads Raft from st
     const d = new RaftDriver(
       config(),
       persistence,
-      {
-        send: (msgs: Message[]) => {
-          for (const m of msgs) {
-            if (cut.has(m.from) || cut.has(m.to)) continue;
-            const copy = structuredClone(m);
-            sent.push(copy);
-            setImmediate(() => drivers.get(m.to)?.step(copy));
-          }
-        },
-      },
+      network(drivers, cut, sent),
       {
         apply: (e) => void appliedIndex.set(id, e.index),
         restore: (snap) => {
@@ -309,17 +315,7 @@ t.test('a follower refuses a snapshot that fails its check, reloads Raft from st
     );
     drivers.set(id, d);
   }
-  for (const d of drivers.values()) d.start();
-  t.teardown(() => { for (const d of drivers.values()) d.stop(); });
-  const leaderId = await waitFor('a leader', () => [...drivers.entries()].find(([, d]) => d.node.status().role === Role.Leader)?.[0]);
-  const laggard = [1, 2, 3].find((id) => id !== leaderId)!;
-  cut.add(laggard);
-  for (let i = 0; i < 10; i++) await drivers.get(leaderId)!.propose(enc.encode(`v${i}`));
-  const leader = drivers.get(leaderId)!.node.status();
-  const leaderStorage = storages.get(leaderId)!;
-  leaderStorage.createSnapshot(leader.applied, leader.conf, new Uint8Array(0));
-  leaderStorage.file = { index: leader.applied, bytes: image };
-  leaderStorage.compact(leader.applied);
+  const { laggard, leader } = await leaveOneBehindASnapshot(t, drivers, storages, cut, image);
   const laggardDriver = drivers.get(laggard)!;
   const nodeBefore = laggardDriver.node;
   cut.delete(laggard);
