@@ -71,8 +71,11 @@ export class LeaseForwarder {
     const stream = this.client.LeaseKeepAlive();
     stream.on('data', (r: KeepAliveResponse) => this.settle(r.ID, (w) => w.resolve(Number(r.TTL))));
     const fail = (e: Error): void => {
-      if (this.stream === stream) this.stream = undefined;
-      for (const key of [...this.pending.keys()]) this.settle(key, (w) => w.reject(e));
+      // A stream replaced by one to a new leader reports its cancellation later: the
+      // keep-alives waiting then were sent on the new stream and are not this one's to fail.
+      if (this.stream !== stream) return;
+      this.stream = undefined;
+      this.rejectPending(e);
     };
     stream.on('error', fail);
     stream.on('end', () => fail(new Error('leader closed the keep-alive stream')));
@@ -80,10 +83,17 @@ export class LeaseForwarder {
     return stream;
   }
 
+  /** Closes the stream; keep-alives still waiting on it fail (the leader changed, or we stop). */
   close(): void {
-    this.stream?.cancel();
+    const stream = this.stream;
     this.stream = undefined;
+    stream?.cancel();
     this.client?.close();
     this.client = undefined;
+    this.rejectPending(new Error('keep-alive stream to the leader closed'));
+  }
+
+  private rejectPending(e: Error): void {
+    for (const key of [...this.pending.keys()]) this.settle(key, (w) => w.reject(e));
   }
 }

@@ -1,0 +1,30 @@
+/**
+ * LeaseForwarder against two real gRPC front ends (in-memory fake backends): keep-alives
+ * forwarded to one leader, then to another after a leader change.
+ */
+import t from 'tap';
+import { LeaseForwarder } from '../../core/api/lease-forwarder.js';
+import { EtcdGrpcServer } from '../../core/net/etcd/server.js';
+import { FakeEtcdBackend } from '../net/fake-etcd-backend.js';
+
+t.test('after a leader change, keep-alives to the new leader are not failed by the old stream closing', async (t) => {
+  const servers = await Promise.all(
+    [0, 1].map(async () => {
+      const backend = new FakeEtcdBackend();
+      const server = await EtcdGrpcServer.start({ backend, port: 0, onInternalError: (e, m) => t.fail(`internal error in ${m}: ${String(e)}`) });
+      t.teardown(() => server.close());
+      return { backend, addr: `127.0.0.1:${server.port}` };
+    }),
+  );
+  const [a, b] = servers as [(typeof servers)[0], (typeof servers)[0]];
+  const idA = (await a.backend.leaseGrant({ ttlSeconds: 30, id: 0 })).id;
+  const idB = (await b.backend.leaseGrant({ ttlSeconds: 45, id: 0 })).id;
+  const fwd = new LeaseForwarder();
+  t.teardown(() => fwd.close());
+  t.equal(await fwd.keepAlive(a.addr, idA), 30, 'forwarded to the first leader');
+  t.equal(await fwd.keepAlive(a.addr, 999_999), 0, 'an unknown lease answers TTL 0');
+  // The leader changes: the next keep-alives go to b while the stream to a is being torn down.
+  const after = await Promise.allSettled([fwd.keepAlive(b.addr, idB), fwd.keepAlive(b.addr, idB)]);
+  t.same(after.map((r) => (r.status === 'fulfilled' ? r.value : String(r.reason))), [45, 45], 'both answered by the new leader');
+  t.equal(await fwd.keepAlive(b.addr, idB), 45, 'and the stream to it keeps working');
+});
