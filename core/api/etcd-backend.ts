@@ -432,8 +432,11 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     });
   }
 
-  async defragment(): Promise<{ header: api.ResponseHeader }> {
-    return { header: this.header() };
+  defragment(): Promise<{ header: api.ResponseHeader }> {
+    return etcdErrors(async () => {
+      await this.node.defragment();
+      return { header: this.header() };
+    });
   }
 
   snapshot(): Promise<api.SnapshotStream> {

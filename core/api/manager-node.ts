@@ -702,6 +702,11 @@ export class ManagerNode {
     return this.driver.readBarrier();
   }
 
+  /** etcd's defrag: both LevelDB stores compacted, in their own thread (this member keeps serving). */
+  async defragment(): Promise<void> {
+    await Promise.all([this.backend.defragment(), this.logStore.defragment()]);
+  }
+
   get isLeader(): boolean {
     return this.role === Role.Leader;
   }

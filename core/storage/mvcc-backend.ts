@@ -34,7 +34,7 @@ import type { KvRecord } from '../kv/mvcc.js';
 import { StateImage } from '../kv/snapshot.js';
 import { StateBuilder } from '../kv/state-builder.js';
 import { KvStore, type KvStoreOptions, type StateChanges } from '../kv/store.js';
-import { writeBatch, type WriteObserver } from './level-batch.js';
+import { compactWholeDatabase, writeBatch, type WriteObserver } from './level-batch.js';
 
 const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
 const decoder = new Decoder({ useRecords: false, mapsAsObjects: true });
@@ -213,6 +213,11 @@ export class MvccBackend {
   /** Applied index of the last batch written with `sync: true` (or loaded at open). */
   get durableAppliedIndex(): number {
     return this._durableAppliedIndex;
+  }
+
+  /** Returns the disk space of deleted and compacted records (etcdctl defrag). */
+  defragment(): Promise<void> {
+    return compactWholeDatabase(this.db);
   }
 
   /** The ConfState bytes last persisted (or loaded at open). */

@@ -30,7 +30,7 @@ import {
 } from '../net/raft-codec.js';
 import { StorageError } from './errors.js';
 import { GroupCommitter } from './group-commit.js';
-import { writeBatch, type BatchOp, type WriteObserver } from './level-batch.js';
+import { compactWholeDatabase, writeBatch, type BatchOp, type WriteObserver } from './level-batch.js';
 
 export type { WriteObserver } from './level-batch.js';
 import { EMPTY_SNAPSHOT_METADATA, LogMirror, type LogOffset } from './log-mirror.js';
@@ -447,6 +447,11 @@ export class RaftLogStore implements Storage {
     const cleared = moved.then(() => this.db.clear({ gte: entryKey(0), lte: entryKey(index) }));
     this.clearing = cleared.catch(() => undefined);
     return cleared;
+  }
+
+  /** Returns the disk space of compacted log entries (etcdctl defrag). */
+  defragment(): Promise<void> {
+    return compactWholeDatabase(this.db);
   }
 
   /** Waits for writes in flight, then closes the database. */
