@@ -257,6 +257,9 @@ export class ManagerNode {
     }
     const identityPath = join(opts.dataDir, 'identity.json');
     const tokenPath = join(opts.dataDir, 'token');
+    // The members a joiner was told of: until it has applied and persisted the membership
+    // itself, they are the only peers it knows (a restart in between would know none).
+    const joinMembersPath = join(opts.dataDir, 'join-members.json');
     let identity: Identity | undefined;
     let token: string;
     if (existsSync(identityPath)) {
@@ -300,8 +303,11 @@ export class ManagerNode {
         joinedMembers = result.members;
         log.info({ id: identity.id.toString(16), members: result.members.length }, 'joined the cluster as a learner');
       }
+      if (joinedMembers.length > 0) writeFileSync(joinMembersPath, JSON.stringify(joinedMembers) + '\n');
       writeFileSync(tokenPath, token + '\n', { mode: 0o600 });
       writeFileSync(identityPath, JSON.stringify(identity) + '\n');
+    } else if (existsSync(joinMembersPath)) {
+      joinedMembers = JSON.parse(readFileSync(joinMembersPath, 'utf8')) as JoinMember[];
     }
     const node = new ManagerNode(opts, identity, token, logStore, backend);
     await node.run(peerKey, joinedMembers, self);
@@ -318,8 +324,12 @@ export class ManagerNode {
         this.members.set(m.id, { ...m, isLearner: this.conf.learners.includes(m.id) });
       }
     }
-    for (const m of joinedMembers) {
-      if (!this.members.has(m.id)) this.members.set(m.id, { ...m, isLearner: m.id === this.id });
+    // What the join told us counts only until the membership we applied was persisted (it may
+    // since have removed some of those members).
+    if (!persistedMembership) {
+      for (const m of joinedMembers) {
+        if (!this.members.has(m.id)) this.members.set(m.id, { ...m, isLearner: m.id === this.id });
+      }
     }
     if (!this.members.has(this.id)) this.members.set(this.id, { id: this.id, ...self, isLearner: false });
     await this.catchUpWithStoredSnapshot();
