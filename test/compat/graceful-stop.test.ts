@@ -34,8 +34,7 @@ t.test('SIGTERM on the leader: leadership is handed over before it stops', { ski
     await new Promise((r) => setTimeout(r, 10));
   }
   const ms = Date.now() - stoppedAt;
-  await new Promise<void>((r) => (leader.proc!.exitCode !== null ? r() : leader.proc!.once('exit', () => r())));
-  t.equal(leader.proc!.exitCode, 0, 'the old leader exited cleanly');
+  t.equal(await cluster.exited(leader), 0, 'the old leader exited cleanly');
   const handoff = /"to":"([0-9a-f]+)","ms":\d+,"msg":"handed leadership over before stopping"/.exec(leader.log.join(''));
   t.ok(handoff, 'it logged the handoff');
   t.equal(newLeader, handoff?.[1], `both survivors follow the member it handed over to (${ms} ms after SIGTERM; election timeout ${TICK_MS * ELECTION_TICKS} ms or more)`);

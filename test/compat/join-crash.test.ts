@@ -20,7 +20,7 @@ t.test('a joiner killed right after joining restarts and becomes a voter', { ski
     await new Promise((r) => setImmediate(r));
   }
   cluster.kill(k3);
-  await new Promise<void>((r) => (k3.proc!.exitCode !== null || k3.proc!.signalCode !== null ? r() : k3.proc!.once('exit', () => r())));
+  await cluster.exited(k3);
   cluster.start(k3, false);
   await cluster.ready(k3, 20_000);
   await cluster.waitVoters(3);

@@ -7,18 +7,6 @@
 import t from 'tap';
 import { AgentCluster, AgentProc, etcdctl, hasEtcdctl } from '../helpers/agents.js';
 
-async function exitOf(a: AgentProc, timeoutMs = 15_000): Promise<number | null> {
-  const p = a.proc!;
-  if (p.exitCode !== null || p.signalCode !== null) return p.exitCode;
-  return await new Promise<number | null>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${a.name} still running after ${timeoutMs} ms`)), timeoutMs);
-    p.once('exit', (code) => {
-      clearTimeout(timer);
-      resolve(code);
-    });
-  });
-}
-
 function memberId(cluster: AgentCluster, via: AgentProc, name: string): string {
   const r = etcdctl(cluster.endpoints([via]), ['member', 'list', '-w', 'json']);
   const m = (JSON.parse(r.stdout) as { members: Array<{ ID: string | number; name: string }> }).members.find((x) => x.name === name);
@@ -34,18 +22,18 @@ t.test('a removed member stops, and refuses its old data dir', { skip: hasEtcdct
   const rest = cluster.endpoints([r1, r2]);
 
   t.match(etcdctl(rest, ['member', 'remove', memberId(cluster, r1, 'r4')]).stdout, /removed from cluster/);
-  t.equal(await exitOf(r4), 0, 'the removed member exits by itself, cleanly');
+  t.equal(await cluster.exited(r4), 0, 'the removed member exits by itself, cleanly');
   t.match(r4.log.join(''), /this member was removed from the cluster; stopping/);
 
   cluster.kill(r3, 'SIGSTOP');
   t.match(etcdctl(rest, ['member', 'remove', memberId(cluster, r1, 'r3')]).stdout, /removed from cluster/);
   cluster.kill(r3, 'SIGCONT');
-  t.equal(await exitOf(r3), 0, 'a member removed while stopped exits once it runs again');
+  t.equal(await cluster.exited(r3), 0, 'a member removed while stopped exits once it runs again');
   t.match(r3.log.join(''), /"how":"member [0-9a-f]+ says so"/, 'told by a peer (it never saw its removal commit)');
 
   r4.log.length = 0;
   cluster.start(r4, false);
-  t.equal(await exitOf(r4), 1, 'restarted on its old data dir, it refuses to start');
+  t.equal(await cluster.exited(r4), 1, 'restarted on its old data dir, it refuses to start');
   t.match(r4.log.join(''), /was removed from the cluster: remove the data dir, then join again/);
 
   t.equal(etcdctl(rest, ['put', 'after', 'removal']).status, 0, 'the two remaining members still commit writes');

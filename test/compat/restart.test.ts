@@ -23,7 +23,7 @@ t.test('kill -9 after writes: the restart re-applies only what came after the la
   t.ok(before.get('picloud_raft_applied_index')! >= PUTS, `applied ${before.get('picloud_raft_applied_index')} entries`);
 
   cluster.kill(a);
-  await new Promise<void>((r) => (a.proc!.exitCode !== null || a.proc!.signalCode !== null ? r() : a.proc!.once('exit', () => r())));
+  await cluster.exited(a);
   cluster.start(a, true);
   await cluster.ready(a);
   const after = await scrapeMetrics(a.ports.http);

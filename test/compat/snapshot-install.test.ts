@@ -20,12 +20,6 @@ const EARLY_KEYS = 10;
 const LATE_KEYS = 60;
 const CORRUPT_FIRST_SPOOLED_CHUNK = fileURLToPath(new URL('./fixtures/corrupt-first-spooled-chunk.js', import.meta.url));
 
-async function exited(a: AgentProc): Promise<void> {
-  const p = a.proc!;
-  if (p.exitCode !== null || p.signalCode !== null) return;
-  await new Promise<void>((r) => p.once('exit', () => r()));
-}
-
 async function until(what: string, check: () => boolean, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!check()) {
@@ -53,7 +47,7 @@ t.test('a damaged snapshot is refused and sent again; a crash between installing
   await until('s3 to apply the early keys', () => localKeys(cluster, s3).length === EARLY_KEYS);
 
   cluster.kill(s3, 'SIGTERM');
-  await exited(s3);
+  await cluster.exited(s3);
   const kvDir = join(s3.dataDir, 'kv');
   const oldKv = join(cluster.root, 's3-kv-before-snapshot');
   cpSync(kvDir, oldKv, { recursive: true });
@@ -73,7 +67,7 @@ t.test('a damaged snapshot is refused and sent again; a crash between installing
   s3.nodeArgs = undefined;
 
   cluster.kill(s3);
-  await exited(s3);
+  await cluster.exited(s3);
   rmSync(kvDir, { recursive: true, force: true });
   cpSync(oldKv, kvDir, { recursive: true });
   s3.log.length = 0;

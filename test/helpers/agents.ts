@@ -113,6 +113,19 @@ export class AgentCluster {
     a.proc?.kill(signal);
   }
 
+  /** Waits for `a`'s process to exit; resolves with its exit code (null if a signal ended it). */
+  exited(a: AgentProc, timeoutMs = 15_000): Promise<number | null> {
+    const p = a.proc!;
+    if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve(p.exitCode);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${a.name} still running after ${timeoutMs} ms`)), timeoutMs);
+      p.once('exit', (code) => {
+        clearTimeout(timer);
+        resolve(code);
+      });
+    });
+  }
+
   async stopAll(): Promise<void> {
     for (const a of this.agents) {
       if (a.proc && a.proc.exitCode === null) {
