@@ -37,7 +37,11 @@ const COMMANDS: Record<string, Command> = {
     const { runAgent, logger } = await import('./agent.js');
     const agent = await runAgent(config);
     await new Promise<void>((resolve) => {
+      let stopping = false;
       const stop = (why: Record<string, string>): void => {
+        // A signal can arrive while the agent is already stopping by itself.
+        if (stopping) return;
+        stopping = true;
         logger.info(why, 'stopping');
         void agent.stop().then(resolve);
       };
