@@ -7,7 +7,7 @@
  * agent/cli.ts.
  */
 import { lookup } from 'node:dns/promises';
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import { join as joinPath } from 'node:path';
@@ -15,6 +15,7 @@ import { LOCAL_CONFIG, PICLOUD_LAN_CONFIG, detectionBoundMs, profileConfig, type
 import { GossipError } from '../core/gossip/errors.js';
 import { Keyring, parseKey } from '../core/gossip/keyring/index.js';
 import type { Address, KeyringOpName, MemberInfo, Meta } from '../core/gossip/types.js';
+import { writeFileDurablySync } from '../core/storage/durable-file.js';
 import { GossipNode, type GossipEvent, type KeyringResult } from '../core/net/gossip-node.js';
 
 export const DEFAULT_GOSSIP_PORT = 7946;
@@ -132,12 +133,6 @@ function resolveProfile(opts: StartGossipOptions): GossipConfig {
   return { ...base, ...opts.config };
 }
 
-function writeAtomic(path: string, data: string, mode: number): void {
-  const tmp = `${path}.tmp`;
-  writeFileSync(tmp, data, { mode });
-  renameSync(tmp, path);
-}
-
 function loadKeyring(dir: string, secret: string, log: GossipLoggerLike): Keyring {
   const file = joinPath(dir, 'keyring.json');
   try {
@@ -147,7 +142,7 @@ function loadKeyring(dir: string, secret: string, log: GossipLoggerLike): Keyrin
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') log.warn(`gossip: ignoring unreadable ${file}: ${(err as Error).message}`);
   }
   const ring = Keyring.fromSecret(secret);
-  writeAtomic(file, JSON.stringify(ring.toJSON()), 0o600);
+  writeFileDurablySync(file, JSON.stringify(ring.toJSON()), 0o600);
   return ring;
 }
 
@@ -182,7 +177,7 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
   const keyring = loadKeyring(dir, opts.secret, log);
   // A restarted node starts above any incarnation it announced before it stopped.
   const incarnation = loadIncarnation(dir) + 1;
-  const persistIncarnation = (inc: number): void => writeAtomic(joinPath(dir, 'incarnation.json'), JSON.stringify({ incarnation: inc }), 0o600);
+  const persistIncarnation = (inc: number): void => writeFileDurablySync(joinPath(dir, 'incarnation.json'), JSON.stringify({ incarnation: inc }), 0o600);
   persistIncarnation(incarnation);
   const config = resolveProfile(opts);
   const node = await GossipNode.start({
@@ -196,7 +191,7 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
     meta: opts.meta as Meta,
     incarnation,
     onIncarnationChange: persistIncarnation,
-    onKeyringChange: (ring) => writeAtomic(joinPath(dir, 'keyring.json'), JSON.stringify(ring.toJSON()), 0o600),
+    onKeyringChange: (ring) => writeFileDurablySync(joinPath(dir, 'keyring.json'), JSON.stringify(ring.toJSON()), 0o600),
     logger: log,
   });
   log.info(`gossip: ${opts.name} listening on ${opts.bindAddr}:${node.port} (UDP+TCP), incarnation ${incarnation}`);

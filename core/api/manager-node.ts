@@ -9,7 +9,7 @@
  * learners and the leader promotes them once they have caught up.
  */
 import { randomInt } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -32,6 +32,7 @@ import {
 import { RaftLogStore, type RaftLogStoreStats, type WriteObserver } from '../storage/raft-log-store.js';
 import { MvccBackend } from '../storage/mvcc-backend.js';
 import { StorageError } from '../storage/errors.js';
+import { writeFileDurablySync } from '../storage/durable-file.js';
 import {
   AutoCompactor,
   DEFAULT_AUTO_COMPACTION,
@@ -303,9 +304,10 @@ export class ManagerNode {
         joinedMembers = result.members;
         log.info({ id: identity.id.toString(16), members: result.members.length }, 'joined the cluster as a learner');
       }
-      if (joinedMembers.length > 0) writeFileSync(joinMembersPath, JSON.stringify(joinedMembers) + '\n');
-      writeFileSync(tokenPath, token + '\n', { mode: 0o600 });
-      writeFileSync(identityPath, JSON.stringify(identity) + '\n');
+      // identity.json last: its presence means the other two are whole.
+      if (joinedMembers.length > 0) writeFileDurablySync(joinMembersPath, JSON.stringify(joinedMembers) + '\n');
+      writeFileDurablySync(tokenPath, token + '\n', 0o600);
+      writeFileDurablySync(identityPath, JSON.stringify(identity) + '\n');
     } else if (existsSync(joinMembersPath)) {
       joinedMembers = JSON.parse(readFileSync(joinMembersPath, 'utf8')) as JoinMember[];
     }
@@ -619,7 +621,7 @@ export class ManagerNode {
     this.removed = true;
     this.opts.logger.error({ how }, 'this member was removed from the cluster; stopping (remove the data dir to join again)');
     try {
-      writeFileSync(join(this.opts.dataDir, REMOVED_MARKER), `removed from cluster ${this.clusterId.toString(16)}: ${how}\n`);
+      writeFileDurablySync(join(this.opts.dataDir, REMOVED_MARKER), `removed from cluster ${this.clusterId.toString(16)}: ${how}\n`);
     } catch (e) {
       this.opts.logger.warn({ err: e }, 'could not mark the data dir as removed');
     }
