@@ -182,6 +182,7 @@ export class ProgressTracker {
   voters: NodeId[] = [];
   learners: NodeId[] = [];
   votes = new Map<NodeId, boolean>();
+  private matchScratch = new Float64Array(8);
 
   constructor(readonly maxInflight: number) {}
 
@@ -209,9 +210,18 @@ export class ProgressTracker {
 
   /** The largest index acknowledged by a majority of voters. */
   committedIndex(): number {
-    if (this.voters.length === 0) return 0;
-    const matches = this.voters.map((id) => this.progress.get(id)?.match ?? 0).sort((a, b) => b - a);
-    return matches[quorumSize(matches.length) - 1]!;
+    const n = this.voters.length;
+    if (n === 0) return 0;
+    // Called for every append response: an insertion sort into a kept buffer, no allocation.
+    if (this.matchScratch.length < n) this.matchScratch = new Float64Array(n);
+    const matches = this.matchScratch;
+    for (let i = 0; i < n; i++) {
+      const m = this.progress.get(this.voters[i]!)?.match ?? 0;
+      let j = i;
+      for (; j > 0 && matches[j - 1]! < m; j--) matches[j] = matches[j - 1]!;
+      matches[j] = m;
+    }
+    return matches[quorumSize(n) - 1]!;
   }
 
   resetVotes(): void {
