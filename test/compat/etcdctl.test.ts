@@ -123,6 +123,27 @@ if (!hasEtcdctl()) {
     t.equal((status.match(/, true, false,/g) ?? []).length, 1, 'exactly one leader');
   });
 
+  t.test('endpoint status / hashkv with http:// endpoints and --cluster (grpc-go sends the URL as :authority)', async (t) => {
+    const urls = cluster.endpoints().split(',').map((e) => `http://${e}`).join(',');
+    const viaUrls = (args: string[]) => etcdctl(urls, args);
+    const status = viaUrls(['endpoint', 'status', '-w', 'json']);
+    t.equal(status.status, 0, status.stderr.trim());
+    const entries = JSON.parse(status.stdout) as Array<{ Endpoint: string; Status: { leader: string; header: { member_id: string } } }>;
+    t.same(entries.map((e) => e.Endpoint).sort(), urls.split(',').sort());
+    t.equal(entries.filter((e) => e.Status.leader === e.Status.header.member_id).length, 1, 'exactly one leader');
+    // --cluster dials the member list's client URLs, which carry the scheme as etcd's do.
+    const clusterStatus = etcdctl(cluster.endpoints(cluster.agents.slice(0, 1)), ['endpoint', 'status', '--cluster']);
+    t.equal(clusterStatus.status, 0, clusterStatus.stderr.trim());
+    t.equal(clusterStatus.stdout.trim().split('\n').filter((l) => l.startsWith('http://')).length, 3, clusterStatus.stdout);
+    const hashkv = etcdctl(cluster.endpoints(cluster.agents.slice(0, 1)), ['endpoint', 'hashkv', '--cluster', '-w', 'json']);
+    t.equal(hashkv.status, 0, hashkv.stderr.trim());
+    const hashes = (JSON.parse(hashkv.stdout) as Array<{ HashKV: { hash: number } }>).map((h) => h.HashKV.hash);
+    t.equal(hashes.length, 3);
+    // Writes through the rewritten connections' siblings still work: the main client uses the URLs too.
+    t.equal(viaUrls(['put', 'url/k', 'v']).status, 0);
+    t.equal(viaUrls(['get', 'url/k', '--print-value-only']).stdout.trim(), 'v');
+  });
+
   t.test('endpoint hashkv: every member hashes its key space alike, at the current and a past revision', async (t) => {
     ok(t, ['put', 'hash/a', '1']);
     const rev = (JSON.parse(ok(t, ['put', 'hash/b', '2', '-w', 'json'])) as { header: { revision: number } }).header.revision;

@@ -17,6 +17,7 @@ import { EtcdError, isEtcdError } from './errors.js';
 import type { CallContext, EtcdBackend, ResponseHeader, WatchHandle, WatchSink } from './service.js';
 import { framedSnapshotBytes, snapshotTrailer } from './snapshot-file.js';
 import { encodeEventsResponse } from './watch-encoding.js';
+import { SortingListener } from './authority-shim.js';
 import { EagerMessage, eagerSendInterceptor } from './eager-send.js';
 
 /** etcd's --max-request-bytes default. */
@@ -115,6 +116,7 @@ export class EtcdGrpcServer {
   /** Watchers per client connection (grpc peer string). */
   private readonly watchersByPeer = new Map<string, number>();
   private readonly streams = new Set<WatchStream>();
+  private listener: SortingListener | undefined;
 
   private constructor(
     private readonly server: grpc.Server,
@@ -138,10 +140,10 @@ export class EtcdGrpcServer {
     });
     const s = new EtcdGrpcServer(server, opts);
     s.register();
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(`${opts.host ?? '127.0.0.1'}:${opts.port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
-    );
-    return Object.assign(s, { port });
+    // Our own listener instead of bindAsync: it sorts each connection first (authority-shim.ts).
+    const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+    s.listener = await SortingListener.listen(opts.host ?? '127.0.0.1', opts.port, injector);
+    return Object.assign(s, { port: s.listener.port });
   }
 
   /** Watchers currently registered through this server. */
@@ -153,6 +155,7 @@ export class EtcdGrpcServer {
 
   /** Ends watch streams, lets unary calls finish for up to graceMs, then drops everything. */
   async close(graceMs = 2_000): Promise<void> {
+    this.listener?.close();
     for (const s of this.streams) s.shutdown();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {

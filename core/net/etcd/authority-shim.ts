@@ -1,0 +1,419 @@
+/**
+ * Lets etcdctl 3.4's `endpoint status` / `endpoint hashkv` reach the client port.
+ *
+ * Those commands dial each endpoint exactly as written, "http://127.0.0.1:2379" (with
+ * `--cluster`, the member list's client URLs, which always carry the scheme), and grpc-go sends
+ * that string as the HTTP/2 `:authority`. Go's server lets it pass; nghttp2, under Node's HTTP/2,
+ * resets the stream (PROTOCOL_ERROR), since an authority holds no "/". Nothing in Node turns that
+ * check off, so every client connection is sorted before HTTP/2 sees it:
+ *
+ * - we answer the client's preface with an empty SETTINGS frame (the server preface grpc-go
+ *   waits for before it sends a request) and read frames until its first header block is whole
+ *   and it has acknowledged our SETTINGS (that ACK is dropped: HTTP/2 did not send those);
+ * - a valid authority (every other client): the bytes go back into the socket and the socket to
+ *   grpc-js untouched, so the connection costs nothing more from then on;
+ * - a URL as authority: the connection runs through a rewriter for its lifetime, which decodes
+ *   each header block (HPACK, hpack.js), puts the URL's host:port in `:authority` and re-encodes
+ *   the block as literals without indexing, so the server's HPACK table is never involved.
+ *
+ * Anything that does not look like an HTTP/2 client goes to HTTP/2 as it is, to be refused there.
+ */
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { Duplex } from 'node:stream';
+import hpack from 'hpack.js';
+
+/** Where sorted connections go: grpc-js's connection injector. */
+export interface ConnectionSink {
+  injectConnection(connection: Duplex): void;
+}
+
+const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+const FRAME_HEADER_BYTES = 9;
+const enum FrameType {
+  Headers = 1,
+  Priority = 2,
+  Settings = 4,
+  WindowUpdate = 8,
+  Continuation = 9,
+}
+const FLAG_ACK = 0x1;
+const FLAG_END_STREAM = 0x1;
+const FLAG_END_HEADERS = 0x4;
+const FLAG_PADDED = 0x8;
+const FLAG_PRIORITY = 0x20;
+/** An empty SETTINGS frame: every setting at HTTP/2's default until nghttp2 sends its own. */
+const EMPTY_SETTINGS = Buffer.from([0, 0, 0, FrameType.Settings, 0, 0, 0, 0, 0]);
+/** HTTP/2's default SETTINGS_HEADER_TABLE_SIZE, which our empty SETTINGS leave in force. */
+const HEADER_TABLE_BYTES = 4096;
+/** HTTP/2's default SETTINGS_MAX_FRAME_SIZE: rewritten header blocks are cut to it. */
+const MAX_FRAME_PAYLOAD_BYTES = 16_384;
+/** Bytes a connection may send before it is sorted; beyond, it goes to HTTP/2 as it is. */
+export const MAX_SORTING_BYTES = 64 * 1024;
+/** A header block larger than this is refused (the connection is closed). */
+export const MAX_HEADER_BLOCK_BYTES = 64 * 1024;
+/** A client that has not acknowledged our SETTINGS by then is dropped. */
+export const SETTINGS_ACK_TIMEOUT_MS = 10_000;
+
+/** The host:port of an authority written as a URL ("http://h:p", "https://h:p/x"), else undefined. */
+export function authorityOfUrl(authority: string): string | undefined {
+  const m = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)/i.exec(authority);
+  return m ? m[1] : undefined;
+}
+
+interface Frame {
+  type: number;
+  flags: number;
+  streamId: number;
+  /** Offsets in the buffer it was read from. */
+  start: number;
+  payloadStart: number;
+  end: number;
+}
+
+function readFrame(buf: Buffer, at: number): Frame | undefined {
+  if (buf.length - at < FRAME_HEADER_BYTES) return undefined;
+  const length = buf.readUIntBE(at, 3);
+  const end = at + FRAME_HEADER_BYTES + length;
+  if (end > buf.length) return undefined;
+  return { type: buf[at + 3]!, flags: buf[at + 4]!, streamId: buf.readUInt32BE(at + 5) & 0x7fffffff, start: at, payloadStart: at + FRAME_HEADER_BYTES, end };
+}
+
+/** A HEADERS frame's header block fragment, without padding and priority fields. */
+function headersFragment(buf: Buffer, f: Frame): Buffer {
+  let from = f.payloadStart;
+  let to = f.end;
+  if (f.flags & FLAG_PADDED) {
+    if (from >= to) throw new Error('padded HEADERS frame without its pad length');
+    to -= buf[from]!;
+    from += 1;
+  }
+  if (f.flags & FLAG_PRIORITY) from += 5;
+  if (from > to) throw new Error('HEADERS frame shorter than its padding and priority fields');
+  return buf.subarray(from, to);
+}
+
+/** Decodes header blocks of one connection in order (HPACK keeps state across them). */
+class HeaderBlockDecoder {
+  private readonly decompressor = hpack.decompressor.create({ table: { maxSize: HEADER_TABLE_BYTES } });
+  private error: Error | undefined;
+
+  constructor() {
+    this.decompressor.on('error', (e) => (this.error = e));
+  }
+
+  decode(block: Buffer): Array<[string, string]> {
+    this.decompressor.write(block);
+    this.decompressor.execute();
+    const headers: Array<[string, string]> = [];
+    for (let h = this.decompressor.read(); h !== null; h = this.decompressor.read()) headers.push([h.name, h.value]);
+    if (this.error) throw this.error;
+    return headers;
+  }
+}
+
+function encodeInteger(out: number[], value: number, prefixBits: number, firstByte: number): void {
+  const max = (1 << prefixBits) - 1;
+  if (value < max) {
+    out.push(firstByte | value);
+    return;
+  }
+  out.push(firstByte | max);
+  let rest = value - max;
+  while (rest >= 128) {
+    out.push((rest & 0x7f) | 0x80);
+    rest = Math.floor(rest / 128);
+  }
+  out.push(rest);
+}
+
+/** A header block of literals without indexing and without Huffman coding (RFC 7541 §6.2.2). */
+function encodeLiteralBlock(headers: Array<[string, string]>): Buffer {
+  const out: number[] = [];
+  for (const [name, value] of headers) {
+    out.push(0x00);
+    for (const s of [name, value]) {
+      const bytes = Buffer.from(s, 'latin1');
+      encodeInteger(out, bytes.length, 7, 0x00);
+      for (const b of bytes) out.push(b);
+    }
+  }
+  return Buffer.from(out);
+}
+
+function frameHeader(length: number, type: number, flags: number, streamId: number): Buffer {
+  const h = Buffer.alloc(FRAME_HEADER_BYTES);
+  h.writeUIntBE(length, 0, 3);
+  h[3] = type;
+  h[4] = flags;
+  h.writeUInt32BE(streamId, 5);
+  return h;
+}
+
+/** One header block as HEADERS + CONTINUATION frames no larger than the default frame size. */
+function headerFrames(block: Buffer, streamId: number, endStream: boolean): Buffer[] {
+  const out: Buffer[] = [];
+  for (let at = 0, first = true; first || at < block.length; first = false) {
+    const piece = block.subarray(at, at + MAX_FRAME_PAYLOAD_BYTES);
+    at += piece.length;
+    const last = at >= block.length;
+    const type = first ? FrameType.Headers : FrameType.Continuation;
+    const flags = (last ? FLAG_END_HEADERS : 0) | (first && endStream ? FLAG_END_STREAM : 0);
+    out.push(frameHeader(piece.length, type, flags, streamId), piece);
+  }
+  return out;
+}
+
+/**
+ * The client-to-server bytes of a connection whose authority is a URL: every header block
+ * re-encoded with the URL's host:port as `:authority`; every other frame passes unchanged.
+ */
+export class AuthorityRewriter {
+  private pending: Buffer = Buffer.alloc(0);
+  private block: { streamId: number; endStream: boolean; fragments: Buffer[]; bytes: number } | undefined;
+
+  private readonly decoder = new HeaderBlockDecoder();
+
+  /** Feeds client bytes; returns what HTTP/2 gets. Throws on a malformed stream. */
+  push(chunk: Buffer): Buffer[] {
+    const buf = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    const out: Buffer[] = [];
+    let at = 0;
+    for (let f = readFrame(buf, at); f !== undefined; f = readFrame(buf, at)) {
+      at = f.end;
+      if (this.block !== undefined) {
+        if (f.type !== FrameType.Continuation || f.streamId !== this.block.streamId) throw new Error('header block interrupted by another frame');
+        this.addFragment(buf.subarray(f.payloadStart, f.end));
+      } else if (f.type === FrameType.Headers) {
+        this.block = { streamId: f.streamId, endStream: (f.flags & FLAG_END_STREAM) !== 0, fragments: [], bytes: 0 };
+        this.addFragment(headersFragment(buf, f));
+      } else {
+        out.push(buf.subarray(f.start, f.end));
+        continue;
+      }
+      if (f.flags & FLAG_END_HEADERS) out.push(...this.finishBlock());
+    }
+    // Copied: the rest must not pin the chunk it came in.
+    this.pending = Buffer.from(buf.subarray(at));
+    if (this.pending.length > MAX_HEADER_BLOCK_BYTES + FRAME_HEADER_BYTES + MAX_FRAME_PAYLOAD_BYTES) throw new Error('frame too large');
+    return out;
+  }
+
+  private addFragment(fragment: Buffer): void {
+    const b = this.block!;
+    b.fragments.push(Buffer.from(fragment));
+    b.bytes += fragment.length;
+    if (b.bytes > MAX_HEADER_BLOCK_BYTES) throw new Error(`header block larger than ${MAX_HEADER_BLOCK_BYTES} bytes`);
+  }
+
+  private finishBlock(): Buffer[] {
+    const b = this.block!;
+    this.block = undefined;
+    const headers = this.decoder.decode(Buffer.concat(b.fragments)).map(([name, value]): [string, string] => {
+      if (name !== ':authority') return [name, value];
+      return [name, authorityOfUrl(value) ?? value];
+    });
+    return headerFrames(encodeLiteralBlock(headers), b.streamId, b.endStream);
+  }
+}
+
+/** A connection whose client bytes go through an AuthorityRewriter; server bytes go back as they are. */
+class RewritingConnection extends Duplex {
+  private readonly rewriter = new AuthorityRewriter();
+
+  constructor(
+    private readonly socket: Socket,
+    buffered: Buffer,
+  ) {
+    super();
+    this.push(buffered.subarray(0, PREFACE.length));
+    this.feed(buffered.subarray(PREFACE.length));
+    socket.on('data', (chunk: Buffer) => this.feed(chunk));
+    socket.on('end', () => this.push(null));
+    socket.on('error', (err) => this.destroy(err));
+    socket.on('close', () => this.destroy());
+    socket.resume();
+  }
+
+  // grpc-js names a call's peer from these.
+  get remoteAddress(): string | undefined {
+    return this.socket.remoteAddress;
+  }
+  get remotePort(): number | undefined {
+    return this.socket.remotePort;
+  }
+  get remoteFamily(): string | undefined {
+    return this.socket.remoteFamily;
+  }
+  get localAddress(): string | undefined {
+    return this.socket.localAddress;
+  }
+  get localPort(): number | undefined {
+    return this.socket.localPort;
+  }
+
+  private feed(chunk: Buffer): void {
+    if (this.destroyed) return;
+    try {
+      for (const piece of this.rewriter.push(chunk)) if (!this.push(piece)) this.socket.pause();
+    } catch (err) {
+      this.destroy(err as Error);
+    }
+  }
+
+  override _read(): void {
+    this.socket.resume();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
+    this.socket.write(chunk, callback);
+  }
+
+  override _final(callback: (err?: Error | null) => void): void {
+    this.socket.end(callback);
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    this.socket.destroy();
+    callback(err);
+  }
+}
+
+/** What sorting has learned of a connection so far. */
+class ConnectionSorter {
+  private buf: Buffer = Buffer.alloc(0);
+  private at = 0;
+  private settingsSent = false;
+  /** The client's acknowledgement of our SETTINGS: [start, end) in buf, dropped at hand-over. */
+  private ack: [number, number] | undefined;
+  private firstBlock: { streamId: number; fragments: Buffer[] } | undefined;
+  /** 'url': the first request's authority is a URL; 'as-is': anything else, or no verdict needed. */
+  private verdict: 'url' | 'as-is' | undefined;
+  private readonly ackTimer: NodeJS.Timeout;
+  private readonly onData = (chunk: Buffer): void => this.receive(chunk);
+  private readonly onError = (): void => undefined;
+
+  private readonly onClose = (): void => {
+    clearTimeout(this.ackTimer);
+    this.done();
+  };
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly sink: ConnectionSink,
+    private readonly done: () => void,
+  ) {
+    this.ackTimer = setTimeout(() => socket.destroy(), SETTINGS_ACK_TIMEOUT_MS);
+    socket.on('data', this.onData);
+    socket.once('close', this.onClose);
+    socket.on('error', this.onError);
+  }
+
+  private receive(chunk: Buffer): void {
+    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    if (!this.settingsSent) {
+      const n = Math.min(this.buf.length, PREFACE.length);
+      // Not an HTTP/2 client with prior knowledge: HTTP/2 refuses it as it always has.
+      if (!this.buf.subarray(0, n).equals(PREFACE.subarray(0, n))) return this.handOver(false);
+      if (this.buf.length < PREFACE.length) return;
+      this.socket.write(EMPTY_SETTINGS);
+      this.settingsSent = true;
+      this.at = PREFACE.length;
+    }
+    for (let f = readFrame(this.buf, this.at); f !== undefined; f = readFrame(this.buf, this.at)) {
+      this.at = f.end;
+      this.sortFrame(f);
+    }
+    if (this.ack !== undefined && this.verdict !== undefined) return this.handOver(this.verdict === 'url');
+    if (this.buf.length > MAX_SORTING_BYTES) {
+      if (this.ack === undefined) this.socket.destroy();
+      else this.handOver(false);
+    }
+  }
+
+  private sortFrame(f: Frame): void {
+    if (f.type === FrameType.Settings && (f.flags & FLAG_ACK) !== 0 && this.ack === undefined) {
+      this.ack = [f.start, f.end];
+      return;
+    }
+    if (this.verdict !== undefined) return;
+    if (this.firstBlock === undefined && f.type === FrameType.Headers) {
+      try {
+        this.firstBlock = { streamId: f.streamId, fragments: [headersFragment(this.buf, f)] };
+      } catch {
+        this.verdict = 'as-is';
+        return;
+      }
+    } else if (this.firstBlock !== undefined && f.type === FrameType.Continuation && f.streamId === this.firstBlock.streamId) {
+      this.firstBlock.fragments.push(this.buf.subarray(f.payloadStart, f.end));
+    } else {
+      // Connection-level frames before a request wait with it; anything else (a PING, a
+      // frame that breaks a header block) means this connection is not one we must fix.
+      const early = f.type === FrameType.Settings || f.type === FrameType.WindowUpdate || f.type === FrameType.Priority;
+      if (!early || this.firstBlock !== undefined) this.verdict = 'as-is';
+      return;
+    }
+    if ((f.flags & FLAG_END_HEADERS) !== 0) this.verdict = this.judge(Buffer.concat(this.firstBlock.fragments));
+  }
+
+  private judge(block: Buffer): 'url' | 'as-is' {
+    try {
+      const authority = new HeaderBlockDecoder().decode(block).find(([name]) => name === ':authority');
+      return authority !== undefined && authorityOfUrl(authority[1]) !== undefined ? 'url' : 'as-is';
+    } catch {
+      return 'as-is'; // HTTP/2 answers a bad block with COMPRESSION_ERROR itself
+    }
+  }
+
+  private handOver(rewrite: boolean): void {
+    clearTimeout(this.ackTimer);
+    this.done();
+    this.socket.pause();
+    this.socket.removeListener('data', this.onData);
+    this.socket.removeListener('close', this.onClose);
+    this.socket.removeListener('error', this.onError);
+    const bytes = this.ack === undefined ? this.buf : Buffer.concat([this.buf.subarray(0, this.ack[0]), this.buf.subarray(this.ack[1])]);
+    if (rewrite) {
+      this.sink.injectConnection(new RewritingConnection(this.socket, bytes));
+    } else {
+      if (bytes.length > 0) this.socket.unshift(bytes);
+      this.sink.injectConnection(this.socket);
+    }
+  }
+}
+
+/** A TCP listener whose connections are sorted (see the top of this file), then given to `sink`. */
+export class SortingListener {
+  /** Connections not yet handed over; closed with the listener. */
+  private readonly sorting = new Set<Socket>();
+
+  private constructor(private readonly server: Server) {}
+
+  static async listen(host: string, port: number, sink: ConnectionSink): Promise<SortingListener> {
+    const server = createServer();
+    const listener = new SortingListener(server);
+    server.on('connection', (socket) => {
+      socket.setNoDelay(true);
+      listener.sorting.add(socket);
+      new ConnectionSorter(socket, sink, () => listener.sorting.delete(socket));
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host, port }, () => {
+        server.removeListener('error', reject);
+        resolve();
+      });
+    });
+    return listener;
+  }
+
+  get port(): number {
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  /** Stops accepting and drops connections still being sorted; handed-over ones are HTTP/2's. */
+  close(): void {
+    this.server.close();
+    for (const s of this.sorting) s.destroy();
+    this.sorting.clear();
+  }
+}

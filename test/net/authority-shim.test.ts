@@ -1,0 +1,124 @@
+import t, { type Test } from 'tap';
+import fc from 'fast-check';
+import http2 from 'node:http2';
+import { connect } from 'node:net';
+import { AuthorityRewriter, SortingListener, authorityOfUrl } from '../../core/net/etcd/authority-shim.js';
+
+t.test('authorityOfUrl: host:port of a URL, nothing for a plain authority', async (t) => {
+  t.equal(authorityOfUrl('http://127.0.0.1:2379'), '127.0.0.1:2379');
+  t.equal(authorityOfUrl('https://[::1]:2379/v3'), '[::1]:2379');
+  t.equal(authorityOfUrl('unix://sock'), 'sock');
+  t.equal(authorityOfUrl('127.0.0.1:2379'), undefined);
+  t.equal(authorityOfUrl('localhost'), undefined);
+});
+
+/** An HTTP/2 server behind a SortingListener, answering each request with the authority it saw. */
+async function echoAuthorityServer(t: Test): Promise<number> {
+  const h2 = http2.createServer();
+  h2.on('stream', (stream, headers) => {
+    stream.respond({ ':status': 200 });
+    stream.end(String(headers[':authority']));
+  });
+  const listener = await SortingListener.listen('127.0.0.1', 0, { injectConnection: (c) => h2.emit('connection', c) });
+  t.teardown(() => listener.close());
+  return listener.port;
+}
+
+async function get(session: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = session.request({ ':path': '/', ...headers });
+    let body = '';
+    let status = 0;
+    req.on('response', (h) => (status = Number(h[':status'])));
+    req.setEncoding('utf8');
+    req.on('data', (d: string) => (body += d));
+    req.on('end', () => resolve({ status, body }));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+t.test('a URL authority reaches HTTP/2 as host:port, for every request of the connection', async (t) => {
+  const port = await echoAuthorityServer(t);
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  t.teardown(() => session.close());
+  const url = `http://127.0.0.1:${port}`;
+  t.same(await get(session, { ':authority': url }), { status: 200, body: `127.0.0.1:${port}` });
+  // The client's HPACK table now indexes the URL: the next blocks refer to it.
+  t.same(await get(session, { ':authority': url, 'x-big': 'b'.repeat(40_000) }), { status: 200, body: `127.0.0.1:${port}` }, 'a block cut into CONTINUATION frames');
+  const parallel = await Promise.all([1, 2, 3].map(() => get(session, { ':authority': url })));
+  t.same(parallel.map((r) => r.body), Array(3).fill(`127.0.0.1:${port}`));
+});
+
+t.test('a plain authority passes through untouched', async (t) => {
+  const port = await echoAuthorityServer(t);
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  t.teardown(() => session.close());
+  t.same(await get(session, {}), { status: 200, body: `127.0.0.1:${port}` });
+  t.same(await get(session, { ':authority': 'example.org:80' }), { status: 200, body: 'example.org:80' });
+});
+
+t.test('a connection that sends garbage or nothing is dropped and the listener keeps serving', async (t) => {
+  const port = await echoAuthorityServer(t);
+  const sendAndWaitClose = (bytes: Buffer) =>
+    new Promise<void>((resolve) => {
+      const s = connect(port, '127.0.0.1', () => s.end(bytes));
+      s.on('error', () => undefined);
+      s.on('data', () => undefined);
+      s.on('close', () => resolve());
+    });
+  await sendAndWaitClose(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+  await sendAndWaitClose(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), Buffer.alloc(100, 0xff)]));
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  t.teardown(() => session.close());
+  t.same(await get(session, { ':authority': 'http://h:1' }), { status: 200, body: 'h:1' });
+});
+
+t.test('fuzz: the rewriter answers any byte stream with frames or an Error, never anything else', async (t) => {
+  const frame = fc.record({
+    type: fc.integer({ min: 0, max: 10 }),
+    flags: fc.integer({ min: 0, max: 255 }),
+    stream: fc.integer({ min: 0, max: 5 }),
+    payload: fc.uint8Array({ maxLength: 64 }),
+  }).map(({ type, flags, stream, payload }) => {
+    const h = Buffer.alloc(9);
+    h.writeUIntBE(payload.length, 0, 3);
+    h[3] = type;
+    h[4] = flags;
+    h.writeUInt32BE(stream, 5);
+    return Buffer.concat([h, payload]);
+  });
+  const input = fc.oneof(fc.array(frame, { maxLength: 8 }).map((fs) => Buffer.concat(fs)), fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a)));
+  t.doesNotThrow(() => fc.assert(
+    fc.property(input, fc.integer({ min: 1, max: 50 }), (bytes, cut) => {
+      const r = new AuthorityRewriter();
+      try {
+        for (let at = 0; at < bytes.length; at += cut) for (const piece of r.push(bytes.subarray(at, at + cut))) if (!Buffer.isBuffer(piece)) return false;
+        return true;
+      } catch (e) {
+        return e instanceof Error;
+      }
+    }),
+    { numRuns: 2_000 },
+  ));
+});
+
+t.test('fuzz: random frames after the preface never take the listener down', async (t) => {
+  const port = await echoAuthorityServer(t);
+  const preface = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+  await fc.assert(
+    fc.asyncProperty(fc.uint8Array({ maxLength: 400 }), async (junk) => {
+      await new Promise<void>((resolve) => {
+        const s = connect(port, '127.0.0.1', () => s.end(Buffer.concat([preface, junk])));
+        s.on('error', () => undefined);
+        s.on('data', () => undefined);
+        s.on('close', () => resolve());
+        setTimeout(() => s.destroy(), 2_000).unref();
+      });
+    }),
+    { numRuns: 40 },
+  );
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  t.teardown(() => session.close());
+  t.same(await get(session, { ':authority': 'http://h:2' }), { status: 200, body: 'h:2' }, 'still serving after 40 hostile connections');
+});
