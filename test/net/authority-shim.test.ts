@@ -2,7 +2,7 @@ import t, { type Test } from 'tap';
 import fc from 'fast-check';
 import http2 from 'node:http2';
 import { connect } from 'node:net';
-import { AuthorityRewriter, SortingListener, authorityOfUrl } from '../../core/net/etcd/authority-shim.js';
+import { AuthorityRewriter, DEFAULT_SORTING_TIMEOUTS, SortingListener, authorityOfUrl } from '../../core/net/etcd/authority-shim.js';
 
 t.test('authorityOfUrl: host:port of a URL, nothing for a plain authority', async (t) => {
   t.equal(authorityOfUrl('http://127.0.0.1:2379'), '127.0.0.1:2379');
@@ -13,13 +13,13 @@ t.test('authorityOfUrl: host:port of a URL, nothing for a plain authority', asyn
 });
 
 /** An HTTP/2 server behind a SortingListener, answering each request with the authority it saw. */
-async function echoAuthorityServer(t: Test): Promise<number> {
+async function echoAuthorityServer(t: Test, timeouts = DEFAULT_SORTING_TIMEOUTS): Promise<number> {
   const h2 = http2.createServer();
   h2.on('stream', (stream, headers) => {
     stream.respond({ ':status': 200 });
     stream.end(String(headers[':authority']));
   });
-  const listener = await SortingListener.listen('127.0.0.1', 0, { injectConnection: (c) => h2.emit('connection', c) });
+  const listener = await SortingListener.listen('127.0.0.1', 0, { injectConnection: (c) => h2.emit('connection', c) }, timeouts);
   t.teardown(() => listener.close());
   return listener.port;
 }
@@ -72,6 +72,27 @@ t.test('a connection that sends garbage or nothing is dropped and the listener k
   const session = http2.connect(`http://127.0.0.1:${port}`);
   t.teardown(() => session.close());
   t.same(await get(session, { ':authority': 'http://h:1' }), { status: 200, body: 'h:1' });
+});
+
+t.test('an idle client goes to HTTP/2 after a while, or at once when it pings; one that never acknowledges our SETTINGS is dropped', async (t) => {
+  const port = await echoAuthorityServer(t, { settingsAckMs: 300, firstRequestMs: 100 });
+  const idle = http2.connect(`http://127.0.0.1:${port}`);
+  t.teardown(() => idle.close());
+  await new Promise((r) => setTimeout(r, 400));
+  t.same(await get(idle, {}), { status: 200, body: `127.0.0.1:${port}` }, 'a request after the idle hand-over');
+  const pinging = http2.connect(`http://127.0.0.1:${port}`);
+  t.teardown(() => pinging.close());
+  await new Promise<void>((resolve, reject) => pinging.once('connect', () => pinging.ping((err) => (err ? reject(err) : resolve()))));
+  t.same(await get(pinging, {}), { status: 200, body: `127.0.0.1:${port}` }, 'a request after a ping');
+  const started = Date.now();
+  await new Promise<void>((resolve) => {
+    const settings = Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    const s = connect(port, '127.0.0.1', () => s.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), settings])));
+    s.on('error', () => undefined);
+    s.on('data', () => undefined);
+    s.on('close', () => resolve());
+  });
+  t.ok(Date.now() - started >= 250, 'a client that never acknowledges is dropped at the timeout');
 });
 
 t.test('fuzz: the rewriter answers any byte stream with frames or an Error, never anything else', async (t) => {

@@ -51,8 +51,14 @@ const MAX_FRAME_PAYLOAD_BYTES = 16_384;
 export const MAX_SORTING_BYTES = 64 * 1024;
 /** A header block larger than this is refused (the connection is closed). */
 export const MAX_HEADER_BLOCK_BYTES = 64 * 1024;
-/** A client that has not acknowledged our SETTINGS by then is dropped. */
-export const SETTINGS_ACK_TIMEOUT_MS = 10_000;
+export interface SortingTimeouts {
+  /** A client that has not acknowledged our SETTINGS by then is dropped. */
+  settingsAckMs: number;
+  /** A client that has, but sends no request by then, goes to HTTP/2 as it is (an idle channel). */
+  firstRequestMs: number;
+}
+
+export const DEFAULT_SORTING_TIMEOUTS: SortingTimeouts = { settingsAckMs: 10_000, firstRequestMs: 5_000 };
 
 /** The host:port of an authority written as a URL ("http://h:p", "https://h:p/x"), else undefined. */
 export function authorityOfUrl(authority: string): string | undefined {
@@ -288,12 +294,12 @@ class ConnectionSorter {
   private firstBlock: { streamId: number; fragments: Buffer[] } | undefined;
   /** 'url': the first request's authority is a URL; 'as-is': anything else, or no verdict needed. */
   private verdict: 'url' | 'as-is' | undefined;
-  private readonly ackTimer: NodeJS.Timeout;
+  private timer: NodeJS.Timeout;
   private readonly onData = (chunk: Buffer): void => this.receive(chunk);
   private readonly onError = (): void => undefined;
 
   private readonly onClose = (): void => {
-    clearTimeout(this.ackTimer);
+    clearTimeout(this.timer);
     this.done();
   };
 
@@ -301,8 +307,9 @@ class ConnectionSorter {
     private readonly socket: Socket,
     private readonly sink: ConnectionSink,
     private readonly done: () => void,
+    private readonly timeouts: SortingTimeouts,
   ) {
-    this.ackTimer = setTimeout(() => socket.destroy(), SETTINGS_ACK_TIMEOUT_MS);
+    this.timer = setTimeout(() => socket.destroy(), timeouts.settingsAckMs);
     socket.on('data', this.onData);
     socket.once('close', this.onClose);
     socket.on('error', this.onError);
@@ -333,6 +340,8 @@ class ConnectionSorter {
   private sortFrame(f: Frame): void {
     if (f.type === FrameType.Settings && (f.flags & FLAG_ACK) !== 0 && this.ack === undefined) {
       this.ack = [f.start, f.end];
+      clearTimeout(this.timer);
+      this.timer = setTimeout(() => this.handOver(false), this.timeouts.firstRequestMs);
       return;
     }
     if (this.verdict !== undefined) return;
@@ -365,7 +374,7 @@ class ConnectionSorter {
   }
 
   private handOver(rewrite: boolean): void {
-    clearTimeout(this.ackTimer);
+    clearTimeout(this.timer);
     this.done();
     this.socket.pause();
     this.socket.removeListener('data', this.onData);
@@ -388,13 +397,13 @@ export class SortingListener {
 
   private constructor(private readonly server: Server) {}
 
-  static async listen(host: string, port: number, sink: ConnectionSink): Promise<SortingListener> {
+  static async listen(host: string, port: number, sink: ConnectionSink, timeouts = DEFAULT_SORTING_TIMEOUTS): Promise<SortingListener> {
     const server = createServer();
     const listener = new SortingListener(server);
     server.on('connection', (socket) => {
       socket.setNoDelay(true);
       listener.sorting.add(socket);
-      new ConnectionSorter(socket, sink, () => listener.sorting.delete(socket));
+      new ConnectionSorter(socket, sink, () => listener.sorting.delete(socket), timeouts);
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
