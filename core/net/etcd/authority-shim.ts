@@ -51,6 +51,7 @@ const MAX_FRAME_PAYLOAD_BYTES = 16_384;
 export const MAX_SORTING_BYTES = 64 * 1024;
 /** A header block larger than this is refused (the connection is closed). */
 export const MAX_HEADER_BLOCK_BYTES = 64 * 1024;
+
 export interface SortingTimeouts {
   /** A client that has not acknowledged our SETTINGS by then is dropped. */
   settingsAckMs: number;
