@@ -8,6 +8,7 @@ const NEEDED = [
   { bin: 'etcdctl', pkg: 'etcd-client' },
   { bin: 'etcd', pkg: 'etcd-server' },
   { bin: 'promtool', pkg: 'prometheus' },
+  { bin: 'curl', pkg: 'curl' },
 ];
 
 const has = (bin) => spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0;

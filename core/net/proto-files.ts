@@ -41,16 +41,22 @@ export function peerType(name: string): protobuf.Type {
   return peerProtoRoot().lookupType(name);
 }
 
-let etcdRoot: protobuf.Root | undefined;
+const etcdRoots = new Map<boolean, protobuf.Root>();
 
-/** The etcd v3 API protos (etcdserverpb and mvccpb), for encoders that bypass proto-loader's object mapping. */
-export function etcdType(name: string): protobuf.Type {
-  if (etcdRoot === undefined) {
-    const root = new protobuf.Root();
+/** The etcd v3 API protos (etcdserverpb and mvccpb); `keepCase`: the .proto's own field names. */
+export function etcdProtoRoot(keepCase = false): protobuf.Root {
+  let root = etcdRoots.get(keepCase);
+  if (root === undefined) {
+    root = new protobuf.Root();
     root.resolvePath = (_origin, target) => (isAbsolute(target) ? target : join(ETCD_PROTO_DIR, target));
-    root.loadSync(ETCD_RPC_PROTO, { keepCase: false });
+    root.loadSync(ETCD_RPC_PROTO, { keepCase });
     root.resolveAll();
-    etcdRoot = root;
+    etcdRoots.set(keepCase, root);
   }
-  return etcdRoot.lookupType(name);
+  return root;
+}
+
+/** An etcd API message type, for encoders that bypass proto-loader's object mapping. */
+export function etcdType(name: string): protobuf.Type {
+  return etcdProtoRoot().lookupType(name);
 }

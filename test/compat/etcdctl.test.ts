@@ -144,6 +144,33 @@ if (!hasEtcdctl()) {
     t.equal(viaUrls(['get', 'url/k', '--print-value-only']).stdout.trim(), 'v');
   });
 
+  const hasCurl = spawnSync('sh', ['-c', 'command -v curl'], { stdio: 'ignore' }).status === 0;
+  t.test('the JSON gateway with curl (etcd serves it on the client port too)', { skip: hasCurl ? false : 'curl not installed (apt-get install curl)' }, async (t) => {
+    const curl = (endpoint: string, path: string, body?: object): { status: number; json: Record<string, any> } => {
+      const args = ['-s', '-m', '10', '-w', '\n%{http_code}', ...(body ? ['-X', 'POST', '-d', JSON.stringify(body)] : []), `http://${endpoint}${path}`];
+      const r = spawnSync('curl', args, { encoding: 'utf8' });
+      const lines = r.stdout.trimEnd().split('\n');
+      return { status: Number(lines.pop()), json: JSON.parse(lines.join('\n') || '{}') as Record<string, any> };
+    };
+    const b64 = (s: string): string => Buffer.from(s).toString('base64');
+    const [a, b] = cluster.agents.map((x) => cluster.endpoints([x]));
+    // Written through one member, read through another and by etcdctl.
+    const put = curl(a!, '/v3/kv/put', { key: b64('curl/k'), value: b64('from curl') });
+    t.equal(put.status, 200, JSON.stringify(put.json));
+    t.equal(ok(t, ['get', 'curl/k', '--print-value-only']).trim(), 'from curl');
+    const range = curl(b!, '/v3/kv/range', { key: b64('curl/k') });
+    t.equal(Buffer.from(range.json.kvs[0].value, 'base64').toString(), 'from curl');
+    const rev = Number(range.json.kvs[0].mod_revision);
+    for (const e of cluster.agents.map((x) => cluster.endpoints([x]))) {
+      t.same(curl(e, '/health').json, { health: 'true' }, `/health on ${e}`);
+    }
+    t.same(curl(a!, '/version').json, { etcdserver: '3.4.0', etcdcluster: '3.4.0' });
+    ok(t, ['put', 'curl/k', 'newer']);
+    ok(t, ['compaction', String(rev + 1)]);
+    const compacted = curl(b!, '/v3/kv/range', { key: b64('curl/k'), revision: String(rev) });
+    t.same([compacted.status, compacted.json.code, compacted.json.error], [400, 11, 'etcdserver: mvcc: required revision has been compacted']);
+  });
+
   t.test('endpoint hashkv: every member hashes its key space alike, at the current and a past revision', async (t) => {
     ok(t, ['put', 'hash/a', '1']);
     const rev = (JSON.parse(ok(t, ['put', 'hash/b', '2', '-w', 'json'])) as { header: { revision: number } }).header.revision;

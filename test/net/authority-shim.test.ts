@@ -2,7 +2,7 @@ import t, { type Test } from 'tap';
 import fc from 'fast-check';
 import http2 from 'node:http2';
 import { connect } from 'node:net';
-import { AuthorityRewriter, DEFAULT_SORTING_TIMEOUTS, SortingListener, authorityOfUrl } from '../../core/net/etcd/authority-shim.js';
+import { AuthorityRewriter, DEFAULT_SORTING_TIMEOUTS, SortingListener, authorityOfUrl, http1Start } from '../../core/net/etcd/authority-shim.js';
 
 t.test('authorityOfUrl: host:port of a URL, nothing for a plain authority', async (t) => {
   t.equal(authorityOfUrl('http://127.0.0.1:2379'), '127.0.0.1:2379');
@@ -10,6 +10,16 @@ t.test('authorityOfUrl: host:port of a URL, nothing for a plain authority', asyn
   t.equal(authorityOfUrl('unix://sock'), 'sock');
   t.equal(authorityOfUrl('127.0.0.1:2379'), undefined);
   t.equal(authorityOfUrl('localhost'), undefined);
+});
+
+t.test('http1Start: a request line, not yet known, or not HTTP/1', async (t) => {
+  t.equal(http1Start(Buffer.from('GET /health HTTP/1.1')), 'yes');
+  t.equal(http1Start(Buffer.from('POST ')), 'yes');
+  t.equal(http1Start(Buffer.from('PO')), 'maybe');
+  t.equal(http1Start(Buffer.from('')), 'maybe');
+  t.equal(http1Start(Buffer.from('get / HTTP/1.1')), 'no');
+  t.equal(http1Start(Buffer.from('ABCDEFGHI')), 'no');
+  t.equal(http1Start(Buffer.from([0x16, 0x03, 0x01])), 'no', 'a TLS ClientHello');
 });
 
 /** An HTTP/2 server behind a SortingListener, answering each request with the authority it saw. */

@@ -16,7 +16,8 @@
  *   each header block (HPACK, hpack.js), puts the URL's host:port in `:authority` and re-encodes
  *   the block as literals without indexing, so the server's HPACK table is never involved.
  *
- * Anything that does not look like an HTTP/2 client goes to HTTP/2 as it is, to be refused there.
+ * A connection that opens with an HTTP/1 request line goes to the JSON gateway (json-gateway.ts),
+ * as etcd serves its gateway on the same port; anything else goes to HTTP/2, to be refused there.
  */
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { Duplex } from 'node:stream';
@@ -97,6 +98,13 @@ function headersFragment(buf: Buffer, f: Frame): Buffer {
   if (f.flags & FLAG_PRIORITY) from += 5;
   if (from > to) throw new Error('HEADERS frame shorter than its padding and priority fields');
   return buf.subarray(from, to);
+}
+
+/** Whether a connection's first bytes are an HTTP/1 request line ("maybe": too few bytes yet). */
+export function http1Start(buf: Buffer): 'yes' | 'no' | 'maybe' {
+  const head = buf.subarray(0, 8).toString('latin1');
+  if (/^[A-Z]{3,7} /.test(head)) return 'yes';
+  return /^[A-Z]*$/.test(head) && head.length < 8 ? 'maybe' : 'no';
 }
 
 /** Decodes header blocks of one connection in order (HPACK keeps state across them). */
@@ -223,17 +231,20 @@ export class AuthorityRewriter {
   }
 }
 
-/** A connection whose client bytes go through an AuthorityRewriter; server bytes go back as they are. */
-class RewritingConnection extends Duplex {
-  private readonly rewriter = new AuthorityRewriter();
-
+/**
+ * A connection as a JS stream: the bytes already read, then the socket's, each passed through
+ * `transform` (the AuthorityRewriter, or nothing); what is written goes to the socket as it is.
+ * A JS stream, not the socket, so that HTTP/2 or HTTP/1 reads it through JS and sees the bytes
+ * sorting took (given a socket, both read its handle natively and would skip them).
+ */
+class RelayConnection extends Duplex {
   constructor(
     private readonly socket: Socket,
     buffered: Buffer,
+    private readonly transform: (chunk: Buffer) => Buffer[],
   ) {
     super();
-    this.push(buffered.subarray(0, PREFACE.length));
-    this.feed(buffered.subarray(PREFACE.length));
+    this.feed(buffered);
     socket.on('data', (chunk: Buffer) => this.feed(chunk));
     socket.on('end', () => this.push(null));
     socket.on('error', (err) => this.destroy(err));
@@ -259,9 +270,9 @@ class RewritingConnection extends Duplex {
   }
 
   private feed(chunk: Buffer): void {
-    if (this.destroyed) return;
+    if (this.destroyed || chunk.length === 0) return;
     try {
-      for (const piece of this.rewriter.push(chunk)) if (!this.push(piece)) this.socket.pause();
+      for (const piece of this.transform(chunk)) if (!this.push(piece)) this.socket.pause();
     } catch (err) {
       this.destroy(err as Error);
     }
@@ -309,6 +320,7 @@ class ConnectionSorter {
     private readonly sink: ConnectionSink,
     private readonly done: () => void,
     private readonly timeouts: SortingTimeouts,
+    private readonly http1: ConnectionSink | undefined,
   ) {
     this.timer = setTimeout(() => socket.destroy(), timeouts.settingsAckMs);
     socket.on('data', this.onData);
@@ -320,8 +332,12 @@ class ConnectionSorter {
     this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
     if (!this.settingsSent) {
       const n = Math.min(this.buf.length, PREFACE.length);
-      // Not an HTTP/2 client with prior knowledge: HTTP/2 refuses it as it always has.
-      if (!this.buf.subarray(0, n).equals(PREFACE.subarray(0, n))) return this.handOver(false);
+      if (!this.buf.subarray(0, n).equals(PREFACE.subarray(0, n))) {
+        // HTTP/1 goes to the JSON gateway; anything else to HTTP/2, which refuses it.
+        const http1 = this.http1 === undefined ? 'no' : http1Start(this.buf);
+        if (http1 === 'maybe') return;
+        return this.handOver(http1 === 'yes' ? 'http1' : 'as-is');
+      }
       if (this.buf.length < PREFACE.length) return;
       this.socket.write(EMPTY_SETTINGS);
       this.settingsSent = true;
@@ -331,10 +347,10 @@ class ConnectionSorter {
       this.at = f.end;
       this.sortFrame(f);
     }
-    if (this.ack !== undefined && this.verdict !== undefined) return this.handOver(this.verdict === 'url');
+    if (this.ack !== undefined && this.verdict !== undefined) return this.handOver(this.verdict === 'url' ? 'rewrite' : 'as-is');
     if (this.buf.length > MAX_SORTING_BYTES) {
       if (this.ack === undefined) this.socket.destroy();
-      else this.handOver(false);
+      else this.handOver('as-is');
     }
   }
 
@@ -342,7 +358,7 @@ class ConnectionSorter {
     if (f.type === FrameType.Settings && (f.flags & FLAG_ACK) !== 0 && this.ack === undefined) {
       this.ack = [f.start, f.end];
       clearTimeout(this.timer);
-      this.timer = setTimeout(() => this.handOver(false), this.timeouts.firstRequestMs);
+      this.timer = setTimeout(() => this.handOver('as-is'), this.timeouts.firstRequestMs);
       return;
     }
     if (this.verdict !== undefined) return;
@@ -374,7 +390,7 @@ class ConnectionSorter {
     }
   }
 
-  private handOver(rewrite: boolean): void {
+  private handOver(how: 'as-is' | 'rewrite' | 'http1'): void {
     clearTimeout(this.timer);
     this.done();
     this.socket.pause();
@@ -382,9 +398,21 @@ class ConnectionSorter {
     this.socket.removeListener('close', this.onClose);
     this.socket.removeListener('error', this.onError);
     const bytes = this.ack === undefined ? this.buf : Buffer.concat([this.buf.subarray(0, this.ack[0]), this.buf.subarray(this.ack[1])]);
-    if (rewrite) {
-      this.sink.injectConnection(new RewritingConnection(this.socket, bytes));
+    if (how === 'rewrite') {
+      const rewriter = new AuthorityRewriter();
+      const preface = bytes.subarray(0, PREFACE.length);
+      let first = true;
+      this.sink.injectConnection(new RelayConnection(this.socket, bytes, (chunk) => {
+        if (!first) return rewriter.push(chunk);
+        first = false;
+        return [preface, ...rewriter.push(chunk.subarray(PREFACE.length))];
+      }));
+    } else if (how === 'http1') {
+      // Node's HTTP/1 server is no hot path here (the JSON gateway): a JS stream is fine.
+      this.http1!.injectConnection(new RelayConnection(this.socket, bytes, (chunk) => [chunk]));
     } else {
+      // HTTP/2 takes bytes already read from the socket's buffer (Node does this for sockets
+      // that were read before), then reads the handle natively: no cost from here on.
       if (bytes.length > 0) this.socket.unshift(bytes);
       this.sink.injectConnection(this.socket);
     }
@@ -398,13 +426,14 @@ export class SortingListener {
 
   private constructor(private readonly server: Server) {}
 
-  static async listen(host: string, port: number, sink: ConnectionSink, timeouts = DEFAULT_SORTING_TIMEOUTS): Promise<SortingListener> {
+  /** `http1`: where HTTP/1 connections go (the JSON gateway); without it they go to HTTP/2 too. */
+  static async listen(host: string, port: number, sink: ConnectionSink, timeouts = DEFAULT_SORTING_TIMEOUTS, http1?: ConnectionSink): Promise<SortingListener> {
     const server = createServer();
     const listener = new SortingListener(server);
     server.on('connection', (socket) => {
       socket.setNoDelay(true);
       listener.sorting.add(socket);
-      new ConnectionSorter(socket, sink, () => listener.sorting.delete(socket), timeouts);
+      new ConnectionSorter(socket, sink, () => listener.sorting.delete(socket), timeouts, http1);
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

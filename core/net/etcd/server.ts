@@ -17,13 +17,18 @@ import { EtcdError, isEtcdError } from './errors.js';
 import type { CallContext, EtcdBackend, ResponseHeader, WatchHandle, WatchSink } from './service.js';
 import { framedSnapshotBytes, snapshotTrailer } from './snapshot-file.js';
 import { encodeEventsResponse } from './watch-encoding.js';
-import { SortingListener } from './authority-shim.js';
+import { DEFAULT_SORTING_TIMEOUTS, SortingListener } from './authority-shim.js';
+import { JsonGateway } from './json-gateway.js';
 import { EagerMessage, eagerSendInterceptor } from './eager-send.js';
 
 /** etcd's --max-request-bytes default. */
 export const MAX_REQUEST_BYTES = 1.5 * 1024 * 1024;
 /** gRPC's own receive limit sits above it by etcd's margin, so our check answers first. */
 export const GRPC_OVERHEAD_BYTES = 512 * 1024;
+/** Room for a JSON gateway body's names and quoting beyond its base64 payload. */
+export const JSON_OVERHEAD_BYTES = 512 * 1024;
+/** What /version answers when the embedder says nothing (the etcd API we serve). */
+const DEFAULT_GATEWAY_VERSION = { etcdserver: '3.4.0', etcdcluster: '3.4.0' };
 /** Watchers on one client connection (all its watch streams together). */
 export const MAX_WATCHERS_PER_CONNECTION = 10_000;
 /** Bytes of watch responses not yet taken by the client before the stream's watchers are cancelled. */
@@ -54,6 +59,8 @@ export interface EtcdServerOptions {
   limits?: Partial<EtcdServerLimits>;
   /** A backend failure that was not an EtcdError (sent to the client as INTERNAL). */
   onInternalError?: (err: unknown, method: string) => void;
+  /** What the JSON gateway's GET /version answers. */
+  version?: { etcdserver: string; etcdcluster: string };
 }
 
 type Obj = Record<string, unknown>;
@@ -117,6 +124,9 @@ export class EtcdGrpcServer {
   private readonly watchersByPeer = new Map<string, number>();
   private readonly streams = new Set<WatchStream>();
   private listener: SortingListener | undefined;
+  private gateway: JsonGateway | undefined;
+  /** Unary methods by name (they are unique across the etcd services), for invokeUnary. */
+  private readonly unaryMethods = new Map<string, { fn: (req: Obj, ctx: CallContext) => Promise<Obj>; sizeChecked: boolean }>();
 
   private constructor(
     private readonly server: grpc.Server,
@@ -142,7 +152,9 @@ export class EtcdGrpcServer {
     s.register();
     // Our own listener instead of bindAsync: it sorts each connection first (authority-shim.ts).
     const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
-    s.listener = await SortingListener.listen(opts.host ?? '127.0.0.1', opts.port, injector);
+    // etcd serves its JSON gateway on the client port too (json-gateway.ts).
+    s.gateway = new JsonGateway(s, Math.ceil((limits.maxRequestBytes * 4) / 3) + JSON_OVERHEAD_BYTES, opts.version ?? DEFAULT_GATEWAY_VERSION);
+    s.listener = await SortingListener.listen(opts.host ?? '127.0.0.1', opts.port, injector, DEFAULT_SORTING_TIMEOUTS, s.gateway);
     return Object.assign(s, { port: s.listener.port });
   }
 
@@ -156,6 +168,7 @@ export class EtcdGrpcServer {
   /** Ends watch streams, lets unary calls finish for up to graceMs, then drops everything. */
   async close(graceMs = 2_000): Promise<void> {
     this.listener?.close();
+    this.gateway?.close();
     for (const s of this.streams) s.shutdown();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
@@ -179,6 +192,7 @@ export class EtcdGrpcServer {
   }
 
   private unary(method: string, fn: (req: Obj, ctx: CallContext) => Promise<Obj>, sizeChecked = false): grpc.handleUnaryCall<Obj, Obj> {
+    this.unaryMethods.set(method, { fn, sizeChecked });
     return (call, callback) => {
       let pending: Promise<Obj>;
       try {
@@ -192,6 +206,26 @@ export class EtcdGrpcServer {
         (err: unknown) => callback(this.toStatus(err, method)),
       );
     };
+  }
+
+  /**
+   * Calls a unary method of `service` with an encoded request, as its gRPC call would (same
+   * decoding, limits and handler), and returns the encoded response; for the JSON gateway.
+   * Rejects with the gRPC status the call would have ended with.
+   */
+  async invokeUnary(service: string, method: string, request: Uint8Array, peer: string): Promise<Buffer> {
+    const def = (etcdPackage()[`etcdserverpb.${service}`] as protoLoader.ServiceDefinition | undefined)?.[method];
+    const m = this.unaryMethods.get(method);
+    if (def === undefined || m === undefined) throw this.toStatus(new EtcdError('UNSUPPORTED', `${service}.${method}`), method);
+    let resp: Obj;
+    try {
+      const req = def.requestDeserialize(Buffer.from(request)) as Obj;
+      if (m.sizeChecked && requestBytes(req) > this.limits.maxRequestBytes) throw new EtcdError('REQUEST_TOO_LARGE');
+      resp = await m.fn(req, { peer, requireLeader: false });
+    } catch (err) {
+      throw this.toStatus(err, method);
+    }
+    return def.responseSerialize(resp);
   }
 
   /** @internal */

@@ -1,0 +1,268 @@
+/**
+ * etcd's JSON gateway on the client port (etcd serves grpc-gateway beside gRPC), for curl and
+ * HTTP-only tools:
+ *
+ *   curl -X POST http://127.0.0.1:2379/v3/kv/put -d '{"key":"Zm9v","value":"YmFy"}'
+ *   curl http://127.0.0.1:2379/version      curl http://127.0.0.1:2379/health
+ *
+ * A request body is the method's request message in protobuf's JSON mapping (the .proto field
+ * names or their lowerCamelCase forms; bytes as base64; 64-bit integers as strings or numbers); it
+ * is encoded and handed to the same handler a gRPC call reaches (EtcdGrpcServer.invokeUnary), and
+ * the response comes back as etcd's gateway writes it: the .proto field names, 64-bit integers
+ * as strings, bytes as base64, fields at their default left out. Errors are JSON with the gRPC
+ * code and etcd's message, under the HTTP status grpc-gateway maps that code to. The streaming
+ * methods (watch, lease keep-alive, snapshot) are served on gRPC only.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import * as grpc from '@grpc/grpc-js';
+import protobuf from 'protobufjs';
+import { etcdProtoRoot } from '../proto-files.js';
+
+/** What the gateway needs of the gRPC server. */
+export interface UnaryInvoker {
+  invokeUnary(service: string, method: string, request: Uint8Array, peer: string): Promise<Buffer>;
+}
+
+/** `POST /v3/<path>` → etcdserverpb service and method, as etcd 3.4's gateway routes them. */
+const ROUTES: Readonly<Record<string, readonly [string, string]>> = {
+  'kv/range': ['KV', 'Range'],
+  'kv/put': ['KV', 'Put'],
+  'kv/deleterange': ['KV', 'DeleteRange'],
+  'kv/txn': ['KV', 'Txn'],
+  'kv/compaction': ['KV', 'Compact'],
+  'lease/grant': ['Lease', 'LeaseGrant'],
+  'lease/revoke': ['Lease', 'LeaseRevoke'],
+  'kv/lease/revoke': ['Lease', 'LeaseRevoke'],
+  'lease/timetolive': ['Lease', 'LeaseTimeToLive'],
+  'kv/lease/timetolive': ['Lease', 'LeaseTimeToLive'],
+  'lease/leases': ['Lease', 'LeaseLeases'],
+  'kv/lease/leases': ['Lease', 'LeaseLeases'],
+  'cluster/member/add': ['Cluster', 'MemberAdd'],
+  'cluster/member/remove': ['Cluster', 'MemberRemove'],
+  'cluster/member/update': ['Cluster', 'MemberUpdate'],
+  'cluster/member/list': ['Cluster', 'MemberList'],
+  'cluster/member/promote': ['Cluster', 'MemberPromote'],
+  'maintenance/alarm': ['Maintenance', 'Alarm'],
+  'maintenance/status': ['Maintenance', 'Status'],
+  'maintenance/defragment': ['Maintenance', 'Defragment'],
+  'maintenance/hashkv': ['Maintenance', 'HashKV'],
+  'maintenance/transfer-leadership': ['Maintenance', 'MoveLeader'],
+};
+/** etcd 3.4 serves the gateway under all three. */
+const PREFIXES = ['/v3/', '/v3beta/', '/v3alpha/'];
+/** /health's quorum read gives up after this. */
+export const HEALTH_TIMEOUT_MS = 3_000;
+
+/** grpc-gateway's HTTP status for each gRPC code. */
+const HTTP_STATUS: Readonly<Record<number, number>> = {
+  [grpc.status.OK]: 200,
+  [grpc.status.CANCELLED]: 408,
+  [grpc.status.UNKNOWN]: 500,
+  [grpc.status.INVALID_ARGUMENT]: 400,
+  [grpc.status.DEADLINE_EXCEEDED]: 504,
+  [grpc.status.NOT_FOUND]: 404,
+  [grpc.status.ALREADY_EXISTS]: 409,
+  [grpc.status.PERMISSION_DENIED]: 403,
+  [grpc.status.RESOURCE_EXHAUSTED]: 429,
+  [grpc.status.FAILED_PRECONDITION]: 400,
+  [grpc.status.ABORTED]: 409,
+  [grpc.status.OUT_OF_RANGE]: 400,
+  [grpc.status.UNIMPLEMENTED]: 501,
+  [grpc.status.INTERNAL]: 500,
+  [grpc.status.UNAVAILABLE]: 503,
+  [grpc.status.DATA_LOSS]: 500,
+  [grpc.status.UNAUTHENTICATED]: 401,
+};
+
+class BadRequest extends Error {}
+
+/** Field of `type` named `key` in JSON: the .proto name or its lowerCamelCase form. */
+const jsonNames = new WeakMap<protobuf.Type, Map<string, protobuf.Field>>();
+function fieldByJsonName(type: protobuf.Type, key: string): protobuf.Field | undefined {
+  let names = jsonNames.get(type);
+  if (names === undefined) {
+    names = new Map();
+    for (const f of type.fieldsArray) {
+      names.set(f.name, f);
+      names.set(protobuf.util.camelCase(f.name), f);
+    }
+    jsonNames.set(type, names);
+  }
+  return names.get(key);
+}
+
+/** A JSON value as the plain object protobufjs' fromObject takes for `type` (names mapped, nesting checked). */
+function fromJson(type: protobuf.Type, value: unknown, where: string): Record<string, unknown> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new BadRequest(`${where}: expected a JSON object for ${type.name}`);
+  const out: Record<string, unknown> = {};
+  for (const [key, v] of Object.entries(value as Record<string, unknown>)) {
+    const field = fieldByJsonName(type, key);
+    if (field === undefined) throw new BadRequest(`${where}: unknown field "${key}" in ${type.name}`);
+    if (v === null) continue;
+    const nested = field.resolvedType instanceof protobuf.Type ? field.resolvedType : undefined;
+    // protobufjs would quietly take an unknown enum name as the default.
+    if (field.resolvedType instanceof protobuf.Enum) {
+      const values = field.resolvedType.values;
+      for (const x of field.repeated && Array.isArray(v) ? v : [v]) {
+        if (typeof x === 'string' && !(x in values)) throw new BadRequest(`${where}.${key}: "${x}" is not one of ${Object.keys(values).join(', ')}`);
+      }
+    }
+    if (field.repeated) {
+      if (!Array.isArray(v)) throw new BadRequest(`${where}.${key}: expected an array`);
+      out[field.name] = nested ? v.map((x, i) => fromJson(nested, x, `${where}.${key}[${i}]`)) : v;
+    } else {
+      out[field.name] = nested ? fromJson(nested, v, `${where}.${key}`) : v;
+    }
+  }
+  return out;
+}
+
+/** A request body as the encoded protobuf message `type`; BadRequest with what is wrong. */
+export function encodeJsonRequest(type: protobuf.Type, body: string): Uint8Array {
+  let parsed: unknown;
+  try {
+    parsed = body.trim() === '' ? {} : JSON.parse(body);
+  } catch (e) {
+    throw new BadRequest(`body is not JSON: ${(e as Error).message}`);
+  }
+  let message: protobuf.Message;
+  try {
+    message = type.fromObject(fromJson(type, parsed, 'body'));
+  } catch (e) {
+    if (e instanceof BadRequest) throw e;
+    throw new BadRequest(`body: ${(e as Error).message}`);
+  }
+  const invalid = type.verify(message);
+  if (invalid !== null) throw new BadRequest(`body: ${invalid}`);
+  return type.encode(message).finish();
+}
+
+/** An encoded response message as grpc-gateway's JSON (OrigName, defaults left out). */
+export function decodeJsonResponse(type: protobuf.Type, bytes: Uint8Array): string {
+  const object = type.toObject(type.decode(bytes), { longs: String, enums: String, bytes: String, defaults: false });
+  return JSON.stringify(object);
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = typeof body === 'string' ? body : JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function sendError(res: ServerResponse, code: grpc.status, message: string): void {
+  send(res, HTTP_STATUS[code] ?? 500, { error: message, message, code });
+}
+
+function isStatus(e: unknown): e is { code: grpc.status; details: string } {
+  return typeof e === 'object' && e !== null && typeof (e as { code?: unknown }).code === 'number' && typeof (e as { details?: unknown }).details === 'string';
+}
+
+/** The gateway: an HTTP/1.1 server that is never listened on; the client port hands it connections. */
+export class JsonGateway {
+  readonly server: Server;
+  private readonly root = etcdProtoRoot(true);
+  private readonly sockets = new Set<Duplex>();
+
+  constructor(
+    private readonly invoker: UnaryInvoker,
+    /** Largest request body accepted (base64 makes a message's bytes 4/3 larger in JSON). */
+    private readonly maxBodyBytes: number,
+    private readonly version: { etcdserver: string; etcdcluster: string },
+  ) {
+    this.server = createServer((req, res) => {
+      this.handle(req, res).catch((e: unknown) => {
+        if (!res.headersSent) sendError(res, grpc.status.INTERNAL, `picloud: ${(e as Error).message}`);
+        else res.destroy();
+      });
+    });
+    this.server.on('clientError', (_err, socket) => {
+      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+      else socket.destroy();
+    });
+  }
+
+  /** Takes a connection whose first bytes (already read back into it) are HTTP/1. */
+  injectConnection(socket: Duplex): void {
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+    this.server.emit('connection', socket);
+  }
+
+  close(): void {
+    for (const s of this.sockets) s.destroy();
+    this.sockets.clear();
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0]!;
+    if (path === '/version' && req.method === 'GET') return send(res, 200, this.version);
+    if (path === '/health' && req.method === 'GET') return this.health(res, req.socket.remoteAddress ?? '');
+    const prefix = PREFIXES.find((p) => path.startsWith(p));
+    const route = prefix === undefined ? undefined : ROUTES[path.slice(prefix.length)];
+    if (route === undefined) return sendError(res, grpc.status.NOT_FOUND, `Not Found: ${path}`);
+    if (req.method !== 'POST') {
+      const message = `method ${req.method ?? ''} not allowed: the gateway takes POST`;
+      return send(res, 405, { error: message, message, code: grpc.status.UNIMPLEMENTED });
+    }
+    const body = await this.readBody(req);
+    if (body === undefined) return sendError(res, grpc.status.RESOURCE_EXHAUSTED, `request body larger than ${this.maxBodyBytes} bytes`);
+    const [service, method] = route;
+    const methodDef = this.root.lookupService(`etcdserverpb.${service}`).methods[method]!;
+    let request: Uint8Array;
+    try {
+      request = encodeJsonRequest(this.root.lookupType(methodDef.requestType), body);
+    } catch (e) {
+      if (e instanceof BadRequest) return sendError(res, grpc.status.INVALID_ARGUMENT, e.message);
+      throw e;
+    }
+    try {
+      const response = await this.invoker.invokeUnary(service, method, request, `${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? 0}`);
+      send(res, 200, decodeJsonResponse(this.root.lookupType(methodDef.responseType), response));
+    } catch (e) {
+      if (!isStatus(e)) throw e;
+      sendError(res, e.code, e.details);
+    }
+  }
+
+  /** The body as text, or undefined once it outgrows the limit (the rest is not read). */
+  private readBody(req: IncomingMessage): Promise<string | undefined> {
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      req.on('data', (c: Buffer) => {
+        size += c.length;
+        if (size > this.maxBodyBytes) {
+          req.removeAllListeners('data');
+          req.resume();
+          resolve(undefined);
+          return;
+        }
+        chunks.push(c);
+      });
+      req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+      req.on('error', reject);
+    });
+  }
+
+  /** As etcd's /health: no alarm raised, and a quorum read answers in time. */
+  private async health(res: ServerResponse, peer: string): Promise<void> {
+    const call = async (service: string, method: string, body: object): Promise<Record<string, unknown>> => {
+      const def = this.root.lookupService(`etcdserverpb.${service}`).methods[method]!;
+      const bytes = await this.invoker.invokeUnary(service, method, encodeJsonRequest(this.root.lookupType(def.requestType), JSON.stringify(body)), peer);
+      return JSON.parse(decodeJsonResponse(this.root.lookupType(def.responseType), bytes)) as Record<string, unknown>;
+    };
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('timed out')), HEALTH_TIMEOUT_MS)));
+    try {
+      const alarms = await Promise.race([call('Maintenance', 'Alarm', { action: 'GET' }), timeout]);
+      if (Array.isArray(alarms.alarms) && alarms.alarms.length > 0) return send(res, 503, { health: 'false', reason: 'alarm raised' });
+      await Promise.race([call('KV', 'Range', { key: Buffer.from('health').toString('base64') }), timeout]);
+      send(res, 200, { health: 'true' });
+    } catch (e) {
+      send(res, 503, { health: 'false', reason: isStatus(e) ? e.details : (e as Error).message });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}

@@ -1,0 +1,139 @@
+/**
+ * etcd's JSON gateway on the client port, over HTTP/1.1 (Node's fetch), against the in-memory
+ * fake backend: routes, the JSON mapping both ways, errors, limits; and the decoder fuzzed.
+ */
+import t from 'tap';
+import fc from 'fast-check';
+import { request as httpRequest } from 'node:http';
+import { Etcd3 } from 'etcd3';
+import { EtcdGrpcServer } from '../../core/net/etcd/server.js';
+import { encodeJsonRequest } from '../../core/net/etcd/json-gateway.js';
+import { etcdProtoRoot } from '../../core/net/proto-files.js';
+import { FakeEtcdBackend } from './fake-etcd-backend.js';
+
+const MAX_REQUEST_BYTES = 64 * 1024;
+const backend = new FakeEtcdBackend();
+const server = await EtcdGrpcServer.start({
+  backend,
+  port: 0,
+  limits: { maxRequestBytes: MAX_REQUEST_BYTES },
+  onInternalError: (e, m) => t.fail(`internal error in ${m}: ${String(e)}`),
+});
+const base = `http://127.0.0.1:${server.port}`;
+const grpcClient = new Etcd3({ hosts: `127.0.0.1:${server.port}` });
+t.teardown(async () => {
+  grpcClient.close();
+  await server.close();
+});
+
+const b64 = (s: string): string => Buffer.from(s).toString('base64');
+async function post(path: string, body: unknown): Promise<{ status: number; json: Record<string, any> }> {
+  const res = await fetch(base + path, { method: 'POST', body: typeof body === 'string' ? body : JSON.stringify(body) });
+  return { status: res.status, json: (await res.json()) as Record<string, any> };
+}
+
+t.test('put and range through the gateway; the gRPC client sees the same keys', async (t) => {
+  const put = await post('/v3/kv/put', { key: b64('gw/a'), value: b64('1') });
+  t.equal(put.status, 200);
+  t.match(put.json.header, { revision: /^\d+$/ }, '64-bit integers as strings');
+  t.equal(await grpcClient.get('gw/a').string(), '1');
+  await grpcClient.put('gw/b').value('2');
+  const range = await post('/v3beta/kv/range', { key: b64('gw/'), range_end: b64('gw0') });
+  t.equal(range.status, 200);
+  t.same(range.json.kvs.map((kv: { key: string; value: string }) => [Buffer.from(kv.key, 'base64').toString(), Buffer.from(kv.value, 'base64').toString()]), [['gw/a', '1'], ['gw/b', '2']]);
+  t.equal(range.json.count, '2');
+  t.notOk('more' in range.json, 'fields at their default are left out, as grpc-gateway does');
+  const camel = await post('/v3/kv/range', { key: b64('gw/'), rangeEnd: b64('gw0'), countOnly: true });
+  t.equal(camel.json.count, '2', 'lowerCamelCase names are accepted too');
+});
+
+t.test('txn with compares and nested ops; delete; lease grant and time-to-live; member list; status', async (t) => {
+  const txn = await post('/v3/kv/txn', {
+    compare: [{ target: 'VALUE', key: b64('gw/a'), value: b64('1'), result: 'EQUAL' }],
+    success: [{ request_put: { key: b64('gw/a'), value: b64('one') } }, { request_range: { key: b64('gw/a') } }],
+    failure: [],
+  });
+  t.equal(txn.status, 200);
+  t.equal(txn.json.succeeded, true);
+  t.equal(Buffer.from(txn.json.responses[1].response_range.kvs[0].value, 'base64').toString(), 'one');
+  const del = await post('/v3/kv/deleterange', { key: b64('gw/b'), prev_kv: true });
+  t.equal(del.json.deleted, '1');
+  t.equal(Buffer.from(del.json.prev_kvs[0].value, 'base64').toString(), '2');
+  const grant = await post('/v3/lease/grant', { TTL: 60 });
+  t.equal(grant.json.TTL, '60');
+  const ttl = await post('/v3/kv/lease/timetolive', { ID: grant.json.ID });
+  t.equal(ttl.json.ID, grant.json.ID);
+  t.ok(Number(ttl.json.TTL) > 0);
+  t.equal((await post('/v3/lease/revoke', { ID: grant.json.ID })).status, 200);
+  t.equal((await post('/v3/cluster/member/list', {})).json.members.length, backend.members.length);
+  t.equal((await post('/v3/maintenance/status', '')).json.version, '3.4.0', 'an empty body is an empty request');
+});
+
+t.test('errors: etcd\'s code and message under the HTTP status grpc-gateway uses; the node keeps serving', async (t) => {
+  const unknownLease = await post('/v3/lease/revoke', { ID: '12345' });
+  t.same([unknownLease.status, unknownLease.json.code, unknownLease.json.error], [404, 5, 'etcdserver: requested lease not found']);
+  t.equal((await post('/v3/lease/timetolive', { ID: '12345' })).json.TTL, '-1', 'time-to-live of an unknown lease is TTL -1, as etcd answers');
+  const badJson = await post('/v3/kv/put', '{"key":');
+  t.same([badJson.status, badJson.json.code], [400, 3]);
+  t.match(badJson.json.error, /not JSON/);
+  const unknownField = await post('/v3/kv/put', { key: b64('x'), vlaue: b64('y') });
+  t.same([unknownField.status, unknownField.json.error], [400, 'body: unknown field "vlaue" in PutRequest']);
+  const badEnum = await post('/v3/kv/range', { key: b64('x'), sort_order: 'SIDEWAYS' });
+  t.same([badEnum.status, badEnum.json.error], [400, 'body.sort_order: "SIDEWAYS" is not one of NONE, ASCEND, DESCEND']);
+  const badType = await post('/v3/kv/put', { key: 5 });
+  t.equal(badType.status, 400, badType.json.error);
+  const emptyKey = await post('/v3/kv/put', { value: b64('v') });
+  t.same([emptyKey.status, emptyKey.json.error], [400, 'etcdserver: key is not provided']);
+  const tooBig = await post('/v3/kv/put', { key: b64('big'), value: Buffer.alloc(MAX_REQUEST_BYTES + 1).toString('base64') });
+  t.same([tooBig.status, tooBig.json.code], [400, 3], `request too large: ${tooBig.json.error}`);
+  const huge = await post('/v3/kv/put', { key: b64('huge'), value: 'A'.repeat(MAX_REQUEST_BYTES * 2 + 1024 * 1024) });
+  t.equal(huge.status, 429, 'a body beyond the gateway limit is not read');
+  const notFound = await fetch(`${base}/v3/kv/nothing`, { method: 'POST', body: '{}' });
+  t.equal(notFound.status, 404);
+  const get = await fetch(`${base}/v3/kv/range`);
+  t.equal(get.status, 405);
+  t.equal(await grpcClient.get('gw/a').string(), 'one', 'still serving gRPC');
+});
+
+t.test('/version and /health', async (t) => {
+  t.same(await (await fetch(`${base}/version`)).json(), { etcdserver: '3.4.0', etcdcluster: '3.4.0' });
+  const health = await fetch(`${base}/health`);
+  t.equal(health.status, 200);
+  t.same(await health.json(), { health: 'true' });
+});
+
+t.test('several requests on one kept-alive HTTP/1.1 connection', async (t) => {
+  const agent = new (await import('node:http')).Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => agent.destroy());
+  const ports = new Set<number>();
+  for (let i = 0; i < 3; i++) {
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = httpRequest(`${base}/v3/kv/put`, { method: 'POST', agent }, (res) => {
+        ports.add(res.socket.localPort!);
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      });
+      req.on('error', reject);
+      req.end(JSON.stringify({ key: b64(`ka/${i}`), value: b64('v') }));
+    });
+    t.equal(status, 200);
+  }
+  t.equal(ports.size, 1, 'one connection');
+});
+
+t.test('fuzz: any JSON body encodes or fails with a clear error, for every request type', async (t) => {
+  const root = etcdProtoRoot(true);
+  const types = ['RangeRequest', 'PutRequest', 'DeleteRangeRequest', 'TxnRequest', 'CompactionRequest', 'LeaseGrantRequest', 'MemberAddRequest', 'AlarmRequest'].map((n) => root.lookupType(`etcdserverpb.${n}`));
+  t.doesNotThrow(() =>
+    fc.assert(
+      fc.property(fc.constantFrom(...types), fc.oneof(fc.json(), fc.string()), (type, body) => {
+        try {
+          return encodeJsonRequest(type, body) instanceof Uint8Array;
+        } catch (e) {
+          return e instanceof Error && e.message.startsWith('body');
+        }
+      }),
+      { numRuns: 3_000 },
+    ),
+  );
+});
