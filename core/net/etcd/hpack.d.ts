@@ -1,4 +1,4 @@
-/** The part of hpack.js (no bundled types) that authority-shim.ts uses. */
+/** The part of hpack.js (no bundled types) that client-port-listener.ts uses. */
 declare module 'hpack.js' {
   interface DecodedHeader {
     name: string;

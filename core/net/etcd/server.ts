@@ -17,7 +17,7 @@ import { EtcdError, isEtcdError } from './errors.js';
 import type { CallContext, EtcdBackend, ResponseHeader, WatchHandle, WatchSink } from './service.js';
 import { framedSnapshotBytes, snapshotTrailer } from './snapshot-file.js';
 import { encodeEventsResponse } from './watch-encoding.js';
-import { DEFAULT_SORTING_TIMEOUTS, SortingListener } from './authority-shim.js';
+import { DEFAULT_SORTING_TIMEOUTS, SortingListener } from './client-port-listener.js';
 import { JsonGateway } from './json-gateway.js';
 import { EagerMessage, eagerSendInterceptor } from './eager-send.js';
 
@@ -150,7 +150,7 @@ export class EtcdGrpcServer {
     });
     const s = new EtcdGrpcServer(server, opts);
     s.register();
-    // Our own listener instead of bindAsync: it sorts each connection first (authority-shim.ts).
+    // Our own listener instead of bindAsync: it sorts each connection first (client-port-listener.ts).
     const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
     // etcd serves its JSON gateway on the client port too (json-gateway.ts).
     s.gateway = new JsonGateway(s, Math.ceil((limits.maxRequestBytes * 4) / 3) + JSON_OVERHEAD_BYTES, opts.version ?? DEFAULT_GATEWAY_VERSION);

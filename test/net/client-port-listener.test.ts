@@ -2,7 +2,7 @@ import t, { type Test } from 'tap';
 import fc from 'fast-check';
 import http2 from 'node:http2';
 import { connect } from 'node:net';
-import { AuthorityRewriter, DEFAULT_SORTING_TIMEOUTS, SortingListener, authorityOfUrl, http1Start } from '../../core/net/etcd/authority-shim.js';
+import { AuthorityRewriter, DEFAULT_SORTING_TIMEOUTS, SortingListener, authorityOfUrl, http1Start } from '../../core/net/etcd/client-port-listener.js';
 
 t.test('authorityOfUrl: host:port of a URL, nothing for a plain authority', async (t) => {
   t.equal(authorityOfUrl('http://127.0.0.1:2379'), '127.0.0.1:2379');
