@@ -2,9 +2,9 @@
  * The client port's TCP listener: sorts each connection before a server sees it, so that one
  * port serves gRPC (grpc-js), etcd's JSON gateway (HTTP/1) and etcdctl 3.4's URL authorities.
  *
- * etcdctl 3.4's `endpoint status` / `endpoint hashkv` dial each endpoint exactly as written dial each endpoint exactly as written, "http://127.0.0.1:2379" (with
- * `--cluster`, the member list's client URLs, which always carry the scheme); grpc-go sends
- * that string as the HTTP/2 `:authority`. Go's server lets it pass; nghttp2, under Node's HTTP/2,
+ * etcdctl 3.4's `endpoint status` / `endpoint hashkv` dial each endpoint exactly as written,
+ * "http://127.0.0.1:2379" (with `--cluster`, the member list's client URLs, which always carry
+ * the scheme); grpc-go sends that string as the HTTP/2 `:authority`. Go's server lets it pass; nghttp2, under Node's HTTP/2,
  * resets the stream (PROTOCOL_ERROR), since an authority holds no "/". Nothing in Node turns that
  * check off, so every client connection is sorted before HTTP/2 sees it:
  *
