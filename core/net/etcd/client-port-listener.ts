@@ -4,9 +4,9 @@
  *
  * etcdctl 3.4's `endpoint status` / `endpoint hashkv` dial each endpoint exactly as written,
  * "http://127.0.0.1:2379" (with `--cluster`, the member list's client URLs, which always carry
- * the scheme); grpc-go sends that string as the HTTP/2 `:authority`. Go's server lets it pass; nghttp2, under Node's HTTP/2,
- * resets the stream (PROTOCOL_ERROR), since an authority holds no "/". Nothing in Node turns that
- * check off, so every client connection is sorted before HTTP/2 sees it:
+ * the scheme); grpc-go sends that string as the HTTP/2 `:authority`. Go's server lets it pass;
+ * nghttp2, under Node's HTTP/2, resets the stream (PROTOCOL_ERROR), since an authority holds no
+ * "/". Nothing in Node turns that check off, so every client connection is sorted first:
  *
  * - we answer the client's preface with an empty SETTINGS frame (the server preface grpc-go
  *   waits for before it sends a request) and read frames until its first header block is whole
