@@ -79,9 +79,11 @@ t.test('errors: etcd\'s code and message under the HTTP status grpc-gateway uses
   const unknownField = await post('/v3/kv/put', { key: b64('x'), vlaue: b64('y') });
   t.same([unknownField.status, unknownField.json.error], [400, 'body: unknown field "vlaue" in PutRequest']);
   const badEnum = await post('/v3/kv/range', { key: b64('x'), sort_order: 'SIDEWAYS' });
-  t.same([badEnum.status, badEnum.json.error], [400, 'body.sort_order: "SIDEWAYS" is not one of NONE, ASCEND, DESCEND']);
+  t.same([badEnum.status, badEnum.json.error], [400, 'body.sort_order: expected one of NONE, ASCEND, DESCEND, got "SIDEWAYS"']);
   const badType = await post('/v3/kv/put', { key: 5 });
-  t.equal(badType.status, 400, badType.json.error);
+  t.same([badType.status, badType.json.error], [400, 'body.key: expected a base64 string, got 5']);
+  const badInt = await post('/v3/kv/range', { key: b64('x'), limit: '10x' });
+  t.same([badInt.status, badInt.json.error], [400, 'body.limit: expected an integer (a number or a decimal string), got "10x"']);
   const emptyKey = await post('/v3/kv/put', { value: b64('v') });
   t.same([emptyKey.status, emptyKey.json.error], [400, 'etcdserver: key is not provided']);
   const tooBig = await post('/v3/kv/put', { key: b64('big'), value: Buffer.alloc(MAX_REQUEST_BYTES + 1).toString('base64') });
@@ -93,6 +95,49 @@ t.test('errors: etcd\'s code and message under the HTTP status grpc-gateway uses
   const get = await fetch(`${base}/v3/kv/range`);
   t.equal(get.status, 405);
   t.equal(await grpcClient.get('gw/a').string(), 'one', 'still serving gRPC');
+});
+
+t.test('POST /v3/watch streams a line per response until the client leaves', async (t) => {
+  const lines: Array<Record<string, any>> = [];
+  let onLine: (() => void) | undefined;
+  const req = httpRequest(`${base}/v3/watch`, { method: 'POST' });
+  const response = new Promise<number>((resolve) => {
+    req.on('response', (res) => {
+      let buf = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => {
+        buf += d;
+        for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+          lines.push(JSON.parse(buf.slice(0, i)) as Record<string, any>);
+          buf = buf.slice(i + 1);
+          onLine?.();
+        }
+      });
+      resolve(res.statusCode ?? 0);
+    });
+  });
+  req.on('error', () => undefined);
+  req.end(JSON.stringify({ create_request: { key: b64('gw/w'), prev_kv: true } }));
+  const linesAtLeast = (n: number) => new Promise<void>((resolve) => {
+    const check = () => lines.length >= n && resolve();
+    onLine = check;
+    check();
+  });
+  t.equal(await response, 200);
+  await linesAtLeast(1);
+  t.equal(lines[0]!.result.created, true);
+  t.equal(server.watcherCount, 1);
+  await grpcClient.put('gw/w').value('x');
+  await grpcClient.put('gw/w').value('y');
+  await linesAtLeast(3);
+  const events = lines.slice(1).flatMap((l) => l.result.events as Array<{ kv: { value: string }; prev_kv?: { value: string } }>);
+  t.same(events.map((e) => Buffer.from(e.kv.value, 'base64').toString()), ['x', 'y']);
+  t.equal(Buffer.from(events[1]!.prev_kv!.value, 'base64').toString(), 'x', 'prev_kv as asked');
+  req.destroy();
+  for (let i = 0; i < 100 && server.watcherCount > 0; i++) await new Promise((r) => setTimeout(r, 10));
+  t.equal(server.watcherCount, 0, 'the watcher goes when the client does');
+  const bad = await post('/v3/watch', { create_request: { key: 7 } });
+  t.same([bad.status, bad.json.error], [400, 'body.create_request.key: expected a base64 string, got 7']);
 });
 
 t.test('/version and /health', async (t) => {

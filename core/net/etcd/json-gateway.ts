@@ -10,18 +10,23 @@
  * is encoded and handed to the same handler a gRPC call reaches (EtcdGrpcServer.invokeUnary), and
  * the response comes back as etcd's gateway writes it: the .proto field names, 64-bit integers
  * as strings, bytes as base64, fields at their default left out. Errors are JSON with the gRPC
- * code and etcd's message, under the HTTP status grpc-gateway maps that code to. The streaming
- * methods (watch, lease keep-alive, snapshot) are served on gRPC only.
+ * code and etcd's message, under the HTTP status grpc-gateway maps that code to.
+ *
+ * `POST /v3/watch` streams as grpc-gateway does: the body holds one or more WatchRequests (JSON,
+ * one per line), the response is one `{"result": WatchResponse}` per line for as long as the client
+ * stays connected. Lease keep-alive and snapshot streams are served on gRPC only.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { STATUS_CODES, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import protobuf from 'protobufjs';
 import { etcdProtoRoot } from '../proto-files.js';
+import type { GatewayWatchOutput } from './server.js';
 
 /** What the gateway needs of the gRPC server. */
-export interface UnaryInvoker {
+export interface GatewayBackend {
   invokeUnary(service: string, method: string, request: Uint8Array, peer: string): Promise<Buffer>;
+  openGatewayWatch(peer: string, out: GatewayWatchOutput): { request(bytes: Uint8Array): void; close(): void };
 }
 
 /** `POST /v3/<path>` → etcdserverpb service and method, as etcd 3.4's gateway routes them. */
@@ -92,6 +97,25 @@ function fieldByJsonName(type: protobuf.Type, key: string): protobuf.Field | und
   return names.get(key);
 }
 
+const INTEGER_TYPES = new Set(['int32', 'uint32', 'sint32', 'fixed32', 'sfixed32', 'int64', 'uint64', 'sint64', 'fixed64', 'sfixed64']);
+
+/** protobufjs' fromObject would quietly turn a JSON value of the wrong kind into the default. */
+function checkScalar(field: protobuf.Field, x: unknown, where: string): void {
+  const kind = (what: string): BadRequest => new BadRequest(`${where}: expected ${what}, got ${JSON.stringify(x)}`);
+  if (field.resolvedType instanceof protobuf.Enum) {
+    const values = field.resolvedType.values;
+    if (typeof x === 'string' ? !(x in values) : typeof x !== 'number') throw kind(`one of ${Object.keys(values).join(', ')}`);
+  } else if (field.type === 'bytes') {
+    if (typeof x !== 'string') throw kind('a base64 string');
+  } else if (field.type === 'string') {
+    if (typeof x !== 'string') throw kind('a string');
+  } else if (field.type === 'bool') {
+    if (typeof x !== 'boolean') throw kind('true or false');
+  } else if (INTEGER_TYPES.has(field.type)) {
+    if (!(typeof x === 'number' ? Number.isInteger(x) : typeof x === 'string' && /^-?\d+$/.test(x))) throw kind('an integer (a number or a decimal string)');
+  }
+}
+
 /** A JSON value as the plain object protobufjs' fromObject takes for `type` (names mapped, nesting checked). */
 function fromJson(type: protobuf.Type, value: unknown, where: string): Record<string, unknown> {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new BadRequest(`${where}: expected a JSON object for ${type.name}`);
@@ -101,13 +125,7 @@ function fromJson(type: protobuf.Type, value: unknown, where: string): Record<st
     if (field === undefined) throw new BadRequest(`${where}: unknown field "${key}" in ${type.name}`);
     if (v === null) continue;
     const nested = field.resolvedType instanceof protobuf.Type ? field.resolvedType : undefined;
-    // protobufjs would quietly take an unknown enum name as the default.
-    if (field.resolvedType instanceof protobuf.Enum) {
-      const values = field.resolvedType.values;
-      for (const x of field.repeated && Array.isArray(v) ? v : [v]) {
-        if (typeof x === 'string' && !(x in values)) throw new BadRequest(`${where}.${key}: "${x}" is not one of ${Object.keys(values).join(', ')}`);
-      }
-    }
+    if (nested === undefined) for (const x of field.repeated && Array.isArray(v) ? v : [v]) checkScalar(field, x, `${where}.${key}`);
     if (field.repeated) {
       if (!Array.isArray(v)) throw new BadRequest(`${where}.${key}: expected an array`);
       out[field.name] = nested ? v.map((x, i) => fromJson(nested, x, `${where}.${key}[${i}]`)) : v;
@@ -144,6 +162,15 @@ export function decodeJsonResponse(type: protobuf.Type, bytes: Uint8Array): stri
   return JSON.stringify(object);
 }
 
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function send(res: ServerResponse, status: number, body: unknown): void {
   const text = typeof body === 'string' ? body : JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
@@ -165,7 +192,7 @@ export class JsonGateway {
   private readonly sockets = new Set<Duplex>();
 
   constructor(
-    private readonly invoker: UnaryInvoker,
+    private readonly invoker: GatewayBackend,
     /** Largest request body accepted (base64 makes a message's bytes 4/3 larger in JSON). */
     private readonly maxBodyBytes: number,
     private readonly version: { etcdserver: string; etcdcluster: string },
@@ -199,6 +226,7 @@ export class JsonGateway {
     if (path === '/version' && req.method === 'GET') return send(res, 200, this.version);
     if (path === '/health' && req.method === 'GET') return this.health(res, req.socket.remoteAddress ?? '');
     const prefix = PREFIXES.find((p) => path.startsWith(p));
+    if (prefix !== undefined && path.slice(prefix.length) === 'watch' && req.method === 'POST') return this.watch(req, res);
     const route = prefix === undefined ? undefined : ROUTES[path.slice(prefix.length)];
     if (route === undefined) return sendError(res, grpc.status.NOT_FOUND, `Not Found: ${path}`);
     if (req.method !== 'POST') {
@@ -223,6 +251,36 @@ export class JsonGateway {
       if (!isStatus(e)) throw e;
       sendError(res, e.code, e.details);
     }
+  }
+
+  /** `POST /v3/watch`: WatchRequests in, a line of JSON per WatchResponse out until the client leaves. */
+  private async watch(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const body = await this.readBody(req);
+    if (body === undefined) return sendError(res, grpc.status.RESOURCE_EXHAUSTED, `request body larger than ${this.maxBodyBytes} bytes`);
+    const requestType = this.root.lookupType('etcdserverpb.WatchRequest');
+    const responseType = this.root.lookupType('etcdserverpb.WatchResponse');
+    let requests: Uint8Array[];
+    try {
+      // One JSON value, or one per line as grpc-gateway reads a client stream.
+      const values = body.trim() === '' ? [] : isJson(body) ? [body] : body.split('\n').filter((l) => l.trim() !== '');
+      requests = values.map((v) => encodeJsonRequest(requestType, v));
+    } catch (e) {
+      if (e instanceof BadRequest) return sendError(res, grpc.status.INVALID_ARGUMENT, e.message);
+      throw e;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' });
+    const stream = this.invoker.openGatewayWatch(`${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? 0}`, {
+      write: (bytes, sent) => {
+        res.write(`{"result":${decodeJsonResponse(responseType, bytes)}}\n`, () => sent());
+      },
+      end: () => res.end(),
+      fail: (status) => {
+        const httpCode = HTTP_STATUS[status.code] ?? 500;
+        res.end(`${JSON.stringify({ error: { grpc_code: status.code, http_code: httpCode, message: status.details, http_status: STATUS_CODES[httpCode] } })}\n`);
+      },
+    });
+    res.once('close', () => stream.close());
+    for (const r of requests) stream.request(r);
   }
 
   /** The body as text, or undefined once it outgrows the limit (the rest is not read). */

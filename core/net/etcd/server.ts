@@ -8,7 +8,7 @@
  * framing etcdctl checks. Everything about data and consensus is the backend's.
  */
 import { createHash } from 'node:crypto';
-import { once } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../proto-files.js';
@@ -64,6 +64,14 @@ export interface EtcdServerOptions {
 }
 
 type Obj = Record<string, unknown>;
+
+/** Where a gateway watch's encoded responses go (json-gateway.ts writes them as JSON lines). */
+export interface GatewayWatchOutput {
+  /** `sent`: once the bytes have left (the stream's flow control counts until then). */
+  write(bytes: Buffer, sent: () => void): void;
+  end(): void;
+  fail(status: { code: number; details: string }): void;
+}
 const REQUEST_BYTES = Symbol('requestBytes');
 
 let packageDefinition: protoLoader.PackageDefinition | undefined;
@@ -226,6 +234,40 @@ export class EtcdGrpcServer {
       throw this.toStatus(err, method);
     }
     return def.responseSerialize(resp);
+  }
+
+  /**
+   * A Watch stream for the JSON gateway, served by the same WatchStream a gRPC call gets (ids,
+   * limits, cancellation, slow-consumer handling), through a stand-in for the gRPC call: encoded
+   * WatchRequests go in, encoded WatchResponses come out to `out`.
+   */
+  openGatewayWatch(peer: string, out: GatewayWatchOutput): { request(bytes: Uint8Array): void; close(): void } {
+    const def = (etcdPackage()['etcdserverpb.Watch'] as protoLoader.ServiceDefinition).Watch!;
+    const call = Object.assign(new EventEmitter(), {
+      metadata: new grpc.Metadata(),
+      getPeer: () => peer,
+      write: (m: unknown): boolean => {
+        const msg = m instanceof EagerMessage ? m : new EagerMessage(m, () => undefined);
+        out.write(def.responseSerialize(msg.message as object), msg.sent);
+        return true;
+      },
+      end: () => out.end(),
+    });
+    call.on('error', (status: grpc.ServerErrorResponse) => out.fail({ code: status.code ?? grpc.status.INTERNAL, details: status.details ?? status.message }));
+    const s = new WatchStream(this, call as unknown as WatchCall, this.backend, this.limits);
+    this.streams.add(s);
+    let closed = false;
+    return {
+      request: (bytes) => {
+        if (!closed) call.emit('data', def.requestDeserialize(Buffer.from(bytes)));
+      },
+      close: () => {
+        if (closed) return;
+        closed = true;
+        this.streams.delete(s);
+        call.emit('close');
+      },
+    };
   }
 
   /** @internal */
