@@ -50,7 +50,7 @@ export async function runAgent(config: AgentConfig): Promise<RunningAgent> {
   const ended = new Promise<string>((resolve) => (end = resolve));
   try {
     if (config.role === 'manager') {
-      manager = await startManager(config, log, () => end('removed from the cluster'));
+      manager = await startManager(config, log, () => end('removed from the cluster'), async () => ({ contentType: http.registry.contentType, body: await http.registry.metrics() }));
       stops.push(() => manager!.stop());
     } else if (config.bootstrap) {
       throw new ConfigError('a worker joins an existing cluster: use --join HOST[:PORT] --token TOKEN (only managers --bootstrap)');

@@ -15,7 +15,13 @@ export interface RunningManager {
 }
 
 /** `onRemoved`: this member was removed from the cluster; the agent should stop (as etcd exits). */
-export async function startManager(config: AgentConfig, log: Logger, onRemoved: () => void = () => undefined): Promise<RunningManager> {
+/** `metrics`: the agent's Prometheus text, also served on the client port's GET /metrics as etcd does. */
+export async function startManager(
+  config: AgentConfig,
+  log: Logger,
+  onRemoved: () => void = () => undefined,
+  metrics?: () => Promise<{ contentType: string; body: string }>,
+): Promise<RunningManager> {
   const node = await ManagerNode.start({
     name: config.name,
     dataDir: config.dataDir,
@@ -46,6 +52,7 @@ export async function startManager(config: AgentConfig, log: Logger, onRemoved: 
       port: config.clientPort,
       host: config.bindAddr,
       onInternalError: (err, method) => log.error({ err, method }, 'etcd API internal error'),
+      metrics,
     });
   } catch (e) {
     await node.stop();

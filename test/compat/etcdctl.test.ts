@@ -165,6 +165,8 @@ if (!hasEtcdctl()) {
       t.same(curl(e, '/health').json, { health: 'true' }, `/health on ${e}`);
     }
     t.same(curl(a!, '/version').json, { etcdserver: '3.4.0', etcdcluster: '3.4.0' });
+    const metrics = spawnSync('curl', ['-s', '-m', '10', `http://${a!}/metrics`], { encoding: 'utf8' }).stdout;
+    t.match(metrics, /^picloud_disk_wal_fsync_duration_seconds_count\S* \d+/m, 'Prometheus metrics on the client port, as etcd serves them');
     ok(t, ['put', 'curl/k', 'newer']);
     ok(t, ['compaction', String(rev + 1)]);
     const compacted = curl(b!, '/v3/kv/range', { key: b64('curl/k'), revision: String(rev) });

@@ -3,7 +3,7 @@
  * HTTP-only tools:
  *
  *   curl -X POST http://127.0.0.1:2379/v3/kv/put -d '{"key":"Zm9v","value":"YmFy"}'
- *   curl http://127.0.0.1:2379/version      curl http://127.0.0.1:2379/health
+ *   curl http://127.0.0.1:2379/version      curl http://127.0.0.1:2379/health      (and /metrics)
  *
  * A request body is the method's request message in protobuf's JSON mapping (the .proto field
  * names or their lowerCamelCase forms; bytes as base64; 64-bit integers as strings or numbers); it
@@ -196,6 +196,7 @@ export class JsonGateway {
     /** Largest request body accepted (base64 makes a message's bytes 4/3 larger in JSON). */
     private readonly maxBodyBytes: number,
     private readonly version: { etcdserver: string; etcdcluster: string },
+    private readonly metrics?: () => Promise<{ contentType: string; body: string }>,
   ) {
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((e: unknown) => {
@@ -225,6 +226,12 @@ export class JsonGateway {
     const path = (req.url ?? '/').split('?')[0]!;
     if (path === '/version' && req.method === 'GET') return send(res, 200, this.version);
     if (path === '/health' && req.method === 'GET') return this.health(res, req.socket.remoteAddress ?? '');
+    if (path === '/metrics' && req.method === 'GET' && this.metrics !== undefined) {
+      const m = await this.metrics();
+      res.writeHead(200, { 'content-type': m.contentType });
+      res.end(m.body);
+      return;
+    }
     const prefix = PREFIXES.find((p) => path.startsWith(p));
     if (prefix !== undefined && path.slice(prefix.length) === 'watch' && req.method === 'POST') return this.watch(req, res);
     const route = prefix === undefined ? undefined : ROUTES[path.slice(prefix.length)];

@@ -61,6 +61,8 @@ export interface EtcdServerOptions {
   onInternalError?: (err: unknown, method: string) => void;
   /** What the JSON gateway's GET /version answers. */
   version?: { etcdserver: string; etcdcluster: string };
+  /** Prometheus text for GET /metrics on the client port (etcd serves it there too); 404 without. */
+  metrics?: () => Promise<{ contentType: string; body: string }>;
 }
 
 type Obj = Record<string, unknown>;
@@ -161,7 +163,7 @@ export class EtcdGrpcServer {
     // Our own listener instead of bindAsync: it sorts each connection first (client-port-listener.ts).
     const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
     // etcd serves its JSON gateway on the client port too (json-gateway.ts).
-    s.gateway = new JsonGateway(s, Math.ceil((limits.maxRequestBytes * 4) / 3) + JSON_OVERHEAD_BYTES, opts.version ?? DEFAULT_GATEWAY_VERSION);
+    s.gateway = new JsonGateway(s, Math.ceil((limits.maxRequestBytes * 4) / 3) + JSON_OVERHEAD_BYTES, opts.version ?? DEFAULT_GATEWAY_VERSION, opts.metrics);
     s.listener = await SortingListener.listen(opts.host ?? '127.0.0.1', opts.port, injector, DEFAULT_SORTING_TIMEOUTS, s.gateway);
     return Object.assign(s, { port: s.listener.port });
   }
