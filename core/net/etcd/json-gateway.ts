@@ -307,6 +307,8 @@ export class JsonGateway {
       });
       req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
       req.on('error', reject);
+      // A client that leaves mid-body: nothing to answer (a no-op once 'end' has resolved).
+      req.on('close', () => reject(new Error('client left before the body ended')));
     });
   }
 
