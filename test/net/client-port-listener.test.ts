@@ -105,6 +105,27 @@ t.test('an idle client goes to HTTP/2 after a while, or at once when it pings; o
   t.ok(Date.now() - started >= 250, 'a client that never acknowledges is dropped at the timeout');
 });
 
+function frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
+  const h = Buffer.alloc(9);
+  h.writeUIntBE(payload.length, 0, 3);
+  h[3] = type;
+  h[4] = flags;
+  h.writeUInt32BE(stream, 5);
+  return Buffer.concat([h, payload]);
+}
+
+t.test('the rewriter refuses an HPACK bomb and a CONTINUATION flood instead of growing without bound', async (t) => {
+  // One 4,000-byte entry put in the table, then referenced 1,000 times by a one-byte index:
+  // a 5 KB block that decodes to 4 MB.
+  const value = Buffer.alloc(4000, 0x61);
+  const literal = Buffer.concat([Buffer.from([0x40, 0x01, 0x78, 0x7f, 4000 - 127 - 128 * Math.floor((4000 - 127) / 128) + 0x80, Math.floor((4000 - 127) / 128)]), value]);
+  const bomb = Buffer.concat([literal, Buffer.alloc(1000, 0x80 | 62)]);
+  t.throws(() => new AuthorityRewriter().push(frame(1, 0x4, 1, bomb)), /header list larger than/);
+  // A header block that never ends: empty CONTINUATION frames, 9 bytes each on the wire.
+  const flood = Buffer.concat([frame(1, 0, 1, Buffer.alloc(0)), ...Array.from({ length: 10_000 }, () => frame(9, 0, 1, Buffer.alloc(0)))]);
+  t.throws(() => new AuthorityRewriter().push(flood), /header block larger than/);
+});
+
 t.test('fuzz: the rewriter answers any byte stream with frames or an Error, never anything else', async (t) => {
   const frame = fc.record({
     type: fc.integer({ min: 0, max: 10 }),

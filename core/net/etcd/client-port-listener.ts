@@ -51,8 +51,12 @@ const HEADER_TABLE_BYTES = 4096;
 const MAX_FRAME_PAYLOAD_BYTES = 16_384;
 /** Bytes a connection may send before it is sorted; beyond, it goes to HTTP/2 as it is. */
 export const MAX_SORTING_BYTES = 64 * 1024;
-/** A header block larger than this is refused (the connection is closed). */
+/** A header block larger than this, counting 9 bytes per frame it came in, is refused (the connection is closed). */
 export const MAX_HEADER_BLOCK_BYTES = 64 * 1024;
+/** A decoded header list larger than this is refused: Node's HTTP/2 default (maxHeaderListSize). */
+export const MAX_HEADER_LIST_BYTES = 64 * 1024;
+/** Reads a connection may take to be sorted (a client dribbling bytes would make each a copy). */
+export const MAX_SORTING_READS = 256;
 
 export interface SortingTimeouts {
   /** A client that has not acknowledged our SETTINGS by then is dropped. */
@@ -121,7 +125,14 @@ class HeaderBlockDecoder {
     this.decompressor.write(block);
     this.decompressor.execute();
     const headers: Array<[string, string]> = [];
-    for (let h = this.decompressor.read(); h !== null; h = this.decompressor.read()) headers.push([h.name, h.value]);
+    // Indexed fields make a small block decode to a huge list (an HPACK bomb): bounded as
+    // nghttp2 bounds a header list, by RFC 7541's entry size.
+    let listBytes = 0;
+    for (let h = this.decompressor.read(); h !== null; h = this.decompressor.read()) {
+      listBytes += h.name.length + h.value.length + 32;
+      if (listBytes > MAX_HEADER_LIST_BYTES) this.error ??= new Error(`header list larger than ${MAX_HEADER_LIST_BYTES} bytes`);
+      else headers.push([h.name, h.value]);
+    }
     if (this.error) throw this.error;
     return headers;
   }
@@ -217,7 +228,8 @@ export class AuthorityRewriter {
   private addFragment(fragment: Buffer): void {
     const b = this.block!;
     b.fragments.push(Buffer.from(fragment));
-    b.bytes += fragment.length;
+    // Frames count too: empty CONTINUATIONs would otherwise grow the list without limit.
+    b.bytes += fragment.length + FRAME_HEADER_BYTES;
     if (b.bytes > MAX_HEADER_BLOCK_BYTES) throw new Error(`header block larger than ${MAX_HEADER_BLOCK_BYTES} bytes`);
   }
 
@@ -250,10 +262,12 @@ class RelayConnection extends Duplex {
     socket.on('end', () => this.push(null));
     socket.on('error', (err) => this.destroy(err));
     socket.on('close', () => this.destroy());
+    socket.on('timeout', () => this.emit('timeout'));
     socket.resume();
   }
 
-  // grpc-js names a call's peer from these.
+  // For the JSON gateway's peer names. (grpc-js sees Node's JSStreamSocket around this stream,
+  // which has no address: a rewritten connection's calls have the peer "unknown".)
   get remoteAddress(): string | undefined {
     return this.socket.remoteAddress;
   }
@@ -268,6 +282,18 @@ class RelayConnection extends Duplex {
   }
   get localPort(): number | undefined {
     return this.socket.localPort;
+  }
+
+  /** Node's HTTP/1 server sets its idle and keep-alive timeouts through this. */
+  setTimeout(ms: number, callback?: () => void): this {
+    this.socket.setTimeout(ms);
+    if (callback !== undefined) this.once('timeout', callback);
+    return this;
+  }
+
+  setKeepAlive(enable?: boolean, initialDelay?: number): this {
+    this.socket.setKeepAlive(enable, initialDelay);
+    return this;
   }
 
   private feed(chunk: Buffer): void {
@@ -329,7 +355,10 @@ class ConnectionSorter {
     socket.on('error', this.onError);
   }
 
+  private reads = 0;
+
   private receive(chunk: Buffer): void {
+    if (++this.reads > MAX_SORTING_READS) return void this.socket.destroy();
     this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
     if (!this.settingsSent) {
       const n = Math.min(this.buf.length, PREFACE.length);
@@ -428,7 +457,14 @@ export class SortingListener {
   private constructor(private readonly server: Server) {}
 
   /** `http1`: where HTTP/1 connections go (the JSON gateway); without it they go to HTTP/2 too. */
-  static async listen(host: string, port: number, sink: ConnectionSink, timeouts = DEFAULT_SORTING_TIMEOUTS, http1?: ConnectionSink): Promise<SortingListener> {
+  static async listen(
+    host: string,
+    port: number,
+    sink: ConnectionSink,
+    timeouts = DEFAULT_SORTING_TIMEOUTS,
+    http1?: ConnectionSink,
+    onError?: (err: Error) => void,
+  ): Promise<SortingListener> {
     const server = createServer();
     const listener = new SortingListener(server);
     server.on('connection', (socket) => {
@@ -443,6 +479,8 @@ export class SortingListener {
         resolve();
       });
     });
+    // An accept error (EMFILE) must not take the process down; the listener keeps listening.
+    server.on('error', (err) => onError?.(err));
     return listener;
   }
 

@@ -56,6 +56,10 @@ const ROUTES: Readonly<Record<string, readonly [string, string]>> = {
 };
 /** etcd 3.4 serves the gateway under all three. */
 const PREFIXES = ['/v3/', '/v3beta/', '/v3alpha/'];
+/** An HTTP/1 connection with no traffic for this long is closed (watch streams excepted). */
+export const GATEWAY_IDLE_TIMEOUT_MS = 60_000;
+/** TCP keepalive on a watch stream's connection. */
+const WATCH_KEEPALIVE_MS = 30_000;
 /** /health's quorum read gives up after this. */
 export const HEALTH_TIMEOUT_MS = 3_000;
 
@@ -104,7 +108,7 @@ function checkScalar(field: protobuf.Field, x: unknown, where: string): void {
   const kind = (what: string): BadRequest => new BadRequest(`${where}: expected ${what}, got ${JSON.stringify(x)}`);
   if (field.resolvedType instanceof protobuf.Enum) {
     const values = field.resolvedType.values;
-    if (typeof x === 'string' ? !(x in values) : typeof x !== 'number') throw kind(`one of ${Object.keys(values).join(', ')}`);
+    if (typeof x === 'string' ? !Object.hasOwn(values, x) : !Number.isInteger(x)) throw kind(`one of ${Object.keys(values).join(', ')}`);
   } else if (field.type === 'bytes') {
     if (typeof x !== 'string') throw kind('a base64 string');
   } else if (field.type === 'string') {
@@ -112,7 +116,8 @@ function checkScalar(field: protobuf.Field, x: unknown, where: string): void {
   } else if (field.type === 'bool') {
     if (typeof x !== 'boolean') throw kind('true or false');
   } else if (INTEGER_TYPES.has(field.type)) {
-    if (!(typeof x === 'number' ? Number.isInteger(x) : typeof x === 'string' && /^-?\d+$/.test(x))) throw kind('an integer (a number or a decimal string)');
+    // A number past 2^53 has already lost digits in JSON.parse: such values come as strings.
+    if (!(typeof x === 'number' ? Number.isSafeInteger(x) : typeof x === 'string' && /^-?\d+$/.test(x))) throw kind('an integer (a number up to 2^53, or a decimal string)');
   }
 }
 
@@ -122,7 +127,8 @@ function fromJson(type: protobuf.Type, value: unknown, where: string): Record<st
   const out: Record<string, unknown> = {};
   for (const [key, v] of Object.entries(value as Record<string, unknown>)) {
     const field = fieldByJsonName(type, key);
-    if (field === undefined) throw new BadRequest(`${where}: unknown field "${key}" in ${type.name}`);
+    // grpc-gateway (etcd's) ignores fields it does not know, e.g. from a newer client.
+    if (field === undefined) continue;
     if (v === null) continue;
     const nested = field.resolvedType instanceof protobuf.Type ? field.resolvedType : undefined;
     if (nested === undefined) for (const x of field.repeated && Array.isArray(v) ? v : [v]) checkScalar(field, x, `${where}.${key}`);
@@ -197,13 +203,18 @@ export class JsonGateway {
     private readonly maxBodyBytes: number,
     private readonly version: { etcdserver: string; etcdcluster: string },
     private readonly metrics?: () => Promise<{ contentType: string; body: string }>,
+    onInternalError?: (err: unknown) => void,
   ) {
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((e: unknown) => {
-        if (!res.headersSent) sendError(res, grpc.status.INTERNAL, `picloud: ${(e as Error).message}`);
+        onInternalError?.(e);
+        if (!res.headersSent) sendError(res, grpc.status.INTERNAL, 'picloud: internal error');
         else res.destroy();
       });
     });
+    // The server is never listened on, so Node's header and request deadlines do not run:
+    // an idle or dribbling connection is closed after this (a watch turns it off for itself).
+    this.server.timeout = GATEWAY_IDLE_TIMEOUT_MS;
     this.server.on('clientError', (_err, socket) => {
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
       else socket.destroy();
@@ -241,7 +252,7 @@ export class JsonGateway {
       return send(res, 405, { error: message, message, code: grpc.status.UNIMPLEMENTED });
     }
     const body = await this.readBody(req);
-    if (body === undefined) return sendError(res, grpc.status.RESOURCE_EXHAUSTED, `request body larger than ${this.maxBodyBytes} bytes`);
+    if (body === undefined) return this.tooLarge(res);
     const [service, method] = route;
     const methodDef = this.root.lookupService(`etcdserverpb.${service}`).methods[method]!;
     let request: Uint8Array;
@@ -263,7 +274,7 @@ export class JsonGateway {
   /** `POST /v3/watch`: WatchRequests in, a line of JSON per WatchResponse out until the client leaves. */
   private async watch(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const body = await this.readBody(req);
-    if (body === undefined) return sendError(res, grpc.status.RESOURCE_EXHAUSTED, `request body larger than ${this.maxBodyBytes} bytes`);
+    if (body === undefined) return this.tooLarge(res);
     const requestType = this.root.lookupType('etcdserverpb.WatchRequest');
     const responseType = this.root.lookupType('etcdserverpb.WatchResponse');
     let requests: Uint8Array[];
@@ -276,6 +287,10 @@ export class JsonGateway {
       throw e;
     }
     res.writeHead(200, { 'content-type': 'application/json' });
+    res.flushHeaders();
+    // A watch may stay quiet for long: no idle timeout, TCP keepalive finds a vanished client.
+    req.socket.setTimeout(0);
+    req.socket.setKeepAlive(true, WATCH_KEEPALIVE_MS);
     const stream = this.invoker.openGatewayWatch(`${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? 0}`, {
       write: (bytes, sent) => {
         res.write(`{"result":${decodeJsonResponse(responseType, bytes)}}\n`, () => sent());
@@ -290,6 +305,12 @@ export class JsonGateway {
     for (const r of requests) stream.request(r);
   }
 
+  /** The rest of an oversized body is not read: answer, then close the connection. */
+  private tooLarge(res: ServerResponse): void {
+    res.setHeader('connection', 'close');
+    sendError(res, grpc.status.RESOURCE_EXHAUSTED, `request body larger than ${this.maxBodyBytes} bytes`);
+  }
+
   /** The body as text, or undefined once it outgrows the limit (the rest is not read). */
   private readBody(req: IncomingMessage): Promise<string | undefined> {
     return new Promise((resolve, reject) => {
@@ -299,7 +320,7 @@ export class JsonGateway {
         size += c.length;
         if (size > this.maxBodyBytes) {
           req.removeAllListeners('data');
-          req.resume();
+          req.pause();
           resolve(undefined);
           return;
         }
