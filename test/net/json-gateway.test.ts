@@ -140,6 +140,14 @@ t.test('POST /v3/watch streams a line per response until the client leaves', asy
   req.destroy();
   for (let i = 0; i < 100 && server.watcherCount > 0; i++) await new Promise((r) => setTimeout(r, 10));
   t.equal(server.watcherCount, 0, 'the watcher goes when the client does');
+  // A watch from a compacted revision is created and cancelled at once: the response ends.
+  await grpcClient.put('gw/compacted').value('1');
+  const rev = (await post('/v3/kv/put', { key: b64('gw/compacted'), value: b64('2') })).json.header.revision as string;
+  t.equal((await post('/v3/kv/compaction', { revision: rev })).status, 200);
+  const ended = await fetch(`${base}/v3/watch`, { method: 'POST', body: JSON.stringify({ create_request: { key: b64('gw/compacted'), start_revision: '1' } }) });
+  const results = (await ended.text()).trim().split('\n').map((l) => JSON.parse(l).result as { created?: boolean; canceled?: boolean; compact_revision?: string });
+  t.equal(results.at(-1)!.canceled, true, 'the last line is the cancellation');
+  t.equal(results.at(-1)!.compact_revision, rev, 'naming the compacted revision');
   const bad = await post('/v3/watch', { create_request: { key: 7 } });
   t.same([bad.status, bad.json.error], [400, 'body.create_request.key: expected a base64 string, got 7']);
 });

@@ -291,9 +291,17 @@ export class JsonGateway {
     // A watch may stay quiet for long: no idle timeout, TCP keepalive finds a vanished client.
     req.socket.setTimeout(0);
     req.socket.setKeepAlive(true, WATCH_KEEPALIVE_MS);
+    // An HTTP client cannot add watchers once its body is sent: when the last one is cancelled
+    // (compacted start, too slow, refused), the response ends.
+    let live = 0;
     const stream = this.invoker.openGatewayWatch(`${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? 0}`, {
       write: (bytes, sent) => {
-        res.write(`{"result":${decodeJsonResponse(responseType, bytes)}}\n`, () => sent());
+        const json = decodeJsonResponse(responseType, bytes);
+        res.write(`{"result":${json}}\n`, () => sent());
+        const r = JSON.parse(json) as { created?: boolean; canceled?: boolean };
+        if (r.created === true && r.canceled !== true) live++;
+        else if (r.canceled === true && r.created !== true) live--;
+        if (r.canceled === true && live <= 0) res.end();
       },
       end: () => res.end(),
       fail: (status) => {
