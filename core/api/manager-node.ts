@@ -363,7 +363,7 @@ export class ManagerNode {
     this.driver = new RaftDriver(
       this.raftConfig(),
       persistence,
-      { send: (msgs) => this.transport.send(msgs) },
+      { send: (msgs) => this.transport.send(msgs), flushNow: () => this.transport.flushNow() },
       {
         apply: (e, payload) => this.applyEntry(e, payload),
         applyConfChange: (cc, conf) => this.applyConfChange(cc, conf),

@@ -51,6 +51,8 @@ export interface RaftPersistence {
 
 export interface RaftTransport {
   send(messages: Message[]): void;
+  /** Writes what send() queued now instead of at the end of the turn (optional). */
+  flushNow?(): void;
 }
 
 export interface RaftStateMachine {
@@ -346,6 +348,10 @@ export class RaftDriver {
       st.entriesPersisted += rd.entries.length;
       const batch: PersistBatch = { hardState: rd.hardState ?? this.lastHardState(), entries: rd.entries, snapshot: rd.snapshot };
       if (rd.snapshotChunks.length > 0) batch.snapshotChunks = rd.snapshotChunks;
+      // A leader's appends leave before the save's synchronous part (building the batch,
+      // handing it to LevelDB's thread), not after it: the followers' fsyncs, the longest
+      // step of a commit, start that much sooner.
+      if (rd.earlyMessages.length > 0) this.transport.flushNow?.();
       saving = this.persistence.save(batch, rd.mustSync);
     }
     // Committed entries this node already holds durably are applied while the save's fsync

@@ -287,6 +287,11 @@ class PeerSender {
     }, delay);
   }
 
+  /** Writes what is queued now rather than at the end of the turn (nothing if not connected or waiting for drain). */
+  flushNow(): void {
+    if (!this.waitingDrain) this.flush();
+  }
+
   private scheduleFlush(): void {
     if (this.flushScheduled || this.waitingDrain) return;
     this.flushScheduled = true;
@@ -412,6 +417,14 @@ export class PeerTransport {
       }
       peer.enqueue(m);
     }
+  }
+
+  /**
+   * Writes every peer's queued messages now. For a caller about to start slow synchronous
+   * work (a leader's appends before its own log write) that would hold them until the turn ends.
+   */
+  flushNow(): void {
+    for (const p of this.peers.values()) p.flushNow();
   }
 
   stats(): TransportStats {

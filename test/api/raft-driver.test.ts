@@ -158,6 +158,56 @@ t.test('committed entries are applied while a save is in flight, never before th
   t.ok(appliedDuringSave > 0, `${appliedDuringSave} entries were applied while a save was in flight`);
 });
 
+t.test("a leader's appends are written out before its own save starts, not after", async (t) => {
+  // The save's synchronous part (building the batch, handing it to LevelDB's thread) would
+  // otherwise hold the appends, and with them the followers' fsyncs, until the turn ends.
+  const drivers = new Map<number, RaftDriver>();
+  const events = new Map<number, string[]>();
+  const rng = new Prng(13);
+  for (let id = 1; id <= 3; id++) {
+    const mem = new MemoryPersistence();
+    bootstrap(mem.storage, [1, 2, 3]);
+    const log: string[] = [];
+    events.set(id, log);
+    const persistence: RaftPersistence = {
+      storage: mem.storage,
+      save: (batch, sync) => {
+        if (batch.entries.length > 0) log.push('save');
+        void sync;
+        return mem.save(batch);
+      },
+    };
+    const transport: RaftTransport = {
+      send: (msgs: Message[]) => {
+        if (msgs.some((m) => m.type === MessageType.App && m.entries.length > 0)) log.push('appends');
+        for (const m of msgs) {
+          const c = structuredClone(m);
+          setImmediate(() => drivers.get(m.to)?.step(c));
+        }
+      },
+      flushNow: () => log.push('flush'),
+    };
+    drivers.set(id, new RaftDriver(
+      { id, storage: mem.storage, random: rng.fork(), electionTicks: 10, heartbeatTicks: 1 },
+      persistence, transport, { apply: (e) => e.index, restore: () => undefined }, { tickMs: 10, requestTimeoutMs: 5000 },
+    ));
+  }
+  for (const d of drivers.values()) d.start();
+  t.teardown(() => { for (const d of drivers.values()) d.stop(); });
+  const leaderId = await waitFor('a leader', () => [...drivers.entries()].find(([, d]) => d.node.status().role === Role.Leader)?.[0]);
+  const log = events.get(leaderId)!;
+  log.length = 0;
+  for (let i = 0; i < 10; i++) await drivers.get(leaderId)!.propose(enc.encode(`p${i}`));
+  const saves = log.filter((e) => e === 'save').length;
+  t.ok(saves >= 1, `${saves} saves of new entries on the leader`);
+  const unflushed = log.flatMap((e, i) => (e === 'appends' && log[i + 1] !== 'flush' ? [i] : []));
+  t.same(unflushed, [], 'every batch of appends is flushed at once');
+  const late = log.flatMap((e, i) => (e === 'save' && log[i - 1] !== 'flush' ? [i] : []));
+  t.same(late, [], 'every save of new entries comes right after its appends were flushed');
+  const follower = [...drivers.keys()].find((id) => id !== leaderId)!;
+  t.notOk(events.get(follower)!.includes('flush'), 'a follower, which sends nothing before saving, never flushes early');
+});
+
 /** Storage that keeps snapshot bytes to itself (a file, in the agent) and gives Raft only their size. */
 class FileLike extends MemoryStorage {
   file: { index: number; bytes: Uint8Array } | undefined;

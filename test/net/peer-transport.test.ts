@@ -65,6 +65,23 @@ t.test('messages sent in one turn arrive in order, in one frame', async (t) => {
   t.equal(a.got[0]!.entries[0]!.data.length, 1000);
 });
 
+t.test('flushNow writes what is queued at once; without it, at the end of the turn', async (t) => {
+  const a = await node(t, 1);
+  const b = await node(t, 2);
+  a.t.addPeer(2, b.addr);
+  await waitFor(() => a.t.stats().peers['2']!.connected, 'connect');
+  a.t.send([hb(1, 2, 1)]);
+  t.equal(a.t.stats().peers['2']!.sentBatches, 0, 'send alone only queues');
+  a.t.flushNow();
+  t.equal(a.t.stats().peers['2']!.sentBatches, 1, 'flushNow wrote it before returning');
+  a.t.send([hb(1, 2, 2), hb(1, 2, 3)]);
+  await waitFor(() => b.got.length === 3, 'delivery');
+  t.equal(a.t.stats().peers['2']!.sentBatches, 2, 'the rest left together at the end of the turn');
+  t.same(b.got.map((m) => m.term), [1, 2, 3], 'in order');
+  a.t.flushNow();
+  t.equal(a.t.stats().peers['2']!.sentBatches, 2, 'nothing queued: nothing written');
+});
+
 t.test('a flush is split into frames of at most maxBatchBytes', async (t) => {
   const a = await node(t, 1, { ...FAST, maxBatchBytes: 10_000 });
   const b = await node(t, 2);
