@@ -1,7 +1,8 @@
 /**
  * `node dist/bench/kv/put-only.js [picloud|etcd] [IN_FLIGHT] [SECONDS]`: the KV benchmark's put
  * phase alone, twice, on a fresh three-member cluster, with what the full run does not report:
- * each member's CPU per put split by thread: the main thread, then every other thread by id
+ * each member's CPU per put split by thread (the main thread, then every other thread by id) and
+ * its threads' sleeps per put (voluntary context switches, each followed by a wake-up)
  * (Node names them all "node": V8's GC helpers, libuv's pool, LevelDB's compaction thread; etcd's
  * Go threads appear under their own name). For working on CPU per put; ratios still come from
  * `npm run bench -- kv`. PICLOUD_NODE_ARGS='--flag …' passes node flags to the picloud members.
@@ -36,6 +37,20 @@ function threadCpuMs(pid: number): Map<string, number> {
   return out;
 }
 
+/** Voluntary context switches of all a process's threads: each is a sleep, so a wake-up follows. */
+function voluntarySwitches(pid: number): number {
+  let n = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const m = /voluntary_ctxt_switches:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'));
+      if (m) n += Number(m[1]);
+    } catch {
+      // thread gone
+    }
+  }
+  return n;
+}
+
 async function main(): Promise<void> {
   const system = parseSystem(process.argv[2]);
   const inFlight = Number(process.argv[3] ?? 64);
@@ -48,9 +63,11 @@ async function main(): Promise<void> {
       // Warmed up apart, so the thread counters below cover the measured puts only.
       await putPhase(writer, inFlight, { warmupMs: 0, durationMs: WARMUP_MS, maxOps: Number.MAX_SAFE_INTEGER }, pids, value);
       const before = pids.map(threadCpuMs);
+      const switchesBefore = pids.map(voluntarySwitches);
       const clientBefore = process.cpuUsage();
       const r = await putPhase(writer, inFlight, { warmupMs: 0, durationMs: seconds * 1000, maxOps: Number.MAX_SAFE_INTEGER }, pids, value);
       const after = pids.map(threadCpuMs);
+      const switchesAfter = pids.map(voluntarySwitches);
       const client = process.cpuUsage(clientBefore);
       const clientUs = (client.user + client.system) / r.ops;
       process.stdout.write(`${system} round ${round}: ${inFlight} in flight, ${r.opsPerSec.toFixed(0)} puts/s, p99 ${r.latency.p99Ms.toFixed(1)} ms, all members ${((r.memberCpuMsPerOp ?? NaN) * 1000).toFixed(0)} µs CPU per put, the client ${clientUs.toFixed(0)} µs\n`);
@@ -61,7 +78,8 @@ async function main(): Promise<void> {
         const total = parts.reduce((sum, [, us]) => sum + us, 0);
         const kernel = perPut(MAIN_SYSTEM, after[i]!.get(MAIN_SYSTEM) ?? 0);
         const shown = parts.map(([n, us]) => `${n} ${us.toFixed(0)}${n === 'main' ? ` (kernel ${kernel.toFixed(0)})` : ''}`);
-        process.stdout.write(`  ${i === 0 ? 'leader  ' : 'follower'} ${total.toFixed(0)} µs: ${shown.join(', ')}\n`);
+        const sleeps = (switchesAfter[i]! - switchesBefore[i]!) / r.ops;
+        process.stdout.write(`  ${i === 0 ? 'leader  ' : 'follower'} ${total.toFixed(0)} µs, ${sleeps.toFixed(2)} sleeps: ${shown.join(', ')}\n`);
       });
     }
   });
