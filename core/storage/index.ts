@@ -2,7 +2,7 @@
 export { RaftLogStore, entryKey, type LogUpdate, type SaveOptions, type RaftLogStoreStats } from './raft-log-store.js';
 export { LogMirror, EMPTY_SNAPSHOT_METADATA, type LogOffset } from './log-mirror.js';
 export { GroupCommitter, MAX_GROUP_COMMIT_ITEMS, MAX_GROUP_COMMIT_BYTES, type GroupCommitStats } from './group-commit.js';
-export { SnapshotFiles, snapshotFileName, fsyncDir, MAX_SNAPSHOT_READ_BYTES } from './snapshot-files.js';
+export { SnapshotFiles, snapshotFileName, MAX_SNAPSHOT_READ_BYTES } from './snapshot-files.js';
 export { measureFsyncLatency, measureSaveCost, clampSamples, processWriteBytes, MAX_FSYNC_SAMPLES, type FsyncLatency, type SaveCost } from './disk-probe.js';
-export { writeFileDurablySync, fsyncDirSync } from './durable-file.js';
+export { writeFileDurablySync, fsyncDir, fsyncDirSync } from './durable-file.js';
 export { StorageError, type StorageErrorCode } from './errors.js';

@@ -8,6 +8,7 @@
 import { createReadStream, type ReadStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fsyncDir } from './durable-file.js';
 import { StorageError } from './errors.js';
 
 /** Bytes read from a snapshot file by one readChunk call. */
@@ -19,16 +20,6 @@ const SPOOL_SUFFIX = '.snap.spool';
 
 export function snapshotFileName(term: number, index: number): string {
   return `snap-${term.toString(16).padStart(16, '0')}-${index.toString(16).padStart(16, '0')}${SUFFIX}`;
-}
-
-/** fsync a directory so a rename or unlink in it survives a crash. */
-export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }
 
 export class SnapshotFiles {
