@@ -290,13 +290,20 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     });
   }
 
+  /** The leader's client address, for what only the leader knows (lease time). */
+  private leaderClientAddr(): string {
+    // Just elected, lease timers not yet taken over: asking ourselves would loop.
+    if (this.node.lead === this.node.id) throw new EtcdError('LEADER_CHANGED');
+    const leader = this.node.members.get(this.node.lead);
+    if (!leader?.clientAddr) throw new EtcdError('NO_LEADER');
+    return leader.clientAddr;
+  }
+
   leaseKeepAlive(id: number): Promise<api.LeaseKeepAliveResponse> {
     return etcdErrors(async () => {
       if (!this.node.leaseTimers.isLeader) {
         // Lease time lives on the leader only: forward, as etcd does.
-        const leader = this.node.members.get(this.node.lead);
-        if (!leader?.clientAddr) throw new EtcdError('NO_LEADER');
-        const ttl = await this.forwarder.keepAlive(leader.clientAddr, id).catch(() => {
+        const ttl = await this.forwarder.keepAlive(this.leaderClientAddr(), id).catch(() => {
           throw new EtcdError('LEADER_CHANGED');
         });
         if (ttl <= 0) throw new EtcdError('LEASE_NOT_FOUND');
@@ -311,7 +318,15 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     return etcdErrors(async () => {
       await this.node.linearizableBarrier();
       let r = this.node.store.leaseTimeToLive(id, keys);
-      if (this.node.leaseTimers.isLeader && r.TTL >= 0) r = this.node.leaseTimers.timeToLive(r);
+      if (r.TTL >= 0 && this.node.leaseTimers.isLeader) r = this.node.leaseTimers.timeToLive(r);
+      else if (r.TTL >= 0) {
+        // A follower knows the lease but not its time, which lives on the leader: ask it, as
+        // etcd forwards TimeToLive (answering the granted TTL here would say it never runs down).
+        const ttl = await this.forwarder.timeToLive(this.leaderClientAddr(), id).catch(() => {
+          throw new EtcdError('LEADER_CHANGED');
+        });
+        r = ttl < 0 ? { ...r, TTL: -1, grantedTTL: 0, keys: [] } : { ...r, TTL: ttl };
+      }
       return { header: this.header(r.header.revision), id: r.ID, ttlSeconds: r.TTL, grantedTtlSeconds: r.grantedTTL, keys: r.keys };
     });
   }

@@ -1,13 +1,14 @@
 /**
- * Lease keep-alives on a follower: lease time lives on the leader only, so a follower
- * forwards each keep-alive over one LeaseKeepAlive stream to the leader's client port
- * (etcd forwards the same way). Not responsible for choosing the leader: it is told.
+ * Lease keep-alives and time-to-live questions on a follower: lease time lives on the leader
+ * only, so a follower forwards each keep-alive over one LeaseKeepAlive stream, and each
+ * LeaseTimeToLive as a call, to the leader's client port (etcd forwards both). Not responsible
+ * for choosing the leader: it is told.
  */
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../net/proto-files.js';
 
-/** How long a forwarded keep-alive may wait for the leader's answer. */
+/** How long a forwarded keep-alive or time-to-live may wait for the leader's answer. */
 export const FORWARD_TIMEOUT_MS = 5_000;
 /** Keep-alives waiting for an answer at once; more are refused (bounded memory). */
 export const MAX_PENDING_FORWARDED_KEEPALIVES = 4_096;
@@ -17,7 +18,10 @@ interface KeepAliveResponse {
   TTL: string;
 }
 
-type LeaseClient = grpc.Client & { LeaseKeepAlive(): grpc.ClientDuplexStream<{ ID: string }, KeepAliveResponse> };
+type LeaseClient = grpc.Client & {
+  LeaseKeepAlive(): grpc.ClientDuplexStream<{ ID: string }, KeepAliveResponse>;
+  LeaseTimeToLive(req: { ID: string }, options: grpc.CallOptions, cb: (err: grpc.ServiceError | null, resp: KeepAliveResponse) => void): void;
+};
 
 let leaseCtor: (new (addr: string, creds: grpc.ChannelCredentials) => LeaseClient) | undefined;
 
@@ -51,6 +55,14 @@ export class LeaseForwarder {
     });
   }
 
+  /** The remaining TTL of lease `id` as the leader at `leaderClientAddr` counts it (-1: not found). */
+  timeToLive(leaderClientAddr: string, id: number): Promise<number> {
+    const client = this.clientTo(leaderClientAddr);
+    return new Promise<number>((resolve, reject) => {
+      client.LeaseTimeToLive({ ID: String(id) }, { deadline: Date.now() + FORWARD_TIMEOUT_MS }, (err, r) => (err ? reject(err) : resolve(Number(r.TTL))));
+    });
+  }
+
   private settle(key: string, fn: (w: { resolve(ttl: number): void; reject(e: Error): void }) => void): void {
     const list = this.pending.get(key);
     if (!list) return;
@@ -62,13 +74,20 @@ export class LeaseForwarder {
     }
   }
 
-  private streamTo(addr: string): grpc.ClientDuplexStream<{ ID: string }, KeepAliveResponse> {
-    if (this.stream && this.target === addr) return this.stream;
+  /** The client for the leader at `addr`; a new leader closes the old one's client and stream. */
+  private clientTo(addr: string): LeaseClient {
+    if (this.client && this.target === addr) return this.client;
     this.close();
     const Ctor = leaseClientCtor();
     this.target = addr;
     this.client = new Ctor(addr, grpc.credentials.createInsecure());
-    const stream = this.client.LeaseKeepAlive();
+    return this.client;
+  }
+
+  private streamTo(addr: string): grpc.ClientDuplexStream<{ ID: string }, KeepAliveResponse> {
+    const client = this.clientTo(addr);
+    if (this.stream) return this.stream;
+    const stream = client.LeaseKeepAlive();
     stream.on('data', (r: KeepAliveResponse) => this.settle(r.ID, (w) => w.resolve(Number(r.TTL))));
     const fail = (e: Error): void => {
       // A stream replaced by one to a new leader reports its cancellation later: the

@@ -27,4 +27,11 @@ t.test('after a leader change, keep-alives to the new leader are not failed by t
   const after = await Promise.allSettled([fwd.keepAlive(b.addr, idB), fwd.keepAlive(b.addr, idB)]);
   t.same(after.map((r) => (r.status === 'fulfilled' ? r.value : String(r.reason))), [45, 45], 'both answered by the new leader');
   t.equal(await fwd.keepAlive(b.addr, idB), 45, 'and the stream to it keeps working');
+  // Time-to-live is asked of the leader too, on the same client.
+  const left = await fwd.timeToLive(b.addr, idB);
+  t.ok(left > 40 && left <= 45, `time-to-live from the leader (${left} s)`);
+  t.equal(await fwd.timeToLive(b.addr, 999_999), -1, 'an unknown lease: -1');
+  t.equal(await fwd.keepAlive(b.addr, idB), 45, 'the keep-alive stream is untouched by it');
+  const backToA = await fwd.timeToLive(a.addr, idA);
+  t.ok(backToA > 25 && backToA <= 30, 'a leader change moves the call to the new leader');
 });

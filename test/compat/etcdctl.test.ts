@@ -171,6 +171,25 @@ if (!hasEtcdctl()) {
     ok(t, ['compaction', String(rev + 1)]);
     const compacted = curl(b!, '/v3/kv/range', { key: b64('curl/k'), revision: String(rev) });
     t.same([compacted.status, compacted.json.code, compacted.json.error], [400, 11, 'etcdserver: mvcc: required revision has been compacted']);
+    // A lease granted by etcdctl runs down on every member (a follower asks the leader, as
+    // etcd's does) and is kept alive with curl through a follower.
+    const endpoints = cluster.agents.map((x) => cluster.endpoints([x]));
+    const isLeader = (e: string): boolean => {
+      const st = curl(e, '/v3/maintenance/status', {}).json as { leader: string; header: { member_id: string } };
+      return st.leader === st.header.member_id;
+    };
+    const follower = endpoints.find((e) => !isLeader(e))!;
+    const lease = String((JSON.parse(ok(t, ['lease', 'grant', '30', '-w', 'json'])) as { ID: number }).ID);
+    await new Promise((r) => setTimeout(r, 2_200));
+    const ttl = (e: string): number => Number(curl(e, '/v3/lease/timetolive', { ID: lease }).json.TTL);
+    for (const e of endpoints) {
+      const left = ttl(e);
+      t.ok(left <= 28 && left >= 25, `${e}${e === follower ? ' (a follower)' : ''}: the lease ran down for two seconds (${left} s left)`);
+    }
+    const kept = spawnSync('curl', ['-s', '-m', '10', '-X', 'POST', '-d', JSON.stringify({ ID: lease }), `http://${follower}/v3/lease/keepalive`], { encoding: 'utf8' });
+    t.match(JSON.parse(kept.stdout.trim()), { result: { ID: lease, TTL: '30' } }, 'one result line, the full TTL');
+    t.ok(ttl(follower) >= 29, 'and the lease is back to its full TTL');
+    t.equal(curl(follower, '/v3/lease/timetolive', { ID: '12345' }).json.TTL, '-1', 'an unknown lease: TTL -1, as etcd answers');
   });
 
   t.test('endpoint hashkv: every member hashes its key space alike, at the current and a past revision', async (t) => {

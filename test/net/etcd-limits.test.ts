@@ -101,6 +101,23 @@ t.test('lease ids: > 2^53 refused on grant; unknown ids get TTL 0 on the keep-al
   stream.end();
 });
 
+t.test('keep-alive requests sent before the client half-closes are all answered, then the stream ends', async (t) => {
+  const g = await call(lease, 'LeaseGrant', { TTL: '20' });
+  // Each keep-alive takes a while (the real one goes to the leader): the half-close arrives first.
+  backend.keepAliveDelayMs = 20;
+  t.teardown(() => void (backend.keepAliveDelayMs = 0));
+  const stream = lease.LeaseKeepAlive();
+  const got: Obj[] = [];
+  stream.on('data', (d: Obj) => got.push(d));
+  const ended = new Promise<void>((resolve) => stream.on('end', resolve));
+  stream.write({ ID: g.resp.ID });
+  stream.write({ ID: '78' });
+  stream.write({ ID: g.resp.ID });
+  stream.end();
+  await Promise.race([ended, new Promise((r) => setTimeout(r, 3_000))]);
+  t.same(got.map((x) => [x.ID, x.TTL]), [[g.resp.ID, '20'], ['78', '0'], [g.resp.ID, '20']], 'etcd answers every request it read before EOF');
+});
+
 function watchStream(): { s: grpc.ClientDuplexStream<Obj, Obj>; got: Obj[]; until: (f: (got: Obj[]) => boolean) => Promise<void> } {
   const s = watchClient.Watch();
   const got: Obj[] = [];

@@ -59,6 +59,8 @@ interface Lease {
 }
 
 export class FakeEtcdBackend implements EtcdBackend {
+  /** A keep-alive's round trip to the leader, as the real backend has one. */
+  keepAliveDelayMs = 0;
   rev = 1;
   compactRev = 0;
   term = 3;
@@ -322,6 +324,7 @@ export class FakeEtcdBackend implements EtcdBackend {
   }
 
   async leaseKeepAlive(id: number): Promise<{ header: ResponseHeader; id: number; ttlSeconds: number }> {
+    if (this.keepAliveDelayMs > 0) await new Promise((r) => setTimeout(r, this.keepAliveDelayMs));
     const l = this.liveLease(id);
     l.expiresAtMs = Date.now() + l.grantedTtl * 1000;
     return { header: this.header(), id, ttlSeconds: l.grantedTtl };

@@ -152,6 +152,24 @@ t.test('POST /v3/watch streams a line per response until the client leaves', asy
   t.same([bad.status, bad.json.error], [400, 'body.create_request.key: expected a base64 string, got 7']);
 });
 
+t.test('POST /v3/lease/keepalive answers each request with a line, then the response ends', async (t) => {
+  const grant = await post('/v3/lease/grant', { TTL: 30 });
+  const id = grant.json.ID as string;
+  // The real keep-alive goes to the leader: the body's end arrives before the answers.
+  backend.keepAliveDelayMs = 20;
+  t.teardown(() => void (backend.keepAliveDelayMs = 0));
+  const res = await fetch(`${base}/v3/lease/keepalive`, { method: 'POST', body: `${JSON.stringify({ ID: id })}\n{"ID":"404"}\n${JSON.stringify({ ID: id })}\n` });
+  t.equal(res.status, 200);
+  const results = (await res.text()).trim().split('\n').map((l) => JSON.parse(l).result as { ID: string; TTL?: string });
+  t.same(results.map((r) => [r.ID, r.TTL]), [[id, '30'], ['404', undefined], [id, '30']], 'one line per request, in order; an unknown lease has TTL 0 (left out, as a default)');
+  const once = await fetch(`${base}/v3beta/lease/keepalive`, { method: 'POST', body: JSON.stringify({ ID: id }) });
+  t.equal(JSON.parse((await once.text()).trim()).result.TTL, '30', 'one object alone works too, under every prefix');
+  const empty = await fetch(`${base}/v3/lease/keepalive`, { method: 'POST', body: '' });
+  t.same([empty.status, await empty.text()], [200, ''], 'no request: an empty stream that ends');
+  const bad = await post('/v3/lease/keepalive', { ID: 'twelve' });
+  t.same([bad.status, bad.json.code], [400, 3], 'a malformed request: 400 before any stream starts');
+});
+
 t.test('/version and /health', async (t) => {
   t.same(await (await fetch(`${base}/version`)).json(), { etcdserver: '3.4.0', etcdcluster: '3.4.0' });
   const health = await fetch(`${base}/health`);

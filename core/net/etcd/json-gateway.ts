@@ -12,21 +12,23 @@
  * as strings, bytes as base64, fields at their default left out. Errors are JSON with the gRPC
  * code and etcd's message, under the HTTP status grpc-gateway maps that code to.
  *
- * `POST /v3/watch` streams as grpc-gateway does: the body holds one or more WatchRequests (JSON,
- * one per line), the response is one `{"result": WatchResponse}` per line for as long as the client
- * stays connected. Lease keep-alive and snapshot streams are served on gRPC only.
+ * `POST /v3/watch` and `POST /v3/lease/keepalive` stream as grpc-gateway does: the body holds one
+ * or more requests (JSON, one per line), the response is one `{"result": …}` per line: for a watch
+ * as long as the client stays connected, for keep-alives one per request, then the response ends
+ * (so `curl -d '{"ID":"…"}' …/v3/lease/keepalive` refreshes a lease). The snapshot stream is
+ * served on gRPC only.
  */
 import { STATUS_CODES, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import protobuf from 'protobufjs';
 import { etcdProtoRoot } from '../proto-files.js';
-import type { GatewayWatchOutput } from './server.js';
+import type { GatewayStream, GatewayStreamMethod, GatewayStreamOutput } from './server.js';
 
 /** What the gateway needs of the gRPC server. */
 export interface GatewayBackend {
   invokeUnary(service: string, method: string, request: Uint8Array, peer: string): Promise<Buffer>;
-  openGatewayWatch(peer: string, out: GatewayWatchOutput): { request(bytes: Uint8Array): void; close(): void };
+  openGatewayStream(method: GatewayStreamMethod, peer: string, out: GatewayStreamOutput): GatewayStream;
 }
 
 /** `POST /v3/<path>` → etcdserverpb service and method, as etcd 3.4's gateway routes them. */
@@ -53,6 +55,11 @@ const ROUTES: Readonly<Record<string, readonly [string, string]>> = {
   'maintenance/defragment': ['Maintenance', 'Defragment'],
   'maintenance/hashkv': ['Maintenance', 'HashKV'],
   'maintenance/transfer-leadership': ['Maintenance', 'MoveLeader'],
+};
+/** `POST /v3/<path>` → the bidirectional streams, served a line of JSON per response. */
+const STREAM_ROUTES: Readonly<Record<string, GatewayStreamMethod>> = {
+  watch: 'Watch',
+  'lease/keepalive': 'LeaseKeepAlive',
 };
 /** etcd 3.4 serves the gateway under all three. */
 const PREFIXES = ['/v3/', '/v3beta/', '/v3alpha/'];
@@ -244,7 +251,8 @@ export class JsonGateway {
       return;
     }
     const prefix = PREFIXES.find((p) => path.startsWith(p));
-    if (prefix !== undefined && path.slice(prefix.length) === 'watch' && req.method === 'POST') return this.watch(req, res);
+    const streamed = prefix === undefined ? undefined : STREAM_ROUTES[path.slice(prefix.length)];
+    if (streamed !== undefined && req.method === 'POST') return this.stream(streamed, req, res);
     const route = prefix === undefined ? undefined : ROUTES[path.slice(prefix.length)];
     if (route === undefined) return sendError(res, grpc.status.NOT_FOUND, `Not Found: ${path}`);
     if (req.method !== 'POST') {
@@ -271,12 +279,16 @@ export class JsonGateway {
     }
   }
 
-  /** `POST /v3/watch`: WatchRequests in, a line of JSON per WatchResponse out until the client leaves. */
-  private async watch(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /**
+   * `POST /v3/watch`: WatchRequests in, a line of JSON per WatchResponse out until the client
+   * leaves. `POST /v3/lease/keepalive`: a line per keep-alive request, then the end.
+   */
+  private async stream(method: GatewayStreamMethod, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const body = await this.readBody(req);
     if (body === undefined) return this.tooLarge(res);
-    const requestType = this.root.lookupType('etcdserverpb.WatchRequest');
-    const responseType = this.root.lookupType('etcdserverpb.WatchResponse');
+    const methodDef = this.root.lookupService(method === 'Watch' ? 'etcdserverpb.Watch' : 'etcdserverpb.Lease').methods[method]!;
+    const requestType = this.root.lookupType(methodDef.requestType);
+    const responseType = this.root.lookupType(methodDef.responseType);
     let requests: Uint8Array[];
     try {
       // One JSON value, or one per line as grpc-gateway reads a client stream.
@@ -288,16 +300,20 @@ export class JsonGateway {
     }
     res.writeHead(200, { 'content-type': 'application/json' });
     res.flushHeaders();
-    // A watch may stay quiet for long: no idle timeout, TCP keepalive finds a vanished client.
-    req.socket.setTimeout(0);
-    req.socket.setKeepAlive(true, WATCH_KEEPALIVE_MS);
+    const watch = method === 'Watch';
+    if (watch) {
+      // A watch may stay quiet for long: no idle timeout, TCP keepalive finds a vanished client.
+      req.socket.setTimeout(0);
+      req.socket.setKeepAlive(true, WATCH_KEEPALIVE_MS);
+    }
     // An HTTP client cannot add watchers once its body is sent: when the last one is cancelled
     // (compacted start, too slow, refused), the response ends.
     let live = 0;
-    const stream = this.invoker.openGatewayWatch(`${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? 0}`, {
+    const stream = this.invoker.openGatewayStream(method, `${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? 0}`, {
       write: (bytes, sent) => {
         const json = decodeJsonResponse(responseType, bytes);
         res.write(`{"result":${json}}\n`, () => sent());
+        if (!watch) return;
         const r = JSON.parse(json) as { created?: boolean; canceled?: boolean };
         if (r.created === true && r.canceled !== true) live++;
         else if (r.canceled === true && r.created !== true) live--;
@@ -311,6 +327,9 @@ export class JsonGateway {
     });
     res.once('close', () => stream.close());
     for (const r of requests) stream.request(r);
+    // grpc-gateway half-closes once the body is read. A watch goes on regardless (as etcd's
+    // does on EOF); the keep-alive stream answers what it got, then ends the response.
+    if (!watch) stream.endRequests();
   }
 
   /** The rest of an oversized body is not read: answer, then close the connection. */

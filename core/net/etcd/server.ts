@@ -68,11 +68,21 @@ export interface EtcdServerOptions {
 type Obj = Record<string, unknown>;
 
 /** Where a gateway watch's encoded responses go (json-gateway.ts writes them as JSON lines). */
-export interface GatewayWatchOutput {
+export interface GatewayStreamOutput {
   /** `sent`: once the bytes have left (the stream's flow control counts until then). */
   write(bytes: Buffer, sent: () => void): void;
   end(): void;
   fail(status: { code: number; details: string }): void;
+}
+
+/** The bidirectional streams the JSON gateway serves. */
+export type GatewayStreamMethod = 'Watch' | 'LeaseKeepAlive';
+
+export interface GatewayStream {
+  request(bytes: Uint8Array): void;
+  /** The client sent its last request. */
+  endRequests(): void;
+  close(): void;
 }
 const REQUEST_BYTES = Symbol('requestBytes');
 
@@ -239,12 +249,14 @@ export class EtcdGrpcServer {
   }
 
   /**
-   * A Watch stream for the JSON gateway, served by the same WatchStream a gRPC call gets (ids,
-   * limits, cancellation, slow-consumer handling), through a stand-in for the gRPC call: encoded
-   * WatchRequests go in, encoded WatchResponses come out to `out`.
+   * A Watch or LeaseKeepAlive stream for the JSON gateway, served by the same code a gRPC call
+   * gets (for a watch: ids, limits, cancellation, slow-consumer handling), through a stand-in
+   * for the gRPC call: encoded requests go in, encoded responses come out to `out`.
+   * `endRequests` is the client's half-close.
    */
-  openGatewayWatch(peer: string, out: GatewayWatchOutput): { request(bytes: Uint8Array): void; close(): void } {
-    const def = (etcdPackage()['etcdserverpb.Watch'] as protoLoader.ServiceDefinition).Watch!;
+  openGatewayStream(method: GatewayStreamMethod, peer: string, out: GatewayStreamOutput): GatewayStream {
+    const service = method === 'Watch' ? 'Watch' : 'Lease';
+    const def = (etcdPackage()[`etcdserverpb.${service}`] as protoLoader.ServiceDefinition)[method]!;
     const call = Object.assign(new EventEmitter(), {
       metadata: new grpc.Metadata(),
       getPeer: () => peer,
@@ -256,17 +268,27 @@ export class EtcdGrpcServer {
       end: () => out.end(),
     });
     call.on('error', (status: grpc.ServerErrorResponse) => out.fail({ code: status.code ?? grpc.status.INTERNAL, details: status.details ?? status.message }));
-    const s = new WatchStream(this, call as unknown as WatchCall, this.backend, this.limits);
-    this.streams.add(s);
+    let onClose = (): void => undefined;
+    if (method === 'Watch') {
+      const s = new WatchStream(this, call as unknown as WatchCall, this.backend, this.limits);
+      this.streams.add(s);
+      onClose = () => this.streams.delete(s);
+    } else {
+      this.keepAliveStream(call as unknown as grpc.ServerDuplexStream<Obj, Obj>);
+    }
     let closed = false;
     return {
       request: (bytes) => {
         if (!closed) call.emit('data', def.requestDeserialize(Buffer.from(bytes)));
       },
+      endRequests: () => {
+        if (!closed) call.emit('end');
+      },
       close: () => {
         if (closed) return;
         closed = true;
-        this.streams.delete(s);
+        onClose();
+        call.emit('cancelled');
         call.emit('close');
       },
     };
@@ -365,6 +387,8 @@ export class EtcdGrpcServer {
     const queue: { raw: unknown; id: number }[] = [];
     let busy = false;
     let done = false;
+    // The client half-closed: answer what it sent before, then end (etcd's loop reads to EOF).
+    let ended = false;
     const pump = async (): Promise<void> => {
       busy = true;
       while (queue.length > 0 && !done) {
@@ -385,6 +409,7 @@ export class EtcdGrpcServer {
         }
       }
       busy = false;
+      if (ended) finish();
     };
     call.on('data', (req: Obj) => {
       if (done || queue.length >= MAX_PENDING_KEEPALIVES) return;
@@ -396,7 +421,10 @@ export class EtcdGrpcServer {
       done = true;
       call.end();
     };
-    call.on('end', finish);
+    call.on('end', () => {
+      ended = true;
+      if (!busy) finish();
+    });
     call.on('cancelled', () => (done = true));
     call.on('error', () => (done = true));
   }
