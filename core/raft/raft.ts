@@ -682,14 +682,11 @@ export class Raft {
       return;
     }
     const wasPaused = pr.isPaused();
-    if (!pr.maybeUpdate(m.index)) {
-      // Stale or duplicate ack. A probe response still unpauses.
-      if (pr.state === ProgressState.Probe && wasPaused && m.index >= pr.match) {
-        pr.probeSent = false;
-        this.sendAppend(m.from);
-      }
-      return;
-    }
+    // A stale or duplicate ack changes nothing, as in etcd: letting one unpause a probe (and
+    // send again) made every duplicated ack a new append and every append an ack, a storm that
+    // grows without bound on a network that duplicates (the simulator's seed 7301976). A
+    // heartbeat response unpauses a probe instead.
+    if (!pr.maybeUpdate(m.index)) return;
     switch (pr.state) {
       case ProgressState.Probe:
         pr.becomeReplicate();
@@ -702,6 +699,7 @@ export class Raft {
         break;
       case ProgressState.Replicate:
         pr.inflights.freeLE(m.index);
+        pr.inflights.growWindow();
         break;
     }
     if (this.maybeCommit()) {

@@ -25,3 +25,15 @@ t.test(`${SEEDS} seeds with all faults pass`, async (t) => {
   t.ok(sum((r) => r.stats.clientOk) > SEEDS * 500, `operations completed: ${sum((r) => r.stats.clientOk)}`);
   t.ok(results.filter((r) => r.stats.leaderTerms > 3).length > SEEDS / 2, 'leadership changed repeatedly');
 });
+
+t.test('regressions: seeds that once ended in a message storm', async (t) => {
+  // A learner catching up ~190 entries over a network that reorders and duplicates, with one
+  // entry per append and a window of 256: each reject sent the leader back to probing and each
+  // accept after it resent the whole window (>50,000 messages a second), and a duplicated ack
+  // unpaused a probe to send again. Fixed by a slow-starting window and stale acks changing nothing.
+  for (const seed of [7301976, 7301983]) {
+    const r = runSeed(seed, { faults: 'all' });
+    t.ok(r.ok, `seed ${seed}${r.ok ? '' : `: ${r.trace.slice(0, 3).join(' / ')}`}`);
+    t.ok(r.stats.peakMessagesPerSecond < 20_000, `seed ${seed}: peak ${r.stats.peakMessagesPerSecond} peer messages in a virtual second`);
+  }
+});
