@@ -160,12 +160,26 @@ t.test('watch protocol: ids, duplicate id, cancel, progress, watchers-per-connec
   await a.until((g) => g.length >= 5);
   t.equal(a.got[4]!.watchId, '-1', 'progress response is for the whole stream');
   t.equal(a.got[4]!.header && (a.got[4]!.header as Obj).revision, String(backend.rev));
-  a.s.end();
-  b.s.end();
+  a.s.cancel();
+  b.s.cancel();
   await new Promise((r) => setTimeout(r, 100));
-  t.equal(server.watcherCount, 0, 'closing streams frees their watchers');
+  t.equal(server.watcherCount, 0, 'cancelling streams frees their watchers');
   t.equal(backend.watcherCount, 0);
   t.ok(MAX_WATCHERS_PER_CONNECTION >= 10_000);
+});
+
+t.test('a client that half-closes its watch stream still gets events, as from etcd, until it cancels', async (t) => {
+  const w = watchStream();
+  w.s.write({ createRequest: { key: Buffer.from('half') } });
+  w.s.end();
+  await w.until((g) => g.length >= 1);
+  const kv = { key: Buffer.from('half'), createRevision: 1, modRevision: 7, version: 1, value: Buffer.from('v'), lease: 0 };
+  backend.blast([{ type: 'PUT', kv }]);
+  await w.until((g) => g.some((r) => (r.events as unknown[] | undefined)?.length));
+  t.equal(server.watcherCount, 1, 'the watcher outlives the half-close');
+  w.s.cancel();
+  for (let i = 0; i < 100 && server.watcherCount > 0; i++) await new Promise((r) => setTimeout(r, 10));
+  t.equal(server.watcherCount, 0, 'and goes when the client cancels');
 });
 
 t.test('a fan-out written in one turn (eager sends) arrives complete and in order for every watcher', async (t) => {
@@ -188,7 +202,7 @@ t.test('a fan-out written in one turn (eager sends) arrives complete and in orde
   const expected = Array.from({ length: BLASTS }, (_, i) => i + 1);
   t.equal(revs.size, 3);
   for (const [id, list] of revs) t.same(list, expected, `watcher ${id}: every event, in order`);
-  w.s.end();
+  w.s.cancel();
   await new Promise((r) => setTimeout(r, 100));
 });
 
@@ -208,7 +222,7 @@ t.test('a watch consumer that stops reading is cancelled with a reason, not buff
   await w.until((g) => g.some((r) => r.canceled === true));
   const cancel = w.got.find((r) => r.canceled === true)!;
   t.match(cancel.cancelReason, /send buffer full \(client too slow\)/);
-  w.s.end();
+  w.s.cancel();
 });
 
 t.test('fuzz: garbage request bytes on every method get an error status; the server keeps serving', async (t) => {

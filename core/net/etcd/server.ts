@@ -488,10 +488,8 @@ class WatchStream {
     this.ctx = callContext(call);
     this.peer = this.ctx.peer;
     call.on('data', (req: Obj) => this.onRequest(req));
-    call.on('end', () => {
-      this.closeAll();
-      call.end();
-    });
+    // A client that half-closes (a request iterator that ran out, grpc-gateway once the body is
+    // read) still gets its events, as from etcd; the stream ends when the client cancels or leaves.
     call.on('cancelled', () => this.closeAll());
     call.on('error', () => this.closeAll());
     call.on('close', () => this.closeAll());
