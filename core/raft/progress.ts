@@ -15,21 +15,21 @@ export enum ProgressState {
   Snapshot = 'snapshot',
 }
 
-/** Ring buffer of the last index of each AppendEntries in flight to one follower. */
 /** Messages in flight when replication to a follower (re)starts; see Inflights.window. */
 export const RESTART_WINDOW = 4;
 
+/** Ring buffer of the last index of each AppendEntries in flight to one follower. */
 export class Inflights {
   private buf: number[];
   private start = 0;
   count = 0;
   /**
    * The window in use, at most `capacity`: back to RESTART_WINDOW messages when replication
-   * restarts, doubled by each acknowledgement (as TCP's slow start). A network that reorders turns a full
-   * window of one-entry appends into a mix of accepts and rejects; each reject sends the leader
-   * back to probing and each accept after it would resend the whole window, so a follower
-   * catching up N entries cost about N × capacity messages (the simulator's seeds 7301976 and
-   * 7301983: over 50,000 a second). Starting small makes that about N.
+   * restarts, doubled by each acknowledgement (as TCP's slow start). A network that reorders
+   * turns a full window of one-entry appends into a mix of accepts and rejects; each reject
+   * sends the leader back to probing and each accept after it would resend the whole window, so
+   * a follower catching up N entries cost about N × capacity messages (the simulator's seeds
+   * 7301976 and 7301983: over 50,000 a second). Starting small keeps each flap to a few.
    */
   private window: number;
   constructor(readonly capacity: number) {

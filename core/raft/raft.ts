@@ -682,10 +682,9 @@ export class Raft {
       return;
     }
     const wasPaused = pr.isPaused();
-    // A stale or duplicate ack changes nothing, as in etcd: letting one unpause a probe (and
-    // send again) made every duplicated ack a new append and every append an ack, a storm that
-    // grows without bound on a network that duplicates (the simulator's seed 7301976). A
-    // heartbeat response unpauses a probe instead.
+    // A stale or duplicate ack changes nothing, as in etcd: letting one unpause a probe made
+    // every duplicated ack another append, and so another ack (part of the storm of the
+    // simulator's seed 7301976). A heartbeat response unpauses a probe instead.
     if (!pr.maybeUpdate(m.index)) return;
     switch (pr.state) {
       case ProgressState.Probe:
