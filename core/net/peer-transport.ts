@@ -289,7 +289,7 @@ class PeerSender {
 
   /** Writes what is queued now rather than at the end of the turn (nothing if not connected or waiting for drain). */
   flushNow(): void {
-    if (!this.waitingDrain) this.flush();
+    this.flush();
   }
 
   private scheduleFlush(): void {
@@ -303,6 +303,8 @@ class PeerSender {
   }
 
   private flush(): void {
+    // A flush scheduled before flushNow() filled the socket: wait for 'drain' like the rest.
+    if (this.waitingDrain) return;
     const L = this.t.limits;
     while (this.state === 'open' && this.channel !== undefined && this.queue.length > 0) {
       let n = 0;

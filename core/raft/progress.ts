@@ -25,11 +25,12 @@ export class Inflights {
   count = 0;
   /**
    * The window in use, at most `capacity`: back to RESTART_WINDOW messages when replication
-   * restarts, doubled by each acknowledgement (as TCP's slow start). A network that reorders
+   * restarts, doubled by each acknowledgement (so full again after six). A network that reorders
    * turns a full window of one-entry appends into a mix of accepts and rejects; each reject
    * sends the leader back to probing and each accept after it would resend the whole window, so
    * a follower catching up N entries cost about N × capacity messages (the simulator's seeds
-   * 7301976 and 7301983: over 50,000 a second). Starting small keeps each flap to a few.
+   * 7301976 and 7301983: over 50,000 a second). The restart at a few messages is what bounds
+   * each flap.
    */
   private window: number;
   constructor(readonly capacity: number) {

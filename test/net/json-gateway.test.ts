@@ -152,6 +152,42 @@ t.test('POST /v3/watch streams a line per response until the client leaves', asy
   t.same([bad.status, bad.json.error], [400, 'body.create_request.key: expected a base64 string, got 7']);
 });
 
+t.test('a watch body whose first watcher is refused (compacted) keeps serving the next; no write after the end', async (t) => {
+  // Once crashed the process: the first watcher's cancel ended the response, and the second's
+  // answer was then written to an ended response (an unhandled 'error').
+  await grpcClient.put('gw/mix').value('1');
+  const rev = (await post('/v3/kv/put', { key: b64('gw/mix'), value: b64('2') })).json.header.revision as string;
+  t.equal((await post('/v3/kv/compaction', { revision: rev })).status, 200);
+  const lines: Array<Record<string, any>> = [];
+  const req = httpRequest(`${base}/v3/watch`, { method: 'POST' });
+  req.on('response', (res) => {
+    let buf = '';
+    res.setEncoding('utf8');
+    res.on('data', (d: string) => {
+      buf += d;
+      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+        lines.push(JSON.parse(buf.slice(0, i)) as Record<string, any>);
+        buf = buf.slice(i + 1);
+      }
+    });
+  });
+  req.on('error', () => undefined);
+  req.end(`${JSON.stringify({ create_request: { key: b64('gw/mix'), start_revision: '1' } })}\n${JSON.stringify({ create_request: { key: b64('gw/mix2') } })}\n`);
+  const until = async (f: () => boolean): Promise<void> => {
+    for (let i = 0; i < 300 && !f(); i++) await new Promise((r) => setTimeout(r, 10));
+  };
+  await until(() => lines.filter((l) => l.result.created === true).length >= 2);
+  t.ok(lines.some((l) => l.result.canceled === true && l.result.compact_revision === rev), 'the compacted watch is refused');
+  await grpcClient.put('gw/mix2').value('x');
+  await until(() => lines.some((l) => l.result.events !== undefined));
+  t.equal(Buffer.from(lines.find((l) => l.result.events !== undefined)!.result.events[0].kv.value, 'base64').toString(), 'x', 'the second watcher still gets its events');
+  req.destroy();
+  await until(() => server.watcherCount === 0);
+  t.equal(server.watcherCount, 0);
+  t.equal((await post('/v3/constructor', {})).status, 404, 'an inherited property name is not a route');
+  t.equal((await post('/v3/__proto__', {})).status, 404);
+});
+
 t.test('POST /v3/lease/keepalive answers each request with a line, then the response ends', async (t) => {
   const grant = await post('/v3/lease/grant', { TTL: 30 });
   const id = grant.json.ID as string;

@@ -251,9 +251,11 @@ export class JsonGateway {
       return;
     }
     const prefix = PREFIXES.find((p) => path.startsWith(p));
-    const streamed = prefix === undefined ? undefined : STREAM_ROUTES[path.slice(prefix.length)];
+    const name = prefix === undefined ? undefined : path.slice(prefix.length);
+    // Own properties only: "/v3/constructor" is not a route.
+    const streamed = name !== undefined && Object.hasOwn(STREAM_ROUTES, name) ? STREAM_ROUTES[name] : undefined;
     if (streamed !== undefined && req.method === 'POST') return this.stream(streamed, req, res);
-    const route = prefix === undefined ? undefined : ROUTES[path.slice(prefix.length)];
+    const route = name !== undefined && Object.hasOwn(ROUTES, name) ? ROUTES[name] : undefined;
     if (route === undefined) return sendError(res, grpc.status.NOT_FOUND, `Not Found: ${path}`);
     if (req.method !== 'POST') {
       const message = `method ${req.method ?? ''} not allowed: the gateway takes POST`;
@@ -290,10 +292,13 @@ export class JsonGateway {
     const requestType = this.root.lookupType(methodDef.requestType);
     const responseType = this.root.lookupType(methodDef.responseType);
     let requests: Uint8Array[];
+    // Watchers this body creates: the response ends once every one of them is cancelled.
+    let live = 0;
     try {
       // One JSON value, or one per line as grpc-gateway reads a client stream.
       const values = body.trim() === '' ? [] : isJson(body) ? [body] : body.split('\n').filter((l) => l.trim() !== '');
       requests = values.map((v) => encodeJsonRequest(requestType, v));
+      if (method === 'Watch') live = requests.filter((r) => (requestType.decode(r) as unknown as { create_request?: unknown }).create_request != null).length;
     } catch (e) {
       if (e instanceof BadRequest) return sendError(res, grpc.status.INVALID_ARGUMENT, e.message);
       throw e;
@@ -308,23 +313,32 @@ export class JsonGateway {
     }
     // An HTTP client cannot add watchers once its body is sent: when the last one is cancelled
     // (compacted start, too slow, refused), the response ends.
-    let live = 0;
+    // Once the response has ended nothing more may be written (Node would emit an error on
+    // `res`): a later watcher's answer, or an event racing the end, is dropped.
+    const ended = (): boolean => res.writableEnded || res.destroyed;
     const stream = this.invoker.openGatewayStream(method, `${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? 0}`, {
       write: (bytes, sent) => {
+        if (ended()) return sent();
         const json = decodeJsonResponse(responseType, bytes);
         res.write(`{"result":${json}}\n`, () => sent());
         if (!watch) return;
-        const r = JSON.parse(json) as { created?: boolean; canceled?: boolean };
-        if (r.created === true && r.canceled !== true) live++;
-        else if (r.canceled === true && r.created !== true) live--;
-        if (r.canceled === true && live <= 0) res.end();
+        const r = JSON.parse(json) as { canceled?: boolean };
+        if (r.canceled === true && --live <= 0) {
+          res.end();
+          stream.close();
+        }
       },
-      end: () => res.end(),
+      end: () => {
+        if (!ended()) res.end();
+      },
       fail: (status) => {
+        if (ended()) return;
         const httpCode = HTTP_STATUS[status.code] ?? 500;
         res.end(`${JSON.stringify({ error: { grpc_code: status.code, http_code: httpCode, message: status.details, http_status: STATUS_CODES[httpCode] } })}\n`);
       },
     });
+    // A socket error after the client left must not become an uncaught 'error' event.
+    res.on('error', () => stream.close());
     res.once('close', () => stream.close());
     for (const r of requests) stream.request(r);
     // grpc-gateway half-closes once the body is read. A watch goes on regardless (as etcd's
