@@ -101,11 +101,12 @@ t.test('errors: etcd\'s code and message under the HTTP status grpc-gateway uses
   t.equal(await grpcClient.get('gw/a').string(), 'one', 'still serving gRPC');
 });
 
-t.test('POST /v3/watch streams a line per response until the client leaves', async (t) => {
+/** A streamed gateway request: its status, the JSON lines so far, and a wait for a condition on them. */
+function streamRequest(path: string, body: string) {
   const lines: Array<Record<string, any>> = [];
   let onLine: (() => void) | undefined;
-  const req = httpRequest(`${base}/v3/watch`, { method: 'POST' });
-  const response = new Promise<number>((resolve) => {
+  const req = httpRequest(`${base}${path}`, { method: 'POST' });
+  const status = new Promise<number>((resolve) => {
     req.on('response', (res) => {
       let buf = '';
       res.setEncoding('utf8');
@@ -121,12 +122,20 @@ t.test('POST /v3/watch streams a line per response until the client leaves', asy
     });
   });
   req.on('error', () => undefined);
-  req.end(JSON.stringify({ create_request: { key: b64('gw/w'), prev_kv: true } }));
-  const linesAtLeast = (n: number) => new Promise<void>((resolve) => {
-    const check = () => lines.length >= n && resolve();
+  req.end(body);
+  // Gives up after 5 s, so the assertions that follow say what is missing.
+  const until = (f: (lines: Array<Record<string, any>>) => boolean) => new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 5_000);
+    const check = () => f(lines) && (clearTimeout(timer), resolve());
     onLine = check;
     check();
   });
+  return { req, status, lines, until };
+}
+
+t.test('POST /v3/watch streams a line per response until the client leaves', async (t) => {
+  const { req, status: response, lines, until } = streamRequest('/v3/watch', JSON.stringify({ create_request: { key: b64('gw/w'), prev_kv: true } }));
+  const linesAtLeast = (n: number) => until((l) => l.length >= n);
   t.equal(await response, 200);
   await linesAtLeast(1);
   t.equal(lines[0]!.result.created, true);
@@ -158,28 +167,14 @@ t.test('a watch body whose first watcher is refused (compacted) keeps serving th
   await grpcClient.put('gw/mix').value('1');
   const rev = (await post('/v3/kv/put', { key: b64('gw/mix'), value: b64('2') })).json.header.revision as string;
   t.equal((await post('/v3/kv/compaction', { revision: rev })).status, 200);
-  const lines: Array<Record<string, any>> = [];
-  const req = httpRequest(`${base}/v3/watch`, { method: 'POST' });
-  req.on('response', (res) => {
-    let buf = '';
-    res.setEncoding('utf8');
-    res.on('data', (d: string) => {
-      buf += d;
-      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-        lines.push(JSON.parse(buf.slice(0, i)) as Record<string, any>);
-        buf = buf.slice(i + 1);
-      }
-    });
-  });
-  req.on('error', () => undefined);
-  req.end(`${JSON.stringify({ create_request: { key: b64('gw/mix'), start_revision: '1' } })}\n${JSON.stringify({ create_request: { key: b64('gw/mix2') } })}\n`);
+  const { req, lines, until: untilLine } = streamRequest('/v3/watch', `${JSON.stringify({ create_request: { key: b64('gw/mix'), start_revision: '1' } })}\n${JSON.stringify({ create_request: { key: b64('gw/mix2') } })}\n`);
   const until = async (f: () => boolean): Promise<void> => {
     for (let i = 0; i < 300 && !f(); i++) await new Promise((r) => setTimeout(r, 10));
   };
-  await until(() => lines.filter((l) => l.result.created === true).length >= 2);
+  await untilLine((l) => l.filter((x) => x.result.created === true).length >= 2);
   t.ok(lines.some((l) => l.result.canceled === true && l.result.compact_revision === rev), 'the compacted watch is refused');
   await grpcClient.put('gw/mix2').value('x');
-  await until(() => lines.some((l) => l.result.events !== undefined));
+  await untilLine((l) => l.some((x) => x.result.events !== undefined));
   t.equal(Buffer.from(lines.find((l) => l.result.events !== undefined)!.result.events[0].kv.value, 'base64').toString(), 'x', 'the second watcher still gets its events');
   req.destroy();
   await until(() => server.watcherCount === 0);
