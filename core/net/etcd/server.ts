@@ -67,7 +67,7 @@ export interface EtcdServerOptions {
 
 type Obj = Record<string, unknown>;
 
-/** Where a gateway watch's encoded responses go (json-gateway.ts writes them as JSON lines). */
+/** Where a gateway stream's encoded responses go (json-gateway.ts writes them as JSON lines). */
 export interface GatewayStreamOutput {
   /** `sent`: once the bytes have left (the stream's flow control counts until then). */
   write(bytes: Buffer, sent: () => void): void;
