@@ -29,6 +29,8 @@ export interface Member {
   dataDir: string;
   proc: ChildProcess;
   logTail: string[];
+  /** picloud only: the member's /metrics (Raft counters). */
+  metricsUrl?: string;
 }
 
 export interface BenchCluster {
@@ -150,6 +152,7 @@ export async function startPicloud(opts: PicloudOptions): Promise<BenchCluster> 
         ...(opts.agentArgs ?? []),
       ];
       const m = spawnMember(name, process.execPath, args, `127.0.0.1:${ports.client}`, dataDir);
+      m.metricsUrl = `http://127.0.0.1:${ports.http}/metrics`;
       members.push(m);
       await waitReady(m, ports.http);
       if (i === 1) token = readFileSync(join(dataDir, 'token'), 'utf8').trim();

@@ -19,6 +19,8 @@ export interface ProbeCluster {
   dataDirs: string[];
   /** The recent log lines of each member, same order. */
   logTails: string[][];
+  /** picloud only: each member's /metrics, same order. */
+  metricsUrls: (string | undefined)[];
 }
 
 export function parseSystem(arg: string | undefined): SystemName {
@@ -40,7 +42,7 @@ export async function withProbeCluster(system: SystemName, writerChannels: numbe
     await writer.connect();
     const leader = writer.endpoint;
     const order = [...cluster.members].sort((a, b) => Number(b.clientEndpoint === leader) - Number(a.clientEndpoint === leader));
-    await fn({ writer, pids: order.map((m) => m.proc.pid!), endpoints: order.map((m) => m.clientEndpoint), dataDirs: order.map((m) => m.dataDir), logTails: order.map((m) => m.logTail) });
+    await fn({ writer, pids: order.map((m) => m.proc.pid!), endpoints: order.map((m) => m.clientEndpoint), dataDirs: order.map((m) => m.dataDir), logTails: order.map((m) => m.logTail), metricsUrls: order.map((m) => m.metricsUrl) });
   } finally {
     writer.close();
     await cluster.stop();

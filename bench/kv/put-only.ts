@@ -4,7 +4,7 @@
  * each member's CPU per put split by thread (the main thread, then every other thread by id) and
  * its threads' sleeps per put (voluntary context switches, each followed by a wake-up)
  * (Node names them all "node": V8's GC helpers, libuv's pool, LevelDB's compaction thread; etcd's
- * Go threads appear under their own name). For working on CPU per put; ratios still come from
+ * Go threads appear under their own name), its read and write syscalls per put, and (picloud) its Ready cycles, Raft log saves and peer messages per put. For working on CPU per put; ratios still come from
  * `npm run bench -- kv`. PICLOUD_NODE_ARGS='--flag …' passes node flags to the picloud members.
  */
 import { readFileSync, readdirSync } from 'node:fs';
@@ -51,26 +51,47 @@ function voluntarySwitches(pid: number): number {
   return n;
 }
 
+/** Read- and write-family syscalls of a process so far (/proc/PID/io): socket reads and writes, LevelDB's files. */
+function syscalls(pid: number): { reads: number; writes: number } {
+  const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+  return { reads: Number(/syscr:\s+(\d+)/.exec(io)?.[1] ?? NaN), writes: Number(/syscw:\s+(\d+)/.exec(io)?.[1] ?? NaN) };
+}
+
+/** picloud's Ready-loop counters, per put: how well proposals batch (undefined for etcd). */
+const RAFT_COUNTERS = { readies: 'picloud_raft_ready_total', saves: 'picloud_raft_saves_total', messages: 'picloud_raft_messages_sent_total' } as const;
+type RaftCounts = Record<keyof typeof RAFT_COUNTERS, number>;
+
+async function raftCounts(url: string | undefined): Promise<RaftCounts | undefined> {
+  if (url === undefined) return undefined;
+  const text = await (await fetch(url)).text();
+  const read = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  return { readies: read(RAFT_COUNTERS.readies), saves: read(RAFT_COUNTERS.saves), messages: read(RAFT_COUNTERS.messages) };
+}
+
 async function main(): Promise<void> {
   const system = parseSystem(process.argv[2]);
   const inFlight = Number(process.argv[3] ?? 64);
   const seconds = Number(process.argv[4] ?? 15);
   if (!(Number.isInteger(inFlight) && inFlight >= 1 && inFlight <= 1024)) throw new Error('IN_FLIGHT must be 1..1024');
   if (!(seconds > 0 && seconds <= 300)) throw new Error('SECONDS must be in (0, 300]');
-  await withProbeCluster(system, 8, async ({ writer, pids }) => {
+  await withProbeCluster(system, 8, async ({ writer, pids, metricsUrls }) => {
     const value = benchValue();
     for (let round = 1; round <= 2; round++) {
       // Warmed up apart, so the thread counters below cover the measured puts only.
       await putPhase(writer, inFlight, { warmupMs: 0, durationMs: WARMUP_MS, maxOps: Number.MAX_SAFE_INTEGER }, pids, value);
       const before = pids.map(threadCpuMs);
       const switchesBefore = pids.map(voluntarySwitches);
+      const syscallsBefore = pids.map(syscalls);
+      const countsBefore = await Promise.all(metricsUrls.map(raftCounts));
       const clientBefore = process.cpuUsage();
       const r = await putPhase(writer, inFlight, { warmupMs: 0, durationMs: seconds * 1000, maxOps: Number.MAX_SAFE_INTEGER }, pids, value);
       const after = pids.map(threadCpuMs);
       const switchesAfter = pids.map(voluntarySwitches);
+      const syscallsAfter = pids.map(syscalls);
+      const countsAfter = await Promise.all(metricsUrls.map(raftCounts));
       const client = process.cpuUsage(clientBefore);
       const clientUs = (client.user + client.system) / r.ops;
-      process.stdout.write(`${system} round ${round}: ${inFlight} in flight, ${r.opsPerSec.toFixed(0)} puts/s, p99 ${r.latency.p99Ms.toFixed(1)} ms, all members ${((r.memberCpuMsPerOp ?? NaN) * 1000).toFixed(0)} µs CPU per put, the client ${clientUs.toFixed(0)} µs\n`);
+      process.stdout.write(`${system} round ${round}: ${inFlight} in flight, ${r.opsPerSec.toFixed(0)} puts/s, p50 ${r.latency.p50Ms.toFixed(1)} / p99 ${r.latency.p99Ms.toFixed(1)} / max ${r.latency.maxMs.toFixed(1)} ms, all members ${((r.memberCpuMsPerOp ?? NaN) * 1000).toFixed(0)} µs CPU per put, the client ${clientUs.toFixed(0)} µs\n`);
       pids.forEach((_, i) => {
         const perPut = (name: string, ms: number): number => ((ms - (before[i]!.get(name) ?? 0)) * 1000) / r.ops;
         const parts = [...after[i]!].filter(([name]) => name !== MAIN_SYSTEM).map(([name, ms]) => [name, perPut(name, ms)] as const)
@@ -79,7 +100,14 @@ async function main(): Promise<void> {
         const kernel = perPut(MAIN_SYSTEM, after[i]!.get(MAIN_SYSTEM) ?? 0);
         const shown = parts.map(([n, us]) => `${n} ${us.toFixed(0)}${n === 'main' ? ` (kernel ${kernel.toFixed(0)})` : ''}`);
         const sleeps = (switchesAfter[i]! - switchesBefore[i]!) / r.ops;
-        process.stdout.write(`  ${i === 0 ? 'leader  ' : 'follower'} ${total.toFixed(0)} µs, ${sleeps.toFixed(2)} sleeps: ${shown.join(', ')}\n`);
+        const reads = (syscallsAfter[i]!.reads - syscallsBefore[i]!.reads) / r.ops;
+        const writes = (syscallsAfter[i]!.writes - syscallsBefore[i]!.writes) / r.ops;
+        const b = countsBefore[i];
+        const a = countsAfter[i];
+        const raft = a && b ? `, ${((a.readies - b.readies) / r.ops).toFixed(2)} Readies, ${((a.saves - b.saves) / r.ops).toFixed(2)} saves, ${((a.messages - b.messages) / r.ops).toFixed(2)} messages` : '';
+        process.stdout.write(
+          `  ${i === 0 ? 'leader  ' : 'follower'} ${total.toFixed(0)} µs, ${sleeps.toFixed(2)} sleeps, ${reads.toFixed(2)} reads, ${writes.toFixed(2)} writes${raft}: ${shown.join(', ')}\n`,
+        );
       });
     }
   });
