@@ -18,6 +18,8 @@ export type NetErrorCode =
   | 'ERR_VERSION'
   | 'ERR_HANDSHAKE_TIMEOUT'
   | 'ERR_CONNECTION_CLOSED'
+  /** We kept writing to a peer that stayed silent: the connection is presumed stalled. */
+  | 'ERR_PEER_STALLED'
   | 'ERR_TOKEN_FORMAT'
   | 'ERR_TOKEN_VERSION'
   | 'ERR_TOKEN_DIGEST'

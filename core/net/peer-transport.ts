@@ -9,6 +9,14 @@
  * A broken connection drops what was queued, reports the peer unreachable (Raft then probes
  * instead of streaming) and is redialed after an exponential backoff with full jitter.
  *
+ * Stalls: a connection across a network partition does not break, it stalls (TCP retransmits
+ * with a timeout that doubles up to two minutes, and keep-alives do not run while data is
+ * unacknowledged), so after the network heals it could stay silent for as long again. Raft
+ * answers everything a peer is sent (heartbeats every tick), so when we have written to a peer
+ * and heard nothing from it for STALL_TIMEOUT_MS, both our connection to it and its connection
+ * to us are closed: each side then redials, and a new connection works as soon as the network
+ * does. (etcd's peers do the same with a 5 s read deadline on their streams.)
+ *
  * Receiving: connections accepted on the peer port are receive-only; each must finish the
  * handshake within HANDSHAKE_TIMEOUT_MS, names its node id in the handshake, and may only
  * deliver messages from that id to us. Anything else closes that connection and nothing more.
@@ -34,6 +42,12 @@ export const MAX_BATCH_BYTES = 4 * 1024 * 1024;
 export const RECONNECT_BASE_MS = 50;
 export const RECONNECT_MAX_MS = 5_000;
 export const CONNECT_TIMEOUT_MS = 3_000;
+/**
+ * Written to, silent since, for this long: the connection is presumed stalled. etcd's peers
+ * use the same 5 s; it stays above a healthy member's long pauses (a follower answers only
+ * after its fsync, which an SD card can hold for seconds), where closing would cost a redial.
+ */
+export const STALL_TIMEOUT_MS = 5_000;
 /** Accepted connections, authenticated or not; more are closed on arrival. */
 export const MAX_INBOUND_CONNECTIONS = 128;
 
@@ -45,6 +59,7 @@ export interface PeerTransportLimits {
   reconnectMaxMs: number;
   connectTimeoutMs: number;
   handshakeTimeoutMs: number;
+  stallTimeoutMs: number;
   maxInboundConnections: number;
   maxFrameBytes: number;
 }
@@ -57,6 +72,7 @@ export const DEFAULT_PEER_TRANSPORT_LIMITS: Readonly<PeerTransportLimits> = Obje
   reconnectMaxMs: RECONNECT_MAX_MS,
   connectTimeoutMs: CONNECT_TIMEOUT_MS,
   handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
+  stallTimeoutMs: STALL_TIMEOUT_MS,
   maxInboundConnections: MAX_INBOUND_CONNECTIONS,
   maxFrameBytes: MAX_FRAME_BYTES,
 });
@@ -101,6 +117,8 @@ export interface PeerStats {
   droppedTooLarge: number;
   connects: number;
   connectFailures: number;
+  /** Connections closed because the peer stayed silent while we wrote to it. */
+  stalls: number;
 }
 
 export interface TransportStats {
@@ -139,7 +157,9 @@ class PeerSender {
   private flushScheduled = false;
   private waitingDrain = false;
   private reportedUnreachable = false;
-  readonly stats = { sentMessages: 0, sentBatches: 0, droppedQueueFull: 0, droppedUnreachable: 0, droppedTooLarge: 0, connects: 0, connectFailures: 0 };
+  /** When we first wrote on this connection without hearing from the peer since; undefined: answered. */
+  private unansweredSince: number | undefined;
+  readonly stats = { sentMessages: 0, sentBatches: 0, droppedQueueFull: 0, droppedUnreachable: 0, droppedTooLarge: 0, connects: 0, connectFailures: 0, stalls: 0 };
 
   constructor(
     readonly id: NodeId,
@@ -189,6 +209,21 @@ class PeerSender {
     this.state = 'idle';
     this.reportedUnreachable = false;
     this.connect();
+  }
+
+  /** A frame from the peer arrived: it is answering what we write. */
+  heard(): void {
+    this.unansweredSince = undefined;
+  }
+
+  /** True if the connection was closed as stalled (see the file comment); it is being redialed. */
+  closeIfStalled(now: number): boolean {
+    if (this.state !== 'open' || this.unansweredSince === undefined) return false;
+    const silentMs = now - this.unansweredSince;
+    if (silentMs < this.t.limits.stallTimeoutMs) return false;
+    this.stats.stalls++;
+    this.onDisconnect(new NetError('ERR_PEER_STALLED', `nothing heard from the peer ${Math.round(silentMs)} ms after writing to it; redialing`));
+    return true;
   }
 
   snapshot(): PeerStats {
@@ -248,6 +283,7 @@ class PeerSender {
           }
           this.channel = channel;
           this.state = 'open';
+          this.unansweredSince = undefined;
           this.attempt = 0;
           this.reportedUnreachable = false;
           this.stats.connects++;
@@ -326,6 +362,7 @@ class PeerSender {
       }
       this.stats.sentBatches++;
       this.stats.sentMessages += n;
+      this.unansweredSince ??= performance.now();
       if (!ok) {
         const channel = this.channel;
         this.waitingDrain = true;
@@ -355,6 +392,7 @@ export class PeerTransport {
   /** The authenticated inbound channel of each peer (a newer one replaces an older one). */
   private readonly inboundByPeer = new Map<NodeId, SecureChannel>();
   private closed = false;
+  private stallTimer: NodeJS.Timeout | undefined;
   private readonly stats_ = { receivedMessages: 0, receivedBatches: 0, rejectedHandshakes: 0, badFrames: 0, misaddressed: 0, droppedNoPeer: 0 };
 
   constructor(opts: PeerTransportOptions) {
@@ -395,6 +433,19 @@ export class PeerTransport {
     const sender = new PeerSender(id, parseHostPort(address), address, this);
     this.peers.set(id, sender);
     sender.start();
+    this.stallTimer ??= setInterval(() => this.closeStalled(), Math.max(10, this.limits.stallTimeoutMs / 4)).unref();
+  }
+
+  /** Closes both directions with every peer that went silent while we wrote to it (file comment). */
+  private closeStalled(): void {
+    const now = performance.now();
+    for (const [id, p] of this.peers) {
+      if (!p.closeIfStalled(now)) continue;
+      // Its connection to us may be the stalled one (our answers reach it, its answers do
+      // not): closing our end makes it redial too.
+      this.inboundByPeer.get(id)?.close();
+      this.inboundByPeer.delete(id);
+    }
   }
 
   removePeer(id: NodeId): void {
@@ -456,6 +507,7 @@ export class PeerTransport {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.stallTimer);
     for (const p of this.peers.values()) p.close();
     this.peers.clear();
     for (const s of this.inbound) s.destroy();
@@ -519,6 +571,7 @@ export class PeerTransport {
     // Throws NetError on a bad batch: the channel closes with it.
     const messages = decodeMessageBatch(plain);
     this.stats_.receivedBatches++;
+    this.peers.get(from)?.heard();
     for (const m of messages) {
       if (m.from !== from || m.to !== this.nodeId) {
         this.stats_.misaddressed++;

@@ -9,11 +9,9 @@
 import t from 'tap';
 import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { checkLinearizability } from '../../core/sim/linearizability.js';
-import { HistoryRecorder } from '../../core/sim/history.js';
 import { Prng } from '../../core/sim/prng.js';
 import { AgentCluster, AgentProc, hasEtcdctl, hashKvOfEachAgent } from '../helpers/agents.js';
-import { SimpleKv, writeNotApplied } from '../helpers/kv-client.js';
+import { FaultWorkload } from '../helpers/fault-workload.js';
 
 const ROUNDS = 20;
 const TICK_MS = 50;
@@ -22,8 +20,6 @@ const ELECTION_TICKS = 10;
 const ELECTION_TIMEOUT_MS = TICK_MS * ELECTION_TICKS;
 /** Followers campaign after up to twice the base timeout; "three election timeouts" uses that maximum. */
 const ELECTION_TIMEOUT_MAX_MS = 2 * ELECTION_TIMEOUT_MS;
-const CLIENTS = 4;
-const KEYS = ['k0', 'k1', 'k2'];
 const TEST_DEADLINE_MS = 150_000;
 /**
  * Far below the defaults, so the log is compacted many times a run and a follower that was
@@ -57,63 +53,8 @@ t.test('linearizable under kill -9 of the leader, SIGSTOP of a follower and rest
   t.teardown(() => cluster.stopAll());
   await cluster.startCluster(['f1', 'f2', 'f3']);
   const rng = new Prng(Number(process.env.FAULT_SEED ?? 42));
-  const history = new HistoryRecorder();
-  const now = (): number => performance.now();
-  let running = true;
-  let writes = 0;
-  let refusedWrites = 0;
-
-  const clients = Array.from({ length: CLIENTS }, (_, c) => {
-    const conns = cluster.agents.map((a) => new SimpleKv(`127.0.0.1:${a.ports.client}`));
-    return { id: c, conns };
-  });
-  t.teardown(() => clients.forEach((c) => c.conns.forEach((k) => k.close())));
-
-  const worker = async (c: (typeof clients)[number]): Promise<void> => {
-    let n = 0;
-    while (running) {
-      const kv = c.conns[rng.int(c.conns.length)]!;
-      const key = rng.pick(KEYS);
-      const roll = rng.next();
-      if (roll < 0.4) {
-        const h = history.invoke(c.id, key, 'get', {}, now());
-        try {
-          history.ok(h, { value: await kv.get(key) }, now());
-        } catch {
-          history.fail(h, now()); // a failed read changed nothing
-        }
-      } else if (roll < 0.75) {
-        const value = `c${c.id}-${n++}`;
-        const h = history.invoke(c.id, key, 'put', { value }, now());
-        try {
-          await kv.put(key, value);
-          history.ok(h, {}, now());
-          writes++;
-        } catch (e) {
-          // Refused before any log held it: failed. Otherwise it may or may not have been applied.
-          if (writeNotApplied(e)) {
-            history.fail(h, now());
-            refusedWrites++;
-          } else history.indeterminate(h);
-        }
-      } else {
-        const value = `c${c.id}-${n++}`;
-        const expected = rng.chance(0.5) ? null : `c${rng.int(CLIENTS)}-${rng.int(Math.max(1, n))}`;
-        const h = history.invoke(c.id, key, 'cas', { expected, value }, now());
-        try {
-          const ok = await kv.cas(key, expected, value);
-          history.ok(h, { ok }, now());
-        } catch (e) {
-          if (writeNotApplied(e)) {
-            history.fail(h, now());
-            refusedWrites++;
-          } else history.indeterminate(h);
-        }
-      }
-      await new Promise((r) => setTimeout(r, 5));
-    }
-  };
-  const workers = clients.map((c) => worker(c));
+  const workload = new FaultWorkload(cluster.agents.map((a) => `127.0.0.1:${a.ports.client}`), rng);
+  t.teardown(() => workload.close());
 
   const electionTimes: number[] = [];
   const actions: string[] = [];
@@ -145,7 +86,7 @@ t.test('linearizable under kill -9 of the leader, SIGSTOP of a follower and rest
       cluster.kill(follower, 'SIGSTOP');
       // Push the log past it, so it needs a snapshot when it comes back even where the
       // workload alone writes too little in the pause (a slow CI machine did).
-      const filler = clients[0]!.conns[cluster.agents.indexOf(leader!)]!;
+      const filler = workload.connection(cluster.agents.indexOf(leader!));
       for (let i = 0; i < SNAPSHOT_COUNT + SNAPSHOT_CATCHUP_ENTRIES + 5; i++) await filler.put('filler', String(i)).catch(() => undefined);
       await new Promise((r) => setTimeout(r, 2 * ELECTION_TIMEOUT_MS));
       cluster.kill(follower, 'SIGCONT');
@@ -159,59 +100,17 @@ t.test('linearizable under kill -9 of the leader, SIGSTOP of a follower and rest
     }
     for (const a of cluster.agents) if (alive(a)) await cluster.ready(a, 20_000);
   }
-  running = false;
-  await Promise.all(workers);
-
-  // Final linearizable reads of every key are part of the history: a lost acknowledged
-  // write would make them unexplainable.
   for (const a of cluster.agents) await cluster.ready(a, 20_000);
-  const finalKv = clients[0]!.conns[0]!;
-  for (const key of KEYS) {
-    for (let attempt = 0; attempt < 20; attempt++) {
-      const h = history.invoke(99, key, 'get', {}, now());
-      try {
-        history.ok(h, { value: await finalKv.get(key) }, now());
-        break;
-      } catch {
-        history.fail(h, now());
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    }
-  }
+  await workload.stop();
 
   // Every member ends with the same key space (snapshot installs and restarts included).
   const end = await hashKvOfEachAgent(cluster, [], 20_000);
   t.equal(new Set(end.revisions).size, 1, `members caught up to one revision (${end.revisions.join(', ')})`);
   t.equal(new Set(end.hashes).size, 1, `and hash their key space alike (etcdctl endpoint hashkv: ${end.hashes.join(', ')})`);
 
-  if (process.env.FAULT_HISTORY_OUT) writeFileSync(process.env.FAULT_HISTORY_OUT, JSON.stringify(history.ops));
-  const acked = history.ops.filter((o) => o.status === 'ok').length;
+  if (process.env.FAULT_HISTORY_OUT) writeFileSync(process.env.FAULT_HISTORY_OUT, JSON.stringify(workload.history.ops));
   t.ok(actions.length >= ROUNDS, `${actions.length} fault rounds: ${actions.join('; ')}`);
-  const indeterminate = history.ops.filter((o) => o.status === 'indeterminate').length;
-  t.ok(writes > 50, `${writes} acknowledged puts, ${acked} acknowledged operations of ${history.ops.length}; ${refusedWrites} writes refused before the log, ${indeterminate} indeterminate`);
-  const result = checkLinearizability(history.ops);
-  t.equal(result.verdict, 'ok', `history of ${history.ops.length} ops is linearizable${result.verdict === 'violation' ? ': ' + JSON.stringify(result.keys.find((k) => k.verdict !== 'ok')?.detail) : ''}`);
-  // Teeth: the same history with one read turned stale must be reported as a violation.
-  // Stale means provably overwritten: W1 acknowledged, then a second acknowledged write W2
-  // invoked after W1 returned and finished before the read began (values are unique, so
-  // nothing can have written W1's value again). The earliest such read is used: refuting a
-  // read late in a long history with many indeterminate writes exceeds the search budget
-  // ('unknown', never 'ok').
-  const written = (o: (typeof history.ops)[number]): string | undefined =>
-    o.status === 'ok' && (o.op === 'put' || (o.op === 'cas' && o.output?.ok === true)) ? (o.input.value ?? undefined) : undefined;
-  let tamperedCaught: boolean | undefined;
-  const reads = history.ops.filter((o) => o.op === 'get' && o.status === 'ok').sort((a, b) => a.call - b.call);
-  for (const read of reads) {
-    const w1 = history.ops.find((a) => a.key === read.key && written(a) !== undefined && written(a) !== read.output?.value &&
-      history.ops.some((b) => b.key === read.key && written(b) !== undefined && b !== a && b.call > a.return! && b.return! < read.call));
-    if (!w1) continue;
-    const tampered = history.ops.map((o) => (o === read ? { ...o, output: { value: written(w1)! } } : o));
-    const verdict = checkLinearizability(tampered).verdict;
-    tamperedCaught = verdict === 'violation';
-    t.ok(tamperedCaught, `a read of ${read.key} turned stale (${written(w1)}) is caught (verdict ${verdict})`);
-    break;
-  }
-  t.not(tamperedCaught, undefined, 'found a provably stale value to tamper with');
+  workload.check(t, 50);
   // The comment on SNAPSHOT_COUNT holds only if snapshots were made and sent under the kills.
   const snapshotFiles = cluster.agents.map((a) => readdirSync(join(a.dataDir, 'raft', 'snap')).filter((f) => f.endsWith('.snap')));
   t.ok(snapshotFiles.some((fs) => fs.length > 0), `snapshots were made for lagging followers: ${snapshotFiles.map((fs) => fs.join(' ') || 'none').join('; ')}`);

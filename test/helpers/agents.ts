@@ -1,6 +1,8 @@
 /**
- * Test fixture: real `picloud-node agent` processes on loopback with free ports, a shared
- * token, readiness waits, and kill/stop/restart by PID. Every process is killed in teardown.
+ * Test fixture: real `picloud-node agent` processes with free ports, a shared token, readiness
+ * waits, and kill/stop/restart by PID. Every process is killed in teardown. Agents run on
+ * loopback unless given a host of their own (an address and a command prefix that runs there,
+ * e.g. a network namespace from netns.ts).
  */
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -29,6 +31,16 @@ export interface AgentProc {
   ports: AgentPorts;
   proc?: ChildProcess;
   log: string[];
+  /** The address it binds and is reached at (default 127.0.0.1). */
+  host: string;
+  /** A command prefix that runs the agent where `host` is (e.g. `ip netns exec NS`). */
+  wrap?: string[];
+}
+
+/** Where an agent runs when not on loopback. */
+export interface AgentHost {
+  host: string;
+  wrap: string[];
 }
 
 export class AgentCluster {
@@ -38,26 +50,28 @@ export class AgentCluster {
 
   constructor(private readonly extraArgs: string[] = ['--tick-ms', '50']) {}
 
-  async add(name: string): Promise<AgentProc> {
+  async add(name: string, where?: AgentHost): Promise<AgentProc> {
     const ports = { client: await freePort(), peer: await freePort(), gossip: await freePort(), http: await freePort() };
-    const a: AgentProc = { name, dataDir: join(this.root, name), ports, log: [] };
+    const a: AgentProc = { name, dataDir: join(this.root, name), ports, log: [], host: where?.host ?? '127.0.0.1', wrap: where?.wrap };
     this.agents.push(a);
     return a;
   }
 
   args(a: AgentProc, bootstrap: boolean): string[] {
     const base = [
-      'agent', '--name', a.name, '--data-dir', a.dataDir, '--bind', '127.0.0.1',
+      'agent', '--name', a.name, '--data-dir', a.dataDir, '--bind', a.host,
       '--client-port', String(a.ports.client), '--peer-port', String(a.ports.peer),
       '--gossip-port', String(a.ports.gossip), '--http-port', String(a.ports.http), ...this.extraArgs, ...(a.extraArgs ?? []),
     ];
     if (bootstrap) return [...base, '--bootstrap'];
     const first = this.agents[0]!;
-    return [...base, '--join', `127.0.0.1:${first.ports.gossip}`, '--token', this.token];
+    return [...base, '--join', `${first.host}:${first.ports.gossip}`, '--token', this.token];
   }
 
   start(a: AgentProc, bootstrap: boolean): void {
-    const proc = spawn(process.execPath, [...(a.nodeArgs ?? []), CLI, ...this.args(a, bootstrap)], { stdio: ['ignore', 'ignore', 'pipe'] });
+    // `ip netns exec` execs the command, so the PID is the agent's either way.
+    const [cmd, ...pre] = [...(a.wrap ?? []), process.execPath];
+    const proc = spawn(cmd!, [...pre, ...(a.nodeArgs ?? []), CLI, ...this.args(a, bootstrap)], { stdio: ['ignore', 'ignore', 'pipe'] });
     proc.stderr!.on('data', (d: Buffer) => {
       a.log.push(d.toString());
       if (a.log.length > 500) a.log.shift();
@@ -70,7 +84,7 @@ export class AgentCluster {
     while (Date.now() < deadline) {
       if (a.proc && a.proc.exitCode !== null) throw new Error(`${a.name} exited: ${a.log.join('').slice(-2000)}`);
       try {
-        const r = await fetch(`http://127.0.0.1:${a.ports.http}/ready`);
+        const r = await fetch(`http://${a.host}:${a.ports.http}/ready`);
         if (r.status === 200) return;
       } catch {
         // not listening yet
@@ -81,8 +95,8 @@ export class AgentCluster {
   }
 
   /** Bootstrap the first agent, join the others, wait until all are ready and voters. */
-  async startCluster(names: string[]): Promise<void> {
-    for (const n of names) await this.add(n);
+  async startCluster(names: string[], hosts: AgentHost[] = []): Promise<void> {
+    for (const [i, n] of names.entries()) await this.add(n, hosts[i]);
     const [first, ...rest] = this.agents;
     this.start(first!, true);
     await this.ready(first!);
@@ -106,7 +120,7 @@ export class AgentCluster {
   }
 
   endpoints(agents: AgentProc[] = this.agents): string {
-    return agents.map((a) => `127.0.0.1:${a.ports.client}`).join(',');
+    return agents.map((a) => `${a.host}:${a.ports.client}`).join(',');
   }
 
   kill(a: AgentProc, signal: NodeJS.Signals = 'SIGKILL'): void {

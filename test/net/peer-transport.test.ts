@@ -186,6 +186,78 @@ t.test('a peer that connects to us is up: our reconnect to it skips the rest of 
   t.equal(got[0]!.term, 9);
 });
 
+/**
+ * A TCP relay to `target` whose connections can be frozen: a frozen connection stays open and
+ * forwards nothing either way (a partition's stalled connection); connections made after the
+ * freeze work.
+ */
+async function freezableRelay(target: string): Promise<{ port: number; freeze: () => void; connections: () => number; close: () => Promise<void> }> {
+  const [host, port] = [target.split(':')[0]!, Number(target.split(':')[1])];
+  const live: Array<{ frozen: boolean; sockets: Socket[] }> = [];
+  const server = createServer((inbound) => {
+    const c = { frozen: false, sockets: [inbound] as Socket[] };
+    const outbound = connect({ host, port });
+    c.sockets.push(outbound);
+    live.push(c);
+    for (const s of c.sockets) s.on('error', () => undefined);
+    inbound.on('data', (d) => c.frozen || outbound.write(d));
+    outbound.on('data', (d) => c.frozen || inbound.write(d));
+    // A frozen connection does not pass a close on either: it stays stalled.
+    inbound.on('close', () => c.frozen || outbound.destroy());
+    outbound.on('close', () => c.frozen || inbound.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return {
+    port: (server.address() as { port: number }).port,
+    freeze: () => live.forEach((c) => (c.frozen = true)),
+    connections: () => live.length,
+    close: () => {
+      for (const c of live) for (const s of c.sockets) s.destroy();
+      return new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+t.test('connections that stall (a partition) are closed and redialed both ways; without the stall timeout they stay silent', async (t) => {
+  const STALL_MS = 300;
+  const run = async (stallTimeoutMs: number): Promise<{ delivered: boolean; stalls: number; relayConnections: number; reconnectsOfB: number }> => {
+    const a = await node(t, 1, { ...FAST, stallTimeoutMs });
+    const b = await node(t, 2, { ...FAST, stallTimeoutMs });
+    // Both directions through relays that the test freezes, as a partition stalls both.
+    const toB = await freezableRelay(b.addr);
+    const toA = await freezableRelay(a.addr);
+    t.teardown(() => Promise.all([toB.close(), toA.close()]));
+    a.t.addPeer(2, `127.0.0.1:${toB.port}`);
+    b.t.addPeer(1, `127.0.0.1:${toA.port}`);
+    // B answers every message, as Raft answers heartbeats.
+    let seen = 0;
+    const answer = setInterval(() => {
+      while (seen < b.got.length) b.t.send([hb(2, 1, b.got[seen++]!.term)]);
+    }, 5);
+    t.teardown(() => clearInterval(answer));
+    a.t.send([hb(1, 2, 1)]);
+    await waitFor(() => a.got.length === 1, 'first round trip');
+    toB.freeze();
+    toA.freeze();
+    // A keeps writing (a leader's heartbeats); nothing it writes arrives, nothing comes back.
+    let term = 2;
+    const beat = setInterval(() => a.t.send([hb(1, 2, term++)]), 50);
+    t.teardown(() => clearInterval(beat));
+    const start = Date.now();
+    while (Date.now() - start < 6 * STALL_MS && a.got.length < 2) await new Promise((r) => setTimeout(r, 10));
+    clearInterval(beat);
+    return { delivered: a.got.length >= 2, stalls: a.t.stats().peers['2']!.stalls, relayConnections: toB.connections(), reconnectsOfB: b.t.stats().peers['1']!.connects };
+  };
+  const off = await run(60_000);
+  t.notOk(off.delivered, 'teeth: with the stall timeout out of reach, nothing gets through the stalled connections');
+  t.equal(off.stalls, 0);
+  const on = await run(STALL_MS);
+  t.ok(on.delivered, 'with it, answers flow again');
+  t.ok(on.stalls >= 1, `A closed its stalled connection (${on.stalls} stalls)`);
+  t.ok(on.relayConnections >= 2, `and redialed (${on.relayConnections} connections through the relay)`);
+  t.ok(on.reconnectsOfB >= 2, `B's connection to A was redialed too: by B's own detector or because A closed it (${on.reconnectsOfB} connects)`);
+});
+
 t.test('backoff: exponential, jittered, capped', async (t) => {
   t.equal(backoffDelayMs(0, () => 0.999, 50, 5000), 49);
   t.equal(backoffDelayMs(3, () => 0.5, 50, 5000), 200);
