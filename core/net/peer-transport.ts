@@ -11,11 +11,15 @@
  *
  * Stalls: a connection across a network partition does not break, it stalls (TCP retransmits
  * with a timeout that doubles up to two minutes, and keep-alives do not run while data is
- * unacknowledged), so after the network heals it could stay silent for as long again. Raft
- * answers everything a peer is sent (heartbeats every tick), so when we have written to a peer
- * and heard nothing from it for STALL_TIMEOUT_MS, both our connection to it and its connection
- * to us are closed: each side then redials, and a new connection works as soon as the network
- * does. (etcd's peers do the same with a 5 s read deadline on their streams.)
+ * unacknowledged), so after the network heals it could stay silent for about as long again.
+ * So the receiving side of a connection tells the sender that bytes are arriving (a sealed
+ * PROGRESS_NOTICE back on that connection, PROGRESS_NOTICES_PER_STALL_TIMEOUT times per stall
+ * timeout at most, while they do),
+ * and a sender that has written and heard no such notice for STALL_TIMEOUT_MS closes the
+ * connection and redials; the new connection works as soon as the network does. Progress is
+ * measured in bytes, not Raft answers: a 4 MiB batch on a slow link is progress long before a
+ * follower can answer it, and some Raft messages are never answered. (etcd's peers get the
+ * same from a 5 s read deadline and link heartbeats on their streams.)
  *
  * Receiving: connections accepted on the peer port are receive-only; each must finish the
  * handshake within HANDSHAKE_TIMEOUT_MS, names its node id in the handshake, and may only
@@ -43,11 +47,13 @@ export const RECONNECT_BASE_MS = 50;
 export const RECONNECT_MAX_MS = 5_000;
 export const CONNECT_TIMEOUT_MS = 3_000;
 /**
- * Written to, silent since, for this long: the connection is presumed stalled. etcd's peers
- * use the same 5 s; it stays above a healthy member's long pauses (a follower answers only
- * after its fsync, which an SD card can hold for seconds), where closing would cost a redial.
+ * Written to, no progress notice since, for this long: the connection is presumed stalled.
+ * etcd's peers use the same 5 s; above it, a receiver whose event loop is blocked (a large
+ * snapshot being decoded on a slow board) only costs a redial.
  */
 export const STALL_TIMEOUT_MS = 5_000;
+/** A receiver sends at most this many progress notices per stall timeout while bytes arrive. */
+export const PROGRESS_NOTICES_PER_STALL_TIMEOUT = 5;
 /** Accepted connections, authenticated or not; more are closed on arrival. */
 export const MAX_INBOUND_CONNECTIONS = 128;
 
@@ -105,6 +111,12 @@ export interface PeerTransportOptions {
  */
 export const REMOVED_NOTICE: Uint8Array = Buffer.from('picloud/member-removed');
 
+/**
+ * The receiving side's "your bytes are arriving", sent back on the connection (see Stalls in
+ * the file comment); sealed, so only the peer that holds the session key can say it.
+ */
+export const PROGRESS_NOTICE: Uint8Array = Buffer.from('picloud/progress');
+
 export interface PeerStats {
   address: string;
   connected: boolean;
@@ -157,7 +169,7 @@ class PeerSender {
   private flushScheduled = false;
   private waitingDrain = false;
   private reportedUnreachable = false;
-  /** When we first wrote on this connection without hearing from the peer since; undefined: answered. */
+  /** When we first wrote on this connection without a progress notice since; undefined: none pending. */
   private unansweredSince: number | undefined;
   readonly stats = { sentMessages: 0, sentBatches: 0, droppedQueueFull: 0, droppedUnreachable: 0, droppedTooLarge: 0, connects: 0, connectFailures: 0, stalls: 0 };
 
@@ -211,9 +223,9 @@ class PeerSender {
     this.connect();
   }
 
-  /** A frame from the peer arrived: it is answering what we write. */
-  heard(): void {
-    this.unansweredSince = undefined;
+  /** Restarts the stall clock (our own event loop was blocked: the silence may be ours). */
+  restartStallClock(now: number): void {
+    if (this.unansweredSince !== undefined) this.unansweredSince = now;
   }
 
   /** True if the connection was closed as stalled (see the file comment); it is being redialed. */
@@ -222,7 +234,7 @@ class PeerSender {
     const silentMs = now - this.unansweredSince;
     if (silentMs < this.t.limits.stallTimeoutMs) return false;
     this.stats.stalls++;
-    this.onDisconnect(new NetError('ERR_PEER_STALLED', `nothing heard from the peer ${Math.round(silentMs)} ms after writing to it; redialing`));
+    this.onDisconnect(new NetError('ERR_PEER_STALLED', `no progress from the peer ${Math.round(silentMs)} ms after writing to it; redialing`));
     return true;
   }
 
@@ -288,8 +300,9 @@ class PeerSender {
           this.reportedUnreachable = false;
           this.stats.connects++;
           channel.start({
-            // The receiving side answers only to say we were removed; anything else is ignored.
+            // The receiving side sends back only progress notices, and one to say we were removed.
             onFrame: (plain) => {
+              this.unansweredSince = undefined;
               if (Buffer.compare(plain, REMOVED_NOTICE) === 0) this.t.reportRemoved(this.id);
             },
             onClose: (err) => {
@@ -433,18 +446,20 @@ export class PeerTransport {
     const sender = new PeerSender(id, parseHostPort(address), address, this);
     this.peers.set(id, sender);
     sender.start();
-    this.stallTimer ??= setInterval(() => this.closeStalled(), Math.max(10, this.limits.stallTimeoutMs / 4)).unref();
-  }
-
-  /** Closes both directions with every peer that went silent while we wrote to it (file comment). */
-  private closeStalled(): void {
-    const now = performance.now();
-    for (const [id, p] of this.peers) {
-      if (!p.closeIfStalled(now)) continue;
-      // Its connection to us may be the stalled one (our answers reach it, its answers do
-      // not): closing our end makes it redial too.
-      this.inboundByPeer.get(id)?.close();
-      this.inboundByPeer.delete(id);
+    if (this.stallTimer === undefined) {
+      const periodMs = Math.max(10, this.limits.stallTimeoutMs / 4);
+      let lastCheck = performance.now();
+      // Judged from setImmediate, after this turn has read the sockets: a progress notice that
+      // arrived while our loop was blocked is seen first.
+      this.stallTimer = setInterval(() => setImmediate(() => {
+        const now = performance.now();
+        const late = now - lastCheck > 2 * periodMs;
+        lastCheck = now;
+        for (const p of this.peers.values()) {
+          if (late) p.restartStallClock(now);
+          else p.closeIfStalled(now);
+        }
+      }), periodMs).unref();
     }
   }
 
@@ -549,6 +564,15 @@ export class PeerTransport {
         this.inboundByPeer.get(from)?.close();
         this.inboundByPeer.set(from, channel);
         this.peers.get(from)?.peerIsUp();
+        // Bytes arriving, even inside a frame not yet whole: tell the sender (Stalls, above).
+        const progressEveryMs = this.limits.stallTimeoutMs / PROGRESS_NOTICES_PER_STALL_TIMEOUT;
+        let lastProgress = -Infinity;
+        channel.socket.on('data', () => {
+          const now = performance.now();
+          if (now - lastProgress < progressEveryMs || channel.isClosed) return;
+          lastProgress = now;
+          channel.send(PROGRESS_NOTICE);
+        });
         channel.start({
           onFrame: (plain) => this.receive(from, plain),
           onClose: (err) => {
@@ -571,7 +595,6 @@ export class PeerTransport {
     // Throws NetError on a bad batch: the channel closes with it.
     const messages = decodeMessageBatch(plain);
     this.stats_.receivedBatches++;
-    this.peers.get(from)?.heard();
     for (const m of messages) {
       if (m.from !== from || m.to !== this.nodeId) {
         this.stats_.misaddressed++;

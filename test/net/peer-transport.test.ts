@@ -218,7 +218,7 @@ async function freezableRelay(target: string): Promise<{ port: number; freeze: (
   };
 }
 
-t.test('connections that stall (a partition) are closed and redialed both ways; without the stall timeout they stay silent', async (t) => {
+t.test('connections that stall (a partition) are closed and redialed, each by its sender; without the stall timeout they stay silent', async (t) => {
   const STALL_MS = 300;
   const run = async (stallTimeoutMs: number): Promise<{ delivered: boolean; stalls: number; relayConnections: number; reconnectsOfB: number }> => {
     const a = await node(t, 1, { ...FAST, stallTimeoutMs });
@@ -229,7 +229,8 @@ t.test('connections that stall (a partition) are closed and redialed both ways; 
     t.teardown(() => Promise.all([toB.close(), toA.close()]));
     a.t.addPeer(2, `127.0.0.1:${toB.port}`);
     b.t.addPeer(1, `127.0.0.1:${toA.port}`);
-    // B answers every message, as Raft answers heartbeats.
+    // B answers every message, as Raft answers heartbeats (it has something to write, so its
+    // own stalled connection to A is found too).
     let seen = 0;
     const answer = setInterval(() => {
       while (seen < b.got.length) b.t.send([hb(2, 1, b.got[seen++]!.term)]);
@@ -255,7 +256,84 @@ t.test('connections that stall (a partition) are closed and redialed both ways; 
   t.ok(on.delivered, 'with it, answers flow again');
   t.ok(on.stalls >= 1, `A closed its stalled connection (${on.stalls} stalls)`);
   t.ok(on.relayConnections >= 2, `and redialed (${on.relayConnections} connections through the relay)`);
-  t.ok(on.reconnectsOfB >= 2, `B's connection to A was redialed too: by B's own detector or because A closed it (${on.reconnectsOfB} connects)`);
+  t.ok(on.reconnectsOfB >= 2, `B's connection to A was found stalled and redialed too (${on.reconnectsOfB} connects)`);
+});
+
+/** A TCP relay to `target` that passes at most `bytesPerSecond` each way (a slow link). */
+async function throttledRelay(target: string, bytesPerSecond: number): Promise<{ port: number; close: () => Promise<void> }> {
+  const [host, port] = [target.split(':')[0]!, Number(target.split(':')[1])];
+  const sockets: Socket[] = [];
+  const timers: NodeJS.Timeout[] = [];
+  const pipe = (from: Socket, to: Socket): void => {
+    const queue: Buffer[] = [];
+    from.on('data', (d: Buffer) => queue.push(d));
+    const TICK_MS = 10;
+    const budget = Math.max(1, Math.floor((bytesPerSecond * TICK_MS) / 1000));
+    timers.push(setInterval(() => {
+      let left = budget;
+      while (left > 0 && queue.length > 0) {
+        const head = queue[0]!;
+        const n = Math.min(left, head.length);
+        to.write(head.subarray(0, n));
+        if (n === head.length) queue.shift();
+        else queue[0] = head.subarray(n);
+        left -= n;
+      }
+    }, TICK_MS));
+  };
+  const server = createServer((inbound) => {
+    const outbound = connect({ host, port });
+    sockets.push(inbound, outbound);
+    for (const s of [inbound, outbound]) s.on('error', () => undefined);
+    pipe(inbound, outbound);
+    pipe(outbound, inbound);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return {
+    port: (server.address() as { port: number }).port,
+    close: () => {
+      timers.forEach((x) => clearInterval(x));
+      sockets.forEach((x) => x.destroy());
+      return new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+t.test('a slow link is not a stall: a batch that takes many stall timeouts to arrive arrives, the connection kept', async (t) => {
+  const STALL_MS = 300;
+  const a = await node(t, 1, { ...FAST, stallTimeoutMs: STALL_MS });
+  const b = await node(t, 2, { ...FAST, stallTimeoutMs: STALL_MS });
+  const slow = await throttledRelay(b.addr, 1_000_000);
+  t.teardown(() => slow.close());
+  a.t.addPeer(2, `127.0.0.1:${slow.port}`);
+  // B never sends A anything: only its transport's progress notices come back.
+  const big: Message = { ...hb(1, 2, 1), context: new Uint8Array(1_500_000).fill(3) };
+  const started = Date.now();
+  a.t.send([big]);
+  await waitFor(() => b.got.length === 1, 'the 1.5 MB message through a 1 MB/s link', 10_000);
+  const ms = Date.now() - started;
+  t.ok(ms > 4 * STALL_MS, `it took ${ms} ms, over four stall timeouts`);
+  t.equal(b.got[0]!.context.length, 1_500_000, 'intact');
+  const st = a.t.stats().peers['2']!;
+  t.equal(st.stalls, 0, 'never taken for a stall');
+  t.equal(st.connects, 1, 'one connection throughout');
+});
+
+t.test('our own blocked event loop is not taken for a peer\'s stall', async (t) => {
+  const STALL_MS = 300;
+  const a = await node(t, 1, { ...FAST, stallTimeoutMs: STALL_MS });
+  const b = await node(t, 2, { ...FAST, stallTimeoutMs: STALL_MS });
+  a.t.addPeer(2, b.addr);
+  a.t.send([hb(1, 2, 1)]);
+  await waitFor(() => b.got.length === 1, 'delivery');
+  a.t.send([hb(1, 2, 2)]);
+  await new Promise((r) => setImmediate(r)); // written; its progress notice cannot be read until the loop runs
+  const until = Date.now() + 4 * STALL_MS;
+  while (Date.now() < until); // a long synchronous task (or a GC pause) in this process
+  await new Promise((r) => setTimeout(r, 2 * STALL_MS));
+  t.equal(a.t.stats().peers['2']!.stalls, 0, 'no stall counted');
+  t.equal(a.t.stats().peers['2']!.connects, 1, 'the connection kept');
+  t.equal(b.got.length, 2);
 });
 
 t.test('backoff: exponential, jittered, capped', async (t) => {
