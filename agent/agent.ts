@@ -13,10 +13,19 @@ import { registerRaftMetrics } from './raft-metrics.js';
 import { GossipSubsystem, startGossip } from './gossip-subsystem.js';
 import { formatToken, parseToken } from '../core/net/token.js';
 
+export interface AgentEnd {
+  reason: string;
+  failed: boolean;
+}
+
 export interface RunningAgent {
   config: AgentConfig;
-  /** Resolves with a reason when the agent must stop by itself (its manager was removed from the cluster). */
-  ended: Promise<string>;
+  /**
+   * Resolves when the agent must stop by itself: its manager was removed from the cluster
+   * (failed false), or writing to its data dir failed (failed true: the process should exit
+   * with an error, so a supervisor shows it and restarts it once the disk is fixed).
+   */
+  ended: Promise<AgentEnd>;
   stop(): Promise<void>;
 }
 
@@ -46,11 +55,15 @@ export async function runAgent(config: AgentConfig): Promise<RunningAgent> {
     },
   });
   const stops: Array<() => Promise<void>> = [];
-  let end: (reason: string) => void = () => undefined;
-  const ended = new Promise<string>((resolve) => (end = resolve));
+  let end: (e: AgentEnd) => void = () => undefined;
+  const ended = new Promise<AgentEnd>((resolve) => (end = resolve));
   try {
     if (config.role === 'manager') {
-      manager = await startManager(config, log, () => end('removed from the cluster'), async () => ({ contentType: http.registry.contentType, body: await http.registry.metrics() }));
+      manager = await startManager(config, log, {
+        onRemoved: () => end({ reason: 'removed from the cluster', failed: false }),
+        onFatal: (err) => end({ reason: `writing to the data dir failed: ${err.message}`, failed: true }),
+        metrics: async () => ({ contentType: http.registry.contentType, body: await http.registry.metrics() }),
+      });
       stops.push(() => manager!.stop());
     } else if (config.bootstrap) {
       throw new ConfigError('a worker joins an existing cluster: use --join HOST[:PORT] --token TOKEN (only managers --bootstrap)');

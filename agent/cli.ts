@@ -36,6 +36,7 @@ const COMMANDS: Record<string, Command> = {
     const config = parseAgentArgs(argv);
     const { runAgent, logger } = await import('./agent.js');
     const agent = await runAgent(config);
+    let exitCode = 0;
     await new Promise<void>((resolve) => {
       let stopping = false;
       const stop = (why: Record<string, string>): void => {
@@ -47,9 +48,12 @@ const COMMANDS: Record<string, Command> = {
       };
       process.once('SIGINT', (sig) => stop({ signal: sig }));
       process.once('SIGTERM', (sig) => stop({ signal: sig }));
-      void agent.ended.then((reason) => stop({ reason }));
+      void agent.ended.then((e) => {
+        if (e.failed) exitCode = 1;
+        stop({ reason: e.reason });
+      });
     });
-    return 0;
+    return exitCode;
   },
   version: async () => {
     process.stdout.write(`picloud-node ${VERSION} (node ${process.version})\n`);

@@ -14,14 +14,21 @@ export interface RunningManager {
   stop(): Promise<void>;
 }
 
-/** `onRemoved`: this member was removed from the cluster; the agent should stop (as etcd exits). */
-/** `metrics`: the agent's Prometheus text, also served on the client port's GET /metrics as etcd does. */
+export interface ManagerHooks {
+  /** This member was removed from the cluster; the agent should stop (as etcd exits). */
+  onRemoved?: () => void;
+  /** Writing to the data dir failed; the agent should stop and exit with an error (as etcd does). */
+  onFatal?: (err: Error) => void;
+  /** The agent's Prometheus text, also served on the client port's GET /metrics as etcd does. */
+  metrics?: () => Promise<{ contentType: string; body: string }>;
+}
+
 export async function startManager(
   config: AgentConfig,
   log: Logger,
-  onRemoved: () => void = () => undefined,
-  metrics?: () => Promise<{ contentType: string; body: string }>,
+  hooks: ManagerHooks = {},
 ): Promise<RunningManager> {
+  const { onRemoved, onFatal, metrics } = hooks;
   const node = await ManagerNode.start({
     name: config.name,
     dataDir: config.dataDir,
@@ -43,6 +50,7 @@ export async function startManager(
     snapshotCatchUpEntries: config.snapshotCatchUpEntries,
     logger: log,
     onRemoved,
+    onFatal,
   });
   let grpc: EtcdGrpcServer | undefined;
   const backend = new ManagerEtcdBackend(node);

@@ -90,6 +90,12 @@ export interface ManagerNodeOptions {
    * so). The node has stopped taking part; the embedder should stop it (etcd exits).
    */
   onRemoved?: () => void;
+  /**
+   * Writing to the data dir failed (a full or failing disk, as SD cards do): this member has
+   * stopped taking part and reports not ready; the embedder should stop it and exit with an
+   * error, as etcd does. Restarted once the disk has room, it recovers from what it wrote.
+   */
+  onFatal?: (err: Error) => void;
 }
 
 export interface Member {
@@ -198,6 +204,8 @@ export class ManagerNode {
   private readonly removedMembers = new Set<NodeId>();
   /** This member learnt it was removed. */
   private removed = false;
+  /** Set once writing to the data dir failed (failStorage). */
+  private storageFailure: Error | undefined;
   /** A snapshot from the leader, decoded before its install and waiting for restoreSnapshot. */
   private receivedSnapshot: { meta: SnapshotMetadata; state: InstallableState } | undefined;
   private appliedSinceSnapshot = 0;
@@ -374,6 +382,7 @@ export class ManagerNode {
         tickMs: this.opts.tickMs,
         requestTimeoutMs: this.opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
         reloadConfig: () => this.raftConfig(),
+        onFatal: (err) => this.failStorage(err, 'the Raft log'),
       },
     );
     this.driver.onLeaderChange((lead, role) => this.onLeaderChange(lead, role));
@@ -502,7 +511,7 @@ export class ManagerNode {
     this.membershipDirty = false;
     this.backend
       .persist({ confState, sync: false })
-      .catch((e: unknown) => this.opts.logger.error({ err: e }, 'persisting the applied state failed; restart re-applies from the Raft log'))
+      .catch((e: unknown) => this.failStorage(e, 'the applied state'))
       .finally(() => {
         this.persistInFlight = false;
         if (this.persistWanted && !this.stopped) this.schedulePersist();
@@ -523,7 +532,8 @@ export class ManagerNode {
       const compactTo = this.backend.durableAppliedIndex - (this.opts.snapshotCatchUpEntries ?? LOG_ENTRIES_KEPT_AFTER_SNAPSHOT);
       if (compactTo > this.logStore.firstIndex()) await this.logStore.compact(compactTo);
     } catch (e) {
-      this.opts.logger.warn({ err: e }, 'log compaction failed');
+      if (this.backend.failure !== undefined) this.failStorage(e, 'the applied state');
+      else this.opts.logger.warn({ err: e }, 'log compaction failed');
     } finally {
       this.compacting = false;
     }
@@ -616,6 +626,23 @@ export class ManagerNode {
    * exits). A removed member never hears its own removal commit when the leader stops sending
    * to it first, so a peer's authenticated notice (REMOVED_NOTICE) counts as well.
    */
+  /**
+   * A write to the data dir failed. Raft must not go on without its log (nothing may be
+   * acknowledged that is not durable) and the applied state cannot be written past a gap, so
+   * the member stops taking part, as etcd does on a failed WAL or backend write. Nothing
+   * acknowledged is lost: a restart recovers what was written and the rest from the leader.
+   */
+  private failStorage(err: unknown, what: string): void {
+    if (this.storageFailure !== undefined || this.stopped) return;
+    this.storageFailure = err instanceof Error ? err : new Error(String(err));
+    const code = (err as { code?: unknown }).code;
+    this.opts.logger.fatal(
+      { err, code, dataDir: this.opts.dataDir },
+      `writing ${what} failed (${this.storageFailure.message}); this member stops taking part. Free space or replace the disk, then start it again: it recovers what it wrote and the rest from the leader`,
+    );
+    setImmediate(() => this.opts.onFatal?.(this.storageFailure!));
+  }
+
   private removedFromCluster(how: string): void {
     if (this.removed || this.stopped) return;
     this.removed = true;
@@ -806,6 +833,7 @@ export class ManagerNode {
 
   readiness(): { ok: boolean; reason: string } {
     if (this.removed) return { ok: false, reason: 'removed from the cluster' };
+    if (this.storageFailure !== undefined) return { ok: false, reason: `writing to the data dir failed: ${this.storageFailure.message}` };
     if (this.lead === 0) return { ok: false, reason: 'no leader' };
     if (!this.conf.voters.includes(this.id) && !this.conf.learners.includes(this.id)) return { ok: false, reason: 'not yet a member' };
     return { ok: true, reason: `leader ${this.lead.toString(16)}` };
@@ -830,7 +858,8 @@ export class ManagerNode {
     if (this.stopped) return;
     // As etcd does on a clean stop: hand leadership to the most caught-up voter first, so
     // clients wait for a transfer (a round trip or two) rather than an election timeout.
-    if (this.isLeader && !this.removed) await this.handOffLeadership();
+    // (Not after a failed write: the Ready loop that would carry the transfer has stopped.)
+    if (this.isLeader && !this.removed && this.storageFailure === undefined) await this.handOffLeadership();
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     if (this.persistTimer) clearTimeout(this.persistTimer);

@@ -104,6 +104,12 @@ export interface RaftDriverOptions {
    * Without it a refused snapshot stops the loop.
    */
   reloadConfig?: () => RawNodeConfig;
+  /**
+   * The Ready loop failed (a write to the Raft log failed: a full or failing disk) and has
+   * stopped for good: this node must not take part any more. Without it the error is thrown
+   * from the loop (an unhandled rejection).
+   */
+  onFatal?: (err: Error) => void;
 }
 
 /** Counters of the Ready loop, for /metrics and tuning (how well proposals batch). */
@@ -279,7 +285,7 @@ export class RaftDriver {
   }
 
   private schedule(): void {
-    if (this.scheduled || this.running || this.stopped) return;
+    if (this.scheduled || this.running || this.stopped || this.loopError !== undefined) return;
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
@@ -305,11 +311,12 @@ export class RaftDriver {
       }
     } catch (e) {
       this.loopError = e as Error;
-      throw e;
+      if (this.opts.onFatal === undefined) throw e;
+      this.opts.onFatal(this.loopError);
     } finally {
       this.running = false;
     }
-    if (!this.stopped && this.node.hasReady()) this.schedule();
+    if (!this.stopped && this.loopError === undefined && this.node.hasReady()) this.schedule();
   }
 
   /** Unique across nodes and restarts: a random per-process prefix and a counter (cheaper than 16 random bytes per request). */

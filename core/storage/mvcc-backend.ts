@@ -125,7 +125,7 @@ export class MvccBackend {
   private closed = false;
   private readonly writeObservers: WriteObserver[] = [];
   /** A failed write leaves the disk behind memory for good: every later persist refuses. */
-  private failure: Error | undefined;
+  private failure_: Error | undefined;
 
   private constructor(
     private readonly db: ClassicLevel<Buffer, Buffer>,
@@ -230,9 +230,14 @@ export class MvccBackend {
    * a full rewrite under a new generation). The changes are taken synchronously when called;
    * writes are serialized in call order.
    */
+  /** The write that failed, once one has: every later persist fails with it (see persist). */
+  get failure(): Error | undefined {
+    return this.failure_;
+  }
+
   persist(opts: PersistOptions = {}): Promise<void> {
     if (this.closed) return Promise.reject(new Error('mvcc backend is closed'));
-    if (this.failure) return Promise.reject(this.failure);
+    if (this.failure_) return Promise.reject(this.failure_);
     const changes = this.store.drainChanges();
     // A full rewrite must read the image now, at the same cut as the drained changes.
     const image = changes.full ? new StateImage(this.store) : undefined;
@@ -242,13 +247,13 @@ export class MvccBackend {
       ? () => this.rewrite(image, changes, conf)
       : () => this.writeChanges(changes, conf, opts.sync ?? false);
     const p = this.chain.then(() => {
-      if (this.failure) throw this.failure;
+      if (this.failure_) throw this.failure_;
       return run();
     });
     this.chain = p.catch((e: unknown) => {
       // These changes were drained and are lost to the disk: the node must restart (and
       // re-apply from the Raft log) rather than write later batches over a gap.
-      this.failure ??= e instanceof Error ? e : new Error(String(e));
+      this.failure_ ??= e instanceof Error ? e : new Error(String(e));
     });
     return p;
   }
