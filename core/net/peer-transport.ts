@@ -12,14 +12,15 @@
  * Stalls: a connection across a network partition does not break, it stalls (TCP retransmits
  * with a timeout that doubles up to two minutes, and keep-alives do not run while data is
  * unacknowledged), so after the network heals it could stay silent for about as long again.
- * So the receiving side of a connection tells the sender that bytes are arriving (a sealed
- * PROGRESS_NOTICE back on that connection, PROGRESS_NOTICES_PER_STALL_TIMEOUT times per stall
- * timeout at most, while they do),
- * and a sender that has written and heard no such notice for STALL_TIMEOUT_MS closes the
- * connection and redials; the new connection works as soon as the network does. Progress is
- * measured in bytes, not Raft answers: a 4 MiB batch on a slow link is progress long before a
- * follower can answer it, and some Raft messages are never answered. (etcd's peers get the
- * same from a 5 s read deadline and link heartbeats on their streams.)
+ * So the receiving side of a connection tells the sender how many bytes have arrived (a sealed
+ * progress notice back on that connection: one when it starts, then while bytes arrive, at most
+ * PROGRESS_NOTICES_PER_STALL_TIMEOUT per stall timeout, the last one delayed rather than
+ * dropped), and a sender with bytes outstanding that has had no notice for STALL_TIMEOUT_MS
+ * closes the connection and redials; the new connection works as soon as the network does.
+ * Progress is counted in bytes, not Raft answers: a 4 MiB batch on a slow link is progress long
+ * before a follower can answer it, and some Raft messages are never answered. A receiver that
+ * never sends a notice (an older version) is never judged. (etcd's peers get the same from a
+ * 5 s read deadline and link heartbeats on their streams.)
  *
  * Receiving: connections accepted on the peer port are receive-only; each must finish the
  * handshake within HANDSHAKE_TIMEOUT_MS, names its node id in the handshake, and may only
@@ -112,10 +113,25 @@ export interface PeerTransportOptions {
 export const REMOVED_NOTICE: Uint8Array = Buffer.from('picloud/member-removed');
 
 /**
- * The receiving side's "your bytes are arriving", sent back on the connection (see Stalls in
- * the file comment); sealed, so only the peer that holds the session key can say it.
+ * The receiving side's "this many of your bytes have arrived", sent back on the connection
+ * (see Stalls in the file comment): this prefix, then the count as a 64-bit big-endian integer.
+ * Sealed, so only the peer that holds the session key can say it.
  */
-export const PROGRESS_NOTICE: Uint8Array = Buffer.from('picloud/progress');
+export const PROGRESS_NOTICE_PREFIX: Uint8Array = Buffer.from('picloud/progress');
+const PROGRESS_NOTICE_BYTES = PROGRESS_NOTICE_PREFIX.length + 8;
+
+export function encodeProgressNotice(bytesReceived: number): Buffer {
+  const b = Buffer.alloc(PROGRESS_NOTICE_BYTES);
+  b.set(PROGRESS_NOTICE_PREFIX, 0);
+  b.writeBigUInt64BE(BigInt(bytesReceived), PROGRESS_NOTICE_PREFIX.length);
+  return b;
+}
+
+/** The count a progress notice carries, or undefined if `plain` is not one. */
+export function decodeProgressNotice(plain: Uint8Array): number | undefined {
+  if (plain.length !== PROGRESS_NOTICE_BYTES || Buffer.compare(plain.subarray(0, PROGRESS_NOTICE_PREFIX.length), PROGRESS_NOTICE_PREFIX) !== 0) return undefined;
+  return Number(Buffer.from(plain.buffer, plain.byteOffset, plain.length).readBigUInt64BE(PROGRESS_NOTICE_PREFIX.length));
+}
 
 export interface PeerStats {
   address: string;
@@ -169,8 +185,13 @@ class PeerSender {
   private flushScheduled = false;
   private waitingDrain = false;
   private reportedUnreachable = false;
-  /** When we first wrote on this connection without a progress notice since; undefined: none pending. */
+  /**
+   * Since when bytes we wrote on this connection have been outstanding without a progress
+   * notice (restarted by each notice that leaves some outstanding); undefined: none outstanding.
+   */
   private unansweredSince: number | undefined;
+  /** The receiver has sent a progress notice on this connection (it is judged only then). */
+  private receiverReportsProgress = false;
   readonly stats = { sentMessages: 0, sentBatches: 0, droppedQueueFull: 0, droppedUnreachable: 0, droppedTooLarge: 0, connects: 0, connectFailures: 0, stalls: 0 };
 
   constructor(
@@ -230,7 +251,7 @@ class PeerSender {
 
   /** True if the connection was closed as stalled (see the file comment); it is being redialed. */
   closeIfStalled(now: number): boolean {
-    if (this.state !== 'open' || this.unansweredSince === undefined) return false;
+    if (this.state !== 'open' || this.unansweredSince === undefined || !this.receiverReportsProgress) return false;
     const silentMs = now - this.unansweredSince;
     if (silentMs < this.t.limits.stallTimeoutMs) return false;
     this.stats.stalls++;
@@ -296,14 +317,20 @@ class PeerSender {
           this.channel = channel;
           this.state = 'open';
           this.unansweredSince = undefined;
+          this.receiverReportsProgress = false;
           this.attempt = 0;
           this.reportedUnreachable = false;
           this.stats.connects++;
           channel.start({
             // The receiving side sends back only progress notices, and one to say we were removed.
             onFrame: (plain) => {
-              this.unansweredSince = undefined;
-              if (Buffer.compare(plain, REMOVED_NOTICE) === 0) this.t.reportRemoved(this.id);
+              const received = decodeProgressNotice(plain);
+              if (received !== undefined) {
+                this.receiverReportsProgress = true;
+                this.unansweredSince = received >= channel.bytesSent ? undefined : performance.now();
+              } else if (Buffer.compare(plain, REMOVED_NOTICE) === 0) {
+                this.t.reportRemoved(this.id);
+              }
             },
             onClose: (err) => {
               if (this.channel === channel) this.onDisconnect(err ?? new NetError('ERR_CONNECTION_CLOSED', 'peer closed the connection'));
@@ -386,6 +413,50 @@ class PeerSender {
         return;
       }
     }
+  }
+}
+
+/**
+ * The receiving side of one connection: tells the sender how many bytes have arrived (Stalls,
+ * in the file comment). A notice at start (which also says "I report progress"), then one when
+ * bytes arrive, at most one per `everyMs`; bytes that arrive sooner get a notice at the end of
+ * the wait, so the last bytes of a burst are always reported.
+ */
+class ProgressReporter {
+  private lastSent = -Infinity;
+  private pending: NodeJS.Timeout | undefined;
+  private readonly onData = (): void => this.arrived();
+
+  constructor(
+    private readonly channel: SecureChannel,
+    private readonly everyMs: number,
+  ) {}
+
+  start(): void {
+    this.channel.socket.on('data', this.onData);
+    this.send();
+  }
+
+  stop(): void {
+    clearTimeout(this.pending);
+    this.pending = undefined;
+    this.channel.socket.off('data', this.onData);
+  }
+
+  private arrived(): void {
+    if (this.pending !== undefined) return; // a notice is due; it will carry these bytes too
+    const waitMs = this.lastSent + this.everyMs - performance.now();
+    if (waitMs <= 0) this.send();
+    else this.pending = setTimeout(() => {
+      this.pending = undefined;
+      this.send();
+    }, waitMs);
+  }
+
+  private send(): void {
+    if (this.channel.isClosed) return;
+    this.lastSent = performance.now();
+    this.channel.send(encodeProgressNotice(this.channel.bytesReceived));
   }
 }
 
@@ -564,18 +635,11 @@ export class PeerTransport {
         this.inboundByPeer.get(from)?.close();
         this.inboundByPeer.set(from, channel);
         this.peers.get(from)?.peerIsUp();
-        // Bytes arriving, even inside a frame not yet whole: tell the sender (Stalls, above).
-        const progressEveryMs = this.limits.stallTimeoutMs / PROGRESS_NOTICES_PER_STALL_TIMEOUT;
-        let lastProgress = -Infinity;
-        channel.socket.on('data', () => {
-          const now = performance.now();
-          if (now - lastProgress < progressEveryMs || channel.isClosed) return;
-          lastProgress = now;
-          channel.send(PROGRESS_NOTICE);
-        });
+        const progress = new ProgressReporter(channel, this.limits.stallTimeoutMs / PROGRESS_NOTICES_PER_STALL_TIMEOUT);
         channel.start({
           onFrame: (plain) => this.receive(from, plain),
           onClose: (err) => {
+            progress.stop();
             if (this.inboundByPeer.get(from) === channel) this.inboundByPeer.delete(from);
             if (err !== undefined) {
               this.stats_.badFrames++;
@@ -583,6 +647,8 @@ export class PeerTransport {
             }
           },
         });
+        // After start: the channel counts each chunk before the reporter hears of it.
+        progress.start();
       },
       (err: Error) => {
         this.stats_.rejectedHandshakes++;

@@ -65,6 +65,10 @@ export interface ChannelHandlers {
 }
 
 export class SecureChannel {
+  /** Bytes of frames received since the handshake, whole or not (the peer's bytesSent). */
+  bytesReceived = 0;
+  /** Bytes of frames written since the handshake. */
+  bytesSent = 0;
   private sendCounter = 0n;
   private recvCounter = 0n;
   private handlers: ChannelHandlers | undefined;
@@ -82,6 +86,8 @@ export class SecureChannel {
   /** Starts delivering frames, including any that arrived with the end of the handshake. */
   start(handlers: ChannelHandlers): void {
     this.handlers = handlers;
+    // Frames that arrived with the end of the handshake are already in the decoder.
+    this.bytesReceived = this.decoder.bufferedBytes;
     this.socket.on('data', (d: Buffer) => this.onData(d));
     this.socket.on('error', (err) => this.close(err));
     this.socket.on('close', () => this.close());
@@ -98,6 +104,7 @@ export class SecureChannel {
 
   private onData(d: Buffer): void {
     if (this.closed) return;
+    this.bytesReceived += d.length;
     try {
       this.decoder.append(d);
       for (let f = this.decoder.next(); f !== null && !this.closed; f = this.decoder.next()) {
@@ -118,6 +125,7 @@ export class SecureChannel {
     // Header, ciphertext and tag in one buffer: one socket write per frame.
     const frame = sealAfter(FRAME_HEADER_BYTES, this.keys.sendKey, this.sendCounter++, plain);
     frame.writeUInt32BE(frame.length - FRAME_HEADER_BYTES, 0);
+    this.bytesSent += frame.length;
     return this.socket.write(frame);
   }
 

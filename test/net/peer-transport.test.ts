@@ -187,9 +187,9 @@ t.test('a peer that connects to us is up: our reconnect to it skips the rest of 
 });
 
 /**
- * A TCP relay to `target` whose connections can be frozen: a frozen connection stays open and
- * forwards nothing either way (a partition's stalled connection); connections made after the
- * freeze work.
+ * A TCP relay to `target` whose connections can be frozen: a frozen connection stays open,
+ * stops reading (so a sender's buffers fill) and forwards nothing either way (a partition's
+ * stalled connection); connections made after the freeze work.
  */
 async function freezableRelay(target: string): Promise<{ port: number; freeze: () => void; connections: () => number; close: () => Promise<void> }> {
   const [host, port] = [target.split(':')[0]!, Number(target.split(':')[1])];
@@ -209,7 +209,11 @@ async function freezableRelay(target: string): Promise<{ port: number; freeze: (
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   return {
     port: (server.address() as { port: number }).port,
-    freeze: () => live.forEach((c) => (c.frozen = true)),
+    freeze: () =>
+      live.forEach((c) => {
+        c.frozen = true;
+        c.sockets.forEach((x) => x.pause());
+      }),
     connections: () => live.length,
     close: () => {
       for (const c of live) for (const s of c.sockets) s.destroy();
@@ -238,6 +242,9 @@ t.test('connections that stall (a partition) are closed and redialed, each by it
     t.teardown(() => clearInterval(answer));
     a.t.send([hb(1, 2, 1)]);
     await waitFor(() => a.got.length === 1, 'first round trip');
+    // Frozen in the middle of a large transfer: A ends up waiting for its socket to drain.
+    a.t.send(Array.from({ length: 4 }, (_, i) => ({ ...hb(1, 2, 100 + i), context: new Uint8Array(3_000_000) })));
+    await new Promise((r) => setTimeout(r, 20));
     toB.freeze();
     toA.freeze();
     // A keeps writing (a leader's heartbeats); nothing it writes arrives, nothing comes back.
@@ -245,9 +252,11 @@ t.test('connections that stall (a partition) are closed and redialed, each by it
     const beat = setInterval(() => a.t.send([hb(1, 2, term++)]), 50);
     t.teardown(() => clearInterval(beat));
     const start = Date.now();
-    while (Date.now() - start < 6 * STALL_MS && a.got.length < 2) await new Promise((r) => setTimeout(r, 10));
+    // Answers to heartbeats sent after the freeze: only a new connection can carry them.
+    const answeredAfterFreeze = (): boolean => a.got.some((m) => m.term >= 2 && m.term < 100);
+    while (Date.now() - start < 20 * STALL_MS && !answeredAfterFreeze()) await new Promise((r) => setTimeout(r, 10));
     clearInterval(beat);
-    return { delivered: a.got.length >= 2, stalls: a.t.stats().peers['2']!.stalls, relayConnections: toB.connections(), reconnectsOfB: b.t.stats().peers['1']!.connects };
+    return { delivered: answeredAfterFreeze(), stalls: a.t.stats().peers['2']!.stalls, relayConnections: toB.connections(), reconnectsOfB: b.t.stats().peers['1']!.connects };
   };
   const off = await run(60_000);
   t.notOk(off.delivered, 'teeth: with the stall timeout out of reach, nothing gets through the stalled connections');
@@ -259,17 +268,29 @@ t.test('connections that stall (a partition) are closed and redialed, each by it
   t.ok(on.reconnectsOfB >= 2, `B's connection to A was found stalled and redialed too (${on.reconnectsOfB} connects)`);
 });
 
-/** A TCP relay to `target` that passes at most `bytesPerSecond` each way (a slow link). */
-async function throttledRelay(target: string, bytesPerSecond: number): Promise<{ port: number; close: () => Promise<void> }> {
+/**
+ * A TCP relay to `target` that passes at most `bytesPerSecond` each way (a slow link), and
+ * stops reading while it holds 64 KB it has not passed on, so a fast sender waits for 'drain'.
+ * `freeze` stops it passing anything on (a partition).
+ */
+async function throttledRelay(target: string, bytesPerSecond: number): Promise<{ port: number; freeze: () => void; close: () => Promise<void> }> {
   const [host, port] = [target.split(':')[0]!, Number(target.split(':')[1])];
   const sockets: Socket[] = [];
   const timers: NodeJS.Timeout[] = [];
+  let frozen = false;
+  const HELD_MAX = 64 * 1024;
   const pipe = (from: Socket, to: Socket): void => {
     const queue: Buffer[] = [];
-    from.on('data', (d: Buffer) => queue.push(d));
+    let held = 0;
+    from.on('data', (d: Buffer) => {
+      queue.push(d);
+      held += d.length;
+      if (held > HELD_MAX) from.pause();
+    });
     const TICK_MS = 10;
     const budget = Math.max(1, Math.floor((bytesPerSecond * TICK_MS) / 1000));
     timers.push(setInterval(() => {
+      if (frozen) return;
       let left = budget;
       while (left > 0 && queue.length > 0) {
         const head = queue[0]!;
@@ -278,7 +299,9 @@ async function throttledRelay(target: string, bytesPerSecond: number): Promise<{
         if (n === head.length) queue.shift();
         else queue[0] = head.subarray(n);
         left -= n;
+        held -= n;
       }
+      if (held <= HELD_MAX) from.resume();
     }, TICK_MS));
   };
   const server = createServer((inbound) => {
@@ -291,6 +314,7 @@ async function throttledRelay(target: string, bytesPerSecond: number): Promise<{
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   return {
     port: (server.address() as { port: number }).port,
+    freeze: () => (frozen = true),
     close: () => {
       timers.forEach((x) => clearInterval(x));
       sockets.forEach((x) => x.destroy());
@@ -314,9 +338,32 @@ t.test('a slow link is not a stall: a batch that takes many stall timeouts to ar
   const ms = Date.now() - started;
   t.ok(ms > 4 * STALL_MS, `it took ${ms} ms, over four stall timeouts`);
   t.equal(b.got[0]!.context.length, 1_500_000, 'intact');
+  // Then quiet: the last bytes must have been reported too, or the sender would call it a stall.
+  await new Promise((r) => setTimeout(r, 3 * STALL_MS));
   const st = a.t.stats().peers['2']!;
   t.equal(st.stalls, 0, 'never taken for a stall');
   t.equal(st.connects, 1, 'one connection throughout');
+});
+
+t.test('a connection that stalls in the middle of a large transfer (the sender waiting for drain) is found too', async (t) => {
+  const STALL_MS = 300;
+  const a = await node(t, 1, { ...FAST, stallTimeoutMs: STALL_MS });
+  const b = await node(t, 2, { ...FAST, stallTimeoutMs: STALL_MS });
+  const link = await throttledRelay(b.addr, 2_000_000);
+  t.teardown(() => link.close());
+  a.t.addPeer(2, `127.0.0.1:${link.port}`);
+  a.t.send([hb(1, 2, 1)]);
+  await waitFor(() => b.got.length === 1, 'first delivery');
+  // More than the kernel's socket buffers hold, so the rest waits in ours.
+  a.t.send(Array.from({ length: 10 }, (_, i) => ({ ...hb(1, 2, 2 + i), context: new Uint8Array(3_000_000) })));
+  await new Promise((r) => setTimeout(r, 3 * STALL_MS)); // flowing, progress notices coming back
+  t.equal(a.t.stats().peers['2']!.stalls, 0, 'a transfer in progress is not a stall');
+  link.freeze();
+  const beat = setInterval(() => a.t.send([hb(1, 2, 99)]), 50);
+  t.teardown(() => clearInterval(beat));
+  await waitFor(() => a.t.stats().peers['2']!.stalls > 0, 'the stall found', 20 * STALL_MS);
+  clearInterval(beat);
+  t.pass(`found: ${a.t.stats().peers['2']!.stalls} stall(s)`);
 });
 
 t.test('our own blocked event loop is not taken for a peer\'s stall', async (t) => {
