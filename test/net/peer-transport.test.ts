@@ -1,8 +1,12 @@
 import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { createServer, connect, type Server, type Socket } from 'node:net';
+import fc from 'fast-check';
 import {
   MAX_BATCH_BYTES,
+  decodeProgressNotice,
+  encodeProgressNotice,
+  PROGRESS_NOTICE_PREFIX,
   MAX_QUEUED_BYTES_PER_PEER,
   MAX_QUEUED_MESSAGES_PER_PEER,
   PeerTransport,
@@ -381,6 +385,23 @@ t.test('our own blocked event loop is not taken for a peer\'s stall', async (t) 
   t.equal(a.t.stats().peers['2']!.stalls, 0, 'no stall counted');
   t.equal(a.t.stats().peers['2']!.connects, 1, 'the connection kept');
   t.equal(b.got.length, 2);
+});
+
+t.test('progress notices: counts round-trip; any other payload decodes to undefined, never throws', (t) => {
+  fc.assert(fc.property(fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), (n) => decodeProgressNotice(encodeProgressNotice(n)) === n));
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {
+      const r = decodeProgressNotice(bytes);
+      return r === undefined || (bytes.length === PROGRESS_NOTICE_PREFIX.length + 8 && Buffer.from(bytes).subarray(0, PROGRESS_NOTICE_PREFIX.length).equals(PROGRESS_NOTICE_PREFIX));
+    }),
+  );
+  // The prefix with a wrong length, or a near-miss prefix, is not a notice.
+  t.equal(decodeProgressNotice(PROGRESS_NOTICE_PREFIX), undefined);
+  const near = encodeProgressNotice(5);
+  near[0] ^= 1;
+  t.equal(decodeProgressNotice(near), undefined);
+  t.equal(decodeProgressNotice(encodeProgressNotice(5).subarray(1)), undefined);
+  t.end();
 });
 
 t.test('backoff: exponential, jittered, capped', async (t) => {
