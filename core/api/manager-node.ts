@@ -98,6 +98,17 @@ export interface ManagerNodeOptions {
   onFatal?: (err: Error) => void;
 }
 
+/** An error from writing to the disk (full, failing, read-only), as opposed to a bug. */
+function isDiskError(err: unknown): boolean {
+  for (let e = err as { code?: unknown; errno?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
+    if (e.code === 'LEVEL_IO_ERROR' || ['ENOSPC', 'EIO', 'EROFS', 'EDQUOT'].includes(e.code as string)) return true;
+    if (e.code === 'ERR_STORE_FAILED') return true; // the log store refusing after a failed write
+    if (typeof e.errno === 'number') return true;
+    if (typeof e === 'object' && /No space left|Input\/output error|Read-only file system/.test(String((e as { message?: unknown }).message))) return true;
+  }
+  return false;
+}
+
 export interface Member {
   id: NodeId;
   name: string;
@@ -533,6 +544,7 @@ export class ManagerNode {
       if (compactTo > this.logStore.firstIndex()) await this.logStore.compact(compactTo);
     } catch (e) {
       if (this.backend.failure !== undefined) this.failStorage(e, 'the applied state');
+      else if (isDiskError(e)) this.failStorage(e, 'the Raft log');
       else this.opts.logger.warn({ err: e }, 'log compaction failed');
     } finally {
       this.compacting = false;
@@ -550,7 +562,8 @@ export class ManagerNode {
       const meta = await this.logStore.createSnapshot(index, this.conf, this.store.snapshot());
       this.opts.logger.info({ index: meta.index, bytes: this.logStore.snapshotSizeBytes(), ms: Date.now() - started }, 'snapshot made for a follower behind the log');
     } catch (e) {
-      this.opts.logger.warn({ err: e }, 'snapshot failed');
+      if (isDiskError(e)) this.failStorage(e, 'a snapshot');
+      else this.opts.logger.warn({ err: e }, 'snapshot failed');
     } finally {
       this.snapshotting = false;
     }
@@ -621,12 +634,6 @@ export class ManagerNode {
   }
 
   /**
-   * This member is no longer in the cluster: mark the data dir so a restart does not take part
-   * with a stale identity, report not ready, and tell the embedder, which stops the node (etcd
-   * exits). A removed member never hears its own removal commit when the leader stops sending
-   * to it first, so a peer's authenticated notice (REMOVED_NOTICE) counts as well.
-   */
-  /**
    * A write to the data dir failed. Raft must not go on without its log (nothing may be
    * acknowledged that is not durable) and the applied state cannot be written past a gap, so
    * the member stops taking part, as etcd does on a failed WAL or backend write. Nothing
@@ -636,13 +643,24 @@ export class ManagerNode {
     if (this.storageFailure !== undefined || this.stopped) return;
     this.storageFailure = err instanceof Error ? err : new Error(String(err));
     const code = (err as { code?: unknown }).code;
-    this.opts.logger.fatal(
-      { err, code, dataDir: this.opts.dataDir },
-      `writing ${what} failed (${this.storageFailure.message}); this member stops taking part. Free space or replace the disk, then start it again: it recovers what it wrote and the rest from the leader`,
-    );
+    if (isDiskError(err)) {
+      this.opts.logger.fatal(
+        { err, code, dataDir: this.opts.dataDir },
+        `writing ${what} failed (${this.storageFailure.message}); this member stops taking part. Free space or replace the disk, then start it again: it recovers what it wrote and the rest from the leader`,
+      );
+    } else {
+      // Not the disk: a bug. Stop all the same (the loop that failed cannot be trusted).
+      this.opts.logger.fatal({ err, code }, `internal error while handling ${what} (${this.storageFailure.message}); this member stops taking part`);
+    }
     setImmediate(() => this.opts.onFatal?.(this.storageFailure!));
   }
 
+  /**
+   * This member is no longer in the cluster: mark the data dir so a restart does not take part
+   * with a stale identity, report not ready, and tell the embedder, which stops the node (etcd
+   * exits). A removed member never hears its own removal commit when the leader stops sending
+   * to it first, so a peer's authenticated notice (REMOVED_NOTICE) counts as well.
+   */
   private removedFromCluster(how: string): void {
     if (this.removed || this.stopped) return;
     this.removed = true;

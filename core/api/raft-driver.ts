@@ -106,8 +106,8 @@ export interface RaftDriverOptions {
   reloadConfig?: () => RawNodeConfig;
   /**
    * The Ready loop failed (a write to the Raft log failed: a full or failing disk) and has
-   * stopped for good: this node must not take part any more. Without it the error is thrown
-   * from the loop (an unhandled rejection).
+   * stopped for good: the driver is stopped (waiting requests fail) and this node must not
+   * take part any more. Without it the error is thrown from the loop (an unhandled rejection).
    */
   onFatal?: (err: Error) => void;
 }
@@ -312,6 +312,8 @@ export class RaftDriver {
     } catch (e) {
       this.loopError = e as Error;
       if (this.opts.onFatal === undefined) throw e;
+      // Nothing more goes through this node: waiting requests fail now, new ones at once.
+      this.stop();
       this.opts.onFatal(this.loopError);
     } finally {
       this.running = false;

@@ -13,6 +13,8 @@ export type GossipErrorCode =
   | 'GOSSIP_KEY_NOT_FOUND'
   | 'GOSSIP_KEY_IS_PRIMARY'
   | 'GOSSIP_KEYRING_FULL'
+  /** The keyring changed in memory but the embedder could not save it (a full disk). */
+  | 'GOSSIP_KEYRING_NOT_SAVED'
   | 'GOSSIP_META_TOO_LARGE'
   | 'GOSSIP_META_INVALID'
   | 'GOSSIP_NAME_INVALID'

@@ -373,7 +373,14 @@ export class GossipNode {
     }
     if (op !== 'list') {
       this.log.info(`gossip keyring: ${op} done`);
-      this.opts.onKeyringChange?.(ring);
+      try {
+        this.opts.onKeyringChange?.(ring);
+      } catch (err) {
+        // In force in memory, lost at a restart: say so rather than report success.
+        const message = `keyring ${op} is in force but could not be saved (${(err as Error).message}); it is lost when this node restarts`;
+        this.log.warn(`gossip ${message}`);
+        return { ok: false, code: 'GOSSIP_KEYRING_NOT_SAVED', message };
+      }
     }
     return { ok: true, keys: ring.list() };
   }
@@ -398,7 +405,13 @@ export class GossipNode {
     if (fx.events.length > 0) this.publish(fx.events);
     if (this.machine.incarnation !== this.lastIncarnation) {
       this.lastIncarnation = this.machine.incarnation;
-      this.opts.onIncarnationChange?.(this.lastIncarnation);
+      try {
+        this.opts.onIncarnationChange?.(this.lastIncarnation);
+      } catch (err) {
+        // Saving it lets a restart start above it; not saved (a full disk), a restarted node
+        // refutes the stale state it meets with a higher incarnation anyway.
+        this.log.warn(`gossip: incarnation ${this.lastIncarnation} not saved: ${(err as Error).message}`);
+      }
     }
     this.schedule();
   }
