@@ -228,3 +228,24 @@ t.test('MAX_EVENT_BUFFER: a consumer that falls behind is cancelled with a clear
     for (;;) await it.next();
   }, { code: 'GOSSIP_WATCH_OVERFLOW' });
 });
+
+t.test('a keyring or incarnation that cannot be saved (a full disk) is reported, never thrown from the packet path', async (t) => {
+  const full = (): never => {
+    throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+  };
+  const mk = (name: string): Promise<GossipNode> =>
+    GossipNode.start({ name, bindHost: HOST, bindPort: 0, keyring: Keyring.fromSecret(SECRET), config: { ...LOCAL_CONFIG }, meta: { role: 'worker' }, onKeyringChange: full, onIncarnationChange: full });
+  const a = await mk('a');
+  const b = await mk('b');
+  t.teardown(() => Promise.all([a.stop(), b.stop()]));
+  await b.join([{ host: HOST, port: a.port }]);
+  await waitFor('convergence', () => [a, b].every((n) => n.members().filter((m) => m.status === 'alive').length === 2));
+  const inst = await a.keyringOp('install', generateKey());
+  t.equal(inst.ok, 0, 'not counted as done on either node');
+  t.same(inst.errors.map((e) => e.code).sort(), ['GOSSIP_KEYRING_NOT_SAVED', 'GOSSIP_KEYRING_NOT_SAVED'], 'each says its change was not saved');
+  t.match(inst.errors.find((e) => e.node === 'a')?.message, /could not be saved \(ENOSPC/, 'and why');
+  // A refutation raises the incarnation (its save fails): gossip carries on.
+  await a.updateMeta({ role: 'worker', zone: 'x' });
+  await new Promise((r) => setTimeout(r, 300));
+  t.ok(a.members().every((m) => m.status === 'alive') && b.members().every((m) => m.status === 'alive'), 'both nodes still run and see each other alive');
+});
