@@ -198,7 +198,7 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
 
   let stopped = false;
   let retryTimer: NodeJS.Timeout | undefined;
-  const conflictDeadline = Date.now() + (opts.nameConflictRetryMs ?? detectionBoundMs(config, 1000));
+  const conflictDeadline = performance.now() + (opts.nameConflictRetryMs ?? detectionBoundMs(config, 1000));
   const tryJoin = async (delayMs: number): Promise<void> => {
     const seeds = await resolveSeeds(opts.join, log);
     try {
@@ -209,9 +209,9 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
       const e = err as GossipError;
       if (stopped) throw err;
       if (e.code === 'GOSSIP_NAME_CONFLICT') {
-        if (Date.now() >= conflictDeadline) throw err;
+        if (performance.now() >= conflictDeadline) throw err;
         log.warn(`gossip: ${e.message}; retrying until its previous life is declared failed`);
-        await new Promise((r) => setTimeout(r, Math.min(2_000, Math.max(0, conflictDeadline - Date.now()))));
+        await new Promise((r) => setTimeout(r, Math.min(2_000, Math.max(0, conflictDeadline - performance.now()))));
         return tryJoin(delayMs);
       }
       log.warn(`gossip: join failed (${e.message}); retrying in ${delayMs} ms`);

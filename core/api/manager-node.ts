@@ -558,9 +558,9 @@ export class ManagerNode {
     try {
       const index = this.store.appliedIndex;
       if (index <= this.logStore.snapshotMetadata().index) return;
-      const started = Date.now();
+      const started = performance.now();
       const meta = await this.logStore.createSnapshot(index, this.conf, this.store.snapshot());
-      this.opts.logger.info({ index: meta.index, bytes: this.logStore.snapshotSizeBytes(), ms: Date.now() - started }, 'snapshot made for a follower behind the log');
+      this.opts.logger.info({ index: meta.index, bytes: this.logStore.snapshotSizeBytes(), ms: Math.round(performance.now() - started) }, 'snapshot made for a follower behind the log');
     } catch (e) {
       if (isDiskError(e)) this.failStorage(e, 'a snapshot');
       else this.opts.logger.warn({ err: e }, 'snapshot failed');
@@ -587,9 +587,9 @@ export class ManagerNode {
     if (received === undefined || received.meta.index !== snap.metadata.index || received.meta.term !== snap.metadata.term) {
       throw new Error(`snapshot ${snap.metadata.term}/${snap.metadata.index} was installed without being decoded first`);
     }
-    const started = Date.now();
+    const started = performance.now();
     await this.restoreFromSnapshotFile(snap.metadata, received.state);
-    this.opts.logger.info({ index: snap.metadata.index, bytes: this.logStore.snapshotSizeBytes(), restoreMs: Date.now() - started }, 'installed a snapshot received from the leader');
+    this.opts.logger.info({ index: snap.metadata.index, bytes: this.logStore.snapshotSizeBytes(), restoreMs: Math.round(performance.now() - started) }, 'installed a snapshot received from the leader');
   }
 
   /**
@@ -602,9 +602,9 @@ export class ManagerNode {
     const stored = this.logStore.snapshotMetadata();
     const applied = this.store.appliedIndex;
     if (stored.index > applied) {
-      const started = Date.now();
+      const started = performance.now();
       await this.restoreFromSnapshotFile(stored);
-      this.opts.logger.warn({ index: stored.index, appliedBefore: applied, restoreMs: Date.now() - started }, 'restored the applied state from the stored snapshot: it was behind the Raft log (a crash while installing a snapshot)');
+      this.opts.logger.warn({ index: stored.index, appliedBefore: applied, restoreMs: Math.round(performance.now() - started) }, 'restored the applied state from the stored snapshot: it was behind the Raft log (a crash while installing a snapshot)');
     }
     const first = this.logStore.firstIndex();
     if (this.store.appliedIndex < first - 1) {
@@ -775,10 +775,11 @@ export class ManagerNode {
    */
   async transferLeadership(to: NodeId, timeoutMs = this.opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS): Promise<boolean> {
     if (this.lead === to) return true;
-    const deadline = Date.now() + timeoutMs;
+    // Monotonic: a Pi's wall clock steps forward when NTP first syncs after boot.
+    const deadline = performance.now() + timeoutMs;
     this.driver.transferLeadership(to);
     while (this.lead !== to) {
-      if (Date.now() > deadline || this.stopped) return false;
+      if (performance.now() > deadline || this.stopped) return false;
       await new Promise((r) => setTimeout(r, this.opts.tickMs));
     }
     return true;
@@ -792,18 +793,18 @@ export class ManagerNode {
       if (id !== this.id && (best === undefined || match > best.match)) best = { id, match };
     }
     if (best === undefined) return;
-    const started = Date.now();
+    const started = performance.now();
     const ok = await this.transferLeadership(best.id, this.opts.tickMs * this.opts.electionTicks).catch(() => false);
     const to = best.id.toString(16);
-    if (ok) this.opts.logger.info({ to, ms: Date.now() - started }, 'handed leadership over before stopping');
+    if (ok) this.opts.logger.info({ to, ms: Math.round(performance.now() - started) }, 'handed leadership over before stopping');
     else this.opts.logger.warn({ to }, 'leadership handoff before stopping did not finish; stopping anyway');
   }
 
   /** Propose a membership change and wait until it is applied here. */
   async changeMembership(cc: ConfChange, done: () => boolean, timeoutMs = 10_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
+    const deadline = performance.now() + timeoutMs; // monotonic, as above
     while (!done()) {
-      if (Date.now() > deadline) throw new RaftDriverError('TIMEOUT', 'membership change timed out');
+      if (performance.now() > deadline) throw new RaftDriverError('TIMEOUT', 'membership change timed out');
       try {
         this.driver.proposeConfChange(cc);
       } catch (e) {

@@ -231,8 +231,8 @@ export class GossipNode {
     const c = this.machine.config;
     const limit = retransmitLimit(c, this.machine.clusterSize());
     const budget = timeoutMs ?? Math.max(1_000, 4 * c.gossipIntervalMs * Math.ceil(limit / Math.max(1, c.gossipNodes)));
-    const deadline = Date.now() + budget;
-    while (Date.now() < deadline && this.machine.clusterSize() > 1 && this.machine.leaveTransmits() !== -1) {
+    const deadline = performance.now() + budget;
+    while (performance.now() < deadline && this.machine.clusterSize() > 1 && this.machine.leaveTransmits() !== -1) {
       await new Promise((r) => setTimeout(r, Math.min(50, c.gossipIntervalMs)));
     }
   }
