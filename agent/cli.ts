@@ -31,6 +31,9 @@ const NOT_YET = (name: string): Command => async () => {
   return 2;
 };
 
+/** After a failed write to the data dir, how long the agent may take to stop before it exits anyway. */
+const FAILED_STOP_DEADLINE_MS = 10_000;
+
 const COMMANDS: Record<string, Command> = {
   agent: async (argv) => {
     const config = parseAgentArgs(argv);
@@ -49,7 +52,14 @@ const COMMANDS: Record<string, Command> = {
       process.once('SIGINT', (sig) => stop({ signal: sig }));
       process.once('SIGTERM', (sig) => stop({ signal: sig }));
       void agent.ended.then((e) => {
-        if (e.failed) exitCode = 1;
+        if (e.failed) {
+          exitCode = 1;
+          // A dying SD card can hang a write (and with it the stop) instead of failing it.
+          setTimeout(() => {
+            logger.error({ afterMs: FAILED_STOP_DEADLINE_MS }, 'stopping did not finish; exiting');
+            process.exit(1);
+          }, FAILED_STOP_DEADLINE_MS).unref();
+        }
         stop({ reason: e.reason });
       });
     });
