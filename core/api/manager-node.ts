@@ -98,13 +98,16 @@ export interface ManagerNodeOptions {
   onFatal?: (err: Error) => void;
 }
 
-/** An error from writing to the disk (full, failing, read-only), as opposed to a bug. */
+/** Codes of errors from writing to the disk (full, failing, read-only): LevelDB's, the OS's, the log store's refusal after one. */
+const DISK_ERROR_CODES = new Set(['LEVEL_IO_ERROR', 'ENOSPC', 'EIO', 'EROFS', 'EDQUOT', 'ERR_STORE_FAILED']);
+/** LevelDB puts the OS's reason only in its message. */
+const DISK_ERROR_MESSAGE = /No space left|Input\/output error|Read-only file system/;
+
+/** An error from writing to the disk, as opposed to a bug; the reason may be wrapped as a cause. */
 function isDiskError(err: unknown): boolean {
-  for (let e = err as { code?: unknown; errno?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
-    if (e.code === 'LEVEL_IO_ERROR' || ['ENOSPC', 'EIO', 'EROFS', 'EDQUOT'].includes(e.code as string)) return true;
-    if (e.code === 'ERR_STORE_FAILED') return true; // the log store refusing after a failed write
-    if (typeof e.errno === 'number') return true;
-    if (typeof e === 'object' && /No space left|Input\/output error|Read-only file system/.test(String((e as { message?: unknown }).message))) return true;
+  let e = err as { code?: unknown; errno?: unknown; message?: unknown; cause?: unknown } | null | undefined;
+  for (let depth = 0; e !== null && e !== undefined && depth < 5; depth++, e = e.cause as typeof e) {
+    if (DISK_ERROR_CODES.has(String(e.code)) || typeof e.errno === 'number' || DISK_ERROR_MESSAGE.test(String(e.message))) return true;
   }
   return false;
 }
