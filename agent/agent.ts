@@ -22,8 +22,9 @@ export interface RunningAgent {
   config: AgentConfig;
   /**
    * Resolves when the agent must stop by itself: its manager was removed from the cluster
-   * (failed false), or writing to its data dir failed (failed true: the process should exit
-   * with an error, so a supervisor shows it and restarts it once the disk is fixed).
+   * (failed false, unless marking the data dir as removed failed), or writing to its data dir
+   * failed (failed true: the process should exit with an error, so a supervisor shows it and
+   * restarts it once the disk is fixed).
    */
   ended: Promise<AgentEnd>;
   stop(): Promise<void>;
@@ -60,7 +61,9 @@ export async function runAgent(config: AgentConfig): Promise<RunningAgent> {
   try {
     if (config.role === 'manager') {
       manager = await startManager(config, log, {
-        onRemoved: () => end({ reason: 'removed from the cluster', failed: false }),
+        onRemoved: (markError) => end(markError
+          ? { reason: `removed from the cluster, but marking the data dir failed: ${markError.message}`, failed: true }
+          : { reason: 'removed from the cluster', failed: false }),
         onFatal: (err) => end({ reason: `writing to the data dir failed: ${err.message}`, failed: true }),
         metrics: async () => ({ contentType: http.registry.contentType, body: await http.registry.metrics() }),
       });

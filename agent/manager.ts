@@ -15,8 +15,8 @@ export interface RunningManager {
 }
 
 export interface ManagerHooks {
-  /** This member was removed from the cluster; the agent should stop (as etcd exits). */
-  onRemoved?: () => void;
+  /** This member was removed from the cluster; the agent should stop (as etcd exits), failing if the data dir could not be marked. */
+  onRemoved?: (markError?: Error) => void;
   /** Writing to the data dir failed; the agent should stop and exit with an error (as etcd does). */
   onFatal?: (err: Error) => void;
   /** The agent's Prometheus text, also served on the client port's GET /metrics as etcd does. */

@@ -88,8 +88,10 @@ export interface ManagerNodeOptions {
   /**
    * This member was removed from the cluster (it applied its own removal, or a member told it
    * so). The node has stopped taking part; the embedder should stop it (etcd exits).
+   * `markError` is set when the data dir could not be marked as removed: a restart from it
+   * would try to take part again (and be told again), so the embedder should report a failure.
    */
-  onRemoved?: () => void;
+  onRemoved?: (markError?: Error) => void;
   /**
    * Writing to the data dir failed (a full or failing disk, as SD cards do): this member has
    * stopped taking part and reports not ready; the embedder should stop it and exit with an
@@ -668,13 +670,15 @@ export class ManagerNode {
     if (this.removed || this.stopped) return;
     this.removed = true;
     this.opts.logger.error({ how }, 'this member was removed from the cluster; stopping (remove the data dir to join again)');
+    let markError: Error | undefined;
     try {
       writeFileDurablySync(join(this.opts.dataDir, REMOVED_MARKER), `removed from cluster ${this.clusterId.toString(16)}: ${how}\n`);
     } catch (e) {
-      this.opts.logger.warn({ err: e }, 'could not mark the data dir as removed');
+      markError = e instanceof Error ? e : new Error(String(e));
+      this.opts.logger.error({ err: e, dataDir: this.opts.dataDir }, 'could not mark the data dir as removed: remove it by hand before starting this node again');
     }
     // Not from inside Raft's apply or the transport's callback.
-    setImmediate(() => this.opts.onRemoved?.());
+    setImmediate(() => this.opts.onRemoved?.(markError));
   }
 
   // ------------------------------------------------------------------------- leadership
