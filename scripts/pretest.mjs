@@ -9,6 +9,8 @@ const NEEDED = [
   { bin: 'etcd', pkg: 'etcd-server' },
   { bin: 'promtool', pkg: 'prometheus' },
   { bin: 'curl', pkg: 'curl' },
+  // libfaketime, for the wall-clock step test (test/compat/clock-step.test.ts).
+  { bin: 'faketime', pkg: 'faketime' },
 ];
 
 const has = (bin) => spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0;
