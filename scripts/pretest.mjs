@@ -11,12 +11,14 @@ const NEEDED = [
   { bin: 'curl', pkg: 'curl' },
   // libfaketime, for the wall-clock step test (test/compat/clock-step.test.ts).
   { bin: 'faketime', pkg: 'faketime' },
+  // A C compiler, for the slow-disk test's fsync shim (test/compat/fixtures/stall-fsync.c).
+  { bin: 'cc', pkg: 'gcc libc6-dev' },
 ];
 
 const has = (bin) => spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0;
 const missing = NEEDED.filter((n) => !has(n.bin));
 if (missing.length === 0) process.exit(0);
-const pkgs = [...new Set(missing.map((m) => m.pkg))];
+const pkgs = [...new Set(missing.flatMap((m) => m.pkg.split(' ')))];
 const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 if (!isRoot) {
   console.error(`pretest: missing ${missing.map((m) => m.bin).join(', ')}; install with: sudo apt-get install -y ${pkgs.join(' ')}`);

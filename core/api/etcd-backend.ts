@@ -301,15 +301,19 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
 
   leaseKeepAlive(id: number): Promise<api.LeaseKeepAliveResponse> {
     return etcdErrors(async () => {
-      if (!this.node.leaseTimers.isLeader) {
-        // Lease time lives on the leader only: forward, as etcd does.
-        const ttl = await this.forwarder.keepAlive(this.leaderClientAddr(), id).catch(() => {
-          throw new EtcdError('LEADER_CHANGED');
-        });
-        if (ttl <= 0) throw new EtcdError('LEASE_NOT_FOUND');
-        return { header: this.header(), id, ttlSeconds: ttl };
+      if (this.node.leaseTimers.isLeader) {
+        // Renew only with leadership confirmed since the request came (etcd's
+        // ensureLeadership): a leader whose disk stalls keeps answering on its event loop,
+        // while the others elect a new leader that never hears of these renewals and lets
+        // the lease expire under a client told it was renewed.
+        await this.node.linearizableBarrier();
+        if (this.node.leaseTimers.isLeader) return { header: this.header(), id, ttlSeconds: this.node.leaseTimers.keepAlive(id) };
       }
-      const ttl = this.node.leaseTimers.keepAlive(id);
+      // Lease time lives on the leader only: forward, as etcd does.
+      const ttl = await this.forwarder.keepAlive(this.leaderClientAddr(), id).catch(() => {
+        throw new EtcdError('LEADER_CHANGED');
+      });
+      if (ttl <= 0) throw new EtcdError('LEASE_NOT_FOUND');
       return { header: this.header(), id, ttlSeconds: ttl };
     });
   }

@@ -374,11 +374,12 @@ export class RaftDriver {
     if (rd.snapshot) await this.sm.restore(rd.snapshot);
     for (let i = early; i < rd.committedEntries.length; i++) this.applyEntry(rd.committedEntries[i]!);
     if (rd.committedEntries.length > 0 || rd.snapshot) await this.sm.afterApply?.();
-    if (rd.softState) this.noticeRole(rd.softState.lead, rd.softState.role);
+    const leadChanged = rd.softState !== undefined && this.noticeRole(rd.softState.lead, rd.softState.role);
     for (const rs of rd.readStates) {
       const key = Buffer.from(rs.context).toString('hex');
       if (this.reads.has(key)) this.readsByIndex.push({ index: rs.index, key });
     }
+    if (leadChanged) this.failUnconfirmedReads();
     this.releaseReads();
   }
 
@@ -484,8 +485,10 @@ export class RaftDriver {
     }
   }
 
-  private noticeRole(lead: NodeId, role: Role): void {
-    if (lead !== this.lastLead && lead !== 0) this.stats.leaderChanges++;
+  /** Records the leader and role Raft reports; true if the leader changed. */
+  private noticeRole(lead: NodeId, role: Role): boolean {
+    const leadChanged = lead !== this.lastLead;
+    if (leadChanged && lead !== 0) this.stats.leaderChanges++;
     this.lastLead = lead;
     if (this.lastRole === Role.Leader && role !== Role.Leader) {
       // Our pending proposals may never commit; fail fast rather than at the timeout.
@@ -497,6 +500,23 @@ export class RaftDriver {
     }
     this.lastRole = role;
     for (const fn of this.leaderListeners) fn(lead, role);
+    return leadChanged;
+  }
+
+  /**
+   * The leader changed: ReadIndex rounds not yet answered never will be (a deposed leader drops
+   * its pending ones, and a follower's went to the old leader), so they fail now with
+   * LEADER_CHANGED, as etcd's reads do, instead of at the request timeout. Reads already
+   * confirmed (waiting only for this node to apply) stay.
+   */
+  private failUnconfirmedReads(): void {
+    const confirmed = new Set(this.readsByIndex.map((r) => r.key));
+    for (const [key, w] of this.reads) {
+      if (confirmed.has(key)) continue;
+      clearTimeout(w.timer);
+      this.reads.delete(key);
+      w.reject(new RaftDriverError('LEADER_CHANGED', 'leader changed'));
+    }
   }
 }
 

@@ -81,6 +81,32 @@ t.test('three drivers elect, commit from any node, read, and fail over', async (
   t.same(applied.get(leaderId), applied.get(newLeader), 'every node applied the same sequence');
 });
 
+t.test('read barriers the leader will never answer fail with LEADER_CHANGED when the leader changes, not at the timeout', async (t) => {
+  const { drivers, cut } = cluster(3);
+  for (const d of drivers.values()) d.start();
+  t.teardown(() => { for (const d of drivers.values()) d.stop(); });
+  const leaderId = await waitFor('a leader', () => [...drivers.entries()].find(([, d]) => d.node.status().role === Role.Leader)?.[0]);
+  const follower = [...drivers.keys()].find((id) => id !== leaderId)!;
+  await waitFor('the follower to know the leader', () => drivers.get(follower)!.node.status().lead === leaderId || undefined);
+  await drivers.get(follower)!.readBarrier();
+  // Cut the leader off: its own round gets no heartbeat answers and the follower's request
+  // never reaches it. The leader steps down (CheckQuorum) and the others elect a new one.
+  cut.add(leaderId);
+  const outcome = (p: Promise<void>) => {
+    const started = performance.now();
+    return p.then(() => ({ code: 'ok', ms: performance.now() - started }), (e: RaftDriverError) => ({ code: e.code, ms: performance.now() - started }));
+  };
+  const [onLeader, onFollower] = await Promise.all([outcome(drivers.get(leaderId)!.readBarrier()), outcome(drivers.get(follower)!.readBarrier())]);
+  t.equal(onLeader.code, 'LEADER_CHANGED', `the deposed leader's read fails with LEADER_CHANGED after ${Math.round(onLeader.ms)} ms`);
+  t.equal(onFollower.code, 'LEADER_CHANGED', `the follower's read fails with LEADER_CHANGED after ${Math.round(onFollower.ms)} ms`);
+  t.ok(Math.max(onLeader.ms, onFollower.ms) < 2500, 'both well before the 5 s request timeout');
+  // The next barrier goes to the new leader.
+  await waitFor('a new leader', () => [...drivers.entries()].find(([id, d]) => id !== leaderId && d.node.status().role === Role.Leader)?.[0]);
+  await waitFor('the follower to know it', () => (drivers.get(follower)!.node.status().lead !== 0 && drivers.get(follower)!.node.status().lead !== leaderId) || undefined);
+  await drivers.get(follower)!.readBarrier();
+  t.pass('a read barrier after the change succeeds');
+});
+
 t.test('durablePrefix: only committed entries below the first unsaved one', async (t) => {
   const e = (index: number) => ({ index, term: 1, type: 0, data: new Uint8Array() }) as unknown as Entry;
   t.equal(durablePrefix([e(5), e(6), e(7)], []), 3, 'nothing being saved: all of them');

@@ -8,15 +8,16 @@ import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
 
 type Unary = (req: object, meta: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: any) => void) => void;
 type KvClient = grpc.Client & { Range: Unary; Put: Unary; Txn: Unary };
+type LeaseClient = grpc.Client & { LeaseKeepAlive: (opts: grpc.CallOptions) => grpc.ClientDuplexStream<object, { ID: string; TTL: string }> };
 
-let KV: (new (addr: string, creds: grpc.ChannelCredentials) => KvClient) | undefined;
+let etcdserverpb: any;
 
-function kvCtor() {
-  if (!KV) {
+function service<T>(name: 'KV' | 'Lease'): new (addr: string, creds: grpc.ChannelCredentials) => T {
+  if (!etcdserverpb) {
     const def = protoLoader.loadSync(ETCD_RPC_PROTO, { includeDirs: [ETCD_PROTO_DIR], longs: String, enums: String, defaults: true });
-    KV = (grpc.loadPackageDefinition(def) as any).etcdserverpb.KV;
+    etcdserverpb = (grpc.loadPackageDefinition(def) as any).etcdserverpb;
   }
-  return KV!;
+  return etcdserverpb[name];
 }
 
 /**
@@ -38,7 +39,7 @@ export class SimpleKv {
     readonly endpoint: string,
     private readonly deadlineMs = 2_000,
   ) {
-    this.client = new (kvCtor())(endpoint, grpc.credentials.createInsecure());
+    this.client = new (service<KvClient>('KV'))(endpoint, grpc.credentials.createInsecure());
   }
 
   private call(method: Unary, req: object): Promise<any> {
@@ -64,6 +65,35 @@ export class SimpleKv {
         : { key: Buffer.from(key), target: 'VALUE', result: 'EQUAL', value: Buffer.from(expected) };
     const r = await this.call(this.client.Txn, { compare: [compare], success: [{ requestPut: { key: Buffer.from(key), value: Buffer.from(value) } }], failure: [] });
     return r.succeeded === true;
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}
+
+/** One member's Lease service for fault tests: single keep-alives with a deadline, no retries. */
+export class SimpleLease {
+  private readonly client: LeaseClient;
+  constructor(
+    readonly endpoint: string,
+    private readonly deadlineMs = 1_000,
+  ) {
+    this.client = new (service<LeaseClient>('Lease'))(endpoint, grpc.credentials.createInsecure());
+  }
+
+  /** One keep-alive of lease `id` (hex): resolves with the TTL granted (0: the lease is gone). */
+  keepAliveOnce(id: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const call = this.client.LeaseKeepAlive({ deadline: Date.now() + this.deadlineMs });
+      call.on('data', (r: { TTL: string }) => {
+        resolve(Number(r.TTL));
+        call.cancel();
+      });
+      call.on('error', reject);
+      call.on('end', () => reject(new Error('keep-alive stream ended without an answer')));
+      call.write({ ID: BigInt(`0x${id}`).toString() });
+    });
   }
 
   close(): void {
