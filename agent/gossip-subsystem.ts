@@ -15,7 +15,7 @@ import { LOCAL_CONFIG, PICLOUD_LAN_CONFIG, detectionBoundMs, profileConfig, type
 import { GossipError } from '../core/gossip/errors.js';
 import { Keyring, parseKey } from '../core/gossip/keyring/index.js';
 import type { Address, KeyringOpName, MemberInfo, Meta } from '../core/gossip/types.js';
-import { writeFileDurablySync } from '../core/storage/durable-file.js';
+import { LatestValueFile, writeFileDurablySync } from '../core/storage/durable-file.js';
 import { GossipNode, type GossipEvent, type KeyringResult } from '../core/net/gossip-node.js';
 
 export const DEFAULT_GOSSIP_PORT = 7946;
@@ -177,8 +177,12 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
   const keyring = loadKeyring(dir, opts.secret, log);
   // A restarted node starts above any incarnation it announced before it stopped.
   const incarnation = loadIncarnation(dir) + 1;
-  const persistIncarnation = (inc: number): void => writeFileDurablySync(joinPath(dir, 'incarnation.json'), JSON.stringify({ incarnation: inc }), 0o600);
-  persistIncarnation(incarnation);
+  const incarnationPath = joinPath(dir, 'incarnation.json');
+  writeFileDurablySync(incarnationPath, JSON.stringify({ incarnation }), 0o600);
+  // Later changes (a refutation) are saved off the event loop: on a stalling SD card the fsync
+  // can take seconds, and this process's Raft and client traffic must not wait for it. Not yet
+  // saved when the process dies, a restarted node refutes what it meets with a higher one anyway.
+  const incarnationFile = new LatestValueFile(incarnationPath, 0o600, (err) => log.warn(`gossip: incarnation not saved: ${err.message}`));
   const config = resolveProfile(opts);
   const node = await GossipNode.start({
     name: opts.name,
@@ -190,7 +194,7 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
     config,
     meta: opts.meta as Meta,
     incarnation,
-    onIncarnationChange: persistIncarnation,
+    onIncarnationChange: (inc) => incarnationFile.save(JSON.stringify({ incarnation: inc })),
     onKeyringChange: (ring) => writeFileDurablySync(joinPath(dir, 'keyring.json'), JSON.stringify(ring.toJSON()), 0o600),
     logger: log,
   });
@@ -267,6 +271,7 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
       stopped = true;
       if (retryTimer) clearTimeout(retryTimer);
       await node.stop();
+      await incarnationFile.flushed();
     },
     keyring: {
       list: (o) => keyringOp('list', '', o),

@@ -1,12 +1,13 @@
 /**
  * Small files a node must find whole after a crash (identity, token, markers, keyring): written
  * to a temporary name, fsynced, renamed over the target and the directory fsynced, so the name
- * holds either the old contents or the new, never a torn or empty file. Synchronous because the
- * callers write them at start-up or on rare events, never on a request path. Also the directory
- * fsync every rename-into-place needs (the snapshot files use its async form).
+ * holds either the old contents or the new, never a torn or empty file. The synchronous form is
+ * for start-up and rare administrative events; a running node's own updates use LatestValueFile,
+ * since an fsync on a stalling SD card can take seconds and must not hold the event loop. Also
+ * the directory fsync every rename-into-place needs (the snapshot files use its async form).
  */
 import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 export function writeFileDurablySync(path: string, data: string | Uint8Array, mode = 0o644): void {
@@ -29,6 +30,61 @@ export function writeFileDurablySync(path: string, data: string | Uint8Array, mo
     throw err;
   }
   fsyncDirSync(dirname(path));
+}
+
+/** writeFileDurablySync without blocking the event loop. */
+export async function writeFileDurably(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+  const tmp = `${path}.tmp`;
+  await rm(tmp, { force: true });
+  try {
+    const fh = await open(tmp, 'wx', mode);
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  await fsyncDir(dirname(path));
+}
+
+/**
+ * One small file kept durably at the newest value handed to save(), written off the event
+ * loop: one write at a time, values saved meanwhile coalesced into the next. For state whose
+ * latest value is all that matters (gossip's incarnation).
+ */
+export class LatestValueFile {
+  private next: string | undefined;
+  private writing: Promise<void> | undefined;
+
+  constructor(
+    readonly path: string,
+    private readonly mode: number,
+    private readonly onError: (err: Error) => void,
+  ) {}
+
+  save(data: string): void {
+    this.next = data;
+    this.writing ??= this.drain();
+  }
+
+  /** Resolves once every value saved so far is on disk, or failed and was reported. */
+  flushed(): Promise<void> {
+    return this.writing ?? Promise.resolve();
+  }
+
+  private async drain(): Promise<void> {
+    while (this.next !== undefined) {
+      const data = this.next;
+      this.next = undefined;
+      await writeFileDurably(this.path, data, this.mode).catch((e: unknown) => this.onError(e instanceof Error ? e : new Error(String(e))));
+    }
+    this.writing = undefined;
+  }
 }
 
 /** fsync a directory so a rename or unlink in it survives a crash. */

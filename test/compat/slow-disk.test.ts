@@ -14,7 +14,9 @@
  * had renewed it for 2 s. Asserted: a new leader within three election timeouts of the stall;
  * the lease never expires before a granted keep-alive said it would; the history is
  * linearizable, and after the stall the old leader follows and every member ends with the same
- * key space.
+ * key space. Then a follower's disk stalls while it must refute a suspicion (stopped for a
+ * moment): saving its new incarnation must not block its event loop (its /health keeps
+ * answering); with a synchronous fsync the whole agent waited for the disk.
  */
 import { spawnSync } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
@@ -31,6 +33,8 @@ const ELECTION_TIMEOUT_MAX_MS = 2 * TICK_MS * ELECTION_TICKS;
 const STALL_MS = 5_000;
 const LEASE_TTL_S = 2;
 const KEEPALIVE_EVERY_MS = 300;
+/** Stopped this long, a member is suspected by the others' gossip (`local` timing: probes every 200 ms). */
+const SUSPECTED_AFTER_MS = 1_500;
 const SHIM_SOURCE = join(process.cwd(), 'test/compat/fixtures/stall-fsync.c');
 
 const hasCc = spawnSync('sh', ['-c', 'command -v cc'], { stdio: 'ignore' }).status === 0;
@@ -52,9 +56,17 @@ async function status(a: AgentProc): Promise<RaftStatus | undefined> {
   }
 }
 
+/** `a`'s gossip view of `name`'s incarnation (-1 when not listed). */
+async function incarnationSeen(a: AgentProc, name: string): Promise<number> {
+  const r = await fetch(`http://${a.host}:${a.ports.http}/v1/agent/members`, { signal: AbortSignal.timeout(1_000) });
+  const rows = (await r.json()) as Array<{ name: string; incarnation: number }>;
+  return rows.find((m) => m.name === name)?.incarnation ?? -1;
+}
+
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-t.test('a leader whose disk stalls loses leadership, and stops renewing leases it no longer holds', { skip: unavailable ?? false }, async (t) => {
+t.test('stalled disks: a leader loses leadership and stops renewing leases it no longer holds; a refuting member does not wait for its disk', { skip: unavailable ?? false }, async (t) => {
+  process.env.PICLOUD_GOSSIP_PROFILE = 'local'; // the agents inherit it
   const cluster = new AgentCluster(['--tick-ms', String(TICK_MS), '--election-ticks', String(ELECTION_TICKS)]);
   t.teardown(() => cluster.stopAll());
   const shim = join(cluster.root, 'stall-fsync.so');
@@ -141,6 +153,29 @@ t.test('a leader whose disk stalls loses leadership, and stops renewing leases i
   t.equal(etcdctl(endpoints.join(','), ['get', 'disk/held', '--print-value-only']).stdout.trim(), 'x', 'the key kept alive is still there');
   const old = await status(leader);
   t.equal(old?.role, 'follower', `the old leader follows after the stall (term ${old?.term})`);
+
+  // A member whose disk stalls while it must refute a suspicion (it was stopped for a moment,
+  // as a swap storm would): saving its new incarnation must not hold its event loop, or the
+  // whole agent (Raft, clients, gossip) waits for the disk.
+  const member = cluster.agents.find((a) => a !== leader)!;
+  const observer = cluster.agents.find((a) => a !== member)!;
+  const incarnationBefore = await incarnationSeen(observer, member.name);
+  writeFileSync(flag(member.name), '');
+  cluster.kill(member, 'SIGSTOP');
+  await sleep(SUSPECTED_AFTER_MS);
+  cluster.kill(member, 'SIGCONT');
+  const healthMs: number[] = [];
+  const pollStarted = performance.now();
+  while (performance.now() - pollStarted < 3_000) {
+    const asked = performance.now();
+    const ok = await fetch(`http://${member.host}:${member.ports.http}/health`, { signal: AbortSignal.timeout(1_000) }).then((r) => r.ok, () => false);
+    healthMs.push(ok ? performance.now() - asked : Infinity);
+    await sleep(100);
+  }
+  const incarnationAfter = await incarnationSeen(observer, member.name);
+  rmSync(flag(member.name));
+  t.ok(incarnationAfter > incarnationBefore, `${member.name} refuted a suspicion during the stall (incarnation ${incarnationBefore} -> ${incarnationAfter})`);
+  t.ok(Math.max(...healthMs) < 500, `its /health answered within 500 ms throughout (slowest ${Math.round(Math.max(...healthMs))} ms of ${healthMs.length})`);
 
   await workload.stop();
   workload.check(t, 50);
