@@ -10,7 +10,7 @@ import t from 'tap';
 import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Prng } from '../../core/sim/prng.js';
-import { AgentCluster, AgentProc, hasEtcdctl, hashKvOfEachAgent } from '../helpers/agents.js';
+import { AgentCluster, AgentProc, hasEtcdctl, hashKvOfEachAgent, raftStatus, type RaftStatus } from '../helpers/agents.js';
 import { FaultWorkload } from '../helpers/fault-workload.js';
 
 const ROUNDS = 20;
@@ -29,22 +29,6 @@ const TEST_DEADLINE_MS = 150_000;
 const SNAPSHOT_COUNT = 20;
 const SNAPSHOT_CATCHUP_ENTRIES = 5;
 
-interface RaftStatus {
-  id: string;
-  lead: string;
-  role: string;
-  term: number;
-}
-
-async function status(a: AgentProc): Promise<RaftStatus | undefined> {
-  try {
-    const r = await fetch(`http://127.0.0.1:${a.ports.http}/v1/raft/status`, { signal: AbortSignal.timeout(300) });
-    return r.ok ? ((await r.json()) as RaftStatus) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 const alive = (a: AgentProc): boolean => a.proc !== undefined && a.proc.exitCode === null && a.proc.signalCode === null;
 
 t.test('linearizable under kill -9 of the leader, SIGSTOP of a follower and restarts', { skip: hasEtcdctl() ? false : 'etcdctl not installed' }, async (t) => {
@@ -60,7 +44,7 @@ t.test('linearizable under kill -9 of the leader, SIGSTOP of a follower and rest
   const actions: string[] = [];
   for (let round = 0; round < ROUNDS && Date.now() - started < TEST_DEADLINE_MS; round++) {
     await new Promise((r) => setTimeout(r, 400));
-    const statuses = await Promise.all(cluster.agents.map(async (a) => ({ a, s: alive(a) ? await status(a) : undefined })));
+    const statuses = await Promise.all(cluster.agents.map(async (a) => ({ a, s: alive(a) ? await raftStatus(a) : undefined })));
     const leader = statuses.find((x) => x.s?.role === 'leader')?.a;
     const action = round % 3 === 0 || !leader ? 'kill-leader' : round % 3 === 1 ? 'stop-follower' : 'restart-node';
     if (action === 'kill-leader' && leader) {
@@ -70,7 +54,7 @@ t.test('linearizable under kill -9 of the leader, SIGSTOP of a follower and rest
       const others = cluster.agents.filter((a) => a !== leader);
       let newLeaderMs: number | undefined;
       while (Date.now() - killedAt < 10 * ELECTION_TIMEOUT_MS) {
-        const ss = await Promise.all(others.map((a) => status(a)));
+        const ss = await Promise.all(others.map((a) => raftStatus(a)));
         if (ss.some((s) => s?.role === 'leader' && s.id !== oldLeadId)) {
           newLeaderMs = Date.now() - killedAt;
           break;

@@ -24,7 +24,7 @@
 import t from 'tap';
 import { STALL_TIMEOUT_MS } from '../../core/net/peer-transport.js';
 import { Prng } from '../../core/sim/prng.js';
-import { AgentCluster, AgentProc, hasEtcdctl, hashKvOfEachAgent } from '../helpers/agents.js';
+import { AgentCluster, AgentProc, hasEtcdctl, hashKvOfEachAgent, raftStatus, type RaftStatus } from '../helpers/agents.js';
 import { FaultWorkload } from '../helpers/fault-workload.js';
 import { NetLab } from '../helpers/netns.js';
 
@@ -55,15 +55,6 @@ const TEST_DEADLINE_MS = 180_000;
 const GOSSIP_PROFILE = 'local';
 const GOSSIP_HEAL_BOUND_MS = 10_000;
 
-interface RaftStatus {
-  id: string;
-  lead: string;
-  role: string;
-  term: number;
-  commit: number;
-  applied: number;
-}
-
 /** `a`'s gossip view: member name → state. */
 async function gossipView(a: AgentProc): Promise<Map<string, string>> {
   try {
@@ -72,15 +63,6 @@ async function gossipView(a: AgentProc): Promise<Map<string, string>> {
     return new Map(rows.map((m) => [m.name, m.state]));
   } catch {
     return new Map();
-  }
-}
-
-async function status(a: AgentProc): Promise<RaftStatus | undefined> {
-  try {
-    const r = await fetch(`http://${a.host}:${a.ports.http}/v1/raft/status`, { signal: AbortSignal.timeout(300) });
-    return r.ok ? ((await r.json()) as RaftStatus) : undefined;
-  } catch {
-    return undefined;
   }
 }
 
@@ -116,7 +98,7 @@ t.test('linearizable across partitions between hosts, with bounded recovery', { 
   const leaderNow = async (): Promise<{ a: AgentProc; s: RaftStatus } | undefined> => {
     let best: { a: AgentProc; s: RaftStatus } | undefined;
     for (const a of cluster.agents) {
-      const s = await status(a);
+      const s = await raftStatus(a);
       if (s?.role === 'leader' && (best === undefined || s.term > best.s.term)) best = { a, s };
     }
     return best;
@@ -127,7 +109,7 @@ t.test('linearizable across partitions between hosts, with bounded recovery', { 
    */
   const healAndCatchUp = async (round: number, laggard: AgentProc, isolated: boolean): Promise<string> => {
     const lead = await leaderNow();
-    const before = await status(laggard);
+    const before = await raftStatus(laggard);
     // A member cut off from everyone is suspected or already dead in the others' gossip by now
     // (declaring it dead may take up to detectionBoundMs, ~6 s at this timing); one that lost a
     // single link is still reached through the third (indirect probes), so nobody suspects it.
@@ -139,7 +121,7 @@ t.test('linearizable across partitions between hosts, with bounded recovery', { 
     const healedAt = Date.now();
     const behind = lead && before ? lead.s.commit - before.applied : undefined;
     t.ok(behind !== undefined && behind > 0, `round ${round}: the cut held: ${laggard.name} was ${behind} entries behind the leader's commit at the heal`);
-    const ms = lead ? await within(CATCH_UP_BOUND_MS, async () => ((await status(laggard))?.applied ?? -1) >= lead.s.commit) : undefined;
+    const ms = lead ? await within(CATCH_UP_BOUND_MS, async () => ((await raftStatus(laggard))?.applied ?? -1) >= lead.s.commit) : undefined;
     t.ok(ms !== undefined, `round ${round}: healed, ${laggard.name} caught up in ${ms} ms (bound ${CATCH_UP_BOUND_MS})`);
     const names = cluster.agents.map((a) => a.name);
     const allAlive = await within(GOSSIP_HEAL_BOUND_MS - (Date.now() - healedAt), async () =>
@@ -165,7 +147,7 @@ t.test('linearizable across partitions between hosts, with bounded recovery', { 
       let newLeader: number | undefined;
       let steppedDown: number | undefined;
       await within(3 * ELECTION_TIMEOUT_MAX_MS, async () => {
-        const [sl, s1, s2] = await Promise.all([status(L), status(f1), status(f2)]);
+        const [sl, s1, s2] = await Promise.all([raftStatus(L), raftStatus(f1), raftStatus(f2)]);
         if (newLeader === undefined && [s1, s2].some((s) => s?.role === 'leader' && s.term > lead.s.term)) newLeader = Date.now() - cutAt;
         if (steppedDown === undefined && sl !== undefined && sl.role !== 'leader') steppedDown = Date.now() - cutAt;
         return newLeader !== undefined && steppedDown !== undefined;
@@ -182,11 +164,11 @@ t.test('linearizable across partitions between hosts, with bounded recovery', { 
       lab.cut(index(L), index(cutOff));
       if (kind === 1) lab.cut(index(cutOff), index(other));
       await sleep(CUT_MS);
-      const during = await status(L);
+      const during = await raftStatus(L);
       t.ok(during?.role === 'leader' && during.term === lead.s.term, `round ${round}: ${kind === 1 ? `${cutOff.name} cut off` : `link ${L.name}–${cutOff.name} cut`}, ${L.name} still leads in term ${lead.s.term} (${during?.role} in ${during?.term})`);
       const back = await healAndCatchUp(round, cutOff, kind === 1);
       await sleep(2 * ELECTION_TIMEOUT_MAX_MS);
-      const after = await status(L);
+      const after = await raftStatus(L);
       t.ok(after?.role === 'leader' && after.term === lead.s.term, `round ${round}: the healed member did not depose ${L.name} (${after?.role} in term ${after?.term}, was ${lead.s.term})`);
       log.push(`${kind === 1 ? 'isolate follower' : 'cut one link to'} ${cutOff.name}: ${back}; term ${lead.s.term} → ${after?.term}`);
     }

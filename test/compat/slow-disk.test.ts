@@ -23,7 +23,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { Prng } from '../../core/sim/prng.js';
-import { AgentCluster, AgentProc, etcdctl, hasEtcdctl, hashKvOfEachAgent } from '../helpers/agents.js';
+import { AgentCluster, AgentProc, etcdctl, hasEtcdctl, hashKvOfEachAgent, raftStatus } from '../helpers/agents.js';
 import { FaultWorkload } from '../helpers/fault-workload.js';
 import { SimpleKv, SimpleLease } from '../helpers/kv-client.js';
 
@@ -39,22 +39,6 @@ const SHIM_SOURCE = join(process.cwd(), 'test/compat/fixtures/stall-fsync.c');
 
 const hasCc = spawnSync('sh', ['-c', 'command -v cc'], { stdio: 'ignore' }).status === 0;
 const unavailable = !hasEtcdctl() ? 'etcdctl not installed' : !hasCc ? 'no C compiler (cc) to build the fsync shim' : undefined;
-
-interface RaftStatus {
-  role: string;
-  term: number;
-  lead: string;
-  id: string;
-}
-
-async function status(a: AgentProc): Promise<RaftStatus | undefined> {
-  try {
-    const r = await fetch(`http://${a.host}:${a.ports.http}/v1/raft/status`, { signal: AbortSignal.timeout(300) });
-    return r.ok ? ((await r.json()) as RaftStatus) : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 /** `a`'s gossip view of `name`'s incarnation (-1 when not listed). */
 async function incarnationSeen(a: AgentProc, name: string): Promise<number> {
@@ -77,7 +61,7 @@ t.test('stalled disks: a leader loses leadership and stops renewing leases it no
   await cluster.startCluster(names, names.map((n) => ({ host: '127.0.0.1', wrap: ['env', `LD_PRELOAD=${shim}`, `PICLOUD_TEST_FSYNC_STALL_FILE=${flag(n)}`] })));
   const endpoints = cluster.agents.map((a) => `${a.host}:${a.ports.client}`);
 
-  const statuses = await Promise.all(cluster.agents.map(status));
+  const statuses = await Promise.all(cluster.agents.map(raftStatus));
   const leaderIndex = statuses.findIndex((s) => s?.role === 'leader');
   t.ok(leaderIndex >= 0, 'a leader');
   const leader = cluster.agents[leaderIndex]!;
@@ -136,7 +120,7 @@ t.test('stalled disks: a leader loses leadership and stops renewing leases it no
   let newLeaderAfterMs: number | undefined;
   while (performance.now() - stallStarted < STALL_MS) {
     if (newLeaderAfterMs === undefined) {
-      const others = await Promise.all(cluster.agents.filter((a) => a !== leader).map(status));
+      const others = await Promise.all(cluster.agents.filter((a) => a !== leader).map(raftStatus));
       if (others.some((s) => s?.role === 'leader' && s.term > termBefore)) newLeaderAfterMs = performance.now() - stallStarted;
     }
     await sleep(50);
@@ -151,7 +135,7 @@ t.test('stalled disks: a leader loses leadership and stops renewing leases it no
   await Promise.all([keeper, watcher]);
   t.same(violations.slice(0, 3), [], `the lease outlived every keep-alive's promise (${keepAliveLog.length} keep-alives)`, { keepAlives: keepAliveLog.slice(-40) });
   t.equal(etcdctl(endpoints.join(','), ['get', 'disk/held', '--print-value-only']).stdout.trim(), 'x', 'the key kept alive is still there');
-  const old = await status(leader);
+  const old = await raftStatus(leader);
   t.equal(old?.role, 'follower', `the old leader follows after the stall (term ${old?.term})`);
 
   // A member whose disk stalls while it must refute a suspicion (it was stopped for a moment,

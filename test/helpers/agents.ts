@@ -185,6 +185,27 @@ export async function hashKvOfEachAgent(cluster: AgentCluster, args: string[] = 
   }
 }
 
+/** What an agent's GET /v1/raft/status says. */
+export interface RaftStatus {
+  id: string;
+  name: string;
+  lead: string;
+  role: string;
+  term: number;
+  commit: number;
+  applied: number;
+}
+
+/** `a`'s Raft status, or undefined if it does not answer within 300 ms (stopped, cut off). */
+export async function raftStatus(a: AgentProc): Promise<RaftStatus | undefined> {
+  try {
+    const r = await fetch(`http://${a.host}:${a.ports.http}/v1/raft/status`, { signal: AbortSignal.timeout(300) });
+    return r.ok ? ((await r.json()) as RaftStatus) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** An agent's /metrics as a map from `name{labels}` to value (Prometheus text format). */
 export async function scrapeMetrics(httpPort: number): Promise<Map<string, number>> {
   const text = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
