@@ -15,7 +15,7 @@
  * The agents' own log lines (pino stamps them with the wall clock) show that the steps reached
  * them.
  */
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { LOCAL_CONFIG } from '../../core/gossip/config.js';
@@ -59,7 +59,10 @@ t.test('agents whose wall clock steps by days and years keep time by the monoton
   ];
   t.teardown(async () => {
     clearInterval(stepper);
+    const pids = cluster.agents.map((a) => a.proc?.pid);
     await cluster.stopAll();
+    // libfaketime keeps a shared-memory pair per process, removed only on a clean exit.
+    for (const pid of pids) for (const f of [`faketime_shm_${pid}`, `sem.faketime_sem_${pid}`]) rmSync(join('/dev/shm', f), { force: true });
   });
   process.env.PICLOUD_GOSSIP_PROFILE = 'local'; // probes every 200 ms: many timers cross each step
   await cluster.startCluster(['w1', 'w2', 'w3'], [0, 1, 2].map(() => ({ host: '127.0.0.1', wrap })));

@@ -97,13 +97,18 @@ export class AgentCluster {
   /** Bootstrap the first agent, join the others, wait until all are ready and voters. */
   async startCluster(names: string[], hosts: AgentHost[] = []): Promise<void> {
     for (const [i, n] of names.entries()) await this.add(n, hosts[i]);
+    await this.startAdded();
+  }
+
+  /** startCluster for agents already added (e.g. given data dirs of their own). */
+  async startAdded(): Promise<void> {
     const [first, ...rest] = this.agents;
     this.start(first!, true);
     await this.ready(first!);
     this.token = readFileSync(join(first!.dataDir, 'token'), 'utf8').trim();
     for (const a of rest) this.start(a, false);
     for (const a of rest) await this.ready(a);
-    await this.waitVoters(names.length);
+    await this.waitVoters(this.agents.length);
   }
 
   async waitVoters(n: number, timeoutMs = 20_000): Promise<void> {
