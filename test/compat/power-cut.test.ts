@@ -26,6 +26,9 @@ const DISK_MB = 96;
 const WHOLE_CLUSTER_CUTS = 3;
 const SINGLE_CUTS = 2;
 const RESTART_READY_MS = 30_000;
+/** Acknowledged puts the cluster must serve after a cut before the next one, within RESUME_MS. */
+const WRITES_BETWEEN_CUTS = 30;
+const RESUME_MS = 20_000;
 
 const unavailable = !hasEtcdctl() ? 'etcdctl not installed' : LoopDisk.unavailable();
 
@@ -76,6 +79,10 @@ t.test('power cuts of the whole cluster and of single members lose nothing ackno
     await cut(victims);
     const corrupt = victims.filter((a) => /corrupt|ERR_CORRUPT/i.test(a.log.join('')));
     t.same(corrupt.map((a) => a.name), [], `round ${round}: ${victims.map((a) => a.name).join(', ')} cut after ${before} acknowledged puts, and started again from their disks`);
+    // The cluster serves again (clients reconnect with backoff) before the next cut.
+    const resumed = performance.now();
+    while (workload.writes < before + WRITES_BETWEEN_CUTS && performance.now() - resumed < RESUME_MS) await sleep(50);
+    t.ok(workload.writes >= before + WRITES_BETWEEN_CUTS, `round ${round}: ${workload.writes - before} puts acknowledged ${Math.round(performance.now() - resumed)} ms after the members were ready (bound ${RESUME_MS} ms)`);
   }
   await sleep(1_500);
   await workload.stop();
