@@ -612,6 +612,8 @@ export class PeerTransport {
     socket.on('close', () => this.inbound.delete(socket));
     socket.on('error', () => undefined);
     socket.setNoDelay(true);
+    // Read now: a refused handshake destroys the socket, which then forgets its peer's address.
+    const remote = `${socket.remoteAddress}:${socket.remotePort}`;
     serverHandshake(socket, {
       peerKey: this.peerKey,
       purposes: [Purpose.Raft],
@@ -652,7 +654,7 @@ export class PeerTransport {
       },
       (err: Error) => {
         this.stats_.rejectedHandshakes++;
-        this.onReject?.(`inbound handshake from ${socket.remoteAddress}:${socket.remotePort}: ${err.message}`, err);
+        this.onReject?.(`inbound handshake from ${remote}: ${err.message}`, err);
       },
     );
   }

@@ -40,15 +40,31 @@ interface Node {
   addr: string;
   got: Message[];
   unreachable: number[];
+  /** The error code of each connection it turned away (onReject), in order. */
+  rejected: string[];
+  /** And the reason it logged. */
+  reasons: string[];
 }
 
 async function node(test: Test, id: number, limits: Partial<PeerTransportLimits> = FAST, peerKey: Uint8Array = key): Promise<Node> {
   const got: Message[] = [];
   const unreachable: number[] = [];
-  const tr = new PeerTransport({ nodeId: id, peerKey, onMessage: (m) => got.push(m), onUnreachable: (p) => unreachable.push(p), limits });
+  const rejected: string[] = [];
+  const reasons: string[] = [];
+  const tr = new PeerTransport({
+    nodeId: id,
+    peerKey,
+    onMessage: (m) => got.push(m),
+    onUnreachable: (p) => unreachable.push(p),
+    onReject: (reason, err) => {
+      rejected.push(String((err as { code?: string } | undefined)?.code));
+      reasons.push(reason);
+    },
+    limits,
+  });
   const a = await tr.listen(0);
   test.teardown(() => tr.close());
-  return { t: tr, addr: `127.0.0.1:${a.port}`, got, unreachable };
+  return { t: tr, addr: `127.0.0.1:${a.port}`, got, unreachable, rejected, reasons };
 }
 
 t.test('messages sent in one turn arrive in order, in one frame', async (t) => {
@@ -445,20 +461,30 @@ async function recordingRelay(target: number): Promise<{ port: number; recorded:
   };
 }
 
-function rawSend(port: number, bytes: Buffer[], holdMs = 150): Promise<{ closedByServer: boolean }> {
+/**
+ * Connects, writes `bytes`, and waits for the server to close the connection: resolves at the
+ * close with how long it took, or after `giveUpMs` (closedByServer false). Waiting for the
+ * close itself, not for a fixed hold, keeps a loaded machine (a late timer or a late read of
+ * the FIN) from turning a close into "still open".
+ */
+function rawSend(port: number, bytes: Buffer[], giveUpMs = 10_000): Promise<{ closedByServer: boolean; ms: number }> {
   return new Promise((resolve) => {
     const s = connect(port, '127.0.0.1');
-    let closed = false;
+    let connectedAt = performance.now();
     s.on('error', () => undefined);
-    s.on('close', () => (closed = true));
     s.resume(); // read (and discard) what the server says, so its close is seen
+    const giveUp = setTimeout(() => {
+      s.removeAllListeners('close');
+      s.destroy();
+      resolve({ closedByServer: false, ms: performance.now() - connectedAt });
+    }, giveUpMs);
+    s.on('close', () => {
+      clearTimeout(giveUp);
+      resolve({ closedByServer: true, ms: performance.now() - connectedAt });
+    });
     s.on('connect', () => {
+      connectedAt = performance.now();
       for (const b of bytes) s.write(b);
-      setTimeout(() => {
-        const closedByServer = closed;
-        s.destroy();
-        resolve({ closedByServer });
-      }, holdMs);
     });
   });
 }
@@ -489,16 +515,26 @@ t.test('intruders are turned away and the server keeps serving', async (t) => {
   honest.t.removePeer(2);
   await relay.close();
   const delivered = victim.got.length;
-  const replay = await rawSend(port, [Buffer.concat(relay.recorded)]);
-  t.ok(replay.closedByServer, 'replayed handshake: connection closed by the server');
+  // Each refusal is told apart from the handshake timeout by its reason, not by a time window.
+  const refusal = async (bytes: Buffer[]): Promise<string | undefined> => {
+    const before = victim.rejected.length;
+    const r = await rawSend(port, bytes);
+    return r.closedByServer ? victim.rejected.slice(before).at(-1) : undefined;
+  };
+  t.equal(await refusal([Buffer.concat(relay.recorded)]), 'ERR_AUTH_FAILED', 'replayed handshake: connection closed by the server');
   t.equal(victim.got.length, delivered, 'nothing from the replay was delivered');
 
   // 3. Garbage, 4. an oversized length, 5. a silent connection (handshake timeout).
-  t.ok((await rawSend(port, [randomBytes(64)])).closedByServer, 'garbage: closed');
+  const garbage = randomBytes(64);
+  garbage[0]! |= 0x80; // its first four bytes, read as a frame length, exceed the limit
+  t.equal(await refusal([garbage]), 'ERR_FRAME_TOO_LARGE', 'garbage: closed');
   const huge = Buffer.alloc(4);
   huge.writeUInt32BE(0xfffffff0);
-  t.ok((await rawSend(port, [huge])).closedByServer, 'oversized frame length: closed at once');
-  t.ok((await rawSend(port, [], 600)).closedByServer, 'silent client: closed after the handshake timeout');
+  t.equal(await refusal([huge]), 'ERR_FRAME_TOO_LARGE', 'oversized frame length: closed at once, not at the handshake timeout');
+  const silentAt = performance.now();
+  t.equal(await refusal([]), 'ERR_HANDSHAKE_TIMEOUT', 'silent client: closed by the handshake timeout');
+  t.ok(performance.now() - silentAt >= 250, 'and not before it');
+  t.match(victim.reasons.at(-1), /^inbound handshake from 127\.0\.0\.1:\d+: /, 'the reason names where the intruder came from');
 
   // 6. A member with the key but a bad frame after the handshake (tampered seal / undecodable).
   const s = connect(port, '127.0.0.1');
@@ -556,8 +592,9 @@ t.test('inbound connection limit', async (t) => {
     await new Promise((r) => s.once('connect', r));
   }
   await waitFor(() => v.t.stats().inboundConnections === 2, 'two held');
-  const third = await rawSend(port, [], 100);
-  t.ok(third.closedByServer, 'a connection over the limit is closed at once');
+  const third = await rawSend(port, [], 10_000);
+  t.ok(third.closedByServer, 'a connection over the limit is closed');
+  t.ok(third.ms < 1_000, `at once, not at the 2 s handshake timeout (${Math.round(third.ms)} ms)`);
   for (const s of held) s.destroy();
 });
 
