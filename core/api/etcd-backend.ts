@@ -10,7 +10,7 @@ import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
-import { ConfChangeType } from '../raft/index.js';
+import { ConfChangeType, Role } from '../raft/index.js';
 import * as kv from '../kv/index.js';
 import { EtcdError, EtcdErrorCode, ETCD_ERRORS } from '../net/etcd/errors.js';
 import type * as api from '../net/etcd/service.js';
@@ -305,9 +305,19 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
         // Renew only with leadership confirmed since the request came (etcd's
         // ensureLeadership): a leader whose disk stalls keeps answering on its event loop,
         // while the others elect a new leader that never hears of these renewals and lets
-        // the lease expire under a client told it was renewed.
+        // the lease expire under a client told it was renewed. After the round, Raft's own
+        // state must still say leader in the same term (the role the driver reports lags
+        // behind a stalled save), and the round must be younger than an election timeout:
+        // no other leader can have been elected since, and a new one extends every lease by
+        // at least that much.
+        const asked = performance.now();
+        const term = this.node.driver.node.raft.term;
         await this.node.linearizableBarrier();
-        if (this.node.leaseTimers.isLeader) return { header: this.header(), id, ttlSeconds: this.node.leaseTimers.keepAlive(id) };
+        const raft = this.node.driver.node.raft;
+        const stillLeader = this.node.leaseTimers.isLeader && raft.role === Role.Leader && raft.term === term;
+        if (stillLeader && performance.now() - asked < this.node.electionTimeoutMs) {
+          return { header: this.header(), id, ttlSeconds: this.node.leaseTimers.keepAlive(id) };
+        }
       }
       // Lease time lives on the leader only: forward, as etcd does.
       const ttl = await this.forwarder.keepAlive(this.leaderClientAddr(), id).catch(() => {

@@ -761,6 +761,11 @@ export class ManagerNode {
     return (await this.driver.propose(data)) as KvResponse;
   }
 
+  /** A follower waits at least this long after its leader's last message before it campaigns. */
+  get electionTimeoutMs(): number {
+    return this.opts.tickMs * this.opts.electionTicks;
+  }
+
   /** Wait until this member has applied everything committed before the call (ReadIndex). */
   linearizableBarrier(): Promise<void> {
     return this.driver.readBarrier();

@@ -140,6 +140,8 @@ export class RaftDriver {
   /** Per follower, bumped when a chunk read fails: chunks queued before that are dropped (Raft starts over). */
   private readonly chunkGeneration = new Map<NodeId, number>();
   private readonly reads = new Map<string, Waiter>();
+  /** The term and leader Raft had when each unanswered read round started (see failUnconfirmedReads). */
+  private readonly readEpoch = new Map<string, string>();
   /** Reads whose index is known, waiting for apply to catch up. */
   private readonly readsByIndex: Array<{ index: number; key: string }> = [];
   private running = false;
@@ -247,7 +249,9 @@ export class RaftDriver {
     this.readRoundInFlight = true;
     const ctx = Buffer.allocUnsafe(REQUEST_ID_BYTES);
     this.writeRequestId(ctx, ++this.requestCounter);
-    this.track(this.reads, ctx.toString('hex'), () => this.node.readIndex(ctx)).then(
+    const key = ctx.toString('hex');
+    this.readEpoch.set(key, this.epoch());
+    this.track(this.reads, key, () => this.node.readIndex(ctx)).finally(() => this.readEpoch.delete(key)).then(
       () => waiters.forEach((w) => w.resolve()),
       (e: Error) => waiters.forEach((w) => w.reject(e)),
     ).finally(() => {
@@ -485,6 +489,12 @@ export class RaftDriver {
     }
   }
 
+  /** Raft's term and leader as they stand (ahead of what the driver last reported). */
+  private epoch(): string {
+    const r = this.node.raft;
+    return `${r.term}/${r.lead}`;
+  }
+
   /** Records the leader and role Raft reports; true if the leader changed. */
   private noticeRole(lead: NodeId, role: Role): boolean {
     const leadChanged = lead !== this.lastLead;
@@ -511,8 +521,12 @@ export class RaftDriver {
    */
   private failUnconfirmedReads(): void {
     const confirmed = new Set(this.readsByIndex.map((r) => r.key));
+    const now = this.epoch();
     for (const [key, w] of this.reads) {
       if (confirmed.has(key)) continue;
+      // Started under the leader Raft knows now (the driver hears of a change only after a
+      // save): it went to that leader, which will answer.
+      if (this.readEpoch.get(key) === now) continue;
       clearTimeout(w.timer);
       this.reads.delete(key);
       w.reject(new RaftDriverError('LEADER_CHANGED', 'leader changed'));

@@ -78,12 +78,23 @@ export class LatestValueFile {
   }
 
   private async drain(): Promise<void> {
-    while (this.next !== undefined) {
-      const data = this.next;
-      this.next = undefined;
-      await writeFileDurably(this.path, data, this.mode).catch((e: unknown) => this.onError(e instanceof Error ? e : new Error(String(e))));
+    try {
+      while (this.next !== undefined) {
+        const data = this.next;
+        this.next = undefined;
+        try {
+          await writeFileDurably(this.path, data, this.mode);
+        } catch (e) {
+          try {
+            this.onError(e instanceof Error ? e : new Error(String(e)));
+          } catch {
+            // a failing reporter must not stop later saves
+          }
+        }
+      }
+    } finally {
+      this.writing = undefined;
     }
-    this.writing = undefined;
   }
 }
 

@@ -19,7 +19,7 @@
  * answering); with a synchronous fsync the whole agent waited for the disk.
  */
 import { spawnSync } from 'node:child_process';
-import { rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { Prng } from '../../core/sim/prng.js';
@@ -45,6 +45,11 @@ async function incarnationSeen(a: AgentProc, name: string): Promise<number> {
   const r = await fetch(`http://${a.host}:${a.ports.http}/v1/agent/members`, { signal: AbortSignal.timeout(1_000) });
   const rows = (await r.json()) as Array<{ name: string; incarnation: number }>;
   return rows.find((m) => m.name === name)?.incarnation ?? -1;
+}
+
+/** The incarnation `a` has saved in its data dir. */
+function savedIncarnation(a: AgentProc): number {
+  return (JSON.parse(readFileSync(join(a.dataDir, 'gossip', 'incarnation.json'), 'utf8')) as { incarnation: number }).incarnation;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -87,8 +92,14 @@ t.test('stalled disks: a leader loses leadership and stops renewing leases it no
   const keeper = (async () => {
     while (running) {
       const sent = performance.now();
+      const lateVia = cluster.agents[via]!.name;
+      const late = (ttl: number): void => {
+        // Given up on, answered anyway: a real client's stream counts that TTL from now.
+        if (ttl > 0) promisedUntil = Math.max(promisedUntil, performance.now() + ttl * 1000);
+        keepAliveLog.push(`${Math.round(performance.now())} late answer via ${lateVia}: ttl ${ttl}`);
+      };
       try {
-        const ttl = await leases[via]!.keepAliveOnce(leaseId!);
+        const ttl = await leases[via]!.keepAliveOnce(leaseId!, late);
         if (ttl > 0) promisedUntil = Math.max(promisedUntil, sent + ttl * 1000);
         keepAliveLog.push(`${Math.round(sent)} via ${cluster.agents[via]!.name}: ttl ${ttl}`);
       } catch (e) {
@@ -157,9 +168,15 @@ t.test('stalled disks: a leader loses leadership and stops renewing leases it no
     await sleep(100);
   }
   const incarnationAfter = await incarnationSeen(observer, member.name);
+  const savedDuringStall = savedIncarnation(member);
   rmSync(flag(member.name));
   t.ok(incarnationAfter > incarnationBefore, `${member.name} refuted a suspicion during the stall (incarnation ${incarnationBefore} -> ${incarnationAfter})`);
   t.ok(Math.max(...healthMs) < 500, `its /health answered within 500 ms throughout (slowest ${Math.round(Math.max(...healthMs))} ms of ${healthMs.length})`);
+  // The save really waited on the stalled disk, and landed once the disk came back.
+  t.equal(savedDuringStall, incarnationBefore, 'its saved incarnation was still the old one while the disk stalled');
+  const landed = performance.now();
+  while (savedIncarnation(member) < incarnationAfter && performance.now() - landed < 5_000) await sleep(50);
+  t.equal(savedIncarnation(member), incarnationAfter, 'and the new one is saved after the stall');
 
   await workload.stop();
   workload.check(t, 50);

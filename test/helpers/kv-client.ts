@@ -72,6 +72,9 @@ export class SimpleKv {
   }
 }
 
+/** How long a keep-alive the client gave up on is still listened to. */
+const LATE_ANSWER_MS = 10_000;
+
 /** One member's Lease service for fault tests: single keep-alives with a deadline, no retries. */
 export class SimpleLease {
   private readonly client: LeaseClient;
@@ -82,16 +85,35 @@ export class SimpleLease {
     this.client = new (service<LeaseClient>('Lease'))(endpoint, grpc.credentials.createInsecure());
   }
 
-  /** One keep-alive of lease `id` (hex): resolves with the TTL granted (0: the lease is gone). */
-  keepAliveOnce(id: string): Promise<number> {
+  /**
+   * One keep-alive of lease `id` (hex): resolves with the TTL granted (0: the lease is gone), or
+   * rejects after the deadline, as a client gives up on a member and tries another. An answer
+   * that still comes later (within LATE_ANSWER_MS) goes to `late`: a real client's stream would
+   * take it, and count the TTL from then.
+   */
+  keepAliveOnce(id: string, late?: (ttl: number) => void): Promise<number> {
     return new Promise((resolve, reject) => {
-      const call = this.client.LeaseKeepAlive({ deadline: Date.now() + this.deadlineMs });
+      const call = this.client.LeaseKeepAlive({ deadline: Date.now() + LATE_ANSWER_MS });
+      let settled = false;
+      const giveUp = setTimeout(() => {
+        settled = true;
+        reject(new Error(`no keep-alive answer within ${this.deadlineMs} ms`));
+      }, this.deadlineMs);
       call.on('data', (r: { TTL: string }) => {
-        resolve(Number(r.TTL));
         call.cancel();
+        if (settled) return late?.(Number(r.TTL));
+        clearTimeout(giveUp);
+        settled = true;
+        resolve(Number(r.TTL));
       });
-      call.on('error', reject);
-      call.on('end', () => reject(new Error('keep-alive stream ended without an answer')));
+      const fail = (e: Error): void => {
+        if (settled) return;
+        clearTimeout(giveUp);
+        settled = true;
+        reject(e);
+      };
+      call.on('error', fail);
+      call.on('end', () => fail(new Error('keep-alive stream ended without an answer')));
       call.write({ ID: BigInt(`0x${id}`).toString() });
     });
   }

@@ -5,10 +5,19 @@
  * writers are stopped (SIGSTOP) is what a power cut at that moment would leave behind, and
  * mounting that copy (ext4 replays its journal) is booting after the cut.
  *
- * Needs root, losetup, mkfs.ext4 and a free loop device; `unavailable()` says why not.
+ * Needs root, losetup, mkfs.ext4, a free loop device and room in /dev/shm; `unavailable()` says
+ * why not.
+ *
+ * Not modelled: the copy is not atomic (the kernel may still write back unsynced pages while it
+ * is taken, which only adds writes a real cut could also have kept, in an order a real disk
+ * might not), and a disk's own volatile cache, which can lose or reorder writes the kernel
+ * already handed it, is not simulated: a write the kernel issued counts as on the disk.
  */
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, renameSync, rmSync, statfsSync } from 'node:fs';
+
+/** Three images and their copies at the test's size, with room to spare. */
+const SHM_NEEDED_BYTES = 800 << 20;
 
 function run(cmd: string, args: string[]): string {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
@@ -32,6 +41,8 @@ export class LoopDisk {
     }
     const probe = spawnSync('losetup', ['-f'], { encoding: 'utf8' });
     if (probe.status !== 0) return `no free loop device: ${probe.stderr.trim()}`;
+    const shm = statfsSync('/dev/shm');
+    if (shm.bavail * shm.bsize < SHM_NEEDED_BYTES) return `/dev/shm has less than ${SHM_NEEDED_BYTES >> 20} MiB free for the disk images`;
     return undefined;
   }
 
@@ -47,7 +58,9 @@ export class LoopDisk {
   mount(): void {
     mkdirSync(this.mountpoint, { recursive: true });
     this.device = run('losetup', ['-f', '--show', this.image]);
-    run('mount', ['-o', 'noatime', this.device, this.mountpoint]);
+    // noauto_da_alloc: ext4 would otherwise flush a file's data when it is renamed over
+    // another, hiding a missing fsync before a rename.
+    run('mount', ['-o', 'noatime,noauto_da_alloc', this.device, this.mountpoint]);
   }
 
   unmount(): void {

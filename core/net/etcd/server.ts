@@ -392,19 +392,20 @@ export class EtcdGrpcServer {
     const pump = async (): Promise<void> => {
       busy = true;
       while (queue.length > 0 && !done) {
-        const { raw, id } = queue.shift()!;
-        try {
-          if (id === cv.UNREPRESENTABLE_ID) throw new EtcdError('LEASE_NOT_FOUND');
-          const r = await this.backend.leaseKeepAlive(id, ctx);
-          if (!done) call.write({ header: cv.header(r.header), ID: r.id, TTL: r.ttlSeconds });
-        } catch (err) {
+        // Everything queued is renewed together: on the leader each renewal waits for a
+        // confirmed-leadership round, and concurrent ones share a round. Answers keep their order.
+        const batch = queue.splice(0);
+        const results = await Promise.allSettled(batch.map(({ id }) => (id === cv.UNREPRESENTABLE_ID ? Promise.reject(new EtcdError('LEASE_NOT_FOUND')) : this.backend.leaseKeepAlive(id, ctx))));
+        for (const [i, r] of results.entries()) {
           if (done) break;
-          // etcd answers an unknown lease on this stream with TTL 0, not an error.
-          if (isEtcdError(err, 'LEASE_NOT_FOUND')) {
-            call.write({ header: cv.header(this.backend.header()), ID: raw, TTL: 0 });
+          if (r.status === 'fulfilled') {
+            call.write({ header: cv.header(r.value.header), ID: r.value.id, TTL: r.value.ttlSeconds });
+          } else if (isEtcdError(r.reason, 'LEASE_NOT_FOUND')) {
+            // etcd answers an unknown lease on this stream with TTL 0, not an error.
+            call.write({ header: cv.header(this.backend.header()), ID: batch[i]!.raw, TTL: 0 });
           } else {
             done = true;
-            call.emit('error', this.toStatus(err, 'LeaseKeepAlive'));
+            call.emit('error', this.toStatus(r.reason, 'LeaseKeepAlive'));
           }
         }
       }
