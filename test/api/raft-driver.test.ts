@@ -82,7 +82,7 @@ t.test('three drivers elect, commit from any node, read, and fail over', async (
 });
 
 t.test('read barriers the leader will never answer fail with LEADER_CHANGED when the leader changes, not at the timeout', async (t) => {
-  const { drivers, cut } = cluster(3);
+  const { drivers, applied, cut } = cluster(3);
   for (const d of drivers.values()) d.start();
   t.teardown(() => { for (const d of drivers.values()) d.stop(); });
   const leaderId = await waitFor('a leader', () => [...drivers.entries()].find(([, d]) => d.node.status().role === Role.Leader)?.[0]);
@@ -100,11 +100,13 @@ t.test('read barriers the leader will never answer fail with LEADER_CHANGED when
   t.equal(onLeader.code, 'LEADER_CHANGED', `the deposed leader's read fails with LEADER_CHANGED after ${Math.round(onLeader.ms)} ms`);
   t.equal(onFollower.code, 'LEADER_CHANGED', `the follower's read fails with LEADER_CHANGED after ${Math.round(onFollower.ms)} ms`);
   t.ok(Math.max(onLeader.ms, onFollower.ms) < 2500, 'both well before the 5 s request timeout');
-  // The next barrier goes to the new leader.
-  await waitFor('a new leader', () => [...drivers.entries()].find(([id, d]) => id !== leaderId && d.node.status().role === Role.Leader)?.[0]);
+  // The next barrier goes to the new leader, and sees what it committed.
+  const newLeader = await waitFor('a new leader', () => [...drivers.entries()].find(([id, d]) => id !== leaderId && d.node.status().role === Role.Leader)?.[0]);
   await waitFor('the follower to know it', () => (drivers.get(follower)!.node.status().lead !== 0 && drivers.get(follower)!.node.status().lead !== leaderId) || undefined);
-  await drivers.get(follower)!.readBarrier();
-  t.pass('a read barrier after the change succeeds');
+  t.equal(await drivers.get(newLeader)!.propose(enc.encode('after')), 'applied:after', 'the new leader commits');
+  const barrier = await outcome(drivers.get(follower)!.readBarrier());
+  t.equal(barrier.code, 'ok', 'a read barrier on the follower after the change succeeds');
+  t.ok(applied.get(follower)!.includes('after'), 'and the follower has applied what the new leader committed before it');
 });
 
 t.test('durablePrefix: only committed entries below the first unsaved one', async (t) => {
