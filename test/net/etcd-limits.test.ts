@@ -2,13 +2,14 @@
  * The etcd front end's limits and hostile input, driven with a raw gRPC client: request size,
  * txn ops and depth, watchers per connection, the watch send buffer, garbage messages.
  */
+import http2 from 'node:http2';
 import t from 'tap';
 import fc from 'fast-check';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
-import { EtcdGrpcServer, GRPC_OVERHEAD_BYTES, MAX_REQUEST_BYTES, MAX_WATCHERS_PER_CONNECTION } from '../../core/net/etcd/server.js';
+import { EtcdGrpcServer, GRPC_OVERHEAD_BYTES, MAX_PENDING_KEEPALIVES, MAX_REQUEST_BYTES, MAX_WATCHERS_PER_CONNECTION } from '../../core/net/etcd/server.js';
 import { MAX_TXN_DEPTH, MAX_TXN_OPS } from '../../core/net/etcd/convert.js';
 import { FakeEtcdBackend } from './fake-etcd-backend.js';
 
@@ -22,6 +23,8 @@ const root = new protobuf.Root();
 root.resolvePath = (_origin, target) => (target.startsWith('/') ? target : `${ETCD_PROTO_DIR}/${target}`);
 root.loadSync(ETCD_RPC_PROTO);
 const PutRequest = root.lookupType('etcdserverpb.PutRequest');
+const LeaseKeepAliveRequest = root.lookupType('etcdserverpb.LeaseKeepAliveRequest');
+const LeaseKeepAliveResponse = root.lookupType('etcdserverpb.LeaseKeepAliveResponse');
 
 const backend = new FakeEtcdBackend();
 const server = await EtcdGrpcServer.start({
@@ -116,6 +119,42 @@ t.test('keep-alive requests sent before the client half-closes are all answered,
   stream.end();
   await Promise.race([ended, new Promise((r) => setTimeout(r, 3_000))]);
   t.same(got.map((x) => [x.ID, x.TTL]), [[g.resp.ID, '20'], ['78', '0'], [g.resp.ID, '20']], 'etcd answers every request it read before EOF');
+});
+
+t.test('a burst of keep-alives beyond MAX_PENDING_KEEPALIVES on one stream: every one answered, none dropped', async (t) => {
+  // A client holding thousands of leases renews them all on one stream at once (etcd's
+  // clientv3 does, every TTL/3). The burst is sent as one HTTP/2 write (grpc-js's own client
+  // would send one message per write): the server must stop reading (HTTP/2 flow control holds
+  // the client back) rather than drop what it cannot queue.
+  const g = await call(lease, 'LeaseGrant', { TTL: '30' });
+  backend.keepAliveDelayMs = 5;
+  t.teardown(() => void (backend.keepAliveDelayMs = 0));
+  const n = MAX_PENDING_KEEPALIVES * 4;
+  const one = LeaseKeepAliveRequest.encode({ ID: Number(g.resp.ID) }).finish();
+  const framed = Buffer.alloc(5 + one.length);
+  framed.writeUInt32BE(one.length, 1);
+  framed.set(one, 5);
+  const session = http2.connect(`http://${addr}`);
+  t.teardown(() => session.close());
+  const req = session.request({ ':method': 'POST', ':path': '/etcdserverpb.Lease/LeaseKeepAlive', 'content-type': 'application/grpc', te: 'trailers' });
+  let buf = Buffer.alloc(0);
+  let answered = 0;
+  let renewed = 0;
+  req.on('data', (chunk: Buffer) => {
+    buf = Buffer.concat([buf, chunk]);
+    while (buf.length >= 5 && buf.length >= 5 + buf.readUInt32BE(1)) {
+      const len = buf.readUInt32BE(1);
+      const r = LeaseKeepAliveResponse.decode(buf.subarray(5, 5 + len)) as unknown as { ID: unknown; TTL: unknown };
+      buf = buf.subarray(5 + len);
+      answered++;
+      if (String(r.ID) === g.resp.ID && String(r.TTL) === '30') renewed++;
+    }
+  });
+  const ended = new Promise<void>((resolve) => req.on('end', resolve));
+  req.end(Buffer.concat(Array.from({ length: n }, () => framed)));
+  await Promise.race([ended, new Promise((r) => setTimeout(r, 20_000))]);
+  t.equal(answered, n, `all ${n} keep-alives answered`);
+  t.equal(renewed, n, 'each one a renewal of the lease');
 });
 
 function watchStream(): { s: grpc.ClientDuplexStream<Obj, Obj>; got: Obj[]; until: (f: (got: Obj[]) => boolean) => Promise<void> } {

@@ -33,7 +33,7 @@ const DEFAULT_GATEWAY_VERSION = { etcdserver: '3.4.0', etcdcluster: '3.4.0' };
 export const MAX_WATCHERS_PER_CONNECTION = 10_000;
 /** Bytes of watch responses not yet taken by the client before the stream's watchers are cancelled. */
 export const MAX_WATCH_STREAM_BUFFER_BYTES = 8 * 1024 * 1024;
-/** Keep-alive requests waiting on one stream; more are dropped (the client repeats them). */
+/** Keep-alive requests waiting on one stream; beyond it the stream stops being read until they are answered. */
 export const MAX_PENDING_KEEPALIVES = 1_024;
 /** HTTP/2 streams per connection. */
 export const MAX_CONCURRENT_STREAMS = 4_096;
@@ -266,6 +266,9 @@ export class EtcdGrpcServer {
         return true;
       },
       end: () => out.end(),
+      // The gateway hands over a whole request body at once (its size is bounded): nothing to hold back.
+      pause: () => undefined,
+      resume: () => undefined,
     });
     call.on('error', (status: grpc.ServerErrorResponse) => out.fail({ code: status.code ?? grpc.status.INTERNAL, details: status.details ?? status.message }));
     let onClose = (): void => undefined;
@@ -408,13 +411,24 @@ export class EtcdGrpcServer {
             call.emit('error', this.toStatus(r.reason, 'LeaseKeepAlive'));
           }
         }
+        if (paused) {
+          paused = false;
+          call.resume();
+        }
       }
       busy = false;
       if (ended) finish();
     };
+    // A burst (a client renewing thousands of leases at once) is held back, not dropped: with
+    // the stream paused grpc-js stops reading it and HTTP/2 flow control stalls the client.
+    let paused = false;
     call.on('data', (req: Obj) => {
-      if (done || queue.length >= MAX_PENDING_KEEPALIVES) return;
+      if (done) return;
       queue.push({ raw: req.ID, id: cv.id64(req.ID) });
+      if (queue.length >= MAX_PENDING_KEEPALIVES && !paused) {
+        paused = true;
+        call.pause();
+      }
       if (!busy) void pump();
     });
     const finish = (): void => {
