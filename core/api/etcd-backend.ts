@@ -372,8 +372,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
 
   memberAdd(peerUrls: string[], isLearner: boolean): Promise<api.MemberAddResponse> {
     return etcdErrors(async () => {
-      const peerAddr = peerUrls[0]?.replace(/^https?:\/\//, '') ?? '';
-      if (!/^[^/\s]+:\d+$/.test(peerAddr)) throw new EtcdError('MEMBER_BAD_URLS');
+      const peerAddr = peerAddress(peerUrls);
       if ([...this.node.members.values()].some((m) => m.peerAddr === peerAddr)) throw new EtcdError('PEER_URL_EXIST');
       const id = 1 + Math.floor(Math.random() * (2 ** 47 - 1));
       const context = new TextEncoder().encode(JSON.stringify({ name: '', peerAddr, clientAddr: '' }));
@@ -391,8 +390,19 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     });
   }
 
-  memberUpdate(): Promise<api.MembersResponse> {
-    return Promise.reject(new EtcdError('UNSUPPORTED', 'MemberUpdate: peer addresses change by rejoining'));
+  memberUpdate(id: number, peerUrls: string[]): Promise<api.MembersResponse> {
+    return etcdErrors(async () => {
+      const m = this.node.members.get(id);
+      if (!m) throw new EtcdError('MEMBER_NOT_FOUND');
+      const peerAddr = peerAddress(peerUrls);
+      if ([...this.node.members.values()].some((o) => o.id !== id && o.peerAddr === peerAddr)) throw new EtcdError('PEER_URL_EXIST');
+      const context = new TextEncoder().encode(JSON.stringify({ name: m.name, peerAddr, clientAddr: m.clientAddr }));
+      await this.node.changeMembership({ type: ConfChangeType.UpdateNode, nodeId: id, context }, () => {
+        const now = this.node.members.get(id);
+        return now === undefined || now.peerAddr === peerAddr;
+      });
+      return this.membersResponse();
+    });
   }
 
   memberPromote(id: number): Promise<api.MembersResponse> {
@@ -486,4 +496,11 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       return { header, sizeBytes: size, data: data() };
     });
   }
+}
+
+/** The host:port of a member's first peer URL (etcd's are http://host:port); etcd's error otherwise. */
+function peerAddress(peerUrls: string[]): string {
+  const peerAddr = peerUrls[0]?.replace(/^https?:\/\//, '') ?? '';
+  if (!/^[^/\s]+:\d+$/.test(peerAddr)) throw new EtcdError('MEMBER_BAD_URLS');
+  return peerAddr;
 }

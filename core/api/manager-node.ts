@@ -150,6 +150,8 @@ export { DEFAULT_SNAPSHOT_EVERY_ENTRIES, LOG_ENTRIES_KEPT_AFTER_SNAPSHOT } from 
 /** A learner within this many entries of the leader's log is promoted. */
 export const LEARNER_CATCH_UP_ENTRIES = 100;
 export const LEASE_TICK_MS = 500;
+/** How often a member compares its addresses with the cluster's record of them. */
+export const ADDRESS_CHECK_MS = 1_000;
 export const DEFAULT_REQUEST_TIMEOUT_MS = 7_000;
 /** The applied state is written at most this long after a change (etcd's backend batch interval is 100 ms). */
 export const PERSIST_INTERVAL_MS = 100;
@@ -215,6 +217,7 @@ export class ManagerNode {
   private transport!: PeerTransport;
   private joinServer: JoinServer | undefined;
   private timers: NodeJS.Timeout[] = [];
+  private updatingAddresses = false;
   private conf: ConfState = { voters: [], learners: [] };
   /** Ids removed from the cluster (applied RemoveNode changes), persisted with the membership. */
   private readonly removedMembers = new Set<NodeId>();
@@ -368,6 +371,8 @@ export class ManagerNode {
       onReject: (reason) => log.warn({ reason }, 'peer connection rejected'),
       isRemoved: (peer) => this.removedMembers.has(peer),
       onRemoved: (by) => this.removedFromCluster(`member ${by.toString(16)} says so`),
+      advertise: self.peerAddr,
+      onPeerMoved: (peer, address, previous) => log.info({ peer: peer.toString(16), address, previous }, 'a member announced a new peer address; dialing it there'),
     });
     await this.transport.listen(this.opts.peerPort, this.opts.bindAddr);
     for (const m of this.members.values()) if (m.id !== this.id) this.transport.addPeer(m.id, m.peerAddr);
@@ -413,6 +418,7 @@ export class ManagerNode {
       ? JoinServer.detached(joinOpts)
       : await JoinServer.listen({ ...joinOpts, port: this.opts.joinPort, host: this.opts.bindAddr });
     this.timers.push(setInterval(() => void this.leaderDuties(), LEASE_TICK_MS));
+    this.timers.push(setInterval(() => void this.recordOwnAddresses(self), ADDRESS_CHECK_MS));
     this.timers.push(setInterval(() => this.watchHub.progressTick(), 10 * 60_000));
   }
 
@@ -463,6 +469,18 @@ export class ManagerNode {
         ctx = undefined;
       }
       const prev = this.members.get(cc.nodeId);
+      if (cc.type === ConfChangeType.UpdateNode) {
+        // New addresses for a member (it moved, or `etcdctl member update`); unknown ids change nothing.
+        if (prev === undefined) return;
+        const moved = { ...prev, peerAddr: ctx?.peerAddr || prev.peerAddr, clientAddr: ctx?.clientAddr || prev.clientAddr };
+        this.members.set(cc.nodeId, moved);
+        // The transport keeps an address the member announced itself over this record.
+        if (cc.nodeId !== this.id && moved.peerAddr !== prev.peerAddr) this.transport.addPeer(cc.nodeId, moved.peerAddr);
+        this.membershipDirty = true;
+        this.opts.logger.info({ node: cc.nodeId.toString(16), peerAddr: moved.peerAddr, clientAddr: moved.clientAddr }, 'member addresses updated');
+        for (const fn of this.memberListeners) fn();
+        return;
+      }
       const member: Member = {
         id: cc.nodeId,
         name: ctx?.name ?? prev?.name ?? '',
@@ -810,6 +828,31 @@ export class ManagerNode {
     const to = best.id.toString(16);
     if (ok) this.opts.logger.info({ to, ms: Math.round(performance.now() - started) }, 'handed leadership over before stopping');
     else this.opts.logger.warn({ to }, 'leadership handoff before stopping did not finish; stopping anyway');
+  }
+
+  /**
+   * A member started at other addresses than the cluster has on record (a new DHCP lease, other
+   * ports): the others already dial it where its handshake said; this records the addresses
+   * through Raft, so `member list` and a restarted member find it there too.
+   */
+  private async recordOwnAddresses(self: MemberContext): Promise<void> {
+    const rec = this.members.get(this.id);
+    if (this.updatingAddresses || this.stopped || this.removed || this.lead === 0 || rec === undefined) return;
+    if (rec.peerAddr === self.peerAddr && rec.clientAddr === self.clientAddr) return;
+    if (!this.conf.voters.includes(this.id) && !this.conf.learners.includes(this.id)) return;
+    this.updatingAddresses = true;
+    try {
+      const context = enc.encode(JSON.stringify({ name: rec.name, peerAddr: self.peerAddr, clientAddr: self.clientAddr }));
+      await this.changeMembership({ type: ConfChangeType.UpdateNode, nodeId: this.id, context }, () => {
+        const now = this.members.get(this.id);
+        return now === undefined || (now.peerAddr === self.peerAddr && now.clientAddr === self.clientAddr);
+      });
+      this.opts.logger.info({ peerAddr: self.peerAddr, clientAddr: self.clientAddr, previous: { peerAddr: rec.peerAddr, clientAddr: rec.clientAddr } }, 'recorded this member\'s new addresses');
+    } catch (err) {
+      this.opts.logger.warn({ err: (err as Error).message }, 'recording this member\'s new addresses failed; retrying');
+    } finally {
+      this.updatingAddresses = false;
+    }
   }
 
   /** Propose a membership change and wait until it is applied here. */

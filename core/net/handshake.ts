@@ -1,7 +1,7 @@
 /**
  * The pre-shared-key handshake that opens every peer and join connection (see README.md):
  *
- *   client -> server  ClientHello  { version, client_nonce, purpose, node_id }
+ *   client -> server  ClientHello  { version, client_nonce, purpose, node_id, advertise }
  *   server -> client  ServerHello  { version, server_nonce, server_proof }
  *   client -> server  ClientFinish { client_proof }
  *
@@ -19,6 +19,7 @@ import { createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual } from '
 import type { Socket } from 'node:net';
 import type protobuf from 'protobufjs';
 import { NetError } from './errors.js';
+import { parseHostPort } from './address.js';
 import { FrameDecoder, MAX_FRAME_BYTES, encodeFrame } from './frame.js';
 import { peerType } from './proto-files.js';
 import { SecureChannel, type SessionKeys } from './secure-channel.js';
@@ -26,8 +27,10 @@ import { SecureChannel, type SessionKeys } from './secure-channel.js';
 export const HANDSHAKE_VERSION = 1;
 export const NONCE_BYTES = 32;
 export const PROOF_BYTES = 32;
-/** Handshake frames are tiny; anything bigger is an attack or garbage. */
-export const MAX_HANDSHAKE_FRAME_BYTES = 256;
+/** Handshake frames are small; anything bigger is an attack or garbage. */
+export const MAX_HANDSHAKE_FRAME_BYTES = 512;
+/** A host name (253) and a port, with room to spare. */
+export const MAX_ADVERTISED_ADDRESS_CHARS = 300;
 /** Whole handshake, from connect to the last proof. */
 export const HANDSHAKE_TIMEOUT_MS = 5_000;
 
@@ -42,6 +45,12 @@ export interface ClientHello {
   purpose: Purpose;
   /** The dialing node's Raft id (Raft purpose), 0 otherwise. */
   nodeId: number;
+  /**
+   * Raft purpose: host:port where the dialer's own peer port is reached now, '' if not said.
+   * Inside the transcript, so as authenticated as the node id: a member whose address changed
+   * (a new DHCP lease) is reached at the new one by everyone it dials.
+   */
+  advertise: string;
 }
 
 export interface ServerHello {
@@ -97,7 +106,7 @@ function u53(v: unknown, what: string): number {
 // ---------------------------------------------------------------- codecs
 
 export function encodeClientHello(h: ClientHello): Uint8Array {
-  return t().hello.encode({ version: h.version, clientNonce: h.clientNonce, purpose: h.purpose, nodeId: h.nodeId }).finish();
+  return t().hello.encode({ version: h.version, clientNonce: h.clientNonce, purpose: h.purpose, nodeId: h.nodeId, advertise: h.advertise }).finish();
 }
 
 /** Decodes and checks a ClientHello. The version is returned as sent (the caller compares it). */
@@ -110,7 +119,19 @@ export function decodeClientHello(data: Uint8Array): ClientHello {
     clientNonce: fixedBytes(o.clientNonce, NONCE_BYTES, 'client nonce'),
     purpose,
     nodeId: u53(o.nodeId, 'node id'),
+    advertise: advertisedAddress(o.advertise),
   };
+}
+
+function advertisedAddress(v: unknown): string {
+  if (v === undefined || v === null || v === '') return '';
+  if (typeof v !== 'string' || v.length > MAX_ADVERTISED_ADDRESS_CHARS) throw new NetError('ERR_INVALID_MESSAGE', 'bad advertised address');
+  try {
+    parseHostPort(v);
+  } catch {
+    throw new NetError('ERR_INVALID_MESSAGE', `advertised address ${JSON.stringify(v.slice(0, 80))} is not host:port`);
+  }
+  return v;
 }
 
 export function encodeServerHello(h: ServerHello): Uint8Array {
@@ -243,6 +264,8 @@ export interface ClientHandshakeOptions {
   peerKey: Uint8Array;
   purpose: Purpose;
   nodeId?: number;
+  /** Raft purpose: host:port of this node's peer port as others should reach it. */
+  advertise?: string;
   timeoutMs?: number;
   maxFrameBytes?: number;
 }
@@ -256,6 +279,7 @@ export function clientHandshake(socket: Socket, opts: ClientHandshakeOptions): P
       clientNonce: randomBytes(NONCE_BYTES),
       purpose: opts.purpose,
       nodeId: opts.nodeId ?? 0,
+      advertise: opts.advertise ?? '',
     });
     socket.write(encodeFrame(helloBytes));
     const sh = decodeServerHello(await reader.next());

@@ -26,6 +26,12 @@
  * handshake within HANDSHAKE_TIMEOUT_MS, names its node id in the handshake, and may only
  * deliver messages from that id to us. Anything else closes that connection and nothing more.
  *
+ * Addresses: a dialer names in its handshake where its own peer port is reached now. A peer
+ * whose address changed (a board that got a new DHCP lease, a member moved to another port)
+ * is dialed at the address it announced, over any record the embedder gives, until it is
+ * removed: its own authenticated word is the newest news of it (the embedder is told, and
+ * records the change through Raft).
+ *
  * Not responsible for: which peers exist (the embedder calls addPeer/removePeer from the
  * membership it applies), chunking snapshots (Raft does), retries (Raft does).
  */
@@ -104,6 +110,10 @@ export interface PeerTransportOptions {
   isRemoved?: (peer: NodeId) => boolean;
   /** A peer told us, over an authenticated connection, that we were removed from the cluster. */
   onRemoved?: (by: NodeId) => void;
+  /** host:port where our peer port is reached, told to every peer we dial ('' or absent: not said). */
+  advertise?: string;
+  /** A known peer announced an address other than the one we dialed; we dial the new one now. */
+  onPeerMoved?: (peer: NodeId, address: string, previous: string) => void;
 }
 
 /**
@@ -308,7 +318,7 @@ class PeerSender {
     socket.once('connect', () => {
       clearTimeout(connectTimer);
       socket.off('error', failEarly);
-      clientHandshake(socket, { peerKey: this.t.peerKey, purpose: Purpose.Raft, nodeId: this.t.nodeId, timeoutMs: L.handshakeTimeoutMs, maxFrameBytes: L.maxFrameBytes })
+      clientHandshake(socket, { peerKey: this.t.peerKey, purpose: Purpose.Raft, nodeId: this.t.nodeId, advertise: this.t.advertise, timeoutMs: L.handshakeTimeoutMs, maxFrameBytes: L.maxFrameBytes })
         .then((channel) => {
           if (this.state === 'closed' || this.socket !== socket) {
             channel.close();
@@ -470,7 +480,11 @@ export class PeerTransport {
   private readonly onUnreachable: PeerTransportOptions['onUnreachable'];
   private readonly isRemoved: PeerTransportOptions['isRemoved'];
   private readonly onRemoved: PeerTransportOptions['onRemoved'];
+  private readonly onPeerMoved: PeerTransportOptions['onPeerMoved'];
+  readonly advertise: string;
   private readonly peers = new Map<NodeId, PeerSender>();
+  /** Addresses peers announced themselves, which win over the embedder's records (see Addresses). */
+  private readonly announced = new Map<NodeId, string>();
   private server: Server | undefined;
   private readonly inbound = new Set<Socket>();
   /** The authenticated inbound channel of each peer (a newer one replaces an older one). */
@@ -487,6 +501,8 @@ export class PeerTransport {
     this.onReject = opts.onReject;
     this.isRemoved = opts.isRemoved;
     this.onRemoved = opts.onRemoved;
+    this.onPeerMoved = opts.onPeerMoved;
+    this.advertise = opts.advertise ?? '';
     this.random = opts.random ?? Math.random;
     this.limits = { ...DEFAULT_PEER_TRANSPORT_LIMITS, ...opts.limits };
   }
@@ -506,8 +522,15 @@ export class PeerTransport {
     });
   }
 
-  /** Adds (or re-addresses) a peer and starts connecting to it. */
+  /**
+   * Adds (or re-addresses) a peer and starts connecting to it. An address the peer announced
+   * itself since it was added wins over `address`.
+   */
   addPeer(id: NodeId, address: string): void {
+    this.dial(id, this.announced.get(id) ?? address);
+  }
+
+  private dial(id: NodeId, address: string): void {
     if (this.closed || id === this.nodeId) return;
     const existing = this.peers.get(id);
     if (existing !== undefined) {
@@ -535,10 +558,31 @@ export class PeerTransport {
   }
 
   removePeer(id: NodeId): void {
+    this.announced.delete(id);
     this.peers.get(id)?.close();
     this.peers.delete(id);
     this.inboundByPeer.get(id)?.close();
     this.inboundByPeer.delete(id);
+  }
+
+  /** A known peer's handshake said where it is reached; dial it there if that moved. */
+  private peerAnnounced(id: NodeId, address: string): void {
+    const sender = this.peers.get(id);
+    if (address === '' || sender === undefined || sender.addrText === address) return;
+    try {
+      parseHostPort(address);
+    } catch {
+      return; // the handshake checked it; never trust a peer into throwing here
+    }
+    const previous = sender.addrText;
+    this.announced.set(id, address);
+    this.dial(id, address);
+    this.onPeerMoved?.(id, address, previous);
+  }
+
+  /** Where a peer is dialed, or undefined for a peer not added. */
+  peerAddress(id: NodeId): string | undefined {
+    return this.peers.get(id)?.addrText;
   }
 
   hasPeer(id: NodeId): boolean {
@@ -634,6 +678,7 @@ export class PeerTransport {
           channel.close();
           return;
         }
+        this.peerAnnounced(from, hello.advertise);
         this.inboundByPeer.get(from)?.close();
         this.inboundByPeer.set(from, channel);
         this.peers.get(from)?.peerIsUp();

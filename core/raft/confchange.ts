@@ -28,7 +28,7 @@ export function decodeConfChange(data: Uint8Array): ConfChange {
   if (data.length < HEADER_BYTES) throw new RaftError('INVALID_CONF_CHANGE', `conf change truncated: ${data.length} bytes`);
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const type = view.getUint8(0);
-  if (type !== ConfChangeType.AddVoter && type !== ConfChangeType.AddLearner && type !== ConfChangeType.RemoveNode) {
+  if (type !== ConfChangeType.AddVoter && type !== ConfChangeType.AddLearner && type !== ConfChangeType.RemoveNode && type !== ConfChangeType.UpdateNode) {
     throw new RaftError('INVALID_CONF_CHANGE', `unknown conf change type ${type}`);
   }
   const hi = view.getUint32(1);
@@ -40,6 +40,7 @@ export function decodeConfChange(data: Uint8Array): ConfChange {
 
 /** The configuration after applying `cc` to `conf`. Pure; throws on a change that makes no sense. */
 export function applyToConfState(conf: ConfState, cc: ConfChange): ConfState {
+  if (cc.type === ConfChangeType.UpdateNode) return cloneConfState(conf);
   const voters = conf.voters.filter((id) => id !== cc.nodeId);
   const learners = conf.learners.filter((id) => id !== cc.nodeId);
   switch (cc.type) {

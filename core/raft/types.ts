@@ -87,6 +87,8 @@ export enum ConfChangeType {
   AddVoter = 0,
   AddLearner = 1,
   RemoveNode = 2,
+  /** Changes nothing in the configuration; carries new context (a member's new addresses). */
+  UpdateNode = 3,
 }
 
 /**

@@ -3,6 +3,8 @@ import fc from 'fast-check';
 import { randomBytes } from 'node:crypto';
 import {
   HANDSHAKE_VERSION,
+  MAX_ADVERTISED_ADDRESS_CHARS,
+  MAX_HANDSHAKE_FRAME_BYTES,
   NONCE_BYTES,
   Purpose,
   clientProof,
@@ -22,7 +24,7 @@ import { NetError } from '../../core/net/errors.js';
 const key = randomBytes(32);
 
 t.test('handshake messages round-trip and proofs bind both nonces and the role', async (t) => {
-  const hello = { version: HANDSHAKE_VERSION, clientNonce: randomBytes(NONCE_BYTES), purpose: Purpose.Raft, nodeId: 2 ** 53 - 1 };
+  const hello = { version: HANDSHAKE_VERSION, clientNonce: randomBytes(NONCE_BYTES), purpose: Purpose.Raft, nodeId: 2 ** 53 - 1, advertise: 'pi-07.local:2380' };
   const helloBytes = encodeClientHello(hello);
   t.same(decodeClientHello(helloBytes), { ...hello, clientNonce: Buffer.from(hello.clientNonce) });
   const serverNonce = randomBytes(NONCE_BYTES);
@@ -56,10 +58,16 @@ t.test('sealed frames: counter-bound, tamper-evident', async (t) => {
 
 t.test('hostile handshake fields are refused', async (t) => {
   const enc = (o: Partial<Parameters<typeof encodeClientHello>[0]>): Uint8Array =>
-    encodeClientHello({ version: 1, clientNonce: randomBytes(NONCE_BYTES), purpose: Purpose.Raft, nodeId: 1, ...o });
+    encodeClientHello({ version: 1, clientNonce: randomBytes(NONCE_BYTES), purpose: Purpose.Raft, nodeId: 1, advertise: '', ...o });
   t.throws(() => decodeClientHello(enc({ clientNonce: randomBytes(31) })), { code: 'ERR_INVALID_MESSAGE' });
   t.throws(() => decodeClientHello(enc({ purpose: 9 as Purpose })), { code: 'ERR_INVALID_MESSAGE' });
   t.throws(() => decodeClientHello(enc({ purpose: 0 as Purpose })), { code: 'ERR_INVALID_MESSAGE' });
+  t.throws(() => decodeClientHello(enc({ advertise: 'no-port' })), { code: 'ERR_INVALID_MESSAGE' }, 'an advertised address without a port');
+  t.throws(() => decodeClientHello(enc({ advertise: `${'h'.repeat(MAX_ADVERTISED_ADDRESS_CHARS)}:1` })), { code: 'ERR_INVALID_MESSAGE' }, 'an advertised address too long');
+  const longest = enc({ advertise: `${'h'.repeat(MAX_ADVERTISED_ADDRESS_CHARS - 5)}:2380`, nodeId: 2 ** 53 - 1 });
+  t.ok(longest.length <= MAX_HANDSHAKE_FRAME_BYTES, `the longest hello (${longest.length} bytes) fits a handshake frame`);
+  t.equal(decodeClientHello(longest).advertise.length, MAX_ADVERTISED_ADDRESS_CHARS);
+  t.equal(decodeClientHello(enc({ advertise: '[fd00::7]:2380' })).advertise, '[fd00::7]:2380');
   t.throws(() => decodeServerHello(encodeServerHello({ version: 1, serverNonce: randomBytes(32), serverProof: randomBytes(16) })), { code: 'ERR_INVALID_MESSAGE' });
   t.throws(() => decodeClientFinish(new Uint8Array(0)), { code: 'ERR_INVALID_MESSAGE' });
 });
@@ -80,7 +88,7 @@ t.test('fuzz: handshake decoders throw only NetError', async (t) => {
     ),
     { numRuns: 2000 },
   );
-  const valid = Buffer.from(encodeClientHello({ version: 1, clientNonce: randomBytes(32), purpose: Purpose.Join, nodeId: 7 }));
+  const valid = Buffer.from(encodeClientHello({ version: 1, clientNonce: randomBytes(32), purpose: Purpose.Raft, nodeId: 7, advertise: '10.0.0.7:2380' }));
   fc.assert(
     fc.property(fc.nat(), fc.nat(255), (pos, val) => {
       const b = Buffer.from(valid);

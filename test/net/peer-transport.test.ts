@@ -19,6 +19,7 @@ import { encodeMessageBatch } from '../../core/net/raft-codec.js';
 import { encodeFrame } from '../../core/net/frame.js';
 import { derivePeerKey, generateToken, parseToken } from '../../core/net/token.js';
 import { MessageType, emptyMessage, type Message } from '../../core/raft/types.js';
+import { freePort } from '../helpers/ports.js';
 
 const key = derivePeerKey(parseToken(generateToken()).secret);
 const FAST: Partial<PeerTransportLimits> = { reconnectBaseMs: 10, reconnectMaxMs: 100, handshakeTimeoutMs: 1_000, connectTimeoutMs: 1_000 };
@@ -641,4 +642,34 @@ t.test('a removed member is told so over its authenticated connection; others ar
   kept.tr.send([hb(3, 1)]);
   await new Promise((r) => setTimeout(r, 300));
   t.same(removedBy[3], [], 'a notice from a node without the cluster key never arrives');
+});
+
+t.test('a peer that moved is dialed where its handshake says, over any record, until removed', async (t) => {
+  const portB = await freePort();
+  const announcedB = `127.0.0.1:${portB}`;
+  const moved: Array<[number, string, string]> = [];
+  const a = new PeerTransport({ nodeId: 1, peerKey: key, onMessage: () => undefined, onPeerMoved: (p, addr, prev) => moved.push([p, addr, prev]), limits: FAST });
+  const aAddr = `127.0.0.1:${(await a.listen(0)).port}`;
+  const gotB: Message[] = [];
+  const b = new PeerTransport({ nodeId: 2, peerKey: key, onMessage: (m) => gotB.push(m), advertise: announcedB, limits: FAST });
+  await b.listen(portB);
+  const c = new PeerTransport({ nodeId: 3, peerKey: key, onMessage: () => undefined, advertise: `127.0.0.1:${await freePort()}`, limits: FAST });
+  t.teardown(() => Promise.all([a.close(), b.close(), c.close()]));
+  // B's old address: nobody listens there any more.
+  const stale = `127.0.0.1:${await freePort()}`;
+  a.addPeer(2, stale);
+  b.addPeer(1, aAddr);
+  await waitFor(() => a.peerAddress(2) === announcedB, 'A dials B where B said it is');
+  t.same(moved, [[2, announcedB, stale]], 'the embedder is told once');
+  a.send([hb(1, 2)]);
+  await waitFor(() => gotB.length > 0, 'delivery at the announced address');
+  t.equal(gotB[0]!.from, 1, 'A reaches B');
+  a.addPeer(2, stale);
+  t.equal(a.peerAddress(2), announcedB, 'a stale record applied later (a log replayed) does not win over the peer\'s own word');
+  c.addPeer(1, aAddr);
+  await waitFor(() => c.stats().peers['1']?.connected === true, 'C connects to A');
+  t.equal(a.peerAddress(3), undefined, 'an announcement from a peer A does not know adds nothing');
+  a.removePeer(2);
+  a.addPeer(2, stale);
+  t.equal(a.peerAddress(2), stale, 'once removed, the announcement is forgotten');
 });

@@ -6,7 +6,7 @@ import { ConfChangeType, RaftError, applyToConfState, decodeConfChange, encodeCo
 t.test('conf change codec round-trips every valid change', async (t) => {
   assertProperty(t, 'encode then decode returns the same change', 
     fc.property(
-      fc.constantFrom(ConfChangeType.AddVoter, ConfChangeType.AddLearner, ConfChangeType.RemoveNode),
+      fc.constantFrom(ConfChangeType.AddVoter, ConfChangeType.AddLearner, ConfChangeType.RemoveNode, ConfChangeType.UpdateNode),
       fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }),
       fc.uint8Array({ maxLength: 64 }),
       (type, nodeId, context) => {
@@ -42,4 +42,9 @@ t.test('applyToConfState: promote, demote, remove; never remove the last voter',
   conf = applyToConfState(conf, { type: ConfChangeType.RemoveNode, nodeId: 2 });
   t.same(conf, { voters: [1, 3], learners: [] });
   t.throws(() => applyToConfState({ voters: [1], learners: [] }, { type: ConfChangeType.RemoveNode, nodeId: 1 }), { code: 'INVALID_CONF_CHANGE' });
+  for (const nodeId of [1, 3, 9]) {
+    t.same(applyToConfState(conf, { type: ConfChangeType.UpdateNode, nodeId, context: new Uint8Array([1]) }), conf, `UpdateNode of ${nodeId} leaves voters and learners as they are`);
+  }
+  const learnerConf = { voters: [1, 2], learners: [3] };
+  t.same(applyToConfState(learnerConf, { type: ConfChangeType.UpdateNode, nodeId: 3 }), learnerConf, 'a learner updated stays a learner');
 });

@@ -1,0 +1,142 @@
+/**
+ * Members whose addresses change, on real agents. A Pi that reboots may come back with another
+ * DHCP lease: it must be reached at its new address without an operator (its handshake tells
+ * every member it dials where it is now, and it records the addresses through Raft), whether it
+ * was a follower or the leader. `etcdctl member update` records a stopped member's new peer URL
+ * before it starts there, as with etcd.
+ */
+import t from 'tap';
+import { AgentCluster, AgentProc, etcdctl, freePort, hasEtcdctl, hashKvOfEachAgent, raftStatus } from '../helpers/agents.js';
+
+interface Member {
+  ID: string | number;
+  name: string;
+  peerURLs?: string[];
+  clientURLs?: string[];
+  isLearner?: boolean;
+}
+
+function members(endpoints: string): Member[] {
+  const r = etcdctl(endpoints, ['member', 'list', '-w', 'json']);
+  if (r.status !== 0) throw new Error(`member list: ${r.stderr}`);
+  return (JSON.parse(r.stdout) as { members: Member[] }).members;
+}
+
+function hexId(m: Member): string {
+  return BigInt(m.ID).toString(16);
+}
+
+async function until<T>(what: string, f: () => T | undefined | Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await f();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Stops `a` (SIGTERM, or SIGKILL for a power cut) and starts it again at `host` with new peer and client ports. */
+async function restartElsewhere(cluster: AgentCluster, a: AgentProc, host: string, signal: NodeJS.Signals): Promise<void> {
+  cluster.kill(a, signal);
+  await cluster.exited(a);
+  a.host = host;
+  a.ports = { ...a.ports, peer: await freePort(), client: await freePort() };
+  a.log.length = 0;
+  cluster.start(a, false);
+  await cluster.ready(a);
+}
+
+function recordedAt(m: Member | undefined, a: AgentProc): boolean {
+  return m !== undefined && m.peerURLs?.[0] === `http://${a.host}:${a.ports.peer}` && m.clientURLs?.[0] === `http://${a.host}:${a.ports.client}` && m.isLearner !== true;
+}
+
+/** Writes `key` through `via`, then what `a` reads of it from its own state (serializable) once it has it. */
+async function writtenThenReadOn(cluster: AgentCluster, via: AgentProc[], a: AgentProc, key: string): Promise<string> {
+  const put = etcdctl(cluster.endpoints(via), ['put', key, `${key}-value`]);
+  if (put.status !== 0) throw new Error(`put ${key}: ${put.stderr}`);
+  return until(`${a.name} serves ${key}`, () => etcdctl(cluster.endpoints([a]), ['get', key, '--consistency=s', '--print-value-only']).stdout.trim() || undefined);
+}
+
+async function readyStatus(a: AgentProc): Promise<number> {
+  return (await fetch(`http://${a.host}:${a.ports.http}/ready`)).status;
+}
+
+const skip = hasEtcdctl() ? false : 'etcdctl not installed';
+
+t.test('a member restarted at a new address is reached there and recorded, follower or leader', { skip }, async (t) => {
+  const cluster = new AgentCluster();
+  t.teardown(() => cluster.stopAll());
+  await cluster.startCluster(['d1', 'd2', 'd3']);
+  const [d1, d2, d3] = cluster.agents as [AgentProc, AgentProc, AgentProc];
+
+  await restartElsewhere(cluster, d3, '127.0.0.3', 'SIGTERM');
+  t.equal(await readyStatus(d3), 200, `d3 ready again at 127.0.0.3 (peer port ${d3.ports.peer})`);
+  t.equal(await writtenThenReadOn(cluster, [d1, d2], d3, 'after-d3-moved'), 'after-d3-moved-value', 'd3 applies what the others commit after its move');
+  const rec3 = await until('d3 recorded at its new addresses', () => members(cluster.endpoints([d1])).find((m) => recordedAt(m, d3)));
+  t.equal(rec3.name, 'd3', 'member list names the new peer and client URLs');
+  const seen = await until('gossip sees d3 at 127.0.0.3', async () => {
+    const list = (await (await fetch(`http://${d1.host}:${d1.ports.http}/v1/agent/members`)).json()) as Array<{ name: string; address: string; state: string }>;
+    return list.find((m) => m.name === 'd3' && m.address === '127.0.0.3' && m.state === 'alive');
+  });
+  t.ok(seen, 'gossip on d1 has d3 alive at its new address');
+
+  // The leader moves, hard: leadership goes to d2 (not d1, whose gossip port the restart's
+  // --join names), then d2 is killed and comes back elsewhere.
+  const id2 = hexId(members(cluster.endpoints([d1])).find((m) => m.name === 'd2')!);
+  t.equal(etcdctl(cluster.endpoints(), ['move-leader', id2]).status, 0, 'leadership moved to d2');
+  t.equal((await raftStatus(d2))?.role, 'leader', 'd2 leads');
+  await restartElsewhere(cluster, d2, '127.0.0.4', 'SIGKILL');
+  t.equal(await readyStatus(d2), 200, 'the killed leader is ready again at 127.0.0.4');
+  t.equal(await writtenThenReadOn(cluster, [d2], d1, 'through-moved-d2'), 'through-moved-d2-value', 'a write through its new client address commits');
+  t.equal(await writtenThenReadOn(cluster, [d1], d2, 'after-d2-moved'), 'after-d2-moved-value', 'd2 applies what the others commit');
+  const rec2 = await until('d2 recorded at its new addresses', () => members(cluster.endpoints([d3])).find((m) => recordedAt(m, d2)));
+  t.equal(rec2.name, 'd2', 'd2 recorded at its new addresses');
+  const all = members(cluster.endpoints());
+  t.equal(all.length, 3, 'three members');
+  t.ok(all.every((m) => m.isLearner !== true), 'all three are still voters');
+  const { revisions, hashes } = await hashKvOfEachAgent(cluster);
+  t.equal(new Set(revisions).size, 1, `same revision everywhere: ${revisions.join(', ')}`);
+  t.equal(new Set(hashes).size, 1, 'same hashkv everywhere');
+
+  // Started again where it is recorded now: nothing to change, it just serves.
+  cluster.kill(d3, 'SIGTERM');
+  await cluster.exited(d3);
+  d3.log.length = 0;
+  cluster.start(d3, false);
+  await cluster.ready(d3);
+  t.equal(await writtenThenReadOn(cluster, [d1, d2], d3, 'after-d3-restart'), 'after-d3-restart-value', 'd3 restarted where it is recorded serves');
+  t.notMatch(d3.log.join(''), /recorded this member's new addresses/, 'a member at its recorded addresses proposes no change');
+});
+
+t.test('etcdctl member update: a stopped member gets its new peer URL, then starts there', { skip }, async (t) => {
+  const cluster = new AgentCluster();
+  t.teardown(() => cluster.stopAll());
+  await cluster.startCluster(['u1', 'u2', 'u3']);
+  const [u1, u2, u3] = cluster.agents as [AgentProc, AgentProc, AgentProc];
+  const id3 = hexId(members(cluster.endpoints([u1])).find((m) => m.name === 'u3')!);
+  cluster.kill(u3, 'SIGTERM');
+  await cluster.exited(u3);
+  const peer = await freePort();
+  const rest = cluster.endpoints([u1, u2]);
+  const upd = etcdctl(rest, ['member', 'update', id3, `--peer-urls=http://127.0.0.5:${peer}`]);
+  t.equal(upd.status, 0, `member update: ${upd.stderr}`);
+  t.match(upd.stdout, new RegExp(`Member\\s+${id3} updated in cluster`));
+  t.same(members(rest).find((m) => hexId(m) === id3)?.peerURLs, [`http://127.0.0.5:${peer}`], 'the new peer URL is on record');
+
+  const unknown = etcdctl(rest, ['member', 'update', 'abcdef', '--peer-urls=http://127.0.0.6:2380']);
+  t.not(unknown.status, 0, 'an unknown member is refused');
+  t.match(unknown.stderr, /member not found/, 'an unknown member: etcd\'s error');
+  const taken = etcdctl(rest, ['member', 'update', id3, `--peer-urls=http://${u1.host}:${u1.ports.peer}`]);
+  t.not(taken.status, 0, 'a taken peer URL is refused');
+  t.match(taken.stderr, /Peer URLs already exists/, 'another member\'s peer URL: etcd\'s error');
+
+  u3.host = '127.0.0.5';
+  u3.ports = { ...u3.ports, peer };
+  u3.log.length = 0;
+  cluster.start(u3, false);
+  await cluster.ready(u3);
+  t.equal(await writtenThenReadOn(cluster, [u1, u2], u3, 'after-update'), 'after-update-value', 'u3 started at the updated address catches up');
+  const rec = await until('u3 recorded with its client URL too', () => members(rest).find((m) => recordedAt(m, u3)));
+  t.equal(rec.name, 'u3', 'and records its new client URL itself');
+});
