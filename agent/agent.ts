@@ -12,6 +12,7 @@ import { startManager, RunningManager } from './manager.js';
 import { registerRaftMetrics } from './raft-metrics.js';
 import { GossipSubsystem, startGossip } from './gossip-subsystem.js';
 import { formatToken, parseToken } from '../core/net/token.js';
+import { AdvertiseError, defaultAdvertiseAddress, isWildcard } from '../core/net/advertise.js';
 
 export interface AgentEnd {
   reason: string;
@@ -42,9 +43,26 @@ function normaliseToken(token: string): string {
 
 export const logger = pino({ name: 'picloud-node', level: process.env.PICLOUD_LOG_LEVEL ?? 'info' }, pino.destination(2));
 
-export async function runAgent(config: AgentConfig): Promise<RunningAgent> {
-  mkdirSync(config.dataDir, { recursive: true });
-  const log = logger.child({ node: config.name });
+/**
+ * The address this node tells others to reach it at: --advertise, else --bind, else (bound to
+ * every interface, the default) the machine's own choice (core/net/advertise.ts).
+ */
+function resolveAdvertise(config: AgentConfig, log: pino.Logger): string | undefined {
+  if (config.advertiseAddr !== undefined || !isWildcard(config.bindAddr)) return config.advertiseAddr;
+  try {
+    const address = defaultAdvertiseAddress();
+    log.info({ address }, 'advertising this address to the cluster (no --advertise given; set it to choose another)');
+    return address;
+  } catch (e) {
+    if (e instanceof AdvertiseError) throw new ConfigError(e.message);
+    throw e;
+  }
+}
+
+export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
+  mkdirSync(given.dataDir, { recursive: true });
+  const log = logger.child({ node: given.name });
+  const config: AgentConfig = { ...given, advertiseAddr: resolveAdvertise(given, log) };
   let manager: RunningManager | undefined;
   let gossip: GossipSubsystem | undefined;
   const http = new AgentHttp({

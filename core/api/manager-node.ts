@@ -8,6 +8,7 @@
  * context), so every node derives the same member table from the log. Joiners enter as
  * learners and the leader promotes them once they have caught up.
  */
+import { defaultAdvertiseAddress, isWildcard } from '../net/advertise.js';
 import { randomInt } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
@@ -274,7 +275,7 @@ export class ManagerNode {
 
   static async start(opts: ManagerNodeOptions): Promise<ManagerNode> {
     const log = opts.logger;
-    const advertise = opts.advertiseAddr ?? (opts.bindAddr === '0.0.0.0' || opts.bindAddr === '::' ? '127.0.0.1' : opts.bindAddr);
+    const advertise = opts.advertiseAddr ?? (isWildcard(opts.bindAddr) ? defaultAdvertiseAddress() : opts.bindAddr);
     const self: MemberContext = {
       name: opts.name,
       peerAddr: hostPort(advertise, opts.peerPort),

@@ -5,6 +5,7 @@
  * events as an async iterator, metadata updates, graceful leave, cluster-wide keyring rotation,
  * and metrics. Persistence (incarnation, keyring) is left to callbacks.
  */
+import { isWildcard } from './advertise.js';
 import { randomInt } from 'node:crypto';
 import { encodePacket } from '../gossip/codec/index.js';
 import { PICLOUD_LAN_CONFIG, retransmitLimit, type GossipConfig } from '../gossip/config.js';
@@ -74,7 +75,6 @@ interface Subscriber {
   closed: boolean;
 }
 
-const WILDCARDS = new Set(['0.0.0.0', '::', '']);
 const KEYRING_FANOUT = 16;
 
 export class GossipNode {
@@ -111,7 +111,7 @@ export class GossipNode {
   static async start(opts: GossipNodeOptions): Promise<GossipNode> {
     const config = opts.config ?? { ...PICLOUD_LAN_CONFIG };
     const advertiseHost = opts.advertiseHost ?? opts.bindHost;
-    if (WILDCARDS.has(advertiseHost)) {
+    if (isWildcard(advertiseHost)) {
       throw new GossipError('GOSSIP_CONFIG_INVALID', `bind address ${opts.bindHost} is a wildcard: give an advertise address`);
     }
     let node: GossipNode | undefined;

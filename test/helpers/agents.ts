@@ -35,6 +35,8 @@ export interface AgentProc {
   host: string;
   /** A command prefix that runs the agent where `host` is (e.g. `ip netns exec NS`). */
   wrap?: string[];
+  /** Started without --bind: it binds every interface and picks the address it advertises. */
+  bindAll?: boolean;
 }
 
 /** Where an agent runs when not on loopback. */
@@ -59,7 +61,7 @@ export class AgentCluster {
 
   args(a: AgentProc, bootstrap: boolean): string[] {
     const base = [
-      'agent', '--name', a.name, '--data-dir', a.dataDir, '--bind', a.host,
+      'agent', '--name', a.name, '--data-dir', a.dataDir, ...(a.bindAll === true ? [] : ['--bind', a.host]),
       '--client-port', String(a.ports.client), '--peer-port', String(a.ports.peer),
       '--gossip-port', String(a.ports.gossip), '--http-port', String(a.ports.http), ...this.extraArgs, ...(a.extraArgs ?? []),
     ];

@@ -97,6 +97,20 @@ export class NetLab {
     return ['ip', 'netns', 'exec', this.namespaces[i]!];
   }
 
+  /** Host i's default route goes through the bridge (the test's side), as a LAN's router. */
+  addDefaultRoute(i: number): void {
+    must(['-n', this.namespaces[i]!, 'route', 'add', 'default', 'via', `${this.subnet}.254`, 'dev', 'eth0']);
+  }
+
+  /** Host i gets a second interface (`eth1`, a veth whose peer stays in its namespace) with `cidr`. */
+  addSecondInterface(i: number, cidr: string): void {
+    const ns = this.namespaces[i]!;
+    must(['-n', ns, 'link', 'add', 'eth1', 'type', 'veth', 'peer', 'name', 'eth1p']);
+    must(['-n', ns, 'addr', 'add', cidr, 'dev', 'eth1']);
+    must(['-n', ns, 'link', 'set', 'eth1p', 'up']);
+    must(['-n', ns, 'link', 'set', 'eth1', 'up']);
+  }
+
   /** Host i and host j can no longer reach each other (both directions); the test still reaches both. */
   cut(i: number, j: number): void {
     for (const [from, to] of [[i, j], [j, i]] as const) {
