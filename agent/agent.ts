@@ -12,6 +12,7 @@ import { startManager, RunningManager } from './manager.js';
 import { registerRaftMetrics } from './raft-metrics.js';
 import { GossipSubsystem, startGossip } from './gossip-subsystem.js';
 import { formatToken, parseToken } from '../core/net/token.js';
+import { formatHostPort } from '../core/net/address.js';
 import { AdvertiseError, defaultAdvertiseAddress, isWildcard } from '../core/net/advertise.js';
 
 export interface AgentEnd {
@@ -32,6 +33,24 @@ export interface RunningAgent {
 }
 
 export const AGENT_VERSION = '0.1.0';
+/** How often gossip's view of the managers is handed to Raft's transport. */
+export const RAFT_PEERS_FROM_GOSSIP_MS = 1_000;
+
+/**
+ * Gossip knows where every live manager is now (its address, its peer port and Raft id in its
+ * metadata); Raft's transport takes that for a member it cannot reach where it dials it. So
+ * managers whose addresses all changed at once find each other again through the gossip seeds
+ * (--join by name).
+ */
+function tellRaftWhereManagersAre(g: GossipSubsystem, m: RunningManager): void {
+  for (const member of g.members()) {
+    if (member.state !== 'alive' || typeof member.meta.raft !== 'string') continue;
+    const id = Number.parseInt(member.meta.raft, 16);
+    const peer = (member.meta.ports as { peer?: unknown } | undefined)?.peer;
+    if (!Number.isSafeInteger(id) || id <= 0 || typeof peer !== 'number' || !Number.isInteger(peer) || peer < 1 || peer > 65535) continue;
+    m.node.peerSeenAt(id, formatHostPort({ host: member.address, port: peer }));
+  }
+}
 
 function normaliseToken(token: string): string {
   try {
@@ -102,6 +121,8 @@ export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
       dataDir: config.dataDir,
       meta: {
         role: config.role,
+        // A manager's Raft id: members that cannot reach it find its peer address here.
+        ...(manager ? { raft: manager.node.id.toString(16) } : {}),
         version: AGENT_VERSION,
         ports: { client: config.clientPort, peer: config.peerPort, http: config.httpPort, lb: config.lbPort, s3: config.s3Port, dns: config.dnsPort },
       },
@@ -115,6 +136,8 @@ export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
     if (manager) {
       const m = manager;
       g.node.setJoinHandler((sock) => m.node.joinConnection(sock));
+      const timer = setInterval(() => tellRaftWhereManagersAre(g, m), RAFT_PEERS_FROM_GOSSIP_MS);
+      stops.push(async () => clearInterval(timer));
     }
     http.addRoutes(g.httpRoutes());
     // Gossip counters (packets dropped for failed authentication among them) on /metrics.

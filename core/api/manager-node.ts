@@ -897,6 +897,15 @@ export class ManagerNode {
     return { memberId: id, members: this.memberList() };
   }
 
+  /**
+   * Gossip says member `id` runs at `peerAddr` (host:port): if we cannot reach it where we dial
+   * it, try there (see PeerTransport.peerSeenAt).
+   */
+  peerSeenAt(id: NodeId, peerAddr: string): void {
+    if (id === this.id || !this.members.has(id) || this.transport === undefined) return;
+    this.transport.peerSeenAt(id, peerAddr);
+  }
+
   /** A join connection accepted by another listener (the gossip port's TCP side). */
   joinConnection(socket: import('node:net').Socket): void {
     this.joinServer?.handleConnection(socket);

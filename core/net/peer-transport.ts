@@ -30,7 +30,8 @@
  * whose address changed (a board that got a new DHCP lease, a member moved to another port)
  * is dialed at the address it announced, over any record the embedder gives, until it is
  * removed: its own authenticated word is the newest news of it (the embedder is told, and
- * records the change through Raft).
+ * records the change through Raft). peerSeenAt takes a hint from elsewhere (gossip) for a peer
+ * we cannot reach.
  *
  * Not responsible for: which peers exist (the embedder calls addPeer/removePeer from the
  * membership it applies), chunking snapshots (Raft does), retries (Raft does).
@@ -252,6 +253,10 @@ class PeerSender {
     this.state = 'idle';
     this.reportedUnreachable = false;
     this.connect();
+  }
+
+  get isOpen(): boolean {
+    return this.state === 'open';
   }
 
   /** Restarts the stall clock (our own event loop was blocked: the silence may be ours). */
@@ -563,6 +568,18 @@ export class PeerTransport {
     this.peers.delete(id);
     this.inboundByPeer.get(id)?.close();
     this.inboundByPeer.delete(id);
+  }
+
+  /**
+   * Another source (gossip, which carries each manager's address and peer port) says where a
+   * known peer is. Taken only while we are not connected to it: a peer we reach is where we
+   * dial it, and its own handshake outranks hearsay. This is how members whose addresses all
+   * changed at once (every board rebooted onto new DHCP leases) find each other again.
+   */
+  peerSeenAt(id: NodeId, address: string): void {
+    const sender = this.peers.get(id);
+    if (sender === undefined || sender.isOpen) return;
+    this.peerAnnounced(id, address);
   }
 
   /** A known peer's handshake said where it is reached; dial it there if that moved. */

@@ -669,7 +669,14 @@ t.test('a peer that moved is dialed where its handshake says, over any record, u
   c.addPeer(1, aAddr);
   await waitFor(() => c.stats().peers['1']?.connected === true, 'C connects to A');
   t.equal(a.peerAddress(3), undefined, 'an announcement from a peer A does not know adds nothing');
+  a.peerSeenAt(2, stale);
+  t.equal(a.peerAddress(2), announcedB, 'a hint (gossip) about a peer we are connected to is ignored');
   a.removePeer(2);
   a.addPeer(2, stale);
   t.equal(a.peerAddress(2), stale, 'once removed, the announcement is forgotten');
+  a.peerSeenAt(2, announcedB);
+  t.equal(a.peerAddress(2), announcedB, 'a hint about a peer we cannot reach is taken');
+  await waitFor(() => a.stats().peers['2']?.connected === true, 'A connects to B where the hint said');
+  a.peerSeenAt(99, announcedB);
+  t.equal(a.peerAddress(99), undefined, 'a hint about an unknown peer adds nothing');
 });
