@@ -43,12 +43,12 @@ export const RAFT_PEERS_FROM_GOSSIP_MS = 1_000;
  * (--join by name).
  */
 function tellRaftWhereManagersAre(g: GossipSubsystem, m: RunningManager): void {
-  for (const member of g.members()) {
-    if (member.state !== 'alive' || typeof member.meta.raft !== 'string') continue;
+  for (const member of g.node.members()) {
+    if (member.status !== 'alive' || typeof member.meta.raft !== 'string') continue;
     const id = Number.parseInt(member.meta.raft, 16);
     const peer = (member.meta.ports as { peer?: unknown } | undefined)?.peer;
     if (!Number.isSafeInteger(id) || id <= 0 || typeof peer !== 'number' || !Number.isInteger(peer) || peer < 1 || peer > 65535) continue;
-    m.node.peerSeenAt(id, formatHostPort({ host: member.address, port: peer }));
+    m.node.peerSeenAt(id, formatHostPort({ host: member.host, port: peer }));
   }
 }
 

@@ -397,10 +397,10 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       const peerAddr = peerAddress(peerUrls);
       if ([...this.node.members.values()].some((o) => o.id !== id && o.peerAddr === peerAddr)) throw new EtcdError('PEER_URL_EXIST');
       const context = new TextEncoder().encode(JSON.stringify({ name: m.name, peerAddr, clientAddr: m.clientAddr }));
-      await this.node.changeMembership({ type: ConfChangeType.UpdateNode, nodeId: id, context }, () => {
-        const now = this.node.members.get(id);
-        return now === undefined || now.peerAddr === peerAddr;
-      });
+      // Done once this update is applied, whatever the record says after it: a running member
+      // records the address it runs at again (its own word wins).
+      const before = this.node.addressUpdatesApplied(id);
+      await this.node.changeMembership({ type: ConfChangeType.UpdateNode, nodeId: id, context }, () => this.node.addressUpdatesApplied(id) > before || !this.node.members.has(id));
       return this.membersResponse();
     });
   }
@@ -500,6 +500,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
 
 /** The host:port of a member's first peer URL (etcd's are http://host:port); etcd's error otherwise. */
 function peerAddress(peerUrls: string[]): string {
+  if (peerUrls.length > 1) throw new EtcdError('INVALID_ARGUMENT', `picloud keeps one peer URL per member; ${peerUrls.length} given`);
   const peerAddr = peerUrls[0]?.replace(/^https?:\/\//, '') ?? '';
   if (!/^[^/\s]+:\d+$/.test(peerAddr)) throw new EtcdError('MEMBER_BAD_URLS');
   return peerAddr;

@@ -219,6 +219,8 @@ export class ManagerNode {
   private joinServer: JoinServer | undefined;
   private timers: NodeJS.Timeout[] = [];
   private updatingAddresses = false;
+  /** UpdateNode entries applied per member (for `member update` to see its own applied). */
+  private readonly addressUpdates = new Map<NodeId, number>();
   private conf: ConfState = { voters: [], learners: [] };
   /** Ids removed from the cluster (applied RemoveNode changes), persisted with the membership. */
   private readonly removedMembers = new Set<NodeId>();
@@ -473,6 +475,7 @@ export class ManagerNode {
       if (cc.type === ConfChangeType.UpdateNode) {
         // New addresses for a member (it moved, or `etcdctl member update`); unknown ids change nothing.
         if (prev === undefined) return;
+        this.addressUpdates.set(cc.nodeId, (this.addressUpdates.get(cc.nodeId) ?? 0) + 1);
         const moved = { ...prev, peerAddr: ctx?.peerAddr || prev.peerAddr, clientAddr: ctx?.clientAddr || prev.clientAddr };
         this.members.set(cc.nodeId, moved);
         // The transport keeps an address the member announced itself over this record.
@@ -583,7 +586,9 @@ export class ManagerNode {
       const index = this.store.appliedIndex;
       if (index <= this.logStore.snapshotMetadata().index) return;
       const started = performance.now();
-      const meta = await this.logStore.createSnapshot(index, this.conf, this.store.snapshot());
+      // The member table (addresses, removed ids) goes with the image: a follower that catches
+      // up from it learns of members added, moved or removed in the entries it skips.
+      const meta = await this.logStore.createSnapshot(index, this.conf, this.store.snapshot(undefined, this.membershipBytes()));
       this.opts.logger.info({ index: meta.index, bytes: this.logStore.snapshotSizeBytes(), ms: Math.round(performance.now() - started) }, 'snapshot made for a follower behind the log');
     } catch (e) {
       if (isDiskError(e)) this.failStorage(e, 'a snapshot');
@@ -645,16 +650,49 @@ export class ManagerNode {
     if (current.index !== meta.index || current.term !== meta.term) {
       throw new Error(`snapshot ${meta.term}/${meta.index} to restore is not the stored one (${current.term}/${current.index})`);
     }
-    if (state !== undefined) this.store.restoreState(state);
-    else await this.store.restore(this.logStore.openSnapshotStream());
+    let context: Uint8Array | undefined;
+    if (state !== undefined) {
+      this.store.restoreState(state);
+      context = state.context;
+    } else {
+      context = await this.store.restore(this.logStore.openSnapshotStream());
+    }
     if (this.store.appliedIndex !== meta.index) throw new Error(`snapshot ${meta.term}/${meta.index} holds the state at index ${this.store.appliedIndex}`);
     this.conf = meta.conf;
-    // The member table as of the snapshot is not in the KV image: keep what we know, drop
-    // members that are no longer in the configuration.
+    this.adoptSnapshotMembers(context);
     const inConf = new Set([...this.conf.voters, ...this.conf.learners]);
     for (const id of [...this.members.keys()]) if (!inConf.has(id)) this.members.delete(id);
     for (const m of this.members.values()) m.isLearner = this.conf.learners.includes(m.id);
     await this.backend.persist({ confState: this.membershipBytes(), sync: true });
+  }
+
+  /**
+   * The member table a snapshot carries (the writer's at the snapshot's index): members added or
+   * moved in the entries this member skipped get their addresses, removed ones stay removed.
+   * A snapshot without one (written before it was carried) leaves what we know.
+   */
+  private adoptSnapshotMembers(context: Uint8Array | undefined): void {
+    if (context === undefined) return;
+    let table: AppliedMembership;
+    try {
+      table = JSON.parse(dec.decode(context)) as AppliedMembership;
+      if (!Array.isArray(table.members)) throw new Error('no member list');
+    } catch (err) {
+      this.opts.logger.warn({ err: (err as Error).message }, 'the snapshot\'s member table is unreadable; keeping the one we have');
+      return;
+    }
+    for (const id of table.removed ?? []) {
+      this.removedMembers.add(id);
+      this.members.delete(id);
+      if (id !== this.id) this.transport?.removePeer(id);
+    }
+    for (const m of table.members) {
+      if (this.removedMembers.has(m.id)) continue;
+      this.members.set(m.id, { ...m, isLearner: this.conf.learners.includes(m.id) });
+      // An address the member announced itself still wins in the transport.
+      if (m.id !== this.id && m.peerAddr && this.transport !== undefined) this.transport.addPeer(m.id, m.peerAddr);
+    }
+    for (const fn of this.memberListeners) fn();
   }
 
   /**
@@ -854,6 +892,11 @@ export class ManagerNode {
     } finally {
       this.updatingAddresses = false;
     }
+  }
+
+  /** How many address updates (UpdateNode) of member `id` this member has applied since it started. */
+  addressUpdatesApplied(id: NodeId): number {
+    return this.addressUpdates.get(id) ?? 0;
   }
 
   /** Propose a membership change and wait until it is applied here. */

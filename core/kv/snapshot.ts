@@ -4,7 +4,9 @@
  * follower in chunks) and for `picloud-node snapshot save/restore`.
  *
  * Format (version 1): a sequence of frames, each a 4-byte big-endian length and a CBOR map:
- *   {t:'h', format, version, revision, compactRevision, appliedIndex, appliedTerm}
+ *   {t:'h', format, version, revision, compactRevision, appliedIndex, appliedTerm, context?}
+ *       context: bytes of the embedder's own at the same applied index (the manager's member
+ *       table with addresses), opaque here
  *   {t:'l', l: [[leaseId, ttlSeconds], ...]}                       (0..n frames)
  *   {t:'k', k: [[key, [[main, sub, create, version, lease, value|null], ...]], ...]}
  *       keys in increasing order; a key's records may continue in the next frame
@@ -157,12 +159,12 @@ export class SnapshotStream implements AsyncIterableIterator<Uint8Array> {
   private readonly image: StateImage;
   private readonly gen: AsyncGenerator<Uint8Array, void, void>;
 
-  constructor(store: KvStore, chunkBytes: number = SNAPSHOT_CHUNK_BYTES) {
+  constructor(store: KvStore, chunkBytes: number = SNAPSHOT_CHUNK_BYTES, context?: Uint8Array) {
     this.image = new StateImage(store);
     this.revision = this.image.revision;
     this.appliedIndex = this.image.appliedIndex;
     this.appliedTerm = this.image.appliedTerm;
-    this.gen = imageChunks(this.image, chunkBytes);
+    this.gen = imageChunks(this.image, chunkBytes, context);
   }
 
   next(): Promise<IteratorResult<Uint8Array, void>> {
@@ -181,11 +183,11 @@ export class SnapshotStream implements AsyncIterableIterator<Uint8Array> {
 }
 
 /** The snapshot stream of `store` at its current revision (see SnapshotStream). */
-export function writeSnapshot(store: KvStore, chunkBytes: number = SNAPSHOT_CHUNK_BYTES): SnapshotStream {
-  return new SnapshotStream(store, chunkBytes);
+export function writeSnapshot(store: KvStore, chunkBytes: number = SNAPSHOT_CHUNK_BYTES, context?: Uint8Array): SnapshotStream {
+  return new SnapshotStream(store, chunkBytes, context);
 }
 
-async function* imageChunks(image: StateImage, chunkBytes: number): AsyncGenerator<Uint8Array, void, void> {
+async function* imageChunks(image: StateImage, chunkBytes: number, context: Uint8Array | undefined): AsyncGenerator<Uint8Array, void, void> {
   try {
     const w = new ChunkWriter(chunkBytes);
     w.frame({
@@ -196,6 +198,7 @@ async function* imageChunks(image: StateImage, chunkBytes: number): AsyncGenerat
       compactRevision: image.compactRevision,
       appliedIndex: image.appliedIndex,
       appliedTerm: image.appliedTerm,
+      ...(context !== undefined ? { context } : {}),
     });
     for (let i = 0; i < image.leases.length; i += LEASES_PER_FRAME) {
       w.frame({ t: 'l', l: image.leases.slice(i, i + LEASES_PER_FRAME).map((l) => [l.id, l.ttlSeconds]) });
@@ -269,6 +272,7 @@ export async function readSnapshot(source: AsyncIterable<Uint8Array> | Iterable<
     if (header === undefined) {
       if (f.t !== 'h' || f.format !== SNAPSHOT_FORMAT) throw corrupt('not a picloud kv snapshot');
       if (f.version !== SNAPSHOT_VERSION) throw corrupt(`unsupported snapshot version ${String(f.version)}`);
+      if (f.context !== undefined && !(f.context instanceof Uint8Array)) throw corrupt('bad context');
       header = f;
       hash.update(raw);
       return;
@@ -305,6 +309,7 @@ export async function readSnapshot(source: AsyncIterable<Uint8Array> | Iterable<
           appliedIndex: header.appliedIndex as number,
           appliedTerm: header.appliedTerm as number,
         });
+        if (header.context instanceof Uint8Array) done.context = header.context;
         return;
       }
       default:

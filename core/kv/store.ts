@@ -92,6 +92,8 @@ export interface InstallableState {
   compactRevision: number;
   appliedIndex: number;
   appliedTerm: number;
+  /** What the snapshot's writer added of its own (KvStore.snapshot's `context`). */
+  context?: Uint8Array;
 }
 
 function cmpNum(a: number, b: number): number {
@@ -507,17 +509,20 @@ export class KvStore {
    * revision and applied index (`stream.appliedIndex`); applies may continue meanwhile.
    * Iterate to the end or call `return()`.
    */
-  snapshot(chunkBytes?: number): SnapshotStream {
-    return writeSnapshot(this, chunkBytes);
+  snapshot(chunkBytes?: number, context?: Uint8Array): SnapshotStream {
+    return writeSnapshot(this, chunkBytes, context);
   }
 
   /**
    * Replaces the whole state with a snapshot stream (any chunking). Verified completely
    * before anything is replaced: on error (KvError SNAPSHOT_CORRUPT) the store is unchanged.
    * Watchers are told (onRestore); the persistence layer rewrites everything on its next persist.
+   * Resolves with the snapshot's context, if its writer added one.
    */
-  async restore(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<void> {
-    this.restoreState(await readSnapshot(source));
+  async restore(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<Uint8Array | undefined> {
+    const state = await readSnapshot(source);
+    this.restoreState(state);
+    return state.context;
   }
 
   /** restore() with a snapshot already decoded (readSnapshot), e.g. checked before it was installed. */

@@ -583,13 +583,20 @@ export class PeerTransport {
   }
 
   /** A known peer's handshake said where it is reached; dial it there if that moved. */
-  private peerAnnounced(id: NodeId, address: string): void {
+  private peerAnnounced(id: NodeId, address: string, remoteHost?: string): void {
     const sender = this.peers.get(id);
     if (address === '' || sender === undefined || sender.addrText === address) return;
+    let host: string;
     try {
-      parseHostPort(address);
+      host = parseHostPort(address).host;
     } catch {
       return; // the handshake checked it; never trust a peer into throwing here
+    }
+    // A misconfigured member (told to advertise loopback or a wildcard) must not be dialed
+    // there by members on other machines: that would cut it off where it was reachable.
+    if (!announcedHostUsable(host, remoteHost)) {
+      this.onReject?.(`peer ${id} announced ${address}, which others cannot reach it at (it connected from ${remoteHost ?? 'elsewhere'}); kept dialing ${sender.addrText}`);
+      return;
     }
     const previous = sender.addrText;
     this.announced.set(id, address);
@@ -695,7 +702,7 @@ export class PeerTransport {
           channel.close();
           return;
         }
-        this.peerAnnounced(from, hello.advertise);
+        this.peerAnnounced(from, hello.advertise, socket.remoteAddress);
         this.inboundByPeer.get(from)?.close();
         this.inboundByPeer.set(from, channel);
         this.peers.get(from)?.peerIsUp();
@@ -738,4 +745,22 @@ export class PeerTransport {
       }
     }
   }
+}
+
+/**
+ * Whether a peer's announced host can be where others dial it: never a wildcard, and loopback
+ * only when it connected over loopback itself (several members on one machine).
+ */
+export function announcedHostUsable(host: string, remoteHost: string | undefined): boolean {
+  if (isUnspecifiedHost(host)) return false;
+  return !isLoopbackHost(host) || remoteHost === undefined || isLoopbackHost(remoteHost);
+}
+
+function isUnspecifiedHost(host: string): boolean {
+  return host === '0.0.0.0' || host === '::' || host === '';
+}
+
+function isLoopbackHost(host: string): boolean {
+  const h = host.startsWith('::ffff:') ? host.slice(7) : host;
+  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h);
 }

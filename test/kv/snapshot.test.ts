@@ -71,6 +71,22 @@ t.test('round trip', async (t) => {
   t.equal(c.revision, n.store.revision);
 });
 
+t.test('the writer\'s context travels with the image, checksummed', async (t) => {
+  const n = busyNode(3, 50);
+  const context = Buffer.from(JSON.stringify({ members: [{ id: 7, peerAddr: '10.0.0.7:2380' }] }));
+  const bytes = await collect(n.store.snapshot(256, context));
+  const c = new KvStore();
+  const got = await c.restore(rechunk(bytes, [5, 300]));
+  t.same(Buffer.from(got!), context, 'restore hands the context back');
+  sameHistory(t, n.store, c);
+  t.equal(await new KvStore().restore([await collect(n.store.snapshot())]), undefined, 'an image without one has none');
+  const at = bytes.indexOf(Buffer.from('10.0.0.7'));
+  t.ok(at > 0, 'the context is in the header');
+  const flipped = Buffer.from(bytes);
+  flipped[at] ^= 1;
+  await t.rejects(new KvStore().restore([flipped]), { code: 'SNAPSHOT_CORRUPT' }, 'a changed context fails the checksum');
+});
+
 t.test('an empty store', async (t) => {
   const a = new KvStore();
   const c = new KvStore();
@@ -183,6 +199,7 @@ t.test('a correctly checksummed but invalid image is refused', async (t) => {
     ['not a snapshot', [{ t: 'h', format: 'etcd' }]],
     ['duplicate lease', [header, { t: 'l', l: [[1, 10], [1, 10]] }]],
     ['unknown frame', [header, { t: 'zz' }]],
+    ['context not bytes', [{ ...header, context: 'members' }]],
   ];
   for (const [why, frames] of bad) await t.rejects(new KvStore().restore([image(frames)]), { code: 'SNAPSHOT_CORRUPT' }, why);
 });

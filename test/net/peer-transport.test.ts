@@ -11,6 +11,7 @@ import {
   MAX_QUEUED_MESSAGES_PER_PEER,
   PeerTransport,
   RECONNECT_MAX_MS,
+  announcedHostUsable,
   backoffDelayMs,
   type PeerTransportLimits,
 } from '../../core/net/peer-transport.js';
@@ -679,4 +680,27 @@ t.test('a peer that moved is dialed where its handshake says, over any record, u
   await waitFor(() => a.stats().peers['2']?.connected === true, 'A connects to B where the hint said');
   a.peerSeenAt(99, announcedB);
   t.equal(a.peerAddress(99), undefined, 'a hint about an unknown peer adds nothing');
+});
+
+t.test('an announced address others cannot dial is not taken', async (t) => {
+  t.ok(announcedHostUsable('10.0.0.7', '10.0.0.7'), 'a LAN address');
+  t.ok(announcedHostUsable('127.0.0.3', '127.0.0.3'), 'loopback, from a member on this machine');
+  t.ok(announcedHostUsable('127.0.0.1', '::ffff:127.0.0.1'), 'loopback, from loopback written as IPv6-mapped');
+  t.notOk(announcedHostUsable('127.0.0.1', '10.0.0.7'), 'loopback, from another machine');
+  t.notOk(announcedHostUsable('localhost', '192.168.1.20'), 'localhost, from another machine');
+  t.notOk(announcedHostUsable('::1', '::ffff:10.0.0.7'), 'IPv6 loopback, from another machine');
+  t.notOk(announcedHostUsable('0.0.0.0', '127.0.0.1'), 'a wildcard, from anywhere');
+  t.notOk(announcedHostUsable('::', undefined), 'the IPv6 wildcard');
+
+  const reasons: string[] = [];
+  const a = new PeerTransport({ nodeId: 1, peerKey: key, onMessage: () => undefined, onReject: (r) => reasons.push(r), limits: FAST });
+  const aAddr = `127.0.0.1:${(await a.listen(0)).port}`;
+  const portB = await freePort();
+  const b = new PeerTransport({ nodeId: 2, peerKey: key, onMessage: () => undefined, advertise: `0.0.0.0:${portB}`, limits: FAST });
+  await b.listen(portB);
+  t.teardown(() => Promise.all([a.close(), b.close()]));
+  a.addPeer(2, `127.0.0.1:${portB}`);
+  b.addPeer(1, aAddr);
+  await waitFor(() => reasons.some((r) => r.includes(`announced 0.0.0.0:${portB}`)), 'A refuses the announcement');
+  t.equal(a.peerAddress(2), `127.0.0.1:${portB}`, 'A keeps dialing B where it was');
 });
