@@ -18,6 +18,8 @@ export type NetErrorCode =
   | 'ERR_VERSION'
   | 'ERR_HANDSHAKE_TIMEOUT'
   | 'ERR_CONNECTION_CLOSED'
+  /** The address dialed is another member's now (its own handshake says so). */
+  | 'ERR_WRONG_PEER'
   /** We kept writing to a peer that stayed silent: the connection is presumed stalled. */
   | 'ERR_PEER_STALLED'
   | 'ERR_TOKEN_FORMAT'

@@ -2,10 +2,10 @@
  * The pre-shared-key handshake that opens every peer and join connection (see README.md):
  *
  *   client -> server  ClientHello  { version, client_nonce, purpose, node_id, advertise }
- *   server -> client  ServerHello  { version, server_nonce, server_proof }
+ *   server -> client  ServerHello  { version, server_nonce, server_proof, node_id }
  *   client -> server  ClientFinish { client_proof }
  *
- *   transcript   = SHA-256(ClientHello bytes || u32be(version) || server_nonce)
+ *   transcript   = SHA-256(ClientHello bytes || u32be(version) || server_nonce || u64be(server node_id))
  *   server_proof = HMAC-SHA256(peerKey, "picloud server proof" || transcript)
  *   client_proof = HMAC-SHA256(peerKey, "picloud client proof" || transcript)
  *   session keys = HKDF-SHA256(peerKey, salt = transcript, info = "... c2s" / "... s2c")
@@ -57,6 +57,8 @@ export interface ServerHello {
   version: number;
   serverNonce: Uint8Array;
   serverProof: Uint8Array;
+  /** The server's Raft id (Raft purpose), 0 otherwise. */
+  nodeId: number;
 }
 
 const SERVER_LABEL = Buffer.from('picloud server proof');
@@ -135,7 +137,7 @@ function advertisedAddress(v: unknown): string {
 }
 
 export function encodeServerHello(h: ServerHello): Uint8Array {
-  return t().server.encode({ version: h.version, serverNonce: h.serverNonce, serverProof: h.serverProof }).finish();
+  return t().server.encode({ version: h.version, serverNonce: h.serverNonce, serverProof: h.serverProof, nodeId: h.nodeId }).finish();
 }
 
 export function decodeServerHello(data: Uint8Array): ServerHello {
@@ -144,6 +146,7 @@ export function decodeServerHello(data: Uint8Array): ServerHello {
     version: u32(o.version, 'version'),
     serverNonce: fixedBytes(o.serverNonce, NONCE_BYTES, 'server nonce'),
     serverProof: fixedBytes(o.serverProof, PROOF_BYTES, 'server proof'),
+    nodeId: u53(o.nodeId, 'node id'),
   };
 }
 
@@ -161,10 +164,12 @@ export function encodeHandshakeReject(reason: string): Uint8Array {
 
 // ---------------------------------------------------------------- proofs and keys
 
-export function transcriptHash(clientHelloBytes: Uint8Array, version: number, serverNonce: Uint8Array): Buffer {
-  const v = Buffer.allocUnsafe(4);
+export function transcriptHash(clientHelloBytes: Uint8Array, version: number, serverNonce: Uint8Array, serverNodeId = 0): Buffer {
+  const v = Buffer.allocUnsafe(12);
   v.writeUInt32BE(version, 0);
-  return createHash('sha256').update(clientHelloBytes).update(v).update(serverNonce).digest();
+  const id = Buffer.allocUnsafe(8);
+  id.writeBigUInt64BE(BigInt(serverNodeId), 0);
+  return createHash('sha256').update(clientHelloBytes).update(v.subarray(0, 4)).update(serverNonce).update(id).digest();
 }
 
 export function serverProof(peerKey: Uint8Array, transcript: Uint8Array): Buffer {
@@ -266,6 +271,8 @@ export interface ClientHandshakeOptions {
   nodeId?: number;
   /** Raft purpose: host:port of this node's peer port as others should reach it. */
   advertise?: string;
+  /** Raft purpose: the member we mean to reach; a server that names another is refused (ERR_WRONG_PEER). */
+  expectNodeId?: number;
   timeoutMs?: number;
   maxFrameBytes?: number;
 }
@@ -286,9 +293,12 @@ export function clientHandshake(socket: Socket, opts: ClientHandshakeOptions): P
     if (sh.version !== HANDSHAKE_VERSION) {
       throw new NetError('ERR_VERSION', `server speaks handshake version ${sh.version}, this node ${HANDSHAKE_VERSION}`);
     }
-    const transcript = transcriptHash(helloBytes, sh.version, sh.serverNonce);
+    const transcript = transcriptHash(helloBytes, sh.version, sh.serverNonce, sh.nodeId);
     if (!proofsEqual(serverProof(opts.peerKey, transcript), sh.serverProof)) {
       throw new NetError('ERR_AUTH_FAILED', 'the server does not hold this cluster\'s secret (wrong token or wrong address)');
+    }
+    if (opts.expectNodeId !== undefined && sh.nodeId !== 0 && sh.nodeId !== opts.expectNodeId) {
+      throw new NetError('ERR_WRONG_PEER', `member ${sh.nodeId.toString(16)} answers at this address, not ${opts.expectNodeId.toString(16)}`);
     }
     socket.write(encodeFrame(encodeClientFinish(clientProof(opts.peerKey, transcript))));
     const decoder = reader.detach();
@@ -299,6 +309,8 @@ export function clientHandshake(socket: Socket, opts: ClientHandshakeOptions): P
 export interface ServerHandshakeOptions {
   peerKey: Uint8Array;
   purposes: readonly Purpose[];
+  /** This node's Raft id, told to Raft dialers (0 or absent: not said). */
+  nodeId?: number;
   timeoutMs?: number;
   maxFrameBytes?: number;
 }
@@ -317,9 +329,10 @@ export function serverHandshake(socket: Socket, opts: ServerHandshakeOptions): P
       throw new NetError('ERR_INVALID_MESSAGE', `purpose ${hello.purpose} not served on this port`);
     }
     const serverNonce = randomBytes(NONCE_BYTES);
-    const transcript = transcriptHash(helloBytes, HANDSHAKE_VERSION, serverNonce);
+    const nodeId = hello.purpose === Purpose.Raft ? (opts.nodeId ?? 0) : 0;
+    const transcript = transcriptHash(helloBytes, HANDSHAKE_VERSION, serverNonce, nodeId);
     socket.write(
-      encodeFrame(encodeServerHello({ version: HANDSHAKE_VERSION, serverNonce, serverProof: serverProof(opts.peerKey, transcript) })),
+      encodeFrame(encodeServerHello({ version: HANDSHAKE_VERSION, serverNonce, serverProof: serverProof(opts.peerKey, transcript), nodeId })),
     );
     const proof = decodeClientFinish(await reader.next());
     if (!proofsEqual(clientProof(opts.peerKey, transcript), proof)) {

@@ -323,7 +323,7 @@ class PeerSender {
     socket.once('connect', () => {
       clearTimeout(connectTimer);
       socket.off('error', failEarly);
-      clientHandshake(socket, { peerKey: this.t.peerKey, purpose: Purpose.Raft, nodeId: this.t.nodeId, advertise: this.t.advertise, timeoutMs: L.handshakeTimeoutMs, maxFrameBytes: L.maxFrameBytes })
+      clientHandshake(socket, { peerKey: this.t.peerKey, purpose: Purpose.Raft, nodeId: this.t.nodeId, advertise: this.t.advertise, expectNodeId: this.id, timeoutMs: L.handshakeTimeoutMs, maxFrameBytes: L.maxFrameBytes })
         .then((channel) => {
           if (this.state === 'closed' || this.socket !== socket) {
             channel.close();
@@ -685,6 +685,7 @@ export class PeerTransport {
     serverHandshake(socket, {
       peerKey: this.peerKey,
       purposes: [Purpose.Raft],
+      nodeId: this.nodeId,
       timeoutMs: this.limits.handshakeTimeoutMs,
       maxFrameBytes: this.limits.maxFrameBytes,
     }).then(

@@ -28,9 +28,12 @@ t.test('handshake messages round-trip and proofs bind both nonces and the role',
   const helloBytes = encodeClientHello(hello);
   t.same(decodeClientHello(helloBytes), { ...hello, clientNonce: Buffer.from(hello.clientNonce) });
   const serverNonce = randomBytes(NONCE_BYTES);
-  const tr = transcriptHash(helloBytes, HANDSHAKE_VERSION, serverNonce);
+  const tr = transcriptHash(helloBytes, HANDSHAKE_VERSION, serverNonce, 2 ** 53 - 2);
   const sp = serverProof(key, tr);
-  t.same(decodeServerHello(encodeServerHello({ version: 1, serverNonce, serverProof: sp })).serverProof, sp);
+  const sh = decodeServerHello(encodeServerHello({ version: 1, serverNonce, serverProof: sp, nodeId: 2 ** 53 - 2 }));
+  t.same(sh.serverProof, sp);
+  t.equal(sh.nodeId, 2 ** 53 - 2, 'the server names its node id');
+  t.not(serverProof(key, transcriptHash(helloBytes, HANDSHAKE_VERSION, serverNonce, 7)).toString('hex'), sp.toString('hex'), 'the server\'s node id is bound into the proof');
   const cp = clientProof(key, tr);
   t.same(decodeClientFinish(encodeClientFinish(cp)), cp);
   t.not(sp.toString('hex'), cp.toString('hex'), 'a server proof cannot be reflected as a client proof');
@@ -68,7 +71,7 @@ t.test('hostile handshake fields are refused', async (t) => {
   t.ok(longest.length <= MAX_HANDSHAKE_FRAME_BYTES, `the longest hello (${longest.length} bytes) fits a handshake frame`);
   t.equal(decodeClientHello(longest).advertise.length, MAX_ADVERTISED_ADDRESS_CHARS);
   t.equal(decodeClientHello(enc({ advertise: '[fd00::7]:2380' })).advertise, '[fd00::7]:2380');
-  t.throws(() => decodeServerHello(encodeServerHello({ version: 1, serverNonce: randomBytes(32), serverProof: randomBytes(16) })), { code: 'ERR_INVALID_MESSAGE' });
+  t.throws(() => decodeServerHello(encodeServerHello({ version: 1, serverNonce: randomBytes(32), serverProof: randomBytes(16), nodeId: 0 })), { code: 'ERR_INVALID_MESSAGE' });
   t.throws(() => decodeClientFinish(new Uint8Array(0)), { code: 'ERR_INVALID_MESSAGE' });
 });
 

@@ -704,3 +704,16 @@ t.test('an announced address others cannot dial is not taken', async (t) => {
   await waitFor(() => reasons.some((r) => r.includes(`announced 0.0.0.0:${portB}`)), 'A refuses the announcement');
   t.equal(a.peerAddress(2), `127.0.0.1:${portB}`, 'A keeps dialing B where it was');
 });
+
+t.test('a dialer that reaches another member than it meant (an address now another board\'s) refuses it', async (t) => {
+  const a = await node(t, 1);
+  const c = await node(t, 3);
+  // A's record says member 2 is at c.addr: C answers there.
+  a.t.addPeer(2, c.addr);
+  await waitFor(() => a.rejected.includes('ERR_WRONG_PEER'), 'A refuses the connection');
+  t.match(a.reasons.find((r) => r.includes('answers at this address')), /member 3 answers at this address, not 2/, 'saying who answered');
+  t.equal(a.t.stats().peers['2']!.connected, false, 'not counted as connected to member 2');
+  a.t.send([hb(1, 2)]);
+  await new Promise((r) => setTimeout(r, 100));
+  t.equal(c.got.length, 0, 'nothing sent to member 2 reaches member 3');
+});
