@@ -5,6 +5,7 @@
  * node's WatchHub, leases on the leader's timers, members from the Raft configuration.
  * Every failure reaches the client as etcd's error (EtcdError).
  */
+import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -396,11 +397,15 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       if (!m) throw new EtcdError('MEMBER_NOT_FOUND');
       const peerAddr = peerAddress(peerUrls);
       if ([...this.node.members.values()].some((o) => o.id !== id && o.peerAddr === peerAddr)) throw new EtcdError('PEER_URL_EXIST');
-      const context = new TextEncoder().encode(JSON.stringify({ name: m.name, peerAddr, clientAddr: m.clientAddr }));
-      // Done once this update is applied, whatever the record says after it: a running member
-      // records the address it runs at again (its own word wins).
-      const before = this.node.addressUpdatesApplied(id);
-      await this.node.changeMembership({ type: ConfChangeType.UpdateNode, nodeId: id, context }, () => this.node.addressUpdatesApplied(id) > before || !this.node.members.has(id));
+      const op = randomBytes(8).toString('hex');
+      const context = new TextEncoder().encode(JSON.stringify({ name: m.name, peerAddr, clientAddr: m.clientAddr, op }));
+      // Done once this update is applied, whatever the record says after it (a running member
+      // records the address it runs at again: its own word wins). Caught up from a snapshot
+      // instead, the entry is never seen here: the record then shows it.
+      await this.node.changeMembership({ type: ConfChangeType.UpdateNode, nodeId: id, context }, () => {
+        const now = this.node.members.get(id);
+        return now === undefined || this.node.lastAddressUpdate(id) === op || now.peerAddr === peerAddr;
+      });
       return this.membersResponse();
     });
   }

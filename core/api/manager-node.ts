@@ -219,8 +219,8 @@ export class ManagerNode {
   private joinServer: JoinServer | undefined;
   private timers: NodeJS.Timeout[] = [];
   private updatingAddresses = false;
-  /** UpdateNode entries applied per member (for `member update` to see its own applied). */
-  private readonly addressUpdates = new Map<NodeId, number>();
+  /** The op id of the last UpdateNode applied per member (for `member update` to see its own applied). */
+  private readonly addressUpdates = new Map<NodeId, string>();
   private conf: ConfState = { voters: [], learners: [] };
   /** Ids removed from the cluster (applied RemoveNode changes), persisted with the membership. */
   private readonly removedMembers = new Set<NodeId>();
@@ -399,6 +399,7 @@ export class ManagerNode {
       {
         apply: (e, payload) => this.applyEntry(e, payload),
         applyConfChange: (cc, conf) => this.applyConfChange(cc, conf),
+        noteApplied: (e) => this.store.noteApplied(e.index, e.term),
         restore: (snap) => this.restoreSnapshot(snap),
         afterApply: () => this.afterApply(),
       },
@@ -475,7 +476,7 @@ export class ManagerNode {
       if (cc.type === ConfChangeType.UpdateNode) {
         // New addresses for a member (it moved, or `etcdctl member update`); unknown ids change nothing.
         if (prev === undefined) return;
-        this.addressUpdates.set(cc.nodeId, (this.addressUpdates.get(cc.nodeId) ?? 0) + 1);
+        if (typeof (ctx as { op?: unknown } | undefined)?.op === 'string') this.addressUpdates.set(cc.nodeId, (ctx as unknown as { op: string }).op);
         const moved = { ...prev, peerAddr: ctx?.peerAddr || prev.peerAddr, clientAddr: ctx?.clientAddr || prev.clientAddr };
         this.members.set(cc.nodeId, moved);
         // The transport keeps an address the member announced itself over this record.
@@ -894,9 +895,9 @@ export class ManagerNode {
     }
   }
 
-  /** How many address updates (UpdateNode) of member `id` this member has applied since it started. */
-  addressUpdatesApplied(id: NodeId): number {
-    return this.addressUpdates.get(id) ?? 0;
+  /** The op id carried by the last address update (UpdateNode) of member `id` applied here. */
+  lastAddressUpdate(id: NodeId): string | undefined {
+    return this.addressUpdates.get(id);
   }
 
   /** Propose a membership change and wait until it is applied here. */

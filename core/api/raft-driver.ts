@@ -60,6 +60,12 @@ export interface RaftStateMachine {
   apply(entry: Entry, payload: Uint8Array): unknown;
   /** A membership change was applied (after RawNode.applyConfChange). */
   applyConfChange?(cc: ConfChange, conf: ConfState, index: number): void;
+  /**
+   * An entry with nothing for apply() was applied (a membership change, after
+   * applyConfChange; a leader's no-op): the applied index moves past it, so whatever is
+   * persisted or imaged next describes the same index as the membership it holds.
+   */
+  noteApplied?(entry: Entry): void;
   /** Replace the whole state with a snapshot received from the leader. */
   restore(snapshot: Snapshot): void | Promise<void>;
   /** After each Ready's entries were applied (e.g. persist the applied state in one batch). */
@@ -452,10 +458,14 @@ export class RaftDriver {
       const cc = decodeConfChange(e.data);
       const conf = this.node.applyConfChange(cc);
       this.sm.applyConfChange?.(cc, conf, e.index);
+      this.sm.noteApplied?.(e);
       return;
     }
-    if (e.data.length === 0) return; // a leader's no-op
-    if (e.data.length < REQUEST_ID_BYTES) return; // not ours: ignore rather than crash
+    // A leader's no-op, or not ours (ignored rather than crash).
+    if (e.data.length < REQUEST_ID_BYTES) {
+      this.sm.noteApplied?.(e);
+      return;
+    }
     const counter = this.ownCounter(e.data);
     let result: unknown;
     let error: Error | undefined;

@@ -143,6 +143,20 @@ export class KvStore {
   // ---------------------------------------------------------------- apply
 
   /**
+   * An entry with nothing for the store (a membership change, a leader's no-op) was applied:
+   * the applied index moves past it, as etcd's consistent index does.
+   */
+  noteApplied(index: number, term: number): void {
+    if (index <= this._appliedIndex) return;
+    this._appliedIndex = index;
+    this._appliedTerm = term;
+    if (this.changes) {
+      this.changes.appliedIndex = index;
+      this.changes.appliedTerm = term;
+    }
+  }
+
+  /**
    * Applies one committed entry. Errors a client must see (etcd's) come back as
    * `{ error }` — they are part of the deterministic outcome; anything thrown is a bug.
    */

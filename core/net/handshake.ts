@@ -24,7 +24,8 @@ import { FrameDecoder, MAX_FRAME_BYTES, encodeFrame } from './frame.js';
 import { peerType } from './proto-files.js';
 import { SecureChannel, type SessionKeys } from './secure-channel.js';
 
-export const HANDSHAKE_VERSION = 1;
+/** 2: the ClientHello says where the dialer is reached, the ServerHello which member answers. */
+export const HANDSHAKE_VERSION = 2;
 export const NONCE_BYTES = 32;
 export const PROOF_BYTES = 32;
 /** Handshake frames are small; anything bigger is an attack or garbage. */

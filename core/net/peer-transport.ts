@@ -578,7 +578,8 @@ export class PeerTransport {
    */
   peerSeenAt(id: NodeId, address: string): void {
     const sender = this.peers.get(id);
-    if (sender === undefined || sender.isOpen) return;
+    // Connected to us, the peer has told us itself where it is (gossip may not know yet).
+    if (sender === undefined || sender.isOpen || this.inboundByPeer.has(id)) return;
     this.peerAnnounced(id, address);
   }
 

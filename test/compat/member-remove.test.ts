@@ -4,7 +4,7 @@
  * and refuses to start again from the same data dir; the rest of the cluster keeps serving.
  * A member removed while it is stopped (SIGSTOP) learns it once it runs again.
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { AgentCluster, AgentProc, etcdctl, hasEtcdctl } from '../helpers/agents.js';
@@ -71,4 +71,31 @@ t.test('removing the leader: it applies its own removal and exits; the others el
   }
   const put = etcdctl(cluster.endpoints(others), ['put', 'after', 'leader-removal']);
   t.equal(put.status, 0, `the two others elect a leader and commit ${put.stderr.slice(-400)}`);
+});
+
+t.test('a member left as the only voter (its partner removed) restarts and serves', { skip: hasEtcdctl() ? false : 'etcdctl not installed' }, async (t) => {
+  // Replacing a board: v joins, w is removed, and nothing is written to the KV store after v
+  // joined. On restart v re-applies the membership changes after its last KV write: its applied
+  // index must have moved past them, or it replays "v joins as a learner" onto a configuration
+  // where v is the only voter (fatal: removing the last voter).
+  const cluster = new AgentCluster();
+  t.teardown(() => cluster.stopAll());
+  const w = await cluster.add('w');
+  const v = await cluster.add('v');
+  cluster.start(w, true);
+  await cluster.ready(w);
+  cluster.token = readFileSync(join(w.dataDir, 'token'), 'utf8').trim();
+  t.equal(etcdctl(cluster.endpoints([w]), ['put', 'before', 'v joins']).status, 0, 'a write before v joins (the last one before the restart)');
+  cluster.start(v, false);
+  await cluster.ready(v);
+  await cluster.waitVoters(2);
+  t.match(etcdctl(cluster.endpoints([v]), ['member', 'remove', memberId(cluster, v, 'w')]).stdout, /removed from cluster/, 'w removed');
+  t.equal(await cluster.exited(w), 0, 'w exits once removed');
+  cluster.kill(v, 'SIGTERM');
+  t.equal(await cluster.exited(v), 0, 'v stops cleanly');
+  v.log.length = 0;
+  cluster.start(v, false);
+  await cluster.ready(v);
+  t.equal(etcdctl(cluster.endpoints([v]), ['put', 'after', 'restart']).status, 0, 'v, alone, commits');
+  t.notMatch(v.log.join(''), /removing the last voter/, 'no membership change replayed twice');
 });

@@ -1,8 +1,11 @@
 import t from 'tap';
 import fc from 'fast-check';
 import { randomBytes } from 'node:crypto';
+import { createServer, connect, type Socket } from 'node:net';
+import { encodeFrame } from '../../core/net/frame.js';
 import {
   HANDSHAKE_VERSION,
+  serverHandshake,
   MAX_ADVERTISED_ADDRESS_CHARS,
   MAX_HANDSHAKE_FRAME_BYTES,
   NONCE_BYTES,
@@ -100,4 +103,28 @@ t.test('fuzz: handshake decoders throw only NetError', async (t) => {
     }),
     { numRuns: 1000 },
   );
+});
+
+t.test('a peer speaking another handshake version is told so, not that its token is wrong', async (t) => {
+  let serverErr: unknown;
+  const server = createServer((sock: Socket) => {
+    serverHandshake(sock, { peerKey: key, purposes: [Purpose.Raft], nodeId: 5 }).then(
+      () => undefined,
+      (e: unknown) => (serverErr = e),
+    );
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  const port = (server.address() as { port: number }).port;
+  const sock = connect(port, '127.0.0.1');
+  let answer = Buffer.alloc(0);
+  sock.on('data', (d: Buffer) => (answer = Buffer.concat([answer, d])));
+  const closed = new Promise((r) => sock.on('close', r));
+  sock.on('error', () => undefined);
+  await new Promise((r) => sock.on('connect', r));
+  const old = encodeClientHello({ version: HANDSHAKE_VERSION - 1, clientNonce: randomBytes(NONCE_BYTES), purpose: Purpose.Raft, nodeId: 3, advertise: '' });
+  sock.write(encodeFrame(old));
+  await closed;
+  t.equal((serverErr as NetError | undefined)?.code, 'ERR_VERSION', 'the server refuses the version');
+  t.match(answer.toString('latin1'), new RegExp(`handshake version ${HANDSHAKE_VERSION - 1} not supported; this node speaks ${HANDSHAKE_VERSION}`), 'and tells the client why');
 });

@@ -712,8 +712,5 @@ t.test('a dialer that reaches another member than it meant (an address now anoth
   a.t.addPeer(2, c.addr);
   await waitFor(() => a.rejected.includes('ERR_WRONG_PEER'), 'A refuses the connection');
   t.match(a.reasons.find((r) => r.includes('answers at this address')), /member 3 answers at this address, not 2/, 'saying who answered');
-  t.equal(a.t.stats().peers['2']!.connected, false, 'not counted as connected to member 2');
-  a.t.send([hb(1, 2)]);
-  await new Promise((r) => setTimeout(r, 100));
-  t.equal(c.got.length, 0, 'nothing sent to member 2 reaches member 3');
+  t.equal(a.t.stats().peers['2']!.connected, false, 'not counted as connected to member 2 (a hint may now move it)');
 });
