@@ -8,7 +8,6 @@
  * context), so every node derives the same member table from the log. Joiners enter as
  * learners and the leader promotes them once they have caught up.
  */
-import { defaultAdvertiseAddress, isWildcard } from '../net/advertise.js';
 import { randomInt } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
@@ -52,6 +51,7 @@ import {
   type InstallableState,
 } from '../kv/index.js';
 import { PeerTransport } from '../net/peer-transport.js';
+import { defaultAdvertiseAddress, isWildcard } from '../net/advertise.js';
 import { JoinMember, JoinServer, joinCluster } from '../net/join.js';
 import { derivePeerKey, formatToken, generateToken, parseToken, tokenDigest } from '../net/token.js';
 import { RaftDriver, RaftDriverError, RaftPersistence, SnapshotRefusedError } from './raft-driver.js';
@@ -134,6 +134,8 @@ interface MemberContext {
   name: string;
   peerAddr: string;
   clientAddr: string;
+  /** An address update's op id (`member update` waits to see its own applied). */
+  op?: string;
 }
 
 /** Persisted beside the applied state: the configuration and member table as of applied. */
@@ -375,7 +377,7 @@ export class ManagerNode {
       isRemoved: (peer) => this.removedMembers.has(peer),
       onRemoved: (by) => this.removedFromCluster(`member ${by.toString(16)} says so`),
       advertise: self.peerAddr,
-      onPeerMoved: (peer, address, previous) => log.info({ peer: peer.toString(16), address, previous }, 'a member announced a new peer address; dialing it there'),
+      onPeerMoved: (peer, address, previous, source) => log.info({ peer: peer.toString(16), address, previous, source }, 'a member is at a new peer address; dialing it there'),
     });
     await this.transport.listen(this.opts.peerPort, this.opts.bindAddr);
     for (const m of this.members.values()) if (m.id !== this.id) this.transport.addPeer(m.id, m.peerAddr);
@@ -476,7 +478,7 @@ export class ManagerNode {
       if (cc.type === ConfChangeType.UpdateNode) {
         // New addresses for a member (it moved, or `etcdctl member update`); unknown ids change nothing.
         if (prev === undefined) return;
-        if (typeof (ctx as { op?: unknown } | undefined)?.op === 'string') this.addressUpdates.set(cc.nodeId, (ctx as unknown as { op: string }).op);
+        if (typeof ctx?.op === 'string') this.addressUpdates.set(cc.nodeId, ctx.op);
         const moved = { ...prev, peerAddr: ctx?.peerAddr || prev.peerAddr, clientAddr: ctx?.clientAddr || prev.clientAddr };
         this.members.set(cc.nodeId, moved);
         // The transport keeps an address the member announced itself over this record.

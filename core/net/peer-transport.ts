@@ -39,6 +39,7 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import type { Message, NodeId } from '../raft/types.js';
 import { parseHostPort, type HostPort } from './address.js';
+import { isWildcard } from './advertise.js';
 import { NetError } from './errors.js';
 import { MAX_FRAME_BYTES } from './frame.js';
 import { HANDSHAKE_TIMEOUT_MS, Purpose, clientHandshake, serverHandshake } from './handshake.js';
@@ -113,8 +114,8 @@ export interface PeerTransportOptions {
   onRemoved?: (by: NodeId) => void;
   /** host:port where our peer port is reached, told to every peer we dial ('' or absent: not said). */
   advertise?: string;
-  /** A known peer announced an address other than the one we dialed; we dial the new one now. */
-  onPeerMoved?: (peer: NodeId, address: string, previous: string) => void;
+  /** A known peer is elsewhere than we dialed (its handshake said so, or gossip); we dial the new address now. */
+  onPeerMoved?: (peer: NodeId, address: string, previous: string, source: 'handshake' | 'gossip') => void;
 }
 
 /**
@@ -580,11 +581,11 @@ export class PeerTransport {
     const sender = this.peers.get(id);
     // Connected to us, the peer has told us itself where it is (gossip may not know yet).
     if (sender === undefined || sender.isOpen || this.inboundByPeer.has(id)) return;
-    this.peerAnnounced(id, address);
+    this.peerAnnounced(id, address, undefined, 'gossip');
   }
 
   /** A known peer's handshake said where it is reached; dial it there if that moved. */
-  private peerAnnounced(id: NodeId, address: string, remoteHost?: string): void {
+  private peerAnnounced(id: NodeId, address: string, remoteHost: string | undefined, source: 'handshake' | 'gossip' = 'handshake'): void {
     const sender = this.peers.get(id);
     if (address === '' || sender === undefined || sender.addrText === address) return;
     let host: string;
@@ -602,7 +603,7 @@ export class PeerTransport {
     const previous = sender.addrText;
     this.announced.set(id, address);
     this.dial(id, address);
-    this.onPeerMoved?.(id, address, previous);
+    this.onPeerMoved?.(id, address, previous, source);
   }
 
   /** Where a peer is dialed, or undefined for a peer not added. */
@@ -754,12 +755,8 @@ export class PeerTransport {
  * only when it connected over loopback itself (several members on one machine).
  */
 export function announcedHostUsable(host: string, remoteHost: string | undefined): boolean {
-  if (isUnspecifiedHost(host)) return false;
+  if (isWildcard(host)) return false;
   return !isLoopbackHost(host) || remoteHost === undefined || isLoopbackHost(remoteHost);
-}
-
-function isUnspecifiedHost(host: string): boolean {
-  return host === '0.0.0.0' || host === '::' || host === '';
 }
 
 function isLoopbackHost(host: string): boolean {
