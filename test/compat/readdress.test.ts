@@ -85,7 +85,7 @@ t.test('a member restarted at a new address is reached there and recorded, follo
   // --join names), then d2 is killed and comes back elsewhere.
   const id2 = hexId(members(cluster.endpoints([d1])).find((m) => m.name === 'd2')!);
   t.equal(etcdctl(cluster.endpoints(), ['move-leader', id2]).status, 0, 'leadership moved to d2');
-  t.equal((await raftStatus(d2))?.role, 'leader', 'd2 leads');
+  t.equal(await until('d2 reports leading', async () => ((await raftStatus(d2))?.role === 'leader' ? 'leader' : undefined), 5_000), 'leader', 'd2 leads');
   await restartElsewhere(cluster, d2, '127.0.0.4', 'SIGKILL');
   t.equal(await readyStatus(d2), 200, 'the killed leader is ready again at 127.0.0.4');
   t.equal(await writtenThenReadOn(cluster, [d2], d1, 'through-moved-d2'), 'through-moved-d2-value', 'a write through its new client address commits');

@@ -44,6 +44,13 @@ t.teardown(async () => {
   await server.close(500);
 });
 
+/** Waits for `ended`, at most `ms` (the timer is cleared, so it does not hold the process open). */
+async function endedWithin(ended: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([ended, new Promise((r) => (timer = setTimeout(r, ms)))]);
+  clearTimeout(timer);
+}
+
 function call(c: ClientOf, method: string, req: Obj): Promise<{ err: grpc.ServiceError | null; resp: Obj }> {
   return new Promise((resolve) => c[method]!(req, (err, resp) => resolve({ err, resp })));
 }
@@ -117,7 +124,7 @@ t.test('keep-alive requests sent before the client half-closes are all answered,
   stream.write({ ID: '78' });
   stream.write({ ID: g.resp.ID });
   stream.end();
-  await Promise.race([ended, new Promise((r) => setTimeout(r, 3_000))]);
+  await endedWithin(ended, 3_000);
   t.same(got.map((x) => [x.ID, x.TTL]), [[g.resp.ID, '20'], ['78', '0'], [g.resp.ID, '20']], 'etcd answers every request it read before EOF');
 });
 
@@ -152,7 +159,7 @@ t.test('a burst of keep-alives beyond MAX_PENDING_KEEPALIVES on one stream: ever
   });
   const ended = new Promise<void>((resolve) => req.on('end', resolve));
   req.end(Buffer.concat(Array.from({ length: n }, () => framed)));
-  await Promise.race([ended, new Promise((r) => setTimeout(r, 20_000))]);
+  await endedWithin(ended, 20_000);
   t.equal(answered, n, `all ${n} keep-alives answered`);
   t.equal(renewed, n, 'each one a renewal of the lease');
 });
