@@ -451,6 +451,7 @@ export class ManagerNode {
       req = decodeKvRequest(payload);
     } catch (err) {
       // Cannot come from a correct proposer; apply as an error so every member agrees.
+      this.store.noteApplied(e.index, e.term);
       return { error: err instanceof KvError ? err : new KvError('MALFORMED_REQUEST', String(err)) };
     }
     const resp = this.store.apply(req, { index: e.index, term: e.term });
