@@ -86,6 +86,11 @@ async function main(): Promise<number> {
     return cmd ? 0 : 2;
   }
   const run = COMMANDS[cmd];
+  // `picloud-node agent --help` as well as `picloud-node --help`.
+  if (Object.hasOwn(COMMANDS, cmd) && (rest.includes('--help') || rest.includes('-h'))) {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
   if (!run) {
     process.stderr.write(`picloud-node: unknown command "${cmd}"\n${USAGE}\n`);
     return 2;

@@ -73,4 +73,9 @@ t.test('the CLI: a bad flag exits 2 with the message, no stack trace', async (t)
   const u = spawnSync(process.execPath, [CLI, 'launch'], { encoding: 'utf8', timeout: 20_000 });
   t.equal(u.status, 2);
   t.match(u.stderr, /unknown command "launch"/);
+  for (const argv of [['--help'], ['agent', '--help'], ['snapshot', '-h']]) {
+    const h = spawnSync(process.execPath, [CLI, ...argv], { encoding: 'utf8', timeout: 20_000 });
+    t.equal(h.status, 0, `${argv.join(' ')}: exit 0`);
+    t.match(h.stdout, /^usage: picloud-node <command> \[flags\][\s\S]*agent --name NAME --data-dir DIR/, `${argv.join(' ')}: the usage`);
+  }
 });
