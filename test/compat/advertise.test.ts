@@ -5,10 +5,10 @@
  * network namespace of its own with a LAN address, a default route and a second address. A
  * machine with two private addresses and no default route refuses to guess and says so.
  */
-import { spawn } from 'node:child_process';
 import t from 'tap';
-import { AgentCluster, CLI, etcdctl, freePort, hasEtcdctl } from '../helpers/agents.js';
+import { AgentCluster, etcdctl, hasEtcdctl } from '../helpers/agents.js';
 import { NetLab } from '../helpers/netns.js';
+import { until } from '../helpers/wait.js';
 
 const unavailable = NetLab.unavailable() ?? (hasEtcdctl() ? undefined : 'etcdctl not installed');
 
@@ -46,16 +46,13 @@ t.test('agents bound to every interface advertise their default route\'s address
   t.equal(etcdctl(cluster.endpoints(), ['put', 'k', 'v']).status, 0, 'the cluster commits');
 
   // Host 3: a LAN address and a second private one, no default route: which one is meant?
-  const proc = spawn(lab.exec(3)[0]!, [...lab.exec(3).slice(1), process.execPath, CLI, 'agent', '--name', 'w4', '--data-dir', `${cluster.root}/w4`, '--bootstrap', '--client-port', String(await freePort()), '--peer-port', String(await freePort()), '--gossip-port', String(await freePort()), '--http-port', String(await freePort())], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const code = await new Promise<number | null>((resolve) => {
-    const timer = setTimeout(() => proc.kill('SIGKILL'), 15_000);
-    proc.on('exit', (c) => {
-      clearTimeout(timer);
-      resolve(c);
-    });
-  });
+  const w4 = await cluster.add('w4', { host: lab.address(3), wrap: lab.exec(3) });
+  w4.bindAll = true;
+  cluster.start(w4, true);
+  const code = await cluster.exited(w4);
+  // Its stderr may still be draining when the exit is reported.
+  await until('w4 logs why', () => /give --advertise/.test(w4.log.join('')), 5_000).catch(() => undefined);
+  const err = w4.log.join('');
   t.not(code, 0, 'it refuses to start');
   t.match(err, new RegExp(`several addresses could be advertised.*${lab.address(3).replace(/\./g, '\\.')} \\(eth0\\).*172\\.29\\.3\\.1 \\(eth1\\).*give --advertise ADDR`), 'naming the candidates and the flag');
 });

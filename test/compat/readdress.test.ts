@@ -7,6 +7,7 @@
  */
 import t from 'tap';
 import { AgentCluster, AgentProc, etcdctl, freePort, hasEtcdctl, hashKvOfEachAgent, raftStatus } from '../helpers/agents.js';
+import { until } from '../helpers/wait.js';
 
 interface Member {
   ID: string | number;
@@ -24,16 +25,6 @@ function members(endpoints: string): Member[] {
 
 function hexId(m: Member): string {
   return BigInt(m.ID).toString(16);
-}
-
-async function until<T>(what: string, f: () => T | undefined | Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 /** Stops `a` (SIGTERM, or SIGKILL for a power cut) and starts it again at `host` with new peer and client ports. */

@@ -13,6 +13,7 @@ import { cpSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AgentCluster, AgentProc, etcdctl, hasEtcdctl } from '../helpers/agents.js';
+import { until } from '../helpers/wait.js';
 
 const SNAPSHOT_COUNT = 20;
 const SNAPSHOT_CATCHUP_ENTRIES = 5;
@@ -20,13 +21,8 @@ const EARLY_KEYS = 10;
 const LATE_KEYS = 60;
 const CORRUPT_FIRST_SPOOLED_CHUNK = fileURLToPath(new URL('./fixtures/corrupt-first-spooled-chunk.js', import.meta.url));
 
-async function until(what: string, check: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+/** How long each wait for the follower may take. */
+const WAIT_MS = 20_000;
 
 /** Keys under snap/ as this member alone sees them (a serializable read, no leader involved). */
 function localKeys(cluster: AgentCluster, a: AgentProc): string[] {
@@ -44,7 +40,7 @@ t.test('a damaged snapshot is refused and sent again; a crash between installing
   const [s1, s2, s3] = cluster.agents as [AgentProc, AgentProc, AgentProc];
   const others = cluster.endpoints([s1, s2]);
   for (let i = 0; i < EARLY_KEYS; i++) t.equal(etcdctl(others, ['put', `snap/early/${i}`, 'v']).status, 0);
-  await until('s3 to apply the early keys', () => localKeys(cluster, s3).length === EARLY_KEYS);
+  await until('s3 to apply the early keys', () => localKeys(cluster, s3).length === EARLY_KEYS, WAIT_MS);
 
   cluster.kill(s3, 'SIGTERM');
   await cluster.exited(s3);
@@ -59,8 +55,8 @@ t.test('a damaged snapshot is refused and sent again; a crash between installing
   s3.nodeArgs = ['--import', CORRUPT_FIRST_SPOOLED_CHUNK];
   cluster.start(s3, false);
   await cluster.ready(s3);
-  await until('s3 to install a snapshot', () => logs(s3).includes('installed a snapshot received from the leader'));
-  await until('s3 to catch up', () => localKeys(cluster, s3).length === expected.length);
+  await until('s3 to install a snapshot', () => logs(s3).includes('installed a snapshot received from the leader'), WAIT_MS);
+  await until('s3 to catch up', () => localKeys(cluster, s3).length === expected.length, WAIT_MS);
   t.ok(logs(s3).includes('refused a snapshot from the leader') && logs(s3).includes('"code":"ERR_SNAPSHOT_REFUSED"'), 'the damaged snapshot was refused');
   t.equal(logs(s3).split('installed a snapshot received from the leader').length - 1, 1, 'and only the intact one installed');
   t.equal(s3.proc!.exitCode, null, 's3 kept running');
