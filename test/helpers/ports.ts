@@ -81,6 +81,14 @@ function releaseAll(): void {
 }
 process.once('exit', releaseAll);
 
+/**
+ * For the lock tests: this process stops counting `port` as held, leaving its lock file as it
+ * is (the test then writes another owner into it, on a port no other process can have).
+ */
+export function forgetPort(port: number): void {
+  held.delete(port);
+}
+
 /** A loopback port no other test process holds, outside the ephemeral range; held until exit. */
 export async function freePort(): Promise<number> {
   mkdirSync(LOCK_DIR, { recursive: true });

@@ -8,7 +8,7 @@ import { readFileSync, rmSync, writeFileSync, mkdirSync, existsSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort, reservePort } from '../helpers/ports.js';
+import { forgetPort, freePort, reservePort } from '../helpers/ports.js';
 
 const PORTS_MODULE = fileURLToPath(new URL('../helpers/ports.js', import.meta.url));
 const LOCK_DIR = join(tmpdir(), 'picloud-ports');
@@ -36,13 +36,17 @@ t.test('another process never gets a port this one holds', async (t) => {
 t.test('a lock held by a dead pid is taken over; one held by a live pid is not', async (t) => {
   mkdirSync(LOCK_DIR, { recursive: true });
   const dead = spawnSync(process.execPath, ['-e', '0']).pid!; // exited by now
-  const stale = (await freePort()) + 1;
+  // Ports this process locked first, so no other test process holds them (a neighbouring port
+  // may well be another file's, running beside this one).
+  const stale = await freePort();
+  forgetPort(stale);
   writeFileSync(join(LOCK_DIR, String(stale)), String(dead));
   t.ok(await reservePort(stale), 'the stale lock was taken over');
   t.equal(readFileSync(join(LOCK_DIR, String(stale)), 'utf8'), String(process.pid));
 
   const live = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 30000)'], { stdio: 'ignore' });
-  const taken = stale + 1;
+  const taken = await freePort();
+  forgetPort(taken);
   t.teardown(() => {
     live.kill('SIGKILL');
     rmSync(join(LOCK_DIR, String(taken)), { force: true });
