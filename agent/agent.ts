@@ -78,6 +78,15 @@ function resolveAdvertise(config: AgentConfig, log: pino.Logger): string | undef
   }
 }
 
+/** The agent failed while it was still starting (its reason, e.g. another process is this member). */
+export class AgentStartError extends Error {
+  readonly code = 'AGENT_START_FAILED';
+  constructor(message: string) {
+    super(message);
+    this.name = 'AgentStartError';
+  }
+}
+
 export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
   mkdirSync(given.dataDir, { recursive: true });
   const log = logger.child({ node: given.name });
@@ -95,6 +104,15 @@ export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
   const stops: Array<() => Promise<void>> = [];
   let end: (e: AgentEnd) => void = () => undefined;
   const ended = new Promise<AgentEnd>((resolve) => (end = resolve));
+  // A failure while still starting (the gossip join can take a while) ends the start at once.
+  let starting = true;
+  const failedWhileStarting = new Promise<never>((_resolve, reject) => {
+    void ended.then((e) => {
+      if (starting && e.failed) reject(new AgentStartError(e.reason));
+    });
+  });
+  failedWhileStarting.catch(() => undefined); // raced below; never unhandled
+  let gossipStart: Promise<GossipSubsystem> | undefined;
   try {
     if (config.role === 'manager') {
       manager = await startManager(config, log, {
@@ -102,6 +120,7 @@ export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
           ? { reason: `removed from the cluster, but marking the data dir failed: ${markError.message}`, failed: true }
           : { reason: 'removed from the cluster', failed: false }),
         onFatal: (err) => end({ reason: `writing to the data dir failed: ${err.message}`, failed: true }),
+        onDuplicate: (err) => end({ reason: err.message, failed: true }),
         metrics: async () => ({ contentType: http.registry.contentType, body: await http.registry.metrics() }),
       });
       stops.push(() => manager!.stop());
@@ -111,7 +130,7 @@ export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
     // Gossip membership on every node. Its key derives from the cluster secret, so a node
     // without the token can neither join nor inject state.
     const secret = manager ? manager.node.tokenString() : normaliseToken(config.token!);
-    gossip = await startGossip({
+    gossipStart = startGossip({
       name: config.name,
       bindAddr: config.bindAddr,
       advertiseAddr: config.advertiseAddr,
@@ -128,6 +147,7 @@ export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
       },
       logger: log,
     });
+    gossip = await Promise.race([gossipStart, failedWhileStarting]);
     const g = gossip;
     stops.push(async () => {
       await g.leave().catch(() => undefined);
@@ -176,8 +196,11 @@ export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
     log.info({ http: `${config.bindAddr}:${config.httpPort}` }, 'agent started');
   } catch (e) {
     for (const s of stops.reverse()) await s().catch(() => undefined);
+    // Gossip still joining when a failure ended the start: stop it once it is up.
+    if (gossip === undefined) void gossipStart?.then((g) => g.stop()).catch(() => undefined);
     throw e;
   }
+  starting = false;
   return {
     config,
     ended,

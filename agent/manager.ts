@@ -19,6 +19,8 @@ export interface ManagerHooks {
   onRemoved?: (markError?: Error) => void;
   /** Writing to the data dir failed; the agent should stop and exit with an error (as etcd does). */
   onFatal?: (err: Error) => void;
+  /** Another live process is this member and started first (a copied data dir); the agent should stop with an error. */
+  onDuplicate?: (err: Error) => void;
   /** The agent's Prometheus text, also served on the client port's GET /metrics as etcd does. */
   metrics?: () => Promise<{ contentType: string; body: string }>;
 }
@@ -28,7 +30,7 @@ export async function startManager(
   log: Logger,
   hooks: ManagerHooks = {},
 ): Promise<RunningManager> {
-  const { onRemoved, onFatal, metrics } = hooks;
+  const { onRemoved, onFatal, onDuplicate, metrics } = hooks;
   const node = await ManagerNode.start({
     name: config.name,
     dataDir: config.dataDir,
@@ -51,6 +53,7 @@ export async function startManager(
     logger: log,
     onRemoved,
     onFatal,
+    onDuplicate,
   });
   let grpc: EtcdGrpcServer | undefined;
   const backend = new ManagerEtcdBackend(node);

@@ -51,6 +51,7 @@ import {
   type InstallableState,
 } from '../kv/index.js';
 import { PeerTransport } from '../net/peer-transport.js';
+import type { DuplicateNotice } from '../net/duplicate-member.js';
 import { defaultAdvertiseAddress, isWildcard } from '../net/advertise.js';
 import { JoinMember, JoinServer, joinCluster } from '../net/join.js';
 import { derivePeerKey, formatToken, generateToken, parseToken, tokenDigest } from '../net/token.js';
@@ -99,6 +100,13 @@ export interface ManagerNodeOptions {
    * error, as etcd does. Restarted once the disk has room, it recovers from what it wrote.
    */
   onFatal?: (err: Error) => void;
+  /**
+   * Another live process is this member too and started first (its data dir was copied: an SD
+   * card image of a running manager flashed onto another board). This one has stopped taking
+   * part (two processes of one member break Raft's safety); the embedder should stop it and
+   * exit with an error. The error's message says what happened and what to do.
+   */
+  onDuplicate?: (err: Error) => void;
 }
 
 /** Codes of errors from writing to the disk (full, failing, read-only): LevelDB's, the OS's, the log store's refusal after one. */
@@ -166,7 +174,7 @@ const dec = new TextDecoder();
 
 export class NodeError extends Error {
   constructor(
-    readonly code: 'NAME_CONFLICT' | 'NOT_BOOTSTRAPPED' | 'JOIN_FAILED' | 'BAD_TOKEN' | 'STATE_BEHIND_LOG' | 'MEMBER_REMOVED',
+    readonly code: 'NAME_CONFLICT' | 'NOT_BOOTSTRAPPED' | 'JOIN_FAILED' | 'BAD_TOKEN' | 'STATE_BEHIND_LOG' | 'MEMBER_REMOVED' | 'DUPLICATE_MEMBER' | 'DATA_DIR_NAME',
     message: string,
   ) {
     super(message);
@@ -230,6 +238,8 @@ export class ManagerNode {
   private removed = false;
   /** Set once writing to the data dir failed (failStorage). */
   private storageFailure: Error | undefined;
+  /** Set once a peer said another process is this member and started first (duplicateFound). */
+  private duplicate: Error | undefined;
   /** A snapshot from the leader, decoded before its install and waiting for restoreSnapshot. */
   private receivedSnapshot: { meta: SnapshotMetadata; state: InstallableState } | undefined;
   private appliedSinceSnapshot = 0;
@@ -297,6 +307,15 @@ export class ManagerNode {
     let token: string;
     if (existsSync(identityPath)) {
       identity = JSON.parse(readFileSync(identityPath, 'utf8')) as Identity;
+      // A data dir is one member: started under another name it is most likely a copy (an SD
+      // card image of a manager flashed onto another board), which must not take part as that member.
+      if (identity.name !== opts.name) {
+        throw new NodeError(
+          'DATA_DIR_NAME',
+          `the data dir ${opts.dataDir} belongs to member '${identity.name}' (${identity.id.toString(16)}), not '${opts.name}': ` +
+            `start it with --name ${identity.name}, or, for a new member (a board flashed from another's SD card image), remove the data dir`,
+        );
+      }
       token = readFileSync(tokenPath, 'utf8').trim();
       if (opts.token && opts.token !== token) throw new NodeError('BAD_TOKEN', 'the --token given differs from the token this data dir was created with');
     } else if (opts.bootstrap) {
@@ -376,6 +395,7 @@ export class ManagerNode {
       onReject: (reason) => log.warn({ reason }, 'peer connection rejected'),
       isRemoved: (peer) => this.removedMembers.has(peer),
       onRemoved: (by) => this.removedFromCluster(`member ${by.toString(16)} says so`),
+      onDuplicate: (by, notice) => this.duplicateFound(by, notice),
       advertise: self.peerAddr,
       onPeerMoved: (peer, address, previous, source) => log.info({ peer: peer.toString(16), address, previous, source }, 'a member is at a new peer address; dialing it there'),
     });
@@ -742,6 +762,25 @@ export class ManagerNode {
     setImmediate(() => this.opts.onRemoved?.(markError));
   }
 
+  /**
+   * A peer says another live process is this member and started first (core/net/
+   * duplicate-member.ts): stop sending and receiving Raft messages at once, and tell the
+   * embedder, which stops the node. The other process goes on as the member.
+   */
+  private duplicateFound(by: NodeId, notice: DuplicateNotice): void {
+    if (this.duplicate !== undefined || this.stopped || this.removed) return;
+    this.duplicate = new NodeError(
+      'DUPLICATE_MEMBER',
+      `another process is running as this member (${this.id.toString(16)}, data dir ${this.opts.dataDir}) and started first: ` +
+        `member ${by.toString(16)} hears it from ${notice.otherRemote}, up ${Math.round(notice.otherUptimeMs / 1000)} s. ` +
+        'Its data dir and this one are copies (an SD card image of a running manager flashed onto another board?); two processes of one member would break Raft, so this one stops. ' +
+        'To add this board as a new member, remove this data dir and start it with its own --name.',
+    );
+    this.opts.logger.fatal({ by: by.toString(16), other: notice.otherRemote }, this.duplicate.message);
+    void this.transport.close();
+    setImmediate(() => this.opts.onDuplicate?.(this.duplicate!));
+  }
+
   // ------------------------------------------------------------------------- leadership
 
   private onLeaderChange(lead: NodeId, role: Role): void {
@@ -965,6 +1004,7 @@ export class ManagerNode {
   readiness(): { ok: boolean; reason: string } {
     if (this.removed) return { ok: false, reason: 'removed from the cluster' };
     if (this.storageFailure !== undefined) return { ok: false, reason: `writing to the data dir failed: ${this.storageFailure.message}` };
+    if (this.duplicate !== undefined) return { ok: false, reason: 'another process is running as this member' };
     if (this.lead === 0) return { ok: false, reason: 'no leader' };
     if (!this.conf.voters.includes(this.id) && !this.conf.learners.includes(this.id)) return { ok: false, reason: 'not yet a member' };
     return { ok: true, reason: `leader ${this.lead.toString(16)}` };
@@ -990,7 +1030,7 @@ export class ManagerNode {
     // As etcd does on a clean stop: hand leadership to the most caught-up voter first, so
     // clients wait for a transfer (a round trip or two) rather than an election timeout.
     // (Not after a failed write: the Ready loop that would carry the transfer has stopped.)
-    if (this.isLeader && !this.removed && this.storageFailure === undefined) await this.handOffLeadership();
+    if (this.isLeader && !this.removed && this.storageFailure === undefined && this.duplicate === undefined) await this.handOffLeadership();
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     if (this.persistTimer) clearTimeout(this.persistTimer);

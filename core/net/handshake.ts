@@ -1,7 +1,7 @@
 /**
  * The pre-shared-key handshake that opens every peer and join connection (see README.md):
  *
- *   client -> server  ClientHello  { version, client_nonce, purpose, node_id, advertise }
+ *   client -> server  ClientHello  { version, client_nonce, purpose, node_id, advertise, instance_id, uptime_ms }
  *   server -> client  ServerHello  { version, server_nonce, server_proof, node_id }
  *   client -> server  ClientFinish { client_proof }
  *
@@ -52,6 +52,13 @@ export interface ClientHello {
    * (a new DHCP lease) is reached at the new one by everyone it dials.
    */
   advertise: string;
+  /**
+   * Raft purpose: the dialing process's random instance id and its uptime in ms (0: not said),
+   * so two processes under one node id are found (duplicate-member.ts). New fields of version
+   * 2: an older receiver ignores them, an older dialer sends none and is not judged.
+   */
+  instanceId: number;
+  uptimeMs: number;
 }
 
 export interface ServerHello {
@@ -109,7 +116,9 @@ function u53(v: unknown, what: string): number {
 // ---------------------------------------------------------------- codecs
 
 export function encodeClientHello(h: ClientHello): Uint8Array {
-  return t().hello.encode({ version: h.version, clientNonce: h.clientNonce, purpose: h.purpose, nodeId: h.nodeId, advertise: h.advertise }).finish();
+  return t()
+    .hello.encode({ version: h.version, clientNonce: h.clientNonce, purpose: h.purpose, nodeId: h.nodeId, advertise: h.advertise, instanceId: h.instanceId, uptimeMs: h.uptimeMs })
+    .finish();
 }
 
 /** Decodes and checks a ClientHello. The version is returned as sent (the caller compares it). */
@@ -123,6 +132,8 @@ export function decodeClientHello(data: Uint8Array): ClientHello {
     purpose,
     nodeId: u53(o.nodeId, 'node id'),
     advertise: advertisedAddress(o.advertise),
+    instanceId: u53(o.instanceId ?? 0, 'instance id'),
+    uptimeMs: u53(o.uptimeMs ?? 0, 'uptime'),
   };
 }
 
@@ -274,6 +285,9 @@ export interface ClientHandshakeOptions {
   advertise?: string;
   /** Raft purpose: the member we mean to reach; a server that names another is refused (ERR_WRONG_PEER). */
   expectNodeId?: number;
+  /** Raft purpose: this process's instance id, and its uptime in ms when the hello is sent. */
+  instanceId?: number;
+  uptimeMs?: () => number;
   timeoutMs?: number;
   maxFrameBytes?: number;
 }
@@ -288,6 +302,8 @@ export function clientHandshake(socket: Socket, opts: ClientHandshakeOptions): P
       purpose: opts.purpose,
       nodeId: opts.nodeId ?? 0,
       advertise: opts.advertise ?? '',
+      instanceId: opts.instanceId ?? 0,
+      uptimeMs: opts.uptimeMs === undefined ? 0 : Math.max(0, Math.floor(opts.uptimeMs())),
     });
     socket.write(encodeFrame(helloBytes));
     const sh = decodeServerHello(await reader.next());

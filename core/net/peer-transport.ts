@@ -25,6 +25,8 @@
  * Receiving: connections accepted on the peer port are receive-only; each must finish the
  * handshake within HANDSHAKE_TIMEOUT_MS, names its node id in the handshake, and may only
  * deliver messages from that id to us. Anything else closes that connection and nothing more.
+ * Two live processes dialing under one node id (a copied data dir) are told apart by the
+ * instance id each names, and the later one is told to stop (duplicate-member.ts).
  *
  * Addresses: a dialer names in its handshake where its own peer port is reached now. A peer
  * whose address changed (a board that got a new DHCP lease, a member moved to another port)
@@ -41,6 +43,7 @@ import type { Message, NodeId } from '../raft/types.js';
 import { parseHostPort, type HostPort } from './address.js';
 import { isWildcard } from './advertise.js';
 import { NetError } from './errors.js';
+import { DUPLICATE_LIVE_WINDOW_MS, decodeDuplicateNotice, encodeDuplicateNotice, judgeDuplicate, newInstanceId, type DuplicateNotice, type PeerInstance } from './duplicate-member.js';
 import { MAX_FRAME_BYTES } from './frame.js';
 import { HANDSHAKE_TIMEOUT_MS, Purpose, clientHandshake, serverHandshake } from './handshake.js';
 import { decodeMessageBatch, encodeMessageBatch, estimateMessageBytes, isWireMessageType } from './raft-codec.js';
@@ -77,6 +80,7 @@ export interface PeerTransportLimits {
   stallTimeoutMs: number;
   maxInboundConnections: number;
   maxFrameBytes: number;
+  duplicateLiveWindowMs: number;
 }
 
 export const DEFAULT_PEER_TRANSPORT_LIMITS: Readonly<PeerTransportLimits> = Object.freeze({
@@ -90,6 +94,7 @@ export const DEFAULT_PEER_TRANSPORT_LIMITS: Readonly<PeerTransportLimits> = Obje
   stallTimeoutMs: STALL_TIMEOUT_MS,
   maxInboundConnections: MAX_INBOUND_CONNECTIONS,
   maxFrameBytes: MAX_FRAME_BYTES,
+  duplicateLiveWindowMs: DUPLICATE_LIVE_WINDOW_MS,
 });
 
 export interface PeerTransportOptions {
@@ -116,6 +121,15 @@ export interface PeerTransportOptions {
   advertise?: string;
   /** A known peer is elsewhere than we dialed (its handshake said so, or gossip); we dial the new address now. */
   onPeerMoved?: (peer: NodeId, address: string, previous: string, source: 'handshake' | 'gossip') => void;
+  /** This process's instance id (duplicate-member.ts); a fresh random one if absent. */
+  instanceId?: number;
+  /** When this process started, on the performance.now() clock (default 0: the process start). */
+  startedAt?: number;
+  /**
+   * A peer told us, over an authenticated connection, that another live process is this
+   * member too and started first: this one must stop taking part.
+   */
+  onDuplicate?: (by: NodeId, notice: DuplicateNotice) => void;
 }
 
 /**
@@ -324,7 +338,17 @@ class PeerSender {
     socket.once('connect', () => {
       clearTimeout(connectTimer);
       socket.off('error', failEarly);
-      clientHandshake(socket, { peerKey: this.t.peerKey, purpose: Purpose.Raft, nodeId: this.t.nodeId, advertise: this.t.advertise, expectNodeId: this.id, timeoutMs: L.handshakeTimeoutMs, maxFrameBytes: L.maxFrameBytes })
+      clientHandshake(socket, {
+        peerKey: this.t.peerKey,
+        purpose: Purpose.Raft,
+        nodeId: this.t.nodeId,
+        advertise: this.t.advertise,
+        expectNodeId: this.id,
+        instanceId: this.t.instanceId,
+        uptimeMs: () => this.t.uptimeMs(),
+        timeoutMs: L.handshakeTimeoutMs,
+        maxFrameBytes: L.maxFrameBytes,
+      })
         .then((channel) => {
           if (this.state === 'closed' || this.socket !== socket) {
             channel.close();
@@ -338,7 +362,8 @@ class PeerSender {
           this.reportedUnreachable = false;
           this.stats.connects++;
           channel.start({
-            // The receiving side sends back only progress notices, and one to say we were removed.
+            // The receiving side sends back only progress notices, and one to say we were
+            // removed or are a second process of one member.
             onFrame: (plain) => {
               const received = decodeProgressNotice(plain);
               if (received !== undefined) {
@@ -346,6 +371,9 @@ class PeerSender {
                 this.unansweredSince = received >= channel.bytesSent ? undefined : performance.now();
               } else if (Buffer.compare(plain, REMOVED_NOTICE) === 0) {
                 this.t.reportRemoved(this.id);
+              } else {
+                const duplicate = decodeDuplicateNotice(plain);
+                if (duplicate !== undefined) this.t.reportDuplicate(this.id, duplicate);
               }
             },
             onClose: (err) => {
@@ -487,14 +515,17 @@ export class PeerTransport {
   private readonly isRemoved: PeerTransportOptions['isRemoved'];
   private readonly onRemoved: PeerTransportOptions['onRemoved'];
   private readonly onPeerMoved: PeerTransportOptions['onPeerMoved'];
+  private readonly onDuplicate: PeerTransportOptions['onDuplicate'];
   readonly advertise: string;
+  readonly instanceId: number;
+  private readonly startedAt: number;
   private readonly peers = new Map<NodeId, PeerSender>();
   /** Addresses peers announced themselves, which win over the embedder's records (see Addresses). */
   private readonly announced = new Map<NodeId, string>();
   private server: Server | undefined;
   private readonly inbound = new Set<Socket>();
-  /** The authenticated inbound channel of each peer (a newer one replaces an older one). */
-  private readonly inboundByPeer = new Map<NodeId, SecureChannel>();
+  /** The authenticated inbound channel of each peer (a newer one replaces an older one) and the process behind it. */
+  private readonly inboundByPeer = new Map<NodeId, { channel: SecureChannel; instance: PeerInstance }>();
   private closed = false;
   private stallTimer: NodeJS.Timeout | undefined;
   private readonly stats_ = { receivedMessages: 0, receivedBatches: 0, rejectedHandshakes: 0, badFrames: 0, misaddressed: 0, droppedNoPeer: 0 };
@@ -508,7 +539,10 @@ export class PeerTransport {
     this.isRemoved = opts.isRemoved;
     this.onRemoved = opts.onRemoved;
     this.onPeerMoved = opts.onPeerMoved;
+    this.onDuplicate = opts.onDuplicate;
     this.advertise = opts.advertise ?? '';
+    this.instanceId = opts.instanceId ?? newInstanceId();
+    this.startedAt = opts.startedAt ?? 0;
     this.random = opts.random ?? Math.random;
     this.limits = { ...DEFAULT_PEER_TRANSPORT_LIMITS, ...opts.limits };
   }
@@ -567,7 +601,7 @@ export class PeerTransport {
     this.announced.delete(id);
     this.peers.get(id)?.close();
     this.peers.delete(id);
-    this.inboundByPeer.get(id)?.close();
+    this.inboundByPeer.get(id)?.channel.close();
     this.inboundByPeer.delete(id);
   }
 
@@ -652,6 +686,20 @@ export class PeerTransport {
   }
 
   /** @internal */
+  reportDuplicate(by: NodeId, notice: DuplicateNotice): void {
+    try {
+      this.onDuplicate?.(by, notice);
+    } catch {
+      // The embedder's callback failing must not break the transport.
+    }
+  }
+
+  /** How long this process has been running, as said in our handshakes. */
+  uptimeMs(): number {
+    return performance.now() - this.startedAt;
+  }
+
+  /** @internal */
   reportUnreachable(id: NodeId): void {
     try {
       this.onUnreachable?.(id);
@@ -705,16 +753,33 @@ export class PeerTransport {
           channel.close();
           return;
         }
+        const now = performance.now();
+        const instance: PeerInstance = { instanceId: hello.instanceId, startedAt: now - hello.uptimeMs, lastFrameAt: now, remote };
+        const holder = this.inboundByPeer.get(from);
+        const verdict = judgeDuplicate(holder?.instance, instance, now, this.limits.duplicateLiveWindowMs);
+        if (verdict === 'refuse-newcomer') {
+          this.stats_.rejectedHandshakes++;
+          this.onReject?.(`peer ${from} dialed from ${remote} as another process than the one connected from ${holder!.instance.remote}, and started later: told to stop`);
+          tellDuplicate(channel, holder!.instance, now);
+          return;
+        }
+        if (verdict === 'stop-holder') {
+          this.onReject?.(`peer ${from} connected from ${holder!.instance.remote} is another process than the one now dialing from ${remote}, which started first: told to stop`);
+          tellDuplicate(holder!.channel, instance, now);
+        }
         this.peerAnnounced(from, hello.advertise, socket.remoteAddress);
-        this.inboundByPeer.get(from)?.close();
-        this.inboundByPeer.set(from, channel);
+        holder?.channel.close();
+        this.inboundByPeer.set(from, { channel, instance });
         this.peers.get(from)?.peerIsUp();
         const progress = new ProgressReporter(channel, this.limits.stallTimeoutMs / PROGRESS_NOTICES_PER_STALL_TIMEOUT);
         channel.start({
-          onFrame: (plain) => this.receive(from, plain),
+          onFrame: (plain) => {
+            instance.lastFrameAt = performance.now();
+            this.receive(from, plain);
+          },
           onClose: (err) => {
             progress.stop();
-            if (this.inboundByPeer.get(from) === channel) this.inboundByPeer.delete(from);
+            if (this.inboundByPeer.get(from)?.channel === channel) this.inboundByPeer.delete(from);
             if (err !== undefined) {
               this.stats_.badFrames++;
               this.onReject?.(`inbound from peer ${from}: ${err.message}`, err);
@@ -748,6 +813,14 @@ export class PeerTransport {
       }
     }
   }
+}
+
+/** Tells the process behind `channel` that `other` is the same member and goes on; closes it. */
+function tellDuplicate(channel: SecureChannel, other: PeerInstance, now: number): void {
+  if (channel.isClosed) return;
+  if (!channel.isStarted) channel.start({ onFrame: () => undefined, onClose: () => undefined });
+  channel.send(encodeDuplicateNotice({ otherRemote: other.remote, otherUptimeMs: now - other.startedAt }));
+  channel.close();
 }
 
 /**

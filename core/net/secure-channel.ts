@@ -138,6 +138,11 @@ export class SecureChannel {
     return this.closed;
   }
 
+  /** Whether start() was called (frames are being delivered). */
+  get isStarted(): boolean {
+    return this.handlers !== undefined;
+  }
+
   close(err?: Error): void {
     if (this.closed) return;
     this.closed = true;

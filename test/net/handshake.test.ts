@@ -27,7 +27,7 @@ import { NetError } from '../../core/net/errors.js';
 const key = randomBytes(32);
 
 t.test('handshake messages round-trip and proofs bind both nonces and the role', async (t) => {
-  const hello = { version: HANDSHAKE_VERSION, clientNonce: randomBytes(NONCE_BYTES), purpose: Purpose.Raft, nodeId: 2 ** 53 - 1, advertise: 'pi-07.local:2380' };
+  const hello = { version: HANDSHAKE_VERSION, clientNonce: randomBytes(NONCE_BYTES), purpose: Purpose.Raft, nodeId: 2 ** 53 - 1, advertise: 'pi-07.local:2380', instanceId: 2 ** 48 - 1, uptimeMs: 2 ** 40 };
   const helloBytes = encodeClientHello(hello);
   t.same(decodeClientHello(helloBytes), { ...hello, clientNonce: Buffer.from(hello.clientNonce) });
   const serverNonce = randomBytes(NONCE_BYTES);
@@ -64,16 +64,19 @@ t.test('sealed frames: counter-bound, tamper-evident', async (t) => {
 
 t.test('hostile handshake fields are refused', async (t) => {
   const enc = (o: Partial<Parameters<typeof encodeClientHello>[0]>): Uint8Array =>
-    encodeClientHello({ version: 1, clientNonce: randomBytes(NONCE_BYTES), purpose: Purpose.Raft, nodeId: 1, advertise: '', ...o });
+    encodeClientHello({ version: 1, clientNonce: randomBytes(NONCE_BYTES), purpose: Purpose.Raft, nodeId: 1, advertise: '', instanceId: 0, uptimeMs: 0, ...o });
   t.throws(() => decodeClientHello(enc({ clientNonce: randomBytes(31) })), { code: 'ERR_INVALID_MESSAGE' });
   t.throws(() => decodeClientHello(enc({ purpose: 9 as Purpose })), { code: 'ERR_INVALID_MESSAGE' });
   t.throws(() => decodeClientHello(enc({ purpose: 0 as Purpose })), { code: 'ERR_INVALID_MESSAGE' });
   t.throws(() => decodeClientHello(enc({ advertise: 'no-port' })), { code: 'ERR_INVALID_MESSAGE' }, 'an advertised address without a port');
   t.throws(() => decodeClientHello(enc({ advertise: `${'h'.repeat(MAX_ADVERTISED_ADDRESS_CHARS)}:1` })), { code: 'ERR_INVALID_MESSAGE' }, 'an advertised address too long');
-  const longest = enc({ advertise: `${'h'.repeat(MAX_ADVERTISED_ADDRESS_CHARS - 5)}:2380`, nodeId: 2 ** 53 - 1 });
+  const longest = enc({ advertise: `${'h'.repeat(MAX_ADVERTISED_ADDRESS_CHARS - 5)}:2380`, nodeId: 2 ** 53 - 1, instanceId: 2 ** 53 - 1, uptimeMs: 2 ** 53 - 1 });
   t.ok(longest.length <= MAX_HANDSHAKE_FRAME_BYTES, `the longest hello (${longest.length} bytes) fits a handshake frame`);
   t.equal(decodeClientHello(longest).advertise.length, MAX_ADVERTISED_ADDRESS_CHARS);
   t.equal(decodeClientHello(enc({ advertise: '[fd00::7]:2380' })).advertise, '[fd00::7]:2380');
+  const older = decodeClientHello(enc({}));
+  t.same([older.instanceId, older.uptimeMs], [0, 0], 'a hello without an instance id (an older dialer) reads as 0: not said');
+  t.throws(() => decodeClientHello(enc({ instanceId: 2 ** 60 })), { code: 'ERR_INVALID_MESSAGE' }, 'an instance id above 2^53');
   t.throws(() => decodeServerHello(encodeServerHello({ version: 1, serverNonce: randomBytes(32), serverProof: randomBytes(16), nodeId: 0 })), { code: 'ERR_INVALID_MESSAGE' });
   t.throws(() => decodeClientFinish(new Uint8Array(0)), { code: 'ERR_INVALID_MESSAGE' });
 });
@@ -94,7 +97,7 @@ t.test('fuzz: handshake decoders throw only NetError', async (t) => {
     ),
     { numRuns: 2000 },
   );
-  const valid = Buffer.from(encodeClientHello({ version: 1, clientNonce: randomBytes(32), purpose: Purpose.Raft, nodeId: 7, advertise: '10.0.0.7:2380' }));
+  const valid = Buffer.from(encodeClientHello({ version: 1, clientNonce: randomBytes(32), purpose: Purpose.Raft, nodeId: 7, advertise: '10.0.0.7:2380', instanceId: 12345, uptimeMs: 60_000 }));
   fc.assert(
     fc.property(fc.nat(), fc.nat(255), (pos, val) => {
       const b = Buffer.from(valid);
@@ -122,7 +125,7 @@ t.test('a peer speaking another handshake version is told so, not that its token
   const closed = new Promise((r) => sock.on('close', r));
   sock.on('error', () => undefined);
   await new Promise((r) => sock.on('connect', r));
-  const old = encodeClientHello({ version: HANDSHAKE_VERSION - 1, clientNonce: randomBytes(NONCE_BYTES), purpose: Purpose.Raft, nodeId: 3, advertise: '' });
+  const old = encodeClientHello({ version: HANDSHAKE_VERSION - 1, clientNonce: randomBytes(NONCE_BYTES), purpose: Purpose.Raft, nodeId: 3, advertise: '', instanceId: 0, uptimeMs: 0 });
   sock.write(encodeFrame(old));
   await closed;
   t.equal((serverErr as NetError | undefined)?.code, 'ERR_VERSION', 'the server refuses the version');

@@ -16,6 +16,7 @@ import {
   type PeerTransportLimits,
 } from '../../core/net/peer-transport.js';
 import { Purpose, clientHandshake } from '../../core/net/handshake.js';
+import { DUPLICATE_LIVE_WINDOW_MS, DUPLICATE_NOTICE_PREFIX, decodeDuplicateNotice, encodeDuplicateNotice, judgeDuplicate, type PeerInstance } from '../../core/net/duplicate-member.js';
 import { encodeMessageBatch } from '../../core/net/raft-codec.js';
 import { encodeFrame } from '../../core/net/frame.js';
 import { derivePeerKey, generateToken, parseToken } from '../../core/net/token.js';
@@ -713,4 +714,146 @@ t.test('a dialer that reaches another member than it meant (an address now anoth
   await waitFor(() => a.rejected.includes('ERR_WRONG_PEER'), 'A refuses the connection');
   t.match(a.reasons.find((r) => r.includes('answers at this address')), /member 3 answers at this address, not 2/, 'saying who answered');
   t.equal(a.t.stats().peers['2']!.connected, false, 'not counted as connected to member 2 (a hint may now move it)');
+});
+
+t.test('two live processes of one member (a copied data dir): the one that started later is told to stop, the other keeps its place', async (t) => {
+  const got: Message[] = [];
+  const receiver = new PeerTransport({ nodeId: 1, peerKey: key, onMessage: (m) => got.push(m), limits: FAST });
+  const receiverAddr = `127.0.0.1:${(await receiver.listen(0)).port}`;
+  t.teardown(() => receiver.close());
+  const told: Array<{ who: string; by: number; otherRemote: string; otherUptimeMs: number }> = [];
+  const member2 = (who: string, startedAt: number): PeerTransport => {
+    const tr: PeerTransport = new PeerTransport({
+      nodeId: 2,
+      peerKey: key,
+      onMessage: () => undefined,
+      limits: FAST,
+      startedAt,
+      onDuplicate: (by, n) => {
+        told.push({ who, by, ...n });
+        void tr.close(); // as the embedder does: the process stops
+      },
+    });
+    t.teardown(() => tr.close());
+    tr.addPeer(1, receiverAddr);
+    return tr;
+  };
+  const beat = (tr: PeerTransport): NodeJS.Timeout => {
+    const timer = setInterval(() => tr.send([hb(2, 1)]), 50);
+    t.teardown(() => clearInterval(timer));
+    return timer;
+  };
+  // The original has run for a while and talks to the receiver (heartbeat answers do).
+  const original = member2('original', performance.now() - 60_000);
+  beat(original);
+  await waitFor(() => got.length >= 3, 'the original delivering');
+  const copy = member2('copy', performance.now());
+  beat(copy);
+  await waitFor(() => told.length > 0, 'the copy to be told');
+  t.same(told.map((x) => [x.who, x.by]), [['copy', 1]], 'the copy (started later) is told, by the member it dialed');
+  t.match(told[0]!.otherRemote, /^127\.0\.0\.1:\d+$/, 'with where the other process connects from');
+  t.ok(told[0]!.otherUptimeMs >= 59_000, `and how long it has run (${told[0]!.otherUptimeMs} ms)`);
+  const before = got.length;
+  await waitFor(() => got.length >= before + 3, 'the original still delivering');
+  t.equal(told.length, 1, 'the original is never told');
+
+  // A process older than the one connected (the copy was connected first): the connected one stops.
+  const got3: Message[] = [];
+  const receiver3 = new PeerTransport({ nodeId: 3, peerKey: key, onMessage: (m) => got3.push(m), limits: FAST });
+  const addr3 = `127.0.0.1:${(await receiver3.listen(0)).port}`;
+  t.teardown(() => receiver3.close());
+  const told3: string[] = [];
+  const to3 = (who: string, startedAt: number): PeerTransport => {
+    const tr = new PeerTransport({ nodeId: 4, peerKey: key, onMessage: () => undefined, limits: FAST, startedAt, onDuplicate: () => told3.push(who) });
+    t.teardown(() => tr.close());
+    tr.addPeer(3, addr3);
+    const timer = setInterval(() => tr.send([hb(4, 3)]), 50);
+    t.teardown(() => clearInterval(timer));
+    return tr;
+  };
+  to3('younger, connected first', performance.now());
+  await waitFor(() => got3.length >= 2, 'the younger delivering');
+  to3('older, connected second', performance.now() - 3_600_000);
+  await waitFor(() => told3.length > 0, 'one of them to be told');
+  t.same(told3, ['younger, connected first'], 'the younger one is told, though it was there first');
+});
+
+t.test('not duplicates: a restart (old connection closed or silent), the same process reconnecting, a dialer that names no instance', async (t) => {
+  const got: Message[] = [];
+  const receiver = new PeerTransport({ nodeId: 1, peerKey: key, onMessage: (m) => got.push(m), limits: { ...FAST, duplicateLiveWindowMs: 300 } });
+  const receiverAddr = `127.0.0.1:${(await receiver.listen(0)).port}`;
+  t.teardown(() => receiver.close());
+  let told = 0;
+  const start = (startedAt: number, instanceId?: number, via = receiverAddr): PeerTransport => {
+    const tr = new PeerTransport({
+      nodeId: 2,
+      peerKey: key,
+      onMessage: () => undefined,
+      // Long stall timeout: a process behind a frozen link must not redial during the test.
+      limits: { ...FAST, stallTimeoutMs: 60_000 },
+      startedAt,
+      ...(instanceId === undefined ? {} : { instanceId }),
+      onDuplicate: () => told++,
+    });
+    t.teardown(() => tr.close());
+    tr.addPeer(1, via);
+    return tr;
+  };
+  const deliveredFrom = async (tr: PeerTransport, what: string): Promise<void> => {
+    const n = got.length;
+    tr.send([hb(2, 1)]);
+    await waitFor(() => got.length > n, what);
+  };
+  const first = start(performance.now() - 10_000);
+  await deliveredFrom(first, 'the first process');
+  await first.close();
+  // Through a relay that can freeze: a power cut leaves the connection open but silent.
+  const relay = await freezableRelay(receiverAddr);
+  t.teardown(() => relay.close());
+  const restarted = start(performance.now(), undefined, `127.0.0.1:${relay.port}`);
+  await deliveredFrom(restarted, 'a restarted process after the old one closed its connections');
+  relay.freeze();
+  // Past the live window, a new process is taken.
+  await new Promise((r) => setTimeout(r, 400));
+  const afterPowerCut = start(performance.now());
+  await deliveredFrom(afterPowerCut, 'a new process once the old connection has been silent past the window');
+
+  // The same process (same instance id) dialing again (a healed partition, a new address).
+  const again = start(performance.now() - 1_000, afterPowerCut.instanceId);
+  await deliveredFrom(again, 'the same instance reconnecting');
+  // An older build names no instance (0): never judged.
+  const unnamed = start(performance.now(), 0);
+  await deliveredFrom(unnamed, 'a dialer that names no instance');
+  t.equal(told, 0, 'nobody was told to stop');
+});
+
+t.test('duplicate notices: round-trip; any other payload decodes to undefined, never throws', (t) => {
+  const n = { otherRemote: '10.0.0.7:40122', otherUptimeMs: 123_456 };
+  t.same(decodeDuplicateNotice(encodeDuplicateNotice(n)), n);
+  t.equal(decodeDuplicateNotice(encodeProgressNotice(5)), undefined, 'a progress notice is not one');
+  t.equal(decodeDuplicateNotice(Buffer.from('picloud/member-removed')), undefined);
+  t.same(decodeDuplicateNotice(Buffer.concat([DUPLICATE_NOTICE_PREFIX, Buffer.from('{not json')])), { otherRemote: 'unknown', otherUptimeMs: 0 }, 'a garbled detail still says "stop"');
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 2000 }), fc.boolean(), (b, prefixed) => {
+      const plain = prefixed ? Buffer.concat([DUPLICATE_NOTICE_PREFIX, b]) : Buffer.from(b);
+      const d = decodeDuplicateNotice(plain);
+      return d === undefined || (typeof d.otherRemote === 'string' && d.otherRemote.length <= 200 && Number.isFinite(d.otherUptimeMs) && d.otherUptimeMs >= 0);
+    }),
+    { numRuns: 2000 },
+  );
+  t.end();
+});
+
+t.test('judgeDuplicate: the rule by itself', (t) => {
+  const p = (instanceId: number, startedAt: number, lastFrameAt: number): PeerInstance => ({ instanceId, startedAt, lastFrameAt, remote: 'x' });
+  const now = 100_000;
+  t.equal(judgeDuplicate(undefined, p(7, 99_000, now), now), 'accept', 'no holder');
+  t.equal(judgeDuplicate(p(7, 50_000, now), p(7, 50_000, now), now), 'accept', 'the same instance');
+  t.equal(judgeDuplicate(p(7, 50_000, now - 100), p(8, 99_000, now), now), 'refuse-newcomer', 'a live holder, a newcomer that started later');
+  t.equal(judgeDuplicate(p(7, 99_000, now - 100), p(8, 50_000, now), now), 'stop-holder', 'a live holder that started later than the newcomer');
+  t.equal(judgeDuplicate(p(7, 50_000, now - 100), p(8, 50_000, now), now), 'refuse-newcomer', 'a tie: the newcomer');
+  t.equal(judgeDuplicate(p(7, 50_000, now - DUPLICATE_LIVE_WINDOW_MS - 1), p(8, 99_000, now), now), 'accept', 'a holder silent past the window (a power cut)');
+  t.equal(judgeDuplicate(p(0, 50_000, now), p(8, 99_000, now), now), 'accept', 'a holder that named no instance');
+  t.equal(judgeDuplicate(p(7, 50_000, now), p(0, 99_000, now), now), 'accept', 'a newcomer that names none');
+  t.end();
 });

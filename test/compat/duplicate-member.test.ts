@@ -1,0 +1,61 @@
+/**
+ * One member's data dir started twice (an SD card image of a running manager flashed onto
+ * another board), on real agents: the copy is told by the members it dials that another
+ * process is that member and started first, and stops with a message saying what to do; the
+ * original keeps its place, its address and the cluster's writes. The same copy started under
+ * another --name is refused at once (the data dir names its member).
+ */
+import { cpSync } from 'node:fs';
+import { join } from 'node:path';
+import t from 'tap';
+import { AgentCluster, AgentProc, etcdctl, hasEtcdctl } from '../helpers/agents.js';
+
+function peerUrlOf(cluster: AgentCluster, name: string): string | undefined {
+  const r = etcdctl(cluster.endpoints(cluster.agents.filter((a) => a.proc?.exitCode === null)), ['member', 'list', '-w', 'json']);
+  if (r.status !== 0) return undefined;
+  const m = (JSON.parse(r.stdout) as { members: Array<{ name: string; peerURLs?: string[] }> }).members.find((x) => x.name === name);
+  return m?.peerURLs?.[0];
+}
+
+t.test('a copied data dir started on another "board": the copy stops, the original keeps its place', { skip: hasEtcdctl() ? false : 'etcdctl not installed' }, async (t) => {
+  const cluster = new AgentCluster();
+  t.teardown(() => cluster.stopAll());
+  await cluster.startCluster(['d1', 'd2', 'd3']);
+  const [d1, d2, d3] = cluster.agents as [AgentProc, AgentProc, AgentProc];
+
+  // The image is taken of d2's card while it is shut down, then d2 boots again.
+  cluster.kill(d2, 'SIGTERM');
+  t.equal(await cluster.exited(d2), 0, 'd2 stopped for the image');
+  const imageDir = join(cluster.root, 'd2-image');
+  cpSync(d2.dataDir, imageDir, { recursive: true });
+  cluster.start(d2, false);
+  await cluster.ready(d2);
+  const originalPeerUrl = peerUrlOf(cluster, 'd2');
+  t.equal(originalPeerUrl, `http://127.0.0.1:${d2.ports.peer}`, 'd2 is recorded at its own peer port');
+
+  // The image boots on another board as d2 too (its own ports here, as another board's address).
+  const copy = await cluster.add('d2-copy');
+  copy.name = 'd2';
+  copy.dataDir = imageDir;
+  const started = Date.now();
+  cluster.start(copy, false);
+  t.equal(await cluster.exited(copy, 30_000), 1, 'the copy stops, failing');
+  const log = copy.log.join('');
+  t.match(log, /another process is running as this member \([0-9a-f]+, data dir [^)]+\) and started first/, 'it says why');
+  t.match(log, /member [0-9a-f]+ hears it from 127\.0\.0\.1:\d+, up \d+ s/, 'and which member saw the other process');
+  t.match(log, /remove this data dir and start it with its own --name/, 'and what to do');
+  t.comment(`the copy stopped ${Date.now() - started} ms after it was started`);
+
+  await cluster.ready(d2, 5_000);
+  t.equal(peerUrlOf(cluster, 'd2'), originalPeerUrl, 'the original is still recorded where it is');
+  t.equal(etcdctl(cluster.endpoints([d1, d3]), ['put', 'after-the-copy', 'yes']).status, 0, 'the cluster commits');
+  t.equal(etcdctl(cluster.endpoints([d2]), ['get', 'after-the-copy', '--print-value-only']).stdout, 'yes\n', 'the original d2 serves linearizable reads');
+  t.notOk(d2.log.join('').includes('another process is running as this member'), 'the original was never told to stop');
+
+  // The same image started under the board's own name: refused before it takes any part.
+  const renamed = await cluster.add('d9');
+  renamed.dataDir = imageDir;
+  cluster.start(renamed, false);
+  t.equal(await cluster.exited(renamed), 1, 'started under another --name, it refuses to start');
+  t.match(renamed.log.join(''), /the data dir .* belongs to member 'd2' \([0-9a-f]+\), not 'd9': start it with --name d2, or, for a new member .* remove the data dir/);
+});
