@@ -113,6 +113,7 @@ export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
   });
   failedWhileStarting.catch(() => undefined); // raced below; never unhandled
   let gossipStart: Promise<GossipSubsystem> | undefined;
+  let leaveGossipOnStop = true;
   try {
     if (config.role === 'manager') {
       manager = await startManager(config, log, {
@@ -120,7 +121,11 @@ export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
           ? { reason: `removed from the cluster, but marking the data dir failed: ${markError.message}`, failed: true }
           : { reason: 'removed from the cluster', failed: false }),
         onFatal: (err) => end({ reason: `writing to the data dir failed: ${err.message}`, failed: true }),
-        onDuplicate: (err) => end({ reason: err.message, failed: true }),
+        onDuplicate: (err) => {
+          // Not a gossip leave: the name is the other process's too, which goes on.
+          leaveGossipOnStop = false;
+          end({ reason: err.message, failed: true });
+        },
         metrics: async () => ({ contentType: http.registry.contentType, body: await http.registry.metrics() }),
       });
       stops.push(() => manager!.stop());
@@ -150,7 +155,7 @@ export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
     gossip = await Promise.race([gossipStart, failedWhileStarting]);
     const g = gossip;
     stops.push(async () => {
-      await g.leave().catch(() => undefined);
+      if (leaveGossipOnStop) await g.leave().catch(() => undefined);
       await g.stop();
     });
     if (manager) {

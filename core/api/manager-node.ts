@@ -777,6 +777,9 @@ export class ManagerNode {
         'To add this board as a new member, remove this data dir and start it with its own --name.',
     );
     this.opts.logger.fatal({ by: by.toString(16), other: notice.otherRemote }, this.duplicate.message);
+    // Raft stops here, not when the embedder gets to stopping the node: no tick, no campaign,
+    // no term or vote written by the process that is not the member.
+    this.driver.stop();
     void this.transport.close();
     setImmediate(() => this.opts.onDuplicate?.(this.duplicate!));
   }
@@ -799,7 +802,7 @@ export class ManagerNode {
 
   /** Every LEASE_TICK_MS on the leader: expire leases (after confirming leadership) and promote learners. */
   private async leaderDuties(): Promise<void> {
-    if (this.stopped || this.role !== Role.Leader) return;
+    if (this.stopped || this.duplicate !== undefined || this.role !== Role.Leader) return;
     const t = this.leaseTimers.tick();
     if (t.needConfirm) {
       const started = performance.now();
@@ -919,7 +922,7 @@ export class ManagerNode {
    */
   private async recordOwnAddresses(self: MemberContext): Promise<void> {
     const rec = this.members.get(this.id);
-    if (this.updatingAddresses || this.stopped || this.removed || this.lead === 0 || rec === undefined) return;
+    if (this.updatingAddresses || this.stopped || this.removed || this.duplicate !== undefined || this.lead === 0 || rec === undefined) return;
     if (rec.peerAddr === self.peerAddr && rec.clientAddr === self.clientAddr) return;
     if (!this.conf.voters.includes(this.id) && !this.conf.learners.includes(this.id)) return;
     this.updatingAddresses = true;

@@ -57,6 +57,11 @@ export const DUPLICATE_NOTICE_PREFIX: Uint8Array = Buffer.from('picloud/duplicat
 /** The JSON part is small; a longer frame is not a duplicate notice. */
 const MAX_NOTICE_BYTES = 1024;
 
+/** What a peer may put in the notice's address: an address's characters, nothing a terminal would act on. */
+function addressText(v: unknown): string {
+  return typeof v === 'string' && /^[0-9A-Za-z:.[\]%_-]{1,200}$/.test(v) ? v : 'unknown';
+}
+
 export interface DuplicateNotice {
   /** Where the other process (the one that goes on) connected from. */
   otherRemote: string;
@@ -65,7 +70,7 @@ export interface DuplicateNotice {
 }
 
 export function encodeDuplicateNotice(n: DuplicateNotice): Buffer {
-  const json = JSON.stringify({ otherRemote: n.otherRemote.slice(0, 200), otherUptimeMs: Math.max(0, Math.round(n.otherUptimeMs)) });
+  const json = JSON.stringify({ otherRemote: addressText(n.otherRemote), otherUptimeMs: Math.max(0, Math.round(n.otherUptimeMs)) });
   return Buffer.concat([DUPLICATE_NOTICE_PREFIX, Buffer.from(json)]);
 }
 
@@ -76,7 +81,7 @@ export function decodeDuplicateNotice(plain: Uint8Array): DuplicateNotice | unde
   if (Buffer.compare(plain.subarray(0, p.length), p) !== 0) return undefined;
   try {
     const o = JSON.parse(Buffer.from(plain.subarray(p.length)).toString('utf8')) as Record<string, unknown>;
-    const otherRemote = typeof o.otherRemote === 'string' ? o.otherRemote.slice(0, 200) : 'unknown';
+    const otherRemote = addressText(o.otherRemote);
     const otherUptimeMs = typeof o.otherUptimeMs === 'number' && Number.isFinite(o.otherUptimeMs) && o.otherUptimeMs >= 0 ? o.otherUptimeMs : 0;
     return { otherRemote, otherUptimeMs };
   } catch {

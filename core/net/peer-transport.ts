@@ -123,7 +123,7 @@ export interface PeerTransportOptions {
   onPeerMoved?: (peer: NodeId, address: string, previous: string, source: 'handshake' | 'gossip') => void;
   /** This process's instance id (duplicate-member.ts); a fresh random one if absent. */
   instanceId?: number;
-  /** When this process started, on the performance.now() clock (default 0: the process start). */
+  /** When this process started, on the performance.now() clock (default: when the transport is made). */
   startedAt?: number;
   /**
    * A peer told us, over an authenticated connection, that another live process is this
@@ -542,7 +542,7 @@ export class PeerTransport {
     this.onDuplicate = opts.onDuplicate;
     this.advertise = opts.advertise ?? '';
     this.instanceId = opts.instanceId ?? newInstanceId();
-    this.startedAt = opts.startedAt ?? 0;
+    this.startedAt = opts.startedAt ?? performance.now();
     this.random = opts.random ?? Math.random;
     this.limits = { ...DEFAULT_PEER_TRANSPORT_LIMITS, ...opts.limits };
   }

@@ -764,7 +764,17 @@ t.test('two live processes of one member (a copied data dir): the one that start
   t.teardown(() => receiver3.close());
   const told3: string[] = [];
   const to3 = (who: string, startedAt: number): PeerTransport => {
-    const tr = new PeerTransport({ nodeId: 4, peerKey: key, onMessage: () => undefined, limits: FAST, startedAt, onDuplicate: () => told3.push(who) });
+    const tr: PeerTransport = new PeerTransport({
+      nodeId: 4,
+      peerKey: key,
+      onMessage: () => undefined,
+      limits: FAST,
+      startedAt,
+      onDuplicate: () => {
+        told3.push(who);
+        void tr.close(); // as the embedder does
+      },
+    });
     t.teardown(() => tr.close());
     tr.addPeer(3, addr3);
     const timer = setInterval(() => tr.send([hb(4, 3)]), 50);
@@ -833,6 +843,9 @@ t.test('duplicate notices: round-trip; any other payload decodes to undefined, n
   t.equal(decodeDuplicateNotice(encodeProgressNotice(5)), undefined, 'a progress notice is not one');
   t.equal(decodeDuplicateNotice(Buffer.from('picloud/member-removed')), undefined);
   t.same(decodeDuplicateNotice(Buffer.concat([DUPLICATE_NOTICE_PREFIX, Buffer.from('{not json')])), { otherRemote: 'unknown', otherUptimeMs: 0 }, 'a garbled detail still says "stop"');
+  const hostile = Buffer.concat([DUPLICATE_NOTICE_PREFIX, Buffer.from(JSON.stringify({ otherRemote: '1.2.3.4:5\n\u001b[31mFAKE LOG LINE', otherUptimeMs: 1 }))]);
+  t.equal(decodeDuplicateNotice(hostile)?.otherRemote, 'unknown', 'an address with a newline or a terminal escape is not repeated');
+  t.equal(decodeDuplicateNotice(encodeDuplicateNotice({ otherRemote: '[fd00::7%eth0]:40122', otherUptimeMs: 1 }))?.otherRemote, '[fd00::7%eth0]:40122', 'an IPv6 address with a zone is');
   fc.assert(
     fc.property(fc.uint8Array({ maxLength: 2000 }), fc.boolean(), (b, prefixed) => {
       const plain = prefixed ? Buffer.concat([DUPLICATE_NOTICE_PREFIX, b]) : Buffer.from(b);
