@@ -41,6 +41,11 @@ export interface AgentConfig {
   snapshotCount: number;
   /** etcd's --experimental-snapshot-catchup-entries: log entries kept behind a compaction. */
   snapshotCatchUpEntries: number;
+  /**
+   * --new-board: the data dir (its SD card) was moved to this board for good; take it over
+   * (core/api/board-id.ts). Command line only: in a config file it would turn the check off for good.
+   */
+  newBoard: boolean;
 }
 
 export class ConfigError extends Error {
@@ -88,6 +93,7 @@ const OPTIONS = {
   'dns-port': { type: 'string' },
   config: { type: 'string' },
   dev: { type: 'boolean' },
+  'new-board': { type: 'boolean' },
   'tick-ms': { type: 'string' },
   'election-ticks': { type: 'string' },
   'quota-backend-bytes': { type: 'string' },
@@ -207,5 +213,6 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     autoCompaction: autoCompaction(get('auto-compaction-mode'), get('auto-compaction-retention')),
     snapshotCount: positiveInt('snapshot-count', get('snapshot-count'), DEFAULT_SNAPSHOT_EVERY_ENTRIES, SNAPSHOT_COUNT_MAX),
     snapshotCatchUpEntries: positiveInt('snapshot-catchup-entries', get('snapshot-catchup-entries'), LOG_ENTRIES_KEPT_AFTER_SNAPSHOT, SNAPSHOT_COUNT_MAX),
+    newBoard: flags['new-board'] === true,
   };
 }

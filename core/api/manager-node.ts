@@ -78,6 +78,14 @@ export interface ManagerNodeOptions {
   tickMs: number;
   electionTicks: number;
   logger: Logger;
+  /**
+   * This board's id (board-id.ts). A data dir records the board it runs on and refuses to start
+   * on another (a copy: an SD card image flashed onto a second board), unless `newBoard`.
+   * Undefined: not checked.
+   */
+  board?: string;
+  /** The data dir was moved to this board for good (its old board is gone): take it over. */
+  newBoard?: boolean;
   /** Compact the Raft log every this many applied entries (etcd's --snapshot-count). */
   snapshotEveryEntries?: number;
   /** Entries kept behind a compaction for lagging followers (etcd's snapshot catch-up entries). */
@@ -135,6 +143,8 @@ interface Identity {
   id: NodeId;
   name: string;
   clusterId: number;
+  /** The board the data dir runs on (board-id.ts); absent in data dirs made before it was recorded. */
+  board?: string;
 }
 
 /** What conf change contexts carry. */
@@ -174,7 +184,7 @@ const dec = new TextDecoder();
 
 export class NodeError extends Error {
   constructor(
-    readonly code: 'NAME_CONFLICT' | 'NOT_BOOTSTRAPPED' | 'JOIN_FAILED' | 'BAD_TOKEN' | 'STATE_BEHIND_LOG' | 'MEMBER_REMOVED' | 'DUPLICATE_MEMBER' | 'DATA_DIR_NAME',
+    readonly code: 'NAME_CONFLICT' | 'NOT_BOOTSTRAPPED' | 'JOIN_FAILED' | 'BAD_TOKEN' | 'STATE_BEHIND_LOG' | 'MEMBER_REMOVED' | 'DUPLICATE_MEMBER' | 'DATA_DIR_NAME' | 'OTHER_BOARD',
     message: string,
   ) {
     super(message);
@@ -316,6 +326,7 @@ export class ManagerNode {
             `start it with --name ${identity.name}, or, for a new member (a board flashed from another's SD card image), remove the data dir`,
         );
       }
+      checkBoard(identity, identityPath, opts, log);
       token = readFileSync(tokenPath, 'utf8').trim();
       if (opts.token && opts.token !== token) throw new NodeError('BAD_TOKEN', 'the --token given differs from the token this data dir was created with');
     } else if (opts.bootstrap) {
@@ -358,6 +369,7 @@ export class ManagerNode {
       // identity.json last: its presence means the other two are whole.
       if (joinedMembers.length > 0) writeFileDurablySync(joinMembersPath, JSON.stringify(joinedMembers) + '\n');
       writeFileDurablySync(tokenPath, token + '\n', 0o600);
+      if (opts.board !== undefined) identity.board = opts.board;
       writeFileDurablySync(identityPath, JSON.stringify(identity) + '\n');
     } else if (existsSync(joinMembersPath)) {
       joinedMembers = JSON.parse(readFileSync(joinMembersPath, 'utf8')) as JoinMember[];
@@ -1045,6 +1057,26 @@ export class ManagerNode {
     await this.backend.close().catch(() => undefined);
     await this.logStore.close().catch(() => undefined);
   }
+}
+
+/**
+ * The board check of a data dir that already has an identity: on the board it records, or
+ * (recorded now) none yet; on another only with `newBoard`, which records the new one.
+ */
+function checkBoard(identity: Identity, identityPath: string, opts: ManagerNodeOptions, log: Logger): void {
+  const here = opts.board;
+  if (here === undefined || identity.board === here) return;
+  if (identity.board !== undefined && opts.newBoard !== true) {
+    throw new NodeError(
+      'OTHER_BOARD',
+      `the data dir ${opts.dataDir} of member '${identity.name}' (${identity.id.toString(16)}) was made on another board (${identity.board}; this is ${here}). ` +
+        'If it is a copy (an SD card image flashed onto this board), it must not run as that member while the original does: remove the data dir to join this board as a new member. ' +
+        'If the card was moved here because its board is gone for good, start once with --new-board.',
+    );
+  }
+  if (identity.board !== undefined) log.warn({ from: identity.board, to: here }, 'this data dir now runs on this board (--new-board)');
+  identity.board = here;
+  writeFileDurablySync(identityPath, JSON.stringify(identity) + '\n');
 }
 
 function normaliseToken(token: string): string {

@@ -3,11 +3,14 @@
  * another board), on real agents: the copy is told by the members it dials that another
  * process is that member and started first, and stops with a message saying what to do; the
  * original keeps its place, its address and the cluster's writes. The same copy started under
- * another --name is refused at once (the data dir names its member).
+ * another --name is refused at once (the data dir names its member), and so is one started on
+ * another board (the data dir records its board, here named through PICLOUD_BOARD_ID), unless
+ * told the card was moved there for good (--new-board).
  */
-import { cpSync } from 'node:fs';
+import { cpSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
+import { BOARD_ID_ENV } from '../../core/api/board-id.js';
 import { AgentCluster, AgentProc, etcdctl, hasEtcdctl } from '../helpers/agents.js';
 
 function peerUrlOf(cluster: AgentCluster, name: string): string | undefined {
@@ -58,4 +61,57 @@ t.test('a copied data dir started on another "board": the copy stops, the origin
   cluster.start(renamed, false);
   t.equal(await cluster.exited(renamed), 1, 'started under another --name, it refuses to start');
   t.match(renamed.log.join(''), /the data dir .* belongs to member 'd2' \([0-9a-f]+\), not 'd9': start it with --name d2, or, for a new member .* remove the data dir/);
+});
+
+t.test('an image booted on another board is refused at start; --new-board takes a card moved for good', { skip: hasEtcdctl() ? false : 'etcdctl not installed' }, async (t) => {
+  const cluster = new AgentCluster();
+  t.teardown(() => cluster.stopAll());
+  for (const n of ['b1', 'b2', 'b3']) (await cluster.add(n)).env = { [BOARD_ID_ENV]: `board-${n}` };
+  await cluster.startAdded();
+  const [b1, b2, b3] = cluster.agents as [AgentProc, AgentProc, AgentProc];
+
+  cluster.kill(b2, 'SIGTERM');
+  t.equal(await cluster.exited(b2), 0);
+  const imageDir = join(cluster.root, 'b2-image');
+  cpSync(b2.dataDir, imageDir, { recursive: true });
+  cluster.start(b2, false);
+  await cluster.ready(b2);
+
+  // b2's image flashed onto board-x.
+  const copy = await cluster.add('b2-copy');
+  Object.assign(copy, { name: 'b2', dataDir: imageDir, env: { [BOARD_ID_ENV]: 'board-x' } });
+  cluster.start(copy, false);
+  t.equal(await cluster.exited(copy), 1, 'refused at start');
+  t.match(copy.log.join(''), /the data dir .* of member 'b2' \([0-9a-f]+\) was made on another board \(env:board-b2; this is env:board-x\)/, 'naming both boards');
+  t.match(copy.log.join(''), /remove the data dir to join this board as a new member\. If the card was moved here because its board is gone for good, start once with --new-board/);
+  t.notOk(copy.log.join('').includes('"msg":"agent started"'), 'before it took any part');
+
+  // Told (wrongly) that the card was moved: the runtime check still stops it, the original lives.
+  copy.log.length = 0;
+  copy.extraArgs = ['--new-board'];
+  cluster.start(copy, false);
+  t.equal(await cluster.exited(copy, 30_000), 1, 'with --new-board beside the live original, it is stopped all the same');
+  t.match(copy.log.join(''), /another process is running as this member/);
+  await cluster.ready(b2, 5_000);
+
+  // b3's card moved to board-y for good (board-b3 is gone).
+  cluster.kill(b3, 'SIGTERM');
+  t.equal(await cluster.exited(b3), 0);
+  b3.env = { [BOARD_ID_ENV]: 'board-y' };
+  b3.log.length = 0;
+  cluster.start(b3, false);
+  t.equal(await cluster.exited(b3), 1, 'the moved card is refused without the flag');
+  b3.extraArgs = ['--new-board'];
+  cluster.start(b3, false);
+  await cluster.ready(b3);
+  t.match(b3.log.join(''), /"from":"env:board-b3","to":"env:board-y".*this data dir now runs on this board \(--new-board\)/, 'taken over, logged');
+  t.equal(etcdctl(cluster.endpoints([b1]), ['put', 'moved', 'card']).status, 0);
+  t.equal(etcdctl(cluster.endpoints([b3]), ['get', 'moved', '--print-value-only']).stdout, 'card\n', 'the member serves on its new board');
+  t.equal((JSON.parse(readFileSync(join(b3.dataDir, 'identity.json'), 'utf8')) as { board?: string }).board, 'env:board-y', 'the new board is recorded');
+  cluster.kill(b3, 'SIGTERM');
+  t.equal(await cluster.exited(b3), 0);
+  b3.extraArgs = [];
+  cluster.start(b3, false);
+  await cluster.ready(b3);
+  t.equal(etcdctl(cluster.endpoints([b3]), ['get', 'moved', '--print-value-only']).stdout, 'card\n', 'and it starts there again without the flag');
 });

@@ -31,6 +31,8 @@ t.test('every flag of the contract is accepted', async (t) => {
     autoCompaction: { mode: 'revision', retentionRevisions: 5000 }, snapshotCount: 2000, snapshotCatchUpEntries: 50,
   });
   t.same(parseAgentArgs(['--dev', '--auto-compaction-retention', '30m']).autoCompaction, { mode: 'periodic', retentionMs: 1_800_000 }, 'retention alone means periodic');
+  t.equal(c.newBoard, false, 'a data dir stays on its board unless told');
+  t.equal(parseAgentArgs(['--dev', '--new-board']).newBoard, true, '--new-board');
 });
 
 t.test('bad flags: a ConfigError that names the flag', async (t) => {

@@ -37,6 +37,8 @@ export interface AgentProc {
   wrap?: string[];
   /** Started without --bind: it binds every interface and picks the address it advertises. */
   bindAll?: boolean;
+  /** Environment for this agent only, over the test's own. */
+  env?: Record<string, string>;
 }
 
 /** Where an agent runs when not on loopback. */
@@ -73,7 +75,10 @@ export class AgentCluster {
   start(a: AgentProc, bootstrap: boolean): void {
     // `ip netns exec` execs the command, so the PID is the agent's either way.
     const [cmd, ...pre] = [...(a.wrap ?? []), process.execPath];
-    const proc = spawn(cmd!, [...pre, ...(a.nodeArgs ?? []), CLI, ...this.args(a, bootstrap)], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const proc = spawn(cmd!, [...pre, ...(a.nodeArgs ?? []), CLI, ...this.args(a, bootstrap)], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      ...(a.env === undefined ? {} : { env: { ...process.env, ...a.env } }),
+    });
     proc.stderr!.on('data', (d: Buffer) => {
       a.log.push(d.toString());
       if (a.log.length > 500) a.log.shift();
