@@ -42,10 +42,11 @@ export interface AgentConfig {
   /** etcd's --experimental-snapshot-catchup-entries: log entries kept behind a compaction. */
   snapshotCatchUpEntries: number;
   /**
-   * --new-board: the data dir (its SD card) was moved to this board for good; take it over
-   * (core/api/board-id.ts). Command line only: in a config file it would turn the check off for good.
+   * --new-board BOARD: the data dir (its SD card) was moved here from BOARD for good, or this
+   * machine's id changed; take it over (agent/board-id.ts). Command line only, and naming the
+   * board it replaces: left in a config file or service, it cannot take over a later copy.
    */
-  newBoard: boolean;
+  newBoard: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -93,7 +94,7 @@ const OPTIONS = {
   'dns-port': { type: 'string' },
   config: { type: 'string' },
   dev: { type: 'boolean' },
-  'new-board': { type: 'boolean' },
+  'new-board': { type: 'string' },
   'tick-ms': { type: 'string' },
   'election-ticks': { type: 'string' },
   'quota-backend-bytes': { type: 'string' },
@@ -145,6 +146,13 @@ function address(flag: string, v: unknown, def: string | undefined): string | un
   if (v === undefined) return def;
   if (typeof v !== 'string' || isIP(v) === 0) throw new ConfigError(`--${flag}: expected an IP address, got "${String(v)}"`);
   return v;
+}
+
+function newBoard(flag: unknown, inFile: unknown): string | undefined {
+  if (inFile !== undefined) throw new ConfigError('new-board: command line only (--new-board BOARD), not in a config file, where it would stay');
+  if (flag === undefined) return undefined;
+  if (typeof flag !== 'string' || !/^[\x21-\x7e]{1,140}$/.test(flag)) throw new ConfigError(`--new-board: expected the board id the data dir last ran on (as the refusal names it), got "${String(flag)}"`);
+  return flag;
 }
 
 /** Where `--dev` keeps its data when no --data-dir is given. */
@@ -213,6 +221,6 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     autoCompaction: autoCompaction(get('auto-compaction-mode'), get('auto-compaction-retention')),
     snapshotCount: positiveInt('snapshot-count', get('snapshot-count'), DEFAULT_SNAPSHOT_EVERY_ENTRIES, SNAPSHOT_COUNT_MAX),
     snapshotCatchUpEntries: positiveInt('snapshot-catchup-entries', get('snapshot-catchup-entries'), LOG_ENTRIES_KEPT_AFTER_SNAPSHOT, SNAPSHOT_COUNT_MAX),
-    newBoard: flags['new-board'] === true,
+    newBoard: newBoard(flags['new-board'], file['new-board']),
   };
 }

@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 import { ManagerEtcdBackend } from '../core/api/etcd-backend.js';
 import { ManagerNode } from '../core/api/manager-node.js';
-import { boardId } from '../core/api/board-id.js';
+import { boardId } from './board-id.js';
 import { EtcdGrpcServer } from '../core/net/etcd/server.js';
 import { AgentConfig } from './config.js';
 

@@ -79,13 +79,16 @@ export interface ManagerNodeOptions {
   electionTicks: number;
   logger: Logger;
   /**
-   * This board's id (board-id.ts). A data dir records the board it runs on and refuses to start
+   * This board's id (agent/board-id.ts). A data dir records the board it runs on and refuses to start
    * on another (a copy: an SD card image flashed onto a second board), unless `newBoard`.
    * Undefined: not checked.
    */
   board?: string;
-  /** The data dir was moved to this board for good (its old board is gone): take it over. */
-  newBoard?: boolean;
+  /**
+   * The board the data dir last ran on, said by the user (its card was moved to this board for
+   * good, or this machine's id changed): take the data dir over from that board.
+   */
+  newBoard?: string;
   /** Compact the Raft log every this many applied entries (etcd's --snapshot-count). */
   snapshotEveryEntries?: number;
   /** Entries kept behind a compaction for lagging followers (etcd's snapshot catch-up entries). */
@@ -326,9 +329,9 @@ export class ManagerNode {
             `start it with --name ${identity.name}, or, for a new member (a board flashed from another's SD card image), remove the data dir`,
         );
       }
-      checkBoard(identity, identityPath, opts, log);
       token = readFileSync(tokenPath, 'utf8').trim();
       if (opts.token && opts.token !== token) throw new NodeError('BAD_TOKEN', 'the --token given differs from the token this data dir was created with');
+      checkBoard(identity, identityPath, opts, log);
     } else if (opts.bootstrap) {
       token = opts.token ? normaliseToken(opts.token) : generateToken();
     } else {
@@ -1060,21 +1063,34 @@ export class ManagerNode {
 }
 
 /**
- * The board check of a data dir that already has an identity: on the board it records, or
- * (recorded now) none yet; on another only with `newBoard`, which records the new one.
+ * The board check of a data dir that already has an identity (agent/board-id.ts): on the board
+ * it records, or none recorded yet (recorded now); on another only with `newBoard` naming the
+ * board it last ran on, which records this one.
  */
 function checkBoard(identity: Identity, identityPath: string, opts: ManagerNodeOptions, log: Logger): void {
   const here = opts.board;
-  if (here === undefined || identity.board === here) return;
-  if (identity.board !== undefined && opts.newBoard !== true) {
+  const from = opts.newBoard;
+  if (here === undefined) {
+    if (from !== undefined) log.warn('--new-board given, but this board has no id to record: ignored');
+    return;
+  }
+  if (identity.board === here) {
+    if (from !== undefined) log.warn({ board: here }, '--new-board given, but this data dir already runs on this board: remove the flag');
+    return;
+  }
+  if (identity.board !== undefined && from !== identity.board) {
+    const said = from === undefined ? '' : ` (--new-board names ${from}, not that board)`;
     throw new NodeError(
       'OTHER_BOARD',
-      `the data dir ${opts.dataDir} of member '${identity.name}' (${identity.id.toString(16)}) was made on another board (${identity.board}; this is ${here}). ` +
-        'If it is a copy (an SD card image flashed onto this board), it must not run as that member while the original does: remove the data dir to join this board as a new member. ' +
-        'If the card was moved here because its board is gone for good, start once with --new-board.',
+      `the data dir ${opts.dataDir} of member '${identity.name}' (${identity.id.toString(16)}) last ran on board ${identity.board}; this board reads as ${here}${said}. ` +
+        'If it is a copy (an SD card image flashed onto this board), it must not run as that member: remove the data dir and start with ' +
+        'this board\'s own --name and --join HOST --token TOKEN (not --bootstrap) to add it as a new member. ' +
+        'If it is that member\'s card, moved here because its board is gone for good, or this machine\'s id changed (a BIOS update, ' +
+        `${'PICLOUD_BOARD_ID'} set, a move into a container), start once with --new-board ${identity.board}.`,
     );
   }
-  if (identity.board !== undefined) log.warn({ from: identity.board, to: here }, 'this data dir now runs on this board (--new-board)');
+  if (identity.board === undefined) log.info({ board: here }, 'recorded the board this data dir runs on');
+  else log.warn({ from: identity.board, to: here }, 'this data dir now runs on this board (--new-board)');
   identity.board = here;
   writeFileDurablySync(identityPath, JSON.stringify(identity) + '\n');
 }

@@ -10,7 +10,7 @@
 import { cpSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { BOARD_ID_ENV } from '../../core/api/board-id.js';
+import { BOARD_ID_ENV } from '../../agent/board-id.js';
 import { AgentCluster, AgentProc, etcdctl, hasEtcdctl } from '../helpers/agents.js';
 
 function peerUrlOf(cluster: AgentCluster, name: string): string | undefined {
@@ -82,13 +82,14 @@ t.test('an image booted on another board is refused at start; --new-board takes 
   Object.assign(copy, { name: 'b2', dataDir: imageDir, env: { [BOARD_ID_ENV]: 'board-x' } });
   cluster.start(copy, false);
   t.equal(await cluster.exited(copy), 1, 'refused at start');
-  t.match(copy.log.join(''), /the data dir .* of member 'b2' \([0-9a-f]+\) was made on another board \(env:board-b2; this is env:board-x\)/, 'naming both boards');
-  t.match(copy.log.join(''), /remove the data dir to join this board as a new member\. If the card was moved here because its board is gone for good, start once with --new-board/);
+  t.match(copy.log.join(''), /the data dir .* of member 'b2' \([0-9a-f]+\) last ran on board env:board-b2; this board reads as env:board-x\./, 'naming both boards');
+  t.match(copy.log.join(''), /remove the data dir and start with this board's own --name and --join HOST --token TOKEN \(not --bootstrap\)/, 'saying how to add the board');
+  t.match(copy.log.join(''), /start once with --new-board env:board-b2\b/, 'and how to take a moved card over');
   t.notOk(copy.log.join('').includes('"msg":"agent started"'), 'before it took any part');
 
   // Told (wrongly) that the card was moved: the runtime check still stops it, the original lives.
   copy.log.length = 0;
-  copy.extraArgs = ['--new-board'];
+  copy.extraArgs = ['--new-board', 'env:board-b2'];
   cluster.start(copy, false);
   t.equal(await cluster.exited(copy, 30_000), 1, 'with --new-board beside the live original, it is stopped all the same');
   t.match(copy.log.join(''), /another process is running as this member/);
@@ -101,13 +102,25 @@ t.test('an image booted on another board is refused at start; --new-board takes 
   b3.log.length = 0;
   cluster.start(b3, false);
   t.equal(await cluster.exited(b3), 1, 'the moved card is refused without the flag');
-  b3.extraArgs = ['--new-board'];
+  b3.extraArgs = ['--new-board', 'env:board-zz'];
+  b3.log.length = 0;
+  cluster.start(b3, false);
+  t.equal(await cluster.exited(b3), 1, 'and with a flag naming another board than the one it ran on');
+  t.match(b3.log.join(''), /\(--new-board names env:board-zz, not that board\)/);
+  b3.extraArgs = ['--new-board', 'env:board-b3'];
   cluster.start(b3, false);
   await cluster.ready(b3);
   t.match(b3.log.join(''), /"from":"env:board-b3","to":"env:board-y".*this data dir now runs on this board \(--new-board\)/, 'taken over, logged');
   t.equal(etcdctl(cluster.endpoints([b1]), ['put', 'moved', 'card']).status, 0);
   t.equal(etcdctl(cluster.endpoints([b3]), ['get', 'moved', '--print-value-only']).stdout, 'card\n', 'the member serves on its new board');
   t.equal((JSON.parse(readFileSync(join(b3.dataDir, 'identity.json'), 'utf8')) as { board?: string }).board, 'env:board-y', 'the new board is recorded');
+  cluster.kill(b3, 'SIGTERM');
+  t.equal(await cluster.exited(b3), 0);
+  // The flag left on (a service file): harmless here, and the member says to remove it.
+  b3.log.length = 0;
+  cluster.start(b3, false);
+  await cluster.ready(b3);
+  t.match(b3.log.join(''), /--new-board given, but this data dir already runs on this board: remove the flag/);
   cluster.kill(b3, 'SIGTERM');
   t.equal(await cluster.exited(b3), 0);
   b3.extraArgs = [];

@@ -2,6 +2,8 @@
 // message naming the flag, and the CLI's exit code 2 with that message and no stack trace.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, DEFAULT_PORTS, parseAgentArgs } from '../../agent/config.js';
 
@@ -31,8 +33,16 @@ t.test('every flag of the contract is accepted', async (t) => {
     autoCompaction: { mode: 'revision', retentionRevisions: 5000 }, snapshotCount: 2000, snapshotCatchUpEntries: 50,
   });
   t.same(parseAgentArgs(['--dev', '--auto-compaction-retention', '30m']).autoCompaction, { mode: 'periodic', retentionMs: 1_800_000 }, 'retention alone means periodic');
-  t.equal(c.newBoard, false, 'a data dir stays on its board unless told');
-  t.equal(parseAgentArgs(['--dev', '--new-board']).newBoard, true, '--new-board');
+  t.equal(c.newBoard, undefined, 'a data dir stays on its board unless told');
+  t.equal(parseAgentArgs(['--dev', '--new-board', 'serial:abc123']).newBoard, 'serial:abc123', '--new-board names the board it replaces');
+});
+
+t.test('--new-board is command line only: in a config file it would stay', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'picloud-flags-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'agent.json');
+  writeFileSync(file, JSON.stringify({ 'new-board': 'serial:abc123' }));
+  t.throws(() => parseAgentArgs(['--dev', '--config', file]), { message: /new-board: command line only/ });
 });
 
 t.test('bad flags: a ConfigError that names the flag', async (t) => {
@@ -55,6 +65,7 @@ t.test('bad flags: a ConfigError that names the flag', async (t) => {
     [['--dev', '--snapshot-count', '1e9'], /--snapshot-count: expected an integer 1-10000000/],
     [['--dev', '--snapshot-catchup-entries', '0'], /--snapshot-catchup-entries: expected an integer/],
     [['--dev', '--no-such-flag'], /no-such-flag/],
+    [['--dev', '--new-board', 'has space'], /--new-board: expected the board id the data dir last ran on/],
   ];
   for (const [argv, message] of bad) {
     let err: unknown;

@@ -870,3 +870,26 @@ t.test('judgeDuplicate: the rule by itself', (t) => {
   t.equal(judgeDuplicate(p(7, 50_000, now), p(0, 99_000, now), now), 'accept', 'a newcomer that names none');
   t.end();
 });
+
+t.test('a hint (gossip) about a peer that is connected to us, though we cannot reach it, is not taken', async (t) => {
+  // A records B at an address where nothing listens; B dials A without saying where it is
+  // reached. A's own link to B never opens, but B is connected to A: B's word (by connecting)
+  // outranks hearsay, so a gossip hint must not re-address it.
+  const a = new PeerTransport({ nodeId: 1, peerKey: key, onMessage: () => undefined, limits: FAST });
+  const aAddr = `127.0.0.1:${(await a.listen(0)).port}`;
+  const b = new PeerTransport({ nodeId: 2, peerKey: key, onMessage: () => undefined, limits: FAST });
+  t.teardown(() => Promise.all([a.close(), b.close()]));
+  const nowhere = `127.0.0.1:${await freePort()}`;
+  a.addPeer(2, nowhere);
+  b.addPeer(1, aAddr);
+  b.send([hb(2, 1)]);
+  await waitFor(() => a.stats().receivedMessages > 0, 'B connected to A');
+  t.notOk(a.stats().peers['2']?.connected, 'A cannot reach B itself');
+  a.peerSeenAt(2, `127.0.0.1:${await freePort()}`);
+  t.equal(a.peerAddress(2), nowhere, 'the hint is ignored while B is connected to A');
+  await b.close();
+  await waitFor(() => a.stats().inboundConnections === 0, 'B gone');
+  const hinted = `127.0.0.1:${await freePort()}`;
+  a.peerSeenAt(2, hinted);
+  t.equal(a.peerAddress(2), hinted, 'once B is gone, the hint is taken');
+});
