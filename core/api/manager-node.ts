@@ -326,7 +326,7 @@ export class ManagerNode {
         throw new NodeError(
           'DATA_DIR_NAME',
           `the data dir ${opts.dataDir} belongs to member '${identity.name}' (${identity.id.toString(16)}), not '${opts.name}': ` +
-            `start it with --name ${identity.name}, or, for a new member (a board flashed from another's SD card image), remove the data dir`,
+            `start it with --name ${identity.name}, or, for a new member (a board flashed from another's SD card image), remove the data dir and start with --join HOST --token TOKEN (not --bootstrap)`,
         );
       }
       token = readFileSync(tokenPath, 'utf8').trim();
@@ -789,7 +789,7 @@ export class ManagerNode {
       `another process is running as this member (${this.id.toString(16)}, data dir ${this.opts.dataDir}) and started first: ` +
         `member ${by.toString(16)} hears it from ${notice.otherRemote}, up ${Math.round(notice.otherUptimeMs / 1000)} s. ` +
         'Its data dir and this one are copies (an SD card image of a running manager flashed onto another board?); two processes of one member would break Raft, so this one stops. ' +
-        'To add this board as a new member, remove this data dir and start it with its own --name.',
+        'To add this board as a new member, remove this data dir and start it with its own --name and --join HOST --token TOKEN (not --bootstrap).',
     );
     this.opts.logger.fatal({ by: by.toString(16), other: notice.otherRemote }, this.duplicate.message);
     // Raft stops here, not when the embedder gets to stopping the node: no tick, no campaign,
