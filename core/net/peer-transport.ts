@@ -66,6 +66,13 @@ export const CONNECT_TIMEOUT_MS = 3_000;
 export const STALL_TIMEOUT_MS = 5_000;
 /** A receiver sends at most this many progress notices per stall timeout while bytes arrive. */
 export const PROGRESS_NOTICES_PER_STALL_TIMEOUT = 5;
+/**
+ * A connection that carried nothing for this long gets an empty frame. Raft followers send
+ * each other nothing for long stretches; with it every member hears every live dialer at least
+ * this often, which the duplicate-member check relies on (a live process is one heard within
+ * DUPLICATE_LIVE_WINDOW_MS), and an idle link that broke is found by the stall check.
+ */
+export const IDLE_KEEPALIVE_MS = 1_000;
 /** Accepted connections, authenticated or not; more are closed on arrival. */
 export const MAX_INBOUND_CONNECTIONS = 128;
 
@@ -81,6 +88,7 @@ export interface PeerTransportLimits {
   maxInboundConnections: number;
   maxFrameBytes: number;
   duplicateLiveWindowMs: number;
+  idleKeepAliveMs: number;
 }
 
 export const DEFAULT_PEER_TRANSPORT_LIMITS: Readonly<PeerTransportLimits> = Object.freeze({
@@ -95,6 +103,7 @@ export const DEFAULT_PEER_TRANSPORT_LIMITS: Readonly<PeerTransportLimits> = Obje
   maxInboundConnections: MAX_INBOUND_CONNECTIONS,
   maxFrameBytes: MAX_FRAME_BYTES,
   duplicateLiveWindowMs: DUPLICATE_LIVE_WINDOW_MS,
+  idleKeepAliveMs: IDLE_KEEPALIVE_MS,
 });
 
 export interface PeerTransportOptions {
@@ -145,6 +154,9 @@ export const REMOVED_NOTICE: Uint8Array = Buffer.from('picloud/member-removed');
  */
 export const PROGRESS_NOTICE_PREFIX: Uint8Array = Buffer.from('picloud/progress');
 const PROGRESS_NOTICE_BYTES = PROGRESS_NOTICE_PREFIX.length + 8;
+
+/** A batch of no messages: the idle keep-alive (any receiver decodes it to nothing). */
+const EMPTY_BATCH = encodeMessageBatch([]);
 
 export function encodeProgressNotice(bytesReceived: number): Buffer {
   const b = Buffer.alloc(PROGRESS_NOTICE_BYTES);
@@ -216,6 +228,8 @@ class PeerSender {
    * notice (restarted by each notice that leaves some outstanding); undefined: none outstanding.
    */
   private unansweredSince: number | undefined;
+  /** When a frame last left on this connection (performance.now()). */
+  private lastSentAt = 0;
   /** The receiver has sent a progress notice on this connection (it is judged only then). */
   private receiverReportsProgress = false;
   readonly stats = { sentMessages: 0, sentBatches: 0, droppedQueueFull: 0, droppedUnreachable: 0, droppedTooLarge: 0, connects: 0, connectFailures: 0, stalls: 0 };
@@ -277,6 +291,20 @@ class PeerSender {
   /** Restarts the stall clock (our own event loop was blocked: the silence may be ours). */
   restartStallClock(now: number): void {
     if (this.unansweredSince !== undefined) this.unansweredSince = now;
+  }
+
+  /** An empty frame on a connection idle for idleKeepAliveMs (see IDLE_KEEPALIVE_MS). */
+  keepAliveIfIdle(now: number): void {
+    if (this.state !== 'open' || this.channel === undefined || this.waitingDrain || this.queue.length > 0) return;
+    if (now - this.lastSentAt < this.t.limits.idleKeepAliveMs) return;
+    try {
+      this.channel.send(EMPTY_BATCH);
+    } catch (err) {
+      this.onDisconnect(err as Error);
+      return;
+    }
+    this.lastSentAt = now;
+    this.unansweredSince ??= now;
   }
 
   /** True if the connection was closed as stalled (see the file comment); it is being redialed. */
@@ -446,7 +474,8 @@ class PeerSender {
       }
       this.stats.sentBatches++;
       this.stats.sentMessages += n;
-      this.unansweredSince ??= performance.now();
+      this.lastSentAt = performance.now();
+      this.unansweredSince ??= this.lastSentAt;
       if (!ok) {
         const channel = this.channel;
         this.waitingDrain = true;
@@ -581,7 +610,7 @@ export class PeerTransport {
     this.peers.set(id, sender);
     sender.start();
     if (this.stallTimer === undefined) {
-      const periodMs = Math.max(10, this.limits.stallTimeoutMs / 4);
+      const periodMs = Math.max(10, Math.min(this.limits.stallTimeoutMs / 4, this.limits.idleKeepAliveMs / 2));
       let lastCheck = performance.now();
       // Judged from setImmediate, after this turn has read the sockets: a progress notice that
       // arrived while our loop was blocked is seen first.
@@ -591,7 +620,7 @@ export class PeerTransport {
         lastCheck = now;
         for (const p of this.peers.values()) {
           if (late) p.restartStallClock(now);
-          else p.closeIfStalled(now);
+          else if (!p.closeIfStalled(now)) p.keepAliveIfIdle(now);
         }
       }), periodMs).unref();
     }

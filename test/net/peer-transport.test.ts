@@ -786,6 +786,9 @@ t.test('two live processes of one member (a copied data dir): the one that start
   to3('older, connected second', performance.now() - 3_600_000);
   await waitFor(() => told3.length > 0, 'one of them to be told');
   t.same(told3, ['younger, connected first'], 'the younger one is told, though it was there first');
+  const seen = got3.length;
+  await waitFor(() => got3.length >= seen + 3, 'the older one delivering');
+  t.same(told3, ['younger, connected first'], 'and the older one is never told');
 });
 
 t.test('not duplicates: a restart (old connection closed or silent), the same process reconnecting, a dialer that names no instance', async (t) => {
@@ -809,31 +812,47 @@ t.test('not duplicates: a restart (old connection closed or silent), the same pr
     tr.addPeer(1, via);
     return tr;
   };
-  const deliveredFrom = async (tr: PeerTransport, what: string): Promise<void> => {
+  // Each process beats (a heartbeat every 50 ms, under its own term) until it is stopped, as a
+  // live member would; "delivered" means a beat of that process arrived.
+  let nextTerm = 1;
+  const live = (tr: PeerTransport): { term: number; stop: () => void } => {
+    const term = nextTerm++;
+    const timer = setInterval(() => tr.send([hb(2, 1, term)]), 50);
+    t.teardown(() => clearInterval(timer));
+    return { term, stop: () => clearInterval(timer) };
+  };
+  const deliveredFrom = async (p: { term: number }, what: string): Promise<void> => {
     const n = got.length;
-    tr.send([hb(2, 1)]);
-    await waitFor(() => got.length > n, what);
+    await waitFor(() => got.slice(n).some((m) => m.term === p.term), what);
   };
   const first = start(performance.now() - 10_000);
-  await deliveredFrom(first, 'the first process');
+  const firstBeat = live(first);
+  await deliveredFrom(firstBeat, 'the first process');
+  firstBeat.stop();
   await first.close();
   // Through a relay that can freeze: a power cut leaves the connection open but silent.
   const relay = await freezableRelay(receiverAddr);
   t.teardown(() => relay.close());
   const restarted = start(performance.now(), undefined, `127.0.0.1:${relay.port}`);
-  await deliveredFrom(restarted, 'a restarted process after the old one closed its connections');
-  relay.freeze();
+  await deliveredFrom(live(restarted), 'a restarted process after the old one closed its connections');
+  relay.freeze(); // it goes on beating; nothing passes any more
   // Past the live window, a new process is taken.
   await new Promise((r) => setTimeout(r, 400));
   const afterPowerCut = start(performance.now());
-  await deliveredFrom(afterPowerCut, 'a new process once the old connection has been silent past the window');
+  const afterBeat = live(afterPowerCut);
+  await deliveredFrom(afterBeat, 'a new process once the old connection has been silent past the window');
 
-  // The same process (same instance id) dialing again (a healed partition, a new address).
+  // The same process (same instance id) dialing again (a healed partition, a new address),
+  // while its other connection is live.
   const again = start(performance.now() - 1_000, afterPowerCut.instanceId);
-  await deliveredFrom(again, 'the same instance reconnecting');
-  // An older build names no instance (0): never judged.
+  const againBeat = live(again);
+  await deliveredFrom(againBeat, 'the same instance reconnecting beside its live connection');
+  afterBeat.stop();
+  await afterPowerCut.close();
+  // An older build names no instance (0): never judged, even beside a live process.
   const unnamed = start(performance.now(), 0);
-  await deliveredFrom(unnamed, 'a dialer that names no instance');
+  await deliveredFrom(live(unnamed), 'a dialer that names no instance');
+  againBeat.stop();
   t.equal(told, 0, 'nobody was told to stop');
 });
 
@@ -892,4 +911,19 @@ t.test('a hint (gossip) about a peer that is connected to us, though we cannot r
   const hinted = `127.0.0.1:${await freePort()}`;
   a.peerSeenAt(2, hinted);
   t.equal(a.peerAddress(2), hinted, 'once B is gone, the hint is taken');
+});
+
+t.test('an idle connection carries an empty frame every idleKeepAliveMs (every member hears every live dialer)', async (t) => {
+  const limits = { ...FAST, idleKeepAliveMs: 100 };
+  const a = await node(t, 1, limits);
+  const b = await node(t, 2, limits);
+  a.t.addPeer(2, b.addr);
+  a.t.send([hb(1, 2)]);
+  await waitFor(() => b.got.length === 1, 'the first message');
+  const batches = b.t.stats().receivedBatches;
+  await new Promise((r) => setTimeout(r, 1_000));
+  const idleFrames = b.t.stats().receivedBatches - batches;
+  t.ok(idleFrames >= 3 && idleFrames <= 15, `${idleFrames} empty frames in 1 s of idleness (one per 100 ms idle, checked every 50 ms)`);
+  t.equal(b.got.length, 1, 'carrying no messages');
+  t.equal(a.t.stats().peers['2']?.stalls, 0, 'each answered with progress: no stall');
 });
