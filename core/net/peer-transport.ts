@@ -777,9 +777,7 @@ export class PeerTransport {
         const from = hello.nodeId;
         if (this.isRemoved?.(from) === true) {
           this.stats_.rejectedHandshakes++;
-          channel.start({ onFrame: () => undefined, onClose: () => undefined });
-          channel.send(REMOVED_NOTICE);
-          channel.close();
+          sayAndClose(channel, REMOVED_NOTICE);
           return;
         }
         const now = performance.now();
@@ -846,9 +844,14 @@ export class PeerTransport {
 
 /** Tells the process behind `channel` that `other` is the same member and goes on; closes it. */
 function tellDuplicate(channel: SecureChannel, other: PeerInstance, now: number): void {
+  sayAndClose(channel, encodeDuplicateNotice({ otherRemote: other.remote, otherUptimeMs: now - other.startedAt }));
+}
+
+/** Sends the receiving side's one last word on an inbound channel (started or not) and closes it. */
+function sayAndClose(channel: SecureChannel, notice: Uint8Array): void {
   if (channel.isClosed) return;
   if (!channel.isStarted) channel.start({ onFrame: () => undefined, onClose: () => undefined });
-  channel.send(encodeDuplicateNotice({ otherRemote: other.remote, otherUptimeMs: now - other.startedAt }));
+  channel.send(notice);
   channel.close();
 }
 

@@ -16,7 +16,7 @@ import {
   type PeerTransportLimits,
 } from '../../core/net/peer-transport.js';
 import { Purpose, clientHandshake } from '../../core/net/handshake.js';
-import { DUPLICATE_LIVE_WINDOW_MS, DUPLICATE_NOTICE_PREFIX, decodeDuplicateNotice, encodeDuplicateNotice, judgeDuplicate, type PeerInstance } from '../../core/net/duplicate-member.js';
+import { DUPLICATE_LIVE_WINDOW_MS, DUPLICATE_NOTICE_PREFIX, decodeDuplicateNotice, encodeDuplicateNotice, judgeDuplicate, type DuplicateNotice, type PeerInstance } from '../../core/net/duplicate-member.js';
 import { encodeMessageBatch } from '../../core/net/raft-codec.js';
 import { encodeFrame } from '../../core/net/frame.js';
 import { derivePeerKey, generateToken, parseToken } from '../../core/net/token.js';
@@ -721,34 +721,35 @@ t.test('two live processes of one member (a copied data dir): the one that start
   const receiver = new PeerTransport({ nodeId: 1, peerKey: key, onMessage: (m) => got.push(m), limits: FAST });
   const receiverAddr = `127.0.0.1:${(await receiver.listen(0)).port}`;
   t.teardown(() => receiver.close());
-  const told: Array<{ who: string; by: number; otherRemote: string; otherUptimeMs: number }> = [];
-  const member2 = (who: string, startedAt: number): PeerTransport => {
+  /**
+   * A process of member `id` started at `startedAt`, dialing `target` and sending it a heartbeat
+   * every 50 ms; told to stop, it records it and closes, as the embedder does.
+   */
+  const beatingProcess = (id: number, target: { id: number; addr: string }, startedAt: number, onTold: (by: number, n: DuplicateNotice) => void): PeerTransport => {
     const tr: PeerTransport = new PeerTransport({
-      nodeId: 2,
+      nodeId: id,
       peerKey: key,
       onMessage: () => undefined,
       limits: FAST,
       startedAt,
       onDuplicate: (by, n) => {
-        told.push({ who, by, ...n });
-        void tr.close(); // as the embedder does: the process stops
+        onTold(by, n);
+        void tr.close();
       },
     });
     t.teardown(() => tr.close());
-    tr.addPeer(1, receiverAddr);
+    tr.addPeer(target.id, target.addr);
+    const timer = setInterval(() => tr.send([hb(id, target.id)]), 50);
+    t.teardown(() => clearInterval(timer));
     return tr;
   };
-  const beat = (tr: PeerTransport): NodeJS.Timeout => {
-    const timer = setInterval(() => tr.send([hb(2, 1)]), 50);
-    t.teardown(() => clearInterval(timer));
-    return timer;
-  };
+  const told: Array<{ who: string; by: number; otherRemote: string; otherUptimeMs: number }> = [];
+  const member2 = (who: string, startedAt: number): PeerTransport =>
+    beatingProcess(2, { id: 1, addr: receiverAddr }, startedAt, (by, n) => told.push({ who, by, ...n }));
   // The original has run for a while and talks to the receiver (heartbeat answers do).
-  const original = member2('original', performance.now() - 60_000);
-  beat(original);
+  member2('original', performance.now() - 60_000);
   await waitFor(() => got.length >= 3, 'the original delivering');
-  const copy = member2('copy', performance.now());
-  beat(copy);
+  member2('copy', performance.now());
   await waitFor(() => told.length > 0, 'the copy to be told');
   t.same(told.map((x) => [x.who, x.by]), [['copy', 1]], 'the copy (started later) is told, by the member it dialed');
   t.match(told[0]!.otherRemote, /^127\.0\.0\.1:\d+$/, 'with where the other process connects from');
@@ -763,24 +764,7 @@ t.test('two live processes of one member (a copied data dir): the one that start
   const addr3 = `127.0.0.1:${(await receiver3.listen(0)).port}`;
   t.teardown(() => receiver3.close());
   const told3: string[] = [];
-  const to3 = (who: string, startedAt: number): PeerTransport => {
-    const tr: PeerTransport = new PeerTransport({
-      nodeId: 4,
-      peerKey: key,
-      onMessage: () => undefined,
-      limits: FAST,
-      startedAt,
-      onDuplicate: () => {
-        told3.push(who);
-        void tr.close(); // as the embedder does
-      },
-    });
-    t.teardown(() => tr.close());
-    tr.addPeer(3, addr3);
-    const timer = setInterval(() => tr.send([hb(4, 3)]), 50);
-    t.teardown(() => clearInterval(timer));
-    return tr;
-  };
+  const to3 = (who: string, startedAt: number): PeerTransport => beatingProcess(4, { id: 3, addr: addr3 }, startedAt, () => told3.push(who));
   to3('younger, connected first', performance.now());
   await waitFor(() => got3.length >= 2, 'the younger delivering');
   to3('older, connected second', performance.now() - 3_600_000);
