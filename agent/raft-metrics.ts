@@ -49,7 +49,8 @@ export function registerRaftMetrics(registry: Registry, node: ManagerNode): void
   gauge('picloud_mvcc_revision', 'Current revision of the KV store', () => node.store.revision);
   gauge('picloud_mvcc_compact_revision', 'Revision the KV store is compacted at (-1: never)', () => node.store.compactRevision);
   gauge('picloud_mvcc_db_total_size_in_use_in_bytes', 'Estimated memory held by the retained history (what the space quota counts)', () => node.store.retainedBytes);
-  gauge('picloud_server_quota_backend_bytes', 'Space quota of the retained history', () => node.spaceAlarm.quotaBytes);
+  gauge('picloud_server_quota_backend_bytes', 'This member\'s own space quota of the retained history (--quota-backend-bytes or its memory\'s default)', () => node.ownQuotaBytes);
+  gauge('picloud_cluster_quota_bytes', 'The space quota the cluster holds to: its members\' smallest', () => node.clusterQuota.quotaBytes);
   gauge('picloud_server_alarm_nospace', '1 while the NOSPACE alarm is raised (writes that grow the store are refused)', () => (node.noSpace ? 1 : 0));
 
   // Monotonic counters kept by the driver and the log store, exported as they are.

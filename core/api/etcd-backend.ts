@@ -441,17 +441,20 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   }
 
   /**
-   * This member's alarms. NOSPACE is raised and cleared by the space quota itself
-   * (core/kv/quota.ts), so there is nothing to disarm by hand: a disarm while it is raised
-   * says how to make room instead of pretending to clear it.
+   * The cluster's alarms. NOSPACE is raised and cleared by the space quota itself
+   * (core/kv/quota.ts), under the member whose quota is the cluster's (the smallest), so there
+   * is nothing to disarm by hand: a disarm while it is raised says how to make room instead of
+   * pretending to clear it.
    */
   async alarm(req?: api.AlarmRequest): Promise<api.AlarmResponse> {
-    const alarms: api.AlarmResponse['alarms'] = this.node.noSpace ? [{ memberId: this.node.id, alarm: 'NOSPACE' }] : [];
+    const quota = this.node.clusterQuota;
+    const alarms: api.AlarmResponse['alarms'] = this.node.noSpace ? [{ memberId: quota.id, alarm: 'NOSPACE' }] : [];
     if (req?.action === 'ACTIVATE') throw new EtcdError('UNSUPPORTED', 'alarms are raised by the member itself');
     if (req?.action === 'DEACTIVATE' && alarms.length > 0) {
+      const whose = quota.id === this.node.id ? 'this member' : `member ${this.node.members.get(quota.id)?.name ?? quota.id.toString(16)}`;
       throw new EtcdError(
         'UNSUPPORTED',
-        `NOSPACE clears by itself once the store is below ${Math.round(kv.QUOTA_CLEAR_FRACTION * 100)}% of its quota (${this.node.spaceAlarm.quotaBytes} bytes): compact (etcdctl compact REV) or delete keys`,
+        `NOSPACE clears by itself once the store is below ${Math.round(kv.QUOTA_CLEAR_FRACTION * 100)}% of the cluster's quota (${quota.quotaBytes} bytes, ${whose}'s, the smallest): compact (etcdctl compact REV) or delete keys`,
       );
     }
     return { header: this.header(), alarms: req?.action === 'DEACTIVATE' ? [] : alarms };

@@ -11,6 +11,7 @@
 import { randomInt } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
+import { getHeapStatistics } from 'node:v8';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import {
@@ -44,11 +45,15 @@ import {
   SpaceAlarm,
   WatchHub,
   decodeKvRequest,
+  clusterQuota,
   defaultQuotaBytes,
   encodeKvRequest,
+  maxQuotaBytes,
+  validQuota,
   readSnapshot,
   type AutoCompactionConfig,
   type InstallableState,
+  type MemoryLimits,
 } from '../kv/index.js';
 import { PeerTransport } from '../net/peer-transport.js';
 import type { DuplicateNotice } from '../net/duplicate-member.js';
@@ -94,8 +99,13 @@ export interface ManagerNodeOptions {
   /** Entries kept behind a compaction for lagging followers (etcd's snapshot catch-up entries). */
   snapshotCatchUpEntries?: number;
   requestTimeoutMs?: number;
-  /** Space quota of the retained history (etcd's --quota-backend-bytes); default from RAM (quota.ts). */
+  /**
+   * This member's space quota of the retained history (etcd's --quota-backend-bytes); default
+   * from its memory (quota.ts). One above what its memory can hold is refused (QUOTA_TOO_LARGE).
+   */
   quotaBytes?: number;
+  /** The memory that bounds the quota; default measured (measuredMemoryLimits). */
+  memoryLimits?: MemoryLimits;
   /** Automatic compaction on the leader; default DEFAULT_AUTO_COMPACTION (keep one hour). */
   autoCompaction?: AutoCompactionConfig;
   /**
@@ -140,6 +150,8 @@ export interface Member {
   peerAddr: string;
   clientAddr: string;
   isLearner: boolean;
+  /** The member's own space quota (absent until it has recorded it: older records, a joiner's first second). */
+  quotaBytes?: number;
 }
 
 interface Identity {
@@ -155,6 +167,8 @@ interface MemberContext {
   name: string;
   peerAddr: string;
   clientAddr: string;
+  /** The member's own space quota: the cluster holds to its members' smallest (core/kv/quota.ts). */
+  quotaBytes?: number;
   /** An address update's op id (`member update` waits to see its own applied). */
   op?: string;
 }
@@ -174,8 +188,8 @@ export { DEFAULT_SNAPSHOT_EVERY_ENTRIES, LOG_ENTRIES_KEPT_AFTER_SNAPSHOT } from 
 /** A learner within this many entries of the leader's log is promoted. */
 export const LEARNER_CATCH_UP_ENTRIES = 100;
 export const LEASE_TICK_MS = 500;
-/** How often a member compares its addresses with the cluster's record of them. */
-export const ADDRESS_CHECK_MS = 1_000;
+/** How often a member compares its addresses and quota with the cluster's record of them. */
+export const OWN_RECORD_CHECK_MS = 1_000;
 export const DEFAULT_REQUEST_TIMEOUT_MS = 7_000;
 /** The applied state is written at most this long after a change (etcd's backend batch interval is 100 ms). */
 export const PERSIST_INTERVAL_MS = 100;
@@ -187,12 +201,42 @@ const dec = new TextDecoder();
 
 export class NodeError extends Error {
   constructor(
-    readonly code: 'NAME_CONFLICT' | 'NOT_BOOTSTRAPPED' | 'JOIN_FAILED' | 'BAD_TOKEN' | 'STATE_BEHIND_LOG' | 'MEMBER_REMOVED' | 'DUPLICATE_MEMBER' | 'DATA_DIR_NAME' | 'OTHER_BOARD',
+    readonly code: 'NAME_CONFLICT' | 'NOT_BOOTSTRAPPED' | 'JOIN_FAILED' | 'BAD_TOKEN' | 'STATE_BEHIND_LOG' | 'MEMBER_REMOVED' | 'DUPLICATE_MEMBER' | 'DATA_DIR_NAME' | 'OTHER_BOARD' | 'QUOTA_TOO_LARGE',
     message: string,
   ) {
     super(message);
     this.name = 'NodeError';
   }
+}
+
+/** This process's memory limits: the machine's memory (or its container's limit, when smaller) and its heap limit. */
+export function measuredMemoryLimits(): MemoryLimits {
+  const constrained = process.constrainedMemory?.() ?? 0;
+  const machine = totalmem();
+  return { memoryBytes: constrained > 0 ? Math.min(constrained, machine) : machine, heapLimitBytes: getHeapStatistics().heap_size_limit };
+}
+
+const MIB = 1024 * 1024;
+
+/** This member's own quota: the one asked for if its memory can hold it, else the default for its memory. */
+function ownQuotaBytes(opts: ManagerNodeOptions): number {
+  const limits = opts.memoryLimits ?? measuredMemoryLimits();
+  if (opts.quotaBytes === undefined) return defaultQuotaBytes(limits);
+  const max = maxQuotaBytes(limits);
+  if (opts.quotaBytes <= max) return opts.quotaBytes;
+  const asked = `--quota-backend-bytes ${opts.quotaBytes} is more than this member can hold: the history lives in memory (a snapshot from the leader is decoded beside it, so it can be there twice)`;
+  const heapNeeded = Math.ceil((opts.quotaBytes * 3) / MIB);
+  if (max < Math.floor(limits.memoryBytes / 2)) {
+    throw new NodeError(
+      'QUOTA_TOO_LARGE',
+      `${asked}; it needs a JavaScript heap limit of at least ${heapNeeded} MiB (three times the quota) and this process has ${Math.floor(limits.heapLimitBytes / MIB)} MiB. ` +
+        `Lower --quota-backend-bytes to at most ${max}, or start with NODE_OPTIONS=--max-old-space-size=${heapNeeded} on a machine with that much memory`,
+    );
+  }
+  throw new NodeError(
+    'QUOTA_TOO_LARGE',
+    `${asked}; it needs at least ${Math.ceil((opts.quotaBytes * 2) / MIB)} MiB of memory (twice the quota) and this machine has ${Math.floor(limits.memoryBytes / MIB)} MiB. Lower --quota-backend-bytes to at most ${max}`,
+  );
 }
 
 function hostPort(host: string, port: number): string {
@@ -235,13 +279,15 @@ export class ManagerNode {
   readonly watchHub: WatchHub;
   readonly leaseTimers: LeaseTimers;
   readonly spaceAlarm: SpaceAlarm;
+  /** The member whose own quota the cluster holds to now (refreshQuota). */
+  private quotaMember: NodeId;
   private readonly autoCompactor: AutoCompactor;
   private compactionInFlight = false;
   driver!: RaftDriver;
   private transport!: PeerTransport;
   private joinServer: JoinServer | undefined;
   private timers: NodeJS.Timeout[] = [];
-  private updatingAddresses = false;
+  private updatingOwnRecord = false;
   /** The op id of the last UpdateNode applied per member (for `member update` to see its own applied). */
   private readonly addressUpdates = new Map<NodeId, string>();
   private conf: ConfState = { voters: [], learners: [] };
@@ -276,16 +322,40 @@ export class ManagerNode {
     readonly token: string,
     private readonly logStore: RaftLogStore,
     private readonly backend: MvccBackend,
+    /** This member's own space quota (ownQuotaBytes). */
+    readonly ownQuotaBytes: number,
   ) {
     this.watchHub = new WatchHub(backend.store);
     this.leaseTimers = new LeaseTimers({ clock: { nowMs: () => performance.now() } });
-    this.spaceAlarm = new SpaceAlarm(opts.quotaBytes ?? defaultQuotaBytes(totalmem()));
+    this.spaceAlarm = new SpaceAlarm(ownQuotaBytes);
+    this.quotaMember = identity.id;
     this.autoCompactor = new AutoCompactor(opts.autoCompaction ?? DEFAULT_AUTO_COMPACTION);
   }
 
   /** True while the NOSPACE alarm is raised on this member (see core/kv/quota.ts). */
   get noSpace(): boolean {
     return this.spaceAlarm.update(this.store.retainedBytes);
+  }
+
+  /** The quota the cluster holds to (its members' smallest) and the member whose it is. */
+  get clusterQuota(): { id: NodeId; quotaBytes: number } {
+    return { id: this.quotaMember, quotaBytes: this.spaceAlarm.quotaBytes };
+  }
+
+  /** After the member table changed: the smallest quota may be another member's now. */
+  private refreshQuota(): void {
+    const q = clusterQuota({ id: this.id, quotaBytes: this.ownQuotaBytes }, this.members.values());
+    if (q.id !== this.quotaMember || q.quotaBytes !== this.spaceAlarm.quotaBytes) {
+      this.opts.logger.info({ quotaBytes: q.quotaBytes, member: q.id.toString(16) }, 'the cluster\'s space quota is this member\'s');
+    }
+    this.quotaMember = q.id;
+    this.spaceAlarm.setQuota(q.quotaBytes);
+  }
+
+  /** The member table changed: the quota follows, then whoever waits for a change is told. */
+  private membersChanged(): void {
+    this.refreshQuota();
+    for (const fn of this.memberListeners) fn();
   }
 
   get id(): NodeId {
@@ -303,10 +373,12 @@ export class ManagerNode {
   static async start(opts: ManagerNodeOptions): Promise<ManagerNode> {
     const log = opts.logger;
     const advertise = opts.advertiseAddr ?? (isWildcard(opts.bindAddr) ? defaultAdvertiseAddress() : opts.bindAddr);
+    const quotaBytes = ownQuotaBytes(opts);
     const self: MemberContext = {
       name: opts.name,
       peerAddr: hostPort(advertise, opts.peerPort),
       clientAddr: hostPort(advertise, opts.clientPort),
+      quotaBytes,
     };
     if (existsSync(join(opts.dataDir, REMOVED_MARKER))) {
       throw new NodeError('MEMBER_REMOVED', `the member using ${opts.dataDir} was removed from the cluster: remove the data dir, then join again (picloud-node agent --join HOST --token TOKEN)`);
@@ -377,7 +449,7 @@ export class ManagerNode {
     } else if (existsSync(joinMembersPath)) {
       joinedMembers = JSON.parse(readFileSync(joinMembersPath, 'utf8')) as JoinMember[];
     }
-    const node = new ManagerNode(opts, identity, token, logStore, backend);
+    const node = new ManagerNode(opts, identity, token, logStore, backend, quotaBytes);
     await node.run(peerKey, joinedMembers, self);
     return node;
   }
@@ -389,7 +461,7 @@ export class ManagerNode {
       this.conf = persistedMembership.conf;
       for (const id of persistedMembership.removed ?? []) this.removedMembers.add(id);
       for (const m of persistedMembership.members) {
-        this.members.set(m.id, { ...m, isLearner: this.conf.learners.includes(m.id) });
+        this.members.set(m.id, { ...m, quotaBytes: validQuota(m.quotaBytes), isLearner: this.conf.learners.includes(m.id) });
       }
     }
     // What the join told us counts only until the membership we applied was persisted (it may
@@ -400,6 +472,7 @@ export class ManagerNode {
       }
     }
     if (!this.members.has(this.id)) this.members.set(this.id, { id: this.id, ...self, isLearner: false });
+    this.refreshQuota();
     await this.catchUpWithStoredSnapshot();
 
     this.transport = new PeerTransport({
@@ -459,7 +532,7 @@ export class ManagerNode {
       ? JoinServer.detached(joinOpts)
       : await JoinServer.listen({ ...joinOpts, port: this.opts.joinPort, host: this.opts.bindAddr });
     this.timers.push(setInterval(() => void this.leaderDuties(), LEASE_TICK_MS));
-    this.timers.push(setInterval(() => void this.recordOwnAddresses(self), ADDRESS_CHECK_MS));
+    this.timers.push(setInterval(() => void this.recordOwnMember(self), OWN_RECORD_CHECK_MS));
     this.timers.push(setInterval(() => this.watchHub.progressTick(), 10 * 60_000));
   }
 
@@ -515,13 +588,13 @@ export class ManagerNode {
         // New addresses for a member (it moved, or `etcdctl member update`); unknown ids change nothing.
         if (prev === undefined) return;
         if (typeof ctx?.op === 'string') this.addressUpdates.set(cc.nodeId, ctx.op);
-        const moved = { ...prev, peerAddr: ctx?.peerAddr || prev.peerAddr, clientAddr: ctx?.clientAddr || prev.clientAddr };
+        const moved = { ...prev, peerAddr: ctx?.peerAddr || prev.peerAddr, clientAddr: ctx?.clientAddr || prev.clientAddr, quotaBytes: validQuota(ctx?.quotaBytes) ?? prev.quotaBytes };
         this.members.set(cc.nodeId, moved);
         // The transport keeps an address the member announced itself over this record.
         if (cc.nodeId !== this.id && moved.peerAddr !== prev.peerAddr) this.transport.addPeer(cc.nodeId, moved.peerAddr);
         this.membershipDirty = true;
-        this.opts.logger.info({ node: cc.nodeId.toString(16), peerAddr: moved.peerAddr, clientAddr: moved.clientAddr }, 'member addresses updated');
-        for (const fn of this.memberListeners) fn();
+        this.opts.logger.info({ node: cc.nodeId.toString(16), peerAddr: moved.peerAddr, clientAddr: moved.clientAddr, quotaBytes: moved.quotaBytes }, 'member record updated');
+        this.membersChanged();
         return;
       }
       const member: Member = {
@@ -530,19 +603,20 @@ export class ManagerNode {
         peerAddr: ctx?.peerAddr ?? prev?.peerAddr ?? '',
         clientAddr: ctx?.clientAddr ?? prev?.clientAddr ?? '',
         isLearner: cc.type === ConfChangeType.AddLearner,
+        quotaBytes: validQuota(ctx?.quotaBytes) ?? prev?.quotaBytes,
       };
       this.members.set(cc.nodeId, member);
       if (cc.nodeId !== this.id && member.peerAddr && !this.transport.hasPeer(cc.nodeId)) this.transport.addPeer(cc.nodeId, member.peerAddr);
     }
     this.membershipDirty = true;
     this.opts.logger.info({ change: ConfChangeType[cc.type], node: cc.nodeId.toString(16), voters: conf.voters.length, learners: conf.learners.length }, 'membership changed');
-    for (const fn of this.memberListeners) fn();
+    this.membersChanged();
   }
 
   private membershipBytes(): Uint8Array {
     const m: AppliedMembership = {
       conf: this.conf,
-      members: [...this.members.values()].map(({ id, name, peerAddr, clientAddr }) => ({ id, name, peerAddr, clientAddr })),
+      members: [...this.members.values()].map(({ id, name, peerAddr, clientAddr, quotaBytes }) => ({ id, name, peerAddr, clientAddr, quotaBytes })),
       removed: [...this.removedMembers],
     };
     return enc.encode(JSON.stringify(m));
@@ -727,11 +801,11 @@ export class ManagerNode {
     }
     for (const m of table.members) {
       if (this.removedMembers.has(m.id)) continue;
-      this.members.set(m.id, { ...m, isLearner: this.conf.learners.includes(m.id) });
+      this.members.set(m.id, { ...m, quotaBytes: validQuota(m.quotaBytes), isLearner: this.conf.learners.includes(m.id) });
       // An address the member announced itself still wins in the transport.
       if (m.id !== this.id && m.peerAddr && this.transport !== undefined) this.transport.addPeer(m.id, m.peerAddr);
     }
-    for (const fn of this.memberListeners) fn();
+    this.membersChanged();
   }
 
   /**
@@ -932,26 +1006,29 @@ export class ManagerNode {
 
   /**
    * A member started at other addresses than the cluster has on record (a new DHCP lease, other
-   * ports): the others already dial it where its handshake said; this records the addresses
-   * through Raft, so `member list` and a restarted member find it there too.
+   * ports), or with another quota (more memory, another --quota-backend-bytes), or joined
+   * without its quota on record: the others already dial it where its handshake said; this
+   * records it through Raft, so `member list`, a restarted member and every member's quota see it.
    */
-  private async recordOwnAddresses(self: MemberContext): Promise<void> {
+  private async recordOwnMember(self: MemberContext): Promise<void> {
     const rec = this.members.get(this.id);
-    if (this.updatingAddresses || this.stopped || this.removed || this.duplicate !== undefined || this.lead === 0 || rec === undefined) return;
-    if (rec.peerAddr === self.peerAddr && rec.clientAddr === self.clientAddr) return;
+    if (this.updatingOwnRecord || this.stopped || this.removed || this.duplicate !== undefined || this.lead === 0 || rec === undefined) return;
+    const onRecord = (m: Member | undefined): boolean => m !== undefined && m.peerAddr === self.peerAddr && m.clientAddr === self.clientAddr && m.quotaBytes === self.quotaBytes;
+    if (onRecord(rec)) return;
     if (!this.conf.voters.includes(this.id) && !this.conf.learners.includes(this.id)) return;
-    this.updatingAddresses = true;
+    this.updatingOwnRecord = true;
+    const previous = { peerAddr: rec.peerAddr, clientAddr: rec.clientAddr, quotaBytes: rec.quotaBytes };
     try {
-      const context = enc.encode(JSON.stringify({ name: rec.name, peerAddr: self.peerAddr, clientAddr: self.clientAddr }));
+      const context = enc.encode(JSON.stringify({ name: rec.name, peerAddr: self.peerAddr, clientAddr: self.clientAddr, quotaBytes: self.quotaBytes }));
       await this.changeMembership({ type: ConfChangeType.UpdateNode, nodeId: this.id, context }, () => {
         const now = this.members.get(this.id);
-        return now === undefined || (now.peerAddr === self.peerAddr && now.clientAddr === self.clientAddr);
+        return now === undefined || onRecord(now);
       });
-      this.opts.logger.info({ peerAddr: self.peerAddr, clientAddr: self.clientAddr, previous: { peerAddr: rec.peerAddr, clientAddr: rec.clientAddr } }, 'recorded this member\'s new addresses');
+      this.opts.logger.info({ peerAddr: self.peerAddr, clientAddr: self.clientAddr, quotaBytes: self.quotaBytes, previous }, 'recorded this member\'s addresses and quota');
     } catch (err) {
-      this.opts.logger.warn({ err: (err as Error).message }, 'recording this member\'s new addresses failed; retrying');
+      this.opts.logger.warn({ err: (err as Error).message }, 'recording this member\'s addresses and quota failed; retrying');
     } finally {
-      this.updatingAddresses = false;
+      this.updatingOwnRecord = false;
     }
   }
 

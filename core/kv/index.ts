@@ -52,7 +52,9 @@
  *   this process and extend every lease by the gap (nobody could renew meanwhile).
  *
  * SPACE (quota.ts, auto-compactor.ts)
- *   const alarm = new SpaceAlarm(quotaBytes); before proposing: alarm.admits(req, store.retainedBytes)
+ *   own quota: the user's, at most maxQuotaBytes(limits), else defaultQuotaBytes(limits);
+ *   const alarm = new SpaceAlarm(clusterQuota(own, members).quotaBytes), setQuota when the member
+ *   table changes; before proposing: alarm.admits(req, store.retainedBytes)
  *   or refuse with KvError NO_SPACE (etcd's "database space exceeded"); the alarm clears by itself
  *   below QUOTA_CLEAR_FRACTION of the quota. On the leader, AutoCompactor.tick(now, revision,
  *   compactRevision) says when to propose { compaction: { revision } }.
@@ -89,7 +91,7 @@ export {
   type LeaseTimersOptions,
 } from './lease-timers.js';
 export { leaseIdForIndex } from './leases.js';
-export { SpaceAlarm, growsStore, defaultQuotaBytes, QUOTA_BYTES_MIN, QUOTA_CLEAR_FRACTION } from './quota.js';
+export { SpaceAlarm, growsStore, defaultQuotaBytes, maxQuotaBytes, clusterQuota, validQuota, QUOTA_BYTES_MIN, QUOTA_CLEAR_FRACTION, type MemoryLimits } from './quota.js';
 export { AutoCompactor, parseAutoCompaction, DEFAULT_AUTO_COMPACTION, type AutoCompactionConfig, type AutoCompactionMode } from './auto-compactor.js';
 export { RECORD_OVERHEAD_BYTES, KEY_OVERHEAD_BYTES } from './mvcc.js';
 export type { InstallableState } from './store.js';

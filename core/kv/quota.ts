@@ -7,9 +7,11 @@
  *
  * Unlike etcd (etcd#10776: compact, defragment, then `etcdctl alarm disarm` by hand), the
  * alarm clears by itself once compaction has brought the estimate below CLEAR_FRACTION of the
- * quota. The check runs on the member that serves the request, before it is proposed: an
- * entry already in the log is always applied, so members never disagree about a write.
- * Requests in flight when the quota is reached may overshoot it by their own size.
+ * quota. The quota is the cluster's smallest (clusterQuota): each member records its own in
+ * the member table, and a member with less memory bounds the history every member holds. The
+ * check runs on the member that serves the request, before it is proposed: an entry already
+ * in the log is always applied, so members never disagree about a write. Requests in flight
+ * when the quota is reached may overshoot it by their own size.
  *
  * Pure: no clock, no I/O. Not responsible for measuring (the MVCC index does that).
  */
@@ -17,16 +19,67 @@ import type { KvRequest, RequestOp } from './types.js';
 
 /** Below this fraction of the quota, a raised NOSPACE alarm clears (hysteresis, so writes do not flap at the edge). */
 export const QUOTA_CLEAR_FRACTION = 0.9;
-/** etcd's default quota (2 GiB); picloud's default is the smaller of this and QUOTA_MEMORY_FRACTION of RAM. */
+/** etcd's default quota (2 GiB); picloud's default is the smallest of this, QUOTA_MEMORY_FRACTION of RAM and maxQuotaBytes. */
 export const QUOTA_BYTES_MAX_DEFAULT = 2 * 1024 * 1024 * 1024;
 /** A Pi shares its memory with the load balancer, the blob store and the OS page cache. */
 export const QUOTA_MEMORY_FRACTION = 1 / 8;
 /** Smallest quota accepted (a smaller one could not hold one maximal request). */
 export const QUOTA_BYTES_MIN = 64 * 1024;
+/**
+ * Largest share of the JavaScript heap limit a quota may take. The records of the history live
+ * on the heap (the estimate is within ~25% of it for small values, whose records are nearly all
+ * heap), and a snapshot from the leader is decoded beside the state it replaces, so the history
+ * can be held twice for a moment: at a third of the limit that still fits.
+ */
+export const QUOTA_HEAP_FRACTION = 1 / 3;
+/** Largest share of the machine's memory a quota may take (values live beside the heap, held twice in the same moment). */
+export const QUOTA_MEMORY_MAX_FRACTION = 1 / 2;
 
-/** The default quota for a machine with `totalMemoryBytes` of RAM. */
-export function defaultQuotaBytes(totalMemoryBytes: number): number {
-  return Math.max(QUOTA_BYTES_MIN, Math.min(QUOTA_BYTES_MAX_DEFAULT, Math.floor(totalMemoryBytes * QUOTA_MEMORY_FRACTION)));
+/** What bounds a member's quota: its history lives in memory. */
+export interface MemoryLimits {
+  /** The machine's memory, or its container's limit when smaller. */
+  memoryBytes: number;
+  /** This process's JavaScript heap limit (v8.getHeapStatistics().heap_size_limit). */
+  heapLimitBytes: number;
+}
+
+/**
+ * The largest quota a member may run with: above it, a full store could run the process out of
+ * heap or the machine out of memory before NOSPACE is raised (a crash that comes back at every
+ * restart, since the history is loaded again).
+ */
+export function maxQuotaBytes(m: MemoryLimits): number {
+  return Math.max(QUOTA_BYTES_MIN, Math.floor(Math.min(m.heapLimitBytes * QUOTA_HEAP_FRACTION, m.memoryBytes * QUOTA_MEMORY_MAX_FRACTION)));
+}
+
+/** The default quota for a member with these limits. */
+export function defaultQuotaBytes(m: MemoryLimits): number {
+  return Math.max(QUOTA_BYTES_MIN, Math.min(QUOTA_BYTES_MAX_DEFAULT, Math.floor(m.memoryBytes * QUOTA_MEMORY_FRACTION), maxQuotaBytes(m)));
+}
+
+/** A member's own quota as its record in the member table carries it (absent: not known yet). */
+export interface MemberQuota<Id> {
+  id: Id;
+  quotaBytes?: number;
+}
+
+/**
+ * The quota a cluster holds to: the smallest of its members'. Every member applies the same
+ * history, so the member with the least memory bounds it for all of them, including while it is
+ * down (it loads the history again when it comes back). `own` wins ties, so a member names
+ * itself when its own quota binds.
+ */
+export function clusterQuota<Id>(own: Required<MemberQuota<Id>>, members: Iterable<MemberQuota<Id>>): Required<MemberQuota<Id>> {
+  let min = own;
+  for (const m of members) {
+    if (m.quotaBytes !== undefined && m.quotaBytes < min.quotaBytes) min = { id: m.id, quotaBytes: m.quotaBytes };
+  }
+  return min;
+}
+
+/** A quota as carried in a member record, or undefined when it is not one (an older record, a damaged one). */
+export function validQuota(v: unknown): number | undefined {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= QUOTA_BYTES_MIN ? v : undefined;
 }
 
 /** True for requests etcd's quota applies to: Put, Txn with a put anywhere in it, LeaseGrant. */
@@ -48,17 +101,32 @@ function txnPuts(ops: RequestOp[] | undefined): boolean {
 /** The NOSPACE alarm of one member: raised at the quota, cleared below CLEAR_FRACTION of it. */
 export class SpaceAlarm {
   private raised = false;
+  private quota: number;
 
-  constructor(readonly quotaBytes: number) {
+  constructor(quotaBytes: number) {
+    this.quota = SpaceAlarm.checked(quotaBytes);
+  }
+
+  private static checked(quotaBytes: number): number {
     if (!Number.isSafeInteger(quotaBytes) || quotaBytes < QUOTA_BYTES_MIN) {
       throw new RangeError(`quota must be an integer of at least ${QUOTA_BYTES_MIN} bytes, got ${quotaBytes}`);
     }
+    return quotaBytes;
+  }
+
+  get quotaBytes(): number {
+    return this.quota;
+  }
+
+  /** Changes the quota (the cluster's smallest changed); the alarm follows at the next update. */
+  setQuota(quotaBytes: number): void {
+    this.quota = SpaceAlarm.checked(quotaBytes);
   }
 
   /** Updates the alarm from the current estimate; returns whether it is raised. */
   update(retainedBytes: number): boolean {
-    if (retainedBytes >= this.quotaBytes) this.raised = true;
-    else if (retainedBytes < this.quotaBytes * QUOTA_CLEAR_FRACTION) this.raised = false;
+    if (retainedBytes >= this.quota) this.raised = true;
+    else if (retainedBytes < this.quota * QUOTA_CLEAR_FRACTION) this.raised = false;
     return this.raised;
   }
 

@@ -6,7 +6,11 @@
  * --auto-compaction-mode periodic the leader compacts history older than the retention.
  */
 import t from 'tap';
-import { AgentCluster, etcdctl, hasEtcdctl, scrapeMetrics } from '../helpers/agents.js';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { AgentCluster, etcdctl, hasEtcdctl, scrapeMetrics, type AgentProc } from '../helpers/agents.js';
+import { until } from '../helpers/wait.js';
 
 const QUOTA_BYTES = 256 * 1024;
 const VALUE = 'v'.repeat(8 * 1024);
@@ -55,6 +59,79 @@ if (!hasEtcdctl()) {
     t.equal(m.get('picloud_server_alarm_nospace'), 0);
     t.ok((m.get('picloud_mvcc_db_total_size_in_use_in_bytes') ?? Infinity) < QUOTA_BYTES / 4, `retained ${m.get('picloud_mvcc_db_total_size_in_use_in_bytes')} B after compaction`);
     t.match(ctl(['endpoint', 'status', '-w', 'json']).stdout, /"dbSize":[1-9]/, 'endpoint status reports the size');
+  });
+
+  t.test('the member with the smallest quota bounds the cluster: writes through another member are refused at its quota', async (t) => {
+    // m2 stands for a board with less memory: every member holds the same history, so its quota
+    // must hold for writes that enter anywhere (each member checks the requests it serves).
+    const big = 16 * QUOTA_BYTES;
+    const cluster = new AgentCluster(['--tick-ms', '50', '--auto-compaction-mode', 'off']);
+    t.teardown(() => cluster.stopAll());
+    for (const [name, quota] of [['m1', big], ['m2', QUOTA_BYTES], ['m3', big]] as const) (await cluster.add(name)).extraArgs = ['--quota-backend-bytes', String(quota)];
+    await cluster.startAdded();
+    const [m1, m2] = cluster.agents as [AgentProc, AgentProc];
+    const clusterQuotaOn = async (a: AgentProc) => (await scrapeMetrics(a.ports.http)).get('picloud_cluster_quota_bytes');
+    // A joiner records its quota through Raft once it runs (within a second).
+    await until('m1 learns m2\'s quota', async () => (await clusterQuotaOn(m1)) === QUOTA_BYTES, 10_000);
+    t.equal((await scrapeMetrics(m1.ports.http)).get('picloud_server_quota_backend_bytes'), big, 'm1\'s own quota is unchanged');
+    // Restarted, m1 knows it from its persisted member table at once (the record is not replayed).
+    cluster.kill(m1, 'SIGTERM');
+    t.equal(await cluster.exited(m1), 0);
+    cluster.start(m1, true);
+    await cluster.ready(m1);
+    t.equal(await clusterQuotaOn(m1), QUOTA_BYTES, 'after a restart m1 holds to m2\'s quota');
+    const ctl = (args: string[]) => etcdctl(cluster.endpoints([m1]), args);
+
+    let refused: { status: number; stderr: string } | undefined;
+    let accepted = 0;
+    for (let i = 0; i < 200 && !refused; i++) {
+      const r = ctl(['put', 'big', `${i}:${VALUE}`]);
+      if (r.status === 0) accepted++;
+      else refused = r;
+    }
+    t.ok(refused, `a put through m1 was refused after ${accepted} accepted`);
+    t.ok(accepted >= QUOTA_BYTES / VALUE.length / 2 && accepted <= QUOTA_BYTES / VALUE.length, `accepted ${accepted} versions of 8 KiB: m2's 256 KiB quota, not m1's 4 MiB`);
+    t.match(refused?.stderr ?? '', /etcdserver: mvcc: database space exceeded/);
+    const ids = new Map((JSON.parse(ctl(['member', 'list', '-w', 'json']).stdout) as { members: Array<{ ID: number; name: string }> }).members.map((m) => [m.name, m.ID]));
+    t.match(ctl(['alarm', 'list']).stdout, new RegExp(`memberID:${ids.get('m2')} alarm:NOSPACE`), 'alarm list names m2, whose quota it is');
+    t.match(ctl(['alarm', 'disarm']).stderr, /below 90% of the cluster's quota \(262144 bytes, member m2's, the smallest\)/, 'disarm says whose quota and what to do');
+
+    // Once m2 is removed its quota no longer binds: m1's own holds again.
+    t.equal(ctl(['member', 'remove', (ids.get('m2') ?? 0).toString(16)]).status, 0, 'member remove m2');
+    await until('the quota goes back to m1\'s own', async () => (await clusterQuotaOn(m1)) === big, 10_000);
+    // m2 may have been the leader (m1's restart moved leadership): a put can meet the election.
+    const failures: string[] = [];
+    await until('a put through m1 succeeds', () => {
+      const r = ctl(['put', 'other', 'x']);
+      if (r.status !== 0) failures.push(r.stderr);
+      return r.status === 0;
+    });
+    t.notMatch(failures.join('\n'), /space exceeded/, `puts work again without a compaction (${failures.length} attempts met the election)`);
+    t.equal(ctl(['alarm', 'list']).stdout.trim(), '', 'no alarm');
+    t.equal(await cluster.exited(m2), 0, 'm2, removed, stopped');
+  });
+
+  t.test('a quota beyond what the member\'s memory can hold is refused at start; the default fits', async (t) => {
+    // A 192 MiB heap stands for a small board: 128 MiB of history (etcd users write 8 GiB) cannot fit.
+    const cluster = new AgentCluster(['--tick-ms', '50']);
+    t.teardown(() => cluster.stopAll());
+    const a = await cluster.add('h1');
+    a.env = { NODE_OPTIONS: '--max-old-space-size=192' };
+    a.extraArgs = ['--quota-backend-bytes', String(128 * 2 ** 20)];
+    cluster.start(a, true);
+    t.equal(await cluster.exited(a), 1, 'the agent refuses to start');
+    t.match(a.log.join(''), /--quota-backend-bytes 134217728 is more than this member can hold: .*needs a JavaScript heap limit of at least 384 MiB .* this process has 2\d\d MiB\. Lower --quota-backend-bytes to at most \d+, or start with NODE_OPTIONS=--max-old-space-size=384/);
+    t.notOk(existsSync(join(a.dataDir, 'identity.json')), 'nothing was written to the data dir');
+
+    a.extraArgs = [];
+    a.log.length = 0;
+    cluster.start(a, true);
+    await cluster.ready(a);
+    const heapLimit = Number(
+      spawnSync(process.execPath, ['-p', 'require("v8").getHeapStatistics().heap_size_limit'], { env: { ...process.env, ...a.env }, encoding: 'utf8' }).stdout,
+    );
+    const own = (await scrapeMetrics(a.ports.http)).get('picloud_server_quota_backend_bytes');
+    t.equal(own, Math.floor(heapLimit / 3), `without the flag the default is a third of the ${heapLimit} byte heap limit`);
   });
 
   t.test('auto-compaction: periodic retention on a three-member cluster', async (t) => {

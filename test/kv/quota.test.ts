@@ -8,7 +8,7 @@ import { AutoCompactor, parseAutoCompaction, REVISION_CHECK_INTERVAL_MS } from '
 import { RECORD_OVERHEAD_BYTES } from '../../core/kv/mvcc.js';
 import { VALUE_SLAB_BYTES, ValueSlab } from '../../core/kv/keys.js';
 import { KvStore } from '../../core/kv/store.js';
-import { QUOTA_BYTES_MIN, QUOTA_CLEAR_FRACTION, SpaceAlarm, defaultQuotaBytes, growsStore } from '../../core/kv/quota.js';
+import { QUOTA_BYTES_MIN, QUOTA_CLEAR_FRACTION, SpaceAlarm, clusterQuota, defaultQuotaBytes, growsStore, maxQuotaBytes, validQuota } from '../../core/kv/quota.js';
 import { b, Node } from './helpers.js';
 
 t.test('growsStore: put, lease grant and txns with a put anywhere', async (t) => {
@@ -24,7 +24,7 @@ t.test('growsStore: put, lease grant and txns with a put anywhere', async (t) =>
 });
 
 t.test('SpaceAlarm: raised at the quota, cleared below the clear fraction, reads and deletes always admitted', async (t) => {
-  const q = 100_000;
+  const q = 200_000;
   const alarm = new SpaceAlarm(q);
   const put = { put: { key: b('k'), value: b('v') } };
   const del = { deleteRange: { key: b('k') } };
@@ -37,9 +37,43 @@ t.test('SpaceAlarm: raised at the quota, cleared below the clear fraction, reads
   t.ok(alarm.admits(put, q * QUOTA_CLEAR_FRACTION - 1), 'cleared below it');
   t.throws(() => new SpaceAlarm(QUOTA_BYTES_MIN - 1), RangeError);
   t.throws(() => new SpaceAlarm(1.5e6 + 0.5), RangeError);
-  t.equal(defaultQuotaBytes(4 * 2 ** 30), 2 ** 29, 'a 4 GiB Pi: 512 MiB');
-  t.equal(defaultQuotaBytes(64 * 2 ** 30), 2 * 2 ** 30, 'capped at etcd\'s 2 GiB');
-  t.equal(defaultQuotaBytes(1024), QUOTA_BYTES_MIN);
+  alarm.setQuota(q * 2);
+  t.equal(alarm.quotaBytes, q * 2);
+  t.ok(alarm.admits(put, q), 'a larger quota clears the alarm at the next check');
+  alarm.setQuota(q / 2);
+  t.notOk(alarm.admits(put, q * 0.6), 'a smaller quota raises it');
+  t.throws(() => alarm.setQuota(QUOTA_BYTES_MIN - 1), RangeError);
+  t.equal(alarm.quotaBytes, q / 2, 'a refused quota changes nothing');
+});
+
+const GiB = 2 ** 30;
+const MiB = 2 ** 20;
+/** V8's default heap limit without pointer compression: half the memory, 2 GiB at most below 16 GiB (4 GiB from 16). */
+const pi = (memoryBytes: number) => ({ memoryBytes, heapLimitBytes: Math.min(memoryBytes / 2, memoryBytes >= 16 * GiB ? 4 * GiB : 2 * GiB) });
+
+t.test('defaultQuotaBytes / maxQuotaBytes: what a member\'s memory and heap can hold', async (t) => {
+  t.equal(defaultQuotaBytes(pi(1 * GiB)), 128 * MiB, 'a 1 GiB Pi: an eighth of its memory');
+  t.equal(defaultQuotaBytes(pi(4 * GiB)), 512 * MiB, 'a 4 GiB Pi: 512 MiB');
+  t.equal(defaultQuotaBytes(pi(8 * GiB)), Math.floor((2 * GiB) / 3), 'an 8 GiB Pi: a third of its 2 GiB heap, below an eighth of its memory');
+  t.equal(defaultQuotaBytes(pi(64 * GiB)), Math.floor((4 * GiB) / 3), 'a large machine: a third of the 4 GiB heap');
+  t.equal(defaultQuotaBytes({ memoryBytes: 64 * GiB, heapLimitBytes: 16 * GiB }), 2 * GiB, 'with a larger heap: etcd\'s 2 GiB');
+  t.equal(defaultQuotaBytes({ memoryBytes: 1024, heapLimitBytes: 1024 }), QUOTA_BYTES_MIN);
+  t.equal(maxQuotaBytes(pi(1 * GiB)), Math.floor((512 * MiB) / 3), 'a 1 GiB Pi: a third of its 512 MiB heap');
+  t.equal(maxQuotaBytes({ memoryBytes: 1 * GiB, heapLimitBytes: 4 * GiB }), 512 * MiB, 'a heap raised beyond the memory: half the memory');
+  t.equal(maxQuotaBytes({ memoryBytes: 1024, heapLimitBytes: 1024 }), QUOTA_BYTES_MIN);
+  for (const mem of [1, 2, 4, 8, 16, 64].map((g) => g * GiB)) {
+    t.ok(defaultQuotaBytes(pi(mem)) <= maxQuotaBytes(pi(mem)), `the default fits the limit with ${mem / GiB} GiB`);
+  }
+});
+
+t.test('clusterQuota: the smallest member quota, unknown ones left out, ties to this member', async (t) => {
+  const own = { id: 1, quotaBytes: 500 * MiB };
+  t.same(clusterQuota(own, []), own);
+  t.same(clusterQuota(own, [{ id: 1, quotaBytes: 500 * MiB }, { id: 2 }, { id: 3, quotaBytes: 2 * GiB }]), own, 'larger and unknown quotas do not bind');
+  t.same(clusterQuota(own, [{ id: 2, quotaBytes: 100 * MiB }, { id: 3, quotaBytes: 200 * MiB }]), { id: 2, quotaBytes: 100 * MiB }, 'the smallest binds');
+  t.same(clusterQuota(own, [{ id: 2, quotaBytes: 500 * MiB }]), own, 'an equal quota: this member names itself');
+  t.equal(validQuota(QUOTA_BYTES_MIN), QUOTA_BYTES_MIN);
+  for (const bad of [undefined, null, '1048576', QUOTA_BYTES_MIN - 1, 1.5e6 + 0.5, -1, Number.NaN, 2 ** 60]) t.equal(validQuota(bad), undefined, `${String(bad)} is no quota`);
 });
 
 t.test('retainedBytes: grows with history, shrinks with compaction, equal after a restore', async (t) => {
