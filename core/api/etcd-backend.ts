@@ -451,7 +451,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     const alarms: api.AlarmResponse['alarms'] = this.node.noSpace ? [{ memberId: quota.id, alarm: 'NOSPACE' }] : [];
     if (req?.action === 'ACTIVATE') throw new EtcdError('UNSUPPORTED', 'alarms are raised by the member itself');
     if (req?.action === 'DEACTIVATE' && alarms.length > 0) {
-      const whose = quota.id === this.node.id ? 'this member' : `member ${this.node.members.get(quota.id)?.name ?? quota.id.toString(16)}`;
+      const whose = quota.id === this.node.id ? 'this member' : `member ${this.node.members.get(quota.id)?.name || quota.id.toString(16)}`;
       throw new EtcdError(
         'UNSUPPORTED',
         `NOSPACE clears by itself once the store is below ${Math.round(kv.QUOTA_CLEAR_FRACTION * 100)}% of the cluster's quota (${quota.quotaBytes} bytes, ${whose}'s, the smallest): compact (etcdctl compact REV) or delete keys`,

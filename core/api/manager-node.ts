@@ -50,6 +50,8 @@ import {
   encodeKvRequest,
   maxQuotaBytes,
   validQuota,
+  QUOTA_HEAP_FRACTION,
+  QUOTA_MEMORY_MAX_FRACTION,
   readSnapshot,
   type AutoCompactionConfig,
   type InstallableState,
@@ -58,7 +60,7 @@ import {
 import { PeerTransport } from '../net/peer-transport.js';
 import type { DuplicateNotice } from '../net/duplicate-member.js';
 import { defaultAdvertiseAddress, isWildcard } from '../net/advertise.js';
-import { JoinMember, JoinServer, joinCluster } from '../net/join.js';
+import { JoinMember, JoinRefusedError, JoinServer, joinCluster } from '../net/join.js';
 import { derivePeerKey, formatToken, generateToken, parseToken, tokenDigest } from '../net/token.js';
 import { RaftDriver, RaftDriverError, RaftPersistence, SnapshotRefusedError } from './raft-driver.js';
 import { DEFAULT_SNAPSHOT_EVERY_ENTRIES, LOG_ENTRIES_KEPT_AFTER_SNAPSHOT } from './snapshot-policy.js';
@@ -201,7 +203,7 @@ const dec = new TextDecoder();
 
 export class NodeError extends Error {
   constructor(
-    readonly code: 'NAME_CONFLICT' | 'NOT_BOOTSTRAPPED' | 'JOIN_FAILED' | 'BAD_TOKEN' | 'STATE_BEHIND_LOG' | 'MEMBER_REMOVED' | 'DUPLICATE_MEMBER' | 'DATA_DIR_NAME' | 'OTHER_BOARD' | 'QUOTA_TOO_LARGE',
+    readonly code: 'NAME_CONFLICT' | 'NOT_BOOTSTRAPPED' | 'JOIN_FAILED' | 'BAD_TOKEN' | 'STATE_BEHIND_LOG' | 'MEMBER_REMOVED' | 'DUPLICATE_MEMBER' | 'DATA_DIR_NAME' | 'OTHER_BOARD' | 'QUOTA_TOO_LARGE' | 'HISTORY_TOO_LARGE',
     message: string,
   ) {
     super(message);
@@ -225,17 +227,19 @@ function ownQuotaBytes(opts: ManagerNodeOptions): number {
   const max = maxQuotaBytes(limits);
   if (opts.quotaBytes <= max) return opts.quotaBytes;
   const asked = `--quota-backend-bytes ${opts.quotaBytes} is more than this member can hold: the history lives in memory (a snapshot from the leader is decoded beside it, so it can be there twice)`;
-  const heapNeeded = Math.ceil((opts.quotaBytes * 3) / MIB);
-  if (max < Math.floor(limits.memoryBytes / 2)) {
+  const lower = `Lower --quota-backend-bytes to at most ${max} (${Math.floor(max / MIB)} MiB)`;
+  const memoryNeeded = Math.ceil(opts.quotaBytes / QUOTA_MEMORY_MAX_FRACTION / MIB);
+  if (opts.quotaBytes > limits.memoryBytes * QUOTA_MEMORY_MAX_FRACTION) {
     throw new NodeError(
       'QUOTA_TOO_LARGE',
-      `${asked}; it needs a JavaScript heap limit of at least ${heapNeeded} MiB (three times the quota) and this process has ${Math.floor(limits.heapLimitBytes / MIB)} MiB. ` +
-        `Lower --quota-backend-bytes to at most ${max}, or start with NODE_OPTIONS=--max-old-space-size=${heapNeeded} on a machine with that much memory`,
+      `${asked}; it needs at least ${memoryNeeded} MiB of memory (three times the quota) and this machine (or its container) has ${Math.floor(limits.memoryBytes / MIB)} MiB. ${lower}`,
     );
   }
+  const heapNeeded = Math.ceil(opts.quotaBytes / QUOTA_HEAP_FRACTION / MIB);
   throw new NodeError(
     'QUOTA_TOO_LARGE',
-    `${asked}; it needs at least ${Math.ceil((opts.quotaBytes * 2) / MIB)} MiB of memory (twice the quota) and this machine has ${Math.floor(limits.memoryBytes / MIB)} MiB. Lower --quota-backend-bytes to at most ${max}`,
+    `${asked}; it needs a JavaScript heap limit of at least ${heapNeeded} MiB (three times the quota) and this process has ${Math.floor(limits.heapLimitBytes / MIB)} MiB. ` +
+      `${lower}, or start with NODE_OPTIONS=--max-old-space-size=${heapNeeded}`,
   );
 }
 
@@ -346,7 +350,8 @@ export class ManagerNode {
   private refreshQuota(): void {
     const q = clusterQuota({ id: this.id, quotaBytes: this.ownQuotaBytes }, this.members.values());
     if (q.id !== this.quotaMember || q.quotaBytes !== this.spaceAlarm.quotaBytes) {
-      this.opts.logger.info({ quotaBytes: q.quotaBytes, member: q.id.toString(16) }, 'the cluster\'s space quota is this member\'s');
+      const name = q.id === this.id ? this.opts.name : this.members.get(q.id)?.name || q.id.toString(16);
+      this.opts.logger.info({ quotaBytes: q.quotaBytes, member: q.id.toString(16) }, `the cluster's space quota is now member ${name}'s (the smallest)`);
     }
     this.quotaMember = q.id;
     this.spaceAlarm.setQuota(q.quotaBytes);
@@ -776,6 +781,7 @@ export class ManagerNode {
     const inConf = new Set([...this.conf.voters, ...this.conf.learners]);
     for (const id of [...this.members.keys()]) if (!inConf.has(id)) this.members.delete(id);
     for (const m of this.members.values()) m.isLearner = this.conf.learners.includes(m.id);
+    this.membersChanged();
     await this.backend.persist({ confState: this.membershipBytes(), sync: true });
   }
 
@@ -805,7 +811,6 @@ export class ManagerNode {
       // An address the member announced itself still wins in the transport.
       if (m.id !== this.id && m.peerAddr && this.transport !== undefined) this.transport.addPeer(m.id, m.peerAddr);
     }
-    this.membersChanged();
   }
 
   /**
@@ -1072,8 +1077,18 @@ export class ManagerNode {
       if (existing.peerAddr !== req.peerAddr) throw new NodeError('NAME_CONFLICT', `a member named ${req.name} already exists at ${existing.peerAddr}`);
       return { memberId: existing.id, members: this.memberList() };
     }
+    const quotaBytes = validQuota(req.quotaBytes);
+    // It would have to hold the whole history at once (from a snapshot) and bound the cluster
+    // below what it already holds.
+    if (quotaBytes !== undefined && this.store.retainedBytes >= quotaBytes) {
+      throw new NodeError(
+        'HISTORY_TOO_LARGE',
+        `the cluster's history takes ${this.store.retainedBytes} bytes, more than ${req.name}'s space quota of ${quotaBytes} bytes (what its memory can hold): ` +
+          `compact the history first (etcdctl compact REV), or give ${req.name} a larger --quota-backend-bytes if its memory allows`,
+      );
+    }
     const id = randomInt(1, 2 ** 47);
-    const context = enc.encode(JSON.stringify({ name: req.name, peerAddr: req.peerAddr, clientAddr: req.clientAddr }));
+    const context = enc.encode(JSON.stringify({ name: req.name, peerAddr: req.peerAddr, clientAddr: req.clientAddr, quotaBytes }));
     await this.changeMembership({ type: ConfChangeType.AddLearner, nodeId: id, context }, () => this.members.has(id));
     return { memberId: id, members: this.memberList() };
   }
@@ -1187,6 +1202,8 @@ async function joinWithRetry(opts: ManagerNodeOptions, peerKey: Uint8Array, self
       try {
         return await joinCluster({ address, peerKey, request: self, defaultPort: 7946 });
       } catch (e) {
+        // Asking again changes nothing until someone acts: say so now.
+        if (e instanceof JoinRefusedError && e.reason === 'HISTORY_TOO_LARGE') throw new NodeError('JOIN_FAILED', e.message);
         lastErr = e;
         log.warn({ address, err: (e as Error).message }, 'join attempt failed');
       }

@@ -91,7 +91,19 @@ export {
   type LeaseTimersOptions,
 } from './lease-timers.js';
 export { leaseIdForIndex } from './leases.js';
-export { SpaceAlarm, growsStore, defaultQuotaBytes, maxQuotaBytes, clusterQuota, validQuota, QUOTA_BYTES_MIN, QUOTA_CLEAR_FRACTION, type MemoryLimits } from './quota.js';
+export {
+  SpaceAlarm,
+  growsStore,
+  defaultQuotaBytes,
+  maxQuotaBytes,
+  clusterQuota,
+  validQuota,
+  QUOTA_BYTES_MIN,
+  QUOTA_CLEAR_FRACTION,
+  QUOTA_HEAP_FRACTION,
+  QUOTA_MEMORY_MAX_FRACTION,
+  type MemoryLimits,
+} from './quota.js';
 export { AutoCompactor, parseAutoCompaction, DEFAULT_AUTO_COMPACTION, type AutoCompactionConfig, type AutoCompactionMode } from './auto-compactor.js';
 export { RECORD_OVERHEAD_BYTES, KEY_OVERHEAD_BYTES } from './mvcc.js';
 export type { InstallableState } from './store.js';

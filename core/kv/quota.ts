@@ -32,8 +32,11 @@ export const QUOTA_BYTES_MIN = 64 * 1024;
  * can be held twice for a moment: at a third of the limit that still fits.
  */
 export const QUOTA_HEAP_FRACTION = 1 / 3;
-/** Largest share of the machine's memory a quota may take (values live beside the heap, held twice in the same moment). */
-export const QUOTA_MEMORY_MAX_FRACTION = 1 / 2;
+/**
+ * Largest share of the machine's memory a quota may take: the values live beside the heap and
+ * can be held twice as well, and the OS, Node itself and the other subsystems need the rest.
+ */
+export const QUOTA_MEMORY_MAX_FRACTION = 1 / 3;
 
 /** What bounds a member's quota: its history lives in memory. */
 export interface MemoryLimits {
@@ -58,21 +61,22 @@ export function defaultQuotaBytes(m: MemoryLimits): number {
 }
 
 /** A member's own quota as its record in the member table carries it (absent: not known yet). */
-export interface MemberQuota<Id> {
-  id: Id;
+export interface MemberQuota {
+  id: number;
   quotaBytes?: number;
 }
 
 /**
  * The quota a cluster holds to: the smallest of its members'. Every member applies the same
  * history, so the member with the least memory bounds it for all of them, including while it is
- * down (it loads the history again when it comes back). `own` wins ties, so a member names
- * itself when its own quota binds.
+ * down (it loads the history again when it comes back). Equal quotas go to the lowest id, so
+ * every member names the same one.
  */
-export function clusterQuota<Id>(own: Required<MemberQuota<Id>>, members: Iterable<MemberQuota<Id>>): Required<MemberQuota<Id>> {
+export function clusterQuota(own: Required<MemberQuota>, members: Iterable<MemberQuota>): Required<MemberQuota> {
   let min = own;
   for (const m of members) {
-    if (m.quotaBytes !== undefined && m.quotaBytes < min.quotaBytes) min = { id: m.id, quotaBytes: m.quotaBytes };
+    if (m.quotaBytes === undefined) continue;
+    if (m.quotaBytes < min.quotaBytes || (m.quotaBytes === min.quotaBytes && m.id < min.id)) min = { id: m.id, quotaBytes: m.quotaBytes };
   }
   return min;
 }
@@ -108,10 +112,9 @@ export class SpaceAlarm {
   }
 
   private static checked(quotaBytes: number): number {
-    if (!Number.isSafeInteger(quotaBytes) || quotaBytes < QUOTA_BYTES_MIN) {
-      throw new RangeError(`quota must be an integer of at least ${QUOTA_BYTES_MIN} bytes, got ${quotaBytes}`);
-    }
-    return quotaBytes;
+    const q = validQuota(quotaBytes);
+    if (q === undefined) throw new RangeError(`quota must be an integer of at least ${QUOTA_BYTES_MIN} bytes, got ${quotaBytes}`);
+    return q;
   }
 
   get quotaBytes(): number {

@@ -54,6 +54,8 @@ export interface JoinRequest {
   peerAddr: string;
   /** host:port of this node's client (etcd API) port. */
   clientAddr: string;
+  /** The joiner's own space quota (bytes of history its memory can hold); absent: not said. */
+  quotaBytes?: number;
 }
 
 export interface JoinMember {
@@ -105,11 +107,13 @@ export function encodeJoinRequest(r: JoinRequest): Uint8Array {
 
 export function decodeJoinRequest(data: Uint8Array): JoinRequest {
   const o = decode(t().req, data, 'JoinRequest');
-  const r = {
+  const r: JoinRequest = {
     name: str(o.name, MAX_MEMBER_NAME_CHARS, 'name'),
     peerAddr: str(o.peerAddr, MAX_ADDRESS_CHARS, 'peer address'),
     clientAddr: str(o.clientAddr, MAX_ADDRESS_CHARS, 'client address'),
   };
+  const quotaBytes = id(o.quotaBytes ?? 0, 'quota');
+  if (quotaBytes > 0) r.quotaBytes = quotaBytes;
   if (r.name === '') throw new NetError('ERR_INVALID_MESSAGE', 'join request without a name');
   try {
     parseHostPort(r.peerAddr);
@@ -117,6 +121,16 @@ export function decodeJoinRequest(data: Uint8Array): JoinRequest {
     throw new NetError('ERR_INVALID_MESSAGE', `join request peer address: ${(err as Error).message}`);
   }
   return r;
+}
+
+/** The join server refused, for a reason (its code, e.g. NAME_CONFLICT) a joiner may act on. */
+export class JoinRefusedError extends NetError {
+  constructor(
+    readonly reason: string,
+    message: string,
+  ) {
+    super('ERR_JOIN_REFUSED', message);
+  }
 }
 
 export type JoinResponse = { ok: true; result: JoinResult } | { ok: false; code: string; message: string };
@@ -313,7 +327,7 @@ export function joinCluster(opts: JoinClusterOptions): Promise<JoinResult> {
             onFrame: (plain) => {
               const resp = decodeJoinResponse(plain);
               if (resp.ok) finish(undefined, resp.result);
-              else finish(new NetError('ERR_JOIN_REFUSED', `${opts.address} refused the join: ${resp.message} (${resp.code})`));
+              else finish(new JoinRefusedError(resp.code, `${opts.address} refused the join: ${resp.message} (${resp.code})`));
             },
             onClose: (err) => finish(err ?? new NetError('ERR_CONNECTION_CLOSED', `${opts.address} closed the join connection without an answer`)),
           });

@@ -59,7 +59,7 @@ t.test('defaultQuotaBytes / maxQuotaBytes: what a member\'s memory and heap can 
   t.equal(defaultQuotaBytes({ memoryBytes: 64 * GiB, heapLimitBytes: 16 * GiB }), 2 * GiB, 'with a larger heap: etcd\'s 2 GiB');
   t.equal(defaultQuotaBytes({ memoryBytes: 1024, heapLimitBytes: 1024 }), QUOTA_BYTES_MIN);
   t.equal(maxQuotaBytes(pi(1 * GiB)), Math.floor((512 * MiB) / 3), 'a 1 GiB Pi: a third of its 512 MiB heap');
-  t.equal(maxQuotaBytes({ memoryBytes: 1 * GiB, heapLimitBytes: 4 * GiB }), 512 * MiB, 'a heap raised beyond the memory: half the memory');
+  t.equal(maxQuotaBytes({ memoryBytes: 1 * GiB, heapLimitBytes: 4 * GiB }), Math.floor(GiB / 3), 'a heap raised beyond the memory: a third of the memory');
   t.equal(maxQuotaBytes({ memoryBytes: 1024, heapLimitBytes: 1024 }), QUOTA_BYTES_MIN);
   for (const mem of [1, 2, 4, 8, 16, 64].map((g) => g * GiB)) {
     t.ok(defaultQuotaBytes(pi(mem)) <= maxQuotaBytes(pi(mem)), `the default fits the limit with ${mem / GiB} GiB`);
@@ -67,11 +67,12 @@ t.test('defaultQuotaBytes / maxQuotaBytes: what a member\'s memory and heap can 
 });
 
 t.test('clusterQuota: the smallest member quota, unknown ones left out, ties to this member', async (t) => {
-  const own = { id: 1, quotaBytes: 500 * MiB };
+  const own = { id: 5, quotaBytes: 500 * MiB };
   t.same(clusterQuota(own, []), own);
-  t.same(clusterQuota(own, [{ id: 1, quotaBytes: 500 * MiB }, { id: 2 }, { id: 3, quotaBytes: 2 * GiB }]), own, 'larger and unknown quotas do not bind');
-  t.same(clusterQuota(own, [{ id: 2, quotaBytes: 100 * MiB }, { id: 3, quotaBytes: 200 * MiB }]), { id: 2, quotaBytes: 100 * MiB }, 'the smallest binds');
-  t.same(clusterQuota(own, [{ id: 2, quotaBytes: 500 * MiB }]), own, 'an equal quota: this member names itself');
+  t.same(clusterQuota(own, [{ id: 5, quotaBytes: 500 * MiB }, { id: 2 }, { id: 3, quotaBytes: 2 * GiB }]), own, 'larger and unknown quotas do not bind');
+  t.same(clusterQuota(own, [{ id: 7, quotaBytes: 100 * MiB }, { id: 3, quotaBytes: 200 * MiB }]), { id: 7, quotaBytes: 100 * MiB }, 'the smallest binds');
+  t.same(clusterQuota(own, [{ id: 9, quotaBytes: 500 * MiB }]), own, 'an equal quota: the lowest id...');
+  t.same(clusterQuota(own, [{ id: 9, quotaBytes: 500 * MiB }, { id: 2, quotaBytes: 500 * MiB }]), { id: 2, quotaBytes: 500 * MiB }, '...whoever asks');
   t.equal(validQuota(QUOTA_BYTES_MIN), QUOTA_BYTES_MIN);
   for (const bad of [undefined, null, '1048576', QUOTA_BYTES_MIN - 1, 1.5e6 + 0.5, -1, Number.NaN, 2 ** 60]) t.equal(validQuota(bad), undefined, `${String(bad)} is no quota`);
 });

@@ -93,6 +93,11 @@ t.test('join request/response codecs: limits and hostile input', async (t) => {
   t.throws(() => decodeJoinRequest(encodeJoinRequest({ ...ok, name: ok.name + 'n' })), { code: 'ERR_INVALID_MESSAGE' }, 'name over the limit');
   t.throws(() => decodeJoinRequest(encodeJoinRequest({ ...ok, name: '' })), { code: 'ERR_INVALID_MESSAGE' });
   t.throws(() => decodeJoinRequest(encodeJoinRequest({ ...ok, peerAddr: 'no-port' })), { code: 'ERR_INVALID_MESSAGE' });
+  t.same(decodeJoinRequest(encodeJoinRequest({ ...ok, quotaBytes: 2 ** 40 })), { ...ok, quotaBytes: 2 ** 40 }, 'the joiner\'s quota');
+  t.notOk('quotaBytes' in decodeJoinRequest(encodeJoinRequest({ ...ok, quotaBytes: 0 })), 'a quota of 0 is none said (an older joiner)');
+  // Field 4 (quota_bytes), varint 2^64 - 1, after a valid request.
+  const huge = Buffer.concat([encodeJoinRequest(ok), Buffer.from([0x20, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01])]);
+  t.throws(() => decodeJoinRequest(huge), { code: 'ERR_INVALID_MESSAGE' }, 'a quota beyond 2^53 is refused, not rounded');
   const many = Array.from({ length: MAX_JOIN_MEMBERS + 1 }, (_, i) => ({ id: i + 1, name: 'm', peerAddr: 'a:1', clientAddr: '' }));
   t.throws(() => decodeJoinResponse(encodeJoinResponse({ ok: true, result: { memberId: 1, members: many } })), { code: 'ERR_INVALID_MESSAGE' });
   t.equal((decodeJoinResponse(encodeJoinResponse({ ok: true, result: { memberId: 1, members: many.slice(1) } })) as { ok: true; result: { members: unknown[] } }).result.members.length, MAX_JOIN_MEMBERS);
