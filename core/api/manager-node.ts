@@ -152,7 +152,7 @@ export interface Member {
   peerAddr: string;
   clientAddr: string;
   isLearner: boolean;
-  /** The member's own space quota (absent until it has recorded it: older records, a joiner's first second). */
+  /** The member's own space quota (absent in records made before quotas were recorded, until the member records it). */
   quotaBytes?: number;
 }
 
@@ -1011,8 +1011,8 @@ export class ManagerNode {
 
   /**
    * A member started at other addresses than the cluster has on record (a new DHCP lease, other
-   * ports), or with another quota (more memory, another --quota-backend-bytes), or joined
-   * without its quota on record: the others already dial it where its handshake said; this
+   * ports), or with another quota (more memory, another --quota-backend-bytes), or with no
+   * quota on record (recorded before quotas were): the others already dial it where its handshake said; this
    * records it through Raft, so `member list`, a restarted member and every member's quota see it.
    */
   private async recordOwnMember(self: MemberContext): Promise<void> {
@@ -1083,7 +1083,7 @@ export class ManagerNode {
     if (quotaBytes !== undefined && this.store.retainedBytes >= quotaBytes) {
       throw new NodeError(
         'HISTORY_TOO_LARGE',
-        `the cluster's history takes ${this.store.retainedBytes} bytes, more than ${req.name}'s space quota of ${quotaBytes} bytes (what its memory can hold): ` +
+        `the cluster's history already takes ${this.store.retainedBytes} bytes, and ${req.name}'s space quota (what its memory can hold) is ${quotaBytes} bytes: ` +
           `compact the history first (etcdctl compact REV), or give ${req.name} a larger --quota-backend-bytes if its memory allows`,
       );
     }
