@@ -1074,7 +1074,12 @@ export class ManagerNode {
   private async handleJoin(req: MemberContext & { remoteAddress: string }): Promise<{ memberId: number; members: JoinMember[] }> {
     const existing = [...this.members.values()].find((m) => m.name === req.name);
     if (existing) {
-      if (existing.peerAddr !== req.peerAddr) throw new NodeError('NAME_CONFLICT', `a member named ${req.name} already exists at ${existing.peerAddr}`);
+      if (existing.peerAddr !== req.peerAddr) {
+        throw new NodeError(
+          'NAME_CONFLICT',
+          `a member named ${req.name} already exists at ${existing.peerAddr}: start this one with another --name, or, if it replaces that member, remove that one first (etcdctl member remove ${existing.id.toString(16)})`,
+        );
+      }
       return { memberId: existing.id, members: this.memberList() };
     }
     const quotaBytes = validQuota(req.quotaBytes);
@@ -1195,6 +1200,9 @@ function normaliseToken(token: string): string {
   }
 }
 
+/** Join refusals that stand until someone acts (renames, removes, compacts): not retried. */
+const FINAL_JOIN_REFUSALS = new Set(['NAME_CONFLICT', 'HISTORY_TOO_LARGE']);
+
 async function joinWithRetry(opts: ManagerNodeOptions, peerKey: Uint8Array, self: MemberContext, log: Logger) {
   let lastErr: unknown;
   for (let attempt = 0; attempt < 10; attempt++) {
@@ -1203,7 +1211,7 @@ async function joinWithRetry(opts: ManagerNodeOptions, peerKey: Uint8Array, self
         return await joinCluster({ address, peerKey, request: self, defaultPort: 7946 });
       } catch (e) {
         // Asking again changes nothing until someone acts: say so now.
-        if (e instanceof JoinRefusedError && e.reason === 'HISTORY_TOO_LARGE') throw new NodeError('JOIN_FAILED', e.message);
+        if (e instanceof JoinRefusedError && FINAL_JOIN_REFUSALS.has(e.reason)) throw new NodeError('JOIN_FAILED', e.message);
         lastErr = e;
         log.warn({ address, err: (e as Error).message }, 'join attempt failed');
       }

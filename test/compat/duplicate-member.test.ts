@@ -70,6 +70,20 @@ t.test('a copied data dir started beside the original (one board id: two VMs, or
   t.match(renamed.log.join(''), /the data dir .* belongs to member 'd2' \([0-9a-f]+\), not 'd9': start it with --name d2, or, for a new member .* remove the data dir/);
 });
 
+t.test('a new board joining under a member\'s name is refused at once, saying what to do', { skip: hasEtcdctl() ? false : 'etcdctl not installed' }, async (t) => {
+  const cluster = new AgentCluster();
+  t.teardown(() => cluster.stopAll());
+  await cluster.startCluster(['n1']);
+  const twin = await cluster.add('n1');
+  twin.dataDir = join(cluster.root, 'n1-second-board');
+  const started = Date.now();
+  cluster.start(twin, false);
+  t.equal(await cluster.exited(twin), 1, 'the second n1 does not start');
+  t.ok(Date.now() - started < 10_000, `it stops without retrying (${Date.now() - started} ms)`);
+  t.match(twin.log.join(''), /a member named n1 already exists at 127\.0\.0\.1:\d+: start this one with another --name, or, if it replaces that member, remove that one first \(etcdctl member remove [0-9a-f]+\)/);
+  t.equal((JSON.parse(etcdctl(cluster.endpoints([cluster.agents[0]!]), ['member', 'list', '-w', 'json']).stdout) as { members: unknown[] }).members.length, 1, 'nothing was added');
+});
+
 t.test('an image booted on another board is refused at start; --new-board takes a card moved for good', { skip: hasEtcdctl() ? false : 'etcdctl not installed' }, async (t) => {
   const cluster = new AgentCluster();
   t.teardown(() => cluster.stopAll());
