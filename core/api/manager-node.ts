@@ -1023,13 +1023,14 @@ export class ManagerNode {
     if (!this.conf.voters.includes(this.id) && !this.conf.learners.includes(this.id)) return;
     this.updatingOwnRecord = true;
     const previous = { peerAddr: rec.peerAddr, clientAddr: rec.clientAddr, quotaBytes: rec.quotaBytes };
+    this.opts.logger.info({ peerAddr: self.peerAddr, clientAddr: self.clientAddr, quotaBytes: self.quotaBytes, previous }, 'recording this member\'s addresses and quota');
     try {
       const context = enc.encode(JSON.stringify({ name: rec.name, peerAddr: self.peerAddr, clientAddr: self.clientAddr, quotaBytes: self.quotaBytes }));
       await this.changeMembership({ type: ConfChangeType.UpdateNode, nodeId: this.id, context }, () => {
         const now = this.members.get(this.id);
         return now === undefined || onRecord(now);
       });
-      this.opts.logger.info({ peerAddr: self.peerAddr, clientAddr: self.clientAddr, quotaBytes: self.quotaBytes, previous }, 'recorded this member\'s addresses and quota');
+      this.opts.logger.info({ peerAddr: self.peerAddr, clientAddr: self.clientAddr, quotaBytes: self.quotaBytes }, 'recorded this member\'s addresses and quota');
     } catch (err) {
       this.opts.logger.warn({ err: (err as Error).message }, 'recording this member\'s addresses and quota failed; retrying');
     } finally {

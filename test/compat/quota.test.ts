@@ -9,8 +9,10 @@ import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { AgentCluster, etcdctl, hasEtcdctl, scrapeMetrics, type AgentProc } from '../helpers/agents.js';
+import { AgentCluster, etcdctl, hasEtcdctl, raftStatus, scrapeMetrics, type AgentProc } from '../helpers/agents.js';
 import { until } from '../helpers/wait.js';
+import { measuredMemoryLimits } from '../../core/api/manager-node.js';
+import { defaultQuotaBytes, maxQuotaBytes } from '../../core/kv/quota.js';
 
 const QUOTA_BYTES = 256 * 1024;
 const VALUE = 'v'.repeat(8 * 1024);
@@ -52,7 +54,8 @@ if (!hasEtcdctl()) {
     // Compact at the current revision: history goes, the alarm clears, writes work again.
     const rev = (JSON.parse(ctl(['get', 'big', '-w', 'json']).stdout) as { header: { revision: number } }).header.revision;
     t.equal(ctl(['compact', String(rev)]).status, 0, `compact ${rev}`);
-    t.equal(ctl(['alarm', 'list']).stdout.trim(), '', 'no alarm after the compaction');
+    const alarms = ctl(['alarm', 'list']);
+    t.same([alarms.status, alarms.stdout.trim()], [0, ''], 'no alarm after the compaction');
     const after = ctl(['put', 'other', 'x']);
     t.equal(after.status, 0, `put works again ${after.stderr}`);
     const m = await scrapeMetrics(http);
@@ -88,12 +91,14 @@ if (!hasEtcdctl()) {
     for (let i = 0; i < 200 && !refused && otherFailures.length < 20; i++) {
       const r = ctl(['put', 'big', `${i}:${VALUE}`]);
       if (r.status === 0) accepted++;
-      // m1's restart may have moved leadership: a put can meet that election, and is sent again.
+      // m1's restart may have moved leadership: a put can meet that election (and may still be
+      // committed); the loop goes on with the next.
       else if (/space exceeded/.test(r.stderr)) refused = r;
       else otherFailures.push(r.stderr);
     }
     t.ok(refused, `a put through m1 was refused after ${accepted} accepted (${otherFailures.length} met an election)`);
-    t.ok(accepted >= QUOTA_BYTES / VALUE.length / 2 && accepted <= QUOTA_BYTES / VALUE.length, `accepted ${accepted} versions of 8 KiB: m2's 256 KiB quota, not m1's 4 MiB`);
+    const perQuota = QUOTA_BYTES / VALUE.length;
+    t.ok(accepted <= perQuota && accepted + otherFailures.length >= perQuota / 2, `accepted ${accepted} versions of 8 KiB: m2's 256 KiB quota, not m1's 4 MiB`);
     t.match(refused?.stderr ?? '', /etcdserver: mvcc: database space exceeded/);
     const ids = new Map((JSON.parse(ctl(['member', 'list', '-w', 'json']).stdout) as { members: Array<{ ID: number; name: string }> }).members.map((m) => [m.name, m.ID]));
     t.match(ctl(['alarm', 'list']).stdout, new RegExp(`memberID:${ids.get('m2')} alarm:NOSPACE`), 'alarm list names m2, whose quota it is');
@@ -105,22 +110,30 @@ if (!hasEtcdctl()) {
     const joinStarted = Date.now();
     cluster.start(m4, false);
     t.equal(await cluster.exited(m4), 1, 'm4 (128 KiB quota) does not start');
-    t.ok(Date.now() - joinStarted < 10_000, `it stops without retrying (${Date.now() - joinStarted} ms)`);
+    t.ok(Date.now() - joinStarted < 20_000, `it stops at once (${Date.now() - joinStarted} ms)`);
+    t.notMatch(m4.log.join(''), /join attempt failed/, 'without asking again');
     t.match(m4.log.join(''), /refused the join: the cluster's history already takes \d+ bytes, and m4's space quota \(what its memory can hold\) is 131072 bytes: compact the history first/);
     t.equal((JSON.parse(ctl(['member', 'list', '-w', 'json']).stdout) as { members: unknown[] }).members.length, 3, 'm4 was not added');
 
     // Once m2 is removed its quota no longer binds: m1's own holds again.
     t.equal(ctl(['member', 'remove', (ids.get('m2') ?? 0).toString(16)]).status, 0, 'member remove m2');
-    await until('the quota goes back to m1\'s own', async () => (await clusterQuotaOn(m1)) === big, 10_000);
-    // m2 may have been the leader (m1's restart moved leadership): a put can meet the election.
+    await until('the quota goes back to m1\'s own', async () => (await clusterQuotaOn(m1)) === big, 20_000);
+    // m2 may have been the leader (m1's restart moved leadership): a put sent to it before its
+    // removal would wait out the request timeout, so wait for the new leader first.
+    const m2Hex = (ids.get('m2') ?? 0).toString(16);
+    await until('m1 follows a leader other than m2', async () => {
+      const lead = (await raftStatus(m1))?.lead;
+      return lead !== undefined && lead !== '0' && lead !== m2Hex;
+    }, 30_000);
     const failures: string[] = [];
     await until('a put through m1 succeeds', () => {
       const r = ctl(['put', 'other', 'x']);
       if (r.status !== 0) failures.push(r.stderr);
       return r.status === 0;
-    });
+    }, 30_000);
     t.notMatch(failures.join('\n'), /space exceeded/, `puts work again without a compaction (${failures.length} attempts met the election)`);
-    t.equal(ctl(['alarm', 'list']).stdout.trim(), '', 'no alarm');
+    const alarms = ctl(['alarm', 'list']);
+    t.same([alarms.status, alarms.stdout.trim()], [0, ''], 'no alarm');
     t.equal(await cluster.exited(m2), 0, 'm2, removed, stopped');
 
     // m3 restarted with a smaller quota (less memory, another flag) records it: the cluster follows.
@@ -129,7 +142,7 @@ if (!hasEtcdctl()) {
     m3.extraArgs = ['--quota-backend-bytes', String(8 * QUOTA_BYTES)];
     cluster.start(m3, false);
     await cluster.ready(m3);
-    await until('m1 holds to m3\'s new quota', async () => (await clusterQuotaOn(m1)) === 8 * QUOTA_BYTES, 10_000);
+    await until('m1 holds to m3\'s new quota', async () => (await clusterQuotaOn(m1)) === 8 * QUOTA_BYTES, 20_000);
   });
 
   t.test('a quota beyond what the member\'s memory can hold is refused at start; the default fits', async (t) => {
@@ -138,10 +151,23 @@ if (!hasEtcdctl()) {
     t.teardown(() => cluster.stopAll());
     const a = await cluster.add('h1');
     a.env = { NODE_OPTIONS: '--max-old-space-size=192' };
+    // What the agent will see: this machine's memory and the heap limit that flag gives (V8's
+    // young generation comes on top, and its size varies by version).
+    const heapLimitBytes = Number(
+      spawnSync(process.execPath, ['-p', 'require("v8").getHeapStatistics().heap_size_limit'], { env: { ...process.env, ...a.env }, encoding: 'utf8' }).stdout,
+    );
+    const limits = { ...measuredMemoryLimits(), heapLimitBytes };
+    t.ok(limits.memoryBytes >= 3 * 128 * 2 ** 20, `this machine has the ${3 * 128} MiB a 128 MiB quota needs (${Math.floor(limits.memoryBytes / 2 ** 20)} MiB), so the heap is what refuses it`);
     a.extraArgs = ['--quota-backend-bytes', String(128 * 2 ** 20)];
     cluster.start(a, true);
     t.equal(await cluster.exited(a), 1, 'the agent refuses to start');
-    t.match(a.log.join(''), /--quota-backend-bytes 134217728 is more than this member can hold: .*needs a JavaScript heap limit of at least 384 MiB .* this process has 2\d\d MiB\. Lower --quota-backend-bytes to at most \d+ \(\d+ MiB\), or start with NODE_OPTIONS=--max-old-space-size=384/);
+    const max = maxQuotaBytes(limits);
+    t.match(
+      a.log.join(''),
+      `--quota-backend-bytes 134217728 is more than this member can hold: the history lives in memory (a snapshot from the leader is decoded beside it, so it can be there twice); ` +
+        `it needs a JavaScript heap limit of at least 384 MiB (three times the quota) and this process has ${Math.floor(heapLimitBytes / 2 ** 20)} MiB. ` +
+        `Lower --quota-backend-bytes to at most ${max} (${Math.floor(max / 2 ** 20)} MiB), or start with NODE_OPTIONS=--max-old-space-size=384`,
+    );
     t.notOk(existsSync(join(a.dataDir, 'identity.json')), 'nothing was written to the data dir');
 
     // More than a third of any machine's memory: raising the heap would not help, so it is not offered.
@@ -156,11 +182,9 @@ if (!hasEtcdctl()) {
     a.log.length = 0;
     cluster.start(a, true);
     await cluster.ready(a);
-    const heapLimit = Number(
-      spawnSync(process.execPath, ['-p', 'require("v8").getHeapStatistics().heap_size_limit'], { env: { ...process.env, ...a.env }, encoding: 'utf8' }).stdout,
-    );
     const own = (await scrapeMetrics(a.ports.http)).get('picloud_server_quota_backend_bytes');
-    t.equal(own, Math.floor(heapLimit / 3), `without the flag the default is a third of the ${heapLimit} byte heap limit`);
+    t.equal(own, defaultQuotaBytes(limits), `without the flag the default fits the ${Math.floor(heapLimitBytes / 2 ** 20)} MiB heap limit (${own} bytes)`);
+    t.ok((own ?? Infinity) <= heapLimitBytes / 3);
   });
 
   t.test('auto-compaction: periodic retention on a three-member cluster', async (t) => {
