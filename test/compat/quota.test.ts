@@ -2,8 +2,10 @@
  * The space quota and auto-compaction on real agents, driven by etcdctl 3.4: writes fail with
  * etcd's "database space exceeded" once the retained history reaches --quota-backend-bytes,
  * `etcdctl alarm list` shows NOSPACE, reads and deletes keep working, and after a compaction
- * the alarm clears by itself and writes succeed again (etcd needs a manual disarm). With
- * --auto-compaction-mode periodic the leader compacts history older than the retention.
+ * the alarm clears by itself and writes succeed again (etcd needs a manual disarm). The
+ * cluster holds to its smallest member quota, whichever member a write enters; a quota the
+ * member's heap or memory cannot hold is refused at start. With --auto-compaction-mode
+ * periodic the leader compacts history older than the retention.
  */
 import t from 'tap';
 import { spawnSync } from 'node:child_process';

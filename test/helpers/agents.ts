@@ -51,6 +51,8 @@ export class AgentCluster {
   readonly agents: AgentProc[] = [];
   readonly root = mkdtempSync(join(tmpdir(), 'picloud-test-'));
   token = '';
+  /** Per started process: settles with its exit code once it has exited and its stdio closed. */
+  private readonly closed = new WeakMap<ChildProcess, Promise<number | null>>();
 
   constructor(private readonly extraArgs: string[] = ['--tick-ms', '50']) {}
 
@@ -83,6 +85,9 @@ export class AgentCluster {
       a.log.push(d.toString());
       if (a.log.length > 500) a.log.shift();
     });
+    // 'close' follows the exit once the process's stderr has been read to its end: what it said
+    // last is in a.log by then ('exit' can come before it).
+    this.closed.set(proc, new Promise((resolve) => proc.once('close', (code) => resolve(code))));
     a.proc = proc;
   }
 
@@ -140,16 +145,17 @@ export class AgentCluster {
   }
 
   /** Waits for `a`'s process to exit; resolves with its exit code (null if a signal ended it). */
+  /** The agent's exit code once it has exited and its stderr is all in a.log (null: killed by a signal). */
   exited(a: AgentProc, timeoutMs = 15_000): Promise<number | null> {
-    const p = a.proc!;
-    if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve(p.exitCode);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${a.name} still running after ${timeoutMs} ms`)), timeoutMs);
-      p.once('exit', (code) => {
-        clearTimeout(timer);
-        resolve(code);
-      });
-    });
+    const closed = a.proc === undefined ? undefined : this.closed.get(a.proc);
+    if (closed === undefined) throw new Error(`${a.name} was not started by this cluster`);
+    let timer: NodeJS.Timeout | undefined;
+    return Promise.race([
+      closed,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${a.name} still running after ${timeoutMs} ms`)), timeoutMs);
+      }),
+    ]).finally(() => clearTimeout(timer));
   }
 
   async stopAll(): Promise<void> {
