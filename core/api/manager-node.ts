@@ -473,7 +473,7 @@ export class ManagerNode {
     // since have removed some of those members).
     if (!persistedMembership) {
       for (const m of joinedMembers) {
-        if (!this.members.has(m.id)) this.members.set(m.id, { ...m, isLearner: m.id === this.id });
+        if (!this.members.has(m.id)) this.members.set(m.id, { ...m, quotaBytes: validQuota(m.quotaBytes), isLearner: m.id === this.id });
       }
     }
     if (!this.members.has(this.id)) this.members.set(this.id, { id: this.id, ...self, isLearner: false });
@@ -1114,7 +1114,7 @@ export class ManagerNode {
   }
 
   memberList(): JoinMember[] {
-    return [...this.members.values()].map(({ id, name, peerAddr, clientAddr }) => ({ id, name, peerAddr, clientAddr }));
+    return [...this.members.values()].map(({ id, name, peerAddr, clientAddr, quotaBytes }) => ({ id, name, peerAddr, clientAddr, quotaBytes }));
   }
 
   readiness(): { ok: boolean; reason: string } {

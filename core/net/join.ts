@@ -63,6 +63,8 @@ export interface JoinMember {
   name: string;
   peerAddr: string;
   clientAddr: string;
+  /** The member's own space quota (so a joiner holds to the cluster's smallest from its first write); absent: not on record. */
+  quotaBytes?: number;
 }
 
 export interface JoinResult {
@@ -101,6 +103,12 @@ function id(v: unknown, what: string): number {
   throw new NetError('ERR_INVALID_MESSAGE', `bad ${what}`);
 }
 
+/** A uint64 field that may be unset: undefined for 0 (not said), else the number (refused beyond 2^53). */
+function optionalCount(v: unknown, what: string): number | undefined {
+  const n = id(v ?? 0, what);
+  return n > 0 ? n : undefined;
+}
+
 export function encodeJoinRequest(r: JoinRequest): Uint8Array {
   return t().req.encode(r).finish();
 }
@@ -112,8 +120,8 @@ export function decodeJoinRequest(data: Uint8Array): JoinRequest {
     peerAddr: str(o.peerAddr, MAX_ADDRESS_CHARS, 'peer address'),
     clientAddr: str(o.clientAddr, MAX_ADDRESS_CHARS, 'client address'),
   };
-  const quotaBytes = id(o.quotaBytes ?? 0, 'quota');
-  if (quotaBytes > 0) r.quotaBytes = quotaBytes;
+  const quotaBytes = optionalCount(o.quotaBytes, 'quota');
+  if (quotaBytes !== undefined) r.quotaBytes = quotaBytes;
   if (r.name === '') throw new NetError('ERR_INVALID_MESSAGE', 'join request without a name');
   try {
     parseHostPort(r.peerAddr);
@@ -152,12 +160,17 @@ export function decodeJoinResponse(data: Uint8Array): JoinResponse {
     ok: true,
     result: {
       memberId,
-      members: members.map((m) => ({
-        id: id(m.id, 'member id'),
-        name: str(m.name, MAX_MEMBER_NAME_CHARS, 'member name'),
-        peerAddr: str(m.peerAddr, MAX_ADDRESS_CHARS, 'peer address'),
-        clientAddr: str(m.clientAddr, MAX_ADDRESS_CHARS, 'client address'),
-      })),
+      members: members.map((m) => {
+        const member: JoinMember = {
+          id: id(m.id, 'member id'),
+          name: str(m.name, MAX_MEMBER_NAME_CHARS, 'member name'),
+          peerAddr: str(m.peerAddr, MAX_ADDRESS_CHARS, 'peer address'),
+          clientAddr: str(m.clientAddr, MAX_ADDRESS_CHARS, 'client address'),
+        };
+        const quotaBytes = optionalCount(m.quotaBytes, 'member quota');
+        if (quotaBytes !== undefined) member.quotaBytes = quotaBytes;
+        return member;
+      }),
     },
   };
 }

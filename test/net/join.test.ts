@@ -102,6 +102,11 @@ t.test('join request/response codecs: limits and hostile input', async (t) => {
   t.throws(() => decodeJoinResponse(encodeJoinResponse({ ok: true, result: { memberId: 1, members: many } })), { code: 'ERR_INVALID_MESSAGE' });
   t.equal((decodeJoinResponse(encodeJoinResponse({ ok: true, result: { memberId: 1, members: many.slice(1) } })) as { ok: true; result: { members: unknown[] } }).result.members.length, MAX_JOIN_MEMBERS);
   t.same(decodeJoinResponse(encodeJoinResponse({ ok: false, code: 'E', message: 'no' })), { ok: false, code: 'E', message: 'no' });
+  const withQuotas = [
+    { id: 7, name: 'a', peerAddr: 'a:1', clientAddr: 'a:2', quotaBytes: 2 ** 27 },
+    { id: 9, name: 'b', peerAddr: 'b:1', clientAddr: 'b:2' },
+  ];
+  t.same(decodeJoinResponse(encodeJoinResponse({ ok: true, result: { memberId: 7, members: withQuotas } })), { ok: true, result: { memberId: 7, members: withQuotas } }, 'members\' quotas, where on record');
   t.throws(() => decodeJoinResponse(encodeJoinResponse({ ok: true, result: { memberId: 0, members: [] } })), { code: 'ERR_INVALID_MESSAGE' });
   fc.assert(
     fc.property(fc.uint8Array({ maxLength: 400 }), (b) => {
