@@ -6,13 +6,15 @@
  * - a follower killed between installing a snapshot and persisting the state restored from it
  *   restarts from the snapshot file (as etcd opens its snapshot db when the backend is behind
  *   it). The crash window is recreated by putting back the applied-state directory from before
- *   the snapshot arrived.
+ *   the snapshot arrived;
+ * - a follower that catches up by snapshot takes the members' quotas from its member table (a
+ *   member's quota recorded while it was down, in entries compacted away).
  */
 import t from 'tap';
 import { cpSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AgentCluster, AgentProc, etcdctl, hasEtcdctl } from '../helpers/agents.js';
+import { AgentCluster, AgentProc, etcdctl, hasEtcdctl, scrapeMetrics } from '../helpers/agents.js';
 import { until } from '../helpers/wait.js';
 
 const SNAPSHOT_COUNT = 20;
@@ -72,3 +74,32 @@ t.test('a damaged snapshot is refused and sent again; a crash between installing
   t.match(logs(s3), /restored the applied state from the stored snapshot/, 'restored from the snapshot file at start');
   t.same(localKeys(cluster, s3), expected, 's3 serves every key again');
 });
+
+t.test('a follower that catches up by snapshot takes the members\' quotas from it', { skip: hasEtcdctl() ? false : 'etcdctl not installed' }, async (t) => {
+  const MiB = 2 ** 20;
+  const cluster = new AgentCluster(['--tick-ms', '50', '--snapshot-count', String(SNAPSHOT_COUNT), '--snapshot-catchup-entries', String(SNAPSHOT_CATCHUP_ENTRIES), '--quota-backend-bytes', String(64 * MiB)]);
+  t.teardown(() => cluster.stopAll());
+  await cluster.startCluster(['q1', 'q2', 'q3']);
+  const [q1, q2, q3] = cluster.agents as [AgentProc, AgentProc, AgentProc];
+  const clusterQuotaOn = async (a: AgentProc) => (await scrapeMetrics(a.ports.http)).get('picloud_cluster_quota_bytes');
+  cluster.kill(q3, 'SIGTERM');
+  t.equal(await cluster.exited(q3), 0);
+
+  // While q3 is down, q2 comes back with a smaller quota and records it; then the log moves
+  // past the compaction window, so q3 can learn it only from a snapshot's member table.
+  cluster.kill(q2, 'SIGTERM');
+  t.equal(await cluster.exited(q2), 0);
+  q2.extraArgs = ['--quota-backend-bytes', String(32 * MiB)];
+  cluster.start(q2, false);
+  await cluster.ready(q2);
+  await until('q1 to hold to q2\'s new quota', async () => (await clusterQuotaOn(q1)) === 32 * MiB, WAIT_MS);
+  const others = cluster.endpoints([q1, q2]);
+  for (let i = 0; i < LATE_KEYS; i++) t.equal(etcdctl(others, ['put', `snap/quota/${i}`, 'v']).status, 0);
+
+  cluster.start(q3, false);
+  await cluster.ready(q3);
+  await until('q3 to install a snapshot', () => logs(q3).includes('installed a snapshot received from the leader'), WAIT_MS);
+  await until('q3 to catch up', () => localKeys(cluster, q3).length === LATE_KEYS, WAIT_MS);
+  t.equal(await clusterQuotaOn(q3), 32 * MiB, 'q3 holds to q2\'s quota, which only the snapshot told it');
+});
+
