@@ -243,6 +243,11 @@ function ownQuotaBytes(opts: ManagerNodeOptions): number {
   );
 }
 
+/** A member table entry from a persisted or received record (its quota checked: the record may be older, or damaged). */
+function memberEntry(m: JoinMember, isLearner: boolean): Member {
+  return { id: m.id, name: m.name, peerAddr: m.peerAddr, clientAddr: m.clientAddr, quotaBytes: validQuota(m.quotaBytes), isLearner };
+}
+
 function hostPort(host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
@@ -466,14 +471,14 @@ export class ManagerNode {
       this.conf = persistedMembership.conf;
       for (const id of persistedMembership.removed ?? []) this.removedMembers.add(id);
       for (const m of persistedMembership.members) {
-        this.members.set(m.id, { ...m, quotaBytes: validQuota(m.quotaBytes), isLearner: this.conf.learners.includes(m.id) });
+        this.members.set(m.id, memberEntry(m, this.conf.learners.includes(m.id)));
       }
     }
     // What the join told us counts only until the membership we applied was persisted (it may
     // since have removed some of those members).
     if (!persistedMembership) {
       for (const m of joinedMembers) {
-        if (!this.members.has(m.id)) this.members.set(m.id, { ...m, quotaBytes: validQuota(m.quotaBytes), isLearner: m.id === this.id });
+        if (!this.members.has(m.id)) this.members.set(m.id, memberEntry(m, m.id === this.id));
       }
     }
     if (!this.members.has(this.id)) this.members.set(this.id, { id: this.id, ...self, isLearner: false });
@@ -807,7 +812,7 @@ export class ManagerNode {
     }
     for (const m of table.members) {
       if (this.removedMembers.has(m.id)) continue;
-      this.members.set(m.id, { ...m, quotaBytes: validQuota(m.quotaBytes), isLearner: this.conf.learners.includes(m.id) });
+      this.members.set(m.id, memberEntry(m, this.conf.learners.includes(m.id)));
       // An address the member announced itself still wins in the transport.
       if (m.id !== this.id && m.peerAddr && this.transport !== undefined) this.transport.addPeer(m.id, m.peerAddr);
     }
