@@ -13,11 +13,12 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { ConfChangeType, Role } from '../raft/index.js';
 import * as kv from '../kv/index.js';
-import { EtcdError, EtcdErrorCode, ETCD_ERRORS } from '../net/etcd/errors.js';
+import { EtcdError } from '../net/etcd/errors.js';
 import type * as api from '../net/etcd/service.js';
+import { ManagerAuthBackend } from './etcd-auth-backend.js';
+import { etcdErrors, etcdErrorsSync, toEtcdError } from './etcd-errors.js';
 import { ManagerNode } from './manager-node.js';
 import { LeaseForwarder } from './lease-forwarder.js';
-import { RaftDriverError } from './raft-driver.js';
 
 /** The etcd version clients see in `endpoint status` (the API we implement). */
 export const ETCD_COMPAT_VERSION = '3.4.0';
@@ -33,44 +34,6 @@ const CMP_OPERAND_FIELD: Record<api.CompareTarget, keyof kv.Compare> = {
   VALUE: 'value',
   LEASE: 'lease',
 };
-
-/** KvError codes whose etcd name differs; the rest map by name or to INVALID_ARGUMENT. */
-const KV_TO_ETCD: Partial<Record<kv.KvErrorCode, EtcdErrorCode>> = {
-  LEASE_EXISTS: 'LEASE_EXIST',
-  TOO_MANY_WATCHERS: 'TOO_MANY_WATCHERS',
-  WATCHER_TOO_SLOW: 'WATCH_TOO_SLOW',
-  STREAM_UNSUPPORTED: 'UNSUPPORTED',
-};
-
-export function toEtcdError(err: unknown): unknown {
-  if (err instanceof EtcdError) return err;
-  if (err instanceof kv.KvError) {
-    const mapped = KV_TO_ETCD[err.code] ?? (err.code in ETCD_ERRORS ? (err.code as EtcdErrorCode) : undefined);
-    if (mapped) return new EtcdError(mapped);
-    return new EtcdError('INVALID_ARGUMENT', err.message);
-  }
-  if (err instanceof RaftDriverError) {
-    switch (err.code) {
-      case 'TIMEOUT':
-        return new EtcdError('TIMEOUT');
-      case 'LEADER_CHANGED':
-        return new EtcdError('LEADER_CHANGED');
-      case 'STOPPED':
-        return new EtcdError('STOPPED');
-      case 'DROPPED':
-        return new EtcdError('NO_LEADER');
-    }
-  }
-  return err;
-}
-
-async function etcdErrors<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (e) {
-    throw toEtcdError(e);
-  }
-}
 
 /**
  * The API's view of a hub event, made once per event: with many watchers of one key the hub
@@ -132,7 +95,17 @@ function toKvTxn(t: api.TxnRequest): kv.TxnRequest {
 export class ManagerEtcdBackend implements api.EtcdBackend {
   private readonly forwarder = new LeaseForwarder();
 
-  constructor(private readonly node: ManagerNode) {}
+  readonly auth: ManagerAuthBackend;
+
+  constructor(private readonly node: ManagerNode) {
+    this.auth = new ManagerAuthBackend({ node, header: (rev) => this.header(rev), replicate: (req) => this.replicate(req) });
+  }
+
+  /** Checks the caller's permission for a key request and proposes it under the caller's name. */
+  private replicateAs(req: kv.KvRequest, ctx: api.CallContext | undefined): Promise<kv.KvResponse> {
+    const user = this.auth.authorize(req, ctx);
+    return this.replicate(user === undefined ? req : { ...req, user });
+  }
 
   close(): void {
     this.forwarder.close();
@@ -168,43 +141,47 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     return resp;
   }
 
-  range(req: api.RangeRequest): Promise<api.RangeResponse> {
+  range(req: api.RangeRequest, ctx?: api.CallContext): Promise<api.RangeResponse> {
     return etcdErrors(async () => {
+      const r = toKvRange(req);
+      this.auth.authorize({ range: r }, ctx);
       if (!req.serializable) await this.node.linearizableBarrier();
-      return this.withHeader(this.node.store.range(toKvRange(req)));
+      return this.withHeader(this.node.store.range(r));
     });
   }
 
-  put(req: api.PutRequest): Promise<api.PutResponse> {
+  put(req: api.PutRequest, ctx?: api.CallContext): Promise<api.PutResponse> {
     return etcdErrors(async () => {
-      const resp = await this.replicate({ put: req });
+      const resp = await this.replicateAs({ put: req }, ctx);
       return this.withHeader((resp as { put: kv.PutResponse }).put);
     });
   }
 
-  deleteRange(req: api.DeleteRangeRequest): Promise<api.DeleteRangeResponse> {
+  deleteRange(req: api.DeleteRangeRequest, ctx?: api.CallContext): Promise<api.DeleteRangeResponse> {
     return etcdErrors(async () => {
-      const resp = await this.replicate({ deleteRange: req });
+      const resp = await this.replicateAs({ deleteRange: req }, ctx);
       return this.withHeader((resp as { deleteRange: kv.DeleteRangeResponse }).deleteRange);
     });
   }
 
-  txn(req: api.TxnRequest): Promise<api.TxnResponse> {
+  txn(req: api.TxnRequest, ctx?: api.CallContext): Promise<api.TxnResponse> {
     return etcdErrors(async () => {
       const t = toKvTxn(req);
-      const resp = await this.replicate({ txn: t });
+      const resp = await this.replicateAs({ txn: t }, ctx);
       return this.fromKvTxn((resp as { txn: kv.TxnResponse }).txn);
     });
   }
 
-  compact(req: api.CompactionRequest): Promise<{ header: api.ResponseHeader }> {
+  compact(req: api.CompactionRequest, ctx?: api.CallContext): Promise<{ header: api.ResponseHeader }> {
     return etcdErrors(async () => {
-      const resp = await this.replicate({ compaction: { revision: req.revision, physical: req.physical } });
+      const resp = await this.replicateAs({ compaction: { revision: req.revision, physical: req.physical } }, ctx);
       return this.withHeader((resp as { compaction: kv.CompactionResponse }).compaction);
     });
   }
 
-  watch(req: api.WatchCreateRequest, sink: api.WatchSink): api.WatchHandle {
+  watch(req: api.WatchCreateRequest, sink: api.WatchSink, ctx?: api.CallContext): api.WatchHandle {
+    // A watch reads its range (etcd checks it once, when the watch is created).
+    etcdErrorsSync(() => this.auth.authorize({ range: { key: req.key, rangeEnd: req.rangeEnd } }, ctx));
     let closed = false;
     let pumping = false;
     let pumpAgain = false;
@@ -275,18 +252,19 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     return this.header();
   }
 
-  leaseGrant(req: api.LeaseGrantRequest): Promise<api.LeaseGrantResponse> {
+  leaseGrant(req: api.LeaseGrantRequest, ctx?: api.CallContext): Promise<api.LeaseGrantResponse> {
     return etcdErrors(async () => {
+      this.auth.caller(ctx);
       const resp = await this.replicate({ leaseGrant: { TTL: req.ttlSeconds, ID: req.id } });
       const g = (resp as { leaseGrant: kv.LeaseGrantResponse }).leaseGrant;
       return { header: this.header(g.header.revision), id: g.ID, ttlSeconds: g.TTL };
     });
   }
 
-  leaseRevoke(id: number): Promise<{ header: api.ResponseHeader }> {
+  leaseRevoke(id: number, ctx?: api.CallContext): Promise<{ header: api.ResponseHeader }> {
     return etcdErrors(async () => {
       if (!this.node.store.hasLease(id)) throw new EtcdError('LEASE_NOT_FOUND');
-      const resp = await this.replicate({ leaseRevoke: { ID: id } });
+      const resp = await this.replicateAs({ leaseRevoke: { ID: id } }, ctx);
       return this.withHeader((resp as { leaseRevoke: kv.LeaseRevokeResponse }).leaseRevoke);
     });
   }
@@ -300,8 +278,11 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     return leader.clientAddr;
   }
 
-  leaseKeepAlive(id: number): Promise<api.LeaseKeepAliveResponse> {
+  leaseKeepAlive(id: number, ctx?: api.CallContext): Promise<api.LeaseKeepAliveResponse> {
     return etcdErrors(async () => {
+      // Keeping a lease alive keeps its keys: the caller must be allowed to write them (etcd 3.4.42+).
+      const user = this.auth.caller(ctx);
+      if (user !== undefined) for (const k of this.node.store.leaseKeys(id)) this.node.store.auth.checkKeys(user, true, k);
       if (this.node.leaseTimers.isLeader) {
         // Renew only with leadership confirmed since the request came (etcd's
         // ensureLeadership): a leader whose disk stalls keeps answering on its event loop,
@@ -329,10 +310,13 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     });
   }
 
-  leaseTimeToLive(id: number, keys: boolean): Promise<api.LeaseTimeToLiveResponse> {
+  leaseTimeToLive(id: number, keys: boolean, ctx?: api.CallContext): Promise<api.LeaseTimeToLiveResponse> {
     return etcdErrors(async () => {
+      const user = this.auth.caller(ctx);
       await this.node.linearizableBarrier();
       let r = this.node.store.leaseTimeToLive(id, keys);
+      // The attached keys are shown only to a user who may read them all (etcd 3.5).
+      if (keys && user !== undefined) for (const k of r.keys) this.node.store.auth.checkKeys(user, false, k);
       if (r.TTL >= 0 && this.node.leaseTimers.isLeader) r = this.node.leaseTimers.timeToLive(r);
       else if (r.TTL >= 0) {
         // A follower knows the lease but not its time, which lives on the leader: ask it, as
@@ -346,8 +330,9 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     });
   }
 
-  leaseLeases(): Promise<api.LeaseLeasesResponse> {
+  leaseLeases(ctx?: api.CallContext): Promise<api.LeaseLeasesResponse> {
     return etcdErrors(async () => {
+      this.auth.caller(ctx);
       await this.node.linearizableBarrier();
       const r = this.node.store.leaseLeases();
       return { header: this.header(r.header.revision), ids: r.leases.map((l) => l.ID) };
@@ -367,12 +352,16 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     };
   }
 
-  async memberList(): Promise<api.MembersResponse> {
-    return this.membersResponse();
+  memberList(ctx?: api.CallContext): Promise<api.MembersResponse> {
+    return etcdErrors(async () => {
+      this.auth.admin(ctx);
+      return this.membersResponse();
+    });
   }
 
-  memberAdd(peerUrls: string[], isLearner: boolean): Promise<api.MemberAddResponse> {
+  memberAdd(peerUrls: string[], isLearner: boolean, ctx?: api.CallContext): Promise<api.MemberAddResponse> {
     return etcdErrors(async () => {
+      this.auth.admin(ctx);
       const peerAddr = peerAddress(peerUrls);
       if ([...this.node.members.values()].some((m) => m.peerAddr === peerAddr)) throw new EtcdError('PEER_URL_EXIST');
       const id = 1 + Math.floor(Math.random() * (2 ** 47 - 1));
@@ -383,16 +372,18 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     });
   }
 
-  memberRemove(id: number): Promise<api.MembersResponse> {
+  memberRemove(id: number, ctx?: api.CallContext): Promise<api.MembersResponse> {
     return etcdErrors(async () => {
+      this.auth.admin(ctx);
       if (!this.node.members.has(id)) throw new EtcdError('MEMBER_NOT_FOUND');
       await this.node.changeMembership({ type: ConfChangeType.RemoveNode, nodeId: id }, () => !this.node.members.has(id));
       return this.membersResponse();
     });
   }
 
-  memberUpdate(id: number, peerUrls: string[]): Promise<api.MembersResponse> {
+  memberUpdate(id: number, peerUrls: string[], ctx?: api.CallContext): Promise<api.MembersResponse> {
     return etcdErrors(async () => {
+      this.auth.admin(ctx);
       const m = this.node.members.get(id);
       if (!m) throw new EtcdError('MEMBER_NOT_FOUND');
       const peerAddr = peerAddress(peerUrls);
@@ -410,8 +401,9 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     });
   }
 
-  memberPromote(id: number): Promise<api.MembersResponse> {
+  memberPromote(id: number, ctx?: api.CallContext): Promise<api.MembersResponse> {
     return etcdErrors(async () => {
+      this.auth.admin(ctx);
       const m = this.node.members.get(id);
       if (!m) throw new EtcdError('MEMBER_NOT_FOUND');
       if (!m.isLearner) throw new EtcdError('MEMBER_NOT_LEARNER');
@@ -423,7 +415,8 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     });
   }
 
-  async status(): Promise<api.StatusResponse> {
+  async status(ctx?: api.CallContext): Promise<api.StatusResponse> {
+    etcdErrorsSync(() => this.auth.admin(ctx));
     const st = this.node.driver.node.status();
     return {
       header: this.header(),
@@ -446,7 +439,8 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
    * is nothing to disarm by hand: a disarm while it is raised says how to make room instead of
    * pretending to clear it.
    */
-  async alarm(req?: api.AlarmRequest): Promise<api.AlarmResponse> {
+  async alarm(req?: api.AlarmRequest, ctx?: api.CallContext): Promise<api.AlarmResponse> {
+    if (req !== undefined && req.action !== 'GET') etcdErrorsSync(() => this.auth.admin(ctx));
     const quota = this.node.clusterQuota;
     const alarms: api.AlarmResponse['alarms'] = this.node.noSpace ? [{ memberId: quota.id, alarm: 'NOSPACE' }] : [];
     if (req?.action === 'ACTIVATE') throw new EtcdError('UNSUPPORTED', 'alarms are raised by the member itself');
@@ -461,8 +455,9 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   }
 
   /** etcd's MoveLeader: on the leader, hand leadership to a voting member and wait until it has it. */
-  moveLeader(targetId: number): Promise<{ header: api.ResponseHeader }> {
+  moveLeader(targetId: number, ctx?: api.CallContext): Promise<{ header: api.ResponseHeader }> {
     return etcdErrors(async () => {
+      this.auth.admin(ctx);
       if (!this.node.isLeader) throw new EtcdError('NOT_LEADER');
       const target = this.node.members.get(targetId);
       if (target === undefined || target.isLearner) throw new EtcdError('BAD_LEADER_TRANSFEREE');
@@ -472,22 +467,25 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   }
 
   /** This member's hash of its key space (no read barrier, as in etcd): compare members with it. */
-  hashKV(revision: number): Promise<api.HashKVResponse> {
+  hashKV(revision: number, ctx?: api.CallContext): Promise<api.HashKVResponse> {
     return etcdErrors(async () => {
+      this.auth.admin(ctx);
       const { hash, compactRevision } = this.node.store.hashKV(revision);
       return { header: this.header(), hash, compactRevision };
     });
   }
 
-  defragment(): Promise<{ header: api.ResponseHeader }> {
+  defragment(ctx?: api.CallContext): Promise<{ header: api.ResponseHeader }> {
     return etcdErrors(async () => {
+      this.auth.admin(ctx);
       await this.node.defragment();
       return { header: this.header() };
     });
   }
 
-  snapshot(): Promise<api.SnapshotStream> {
+  snapshot(ctx?: api.CallContext): Promise<api.SnapshotStream> {
     return etcdErrors(async () => {
+      this.auth.admin(ctx);
       // Spool to a file first: the stream must announce its exact size, and must not hold
       // the whole image in memory.
       const path = join(this.node.opts.dataDir, `snapshot-${process.pid}-${Date.now()}.tmp`);

@@ -15,12 +15,14 @@ import { KvError } from './errors.js';
 import { MAX_REQUEST_BYTES, MAX_TXN_DEPTH } from './limits.js';
 import type { KvRequest } from './types.js';
 
-type Kind = 'bytes' | 'int' | 'bool' | { msg: () => Schema } | { list: () => Schema };
+type Kind = 'bytes' | 'int' | 'bool' | 'string' | { msg: () => Schema } | { list: () => Schema };
 interface Schema {
   name: string;
   fields: Record<string, Kind>;
   /** At most one field set (protobuf oneof). */
   oneof?: boolean;
+  /** With oneof: exactly one. */
+  oneofRequired?: boolean;
 }
 
 const RANGE: Schema = {
@@ -78,10 +80,38 @@ const COMPACTION: Schema = { name: 'CompactionRequest', fields: { revision: 'int
 const LEASE_GRANT: Schema = { name: 'LeaseGrantRequest', fields: { TTL: 'int', ID: 'int' } };
 const LEASE_REVOKE: Schema = { name: 'LeaseRevokeRequest', fields: { ID: 'int' } };
 
+const EMPTY_MSG: Schema = { name: 'Empty', fields: {} };
+const NAMED: Schema = { name: 'Named', fields: { name: 'string' } };
+const NAMED_ROLE: Schema = { name: 'UserRole', fields: { name: 'string', role: 'string' } };
+const AUTH: Schema = {
+  name: 'AuthRequest',
+  oneof: true,
+  oneofRequired: true,
+  fields: {
+    authEnable: { msg: () => EMPTY_MSG },
+    authDisable: { msg: () => EMPTY_MSG },
+    userAdd: { msg: () => ({ name: 'UserAdd', fields: { name: 'string', password: 'bytes', noPassword: 'bool' } }) },
+    userDelete: { msg: () => NAMED },
+    userChangePassword: { msg: () => ({ name: 'UserChangePassword', fields: { name: 'string', password: 'bytes' } }) },
+    userGrantRole: { msg: () => NAMED_ROLE },
+    userRevokeRole: { msg: () => NAMED_ROLE },
+    roleAdd: { msg: () => NAMED },
+    roleDelete: { msg: () => NAMED },
+    roleGrantPermission: { msg: () => ({ name: 'RoleGrantPermission', fields: { name: 'string', permType: 'int', key: 'bytes', rangeEnd: 'bytes' } }) },
+    roleRevokePermission: { msg: () => ({ name: 'RoleRevokePermission', fields: { name: 'string', key: 'bytes', rangeEnd: 'bytes' } }) },
+  },
+};
+
+/**
+ * One request field; `user` (with auth enabled, the client's user name) lets the state machine
+ * check the request's permission again when it is applied.
+ */
 const TOP: Schema = {
   name: 'KvRequest',
   oneof: true,
   fields: {
+    user: 'string',
+    auth: { msg: () => AUTH },
     range: { msg: () => RANGE },
     put: { msg: () => PUT },
     deleteRange: { msg: () => DELETE },
@@ -146,6 +176,9 @@ function canonical(src: unknown, schema: Schema, depth: number): Record<string, 
     } else if (kind === 'bool') {
       if (typeof v !== 'boolean') throw malformed(`${schema.name}.${field}: not a boolean`);
       if (v) out[field] = true;
+    } else if (kind === 'string') {
+      if (typeof v !== 'string') throw malformed(`${schema.name}.${field}: not a string`);
+      if (v !== '') out[field] = v;
     } else if ('msg' in kind) {
       out[field] = canonical(v, kind.msg(), depth + 1);
       set++;
@@ -155,7 +188,15 @@ function canonical(src: unknown, schema: Schema, depth: number): Record<string, 
     }
   }
   if (schema.oneof && set > 1) throw malformed(`${schema.name}: more than one field set`);
+  if (schema.oneofRequired && set === 0) throw malformed(`${schema.name}: no field set`);
   return out;
+}
+
+/** The request fields of a top-level request (every field but `user`). */
+function requestFields(o: object): number {
+  let n = 0;
+  for (const k of Object.keys(o)) if (k !== 'user') n++;
+  return n;
 }
 
 /**
@@ -164,7 +205,7 @@ function canonical(src: unknown, schema: Schema, depth: number): Record<string, 
  */
 export function encodeKvRequest(req: KvRequest, maxBytes: number = MAX_REQUEST_BYTES): Buffer {
   const c = canonical(req, TOP, 0);
-  if (Object.keys(c).length !== 1) throw malformed('KvRequest: exactly one request expected');
+  if (requestFields(c) !== 1) throw malformed('KvRequest: exactly one request expected');
   const bytes = encoder.encode(c);
   if (bytes.byteLength > maxBytes) throw new KvError('REQUEST_TOO_LARGE', `${bytes.byteLength} > ${maxBytes} bytes`);
   return bytes;
@@ -195,6 +236,8 @@ function validate(v: unknown, schema: Schema, depth: number): void {
       if (typeof x !== 'number' || !Number.isSafeInteger(x)) throw malformed(`${where}: not a safe integer`);
     } else if (kind === 'bool') {
       if (typeof x !== 'boolean') throw malformed(`${where}: not a boolean`);
+    } else if (kind === 'string') {
+      if (typeof x !== 'string') throw malformed(`${where}: not a string`);
     } else if ('msg' in kind) {
       validate(x, kind.msg(), depth + 1);
       set++;
@@ -204,6 +247,7 @@ function validate(v: unknown, schema: Schema, depth: number): void {
     }
   }
   if (schema.oneof && set > 1) throw malformed(`${schema.name}: more than one field set`);
+  if (schema.oneofRequired && set === 0) throw malformed(`${schema.name}: no field set`);
 }
 
 /** Decodes entry data. Throws only KvError (MALFORMED_REQUEST or REQUEST_TOO_LARGE). */
@@ -223,6 +267,6 @@ export function decodeKvRequest(bytes: Uint8Array, maxBytes: number = MAX_REQUES
     if (e instanceof KvError) throw e;
     throw malformed('invalid structure'); // e.g. a stack overflow on a hostile nesting
   }
-  if (Object.keys(v as object).length !== 1) throw malformed('KvRequest: exactly one request expected');
+  if (requestFields(v as object) !== 1) throw malformed('KvRequest: exactly one request expected');
   return v as KvRequest;
 }

@@ -18,6 +18,7 @@ export const GrpcCode = {
   OUT_OF_RANGE: 11,
   UNIMPLEMENTED: 12,
   DATA_LOSS: 15,
+  UNAUTHENTICATED: 16,
 } as const;
 export type GrpcCode = (typeof GrpcCode)[keyof typeof GrpcCode];
 
@@ -43,6 +44,23 @@ export const KV_ERRORS = {
   REQUEST_TOO_LARGE: { grpcCode: GrpcCode.INVALID_ARGUMENT, message: 'etcdserver: request is too large' },
   NO_SPACE: { grpcCode: GrpcCode.RESOURCE_EXHAUSTED, message: 'etcdserver: mvcc: database space exceeded' },
   WATCH_CANCELED: { grpcCode: GrpcCode.CANCELLED, message: 'etcdserver: watch canceled' },
+  // Authentication (etcd api/v3rpc/rpctypes/error.go).
+  USER_EMPTY: { grpcCode: GrpcCode.INVALID_ARGUMENT, message: 'etcdserver: user name is empty' },
+  USER_ALREADY_EXIST: { grpcCode: GrpcCode.FAILED_PRECONDITION, message: 'etcdserver: user name already exists' },
+  USER_NOT_FOUND: { grpcCode: GrpcCode.FAILED_PRECONDITION, message: 'etcdserver: user name not found' },
+  ROLE_ALREADY_EXIST: { grpcCode: GrpcCode.FAILED_PRECONDITION, message: 'etcdserver: role name already exists' },
+  ROLE_NOT_FOUND: { grpcCode: GrpcCode.FAILED_PRECONDITION, message: 'etcdserver: role name not found' },
+  ROLE_EMPTY: { grpcCode: GrpcCode.INVALID_ARGUMENT, message: 'etcdserver: role name is empty' },
+  PASSWORD_EMPTY: { grpcCode: GrpcCode.INVALID_ARGUMENT, message: 'picloud: the password is empty (a user without one is added with --no-password)' },
+  AUTH_FAILED: { grpcCode: GrpcCode.INVALID_ARGUMENT, message: 'etcdserver: authentication failed, invalid user ID or password' },
+  PERMISSION_DENIED: { grpcCode: GrpcCode.PERMISSION_DENIED, message: 'etcdserver: permission denied' },
+  ROLE_NOT_GRANTED: { grpcCode: GrpcCode.FAILED_PRECONDITION, message: 'etcdserver: role is not granted to the user' },
+  PERMISSION_NOT_GRANTED: { grpcCode: GrpcCode.FAILED_PRECONDITION, message: 'etcdserver: permission is not granted to the role' },
+  AUTH_NOT_ENABLED: { grpcCode: GrpcCode.FAILED_PRECONDITION, message: 'etcdserver: authentication is not enabled' },
+  INVALID_AUTH_TOKEN: { grpcCode: GrpcCode.UNAUTHENTICATED, message: 'etcdserver: invalid auth token' },
+  INVALID_AUTH_MGMT: { grpcCode: GrpcCode.INVALID_ARGUMENT, message: 'etcdserver: invalid auth management' },
+  ROOT_USER_NOT_EXIST: { grpcCode: GrpcCode.FAILED_PRECONDITION, message: 'etcdserver: root user does not exist' },
+  ROOT_ROLE_NOT_EXIST: { grpcCode: GrpcCode.FAILED_PRECONDITION, message: 'etcdserver: root user does not have root role' },
   // Watch-stream errors: etcd reports these as a WatchResponse cancel_reason, not a status.
   WATCHER_RANGE_EMPTY: { grpcCode: GrpcCode.INVALID_ARGUMENT, message: 'mvcc: watcher range is empty' },
   WATCHER_DUPLICATE_ID: {

@@ -8,6 +8,7 @@
  *       context: bytes of the embedder's own at the same applied index (the manager's member
  *       table with addresses), opaque here
  *   {t:'l', l: [[leaseId, ttlSeconds], ...]}                       (0..n frames)
+ *   {t:'a', a: AuthState image}                                    (0..1 frame; none: auth empty)
  *   {t:'k', k: [[key, [[main, sub, create, version, lease, value|null], ...]], ...]}
  *       keys in increasing order; a key's records may continue in the next frame
  *   {t:'e', records, sha256}   sha256 of every byte before this frame
@@ -16,6 +17,7 @@
  */
 import { createHash } from 'node:crypto';
 import { Decoder, Encoder } from 'cbor-x';
+import { AuthState, type AuthImage } from './auth.js';
 import { KvError } from './errors.js';
 import { SNAPSHOT_CHUNK_BYTES, SNAPSHOT_FRAME_BYTES_MAX } from './limits.js';
 import { visibleRecords, type KvRecord } from './mvcc.js';
@@ -83,6 +85,7 @@ export class StateImage {
   readonly appliedIndex: number;
   readonly appliedTerm: number;
   readonly leases: Array<{ id: number; ttlSeconds: number }>;
+  readonly auth: AuthImage;
   private readonly epoch: number;
   private after: string | undefined;
   private closed = false;
@@ -97,6 +100,7 @@ export class StateImage {
     this.appliedIndex = store.appliedIndex;
     this.appliedTerm = store.appliedTerm;
     this.leases = store.leases();
+    this.auth = store.auth.image();
   }
 
   /**
@@ -203,6 +207,7 @@ async function* imageChunks(image: StateImage, chunkBytes: number, context: Uint
     for (let i = 0; i < image.leases.length; i += LEASES_PER_FRAME) {
       w.frame({ t: 'l', l: image.leases.slice(i, i + LEASES_PER_FRAME).map((l) => [l.id, l.ttlSeconds]) });
     }
+    w.frame({ t: 'a', a: image.auth });
     for (;;) {
       const batch = image.nextBatch(chunkBytes);
       if (batch.length === 0) break;
@@ -259,6 +264,7 @@ export async function readSnapshot(source: AsyncIterable<Uint8Array> | Iterable<
   const builder = new StateBuilder();
   let header: Record<string, unknown> | undefined;
   let done: InstallableState | undefined;
+  let auth: unknown;
 
   const handle = (raw: Buffer, body: Buffer): void => {
     if (done) throw corrupt('bytes after the end frame');
@@ -287,6 +293,13 @@ export async function readSnapshot(source: AsyncIterable<Uint8Array> | Iterable<
         hash.update(raw);
         return;
       }
+      case 'a': {
+        if (auth !== undefined) throw corrupt('two auth frames');
+        new AuthState().load(f.a); // validates (throws SNAPSHOT_CORRUPT)
+        auth = f.a;
+        hash.update(raw);
+        return;
+      }
       case 'k': {
         if (!Array.isArray(f.k)) throw corrupt('bad key frame');
         for (const entry of f.k) {
@@ -310,6 +323,7 @@ export async function readSnapshot(source: AsyncIterable<Uint8Array> | Iterable<
           appliedTerm: header.appliedTerm as number,
         });
         if (header.context instanceof Uint8Array) done.context = header.context;
+        if (auth !== undefined) done.auth = auth;
         return;
       }
       default:

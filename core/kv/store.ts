@@ -10,13 +10,15 @@
  * leader's LeaseTimers), watch delivery (watch.ts), encoding (codec.ts).
  */
 import { createHash } from 'node:crypto';
+import { AuthState, type AuthRequest, type AuthResponse } from './auth.js';
 import { checkRangeRequest, checkRequest } from './check.js';
 import { KvError } from './errors.js';
-import { copyBytes, EMPTY_BYTES, keyString, spanOf } from './keys.js';
+import { copyBytes, EMPTY_BYTES, keyBytes, keyString, spanOf } from './keys.js';
 import { LeaseTable, leaseIdForIndex, type LeaseEntry } from './leases.js';
 import { MAX_RANGE_RESPONSE_BYTES, MIN_LEASE_TTL_SECONDS, RANGE_PAGE_BYTES_DEFAULT } from './limits.js';
 import { KeyHistory, KvRecord, MvccIndex, visibleRecords, type RevisionLog } from './mvcc.js';
 import { checkReadRevision, executeRange, rangePages, visitLive, type RangePage } from './range.js';
+import { checkRequestPermission } from './permissions.js';
 import { readSnapshot, writeSnapshot, type SnapshotStream } from './snapshot.js';
 import {
   CompareResult,
@@ -71,6 +73,8 @@ export interface StateChanges {
   removed: KvRecord[];
   /** Lease grants and revokes in the order they happened. */
   leaseOps: Array<{ put: { id: number; ttlSeconds: number } } | { del: number }>;
+  /** The auth state changed: persist its image (AuthState.image). */
+  auth: boolean;
   appliedIndex: number;
   appliedTerm: number;
   currentRevision: number;
@@ -88,6 +92,8 @@ export interface InstallableState {
   sorted: KeyHistory[];
   revlog: RevisionLog;
   leases: Array<{ id: number; ttlSeconds: number }>;
+  /** AuthState.image(); absent: no users, roles, auth off (state written before auth existed). */
+  auth?: unknown;
   currentRevision: number;
   compactRevision: number;
   appliedIndex: number;
@@ -103,6 +109,8 @@ function cmpNum(a: number, b: number): number {
 export class KvStore {
   private readonly idx = new MvccIndex();
   private readonly leaseTable = new LeaseTable();
+  /** Users, roles and whether auth is on (etcd's auth store), replicated like the keys. */
+  readonly auth = new AuthState();
   private readonly listeners: KvListener[] = [];
   private readonly maxRangeBytes: number;
   private changes: StateChanges | undefined;
@@ -171,6 +179,9 @@ export class KvStore {
     const err = checkRequest(req);
     if (err) return { error: err };
     try {
+      // A client's request is checked against the permissions as they are at this point of the log.
+      if (req.user !== undefined) checkRequestPermission(this.auth, req.user, req, (id) => this.leaseKeys(id));
+      if ('auth' in req) return { auth: this.applyAuth(req.auth) };
       if ('range' in req) return { range: this.rangeAt(req.range) };
       if ('put' in req) return { put: this.applyPut(req.put) };
       if ('deleteRange' in req) return { deleteRange: this.applyDelete(req.deleteRange) };
@@ -455,6 +466,20 @@ export class KvStore {
     return { header: { revision: this.idx.currentRevision } };
   }
 
+  /** The keys attached to a lease (for the permission a revoke needs). */
+  leaseKeys(id: number): Uint8Array[] {
+    const l = this.leaseTable.get(id);
+    return l === undefined ? [] : [...l.keys].map((k) => keyBytes(k));
+  }
+
+  // ---------------------------------------------------------------- auth
+
+  private applyAuth(req: AuthRequest): AuthResponse {
+    const resp = this.auth.apply(req);
+    if (this.changes) this.changes.auth = true;
+    return resp;
+  }
+
   // ---------------------------------------------------------------- listeners, tracking
 
   /** Registers a listener; returns its removal. */
@@ -488,6 +513,7 @@ export class KvStore {
       appended: [],
       removed: [],
       leaseOps: [],
+      auth: false,
       appliedIndex: this._appliedIndex,
       appliedTerm: this._appliedTerm,
       currentRevision: this.idx.currentRevision,
@@ -546,6 +572,7 @@ export class KvStore {
 
   /** @internal Replaces the whole state (snapshot restore, persistence load). */
   install(s: InstallableState, fromSnapshot: boolean): void {
+    this.auth.load(s.auth); // first: it is the part that can refuse a malformed image
     this.epoch++;
     this.idx.install(s.hists, s.sorted, s.revlog, s.currentRevision, s.compactRevision);
     this.leaseTable.clear();
@@ -576,6 +603,7 @@ export class KvStore {
       h.num(l.id);
       h.num(l.ttlSeconds);
     }
+    h.bytes(Buffer.from(this.auth.describe()));
     return h.hex();
   }
 

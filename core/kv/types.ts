@@ -6,6 +6,7 @@
  *
  * Responses share immutable byte arrays with the store: callers must not mutate them.
  */
+import type { AuthRequest, AuthResponse } from './auth.js';
 import type { KvError } from './errors.js';
 
 export const SortOrder = { NONE: 0, ASCEND: 1, DESCEND: 2 } as const;
@@ -174,16 +175,25 @@ export interface LeaseLeasesResponse {
  * One committed Raft entry's payload, like etcd's InternalRaftRequest: exactly one field.
  * Encode with `encodeKvRequest`, decode with `decodeKvRequest` (codec.ts).
  */
-export type KvRequest =
+export type KvRequest = (
   | { range: RangeRequest }
   | { put: PutRequest }
   | { deleteRange: DeleteRangeRequest }
   | { txn: TxnRequest }
   | { compaction: CompactionRequest }
   | { leaseGrant: LeaseGrantRequest }
-  | { leaseRevoke: LeaseRevokeRequest };
+  | { leaseRevoke: LeaseRevokeRequest }
+  | { auth: AuthRequest }
+) & {
+  /**
+   * The client's user when auth is enabled: the request's permission is checked again when it
+   * is applied (it may have changed since it was checked where the request entered). Absent for
+   * the members' own requests (lease expiry, auto-compaction), which are not checked.
+   */
+  user?: string;
+};
 
-export type KvRequestKind = 'range' | 'put' | 'deleteRange' | 'txn' | 'compaction' | 'leaseGrant' | 'leaseRevoke';
+export type KvRequestKind = 'range' | 'put' | 'deleteRange' | 'txn' | 'compaction' | 'leaseGrant' | 'leaseRevoke' | 'auth';
 
 /** The result of applying one request; `error` is deterministic and part of the replicated outcome. */
 export type KvResponse =
@@ -194,6 +204,7 @@ export type KvResponse =
   | { compaction: CompactionResponse }
   | { leaseGrant: LeaseGrantResponse }
   | { leaseRevoke: LeaseRevokeResponse }
+  | { auth: AuthResponse }
   | { error: KvError }
   /** The entry's index is at or below the applied index (replay after restart): nothing done. */
   | { alreadyApplied: true };
@@ -205,6 +216,7 @@ export function requestKind(req: KvRequest): KvRequestKind {
   if ('txn' in req) return 'txn';
   if ('compaction' in req) return 'compaction';
   if ('leaseGrant' in req) return 'leaseGrant';
+  if ('auth' in req) return 'auth';
   return 'leaseRevoke';
 }
 

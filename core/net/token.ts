@@ -24,6 +24,7 @@ export const MAX_TOKEN_CHARS = TOKEN_PREFIX.length + 2 + TOKEN_DIGEST_HEX_CHARS 
 const HKDF_SALT = Buffer.from('picloud cluster secret v1');
 export const PEER_KEY_INFO = 'picloud peer transport v1';
 export const GOSSIP_KEY_INFO = 'picloud gossip v1';
+export const AUTH_TOKEN_KEY_INFO = 'picloud client auth tokens v1';
 const PASSPHRASE_INFO = 'picloud passphrase v1';
 
 export interface ParsedToken {
@@ -49,6 +50,11 @@ export function derivePeerKey(secret: Uint8Array): Buffer {
 
 export function deriveGossipKey(secret: Uint8Array): Buffer {
   return hkdf(secret, GOSSIP_KEY_INFO);
+}
+
+/** Signs the etcd API's auth tokens, so a token one manager issues is good at every other. */
+export function deriveAuthTokenKey(secret: Uint8Array): Buffer {
+  return hkdf(secret, AUTH_TOKEN_KEY_INFO);
 }
 
 export function deriveClusterKeys(secret: Uint8Array): ClusterKeys {

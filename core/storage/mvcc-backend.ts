@@ -8,6 +8,7 @@
  *   'm/gen'                         u32: the live generation of the data keys
  *   'm/state'                       CBOR {appliedIndex, appliedTerm, currentRevision, compactRevision}
  *   'm/conf'                        the Raft ConfState bytes the caller hands in (opaque here)
+ *   'm/auth'                        CBOR of the auth state's image (users, roles; absent: empty)
  *   'd' gen:u32 'r' main:u64 sub:u32   one record (revision-keyed, as etcd's "key" bucket)
  *   'd' gen:u32 'l' id:u64             one lease: CBOR [ttlSeconds]
  * Records: flags:u8 (1 = tombstone) keyLen:u32 key create:f64 version:f64 lease:f64 value.
@@ -42,6 +43,7 @@ const decoder = new Decoder({ useRecords: false, mapsAsObjects: true });
 const META_GEN = Buffer.from('m/gen');
 const META_STATE = Buffer.from('m/state');
 const META_CONF = Buffer.from('m/conf');
+const META_AUTH = Buffer.from('m/auth');
 const DATA = 0x64; // 'd'
 const REC = 0x72; // 'r'
 const LEASE = 0x6c; // 'l'
@@ -151,6 +153,7 @@ export class MvccBackend {
         ? decodeMeta(stateBytes)
         : { appliedIndex: 0, appliedTerm: 0, currentRevision: 1, compactRevision: -1 };
       const confState = await db.get(META_CONF);
+      const authBytes = await db.get(META_AUTH);
 
       const builder = new StateBuilder();
       const recIt = db.iterator(genRange(gen, REC));
@@ -190,6 +193,7 @@ export class MvccBackend {
         appliedIndex: meta.appliedIndex!,
         appliedTerm: meta.appliedTerm!,
       });
+      if (authBytes) state.auth = decodeMeta(authBytes);
       // Leftovers of an interrupted rewrite (or of older generations) are not part of the state.
       await db.clear({ gte: Buffer.from([DATA]), lt: genRange(gen).gte });
       await db.clear({ gte: genRange(gen).lt, lt: Buffer.from([DATA + 1]) });
@@ -241,11 +245,13 @@ export class MvccBackend {
     const changes = this.store.drainChanges();
     // A full rewrite must read the image now, at the same cut as the drained changes.
     const image = changes.full ? new StateImage(this.store) : undefined;
+    // Taken now too: the auth state as of the drained changes' applied index.
+    const auth = changes.auth && !image ? encoder.encode(this.store.auth.image()) : undefined;
     const conf = opts.confState ? Buffer.from(opts.confState) : undefined;
     if (conf) this._confState = conf;
     const run = image
       ? () => this.rewrite(image, changes, conf)
-      : () => this.writeChanges(changes, conf, opts.sync ?? false);
+      : () => this.writeChanges(changes, conf, auth, opts.sync ?? false);
     const p = this.chain.then(() => {
       if (this.failure_) throw this.failure_;
       return run();
@@ -267,7 +273,7 @@ export class MvccBackend {
     });
   }
 
-  private async writeChanges(c: StateChanges, conf: Buffer | undefined, sync: boolean): Promise<void> {
+  private async writeChanges(c: StateChanges, conf: Buffer | undefined, auth: Buffer | undefined, sync: boolean): Promise<void> {
     const ops: Array<{ type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer }> = [];
     const gen = this.gen;
     for (const r of c.appended) ops.push({ type: 'put', key: recordKey(gen, r.main, r.sub), value: encodeRecordValue(r) });
@@ -278,6 +284,7 @@ export class MvccBackend {
     }
     ops.push({ type: 'put', key: META_STATE, value: this.stateValue(c) });
     if (conf) ops.push({ type: 'put', key: META_CONF, value: conf });
+    if (auth) ops.push({ type: 'put', key: META_AUTH, value: auth });
     await writeBatch(this.db, ops, sync, this.writeObservers);
     if (sync) this._durableAppliedIndex = Math.max(this._durableAppliedIndex, c.appliedIndex);
   }
@@ -313,6 +320,7 @@ export class MvccBackend {
         }),
       });
       if (conf) ops.push({ type: 'put', key: META_CONF, value: conf });
+      ops.push({ type: 'put', key: META_AUTH, value: encoder.encode(image.auth) });
       await writeBatch(this.db, ops, true);
     } catch (e) {
       // Another restore replaced the state meanwhile: its own full rewrite is queued behind

@@ -9,6 +9,7 @@ import type {
   AlarmRequest,
   AlarmResponse,
   AlarmType,
+  Permission,
   Compare,
   CompareResult,
   CompareTarget,
@@ -94,7 +95,7 @@ export function isSafeInt64(v: unknown): boolean {
   }
 }
 
-function bytes(v: unknown): Uint8Array {
+export function bytes(v: unknown): Uint8Array {
   return v instanceof Uint8Array ? v : EMPTY;
 }
 
@@ -123,6 +124,7 @@ const COMPARE_TARGETS = ['VERSION', 'CREATE', 'MOD', 'VALUE', 'LEASE'] as const;
 const FILTERS = ['NOPUT', 'NODELETE'] as const;
 const ALARM_ACTIONS = ['GET', 'ACTIVATE', 'DEACTIVATE'] as const;
 const ALARM_TYPES = ['NONE', 'NOSPACE', 'CORRUPT'] as const;
+const PERMISSION_TYPES = ['READ', 'WRITE', 'READWRITE'] as const;
 
 // ------------------------------------------------------------------ requests
 
@@ -246,6 +248,12 @@ export function alarmRequest(o: Obj): AlarmRequest {
     memberId: id64(o.memberID),
     alarm: oneOf<AlarmType>(o.alarm, ALARM_TYPES, 'alarm type'),
   };
+}
+
+/** An authpb.Permission (a role's grant). */
+export function permission(v: unknown): Permission {
+  const o = obj(v);
+  return { permType: oneOf(o.permType, PERMISSION_TYPES, 'permission type'), key: bytes(o.key), rangeEnd: bytes(o.rangeEnd) };
 }
 
 export function stringList(v: unknown): string[] {

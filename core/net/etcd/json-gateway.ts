@@ -27,8 +27,8 @@ import type { GatewayStream, GatewayStreamMethod, GatewayStreamOutput } from './
 
 /** What the gateway needs of the gRPC server. */
 export interface GatewayBackend {
-  invokeUnary(service: string, method: string, request: Uint8Array, peer: string): Promise<Buffer>;
-  openGatewayStream(method: GatewayStreamMethod, peer: string, out: GatewayStreamOutput): GatewayStream;
+  invokeUnary(service: string, method: string, request: Uint8Array, peer: string, token?: string): Promise<Buffer>;
+  openGatewayStream(method: GatewayStreamMethod, peer: string, out: GatewayStreamOutput, token?: string): GatewayStream;
 }
 
 /** `POST /v3/<path>` → etcdserverpb service and method, as etcd 3.4's gateway routes them. */
@@ -55,6 +55,23 @@ const ROUTES: Readonly<Record<string, readonly [string, string]>> = {
   'maintenance/defragment': ['Maintenance', 'Defragment'],
   'maintenance/hashkv': ['Maintenance', 'HashKV'],
   'maintenance/transfer-leadership': ['Maintenance', 'MoveLeader'],
+  'auth/enable': ['Auth', 'AuthEnable'],
+  'auth/disable': ['Auth', 'AuthDisable'],
+  'auth/status': ['Auth', 'AuthStatus'],
+  'auth/authenticate': ['Auth', 'Authenticate'],
+  'auth/user/add': ['Auth', 'UserAdd'],
+  'auth/user/get': ['Auth', 'UserGet'],
+  'auth/user/list': ['Auth', 'UserList'],
+  'auth/user/delete': ['Auth', 'UserDelete'],
+  'auth/user/changepw': ['Auth', 'UserChangePassword'],
+  'auth/user/grant': ['Auth', 'UserGrantRole'],
+  'auth/user/revoke': ['Auth', 'UserRevokeRole'],
+  'auth/role/add': ['Auth', 'RoleAdd'],
+  'auth/role/get': ['Auth', 'RoleGet'],
+  'auth/role/list': ['Auth', 'RoleList'],
+  'auth/role/delete': ['Auth', 'RoleDelete'],
+  'auth/role/grant': ['Auth', 'RoleGrantPermission'],
+  'auth/role/revoke': ['Auth', 'RoleRevokePermission'],
 };
 /** `POST /v3/<path>` → the bidirectional streams, served a line of JSON per response. */
 const STREAM_ROUTES: Readonly<Record<string, GatewayStreamMethod>> = {
@@ -194,6 +211,15 @@ function sendError(res: ServerResponse, code: grpc.status, message: string): voi
   send(res, HTTP_STATUS[code] ?? 500, { error: message, message, code });
 }
 
+/** How a request without a valid user is refused. */
+const AUTH_REFUSALS = new Set<number>([grpc.status.INVALID_ARGUMENT, grpc.status.PERMISSION_DENIED, grpc.status.UNAUTHENTICATED]);
+
+/** The auth token of a gateway request: etcd's gateway takes it from the Authorization header. */
+function authToken(req: IncomingMessage): string | undefined {
+  const v = req.headers.authorization;
+  return typeof v === 'string' && v !== '' ? v : undefined;
+}
+
 function isStatus(e: unknown): e is { code: grpc.status; details: string } {
   return typeof e === 'object' && e !== null && typeof (e as { code?: unknown }).code === 'number' && typeof (e as { details?: unknown }).details === 'string';
 }
@@ -273,7 +299,7 @@ export class JsonGateway {
       throw e;
     }
     try {
-      const response = await this.invoker.invokeUnary(service, method, request, `${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? 0}`);
+      const response = await this.invoker.invokeUnary(service, method, request, `${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? 0}`, authToken(req));
       send(res, 200, decodeJsonResponse(this.root.lookupType(methodDef.responseType), response));
     } catch (e) {
       if (!isStatus(e)) throw e;
@@ -336,7 +362,7 @@ export class JsonGateway {
         const httpCode = HTTP_STATUS[status.code] ?? 500;
         res.end(`${JSON.stringify({ error: { grpc_code: status.code, http_code: httpCode, message: status.details, http_status: STATUS_CODES[httpCode] } })}\n`);
       },
-    });
+    }, authToken(req));
     // A socket error after the client left must not become an uncaught 'error' event.
     res.on('error', () => stream.close());
     res.once('close', () => stream.close());
@@ -386,7 +412,15 @@ export class JsonGateway {
     try {
       const alarms = await Promise.race([call('Maintenance', 'Alarm', { action: 'GET' }), timeout]);
       if (Array.isArray(alarms.alarms) && alarms.alarms.length > 0) return send(res, 503, { health: 'false', reason: 'alarm raised' });
-      await Promise.race([call('KV', 'Range', { key: Buffer.from('health').toString('base64') }), timeout]);
+      // With auth enabled the range is refused before its quorum read (etcd counts that as
+      // healthy): AuthStatus makes the same quorum read and needs no user.
+      await Promise.race([
+        call('KV', 'Range', { key: Buffer.from('health').toString('base64') }).catch((e: unknown) => {
+          if (isStatus(e) && AUTH_REFUSALS.has(e.code)) return call('Auth', 'AuthStatus', {});
+          throw e;
+        }),
+        timeout,
+      ]);
       send(res, 200, { health: 'true' });
     } catch (e) {
       send(res, 503, { health: 'false', reason: isStatus(e) ? e.details : (e as Error).message });

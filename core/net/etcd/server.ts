@@ -14,7 +14,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../proto-files.js';
 import * as cv from './convert.js';
 import { EtcdError, isEtcdError } from './errors.js';
-import type { CallContext, EtcdBackend, ResponseHeader, WatchHandle, WatchSink } from './service.js';
+import type { CallContext, EtcdAuthBackend, EtcdBackend, ResponseHeader, WatchHandle, WatchSink } from './service.js';
 import { framedSnapshotBytes, snapshotTrailer } from './snapshot-file.js';
 import { encodeEventsResponse } from './watch-encoding.js';
 import { DEFAULT_SORTING_TIMEOUTS, SortingListener } from './client-port-listener.js';
@@ -99,7 +99,7 @@ function etcdPackage(): protoLoader.PackageDefinition {
     defaults: true,
     oneofs: true,
   });
-  for (const name of ['KV', 'Watch', 'Lease', 'Cluster', 'Maintenance']) {
+  for (const name of ['KV', 'Watch', 'Lease', 'Cluster', 'Maintenance', 'Auth']) {
     const service = def[`etcdserverpb.${name}`] as protoLoader.ServiceDefinition;
     for (const method of Object.values(service)) {
       const decode = method.requestDeserialize;
@@ -130,7 +130,14 @@ function callContext(call: { getPeer(): string; metadata: grpc.Metadata }): Call
       return (peer ??= call.getPeer());
     },
     requireLeader: call.metadata.get('hasleader')[0] === 'true',
+    // clientv3 sends "token"; grpc-gateway passes an HTTP Authorization header as "authorization".
+    token: metadataString(call.metadata, 'token') ?? metadataString(call.metadata, 'authorization'),
   };
+}
+
+function metadataString(md: grpc.Metadata, key: string): string | undefined {
+  const v = md.get(key)[0];
+  return typeof v === 'string' ? v : undefined;
 }
 
 function requestBytes(o: unknown): number {
@@ -233,7 +240,7 @@ export class EtcdGrpcServer {
    * decoding, limits and handler), and returns the encoded response; for the JSON gateway.
    * Rejects with the gRPC status the call would have ended with.
    */
-  async invokeUnary(service: string, method: string, request: Uint8Array, peer: string): Promise<Buffer> {
+  async invokeUnary(service: string, method: string, request: Uint8Array, peer: string, token?: string): Promise<Buffer> {
     const def = (etcdPackage()[`etcdserverpb.${service}`] as protoLoader.ServiceDefinition | undefined)?.[method];
     const m = this.unaryMethods.get(method);
     if (def === undefined || m === undefined) throw this.toStatus(new EtcdError('UNSUPPORTED', `${service}.${method}`), method);
@@ -241,7 +248,7 @@ export class EtcdGrpcServer {
     try {
       const req = def.requestDeserialize(Buffer.from(request)) as Obj;
       if (m.sizeChecked && requestBytes(req) > this.limits.maxRequestBytes) throw new EtcdError('REQUEST_TOO_LARGE');
-      resp = await m.fn(req, { peer, requireLeader: false });
+      resp = await m.fn(req, { peer, requireLeader: false, ...(token !== undefined ? { token } : {}) });
     } catch (err) {
       throw this.toStatus(err, method);
     }
@@ -254,11 +261,13 @@ export class EtcdGrpcServer {
    * for the gRPC call: encoded requests go in, encoded responses come out to `out`.
    * `endRequests` is the client's half-close.
    */
-  openGatewayStream(method: GatewayStreamMethod, peer: string, out: GatewayStreamOutput): GatewayStream {
+  openGatewayStream(method: GatewayStreamMethod, peer: string, out: GatewayStreamOutput, token?: string): GatewayStream {
     const service = method === 'Watch' ? 'Watch' : 'Lease';
     const def = (etcdPackage()[`etcdserverpb.${service}`] as protoLoader.ServiceDefinition)[method]!;
+    const metadata = new grpc.Metadata();
+    if (token !== undefined) metadata.set('token', token);
     const call = Object.assign(new EventEmitter(), {
-      metadata: new grpc.Metadata(),
+      metadata,
       getPeer: () => peer,
       write: (m: unknown): boolean => {
         const msg = m instanceof EagerMessage ? m : new EagerMessage(m, () => undefined);
@@ -382,6 +391,54 @@ export class EtcdGrpcServer {
         });
       },
     });
+
+    this.registerAuth();
+  }
+
+  private registerAuth(): void {
+    const auth = (): EtcdAuthBackend => {
+      if (this.backend.auth === undefined) throw new EtcdError('UNSUPPORTED', 'Auth');
+      return this.backend.auth;
+    };
+    const headerOnly = async (p: Promise<{ header: ResponseHeader }>): Promise<Obj> => ({ header: cv.header((await p).header) });
+    const str = (v: unknown): string => (typeof v === 'string' ? v : '');
+    this.server.addService(service('Auth'), {
+      AuthEnable: this.unary('AuthEnable', (_r, ctx) => headerOnly(auth().authEnable(ctx))),
+      AuthDisable: this.unary('AuthDisable', (_r, ctx) => headerOnly(auth().authDisable(ctx))),
+      AuthStatus: this.unary('AuthStatus', async (_r, ctx) => {
+        const s = await auth().authStatus(ctx);
+        return { header: cv.header(s.header), enabled: s.enabled, authRevision: s.authRevision };
+      }),
+      Authenticate: this.unary('Authenticate', async (r, ctx) => {
+        const a = await auth().authenticate(str(r.name), str(r.password), ctx);
+        return { header: cv.header(a.header), token: a.token };
+      }),
+      UserAdd: this.unary('UserAdd', (r, ctx) => headerOnly(auth().userAdd(str(r.name), str(r.password), (r.options as Obj | null)?.noPassword === true, ctx))),
+      UserGet: this.unary('UserGet', async (r, ctx) => {
+        const u = await auth().userGet(str(r.name), ctx);
+        return { header: cv.header(u.header), roles: u.roles };
+      }),
+      UserList: this.unary('UserList', async (_r, ctx) => {
+        const l = await auth().userList(ctx);
+        return { header: cv.header(l.header), users: l.users };
+      }),
+      UserDelete: this.unary('UserDelete', (r, ctx) => headerOnly(auth().userDelete(str(r.name), ctx))),
+      UserChangePassword: this.unary('UserChangePassword', (r, ctx) => headerOnly(auth().userChangePassword(str(r.name), str(r.password), ctx))),
+      UserGrantRole: this.unary('UserGrantRole', (r, ctx) => headerOnly(auth().userGrantRole(str(r.user), str(r.role), ctx))),
+      UserRevokeRole: this.unary('UserRevokeRole', (r, ctx) => headerOnly(auth().userRevokeRole(str(r.name), str(r.role), ctx))),
+      RoleAdd: this.unary('RoleAdd', (r, ctx) => headerOnly(auth().roleAdd(str(r.name), ctx))),
+      RoleGet: this.unary('RoleGet', async (r, ctx) => {
+        const g = await auth().roleGet(str(r.role), ctx);
+        return { header: cv.header(g.header), perm: g.perm };
+      }),
+      RoleList: this.unary('RoleList', async (_r, ctx) => {
+        const l = await auth().roleList(ctx);
+        return { header: cv.header(l.header), roles: l.roles };
+      }),
+      RoleDelete: this.unary('RoleDelete', (r, ctx) => headerOnly(auth().roleDelete(str(r.role), ctx))),
+      RoleGrantPermission: this.unary('RoleGrantPermission', (r, ctx) => headerOnly(auth().roleGrantPermission(str(r.name), cv.permission(r.perm), ctx))),
+      RoleRevokePermission: this.unary('RoleRevokePermission', (r, ctx) => headerOnly(auth().roleRevokePermission(str(r.role), cv.bytes(r.key), cv.bytes(r.rangeEnd), ctx)), true),
+    });
   }
 
   private keepAliveStream(call: grpc.ServerDuplexStream<Obj, Obj>): void {
@@ -481,6 +538,24 @@ interface WatcherState {
 }
 
 const WATCH_METHOD_PATH = '/etcdserverpb.Watch/Watch';
+
+/** Go's names of the status codes an auth refusal carries. */
+const GO_CODE_NAMES: Partial<Record<number, string>> = {
+  [grpc.status.INVALID_ARGUMENT]: 'InvalidArgument',
+  [grpc.status.PERMISSION_DENIED]: 'PermissionDenied',
+  [grpc.status.UNAUTHENTICATED]: 'Unauthenticated',
+};
+const AUTH_REFUSALS = new Set(['USER_EMPTY', 'PERMISSION_DENIED', 'INVALID_AUTH_TOKEN']);
+
+/**
+ * The cancel reason of a refused watch. etcd puts an auth refusal's whole gRPC error text there
+ * ("rpc error: code = PermissionDenied desc = etcdserver: permission denied"), and clients show
+ * or match it; other refusals carry the message alone.
+ */
+function watchRefusalReason(err: EtcdError): string {
+  const name = GO_CODE_NAMES[err.grpcCode];
+  return AUTH_REFUSALS.has(err.code) && name !== undefined ? `rpc error: code = ${name} desc = ${err.message}` : err.message;
+}
 
 /** Responses (objects for proto-loader, or WatchResponse bytes already encoded) go out eagerly. */
 type WatchCall = grpc.ServerDuplexStream<Obj, EagerMessage>;
@@ -622,7 +697,7 @@ class WatchStream {
       w.early = undefined;
       this.drop(w);
       if (!isEtcdError(err)) this.server.toStatus(err, 'Watch'); // report it
-      return refuse(isEtcdError(err) ? err.message : 'picloud: internal error');
+      return refuse(isEtcdError(err) ? watchRefusalReason(err) : 'picloud: internal error');
     }
     w.lastHeader = w.handle.header;
     this.send({ header: cv.header(w.handle.header), watchId: id, created: true }, 64);

@@ -292,6 +292,49 @@ export interface CallContext {
    * streams): etcd refuses such calls with NO_LEADER while the member has no leader.
    */
   requireLeader: boolean;
+  /** The auth token the client sent (gRPC metadata "token", the gateway's Authorization header). */
+  token?: string;
+}
+
+// ------------------------------------------------------------------ Auth
+
+export type PermissionType = 'READ' | 'WRITE' | 'READWRITE';
+
+export interface Permission {
+  permType: PermissionType;
+  key: Uint8Array;
+  /** etcd's range convention (empty: the key alone; [0]: every key >= key). */
+  rangeEnd: Uint8Array;
+}
+
+export interface AuthStatusResponse {
+  header: ResponseHeader;
+  enabled: boolean;
+  authRevision: number;
+}
+
+/**
+ * etcd's Auth service. Each method checks the caller (ctx.token) itself: with auth enabled,
+ * everything but authenticate and authStatus needs the root role, as in etcd.
+ */
+export interface EtcdAuthBackend {
+  authEnable(ctx: CallContext): Promise<{ header: ResponseHeader }>;
+  authDisable(ctx: CallContext): Promise<{ header: ResponseHeader }>;
+  authStatus(ctx: CallContext): Promise<AuthStatusResponse>;
+  authenticate(name: string, password: string, ctx: CallContext): Promise<{ header: ResponseHeader; token: string }>;
+  userAdd(name: string, password: string, noPassword: boolean, ctx: CallContext): Promise<{ header: ResponseHeader }>;
+  userGet(name: string, ctx: CallContext): Promise<{ header: ResponseHeader; roles: string[] }>;
+  userList(ctx: CallContext): Promise<{ header: ResponseHeader; users: string[] }>;
+  userDelete(name: string, ctx: CallContext): Promise<{ header: ResponseHeader }>;
+  userChangePassword(name: string, password: string, ctx: CallContext): Promise<{ header: ResponseHeader }>;
+  userGrantRole(name: string, role: string, ctx: CallContext): Promise<{ header: ResponseHeader }>;
+  userRevokeRole(name: string, role: string, ctx: CallContext): Promise<{ header: ResponseHeader }>;
+  roleAdd(name: string, ctx: CallContext): Promise<{ header: ResponseHeader }>;
+  roleGet(name: string, ctx: CallContext): Promise<{ header: ResponseHeader; perm: Permission[] }>;
+  roleList(ctx: CallContext): Promise<{ header: ResponseHeader; roles: string[] }>;
+  roleDelete(name: string, ctx: CallContext): Promise<{ header: ResponseHeader }>;
+  roleGrantPermission(name: string, perm: Permission, ctx: CallContext): Promise<{ header: ResponseHeader }>;
+  roleRevokePermission(name: string, key: Uint8Array, rangeEnd: Uint8Array, ctx: CallContext): Promise<{ header: ResponseHeader }>;
 }
 
 export interface EtcdBackend {
@@ -334,4 +377,6 @@ export interface EtcdBackend {
   hashKV?(revision: number, ctx: CallContext): Promise<HashKVResponse>;
   /** The state machine's snapshot (the server frames it for etcdctl; see snapshot-file.ts). */
   snapshot(ctx: CallContext): Promise<SnapshotStream>;
+  /** Optional: the Auth service (users, roles, tokens). UNIMPLEMENTED when absent. */
+  auth?: EtcdAuthBackend;
 }

@@ -1,0 +1,204 @@
+/**
+ * etcd's Auth service on a manager, and the check of who is calling for every other request.
+ *
+ * Changes (users, roles, permissions, enable/disable) go through Raft as KvRequest `auth`
+ * entries applied by core/kv's AuthState; reads of it (user get/list, role get/list, status)
+ * are linearizable (after a read barrier), as etcd serves them through Raft. Passwords are
+ * hashed here, before proposing (core/api/credentials.ts), and checked here at Authenticate,
+ * which then issues a signed token (no Raft entry per login).
+ *
+ * With auth enabled a request needs a valid token (else "user name is empty" when it has none,
+ * "invalid auth token" when it is bad or voided); requests that name keys are checked against
+ * the user's permissions where they enter and again when applied (core/kv/permissions.ts).
+ */
+import * as kv from '../kv/index.js';
+import { EtcdError } from '../net/etcd/errors.js';
+import type * as api from '../net/etcd/service.js';
+import { deriveAuthTokenKey, parseToken } from '../net/token.js';
+import { etcdErrors } from './etcd-errors.js';
+import { AuthTokens, MAX_PASSWORD_BYTES, hashPassword, verifyPassword } from './credentials.js';
+import type { ManagerNode } from './manager-node.js';
+
+const PERM_TYPE: Record<api.PermissionType, number> = { READ: kv.PermType.READ, WRITE: kv.PermType.WRITE, READWRITE: kv.PermType.READWRITE };
+const PERM_NAME: Record<number, api.PermissionType> = { 0: 'READ', 1: 'WRITE', 2: 'READWRITE' };
+
+export interface AuthBackendDeps {
+  node: ManagerNode;
+  header(revision?: number): api.ResponseHeader;
+  /** Proposes a request and waits for its outcome (throws the KvError it applied with). */
+  replicate(req: kv.KvRequest): Promise<kv.KvResponse>;
+}
+
+export class ManagerAuthBackend implements api.EtcdAuthBackend {
+  private readonly tokens: AuthTokens;
+  private readonly node: ManagerNode;
+
+  constructor(private readonly deps: AuthBackendDeps) {
+    this.node = deps.node;
+    this.tokens = new AuthTokens(deriveAuthTokenKey(parseToken(deps.node.token).secret));
+  }
+
+  private get state(): kv.AuthState {
+    return this.node.store.auth;
+  }
+
+  /**
+   * The calling user when auth is enabled (undefined when it is not). Throws USER_EMPTY without
+   * a token, INVALID_AUTH_TOKEN for a forged, expired or voided one.
+   */
+  caller(ctx: api.CallContext | undefined): string | undefined {
+    const state = this.state;
+    if (!state.enabled) return undefined;
+    const token = ctx?.token;
+    if (token === undefined || token === '') throw new kv.KvError('USER_EMPTY');
+    const claims = this.tokens.verify(token);
+    const user = claims === undefined ? undefined : state.user(claims.user);
+    if (claims === undefined || user === undefined || claims.revision < user.credentialRevision || claims.revision < state.enabledRevision) {
+      throw new kv.KvError('INVALID_AUTH_TOKEN');
+    }
+    return claims.user;
+  }
+
+  /** The caller, who must hold the root role when auth is enabled. */
+  admin(ctx: api.CallContext | undefined): string | undefined {
+    const user = this.caller(ctx);
+    this.state.checkAdmin(user);
+    return user;
+  }
+
+  /** Checks a key request's permissions where it enters; returns the user to propose it with. */
+  authorize(req: kv.KvRequest, ctx: api.CallContext | undefined): string | undefined {
+    const user = this.caller(ctx);
+    if (user !== undefined) kv.checkRequestPermission(this.state, user, req, (id) => this.node.store.leaseKeys(id));
+    return user;
+  }
+
+  private change(req: kv.AuthRequest, ctx: api.CallContext): Promise<{ header: api.ResponseHeader }> {
+    return etcdErrors(async () => {
+      const user = this.admin(ctx);
+      await this.deps.replicate(user === undefined ? { auth: req } : { auth: req, user });
+      return { header: this.deps.header() };
+    });
+  }
+
+  /** A linearizable read of the auth state, for root or for a caller `allowed` lets through. */
+  private read<T>(ctx: api.CallContext, allowed: (caller: string) => boolean, fn: (state: kv.AuthState) => T): Promise<T> {
+    return etcdErrors(async () => {
+      const caller = this.caller(ctx);
+      if (caller === undefined || !allowed(caller)) this.state.checkAdmin(caller);
+      await this.node.linearizableBarrier();
+      return fn(this.state);
+    });
+  }
+
+  authEnable(ctx: api.CallContext): Promise<{ header: api.ResponseHeader }> {
+    return this.change({ authEnable: {} }, ctx);
+  }
+
+  authDisable(ctx: api.CallContext): Promise<{ header: api.ResponseHeader }> {
+    return this.change({ authDisable: {} }, ctx);
+  }
+
+  authStatus(_ctx: api.CallContext): Promise<api.AuthStatusResponse> {
+    return etcdErrors(async () => {
+      await this.node.linearizableBarrier();
+      return { header: this.deps.header(), enabled: this.state.enabled, authRevision: this.state.revision };
+    });
+  }
+
+  authenticate(name: string, password: string, _ctx: api.CallContext): Promise<{ header: api.ResponseHeader; token: string }> {
+    return etcdErrors(async () => {
+      if (!this.state.enabled) throw new kv.KvError('AUTH_NOT_ENABLED');
+      await this.node.linearizableBarrier();
+      const user = this.state.user(name);
+      const revision = this.state.revision;
+      // The hash is computed even for an unknown user, so the answer's timing does not tell which names exist.
+      const ok = await verifyPassword(password, user !== undefined && !user.noPassword ? user.password : DUMMY_HASH);
+      if (user === undefined || user.noPassword || !ok) throw new kv.KvError('AUTH_FAILED');
+      return { header: this.deps.header(), token: this.tokens.issue(name, revision) };
+    });
+  }
+
+  userAdd(name: string, password: string, noPassword: boolean, ctx: api.CallContext): Promise<{ header: api.ResponseHeader }> {
+    return etcdErrors(async () => {
+      this.admin(ctx);
+      if (name === '') throw new kv.KvError('USER_EMPTY');
+      if (this.state.user(name) !== undefined) throw new kv.KvError('USER_ALREADY_EXIST');
+      const hash = noPassword ? undefined : await this.hash(password);
+      return this.change({ userAdd: { name, ...(hash ? { password: hash } : {}), noPassword } }, ctx);
+    });
+  }
+
+  userChangePassword(name: string, password: string, ctx: api.CallContext): Promise<{ header: api.ResponseHeader }> {
+    return etcdErrors(async () => {
+      this.admin(ctx);
+      if (this.state.user(name) === undefined) throw new kv.KvError('USER_NOT_FOUND');
+      return this.change({ userChangePassword: { name, password: await this.hash(password) } }, ctx);
+    });
+  }
+
+  private hash(password: string): Promise<Buffer> {
+    if (password === '') throw new kv.KvError('PASSWORD_EMPTY');
+    if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) throw new EtcdError('INVALID_ARGUMENT', `password longer than ${MAX_PASSWORD_BYTES} bytes`);
+    return hashPassword(password);
+  }
+
+  userGet(name: string, ctx: api.CallContext): Promise<{ header: api.ResponseHeader; roles: string[] }> {
+    // A user may read its own record (etcd's rule), root any.
+    return this.read(ctx, (caller) => caller === name, (s) => {
+      const u = s.user(name);
+      if (u === undefined) throw new kv.KvError('USER_NOT_FOUND');
+      return { header: this.deps.header(), roles: [...u.roles] };
+    });
+  }
+
+  userList(ctx: api.CallContext): Promise<{ header: api.ResponseHeader; users: string[] }> {
+    return this.read(ctx, () => false, (s) => ({ header: this.deps.header(), users: s.userNames() }));
+  }
+
+  userDelete(name: string, ctx: api.CallContext): Promise<{ header: api.ResponseHeader }> {
+    return this.change({ userDelete: { name } }, ctx);
+  }
+
+  userGrantRole(name: string, role: string, ctx: api.CallContext): Promise<{ header: api.ResponseHeader }> {
+    return this.change({ userGrantRole: { name, role } }, ctx);
+  }
+
+  userRevokeRole(name: string, role: string, ctx: api.CallContext): Promise<{ header: api.ResponseHeader }> {
+    return this.change({ userRevokeRole: { name, role } }, ctx);
+  }
+
+  roleAdd(name: string, ctx: api.CallContext): Promise<{ header: api.ResponseHeader }> {
+    return this.change({ roleAdd: { name } }, ctx);
+  }
+
+  roleGet(name: string, ctx: api.CallContext): Promise<{ header: api.ResponseHeader; perm: api.Permission[] }> {
+    // A user may read the roles it holds (etcd's rule), root any.
+    return this.read(ctx, (caller) => this.state.user(caller)?.roles.includes(name) === true, (s) => {
+      const r = s.role(name);
+      // The root role is implicit until added: it has every permission and lists none.
+      if (r === undefined && name !== kv.ROOT_ROLE) throw new kv.KvError('ROLE_NOT_FOUND');
+      const perm = (r?.permissions ?? []).map((p) => ({ permType: PERM_NAME[p.permType]!, key: p.key, rangeEnd: p.rangeEnd }));
+      return { header: this.deps.header(), perm };
+    });
+  }
+
+  roleList(ctx: api.CallContext): Promise<{ header: api.ResponseHeader; roles: string[] }> {
+    return this.read(ctx, () => false, (s) => ({ header: this.deps.header(), roles: s.roleNames() }));
+  }
+
+  roleDelete(name: string, ctx: api.CallContext): Promise<{ header: api.ResponseHeader }> {
+    return this.change({ roleDelete: { name } }, ctx);
+  }
+
+  roleGrantPermission(name: string, perm: api.Permission, ctx: api.CallContext): Promise<{ header: api.ResponseHeader }> {
+    return this.change({ roleGrantPermission: { name, permType: PERM_TYPE[perm.permType], key: perm.key, rangeEnd: perm.rangeEnd } }, ctx);
+  }
+
+  roleRevokePermission(name: string, key: Uint8Array, rangeEnd: Uint8Array, ctx: api.CallContext): Promise<{ header: api.ResponseHeader }> {
+    return this.change({ roleRevokePermission: { name, key, rangeEnd } }, ctx);
+  }
+}
+
+/** A well-formed hash no password matches in practice, for the timing of unknown users. */
+const DUMMY_HASH = Buffer.from(`scrypt$14$8$1$${Buffer.alloc(16).toString('base64')}$${Buffer.alloc(32).toString('base64')}`);
