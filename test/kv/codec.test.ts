@@ -7,6 +7,7 @@ import { Encoder } from 'cbor-x';
 import { decodeKvRequest, encodeKvRequest } from '../../core/kv/codec.js';
 import { KvError } from '../../core/kv/errors.js';
 import { MAX_REQUEST_BYTES, MAX_TXN_DEPTH } from '../../core/kv/limits.js';
+import type { AuthRequest } from '../../core/kv/auth.js';
 import type { KvRequest, RequestOp, TxnRequest } from '../../core/kv/types.js';
 
 const bytes = fc.uint8Array({ minLength: 0, maxLength: 12 }).map((u) => Buffer.from(u));
@@ -40,15 +41,36 @@ const { txn } = fc.letrec<{ txn: TxnRequest; op: RequestOp }>((tie) => ({
   ),
 }));
 
-const request: fc.Arbitrary<KvRequest> = fc.oneof(
-  range.map((range) => ({ range })),
-  put.map((put) => ({ put })),
-  del.map((deleteRange) => ({ deleteRange })),
-  txn.map((txn) => ({ txn })),
-  fc.record({ revision: int, physical: bool }).map((compaction) => ({ compaction })),
-  fc.record({ TTL: int, ID: int }).map((leaseGrant) => ({ leaseGrant })),
-  fc.record({ ID: int }).map((leaseRevoke) => ({ leaseRevoke })),
+const name = fc.string({ maxLength: 8 });
+const authRequest: fc.Arbitrary<AuthRequest> = fc.oneof(
+  fc.constant({ authEnable: {} }),
+  fc.constant({ authDisable: {} }),
+  fc.record({ name, password: bytes, noPassword: bool }, { requiredKeys: ['name'] }).map((userAdd) => ({ userAdd })),
+  fc.record({ name }).map((userDelete) => ({ userDelete })),
+  fc.record({ name, password: bytes }, { requiredKeys: ['name'] }).map((userChangePassword) => ({ userChangePassword })),
+  fc.record({ name, role: name }).map((userGrantRole) => ({ userGrantRole })),
+  fc.record({ name, role: name }).map((userRevokeRole) => ({ userRevokeRole })),
+  fc.record({ name }).map((roleAdd) => ({ roleAdd })),
+  fc.record({ name }).map((roleDelete) => ({ roleDelete })),
+  fc.record({ name, permType: int, key: bytes, rangeEnd: bytes }, { requiredKeys: ['name'] }).map((roleGrantPermission) => ({ roleGrantPermission })),
+  fc.record({ name, key: bytes, rangeEnd: bytes }, { requiredKeys: ['name'] }).map((roleRevokePermission) => ({ roleRevokePermission })),
 );
+
+const request: fc.Arbitrary<KvRequest> = fc
+  .tuple(
+    fc.oneof(
+      range.map((range) => ({ range })),
+      put.map((put) => ({ put })),
+      del.map((deleteRange) => ({ deleteRange })),
+      txn.map((txn) => ({ txn })),
+      fc.record({ revision: int, physical: bool }).map((compaction) => ({ compaction })),
+      fc.record({ TTL: int, ID: int }).map((leaseGrant) => ({ leaseGrant })),
+      fc.record({ ID: int }).map((leaseRevoke) => ({ leaseRevoke })),
+      authRequest.map((auth) => ({ auth })),
+    ),
+    fc.option(name, { nil: undefined }),
+  )
+  .map(([req, user]) => (user === undefined ? req : { ...req, user }) as KvRequest);
 
 /** proto3 view: zero values and empty lists/bytes are absent. */
 function normalize(v: unknown): unknown {
@@ -62,7 +84,7 @@ function normalize(v: unknown): unknown {
     }
     return out;
   }
-  if (v === 0 || v === false || v === undefined || v === null) return undefined;
+  if (v === 0 || v === false || v === '' || v === undefined || v === null) return undefined;
   return v;
 }
 
@@ -118,6 +140,11 @@ t.test('hostile but well-formed CBOR', async (t) => {
   reject({ txn: { success: [{ requestPut: { key: Buffer.from('a') }, requestRange: { key: Buffer.from('a') } }] } }, 'two oneof fields');
   reject({ txn: { success: { requestPut: {} } } }, 'map where a list belongs');
   reject([1, 2, 3], 'an array');
+  reject({ auth: {} }, 'an auth request naming no change');
+  reject({ auth: { roleAdd: { name: Buffer.from('r') } } }, 'bytes where a name belongs');
+  reject({ auth: { roleAdd: { name: 'r' }, roleDelete: { name: 'r' } } }, 'two auth changes');
+  reject({ user: 'alice' }, 'a user and no request');
+  reject({ user: 7, put: { key: Buffer.from('k') } }, 'a number for the user');
   reject({ put: new Map([['key', Buffer.from('k')]]) }, 'a Map');
   reject({ put: { key: Buffer.from('k'), value: new Date(0) } }, 'a date');
   reject(JSON.parse('{"put":{"key":{"type":"Buffer","data":[1]},"__proto__":{"key":1}}}'), '__proto__');

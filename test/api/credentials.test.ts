@@ -1,0 +1,69 @@
+// Password hashes and auth tokens of the etcd API (core/api/credentials.ts).
+import t from 'tap';
+import fc from 'fast-check';
+import { assertProperty } from '../helpers/property.js';
+import { AuthTokens, hashPassword, verifyPassword } from '../../core/api/credentials.js';
+
+t.test('passwords: scrypt hashes with a salt each, checked in constant time', async (t) => {
+  const h1 = await hashPassword('correct horse');
+  const h2 = await hashPassword('correct horse');
+  t.match(h1.toString(), /^scrypt\$14\$8\$1\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$/, 'self-describing form');
+  t.not(h1.toString(), h2.toString(), 'a fresh salt each time');
+  t.equal(await verifyPassword('correct horse', h1), true, 'the password matches');
+  t.equal(await verifyPassword('correct horse', h2), true, 'and matches the other hash too');
+  t.equal(await verifyPassword('correct hors', h1), false, 'another password does not');
+  t.equal(await verifyPassword('', h1), false, 'nor the empty one');
+  const unicode = await hashPassword('pässwörd 🔑');
+  t.equal(await verifyPassword('pässwörd 🔑', unicode), true, 'UTF-8 passwords');
+  for (const [bad, why] of [
+    [Buffer.alloc(0), 'empty (a user without a password)'],
+    [Buffer.from('bcrypt$10$abc'), 'another scheme'],
+    [Buffer.from('scrypt$40$8$1$AAAA$AAAA'), 'a cost beyond the bound (would exhaust memory)'],
+    [Buffer.from(h1.toString().replace(/\$[^$]+$/, '$AAAA')), 'a truncated hash'],
+  ] as const) {
+    t.equal(await verifyPassword('correct horse', bad), false, `unreadable hash refused: ${why}`);
+  }
+});
+
+t.test('tokens: signed, expiring, sliding on use, never accepted when altered', async (t) => {
+  let now = 1_000_000_000_000;
+  const key = Buffer.alloc(32, 7);
+  const tokens = new AuthTokens(key, 300, () => now);
+  const other = new AuthTokens(key, 300, () => now); // another manager holding the same cluster key
+  const tok = tokens.issue('alice', 42);
+  t.same(tokens.verify(tok), { user: 'alice', revision: 42 }, 'good where issued');
+  t.same(other.verify(tok), { user: 'alice', revision: 42 }, 'and at another member');
+  t.equal(new AuthTokens(Buffer.alloc(32, 8), 300, () => now).verify(tok), undefined, 'not in another cluster');
+  const [u, rev, exp, mac] = tok.split('.') as [string, string, string, string];
+  t.equal(tokens.verify(`${Buffer.from('root').toString('base64url')}.${rev}.${exp}.${mac}`), undefined, 'another user name breaks the signature');
+  t.equal(tokens.verify(`${u}.${Number(rev) + 1}.${exp}.${mac}`), undefined, 'a changed revision breaks it');
+  t.equal(tokens.verify(`${u}.${rev}.${Number(exp) + 3600}.${mac}`), undefined, 'a later expiry breaks it');
+  t.equal(tokens.verify(`${u}.${rev}.${exp}`), undefined, 'no signature');
+  t.equal(tokens.verify(tok + 'x'.repeat(5000)), undefined, 'an overlong token');
+
+  now += 299_000;
+  t.ok(tokens.verify(tok), 'used just before it expires');
+  now += 200_000; // 499 s after issue, 200 s after its last use here
+  t.ok(tokens.verify(tok), 'still good here: each use extends it (as etcd tokens slide)');
+  t.equal(other.verify(tok), undefined, 'but expired at a member that has not seen it used');
+  now += 301_000;
+  t.equal(tokens.verify(tok), undefined, 'unused for longer than the TTL: expired');
+
+  assertProperty(
+    t,
+    'arbitrary strings are refused (never thrown on)',
+    fc.property(fc.string({ maxLength: 200 }), (s) => tokens.verify(s) === undefined),
+    { numRuns: 2000, seed: 5 },
+  );
+  assertProperty(
+    t,
+    'any one-character change of a good token is refused',
+    fc.property(fc.nat(), fc.integer({ min: 32, max: 126 }), (pos, code) => {
+      const fresh = tokens.issue('bob', 3);
+      const i = pos % fresh.length;
+      const changed = fresh.slice(0, i) + String.fromCharCode(code) + fresh.slice(i + 1);
+      return changed === fresh || tokens.verify(changed) === undefined;
+    }),
+    { numRuns: 2000, seed: 6 },
+  );
+});
