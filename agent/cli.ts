@@ -20,7 +20,8 @@ commands:
   token [--data-dir DIR]
   members [--json] [--watch] [--http HOST:PORT]
   keyring list|install|use|remove|generate [KEY] [--http HOST:PORT]
-  snapshot save FILE [--endpoints HOST:PORT] | snapshot restore FILE --data-dir DIR
+  snapshot save FILE [--endpoints HOST:PORT] [--user NAME[:PASSWORD]] [--password P]
+  snapshot restore FILE --data-dir DIR
   version
   kv | svc | blob | bench: not available in this version yet`;
 

@@ -1,5 +1,7 @@
 /**
- * picloud-node snapshot save FILE [--endpoints HOST:PORT]   (like etcdctl snapshot save)
+ * picloud-node snapshot save FILE [--endpoints HOST:PORT] [--user NAME[:PASSWORD] [--password P]]
+ *                                                          (like etcdctl snapshot save; with auth
+ *                                                          enabled it needs the root role)
  * picloud-node snapshot restore FILE --data-dir DIR         (the restored data founds a new cluster)
  */
 import * as grpc from '@grpc/grpc-js';
@@ -12,22 +14,45 @@ import { readSnapshotFile } from '../../core/net/etcd/snapshot-file.js';
 import { restoreSnapshotFile } from '../../core/api/snapshot-restore.js';
 import { ConfigError } from '../config.js';
 
-async function save(file: string, endpoint: string): Promise<void> {
+interface Credentials {
+  name: string;
+  password: string;
+}
+
+/** etcd's Authenticate: the token to send as the "token" metadata. */
+function authenticate(pkg: any, endpoint: string, who: Credentials): Promise<string> {
+  const auth = new pkg.Auth(endpoint, grpc.credentials.createInsecure()) as grpc.Client & {
+    Authenticate(req: object, cb: (err: grpc.ServiceError | null, r?: { token: string }) => void): void;
+  };
+  return new Promise<string>((resolve, reject) =>
+    auth.Authenticate({ name: who.name, password: who.password }, (err, r) => {
+      auth.close();
+      if (err) reject(new Error(err.details || err.message));
+      else resolve(r!.token);
+    }),
+  );
+}
+
+async function save(file: string, endpoint: string, who: Credentials | undefined): Promise<void> {
   const def = protoLoader.loadSync(ETCD_RPC_PROTO, { includeDirs: [ETCD_PROTO_DIR], longs: String, enums: String, defaults: true });
-  const Maintenance = (grpc.loadPackageDefinition(def) as any).etcdserverpb.Maintenance;
-  const client = new Maintenance(endpoint, grpc.credentials.createInsecure()) as grpc.Client & { Snapshot(req: object): grpc.ClientReadableStream<{ blob: Buffer }> };
+  const pkg = (grpc.loadPackageDefinition(def) as any).etcdserverpb;
+  const metadata = new grpc.Metadata();
+  if (who !== undefined) metadata.set('token', await authenticate(pkg, endpoint, who));
+  const client = new pkg.Maintenance(endpoint, grpc.credentials.createInsecure()) as grpc.Client & {
+    Snapshot(req: object, md: grpc.Metadata): grpc.ClientReadableStream<{ blob: Buffer }>;
+  };
   const part = `${file}.part`;
   const out = createWriteStream(part);
   try {
     await new Promise<void>((resolve, reject) => {
-      const call = client.Snapshot({});
+      const call = client.Snapshot({}, metadata);
       call.on('data', (r: { blob: Buffer }) => {
         if (!out.write(r.blob)) {
           call.pause();
           out.once('drain', () => call.resume());
         }
       });
-      call.on('error', reject);
+      call.on('error', (e: grpc.ServiceError) => reject(new Error(e.details || e.message)));
       call.on('end', () => out.end(() => resolve()));
     });
     const { dataBytes } = await readSnapshotFile(part); // verifies size framing and SHA-256
@@ -42,20 +67,40 @@ async function save(file: string, endpoint: string): Promise<void> {
   }
 }
 
+/** etcdctl's --user NAME[:PASSWORD] and --password. */
+function credentials(user: string | undefined, password: string | undefined): Credentials | undefined {
+  if (user === undefined) {
+    if (password !== undefined) throw new ConfigError('--password needs --user NAME');
+    return undefined;
+  }
+  const colon = user.indexOf(':');
+  const name = colon < 0 ? user : user.slice(0, colon);
+  if (name === '') throw new ConfigError('--user needs a user name');
+  if (colon >= 0 && password !== undefined) throw new ConfigError('give the password either in --user NAME:PASSWORD or in --password, not both');
+  const pw = colon >= 0 ? user.slice(colon + 1) : password;
+  if (pw === undefined) throw new ConfigError('--user NAME needs a password: --user NAME:PASSWORD or --password PASSWORD');
+  return { name, password: pw };
+}
+
 export async function run(argv: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, options: { endpoints: { type: 'string' }, 'data-dir': { type: 'string' } }, allowPositionals: true, strict: true });
+    parsed = parseArgs({
+      args: argv,
+      options: { endpoints: { type: 'string' }, 'data-dir': { type: 'string' }, user: { type: 'string' }, password: { type: 'string' } },
+      allowPositionals: true,
+      strict: true,
+    });
   } catch (e) {
     throw new ConfigError((e as Error).message);
   }
   const [verb, file] = parsed.positionals;
   if ((verb !== 'save' && verb !== 'restore') || !file || parsed.positionals.length !== 2) {
-    throw new ConfigError('usage: picloud-node snapshot save FILE [--endpoints HOST:PORT] | snapshot restore FILE --data-dir DIR');
+    throw new ConfigError('usage: picloud-node snapshot save FILE [--endpoints HOST:PORT] [--user NAME[:PASSWORD]] [--password P] | snapshot restore FILE --data-dir DIR');
   }
   if (verb === 'save') {
     const endpoint = (parsed.values.endpoints ?? '127.0.0.1:2379').split(',')[0]!;
-    await save(file, endpoint);
+    await save(file, endpoint, credentials(parsed.values.user, parsed.values.password));
     return 0;
   }
   const dataDir = parsed.values['data-dir'];
