@@ -302,7 +302,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
         }
       }
       // Lease time lives on the leader only: forward, as etcd does.
-      const ttl = await this.forwarder.keepAlive(this.leaderClientAddr(), id).catch(() => {
+      const ttl = await this.forwarder.keepAlive(this.leaderClientAddr(), id, ctx?.token).catch(() => {
         throw new EtcdError('LEADER_CHANGED');
       });
       if (ttl <= 0) throw new EtcdError('LEASE_NOT_FOUND');
@@ -321,7 +321,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       else if (r.TTL >= 0) {
         // A follower knows the lease but not its time, which lives on the leader: ask it, as
         // etcd forwards TimeToLive (answering the granted TTL here would say it never runs down).
-        const ttl = await this.forwarder.timeToLive(this.leaderClientAddr(), id).catch(() => {
+        const ttl = await this.forwarder.timeToLive(this.leaderClientAddr(), id, ctx?.token).catch(() => {
           throw new EtcdError('LEADER_CHANGED');
         });
         r = ttl < 0 ? { ...r, TTL: -1, grantedTTL: 0, keys: [] } : { ...r, TTL: ttl };

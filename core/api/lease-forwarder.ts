@@ -2,7 +2,8 @@
  * Lease keep-alives and time-to-live questions on a follower: lease time lives on the leader
  * only, so a follower forwards each keep-alive over one LeaseKeepAlive stream, and each
  * LeaseTimeToLive as a call, to the leader's client port (etcd forwards both). Not responsible
- * for choosing the leader: it is told.
+ * for choosing the leader: it is told. With auth enabled the calls carry the client's own token,
+ * so the leader checks them as the client's.
  */
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -19,8 +20,8 @@ interface KeepAliveResponse {
 }
 
 type LeaseClient = grpc.Client & {
-  LeaseKeepAlive(): grpc.ClientDuplexStream<{ ID: string }, KeepAliveResponse>;
-  LeaseTimeToLive(req: { ID: string }, options: grpc.CallOptions, cb: (err: grpc.ServiceError | null, resp: KeepAliveResponse) => void): void;
+  LeaseKeepAlive(md: grpc.Metadata): grpc.ClientDuplexStream<{ ID: string }, KeepAliveResponse>;
+  LeaseTimeToLive(req: { ID: string }, md: grpc.Metadata, options: grpc.CallOptions, cb: (err: grpc.ServiceError | null, resp: KeepAliveResponse) => void): void;
 };
 
 let leaseCtor: (new (addr: string, creds: grpc.ChannelCredentials) => LeaseClient) | undefined;
@@ -33,40 +34,60 @@ function leaseClientCtor(): new (addr: string, creds: grpc.ChannelCredentials) =
   return leaseCtor;
 }
 
+/** One LeaseKeepAlive stream to the leader, for one caller's token (or none). */
+interface ForwardStream {
+  stream: grpc.ClientDuplexStream<{ ID: string }, KeepAliveResponse>;
+  /** Keep-alives waiting for their answer, by lease id. */
+  pending: Map<string, Waiter[]>;
+  lastUsed: number;
+}
+
+interface Waiter {
+  resolve(ttl: number): void;
+  reject(e: Error): void;
+  timer: NodeJS.Timeout;
+}
+
 export class LeaseForwarder {
   private client: LeaseClient | undefined;
-  private stream: grpc.ClientDuplexStream<{ ID: string }, KeepAliveResponse> | undefined;
+  /**
+   * Streams by the caller's auth token ('' without one): with auth enabled the leader checks
+   * each forwarded keep-alive as the client's own (the token is good at every member).
+   */
+  private readonly streams = new Map<string, ForwardStream>();
   private target = '';
-  private readonly pending = new Map<string, Array<{ resolve(ttl: number): void; reject(e: Error): void; timer: NodeJS.Timeout }>>();
   private pendingCount = 0;
 
-  /** Renew lease `id` through the leader at `leaderClientAddr`; resolves with the TTL (0: not found). */
-  keepAlive(leaderClientAddr: string, id: number): Promise<number> {
+  /**
+   * Renew lease `id` through the leader at `leaderClientAddr`, as the caller holding `token`;
+   * resolves with the TTL (0: not found).
+   */
+  keepAlive(leaderClientAddr: string, id: number, token?: string): Promise<number> {
     if (this.pendingCount >= MAX_PENDING_FORWARDED_KEEPALIVES) return Promise.reject(new Error('too many forwarded keep-alives'));
-    const stream = this.streamTo(leaderClientAddr);
+    const fs = this.streamTo(leaderClientAddr, token ?? '');
     const key = String(id);
     return new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => this.settle(key, (w) => w.reject(new Error('forwarded keep-alive timed out'))), FORWARD_TIMEOUT_MS);
-      const list = this.pending.get(key) ?? [];
+      const timer = setTimeout(() => this.settle(fs, key, (w) => w.reject(new Error('forwarded keep-alive timed out'))), FORWARD_TIMEOUT_MS);
+      const list = fs.pending.get(key) ?? [];
       list.push({ resolve, reject, timer });
-      this.pending.set(key, list);
+      fs.pending.set(key, list);
       this.pendingCount++;
-      stream.write({ ID: key });
+      fs.stream.write({ ID: key });
     });
   }
 
   /** The remaining TTL of lease `id` as the leader at `leaderClientAddr` counts it (-1: not found). */
-  timeToLive(leaderClientAddr: string, id: number): Promise<number> {
+  timeToLive(leaderClientAddr: string, id: number, token?: string): Promise<number> {
     const client = this.clientTo(leaderClientAddr);
     return new Promise<number>((resolve, reject) => {
-      client.LeaseTimeToLive({ ID: String(id) }, { deadline: Date.now() + FORWARD_TIMEOUT_MS }, (err, r) => (err ? reject(err) : resolve(Number(r.TTL))));
+      client.LeaseTimeToLive({ ID: String(id) }, tokenMetadata(token), { deadline: Date.now() + FORWARD_TIMEOUT_MS }, (err, r) => (err ? reject(err) : resolve(Number(r.TTL))));
     });
   }
 
-  private settle(key: string, fn: (w: { resolve(ttl: number): void; reject(e: Error): void }) => void): void {
-    const list = this.pending.get(key);
+  private settle(fs: ForwardStream, key: string, fn: (w: Waiter) => void): void {
+    const list = fs.pending.get(key);
     if (!list) return;
-    this.pending.delete(key);
+    fs.pending.delete(key);
     for (const w of list) {
       clearTimeout(w.timer);
       this.pendingCount--;
@@ -74,7 +95,7 @@ export class LeaseForwarder {
     }
   }
 
-  /** The client for the leader at `addr`; a new leader closes the old one's client and stream. */
+  /** The client for the leader at `addr`; a new leader closes the old one's client and streams. */
   private clientTo(addr: string): LeaseClient {
     if (this.client && this.target === addr) return this.client;
     this.close();
@@ -84,35 +105,61 @@ export class LeaseForwarder {
     return this.client;
   }
 
-  private streamTo(addr: string): grpc.ClientDuplexStream<{ ID: string }, KeepAliveResponse> {
+  private streamTo(addr: string, token: string): ForwardStream {
     const client = this.clientTo(addr);
-    if (this.stream) return this.stream;
-    const stream = client.LeaseKeepAlive();
-    stream.on('data', (r: KeepAliveResponse) => this.settle(r.ID, (w) => w.resolve(Number(r.TTL))));
+    const now = performance.now();
+    this.closeIdle(now);
+    const existing = this.streams.get(token);
+    if (existing) {
+      existing.lastUsed = now;
+      return existing;
+    }
+    const fs: ForwardStream = { stream: client.LeaseKeepAlive(tokenMetadata(token)), pending: new Map(), lastUsed: now };
+    fs.stream.on('data', (r: KeepAliveResponse) => this.settle(fs, r.ID, (w) => w.resolve(Number(r.TTL))));
     const fail = (e: Error): void => {
       // A stream replaced by one to a new leader reports its cancellation later: the
       // keep-alives waiting then were sent on the new stream and are not this one's to fail.
-      if (this.stream !== stream) return;
-      this.stream = undefined;
-      this.rejectPending(e);
+      if (this.streams.get(token) !== fs) return;
+      this.streams.delete(token);
+      this.rejectPending(fs, e);
     };
-    stream.on('error', fail);
-    stream.on('end', () => fail(new Error('leader closed the keep-alive stream')));
-    this.stream = stream;
-    return stream;
+    fs.stream.on('error', fail);
+    fs.stream.on('end', () => fail(new Error('leader closed the keep-alive stream')));
+    this.streams.set(token, fs);
+    return fs;
   }
 
-  /** Closes the stream; keep-alives still waiting on it fail (the leader changed, or we stop). */
+  /** Streams of callers gone quiet (their tokens expire after as long) are closed. */
+  private closeIdle(now: number): void {
+    for (const [token, fs] of this.streams) {
+      if (token === '' || now - fs.lastUsed < IDLE_STREAM_MS || fs.pending.size > 0) continue;
+      this.streams.delete(token);
+      fs.stream.cancel();
+    }
+  }
+
+  /** Closes the streams; keep-alives still waiting on them fail (the leader changed, or we stop). */
   close(): void {
-    const stream = this.stream;
-    this.stream = undefined;
-    stream?.cancel();
+    const streams = [...this.streams.values()];
+    this.streams.clear();
+    for (const fs of streams) {
+      fs.stream.cancel();
+      this.rejectPending(fs, new Error('keep-alive stream to the leader closed'));
+    }
     this.client?.close();
     this.client = undefined;
-    this.rejectPending(new Error('keep-alive stream to the leader closed'));
   }
 
-  private rejectPending(e: Error): void {
-    for (const key of [...this.pending.keys()]) this.settle(key, (w) => w.reject(e));
+  private rejectPending(fs: ForwardStream, e: Error): void {
+    for (const key of [...fs.pending.keys()]) this.settle(fs, key, (w) => w.reject(e));
   }
+}
+
+/** A caller's stream unused this long is closed (an auth token lives 5 minutes from its last use). */
+const IDLE_STREAM_MS = 5 * 60_000;
+
+function tokenMetadata(token: string | undefined): grpc.Metadata {
+  const md = new grpc.Metadata();
+  if (token) md.set('token', token);
+  return md;
 }
