@@ -14,6 +14,7 @@
  * switched off and on again make every token issued before it invalid (AuthState).
  */
 import { createHmac, randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+import { EtcdError } from '../net/etcd/errors.js';
 
 /** etcd's default --auth-token-ttl. */
 export const AUTH_TOKEN_TTL_SECONDS = 300;
@@ -28,9 +29,24 @@ export const MAX_PASSWORD_BYTES = 1024;
 /** Longest token looked at. */
 const MAX_TOKEN_CHARS = 2048;
 
+/**
+ * Hashes waiting for their turn. One runs at a time: scrypt runs on libuv's thread pool, which
+ * the Raft log's and the state's disk writes share, so a burst of logins (or someone guessing
+ * passwords) takes at most one of its threads and cannot delay an fsync into an election.
+ */
+export const MAX_WAITING_HASHES = 64;
+let hashing: Promise<unknown> = Promise.resolve();
+let waiting = 0;
+
 function scryptAsync(password: Buffer, salt: Buffer, logN: number, r: number, p: number): Promise<Buffer> {
+  if (waiting >= MAX_WAITING_HASHES) return Promise.reject(new EtcdError('TOO_MANY_REQUESTS', 'too many password checks waiting'));
+  waiting++;
   const opts: ScryptOptions = { N: 2 ** logN, r, p, maxmem: 256 * 2 ** logN * r + 1024 * 1024 };
-  return new Promise((resolve, reject) => scrypt(password, salt, SCRYPT_KEY_BYTES, opts, (err, key) => (err ? reject(err) : resolve(key))));
+  const run = (): Promise<Buffer> =>
+    new Promise<Buffer>((resolve, reject) => scrypt(password, salt, SCRYPT_KEY_BYTES, opts, (err, key) => (err ? reject(err) : resolve(key))));
+  const result = hashing.then(run, run);
+  hashing = result.catch(() => undefined);
+  return result.finally(() => waiting--);
 }
 
 export async function hashPassword(password: string): Promise<Buffer> {
@@ -41,6 +57,7 @@ export async function hashPassword(password: string): Promise<Buffer> {
 
 /** Does `password` match the stored hash? False for an empty or unreadable hash. */
 export async function verifyPassword(password: string, stored: Uint8Array): Promise<boolean> {
+  if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) return false;
   const parts = Buffer.from(stored).toString('utf8').split('$');
   if (parts.length !== 6 || parts[0] !== 'scrypt') return false;
   const [logN, r, p] = parts.slice(1, 4).map(Number) as [number, number, number];

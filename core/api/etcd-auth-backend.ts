@@ -109,6 +109,7 @@ export class ManagerAuthBackend implements api.EtcdAuthBackend {
   authenticate(name: string, password: string, _ctx: api.CallContext): Promise<{ header: api.ResponseHeader; token: string }> {
     return etcdErrors(async () => {
       if (!this.state.enabled) throw new kv.KvError('AUTH_NOT_ENABLED');
+      if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) throw new kv.KvError('AUTH_FAILED');
       await this.node.linearizableBarrier();
       const user = this.state.user(name);
       const revision = this.state.revision;

@@ -2,7 +2,8 @@
 import t from 'tap';
 import fc from 'fast-check';
 import { assertProperty } from '../helpers/property.js';
-import { AuthTokens, hashPassword, verifyPassword } from '../../core/api/credentials.js';
+import { scryptSync } from 'node:crypto';
+import { AuthTokens, MAX_WAITING_HASHES, hashPassword, verifyPassword } from '../../core/api/credentials.js';
 
 t.test('passwords: scrypt hashes with a salt each, checked in constant time', async (t) => {
   const h1 = await hashPassword('correct horse');
@@ -23,6 +24,19 @@ t.test('passwords: scrypt hashes with a salt each, checked in constant time', as
   ] as const) {
     t.equal(await verifyPassword('correct horse', bad), false, `unreadable hash refused: ${why}`);
   }
+});
+
+t.test('password checks wait in a bounded queue (one runs at a time: not observable here)', async (t) => {
+  // A cheap stored hash (2^10), so the burst takes milliseconds.
+  const salt = Buffer.alloc(16, 1);
+  const cheap = Buffer.from(`scrypt$10$8$1$${salt.toString('base64')}$${scryptSync('pw', salt, 32, { N: 1024, r: 8, p: 1 }).toString('base64')}`);
+  const extra = 5;
+  const results = await Promise.allSettled(Array.from({ length: MAX_WAITING_HASHES + extra }, () => verifyPassword('pw', cheap)));
+  const refused = results.filter((r) => r.status === 'rejected');
+  t.equal(refused.length, extra, `beyond ${MAX_WAITING_HASHES} waiting, checks are refused`);
+  t.match(String((refused[0] as PromiseRejectedResult).reason), /etcdserver: too many requests/);
+  t.ok(results.slice(0, MAX_WAITING_HASHES).every((r) => r.status === 'fulfilled' && r.value === true), 'the others all complete');
+  t.equal(await verifyPassword('pw', cheap), true, 'and the queue is free again');
 });
 
 t.test('tokens: signed, expiring, sliding on use, never accepted when altered', async (t) => {

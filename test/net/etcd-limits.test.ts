@@ -274,7 +274,18 @@ t.test('a watch consumer that stops reading is cancelled with a reason, not buff
 t.test('fuzz: garbage request bytes on every method get an error status; the server keeps serving', async (t) => {
   const raw = new grpc.Client(addr, grpc.credentials.createInsecure());
   t.teardown(() => raw.close());
-  const methods = ['/etcdserverpb.KV/Range', '/etcdserverpb.KV/Put', '/etcdserverpb.KV/Txn', '/etcdserverpb.Lease/LeaseGrant', '/etcdserverpb.Cluster/MemberAdd', '/etcdserverpb.Maintenance/Alarm'];
+  const methods = [
+    '/etcdserverpb.KV/Range',
+    '/etcdserverpb.KV/Put',
+    '/etcdserverpb.KV/Txn',
+    '/etcdserverpb.Lease/LeaseGrant',
+    '/etcdserverpb.Cluster/MemberAdd',
+    '/etcdserverpb.Maintenance/Alarm',
+    '/etcdserverpb.Auth/Authenticate',
+    '/etcdserverpb.Auth/UserAdd',
+    '/etcdserverpb.Auth/RoleGrantPermission',
+    '/etcdserverpb.Auth/RoleRevokePermission',
+  ];
   const send = (method: string, body: Buffer): Promise<grpc.status> =>
     new Promise((resolve) =>
       raw.makeUnaryRequest(method, (b: Buffer) => b, (b: Buffer) => b, body, (err) => resolve(err ? err.code : grpc.status.OK)),
