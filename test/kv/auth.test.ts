@@ -35,6 +35,12 @@ function withUsers(): AuthState {
   return a;
 }
 
+/** Applies requests to `store` as consecutive Raft entries. */
+function storeApplier(store: KvStore): (req: Parameters<KvStore['apply']>[0]) => ReturnType<KvStore['apply']> {
+  let index = 0;
+  return (req) => store.apply(req, { index: ++index, term: 1 });
+}
+
 const grant = (a: AuthState, permType: number, key: string, rangeEnd = ''): void => {
   a.apply({ roleGrantPermission: { name: 'r', permType, key: b(key), rangeEnd: b(rangeEnd) } });
 };
@@ -171,9 +177,8 @@ t.test('what each request needs (permissions.ts)', async (t) => {
 
 t.test('the store checks a client request again when it is applied', async (t) => {
   const store = new KvStore();
-  let index = 0;
-  const apply = (req: Parameters<KvStore['apply']>[0]) => store.apply(req, { index: ++index, term: 1 });
-  for (const op of [
+  const apply = storeApplier(store);
+  const ops: AuthRequest[] = [
     { userAdd: { name: 'root', password: PW } },
     { userGrantRole: { name: 'root', role: 'root' } },
     { roleAdd: { name: 'r' } },
@@ -181,10 +186,8 @@ t.test('the store checks a client request again when it is applied', async (t) =
     { userAdd: { name: 'alice', password: PW } },
     { userGrantRole: { name: 'alice', role: 'r' } },
     { authEnable: {} },
-  ] as AuthRequest[]) {
-    const r = apply({ auth: op });
-    t.ok('auth' in r, `applied ${Object.keys(op)[0]}`);
-  }
+  ];
+  for (const op of ops) t.ok('auth' in apply({ auth: op }), `applied ${Object.keys(op)[0]}`);
   t.ok('put' in apply({ put: { key: b('app/1'), value: b('v') }, user: 'alice' }), 'allowed at apply');
   const revision = store.revision;
   // Permission revoked by an entry ordered before alice's next put: the put must fail, unapplied.
@@ -201,8 +204,8 @@ t.test('the store checks a client request again when it is applied', async (t) =
 
 t.test('the image: round trip through snapshots and the applied-state store; bad images refused', async (t) => {
   const store = new KvStore();
-  let index = 0;
-  for (const op of [
+  const apply = storeApplier(store);
+  const ops: AuthRequest[] = [
     { userAdd: { name: 'root', password: PW } },
     { userGrantRole: { name: 'root', role: 'root' } },
     { roleAdd: { name: 'r' } },
@@ -210,10 +213,9 @@ t.test('the image: round trip through snapshots and the applied-state store; bad
     { userAdd: { name: 'svc', noPassword: true } },
     { userGrantRole: { name: 'svc', role: 'r' } },
     { authEnable: {} },
-  ] as AuthRequest[]) {
-    store.apply({ auth: op }, { index: ++index, term: 1 });
-  }
-  store.apply({ put: { key: b('k'), value: b('v') } }, { index: ++index, term: 1 });
+  ];
+  for (const op of ops) apply({ auth: op });
+  apply({ put: { key: b('k'), value: b('v') } });
   const want = store.auth.describe();
 
   const chunks: Uint8Array[] = [];
