@@ -21,6 +21,7 @@ interface Services {
   KV: Ctor<ServiceClient>;
   Maintenance: Ctor<ServiceClient>;
   Cluster: Ctor<ServiceClient>;
+  Auth: Ctor<ServiceClient>;
 }
 
 let services: Services | undefined;
@@ -30,7 +31,7 @@ function loadServices(): Services {
     // longs as strings: member ids are full uint64; revisions are compared as strings.
     const def = protoLoader.loadSync(ETCD_RPC_PROTO, { includeDirs: [ETCD_PROTO_DIR], longs: String, enums: String, defaults: true });
     const pkg = (grpc.loadPackageDefinition(def) as any).etcdserverpb;
-    services = { KV: pkg.KV, Maintenance: pkg.Maintenance, Cluster: pkg.Cluster };
+    services = { KV: pkg.KV, Maintenance: pkg.Maintenance, Cluster: pkg.Cluster, Auth: pkg.Auth };
   }
   return services;
 }
@@ -41,10 +42,36 @@ function loadServices(): Services {
  */
 const CHANNEL_OPTIONS: grpc.ChannelOptions = { 'grpc.use_local_subchannel_pool': 1, 'grpc.max_receive_message_length': 64 * 1024 * 1024 };
 
-function unary(client: ServiceClient, method: string, req: Obj, deadlineMs = CALL_DEADLINE_MS): Promise<Obj> {
+function unary(client: ServiceClient, method: string, req: Obj, deadlineMs = CALL_DEADLINE_MS, metadata?: grpc.Metadata): Promise<Obj> {
   return new Promise((resolve, reject) => {
-    client[method]!.call(client, req, { deadline: Date.now() + deadlineMs }, (err, res) => (err ? reject(err) : resolve(res)));
+    const opts = { deadline: Date.now() + deadlineMs };
+    if (metadata) (client[method] as any).call(client, req, metadata, opts, (err: grpc.ServiceError | null, res: Obj) => (err ? reject(err) : resolve(res)));
+    else client[method]!.call(client, req, opts, (err, res) => (err ? reject(err) : resolve(res)));
   });
+}
+
+/**
+ * Switches etcd's auth on at `endpoint` the way an operator would (root with the root role, a
+ * user holding read-write on every key through a role) and returns that user's token, so the
+ * same workload measures what auth costs each system.
+ */
+export async function enableAuth(endpoint: string): Promise<string> {
+  const { Auth } = loadServices();
+  const c = new Auth(endpoint, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+  try {
+    await unary(c, 'UserAdd', { name: 'root', password: 'bench-root' });
+    await unary(c, 'RoleAdd', { name: 'root' });
+    await unary(c, 'UserGrantRole', { user: 'root', role: 'root' });
+    await unary(c, 'RoleAdd', { name: 'bench' });
+    await unary(c, 'RoleGrantPermission', { name: 'bench', perm: { permType: 'READWRITE', key: Buffer.from([0]), rangeEnd: Buffer.from([0]) } });
+    await unary(c, 'UserAdd', { name: 'bench', password: 'bench-pw' });
+    await unary(c, 'UserGrantRole', { user: 'bench', role: 'bench' });
+    await unary(c, 'AuthEnable', {});
+    const r = await unary(c, 'Authenticate', { name: 'bench', password: 'bench-pw' });
+    return String(r.token);
+  } finally {
+    c.close();
+  }
 }
 
 export interface MemberStatus {
@@ -64,6 +91,8 @@ export interface MemberInfo {
 export class EtcdBenchClient {
   private readonly kv: ServiceClient[] = [];
   private next = 0;
+  /** With auth enabled: the token sent with every call. */
+  private metadata: grpc.Metadata | undefined;
 
   constructor(
     readonly endpoint: string,
@@ -79,14 +108,20 @@ export class EtcdBenchClient {
     return this.kv[this.next]!;
   }
 
+  /** Sends `token` (etcd's auth token) with every later call. */
+  useToken(token: string): void {
+    this.metadata = new grpc.Metadata();
+    this.metadata.set('token', token);
+  }
+
   /** Resolves with the revision the put created. */
   put(key: Buffer, value: Buffer, channel?: number): Promise<string> {
-    return unary(this.pick(channel), 'Put', { key, value }).then((r) => String(r.header?.revision ?? '0'));
+    return unary(this.pick(channel), 'Put', { key, value }, CALL_DEADLINE_MS, this.metadata).then((r) => String(r.header?.revision ?? '0'));
   }
 
   /** A linearizable (default) or serializable single-key read; resolves with the number of keys found. */
   get(key: Buffer, channel?: number, serializable = false): Promise<number> {
-    return unary(this.pick(channel), 'Range', { key, serializable }).then((r) => (r.kvs as unknown[]).length);
+    return unary(this.pick(channel), 'Range', { key, serializable }, CALL_DEADLINE_MS, this.metadata).then((r) => (r.kvs as unknown[]).length);
   }
 
   /** Opens every channel's connection now, so the first measured request does not pay for it. */

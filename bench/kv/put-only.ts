@@ -6,8 +6,11 @@
  * (Node names them all "node": V8's GC helpers, libuv's pool, LevelDB's compaction thread; etcd's
  * Go threads appear under their own name), its read and write syscalls per put, and (picloud) its Ready cycles, Raft log saves and peer messages per put. For working on CPU per put; ratios still come from
  * `npm run bench -- kv`. PICLOUD_NODE_ARGS='--flag …' passes node flags to the picloud members.
+ * PICLOUD_BENCH_AUTH=1 switches auth on first and puts as a user granted every key (what etcd's
+ * auth costs, on both systems).
  */
 import { readFileSync, readdirSync } from 'node:fs';
+import { enableAuth } from './client.js';
 import { parseSystem, runProbe, withProbeCluster } from './probe.js';
 import { benchValue, putPhase } from './workload.js';
 
@@ -75,6 +78,10 @@ async function main(): Promise<void> {
   if (!(Number.isInteger(inFlight) && inFlight >= 1 && inFlight <= 1024)) throw new Error('IN_FLIGHT must be 1..1024');
   if (!(seconds > 0 && seconds <= 300)) throw new Error('SECONDS must be in (0, 300]');
   await withProbeCluster(system, 8, async ({ writer, pids, metricsUrls }) => {
+    if (process.env.PICLOUD_BENCH_AUTH === '1') {
+      writer.useToken(await enableAuth(writer.endpoint));
+      process.stdout.write(`${system}: auth enabled, putting as a user with read-write on every key\n`);
+    }
     const value = benchValue();
     for (let round = 1; round <= 2; round++) {
       // Warmed up apart, so the thread counters below cover the measured puts only.

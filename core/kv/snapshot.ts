@@ -207,7 +207,8 @@ async function* imageChunks(image: StateImage, chunkBytes: number, context: Uint
     for (let i = 0; i < image.leases.length; i += LEASES_PER_FRAME) {
       w.frame({ t: 'l', l: image.leases.slice(i, i + LEASES_PER_FRAME).map((l) => [l.id, l.ttlSeconds]) });
     }
-    w.frame({ t: 'a', a: image.auth });
+    // Left out while nothing was ever set, so such snapshots stay readable by versions before auth.
+    if (image.auth.revision > 0) w.frame({ t: 'a', a: image.auth });
     for (;;) {
       const batch = image.nextBatch(chunkBytes);
       if (batch.length === 0) break;
