@@ -2,6 +2,12 @@
  * The agent's HTTP port: /health (process up), /ready (member of a cluster with a leader),
  * /metrics (Prometheus), plus routes other subsystems register (gossip members, service API).
  * Binds only where the config says.
+ *
+ * Reads are open to whoever can reach the port (Prometheus, the dashboard); changes (any method
+ * but GET and HEAD: keyring rotation, tags) are taken only from this board itself, as
+ * Consul's and etcd's APIs listen on localhost by default: otherwise anyone on the LAN could
+ * install a gossip key of their own and read the cluster's gossip. Run `picloud-node keyring …`
+ * on a board (over ssh) to change the cluster from afar.
  */
 import { IncomingMessage, Server, ServerResponse, createServer } from 'node:http';
 import { Registry, collectDefaultMetrics } from 'prom-client';
@@ -20,6 +26,23 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
   const data = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) });
   res.end(data);
+}
+
+/** 127.0.0.0/8 and ::1, also as IPv4-mapped IPv6 addresses. */
+export function isLoopback(address: string | undefined): boolean {
+  if (address === undefined) return false;
+  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
+  return v4.startsWith('127.') || address === '::1';
+}
+
+/**
+ * Did the request come from this host? Over loopback, or to an address of this host from that
+ * same address (the kernel's source for a connection to one of its own addresses, as when the
+ * agent is bound to one interface): a TCP peer on the network cannot claim either.
+ */
+function fromThisHost(req: IncomingMessage): boolean {
+  const remote = req.socket.remoteAddress;
+  return isLoopback(remote) || (remote !== undefined && remote === req.socket.localAddress);
 }
 
 export class AgentHttp {
@@ -58,6 +81,12 @@ export class AgentHttp {
         return;
       }
       const route = this.routes.find((r) => r.method === req.method && r.path === path);
+      if (route && req.method !== 'GET' && req.method !== 'HEAD' && !fromThisHost(req)) {
+        return sendJson(res, 403, {
+          error: `${req.method} ${path} is taken only from this board itself (loopback): run picloud-node on the board, e.g. over ssh`,
+          code: 'NOT_LOCAL',
+        });
+      }
       if (route) return await route.handler(req, res);
       sendJson(res, 404, { error: `no route ${req.method} ${path}` });
     } catch (e) {
