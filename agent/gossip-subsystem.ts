@@ -6,6 +6,7 @@
  * /v1/agent/tags). The HTTP server itself and the CLI wiring belong to agent/http.ts and
  * agent/cli.ts.
  */
+import type { Route } from './http.js';
 import { lookup } from 'node:dns/promises';
 import { mkdirSync, readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -71,12 +72,8 @@ export interface MemberEventView extends MemberView {
   at: string;
 }
 
-export interface HttpRoute {
-  method: string;
-  /** Matched against the path without the query string. */
-  path: string;
-  handler(req: IncomingMessage, res: ServerResponse): void;
-}
+/** The agent's HTTP route (agent/http.ts), as this subsystem registers its own. */
+export type HttpRoute = Route;
 
 export interface GossipSubsystem {
   readonly name: string;
@@ -392,6 +389,8 @@ function routes(sub: GossipSubsystem, currentMeta: () => Meta): HttpRoute[] {
     {
       method: 'GET',
       path: '/v1/agent/keyring',
+      // The keys themselves: whoever holds one reads and writes the cluster's gossip.
+      localOnly: true,
       handler: (req, res) => {
         sub.keyring
           .list({ local: flag(query(req), 'local') })

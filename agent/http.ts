@@ -4,7 +4,8 @@
  * Binds only where the config says.
  *
  * Reads are open to whoever can reach the port (Prometheus, the dashboard); changes (any method
- * but GET and HEAD: keyring rotation, tags) are taken only from this board itself, as
+ * but GET and HEAD: keyring rotation, tags) and reads of secrets (the keyring's keys) are
+ * answered only to this board itself, as
  * Consul's and etcd's APIs listen on localhost by default: otherwise anyone on the LAN could
  * install a gossip key of their own and read the cluster's gossip. Run `picloud-node keyring …`
  * on a board (over ssh) to change the cluster from afar.
@@ -15,6 +16,8 @@ import { Registry, collectDefaultMetrics } from 'prom-client';
 export interface Route {
   method: string;
   path: string;
+  /** Answered only to this board itself even for GET (it shows secrets, e.g. the gossip keys). */
+  localOnly?: boolean;
   handler(req: IncomingMessage, res: ServerResponse): void | Promise<void>;
 }
 
@@ -81,7 +84,8 @@ export class AgentHttp {
         return;
       }
       const route = this.routes.find((r) => r.method === req.method && r.path === path);
-      if (route && req.method !== 'GET' && req.method !== 'HEAD' && !fromThisHost(req)) {
+      const change = req.method !== 'GET' && req.method !== 'HEAD';
+      if (route && (change || route.localOnly === true) && !fromThisHost(req)) {
         return sendJson(res, 403, {
           error: `${req.method} ${path} is taken only from this board itself (loopback): run picloud-node on the board, e.g. over ssh`,
           code: 'NOT_LOCAL',

@@ -19,6 +19,9 @@ import { etcdErrors } from './etcd-errors.js';
 import { AuthTokens, MAX_PASSWORD_BYTES, hashPassword, verifyPassword } from './credentials.js';
 import type { ManagerNode } from './manager-node.js';
 
+/** Refusals a member that lags behind the cluster may give wrongly (see caughtUp). */
+const RETRIED_REFUSALS = new Set<kv.KvErrorCode>(['PERMISSION_DENIED', 'INVALID_AUTH_TOKEN', 'USER_EMPTY']);
+
 const PERM_TYPE: Record<api.PermissionType, number> = { READ: kv.PermType.READ, WRITE: kv.PermType.WRITE, READWRITE: kv.PermType.READWRITE };
 const PERM_NAME: Record<number, api.PermissionType> = { 0: 'READ', 1: 'WRITE', 2: 'READWRITE' };
 
@@ -59,6 +62,23 @@ export class ManagerAuthBackend implements api.EtcdAuthBackend {
     return claims.user;
   }
 
+  /**
+   * Runs an auth check; refused, runs it once more after this member has applied everything the
+   * leader had committed when asked (a grant, a user, a new password or auth switched off that
+   * this member has not applied yet), so a member that lags refuses nothing the cluster allows.
+   * What the cluster has taken away is caught the other way: a linearizable read checks after
+   * its barrier, and a write is checked again when applied.
+   */
+  async caughtUp<T>(check: () => T): Promise<T> {
+    try {
+      return check();
+    } catch (e) {
+      if (!(e instanceof kv.KvError) || !RETRIED_REFUSALS.has(e.code)) throw e;
+      await this.node.linearizableBarrier();
+      return check();
+    }
+  }
+
   /** The caller, who must hold the root role when auth is enabled. */
   admin(ctx: api.CallContext | undefined): string | undefined {
     const user = this.caller(ctx);
@@ -75,7 +95,7 @@ export class ManagerAuthBackend implements api.EtcdAuthBackend {
 
   private change(req: kv.AuthRequest, ctx: api.CallContext): Promise<{ header: api.ResponseHeader }> {
     return etcdErrors(async () => {
-      const user = this.admin(ctx);
+      const user = await this.caughtUp(() => this.admin(ctx));
       await this.deps.replicate(user === undefined ? { auth: req } : { auth: req, user });
       return { header: this.deps.header() };
     });
@@ -84,9 +104,10 @@ export class ManagerAuthBackend implements api.EtcdAuthBackend {
   /** A linearizable read of the auth state, for root or for a caller `allowed` lets through. */
   private read<T>(ctx: api.CallContext, allowed: (caller: string) => boolean, fn: (state: kv.AuthState) => T): Promise<T> {
     return etcdErrors(async () => {
+      // Caught up first: a revoked role or a changed password must already count.
+      await this.node.linearizableBarrier();
       const caller = this.caller(ctx);
       if (caller === undefined || !allowed(caller)) this.state.checkAdmin(caller);
-      await this.node.linearizableBarrier();
       return fn(this.state);
     });
   }
@@ -122,7 +143,7 @@ export class ManagerAuthBackend implements api.EtcdAuthBackend {
 
   userAdd(name: string, password: string, noPassword: boolean, ctx: api.CallContext): Promise<{ header: api.ResponseHeader }> {
     return etcdErrors(async () => {
-      this.admin(ctx);
+      await this.caughtUp(() => this.admin(ctx));
       if (name === '') throw new kv.KvError('USER_EMPTY');
       if (this.state.user(name) !== undefined) throw new kv.KvError('USER_ALREADY_EXIST');
       const hash = noPassword ? undefined : await this.hash(password);
@@ -132,7 +153,7 @@ export class ManagerAuthBackend implements api.EtcdAuthBackend {
 
   userChangePassword(name: string, password: string, ctx: api.CallContext): Promise<{ header: api.ResponseHeader }> {
     return etcdErrors(async () => {
-      this.admin(ctx);
+      await this.caughtUp(() => this.admin(ctx));
       if (this.state.user(name) === undefined) throw new kv.KvError('USER_NOT_FOUND');
       return this.change({ userChangePassword: { name, password: await this.hash(password) } }, ctx);
     });

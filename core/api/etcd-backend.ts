@@ -102,8 +102,8 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   }
 
   /** Checks the caller's permission for a key request and proposes it under the caller's name. */
-  private replicateAs(req: kv.KvRequest, ctx: api.CallContext | undefined): Promise<kv.KvResponse> {
-    const user = this.auth.authorize(req, ctx);
+  private async replicateAs(req: kv.KvRequest, ctx: api.CallContext | undefined): Promise<kv.KvResponse> {
+    const user = await this.auth.caughtUp(() => this.auth.authorize(req, ctx));
     return this.replicate(user === undefined ? req : { ...req, user });
   }
 
@@ -144,8 +144,13 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   range(req: api.RangeRequest, ctx?: api.CallContext): Promise<api.RangeResponse> {
     return etcdErrors(async () => {
       const r = toKvRange(req);
-      this.auth.authorize({ range: r }, ctx);
-      if (!req.serializable) await this.node.linearizableBarrier();
+      if (req.serializable) {
+        await this.auth.caughtUp(() => this.auth.authorize({ range: r }, ctx));
+      } else {
+        // Checked once caught up: a permission the cluster has revoked must already count.
+        await this.node.linearizableBarrier();
+        this.auth.authorize({ range: r }, ctx);
+      }
       return this.withHeader(this.node.store.range(r));
     });
   }
@@ -254,7 +259,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
 
   leaseGrant(req: api.LeaseGrantRequest, ctx?: api.CallContext): Promise<api.LeaseGrantResponse> {
     return etcdErrors(async () => {
-      this.auth.caller(ctx);
+      await this.auth.caughtUp(() => this.auth.caller(ctx));
       const resp = await this.replicate({ leaseGrant: { TTL: req.ttlSeconds, ID: req.id } });
       const g = (resp as { leaseGrant: kv.LeaseGrantResponse }).leaseGrant;
       return { header: this.header(g.header.revision), id: g.ID, ttlSeconds: g.TTL };
@@ -281,8 +286,10 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   leaseKeepAlive(id: number, ctx?: api.CallContext): Promise<api.LeaseKeepAliveResponse> {
     return etcdErrors(async () => {
       // Keeping a lease alive keeps its keys: the caller must be allowed to write them (etcd 3.4.42+).
-      const user = this.auth.caller(ctx);
-      if (user !== undefined) for (const k of this.node.store.leaseKeys(id)) this.node.store.auth.checkKeys(user, true, k);
+      await this.auth.caughtUp(() => {
+        const user = this.auth.caller(ctx);
+        if (user !== undefined) for (const k of this.node.store.leaseKeys(id)) this.node.store.auth.checkKeys(user, true, k);
+      });
       if (this.node.leaseTimers.isLeader) {
         // Renew only with leadership confirmed since the request came (etcd's
         // ensureLeadership): a leader whose disk stalls keeps answering on its event loop,
@@ -312,8 +319,8 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
 
   leaseTimeToLive(id: number, keys: boolean, ctx?: api.CallContext): Promise<api.LeaseTimeToLiveResponse> {
     return etcdErrors(async () => {
-      const user = this.auth.caller(ctx);
       await this.node.linearizableBarrier();
+      const user = this.auth.caller(ctx);
       let r = this.node.store.leaseTimeToLive(id, keys);
       // The attached keys are shown only to a user who may read them all (etcd 3.5).
       if (keys && user !== undefined) for (const k of r.keys) this.node.store.auth.checkKeys(user, false, k);
@@ -332,8 +339,8 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
 
   leaseLeases(ctx?: api.CallContext): Promise<api.LeaseLeasesResponse> {
     return etcdErrors(async () => {
-      this.auth.caller(ctx);
       await this.node.linearizableBarrier();
+      this.auth.caller(ctx);
       const r = this.node.store.leaseLeases();
       return { header: this.header(r.header.revision), ids: r.leases.map((l) => l.ID) };
     });
@@ -354,14 +361,14 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
 
   memberList(ctx?: api.CallContext): Promise<api.MembersResponse> {
     return etcdErrors(async () => {
-      this.auth.admin(ctx);
+      await this.auth.caughtUp(() => this.auth.admin(ctx));
       return this.membersResponse();
     });
   }
 
   memberAdd(peerUrls: string[], isLearner: boolean, ctx?: api.CallContext): Promise<api.MemberAddResponse> {
     return etcdErrors(async () => {
-      this.auth.admin(ctx);
+      await this.auth.caughtUp(() => this.auth.admin(ctx));
       const peerAddr = peerAddress(peerUrls);
       if ([...this.node.members.values()].some((m) => m.peerAddr === peerAddr)) throw new EtcdError('PEER_URL_EXIST');
       const id = 1 + Math.floor(Math.random() * (2 ** 47 - 1));
@@ -374,7 +381,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
 
   memberRemove(id: number, ctx?: api.CallContext): Promise<api.MembersResponse> {
     return etcdErrors(async () => {
-      this.auth.admin(ctx);
+      await this.auth.caughtUp(() => this.auth.admin(ctx));
       if (!this.node.members.has(id)) throw new EtcdError('MEMBER_NOT_FOUND');
       await this.node.changeMembership({ type: ConfChangeType.RemoveNode, nodeId: id }, () => !this.node.members.has(id));
       return this.membersResponse();
@@ -383,7 +390,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
 
   memberUpdate(id: number, peerUrls: string[], ctx?: api.CallContext): Promise<api.MembersResponse> {
     return etcdErrors(async () => {
-      this.auth.admin(ctx);
+      await this.auth.caughtUp(() => this.auth.admin(ctx));
       const m = this.node.members.get(id);
       if (!m) throw new EtcdError('MEMBER_NOT_FOUND');
       const peerAddr = peerAddress(peerUrls);
@@ -403,7 +410,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
 
   memberPromote(id: number, ctx?: api.CallContext): Promise<api.MembersResponse> {
     return etcdErrors(async () => {
-      this.auth.admin(ctx);
+      await this.auth.caughtUp(() => this.auth.admin(ctx));
       const m = this.node.members.get(id);
       if (!m) throw new EtcdError('MEMBER_NOT_FOUND');
       if (!m.isLearner) throw new EtcdError('MEMBER_NOT_LEARNER');
@@ -416,7 +423,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   }
 
   async status(ctx?: api.CallContext): Promise<api.StatusResponse> {
-    etcdErrorsSync(() => this.auth.admin(ctx));
+    await etcdErrors(() => this.auth.caughtUp(() => this.auth.admin(ctx)));
     const st = this.node.driver.node.status();
     return {
       header: this.header(),
@@ -440,7 +447,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
    * pretending to clear it.
    */
   async alarm(req?: api.AlarmRequest, ctx?: api.CallContext): Promise<api.AlarmResponse> {
-    if (req !== undefined && req.action !== 'GET') etcdErrorsSync(() => this.auth.admin(ctx));
+    if (req !== undefined && req.action !== 'GET') await etcdErrors(() => this.auth.caughtUp(() => this.auth.admin(ctx)));
     const quota = this.node.clusterQuota;
     const alarms: api.AlarmResponse['alarms'] = this.node.noSpace ? [{ memberId: quota.id, alarm: 'NOSPACE' }] : [];
     if (req?.action === 'ACTIVATE') throw new EtcdError('UNSUPPORTED', 'alarms are raised by the member itself');
@@ -457,7 +464,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   /** etcd's MoveLeader: on the leader, hand leadership to a voting member and wait until it has it. */
   moveLeader(targetId: number, ctx?: api.CallContext): Promise<{ header: api.ResponseHeader }> {
     return etcdErrors(async () => {
-      this.auth.admin(ctx);
+      await this.auth.caughtUp(() => this.auth.admin(ctx));
       if (!this.node.isLeader) throw new EtcdError('NOT_LEADER');
       const target = this.node.members.get(targetId);
       if (target === undefined || target.isLearner) throw new EtcdError('BAD_LEADER_TRANSFEREE');
@@ -469,7 +476,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   /** This member's hash of its key space (no read barrier, as in etcd): compare members with it. */
   hashKV(revision: number, ctx?: api.CallContext): Promise<api.HashKVResponse> {
     return etcdErrors(async () => {
-      this.auth.admin(ctx);
+      await this.auth.caughtUp(() => this.auth.admin(ctx));
       const { hash, compactRevision } = this.node.store.hashKV(revision);
       return { header: this.header(), hash, compactRevision };
     });
@@ -477,7 +484,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
 
   defragment(ctx?: api.CallContext): Promise<{ header: api.ResponseHeader }> {
     return etcdErrors(async () => {
-      this.auth.admin(ctx);
+      await this.auth.caughtUp(() => this.auth.admin(ctx));
       await this.node.defragment();
       return { header: this.header() };
     });
@@ -485,7 +492,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
 
   snapshot(ctx?: api.CallContext): Promise<api.SnapshotStream> {
     return etcdErrors(async () => {
-      this.auth.admin(ctx);
+      await this.auth.caughtUp(() => this.auth.admin(ctx));
       // Spool to a file first: the stream must announce its exact size, and must not hold
       // the whole image in memory.
       const path = join(this.node.opts.dataDir, `snapshot-${process.pid}-${Date.now()}.tmp`);

@@ -1,5 +1,6 @@
 /**
- * The agent's HTTP port takes changes (keyring rotation, tags) only from the board itself: an
+ * The agent's HTTP port takes changes (keyring rotation, tags) and shows the gossip keys only to
+ * the board itself: an
  * agent in a network namespace of its own (test/helpers/netns.ts), reached by the test process
  * over the lab's bridge as a machine on the LAN would, answers reads but refuses changes; a
  * client on the agent's own host (inside its namespace) may make them. Without this, anyone on
@@ -14,7 +15,8 @@ const unavailable = NetLab.unavailable() ?? (hasEtcdctl() ? undefined : 'etcdctl
 
 /** An HTTP request made by a node process inside the lab host's namespace: [status, body]. */
 function fromInside(lab: NetLab, url: string, method: string, body: string): [number, string] {
-  const script = `fetch(${JSON.stringify(url)}, { method: ${JSON.stringify(method)}, body: ${JSON.stringify(body)} }).then(async (r) => console.log(JSON.stringify([r.status, await r.text()])), (e) => { console.error(e.message); process.exit(1); })`;
+  const init = method === 'GET' ? `{}` : `{ method: ${JSON.stringify(method)}, body: ${JSON.stringify(body)} }`;
+  const script = `fetch(${JSON.stringify(url)}, ${init}).then(async (r) => console.log(JSON.stringify([r.status, await r.text()])), (e) => { console.error(e.message); process.exit(1); })`;
   const r = spawnSync(lab.exec(0)[0]!, [...lab.exec(0).slice(1), process.execPath, '-e', script], { encoding: 'utf8', timeout: 20_000 });
   if (r.status !== 0) throw new Error(`request from inside failed: ${r.stderr}`);
   return JSON.parse(r.stdout) as [number, string];
@@ -42,8 +44,12 @@ t.test('changes through the HTTP port only from the board itself', { skip: unava
   t.match(body.error, /taken only from this board itself/);
   const install = await fetch(`${base}/v1/agent/keyring/install`, { method: 'POST', body: JSON.stringify({ key: Buffer.alloc(32, 1).toString('base64') }) });
   t.equal(install.status, 403, 'so is installing a gossip key');
-  const keys = (await (await fetch(`${base}/v1/agent/keyring`)).json()) as unknown;
-  t.notMatch(JSON.stringify(keys), Buffer.alloc(32, 1).toString('base64'), 'and the key was not installed');
+  const listed = await fetch(`${base}/v1/agent/keyring`);
+  t.equal(listed.status, 403, 'listing the gossip keys (the secrets themselves) from the LAN is refused too');
+  const [kStatus, keys] = fromInside(lab, `${base}/v1/agent/keyring`, 'GET', '');
+  t.equal(kStatus, 200, 'the board itself lists them');
+  t.match(keys, /"primaryOn": 1/);
+  t.notMatch(keys, Buffer.alloc(32, 1).toString('base64'), 'and the LAN\'s key was not installed');
 
   const [status, text] = fromInside(lab, `${base}/v1/agent/tags`, 'PUT', JSON.stringify({ set: { zone: 'shelf-1' } }));
   t.equal(status, 200, `the board itself may change its tags (to its own bound address): ${text}`);
