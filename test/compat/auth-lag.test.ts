@@ -7,7 +7,7 @@
  *   - a new grant, or a new user's token, already allows a write or a read.
  */
 import t from 'tap';
-import { AgentCluster, etcdctl, hasEtcdctl, raftStatus, type AgentProc } from '../helpers/agents.js';
+import { AgentCluster, etcdctl, hasEtcdctl, leaderAgent, type AgentProc } from '../helpers/agents.js';
 
 const b64 = (s: string): string => Buffer.from(s).toString('base64');
 
@@ -25,16 +25,10 @@ t.test('a lagging member answers as the acknowledged auth changes call for', { s
   const cluster = new AgentCluster();
   t.teardown(() => cluster.stopAll());
   await cluster.startCluster(['g1', 'g2', 'g3']);
-  let leader: AgentProc | undefined;
-  for (let i = 0; i < 100 && leader === undefined; i++) {
-    const st = await Promise.all(cluster.agents.map((a) => raftStatus(a)));
-    leader = cluster.agents.find((_, j) => st[j]?.role === 'leader');
-    if (leader === undefined) await new Promise((r) => setTimeout(r, 100));
-  }
-  t.ok(leader, 'a leader');
+  const leader = await leaderAgent(cluster);
   const follower = cluster.agents.find((a) => a !== leader)!;
   const ctl = (args: string[], input?: string): void => {
-    const r = etcdctl(cluster.endpoints([leader!]), args, input);
+    const r = etcdctl(cluster.endpoints([leader]), args, input);
     if (r.status !== 0) throw new Error(`etcdctl ${args.join(' ')}: ${r.stderr}`);
   };
   const root = ['--user', 'root:rootpw'];
@@ -46,7 +40,7 @@ t.test('a lagging member answers as the acknowledged auth changes call for', { s
   ctl([...root, 'user', 'grant-role', 'alice', 'r']);
   ctl(['--user', 'alice:alicepw', 'put', 'app/secret', 's3cret']);
   const login = async (name: string, password: string): Promise<string> => {
-    const r = await gateway(leader!, '/v3/auth/authenticate', { name, password });
+    const r = await gateway(leader, '/v3/auth/authenticate', { name, password });
     return (JSON.parse(r.text) as { token: string }).token;
   };
   const aliceToken = await login('alice', 'alicepw');

@@ -5,7 +5,7 @@
  * write. Checked through a follower's client port, where the forwarding happens.
  */
 import t from 'tap';
-import { AgentCluster, etcdctl, hasEtcdctl, raftStatus } from '../helpers/agents.js';
+import { AgentCluster, etcdctlSteps, etcdctl, hasEtcdctl, leaderAgent } from '../helpers/agents.js';
 
 t.test('lease keep-alive and time-to-live through a follower, with auth', { skip: hasEtcdctl() ? false : 'etcdctl not installed' }, async (t) => {
   const cluster = new AgentCluster();
@@ -13,7 +13,7 @@ t.test('lease keep-alive and time-to-live through a follower, with auth', { skip
   await cluster.startCluster(['l1', 'l2', 'l3']);
   const all = cluster.endpoints();
   const root = ['--user', 'root:rootpw'];
-  for (const args of [
+  etcdctlSteps(t, all, [
     ['user', 'add', 'root:rootpw'],
     ['auth', 'enable'],
     [...root, 'role', 'add', 'app'],
@@ -23,17 +23,9 @@ t.test('lease keep-alive and time-to-live through a follower, with auth', { skip
     [...root, 'user', 'add', 'mallory:mallorypw'],
     [...root, 'role', 'add', 'none'],
     [...root, 'user', 'grant-role', 'mallory', 'none'],
-  ]) {
-    const r = etcdctl(all, args);
-    t.equal(r.status, 0, `etcdctl ${args.filter((a) => !a.includes(':')).join(' ')}${r.status === 0 ? '' : ': ' + r.stderr}`);
-  }
-  let follower: (typeof cluster.agents)[number] | undefined;
-  for (let i = 0; i < 100 && follower === undefined; i++) {
-    const st = await Promise.all(cluster.agents.map((a) => raftStatus(a)));
-    const lead = st.find((s) => s?.role === 'leader');
-    if (lead) follower = cluster.agents.find((_, j) => st[j] !== undefined && st[j]!.role !== 'leader');
-    else await new Promise((r) => setTimeout(r, 100));
-  }
+  ]);
+  const leader = await leaderAgent(cluster);
+  const follower = cluster.agents.find((a) => a !== leader);
   t.ok(follower, 'found a follower');
   const ep = cluster.endpoints([follower!]);
   const alice = ['--user', 'alice:alicepw'];

@@ -6,7 +6,7 @@
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { AgentCluster, CLI, etcdctl, hasEtcdctl } from '../helpers/agents.js';
+import { AgentCluster, etcdctlSteps, CLI, etcdctl, hasEtcdctl } from '../helpers/agents.js';
 
 const cli = (args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 30_000 });
 
@@ -16,7 +16,7 @@ t.test('snapshots with auth enabled', { skip: hasEtcdctl() ? false : 'etcdctl no
   await source.startCluster(['s1']);
   const ep = source.endpoints();
   const root = ['--user', 'root:rootpw'];
-  for (const args of [
+  etcdctlSteps(t, ep, [
     ['user', 'add', 'root:rootpw'],
     ['auth', 'enable'],
     [...root, 'role', 'add', 'reader'],
@@ -24,10 +24,7 @@ t.test('snapshots with auth enabled', { skip: hasEtcdctl() ? false : 'etcdctl no
     [...root, 'user', 'add', 'bob:bobpw'],
     [...root, 'user', 'grant-role', 'bob', 'reader'],
     [...root, 'put', 'app/a', '1'],
-  ]) {
-    const r = etcdctl(ep, args);
-    t.equal(r.status, 0, `etcdctl ${args.filter((a) => !a.includes(':')).join(' ')}${r.status === 0 ? '' : ': ' + r.stderr}`);
-  }
+  ]);
   const bobToken = await authenticate(ep, 'bob', 'bobpw');
 
   const file = join(source.root, 'auth.db');

@@ -4,6 +4,7 @@
  * loopback unless given a host of their own (an address and a command prefix that runs there,
  * e.g. a network namespace from netns.ts).
  */
+import type { Test } from 'tap';
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -184,6 +185,14 @@ export function etcdctl(endpoints: string, args: string[], input?: string): { st
   return { status: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
 }
 
+/** Runs etcdctl commands in order, each asserted to succeed (arguments holding a password left out of the message). */
+export function etcdctlSteps(t: Test, endpoints: string, steps: string[][]): void {
+  for (const args of steps) {
+    const r = etcdctl(endpoints, args);
+    t.equal(r.status, 0, `etcdctl ${args.filter((a) => !a.includes(':')).join(' ')}${r.status === 0 ? '' : ': ' + r.stderr}`);
+  }
+}
+
 /**
  * `etcdctl endpoint hashkv` on each agent, once they all answer at the same revision (each
  * hashes its own applied state, so a member still applying is waited for, up to timeoutMs).
@@ -222,6 +231,18 @@ export async function raftStatus(a: AgentProc): Promise<RaftStatus | undefined> 
   } catch {
     return undefined;
   }
+}
+
+/** The agent that leads (by its /v1/raft/status), waited for up to timeoutMs. */
+export async function leaderAgent(cluster: AgentCluster, timeoutMs = 10_000): Promise<AgentProc> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const st = await Promise.all(cluster.agents.map((a) => raftStatus(a)));
+    const i = st.findIndex((s) => s?.role === 'leader');
+    if (i >= 0) return cluster.agents[i]!;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`no leader within ${timeoutMs} ms`);
 }
 
 /** An agent's /metrics as a map from `name{labels}` to value (Prometheus text format). */

@@ -35,6 +35,19 @@ function withUsers(): AuthState {
   return a;
 }
 
+/** Root with the root role, role r granted one permission, `user` holding r, then auth on. */
+function enabledWith(permType: number, key: string, rangeEnd: string, user: { name: string; password?: Uint8Array; noPassword?: boolean }): AuthRequest[] {
+  return [
+    { userAdd: { name: 'root', password: PW } },
+    { userGrantRole: { name: 'root', role: 'root' } },
+    { roleAdd: { name: 'r' } },
+    { roleGrantPermission: { name: 'r', permType, key: b(key), rangeEnd: b(rangeEnd) } },
+    { userAdd: user },
+    { userGrantRole: { name: user.name, role: 'r' } },
+    { authEnable: {} },
+  ];
+}
+
 /** Applies requests to `store` as consecutive Raft entries. */
 function storeApplier(store: KvStore): (req: Parameters<KvStore['apply']>[0]) => ReturnType<KvStore['apply']> {
   let index = 0;
@@ -178,15 +191,7 @@ t.test('what each request needs (permissions.ts)', async (t) => {
 t.test('the store checks a client request again when it is applied', async (t) => {
   const store = new KvStore();
   const apply = storeApplier(store);
-  const ops: AuthRequest[] = [
-    { userAdd: { name: 'root', password: PW } },
-    { userGrantRole: { name: 'root', role: 'root' } },
-    { roleAdd: { name: 'r' } },
-    { roleGrantPermission: { name: 'r', permType: PermType.READWRITE, key: b('app/'), rangeEnd: b('app0') } },
-    { userAdd: { name: 'alice', password: PW } },
-    { userGrantRole: { name: 'alice', role: 'r' } },
-    { authEnable: {} },
-  ];
+  const ops = enabledWith(PermType.READWRITE, 'app/', 'app0', { name: 'alice', password: PW });
   for (const op of ops) t.ok('auth' in apply({ auth: op }), `applied ${Object.keys(op)[0]}`);
   t.ok('put' in apply({ put: { key: b('app/1'), value: b('v') }, user: 'alice' }), 'allowed at apply');
   const revision = store.revision;
@@ -205,16 +210,7 @@ t.test('the store checks a client request again when it is applied', async (t) =
 t.test('the image: round trip through snapshots and the applied-state store; bad images refused', async (t) => {
   const store = new KvStore();
   const apply = storeApplier(store);
-  const ops: AuthRequest[] = [
-    { userAdd: { name: 'root', password: PW } },
-    { userGrantRole: { name: 'root', role: 'root' } },
-    { roleAdd: { name: 'r' } },
-    { roleGrantPermission: { name: 'r', permType: PermType.READ, key: b('a'), rangeEnd: b('\0') } },
-    { userAdd: { name: 'svc', noPassword: true } },
-    { userGrantRole: { name: 'svc', role: 'r' } },
-    { authEnable: {} },
-  ];
-  for (const op of ops) apply({ auth: op });
+  for (const op of enabledWith(PermType.READ, 'a', '\0', { name: 'svc', noPassword: true })) apply({ auth: op });
   apply({ put: { key: b('k'), value: b('v') } });
   const want = store.auth.describe();
 
