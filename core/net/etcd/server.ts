@@ -1,5 +1,5 @@
 /**
- * The etcd v3 gRPC API on the client port (KV, Watch, Lease, Cluster, Maintenance), served
+ * The etcd v3 gRPC API on the client port (KV, Watch, Lease, Cluster, Maintenance, Auth), served
  * with @grpc/grpc-js from proto/etcd (etcd 3.4's names and field numbers), answering through
  * an EtcdBackend. This layer owns what is about the wire and the connection: decoding and
  * validating requests (convert.ts), etcd's request size limit, the watch stream protocol
