@@ -16,7 +16,7 @@ commands:
         [--s3-port 9000] [--dns-port 8600] [--config FILE] [--dev]
         [--quota-backend-bytes N] [--auto-compaction-mode periodic|revision|off]
         [--auto-compaction-retention 1h|REVISIONS] [--snapshot-count N]
-        [--snapshot-catchup-entries N] [--new-board BOARD]
+        [--snapshot-catchup-entries N] [--auth-token-ttl SECONDS] [--new-board BOARD]
   token [--data-dir DIR]
   members [--json] [--watch] [--http HOST:PORT]
   keyring list|install|use|remove|generate [KEY] [--http HOST:PORT]

@@ -3,6 +3,7 @@
  * config file, and the embedded defaults (`--dev` needs nothing else). Validation lives
  * here so every bad flag gets one clear error before anything starts listening.
  */
+import { AUTH_TOKEN_TTL_SECONDS } from '../core/api/credentials.js';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -39,6 +40,8 @@ export interface AgentConfig {
   autoCompaction: AutoCompactionConfig | undefined;
   /** etcd's --snapshot-count: applied entries between Raft log compactions. */
   snapshotCount: number;
+  /** etcd's --auth-token-ttl: seconds an auth token lasts after its last use on a member. */
+  authTokenTtlSeconds: number;
   /** etcd's --experimental-snapshot-catchup-entries: log entries kept behind a compaction. */
   snapshotCatchUpEntries: number;
   /**
@@ -102,7 +105,11 @@ const OPTIONS = {
   'auto-compaction-retention': { type: 'string' },
   'snapshot-count': { type: 'string' },
   'snapshot-catchup-entries': { type: 'string' },
+  'auth-token-ttl': { type: 'string' },
 } as const;
+
+/** Longest --auth-token-ttl: a day (a token is a password's stand-in on the wire). */
+const AUTH_TOKEN_TTL_MAX_SECONDS = 86_400;
 
 /** Largest --snapshot-count: the log behind a snapshot is kept in memory, so bound it. */
 const SNAPSHOT_COUNT_MAX = 10_000_000;
@@ -221,6 +228,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     autoCompaction: autoCompaction(get('auto-compaction-mode'), get('auto-compaction-retention')),
     snapshotCount: positiveInt('snapshot-count', get('snapshot-count'), DEFAULT_SNAPSHOT_EVERY_ENTRIES, SNAPSHOT_COUNT_MAX),
     snapshotCatchUpEntries: positiveInt('snapshot-catchup-entries', get('snapshot-catchup-entries'), LOG_ENTRIES_KEPT_AFTER_SNAPSHOT, SNAPSHOT_COUNT_MAX),
+    authTokenTtlSeconds: positiveInt('auth-token-ttl', get('auth-token-ttl'), AUTH_TOKEN_TTL_SECONDS, AUTH_TOKEN_TTL_MAX_SECONDS),
     newBoard: newBoard(flags['new-board'], file['new-board']),
   };
 }

@@ -51,6 +51,7 @@ export async function startManager(
     autoCompaction: config.autoCompaction,
     snapshotEveryEntries: config.snapshotCount,
     snapshotCatchUpEntries: config.snapshotCatchUpEntries,
+    authTokenTtlSeconds: config.authTokenTtlSeconds,
     logger: log,
     onRemoved,
     onFatal,

@@ -16,7 +16,7 @@ import { EtcdError } from '../net/etcd/errors.js';
 import type * as api from '../net/etcd/service.js';
 import { deriveAuthTokenKey, parseToken } from '../net/token.js';
 import { etcdErrors } from './etcd-errors.js';
-import { AuthTokens, MAX_PASSWORD_BYTES, hashPassword, verifyPassword } from './credentials.js';
+import { AUTH_TOKEN_TTL_SECONDS, AuthTokens, MAX_PASSWORD_BYTES, hashPassword, verifyPassword, type TokenClaims } from './credentials.js';
 import type { ManagerNode } from './manager-node.js';
 
 /** Refusals a member that lags behind the cluster may give wrongly (see caughtUp). */
@@ -35,10 +35,12 @@ export interface AuthBackendDeps {
 export class ManagerAuthBackend implements api.EtcdAuthBackend {
   private readonly tokens: AuthTokens;
   private readonly node: ManagerNode;
+  /** Token claims of streams already authenticated, by the stream's call context. */
+  private readonly verifiedStreams = new WeakMap<api.CallContext, TokenClaims>();
 
   constructor(private readonly deps: AuthBackendDeps) {
     this.node = deps.node;
-    this.tokens = new AuthTokens(deriveAuthTokenKey(parseToken(deps.node.token).secret));
+    this.tokens = new AuthTokens(deriveAuthTokenKey(parseToken(deps.node.token).secret), deps.node.opts.authTokenTtlSeconds ?? AUTH_TOKEN_TTL_SECONDS);
   }
 
   private get state(): kv.AuthState {
@@ -54,7 +56,11 @@ export class ManagerAuthBackend implements api.EtcdAuthBackend {
     if (!state.enabled) return undefined;
     const token = ctx?.token;
     if (token === undefined || token === '') throw new kv.KvError('USER_EMPTY');
-    const claims = this.tokens.verify(token);
+    // A stream (keep-alive, watch) is authenticated once: its token need not stay fresh for as
+    // long as the stream lives (a lease renewed every 20 minutes outlasts any token), but what
+    // voids a token (a new password, the user deleted, auth off and on) still ends it.
+    const claims = this.verifiedStreams.get(ctx!) ?? this.tokens.verify(token);
+    if (claims !== undefined && ctx!.stream === true) this.verifiedStreams.set(ctx!, claims);
     const user = claims === undefined ? undefined : state.user(claims.user);
     if (claims === undefined || user === undefined || claims.revision < user.credentialRevision || claims.revision < state.enabledRevision) {
       throw new kv.KvError('INVALID_AUTH_TOKEN');

@@ -108,6 +108,8 @@ export interface ManagerNodeOptions {
   quotaBytes?: number;
   /** The memory that bounds the quota; default measured (measuredMemoryLimits). */
   memoryLimits?: MemoryLimits;
+  /** How long an etcd auth token lasts after its last use here (etcd's --auth-token-ttl; default 300 s). */
+  authTokenTtlSeconds?: number;
   /** Automatic compaction on the leader; default DEFAULT_AUTO_COMPACTION (keep one hour). */
   autoCompaction?: AutoCompactionConfig;
   /**

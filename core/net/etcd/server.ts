@@ -122,7 +122,7 @@ function service(name: string): grpc.ServiceDefinition {
   return etcdPackage()[`etcdserverpb.${name}`] as unknown as grpc.ServiceDefinition;
 }
 
-function callContext(call: { getPeer(): string; metadata: grpc.Metadata }): CallContext {
+function callContext(call: { getPeer(): string; metadata: grpc.Metadata }, stream = false): CallContext {
   // The peer string is built from the socket on each getPeer(); few handlers need it.
   let peer: string | undefined;
   return {
@@ -132,6 +132,7 @@ function callContext(call: { getPeer(): string; metadata: grpc.Metadata }): Call
     requireLeader: call.metadata.get('hasleader')[0] === 'true',
     // clientv3 sends "token"; grpc-gateway passes an HTTP Authorization header as "authorization".
     token: metadataString(call.metadata, 'token') ?? metadataString(call.metadata, 'authorization'),
+    stream,
   };
 }
 
@@ -442,7 +443,7 @@ export class EtcdGrpcServer {
   }
 
   private keepAliveStream(call: grpc.ServerDuplexStream<Obj, Obj>): void {
-    const ctx = callContext(call);
+    const ctx = callContext(call, true);
     // Each request's id as the client sent it (echoed back) and as the backend sees it.
     const queue: { raw: unknown; id: number }[] = [];
     let busy = false;
@@ -575,7 +576,7 @@ class WatchStream {
     private readonly backend: EtcdBackend,
     private readonly limits: EtcdServerLimits,
   ) {
-    this.ctx = callContext(call);
+    this.ctx = callContext(call, true);
     this.peer = this.ctx.peer;
     call.on('data', (req: Obj) => this.onRequest(req));
     // A client that half-closes (a request iterator that ran out, grpc-gateway once the body is

@@ -294,6 +294,8 @@ export interface CallContext {
   requireLeader: boolean;
   /** The auth token the client sent (gRPC metadata "token", the gateway's Authorization header). */
   token?: string;
+  /** The context of a stream (watch, keep-alive) rather than of one call. */
+  stream?: boolean;
 }
 
 // ------------------------------------------------------------------ Auth
