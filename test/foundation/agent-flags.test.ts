@@ -16,6 +16,7 @@ t.test('--dev needs nothing else: a one-node cluster on the default ports, loopb
   t.equal(c.autoCompaction, undefined, 'auto-compaction: the default (one hour)');
   t.equal(c.snapshotCount, 10_000, 'log compaction every 10,000 entries');
   t.equal(c.snapshotCatchUpEntries, 5_000, "5,000 entries kept behind it, etcd's default");
+  t.equal(c.authTokenTtlSeconds, 300, "auth tokens last 300 s after their last use, etcd's default");
   t.equal(c.httpPort, 7480);
 });
 
@@ -25,12 +26,12 @@ t.test('every flag of the contract is accepted', async (t) => {
     '--bind', '0.0.0.0', '--advertise', '192.168.1.5', '--client-port', '2479', '--peer-port', '2480', '--gossip-port', '8046',
     '--http-port', '7580', '--lb-port', '8081', '--s3-port', '9001', '--dns-port', '8601',
     '--quota-backend-bytes', '1048576', '--auto-compaction-mode', 'revision', '--auto-compaction-retention', '5000',
-    '--snapshot-count', '2000', '--snapshot-catchup-entries', '50',
+    '--snapshot-count', '2000', '--snapshot-catchup-entries', '50', '--auth-token-ttl', '60',
   ]);
   t.match(c, {
     name: 'm2', dataDir: '/tmp/x', join: ['manager01', '10.0.0.2:7946'], token: 'T', role: 'worker', bootstrap: false,
     advertiseAddr: '192.168.1.5', clientPort: 2479, dnsPort: 8601, quotaBackendBytes: 1_048_576,
-    autoCompaction: { mode: 'revision', retentionRevisions: 5000 }, snapshotCount: 2000, snapshotCatchUpEntries: 50,
+    autoCompaction: { mode: 'revision', retentionRevisions: 5000 }, snapshotCount: 2000, snapshotCatchUpEntries: 50, authTokenTtlSeconds: 60,
   });
   t.same(parseAgentArgs(['--dev', '--auto-compaction-retention', '30m']).autoCompaction, { mode: 'periodic', retentionMs: 1_800_000 }, 'retention alone means periodic');
   t.equal(c.newBoard, undefined, 'a data dir stays on its board unless told');
@@ -64,6 +65,8 @@ t.test('bad flags: a ConfigError that names the flag', async (t) => {
     [['--dev', '--snapshot-count', '0'], /--snapshot-count: expected an integer 1-10000000, got "0"/],
     [['--dev', '--snapshot-count', '1e9'], /--snapshot-count: expected an integer 1-10000000/],
     [['--dev', '--snapshot-catchup-entries', '0'], /--snapshot-catchup-entries: expected an integer/],
+    [['--dev', '--auth-token-ttl', '0'], /--auth-token-ttl: expected an integer 1-86400, got "0"/],
+    [['--dev', '--auth-token-ttl', '5m'], /--auth-token-ttl: expected an integer/],
     [['--dev', '--no-such-flag'], /no-such-flag/],
     [['--dev', '--new-board', 'has space'], /--new-board: expected the board id the data dir last ran on/],
   ];
