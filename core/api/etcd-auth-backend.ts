@@ -102,7 +102,7 @@ export class ManagerAuthBackend implements api.EtcdAuthBackend {
   private change(req: kv.AuthRequest, ctx: api.CallContext): Promise<{ header: api.ResponseHeader }> {
     return etcdErrors(async () => {
       const user = await this.caughtUp(() => this.admin(ctx));
-      await this.deps.replicate(user === undefined ? { auth: req } : { auth: req, user });
+      await this.deps.replicate(kv.clientRequest({ auth: req }, user));
       return { header: this.deps.header() };
     });
   }

@@ -104,7 +104,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   /** Checks the caller's permission for a key request and proposes it under the caller's name. */
   private async replicateAs(req: kv.KvRequest, ctx: api.CallContext | undefined): Promise<kv.KvResponse> {
     const user = await this.auth.caughtUp(() => this.auth.authorize(req, ctx));
-    return this.replicate(user === undefined ? req : { ...req, user });
+    return this.replicate(kv.clientRequest(req, user));
   }
 
   close(): void {
@@ -259,8 +259,8 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
 
   leaseGrant(req: api.LeaseGrantRequest, ctx?: api.CallContext): Promise<api.LeaseGrantResponse> {
     return etcdErrors(async () => {
-      await this.auth.caughtUp(() => this.auth.caller(ctx));
-      const resp = await this.replicate({ leaseGrant: { TTL: req.ttlSeconds, ID: req.id } });
+      const user = await this.auth.caughtUp(() => this.auth.caller(ctx));
+      const resp = await this.replicate(kv.clientRequest({ leaseGrant: { TTL: req.ttlSeconds, ID: req.id } }, user));
       const g = (resp as { leaseGrant: kv.LeaseGrantResponse }).leaseGrant;
       return { header: this.header(g.header.revision), id: g.ID, ttlSeconds: g.TTL };
     });

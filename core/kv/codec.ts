@@ -103,13 +103,15 @@ const AUTH: Schema = {
 };
 
 /**
- * One request field; `user` (with auth enabled, the client's user name) lets the state machine
- * check the request's permission again when it is applied.
+ * One request field; `client` (a client's request, not a member's own) and `user` (with auth
+ * enabled, the client's user name) let the state machine check its permission again when it is
+ * applied.
  */
 const TOP: Schema = {
   name: 'KvRequest',
   oneof: true,
   fields: {
+    client: 'bool',
     user: 'string',
     auth: { msg: () => AUTH },
     range: { msg: () => RANGE },
@@ -192,10 +194,10 @@ function canonical(src: unknown, schema: Schema, depth: number): Record<string, 
   return out;
 }
 
-/** The request fields of a top-level request (every field but `user`). */
+/** The request fields of a top-level request (every field but `client` and `user`). */
 function requestFields(o: object): number {
   let n = 0;
-  for (const k of Object.keys(o)) if (k !== 'user') n++;
+  for (const k of Object.keys(o)) if (k !== 'user' && k !== 'client') n++;
   return n;
 }
 

@@ -92,7 +92,7 @@ export {
 } from './lease-timers.js';
 export { leaseIdForIndex } from './leases.js';
 export { AuthState, PermType, ROOT_USER, ROOT_ROLE, type AuthRequest, type AuthResponse, type AuthUser, type AuthRole, type KeyPermission, type AuthImage } from './auth.js';
-export { checkRequestPermission } from './permissions.js';
+export { checkRequestPermission, clientRequest } from './permissions.js';
 export {
   SpaceAlarm,
   growsStore,

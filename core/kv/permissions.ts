@@ -8,10 +8,13 @@
  * again when it is applied.
  */
 import type { AuthState } from './auth.js';
+import { KvError } from './errors.js';
 import type { KvRequest, RequestOp, TxnRequest } from './types.js';
 
 export function checkRequestPermission(auth: AuthState, user: string | undefined, req: KvRequest, leaseKeys: (id: number) => Uint8Array[]): void {
   if (!auth.enabled) return;
+  // Every request needs a user (a lease grant nothing more).
+  if (user === undefined || user === '') throw new KvError('USER_EMPTY');
   if ('range' in req) auth.checkKeys(user, false, req.range.key, req.range.rangeEnd);
   else if ('put' in req) checkOp(auth, user, { requestPut: req.put }, leaseKeys);
   else if ('deleteRange' in req) checkOp(auth, user, { requestDeleteRange: req.deleteRange }, leaseKeys);
@@ -20,6 +23,11 @@ export function checkRequestPermission(auth: AuthState, user: string | undefined
   else if ('leaseRevoke' in req) {
     for (const key of leaseKeys(req.leaseRevoke.ID ?? 0)) auth.checkKeys(user, true, key);
   }
+}
+
+/** A client's request as proposed: marked, and under its user's name when auth is on where it entered. */
+export function clientRequest(req: KvRequest, user: string | undefined): KvRequest {
+  return user === undefined ? { ...req, client: true } : { ...req, client: true, user };
 }
 
 type LeaseKeys = (id: number) => Uint8Array[];

@@ -180,7 +180,7 @@ export class KvStore {
     if (err) return { error: err };
     try {
       // A client's request is checked against the permissions as they are at this point of the log.
-      if (req.user !== undefined) checkRequestPermission(this.auth, req.user, req, (id) => this.leaseKeys(id));
+      if (req.client === true) checkRequestPermission(this.auth, req.user, req, (id) => this.leaseKeys(id));
       if ('auth' in req) return { auth: this.applyAuth(req.auth) };
       if ('range' in req) return { range: this.rangeAt(req.range) };
       if ('put' in req) return { put: this.applyPut(req.put) };

@@ -186,10 +186,13 @@ export type KvRequest = (
   | { auth: AuthRequest }
 ) & {
   /**
-   * The client's user when auth is enabled: the request's permission is checked again when it
-   * is applied (it may have changed since it was checked where the request entered). Absent for
-   * the members' own requests (lease expiry, auto-compaction), which are not checked.
+   * A client's request (absent for the members' own: lease expiry, auto-compaction, which are
+   * not checked). Its permission is checked again when it is applied, against the auth state at
+   * that point of the log: it may have changed since the request was checked where it entered,
+   * and that member may have been behind (auth not yet enabled there, say).
    */
+  client?: boolean;
+  /** The client's user, when auth was enabled where the request entered. */
   user?: string;
 };
 

@@ -6,7 +6,7 @@ import fc from 'fast-check';
 import { assertProperty } from '../helpers/property.js';
 import { AuthState, PermType, type AuthRequest } from '../../core/kv/auth.js';
 import { KvError } from '../../core/kv/errors.js';
-import { checkRequestPermission } from '../../core/kv/permissions.js';
+import { checkRequestPermission, clientRequest } from '../../core/kv/permissions.js';
 import { readSnapshot } from '../../core/kv/snapshot.js';
 import { KvStore } from '../../core/kv/store.js';
 import { MvccBackend } from '../../core/storage/mvcc-backend.js';
@@ -193,17 +193,31 @@ t.test('the store checks a client request again when it is applied', async (t) =
   const apply = storeApplier(store);
   const ops = enabledWith(PermType.READWRITE, 'app/', 'app0', { name: 'alice', password: PW });
   for (const op of ops) t.ok('auth' in apply({ auth: op }), `applied ${Object.keys(op)[0]}`);
-  t.ok('put' in apply({ put: { key: b('app/1'), value: b('v') }, user: 'alice' }), 'allowed at apply');
+  const asClient = (req: Parameters<KvStore['apply']>[0], user?: string) => apply(clientRequest(req, user));
+  t.ok('put' in asClient({ put: { key: b('app/1'), value: b('v') } }, 'alice'), 'allowed at apply');
   const revision = store.revision;
   // Permission revoked by an entry ordered before alice's next put: the put must fail, unapplied.
-  apply({ auth: { roleRevokePermission: { name: 'r', key: b('app/'), rangeEnd: b('app0') } }, user: 'root' });
-  const denied = apply({ put: { key: b('app/2'), value: b('v') }, user: 'alice' });
+  asClient({ auth: { roleRevokePermission: { name: 'r', key: b('app/'), rangeEnd: b('app0') } } }, 'root');
+  const denied = asClient({ put: { key: b('app/2'), value: b('v') } }, 'alice');
   t.equal('error' in denied && denied.error.code, 'PERMISSION_DENIED', 'denied at apply');
   t.equal(store.revision, revision, 'and nothing written');
-  const notAdmin = apply({ auth: { roleAdd: { name: 'x' } }, user: 'alice' });
+  const notAdmin = asClient({ auth: { roleAdd: { name: 'x' } } }, 'alice');
   t.equal('error' in notAdmin && notAdmin.error.code, 'PERMISSION_DENIED', 'auth change by a non-admin refused at apply');
-  t.ok('put' in apply({ put: { key: b('app/3'), value: b('v') } }), "the members' own requests (no user) are not checked");
-  const refused = apply({ auth: { userDelete: { name: 'nobody' } }, user: 'root' });
+  // Checked where it entered with auth off there (a member that had not applied the enable yet):
+  // no user, refused at apply, whatever it is.
+  for (const req of [
+    { put: { key: b('app/4'), value: b('v') } },
+    { auth: { userGrantRole: { name: 'alice', role: 'root' } } },
+    { leaseGrant: { TTL: 60 } },
+    { compaction: { revision: 1 } },
+  ]) {
+    const r = asClient(req);
+    t.equal('error' in r && r.error.code, 'USER_EMPTY', `a client's ${Object.keys(req)[0]} without a user is refused at apply`);
+  }
+  t.same(store.auth.user('alice')!.roles, ['r'], 'alice did not get the root role');
+  t.equal(store.revision, revision, 'and nothing was written');
+  t.ok('put' in apply({ put: { key: b('app/3'), value: b('v') } }), "the members' own requests (not a client's) are not checked");
+  const refused = asClient({ auth: { userDelete: { name: 'nobody' } } }, 'root');
   t.equal('error' in refused && refused.error.code, 'USER_NOT_FOUND', 'a refused change is an error outcome, not a throw');
 });
 

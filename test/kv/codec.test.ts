@@ -69,8 +69,9 @@ const request: fc.Arbitrary<KvRequest> = fc
       authRequest.map((auth) => ({ auth })),
     ),
     fc.option(name, { nil: undefined }),
+    bool,
   )
-  .map(([req, user]) => (user === undefined ? req : { ...req, user }) as KvRequest);
+  .map(([req, user, client]) => ({ ...req, ...(user === undefined ? {} : { user }), ...(client ? { client } : {}) }) as KvRequest);
 
 /** proto3 view: zero values and empty lists/bytes are absent. */
 function normalize(v: unknown): unknown {
@@ -144,6 +145,8 @@ t.test('hostile but well-formed CBOR', async (t) => {
   reject({ auth: { roleAdd: { name: Buffer.from('r') } } }, 'bytes where a name belongs');
   reject({ auth: { roleAdd: { name: 'r' }, roleDelete: { name: 'r' } } }, 'two auth changes');
   reject({ user: 'alice' }, 'a user and no request');
+  reject({ client: true, user: 'alice' }, 'a client mark and a user and no request');
+  reject({ client: 1, put: { key: Buffer.from('k') } }, 'a number for the client mark');
   reject({ user: 7, put: { key: Buffer.from('k') } }, 'a number for the user');
   reject({ put: new Map([['key', Buffer.from('k')]]) }, 'a Map');
   reject({ put: { key: Buffer.from('k'), value: new Date(0) } }, 'a date');
