@@ -85,6 +85,16 @@ export class ManagerAuthBackend implements api.EtcdAuthBackend {
     }
   }
 
+  /**
+   * admin() once this member has applied what the cluster has committed: for what is never
+   * checked again at apply (snapshots, membership changes, maintenance), so a member that has
+   * not yet applied auth being enabled, or a root role revoked, does not let it through.
+   */
+  async adminCaughtUp(ctx: api.CallContext | undefined): Promise<string | undefined> {
+    await this.node.linearizableBarrier();
+    return this.admin(ctx);
+  }
+
   /** The caller, who must hold the root role when auth is enabled. */
   admin(ctx: api.CallContext | undefined): string | undefined {
     const user = this.caller(ctx);

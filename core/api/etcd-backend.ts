@@ -368,7 +368,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
 
   memberAdd(peerUrls: string[], isLearner: boolean, ctx?: api.CallContext): Promise<api.MemberAddResponse> {
     return etcdErrors(async () => {
-      await this.auth.caughtUp(() => this.auth.admin(ctx));
+      await this.auth.adminCaughtUp(ctx);
       const peerAddr = peerAddress(peerUrls);
       if ([...this.node.members.values()].some((m) => m.peerAddr === peerAddr)) throw new EtcdError('PEER_URL_EXIST');
       const id = 1 + Math.floor(Math.random() * (2 ** 47 - 1));
@@ -381,7 +381,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
 
   memberRemove(id: number, ctx?: api.CallContext): Promise<api.MembersResponse> {
     return etcdErrors(async () => {
-      await this.auth.caughtUp(() => this.auth.admin(ctx));
+      await this.auth.adminCaughtUp(ctx);
       if (!this.node.members.has(id)) throw new EtcdError('MEMBER_NOT_FOUND');
       await this.node.changeMembership({ type: ConfChangeType.RemoveNode, nodeId: id }, () => !this.node.members.has(id));
       return this.membersResponse();
@@ -390,7 +390,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
 
   memberUpdate(id: number, peerUrls: string[], ctx?: api.CallContext): Promise<api.MembersResponse> {
     return etcdErrors(async () => {
-      await this.auth.caughtUp(() => this.auth.admin(ctx));
+      await this.auth.adminCaughtUp(ctx);
       const m = this.node.members.get(id);
       if (!m) throw new EtcdError('MEMBER_NOT_FOUND');
       const peerAddr = peerAddress(peerUrls);
@@ -410,7 +410,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
 
   memberPromote(id: number, ctx?: api.CallContext): Promise<api.MembersResponse> {
     return etcdErrors(async () => {
-      await this.auth.caughtUp(() => this.auth.admin(ctx));
+      await this.auth.adminCaughtUp(ctx);
       const m = this.node.members.get(id);
       if (!m) throw new EtcdError('MEMBER_NOT_FOUND');
       if (!m.isLearner) throw new EtcdError('MEMBER_NOT_LEARNER');
@@ -464,7 +464,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   /** etcd's MoveLeader: on the leader, hand leadership to a voting member and wait until it has it. */
   moveLeader(targetId: number, ctx?: api.CallContext): Promise<{ header: api.ResponseHeader }> {
     return etcdErrors(async () => {
-      await this.auth.caughtUp(() => this.auth.admin(ctx));
+      await this.auth.adminCaughtUp(ctx);
       if (!this.node.isLeader) throw new EtcdError('NOT_LEADER');
       const target = this.node.members.get(targetId);
       if (target === undefined || target.isLearner) throw new EtcdError('BAD_LEADER_TRANSFEREE');
@@ -476,7 +476,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   /** This member's hash of its key space (no read barrier, as in etcd): compare members with it. */
   hashKV(revision: number, ctx?: api.CallContext): Promise<api.HashKVResponse> {
     return etcdErrors(async () => {
-      await this.auth.caughtUp(() => this.auth.admin(ctx));
+      await this.auth.adminCaughtUp(ctx);
       const { hash, compactRevision } = this.node.store.hashKV(revision);
       return { header: this.header(), hash, compactRevision };
     });
@@ -484,7 +484,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
 
   defragment(ctx?: api.CallContext): Promise<{ header: api.ResponseHeader }> {
     return etcdErrors(async () => {
-      await this.auth.caughtUp(() => this.auth.admin(ctx));
+      await this.auth.adminCaughtUp(ctx);
       await this.node.defragment();
       return { header: this.header() };
     });
@@ -492,7 +492,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
 
   snapshot(ctx?: api.CallContext): Promise<api.SnapshotStream> {
     return etcdErrors(async () => {
-      await this.auth.caughtUp(() => this.auth.admin(ctx));
+      await this.auth.adminCaughtUp(ctx);
       // Spool to a file first: the stream must announce its exact size, and must not hold
       // the whole image in memory.
       const path = join(this.node.opts.dataDir, `snapshot-${process.pid}-${Date.now()}.tmp`);
