@@ -286,9 +286,10 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   leaseKeepAlive(id: number, ctx?: api.CallContext): Promise<api.LeaseKeepAliveResponse> {
     return etcdErrors(async () => {
       // Keeping a lease alive keeps its keys: the caller must be allowed to write them (etcd 3.4.42+).
-      await this.auth.caughtUp(() => {
-        const user = this.auth.caller(ctx);
-        if (user !== undefined) for (const k of this.node.store.leaseKeys(id)) this.node.store.auth.checkKeys(user, true, k);
+      const user = await this.auth.caughtUp(() => {
+        const caller = this.auth.caller(ctx);
+        if (caller !== undefined) for (const k of this.node.store.leaseKeys(id)) this.node.store.auth.checkKeys(caller, true, k);
+        return caller;
       });
       if (this.node.leaseTimers.isLeader) {
         // Renew only with leadership confirmed since the request came (etcd's
@@ -309,7 +310,9 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
         }
       }
       // Lease time lives on the leader only: forward, as etcd does.
-      const ttl = await this.forwarder.keepAlive(this.leaderClientAddr(), id, ctx?.token).catch(() => {
+      // The client's token goes along only when it was needed: whatever a client sends with auth
+      // off must not open streams of its own to the leader.
+      const ttl = await this.forwarder.keepAlive(this.leaderClientAddr(), id, user === undefined ? undefined : ctx?.token).catch(() => {
         throw new EtcdError('LEADER_CHANGED');
       });
       if (ttl <= 0) throw new EtcdError('LEASE_NOT_FOUND');
@@ -328,7 +331,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       else if (r.TTL >= 0) {
         // A follower knows the lease but not its time, which lives on the leader: ask it, as
         // etcd forwards TimeToLive (answering the granted TTL here would say it never runs down).
-        const ttl = await this.forwarder.timeToLive(this.leaderClientAddr(), id, ctx?.token).catch(() => {
+        const ttl = await this.forwarder.timeToLive(this.leaderClientAddr(), id, user === undefined ? undefined : ctx?.token).catch(() => {
           throw new EtcdError('LEADER_CHANGED');
         });
         r = ttl < 0 ? { ...r, TTL: -1, grantedTTL: 0, keys: [] } : { ...r, TTL: ttl };

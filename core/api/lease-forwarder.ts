@@ -58,6 +58,11 @@ export class LeaseForwarder {
   private target = '';
   private pendingCount = 0;
 
+  /** Streams open to the leader (one per caller's token). */
+  get streamCount(): number {
+    return this.streams.size;
+  }
+
   /**
    * Renew lease `id` through the leader at `leaderClientAddr`, as the caller holding `token`;
    * resolves with the TTL (0: not found).
@@ -114,6 +119,7 @@ export class LeaseForwarder {
       existing.lastUsed = now;
       return existing;
     }
+    if (this.streams.size >= MAX_FORWARD_STREAMS) this.closeLeastRecentlyUsed();
     const fs: ForwardStream = { stream: client.LeaseKeepAlive(tokenMetadata(token)), pending: new Map(), lastUsed: now };
     fs.stream.on('data', (r: KeepAliveResponse) => this.settle(fs, r.ID, (w) => w.resolve(Number(r.TTL))));
     const fail = (e: Error): void => {
@@ -138,6 +144,20 @@ export class LeaseForwarder {
     }
   }
 
+  /** Makes room for another caller's stream: the one used longest ago goes (an idle one first). */
+  private closeLeastRecentlyUsed(): void {
+    let victim: [string, ForwardStream] | undefined;
+    for (const entry of this.streams) {
+      const [, fs] = entry;
+      const better = victim === undefined || (fs.pending.size === 0 && victim[1].pending.size > 0) || ((fs.pending.size === 0) === (victim[1].pending.size === 0) && fs.lastUsed < victim[1].lastUsed);
+      if (better) victim = entry;
+    }
+    if (victim === undefined) return;
+    this.streams.delete(victim[0]);
+    victim[1].stream.cancel();
+    this.rejectPending(victim[1], new Error('keep-alive stream to the leader closed for another caller'));
+  }
+
   /** Closes the streams; keep-alives still waiting on them fail (the leader changed, or we stop). */
   close(): void {
     const streams = [...this.streams.values()];
@@ -155,6 +175,8 @@ export class LeaseForwarder {
   }
 }
 
+/** Callers' streams open at once to the leader (it serves 4,096 streams per connection). */
+export const MAX_FORWARD_STREAMS = 256;
 /** A caller's stream unused this long is closed (an auth token lives 5 minutes from its last use). */
 const IDLE_STREAM_MS = 5 * 60_000;
 

@@ -3,7 +3,7 @@
  * forwarded to one leader, then to another after a leader change.
  */
 import t from 'tap';
-import { LeaseForwarder } from '../../core/api/lease-forwarder.js';
+import { LeaseForwarder, MAX_FORWARD_STREAMS } from '../../core/api/lease-forwarder.js';
 import { EtcdGrpcServer } from '../../core/net/etcd/server.js';
 import { FakeEtcdBackend } from '../net/fake-etcd-backend.js';
 
@@ -34,4 +34,21 @@ t.test('after a leader change, keep-alives to the new leader are not failed by t
   t.equal(await fwd.keepAlive(b.addr, idB), 45, 'the keep-alive stream is untouched by it');
   const backToA = await fwd.timeToLive(a.addr, idA);
   t.ok(backToA > 25 && backToA <= 30, 'a leader change moves the call to the new leader');
+});
+
+t.test('streams per caller are bounded: the least recently used goes, keep-alives go on', async (t) => {
+  const backend = new FakeEtcdBackend();
+  const server = await EtcdGrpcServer.start({ backend, port: 0, onInternalError: (e, m) => t.fail(`internal error in ${m}: ${String(e)}`) });
+  t.teardown(() => server.close());
+  const addr = `127.0.0.1:${server.port}`;
+  const id = (await backend.leaseGrant({ ttlSeconds: 30, id: 0 })).id;
+  const fwd = new LeaseForwarder();
+  t.teardown(() => fwd.close());
+  const callers = MAX_FORWARD_STREAMS + 44;
+  const ttls: number[] = [];
+  for (let i = 0; i < callers; i++) ttls.push(await fwd.keepAlive(addr, id, `token-${i}`));
+  t.ok(ttls.every((ttl) => ttl === 30), `${callers} callers each renewed through their own stream`);
+  t.equal(fwd.streamCount, MAX_FORWARD_STREAMS, `at most ${MAX_FORWARD_STREAMS} streams stay open`);
+  t.equal(await fwd.keepAlive(addr, id, 'token-0'), 30, 'a caller whose stream was closed gets a new one');
+  t.equal(await fwd.keepAlive(addr, id), 30, 'and so does one without a token');
 });
