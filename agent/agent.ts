@@ -3,7 +3,7 @@
  * port, and stops them in reverse order on SIGINT/SIGTERM. Subsystems not built yet are
  * accepted on the command line and logged as not in use (DESIGN.md's contract).
  */
-import { mkdirSync } from 'node:fs';
+import { ensurePrivateDir } from '../core/storage/private-dir.js';
 import pino from 'pino';
 import { Gauge } from 'prom-client';
 import { AgentConfig, ConfigError } from './config.js';
@@ -88,8 +88,9 @@ export class AgentStartError extends Error {
 }
 
 export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
-  mkdirSync(given.dataDir, { recursive: true });
   const log = logger.child({ node: given.name });
+  const wider = ensurePrivateDir(given.dataDir);
+  if (wider !== undefined) log.warn({ dataDir: given.dataDir, was: wider.toString(8) }, 'the data dir could be read by other accounts on this board: made it private (0700)');
   const config: AgentConfig = { ...given, advertiseAddr: resolveAdvertise(given, log) };
   let manager: RunningManager | undefined;
   let gossip: GossipSubsystem | undefined;

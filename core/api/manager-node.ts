@@ -8,6 +8,7 @@
  * context), so every node derives the same member table from the log. Joiners enter as
  * learners and the leader promotes them once they have caught up.
  */
+import { ensurePrivateDir } from '../storage/private-dir.js';
 import { randomInt } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
@@ -392,6 +393,8 @@ export class ManagerNode {
       clientAddr: hostPort(advertise, opts.clientPort),
       quotaBytes,
     };
+    const wider = ensurePrivateDir(opts.dataDir); // an embedder's (the agent has seen to its own)
+    if (wider !== undefined) opts.logger.warn({ dataDir: opts.dataDir, was: wider.toString(8) }, 'the data dir could be read by other accounts: made it private (0700)');
     if (existsSync(join(opts.dataDir, REMOVED_MARKER))) {
       throw new NodeError('MEMBER_REMOVED', `the member using ${opts.dataDir} was removed from the cluster: remove the data dir, then join again (picloud-node agent --join HOST --token TOKEN)`);
     }

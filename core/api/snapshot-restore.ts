@@ -4,6 +4,7 @@
  * that dir with --bootstrap founds a new one-member cluster holding the restored data
  * (etcd's restore semantics: the old membership is not carried over).
  */
+import { ensurePrivateDir } from '../storage/private-dir.js';
 import { createReadStream, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { MvccBackend } from '../storage/mvcc-backend.js';
@@ -18,6 +19,7 @@ export async function restoreSnapshotFile(file: string, dataDir: string): Promis
     throw new RestoreError(`${dataDir} already holds a member's data; restore into a new directory`);
   }
   const { dataBytes } = await readSnapshotFile(file);
+  ensurePrivateDir(dataDir); // the restored users and key space are no one else's to read
   const backend = await MvccBackend.open(join(dataDir, 'kv'));
   try {
     const image = dataBytes > 0 ? createReadStream(file, { start: 0, end: dataBytes - 1 }) : [];

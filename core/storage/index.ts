@@ -5,4 +5,5 @@ export { GroupCommitter, MAX_GROUP_COMMIT_ITEMS, MAX_GROUP_COMMIT_BYTES, type Gr
 export { SnapshotFiles, snapshotFileName, MAX_SNAPSHOT_READ_BYTES } from './snapshot-files.js';
 export { measureFsyncLatency, measureSaveCost, clampSamples, processWriteBytes, MAX_FSYNC_SAMPLES, type FsyncLatency, type SaveCost } from './disk-probe.js';
 export { writeFileDurablySync, fsyncDir, fsyncDirSync } from './durable-file.js';
+export { ensurePrivateDir, PRIVATE_DIR_MODE } from './private-dir.js';
 export { StorageError, type StorageErrorCode } from './errors.js';
