@@ -35,28 +35,51 @@ const MAX_TOKEN_CHARS = 2048;
  * passwords) takes at most one of its threads and cannot delay an fsync into an election.
  */
 export const MAX_WAITING_HASHES = 64;
+/**
+ * Of which one client address may hold this many, so that one client guessing passwords (or
+ * stuck in a login loop) cannot keep everyone else from logging in.
+ */
+export const MAX_WAITING_HASHES_PER_CLIENT = 4;
 let hashing: Promise<unknown> = Promise.resolve();
 let waiting = 0;
+const waitingByClient = new Map<string, number>();
 
-function scryptAsync(password: Buffer, salt: Buffer, logN: number, r: number, p: number): Promise<Buffer> {
+function scryptAsync(password: Buffer, salt: Buffer, logN: number, r: number, p: number, client: string): Promise<Buffer> {
   if (waiting >= MAX_WAITING_HASHES) return Promise.reject(new EtcdError('TOO_MANY_REQUESTS', 'too many password checks waiting'));
+  const mine = waitingByClient.get(client) ?? 0;
+  if (mine >= MAX_WAITING_HASHES_PER_CLIENT) return Promise.reject(new EtcdError('TOO_MANY_REQUESTS', 'too many password checks waiting from this client'));
+  waitingByClient.set(client, mine + 1);
   waiting++;
   const opts: ScryptOptions = { N: 2 ** logN, r, p, maxmem: 256 * 2 ** logN * r + 1024 * 1024 };
   const run = (): Promise<Buffer> =>
     new Promise<Buffer>((resolve, reject) => scrypt(password, salt, SCRYPT_KEY_BYTES, opts, (err, key) => (err ? reject(err) : resolve(key))));
   const result = hashing.then(run, run);
   hashing = result.catch(() => undefined);
-  return result.finally(() => waiting--);
+  return result.finally(() => {
+    waiting--;
+    const left = (waitingByClient.get(client) ?? 1) - 1;
+    if (left > 0) waitingByClient.set(client, left);
+    else waitingByClient.delete(client);
+  });
 }
 
-export async function hashPassword(password: string): Promise<Buffer> {
+/** The address of a client port peer ("ipv4:10.0.0.5:51234", "ipv6:[::1]:5", "10.0.0.5:51234"): whose share a check is. */
+export function clientAddress(peer: string): string {
+  const bare = peer.replace(/^ipv[46]:/, '');
+  const cut = bare.lastIndexOf(':');
+  const host = cut > 0 ? bare.slice(0, cut) : bare;
+  return host.replace(/^\[|\]$/g, '').replace(/^::ffff:/, '');
+}
+
+/** `client`: whose share of the queue the hash takes (clientAddress). */
+export async function hashPassword(password: string, client = ''): Promise<Buffer> {
   const salt = randomBytes(SALT_BYTES);
-  const key = await scryptAsync(Buffer.from(password, 'utf8'), salt, SCRYPT_LOG2_N, SCRYPT_R, SCRYPT_P);
+  const key = await scryptAsync(Buffer.from(password, 'utf8'), salt, SCRYPT_LOG2_N, SCRYPT_R, SCRYPT_P, client);
   return Buffer.from(`scrypt$${SCRYPT_LOG2_N}$${SCRYPT_R}$${SCRYPT_P}$${salt.toString('base64')}$${key.toString('base64')}`, 'utf8');
 }
 
 /** Does `password` match the stored hash? False for an empty or unreadable hash. */
-export async function verifyPassword(password: string, stored: Uint8Array): Promise<boolean> {
+export async function verifyPassword(password: string, stored: Uint8Array, client = ''): Promise<boolean> {
   if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) return false;
   const parts = Buffer.from(stored).toString('utf8').split('$');
   if (parts.length !== 6 || parts[0] !== 'scrypt') return false;
@@ -66,7 +89,7 @@ export async function verifyPassword(password: string, stored: Uint8Array): Prom
   const salt = Buffer.from(parts[4]!, 'base64');
   const want = Buffer.from(parts[5]!, 'base64');
   if (want.length !== SCRYPT_KEY_BYTES) return false;
-  const got = await scryptAsync(Buffer.from(password, 'utf8'), salt, logN, r, p);
+  const got = await scryptAsync(Buffer.from(password, 'utf8'), salt, logN, r, p, client);
   return timingSafeEqual(got, want);
 }
 

@@ -16,7 +16,7 @@ import { EtcdError } from '../net/etcd/errors.js';
 import type * as api from '../net/etcd/service.js';
 import { deriveAuthTokenKey, parseToken } from '../net/token.js';
 import { etcdErrors } from './etcd-errors.js';
-import { AUTH_TOKEN_TTL_SECONDS, AuthTokens, MAX_PASSWORD_BYTES, hashPassword, verifyPassword, type TokenClaims } from './credentials.js';
+import { AUTH_TOKEN_TTL_SECONDS, AuthTokens, clientAddress, MAX_PASSWORD_BYTES, hashPassword, verifyPassword, type TokenClaims } from './credentials.js';
 import type { ManagerNode } from './manager-node.js';
 
 /** Refusals a member that lags behind the cluster may give wrongly (see caughtUp). */
@@ -143,7 +143,7 @@ export class ManagerAuthBackend implements api.EtcdAuthBackend {
     });
   }
 
-  authenticate(name: string, password: string, _ctx: api.CallContext): Promise<{ header: api.ResponseHeader; token: string }> {
+  authenticate(name: string, password: string, ctx: api.CallContext): Promise<{ header: api.ResponseHeader; token: string }> {
     return etcdErrors(async () => {
       if (!this.state.enabled) throw new kv.KvError('AUTH_NOT_ENABLED');
       if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) throw new kv.KvError('AUTH_FAILED');
@@ -151,7 +151,7 @@ export class ManagerAuthBackend implements api.EtcdAuthBackend {
       const user = this.state.user(name);
       const revision = this.state.revision;
       // The hash is computed even for an unknown user, so the answer's timing does not tell which names exist.
-      const ok = await verifyPassword(password, user !== undefined && !user.noPassword ? user.password : DUMMY_HASH);
+      const ok = await verifyPassword(password, user !== undefined && !user.noPassword ? user.password : DUMMY_HASH, clientAddress(ctx.peer));
       if (user === undefined || user.noPassword || !ok) throw new kv.KvError('AUTH_FAILED');
       return { header: this.deps.header(), token: this.tokens.issue(name, revision) };
     });
@@ -162,7 +162,7 @@ export class ManagerAuthBackend implements api.EtcdAuthBackend {
       await this.caughtUp(() => this.admin(ctx));
       if (name === '') throw new kv.KvError('USER_EMPTY');
       if (this.state.user(name) !== undefined) throw new kv.KvError('USER_ALREADY_EXIST');
-      const hash = noPassword ? undefined : await this.hash(password);
+      const hash = noPassword ? undefined : await this.hash(password, ctx);
       return this.change({ userAdd: { name, ...(hash ? { password: hash } : {}), noPassword } }, ctx);
     });
   }
@@ -171,14 +171,14 @@ export class ManagerAuthBackend implements api.EtcdAuthBackend {
     return etcdErrors(async () => {
       await this.caughtUp(() => this.admin(ctx));
       if (this.state.user(name) === undefined) throw new kv.KvError('USER_NOT_FOUND');
-      return this.change({ userChangePassword: { name, password: await this.hash(password) } }, ctx);
+      return this.change({ userChangePassword: { name, password: await this.hash(password, ctx) } }, ctx);
     });
   }
 
-  private hash(password: string): Promise<Buffer> {
+  private hash(password: string, ctx: api.CallContext): Promise<Buffer> {
     if (password === '') throw new kv.KvError('PASSWORD_EMPTY');
     if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) throw new EtcdError('INVALID_ARGUMENT', `password longer than ${MAX_PASSWORD_BYTES} bytes`);
-    return hashPassword(password);
+    return hashPassword(password, clientAddress(ctx.peer));
   }
 
   userGet(name: string, ctx: api.CallContext): Promise<{ header: api.ResponseHeader; roles: string[] }> {

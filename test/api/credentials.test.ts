@@ -3,7 +3,7 @@ import t from 'tap';
 import fc from 'fast-check';
 import { assertProperty } from '../helpers/property.js';
 import { scryptSync } from 'node:crypto';
-import { AuthTokens, MAX_WAITING_HASHES, hashPassword, verifyPassword } from '../../core/api/credentials.js';
+import { AuthTokens, MAX_WAITING_HASHES, MAX_WAITING_HASHES_PER_CLIENT, clientAddress, hashPassword, verifyPassword } from '../../core/api/credentials.js';
 
 t.test('passwords: scrypt hashes with a salt each, checked in constant time', async (t) => {
   const h1 = await hashPassword('correct horse');
@@ -26,17 +26,31 @@ t.test('passwords: scrypt hashes with a salt each, checked in constant time', as
   }
 });
 
-t.test('password checks wait in a bounded queue (one runs at a time: not observable here)', async (t) => {
+t.test('password checks wait in a bounded queue, of which each client has a share (one runs at a time: not observable here)', async (t) => {
   // A cheap stored hash (2^10), so the burst takes milliseconds.
   const salt = Buffer.alloc(16, 1);
   const cheap = Buffer.from(`scrypt$10$8$1$${salt.toString('base64')}$${scryptSync('pw', salt, 32, { N: 1024, r: 8, p: 1 }).toString('base64')}`);
   const extra = 5;
-  const results = await Promise.allSettled(Array.from({ length: MAX_WAITING_HASHES + extra }, () => verifyPassword('pw', cheap)));
+  const results = await Promise.allSettled(Array.from({ length: MAX_WAITING_HASHES + extra }, (_, i) => verifyPassword('pw', cheap, `10.0.${i >> 8}.${i & 255}`)));
   const refused = results.filter((r) => r.status === 'rejected');
   t.equal(refused.length, extra, `beyond ${MAX_WAITING_HASHES} waiting, checks are refused`);
   t.match(String((refused[0] as PromiseRejectedResult).reason), /etcdserver: too many requests/);
   t.ok(results.slice(0, MAX_WAITING_HASHES).every((r) => r.status === 'fulfilled' && r.value === true), 'the others all complete');
   t.equal(await verifyPassword('pw', cheap), true, 'and the queue is free again');
+
+  // One client's share: it cannot fill the queue for the others.
+  const mine = Array.from({ length: MAX_WAITING_HASHES_PER_CLIENT + 3 }, () => verifyPassword('pw', cheap, '10.9.9.9'));
+  const theirs = verifyPassword('pw', cheap, '10.1.1.1');
+  const [a, b] = await Promise.all([Promise.allSettled(mine), theirs]);
+  const refusedMine = a.filter((r) => r.status === 'rejected');
+  t.equal(refusedMine.length, 3, `one client gets ${MAX_WAITING_HASHES_PER_CLIENT} checks waiting at once, the rest refused`);
+  t.match(String((refusedMine[0] as PromiseRejectedResult).reason), /too many password checks waiting from this client/);
+  t.equal(b, true, "another client's check goes through meanwhile");
+  t.same(
+    ['ipv4:10.0.0.5:51234', 'ipv6:[::1]:5', '10.0.0.5:51234', '::ffff:10.0.0.5:7', 'ipv6:[fe80::1]:80'].map(clientAddress),
+    ['10.0.0.5', '::1', '10.0.0.5', '10.0.0.5', 'fe80::1'],
+    'the address of a gRPC or gateway peer',
+  );
 });
 
 t.test('tokens: signed, expiring, sliding on use, never accepted when altered', async (t) => {
