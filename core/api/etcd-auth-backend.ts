@@ -73,7 +73,9 @@ export class ManagerAuthBackend implements api.EtcdAuthBackend {
    * leader had committed when asked (a grant, a user, a new password or auth switched off that
    * this member has not applied yet), so a member that lags refuses nothing the cluster allows.
    * What the cluster has taken away is caught the other way: a linearizable read checks after
-   * its barrier, and a write is checked again when applied.
+   * its barrier, a write is checked again when applied (every client entry is, with or without a
+   * user), and what is never applied checks after a barrier (adminCaughtUp). A watch is checked
+   * against this member's state when it is created, as etcd's is.
    */
   async caughtUp<T>(check: () => T): Promise<T> {
     try {

@@ -9,7 +9,7 @@
  *   - a root role revoked already refuses maintenance (checked only where it enters).
  */
 import t from 'tap';
-import { AgentCluster, etcdctl, hasEtcdctl, leaderAgent, type AgentProc } from '../helpers/agents.js';
+import { AgentCluster, etcdctl, gatewayLogin, hasEtcdctl, leaderAgent, type AgentProc } from '../helpers/agents.js';
 
 const b64 = (s: string): string => Buffer.from(s).toString('base64');
 
@@ -78,10 +78,7 @@ t.test('a lagging member answers as the acknowledged auth changes call for', { s
   ctl([...root, 'user', 'add', 'alice:alicepw']);
   ctl([...root, 'user', 'grant-role', 'alice', 'r']);
   ctl(['--user', 'alice:alicepw', 'put', 'app/secret', 's3cret']);
-  const login = async (name: string, password: string): Promise<string> => {
-    const r = await gateway(leader, '/v3/auth/authenticate', { name, password });
-    return (JSON.parse(r.text) as { token: string }).token;
-  };
+  const login = (name: string, password: string): Promise<string> => gatewayLogin(cluster.endpoints([leader]), name, password);
   const aliceToken = await login('alice', 'alicepw');
   // Everything so far applied at the follower before the rounds.
   for (let i = 0; i < 100; i++) {

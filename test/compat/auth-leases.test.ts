@@ -8,7 +8,7 @@ import t from 'tap';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
-import { AgentCluster, etcdctlSteps, etcdctl, hasEtcdctl, leaderAgent } from '../helpers/agents.js';
+import { AgentCluster, etcdctlSteps, etcdctl, gatewayLogin, hasEtcdctl, leaderAgent } from '../helpers/agents.js';
 
 const TOKEN_TTL_S = 3;
 
@@ -47,11 +47,6 @@ async function keepAliveStream(ep: string, token: string, id: string, times: num
     client.close();
   }
   return out;
-}
-
-async function login(ep: string, name: string, password: string): Promise<string> {
-  const r = await fetch(`http://${ep}/v3/auth/authenticate`, { method: 'POST', body: JSON.stringify({ name, password }) });
-  return ((await r.json()) as { token: string }).token;
 }
 
 async function rangeWith(ep: string, token: string): Promise<{ status: number; text: string }> {
@@ -110,9 +105,9 @@ t.test('lease keep-alive and time-to-live through a follower, with auth', { skip
 
   // One keep-alive stream (a raw gRPC client that, unlike etcdctl, never logs in again), renewing
   // every 4.5 s, beyond the tokens' 3 s: authenticated when it opened, it goes on.
-  const renewals = await keepAliveStream(ep, await login(ep, 'alice', 'alicepw'), BigInt(`0x${id!}`).toString(), 3, 4_500);
+  const renewals = await keepAliveStream(ep, await gatewayLogin(ep, 'alice', 'alicepw'), BigInt(`0x${id!}`).toString(), 3, 4_500);
   t.same(renewals.map((r) => (typeof r === 'number' ? r > 0 : r)), [true, true, true], `each renewal on the stream answered (${JSON.stringify(renewals)})`);
-  const token = await login(ep, 'alice', 'alicepw');
+  const token = await gatewayLogin(ep, 'alice', 'alicepw');
   const fresh = await rangeWith(ep, token);
   t.equal(fresh.status, 200, 'a fresh token works over the gateway');
   await new Promise((r) => setTimeout(r, (TOKEN_TTL_S + 1) * 1000));

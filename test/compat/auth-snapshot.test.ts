@@ -6,7 +6,7 @@
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { AgentCluster, etcdctlSteps, CLI, etcdctl, hasEtcdctl } from '../helpers/agents.js';
+import { AgentCluster, etcdctlSteps, CLI, etcdctl, gatewayLogin, hasEtcdctl } from '../helpers/agents.js';
 
 const cli = (args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 30_000 });
 
@@ -25,7 +25,7 @@ t.test('snapshots with auth enabled', { skip: hasEtcdctl() ? false : 'etcdctl no
     [...root, 'user', 'grant-role', 'bob', 'reader'],
     [...root, 'put', 'app/a', '1'],
   ]);
-  const bobToken = await authenticate(ep, 'bob', 'bobpw');
+  const bobToken = await gatewayLogin(ep, 'bob', 'bobpw');
 
   const file = join(source.root, 'auth.db');
   const anonymous = cli(['snapshot', 'save', file, '--endpoints', ep]);
@@ -61,10 +61,3 @@ t.test('snapshots with auth enabled', { skip: hasEtcdctl() ? false : 'etcdctl no
   t.equal(old.status, 401, "a token of the old cluster is not good in the new one (another cluster secret)");
   t.match(await old.text(), /etcdserver: invalid auth token/);
 });
-
-async function authenticate(endpoint: string, name: string, password: string): Promise<string> {
-  const r = await fetch(`http://${endpoint}/v3/auth/authenticate`, { method: 'POST', body: JSON.stringify({ name, password }) });
-  const body = (await r.json()) as { token?: string };
-  if (typeof body.token !== 'string') throw new Error(`authenticate ${name}: ${JSON.stringify(body)}`);
-  return body.token;
-}

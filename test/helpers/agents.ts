@@ -233,6 +233,14 @@ export async function raftStatus(a: AgentProc): Promise<RaftStatus | undefined> 
   }
 }
 
+/** etcd's Authenticate through the JSON gateway at `endpoint` (host:port): the token. */
+export async function gatewayLogin(endpoint: string, name: string, password: string): Promise<string> {
+  const r = await fetch(`http://${endpoint}/v3/auth/authenticate`, { method: 'POST', body: JSON.stringify({ name, password }), signal: AbortSignal.timeout(15_000) });
+  const body = (await r.json()) as { token?: unknown };
+  if (typeof body.token !== 'string') throw new Error(`login of ${name} at ${endpoint}: ${JSON.stringify(body)}`);
+  return body.token;
+}
+
 /** The agent that leads (by its /v1/raft/status), waited for up to timeoutMs. */
 export async function leaderAgent(cluster: AgentCluster, timeoutMs = 10_000): Promise<AgentProc> {
   const deadline = Date.now() + timeoutMs;
