@@ -74,8 +74,8 @@ export class ManagerAuthBackend implements api.EtcdAuthBackend {
    * this member has not applied yet), so a member that lags refuses nothing the cluster allows.
    * What the cluster has taken away is caught the other way: a linearizable read checks after
    * its barrier, a write is checked again when applied (every client entry is, with or without a
-   * user), and what is never applied checks after a barrier (adminCaughtUp). A watch is checked
-   * against this member's state when it is created, as etcd's is.
+   * user), what is never applied checks after a barrier (adminCaughtUp), and a watch holds its
+   * events until it is checked again after a barrier (ManagerEtcdBackend.watch).
    */
   async caughtUp<T>(check: () => T): Promise<T> {
     try {

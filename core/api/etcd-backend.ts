@@ -13,7 +13,7 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { ConfChangeType, Role } from '../raft/index.js';
 import * as kv from '../kv/index.js';
-import { EtcdError } from '../net/etcd/errors.js';
+import { EtcdError, isEtcdError, watchRefusalReason } from '../net/etcd/errors.js';
 import type * as api from '../net/etcd/service.js';
 import { ManagerAuthBackend } from './etcd-auth-backend.js';
 import { etcdErrors, etcdErrorsSync, toEtcdError } from './etcd-errors.js';
@@ -186,16 +186,23 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
 
   watch(req: api.WatchCreateRequest, sink: api.WatchSink, ctx?: api.CallContext): api.WatchHandle {
     // A watch reads its range (etcd checks it once, when the watch is created).
-    etcdErrorsSync(() => this.auth.authorize({ range: { key: req.key, rangeEnd: req.rangeEnd } }, ctx));
+    const range: kv.KvRequest = { range: { key: req.key, rangeEnd: req.rangeEnd } };
+    etcdErrorsSync(() => this.auth.authorize(range, ctx));
     let closed = false;
     let pumping = false;
     let pumpAgain = false;
+    // Once auth has been used, events are held until the check is made again with this member
+    // caught up: one that had not yet applied a revoke, or auth being enabled, would otherwise
+    // stream what the cluster no longer allows (etcd checks only its own state). Without a
+    // leader the local check stands, so watches keep working through an election.
+    let held = this.node.store.auth.revision > 0;
     // Deferred: the hub may call back synchronously inside create(), and pulling there
     // would take the history twice.
     const stream = this.node.watchHub.openStream(() => queueMicrotask(pump));
     // The hub may signal readiness from inside next(): never pump re-entrantly, or the same
     // response would be taken twice. A signal during a pump makes the pump loop once more.
     const pump = (): void => {
+      if (held) return;
       if (pumping) {
         pumpAgain = true;
         return;
@@ -242,7 +249,27 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       throw toEtcdError(e);
     }
     const header = this.header();
-    queueMicrotask(pump);
+    if (held) {
+      const release = (): void => {
+        held = false;
+        pump();
+      };
+      this.node.linearizableBarrier().then(() => {
+        if (closed) return;
+        try {
+          this.auth.authorize(range, ctx);
+        } catch (e) {
+          closed = true;
+          stream.close();
+          const err = toEtcdError(e);
+          sink.cancel(isEtcdError(err) ? watchRefusalReason(err) : String(err), this.header());
+          return;
+        }
+        release();
+      }, release);
+    } else {
+      queueMicrotask(pump);
+    }
     return {
       header,
       cancel: () => {

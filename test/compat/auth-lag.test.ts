@@ -6,9 +6,13 @@
  *   - auth enabled refuses requests without a token, writes and auth changes included;
  *   - a revoked read permission, or a changed password, already refuses a linearizable read;
  *   - a new grant, or a new user's token, already allows a write or a read;
- *   - a root role revoked already refuses maintenance (checked only where it enters).
+ *   - a root role revoked already refuses maintenance (checked only where it enters);
+ *   - a read permission revoked already cancels a watch created there (no event delivered).
  */
 import t from 'tap';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
 import { AgentCluster, etcdctl, gatewayLogin, hasEtcdctl, leaderAgent, type AgentProc } from '../helpers/agents.js';
 
 const b64 = (s: string): string => Buffer.from(s).toString('base64');
@@ -119,4 +123,52 @@ t.test('a lagging member answers as the acknowledged auth changes call for', { s
   }
   const demoted = await lagged(() => ctl([...root, 'user', 'revoke-role', 'ops', 'root']), () => gateway(follower, '/v3/maintenance/hashkv', {}, opsToken));
   t.equal(demoted.status, 403, `a root role revoked at the leader refuses maintenance at the lagging member: ${demoted.text}`);
+
+  // A read permission revoked at the leader: a watch created at the lagging member (on a stream
+  // opened before, with a token from before) is canceled, and no event of the range reaches it.
+  const watcher = await openWatchStream(follower, await login('carol', 'carolpw'));
+  t.teardown(() => watcher.close());
+  const answers = await lagged(
+    () => {
+      ctl(['--user', 'carol:carolpw', 'put', 'app/watched', 'before']);
+      ctl([...root, 'role', 'revoke-permission', 'r', 'app/', '--prefix']);
+    },
+    () => watcher.watch('app/watched', 3_000),
+  );
+  t.ok(answers.some((r) => r.canceled && /PermissionDenied desc = etcdserver: permission denied/.test(r.cancelReason)), `the watch is canceled as denied (${JSON.stringify(answers)})`);
+  t.notOk(answers.some((r) => r.events > 0), 'and delivered no event');
 });
+
+interface WatchAnswer {
+  created: boolean;
+  canceled: boolean;
+  cancelReason: string;
+  events: number;
+}
+
+/** A Watch stream to `a` sent `token`, connected now; `watch` creates a watcher from revision 1 and collects answers for `ms`. */
+async function openWatchStream(a: AgentProc, token: string): Promise<{ watch(key: string, ms: number): Promise<WatchAnswer[]>; close(): void }> {
+  const def = protoLoader.loadSync(ETCD_RPC_PROTO, { includeDirs: [ETCD_PROTO_DIR], longs: String, enums: String, defaults: true });
+  const Watch = (grpc.loadPackageDefinition(def) as any).etcdserverpb.Watch as new (addr: string, creds: grpc.ChannelCredentials) => grpc.Client & {
+    Watch(md: grpc.Metadata): grpc.ClientDuplexStream<object, { created: boolean; canceled: boolean; cancelReason: string; events: unknown[] }>;
+  };
+  const client = new Watch(`${a.host}:${a.ports.client}`, grpc.credentials.createInsecure());
+  await new Promise<void>((resolve, reject) => client.waitForReady(Date.now() + 5_000, (e) => (e ? reject(e) : resolve())));
+  const md = new grpc.Metadata();
+  md.set('token', token);
+  const call = client.Watch(md);
+  const answers: WatchAnswer[] = [];
+  call.on('data', (r) => answers.push({ created: r.created, canceled: r.canceled, cancelReason: r.cancelReason, events: r.events.length }));
+  call.on('error', () => undefined);
+  return {
+    watch: async (key, ms) => {
+      call.write({ createRequest: { key: Buffer.from(key), startRevision: 1 } });
+      await new Promise((r) => setTimeout(r, ms));
+      return answers;
+    },
+    close: () => {
+      call.cancel();
+      client.close();
+    },
+  };
+}

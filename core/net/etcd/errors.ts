@@ -90,3 +90,21 @@ export function etcdError(code: EtcdErrorCode, detail?: string): EtcdError {
 export function isEtcdError(err: unknown, code?: EtcdErrorCode): err is EtcdError {
   return err instanceof EtcdError && (code === undefined || err.code === code);
 }
+
+/** Go's names of the status codes an auth refusal carries. */
+const GO_CODE_NAMES: Partial<Record<number, string>> = {
+  [status.INVALID_ARGUMENT]: 'InvalidArgument',
+  [status.PERMISSION_DENIED]: 'PermissionDenied',
+  [status.UNAUTHENTICATED]: 'Unauthenticated',
+};
+const AUTH_REFUSALS = new Set(['USER_EMPTY', 'PERMISSION_DENIED', 'INVALID_AUTH_TOKEN']);
+
+/**
+ * The cancel reason of a refused watch. etcd puts an auth refusal's whole gRPC error text there
+ * ("rpc error: code = PermissionDenied desc = etcdserver: permission denied"), and clients show
+ * or match it; other refusals carry the message alone.
+ */
+export function watchRefusalReason(err: EtcdError): string {
+  const name = GO_CODE_NAMES[err.grpcCode];
+  return AUTH_REFUSALS.has(err.code) && name !== undefined ? `rpc error: code = ${name} desc = ${err.message}` : err.message;
+}

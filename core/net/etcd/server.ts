@@ -13,7 +13,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../proto-files.js';
 import * as cv from './convert.js';
-import { EtcdError, isEtcdError } from './errors.js';
+import { EtcdError, isEtcdError, watchRefusalReason } from './errors.js';
 import type { CallContext, EtcdAuthBackend, EtcdBackend, ResponseHeader, WatchHandle, WatchSink } from './service.js';
 import { framedSnapshotBytes, snapshotTrailer } from './snapshot-file.js';
 import { encodeEventsResponse } from './watch-encoding.js';
@@ -540,23 +540,6 @@ interface WatcherState {
 
 const WATCH_METHOD_PATH = '/etcdserverpb.Watch/Watch';
 
-/** Go's names of the status codes an auth refusal carries. */
-const GO_CODE_NAMES: Partial<Record<number, string>> = {
-  [grpc.status.INVALID_ARGUMENT]: 'InvalidArgument',
-  [grpc.status.PERMISSION_DENIED]: 'PermissionDenied',
-  [grpc.status.UNAUTHENTICATED]: 'Unauthenticated',
-};
-const AUTH_REFUSALS = new Set(['USER_EMPTY', 'PERMISSION_DENIED', 'INVALID_AUTH_TOKEN']);
-
-/**
- * The cancel reason of a refused watch. etcd puts an auth refusal's whole gRPC error text there
- * ("rpc error: code = PermissionDenied desc = etcdserver: permission denied"), and clients show
- * or match it; other refusals carry the message alone.
- */
-function watchRefusalReason(err: EtcdError): string {
-  const name = GO_CODE_NAMES[err.grpcCode];
-  return AUTH_REFUSALS.has(err.code) && name !== undefined ? `rpc error: code = ${name} desc = ${err.message}` : err.message;
-}
 
 /** Responses (objects for proto-loader, or WatchResponse bytes already encoded) go out eagerly. */
 type WatchCall = grpc.ServerDuplexStream<Obj, EagerMessage>;
