@@ -93,8 +93,27 @@ export class ManagerAuthBackend implements api.EtcdAuthBackend {
    * not yet applied auth being enabled, or a root role revoked, does not let it through.
    */
   async adminCaughtUp(ctx: api.CallContext | undefined): Promise<string | undefined> {
-    await this.node.linearizableBarrier();
+    try {
+      await this.node.linearizableBarrier();
+    } catch {
+      // No leader (a member left alone after its quorum was lost): its own state decides, as
+      // etcd's does, so the data can still be saved (`snapshot save`) for a restore.
+    }
     return this.admin(ctx);
+  }
+
+  /**
+   * A token for forwarding the caller's request to the leader (lease keep-alives): a fresh one
+   * for the verified caller, since the client's own may have expired while its stream here
+   * lives on (streams are authenticated once), and a new leader checks it afresh. Every member
+   * signs with the same key. Undefined when auth is off here.
+   */
+  forwardingToken(ctx: api.CallContext | undefined): { key: string; token: string } | undefined {
+    const user = this.caller(ctx);
+    if (user === undefined) return undefined;
+    const claims = this.verifiedStreams.get(ctx!) ?? this.tokens.verify(ctx!.token!);
+    const revision = claims?.revision ?? this.state.revision;
+    return { key: `${user}@${revision}`, token: this.tokens.issue(user, revision) };
   }
 
   /** The caller, who must hold the root role when auth is enabled. */

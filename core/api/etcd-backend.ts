@@ -191,10 +191,11 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     let closed = false;
     let pumping = false;
     let pumpAgain = false;
-    // Once auth has been used, events are held until the check is made again with this member
-    // caught up: one that had not yet applied a revoke, or auth being enabled, would otherwise
-    // stream what the cluster no longer allows (etcd checks only its own state). Without a
-    // leader the local check stands, so watches keep working through an election.
+    // Once auth has been used here (revision > 0), events are held until the check is made
+    // again with this member caught up: one that had not yet applied a revoke, or auth being
+    // enabled, would otherwise stream what the cluster no longer allows (etcd checks only its own
+    // state). Without a leader the local check stands, so watches keep working through an
+    // election; a member that has applied no auth change at all is not held.
     let held = this.node.store.auth.revision > 0;
     // Deferred: the hub may call back synchronously inside create(), and pulling there
     // would take the history twice.
@@ -313,10 +314,9 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   leaseKeepAlive(id: number, ctx?: api.CallContext): Promise<api.LeaseKeepAliveResponse> {
     return etcdErrors(async () => {
       // Keeping a lease alive keeps its keys: the caller must be allowed to write them (etcd 3.4.42+).
-      const user = await this.auth.caughtUp(() => {
+      await this.auth.caughtUp(() => {
         const caller = this.auth.caller(ctx);
         if (caller !== undefined) for (const k of this.node.store.leaseKeys(id)) this.node.store.auth.checkKeys(caller, true, k);
-        return caller;
       });
       if (this.node.leaseTimers.isLeader) {
         // Renew only with leadership confirmed since the request came (etcd's
@@ -337,9 +337,9 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
         }
       }
       // Lease time lives on the leader only: forward, as etcd does.
-      // The client's token goes along only when it was needed: whatever a client sends with auth
-      // off must not open streams of its own to the leader.
-      const ttl = await this.forwarder.keepAlive(this.leaderClientAddr(), id, user === undefined ? undefined : ctx?.token).catch(() => {
+      // As the client, with a token of its own made here (undefined with auth off: whatever a
+      // client sends then must not open streams of its own to the leader).
+      const ttl = await this.forwarder.keepAlive(this.leaderClientAddr(), id, this.auth.forwardingToken(ctx)).catch(() => {
         throw new EtcdError('LEADER_CHANGED');
       });
       if (ttl <= 0) throw new EtcdError('LEASE_NOT_FOUND');
@@ -358,7 +358,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       else if (r.TTL >= 0) {
         // A follower knows the lease but not its time, which lives on the leader: ask it, as
         // etcd forwards TimeToLive (answering the granted TTL here would say it never runs down).
-        const ttl = await this.forwarder.timeToLive(this.leaderClientAddr(), id, user === undefined ? undefined : ctx?.token).catch(() => {
+        const ttl = await this.forwarder.timeToLive(this.leaderClientAddr(), id, user === undefined ? undefined : this.auth.forwardingToken(ctx)?.token).catch(() => {
           throw new EtcdError('LEADER_CHANGED');
         });
         r = ttl < 0 ? { ...r, TTL: -1, grantedTTL: 0, keys: [] } : { ...r, TTL: ttl };

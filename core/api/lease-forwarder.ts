@@ -51,8 +51,8 @@ interface Waiter {
 export class LeaseForwarder {
   private client: LeaseClient | undefined;
   /**
-   * Streams by the caller's auth token ('' without one): with auth enabled the leader checks
-   * each forwarded keep-alive as the client's own (the token is good at every member).
+   * Streams by caller (user and auth revision; '' without auth): with auth enabled the leader
+   * checks each forwarded keep-alive as the client's, with a token made for it here.
    */
   private readonly streams = new Map<string, ForwardStream>();
   private target = '';
@@ -64,12 +64,12 @@ export class LeaseForwarder {
   }
 
   /**
-   * Renew lease `id` through the leader at `leaderClientAddr`, as the caller holding `token`;
-   * resolves with the TTL (0: not found).
+   * Renew lease `id` through the leader at `leaderClientAddr`, as `caller` (its stream's key and
+   * a token for it); resolves with the TTL (0: not found).
    */
-  keepAlive(leaderClientAddr: string, id: number, token?: string): Promise<number> {
+  keepAlive(leaderClientAddr: string, id: number, caller?: { key: string; token: string }): Promise<number> {
     if (this.pendingCount >= MAX_PENDING_FORWARDED_KEEPALIVES) return Promise.reject(new Error('too many forwarded keep-alives'));
-    const fs = this.streamTo(leaderClientAddr, token ?? '');
+    const fs = this.streamTo(leaderClientAddr, caller?.key ?? '', caller?.token);
     const key = String(id);
     return new Promise<number>((resolve, reject) => {
       const timer = setTimeout(() => this.settle(fs, key, (w) => w.reject(new Error('forwarded keep-alive timed out'))), FORWARD_TIMEOUT_MS);
@@ -110,11 +110,12 @@ export class LeaseForwarder {
     return this.client;
   }
 
-  private streamTo(addr: string, token: string): ForwardStream {
+  /** The stream for the caller `key` (its user and auth revision; '' for none), opened with `token` if new. */
+  private streamTo(addr: string, key: string, token: string | undefined): ForwardStream {
     const client = this.clientTo(addr);
     const now = performance.now();
     this.closeIdle(now);
-    const existing = this.streams.get(token);
+    const existing = this.streams.get(key);
     if (existing) {
       existing.lastUsed = now;
       return existing;
@@ -125,21 +126,21 @@ export class LeaseForwarder {
     const fail = (e: Error): void => {
       // A stream replaced by one to a new leader reports its cancellation later: the
       // keep-alives waiting then were sent on the new stream and are not this one's to fail.
-      if (this.streams.get(token) !== fs) return;
-      this.streams.delete(token);
+      if (this.streams.get(key) !== fs) return;
+      this.streams.delete(key);
       this.rejectPending(fs, e);
     };
     fs.stream.on('error', fail);
     fs.stream.on('end', () => fail(new Error('leader closed the keep-alive stream')));
-    this.streams.set(token, fs);
+    this.streams.set(key, fs);
     return fs;
   }
 
   /** Streams of callers gone quiet (their tokens expire after as long) are closed. */
   private closeIdle(now: number): void {
-    for (const [token, fs] of this.streams) {
-      if (token === '' || now - fs.lastUsed < IDLE_STREAM_MS || fs.pending.size > 0) continue;
-      this.streams.delete(token);
+    for (const [key, fs] of this.streams) {
+      if (key === '' || now - fs.lastUsed < IDLE_STREAM_MS || fs.pending.size > 0) continue;
+      this.streams.delete(key);
       fs.stream.cancel();
     }
   }

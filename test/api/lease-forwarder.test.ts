@@ -46,9 +46,9 @@ t.test('streams per caller are bounded: the least recently used goes, keep-alive
   t.teardown(() => fwd.close());
   const callers = MAX_FORWARD_STREAMS + 44;
   const ttls: number[] = [];
-  for (let i = 0; i < callers; i++) ttls.push(await fwd.keepAlive(addr, id, `token-${i}`));
+  for (let i = 0; i < callers; i++) ttls.push(await fwd.keepAlive(addr, id, { key: `user-${i}@1`, token: `token-${i}` }));
   t.ok(ttls.every((ttl) => ttl === 30), `${callers} callers each renewed through their own stream`);
   t.equal(fwd.streamCount, MAX_FORWARD_STREAMS, `at most ${MAX_FORWARD_STREAMS} streams stay open`);
-  t.equal(await fwd.keepAlive(addr, id, 'token-0'), 30, 'a caller whose stream was closed gets a new one');
+  t.equal(await fwd.keepAlive(addr, id, { key: 'user-0@1', token: 'token-0b' }), 30, 'a caller whose stream was closed gets a new one');
   t.equal(await fwd.keepAlive(addr, id), 30, 'and so does one without a token');
 });
