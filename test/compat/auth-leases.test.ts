@@ -1,8 +1,9 @@
 /**
  * Leases with auth enabled on a three-manager cluster: a follower forwards keep-alives and
- * time-to-live questions to the leader (lease time lives there) as the client, with the client's
- * token, and the leader checks them as the client's: the lease's keys must be the caller's to
- * write. Checked through a follower's client port, where the forwarding happens.
+ * time-to-live questions to the leader (lease time lives there) as the client, with a token it
+ * makes for the verified client, and the leader checks them as the client's: the lease's keys must be the caller's to
+ * write. Checked through a follower's client port, where the forwarding happens, including a
+ * keep-alive stream that outlives its token and a leader change.
  */
 import t from 'tap';
 import * as grpc from '@grpc/grpc-js';
@@ -12,8 +13,8 @@ import { AgentCluster, etcdctlSteps, etcdctl, gatewayLogin, hasEtcdctl, leaderAg
 
 const TOKEN_TTL_S = 3;
 
-/** Renews lease `id` `times` times, `gapMs` apart, on one LeaseKeepAlive stream sent `token`: each TTL answered, or the error. */
-async function keepAliveStream(ep: string, token: string, id: string, times: number, gapMs: number): Promise<Array<number | string>> {
+/** One LeaseKeepAlive stream to `ep` sent `token`: `renew` answers each renewal's TTL, or the error. */
+function openKeepAliveStream(ep: string, token: string): { renew(id: string): Promise<number | string>; close(): void } {
   const def = protoLoader.loadSync(ETCD_RPC_PROTO, { includeDirs: [ETCD_PROTO_DIR], longs: String, enums: String, defaults: true });
   const Lease = (grpc.loadPackageDefinition(def) as any).etcdserverpb.Lease as new (addr: string, creds: grpc.ChannelCredentials) => grpc.Client & {
     LeaseKeepAlive(md: grpc.Metadata): grpc.ClientDuplexStream<{ ID: string }, { TTL: string }>;
@@ -22,14 +23,13 @@ async function keepAliveStream(ep: string, token: string, id: string, times: num
   const md = new grpc.Metadata();
   md.set('token', token);
   const stream = client.LeaseKeepAlive(md);
-  const out: Array<number | string> = [];
   let failed: string | undefined;
   stream.on('error', (e: grpc.ServiceError) => (failed = e.details));
-  try {
-    for (let i = 0; i < times && failed === undefined; i++) {
-      if (i > 0) await new Promise((r) => setTimeout(r, gapMs));
-      const answer = new Promise<number | string>((resolve) => {
-        const timer = setTimeout(() => resolve(failed ?? 'no answer'), 5_000);
+  return {
+    renew: (id) => {
+      if (failed !== undefined) return Promise.resolve(failed);
+      return new Promise<number | string>((resolve) => {
+        const timer = setTimeout(() => resolve(failed ?? 'no answer'), 8_000);
         stream.once('data', (r: { TTL: string }) => {
           clearTimeout(timer);
           resolve(Number(r.TTL));
@@ -38,15 +38,14 @@ async function keepAliveStream(ep: string, token: string, id: string, times: num
           clearTimeout(timer);
           resolve(e.details);
         });
+        stream.write({ ID: id });
       });
-      stream.write({ ID: id });
-      out.push(await answer);
-    }
-  } finally {
-    stream.cancel();
-    client.close();
-  }
-  return out;
+    },
+    close: () => {
+      stream.cancel();
+      client.close();
+    },
+  };
 }
 
 async function rangeWith(ep: string, token: string): Promise<{ status: number; text: string }> {
@@ -105,8 +104,26 @@ t.test('lease keep-alive and time-to-live through a follower, with auth', { skip
 
   // One keep-alive stream (a raw gRPC client that, unlike etcdctl, never logs in again), renewing
   // every 4.5 s, beyond the tokens' 3 s: authenticated when it opened, it goes on.
-  const renewals = await keepAliveStream(ep, await gatewayLogin(ep, 'alice', 'alicepw'), BigInt(`0x${id!}`).toString(), 3, 4_500);
+  const leaseId = BigInt(`0x${id!}`).toString();
+  const stream = openKeepAliveStream(ep, await gatewayLogin(ep, 'alice', 'alicepw'));
+  t.teardown(() => stream.close());
+  const renewals: Array<number | string> = [];
+  for (let i = 0; i < 3; i++) {
+    if (i > 0) await new Promise((r) => setTimeout(r, 4_500));
+    renewals.push(await stream.renew(leaseId));
+  }
   t.same(renewals.map((r) => (typeof r === 'number' ? r > 0 : r)), [true, true, true], `each renewal on the stream answered (${JSON.stringify(renewals)})`);
+  // Leadership moves to the third member: the follower's forwarding stream is made anew, and the
+  // new leader checks it afresh, long after the client's token expired. (Forwarding the client's
+  // own token failed this renewal with "leader changed"; found by a review.)
+  const third = cluster.agents.find((a) => a !== leader && a !== follower)!;
+  const st = JSON.parse(etcdctl(cluster.endpoints([third]), [...root, 'endpoint', 'status', '-w', 'json']).stdout) as Array<{ Status: { header: { member_id: number | string } } }>;
+  const thirdId = BigInt(st[0]!.Status.header.member_id).toString(16);
+  const mv = etcdctl(cluster.endpoints([leader]), [...root, 'move-leader', thirdId]);
+  t.equal(mv.status, 0, `move-leader: ${mv.stderr.trim()}`);
+  await new Promise((r) => setTimeout(r, 1500));
+  const afterMove = await stream.renew(leaseId);
+  t.match(`TTL ${afterMove}`, /^TTL 1\d$/, 'a renewal after the leader change, through the same stream');
   const token = await gatewayLogin(ep, 'alice', 'alicepw');
   const fresh = await rangeWith(ep, token);
   t.equal(fresh.status, 200, 'a fresh token works over the gateway');
