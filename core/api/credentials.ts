@@ -18,7 +18,7 @@ import { EtcdError } from '../net/etcd/errors.js';
 
 /** etcd's default --auth-token-ttl. */
 export const AUTH_TOKEN_TTL_SECONDS = 300;
-/** scrypt cost: 2^14 × 8 × 128 B = 16 MiB and ~60 ms per hash on this x86 VM (bcrypt at etcd's cost 10 is similar); several times that on a Pi. */
+/** scrypt cost: 2^14 × 8 × 128 B = 16 MiB and 54–72 ms per hash on this x86 VM (measured 2026-12-05); more on a Pi (not measured). */
 const SCRYPT_LOG2_N = 14;
 const SCRYPT_R = 8;
 const SCRYPT_P = 1;
