@@ -159,7 +159,7 @@ export async function runKvBench(argv: string[]): Promise<void> {
         writes: 'to the leader, closed loop, over `channels` gRPC channels (each its own TCP connection)',
         reads: 'linearizable Range, round-robin over all three members, `channels` channels each',
         watchers: 'on one follower, 100 watchers per Watch stream, one stream per connection; sequential puts to the watched key on the leader',
-        watchLatency: 'put acknowledged -> event received (events that beat the ack count as 0); fromSendLatency: put sent -> event',
+        watchLatency: 'put acknowledged -> event received (events that beat the ack count as 0); fromSendLatency: put sent -> event; lastEventLatency: put acknowledged -> its last event (one sample per put)',
         bytesPerPut: '/proc/PID/io write_bytes and wchar deltas summed over the three members during the measured phase, per acknowledged put',
         plan,
       },

@@ -5,6 +5,7 @@
  * so every number is what the server did. Not a general-purpose client.
  */
 import * as grpc from '@grpc/grpc-js';
+import * as http2 from 'node:http2';
 import * as protoLoader from '@grpc/proto-loader';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO, etcdType } from '../../core/net/proto-files.js';
 
@@ -174,31 +175,57 @@ interface WatchReply {
 const WatchRequestProto = etcdType('etcdserverpb.WatchRequest');
 const WatchResponseProto = etcdType('etcdserverpb.WatchResponse');
 const PUT_EVENT = 0;
-
+const WATCH_PATH = '/etcdserverpb.Watch/Watch';
+/** gRPC's length-prefixed message: a compressed-flag byte and a 4-byte big-endian length. */
+const GRPC_FRAME_HEADER_BYTES = 5;
+const MAX_WATCH_MESSAGE_BYTES = 64 * 1024 * 1024;
 /**
- * Decodes with protobufjs' generated decoder and reads only the fields the benchmark needs:
- * proto-loader's full object mapping (longs as strings, defaults) costs the client more per
- * event than the servers spend sending it, and would be measured as delivery latency.
+ * HTTP/2 receive window of a watch stream and its connection. The default 64 KiB holds two
+ * puts' worth of 100 responses, so a sender would stall on WINDOW_UPDATEs from this busy
+ * process; etcd's Go clients grow their windows to megabytes (grpc-go's BDP estimation).
  */
-function decodeWatchReply(buf: Buffer): WatchReply {
+const WATCH_WINDOW_BYTES = 4 * 1024 * 1024;
+
+/** protobufjs' Long (or a number) as a decimal string, without Long#toString's division loop. */
+function revisionString(v: unknown): string {
+  if (typeof v === 'number') return String(v);
+  const l = v as { toNumber?: () => number } | null | undefined;
+  return l?.toNumber ? String(l.toNumber()) : '0';
+}
+
+/** Decodes with protobufjs' generated decoder and keeps only the fields the benchmark needs. */
+function decodeWatchReply(buf: Uint8Array): WatchReply {
   const r = WatchResponseProto.decode(buf) as unknown as { watchId: unknown; created: boolean; canceled: boolean; cancelReason: string; events: { type: number; kv?: { modRevision: unknown } }[] };
   const puts: string[] = [];
-  for (const ev of r.events) if (ev.type === PUT_EVENT) puts.push(String(ev.kv?.modRevision ?? '0'));
-  return { watchId: String(r.watchId), created: r.created, canceled: r.canceled, cancelReason: r.cancelReason, puts };
+  for (const ev of r.events) if (ev.type === PUT_EVENT) puts.push(revisionString(ev.kv?.modRevision));
+  return { watchId: revisionString(r.watchId), created: r.created, canceled: r.canceled, cancelReason: r.cancelReason, puts };
 }
 
-function encodeWatchRequest(req: Obj): Buffer {
-  return Buffer.from(WatchRequestProto.encode(WatchRequestProto.fromObject(req)).finish());
+function grpcFrame(req: Obj): Buffer {
+  const msg = WatchRequestProto.encode(WatchRequestProto.fromObject(req)).finish();
+  const out = Buffer.allocUnsafe(GRPC_FRAME_HEADER_BYTES + msg.length);
+  out[0] = 0;
+  out.writeUInt32BE(msg.length, 1);
+  out.set(msg, GRPC_FRAME_HEADER_BYTES);
+  return out;
 }
 
 /**
- * One Watch stream (on its own channel) carrying many watchers of the same key. Creates
- * them one by one (as etcd requires: a create is answered before the next is sent) and
- * reports every PUT event with its arrival time.
+ * One Watch stream (on its own HTTP/2 connection) carrying many watchers of the same key.
+ * Creates them one by one (as etcd requires: a create is answered before the next is sent)
+ * and reports every PUT event with its arrival time.
+ *
+ * It speaks gRPC over node:http2 itself instead of through grpc-js's client: with 1,000
+ * watchers every put brings 1,000 WatchResponses, and grpc-js's client spends ~10 µs on each
+ * (its stream decoder, filters, Readable streams and a microtask per message), so the last
+ * event of a put was stamped "arrived" up to ~10 ms after its bytes reached this process, and
+ * that time was taken from the two cores the members under test share. Here a message is
+ * stamped when the socket read holding it returns, the same for etcd and picloud.
  */
 export class WatchStream {
-  private readonly client: grpc.Client;
-  private readonly call: grpc.ClientDuplexStream<Obj, WatchReply>;
+  private readonly session: http2.ClientHttp2Session;
+  private readonly stream: http2.ClientHttp2Stream;
+  private pending: Buffer = Buffer.alloc(0);
   private createdWaiter: ((watchId: string) => void) | undefined;
   private failure: Error | undefined;
 
@@ -207,16 +234,39 @@ export class WatchStream {
     private readonly sink: WatchEventSink,
     private readonly now: () => number,
   ) {
-    this.client = new grpc.Client(endpoint, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
-    this.call = this.client.makeBidiStreamRequest('/etcdserverpb.Watch/Watch', encodeWatchRequest, decodeWatchReply);
-    this.call.on('data', (r: WatchReply) => this.onData(r));
-    this.call.on('error', (e: Error) => {
+    this.session = http2.connect(`http://${endpoint}`, { settings: { initialWindowSize: WATCH_WINDOW_BYTES } });
+    this.session.on('error', (e: Error) => {
+      this.failure = e;
+    });
+    this.session.on('connect', () => this.session.setLocalWindowSize(WATCH_WINDOW_BYTES));
+    this.stream = this.session.request({ ':method': 'POST', ':path': WATCH_PATH, 'content-type': 'application/grpc', te: 'trailers' });
+    this.stream.on('data', (chunk: Buffer) => this.onChunk(chunk));
+    this.stream.on('trailers', (t: http2.IncomingHttpHeaders) => {
+      if (t['grpc-status'] !== '0') this.failure = new Error(`watch stream ended: grpc-status ${String(t['grpc-status'])} ${String(t['grpc-message'] ?? '')}`);
+    });
+    this.stream.on('error', (e: Error) => {
       this.failure = e;
     });
   }
 
-  private onData(r: WatchReply): void {
+  private onChunk(chunk: Buffer): void {
     const arrived = this.now();
+    let buf = this.pending.length > 0 ? Buffer.concat([this.pending, chunk]) : chunk;
+    while (buf.length >= GRPC_FRAME_HEADER_BYTES) {
+      const len = buf.readUInt32BE(1);
+      if (buf[0] !== 0 || len > MAX_WATCH_MESSAGE_BYTES) {
+        this.failure = new Error(`watch stream: unexpected gRPC frame (flag ${buf[0]}, ${len} bytes)`);
+        this.stream.close();
+        return;
+      }
+      if (buf.length < GRPC_FRAME_HEADER_BYTES + len) break;
+      this.onReply(decodeWatchReply(buf.subarray(GRPC_FRAME_HEADER_BYTES, GRPC_FRAME_HEADER_BYTES + len)), arrived);
+      buf = buf.subarray(GRPC_FRAME_HEADER_BYTES + len);
+    }
+    this.pending = buf.length > 0 ? Buffer.from(buf) : Buffer.alloc(0);
+  }
+
+  private onReply(r: WatchReply, arrived: number): void {
     if (r.created) {
       const w = this.createdWaiter;
       this.createdWaiter = undefined;
@@ -235,18 +285,18 @@ export class WatchStream {
     for (let i = 0; i < count; i++) {
       if (this.failure) throw this.failure;
       await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`watch create timed out after ${timeoutMs} ms`)), timeoutMs);
+        const timer = setTimeout(() => reject(this.failure ?? new Error(`watch create timed out after ${timeoutMs} ms`)), timeoutMs);
         this.createdWaiter = () => {
           clearTimeout(timer);
           resolve();
         };
-        this.call.write({ createRequest: { key, startRevision: 0 } });
+        this.stream.write(grpcFrame({ createRequest: { key, startRevision: 0 } }));
       });
     }
   }
 
   close(): void {
-    this.call.cancel();
-    this.client.close();
+    this.stream.close(http2.constants.NGHTTP2_CANCEL);
+    this.session.close();
   }
 }

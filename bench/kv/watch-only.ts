@@ -36,7 +36,7 @@ async function main(): Promise<void> {
       const cpu = pids.map((p, i) => (cpuTimeMs(p) ?? NaN) - (cpu0[i] ?? NaN));
       const sys = pids.map((p, i) => writeSyscalls(p) - sys0[i]!);
       process.stdout.write(
-        `${system} round ${round}: ${watchers} watchers, ${r.puts} puts (${r.incompletePuts} incomplete), ack -> event p50 ${r.latency.p50Ms.toFixed(2)} ms p99 ${r.latency.p99Ms.toFixed(2)} ms; ` +
+        `${system} round ${round}: ${watchers} watchers, ${r.puts} puts (${r.incompletePuts} incomplete), ack -> event p50 ${r.latency.p50Ms.toFixed(2)} ms p99 ${r.latency.p99Ms.toFixed(2)} ms, -> a put's last event p50 ${r.lastEventLatency.p50Ms.toFixed(2)} ms p99 ${r.lastEventLatency.p99Ms.toFixed(2)} ms max ${r.lastEventLatency.maxMs.toFixed(2)} ms; ` +
           `member CPU ms per put (leader, watched follower, other) ${per(cpu)}; write syscalls per put ${per(sys)}; ` +
           `client CPU ms per put ${((client.user + client.system) / 1000 / r.puts).toFixed(2)}\n`,
       );

@@ -149,6 +149,8 @@ export interface WatchResult {
   eventsBeforeAck: number;
   /** Put sent → event received (what etcd's `benchmark watch-latency` reports). */
   fromSendLatency: LatencySummary;
+  /** Put acknowledged → its last event received, per put: how long a fan-out takes to finish. */
+  lastEventLatency: LatencySummary;
   durationMs: number;
 }
 
@@ -194,6 +196,7 @@ export async function watchPhase(writer: EtcdBenchClient, watchEndpoint: string,
     }
     const fromAck = new LatencyRecorder();
     const fromSend = new LatencyRecorder();
+    const lastEvent = new LatencyRecorder();
     let eventsBeforeAck = 0;
     let incompletePuts = 0;
     let puts = 0;
@@ -206,14 +209,17 @@ export async function watchPhase(writer: EtcdBenchClient, watchEndpoint: string,
       await allArrived(rev);
       const got = arrivals.get(rev) ?? [];
       if (got.length < watchers) incompletePuts++;
+      let last = acked;
       for (const at of got) {
         if (at < acked) eventsBeforeAck++;
         fromAck.add(Math.max(0, at - acked));
         fromSend.add(at - sent);
+        last = Math.max(last, at);
       }
+      if (got.length === watchers) lastEvent.add(last - acked);
       arrivals.clear();
     }
-    return { watchers, puts, incompletePuts, latency: fromAck.summary(), eventsBeforeAck, fromSendLatency: fromSend.summary(), durationMs: nowMs() - start };
+    return { watchers, puts, incompletePuts, latency: fromAck.summary(), eventsBeforeAck, fromSendLatency: fromSend.summary(), lastEventLatency: lastEvent.summary(), durationMs: nowMs() - start };
   } finally {
     for (const s of streams) s.close();
   }

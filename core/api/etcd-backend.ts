@@ -40,6 +40,21 @@ const CMP_OPERAND_FIELD: Record<api.CompareTarget, keyof kv.Compare> = {
  * hands each of them the same event object, and the wire encoding is cached on it in turn.
  */
 const apiEvents = new WeakMap<kv.WatchEvent, api.WatchEvent>();
+
+/**
+ * A hub response's events in the API's view. Every watcher of a fan-out holds its own array of
+ * the same event objects, so the last answer is handed out again while the elements match
+ * (the wire encoder then knows the events at a glance).
+ */
+let lastApiEvents: { from: readonly kv.WatchEvent[]; to: api.WatchEvent[] } | undefined;
+
+function apiEventList(events: readonly kv.WatchEvent[]): api.WatchEvent[] {
+  const last = lastApiEvents;
+  if (last !== undefined && last.from.length === events.length && events.every((e, i) => last.from[i] === e)) return last.to;
+  const to = events.map(apiEvent);
+  lastApiEvents = { from: events, to };
+  return to;
+}
 function apiEvent(e: kv.WatchEvent): api.WatchEvent {
   let a = apiEvents.get(e);
   if (a === undefined) {
@@ -94,6 +109,10 @@ function toKvTxn(t: api.TxnRequest): kv.TxnRequest {
 
 export class ManagerEtcdBackend implements api.EtcdBackend {
   private readonly forwarder = new LeaseForwarder();
+  /** Watches with responses to send, pumped together in one microtask (one per fan-out, not per watcher). */
+  private readyWatches: (() => void)[] = [];
+  /** The header of the last events response, shared by the watchers of one fan-out. */
+  private lastEventsHeader: api.ResponseHeader | undefined;
 
   readonly auth: ManagerAuthBackend;
 
@@ -113,6 +132,24 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
 
   header(revision = this.node.store.revision): api.ResponseHeader {
     return { clusterId: this.node.clusterId, memberId: this.node.id, revision, raftTerm: this.node.driver.node.raft.term };
+  }
+
+  /** header(), reused while nothing in it changes (watch responses are encoded, never altered). */
+  private eventsHeader(revision: number): api.ResponseHeader {
+    const h = this.lastEventsHeader;
+    const term = this.node.driver.node.raft.term;
+    if (h !== undefined && h.revision === revision && h.raftTerm === term && h.memberId === this.node.id && h.clusterId === this.node.clusterId) return h;
+    return (this.lastEventsHeader = this.header(revision));
+  }
+
+  private schedulePump(pump: () => void): void {
+    if (this.readyWatches.push(pump) === 1) queueMicrotask(() => this.runPumps());
+  }
+
+  private runPumps(): void {
+    const pumps = this.readyWatches;
+    this.readyWatches = [];
+    for (const pump of pumps) pump();
   }
 
   private withHeader<T extends { header: { revision: number } }>(r: T): Omit<T, 'header'> & { header: api.ResponseHeader } {
@@ -199,7 +236,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     let held = this.node.store.auth.revision > 0;
     // Deferred: the hub may call back synchronously inside create(), and pulling there
     // would take the history twice.
-    const stream = this.node.watchHub.openStream(() => queueMicrotask(pump));
+    const stream = this.node.watchHub.openStream(() => this.schedulePump(pump));
     // The hub may signal readiness from inside next(): never pump re-entrantly, or the same
     // response would be taken twice. A signal during a pump makes the pump loop once more.
     const pump = (): void => {
@@ -220,17 +257,16 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     };
     const drain = (): void => {
       for (let r = stream.next(); r && !closed; r = stream.next()) {
-        const header = this.header(r.header.revision);
         if (r.canceled) {
           closed = true;
           stream.close();
-          sink.cancel(r.cancelReason, header, r.compactRevision > 0 ? r.compactRevision : undefined);
+          sink.cancel(r.cancelReason, this.header(r.header.revision), r.compactRevision > 0 ? r.compactRevision : undefined);
           return;
         }
         if (r.events.length > 0) {
-          sink.events(r.events.map(apiEvent), header);
+          sink.events(apiEventList(r.events), this.eventsHeader(r.header.revision));
         } else if (!r.created) {
-          sink.progress(header);
+          sink.progress(this.header(r.header.revision));
         }
       }
     };
@@ -269,7 +305,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
         release();
       }, release);
     } else {
-      queueMicrotask(pump);
+      this.schedulePump(pump);
     }
     return {
       header,

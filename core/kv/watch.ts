@@ -241,6 +241,7 @@ export class WatchHub implements KvListener {
   onRevision(revision: number, events: readonly WatchEvent[]): void {
     this.lastRevision = revision;
     this.stats.events += events.length;
+    if (events.length === 1) return this.onSingleEvent(revision, events[0]!);
     const perWatcher = new Map<Watcher, WatchEvent[]>();
     const add = (w: Watcher, e: WatchEvent, bare: () => WatchEvent): void => {
       this.stats.watchersMatched++;
@@ -263,6 +264,39 @@ export class WatchHub implements KvListener {
     for (const [w, evs] of perWatcher) {
       if (!this.admit(w, evs)) this.cancelSlow(w, revision);
     }
+  }
+
+  /**
+   * The common revision (one put or delete): each matching watcher gets the event on its own,
+   * with no per-revision grouping, and the event's size is counted once for all of them.
+   */
+  private onSingleEvent(revision: number, e: WatchEvent): void {
+    const skey = keyString(e.kv.key);
+    const bytes = eventBytes(e);
+    let bare: WatchEvent | undefined;
+    let bareBytes = 0;
+    const one = (w: Watcher): void => {
+      this.stats.watchersMatched++;
+      if (revision < w.minRev || !w.wants(e)) return;
+      let ok: boolean;
+      if (w.prevKv || e.prevKv === undefined) ok = this.admitOne(w, e, bytes);
+      else {
+        if (bare === undefined) {
+          bare = { type: e.type, kv: e.kv };
+          bareBytes = eventBytes(bare);
+        }
+        ok = this.admitOne(w, bare, bareBytes);
+      }
+      if (!ok) (slow ??= []).push(w);
+    };
+    // Cancelled after the walk: cancelling removes the watcher from the indexes being walked.
+    let slow: Watcher[] | undefined;
+    const keyed = this.byKey.get(skey);
+    if (keyed) for (const w of keyed) one(w);
+    this.byRange.stab(skey, (set) => {
+      for (const w of set) one(w);
+    });
+    if (slow) for (const w of slow) this.cancelSlow(w, revision);
   }
 
   onCompact(revision: number): void {
@@ -296,6 +330,16 @@ export class WatchHub implements KvListener {
       return false;
     }
     for (const e of evs) w.buf.push(e);
+    w.bufBytes += bytes;
+    w.stream.markReady(w);
+    return true;
+  }
+
+  /** admit() for a revision of one event whose size is known. */
+  private admitOne(w: Watcher, e: WatchEvent, bytes: number): boolean {
+    if (w.removed || w.final) return true;
+    if (w.buf.length > 0 && (w.buf.length + 1 > this.bufferEventsMax || w.bufBytes + bytes > this.bufferBytesMax)) return false;
+    w.buf.push(e);
     w.bufBytes += bytes;
     w.stream.markReady(w);
     return true;
@@ -650,7 +694,8 @@ export class WatchStream {
     const lastRev = events[events.length - 1]!.kv.modRevision;
     // Header: everything up to it has been delivered to this watcher.
     const revision = w.synced && w.buf.length === 0 ? Math.max(lastRev, this.hub.store.revision) : lastRev;
-    return response(revision, w.id, { events });
+    // Written out rather than through response(): this runs once per watcher per fan-out.
+    return { header: { revision }, watchId: w.id, created: false, canceled: false, compactRevision: 0, cancelReason: '', fragment: false, events };
   }
 
   /** Removes every watcher; nothing more is queued. */

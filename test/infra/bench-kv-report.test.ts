@@ -23,7 +23,7 @@ t.test('target checks compare the right numbers', async (t) => {
     system: name, members: [], leaderEndpoint: '', leaderAfterLoad: '', rssIdleKiB: [], idleCpuPercent: 0, rssLoadPeakKiB: [],
     puts: [put(1, 100, 1.4, 3), put(16, 1000 * f, 10, 30 / f), put(64, 1500 * f, 40, 90), put(256, 2000 * f, 100, 300)],
     get: put(64, 1600 * f, 40, 90),
-    watch: [{ watchers: 1000, puts: 1, incompletePuts: 0, latency: lat(1, watchP99), eventsBeforeAck: 0, fromSendLatency: lat(1, watchP99), durationMs: 1 }],
+    watch: [{ watchers: 1000, puts: 1, incompletePuts: 0, latency: lat(1, watchP99), eventsBeforeAck: 0, fromSendLatency: lat(1, watchP99), lastEventLatency: lat(1, watchP99), durationMs: 1 }],
   });
   const byName = (checks: ReturnType<typeof checkTargets>) => new Map(checks.map((c) => [c.name, c.met]));
   const good = byName(checkTargets(fsync as never, sys('picloud', 1.1, 4) as never, sys('etcd', 1, 40) as never));

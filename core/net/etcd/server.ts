@@ -19,7 +19,7 @@ import { framedSnapshotBytes, snapshotTrailer } from './snapshot-file.js';
 import { encodeEventsResponse } from './watch-encoding.js';
 import { DEFAULT_SORTING_TIMEOUTS, SortingListener } from './client-port-listener.js';
 import { JsonGateway } from './json-gateway.js';
-import { EagerMessage, eagerSendInterceptor } from './eager-send.js';
+import { EagerFrames, EagerMessage, eagerSendInterceptor } from './eager-send.js';
 
 /** etcd's --max-request-bytes default. */
 export const MAX_REQUEST_BYTES = 1.5 * 1024 * 1024;
@@ -271,6 +271,10 @@ export class EtcdGrpcServer {
       metadata,
       getPeer: () => peer,
       write: (m: unknown): boolean => {
+        if (m instanceof EagerFrames) {
+          m.messages.forEach((b, i) => out.write(b, i === m.messages.length - 1 ? m.sent : () => undefined));
+          return true;
+        }
         const msg = m instanceof EagerMessage ? m : new EagerMessage(m, () => undefined);
         out.write(def.responseSerialize(msg.message as object), msg.sent);
         return true;
@@ -542,13 +546,15 @@ const WATCH_METHOD_PATH = '/etcdserverpb.Watch/Watch';
 
 
 /** Responses (objects for proto-loader, or WatchResponse bytes already encoded) go out eagerly. */
-type WatchCall = grpc.ServerDuplexStream<Obj, EagerMessage>;
+type WatchCall = grpc.ServerDuplexStream<Obj, EagerMessage | EagerFrames>;
 
 /** One Watch bidi stream: many watchers multiplexed by watch id. */
 class WatchStream {
   private readonly watchers = new Map<number, WatcherState>();
   private nextId = 0;
   private pendingBytes = 0;
+  /** Encoded events responses waiting for this turn's write. */
+  private batch: Buffer[] = [];
   private closed = false;
   private readonly ctx: CallContext;
   private readonly peer: string;
@@ -598,8 +604,36 @@ class WatchStream {
     }
   }
 
-  private send(resp: Obj | Buffer, bytes: number): void {
+  /**
+   * Queues an encoded events response: the ones produced in one turn (a fan-out reaches every
+   * watcher of the stream in the same turn) leave as one HTTP/2 write.
+   */
+  private sendEvents(resp: Buffer): void {
     if (this.closed) return;
+    this.pendingBytes += resp.length;
+    if (this.batch.length === 0) queueMicrotask(() => this.flush());
+    this.batch.push(resp);
+    if (this.pendingBytes > this.limits.maxWatchStreamBufferBytes) this.tooSlow();
+  }
+
+  /** Writes the queued events responses; anything else sent must come after them. */
+  private flush(): void {
+    if (this.batch.length === 0) return;
+    const batch = this.batch;
+    this.batch = [];
+    if (this.closed) return;
+    let bytes = 0;
+    for (const b of batch) bytes += b.length;
+    this.call.write(
+      new EagerFrames(batch, () => {
+        this.pendingBytes -= bytes;
+      }),
+    );
+  }
+
+  private send(resp: Obj, bytes: number): void {
+    if (this.closed) return;
+    this.flush();
     this.pendingBytes += bytes;
     this.call.write(
       new EagerMessage(resp, () => {
@@ -612,6 +646,7 @@ class WatchStream {
   /** The client is not reading: cancel every watcher of the stream, saying why (never a silent drop). */
   private tooSlow(): void {
     const reason = new EtcdError('WATCH_TOO_SLOW').message;
+    this.flush();
     for (const w of [...this.watchers.values()]) {
       this.drop(w);
       this.watchers.delete(w.id);
@@ -654,12 +689,12 @@ class WatchStream {
       else f();
     };
     const sink: WatchSink = {
-      events: (events, h) =>
-        deliver(() => {
-          w.lastHeader = h;
-          const resp = encodeEventsResponse(id, h, events);
-          this.send(resp, resp.length);
-        }),
+      events: (events, h) => {
+        if (w.early !== undefined) return deliver(() => sink.events(events, h));
+        if (w.done || this.closed) return;
+        w.lastHeader = h;
+        this.sendEvents(encodeEventsResponse(id, h, events));
+      },
       progress: (h) =>
         deliver(() => {
           w.lastHeader = h;

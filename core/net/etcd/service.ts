@@ -165,8 +165,11 @@ export interface WatchEvent {
 
 /** How a backend delivers to one watcher. Calls after cancel() are ignored. */
 export interface WatchSink {
-  /** Events in revision order (one or more revisions per call). */
-  events(events: WatchEvent[], header: ResponseHeader): void;
+  /**
+   * Events in revision order (one or more revisions per call). The array and the header may be
+   * shared with other watchers of the same fan-out: read them, never change them.
+   */
+  events(events: readonly WatchEvent[], header: Readonly<ResponseHeader>): void;
   /** Nothing new up to header.revision (progress_notify watchers, periodically). */
   progress(header: ResponseHeader): void;
   /**
