@@ -1,7 +1,7 @@
 /**
  * `node dist/bench/kv/fanout-inprocess.js [WATCHERS] [PUTS]`: the watch fan-out of one member
  * without the network: a one-member manager in this process, WATCHERS watchers on one key
- * through the etcd API adapter (each response encoded as the gRPC server would), then PUTS
+ * through the etcd API adapter (a turn's responses encoded together as the gRPC server does), then PUTS
  * sequential puts. Prints this process's CPU per put; run it with 0 watchers for the put's own
  * cost. For working on the hub and the adapter; what the client sees comes from watch-only.ts.
  */
@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { ManagerEtcdBackend } from '../../core/api/etcd-backend.js';
 import { ManagerNode } from '../../core/api/manager-node.js';
-import { encodeEventsResponse } from '../../core/net/etcd/watch-encoding.js';
+import { encodeEventsFrames, type EventsResponse } from '../../core/net/etcd/watch-encoding.js';
 import { freePort } from '../../test/helpers/ports.js';
 import { runProbe } from './probe.js';
 
@@ -32,13 +32,20 @@ async function main(): Promise<void> {
     const backend = new ManagerEtcdBackend(node);
     const key = Buffer.from('fanout/key');
     let received = 0;
+    // As the gRPC server does: a turn's responses encoded together as gRPC messages.
+    let pending: EventsResponse[] = [];
+    const flush = (): void => {
+      encodeEventsFrames(pending);
+      pending = [];
+    };
     for (let i = 0; i < watchers; i++) {
       const id = i + 1;
       const create = { key, rangeEnd: Buffer.alloc(0), startRevision: 0, progressNotify: false, filters: [], prevKv: false, watchId: id, fragment: false };
       backend.watch(create, {
         events: (events, header) => {
           received += events.length;
-          encodeEventsResponse(id, header, events);
+          if (pending.length === 0) queueMicrotask(flush);
+          pending.push({ watchId: id, header, events });
         },
         progress: () => undefined,
         cancel: (reason) => {

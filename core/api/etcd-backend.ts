@@ -14,6 +14,7 @@ import { Readable } from 'node:stream';
 import { ConfChangeType, Role } from '../raft/index.js';
 import * as kv from '../kv/index.js';
 import { EtcdError, isEtcdError, watchRefusalReason } from '../net/etcd/errors.js';
+import { sameElements } from '../net/etcd/watch-encoding.js';
 import type * as api from '../net/etcd/service.js';
 import { ManagerAuthBackend } from './etcd-auth-backend.js';
 import { etcdErrors, etcdErrorsSync, toEtcdError } from './etcd-errors.js';
@@ -50,7 +51,7 @@ let lastApiEvents: { from: readonly kv.WatchEvent[]; to: api.WatchEvent[] } | un
 
 function apiEventList(events: readonly kv.WatchEvent[]): api.WatchEvent[] {
   const last = lastApiEvents;
-  if (last !== undefined && last.from.length === events.length && events.every((e, i) => last.from[i] === e)) return last.to;
+  if (last !== undefined && sameElements(last.from, events)) return last.to;
   const to = events.map(apiEvent);
   lastApiEvents = { from: events, to };
   return to;

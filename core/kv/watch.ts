@@ -339,7 +339,10 @@ export class WatchHub implements KvListener {
   private admitOne(w: Watcher, e: WatchEvent, bytes: number): boolean {
     if (w.removed || w.final) return true;
     if (w.buf.length > 0 && (w.buf.length + 1 > this.bufferEventsMax || w.bufBytes + bytes > this.bufferBytesMax)) return false;
-    w.buf.push(e);
+    // A drained watcher's next buffer is the one event: an array grown by push() starts with
+    // room for 17, and at a fan-out that is one per watcher per revision.
+    if (w.buf.length === 0) w.buf = [e];
+    else w.buf.push(e);
     w.bufBytes += bytes;
     w.stream.markReady(w);
     return true;

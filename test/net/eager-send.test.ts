@@ -10,7 +10,7 @@
 import t from 'tap';
 import * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
-import { EagerFrames, EagerMessage, eagerFramesStats, eagerSendInterceptor, grpcFrames, GRPC_MESSAGE_PREFIX_BYTES } from '../../core/net/etcd/eager-send.js';
+import { EagerFrames, EagerMessage, eagerFramesStats, eagerSendInterceptor, GRPC_MESSAGE_PREFIX_BYTES } from '../../core/net/etcd/eager-send.js';
 
 const PATH = '/test.Echo/Stream';
 const identity = (b: Buffer): Buffer => b;
@@ -56,9 +56,9 @@ t.test('a batch after the first message goes out as one write on the HTTP/2 stre
     {},
     (call) => {
       call.write(new EagerMessage(Buffer.from('first'), () => undefined)); // sends the headers
-      call.write(new EagerFrames(msgs('a', 100), () => sentCallbacks++));
+      call.write(EagerFrames.of(msgs('a', 100), () => sentCallbacks++));
       call.write(new EagerMessage(Buffer.from('between'), () => undefined));
-      call.write(new EagerFrames(msgs('b', 3), () => sentCallbacks++));
+      call.write(EagerFrames.of(msgs('b', 3), () => sentCallbacks++));
       call.end();
     },
     async (client) => {
@@ -77,8 +77,8 @@ t.test("a batch before anything else was sent takes grpc-js's own path (it sends
   await withServer(
     {},
     (call) => {
-      call.write(new EagerFrames(msgs('x', 5), () => undefined));
-      call.write(new EagerFrames(msgs('y', 2), () => undefined));
+      call.write(EagerFrames.of(msgs('x', 5), () => undefined));
+      call.write(EagerFrames.of(msgs('y', 2), () => undefined));
       call.end();
     },
     async (client) => {
@@ -96,7 +96,7 @@ t.test("a message over grpc.max_send_message_length gets grpc-js's RESOURCE_EXHA
     { 'grpc.max_send_message_length': 16 },
     (call) => {
       call.write(new EagerMessage(Buffer.from('ok'), () => undefined));
-      call.write(new EagerFrames([Buffer.from('small'), Buffer.alloc(64, 0x7a)], () => undefined));
+      call.write(EagerFrames.of([Buffer.from('small'), Buffer.alloc(64, 0x7a)], () => undefined));
       call.end();
     },
     async (client) => {
@@ -108,7 +108,7 @@ t.test("a message over grpc.max_send_message_length gets grpc-js's RESOURCE_EXHA
   );
 });
 
-t.test('grpcFrames: consecutive length-prefixed messages that split back into the input', async (t) => {
+t.test('EagerFrames.of: consecutive length-prefixed messages that split back into the input', async (t) => {
   const splitBack = (out: Buffer): Buffer[] | undefined => {
     const back: Buffer[] = [];
     let at = 0;
@@ -120,12 +120,14 @@ t.test('grpcFrames: consecutive length-prefixed messages that split back into th
     }
     return at === out.length ? back : undefined;
   };
+  const same = (a: Buffer[] | undefined, b: readonly Buffer[]): boolean => a !== undefined && a.length === b.length && a.every((x, i) => x.equals(b[i]!));
   t.doesNotThrow(() =>
     fc.assert(
       fc.property(fc.array(fc.uint8Array({ maxLength: 300 }), { maxLength: 20 }), (arrays) => {
         const input = arrays.map((a) => Buffer.from(a));
-        const back = splitBack(grpcFrames(input));
-        return back !== undefined && back.length === input.length && back.every((b, i) => b.equals(input[i]!));
+        const f = EagerFrames.of(input, () => undefined);
+        const largest = input.reduce((m, b) => Math.max(m, b.length), 0);
+        return same(splitBack(f.frames), input) && same(f.messages(), input) && f.count === input.length && f.largest === largest;
       }),
       { numRuns: 300 },
     ),

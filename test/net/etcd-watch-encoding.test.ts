@@ -4,7 +4,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
 import * as cv from '../../core/net/etcd/convert.js';
 import type { KeyValue, ResponseHeader, WatchEvent } from '../../core/net/etcd/service.js';
-import { encodeEvent, encodeEventsResponse } from '../../core/net/etcd/watch-encoding.js';
+import { encodeEvent, encodeEventsFrames, encodeEventsResponse } from '../../core/net/etcd/watch-encoding.js';
 
 // What the server did before (and still does for other responses): proto-loader with the server's options.
 const def = protoLoader.loadSync(ETCD_RPC_PROTO, { includeDirs: [ETCD_PROTO_DIR], longs: String, enums: String, defaults: true, oneofs: true });
@@ -62,4 +62,26 @@ t.test('one encoding per event, shared by every watcher; prev_kv and type keep t
   t.equal(b.watchId, '2');
   t.equal(a.header.revision, '7');
   t.equal(b.header.revision, '8', 'a new header is encoded when the revision moves on');
+});
+
+t.test('encodeEventsFrames: the responses as gRPC messages in one buffer, each decoding as its own encoding does', async (t) => {
+  const item = fc.record({ watchId: watchIdArb, header: headerArb, events: fc.array(eventArb, { maxLength: 3 }) });
+  t.doesNotThrow(() =>
+    fc.assert(
+      fc.property(fc.array(item, { maxLength: 6 }), (items) => {
+        const { frames, largest } = encodeEventsFrames(items);
+        const messages: Buffer[] = [];
+        for (let at = 0; at < frames.length; ) {
+          if (frames[at] !== 0 || at + 5 > frames.length) return false;
+          const len = frames.readUInt32BE(at + 1);
+          messages.push(frames.subarray(at + 5, at + 5 + len));
+          at += 5 + len;
+        }
+        if (messages.length !== items.length) return false;
+        if (largest !== messages.reduce((m, b) => Math.max(m, b.length), 0)) return false;
+        return items.every((r, i) => JSON.stringify(decode(messages[i]!)) === JSON.stringify(decode(viaObjects(r.watchId, r.header, [...r.events]))));
+      }),
+      { numRuns: 300 },
+    ),
+  );
 });

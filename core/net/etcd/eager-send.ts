@@ -32,30 +32,51 @@ export class EagerMessage {
   ) {}
 }
 
-/** Encoded response messages written together; `sent` runs once all of them are written. */
-export class EagerFrames {
-  constructor(
-    readonly messages: readonly Buffer[],
-    readonly sent: () => void,
-  ) {}
-}
-
 /** gRPC's message prefix: a compressed-flag byte and a 4-byte big-endian length. */
 export const GRPC_MESSAGE_PREFIX_BYTES = 5;
 
-/** `messages` as consecutive uncompressed gRPC messages, in one buffer. */
-export function grpcFrames(messages: readonly Buffer[]): Buffer {
-  let total = 0;
-  for (const m of messages) total += GRPC_MESSAGE_PREFIX_BYTES + m.byteLength;
-  const out = Buffer.allocUnsafe(total);
-  let at = 0;
-  for (const m of messages) {
-    out[at] = 0;
-    out.writeUInt32BE(m.byteLength, at + 1);
-    out.set(m, at + GRPC_MESSAGE_PREFIX_BYTES);
-    at += GRPC_MESSAGE_PREFIX_BYTES + m.byteLength;
+/**
+ * Encoded response messages written together: `frames` holds `count` uncompressed gRPC
+ * messages, each behind its prefix, the longest `largest` bytes; `sent` runs once all of
+ * them are written.
+ */
+export class EagerFrames {
+  constructor(
+    readonly frames: Buffer,
+    readonly count: number,
+    readonly largest: number,
+    readonly sent: () => void,
+  ) {}
+
+  /** Frames `messages` (for senders holding separate messages, and tests). */
+  static of(messages: readonly Buffer[], sent: () => void): EagerFrames {
+    let total = 0;
+    let largest = 0;
+    for (const m of messages) {
+      total += GRPC_MESSAGE_PREFIX_BYTES + m.length;
+      largest = Math.max(largest, m.length);
+    }
+    const out = Buffer.allocUnsafe(total);
+    let at = 0;
+    for (const m of messages) {
+      out[at] = 0;
+      out.writeUInt32BE(m.length, at + 1);
+      out.set(m, at + GRPC_MESSAGE_PREFIX_BYTES);
+      at += GRPC_MESSAGE_PREFIX_BYTES + m.length;
+    }
+    return new EagerFrames(out, messages.length, largest, sent);
   }
-  return out;
+
+  /** The messages, each without its prefix (views into `frames`). */
+  messages(): Buffer[] {
+    const out: Buffer[] = [];
+    for (let at = 0; at + GRPC_MESSAGE_PREFIX_BYTES <= this.frames.length; ) {
+      const len = this.frames.readUInt32BE(at + 1);
+      out.push(this.frames.subarray(at + GRPC_MESSAGE_PREFIX_BYTES, at + GRPC_MESSAGE_PREFIX_BYTES + len));
+      at += GRPC_MESSAGE_PREFIX_BYTES + len;
+    }
+    return out;
+  }
 }
 
 /** What the direct path uses of grpc-js's innermost server call (BaseServerInterceptingCall). */
@@ -117,19 +138,18 @@ class EagerSendCall extends grpc.ServerInterceptingCall {
   }
 
   private sendFrames(batch: EagerFrames): void {
-    const messages = batch.messages;
-    if (messages.length === 0) return batch.sent();
+    if (batch.count === 0) return batch.sent();
     const call = this.findStreamCall();
     const max = call?.maxSendMessageSize ?? -1;
-    const direct = call !== null && call.metadataSent && (max === -1 || messages.every((m) => m.byteLength <= max));
-    if (!direct) {
+    if (call === null || !call.metadataSent || (max !== -1 && batch.largest > max)) {
       eagerFramesStats.fallback++;
+      const messages = batch.messages();
       messages.forEach((m, i) => super.sendMessage(m, i === messages.length - 1 ? batch.sent : () => undefined));
       return;
     }
     eagerFramesStats.direct++;
     if (call.checkCancelled()) return;
-    call.stream.write(grpcFrames(messages), (err?: Error | null) => {
+    call.stream.write(batch.frames, (err?: Error | null) => {
       // As grpc-js does for a failed message write: the call ends with INTERNAL.
       if (err) call.sendStatus({ code: grpc.status.INTERNAL, details: 'Internal server error', metadata: null });
       else batch.sent();

@@ -16,7 +16,7 @@ import * as cv from './convert.js';
 import { EtcdError, isEtcdError, watchRefusalReason } from './errors.js';
 import type { CallContext, EtcdAuthBackend, EtcdBackend, ResponseHeader, WatchHandle, WatchSink } from './service.js';
 import { framedSnapshotBytes, snapshotTrailer } from './snapshot-file.js';
-import { encodeEventsResponse } from './watch-encoding.js';
+import { encodeEventsFrames, eventsResponseBytes, type EventsResponse } from './watch-encoding.js';
 import { DEFAULT_SORTING_TIMEOUTS, SortingListener } from './client-port-listener.js';
 import { JsonGateway } from './json-gateway.js';
 import { EagerFrames, EagerMessage, eagerSendInterceptor } from './eager-send.js';
@@ -272,7 +272,8 @@ export class EtcdGrpcServer {
       getPeer: () => peer,
       write: (m: unknown): boolean => {
         if (m instanceof EagerFrames) {
-          m.messages.forEach((b, i) => out.write(b, i === m.messages.length - 1 ? m.sent : () => undefined));
+          const messages = m.messages();
+          messages.forEach((b, i) => out.write(b, i === messages.length - 1 ? m.sent : () => undefined));
           return true;
         }
         const msg = m instanceof EagerMessage ? m : new EagerMessage(m, () => undefined);
@@ -553,8 +554,9 @@ class WatchStream {
   private readonly watchers = new Map<number, WatcherState>();
   private nextId = 0;
   private pendingBytes = 0;
-  /** Encoded events responses waiting for this turn's write. */
-  private batch: Buffer[] = [];
+  /** Events responses waiting for this turn's write, and the bytes counted for them. */
+  private batch: EventsResponse[] = [];
+  private batchBytes = 0;
   private closed = false;
   private readonly ctx: CallContext;
   private readonly peer: string;
@@ -605,14 +607,16 @@ class WatchStream {
   }
 
   /**
-   * Queues an encoded events response: the ones produced in one turn (a fan-out reaches every
-   * watcher of the stream in the same turn) leave as one HTTP/2 write.
+   * Queues an events response: the ones produced in one turn (a fan-out reaches every watcher
+   * of the stream in the same turn) are encoded together and leave as one HTTP/2 write.
    */
-  private sendEvents(resp: Buffer): void {
+  private sendEvents(response: EventsResponse): void {
     if (this.closed) return;
-    this.pendingBytes += resp.length;
+    const bytes = eventsResponseBytes(response.header, response.events);
+    this.pendingBytes += bytes;
+    this.batchBytes += bytes;
     if (this.batch.length === 0) queueMicrotask(() => this.flush());
-    this.batch.push(resp);
+    this.batch.push(response);
     if (this.pendingBytes > this.limits.maxWatchStreamBufferBytes) this.tooSlow();
   }
 
@@ -620,12 +624,13 @@ class WatchStream {
   private flush(): void {
     if (this.batch.length === 0) return;
     const batch = this.batch;
+    const bytes = this.batchBytes;
     this.batch = [];
+    this.batchBytes = 0;
     if (this.closed) return;
-    let bytes = 0;
-    for (const b of batch) bytes += b.length;
+    const { frames, largest } = encodeEventsFrames(batch);
     this.call.write(
-      new EagerFrames(batch, () => {
+      new EagerFrames(frames, batch.length, largest, () => {
         this.pendingBytes -= bytes;
       }),
     );
@@ -693,7 +698,7 @@ class WatchStream {
         if (w.early !== undefined) return deliver(() => sink.events(events, h));
         if (w.done || this.closed) return;
         w.lastHeader = h;
-        this.sendEvents(encodeEventsResponse(id, h, events));
+        this.sendEvents({ watchId: id, header: h, events });
       },
       progress: (h) =>
         deliver(() => {

@@ -65,7 +65,7 @@ let lastShared: { header: ResponseHeader; events: readonly WatchEvent[]; head: U
 
 function sharedFields(header: ResponseHeader, events: readonly WatchEvent[]): { head: Uint8Array; tail: Uint8Array } {
   const last = lastShared;
-  if (last !== undefined && sameHeader(last.header, header) && sameEvents(last.events, events)) return last;
+  if (last !== undefined && sameHeader(last.header, header) && sameElements(last.events, events)) return last;
   const head = protobuf.Writer.create().uint32(TAG_HEADER).bytes(encodeHeader(header)).finish();
   const w = protobuf.Writer.create();
   for (const e of events) w.uint32(TAG_EVENTS).bytes(encodeEvent(e));
@@ -73,7 +73,8 @@ function sharedFields(header: ResponseHeader, events: readonly WatchEvent[]): { 
   return lastShared;
 }
 
-function sameEvents(a: readonly WatchEvent[], b: readonly WatchEvent[]): boolean {
+/** Same length, same elements by identity (the watchers of a fan-out hold arrays of the same event objects). */
+export function sameElements<T>(a: readonly T[], b: readonly T[]): boolean {
   if (a === b) return true;
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
@@ -100,18 +101,62 @@ function writeVarint(out: Buffer, at: number, n: number): number {
   return at;
 }
 
+/** Room for a watch_id varint: ten bytes hold any int64. */
+const WATCH_ID_MAX_BYTES = 10;
+/** gRPC's message prefix: a compressed-flag byte and a 4-byte big-endian length. */
+const GRPC_PREFIX_BYTES = 5;
+
+/** One watcher's events response: its watch_id and the fan-out's header and events. */
+export interface EventsResponse {
+  watchId: number;
+  header: ResponseHeader;
+  events: readonly WatchEvent[];
+}
+
 /**
- * A WatchResponse {header, watch_id, events} ready to be written as one gRPC message: the
- * shared header and events bytes around this watcher's watch_id (field-number order, as
- * protobufjs writes it), in one allocation.
+ * At least the bytes the response takes as a gRPC message, prefix included (exact but for the
+ * watch_id's varint, counted at its longest). Encodes the fan-out's shared fields if they are new.
  */
-export function encodeEventsResponse(watchId: number, header: ResponseHeader, events: readonly WatchEvent[]): Buffer {
+export function eventsResponseBytes(header: ResponseHeader, events: readonly WatchEvent[]): number {
   const { head, tail } = sharedFields(header, events);
-  const out = Buffer.allocUnsafe(head.length + 1 + 10 + tail.length);
-  out.set(head, 0);
-  let at = head.length;
+  return GRPC_PREFIX_BYTES + head.length + 1 + WATCH_ID_MAX_BYTES + tail.length;
+}
+
+/** Writes a WatchResponse {header, watch_id, events} at `at` (field-number order, as protobufjs writes it); returns the end. */
+function writeResponse(out: Buffer, at: number, watchId: number, header: ResponseHeader, events: readonly WatchEvent[]): number {
+  const { head, tail } = sharedFields(header, events);
+  out.set(head, at);
+  at += head.length;
   out[at++] = TAG_WATCH_ID;
   at = writeVarint(out, at, watchId);
   out.set(tail, at);
-  return out.subarray(0, at + tail.length);
+  return at + tail.length;
+}
+
+/** A WatchResponse {header, watch_id, events} as one message's bytes, in one allocation. */
+export function encodeEventsResponse(watchId: number, header: ResponseHeader, events: readonly WatchEvent[]): Buffer {
+  const out = Buffer.allocUnsafe(eventsResponseBytes(header, events));
+  return out.subarray(0, writeResponse(out, 0, watchId, header, events));
+}
+
+/**
+ * Responses written one after another as gRPC messages (each behind its 5-byte prefix) in one
+ * buffer, ready for one HTTP/2 write: the watchers of a fan-out share the encoded header and
+ * events and differ in watch_id, so each costs two copies and a varint, and no buffer of its own.
+ */
+export function encodeEventsFrames(responses: readonly EventsResponse[]): { frames: Buffer; largest: number } {
+  let bound = 0;
+  for (const r of responses) bound += eventsResponseBytes(r.header, r.events);
+  const out = Buffer.allocUnsafe(bound);
+  let at = 0;
+  let largest = 0;
+  for (const r of responses) {
+    const start = at + GRPC_PREFIX_BYTES;
+    const end = writeResponse(out, start, r.watchId, r.header, r.events);
+    out[at] = 0;
+    out.writeUInt32BE(end - start, at + 1);
+    largest = Math.max(largest, end - start);
+    at = end;
+  }
+  return { frames: out.subarray(0, at), largest };
 }
