@@ -546,6 +546,9 @@ interface WatcherState {
 const WATCH_METHOD_PATH = '/etcdserverpb.Watch/Watch';
 
 
+/** The largest frames buffer a watch stream keeps between writes (a bigger one is left to the GC). */
+const SPARE_FRAMES_MAX_BYTES = 128 * 1024;
+
 /** Responses (objects for proto-loader, or WatchResponse bytes already encoded) go out eagerly. */
 type WatchCall = grpc.ServerDuplexStream<Obj, EagerMessage | EagerFrames>;
 
@@ -557,6 +560,8 @@ class WatchStream {
   /** Events responses waiting for this turn's write, and the bytes counted for them. */
   private batch: EventsResponse[] = [];
   private batchBytes = 0;
+  /** A frames buffer whose write has completed, kept for the next flush. */
+  private spareFrames: Buffer | undefined;
   private closed = false;
   private readonly ctx: CallContext;
   private readonly peer: string;
@@ -628,10 +633,13 @@ class WatchStream {
     this.batch = [];
     this.batchBytes = 0;
     if (this.closed) return;
-    const { frames, largest } = encodeEventsFrames(batch);
+    const { frames, largest, buffer } = encodeEventsFrames(batch, this.spareFrames);
+    this.spareFrames = undefined;
     this.call.write(
       new EagerFrames(frames, batch.length, largest, () => {
         this.pendingBytes -= bytes;
+        // Written: the buffer is free for the next turn's responses.
+        if (buffer.length <= SPARE_FRAMES_MAX_BYTES && (this.spareFrames === undefined || this.spareFrames.length < buffer.length)) this.spareFrames = buffer;
       }),
     );
   }

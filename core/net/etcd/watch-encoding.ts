@@ -143,11 +143,14 @@ export function encodeEventsResponse(watchId: number, header: ResponseHeader, ev
  * Responses written one after another as gRPC messages (each behind its 5-byte prefix) in one
  * buffer, ready for one HTTP/2 write: the watchers of a fan-out share the encoded header and
  * events and differ in watch_id, so each costs two copies and a varint, and no buffer of its own.
+ * Written into `scratch` when it is large enough (a buffer whose last write has completed: a
+ * fan-out's buffer is tens of kilobytes, each a new allocation outside the heap otherwise);
+ * `buffer` is the whole buffer used, for reuse the same way.
  */
-export function encodeEventsFrames(responses: readonly EventsResponse[]): { frames: Buffer; largest: number } {
+export function encodeEventsFrames(responses: readonly EventsResponse[], scratch?: Buffer): { frames: Buffer; largest: number; buffer: Buffer } {
   let bound = 0;
   for (const r of responses) bound += eventsResponseBytes(r.header, r.events);
-  const out = Buffer.allocUnsafe(bound);
+  const out = scratch !== undefined && scratch.length >= bound ? scratch : Buffer.allocUnsafe(bound);
   let at = 0;
   let largest = 0;
   for (const r of responses) {
@@ -158,5 +161,5 @@ export function encodeEventsFrames(responses: readonly EventsResponse[]): { fram
     largest = Math.max(largest, end - start);
     at = end;
   }
-  return { frames: out.subarray(0, at), largest };
+  return { frames: out.subarray(0, at), largest, buffer: out };
 }
