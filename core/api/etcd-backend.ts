@@ -21,6 +21,9 @@ import { etcdErrors, etcdErrorsSync, toEtcdError } from './etcd-errors.js';
 import { ManagerNode } from './manager-node.js';
 import { LeaseForwarder } from './lease-forwarder.js';
 
+/** How soon a watch's second auth check is tried again when it found no leader. */
+const WATCH_RECHECK_RETRY_MS = 200;
+
 /** The etcd version clients see in `endpoint status` (the API we implement). */
 export const ETCD_COMPAT_VERSION = '3.4.0';
 
@@ -229,12 +232,13 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     let closed = false;
     let pumping = false;
     let pumpAgain = false;
-    // Once auth has been used here (revision > 0), events are held until the check is made
-    // again with this member caught up: one that had not yet applied a revoke, or auth being
-    // enabled, would otherwise stream what the cluster no longer allows (etcd checks only its own
-    // state). Without a leader the local check stands, so watches keep working through an
-    // election; a member that has applied no auth change at all is not held.
-    let held = this.node.store.auth.revision > 0;
+    // Events are held until the check is made again with this member caught up (one ReadIndex
+    // round; the "created" answer does not wait): a member that had not yet applied a revoke,
+    // or auth being enabled, would otherwise stream what the cluster no longer allows for as
+    // long as the watch lives (etcd checks only its own state). Without a leader the round is
+    // tried again until there is one; nothing new commits meanwhile, so only a replay of past
+    // revisions waits.
+    let held = true;
     // Deferred: the hub may call back synchronously inside create(), and pulling there
     // would take the history twice.
     const stream = this.node.watchHub.openStream(() => this.schedulePump(pump));
@@ -287,27 +291,28 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       throw toEtcdError(e);
     }
     const header = this.header();
-    if (held) {
-      const release = (): void => {
-        held = false;
-        pump();
-      };
-      this.node.linearizableBarrier().then(() => {
-        if (closed) return;
-        try {
-          this.auth.authorize(range, ctx);
-        } catch (e) {
-          closed = true;
-          stream.close();
-          const err = toEtcdError(e);
-          sink.cancel(isEtcdError(err) ? watchRefusalReason(err) : String(err), this.header());
-          return;
-        }
-        release();
-      }, release);
-    } else {
-      this.schedulePump(pump);
-    }
+    const recheck = (): void => {
+      if (closed) return;
+      this.node.linearizableBarrier().then(
+        () => {
+          if (closed) return;
+          try {
+            this.auth.authorize(range, ctx);
+          } catch (e) {
+            closed = true;
+            stream.close();
+            const err = toEtcdError(e);
+            sink.cancel(isEtcdError(err) ? watchRefusalReason(err) : String(err), this.header());
+            return;
+          }
+          held = false;
+          pump();
+        },
+        // Unref'd: a member shutting down does not wait for it (its watches are closed then).
+        () => void setTimeout(recheck, WATCH_RECHECK_RETRY_MS).unref(),
+      );
+    };
+    recheck();
     return {
       header,
       cancel: () => {

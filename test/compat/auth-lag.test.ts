@@ -3,11 +3,13 @@
  * other two, and a request is already waiting at it when it resumes, before it has applied the
  * change. The answer must be the one the acknowledged change calls for, as etcd's (which checks
  * a linearizable read after its read barrier, and a write when it is applied):
- *   - auth enabled refuses requests without a token, writes and auth changes included;
+ *   - auth enabled refuses requests without a token, writes, auth changes and watches included;
  *   - a revoked read permission, or a changed password, already refuses a linearizable read;
  *   - a new grant, or a new user's token, already allows a write or a read;
  *   - a root role revoked already refuses maintenance (checked only where it enters);
- *   - a read permission revoked already cancels a watch created there (no event delivered).
+ *   - a read permission revoked already cancels a watch created there (no event delivered);
+ *   - a watch created at a member restarted while the others are stopped, which has never seen
+ *     auth enabled, is canceled once the member catches up, before any event.
  */
 import t from 'tap';
 import * as grpc from '@grpc/grpc-js';
@@ -52,18 +54,55 @@ t.test('a lagging member answers as the acknowledged auth changes call for', { s
   };
 
   const root = ['--user', 'root:rootpw'];
-  ctl(['user', 'add', 'root:rootpw']);
-  ctl(['user', 'add', 'mallory:mallorypw']);
   ctl(['put', 'secret/db', 'hunter2']);
   for (let i = 0; i < 100; i++) {
-    if ((await gateway(follower, '/v3/auth/user/get', { name: 'mallory' })).status === 200) break;
+    if ((await gateway(follower, '/v3/kv/range', { key: b64('secret/db') })).text.includes(b64('hunter2'))) break;
     await new Promise((r) => setTimeout(r, 100));
   }
+  // The follower is down while root and mallory are added and auth enabled; it restarts while
+  // the other two are stopped, so it surely takes the requests before it can learn of any of it
+  // (with a watch's events not held for a second check, the watch created there streamed the
+  // put made after, since the member had never seen an auth change).
+  const others = cluster.agents.filter((a) => a !== follower);
+  follower.proc!.kill('SIGTERM');
+  await cluster.exited(follower);
+  ctl(['user', 'add', 'root:rootpw']);
+  ctl(['user', 'add', 'mallory:mallorypw']);
+  ctl(['auth', 'enable']);
+  let watched = '';
+  let triggered: { status: number; stderr: string } | undefined;
+  try {
+    for (const a of others) a.proc!.kill('SIGSTOP');
+    cluster.start(follower, false);
+    for (let i = 0; i < 200; i++) {
+      const r = await gateway(follower, '/v3/kv/range', { key: b64('secret/db'), serializable: true }).catch(() => undefined);
+      if (r?.status === 200) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const pending = gatewayWatch(follower, 'secret/', 6_000, () => {
+      triggered = etcdctl(cluster.endpoints(others), [...root, 'put', 'secret/db', 'hunter3']);
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    for (const a of others) a.proc!.kill('SIGCONT');
+    watched = await pending;
+  } finally {
+    for (const a of others) a.proc!.kill('SIGCONT');
+  }
+  t.match(triggered, { status: 0 }, 'root put a value under the watched prefix meanwhile');
+  t.notMatch(watched, b64('hunter3'), `a watch without a token created there streams nothing once auth is on (${watched})`);
+  t.match(watched, /"created":true/, 'it was created (the member had auth off then)');
+  t.match(watched, /"canceled":true,"cancel_reason":"rpc error: code = InvalidArgument desc = etcdserver: user name is empty"/, 'and is canceled once checked again');
+
   // Auth enabled while the follower is stopped: requests without a token waiting there must be
   // refused as at the leader, not let through because the follower had auth off when they came.
   // Whether the follower takes them before it applies the enable is up to the order it reads
   // its sockets in when it resumes (with the apply-time check for client requests taken out,
   // the put went through in 2 of 3 runs); test/kv/auth.test.ts checks that rule itself.
+  ctl([...root, 'auth', 'disable']);
+  for (let i = 0; i < 100; i++) {
+    if ((await gateway(follower, '/v3/kv/range', { key: b64('secret/db') })).status === 200) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
   const beforeEnable = await lagged(
     () => ctl(['auth', 'enable']),
     () =>
@@ -75,7 +114,7 @@ t.test('a lagging member answers as the acknowledged auth changes call for', { s
   for (const [i, what] of ['a put', 'a grant of the root role'].entries()) {
     t.match(beforeEnable[i], { status: 400, text: /etcdserver: user name is empty/ }, `${what} without a token at the member that had not applied the enable is refused`);
   }
-  t.equal(etcdctl(cluster.endpoints([leader]), [...root, 'get', 'secret/db', '--print-value-only']).stdout, 'hunter2\n', 'the value is untouched');
+  t.equal(etcdctl(cluster.endpoints([leader]), [...root, 'get', 'secret/db', '--print-value-only']).stdout, 'hunter3\n', 'the value is untouched');
   t.match(etcdctl(cluster.endpoints([leader]), [...root, 'user', 'get', 'mallory']).stdout, /Roles:\s*$/m, 'mallory holds no role');
   ctl([...root, 'role', 'add', 'r']);
   ctl([...root, 'role', 'grant-permission', 'r', 'readwrite', 'app/', '--prefix']);
@@ -144,6 +183,33 @@ interface WatchAnswer {
   canceled: boolean;
   cancelReason: string;
   events: number;
+}
+
+/**
+ * A watch of `prefix` through `a`'s JSON gateway without a token, opened now (it may wait for a
+ * stopped member); `during` runs 3 s after the request is sent. Resolves after `ms` with
+ * everything the stream answered (it may end sooner).
+ */
+async function gatewayWatch(a: AgentProc, prefix: string, ms: number, during: () => void): Promise<string> {
+  const stop = new AbortController();
+  const window = new Promise((r) => setTimeout(r, ms));
+  setTimeout(during, 3_000);
+  let text = '';
+  const read = (async () => {
+    const key = Buffer.from(prefix);
+    const end = Buffer.from(key);
+    end[end.length - 1]! += 1;
+    const r = await fetch(`http://${a.host}:${a.ports.client}/v3/watch`, {
+      method: 'POST',
+      body: JSON.stringify({ create_request: { key: key.toString('base64'), range_end: end.toString('base64') } }),
+      signal: stop.signal,
+    });
+    for await (const chunk of r.body as AsyncIterable<Uint8Array>) text += Buffer.from(chunk).toString();
+  })().catch(() => undefined); // aborted at the end of the window
+  await window;
+  stop.abort();
+  await read;
+  return text;
 }
 
 /** A Watch stream to `a` sent `token`, connected now; `watch` creates a watcher from revision 1 and collects answers for `ms`. */
