@@ -239,6 +239,8 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     // tried again until there is one; nothing new commits meanwhile, so only a replay of past
     // revisions waits.
     let held = true;
+    let delivering!: () => void;
+    const deliveringPromise = new Promise<void>((resolve) => (delivering = resolve));
     // Deferred: the hub may call back synchronously inside create(), and pulling there
     // would take the history twice.
     const stream = this.node.watchHub.openStream(() => this.schedulePump(pump));
@@ -292,21 +294,23 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     }
     const header = this.header();
     const recheck = (): void => {
-      if (closed) return;
+      if (closed) return delivering();
       this.node.linearizableBarrier().then(
         () => {
-          if (closed) return;
+          if (closed) return delivering();
           try {
             this.auth.authorize(range, ctx);
           } catch (e) {
             closed = true;
             stream.close();
+            delivering();
             const err = toEtcdError(e);
             sink.cancel(isEtcdError(err) ? watchRefusalReason(err) : String(err), this.header());
             return;
           }
           held = false;
           pump();
+          delivering();
         },
         // Unref'd: a member shutting down does not wait for it (its watches are closed then).
         () => void setTimeout(recheck, WATCH_RECHECK_RETRY_MS).unref(),
@@ -315,10 +319,12 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     recheck();
     return {
       header,
+      delivering: deliveringPromise,
       cancel: () => {
         if (closed) return;
         closed = true;
         stream.close();
+        delivering();
       },
     };
   }

@@ -176,9 +176,18 @@ t.test('a lagging member answers as the acknowledged auth changes call for', { s
   );
   t.ok(answers.some((r) => r.canceled && /PermissionDenied desc = etcdserver: permission denied/.test(r.cancelReason)), `the watch is canceled as denied (${JSON.stringify(answers)})`);
   t.notOk(answers.some((r) => r.events > 0), 'and delivered no event');
+
+  // A progress request right behind a watch's creation is answered after the events the watch
+  // held for its second check (the answer says everything up to its revision was delivered).
+  const rootWatcher = await openWatchStream(follower, await login('root', 'rootpw'));
+  t.teardown(() => rootWatcher.close());
+  const withProgress = await rootWatcher.watch('app/secret', 1_500, true);
+  const order = withProgress.map((r) => (r.created ? 'created' : r.events > 0 ? 'events' : r.watchId === '-1' ? 'progress' : 'other'));
+  t.same(order, ['created', 'events', 'progress'], 'created, the history, then the progress answer');
 });
 
 interface WatchAnswer {
+  watchId: string;
   created: boolean;
   canceled: boolean;
   cancelReason: string;
@@ -213,10 +222,10 @@ async function gatewayWatch(a: AgentProc, prefix: string, ms: number, during: ()
 }
 
 /** A Watch stream to `a` sent `token`, connected now; `watch` creates a watcher from revision 1 and collects answers for `ms`. */
-async function openWatchStream(a: AgentProc, token: string): Promise<{ watch(key: string, ms: number): Promise<WatchAnswer[]>; close(): void }> {
+async function openWatchStream(a: AgentProc, token: string): Promise<{ watch(key: string, ms: number, progress?: boolean): Promise<WatchAnswer[]>; close(): void }> {
   const def = protoLoader.loadSync(ETCD_RPC_PROTO, { includeDirs: [ETCD_PROTO_DIR], longs: String, enums: String, defaults: true });
   const Watch = (grpc.loadPackageDefinition(def) as any).etcdserverpb.Watch as new (addr: string, creds: grpc.ChannelCredentials) => grpc.Client & {
-    Watch(md: grpc.Metadata): grpc.ClientDuplexStream<object, { created: boolean; canceled: boolean; cancelReason: string; events: unknown[] }>;
+    Watch(md: grpc.Metadata): grpc.ClientDuplexStream<object, { watchId: string; created: boolean; canceled: boolean; cancelReason: string; events: unknown[] }>;
   };
   const client = new Watch(`${a.host}:${a.ports.client}`, grpc.credentials.createInsecure());
   await new Promise<void>((resolve, reject) => client.waitForReady(Date.now() + 5_000, (e) => (e ? reject(e) : resolve())));
@@ -224,11 +233,12 @@ async function openWatchStream(a: AgentProc, token: string): Promise<{ watch(key
   md.set('token', token);
   const call = client.Watch(md);
   const answers: WatchAnswer[] = [];
-  call.on('data', (r) => answers.push({ created: r.created, canceled: r.canceled, cancelReason: r.cancelReason, events: r.events.length }));
+  call.on('data', (r) => answers.push({ watchId: r.watchId, created: r.created, canceled: r.canceled, cancelReason: r.cancelReason, events: r.events.length }));
   call.on('error', () => undefined);
   return {
-    watch: async (key, ms) => {
+    watch: async (key, ms, progress = false) => {
       call.write({ createRequest: { key: Buffer.from(key), startRevision: 1 } });
+      if (progress) call.write({ progressRequest: {} });
       await new Promise((r) => setTimeout(r, ms));
       return answers;
     },

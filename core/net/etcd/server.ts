@@ -747,9 +747,14 @@ class WatchStream {
   }
 
   private progress(): void {
-    this.backend.watchProgress(this.ctx).then(
-      (h) => this.send({ header: cv.header(h), watchId: -1 }, 64),
-      () => undefined, // etcd drops a progress request it cannot answer
-    );
+    // After every watch of the stream delivers: one still held (its auth check at a caught-up
+    // member) has events at or below the revision this answer would claim.
+    const delivering = [...this.watchers.values()].map((w) => w.handle?.delivering);
+    Promise.all(delivering)
+      .then(() => this.backend.watchProgress(this.ctx))
+      .then(
+        (h) => this.send({ header: cv.header(h), watchId: -1 }, 64),
+        () => undefined, // etcd drops a progress request it cannot answer
+      );
   }
 }

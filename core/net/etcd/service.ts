@@ -182,6 +182,11 @@ export interface WatchSink {
 export interface WatchHandle {
   /** The header of the "created" response (revision = the store's current one). */
   header: ResponseHeader;
+  /**
+   * Settles once the watch's events flow (a backend may hold them back at first) or it has
+   * ended: a progress answer must not claim a revision whose events a watch still holds.
+   */
+  delivering: Promise<void>;
   /** Stop delivering; the client or the server cancelled. Idempotent: it is also called
    *  after the backend itself cancelled through sink.cancel(). */
   cancel(): void;
