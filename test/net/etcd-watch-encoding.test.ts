@@ -4,7 +4,8 @@ import * as protoLoader from '@grpc/proto-loader';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
 import * as cv from '../../core/net/etcd/convert.js';
 import type { KeyValue, ResponseHeader, WatchEvent } from '../../core/net/etcd/service.js';
-import { encodeEvent, encodeEventsFrames, encodeEventsResponse } from '../../core/net/etcd/watch-encoding.js';
+import { encodeEvent, encodeEventsFrames } from '../../core/net/etcd/watch-encoding.js';
+import { GRPC_MESSAGE_PREFIX_BYTES } from '../../core/net/etcd/eager-send.js';
 
 // What the server did before (and still does for other responses): proto-loader with the server's options.
 const def = protoLoader.loadSync(ETCD_RPC_PROTO, { includeDirs: [ETCD_PROTO_DIR], longs: String, enums: String, defaults: true, oneofs: true });
@@ -12,6 +13,9 @@ const watchMethod = (def['etcdserverpb.Watch'] as protoLoader.ServiceDefinition)
 const viaObjects = (watchId: number, h: ResponseHeader, events: WatchEvent[]): Buffer =>
   watchMethod.responseSerialize({ header: cv.header(h), watchId, events: events.map(cv.event) });
 const decode = (b: Buffer): unknown => watchMethod.responseDeserialize(b);
+/** One watcher's response as the server encodes it, without its gRPC prefix. */
+const encodeEventsResponse = (watchId: number, header: ResponseHeader, events: WatchEvent[]): Buffer =>
+  encodeEventsFrames([{ watchId, header, events }]).frames.subarray(GRPC_MESSAGE_PREFIX_BYTES);
 
 const u53 = fc.oneof(fc.nat(1000), fc.maxSafeNat());
 const bytes = fc.uint8Array({ maxLength: 300 });
@@ -68,14 +72,17 @@ t.test('encodeEventsFrames: the responses as gRPC messages in one buffer, each d
   const item = fc.record({ watchId: watchIdArb, header: headerArb, events: fc.array(eventArb, { maxLength: 3 }) });
   t.doesNotThrow(() =>
     fc.assert(
-      fc.property(fc.array(item, { maxLength: 6 }), (items) => {
-        const { frames, largest } = encodeEventsFrames(items);
+      fc.property(fc.array(item, { maxLength: 6 }), fc.option(fc.nat(8192), { nil: undefined }), (items, scratchBytes) => {
+        // A reused buffer holds the last batch's bytes: whatever it held must not show through.
+        const scratch = scratchBytes === undefined ? undefined : Buffer.alloc(scratchBytes, 0xa5);
+        const { frames, largest, buffer } = encodeEventsFrames(items, scratch);
+        if (scratch !== undefined && scratch.length >= frames.length + 11 * items.length && buffer !== scratch) return false;
         const messages: Buffer[] = [];
         for (let at = 0; at < frames.length; ) {
-          if (frames[at] !== 0 || at + 5 > frames.length) return false;
+          if (frames[at] !== 0 || at + GRPC_MESSAGE_PREFIX_BYTES > frames.length) return false;
           const len = frames.readUInt32BE(at + 1);
-          messages.push(frames.subarray(at + 5, at + 5 + len));
-          at += 5 + len;
+          messages.push(frames.subarray(at + GRPC_MESSAGE_PREFIX_BYTES, at + GRPC_MESSAGE_PREFIX_BYTES + len));
+          at += GRPC_MESSAGE_PREFIX_BYTES + len;
         }
         if (messages.length !== items.length) return false;
         if (largest !== messages.reduce((m, b) => Math.max(m, b.length), 0)) return false;

@@ -9,6 +9,7 @@
  */
 import protobuf from 'protobufjs';
 import { etcdType } from '../proto-files.js';
+import { GRPC_MESSAGE_PREFIX_BYTES } from './eager-send.js';
 import * as cv from './convert.js';
 import type { KeyValue, ResponseHeader, WatchEvent } from './service.js';
 
@@ -103,8 +104,6 @@ function writeVarint(out: Buffer, at: number, n: number): number {
 
 /** Room for a watch_id varint: ten bytes hold any int64. */
 const WATCH_ID_MAX_BYTES = 10;
-/** gRPC's message prefix: a compressed-flag byte and a 4-byte big-endian length. */
-const GRPC_PREFIX_BYTES = 5;
 
 /** One watcher's events response: its watch_id and the fan-out's header and events. */
 export interface EventsResponse {
@@ -119,7 +118,7 @@ export interface EventsResponse {
  */
 export function eventsResponseBytes(header: ResponseHeader, events: readonly WatchEvent[]): number {
   const { head, tail } = sharedFields(header, events);
-  return GRPC_PREFIX_BYTES + head.length + 1 + WATCH_ID_MAX_BYTES + tail.length;
+  return GRPC_MESSAGE_PREFIX_BYTES + head.length + 1 + WATCH_ID_MAX_BYTES + tail.length;
 }
 
 /** Writes a WatchResponse {header, watch_id, events} at `at` (field-number order, as protobufjs writes it); returns the end. */
@@ -131,12 +130,6 @@ function writeResponse(out: Buffer, at: number, watchId: number, header: Respons
   at = writeVarint(out, at, watchId);
   out.set(tail, at);
   return at + tail.length;
-}
-
-/** A WatchResponse {header, watch_id, events} as one message's bytes, in one allocation. */
-export function encodeEventsResponse(watchId: number, header: ResponseHeader, events: readonly WatchEvent[]): Buffer {
-  const out = Buffer.allocUnsafe(eventsResponseBytes(header, events));
-  return out.subarray(0, writeResponse(out, 0, watchId, header, events));
 }
 
 /**
@@ -154,7 +147,7 @@ export function encodeEventsFrames(responses: readonly EventsResponse[], scratch
   let at = 0;
   let largest = 0;
   for (const r of responses) {
-    const start = at + GRPC_PREFIX_BYTES;
+    const start = at + GRPC_MESSAGE_PREFIX_BYTES;
     const end = writeResponse(out, start, r.watchId, r.header, r.events);
     out[at] = 0;
     out.writeUInt32BE(end - start, at + 1);
