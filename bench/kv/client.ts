@@ -9,6 +9,7 @@ import * as http2 from 'node:http2';
 import protobuf from 'protobufjs';
 import * as protoLoader from '@grpc/proto-loader';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO, etcdType } from '../../core/net/proto-files.js';
+import { GRPC_MESSAGE_PREFIX_BYTES } from '../../core/net/etcd/eager-send.js';
 
 /** Deadline of every unary call: long enough that a loaded server is measured, not timed out. */
 export const CALL_DEADLINE_MS = 10_000;
@@ -176,8 +177,6 @@ export interface WatchReply {
 const WatchRequestProto = etcdType('etcdserverpb.WatchRequest');
 const PUT_EVENT = 0;
 const WATCH_PATH = '/etcdserverpb.Watch/Watch';
-/** gRPC's length-prefixed message: a compressed-flag byte and a 4-byte big-endian length. */
-const GRPC_FRAME_HEADER_BYTES = 5;
 const MAX_WATCH_MESSAGE_BYTES = 64 * 1024 * 1024;
 /**
  * HTTP/2 receive window of a watch stream and its connection. The default 64 KiB holds two
@@ -245,10 +244,10 @@ function putEventRevision(r: protobuf.Reader, length: number): string | undefine
 
 function grpcFrame(req: Obj): Buffer {
   const msg = WatchRequestProto.encode(WatchRequestProto.fromObject(req)).finish();
-  const out = Buffer.allocUnsafe(GRPC_FRAME_HEADER_BYTES + msg.length);
+  const out = Buffer.allocUnsafe(GRPC_MESSAGE_PREFIX_BYTES + msg.length);
   out[0] = 0;
   out.writeUInt32BE(msg.length, 1);
-  out.set(msg, GRPC_FRAME_HEADER_BYTES);
+  out.set(msg, GRPC_MESSAGE_PREFIX_BYTES);
   return out;
 }
 
@@ -294,16 +293,16 @@ export class WatchStream {
   private onChunk(chunk: Buffer): void {
     const arrived = this.now();
     let buf = this.pending.length > 0 ? Buffer.concat([this.pending, chunk]) : chunk;
-    while (buf.length >= GRPC_FRAME_HEADER_BYTES) {
+    while (buf.length >= GRPC_MESSAGE_PREFIX_BYTES) {
       const len = buf.readUInt32BE(1);
       if (buf[0] !== 0 || len > MAX_WATCH_MESSAGE_BYTES) {
         this.failure = new Error(`watch stream: unexpected gRPC frame (flag ${buf[0]}, ${len} bytes)`);
         this.stream.close();
         return;
       }
-      if (buf.length < GRPC_FRAME_HEADER_BYTES + len) break;
-      this.onReply(decodeWatchReply(buf.subarray(GRPC_FRAME_HEADER_BYTES, GRPC_FRAME_HEADER_BYTES + len)), arrived);
-      buf = buf.subarray(GRPC_FRAME_HEADER_BYTES + len);
+      if (buf.length < GRPC_MESSAGE_PREFIX_BYTES + len) break;
+      this.onReply(decodeWatchReply(buf.subarray(GRPC_MESSAGE_PREFIX_BYTES, GRPC_MESSAGE_PREFIX_BYTES + len)), arrived);
+      buf = buf.subarray(GRPC_MESSAGE_PREFIX_BYTES + len);
     }
     this.pending = buf.length > 0 ? Buffer.from(buf) : Buffer.alloc(0);
   }
