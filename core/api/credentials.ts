@@ -13,6 +13,7 @@
  * the state void a token: a password change, a user's deletion and re-creation or auth being
  * switched off and on again make every token issued before it invalid (AuthState).
  */
+import { Address4, Address6 } from 'ip-address';
 import { createHmac, randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { EtcdError } from '../net/etcd/errors.js';
 
@@ -63,12 +64,17 @@ function scryptAsync(password: Buffer, salt: Buffer, logN: number, r: number, p:
   });
 }
 
-/** The address of a client port peer ("ipv4:10.0.0.5:51234", "ipv6:[::1]:5", "10.0.0.5:51234"): whose share a check is. */
+/**
+ * Whose share a check is, from a client port peer ("ipv4:10.0.0.5:51234", "ipv6:[::1]:5",
+ * "10.0.0.5:51234"): the IPv4 address, or the /64 an IPv6 address is in (one host holds a
+ * whole /64 and picks new addresses in it at will, SLAAC privacy addresses).
+ */
 export function clientAddress(peer: string): string {
   const bare = peer.replace(/^ipv[46]:/, '');
   const cut = bare.lastIndexOf(':');
-  const host = cut > 0 ? bare.slice(0, cut) : bare;
-  return host.replace(/^\[|\]$/g, '').replace(/^::ffff:/, '');
+  const host = (cut > 0 ? bare.slice(0, cut) : bare).replace(/^\[|\]$/g, '').replace(/^::ffff:/, '');
+  if (!Address6.isValid(host) || Address4.isValid(host)) return host;
+  return `${new Address6(`${host}/64`).startAddress().correctForm()}/64`;
 }
 
 /** `client`: whose share of the queue the hash takes (clientAddress). */

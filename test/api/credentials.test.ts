@@ -47,9 +47,14 @@ t.test('password checks wait in a bounded queue, of which each client has a shar
   t.match(String((refusedMine[0] as PromiseRejectedResult).reason), /too many password checks waiting from this client/);
   t.equal(b, true, "another client's check goes through meanwhile");
   t.same(
-    ['ipv4:10.0.0.5:51234', 'ipv6:[::1]:5', '10.0.0.5:51234', '::ffff:10.0.0.5:7', 'ipv6:[fe80::1]:80'].map(clientAddress),
-    ['10.0.0.5', '::1', '10.0.0.5', '10.0.0.5', 'fe80::1'],
-    'the address of a gRPC or gateway peer',
+    ['ipv4:10.0.0.5:51234', 'ipv6:[::1]:5', '10.0.0.5:51234', '::ffff:10.0.0.5:7', 'ipv6:[fe80::1]:80', 'unknown'].map(clientAddress),
+    ['10.0.0.5', '::/64', '10.0.0.5', '10.0.0.5', 'fe80::/64', 'unknown'],
+    'the address of a gRPC or gateway peer; an IPv6 one by its /64',
+  );
+  t.same(
+    ['ipv6:[2001:db8:1:2::9]:443', '2001:db8:1:2:aaaa:bbbb:cccc:dddd:51000', 'ipv6:[2001:db8:1:3::9]:443'].map(clientAddress),
+    ['2001:db8:1:2::/64', '2001:db8:1:2::/64', '2001:db8:1:3::/64'],
+    'addresses of one /64 share one share; the next /64 has its own',
   );
 });
 
