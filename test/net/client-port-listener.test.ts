@@ -2,7 +2,7 @@ import t, { type Test } from 'tap';
 import fc from 'fast-check';
 import http2 from 'node:http2';
 import { connect } from 'node:net';
-import { AuthorityRewriter, DEFAULT_SORTING_TIMEOUTS, SortingListener, authorityOfUrl, http1Start } from '../../core/net/etcd/client-port-listener.js';
+import { AuthorityRewriter, DEFAULT_SORTING_TIMEOUTS, REWRITTEN_PEER_HEADER, SortingListener, authorityOfUrl, http1Start } from '../../core/net/etcd/client-port-listener.js';
 
 t.test('authorityOfUrl: host:port of a URL, nothing for a plain authority', async (t) => {
   t.equal(authorityOfUrl('http://127.0.0.1:2379'), '127.0.0.1:2379');
@@ -22,12 +22,12 @@ t.test('http1Start: a request line, not yet known, or not HTTP/1', async (t) => 
   t.equal(http1Start(Buffer.from([0x16, 0x03, 0x01])), 'no', 'a TLS ClientHello');
 });
 
-/** An HTTP/2 server behind a SortingListener, answering each request with the authority it saw. */
-async function echoAuthorityServer(t: Test, timeouts = DEFAULT_SORTING_TIMEOUTS): Promise<number> {
+/** An HTTP/2 server behind a SortingListener, answering each request with the authority it saw (or another header). */
+async function echoAuthorityServer(t: Test, timeouts = DEFAULT_SORTING_TIMEOUTS, header = ':authority'): Promise<number> {
   const h2 = http2.createServer();
   h2.on('stream', (stream, headers) => {
     stream.respond({ ':status': 200 });
-    stream.end(String(headers[':authority']));
+    stream.end(String(headers[header]));
   });
   const listener = await SortingListener.listen('127.0.0.1', 0, { injectConnection: (c) => h2.emit('connection', c) }, timeouts);
   t.teardown(() => listener.close());
@@ -58,6 +58,20 @@ t.test('a URL authority reaches HTTP/2 as host:port, for every request of the co
   t.same(await get(session, { ':authority': url, 'x-big': 'b'.repeat(40_000) }), { status: 200, body: `127.0.0.1:${port}` }, 'a block cut into CONTINUATION frames');
   const parallel = await Promise.all([1, 2, 3].map(() => get(session, { ':authority': url })));
   t.same(parallel.map((r) => r.body), Array(3).fill(`127.0.0.1:${port}`));
+});
+
+t.test("a rewritten connection's requests carry the client's address, never the client's own claim to one", async (t) => {
+  const port = await echoAuthorityServer(t, DEFAULT_SORTING_TIMEOUTS, REWRITTEN_PEER_HEADER);
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  t.teardown(() => session.close());
+  await new Promise((r) => session.once('connect', r));
+  const me = `127.0.0.1:${session.socket.localPort}`;
+  const url = `http://127.0.0.1:${port}`;
+  t.same(await get(session, { ':authority': url }), { status: 200, body: me });
+  t.same(await get(session, { ':authority': url, [REWRITTEN_PEER_HEADER]: '203.0.113.9:1' }), { status: 200, body: me }, 'a copy the client sends is dropped');
+  const plain = http2.connect(`http://127.0.0.1:${port}`);
+  t.teardown(() => plain.close());
+  t.same(await get(plain, {}), { status: 200, body: 'undefined' }, 'a connection that is not rewritten gets none (grpc-js sees its socket)');
 });
 
 t.test('a plain authority passes through untouched', async (t) => {

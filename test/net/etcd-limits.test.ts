@@ -15,7 +15,7 @@ import { FakeEtcdBackend } from './fake-etcd-backend.js';
 
 type Obj = Record<string, unknown>;
 type Unary = (req: Obj, cb: (err: grpc.ServiceError | null, resp: Obj) => void) => void;
-type ClientOf = grpc.Client & Record<string, Unary> & { Watch: () => grpc.ClientDuplexStream<Obj, Obj>; LeaseKeepAlive: () => grpc.ClientDuplexStream<Obj, Obj> };
+type ClientOf = grpc.Client & Record<string, Unary> & { Watch: (md?: grpc.Metadata) => grpc.ClientDuplexStream<Obj, Obj>; LeaseKeepAlive: () => grpc.ClientDuplexStream<Obj, Obj> };
 
 const def = protoLoader.loadSync(ETCD_RPC_PROTO, { includeDirs: [ETCD_PROTO_DIR], keepCase: false, longs: String, enums: String, defaults: true, oneofs: true });
 const pkg = (grpc.loadPackageDefinition(def) as unknown as { etcdserverpb: Record<string, new (addr: string, creds: grpc.ChannelCredentials, opts?: object) => ClientOf> }).etcdserverpb;
@@ -212,6 +212,34 @@ t.test('watch protocol: ids, duplicate id, cancel, progress, watchers-per-connec
   t.equal(server.watcherCount, 0, 'cancelling streams frees their watchers');
   t.equal(backend.watcherCount, 0);
   t.ok(MAX_WATCHERS_PER_CONNECTION >= 10_000);
+});
+
+t.test("connections with a URL authority (grpc-go's, rewritten) each have their own watcher limit; a client cannot claim another's address", async (t) => {
+  // grpc-go sends the endpoint URL as :authority; such a connection reaches grpc-js through a
+  // JS stream without an address, and every one of them once counted as the same peer.
+  const urlClient = (): ClientOf =>
+    new pkg.Watch!(addr, grpc.credentials.createInsecure(), { ...clientOpts, 'grpc.default_authority': `http://${addr}`, 'grpc.use_local_subchannel_pool': 1 });
+  const clients = [urlClient(), urlClient()];
+  t.teardown(() => clients.forEach((c) => c.close()));
+  const spoofed = new grpc.Metadata();
+  spoofed.set('x-picloud-peer', '203.0.113.9:1');
+  const answers: Obj[][] = [];
+  const streams = clients.map((c, i) => {
+    const s = c.Watch(spoofed);
+    const got: Obj[] = (answers[i] = []);
+    s.on('data', (d: Obj) => got.push(d));
+    s.on('error', () => undefined);
+    return s;
+  });
+  for (const s of streams) for (const k of ['u1', 'u2', 'u3']) s.write({ createRequest: { key: Buffer.from(k) } });
+  for (let i = 0; i < 500 && answers.some((a) => a.length < 3); i++) await new Promise((r) => setTimeout(r, 10));
+  t.same(answers.map((a) => a.map((r) => [r.created, r.canceled])), [Array(3).fill([true, false]), Array(3).fill([true, false])], 'three watchers on each connection');
+  streams[0]!.write({ createRequest: { key: Buffer.from('u4') } });
+  for (let i = 0; i < 500 && answers[0]!.length < 4; i++) await new Promise((r) => setTimeout(r, 10));
+  t.match(answers[0]![3], { canceled: true, cancelReason: /too many watchers on this connection \(limit 3\)/ }, 'a fourth is refused on its connection');
+  for (const s of streams) s.cancel();
+  for (let i = 0; i < 100 && server.watcherCount > 0; i++) await new Promise((r) => setTimeout(r, 10));
+  t.equal(server.watcherCount, 0);
 });
 
 t.test('a client that half-closes its watch stream still gets events, as from etcd, until it cancels', async (t) => {

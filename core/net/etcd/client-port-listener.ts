@@ -191,14 +191,25 @@ function headerFrames(block: Buffer, streamId: number, endStream: boolean): Buff
 }
 
 /**
+ * The header a rewritten connection's requests carry with the client's address and port:
+ * HTTP/2 reads such a connection through a JS stream, which has no address, so gRPC calls on
+ * it would all have the peer "unknown" and share what is counted per connection (watchers) or
+ * per client (password checks). Any copy the client sends is dropped.
+ */
+export const REWRITTEN_PEER_HEADER = 'x-picloud-peer';
+
+/**
  * The client-to-server bytes of a connection whose authority is a URL: every header block
- * re-encoded with the URL's host:port as `:authority`; every other frame passes unchanged.
+ * re-encoded with the URL's host:port as `:authority` (and a request's with `peer` as
+ * REWRITTEN_PEER_HEADER); every other frame passes unchanged.
  */
 export class AuthorityRewriter {
   private pending: Buffer = Buffer.alloc(0);
   private block: { streamId: number; endStream: boolean; fragments: Buffer[]; bytes: number } | undefined;
 
   private readonly decoder = new HeaderBlockDecoder();
+
+  constructor(private readonly peer?: string) {}
 
   /** Feeds client bytes; returns what HTTP/2 gets. Throws on a malformed stream. */
   push(chunk: Buffer): Buffer[] {
@@ -236,10 +247,14 @@ export class AuthorityRewriter {
   private finishBlock(): Buffer[] {
     const b = this.block!;
     this.block = undefined;
-    const headers = this.decoder.decode(Buffer.concat(b.fragments)).map(([name, value]): [string, string] => {
-      if (name !== ':authority') return [name, value];
-      return [name, authorityOfUrl(value) ?? value];
-    });
+    const headers: [string, string][] = [];
+    let request = false;
+    for (const [name, value] of this.decoder.decode(Buffer.concat(b.fragments))) {
+      if (name === REWRITTEN_PEER_HEADER) continue;
+      if (name === ':method') request = true;
+      headers.push([name, name === ':authority' ? (authorityOfUrl(value) ?? value) : value]);
+    }
+    if (request && this.peer !== undefined) headers.push([REWRITTEN_PEER_HEADER, this.peer]);
     return headerFrames(encodeLiteralBlock(headers), b.streamId, b.endStream);
   }
 }
@@ -429,7 +444,8 @@ class ConnectionSorter {
     this.socket.removeListener('error', this.onError);
     const bytes = this.ack === undefined ? this.buf : Buffer.concat([this.buf.subarray(0, this.ack[0]), this.buf.subarray(this.ack[1])]);
     if (how === 'rewrite') {
-      const rewriter = new AuthorityRewriter();
+      // The address as grpc-js's getPeer() writes it for a socket it can see.
+      const rewriter = new AuthorityRewriter(`${this.socket.remoteAddress ?? ''}:${this.socket.remotePort ?? 0}`);
       const preface = bytes.subarray(0, PREFACE.length);
       let first = true;
       this.sink.injectConnection(new RelayConnection(this.socket, bytes, (chunk) => {

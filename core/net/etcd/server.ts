@@ -17,7 +17,7 @@ import { EtcdError, isEtcdError, watchRefusalReason } from './errors.js';
 import type { CallContext, EtcdAuthBackend, EtcdBackend, ResponseHeader, WatchHandle, WatchSink } from './service.js';
 import { framedSnapshotBytes, snapshotTrailer } from './snapshot-file.js';
 import { encodeEventsFrames, eventsResponseBytes, type EventsResponse } from './watch-encoding.js';
-import { DEFAULT_SORTING_TIMEOUTS, SortingListener } from './client-port-listener.js';
+import { DEFAULT_SORTING_TIMEOUTS, REWRITTEN_PEER_HEADER, SortingListener } from './client-port-listener.js';
 import { JsonGateway } from './json-gateway.js';
 import { EagerFrames, EagerMessage, eagerSendInterceptor } from './eager-send.js';
 
@@ -123,11 +123,17 @@ function service(name: string): grpc.ServiceDefinition {
 }
 
 function callContext(call: { getPeer(): string; metadata: grpc.Metadata }, stream = false): CallContext {
-  // The peer string is built from the socket on each getPeer(); few handlers need it.
+  // The peer string is built from the socket on each getPeer(); few handlers need it. A
+  // connection the client port rewrites has no socket grpc-js can see ("unknown"); its requests
+  // carry the address in a header the rewriter sets (and removes from what the client sent).
   let peer: string | undefined;
   return {
     get peer() {
-      return (peer ??= call.getPeer());
+      if (peer === undefined) {
+        const seen = call.getPeer();
+        peer = seen === 'unknown' ? (metadataString(call.metadata, REWRITTEN_PEER_HEADER) ?? seen) : seen;
+      }
+      return peer;
     },
     requireLeader: call.metadata.get('hasleader')[0] === 'true',
     // clientv3 sends "token"; grpc-gateway passes an HTTP Authorization header as "authorization".
