@@ -232,22 +232,19 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     let closed = false;
     let pumping = false;
     let pumpAgain = false;
-    // Events are held until the check is made again with this member caught up (one ReadIndex
-    // round; the "created" answer does not wait): a member that had not yet applied a revoke,
-    // or auth being enabled, would otherwise stream what the cluster no longer allows for as
-    // long as the watch lives (etcd checks only its own state). Without a leader the round is
-    // tried again until there is one; nothing new commits meanwhile, so only a replay of past
-    // revisions waits.
-    let held = true;
-    let delivering!: () => void;
-    const deliveringPromise = new Promise<void>((resolve) => (delivering = resolve));
+    // The watcher is created held and starts only once the check is made again with this
+    // member caught up (one ReadIndex round; the "created" answer does not wait), from the
+    // revision it was created at: a member that had not yet applied a revoke, or auth being
+    // enabled, would otherwise stream what the cluster no longer allows for as long as the
+    // watch lives (etcd checks only its own state). Without a leader the round is tried again
+    // until there is one; nothing new commits meanwhile, so only a replay of past revisions
+    // waits.
     // Deferred: the hub may call back synchronously inside create(), and pulling there
     // would take the history twice.
     const stream = this.node.watchHub.openStream(() => this.schedulePump(pump));
     // The hub may signal readiness from inside next(): never pump re-entrantly, or the same
     // response would be taken twice. A signal during a pump makes the pump loop once more.
     const pump = (): void => {
-      if (held) return;
       if (pumping) {
         pumpAgain = true;
         return;
@@ -278,39 +275,39 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       }
     };
     try {
-      stream.create({
-        key: req.key,
-        rangeEnd: req.rangeEnd,
-        startRevision: req.startRevision,
-        progressNotify: req.progressNotify,
-        filters: req.filters.map((f) => (f === 'NOPUT' ? kv.WatchFilterType.NOPUT : kv.WatchFilterType.NODELETE)),
-        prevKv: req.prevKv,
-        watchId: 1,
-        fragment: false,
-      });
+      stream.create(
+        {
+          key: req.key,
+          rangeEnd: req.rangeEnd,
+          startRevision: req.startRevision,
+          progressNotify: req.progressNotify,
+          filters: req.filters.map((f) => (f === 'NOPUT' ? kv.WatchFilterType.NOPUT : kv.WatchFilterType.NODELETE)),
+          prevKv: req.prevKv,
+          watchId: 1,
+          fragment: false,
+        },
+        { held: true },
+      );
     } catch (e) {
       stream.close();
       throw toEtcdError(e);
     }
     const header = this.header();
     const recheck = (): void => {
-      if (closed) return delivering();
+      if (closed) return;
       this.node.linearizableBarrier().then(
         () => {
-          if (closed) return delivering();
+          if (closed) return;
           try {
             this.auth.authorize(range, ctx);
           } catch (e) {
             closed = true;
             stream.close();
-            delivering();
             const err = toEtcdError(e);
             sink.cancel(isEtcdError(err) ? watchRefusalReason(err) : String(err), this.header());
             return;
           }
-          held = false;
-          pump();
-          delivering();
+          stream.release(); // what it reads signals the pump
         },
         // Unref'd: a member shutting down does not wait for it (its watches are closed then).
         () => void setTimeout(recheck, WATCH_RECHECK_RETRY_MS).unref(),
@@ -319,12 +316,11 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     recheck();
     return {
       header,
-      delivering: deliveringPromise,
+      deliveredThrough: () => (closed ? Number.MAX_SAFE_INTEGER : stream.deliveredThrough()),
       cancel: () => {
         if (closed) return;
         closed = true;
         stream.close();
-        delivering();
       },
     };
   }

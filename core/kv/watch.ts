@@ -111,6 +111,8 @@ class Watcher {
   removed = false;
   /** Something was sent since the last progress tick (etcd elides the next notification). */
   sentSinceProgress = false;
+  /** Created held (see WatchStream.create): neither indexed nor catching up; starts at nextRev once released. */
+  held = false;
 
   constructor(
     readonly id: number,
@@ -196,6 +198,11 @@ export class WatchHub implements KvListener {
 
   get unsyncedCount(): number {
     return this.unsynced.size;
+  }
+
+  /** The last revision the store reported: synced watchers have been given everything up to it. */
+  get revision(): number {
+    return this.lastRevision;
   }
 
   /** Detaches from the store; streams stay readable but receive nothing new. */
@@ -519,9 +526,12 @@ export class WatchStream {
 
   /**
    * Handles a WatchCreateRequest: queues the "created" response (or a failed create, canceled
-   * with etcd's reason) and returns the watch ID (-1 on failure).
+   * with etcd's reason) and returns the watch ID (-1 on failure). `held`: the watcher gets
+   * nothing until release(), then starts from where it would have started now, reading what it
+   * missed from the log at its consumer's pace (held events are never buffered, so a hold
+   * cannot make a watcher "too slow").
    */
-  create(req: WatchCreateRequest): number {
+  create(req: WatchCreateRequest, opts: { held?: boolean } = {}): number {
     if (this.closed) return INVALID_WATCH_ID;
     const hub = this.hub;
     const current = hub.store.revision;
@@ -569,9 +579,36 @@ export class WatchStream {
     );
     this.watchers.set(id, w);
     this.enqueueControl(response(current, id, { created: true }));
-    if (synced) hub.addSynced(w);
+    if (opts.held === true) {
+      w.held = true;
+      w.nextRev = w.minRev;
+    } else if (synced) hub.addSynced(w);
     else hub.addUnsynced(w, startRev);
     return id;
+  }
+
+  /** Starts the watchers created held, each from the revision it was to start at. */
+  release(): void {
+    for (const w of this.watchers.values()) {
+      if (!w.held) continue;
+      w.held = false;
+      this.hub.addUnsynced(w, w.nextRev);
+    }
+  }
+
+  /**
+   * The revision through which every event of this stream's watchers has been taken with
+   * next(): a progress answer claims no more (a watcher held, catching up or with events
+   * buffered has not delivered what follows its position).
+   */
+  deliveredThrough(): number {
+    let through = this.hub.revision;
+    for (const w of this.watchers.values()) {
+      // (A watcher ending, w.final, delivers only what it has buffered.)
+      if (!w.synced && w.final === undefined) through = Math.min(through, w.nextRev - 1);
+      if (w.buf.length > 0) through = Math.min(through, w.buf[0]!.kv.modRevision - 1);
+    }
+    return through;
   }
 
   /** Cancels a watcher; queues etcd's canceled response. False (and no response) if it does not exist. */

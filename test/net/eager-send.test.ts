@@ -40,7 +40,7 @@ async function withServer(
 function receiveAll(client: grpc.Client): Promise<{ messages: string[]; status: grpc.StatusObject }> {
   return new Promise((resolve) => {
     const messages: string[] = [];
-    const call = client.makeServerStreamRequest(PATH, identity, identity, Buffer.from('go'));
+    const call = client.makeServerStreamRequest(PATH, identity, identity, Buffer.from('go'), new grpc.Metadata(), { deadline: Date.now() + 5_000 });
     call.on('data', (m: Buffer) => messages.push(m.toString()));
     call.on('error', () => undefined); // the status below says it
     call.on('status', (status: grpc.StatusObject) => resolve({ messages, status }));
@@ -96,7 +96,7 @@ t.test("a message over grpc.max_send_message_length gets grpc-js's RESOURCE_EXHA
     { 'grpc.max_send_message_length': 16 },
     (call) => {
       call.write(new EagerMessage(Buffer.from('ok'), () => undefined));
-      call.write(EagerFrames.of([Buffer.from('small'), Buffer.alloc(64, 0x7a)], () => undefined));
+      call.write(EagerFrames.of([Buffer.from('small'), Buffer.alloc(64, 0x7a), Buffer.from('after')], () => undefined));
       call.end();
     },
     async (client) => {
@@ -104,6 +104,7 @@ t.test("a message over grpc.max_send_message_length gets grpc-js's RESOURCE_EXHA
       t.equal(status.code, grpc.status.RESOURCE_EXHAUSTED);
       t.same(messages.slice(0, 2), ['ok', 'small'], 'the messages before the oversized one arrived');
       t.notOk(messages.includes('z'.repeat(64)));
+      t.notOk(messages.includes('after'), 'nothing after it (the call has ended; a write then would leave the client without a status)');
     },
   );
 });

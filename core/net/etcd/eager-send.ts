@@ -144,7 +144,12 @@ class EagerSendCall extends grpc.ServerInterceptingCall {
     if (call === null || !call.metadataSent || (max !== -1 && batch.largest > max)) {
       eagerFramesStats.fallback++;
       const messages = batch.messages();
-      messages.forEach((m, i) => super.sendMessage(m, i === messages.length - 1 ? batch.sent : () => undefined));
+      for (const [i, m] of messages.entries()) {
+        super.sendMessage(m, i === messages.length - 1 ? batch.sent : () => undefined);
+        // grpc-js ended the call with RESOURCE_EXHAUSTED: a write after its end would leave
+        // the stream errored and the client without a status.
+        if (max !== -1 && m.length > max) return;
+      }
       return;
     }
     eagerFramesStats.direct++;

@@ -553,7 +553,7 @@ const WATCH_METHOD_PATH = '/etcdserverpb.Watch/Watch';
 
 
 /** The largest frames buffer a watch stream keeps between writes (a bigger one is left to the GC). */
-const SPARE_FRAMES_MAX_BYTES = 128 * 1024;
+const SPARE_FRAMES_MAX_BYTES = 64 * 1024;
 
 /** Responses (objects for proto-loader, or WatchResponse bytes already encoded) go out eagerly. */
 type WatchCall = grpc.ServerDuplexStream<Obj, EagerMessage | EagerFrames>;
@@ -753,14 +753,15 @@ class WatchStream {
   }
 
   private progress(): void {
-    // After every watch of the stream delivers: one still held (its auth check at a caught-up
-    // member) has events at or below the revision this answer would claim.
-    const delivering = [...this.watchers.values()].map((w) => w.handle?.delivering);
-    Promise.all(delivering)
-      .then(() => this.backend.watchProgress(this.ctx))
-      .then(
-        (h) => this.send({ header: cv.header(h), watchId: -1 }, 64),
-        () => undefined, // etcd drops a progress request it cannot answer
-      );
+    this.backend.watchProgress(this.ctx).then(
+      (h) => {
+        // Everything up to the answer's revision has been sent on this stream: no further than
+        // any of its watches has delivered (one held for its auth check, or catching up, lags).
+        let revision = h.revision;
+        for (const w of this.watchers.values()) if (w.handle !== undefined) revision = Math.min(revision, w.handle.deliveredThrough());
+        this.send({ header: cv.header({ ...h, revision }), watchId: -1 }, 64);
+      },
+      () => undefined, // etcd drops a progress request it cannot answer
+    );
   }
 }

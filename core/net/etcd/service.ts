@@ -183,10 +183,10 @@ export interface WatchHandle {
   /** The header of the "created" response (revision = the store's current one). */
   header: ResponseHeader;
   /**
-   * Settles once the watch's events flow (a backend may hold them back at first) or it has
-   * ended: a progress answer must not claim a revision whose events a watch still holds.
+   * The revision through which every event of the watch has reached the sink (a watch held
+   * back, or catching up, lags the store): a progress answer claims no more.
    */
-  delivering: Promise<void>;
+  deliveredThrough(): number;
   /** Stop delivering; the client or the server cancelled. Idempotent: it is also called
    *  after the backend itself cancelled through sink.cancel(). */
   cancel(): void;

@@ -1,0 +1,110 @@
+/**
+ * ManagerEtcdBackend's watches behind the real gRPC server, on a member stand-in whose read
+ * barrier the test controls (a real KvStore and WatchHub; the rest of ManagerNode is not needed):
+ * a watch's events wait for its second auth check at a caught-up member (etcd-backend.ts), and
+ * what that hold must not do: cancel a reading client as "too slow" while the member applies a
+ * backlog, or keep a progress request unanswered while there is no leader; and a progress
+ * answer never claims a revision whose events a watch has not sent.
+ */
+import t, { type Test } from 'tap';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { ManagerEtcdBackend } from '../../core/api/etcd-backend.js';
+import type { ManagerNode } from '../../core/api/manager-node.js';
+import { WatchHub, type WatchHubOptions } from '../../core/kv/watch.js';
+import { EtcdGrpcServer } from '../../core/net/etcd/server.js';
+import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
+import { generateToken } from '../../core/net/token.js';
+import { Node } from '../kv/helpers.js';
+
+type Obj = Record<string, unknown>;
+const def = protoLoader.loadSync(ETCD_RPC_PROTO, { includeDirs: [ETCD_PROTO_DIR], longs: String, enums: String, defaults: true, oneofs: true });
+const Watch = (grpc.loadPackageDefinition(def) as any).etcdserverpb.Watch as new (addr: string, creds: grpc.ChannelCredentials, opts?: object) => grpc.Client & {
+  Watch(): grpc.ClientDuplexStream<Obj, Obj>;
+};
+
+/** A member stand-in, its backend behind a real server, and one Watch stream to it. */
+async function setup(t: Test, hubOptions: WatchHubOptions = {}) {
+  const kvNode = Node.create();
+  let barrier: () => Promise<void> = () => Promise.resolve();
+  const member = {
+    store: kvNode.store,
+    watchHub: new WatchHub(kvNode.store, hubOptions),
+    linearizableBarrier: () => barrier(),
+    driver: { node: { raft: { term: 1 } } },
+    id: 1,
+    clusterId: 2,
+    token: generateToken(),
+    opts: {},
+  };
+  const backend = new ManagerEtcdBackend(member as unknown as ManagerNode);
+  const server = await EtcdGrpcServer.start({ backend, port: 0 });
+  const client = new Watch(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 64 << 20 });
+  const stream = client.Watch();
+  const got: Obj[] = [];
+  stream.on('data', (d: Obj) => got.push(d));
+  stream.on('error', () => undefined);
+  t.teardown(async () => {
+    stream.cancel();
+    client.close();
+    backend.close();
+    await server.close(200);
+  });
+  const until = async (f: (g: Obj[]) => boolean, ms = 5_000): Promise<boolean> => {
+    for (const end = Date.now() + ms; !f(got); await new Promise((r) => setTimeout(r, 10))) if (Date.now() > end) return false;
+    return true;
+  };
+  return { kvNode, stream, got, until, setBarrier: (f: () => Promise<void>) => (barrier = f) };
+}
+
+const eventCount = (got: Obj[]): number => got.reduce((n, r) => n + (r.events as unknown[]).length, 0);
+const revisionOf = (r: Obj | undefined): number => Number((r?.header as Obj | undefined)?.revision);
+
+t.test('a watch held while the member applies a backlog gets all of it afterwards, not a "too slow" cancel', async (t) => {
+  const { kvNode, stream, got, until, setBarrier } = await setup(t);
+  let caughtUp!: () => void;
+  setBarrier(() => new Promise<void>((r) => (caughtUp = r)));
+  stream.write({ createRequest: { key: Buffer.from('hot') } });
+  await until((g) => g.some((r) => r.created === true));
+  const puts = 4_200; // more than the hub buffers for one watcher (WATCH_BUFFER_EVENTS_MAX)
+  for (let i = 0; i < puts; i++) kvNode.put('hot', `v${i}`);
+  caughtUp();
+  await until((g) => eventCount(g) >= puts || g.some((r) => r.canceled === true), 10_000);
+  t.notOk(got.some((r) => r.canceled === true), 'not canceled');
+  t.equal(eventCount(got), puts, 'every put since the watch was created');
+});
+
+t.test('without a leader a progress request is still answered, claiming nothing past what the held watch has sent', async (t) => {
+  const { kvNode, stream, got, until, setBarrier } = await setup(t);
+  setBarrier(() => Promise.reject(new Error('no leader')));
+  kvNode.put('x', 'before');
+  stream.write({ createRequest: { key: Buffer.from('x') } });
+  await until((g) => g.some((r) => r.created === true));
+  const created = revisionOf(got.find((r) => r.created === true));
+  kvNode.put('x', 'after'); // applied here, held from the watch
+  stream.write({ progressRequest: {} });
+  t.ok(await until((g) => g.some((r) => r.watchId === '-1'), 2_000), 'answered');
+  t.equal(revisionOf(got.find((r) => r.watchId === '-1')), created, 'at the revision the watch was created at');
+  t.equal(eventCount(got), 0, 'the held watch sent nothing');
+});
+
+t.test('a progress answer never claims a revision whose event a catching-up watch has not sent', async (t) => {
+  // The hub's catch-up steps run when the test says (schedule), ten revisions at a time.
+  const steps: (() => void)[] = [];
+  const { kvNode, stream, got, until } = await setup(t, { syncRevisionsPerStep: 10, schedule: (fn) => steps.push(fn) });
+  for (let i = 0; i < 50; i++) kvNode.put(`a${i}`, 'x');
+  kvNode.put('k1', 'v'); // the only event of the range, at the end of the history
+  const eventRevision = kvNode.store.revision;
+  stream.write({ createRequest: { key: Buffer.from('k'), rangeEnd: Buffer.from('l'), startRevision: 1 } });
+  await until((g) => g.some((r) => r.created === true));
+  await new Promise((r) => setTimeout(r, 50)); // released after its (immediate) barrier
+  stream.write({ progressRequest: {} });
+  await until((g) => g.some((r) => r.watchId === '-1'), 2_000);
+  while (steps.length > 0) steps.shift()!();
+  await until((g) => eventCount(g) > 0, 2_000);
+  const progress = got.find((r) => r.watchId === '-1');
+  const event = got.findIndex((r) => (r.events as unknown[]).length > 0);
+  t.ok(progress, 'answered');
+  t.ok(revisionOf(progress) < eventRevision || got.indexOf(progress!) > event, `the answer (revision ${revisionOf(progress)}) does not pass the unsent event (revision ${eventRevision})`);
+  t.equal(eventCount(got), 1, 'and the event arrives');
+});
