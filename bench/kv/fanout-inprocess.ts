@@ -48,6 +48,7 @@ async function main(): Promise<void> {
           pending.push({ watchId: id, header, events });
         },
         progress: () => undefined,
+        congested: () => false,
         cancel: (reason) => {
           throw new Error(`watch canceled: ${reason}`);
         },

@@ -260,7 +260,9 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       }
     };
     const drain = (): void => {
-      for (let r = stream.next(); r && !closed; r = stream.next()) {
+      // Not past a congested sink: a catch-up from the log refills the hub's buffer at each
+      // take, and pulling it all in one turn would overflow the stream's send buffer.
+      for (let r = stream.next(); r && !closed; r = sink.congested() ? undefined : stream.next()) {
         if (r.canceled) {
           closed = true;
           stream.close();
@@ -317,6 +319,9 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     return {
       header,
       deliveredThrough: () => (closed ? Number.MAX_SAFE_INTEGER : stream.deliveredThrough()),
+      resume: () => {
+        if (!closed) this.schedulePump(pump);
+      },
       cancel: () => {
         if (closed) return;
         closed = true;

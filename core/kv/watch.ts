@@ -111,7 +111,7 @@ class Watcher {
   removed = false;
   /** Something was sent since the last progress tick (etcd elides the next notification). */
   sentSinceProgress = false;
-  /** Created held (see WatchStream.create): neither indexed nor catching up; starts at nextRev once released. */
+  /** Created held (see WatchStream.create): gets events, sends none until released. */
   held = false;
 
   constructor(
@@ -230,6 +230,15 @@ export class WatchHub implements KvListener {
   removeWatcher(w: Watcher): void {
     w.removed = true;
     this.unsynced.delete(w);
+    this.unindex(w);
+  }
+
+  /** @internal Is `w` catching up from the log (or waiting to)? */
+  isUnsynced(w: Watcher): boolean {
+    return this.unsynced.has(w);
+  }
+
+  private unindex(w: Watcher): void {
     if (!w.synced) return;
     w.synced = false;
     if (w.end === undefined) {
@@ -356,6 +365,7 @@ export class WatchHub implements KvListener {
   }
 
   private cancelSlow(w: Watcher, resumeRevision: number): void {
+    if (w.held) return this.unsyncHeld(w, resumeRevision);
     this.stats.slowCancels++;
     this.removeWatcher(w); // the stream still holds it until the final response is taken
     w.final = response(this.store.revision, w.id, {
@@ -365,6 +375,18 @@ export class WatchHub implements KvListener {
         `events up to revision ${resumeRevision - 1} were delivered; watch again from revision ${resumeRevision}`,
     });
     w.stream.markReady(w);
+  }
+
+  /**
+   * A held watcher whose buffer is full: nothing it holds has been sent, so instead of being
+   * cancelled it drops the buffer and, once released, reads the log from its first unsent
+   * revision at its consumer's pace (a hold never makes a watcher "too slow").
+   */
+  private unsyncHeld(w: Watcher, resumeRevision: number): void {
+    this.unindex(w);
+    w.nextRev = w.buf.length > 0 ? w.buf[0]!.kv.modRevision : resumeRevision;
+    w.buf = [];
+    w.bufBytes = 0;
   }
 
   private finishCompacted(w: Watcher): void {
@@ -470,7 +492,7 @@ export class WatchHub implements KvListener {
     const rev = this.store.revision;
     for (const s of this.streams) {
       for (const w of s.watcherList()) {
-        if (!w.progressNotify) continue;
+        if (!w.progressNotify || w.held) continue;
         if (w.synced && !w.final && w.buf.length === 0 && !w.sentSinceProgress) {
           s.enqueueControl(response(rev, w.id));
         }
@@ -526,10 +548,11 @@ export class WatchStream {
 
   /**
    * Handles a WatchCreateRequest: queues the "created" response (or a failed create, canceled
-   * with etcd's reason) and returns the watch ID (-1 on failure). `held`: the watcher gets
-   * nothing until release(), then starts from where it would have started now, reading what it
-   * missed from the log at its consumer's pace (held events are never buffered, so a hold
-   * cannot make a watcher "too slow").
+   * with etcd's reason) and returns the watch ID (-1 on failure). `held`: nothing is sent until
+   * release(). A watcher from now (or a future revision) gets its events meanwhile, as etcd's
+   * would (a compaction cannot take them); if they overflow its buffer it reads them from the
+   * log once released instead (a hold never makes it "too slow"). A replay from the past starts
+   * once released.
    */
   create(req: WatchCreateRequest, opts: { held?: boolean } = {}): number {
     if (this.closed) return INVALID_WATCH_ID;
@@ -579,20 +602,23 @@ export class WatchStream {
     );
     this.watchers.set(id, w);
     this.enqueueControl(response(current, id, { created: true }));
-    if (opts.held === true) {
-      w.held = true;
-      w.nextRev = w.minRev;
-    } else if (synced) hub.addSynced(w);
+    w.held = opts.held === true;
+    if (synced) hub.addSynced(w);
+    else if (w.held) w.nextRev = startRev; // the replay starts once released
     else hub.addUnsynced(w, startRev);
     return id;
   }
 
-  /** Starts the watchers created held, each from the revision it was to start at. */
+  /** Sends what the watchers created held hold, and lets them go on. */
   release(): void {
     for (const w of this.watchers.values()) {
       if (!w.held) continue;
       w.held = false;
-      this.hub.addUnsynced(w, w.nextRev);
+      if (w.synced || w.final !== undefined || this.hub.isUnsynced(w)) {
+        if (w.buf.length > 0 || w.final !== undefined) this.markReady(w);
+      } else {
+        this.hub.addUnsynced(w, w.nextRev);
+      }
     }
   }
 
@@ -687,6 +713,12 @@ export class WatchStream {
     const hub = this.hub;
     while (this.ready.length > 0) {
       const w = this.ready.peek()!;
+      if (w.held) {
+        // release() queues it again
+        this.ready.shift();
+        w.queued = false;
+        continue;
+      }
       if (w.buf.length > 0) {
         const resp = this.take(w);
         this.ready.shift();

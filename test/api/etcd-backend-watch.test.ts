@@ -3,8 +3,8 @@
  * barrier the test controls (a real KvStore and WatchHub; the rest of ManagerNode is not needed):
  * a watch's events wait for its second auth check at a caught-up member (etcd-backend.ts), and
  * what that hold must not do: cancel a reading client as "too slow" while the member applies a
- * backlog, or keep a progress request unanswered while there is no leader; and a progress
- * answer never claims a revision whose events a watch has not sent.
+ * backlog, or pass a congested stream's send buffer; and a progress answer never claims a
+ * revision whose events a watch has not sent, nor goes back below what the stream has sent.
  */
 import t, { type Test } from 'tap';
 import * as grpc from '@grpc/grpc-js';
@@ -74,18 +74,27 @@ t.test('a watch held while the member applies a backlog gets all of it afterward
   t.equal(eventCount(got), puts, 'every put since the watch was created');
 });
 
-t.test('without a leader a progress request is still answered, claiming nothing past what the held watch has sent', async (t) => {
+t.test('a progress request waits for what a held watch holds, and is answered at once when it holds nothing (no leader needed)', async (t) => {
   const { kvNode, stream, got, until, setBarrier } = await setup(t);
-  setBarrier(() => Promise.reject(new Error('no leader')));
+  let leader = false;
+  setBarrier(() => (leader ? Promise.resolve() : Promise.reject(new Error('no leader'))));
   kvNode.put('x', 'before');
   stream.write({ createRequest: { key: Buffer.from('x') } });
   await until((g) => g.some((r) => r.created === true));
   const created = revisionOf(got.find((r) => r.created === true));
-  kvNode.put('x', 'after'); // applied here, held from the watch
   stream.write({ progressRequest: {} });
-  t.ok(await until((g) => g.some((r) => r.watchId === '-1'), 2_000), 'answered');
+  t.ok(await until((g) => g.some((r) => r.watchId === '-1'), 2_000), 'answered without a leader');
   t.equal(revisionOf(got.find((r) => r.watchId === '-1')), created, 'at the revision the watch was created at');
-  t.equal(eventCount(got), 0, 'the held watch sent nothing');
+  kvNode.put('x', 'after'); // applied here while the watch is still held
+  stream.write({ progressRequest: {} });
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(got.filter((r) => r.watchId === '-1').length, 1, 'not answered while the held watch has not sent the put');
+  leader = true; // the next barrier round succeeds: the watch is released
+  t.ok(await until((g) => g.filter((r) => r.watchId === '-1').length === 2, 3_000), 'answered once it has');
+  const answer = got.filter((r) => r.watchId === '-1')[1];
+  const event = got.findIndex((r) => (r.events as unknown[]).length > 0);
+  t.ok(event >= 0 && event < got.indexOf(answer!), 'after the event');
+  t.equal(revisionOf(answer), kvNode.store.revision, 'at the revision asked at');
 });
 
 t.test('a progress answer never claims a revision whose event a catching-up watch has not sent', async (t) => {
@@ -105,6 +114,41 @@ t.test('a progress answer never claims a revision whose event a catching-up watc
   const progress = got.find((r) => r.watchId === '-1');
   const event = got.findIndex((r) => (r.events as unknown[]).length > 0);
   t.ok(progress, 'answered');
-  t.ok(revisionOf(progress) < eventRevision || got.indexOf(progress!) > event, `the answer (revision ${revisionOf(progress)}) does not pass the unsent event (revision ${eventRevision})`);
+  t.ok(got.indexOf(progress!) > event, 'the answer waits for the event');
+  t.equal(revisionOf(progress), eventRevision, 'and claims the revision asked at, never less than was sent');
   t.equal(eventCount(got), 1, 'and the event arrives');
+});
+
+t.test("a backlog larger than the stream's send buffer reaches a reading client whole, other watches untouched", async (t) => {
+  const { kvNode, stream, got, until, setBarrier } = await setup(t);
+  stream.write({ createRequest: { key: Buffer.from('calm'), watchId: '7' } });
+  await until((g) => g.some((r) => r.created === true && r.watchId === '7'));
+  let caughtUp!: () => void;
+  setBarrier(() => new Promise<void>((r) => (caughtUp = r)));
+  stream.write({ createRequest: { key: Buffer.from('big'), watchId: '8' } });
+  await until((g) => g.some((r) => r.created === true && r.watchId === '8'));
+  const puts = 1_200;
+  const value = 'v'.repeat(8 * 1024); // 9.6 MB in all, past MAX_WATCH_STREAM_BUFFER_BYTES
+  for (let i = 0; i < puts; i++) kvNode.put('big', value);
+  caughtUp();
+  await until((g) => eventCount(g) >= puts || g.some((r) => r.canceled === true), 20_000);
+  t.notOk(got.some((r) => r.canceled === true), `nothing canceled (${JSON.stringify(got.find((r) => r.canceled === true)?.cancelReason)})`);
+  t.equal(eventCount(got), puts, 'every event of the backlog');
+  kvNode.put('calm', 'still here');
+  t.ok(await until((g) => g.some((r) => r.watchId === '7' && (r.events as unknown[]).length > 0)), 'the other watch still delivers');
+});
+
+t.test('a compaction applied while a watch from now is held takes none of its events', async (t) => {
+  const { kvNode, stream, got, until, setBarrier } = await setup(t);
+  let caughtUp!: () => void;
+  setBarrier(() => new Promise<void>((r) => (caughtUp = r)));
+  stream.write({ createRequest: { key: Buffer.from('c') } });
+  await until((g) => g.some((r) => r.created === true));
+  kvNode.put('c', 'one');
+  kvNode.put('c', 'two');
+  kvNode.apply({ compaction: { revision: kvNode.store.revision, physical: false } }); // in the backlog being applied
+  caughtUp();
+  await until((g) => eventCount(g) >= 2 || g.some((r) => r.canceled === true), 3_000);
+  t.notOk(got.some((r) => r.canceled === true), 'not canceled as compacted (etcd would not)');
+  t.equal(eventCount(got), 2, 'both puts');
 });

@@ -269,7 +269,7 @@ export class FakeEtcdBackend implements EtcdBackend {
   watch(req: WatchCreateRequest, sink: WatchSink, ctx?: CallContext): WatchHandle {
     this.calls.push(`watch:${req.watchId}:${ctx?.requireLeader ? 'leader' : 'any'}`);
     const w: Watcher = { req, sink, nextRev: req.startRevision > 0 ? req.startRevision : this.rev + 1, active: true };
-    const handle: WatchHandle = { header: this.header(), deliveredThrough: () => this.rev, cancel: () => {
+    const handle: WatchHandle = { header: this.header(), deliveredThrough: () => this.rev, resume: () => undefined, cancel: () => {
       w.active = false;
       this.watchers.delete(w);
     } };

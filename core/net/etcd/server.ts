@@ -552,6 +552,9 @@ interface WatcherState {
 const WATCH_METHOD_PATH = '/etcdserverpb.Watch/Watch';
 
 
+/** How often a progress request waiting for a lagging watch looks again (besides after each write of events). */
+const PROGRESS_RETRY_MS = 50;
+
 /** The largest frames buffer a watch stream keeps between writes (a bigger one is left to the GC). */
 const SPARE_FRAMES_MAX_BYTES = 64 * 1024;
 
@@ -568,6 +571,10 @@ class WatchStream {
   private batchBytes = 0;
   /** A frames buffer whose write has completed, kept for the next flush. */
   private spareFrames: Buffer | undefined;
+  /** A watch was told its sink is congested: resume them all once the writes drain. */
+  private congested = false;
+  /** A progress request waiting until every watch has sent everything up to `revision`. */
+  private pendingProgress: { header: ResponseHeader; timer: NodeJS.Timeout | undefined } | undefined;
   private closed = false;
   private readonly ctx: CallContext;
   private readonly peer: string;
@@ -601,6 +608,8 @@ class WatchStream {
   closeAll(): void {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.pendingProgress?.timer);
+    this.pendingProgress = undefined;
     for (const w of this.watchers.values()) this.drop(w);
     this.watchers.clear();
   }
@@ -643,22 +652,33 @@ class WatchStream {
     this.spareFrames = undefined;
     this.call.write(
       new EagerFrames(frames, batch.length, largest, () => {
-        this.pendingBytes -= bytes;
         // Written: the buffer is free for the next turn's responses.
         if (buffer.length <= SPARE_FRAMES_MAX_BYTES && (this.spareFrames === undefined || this.spareFrames.length < buffer.length)) this.spareFrames = buffer;
+        this.written(bytes);
       }),
     );
+    this.tryProgress();
+  }
+
+  /** `bytes` of responses have left: resume congested watches once half the buffer is free. */
+  private written(bytes: number): void {
+    this.pendingBytes -= bytes;
+    if (!this.congested || this.pendingBytes > this.limits.maxWatchStreamBufferBytes / 2) return;
+    this.congested = false;
+    for (const w of this.watchers.values()) w.handle?.resume();
+  }
+
+  /** True (and remembered) while half the send buffer is taken. */
+  private isCongested(): boolean {
+    if (this.pendingBytes > this.limits.maxWatchStreamBufferBytes / 2) this.congested = true;
+    return this.congested;
   }
 
   private send(resp: Obj, bytes: number): void {
     if (this.closed) return;
     this.flush();
     this.pendingBytes += bytes;
-    this.call.write(
-      new EagerMessage(resp, () => {
-        this.pendingBytes -= bytes;
-      }),
-    );
+    this.call.write(new EagerMessage(resp, () => this.written(bytes)));
     if (this.pendingBytes > this.limits.maxWatchStreamBufferBytes) this.tooSlow();
   }
 
@@ -719,6 +739,7 @@ class WatchStream {
           w.lastHeader = h;
           this.send({ header: cv.header(h), watchId: id, events: [] }, 64);
         }),
+      congested: () => this.isCongested(),
       cancel: (reason, h, compactRevision) =>
         deliver(() => {
           if (this.watchers.get(id) === w) this.watchers.delete(id);
@@ -752,16 +773,38 @@ class WatchStream {
     this.send({ header: cv.header(this.backend.header()), watchId: id, canceled: true }, 64);
   }
 
+  /**
+   * etcd's progress request: the answer says everything up to its revision has been sent on this
+   * stream, so it waits until every watch has (one held for its auth check, or catching up from
+   * the log, lags), as etcd 3.5 defers it until its watchers are synced. Requests made meanwhile
+   * share the answer, at the latest revision asked.
+   */
   private progress(): void {
     this.backend.watchProgress(this.ctx).then(
       (h) => {
-        // Everything up to the answer's revision has been sent on this stream: no further than
-        // any of its watches has delivered (one held for its auth check, or catching up, lags).
-        let revision = h.revision;
-        for (const w of this.watchers.values()) if (w.handle !== undefined) revision = Math.min(revision, w.handle.deliveredThrough());
-        this.send({ header: cv.header({ ...h, revision }), watchId: -1 }, 64);
+        if (this.closed) return;
+        const p = this.pendingProgress;
+        if (p === undefined) this.pendingProgress = { header: h, timer: undefined };
+        else if (h.revision > p.header.revision) p.header = h;
+        this.tryProgress();
       },
       () => undefined, // etcd drops a progress request it cannot answer
     );
+  }
+
+  private tryProgress(): void {
+    const p = this.pendingProgress;
+    if (p === undefined || this.closed) return;
+    for (const w of this.watchers.values()) {
+      if (w.handle !== undefined && w.handle.deliveredThrough() < p.header.revision) {
+        // Looked at again after each write of events, and meanwhile every PROGRESS_RETRY_MS (a
+        // watch released with nothing to send writes nothing).
+        p.timer ??= setInterval(() => this.tryProgress(), PROGRESS_RETRY_MS).unref();
+        return;
+      }
+    }
+    clearInterval(p.timer);
+    this.pendingProgress = undefined;
+    this.send({ header: cv.header(p.header), watchId: -1 }, 64);
   }
 }

@@ -177,6 +177,11 @@ export interface WatchSink {
    * revision still available), or another reason. The backend forgets the watcher.
    */
   cancel(reason: string, header: ResponseHeader, compactRevision?: number): void;
+  /**
+   * True while what was handed over is still far from written (a catch-up from the log pulls no
+   * more then); the handle's resume() is called once it has drained.
+   */
+  congested(): boolean;
 }
 
 export interface WatchHandle {
@@ -187,6 +192,8 @@ export interface WatchHandle {
    * back, or catching up, lags the store): a progress answer claims no more.
    */
   deliveredThrough(): number;
+  /** The sink has room again (after congested() said it had none). */
+  resume(): void;
   /** Stop delivering; the client or the server cancelled. Idempotent: it is also called
    *  after the backend itself cancelled through sink.cancel(). */
   cancel(): void;
