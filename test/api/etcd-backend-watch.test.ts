@@ -54,16 +54,22 @@ async function setup(t: Test, hubOptions: WatchHubOptions = {}) {
     for (const end = Date.now() + ms; !f(got); await new Promise((r) => setTimeout(r, 10))) if (Date.now() > end) return false;
     return true;
   };
-  return { kvNode, stream, got, until, setBarrier: (f: () => Promise<void>) => (barrier = f) };
+  /** From now on read barriers wait (the member is applying a backlog); the result ends the wait. */
+  const holdBarrier = (): (() => void) => {
+    let caughtUp: () => void = () => undefined;
+    const round = new Promise<void>((r) => (caughtUp = r));
+    barrier = () => round;
+    return () => caughtUp();
+  };
+  return { kvNode, stream, got, until, holdBarrier, setBarrier: (f: () => Promise<void>) => (barrier = f) };
 }
 
 const eventCount = (got: Obj[]): number => got.reduce((n, r) => n + (r.events as unknown[]).length, 0);
 const revisionOf = (r: Obj | undefined): number => Number((r?.header as Obj | undefined)?.revision);
 
 t.test('a watch held while the member applies a backlog gets all of it afterwards, not a "too slow" cancel', async (t) => {
-  const { kvNode, stream, got, until, setBarrier } = await setup(t);
-  let caughtUp!: () => void;
-  setBarrier(() => new Promise<void>((r) => (caughtUp = r)));
+  const { kvNode, stream, got, until, holdBarrier } = await setup(t);
+  const caughtUp = holdBarrier();
   stream.write({ createRequest: { key: Buffer.from('hot') } });
   await until((g) => g.some((r) => r.created === true));
   const puts = 4_200; // more than the hub buffers for one watcher (WATCH_BUFFER_EVENTS_MAX)
@@ -120,11 +126,10 @@ t.test('a progress answer never claims a revision whose event a catching-up watc
 });
 
 t.test("a backlog larger than the stream's send buffer reaches a reading client whole, other watches untouched", async (t) => {
-  const { kvNode, stream, got, until, setBarrier } = await setup(t);
+  const { kvNode, stream, got, until, holdBarrier } = await setup(t);
   stream.write({ createRequest: { key: Buffer.from('calm'), watchId: '7' } });
   await until((g) => g.some((r) => r.created === true && r.watchId === '7'));
-  let caughtUp!: () => void;
-  setBarrier(() => new Promise<void>((r) => (caughtUp = r)));
+  const caughtUp = holdBarrier();
   stream.write({ createRequest: { key: Buffer.from('big'), watchId: '8' } });
   await until((g) => g.some((r) => r.created === true && r.watchId === '8'));
   const puts = 1_200;
@@ -139,9 +144,8 @@ t.test("a backlog larger than the stream's send buffer reaches a reading client 
 });
 
 t.test('a compaction applied while a watch from now is held takes none of its events', async (t) => {
-  const { kvNode, stream, got, until, setBarrier } = await setup(t);
-  let caughtUp!: () => void;
-  setBarrier(() => new Promise<void>((r) => (caughtUp = r)));
+  const { kvNode, stream, got, until, holdBarrier } = await setup(t);
+  const caughtUp = holdBarrier();
   stream.write({ createRequest: { key: Buffer.from('c') } });
   await until((g) => g.some((r) => r.created === true));
   kvNode.put('c', 'one');
