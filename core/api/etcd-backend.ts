@@ -232,13 +232,6 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     let closed = false;
     let pumping = false;
     let pumpAgain = false;
-    // The watcher is created held and starts only once the check is made again with this
-    // member caught up (one ReadIndex round; the "created" answer does not wait), from the
-    // revision it was created at: a member that had not yet applied a revoke, or auth being
-    // enabled, would otherwise stream what the cluster no longer allows for as long as the
-    // watch lives (etcd checks only its own state). Without a leader the round is tried again
-    // until there is one; nothing new commits meanwhile, so only a replay of past revisions
-    // waits.
     // Deferred: the hub may call back synchronously inside create(), and pulling there
     // would take the history twice.
     const stream = this.node.watchHub.openStream(() => this.schedulePump(pump));
@@ -295,6 +288,13 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       throw toEtcdError(e);
     }
     const header = this.header();
+    // The watcher is created held: it sends nothing until the check is made again with this
+    // member caught up (one ReadIndex round; the "created" answer does not wait). A member that
+    // had not yet applied a revoke, or auth being enabled, would otherwise stream what the
+    // cluster no longer allows for as long as the watch lives (etcd checks only its own state).
+    // Without a leader the round is tried again until there is one; nothing new commits
+    // meanwhile, so only a replay of past revisions waits. (The round is paid by every watch,
+    // with auth on or off: a member cannot know auth is off without it.)
     const recheck = (): void => {
       if (closed) return;
       this.node.linearizableBarrier().then(

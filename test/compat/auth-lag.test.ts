@@ -188,6 +188,11 @@ t.test('a lagging member answers as the acknowledged auth changes call for', { s
   const later = withProgress.slice(at + 1).filter((r) => r.events > 0);
   t.ok(later.every((r) => r.firstEventRevision > withProgress[at]!.revision), 'no event after the answer is at or below its revision');
   t.ok(withProgress.some((r) => r.events > 0), 'and the history arrives');
+  // The answer waits for the held watch's history (etcd 3.5's deferral), so the check above is
+  // not left vacuous: the history came first, and the answer does not go back below it.
+  const before = withProgress.slice(0, at).filter((r) => r.events > 0);
+  t.ok(before.length > 0, 'the history came before the answer');
+  t.ok(before.every((r) => r.revision <= withProgress[at]!.revision), 'and the answer claims no less than was sent');
 });
 
 interface WatchAnswer {
