@@ -100,6 +100,7 @@ function wireMessage(m: Message): object {
     rejectHint: m.rejectHint,
     context: m.context,
     snapshot: m.snapshot === undefined ? undefined : wireChunk(m.snapshot),
+    commitOnly: m.commitOnly,
   };
 }
 
@@ -223,6 +224,7 @@ function messageFrom(o: Record<string, unknown>): Message {
     reject: o.reject === true,
     rejectHint: num(o.rejectHint, 'rejectHint'),
     context: bytes(o.context),
+    commitOnly: o.commitOnly === true,
   };
   if (o.snapshot !== null && o.snapshot !== undefined) m.snapshot = chunkFrom(o.snapshot as Record<string, unknown>);
   if (type === MessageType.Snap && m.snapshot === undefined) {

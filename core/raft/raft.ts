@@ -222,6 +222,9 @@ export class Raft {
     m.logTerm = prevTerm;
     m.entries = ents;
     m.commit = this.log.committed;
+    // The answer to an empty append at or below the follower's known match changes nothing
+    // here (handleAppendResponse ignores it): tell the follower not to send it.
+    m.commitOnly = ents.length === 0 && pr.match >= prevIndex;
     pr.sentEntries(ents.length > 0 ? ents[ents.length - 1]!.index : prevIndex, ents.length);
     this.send(m);
     return true;
@@ -879,6 +882,7 @@ export class Raft {
     const lastNew = this.log.maybeAppend(m.index, m.logTerm, m.commit, m.entries);
     const resp = emptyMessage(MessageType.AppResp, this.id, m.from, 0);
     if (lastNew !== undefined) {
+      if (m.commitOnly && m.entries.length === 0) return;
       resp.index = lastNew;
       this.send(resp);
       return;

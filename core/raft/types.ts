@@ -148,6 +148,12 @@ export interface Message {
   rejectHint: number;
   /** Opaque context: ReadIndex request ids, the campaign-transfer marker on votes. */
   context: Uint8Array;
+  /**
+   * App: empty, sent only to carry the commit index to a follower the leader already knows
+   * holds its whole log. Its answer would tell the leader nothing, so a follower that accepts
+   * it does not answer (a rejection is still sent).
+   */
+  commitOnly: boolean;
   /** Snap: the chunk being sent, with its place in the snapshot. */
   snapshot?: SnapshotChunk;
 }
@@ -232,6 +238,7 @@ export function emptyMessage(type: MessageType, from: NodeId, to: NodeId, term: 
     reject: false,
     rejectHint: 0,
     context: EMPTY_BYTES,
+    commitOnly: false,
   };
 }
 

@@ -57,6 +57,7 @@ export function cloneMessage(m: Message): Message {
     reject: m.reject,
     rejectHint: m.rejectHint,
     context: cloneBytes(m.context),
+    commitOnly: m.commitOnly,
   };
   if (m.snapshot !== undefined) out.snapshot = cloneChunk(m.snapshot);
   return out;

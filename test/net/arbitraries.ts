@@ -51,6 +51,7 @@ export const messageArb: fc.Arbitrary<Message> = fc
     reject: fc.boolean(),
     rejectHint: u53,
     context: bytes,
+    commitOnly: fc.boolean(),
     snapshot: chunkArb,
     hasSnap: fc.boolean(),
   })

@@ -49,6 +49,7 @@ export function fmtMessage(m: Message): string {
     case MessageType.App:
       s += ` log=${m.logTerm}/${m.index} commit=${m.commit}`;
       if (m.entries.length) s += ` [${fmtEntries(m.entries)}]`;
+      if (m.commitOnly) s += ' commit-only';
       break;
     case MessageType.AppResp:
       s += m.reject ? ` REJECT index=${m.index} hint=${m.logTerm}/${m.rejectHint}` : ` index=${m.index}`;

@@ -1,0 +1,64 @@
+/**
+ * An append that only carries the commit index to a follower the leader knows is caught up
+ * is marked commit-only, and the follower does not answer it when it accepts it: that answer
+ * changed nothing at the leader. A rejection is still answered, and a follower the leader is
+ * not sure of gets an ordinary append (test/raft/testdata/replication.txt: a lost ack).
+ */
+import t from 'tap';
+import { MemoryStorage, Message, MessageType, emptyMessage } from '../../core/raft/index.js';
+import { rawNodeCluster } from './rawnode-cluster.js';
+
+function cluster(sent: Message[]) {
+  return rawNodeCluster({
+    seed: 11,
+    storage: () => new MemoryStorage(),
+    route: (_from, m) => {
+      sent.push(m);
+      return true;
+    },
+  });
+}
+
+t.test('the commit of a write reaches a follower known to hold it as a commit-only append, which it does not answer', async (t) => {
+  const sent: Message[] = [];
+  const { nodes, settle } = cluster(sent);
+  sent.length = 0;
+  nodes.get(1)!.propose(new TextEncoder().encode('x'));
+  settle();
+  const last = nodes.get(1)!.status().commit;
+  // The leader steps 2's ack, commits and sends the commit at once; 3's ack is stepped after.
+  const carriers = sent.filter((m) => m.type === MessageType.App && m.entries.length === 0);
+  t.same(carriers.map((m) => [m.to, m.commit, m.commitOnly]), [
+    [2, last, true],
+    [3, last, false],
+  ], 'marked for 2, whose ack the leader had; not for 3, whose ack it had not yet');
+  t.same(sent.filter((m) => m.type === MessageType.AppResp).map((m) => [m.from, m.index]), [
+    [2, last],
+    [3, last],
+    [3, last],
+  ], 'both acked the entry; only 3 answered the commit');
+  for (const id of [2, 3]) t.equal(nodes.get(id)!.status().commit, last, `follower ${id} learned the commit`);
+
+  sent.length = 0;
+  nodes.get(1)!.propose(new TextEncoder().encode('y'));
+  settle();
+  t.equal(sent.filter((m) => m.type === MessageType.AppResp && m.index === last + 1).length, 3, 'the same again for the next write');
+});
+
+t.test('a follower still answers a commit-only append it rejects', async (t) => {
+  const sent: Message[] = [];
+  const { nodes, settle } = cluster(sent);
+  const follower = nodes.get(2)!;
+  const st = follower.status();
+  sent.length = 0;
+  const m = emptyMessage(MessageType.App, 1, 2, st.term);
+  m.index = st.lastIndex + 5; // beyond the follower's log: it cannot match
+  m.logTerm = st.term;
+  m.commit = st.commit;
+  m.commitOnly = true;
+  follower.step(m);
+  settle();
+  const answers = sent.filter((x) => x.type === MessageType.AppResp && x.from === 2);
+  t.equal(answers.length, 1, 'one answer');
+  t.equal(answers[0]?.reject, true, 'a rejection');
+});
