@@ -5,7 +5,7 @@
  * not sure of gets an ordinary append (test/raft/testdata/replication.txt: a lost ack).
  */
 import t from 'tap';
-import { MemoryStorage, Message, MessageType, emptyMessage } from '../../core/raft/index.js';
+import { MemoryStorage, Message, MessageType, Role, emptyMessage } from '../../core/raft/index.js';
 import { rawNodeCluster } from './rawnode-cluster.js';
 
 function cluster(sent: Message[]) {
@@ -61,4 +61,44 @@ t.test('a follower still answers a commit-only append it rejects', async (t) => 
   const answers = sent.filter((x) => x.type === MessageType.AppResp && x.from === 2);
   t.equal(answers.length, 1, 'one answer');
   t.equal(answers[0]?.reject, true, 'a rejection');
+});
+
+// Marking an append whose prevIndex is above the known match would hide the only answer that
+// can bring the match up once acks were lost and no write follows: these stall if it did.
+t.test('acks of both followers lost and no further write: heartbeats alone still commit the entry', async (t) => {
+  let dropAcks = false;
+  const { nodes, settle, heartbeat } = rawNodeCluster({
+    seed: 11,
+    storage: () => new MemoryStorage(),
+    route: (_from, m) => !(dropAcks && m.type === MessageType.AppResp),
+  });
+  const leader = nodes.get(1)!;
+  const before = leader.status().commit;
+  dropAcks = true;
+  leader.propose(new TextEncoder().encode('x'));
+  settle();
+  dropAcks = false;
+  t.equal(leader.status().commit, before, 'not committed while the acks are lost');
+  for (let i = 0; i < 5; i++) heartbeat();
+  const st = leader.status();
+  t.equal(st.commit, st.lastIndex, 'committed');
+  for (const id of [2, 3]) t.equal(st.progress![String(id)]!.match, st.lastIndex, `the leader knows ${id} holds it`);
+});
+
+t.test('a transfer to a follower whose last ack was lost still ends with it leading', async (t) => {
+  let drop3 = false;
+  const { nodes, settle, heartbeat } = rawNodeCluster({
+    seed: 11,
+    storage: () => new MemoryStorage(),
+    route: (from, m) => !(drop3 && from === 3 && m.type === MessageType.AppResp),
+  });
+  const leader = nodes.get(1)!;
+  drop3 = true;
+  leader.propose(new TextEncoder().encode('x'));
+  settle();
+  drop3 = false;
+  leader.transferLeadership(3);
+  settle();
+  for (let i = 0; i < 3; i++) heartbeat();
+  t.equal(nodes.get(3)!.status().role, Role.Leader, '3 leads');
 });
