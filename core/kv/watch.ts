@@ -34,11 +34,18 @@ import type { KvListener, KvStore } from './store.js';
 import {
   EventType,
   INVALID_WATCH_ID,
+  type ResponseHeader,
   WatchFilterType,
   type WatchCreateRequest,
   type WatchEvent,
   type WatchResponse,
 } from './types.js';
+
+/**
+ * A drained watcher's buffer, shared by all of them (a fan-out drains a thousand at once).
+ * Frozen: admit() and admitOne() replace an empty buffer rather than push to it.
+ */
+const NO_EVENTS = Object.freeze([]) as unknown as WatchEvent[];
 
 export interface WatchHubOptions {
   bufferEventsMax?: number;
@@ -99,7 +106,7 @@ class Queue<T> {
 
 class Watcher {
   /** Events not yet handed to the consumer, in revision order. */
-  buf: WatchEvent[] = [];
+  buf: WatchEvent[] = NO_EVENTS;
   bufBytes = 0;
   /** Unsynced: the next revision to read from the log. Synced: unused (the hub's revision). */
   nextRev = 0;
@@ -167,6 +174,7 @@ export class WatchHub implements KvListener {
   private pumpScheduled = false;
   /** The last revision the store reported: synced watchers have been given everything up to it. */
   private lastRevision: number;
+  private lastEventsHeader: ResponseHeader = { revision: -1 };
   private readonly unsubscribe: () => void;
 
   constructor(
@@ -203,6 +211,12 @@ export class WatchHub implements KvListener {
   /** The last revision the store reported: synced watchers have been given everything up to it. */
   get revision(): number {
     return this.lastRevision;
+  }
+
+  /** @internal An events response's header, shared by the watchers of a fan-out (responses are never altered). */
+  eventsHeader(revision: number): ResponseHeader {
+    if (this.lastEventsHeader.revision !== revision) this.lastEventsHeader = { revision };
+    return this.lastEventsHeader;
   }
 
   /** Detaches from the store; streams stay readable but receive nothing new. */
@@ -345,7 +359,8 @@ export class WatchHub implements KvListener {
     if (w.buf.length > 0 && (w.buf.length + evs.length > this.bufferEventsMax || w.bufBytes + bytes > this.bufferBytesMax)) {
       return false;
     }
-    for (const e of evs) w.buf.push(e);
+    if (w.buf.length === 0) w.buf = evs;
+    else for (const e of evs) w.buf.push(e);
     w.bufBytes += bytes;
     w.stream.markReady(w);
     return true;
@@ -385,7 +400,7 @@ export class WatchHub implements KvListener {
   private unsyncHeld(w: Watcher, resumeRevision: number): void {
     this.unindex(w);
     w.nextRev = w.buf.length > 0 ? w.buf[0]!.kv.modRevision : resumeRevision;
-    w.buf = [];
+    w.buf = NO_EVENTS;
     w.bufBytes = 0;
   }
 
@@ -649,7 +664,7 @@ export class WatchStream {
   private drop(w: Watcher): void {
     this.hub.removeWatcher(w);
     this.watchers.delete(w.id);
-    w.buf = [];
+    w.buf = NO_EVENTS;
     w.bufBytes = 0;
     if (w.queued) {
       w.queued = false;
@@ -760,14 +775,14 @@ export class WatchStream {
       n = m;
     }
     const events = n === buf.length ? buf : buf.slice(0, n);
-    w.buf = n === buf.length ? [] : buf.slice(n);
+    w.buf = n === buf.length ? NO_EVENTS : buf.slice(n);
     w.bufBytes = Math.max(0, w.bufBytes - bytes);
     w.sentSinceProgress = true;
     const lastRev = events[events.length - 1]!.kv.modRevision;
     // Header: everything up to it has been delivered to this watcher.
     const revision = w.synced && w.buf.length === 0 ? Math.max(lastRev, this.hub.store.revision) : lastRev;
     // Written out rather than through response(): this runs once per watcher per fan-out.
-    return { header: { revision }, watchId: w.id, created: false, canceled: false, compactRevision: 0, cancelReason: '', fragment: false, events };
+    return { header: this.hub.eventsHeader(revision), watchId: w.id, created: false, canceled: false, compactRevision: 0, cancelReason: '', fragment: false, events };
   }
 
   /** Removes every watcher; nothing more is queued. */

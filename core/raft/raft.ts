@@ -4,7 +4,9 @@
  * No I/O, no clock, no randomness of its own (an injected RandomSource jitters elections).
  *
  * Features: PreVote, CheckQuorum (leader lease for votes), pipelined and batched log
- * replication with probe/replicate/snapshot flow control, fast backtracking with
+ * replication with probe/replicate/snapshot flow control (an append that only carries the
+ * commit index to a follower known to hold the whole log is marked commit-only and goes
+ * unanswered; etcd-io/raft answers it), fast backtracking with
  * (index, term) hints, chunked InstallSnapshot, single-server membership changes with
  * learners, ReadIndex, leadership transfer (TimeoutNow).
  *
