@@ -6,7 +6,7 @@
  * /v1/agent/tags). The HTTP server itself and the CLI wiring belong to agent/http.ts and
  * agent/cli.ts.
  */
-import type { Route } from './http.js';
+import { sendJson, type Route } from './http.js';
 import { lookup } from 'node:dns/promises';
 import { mkdirSync, readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -285,14 +285,8 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
 // ---------------------------------------------------------------------------------------------
 // HTTP
 
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body, null, 2) + '\n';
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
-}
-
 function sendError(res: ServerResponse, status: number, code: string, message: string): void {
-  sendJson(res, status, { error: { code, message } });
+  sendJson(res, status, { error: { code, message } }, true);
 }
 
 function readBody(req: IncomingMessage): Promise<unknown> {
@@ -367,7 +361,7 @@ function keyringHandler(sub: GossipSubsystem, op: Exclude<KeyringOpName, 'list'>
         parseKey(body.key);
         const local = flag(query(req), 'local');
         const result = await sub.keyring[op](body.key, { local });
-        sendJson(res, 200, result);
+        sendJson(res, 200, result, true);
       } catch (err) {
         const e = err as GossipError;
         sendError(res, 400, e.code ?? 'GOSSIP_KEY_INVALID', e.message);
@@ -383,7 +377,7 @@ function routes(sub: GossipSubsystem, currentMeta: () => Meta): HttpRoute[] {
       path: '/v1/agent/members',
       handler: (req, res) => {
         if (flag(query(req), 'watch')) return watchMembers(sub, req, res);
-        sendJson(res, 200, sub.members());
+        sendJson(res, 200, sub.members(), true);
       },
     },
     {
@@ -394,7 +388,7 @@ function routes(sub: GossipSubsystem, currentMeta: () => Meta): HttpRoute[] {
       handler: (req, res) => {
         sub.keyring
           .list({ local: flag(query(req), 'local') })
-          .then((r) => sendJson(res, 200, r))
+          .then((r) => sendJson(res, 200, r, true))
           .catch((e: GossipError) => sendError(res, 500, e.code ?? 'GOSSIP_STREAM_FAILED', e.message));
       },
     },
@@ -421,7 +415,7 @@ function routes(sub: GossipSubsystem, currentMeta: () => Meta): HttpRoute[] {
             }
             meta.tags = tags;
             sub.updateMeta(meta);
-            sendJson(res, 200, { meta });
+            sendJson(res, 200, { meta }, true);
           } catch (err) {
             const e = err as GossipError;
             sendError(res, 400, e.code ?? 'GOSSIP_META_INVALID', e.message);
@@ -432,7 +426,7 @@ function routes(sub: GossipSubsystem, currentMeta: () => Meta): HttpRoute[] {
     {
       method: 'GET',
       path: '/v1/agent/gossip/metrics',
-      handler: (_req, res) => sendJson(res, 200, sub.metrics()),
+      handler: (_req, res) => sendJson(res, 200, sub.metrics(), true),
     },
   ];
 }

@@ -25,8 +25,9 @@ export interface Readiness {
   ready(): { ok: boolean; reason: string };
 }
 
-export function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const data = JSON.stringify(body);
+/** `pretty`: indented and newline-terminated, for APIs read by people with curl. */
+export function sendJson(res: ServerResponse, status: number, body: unknown, pretty = false): void {
+  const data = pretty ? JSON.stringify(body, null, 2) + '\n' : JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) });
   res.end(data);
 }
