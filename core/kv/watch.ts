@@ -73,34 +73,40 @@ function eventBytes(e: WatchEvent): number {
   return n;
 }
 
-/** A FIFO with O(1) push/shift (Array#shift is O(n) on large arrays). */
+/**
+ * A FIFO with O(1) push/shift (Array#shift is O(n) on large arrays). Its array is reused once
+ * drained: a stream's queue gets a watcher per revision, and a fan-out drains a thousand.
+ */
 class Queue<T> {
-  private items: T[] = [];
+  private items: (T | undefined)[] = [];
   private head = 0;
+  private tail = 0;
   get length(): number {
-    return this.items.length - this.head;
+    return this.tail - this.head;
   }
   push(x: T): void {
-    this.items.push(x);
+    this.items[this.tail++] = x;
   }
   peek(): T | undefined {
-    return this.items[this.head];
+    return this.head < this.tail ? this.items[this.head] : undefined;
   }
   shift(): T | undefined {
-    if (this.head >= this.items.length) return undefined;
+    if (this.head >= this.tail) return undefined;
     const x = this.items[this.head]!;
-    this.items[this.head] = undefined as unknown as T;
-    this.head++;
-    if (this.head > 1024 && this.head * 2 > this.items.length) {
-      this.items = this.items.slice(this.head);
+    this.items[this.head++] = undefined;
+    if (this.head === this.tail) {
+      this.head = this.tail = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.tail) {
+      this.items = this.items.slice(this.head, this.tail);
+      this.tail -= this.head;
       this.head = 0;
     }
     return x;
   }
   remove(pred: (x: T) => boolean): void {
-    const kept = this.items.slice(this.head).filter((x) => !pred(x));
-    this.items = kept;
+    this.items = this.items.slice(this.head, this.tail).filter((x) => !pred(x!));
     this.head = 0;
+    this.tail = this.items.length;
   }
 }
 
