@@ -113,8 +113,14 @@ function toKvTxn(t: api.TxnRequest): kv.TxnRequest {
 
 export class ManagerEtcdBackend implements api.EtcdBackend {
   private readonly forwarder = new LeaseForwarder();
-  /** Watches with responses to send, pumped together in one microtask (one per fan-out, not per watcher). */
-  private readyWatches: (() => void)[] = [];
+  /**
+   * Watches with responses to send, pumped together in one microtask (one per fan-out, not per
+   * watcher). Two arrays take turns and are refilled in place: a fan-out to a thousand watches
+   * grew a new one from empty every time.
+   */
+  private readyWatches: ((() => void) | undefined)[] = [];
+  private readyCount = 0;
+  private spareReadyWatches: ((() => void) | undefined)[] = [];
   /** The header of the last events response, shared by the watchers of one fan-out. */
   private lastEventsHeader: api.ResponseHeader | undefined;
 
@@ -147,13 +153,27 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   }
 
   private schedulePump(pump: () => void): void {
-    if (this.readyWatches.push(pump) === 1) queueMicrotask(() => this.runPumps());
+    this.readyWatches[this.readyCount++] = pump;
+    if (this.readyCount === 1) queueMicrotask(() => this.runPumps());
   }
 
   private runPumps(): void {
+    // Pumps scheduled while these run go to the other array, and to the next microtask.
     const pumps = this.readyWatches;
-    this.readyWatches = [];
-    for (const pump of pumps) pump();
+    const n = this.readyCount;
+    this.readyWatches = this.spareReadyWatches;
+    this.readyCount = 0;
+    let i = 0;
+    try {
+      for (; i < n; i++) {
+        const pump = pumps[i]!;
+        pumps[i] = undefined;
+        pump();
+      }
+    } finally {
+      for (; i < n; i++) pumps[i] = undefined;
+      this.spareReadyWatches = pumps;
+    }
   }
 
   private withHeader<T extends { header: { revision: number } }>(r: T): Omit<T, 'header'> & { header: api.ResponseHeader } {
