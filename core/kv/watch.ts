@@ -43,7 +43,8 @@ import {
 
 /**
  * A drained watcher's buffer, shared by all of them (a fan-out drains a thousand at once).
- * Frozen: admit() and admitOne() replace an empty buffer rather than push to it.
+ * A buffer may be shared (frozen): this one, or a revision's one event given to every watcher
+ * whose buffer was empty. admit() and admitOne() replace a shared buffer rather than push to it.
  */
 const NO_EVENTS = Object.freeze([]) as unknown as WatchEvent[];
 
@@ -311,17 +312,21 @@ export class WatchHub implements KvListener {
     const bytes = eventBytes(e);
     let bare: WatchEvent | undefined;
     let bareBytes = 0;
+    // The buffer of every watcher that was drained: [e] (or [bare]), made once.
+    let alone: WatchEvent[] | undefined;
+    let bareAlone: WatchEvent[] | undefined;
     const one = (w: Watcher): void => {
       this.stats.watchersMatched++;
       if (revision < w.minRev || !w.wants(e)) return;
       let ok: boolean;
-      if (w.prevKv || e.prevKv === undefined) ok = this.admitOne(w, e, bytes);
+      if (w.prevKv || e.prevKv === undefined) ok = this.admitOne(w, e, bytes, (alone ??= Object.freeze([e]) as WatchEvent[]));
       else {
         if (bare === undefined) {
           bare = { type: e.type, kv: e.kv };
           bareBytes = eventBytes(bare);
+          bareAlone = Object.freeze([bare]) as WatchEvent[];
         }
-        ok = this.admitOne(w, bare, bareBytes);
+        ok = this.admitOne(w, bare, bareBytes, bareAlone!);
       }
       if (!ok) (slow ??= []).push(w);
     };
@@ -366,19 +371,24 @@ export class WatchHub implements KvListener {
       return false;
     }
     if (w.buf.length === 0) w.buf = evs;
-    else for (const e of evs) w.buf.push(e);
+    else {
+      if (Object.isFrozen(w.buf)) w.buf = w.buf.slice();
+      for (const e of evs) w.buf.push(e);
+    }
     w.bufBytes += bytes;
     w.stream.markReady(w);
     return true;
   }
 
-  /** admit() for a revision of one event whose size is known. */
-  private admitOne(w: Watcher, e: WatchEvent, bytes: number): boolean {
+  /**
+   * admit() for a revision of one event whose size is known; `alone` is [e], shared (frozen),
+   * which a drained watcher takes as its buffer: a fan-out makes one array, not one per watcher.
+   */
+  private admitOne(w: Watcher, e: WatchEvent, bytes: number, alone: WatchEvent[]): boolean {
     if (w.removed || w.final) return true;
     if (w.buf.length > 0 && (w.buf.length + 1 > this.bufferEventsMax || w.bufBytes + bytes > this.bufferBytesMax)) return false;
-    // A drained watcher's next buffer is the one event: an array grown by push() starts with
-    // room for 17, and at a fan-out that is one per watcher per revision.
-    if (w.buf.length === 0) w.buf = [e];
+    if (w.buf.length === 0) w.buf = alone;
+    else if (Object.isFrozen(w.buf)) w.buf = [...w.buf, e];
     else w.buf.push(e);
     w.bufBytes += bytes;
     w.stream.markReady(w);

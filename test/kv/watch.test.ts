@@ -326,3 +326,25 @@ t.test('a store without watchers builds no events', async (t) => {
   store.apply({ put: { key: b('a'), value: b('1') } }, { index: 1, term: 1 });
   t.equal(hub.stats.events, 0);
 });
+
+t.test('a watcher that has not drained a one-event revision takes a many-event one after it', async (t) => {
+  // A one-event revision hands every drained watcher the same (frozen) one-event buffer; the
+  // next revision must copy it, not push into it, and other watchers must not see the push.
+  const { n, hub } = setup();
+  const ws = hub.openStream();
+  const a = ws.create({ key: b('p/'), rangeEnd: b('p0') });
+  const other = ws.create({ key: b('p/'), rangeEnd: b('p0') });
+  drain(ws);
+  n.put('p/a', '1');
+  n.del('p/', 'p0'); // one revision, one event (p/a): the same buffer again
+  n.put('p/b', '1');
+  n.put('p/c', '1');
+  const before = drain(ws);
+  t.same(evs(before.filter((r) => r.watchId === a)), ['PUT p/a=1@2', 'DELETE p/a@3', 'PUT p/b=1@4', 'PUT p/c=1@5']);
+  n.put('p/x', '1'); // one event to both, not drained
+  n.del('p/', 'p0'); // a three-event revision: p/b, p/c and p/x
+  const out = drain(ws);
+  const expected = ['PUT p/x=1@6', 'DELETE p/b@7', 'DELETE p/c@7', 'DELETE p/x@7'];
+  t.same(evs(out.filter((r) => r.watchId === a)), expected);
+  t.same(evs(out.filter((r) => r.watchId === other)), expected, 'the other watcher got the same, once');
+});
