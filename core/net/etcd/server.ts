@@ -14,7 +14,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../proto-files.js';
 import * as cv from './convert.js';
 import { EtcdError, isEtcdError, watchRefusalReason } from './errors.js';
-import type { CallContext, EtcdAuthBackend, EtcdBackend, ResponseHeader, WatchHandle, WatchSink } from './service.js';
+import type { CallContext, EtcdAuthBackend, EtcdBackend, ResponseHeader, WatchEvent, WatchHandle, WatchSink } from './service.js';
 import { framedSnapshotBytes, snapshotTrailer } from './snapshot-file.js';
 import { encodeEventsFrames, eventsResponseBytes, type EventsResponse } from './watch-encoding.js';
 import { DEFAULT_SORTING_TIMEOUTS, REWRITTEN_PEER_HEADER, SortingListener } from './client-port-listener.js';
@@ -561,13 +561,20 @@ const SPARE_FRAMES_MAX_BYTES = 64 * 1024;
 /** Responses (objects for proto-loader, or WatchResponse bytes already encoded) go out eagerly. */
 type WatchCall = grpc.ServerDuplexStream<Obj, EagerMessage | EagerFrames>;
 
+/** What a released batch slot points at until it is reused. */
+const NO_EVENTS: readonly WatchEvent[] = [];
+
 /** One Watch bidi stream: many watchers multiplexed by watch id. */
 class WatchStream {
   private readonly watchers = new Map<number, WatcherState>();
   private nextId = 0;
   private pendingBytes = 0;
-  /** Events responses waiting for this turn's write, and the bytes counted for them. */
-  private batch: EventsResponse[] = [];
+  /**
+   * Events responses waiting for this turn's write: the first `batchCount` slots (reused from
+   * turn to turn: a fan-out fills one per watch of the stream), and the bytes counted for them.
+   */
+  private readonly batch: EventsResponse[] = [];
+  private batchCount = 0;
   private batchBytes = 0;
   /** A frames buffer whose write has completed, kept for the next flush. */
   private spareFrames: Buffer | undefined;
@@ -630,34 +637,47 @@ class WatchStream {
    * Queues an events response: the ones produced in one turn (a fan-out reaches every watcher
    * of the stream in the same turn) are encoded together and leave as one HTTP/2 write.
    */
-  private sendEvents(response: EventsResponse): void {
+  private sendEvents(watchId: number, header: ResponseHeader, events: readonly WatchEvent[]): void {
     if (this.closed) return;
-    const bytes = eventsResponseBytes(response.header, response.events);
+    const bytes = eventsResponseBytes(header, events);
     this.pendingBytes += bytes;
     this.batchBytes += bytes;
-    if (this.batch.length === 0) queueMicrotask(() => this.flush());
-    this.batch.push(response);
+    if (this.batchCount === 0) queueMicrotask(() => this.flush());
+    const slot = this.batch[this.batchCount++];
+    if (slot === undefined) this.batch.push({ watchId, header, events });
+    else {
+      slot.watchId = watchId;
+      slot.header = header;
+      slot.events = events;
+    }
     if (this.pendingBytes > this.limits.maxWatchStreamBufferBytes) this.tooSlow();
   }
 
   /** Writes the queued events responses; anything else sent must come after them. */
   private flush(): void {
-    if (this.batch.length === 0) return;
-    const batch = this.batch;
+    const count = this.batchCount;
+    if (count === 0) return;
     const bytes = this.batchBytes;
-    this.batch = [];
+    this.batchCount = 0;
     this.batchBytes = 0;
-    if (this.closed) return;
-    const { frames, largest, buffer } = encodeEventsFrames(batch, this.spareFrames);
+    if (this.closed) return this.releaseSlots(count);
+    const { frames, largest, buffer } = encodeEventsFrames(this.batch, this.spareFrames, count);
+    // Before the write: a response queued from inside it takes slot 0 again.
+    this.releaseSlots(count);
     this.spareFrames = undefined;
     this.call.write(
-      new EagerFrames(frames, batch.length, largest, () => {
+      new EagerFrames(frames, count, largest, () => {
         // Written: the buffer is free for the next turn's responses.
         if (buffer.length <= SPARE_FRAMES_MAX_BYTES && (this.spareFrames === undefined || this.spareFrames.length < buffer.length)) this.spareFrames = buffer;
         this.written(bytes);
       }),
     );
     this.tryProgress();
+  }
+
+  /** Drops what the first `count` slots point at (events would otherwise live until reused). */
+  private releaseSlots(count: number): void {
+    for (let i = 0; i < count; i++) this.batch[i]!.events = NO_EVENTS;
   }
 
   /** `bytes` of responses have left: resume congested watches once half the buffer is free. */
@@ -732,7 +752,7 @@ class WatchStream {
         if (w.early !== undefined) return deliver(() => sink.events(events, h));
         if (w.done || this.closed) return;
         w.lastHeader = h;
-        this.sendEvents({ watchId: id, header: h, events });
+        this.sendEvents(id, h, events);
       },
       progress: (h) =>
         deliver(() => {

@@ -138,15 +138,21 @@ function writeResponse(out: Buffer, at: number, watchId: number, header: Respons
  * events and differ in watch_id, so each costs two copies and a varint, and no buffer of its own.
  * Written into `scratch` when it is large enough (a buffer whose last write has completed: a
  * fan-out's buffer is tens of kilobytes, each a new allocation outside the heap otherwise);
- * `buffer` is the whole buffer used, for reuse the same way.
+ * `buffer` is the whole buffer used, for reuse the same way. Only the first `count` responses
+ * are written.
  */
-export function encodeEventsFrames(responses: readonly EventsResponse[], scratch?: Buffer): { frames: Buffer; largest: number; buffer: Buffer } {
+export function encodeEventsFrames(
+  responses: readonly EventsResponse[],
+  scratch?: Buffer,
+  count: number = responses.length,
+): { frames: Buffer; largest: number; buffer: Buffer } {
   let bound = 0;
-  for (const r of responses) bound += eventsResponseBytes(r.header, r.events);
+  for (let i = 0; i < count; i++) bound += eventsResponseBytes(responses[i]!.header, responses[i]!.events);
   const out = scratch !== undefined && scratch.length >= bound ? scratch : Buffer.allocUnsafe(bound);
   let at = 0;
   let largest = 0;
-  for (const r of responses) {
+  for (let i = 0; i < count; i++) {
+    const r = responses[i]!;
     const start = at + GRPC_MESSAGE_PREFIX_BYTES;
     const end = writeResponse(out, start, r.watchId, r.header, r.events);
     out[at] = 0;
