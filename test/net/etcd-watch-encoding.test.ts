@@ -72,10 +72,13 @@ t.test('encodeEventsFrames: the responses as gRPC messages in one buffer, each d
   const item = fc.record({ watchId: watchIdArb, header: headerArb, events: fc.array(eventArb, { maxLength: 3 }) });
   t.doesNotThrow(() =>
     fc.assert(
-      fc.property(fc.array(item, { maxLength: 6 }), fc.option(fc.nat(8192), { nil: undefined }), (items, scratchBytes) => {
+      fc.property(fc.array(item, { maxLength: 6 }), fc.option(fc.nat(8192), { nil: undefined }), fc.option(fc.nat(6), { nil: undefined }), (all, scratchBytes, count) => {
         // A reused buffer holds the last batch's bytes: whatever it held must not show through.
         const scratch = scratchBytes === undefined ? undefined : Buffer.alloc(scratchBytes, 0xa5);
-        const { frames, largest, buffer } = encodeEventsFrames(items, scratch);
+        // With a count, only that many of the responses (a stream's reused slots beyond it are stale).
+        const n = Math.min(count ?? all.length, all.length);
+        const items = all.slice(0, n);
+        const { frames, largest, buffer } = count === undefined ? encodeEventsFrames(all, scratch) : encodeEventsFrames(all, scratch, n);
         if (scratch !== undefined && scratch.length >= frames.length + 11 * items.length && buffer !== scratch) return false;
         const messages: Buffer[] = [];
         for (let at = 0; at < frames.length; ) {
