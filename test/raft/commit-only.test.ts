@@ -102,3 +102,26 @@ t.test('a transfer to a follower whose last ack was lost still ends with it lead
   for (let i = 0; i < 3; i++) heartbeat();
   t.equal(nodes.get(3)!.status().role, Role.Leader, '3 leads');
 });
+
+t.test('a commit-only append below what the follower has committed is still answered, with its commit index', async (t) => {
+  // A duplicated or reordered older append: the answer may tell the leader more than it knows.
+  const sent: Message[] = [];
+  const { nodes, settle } = cluster(sent);
+  nodes.get(1)!.propose(new TextEncoder().encode('x'));
+  settle();
+  const follower = nodes.get(2)!;
+  const st = follower.status();
+  sent.length = 0;
+  const m = emptyMessage(MessageType.App, 1, 2, st.term);
+  m.index = st.commit - 1;
+  m.logTerm = st.term;
+  m.commit = st.commit;
+  m.commitOnly = true;
+  follower.step(m);
+  settle();
+  t.same(
+    sent.filter((x) => x.type === MessageType.AppResp && x.from === 2).map((x) => [x.index, x.reject]),
+    [[st.commit, false]],
+    'answered with the commit index',
+  );
+});
