@@ -5,7 +5,7 @@
  * nothing outside core/sim and its tests may import this file.
  */
 import { Raft } from '../raft/raft.js';
-import { Message, Snapshot } from '../raft/types.js';
+import { Message, MessageType, Snapshot } from '../raft/types.js';
 
 export interface BugVariant {
   name: string;
@@ -72,6 +72,18 @@ class SnapshotDiscardsLog extends Raft {
   }
 }
 
+/**
+ * Marks every empty append "commit only", even one sent to a follower whose acknowledgement of
+ * earlier entries was lost: the follower accepts it and stays silent, so the leader never learns
+ * that the follower holds those entries until a later write carries entries again.
+ */
+class SilenceEveryEmptyAppend extends Raft {
+  protected override send(m: Message): void {
+    if (m.type === MessageType.App && m.entries.length === 0) m.commitOnly = true;
+    super.send(m);
+  }
+}
+
 export const BUGS: BugVariant[] = [
   {
     name: 'commit-old-term',
@@ -107,6 +119,11 @@ export const BUGS: BugVariant[] = [
     raftClass: SnapshotDiscardsLog,
     // Frequent snapshots with no log kept behind them, so followers install them often.
     options: { snapshotEveryEntries: 10, keepEntriesAfterSnapshot: 0, maxSizePerMsgBytes: 1 },
+  },
+  {
+    name: 'silence-every-empty-append',
+    description: 'followers do not answer any empty append, so a lost ack is never made good without a write',
+    raftClass: SilenceEveryEmptyAppend,
   },
 ];
 

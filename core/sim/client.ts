@@ -73,6 +73,8 @@ export class SimClient {
   /** Call time of the latest operation that completed ok, and when. */
   lastOkCallMs = -1;
   stopped = false;
+  /** Until then the client starts and sends nothing (answers to earlier attempts still count). */
+  private pausedUntilMs = 0;
   readonly counts = { ok: 0, fail: 0, indeterminate: 0, attempts: 0 };
 
   constructor(
@@ -86,8 +88,20 @@ export class SimClient {
     this.env.queue.after(this.prng.int(this.cfg.thinkMsMax + 1), () => this.nextOp());
   }
 
+  /** Start and send nothing until `untilMs`. */
+  pauseUntil(untilMs: number): void {
+    this.pausedUntilMs = untilMs;
+  }
+
+  /** True if the client is paused; `then` runs when the pause ends. */
+  private deferWhilePaused(then: () => void): boolean {
+    if (this.env.queue.nowMs >= this.pausedUntilMs) return false;
+    this.env.queue.at(this.pausedUntilMs, then);
+    return true;
+  }
+
   private nextOp(): void {
-    if (this.stopped) return;
+    if (this.stopped || this.deferWhilePaused(() => this.nextOp())) return;
     const key = `k${this.prng.int(this.cfg.keys)}`;
     const r = this.prng.next();
     const opId = ++this.seq;
@@ -110,6 +124,8 @@ export class SimClient {
   private sendAttempt(): void {
     const cur = this.cur;
     if (cur === undefined || this.stopped) return;
+    const pending = cur.req.attempt;
+    if (this.deferWhilePaused(() => this.cur === cur && cur.req.attempt === pending && this.sendAttempt())) return;
     const targets = this.env.targets();
     if (targets.length === 0) return this.retry(undefined);
     if (this.target === undefined || !targets.includes(this.target)) this.target = this.prng.pick(targets);

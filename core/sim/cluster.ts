@@ -24,6 +24,8 @@ import { Trace, type TraceEvent } from './trace.js';
 
 /** Lines of trace printed with a violation. */
 export const TRACE_LINES_ON_VIOLATION = 20;
+/** How long before the faults stop the lost-acks nemesis cuts every link into the leader. */
+export const LOST_ACKS_NEMESIS_TICKS = 8;
 /** How often the membership operator and the liveness checker look at the cluster. */
 export const OPERATOR_INTERVAL_MS = 100;
 /**
@@ -128,6 +130,8 @@ class ClusterRun {
   private spare: NodeId = 0;
   private victim: NodeId = 0;
   private leaderEstablishedMs = -1;
+  /** When each node last became leader. */
+  private readonly leaderSinceMs = new Map<NodeId, number>();
   private livenessDone = false;
   /** Figure-8 scenario: nodes whose next win is crashed at once, and who crashes on its next earlier-term commit. */
   private crashNextWinAmong: NodeId[] = [];
@@ -243,6 +247,10 @@ class ClusterRun {
         this.queue.at(Math.floor(span * (0.1 + 0.3 * this.opPrng.next())), () => this.setStage('add-learner'));
         this.queue.after(OPERATOR_INTERVAL_MS, () => this.operatorTick());
       }
+      const deafMs = LOST_ACKS_NEMESIS_TICKS * this.o.tickIntervalMs;
+      if (this.o.livenessIdleTicks > 0 && this.config.plan.partitionMeanIntervalMs > 0 && this.quietStartMs > deafMs && this.faultPrng.chance(0.5)) {
+        this.queue.at(this.quietStartMs - deafMs, () => this.deafenLeader());
+      }
       this.queue.at(Math.min(this.quietStartMs, this.endMs), () => this.stopFaults());
       while (this.queue.runNext(this.endMs)) {
         events++;
@@ -334,6 +342,7 @@ class ClusterRun {
   private onLeader(n: SimNode, term: number): void {
     const now = this.queue.nowMs;
     this.safety.observeLeader(n.id, term, now);
+    this.leaderSinceMs.set(n.id, now);
     const log = n.raw.raft.log;
     this.safety.checkLeaderLog(n.id, term, { firstIndex: log.firstIndex(), lastIndex: log.lastIndex(), termAt: (i) => log.termOrUndefined(i) ?? -1 }, now);
     this.trace.event(now, 'raft', [n.id], `node ${n.id} became leader of term ${term} (last index ${log.lastIndex()}, commit ${log.committed})`);
@@ -455,6 +464,22 @@ class ClusterRun {
     });
   }
 
+  /**
+   * The lost-acks nemesis, just before the faults stop: nothing reaches the leader while it
+   * still reaches everyone, so the acknowledgements of its last entries are lost. Shorter than
+   * an election timeout, so it stays leader; the quiet period's idle start then shows whether
+   * it learns, without a write, what its followers hold.
+   */
+  private deafenLeader(): void {
+    const leader = this.currentLeader();
+    if (this.partitionActive || leader === undefined) return;
+    const others = this.targets().filter((id) => id !== leader.id);
+    this.peerNet.cutOneWay(others, [leader.id]);
+    this.partitionActive = true;
+    this.partitions++;
+    this.trace.event(this.queue.nowMs, 'fault', [leader.id], `lost-acks nemesis: nothing reaches leader ${leader.id} until the faults stop`);
+  }
+
   private formPartition(): void {
     const ids = this.targets();
     if (ids.length < 2) return;
@@ -527,6 +552,11 @@ class ClusterRun {
       if (n.started && !n.up && !n.retired) n.restart();
     }
     this.trace.event(this.queue.nowMs, 'fault', [], 'faults stop: network healed and reliable, every node up');
+    const idleEndMs = this.queue.nowMs + this.o.livenessIdleTicks * this.o.tickIntervalMs;
+    if (idleEndMs > this.queue.nowMs) {
+      for (const c of this.clients) c.pauseUntil(idleEndMs);
+      this.queue.at(idleEndMs, () => this.checkIdleProgress());
+    }
     this.queue.after(0, () => this.livenessTick());
   }
 
@@ -575,6 +605,31 @@ class ClusterRun {
     }
     const next = this.leaderEstablishedMs < 0 ? Math.min(leaderDeadline, now + tick) : clientDeadline;
     if (next <= this.endMs) this.queue.at(next, () => this.livenessTick());
+  }
+
+  /**
+   * The end of the quiet period's idle start (livenessIdleTicks without client writes): a
+   * leader in office for at least half of it knows every live member holds its whole log, and
+   * has committed it.
+   */
+  private checkIdleProgress(): void {
+    const leader = this.stableLeader();
+    if (leader === undefined) return; // judged by livenessTick
+    const tenureTicks = (this.queue.nowMs - (this.leaderSinceMs.get(leader.id) ?? 0)) / this.o.tickIntervalMs;
+    if (tenureTicks * 2 < this.o.livenessIdleTicks) return;
+    const r = leader.raw.raft;
+    const last = r.log.lastIndex();
+    const members = [...leader.conf.voters, ...leader.conf.learners].filter((id) => id !== leader.id);
+    const unconfirmed = members.filter((id) => this.nodes.get(id)?.up === true && (r.trk.progress.get(id)?.match ?? 0) < last);
+    if (unconfirmed.length === 0 && r.log.committed === last) return;
+    const what = unconfirmed.length > 0 ? `has no acknowledgement of index ${last} from live node${unconfirmed.length > 1 ? 's' : ''} ${unconfirmed.join(',')}` : `has not committed index ${last}`;
+    this.safety.report({
+      invariant: 'liveness',
+      message: `leader ${leader.id} ${what} after ${this.o.livenessIdleTicks} ticks without client writes`,
+      atMs: this.queue.nowMs,
+      nodes: [leader.id, ...unconfirmed],
+      detail: this.describeNodes(),
+    });
   }
 
   /** Every live member has applied at least `target` (what the leader had committed earlier). */

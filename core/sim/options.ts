@@ -59,6 +59,14 @@ export interface SimOptions {
   opDeadlineMs: number;
   /** The last quietTicks of the run have no faults: liveness is checked there. */
   quietTicks: number;
+  /**
+   * The quiet period opens with this many ticks in which clients start and send nothing. At
+   * their end a leader that has led for at least half of them must know that every live member
+   * holds its whole log, and have committed it: with no write to carry them, only heartbeats
+   * make good the acknowledgements lost before the faults stopped (in half the seeds with
+   * network faults, a nemesis drops every message to the leader for its last ticks).
+   */
+  livenessIdleTicks: number;
   /** After faults stop, a leader with a live quorum must exist within this many ticks. */
   livenessLeaderTicks: number;
   /** After faults stop, every client must complete an operation within this many ticks. */
@@ -102,6 +110,7 @@ export const DEFAULT_SIM_OPTIONS: SimOptions = {
   requestTimeoutMs: 300,
   opDeadlineMs: 2000,
   quietTicks: 1500,
+  livenessIdleTicks: 150,
   livenessLeaderTicks: 300,
   livenessClientTicks: 1000,
   livenessConvergeTicks: 400,
@@ -130,6 +139,7 @@ export function resolveOptions(options: Partial<SimOptions> = {}): SimOptions {
   intIn('electionTicks', 2, 10_000);
   intIn('heartbeatTicks', 1, 10_000);
   intIn('quietTicks', 0, o.ticks);
+  intIn('livenessIdleTicks', 0, o.quietTicks);
   if (!FAULT_MODES.includes(o.faults)) throw new SimError('SIM_BAD_OPTION', `faults must be one of ${FAULT_MODES.join('|')}`);
   if (!(o.clockDriftFraction >= 0 && o.clockDriftFraction < 0.5)) throw new SimError('SIM_BAD_OPTION', 'clockDriftFraction must be in [0, 0.5)');
   if (!(o.membershipProbability >= 0 && o.membershipProbability <= 1)) throw new SimError('SIM_BAD_OPTION', 'membershipProbability must be in [0, 1]');

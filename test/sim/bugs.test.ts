@@ -7,9 +7,11 @@ import { runSeed, type BugVariant } from '../../core/sim/index.js';
 // run (5 nodes, 10,000 ticks, all faults), by a real checker: Raft safety, linearizability,
 // liveness/convergence, a message storm, or an invariant inside Raft.
 //
-// Detection rates measured on seeds 1-100 (per seed): vote-without-log-check 90%,
-// truncate-on-stale-append 33%, read-without-readindex 26%, ack-before-fsync 19%,
-// commit-old-term 2% (23% with its catalogue options), snapshot-discards-log 2% (10% with them).
+// Detection rates on seeds 1-100 (2026-12-05, with each variant's catalogue options):
+// vote-without-log-check 96%, truncate-on-stale-append 36%, read-without-readindex 23%,
+// ack-before-fsync 22%, commit-old-term 20%, silence-every-empty-append 7% (only the quiet
+// period's idle start after the lost-acks nemesis catches it), snapshot-discards-log 2% (7 of
+// seeds 1-300).
 const MAX_SEEDS_PER_BUG = 80;
 
 t.test('the catalogue is not empty and its names are CLI-friendly', async (t) => {

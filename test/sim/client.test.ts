@@ -53,3 +53,39 @@ t.test('a write whose refused attempts were duplicated by the network is indeter
   t.same(history.ops.filter((o) => o.op !== 'get' && o.status === 'fail'), [], 'never "failed": the other copy may still be appended');
   t.ok(counts.indeterminate > 0, 'the client gave up on them as indeterminate');
 });
+
+t.test('a paused client sends nothing until the pause ends, then sends its pending attempt once', async (t) => {
+  const queue = new EventQueue();
+  const sentAt: number[] = [];
+  let client: SimClient | undefined = undefined;
+  client = new SimClient(
+    1000,
+    {
+      queue,
+      history: new HistoryRecorder(),
+      trace: new Trace(10),
+      send: (_from, _to, req) => {
+        sentAt.push(queue.nowMs);
+        // Refused at once: both the refusal's retry and the attempt's timeout then wait out the pause.
+        const resp: ClientResponse = { clientId: req.clientId, opId: req.opId, attempt: req.attempt, ok: false, leaderHint: 0 };
+        queue.after(1, () => client!.onResponse(resp));
+        return 1;
+      },
+      targets: () => [1],
+    },
+    new Prng(3),
+    { keys: 1, thinkMsMax: 0, requestTimeoutMs: 100, opDeadlineMs: 100_000 },
+  );
+  client.start();
+  queue.runUntil(300);
+  const before = sentAt.length;
+  t.ok(before > 0, 'it sent before the pause');
+  client.pauseUntil(1_000);
+  queue.runUntil(999);
+  t.equal(sentAt.length, before, 'nothing sent while paused');
+  queue.runUntil(1_000);
+  t.same(sentAt.slice(before), [1_000], 'one attempt when the pause ends, though a retry and a timeout were both waiting');
+  queue.runUntil(1_200);
+  t.ok(sentAt.length > before + 1, 'and it carries on after');
+  client.stopped = true;
+});
