@@ -1,6 +1,6 @@
 /**
  * `node dist/bench/kv/put-only.js [picloud|etcd] [IN_FLIGHT] [SECONDS]`: the KV benchmark's put
- * phase alone, twice, on a fresh three-member cluster, with what the full run does not report:
+ * phase alone, twice, on a fresh three-member cluster warmed up as the full run's, with what the full run does not report:
  * each member's CPU per put split by thread (the main thread, then every other thread by id) and
  * its threads' sleeps per put (voluntary context switches, each followed by a wake-up)
  * (Node names them all "node": V8's GC helpers, libuv's pool, LevelDB's compaction thread; etcd's
@@ -12,7 +12,8 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { enableAuth } from './client.js';
 import { parseSystem, runProbe, withProbeCluster } from './probe.js';
-import { benchValue, putPhase } from './workload.js';
+import { FULL_PLAN } from './system-run.js';
+import { benchValue, putPhase, warmUp } from './workload.js';
 
 const USER_HZ = 100;
 const WARMUP_MS = 5_000;
@@ -83,6 +84,8 @@ async function main(): Promise<void> {
       process.stdout.write(`${system}: auth enabled, putting as a user with read-write on every key\n`);
     }
     const value = benchValue();
+    // As the full run does: a member's hot paths run unoptimised for its first few thousand puts.
+    await warmUp(writer, [writer], FULL_PLAN.systemWarmupMs, value);
     for (let round = 1; round <= 2; round++) {
       // Warmed up apart, so the thread counters below cover the measured puts only.
       await putPhase(writer, inFlight, { warmupMs: 0, durationMs: WARMUP_MS, maxOps: Number.MAX_SAFE_INTEGER }, pids, value);

@@ -1,6 +1,6 @@
 /**
  * `node dist/bench/kv/watch-only.js [picloud|etcd] [WATCHERS] [PUTS]`: the KV benchmark's watch
- * phase alone, twice, on a fresh three-member cluster, with what the full run does not report:
+ * phase alone, twice, on a fresh three-member cluster warmed up as the full run's, with what the full run does not report:
  * CPU per put of each member (leader first) and of this client, and each member's write
  * syscalls per put (/proc/PID/io syscw). For working on the fan-out; ratios still come from
  * `npm run bench -- kv`.
@@ -8,7 +8,8 @@
 import { readFileSync } from 'node:fs';
 import { parseSystem, runProbe, withProbeCluster } from './probe.js';
 import { cpuTimeMs } from './proc.js';
-import { benchValue, watchPhase } from './workload.js';
+import { FULL_PLAN } from './system-run.js';
+import { benchValue, warmUp, watchPhase } from './workload.js';
 
 const WATCH_DURATION_MS = 15_000;
 
@@ -26,6 +27,8 @@ async function main(): Promise<void> {
   await withProbeCluster(system, 1, async ({ writer, pids, endpoints }) => {
     const follower = endpoints[1]!;
     const value = benchValue();
+    // As the full run does: a member's hot paths run unoptimised for its first few thousand puts.
+    await warmUp(writer, [writer], FULL_PLAN.systemWarmupMs, value);
     for (let round = 1; round <= 2; round++) {
       const cpu0 = pids.map(cpuTimeMs);
       const sys0 = pids.map(writeSyscalls);
