@@ -64,7 +64,8 @@ export interface SimOptions {
    * their end a leader that has led for at least half of them must know that every live member
    * holds its whole log, and have committed it: with no write to carry them, only heartbeats
    * make good the acknowledgements lost before the faults stopped (in half the seeds with
-   * network faults, a nemesis drops every message to the leader for its last ticks).
+   * network faults, a nemesis drops every message to the leader for its last ticks). Longer
+   * than a disk stall still running when the faults stop (stallMaxMs ≤ 1.5 s) plus a catch-up.
    */
   livenessIdleTicks: number;
   /** After faults stop, a leader with a live quorum must exist within this many ticks. */
@@ -110,7 +111,7 @@ export const DEFAULT_SIM_OPTIONS: SimOptions = {
   requestTimeoutMs: 300,
   opDeadlineMs: 2000,
   quietTicks: 1500,
-  livenessIdleTicks: 150,
+  livenessIdleTicks: 300,
   livenessLeaderTicks: 300,
   livenessClientTicks: 1000,
   livenessConvergeTicks: 400,
@@ -126,6 +127,10 @@ export function resolveOptions(options: Partial<SimOptions> = {}): SimOptions {
   // A run shorter than twice the default quiet period keeps half of it quiet.
   if (options.quietTicks === undefined && (bug?.options as Partial<SimOptions> | undefined)?.quietTicks === undefined) {
     o.quietTicks = Math.min(DEFAULT_SIM_OPTIONS.quietTicks, Math.floor(o.ticks / 2));
+  }
+  // The idle start takes at most a fifth of the quiet period, whose other checks come after it.
+  if (options.livenessIdleTicks === undefined && (bug?.options as Partial<SimOptions> | undefined)?.livenessIdleTicks === undefined) {
+    o.livenessIdleTicks = Math.min(DEFAULT_SIM_OPTIONS.livenessIdleTicks, Math.floor(o.quietTicks / 5));
   }
   const intIn = (name: keyof SimOptions, lo: number, hi: number): void => {
     const v = o[name];
