@@ -156,3 +156,43 @@ t.test('a compaction applied while a watch from now is held takes none of its ev
   t.notOk(got.some((r) => r.canceled === true), 'not canceled as compacted (etcd would not)');
   t.equal(eventCount(got), 2, 'both puts');
 });
+
+t.test('a watch whose sink resumes other watches while the ready ones are pumped loses no wake-up of theirs', async (t) => {
+  // The backend pumps every ready watch in one microtask. A pump that schedules two others
+  // (here through resume(), as the server does when a congested stream drains) must not
+  // overwrite the ones still waiting in that list.
+  const kvNode = Node.create();
+  const member = {
+    store: kvNode.store,
+    watchHub: new WatchHub(kvNode.store),
+    linearizableBarrier: () => Promise.resolve(),
+    driver: { node: { raft: { term: 1 } } },
+    id: 1,
+    clusterId: 2,
+    token: generateToken(),
+    opts: {},
+  };
+  const backend = new ManagerEtcdBackend(member as unknown as ManagerNode);
+  t.teardown(() => backend.close());
+  const request = (key: string, watchId: number) => ({ key: Buffer.from(key), rangeEnd: Buffer.alloc(0), startRevision: 0, progressNotify: false, filters: [], prevKv: false, watchId, fragment: false });
+  const quiet = { events: () => undefined, progress: () => undefined, cancel: () => undefined, congested: () => false };
+  const idle = [backend.watch(request('other', 1), quiet), backend.watch(request('other', 2), quiet)];
+  const received = new Map<number, number>();
+  const watched = [10, 11, 12, 13].map((id) =>
+    backend.watch(request('k', id), {
+      ...quiet,
+      events: (evs) => {
+        received.set(id, (received.get(id) ?? 0) + evs.length);
+        for (const h of idle) h.resume();
+      },
+    }),
+  );
+  await new Promise((r) => setTimeout(r, 20)); // every watch released after its read barrier
+  // Twice: the two lists take turns, so the second fan-out runs on the other one.
+  for (const round of [1, 2]) {
+    kvNode.put('k', `v${round}`);
+    await new Promise((r) => setTimeout(r, 50));
+    t.same([...received.entries()].sort((a, b) => a[0] - b[0]), [10, 11, 12, 13].map((id) => [id, round]), `every watch of k got put ${round}`);
+  }
+  for (const h of [...idle, ...watched]) h.cancel();
+});
