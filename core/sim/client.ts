@@ -125,7 +125,12 @@ export class SimClient {
     const cur = this.cur;
     if (cur === undefined || this.stopped) return;
     const pending = cur.req.attempt;
-    if (this.deferWhilePaused(() => this.cur === cur && cur.req.attempt === pending && this.sendAttempt())) return;
+    const resume = (): void => {
+      if (this.cur !== cur || cur.req.attempt !== pending) return; // sent by another waiter
+      if (this.env.queue.nowMs >= cur.deadlineMs) return this.giveUp();
+      this.sendAttempt();
+    };
+    if (this.deferWhilePaused(resume)) return;
     const targets = this.env.targets();
     if (targets.length === 0) return this.retry(undefined);
     if (this.target === undefined || !targets.includes(this.target)) this.target = this.prng.pick(targets);

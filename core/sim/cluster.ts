@@ -24,8 +24,12 @@ import { Trace, type TraceEvent } from './trace.js';
 
 /** Lines of trace printed with a violation. */
 export const TRACE_LINES_ON_VIOLATION = 20;
-/** How long before the faults stop the lost-acks nemesis cuts every link into the leader. */
-export const LOST_ACKS_NEMESIS_TICKS = 8;
+/** Election timeouts allowed for a restarted or lagging member to catch up in the idle start. */
+export const IDLE_CATCH_UP_ELECTIONS = 10;
+/** The idle check judges what the leader held this many ticks before the idle start ends. */
+export const IDLE_CHECK_GRACE_TICKS = 20;
+/** Ticks the lost-acks nemesis leaves between its cut and a fast-clocked leader's quorum check. */
+export const LOST_ACKS_NEMESIS_SPARE_TICKS = 2;
 /** How often the membership operator and the liveness checker look at the cluster. */
 export const OPERATOR_INTERVAL_MS = 100;
 /**
@@ -104,6 +108,12 @@ export function runSeed(seed: number, options: Partial<SimOptions> = {}): SeedRe
   return new ClusterRun(seed, resolveOptions(options)).run();
 }
 
+interface IdleMark {
+  leader: SimNode;
+  term: number;
+  last: number;
+}
+
 type Stage = 'none' | 'waiting' | 'add-learner' | 'promote' | 'remove' | 'retire' | 'done';
 
 class ClusterRun {
@@ -118,6 +128,9 @@ class ClusterRun {
   private readonly config: SeedConfig;
   private readonly faultPrng: Prng;
   private readonly opPrng: Prng;
+  private readonly nemesisPrng: Prng;
+  /** Ticks of the quiet period's idle start (0: none; see idleTicks()). */
+  private readonly idleTicks: number;
   private readonly endMs: number;
   private readonly quietStartMs: number;
   private readId = 0;
@@ -154,6 +167,8 @@ class ClusterRun {
     const nodePrngs = master.fork();
     const clientPrngs = master.fork();
     const planPrng = master.fork();
+    // Forked last, so the streams above (and every earlier seed's faults) are what they were.
+    this.nemesisPrng = master.fork();
     this.trace = new Trace(o.traceRingEvents);
     this.endMs = o.ticks * o.tickIntervalMs;
     this.quietStartMs = (o.ticks - o.quietTicks) * o.tickIntervalMs;
@@ -179,6 +194,7 @@ class ClusterRun {
     if (o.figure8MeanIntervalMs !== 'seeded' && plan.figure8MeanIntervalMs !== 0) plan.figure8MeanIntervalMs = o.figure8MeanIntervalMs;
     if (o.figure8MeanIntervalMs !== 'seeded' && o.faults === 'all') plan.figure8MeanIntervalMs = o.figure8MeanIntervalMs;
     this.config = { nodes: o.nodes, faults: o.faults, settings, membership, plan, bug: o.bug?.name };
+    this.idleTicks = ClusterRun.idleTicks(o, plan);
 
     this.peerNet = new SimNetwork<Message>(this.queue, netPrng, plan.network, cloneMessage, (to, m) => {
       const n = this.nodes.get(to);
@@ -247,8 +263,10 @@ class ClusterRun {
         this.queue.at(Math.floor(span * (0.1 + 0.3 * this.opPrng.next())), () => this.setStage('add-learner'));
         this.queue.after(OPERATOR_INTERVAL_MS, () => this.operatorTick());
       }
-      const deafMs = LOST_ACKS_NEMESIS_TICKS * this.o.tickIntervalMs;
-      if (this.o.livenessIdleTicks > 0 && this.config.plan.partitionMeanIntervalMs > 0 && this.quietStartMs > deafMs && this.faultPrng.chance(0.5)) {
+      // Shorter than the quorum check of a leader whose clock runs fast, so it stays leader.
+      const deafTicks = Math.floor(this.o.electionTicks * (1 - this.o.clockDriftFraction)) - LOST_ACKS_NEMESIS_SPARE_TICKS;
+      const deafMs = deafTicks * this.o.tickIntervalMs;
+      if (this.idleTicks > 0 && deafTicks >= 1 && this.config.plan.partitionMeanIntervalMs > 0 && this.quietStartMs > deafMs && this.nemesisPrng.chance(0.5)) {
         this.queue.at(this.quietStartMs - deafMs, () => this.deafenLeader());
       }
       this.queue.at(Math.min(this.quietStartMs, this.endMs), () => this.stopFaults());
@@ -552,10 +570,16 @@ class ClusterRun {
       if (n.started && !n.up && !n.retired) n.restart();
     }
     this.trace.event(this.queue.nowMs, 'fault', [], 'faults stop: network healed and reliable, every node up');
-    const idleEndMs = this.queue.nowMs + this.o.livenessIdleTicks * this.o.tickIntervalMs;
-    if (idleEndMs > this.queue.nowMs) {
+    if (this.idleTicks > 0) {
+      const tick = this.o.tickIntervalMs;
+      const idleEndMs = this.queue.nowMs + this.idleTicks * tick;
       for (const c of this.clients) c.pauseUntil(idleEndMs);
-      this.queue.at(idleEndMs, () => this.checkIdleProgress());
+      // What the leader holds a little before the end is what must be acknowledged by then: the
+      // membership operator may still append during the pause, too late to be answered.
+      let mark: IdleMark | undefined;
+      this.queue.at(idleEndMs - IDLE_CHECK_GRACE_TICKS * tick, () => (mark = this.idleMark()));
+      // Scheduled before any client's resumption at the same instant, so it runs first.
+      this.queue.at(idleEndMs, () => mark !== undefined && this.checkIdleProgress(mark));
     }
     this.queue.after(0, () => this.livenessTick());
   }
@@ -608,24 +632,42 @@ class ClusterRun {
   }
 
   /**
-   * The end of the quiet period's idle start (livenessIdleTicks without client writes): a
-   * leader in office for at least half of it knows every live member holds its whole log, and
-   * has committed it.
+   * The idle start of the quiet period lasts livenessIdleTicks, unless that is too short to
+   * outlast what the faults leave running (a disk stall, a delayed message) plus a catch-up:
+   * then none (a short run).
    */
-  private checkIdleProgress(): void {
+  private static idleTicks(o: SimOptions, plan: FaultPlan): number {
+    const leftoverMs = plan.disk.stallMaxMs * Math.sign(plan.disk.stallProbability) + plan.network.spikeMaxDelayMs * Math.sign(plan.network.spikeProbability);
+    const neededTicks = Math.ceil(leftoverMs / o.tickIntervalMs) + IDLE_CATCH_UP_ELECTIONS * o.electionTicks + IDLE_CHECK_GRACE_TICKS;
+    return o.livenessIdleTicks >= neededTicks ? o.livenessIdleTicks : 0;
+  }
+
+  /** The leader and its last index, near the end of the idle start. */
+  private idleMark(): IdleMark | undefined {
     const leader = this.stableLeader();
-    if (leader === undefined) return; // judged by livenessTick
+    if (leader === undefined) return undefined; // judged by livenessTick
+    return { leader, term: leader.raw.raft.term, last: leader.raw.raft.log.lastIndex() };
+  }
+
+  /**
+   * The end of the quiet period's idle start: a leader in office for at least half of it, and
+   * still in office since the mark, knows every live member holds what it held at the mark,
+   * and has committed it.
+   */
+  private checkIdleProgress(mark: IdleMark): void {
+    const leader = this.stableLeader();
+    if (leader !== mark.leader || leader.raw.raft.term !== mark.term) return;
     const tenureTicks = (this.queue.nowMs - (this.leaderSinceMs.get(leader.id) ?? 0)) / this.o.tickIntervalMs;
-    if (tenureTicks * 2 < this.o.livenessIdleTicks) return;
+    if (tenureTicks * 2 < this.idleTicks) return;
     const r = leader.raw.raft;
-    const last = r.log.lastIndex();
+    const last = mark.last;
     const members = [...leader.conf.voters, ...leader.conf.learners].filter((id) => id !== leader.id);
     const unconfirmed = members.filter((id) => this.nodes.get(id)?.up === true && (r.trk.progress.get(id)?.match ?? 0) < last);
-    if (unconfirmed.length === 0 && r.log.committed === last) return;
+    if (unconfirmed.length === 0 && r.log.committed >= last) return;
     const what = unconfirmed.length > 0 ? `has no acknowledgement of index ${last} from live node${unconfirmed.length > 1 ? 's' : ''} ${unconfirmed.join(',')}` : `has not committed index ${last}`;
     this.safety.report({
       invariant: 'liveness',
-      message: `leader ${leader.id} ${what} after ${this.o.livenessIdleTicks} ticks without client writes`,
+      message: `leader ${leader.id} ${what} after ${this.idleTicks} ticks without client writes`,
       atMs: this.queue.nowMs,
       nodes: [leader.id, ...unconfirmed],
       detail: this.describeNodes(),

@@ -89,3 +89,31 @@ t.test('a paused client sends nothing until the pause ends, then sends its pendi
   t.ok(sentAt.length > before + 1, 'and it carries on after');
   client.stopped = true;
 });
+
+t.test('a paused client whose operation ran out of time meanwhile gives it up at the end of the pause instead of sending it', async (t) => {
+  const queue = new EventQueue();
+  const sent: Array<{ opId: number; at: number }> = [];
+  const client = new SimClient(
+    1000,
+    {
+      queue,
+      history: new HistoryRecorder(),
+      trace: new Trace(10),
+      send: (_from, _to, req) => {
+        sent.push({ opId: req.opId, at: queue.nowMs });
+        return 1; // never answered: every attempt times out
+      },
+      targets: () => [1],
+    },
+    new Prng(5),
+    { keys: 1, thinkMsMax: 0, requestTimeoutMs: 100, opDeadlineMs: 500 },
+  );
+  client.start();
+  queue.runUntil(50);
+  const first = sent[0]!.opId;
+  client.pauseUntil(1_000); // the first operation's deadline (500 ms) passes during the pause
+  queue.runUntil(1_000);
+  t.notOk(sent.some((s) => s.opId === first && s.at >= 1_000), 'no attempt of the expired operation after the pause');
+  t.equal(client.counts.fail + client.counts.indeterminate, 1, 'it was given up');
+  client.stopped = true;
+});
