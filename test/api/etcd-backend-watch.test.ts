@@ -23,21 +23,26 @@ const Watch = (grpc.loadPackageDefinition(def) as any).etcdserverpb.Watch as new
   Watch(): grpc.ClientDuplexStream<Obj, Obj>;
 };
 
-/** A member stand-in, its backend behind a real server, and one Watch stream to it. */
-async function setup(t: Test, hubOptions: WatchHubOptions = {}) {
-  const kvNode = Node.create();
-  let barrier: () => Promise<void> = () => Promise.resolve();
+/** A member stand-in around a real KvStore and WatchHub, whose read barrier is `barrier()`. */
+function standIn(kvNode: Node, barrier: () => Promise<void>, hubOptions: WatchHubOptions = {}): ManagerNode {
   const member = {
     store: kvNode.store,
     watchHub: new WatchHub(kvNode.store, hubOptions),
-    linearizableBarrier: () => barrier(),
+    linearizableBarrier: barrier,
     driver: { node: { raft: { term: 1 } } },
     id: 1,
     clusterId: 2,
     token: generateToken(),
     opts: {},
   };
-  const backend = new ManagerEtcdBackend(member as unknown as ManagerNode);
+  return member as unknown as ManagerNode;
+}
+
+/** A member stand-in, its backend behind a real server, and one Watch stream to it. */
+async function setup(t: Test, hubOptions: WatchHubOptions = {}) {
+  const kvNode = Node.create();
+  let barrier: () => Promise<void> = () => Promise.resolve();
+  const backend = new ManagerEtcdBackend(standIn(kvNode, () => barrier(), hubOptions));
   const server = await EtcdGrpcServer.start({ backend, port: 0 });
   const client = new Watch(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 64 << 20 });
   const stream = client.Watch();
@@ -162,17 +167,7 @@ t.test('a watch whose sink resumes other watches while the ready ones are pumped
   // (here through resume(), as the server does when a congested stream drains) must not
   // overwrite the ones still waiting in that list.
   const kvNode = Node.create();
-  const member = {
-    store: kvNode.store,
-    watchHub: new WatchHub(kvNode.store),
-    linearizableBarrier: () => Promise.resolve(),
-    driver: { node: { raft: { term: 1 } } },
-    id: 1,
-    clusterId: 2,
-    token: generateToken(),
-    opts: {},
-  };
-  const backend = new ManagerEtcdBackend(member as unknown as ManagerNode);
+  const backend = new ManagerEtcdBackend(standIn(kvNode, () => Promise.resolve()));
   t.teardown(() => backend.close());
   const request = (key: string, watchId: number) => ({ key: Buffer.from(key), rangeEnd: Buffer.alloc(0), startRevision: 0, progressNotify: false, filters: [], prevKv: false, watchId, fragment: false });
   const quiet = { events: () => undefined, progress: () => undefined, cancel: () => undefined, congested: () => false };
