@@ -1,7 +1,7 @@
 /**
  * `node dist/bench/kv/watch-only.js [picloud|etcd] [WATCHERS] [PUTS]`: the KV benchmark's watch
- * phase alone, twice, on a fresh three-member cluster warmed up as the full run's, with what the full run does not report:
- * CPU per put of each member (leader first) and of this client, and each member's write
+ * phase alone, twice, on a fresh three-member cluster warmed up as the full run's, with what the
+ * full run does not report: CPU per put of each member (leader first) and of this client, and each member's write
  * syscalls per put (/proc/PID/io syscw). For working on the fan-out; ratios still come from
  * `npm run bench -- kv`.
  */
