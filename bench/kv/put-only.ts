@@ -1,13 +1,14 @@
 /**
  * `node dist/bench/kv/put-only.js [picloud|etcd] [IN_FLIGHT] [SECONDS]`: the KV benchmark's put
  * phase alone, twice, on a fresh three-member cluster warmed up as the full run's, with what the
- * full run does not report: each member's CPU per put split by thread (the main thread, then every other thread by id) and
- * its threads' sleeps per put (voluntary context switches, each followed by a wake-up)
- * (Node names them all "node": V8's GC helpers, libuv's pool, LevelDB's compaction thread; etcd's
- * Go threads appear under their own name), its read and write syscalls per put, and (picloud) its Ready cycles, Raft log saves and peer messages per put. For working on CPU per put; ratios still come from
- * `npm run bench -- kv`. PICLOUD_NODE_ARGS='--flag …' passes node flags to the picloud members.
- * PICLOUD_BENCH_AUTH=1 switches auth on first and puts as a user granted every key (what etcd's
- * auth costs, on both systems).
+ * full run does not report: each member's CPU per put split by thread (the main thread, then every
+ * other thread by id) and its threads' sleeps per put (voluntary context switches, each followed by
+ * a wake-up) (Node names them all "node": V8's GC helpers, libuv's pool, LevelDB's compaction
+ * thread; etcd's Go threads appear under their own name), its read and write syscalls per put, and
+ * (picloud) its Ready cycles, Raft log saves and peer messages per put. For working on CPU per put;
+ * ratios still come from `npm run bench -- kv`. PICLOUD_NODE_ARGS='--flag …' passes node flags to
+ * the picloud members. PICLOUD_BENCH_AUTH=1 switches auth on first and puts as a user granted every
+ * key (what etcd's auth costs, on both systems).
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import { enableAuth } from './client.js';

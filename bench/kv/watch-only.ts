@@ -1,9 +1,9 @@
 /**
  * `node dist/bench/kv/watch-only.js [picloud|etcd] [WATCHERS] [PUTS]`: the KV benchmark's watch
  * phase alone, twice, on a fresh three-member cluster warmed up as the full run's, with what the
- * full run does not report: CPU per put of each member (leader first) and of this client, and each member's write
- * syscalls per put (/proc/PID/io syscw). For working on the fan-out; ratios still come from
- * `npm run bench -- kv`.
+ * full run does not report: CPU per put of each member (leader first) and of this client, and each
+ * member's write syscalls per put (/proc/PID/io syscw). For working on the fan-out; ratios still
+ * come from `npm run bench -- kv`.
  */
 import { readFileSync } from 'node:fs';
 import { parseSystem, runProbe, withProbeCluster } from './probe.js';
