@@ -17,10 +17,12 @@ commands:
         [--quota-backend-bytes N] [--auto-compaction-mode periodic|revision|off]
         [--auto-compaction-retention 1h|REVISIONS] [--snapshot-count N]
         [--snapshot-catchup-entries N] [--auth-token-ttl SECONDS] [--new-board BOARD]
+        [--cert-file FILE --key-file FILE [--trusted-ca-file FILE] [--client-cert-auth]]
   token [--data-dir DIR]
   members [--json] [--watch] [--http HOST:PORT]
   keyring list|install|use|remove|generate [KEY] [--http HOST:PORT]
-  snapshot save FILE [--endpoints HOST:PORT] [--user NAME[:PASSWORD]] [--password P]
+  snapshot save FILE [--endpoints [https://]HOST:PORT] [--user NAME[:PASSWORD]] [--password P]
+                     [--cacert FILE] [--cert FILE --key FILE]
   snapshot restore FILE --data-dir DIR
   version
   kv | svc | blob | bench: not available in this version yet`;

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_SNAPSHOT_EVERY_ENTRIES, LOG_ENTRIES_KEPT_AFTER_SNAPSHOT } from '../core/api/snapshot-policy.js';
+import { checkClientTls, type ClientTls } from '../core/net/etcd/client-tls.js';
 import { QUOTA_BYTES_MIN, parseAutoCompaction, type AutoCompactionConfig } from '../core/kv/index.js';
 
 export type Role = 'manager' | 'worker';
@@ -50,6 +51,8 @@ export interface AgentConfig {
    * board it replaces: left in a config file or service, it cannot take over a later copy.
    */
   newBoard: string | undefined;
+  /** etcd's --cert-file / --key-file / --trusted-ca-file / --client-cert-auth: the client port over TLS; plain when undefined. */
+  clientTls: ClientTls | undefined;
 }
 
 export class ConfigError extends Error {
@@ -106,6 +109,10 @@ const OPTIONS = {
   'snapshot-count': { type: 'string' },
   'snapshot-catchup-entries': { type: 'string' },
   'auth-token-ttl': { type: 'string' },
+  'cert-file': { type: 'string' },
+  'key-file': { type: 'string' },
+  'trusted-ca-file': { type: 'string' },
+  'client-cert-auth': { type: 'boolean' },
 } as const;
 
 /** Longest --auth-token-ttl: a day (a token is a password's stand-in on the wire). */
@@ -160,6 +167,33 @@ function newBoard(flag: unknown, inFile: unknown): string | undefined {
   if (flag === undefined) return undefined;
   if (typeof flag !== 'string' || !/^[\x21-\x7e]{1,140}$/.test(flag)) throw new ConfigError(`--new-board: expected the board id the data dir last ran on (as the refusal names it), got "${String(flag)}"`);
   return flag;
+}
+
+function readPem(flag: string, path: unknown): Buffer {
+  if (typeof path !== 'string' || path === '') throw new ConfigError(`--${flag}: expected a file name`);
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw new ConfigError(`--${flag} ${path}: ${(e as Error).message}`);
+  }
+}
+
+/** The client port's TLS, read and checked now so that a bad file is refused before anything listens. */
+function clientTls(certFile: unknown, keyFile: unknown, caFile: unknown, certAuth: unknown): ClientTls | undefined {
+  const clientCertAuth = certAuth === true;
+  if (certFile === undefined && keyFile === undefined) {
+    if (caFile !== undefined || clientCertAuth) throw new ConfigError('--trusted-ca-file and --client-cert-auth need --cert-file and --key-file (the client port\'s own certificate)');
+    return undefined;
+  }
+  if (certFile === undefined || keyFile === undefined) throw new ConfigError('--cert-file and --key-file go together: the client port\'s certificate and its private key');
+  if (clientCertAuth && caFile === undefined) throw new ConfigError('--client-cert-auth needs --trusted-ca-file (the CA that signs client certificates)');
+  const tls: ClientTls = { cert: readPem('cert-file', certFile), key: readPem('key-file', keyFile), ca: caFile === undefined ? undefined : readPem('trusted-ca-file', caFile), clientCertAuth };
+  try {
+    checkClientTls(tls);
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+  return tls;
 }
 
 /** Where `--dev` keeps its data when no --data-dir is given. */
@@ -230,5 +264,6 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     snapshotCatchUpEntries: positiveInt('snapshot-catchup-entries', get('snapshot-catchup-entries'), LOG_ENTRIES_KEPT_AFTER_SNAPSHOT, SNAPSHOT_COUNT_MAX),
     authTokenTtlSeconds: positiveInt('auth-token-ttl', get('auth-token-ttl'), AUTH_TOKEN_TTL_SECONDS, AUTH_TOKEN_TTL_MAX_SECONDS),
     newBoard: newBoard(flags['new-board'], file['new-board']),
+    clientTls: clientTls(get('cert-file'), get('key-file'), get('trusted-ca-file'), get('client-cert-auth')),
   };
 }

@@ -38,6 +38,7 @@ export async function startManager(
     bindAddr: config.bindAddr,
     advertiseAddr: config.advertiseAddr,
     clientPort: config.clientPort,
+    clientTls: config.clientTls !== undefined,
     peerPort: config.peerPort,
     joinPort: config.gossipPort,
     // The gossip listener owns the gossip port and hands join connections over.
@@ -60,12 +61,13 @@ export async function startManager(
     newBoard: config.newBoard,
   });
   let grpc: EtcdGrpcServer | undefined;
-  const backend = new ManagerEtcdBackend(node);
+  const backend = new ManagerEtcdBackend(node, config.clientTls);
   try {
     grpc = await EtcdGrpcServer.start({
       backend,
       port: config.clientPort,
       host: config.bindAddr,
+      tls: config.clientTls,
       onInternalError: (err, method) => log.error({ err, method }, 'etcd API internal error'),
       metrics,
     });
@@ -73,6 +75,8 @@ export async function startManager(
     await node.stop();
     throw e;
   }
+  const tls = config.clientTls;
+  log.info({ client: `${config.bindAddr}:${config.clientPort}`, tls: tls === undefined ? 'off' : tls.clientCertAuth ? 'client certificates required' : 'on' }, 'etcd API listening');
   if (config.bootstrap) log.info({ token: node.tokenString() }, 'join token (also in the data dir): picloud-node agent --join HOST --token TOKEN');
   return {
     node,

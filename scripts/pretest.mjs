@@ -11,6 +11,8 @@ const NEEDED = [
   { bin: 'curl', pkg: 'curl' },
   // libfaketime, for the wall-clock step test (test/compat/clock-step.test.ts).
   { bin: 'faketime', pkg: 'faketime' },
+  // Test certificates for the client port's TLS (test/helpers/certs.ts).
+  { bin: 'openssl', pkg: 'openssl' },
   // A C compiler, for the slow-disk test's fsync shim (test/compat/fixtures/stall-fsync.c).
   { bin: 'cc', pkg: 'gcc libc6-dev' },
 ];

@@ -1,12 +1,14 @@
 /**
- * picloud-node snapshot save FILE [--endpoints HOST:PORT] [--user NAME[:PASSWORD] [--password P]]
+ * picloud-node snapshot save FILE [--endpoints [https://]HOST:PORT] [--user NAME[:PASSWORD] [--password P]]
+ *                                 [--cacert FILE] [--cert FILE --key FILE]
  *                                                          (like etcdctl snapshot save; with auth
- *                                                          enabled it needs the root role)
+ *                                                          enabled it needs the root role; TLS with
+ *                                                          an https:// endpoint or --cacert, as etcdctl)
  * picloud-node snapshot restore FILE --data-dir DIR         (the restored data founds a new cluster)
  */
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, readFileSync } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
@@ -20,8 +22,8 @@ interface Credentials {
 }
 
 /** etcd's Authenticate: the token to send as the "token" metadata. */
-function authenticate(pkg: any, endpoint: string, who: Credentials): Promise<string> {
-  const auth = new pkg.Auth(endpoint, grpc.credentials.createInsecure()) as grpc.Client & {
+function authenticate(pkg: any, endpoint: Endpoint, who: Credentials): Promise<string> {
+  const auth = new pkg.Auth(endpoint.hostPort, endpoint.credentials) as grpc.Client & {
     Authenticate(req: object, cb: (err: grpc.ServiceError | null, r?: { token: string }) => void): void;
   };
   return new Promise<string>((resolve, reject) =>
@@ -33,12 +35,12 @@ function authenticate(pkg: any, endpoint: string, who: Credentials): Promise<str
   );
 }
 
-async function save(file: string, endpoint: string, who: Credentials | undefined): Promise<void> {
+async function save(file: string, endpoint: Endpoint, who: Credentials | undefined): Promise<void> {
   const def = protoLoader.loadSync(ETCD_RPC_PROTO, { includeDirs: [ETCD_PROTO_DIR], longs: String, enums: String, defaults: true });
   const pkg = (grpc.loadPackageDefinition(def) as any).etcdserverpb;
   const metadata = new grpc.Metadata();
   if (who !== undefined) metadata.set('token', await authenticate(pkg, endpoint, who));
-  const client = new pkg.Maintenance(endpoint, grpc.credentials.createInsecure()) as grpc.Client & {
+  const client = new pkg.Maintenance(endpoint.hostPort, endpoint.credentials) as grpc.Client & {
     Snapshot(req: object, md: grpc.Metadata): grpc.ClientReadableStream<{ blob: Buffer }>;
   };
   const part = `${file}.part`;
@@ -67,6 +69,44 @@ async function save(file: string, endpoint: string, who: Credentials | undefined
   }
 }
 
+interface Endpoint {
+  hostPort: string;
+  credentials: grpc.ChannelCredentials;
+}
+
+function readTlsFile(flag: string, path: string | undefined): Buffer | undefined {
+  if (path === undefined) return undefined;
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw new ConfigError(`--${flag} ${path}: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * etcdctl's way of choosing TLS: an https:// endpoint or any of --cacert, --cert, --key; the
+ * server is checked against --cacert (the system's roots without it).
+ */
+function endpointOf(endpoints: string | undefined, tls: { cacert?: string; cert?: string; key?: string }): Endpoint {
+  const first = (endpoints ?? '127.0.0.1:2379').split(',')[0]!.trim();
+  const m = /^(?:(https?):\/\/)?([^/]+)\/?$/.exec(first);
+  if (!m) throw new ConfigError(`--endpoints: expected [http://|https://]HOST:PORT, got "${first}"`);
+  if ((tls.cert === undefined) !== (tls.key === undefined)) throw new ConfigError('--cert and --key go together');
+  const ca = readTlsFile('cacert', tls.cacert);
+  const cert = readTlsFile('cert', tls.cert);
+  const key = readTlsFile('key', tls.key);
+  const secure = m[1] === 'https' || ca !== undefined || cert !== undefined;
+  if (!secure) return { hostPort: m[2]!, credentials: grpc.credentials.createInsecure() };
+  // grpc-js names an IP address as the TLS server name, which Node warns about (DEP0123) on a
+  // command's output; the certificate is still checked against the address.
+  process.noDeprecation = true;
+  try {
+    return { hostPort: m[2]!, credentials: grpc.credentials.createSsl(ca ?? null, key ?? null, cert ?? null) };
+  } catch (e) {
+    throw new ConfigError(`--cacert/--cert/--key: ${(e as Error).message}`);
+  }
+}
+
 /** etcdctl's --user NAME[:PASSWORD] and --password. */
 function credentials(user: string | undefined, password: string | undefined): Credentials | undefined {
   if (user === undefined) {
@@ -87,7 +127,15 @@ export async function run(argv: string[]): Promise<number> {
   try {
     parsed = parseArgs({
       args: argv,
-      options: { endpoints: { type: 'string' }, 'data-dir': { type: 'string' }, user: { type: 'string' }, password: { type: 'string' } },
+      options: {
+        endpoints: { type: 'string' },
+        'data-dir': { type: 'string' },
+        user: { type: 'string' },
+        password: { type: 'string' },
+        cacert: { type: 'string' },
+        cert: { type: 'string' },
+        key: { type: 'string' },
+      },
       allowPositionals: true,
       strict: true,
     });
@@ -96,10 +144,11 @@ export async function run(argv: string[]): Promise<number> {
   }
   const [verb, file] = parsed.positionals;
   if ((verb !== 'save' && verb !== 'restore') || !file || parsed.positionals.length !== 2) {
-    throw new ConfigError('usage: picloud-node snapshot save FILE [--endpoints HOST:PORT] [--user NAME[:PASSWORD]] [--password P] | snapshot restore FILE --data-dir DIR');
+    throw new ConfigError('usage: picloud-node snapshot save FILE [--endpoints [https://]HOST:PORT] [--user NAME[:PASSWORD]] [--password P] [--cacert FILE] [--cert FILE --key FILE] | snapshot restore FILE --data-dir DIR');
   }
   if (verb === 'save') {
-    const endpoint = (parsed.values.endpoints ?? '127.0.0.1:2379').split(',')[0]!;
+    const { cacert, cert, key } = parsed.values;
+    const endpoint = endpointOf(parsed.values.endpoints, { cacert, cert, key });
     await save(file, endpoint, credentials(parsed.values.user, parsed.values.password));
     return 0;
   }

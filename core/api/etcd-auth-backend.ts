@@ -49,13 +49,20 @@ export class ManagerAuthBackend implements api.EtcdAuthBackend {
 
   /**
    * The calling user when auth is enabled (undefined when it is not). Throws USER_EMPTY without
-   * a token, INVALID_AUTH_TOKEN for a forged, expired or voided one.
+   * a token, INVALID_AUTH_TOKEN for a forged, expired or voided one. Without a token, a client
+   * certificate verified under --client-cert-auth names the user (etcd's AuthInfoFromTLS), who
+   * must exist (PERMISSION_DENIED, as etcd's permission check answers).
    */
   caller(ctx: api.CallContext | undefined): string | undefined {
     const state = this.state;
     if (!state.enabled) return undefined;
     const token = ctx?.token;
-    if (token === undefined || token === '') throw new kv.KvError('USER_EMPTY');
+    if (token === undefined || token === '') {
+      const certUser = ctx?.certUser;
+      if (certUser === undefined) throw new kv.KvError('USER_EMPTY');
+      if (state.user(certUser) === undefined) throw new kv.KvError('PERMISSION_DENIED');
+      return certUser;
+    }
     // A stream (keep-alive, watch) is authenticated once: its token need not stay fresh for as
     // long as the stream lives (a lease renewed every 20 minutes outlasts any token), but what
     // voids a token (a new password, the user deleted, auth off and on) still ends it.
@@ -111,7 +118,9 @@ export class ManagerAuthBackend implements api.EtcdAuthBackend {
   forwardingToken(ctx: api.CallContext | undefined): { key: string; token: string } | undefined {
     const user = this.caller(ctx);
     if (user === undefined) return undefined;
-    const claims = this.verifiedStreams.get(ctx!) ?? this.tokens.verify(ctx!.token!);
+    // A certificate's user has no token: the forwarded one is issued at the current revision.
+    const token = ctx?.token;
+    const claims = this.verifiedStreams.get(ctx!) ?? (token === undefined || token === '' ? undefined : this.tokens.verify(token));
     const revision = claims?.revision ?? this.state.revision;
     return { key: `${user}@${revision}`, token: this.tokens.issue(user, revision) };
   }

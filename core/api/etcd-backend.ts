@@ -20,6 +20,7 @@ import { ManagerAuthBackend } from './etcd-auth-backend.js';
 import { etcdErrors, etcdErrorsSync, toEtcdError } from './etcd-errors.js';
 import { ManagerNode } from './manager-node.js';
 import { LeaseForwarder } from './lease-forwarder.js';
+import { clientUrl, type ClientTls } from '../net/etcd/client-tls.js';
 
 /** How soon a watch's second auth check is tried again when it found no leader. */
 const WATCH_RECHECK_RETRY_MS = 200;
@@ -111,8 +112,12 @@ function toKvTxn(t: api.TxnRequest): kv.TxnRequest {
   };
 }
 
+/** At most one log line this often about lease requests the leader did not answer. */
+const FORWARD_FAILURE_LOG_MS = 10_000;
+
 export class ManagerEtcdBackend implements api.EtcdBackend {
-  private readonly forwarder = new LeaseForwarder();
+  private readonly forwarder: LeaseForwarder;
+  private forwardFailureLoggedAt = -Infinity;
   /**
    * Watches with responses to send, pumped together in one microtask (one per fan-out, not per
    * watcher). Two arrays take turns and are refilled in place: a fan-out to a thousand watches
@@ -126,7 +131,12 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
 
   readonly auth: ManagerAuthBackend;
 
-  constructor(private readonly node: ManagerNode) {
+  /** `clientTls`: the member's client port TLS, which it also dials the leader's with (lease-forwarder.ts). */
+  constructor(
+    private readonly node: ManagerNode,
+    clientTls?: ClientTls,
+  ) {
+    this.forwarder = new LeaseForwarder(clientTls);
     this.auth = new ManagerAuthBackend({ node, header: (rev) => this.header(rev), replicate: (req) => this.replicate(req) });
   }
 
@@ -371,6 +381,20 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     });
   }
 
+  /**
+   * The leader did not answer a forwarded keep-alive or time-to-live: the client tries again
+   * (etcd's "leader changed"), and the log says why, once per FORWARD_FAILURE_LOG_MS rather than
+   * per retry (a certificate the leader refuses fails every one).
+   */
+  private forwardFailed(err: unknown): never {
+    const now = performance.now();
+    if (now - this.forwardFailureLoggedAt >= FORWARD_FAILURE_LOG_MS) {
+      this.forwardFailureLoggedAt = now;
+      this.node.opts.logger.warn({ leader: this.node.lead.toString(16), reason: (err as Error).message }, 'a lease request forwarded to the leader failed');
+    }
+    throw new EtcdError('LEADER_CHANGED');
+  }
+
   /** The leader's client address, for what only the leader knows (lease time). */
   private leaderClientAddr(): string {
     // Just elected, lease timers not yet taken over: asking ourselves would loop.
@@ -408,9 +432,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       // Lease time lives on the leader only: forward, as etcd does.
       // As the client, with a token of its own made here (undefined with auth off: whatever a
       // client sends then must not open streams of its own to the leader).
-      const ttl = await this.forwarder.keepAlive(this.leaderClientAddr(), id, this.auth.forwardingToken(ctx)).catch(() => {
-        throw new EtcdError('LEADER_CHANGED');
-      });
+      const ttl = await this.forwarder.keepAlive(this.leaderClientAddr(), id, this.auth.forwardingToken(ctx)).catch((e: unknown) => this.forwardFailed(e));
       if (ttl <= 0) throw new EtcdError('LEASE_NOT_FOUND');
       return { header: this.header(), id, ttlSeconds: ttl };
     });
@@ -427,9 +449,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       else if (r.TTL >= 0) {
         // A follower knows the lease but not its time, which lives on the leader: ask it, as
         // etcd forwards TimeToLive (answering the granted TTL here would say it never runs down).
-        const ttl = await this.forwarder.timeToLive(this.leaderClientAddr(), id, user === undefined ? undefined : this.auth.forwardingToken(ctx)?.token).catch(() => {
-          throw new EtcdError('LEADER_CHANGED');
-        });
+        const ttl = await this.forwarder.timeToLive(this.leaderClientAddr(), id, user === undefined ? undefined : this.auth.forwardingToken(ctx)?.token).catch((e: unknown) => this.forwardFailed(e));
         r = ttl < 0 ? { ...r, TTL: -1, grantedTTL: 0, keys: [] } : { ...r, TTL: ttl };
       }
       return { header: this.header(r.header.revision), id: r.ID, ttlSeconds: r.TTL, grantedTtlSeconds: r.grantedTTL, keys: r.keys };
@@ -452,7 +472,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
         id: m.id,
         name: m.name,
         peerUrls: m.peerAddr ? [`http://${m.peerAddr}`] : [],
-        clientUrls: m.clientAddr ? [`http://${m.clientAddr}`] : [],
+        clientUrls: m.clientAddr ? [clientUrl(m.clientAddr)] : [],
         isLearner: m.isLearner,
       })),
     };

@@ -8,6 +8,7 @@
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../net/proto-files.js';
+import { dialTarget, memberDialCredentials, type ClientTls } from '../net/etcd/client-tls.js';
 
 /** How long a forwarded keep-alive or time-to-live may wait for the leader's answer. */
 export const FORWARD_TIMEOUT_MS = 5_000;
@@ -58,6 +59,18 @@ export class LeaseForwarder {
   private target = '';
   private pendingCount = 0;
 
+  /**
+   * `clientTls`: this member's own client TLS, with which it dials a leader that serves TLS
+   * (client-tls.ts). A member without it forwards to such a leader over TLS checked against
+   * the system's roots only.
+   */
+  constructor(private readonly clientTls?: ClientTls) {}
+
+  private credentials(tls: boolean): grpc.ChannelCredentials {
+    if (!tls) return grpc.credentials.createInsecure();
+    return this.clientTls === undefined ? grpc.credentials.createSsl() : memberDialCredentials(this.clientTls);
+  }
+
   /** Streams open to the leader (one per caller's token). */
   get streamCount(): number {
     return this.streams.size;
@@ -106,7 +119,8 @@ export class LeaseForwarder {
     this.close();
     const Ctor = leaseClientCtor();
     this.target = addr;
-    this.client = new Ctor(addr, grpc.credentials.createInsecure());
+    const { hostPort, tls } = dialTarget(addr);
+    this.client = new Ctor(hostPort, this.credentials(tls));
     return this.client;
   }
 

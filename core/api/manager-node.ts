@@ -62,6 +62,7 @@ import { PeerTransport } from '../net/peer-transport.js';
 import type { DuplicateNotice } from '../net/duplicate-member.js';
 import { defaultAdvertiseAddress, isWildcard } from '../net/advertise.js';
 import { JoinMember, JoinRefusedError, JoinServer, joinCluster } from '../net/join.js';
+import { clientAddress } from '../net/etcd/client-tls.js';
 import { derivePeerKey, formatToken, generateToken, parseToken, tokenDigest } from '../net/token.js';
 import { RaftDriver, RaftDriverError, RaftPersistence, SnapshotRefusedError } from './raft-driver.js';
 import { DEFAULT_SNAPSHOT_EVERY_ENTRIES, LOG_ENTRIES_KEPT_AFTER_SNAPSHOT } from './snapshot-policy.js';
@@ -73,6 +74,8 @@ export interface ManagerNodeOptions {
   /** Address other nodes use to reach this one (defaults to bindAddr, or 127.0.0.1 for 0.0.0.0). */
   advertiseAddr?: string;
   clientPort: number;
+  /** The client port serves TLS: the member record says https:// (client-tls.ts). */
+  clientTls?: boolean;
   peerPort: number;
   /**
    * The join handshake listens here (DESIGN.md: the gossip port) — unless `externalJoin`,
@@ -390,7 +393,7 @@ export class ManagerNode {
     const self: MemberContext = {
       name: opts.name,
       peerAddr: hostPort(advertise, opts.peerPort),
-      clientAddr: hostPort(advertise, opts.clientPort),
+      clientAddr: clientAddress(hostPort(advertise, opts.clientPort), opts.clientTls === true),
       quotaBytes,
     };
     const wider = ensurePrivateDir(opts.dataDir); // an embedder's (the agent has seen to its own)

@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, DEFAULT_PORTS, parseAgentArgs } from '../../agent/config.js';
+import { hasOpenssl, makeTestCerts } from '../helpers/certs.js';
 
 const CLI = join(process.cwd(), 'dist/agent/cli.js');
 
@@ -78,6 +79,31 @@ t.test('bad flags: a ConfigError that names the flag', async (t) => {
       err = e;
     }
     t.ok(err instanceof ConfigError && message.test(err.message), `${argv.join(' ')} → ${(err as Error | undefined)?.message}`);
+  }
+});
+
+t.test('client TLS flags (etcd\'s names): read and checked before anything listens', { skip: hasOpenssl() ? false : 'openssl not installed' }, async (t) => {
+  const certs = makeTestCerts();
+  t.teardown(() => certs.remove());
+  t.equal(parseAgentArgs(['--dev']).clientTls, undefined, 'plain by default');
+  const tls = parseAgentArgs(['--dev', '--cert-file', certs.serverCert, '--key-file', certs.serverKey, '--trusted-ca-file', certs.caCert, '--client-cert-auth']).clientTls;
+  t.ok(tls?.cert.toString().includes('BEGIN CERTIFICATE') && tls.key.toString().includes('PRIVATE KEY') && tls.ca?.toString().includes('BEGIN CERTIFICATE'), 'the PEM files are read');
+  t.equal(tls?.clientCertAuth, true);
+  t.equal(parseAgentArgs(['--dev', '--cert-file', certs.serverCert, '--key-file', certs.serverKey]).clientTls?.clientCertAuth, false, 'server TLS alone');
+  const bad: Array<[string[], RegExp]> = [
+    [['--cert-file', certs.serverCert], /--cert-file and --key-file go together/],
+    [['--key-file', certs.serverKey], /--cert-file and --key-file go together/],
+    [['--trusted-ca-file', certs.caCert], /need --cert-file and --key-file/],
+    [['--client-cert-auth'], /need --cert-file and --key-file/],
+    [['--cert-file', certs.serverCert, '--key-file', certs.serverKey, '--client-cert-auth'], /--client-cert-auth needs --trusted-ca-file/],
+    [['--cert-file', join(certs.dir, 'missing.crt'), '--key-file', certs.serverKey], /--cert-file .*missing\.crt: ENOENT/],
+    [['--cert-file', certs.serverCert, '--key-file', certs.clientKey], /--key-file is not the key of --cert-file's certificate.*key values mismatch/],
+    [['--cert-file', certs.serverKey, '--key-file', certs.serverKey], /--cert-file: not a PEM certificate/],
+    [['--cert-file', certs.serverCert, '--key-file', certs.serverCert], /--key-file: not a PEM private key/],
+    [['--cert-file', certs.serverCert, '--key-file', certs.serverKey, '--trusted-ca-file', certs.serverKey], /--trusted-ca-file: not a PEM certificate/],
+  ];
+  for (const [argv, message] of bad) {
+    t.throws(() => parseAgentArgs(['--dev', ...argv]), { name: 'ConfigError', message }, argv.join(' '));
   }
 });
 

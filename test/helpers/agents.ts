@@ -52,6 +52,8 @@ export class AgentCluster {
   readonly agents: AgentProc[] = [];
   readonly root = mkdtempSync(join(tmpdir(), 'picloud-test-'));
   token = '';
+  /** etcdctl flags the cluster's own checks need (e.g. --cacert when the client port is TLS). */
+  ctlArgs: string[] = [];
   /** Per started process: settles with its exit code once it has exited and its stdio closed. */
   private readonly closed = new WeakMap<ChildProcess, Promise<number | null>>();
 
@@ -127,7 +129,7 @@ export class AgentCluster {
   async waitVoters(n: number, timeoutMs = 20_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      const r = etcdctl(this.endpoints(), ['member', 'list', '-w', 'json']);
+      const r = etcdctl(this.endpoints(), [...this.ctlArgs, 'member', 'list', '-w', 'json']);
       if (r.status === 0) {
         const members = (JSON.parse(r.stdout) as { members?: Array<{ isLearner?: boolean }> }).members ?? [];
         if (members.length === n && members.every((m) => !m.isLearner)) return;

@@ -124,8 +124,12 @@ export class FakeEtcdBackend implements EtcdBackend {
     return { header: this.header(), kvs, more: count > kvs.length && !r.countOnly, count };
   }
 
-  async range(r: RangeRequest, _ctx?: CallContext): Promise<RangeResponse> {
+  /** The user the last range's client certificate named (CallContext.certUser). */
+  lastRangeCertUser: string | undefined;
+
+  async range(r: RangeRequest, ctx?: CallContext): Promise<RangeResponse> {
     this.calls.push(`range:${r.serializable ? 's' : 'l'}`);
+    this.lastRangeCertUser = ctx?.certUser;
     return this.rangeNow(r);
   }
 

@@ -21,6 +21,8 @@
  * as etcd serves its gateway on the same port; anything else goes to HTTP/2, to be refused there.
  */
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer, type TLSSocket, type TlsOptions } from 'node:tls';
+import { WRAPPED_CONNECTION, certUser } from './client-tls.js';
 import { Duplex } from 'node:stream';
 import hpack from 'hpack.js';
 
@@ -199,9 +201,17 @@ function headerFrames(block: Buffer, streamId: number, endStream: boolean): Buff
 export const REWRITTEN_PEER_HEADER = 'x-picloud-peer';
 
 /**
+ * The header a rewritten connection's requests carry with the user its verified client
+ * certificate names (client-tls.ts certUser), for the same reason: grpc-js cannot see the TLS
+ * socket behind the JS stream. Any copy the client sends is dropped.
+ */
+export const REWRITTEN_CERT_USER_HEADER = 'x-picloud-cert-user';
+
+/**
  * The client-to-server bytes of a connection whose authority is a URL: every header block
  * re-encoded with the URL's host:port as `:authority` (and a request's with `peer` as
- * REWRITTEN_PEER_HEADER); every other frame passes unchanged.
+ * REWRITTEN_PEER_HEADER, `certUser` as REWRITTEN_CERT_USER_HEADER); every other frame passes
+ * unchanged.
  */
 export class AuthorityRewriter {
   private pending: Buffer = Buffer.alloc(0);
@@ -209,7 +219,10 @@ export class AuthorityRewriter {
 
   private readonly decoder = new HeaderBlockDecoder();
 
-  constructor(private readonly peer?: string) {}
+  constructor(
+    private readonly peer?: string,
+    private readonly certUser?: string,
+  ) {}
 
   /** Feeds client bytes; returns what HTTP/2 gets. Throws on a malformed stream. */
   push(chunk: Buffer): Buffer[] {
@@ -250,11 +263,12 @@ export class AuthorityRewriter {
     const headers: [string, string][] = [];
     let request = false;
     for (const [name, value] of this.decoder.decode(Buffer.concat(b.fragments))) {
-      if (name === REWRITTEN_PEER_HEADER) continue;
+      if (name === REWRITTEN_PEER_HEADER || name === REWRITTEN_CERT_USER_HEADER) continue;
       if (name === ':method') request = true;
       headers.push([name, name === ':authority' ? (authorityOfUrl(value) ?? value) : value]);
     }
     if (request && this.peer !== undefined) headers.push([REWRITTEN_PEER_HEADER, this.peer]);
+    if (request && this.certUser !== undefined) headers.push([REWRITTEN_CERT_USER_HEADER, this.certUser]);
     return headerFrames(encodeLiteralBlock(headers), b.streamId, b.endStream);
   }
 }
@@ -279,6 +293,11 @@ class RelayConnection extends Duplex {
     socket.on('close', () => this.destroy());
     socket.on('timeout', () => this.emit('timeout'));
     socket.resume();
+  }
+
+  /** The connection itself, for what only it knows (a TLS client's certificate: client-tls.ts certUser). */
+  get [WRAPPED_CONNECTION](): Socket {
+    return this.socket;
   }
 
   // For the JSON gateway's peer names. (grpc-js sees Node's JSStreamSocket around this stream,
@@ -445,7 +464,7 @@ class ConnectionSorter {
     const bytes = this.ack === undefined ? this.buf : Buffer.concat([this.buf.subarray(0, this.ack[0]), this.buf.subarray(this.ack[1])]);
     if (how === 'rewrite') {
       // The address as grpc-js's getPeer() writes it for a socket it can see.
-      const rewriter = new AuthorityRewriter(`${this.socket.remoteAddress ?? ''}:${this.socket.remotePort ?? 0}`);
+      const rewriter = new AuthorityRewriter(`${this.socket.remoteAddress ?? ''}:${this.socket.remotePort ?? 0}`, certUser(this.socket));
       const preface = bytes.subarray(0, PREFACE.length);
       let first = true;
       this.sink.injectConnection(new RelayConnection(this.socket, bytes, (chunk) => {
@@ -469,10 +488,14 @@ class ConnectionSorter {
 export class SortingListener {
   /** Connections not yet handed over; closed with the listener. */
   private readonly sorting = new Set<Socket>();
+  private closed = false;
 
   private constructor(private readonly server: Server) {}
 
-  /** `http1`: where HTTP/1 connections go (the JSON gateway); without it they go to HTTP/2 too. */
+  /**
+   * `http1`: where HTTP/1 connections go (the JSON gateway); without it they go to HTTP/2 too.
+   * `tls`: serve TLS (client-tls.ts); the decrypted connection is sorted and handed over.
+   */
   static async listen(
     host: string,
     port: number,
@@ -480,14 +503,26 @@ export class SortingListener {
     timeouts = DEFAULT_SORTING_TIMEOUTS,
     http1?: ConnectionSink,
     onError?: (err: Error) => void,
+    tls?: TlsOptions,
   ): Promise<SortingListener> {
-    const server = createServer();
+    const server = tls === undefined ? createServer() : createTlsServer(tls);
     const listener = new SortingListener(server);
-    server.on('connection', (socket) => {
-      socket.setNoDelay(true);
+    const sort = (socket: Socket): void => {
       listener.sorting.add(socket);
       new ConnectionSorter(socket, sink, () => listener.sorting.delete(socket), timeouts, http1);
+    };
+    server.on('connection', (socket: Socket) => {
+      socket.setNoDelay(true);
+      if (tls === undefined) sort(socket);
     });
+    if (tls !== undefined) {
+      // Node has checked a required client certificate already (rejectUnauthorized). A
+      // handshake still under way at close ends by its timeout or here.
+      server.on('secureConnection', (socket: TLSSocket) => (listener.closed ? socket.destroy() : sort(socket)));
+      // A failed handshake (no or a wrong certificate, plain text, a timeout) closes that
+      // connection; it is the client's problem, not the listener's.
+      server.on('tlsClientError', () => undefined);
+    }
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen({ host, port }, () => {
@@ -506,6 +541,7 @@ export class SortingListener {
 
   /** Stops accepting and drops connections still being sorted; handed-over ones are HTTP/2's. */
   close(): void {
+    this.closed = true;
     this.server.close();
     for (const s of this.sorting) s.destroy();
     this.sorting.clear();

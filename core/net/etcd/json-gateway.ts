@@ -23,12 +23,13 @@ import type { Duplex } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import protobuf from 'protobufjs';
 import { etcdProtoRoot } from '../proto-files.js';
-import type { GatewayStream, GatewayStreamMethod, GatewayStreamOutput } from './server.js';
+import type { GatewayCaller, GatewayStream, GatewayStreamMethod, GatewayStreamOutput } from './server.js';
+import { certUser } from './client-tls.js';
 
 /** What the gateway needs of the gRPC server. */
 export interface GatewayBackend {
-  invokeUnary(service: string, method: string, request: Uint8Array, peer: string, token?: string): Promise<Buffer>;
-  openGatewayStream(method: GatewayStreamMethod, peer: string, out: GatewayStreamOutput, token?: string): GatewayStream;
+  invokeUnary(service: string, method: string, request: Uint8Array, who: GatewayCaller): Promise<Buffer>;
+  openGatewayStream(method: GatewayStreamMethod, who: GatewayCaller, out: GatewayStreamOutput): GatewayStream;
 }
 
 /** `POST /v3/<path>` → etcdserverpb service and method, as etcd 3.4's gateway routes them. */
@@ -214,10 +215,15 @@ function sendError(res: ServerResponse, code: grpc.status, message: string): voi
 /** How a request without a valid user is refused. */
 const AUTH_REFUSALS = new Set<number>([grpc.status.INVALID_ARGUMENT, grpc.status.PERMISSION_DENIED, grpc.status.UNAUTHENTICATED]);
 
-/** The auth token of a gateway request: etcd's gateway takes it from the Authorization header. */
-function authToken(req: IncomingMessage): string | undefined {
+/**
+ * Who a gateway request comes from: its address, its auth token (etcd's gateway takes it from
+ * the Authorization header) and the user its verified client certificate names.
+ */
+function caller(req: IncomingMessage): GatewayCaller {
   const v = req.headers.authorization;
-  return typeof v === 'string' && v !== '' ? v : undefined;
+  const token = typeof v === 'string' && v !== '' ? v : undefined;
+  const user = certUser(req.socket);
+  return { peer: `${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? 0}`, ...(token === undefined ? {} : { token }), ...(user === undefined ? {} : { certUser: user }) };
 }
 
 function isStatus(e: unknown): e is { code: grpc.status; details: string } {
@@ -299,7 +305,7 @@ export class JsonGateway {
       throw e;
     }
     try {
-      const response = await this.invoker.invokeUnary(service, method, request, `${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? 0}`, authToken(req));
+      const response = await this.invoker.invokeUnary(service, method, request, caller(req));
       send(res, 200, decodeJsonResponse(this.root.lookupType(methodDef.responseType), response));
     } catch (e) {
       if (!isStatus(e)) throw e;
@@ -342,7 +348,7 @@ export class JsonGateway {
     // Once the response has ended nothing more may be written (Node would emit an error on
     // `res`): a later watcher's answer, or an event racing the end, is dropped.
     const ended = (): boolean => res.writableEnded || res.destroyed;
-    const stream = this.invoker.openGatewayStream(method, `${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? 0}`, {
+    const stream = this.invoker.openGatewayStream(method, caller(req), {
       write: (bytes, sent) => {
         if (ended()) return sent();
         const json = decodeJsonResponse(responseType, bytes);
@@ -362,7 +368,7 @@ export class JsonGateway {
         const httpCode = HTTP_STATUS[status.code] ?? 500;
         res.end(`${JSON.stringify({ error: { grpc_code: status.code, http_code: httpCode, message: status.details, http_status: STATUS_CODES[httpCode] } })}\n`);
       },
-    }, authToken(req));
+    });
     // A socket error after the client left must not become an uncaught 'error' event.
     res.on('error', () => stream.close());
     res.once('close', () => stream.close());
@@ -404,7 +410,7 @@ export class JsonGateway {
   private async health(res: ServerResponse, peer: string): Promise<void> {
     const call = async (service: string, method: string, body: object): Promise<Record<string, unknown>> => {
       const def = this.root.lookupService(`etcdserverpb.${service}`).methods[method]!;
-      const bytes = await this.invoker.invokeUnary(service, method, encodeJsonRequest(this.root.lookupType(def.requestType), JSON.stringify(body)), peer);
+      const bytes = await this.invoker.invokeUnary(service, method, encodeJsonRequest(this.root.lookupType(def.requestType), JSON.stringify(body)), { peer });
       return JSON.parse(decodeJsonResponse(this.root.lookupType(def.responseType), bytes)) as Record<string, unknown>;
     };
     let timer: NodeJS.Timeout | undefined;

@@ -9,6 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 import { EventEmitter, once } from 'node:events';
+import type { PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../proto-files.js';
@@ -17,8 +18,9 @@ import { EtcdError, isEtcdError, watchRefusalReason } from './errors.js';
 import type { CallContext, EtcdAuthBackend, EtcdBackend, ResponseHeader, WatchEvent, WatchHandle, WatchSink } from './service.js';
 import { framedSnapshotBytes, snapshotTrailer } from './snapshot-file.js';
 import { encodeEventsFrames, eventsResponseBytes, type EventsResponse } from './watch-encoding.js';
-import { DEFAULT_SORTING_TIMEOUTS, REWRITTEN_PEER_HEADER, SortingListener } from './client-port-listener.js';
+import { DEFAULT_SORTING_TIMEOUTS, REWRITTEN_CERT_USER_HEADER, REWRITTEN_PEER_HEADER, SortingListener } from './client-port-listener.js';
 import { JsonGateway } from './json-gateway.js';
+import { certificateUser, serverTlsOptions, type ClientTls } from './client-tls.js';
 import { EagerFrames, EagerMessage, eagerSendInterceptor } from './eager-send.js';
 
 /** etcd's --max-request-bytes default. */
@@ -63,6 +65,8 @@ export interface EtcdServerOptions {
   version?: { etcdserver: string; etcdcluster: string };
   /** Prometheus text for GET /metrics on the client port (etcd serves it there too); 404 without. */
   metrics?: () => Promise<{ contentType: string; body: string }>;
+  /** Serve the port over TLS (client-tls.ts); plain when absent. */
+  tls?: ClientTls;
 }
 
 type Obj = Record<string, unknown>;
@@ -73,6 +77,15 @@ export interface GatewayStreamOutput {
   write(bytes: Buffer, sent: () => void): void;
   end(): void;
   fail(status: { code: number; details: string }): void;
+}
+
+/** Who a JSON gateway request comes from (what a gRPC call's context holds). */
+export interface GatewayCaller {
+  /** host:port of the client. */
+  peer: string;
+  token?: string;
+  /** The user its verified client certificate names (client-tls.ts certUser). */
+  certUser?: string;
 }
 
 /** The bidirectional streams the JSON gateway serves. */
@@ -122,11 +135,19 @@ function service(name: string): grpc.ServiceDefinition {
   return etcdPackage()[`etcdserverpb.${name}`] as unknown as grpc.ServiceDefinition;
 }
 
-function callContext(call: { getPeer(): string; metadata: grpc.Metadata }, stream = false): CallContext {
+/** What grpc-js's getAuthContext() tells of a call's TLS peer (its AuthContext, not exported). */
+interface CallAuth {
+  transportSecurityType?: string;
+  sslPeerCertificate?: PeerCertificate;
+}
+
+function callContext(call: { getPeer(): string; metadata: grpc.Metadata; getAuthContext?(): CallAuth }, stream = false): CallContext {
   // The peer string is built from the socket on each getPeer(); few handlers need it. A
   // connection the client port rewrites has no socket grpc-js can see ("unknown"); its requests
-  // carry the address in a header the rewriter sets (and removes from what the client sent).
+  // carry the address (and a client certificate's user) in headers the rewriter sets (and
+  // removes from what the client sent).
   let peer: string | undefined;
+  let certUser: string | null | undefined;
   return {
     get peer() {
       if (peer === undefined) {
@@ -134,6 +155,14 @@ function callContext(call: { getPeer(): string; metadata: grpc.Metadata }, strea
         peer = seen === 'unknown' ? (metadataString(call.metadata, REWRITTEN_PEER_HEADER) ?? seen) : seen;
       }
       return peer;
+    },
+    get certUser() {
+      if (certUser === undefined) {
+        // grpc-js gives a TLS peer's certificate only once Node has verified it.
+        const fromTls = certificateUser(call.getAuthContext?.().sslPeerCertificate);
+        certUser = fromTls ?? (call.getPeer() === 'unknown' ? metadataString(call.metadata, REWRITTEN_CERT_USER_HEADER) : undefined) ?? null;
+      }
+      return certUser ?? undefined;
     },
     requireLeader: call.metadata.get('hasleader')[0] === 'true',
     // clientv3 sends "token"; grpc-gateway passes an HTTP Authorization header as "authorization".
@@ -188,7 +217,8 @@ export class EtcdGrpcServer {
     const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
     // etcd serves its JSON gateway on the client port too (json-gateway.ts).
     s.gateway = new JsonGateway(s, Math.ceil((limits.maxRequestBytes * 4) / 3) + JSON_OVERHEAD_BYTES, opts.version ?? DEFAULT_GATEWAY_VERSION, opts.metrics, (err) => opts.onInternalError?.(err, 'gateway'));
-    s.listener = await SortingListener.listen(opts.host ?? '127.0.0.1', opts.port, injector, DEFAULT_SORTING_TIMEOUTS, s.gateway, (err) => opts.onInternalError?.(err, 'accept'));
+    const tls = opts.tls === undefined ? undefined : serverTlsOptions(opts.tls, DEFAULT_SORTING_TIMEOUTS.settingsAckMs);
+    s.listener = await SortingListener.listen(opts.host ?? '127.0.0.1', opts.port, injector, DEFAULT_SORTING_TIMEOUTS, s.gateway, (err) => opts.onInternalError?.(err, 'accept'), tls);
     return Object.assign(s, { port: s.listener.port });
   }
 
@@ -247,7 +277,7 @@ export class EtcdGrpcServer {
    * decoding, limits and handler), and returns the encoded response; for the JSON gateway.
    * Rejects with the gRPC status the call would have ended with.
    */
-  async invokeUnary(service: string, method: string, request: Uint8Array, peer: string, token?: string): Promise<Buffer> {
+  async invokeUnary(service: string, method: string, request: Uint8Array, who: GatewayCaller): Promise<Buffer> {
     const def = (etcdPackage()[`etcdserverpb.${service}`] as protoLoader.ServiceDefinition | undefined)?.[method];
     const m = this.unaryMethods.get(method);
     if (def === undefined || m === undefined) throw this.toStatus(new EtcdError('UNSUPPORTED', `${service}.${method}`), method);
@@ -255,7 +285,7 @@ export class EtcdGrpcServer {
     try {
       const req = def.requestDeserialize(Buffer.from(request)) as Obj;
       if (m.sizeChecked && requestBytes(req) > this.limits.maxRequestBytes) throw new EtcdError('REQUEST_TOO_LARGE');
-      resp = await m.fn(req, { peer, requireLeader: false, ...(token !== undefined ? { token } : {}) });
+      resp = await m.fn(req, { requireLeader: false, ...who });
     } catch (err) {
       throw this.toStatus(err, method);
     }
@@ -268,14 +298,15 @@ export class EtcdGrpcServer {
    * for the gRPC call: encoded requests go in, encoded responses come out to `out`.
    * `endRequests` is the client's half-close.
    */
-  openGatewayStream(method: GatewayStreamMethod, peer: string, out: GatewayStreamOutput, token?: string): GatewayStream {
+  openGatewayStream(method: GatewayStreamMethod, who: GatewayCaller, out: GatewayStreamOutput): GatewayStream {
     const service = method === 'Watch' ? 'Watch' : 'Lease';
     const def = (etcdPackage()[`etcdserverpb.${service}`] as protoLoader.ServiceDefinition)[method]!;
     const metadata = new grpc.Metadata();
-    if (token !== undefined) metadata.set('token', token);
+    if (who.token !== undefined) metadata.set('token', who.token);
     const call = Object.assign(new EventEmitter(), {
       metadata,
-      getPeer: () => peer,
+      getPeer: () => who.peer,
+      getAuthContext: (): CallAuth => (who.certUser === undefined ? {} : { transportSecurityType: 'ssl', sslPeerCertificate: { subject: { CN: who.certUser } } as PeerCertificate }),
       write: (m: unknown): boolean => {
         if (m instanceof EagerFrames) {
           const messages = m.messages();

@@ -309,6 +309,11 @@ export interface CallContext {
   requireLeader: boolean;
   /** The auth token the client sent (gRPC metadata "token", the gateway's Authorization header). */
   token?: string;
+  /**
+   * The user a verified client certificate names (client-tls.ts), with --client-cert-auth only:
+   * with auth enabled, a request without a token is this user's (etcd's AuthInfoFromTLS).
+   */
+  certUser?: string;
   /** The context of a stream (watch, keep-alive) rather than of one call. */
   stream?: boolean;
 }

@@ -1,0 +1,229 @@
+/**
+ * The client port over TLS (core/net/etcd/client-tls.ts): the npm etcd3 client and raw TLS
+ * connections against the etcd front end with the in-memory fake backend; a certificate is
+ * required with --client-cert-auth, and plain text, no certificate or a stranger's is refused.
+ */
+import t from 'tap';
+import fc from 'fast-check';
+import { readFileSync } from 'node:fs';
+import http2 from 'node:http2';
+import { request, type RequestOptions } from 'node:https';
+import { connect as tlsConnect } from 'node:tls';
+import { Etcd3 } from 'etcd3';
+import { EtcdGrpcServer } from '../../core/net/etcd/server.js';
+import { certificateUser, checkClientTls, chooseProtocol, clientAddress, clientUrl, dialTarget, type ClientTls } from '../../core/net/etcd/client-tls.js';
+import { FakeEtcdBackend } from './fake-etcd-backend.js';
+import { REWRITTEN_CERT_USER_HEADER } from '../../core/net/etcd/client-port-listener.js';
+import { hasOpenssl, makeTestCerts } from '../helpers/certs.js';
+
+t.test('member record addresses: https:// over TLS, plain host:port otherwise', async (t) => {
+  t.equal(clientAddress('10.0.0.5:2379', false), '10.0.0.5:2379');
+  t.equal(clientAddress('10.0.0.5:2379', true), 'https://10.0.0.5:2379');
+  t.equal(clientUrl('10.0.0.5:2379'), 'http://10.0.0.5:2379', 'a record from before TLS is plain');
+  t.equal(clientUrl('https://[::1]:2379'), 'https://[::1]:2379');
+  t.same(dialTarget('https://[::1]:2379'), { hostPort: '[::1]:2379', tls: true });
+  t.same(dialTarget('10.0.0.5:2379'), { hostPort: '10.0.0.5:2379', tls: false });
+});
+
+t.test('certificateUser: the subject\'s one common name', async (t) => {
+  t.equal(certificateUser({ subject: { CN: 'alice' } }), 'alice');
+  t.equal(certificateUser({ subject: { CN: ['alice', 'root'] } }), undefined, 'several: ambiguous, nobody');
+  t.equal(certificateUser({ subject: { CN: '' } }), undefined);
+  t.equal(certificateUser({ subject: {} }), undefined);
+  t.equal(certificateUser(undefined), undefined);
+});
+
+t.test('ALPN: HTTP/1.1 when offered (the JSON gateway), h2 for gRPC clients, nothing else', async (t) => {
+  t.equal(chooseProtocol({ protocols: ['h2'] }), 'h2');
+  t.equal(chooseProtocol({ protocols: ['h2', 'http/1.1'] }), 'http/1.1');
+  t.equal(chooseProtocol({ protocols: ['http/1.1'] }), 'http/1.1');
+  t.equal(chooseProtocol({ protocols: ['spdy/3'] }), undefined);
+});
+
+if (!hasOpenssl()) {
+  t.test('client port over TLS', { skip: 'openssl not installed (apt-get install openssl)' }, async () => undefined);
+} else {
+  const certs = makeTestCerts();
+  t.teardown(() => certs.remove());
+  const pem = (f: string): Buffer => readFileSync(f);
+  const serverTls = (clientCertAuth: boolean): ClientTls => ({ cert: pem(certs.serverCert), key: pem(certs.serverKey), ca: pem(certs.caCert), clientCertAuth });
+
+  t.test('checkClientTls refuses a key that is not the certificate\'s', async (t) => {
+    t.doesNotThrow(() => checkClientTls(serverTls(false)));
+    t.throws(() => checkClientTls({ ...serverTls(false), key: pem(certs.clientKey) }), /--key-file is not the key of --cert-file's certificate/);
+  });
+
+  /** One TLS connection's fate: 'open' once the server has sent something back, else why not. */
+  function tlsAttempt(port: number, opts: { cert?: string; key?: string; ALPNProtocols?: string[] }): Promise<{ alpn: string | false; authorized: boolean; error?: string }> {
+    return new Promise((resolve) => {
+      const s = tlsConnect({ host: '127.0.0.1', port, ca: pem(certs.caCert), cert: opts.cert && pem(opts.cert), key: opts.key && pem(opts.key), ALPNProtocols: opts.ALPNProtocols }, () => {
+        // TLS 1.3: a refused client certificate shows only when the server's alert arrives.
+        s.write('GET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      });
+      let body = '';
+      s.setEncoding('utf8');
+      s.on('data', (d: string) => (body += d));
+      s.on('error', (e: Error & { code?: string }) => resolve({ alpn: s.alpnProtocol ?? false, authorized: false, error: e.code ?? e.message }));
+      s.on('end', () => resolve({ alpn: s.alpnProtocol ?? false, authorized: /etcdserver/.test(body) }));
+    });
+  }
+
+  t.test('server TLS: etcd3 with the CA works; a plain client and a client without the CA do not', async (t) => {
+    const backend = new FakeEtcdBackend();
+    const server = await EtcdGrpcServer.start({ backend, port: 0, tls: serverTls(false) });
+    const secure = new Etcd3({ hosts: `https://127.0.0.1:${server.port}`, credentials: { rootCertificate: pem(certs.caCert) } });
+    const plain = new Etcd3({ hosts: `127.0.0.1:${server.port}`, dialTimeout: 1_000 });
+    const untrusting = new Etcd3({ hosts: `https://127.0.0.1:${server.port}`, dialTimeout: 1_000 });
+    t.teardown(async () => {
+      secure.close();
+      plain.close();
+      untrusting.close();
+      await server.close(200);
+    });
+    await secure.put('k').value('v');
+    t.equal(await secure.get('k').string(), 'v');
+    const watcher = await secure.watch().key('w').create();
+    const seen = new Promise<string>((resolve) => watcher.on('put', (kv) => resolve(kv.value.toString())));
+    await secure.put('w').value('event');
+    t.equal(await seen, 'event', 'a watch over TLS');
+    await watcher.cancel();
+    await t.rejects(plain.get('k').string(), 'a plain-text client gets nothing');
+    await t.rejects(untrusting.get('k').string(), 'a client that does not trust the CA refuses the server');
+    t.equal(await secure.getAll().count(), 2, 'only the secure client wrote');
+  });
+
+  t.test('the JSON gateway over HTTPS: curl-like clients offer HTTP/1.1 and reach it', async (t) => {
+    const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, tls: serverTls(false) });
+    t.teardown(() => server.close(200));
+    const body = await new Promise<string>((resolve, reject) => {
+      const opts: RequestOptions & { ALPNProtocols: string[] } = { host: '127.0.0.1', port: server.port, path: '/version', ca: pem(certs.caCert), ALPNProtocols: ['h2', 'http/1.1'] };
+      const req = request(opts, (res) => {
+        let b = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (b += d));
+        res.on('end', () => resolve(b));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    t.match(JSON.parse(body), { etcdserver: /\d/ });
+  });
+
+  t.test('--client-cert-auth: only a certificate the trusted CA signed gets in', async (t) => {
+    const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, tls: serverTls(true) });
+    t.teardown(() => server.close(200));
+    const withCert = await tlsAttempt(server.port, { cert: certs.clientCert, key: certs.clientKey, ALPNProtocols: ['http/1.1'] });
+    t.same(withCert, { alpn: 'http/1.1', authorized: true }, 'signed by the trusted CA: served');
+    const noCert = await tlsAttempt(server.port, { ALPNProtocols: ['http/1.1'] });
+    t.equal(noCert.authorized, false, `no certificate: nothing served (${noCert.error ?? 'closed'})`);
+    const stranger = await tlsAttempt(server.port, { cert: certs.strangerCert, key: certs.strangerKey, ALPNProtocols: ['http/1.1'] });
+    t.equal(stranger.authorized, false, `another CA's certificate: nothing served (${stranger.error ?? 'closed'})`);
+
+    const client = new Etcd3({
+      hosts: `https://127.0.0.1:${server.port}`,
+      credentials: { rootCertificate: pem(certs.caCert), certChain: pem(certs.clientCert), privateKey: pem(certs.clientKey) },
+    });
+    const anonymous = new Etcd3({ hosts: `https://127.0.0.1:${server.port}`, credentials: { rootCertificate: pem(certs.caCert) }, dialTimeout: 1_000 });
+    t.teardown(() => {
+      client.close();
+      anonymous.close();
+    });
+    await client.put('mtls').value('yes');
+    t.equal(await client.get('mtls').string(), 'yes', 'etcd3 with a client certificate');
+    await t.rejects(anonymous.get('mtls').string(), 'etcd3 without one');
+  });
+
+  /** A Range of "x" over a new HTTP/2 connection (with the client certificate of CN root): its grpc-status. */
+  const rangeOver = (port: number, headers: Record<string, string>): Promise<number> =>
+    new Promise((resolve, reject) => {
+      const session = http2.connect(`https://127.0.0.1:${port}`, { ca: pem(certs.caCert), cert: pem(certs.clientCert), key: pem(certs.clientKey) });
+      const req = session.request({ ':method': 'POST', ':path': '/etcdserverpb.KV/Range', 'content-type': 'application/grpc', te: 'trailers', ...headers });
+      const done = (status: number): void => {
+        session.close();
+        resolve(status);
+      };
+      // A refusal comes as headers alone (trailers-only), an answer with trailers.
+      req.on('response', (h) => h['grpc-status'] !== undefined && done(Number(h['grpc-status'])));
+      req.on('trailers', (tr) => done(Number(tr['grpc-status'])));
+      req.on('error', reject);
+      req.resume();
+      // RangeRequest { key: "x" } behind gRPC's 5-byte prefix.
+      req.end(Buffer.from([0, 0, 0, 0, 3, 0x0a, 0x01, 0x78]));
+    });
+
+  t.test('a verified client certificate names the caller (certUser); no header can claim one', async (t) => {
+    const backend = new FakeEtcdBackend();
+    const server = await EtcdGrpcServer.start({ backend, port: 0, tls: serverTls(true) });
+    const mtls = { rootCertificate: pem(certs.caCert), certChain: pem(certs.clientCert), privateKey: pem(certs.clientKey) };
+    // etcd3 sends only its own metadata; a raw grpc-js client sends a claim of its own.
+    const client = new Etcd3({ hosts: `https://127.0.0.1:${server.port}`, credentials: mtls });
+    t.teardown(async () => {
+      client.close();
+      await server.close(200);
+    });
+    await client.get('x').string();
+    t.equal(backend.lastRangeCertUser, 'root', 'gRPC: the certificate\'s common name');
+    backend.lastRangeCertUser = undefined;
+
+    backend.lastRangeCertUser = undefined;
+    t.equal(await rangeOver(server.port, { [REWRITTEN_CERT_USER_HEADER]: 'mallory' }), 0);
+    t.equal(backend.lastRangeCertUser, 'root', 'a connection grpc-js sees: the certificate, not the header');
+    backend.lastRangeCertUser = undefined;
+    // A URL as the first request's authority makes the client port rewrite the connection.
+    t.equal(await rangeOver(server.port, { ':authority': `https://127.0.0.1:${server.port}`, [REWRITTEN_CERT_USER_HEADER]: 'mallory' }), 0);
+    t.equal(backend.lastRangeCertUser, 'root', 'a rewritten connection: the certificate, the client\'s header dropped');
+
+    const gatewayBody = await new Promise<string>((resolve, reject) => {
+      const opts: RequestOptions & { ALPNProtocols: string[] } = { host: '127.0.0.1', port: server.port, path: '/v3/kv/range', method: 'POST', ca: pem(certs.caCert), cert: pem(certs.clientCert), key: pem(certs.clientKey), ALPNProtocols: ['http/1.1'] };
+      const req = request(opts, (res) => {
+        let b = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (b += d));
+        res.on('end', () => resolve(b));
+      });
+      req.on('error', reject);
+      req.end(JSON.stringify({ key: Buffer.from('x').toString('base64') }));
+    });
+    t.match(JSON.parse(gatewayBody), { header: {} }, gatewayBody);
+    t.equal(backend.lastRangeCertUser, 'root', 'the JSON gateway: the certificate');
+  });
+
+  t.test('server TLS without --client-cert-auth: no caller from a certificate, none from a header', async (t) => {
+    const backend = new FakeEtcdBackend();
+    const server = await EtcdGrpcServer.start({ backend, port: 0, tls: serverTls(false) });
+    const client = new Etcd3({ hosts: `https://127.0.0.1:${server.port}`, credentials: { rootCertificate: pem(certs.caCert), certChain: pem(certs.clientCert), privateKey: pem(certs.clientKey) } });
+    t.teardown(async () => {
+      client.close();
+      await server.close(200);
+    });
+    await client.get('x').string();
+    t.equal(backend.lastRangeCertUser, undefined, 'a certificate the server did not ask for names nobody');
+    t.equal(await rangeOver(server.port, { [REWRITTEN_CERT_USER_HEADER]: 'root' }), 0);
+    t.equal(backend.lastRangeCertUser, undefined, 'a header claiming a user, on a connection grpc-js sees');
+    t.equal(await rangeOver(server.port, { ':authority': `https://127.0.0.1:${server.port}`, [REWRITTEN_CERT_USER_HEADER]: 'root' }), 0);
+    t.equal(backend.lastRangeCertUser, undefined, 'the same on a rewritten connection');
+  });
+
+  t.test('garbage on the TLS port closes that connection; the port keeps serving', async (t) => {
+    const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, tls: serverTls(false) });
+    const client = new Etcd3({ hosts: `https://127.0.0.1:${server.port}`, credentials: { rootCertificate: pem(certs.caCert) } });
+    t.teardown(async () => {
+      client.close();
+      await server.close(200);
+    });
+    const { connect } = await import('node:net');
+    await fc.assert(
+      fc.asyncProperty(fc.uint8Array({ minLength: 1, maxLength: 4096 }), async (bytes) => {
+        await new Promise<void>((resolve) => {
+          const s = connect(server.port, '127.0.0.1', () => s.end(Buffer.from(bytes)));
+          s.on('error', () => resolve());
+          s.on('close', () => resolve());
+          s.resume();
+        });
+      }),
+      { numRuns: 40 },
+    );
+    await client.put('after').value('garbage');
+    t.equal(await client.get('after').string(), 'garbage');
+  });
+}
