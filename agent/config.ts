@@ -187,7 +187,8 @@ function clientTls(certFile: unknown, keyFile: unknown, caFile: unknown, certAut
   }
   if (certFile === undefined || keyFile === undefined) throw new ConfigError('--cert-file and --key-file go together: the client port\'s certificate and its private key');
   if (clientCertAuth && caFile === undefined) throw new ConfigError('--client-cert-auth needs --trusted-ca-file (the CA that signs client certificates)');
-  const tls: ClientTls = { cert: readPem('cert-file', certFile), key: readPem('key-file', keyFile), ca: caFile === undefined ? undefined : readPem('trusted-ca-file', caFile), clientCertAuth };
+  const files = { cert: String(certFile), key: String(keyFile), ...(caFile === undefined ? {} : { ca: String(caFile) }) };
+  const tls: ClientTls = { cert: readPem('cert-file', certFile), key: readPem('key-file', keyFile), ca: caFile === undefined ? undefined : readPem('trusted-ca-file', caFile), clientCertAuth, files };
   try {
     checkClientTls(tls);
   } catch (e) {

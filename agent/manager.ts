@@ -7,6 +7,7 @@ import { ManagerEtcdBackend } from '../core/api/etcd-backend.js';
 import { ManagerNode } from '../core/api/manager-node.js';
 import { boardId } from './board-id.js';
 import { EtcdGrpcServer } from '../core/net/etcd/server.js';
+import { ClientTlsFiles, tlsSource, type ClientTlsSource } from '../core/net/etcd/client-tls.js';
 import { AgentConfig } from './config.js';
 
 export interface RunningManager {
@@ -61,13 +62,22 @@ export async function startManager(
     newBoard: config.newBoard,
   });
   let grpc: EtcdGrpcServer | undefined;
-  const backend = new ManagerEtcdBackend(node, config.clientTls);
+  // The certificate files are read again when they change, as etcd's are.
+  const own = config.clientTls;
+  const tls: ClientTlsSource | undefined =
+    own?.files === undefined
+      ? own && tlsSource(own)
+      : new ClientTlsFiles({ ...own, files: own.files }, (outcome) => {
+          if (outcome.ok) log.info({ files: own.files }, 'client port: certificate files changed; new connections use them');
+          else log.warn({ files: own.files, reason: outcome.reason }, 'client port: certificate files changed but cannot be used; still serving the ones read before');
+        });
+  const backend = new ManagerEtcdBackend(node, tls);
   try {
     grpc = await EtcdGrpcServer.start({
       backend,
       port: config.clientPort,
       host: config.bindAddr,
-      tls: config.clientTls,
+      tls,
       onInternalError: (err, method) => log.error({ err, method }, 'etcd API internal error'),
       metrics,
     });
@@ -75,8 +85,8 @@ export async function startManager(
     await node.stop();
     throw e;
   }
-  const tls = config.clientTls;
-  log.info({ client: `${config.bindAddr}:${config.clientPort}`, tls: tls === undefined ? 'off' : tls.clientCertAuth ? 'client certificates required' : 'on' }, 'etcd API listening');
+  const mode = config.clientTls === undefined ? 'off' : config.clientTls.clientCertAuth ? 'client certificates required' : 'on';
+  log.info({ client: `${config.bindAddr}:${config.clientPort}`, tls: mode }, 'etcd API listening');
   if (config.bootstrap) log.info({ token: node.tokenString() }, 'join token (also in the data dir): picloud-node agent --join HOST --token TOKEN');
   return {
     node,

@@ -20,7 +20,7 @@ import { ManagerAuthBackend } from './etcd-auth-backend.js';
 import { etcdErrors, etcdErrorsSync, toEtcdError } from './etcd-errors.js';
 import { ManagerNode } from './manager-node.js';
 import { LeaseForwarder } from './lease-forwarder.js';
-import { clientUrl, type ClientTls } from '../net/etcd/client-tls.js';
+import { clientUrl, type ClientTlsSource } from '../net/etcd/client-tls.js';
 
 /** How soon a watch's second auth check is tried again when it found no leader. */
 const WATCH_RECHECK_RETRY_MS = 200;
@@ -134,7 +134,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   /** `clientTls`: the member's client port TLS, which it also dials the leader's with (lease-forwarder.ts). */
   constructor(
     private readonly node: ManagerNode,
-    clientTls?: ClientTls,
+    clientTls?: ClientTlsSource,
   ) {
     this.forwarder = new LeaseForwarder(clientTls);
     this.auth = new ManagerAuthBackend({ node, header: (rev) => this.header(rev), replicate: (req) => this.replicate(req) });

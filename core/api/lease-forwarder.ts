@@ -8,7 +8,7 @@
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../net/proto-files.js';
-import { dialTarget, memberDialCredentials, type ClientTls } from '../net/etcd/client-tls.js';
+import { dialTarget, memberDialCredentials, type ClientTls, type ClientTlsSource } from '../net/etcd/client-tls.js';
 
 /** How long a forwarded keep-alive or time-to-live may wait for the leader's answer. */
 export const FORWARD_TIMEOUT_MS = 5_000;
@@ -59,17 +59,15 @@ export class LeaseForwarder {
   private target = '';
   private pendingCount = 0;
 
+  /** The member's TLS the client to the leader was made with (a renewed certificate makes a new client). */
+  private dialedWith: ClientTls | undefined;
+
   /**
    * `clientTls`: this member's own client TLS, with which it dials a leader that serves TLS
    * (client-tls.ts). A member without it forwards to such a leader over TLS checked against
    * the system's roots only.
    */
-  constructor(private readonly clientTls?: ClientTls) {}
-
-  private credentials(tls: boolean): grpc.ChannelCredentials {
-    if (!tls) return grpc.credentials.createInsecure();
-    return this.clientTls === undefined ? grpc.credentials.createSsl() : memberDialCredentials(this.clientTls);
-  }
+  constructor(private readonly clientTls?: ClientTlsSource) {}
 
   /** Streams open to the leader (one per caller's token). */
   get streamCount(): number {
@@ -115,12 +113,15 @@ export class LeaseForwarder {
 
   /** The client for the leader at `addr`; a new leader closes the old one's client and streams. */
   private clientTo(addr: string): LeaseClient {
-    if (this.client && this.target === addr) return this.client;
+    const { hostPort, tls } = dialTarget(addr);
+    const own = tls ? this.clientTls?.current() : undefined;
+    if (this.client && this.target === addr && this.dialedWith === own) return this.client;
     this.close();
     const Ctor = leaseClientCtor();
     this.target = addr;
-    const { hostPort, tls } = dialTarget(addr);
-    this.client = new Ctor(hostPort, this.credentials(tls));
+    this.dialedWith = own;
+    const credentials = !tls ? grpc.credentials.createInsecure() : own === undefined ? grpc.credentials.createSsl() : memberDialCredentials(own);
+    this.client = new Ctor(hostPort, credentials);
     return this.client;
   }
 

@@ -3,21 +3,29 @@
  * --trusted-ca-file, --client-cert-auth), against three real agents: etcdctl and the npm etcd3
  * client with certificates; plain text and a stranger's certificate refused; keep-alives sent to
  * a follower forwarded to the leader over TLS; member list and `endpoint status --cluster` over
- * https:// URLs; `picloud-node snapshot save` with etcdctl's TLS flags.
+ * https:// URLs; `picloud-node snapshot save` with etcdctl's TLS flags; certificate files renewed
+ * on disk; auth by a certificate's common name.
  */
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { AgentCluster, CLI, etcdctl, hasEtcdctl, leaderAgent } from '../helpers/agents.js';
 import { hasOpenssl, makeTestCerts } from '../helpers/certs.js';
+import { TLS_FILES_CHECK_MS } from '../../core/net/etcd/client-tls.js';
 
 if (!hasEtcdctl() || !hasOpenssl()) {
   t.test('client port over TLS', { skip: 'needs etcdctl and openssl (apt-get install etcd-client openssl)' }, async () => undefined);
 } else {
   const certs = makeTestCerts();
-  const tlsFlags = ['--cert-file', certs.serverCert, '--key-file', certs.serverKey, '--trusted-ca-file', certs.caCert, '--client-cert-auth'];
+  // The members' own copies, renewed in place below.
+  const member = { cert: join(certs.dir, 'member.crt'), key: join(certs.dir, 'member.key') };
+  copyFileSync(certs.serverCert, member.cert);
+  copyFileSync(certs.serverKey, member.key);
+  const tlsFlags = ['--cert-file', member.cert, '--key-file', member.key, '--trusted-ca-file', certs.caCert, '--client-cert-auth'];
   const cluster = new AgentCluster(['--tick-ms', '50', ...tlsFlags]);
   const mtls = ['--cacert', certs.caCert, '--cert', certs.clientCert, '--key', certs.clientKey];
   cluster.ctlArgs = mtls;
@@ -97,6 +105,26 @@ if (!hasEtcdctl() || !hasOpenssl()) {
     const noCert = spawnSync(process.execPath, [CLI, 'snapshot', 'save', join(cluster.root, 'no.snap'), '--endpoints', endpoint, '--cacert', certs.caCert], { encoding: 'utf8', timeout: 30_000 });
     t.not(noCert.status, 0, 'refused without a client certificate');
     t.notOk(existsSync(join(cluster.root, 'no.snap')), 'nothing saved');
+  });
+
+  t.test('certificate files renewed on disk are served without a restart', async (t) => {
+    const served = (): Promise<string> =>
+      new Promise((resolve, reject) => {
+        const s = tlsConnect({ host: '127.0.0.1', port: cluster.agents[0]!.ports.client, ca: readFileSync(certs.caCert), cert: readFileSync(certs.clientCert), key: readFileSync(certs.clientKey), ALPNProtocols: ['h2'] }, () => {
+          resolve(s.getPeerCertificate().serialNumber);
+          s.destroy();
+        });
+        s.on('error', reject);
+      });
+    t.equal(await served(), new X509Certificate(readFileSync(certs.serverCert)).serialNumber);
+    const renewed = certs.renewedServer();
+    copyFileSync(renewed.cert, member.cert);
+    copyFileSync(renewed.key, member.key);
+    // A connection looks at the files at most once a second (TLS_FILES_CHECK_MS).
+    await new Promise((r) => setTimeout(r, TLS_FILES_CHECK_MS + 100));
+    t.equal(await served(), new X509Certificate(readFileSync(renewed.cert)).serialNumber, 'the renewed certificate, from the first connection after');
+    t.match(cluster.agents[0]!.log.join(''), /certificate files changed; new connections use them/);
+    t.equal(ctl([...mtls, 'get', 'tls/a', '--print-value-only'], cluster.endpoints([cluster.agents[0]!])).stdout, '2\n', 'etcdctl against it');
   });
 
   // Last: it turns auth on for the rest of this cluster's life.

@@ -19,6 +19,8 @@ export interface TestCerts {
   /** A client certificate and key signed by another CA. */
   strangerCert: string;
   strangerKey: string;
+  /** Another server certificate for 127.0.0.1 from the same CA (a renewal). */
+  renewedServer(): { cert: string; key: string };
   /** A client certificate and key for user `cn`, signed by the trusted CA. */
   clientFor(cn: string): { cert: string; key: string };
   remove(): void;
@@ -49,7 +51,8 @@ export function makeTestCerts(): TestCerts {
   makeCa(dir, 'ca');
   makeCa(dir, 'other-ca');
   // Members also present the server certificate as a client (lease forwarding), as etcd's do.
-  issue(dir, 'ca', 'server', 'picloud member', ['subjectAltName=IP:127.0.0.1,DNS:localhost', 'extendedKeyUsage=serverAuth,clientAuth']);
+  const serverExt = ['subjectAltName=IP:127.0.0.1,DNS:localhost', 'extendedKeyUsage=serverAuth,clientAuth'];
+  issue(dir, 'ca', 'server', 'picloud member', serverExt);
   issue(dir, 'ca', 'client', 'root', ['extendedKeyUsage=clientAuth']);
   issue(dir, 'other-ca', 'stranger', 'root', ['extendedKeyUsage=clientAuth']);
   const f = (n: string): string => join(dir, n);
@@ -62,6 +65,10 @@ export function makeTestCerts(): TestCerts {
     clientKey: f('client.key'),
     strangerCert: f('stranger.crt'),
     strangerKey: f('stranger.key'),
+    renewedServer: () => {
+      issue(dir, 'ca', 'server-renewed', 'picloud member', serverExt);
+      return { cert: f('server-renewed.crt'), key: f('server-renewed.key') };
+    },
     clientFor: (cn) => {
       const name = `client-${cn.replace(/[^A-Za-z0-9]/g, '_')}`;
       issue(dir, 'ca', name, cn, ['extendedKeyUsage=clientAuth']);

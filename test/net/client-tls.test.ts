@@ -5,13 +5,16 @@
  */
 import t from 'tap';
 import fc from 'fast-check';
-import { readFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import http2 from 'node:http2';
 import { request, type RequestOptions } from 'node:https';
 import { connect as tlsConnect } from 'node:tls';
 import { Etcd3 } from 'etcd3';
 import { EtcdGrpcServer } from '../../core/net/etcd/server.js';
-import { certificateUser, checkClientTls, chooseProtocol, clientAddress, clientUrl, dialTarget, type ClientTls } from '../../core/net/etcd/client-tls.js';
+import { ClientTlsFiles, certificateUser, checkClientTls, chooseProtocol, clientAddress, clientUrl, dialTarget, type ClientTls } from '../../core/net/etcd/client-tls.js';
 import { FakeEtcdBackend } from './fake-etcd-backend.js';
 import { REWRITTEN_CERT_USER_HEADER } from '../../core/net/etcd/client-port-listener.js';
 import { hasOpenssl, makeTestCerts } from '../helpers/certs.js';
@@ -202,6 +205,46 @@ if (!hasOpenssl()) {
     t.equal(backend.lastRangeCertUser, undefined, 'a header claiming a user, on a connection grpc-js sees');
     t.equal(await rangeOver(server.port, { ':authority': `https://127.0.0.1:${server.port}`, [REWRITTEN_CERT_USER_HEADER]: 'root' }), 0);
     t.equal(backend.lastRangeCertUser, undefined, 'the same on a rewritten connection');
+  });
+
+  t.test('certificate files read again when they change: the next connection gets the new ones', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'picloud-tls-files-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const files = { cert: join(dir, 'member.crt'), key: join(dir, 'member.key') };
+    copyFileSync(certs.serverCert, files.cert);
+    copyFileSync(certs.serverKey, files.key);
+    const renewed = certs.renewedServer();
+    const outcomes: string[] = [];
+    const source = new ClientTlsFiles({ cert: pem(files.cert), key: pem(files.key), clientCertAuth: false, files }, (o) => outcomes.push(o.ok ? 'ok' : o.reason), 0);
+    const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, tls: source });
+    t.teardown(() => server.close(200));
+    const servedSerial = (): Promise<string> =>
+      new Promise((resolve, reject) => {
+        const s = tlsConnect({ host: '127.0.0.1', port: server.port, ca: pem(certs.caCert), ALPNProtocols: ['h2'] }, () => {
+          resolve(s.getPeerCertificate().serialNumber);
+          s.destroy();
+        });
+        s.on('error', reject);
+      });
+    const serialOf = (f: string): string => new X509Certificate(pem(f)).serialNumber;
+    t.equal(await servedSerial(), serialOf(certs.serverCert), 'the certificate read at start');
+    copyFileSync(renewed.cert, files.cert);
+    copyFileSync(renewed.key, files.key);
+    t.equal(await servedSerial(), serialOf(renewed.cert), 'renewed on disk: served from the next connection');
+    t.same(outcomes, ['ok']);
+    copyFileSync(certs.serverCert, files.cert); // its key not yet written beside it
+    t.equal(await servedSerial(), serialOf(renewed.cert), 'a certificate without its key: the pair in use stays');
+    t.match(outcomes[1], /--key-file is not the key of --cert-file's certificate/);
+    copyFileSync(certs.serverKey, files.key);
+    t.equal(await servedSerial(), serialOf(certs.serverCert), 'its key written: taken');
+    t.same(outcomes.slice(2), ['ok']);
+
+    const slow = new ClientTlsFiles({ cert: pem(files.cert), key: pem(files.key), clientCertAuth: false, files }, undefined, 60_000);
+    const first = slow.current();
+    t.equal(slow.current(), first, 'the same object while nothing changed');
+    copyFileSync(renewed.cert, files.cert);
+    copyFileSync(renewed.key, files.key);
+    t.equal(slow.current(), first, 'looked at no more than once per checkMs');
   });
 
   t.test('garbage on the TLS port closes that connection; the port keeps serving', async (t) => {

@@ -21,7 +21,7 @@
  * as etcd serves its gateway on the same port; anything else goes to HTTP/2, to be refused there.
  */
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { createServer as createTlsServer, type TLSSocket, type TlsOptions } from 'node:tls';
+import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket, type TlsOptions } from 'node:tls';
 import { WRAPPED_CONNECTION, certUser } from './client-tls.js';
 import { Duplex } from 'node:stream';
 import hpack from 'hpack.js';
@@ -494,7 +494,8 @@ export class SortingListener {
 
   /**
    * `http1`: where HTTP/1 connections go (the JSON gateway); without it they go to HTTP/2 too.
-   * `tls`: serve TLS (client-tls.ts); the decrypted connection is sorted and handed over.
+   * `tls`: serve TLS (client-tls.ts) with the options it gives when a connection arrives (a new
+   * object when the certificate changed); the decrypted connection is sorted and handed over.
    */
   static async listen(
     host: string,
@@ -503,9 +504,10 @@ export class SortingListener {
     timeouts = DEFAULT_SORTING_TIMEOUTS,
     http1?: ConnectionSink,
     onError?: (err: Error) => void,
-    tls?: TlsOptions,
+    tls?: () => TlsOptions,
   ): Promise<SortingListener> {
-    const server = tls === undefined ? createServer() : createTlsServer(tls);
+    let inUse = tls?.();
+    const server = inUse === undefined ? createServer() : createTlsServer(inUse);
     const listener = new SortingListener(server);
     const sort = (socket: Socket): void => {
       listener.sorting.add(socket);
@@ -516,6 +518,13 @@ export class SortingListener {
       if (tls === undefined) sort(socket);
     });
     if (tls !== undefined) {
+      // Ahead of Node's own listener, which starts the handshake with the context set here.
+      server.prependListener('connection', () => {
+        const now = tls();
+        if (now === inUse) return;
+        inUse = now;
+        (server as TlsServer).setSecureContext(now);
+      });
       // Node has checked a required client certificate already (rejectUnauthorized). A
       // handshake still under way at close ends by its timeout or here.
       server.on('secureConnection', (socket: TLSSocket) => (listener.closed ? socket.destroy() : sort(socket)));

@@ -14,9 +14,10 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
 import { TLSSocket, createSecureContext, rootCertificates, type TlsOptions } from 'node:tls';
 
-/** What a member's client port needs for TLS: PEM bytes, read once at start. */
+/** What a member's client port needs for TLS: PEM bytes. */
 export interface ClientTls {
   cert: Buffer;
   key: Buffer;
@@ -24,6 +25,73 @@ export interface ClientTls {
   ca?: Buffer;
   /** etcd's --client-cert-auth: refuse a client without a certificate `ca` signed (the system's roots without `ca`). */
   clientCertAuth: boolean;
+  /** The files the bytes were read from, when they may be read again (ClientTlsFiles). */
+  files?: { cert: string; key: string; ca?: string };
+}
+
+/** Where the client port's TLS comes from at each new connection: fixed, or files that change. */
+export interface ClientTlsSource {
+  /** The TLS to use now; the same object until something changed. */
+  current(): ClientTls;
+}
+
+export function tlsSource(tls: ClientTls | ClientTlsSource): ClientTlsSource {
+  return 'current' in tls ? tls : { current: () => tls };
+}
+
+/** How often at most a new connection makes ClientTlsFiles look at the files. */
+export const TLS_FILES_CHECK_MS = 1_000;
+
+/**
+ * The client port's certificate files, read again once they change, as etcd reads them at
+ * every handshake: a certificate renewed on disk (by step-ca, certbot or a cron job) is served
+ * from the next connection on, without a restart. A new connection looks at the files at most
+ * once per `checkMs` (a stat of each; no timer runs while nobody connects). A set that does not
+ * make a usable context (a key not yet replaced beside its new certificate) is not taken: the
+ * files in use stay, and `onReload` says why; the next change is looked at again.
+ */
+export class ClientTlsFiles implements ClientTlsSource {
+  private tls: ClientTls;
+  private stamp: string;
+  private checkedAt = -Infinity;
+
+  constructor(
+    initial: ClientTls & { files: NonNullable<ClientTls['files']> },
+    private readonly onReload: (outcome: { ok: true } | { ok: false; reason: string }) => void = () => undefined,
+    private readonly checkMs = TLS_FILES_CHECK_MS,
+  ) {
+    this.tls = initial;
+    this.stamp = this.stampNow();
+  }
+
+  current(): ClientTls {
+    const now = performance.now();
+    if (now - this.checkedAt < this.checkMs) return this.tls;
+    this.checkedAt = now;
+    const stamp = this.stampNow();
+    if (stamp === this.stamp) return this.tls;
+    this.stamp = stamp;
+    const files = this.tls.files!;
+    try {
+      const next: ClientTls = { cert: readFileSync(files.cert), key: readFileSync(files.key), ca: files.ca === undefined ? undefined : readFileSync(files.ca), clientCertAuth: this.tls.clientCertAuth, files };
+      checkClientTls(next);
+      this.tls = next;
+      this.onReload({ ok: true });
+    } catch (e) {
+      this.onReload({ ok: false, reason: (e as Error).message });
+    }
+    return this.tls;
+  }
+
+  /** Size, change time and inode of each file: a rename over it changes the inode. */
+  private stampNow(): string {
+    const { cert, key, ca } = this.tls.files!;
+    return [cert, key, ca].map((f) => {
+      if (f === undefined) return '';
+      const st = statSync(f, { throwIfNoEntry: false });
+      return st === undefined ? 'missing' : `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+    }).join('|');
+  }
 }
 
 /** The URL scheme a member advertises for its client port. */

@@ -9,7 +9,6 @@
  */
 import { createHash } from 'node:crypto';
 import { EventEmitter, once } from 'node:events';
-import type { PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../proto-files.js';
@@ -20,7 +19,8 @@ import { framedSnapshotBytes, snapshotTrailer } from './snapshot-file.js';
 import { encodeEventsFrames, eventsResponseBytes, type EventsResponse } from './watch-encoding.js';
 import { DEFAULT_SORTING_TIMEOUTS, REWRITTEN_CERT_USER_HEADER, REWRITTEN_PEER_HEADER, SortingListener } from './client-port-listener.js';
 import { JsonGateway } from './json-gateway.js';
-import { certificateUser, serverTlsOptions, type ClientTls } from './client-tls.js';
+import { certificateUser, serverTlsOptions, tlsSource, type ClientTls, type ClientTlsSource } from './client-tls.js';
+import type { PeerCertificate, TlsOptions } from 'node:tls';
 import { EagerFrames, EagerMessage, eagerSendInterceptor } from './eager-send.js';
 
 /** etcd's --max-request-bytes default. */
@@ -65,8 +65,8 @@ export interface EtcdServerOptions {
   version?: { etcdserver: string; etcdcluster: string };
   /** Prometheus text for GET /metrics on the client port (etcd serves it there too); 404 without. */
   metrics?: () => Promise<{ contentType: string; body: string }>;
-  /** Serve the port over TLS (client-tls.ts); plain when absent. */
-  tls?: ClientTls;
+  /** Serve the port over TLS (client-tls.ts): fixed, or files read again when they change; plain when absent. */
+  tls?: ClientTls | ClientTlsSource;
 }
 
 type Obj = Record<string, unknown>;
@@ -133,6 +133,20 @@ function etcdPackage(): protoLoader.PackageDefinition {
 
 function service(name: string): grpc.ServiceDefinition {
   return etcdPackage()[`etcdserverpb.${name}`] as unknown as grpc.ServiceDefinition;
+}
+
+/** The TLS server's options for each new connection: new ones only when the source's TLS changed. */
+function serverTlsProvider(source: ClientTlsSource): () => TlsOptions {
+  let tls: ClientTls | undefined;
+  let options: TlsOptions | undefined;
+  return () => {
+    const now = source.current();
+    if (now !== tls) {
+      tls = now;
+      options = serverTlsOptions(now, DEFAULT_SORTING_TIMEOUTS.settingsAckMs);
+    }
+    return options!;
+  };
 }
 
 /** What grpc-js's getAuthContext() tells of a call's TLS peer (its AuthContext, not exported). */
@@ -217,7 +231,7 @@ export class EtcdGrpcServer {
     const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
     // etcd serves its JSON gateway on the client port too (json-gateway.ts).
     s.gateway = new JsonGateway(s, Math.ceil((limits.maxRequestBytes * 4) / 3) + JSON_OVERHEAD_BYTES, opts.version ?? DEFAULT_GATEWAY_VERSION, opts.metrics, (err) => opts.onInternalError?.(err, 'gateway'));
-    const tls = opts.tls === undefined ? undefined : serverTlsOptions(opts.tls, DEFAULT_SORTING_TIMEOUTS.settingsAckMs);
+    const tls = opts.tls === undefined ? undefined : serverTlsProvider(tlsSource(opts.tls));
     s.listener = await SortingListener.listen(opts.host ?? '127.0.0.1', opts.port, injector, DEFAULT_SORTING_TIMEOUTS, s.gateway, (err) => opts.onInternalError?.(err, 'accept'), tls);
     return Object.assign(s, { port: s.listener.port });
   }
