@@ -169,6 +169,13 @@ function newBoard(flag: unknown, inFile: unknown): string | undefined {
   return flag;
 }
 
+/** A switch: true, false or absent. A config file's "true" or 1 is refused rather than read as off. */
+function flagOn(flag: string, v: unknown): boolean {
+  if (v === undefined) return false;
+  if (typeof v !== 'boolean') throw new ConfigError(`${flag}: expected true or false, got ${JSON.stringify(v)}`);
+  return v;
+}
+
 function readPem(flag: string, path: unknown): Buffer {
   if (typeof path !== 'string' || path === '') throw new ConfigError(`--${flag}: expected a file name`);
   try {
@@ -180,7 +187,7 @@ function readPem(flag: string, path: unknown): Buffer {
 
 /** The client port's TLS, read and checked now so that a bad file is refused before anything listens. */
 function clientTls(certFile: unknown, keyFile: unknown, caFile: unknown, certAuth: unknown): ClientTls | undefined {
-  const clientCertAuth = certAuth === true;
+  const clientCertAuth = flagOn('client-cert-auth', certAuth);
   if (certFile === undefined && keyFile === undefined) {
     if (caFile !== undefined || clientCertAuth) throw new ConfigError('--trusted-ca-file and --client-cert-auth need --cert-file and --key-file (the client port\'s own certificate)');
     return undefined;
@@ -221,7 +228,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     if (typeof file !== 'object' || file === null || Array.isArray(file)) throw new ConfigError(`--config ${flags.config}: expected a JSON object`);
   }
   const get = (k: string): unknown => flags[k] ?? file[k];
-  const dev = get('dev') === true;
+  const dev = flagOn('dev', get('dev'));
   const name = (get('name') as string | undefined) ?? (dev ? 'dev' : undefined);
   if (!name) throw new ConfigError('--name is required (or use --dev)');
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(name)) throw new ConfigError(`--name: "${name}" must be 1-63 letters, digits, '.', '_' or '-'`);
@@ -234,7 +241,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
   for (const j of joinList) {
     if (!/^[A-Za-z0-9.\-:[\]]+$/.test(j)) throw new ConfigError(`--join: "${j}" is not HOST[:PORT]`);
   }
-  const bootstrap = get('bootstrap') === true || (dev && joinList.length === 0);
+  const bootstrap = flagOn('bootstrap', get('bootstrap')) || (dev && joinList.length === 0);
   if (bootstrap && joinList.length > 0) throw new ConfigError('--bootstrap and --join are mutually exclusive');
   if (!bootstrap && joinList.length === 0) throw new ConfigError('either --bootstrap (start a cluster) or --join HOST[:PORT] --token T is required');
   const token = get('token') as string | undefined;

@@ -7,7 +7,8 @@ import { ManagerEtcdBackend } from '../core/api/etcd-backend.js';
 import { ManagerNode } from '../core/api/manager-node.js';
 import { boardId } from './board-id.js';
 import { EtcdGrpcServer } from '../core/net/etcd/server.js';
-import { ClientTlsFiles, tlsSource, type ClientTlsSource } from '../core/net/etcd/client-tls.js';
+import { ClientTlsFiles, checkMemberCanVerify, dialTarget, tlsSource, type ClientTlsSource } from '../core/net/etcd/client-tls.js';
+import { parseHostPort } from '../core/net/address.js';
 import { AgentConfig } from './config.js';
 
 export interface RunningManager {
@@ -84,6 +85,11 @@ export async function startManager(
   } catch (e) {
     await node.stop();
     throw e;
+  }
+  const ownAddr = node.members.get(node.id)?.clientAddr;
+  if (own !== undefined && ownAddr !== undefined) {
+    const why = checkMemberCanVerify(own, parseHostPort(dialTarget(ownAddr).hostPort).host);
+    if (why !== undefined) log.warn({ certFile: own.files?.cert, why }, 'other members cannot verify this member\'s client certificate: lease keep-alives sent to a follower will fail while this member leads');
   }
   const mode = config.clientTls === undefined ? 'off' : config.clientTls.clientCertAuth ? 'client certificates required' : 'on';
   log.info({ client: `${config.bindAddr}:${config.clientPort}`, tls: mode }, 'etcd API listening');

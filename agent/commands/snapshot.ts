@@ -84,8 +84,9 @@ function readTlsFile(flag: string, path: string | undefined): Buffer | undefined
 }
 
 /**
- * etcdctl's way of choosing TLS: an https:// endpoint or any of --cacert, --cert, --key; the
- * server is checked against --cacert (the system's roots without it).
+ * etcdctl's way of choosing TLS: an https:// endpoint, or an endpoint without a scheme and any
+ * of --cacert, --cert, --key (http:// stays plain); the server is checked against --cacert (the
+ * system's roots without it).
  */
 function endpointOf(endpoints: string | undefined, tls: { cacert?: string; cert?: string; key?: string }): Endpoint {
   const first = (endpoints ?? '127.0.0.1:2379').split(',')[0]!.trim();
@@ -95,7 +96,7 @@ function endpointOf(endpoints: string | undefined, tls: { cacert?: string; cert?
   const ca = readTlsFile('cacert', tls.cacert);
   const cert = readTlsFile('cert', tls.cert);
   const key = readTlsFile('key', tls.key);
-  const secure = m[1] === 'https' || ca !== undefined || cert !== undefined;
+  const secure = m[1] === 'https' || (m[1] === undefined && (ca !== undefined || cert !== undefined));
   if (!secure) return { hostPort: m[2]!, credentials: grpc.credentials.createInsecure() };
   // grpc-js names an IP address as the TLS server name, which Node warns about (DEP0123) on a
   // command's output; the certificate is still checked against the address.

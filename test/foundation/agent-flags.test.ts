@@ -105,6 +105,13 @@ t.test('client TLS flags (etcd\'s names): read and checked before anything liste
   for (const [argv, message] of bad) {
     t.throws(() => parseAgentArgs(['--dev', ...argv]), { name: 'ConfigError', message }, argv.join(' '));
   }
+  const file = join(certs.dir, 'agent.json');
+  for (const v of ['true', 1, 'yes']) {
+    writeFileSync(file, JSON.stringify({ 'cert-file': certs.serverCert, 'key-file': certs.serverKey, 'trusted-ca-file': certs.caCert, 'client-cert-auth': v }));
+    t.throws(() => parseAgentArgs(['--dev', '--config', file]), { name: 'ConfigError', message: /client-cert-auth: expected true or false/ }, `a config file's client-cert-auth ${JSON.stringify(v)} is refused, not read as off`);
+  }
+  writeFileSync(file, JSON.stringify({ 'cert-file': certs.serverCert, 'key-file': certs.serverKey, 'trusted-ca-file': certs.caCert, 'client-cert-auth': true }));
+  t.equal(parseAgentArgs(['--dev', '--config', file]).clientTls?.clientCertAuth, true, 'true in a config file');
 });
 
 t.test('the CLI: a bad flag exits 2 with the message, no stack trace', async (t) => {

@@ -19,6 +19,8 @@ export interface TestCerts {
   /** A client certificate and key signed by another CA. */
   strangerCert: string;
   strangerKey: string;
+  /** A self-signed server certificate for 127.0.0.1 (no CA). */
+  selfSignedServer(): { cert: string; key: string };
   /** Another server certificate for 127.0.0.1 from the same CA (a renewal). */
   renewedServer(): { cert: string; key: string };
   /** A client certificate and key for user `cn`, signed by the trusted CA. */
@@ -65,6 +67,10 @@ export function makeTestCerts(): TestCerts {
     clientKey: f('client.key'),
     strangerCert: f('stranger.crt'),
     strangerKey: f('stranger.key'),
+    selfSignedServer: () => {
+      openssl(dir, ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', '/CN=self-signed member', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', 'self.key', '-out', 'self.crt']);
+      return { cert: f('self.crt'), key: f('self.key') };
+    },
     renewedServer: () => {
       issue(dir, 'ca', 'server-renewed', 'picloud member', serverExt);
       return { cert: f('server-renewed.crt'), key: f('server-renewed.key') };

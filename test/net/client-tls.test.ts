@@ -14,7 +14,7 @@ import { request, type RequestOptions } from 'node:https';
 import { connect as tlsConnect } from 'node:tls';
 import { Etcd3 } from 'etcd3';
 import { EtcdGrpcServer } from '../../core/net/etcd/server.js';
-import { ClientTlsFiles, certificateUser, checkClientTls, chooseProtocol, clientAddress, clientUrl, dialTarget, type ClientTls } from '../../core/net/etcd/client-tls.js';
+import { ClientTlsFiles, certificateUser, checkClientTls, checkMemberCanVerify, serverTlsOptions, chooseProtocol, clientAddress, clientUrl, dialTarget, type ClientTls } from '../../core/net/etcd/client-tls.js';
 import { FakeEtcdBackend } from './fake-etcd-backend.js';
 import { REWRITTEN_CERT_USER_HEADER } from '../../core/net/etcd/client-port-listener.js';
 import { hasOpenssl, makeTestCerts } from '../helpers/certs.js';
@@ -189,6 +189,20 @@ if (!hasOpenssl()) {
     });
     t.match(JSON.parse(gatewayBody), { header: {} }, gatewayBody);
     t.equal(backend.lastRangeCertUser, 'root', 'the JSON gateway: the certificate');
+    const firstLine = await new Promise<string>((resolve, reject) => {
+      const opts: RequestOptions & { ALPNProtocols: string[] } = { host: '127.0.0.1', port: server.port, path: '/v3/watch', method: 'POST', ca: pem(certs.caCert), cert: pem(certs.clientCert), key: pem(certs.clientKey), ALPNProtocols: ['http/1.1'] };
+      const req = request(opts, (res) => {
+        res.setEncoding('utf8');
+        res.once('data', (d: string) => {
+          resolve(d);
+          req.destroy();
+        });
+      });
+      req.on('error', reject);
+      req.end(JSON.stringify({ create_request: { key: Buffer.from('w').toString('base64') } }));
+    });
+    t.match(firstLine, /"created":true/);
+    t.equal(backend.lastWatchCertUser, 'root', 'a JSON gateway stream (/v3/watch): the certificate');
   });
 
   t.test('server TLS without --client-cert-auth: no caller from a certificate, none from a header', async (t) => {
@@ -245,6 +259,44 @@ if (!hasOpenssl()) {
     copyFileSync(renewed.cert, files.cert);
     copyFileSync(renewed.key, files.key);
     t.equal(slow.current(), first, 'looked at no more than once per checkMs');
+  });
+
+  t.test('a connection that never finishes its handshake is closed: at the timeout, and with the listener', async (t) => {
+    const { SortingListener } = await import('../../core/net/etcd/client-port-listener.js');
+    const { connect } = await import('node:net');
+    const timeouts = { settingsAckMs: 1_000, firstRequestMs: 1_000 };
+    const listener = await SortingListener.listen('127.0.0.1', 0, { injectConnection: () => undefined }, timeouts, undefined, undefined, () => serverTlsOptions(serverTls(false), 1_000));
+    t.teardown(() => listener.close());
+    const silent = (): Promise<{ closedAfterMs: Promise<number> }> =>
+      new Promise((resolve) => {
+        const started = performance.now();
+        const s = connect(listener.port, '127.0.0.1', () => resolve({ closedAfterMs: new Promise((r) => s.once('close', () => r(performance.now() - started))) }));
+        s.on('error', () => undefined);
+        s.resume();
+      });
+    const within = (p: Promise<number>, ms: number): Promise<number> => Promise.race([p, new Promise<number>((r) => setTimeout(() => r(Infinity), ms))]);
+    const a = await silent();
+    const waited = await within(a.closedAfterMs, 4_000);
+    t.ok(waited >= 900 && waited < 4_000, `closed by the handshake timeout (1,000 ms) after ${waited.toFixed(0)} ms`);
+    const b = await silent();
+    await new Promise((r) => setTimeout(r, 50));
+    const closedAt = performance.now();
+    listener.close();
+    const closed = await within(b.closedAfterMs.then(() => performance.now() - closedAt), 2_000);
+    t.ok(closed < 500, `closed with the listener (${closed.toFixed(0)} ms after close(), not at the timeout)`);
+  });
+
+  t.test('checkMemberCanVerify: would another member verify this one\'s certificate?', async (t) => {
+    const caSigned = { cert: pem(certs.serverCert), key: pem(certs.serverKey), clientCertAuth: false };
+    t.equal(checkMemberCanVerify({ ...caSigned, ca: pem(certs.caCert) }, '127.0.0.1'), undefined, 'signed by the trusted CA, names the address');
+    t.match(checkMemberCanVerify(caSigned, '127.0.0.1'), /no system CA issued it: give --trusted-ca-file/, 'a private CA, no --trusted-ca-file');
+    t.match(checkMemberCanVerify({ ...caSigned, ca: pem(certs.caCert) }, '10.1.2.3'), /does not name 10\.1\.2\.3/, 'another address');
+    t.equal(checkMemberCanVerify({ ...caSigned, ca: pem(certs.caCert) }, 'localhost'), undefined, 'a DNS name it holds');
+    const bundle = Buffer.concat([pem(certs.serverCert), pem(certs.caCert)]);
+    t.equal(checkMemberCanVerify({ ...caSigned, cert: bundle }, '127.0.0.1'), undefined, 'its CA in the --cert-file bundle');
+    const self = certs.selfSignedServer();
+    t.equal(checkMemberCanVerify({ cert: pem(self.cert), key: pem(self.key), clientCertAuth: false }, '127.0.0.1'), undefined, 'self-signed: members sharing it trust it');
+    t.match(checkMemberCanVerify({ ...caSigned, ca: pem(self.cert) }, '127.0.0.1'), /the --trusted-ca-file did not issue it/);
   });
 
   t.test('garbage on the TLS port closes that connection; the port keeps serving', async (t) => {

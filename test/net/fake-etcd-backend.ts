@@ -270,8 +270,12 @@ export class FakeEtcdBackend implements EtcdBackend {
     if (events.length > 0) w.sink.events(events, this.header());
   }
 
+  /** The user the last watch's client certificate named (CallContext.certUser). */
+  lastWatchCertUser: string | undefined;
+
   watch(req: WatchCreateRequest, sink: WatchSink, ctx?: CallContext): WatchHandle {
     this.calls.push(`watch:${req.watchId}:${ctx?.requireLeader ? 'leader' : 'any'}`);
+    this.lastWatchCertUser = ctx?.certUser;
     const w: Watcher = { req, sink, nextRev: req.startRevision > 0 ? req.startRevision : this.rev + 1, active: true };
     const handle: WatchHandle = { header: this.header(), deliveredThrough: () => this.rev, resume: () => undefined, cancel: () => {
       w.active = false;

@@ -488,6 +488,11 @@ class ConnectionSorter {
 export class SortingListener {
   /** Connections not yet handed over; closed with the listener. */
   private readonly sorting = new Set<Socket>();
+  /**
+   * TLS connections still in their handshake, by the client's address and port (Node hands
+   * over the TLS socket without its TCP socket; the pair names one live connection).
+   */
+  private readonly handshaking = new Map<string, Socket>();
   private closed = false;
 
   private constructor(private readonly server: Server) {}
@@ -513,9 +518,13 @@ export class SortingListener {
       listener.sorting.add(socket);
       new ConnectionSorter(socket, sink, () => listener.sorting.delete(socket), timeouts, http1);
     };
+    const peerKey = (s: Socket): string => `${s.remoteAddress ?? ''}:${s.remotePort ?? 0}`;
     server.on('connection', (socket: Socket) => {
       socket.setNoDelay(true);
-      if (tls === undefined) sort(socket);
+      if (tls === undefined) return sort(socket);
+      const key = peerKey(socket);
+      listener.handshaking.set(key, socket);
+      socket.once('close', () => listener.handshaking.get(key) === socket && listener.handshaking.delete(key));
     });
     if (tls !== undefined) {
       // Ahead of Node's own listener, which starts the handshake with the context set here.
@@ -525,12 +534,16 @@ export class SortingListener {
         inUse = now;
         (server as TlsServer).setSecureContext(now);
       });
-      // Node has checked a required client certificate already (rejectUnauthorized). A
-      // handshake still under way at close ends by its timeout or here.
-      server.on('secureConnection', (socket: TLSSocket) => (listener.closed ? socket.destroy() : sort(socket)));
-      // A failed handshake (no or a wrong certificate, plain text, a timeout) closes that
-      // connection; it is the client's problem, not the listener's.
-      server.on('tlsClientError', () => undefined);
+      // Node has checked a required client certificate already (rejectUnauthorized).
+      server.on('secureConnection', (socket: TLSSocket) => {
+        listener.handshaking.delete(peerKey(socket));
+        if (listener.closed) socket.destroy();
+        else sort(socket);
+      });
+      // A failed handshake (no or a wrong certificate, plain text, the handshake timeout): Node
+      // only reports it, so the connection is closed here. It is the client's problem, not the
+      // listener's.
+      server.on('tlsClientError', (_err: Error, socket: TLSSocket) => socket.destroy());
     }
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -554,5 +567,7 @@ export class SortingListener {
     this.server.close();
     for (const s of this.sorting) s.destroy();
     this.sorting.clear();
+    for (const s of this.handshaking.values()) s.destroy();
+    this.handshaking.clear();
   }
 }

@@ -7,14 +7,17 @@
  * With `--client-cert-auth` and auth enabled, a request without a token is the user its
  * certificate names (its subject's common name), as etcd's are (certUser below).
  *
- * A member also dials the leader's client port itself (lease-forwarder.ts). Over TLS it checks
- * the leader's certificate against `--trusted-ca-file`, the certificates in its own `--cert-file`
- * and the system's roots, and presents its own certificate: a cluster whose members share one
- * CA (or one certificate) forwards without more configuration.
+ * A member also dials the leader's client port itself (lease-forwarder.ts), presenting its own
+ * certificate. It checks the leader's against `--trusted-ca-file` and the certificates in its
+ * own `--cert-file` (a cluster sharing one self-signed certificate needs nothing more); without
+ * `--trusted-ca-file`, against its own file and the system's roots, so members whose
+ * certificates a private CA signed need `--trusted-ca-file` to forward (checkMemberCanVerify
+ * says so at start).
  */
 import * as grpc from '@grpc/grpc-js';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { TLSSocket, createSecureContext, rootCertificates, type TlsOptions } from 'node:tls';
 
 /** What a member's client port needs for TLS: PEM bytes. */
@@ -23,7 +26,7 @@ export interface ClientTls {
   key: Buffer;
   /** CA certificates that sign client certificates (etcd's --trusted-ca-file). */
   ca?: Buffer;
-  /** etcd's --client-cert-auth: refuse a client without a certificate `ca` signed (the system's roots without `ca`). */
+  /** etcd's --client-cert-auth: refuse a client without a certificate `ca` signed. */
   clientCertAuth: boolean;
   /** The files the bytes were read from, when they may be read again (ClientTlsFiles). */
   files?: { cert: string; key: string; ca?: string };
@@ -160,8 +163,45 @@ export function serverTlsOptions(t: ClientTls, handshakeTimeoutMs: number): TlsO
 
 /** The credentials a member dials another member's TLS client port with (see the top). */
 export function memberDialCredentials(t: ClientTls): grpc.ChannelCredentials {
-  const roots = Buffer.from([t.ca?.toString('latin1') ?? '', t.cert.toString('latin1'), ...rootCertificates].join('\n'), 'latin1');
-  return grpc.credentials.createSsl(roots, t.key, t.cert);
+  return grpc.credentials.createSsl(Buffer.from(memberRoots(t).join('\n'), 'latin1'), t.key, t.cert);
+}
+
+/** What a member trusts in another member's certificate, as PEM blocks (see the top). */
+function memberRoots(t: ClientTls): string[] {
+  return [...(t.ca === undefined ? rootCertificates : pemCertificates(t.ca)), ...pemCertificates(t.cert)];
+}
+
+function pemCertificates(pem: Buffer): string[] {
+  return pem.toString('latin1').match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+}
+
+/**
+ * Why another member could not verify this member's certificate when forwarding to it (see
+ * the top), or undefined if it can: nothing it trusts issued it, or it does not name the
+ * address the member advertises. A look at what the certificates say, without a connection.
+ * A self-signed certificate passes: members that share it trust it as it is.
+ */
+export function checkMemberCanVerify(t: ClientTls, advertisedHost: string): string | undefined {
+  const file = pemCertificates(t.cert).map((p) => new X509Certificate(p));
+  const leaf = file[0];
+  if (leaf === undefined) return 'the --cert-file holds no certificate';
+  const anchors = (t.ca === undefined ? rootCertificates : pemCertificates(t.ca)).map((p) => new X509Certificate(p));
+  const issuedBy = (c: X509Certificate, by: X509Certificate): boolean => c.checkIssued(by) && c.verify(by.publicKey);
+  // Up through the file's own chain (another member has the same file's CAs) to an anchor.
+  let at: X509Certificate | undefined = leaf;
+  let trusted = false;
+  for (let hops = 0; at !== undefined && hops < 8 && !trusted; hops++) {
+    const cur: X509Certificate = at;
+    trusted = issuedBy(cur, cur) || anchors.some((a) => a.raw.equals(cur.raw) || issuedBy(cur, a));
+    at = file.find((c) => !c.raw.equals(cur.raw) && issuedBy(cur, c));
+  }
+  if (!trusted) {
+    return t.ca === undefined
+      ? 'no system CA issued it: give --trusted-ca-file (the CA that signed the members\' certificates)'
+      : 'the --trusted-ca-file did not issue it';
+  }
+  const named = isIP(advertisedHost) !== 0 ? leaf.checkIP(advertisedHost) : leaf.checkHost(advertisedHost);
+  return named === undefined ? `it does not name ${advertisedHost}, the address this member advertises` : undefined;
 }
 
 /**

@@ -155,7 +155,11 @@ interface CallAuth {
   sslPeerCertificate?: PeerCertificate;
 }
 
-function callContext(call: { getPeer(): string; metadata: grpc.Metadata; getAuthContext?(): CallAuth }, stream = false): CallContext {
+/**
+ * `clientCerts`: the port requires client certificates (--client-cert-auth); only then does a
+ * certificate, or the header standing for one, name the caller.
+ */
+function callContext(call: { getPeer(): string; metadata: grpc.Metadata; getAuthContext?(): CallAuth }, clientCerts: boolean, stream = false): CallContext {
   // The peer string is built from the socket on each getPeer(); few handlers need it. A
   // connection the client port rewrites has no socket grpc-js can see ("unknown"); its requests
   // carry the address (and a client certificate's user) in headers the rewriter sets (and
@@ -171,6 +175,7 @@ function callContext(call: { getPeer(): string; metadata: grpc.Metadata; getAuth
       return peer;
     },
     get certUser() {
+      if (!clientCerts) return undefined;
       if (certUser === undefined) {
         // grpc-js gives a TLS peer's certificate only once Node has verified it.
         const fromTls = certificateUser(call.getAuthContext?.().sslPeerCertificate);
@@ -205,11 +210,15 @@ export class EtcdGrpcServer {
   /** Unary methods by name (they are unique across the etcd services), for invokeUnary. */
   private readonly unaryMethods = new Map<string, { fn: (req: Obj, ctx: CallContext) => Promise<Obj>; sizeChecked: boolean }>();
 
+  /** @internal The port requires client certificates: they name callers (callContext). */
+  readonly clientCerts: boolean;
+
   private constructor(
     private readonly server: grpc.Server,
     private readonly opts: EtcdServerOptions,
   ) {
     this.backend = opts.backend;
+    this.clientCerts = opts.tls !== undefined && tlsSource(opts.tls).current().clientCertAuth;
     this.limits = { ...DEFAULT_ETCD_SERVER_LIMITS, ...opts.limits };
   }
 
@@ -275,7 +284,7 @@ export class EtcdGrpcServer {
       let pending: Promise<Obj>;
       try {
         if (sizeChecked && requestBytes(call.request) > this.limits.maxRequestBytes) throw new EtcdError('REQUEST_TOO_LARGE');
-        pending = fn(call.request, callContext(call));
+        pending = fn(call.request, callContext(call, this.clientCerts));
       } catch (err) {
         pending = Promise.reject(err);
       }
@@ -499,7 +508,7 @@ export class EtcdGrpcServer {
   }
 
   private keepAliveStream(call: grpc.ServerDuplexStream<Obj, Obj>): void {
-    const ctx = callContext(call, true);
+    const ctx = callContext(call, this.clientCerts, true);
     // Each request's id as the client sent it (echoed back) and as the backend sees it.
     const queue: { raw: unknown; id: number }[] = [];
     let busy = false;
@@ -559,7 +568,7 @@ export class EtcdGrpcServer {
   }
 
   private async snapshotStream(call: grpc.ServerWritableStream<Obj, Obj>): Promise<void> {
-    const ctx = callContext(call);
+    const ctx = callContext(call, this.clientCerts);
     const snap = await this.backend.snapshot(ctx);
     const hdr = cv.header(snap.header);
     const total = framedSnapshotBytes(snap.sizeBytes);
@@ -637,7 +646,7 @@ class WatchStream {
     private readonly backend: EtcdBackend,
     private readonly limits: EtcdServerLimits,
   ) {
-    this.ctx = callContext(call, true);
+    this.ctx = callContext(call, server.clientCerts, true);
     this.peer = this.ctx.peer;
     call.on('data', (req: Obj) => this.onRequest(req));
     // A client that half-closes (a request iterator that ran out, grpc-gateway once the body is
