@@ -95,11 +95,11 @@ if (!hasOpenssl()) {
     t.equal(await secure.getAll().count(), 2, 'only the secure client wrote');
   });
 
-  t.test('the JSON gateway over HTTPS: curl-like clients offer HTTP/1.1 and reach it', async (t) => {
-    const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, tls: serverTls(false) });
-    t.teardown(() => server.close(200));
-    const body = await new Promise<string>((resolve, reject) => {
-      const opts: RequestOptions & { ALPNProtocols: string[] } = { host: '127.0.0.1', port: server.port, path: '/version', ca: pem(certs.caCert), ALPNProtocols: ['h2', 'http/1.1'] };
+  /** An HTTPS request (a POST when it has a body) and the whole answer; `withCert`: with the client certificate of CN root. */
+  const httpsText = (port: number, path: string, o: { alpn: string[]; withCert?: boolean; body?: string }): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const client = o.withCert === true ? { cert: pem(certs.clientCert), key: pem(certs.clientKey) } : {};
+      const opts: RequestOptions & { ALPNProtocols: string[] } = { host: '127.0.0.1', port, path, method: o.body === undefined ? 'GET' : 'POST', ca: pem(certs.caCert), ...client, ALPNProtocols: o.alpn };
       const req = request(opts, (res) => {
         let b = '';
         res.setEncoding('utf8');
@@ -107,8 +107,13 @@ if (!hasOpenssl()) {
         res.on('end', () => resolve(b));
       });
       req.on('error', reject);
-      req.end();
+      req.end(o.body);
     });
+
+  t.test('the JSON gateway over HTTPS: curl-like clients offer HTTP/1.1 and reach it', async (t) => {
+    const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, tls: serverTls(false) });
+    t.teardown(() => server.close(200));
+    const body = await httpsText(server.port, '/version', { alpn: ['h2', 'http/1.1'] });
     t.match(JSON.parse(body), { etcdserver: /\d/ });
   });
 
@@ -176,17 +181,7 @@ if (!hasOpenssl()) {
     t.equal(await rangeOver(server.port, { ':authority': `https://127.0.0.1:${server.port}`, [REWRITTEN_CERT_USER_HEADER]: 'mallory' }), 0);
     t.equal(backend.lastRangeCertUser, 'root', 'a rewritten connection: the certificate, the client\'s header dropped');
 
-    const gatewayBody = await new Promise<string>((resolve, reject) => {
-      const opts: RequestOptions & { ALPNProtocols: string[] } = { host: '127.0.0.1', port: server.port, path: '/v3/kv/range', method: 'POST', ca: pem(certs.caCert), cert: pem(certs.clientCert), key: pem(certs.clientKey), ALPNProtocols: ['http/1.1'] };
-      const req = request(opts, (res) => {
-        let b = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (b += d));
-        res.on('end', () => resolve(b));
-      });
-      req.on('error', reject);
-      req.end(JSON.stringify({ key: Buffer.from('x').toString('base64') }));
-    });
+    const gatewayBody = await httpsText(server.port, '/v3/kv/range', { alpn: ['http/1.1'], withCert: true, body: JSON.stringify({ key: Buffer.from('x').toString('base64') }) });
     t.match(JSON.parse(gatewayBody), { header: {} }, gatewayBody);
     t.equal(backend.lastRangeCertUser, 'root', 'the JSON gateway: the certificate');
     const firstLine = await new Promise<string>((resolve, reject) => {
