@@ -41,6 +41,10 @@ const COMMANDS: Record<string, Command> = {
   agent: async (argv) => {
     const config = parseAgentArgs(argv);
     const { runAgent, logger } = await import('./agent.js');
+    // Node prints its warnings (a deprecation in a library) as plain text on stderr, between
+    // the agent's JSON log lines: they go into the log instead.
+    process.removeAllListeners('warning');
+    process.on('warning', (w: Error & { code?: string }) => logger.warn({ warning: w.name, code: w.code, detail: w.message }, 'Node.js warning'));
     const agent = await runAgent(config);
     let exitCode = 0;
     await new Promise<void>((resolve) => {

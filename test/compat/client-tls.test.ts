@@ -79,6 +79,21 @@ if (!hasEtcdctl() || !hasOpenssl()) {
     t.match(ka.stdout, new RegExp(`lease ${id} keepalived with TTL\\(60\\)`), ka.stderr);
     const ttl = ctl([...mtls, 'lease', 'timetolive', id!], cluster.endpoints([follower]));
     t.match(ttl.stdout, /remaining\(\d+s\)/, `time-to-live asked of a follower ${ttl.stderr}`);
+    // grpc-js names the leader's IP address as the TLS server name, which Node warns about.
+    // (spawnSync held this process: the follower's stderr is read from now on.)
+    const logged = (): string[] => follower.log.join('').split('\n').filter((l) => l.trim() !== '');
+    for (let i = 0; i < 40 && !logged().some((l) => l.includes('DEP0123')); i++) await new Promise((r) => setTimeout(r, 50));
+    const lines = logged();
+    const notJson = lines.filter((l) => {
+      try {
+        JSON.parse(l);
+        return false;
+      } catch {
+        return true;
+      }
+    });
+    t.same(notJson, [], 'the follower\'s stderr holds only JSON log lines');
+    t.ok(lines.some((l) => l.includes('"code":"DEP0123"')), 'Node\'s warning about it is one of them');
   });
 
   t.test('the npm etcd3 client with a client certificate', async (t) => {
