@@ -45,6 +45,18 @@ function loadServices(): Services {
  */
 const CHANNEL_OPTIONS: grpc.ChannelOptions = { 'grpc.use_local_subchannel_pool': 1, 'grpc.max_receive_message_length': 64 * 1024 * 1024 };
 
+/** The CA of the systems' client ports when they serve TLS (PICLOUD_BENCH_TLS); plain when undefined. */
+let tlsCa: Buffer | undefined;
+
+/** Every client made from now on talks TLS to servers whose certificates `ca` signed. */
+export function useTls(ca: Buffer): void {
+  tlsCa = ca;
+}
+
+function credentials(): grpc.ChannelCredentials {
+  return tlsCa === undefined ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(tlsCa);
+}
+
 function unary(client: ServiceClient, method: string, req: Obj, deadlineMs = CALL_DEADLINE_MS, metadata?: grpc.Metadata): Promise<Obj> {
   return new Promise((resolve, reject) => {
     const opts = { deadline: Date.now() + deadlineMs };
@@ -60,7 +72,7 @@ function unary(client: ServiceClient, method: string, req: Obj, deadlineMs = CAL
  */
 export async function enableAuth(endpoint: string): Promise<string> {
   const { Auth } = loadServices();
-  const c = new Auth(endpoint, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+  const c = new Auth(endpoint, credentials(), CHANNEL_OPTIONS);
   try {
     await unary(c, 'UserAdd', { name: 'root', password: 'bench-root' });
     await unary(c, 'RoleAdd', { name: 'root' });
@@ -102,7 +114,7 @@ export class EtcdBenchClient {
     readonly channels = 1,
   ) {
     const { KV } = loadServices();
-    for (let i = 0; i < Math.max(1, channels); i++) this.kv.push(new KV(endpoint, grpc.credentials.createInsecure(), CHANNEL_OPTIONS));
+    for (let i = 0; i < Math.max(1, channels); i++) this.kv.push(new KV(endpoint, credentials(), CHANNEL_OPTIONS));
   }
 
   private pick(channel?: number): ServiceClient {
@@ -141,7 +153,7 @@ export class EtcdBenchClient {
 /** One-off admin calls to one endpoint. */
 export async function memberStatus(endpoint: string, deadlineMs = 2_000): Promise<MemberStatus> {
   const { Maintenance } = loadServices();
-  const c = new Maintenance(endpoint, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+  const c = new Maintenance(endpoint, credentials(), CHANNEL_OPTIONS);
   try {
     const r = await unary(c, 'Status', {}, deadlineMs);
     return { memberId: String(r.header?.memberId ?? '0'), leader: String(r.leader ?? '0'), raftIndex: String(r.raftIndex ?? '0') };
@@ -152,7 +164,7 @@ export async function memberStatus(endpoint: string, deadlineMs = 2_000): Promis
 
 export async function memberList(endpoint: string, deadlineMs = 2_000): Promise<MemberInfo[]> {
   const { Cluster } = loadServices();
-  const c = new Cluster(endpoint, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+  const c = new Cluster(endpoint, credentials(), CHANNEL_OPTIONS);
   try {
     const r = await unary(c, 'MemberList', {}, deadlineMs);
     return (r.members as Obj[]).map((m) => ({ id: String(m.ID), name: String(m.name), isLearner: m.isLearner === true, clientUrls: m.clientURLs as string[] }));
@@ -275,7 +287,7 @@ export class WatchStream {
     private readonly sink: WatchEventSink,
     private readonly now: () => number,
   ) {
-    this.session = http2.connect(`http://${endpoint}`, { settings: { initialWindowSize: WATCH_WINDOW_BYTES } });
+    this.session = http2.connect(`${tlsCa === undefined ? 'http' : 'https'}://${endpoint}`, { settings: { initialWindowSize: WATCH_WINDOW_BYTES }, ...(tlsCa === undefined ? {} : { ca: tlsCa }) });
     this.session.on('error', (e: Error) => {
       this.failure = e;
     });

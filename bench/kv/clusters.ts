@@ -181,7 +181,13 @@ async function waitReady(m: Member, httpPort: number): Promise<void> {
 }
 
 /** Three etcd members with a static initial cluster, default fsync and timing. */
-export async function startEtcd(opts: { root: string; /** Extra etcd flags for every member. */ etcdArgs?: string[] }): Promise<BenchCluster> {
+export async function startEtcd(opts: {
+  root: string;
+  /** Extra etcd flags for every member. */
+  etcdArgs?: string[];
+  /** The client URLs' scheme: https with --cert-file and --key-file among etcdArgs. */
+  clientScheme?: 'http' | 'https';
+}): Promise<BenchCluster> {
   const root = join(opts.root, 'etcd');
   mkdirSync(root, { recursive: true });
   const members: Member[] = [];
@@ -190,11 +196,12 @@ export async function startEtcd(opts: { root: string; /** Extra etcd flags for e
     const specs = [];
     for (let i = 1; i <= 3; i++) specs.push({ name: `e${i}`, client: await freePort(), peer: await freePort() });
     const initialCluster = specs.map((s) => `${s.name}=http://127.0.0.1:${s.peer}`).join(',');
+    const scheme = opts.clientScheme ?? 'http';
     for (const s of specs) {
       const dataDir = join(root, s.name);
       const args = [
         '--name', s.name, '--data-dir', dataDir,
-        '--listen-client-urls', `http://127.0.0.1:${s.client}`, '--advertise-client-urls', `http://127.0.0.1:${s.client}`,
+        '--listen-client-urls', `${scheme}://127.0.0.1:${s.client}`, '--advertise-client-urls', `${scheme}://127.0.0.1:${s.client}`,
         '--listen-peer-urls', `http://127.0.0.1:${s.peer}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${s.peer}`,
         '--initial-cluster', initialCluster, '--initial-cluster-state', 'new', '--initial-cluster-token', 'picloud-bench',
         '--logger', 'zap', '--log-level', 'warn',

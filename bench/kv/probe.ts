@@ -3,11 +3,12 @@
  * cluster of one system, a writer connected to its leader, the member PIDs leader first, and
  * teardown whatever happens; plus the process entry that prints an error and sets the exit code.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEtcd, startPicloud, type SystemName } from './clusters.js';
-import { EtcdBenchClient } from './client.js';
+import { EtcdBenchClient, useTls } from './client.js';
+import { makeTestCerts } from '../../test/helpers/certs.js';
 
 export interface ProbeCluster {
   writer: EtcdBenchClient;
@@ -36,7 +37,15 @@ export function parseSystem(arg: string | undefined): SystemName {
 export async function withProbeCluster(system: SystemName, writerChannels: number, fn: (c: ProbeCluster) => Promise<void>, memberArgs: string[] = []): Promise<void> {
   const root = mkdtempSync(join(tmpdir(), `picloud-probe-${system}-`));
   const nodeArgs = process.env.PICLOUD_NODE_ARGS?.split(' ').filter(Boolean);
-  const cluster = system === 'etcd' ? await startEtcd({ root, etcdArgs: memberArgs }) : await startPicloud({ root, nodeArgs, agentArgs: memberArgs });
+  // PICLOUD_BENCH_TLS=1: both systems serve their client ports over TLS (a server certificate,
+  // as etcd's --cert-file/--key-file; the same flags on both).
+  const certs = process.env.PICLOUD_BENCH_TLS === '1' ? makeTestCerts() : undefined;
+  const tlsArgs = certs === undefined ? [] : ['--cert-file', certs.serverCert, '--key-file', certs.serverKey];
+  if (certs !== undefined) useTls(readFileSync(certs.caCert));
+  const cluster =
+    system === 'etcd'
+      ? await startEtcd({ root, etcdArgs: [...tlsArgs, ...memberArgs], clientScheme: certs === undefined ? 'http' : 'https' })
+      : await startPicloud({ root, nodeArgs, agentArgs: [...tlsArgs, ...memberArgs] });
   const writer = new EtcdBenchClient(await cluster.leaderEndpoint(), writerChannels);
   try {
     await writer.connect();
@@ -47,6 +56,7 @@ export async function withProbeCluster(system: SystemName, writerChannels: numbe
     writer.close();
     await cluster.stop();
     rmSync(root, { recursive: true, force: true });
+    certs?.remove();
   }
 }
 

@@ -8,7 +8,8 @@
  * (picloud) its Ready cycles, Raft log saves and peer messages per put. For working on CPU per put;
  * ratios still come from `npm run bench -- kv`. PICLOUD_NODE_ARGS='--flag …' passes node flags to
  * the picloud members. PICLOUD_BENCH_AUTH=1 switches auth on first and puts as a user granted every
- * key (what etcd's auth costs, on both systems).
+ * key (what etcd's auth costs, on both systems). PICLOUD_BENCH_TLS=1 serves both systems' client
+ * ports over TLS (`--cert-file`/`--key-file`, test certificates made with openssl).
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import { enableAuth } from './client.js';
