@@ -7,7 +7,7 @@ import { ManagerEtcdBackend } from '../core/api/etcd-backend.js';
 import { ManagerNode } from '../core/api/manager-node.js';
 import { boardId } from './board-id.js';
 import { EtcdGrpcServer } from '../core/net/etcd/server.js';
-import { ClientTlsFiles, checkMemberCanVerify, dialTarget, tlsSource, type ClientTlsSource } from '../core/net/etcd/client-tls.js';
+import { ClientTlsFiles, checkMemberCanVerify, dialTarget, requiresClientCerts, tlsSource, type ClientTlsSource } from '../core/net/etcd/client-tls.js';
 import { parseHostPort } from '../core/net/address.js';
 import { AgentConfig } from './config.js';
 
@@ -91,7 +91,7 @@ export async function startManager(
     const why = checkMemberCanVerify(own, parseHostPort(dialTarget(ownAddr).hostPort).host);
     if (why !== undefined) log.warn({ certFile: own.files?.cert, why }, 'other members cannot verify this member\'s client certificate: lease keep-alives sent to a follower will fail while this member leads');
   }
-  const mode = config.clientTls === undefined ? 'off' : config.clientTls.clientCertAuth ? 'client certificates required' : 'on';
+  const mode = own === undefined ? 'off' : own.clientCertAuth ? 'client certificates required, naming users' : requiresClientCerts(own) ? 'client certificates required' : 'on';
   log.info({ client: `${config.bindAddr}:${config.clientPort}`, tls: mode }, 'etcd API listening');
   if (config.bootstrap) log.info({ token: node.tokenString() }, 'join token (also in the data dir): picloud-node agent --join HOST --token TOKEN');
   return {

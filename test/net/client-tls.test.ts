@@ -49,11 +49,12 @@ if (!hasOpenssl()) {
   const certs = makeTestCerts();
   t.teardown(() => certs.remove());
   const pem = (f: string): Buffer => readFileSync(f);
-  const serverTls = (clientCertAuth: boolean): ClientTls => ({ cert: pem(certs.serverCert), key: pem(certs.serverKey), ca: pem(certs.caCert), clientCertAuth });
+  /** 'server': a server certificate only; 'ca': and --trusted-ca-file (client certificates required, as etcd does); 'auth': and --client-cert-auth. */
+  const serverTls = (mode: 'server' | 'ca' | 'auth'): ClientTls => ({ cert: pem(certs.serverCert), key: pem(certs.serverKey), ...(mode === 'server' ? {} : { ca: pem(certs.caCert) }), clientCertAuth: mode === 'auth' });
 
   t.test('checkClientTls refuses a key that is not the certificate\'s', async (t) => {
-    t.doesNotThrow(() => checkClientTls(serverTls(false)));
-    t.throws(() => checkClientTls({ ...serverTls(false), key: pem(certs.clientKey) }), /--key-file is not the key of --cert-file's certificate/);
+    t.doesNotThrow(() => checkClientTls(serverTls('ca')));
+    t.throws(() => checkClientTls({ ...serverTls('ca'), key: pem(certs.clientKey) }), /--key-file is not the key of --cert-file's certificate/);
   });
 
   /** One TLS connection's fate: 'open' once the server has sent something back, else why not. */
@@ -73,7 +74,7 @@ if (!hasOpenssl()) {
 
   t.test('server TLS: etcd3 with the CA works; a plain client and a client without the CA do not', async (t) => {
     const backend = new FakeEtcdBackend();
-    const server = await EtcdGrpcServer.start({ backend, port: 0, tls: serverTls(false) });
+    const server = await EtcdGrpcServer.start({ backend, port: 0, tls: serverTls('server') });
     const secure = new Etcd3({ hosts: `https://127.0.0.1:${server.port}`, credentials: { rootCertificate: pem(certs.caCert) } });
     const plain = new Etcd3({ hosts: `127.0.0.1:${server.port}`, dialTimeout: 1_000 });
     const untrusting = new Etcd3({ hosts: `https://127.0.0.1:${server.port}`, dialTimeout: 1_000 });
@@ -111,14 +112,14 @@ if (!hasOpenssl()) {
     });
 
   t.test('the JSON gateway over HTTPS: curl-like clients offer HTTP/1.1 and reach it', async (t) => {
-    const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, tls: serverTls(false) });
+    const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, tls: serverTls('server') });
     t.teardown(() => server.close(200));
     const body = await httpsText(server.port, '/version', { alpn: ['h2', 'http/1.1'] });
     t.match(JSON.parse(body), { etcdserver: /\d/ });
   });
 
   t.test('--client-cert-auth: only a certificate the trusted CA signed gets in', async (t) => {
-    const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, tls: serverTls(true) });
+    const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, tls: serverTls('auth') });
     t.teardown(() => server.close(200));
     const withCert = await tlsAttempt(server.port, { cert: certs.clientCert, key: certs.clientKey, ALPNProtocols: ['http/1.1'] });
     t.same(withCert, { alpn: 'http/1.1', authorized: true }, 'signed by the trusted CA: served');
@@ -161,7 +162,7 @@ if (!hasOpenssl()) {
 
   t.test('a verified client certificate names the caller (certUser); no header can claim one', async (t) => {
     const backend = new FakeEtcdBackend();
-    const server = await EtcdGrpcServer.start({ backend, port: 0, tls: serverTls(true) });
+    const server = await EtcdGrpcServer.start({ backend, port: 0, tls: serverTls('auth') });
     const mtls = { rootCertificate: pem(certs.caCert), certChain: pem(certs.clientCert), privateKey: pem(certs.clientKey) };
     // etcd3 sends only its own metadata; a raw grpc-js client sends a claim of its own.
     const client = new Etcd3({ hosts: `https://127.0.0.1:${server.port}`, credentials: mtls });
@@ -200,16 +201,20 @@ if (!hasOpenssl()) {
     t.equal(backend.lastWatchCertUser, 'root', 'a JSON gateway stream (/v3/watch): the certificate');
   });
 
-  t.test('server TLS without --client-cert-auth: no caller from a certificate, none from a header', async (t) => {
+  t.test('--trusted-ca-file without --client-cert-auth: certificates required (as etcd), but they name nobody; nor does a header', async (t) => {
     const backend = new FakeEtcdBackend();
-    const server = await EtcdGrpcServer.start({ backend, port: 0, tls: serverTls(false) });
+    const server = await EtcdGrpcServer.start({ backend, port: 0, tls: serverTls('ca') });
+    t.equal((await tlsAttempt(server.port, { ALPNProtocols: ['http/1.1'] })).authorized, false, 'no certificate: nothing served');
+    t.equal((await tlsAttempt(server.port, { cert: certs.strangerCert, key: certs.strangerKey, ALPNProtocols: ['http/1.1'] })).authorized, false, 'another CA\'s: nothing served');
     const client = new Etcd3({ hosts: `https://127.0.0.1:${server.port}`, credentials: { rootCertificate: pem(certs.caCert), certChain: pem(certs.clientCert), privateKey: pem(certs.clientKey) } });
     t.teardown(async () => {
       client.close();
       await server.close(200);
     });
     await client.get('x').string();
-    t.equal(backend.lastRangeCertUser, undefined, 'a certificate the server did not ask for names nobody');
+    t.equal(backend.lastRangeCertUser, undefined, 'a verified certificate names nobody without --client-cert-auth (gRPC)');
+    await httpsText(server.port, '/v3/kv/range', { alpn: ['http/1.1'], withCert: true, body: JSON.stringify({ key: Buffer.from('x').toString('base64') }) });
+    t.equal(backend.lastRangeCertUser, undefined, 'nor through the JSON gateway');
     t.equal(await rangeOver(server.port, { [REWRITTEN_CERT_USER_HEADER]: 'root' }), 0);
     t.equal(backend.lastRangeCertUser, undefined, 'a header claiming a user, on a connection grpc-js sees');
     t.equal(await rangeOver(server.port, { ':authority': `https://127.0.0.1:${server.port}`, [REWRITTEN_CERT_USER_HEADER]: 'root' }), 0);
@@ -260,7 +265,7 @@ if (!hasOpenssl()) {
     const { SortingListener } = await import('../../core/net/etcd/client-port-listener.js');
     const { connect } = await import('node:net');
     const timeouts = { settingsAckMs: 1_000, firstRequestMs: 1_000 };
-    const listener = await SortingListener.listen('127.0.0.1', 0, { injectConnection: () => undefined }, timeouts, undefined, undefined, () => serverTlsOptions(serverTls(false), 1_000));
+    const listener = await SortingListener.listen('127.0.0.1', 0, { injectConnection: () => undefined }, timeouts, undefined, undefined, () => serverTlsOptions(serverTls('server'), 1_000));
     t.teardown(() => listener.close());
     const silent = (): Promise<{ closedAfterMs: Promise<number> }> =>
       new Promise((resolve) => {
@@ -295,7 +300,7 @@ if (!hasOpenssl()) {
   });
 
   t.test('garbage on the TLS port closes that connection; the port keeps serving', async (t) => {
-    const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, tls: serverTls(false) });
+    const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, tls: serverTls('server') });
     const client = new Etcd3({ hosts: `https://127.0.0.1:${server.port}`, credentials: { rootCertificate: pem(certs.caCert) } });
     t.teardown(async () => {
       client.close();

@@ -1,8 +1,8 @@
 /**
  * TLS on the client port, configured as etcd's is: `--cert-file` and `--key-file` serve the
- * port over TLS; `--client-cert-auth` with `--trusted-ca-file` also requires every client to
- * present a certificate that CA signed. One port still serves gRPC and the JSON gateway
- * (client-port-listener.ts sorts the decrypted bytes).
+ * port over TLS; `--trusted-ca-file` also requires every client to present a certificate that CA
+ * signed (with or without `--client-cert-auth`, as in etcd). One port still serves gRPC and the
+ * JSON gateway (client-port-listener.ts sorts the decrypted bytes).
  *
  * With `--client-cert-auth` and auth enabled, a request without a token is the user its
  * certificate names (its subject's common name), as etcd's are (certUser below).
@@ -24,9 +24,9 @@ import { TLSSocket, createSecureContext, rootCertificates, type TlsOptions } fro
 export interface ClientTls {
   cert: Buffer;
   key: Buffer;
-  /** CA certificates that sign client certificates (etcd's --trusted-ca-file). */
+  /** CA certificates that sign client certificates (etcd's --trusted-ca-file): given, clients must present one. */
   ca?: Buffer;
-  /** etcd's --client-cert-auth: refuse a client without a certificate `ca` signed. */
+  /** etcd's --client-cert-auth: a client's certificate also names its user when auth is on. */
   clientCertAuth: boolean;
   /** The files the bytes were read from, when they may be read again (ClientTlsFiles). */
   files?: { cert: string; key: string; ca?: string };
@@ -148,14 +148,21 @@ export function chooseProtocol({ protocols }: { protocols: string[] }): string |
   return protocols.includes('h2') ? 'h2' : undefined;
 }
 
+/** Whether the port refuses clients without a certificate the trusted CA signed (etcd's rule). */
+export function requiresClientCerts(t: ClientTls): boolean {
+  return t.clientCertAuth || t.ca !== undefined;
+}
+
 /** Options of the client port's TLS server. */
 export function serverTlsOptions(t: ClientTls, handshakeTimeoutMs: number): TlsOptions {
   return {
     cert: t.cert,
     key: t.key,
     ca: t.ca,
-    requestCert: t.clientCertAuth,
-    rejectUnauthorized: t.clientCertAuth,
+    // As etcd: a trusted CA alone already requires client certificates it signed;
+    // --client-cert-auth also makes a certificate name its user (certUser).
+    requestCert: requiresClientCerts(t),
+    rejectUnauthorized: requiresClientCerts(t),
     ALPNCallback: chooseProtocol,
     handshakeTimeout: handshakeTimeoutMs,
   };

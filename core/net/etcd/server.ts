@@ -308,11 +308,17 @@ export class EtcdGrpcServer {
     try {
       const req = def.requestDeserialize(Buffer.from(request)) as Obj;
       if (m.sizeChecked && requestBytes(req) > this.limits.maxRequestBytes) throw new EtcdError('REQUEST_TOO_LARGE');
-      resp = await m.fn(req, { requireLeader: false, ...who });
+      resp = await m.fn(req, this.gatewayContext(who));
     } catch (err) {
       throw this.toStatus(err, method);
     }
     return def.responseSerialize(resp);
+  }
+
+  /** A gateway request's call context; a certificate names its user only with --client-cert-auth. */
+  private gatewayContext(who: GatewayCaller): CallContext {
+    const { certUser, ...rest } = who;
+    return { requireLeader: false, ...rest, ...(this.clientCerts && certUser !== undefined ? { certUser } : {}) };
   }
 
   /**
@@ -326,10 +332,11 @@ export class EtcdGrpcServer {
     const def = (etcdPackage()[`etcdserverpb.${service}`] as protoLoader.ServiceDefinition)[method]!;
     const metadata = new grpc.Metadata();
     if (who.token !== undefined) metadata.set('token', who.token);
+    const { certUser } = this.gatewayContext(who);
     const call = Object.assign(new EventEmitter(), {
       metadata,
       getPeer: () => who.peer,
-      getAuthContext: (): CallAuth => (who.certUser === undefined ? {} : { transportSecurityType: 'ssl', sslPeerCertificate: { subject: { CN: who.certUser } } as PeerCertificate }),
+      getAuthContext: (): CallAuth => (certUser === undefined ? {} : { transportSecurityType: 'ssl', sslPeerCertificate: { subject: { CN: certUser } } as PeerCertificate }),
       write: (m: unknown): boolean => {
         if (m instanceof EagerFrames) {
           const messages = m.messages();
