@@ -176,7 +176,8 @@ function flagOn(flag: string, v: unknown): boolean {
   return v;
 }
 
-function readPem(flag: string, path: unknown): Buffer {
+/** The bytes of the file a flag names; a clear error naming the flag otherwise (snapshot.ts too). */
+export function readFlagFile(flag: string, path: unknown): Buffer {
   if (typeof path !== 'string' || path === '') throw new ConfigError(`--${flag}: expected a file name`);
   try {
     return readFileSync(path);
@@ -195,7 +196,7 @@ function clientTls(certFile: unknown, keyFile: unknown, caFile: unknown, certAut
   if (certFile === undefined || keyFile === undefined) throw new ConfigError('--cert-file and --key-file go together: the client port\'s certificate and its private key');
   if (clientCertAuth && caFile === undefined) throw new ConfigError('--client-cert-auth needs --trusted-ca-file (the CA that signs client certificates)');
   const files = { cert: String(certFile), key: String(keyFile), ...(caFile === undefined ? {} : { ca: String(caFile) }) };
-  const tls: ClientTls = { cert: readPem('cert-file', certFile), key: readPem('key-file', keyFile), ca: caFile === undefined ? undefined : readPem('trusted-ca-file', caFile), clientCertAuth, files };
+  const tls: ClientTls = { cert: readFlagFile('cert-file', certFile), key: readFlagFile('key-file', keyFile), ca: caFile === undefined ? undefined : readFlagFile('trusted-ca-file', caFile), clientCertAuth, files };
   try {
     checkClientTls(tls);
   } catch (e) {

@@ -8,13 +8,13 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { createWriteStream, readFileSync } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
 import { readSnapshotFile } from '../../core/net/etcd/snapshot-file.js';
 import { restoreSnapshotFile } from '../../core/api/snapshot-restore.js';
-import { ConfigError } from '../config.js';
+import { ConfigError, readFlagFile } from '../config.js';
 
 interface Credentials {
   name: string;
@@ -74,15 +74,6 @@ interface Endpoint {
   credentials: grpc.ChannelCredentials;
 }
 
-function readTlsFile(flag: string, path: string | undefined): Buffer | undefined {
-  if (path === undefined) return undefined;
-  try {
-    return readFileSync(path);
-  } catch (e) {
-    throw new ConfigError(`--${flag} ${path}: ${(e as Error).message}`);
-  }
-}
-
 /**
  * etcdctl's way of choosing TLS: an https:// endpoint, or an endpoint without a scheme and any
  * of --cacert, --cert, --key (http:// stays plain); the server is checked against --cacert (the
@@ -93,9 +84,10 @@ function endpointOf(endpoints: string | undefined, tls: { cacert?: string; cert?
   const m = /^(?:(https?):\/\/)?([^/]+)\/?$/.exec(first);
   if (!m) throw new ConfigError(`--endpoints: expected [http://|https://]HOST:PORT, got "${first}"`);
   if ((tls.cert === undefined) !== (tls.key === undefined)) throw new ConfigError('--cert and --key go together');
-  const ca = readTlsFile('cacert', tls.cacert);
-  const cert = readTlsFile('cert', tls.cert);
-  const key = readTlsFile('key', tls.key);
+  const read = (flag: string, path: string | undefined): Buffer | undefined => (path === undefined ? undefined : readFlagFile(flag, path));
+  const ca = read('cacert', tls.cacert);
+  const cert = read('cert', tls.cert);
+  const key = read('key', tls.key);
   const secure = m[1] === 'https' || (m[1] === undefined && (ca !== undefined || cert !== undefined));
   if (!secure) return { hostPort: m[2]!, credentials: grpc.credentials.createInsecure() };
   // grpc-js names an IP address as the TLS server name, which Node warns about (DEP0123) on a

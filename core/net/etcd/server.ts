@@ -155,39 +155,63 @@ interface CallAuth {
   sslPeerCertificate?: PeerCertificate;
 }
 
+/** What callContext reads of a gRPC call (or the JSON gateway's stand-in for one). */
+interface CallLike {
+  getPeer(): string;
+  metadata: grpc.Metadata;
+  getAuthContext?(): CallAuth;
+}
+
 /**
- * `clientCerts`: the port requires client certificates (--client-cert-auth); only then does a
- * certificate, or the header standing for one, name the caller.
+ * A call's context, its peer and certificate user worked out only when asked (few handlers
+ * need them). A class, so that a call costs one object and no closures. The peer string is built
+ * from the socket on each getPeer(). A connection the client port rewrites has no socket grpc-js
+ * can see ("unknown"); its requests carry the address (and a client certificate's user) in
+ * headers the rewriter sets (and removes from what the client sent).
  */
-function callContext(call: { getPeer(): string; metadata: grpc.Metadata; getAuthContext?(): CallAuth }, clientCerts: boolean, stream = false): CallContext {
-  // The peer string is built from the socket on each getPeer(); few handlers need it. A
-  // connection the client port rewrites has no socket grpc-js can see ("unknown"); its requests
-  // carry the address (and a client certificate's user) in headers the rewriter sets (and
-  // removes from what the client sent).
-  let peer: string | undefined;
-  let certUser: string | null | undefined;
-  return {
-    get peer() {
-      if (peer === undefined) {
-        const seen = call.getPeer();
-        peer = seen === 'unknown' ? (metadataString(call.metadata, REWRITTEN_PEER_HEADER) ?? seen) : seen;
-      }
-      return peer;
-    },
-    get certUser() {
-      if (!clientCerts) return undefined;
-      if (certUser === undefined) {
-        // grpc-js gives a TLS peer's certificate only once Node has verified it.
-        const fromTls = certificateUser(call.getAuthContext?.().sslPeerCertificate);
-        certUser = fromTls ?? (call.getPeer() === 'unknown' ? metadataString(call.metadata, REWRITTEN_CERT_USER_HEADER) : undefined) ?? null;
-      }
-      return certUser ?? undefined;
-    },
-    requireLeader: call.metadata.get('hasleader')[0] === 'true',
+class GrpcCallContext implements CallContext {
+  readonly requireLeader: boolean;
+  readonly token?: string;
+  private seenPeer: string | undefined;
+  /** null: asked, and none. */
+  private seenCertUser: string | null | undefined;
+
+  /**
+   * `clientCerts`: the port requires client certificates (--client-cert-auth); only then does a
+   * certificate, or the header standing for one, name the caller.
+   */
+  constructor(
+    private readonly call: CallLike,
+    private readonly clientCerts: boolean,
+    readonly stream: boolean,
+  ) {
+    this.requireLeader = call.metadata.get('hasleader')[0] === 'true';
     // clientv3 sends "token"; grpc-gateway passes an HTTP Authorization header as "authorization".
-    token: metadataString(call.metadata, 'token') ?? metadataString(call.metadata, 'authorization'),
-    stream,
-  };
+    const token = metadataString(call.metadata, 'token') ?? metadataString(call.metadata, 'authorization');
+    if (token !== undefined) this.token = token;
+  }
+
+  get peer(): string {
+    if (this.seenPeer === undefined) {
+      const seen = this.call.getPeer();
+      this.seenPeer = seen === 'unknown' ? (metadataString(this.call.metadata, REWRITTEN_PEER_HEADER) ?? seen) : seen;
+    }
+    return this.seenPeer;
+  }
+
+  get certUser(): string | undefined {
+    if (!this.clientCerts) return undefined;
+    if (this.seenCertUser === undefined) {
+      // grpc-js gives a TLS peer's certificate only once Node has verified it.
+      const fromTls = certificateUser(this.call.getAuthContext?.().sslPeerCertificate);
+      this.seenCertUser = fromTls ?? (this.call.getPeer() === 'unknown' ? metadataString(this.call.metadata, REWRITTEN_CERT_USER_HEADER) : undefined) ?? null;
+    }
+    return this.seenCertUser ?? undefined;
+  }
+}
+
+function callContext(call: CallLike, clientCerts: boolean, stream = false): CallContext {
+  return new GrpcCallContext(call, clientCerts, stream);
 }
 
 function metadataString(md: grpc.Metadata, key: string): string | undefined {
