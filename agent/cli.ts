@@ -14,6 +14,7 @@ commands:
         [--role manager|worker] [--bind ADDR] [--advertise ADDR] [--client-port 2379]
         [--peer-port 2380] [--gossip-port 7946] [--http-port 7480] [--lb-port 8080]
         [--s3-port 9000] [--dns-port 8600] [--config FILE] [--dev]
+        [--heartbeat-interval 100] [--election-timeout 1000]
         [--quota-backend-bytes N] [--auto-compaction-mode periodic|revision|off]
         [--auto-compaction-retention 1h|REVISIONS] [--snapshot-count N]
         [--snapshot-catchup-entries N] [--auth-token-ttl SECONDS] [--new-board BOARD]

@@ -82,6 +82,11 @@ export const DEFAULT_PORTS = {
 export const DEFAULT_TICK_MS = 100;
 export const DEFAULT_ELECTION_TICKS = 10;
 
+/** etcd's bounds on its timing flags (etcdserver refuses the same): the longest election timeout, */
+export const ELECTION_TIMEOUT_MAX_MS = 50_000;
+/** and the least election timeout per heartbeat interval. */
+export const ELECTION_TIMEOUT_MIN_HEARTBEATS = 5;
+
 const OPTIONS = {
   name: { type: 'string' },
   'data-dir': { type: 'string' },
@@ -103,6 +108,8 @@ const OPTIONS = {
   'new-board': { type: 'string' },
   'tick-ms': { type: 'string' },
   'election-ticks': { type: 'string' },
+  'heartbeat-interval': { type: 'string' },
+  'election-timeout': { type: 'string' },
   'quota-backend-bytes': { type: 'string' },
   'auto-compaction-mode': { type: 'string' },
   'auto-compaction-retention': { type: 'string' },
@@ -154,6 +161,31 @@ function positiveInt(flag: string, v: unknown, def: number, max: number): number
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1 || n > max) throw new ConfigError(`--${flag}: expected an integer 1-${max}, got "${String(v)}"`);
   return n;
+}
+
+/**
+ * Raft timing, from etcd's flags in milliseconds (--heartbeat-interval, --election-timeout) or
+ * picloud's in ticks (--tick-ms, --election-ticks). A leader heartbeats every tick, so the
+ * heartbeat interval is the tick; an election timeout that is not a whole number of ticks is
+ * rounded down, as etcd does.
+ */
+function raftTiming(get: (k: string) => unknown): { tickMs: number; electionTicks: number } {
+  const heartbeat = get('heartbeat-interval');
+  const election = get('election-timeout');
+  if (heartbeat !== undefined && get('tick-ms') !== undefined) throw new ConfigError('--heartbeat-interval and --tick-ms set the same thing (the tick, in ms): give one');
+  if (election !== undefined && get('election-ticks') !== undefined) throw new ConfigError('--election-timeout and --election-ticks set the same thing: give one');
+  const tickMs = heartbeat !== undefined ? positiveInt('heartbeat-interval', heartbeat, DEFAULT_TICK_MS, 10_000) : positiveInt('tick-ms', get('tick-ms'), DEFAULT_TICK_MS, 10_000);
+  if (election === undefined && heartbeat === undefined) {
+    const electionTicks = positiveInt('election-ticks', get('election-ticks'), DEFAULT_ELECTION_TICKS, 1000);
+    // Raft's own rule (core/raft): an election timeout of one tick is no longer than a heartbeat.
+    if (electionTicks < 2) throw new ConfigError('--election-ticks: expected at least 2 (one tick is the heartbeat interval)');
+    return { tickMs, electionTicks };
+  }
+  const electionMs = positiveInt('election-timeout', election, DEFAULT_TICK_MS * DEFAULT_ELECTION_TICKS, ELECTION_TIMEOUT_MAX_MS);
+  if (electionMs < ELECTION_TIMEOUT_MIN_HEARTBEATS * tickMs) {
+    throw new ConfigError(`--election-timeout (${electionMs} ms) must be at least ${ELECTION_TIMEOUT_MIN_HEARTBEATS} times --heartbeat-interval (${tickMs} ms), as etcd requires`);
+  }
+  return { tickMs, electionTicks: Math.floor(electionMs / tickMs) };
 }
 
 function address(flag: string, v: unknown, def: string | undefined): string | undefined {
@@ -265,8 +297,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     s3Port: port('s3-port', get('s3-port'), DEFAULT_PORTS.s3Port),
     dnsPort: port('dns-port', get('dns-port'), DEFAULT_PORTS.dnsPort),
     dev,
-    tickMs: positiveInt('tick-ms', get('tick-ms'), DEFAULT_TICK_MS, 10_000),
-    electionTicks: positiveInt('election-ticks', get('election-ticks'), DEFAULT_ELECTION_TICKS, 1000),
+    ...raftTiming(get),
     quotaBackendBytes: quotaBytes(get('quota-backend-bytes')),
     autoCompaction: autoCompaction(get('auto-compaction-mode'), get('auto-compaction-retention')),
     snapshotCount: positiveInt('snapshot-count', get('snapshot-count'), DEFAULT_SNAPSHOT_EVERY_ENTRIES, SNAPSHOT_COUNT_MAX),

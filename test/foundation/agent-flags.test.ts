@@ -39,6 +39,34 @@ t.test('every flag of the contract is accepted', async (t) => {
   t.equal(parseAgentArgs(['--dev', '--new-board', 'serial:abc123']).newBoard, 'serial:abc123', '--new-board names the board it replaces');
 });
 
+t.test("Raft timing: etcd's --heartbeat-interval / --election-timeout (ms), or ticks", async (t) => {
+  t.match(parseAgentArgs(['--dev']), { tickMs: 100, electionTicks: 10 }, "etcd's defaults: 100 ms heartbeats, 1 s election timeout");
+  t.match(parseAgentArgs(['--dev', '--heartbeat-interval', '50', '--election-timeout', '500']), { tickMs: 50, electionTicks: 10 });
+  t.match(parseAgentArgs(['--dev', '--heartbeat-interval', '200']), { tickMs: 200, electionTicks: 5 }, 'the election timeout stays 1 s in ms');
+  t.match(parseAgentArgs(['--dev', '--election-timeout', '5000']), { tickMs: 100, electionTicks: 50 }, 'a slow SD card: 5 s');
+  t.match(parseAgentArgs(['--dev', '--heartbeat-interval', '150', '--election-timeout', '1000']), { tickMs: 150, electionTicks: 6 }, 'rounded down to whole ticks, as etcd does');
+  t.match(parseAgentArgs(['--dev', '--tick-ms', '50']), { tickMs: 50, electionTicks: 10 }, 'ticks: the election timeout stays 10 ticks');
+  t.match(parseAgentArgs(['--dev', '--heartbeat-interval', '50', '--election-ticks', '20']), { tickMs: 50, electionTicks: 20 });
+  const dir = mkdtempSync(join(tmpdir(), 'picloud-flags-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'agent.json');
+  writeFileSync(file, JSON.stringify({ 'heartbeat-interval': 250, 'election-timeout': 2500 }));
+  t.match(parseAgentArgs(['--dev', '--config', file]), { tickMs: 250, electionTicks: 10 }, 'numbers in a config file');
+  t.match(parseAgentArgs(['--dev', '--config', file, '--election-timeout', '5000']), { tickMs: 250, electionTicks: 20 }, 'a flag overrides the file');
+  const bad: Array<[string[], RegExp]> = [
+    [['--election-timeout', '400'], /--election-timeout \(400 ms\) must be at least 5 times --heartbeat-interval \(100 ms\)/],
+    [['--heartbeat-interval', '500'], /--election-timeout \(1000 ms\) must be at least 5 times --heartbeat-interval \(500 ms\)/],
+    [['--election-timeout', '50001'], /--election-timeout: expected an integer 1-50000/],
+    [['--heartbeat-interval', '0'], /--heartbeat-interval: expected an integer/],
+    [['--heartbeat-interval', '1.5'], /--heartbeat-interval: expected an integer/],
+    [['--election-timeout', '1s'], /--election-timeout: expected an integer/],
+    [['--heartbeat-interval', '50', '--tick-ms', '50'], /--heartbeat-interval and --tick-ms set the same thing/],
+    [['--election-timeout', '1000', '--election-ticks', '10'], /--election-timeout and --election-ticks set the same thing/],
+    [['--election-ticks', '1'], /--election-ticks: expected at least 2/],
+  ];
+  for (const [argv, message] of bad) t.throws(() => parseAgentArgs(['--dev', ...argv]), { name: 'ConfigError', message }, argv.join(' '));
+});
+
 t.test('--new-board is command line only: in a config file it would stay', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'picloud-flags-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
