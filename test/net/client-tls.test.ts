@@ -259,6 +259,19 @@ if (!hasOpenssl()) {
     copyFileSync(renewed.cert, files.cert);
     copyFileSync(renewed.key, files.key);
     t.equal(slow.current(), first, 'looked at no more than once per checkMs');
+
+    // Renewed after the config read the files but before the agent took their first stamp: the
+    // bytes read at start are not what is on disk, and the stamp would not show a change.
+    const stale = { cert: pem(files.cert), key: pem(files.key) };
+    copyFileSync(certs.serverCert, files.cert);
+    copyFileSync(certs.serverKey, files.key);
+    const late: string[] = [];
+    const between = new ClientTlsFiles({ ...stale, clientCertAuth: false, files }, (o) => late.push(o.ok ? 'ok' : o.reason), 60_000);
+    t.ok(between.current().cert.equals(pem(certs.serverCert)), 'a renewal between the config read and the first stamp is taken');
+    t.same(late, ['ok']);
+    const unchanged: string[] = [];
+    new ClientTlsFiles({ cert: pem(files.cert), key: pem(files.key), clientCertAuth: false, files }, (o) => unchanged.push(o.ok ? 'ok' : o.reason), 60_000);
+    t.same(unchanged, [], 'files unchanged since the config read: nothing reported');
   });
 
   t.test('a connection that never finishes its handshake is closed: at the timeout, and with the listener', async (t) => {

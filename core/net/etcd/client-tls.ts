@@ -64,7 +64,10 @@ export class ClientTlsFiles implements ClientTlsSource {
     private readonly checkMs = TLS_FILES_CHECK_MS,
   ) {
     this.tls = initial;
+    // The config read the files before this first stamp: read them again after it, so that a
+    // renewal in between is not missed until the next one.
     this.stamp = this.stampNow();
+    this.load();
   }
 
   current(): ClientTls {
@@ -74,16 +77,22 @@ export class ClientTlsFiles implements ClientTlsSource {
     const stamp = this.stampNow();
     if (stamp === this.stamp) return this.tls;
     this.stamp = stamp;
+    this.load();
+    return this.tls;
+  }
+
+  /** Takes the files' present contents if they make a usable context (and differ); keeps the old ones otherwise. */
+  private load(): void {
     const files = this.tls.files!;
     try {
       const next: ClientTls = { cert: readFileSync(files.cert), key: readFileSync(files.key), ca: files.ca === undefined ? undefined : readFileSync(files.ca), clientCertAuth: this.tls.clientCertAuth, files };
+      if (next.cert.equals(this.tls.cert) && next.key.equals(this.tls.key) && (next.ca === undefined ? this.tls.ca === undefined : this.tls.ca !== undefined && next.ca.equals(this.tls.ca))) return;
       checkClientTls(next);
       this.tls = next;
       this.onReload({ ok: true });
     } catch (e) {
       this.onReload({ ok: false, reason: (e as Error).message });
     }
-    return this.tls;
   }
 
   /** Size, change time and inode of each file: a rename over it changes the inode. */
