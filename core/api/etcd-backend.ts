@@ -21,6 +21,7 @@ import { etcdErrors, etcdErrorsSync, toEtcdError } from './etcd-errors.js';
 import { ManagerNode } from './manager-node.js';
 import { LeaseForwarder } from './lease-forwarder.js';
 import { clientUrl, type ClientTlsSource } from '../net/etcd/client-tls.js';
+import { parseHostPort } from '../net/address.js';
 
 /** How soon a watch's second auth check is tried again when it found no leader. */
 const WATCH_RECHECK_RETRY_MS = 200;
@@ -635,5 +636,12 @@ function peerAddress(peerUrls: string[]): string {
   if (peerUrls.length > 1) throw new EtcdError('INVALID_ARGUMENT', `picloud keeps one peer URL per member; ${peerUrls.length} given`);
   const peerAddr = peerUrls[0]?.replace(/^https?:\/\//, '') ?? '';
   if (!/^[^/\s]+:\d+$/.test(peerAddr)) throw new EtcdError('MEMBER_BAD_URLS');
+  // The same parse the peer transport dials with (port 1-65535, brackets closed): a record it
+  // could not dial would otherwise be committed for every member.
+  try {
+    parseHostPort(peerAddr);
+  } catch {
+    throw new EtcdError('MEMBER_BAD_URLS');
+  }
   return peerAddr;
 }

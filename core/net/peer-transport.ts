@@ -602,11 +602,19 @@ export class PeerTransport {
   private dial(id: NodeId, address: string): void {
     if (this.closed || id === this.nodeId) return;
     const existing = this.peers.get(id);
-    if (existing !== undefined) {
-      if (existing.addrText === address) return;
-      existing.close();
+    if (existing !== undefined && existing.addrText === address) return;
+    let hostPort: HostPort;
+    try {
+      hostPort = parseHostPort(address);
+    } catch (e) {
+      // Member records come from the replicated log: throwing here would stop every member
+      // that applies one, at every restart. A peer at an address nobody can dial just stays
+      // unreached (or at its old address) until its record is updated or it is removed.
+      this.onReject?.(`peer ${id}: its address ${JSON.stringify(address)} cannot be dialed (${(e as Error).message}); ${existing === undefined ? 'not dialing it' : `kept dialing ${existing.addrText}`}`);
+      return;
     }
-    const sender = new PeerSender(id, parseHostPort(address), address, this);
+    existing?.close();
+    const sender = new PeerSender(id, hostPort, address, this);
     this.peers.set(id, sender);
     sender.start();
     if (this.stallTimer === undefined) {

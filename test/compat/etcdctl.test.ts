@@ -123,6 +123,25 @@ if (!hasEtcdctl()) {
     t.equal((status.match(/, true, false,/g) ?? []).length, 1, 'exactly one leader');
   });
 
+  t.test('member add / update with a peer URL nobody can dial: refused, and every member keeps running', async (t) => {
+    const before = ok(t, ['member', 'list']);
+    const someone = /^([0-9a-f]+),/.exec(before)?.[1];
+    for (const url of ['http://127.0.0.1:99999', 'http://127.0.0.1:0']) {
+      const add = ctl(['member', 'add', 'typo', `--peer-urls=${url}`]);
+      t.not(add.status, 0, `member add ${url} refused`);
+      t.match(add.stderr, /given member URLs are invalid/, "etcd's error");
+      const update = ctl(['member', 'update', someone!, `--peer-urls=${url}`]);
+      t.not(update.status, 0, `member update ${url} refused`);
+    }
+    // etcdctl refuses an unclosed bracket itself; through the JSON gateway it reaches the server.
+    const gateway = await fetch(`http://${cluster.endpoints().split(',')[0]}/v3/cluster/member/add`, { method: 'POST', body: JSON.stringify({ peerURLs: ['http://[::1'] }) });
+    t.equal(gateway.status, 400, 'the gateway: member add http://[::1 refused');
+    t.match(await gateway.text(), /given member URLs are invalid/);
+    t.equal(ok(t, ['member', 'list']), before, 'the member table is unchanged');
+    t.ok(cluster.agents.every((a) => a.proc !== undefined && a.proc.exitCode === null && a.proc.signalCode === null), 'all three agents still running');
+    t.match(ok(t, ['put', 'after-bad-urls', 'v']), /OK/);
+  });
+
   t.test('endpoint status / hashkv with http:// endpoints and --cluster (grpc-go sends the URL as :authority)', async (t) => {
     const urls = cluster.endpoints().split(',').map((e) => `http://${e}`).join(',');
     const viaUrls = (args: string[]) => etcdctl(urls, args);

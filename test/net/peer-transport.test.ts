@@ -88,6 +88,22 @@ t.test('messages sent in one turn arrive in order, in one frame', async (t) => {
   t.equal(a.got[0]!.entries[0]!.data.length, 1000);
 });
 
+t.test('a peer address that cannot be dialed is reported, never thrown (member records come from the log)', async (t) => {
+  const a = await node(t, 1);
+  const b = await node(t, 2);
+  for (const bad of ['127.0.0.1:99999', '127.0.0.1:0', '[::1', ':2380']) {
+    t.doesNotThrow(() => a.t.addPeer(3, bad), `addPeer(${bad})`);
+  }
+  t.equal(a.t.stats().peers['3'], undefined, 'nothing dialed');
+  t.match(a.reasons[0], /peer 3: its address "127\.0\.0\.1:99999" cannot be dialed \(.*bad port\); not dialing it/);
+  a.t.addPeer(2, b.addr);
+  await waitFor(() => a.t.stats().peers['2']!.connected, 'connect');
+  t.doesNotThrow(() => a.t.addPeer(2, '[::1'), 're-addressed to a bad address');
+  t.match(a.reasons.at(-1), new RegExp(`kept dialing ${b.addr.replace(/\./g, '\\.')}`));
+  a.t.send([hb(1, 2, 9)]);
+  await waitFor(() => b.got.length === 1, 'still delivered at the old address');
+});
+
 t.test('flushNow writes what is queued at once; without it, at the end of the turn', async (t) => {
   const a = await node(t, 1);
   const b = await node(t, 2);
