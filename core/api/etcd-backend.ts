@@ -13,13 +13,13 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { ConfChangeType, Role } from '../raft/index.js';
 import * as kv from '../kv/index.js';
-import { EtcdError, isEtcdError, watchRefusalReason } from '../net/etcd/errors.js';
+import { ETCD_ERRORS, EtcdError, isEtcdError, watchRefusalReason, type EtcdErrorCode } from '../net/etcd/errors.js';
 import { sameElements } from '../net/etcd/watch-encoding.js';
 import type * as api from '../net/etcd/service.js';
 import { ManagerAuthBackend } from './etcd-auth-backend.js';
 import { etcdErrors, etcdErrorsSync, toEtcdError } from './etcd-errors.js';
 import { ManagerNode } from './manager-node.js';
-import { LeaseForwarder } from './lease-forwarder.js';
+import { FORWARD_TIMEOUT_MS, LeaseForwarder } from './lease-forwarder.js';
 import { clientUrl, type ClientTlsSource } from '../net/etcd/client-tls.js';
 import { parseHostPort } from '../net/address.js';
 
@@ -534,10 +534,19 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       const m = this.node.members.get(id);
       if (!m) throw new EtcdError('MEMBER_NOT_FOUND');
       if (!m.isLearner) throw new EtcdError('MEMBER_NOT_LEARNER');
+      const promoted = (): boolean => this.node.members.get(id)?.isLearner === false;
       const st = this.node.driver.node.status();
-      const pr = st.progress?.[String(id)];
-      if (st.progress && (!pr || pr.match + 100 < st.lastIndex)) throw new EtcdError('LEARNER_NOT_READY');
-      await this.node.changeMembership({ type: ConfChangeType.AddVoter, nodeId: id }, () => this.node.members.get(id)?.isLearner === false);
+      if (st.progress === undefined) {
+        // Not the leader: it alone knows how far the learner's log has come.
+        await this.forwarder.memberPromote(this.leaderClientAddr(), id, this.auth.forwardingToken(ctx)?.token).catch((e: unknown) => {
+          throw forwardedEtcdError(e) ?? this.forwardFailed(e);
+        });
+        if (!(await this.node.membersSettle(promoted, FORWARD_TIMEOUT_MS))) throw new EtcdError('TIMEOUT');
+        return this.membersResponse();
+      }
+      const pr = st.progress[String(id)];
+      if (pr === undefined || !learnerReady(pr.match, st.lastIndex)) throw new EtcdError('LEARNER_NOT_READY');
+      await this.node.changeMembership({ type: ConfChangeType.AddVoter, nodeId: id }, promoted);
       return this.membersResponse();
     });
   }
@@ -629,6 +638,24 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       return { header, sizeBytes: size, data: data() };
     });
   }
+}
+
+/**
+ * etcd's rule (its isLearnerReady): a learner may become a voter once its log holds at least 90%
+ * of the leader's. One that never answered (match 0) is not ready, however short the log: as a
+ * voter it would count toward a quorum it cannot help make.
+ */
+export const LEARNER_READY_FRACTION = 0.9;
+
+export function learnerReady(learnerMatch: number, leaderLastIndex: number): boolean {
+  return learnerMatch > 0 && learnerMatch >= LEARNER_READY_FRACTION * leaderLastIndex;
+}
+
+/** The etcd error a call forwarded to the leader failed with, by its exact message; undefined for any other failure. */
+function forwardedEtcdError(e: unknown): EtcdError | undefined {
+  const details = (e as { details?: unknown }).details;
+  const code = (Object.keys(ETCD_ERRORS) as EtcdErrorCode[]).find((c) => ETCD_ERRORS[c][1] === details);
+  return code === undefined ? undefined : new EtcdError(code);
 }
 
 /** The host:port of a member's first peer URL (etcd's are http://host:port); etcd's error otherwise. */

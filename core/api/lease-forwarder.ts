@@ -1,7 +1,8 @@
 /**
  * Lease keep-alives and time-to-live questions on a follower: lease time lives on the leader
  * only, so a follower forwards each keep-alive over one LeaseKeepAlive stream, and each
- * LeaseTimeToLive as a call, to the leader's client port (etcd forwards both). Not responsible
+ * LeaseTimeToLive as a call, to the leader's client port (etcd forwards both). Learner
+ * promotions go the same way: only the leader knows whether the learner has caught up. Not responsible
  * for choosing the leader: it is told. With auth enabled the calls carry the client's own token,
  * so the leader checks them as the client's.
  */
@@ -25,14 +26,25 @@ type LeaseClient = grpc.Client & {
   LeaseTimeToLive(req: { ID: string }, md: grpc.Metadata, options: grpc.CallOptions, cb: (err: grpc.ServiceError | null, resp: KeepAliveResponse) => void): void;
 };
 
-let leaseCtor: (new (addr: string, creds: grpc.ChannelCredentials) => LeaseClient) | undefined;
+type ClusterClient = grpc.Client & {
+  MemberPromote(req: { ID: string }, md: grpc.Metadata, options: grpc.CallOptions, cb: (err: grpc.ServiceError | null) => void): void;
+};
 
-function leaseClientCtor(): new (addr: string, creds: grpc.ChannelCredentials) => LeaseClient {
-  if (leaseCtor) return leaseCtor;
+type ClientCtor<C> = new (addr: string, creds: grpc.ChannelCredentials, options?: grpc.ClientOptions) => C;
+
+interface ClientCtors {
+  Lease: ClientCtor<LeaseClient>;
+  Cluster: ClientCtor<ClusterClient>;
+}
+
+let ctors: ClientCtors | undefined;
+
+function clientCtors(): ClientCtors {
+  if (ctors) return ctors;
   const def = protoLoader.loadSync(ETCD_RPC_PROTO, { includeDirs: [ETCD_PROTO_DIR], longs: String, enums: String, defaults: true });
-  const pkg = grpc.loadPackageDefinition(def) as unknown as { etcdserverpb: { Lease: new (addr: string, creds: grpc.ChannelCredentials) => LeaseClient } };
-  leaseCtor = pkg.etcdserverpb.Lease;
-  return leaseCtor;
+  const pkg = grpc.loadPackageDefinition(def) as unknown as { etcdserverpb: ClientCtors };
+  ctors = { Lease: pkg.etcdserverpb.Lease, Cluster: pkg.etcdserverpb.Cluster };
+  return ctors;
 }
 
 /** One LeaseKeepAlive stream to the leader, for one caller's token (or none). */
@@ -100,6 +112,18 @@ export class LeaseForwarder {
     });
   }
 
+  /**
+   * Promotes learner `id` through the leader at `leaderClientAddr`: only the leader knows how far
+   * a learner's log has come, so only it can refuse one that is not caught up (etcd forwards
+   * promotions to its leader as well). Rejects with the leader's gRPC error.
+   */
+  memberPromote(leaderClientAddr: string, id: number, token?: string): Promise<void> {
+    const cluster = new (clientCtors().Cluster)('unused', grpc.credentials.createInsecure(), { channelOverride: this.clientTo(leaderClientAddr).getChannel() });
+    return new Promise<void>((resolve, reject) => {
+      cluster.MemberPromote({ ID: String(id) }, tokenMetadata(token), { deadline: Date.now() + FORWARD_TIMEOUT_MS }, (err) => (err ? reject(err) : resolve()));
+    });
+  }
+
   private settle(fs: ForwardStream, key: string, fn: (w: Waiter) => void): void {
     const list = fs.pending.get(key);
     if (!list) return;
@@ -117,7 +141,7 @@ export class LeaseForwarder {
     const own = tls ? this.clientTls?.current() : undefined;
     if (this.client && this.target === addr && this.dialedWith === own) return this.client;
     this.close();
-    const Ctor = leaseClientCtor();
+    const Ctor = clientCtors().Lease;
     this.target = addr;
     this.dialedWith = own;
     const credentials = !tls ? grpc.credentials.createInsecure() : own === undefined ? grpc.credentials.createSsl() : memberDialCredentials(own);

@@ -1070,6 +1070,17 @@ export class ManagerNode {
     }
   }
 
+  /** Resolves true once `done()` holds (looked at after each membership change), false after `timeoutMs`. */
+  async membersSettle(done: () => boolean, timeoutMs: number): Promise<boolean> {
+    const deadline = performance.now() + timeoutMs;
+    while (!done()) {
+      const left = deadline - performance.now();
+      if (left <= 0) return false;
+      await this.waitMembersChange(Math.min(1000, left));
+    }
+    return true;
+  }
+
   private waitMembersChange(timeoutMs: number): Promise<void> {
     return new Promise((resolve) => {
       const timer = setTimeout(finish, timeoutMs);

@@ -142,6 +142,22 @@ if (!hasEtcdctl()) {
     t.match(ok(t, ['put', 'after-bad-urls', 'v']), /OK/);
   });
 
+  t.test('member promote of a learner that never started: refused by every member, as etcd refuses it', async (t) => {
+    const port = await freePort();
+    const add = ok(t, ['member', 'add', 'never-started', `--peer-urls=http://127.0.0.1:${port}`, '--learner']);
+    const id = /Member\s+([0-9a-f]+)\s+added/.exec(add)?.[1];
+    t.ok(id, add.trim());
+    // Each member on its own: a follower does not know the learner's progress and asks the leader.
+    for (const a of cluster.agents) {
+      const r = etcdctl(cluster.endpoints([a]), ['member', 'promote', id!]);
+      t.not(r.status, 0, `promote through ${a.name} refused`);
+      t.match(r.stderr, /can only promote a learner member which is in sync with leader/, `through ${a.name}: etcd's error`);
+    }
+    t.match(ok(t, ['member', 'list']), new RegExp(`${id}, unstarted, , http://127.0.0.1:${port}, , true`), 'still a learner');
+    t.match(ok(t, ['put', 'after-promote', 'v']), /OK/, 'the cluster keeps its quorum');
+    t.match(ok(t, ['member', 'remove', id!]), /removed/);
+  });
+
   t.test('endpoint status / hashkv with http:// endpoints and --cluster (grpc-go sends the URL as :authority)', async (t) => {
     const urls = cluster.endpoints().split(',').map((e) => `http://${e}`).join(',');
     const viaUrls = (args: string[]) => etcdctl(urls, args);
