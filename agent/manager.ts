@@ -3,7 +3,7 @@
  * the client port. The join handshake listens on the gossip port until membership lands.
  */
 import type { Logger } from 'pino';
-import { ManagerEtcdBackend } from '../core/api/etcd-backend.js';
+import { ManagerEtcdBackend, removeSnapshotSpools } from '../core/api/etcd-backend.js';
 import { ManagerNode } from '../core/api/manager-node.js';
 import { boardId } from './board-id.js';
 import { EtcdGrpcServer } from '../core/net/etcd/server.js';
@@ -72,6 +72,9 @@ export async function startManager(
           if (outcome.ok) log.info({ files: own.files }, 'client port: certificate files changed; new connections use them');
           else log.warn({ files: own.files, reason: outcome.reason }, 'client port: certificate files changed but cannot be used; still serving the ones read before');
         });
+  // A process killed while serving a Snapshot call left its spool file (the store's size) behind.
+  const spools = removeSnapshotSpools(config.dataDir);
+  if (spools > 0) log.info({ files: spools }, 'removed snapshot spool files a previous run left');
   const backend = new ManagerEtcdBackend(node, tls);
   try {
     grpc = await EtcdGrpcServer.start({

@@ -6,7 +6,7 @@
  * Every failure reaches the client as etcd's error (EtcdError).
  */
 import { randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, readdirSync, rmSync } from 'node:fs';
 import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -111,6 +111,21 @@ function toKvTxn(t: api.TxnRequest): kv.TxnRequest {
     success: t.success.map(op),
     failure: t.failure.map(op),
   };
+}
+
+/** The Snapshot call's spool files in the data dir; any found at start are a killed process's (removeSnapshotSpools). */
+export const SNAPSHOT_SPOOL_PREFIX = 'snapshot-';
+export const SNAPSHOT_SPOOL_SUFFIX = '.tmp';
+
+/** Removes spool files a process killed mid-snapshot left in `dataDir`; returns how many. */
+export function removeSnapshotSpools(dataDir: string): number {
+  let n = 0;
+  for (const f of readdirSync(dataDir)) {
+    if (!f.startsWith(SNAPSHOT_SPOOL_PREFIX) || !f.endsWith(SNAPSHOT_SPOOL_SUFFIX)) continue;
+    rmSync(join(dataDir, f), { force: true });
+    n++;
+  }
+  return n;
 }
 
 /** At most one log line this often about lease requests the leader did not answer. */
@@ -624,7 +639,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       await this.auth.adminCaughtUp(ctx);
       // Spool to a file first: the stream must announce its exact size, and must not hold
       // the whole image in memory.
-      const path = join(this.node.opts.dataDir, `snapshot-${process.pid}-${Date.now()}.tmp`);
+      const path = join(this.node.opts.dataDir, `${SNAPSHOT_SPOOL_PREFIX}${process.pid}-${Date.now()}${SNAPSHOT_SPOOL_SUFFIX}`);
       await pipeline(Readable.from(this.node.store.snapshot()), createWriteStream(path));
       const { size } = await stat(path);
       const header = this.header();
@@ -635,7 +650,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
           await rm(path, { force: true });
         }
       }
-      return { header, sizeBytes: size, data: data() };
+      return { header, sizeBytes: size, data: data(), release: () => rm(path, { force: true }) };
     });
   }
 }

@@ -424,12 +424,20 @@ export class FakeEtcdBackend implements EtcdBackend {
     return { header: this.header(), hash: h, compactRevision: this.compactRev };
   }
 
+  /** Snapshot streams released (their spool freed), and pieces read from them. */
+  snapshotReleases = 0;
+  snapshotPiecesRead = 0;
+
   async snapshot() {
     const data = this.snapshotBytes;
+    const self = this;
     async function* pieces(): AsyncIterable<Uint8Array> {
-      for (let i = 0; i < data.length; i += 10_000) yield data.subarray(i, i + 10_000);
+      for (let i = 0; i < data.length; i += 10_000) {
+        self.snapshotPiecesRead++;
+        yield data.subarray(i, i + 10_000);
+      }
     }
-    return { header: this.header(), sizeBytes: data.length, data: pieces() };
+    return { header: this.header(), sizeBytes: data.length, data: pieces(), release: async () => void this.snapshotReleases++ };
   }
 }
 

@@ -8,7 +8,7 @@
  * framing etcdctl checks. Everything about data and consensus is the backend's.
  */
 import { createHash } from 'node:crypto';
-import { EventEmitter, once } from 'node:events';
+import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../proto-files.js';
@@ -601,27 +601,33 @@ export class EtcdGrpcServer {
   private async snapshotStream(call: grpc.ServerWritableStream<Obj, Obj>): Promise<void> {
     const ctx = callContext(call, this.clientCerts);
     const snap = await this.backend.snapshot(ctx);
-    const hdr = cv.header(snap.header);
-    const total = framedSnapshotBytes(snap.sizeBytes);
-    const hash = createHash('sha256');
-    let dataSent = 0;
-    let sent = 0;
-    const send = async (blob: Uint8Array): Promise<void> => {
-      sent += blob.length;
-      if (!call.write({ header: hdr, remainingBytes: total - sent, blob })) await once(call, 'drain');
-    };
-    for await (const piece of snap.data) {
-      if (call.cancelled) return;
-      hash.update(piece);
-      dataSent += piece.length;
-      if (dataSent > snap.sizeBytes) throw new Error(`snapshot longer than its announced ${snap.sizeBytes} bytes`);
-      for (let off = 0; off < piece.length; off += SNAPSHOT_CHUNK_BYTES) await send(piece.subarray(off, off + SNAPSHOT_CHUNK_BYTES));
+    try {
+      const hdr = cv.header(snap.header);
+      const total = framedSnapshotBytes(snap.sizeBytes);
+      const hash = createHash('sha256');
+      let dataSent = 0;
+      let sent = 0;
+      /** False once the client is gone: nothing more is read or sent. */
+      const send = async (blob: Uint8Array): Promise<boolean> => {
+        sent += blob.length;
+        if (!call.write({ header: hdr, remainingBytes: total - sent, blob })) await writableOrGone(call);
+        return !call.cancelled;
+      };
+      for await (const piece of snap.data) {
+        if (call.cancelled) return;
+        hash.update(piece);
+        dataSent += piece.length;
+        if (dataSent > snap.sizeBytes) throw new Error(`snapshot longer than its announced ${snap.sizeBytes} bytes`);
+        for (let off = 0; off < piece.length; off += SNAPSHOT_CHUNK_BYTES) if (!(await send(piece.subarray(off, off + SNAPSHOT_CHUNK_BYTES)))) return;
+      }
+      if (dataSent !== snap.sizeBytes) throw new Error(`snapshot has ${dataSent} bytes, announced ${snap.sizeBytes}`);
+      const { tail, digest } = snapshotTrailer(dataSent, hash);
+      if (!(await send(tail)) || !(await send(digest))) return;
+      call.end();
+    } finally {
+      // Whatever ended the stream (the client cancelling mid-way too): its spool file goes.
+      await snap.release?.();
     }
-    if (dataSent !== snap.sizeBytes) throw new Error(`snapshot has ${dataSent} bytes, announced ${snap.sizeBytes}`);
-    const { tail, digest } = snapshotTrailer(dataSent, hash);
-    await send(tail);
-    await send(digest);
-    call.end();
   }
 }
 
@@ -632,6 +638,22 @@ interface WatcherState {
   early: (() => void)[] | undefined;
   lastHeader: ResponseHeader;
   done: boolean;
+}
+
+/**
+ * Resolves once `call` takes writes again, or never will: a cancelled call emits no 'drain',
+ * and a snapshot stream waiting for one held its spool file open for good.
+ */
+function writableOrGone(call: grpc.ServerWritableStream<Obj, Obj>): Promise<void> {
+  if (call.cancelled || call.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    const events = ['drain', 'cancelled', 'close', 'error'] as const;
+    const done = (): void => {
+      for (const e of events) call.off(e, done);
+      resolve();
+    };
+    for (const e of events) call.on(e, done);
+  });
 }
 
 const WATCH_METHOD_PATH = '/etcdserverpb.Watch/Watch';

@@ -296,6 +296,8 @@ export interface SnapshotStream {
   sizeBytes: number;
   /** The snapshot, streamed; never needs to be whole in memory. */
   data: AsyncIterable<Uint8Array>;
+  /** Frees what backs `data` (a spool file), read to the end or not; called once the stream ends. */
+  release?(): Promise<void>;
 }
 
 /** Who is asking: for per-connection limits and logs. */
