@@ -130,6 +130,14 @@ function cmpPermission(a: KeyPermission, b: KeyPermission): number {
   return Buffer.compare(a.key, b.key) || Buffer.compare(a.rangeEnd, b.rangeEnd);
 }
 
+/**
+ * A name from a request as the log holds it: its canonical form (codec.ts) leaves an empty
+ * string out, so '' comes back as undefined and must be read as '' (not as a role "undefined").
+ */
+function text(s: string | undefined): string {
+  return s ?? '';
+}
+
 function copy(b: Uint8Array | undefined): Uint8Array {
   return b === undefined || b.byteLength === 0 ? EMPTY : Uint8Array.from(b);
 }
@@ -237,19 +245,19 @@ export class AuthState {
   apply(req: AuthRequest): AuthResponse {
     if ('authEnable' in req) this.enable();
     else if ('authDisable' in req) this.disable();
-    else if ('userAdd' in req) this.userAdd(req.userAdd.name, req.userAdd.password, req.userAdd.noPassword === true);
-    else if ('userDelete' in req) this.userDelete(req.userDelete.name);
-    else if ('userChangePassword' in req) this.userChangePassword(req.userChangePassword.name, req.userChangePassword.password);
-    else if ('userGrantRole' in req) this.userGrantRole(req.userGrantRole.name, req.userGrantRole.role);
-    else if ('userRevokeRole' in req) this.userRevokeRole(req.userRevokeRole.name, req.userRevokeRole.role);
-    else if ('roleAdd' in req) this.roleAdd(req.roleAdd.name);
-    else if ('roleDelete' in req) this.roleDelete(req.roleDelete.name);
+    else if ('userAdd' in req) this.userAdd(text(req.userAdd.name), req.userAdd.password, req.userAdd.noPassword === true);
+    else if ('userDelete' in req) this.userDelete(text(req.userDelete.name));
+    else if ('userChangePassword' in req) this.userChangePassword(text(req.userChangePassword.name), req.userChangePassword.password);
+    else if ('userGrantRole' in req) this.userGrantRole(text(req.userGrantRole.name), text(req.userGrantRole.role));
+    else if ('userRevokeRole' in req) this.userRevokeRole(text(req.userRevokeRole.name), text(req.userRevokeRole.role));
+    else if ('roleAdd' in req) this.roleAdd(text(req.roleAdd.name));
+    else if ('roleDelete' in req) this.roleDelete(text(req.roleDelete.name));
     else if ('roleGrantPermission' in req) {
       const g = req.roleGrantPermission;
-      this.roleGrantPermission(g.name, { permType: g.permType ?? PermType.READ, key: copy(g.key), rangeEnd: copy(g.rangeEnd) });
+      this.roleGrantPermission(text(g.name), { permType: g.permType ?? PermType.READ, key: copy(g.key), rangeEnd: copy(g.rangeEnd) });
     } else if ('roleRevokePermission' in req) {
       const r = req.roleRevokePermission;
-      this.roleRevokePermission(r.name, r.key ?? EMPTY, r.rangeEnd ?? EMPTY);
+      this.roleRevokePermission(text(r.name), r.key ?? EMPTY, r.rangeEnd ?? EMPTY);
     } else throw new KvError('MALFORMED_REQUEST', 'unknown auth request');
     return { authRevision: this._revision };
   }

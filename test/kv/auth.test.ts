@@ -6,6 +6,7 @@ import fc from 'fast-check';
 import { assertProperty } from '../helpers/property.js';
 import { AuthState, PermType, type AuthRequest } from '../../core/kv/auth.js';
 import { KvError } from '../../core/kv/errors.js';
+import { decodeKvRequest, encodeKvRequest } from '../../core/kv/codec.js';
 import { checkRequestPermission, clientRequest } from '../../core/kv/permissions.js';
 import { readSnapshot } from '../../core/kv/snapshot.js';
 import { KvStore } from '../../core/kv/store.js';
@@ -107,6 +108,19 @@ t.test('users and roles: etcd errors, sorted roles, deletion strips a role from 
   a.apply({ userChangePassword: { name: 'alice', password: b('other') } });
   t.ok(a.user('alice')!.credentialRevision > cred, 'a password change voids older tokens');
   t.same(a.user('alice')!.roles, ['a-first'], 'and keeps the roles');
+});
+
+t.test('empty names through the Raft log (whose canonical form leaves empty strings out) are refused as etcd refuses them', async (t) => {
+  const a = withUsers();
+  const viaLog = (req: AuthRequest): AuthRequest => (decodeKvRequest(encodeKvRequest({ auth: req })) as { auth: AuthRequest }).auth;
+  refusedWith(t, () => a.apply(viaLog({ roleAdd: { name: '' } })), 'ROLE_EMPTY', 'role add ""');
+  refusedWith(t, () => a.apply(viaLog({ userAdd: { name: '', password: PW } })), 'USER_EMPTY', 'user add ""');
+  refusedWith(t, () => a.apply(viaLog({ userGrantRole: { name: 'alice', role: '' } })), 'ROLE_NOT_FOUND', 'user grant-role alice ""');
+  refusedWith(t, () => a.apply(viaLog({ userRevokeRole: { name: 'alice', role: '' } })), 'ROLE_NOT_GRANTED', 'user revoke-role alice ""');
+  refusedWith(t, () => a.apply(viaLog({ roleDelete: { name: '' } })), 'ROLE_NOT_FOUND', 'role delete ""');
+  refusedWith(t, () => a.apply(viaLog({ roleGrantPermission: { name: '', permType: PermType.READ, key: b('k'), rangeEnd: new Uint8Array() } })), 'ROLE_NOT_FOUND', 'role grant-permission "" read k');
+  refusedWith(t, () => a.apply(viaLog({ roleRevokePermission: { name: '', key: b('k'), rangeEnd: new Uint8Array() } })), 'ROLE_NOT_FOUND', 'role revoke-permission "" k');
+  t.notOk(a.roleNames().includes('undefined'), 'no role named "undefined"');
 });
 
 t.test('permissions: the union of a user\'s grants must cover the whole range', async (t) => {
