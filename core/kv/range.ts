@@ -10,13 +10,20 @@ import { EMPTY_BYTES, spanOf, type KeySpan } from './keys.js';
 import type { KeyHistory, KvRecord, MvccIndex } from './mvcc.js';
 import { SortOrder, SortTarget, type KeyValue, type RangeRequest, type RangeResponse } from './types.js';
 
-/** etcd's checkRange + mvcc rangeKeys revision checks. */
+/** etcd's mvcc rangeKeys revision checks: 0 or below reads at the current revision. */
 export function checkReadRevision(idx: MvccIndex, revision: number, readRev: number): void {
-  if (revision === 0) return;
+  if (revision <= 0) return;
   if (revision > readRev) throw new KvError('FUTURE_REV', `revision ${revision} > ${readRev}`);
-  if (revision < idx.compactRevision || revision < 0) {
-    throw new KvError('COMPACTED', `revision ${revision} < ${idx.compactRevision}`);
-  }
+  if (revision < idx.compactRevision) throw new KvError('COMPACTED', `revision ${revision} < ${idx.compactRevision}`);
+}
+
+/**
+ * etcd's checkRequestRange, run on a txn's reads before the txn: there a negative revision is
+ * below the first one, so compacted (a Range alone reads it as the current revision).
+ */
+export function checkTxnReadRevision(idx: MvccIndex, revision: number, readRev: number): void {
+  if (revision < 0) throw new KvError('COMPACTED', `revision ${revision} < ${idx.compactRevision}`);
+  checkReadRevision(idx, revision, readRev);
 }
 
 function isDefaultOrdering(r: RangeRequest): boolean {

@@ -17,7 +17,7 @@ import { copyBytes, EMPTY_BYTES, keyBytes, keyString, spanOf } from './keys.js';
 import { LeaseTable, leaseIdForIndex, type LeaseEntry } from './leases.js';
 import { MAX_RANGE_RESPONSE_BYTES, MIN_LEASE_TTL_SECONDS, RANGE_PAGE_BYTES_DEFAULT } from './limits.js';
 import { KeyHistory, KvRecord, MvccIndex, visibleRecords, type RevisionLog } from './mvcc.js';
-import { checkReadRevision, executeRange, rangePages, visitLive, type RangePage } from './range.js';
+import { checkTxnReadRevision, executeRange, rangePages, visitLive, type RangePage } from './range.js';
 import { checkRequestPermission } from './permissions.js';
 import { readSnapshot, writeSnapshot, type SnapshotStream } from './snapshot.js';
 import {
@@ -385,7 +385,7 @@ export class KvStore {
   private precheckTxn(t: TxnRequest, path: boolean[], cur: { i: number }): void {
     const ok = path[cur.i++]!;
     for (const op of (ok ? t.success : t.failure) ?? []) {
-      if (op.requestRange) checkReadRevision(this.idx, op.requestRange.revision ?? 0, this.idx.currentRevision);
+      if (op.requestRange) checkTxnReadRevision(this.idx, op.requestRange.revision ?? 0, this.idx.currentRevision);
       else if (op.requestPut) this.precheckPut(op.requestPut);
       else if (op.requestTxn) this.precheckTxn(op.requestTxn, path, cur);
     }

@@ -116,6 +116,12 @@ t.test('revision errors', async (t) => {
   t.equal(e.code, 'COMPACTED');
   t.equal(e.grpcCode, 11);
   t.same(keysOf(n.range('\0', '\0', { revision: 5 })), ['a', 'ab', 'b'], 'the compacted revision itself is readable');
+  // etcd's mvcc rangeKeys reads a revision of 0 or below at the current one; its txn check
+  // (checkRequestRange) finds a negative one below the first revision.
+  t.same(keysOf(n.range('\0', '\0', { revision: -1 })), keysOf(n.range('\0', '\0')), 'a negative revision: the current one');
+  t.same(keysOf(n.range('\0', '\0', { revision: -5 })), keysOf(n.range('\0', '\0')), 'any negative revision');
+  const txnRead = n.err({ txn: { compare: [], success: [{ requestRange: { key: b('a'), revision: -1 } }], failure: [] } });
+  t.equal(txnRead.code, 'COMPACTED', 'inside a txn: compacted, as etcd answers');
   t.equal(n.err({ range: { key: b('') } }).code, 'EMPTY_KEY');
   t.throws(() => n.range('', undefined), KvError);
 });

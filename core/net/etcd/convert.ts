@@ -5,6 +5,7 @@
  * numbers, and builds etcd-shaped responses. Throws only EtcdError.
  */
 import { EtcdError } from './errors.js';
+import { MAX_TXN_DEPTH, MAX_TXN_OPS } from '../../kv/limits.js';
 import type {
   AlarmRequest,
   AlarmResponse,
@@ -35,10 +36,9 @@ import type {
   WatchFilter,
 } from './service.js';
 
-/** etcd's --max-txn-ops default: compares, and ops in each branch. */
-export const MAX_TXN_OPS = 128;
-/** Txns nested inside txn ops (etcd 3.4 allows nesting; we bound it). */
-export const MAX_TXN_DEPTH = 8;
+// The state machine's limits (core/kv/limits.ts), checked here too so that a request beyond
+// them is refused before it is converted, with the same bound the store applies.
+export { MAX_TXN_DEPTH, MAX_TXN_OPS } from '../../kv/limits.js';
 
 type Obj = Record<string, unknown>;
 const EMPTY = new Uint8Array(0);
