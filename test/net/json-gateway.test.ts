@@ -201,6 +201,24 @@ t.test('POST /v3/lease/keepalive answers each request with a line, then the resp
   t.same([bad.status, bad.json.code], [400, 3], 'a malformed request: 400 before any stream starts');
 });
 
+t.test('a client that leaves mid-body: no answer, no internal error (onInternalError fails this file)', async (t) => {
+  const { connect } = await import('node:net');
+  for (let i = 0; i < 3; i++) {
+    await new Promise<void>((resolve) => {
+      const s = connect(server.port, '127.0.0.1', () => {
+        s.write('POST /v3/kv/put HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"key":');
+        setTimeout(() => {
+          s.destroy();
+          resolve();
+        }, 50);
+      });
+      s.on('error', () => undefined);
+    });
+  }
+  await new Promise((r) => setTimeout(r, 100));
+  t.equal((await post('/v3/kv/put', { key: b64('gw/after-left'), value: b64('v') })).status, 200, 'the gateway keeps serving');
+});
+
 t.test('/version and /health', async (t) => {
   t.same(await (await fetch(`${base}/version`)).json(), { etcdserver: '3.4.0', etcdcluster: '3.4.0' });
   const health = await fetch(`${base}/health`);

@@ -231,6 +231,13 @@ function isStatus(e: unknown): e is { code: grpc.status; details: string } {
 }
 
 /** The gateway: an HTTP/1.1 server that is never listened on; the client port hands it connections. */
+/** The client closed its connection before its request body ended. */
+class ClientGoneError extends Error {
+  constructor() {
+    super('client left before the request body ended');
+  }
+}
+
 export class JsonGateway {
   readonly server: Server;
   private readonly root = etcdProtoRoot(true);
@@ -246,6 +253,11 @@ export class JsonGateway {
   ) {
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((e: unknown) => {
+        // A client gone mid-request is nobody's error: nothing to answer, nothing to log.
+        if (e instanceof ClientGoneError) {
+          res.destroy();
+          return;
+        }
         onInternalError?.(e);
         if (!res.headersSent) sendError(res, grpc.status.INTERNAL, 'picloud: internal error');
         else res.destroy();
@@ -384,7 +396,7 @@ export class JsonGateway {
     sendError(res, grpc.status.RESOURCE_EXHAUSTED, `request body larger than ${this.maxBodyBytes} bytes`);
   }
 
-  /** The body as text, or undefined once it outgrows the limit (the rest is not read). */
+  /** The body as text, or undefined once it outgrows the limit (the rest is not read); ClientGoneError if the client leaves first. */
   private readBody(req: IncomingMessage): Promise<string | undefined> {
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
@@ -400,9 +412,10 @@ export class JsonGateway {
         chunks.push(c);
       });
       req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-      req.on('error', reject);
-      // A client that leaves mid-body: nothing to answer (a no-op once 'end' has resolved).
-      req.on('close', () => reject(new Error('client left before the body ended')));
+      // A request's only errors are its connection's (Node's 'aborted'). A client that leaves
+      // mid-body: nothing to answer (a no-op once 'end' has resolved).
+      req.on('error', () => reject(new ClientGoneError()));
+      req.on('close', () => reject(new ClientGoneError()));
     });
   }
 
