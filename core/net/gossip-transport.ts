@@ -55,6 +55,13 @@ export interface GossipTransportOptions {
 }
 
 const DEFAULT_STREAM_IDLE_TIMEOUT_MS = 10_000;
+/**
+ * Bytes of inbound stream frames being read at once, over all connections. A frame can only be
+ * authenticated once whole, so without a shared bound anyone reaching the port could make the
+ * node hold MAX_INBOUND_STREAMS × MAX_STREAM_FRAME_BYTES (and the RSS stays after). Two whole
+ * frames at once: real push-pulls are far smaller than one.
+ */
+export const MAX_PENDING_INBOUND_FRAME_BYTES = 2 * MAX_STREAM_FRAME_BYTES;
 
 export class GossipTransport {
   readonly stats: TransportStats = {
@@ -63,6 +70,8 @@ export class GossipTransport {
   };
   private readonly replay = new ReplayCache();
   private activeInbound = 0;
+  /** Bytes of inbound frames being read now (MAX_PENDING_INBOUND_FRAME_BYTES). */
+  private pendingFrameBytes = 0;
   private readonly sockets = new Set<Socket>();
   private closed = false;
   /** Join connections (JOIN_STREAM_MAGIC) on this port go here; see setJoinHandler. */
@@ -227,9 +236,15 @@ export class GossipTransport {
     this.stats.streamsIn++;
     this.sockets.add(sock);
     let finished = false;
+    let reserved = 0;
+    const release = (): void => {
+      this.pendingFrameBytes -= reserved;
+      reserved = 0;
+    };
     const finish = (): void => {
       if (finished) return;
       finished = true;
+      release();
       this.activeInbound--;
       this.sockets.delete(sock);
       sock.destroy();
@@ -238,9 +253,17 @@ export class GossipTransport {
     sock.on('error', finish);
     sock.on('close', finish);
     const from: Address = { host: sock.remoteAddress ?? '', port: sock.remotePort ?? 0 };
-    readFrame(sock, (err, sealed) => {
+    const reserve = (bytes: number): boolean => {
+      if (this.pendingFrameBytes + bytes > MAX_PENDING_INBOUND_FRAME_BYTES) return false;
+      this.pendingFrameBytes += bytes;
+      reserved = bytes;
+      return true;
+    };
+    const onFrame = (err: GossipError | undefined, sealed?: Buffer): void => {
+      release(); // whole (or failed): no longer being read
       if (err) {
         if (err.code === 'GOSSIP_STREAM_TOO_LARGE') this.stats.oversized++;
+        else if (err.code === 'GOSSIP_STREAM_BUSY') this.stats.streamsRefused++;
         else if (err.code === 'GOSSIP_DECODE_MALFORMED') this.stats.malformed++;
         finish();
         return;
@@ -259,7 +282,8 @@ export class GossipTransport {
           sock.end(frame);
         })
         .catch(() => finish());
-    });
+    };
+    readFrame(sock, onFrame, reserve);
   }
 
   private frame(msg: StreamMsg): Buffer {
@@ -295,7 +319,7 @@ export class GossipTransport {
  * Reads one length-prefixed frame from a socket and calls back once with its bytes, or with
  * GOSSIP_STREAM_TOO_LARGE / GOSSIP_STREAM_FAILED. Stops listening after the frame.
  */
-export function readFrame(sock: Socket, cb: (err: GossipError | undefined, frame?: Buffer) => void): void {
+export function readFrame(sock: Socket, cb: (err: GossipError | undefined, frame?: Buffer) => void, reserve: (frameBytes: number) => boolean = () => true): void {
   const chunks: Buffer[] = [];
   let have = 0;
   let need = -1;
@@ -321,6 +345,10 @@ export function readFrame(sock: Socket, cb: (err: GossipError | undefined, frame
       }
       if (need < SEAL_OVERHEAD_BYTES) {
         finish(new GossipError('GOSSIP_DECODE_MALFORMED', `stream frame of ${need} bytes is too short to be sealed`));
+        return;
+      }
+      if (!reserve(need)) {
+        finish(new GossipError('GOSSIP_STREAM_BUSY', `stream frame of ${need} bytes refused: other frames are being read`));
         return;
       }
     }

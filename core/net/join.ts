@@ -28,15 +28,26 @@ export const MAX_JOIN_MEMBERS = 1_024;
  */
 export const JOIN_STREAM_MAGIC = Buffer.from('PCJ1', 'latin1');
 
+/** How long a connection may take to send its first 4 bytes before it is closed. */
+export const JOIN_PEEK_TIMEOUT_MS = 5_000;
+
 /**
  * Wait for the first bytes of `socket`: calls `route(isJoin)` once 4 bytes arrived, with the
- * magic (if any) consumed and every other byte put back for the next reader.
+ * magic (if any) consumed and every other byte put back for the next reader. A connection that
+ * has not sent them within `timeoutMs` is closed: these come before any authentication, and
+ * silent ones would otherwise hold the listener's connection slots (and block joins) for good.
  */
-export function peekJoinMagic(socket: Socket, route: (isJoin: boolean) => void): void {
+export function peekJoinMagic(socket: Socket, route: (isJoin: boolean) => void, timeoutMs = JOIN_PEEK_TIMEOUT_MS): void {
   let buf = Buffer.alloc(0);
+  const timer = setTimeout(() => {
+    socket.off('data', onData);
+    socket.destroy();
+  }, timeoutMs);
+  socket.once('close', () => clearTimeout(timer));
   const onData = (chunk: Buffer): void => {
     buf = Buffer.concat([buf, chunk]);
     if (buf.length < JOIN_STREAM_MAGIC.length) return;
+    clearTimeout(timer);
     socket.off('data', onData);
     socket.pause();
     const isJoin = buf.subarray(0, JOIN_STREAM_MAGIC.length).equals(JOIN_STREAM_MAGIC);

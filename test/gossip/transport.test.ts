@@ -14,6 +14,8 @@ import { Keyring, generateKey } from '../../core/gossip/keyring/index.js';
 import { MAX_EVENT_BUFFER, MAX_INBOUND_STREAMS, MAX_STREAM_FRAME_BYTES, MAX_UDP_PACKET_BYTES } from '../../core/gossip/limits.js';
 import { MsgType, type MemberEvent } from '../../core/gossip/types.js';
 import { GossipNode, type GossipEvent } from '../../core/net/gossip-node.js';
+import { MAX_PENDING_INBOUND_FRAME_BYTES } from '../../core/net/gossip-transport.js';
+import { JOIN_STREAM_MAGIC, peekJoinMagic } from '../../core/net/join.js';
 
 const HOST = '127.0.0.1';
 const SECRET = 'transport-test-secret';
@@ -187,6 +189,79 @@ t.test('MAX_INBOUND_STREAMS: extra connections are refused, then service resumes
   const b = await startNode('b');
   t.teardown(() => b.stop());
   t.equal(await b.join([{ host: HOST, port: a.port }]), 1);
+});
+
+t.test('frames being read share one byte budget: a third maximal frame is refused before its bytes are held', async (t) => {
+  const a = await startNode('a');
+  t.teardown(() => a.stop());
+  const announce = (): Promise<{ s: ReturnType<typeof connect>; closed: Promise<void> }> =>
+    new Promise((resolve) => {
+      const s = connect({ host: HOST, port: a.port }, () => {
+        const head = Buffer.alloc(5);
+        head.writeUInt32BE(MAX_STREAM_FRAME_BYTES, 0); // a whole frame announced, one byte sent
+        s.write(head);
+        resolve({ s, closed: new Promise((r) => s.once('close', () => r())) });
+      });
+      s.on('error', () => {});
+    });
+  const first = await announce();
+  const second = await announce();
+  await new Promise((r) => setTimeout(r, 100));
+  const before = a.metrics().streamsRefused;
+  const third = await announce();
+  await third.closed;
+  t.equal(a.metrics().streamsRefused, before + 1, `the third is refused (${MAX_PENDING_INBOUND_FRAME_BYTES} bytes being read at most)`);
+  first.s.destroy();
+  second.s.destroy();
+  await Promise.all([first.closed, second.closed]);
+  await new Promise((r) => setTimeout(r, 100));
+  const b = await startNode('b');
+  t.teardown(() => b.stop());
+  t.equal(await b.join([{ host: HOST, port: a.port }]), 1, 'the budget is given back: real push-pulls are served');
+});
+
+t.test('a connection that never sends its first 4 bytes is closed (peekJoinMagic)', async (t) => {
+  const { createServer } = await import('node:net');
+  const routed: boolean[] = [];
+  const server = createServer((sock) => {
+    sock.on('error', () => undefined);
+    peekJoinMagic(sock, (isJoin) => routed.push(isJoin), 300);
+  });
+  await new Promise<void>((r) => server.listen(0, HOST, () => r()));
+  t.teardown(() => server.close());
+  const port = (server.address() as { port: number }).port;
+  const started = Date.now();
+  const silentClosed = await new Promise<boolean>((resolve) => {
+    const s = connect({ host: HOST, port }, () => s.write('P')); // one byte, then silence
+    s.on('error', () => {});
+    const giveUp = setTimeout(() => {
+      s.destroy();
+      resolve(false);
+    }, 3_000);
+    s.once('close', () => {
+      clearTimeout(giveUp);
+      resolve(true);
+    });
+  });
+  const took = Date.now() - started;
+  t.ok(silentClosed && took >= 250, `closed by the listener after ${took} ms`);
+  t.same(routed, [], 'never routed');
+  let closed = false;
+  const joiner = await new Promise<ReturnType<typeof connect>>((resolve) => {
+    const s = connect({ host: HOST, port }, () => s.write(JOIN_STREAM_MAGIC));
+    s.on('error', () => {});
+    s.once('close', () => (closed = true));
+    const check = setInterval(() => {
+      if (routed.length === 1) {
+        clearInterval(check);
+        resolve(s);
+      }
+    }, 10);
+  });
+  t.same(routed, [true], 'the magic in time: routed as a join');
+  await new Promise((r) => setTimeout(r, 500));
+  t.notOk(closed, 'and not closed by the deadline after');
+  joiner.destroy();
 });
 
 t.test('cluster-wide key rotation without downtime', async (t) => {
