@@ -747,6 +747,7 @@ class WatchStream {
   private sendEvents(watchId: number, header: ResponseHeader, events: readonly WatchEvent[]): void {
     if (this.closed) return;
     const bytes = eventsResponseBytes(header, events);
+    const wasEmpty = this.pendingBytes === 0;
     this.pendingBytes += bytes;
     this.batchBytes += bytes;
     if (this.batchCount === 0) queueMicrotask(() => this.flush());
@@ -757,7 +758,9 @@ class WatchStream {
       slot.header = header;
       slot.events = events;
     }
-    if (this.pendingBytes > this.limits.maxWatchStreamBufferBytes) this.tooSlow();
+    // One response always fits an empty buffer (a revision larger than the buffer is no sign of
+    // a slow client), as the watch hub accepts one revision into a watcher's empty buffer.
+    if (!wasEmpty && this.pendingBytes > this.limits.maxWatchStreamBufferBytes) this.tooSlow();
   }
 
   /** Writes the queued events responses; anything else sent must come after them. */
@@ -804,9 +807,10 @@ class WatchStream {
   private send(resp: Obj, bytes: number): void {
     if (this.closed) return;
     this.flush();
+    const wasEmpty = this.pendingBytes === 0;
     this.pendingBytes += bytes;
     this.call.write(new EagerMessage(resp, () => this.written(bytes)));
-    if (this.pendingBytes > this.limits.maxWatchStreamBufferBytes) this.tooSlow();
+    if (!wasEmpty && this.pendingBytes > this.limits.maxWatchStreamBufferBytes) this.tooSlow();
   }
 
   /** The client is not reading: cancel every watcher of the stream, saying why (never a silent drop). */
