@@ -411,6 +411,10 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     throw new EtcdError('LEADER_CHANGED');
   }
 
+  hasLeader(): boolean {
+    return this.node.lead !== 0;
+  }
+
   /** The leader's client address, for what only the leader knows (lease time). */
   private leaderClientAddr(): string {
     // Just elected, lease timers not yet taken over: asking ourselves would loop.

@@ -2,6 +2,7 @@
  * Disaster recovery: after its quorum is lost, the member left can still save a snapshot (the
  * only way to the data for `snapshot restore`), as etcd's can: a maintenance check that waits for
  * a leader first must fall back to the member's own state. (It did not; found by a review.)
+ * A watch there is told the member has no leader, as etcd tells it.
  */
 import t from 'tap';
 import { join } from 'node:path';
@@ -21,4 +22,9 @@ t.test('snapshot save at the only member left (quorum lost)', { skip: hasEtcdctl
   const snap = etcdctl(ep, ['snapshot', 'save', join(cluster.root, 'snap.db'), '--command-timeout=20s']);
   t.equal(snap.status, 0, `a snapshot from the survivor: ${snap.stderr.trim().split('\n').pop()}`);
   t.match(snap.stdout, /Snapshot saved at/);
+  // etcdctl watch asks for a leader (clientv3's WithRequireLeader): told there is none, as etcd
+  // tells it, instead of a watch that stays silent.
+  const watch = etcdctl(ep, ['watch', 'k']);
+  t.equal(watch.status, 5, 'etcdctl watch exits as against etcd without a leader');
+  t.match(watch.stdout + watch.stderr, /no leader/);
 });

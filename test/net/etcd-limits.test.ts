@@ -9,7 +9,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
-import { EtcdGrpcServer, GRPC_OVERHEAD_BYTES, MAX_PENDING_KEEPALIVES, MAX_REQUEST_BYTES, MAX_WATCHERS_PER_CONNECTION } from '../../core/net/etcd/server.js';
+import { EtcdGrpcServer, GRPC_OVERHEAD_BYTES, MAX_PENDING_KEEPALIVES, MAX_REQUEST_BYTES, MAX_WATCHERS_PER_CONNECTION, NO_LEADER_CHECKS, NO_LEADER_CHECK_MS } from '../../core/net/etcd/server.js';
 import { MAX_TXN_DEPTH, MAX_TXN_OPS } from '../../core/net/etcd/convert.js';
 import { FakeEtcdBackend } from './fake-etcd-backend.js';
 
@@ -315,6 +315,48 @@ t.test('one revision larger than the whole send buffer reaches a client that rea
   t.notOk(w.got.some((r) => r.canceled === true), 'not cancelled');
   t.equal(w.got.reduce((n, r) => n + ((r.events as unknown[] | undefined)?.length ?? 0), 0), 16, 'the whole revision arrived');
   w.s.cancel();
+});
+
+t.test("watch streams that require a leader (etcd's hasleader metadata): refused, then ended, with NO_LEADER", async (t) => {
+  const md = new grpc.Metadata();
+  md.set('hasleader', 'true');
+  const ended = (s: grpc.ClientDuplexStream<Obj, Obj>): Promise<grpc.ServiceError | undefined> =>
+    new Promise((resolve) => {
+      s.on('error', (e: grpc.ServiceError) => resolve(e));
+      s.on('end', () => resolve(undefined));
+    });
+  t.teardown(() => void (backend.leaderKnown = true));
+
+  backend.leaderKnown = false;
+  const refused = watchClient.Watch(md);
+  refused.on('data', () => undefined);
+  const err = await ended(refused);
+  t.equal(err?.code, grpc.status.UNAVAILABLE);
+  t.equal(err?.details, 'etcdserver: no leader', "refused at once with etcd's error");
+  const plain = watchStream();
+  plain.s.write({ createRequest: { key: Buffer.from('nl') } });
+  await plain.until((g) => g.some((r) => r.created === true));
+  t.pass('a stream without hasleader is served without a leader');
+
+  backend.leaderKnown = true;
+  const got: Obj[] = [];
+  const held = watchClient.Watch(md);
+  held.on('data', (d: Obj) => got.push(d));
+  const heldEnd = ended(held);
+  held.write({ createRequest: { key: Buffer.from('nl') } });
+  for (let i = 0; i < 200 && !got.some((r) => r.created === true); i++) await new Promise((r) => setTimeout(r, 10));
+  t.ok(got.some((r) => r.created === true), 'with a leader: served');
+  const lostAt = Date.now();
+  backend.leaderKnown = false;
+  const heldErr = await heldEnd;
+  const after = Date.now() - lostAt;
+  t.equal(heldErr?.details, 'etcdserver: no leader', `ended with NO_LEADER ${after} ms after the leader was lost`);
+  t.ok(after >= (NO_LEADER_CHECKS - 1) * NO_LEADER_CHECK_MS && after < (NO_LEADER_CHECKS + 2) * NO_LEADER_CHECK_MS, 'after a few checks, not at the first');
+  plain.s.write({ progressRequest: {} });
+  const n = plain.got.length;
+  await plain.until((g) => g.length > n);
+  t.pass('the stream without hasleader is still open');
+  plain.s.cancel();
 });
 
 t.test('fuzz: garbage request bytes on every method get an error status; the server keeps serving', async (t) => {

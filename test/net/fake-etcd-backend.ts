@@ -294,6 +294,13 @@ export class FakeEtcdBackend implements EtcdBackend {
     return this.watchers.size;
   }
 
+  /** Test hook: whether the member knows a leader (hasLeader). */
+  leaderKnown = true;
+
+  hasLeader(): boolean {
+    return this.leaderKnown;
+  }
+
   /** Test hook: push events to every watcher directly. */
   blast(events: WatchEvent[]): void {
     for (const w of this.watchers) w.sink.events(events, this.header());

@@ -229,6 +229,10 @@ export class EtcdGrpcServer {
   /** Watchers per client connection (grpc peer string). */
   private readonly watchersByPeer = new Map<string, number>();
   private readonly streams = new Set<WatchStream>();
+  /** Open watch streams that require a leader, and the check that runs while there are any. */
+  private leaderWatchers = 0;
+  private leaderCheck: NodeJS.Timeout | undefined;
+  private leaderlessChecks = 0;
   private listener: SortingListener | undefined;
   private gateway: JsonGateway | undefined;
   /** Unary methods by name (they are unique across the etcd services), for invokeUnary. */
@@ -277,7 +281,47 @@ export class EtcdGrpcServer {
   }
 
   /** Ends watch streams, lets unary calls finish for up to graceMs, then drops everything. */
+  /**
+   * A Watch stream. One whose client requires a leader (clientv3's WithRequireLeader, which
+   * etcdctl watch uses) is refused with NO_LEADER while this member knows none, and ended with it
+   * once the member has known none for NO_LEADER_CHECKS checks in a row: as etcd does, so the
+   * client learns it is cut off instead of waiting on a silent stream.
+   */
+  private startWatchStream(call: WatchCall): void {
+    const s = new WatchStream(this, call, this.backend, this.limits);
+    if (s.requireLeader && this.backend.hasLeader?.() === false) {
+      s.fail(new EtcdError('NO_LEADER'));
+      return;
+    }
+    this.streams.add(s);
+    call.on('close', () => {
+      this.streams.delete(s);
+      if (s.requireLeader) this.leaderWatchers--;
+    });
+    if (s.requireLeader && this.backend.hasLeader !== undefined && this.leaderWatchers++ === 0 && this.leaderCheck === undefined) {
+      this.leaderlessChecks = 0;
+      this.leaderCheck = setInterval(() => this.checkLeader(), NO_LEADER_CHECK_MS);
+      this.leaderCheck.unref();
+    }
+  }
+
+  private checkLeader(): void {
+    if (this.leaderWatchers === 0) {
+      clearInterval(this.leaderCheck);
+      this.leaderCheck = undefined;
+      return;
+    }
+    if (this.backend.hasLeader?.() !== false) {
+      this.leaderlessChecks = 0;
+      return;
+    }
+    if (++this.leaderlessChecks < NO_LEADER_CHECKS) return;
+    for (const s of this.streams) if (s.requireLeader) s.fail(new EtcdError('NO_LEADER'));
+  }
+
   async close(graceMs = 2_000): Promise<void> {
+    clearInterval(this.leaderCheck);
+    this.leaderCheck = undefined;
     this.listener?.close();
     this.gateway?.close();
     for (const s of this.streams) s.shutdown();
@@ -430,11 +474,7 @@ export class EtcdGrpcServer {
     });
 
     this.server.addService(service('Watch'), {
-      Watch: (call: WatchCall) => {
-        const s = new WatchStream(this, call, b, L);
-        this.streams.add(s);
-        call.on('close', () => this.streams.delete(s));
-      },
+      Watch: (call: WatchCall) => this.startWatchStream(call),
     });
 
     this.server.addService(service('Lease'), {
@@ -656,6 +696,11 @@ function writableOrGone(call: grpc.ServerWritableStream<Obj, Obj>): Promise<void
   });
 }
 
+/** How often a member with leader-requiring watch streams looks for its leader (etcd: each election timeout). */
+export const NO_LEADER_CHECK_MS = 1_000;
+/** Checks in a row without a leader before those streams end with NO_LEADER (etcd's maxNoLeaderCnt). */
+export const NO_LEADER_CHECKS = 3;
+
 const WATCH_METHOD_PATH = '/etcdserverpb.Watch/Watch';
 
 
@@ -692,6 +737,8 @@ class WatchStream {
   private closed = false;
   private readonly ctx: CallContext;
   private readonly peer: string;
+  /** The client sent etcd's "hasleader" metadata. */
+  readonly requireLeader: boolean;
 
   constructor(
     private readonly server: EtcdGrpcServer,
@@ -701,12 +748,20 @@ class WatchStream {
   ) {
     this.ctx = callContext(call, server.clientCerts, true);
     this.peer = this.ctx.peer;
+    this.requireLeader = this.ctx.requireLeader;
     call.on('data', (req: Obj) => this.onRequest(req));
     // A client that half-closes (a request iterator that ran out, grpc-gateway once the body is
     // read) still gets its events, as from etcd; the stream ends when the client cancels or leaves.
     call.on('cancelled', () => this.closeAll());
     call.on('error', () => this.closeAll());
     call.on('close', () => this.closeAll());
+  }
+
+  /** Ends the stream with `err` (its watchers go). */
+  fail(err: unknown): void {
+    if (this.closed) return;
+    this.call.emit('error', this.server.toStatus(err, 'Watch'));
+    this.closeAll();
   }
 
   /** Server shutdown: cancel the watchers and end the stream (the client will reconnect elsewhere). */

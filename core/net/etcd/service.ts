@@ -395,6 +395,12 @@ export interface EtcdBackend {
   status(ctx: CallContext): Promise<StatusResponse>;
   alarm(req: AlarmRequest, ctx: CallContext): Promise<AlarmResponse>;
   defragment(ctx: CallContext): Promise<{ header: ResponseHeader }>;
+  /**
+   * Optional: whether this member knows a leader now. Watch streams whose client asked for one
+   * (etcd's "hasleader" metadata) are refused, and later ended, with NO_LEADER while it knows
+   * none, as etcd does; without this method they are served regardless.
+   */
+  hasLeader?(): boolean;
   /** Optional: etcdctl `move-leader`; on the leader only (NOT_LEADER elsewhere). UNIMPLEMENTED when absent. */
   moveLeader?(targetId: number, ctx: CallContext): Promise<{ header: ResponseHeader }>;
   /** Optional: etcdctl `endpoint hashkv`. UNIMPLEMENTED when absent. */
