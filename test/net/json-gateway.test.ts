@@ -219,6 +219,43 @@ t.test('a client that leaves mid-body: no answer, no internal error (onInternalE
   t.equal((await post('/v3/kv/put', { key: b64('gw/after-left'), value: b64('v') })).status, 200, 'the gateway keeps serving');
 });
 
+t.test('a request whose headers dribble in is closed at the headers deadline, however steady the dribble', async (t) => {
+  const { connect } = await import('node:net');
+  const quick = await EtcdGrpcServer.start({ backend, port: 0, limits: { gatewayHeadersTimeoutMs: 500 } });
+  t.teardown(() => quick.close());
+  const started = Date.now();
+  const closedAfter = await new Promise<number>((resolve) => {
+    const s = connect(quick.port, '127.0.0.1', () => {
+      const text = 'GET /version HTTP/1.1\r\nHost: x\r\nX-Slow: ' + 'a'.repeat(100);
+      let i = 0;
+      const drip = setInterval(() => {
+        if (i < text.length) s.write(text[i++]!); // one byte every 50 ms: the idle timeout never fires
+      }, 50);
+      s.once('close', () => {
+        clearInterval(drip);
+        resolve(Date.now() - started);
+      });
+      setTimeout(() => s.destroy(), 5_000);
+    });
+    s.on('error', () => undefined);
+  });
+  t.ok(closedAfter >= 400 && closedAfter < 3_000, `closed after ${closedAfter} ms`);
+  // A kept-alive connection: a request in time is answered, then the deadline starts again.
+  const answers: string[] = [];
+  const idleClosed = await new Promise<boolean>((resolve) => {
+    const s = connect(quick.port, '127.0.0.1', () => s.write('GET /version HTTP/1.1\r\nHost: x\r\n\r\n'));
+    s.on('data', (d: Buffer) => answers.push(d.toString()));
+    s.on('error', () => undefined);
+    s.once('close', () => resolve(true));
+    setTimeout(() => {
+      s.destroy();
+      resolve(false);
+    }, 3_000);
+  });
+  t.match(answers.join(''), /^HTTP\/1\.1 200/, 'the prompt request was answered');
+  t.ok(idleClosed, 'then, with no next request, closed at the deadline');
+});
+
 t.test('/version and /health', async (t) => {
   t.same(await (await fetch(`${base}/version`)).json(), { etcdserver: '3.4.0', etcdcluster: '3.4.0' });
   const health = await fetch(`${base}/health`);

@@ -83,6 +83,12 @@ const STREAM_ROUTES: Readonly<Record<string, GatewayStreamMethod>> = {
 const PREFIXES = ['/v3/', '/v3beta/', '/v3alpha/'];
 /** An HTTP/1 connection with no traffic for this long is closed (watch streams excepted). */
 export const GATEWAY_IDLE_TIMEOUT_MS = 60_000;
+/**
+ * A connection must complete a request's headers this long after it opened or after its last
+ * response ended, however slowly it dribbles them (Node's own headersTimeout never runs on a
+ * server that is not listening, and the idle timeout restarts with every byte).
+ */
+export const GATEWAY_HEADERS_TIMEOUT_MS = 60_000;
 /** TCP keepalive on a watch stream's connection. */
 const WATCH_KEEPALIVE_MS = 30_000;
 /** /health's quorum read gives up after this. */
@@ -242,6 +248,8 @@ export class JsonGateway {
   readonly server: Server;
   private readonly root = etcdProtoRoot(true);
   private readonly sockets = new Set<Duplex>();
+  /** Each connection's deadline for its next request's headers. */
+  private readonly headerDeadlines = new Map<Duplex, NodeJS.Timeout>();
 
   constructor(
     private readonly invoker: GatewayBackend,
@@ -250,8 +258,13 @@ export class JsonGateway {
     private readonly version: { etcdserver: string; etcdcluster: string },
     private readonly metrics?: () => Promise<{ contentType: string; body: string }>,
     onInternalError?: (err: unknown) => void,
+    private readonly headersTimeoutMs = GATEWAY_HEADERS_TIMEOUT_MS,
   ) {
     this.server = createServer((req, res) => {
+      this.headersArrived(req.socket);
+      res.once('finish', () => {
+        if (!req.socket.destroyed) this.awaitHeaders(req.socket);
+      });
       this.handle(req, res).catch((e: unknown) => {
         // A client gone mid-request is nobody's error: nothing to answer, nothing to log.
         if (e instanceof ClientGoneError) {
@@ -275,8 +288,25 @@ export class JsonGateway {
   /** Takes a connection whose first bytes (already read back into it) are HTTP/1. */
   injectConnection(socket: Duplex): void {
     this.sockets.add(socket);
-    socket.once('close', () => this.sockets.delete(socket));
+    this.awaitHeaders(socket);
+    socket.once('close', () => {
+      this.headersArrived(socket);
+      this.sockets.delete(socket);
+    });
     this.server.emit('connection', socket);
+  }
+
+  /** Starts the deadline for `socket`'s next request headers (GATEWAY_HEADERS_TIMEOUT_MS). */
+  private awaitHeaders(socket: Duplex): void {
+    clearTimeout(this.headerDeadlines.get(socket));
+    const timer = setTimeout(() => socket.destroy(), this.headersTimeoutMs);
+    timer.unref();
+    this.headerDeadlines.set(socket, timer);
+  }
+
+  private headersArrived(socket: Duplex): void {
+    clearTimeout(this.headerDeadlines.get(socket));
+    this.headerDeadlines.delete(socket);
   }
 
   close(): void {

@@ -18,7 +18,7 @@ import type { CallContext, EtcdAuthBackend, EtcdBackend, ResponseHeader, WatchEv
 import { framedSnapshotBytes, snapshotTrailer } from './snapshot-file.js';
 import { encodeEventsFrames, eventsResponseBytes, type EventsResponse } from './watch-encoding.js';
 import { DEFAULT_SORTING_TIMEOUTS, REWRITTEN_CERT_USER_HEADER, REWRITTEN_PEER_HEADER, SortingListener } from './client-port-listener.js';
-import { JsonGateway } from './json-gateway.js';
+import { GATEWAY_HEADERS_TIMEOUT_MS, JsonGateway } from './json-gateway.js';
 import { certificateUser, serverTlsOptions, tlsSource, type ClientTls, type ClientTlsSource } from './client-tls.js';
 import type { PeerCertificate, TlsOptions } from 'node:tls';
 import { EagerFrames, EagerMessage, eagerSendInterceptor } from './eager-send.js';
@@ -46,12 +46,15 @@ export interface EtcdServerLimits {
   maxRequestBytes: number;
   maxWatchersPerConnection: number;
   maxWatchStreamBufferBytes: number;
+  /** The JSON gateway's deadline for a request's headers (GATEWAY_HEADERS_TIMEOUT_MS). */
+  gatewayHeadersTimeoutMs: number;
 }
 
 export const DEFAULT_ETCD_SERVER_LIMITS: Readonly<EtcdServerLimits> = Object.freeze({
   maxRequestBytes: MAX_REQUEST_BYTES,
   maxWatchersPerConnection: MAX_WATCHERS_PER_CONNECTION,
   maxWatchStreamBufferBytes: MAX_WATCH_STREAM_BUFFER_BYTES,
+  gatewayHeadersTimeoutMs: GATEWAY_HEADERS_TIMEOUT_MS,
 });
 
 export interface EtcdServerOptions {
@@ -267,7 +270,7 @@ export class EtcdGrpcServer {
     // Our own listener instead of bindAsync: it sorts each connection first (client-port-listener.ts).
     const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
     // etcd serves its JSON gateway on the client port too (json-gateway.ts).
-    s.gateway = new JsonGateway(s, Math.ceil((limits.maxRequestBytes * 4) / 3) + JSON_OVERHEAD_BYTES, opts.version ?? DEFAULT_GATEWAY_VERSION, opts.metrics, (err) => opts.onInternalError?.(err, 'gateway'));
+    s.gateway = new JsonGateway(s, Math.ceil((limits.maxRequestBytes * 4) / 3) + JSON_OVERHEAD_BYTES, opts.version ?? DEFAULT_GATEWAY_VERSION, opts.metrics, (err) => opts.onInternalError?.(err, 'gateway'), limits.gatewayHeadersTimeoutMs);
     const tls = opts.tls === undefined ? undefined : serverTlsProvider(tlsSource(opts.tls));
     s.listener = await SortingListener.listen(opts.host ?? '127.0.0.1', opts.port, injector, DEFAULT_SORTING_TIMEOUTS, s.gateway, (err) => opts.onInternalError?.(err, 'accept'), tls);
     return Object.assign(s, { port: s.listener.port });
