@@ -75,6 +75,14 @@ export const PROGRESS_NOTICES_PER_STALL_TIMEOUT = 5;
 export const IDLE_KEEPALIVE_MS = 1_000;
 /** Accepted connections, authenticated or not; more are closed on arrival. */
 export const MAX_INBOUND_CONNECTIONS = 128;
+/**
+ * Connections from one address still in their handshake; more from it are closed on arrival. A
+ * member dials one at a time; without this bound, one host that knows no key could keep every
+ * slot above busy with silent handshakes, and no member could connect.
+ */
+export const MAX_HANDSHAKES_PER_ADDRESS = 4;
+/** Failed inbound handshakes are reported at most this often (with a count of the rest). */
+export const HANDSHAKE_FAILURE_REPORT_MS = 10_000;
 
 export interface PeerTransportLimits {
   maxQueuedMessagesPerPeer: number;
@@ -86,6 +94,8 @@ export interface PeerTransportLimits {
   handshakeTimeoutMs: number;
   stallTimeoutMs: number;
   maxInboundConnections: number;
+  /** Failed inbound handshakes are reported (onReject) at most this often; 0: every one. */
+  handshakeFailureReportMs: number;
   maxFrameBytes: number;
   duplicateLiveWindowMs: number;
   idleKeepAliveMs: number;
@@ -101,6 +111,7 @@ export const DEFAULT_PEER_TRANSPORT_LIMITS: Readonly<PeerTransportLimits> = Obje
   handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
   stallTimeoutMs: STALL_TIMEOUT_MS,
   maxInboundConnections: MAX_INBOUND_CONNECTIONS,
+  handshakeFailureReportMs: HANDSHAKE_FAILURE_REPORT_MS,
   maxFrameBytes: MAX_FRAME_BYTES,
   duplicateLiveWindowMs: DUPLICATE_LIVE_WINDOW_MS,
   idleKeepAliveMs: IDLE_KEEPALIVE_MS,
@@ -553,6 +564,10 @@ export class PeerTransport {
   private readonly announced = new Map<NodeId, string>();
   private server: Server | undefined;
   private readonly inbound = new Set<Socket>();
+  /** Inbound connections still in their handshake, by remote address (MAX_HANDSHAKES_PER_ADDRESS). */
+  private readonly handshakingByAddress = new Map<string, number>();
+  private handshakeReportedAt = -Infinity;
+  private unreportedHandshakeFailures = 0;
   /** The authenticated inbound channel of each peer (a newer one replaces an older one) and the process behind it. */
   private readonly inboundByPeer = new Map<NodeId, { channel: SecureChannel; instance: PeerInstance }>();
   private closed = false;
@@ -758,13 +773,27 @@ export class PeerTransport {
   }
 
   private accept(socket: Socket): void {
-    if (this.closed || this.inbound.size >= this.limits.maxInboundConnections) {
+    const address = socket.remoteAddress ?? '';
+    const handshaking = this.handshakingByAddress.get(address) ?? 0;
+    if (this.closed || this.inbound.size >= this.limits.maxInboundConnections || handshaking >= MAX_HANDSHAKES_PER_ADDRESS) {
       socket.destroy();
       this.stats_.rejectedHandshakes++;
       return;
     }
     this.inbound.add(socket);
-    socket.on('close', () => this.inbound.delete(socket));
+    this.handshakingByAddress.set(address, handshaking + 1);
+    let inHandshake = true;
+    const handshakeOver = (): void => {
+      if (!inHandshake) return;
+      inHandshake = false;
+      const n = (this.handshakingByAddress.get(address) ?? 1) - 1;
+      if (n <= 0) this.handshakingByAddress.delete(address);
+      else this.handshakingByAddress.set(address, n);
+    };
+    socket.on('close', () => {
+      handshakeOver();
+      this.inbound.delete(socket);
+    });
     socket.on('error', () => undefined);
     socket.setNoDelay(true);
     // Read now: a refused handshake destroys the socket, which then forgets its peer's address.
@@ -777,6 +806,7 @@ export class PeerTransport {
       maxFrameBytes: this.limits.maxFrameBytes,
     }).then(
       ({ channel, hello }) => {
+        handshakeOver();
         if (this.closed || hello.nodeId === 0 || hello.nodeId === this.nodeId) {
           this.stats_.rejectedHandshakes++;
           channel.close(new NetError('ERR_INVALID_MESSAGE', `bad node id ${hello.nodeId}`));
@@ -825,10 +855,24 @@ export class PeerTransport {
         progress.start();
       },
       (err: Error) => {
+        handshakeOver();
         this.stats_.rejectedHandshakes++;
-        this.onReject?.(`inbound handshake from ${remote}: ${err.message}`, err);
+        this.reportHandshakeFailure(`inbound handshake from ${remote}: ${err.message}`, err);
       },
     );
+  }
+
+  /** A failed inbound handshake, reported at most once per handshakeFailureReportMs: anyone can cause them. */
+  private reportHandshakeFailure(reason: string, err: Error): void {
+    const now = performance.now();
+    if (now - this.handshakeReportedAt < this.limits.handshakeFailureReportMs) {
+      this.unreportedHandshakeFailures++;
+      return;
+    }
+    const more = this.unreportedHandshakeFailures;
+    this.handshakeReportedAt = now;
+    this.unreportedHandshakeFailures = 0;
+    this.onReject?.(more === 0 ? reason : `${reason} (and ${more} more failed handshakes since the last report)`, err);
   }
 
   private receive(from: NodeId, plain: Buffer): void {

@@ -9,6 +9,7 @@ import {
   PROGRESS_NOTICE_PREFIX,
   MAX_QUEUED_BYTES_PER_PEER,
   MAX_QUEUED_MESSAGES_PER_PEER,
+  MAX_HANDSHAKES_PER_ADDRESS,
   PeerTransport,
   RECONNECT_MAX_MS,
   announcedHostUsable,
@@ -24,7 +25,8 @@ import { MessageType, emptyMessage, type Message } from '../../core/raft/types.j
 import { freePort } from '../helpers/ports.js';
 
 const key = derivePeerKey(parseToken(generateToken()).secret);
-const FAST: Partial<PeerTransportLimits> = { reconnectBaseMs: 10, reconnectMaxMs: 100, handshakeTimeoutMs: 1_000, connectTimeoutMs: 1_000 };
+// Every failed handshake reported: the tests read each refusal's code.
+const FAST: Partial<PeerTransportLimits> = { reconnectBaseMs: 10, reconnectMaxMs: 100, handshakeTimeoutMs: 1_000, connectTimeoutMs: 1_000, handshakeFailureReportMs: 0 };
 
 function hb(from: number, to: number, term = 1): Message {
   return emptyMessage(MessageType.Heartbeat, from, to, term);
@@ -102,6 +104,43 @@ t.test('a peer address that cannot be dialed is reported, never thrown (member r
   t.match(a.reasons.at(-1), new RegExp(`kept dialing ${b.addr.replace(/\./g, '\\.')}`));
   a.t.send([hb(1, 2, 9)]);
   await waitFor(() => b.got.length === 1, 'still delivered at the old address');
+});
+
+t.test('silent handshakes from one address hold at most MAX_HANDSHAKES_PER_ADDRESS slots: a member still gets in', async (t) => {
+  const victim = await node(t, 1, { ...FAST, handshakeTimeoutMs: 5_000 });
+  const member = await node(t, 2);
+  const port = Number(victim.addr.split(':')[1]);
+  const silent = await Promise.all(
+    Array.from({ length: 40 }, () => new Promise<Socket>((resolve) => {
+      // From 127.0.0.2: the member below dials from 127.0.0.1.
+      const s = connect({ port, host: '127.0.0.1', localAddress: '127.0.0.2' }, () => resolve(s));
+      s.on('error', () => undefined);
+    })),
+  );
+  t.teardown(() => silent.forEach((s) => s.destroy()));
+  await new Promise((r) => setTimeout(r, 100));
+  const open = silent.filter((s) => !s.destroyed && s.readyState === 'open').length;
+  t.ok(open >= MAX_HANDSHAKES_PER_ADDRESS, 'the first few are let into their handshake');
+  // A real member, dialing from another address, completes its handshake meanwhile.
+  member.t.addPeer(1, victim.addr);
+  victim.t.addPeer(2, member.addr);
+  member.t.send([hb(2, 1, 5)]);
+  await waitFor(() => victim.got.length === 1, 'a member delivered despite the silent handshakes', 3_000);
+  t.ok(victim.t.stats().rejectedHandshakes >= 40 - MAX_HANDSHAKES_PER_ADDRESS, 'the rest were closed on arrival');
+});
+
+t.test('failed handshakes are reported at most once per handshakeFailureReportMs, with a count of the rest', async (t) => {
+  const victim = await node(t, 1, { ...FAST, handshakeFailureReportMs: 60_000 });
+  const port = Number(victim.addr.split(':')[1]);
+  for (let i = 0; i < 5; i++) {
+    await new Promise<void>((resolve) => {
+      const s = connect(port, '127.0.0.1', () => s.write(Buffer.alloc(64, 0xff)));
+      s.on('error', () => undefined);
+      s.once('close', () => resolve());
+    });
+  }
+  t.equal(victim.t.stats().rejectedHandshakes, 5, 'all five refused');
+  t.equal(victim.reasons.length, 1, 'one report');
 });
 
 t.test('flushNow writes what is queued at once; without it, at the end of the turn', async (t) => {
