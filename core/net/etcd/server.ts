@@ -489,7 +489,9 @@ export class EtcdGrpcServer {
       LeaseKeepAlive: (call: grpc.ServerDuplexStream<Obj, Obj>) => this.keepAliveStream(call),
       LeaseTimeToLive: this.unary('LeaseTimeToLive', async (r, ctx) => {
         const resp = await b.leaseTimeToLive(cv.id64(r.ID), r.keys === true, ctx);
-        return { header: cv.header(resp.header), ID: resp.id, TTL: resp.ttlSeconds, grantedTTL: resp.grantedTtlSeconds, keys: resp.keys };
+        // A lease ID picloud cannot hold (at or above 2^53) is no lease: echoed as asked, as etcd does.
+        const id = cv.isSafeInt64(r.ID) ? resp.id : r.ID;
+        return { header: cv.header(resp.header), ID: id, TTL: resp.ttlSeconds, grantedTTL: resp.grantedTtlSeconds, keys: resp.keys };
       }),
       LeaseLeases: this.unary('LeaseLeases', async (_r, ctx) => {
         const resp = await b.leaseLeases(ctx);
