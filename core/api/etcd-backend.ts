@@ -406,7 +406,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     const now = performance.now();
     if (now - this.forwardFailureLoggedAt >= FORWARD_FAILURE_LOG_MS) {
       this.forwardFailureLoggedAt = now;
-      this.node.opts.logger.warn({ leader: this.node.lead.toString(16), reason: (err as Error).message }, 'a lease request forwarded to the leader failed');
+      this.node.opts.logger.warn({ leader: this.node.lead.toString(16), reason: (err as Error).message }, 'a request forwarded to the leader failed');
     }
     throw new EtcdError('LEADER_CHANGED');
   }

@@ -283,7 +283,6 @@ export class EtcdGrpcServer {
     return n;
   }
 
-  /** Ends watch streams, lets unary calls finish for up to graceMs, then drops everything. */
   /**
    * A Watch stream. One whose client requires a leader (clientv3's WithRequireLeader, which
    * etcdctl watch uses) is refused with NO_LEADER while this member knows none, and ended with it
@@ -292,16 +291,17 @@ export class EtcdGrpcServer {
    */
   private startWatchStream(call: WatchCall): void {
     const s = new WatchStream(this, call, this.backend, this.limits);
-    if (s.requireLeader && this.backend.hasLeader?.() === false) {
+    const needsLeader = s.requireLeader && this.backend.hasLeader !== undefined;
+    if (needsLeader && this.backend.hasLeader?.() === false) {
       s.fail(new EtcdError('NO_LEADER'));
       return;
     }
     this.streams.add(s);
     call.on('close', () => {
       this.streams.delete(s);
-      if (s.requireLeader) this.leaderWatchers--;
+      if (needsLeader) this.leaderWatchers--;
     });
-    if (s.requireLeader && this.backend.hasLeader !== undefined && this.leaderWatchers++ === 0 && this.leaderCheck === undefined) {
+    if (needsLeader && this.leaderWatchers++ === 0 && this.leaderCheck === undefined) {
       this.leaderlessChecks = 0;
       this.leaderCheck = setInterval(() => this.checkLeader(), NO_LEADER_CHECK_MS);
       this.leaderCheck.unref();
@@ -322,6 +322,7 @@ export class EtcdGrpcServer {
     for (const s of this.streams) if (s.requireLeader) s.fail(new EtcdError('NO_LEADER'));
   }
 
+  /** Ends watch streams, lets unary calls finish for up to graceMs, then drops everything. */
   async close(graceMs = 2_000): Promise<void> {
     clearInterval(this.leaderCheck);
     this.leaderCheck = undefined;
