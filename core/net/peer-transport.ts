@@ -77,8 +77,9 @@ export const IDLE_KEEPALIVE_MS = 1_000;
 export const MAX_INBOUND_CONNECTIONS = 128;
 /**
  * Connections from one address still in their handshake; more from it are closed on arrival. A
- * member dials one at a time (several members may share a loopback or NAT address); without this bound, one host that knows no key could keep every
- * slot above busy with silent handshakes, and no member could connect.
+ * member dials one at a time (a few may share a loopback or NAT address). Without this bound,
+ * one host that knows no key could keep every slot above busy with silent handshakes, and no
+ * member could connect.
  */
 export const MAX_HANDSHAKES_PER_ADDRESS = 8;
 /** Failed inbound handshakes are reported at most this often (with a count of the rest). */
