@@ -439,12 +439,19 @@ export class ManagerNode {
       if (opts.bootstrap && backend.store.appliedIndex > 0) {
         // A restored snapshot (core/api/snapshot-restore): found a new one-member cluster
         // whose Raft log starts with a snapshot at the image's applied index.
-        identity = { id: randomInt(1, 2 ** 47), name: opts.name, clusterId };
         const index = backend.store.appliedIndex;
+        const stored = logStore.snapshotMetadata();
+        // A first start killed after saving that snapshot (before identity.json) finds it
+        // stored: it keeps the member id it named rather than saving another (which the log
+        // store refuses as not newer, at every start).
+        const resumed = stored.index === index && stored.term === 1 && stored.conf.voters.length === 1 && stored.conf.learners.length === 0;
+        identity = { id: resumed ? stored.conf.voters[0]! : randomInt(1, 2 ** 47), name: opts.name, clusterId };
         const conf: ConfState = { voters: [identity.id], learners: [] };
-        const chunks: Uint8Array[] = [];
-        for await (const c of backend.store.snapshot()) chunks.push(c);
-        await logStore.save({ snapshot: { metadata: { index, term: 1, conf }, data: Buffer.concat(chunks) }, hardState: { term: 1, vote: 0, commit: index } }, { sync: true });
+        if (!resumed) {
+          const chunks: Uint8Array[] = [];
+          for await (const c of backend.store.snapshot()) chunks.push(c);
+          await logStore.save({ snapshot: { metadata: { index, term: 1, conf }, data: Buffer.concat(chunks) }, hardState: { term: 1, vote: 0, commit: index } }, { sync: true });
+        }
         const membership: AppliedMembership = { conf, members: [{ id: identity.id, ...self }] };
         await backend.persist({ confState: enc.encode(JSON.stringify(membership)), sync: true });
         log.info({ id: identity.id.toString(16), index, revision: backend.store.revision }, 'bootstrapped a new cluster from a restored snapshot');
