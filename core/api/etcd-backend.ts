@@ -521,7 +521,10 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   memberRemove(id: number, ctx?: api.CallContext): Promise<api.MembersResponse> {
     return etcdErrors(async () => {
       await this.auth.adminCaughtUp(ctx);
-      if (!this.node.members.has(id)) throw new EtcdError('MEMBER_NOT_FOUND');
+      const m = this.node.members.get(id);
+      if (!m) throw new EtcdError('MEMBER_NOT_FOUND');
+      // As etcd refuses it: without a voter the cluster could never commit again.
+      if (!m.isLearner && [...this.node.members.values()].every((o) => o.id === id || o.isLearner)) throw new EtcdError('MEMBER_NOT_ENOUGH_STARTED');
       await this.node.changeMembership({ type: ConfChangeType.RemoveNode, nodeId: id }, () => !this.node.members.has(id));
       return this.membersResponse();
     });

@@ -535,6 +535,7 @@ export class ManagerNode {
         apply: (e, payload) => this.applyEntry(e, payload),
         applyConfChange: (cc, conf) => this.applyConfChange(cc, conf),
         noteApplied: (e) => this.store.noteApplied(e.index, e.term),
+        skippedConfChange: (e, reason) => this.opts.logger.warn({ index: e.index, reason }, 'a committed membership change cannot be made: skipped'),
         restore: (snap) => this.restoreSnapshot(snap),
         afterApply: () => this.afterApply(),
       },

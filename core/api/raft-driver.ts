@@ -66,6 +66,11 @@ export interface RaftStateMachine {
    * persisted or imaged next describes the same index as the membership it holds.
    */
   noteApplied?(entry: Entry): void;
+  /**
+   * A committed membership change that cannot be made (removing the last voter, an encoding
+   * this version cannot read) was skipped; noteApplied follows. Every member skips it alike.
+   */
+  skippedConfChange?(entry: Entry, reason: string): void;
   /** Replace the whole state with a snapshot received from the leader. */
   restore(snapshot: Snapshot): void | Promise<void>;
   /** After each Ready's entries were applied (e.g. persist the applied state in one batch). */
@@ -455,8 +460,19 @@ export class RaftDriver {
 
   private applyEntry(e: Entry): void {
     if (e.type === EntryType.ConfChange) {
-      const cc = decodeConfChange(e.data);
-      const conf = this.node.applyConfChange(cc);
+      let cc: ConfChange;
+      let conf: ConfState;
+      try {
+        cc = decodeConfChange(e.data);
+        conf = this.node.applyConfChange(cc); // throws before changing anything
+      } catch (err) {
+        if (!(err instanceof RaftError) || err.code !== 'INVALID_CONF_CHANGE') throw err;
+        // Committed, so every member reaches it and skips it alike (etcd-raft leaves such a
+        // change out too). Thrown, it stopped every member, and again at every restart.
+        this.sm.skippedConfChange?.(e, err.message);
+        this.sm.noteApplied?.(e);
+        return;
+      }
       this.sm.applyConfChange?.(cc, conf, e.index);
       this.sm.noteApplied?.(e);
       return;

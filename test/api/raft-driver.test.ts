@@ -5,7 +5,7 @@
  */
 import t, { type Test } from 'tap';
 import { MemoryPersistence, RaftDriver, RaftDriverError, SnapshotRefusedError, durablePrefix, type RaftPersistence, type RaftTransport } from '../../core/api/raft-driver.js';
-import { Entry, MemoryStorage, Message, MessageType, Role, Snapshot, bootstrap } from '../../core/raft/index.js';
+import { ConfChangeType, Entry, MemoryStorage, Message, MessageType, Role, Snapshot, bootstrap } from '../../core/raft/index.js';
 import { Prng } from '../../core/sim/prng.js';
 
 const enc = new TextEncoder();
@@ -107,6 +107,29 @@ t.test('read barriers the leader will never answer fail with LEADER_CHANGED when
   const barrier = await outcome(drivers.get(follower)!.readBarrier());
   t.equal(barrier.code, 'ok', 'a read barrier on the follower after the change succeeds');
   t.ok(applied.get(follower)!.includes('after'), 'and the follower has applied what the new leader committed before it');
+});
+
+t.test('a committed membership change that cannot be made (removing the last voter) is skipped alike, not fatal', async (t) => {
+  const p = new MemoryPersistence();
+  bootstrap(p.storage, [1]);
+  const skipped: string[] = [];
+  let fatal: Error | undefined;
+  const d = new RaftDriver(
+    { id: 1, storage: p.storage, random: new Prng(3), electionTicks: 10, heartbeatTicks: 1 },
+    p,
+    { send: () => undefined },
+    { apply: (_e, payload) => dec.decode(payload), restore: () => undefined, skippedConfChange: (e, reason) => skipped.push(`${e.index}: ${reason}`) },
+    { tickMs: 5, requestTimeoutMs: 5000, onFatal: (e) => (fatal = e) },
+  );
+  d.start();
+  t.teardown(() => d.stop());
+  await waitFor('leadership', () => d.node.status().role === Role.Leader);
+  d.proposeConfChange({ type: ConfChangeType.RemoveNode, nodeId: 1 });
+  await waitFor('the change skipped', () => skipped.length > 0);
+  t.match(skipped[0], /removing the last voter/);
+  t.equal(fatal, undefined, 'the Ready loop goes on');
+  t.same(d.node.status().conf.voters, [1], 'still the one voter');
+  t.equal(await d.propose(enc.encode('after')), 'after', 'and commits what comes next');
 });
 
 t.test('durablePrefix: only committed entries below the first unsaved one', async (t) => {

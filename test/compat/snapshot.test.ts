@@ -77,4 +77,9 @@ t.test('save, restore into a new cluster, keep serving', { skip: hasEtcdctl() ? 
   t.equal(etcdctl(tep, ['get', '', '--prefix']).stdout, 'a\n1\nc\n3\n', 'started again, with the restored data');
   t.match(etcdctl(tep, ['member', 'list']).stdout, new RegExp(`^${firstId.toString(16)}, started, killed-first`), 'as the member the first start named');
   t.equal(etcdctl(tep, ['put', 'e', '5']).status, 0, 'and takes writes');
+  // Its only voter removed, the cluster could never commit again: refused, as etcd refuses it.
+  const removeLast = etcdctl(tep, ['member', 'remove', firstId.toString(16)]);
+  t.not(removeLast.status, 0, 'member remove of the last voter refused');
+  t.match(removeLast.stderr, /re-configuration failed due to not enough started members/, "etcd's error");
+  t.equal(etcdctl(tep, ['put', 'f', '6']).status, 0, 'the member keeps running and taking writes');
 });
