@@ -18,6 +18,12 @@ export const JOIN_TIMEOUT_MS = 30_000;
 export const JOIN_HANDLER_TIMEOUT_MS = 25_000;
 export const MAX_JOIN_FRAME_BYTES = 256 * 1024;
 export const MAX_JOIN_CONNECTIONS = 32;
+/**
+ * Join connections from one address at once. A joiner holds one (a few boards may share a NAT
+ * address). Without this bound, one host that knows no key could keep all MAX_JOIN_CONNECTIONS
+ * busy with silent handshakes, and no board could join.
+ */
+export const MAX_JOIN_CONNECTIONS_PER_ADDRESS = 8;
 export const MAX_MEMBER_NAME_CHARS = 253;
 export const MAX_ADDRESS_CHARS = 300;
 export const MAX_JOIN_MEMBERS = 1_024;
@@ -198,6 +204,8 @@ export interface JoinServerOptions {
 
 export class JoinServer {
   private readonly sockets = new Set<Socket>();
+  /** Open join connections by remote address (MAX_JOIN_CONNECTIONS_PER_ADDRESS). */
+  private readonly connectionsByAddress = new Map<string, number>();
   readonly stats = { accepted: 0, rejectedHandshakes: 0, joined: 0, refused: 0 };
 
   private constructor(
@@ -244,14 +252,22 @@ export class JoinServer {
   }
 
   private accept(socket: Socket): void {
-    if (this.sockets.size >= MAX_JOIN_CONNECTIONS) {
+    const address = socket.remoteAddress ?? '';
+    const fromAddress = this.connectionsByAddress.get(address) ?? 0;
+    if (this.sockets.size >= MAX_JOIN_CONNECTIONS || fromAddress >= MAX_JOIN_CONNECTIONS_PER_ADDRESS) {
       socket.destroy();
       this.stats.rejectedHandshakes++;
       return;
     }
     this.stats.accepted++;
     this.sockets.add(socket);
-    socket.on('close', () => this.sockets.delete(socket));
+    this.connectionsByAddress.set(address, fromAddress + 1);
+    socket.on('close', () => {
+      this.sockets.delete(socket);
+      const n = (this.connectionsByAddress.get(address) ?? 1) - 1;
+      if (n <= 0) this.connectionsByAddress.delete(address);
+      else this.connectionsByAddress.set(address, n);
+    });
     socket.on('error', () => undefined);
     const remoteAddress = `${socket.remoteAddress}:${socket.remotePort}`;
     serverHandshake(socket, {

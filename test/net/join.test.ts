@@ -3,7 +3,9 @@ import fc from 'fast-check';
 import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 import {
+  JOIN_STREAM_MAGIC,
   JoinServer,
+  MAX_JOIN_CONNECTIONS_PER_ADDRESS,
   MAX_JOIN_MEMBERS,
   MAX_MEMBER_NAME_CHARS,
   decodeJoinRequest,
@@ -43,6 +45,27 @@ t.test('a joiner with the secret is added; the callback sees its request', async
   t.equal(seen[0]!.name, 'pi02');
   t.match(seen[0]!.remoteAddress, /^127\.0\.0\.1:\d+$/);
   t.equal(server.stats.joined, 1);
+});
+
+t.test('silent connections from one address hold at most MAX_JOIN_CONNECTIONS_PER_ADDRESS slots: a board still joins', async (t) => {
+  const server = await JoinServer.listen({ peerKey: key, port: 0, onJoin: async () => ({ memberId: 7, members }) });
+  t.teardown(() => server.close());
+  const port = server.address!.port;
+  const silent = await Promise.all(
+    Array.from({ length: 40 }, () => new Promise<ReturnType<typeof connect>>((resolve) => {
+      // From 127.0.0.2 (the joiner below dials from 127.0.0.1): the join magic, then silence.
+      const s = connect({ port, host: '127.0.0.1', localAddress: '127.0.0.2' }, () => {
+        s.write(JOIN_STREAM_MAGIC);
+        resolve(s);
+      });
+      s.on('error', () => undefined);
+    })),
+  );
+  t.teardown(() => silent.forEach((s) => s.destroy()));
+  await new Promise((r) => setTimeout(r, 100));
+  t.equal(server.stats.rejectedHandshakes, 40 - MAX_JOIN_CONNECTIONS_PER_ADDRESS, 'beyond the per-address bound, closed on arrival');
+  const r = await joinCluster({ address: `127.0.0.1:${port}`, peerKey: key, request: { name: 'pi03', peerAddr: '127.0.0.1:13380', clientAddr: '127.0.0.1:13379' } });
+  t.equal(r.memberId, 7, 'a board joins meanwhile');
 });
 
 t.test('default port, refusals and wrong secrets', async (t) => {
