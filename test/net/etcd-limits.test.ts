@@ -11,6 +11,7 @@ import protobuf from 'protobufjs';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
 import { EtcdGrpcServer, GRPC_OVERHEAD_BYTES, MAX_PENDING_KEEPALIVES, MAX_REQUEST_BYTES, MAX_WATCHERS_PER_CONNECTION, NO_LEADER_CHECKS, NO_LEADER_CHECK_MS } from '../../core/net/etcd/server.js';
 import { MAX_TXN_DEPTH, MAX_TXN_OPS } from '../../core/net/etcd/convert.js';
+import { MAX_TXN_DEPTH as KV_MAX_TXN_DEPTH } from '../../core/kv/limits.js';
 import { FakeEtcdBackend } from './fake-etcd-backend.js';
 
 type Obj = Record<string, unknown>;
@@ -83,6 +84,8 @@ t.test('etcd\'s request checks', async (t) => {
   t.equal(await e('Txn', { success: Array.from({ length: MAX_TXN_OPS + 1 }, (_, i) => put(i)) }), 'etcdserver: too many operations in txn request');
   t.equal(await e('Txn', { compare: Array.from({ length: MAX_TXN_OPS + 1 }, () => ({ key: Buffer.from('k') })) }), 'etcdserver: too many operations in txn request');
   const nest = (d: number): Obj => (d === 0 ? put(0) : { requestTxn: { success: [nest(d - 1)] } });
+  // The port's bound is the state machine's (core/kv/limits.ts), not a tighter one of its own.
+  t.equal(MAX_TXN_DEPTH, KV_MAX_TXN_DEPTH, "the client port's txn nesting bound is the store's");
   t.equal(await e('Txn', { success: [nest(MAX_TXN_DEPTH)] }), undefined, `nesting ${MAX_TXN_DEPTH}: ok`);
   t.match(await e('Txn', { success: [nest(MAX_TXN_DEPTH + 1)] }), /txn nested deeper than/);
   const r = await call(kv, 'Range', { key: Buffer.from('t'), rangeEnd: Buffer.from('u'), countOnly: true });
