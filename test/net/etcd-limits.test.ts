@@ -338,8 +338,9 @@ t.test("watch streams that require a leader (etcd's hasleader metadata): refused
   t.equal(err?.details, 'etcdserver: no leader', "refused at once with etcd's error");
   const plain = watchStream();
   plain.s.write({ createRequest: { key: Buffer.from('nl') } });
-  await plain.until((g) => g.some((r) => r.created === true));
-  t.pass('a stream without hasleader is served without a leader');
+  await plain.until((g) => g.some((r) => r.created === true || r.canceled === true));
+  const created = plain.got.find((r) => r.created === true);
+  t.ok(created !== undefined && created.canceled !== true, 'a stream without hasleader is served without a leader: its watch is created, not cancelled');
 
   backend.leaderKnown = true;
   const got: Obj[] = [];
@@ -358,7 +359,8 @@ t.test("watch streams that require a leader (etcd's hasleader metadata): refused
   plain.s.write({ progressRequest: {} });
   const n = plain.got.length;
   await plain.until((g) => g.length > n);
-  t.pass('the stream without hasleader is still open');
+  const progress = plain.got[n]!;
+  t.ok(progress.canceled !== true && (progress.events as unknown[] | undefined)?.length === 0 && progress.header !== undefined, 'the stream without hasleader is still open: it answers a progress request');
   plain.s.cancel();
 });
 
