@@ -128,9 +128,11 @@ export interface PicloudOptions {
   electionTicks?: number;
   /** Extra agent flags for every member. */
   agentArgs?: string[];
+  /** Members (default 3). */
+  size?: number;
 }
 
-/** Three picloud managers: the first bootstraps, the others join and are promoted. */
+/** Three (or `size`) picloud managers: the first bootstraps, the others join and are promoted. */
 export async function startPicloud(opts: PicloudOptions): Promise<BenchCluster> {
   const root = join(opts.root, 'picloud');
   mkdirSync(root, { recursive: true });
@@ -139,7 +141,8 @@ export async function startPicloud(opts: PicloudOptions): Promise<BenchCluster> 
   try {
     let firstGossip = 0;
     let token = '';
-    for (let i = 1; i <= 3; i++) {
+    const size = opts.size ?? 3;
+    for (let i = 1; i <= size; i++) {
       const name = `p${i}`;
       const ports = { client: await freePort(), peer: await freePort(), gossip: await freePort(), http: await freePort() };
       if (i === 1) firstGossip = ports.gossip;
@@ -157,7 +160,7 @@ export async function startPicloud(opts: PicloudOptions): Promise<BenchCluster> 
       await waitReady(m, ports.http);
       if (i === 1) token = readFileSync(join(dataDir, 'token'), 'utf8').trim();
     }
-    await waitVoters(members, 3);
+    await waitVoters(members, size);
     return cluster;
   } catch (e) {
     await cluster.stop();
@@ -180,9 +183,11 @@ async function waitReady(m: Member, httpPort: number): Promise<void> {
   throw new Error(`${m.name} not ready: ${m.logTail.join('').slice(-2000)}`);
 }
 
-/** Three etcd members with a static initial cluster, default fsync and timing. */
+/** Three (or `size`) etcd members with a static initial cluster, default fsync and timing. */
 export async function startEtcd(opts: {
   root: string;
+  /** Members (default 3). */
+  size?: number;
   /** Extra etcd flags for every member. */
   etcdArgs?: string[];
   /** The client URLs' scheme: https with --cert-file and --key-file among etcdArgs. */
@@ -194,7 +199,8 @@ export async function startEtcd(opts: {
   const cluster = makeCluster('etcd', members, root);
   try {
     const specs = [];
-    for (let i = 1; i <= 3; i++) specs.push({ name: `e${i}`, client: await freePort(), peer: await freePort() });
+    const size = opts.size ?? 3;
+    for (let i = 1; i <= size; i++) specs.push({ name: `e${i}`, client: await freePort(), peer: await freePort() });
     const initialCluster = specs.map((s) => `${s.name}=http://127.0.0.1:${s.peer}`).join(',');
     const scheme = opts.clientScheme ?? 'http';
     for (const s of specs) {
@@ -209,7 +215,7 @@ export async function startEtcd(opts: {
       ];
       members.push(spawnMember(s.name, ETCD_BIN, args, `127.0.0.1:${s.client}`, dataDir));
     }
-    await waitVoters(members, 3);
+    await waitVoters(members, size);
     return cluster;
   } catch (e) {
     await cluster.stop();

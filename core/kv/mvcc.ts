@@ -183,6 +183,11 @@ export class MvccIndex {
     return this.writeMain;
   }
 
+  /** The revision of the newest record held: the write in progress's once it has changed something. */
+  get newestRevision(): number {
+    return this.writeRecords.length > 0 ? this.writeMain : this.currentRevision;
+  }
+
   /** Appends a put; the key must not already have been changed in this write. */
   put(skey: string, value: Uint8Array, lease: number): KvRecord {
     let h = this.hists.get(skey);

@@ -18,12 +18,15 @@ export function checkReadRevision(idx: MvccIndex, revision: number, readRev: num
 }
 
 /**
- * etcd's checkRequestRange, run on a txn's reads before the txn: there a negative revision is
- * below the first one, so compacted (a Range alone reads it as the current revision).
+ * etcd's checkRequestRange, run on a txn's reads before the txn: any revision but 0 is held
+ * against the compacted one, which is -1 until the first compaction. So a negative revision is
+ * "compacted" once the store has been compacted (below -1, always); a Range alone, and a txn's
+ * read that passes, reads it as the current revision.
  */
 export function checkTxnReadRevision(idx: MvccIndex, revision: number, readRev: number): void {
-  if (revision < 0) throw new KvError('COMPACTED', `revision ${revision} < ${idx.compactRevision}`);
-  checkReadRevision(idx, revision, readRev);
+  if (revision === 0) return;
+  if (revision > readRev) throw new KvError('FUTURE_REV', `revision ${revision} > ${readRev}`);
+  if (revision < idx.compactRevision) throw new KvError('COMPACTED', `revision ${revision} < ${idx.compactRevision}`);
 }
 
 function isDefaultOrdering(r: RangeRequest): boolean {
@@ -59,7 +62,8 @@ export function visitLive(
     return;
   }
   if (span.end !== '' && span.end <= span.start) return;
-  const useLatest = rev >= idx.currentRevision;
+  // A txn's read at an earlier revision must not see the txn's own writes.
+  const useLatest = rev >= idx.newestRevision;
   const from = after ?? span.start;
   idx.scan(from, after !== undefined, span.end, (h: KeyHistory) => {
     const rec = useLatest ? h.live() : h.liveAt(rev);

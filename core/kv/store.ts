@@ -42,6 +42,7 @@ import {
   type RangeRequest,
   type RangeResponse,
   type ResponseOp,
+  type RequestOp,
   type TxnRequest,
   type TxnResponse,
   type WatchEvent,
@@ -247,12 +248,17 @@ export class KvStore {
 
   // ---------------------------------------------------------------- writes
 
-  private precheckPut(p: PutRequest): void {
+  /**
+   * A put's lease must exist, and ignore_value / ignore_lease need a live key. Which error wins
+   * when both fail is etcd's: a put checks its lease first, a put inside a txn (etcd's
+   * checkRequestPut) its key first.
+   */
+  private precheckPut(p: PutRequest, inTxn = false): void {
     const lease = p.lease ?? 0;
-    if (lease !== 0 && !this.leaseTable.has(lease)) throw new KvError('LEASE_NOT_FOUND');
-    if (p.ignoreValue || p.ignoreLease) {
-      if (this.idx.history(keyString(p.key))?.live() === undefined) throw new KvError('KEY_NOT_FOUND');
-    }
+    const leaseMissing = lease !== 0 && !this.leaseTable.has(lease);
+    const keyMissing = (p.ignoreValue || p.ignoreLease) && this.idx.history(keyString(p.key))?.live() === undefined;
+    if (leaseMissing && !(inTxn && keyMissing)) throw new KvError('LEASE_NOT_FOUND');
+    if (keyMissing) throw new KvError('KEY_NOT_FOUND');
   }
 
   private applyPut(p: PutRequest): PutResponse {
@@ -333,7 +339,7 @@ export class KvStore {
     // etcd evaluates every compare of the chosen path first, against the state before the txn.
     const path: boolean[] = [];
     this.comparePath(t, path);
-    this.precheckTxn(t, path, { i: 0 });
+    this.precheckTxn(t, path);
     const readOnly = isTxnReadOnly(t);
     this.idx.beginWrite();
     const events: WatchEvent[] | undefined = this.listeners.length > 0 ? [] : undefined;
@@ -382,12 +388,18 @@ export class KvStore {
     return all;
   }
 
-  private precheckTxn(t: TxnRequest, path: boolean[], cur: { i: number }): void {
+  /** etcd's order: every put on the path taken is checked, then every range (so a put's error wins). */
+  private precheckTxn(t: TxnRequest, path: boolean[]): void {
+    this.visitTxnPath(t, path, { i: 0 }, (op) => op.requestPut && this.precheckPut(op.requestPut, true));
+    this.visitTxnPath(t, path, { i: 0 }, (op) => op.requestRange && checkTxnReadRevision(this.idx, op.requestRange.revision ?? 0, this.idx.currentRevision));
+  }
+
+  /** Calls visit on each non-txn op the txn (and its nested txns) runs, given the compares' path. */
+  private visitTxnPath(t: TxnRequest, path: boolean[], cur: { i: number }, visit: (op: RequestOp) => void): void {
     const ok = path[cur.i++]!;
     for (const op of (ok ? t.success : t.failure) ?? []) {
-      if (op.requestRange) checkTxnReadRevision(this.idx, op.requestRange.revision ?? 0, this.idx.currentRevision);
-      else if (op.requestPut) this.precheckPut(op.requestPut);
-      else if (op.requestTxn) this.precheckTxn(op.requestTxn, path, cur);
+      if (op.requestTxn) this.visitTxnPath(op.requestTxn, path, cur, visit);
+      else visit(op);
     }
   }
 

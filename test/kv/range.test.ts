@@ -126,6 +126,33 @@ t.test('revision errors', async (t) => {
   t.throws(() => n.range('', undefined), KvError);
 });
 
+t.test("a txn's read at an earlier revision does not see the txn's own writes", async (t) => {
+  const n = fixture(); // a: mod 5, abc: mod 8
+  const readAt = (revision: number, rangeEnd?: string) => ({ requestRange: { key: b('a'), ...(rangeEnd ? { rangeEnd: b(rangeEnd) } : {}), revision } });
+  const r = n.txn({ compare: [], success: [{ requestPut: { key: b('a'), value: b('new') } }, readAt(8, 'b'), readAt(8), readAt(0, 'b')], failure: [] });
+  const mods = (i: number) => r.responses[i]!.responseRange!.kvs.map((kv) => [s(kv.key), kv.modRevision]);
+  t.same(mods(1), [['a', 5], ['abc', 8]], 'a span at the revision before the txn');
+  t.same(mods(2), [['a', 5]], 'one key at the revision before the txn');
+  t.same(mods(3), [['a', 9], ['abc', 8]], "at the current revision: the txn's write");
+});
+
+t.test("a txn's read revision before any compaction, and which check wins (etcd's order)", async (t) => {
+  const n = fixture();
+  const txnRead = (revision: number, extra: object[] = []) => ({ txn: { compare: [], success: [{ requestRange: { key: b('a'), revision } }, ...extra], failure: [] } });
+  // etcd's checkRequestRange holds the revision against the compacted one, -1 until a compaction.
+  const r = n.txn(txnRead(-1).txn);
+  t.same(keysOf(r.responses[0]!.responseRange!), ['a'], 'never compacted: -1 reads the current revision');
+  t.equal(n.err(txnRead(-2)).code, 'COMPACTED', 'below -1: compacted even so');
+  t.equal(n.err(txnRead(9)).code, 'FUTURE_REV');
+  // etcd checks every put of the txn before any range: the put's error wins, wherever it stands.
+  const ignoreMissing = { requestPut: { key: b('zz'), ignoreValue: true } };
+  t.equal(n.err(txnRead(9, [ignoreMissing])).code, 'KEY_NOT_FOUND', "a later put's error before an earlier range's");
+  // In a txn the put's key is checked before its lease; a put alone checks its lease first.
+  const both = { key: b('zz'), ignoreValue: true, lease: 999 };
+  t.equal(n.err({ txn: { compare: [], success: [{ requestPut: both }], failure: [] } }).code, 'KEY_NOT_FOUND', 'in a txn: the key');
+  t.equal(n.err({ put: both }).code, 'LEASE_NOT_FOUND', 'a put alone: the lease');
+});
+
 t.test('a range through apply is read-only', async (t) => {
   const n = fixture();
   const before = n.store.digest();

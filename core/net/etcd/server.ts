@@ -936,7 +936,9 @@ class WatchStream {
         deliver(() => {
           if (this.watchers.get(id) === w) this.watchers.delete(id);
           this.drop(w);
-          this.send({ header: cv.header(h), watchId: id, canceled: true, compactRevision: compactRevision ?? 0, cancelReason: reason }, 128);
+          // A compacted start is told by compact_revision alone, as etcd tells it (no cancel_reason).
+          const compacted = compactRevision !== undefined && compactRevision > 0;
+          this.send({ header: cv.header(h), watchId: id, canceled: true, compactRevision: compacted ? compactRevision : 0, cancelReason: compacted ? '' : reason }, 128);
         }),
     };
     this.watchers.set(id, w);
