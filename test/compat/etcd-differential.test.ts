@@ -363,14 +363,19 @@ async function runSequence(sides: [Side, Side], prefix: string, ops: Op[], watch
   const frames = await Promise.all(sides.map((s) => openFrame(s.services, prefix)));
   try {
     const steps = [...ops, { t: 'range', key: 0, end: { kind: 'all' }, limit: 0, revision: 0, sortOrder: 'NONE', sortTarget: 'KEY', keysOnly: false, countOnly: false, minMod: 0, maxMod: 0, minCreate: 0, maxCreate: 0, serializable: false } as RangeOp];
+    let compactedAt = 0;
     for (const [i, op] of steps.entries()) {
       const answers = await Promise.all(sides.map((s, j) => send(s.services, frames[j]!, op)));
       const [a, b] = answers.map((o, j) => normalize(frames[j]!, o));
       if (show(a) !== show(b)) {
         throw new Error(`step ${i} ${show(op)}:\n  ${sides[0].name}: ${show(a)}\n  ${sides[1].name}: ${show(b)}`);
       }
+      if (op.t === 'compact' && 'ok' in answers[0]!) compactedAt = op.revision;
     }
-    const events = await Promise.all(sides.map((s, j) => watchAll(s.services, frames[j]!, watch)));
+    // etcd 3.4.23 drops a tombstone at the compacted revision itself, so a watch from there misses
+    // that delete (etcd#18089, fixed in later 3.4 and 3.5 releases); picloud delivers it, as they do.
+    const etcdDropped = (e: any): boolean => watch.start === compactedAt && e.type === 'DELETE' && e.kv?.modRevision === compactedAt;
+    const events = (await Promise.all(sides.map((s, j) => watchAll(s.services, frames[j]!, watch)))).map((list) => list.filter((e) => !etcdDropped(e)));
     if (show(events[0]) !== show(events[1])) {
       throw new Error(`watch ${show(watch)}:\n  ${sides[0].name}: ${show(events[0])}\n  ${sides[1].name}: ${show(events[1])}`);
     }
