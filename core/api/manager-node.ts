@@ -10,7 +10,7 @@
  */
 import { ensurePrivateDir } from '../storage/private-dir.js';
 import { randomInt } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { getHeapStatistics } from 'node:v8';
 import { join } from 'node:path';
@@ -35,6 +35,7 @@ import { RaftLogStore, type RaftLogStoreStats, type WriteObserver } from '../sto
 import { MvccBackend } from '../storage/mvcc-backend.js';
 import { StorageError } from '../storage/errors.js';
 import { writeFileDurablySync } from '../storage/durable-file.js';
+import { RESTORED_MARKER } from './snapshot-restore.js';
 import {
   AutoCompactor,
   DEFAULT_AUTO_COMPACTION,
@@ -209,7 +210,7 @@ const dec = new TextDecoder();
 
 export class NodeError extends Error {
   constructor(
-    readonly code: 'NAME_CONFLICT' | 'NOT_BOOTSTRAPPED' | 'JOIN_FAILED' | 'BAD_TOKEN' | 'STATE_BEHIND_LOG' | 'MEMBER_REMOVED' | 'DUPLICATE_MEMBER' | 'DATA_DIR_NAME' | 'OTHER_BOARD' | 'QUOTA_TOO_LARGE' | 'HISTORY_TOO_LARGE',
+    readonly code: 'NAME_CONFLICT' | 'NOT_BOOTSTRAPPED' | 'JOIN_FAILED' | 'BAD_TOKEN' | 'STATE_BEHIND_LOG' | 'MEMBER_REMOVED' | 'DUPLICATE_MEMBER' | 'DATA_DIR_NAME' | 'DATA_DIR_DAMAGED' | 'OTHER_BOARD' | 'QUOTA_TOO_LARGE' | 'HISTORY_TOO_LARGE',
     message: string,
   ) {
     super(message);
@@ -409,7 +410,7 @@ export class ManagerNode {
     let identity: Identity | undefined;
     let token: string;
     if (existsSync(identityPath)) {
-      identity = JSON.parse(readFileSync(identityPath, 'utf8')) as Identity;
+      identity = readIdentity(identityPath);
       // A data dir is one member: started under another name it is most likely a copy (an SD
       // card image of a manager flashed onto another board), which must not take part as that member.
       if (identity.name !== opts.name) {
@@ -432,11 +433,20 @@ export class ManagerNode {
     const peerKey = derivePeerKey(secret);
     const clusterId = parseInt(tokenDigest(secret).slice(0, 12), 16);
 
-    const logStore = await RaftLogStore.open(join(opts.dataDir, 'raft'));
-    const backend = await MvccBackend.open(join(opts.dataDir, 'kv'));
+    // With an identity both stores were written before: a missing one is damage, not a first start.
+    const mustExist = identity !== undefined;
+    const logStore = await RaftLogStore.open(join(opts.dataDir, 'raft'), { mustExist });
+    const backend = await MvccBackend.open(join(opts.dataDir, 'kv'), {}, { mustExist });
+    const restoredMarker = join(opts.dataDir, RESTORED_MARKER);
+    try {
+      checkDataDirState(opts, identity, logStore, backend, existsSync(restoredMarker));
+    } catch (err) {
+      await Promise.all([logStore.close(), backend.close()]);
+      throw err;
+    }
     let joinedMembers: JoinMember[] = [];
     if (!identity) {
-      if (opts.bootstrap && backend.store.appliedIndex > 0) {
+      if (opts.bootstrap && existsSync(restoredMarker)) {
         // A restored snapshot (core/api/snapshot-restore): found a new one-member cluster
         // whose Raft log starts with a snapshot at the image's applied index.
         const index = backend.store.appliedIndex;
@@ -471,8 +481,9 @@ export class ManagerNode {
       writeFileDurablySync(tokenPath, token + '\n', 0o600);
       if (opts.board !== undefined) identity.board = opts.board;
       writeFileDurablySync(identityPath, JSON.stringify(identity) + '\n');
+      rmSync(restoredMarker, { force: true });
     } else if (existsSync(joinMembersPath)) {
-      joinedMembers = JSON.parse(readFileSync(joinMembersPath, 'utf8')) as JoinMember[];
+      joinedMembers = readJsonFile(joinMembersPath, (v): v is JoinMember[] => Array.isArray(v));
     }
     const node = new ManagerNode(opts, identity, token, logStore, backend, quotaBytes);
     await node.run(peerKey, joinedMembers, self);
@@ -1189,6 +1200,62 @@ export class ManagerNode {
     await this.backend.persist({ confState: this.membershipBytes(), sync: true }).catch(() => undefined);
     await this.backend.close().catch(() => undefined);
     await this.logStore.close().catch(() => undefined);
+  }
+}
+
+/** A JSON file of the data dir, refused with its name when it is not what it should be. */
+function readJsonFile<T>(path: string, valid: (v: unknown) => v is T): T {
+  let v: unknown;
+  try {
+    v = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new NodeError('DATA_DIR_DAMAGED', `${path} is damaged (${(err as Error).message}): restore it from a backup, or remove the data dir and join the cluster again`);
+  }
+  if (!valid(v)) throw new NodeError('DATA_DIR_DAMAGED', `${path} is damaged (not what picloud wrote): restore it from a backup, or remove the data dir and join the cluster again`);
+  return v;
+}
+
+function readIdentity(path: string): Identity {
+  return readJsonFile(path, (v): v is Identity => {
+    const i = v as Partial<Identity> | null;
+    return (
+      typeof i === 'object' && i !== null && Number.isSafeInteger(i.id) && (i.id as number) > 0 && typeof i.name === 'string' &&
+      Number.isSafeInteger(i.clusterId) && (i.board === undefined || typeof i.board === 'string')
+    );
+  });
+}
+
+/**
+ * What is in the stores must fit identity.json. Without an identity a data dir holds nothing
+ * yet, or a restored snapshot (its marker), or a first bootstrap killed before identity.json
+ * (its one conf-change entry); anything else is a member's data whose identity is lost (a new
+ * one would split it off as a second cluster), or a data dir from elsewhere given to --join
+ * (it would take part with state the cluster never had). With an identity, an applied state
+ * without the Raft log that led to it means the log (and the member's term and vote) is lost.
+ */
+function checkDataDirState(opts: ManagerNodeOptions, identity: Identity | undefined, logStore: RaftLogStore, backend: MvccBackend, restored: boolean): void {
+  const applied = backend.store.appliedIndex;
+  const logLast = Math.max(logStore.lastIndex(), logStore.snapshotMetadata().index);
+  const dir = opts.dataDir;
+  const fresh = `remove the data dir and join the cluster again (picloud-node agent --join HOST --token TOKEN), or restore a snapshot into a new one`;
+  if (identity !== undefined) {
+    if (applied > 0 && logLast === 0 && logStore.hardState().term === 0) {
+      throw new NodeError('DATA_DIR_DAMAGED', `${dir}: the Raft log (raft/) is missing or empty while the applied state is at index ${applied}: the member's log, term and vote are lost. Not starting on it: ${fresh}`);
+    }
+    return;
+  }
+  if (restored) {
+    if (!opts.bootstrap) throw new NodeError('DATA_DIR_DAMAGED', `${dir} holds a restored snapshot: start it with --bootstrap to found a new cluster holding the data (a restored data dir cannot join a cluster)`);
+    return;
+  }
+  const interruptedBootstrap = opts.bootstrap && applied === 0 && logLast <= 1 && logStore.hardState().term <= 1;
+  if (applied > 0 || (logLast > 0 && !interruptedBootstrap)) {
+    throw new NodeError(
+      'DATA_DIR_DAMAGED',
+      `${dir} holds a member's data (applied index ${applied}, Raft log to ${logLast}) but no identity.json: it is damaged or not a data dir of this cluster. ` +
+        `Not starting on it (a new identity would split it off as a second cluster): restore identity.json, or ${fresh}. ` +
+        `A data dir made by an older picloud-node snapshot restore: restore the snapshot again.`,
+    );
   }
 }
 

@@ -8,7 +8,15 @@ import { ensurePrivateDir } from '../storage/private-dir.js';
 import { createReadStream, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { MvccBackend } from '../storage/mvcc-backend.js';
+import { writeFileDurablySync } from '../storage/durable-file.js';
 import { readSnapshotFile } from '../net/etcd/snapshot-file.js';
+
+/**
+ * Written once a restore is complete: the data dir holds a restored snapshot for --bootstrap
+ * (without it, state with no identity.json is a damaged data dir). Removed once the member
+ * founded on it has its identity.
+ */
+export const RESTORED_MARKER = 'restored-snapshot';
 
 export class RestoreError extends Error {
   readonly code = 'RESTORE_REFUSED';
@@ -25,6 +33,7 @@ export async function restoreSnapshotFile(file: string, dataDir: string): Promis
     const image = dataBytes > 0 ? createReadStream(file, { start: 0, end: dataBytes - 1 }) : [];
     await backend.store.restore(image as AsyncIterable<Uint8Array>);
     await backend.persist({ sync: true });
+    writeFileDurablySync(join(dataDir, RESTORED_MARKER), `${JSON.stringify({ file, revision: backend.store.revision })}\n`, 0o600);
     return { revision: backend.store.revision, appliedIndex: backend.store.appliedIndex, keys: backend.store.keyCount };
   } finally {
     await backend.close();

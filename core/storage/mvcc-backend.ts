@@ -28,7 +28,7 @@
  *
  * The in-memory index (key → revisions) is rebuilt at open from the records.
  */
-import { ClassicLevel } from 'classic-level';
+import type { ClassicLevel } from 'classic-level';
 import { Decoder, Encoder } from 'cbor-x';
 import { KvError } from '../kv/errors.js';
 import type { KvRecord } from '../kv/mvcc.js';
@@ -36,6 +36,7 @@ import { StateImage } from '../kv/snapshot.js';
 import { StateBuilder } from '../kv/state-builder.js';
 import { KvStore, type KvStoreOptions, type StateChanges } from '../kv/store.js';
 import { compactWholeDatabase, writeBatch, type WriteObserver } from './level-batch.js';
+import { openLevel } from './level-open.js';
 
 const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
 const decoder = new Decoder({ useRecords: false, mapsAsObjects: true });
@@ -141,10 +142,9 @@ export class MvccBackend {
   }
 
   /** Opens (creating if needed) the backend in `dir` and loads the state into a new KvStore. */
-  static async open(dir: string, storeOptions: KvStoreOptions = {}): Promise<MvccBackend> {
+  static async open(dir: string, storeOptions: KvStoreOptions = {}, { mustExist = false }: { mustExist?: boolean } = {}): Promise<MvccBackend> {
     const started = performance.now();
-    const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
-    await db.open();
+    const db = await openLevel(dir, { what: 'the KV store', mustExist });
     try {
       const genBytes = await db.get(META_GEN);
       const gen = genBytes ? genBytes.readUInt32BE(0) : 0;

@@ -16,7 +16,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ReadStream } from 'node:fs';
-import { ClassicLevel } from 'classic-level';
+import type { ClassicLevel } from 'classic-level';
 import { RaftError } from '../raft/errors.js';
 import type { Storage } from '../raft/storage.js';
 import { snapshotSizeBytes, type ConfState, type Entry, type ExternalSnapshotData, type HardState, type Snapshot, type SnapshotChunkWrite, type SnapshotMetadata } from '../raft/types.js';
@@ -30,6 +30,7 @@ import {
 } from '../net/raft-codec.js';
 import { StorageError } from './errors.js';
 import { GroupCommitter } from './group-commit.js';
+import { openLevel } from './level-open.js';
 import { compactWholeDatabase, writeBatch, type BatchOp, type WriteObserver } from './level-batch.js';
 
 export type { WriteObserver } from './level-batch.js';
@@ -143,11 +144,13 @@ export class RaftLogStore implements Storage {
     this.pendingSnapshotIndex = 0;
   }
 
-  /** Opens (creating if needed) the store in `dir` and loads it into memory. */
-  static async open(dir: string): Promise<RaftLogStore> {
+  /**
+   * Opens the store in `dir` and loads it into memory; creates it unless `mustExist` (the data
+   * dir says it was written before, so a missing one is damage). Damage LevelDB would skip is refused.
+   */
+  static async open(dir: string, { mustExist = false }: { mustExist?: boolean } = {}): Promise<RaftLogStore> {
     await mkdir(dir, { recursive: true });
-    const db = new ClassicLevel<Buffer, Buffer>(join(dir, 'log'), { keyEncoding: 'buffer', valueEncoding: 'buffer' });
-    await db.open();
+    const db = await openLevel(join(dir, 'log'), { what: 'the Raft log', mustExist });
     const files = new SnapshotFiles(join(dir, 'snap'));
     const store = new RaftLogStore(dir, db, files);
     try {

@@ -147,7 +147,6 @@ export class AgentCluster {
     a.proc?.kill(signal);
   }
 
-  /** Waits for `a`'s process to exit; resolves with its exit code (null if a signal ended it). */
   /** The agent's exit code once it has exited and its stderr is all in a.log (null: killed by a signal). */
   exited(a: AgentProc, timeoutMs = 15_000): Promise<number | null> {
     const closed = a.proc === undefined ? undefined : this.closed.get(a.proc);

@@ -1,0 +1,105 @@
+/**
+ * A data dir that is damaged, or is not this cluster's, is refused at start with a message naming
+ * what is wrong, and nothing in it is changed. Each case is a copy of one stopped member's data
+ * dir with one thing done to it:
+ * - identity.json lost: starting with --bootstrap would found a second cluster on the old data
+ *   (and write a new token over the old one), --join would take part with state the cluster
+ *   never had;
+ * - the Raft log lost while the applied state remains (the member's term and vote are gone);
+ * - LevelDB damage it would otherwise repair in silence: CURRENT lost (an empty store, the old
+ *   tables deleted), a write-ahead log record that fails its checksum (skipped);
+ * - identity.json truncated (a stack trace before);
+ * - a restored snapshot given to --join.
+ * An untouched copy starts and serves the data, so the copying is not what is refused.
+ */
+import t from 'tap';
+import { cpSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeSync, closeSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { ClassicLevel } from 'classic-level';
+import { AgentCluster, CLI, etcdctl, hasEtcdctl } from '../helpers/agents.js';
+import { SimpleKv } from '../helpers/kv-client.js';
+
+const KEYS = 40;
+const VALUE = 'v'.repeat(2000);
+
+/** The largest LevelDB write-ahead log file of a store (its records span several 32 KiB blocks). */
+function largestLog(dir: string): string {
+  const logs = readdirSync(dir).filter((f) => /^\d+\.log$/.test(f)).map((f) => join(dir, f));
+  return logs.sort((a, b) => statSync(b).size - statSync(a).size)[0]!;
+}
+
+/** Overwrites 32 bytes in the middle of a file (bit rot on an SD card). */
+function corruptMiddle(file: string): void {
+  const size = statSync(file).size;
+  const fd = openSync(file, 'r+');
+  writeSync(fd, Buffer.alloc(32, 0xa5), 0, 32, Math.floor(size / 2));
+  closeSync(fd);
+}
+
+t.test('damaged or foreign data dirs are refused, naming what is wrong', { skip: hasEtcdctl() ? false : 'etcdctl not installed' }, async (t) => {
+  const cluster = new AgentCluster();
+  t.teardown(() => cluster.stopAll());
+  await cluster.startCluster(['m1']);
+  const m1 = cluster.agents[0]!;
+  const kv = new SimpleKv(cluster.endpoints());
+  for (let i = 0; i < KEYS; i++) await kv.put(`k${i}`, VALUE);
+  kv.close();
+  const snap = join(cluster.root, 'snap.db');
+  t.equal(etcdctl(cluster.endpoints(), ['snapshot', 'save', snap]).status, 0, 'a snapshot to restore');
+  cluster.kill(m1, 'SIGTERM');
+  t.equal(await cluster.exited(m1), 0, 'the member stopped');
+
+  /** A copy of m1's data dir, damaged by `damage`, started as m1 on ports of its own. */
+  const tryStart = async (label: string, damage: (dir: string) => void, bootstrap: boolean, then?: (dir: string) => Promise<void>): Promise<{ code: number | null; log: string }> => {
+    const a = await cluster.add('m1');
+    a.dataDir = join(cluster.root, label);
+    cpSync(m1.dataDir, a.dataDir, { recursive: true });
+    damage(a.dataDir);
+    await then?.(a.dataDir);
+    cluster.start(a, bootstrap);
+    const code = await cluster.exited(a);
+    return { code, log: a.log.join('') };
+  };
+  const refused = async (label: string, damage: (dir: string) => void, message: RegExp, bootstrap = true, then?: (dir: string) => Promise<void>): Promise<void> => {
+    const { code, log } = await tryStart(label, damage, bootstrap, then);
+    t.equal(code, 1, `${label}: refused`);
+    t.match(log, message, `${label}: says what is wrong`);
+    t.notMatch(log, /\n\s+at /, `${label}: no stack trace`);
+  };
+
+  const token = readFileSync(join(m1.dataDir, 'token'), 'utf8');
+  await refused('no-identity-bootstrap', (d) => rmSync(join(d, 'identity.json')), /holds a member's data \(applied index \d+, Raft log to \d+\) but no identity\.json/);
+  t.equal(readFileSync(join(cluster.root, 'no-identity-bootstrap', 'token'), 'utf8'), token, 'the token file is left as it was');
+  await refused('no-identity-join', (d) => rmSync(join(d, 'identity.json')), /but no identity\.json/, false);
+  await refused('no-raft-log', (d) => rmSync(join(d, 'raft'), { recursive: true }), /cannot open the Raft log \(.*log\): .*does not exist/);
+  // An empty Raft log where the member's was (a "reset" store): its term, vote and entries are gone.
+  await refused('empty-raft-log', (d) => rmSync(join(d, 'raft'), { recursive: true }), /the Raft log \(raft\/\) is missing or empty while the applied state is at index \d+/, true, async (d) => {
+    const db = new ClassicLevel(join(d, 'raft', 'log'));
+    await db.open();
+    await db.close();
+  });
+  await refused('kv-no-current', (d) => rmSync(join(d, 'kv', 'CURRENT')), /cannot open the KV store \(.*kv\): its CURRENT file is missing/);
+  await refused('kv-log-bit-rot', (d) => corruptMiddle(largestLog(join(d, 'kv'))), /the KV store \(.*kv\) is damaged: LevelDB skipped data it could not read/);
+  await refused('raft-log-bit-rot', (d) => corruptMiddle(largestLog(join(d, 'raft', 'log'))), /the Raft log \(.*log\) is damaged: LevelDB skipped data it could not read/);
+  await refused('identity-truncated', (d) => writeFileSync(join(d, 'identity.json'), '{"id":12'), /identity\.json is damaged/);
+
+  // A restored snapshot founds a new cluster; it cannot join one.
+  const restoredDir = join(cluster.root, 'restored');
+  const r = spawnSync(process.execPath, [CLI, 'snapshot', 'restore', snap, '--data-dir', restoredDir], { encoding: 'utf8', timeout: 30_000 });
+  t.equal(r.status, 0, `restore: ${r.stderr}`);
+  const joiner = await cluster.add('m1');
+  joiner.dataDir = restoredDir;
+  cluster.start(joiner, false);
+  t.equal(await cluster.exited(joiner), 1, 'a restored data dir given --join: refused');
+  t.match(joiner.log.join(''), /holds a restored snapshot: start it with --bootstrap/);
+
+  // The control: an untouched copy starts and holds every key.
+  const intact = await cluster.add('m1');
+  intact.dataDir = join(cluster.root, 'intact');
+  cpSync(m1.dataDir, intact.dataDir, { recursive: true });
+  cluster.start(intact, true);
+  await cluster.ready(intact);
+  const get = etcdctl(cluster.endpoints([intact]), ['get', 'k', '--prefix', '--keys-only', '-w', 'json']);
+  t.equal((JSON.parse(get.stdout) as { count?: number }).count, KEYS, 'an untouched copy starts and serves every key');
+});
