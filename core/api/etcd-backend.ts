@@ -325,7 +325,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
           filters: req.filters.map((f) => (f === 'NOPUT' ? kv.WatchFilterType.NOPUT : kv.WatchFilterType.NODELETE)),
           prevKv: req.prevKv,
           watchId: 1,
-          fragment: false,
+          fragment: req.fragment, // acted on by the gRPC server, not the hub
         },
         { held: true },
       );

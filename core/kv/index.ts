@@ -35,9 +35,10 @@
  *     pump: while ((r = ws.next())) write(r)          // stop on backpressure, resume on 'drain'
  *     ws.close() when the call ends.   hub.progressTick() every progress interval (etcd: 10 min).
  *   Catch-up of watchers that start in the past runs in steps on setImmediate (hub option
- *   `schedule`), paced by their consumer. `fragment` is ignored (responses are size-bounded).
- *   Responses are etcd WatchResponse objects. Slow consumers are cancelled with a reason that
- *   names the revision to resume from; compacted starts get compact_revision + canceled.
+ *   `schedule`), paced by their consumer. `fragment` is left to the gRPC server, which splits
+ *   a large response. Responses are etcd WatchResponse objects. Slow consumers are cancelled
+ *   with a reason that names the revision to resume from; compacted starts get
+ *   compact_revision + canceled.
  *
  * LEASES (time lives only on the leader)
  *   const timers = new LeaseTimers({ clock: { nowMs: () => performance.now() } })

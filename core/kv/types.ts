@@ -241,7 +241,10 @@ export interface WatchCreateRequest {
   prevKv?: boolean;
   /** 0: assigned by the stream. */
   watchId?: number;
-  /** Accepted and ignored: responses are already bounded by WATCH_RESPONSE_BYTES_TARGET per revision. */
+  /**
+   * Not acted on here (responses hold whole revisions, however large): the gRPC server splits
+   * a large response for a watch that asked (net/etcd/server.ts, as etcd's watch server does).
+   */
   fragment?: boolean;
 }
 

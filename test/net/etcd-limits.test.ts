@@ -320,6 +320,54 @@ t.test('one revision larger than the whole send buffer reaches a client that rea
   w.s.cancel();
 });
 
+t.test("fragment=true: a revision too large for one message arrives in pieces, as etcd's sendFragments sends it", async (t) => {
+  // A client with grpc-js's default 4 MiB receive limit, as the reviewer's: five deletes of 1 MB
+  // values with prev_kv are 5 MB in one response.
+  const small = new pkg.Watch!(addr, grpc.credentials.createInsecure());
+  t.teardown(() => small.close());
+  type Opened = { got: Obj[]; error: Promise<grpc.ServiceError>; failed?: grpc.ServiceError; s: grpc.ClientDuplexStream<Obj, Obj> };
+  const open = (c: ClientOf, create: Obj): Opened => {
+    const s = c.Watch();
+    const got: Obj[] = [];
+    s.on('data', (d: Obj) => got.push(d));
+    const w: Opened = { got, s, error: new Promise((resolve) => s.on('error', (e: grpc.ServiceError) => resolve((w.failed = e)))) };
+    s.write({ createRequest: { key: Buffer.from('frag'), rangeEnd: Buffer.from('frah'), prevKv: true, ...create } });
+    return w;
+  };
+  const fragmented = open(small, { fragment: true });
+  const whole = open(small, {});
+  const wholeBig = open(watchClient, {});
+  const evs = (r: Obj): Obj[] => (r.events as Obj[] | undefined) ?? [];
+  const until = async (f: () => boolean): Promise<void> => {
+    for (const deadline = Date.now() + 10_000; !f(); await new Promise((r) => setTimeout(r, 10))) {
+      if (Date.now() > deadline) throw new Error('timed out');
+    }
+  };
+  await until(() => [fragmented, whole, wholeBig].every((w) => w.got.length >= 1));
+  const events = Array.from({ length: 5 }, (_, i) => ({
+    type: 'DELETE' as const,
+    kv: { key: Buffer.from(`frag${i}`), createRevision: 0, modRevision: 9, version: 0, value: Buffer.alloc(0), lease: 0 },
+    prevKv: { key: Buffer.from(`frag${i}`), createRevision: 2 + i, modRevision: 2 + i, version: 1, value: Buffer.alloc(1_000_000, 0x66), lease: 0 },
+  }));
+  backend.blast(events);
+  const count = (got: Obj[]): number => got.reduce((n, r) => n + evs(r).length, 0);
+  await until(() => (count(fragmented.got) >= 5 || fragmented.failed !== undefined) && count(wholeBig.got) >= 5);
+  t.equal(fragmented.failed?.code, undefined, 'the stream that asked for fragments is not failed by its client');
+  const pieces = fragmented.got.filter((r) => evs(r).length > 0);
+  t.same(pieces.map((r) => evs(r).length), [2, 2, 1], "etcd 3.4's split of this revision");
+  t.same(pieces.map((r) => r.fragment), [true, true, false], 'all but the last marked fragment');
+  t.same(pieces.flatMap((r) => evs(r).map((e) => String((e.kv as Obj).key))), events.map((e) => String(e.kv.key)), 'together: the revision\'s events, in order');
+  t.ok(pieces.every((r) => evs(r).every((e) => (e.prevKv as Obj).value instanceof Buffer && ((e.prevKv as Obj).value as Buffer).length === 1_000_000)), 'with their prev_kv');
+  t.ok(pieces.every((r) => (r.header as Obj).revision === (pieces[0]!.header as Obj).revision && r.watchId === pieces[0]!.watchId), 'one header and watch id');
+  const WatchResponse = root.lookupType('etcdserverpb.WatchResponse');
+  for (const r of pieces) t.ok(WatchResponse.encode(WatchResponse.fromObject(r)).finish().length < MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES, 'each below the max request bytes plus gRPC overhead');
+  t.notOk(fragmented.got.some((r) => r.canceled === true), 'fragments of one response, 20 times the send buffer, are not taken for a slow client');
+  // Without fragment: today's single response (as etcd sends it), which the default client refuses.
+  t.same(wholeBig.got.filter((r) => evs(r).length > 0).map((r) => [evs(r).length, r.fragment]), [[5, false]], 'without fragment: one response');
+  t.equal((await whole.error).code, grpc.status.RESOURCE_EXHAUSTED, 'which a client with the default receive limit cannot take');
+  for (const w of [fragmented, wholeBig]) w.s.cancel();
+});
+
 t.test("watch streams that require a leader (etcd's hasleader metadata): refused, then ended, with NO_LEADER", async (t) => {
   const md = new grpc.Metadata();
   md.set('hasleader', 'true');

@@ -4,14 +4,15 @@ import * as protoLoader from '@grpc/proto-loader';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
 import * as cv from '../../core/net/etcd/convert.js';
 import type { KeyValue, ResponseHeader, WatchEvent } from '../../core/net/etcd/service.js';
-import { encodeEvent, encodeEventsFrames } from '../../core/net/etcd/watch-encoding.js';
+import { encodeEvent, encodeEventsFrames, fragmentEvents } from '../../core/net/etcd/watch-encoding.js';
 import { GRPC_MESSAGE_PREFIX_BYTES } from '../../core/net/etcd/eager-send.js';
+import { GRPC_OVERHEAD_BYTES, MAX_REQUEST_BYTES } from '../../core/net/etcd/server.js';
 
 // What the server did before (and still does for other responses): proto-loader with the server's options.
 const def = protoLoader.loadSync(ETCD_RPC_PROTO, { includeDirs: [ETCD_PROTO_DIR], longs: String, enums: String, defaults: true, oneofs: true });
 const watchMethod = (def['etcdserverpb.Watch'] as protoLoader.ServiceDefinition).Watch!;
-const viaObjects = (watchId: number, h: ResponseHeader, events: WatchEvent[]): Buffer =>
-  watchMethod.responseSerialize({ header: cv.header(h), watchId, events: events.map(cv.event) });
+const viaObjects = (watchId: number, h: ResponseHeader, events: WatchEvent[], fragment = false): Buffer =>
+  watchMethod.responseSerialize({ header: cv.header(h), watchId, fragment, events: events.map(cv.event) });
 const decode = (b: Buffer): unknown => watchMethod.responseDeserialize(b);
 /** One watcher's response as the server encodes it, without its gRPC prefix. */
 const encodeEventsResponse = (watchId: number, header: ResponseHeader, events: WatchEvent[]): Buffer =>
@@ -94,4 +95,47 @@ t.test('encodeEventsFrames: the responses as gRPC messages in one buffer, each d
       { numRuns: 300 },
     ),
   );
+});
+
+t.test("fragmentEvents: etcd's sendFragments, each piece below the limit, together the response's events", async (t) => {
+  const big = fc.record({ key: bytes, createRevision: u53, modRevision: u53, version: u53, value: fc.uint8Array({ maxLength: 3000 }), lease: u53 });
+  const ev = fc.record({ type: fc.constantFrom('PUT' as const, 'DELETE' as const), kv: big, prevKv: big }, { requiredKeys: ['type', 'kv'] });
+  t.doesNotThrow(() =>
+    fc.assert(
+      fc.property(watchIdArb, headerArb, fc.array(ev, { maxLength: 12 }), fc.integer({ min: 50, max: 4_000 }), (id, h, events, max) => {
+        const runs = fragmentEvents(id, h, events, max);
+        if (runs.flat().length !== events.length || !runs.flat().every((e, i) => e === events[i])) return false;
+        const whole = encodeEventsResponse(id, h, events);
+        if (whole.length < max || events.length < 2) return runs.length === 1 && runs[0] === events;
+        const { frames } = encodeEventsFrames(runs.map((r, i) => ({ watchId: id, header: h, events: r, fragment: i < runs.length - 1 })));
+        let at = 0;
+        for (let i = 0; i < runs.length; i++) {
+          const len = frames.readUInt32BE(at + 1);
+          const m = frames.subarray(at + GRPC_MESSAGE_PREFIX_BYTES, at + GRPC_MESSAGE_PREFIX_BYTES + len);
+          at += GRPC_MESSAGE_PREFIX_BYTES + len;
+          const more = i < runs.length - 1;
+          const r = decode(m) as { fragment: boolean };
+          if (r.fragment !== more) return false;
+          if (JSON.stringify(r) !== JSON.stringify(decode(viaObjects(id, h, [...runs[i]!], more)))) return false;
+          if (runs[i]!.length === 0 || (runs[i]!.length > 1 && m.length >= max)) return false;
+          // As full as etcd makes it: one more event would have reached the limit.
+          if (more && encodeEventsFrames([{ watchId: id, header: h, events: [...runs[i]!, runs[i + 1]![0]!], fragment: true }]).frames.length - GRPC_MESSAGE_PREFIX_BYTES < max) return false;
+        }
+        return at === frames.length;
+      }),
+      { numRuns: 300 },
+    ),
+  );
+});
+
+t.test('fragmentEvents: five 1 MB deletes with prev_kv go in 2+2+1 events, as etcd 3.4 sends them', async (t) => {
+  const h: ResponseHeader = { clusterId: 1, memberId: 2, revision: 9, raftTerm: 3 };
+  const events: WatchEvent[] = Array.from({ length: 5 }, (_, i) => ({
+    type: 'DELETE',
+    kv: { key: Buffer.from(`k${i}`), createRevision: 0, modRevision: 9, version: 0, value: Buffer.alloc(0), lease: 0 },
+    prevKv: { key: Buffer.from(`k${i}`), createRevision: 2 + i, modRevision: 2 + i, version: 1, value: Buffer.alloc(1_000_000, 0x61), lease: 0 },
+  }));
+  const runs = fragmentEvents(0, h, events, MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES);
+  t.same(runs.map((r) => r.length), [2, 2, 1]);
+  t.equal(fragmentEvents(0, h, events.slice(0, 2), MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES).length, 1, 'two fit in one response');
 });

@@ -183,6 +183,24 @@ t.test('a watch body whose first watcher is refused (compacted) keeps serving th
   t.equal((await post('/v3/__proto__', {})).status, 404);
 });
 
+t.test('POST /v3/watch with fragment: a large response arrives in pieces, as from etcd (grpc-gateway passes the flag on)', async (t) => {
+  const { req, lines, until } = streamRequest('/v3/watch', JSON.stringify({ create_request: { key: b64('gw/f'), prev_kv: true, fragment: true } }));
+  await until((l) => l.length >= 1);
+  // Cut below max request bytes plus gRPC overhead (576 KiB here): two of these fit, three do not.
+  const value = Buffer.alloc(250_000, 0x66);
+  backend.blast(Array.from({ length: 3 }, (_, i) => ({
+    type: 'DELETE' as const,
+    kv: { key: Buffer.from(`gw/f${i}`), createRevision: 0, modRevision: 50, version: 0, value: Buffer.alloc(0), lease: 0 },
+    prevKv: { key: Buffer.from(`gw/f${i}`), createRevision: 40, modRevision: 40, version: 1, value, lease: 0 },
+  })));
+  await until((l) => l.filter((x) => x.result.events !== undefined).length >= 2);
+  const pieces = lines.filter((l) => l.result.events !== undefined).map((l) => l.result);
+  t.same(pieces.map((r) => [r.events.length, r.fragment ?? false]), [[2, true], [1, false]]);
+  t.same(pieces.flatMap((r) => r.events.map((e: { kv: { key: string } }) => Buffer.from(e.kv.key, 'base64').toString())), ['gw/f0', 'gw/f1', 'gw/f2']);
+  req.destroy();
+  for (let i = 0; i < 100 && server.watcherCount > 0; i++) await new Promise((r) => setTimeout(r, 10));
+});
+
 t.test('POST /v3/lease/keepalive answers each request with a line, then the response ends', async (t) => {
   const grant = await post('/v3/lease/grant', { TTL: 30 });
   const id = grant.json.ID as string;

@@ -16,7 +16,7 @@ import * as cv from './convert.js';
 import { EtcdError, isEtcdError, watchRefusalReason } from './errors.js';
 import type { CallContext, EtcdAuthBackend, EtcdBackend, ResponseHeader, WatchEvent, WatchHandle, WatchSink } from './service.js';
 import { framedSnapshotBytes, snapshotTrailer } from './snapshot-file.js';
-import { encodeEventsFrames, eventsResponseBytes, type EventsResponse } from './watch-encoding.js';
+import { encodeEventsFrames, eventsResponseBytes, fragmentEvents, type EventsResponse } from './watch-encoding.js';
 import { DEFAULT_SORTING_TIMEOUTS, REWRITTEN_CERT_USER_HEADER, REWRITTEN_PEER_HEADER, SortingListener } from './client-port-listener.js';
 import { GATEWAY_HEADERS_TIMEOUT_MS, JsonGateway } from './json-gateway.js';
 import { certificateUser, serverTlsOptions, tlsSource, type ClientTls, type ClientTlsSource } from './client-tls.js';
@@ -684,6 +684,8 @@ interface WatcherState {
   early: (() => void)[] | undefined;
   lastHeader: ResponseHeader;
   done: boolean;
+  /** Created with fragment=true: a large response is split (etcd's sendFragments). */
+  fragment: boolean;
 }
 
 /**
@@ -804,23 +806,31 @@ class WatchStream {
   /**
    * Queues an events response: the ones produced in one turn (a fan-out reaches every watcher
    * of the stream in the same turn) are encoded together and leave as one HTTP/2 write.
+   * `fragment`: the watch asked for a large response in pieces, each below the largest message
+   * this server accepts (max request bytes plus gRPC overhead), where etcd cuts them too.
    */
-  private sendEvents(watchId: number, header: ResponseHeader, events: readonly WatchEvent[]): void {
+  private sendEvents(watchId: number, header: ResponseHeader, events: readonly WatchEvent[], fragment: boolean): void {
     if (this.closed) return;
-    const bytes = eventsResponseBytes(header, events);
     const wasEmpty = this.pendingBytes === 0;
-    this.pendingBytes += bytes;
-    this.batchBytes += bytes;
+    const runs = fragment ? fragmentEvents(watchId, header, events, this.limits.maxRequestBytes + GRPC_OVERHEAD_BYTES) : [events];
     if (this.batchCount === 0) queueMicrotask(() => this.flush());
-    const slot = this.batch[this.batchCount++];
-    if (slot === undefined) this.batch.push({ watchId, header, events });
-    else {
-      slot.watchId = watchId;
-      slot.header = header;
-      slot.events = events;
+    for (let i = 0; i < runs.length; i++) {
+      const more = i < runs.length - 1;
+      const bytes = eventsResponseBytes(header, runs[i]!, more);
+      this.pendingBytes += bytes;
+      this.batchBytes += bytes;
+      const slot = this.batch[this.batchCount++];
+      if (slot === undefined) this.batch.push({ watchId, header, events: runs[i]!, fragment: more });
+      else {
+        slot.watchId = watchId;
+        slot.header = header;
+        slot.events = runs[i]!;
+        slot.fragment = more;
+      }
     }
-    // One response always fits an empty buffer (a revision larger than the buffer is no sign of
-    // a slow client), as the watch hub accepts one revision into a watcher's empty buffer.
+    // One response (all its fragments) always fits an empty buffer (a revision larger than the
+    // buffer is no sign of a slow client), as the watch hub accepts one revision into a
+    // watcher's empty buffer.
     if (!wasEmpty && this.pendingBytes > this.limits.maxWatchStreamBufferBytes) this.tooSlow();
   }
 
@@ -913,7 +923,7 @@ class WatchStream {
     } catch (err) {
       return refuse((err as Error).message);
     }
-    const w: WatcherState = { id, handle: undefined, early: [], lastHeader: this.backend.header(), done: false };
+    const w: WatcherState = { id, handle: undefined, early: [], lastHeader: this.backend.header(), done: false, fragment: req.fragment };
     const deliver = (f: () => void): void => {
       if (w.done || this.closed) return;
       if (w.early !== undefined) w.early.push(f);
@@ -924,7 +934,7 @@ class WatchStream {
         if (w.early !== undefined) return deliver(() => sink.events(events, h));
         if (w.done || this.closed) return;
         w.lastHeader = h;
-        this.sendEvents(id, h, events);
+        this.sendEvents(id, h, events, w.fragment);
       },
       progress: (h) =>
         deliver(() => {

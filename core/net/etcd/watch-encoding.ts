@@ -19,6 +19,7 @@ const HeaderProto = etcdType('etcdserverpb.ResponseHeader');
 // WatchResponse field tags (etcdserverpb/rpc.proto): (field number << 3) | wire type.
 const TAG_HEADER = (1 << 3) | 2;
 const TAG_WATCH_ID = (2 << 3) | 0;
+const TAG_FRAGMENT = (7 << 3) | 0;
 const TAG_EVENTS = (11 << 3) | 2;
 
 interface EncodedEvent {
@@ -102,32 +103,78 @@ function writeVarint(out: Buffer, at: number, n: number): number {
   return at;
 }
 
+/** Length of `n` as a protobuf varint (int64 semantics, as writeVarint). */
+function varintBytes(n: number): number {
+  if (n < 0) return 10;
+  let k = 1;
+  for (; n >= 0x80; k++) n = Math.floor(n / 0x80);
+  return k;
+}
+
 /** Room for a watch_id varint: ten bytes hold any int64. */
 const WATCH_ID_MAX_BYTES = 10;
+/** The fragment field, when set: its tag and a one-byte true. */
+const FRAGMENT_BYTES = 2;
 
 /** One watcher's events response: its watch_id and the fan-out's header and events. */
 export interface EventsResponse {
   watchId: number;
   header: ResponseHeader;
   events: readonly WatchEvent[];
+  /** More of the same response follows (etcd's fragment flag; see fragmentEvents). */
+  fragment?: boolean;
 }
 
 /**
  * At least the bytes the response takes as a gRPC message, prefix included (exact but for the
  * watch_id's varint, counted at its longest). Encodes the fan-out's shared fields if they are new.
  */
-export function eventsResponseBytes(header: ResponseHeader, events: readonly WatchEvent[]): number {
+export function eventsResponseBytes(header: ResponseHeader, events: readonly WatchEvent[], fragment = false): number {
   const { head, tail } = sharedFields(header, events);
-  return GRPC_MESSAGE_PREFIX_BYTES + head.length + 1 + WATCH_ID_MAX_BYTES + tail.length;
+  return GRPC_MESSAGE_PREFIX_BYTES + head.length + 1 + WATCH_ID_MAX_BYTES + (fragment ? FRAGMENT_BYTES : 0) + tail.length;
 }
 
-/** Writes a WatchResponse {header, watch_id, events} at `at` (field-number order, as protobufjs writes it); returns the end. */
-function writeResponse(out: Buffer, at: number, watchId: number, header: ResponseHeader, events: readonly WatchEvent[]): number {
-  const { head, tail } = sharedFields(header, events);
+/**
+ * etcd's sendFragments, for a watch created with fragment=true: when the response carrying
+ * `events` would take `maxBytes` or more encoded (etcd: its max request bytes plus gRPC
+ * overhead), the events are cut into runs whose responses, fragment flag included, each stay
+ * below it (a run holds one event at least, however large). A client with the default 4 MiB
+ * receive limit could not take a larger revision whole. Returns [events] when no cut is needed;
+ * every run but the last goes out with fragment=true.
+ */
+export function fragmentEvents(watchId: number, header: ResponseHeader, events: readonly WatchEvent[], maxBytes: number): (readonly WatchEvent[])[] {
+  if (events.length < 2) return [events];
+  // Sizes from the cached encodings: no copy of a large response is built just to measure it.
+  const fieldBytes = (b: Uint8Array): number => 1 + varintBytes(b.length) + b.length;
+  const fields = events.map((e) => fieldBytes(encodeEvent(e)));
+  const base = fieldBytes(encodeHeader(header)) + 1 + varintBytes(watchId);
+  if (fields.reduce((a, b) => a + b, base) < maxBytes) return [events];
+  const runs: (readonly WatchEvent[])[] = [];
+  let start = 0;
+  let bytes = base + FRAGMENT_BYTES;
+  for (let i = 0; i < events.length; i++) {
+    if (i > start && bytes + fields[i]! >= maxBytes) {
+      runs.push(events.slice(start, i));
+      start = i;
+      bytes = base + FRAGMENT_BYTES;
+    }
+    bytes += fields[i]!;
+  }
+  runs.push(events.slice(start));
+  return runs;
+}
+
+/** Writes a WatchResponse {header, watch_id, fragment, events} at `at` (field-number order, as protobufjs writes it); returns the end. */
+function writeResponse(out: Buffer, at: number, r: EventsResponse): number {
+  const { head, tail } = sharedFields(r.header, r.events);
   out.set(head, at);
   at += head.length;
   out[at++] = TAG_WATCH_ID;
-  at = writeVarint(out, at, watchId);
+  at = writeVarint(out, at, r.watchId);
+  if (r.fragment === true) {
+    out[at++] = TAG_FRAGMENT;
+    out[at++] = 1;
+  }
   out.set(tail, at);
   return at + tail.length;
 }
@@ -147,14 +194,14 @@ export function encodeEventsFrames(
   count: number = responses.length,
 ): { frames: Buffer; largest: number; buffer: Buffer } {
   let bound = 0;
-  for (let i = 0; i < count; i++) bound += eventsResponseBytes(responses[i]!.header, responses[i]!.events);
+  for (let i = 0; i < count; i++) bound += eventsResponseBytes(responses[i]!.header, responses[i]!.events, responses[i]!.fragment);
   const out = scratch !== undefined && scratch.length >= bound ? scratch : Buffer.allocUnsafe(bound);
   let at = 0;
   let largest = 0;
   for (let i = 0; i < count; i++) {
     const r = responses[i]!;
     const start = at + GRPC_MESSAGE_PREFIX_BYTES;
-    const end = writeResponse(out, start, r.watchId, r.header, r.events);
+    const end = writeResponse(out, start, r);
     out[at] = 0;
     out.writeUInt32BE(end - start, at + 1);
     largest = Math.max(largest, end - start);
