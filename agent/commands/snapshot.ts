@@ -21,6 +21,16 @@ interface Credentials {
   password: string;
 }
 
+/** What went wrong talking to the server or writing the file: printed as a message, no stack. */
+class SnapshotSaveError extends Error {
+  readonly code = 'SNAPSHOT_SAVE_FAILED';
+}
+
+/** A gRPC failure as etcdctl prints it: the server's (or grpc-js's) reason, naming the endpoint. */
+function callFailed(endpoint: Endpoint, e: grpc.ServiceError): SnapshotSaveError {
+  return new SnapshotSaveError(`${endpoint.hostPort}: ${e.details || e.message}`);
+}
+
 /** etcd's Authenticate: the token to send as the "token" metadata. */
 function authenticate(pkg: any, endpoint: Endpoint, who: Credentials): Promise<string> {
   const auth = new pkg.Auth(endpoint.hostPort, endpoint.credentials) as grpc.Client & {
@@ -29,7 +39,7 @@ function authenticate(pkg: any, endpoint: Endpoint, who: Credentials): Promise<s
   return new Promise<string>((resolve, reject) =>
     auth.Authenticate({ name: who.name, password: who.password }, (err, r) => {
       auth.close();
-      if (err) reject(new Error(err.details || err.message));
+      if (err) reject(callFailed(endpoint, err));
       else resolve(r!.token);
     }),
   );
@@ -44,18 +54,22 @@ async function save(file: string, endpoint: Endpoint, who: Credentials | undefin
     Snapshot(req: object, md: grpc.Metadata): grpc.ClientReadableStream<{ blob: Buffer }>;
   };
   const part = `${file}.part`;
-  const out = createWriteStream(part);
+  // Private as the data dir it comes from (every key, the users' password hashes), as etcdctl's 0600.
+  const out = createWriteStream(part, { mode: 0o600 });
   try {
     await new Promise<void>((resolve, reject) => {
-      const call = client.Snapshot({}, metadata);
-      call.on('data', (r: { blob: Buffer }) => {
-        if (!out.write(r.blob)) {
-          call.pause();
-          out.once('drain', () => call.resume());
-        }
+      out.once('error', (e) => reject(new SnapshotSaveError(`cannot write ${part}: ${e.message}`)));
+      out.once('open', () => {
+        const call = client.Snapshot({}, metadata);
+        call.on('data', (r: { blob: Buffer }) => {
+          if (!out.write(r.blob)) {
+            call.pause();
+            out.once('drain', () => call.resume());
+          }
+        });
+        call.on('error', (e: grpc.ServiceError) => reject(callFailed(endpoint, e)));
+        call.on('end', () => out.end(() => resolve()));
       });
-      call.on('error', (e: grpc.ServiceError) => reject(new Error(e.details || e.message)));
-      call.on('end', () => out.end(() => resolve()));
     });
     const { dataBytes } = await readSnapshotFile(part); // verifies size framing and SHA-256
     await rename(part, file);

@@ -5,6 +5,7 @@
  */
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { AgentCluster, etcdctlSteps, CLI, etcdctl, gatewayLogin, hasEtcdctl } from '../helpers/agents.js';
 
@@ -31,6 +32,11 @@ t.test('snapshots with auth enabled', { skip: hasEtcdctl() ? false : 'etcdctl no
   const anonymous = cli(['snapshot', 'save', file, '--endpoints', ep]);
   t.equal(anonymous.status, 1, 'picloud-node snapshot save without a user fails');
   t.match(anonymous.stderr, /etcdserver: user name is empty/);
+  t.notMatch(anonymous.stderr, /\n\s+at /, 'a message, no stack trace');
+  const noDir = cli(['snapshot', 'save', join(source.root, 'missing', 'x.db'), '--endpoints', ep, '--user', 'root:rootpw']);
+  t.equal(noDir.status, 1, 'saving into a directory that does not exist fails (it crashed on an unhandled error)');
+  t.match(noDir.stderr, /^picloud-node snapshot: cannot write .*missing\/x\.db\.part: ENOENT/);
+  t.notMatch(noDir.stderr, /\n\s+at /, 'a message, no stack trace');
   const asBob = cli(['snapshot', 'save', file, '--endpoints', ep, '--user', 'bob', '--password', 'bobpw']);
   t.equal(asBob.status, 1, 'a user without the root role may not take a snapshot');
   t.match(asBob.stderr, /etcdserver: permission denied/);
@@ -39,6 +45,7 @@ t.test('snapshots with auth enabled', { skip: hasEtcdctl() ? false : 'etcdctl no
   t.match(noPassword.stderr, /needs a password/);
   const ok = cli(['snapshot', 'save', file, '--endpoints', ep, '--user', 'root:rootpw']);
   t.equal(ok.status, 0, `root's snapshot save: ${ok.stderr}`);
+  t.equal(statSync(file).mode & 0o777, 0o600, 'the snapshot file is private (0600, as etcdctl writes it)');
   const ctl = etcdctl(ep, [...root, 'snapshot', 'save', join(source.root, 'ctl.db')]);
   t.equal(ctl.status, 0, `etcdctl --user root snapshot save: ${ctl.stderr}`);
 
