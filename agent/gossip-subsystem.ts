@@ -8,7 +8,8 @@
  */
 import { sendJson, type Route } from './http.js';
 import { lookup } from 'node:dns/promises';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import { join as joinPath } from 'node:path';
@@ -130,8 +131,26 @@ function resolveProfile(opts: StartGossipOptions): GossipConfig {
   return { ...base, ...opts.config };
 }
 
+/** Names the cluster a saved keyring belongs to, without keeping the secret itself. */
+function clusterTag(secret: string): string {
+  return createHash('sha256').update('picloud gossip cluster\0').update(secret).digest('hex').slice(0, 16);
+}
+
+/**
+ * The saved keyring (it outlives rotations of the token's key), if it is this cluster's. A data
+ * dir that joined another cluster would otherwise keep that cluster's keys and retry its join
+ * for ever; it is refused, saying so. A keyring saved before the tag was kept is taken as this
+ * cluster's.
+ */
 function loadKeyring(dir: string, secret: string, log: GossipLoggerLike): Keyring {
   const file = joinPath(dir, 'keyring.json');
+  const tagFile = joinPath(dir, 'cluster');
+  const tag = clusterTag(secret);
+  const saved = existsSync(tagFile) ? readFileSync(tagFile, 'utf8').trim() : undefined;
+  if (saved !== undefined && saved !== tag) {
+    throw new GossipError('GOSSIP_OTHER_CLUSTER', `${dir} holds the gossip keys of another cluster (this data dir joined one with a different token): remove ${dir} to join with this token`);
+  }
+  if (saved === undefined) writeFileDurablySync(tagFile, tag + '\n', 0o600);
   try {
     const ring = Keyring.fromJSON(JSON.parse(readFileSync(file, 'utf8')));
     return ring;

@@ -21,6 +21,8 @@ export type GossipErrorCode =
   | 'GOSSIP_NAME_CONFLICT'
   | 'GOSSIP_CONFIG_INVALID'
   | 'GOSSIP_JOIN_FAILED'
+  /** The data dir's gossip keys are another cluster's (it was joined with another token). */
+  | 'GOSSIP_OTHER_CLUSTER'
   | 'GOSSIP_STREAM_FAILED'
   | 'GOSSIP_STREAM_TIMEOUT'
   | 'GOSSIP_STREAM_TOO_LARGE'

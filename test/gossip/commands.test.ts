@@ -184,3 +184,17 @@ t.test('HTTP routes refuse oversized and malformed bodies', async (t) => {
   t.equal(badKey.status, 400);
   t.match(badKey.text, /GOSSIP_KEY_INVALID/);
 });
+
+t.test("a data dir whose gossip keys are another cluster's is refused, naming what to remove", async (t) => {
+  const start = (secret: string) =>
+    startGossip({ name: 'other', bindAddr: '127.0.0.1', gossipPort: 0, join: [], secret, dataDir: `${dir}/other`, meta: { role: 'worker', version: '0.1.0' }, profile: 'local' });
+  await (await start('cluster-one')).stop();
+  const again = await start('cluster-one');
+  t.ok(again.node.port > 0, 'the same cluster starts again on its saved keys');
+  await again.stop();
+  await t.rejects(start('cluster-two'), { code: 'GOSSIP_OTHER_CLUSTER', message: /holds the gossip keys of another cluster .*remove .*other\/gossip/ }, 'another token: refused (it retried a join it could never make)');
+  rmSync(`${dir}/other/gossip`, { recursive: true });
+  const fresh = await start('cluster-two');
+  t.ok(fresh.node.port > 0, 'with the gossip dir removed it starts with the new cluster key');
+  await fresh.stop();
+});
