@@ -18,7 +18,7 @@ import { sameElements } from '../net/etcd/watch-encoding.js';
 import type * as api from '../net/etcd/service.js';
 import { ManagerAuthBackend } from './etcd-auth-backend.js';
 import { etcdErrors, etcdErrorsSync, toEtcdError } from './etcd-errors.js';
-import { ManagerNode } from './manager-node.js';
+import { DEFAULT_REQUEST_TIMEOUT_MS, ManagerNode } from './manager-node.js';
 import { FORWARD_TIMEOUT_MS, LeaseForwarder } from './lease-forwarder.js';
 import { clientUrl, type ClientTlsSource } from '../net/etcd/client-tls.js';
 import { parseHostPort } from '../net/address.js';
@@ -424,6 +424,14 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     return leader.clientAddr;
   }
 
+  /**
+   * Longest a keep-alive of an expired lease waits for the lease's revoke (etcd: its request
+   * timeout), kept under FORWARD_TIMEOUT_MS so a follower that forwarded it gets the answer.
+   */
+  private get expiredKeepAliveWaitMs(): number {
+    return Math.min(this.node.opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, FORWARD_TIMEOUT_MS - 1_000);
+  }
+
   leaseKeepAlive(id: number, ctx?: api.CallContext): Promise<api.LeaseKeepAliveResponse> {
     return etcdErrors(async () => {
       // Keeping a lease alive keeps its keys: the caller must be allowed to write them (etcd 3.4.42+).
@@ -446,14 +454,27 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
         const raft = this.node.driver.node.raft;
         const stillLeader = this.node.leaseTimers.isLeader && raft.role === Role.Leader && raft.term === term;
         if (stillLeader && performance.now() - asked < this.node.electionTimeoutMs) {
-          return { header: this.header(), id, ttlSeconds: this.node.leaseTimers.keepAlive(id) };
+          const timers = this.node.leaseTimers;
+          if (!timers.expired(id)) return { header: this.header(), id, ttlSeconds: timers.keepAlive(id) };
+          // Expired, its revoke due or in flight: as etcd's Renew, answer once the revoke is
+          // applied here, so a client told TTL 0 finds the lease's keys gone (and can create
+          // them again). Bounded; then answered as before: not found (an expired lease is never
+          // renewed, and the leader check above may be old by now).
+          if ((await timers.untilRevoked(id, this.expiredKeepAliveWaitMs)) !== 'not-leader') throw new EtcdError('LEASE_NOT_FOUND');
+          // Leadership lost meanwhile (etcd's ErrNotPrimary): the new leader answers.
         }
       }
       // Lease time lives on the leader only: forward, as etcd does.
       // As the client, with a token of its own made here (undefined with auth off: whatever a
       // client sends then must not open streams of its own to the leader).
       const ttl = await this.forwarder.keepAlive(this.leaderClientAddr(), id, this.auth.forwardingToken(ctx)).catch((e: unknown) => this.forwardFailed(e));
-      if (ttl <= 0) throw new EtcdError('LEASE_NOT_FOUND');
+      if (ttl <= 0) {
+        // The leader answered after applying the revoke; this member may not have yet. One read
+        // barrier catches up with everything the leader had committed (the revoke too), so
+        // the client reading here next does not find the lease's keys.
+        if (this.node.store.hasLease(id)) await this.node.linearizableBarrier().catch(() => undefined);
+        throw new EtcdError('LEASE_NOT_FOUND');
+      }
       return { header: this.header(), id, ttlSeconds: ttl };
     });
   }

@@ -930,16 +930,23 @@ export class ManagerNode {
   private async leaderDuties(): Promise<void> {
     if (this.stopped || this.duplicate !== undefined || this.role !== Role.Leader) return;
     const t = this.leaseTimers.tick();
+    let revoke = t.revoke;
     if (t.needConfirm) {
       const started = performance.now();
+      let confirmed = false;
       try {
         await this.driver.readBarrier();
         this.leaseTimers.confirmLeadership(started);
+        confirmed = true;
       } catch {
         // not confirmed: leases stay; a new leader will extend them
       }
+      // As etcd's expiry loop: what expired before the round started is revoked as soon as the
+      // round confirms leadership, not a tick later (that was up to LEASE_TICK_MS more of life
+      // for every expired lease). A step-down meanwhile cleared the timers: nothing comes back.
+      if (confirmed) revoke = revoke.concat(this.leaseTimers.tick(this.leaseTimers.maxRevokesPerTick - revoke.length).revoke);
     }
-    for (const id of t.revoke) {
+    for (const id of revoke) {
       this.propose({ leaseRevoke: { ID: id } }).catch(() => this.leaseTimers.revokeFailed(id));
     }
     this.promoteCaughtUpLearners();

@@ -47,16 +47,22 @@ interface Timer {
   expiresAtMs: number;
 }
 
+/** How waiting on an expired lease's revoke ended (`untilRevoked`). */
+export type RevokeWait = 'revoked' | 'not-leader' | 'timeout';
+
 export class LeaseTimers {
   private readonly clock: LeaseClock;
   private readonly stallThresholdMs: number;
-  private readonly maxRevokesPerTick: number;
+  /** Most leases `tick()` hands out at once. */
+  readonly maxRevokesPerTick: number;
   private readonly timers = new Map<number, Timer>();
   /** Revokes handed out and not yet applied (not handed out twice). */
   private readonly inflight = new Set<number>();
   private leader = false;
   private confirmedAtMs = -Infinity;
   private lastSeenMs: number;
+  /** Keep-alives of expired leases waiting for the revoke (`untilRevoked`), by lease. */
+  private readonly revokeWaiters = new Map<number, Set<(r: RevokeWait) => void>>();
 
   constructor(opts: LeaseTimersOptions) {
     this.clock = opts.clock;
@@ -85,6 +91,8 @@ export class LeaseTimers {
     this.timers.clear();
     this.inflight.clear();
     this.confirmedAtMs = -Infinity;
+    // The revokes they wait for may never come: the next leader extends these leases.
+    this.settleWaiters(undefined, 'not-leader');
   }
 
   /** A LeaseGrant was applied (call on every member; only the leader keeps a clock). */
@@ -98,6 +106,7 @@ export class LeaseTimers {
   onRevoked(id: number): void {
     this.timers.delete(id);
     this.inflight.delete(id);
+    this.settleWaiters(id, 'revoked');
   }
 
   /** A revoke handed out by tick() could not be proposed or was dropped: hand it out again later. */
@@ -123,6 +132,53 @@ export class LeaseTimers {
     return t.ttlMs / 1000;
   }
 
+  /**
+   * This leader's clock for the lease ran out: its revoke is due or on the way, and a keep-alive
+   * must not renew it (nor, as etcd's Renew, answer before the revoke: `untilRevoked`).
+   */
+  expired(id: number): boolean {
+    const now = this.observe();
+    const t = this.timers.get(id);
+    return this.leader && t !== undefined && t.expiresAtMs <= now;
+  }
+
+  /**
+   * etcd's Renew of an expired lease waits for its revocation, so a client told the lease is
+   * gone finds its keys gone too. Resolves 'revoked' once a LeaseRevoke of `id` is applied here
+   * (at once if this leader has no clock for it), 'not-leader' when this node is or becomes a
+   * follower (the revoke may never come: the next leader extends the lease; etcd's
+   * ErrNotPrimary), or 'timeout' after `timeoutMs`.
+   */
+  untilRevoked(id: number, timeoutMs: number): Promise<RevokeWait> {
+    if (!this.leader) return Promise.resolve('not-leader');
+    if (!this.timers.has(id)) return Promise.resolve('revoked');
+    return new Promise<RevokeWait>((resolve) => {
+      let waiters = this.revokeWaiters.get(id);
+      if (waiters === undefined) this.revokeWaiters.set(id, (waiters = new Set()));
+      const set = waiters;
+      const done = (r: RevokeWait): void => {
+        clearTimeout(timer);
+        set.delete(done);
+        if (set.size === 0 && this.revokeWaiters.get(id) === set) this.revokeWaiters.delete(id);
+        resolve(r);
+      };
+      const timer = setTimeout(() => done('timeout'), timeoutMs);
+      set.add(done);
+    });
+  }
+
+  /** Keep-alives waiting on a revoke (`untilRevoked`). */
+  get revokeWaiterCount(): number {
+    let n = 0;
+    for (const s of this.revokeWaiters.values()) n += s.size;
+    return n;
+  }
+
+  private settleWaiters(id: number | undefined, r: RevokeWait): void {
+    const lists = id === undefined ? [...this.revokeWaiters.values()] : [this.revokeWaiters.get(id)];
+    for (const set of lists) if (set !== undefined) for (const done of [...set]) done(r);
+  }
+
   /** Whole seconds left (etcd truncates), -1 if this leader has no clock for the lease. */
   remainingSeconds(id: number): number {
     const now = this.observe();
@@ -138,8 +194,13 @@ export class LeaseTimers {
     return { ...resp, TTL: left < 0 ? resp.TTL : left };
   }
 
-  /** Call periodically (e.g. every 500 ms) on every node; it does nothing unless leader. */
-  tick(): LeaseTick {
+  /**
+   * Call periodically (e.g. every 500 ms) on every node; it does nothing unless leader. When it
+   * reports `needConfirm`, confirm leadership and call it again at once (etcd's expiry loop
+   * revokes what it found expired in the same round as its leader check), handing it what is
+   * left of this round's `maxRevokes`.
+   */
+  tick(maxRevokes = this.maxRevokesPerTick): LeaseTick {
     const now = this.observe();
     if (!this.leader) return { revoke: [], needConfirm: false };
     const expired: Array<[number, number]> = [];
@@ -155,7 +216,7 @@ export class LeaseTimers {
         needConfirm = true;
         continue;
       }
-      if (revoke.length >= this.maxRevokesPerTick) break;
+      if (revoke.length >= maxRevokes) break;
       revoke.push(id);
       this.inflight.add(id);
     }

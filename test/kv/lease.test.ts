@@ -179,3 +179,38 @@ t.test('LeaseTimers: revocations are rate limited', async (t) => {
   t.same(timers.tick().revoke, [1, 2, 3]);
   t.same(timers.tick().revoke, [4, 5, 6]);
 });
+
+t.test('LeaseTimers: an expired lease waits for its revoke (etcd Renew), bounded, until a step-down', async (t) => {
+  const clock = new FakeClock();
+  const timers = new LeaseTimers({ clock, stallThresholdMs: 60_000 });
+  t.equal(await timers.untilRevoked(1, 1_000), 'not-leader', 'a follower has no revoke to wait for');
+  timers.becomeLeader([{ id: 1, ttlSeconds: 2 }, { id: 2, ttlSeconds: 2 }, { id: 3, ttlSeconds: 10 }]);
+  t.equal(await timers.untilRevoked(99, 1_000), 'revoked', 'no clock for it: gone already');
+  clock.ms += 2000;
+  t.ok(timers.expired(1) && timers.expired(2), 'expired at its expiry instant');
+  t.notOk(timers.expired(3), 'a live lease is not');
+  t.notOk(timers.expired(99), 'nor an unknown one');
+  const revoked = timers.untilRevoked(1, 60_000);
+  const twice = timers.untilRevoked(1, 60_000);
+  const timedOut = timers.untilRevoked(2, 20);
+  t.equal(timers.revokeWaiterCount, 3);
+  timers.onRevoked(1);
+  t.same(await Promise.all([revoked, twice, timedOut]), ['revoked', 'revoked', 'timeout']);
+  t.equal(timers.revokeWaiterCount, 0);
+  const lost = timers.untilRevoked(2, 60_000);
+  timers.stepDown();
+  t.equal(await lost, 'not-leader', 'a step-down ends the wait: the next leader extends the lease');
+  t.equal(timers.revokeWaiterCount, 0);
+});
+
+t.test('LeaseTimers: tick(max) hands out at most max (the rest of a round after the leader check)', async (t) => {
+  const clock = new FakeClock();
+  const timers = new LeaseTimers({ clock, stallThresholdMs: 60_000, maxRevokesPerTick: 3 });
+  timers.becomeLeader(Array.from({ length: 5 }, (_, i) => ({ id: i + 1, ttlSeconds: 5 })));
+  clock.ms += 5000;
+  t.same(timers.tick(), { revoke: [], needConfirm: true });
+  timers.confirmLeadership(clock.ms);
+  t.same(timers.tick(2).revoke, [1, 2]);
+  t.same(timers.tick(0).revoke, []);
+  t.same(timers.tick().revoke, [3, 4, 5]);
+});

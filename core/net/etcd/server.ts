@@ -14,7 +14,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../proto-files.js';
 import * as cv from './convert.js';
 import { EtcdError, isEtcdError, watchRefusalReason } from './errors.js';
-import type { CallContext, EtcdAuthBackend, EtcdBackend, ResponseHeader, WatchEvent, WatchHandle, WatchSink } from './service.js';
+import type { CallContext, EtcdAuthBackend, EtcdBackend, LeaseKeepAliveResponse, ResponseHeader, WatchEvent, WatchHandle, WatchSink } from './service.js';
 import { framedSnapshotBytes, snapshotTrailer } from './snapshot-file.js';
 import { encodeEventsFrames, eventsResponseBytes, fragmentEvents, type EventsResponse } from './watch-encoding.js';
 import { DEFAULT_SORTING_TIMEOUTS, REWRITTEN_CERT_USER_HEADER, REWRITTEN_PEER_HEADER, SortingListener } from './client-port-listener.js';
@@ -586,50 +586,52 @@ export class EtcdGrpcServer {
 
   private keepAliveStream(call: grpc.ServerDuplexStream<Obj, Obj>): void {
     const ctx = callContext(call, this.clientCerts, true);
-    // Each request's id as the client sent it (echoed back) and as the backend sees it.
-    const queue: { raw: unknown; id: number }[] = [];
-    let busy = false;
+    // Keep-alives renewed and not yet answered.
+    let pending = 0;
     let done = false;
     // The client half-closed: answer what it sent before, then end (etcd's loop reads to EOF).
     let ended = false;
-    const pump = async (): Promise<void> => {
-      busy = true;
-      while (queue.length > 0 && !done) {
-        // Everything queued is renewed together: on the leader each renewal waits for a
-        // confirmed-leadership round, and concurrent ones share a round. Answers keep their order.
-        const batch = queue.splice(0);
-        const results = await Promise.allSettled(batch.map(({ id }) => (id === cv.UNREPRESENTABLE_ID ? Promise.reject(new EtcdError('LEASE_NOT_FOUND')) : this.backend.leaseKeepAlive(id, ctx))));
-        for (const [i, r] of results.entries()) {
-          if (done) break;
-          if (r.status === 'fulfilled') {
-            call.write({ header: cv.header(r.value.header), ID: r.value.id, TTL: r.value.ttlSeconds });
-          } else if (isEtcdError(r.reason, 'LEASE_NOT_FOUND')) {
-            // etcd answers an unknown lease on this stream with TTL 0, not an error.
-            call.write({ header: cv.header(this.backend.header()), ID: batch[i]!.raw, TTL: 0 });
-          } else {
-            done = true;
-            call.emit('error', this.toStatus(r.reason, 'LeaseKeepAlive'));
-          }
-        }
-        if (paused) {
-          paused = false;
-          call.resume();
-        }
-      }
-      busy = false;
-      if (ended) finish();
-    };
     // A burst (a client renewing thousands of leases at once) is held back, not dropped: with
     // the stream paused grpc-js stops reading it and HTTP/2 flow control stalls the client.
     let paused = false;
+    const answer = (raw: unknown, r: PromiseSettledResult<LeaseKeepAliveResponse>): void => {
+      pending--;
+      if (!done) {
+        if (r.status === 'fulfilled') {
+          call.write({ header: cv.header(r.value.header), ID: r.value.id, TTL: r.value.ttlSeconds });
+        } else if (isEtcdError(r.reason, 'LEASE_NOT_FOUND')) {
+          // etcd answers an unknown lease on this stream with TTL 0, not an error.
+          call.write({ header: cv.header(this.backend.header()), ID: raw, TTL: 0 });
+        } else {
+          done = true;
+          call.emit('error', this.toStatus(r.reason, 'LeaseKeepAlive'));
+        }
+      }
+      if (paused && pending < MAX_PENDING_KEEPALIVES) {
+        paused = false;
+        call.resume();
+      }
+      if (ended && pending === 0) finish();
+    };
     call.on('data', (req: Obj) => {
       if (done) return;
-      queue.push({ raw: req.ID, id: cv.id64(req.ID) });
-      if (queue.length >= MAX_PENDING_KEEPALIVES && !paused) {
+      // Each keep-alive is renewed as it comes and answered once renewed: those that arrive
+      // together still share one confirmation round on the leader (the driver's ReadIndex
+      // rounds take every read that waits), and one that waits long (an expired lease's waits
+      // for its revoke, as etcd's) holds back no other lease's answer: a follower forwards all
+      // of its clients' keep-alives on one stream.
+      const raw = req.ID;
+      const id = cv.id64(req.ID);
+      pending++;
+      if (pending >= MAX_PENDING_KEEPALIVES && !paused) {
         paused = true;
         call.pause();
       }
-      if (!busy) void pump();
+      const renewed = id === cv.UNREPRESENTABLE_ID ? Promise.reject(new EtcdError('LEASE_NOT_FOUND')) : Promise.resolve().then(() => this.backend.leaseKeepAlive(id, ctx));
+      renewed.then(
+        (value) => answer(raw, { status: 'fulfilled', value }),
+        (reason: unknown) => answer(raw, { status: 'rejected', reason }),
+      );
     });
     const finish = (): void => {
       if (done) return;
@@ -638,7 +640,7 @@ export class EtcdGrpcServer {
     };
     call.on('end', () => {
       ended = true;
-      if (!busy) finish();
+      if (pending === 0) finish();
     });
     call.on('cancelled', () => (done = true));
     call.on('error', () => (done = true));
