@@ -123,6 +123,6 @@ t.test('lease expiry: keep-alive after expiry answers once the keys are gone; re
   const delays = [...granted].map(([k, at]) => Math.round((watcher.deletedAt.get(k) ?? Infinity) - at - 2_000));
   t.comment(`keys deleted this long after their lease's TTL (ms): ${delays.join(', ')}`);
   t.ok(delays.every((d) => d >= -50), 'never before the TTL ran out');
-  t.ok(Math.max(...delays) < 900, `every lease revoked within 900 ms of its TTL (max ${Math.max(...delays)} ms)`);
+  t.ok(Math.max(...delays) < 1_500, `every lease revoked within 1.5 s of its TTL (max ${Math.max(...delays)} ms)`);
   t.ok(Math.min(...delays) < 400, `revoked within the expiry period, not a period later (min ${Math.min(...delays)} ms; it was 500 ms at least)`);
 });
