@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_SNAPSHOT_EVERY_ENTRIES, LOG_ENTRIES_KEPT_AFTER_SNAPSHOT } from '../core/api/snapshot-policy.js';
 import { checkClientTls, type ClientTls } from '../core/net/etcd/client-tls.js';
+import { parseHostPort } from '../core/net/address.js';
 import { QUOTA_BYTES_MIN, parseAutoCompaction, type AutoCompactionConfig } from '../core/kv/index.js';
 
 export type Role = 'manager' | 'worker';
@@ -121,6 +122,35 @@ const OPTIONS = {
   'trusted-ca-file': { type: 'string' },
   'client-cert-auth': { type: 'boolean' },
 } as const;
+
+/** Keys whose value a config file may give as a JSON number (or as the flag's text). */
+const NUMERIC_KEYS = new Set([
+  'client-port', 'peer-port', 'gossip-port', 'http-port', 'lb-port', 's3-port', 'dns-port', 'tick-ms', 'election-ticks',
+  'heartbeat-interval', 'election-timeout', 'quota-backend-bytes', 'auto-compaction-retention', 'snapshot-count',
+  'snapshot-catchup-entries', 'auth-token-ttl',
+]);
+
+/**
+ * A config file holds the agent's flags by name: a key that is none of them (a typo such as
+ * "client_port" would leave the default in force) and a value of the wrong type are refused,
+ * naming them, rather than ignored or coerced ("snapshot-count": true read as 1).
+ */
+function checkConfigFile(path: string, file: Record<string, unknown>): void {
+  for (const [key, value] of Object.entries(file)) {
+    const opt = (OPTIONS as Record<string, { type: string; multiple?: boolean }>)[key];
+    if (opt === undefined || key === 'config') {
+      throw new ConfigError(`--config ${path}: unknown key "${key}" (the keys are the agent's flag names without "--", e.g. "client-port")`);
+    }
+    const ok =
+      opt.type === 'boolean' ? typeof value === 'boolean'
+      : opt.multiple === true ? Array.isArray(value) && value.every((v) => typeof v === 'string')
+      : typeof value === 'string' || (NUMERIC_KEYS.has(key) && typeof value === 'number');
+    if (!ok) {
+      const want = opt.type === 'boolean' ? 'true or false' : opt.multiple === true ? 'a list of strings' : NUMERIC_KEYS.has(key) ? 'a number or a string' : 'a string';
+      throw new ConfigError(`--config ${path}: "${key}" must be ${want}, not ${JSON.stringify(value)}`);
+    }
+  }
+}
 
 /** Longest --auth-token-ttl: a day (a token is a password's stand-in on the wire). */
 const AUTH_TOKEN_TTL_MAX_SECONDS = 86_400;
@@ -259,6 +289,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
       throw new ConfigError(`--config ${flags.config}: ${(e as Error).message}`);
     }
     if (typeof file !== 'object' || file === null || Array.isArray(file)) throw new ConfigError(`--config ${flags.config}: expected a JSON object`);
+    checkConfigFile(flags.config, file);
   }
   const get = (k: string): unknown => flags[k] ?? file[k];
   const dev = flagOn('dev', get('dev'));
@@ -273,6 +304,11 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
   if (!Array.isArray(joinList)) throw new ConfigError('join: expected a list of HOST[:PORT]');
   for (const j of joinList) {
     if (!/^[A-Za-z0-9.\-:[\]]+$/.test(j)) throw new ConfigError(`--join: "${j}" is not HOST[:PORT]`);
+    try {
+      parseHostPort(j, DEFAULT_PORTS.gossipPort);
+    } catch (e) {
+      throw new ConfigError(`--join: ${(e as Error).message}`);
+    }
   }
   const bootstrap = flagOn('bootstrap', get('bootstrap')) || (dev && joinList.length === 0);
   if (bootstrap && joinList.length > 0) throw new ConfigError('--bootstrap and --join are mutually exclusive');
@@ -280,6 +316,24 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
   const token = get('token') as string | undefined;
   if (joinList.length > 0 && !token) throw new ConfigError('--join needs --token (print it on a manager with `picloud-node token`)');
   const bindAddr = address('bind', get('bind'), dev ? '127.0.0.1' : '0.0.0.0')!;
+  const advertiseAddr = address('advertise', get('advertise'), undefined);
+  if (advertiseAddr !== undefined && /^(0\.0\.0\.0|::|0:0:0:0:0:0:0:0)$/.test(advertiseAddr)) {
+    throw new ConfigError(`--advertise: "${advertiseAddr}" is a wildcard: give the address the others reach this node at`);
+  }
+  const ports = {
+    clientPort: port('client-port', get('client-port'), DEFAULT_PORTS.clientPort),
+    peerPort: port('peer-port', get('peer-port'), DEFAULT_PORTS.peerPort),
+    gossipPort: port('gossip-port', get('gossip-port'), DEFAULT_PORTS.gossipPort),
+    httpPort: port('http-port', get('http-port'), DEFAULT_PORTS.httpPort),
+  };
+  // Found here, before a data dir is made, rather than as EADDRINUSE after bootstrapping it.
+  const byPort = new Map<number, string>();
+  for (const [key, p] of Object.entries(ports)) {
+    const flag = key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+    const other = byPort.get(p);
+    if (other !== undefined) throw new ConfigError(`--${other} and --${flag} are both ${p}: each listener needs a port of its own`);
+    byPort.set(p, flag);
+  }
   return {
     name,
     dataDir,
@@ -288,11 +342,8 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     token,
     role,
     bindAddr,
-    advertiseAddr: address('advertise', get('advertise'), undefined),
-    clientPort: port('client-port', get('client-port'), DEFAULT_PORTS.clientPort),
-    peerPort: port('peer-port', get('peer-port'), DEFAULT_PORTS.peerPort),
-    gossipPort: port('gossip-port', get('gossip-port'), DEFAULT_PORTS.gossipPort),
-    httpPort: port('http-port', get('http-port'), DEFAULT_PORTS.httpPort),
+    advertiseAddr,
+    ...ports,
     lbPort: port('lb-port', get('lb-port'), DEFAULT_PORTS.lbPort),
     s3Port: port('s3-port', get('s3-port'), DEFAULT_PORTS.s3Port),
     dnsPort: port('dns-port', get('dns-port'), DEFAULT_PORTS.dnsPort),

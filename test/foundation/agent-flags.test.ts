@@ -75,6 +75,42 @@ t.test('--new-board is command line only: in a config file it would stay', async
   t.throws(() => parseAgentArgs(['--dev', '--config', file]), { message: /new-board: command line only/ });
 });
 
+t.test('a config file: unknown keys and values of the wrong type are refused, naming them', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'picloud-flags-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const withFile = (content: object): AgentConfigResult => {
+    const file = join(dir, 'agent.json');
+    writeFileSync(file, JSON.stringify(content));
+    try {
+      return { config: parseAgentArgs(['--config', file]) };
+    } catch (e) {
+      return { error: e as Error };
+    }
+  };
+  const base = { name: 'a', 'data-dir': join(dir, 'd'), bootstrap: true };
+  const ok = withFile({ ...base, 'client-port': 2479, 'snapshot-count': '500', join: undefined });
+  t.equal(ok.config?.clientPort, 2479, 'a port as a JSON number');
+  t.equal(ok.config?.snapshotCount, 500, 'or as the flag\'s text');
+  const bad: Array<[object, RegExp]> = [
+    [{ ...base, clientport: 1 }, /unknown key "clientport"/],
+    [{ ...base, client_port: 2479 }, /unknown key "client_port"/],
+    [{ ...base, config: 'other.json' }, /unknown key "config"/],
+    [{ ...base, 'snapshot-count': true }, /"snapshot-count" must be a number or a string, not true/],
+    [{ ...base, 'election-timeout': [1000] }, /"election-timeout" must be a number or a string/],
+    [{ ...base, name: 123 }, /"name" must be a string, not 123/],
+    [{ ...base, 'data-dir': 5 }, /"data-dir" must be a string/],
+    [{ ...base, token: 12345 }, /"token" must be a string/],
+    [{ name: 'a', 'data-dir': '/tmp/x', join: [5], token: 'T' }, /"join" must be a list of strings/],
+    [{ ...base, bootstrap: 'yes' }, /"bootstrap" must be true or false/],
+  ];
+  for (const [content, message] of bad) {
+    const r = withFile(content);
+    t.ok(r.error instanceof ConfigError && message.test(r.error.message), `${JSON.stringify(content)} → ${r.error?.message ?? 'accepted'}`);
+  }
+});
+
+type AgentConfigResult = { config?: ReturnType<typeof parseAgentArgs>; error?: Error };
+
 t.test('bad flags: a ConfigError that names the flag', async (t) => {
   const bad: Array<[string[], RegExp]> = [
     [['--dev', '--client-port', '0'], /--client-port: expected a port 1-65535, got "0"/],
@@ -98,6 +134,12 @@ t.test('bad flags: a ConfigError that names the flag', async (t) => {
     [['--dev', '--auth-token-ttl', '5m'], /--auth-token-ttl: expected an integer/],
     [['--dev', '--no-such-flag'], /no-such-flag/],
     [['--dev', '--new-board', 'has space'], /--new-board: expected the board id the data dir last ran on/],
+    [['--name', 'a', '--data-dir', '/tmp/x', '--join', '127.0.0.1:99999', '--token', 'T'], /--join: bad address "127.0.0.1:99999"/],
+    [['--name', 'a', '--data-dir', '/tmp/x', '--join', '127.0.0.1:abc', '--token', 'T'], /--join: bad address/],
+    [['--dev', '--advertise', '0.0.0.0'], /--advertise: "0.0.0.0" is a wildcard/],
+    [['--dev', '--advertise', '::'], /--advertise: "::" is a wildcard/],
+    [['--dev', '--client-port', '4000', '--peer-port', '4000'], /--client-port and --peer-port are both 4000/],
+    [['--dev', '--gossip-port', String(DEFAULT_PORTS.httpPort)], /--gossip-port and --http-port are both 7480/],
   ];
   for (const [argv, message] of bad) {
     let err: unknown;
@@ -136,7 +178,7 @@ t.test('client TLS flags (etcd\'s names): read and checked before anything liste
   const file = join(certs.dir, 'agent.json');
   for (const v of ['true', 1, 'yes']) {
     writeFileSync(file, JSON.stringify({ 'cert-file': certs.serverCert, 'key-file': certs.serverKey, 'trusted-ca-file': certs.caCert, 'client-cert-auth': v }));
-    t.throws(() => parseAgentArgs(['--dev', '--config', file]), { name: 'ConfigError', message: /client-cert-auth: expected true or false/ }, `a config file's client-cert-auth ${JSON.stringify(v)} is refused, not read as off`);
+    t.throws(() => parseAgentArgs(['--dev', '--config', file]), { name: 'ConfigError', message: /client-cert-auth" must be true or false/ }, `a config file's client-cert-auth ${JSON.stringify(v)} is refused, not read as off`);
   }
   writeFileSync(file, JSON.stringify({ 'cert-file': certs.serverCert, 'key-file': certs.serverKey, 'trusted-ca-file': certs.caCert, 'client-cert-auth': true }));
   t.equal(parseAgentArgs(['--dev', '--config', file]).clientTls?.clientCertAuth, true, 'true in a config file');
