@@ -420,7 +420,7 @@ export class ManagerNode {
             `start it with --name ${identity.name}, or, for a new member (a board flashed from another's SD card image), remove the data dir and start with --join HOST --token TOKEN (not --bootstrap)`,
         );
       }
-      token = readFileSync(tokenPath, 'utf8').trim();
+      token = readTokenFile(tokenPath);
       if (opts.token && opts.token !== token) throw new NodeError('BAD_TOKEN', 'the --token given differs from the token this data dir was created with');
       checkBoard(identity, identityPath, opts, log);
     } else if (opts.bootstrap) {
@@ -1220,6 +1220,18 @@ function readJsonFile<T>(path: string, valid: (v: unknown) => v is T): T {
   }
   if (!valid(v)) throw new NodeError('DATA_DIR_DAMAGED', `${path} is damaged (not what picloud wrote): restore it from a backup, or remove the data dir and join the cluster again`);
   return v;
+}
+
+/** The data dir's token file, refused with its name when missing or not a token. */
+function readTokenFile(path: string): string {
+  let token: string;
+  try {
+    token = readFileSync(path, 'utf8').trim();
+    parseToken(token);
+  } catch (err) {
+    throw new NodeError('DATA_DIR_DAMAGED', `${path} is missing or damaged (${(err as Error).message}): write the cluster's token into it (picloud-node token on another manager prints it)`);
+  }
+  return token;
 }
 
 function readIdentity(path: string): Identity {

@@ -5,7 +5,7 @@
  * (etcd's restore semantics: the old membership is not carried over).
  */
 import { ensurePrivateDir } from '../storage/private-dir.js';
-import { createReadStream, existsSync } from 'node:fs';
+import { createReadStream, existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { MvccBackend } from '../storage/mvcc-backend.js';
 import { writeFileDurablySync } from '../storage/durable-file.js';
@@ -26,6 +26,8 @@ export async function restoreSnapshotFile(file: string, dataDir: string): Promis
   if (existsSync(join(dataDir, 'identity.json')) || existsSync(join(dataDir, 'kv'))) {
     throw new RestoreError(`${dataDir} already holds a member's data; restore into a new directory`);
   }
+  // As etcdctl's restore: into a new (or empty) directory only, never mixed into someone's files.
+  if (existsSync(dataDir) && readdirSync(dataDir).length > 0) throw new RestoreError(`${dataDir} is not empty; restore into a new directory`);
   const { dataBytes } = await readSnapshotFile(file);
   ensurePrivateDir(dataDir); // the restored users and key space are no one else's to read
   const backend = await MvccBackend.open(join(dataDir, 'kv'));

@@ -549,6 +549,31 @@ function recordEvent(r: KvRecord, withPrev: boolean): WatchEvent {
   return e;
 }
 
+/** The keys a watch covers: etcd reads an empty key as "\0", the smallest, and a "\0" end as "to the end". */
+function watchSpan(req: Pick<WatchCreateRequest, 'key' | 'rangeEnd'>): { start: string; end: string | undefined } {
+  const keyBytes = req.key && req.key.byteLength > 0 ? req.key : Buffer.from([0]);
+  const re = req.rangeEnd;
+  const start = keyString(keyBytes);
+  if (re === undefined || re.byteLength === 0) return { start, end: undefined };
+  if (re.byteLength === 1 && re[0] === 0) return { start, end: '' };
+  return { start, end: keyString(re) };
+}
+
+/**
+ * Why a watch's keys cannot be watched (too large a key, an empty range), or undefined. The gRPC
+ * server asks before giving the watch an ID: etcd refuses such a create in one response with
+ * watch_id -1.
+ */
+export function watchRangeRefusal(req: Pick<WatchCreateRequest, 'key' | 'rangeEnd'>): string | undefined {
+  const re = req.rangeEnd;
+  if ((req.key?.byteLength ?? 0) > MAX_KEY_BYTES || (re !== undefined && re.byteLength > MAX_KEY_BYTES)) {
+    return `${KV_ERRORS.KEY_TOO_LARGE.message} (max ${MAX_KEY_BYTES} bytes)`;
+  }
+  const { start, end } = watchSpan(req);
+  if (end !== undefined && end !== '' && start >= end) return KV_ERRORS.WATCHER_RANGE_EMPTY.message;
+  return undefined;
+}
+
 /**
  * The watchers of one gRPC Watch call and the responses waiting for it. The gRPC layer calls
  * create / cancel / requestProgress for the client's requests and pulls responses with
@@ -595,19 +620,9 @@ export class WatchStream {
     };
     const startRev = req.startRevision ?? 0;
     if (startRev < 0) return fail(KV_ERRORS.COMPACTED.message);
-    const keyBytes = req.key && req.key.byteLength > 0 ? req.key : Buffer.from([0]); // etcd: "\0" is the smallest key
-    const re = req.rangeEnd;
-    if (keyBytes.byteLength > MAX_KEY_BYTES || (re !== undefined && re.byteLength > MAX_KEY_BYTES)) {
-      return fail(`${KV_ERRORS.KEY_TOO_LARGE.message} (max ${MAX_KEY_BYTES} bytes)`);
-    }
-    const start = keyString(keyBytes);
-    let end: string | undefined;
-    if (re === undefined || re.byteLength === 0) end = undefined;
-    else if (re.byteLength === 1 && re[0] === 0) end = '';
-    else {
-      end = keyString(re);
-      if (start >= end) return fail(KV_ERRORS.WATCHER_RANGE_EMPTY.message);
-    }
+    const refusal = watchRangeRefusal(req);
+    if (refusal !== undefined) return fail(refusal);
+    const { start, end } = watchSpan(req);
     if (this.watchers.size >= hub.watchersPerStreamMax) {
       return fail(`${KV_ERRORS.TOO_MANY_WATCHERS.message} (max ${hub.watchersPerStreamMax})`);
     }

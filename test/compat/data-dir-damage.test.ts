@@ -8,12 +8,12 @@
  * - the Raft log lost while the applied state remains (the member's term and vote are gone);
  * - LevelDB damage it would otherwise repair in silence: CURRENT lost (an empty store, the old
  *   tables deleted), a write-ahead log record that fails its checksum (skipped);
- * - identity.json truncated (a stack trace before);
- * - a restored snapshot given to --join.
+ * - identity.json truncated (a stack trace before), the token file damaged;
+ * - a restored snapshot given to --join; a restore into a directory holding other files.
  * An untouched copy starts and serves the data, so the copying is not what is refused.
  */
 import t from 'tap';
-import { cpSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeSync, closeSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeSync, closeSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
@@ -83,6 +83,7 @@ t.test('damaged or foreign data dirs are refused, naming what is wrong', { skip:
   await refused('kv-log-bit-rot', (d) => corruptMiddle(largestLog(join(d, 'kv'))), /the KV store \(.*kv\) is damaged: LevelDB skipped data it could not read/);
   await refused('raft-log-bit-rot', (d) => corruptMiddle(largestLog(join(d, 'raft', 'log'))), /the Raft log \(.*log\) is damaged: LevelDB skipped data it could not read/);
   await refused('identity-truncated', (d) => writeFileSync(join(d, 'identity.json'), '{"id":12'), /identity\.json is damaged/);
+  await refused('token-damaged', (d) => writeFileSync(join(d, 'token'), 'garbage\n'), /token is missing or damaged \(not a picloud join token/);
 
   // A restored snapshot founds a new cluster; it cannot join one.
   const restoredDir = join(cluster.root, 'restored');
@@ -93,6 +94,15 @@ t.test('damaged or foreign data dirs are refused, naming what is wrong', { skip:
   cluster.start(joiner, false);
   t.equal(await cluster.exited(joiner), 1, 'a restored data dir given --join: refused');
   t.match(joiner.log.join(''), /holds a restored snapshot: start it with --bootstrap/);
+
+  // Nor is a restore mixed into a directory holding other files (etcdctl refuses it too).
+  const busy = join(cluster.root, 'busy');
+  mkdirSync(busy);
+  writeFileSync(join(busy, 'notes.txt'), 'mine\n');
+  const intoBusy = spawnSync(process.execPath, [CLI, 'snapshot', 'restore', snap, '--data-dir', busy], { encoding: 'utf8', timeout: 30_000 });
+  t.equal(intoBusy.status, 1, 'restore into a directory that is not empty: refused');
+  t.match(intoBusy.stderr, /busy is not empty; restore into a new directory/);
+  t.same(readdirSync(busy), ['notes.txt'], 'and nothing is added to it');
 
   // The control: an untouched copy starts and holds every key.
   const intact = await cluster.add('m1');

@@ -185,6 +185,20 @@ function watchStream(): { s: grpc.ClientDuplexStream<Obj, Obj>; got: Obj[]; unti
   };
 }
 
+t.test("a watch whose keys cannot be watched is refused in one response, without taking an ID (etcd's watch_id -1)", async (t) => {
+  const c = watchStream();
+  c.s.write({ createRequest: { key: Buffer.from('b'), rangeEnd: Buffer.from('a') } });
+  c.s.write({ createRequest: { key: Buffer.from('c') } });
+  await c.until((g) => g.length >= 2);
+  t.same(
+    c.got.map((r) => [r.watchId, r.created, r.canceled, r.cancelReason]),
+    [['-1', true, true, 'mvcc: watcher range is empty'], ['0', true, false, '']],
+    'refused as etcd refuses it; the next watch gets the first ID',
+  );
+  c.s.cancel();
+  await new Promise((r) => setTimeout(r, 100));
+});
+
 t.test('watch protocol: ids, duplicate id, cancel, progress, watchers-per-connection limit', async (t) => {
   const a = watchStream();
   a.s.write({ createRequest: { key: Buffer.from('x') } });

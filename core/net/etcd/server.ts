@@ -22,9 +22,11 @@ import { GATEWAY_HEADERS_TIMEOUT_MS, JsonGateway } from './json-gateway.js';
 import { certificateUser, serverTlsOptions, tlsSource, type ClientTls, type ClientTlsSource } from './client-tls.js';
 import type { PeerCertificate, TlsOptions } from 'node:tls';
 import { EagerFrames, EagerMessage, eagerSendInterceptor } from './eager-send.js';
+import { MAX_REQUEST_BYTES } from '../../kv/limits.js';
+import { watchRangeRefusal } from '../../kv/watch.js';
 
-/** etcd's --max-request-bytes default. */
-export const MAX_REQUEST_BYTES = 1.5 * 1024 * 1024;
+/** etcd's --max-request-bytes default: the store's own bound (one constant, in kv/limits). */
+export { MAX_REQUEST_BYTES } from '../../kv/limits.js';
 /** gRPC's own receive limit sits above it by etcd's margin, so our check answers first. */
 export const GRPC_OVERHEAD_BYTES = 512 * 1024;
 /** Room for a JSON gateway body's names and quoting beyond its base64 payload. */
@@ -905,17 +907,21 @@ class WatchStream {
   }
 
   private create(o: Obj): void {
-    const refuse = (reason: string): void =>
-      this.send({ header: cv.header(this.backend.header()), watchId: -1, created: true, canceled: true, cancelReason: reason }, 128);
     const requested = cv.int64(o.watchId);
     let id: number;
     if (requested !== 0) {
-      if (this.watchers.has(requested)) return refuse('mvcc: duplicate watch ID provided on the WatchStream');
       id = requested;
     } else {
       while (this.watchers.has(this.nextId)) this.nextId++;
       id = this.nextId++;
     }
+    // Refused in one response with watch_id -1, as etcd refuses it; an ID given out here goes
+    // to the next watch instead.
+    const refuse = (reason: string): void => {
+      if (requested === 0) this.nextId = id;
+      this.send({ header: cv.header(this.backend.header()), watchId: -1, created: true, canceled: true, cancelReason: reason }, 128);
+    };
+    if (requested !== 0 && this.watchers.has(requested)) return refuse('mvcc: duplicate watch ID provided on the WatchStream');
     if (this.server.watchersOf(this.peer) >= this.limits.maxWatchersPerConnection) {
       return refuse(`${new EtcdError('TOO_MANY_WATCHERS').message} (limit ${this.limits.maxWatchersPerConnection})`);
     }
@@ -925,6 +931,8 @@ class WatchStream {
     } catch (err) {
       return refuse((err as Error).message);
     }
+    const invalid = watchRangeRefusal(req);
+    if (invalid !== undefined) return refuse(invalid);
     const w: WatcherState = { id, handle: undefined, early: [], lastHeader: this.backend.header(), done: false, fragment: req.fragment };
     const deliver = (f: () => void): void => {
       if (w.done || this.closed) return;
