@@ -13,7 +13,7 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { ConfChangeType, Role } from '../raft/index.js';
 import * as kv from '../kv/index.js';
-import { ETCD_ERRORS, EtcdError, isEtcdError, watchRefusalReason, type EtcdErrorCode } from '../net/etcd/errors.js';
+import { EtcdError, forwardedEtcdError, isEtcdError, watchRefusalReason } from '../net/etcd/errors.js';
 import { sameElements } from '../net/etcd/watch-encoding.js';
 import type * as api from '../net/etcd/service.js';
 import { ManagerAuthBackend } from './etcd-auth-backend.js';
@@ -692,13 +692,6 @@ export const LEARNER_READY_FRACTION = 0.9;
 
 export function learnerReady(learnerMatch: number, leaderLastIndex: number): boolean {
   return learnerMatch > 0 && learnerMatch >= LEARNER_READY_FRACTION * leaderLastIndex;
-}
-
-/** The etcd error a call forwarded to the leader failed with, by its exact message; undefined for any other failure. */
-function forwardedEtcdError(e: unknown): EtcdError | undefined {
-  const details = (e as { details?: unknown }).details;
-  const code = (Object.keys(ETCD_ERRORS) as EtcdErrorCode[]).find((c) => ETCD_ERRORS[c][1] === details);
-  return code === undefined ? undefined : new EtcdError(code);
 }
 
 /** The host:port of a member's first peer URL (etcd's are http://host:port); etcd's error otherwise. */

@@ -15,11 +15,13 @@ import t from 'tap';
 import fc from 'fast-check';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
 import { ETCD_BIN, startEtcd, startPicloud, type BenchCluster } from '../../bench/kv/clusters.js';
+import { CLI, etcdctl, hasEtcdctl } from '../helpers/agents.js';
 
 /** Sequences per run (each is ~10 requests to each system). */
 const RUNS = 60;
@@ -409,4 +411,13 @@ t.test('KV, txn, compaction and watch replay answer as etcd 3.4 does', { skip: e
   const why = result.failed ? ` — counterexample ${fc.stringify(result.counterexample)} (seed ${result.seed})${result.errorInstance ? `: ${String(result.errorInstance)}` : ''}` : '';
   t.ok(!result.failed, `${result.numRuns} generated sequences answered alike${why}`);
   t.ok(result.numRuns >= RUNS || result.failed, `all ${RUNS} sequences ran (${result.numRuns} did)`);
+
+  // etcd's own snapshot (a bbolt file) is refused by picloud's restore, saying what it is.
+  if (hasEtcdctl()) {
+    const etcdSnap = join(root, 'etcd.db');
+    t.equal(etcdctl(clusters[0]!.members[0]!.clientEndpoint, ['snapshot', 'save', etcdSnap]).status, 0, 'a snapshot of the real etcd');
+    const r = spawnSync(process.execPath, [CLI, 'snapshot', 'restore', etcdSnap, '--data-dir', join(root, 'from-etcd')], { encoding: 'utf8', timeout: 30_000 });
+    t.equal(r.status, 1, 'picloud-node snapshot restore of it: refused');
+    t.match(r.stderr, /is an etcd \(bbolt\) snapshot: picloud restores its own snapshots only/);
+  }
 });

@@ -91,6 +91,16 @@ export function isEtcdError(err: unknown, code?: EtcdErrorCode): err is EtcdErro
   return err instanceof EtcdError && (code === undefined || err.code === code);
 }
 
+/**
+ * The etcd error a gRPC call (one forwarded to the leader) failed with, known by its exact
+ * message; undefined for any other failure.
+ */
+export function forwardedEtcdError(e: unknown): EtcdError | undefined {
+  const details = (e as { details?: unknown }).details;
+  const code = (Object.keys(ETCD_ERRORS) as EtcdErrorCode[]).find((c) => ETCD_ERRORS[c][1] === details);
+  return code === undefined ? undefined : new EtcdError(code);
+}
+
 /** Go's names of the status codes an auth refusal carries. */
 const GO_CODE_NAMES: Partial<Record<number, string>> = {
   [status.INVALID_ARGUMENT]: 'InvalidArgument',

@@ -46,8 +46,17 @@ export class SnapshotFileError extends Error {
 }
 
 /** Checks a file written by `etcdctl snapshot save` from picloud; returns the data's length. */
+/** bbolt's meta page magic (etcd's own snapshot files are bbolt databases), after the 16-byte page header. */
+const BBOLT_MAGIC = 0xed0cdaed;
+const BBOLT_MAGIC_OFFSET = 16;
+
 export async function readSnapshotFile(path: string): Promise<{ dataBytes: number }> {
   const size = (await stat(path)).size;
+  for await (const head of createReadStream(path, { start: BBOLT_MAGIC_OFFSET, end: BBOLT_MAGIC_OFFSET + 3 })) {
+    if ((head as Buffer).length === 4 && (head as Buffer).readUInt32LE(0) === BBOLT_MAGIC) {
+      throw new SnapshotFileError(`${path} is an etcd (bbolt) snapshot: picloud restores its own snapshots only (etcdctl snapshot save against a picloud member makes one)`);
+    }
+  }
   if (size % SNAPSHOT_SECTOR_BYTES !== SNAPSHOT_HASH_BYTES || size < SNAPSHOT_SECTOR_BYTES + SNAPSHOT_HASH_BYTES) {
     throw new SnapshotFileError(`${path}: ${size} bytes is not a picloud snapshot (size % 512 must be 32)`);
   }
