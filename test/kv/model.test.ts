@@ -46,7 +46,8 @@ class Model {
   rangeAt(r: RangeRequest, readRev: number, st: State | undefined): unknown {
     const revision = r.revision ?? 0;
     if (revision > readRev) throw new ModelError('FUTURE_REV');
-    if (revision !== 0 && (revision < this.compact || revision < 0)) throw new ModelError('COMPACTED');
+    // A negative revision reads the current one (etcd's rangeKeys); a txn's was prechecked.
+    if (revision > 0 && revision < this.compact) throw new ModelError('COMPACTED');
     const at = revision > 0 ? this.history.get(revision)! : st!;
     const key = str(r.key);
     const end = str(r.rangeEnd);
@@ -156,13 +157,17 @@ class Model {
       ops = (succeeded ? req.txn.success : req.txn.failure) ?? [];
     } else if ('put' in req) ops = [{ requestPut: req.put }];
     else ops = [{ requestDeleteRange: (req as { deleteRange: NonNullable<RequestOp['requestDeleteRange']> }).deleteRange }];
-    // Prechecks against the state before the txn.
+    // Prechecks against the state before the txn, in etcd's order: every put before any range
+    // (checkRequests twice); a put alone checks its lease first, a txn's put its key first.
     for (const o of ops) {
       const p = o.requestPut;
-      if (p) {
-        if (p.lease && !this.leases.has(p.lease)) throw new ModelError('LEASE_NOT_FOUND');
-        if ((p.ignoreValue || p.ignoreLease) && !this.state.has(str(p.key))) throw new ModelError('KEY_NOT_FOUND');
-      }
+      if (!p) continue;
+      const leaseMissing = !!p.lease && !this.leases.has(p.lease);
+      const keyMissing = (p.ignoreValue || p.ignoreLease) && !this.state.has(str(p.key));
+      if (leaseMissing && !(isTxn && keyMissing)) throw new ModelError('LEASE_NOT_FOUND');
+      if (keyMissing) throw new ModelError('KEY_NOT_FOUND');
+    }
+    for (const o of ops) {
       if (o.requestRange) {
         const rv = o.requestRange.revision ?? 0;
         if (rv > this.rev) throw new ModelError('FUTURE_REV');
