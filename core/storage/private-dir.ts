@@ -5,6 +5,7 @@
  * else can enter is what keeps them private.
  */
 import { chmodSync, mkdirSync, statSync } from 'node:fs';
+import { StorageError } from './errors.js';
 
 export const PRIVATE_DIR_MODE = 0o700;
 
@@ -14,8 +15,14 @@ export const PRIVATE_DIR_MODE = 0o700;
  */
 export function ensurePrivateDir(dir: string): number | undefined {
   mkdirSync(dir, { recursive: true, mode: PRIVATE_DIR_MODE });
-  const mode = statSync(dir).mode & 0o777;
+  const st = statSync(dir);
+  const mode = st.mode & 0o777;
   if ((mode & ~PRIVATE_DIR_MODE) === 0) return undefined;
+  // A shared directory (/tmp: sticky, or another account's) is not made private under its users.
+  const owner = process.getuid?.();
+  if ((st.mode & 0o1000) !== 0 || (owner !== undefined && owner !== 0 && st.uid !== owner)) {
+    throw new StorageError('ERR_INVALID_ARGUMENT', `${dir} is a shared directory (mode ${(st.mode & 0o7777).toString(8)}, owner uid ${st.uid}): give picloud-node a directory of its own, e.g. ${dir.replace(/\/+$/, '')}/picloud`);
+  }
   chmodSync(dir, PRIVATE_DIR_MODE);
   return mode;
 }
