@@ -2,9 +2,9 @@
  * Differential test against a real etcd 3.4: fast-check generates sequences of KV requests
  * (put, range with every option, delete, txn with compares and nested txns, compaction, lease
  * revocation), each is sent to a one-member etcd and a one-member picloud, and the two answers
- * must be the same: the responses, or the gRPC status code and message. After each sequence a
- * watch from a generated revision (with generated filters and prev_kv) must replay the same
- * events, or be cancelled alike.
+ * must be the same: the responses, or the gRPC status code and message. A watch open while the
+ * sequence runs must deliver the same events, and after it a watch from a generated revision
+ * (both with generated filters and prev_kv) must replay the same events, or be cancelled alike.
  *
  * Then the same on three members of each, every request through the next member, so followers
  * forward writes, compactions and revocations to the leader and serve linearizable reads.
@@ -115,47 +115,60 @@ async function closeFrame(s: Services, f: Frame): Promise<void> {
 interface WatchSpec { start: number; prevKv: boolean; noPut: boolean; noDelete: boolean }
 
 /**
- * Everything a prefix watch from a relative revision delivers: responses without events as they
- * are, events one by one (how a system groups them into responses is not compared). It ends when
- * the watch is cancelled or has been quiet for WATCH_QUIET_MS.
+ * A prefix watch from a relative revision (0: from now on) and everything it delivers: responses
+ * without events as they are, events one by one (how a system groups them into responses is not
+ * compared). `collect` ends it once it has been quiet for WATCH_QUIET_MS (or was cancelled).
  */
-function watchAll(s: Services, f: Frame, spec: WatchSpec, createdRevision: boolean): Promise<unknown[]> {
-  return new Promise((resolve) => {
-    const seen: unknown[] = [];
-    const stream = s.watch.Watch();
-    let quiet: NodeJS.Timeout | undefined;
-    let done = false;
-    const finish = (): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(quiet);
-      stream.cancel();
-      resolve(seen);
-    };
-    const rearm = (): void => {
-      clearTimeout(quiet);
-      quiet = setTimeout(finish, WATCH_QUIET_MS);
-    };
-    stream.on('data', (res: any) => {
-      if (done) return;
-      if (res.events.length > 0) {
-        for (const e of res.events) seen.push(normalize(f, e));
-      } else {
-        const { created, canceled, compactRevision, cancelReason } = res;
-        seen.push(normalize(f, { created, canceled, compactRevision, cancelReason, revision: created && createdRevision ? res.header.revision : '0' }));
-      }
-      if (res.canceled) finish();
-      else rearm();
-    });
-    stream.on('error', (err: grpc.ServiceError) => {
-      if (done) return;
-      seen.push({ error: err.code });
-      finish();
-    });
-    const filters = [...(spec.noPut ? ['NOPUT'] : []), ...(spec.noDelete ? ['NODELETE'] : [])];
-    stream.write({ createRequest: { ...keyRange(f, 0, { kind: 'all' }), startRevision: rev(f, spec.start), prevKv: spec.prevKv, filters } });
-    rearm();
+function openWatch(s: Services, f: Frame, spec: WatchSpec, start: number, createdRevision: boolean): { created: Promise<void>; collect(): Promise<unknown[]> } {
+  const seen: unknown[] = [];
+  const stream = s.watch.Watch();
+  let quiet: NodeJS.Timeout | undefined;
+  let done = false;
+  let collecting = false;
+  let onCreated!: () => void;
+  const created = new Promise<void>((r) => (onCreated = r));
+  let onDone!: (v: unknown[]) => void;
+  const finished = new Promise<unknown[]>((r) => (onDone = r));
+  const finish = (): void => {
+    if (done) return;
+    done = true;
+    clearTimeout(quiet);
+    stream.cancel();
+    onCreated();
+    onDone(seen);
+  };
+  const rearm = (): void => {
+    if (!collecting) return;
+    clearTimeout(quiet);
+    quiet = setTimeout(finish, WATCH_QUIET_MS);
+  };
+  stream.on('data', (res: any) => {
+    if (done) return;
+    if (res.events.length > 0) {
+      for (const e of res.events) seen.push(normalize(f, e));
+    } else {
+      const { created, canceled, compactRevision, cancelReason } = res;
+      seen.push(normalize(f, { created, canceled, compactRevision, cancelReason, revision: created && createdRevision ? res.header.revision : '0' }));
+    }
+    if (res.created) onCreated();
+    if (res.canceled) finish();
+    else rearm();
   });
+  stream.on('error', (err: grpc.ServiceError) => {
+    if (done) return;
+    seen.push({ error: err.code });
+    finish();
+  });
+  const filters = [...(spec.noPut ? ['NOPUT'] : []), ...(spec.noDelete ? ['NODELETE'] : [])];
+  stream.write({ createRequest: { ...keyRange(f, 0, { kind: 'all' }), startRevision: rev(f, start), prevKv: spec.prevKv, filters } });
+  return {
+    created,
+    collect: () => {
+      collecting = true;
+      rearm();
+      return finished;
+    },
+  };
 }
 
 const arbWatch: fc.Arbitrary<WatchSpec> = fc.record({
@@ -168,8 +181,11 @@ const arbWatch: fc.Arbitrary<WatchSpec> = fc.record({
 /** Runs one sequence on both systems; throws on the first answer that differs. */
 async function runSequence(sides: [Side, Side], prefix: string, ops: Op[], watch: WatchSpec): Promise<void> {
   const frames = await Promise.all(sides.map((s) => openFrame(s.members[0]!, prefix)));
+  const several = sides[0].members.length > 1;
+  // A watch from now on, open while the sequence runs: what the fan-out delivers live.
+  const live = sides.map((s, j) => openWatch(memberFor(s, 1), frames[j]!, watch, 0, !several));
   try {
-    const several = sides[0].members.length > 1;
+    await Promise.all(live.map((w) => w.created));
     const steps = [...ops, RANGE_ALL].map((op) => (several ? forSeveralMembers(op) : op));
     let compactedAt = 0;
     for (const [i, op] of steps.entries()) {
@@ -185,11 +201,17 @@ async function runSequence(sides: [Side, Side], prefix: string, ops: Op[], watch
     const etcdDropped = (e: any): boolean => watch.start === compactedAt && e.type === 'DELETE' && e.kv?.modRevision === compactedAt;
     // A watch is created on a member without a read barrier (in etcd too): on a follower the
     // created response's revision may be its own, behind the leader's, so it is compared on one member only.
-    const events = (await Promise.all(sides.map((s, j) => watchAll(memberFor(s, steps.length), frames[j]!, watch, !several)))).map((list) => list.filter((e) => !etcdDropped(e)));
+    const replayed = sides.map((s, j) => openWatch(memberFor(s, steps.length), frames[j]!, watch, watch.start, !several));
+    const events = (await Promise.all(replayed.map((w) => w.collect()))).map((list) => list.filter((e) => !etcdDropped(e)));
     if (show(events[0]) !== show(events[1])) {
       throw new Error(`watch ${show(watch)}:\n  ${sides[0].name}: ${show(events[0])}\n  ${sides[1].name}: ${show(events[1])}`);
     }
+    const liveEvents = await Promise.all(live.map((w) => w.collect()));
+    if (show(liveEvents[0]) !== show(liveEvents[1])) {
+      throw new Error(`live watch ${show({ ...watch, start: 0 })}:\n  ${sides[0].name}: ${show(liveEvents[0])}\n  ${sides[1].name}: ${show(liveEvents[1])}`);
+    }
   } finally {
+    await Promise.all(live.map((w) => w.collect()));
     await Promise.all(sides.map((s, j) => closeFrame(s.members[0]!, frames[j]!)));
   }
 }
