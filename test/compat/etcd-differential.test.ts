@@ -38,7 +38,7 @@ type Unary = (req: object, meta: grpc.Metadata, opts: grpc.CallOptions, cb: (err
 
 interface Services {
   kv: grpc.Client & Record<'Range' | 'Put' | 'DeleteRange' | 'Txn' | 'Compact', Unary>;
-  lease: grpc.Client & Record<'LeaseGrant' | 'LeaseRevoke', Unary>;
+  lease: grpc.Client & Record<'LeaseGrant' | 'LeaseRevoke' | 'LeaseTimeToLive', Unary>;
   watch: grpc.Client & { Watch: () => grpc.ClientDuplexStream<object, any> };
 }
 
@@ -62,7 +62,7 @@ function call(client: grpc.Client, method: Unary, req: object): Promise<Outcome>
 
 function send(s: Services, f: Frame, op: Op): Promise<Outcome> {
   const { rpc, req } = opRequest(f, op);
-  const client = rpc === 'LeaseRevoke' ? s.lease : s.kv;
+  const client = rpc.startsWith('Lease') ? s.lease : s.kv;
   return call(client, (client as unknown as Record<string, Unary>)[rpc]!, req);
 }
 

@@ -25,6 +25,7 @@ const PATHS = {
   Txn: '/v3/kv/txn',
   Compact: '/v3/kv/compaction',
   LeaseRevoke: '/v3/lease/revoke',
+  LeaseTimeToLive: '/v3/lease/timetolive',
   LeaseGrant: '/v3/lease/grant',
 } as const;
 

@@ -30,7 +30,7 @@ export interface DeleteOp { t: 'delete'; key: number; end: End; prevKv: boolean 
 export interface Cmp { target: 'VERSION' | 'CREATE' | 'MOD' | 'VALUE' | 'LEASE'; result: string; key: number; prefix: boolean; arg: number }
 export interface TxnOp { t: 'txn'; compare: Cmp[]; success: RequestOp[]; failure: RequestOp[] }
 export type RequestOp = PutOp | RangeOp | DeleteOp | TxnOp;
-export type Op = RequestOp | { t: 'compact'; revision: RelRev; physical: boolean } | { t: 'revoke'; lease: number };
+export type Op = RequestOp | { t: 'compact'; revision: RelRev; physical: boolean } | { t: 'revoke'; lease: number } | { t: 'ttl'; lease: number; keys: boolean };
 
 const arbKey = fc.nat(KEYS.length - 1);
 const arbRel = fc.oneof({ weight: 3, arbitrary: fc.constant(0) }, { weight: 4, arbitrary: fc.integer({ min: 1, max: 12 }) });
@@ -97,6 +97,7 @@ export const arbOp: fc.Arbitrary<Op> = fc.oneof(
   { weight: 3, arbitrary: arbTxn(1) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('compact' as const), revision: fc.integer({ min: 1, max: 12 }), physical: fc.boolean() }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('revoke' as const), lease: fc.nat(LEASES) }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('ttl' as const), lease: fc.nat(LEASES), keys: fc.boolean() }) },
 );
 
 // ---- turning a generated op into one system's request -----------------------------------------
@@ -206,7 +207,7 @@ export const RANGE_ALL: RangeOp = {
 };
 
 /** An op as the etcd v3 call it is: the RPC's name and its request (proto-loader's camelCase form). */
-export function opRequest(f: Frame, op: Op): { rpc: 'Put' | 'Range' | 'DeleteRange' | 'Txn' | 'Compact' | 'LeaseRevoke'; req: object } {
+export function opRequest(f: Frame, op: Op): { rpc: 'Put' | 'Range' | 'DeleteRange' | 'Txn' | 'Compact' | 'LeaseRevoke' | 'LeaseTimeToLive'; req: object } {
   switch (op.t) {
     case 'put': return { rpc: 'Put', req: putRequest(f, op) };
     case 'range': return { rpc: 'Range', req: rangeRequest(f, op) };
@@ -214,6 +215,7 @@ export function opRequest(f: Frame, op: Op): { rpc: 'Put' | 'Range' | 'DeleteRan
     case 'txn': return { rpc: 'Txn', req: txnRequest(f, op) };
     case 'compact': return { rpc: 'Compact', req: { revision: rev(f, op.revision), physical: op.physical } };
     case 'revoke': return { rpc: 'LeaseRevoke', req: { ID: leaseId(f, op.lease) } };
+    case 'ttl': return { rpc: 'LeaseTimeToLive', req: { ID: leaseId(f, op.lease), keys: op.keys } };
   }
 }
 
@@ -221,8 +223,8 @@ export function opRequest(f: Frame, op: Op): { rpc: 'Put' | 'Range' | 'DeleteRan
 
 /** Revision fields, in proto-loader's camelCase and the JSON gateway's snake_case. */
 const REVISION_FIELDS = new Set(['revision', 'createRevision', 'modRevision', 'compactRevision', 'create_revision', 'mod_revision', 'compact_revision']);
-/** Random or per-cluster by design: never compared. */
-const DROPPED_FIELDS = new Set(['clusterId', 'memberId', 'raftTerm', 'cluster_id', 'member_id', 'raft_term']);
+/** Random or per-cluster by design, or a clock's reading (a lease's seconds left): never compared. */
+const DROPPED_FIELDS = new Set(['clusterId', 'memberId', 'raftTerm', 'cluster_id', 'member_id', 'raft_term', 'TTL']);
 
 /** A response with bytes as text, revisions relative to the frame's base and lease IDs as their index. */
 export function normalize(f: Frame, v: unknown, field = ''): unknown {
