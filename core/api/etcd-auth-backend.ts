@@ -244,9 +244,10 @@ export class ManagerAuthBackend implements api.EtcdAuthBackend {
     // A user may read the roles it holds (etcd's rule), root any.
     return this.read(ctx, (caller) => this.state.user(caller)?.roles.includes(name) === true, (s) => {
       const r = s.role(name);
-      // The root role is implicit until added: it has every permission and lists none.
-      if (r === undefined && name !== kv.ROOT_ROLE) throw new kv.KvError('ROLE_NOT_FOUND');
-      const perm = (r?.permissions ?? []).map((p) => ({ permType: PERM_NAME[p.permType]!, key: p.key, rangeEnd: p.rangeEnd }));
+      // The root role may be granted before it is added (its permissions are implicit), but
+      // until added it is not found here, as etcd answers.
+      if (r === undefined) throw new kv.KvError('ROLE_NOT_FOUND');
+      const perm = r.permissions.map((p) => ({ permType: PERM_NAME[p.permType]!, key: p.key, rangeEnd: p.rangeEnd }));
       return { header: this.deps.header(), perm };
     });
   }

@@ -156,10 +156,16 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     this.auth = new ManagerAuthBackend({ node, header: (rev) => this.header(rev), replicate: (req) => this.replicate(req) });
   }
 
-  /** Checks the caller's permission for a key request and proposes it under the caller's name. */
+  /**
+   * Checks a key request, then the caller's permission for it, and proposes it under the
+   * caller's name. The request's own checks come first, as etcd's gRPC layer makes them before
+   * its server asks who is calling: a bad request is told so, with or without a user.
+   */
   private async replicateAs(req: kv.KvRequest, ctx: api.CallContext | undefined): Promise<kv.KvResponse> {
+    const invalid = kv.checkRequest(req);
+    if (invalid) throw invalid;
     const user = await this.auth.caughtUp(() => this.auth.authorize(req, ctx));
-    return this.replicate(kv.clientRequest(req, user));
+    return this.propose(kv.clientRequest(req, user));
   }
 
   close(): void {
@@ -223,6 +229,11 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     // Refuse bad requests before they cost a log entry (apply re-checks anyway).
     const invalid = kv.checkRequest(req);
     if (invalid) throw invalid;
+    return this.propose(req);
+  }
+
+  /** Proposes a request already checked; its error, if apply refuses it, is thrown. */
+  private async propose(req: kv.KvRequest): Promise<kv.KvResponse> {
     const resp = await this.node.propose(req);
     if ('error' in resp) throw resp.error;
     return resp;
