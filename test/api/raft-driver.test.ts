@@ -356,7 +356,7 @@ t.test('an external snapshot reaches a lagging follower chunk by chunk, in order
     );
     drivers.set(id, d);
   }
-  const { laggard, leader } = await leaveOneBehindASnapshot(t, drivers, storages, cut, image);
+  const { laggard } = await leaveOneBehindASnapshot(t, drivers, storages, cut, image);
   cut.delete(laggard);
   await waitFor('the laggard to install the snapshot', () => restored.length > 0 || undefined);
   t.ok(Buffer.from(restored[0]!).equals(Buffer.from(image)), 'the follower got exactly the image, read chunk by chunk');

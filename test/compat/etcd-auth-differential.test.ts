@@ -25,12 +25,10 @@ import t, { type Test } from 'tap';
 import fc from 'fast-check';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
-import { ETCD_BIN, startEtcd, startPicloud, type BenchCluster } from '../../bench/kv/clusters.js';
-import { arbOp, bytes, keyRange, KEYS, normalize, opRequest, RANGE_ALL, type End, type Frame, type Op, type RequestOp } from '../helpers/etcd-ops.js';
+import { ETCD_BIN } from '../../bench/kv/clusters.js';
+import { arbOp, bytes, etcdAndPicloud, keyRange, KEYS, normalize, opRequest, RANGE_ALL, type End, type Frame, type Op, type RequestOp } from '../helpers/etcd-ops.js';
 
 /** Sequences per run (AUTH_DIFF_RUNS to explore with more). */
 const RUNS = Number(process.env.AUTH_DIFF_RUNS ?? 80);
@@ -435,18 +433,9 @@ async function findings(t: Test, sides: [Side, Side]): Promise<void> {
 }
 
 t.test("auth (users, roles, permissions, and KV requests made as users) answers as etcd 3.4's does", { skip: existsSync(ETCD_BIN) ? false : 'etcd not installed', timeout: 600_000 }, async (t) => {
-  const root = mkdtempSync(join(tmpdir(), 'picloud-authdiff-'));
-  const clusters: BenchCluster[] = [];
-  const clients: Services[] = [];
-  t.teardown(async () => {
-    for (const c of clients) for (const x of Object.values(c)) x.close();
-    await Promise.all(clusters.map((c) => c.stop()));
-    rmSync(root, { recursive: true, force: true });
-  });
-  clusters.push(await startEtcd({ root, size: 1 }));
-  clusters.push(await startPicloud({ root, size: 1 }));
+  const { clusters, closeWithThem } = await etcdAndPicloud(t, 1);
   const sides = clusters.map((c) => ({ name: c.system, s: connect(c.members[0]!.clientEndpoint), tokens: new Map() })) as [Side, Side];
-  for (const side of sides) clients.push(side.s);
+  for (const side of sides) closeWithThem(...Object.values(side.s));
 
   let sequence = 0;
   const result = await fc.check(

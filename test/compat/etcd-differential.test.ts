@@ -23,9 +23,9 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
-import { ETCD_BIN, startEtcd, startPicloud, type BenchCluster } from '../../bench/kv/clusters.js';
+import { ETCD_BIN, type BenchCluster } from '../../bench/kv/clusters.js';
 import { CLI, etcdctl, hasEtcdctl } from '../helpers/agents.js';
-import { arbOp, bytes, keyRange, LEASES, normalize, opRequest, RANGE_ALL, rev, type Frame, type Op } from '../helpers/etcd-ops.js';
+import { arbOp, bytes, etcdAndPicloud, keyRange, LEASES, normalize, opRequest, RANGE_ALL, rev, type Frame, type Op } from '../helpers/etcd-ops.js';
 
 /** Sequences per run (each is ~10 requests to each system), on one member each and on three. */
 const RUNS = 60;
@@ -218,18 +218,9 @@ async function runSequence(sides: [Side, Side], prefix: string, ops: Op[], watch
 
 /** Starts `size` members of each system and runs `runs` generated sequences on both. */
 async function differential(t: Test, size: number, runs: number, tag: string): Promise<{ clusters: BenchCluster[]; sides: [Side, Side] }> {
-  const root = mkdtempSync(join(tmpdir(), 'picloud-diff-'));
-  const clusters: BenchCluster[] = [];
-  const clients: Services[] = [];
-  t.teardown(async () => {
-    for (const c of clients) for (const x of Object.values(c)) x.close();
-    await Promise.all(clusters.map((c) => c.stop()));
-    rmSync(root, { recursive: true, force: true });
-  });
-  clusters.push(await startEtcd({ root, size }));
-  clusters.push(await startPicloud({ root, size }));
+  const { clusters, closeWithThem } = await etcdAndPicloud(t, size);
   const sides = clusters.map((c) => ({ name: c.system, members: c.members.map((m) => connect(m.clientEndpoint)) })) as [Side, Side];
-  for (const s of sides) clients.push(...s.members);
+  for (const s of sides) for (const m of s.members) closeWithThem(...Object.values(m));
 
   let sequence = 0;
   const result = await fc.check(

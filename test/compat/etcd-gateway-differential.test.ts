@@ -9,11 +9,9 @@
  */
 import t from 'tap';
 import fc from 'fast-check';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { ETCD_BIN, startEtcd, startPicloud, type BenchCluster } from '../../bench/kv/clusters.js';
-import { arbOp, LEASES, normalize, opRequest, RANGE_ALL, type Frame, type Op } from '../helpers/etcd-ops.js';
+import { existsSync } from 'node:fs';
+import { ETCD_BIN } from '../../bench/kv/clusters.js';
+import { arbOp, etcdAndPicloud, LEASES, normalize, opRequest, RANGE_ALL, type Frame, type Op } from '../helpers/etcd-ops.js';
 
 const RUNS = 40;
 const CALL_TIMEOUT_MS = 5_000;
@@ -111,14 +109,7 @@ async function runSequence(sides: [Side, Side], prefix: string, ops: Op[]): Prom
 }
 
 t.test("the JSON gateway answers as etcd 3.4's does", { skip: existsSync(ETCD_BIN) ? false : 'etcd not installed', timeout: 600_000 }, async (t) => {
-  const root = mkdtempSync(join(tmpdir(), 'picloud-gwdiff-'));
-  const clusters: BenchCluster[] = [];
-  t.teardown(async () => {
-    await Promise.all(clusters.map((c) => c.stop()));
-    rmSync(root, { recursive: true, force: true });
-  });
-  clusters.push(await startEtcd({ root, size: 1 }));
-  clusters.push(await startPicloud({ root, size: 1 }));
+  const { clusters } = await etcdAndPicloud(t, 1);
   const sides = clusters.map((c) => ({ name: c.system, endpoint: c.members[0]!.clientEndpoint })) as [Side, Side];
 
   let sequence = 0;

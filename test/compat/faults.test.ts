@@ -10,7 +10,7 @@ import t from 'tap';
 import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Prng } from '../../core/sim/prng.js';
-import { AgentCluster, AgentProc, hasEtcdctl, hashKvOfEachAgent, raftStatus, type RaftStatus } from '../helpers/agents.js';
+import { AgentCluster, AgentProc, hasEtcdctl, hashKvOfEachAgent, raftStatus } from '../helpers/agents.js';
 import { FaultWorkload } from '../helpers/fault-workload.js';
 
 const ROUNDS = 20;

@@ -7,6 +7,11 @@
  * frame's start, lease IDs by position, per-cluster fields dropped).
  */
 import fc from 'fast-check';
+import type { Test } from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startEtcd, startPicloud, type BenchCluster } from '../../bench/kv/clusters.js';
 
 export const KEYS = ['a', 'aa', 'ab', 'b', 'c'];
 export const VALUES = ['', 'x', 'y', 'zz'];
@@ -241,4 +246,22 @@ export function normalize(f: Frame, v: unknown, field = ''): unknown {
     return i >= 0 ? `lease#${i}` : v;
   }
   return v;
+}
+
+/**
+ * A real etcd and picloud of `size` members each, for one test: stopped in its teardown, after
+ * the clients handed to `closeWithThem` are closed.
+ */
+export async function etcdAndPicloud(t: Test, size: number): Promise<{ clusters: [BenchCluster, BenchCluster]; closeWithThem(...clients: Array<{ close(): void }>): void }> {
+  const root = mkdtempSync(join(tmpdir(), 'picloud-diff-'));
+  const clusters: BenchCluster[] = [];
+  const clients: Array<{ close(): void }> = [];
+  t.teardown(async () => {
+    for (const c of clients) c.close();
+    await Promise.all(clusters.map((c) => c.stop()));
+    rmSync(root, { recursive: true, force: true });
+  });
+  clusters.push(await startEtcd({ root, size }));
+  clusters.push(await startPicloud({ root, size }));
+  return { clusters: clusters as [BenchCluster, BenchCluster], closeWithThem: (...c) => clients.push(...c) };
 }

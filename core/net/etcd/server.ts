@@ -467,7 +467,6 @@ export class EtcdGrpcServer {
 
   private register(): void {
     const b = this.backend;
-    const L = this.limits;
     this.server.addService(service('KV'), {
       Range: this.unary('Range', async (r, ctx) => cv.rangeResponse(await b.range(cv.rangeRequest(r), ctx))),
       Put: this.unary('Put', async (r, ctx) => cv.putResponse(await b.put(cv.putRequest(r), ctx)), true),
