@@ -203,7 +203,8 @@ export class AuthState {
     if (this.isAdmin(user)) return;
     const want = intervalOf(key, rangeEnd);
     const perms = this.permissionsOf(user);
-    // An empty or inverted range is refused, as etcd does (it names no key to allow).
+    // An empty or inverted range is refused: it names no key to allow (etcd 3.4.23 lets a
+    // user's inverted range through to its other checks; stricter here, README).
     const empty = want.end !== '' && want.end <= want.start;
     if (empty || perms === undefined || !covers(write ? perms.write : perms.read, want)) throw new KvError('PERMISSION_DENIED');
   }
