@@ -12,6 +12,7 @@ import { parseArgs } from 'node:util';
 import { DEFAULT_SNAPSHOT_EVERY_ENTRIES, LOG_ENTRIES_KEPT_AFTER_SNAPSHOT } from '../core/api/snapshot-policy.js';
 import { checkClientTls, type ClientTls } from '../core/net/etcd/client-tls.js';
 import { parseHostPort } from '../core/net/address.js';
+import { isWildcard } from '../core/net/advertise.js';
 import { QUOTA_BYTES_MIN, parseAutoCompaction, type AutoCompactionConfig } from '../core/kv/index.js';
 
 export type Role = 'manager' | 'worker';
@@ -317,7 +318,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
   if (joinList.length > 0 && !token) throw new ConfigError('--join needs --token (print it on a manager with `picloud-node token`)');
   const bindAddr = address('bind', get('bind'), dev ? '127.0.0.1' : '0.0.0.0')!;
   const advertiseAddr = address('advertise', get('advertise'), undefined);
-  if (advertiseAddr !== undefined && /^(0\.0\.0\.0|::|0:0:0:0:0:0:0:0)$/.test(advertiseAddr)) {
+  if (advertiseAddr !== undefined && isWildcard(advertiseAddr)) {
     throw new ConfigError(`--advertise: "${advertiseAddr}" is a wildcard: give the address the others reach this node at`);
   }
   const ports = {

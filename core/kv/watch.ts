@@ -19,7 +19,7 @@
  */
 import { KV_ERRORS } from './errors.js';
 import { IntervalTree } from './interval-tree.js';
-import { keyString } from './keys.js';
+import { keyString, spanOf, type KeySpan } from './keys.js';
 import {
   MAX_KEY_BYTES,
   MAX_WATCHERS_PER_STREAM,
@@ -549,14 +549,11 @@ function recordEvent(r: KvRecord, withPrev: boolean): WatchEvent {
   return e;
 }
 
-/** The keys a watch covers: etcd reads an empty key as "\0", the smallest, and a "\0" end as "to the end". */
-function watchSpan(req: Pick<WatchCreateRequest, 'key' | 'rangeEnd'>): { start: string; end: string | undefined } {
-  const keyBytes = req.key && req.key.byteLength > 0 ? req.key : Buffer.from([0]);
-  const re = req.rangeEnd;
-  const start = keyString(keyBytes);
-  if (re === undefined || re.byteLength === 0) return { start, end: undefined };
-  if (re.byteLength === 1 && re[0] === 0) return { start, end: '' };
-  return { start, end: keyString(re) };
+const SMALLEST_KEY = Buffer.from([0]);
+
+/** The keys a watch covers: etcd reads an empty key as "\0", the smallest. */
+function watchSpan(req: Pick<WatchCreateRequest, 'key' | 'rangeEnd'>): KeySpan {
+  return spanOf(req.key && req.key.byteLength > 0 ? req.key : SMALLEST_KEY, req.rangeEnd);
 }
 
 /**

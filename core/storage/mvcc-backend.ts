@@ -141,7 +141,7 @@ export class MvccBackend {
     this._confState = confState;
   }
 
-  /** Opens (creating if needed) the backend in `dir` and loads the state into a new KvStore. */
+  /** Opens the backend in `dir` (created unless `mustExist`; damage is refused, level-open.ts) and loads the state into a new KvStore. */
   static async open(dir: string, storeOptions: KvStoreOptions = {}, { mustExist = false }: { mustExist?: boolean } = {}): Promise<MvccBackend> {
     const started = performance.now();
     const db = await openLevel(dir, { what: 'the KV store', mustExist });

@@ -815,21 +815,11 @@ class WatchStream {
   private sendEvents(watchId: number, header: ResponseHeader, events: readonly WatchEvent[], fragment: boolean): void {
     if (this.closed) return;
     const wasEmpty = this.pendingBytes === 0;
-    const runs = fragment ? fragmentEvents(watchId, header, events, this.limits.maxRequestBytes + GRPC_OVERHEAD_BYTES) : [events];
     if (this.batchCount === 0) queueMicrotask(() => this.flush());
-    for (let i = 0; i < runs.length; i++) {
-      const more = i < runs.length - 1;
-      const bytes = eventsResponseBytes(header, runs[i]!, more);
-      this.pendingBytes += bytes;
-      this.batchBytes += bytes;
-      const slot = this.batch[this.batchCount++];
-      if (slot === undefined) this.batch.push({ watchId, header, events: runs[i]!, fragment: more });
-      else {
-        slot.watchId = watchId;
-        slot.header = header;
-        slot.events = runs[i]!;
-        slot.fragment = more;
-      }
+    if (!fragment) this.queueEvents(watchId, header, events, false); // the fan-out's path: no array per watcher
+    else {
+      const runs = fragmentEvents(watchId, header, events, this.limits.maxRequestBytes + GRPC_OVERHEAD_BYTES);
+      for (let i = 0; i < runs.length; i++) this.queueEvents(watchId, header, runs[i]!, i < runs.length - 1);
     }
     // One response (all its fragments) always fits an empty buffer (a revision larger than the
     // buffer is no sign of a slow client), as the watch hub accepts one revision into a
@@ -903,6 +893,21 @@ class WatchStream {
     w.done = true;
     w.handle?.cancel();
     this.server.adjustWatchers(this.peer, -1);
+  }
+
+  /** Puts one events response (`more`: a fragment, more of it follows) in this turn's batch. */
+  private queueEvents(watchId: number, header: ResponseHeader, events: readonly WatchEvent[], more: boolean): void {
+    const bytes = eventsResponseBytes(header, events, more);
+    this.pendingBytes += bytes;
+    this.batchBytes += bytes;
+    const slot = this.batch[this.batchCount++];
+    if (slot === undefined) this.batch.push({ watchId, header, events, fragment: more });
+    else {
+      slot.watchId = watchId;
+      slot.header = header;
+      slot.events = events;
+      slot.fragment = more;
+    }
   }
 
   private create(o: Obj): void {
