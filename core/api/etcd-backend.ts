@@ -6,6 +6,7 @@
  * Every failure reaches the client as etcd's error (EtcdError).
  */
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createReadStream, createWriteStream, readdirSync, rmSync } from 'node:fs';
 import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -13,7 +14,7 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { ConfChangeType, Role } from '../raft/index.js';
 import * as kv from '../kv/index.js';
-import { EtcdError, forwardedEtcdError, isEtcdError, watchRefusalReason } from '../net/etcd/errors.js';
+import { EtcdError, type EtcdErrorCode, forwardedEtcdError, isEtcdError, watchRefusalReason } from '../net/etcd/errors.js';
 import { sameElements } from '../net/etcd/watch-encoding.js';
 import type * as api from '../net/etcd/service.js';
 import { ManagerAuthBackend } from './etcd-auth-backend.js';
@@ -25,6 +26,10 @@ import { parseHostPort } from '../net/address.js';
 
 /** How soon a watch's second auth check is tried again when it found no leader. */
 const WATCH_RECHECK_RETRY_MS = 200;
+/** How soon a lease call is tried again while no leader answers it (etcd's LeaseRenew: 50 ms). */
+const LEADER_RETRY_MS = 50;
+/** Errors that say only that no leader answered: a lease call waits for the next one. */
+const LEADERLESS = new Set<EtcdErrorCode>(['NO_LEADER', 'LEADER_CHANGED']);
 
 /** The etcd version clients see in `endpoint status` (the API we implement). */
 export const ETCD_COMPAT_VERSION = '3.4.0';
@@ -436,14 +441,37 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   }
 
   /**
-   * Longest a keep-alive of an expired lease waits for the lease's revoke (etcd: its request
-   * timeout), kept under FORWARD_TIMEOUT_MS so a follower that forwarded it gets the answer.
+   * Longest a lease call waits for a leader's answer (etcd: its request timeout), kept under
+   * FORWARD_TIMEOUT_MS so a follower that forwarded the call gets the answer.
    */
-  private get expiredKeepAliveWaitMs(): number {
+  private get leaderWaitMs(): number {
     return Math.min(this.node.opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, FORWARD_TIMEOUT_MS - 1_000);
   }
 
+  /**
+   * Lease time lives on the leader. While there is none, or the one known does not answer (an
+   * election), etcd's keep-alive, time-to-live and lease list wait for the next leader, up to its
+   * request timeout, rather than fail: a keep-alive stream ended by an election loses its lease
+   * with a client that does not open another. So `call` is tried again until `deadline`.
+   */
+  private async untilLeaderAnswers<T>(deadline: number, call: () => Promise<T>): Promise<T> {
+    for (;;) {
+      try {
+        return await call();
+      } catch (e) {
+        const err = toEtcdError(e);
+        if (!(err instanceof EtcdError) || !LEADERLESS.has(err.code) || performance.now() + LEADER_RETRY_MS >= deadline) throw err;
+      }
+      await sleep(LEADER_RETRY_MS);
+    }
+  }
+
   leaseKeepAlive(id: number, ctx?: api.CallContext): Promise<api.LeaseKeepAliveResponse> {
+    const deadline = performance.now() + this.leaderWaitMs;
+    return this.untilLeaderAnswers(deadline, () => this.renewLease(id, deadline, ctx));
+  }
+
+  private renewLease(id: number, deadline: number, ctx?: api.CallContext): Promise<api.LeaseKeepAliveResponse> {
     return etcdErrors(async () => {
       // Keeping a lease alive keeps its keys: the caller must be allowed to write them (etcd 3.4.42+).
       await this.auth.caughtUp(() => {
@@ -471,7 +499,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
           // applied here, so a client told TTL 0 finds the lease's keys gone (and can create
           // them again). Bounded; then answered as before: not found (an expired lease is never
           // renewed, and the leader check above may be old by now).
-          if ((await timers.untilRevoked(id, this.expiredKeepAliveWaitMs)) !== 'not-leader') throw new EtcdError('LEASE_NOT_FOUND');
+          if ((await timers.untilRevoked(id, Math.max(0, deadline - performance.now()))) !== 'not-leader') throw new EtcdError('LEASE_NOT_FOUND');
           // Leadership lost meanwhile (etcd's ErrNotPrimary): the new leader answers.
         }
       }
@@ -491,7 +519,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   }
 
   leaseTimeToLive(id: number, keys: boolean, ctx?: api.CallContext): Promise<api.LeaseTimeToLiveResponse> {
-    return etcdErrors(async () => {
+    return this.untilLeaderAnswers(performance.now() + this.leaderWaitMs, async () => {
       await this.node.linearizableBarrier();
       const user = this.auth.caller(ctx);
       let r = this.node.store.leaseTimeToLive(id, keys);
@@ -509,7 +537,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   }
 
   leaseLeases(ctx?: api.CallContext): Promise<api.LeaseLeasesResponse> {
-    return etcdErrors(async () => {
+    return this.untilLeaderAnswers(performance.now() + this.leaderWaitMs, async () => {
       await this.node.linearizableBarrier();
       this.auth.caller(ctx);
       const r = this.node.store.leaseLeases();

@@ -5,13 +5,16 @@
  *   the key, or re-creates it with a txn guarded on create_revision == 0, finds it gone; through
  *   the leader and through a follower (which forwards the keep-alive);
  * - the revoke follows the expiry within etcd's 500 ms expiry-loop period (plus a leader check
- *   and a commit), not a period later.
+ *   and a commit), not a period later;
+ * - keep-alives and time-to-live calls made while the cluster elects a new leader wait for it
+ *   and are answered, as etcd's are: the keep-alive stream is not ended by the election.
  */
 import t from 'tap';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
-import { AgentCluster, hasEtcdctl, leaderAgent } from '../helpers/agents.js';
+import { AgentCluster, hasEtcdctl, leaderAgent, raftStatus } from '../helpers/agents.js';
+import { until } from '../helpers/wait.js';
 
 type Obj = Record<string, any>;
 const def = protoLoader.loadSync(ETCD_RPC_PROTO, { includeDirs: [ETCD_PROTO_DIR], longs: String, enums: String, defaults: true, oneofs: true });
@@ -41,6 +44,28 @@ function client(ep: string) {
         s.on('error', (e: grpc.ServiceError) => (e.code === grpc.status.CANCELLED ? undefined : reject(e)));
         s.write({ ID: id });
       }),
+    /** One keep-alive stream: renew() writes a keep-alive and resolves with the next answer's TTL; `ended` holds the error that ended it. */
+    keepAliveStream: () => {
+      const s = lease.LeaseKeepAlive();
+      const waiting: Array<{ resolve(ttl: number): void; reject(e: Error): void }> = [];
+      const state = { ended: undefined as grpc.ServiceError | undefined };
+      s.on('data', (r: Obj) => waiting.shift()?.resolve(Number(r.TTL)));
+      s.on('error', (e: grpc.ServiceError) => {
+        state.ended ??= e;
+        for (const w of waiting.splice(0)) w.reject(e);
+      });
+      return {
+        state,
+        renew: (id: string): Promise<number> =>
+          new Promise((resolve, reject) => {
+            if (state.ended !== undefined) return reject(state.ended);
+            waiting.push({ resolve, reject });
+            s.write({ ID: id });
+          }),
+        close: () => s.cancel(),
+      };
+    },
+    timeToLive: async (id: string): Promise<number> => Number((await unary(lease, 'LeaseTimeToLive', { ID: id })).TTL),
     /** When each key under `prefix` is deleted (monotonic ms), from now on. */
     watchDeletes: async (prefix: string): Promise<{ deletedAt: Map<string, number>; close(): void }> => {
       const s = watch.Watch();
@@ -125,4 +150,41 @@ t.test('lease expiry: keep-alive after expiry answers once the keys are gone; re
   t.ok(delays.every((d) => d >= -50), 'never before the TTL ran out');
   t.ok(Math.max(...delays) < 1_500, `every lease revoked within 1.5 s of its TTL (max ${Math.max(...delays)} ms)`);
   t.ok(Math.min(...delays) < 400, `revoked within the expiry period, not a period later (min ${Math.min(...delays)} ms; it was 500 ms at least)`);
+});
+
+t.test('lease calls during an election wait for the next leader; the keep-alive stream stays open', { skip: hasEtcdctl() ? false : 'etcdctl not installed' }, async (t) => {
+  const cluster = new AgentCluster(['--tick-ms', '50']);
+  t.teardown(() => cluster.stopAll());
+  await cluster.startCluster(['v1', 'v2', 'v3']);
+  const leader = await leaderAgent(cluster);
+  const follower = cluster.agents.find((a) => a !== leader)!;
+  const c = client(cluster.endpoints([follower]));
+  t.teardown(() => c.close());
+  const id = await c.grant(10);
+  await c.put('elect/k', id);
+  const ka = c.keepAliveStream();
+  t.teardown(() => ka.close());
+  t.equal(await ka.renew(id), 10, 'renewed through the follower before the leader goes');
+
+  // The leader dies; the follower still names it (until an election timeout passes), then none,
+  // then the next: a renewal at any of those moments must wait for the next leader's answer.
+  cluster.kill(leader);
+  const killedAt = performance.now();
+  const others = cluster.agents.filter((a) => a !== leader);
+  const elected = until('a new leader', async () => ((await Promise.all(others.map((a) => raftStatus(a)))).some((s) => s?.role === 'leader') ? performance.now() : false), 10_000);
+  const calls = await Promise.all(
+    Array.from({ length: 20 }, async (_, i) => {
+      await sleep(i * 100);
+      const sentAt = performance.now();
+      const [renewed, ttl] = await Promise.all([ka.renew(id).catch((e: Error) => e.message), c.timeToLive(id).catch((e: Error) => e.message)]);
+      return { sentAt, renewed, ttl };
+    }),
+  );
+  const electedAt = await elected;
+  t.comment(`new leader ${Math.round(electedAt - killedAt)} ms after the kill; renewals sent (ms after the kill): ${calls.map((r) => Math.round(r.sentAt - killedAt)).join(', ')}`);
+  t.equal(ka.state.ended, undefined, 'the keep-alive stream was not ended by the election');
+  t.ok(calls.filter((r) => r.sentAt < electedAt).length >= 3, 'several renewals were sent before the new leader was elected');
+  t.same(calls.map((r) => r.renewed), calls.map(() => 10), 'every renewal answered with the full TTL');
+  t.ok(calls.every((r) => typeof r.ttl === 'number' && r.ttl > 0 && r.ttl <= 10), `every time-to-live answered with the time left (${calls.map((r) => r.ttl).join(', ')})`);
+  t.equal(await c.range('elect/k', false), 1, "the lease's key is still there");
 });
