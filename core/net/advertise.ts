@@ -6,16 +6,23 @@
  * Anything else is ambiguous and an error that names the candidates, never a silent guess.
  */
 import { readFileSync } from 'node:fs';
+import { BlockList, isIP } from 'node:net';
 import { networkInterfaces, type NetworkInterfaceInfo } from 'node:os';
 
 export class AdvertiseError extends Error {
   readonly code = 'ADVERTISE_UNKNOWN';
 }
 
-const WILDCARDS = new Set(['0.0.0.0', '::', '']);
+/** The unspecified addresses, however written (`::`, `0:0:0:0:0:0:0:0`, `[::]`). */
+const UNSPECIFIED = new BlockList();
+UNSPECIFIED.addAddress('0.0.0.0', 'ipv4');
+UNSPECIFIED.addAddress('::', 'ipv6');
 
 export function isWildcard(host: string): boolean {
-  return WILDCARDS.has(host);
+  if (host === '') return true;
+  const bare = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
+  const family = isIP(bare);
+  return family !== 0 && UNSPECIFIED.check(bare, family === 4 ? 'ipv4' : 'ipv6');
 }
 
 /** RTF_UP in /proc/net/route's Flags column. */

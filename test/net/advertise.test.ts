@@ -4,7 +4,7 @@
  */
 import t from 'tap';
 import type { NetworkInterfaceInfo } from 'node:os';
-import { AdvertiseError, chooseAdvertiseAddress, defaultRouteInterface, isPrivateIPv4 } from '../../core/net/advertise.js';
+import { AdvertiseError, chooseAdvertiseAddress, defaultRouteInterface, isPrivateIPv4, isWildcard } from '../../core/net/advertise.js';
 
 const HEADER = 'Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT';
 
@@ -63,4 +63,9 @@ t.test('which address is advertised', async (t) => {
   t.ok(none instanceof AdvertiseError, 'loopback only: an error');
   t.match(none?.message, /no network address to advertise/);
   t.ok(thrownBy(() => chooseAdvertiseAddress({}, 'eth0')) instanceof AdvertiseError, 'a default route through an interface that is gone: an error');
+});
+
+t.test('isWildcard: the unspecified address however written, and nothing else', async (t) => {
+  for (const h of ['', '0.0.0.0', '::', '[::]', '0:0:0:0:0:0:0:0', '0::0', '[0:0::0]']) t.ok(isWildcard(h), `${JSON.stringify(h)} is a wildcard`);
+  for (const h of ['127.0.0.1', '::1', '[::1]', '0.0.0.1', 'localhost', 'manager01', '::ffff:127.0.0.1']) t.notOk(isWildcard(h), `${JSON.stringify(h)} is not`);
 });
