@@ -15,6 +15,7 @@ import { isIP } from 'node:net';
 import { join as joinPath } from 'node:path';
 import { LOCAL_CONFIG, PICLOUD_LAN_CONFIG, detectionBoundMs, profileConfig, type GossipConfig, type GossipProfile } from '../core/gossip/config.js';
 import { GossipError } from '../core/gossip/errors.js';
+import { parseHostPort as parseAddress } from '../core/net/address.js';
 import { Keyring, parseKey } from '../core/gossip/keyring/index.js';
 import type { Address, KeyringOpName, MemberInfo, Meta } from '../core/gossip/types.js';
 import { LatestValueFile, writeFileDurablySync } from '../core/storage/durable-file.js';
@@ -99,29 +100,13 @@ export function memberView(m: MemberInfo): MemberView {
   return { name: m.name, address: m.host, port: m.port, role, state: m.status, incarnation: m.incarnation, meta: m.meta };
 }
 
-/** Parses HOST[:PORT] / [V6]:PORT. Throws GOSSIP_CONFIG_INVALID with the offending text. */
+/** Parses HOST[:PORT] / [V6]:PORT (core/net/address.ts). Throws GOSSIP_CONFIG_INVALID with the offending text. */
 export function parseHostPort(text: string, defaultPort: number): { host: string; port: number } {
-  const t = text.trim();
-  let host = t;
-  let portText: string | undefined;
-  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(t);
-  if (v6) {
-    host = v6[1]!;
-    portText = v6[2];
-  } else if (isIP(t) === 6) {
-    host = t;
-  } else {
-    const i = t.lastIndexOf(':');
-    if (i >= 0) {
-      host = t.slice(0, i);
-      portText = t.slice(i + 1);
-    }
+  try {
+    return parseAddress(text, defaultPort);
+  } catch (e) {
+    throw new GossipError('GOSSIP_CONFIG_INVALID', `${(e as Error).message}: expected HOST[:PORT]`);
   }
-  const port = portText === undefined ? defaultPort : Number(portText);
-  if (!host || !Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new GossipError('GOSSIP_CONFIG_INVALID', `bad address "${text}": expected HOST[:PORT]`);
-  }
-  return { host, port };
 }
 
 function resolveProfile(opts: StartGossipOptions): GossipConfig {
