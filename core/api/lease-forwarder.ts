@@ -118,6 +118,8 @@ export class LeaseForwarder {
    * promotions to its leader as well). Rejects with the leader's gRPC error.
    */
   memberPromote(leaderClientAddr: string, id: number, token?: string): Promise<void> {
+    // Never closed: it rides the Lease client's channel (closing it would close that channel)
+    // and holds nothing of its own.
     const cluster = new (clientCtors().Cluster)('unused', grpc.credentials.createInsecure(), { channelOverride: this.clientTo(leaderClientAddr).getChannel() });
     return new Promise<void>((resolve, reject) => {
       cluster.MemberPromote({ ID: String(id) }, tokenMetadata(token), { deadline: Date.now() + FORWARD_TIMEOUT_MS }, (err) => (err ? reject(err) : resolve()));
