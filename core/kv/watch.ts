@@ -615,8 +615,10 @@ export class WatchStream {
       this.enqueueControl(response(current, INVALID_WATCH_ID, { created: true, canceled: true, cancelReason: reason }));
       return INVALID_WATCH_ID;
     };
-    const startRev = req.startRevision ?? 0;
-    if (startRev < 0) return fail(KV_ERRORS.COMPACTED.message);
+    // A negative start is below etcd's compaction point once the store has been compacted
+    // (canceled with the compact revision, as any start below it); before that (compact
+    // revision -1) etcd reads it as a watch from now.
+    const startRev = (req.startRevision ?? 0) < 0 && hub.store.compactRevision < 0 ? 0 : (req.startRevision ?? 0);
     const refusal = watchRangeRefusal(req);
     if (refusal !== undefined) return fail(refusal);
     const { start, end } = watchSpan(req);

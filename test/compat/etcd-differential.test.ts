@@ -172,7 +172,9 @@ function openWatch(s: Services, f: Frame, spec: WatchSpec, start: number, create
 }
 
 const arbWatch: fc.Arbitrary<WatchSpec> = fc.record({
-  start: fc.integer({ min: 1, max: 12 }),
+  // Relative to the sequence's start; -1 as itself (below the compaction point, or from now
+  // before the cluster's first compaction).
+  start: fc.oneof({ weight: 11, arbitrary: fc.integer({ min: 1, max: 12 }) }, { weight: 1, arbitrary: fc.constant(-1) }),
   prevKv: fc.boolean(),
   noPut: fc.oneof({ weight: 4, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }),
   noDelete: fc.oneof({ weight: 4, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }),

@@ -126,13 +126,27 @@ t.test('compacted start revision', async (t) => {
   // Exactly at the compaction revision is still allowed.
   ws.create({ key: b('k'), startRevision: 4 });
   t.same(evs(drain(ws)), ['PUT k=2@4', 'PUT k=3@5', 'PUT k=4@6']);
-  // A negative start revision: etcd's compacted cancel with watch ID -1.
-  ws.create({ key: b('k'), startRevision: -1 });
-  const neg = drain(ws)[0]!;
+  // A negative start revision is below the compaction point (etcd 3.4.23 answers alike).
+  const negId = ws.create({ key: b('k'), startRevision: -1 });
+  const neg = drain(ws);
   t.same(
-    { id: neg.watchId, created: neg.created, canceled: neg.canceled, reason: neg.cancelReason },
-    { id: INVALID_WATCH_ID, created: true, canceled: true, reason: 'etcdserver: mvcc: required revision has been compacted' },
+    neg.map((r) => ({ id: r.watchId, created: r.created, canceled: r.canceled, compactRevision: r.compactRevision, events: r.events.length })),
+    [
+      { id: negId, created: true, canceled: false, compactRevision: 0, events: 0 },
+      { id: negId, created: false, canceled: true, compactRevision: 4, events: 0 },
+    ],
   );
+});
+
+t.test('a negative start revision before any compaction watches from now, as etcd 3.4.23 does', async (t) => {
+  const { n, hub } = setup();
+  for (let i = 0; i < 3; i++) n.put('k', String(i));
+  const ws = hub.openStream();
+  ws.create({ key: b('k'), startRevision: -1 });
+  const created = drain(ws);
+  t.same(created.map((r) => [r.created, r.canceled, r.events.length]), [[true, false, 0]], 'created, no history replayed');
+  n.put('k', 'new');
+  t.same(evs(drain(ws)), ['PUT k=new@5'], 'then the events from now on');
 });
 
 t.test('failed creates, explicit IDs, cancel', async (t) => {
