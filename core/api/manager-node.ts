@@ -210,7 +210,7 @@ const dec = new TextDecoder();
 
 export class NodeError extends Error {
   constructor(
-    readonly code: 'NAME_CONFLICT' | 'NOT_BOOTSTRAPPED' | 'JOIN_FAILED' | 'BAD_TOKEN' | 'STATE_BEHIND_LOG' | 'MEMBER_REMOVED' | 'DUPLICATE_MEMBER' | 'DATA_DIR_NAME' | 'DATA_DIR_DAMAGED' | 'OTHER_BOARD' | 'QUOTA_TOO_LARGE' | 'HISTORY_TOO_LARGE',
+    readonly code: 'NAME_CONFLICT' | 'MEMBER_IS_VOTER' | 'NOT_BOOTSTRAPPED' | 'JOIN_FAILED' | 'BAD_TOKEN' | 'STATE_BEHIND_LOG' | 'MEMBER_REMOVED' | 'DUPLICATE_MEMBER' | 'DATA_DIR_NAME' | 'DATA_DIR_DAMAGED' | 'OTHER_BOARD' | 'QUOTA_TOO_LARGE' | 'HISTORY_TOO_LARGE',
     message: string,
   ) {
     super(message);
@@ -1123,12 +1123,24 @@ export class ManagerNode {
   }
 
   private async handleJoin(req: MemberContext & { remoteAddress: string }): Promise<{ memberId: number; members: JoinMember[] }> {
+    // The member table as of every change committed before the join came in: a removal just
+    // made through another member must be seen here, or its member is given its old id back.
+    await this.driver.readBarrier();
     const existing = [...this.members.values()].find((m) => m.name === req.name);
     if (existing) {
+      const remove = `etcdctl member remove ${existing.id.toString(16)}`;
       if (existing.peerAddr !== req.peerAddr) {
         throw new NodeError(
           'NAME_CONFLICT',
-          `a member named ${req.name} already exists at ${existing.peerAddr}: start this one with another --name, or, if it replaces that member, remove that one first (etcdctl member remove ${existing.id.toString(16)})`,
+          `a member named ${req.name} already exists at ${existing.peerAddr}: start this one with another --name, or, if it replaces that member, remove that one first (${remove})`,
+        );
+      }
+      // Only a joiner holds no Raft state to lose: a voter joining again lost its data dir,
+      // with its vote and its log, and as itself it could elect a leader lacking committed writes.
+      if (!existing.isLearner) {
+        throw new NodeError(
+          'MEMBER_IS_VOTER',
+          `${req.name} (${existing.id.toString(16)}) is already a voter of this cluster: a voter cannot join again, as its data dir holds its vote and its log. If the data dir was lost, remove the member first (${remove}), then start it again with --join`,
         );
       }
       return { memberId: existing.id, members: this.memberList() };
@@ -1320,7 +1332,7 @@ function normaliseToken(token: string): string {
 }
 
 /** Join refusals that stand until someone acts (renames, removes, compacts): not retried. */
-const FINAL_JOIN_REFUSALS = new Set(['NAME_CONFLICT', 'HISTORY_TOO_LARGE']);
+const FINAL_JOIN_REFUSALS = new Set(['NAME_CONFLICT', 'MEMBER_IS_VOTER', 'HISTORY_TOO_LARGE']);
 
 async function joinWithRetry(opts: ManagerNodeOptions, peerKey: Uint8Array, self: MemberContext, log: Logger) {
   let lastErr: unknown;

@@ -40,6 +40,8 @@ export interface AgentProc {
   bindAll?: boolean;
   /** Environment for this agent only, over the test's own. */
   env?: Record<string, string>;
+  /** The member it joins through (default: the cluster's first agent, which may since have been removed). */
+  joinVia?: AgentProc;
 }
 
 /** Where an agent runs when not on loopback. */
@@ -73,8 +75,8 @@ export class AgentCluster {
       '--gossip-port', String(a.ports.gossip), '--http-port', String(a.ports.http), ...this.extraArgs, ...(a.extraArgs ?? []),
     ];
     if (bootstrap) return [...base, '--bootstrap'];
-    const first = this.agents[0]!;
-    return [...base, '--join', `${first.host}:${first.ports.gossip}`, '--token', this.token];
+    const via = a.joinVia ?? this.agents[0]!;
+    return [...base, '--join', `${via.host}:${via.ports.gossip}`, '--token', this.token];
   }
 
   start(a: AgentProc, bootstrap: boolean): void {
