@@ -625,7 +625,8 @@ export class ManagerNode {
         // New addresses for a member (it moved, or `etcdctl member update`); unknown ids change nothing.
         if (prev === undefined) return;
         if (typeof ctx?.op === 'string') this.addressUpdates.set(cc.nodeId, ctx.op);
-        const moved = { ...prev, peerAddr: ctx?.peerAddr || prev.peerAddr, clientAddr: ctx?.clientAddr || prev.clientAddr, quotaBytes: validQuota(ctx?.quotaBytes) ?? prev.quotaBytes };
+        // A name is given once: to a member added by address (`member add`) when it first runs.
+        const moved = { ...prev, name: prev.name || (typeof ctx?.name === 'string' ? ctx.name : ''), peerAddr: ctx?.peerAddr || prev.peerAddr, clientAddr: ctx?.clientAddr || prev.clientAddr, quotaBytes: validQuota(ctx?.quotaBytes) ?? prev.quotaBytes };
         this.members.set(cc.nodeId, moved);
         // The transport keeps an address the member announced itself over this record.
         if (cc.nodeId !== this.id && moved.peerAddr !== prev.peerAddr) this.transport.addPeer(cc.nodeId, moved.peerAddr);
@@ -1057,14 +1058,14 @@ export class ManagerNode {
   private async recordOwnMember(self: MemberContext): Promise<void> {
     const rec = this.members.get(this.id);
     if (this.updatingOwnRecord || this.stopped || this.removed || this.duplicate !== undefined || this.lead === 0 || rec === undefined) return;
-    const onRecord = (m: Member | undefined): boolean => m !== undefined && m.peerAddr === self.peerAddr && m.clientAddr === self.clientAddr && m.quotaBytes === self.quotaBytes;
+    const onRecord = (m: Member | undefined): boolean => m !== undefined && m.name !== '' && m.peerAddr === self.peerAddr && m.clientAddr === self.clientAddr && m.quotaBytes === self.quotaBytes;
     if (onRecord(rec)) return;
     if (!this.conf.voters.includes(this.id) && !this.conf.learners.includes(this.id)) return;
     this.updatingOwnRecord = true;
     const previous = { peerAddr: rec.peerAddr, clientAddr: rec.clientAddr, quotaBytes: rec.quotaBytes };
     this.opts.logger.info({ peerAddr: self.peerAddr, clientAddr: self.clientAddr, quotaBytes: self.quotaBytes, previous }, 'recording this member\'s addresses and quota');
     try {
-      const context = enc.encode(JSON.stringify({ name: rec.name, peerAddr: self.peerAddr, clientAddr: self.clientAddr, quotaBytes: self.quotaBytes }));
+      const context = enc.encode(JSON.stringify({ name: rec.name || self.name, peerAddr: self.peerAddr, clientAddr: self.clientAddr, quotaBytes: self.quotaBytes }));
       await this.changeMembership({ type: ConfChangeType.UpdateNode, nodeId: this.id, context }, () => {
         const now = this.members.get(this.id);
         return now === undefined || onRecord(now);
@@ -1123,6 +1124,13 @@ export class ManagerNode {
   }
 
   private async handleJoin(req: MemberContext & { remoteAddress: string }): Promise<{ memberId: number; members: JoinMember[] }> {
+    // etcd's way to add a member: `etcdctl member add NAME --peer-urls URL` records it
+    // unstarted (no name), and the member started at that address takes that id. Looked up
+    // before the barrier and nothing committed: a voter added so counts toward the quorum, and
+    // with it absent there may be none (one member plus one added). It records its name once it runs.
+    const unstarted = (): Member | undefined => [...this.members.values()].find((m) => m.name === '' && m.peerAddr === req.peerAddr);
+    const added = unstarted();
+    if (added !== undefined) return { memberId: added.id, members: this.memberList() };
     // The member table as of every change committed before the join came in: a removal just
     // made through another member must be seen here, or its member is given its old id back.
     await this.driver.readBarrier();
@@ -1145,6 +1153,8 @@ export class ManagerNode {
       }
       return { memberId: existing.id, members: this.memberList() };
     }
+    const addedMeanwhile = unstarted();
+    if (addedMeanwhile !== undefined) return { memberId: addedMeanwhile.id, members: this.memberList() };
     const quotaBytes = validQuota(req.quotaBytes);
     // It would have to hold the whole history at once (from a snapshot) and bound the cluster
     // below what it already holds.
