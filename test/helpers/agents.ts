@@ -188,6 +188,18 @@ export function etcdctl(endpoints: string, args: string[], input?: string): { st
   return { status: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
 }
 
+/** etcdctl without blocking the test's event loop (so the test can fault agents while it runs). */
+export function etcdctlAsync(endpoints: string, args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn('etcdctl', ['--endpoints', endpoints, '--command-timeout=10s', ...args], { env: { ...process.env, ETCDCTL_API: '3' }, timeout: 30_000 });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    p.on('close', (code) => resolve({ status: code ?? -1, stdout, stderr }));
+  });
+}
+
 /** Runs etcdctl commands in order, each asserted to succeed (arguments holding a password left out of the message). */
 export function etcdctlSteps(t: Test, endpoints: string, steps: string[][]): void {
   for (const args of steps) {
