@@ -584,11 +584,26 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       await this.auth.adminCaughtUp(ctx);
       const m = this.node.members.get(id);
       if (!m) throw new EtcdError('MEMBER_NOT_FOUND');
-      // As etcd refuses it: without a voter the cluster could never commit again.
-      if (!m.isLearner && [...this.node.members.values()].every((o) => o.id === id || o.isLearner)) throw new EtcdError('MEMBER_NOT_ENOUGH_STARTED');
+      if (!m.isLearner) this.mayRemoveVoter(id);
       await this.node.changeMembership({ type: ConfChangeType.RemoveNode, nodeId: id }, () => !this.node.members.has(id));
       return this.membersResponse();
     });
+  }
+
+  /**
+   * etcd's strict reconfiguration check (mayRemoveMember): the voters left must hold a quorum
+   * of started members (with none, nothing could commit again), and removing a voter this member
+   * reaches must leave a quorum of reachable ones: with another voter down, removing a live one
+   * would leave the cluster without a quorum until that one comes back.
+   */
+  private mayRemoveVoter(id: number): void {
+    const others = [...this.node.members.values()].filter((o) => o.id !== id && !o.isLearner);
+    const quorum = (n: number): number => Math.floor(n / 2) + 1;
+    if (others.filter((o) => o.name !== '').length < quorum(others.length)) throw new EtcdError('MEMBER_NOT_ENOUGH_STARTED');
+    const reached = (o: { id: number }): boolean => o.id === this.node.id || this.node.reachesPeer(o.id);
+    // A voter this member does not reach is safe to remove: it is no part of the live quorum.
+    if (id !== this.node.id && !this.node.reachesPeer(id)) return;
+    if (others.filter(reached).length < quorum(others.length)) throw new EtcdError('UNHEALTHY');
   }
 
   memberUpdate(id: number, peerUrls: string[], ctx?: api.CallContext): Promise<api.MembersResponse> {

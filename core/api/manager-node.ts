@@ -1078,6 +1078,11 @@ export class ManagerNode {
     }
   }
 
+  /** This member has an open peer connection to member `id` (etcd's transport ActiveSince). */
+  reachesPeer(id: NodeId): boolean {
+    return this.transport?.stats().peers[String(id)]?.connected === true;
+  }
+
   /** The op id carried by the last address update (UpdateNode) of member `id` applied here. */
   lastAddressUpdate(id: NodeId): string | undefined {
     return this.addressUpdates.get(id);

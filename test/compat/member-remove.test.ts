@@ -2,7 +2,8 @@
  * `etcdctl member remove` on real agents: the removed member learns it (from its own log, or
  * from a peer's authenticated notice when the leader stopped replicating to it first), stops,
  * and refuses to start again from the same data dir; the rest of the cluster keeps serving.
- * A member removed while it is stopped (SIGSTOP) learns it once it runs again.
+ * A member removed while it is stopped (SIGSTOP) learns it once it runs again. With a voter
+ * down, removing a live one is refused, as etcd refuses it.
  */
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -98,4 +99,22 @@ t.test('a member left as the only voter (its partner removed) restarts and serve
   await cluster.ready(v);
   t.equal(etcdctl(cluster.endpoints([v]), ['put', 'after', 'restart']).status, 0, 'v, alone, commits');
   t.notMatch(v.log.join(''), /removing the last voter/, 'no membership change replayed twice');
+});
+
+t.test('with a voter down, removing a live voter is refused (it would leave no quorum); removing the down one is not', { skip: hasEtcdctl() ? false : 'etcdctl not installed' }, async (t) => {
+  // etcd's strict reconfiguration check (on by default): "etcdserver: unhealthy cluster".
+  const cluster = new AgentCluster();
+  t.teardown(() => cluster.stopAll());
+  await cluster.startCluster(['u1', 'u2', 'u3']);
+  const [u1, u2, u3] = cluster.agents as [AgentProc, AgentProc, AgentProc];
+  const [id2, id3] = [memberId(cluster, u1, 'u2'), memberId(cluster, u1, 'u3')];
+  cluster.kill(u3);
+  await cluster.exited(u3);
+  await new Promise((r) => setTimeout(r, 500)); // u1 sees its connection to u3 closed
+  const refused = etcdctl(cluster.endpoints([u1]), ['member', 'remove', id2]);
+  t.not(refused.status, 0, 'removing u2 (live) while u3 is down is refused');
+  t.match(refused.stderr, /etcdserver: unhealthy cluster/, "etcd's error");
+  t.equal(etcdctl(cluster.endpoints([u1]), ['put', 'still', 'two of three']).status, 0, 'u1 and u2 still commit');
+  t.match(etcdctl(cluster.endpoints([u1]), ['member', 'remove', id3]).stdout, /removed from cluster/, 'removing u3 (down) is allowed');
+  t.equal(etcdctl(cluster.endpoints([u1, u2]), ['put', 'after', 'u3 removed']).status, 0, 'and the two commit');
 });
