@@ -571,6 +571,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       await this.auth.adminCaughtUp(ctx);
       const peerAddr = peerAddress(peerUrls);
       if ([...this.node.members.values()].some((m) => m.peerAddr === peerAddr)) throw new EtcdError('PEER_URL_EXIST');
+      if (!isLearner) this.mayAddVoter();
       const id = 1 + Math.floor(Math.random() * (2 ** 47 - 1));
       const context = new TextEncoder().encode(JSON.stringify({ name: '', peerAddr, clientAddr: '' }));
       await this.node.changeMembership({ type: isLearner ? ConfChangeType.AddLearner : ConfChangeType.AddVoter, nodeId: id, context }, () => this.node.members.has(id));
@@ -588,6 +589,19 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       await this.node.changeMembership({ type: ConfChangeType.RemoveNode, nodeId: id }, () => !this.node.members.has(id));
       return this.membersResponse();
     });
+  }
+
+  /**
+   * etcd's strict reconfiguration check (mayAddMember): the started voters must be a quorum of
+   * the voters with the new one, or the cluster stops committing, and cannot even remove the
+   * added ones again, until enough of them start. A second voter for a one-member cluster is
+   * let through, as etcd lets it (the way to grow one).
+   */
+  private mayAddVoter(): void {
+    const voters = [...this.node.members.values()].filter((m) => !m.isLearner);
+    const started = voters.filter((m) => m.name !== '').length;
+    if (started === 1 && voters.length === 1) return;
+    if (started < Math.floor((voters.length + 1) / 2) + 1) throw new EtcdError('MEMBER_NOT_ENOUGH_STARTED');
   }
 
   /**

@@ -3,12 +3,13 @@
  * records an unstarted member, and the agent then started at that address (with --join) takes
  * that member's id and records its name. It used to be added a second time, under a new id,
  * beside the unstarted record: a voter that never comes, counted in every quorum (one member
- * plus one added could then commit nothing, not even the join).
+ * plus one added could then commit nothing, not even the join). Voters added that have not
+ * started are refused once they would outnumber a quorum, as etcd refuses them.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
-import { AgentCluster, AgentProc, etcdctl, hasEtcdctl, hashKvOfEachAgent } from '../helpers/agents.js';
+import { AgentCluster, AgentProc, etcdctl, freePort, hasEtcdctl, hashKvOfEachAgent } from '../helpers/agents.js';
 import { until } from '../helpers/wait.js';
 
 type MemberRow = { ID: string | number; name: string; isLearner?: boolean; peerURLs?: string[] };
@@ -65,4 +66,24 @@ t.test('member add, then the agent started at that address: one member, named, a
   t.equal(etcdctl(cluster.endpoints(), ['put', 'k', 'three members']).status, 0);
   const end = await hashKvOfEachAgent(cluster, [], 10_000);
   t.equal(new Set(end.hashes).size, 1, `one key space on the three (${end.hashes.join(', ')})`);
+});
+
+t.test('member add of voters that have not started: refused once they would outnumber a quorum, as etcd refuses it', { skip: hasEtcdctl() ? false : 'etcdctl not installed' }, async (t) => {
+  const cluster = new AgentCluster();
+  t.teardown(() => cluster.stopAll());
+  await cluster.startCluster(['s1', 's2', 's3']);
+  const ctl = (args: string[]) => etcdctl(cluster.endpoints(), args);
+  // Addresses nobody listens at (a typo, a board that never comes).
+  const ghosts: string[] = [];
+  for (let i = 0; i < 2; i++) {
+    const add = ctl(['member', 'add', `ghost${i}`, `--peer-urls=http://127.0.0.1:${await freePort()}`]);
+    t.equal(add.status, 0, `voter ghost${i} added (${3 + i + 1} voters, 3 started) ${add.stderr}`);
+    ghosts.push(/Member\s+([0-9a-f]+)\s+added/.exec(add.stdout)![1]!);
+  }
+  const third = ctl(['member', 'add', 'ghost2', `--peer-urls=http://127.0.0.1:${await freePort()}`]);
+  t.not(third.status, 0, 'a third is refused: 3 started of 6 voters would be no quorum');
+  t.match(third.stderr, /re-configuration failed due to not enough started members/, "etcd's error");
+  t.equal(ctl(['put', 'k', 'v']).status, 0, 'the cluster still commits');
+  for (const id of ghosts) t.match(ctl(['member', 'remove', id]).stdout, /removed from cluster/, `the unstarted ${id} can be removed`);
+  t.equal(memberRows(cluster, cluster.agents).length, 3);
 });
