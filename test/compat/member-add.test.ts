@@ -68,7 +68,7 @@ t.test('member add, then the agent started at that address: one member, named, a
   t.equal(new Set(end.hashes).size, 1, `one key space on the three (${end.hashes.join(', ')})`);
 });
 
-t.test('member add of voters that have not started: refused once they would outnumber a quorum, as etcd refuses it', { skip: hasEtcdctl() ? false : 'etcdctl not installed' }, async (t) => {
+t.test('member add of voters that have not started: refused once they would outnumber a quorum, as etcd refuses it; learners count toward no quorum', { skip: hasEtcdctl() ? false : 'etcdctl not installed' }, async (t) => {
   const cluster = new AgentCluster();
   t.teardown(() => cluster.stopAll());
   await cluster.startCluster(['s1', 's2', 's3']);
@@ -86,4 +86,13 @@ t.test('member add of voters that have not started: refused once they would outn
   t.equal(ctl(['put', 'k', 'v']).status, 0, 'the cluster still commits');
   for (const id of ghosts) t.match(ctl(['member', 'remove', id]).stdout, /removed from cluster/, `the unstarted ${id} can be removed`);
   t.equal(memberRows(cluster, cluster.agents).length, 3);
+
+  // Learners count toward no quorum: with two unstarted learners and one voter down, the two
+  // live voters of three still commit (counted as voters, it would be two of five).
+  for (let i = 0; i < 2; i++) t.equal(ctl(['member', 'add', `learner${i}`, `--peer-urls=http://127.0.0.1:${await freePort()}`, '--learner']).status, 0, `learner${i} added`);
+  const s3 = cluster.agents[2]!;
+  cluster.kill(s3);
+  await cluster.exited(s3);
+  const put = etcdctl(cluster.endpoints(cluster.agents.slice(0, 2)), ['put', 'k', 'two of three voters']);
+  t.equal(put.status, 0, `two voters of three and two learners commit ${put.stderr}`);
 });
