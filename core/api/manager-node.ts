@@ -1148,15 +1148,19 @@ export class ManagerNode {
           `a member named ${req.name} already exists at ${existing.peerAddr}: start this one with another --name, or, if it replaces that member, remove that one first (${remove})`,
         );
       }
-      // Only a joiner holds no Raft state to lose: a voter joining again lost its data dir,
-      // with its vote and its log, and as itself it could elect a leader lacking committed writes.
+      // A voter joining again lost its data dir, with its vote and its log: as itself it could
+      // elect a leader lacking committed writes.
       if (!existing.isLearner) {
         throw new NodeError(
           'MEMBER_IS_VOTER',
           `${req.name} (${existing.id.toString(16)}) is already a voter of this cluster: a voter cannot join again, as its data dir holds its vote and its log. If the data dir was lost, remove the member first (${remove}), then start it again with --join`,
         );
       }
-      return { memberId: existing.id, members: this.memberList() };
+      // A learner joining again lost what it had applied (or never started): under its old id
+      // the leader would count entries as on it that its empty log lacks, and never catch it
+      // up. It joins afresh, under a new id.
+      await this.changeMembership({ type: ConfChangeType.RemoveNode, nodeId: existing.id }, () => !this.members.has(existing.id));
+      this.opts.logger.info({ name: req.name, old: existing.id.toString(16) }, 'a learner joined again: its old id removed');
     }
     const addedMeanwhile = unstarted();
     if (addedMeanwhile !== undefined) return { memberId: addedMeanwhile.id, members: this.memberList() };
