@@ -586,8 +586,11 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       const m = this.node.members.get(id);
       if (!m) throw new EtcdError('MEMBER_NOT_FOUND');
       if (!m.isLearner) this.mayRemoveVoter(id);
-      await this.node.changeMembership({ type: ConfChangeType.RemoveNode, nodeId: id }, () => !this.node.members.has(id));
-      return this.membersResponse();
+      // Removing this member itself: a peer may tell it before it applies the removal.
+      const gone = (): boolean => !this.node.members.has(id) || (id === this.node.id && this.node.wasRemoved);
+      await this.node.changeMembership({ type: ConfChangeType.RemoveNode, nodeId: id }, gone);
+      const list = this.membersResponse();
+      return { ...list, members: list.members.filter((o) => o.id !== id) };
     });
   }
 

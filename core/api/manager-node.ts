@@ -885,8 +885,16 @@ export class ManagerNode {
       markError = e instanceof Error ? e : new Error(String(e));
       this.opts.logger.error({ err: e, dataDir: this.opts.dataDir }, 'could not mark the data dir as removed: remove it by hand before starting this node again');
     }
+    // A `member remove` of this member, made through this member, waits for it: answered now,
+    // before the stop that follows closes the client port.
+    for (const fn of this.memberListeners) fn();
     // Not from inside Raft's apply or the transport's callback.
     setImmediate(() => this.opts.onRemoved?.(markError));
+  }
+
+  /** This member learnt it was removed from the cluster (it may not have applied the removal yet). */
+  get wasRemoved(): boolean {
+    return this.removed;
   }
 
   /**

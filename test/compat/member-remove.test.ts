@@ -3,12 +3,13 @@
  * from a peer's authenticated notice when the leader stopped replicating to it first), stops,
  * and refuses to start again from the same data dir; the rest of the cluster keeps serving.
  * A member removed while it is stopped (SIGSTOP) learns it once it runs again. With a voter
- * down, removing a live one is refused, as etcd refuses it.
+ * down, removing a live one is refused, as etcd refuses it. A member removed through its own
+ * client port answers the call before it stops.
  */
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { AgentCluster, AgentProc, etcdctl, hasEtcdctl } from '../helpers/agents.js';
+import { AgentCluster, AgentProc, etcdctl, hasEtcdctl, leaderAgent } from '../helpers/agents.js';
 
 function memberId(cluster: AgentCluster, via: AgentProc, name: string): string {
   const r = etcdctl(cluster.endpoints([via]), ['member', 'list', '-w', 'json']);
@@ -117,4 +118,18 @@ t.test('with a voter down, removing a live voter is refused (it would leave no q
   t.equal(etcdctl(cluster.endpoints([u1]), ['put', 'still', 'two of three']).status, 0, 'u1 and u2 still commit');
   t.match(etcdctl(cluster.endpoints([u1]), ['member', 'remove', id3]).stdout, /removed from cluster/, 'removing u3 (down) is allowed');
   t.equal(etcdctl(cluster.endpoints([u1, u2]), ['put', 'after', 'u3 removed']).status, 0, 'and the two commit');
+});
+
+t.test('member remove of the member etcdctl is connected to: answered, then it stops', { skip: hasEtcdctl() ? false : 'etcdctl not installed' }, async (t) => {
+  // A peer may tell the member it was removed before it applies the removal itself: it stopped
+  // at once, and the call was cut off ("transport is closing"). etcd answers it first.
+  const cluster = new AgentCluster();
+  t.teardown(() => cluster.stopAll());
+  await cluster.startCluster(['s1', 's2', 's3']);
+  const lead = await leaderAgent(cluster);
+  const self = cluster.agents.find((a) => a !== lead)!;
+  const r = etcdctl(cluster.endpoints([self]), ['member', 'remove', memberId(cluster, self, self.name)]);
+  t.equal(r.status, 0, `answered through ${self.name} itself ${r.stderr}`);
+  t.match(r.stdout, /removed from cluster/);
+  t.equal(await cluster.exited(self), 0, 'and it stops, cleanly');
 });
