@@ -3,7 +3,8 @@
  * round removes a voter (the leader every other round; in some rounds while it is stopped with
  * SIGSTOP, or while another member is killed with SIGKILL right after the removal is
  * proposed), waits until the removed member stops by itself, wipes its data dir and joins it
- * again at the same address (a removed member's address reused by a new one). At the end no
+ * again at the same address (a removed member's address reused by a new one), every other round
+ * after `etcdctl member add` of it (the etcd way: it takes that member's id). At the end no
  * acknowledged write is lost, every member has the same key space, and no agent died of
  * anything but the test's own kills.
  */
@@ -101,6 +102,11 @@ t.test('remove a voter (the leader, a stopped one), wipe it, join it again; unde
     if (alive(victim)) cluster.kill(victim);
     rmSync(victim.dataDir, { recursive: true, force: true });
     victim.log.push('[test: data dir wiped, joining again]\n');
+    // Every other round the etcd way: `member add` first (a voter: three of four started).
+    if (round % 2 === 1) {
+      const add = etcdctl(cluster.endpoints([via]), ['member', 'add', victim.name, `--peer-urls=http://127.0.0.1:${victim.ports.peer}`]);
+      t.equal(add.status, 0, `member add ${victim.name} ${add.stderr}`);
+    }
     victim.joinVia = via;
     cluster.start(victim, false);
     for (const a of cluster.agents) await cluster.ready(a, 20_000);
