@@ -1143,7 +1143,8 @@ export class ManagerNode {
     // with it absent there may be none (one member plus one added). It records its name once it runs.
     const unstarted = (): Member | undefined => [...this.members.values()].find((m) => m.name === '' && m.peerAddr === req.peerAddr);
     const added = unstarted();
-    if (added !== undefined) return { memberId: added.id, members: this.memberList() };
+    const named = (): boolean => [...this.members.values()].some((m) => m.name === req.name);
+    if (added !== undefined && !named()) return { memberId: added.id, members: this.memberList() };
     // The member table as of every change committed before the join came in: a removal just
     // made through another member must be seen here, or its member is given its old id back.
     await this.driver.readBarrier();
