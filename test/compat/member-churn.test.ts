@@ -42,6 +42,25 @@ async function leaderAmong(agents: AgentProc[], timeoutMs: number): Promise<{ le
   return { leader, ms: Date.now() - started };
 }
 
+/**
+ * 'agree' once every member, asked itself, gives the same member list (ids and names) and
+ * leader (`endpoint status`); what they said otherwise, after 5 s.
+ */
+async function agreement(cluster: AgentCluster): Promise<string> {
+  type Status = Array<{ Status: { leader?: string | number } }>;
+  const view = (a: AgentProc): string => {
+    const ids = [...memberIds(cluster, a).entries()].sort().join(' ');
+    const st = JSON.parse(etcdctl(cluster.endpoints([a]), ['endpoint', 'status', '-w', 'json']).stdout || '[]') as Status;
+    return `${ids} leader ${BigInt(st[0]?.Status.leader ?? 0).toString(16)}`;
+  };
+  let seen: string[] = [];
+  const ok = await until('members agree', () => {
+    seen = cluster.agents.map(view);
+    return new Set(seen).size === 1;
+  }, 5_000).catch(() => false);
+  return ok ? 'agree' : seen.join(' | ');
+}
+
 /** Lines an agent wrote that are not its JSON log at level < fatal: an uncaught error's stack, a fatal. */
 function crashLines(a: AgentProc): string[] {
   return a.log.join('').split('\n').filter((l) => {
@@ -66,6 +85,7 @@ t.test('remove a voter (the leader, a stopped one), wipe it, join it again; unde
   const actions: string[] = [];
   const leaderTimes: number[] = [];
   const exits: string[] = [];
+  const views: string[] = [];
   for (let round = 0; round < ROUNDS && Date.now() - started < TEST_DEADLINE_MS; round++) {
     await sleep(300);
     const { leader } = await leaderAmong(cluster.agents, 10_000);
@@ -111,7 +131,9 @@ t.test('remove a voter (the leader, a stopped one), wipe it, join it again; unde
     cluster.start(victim, false);
     for (const a of cluster.agents) await cluster.ready(a, 20_000);
     await cluster.waitVoters(3, 20_000);
+    views.push(await agreement(cluster));
   }
+  t.same(views.filter((v) => v !== 'agree'), [], `each member, asked itself, lists the same members and leader after every round (${views.length} rounds)`);
   await workload.stop();
   t.ok(actions.length >= 4, `${actions.length} rounds: ${actions.join('; ')}`);
   t.same(exits.filter((e) => !e.endsWith(':0')), [], `every removed member stopped by itself, cleanly (${exits.join(', ')})`);
