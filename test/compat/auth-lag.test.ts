@@ -15,7 +15,7 @@ import t from 'tap';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
-import { AgentCluster, etcdctl, gatewayLogin, hasEtcdctl, leaderAgent, type AgentProc } from '../helpers/agents.js';
+import { etcdctl, gatewayLogin, hasEtcdctl, startedCluster, type AgentProc } from '../helpers/agents.js';
 
 const b64 = (s: string): string => Buffer.from(s).toString('base64');
 
@@ -30,11 +30,7 @@ async function gateway(a: AgentProc, path: string, body: object, token?: string)
 }
 
 t.test('a lagging member answers as the acknowledged auth changes call for', { skip: hasEtcdctl() ? false : 'etcdctl not installed' }, async (t) => {
-  const cluster = new AgentCluster();
-  t.teardown(() => cluster.stopAll());
-  await cluster.startCluster(['g1', 'g2', 'g3']);
-  const leader = await leaderAgent(cluster);
-  const follower = cluster.agents.find((a) => a !== leader)!;
+  const { cluster, leader, follower } = await startedCluster(t, ['g1', 'g2', 'g3']);
   const ctl = (args: string[], input?: string): void => {
     const r = etcdctl(cluster.endpoints([leader]), args, input);
     if (r.status !== 0) throw new Error(`etcdctl ${args.join(' ')}: ${r.stderr}`);

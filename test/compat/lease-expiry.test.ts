@@ -13,7 +13,7 @@ import t from 'tap';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
-import { AgentCluster, hasEtcdctl, leaderAgent, raftStatus } from '../helpers/agents.js';
+import { hasEtcdctl, raftStatus, startedCluster } from '../helpers/agents.js';
 import { until } from '../helpers/wait.js';
 
 type Obj = Record<string, any>;
@@ -90,11 +90,7 @@ function client(ep: string) {
 }
 
 t.test('lease expiry: keep-alive after expiry answers once the keys are gone; revoke within 500 ms of expiry', { skip: hasEtcdctl() ? false : 'etcdctl not installed' }, async (t) => {
-  const cluster = new AgentCluster(['--tick-ms', '50']);
-  t.teardown(() => cluster.stopAll());
-  await cluster.startCluster(['e1', 'e2', 'e3']);
-  const leader = await leaderAgent(cluster);
-  const follower = cluster.agents.find((a) => a !== leader)!;
+  const { cluster, leader, follower } = await startedCluster(t, ['e1', 'e2', 'e3'], ['--tick-ms', '50']);
   const viaLeader = client(cluster.endpoints([leader]));
   const viaFollower = client(cluster.endpoints([follower]));
   t.teardown(() => {
@@ -153,11 +149,7 @@ t.test('lease expiry: keep-alive after expiry answers once the keys are gone; re
 });
 
 t.test('lease calls during an election wait for the next leader; the keep-alive stream stays open', { skip: hasEtcdctl() ? false : 'etcdctl not installed' }, async (t) => {
-  const cluster = new AgentCluster(['--tick-ms', '50']);
-  t.teardown(() => cluster.stopAll());
-  await cluster.startCluster(['v1', 'v2', 'v3']);
-  const leader = await leaderAgent(cluster);
-  const follower = cluster.agents.find((a) => a !== leader)!;
+  const { cluster, leader, follower } = await startedCluster(t, ['v1', 'v2', 'v3'], ['--tick-ms', '50']);
   const c = client(cluster.endpoints([follower]));
   t.teardown(() => c.close());
   const id = await c.grant(10);

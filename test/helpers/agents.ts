@@ -268,6 +268,15 @@ export async function leaderAgent(cluster: AgentCluster, timeoutMs = 10_000): Pr
   throw new Error(`no leader within ${timeoutMs} ms`);
 }
 
+/** A cluster of `names` started for `t` (stopped in its teardown), with its leader and a follower. */
+export async function startedCluster(t: Test, names: string[], extraArgs?: string[]): Promise<{ cluster: AgentCluster; leader: AgentProc; follower: AgentProc }> {
+  const cluster = new AgentCluster(extraArgs);
+  t.teardown(() => cluster.stopAll());
+  await cluster.startCluster(names);
+  const leader = await leaderAgent(cluster);
+  return { cluster, leader, follower: cluster.agents.find((a) => a !== leader)! };
+}
+
 /** An agent's /metrics as a map from `name{labels}` to value (Prometheus text format). */
 export async function scrapeMetrics(httpPort: number): Promise<Map<string, number>> {
   const text = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
