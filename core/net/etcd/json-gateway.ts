@@ -79,8 +79,11 @@ const STREAM_ROUTES: Readonly<Record<string, GatewayStreamMethod>> = {
   watch: 'Watch',
   'lease/keepalive': 'LeaseKeepAlive',
 };
-/** etcd 3.4 serves the gateway under all three. */
-const PREFIXES = ['/v3/', '/v3beta/', '/v3alpha/'];
+/**
+ * etcd 3.4.23 serves the gateway under these two; /v3alpha/ (etcd3gw 2.0.0's default) is a 404
+ * there, so a client set up against picloud must not find it here either.
+ */
+const PREFIXES = ['/v3/', '/v3beta/'];
 /** An HTTP/1 connection with no traffic for this long is closed (watch streams excepted). */
 export const GATEWAY_IDLE_TIMEOUT_MS = 60_000;
 /**
@@ -139,7 +142,9 @@ function checkScalar(field: protobuf.Field, x: unknown, where: string): void {
   const kind = (what: string): BadRequest => new BadRequest(`${where}: expected ${what}, got ${JSON.stringify(x)}`);
   if (field.resolvedType instanceof protobuf.Enum) {
     const values = field.resolvedType.values;
-    if (typeof x === 'string' ? !Object.hasOwn(values, x) : !Number.isInteger(x)) throw kind(`one of ${Object.keys(values).join(', ')}`);
+    // etcd's gateway (Go's jsonpb) names the enum by its Go type: etcd clients see that text.
+    if (typeof x === 'string' && !Object.hasOwn(values, x)) throw new BadRequest(`unknown value ${JSON.stringify(x)} for enum ${goEnumName(field.resolvedType)}`);
+    if (typeof x !== 'string' && !Number.isInteger(x)) throw kind(`one of ${Object.keys(values).join(', ')}`);
   } else if (field.type === 'bytes') {
     if (typeof x !== 'string') throw kind('a base64 string');
   } else if (field.type === 'string') {
@@ -150,6 +155,12 @@ function checkScalar(field: protobuf.Field, x: unknown, where: string): void {
     // A number past 2^53 has already lost digits in JSON.parse: such values come as strings.
     if (!(typeof x === 'number' ? Number.isSafeInteger(x) : typeof x === 'string' && /^-?\d+$/.test(x))) throw kind('an integer (a number up to 2^53, or a decimal string)');
   }
+}
+
+/** An enum's Go type name, as jsonpb writes it: `.etcdserverpb.RangeRequest.SortOrder` → `etcdserverpb.RangeRequest_SortOrder`. */
+function goEnumName(e: protobuf.Enum): string {
+  const [pkg, ...nested] = e.fullName.replace(/^\./, '').split('.');
+  return `${pkg}.${nested.join('_')}`;
 }
 
 /** A JSON value as the plain object protobufjs' fromObject takes for `type` (names mapped, nesting checked). */
@@ -216,6 +227,17 @@ function send(res: ServerResponse, status: number, body: unknown): void {
 
 function sendError(res: ServerResponse, code: grpc.status, message: string): void {
   send(res, HTTP_STATUS[code] ?? 500, { error: message, message, code });
+}
+
+/**
+ * A path or method the gateway does not serve, answered as etcd 3.4's HTTP server does (Go's
+ * http.Error: a line of plain text): "404 page not found" outside the gateway's prefixes,
+ * grpc-gateway's "Not Found" and "Method Not Allowed" under them.
+ */
+function sendPlain(res: ServerResponse, status: number, text: string): void {
+  const body = `${text}\n`;
+  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'x-content-type-options': 'nosniff', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
 }
 
 /** How a request without a valid user is refused. */
@@ -325,19 +347,17 @@ export class JsonGateway {
       return;
     }
     const prefix = PREFIXES.find((p) => path.startsWith(p));
-    const name = prefix === undefined ? undefined : path.slice(prefix.length);
+    if (prefix === undefined) return sendPlain(res, 404, '404 page not found');
+    const name = path.slice(prefix.length);
     // Own properties only: "/v3/constructor" is not a route.
-    const streamed = name !== undefined && Object.hasOwn(STREAM_ROUTES, name) ? STREAM_ROUTES[name] : undefined;
-    if (streamed !== undefined && req.method === 'POST') return this.stream(streamed, req, res);
-    const route = name !== undefined && Object.hasOwn(ROUTES, name) ? ROUTES[name] : undefined;
-    if (route === undefined) return sendError(res, grpc.status.NOT_FOUND, `Not Found: ${path}`);
-    if (req.method !== 'POST') {
-      const message = `method ${req.method ?? ''} not allowed: the gateway takes POST`;
-      return send(res, 405, { error: message, message, code: grpc.status.UNIMPLEMENTED });
-    }
+    const streamed = Object.hasOwn(STREAM_ROUTES, name) ? STREAM_ROUTES[name] : undefined;
+    const route = Object.hasOwn(ROUTES, name) ? ROUTES[name] : undefined;
+    if (streamed === undefined && route === undefined) return sendPlain(res, 404, 'Not Found');
+    if (req.method !== 'POST') return sendPlain(res, 405, 'Method Not Allowed');
+    if (streamed !== undefined) return this.stream(streamed, req, res);
     const body = await this.readBody(req);
     if (body === undefined) return this.tooLarge(res);
-    const [service, method] = route;
+    const [service, method] = route!;
     const methodDef = this.root.lookupService(`etcdserverpb.${service}`).methods[method]!;
     let request: Uint8Array;
     try {
