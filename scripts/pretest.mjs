@@ -15,10 +15,13 @@ const NEEDED = [
   { bin: 'openssl', pkg: 'openssl' },
   // A C compiler, for the slow-disk test's fsync shim (test/compat/fixtures/stall-fsync.c).
   { bin: 'cc', pkg: 'gcc libc6-dev' },
+  // Debian's Python etcd clients (test/compat/python-clients.test.ts), for Debian's python3
+  // (a python3 of one's own, e.g. pyenv's, may come first on PATH without them).
+  { bin: 'python3 modules etcd3, etcd3gw', check: 'python3 -c "import etcd3, etcd3gw" || /usr/bin/python3 -c "import etcd3, etcd3gw"', pkg: 'python3-etcd3 python3-etcd3gw' },
 ];
 
-const has = (bin) => spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0;
-const missing = NEEDED.filter((n) => !has(n.bin));
+const has = (n) => spawnSync('sh', ['-c', n.check ?? `command -v ${n.bin}`], { stdio: 'ignore' }).status === 0;
+const missing = NEEDED.filter((n) => !has(n));
 if (missing.length === 0) process.exit(0);
 const pkgs = [...new Set(missing.flatMap((m) => m.pkg.split(' ')))];
 const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
