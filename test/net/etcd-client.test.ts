@@ -3,6 +3,9 @@
  * the in-memory fake backend.
  */
 import t from 'tap';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
 import { Etcd3, type IKeyValue } from 'etcd3';
 import { EtcdGrpcServer } from '../../core/net/etcd/server.js';
 import { FakeEtcdBackend } from './fake-etcd-backend.js';
@@ -79,7 +82,19 @@ t.test('maintenance and cluster calls', async (t) => {
   const ml = await client.cluster.memberList({});
   t.equal(ml.members[0]!.name, 'fake1');
   t.equal(ml.members[0]!.ID, String(backend.memberId));
+  // python-etcd3's hash() calls Hash (etcd 3.4 serves it): the key space's hash, as HashKV's at the current revision.
+  const [hash, hashKV] = (await Promise.all([unaryFromEtcdProto('Maintenance', 'Hash', {}), unaryFromEtcdProto('Maintenance', 'HashKV', { revision: '0' })])) as Array<{ hash: number }>;
+  t.equal(hash!.hash, hashKV!.hash, 'Hash answers with the current key space hash');
+  t.not(hash!.hash, 0);
 });
+
+/** A call by etcd's own rpc.proto (the npm client's copy), for methods the npm client does not wire up. */
+function unaryFromEtcdProto(service: string, method: string, req: object): Promise<unknown> {
+  const def = protoLoader.loadSync(join(process.cwd(), 'node_modules/etcd3/proto/rpc.proto'), { longs: String, defaults: true });
+  const Client = (grpc.loadPackageDefinition(def) as any).etcdserverpb[service] as typeof grpc.Client;
+  const c = new Client(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure()) as grpc.Client & Record<string, Function>;
+  return new Promise((resolve, reject) => c[method]!(req, (err: Error | null, res: unknown) => (c.close(), err ? reject(err) : resolve(res))));
+}
 
 t.test('etcd errors map to the client library error classes', async (t) => {
   const failure = async (p: PromiseLike<unknown>): Promise<string> => {

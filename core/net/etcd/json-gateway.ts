@@ -54,6 +54,8 @@ const ROUTES: Readonly<Record<string, readonly [string, string]>> = {
   'maintenance/alarm': ['Maintenance', 'Alarm'],
   'maintenance/status': ['Maintenance', 'Status'],
   'maintenance/defragment': ['Maintenance', 'Defragment'],
+  // etcd 3.4 routes /v3/maintenance/hash to Hash; hashkv is picloud's own (etcd: Not Found).
+  'maintenance/hash': ['Maintenance', 'Hash'],
   'maintenance/hashkv': ['Maintenance', 'HashKV'],
   'maintenance/transfer-leadership': ['Maintenance', 'MoveLeader'],
   'auth/enable': ['Auth', 'AuthEnable'],

@@ -520,6 +520,13 @@ export class EtcdGrpcServer {
       Alarm: this.unary('Alarm', async (r, ctx) => cv.alarmResponse(await b.alarm(cv.alarmRequest(r), ctx))),
       Status: this.unary('Status', async (_r, ctx) => cv.statusResponse(await b.status(ctx))),
       Defragment: this.unary('Defragment', async (_r, ctx) => ({ header: cv.header((await b.defragment(ctx)).header) })),
+      // etcd hashes its whole backend file; picloud's answer is this member's key-space hash at
+      // the current revision (HashKV's), which tells members apart just as well.
+      Hash: this.unary('Hash', async (_r, ctx) => {
+        if (b.hashKV === undefined) throw new EtcdError('UNSUPPORTED', 'Hash');
+        const resp = await b.hashKV(0, ctx);
+        return { header: cv.header(resp.header), hash: resp.hash >>> 0 };
+      }),
       HashKV: this.unary('HashKV', async (r, ctx) => {
         if (b.hashKV === undefined) throw new EtcdError('UNSUPPORTED', 'HashKV');
         const resp = await b.hashKV(cv.int64(r.revision), ctx);
