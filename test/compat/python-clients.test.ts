@@ -10,7 +10,7 @@
  * three with every request sent to a follower (the other lock holder is on the leader).
  */
 import t, { type Test } from 'tap';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ETCD_BIN, type BenchCluster } from '../../bench/kv/clusters.js';
@@ -37,10 +37,14 @@ const unavailable = !existsSync(ETCD_BIN)
     ? 'python3 with the etcd3 and etcd3gw modules not installed (apt-get install python3-etcd3 python3-etcd3gw)'
     : undefined;
 
+/** Scripts running now: killed in the test's teardown if it ends first. */
+const running = new Set<ChildProcess>();
+
 /** Runs the script; its transcript, or an error with its stderr. Killed (by its PID) past the timeout. */
 function runScript(mode: Mode, prefix: string, endpoints: string[]): Promise<Line[]> {
   return new Promise((resolve, reject) => {
     const child = spawn(PYTHON!, [SCRIPT, mode, prefix, ...endpoints], { stdio: ['ignore', 'pipe', 'pipe'] });
+    running.add(child);
     let out = '';
     let err = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -48,6 +52,7 @@ function runScript(mode: Mode, prefix: string, endpoints: string[]): Promise<Lin
     const timer = setTimeout(() => child.kill('SIGKILL'), SCRIPT_TIMEOUT_MS);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
+      running.delete(child);
       if (code !== 0) return reject(new Error(`${mode} against ${endpoints.join(',')} exited ${code ?? signal}: ${err.slice(-3000)}`));
       resolve(out.trim().split('\n').map((l) => JSON.parse(l) as Line));
     });
@@ -106,6 +111,7 @@ function compare(t: Test, mode: Mode, { etcd, picloud }: Transcripts): void {
 }
 
 t.test("Debian's Python etcd clients see picloud as they see etcd 3.4", { skip: unavailable ?? false, timeout: 180_000 }, async (t) => {
+  t.teardown(() => running.forEach((c) => c.kill('SIGKILL')));
   const sizes = [1, 3];
   const results = await Promise.all(sizes.map(async (size) => runModes((await etcdAndPicloud(t, size)).clusters)));
   for (const [i, size] of sizes.entries()) {
