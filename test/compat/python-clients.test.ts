@@ -20,7 +20,7 @@ const SCRIPT = join(process.cwd(), 'test/compat/fixtures/python-etcd-clients.py'
 /** A run of the script takes ~8 s (two leases and a lock left to expire); a hung one is killed. */
 const SCRIPT_TIMEOUT_MS = 60_000;
 /** Steps each mode of the script writes before its `end` line: fewer means steps went missing. */
-const STEPS: Record<Mode, number> = { etcd3: 66, etcd3gw: 58 };
+const STEPS: Record<Mode, number> = { etcd3: 66, etcd3gw: 60 };
 
 type Mode = 'etcd3' | 'etcd3gw';
 type Line = Record<string, unknown> & { step: string };

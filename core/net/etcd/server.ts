@@ -519,7 +519,8 @@ export class EtcdGrpcServer {
     this.server.addService(service('Maintenance'), {
       Alarm: this.unary('Alarm', async (r, ctx) => cv.alarmResponse(await b.alarm(cv.alarmRequest(r), ctx))),
       Status: this.unary('Status', async (_r, ctx) => cv.statusResponse(await b.status(ctx))),
-      Defragment: this.unary('Defragment', async (_r, ctx) => ({ header: cv.header((await b.defragment(ctx)).header) })),
+      // etcd 3.4 answers Defragment and MoveLeader with an empty response (no header).
+      Defragment: this.unary('Defragment', async (_r, ctx) => (await b.defragment(ctx), {})),
       // etcd hashes its whole backend file; picloud's answer is this member's key-space hash at
       // the current revision (HashKV's), which tells members apart just as well.
       Hash: this.unary('Hash', async (_r, ctx) => {
@@ -534,7 +535,8 @@ export class EtcdGrpcServer {
       }),
       MoveLeader: this.unary('MoveLeader', async (r, ctx) => {
         if (b.moveLeader === undefined) throw new EtcdError('UNSUPPORTED', 'MoveLeader');
-        return { header: cv.header((await b.moveLeader(cv.id64(r.targetID), ctx)).header) };
+        await b.moveLeader(cv.id64(r.targetID), ctx);
+        return {};
       }),
       Snapshot: (call: grpc.ServerWritableStream<Obj, Obj>) => {
         this.snapshotStream(call).catch((err: unknown) => {
