@@ -523,7 +523,8 @@ export class WatchHub implements KvListener {
     const rev = this.store.revision;
     for (const s of this.streams) {
       for (const w of s.watcherList()) {
-        if (!w.progressNotify || w.held) continue;
+        // Not below its start: a client resuming here has seen through minRev - 1 elsewhere.
+        if (!w.progressNotify || w.held || w.minRev - 1 > rev) continue;
         if (w.synced && !w.final && w.buf.length === 0 && !w.sentSinceProgress) {
           s.enqueueControl(response(rev, w.id));
         }

@@ -4,7 +4,8 @@
  * a watch's events wait for its second auth check at a caught-up member (etcd-backend.ts), and
  * what that hold must not do: cancel a reading client as "too slow" while the member applies a
  * backlog, or pass a congested stream's send buffer; and a progress answer never claims a
- * revision whose events a watch has not sent, nor goes back below what the stream has sent.
+ * revision whose events a watch has not sent, nor goes back below what the stream has sent or
+ * below a watch's start.
  */
 import t, { type Test } from 'tap';
 import * as grpc from '@grpc/grpc-js';
@@ -128,6 +129,37 @@ t.test('a progress answer never claims a revision whose event a catching-up watc
   t.ok(got.indexOf(progress!) > event, 'the answer waits for the event');
   t.equal(revisionOf(progress), eventRevision, 'and claims the revision asked at, never less than was sent');
   t.equal(eventCount(got), 1, 'and the event arrives');
+});
+
+t.test('a progress answer is not below an event the stream sent before it (one applied after the request)', async (t) => {
+  const { kvNode, stream, got, until, holdBarrier } = await setup(t);
+  const caughtUp = holdBarrier();
+  stream.write({ createRequest: { key: Buffer.from('x') } });
+  await until((g) => g.some((r) => r.created === true));
+  kvNode.put('x', 'one');
+  stream.write({ progressRequest: {} });
+  await new Promise((r) => setTimeout(r, 100));
+  kvNode.put('x', 'two'); // applied after the request, while the held watch has sent nothing
+  caughtUp();
+  t.ok(await until((g) => g.some((r) => r.watchId === '-1'), 3_000), 'answered');
+  const answer = got.findIndex((r) => r.watchId === '-1');
+  const sentBefore = got.slice(0, answer).flatMap((r) => (r.events as Array<{ kv: { modRevision: string } }>).map((e) => Number(e.kv.modRevision)));
+  t.ok(revisionOf(got[answer]) >= Math.max(0, ...sentBefore), `answered at ${revisionOf(got[answer])}, after events of revisions ${sentBefore.join(', ')}`);
+});
+
+t.test('a progress answer is never below the revision before a watch\'s start (a watch resumed at a member behind the last one)', async (t) => {
+  const { kvNode, stream, got, until } = await setup(t);
+  kvNode.put('x', 'one');
+  const start = kvNode.store.revision + 3; // the client has seen everything before it elsewhere
+  stream.write({ createRequest: { key: Buffer.from('x'), startRevision: start } });
+  await until((g) => g.some((r) => r.created === true));
+  stream.write({ progressRequest: {} });
+  await new Promise((r) => setTimeout(r, 300));
+  t.same(got.filter((r) => r.watchId === '-1').map(revisionOf), [], `no answer while this member is below revision ${start - 1}`);
+  kvNode.put('y', 'two');
+  kvNode.put('y', 'three');
+  t.ok(await until((g) => g.some((r) => r.watchId === '-1'), 2_000), 'answered once it has reached it');
+  t.equal(revisionOf(got.find((r) => r.watchId === '-1')), start - 1, 'at that revision');
 });
 
 t.test("a backlog larger than the stream's send buffer reaches a reading client whole, other watches untouched", async (t) => {

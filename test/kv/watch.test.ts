@@ -211,6 +211,21 @@ t.test('progress notifications', async (t) => {
   t.same(drain(empty), [], 'a stream without watchers gets nothing, as etcd');
 });
 
+t.test('no progress notification below the revision before a watcher\'s start', async (t) => {
+  const { n, hub } = setup();
+  const ws = hub.openStream();
+  n.put('x', '1');
+  const start = n.store.revision + 3; // resumed here by a client that has seen up to start - 1 elsewhere
+  const id = ws.create({ key: b('k'), startRevision: start, progressNotify: true });
+  drain(ws);
+  hub.progressTick();
+  t.same(drain(ws), [], `none at revision ${n.store.revision}`);
+  n.put('x', '2');
+  n.put('x', '3');
+  hub.progressTick();
+  t.same(drain(ws).map((r) => [r.watchId, r.header.revision]), [[id, start - 1]], 'one once the store has reached it');
+});
+
 t.test('a slow consumer is cancelled with a reason, after its buffered events', async (t) => {
   const { n, hub } = setup({ bufferEventsMax: 10 });
   const ws = hub.openStream();

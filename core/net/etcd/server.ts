@@ -698,6 +698,8 @@ interface WatcherState {
   done: boolean;
   /** Created with fragment=true: a large response is split (etcd's sendFragments). */
   fragment: boolean;
+  /** The revision before its start: a client resuming here has seen through it (0: from now). */
+  seenThrough: number;
 }
 
 /**
@@ -754,6 +756,8 @@ class WatchStream {
   private congested = false;
   /** A progress request waiting until every watch has sent everything up to `revision`. */
   private pendingProgress: { header: ResponseHeader; timer: NodeJS.Timeout | undefined } | undefined;
+  /** The highest event revision queued on this stream. */
+  private sentThrough = 0;
   private closed = false;
   private readonly ctx: CallContext;
   private readonly peer: string;
@@ -825,6 +829,7 @@ class WatchStream {
     if (this.closed) return;
     const wasEmpty = this.pendingBytes === 0;
     if (this.batchCount === 0) queueMicrotask(() => this.flush());
+    this.sentThrough = Math.max(this.sentThrough, events[events.length - 1]?.kv.modRevision ?? 0);
     if (!fragment) this.queueEvents(watchId, header, events, false); // the fan-out's path: no array per watcher
     else {
       const runs = fragmentEvents(watchId, header, events, this.limits.maxRequestBytes + GRPC_OVERHEAD_BYTES);
@@ -946,7 +951,7 @@ class WatchStream {
     }
     const invalid = watchRangeRefusal(req);
     if (invalid !== undefined) return refuse(invalid);
-    const w: WatcherState = { id, handle: undefined, early: [], lastHeader: this.backend.header(), done: false, fragment: req.fragment };
+    const w: WatcherState = { id, handle: undefined, early: [], lastHeader: this.backend.header(), done: false, fragment: req.fragment, seenThrough: Math.max(0, req.startRevision - 1) };
     const deliver = (f: () => void): void => {
       if (w.done || this.closed) return;
       if (w.early !== undefined) w.early.push(f);
@@ -1022,13 +1027,17 @@ class WatchStream {
   private tryProgress(): void {
     const p = this.pendingProgress;
     if (p === undefined || this.closed) return;
-    for (const w of this.watchers.values()) {
-      if (w.handle !== undefined && w.handle.deliveredThrough() < p.header.revision) {
-        // Looked at again after each write of events, and meanwhile every PROGRESS_RETRY_MS (a
-        // watch released with nothing to send writes nothing).
-        p.timer ??= setInterval(() => this.tryProgress(), PROGRESS_RETRY_MS).unref();
-        return;
-      }
+    // Not below an event sent since the request, nor below a watch's start (a client resuming
+    // here from a member ahead has seen through it): either would take the client back.
+    let floor = this.sentThrough;
+    for (const w of this.watchers.values()) floor = Math.max(floor, w.seenThrough);
+    if (p.header.revision < floor) p.header = this.backend.header();
+    const lagging = (w: WatcherState): boolean => w.handle !== undefined && w.handle.deliveredThrough() < p.header.revision;
+    if (p.header.revision < floor || [...this.watchers.values()].some(lagging)) {
+      // Looked at again after each write of events, and meanwhile every PROGRESS_RETRY_MS (a
+      // watch released with nothing to send writes nothing).
+      p.timer ??= setInterval(() => this.tryProgress(), PROGRESS_RETRY_MS).unref();
+      return;
     }
     clearInterval(p.timer);
     this.pendingProgress = undefined;
