@@ -18,6 +18,8 @@ export class FaultWorkload {
   readonly history = new HistoryRecorder();
   /** Acknowledged puts. */
   writes = 0;
+  /** Acknowledged writes (puts and successful CAS) with the revision their response named. */
+  readonly ackedWrites: Array<{ key: string; value: string; revision: number }> = [];
   /** Writes the server refused before any log held them (recorded as failed). */
   refusedWrites = 0;
   private running = true;
@@ -62,10 +64,13 @@ export class FaultWorkload {
         const h = cas ? history.invoke(c.id, key, 'cas', { expected: expected!, value }, now()) : history.invoke(c.id, key, 'put', { value }, now());
         try {
           if (cas) {
-            history.ok(h, { ok: await kv.cas(key, expected!, value) }, now());
+            const rev = await kv.casRevision(key, expected!, value);
+            history.ok(h, { ok: rev !== undefined }, now());
+            if (rev !== undefined) this.ackedWrites.push({ key, value, revision: rev });
           } else {
-            await kv.put(key, value);
+            const revision = await kv.put(key, value);
             history.ok(h, {}, now());
+            this.ackedWrites.push({ key, value, revision });
             this.writes++;
           }
         } catch (e) {

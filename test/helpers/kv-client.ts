@@ -7,7 +7,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
 
 type Unary = (req: object, meta: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: any) => void) => void;
-type KvClient = grpc.Client & { Range: Unary; Put: Unary; Txn: Unary };
+type KvClient = grpc.Client & { Range: Unary; Put: Unary; Txn: Unary; DeleteRange: Unary };
 type LeaseClient = grpc.Client & { LeaseKeepAlive: (opts: grpc.CallOptions) => grpc.ClientDuplexStream<object, { ID: string; TTL: string }> };
 
 let etcdserverpb: any;
@@ -53,23 +53,51 @@ export class SimpleKv {
     return r.kvs.length > 0 ? Buffer.from(r.kvs[0].value).toString() : null;
   }
 
-  async put(key: string, value: string): Promise<void> {
-    await this.call(this.client.Put, { key: Buffer.from(key), value: Buffer.from(value) });
+  /** The revision the put was given (its response header's). */
+  async put(key: string, value: string): Promise<number> {
+    return Number((await this.call(this.client.Put, { key: Buffer.from(key), value: Buffer.from(value) })).header.revision);
   }
 
   /** Set key to value iff its current value is `expected` (null: the key must not exist). */
   async cas(key: string, expected: string | null, value: string): Promise<boolean> {
+    return (await this.casRevision(key, expected, value)) !== undefined;
+  }
+
+  /** cas, answering the revision of the write (undefined: the comparison failed, nothing written). */
+  async casRevision(key: string, expected: string | null, value: string): Promise<number | undefined> {
     const compare =
       expected === null
         ? { key: Buffer.from(key), target: 'VERSION', result: 'EQUAL', version: 0 }
         : { key: Buffer.from(key), target: 'VALUE', result: 'EQUAL', value: Buffer.from(expected) };
     const r = await this.call(this.client.Txn, { compare: [compare], success: [{ requestPut: { key: Buffer.from(key), value: Buffer.from(value) } }], failure: [] });
-    return r.succeeded === true;
+    return r.succeeded === true ? Number(r.header.revision) : undefined;
+  }
+
+  /** Puts `value` under every key in one txn (one revision, one event per key): the revision. */
+  async putAll(keys: string[], value: string): Promise<number> {
+    const success = keys.map((k) => ({ requestPut: { key: Buffer.from(k), value: Buffer.from(value) } }));
+    return Number((await this.call(this.client.Txn, { compare: [], success, failure: [] })).header.revision);
+  }
+
+  /** Deletes every key under `prefix` in one revision: the revision. */
+  async deletePrefix(prefix: string): Promise<number> {
+    const r = await this.call(this.client.DeleteRange, { key: Buffer.from(prefix), rangeEnd: Buffer.from(prefixEnd(prefix)) });
+    return Number(r.header.revision);
+  }
+
+  /** The member's current revision (a linearizable read). */
+  async revision(): Promise<number> {
+    return Number((await this.call(this.client.Range, { key: Buffer.from([0]), limit: 1, countOnly: true })).header.revision);
   }
 
   close(): void {
     this.client.close();
   }
+}
+
+/** The range end that makes a range of every key starting with `prefix`. */
+export function prefixEnd(prefix: string): string {
+  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
 }
 
 /** How long a keep-alive the client gave up on is still listened to. */
