@@ -136,6 +136,13 @@ export function removeSnapshotSpools(dataDir: string): number {
 /** At most one log line this often about lease requests the leader did not answer. */
 const FORWARD_FAILURE_LOG_MS = 10_000;
 
+/**
+ * Status's dbSize: never 0, as etcd's (a bbolt file has pages even when empty), since a 0 is
+ * left out of the JSON etcdctl and the gateway print (`endpoint status -w json` lost the field).
+ */
+const MIN_STATUS_DB_SIZE = 4096;
+const statusDbSize = (retainedBytes: number): number => Math.max(MIN_STATUS_DB_SIZE, retainedBytes);
+
 export class ManagerEtcdBackend implements api.EtcdBackend {
   private readonly forwarder: LeaseForwarder;
   private forwardFailureLoggedAt = -Infinity;
@@ -321,7 +328,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
         if (r.canceled) {
           closed = true;
           stream.close();
-          sink.cancel(r.cancelReason, this.header(r.header.revision), r.compactRevision > 0 ? r.compactRevision : undefined);
+          sink.cancel(r.cancelReason, this.header(r.header.revision), r.compactRevision !== 0 ? r.compactRevision : undefined);
           return;
         }
         if (r.events.length > 0) {
@@ -545,10 +552,11 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     });
   }
 
+  /** Members in ID order, as etcd 3.4 lists them (etcdctl member list, member add's ETCD_INITIAL_CLUSTER). */
   private membersResponse(): api.MembersResponse {
     return {
       header: this.header(),
-      members: [...this.node.members.values()].map((m) => ({
+      members: [...this.node.members.values()].sort((a, b) => a.id - b.id).map((m) => ({
         id: m.id,
         name: m.name,
         peerUrls: m.peerAddr ? [`http://${m.peerAddr}`] : [],
@@ -673,13 +681,13 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       header: this.header(),
       version: ETCD_COMPAT_VERSION,
       // The store's history lives in memory: its estimate stands for etcd's database size.
-      dbSizeBytes: this.node.store.retainedBytes,
+      dbSizeBytes: statusDbSize(this.node.store.retainedBytes),
       leader: st.lead,
       raftIndex: st.commit,
       raftTerm: st.term,
       raftAppliedIndex: st.applied,
       errors: [],
-      dbSizeInUseBytes: this.node.store.retainedBytes,
+      dbSizeInUseBytes: statusDbSize(this.node.store.retainedBytes),
       isLearner: st.conf.learners.includes(st.id),
     };
   }

@@ -618,8 +618,8 @@ export class WatchStream {
     };
     // A negative start is below etcd's compaction point once the store has been compacted
     // (canceled with the compact revision, as any start below it); before that (compact
-    // revision -1) etcd reads it as a watch from now.
-    const startRev = (req.startRevision ?? 0) < 0 && hub.store.compactRevision < 0 ? 0 : (req.startRevision ?? 0);
+    // revision -1) etcd reads -1 as a watch from now and cancels one below -1 as compacted.
+    const startRev = req.startRevision === -1 && hub.store.compactRevision < 0 ? 0 : (req.startRevision ?? 0);
     const refusal = watchRangeRefusal(req);
     if (refusal !== undefined) return fail(refusal);
     const { start, end } = watchSpan(req);

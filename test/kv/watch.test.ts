@@ -149,6 +149,21 @@ t.test('a negative start revision before any compaction watches from now, as etc
   t.same(evs(drain(ws)), ['PUT k=new@5'], 'then the events from now on');
 });
 
+t.test('a start revision below -1 before any compaction is canceled as compacted, as etcd 3.4.23 does', async (t) => {
+  const { n, hub } = setup();
+  n.put('k', 'v');
+  const ws = hub.openStream();
+  const id = ws.create({ key: b('k'), startRevision: -5 });
+  const out = drain(ws);
+  t.same(
+    out.map((r) => ({ id: r.watchId, created: r.created, canceled: r.canceled, compactRevision: r.compactRevision, reason: r.cancelReason })),
+    [
+      { id, created: true, canceled: false, compactRevision: 0, reason: '' },
+      { id, created: false, canceled: true, compactRevision: -1, reason: 'mvcc: required revision has been compacted' },
+    ],
+  );
+});
+
 t.test('failed creates, explicit IDs, cancel', async (t) => {
   const { n, hub } = setup();
   const ws = hub.openStream();

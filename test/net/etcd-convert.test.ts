@@ -64,3 +64,21 @@ t.test('snapshot framing: size % 512 == 32, checksum and length verified', async
   await writeFile(join(dir, 'bad'), Buffer.alloc(100));
   await t.rejects(readSnapshotFile(join(dir, 'bad')), { code: 'ERR_SNAPSHOT_FILE', message: /size % 512 must be 32/ });
 });
+
+t.test("a txn's inner responses carry only their revision, as etcd 3.4's do (etcdctl txn -w json shows them)", async (t) => {
+  const hdr = (revision: number) => ({ clusterId: 7, memberId: 8, revision, raftTerm: 2 });
+  const kv = { key: Buffer.from('k'), createRevision: 2, modRevision: 3, version: 1, value: Buffer.from('v'), lease: 0 };
+  const out = cv.txnResponse({
+    header: hdr(5),
+    succeeded: true,
+    responses: [
+      { op: 'range', response: { header: hdr(4), kvs: [kv], more: false, count: 1 } },
+      { op: 'put', response: { header: hdr(5) } },
+      { op: 'deleteRange', response: { header: hdr(5), deleted: 0, prevKvs: [] } },
+      { op: 'txn', response: { header: hdr(0), succeeded: false, responses: [] } },
+    ],
+  });
+  t.same(out.header, hdr(5), 'the outer header is whole');
+  const inner = (out.responses as Array<Record<string, { header: unknown }>>).map((r) => Object.values(r)[0]!.header);
+  t.strictSame(inner, [{ revision: 4 }, { revision: 5 }, { revision: 5 }, { revision: 0 }]);
+});

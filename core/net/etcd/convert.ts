@@ -266,37 +266,47 @@ export function header(h: ResponseHeader): Obj {
   return { clusterId: h.clusterId, memberId: h.memberId, revision: h.revision, raftTerm: h.raftTerm };
 }
 
+/** A txn's inner responses carry only their revision: etcd 3.4's apply step makes them, and only the outer header is filled. */
+function innerHeader(h: ResponseHeader): Obj {
+  return { revision: h.revision };
+}
+
+/** The Cluster service's header has no revision: etcd 3.4's cluster server fills only the cluster, member and term. */
+export function clusterHeader(h: ResponseHeader): Obj {
+  return { clusterId: h.clusterId, memberId: h.memberId, raftTerm: h.raftTerm };
+}
+
 export function kv(k: KeyValue): Obj {
   return { key: k.key, createRevision: k.createRevision, modRevision: k.modRevision, version: k.version, value: k.value, lease: k.lease };
 }
 
-export function rangeResponse(r: RangeResponse): Obj {
-  return { header: header(r.header), kvs: r.kvs.map(kv), more: r.more, count: r.count };
+export function rangeResponse(r: RangeResponse, hdr = header): Obj {
+  return { header: hdr(r.header), kvs: r.kvs.map(kv), more: r.more, count: r.count };
 }
 
-export function putResponse(r: PutResponse): Obj {
-  return { header: header(r.header), prevKv: r.prevKv === undefined ? null : kv(r.prevKv) };
+export function putResponse(r: PutResponse, hdr = header): Obj {
+  return { header: hdr(r.header), prevKv: r.prevKv === undefined ? null : kv(r.prevKv) };
 }
 
-export function deleteRangeResponse(r: DeleteRangeResponse): Obj {
-  return { header: header(r.header), deleted: r.deleted, prevKvs: r.prevKvs.map(kv) };
+export function deleteRangeResponse(r: DeleteRangeResponse, hdr = header): Obj {
+  return { header: hdr(r.header), deleted: r.deleted, prevKvs: r.prevKvs.map(kv) };
 }
 
 function responseOp(r: ResponseOp): Obj {
   switch (r.op) {
     case 'range':
-      return { responseRange: rangeResponse(r.response) };
+      return { responseRange: rangeResponse(r.response, innerHeader) };
     case 'put':
-      return { responsePut: putResponse(r.response) };
+      return { responsePut: putResponse(r.response, innerHeader) };
     case 'deleteRange':
-      return { responseDeleteRange: deleteRangeResponse(r.response) };
+      return { responseDeleteRange: deleteRangeResponse(r.response, innerHeader) };
     case 'txn':
-      return { responseTxn: txnResponse(r.response) };
+      return { responseTxn: txnResponse(r.response, innerHeader) };
   }
 }
 
-export function txnResponse(r: TxnResponse): Obj {
-  return { header: header(r.header), succeeded: r.succeeded, responses: r.responses.map(responseOp) };
+export function txnResponse(r: TxnResponse, hdr = header): Obj {
+  return { header: hdr(r.header), succeeded: r.succeeded, responses: r.responses.map(responseOp) };
 }
 
 export function event(e: WatchEvent): Obj {

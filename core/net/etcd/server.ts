@@ -502,7 +502,7 @@ export class EtcdGrpcServer {
     });
 
     const members = (resp: { header: ResponseHeader; members: Parameters<typeof cv.member>[0][] }): Obj => ({
-      header: cv.header(resp.header),
+      header: cv.clusterHeader(resp.header),
       members: resp.members.map(cv.member),
     });
     this.server.addService(service('Cluster'), {
@@ -974,8 +974,9 @@ class WatchStream {
         deliver(() => {
           if (this.watchers.get(id) === w) this.watchers.delete(id);
           this.drop(w);
-          // A compacted start is told by compact_revision alone, as etcd tells it (no cancel_reason).
-          const compacted = compactRevision !== undefined && compactRevision > 0;
+          // A compacted start is told by compact_revision alone, as etcd tells it (no cancel_reason);
+          // before any compaction that revision is -1 (a start below -1), as etcd 3.4 sends it.
+          const compacted = compactRevision !== undefined && compactRevision !== 0;
           this.send({ header: cv.header(h), watchId: id, canceled: true, compactRevision: compacted ? compactRevision : 0, cancelReason: compacted ? '' : reason }, 128);
         }),
     };
