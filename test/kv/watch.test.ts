@@ -159,7 +159,7 @@ t.test('a start revision below -1 before any compaction is canceled as compacted
     out.map((r) => ({ id: r.watchId, created: r.created, canceled: r.canceled, compactRevision: r.compactRevision, reason: r.cancelReason })),
     [
       { id, created: true, canceled: false, compactRevision: 0, reason: '' },
-      { id, created: false, canceled: true, compactRevision: -1, reason: 'mvcc: required revision has been compacted' },
+      { id, created: false, canceled: true, compactRevision: -1, reason: 'etcdserver: mvcc: required revision has been compacted' },
     ],
   );
 });
