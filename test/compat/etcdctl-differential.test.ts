@@ -135,8 +135,12 @@ function decodePb(type: string, bytes: string): string {
 }
 
 const REV_KEYS = 'revision|create_revision|mod_revision|compact_revision|Revision|CreateRevision|ModRevision|CompactRevision';
-/** Per-cluster or per-machine values: masked wherever they appear, as JSON, "fields" or simple output. */
-const MASKED_KEYS = 'cluster_id|raft_term|raft_index|raftIndex|raftTerm|raftAppliedIndex|dbSize|dbSizeInUse|hash|version|TTL|ClusterID|RaftTerm|RaftIndex|RaftAppliedIndex|Hash|Version|GrantedTTL|DBSize|DBSizeInUse';
+/**
+ * Per-cluster or per-machine values, and a lease's seconds left (a clock's reading): masked
+ * wherever they appear, as JSON or "fields" output. A key's version is compared; the server's
+ * version string is masked by its form (3.4.x).
+ */
+const MASKED_KEYS = 'ttl|cluster_id|raft_term|raft_index|raftIndex|raftTerm|raftAppliedIndex|dbSize|dbSizeInUse|hash|TTL|ClusterID|RaftTerm|RaftIndex|RaftAppliedIndex|Hash|GrantedTTL|DBSize|DBSizeInUse';
 
 /** What etcdctl printed, with what legitimately differs between two clusters replaced by labels. */
 function normalize(s: Sys, text: string): string {
