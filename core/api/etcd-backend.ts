@@ -12,7 +12,7 @@ import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
-import { ConfChangeType, Role } from '../raft/index.js';
+import { ConfChangeType, Role, quorumSize } from '../raft/index.js';
 import * as kv from '../kv/index.js';
 import { EtcdError, type EtcdErrorCode, forwardedEtcdError, isEtcdError, watchRefusalReason } from '../net/etcd/errors.js';
 import { sameElements } from '../net/etcd/watch-encoding.js';
@@ -612,7 +612,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     const voters = [...this.node.members.values()].filter((m) => !m.isLearner);
     const started = voters.filter((m) => m.name !== '').length;
     if (started === 1 && voters.length === 1) return;
-    if (started < Math.floor((voters.length + 1) / 2) + 1) throw new EtcdError('MEMBER_NOT_ENOUGH_STARTED');
+    if (started < quorumSize(voters.length + 1)) throw new EtcdError('MEMBER_NOT_ENOUGH_STARTED');
   }
 
   /**
@@ -623,12 +623,12 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
    */
   private mayRemoveVoter(id: number): void {
     const others = [...this.node.members.values()].filter((o) => o.id !== id && !o.isLearner);
-    const quorum = (n: number): number => Math.floor(n / 2) + 1;
-    if (others.filter((o) => o.name !== '').length < quorum(others.length)) throw new EtcdError('MEMBER_NOT_ENOUGH_STARTED');
+    const quorum = quorumSize(others.length);
+    if (others.filter((o) => o.name !== '').length < quorum) throw new EtcdError('MEMBER_NOT_ENOUGH_STARTED');
     const reached = (o: { id: number }): boolean => o.id === this.node.id || this.node.reachesPeer(o.id);
     // A voter this member does not reach is safe to remove: it is no part of the live quorum.
     if (id !== this.node.id && !this.node.reachesPeer(id)) return;
-    if (others.filter(reached).length < quorum(others.length)) throw new EtcdError('UNHEALTHY');
+    if (others.filter(reached).length < quorum) throw new EtcdError('UNHEALTHY');
   }
 
   memberUpdate(id: number, peerUrls: string[], ctx?: api.CallContext): Promise<api.MembersResponse> {
