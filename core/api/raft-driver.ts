@@ -12,6 +12,7 @@ import {
   EntryType,
   HardState,
   Message,
+  NONE,
   NodeId,
   RaftError,
   RawNode,
@@ -146,6 +147,12 @@ export class RaftDriver {
   readonly stats: RaftDriverStats = { readies: 0, entriesPersisted: 0, saves: 0, entriesApplied: 0, messagesSent: 0, proposals: 0, leaderChanges: 0 };
   /** Our proposals in flight, by the counter half of their request id. */
   private readonly proposals = new Map<number, Waiter>();
+  /**
+   * Proposals made while Raft knew no leader (an election), by counter: handed to Raft once
+   * one is known, as etcd's node holds proposals while it has no leader, so a write during an
+   * election is slower rather than refused. Their waiters are in `proposals`.
+   */
+  private readonly parked = new Map<number, Uint8Array>();
   /** Per follower, the last snapshot chunk waiting for its bytes: chunks are read and sent in order. */
   private readonly chunkSends = new Map<NodeId, Promise<void>>();
   /** Per follower, bumped when a chunk read fails: chunks queued before that are dropped (Raft starts over). */
@@ -189,6 +196,7 @@ export class RaftDriver {
   start(): void {
     this.ticker = setInterval(() => {
       this.node.tick();
+      this.releaseParked();
       this.schedule();
     }, this.opts.tickMs);
     this.ticker.unref?.();
@@ -204,6 +212,7 @@ export class RaftDriver {
       w.reject(err);
     }
     this.proposals.clear();
+    this.parked.clear();
     this.reads.clear();
     for (const w of this.readsWaitingForNextRound) w.reject(err);
     this.readsWaitingForNextRound = [];
@@ -232,9 +241,32 @@ export class RaftDriver {
     this.writeRequestId(data, counter);
     data.set(payload, REQUEST_ID_BYTES);
     return this.track(this.proposals, counter, () => {
+      if (this.node.raft.lead === NONE) {
+        this.parked.set(counter, data);
+        return;
+      }
       this.node.propose(data);
       this.stats.proposals++;
     });
+  }
+
+  /** Hands parked proposals to Raft once it knows a leader; those it refuses fail as DROPPED. */
+  private releaseParked(): void {
+    if (this.parked.size === 0 || this.node.raft.lead === NONE) return;
+    for (const [counter, data] of this.parked) {
+      this.parked.delete(counter);
+      try {
+        this.node.propose(data);
+        this.stats.proposals++;
+      } catch (e) {
+        const w = this.proposals.get(counter);
+        if (w === undefined) continue;
+        clearTimeout(w.timer);
+        this.proposals.delete(counter);
+        w.reject(e instanceof RaftError ? new RaftDriverError('DROPPED', e.message) : (e as Error));
+      }
+    }
+    this.schedule();
   }
 
   proposeConfChange(cc: ConfChange): void {
@@ -279,7 +311,9 @@ export class RaftDriver {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         waiters.delete(key);
-        reject(new RaftDriverError('TIMEOUT', 'request timed out'));
+        // Never handed to Raft: certainly not applied, which "no leader" tells a client.
+        if (typeof key === 'number' && this.parked.delete(key)) reject(new RaftDriverError('DROPPED', 'no leader was elected within the request timeout'));
+        else reject(new RaftDriverError('TIMEOUT', 'request timed out'));
       }, this.opts.requestTimeoutMs);
       waiters.set(key, { resolve, reject, timer });
       try {
@@ -396,6 +430,7 @@ export class RaftDriver {
     }
     if (leadChanged) this.failUnconfirmedReads();
     this.releaseReads();
+    this.releaseParked();
   }
 
   /**

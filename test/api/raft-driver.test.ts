@@ -11,7 +11,7 @@ import { Prng } from '../../core/sim/prng.js';
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-function cluster(n: number) {
+function cluster(n: number, requestTimeoutMs = 5000) {
   const drivers = new Map<number, RaftDriver>();
   const applied = new Map<number, string[]>();
   const cut = new Set<number>();
@@ -34,7 +34,7 @@ function cluster(n: number) {
         },
       },
       { apply: (_e, payload) => { const v = dec.decode(payload); log.push(v); return `applied:${v}`; }, restore: () => undefined },
-      { tickMs: 10, requestTimeoutMs: 5000 },
+      { tickMs: 10, requestTimeoutMs },
     );
     drivers.set(id, d);
   }
@@ -60,8 +60,8 @@ t.test('three drivers elect, commit from any node, read, and fail over', async (
 
   // A proposal on a follower is forwarded to the leader and resolves with the result here.
   const follower = [...drivers.keys()].find((id) => id !== leaderId)!;
-  // A follower forwards proposals only once it has heard from the new leader (before that
-  // Raft answers "no leader", as etcd does, and a client retries).
+  // A follower forwards proposals once it has heard from the new leader (before that the
+  // driver holds them: see the election tests below).
   await waitFor('the follower to know the leader', () => drivers.get(follower)!.node.status().lead === leaderId || undefined);
   t.equal(await drivers.get(follower)!.propose(enc.encode('a')), 'applied:a');
   t.equal(await drivers.get(leaderId)!.propose(enc.encode('b')), 'applied:b');
@@ -79,6 +79,31 @@ t.test('three drivers elect, commit from any node, read, and fail over', async (
   cut.clear();
   await waitFor('old leader catches up', () => applied.get(leaderId)!.includes('c'));
   t.same(applied.get(leaderId), applied.get(newLeader), 'every node applied the same sequence');
+});
+
+t.test('a proposal made while no leader is known waits for the election and is applied once, as etcd holds it', async (t) => {
+  const { drivers, applied } = cluster(3);
+  t.teardown(() => { for (const d of drivers.values()) d.stop(); });
+  for (const d of drivers.values()) d.start();
+  // Just started: no node has heard of a leader yet (Raft itself would refuse the proposal).
+  const d1 = drivers.get(1)!;
+  t.equal(d1.node.status().lead, 0, 'no leader known when proposing');
+  t.equal(await d1.propose(enc.encode('early')), 'applied:early', 'applied once a leader was elected');
+  await waitFor('every node to apply it', () => [...applied.values()].every((a) => a.includes('early')) || undefined);
+  for (const [id, a] of applied) t.same(a.filter((v) => v === 'early'), ['early'], `node ${id} applied it exactly once`);
+});
+
+t.test('a proposal held for a leader that never comes fails as DROPPED ("no leader": never applied), not as a timeout', async (t) => {
+  const { drivers, applied, cut } = cluster(3, 400);
+  t.teardown(() => { for (const d of drivers.values()) d.stop(); });
+  cut.add(2);
+  cut.add(3);
+  const d1 = drivers.get(1)!;
+  d1.start();
+  const err = await d1.propose(enc.encode('never')).then(() => undefined, (e: unknown) => e);
+  t.ok(err instanceof RaftDriverError && err.code === 'DROPPED', `fails as DROPPED (${String(err)})`);
+  t.equal(d1.node.status().lead, 0, 'still no leader');
+  t.same(applied.get(1), [], 'nothing applied');
 });
 
 t.test('read barriers the leader will never answer fail with LEADER_CHANGED when the leader changes, not at the timeout', async (t) => {
