@@ -13,7 +13,8 @@ import { DEFAULT_SNAPSHOT_EVERY_ENTRIES, LOG_ENTRIES_KEPT_AFTER_SNAPSHOT } from 
 import { checkClientTls, type ClientTls } from '../core/net/etcd/client-tls.js';
 import { parseHostPort } from '../core/net/address.js';
 import { isWildcard } from '../core/net/advertise.js';
-import { QUOTA_BYTES_MIN, parseAutoCompaction, type AutoCompactionConfig } from '../core/kv/index.js';
+import { PROGRESS_NOTIFY_INTERVAL_MS, QUOTA_BYTES_MIN, parseAutoCompaction, type AutoCompactionConfig } from '../core/kv/index.js';
+import { parseDurationMs } from '../core/kv/duration.js';
 
 export type Role = 'manager' | 'worker';
 
@@ -47,6 +48,8 @@ export interface AgentConfig {
   authTokenTtlSeconds: number;
   /** etcd's --experimental-snapshot-catchup-entries: log entries kept behind a compaction. */
   snapshotCatchUpEntries: number;
+  /** etcd's --experimental-watch-progress-notify-interval: how often idle progress_notify watchers hear the revision. */
+  watchProgressNotifyIntervalMs: number;
   /**
    * --new-board BOARD: the data dir (its SD card) was moved here from BOARD for good, or this
    * machine's id changed; take it over (agent/board-id.ts). Command line only, and naming the
@@ -118,6 +121,7 @@ const OPTIONS = {
   'snapshot-count': { type: 'string' },
   'snapshot-catchup-entries': { type: 'string' },
   'auth-token-ttl': { type: 'string' },
+  'experimental-watch-progress-notify-interval': { type: 'string' },
   'cert-file': { type: 'string' },
   'key-file': { type: 'string' },
   'trusted-ca-file': { type: 'string' },
@@ -151,6 +155,20 @@ function checkConfigFile(path: string, file: Record<string, unknown>): void {
       throw new ConfigError(`--config ${path}: "${key}" must be ${want}, not ${JSON.stringify(value)}`);
     }
   }
+}
+
+/** Shortest progress-notify interval taken: each one walks every watcher. */
+const WATCH_PROGRESS_NOTIFY_MIN_MS = 100;
+/** Longest: a day (setInterval's limit is ~24.8 days). */
+const WATCH_PROGRESS_NOTIFY_MAX_MS = 86_400_000;
+
+function progressNotifyInterval(v: unknown): number {
+  if (v === undefined) return PROGRESS_NOTIFY_INTERVAL_MS;
+  const ms = parseDurationMs(String(v));
+  if (ms === undefined || ms < WATCH_PROGRESS_NOTIFY_MIN_MS || ms > WATCH_PROGRESS_NOTIFY_MAX_MS) {
+    throw new ConfigError(`--experimental-watch-progress-notify-interval: expected a duration from 100ms to 24h (e.g. 10m, 5s), got "${String(v)}"`);
+  }
+  return ms;
 }
 
 /** Longest --auth-token-ttl: a day (a token is a password's stand-in on the wire). */
@@ -354,6 +372,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     autoCompaction: autoCompaction(get('auto-compaction-mode'), get('auto-compaction-retention')),
     snapshotCount: positiveInt('snapshot-count', get('snapshot-count'), DEFAULT_SNAPSHOT_EVERY_ENTRIES, SNAPSHOT_COUNT_MAX),
     snapshotCatchUpEntries: positiveInt('snapshot-catchup-entries', get('snapshot-catchup-entries'), LOG_ENTRIES_KEPT_AFTER_SNAPSHOT, SNAPSHOT_COUNT_MAX),
+    watchProgressNotifyIntervalMs: progressNotifyInterval(get('experimental-watch-progress-notify-interval')),
     authTokenTtlSeconds: positiveInt('auth-token-ttl', get('auth-token-ttl'), AUTH_TOKEN_TTL_SECONDS, AUTH_TOKEN_TTL_MAX_SECONDS),
     newBoard: newBoard(flags['new-board'], file['new-board']),
     clientTls: clientTls(get('cert-file'), get('key-file'), get('trusted-ca-file'), get('client-cert-auth')),

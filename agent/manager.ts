@@ -55,6 +55,7 @@ export async function startManager(
     snapshotEveryEntries: config.snapshotCount,
     snapshotCatchUpEntries: config.snapshotCatchUpEntries,
     authTokenTtlSeconds: config.authTokenTtlSeconds,
+    watchProgressNotifyIntervalMs: config.watchProgressNotifyIntervalMs,
     logger: log,
     onRemoved,
     onFatal,

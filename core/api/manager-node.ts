@@ -52,6 +52,7 @@ import {
   encodeKvRequest,
   maxQuotaBytes,
   validQuota,
+  PROGRESS_NOTIFY_INTERVAL_MS,
   QUOTA_HEAP_FRACTION,
   QUOTA_MEMORY_MAX_FRACTION,
   readSnapshot,
@@ -115,6 +116,8 @@ export interface ManagerNodeOptions {
   memoryLimits?: MemoryLimits;
   /** How long an etcd auth token lasts after its last use here (etcd's --auth-token-ttl; default 300 s). */
   authTokenTtlSeconds?: number;
+  /** How often progress_notify watchers that heard nothing get the revision (etcd's default: 10 minutes). */
+  watchProgressNotifyIntervalMs?: number;
   /** Automatic compaction on the leader; default DEFAULT_AUTO_COMPACTION (keep one hour). */
   autoCompaction?: AutoCompactionConfig;
   /**
@@ -570,7 +573,7 @@ export class ManagerNode {
       : await JoinServer.listen({ ...joinOpts, port: this.opts.joinPort, host: this.opts.bindAddr });
     this.timers.push(setInterval(() => void this.leaderDuties(), LEASE_TICK_MS));
     this.timers.push(setInterval(() => void this.recordOwnMember(self), OWN_RECORD_CHECK_MS));
-    this.timers.push(setInterval(() => this.watchHub.progressTick(), 10 * 60_000));
+    this.timers.push(setInterval(() => this.watchHub.progressTick(), this.opts.watchProgressNotifyIntervalMs ?? PROGRESS_NOTIFY_INTERVAL_MS));
   }
 
   /** Raft's configuration as of the durable log and the applied state (at start, and after a refused snapshot). */

@@ -13,6 +13,7 @@
  * Nothing is proposed when the compaction point has not moved, so an idle cluster writes
  * nothing (SD-card wear). Pure: time and the store's revisions are passed in.
  */
+import { parseDurationMs } from './duration.js';
 
 export type AutoCompactionMode = 'periodic' | 'revision' | 'off';
 
@@ -87,10 +88,9 @@ export function parseAutoCompaction(mode: string, retention: string | undefined)
   if (mode === 'off') return { mode: 'off' };
   if (mode === 'periodic') {
     const text = retention ?? '1h';
-    const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
-    if (!m) throw new RangeError(`periodic retention: expected a duration like 1h, 30m, 90s or hours as a number, got "${text}"`);
-    const unit = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[(m[2] ?? 'h') as 'ms' | 's' | 'm' | 'h'];
-    const retentionMs = Number(m[1]) * unit;
+    // A bare number is hours (etcd's reading of this flag); otherwise a Go duration.
+    const retentionMs = /^\d+(?:\.\d+)?$/.test(text.trim()) ? Number(text) * 3_600_000 : parseDurationMs(text);
+    if (retentionMs === undefined) throw new RangeError(`periodic retention: expected a duration like 1h, 30m, 90s or hours as a number, got "${text}"`);
     if (!(retentionMs >= MIN_SAMPLE_INTERVAL_MS)) throw new RangeError(`periodic retention: at least ${MIN_SAMPLE_INTERVAL_MS} ms, got "${text}"`);
     return { mode, retentionMs };
   }

@@ -82,7 +82,7 @@ export { KvStore, type ApplyContext, type KvListener, type KvStoreOptions, type 
 export { checkRequest, checkRangeRequest, checkPutRequest, checkDeleteRequest, checkTxnRequest } from './check.js';
 export { encodeKvRequest, decodeKvRequest } from './codec.js';
 export type { RangePage } from './range.js';
-export { WatchHub, WatchStream, type WatchHubOptions, type WatchHubStats } from './watch.js';
+export { PROGRESS_NOTIFY_INTERVAL_MS, WatchHub, WatchStream, type WatchHubOptions, type WatchHubStats } from './watch.js';
 export {
   LeaseTimers,
   LEASE_STALL_THRESHOLD_MS_DEFAULT,

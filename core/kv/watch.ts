@@ -48,6 +48,9 @@ import {
  */
 const NO_EVENTS = Object.freeze([]) as unknown as WatchEvent[];
 
+/** How often idle progress_notify watchers hear the revision, by default (etcd's 10 minutes; progressTick). */
+export const PROGRESS_NOTIFY_INTERVAL_MS = 600_000;
+
 export interface WatchHubOptions {
   bufferEventsMax?: number;
   bufferBytesMax?: number;

@@ -18,6 +18,7 @@ t.test('--dev needs nothing else: a one-node cluster on the default ports, loopb
   t.equal(c.snapshotCount, 10_000, 'log compaction every 10,000 entries');
   t.equal(c.snapshotCatchUpEntries, 5_000, "5,000 entries kept behind it, etcd's default");
   t.equal(c.authTokenTtlSeconds, 300, "auth tokens last 300 s after their last use, etcd's default");
+  t.equal(c.watchProgressNotifyIntervalMs, 600_000, "watch progress notifications every 10 minutes, etcd's default");
   t.equal(c.httpPort, 7480);
 });
 
@@ -28,11 +29,13 @@ t.test('every flag of the contract is accepted', async (t) => {
     '--http-port', '7580', '--lb-port', '8081', '--s3-port', '9001', '--dns-port', '8601',
     '--quota-backend-bytes', '1048576', '--auto-compaction-mode', 'revision', '--auto-compaction-retention', '5000',
     '--snapshot-count', '2000', '--snapshot-catchup-entries', '50', '--auth-token-ttl', '60',
+    '--experimental-watch-progress-notify-interval', '1m30s',
   ]);
   t.match(c, {
     name: 'm2', dataDir: '/tmp/x', join: ['manager01', '10.0.0.2:7946'], token: 'T', role: 'worker', bootstrap: false,
     advertiseAddr: '192.168.1.5', clientPort: 2479, dnsPort: 8601, quotaBackendBytes: 1_048_576,
     autoCompaction: { mode: 'revision', retentionRevisions: 5000 }, snapshotCount: 2000, snapshotCatchUpEntries: 50, authTokenTtlSeconds: 60,
+    watchProgressNotifyIntervalMs: 90_000,
   });
   t.same(parseAgentArgs(['--dev', '--auto-compaction-retention', '30m']).autoCompaction, { mode: 'periodic', retentionMs: 1_800_000 }, 'retention alone means periodic');
   t.equal(c.newBoard, undefined, 'a data dir stays on its board unless told');
@@ -132,6 +135,9 @@ t.test('bad flags: a ConfigError that names the flag', async (t) => {
     [['--dev', '--snapshot-catchup-entries', '0'], /--snapshot-catchup-entries: expected an integer/],
     [['--dev', '--auth-token-ttl', '0'], /--auth-token-ttl: expected an integer 1-86400, got "0"/],
     [['--dev', '--auth-token-ttl', '5m'], /--auth-token-ttl: expected an integer/],
+    [['--dev', '--experimental-watch-progress-notify-interval', '10'], /--experimental-watch-progress-notify-interval: expected a duration from 100ms to 24h \(e.g. 10m, 5s\), got "10"/],
+    [['--dev', '--experimental-watch-progress-notify-interval', '50ms'], /--experimental-watch-progress-notify-interval: expected a duration/],
+    [['--dev', '--experimental-watch-progress-notify-interval', '25h'], /--experimental-watch-progress-notify-interval: expected a duration/],
     [['--dev', '--no-such-flag'], /no-such-flag/],
     [['--dev', '--new-board', 'has space'], /--new-board: expected the board id the data dir last ran on/],
     [['--name', 'a', '--data-dir', '/tmp/x', '--join', '127.0.0.1:99999', '--token', 'T'], /--join: bad address "127.0.0.1:99999"/],
