@@ -18,6 +18,7 @@ commands:
         [--quota-backend-bytes N] [--auto-compaction-mode periodic|revision|off]
         [--auto-compaction-retention 1h|REVISIONS] [--snapshot-count N]
         [--snapshot-catchup-entries N] [--auth-token-ttl SECONDS] [--new-board BOARD]
+        [--experimental-watch-progress-notify-interval 10m]
         [--cert-file FILE --key-file FILE [--trusted-ca-file FILE] [--client-cert-auth]]
   token [--data-dir DIR]
   members [--json] [--watch] [--http HOST:PORT]
