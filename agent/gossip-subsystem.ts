@@ -1,7 +1,8 @@
 /**
  * The agent's membership subsystem: starts a GossipNode from the agent's flags, keeps its
- * keyring and incarnation in the data dir (written only when they change), joins the seeds
- * (resolving names, retrying in the background while none answers), and serves the membership
+ * keyring, incarnation and the peers it last saw alive in the data dir (written only when they
+ * change), joins the seeds and those peers (resolving names, retrying in the background while
+ * none answers), and serves the membership
  * and keyring HTTP API (GET /v1/agent/members[?watch=1], /v1/agent/keyring…, PUT
  * /v1/agent/tags). The HTTP server itself and the CLI wiring belong to agent/http.ts and
  * agent/cli.ts.
@@ -15,7 +16,7 @@ import { isIP } from 'node:net';
 import { join as joinPath } from 'node:path';
 import { LOCAL_CONFIG, PICLOUD_LAN_CONFIG, detectionBoundMs, profileConfig, type GossipConfig, type GossipProfile } from '../core/gossip/config.js';
 import { GossipError } from '../core/gossip/errors.js';
-import { parseHostPort as parseAddress } from '../core/net/address.js';
+import { formatHostPort, parseHostPort as parseAddress } from '../core/net/address.js';
 import { Keyring, parseKey } from '../core/gossip/keyring/index.js';
 import type { Address, KeyringOpName, MemberInfo, Meta } from '../core/gossip/types.js';
 import { LatestValueFile, writeFileDurablySync } from '../core/storage/durable-file.js';
@@ -26,6 +27,10 @@ export const DEFAULT_GOSSIP_PORT = 7946;
 export const MAX_HTTP_BODY_BYTES = 64 * 1024;
 const JOIN_RETRY_MIN_MS = 1_000;
 const JOIN_RETRY_MAX_MS = 30_000;
+/** The peers last seen alive, joined again after a restart (as Serf's snapshot rejoins). */
+const PEERS_FILE = 'peers.json';
+/** Most remembered peers kept: enough to find the cluster again, few to try at a restart. */
+const REMEMBERED_PEERS_MAX = 32;
 
 export interface GossipLoggerLike {
   info(...a: unknown[]): void;
@@ -157,6 +162,43 @@ function loadIncarnation(dir: string): number {
   return 0;
 }
 
+/**
+ * The peers saved by a previous run: a manager restarted with --bootstrap (no --join), or a
+ * node whose --join seed is down, finds the cluster through them instead of waiting, alone,
+ * until another member happens to contact it (tens of seconds). Damage means none.
+ */
+function loadRememberedPeers(file: string, log: GossipLoggerLike): string[] {
+  let list: unknown;
+  try {
+    list = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') log.warn(`gossip: ignoring unreadable ${file}: ${(err as Error).message}`);
+    return [];
+  }
+  if (!Array.isArray(list)) return [];
+  return list.filter((p): p is string => {
+    if (typeof p !== 'string') return false;
+    try {
+      parseAddress(p);
+      return true;
+    } catch {
+      return false;
+    }
+  }).slice(0, REMEMBERED_PEERS_MAX);
+}
+
+/** The peers alive or suspected now (not left, not declared dead), as HOST:PORT, sorted. */
+function livePeers(node: GossipNode): string[] {
+  const self = formatHostPort(node.address);
+  const out: string[] = [];
+  for (const m of node.members()) {
+    if (m.status !== 'alive' && m.status !== 'suspect') continue;
+    const a = formatHostPort({ host: m.host, port: m.port });
+    if (a !== self) out.push(a);
+  }
+  return out.sort().slice(0, REMEMBERED_PEERS_MAX);
+}
+
 async function resolveSeeds(join: readonly string[], log: GossipLoggerLike): Promise<Address[]> {
   const out: Address[] = [];
   for (const j of join) {
@@ -203,9 +245,13 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
 
   let stopped = false;
   let retryTimer: NodeJS.Timeout | undefined;
+  const peersPath = joinPath(dir, PEERS_FILE);
+  const remembered = loadRememberedPeers(peersPath, log);
+  const seedTexts = [...new Set([...opts.join, ...remembered])];
+  const peersFile = new LatestValueFile(peersPath, 0o600, (err) => log.warn(`gossip: peers not saved: ${err.message}`));
   const conflictDeadline = performance.now() + (opts.nameConflictRetryMs ?? detectionBoundMs(config, 1000));
   const tryJoin = async (delayMs: number): Promise<void> => {
-    const seeds = await resolveSeeds(opts.join, log);
+    const seeds = await resolveSeeds(seedTexts, log);
     try {
       if (seeds.length === 0) throw new GossipError('GOSSIP_JOIN_FAILED', 'no seed address resolved');
       const n = await node.join(seeds);
@@ -235,7 +281,15 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
       await node.stop();
       throw err;
     }
+  } else if (remembered.length > 0) {
+    // Without --join (a restarted bootstrap manager) the start does not wait on the peers: the
+    // cluster may be this node alone for now.
+    log.info(`gossip: joining the ${remembered.length} peers seen alive before the restart`);
+    tryJoin(JOIN_RETRY_MIN_MS).catch((e: GossipError) => {
+      if (!stopped) log.warn(`gossip: giving up joining the remembered peers: ${e.message}`);
+    });
   }
+  void rememberPeers(node, peersFile, remembered);
 
   let meta = { ...opts.meta } as Meta;
   const keyringOp = (op: KeyringOpName, key: string, o?: { local?: boolean }): Promise<KeyringResult> => node.keyringOp(op, key, o);
@@ -272,7 +326,7 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
       stopped = true;
       if (retryTimer) clearTimeout(retryTimer);
       await node.stop();
-      await incarnationFile.flushed();
+      await Promise.all([incarnationFile.flushed(), peersFile.flushed()]);
     },
     keyring: {
       list: (o) => keyringOp('list', '', o),
@@ -284,6 +338,30 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
     httpRoutes: () => routes(sub, () => meta),
   };
   return sub;
+}
+
+/** Saves the live peers whenever their set changes, until the node stops. */
+async function rememberPeers(node: GossipNode, file: LatestValueFile, saved: readonly string[]): Promise<void> {
+  let last = JSON.stringify(saved);
+  const save = (): void => {
+    const peers = livePeers(node);
+    // Never forget everyone: a node cut off sees all its peers die, and is the one that most
+    // needs them again.
+    if (peers.length === 0) return;
+    const text = JSON.stringify(peers);
+    if (text === last) return;
+    last = text;
+    file.save(text);
+  };
+  for (;;) {
+    try {
+      for await (const _event of node.events()) save();
+      return; // stopped
+    } catch {
+      // Fell behind the events (GOSSIP_WATCH_OVERFLOW): catch up from the member table.
+      save();
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
