@@ -4,7 +4,7 @@
  * here so every bad flag gets one clear error before anything starts listening.
  */
 import { AUTH_TOKEN_TTL_SECONDS } from '../core/api/credentials.js';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -331,7 +331,12 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
   }
   const bootstrap = flagOn('bootstrap', get('bootstrap')) || (dev && joinList.length === 0);
   if (bootstrap && joinList.length > 0) throw new ConfigError('--bootstrap and --join are mutually exclusive');
-  if (!bootstrap && joinList.length === 0) throw new ConfigError('either --bootstrap (start a cluster) or --join HOST[:PORT] --token T is required');
+  // A manager restarting from a data dir that holds its member needs neither: its token, the
+  // members and the gossip peers it knew are in the dir (core/api/manager-node.ts).
+  const restarting = role === 'manager' && existsSync(join(dataDir, 'identity.json'));
+  if (!bootstrap && joinList.length === 0 && !restarting) {
+    throw new ConfigError('either --bootstrap (start a cluster) or --join HOST[:PORT] --token T is required (a manager restarting from its data dir needs neither)');
+  }
   const token = get('token') as string | undefined;
   if (joinList.length > 0 && !token) throw new ConfigError('--join needs --token (print it on a manager with `picloud-node token`)');
   const bindAddr = address('bind', get('bind'), dev ? '127.0.0.1' : '0.0.0.0')!;

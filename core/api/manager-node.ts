@@ -429,6 +429,7 @@ export class ManagerNode {
     } else if (opts.bootstrap) {
       token = opts.token ? normaliseToken(opts.token) : generateToken();
     } else {
+      if (opts.join.length === 0) throw new NodeError('NOT_BOOTSTRAPPED', `${opts.dataDir} holds no member: start with --bootstrap (a new cluster) or --join HOST --token TOKEN`);
       if (!opts.token) throw new NodeError('BAD_TOKEN', '--join needs --token');
       token = normaliseToken(opts.token);
     }

@@ -42,6 +42,15 @@ t.test('every flag of the contract is accepted', async (t) => {
   t.equal(parseAgentArgs(['--dev', '--new-board', 'serial:abc123']).newBoard, 'serial:abc123', '--new-board names the board it replaces');
 });
 
+t.test('a manager whose data dir holds its member restarts with neither --bootstrap nor --join; others need one', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'picloud-flags-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  t.throws(() => parseAgentArgs(['--name', 'm1', '--data-dir', dir]), /either --bootstrap .* is required \(a manager restarting from its data dir needs neither\)/, 'an empty data dir');
+  writeFileSync(join(dir, 'identity.json'), '{}');
+  t.match(parseAgentArgs(['--name', 'm1', '--data-dir', dir]), { bootstrap: false, join: [], role: 'manager' }, 'a data dir with identity.json');
+  t.throws(() => parseAgentArgs(['--name', 'w1', '--data-dir', dir, '--role', 'worker']), /either --bootstrap/, 'a worker joins through --join (its token is not kept)');
+});
+
 t.test("Raft timing: etcd's --heartbeat-interval / --election-timeout (ms), or ticks", async (t) => {
   t.match(parseAgentArgs(['--dev']), { tickMs: 100, electionTicks: 10 }, "etcd's defaults: 100 ms heartbeats, 1 s election timeout");
   t.match(parseAgentArgs(['--dev', '--heartbeat-interval', '50', '--election-timeout', '500']), { tickMs: 50, electionTicks: 10 });

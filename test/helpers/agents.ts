@@ -68,18 +68,20 @@ export class AgentCluster {
     return a;
   }
 
-  args(a: AgentProc, bootstrap: boolean): string[] {
+  /** bootstrap: --bootstrap; false: --join the cluster's first agent; 'restart': neither (a manager's data dir holds its member). */
+  args(a: AgentProc, bootstrap: boolean | 'restart'): string[] {
     const base = [
       'agent', '--name', a.name, '--data-dir', a.dataDir, ...(a.bindAll === true ? [] : ['--bind', a.host]),
       '--client-port', String(a.ports.client), '--peer-port', String(a.ports.peer),
       '--gossip-port', String(a.ports.gossip), '--http-port', String(a.ports.http), ...this.extraArgs, ...(a.extraArgs ?? []),
     ];
+    if (bootstrap === 'restart') return base;
     if (bootstrap) return [...base, '--bootstrap'];
     const via = a.joinVia ?? this.agents[0]!;
     return [...base, '--join', `${via.host}:${via.ports.gossip}`, '--token', this.token];
   }
 
-  start(a: AgentProc, bootstrap: boolean): void {
+  start(a: AgentProc, bootstrap: boolean | 'restart'): void {
     // `ip netns exec` execs the command, so the PID is the agent's either way.
     const [cmd, ...pre] = [...(a.wrap ?? []), process.execPath];
     const proc = spawn(cmd!, [...pre, ...(a.nodeArgs ?? []), CLI, ...this.args(a, bootstrap)], {
