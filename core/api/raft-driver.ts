@@ -562,8 +562,10 @@ export class RaftDriver {
     if (leadChanged && lead !== 0) this.stats.leaderChanges++;
     this.lastLead = lead;
     if (this.lastRole === Role.Leader && role !== Role.Leader) {
-      // Our pending proposals may never commit; fail fast rather than at the timeout.
+      // Our pending proposals may never commit; fail fast rather than at the timeout. (Parked
+      // ones were never proposed: they wait for the next leader.)
       for (const [key, w] of this.proposals) {
+        if (this.parked.has(key)) continue;
         clearTimeout(w.timer);
         w.reject(new RaftDriverError('LEADER_CHANGED', 'leader changed; the request may or may not have been applied'));
         this.proposals.delete(key);
