@@ -121,6 +121,7 @@ export class GossipNode {
       keyring: opts.keyring,
       onPacket: (msgs, from) => node?.onPacket(msgs, from),
       onStream: (req, from) => node!.onStream(req, from),
+      streamDeadlineMs: config.tcpTimeoutMs,
     });
     const address = { host: advertiseHost, port: opts.advertisePort ?? transport.port };
     try {

