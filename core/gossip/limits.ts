@@ -67,5 +67,20 @@ export const MAX_SUSPICIONS = MAX_MEMBERS;
 /** Ping-req relays one node serves at once; more are ignored (the origin has other helpers). */
 export const MAX_RELAYS = 256;
 
+/** Largest incarnation on the wire: the largest integer a JavaScript number holds exactly.
+ * (It was 0xffffffff; see MAX_INCARNATION_STEP for why the space must be too large to use up.) */
+export const MAX_INCARNATION = Number.MAX_SAFE_INTEGER;
+
+/**
+ * How far above the incarnation a node knows of a member (itself included) a message about
+ * that member may claim and still be believed. An honest incarnation rises by one per
+ * refutation or metadata update, so a jump this large never happens; a key holder's claim of
+ * a huge incarnation does. Believed, it made the member refute above the largest incarnation
+ * the decoders accept, after which every packet it sent was dropped as malformed: one packet
+ * evicted a member for good (its incarnation is persisted across restarts). With this bound an
+ * attacker needs MAX_INCARNATION / MAX_INCARNATION_STEP (2^37) refutations to use the space up.
+ */
+export const MAX_INCARNATION_STEP = 65_536;
+
 /** Wire protocol version carried in alive messages and push-pull entries. */
 export const PROTOCOL_VERSION = 1;

@@ -31,7 +31,16 @@ import {
   type GossipConfig,
 } from './config.js';
 import { GossipDecodeError, GossipError } from './errors.js';
-import { MAX_MEMBERS, MAX_MESSAGES_PER_PACKET, MAX_NAME_BYTES, MAX_RELAYS, PROTOCOL_VERSION, SEAL_OVERHEAD_BYTES } from './limits.js';
+import {
+  MAX_INCARNATION,
+  MAX_INCARNATION_STEP,
+  MAX_MEMBERS,
+  MAX_MESSAGES_PER_PACKET,
+  MAX_NAME_BYTES,
+  MAX_RELAYS,
+  PROTOCOL_VERSION,
+  SEAL_OVERHEAD_BYTES,
+} from './limits.js';
 import { MemberTable, entryOf, isLive, memberInfo, type MemberRecord } from './member-table.js';
 import { Suspicion } from './suspicion.js';
 import {
@@ -102,6 +111,8 @@ export interface GossipCounters {
   reconnects: number;
   membersReaped: number;
   memberLimitDrops: number;
+  /** Messages ignored for claiming an incarnation more than MAX_INCARNATION_STEP above the known one. */
+  implausibleIncarnations: number;
 }
 
 function newCounters(): GossipCounters {
@@ -111,7 +122,7 @@ function newCounters(): GossipCounters {
     confirmations: 0, refutations: 0, deathsDeclared: 0, staleMessages: 0, unmatchedAcks: 0,
     aliveReplies: 0, suspicionChecks: 0, misdirectedPings: 0,
     nameConflicts: 0, packetsSent: 0, packetBytesSent: 0, pushPulls: 0, pushPullsServed: 0,
-    reconnects: 0, membersReaped: 0, memberLimitDrops: 0,
+    reconnects: 0, membersReaped: 0, memberLimitDrops: 0, implausibleIncarnations: 0,
   };
 }
 
@@ -529,6 +540,7 @@ export class GossipMachine {
       this.broadcast(a);
       return;
     }
+    if (this.implausible(a.incarnation, r.incarnation)) return;
     const moved = r.addr.host !== a.host || r.addr.port !== a.port;
     if (moved) {
       // Same name, another address: a different node, unless the old one is gone.
@@ -556,7 +568,7 @@ export class GossipMachine {
   }
 
   private onAliveAboutSelf(a: AliveMsg): void {
-    if (a.incarnation < this.incarnationNo) return;
+    if (a.incarnation < this.incarnationNo || this.implausible(a.incarnation, this.incarnationNo)) return;
     const same = a.host === this.addr.host && a.port === this.addr.port && metaEqual(a.meta, this.meta);
     if (same) {
       // Our own announcement (perhaps from before a restart): adopt its incarnation.
@@ -574,7 +586,7 @@ export class GossipMachine {
       return;
     }
     const r = this.table.get(s.name);
-    if (!r) return;
+    if (!r || this.implausible(s.incarnation, r.incarnation)) return;
     if (s.incarnation < r.incarnation) {
       this.counters.staleMessages++;
       return;
@@ -604,7 +616,7 @@ export class GossipMachine {
       return;
     }
     const r = this.table.get(d.name);
-    if (!r) return;
+    if (!r || this.implausible(d.incarnation, r.incarnation)) return;
     if (d.incarnation < r.incarnation) {
       this.counters.staleMessages++;
       return;
@@ -632,6 +644,7 @@ export class GossipMachine {
    */
   private suspectedSelf(incarnation: number): void {
     if (this.status === 'left' || this.config.faults?.noRefutation) return;
+    if (this.implausible(incarnation, this.incarnationNo)) return;
     if (incarnation >= this.incarnationNo) this.refute(incarnation);
     if (this.inPacket) this.aliveReplyDue = true;
   }
@@ -647,7 +660,9 @@ export class GossipMachine {
   private refute(incarnation: number): void {
     if (this.config.faults?.noRefutation || this.status === 'left') return;
     this.counters.refutations++;
-    this.incarnationNo = Math.max(this.incarnationNo, incarnation) + 1;
+    // Claims are at most MAX_INCARNATION_STEP above ours (implausible()), so the cap is out of
+    // reach of anything but 2^37 refutations; it only keeps us decodable.
+    this.incarnationNo = Math.min(MAX_INCARNATION, Math.max(this.incarnationNo, incarnation) + 1);
     // Lifeguard: being suspected is a hint that we are the slow one.
     this.awareness.applyDelta(1);
     this.broadcast(this.selfAlive());
@@ -909,6 +924,16 @@ export class GossipMachine {
   /** When the suspicion expires: its deadline, but never before the last check had time to be answered. */
   private expiryMs(sp: Suspicion): number {
     return Math.max(sp.deadlineMs(), sp.lastCheckMs + this.config.probeTimeoutMs);
+  }
+
+  /**
+   * A claim of an incarnation more than MAX_INCARNATION_STEP above the one we know (of a member,
+   * or of ourselves) is not believed: honest incarnations rise one at a time.
+   */
+  private implausible(claimed: number, known: number): boolean {
+    if (claimed - known <= MAX_INCARNATION_STEP) return false;
+    this.counters.implausibleIncarnations++;
+    return true;
   }
 
   private wake(atMs: number): void {

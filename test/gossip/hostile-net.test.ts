@@ -124,3 +124,24 @@ t.test('a sender without the key cannot hold the inbound stream slots by trickli
   t.teardown(() => b.stop());
   t.equal(await b.join([{ host: HOST, port: a.port }]).catch((e: Error) => e.message), 1, 'a real join is served again');
 });
+
+t.test('a key holder cannot evict a member for good by claiming the largest incarnation', async (t) => {
+  const nodes = await cluster(['a', 'b', 'c']);
+  t.teardown(() => Promise.all(nodes.map((n) => n.stop())));
+  const [a, b, c] = nodes as [GossipNode, GossipNode, GossipNode];
+  const seen = collect(a);
+  const ring = Keyring.fromSecret(SECRET);
+  // 0xffffffff was the largest incarnation the decoders accepted: c's refutation went above it,
+  // every packet carrying it was dropped as malformed, and c stayed failed (even after a restart,
+  // as the incarnation is persisted).
+  for (const claim of [0xffff_ffff, Number.MAX_SAFE_INTEGER]) {
+    await sendUdp(a.port, sealPacket(ring, [{ t: MsgType.Suspect, name: 'c', incarnation: claim, from: 'evil' }]));
+    await sendUdp(c.port, sealPacket(ring, [{ t: MsgType.Dead, name: 'c', incarnation: claim, from: 'evil' }]));
+    await sendUdp(b.port, sealPacket(ring, [{ t: MsgType.Alive, name: 'c', incarnation: claim, host: HOST, port: c.port, meta: { role: 'worker' }, protocol: 1 }]));
+  }
+  await sleep(2_500); // longer than LOCAL_CONFIG's suspicion timeout for 3 members
+  t.ok(c.incarnation < 1_000, `c's incarnation stays small (${c.incarnation})`);
+  for (const n of nodes) t.equal(statusOf(n, 'c'), 'alive', `${n.name} sees c alive`);
+  t.notOk(seen.some((e) => e.member.name === 'c' && (e.type === 'fail' || e.type === 'leave')), 'a never reported c failed or left');
+  t.ok(a.metrics().implausibleIncarnations >= 1 && b.metrics().implausibleIncarnations >= 1 && c.metrics().implausibleIncarnations >= 1, 'the claims were counted');
+});

@@ -11,6 +11,8 @@ import { ReplayCache } from '../../core/gossip/keyring/index.js';
 import {
   MAX_BROADCAST_QUEUE,
   MAX_HOST_BYTES,
+  MAX_INCARNATION,
+  MAX_INCARNATION_STEP,
   MAX_MEMBERS,
   MAX_MESSAGES_PER_PACKET,
   MAX_META_BYTES,
@@ -101,6 +103,43 @@ t.test('MAX_MEMBERS', async (t) => {
   m.step([{ t: MsgType.Alive, name: 'one-too-many', incarnation: 0, host: '10.2.0.1', port: 7946, meta: {}, protocol: 1 }], { host: '10.2.0.1', port: 7946 }, 1);
   t.equal(m.viewSummary().known, MAX_MEMBERS, 'the extra member is not tracked');
   t.equal(m.counters.memberLimitDrops, 1, 'and the drop is counted');
+});
+
+t.test('MAX_INCARNATION on the wire', async (t) => {
+  const suspect = (inc: number) => enc.encode([[MsgType.Suspect, 'n', inc, 'x']]);
+  t.equal((decodePacket(suspect(MAX_INCARNATION))[0] as { incarnation: number }).incarnation, MAX_INCARNATION);
+  t.throws(() => decodePacket(suspect(MAX_INCARNATION + 1)), { code: 'GOSSIP_DECODE_MALFORMED' });
+  t.throws(() => decodePacket(suspect(-1)), { code: 'GOSSIP_DECODE_MALFORMED' });
+  t.throws(() => decodePacket(suspect(1.5)), { code: 'GOSSIP_DECODE_MALFORMED' });
+});
+
+t.test('MAX_INCARNATION_STEP: a claim that far above the known incarnation is believed, one more is not', async (t) => {
+  const base = 7;
+  const from = { host: '10.0.0.9', port: 7946 };
+  const peer: PushPullEntry = { name: 'p', incarnation: base, host: '10.0.0.2', port: 7946, status: 'alive', meta: {}, protocol: 1 };
+  // About another member: suspect and dead (from a third node), and alive.
+  for (const t0 of [MsgType.Suspect, MsgType.Dead] as const) {
+    const m = machine('self', [peer]);
+    m.step([{ t: t0, name: 'p', incarnation: base + MAX_INCARNATION_STEP + 1, from: 'x' }], from, 1);
+    t.same([m.member('p')!.status, m.counters.implausibleIncarnations], ['alive', 1], `${MsgType[t0]} one beyond the step is ignored and counted`);
+    m.step([{ t: t0, name: 'p', incarnation: base + MAX_INCARNATION_STEP, from: 'x' }], from, 2);
+    t.same([m.member('p')!.status, m.member('p')!.incarnation], ['suspect', base + MAX_INCARNATION_STEP], `${MsgType[t0]} at the step is believed`);
+  }
+  const m = machine('self', [peer]);
+  const alive = (inc: number) => ({ t: MsgType.Alive as const, name: 'p', incarnation: inc, host: '10.0.0.2', port: 7946, meta: { v: inc }, protocol: 1 });
+  m.step([alive(base + MAX_INCARNATION_STEP + 1)], from, 1);
+  t.same([m.member('p')!.incarnation, m.counters.implausibleIncarnations], [base, 1], 'alive one beyond the step is ignored');
+  m.step([alive(base + MAX_INCARNATION_STEP)], from, 2);
+  t.equal(m.member('p')!.incarnation, base + MAX_INCARNATION_STEP, 'alive at the step is believed');
+  // About ourselves: refuted only within the step, so a claim cannot push us past MAX_INCARNATION.
+  const self = new GossipMachine({ name: 'self', address: { host: '10.0.0.1', port: 7946 }, incarnation: base, config: { ...LOCAL_CONFIG }, random: new Prng(1), nowMs: 0, initialMembers: [peer] });
+  self.step([{ t: MsgType.Suspect, name: 'self', incarnation: base + MAX_INCARNATION_STEP + 1, from: 'x' }], from, 1);
+  t.same([self.incarnation, self.counters.refutations], [base, 0], 'a claim about us beyond the step is not refuted');
+  self.step([{ t: MsgType.Suspect, name: 'self', incarnation: base + MAX_INCARNATION_STEP, from: 'x' }], from, 2);
+  t.same([self.incarnation, self.counters.refutations], [base + MAX_INCARNATION_STEP + 1, 1], 'a claim at the step is refuted above it');
+  const top = new GossipMachine({ name: 'self', address: { host: '10.0.0.1', port: 7946 }, incarnation: MAX_INCARNATION - 1, config: { ...LOCAL_CONFIG }, random: new Prng(1), nowMs: 0, initialMembers: [peer] });
+  top.step([{ t: MsgType.Suspect, name: 'self', incarnation: MAX_INCARNATION, from: 'x' }], from, 1);
+  t.equal(top.incarnation, MAX_INCARNATION, 'a refutation never goes past MAX_INCARNATION (it would no longer decode)');
 });
 
 t.test('MAX_BROADCAST_QUEUE', async (t) => {

@@ -11,6 +11,7 @@ import { Decoder, Encoder } from 'cbor-x';
 import { GossipDecodeError } from '../errors.js';
 import {
   MAX_HOST_BYTES,
+  MAX_INCARNATION,
   MAX_MEMBERS,
   MAX_MESSAGES_PER_PACKET,
   MAX_META_BYTES,
@@ -334,7 +335,7 @@ function decodeMessage(v: unknown): Message {
       return {
         t: MsgType.Alive,
         name: text(f[1], MAX_NAME_BYTES, 'name'),
-        incarnation: uint(f[2], UINT32_MAX, 'incarnation'),
+        incarnation: uint(f[2], MAX_INCARNATION, 'incarnation'),
         host: text(f[3], MAX_HOST_BYTES, 'host'),
         port: port(f[4]),
         meta: checkMeta(f[5]),
@@ -346,7 +347,7 @@ function decodeMessage(v: unknown): Message {
       return {
         t: type,
         name: text(f[1], MAX_NAME_BYTES, 'name'),
-        incarnation: uint(f[2], UINT32_MAX, 'incarnation'),
+        incarnation: uint(f[2], MAX_INCARNATION, 'incarnation'),
         from: text(f[3], MAX_NAME_BYTES, 'from'),
       };
     default:
@@ -373,7 +374,7 @@ function decodeEntry(v: unknown): PushPullEntry {
   const code = uint(f[4], STATUS_BY_CODE.length - 1, 'status');
   return {
     name: text(f[0], MAX_NAME_BYTES, 'name'),
-    incarnation: uint(f[1], UINT32_MAX, 'incarnation'),
+    incarnation: uint(f[1], MAX_INCARNATION, 'incarnation'),
     host: text(f[2], MAX_HOST_BYTES, 'host'),
     port: port(f[3]),
     status: STATUS_BY_CODE[code]!,
