@@ -190,6 +190,7 @@ export class GossipMachine {
   /** Set while a packet is being handled that told us we are suspect or dead. */
   private aliveReplyDue = false;
   private inPacket = false;
+  private lastNameConflictText: string | undefined;
 
   constructor(opts: GossipMachineOptions) {
     validateConfig(opts.config);
@@ -285,6 +286,14 @@ export class GossipMachine {
 
   get broadcastsDropped(): number {
     return this.queue.dropped;
+  }
+
+  /**
+   * What the latest name conflict was (counters.nameConflicts counts them): memberlist logs
+   * each and tells a conflict delegate; a node taking another's name must not go unnoticed.
+   */
+  get lastNameConflict(): string | undefined {
+    return this.lastNameConflictText;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -406,7 +415,7 @@ export class GossipMachine {
         this.counters.pushPullsServed++;
         const conflict = req.join ? this.joinConflict(req) : undefined;
         if (conflict) {
-          this.counters.nameConflicts++;
+          this.nameConflict(`join refused: ${conflict}`);
           reply = { t: MsgType.StreamError, code: 'GOSSIP_NAME_CONFLICT', message: conflict };
           break;
         }
@@ -441,7 +450,7 @@ export class GossipMachine {
         else {
           const conflict = this.selfConflict(reply.states);
           if (conflict) {
-            this.counters.nameConflicts++;
+            this.nameConflict(`our name ${this.name} is held by a live member at another address`);
             this.out.joins.push({ streamId: id, ok: false, code: 'GOSSIP_NAME_CONFLICT' });
           } else {
             this.mergeState(reply.states, reply.from);
@@ -545,7 +554,7 @@ export class GossipMachine {
     if (moved) {
       // Same name, another address: a different node, unless the old one is gone.
       if (isLive(r)) {
-        this.counters.nameConflicts++;
+        this.nameConflict(`${a.host}:${a.port} claims the name ${a.name}, held by a live member at ${r.addr.host}:${r.addr.port}; ignored`);
         return;
       }
     } else if (a.incarnation <= r.incarnation) {
@@ -575,7 +584,7 @@ export class GossipMachine {
       this.incarnationNo = a.incarnation;
       return;
     }
-    if (a.host !== this.addr.host || a.port !== this.addr.port) this.counters.nameConflicts++;
+    if (a.host !== this.addr.host || a.port !== this.addr.port) this.nameConflict(`${a.host}:${a.port} claims our name ${a.name}; refuted`);
     this.refute(a.incarnation);
   }
 
@@ -924,6 +933,12 @@ export class GossipMachine {
   /** When the suspicion expires: its deadline, but never before the last check had time to be answered. */
   private expiryMs(sp: Suspicion): number {
     return Math.max(sp.deadlineMs(), sp.lastCheckMs + this.config.probeTimeoutMs);
+  }
+
+  /** Counts a name conflict and keeps its description for the embedder's log. */
+  private nameConflict(what: string): void {
+    this.counters.nameConflicts++;
+    this.lastNameConflictText = what;
   }
 
   /**

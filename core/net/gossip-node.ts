@@ -76,6 +76,8 @@ interface Subscriber {
 }
 
 const KEYRING_FANOUT = 16;
+/** At most one name-conflict warning per this long (a key holder could send thousands). */
+const CONFLICT_LOG_INTERVAL_MS = 10_000;
 
 export class GossipNode {
   private readonly machine: GossipMachine;
@@ -92,6 +94,8 @@ export class GossipNode {
   private lastIncarnation: number;
   private stopped = false;
   private readonly log: GossipLogger;
+  private conflictsLogged = 0;
+  private conflictLoggedAtMs = -Infinity;
 
   private constructor(private readonly opts: GossipNodeOptions, address: Address, config: GossipConfig) {
     this.log = opts.logger ?? { info: () => {}, warn: () => {} };
@@ -404,6 +408,7 @@ export class GossipNode {
       }
     }
     if (fx.events.length > 0) this.publish(fx.events);
+    this.logNameConflicts();
     if (this.machine.incarnation !== this.lastIncarnation) {
       this.lastIncarnation = this.machine.incarnation;
       try {
@@ -415,6 +420,15 @@ export class GossipNode {
       }
     }
     this.schedule();
+  }
+
+  private logNameConflicts(): void {
+    const total = this.machine.counters.nameConflicts;
+    if (total === this.conflictsLogged || this.now() - this.conflictLoggedAtMs < CONFLICT_LOG_INTERVAL_MS) return;
+    const n = total - this.conflictsLogged;
+    this.conflictsLogged = total;
+    this.conflictLoggedAtMs = this.now();
+    this.log.warn(`gossip: name conflict${n > 1 ? ` (${n} since the last warning)` : ''}: ${this.machine.lastNameConflict ?? ''}`);
   }
 
   private streamDone(id: number, reply: StreamMsg | null): void {

@@ -145,3 +145,111 @@ t.test('a key holder cannot evict a member for good by claiming the largest inca
   t.notOk(seen.some((e) => e.member.name === 'c' && (e.type === 'fail' || e.type === 'leave')), 'a never reported c failed or left');
   t.ok(a.metrics().implausibleIncarnations >= 1 && b.metrics().implausibleIncarnations >= 1 && c.metrics().implausibleIncarnations >= 1, 'the claims were counted');
 });
+
+/** A keyring that records every sealed datagram and frame it produces: the bytes on the wire. */
+class TappedKeyring extends Keyring {
+  readonly sealed: Array<{ kind: 'udp' | 'tcp'; plain: Buffer; bytes: Buffer }> = [];
+  override seal(plaintext: Uint8Array, kind: 'udp' | 'tcp'): Buffer {
+    const bytes = super.seal(plaintext, kind);
+    this.sealed.push({ kind, plain: Buffer.from(plaintext), bytes });
+    return bytes;
+  }
+}
+
+t.test('replays: a captured suspicion or death after the refutation, and a captured join of a member that left, change nothing', async (t) => {
+  const tap = new TappedKeyring(Buffer.from(Keyring.fromSecret(SECRET).primaryKey(), 'base64'));
+  const a = await startNode('a', tap);
+  const b = await startNode('b');
+  const c = await startNode('c');
+  t.teardown(() => Promise.all([a, b, c].map((n) => n.stop())));
+  await b.join([{ host: HOST, port: a.port }]);
+  await waitFor('a, b', () => [a, b].every((n) => n.members().filter((m) => m.status === 'alive').length === 2));
+  const ring = Keyring.fromSecret(SECRET);
+  // A key holder makes a suspect b at its current incarnation; a gossips the suspicion (captured
+  // on a's keyring) and b refutes it.
+  const inc = b.incarnation;
+  tap.sealed.length = 0;
+  await sendUdp(a.port, sealPacket(ring, [{ t: MsgType.Suspect, name: 'b', incarnation: inc, from: 'evil' }]));
+  await waitFor('b refuted', () => b.incarnation > inc && statusOf(a, 'b') === 'alive');
+  const captured = tap.sealed.filter((s) => s.kind === 'udp' && s.plain.includes(Buffer.from('evil'))).map((s) => s.bytes);
+  t.ok(captured.length > 0, `captured ${captured.length} of a's packets carrying the suspicion`);
+  // c joins now: it has never seen these nonces, so only incarnations protect it.
+  await c.join([{ host: HOST, port: a.port }]);
+  await waitFor('three alive', () => [a, b, c].every((n) => n.members().filter((m) => m.status === 'alive').length === 3));
+  const seenByC = collect(c);
+  const incB = b.incarnation;
+  const dead = sealPacket(ring, [{ t: MsgType.Dead, name: 'b', incarnation: inc, from: 'evil' }]);
+  for (let round = 0; round < 3; round++) {
+    for (const bytes of [...captured, dead]) for (const n of [a, b, c]) await sendUdp(n.port, bytes);
+    await sleep(200);
+  }
+  await sleep(500);
+  for (const n of [a, b, c]) t.equal(statusOf(n, 'b'), 'alive', `${n.name} still sees b alive`);
+  t.equal(b.incarnation, incB, 'b had nothing to refute: the replays were stale');
+  t.ok(a.metrics().replayed >= captured.length, `a dropped its own packets as replays (${a.metrics().replayed})`);
+  t.ok(c.metrics().staleMessages >= 1, `c, which never saw them, ignored them as stale (${c.metrics().staleMessages})`);
+  t.notOk(seenByC.some((e) => e.member.name === 'b'), 'c emitted no event about b');
+
+  // b leaves; its join push-pull (captured from the wire: b's first frame to a) is replayed to c.
+  const tapB = new TappedKeyring(Buffer.from(ring.primaryKey(), 'base64'));
+  const d = await startNode('d', tapB);
+  t.teardown(() => d.stop());
+  await d.join([{ host: HOST, port: a.port }]);
+  await waitFor('d seen by c', () => statusOf(c, 'd') === 'alive');
+  const joinFrame = tapB.sealed.find((s) => s.kind === 'tcp')!.bytes;
+  const aliveAnnouncements = tapB.sealed.filter((s) => s.kind === 'udp').map((s) => s.bytes);
+  await d.leave();
+  await d.stop();
+  await waitFor('d left everywhere', () => [a, b, c].every((n) => statusOf(n, 'd') === 'left'));
+  const eventsBefore = seenByC.length;
+  const reply = await tcpRequest(c.port, frameOf(joinFrame));
+  t.ok(reply.length > 0, 'c answered the replayed join (it never saw that nonce)');
+  for (const bytes of aliveAnnouncements) for (const n of [a, b, c]) await sendUdp(n.port, bytes);
+  await sleep(500);
+  for (const n of [a, b, c]) t.equal(statusOf(n, 'd'), 'left', `${n.name} still has d as left`);
+  t.same(seenByC.slice(eventsBefore).filter((e) => e.member.name === 'd').map((e) => e.type), [], 'c emitted no event about d: it was not re-added');
+});
+
+t.test('impersonation by a key holder: a name from another address, a false leave, a join under a live name', async (t) => {
+  const warnings: string[] = [];
+  const nodes: GossipNode[] = [];
+  for (const name of ['a', 'b', 'c']) {
+    nodes.push(await GossipNode.start({
+      name, bindHost: HOST, bindPort: 0, keyring: Keyring.fromSecret(SECRET), config: { ...LOCAL_CONFIG }, meta: { role: 'worker' },
+      logger: { info: () => {}, warn: (...args: unknown[]) => warnings.push(`${name}: ${args.join(' ')}`) },
+    }));
+  }
+  for (const n of nodes.slice(1)) await n.join([{ host: HOST, port: nodes[0]!.port }]);
+  await waitFor('convergence', () => nodes.every((n) => n.members().filter((m) => m.status === 'alive').length === 3));
+  t.teardown(() => Promise.all(nodes.map((n) => n.stop())));
+  const [a, b, c] = nodes as [GossipNode, GossipNode, GossipNode];
+  const ring = Keyring.fromSecret(SECRET);
+  const seen = collect(a);
+  // c's name from another address, at a higher incarnation, to a and b: not taken over.
+  const claim = sealPacket(ring, [{ t: MsgType.Alive, name: 'c', incarnation: c.incarnation + 5, host: '127.0.0.9', port: 4242, meta: { role: 'evil' }, protocol: 1 }]);
+  await sendUdp(a.port, claim);
+  await sendUdp(b.port, claim);
+  await waitFor('conflicts counted', () => a.metrics().nameConflicts >= 1 && b.metrics().nameConflicts >= 1);
+  for (const n of [a, b]) {
+    const m = n.members().find((x) => x.name === 'c')!;
+    t.same([m.host, m.port, m.meta.role, m.status], [HOST, c.port, 'worker', 'alive'], `${n.name} keeps c at its own address`);
+  }
+  t.ok(warnings.some((w) => /^a: gossip: name conflict: 127\.0\.0\.9:4242 claims the name c, held by a live member at 127\.0\.0\.1:\d+/.test(w)), `not silent: a warns (${warnings.join(' | ')})`);
+  // The same claim sent to c itself: c refutes, and the refutation wins everywhere.
+  const incC = c.incarnation;
+  await sendUdp(c.port, sealPacket(ring, [{ t: MsgType.Alive, name: 'c', incarnation: incC, host: '127.0.0.9', port: 4242, meta: {}, protocol: 1 }]));
+  await waitFor('c refuted the impostor', () => c.incarnation > incC && [a, b].every((n) => n.members().find((x) => x.name === 'c')!.incarnation === c.incarnation));
+
+  // "b left", forged by a key holder: a believes it for a moment, b refutes and is back.
+  const incB = b.incarnation;
+  await sendUdp(a.port, sealPacket(ring, [{ t: MsgType.Dead, name: 'b', incarnation: incB, from: 'b' }]));
+  await waitFor('b back with a new incarnation', () => b.incarnation > incB && nodes.every((n) => statusOf(n, 'b') === 'alive'));
+  t.pass(`b refuted the forged leave (incarnation ${incB} → ${b.incarnation}); a saw ${seen.filter((e) => e.member.name === 'b').map((e) => e.type).join(', ')}`);
+
+  // A key holder joining under a live member's name from another address is refused.
+  const impostor = await startNode('b');
+  t.teardown(() => impostor.stop());
+  await t.rejects(impostor.join([{ host: HOST, port: a.port }]), { code: 'GOSSIP_NAME_CONFLICT' });
+  await sleep(300);
+  for (const n of nodes) t.equal(n.members().find((x) => x.name === 'b')!.port, b.port, `${n.name} still has the real b`);
+});
