@@ -12,7 +12,10 @@ import { join } from 'node:path';
 import { run as keyringCommand } from '../../agent/commands/keyring.js';
 import { run as membersCommand } from '../../agent/commands/members.js';
 import { MAX_HTTP_BODY_BYTES, parseHostPort, startGossip, type GossipSubsystem } from '../../agent/gossip-subsystem.js';
-import { generateKey } from '../../core/gossip/keyring/index.js';
+import { createSocket } from 'node:dgram';
+import { encodePacket } from '../../core/gossip/codec/index.js';
+import { Keyring, generateKey, parseKey } from '../../core/gossip/keyring/index.js';
+import { MsgType } from '../../core/gossip/types.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'picloud-gossip-cmd-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -153,6 +156,52 @@ t.test('members, watch, keyring rotation through the CLI; keyring and incarnatio
   a.server.closeAllConnections();
   t.equal(await watching2, 1, 'a broken stream is an error');
   t.match(o.err.join('\n'), /lost the watch stream/);
+});
+
+t.test('after a rotation through the CLI, a member that was away with the old key only is cut off, and the removed key opens nothing', async (t) => {
+  const a = await agent('rot-a');
+  const b = await agent('rot-b', [`127.0.0.1:${a.gossipPort}`]);
+  let d = await agent('rot-d', [`127.0.0.1:${a.gossipPort}`]);
+  t.teardown(async () => {
+    for (const x of [a, b, d]) await stop(x).catch(() => {});
+  });
+  const until = (pred: () => boolean, ms = 8_000) => (async () => {
+    const end = Date.now() + ms;
+    while (!pred() && Date.now() < end) await new Promise((r) => setTimeout(r, 25));
+    return pred();
+  })();
+  const stateOf = (x: { sub: GossipSubsystem }, name: string) => x.sub.members().find((m) => m.name === name)?.state;
+  t.ok(await until(() => [a, b, d].every((x) => x.sub.members().filter((m) => m.state === 'alive').length === 3)), 'three members');
+  const oldKey = (await a.sub.keyring.list()).keys![0]!.key;
+  const dPort = d.gossipPort;
+  await d.sub.leave();
+  await stop(d);
+  t.ok(await until(() => stateOf(a, 'rot-d') === 'left' && stateOf(b, 'rot-d') === 'left'), 'd is away (left)');
+
+  const next = generateKey();
+  let o = io();
+  for (const op of ['install', 'use', 'remove'] as const) {
+    o = io();
+    t.equal(await keyringCommand([op, op === 'remove' ? oldKey : next, '--http', b.http], o.io), 0, `keyring ${op}: ${o.out.join(' ')} ${o.err.join(' ')}`);
+  }
+  t.same(o.out, ['key removed on 2 of 2 members']);
+
+  // d comes back with its saved keyring (the old key only): its join is refused, it stays cut off.
+  const authBefore = a.sub.metrics().authFailures!;
+  d = await agent('rot-d', [`127.0.0.1:${a.gossipPort}`], dPort);
+  t.notOk(await until(() => stateOf(a, 'rot-d') === 'alive' || stateOf(d, 'rot-a') !== undefined, 1_500), 'a and d never see each other');
+  t.ok(a.sub.metrics().authFailures! > authBefore, `a refused d's traffic as unauthenticated (${a.sub.metrics().authFailures! - authBefore})`);
+  t.equal(stateOf(a, 'rot-d'), 'left');
+
+  // A fresh packet sealed with the removed key (not a replay) is not accepted either.
+  const removed = new Keyring(parseKey(oldKey));
+  const forged = removed.seal(encodePacket([{ t: MsgType.Alive, name: 'ghost', incarnation: 1, host: '127.0.0.1', port: 9, meta: {}, protocol: 1 }]), 'udp');
+  const before = a.sub.metrics().authFailures!;
+  const sock = createSocket('udp4');
+  await new Promise<void>((r) => sock.send(forged, a.gossipPort, '127.0.0.1', () => r()));
+  sock.close();
+  t.ok(await until(() => a.sub.metrics().authFailures! > before, 3_000), 'counted as an authentication failure');
+  t.equal(stateOf(a, 'ghost'), undefined, 'nothing was injected');
 });
 
 t.test('HTTP routes refuse oversized and malformed bodies', async (t) => {
