@@ -21,7 +21,9 @@ import {
   pushPullSize,
 } from '../../core/gossip/codec/index.js';
 import { GossipDecodeError } from '../../core/gossip/errors.js';
-import { MAX_MEMBERS, MAX_STREAM_FRAME_BYTES } from '../../core/gossip/limits.js';
+import { LOCAL_CONFIG } from '../../core/gossip/config.js';
+import { MAX_INCARNATION, MAX_INCARNATION_STEP, MAX_MEMBERS, MAX_STREAM_FRAME_BYTES } from '../../core/gossip/limits.js';
+import { Prng } from '../../core/sim/prng.js';
 import { GossipMachine } from '../../core/gossip/machine.js';
 import { MsgType, type Message, type Meta, type PushPullEntry, type StreamMsg } from '../../core/gossip/types.js';
 
@@ -187,3 +189,96 @@ t.test('push-pull with more than MAX_MEMBERS entries is refused', async (t) => {
   const over = enc.encode([MsgType.PushPull, false, 'x', new Array(MAX_MEMBERS + 1).fill(entry)]);
   t.throws(() => decodeStream(over), { code: 'GOSSIP_DECODE_OVERSIZED' });
 });
+
+// ---------------------------------------------------------------------------------------------
+// Valid-but-hostile input: what a key holder can send once the keyring has opened it.
+
+const hostileInt = fc.oneof(
+  fc.constantFrom(0, 1, 5, 6, -1, -0, 1.5, Number.NaN, Number.POSITIVE_INFINITY, 0xffff_ffff, 2 ** 32, MAX_INCARNATION, MAX_INCARNATION + 1, 5 + MAX_INCARNATION_STEP, 6 + MAX_INCARNATION_STEP),
+  fc.nat(),
+);
+const hostileName = fc.oneof(fc.constantFrom('self', 'peer', 'other', '__proto__', 'constructor', 'toString', '', 'n'.repeat(129)), name);
+const hostileHost = fc.constantFrom('10.0.0.1', '10.0.0.2', '10.0.0.9', '', '::1', 'h'.repeat(65));
+const hostilePort = fc.constantFrom(0, 1, 7946, 7947, 65535, 65536, -1);
+const hostileMeta = fc.oneof(
+  meta,
+  fc.constant({ role: 'r'.repeat(600) }),
+  fc.constant(new Map([['a', 1]])),
+  fc.constant([1, 2]),
+  fc.constant({ deep: { a: { b: { c: { d: { e: 1 } } } } } }),
+  fc.constant({ n: Number.NaN }),
+  fc.constant(null),
+);
+const hostileType = fc.constantFrom(0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 99, -1, 'x');
+const hostileTuple = fc.oneof(
+  fc.tuple(hostileType, hostileInt, hostileName),
+  fc.tuple(hostileType, hostileInt, hostileName, hostileHost, hostilePort, fc.boolean()),
+  fc.tuple(hostileType, hostileName, hostileInt, hostileHost, hostilePort, hostileMeta, hostileInt),
+  fc.tuple(hostileType, hostileName, hostileInt, hostileName),
+);
+const hostileEntry = fc.tuple(hostileName, hostileInt, hostileHost, hostilePort, fc.constantFrom(0, 1, 2, 3, 4, -1), hostileMeta, hostileInt);
+
+function victim(): GossipMachine {
+  const at = (n: string, host: string): PushPullEntry => ({ name: n, incarnation: 5, host, port: 7946, status: 'alive', meta: { role: 'worker' }, protocol: 1 });
+  return new GossipMachine({
+    name: 'self', address: { host: '10.0.0.1', port: 7946 }, incarnation: 5, config: { ...LOCAL_CONFIG }, random: new Prng(7), nowMs: 0,
+    initialMembers: [at('peer', '10.0.0.2'), at('other', '10.0.0.3')],
+  });
+}
+
+/** Everything the machine sends must still decode, and its state must stay in bounds. */
+function outputDecodes(m: GossipMachine, fx: ReturnType<GossipMachine['tick']>): boolean {
+  for (const p of fx.packets) decodePacket(encodePacket(p.messages));
+  for (const s of fx.streams) decodeStreamFrame(encodeStreamFrame(s.request));
+  return m.members().every((x) => Number.isSafeInteger(x.incarnation) && x.incarnation >= 0 && x.incarnation <= MAX_INCARNATION);
+}
+
+t.test('fuzz: hostile but decodable messages (after the keyring opened them) never throw in the machine and never make it send what does not decode', async (t) => {
+  const { Encoder } = await import('cbor-x');
+  const enc = new Encoder({ useRecords: false, mapsAsObjects: true });
+  assertProperty(t, 'packets from a key holder',
+    fc.property(fc.array(fc.array(hostileTuple, { minLength: 1, maxLength: 8 }), { minLength: 1, maxLength: 6 }), (packets) => {
+      const m = victim();
+      let now = 1;
+      for (const tuples of packets) {
+        let msgs: Message[];
+        try {
+          msgs = decodePacket(enc.encode(tuples));
+        } catch (e) {
+          if (!(e instanceof GossipDecodeError)) return false;
+          continue;
+        }
+        if (!outputDecodes(m, m.step(msgs, { host: '10.0.0.9', port: 7946 }, now))) return false;
+        now += 150;
+        if (!outputDecodes(m, m.tick(now))) return false;
+      }
+      // Each message moves our incarnation by at most MAX_INCARNATION_STEP + 1.
+      return m.incarnation <= 5 + packets.flat().length * (MAX_INCARNATION_STEP + 1) && m.member('self')!.status === 'alive';
+    }),
+    { numRuns: 1500 },
+  );
+  assertProperty(t, 'push-pulls from a key holder',
+    fc.property(fc.boolean(), hostileName, fc.array(hostileEntry, { maxLength: 12 }), (join, from, entries) => {
+      const m = victim();
+      let req: StreamMsg;
+      try {
+        req = decodeStreamFrame(encodeFrameRaw(enc.encode([MsgType.PushPull, join, from, entries])));
+      } catch (e) {
+        return e instanceof GossipDecodeError;
+      }
+      const { reply, effects } = m.handleStream(req, 1);
+      decodeStreamFrame(encodeStreamFrame(reply));
+      return outputDecodes(m, effects) && outputDecodes(m, m.tick(500)) && m.viewSummary().known <= MAX_MEMBERS;
+    }),
+    { numRuns: 1500 },
+  );
+  // A CBOR array head may claim any length; cbor-x refuses absurd ones before allocating.
+  for (const head of [[0x9a, 0xff, 0xff, 0xff, 0xff], [0x9b, 0, 0x1f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], [0xba, 0xff, 0xff, 0xff, 0xff]]) {
+    t.throws(() => decodePacket(Buffer.from([...head, 0x82, 0x02, 0x01])), GossipDecodeError, `a head claiming a huge count (${Buffer.from(head).toString('hex')}) is a typed error`);
+  }
+});
+
+/** A plain (flag 0) stream frame around already-encoded CBOR. */
+function encodeFrameRaw(cbor: Uint8Array): Buffer {
+  return Buffer.concat([Buffer.from([0]), cbor]);
+}
