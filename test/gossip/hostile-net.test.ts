@@ -253,3 +253,44 @@ t.test('impersonation by a key holder: a name from another address, a false leav
   await sleep(300);
   for (const n of nodes) t.equal(n.members().find((x) => x.name === 'b')!.port, b.port, `${n.name} still has the real b`);
 });
+
+t.test('metadata: bad encodings from a key holder are dropped and counted, oversized updates refused, good updates spread', async (t) => {
+  const nodes = await cluster(['a', 'b']);
+  t.teardown(() => Promise.all(nodes.map((n) => n.stop())));
+  const [a, b] = nodes as [GossipNode, GossipNode];
+  const ring = Keyring.fromSecret(SECRET);
+  const { Encoder } = await import('cbor-x');
+  const enc = new Encoder({ useRecords: false, mapsAsObjects: true });
+  const alive = (meta: unknown) => [MsgType.Alive, 'meta-evil', 1, HOST, 4242, meta, 1];
+  const deep: Record<string, unknown> = {};
+  let at = deep;
+  for (let i = 0; i < 40; i++) at = (at.x = {}) as Record<string, unknown>;
+  const bad: unknown[] = [
+    { role: 'r'.repeat(600) }, // over MAX_META_BYTES
+    { n: Number.NaN },
+    { when: new Date(0) }, // a CBOR tag
+    { big: 2n ** 70n }, // a bignum tag
+    { bin: new Uint8Array(4) },
+    { u: undefined },
+    deep,
+    'not a map',
+    [1, 2, 3],
+    new Map<unknown, unknown>([[[1, 2], 'array key']]),
+  ];
+  const before = a.metrics().malformed;
+  for (const meta of bad) await sendUdp(a.port, ring.seal(enc.encode([alive(meta)]), 'udp'));
+  // The same through a push-pull (TCP): refused whole, no reply.
+  const reply = await tcpRequest(a.port, frameOf(ring.seal(Buffer.concat([Buffer.from([0]), enc.encode([MsgType.PushPull, false, 'meta-evil', [['meta-evil', 1, HOST, 4242, 0, { n: Number.NaN }, 1]]])]), 'tcp')));
+  t.equal(reply.length, 0, 'no reply to a push-pull with bad metadata');
+  await waitFor('drops counted', () => a.metrics().malformed - before >= bad.length + 1).catch(() => undefined);
+  t.equal(a.metrics().malformed - before, bad.length + 1, 'every bad encoding was counted as malformed');
+  t.equal(a.members().find((m) => m.name === 'meta-evil'), undefined, 'nothing was added');
+  t.equal(({} as Record<string, unknown>).x, undefined, 'Object.prototype untouched');
+
+  t.throws(() => b.updateMeta({ role: 'r'.repeat(600) }), { code: 'GOSSIP_META_TOO_LARGE' });
+  t.throws(() => b.updateMeta({ n: Number.NaN } as never), { code: 'GOSSIP_META_INVALID' });
+  b.updateMeta({ role: 'worker', tags: { zone: 'z1' } });
+  await waitFor('update seen by a', () => (a.members().find((m) => m.name === 'b')!.meta.tags as { zone?: string } | undefined)?.zone === 'z1');
+  t.pass('a good update reached a');
+  t.equal(statusOf(a, 'b'), 'alive', 'and a still serves');
+});
