@@ -55,6 +55,12 @@ export const KEY_BYTES = 32;
 /** Concurrent inbound TCP streams one node serves; more are refused at accept. */
 export const MAX_INBOUND_STREAMS = 32;
 
+/** Of those, at most this many from one remote address (other than the node's own: several
+ * nodes of one machine, as in tests and --dev, share it). Honest peers hold one or two at once
+ * (a push-pull, a TCP fallback ping, a keyring op); without it one host reconnecting as each
+ * connection times out keeps every slot and so every other node's streams refused. */
+export const MAX_INBOUND_STREAMS_PER_ADDRESS = 8;
+
 /** Recently seen nonces remembered to drop replayed packets (see keyring/replay.ts). */
 export const REPLAY_CACHE_ENTRIES = 16_384;
 

@@ -13,6 +13,7 @@ import { GossipError } from '../gossip/errors.js';
 import { Keyring, ReplayCache } from '../gossip/keyring/index.js';
 import {
   MAX_INBOUND_STREAMS,
+  MAX_INBOUND_STREAMS_PER_ADDRESS,
   MAX_STREAM_FRAME_BYTES,
   MAX_UDP_PACKET_BYTES,
   SEAL_OVERHEAD_BYTES,
@@ -35,7 +36,7 @@ export interface TransportStats {
   oversized: number;
   streamsIn: number;
   streamsOut: number;
-  /** Inbound connections refused because MAX_INBOUND_STREAMS were busy. */
+  /** Inbound connections refused because MAX_INBOUND_STREAMS (or MAX_INBOUND_STREAMS_PER_ADDRESS) were busy. */
   streamsRefused: number;
   /** Outbound requests that failed (refused, timed out, bad reply). */
   streamFailures: number;
@@ -79,6 +80,8 @@ export class GossipTransport {
   };
   private readonly replay = new ReplayCache();
   private activeInbound = 0;
+  /** Inbound streams open per remote address (MAX_INBOUND_STREAMS_PER_ADDRESS); entries at 0 are deleted. */
+  private readonly inboundByAddress = new Map<string, number>();
   /** Bytes of inbound frames being read now (MAX_PENDING_INBOUND_FRAME_BYTES). */
   private pendingFrameBytes = 0;
   private readonly sockets = new Set<Socket>();
@@ -236,11 +239,16 @@ export class GossipTransport {
   }
 
   private onConnection(sock: Socket): void {
-    if (this.closed || this.activeInbound >= MAX_INBOUND_STREAMS) {
+    const source = sock.remoteAddress ?? '';
+    // Connections from our own address come from this machine (other nodes of it, tools).
+    const counted = source !== '' && source !== sock.localAddress;
+    const fromSource = counted ? this.inboundByAddress.get(source) ?? 0 : 0;
+    if (this.closed || this.activeInbound >= MAX_INBOUND_STREAMS || fromSource >= MAX_INBOUND_STREAMS_PER_ADDRESS) {
       this.stats.streamsRefused++;
       sock.destroy();
       return;
     }
+    if (counted) this.inboundByAddress.set(source, fromSource + 1);
     this.activeInbound++;
     this.stats.streamsIn++;
     this.sockets.add(sock);
@@ -257,6 +265,11 @@ export class GossipTransport {
       clearTimeout(deadline);
       release();
       this.activeInbound--;
+      if (counted) {
+        const left = (this.inboundByAddress.get(source) ?? 1) - 1;
+        if (left > 0) this.inboundByAddress.set(source, left);
+        else this.inboundByAddress.delete(source);
+      }
       this.sockets.delete(sock);
       sock.destroy();
     };

@@ -11,7 +11,7 @@ import { connect, type Socket } from 'node:net';
 import { encodePacket, encodeStreamFrame } from '../../core/gossip/codec/index.js';
 import { LOCAL_CONFIG } from '../../core/gossip/config.js';
 import { Keyring } from '../../core/gossip/keyring/index.js';
-import { MAX_INBOUND_STREAMS } from '../../core/gossip/limits.js';
+import { MAX_INBOUND_STREAMS, MAX_INBOUND_STREAMS_PER_ADDRESS } from '../../core/gossip/limits.js';
 import { MsgType, type Message, type StreamMsg } from '../../core/gossip/types.js';
 import { GossipNode, type GossipEvent } from '../../core/net/gossip-node.js';
 
@@ -123,6 +123,27 @@ t.test('a sender without the key cannot hold the inbound stream slots by trickli
   const b = await startNode('b');
   t.teardown(() => b.stop());
   t.equal(await b.join([{ host: HOST, port: a.port }]).catch((e: Error) => e.message), 1, 'a real join is served again');
+});
+
+t.test('MAX_INBOUND_STREAMS_PER_ADDRESS: one host cannot take every inbound stream slot', async (t) => {
+  // A long deadline, so without the per-address limit the slots stay taken while b joins.
+  const a = await GossipNode.start({ name: 'a', bindHost: HOST, bindPort: 0, keyring: Keyring.fromSecret(SECRET), config: { ...LOCAL_CONFIG, tcpTimeoutMs: 10_000 } });
+  t.teardown(() => a.stop());
+  const held: Socket[] = [];
+  t.teardown(() => {
+    for (const s of held) s.destroy();
+  });
+  await Promise.all(Array.from({ length: MAX_INBOUND_STREAMS }, () => new Promise<void>((resolve) => {
+    const s = connect({ host: HOST, port: a.port, localAddress: '127.0.0.2' }, () => resolve());
+    s.on('error', () => resolve());
+    held.push(s);
+  })));
+  await waitFor('every connection accepted or refused', () => a.metrics().streamsIn + a.metrics().streamsRefused >= MAX_INBOUND_STREAMS);
+  t.equal(a.metrics().streamsIn, MAX_INBOUND_STREAMS_PER_ADDRESS, 'the limit from 127.0.0.2 is served');
+  t.equal(a.metrics().streamsRefused, MAX_INBOUND_STREAMS - MAX_INBOUND_STREAMS_PER_ADDRESS, 'the rest is refused');
+  const b = await startNode('b');
+  t.teardown(() => b.stop());
+  t.equal(await b.join([{ host: HOST, port: a.port }]).catch((e: Error) => e.message), 1, 'another node joins meanwhile');
 });
 
 t.test('a key holder cannot evict a member for good by claiming the largest incarnation', async (t) => {
