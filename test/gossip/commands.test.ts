@@ -5,7 +5,7 @@
  * HTTP routes' input limits.
  */
 import t from 'tap';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, request, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -202,6 +202,16 @@ t.test('after a rotation through the CLI, a member that was away with the old ke
   sock.close();
   t.ok(await until(() => a.sub.metrics().authFailures! > before, 3_000), 'counted as an authentication failure');
   t.equal(stateOf(a, 'ghost'), undefined, 'nothing was injected');
+
+  // The token alone derives the removed key too: a new node needs a member's keyring first.
+  const fresh = await agent('rot-e', [`127.0.0.1:${a.gossipPort}`]);
+  t.teardown(() => stop(fresh).catch(() => {}));
+  t.notOk(await until(() => stateOf(a, 'rot-e') !== undefined, 1_000), 'a new node with only the token cannot join after the rotation');
+  mkdirSync(`${dir}/rot-f/gossip`, { recursive: true });
+  copyFileSync(`${dir}/rot-b/gossip/keyring.json`, `${dir}/rot-f/gossip/keyring.json`);
+  const copied = await agent('rot-f', [`127.0.0.1:${a.gossipPort}`]);
+  t.teardown(() => stop(copied).catch(() => {}));
+  t.ok(await until(() => stateOf(a, 'rot-f') === 'alive'), 'with a copy of a member\'s gossip/keyring.json it joins');
 });
 
 t.test('HTTP routes refuse oversized and malformed bodies', async (t) => {
