@@ -4,7 +4,8 @@
  * etcd requires of its --data-dir (0700). Files inside keep LevelDB's modes; a directory no one
  * else can enter is what keeps them private.
  */
-import { chmodSync, mkdirSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { StorageError } from './errors.js';
 
 export const PRIVATE_DIR_MODE = 0o700;
@@ -14,7 +15,11 @@ export const PRIVATE_DIR_MODE = 0o700;
  * had when that was wider (for the caller to say so), undefined otherwise.
  */
 export function ensurePrivateDir(dir: string): number | undefined {
-  mkdirSync(dir, { recursive: true, mode: PRIVATE_DIR_MODE });
+  try {
+    makeDirs(dir, PRIVATE_DIR_MODE);
+  } catch (e) {
+    throw new StorageError('ERR_INVALID_ARGUMENT', `cannot create the data dir ${dir}: ${(e as Error).message}`);
+  }
   const st = statSync(dir);
   const mode = st.mode & 0o777;
   if ((mode & ~PRIVATE_DIR_MODE) === 0) return undefined;
@@ -25,4 +30,23 @@ export function ensurePrivateDir(dir: string): number | undefined {
   }
   chmodSync(dir, PRIVATE_DIR_MODE);
   return mode;
+}
+
+/**
+ * mkdir -p, one level at a time: Node's recursive mkdir retries for ever where mkdir answers
+ * ENOENT under a parent that exists (/proc, /sys), which hung a node given such a data dir.
+ */
+function makeDirs(dir: string, mode: number): void {
+  const missing: string[] = [];
+  for (let p = resolve(dir); !existsSync(p); p = dirname(p)) {
+    missing.push(p);
+    if (dirname(p) === p) break;
+  }
+  for (const d of missing.reverse()) {
+    try {
+      mkdirSync(d, { mode });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+  }
 }
