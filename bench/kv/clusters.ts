@@ -192,6 +192,11 @@ export async function startEtcd(opts: {
   etcdArgs?: string[];
   /** The client URLs' scheme: https with --cert-file and --key-file among etcdArgs. */
   clientScheme?: 'http' | 'https';
+  /**
+   * Member i's address and a command prefix that runs it there (e.g. `ip netns exec NS`, a host
+   * of test/helpers/netns.ts); default loopback.
+   */
+  hosts?: Array<{ host: string; wrap: string[] }>;
 }): Promise<BenchCluster> {
   const root = join(opts.root, 'etcd');
   mkdirSync(root, { recursive: true });
@@ -200,20 +205,25 @@ export async function startEtcd(opts: {
   try {
     const specs = [];
     const size = opts.size ?? 3;
-    for (let i = 1; i <= size; i++) specs.push({ name: `e${i}`, client: await freePort(), peer: await freePort() });
-    const initialCluster = specs.map((s) => `${s.name}=http://127.0.0.1:${s.peer}`).join(',');
+    for (let i = 1; i <= size; i++) {
+      const where = opts.hosts?.[i - 1];
+      specs.push({ name: `e${i}`, host: where?.host ?? '127.0.0.1', wrap: where?.wrap ?? [], client: await freePort(), peer: await freePort() });
+    }
+    const initialCluster = specs.map((s) => `${s.name}=http://${s.host}:${s.peer}`).join(',');
     const scheme = opts.clientScheme ?? 'http';
     for (const s of specs) {
       const dataDir = join(root, s.name);
       const args = [
         '--name', s.name, '--data-dir', dataDir,
-        '--listen-client-urls', `${scheme}://127.0.0.1:${s.client}`, '--advertise-client-urls', `${scheme}://127.0.0.1:${s.client}`,
-        '--listen-peer-urls', `http://127.0.0.1:${s.peer}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${s.peer}`,
+        '--listen-client-urls', `${scheme}://${s.host}:${s.client}`, '--advertise-client-urls', `${scheme}://${s.host}:${s.client}`,
+        '--listen-peer-urls', `http://${s.host}:${s.peer}`, '--initial-advertise-peer-urls', `http://${s.host}:${s.peer}`,
         '--initial-cluster', initialCluster, '--initial-cluster-state', 'new', '--initial-cluster-token', 'picloud-bench',
         '--logger', 'zap', '--log-level', 'warn',
         ...(opts.etcdArgs ?? []),
       ];
-      members.push(spawnMember(s.name, ETCD_BIN, args, `127.0.0.1:${s.client}`, dataDir));
+      // `ip netns exec` execs the command, so the PID is etcd's either way.
+      const [cmd, ...pre] = [...s.wrap, ETCD_BIN];
+      members.push(spawnMember(s.name, cmd!, [...pre, ...args], `${s.host}:${s.client}`, dataDir));
     }
     await waitVoters(members, size);
     return cluster;

@@ -48,8 +48,9 @@ export class SimpleKv {
     });
   }
 
-  async get(key: string): Promise<string | null> {
-    const r = await this.call(this.client.Range, { key: Buffer.from(key) });
+  /** The key's value; linearizable unless `serializable` (the member's own state, maybe stale). */
+  async get(key: string, serializable = false): Promise<string | null> {
+    const r = await this.call(this.client.Range, { key: Buffer.from(key), serializable });
     return r.kvs.length > 0 ? Buffer.from(r.kvs[0].value).toString() : null;
   }
 
