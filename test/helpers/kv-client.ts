@@ -54,6 +54,16 @@ export class SimpleKv {
     return r.kvs.length > 0 ? Buffer.from(r.kvs[0].value).toString() : null;
   }
 
+  /**
+   * The key's value, read by a read-only txn: etcd serves one through ReadIndex as a linearizable
+   * range, or, when its ranges are all serializable, from the member's own state.
+   */
+  async getInTxn(key: string, serializable = false): Promise<string | null> {
+    const r = await this.call(this.client.Txn, { compare: [], success: [{ requestRange: { key: Buffer.from(key), serializable } }], failure: [] });
+    const kvs = r.responses[0].responseRange.kvs;
+    return kvs.length > 0 ? Buffer.from(kvs[0].value).toString() : null;
+  }
+
   /** The revision the put was given (its response header's). */
   async put(key: string, value: string): Promise<number> {
     return Number((await this.call(this.client.Put, { key: Buffer.from(key), value: Buffer.from(value) })).header.revision);
