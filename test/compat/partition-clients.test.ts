@@ -80,6 +80,8 @@ const CUT_PUT_DEADLINE_MS = 9_000;
 const LEASE_TTL_S = 4;
 /** The workload's and watchers' keys (fault-workload.ts's k0..k2). */
 const WATCHED = { key: 'k', rangeEnd: 'l' };
+/** The key of a put sent to the leader as it is cut off: watched too. */
+const AT_CUT_KEY = 'k-at-cut';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const errText = (e: unknown): string => (e as { details?: string }).details || (e as Error).message;
@@ -200,8 +202,9 @@ async function isolateLeader(t: Test, system: string, lab: NetLab, endpoints: st
   // A keep-alive sent to the isolated member at once, while it may still believe it leads.
   const earlyLate: number[] = [];
   const earlyKeepAlive = outcome(leases[L]!.keepAliveOnce(lease, (ttl) => earlyLate.push(ttl)));
-  // And a put, which it may append to its log before it steps down.
-  const cutPut = outcome(patient.put('at-cut', 'x'));
+  // And a put, which it may append to its log before it steps down, but can never commit. Its
+  // key is in the watchers' range: an uncommitted entry must reach neither them nor a read.
+  const cutPut = outcome(patient.put(AT_CUT_KEY, 'x'));
 
   let newLeaderMs: number | undefined;
   let newLeader: number | undefined;
@@ -224,11 +227,12 @@ async function isolateLeader(t: Test, system: string, lab: NetLab, endpoints: st
   let acked = false;
   for (let i = 0; i < 10 && !acked; i++) acked = (await outcome(probes[newLeader]!.put('probe', 'during'))).ok;
   t.ok(acked, `${system}: the majority acknowledged a write during the cut`);
-  const [linear, txnRead, serialTxn, serial, put, keepAlive] = await Promise.all([
+  const [linear, txnRead, serialTxn, serial, dirty, put, keepAlive] = await Promise.all([
     outcome(probes[L]!.get('probe')),
     outcome(probes[L]!.getInTxn('probe')),
     outcome(probes[L]!.getInTxn('probe', true)),
     outcome(probes[L]!.get('probe', true)),
+    outcome(probes[L]!.get(AT_CUT_KEY, true)),
     outcome(probes[L]!.put('probe', 'minority')),
     outcome(leases[L]!.keepAliveOnce(lease)),
   ]);
@@ -236,11 +240,13 @@ async function isolateLeader(t: Test, system: string, lab: NetLab, endpoints: st
   seen.set('isolated: read-only txn', show(txnRead));
   seen.set('isolated: read-only txn of serializable ranges', show(serialTxn));
   seen.set('isolated: serializable read', show(serial));
+  seen.set('isolated: serializable read of the key put at the cut', show(dirty));
   seen.set('isolated: put', show(put));
   seen.set('isolated: keep-alive after step-down', show(keepAlive));
   t.ok(!linear.ok || linear.value === 'during', `${system}: a linearizable read on the isolated member is never stale (${show(linear)})`);
   t.ok(!txnRead.ok || txnRead.value === 'during', `${system}: nor a read-only txn (${show(txnRead)})`);
   t.ok(serial.ok && (serial.value === 'before' || serial.value === 'during'), `${system}: a serializable read there answers from its own state (${show(serial)})`);
+  t.ok(dirty.ok && dirty.value === null, `${system}: and has not applied the put sent at the cut, which it cannot have committed (${show(dirty)})`);
   t.notOk(put.ok, `${system}: a put there is not acknowledged (${show(put)})`);
   t.ok(!keepAlive.ok, `${system}: a keep-alive there is not granted once it has stepped down (${show(keepAlive)})`);
   const early = await earlyKeepAlive;
@@ -299,7 +305,7 @@ async function isolateLeader(t: Test, system: string, lab: NetLab, endpoints: st
   // The put sent at the cut: acknowledged means kept; refused as never logged ("no leader")
   // means absent; anything else may go either way.
   const atCut = await cutPut;
-  const atCutNow = await outcome(probes[newLeader]!.get('at-cut'));
+  const atCutNow = await outcome(probes[newLeader]!.get(AT_CUT_KEY));
   seen.set('isolated: put sent at the cut (deadline 9 s), then the key', `${show(atCut)}; then ${show(atCutNow)}`);
   t.ok(atCutNow.ok, `${system}: the key of the put sent at the cut read after the heal (${show(atCutNow)})`);
   if (atCut.ok) t.equal(atCutNow.ok && atCutNow.value, 'x', `${system}: the put sent at the cut was acknowledged, and is there`);
