@@ -66,7 +66,7 @@ const CATCH_UP_BOUND_MS = STALL_TIMEOUT_MS + 2_000;
 /**
  * etcd's, within this: its peer streams wait on TCP's retransmission backoff or their 5 s read
  * timeout, and without Pre-Vote (3.4's default) the old leader's raised term forces another
- * election at the heal. Measured 1.5 to 4 s here; the bound only keeps the test finite.
+ * election at the heal. Measured 1.5 to 5 s here; the bound only keeps the test finite.
  */
 const ETCD_CATCH_UP_BOUND_MS = 15_000;
 /** Deadline of each probe on the isolated member: a client giving up on it. */
