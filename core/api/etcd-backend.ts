@@ -282,6 +282,17 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   txn(req: api.TxnRequest, ctx?: api.CallContext): Promise<api.TxnResponse> {
     return etcdErrors(async () => {
       const t = toKvTxn(req);
+      // Read-only: answered here as a range is (etcd does the same), not written to every
+      // member's log; linearizable unless every range asked for serializable.
+      if (kv.isTxnReadOnly(t)) {
+        if (kv.isTxnSerializable(t)) {
+          await this.auth.caughtUp(() => this.auth.authorize({ txn: t }, ctx));
+        } else {
+          await this.node.linearizableBarrier();
+          this.auth.authorize({ txn: t }, ctx);
+        }
+        return this.fromKvTxn(this.node.store.readTxn(t));
+      }
       const resp = await this.replicateAs({ txn: t }, ctx);
       return this.fromKvTxn((resp as { txn: kv.TxnResponse }).txn);
     });

@@ -78,7 +78,7 @@
 export * from './types.js';
 export * from './errors.js';
 export * from './limits.js';
-export { KvStore, type ApplyContext, type KvListener, type KvStoreOptions, type StateChanges } from './store.js';
+export { KvStore, isTxnReadOnly, isTxnSerializable, type ApplyContext, type KvListener, type KvStoreOptions, type StateChanges } from './store.js';
 export { checkRequest, checkRangeRequest, checkPutRequest, checkDeleteRequest, checkTxnRequest } from './check.js';
 export { encodeKvRequest, decodeKvRequest } from './codec.js';
 export type { RangePage } from './range.js';

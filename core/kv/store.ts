@@ -335,6 +335,25 @@ export class KvStore {
 
   // ---------------------------------------------------------------- txn
 
+  /**
+   * A read-only txn (ranges only, on both branches) outside Raft, as etcd answers one: the
+   * compares and the chosen branch's ranges at the current state (serializable, or after
+   * ReadIndex). A write txn is refused here: it goes through Raft. Throws KvError.
+   */
+  readTxn(t: TxnRequest): TxnResponse {
+    const e = checkRequest({ txn: t });
+    if (e) throw e;
+    if (!isTxnReadOnly(t)) throw new Error('readTxn: the txn writes; it must be proposed');
+    const path: boolean[] = [];
+    this.comparePath(t, path);
+    this.precheckTxn(t, path);
+    const succeeded = path[0]!;
+    const rev = this.idx.currentRevision;
+    const responses: ResponseOp[] = [];
+    for (const op of (succeeded ? t.success : t.failure) ?? []) responses.push({ responseRange: executeRange(this.idx, op.requestRange!, rev, this.maxRangeBytes) });
+    return { header: { revision: rev }, succeeded, responses };
+  }
+
   private applyTxn(t: TxnRequest): TxnResponse {
     // etcd evaluates every compare of the chosen path first, against the state before the txn.
     const path: boolean[] = [];
@@ -682,13 +701,21 @@ class StateHasher {
 }
 
 /** etcd's IsTxnReadonly: only top-level ranges in both branches. */
-function isTxnReadOnly(t: TxnRequest): boolean {
+/** Ranges only, in both branches (a nested txn counts as a write, as in etcd 3.4's isTxnReadonly). */
+export function isTxnReadOnly(t: TxnRequest): boolean {
   for (const op of t.success ?? []) if (!op.requestRange) return false;
   for (const op of t.failure ?? []) if (!op.requestRange) return false;
   return true;
 }
 
 /** etcd's compareKV; a missing key compares as a zero KeyValue. */
+/** Read-only with every range serializable (vacuously so without ops): answered without ReadIndex, as etcd's isTxnSerializable. */
+export function isTxnSerializable(t: TxnRequest): boolean {
+  for (const op of t.success ?? []) if (!op.requestRange?.serializable) return false;
+  for (const op of t.failure ?? []) if (!op.requestRange?.serializable) return false;
+  return true;
+}
+
 function compareRecord(c: Compare, rec: KvRecord | undefined): boolean {
   let result: number;
   switch (c.target ?? CompareTarget.VERSION) {

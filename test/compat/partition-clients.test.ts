@@ -23,10 +23,10 @@
  *   checker, with teeth).
  *
  * Where they differ (printed side by side at the end, with what each answered): a keep-alive
- * sent to the leader as it is cut off (see Expect); picloud fails writes and linearizable
- * reads at once with "etcdserver: no leader" once the member has stepped down, where etcd holds
- * them until its request timeout; a read-only txn of serializable ranges, which etcd answers
- * from the member's own state and picloud replicates (so it fails on the minority).
+ * sent to the leader as it is cut off (see Expect); picloud fails linearizable reads at once
+ * with "etcdserver: no leader" once the member has stepped down, where etcd holds them until its
+ * request timeout (both hold writes). A read-only txn of serializable ranges is answered from the
+ * member's own state by both (picloud replicated it, and failed it there, before).
  */
 import t, { type Test } from 'tap';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -246,6 +246,7 @@ async function isolateLeader(t: Test, system: string, lab: NetLab, endpoints: st
   t.ok(!linear.ok || linear.value === 'during', `${system}: a linearizable read on the isolated member is never stale (${show(linear)})`);
   t.ok(!txnRead.ok || txnRead.value === 'during', `${system}: nor a read-only txn (${show(txnRead)})`);
   t.ok(serial.ok && (serial.value === 'before' || serial.value === 'during'), `${system}: a serializable read there answers from its own state (${show(serial)})`);
+  t.ok(serialTxn.ok && (serialTxn.value === 'before' || serialTxn.value === 'during'), `${system}: and so does a read-only txn of serializable ranges (${show(serialTxn)})`);
   t.ok(dirty.ok && dirty.value === null, `${system}: and has not applied the put sent at the cut, which it cannot have committed (${show(dirty)})`);
   t.notOk(put.ok, `${system}: a put there is not acknowledged (${show(put)})`);
   t.ok(!keepAlive.ok, `${system}: a keep-alive there is not granted once it has stepped down (${show(keepAlive)})`);

@@ -179,3 +179,29 @@ t.test('op count limits and empty ops', async (t) => {
   t.equal(n.err({ txn: { success: [{}] } }).code, 'KEY_NOT_FOUND', 'an empty RequestOp, as etcd answers');
   t.equal(n.err({ txn: { compare: [{ key: b('') }] } }).code, 'EMPTY_KEY');
 });
+
+t.test('readTxn: a read-only txn answered outside Raft as apply answers it, changing nothing', async (t) => {
+  const n = Node.create();
+  n.put('a', '1');
+  n.put('b', '2');
+  n.put('a', '3');
+  n.del('b');
+  n.put('c', '4');
+  const txns = [
+    { compare: [cmp('a', CompareTarget.VALUE, CompareResult.EQUAL, { value: b('3') })], success: [get('a'), get('a', 'z')], failure: [get('c')] },
+    { compare: [cmp('a', CompareTarget.VALUE, CompareResult.EQUAL, { value: b('1') })], success: [get('a')], failure: [get('c'), get('b')] },
+    { compare: [cmp('b', CompareTarget.VERSION, CompareResult.EQUAL, { version: 0 })], success: [{ requestRange: { key: b('a'), revision: 2 } }] },
+    { compare: [], success: [], failure: [] },
+  ];
+  for (const [i, txn] of txns.entries()) {
+    const rev = n.store.revision;
+    const applied = n.store.appliedIndex;
+    const local = n.store.readTxn(txn);
+    t.equal(n.store.revision, rev, `txn ${i}: the revision is unchanged`);
+    t.equal(n.store.appliedIndex, applied, `txn ${i}: nothing applied`);
+    t.same(local, n.txn(txn), `txn ${i}: the same answer as through apply`);
+  }
+  t.throws(() => n.store.readTxn({ success: [get('a'), put('x', 'y')] }), /the txn writes/, 'a txn that writes is refused');
+  t.throws(() => n.store.readTxn({ success: [{ requestTxn: { success: [get('a')] } }] }), /the txn writes/, 'a nested txn counts as a write, as in etcd 3.4');
+  t.throws(() => n.store.readTxn({ success: [{ requestRange: { key: b('a'), revision: 99 } }] }), { code: 'FUTURE_REV' }, "etcd's errors");
+});
