@@ -592,7 +592,9 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       if ([...this.node.members.values()].some((m) => m.peerAddr === peerAddr)) throw new EtcdError('PEER_URL_EXIST');
       if (!isLearner) this.mayAddVoter();
       const id = 1 + Math.floor(Math.random() * (2 ** 47 - 1));
-      const context = new TextEncoder().encode(JSON.stringify({ name: '', peerAddr, clientAddr: '' }));
+      // A learner added so stays one until `member promote`, as in etcd (the leader promotes by
+      // itself only the learners --join adds).
+      const context = new TextEncoder().encode(JSON.stringify({ name: '', peerAddr, clientAddr: '', ...(isLearner ? { operatorPromotes: true } : {}) }));
       await this.node.changeMembership({ type: isLearner ? ConfChangeType.AddLearner : ConfChangeType.AddVoter, nodeId: id, context }, () => this.node.members.has(id));
       const list = this.membersResponse();
       return { ...list, member: list.members.find((m) => m.id === id)! };
@@ -678,8 +680,8 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
         if (!(await this.node.membersSettle(promoted, FORWARD_TIMEOUT_MS))) throw new EtcdError('TIMEOUT');
         return this.membersResponse();
       }
-      const pr = st.progress[String(id)];
-      if (pr === undefined || !learnerReady(pr.match, st.lastIndex)) throw new EtcdError('LEARNER_NOT_READY');
+      const refusal = this.node.promotionRefusal(id);
+      if (refusal !== undefined) throw new EtcdError(refusal);
       await this.node.changeMembership({ type: ConfChangeType.AddVoter, nodeId: id }, promoted);
       return this.membersResponse();
     });
@@ -772,17 +774,6 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       return { header, sizeBytes: size, data: data(), release: () => rm(path, { force: true }) };
     });
   }
-}
-
-/**
- * etcd's rule (its isLearnerReady): a learner may become a voter once its log holds at least 90%
- * of the leader's. One that never answered (match 0) is not ready, however short the log: as a
- * voter it would count toward a quorum it cannot help make.
- */
-export const LEARNER_READY_FRACTION = 0.9;
-
-export function learnerReady(learnerMatch: number, leaderLastIndex: number): boolean {
-  return learnerMatch > 0 && learnerMatch >= LEARNER_READY_FRACTION * leaderLastIndex;
 }
 
 /** The host:port of a member's first peer URL (etcd's are http://host:port); etcd's error otherwise. */

@@ -9,7 +9,7 @@
  * learners and the leader promotes them once they have caught up.
  */
 import { ensurePrivateDir } from '../storage/private-dir.js';
-import { randomInt } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { getHeapStatistics } from 'node:v8';
@@ -66,6 +66,7 @@ import { defaultAdvertiseAddress, isWildcard } from '../net/advertise.js';
 import { JoinMember, JoinRefusedError, JoinServer, joinCluster } from '../net/join.js';
 import { clientAddress } from '../net/etcd/client-tls.js';
 import { derivePeerKey, formatToken, generateToken, parseToken, tokenDigest } from '../net/token.js';
+import { type PromotionRefusal, promotionRefusal } from './promotion-check.js';
 import { RaftDriver, RaftDriverError, RaftPersistence, SnapshotRefusedError } from './raft-driver.js';
 import { DEFAULT_SNAPSHOT_EVERY_ENTRIES, LOG_ENTRIES_KEPT_AFTER_SNAPSHOT } from './snapshot-policy.js';
 
@@ -164,6 +165,10 @@ export interface Member {
   isLearner: boolean;
   /** The member's own space quota (absent in records made before quotas were recorded, until the member records it). */
   quotaBytes?: number;
+  /** Added with `etcdctl member add --learner`: the operator promotes it (`member promote`), never the leader by itself. */
+  operatorPromotes?: boolean;
+  /** The join request that added it (in memory only: retries come within seconds). */
+  joinId?: string;
 }
 
 interface Identity {
@@ -183,6 +188,10 @@ interface MemberContext {
   quotaBytes?: number;
   /** An address update's op id (`member update` waits to see its own applied). */
   op?: string;
+  /** A learner added by `etcdctl member add --learner` (see Member.operatorPromotes). */
+  operatorPromotes?: boolean;
+  /** The join request that added it (see JoinRequest.joinId). */
+  joinId?: string;
 }
 
 /** Persisted beside the applied state: the configuration and member table as of applied. */
@@ -213,7 +222,7 @@ const dec = new TextDecoder();
 
 export class NodeError extends Error {
   constructor(
-    readonly code: 'NAME_CONFLICT' | 'MEMBER_IS_VOTER' | 'NOT_BOOTSTRAPPED' | 'JOIN_FAILED' | 'BAD_TOKEN' | 'STATE_BEHIND_LOG' | 'MEMBER_REMOVED' | 'DUPLICATE_MEMBER' | 'DATA_DIR_NAME' | 'DATA_DIR_DAMAGED' | 'OTHER_BOARD' | 'QUOTA_TOO_LARGE' | 'HISTORY_TOO_LARGE',
+    readonly code: 'NAME_CONFLICT' | 'MEMBER_IS_VOTER' | 'PEER_ADDR_IN_USE' | 'NOT_BOOTSTRAPPED' | 'JOIN_FAILED' | 'BAD_TOKEN' | 'STATE_BEHIND_LOG' | 'MEMBER_REMOVED' | 'DUPLICATE_MEMBER' | 'DATA_DIR_NAME' | 'DATA_DIR_DAMAGED' | 'OTHER_BOARD' | 'QUOTA_TOO_LARGE' | 'HISTORY_TOO_LARGE',
     message: string,
   ) {
     super(message);
@@ -254,8 +263,10 @@ function ownQuotaBytes(opts: ManagerNodeOptions): number {
 }
 
 /** A member table entry from a persisted or received record (its quota checked: the record may be older, or damaged). */
-function memberEntry(m: JoinMember, isLearner: boolean): Member {
-  return { id: m.id, name: m.name, peerAddr: m.peerAddr, clientAddr: m.clientAddr, quotaBytes: validQuota(m.quotaBytes), isLearner };
+function memberEntry(m: JoinMember & { operatorPromotes?: boolean }, isLearner: boolean): Member {
+  const entry: Member = { id: m.id, name: m.name, peerAddr: m.peerAddr, clientAddr: m.clientAddr, quotaBytes: validQuota(m.quotaBytes), isLearner };
+  if (m.operatorPromotes === true) entry.operatorPromotes = true;
+  return entry;
 }
 
 function hostPort(host: string, port: number): string {
@@ -647,6 +658,8 @@ export class ManagerNode {
         isLearner: cc.type === ConfChangeType.AddLearner,
         quotaBytes: validQuota(ctx?.quotaBytes) ?? prev?.quotaBytes,
       };
+      if (ctx?.operatorPromotes === true || (ctx === undefined && prev?.operatorPromotes === true)) member.operatorPromotes = true;
+      if (typeof ctx?.joinId === 'string') member.joinId = ctx.joinId;
       this.members.set(cc.nodeId, member);
       if (cc.nodeId !== this.id && member.peerAddr && !this.transport.hasPeer(cc.nodeId)) this.transport.addPeer(cc.nodeId, member.peerAddr);
     }
@@ -658,7 +671,7 @@ export class ManagerNode {
   private membershipBytes(): Uint8Array {
     const m: AppliedMembership = {
       conf: this.conf,
-      members: [...this.members.values()].map(({ id, name, peerAddr, clientAddr, quotaBytes }) => ({ id, name, peerAddr, clientAddr, quotaBytes })),
+      members: [...this.members.values()].map(({ id, name, peerAddr, clientAddr, quotaBytes, operatorPromotes }) => ({ id, name, peerAddr, clientAddr, quotaBytes, operatorPromotes })),
       removed: [...this.removedMembers],
     };
     return enc.encode(JSON.stringify(m));
@@ -983,12 +996,18 @@ export class ManagerNode {
       });
   }
 
+  /**
+   * Learners that joined through --join become voters once caught up; one added with
+   * `etcdctl member add --learner` stays a learner until `etcdctl member promote`, as in etcd
+   * (its operator may want it a learner, a read replica or a standby).
+   */
   private promoteCaughtUpLearners(): void {
     const st = this.driver.node.status();
     if (!st.progress) return;
     for (const id of st.conf.learners) {
       const pr = st.progress[String(id)];
       if (!pr || pr.state !== ProgressState.Replicate || pr.match + LEARNER_CATCH_UP_ENTRIES < st.lastIndex) continue;
+      if (this.members.get(id)?.operatorPromotes === true || this.promotionRefusal(id) !== undefined) continue;
       try {
         this.driver.proposeConfChange({ type: ConfChangeType.AddVoter, nodeId: id });
         this.opts.logger.info({ node: id.toString(16) }, 'promoting caught-up learner');
@@ -1090,6 +1109,19 @@ export class ManagerNode {
     }
   }
 
+  /**
+   * On the leader: why learner `id` may not become a voter now (core/api/promotion-check.ts), or
+   * undefined. Not the leader: LEARNER_NOT_READY, as etcd answers (only the leader knows how far
+   * the learner's log has come).
+   */
+  promotionRefusal(id: NodeId): PromotionRefusal | undefined {
+    const st = this.driver.node.status();
+    const pr = st.progress?.[String(id)];
+    if (pr === undefined) return 'LEARNER_NOT_READY';
+    const voters = st.conf.voters.map((v) => ({ started: (this.members.get(v)?.name ?? '') !== '', reached: v === this.id || this.reachesPeer(v) }));
+    return promotionRefusal(voters, { match: pr.match, reached: this.reachesPeer(id) }, st.lastIndex);
+  }
+
   /** This member has an open peer connection to member `id` (etcd's transport ActiveSince). */
   reachesPeer(id: NodeId): boolean {
     return this.transport?.stats().peers[String(id)]?.connected === true;
@@ -1152,6 +1184,10 @@ export class ManagerNode {
     // The member table as of every change committed before the join came in: a removal just
     // made through another member must be seen here, or its member is given its old id back.
     await this.driver.readBarrier();
+    refuseSharedPeerAddr(this.members.values(), req);
+    // A retry of a join already done (its answer lost): the member it added.
+    const earlier = this.memberAddedBy(req);
+    if (earlier !== undefined) return { memberId: earlier.id, members: this.memberList() };
     const existing = [...this.members.values()].find((m) => m.name === req.name);
     if (existing) {
       const remove = `etcdctl member remove ${existing.id.toString(16)}`;
@@ -1188,9 +1224,26 @@ export class ManagerNode {
       );
     }
     const id = randomInt(1, 2 ** 47);
-    const context = enc.encode(JSON.stringify({ name: req.name, peerAddr: req.peerAddr, clientAddr: req.clientAddr, quotaBytes }));
+    const context = enc.encode(JSON.stringify({ name: req.name, peerAddr: req.peerAddr, clientAddr: req.clientAddr, quotaBytes, joinId: req.joinId }));
     await this.changeMembership({ type: ConfChangeType.AddLearner, nodeId: id, context }, () => this.members.has(id));
+    // Retries of one join handled at once (here or through another member) each add a learner:
+    // every one answers with the first applied, and the later ones are removed again.
+    const first = this.memberAddedBy(req);
+    if (first !== undefined && first.id !== id) {
+      await this.changeMembership({ type: ConfChangeType.RemoveNode, nodeId: id }, () => !this.members.has(id));
+      this.opts.logger.info({ name: req.name, kept: first.id.toString(16), removed: id.toString(16) }, 'a join retried while it ran: one member kept');
+      return { memberId: first.id, members: this.memberList() };
+    }
     return { memberId: id, members: this.memberList() };
+  }
+
+  /**
+   * The first member (in the order applied: the table keeps it) that join `req` added, by its
+   * join id, at its name and address; none for joiners that send no join id.
+   */
+  private memberAddedBy(req: MemberContext): Member | undefined {
+    if (req.joinId === undefined) return undefined;
+    return [...this.members.values()].find((m) => m.joinId === req.joinId && m.name === req.name && m.peerAddr === req.peerAddr);
   }
 
   /**
@@ -1363,15 +1416,35 @@ function normaliseToken(token: string): string {
   }
 }
 
+/**
+ * A joiner advertising the peer address of another member, as etcd refuses `member add` at a
+ * peer URL in use ("Peer URLs already exists"): the members would dial one of the two for both.
+ * Not a final refusal (retried): a member that moved away records its new address once it runs
+ * there, and the address is then free.
+ */
+function refuseSharedPeerAddr(members: Iterable<Member>, req: MemberContext): void {
+  for (const m of members) {
+    if (m.name === '' || m.name === req.name || m.peerAddr !== req.peerAddr) continue;
+    throw new NodeError(
+      'PEER_ADDR_IN_USE',
+      `peer address ${req.peerAddr} is member ${m.name}'s (${m.id.toString(16)}): two members cannot share one (etcd refuses it too: Peer URLs already exists). ` +
+        `Give ${req.name} its own --advertise or --peer-port, or, if it replaces ${m.name}, remove that member first (etcdctl member remove ${m.id.toString(16)})`,
+    );
+  }
+}
+
 /** Join refusals that stand until someone acts (renames, removes, compacts): not retried. */
 const FINAL_JOIN_REFUSALS = new Set(['NAME_CONFLICT', 'MEMBER_IS_VOTER', 'HISTORY_TOO_LARGE']);
 
 async function joinWithRetry(opts: ManagerNodeOptions, peerKey: Uint8Array, self: MemberContext, log: Logger) {
+  // One id for all the attempts: an attempt whose answer was lost left a member, and the next
+  // gets that one (core/api/manager-node.ts handleJoin).
+  const request = { ...self, joinId: randomBytes(8).toString('hex') };
   let lastErr: unknown;
   for (let attempt = 0; attempt < 10; attempt++) {
     for (const address of opts.join) {
       try {
-        return await joinCluster({ address, peerKey, request: self, defaultPort: 7946 });
+        return await joinCluster({ address, peerKey, request, defaultPort: 7946 });
       } catch (e) {
         // Asking again changes nothing until someone acts: say so now.
         if (e instanceof JoinRefusedError && FINAL_JOIN_REFUSALS.has(e.reason)) throw new NodeError('JOIN_FAILED', e.message);

@@ -73,7 +73,12 @@ export interface JoinRequest {
   clientAddr: string;
   /** The joiner's own space quota (bytes of history its memory can hold); absent: not said. */
   quotaBytes?: number;
+  /** One value for every retry of one join (absent: an older joiner): retries get one member. */
+  joinId?: string;
 }
+
+/** A join id's length limit (the joiner sends 16 hex digits). */
+export const MAX_JOIN_ID_CHARS = 64;
 
 export interface JoinMember {
   id: number;
@@ -139,6 +144,8 @@ export function decodeJoinRequest(data: Uint8Array): JoinRequest {
   };
   const quotaBytes = optionalCount(o.quotaBytes, 'quota');
   if (quotaBytes !== undefined) r.quotaBytes = quotaBytes;
+  const joinId = str(o.joinId, MAX_JOIN_ID_CHARS, 'join id');
+  if (joinId !== '') r.joinId = joinId;
   if (r.name === '') throw new NetError('ERR_INVALID_MESSAGE', 'join request without a name');
   try {
     parseHostPort(r.peerAddr);

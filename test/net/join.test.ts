@@ -7,6 +7,7 @@ import {
   JoinServer,
   MAX_JOIN_CONNECTIONS_PER_ADDRESS,
   MAX_JOIN_MEMBERS,
+  MAX_JOIN_ID_CHARS,
   MAX_MEMBER_NAME_CHARS,
   decodeJoinRequest,
   decodeJoinResponse,
@@ -122,6 +123,10 @@ t.test('join request/response codecs: limits and hostile input', async (t) => {
   t.throws(() => decodeJoinRequest(encodeJoinRequest({ ...ok, peerAddr: 'no-port' })), { code: 'ERR_INVALID_MESSAGE' });
   t.same(decodeJoinRequest(encodeJoinRequest({ ...ok, quotaBytes: 2 ** 40 })), { ...ok, quotaBytes: 2 ** 40 }, 'the joiner\'s quota');
   t.notOk('quotaBytes' in decodeJoinRequest(encodeJoinRequest({ ...ok, quotaBytes: 0 })), 'a quota of 0 is none said (an older joiner)');
+  const joinId = 'j'.repeat(MAX_JOIN_ID_CHARS);
+  t.same(decodeJoinRequest(encodeJoinRequest({ ...ok, joinId })), { ...ok, joinId }, 'the join id, at the limit');
+  t.throws(() => decodeJoinRequest(encodeJoinRequest({ ...ok, joinId: joinId + 'j' })), { code: 'ERR_INVALID_MESSAGE' }, 'a join id over the limit');
+  t.notOk('joinId' in decodeJoinRequest(encodeJoinRequest({ ...ok, joinId: '' })), 'an empty join id is none (an older joiner)');
   // Field 4 (quota_bytes), varint 2^64 - 1, after a valid request.
   const huge = Buffer.concat([encodeJoinRequest(ok), Buffer.from([0x20, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01])]);
   t.throws(() => decodeJoinRequest(huge), { code: 'ERR_INVALID_MESSAGE' }, 'a quota beyond 2^53 is refused, not rounded');
