@@ -177,7 +177,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     const invalid = kv.checkRequest(req);
     if (invalid) throw invalid;
     const user = await this.auth.caughtUp(() => this.auth.authorize(req, ctx));
-    return this.propose(kv.clientRequest(req, user));
+    return this.propose(kv.clientRequest(req, user), ctx);
   }
 
   close(): void {
@@ -245,8 +245,8 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   }
 
   /** Proposes a request already checked; its error, if apply refuses it, is thrown. */
-  private async propose(req: kv.KvRequest): Promise<kv.KvResponse> {
-    const resp = await this.node.propose(req);
+  private async propose(req: kv.KvRequest, ctx?: api.CallContext): Promise<kv.KvResponse> {
+    const resp = await this.node.propose(req, ctx?.wanted === undefined ? undefined : () => ctx.wanted!());
     if ('error' in resp) throw resp.error;
     return resp;
   }

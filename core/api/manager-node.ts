@@ -1021,12 +1021,13 @@ export class ManagerNode {
   // ------------------------------------------------------------------------- requests
 
   /** Replicate a KV request through Raft and return the state machine's response. */
-  async propose(req: KvRequest): Promise<KvResponse> {
+  /** `wanted`: false once the client gave up (a proposal still waiting for a leader is dropped). */
+  async propose(req: KvRequest, wanted?: () => boolean): Promise<KvResponse> {
     // Checked where the request enters, never at apply: every entry in the log is applied
     // the same way on every member.
     if (!this.spaceAlarm.admits(req, this.store.retainedBytes)) throw new KvError('NO_SPACE');
     const data = encodeKvRequest(req);
-    return (await this.driver.propose(data)) as KvResponse;
+    return (await this.driver.propose(data, wanted)) as KvResponse;
   }
 
   /** A follower waits at least this long after its leader's last message before it campaigns. */

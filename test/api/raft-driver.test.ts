@@ -93,6 +93,22 @@ t.test('a proposal made while no leader is known waits for the election and is a
   for (const [id, a] of applied) t.same(a.filter((v) => v === 'early'), ['early'], `node ${id} applied it exactly once`);
 });
 
+t.test('a parked proposal whose requester gave up before the election is dropped, never proposed', async (t) => {
+  const { drivers, applied } = cluster(3);
+  t.teardown(() => { for (const d of drivers.values()) d.stop(); });
+  for (const d of drivers.values()) d.start();
+  const d1 = drivers.get(1)!;
+  t.equal(d1.node.status().lead, 0, 'no leader known when proposing');
+  let clientWaits = true;
+  const abandoned = d1.propose(enc.encode('abandoned'), () => clientWaits).then((v) => v, (e: RaftDriverError) => e.code);
+  const kept = d1.propose(enc.encode('kept'), () => true);
+  clientWaits = false; // its client's deadline passed while the cluster elected
+  t.equal(await kept, 'applied:kept', 'the one still wanted is applied');
+  t.equal(await abandoned, 'DROPPED', 'the abandoned one fails as never proposed');
+  await waitFor('every node to apply the kept one', () => [...applied.values()].every((a) => a.includes('kept')) || undefined);
+  for (const [id, a] of applied) t.notOk(a.includes('abandoned'), `node ${id} never applied the abandoned one`);
+});
+
 t.test('a proposal held for a leader that never comes fails as DROPPED ("no leader": never applied), not as a timeout', async (t) => {
   const { drivers, applied, cut } = cluster(3, 400);
   t.teardown(() => { for (const d of drivers.values()) d.stop(); });

@@ -204,6 +204,13 @@ class GrpcCallContext implements CallContext {
     return this.seenPeer;
   }
 
+  wanted(): boolean {
+    const call = this.call as CallLike & { cancelled?: boolean; getDeadline?(): Date | number };
+    if (call.cancelled === true) return false;
+    const deadline = call.getDeadline?.() ?? Infinity;
+    return Date.now() < (deadline instanceof Date ? deadline.getTime() : deadline);
+  }
+
   get certUser(): string | undefined {
     if (!this.clientCerts) return undefined;
     if (this.seenCertUser === undefined) {

@@ -318,6 +318,11 @@ export interface CallContext {
   certUser?: string;
   /** The context of a stream (watch, keep-alive) rather than of one call. */
   stream?: boolean;
+  /**
+   * False once the client has given up on the call (cancelled it, or its deadline passed): a
+   * write still waiting for a leader is then dropped, never proposed, as etcd drops it.
+   */
+  wanted?(): boolean;
 }
 
 // ------------------------------------------------------------------ Auth
