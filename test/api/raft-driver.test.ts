@@ -11,11 +11,15 @@ import { Prng } from '../../core/sim/prng.js';
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-function cluster(n: number, requestTimeoutMs = 5000) {
+/**
+ * n drivers on an in-memory network (messages to or from a node in `cut` are dropped).
+ * `persistence` wraps a node's memory persistence (e.g. to hold its saves).
+ */
+function cluster(n: number, requestTimeoutMs = 5000, persistence: (id: number, mem: MemoryPersistence) => RaftPersistence = (_id, mem) => mem, seed = 7) {
   const drivers = new Map<number, RaftDriver>();
   const applied = new Map<number, string[]>();
   const cut = new Set<number>();
-  const rng = new Prng(7);
+  const rng = new Prng(seed);
   for (let id = 1; id <= n; id++) {
     const p = new MemoryPersistence();
     bootstrap(p.storage, Array.from({ length: n }, (_, i) => i + 1));
@@ -23,7 +27,7 @@ function cluster(n: number, requestTimeoutMs = 5000) {
     applied.set(id, log);
     const d = new RaftDriver(
       { id, storage: p.storage, random: rng.fork(), electionTicks: 10, heartbeatTicks: 1 },
-      p,
+      persistence(id, p),
       {
         send: (msgs: Message[]) => {
           for (const m of msgs) {
@@ -126,40 +130,16 @@ t.test("a proposal parked on a leader that stepped down is not failed with the l
   // The deposed leader's driver hears of the step-down only after a save it is waiting on
   // (a slow SD card): a proposal made in between finds Raft with no leader and is parked. The
   // driver's "leader changed" failure is for what it proposed as leader, not for that one.
-  const drivers = new Map<number, RaftDriver>();
-  const applied = new Map<number, string[]>();
-  const cut = new Set<number>();
-  const rng = new Prng(5);
   let held: number | undefined;
   let release: (() => void) | undefined;
-  for (let id = 1; id <= 3; id++) {
-    const mem = new MemoryPersistence();
-    bootstrap(mem.storage, [1, 2, 3]);
-    const log: string[] = [];
-    applied.set(id, log);
-    const gated: RaftPersistence = {
-      storage: mem.storage,
-      async save(batch) {
-        if (held === id) await new Promise<void>((r) => (release = r));
-        await mem.save(batch);
-      },
-    };
-    drivers.set(id, new RaftDriver(
-      { id, storage: mem.storage, random: rng.fork(), electionTicks: 10, heartbeatTicks: 1 },
-      gated,
-      {
-        send: (msgs: Message[]) => {
-          for (const m of msgs) {
-            if (cut.has(m.from) || cut.has(m.to)) continue;
-            const c = structuredClone(m);
-            setImmediate(() => drivers.get(m.to)?.step(c));
-          }
-        },
-      },
-      { apply: (_e, payload) => { const v = dec.decode(payload); log.push(v); return `applied:${v}`; }, restore: () => undefined },
-      { tickMs: 10, requestTimeoutMs: 5000 },
-    ));
-  }
+  const gated = (id: number, mem: MemoryPersistence): RaftPersistence => ({
+    storage: mem.storage,
+    async save(batch) {
+      if (held === id) await new Promise<void>((r) => (release = r));
+      await mem.save(batch);
+    },
+  });
+  const { drivers, applied, cut } = cluster(3, 5000, gated, 5);
   for (const d of drivers.values()) d.start();
   t.teardown(() => { release?.(); for (const d of drivers.values()) d.stop(); });
   const leaderId = await waitFor('a leader', () => [...drivers.entries()].find(([, d]) => d.node.status().role === Role.Leader)?.[0]);

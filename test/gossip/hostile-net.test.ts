@@ -6,14 +6,14 @@
  * covers (random, forged, truncated, oversized, replayed datagrams and frames) is not repeated.
  */
 import t from 'tap';
-import { createSocket } from 'node:dgram';
 import { connect, type Socket } from 'node:net';
-import { encodePacket, encodeStreamFrame } from '../../core/gossip/codec/index.js';
+import { encodePacket } from '../../core/gossip/codec/index.js';
 import { LOCAL_CONFIG } from '../../core/gossip/config.js';
 import { Keyring } from '../../core/gossip/keyring/index.js';
 import { MAX_INBOUND_STREAMS, MAX_INBOUND_STREAMS_PER_ADDRESS } from '../../core/gossip/limits.js';
-import { MsgType, type Message, type StreamMsg } from '../../core/gossip/types.js';
-import { GossipNode, type GossipEvent } from '../../core/net/gossip-node.js';
+import { MsgType, type Message } from '../../core/gossip/types.js';
+import { GossipNode } from '../../core/net/gossip-node.js';
+import { collect, sendUdp } from './sockets.js';
 
 const HOST = '127.0.0.1';
 const SECRET = 'hostile-net-test-secret';
@@ -32,23 +32,6 @@ async function waitFor(what: string, pred: () => boolean, timeoutMs = 8_000): Pr
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-function collect(node: GossipNode): GossipEvent[] {
-  const seen: GossipEvent[] = [];
-  void (async () => {
-    try {
-      for await (const e of node.events()) seen.push(e);
-    } catch {
-      // stopped
-    }
-  })();
-  return seen;
-}
-
-async function sendUdp(port: number, buf: Uint8Array): Promise<void> {
-  const s = createSocket('udp4');
-  await new Promise<void>((r) => s.send(buf, port, HOST, () => r()));
-  s.close();
-}
 
 function sealPacket(ring: Keyring, msgs: Message[]): Buffer {
   return ring.seal(encodePacket(msgs), 'udp');
@@ -73,10 +56,6 @@ async function tcpRequest(port: number, frame: Buffer): Promise<Buffer> {
       resolve(Buffer.concat(chunks));
     });
   });
-}
-
-function streamFrame(ring: Keyring, m: StreamMsg): Buffer {
-  return frameOf(ring.seal(encodeStreamFrame(m), 'tcp'));
 }
 
 async function cluster(names: string[]): Promise<GossipNode[]> {

@@ -6,14 +6,14 @@
  */
 import t from 'tap';
 import fc from 'fast-check';
-import { createSocket } from 'node:dgram';
 import { connect } from 'node:net';
 import { encodePacket, encodeStreamFrame } from '../../core/gossip/codec/index.js';
 import { LOCAL_CONFIG, detectionBoundMs } from '../../core/gossip/config.js';
 import { Keyring, generateKey } from '../../core/gossip/keyring/index.js';
 import { MAX_EVENT_BUFFER, MAX_INBOUND_STREAMS, MAX_STREAM_FRAME_BYTES, MAX_UDP_PACKET_BYTES } from '../../core/gossip/limits.js';
 import { MsgType, type MemberEvent } from '../../core/gossip/types.js';
-import { GossipNode, type GossipEvent } from '../../core/net/gossip-node.js';
+import { GossipNode } from '../../core/net/gossip-node.js';
+import { collect, sendUdp } from './sockets.js';
 import { MAX_PENDING_INBOUND_FRAME_BYTES } from '../../core/net/gossip-transport.js';
 import { JOIN_STREAM_MAGIC, peekJoinMagic } from '../../core/net/join.js';
 
@@ -32,23 +32,6 @@ async function waitFor(what: string, pred: () => boolean, timeoutMs = 10_000): P
   }
 }
 
-function collect(node: GossipNode): GossipEvent[] {
-  const seen: GossipEvent[] = [];
-  void (async () => {
-    try {
-      for await (const e of node.events()) seen.push(e);
-    } catch {
-      // stopped
-    }
-  })();
-  return seen;
-}
-
-async function sendUdp(port: number, buf: Uint8Array): Promise<void> {
-  const s = createSocket('udp4');
-  await new Promise<void>((r) => s.send(buf, port, HOST, () => r()));
-  s.close();
-}
 
 /** Opens a TCP connection, writes bytes, and resolves when the server closes it (or after 2 s). */
 async function tcpExchange(port: number, bytes: Uint8Array, endAfterWrite = true): Promise<Buffer> {
