@@ -246,7 +246,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
 
   /** Proposes a request already checked; its error, if apply refuses it, is thrown. */
   private async propose(req: kv.KvRequest, ctx?: api.CallContext): Promise<kv.KvResponse> {
-    const resp = await this.node.propose(req, ctx?.wanted === undefined ? undefined : () => ctx.wanted!());
+    const resp = await this.node.propose(req, ctx);
     if ('error' in resp) throw resp.error;
     return resp;
   }

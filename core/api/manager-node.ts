@@ -67,7 +67,7 @@ import { JoinMember, JoinRefusedError, JoinServer, joinCluster } from '../net/jo
 import { clientAddress } from '../net/etcd/client-tls.js';
 import { derivePeerKey, formatToken, generateToken, parseToken, tokenDigest } from '../net/token.js';
 import { type PromotionRefusal, promotionRefusal } from './promotion-check.js';
-import { RaftDriver, RaftDriverError, RaftPersistence, SnapshotRefusedError } from './raft-driver.js';
+import { RaftDriver, RaftDriverError, RaftPersistence, SnapshotRefusedError, type Requester } from './raft-driver.js';
 import { DEFAULT_SNAPSHOT_EVERY_ENTRIES, LOG_ENTRIES_KEPT_AFTER_SNAPSHOT } from './snapshot-policy.js';
 
 export interface ManagerNodeOptions {
@@ -1021,13 +1021,13 @@ export class ManagerNode {
   // ------------------------------------------------------------------------- requests
 
   /** Replicate a KV request through Raft and return the state machine's response. */
-  /** `wanted`: false once the client gave up (a proposal still waiting for a leader is dropped). */
-  async propose(req: KvRequest, wanted?: () => boolean): Promise<KvResponse> {
+  /** `requester`: the client's call; a proposal still waiting for a leader when it gives up is dropped. */
+  async propose(req: KvRequest, requester?: Requester): Promise<KvResponse> {
     // Checked where the request enters, never at apply: every entry in the log is applied
     // the same way on every member.
     if (!this.spaceAlarm.admits(req, this.store.retainedBytes)) throw new KvError('NO_SPACE');
     const data = encodeKvRequest(req);
-    return (await this.driver.propose(data, wanted)) as KvResponse;
+    return (await this.driver.propose(data, requester)) as KvResponse;
   }
 
   /** A follower waits at least this long after its leader's last message before it campaigns. */

@@ -142,6 +142,12 @@ export interface RaftDriverStats {
   leaderChanges: number;
 }
 
+/** Who asked for a proposal (a client's call), asked before a parked proposal is made. */
+export interface Requester {
+  /** False once the requester gave up (cancelled, or past its deadline). */
+  wanted?(): boolean;
+}
+
 export class RaftDriver {
   private node_: RawNode;
   readonly stats: RaftDriverStats = { readies: 0, entriesPersisted: 0, saves: 0, entriesApplied: 0, messagesSent: 0, proposals: 0, leaderChanges: 0 };
@@ -152,7 +158,7 @@ export class RaftDriver {
    * one is known, as etcd's node holds proposals while it has no leader, so a write during an
    * election is slower rather than refused. Their waiters are in `proposals`.
    */
-  private readonly parked = new Map<number, { data: Uint8Array; wanted?: () => boolean }>();
+  private readonly parked = new Map<number, { data: Uint8Array; requester: Requester | undefined }>();
   /** Per follower, the last snapshot chunk waiting for its bytes: chunks are read and sent in order. */
   private readonly chunkSends = new Map<NodeId, Promise<void>>();
   /** Per follower, bumped when a chunk read fails: chunks queued before that are dropped (Raft starts over). */
@@ -234,12 +240,11 @@ export class RaftDriver {
   }
 
   /**
-   * Propose `payload`; resolves with the state machine's result once applied here. `wanted`
-   * says whether the requester still waits: one that gave up while the proposal was parked (no
-   * leader) has it dropped rather than proposed later (etcd drops a proposal whose context ends
-   * before its node has a leader).
+   * Propose `payload`; resolves with the state machine's result once applied here. A requester
+   * that gave up while the proposal was parked (no leader) has it dropped rather than proposed
+   * later (etcd drops a proposal whose context ends before its node has a leader).
    */
-  propose(payload: Uint8Array, wanted?: () => boolean): Promise<unknown> {
+  propose(payload: Uint8Array, requester?: Requester): Promise<unknown> {
     if (this.stopped) return Promise.reject(new RaftDriverError('STOPPED', 'raft node stopped'));
     const counter = ++this.requestCounter;
     const data = Buffer.allocUnsafe(REQUEST_ID_BYTES + payload.length);
@@ -247,7 +252,7 @@ export class RaftDriver {
     data.set(payload, REQUEST_ID_BYTES);
     return this.track(this.proposals, counter, () => {
       if (this.node.raft.lead === NONE) {
-        this.parked.set(counter, wanted === undefined ? { data } : { data, wanted });
+        this.parked.set(counter, { data, requester });
         return;
       }
       this.node.propose(data);
@@ -258,10 +263,10 @@ export class RaftDriver {
   /** Hands parked proposals to Raft once it knows a leader; those it refuses fail as DROPPED. */
   private releaseParked(): void {
     if (this.parked.size === 0 || this.node.raft.lead === NONE) return;
-    for (const [counter, { data, wanted }] of this.parked) {
+    for (const [counter, { data, requester }] of this.parked) {
       this.parked.delete(counter);
       try {
-        if (wanted !== undefined && !wanted()) throw new RaftError('PROPOSAL_DROPPED', 'the client gave up before a leader was elected');
+        if (requester?.wanted?.() === false) throw new RaftError('PROPOSAL_DROPPED', 'the client gave up before a leader was elected');
         this.node.propose(data);
         this.stats.proposals++;
       } catch (e) {

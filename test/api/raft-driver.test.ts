@@ -104,8 +104,8 @@ t.test('a parked proposal whose requester gave up before the election is dropped
   const d1 = drivers.get(1)!;
   t.equal(d1.node.status().lead, 0, 'no leader known when proposing');
   let clientWaits = true;
-  const abandoned = d1.propose(enc.encode('abandoned'), () => clientWaits).then((v) => v, (e: RaftDriverError) => e.code);
-  const kept = d1.propose(enc.encode('kept'), () => true);
+  const abandoned = d1.propose(enc.encode('abandoned'), { wanted: () => clientWaits }).then((v) => v, (e: RaftDriverError) => e.code);
+  const kept = d1.propose(enc.encode('kept'), { wanted: () => true });
   clientWaits = false; // its client's deadline passed while the cluster elected
   t.equal(await kept, 'applied:kept', 'the one still wanted is applied');
   t.equal(await abandoned, 'DROPPED', 'the abandoned one fails as never proposed');
