@@ -237,11 +237,11 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     };
   }
 
-  private async replicate(req: kv.KvRequest): Promise<kv.KvResponse> {
+  private async replicate(req: kv.KvRequest, ctx?: api.CallContext): Promise<kv.KvResponse> {
     // Refuse bad requests before they cost a log entry (apply re-checks anyway).
     const invalid = kv.checkRequest(req);
     if (invalid) throw invalid;
-    return this.propose(req);
+    return this.propose(req, ctx);
   }
 
   /** Proposes a request already checked; its error, if apply refuses it, is thrown. */
@@ -285,6 +285,9 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       // Read-only: answered here as a range is (etcd does the same), not written to every
       // member's log; linearizable unless every range asked for serializable.
       if (kv.isTxnReadOnly(t)) {
+        // A bad request is told so before who asks is checked, as on the write path.
+        const invalid = kv.checkRequest({ txn: t });
+        if (invalid) throw invalid;
         if (kv.isTxnSerializable(t)) {
           await this.auth.caughtUp(() => this.auth.authorize({ txn: t }, ctx));
         } else {
@@ -417,7 +420,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   leaseGrant(req: api.LeaseGrantRequest, ctx?: api.CallContext): Promise<api.LeaseGrantResponse> {
     return etcdErrors(async () => {
       const user = await this.auth.caughtUp(() => this.auth.caller(ctx));
-      const resp = await this.replicate(kv.clientRequest({ leaseGrant: { TTL: req.ttlSeconds, ID: req.id } }, user));
+      const resp = await this.replicate(kv.clientRequest({ leaseGrant: { TTL: req.ttlSeconds, ID: req.id } }, user), ctx);
       const g = (resp as { leaseGrant: kv.LeaseGrantResponse }).leaseGrant;
       return { header: this.header(g.header.revision), id: g.ID, ttlSeconds: g.TTL };
     });

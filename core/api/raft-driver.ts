@@ -103,6 +103,8 @@ interface Waiter {
   resolve(v: unknown): void;
   reject(e: Error): void;
   timer: NodeJS.Timeout;
+  /** A proposal handed to Raft while this node led: a step-down may lose it (noticeRole). */
+  asLeader?: boolean;
 }
 
 export interface RaftDriverOptions {
@@ -213,7 +215,12 @@ export class RaftDriver {
     this.stopped = true;
     if (this.ticker) clearInterval(this.ticker);
     const err = new RaftDriverError('STOPPED', 'raft node stopped');
-    for (const w of [...this.proposals.values(), ...this.reads.values()]) {
+    const neverProposed = new RaftDriverError('DROPPED', 'raft node stopped before a leader was known');
+    for (const [key, w] of this.proposals) {
+      clearTimeout(w.timer);
+      w.reject(this.parked.has(key) ? neverProposed : err);
+    }
+    for (const w of this.reads.values()) {
       clearTimeout(w.timer);
       w.reject(err);
     }
@@ -255,9 +262,16 @@ export class RaftDriver {
         this.parked.set(counter, { data, requester });
         return;
       }
-      this.node.propose(data);
-      this.stats.proposals++;
+      this.handToRaft(counter, data);
     });
+  }
+
+  /** Proposes `data`, noting whether this node leads (a forwarded proposal is the leader's to lose). */
+  private handToRaft(counter: number, data: Uint8Array): void {
+    const asLeader = this.node.raft.role === Role.Leader;
+    this.node.propose(data);
+    this.stats.proposals++;
+    if (asLeader) this.proposals.get(counter)!.asLeader = true;
   }
 
   /** Hands parked proposals to Raft once it knows a leader; those it refuses fail as DROPPED. */
@@ -267,8 +281,7 @@ export class RaftDriver {
       this.parked.delete(counter);
       try {
         if (requester?.wanted?.() === false) throw new RaftError('PROPOSAL_DROPPED', 'the client gave up before a leader was elected');
-        this.node.propose(data);
-        this.stats.proposals++;
+        this.handToRaft(counter, data);
       } catch (e) {
         const w = this.proposals.get(counter);
         if (w === undefined) continue;
@@ -573,10 +586,11 @@ export class RaftDriver {
     if (leadChanged && lead !== 0) this.stats.leaderChanges++;
     this.lastLead = lead;
     if (this.lastRole === Role.Leader && role !== Role.Leader) {
-      // Our pending proposals may never commit; fail fast rather than at the timeout. (Parked
-      // ones were never proposed: they wait for the next leader.)
+      // What we proposed as leader may never commit; fail fast rather than at the timeout.
+      // (Parked ones were never proposed, and those forwarded to another leader since are that
+      // leader's to commit: they wait.)
       for (const [key, w] of this.proposals) {
-        if (this.parked.has(key)) continue;
+        if (w.asLeader !== true) continue;
         clearTimeout(w.timer);
         w.reject(new RaftDriverError('LEADER_CHANGED', 'leader changed; the request may or may not have been applied'));
         this.proposals.delete(key);

@@ -700,7 +700,6 @@ class StateHasher {
   }
 }
 
-/** etcd's IsTxnReadonly: only top-level ranges in both branches. */
 /** Ranges only, in both branches (a nested txn counts as a write, as in etcd 3.4's isTxnReadonly). */
 export function isTxnReadOnly(t: TxnRequest): boolean {
   for (const op of t.success ?? []) if (!op.requestRange) return false;
@@ -708,7 +707,6 @@ export function isTxnReadOnly(t: TxnRequest): boolean {
   return true;
 }
 
-/** etcd's compareKV; a missing key compares as a zero KeyValue. */
 /** Read-only with every range serializable (vacuously so without ops): answered without ReadIndex, as etcd's isTxnSerializable. */
 export function isTxnSerializable(t: TxnRequest): boolean {
   for (const op of t.success ?? []) if (!op.requestRange?.serializable) return false;
@@ -716,6 +714,7 @@ export function isTxnSerializable(t: TxnRequest): boolean {
   return true;
 }
 
+/** etcd's compareKV; a missing key compares as a zero KeyValue. */
 function compareRecord(c: Compare, rec: KvRecord | undefined): boolean {
   let result: number;
   switch (c.target ?? CompareTarget.VERSION) {

@@ -13,7 +13,7 @@ import { decodeKvRequest, encodeKvRequest, type KvRequest } from '../../core/kv/
 import { EtcdGrpcServer } from '../../core/net/etcd/server.js';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
 import { generateToken } from '../../core/net/token.js';
-import { Node } from '../kv/helpers.js';
+import { b, Node } from '../kv/helpers.js';
 
 type Obj = Record<string, any>;
 const def = protoLoader.loadSync(ETCD_RPC_PROTO, { includeDirs: [ETCD_PROTO_DIR], longs: String, enums: String, defaults: true, oneofs: true });
@@ -69,4 +69,37 @@ t.test('a read-only txn is answered here, after ReadIndex unless serializable; a
 
   const bad = await txn({ compare: [], success: [{ requestRange: { key: Buffer.from('a'), revision: 999 } }], failure: [] }).then(() => undefined, (e: grpc.ServiceError) => e);
   t.match(bad, { code: grpc.status.OUT_OF_RANGE, details: 'etcdserver: mvcc: required revision is a future revision' }, "a read-only txn's errors are etcd's");
+});
+
+t.test('with auth on, a bad read-only txn is told it is bad before the caller is checked, as a bad write is', async (t) => {
+  const kvNode = Node.create();
+  const PW = b('scrypt$14$8$1$c2FsdA==$aGFzaA==');
+  for (const auth of [{ userAdd: { name: 'root', password: PW } }, { userGrantRole: { name: 'root', role: 'root' } }, { authEnable: {} }]) kvNode.apply({ auth });
+  const member = {
+    store: kvNode.store,
+    linearizableBarrier: async () => undefined,
+    propose: async () => { throw new Error('nothing is proposed here'); },
+    driver: { node: { raft: { term: 1 } } },
+    id: 1,
+    clusterId: 2,
+    token: generateToken(),
+    opts: {},
+  } as unknown as ManagerNode;
+  const backend = new ManagerEtcdBackend(member);
+  const server = await EtcdGrpcServer.start({ backend, port: 0 });
+  const client = new KV(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
+  t.teardown(async () => {
+    client.close();
+    backend.close();
+    await server.close(200);
+  });
+  const txn = (req: Obj): Promise<grpc.ServiceError | undefined> => new Promise((resolve) => client.Txn(req, (e: grpc.ServiceError | null) => resolve(e ?? undefined)));
+  const emptyKey = { compare: [], success: [{ requestRange: { key: Buffer.alloc(0) } }], failure: [] };
+  t.match(await txn(emptyKey), { code: grpc.status.INVALID_ARGUMENT, details: 'etcdserver: key is not provided' }, 'read-only: the bad request');
+  const emptyKeyPut = { compare: [], success: [{ requestPut: { key: Buffer.alloc(0), value: Buffer.from('v') } }], failure: [] };
+  t.match(await txn(emptyKeyPut), { code: grpc.status.INVALID_ARGUMENT, details: 'etcdserver: key is not provided' }, 'writing: the same');
+  const tooMany = { compare: [], success: Array.from({ length: 129 }, () => ({ requestRange: { key: Buffer.from('a') } })), failure: [] };
+  t.match(await txn(tooMany), { code: grpc.status.INVALID_ARGUMENT, details: 'etcdserver: too many operations in txn request' }, 'read-only, 129 ops: the bad request');
+  const good = { compare: [], success: [{ requestRange: { key: Buffer.from('a') } }], failure: [] };
+  t.match(await txn(good), { details: 'etcdserver: user name is empty' }, 'a good one without a user: refused as etcd refuses it');
 });

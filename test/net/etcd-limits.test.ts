@@ -426,6 +426,20 @@ t.test("watch streams that require a leader (etcd's hasleader metadata): refused
   plain.s.cancel();
 });
 
+t.test("a unary call that requires a leader (hasleader metadata) is refused at once while there is none, as etcd's interceptor refuses it", async (t) => {
+  const md = new grpc.Metadata();
+  md.set('hasleader', 'true');
+  t.teardown(() => void (backend.leaderKnown = true));
+  const put = (meta: grpc.Metadata): Promise<grpc.ServiceError | undefined> =>
+    new Promise((resolve) => (kv.Put as unknown as (r: Obj, m: grpc.Metadata, cb: (e: grpc.ServiceError | null) => void) => void)({ key: Buffer.from('hl'), value: Buffer.from('v') }, meta, (e) => resolve(e ?? undefined)));
+  backend.leaderKnown = false;
+  const refused = await put(md);
+  t.match(refused, { code: grpc.status.UNAVAILABLE, details: 'etcdserver: no leader' }, 'with hasleader: NO_LEADER');
+  t.equal(await put(new grpc.Metadata()), undefined, 'without it: served (the member decides how to wait)');
+  backend.leaderKnown = true;
+  t.equal(await put(md), undefined, 'with a leader: served');
+});
+
 t.test('fuzz: garbage request bytes on every method get an error status; the server keeps serving', async (t) => {
   const raw = new grpc.Client(addr, grpc.credentials.createInsecure());
   t.teardown(() => raw.close());

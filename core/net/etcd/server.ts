@@ -365,7 +365,11 @@ export class EtcdGrpcServer {
       let pending: Promise<Obj>;
       try {
         if (sizeChecked && requestBytes(call.request) > this.limits.maxRequestBytes) throw new EtcdError('REQUEST_TOO_LARGE');
-        pending = fn(call.request, callContext(call, this.clientCerts));
+        const ctx = callContext(call, this.clientCerts);
+        // clientv3's WithRequireLeader: refused at once while this member knows no leader (etcd's
+        // unary interceptor), rather than waiting for one.
+        if (ctx.requireLeader && this.backend.hasLeader?.() === false) throw new EtcdError('NO_LEADER');
+        pending = fn(call.request, ctx);
       } catch (err) {
         pending = Promise.reject(err);
       }
