@@ -261,7 +261,10 @@ export async function etcdAndPicloud(t: Test, size: number): Promise<{ clusters:
     await Promise.all(clusters.map((c) => c.stop()));
     rmSync(root, { recursive: true, force: true });
   });
-  clusters.push(await startEtcd({ root, size }));
-  clusters.push(await startPicloud({ root, size }));
+  // Both at once (each waits mostly on its own elections); one that started is stopped in the
+  // teardown even when the other failed to.
+  const started = await Promise.allSettled([startEtcd({ root, size }), startPicloud({ root, size })]);
+  for (const s of started) if (s.status === 'fulfilled') clusters.push(s.value);
+  for (const s of started) if (s.status === 'rejected') throw s.reason;
   return { clusters: clusters as [BenchCluster, BenchCluster], closeWithThem: (...c) => clients.push(...c) };
 }
