@@ -15,7 +15,7 @@ import { etcdAndPicloud } from '../helpers/etcd-ops.js';
 import { runEtcd3Script, type Line, type ScriptTargets } from './fixtures/etcd3-client-script.js';
 
 /** Steps the script records before its `end` line: fewer means steps went missing. */
-const STEPS = 86;
+const STEPS = 87;
 
 /** The script's client on a follower (on one member, both on it), its second client on the leader. */
 async function targets(c: BenchCluster): Promise<ScriptTargets> {
@@ -44,6 +44,7 @@ function checkReference(t: Test, lines: Line[]): void {
   expect('lock contention: the second is refused until the first releases', { order: ['a acquired', 'b refused: EtcdLockFailedError', 'a released', 'b acquired'], holder: true, bHolds: true }, 'the second lock was refused while the first was held, then taken');
   expect('election: campaign, observe, contention, proclaim, resign', { order: ['a elected', 'b campaigning', 'a resigned', 'b elected'], changes: ['a', 'a2', 'b', null] }, 'the second candidate was elected only after the first resigned');
   t.same(['SerializableSnapshot', 'Serializable', 'RepeatableReads', 'ReadCommitted'].map((l) => step(lines, `stm ${l}: a write by another client between read and commit`)?.attempts), [2, 2, 2, 1], 'STM retried on the conflict, except ReadCommitted');
+  expect('stm: a key read missing, then created by another client; prefetched keys', { attempts: 2, seen: { missing: 'created' } }, 'STM retried when a key it read missing was created');
   expect('stm: conflicts beyond its retries', { attempts: 2, res: { error: 'STMConflictError' } }, 'STM gave up after its retries');
   expect('cluster: add a learner', { member: { isLearner: true } }, 'a learner was added');
   expect('cluster: add a peer URL a member has', { res: { message: /Peer URLs already exists/ } }, 'a second member with the same peer URL is refused');
