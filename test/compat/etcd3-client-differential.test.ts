@@ -15,7 +15,7 @@ import { etcdAndPicloud } from '../helpers/etcd-ops.js';
 import { runEtcd3Script, type Line, type ScriptTargets } from './fixtures/etcd3-client-script.js';
 
 /** Steps the script records before its `end` line: fewer means steps went missing. */
-const STEPS = 87;
+const STEPS = 88;
 
 /** The script's client on a follower (on one member, both on it), its second client on the leader. */
 async function targets(c: BenchCluster): Promise<ScriptTargets> {
