@@ -15,7 +15,7 @@ import { etcdAndPicloud } from '../helpers/etcd-ops.js';
 import { runEtcd3Script, type Line, type ScriptTargets } from './fixtures/etcd3-client-script.js';
 
 /** Steps the script records before its `end` line: fewer means steps went missing. */
-const STEPS = 88;
+const STEPS = 89;
 
 /** The script's client on a follower (on one member, both on it), its second client on the leader. */
 async function targets(c: BenchCluster): Promise<ScriptTargets> {
@@ -51,6 +51,7 @@ function checkReference(t: Test, lines: Line[]): void {
   expect('bad input: a value over the request limit (1.6 MiB)', { res: { error: 'GRPCInvalidArgumentError', message: /request is too large/ } }, 'an oversized request is refused');
   expect('auth: alice puts where she may only read', { res: { error: 'EtcdPermissionDeniedError' } }, 'a user is held to her grants');
   expect('auth: alice puts her read-write key', { res: { ok: {} } }, 'a user may write where granted');
+  expect('auth: a watch refused, then one permitted, on one stream', { answered: true, got: [{ watch_id: '-1', canceled: true, cancel_reason: /permission denied/ }, { created: true, canceled: false }] }, 'a watch outside her grants is refused, one within them is created');
   expect('auth: a wrong password', { get: { error: 'EtcdAuthenticationFailedError' } }, 'a wrong password is refused');
 }
 
