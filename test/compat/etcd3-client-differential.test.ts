@@ -86,6 +86,9 @@ t.test('the npm etcd3 client sees picloud as it sees etcd 3.4', { skip: existsSy
     sizes.map(async (size) => {
       const { clusters } = await etcdAndPicloud(t, size);
       const [etcd, picloud] = await Promise.all(clusters.map(async (c) => runEtcd3Script(await targets(c))));
+      // A member that died during the script fails the test with what it said last.
+      const died = clusters.flatMap((c) => c.members.filter((m) => m.proc.exitCode !== null || m.proc.signalCode !== null));
+      t.same(died.map((m) => `${m.name} (${m.proc.exitCode ?? m.proc.signalCode}): ${m.logTail.join('').slice(-1500)}`), [], `every member of ${size} still runs`);
       return { etcd: etcd!, picloud: picloud! };
     }),
   );
