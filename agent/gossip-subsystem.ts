@@ -247,10 +247,12 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
   let retryTimer: NodeJS.Timeout | undefined;
   const peersPath = joinPath(dir, PEERS_FILE);
   const remembered = loadRememberedPeers(peersPath, log);
-  const seedTexts = [...new Set([...opts.join, ...remembered])];
+  // The --join seeds are tried first, alone: a remembered peer that is powered off could hold
+  // the start up for a connect timeout. Retries try the remembered peers too.
+  const everySeed = [...new Set([...opts.join, ...remembered])];
   const peersFile = new LatestValueFile(peersPath, 0o600, (err) => log.warn(`gossip: peers not saved: ${err.message}`));
   const conflictDeadline = performance.now() + (opts.nameConflictRetryMs ?? detectionBoundMs(config, 1000));
-  const tryJoin = async (delayMs: number): Promise<void> => {
+  const tryJoin = async (delayMs: number, seedTexts: readonly string[]): Promise<void> => {
     const seeds = await resolveSeeds(seedTexts, log);
     try {
       if (seeds.length === 0) throw new GossipError('GOSSIP_JOIN_FAILED', 'no seed address resolved');
@@ -263,11 +265,11 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
         if (performance.now() >= conflictDeadline) throw err;
         log.warn(`gossip: ${e.message}; retrying until its previous life is declared failed`);
         await new Promise((r) => setTimeout(r, Math.min(2_000, Math.max(0, conflictDeadline - performance.now()))));
-        return tryJoin(delayMs);
+        return tryJoin(delayMs, seedTexts);
       }
       log.warn(`gossip: join failed (${e.message}); retrying in ${delayMs} ms`);
       retryTimer = setTimeout(() => {
-        tryJoin(Math.min(JOIN_RETRY_MAX_MS, delayMs * 2)).catch((e2: GossipError) => {
+        tryJoin(Math.min(JOIN_RETRY_MAX_MS, delayMs * 2), everySeed).catch((e2: GossipError) => {
           if (!stopped) log.warn(`gossip: giving up joining: ${e2.message}`);
         });
       }, delayMs);
@@ -276,7 +278,7 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
   };
   if (opts.join.length > 0) {
     try {
-      await tryJoin(JOIN_RETRY_MIN_MS);
+      await tryJoin(JOIN_RETRY_MIN_MS, opts.join);
     } catch (err) {
       await node.stop();
       throw err;
@@ -285,7 +287,7 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
     // Without --join (a restarted bootstrap manager) the start does not wait on the peers: the
     // cluster may be this node alone for now.
     log.info(`gossip: joining the ${remembered.length} peers seen alive before the restart`);
-    tryJoin(JOIN_RETRY_MIN_MS).catch((e: GossipError) => {
+    tryJoin(JOIN_RETRY_MIN_MS, remembered).catch((e: GossipError) => {
       if (!stopped) log.warn(`gossip: giving up joining the remembered peers: ${e.message}`);
     });
   }
@@ -354,12 +356,14 @@ async function rememberPeers(node: GossipNode, file: LatestValueFile, saved: rea
     file.save(text);
   };
   for (;;) {
+    const events = node.events();
+    // What the join already brought in (before this subscription) counts too.
+    save();
     try {
-      for await (const _event of node.events()) save();
+      for await (const _event of events) save();
       return; // stopped
     } catch {
-      // Fell behind the events (GOSSIP_WATCH_OVERFLOW): catch up from the member table.
-      save();
+      // Fell behind the events (GOSSIP_WATCH_OVERFLOW): subscribe again and catch up.
     }
   }
 }

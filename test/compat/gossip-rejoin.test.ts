@@ -60,3 +60,30 @@ t.test('the bootstrap manager restarted without --bootstrap or --join serves aga
   const put = await etcdctlAsync(`${a.host}:${a.ports.client}`, ['put', 'after-restart', 'yes']);
   t.equal(put.stdout.trim(), 'OK', `a write through the restarted member is answered (${put.stderr.trim()})`);
 });
+
+t.test('a member whose --join seed is down at its restart joins gossip through the peers it remembered', async (t) => {
+  const { cluster } = await startedCluster(t, ['a', 'b', 'c']);
+  const [a, b, c] = cluster.agents as [AgentProc, AgentProc, AgentProc];
+  await until('every member to list the three alive', async () => {
+    const views = await Promise.all([a, b, c].map(view));
+    return views.every((v) => ['a', 'b', 'c'].every((n) => v.get(n) === 'alive')) || undefined;
+  }, 15_000);
+  await until("b to have saved a's and c's addresses", () => {
+    try {
+      return (JSON.parse(readFileSync(join(b.dataDir, 'gossip', 'peers.json'), 'utf8')) as string[]).length === 2 || undefined;
+    } catch {
+      return undefined;
+    }
+  }, 5_000);
+  b.proc!.kill('SIGKILL');
+  a.proc!.kill('SIGKILL'); // b's --join seed
+  cluster.start(b, false); // --join a, which is down
+  await cluster.ready(b); // Raft: b and c are a quorum
+  const readyAt = Date.now();
+  await until('b and c to list each other alive', async () => {
+    const [vb, vc] = await Promise.all([view(b), view(c)]);
+    return (vb.get('c') === 'alive' && vc.get('b') === 'alive') || undefined;
+  }, 40_000);
+  const took = Date.now() - readyAt;
+  t.ok(took <= REJOIN_BOUND_MS, `b and c list each other alive ${took} ms after b was ready (bound ${REJOIN_BOUND_MS} ms)`);
+});
