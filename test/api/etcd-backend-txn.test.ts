@@ -4,7 +4,7 @@
  * member's state (after a ReadIndex round unless every range is serializable) instead of being
  * written to every member's log; a txn that writes is proposed.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ManagerEtcdBackend } from '../../core/api/etcd-backend.js';
@@ -19,23 +19,9 @@ type Obj = Record<string, any>;
 const def = protoLoader.loadSync(ETCD_RPC_PROTO, { includeDirs: [ETCD_PROTO_DIR], longs: String, enums: String, defaults: true, oneofs: true });
 const KV = (grpc.loadPackageDefinition(def) as any).etcdserverpb.KV;
 
-t.test('a read-only txn is answered here, after ReadIndex unless serializable; a writing txn is proposed', async (t) => {
-  const kvNode = Node.create();
-  kvNode.put('a', '1');
-  let proposals = 0;
-  let barriers = 0;
-  let index = 100;
-  const member = {
-    store: kvNode.store,
-    linearizableBarrier: async () => { barriers++; },
-    propose: async (req: KvRequest) => { proposals++; return kvNode.store.apply(decodeKvRequest(encodeKvRequest(req)), { index: ++index, term: 1 }); },
-    driver: { node: { raft: { term: 1 } } },
-    id: 1,
-    clusterId: 2,
-    token: generateToken(),
-    opts: {},
-    spaceAlarm: { admits: () => true },
-  } as unknown as ManagerNode;
+/** A member stand-in around `kvNode` (its other parts from `parts`), its backend behind a real server: a Txn call that settles with the response or the error. */
+async function serve(t: Test, kvNode: Node, parts: Obj): Promise<(req: Obj) => Promise<{ r?: Obj; e?: grpc.ServiceError }>> {
+  const member = { store: kvNode.store, driver: { node: { raft: { term: 1 } } }, id: 1, clusterId: 2, token: generateToken(), opts: {}, ...parts } as unknown as ManagerNode;
   const backend = new ManagerEtcdBackend(member);
   const server = await EtcdGrpcServer.start({ backend, port: 0 });
   const client = new KV(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
@@ -44,7 +30,25 @@ t.test('a read-only txn is answered here, after ReadIndex unless serializable; a
     backend.close();
     await server.close(200);
   });
-  const txn = (req: Obj): Promise<Obj> => new Promise((resolve, reject) => client.Txn(req, (e: Error | null, r: Obj) => (e ? reject(e) : resolve(r))));
+  return (req) => new Promise((resolve) => client.Txn(req, (e: grpc.ServiceError | null, r: Obj) => resolve(e ? { e } : { r })));
+}
+
+t.test('a read-only txn is answered here, after ReadIndex unless serializable; a writing txn is proposed', async (t) => {
+  const kvNode = Node.create();
+  kvNode.put('a', '1');
+  let proposals = 0;
+  let barriers = 0;
+  let index = 100;
+  const call = await serve(t, kvNode, {
+    linearizableBarrier: async () => { barriers++; },
+    propose: async (req: KvRequest) => { proposals++; return kvNode.store.apply(decodeKvRequest(encodeKvRequest(req)), { index: ++index, term: 1 }); },
+    spaceAlarm: { admits: () => true },
+  });
+  const txn = async (req: Obj): Promise<Obj> => {
+    const { r, e } = await call(req);
+    if (e) throw e;
+    return r!;
+  };
   const isA1 = [{ key: Buffer.from('a'), target: 'VALUE', result: 'EQUAL', value: Buffer.from('1') }];
   const values = (r: Obj): string[] => r.responses.flatMap((x: Obj) => (x.responseRange?.kvs ?? []).map((kv: Obj) => Buffer.from(kv.value).toString()));
 
@@ -75,25 +79,11 @@ t.test('with auth on, a bad read-only txn is told it is bad before the caller is
   const kvNode = Node.create();
   const PW = b('scrypt$14$8$1$c2FsdA==$aGFzaA==');
   for (const auth of [{ userAdd: { name: 'root', password: PW } }, { userGrantRole: { name: 'root', role: 'root' } }, { authEnable: {} }]) kvNode.apply({ auth });
-  const member = {
-    store: kvNode.store,
+  const call = await serve(t, kvNode, {
     linearizableBarrier: async () => undefined,
     propose: async () => { throw new Error('nothing is proposed here'); },
-    driver: { node: { raft: { term: 1 } } },
-    id: 1,
-    clusterId: 2,
-    token: generateToken(),
-    opts: {},
-  } as unknown as ManagerNode;
-  const backend = new ManagerEtcdBackend(member);
-  const server = await EtcdGrpcServer.start({ backend, port: 0 });
-  const client = new KV(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
-  t.teardown(async () => {
-    client.close();
-    backend.close();
-    await server.close(200);
   });
-  const txn = (req: Obj): Promise<grpc.ServiceError | undefined> => new Promise((resolve) => client.Txn(req, (e: grpc.ServiceError | null) => resolve(e ?? undefined)));
+  const txn = async (req: Obj): Promise<grpc.ServiceError | undefined> => (await call(req)).e;
   const emptyKey = { compare: [], success: [{ requestRange: { key: Buffer.alloc(0) } }], failure: [] };
   t.match(await txn(emptyKey), { code: grpc.status.INVALID_ARGUMENT, details: 'etcdserver: key is not provided' }, 'read-only: the bad request');
   const emptyKeyPut = { compare: [], success: [{ requestPut: { key: Buffer.alloc(0), value: Buffer.from('v') } }], failure: [] };

@@ -26,22 +26,31 @@ async function view(a: AgentProc): Promise<Map<string, string>> {
   }
 }
 
-t.test('the bootstrap manager restarted without --bootstrap or --join serves again and rejoins gossip through the peers it remembered', async (t) => {
-  const { cluster } = await startedCluster(t, ['a', 'b', 'c']);
-  const [a, b, c] = cluster.agents as [AgentProc, AgentProc, AgentProc];
-  await until('every member to list the three alive', async () => {
-    const views = await Promise.all([a, b, c].map(view));
-    return views.every((v) => ['a', 'b', 'c'].every((n) => v.get(n) === 'alive')) || undefined;
-  }, 15_000);
-  const peersFile = join(a.dataDir, 'gossip', 'peers.json');
-  await until('a to have saved its peers', () => {
+/** Waits until each of `agents` lists every one of them alive. */
+function allAlive(agents: AgentProc[], what: string, timeoutMs = 15_000): Promise<true> {
+  return until(what, async () => {
+    const views = await Promise.all(agents.map(view));
+    return views.every((v) => agents.every((x) => v.get(x.name) === 'alive')) || undefined;
+  }, timeoutMs);
+}
+
+/** The addresses in `a`'s gossip/peers.json once it lists `n` of them. */
+function savedPeers(a: AgentProc, n: number): Promise<string[]> {
+  return until(`${a.name} to have saved ${n} peers`, () => {
     try {
-      return (JSON.parse(readFileSync(peersFile, 'utf8')) as string[]).length === 2 || undefined;
+      const list = JSON.parse(readFileSync(join(a.dataDir, 'gossip', 'peers.json'), 'utf8')) as string[];
+      return list.length === n ? list : undefined;
     } catch {
       return undefined;
     }
   }, 5_000);
-  t.same(new Set(JSON.parse(readFileSync(peersFile, 'utf8')) as string[]), new Set([b, c].map((x) => `${x.host}:${x.ports.gossip}`)), "a's gossip/peers.json holds b's and c's gossip addresses");
+}
+
+t.test('the bootstrap manager restarted without --bootstrap or --join serves again and rejoins gossip through the peers it remembered', async (t) => {
+  const { cluster } = await startedCluster(t, ['a', 'b', 'c']);
+  const [a, b, c] = cluster.agents as [AgentProc, AgentProc, AgentProc];
+  await allAlive([a, b, c], 'every member to list the three alive');
+  t.same(new Set(await savedPeers(a, 2)), new Set([b, c].map((x) => `${x.host}:${x.ports.gossip}`)), "a's gossip/peers.json holds b's and c's gossip addresses");
 
   a.proc!.kill('SIGKILL');
   await until('b and c to declare a dead', async () => {
@@ -51,10 +60,7 @@ t.test('the bootstrap manager restarted without --bootstrap or --join serves aga
   cluster.start(a, 'restart');
   await cluster.ready(a);
   const readyAt = Date.now();
-  await until('a and the others to list each other alive', async () => {
-    const views = await Promise.all([a, b, c].map(view));
-    return views.every((v) => ['a', 'b', 'c'].every((n) => v.get(n) === 'alive')) || undefined;
-  }, 40_000);
+  await allAlive([a, b, c], 'a and the others to list each other alive', 40_000);
   const took = Date.now() - readyAt;
   t.ok(took <= REJOIN_BOUND_MS, `rejoined ${took} ms after it was ready (bound ${REJOIN_BOUND_MS} ms)`);
   const put = await etcdctlAsync(`${a.host}:${a.ports.client}`, ['put', 'after-restart', 'yes']);
@@ -64,17 +70,8 @@ t.test('the bootstrap manager restarted without --bootstrap or --join serves aga
 t.test('a member whose --join seed is down at its restart joins gossip through the peers it remembered', async (t) => {
   const { cluster } = await startedCluster(t, ['a', 'b', 'c']);
   const [a, b, c] = cluster.agents as [AgentProc, AgentProc, AgentProc];
-  await until('every member to list the three alive', async () => {
-    const views = await Promise.all([a, b, c].map(view));
-    return views.every((v) => ['a', 'b', 'c'].every((n) => v.get(n) === 'alive')) || undefined;
-  }, 15_000);
-  await until("b to have saved a's and c's addresses", () => {
-    try {
-      return (JSON.parse(readFileSync(join(b.dataDir, 'gossip', 'peers.json'), 'utf8')) as string[]).length === 2 || undefined;
-    } catch {
-      return undefined;
-    }
-  }, 5_000);
+  await allAlive([a, b, c], 'every member to list the three alive');
+  await savedPeers(b, 2);
   b.proc!.kill('SIGKILL');
   a.proc!.kill('SIGKILL'); // b's --join seed
   cluster.start(b, false); // --join a, which is down
