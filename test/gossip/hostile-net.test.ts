@@ -244,7 +244,7 @@ t.test('impersonation by a key holder: a name from another address, a false leav
   const incB = b.incarnation;
   await sendUdp(a.port, sealPacket(ring, [{ t: MsgType.Dead, name: 'b', incarnation: incB, from: 'b' }]));
   await waitFor('b back with a new incarnation', () => b.incarnation > incB && nodes.every((n) => statusOf(n, 'b') === 'alive'));
-  t.pass(`b refuted the forged leave (incarnation ${incB} → ${b.incarnation}); a saw ${seen.filter((e) => e.member.name === 'b').map((e) => e.type).join(', ')}`);
+  t.ok(b.incarnation > incB && nodes.every((n) => statusOf(n, 'b') === 'alive'), `b refuted the forged leave (incarnation ${incB} → ${b.incarnation}); a saw ${seen.filter((e) => e.member.name === 'b').map((e) => e.type).join(', ')}`);
 
   // A key holder joining under a live member's name from another address is refused.
   const impostor = await startNode('b');
@@ -291,6 +291,6 @@ t.test('metadata: bad encodings from a key holder are dropped and counted, overs
   t.throws(() => b.updateMeta({ n: Number.NaN } as never), { code: 'GOSSIP_META_INVALID' });
   b.updateMeta({ role: 'worker', tags: { zone: 'z1' } });
   await waitFor('update seen by a', () => (a.members().find((m) => m.name === 'b')!.meta.tags as { zone?: string } | undefined)?.zone === 'z1');
-  t.pass('a good update reached a');
+  t.equal((a.members().find((m) => m.name === 'b')!.meta.tags as { zone?: string } | undefined)?.zone, 'z1', 'a good update reached a');
   t.equal(statusOf(a, 'b'), 'alive', 'and a still serves');
 });
