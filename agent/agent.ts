@@ -4,6 +4,8 @@
  * accepted on the command line and logged as not in use (DESIGN.md's contract).
  */
 import { ensurePrivateDir } from '../core/storage/private-dir.js';
+import { setLevelMaxOpenFiles } from '../core/storage/level-open.js';
+import { applyOpenFilesBudget } from './open-files.js';
 import pino from 'pino';
 import { Gauge } from 'prom-client';
 import { AgentConfig, ConfigError } from './config.js';
@@ -92,6 +94,8 @@ export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
   const wider = ensurePrivateDir(given.dataDir);
   if (wider !== undefined) log.warn({ dataDir: given.dataDir, was: wider.toString(8) }, 'the data dir could be read by other accounts on this board: made it private (0700)');
   const config: AgentConfig = { ...given, advertiseAddr: resolveAdvertise(given, log) };
+  // Before any store or listener opens: every descriptor comes out of one budget.
+  const files = applyOpenFilesBudget(log, setLevelMaxOpenFiles);
   let manager: RunningManager | undefined;
   let gossip: GossipSubsystem | undefined;
   const http = new AgentHttp({
@@ -128,6 +132,7 @@ export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
           end({ reason: err.message, failed: true });
         },
         metrics: async () => ({ contentType: http.registry.contentType, body: await http.registry.metrics() }),
+        clientConnections: files.client,
       });
       stops.push(() => manager!.stop());
     } else if (config.bootstrap) {
@@ -197,7 +202,7 @@ export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
         },
       ]);
     }
-    await http.listen(config.bindAddr, config.httpPort);
+    await http.listen(config.bindAddr, config.httpPort, files.http);
     stops.push(() => http.close());
     log.info({ http: `${config.bindAddr}:${config.httpPort}` }, 'agent started');
   } catch (e) {

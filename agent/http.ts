@@ -11,6 +11,7 @@
  * on a board (over ssh) to change the cluster from afar.
  */
 import { IncomingMessage, Server, ServerResponse, createServer } from 'node:http';
+import { capConnections, type ConnectionCap } from '../core/net/connection-cap.js';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 
 export interface Route {
@@ -67,8 +68,9 @@ export class AgentHttp {
     this.routes.push(...routes);
   }
 
-  async listen(host: string, port: number): Promise<void> {
+  async listen(host: string, port: number, connections?: ConnectionCap): Promise<void> {
     this.server = createServer((req, res) => void this.handle(req, res));
+    capConnections(this.server, connections);
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', reject);
       this.server!.listen(port, host, () => resolve());

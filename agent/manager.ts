@@ -9,6 +9,7 @@ import { boardId } from './board-id.js';
 import { EtcdGrpcServer } from '../core/net/etcd/server.js';
 import { ClientTlsFiles, checkMemberCanVerify, dialTarget, requiresClientCerts, tlsSource, type ClientTlsSource } from '../core/net/etcd/client-tls.js';
 import { parseHostPort } from '../core/net/address.js';
+import type { ConnectionCap } from '../core/net/connection-cap.js';
 import { AgentConfig } from './config.js';
 
 export interface RunningManager {
@@ -26,6 +27,8 @@ export interface ManagerHooks {
   onDuplicate?: (err: Error) => void;
   /** The agent's Prometheus text, also served on the client port's GET /metrics as etcd does. */
   metrics?: () => Promise<{ contentType: string; body: string }>;
+  /** The client port's share of the open files budget (agent/open-files.ts). */
+  clientConnections?: ConnectionCap;
 }
 
 export async function startManager(
@@ -85,6 +88,7 @@ export async function startManager(
       tls,
       onInternalError: (err, method) => log.error({ err, method }, 'etcd API internal error'),
       metrics,
+      connections: hooks.clientConnections,
     });
   } catch (e) {
     await node.stop();

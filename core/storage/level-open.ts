@@ -24,8 +24,19 @@ export interface LevelOpenOptions {
   mustExist: boolean;
 }
 
+/**
+ * max_open_files of every store this process opens. The descriptors are the process's, shared
+ * with its connections, so the agent sets it from its open files budget (agent/open-files.ts)
+ * before opening any; LevelDB's own default until then.
+ */
+let maxOpenFiles = 1_000;
+
+export function setLevelMaxOpenFiles(n: number): void {
+  maxOpenFiles = n;
+}
+
 export async function openLevel(path: string, opts: LevelOpenOptions): Promise<ClassicLevel<Buffer, Buffer>> {
-  const db = new ClassicLevel<Buffer, Buffer>(path, { keyEncoding: 'buffer', valueEncoding: 'buffer', createIfMissing: !opts.mustExist });
+  const db = new ClassicLevel<Buffer, Buffer>(path, { keyEncoding: 'buffer', valueEncoding: 'buffer', createIfMissing: !opts.mustExist, maxOpenFiles });
   try {
     await db.open();
   } catch (err) {

@@ -25,6 +25,7 @@ import { createServer as createTlsServer, type Server as TlsServer, type TLSSock
 import { WRAPPED_CONNECTION, certUser } from './client-tls.js';
 import { Duplex } from 'node:stream';
 import hpack from 'hpack.js';
+import { capConnections, type ConnectionCap } from '../connection-cap.js';
 
 /** Where sorted connections go: grpc-js's connection injector. */
 export interface ConnectionSink {
@@ -510,10 +511,12 @@ export class SortingListener {
     http1?: ConnectionSink,
     onError?: (err: Error) => void,
     tls?: () => TlsOptions,
+    connections?: ConnectionCap,
   ): Promise<SortingListener> {
     let inUse = tls?.();
     const server = inUse === undefined ? createServer() : createTlsServer(inUse);
     const listener = new SortingListener(server);
+    capConnections(server, connections);
     const sort = (socket: Socket): void => {
       listener.sorting.add(socket);
       new ConnectionSorter(socket, sink, () => listener.sorting.delete(socket), timeouts, http1);

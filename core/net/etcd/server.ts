@@ -18,6 +18,7 @@ import type { CallContext, EtcdAuthBackend, EtcdBackend, LeaseKeepAliveResponse,
 import { framedSnapshotBytes, snapshotTrailer } from './snapshot-file.js';
 import { encodeEventsFrames, eventsResponseBytes, fragmentEvents, type EventsResponse } from './watch-encoding.js';
 import { DEFAULT_SORTING_TIMEOUTS, REWRITTEN_CERT_USER_HEADER, REWRITTEN_PEER_HEADER, SortingListener } from './client-port-listener.js';
+import type { ConnectionCap } from '../connection-cap.js';
 import { GATEWAY_HEADERS_TIMEOUT_MS, JsonGateway } from './json-gateway.js';
 import { certificateUser, serverTlsOptions, tlsSource, type ClientTls, type ClientTlsSource } from './client-tls.js';
 import type { PeerCertificate, TlsOptions } from 'node:tls';
@@ -72,6 +73,8 @@ export interface EtcdServerOptions {
   metrics?: () => Promise<{ contentType: string; body: string }>;
   /** Serve the port over TLS (client-tls.ts): fixed, or files read again when they change; plain when absent. */
   tls?: ClientTls | ClientTlsSource;
+  /** At most this many client connections open at once (the process's open files budget). */
+  connections?: ConnectionCap;
 }
 
 type Obj = Record<string, unknown>;
@@ -281,7 +284,7 @@ export class EtcdGrpcServer {
     // etcd serves its JSON gateway on the client port too (json-gateway.ts).
     s.gateway = new JsonGateway(s, Math.ceil((limits.maxRequestBytes * 4) / 3) + JSON_OVERHEAD_BYTES, opts.version ?? DEFAULT_GATEWAY_VERSION, opts.metrics, (err) => opts.onInternalError?.(err, 'gateway'), limits.gatewayHeadersTimeoutMs);
     const tls = opts.tls === undefined ? undefined : serverTlsProvider(tlsSource(opts.tls));
-    s.listener = await SortingListener.listen(opts.host ?? '127.0.0.1', opts.port, injector, DEFAULT_SORTING_TIMEOUTS, s.gateway, (err) => opts.onInternalError?.(err, 'accept'), tls);
+    s.listener = await SortingListener.listen(opts.host ?? '127.0.0.1', opts.port, injector, DEFAULT_SORTING_TIMEOUTS, s.gateway, (err) => opts.onInternalError?.(err, 'accept'), tls, opts.connections);
     return Object.assign(s, { port: s.listener.port });
   }
 
