@@ -191,6 +191,15 @@ export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
     if (manager) {
       const node = manager.node;
       registerRaftMetrics(http.registry, node);
+      const m = manager;
+      new Gauge({
+        name: 'picloud_watch_buffered_bytes',
+        help: 'Watch responses queued for clients and not yet written, all streams together (bounded: slow streams pause past half of 64 MiB)',
+        registers: [http.registry],
+        collect() {
+          this.set(m.watchBufferedBytes());
+        },
+      });
       http.addRoutes([
         {
           method: 'GET',

@@ -15,6 +15,8 @@ import { AgentConfig } from './config.js';
 export interface RunningManager {
   node: ManagerNode;
   readiness(): { ok: boolean; reason: string };
+  /** Watch responses queued on the client port and not yet written, all streams together. */
+  watchBufferedBytes(): number;
   stop(): Promise<void>;
 }
 
@@ -105,6 +107,7 @@ export async function startManager(
   return {
     node,
     readiness: () => node.readiness(),
+    watchBufferedBytes: () => grpc?.watchBuffers.bytes ?? 0,
     stop: async () => {
       await grpc?.close(500).catch(() => undefined);
       backend.close();

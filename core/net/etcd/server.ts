@@ -38,6 +38,15 @@ const DEFAULT_GATEWAY_VERSION = { etcdserver: '3.4.0', etcdcluster: '3.4.0' };
 export const MAX_WATCHERS_PER_CONNECTION = 10_000;
 /** Bytes of watch responses not yet taken by the client before the stream's watchers are cancelled. */
 export const MAX_WATCH_STREAM_BUFFER_BYTES = 8 * 1024 * 1024;
+/**
+ * Bytes of watch responses not yet taken, all streams together. Past half of it, every stream
+ * holding more than WATCH_STREAM_SHARE_BYTES pauses its watchers (they catch up from the history
+ * once it drains), so many slow streams cannot hold MAX_WATCH_STREAM_BUFFER_BYTES each: one
+ * connection with 500 unread watch streams held 1.6 GB of a member before (etcd 3.4: ~0.3 GB).
+ */
+export const MAX_WATCH_BUFFERS_BYTES = 64 * 1024 * 1024;
+/** A stream's share while the watch buffers together are past half their bound. */
+export const WATCH_STREAM_SHARE_BYTES = 64 * 1024;
 /** Keep-alive requests waiting on one stream; beyond it the stream stops being read until they are answered. */
 export const MAX_PENDING_KEEPALIVES = 1_024;
 /** HTTP/2 streams per connection. */
@@ -49,6 +58,8 @@ export interface EtcdServerLimits {
   maxRequestBytes: number;
   maxWatchersPerConnection: number;
   maxWatchStreamBufferBytes: number;
+  /** All watch streams' unsent bytes together (MAX_WATCH_BUFFERS_BYTES). */
+  maxWatchBuffersBytes: number;
   /** The JSON gateway's deadline for a request's headers (GATEWAY_HEADERS_TIMEOUT_MS). */
   gatewayHeadersTimeoutMs: number;
 }
@@ -57,6 +68,7 @@ export const DEFAULT_ETCD_SERVER_LIMITS: Readonly<EtcdServerLimits> = Object.fre
   maxRequestBytes: MAX_REQUEST_BYTES,
   maxWatchersPerConnection: MAX_WATCHERS_PER_CONNECTION,
   maxWatchStreamBufferBytes: MAX_WATCH_STREAM_BUFFER_BYTES,
+  maxWatchBuffersBytes: MAX_WATCH_BUFFERS_BYTES,
   gatewayHeadersTimeoutMs: GATEWAY_HEADERS_TIMEOUT_MS,
 });
 
@@ -467,6 +479,9 @@ export class EtcdGrpcServer {
     };
   }
 
+  /** @internal All watch streams' responses not yet written (MAX_WATCH_BUFFERS_BYTES). */
+  readonly watchBuffers = { bytes: 0 };
+
   /** @internal */
   adjustWatchers(peer: string, delta: number): void {
     const n = (this.watchersByPeer.get(peer) ?? 0) + delta;
@@ -756,6 +771,7 @@ const NO_EVENTS: readonly WatchEvent[] = [];
 class WatchStream {
   private readonly watchers = new Map<number, WatcherState>();
   private nextId = 0;
+  /** This stream's responses not yet written (also counted in the server's watchBuffers). */
   private pendingBytes = 0;
   /**
    * Events responses waiting for this turn's write: the first `batchCount` slots (reused from
@@ -815,6 +831,9 @@ class WatchStream {
   closeAll(): void {
     if (this.closed) return;
     this.closed = true;
+    // Writes still outstanding may never report back once the stream is gone.
+    this.server.watchBuffers.bytes -= this.pendingBytes;
+    this.pendingBytes = 0;
     clearInterval(this.pendingProgress?.timer);
     this.pendingProgress = undefined;
     for (const w of this.watchers.values()) this.drop(w);
@@ -884,23 +903,36 @@ class WatchStream {
 
   /** `bytes` of responses have left: resume congested watches once half the buffer is free. */
   private written(bytes: number): void {
+    if (this.closed) return; // released in closeAll
     this.pendingBytes -= bytes;
-    if (!this.congested || this.pendingBytes > this.limits.maxWatchStreamBufferBytes / 2) return;
+    this.server.watchBuffers.bytes -= bytes;
+    if (!this.congested || this.overShare()) return;
     this.congested = false;
     for (const w of this.watchers.values()) w.handle?.resume();
   }
 
   /** True (and remembered) while half the send buffer is taken. */
   private isCongested(): boolean {
-    if (this.pendingBytes > this.limits.maxWatchStreamBufferBytes / 2) this.congested = true;
+    if (this.overShare()) this.congested = true;
     return this.congested;
+  }
+
+  /** Half this stream's buffer is taken, or its share of all streams' while they are past half theirs. */
+  private overShare(): boolean {
+    if (this.pendingBytes > this.limits.maxWatchStreamBufferBytes / 2) return true;
+    return this.pendingBytes > WATCH_STREAM_SHARE_BYTES && this.server.watchBuffers.bytes > this.limits.maxWatchBuffersBytes / 2;
+  }
+
+  private charge(bytes: number): void {
+    this.pendingBytes += bytes;
+    this.server.watchBuffers.bytes += bytes;
   }
 
   private send(resp: Obj, bytes: number): void {
     if (this.closed) return;
     this.flush();
     const wasEmpty = this.pendingBytes === 0;
-    this.pendingBytes += bytes;
+    this.charge(bytes);
     this.call.write(new EagerMessage(resp, () => this.written(bytes)));
     if (!wasEmpty && this.pendingBytes > this.limits.maxWatchStreamBufferBytes) this.tooSlow();
   }
@@ -926,7 +958,7 @@ class WatchStream {
   /** Puts one events response (`more`: a fragment, more of it follows) in this turn's batch. */
   private queueEvents(watchId: number, header: ResponseHeader, events: readonly WatchEvent[], more: boolean): void {
     const bytes = eventsResponseBytes(header, events, more);
-    this.pendingBytes += bytes;
+    this.charge(bytes);
     this.batchBytes += bytes;
     const slot = this.batch[this.batchCount++];
     if (slot === undefined) this.batch.push({ watchId, header, events, fragment: more });
