@@ -44,7 +44,7 @@ export interface BenchCluster {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-function spawnMember(name: string, cmd: string, args: string[], clientEndpoint: string, dataDir: string): Member {
+export function spawnMember(name: string, cmd: string, args: string[], clientEndpoint: string, dataDir: string): Member {
   const proc = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   const m: Member = { name, clientEndpoint, dataDir, proc, logTail: [] };
   proc.stderr!.on('data', (d: Buffer) => {

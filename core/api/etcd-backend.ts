@@ -452,6 +452,10 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     return this.node.lead !== 0;
   }
 
+  isLearner(): boolean {
+    return this.node.isLearner;
+  }
+
   /** The leader's client address, for what only the leader knows (lease time). */
   private leaderClientAddr(): string {
     // Just elected, lease timers not yet taken over: asking ourselves would loop.

@@ -1049,6 +1049,11 @@ export class ManagerNode {
     return this.role === Role.Leader;
   }
 
+  /** A learner in the applied configuration (a member not yet in it is none, as in etcd). */
+  get isLearner(): boolean {
+    return this.conf.learners.includes(this.id);
+  }
+
   /**
    * Asks Raft to hand leadership to `to` (it catches `to` up, then tells it to campaign at
    * once) and waits until this member sees `to` as leader; false if that took longer than

@@ -399,14 +399,7 @@ export class JsonGateway {
       if (e instanceof BadRequest) return sendError(res, grpc.status.INVALID_ARGUMENT, e.message);
       throw e;
     }
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.flushHeaders();
     const watch = method === 'Watch';
-    if (watch) {
-      // A watch may stay quiet for long: no idle timeout, TCP keepalive finds a vanished client.
-      req.socket.setTimeout(0);
-      req.socket.setKeepAlive(true, WATCH_KEEPALIVE_MS);
-    }
     // An HTTP client cannot add watchers once its body is sent: when the last one is cancelled
     // (compacted start, too slow, refused), the response ends.
     // Once the response has ended nothing more may be written (Node would emit an error on
@@ -430,12 +423,23 @@ export class JsonGateway {
       fail: (status) => {
         if (ended()) return;
         const httpCode = HTTP_STATUS[status.code] ?? 500;
+        // A stream refused before it began (a learner's) gets its status, as from grpc-gateway.
+        if (!res.headersSent) res.writeHead(httpCode, { 'content-type': 'application/json' });
         res.end(`${JSON.stringify({ error: { grpc_code: status.code, http_code: httpCode, message: status.details, http_status: STATUS_CODES[httpCode] } })}\n`);
       },
     });
     // A socket error after the client left must not become an uncaught 'error' event.
     res.on('error', () => stream.close());
     res.once('close', () => stream.close());
+    if (ended()) return; // refused at once
+    // Opened: the headers go now, not with the first response (a watch may stay quiet for long).
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.flushHeaders();
+    if (watch) {
+      // No idle timeout either: TCP keepalive finds a vanished client.
+      req.socket.setTimeout(0);
+      req.socket.setKeepAlive(true, WATCH_KEEPALIVE_MS);
+    }
     for (const r of requests) stream.request(r);
     // grpc-gateway half-closes once the body is read. A watch goes on regardless (as etcd's
     // does on EOF); the keep-alive stream answers what it got, then ends the response.
@@ -475,7 +479,7 @@ export class JsonGateway {
   private async health(res: ServerResponse, peer: string): Promise<void> {
     const call = async (service: string, method: string, body: object): Promise<Record<string, unknown>> => {
       const def = this.root.lookupService(`etcdserverpb.${service}`).methods[method]!;
-      const bytes = await this.invoker.invokeUnary(service, method, encodeJsonRequest(this.root.lookupType(def.requestType), JSON.stringify(body)), { peer });
+      const bytes = await this.invoker.invokeUnary(service, method, encodeJsonRequest(this.root.lookupType(def.requestType), JSON.stringify(body)), { peer, self: true });
       return JSON.parse(decodeJsonResponse(this.root.lookupType(def.responseType), bytes)) as Record<string, unknown>;
     };
     let timer: NodeJS.Timeout | undefined;

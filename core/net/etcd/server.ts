@@ -23,6 +23,7 @@ import { GATEWAY_HEADERS_TIMEOUT_MS, JsonGateway } from './json-gateway.js';
 import { certificateUser, serverTlsOptions, tlsSource, type ClientTls, type ClientTlsSource } from './client-tls.js';
 import type { PeerCertificate, TlsOptions } from 'node:tls';
 import { EagerFrames, EagerMessage, eagerSendInterceptor } from './eager-send.js';
+import { learnerServesUnary } from './learner-rpcs.js';
 import { MAX_REQUEST_BYTES } from '../../kv/limits.js';
 import { watchRangeRefusal } from '../../kv/watch.js';
 
@@ -106,6 +107,11 @@ export interface GatewayCaller {
   token?: string;
   /** The user its verified client certificate names (client-tls.ts certUser). */
   certUser?: string;
+  /**
+   * The member's own check (the gateway's /health), not a client's: it passes the learner gate,
+   * as etcd's /health reads its server directly rather than through the client interceptors.
+   */
+  self?: boolean;
 }
 
 /** The bidirectional streams the JSON gateway serves. */
@@ -379,6 +385,7 @@ export class EtcdGrpcServer {
     return (call, callback) => {
       let pending: Promise<Obj>;
       try {
+        this.refuseOnLearner(method, call.request);
         if (sizeChecked && requestBytes(call.request) > this.limits.maxRequestBytes) throw new EtcdError('REQUEST_TOO_LARGE');
         const ctx = callContext(call, this.clientCerts);
         // clientv3's WithRequireLeader: refused at once while this member knows no leader (etcd's
@@ -396,6 +403,33 @@ export class EtcdGrpcServer {
   }
 
   /**
+   * etcd 3.4's interceptors: a learner answers only Status and serializable Ranges
+   * (learner-rpcs.ts), and no stream (`request` undefined). Every client call passes here first,
+   * gRPC and JSON gateway alike, so a learner once promoted serves everything from its next call.
+   */
+  private refuseOnLearner(method: string, request: Obj | undefined): void {
+    if (this.backend.isLearner?.() !== true) return;
+    if (request !== undefined && learnerServesUnary(method, request)) return;
+    throw new EtcdError('NOT_SUPPORTED_FOR_LEARNER');
+  }
+
+  /**
+   * A stream method's handler, behind the learner gate: a refused stream ends with the status at
+   * once, before any message, as etcd's stream interceptor ends it.
+   */
+  private stream<C extends grpc.ServerWritableStream<Obj, unknown> | grpc.ServerDuplexStream<Obj, unknown>>(method: string, handler: (call: C) => void): (call: C) => void {
+    return (call) => {
+      try {
+        this.refuseOnLearner(method, undefined);
+      } catch (err) {
+        call.emit('error', this.toStatus(err, method));
+        return;
+      }
+      handler(call);
+    };
+  }
+
+  /**
    * Calls a unary method of `service` with an encoded request, as its gRPC call would (same
    * decoding, limits and handler), and returns the encoded response; for the JSON gateway.
    * Rejects with the gRPC status the call would have ended with.
@@ -407,6 +441,7 @@ export class EtcdGrpcServer {
     let resp: Obj;
     try {
       const req = def.requestDeserialize(Buffer.from(request)) as Obj;
+      if (who.self !== true) this.refuseOnLearner(method, req);
       if (m.sizeChecked && requestBytes(req) > this.limits.maxRequestBytes) throw new EtcdError('REQUEST_TOO_LARGE');
       resp = await m.fn(req, this.gatewayContext(who));
     } catch (err) {
@@ -417,7 +452,7 @@ export class EtcdGrpcServer {
 
   /** A gateway request's call context; a certificate names its user only with --client-cert-auth. */
   private gatewayContext(who: GatewayCaller): CallContext {
-    const { certUser, ...rest } = who;
+    const { certUser, self: _self, ...rest } = who;
     return { requireLeader: false, ...rest, ...(this.clientCerts && certUser !== undefined ? { certUser } : {}) };
   }
 
@@ -428,6 +463,13 @@ export class EtcdGrpcServer {
    * `endRequests` is the client's half-close.
    */
   openGatewayStream(method: GatewayStreamMethod, who: GatewayCaller, out: GatewayStreamOutput): GatewayStream {
+    try {
+      this.refuseOnLearner(method, undefined);
+    } catch (err) {
+      const refusal = this.toStatus(err, method);
+      out.fail({ code: refusal.code ?? grpc.status.INTERNAL, details: refusal.details ?? refusal.message });
+      return { request: () => undefined, endRequests: () => undefined, close: () => undefined };
+    }
     const service = method === 'Watch' ? 'Watch' : 'Lease';
     const def = (etcdPackage()[`etcdserverpb.${service}`] as protoLoader.ServiceDefinition)[method]!;
     const metadata = new grpc.Metadata();
@@ -508,7 +550,7 @@ export class EtcdGrpcServer {
     });
 
     this.server.addService(service('Watch'), {
-      Watch: (call: WatchCall) => this.startWatchStream(call),
+      Watch: this.stream('Watch', (call: WatchCall) => this.startWatchStream(call)),
     });
 
     this.server.addService(service('Lease'), {
@@ -517,7 +559,7 @@ export class EtcdGrpcServer {
         return { header: cv.header(resp.header), ID: resp.id, TTL: resp.ttlSeconds, error: '' };
       }),
       LeaseRevoke: this.unary('LeaseRevoke', async (r, ctx) => ({ header: cv.header((await b.leaseRevoke(cv.id64(r.ID), ctx)).header) })),
-      LeaseKeepAlive: (call: grpc.ServerDuplexStream<Obj, Obj>) => this.keepAliveStream(call),
+      LeaseKeepAlive: this.stream('LeaseKeepAlive', (call: grpc.ServerDuplexStream<Obj, Obj>) => this.keepAliveStream(call)),
       LeaseTimeToLive: this.unary('LeaseTimeToLive', async (r, ctx) => {
         const resp = await b.leaseTimeToLive(cv.id64(r.ID), r.keys === true, ctx);
         // A lease ID picloud cannot hold (at or above 2^53) is no lease: echoed as asked, as etcd does.
@@ -567,11 +609,11 @@ export class EtcdGrpcServer {
         await b.moveLeader(cv.id64(r.targetID), ctx);
         return {};
       }),
-      Snapshot: (call: grpc.ServerWritableStream<Obj, Obj>) => {
+      Snapshot: this.stream('Snapshot', (call: grpc.ServerWritableStream<Obj, Obj>) => {
         this.snapshotStream(call).catch((err: unknown) => {
           if (!call.cancelled) call.emit('error', this.toStatus(err, 'Snapshot'));
         });
-      },
+      }),
     });
 
     this.registerAuth();

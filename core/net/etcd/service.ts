@@ -406,6 +406,12 @@ export interface EtcdBackend {
    * none, as etcd does; without this method they are served regardless.
    */
   hasLeader?(): boolean;
+  /**
+   * Optional: whether this member is a Raft learner now. While it is, the server answers only
+   * what etcd 3.4's learner answers (learner-rpcs.ts) and refuses the rest with
+   * NOT_SUPPORTED_FOR_LEARNER; without this method everything is served.
+   */
+  isLearner?(): boolean;
   /** Optional: etcdctl `move-leader`; on the leader only (NOT_LEADER elsewhere). UNIMPLEMENTED when absent. */
   moveLeader?(targetId: number, ctx: CallContext): Promise<{ header: ResponseHeader }>;
   /** Optional: etcdctl `endpoint hashkv`. UNIMPLEMENTED when absent. */
