@@ -301,6 +301,13 @@ export class FakeEtcdBackend implements EtcdBackend {
     return this.leaderKnown;
   }
 
+  /** Test hook: whether the member is a learner (isLearner). */
+  learner = false;
+
+  isLearner(): boolean {
+    return this.learner;
+  }
+
   /** Test hook: push events to every watcher directly. */
   blast(events: WatchEvent[]): void {
     for (const w of this.watchers) w.sink.events(events, this.header());
