@@ -38,6 +38,11 @@ export const MAX_META_DEPTH = 4;
 /** Members one node tracks (alive, suspect, and dead/left tombstones). */
 export const MAX_MEMBERS = 10_000;
 
+/** Reaped members whose last incarnation is remembered (machine.ts: a replayed alive message
+ * must not bring a departed member back). About 150 bytes each, so at most ~1.5 MB; past it the
+ * oldest is forgotten. */
+export const MAX_REAPED_MEMBERS = MAX_MEMBERS;
+
 /** Messages in one compound UDP packet; the smallest message (an ack) is 3 bytes, so a full
  * 1,400-byte packet stays far below this. */
 export const MAX_MESSAGES_PER_PACKET = 256;

@@ -38,6 +38,7 @@ import {
   MAX_MESSAGES_PER_PACKET,
   MAX_NAME_BYTES,
   MAX_RELAYS,
+  MAX_REAPED_MEMBERS,
   PROTOCOL_VERSION,
   SEAL_OVERHEAD_BYTES,
 } from './limits.js';
@@ -113,6 +114,8 @@ export interface GossipCounters {
   memberLimitDrops: number;
   /** Messages ignored for claiming an incarnation more than MAX_INCARNATION_STEP above the known one. */
   implausibleIncarnations: number;
+  /** Alive messages for a reaped member at or below its last incarnation (replays): not re-added. */
+  reapedAlivesIgnored: number;
 }
 
 function newCounters(): GossipCounters {
@@ -122,7 +125,7 @@ function newCounters(): GossipCounters {
     confirmations: 0, refutations: 0, deathsDeclared: 0, staleMessages: 0, unmatchedAcks: 0,
     aliveReplies: 0, suspicionChecks: 0, misdirectedPings: 0,
     nameConflicts: 0, packetsSent: 0, packetBytesSent: 0, pushPulls: 0, pushPullsServed: 0,
-    reconnects: 0, membersReaped: 0, memberLimitDrops: 0, implausibleIncarnations: 0,
+    reconnects: 0, membersReaped: 0, memberLimitDrops: 0, implausibleIncarnations: 0, reapedAlivesIgnored: 0,
   };
 }
 
@@ -177,6 +180,13 @@ export class GossipMachine {
   private probe: ProbeState | undefined;
   private readonly relays = new Map<number, Relay>();
   private readonly suspected = new Set<MemberRecord>();
+  /**
+   * The last incarnation of each reaped member, oldest first (at most MAX_REAPED_MEMBERS). A replayed
+   * alive message of a member that is gone must not bring it back once its record is reaped,
+   * and a replay can come as long as the key that sealed it stays installed, which this machine
+   * cannot see; so these have no time limit, only a count limit.
+   */
+  private readonly reaped = new Map<string, number>();
   private readonly pendingStreams = new Map<number, PendingStream>();
   private nextStreamId = 1;
 
@@ -540,10 +550,19 @@ export class GossipMachine {
     }
     const r = this.table.get(a.name);
     if (!r) {
+      const last = this.reaped.get(a.name);
+      if (last !== undefined) {
+        if (a.incarnation <= last) {
+          this.staleAfterReap(a, last);
+          return;
+        }
+        if (this.implausible(a.incarnation, last)) return;
+      }
       if (this.table.size >= MAX_MEMBERS) {
         this.counters.memberLimitDrops++;
         return;
       }
+      this.reaped.delete(a.name);
       const added = this.addRecord(a.name, this.internAddress(a.host, a.port), a.incarnation, 'alive', a.meta, a.protocol);
       this.emit('join', added);
       this.broadcast(a);
@@ -574,6 +593,18 @@ export class GossipMachine {
     if (wasDown) this.emit('join', r);
     else if (changed) this.emit('update', r);
     this.broadcast(a);
+  }
+
+  /**
+   * An alive message for a reaped member no newer than its last incarnation: a replay, or the
+   * member itself back without its saved incarnation. Not believed; the claimed address is told
+   * the member is suspect at that incarnation, so a live node there refutes above it and
+   * rejoins (as it would have against the record before the reap).
+   */
+  private staleAfterReap(a: AliveMsg, last: number): void {
+    this.counters.reapedAlivesIgnored++;
+    this.counters.staleMessages++;
+    this.send(this.internAddress(a.host, a.port), [{ t: MsgType.Suspect, name: a.name, incarnation: last, from: this.name }]);
   }
 
   private onAliveAboutSelf(a: AliveMsg): void {
@@ -876,6 +907,9 @@ export class GossipMachine {
     for (const r of doomed) {
       this.table.remove(r);
       this.counters.membersReaped++;
+      this.reaped.delete(r.name);
+      this.reaped.set(r.name, r.incarnation);
+      if (this.reaped.size > MAX_REAPED_MEMBERS) this.reaped.delete(this.reaped.keys().next().value!);
     }
   }
 

@@ -18,6 +18,7 @@ import {
   MAX_META_BYTES,
   MAX_META_DEPTH,
   MAX_NAME_BYTES,
+  MAX_REAPED_MEMBERS,
   MAX_RELAYS,
   MAX_STREAM_FRAME_BYTES,
   MAX_UDP_PACKET_BYTES,
@@ -103,6 +104,22 @@ t.test('MAX_MEMBERS', async (t) => {
   m.step([{ t: MsgType.Alive, name: 'one-too-many', incarnation: 0, host: '10.2.0.1', port: 7946, meta: {}, protocol: 1 }], { host: '10.2.0.1', port: 7946 }, 1);
   t.equal(m.viewSummary().known, MAX_MEMBERS, 'the extra member is not tracked');
   t.equal(m.counters.memberLimitDrops, 1, 'and the drop is counted');
+});
+
+t.test('MAX_REAPED_MEMBERS: the last incarnations of that many reaped members are kept, the oldest forgotten past it', async (t) => {
+  const n = MAX_REAPED_MEMBERS + 1;
+  const entries: PushPullEntry[] = [];
+  for (let i = 0; i < n; i++) {
+    entries.push({ name: `r${i}`, incarnation: 3, host: `10.1.${i >> 8}.${i & 255}`, port: 7946, status: 'left', meta: {}, protocol: 1 });
+  }
+  const m = machine('self', entries);
+  const later = LOCAL_CONFIG.leftMemberRetentionMs + 60_000;
+  m.tick(later);
+  t.equal(m.counters.membersReaped, n, 'all reaped');
+  const from = { host: '10.2.0.1', port: 7946 };
+  for (let i = 0; i < n; i++) m.step([{ t: MsgType.Alive, name: `r${i}`, incarnation: 3, host: entries[i]!.host, port: 7946, meta: {}, protocol: 1 }], from, later);
+  t.equal(m.counters.reapedAlivesIgnored, MAX_REAPED_MEMBERS, 'a replay of each remembered one is ignored');
+  t.equal(m.viewSummary().known, 1, 'the one forgotten is taken back');
 });
 
 t.test('MAX_INCARNATION on the wire', async (t) => {
