@@ -133,6 +133,8 @@ export interface KeyringOpMsg {
   op: KeyringOpName;
   /** base64 key; empty for list. */
   key: string;
+  /** Lamport time of this change (Keyring.version); applied only above the member's own. 0 for list. */
+  version: number;
 }
 
 export interface KeyringReplyMsg {
@@ -141,6 +143,8 @@ export interface KeyringReplyMsg {
   code: string;
   /** For list: the node's keys (base64), primary first. */
   keys: string[];
+  /** The member's keyring version after the op (a GOSSIP_KEYRING_STALE refusal says how far ahead it is). */
+  version: number;
 }
 
 export type StreamMsg = StreamPingMsg | PushPullMsg | StreamErrorMsg | AckMsg | KeyringOpMsg | KeyringReplyMsg;

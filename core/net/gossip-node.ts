@@ -95,6 +95,8 @@ export class GossipNode {
   private stopped = false;
   private readonly log: GossipLogger;
   private conflictsLogged = 0;
+  /** Keyring changes refused for a version at or below ours (replays, or a behind origin). */
+  private keyringStale = 0;
   private conflictLoggedAtMs = -Infinity;
 
   private constructor(private readonly opts: GossipNodeOptions, address: Address, config: GossipConfig) {
@@ -266,34 +268,48 @@ export class GossipNode {
     this.checkRunning();
     const result: KeyringResult = { op, members: 1, ok: 0, errors: [] };
     const lists: string[][] = [];
-    const local = this.applyKeyringOp(op, key);
+    const ring = this.opts.keyring;
+    // A change is the next event of our Lamport clock (list changes nothing: 0).
+    let version = op === 'list' ? 0 : ring.version + 1;
+    const local = this.applyKeyringOp(op, key, version);
     if (local.ok) {
       result.ok++;
       lists.push(local.keys);
     } else result.errors.push({ node: this.name, code: local.code, message: local.message });
     if (!opts.local) {
-      const peers = this.machine.members().filter((m) => m.name !== this.name && m.status === 'alive');
+      let peers = this.machine.members().filter((m) => m.name !== this.name && m.status === 'alive');
       result.members += peers.length;
       const timeoutMs = opts.timeoutMs ?? this.machine.config.tcpTimeoutMs;
-      for (let i = 0; i < peers.length; i += KEYRING_FANOUT) {
-        await Promise.all(
-          peers.slice(i, i + KEYRING_FANOUT).map(async (p) => {
-            try {
-              const reply = await this.transport.request({ host: p.host, port: p.port }, { t: MsgType.KeyringOp, op, key }, timeoutMs);
-              if (reply.t === MsgType.KeyringReply && reply.ok) {
-                result.ok++;
-                lists.push(reply.keys);
-              } else if (reply.t === MsgType.KeyringReply) {
-                result.errors.push({ node: p.name, code: reply.code, message: reply.code });
-              } else {
-                result.errors.push({ node: p.name, code: 'GOSSIP_DECODE_MALFORMED', message: 'unexpected reply' });
+      // A member whose keyring is ahead of ours (it took a change we missed while away) refuses
+      // ours as stale and says its version: ask those once more, after everything they have seen.
+      for (let round = 0; round < 2 && peers.length > 0; round++) {
+        const stale: Array<{ peer: MemberInfo; version: number }> = [];
+        for (let i = 0; i < peers.length; i += KEYRING_FANOUT) {
+          await Promise.all(
+            peers.slice(i, i + KEYRING_FANOUT).map(async (p) => {
+              try {
+                const reply = await this.transport.request({ host: p.host, port: p.port }, { t: MsgType.KeyringOp, op, key, version }, timeoutMs);
+                if (reply.t === MsgType.KeyringReply && reply.ok) {
+                  result.ok++;
+                  lists.push(reply.keys);
+                } else if (reply.t === MsgType.KeyringReply && reply.code === 'GOSSIP_KEYRING_STALE' && round === 0) {
+                  stale.push({ peer: p, version: reply.version });
+                } else if (reply.t === MsgType.KeyringReply) {
+                  result.errors.push({ node: p.name, code: reply.code, message: reply.code });
+                } else {
+                  result.errors.push({ node: p.name, code: 'GOSSIP_DECODE_MALFORMED', message: 'unexpected reply' });
+                }
+              } catch (err) {
+                const e = err as GossipError;
+                result.errors.push({ node: p.name, code: e.code ?? 'GOSSIP_STREAM_FAILED', message: e.message });
               }
-            } catch (err) {
-              const e = err as GossipError;
-              result.errors.push({ node: p.name, code: e.code ?? 'GOSSIP_STREAM_FAILED', message: e.message });
-            }
-          }),
-        );
+            }),
+          );
+        }
+        if (stale.length === 0) break;
+        version = Math.max(ring.version, ...stale.map((s) => s.version)) + 1;
+        this.witnessKeyringVersion(version);
+        peers = stale.map((s) => s.peer);
       }
     }
     if (op === 'list') {
@@ -327,6 +343,7 @@ export class GossipNode {
     out.incarnation = this.machine.incarnation;
     out.broadcastQueue = this.machine.queuedBroadcasts();
     out.broadcastsDropped = this.machine.broadcastsDropped;
+    out.keyringStale = this.keyringStale;
     return out;
   }
 
@@ -347,8 +364,8 @@ export class GossipNode {
 
   private onStream(req: StreamMsg, _from: Address): StreamMsg {
     if (req.t === MsgType.KeyringOp) {
-      const r = this.applyKeyringOp(req.op, req.key);
-      return { t: MsgType.KeyringReply, ok: r.ok, code: r.ok ? '' : r.code, keys: r.ok ? r.keys : [] };
+      const r = this.applyKeyringOp(req.op, req.key, req.version);
+      return { t: MsgType.KeyringReply, ok: r.ok, code: r.ok ? '' : r.code, keys: r.ok ? r.keys : [], version: this.opts.keyring.version };
     }
     if (this.stopped) return { t: MsgType.StreamError, code: 'GOSSIP_STOPPED', message: 'stopping' };
     const { reply, effects } = this.machine.handleStream(req, this.now());
@@ -356,8 +373,21 @@ export class GossipNode {
     return reply;
   }
 
-  private applyKeyringOp(op: KeyringOpName, key: string): { ok: true; keys: string[] } | { ok: false; code: string; message: string } {
+  /**
+   * Applies a keyring op at Lamport time `version` (ignored for list). A change at or below the
+   * ring's version is refused (GOSSIP_KEYRING_STALE): it is a replay, or its origin missed a
+   * later change. A newer one moves the version even if the op itself fails, so it cannot be
+   * replayed to succeed later.
+   */
+  private applyKeyringOp(op: KeyringOpName, key: string, version: number): { ok: true; keys: string[] } | { ok: false; code: string; message: string } {
     const ring = this.opts.keyring;
+    if (op !== 'list') {
+      if (version <= ring.version) {
+        this.keyringStale++;
+        return { ok: false, code: 'GOSSIP_KEYRING_STALE', message: `keyring change at version ${version} is not newer than this member's ${ring.version}` };
+      }
+      ring.version = version;
+    }
     try {
       switch (op) {
         case 'install':
@@ -374,6 +404,7 @@ export class GossipNode {
       }
     } catch (err) {
       const e = err as GossipError;
+      if (op !== 'list') this.saveKeyringQuietly();
       return { ok: false, code: e.code ?? 'GOSSIP_KEY_INVALID', message: e.message };
     }
     if (op !== 'list') {
@@ -388,6 +419,23 @@ export class GossipNode {
       }
     }
     return { ok: true, keys: ring.list() };
+  }
+
+  /** Moves the keyring's version up to `version` (an op's retry) and saves it. */
+  private witnessKeyringVersion(version: number): void {
+    const ring = this.opts.keyring;
+    if (version <= ring.version) return;
+    ring.version = version;
+    this.saveKeyringQuietly();
+  }
+
+  /** Saves a version-only change; a failure is logged (the keys themselves did not change). */
+  private saveKeyringQuietly(): void {
+    try {
+      this.opts.onKeyringChange?.(this.opts.keyring);
+    } catch (err) {
+      this.log.warn(`gossip keyring version not saved: ${(err as Error).message}`);
+    }
   }
 
   /** Carries out one batch of effects. Must run before the next call into the machine. */

@@ -95,8 +95,8 @@ t.test('every stream message kind round-trips through a frame', async (t) => {
     { t: MsgType.StreamPing, seq: 7, target: 'a' },
     { t: MsgType.Ack, seq: 7 },
     { t: MsgType.StreamError, code: 'GOSSIP_NAME_CONFLICT', message: 'taken' },
-    { t: MsgType.KeyringOp, op: 'install', key: 'x'.repeat(44) },
-    { t: MsgType.KeyringReply, ok: true, code: '', keys: ['k1', 'k2'] },
+    { t: MsgType.KeyringOp, op: 'install', key: 'x'.repeat(44), version: 7 },
+    { t: MsgType.KeyringReply, ok: true, code: '', keys: ['k1', 'k2'], version: 7 },
   ];
   for (const m of msgs) t.same(decodeStreamFrame(encodeStreamFrame(m)), m);
 });
@@ -160,7 +160,10 @@ t.test('shape errors are malformed, unknown types are reported', async (t) => {
   t.throws(() => decodePacket(enc.encode([[MsgType.Alive, 'a', 1, 'h', 1, [1, 2], 1]])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'meta must be a map');
   t.throws(() => decodePacket(enc.encode([[MsgType.Alive, 'a', 1, 'h', 1, { x: new Uint8Array(3) }, 1]])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'no binary in meta');
   t.throws(() => decodePacket(enc.encode([[MsgType.Suspect, '', 1, 'b']])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'empty name');
-  t.throws(() => decodeStream(enc.encode([MsgType.KeyringOp, 'format-disk', ''])), { code: 'GOSSIP_DECODE_MALFORMED' });
+  t.throws(() => decodeStream(enc.encode([MsgType.KeyringOp, 'format-disk', '', 1])), { code: 'GOSSIP_DECODE_MALFORMED' });
+  t.throws(() => decodeStream(enc.encode([MsgType.KeyringOp, 'use', 'x'.repeat(44)])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'a keyring op without a version (it could be a replay)');
+  t.throws(() => decodeStream(enc.encode([MsgType.KeyringOp, 'use', 'x'.repeat(44), -1])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'a negative keyring version');
+  t.same(decodeStream(enc.encode([MsgType.KeyringReply, true, '', []])), { t: MsgType.KeyringReply, ok: true, code: '', keys: [], version: 0 }, 'a reply without a version reads as 0');
   t.throws(() => decodeStreamFrame(Buffer.from([7, 1, 2])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'unknown frame flag');
   t.throws(() => decodeStreamFrame(Buffer.from([1, 0xff, 0xff, 0xff])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'bad deflate');
 });

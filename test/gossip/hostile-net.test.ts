@@ -9,7 +9,7 @@ import t from 'tap';
 import { connect, type Socket } from 'node:net';
 import { encodePacket } from '../../core/gossip/codec/index.js';
 import { LOCAL_CONFIG } from '../../core/gossip/config.js';
-import { Keyring } from '../../core/gossip/keyring/index.js';
+import { Keyring, generateKey } from '../../core/gossip/keyring/index.js';
 import { MAX_INBOUND_STREAMS, MAX_INBOUND_STREAMS_PER_ADDRESS } from '../../core/gossip/limits.js';
 import { MsgType, type Message } from '../../core/gossip/types.js';
 import { GossipNode } from '../../core/net/gossip-node.js';
@@ -293,4 +293,62 @@ t.test('metadata: bad encodings from a key holder are dropped and counted, overs
   await waitFor('update seen by a', () => (a.members().find((m) => m.name === 'b')!.meta.tags as { zone?: string } | undefined)?.zone === 'z1');
   t.equal((a.members().find((m) => m.name === 'b')!.meta.tags as { zone?: string } | undefined)?.zone, 'z1', 'a good update reached a');
   t.equal(statusOf(a, 'b'), 'alive', 'and a still serves');
+});
+
+t.test('a captured keyring change replayed after a later rotation is refused as stale', async (t) => {
+  const tap = new TappedKeyring(Buffer.from(Keyring.fromSecret(SECRET).primaryKey(), 'base64'));
+  const rings = [tap, Keyring.fromSecret(SECRET), Keyring.fromSecret(SECRET)];
+  const nodes = [await startNode('a', rings[0]), await startNode('b', rings[1]), await startNode('c', rings[2])];
+  t.teardown(() => Promise.all(nodes.map((n) => n.stop())));
+  const [a, b, c] = nodes as [GossipNode, GossipNode, GossipNode];
+  for (const n of [b, c]) await n.join([{ host: HOST, port: a.port }]);
+  await waitFor('three alive', () => nodes.every((n) => n.members().filter((m) => m.status === 'alive').length === 3));
+  const k1 = generateKey();
+  const k2 = generateKey();
+  t.equal((await a.keyringOp('install', k1)).ok, 3);
+  tap.sealed.length = 0;
+  t.equal((await a.keyringOp('use', k1)).ok, 3, 'k1 in use everywhere');
+  // The recorder keeps a's frames carrying the op: one per member, each under its own nonce.
+  const captured = tap.sealed.filter((s) => s.kind === 'tcp' && s.plain.includes(Buffer.from(k1))).map((s) => s.bytes);
+  t.equal(captured.length, 2, 'captured the op sent to b and to c');
+  // The operator rotates again, but has not removed k1 yet.
+  t.equal((await a.keyringOp('install', k2)).ok, 3);
+  t.equal((await a.keyringOp('use', k2)).ok, 3, 'k2 in use everywhere');
+  // Each captured frame to every member: b never saw the copy sent to c, nor c b's.
+  for (const frame of captured) for (const n of nodes) await tcpRequest(n.port, frameOf(frame));
+  for (const [i, n] of nodes.entries()) t.equal(rings[i]!.primaryKey(), k2, `${n.name} still seals with k2`);
+  t.ok(b.metrics().keyringStale + c.metrics().keyringStale >= 2, `b and c refused the other's copy as stale (${b.metrics().keyringStale}, ${c.metrics().keyringStale})`);
+  // b restarts from its saved keyring: a fresh replay cache, the version kept with the keys.
+  const savedB = JSON.stringify(rings[1]!.toJSON());
+  await b.stop();
+  const ringB2 = Keyring.fromJSON(JSON.parse(savedB));
+  const b2 = await startNode('b', ringB2);
+  t.teardown(() => b2.stop());
+  for (const frame of captured) await tcpRequest(b2.port, frameOf(frame));
+  t.equal(ringB2.primaryKey(), k2, 'restarted b still seals with k2');
+  t.equal(b2.metrics().keyringStale, 2, 'both copies refused as stale, its own among them');
+  const rm = await a.keyringOp('remove', k1);
+  // (the stopped b may still be listed alive and fail to answer)
+  t.same(rm.errors.filter((e) => e.node !== 'b'), [], 'k1 removed on a and c (a member that had gone back to k1 could not remove its primary)');
+  for (const r of [rings[0]!, rings[2]!]) t.notOk(r.list().includes(k1), 'k1 is gone');
+});
+
+t.test('a keyring change from a member that missed one is retried above the newer version, not lost', async (t) => {
+  const rings = [Keyring.fromSecret(SECRET), Keyring.fromSecret(SECRET), Keyring.fromSecret(SECRET)];
+  const nodes = [await startNode('a', rings[0]), await startNode('b', rings[1]), await startNode('c', rings[2])];
+  t.teardown(() => Promise.all(nodes.map((n) => n.stop())));
+  const [a, b, c] = nodes as [GossipNode, GossipNode, GossipNode];
+  for (const n of [b, c]) await n.join([{ host: HOST, port: a.port }]);
+  await waitFor('three alive', () => nodes.every((n) => n.members().filter((m) => m.status === 'alive').length === 3));
+  const k1 = generateKey();
+  const k2 = generateKey();
+  t.equal((await b.keyringOp('install', k1)).ok, 3);
+  // a takes a change of its own (the operator on that board, --local): it is now ahead of c.
+  t.equal((await a.keyringOp('install', k2, { local: true })).ok, 1);
+  t.same(rings.map((r) => r.version), [2, 1, 1]);
+  const use = await c.keyringOp('use', k1);
+  t.same([use.ok, use.errors], [3, []], 'applied on all three: refused by a once as stale, then retried above');
+  t.equal(a.metrics().keyringStale, 1);
+  for (const [i, r] of rings.entries()) t.equal(r.primaryKey(), k1, `${nodes[i]!.name} seals with k1`);
+  t.same(rings.map((r) => r.version), [3, 2, 3], 'a and c at the retried version; b took the first try');
 });

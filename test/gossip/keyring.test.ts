@@ -86,8 +86,13 @@ t.test('toJSON/fromJSON keeps keys and the primary', async (t) => {
   const k = generateKey();
   ring.install(k);
   ring.use(k);
+  ring.version = 12;
   const back = Keyring.fromJSON(JSON.parse(JSON.stringify(ring.toJSON())));
   t.same(back.list(), ring.list());
+  t.equal(back.version, 12, 'the version of the last change is kept (replays of older changes stay refused after a restart)');
+  t.equal(Keyring.fromJSON({ primary: k, keys: [k] }).version, 0, 'a file saved before versions: 0');
+  t.throws(() => Keyring.fromJSON({ primary: k, keys: [k], version: -1 }), { code: 'GOSSIP_KEY_INVALID' });
+  t.throws(() => Keyring.fromJSON({ primary: k, keys: [k], version: '3' }), { code: 'GOSSIP_KEY_INVALID' });
   t.throws(() => Keyring.fromJSON({ primary: 5 }), { code: 'GOSSIP_KEY_INVALID' });
 });
 

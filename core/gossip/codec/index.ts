@@ -165,9 +165,9 @@ export function encodeStream(m: StreamMsg): Buffer {
     case MsgType.Ack:
       return encoder.encode([m.t, m.seq]);
     case MsgType.KeyringOp:
-      return encoder.encode([m.t, m.op, m.key]);
+      return encoder.encode([m.t, m.op, m.key, m.version]);
     case MsgType.KeyringReply:
-      return encoder.encode([m.t, m.ok, m.code, m.keys]);
+      return encoder.encode([m.t, m.ok, m.code, m.keys, m.version]);
   }
 }
 
@@ -411,10 +411,11 @@ export function decodeStream(buf: Uint8Array): StreamMsg {
       tuple(f, 3, 'stream error');
       return { t: MsgType.StreamError, code: text(f[1], MAX_ERROR_TEXT_BYTES, 'code'), message: text(f[2], MAX_ERROR_TEXT_BYTES, 'message', true) };
     case MsgType.KeyringOp: {
-      tuple(f, 3, 'keyring op');
+      // The version is required: an op without one (from before versions) could be a replay.
+      tuple(f, 4, 'keyring op');
       const op = f[1];
       if (!KEYRING_OPS.includes(op as KeyringOpName)) malformed('unknown keyring op');
-      return { t: MsgType.KeyringOp, op: op as KeyringOpName, key: text(f[2], MAX_KEY_TEXT_BYTES, 'key', true) };
+      return { t: MsgType.KeyringOp, op: op as KeyringOpName, key: text(f[2], MAX_KEY_TEXT_BYTES, 'key', true), version: uint(f[3], Number.MAX_SAFE_INTEGER, 'keyring version') };
     }
     case MsgType.KeyringReply: {
       tuple(f, 4, 'keyring reply');
@@ -425,6 +426,8 @@ export function decodeStream(buf: Uint8Array): StreamMsg {
         ok: bool(f[1], 'ok'),
         code: text(f[2], MAX_ERROR_TEXT_BYTES, 'code', true),
         keys: keys.map((k) => text(k, MAX_KEY_TEXT_BYTES, 'key')),
+        // A member from before versions answers without one.
+        version: f.length > 4 ? uint(f[4], Number.MAX_SAFE_INTEGER, 'keyring version') : 0,
       };
     }
     default:

@@ -57,6 +57,13 @@ export function keyFingerprint(key: Buffer): string {
 export class Keyring {
   /** keys[0] is the primary. */
   private keys: Buffer[];
+  /**
+   * The Lamport time of the last keyring change this ring took (0: none yet). Cluster-wide
+   * changes carry one and only a newer one is applied, so a recorded change replayed later
+   * (with a fresh nonce to this member, or after its replay cache forgot it) cannot undo a
+   * later rotation. Saved with the keys.
+   */
+  version = 0;
 
   constructor(primary: Buffer, accepted: Buffer[] = []) {
     if (primary.length !== KEY_BYTES) throw new GossipError('GOSSIP_KEY_INVALID', `key must be ${KEY_BYTES} bytes`);
@@ -70,16 +77,24 @@ export class Keyring {
 
   /** Restores a keyring saved with toJSON. */
   static fromJSON(v: unknown): Keyring {
-    const o = v as { primary?: unknown; keys?: unknown };
+    const o = v as { primary?: unknown; keys?: unknown; version?: unknown };
     if (typeof o !== 'object' || o === null || typeof o.primary !== 'string' || !Array.isArray(o.keys)) {
-      throw new GossipError('GOSSIP_KEY_INVALID', 'keyring file must be {"primary": KEY, "keys": [KEY…]}');
+      throw new GossipError('GOSSIP_KEY_INVALID', 'keyring file must be {"primary": KEY, "keys": [KEY…], "version": N}');
     }
     const primary = parseKey(o.primary);
-    return new Keyring(primary, o.keys.map((k) => parseKey(String(k))).filter((k) => !k.equals(primary)));
+    const ring = new Keyring(primary, o.keys.map((k) => parseKey(String(k))).filter((k) => !k.equals(primary)));
+    // Saved before versions were kept: 0.
+    if (o.version !== undefined) {
+      if (typeof o.version !== 'number' || !Number.isSafeInteger(o.version) || o.version < 0) {
+        throw new GossipError('GOSSIP_KEY_INVALID', 'keyring file version must be a non-negative integer');
+      }
+      ring.version = o.version;
+    }
+    return ring;
   }
 
-  toJSON(): { primary: string; keys: string[] } {
-    return { primary: this.keys[0]!.toString('base64'), keys: this.keys.map((k) => k.toString('base64')) };
+  toJSON(): { primary: string; keys: string[]; version: number } {
+    return { primary: this.keys[0]!.toString('base64'), keys: this.keys.map((k) => k.toString('base64')), version: this.version };
   }
 
   /** Keys as base64, primary first. */
