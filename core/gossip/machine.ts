@@ -553,7 +553,8 @@ export class GossipMachine {
       const last = this.reaped.get(a.name);
       if (last !== undefined) {
         if (a.incarnation <= last) {
-          this.staleAfterReap(a, last);
+          this.counters.reapedAlivesIgnored++;
+          this.staleComeback(a, last);
           return;
         }
         if (this.implausible(a.incarnation, last)) return;
@@ -576,6 +577,12 @@ export class GossipMachine {
         this.nameConflict(`${a.host}:${a.port} claims the name ${a.name}, held by a live member at ${r.addr.host}:${r.addr.port}; ignored`);
         return;
       }
+      // It may come back elsewhere, but above its last incarnation: an older announcement from
+      // an address it had before is a replay.
+      if (a.incarnation <= r.incarnation) {
+        this.staleComeback(a, r.incarnation);
+        return;
+      }
     } else if (a.incarnation <= r.incarnation) {
       if (a.incarnation < r.incarnation) this.counters.staleMessages++;
       return;
@@ -596,13 +603,12 @@ export class GossipMachine {
   }
 
   /**
-   * An alive message for a reaped member no newer than its last incarnation: a replay, or the
-   * member itself back without its saved incarnation. Not believed; the claimed address is told
-   * the member is suspect at that incarnation, so a live node there refutes above it and
-   * rejoins (as it would have against the record before the reap).
+   * An alive message for a departed member (reaped, or at an address other than its record's)
+   * no newer than its last incarnation: a replay, or the member itself back without its saved
+   * incarnation. Not believed; the claimed address is told the member is suspect at that
+   * incarnation, so a live node there refutes above it and rejoins.
    */
-  private staleAfterReap(a: AliveMsg, last: number): void {
-    this.counters.reapedAlivesIgnored++;
+  private staleComeback(a: AliveMsg, last: number): void {
     this.counters.staleMessages++;
     this.send(this.internAddress(a.host, a.port), [{ t: MsgType.Suspect, name: a.name, incarnation: last, from: this.name }]);
   }

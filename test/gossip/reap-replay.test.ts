@@ -89,3 +89,32 @@ t.test('a reaped member that comes back rejoins: with its saved incarnation at o
   t.ok(net.m('d').counters.refutations >= 1, 'd refuted');
   t.equal(net.eventsAbout('d', 'join').filter((e) => watchers.includes(e.observer)).length, 3, 'a, b and c report d joined');
 });
+
+t.test('before the reap too: an old alive message from the address a dead member had before does not revive it there', async (t) => {
+  const net = TestNet.cluster(['a', 'b', 'c', 'd']);
+  net.advance(500);
+  const fromOldAddress = aliveOf('d', 0);
+  // d dies, comes back at a new address (DHCP) with its saved incarnation + 1, and dies again.
+  net.down.add('d');
+  net.advance(detectionBoundMs(net.config, 4));
+  const moved = { host: '10.77.0.1', port: 7946 };
+  net.add('d', { address: moved, incarnation: 1 });
+  net.do('d', (m) => m.join([TestNet.addr('a')], net.now));
+  net.advance(2_000);
+  for (const n of watchers) t.same([net.m(n).member('d')?.status, net.m(n).member('d')?.host], ['alive', moved.host], `${n} has d back at its new address`);
+  net.down.add('d');
+  net.advance(detectionBoundMs(net.config, 4));
+  for (const n of watchers) t.equal(net.m(n).member('d')?.status, 'dead', `${n} has d dead again`);
+  const eventsBefore = net.events.length;
+  for (const n of watchers) net.do(n, (m) => m.step([fromOldAddress], ATTACKER, net.now));
+  net.advance(1_000);
+  for (const n of watchers) t.same([net.m(n).member('d')?.status, net.m(n).member('d')?.host], ['dead', moved.host], `${n} still has d dead at its last address`);
+  t.same(net.events.slice(eventsBefore), [], 'no join event');
+  // d back once more at a third address, its saved incarnation lost: it refutes above and rejoins.
+  const third = { host: '10.77.0.2', port: 7946 };
+  net.add('d', { address: third, incarnation: 0 });
+  net.do('d', (m) => m.join([TestNet.addr('a')], net.now));
+  net.advance(2_000);
+  for (const n of watchers) t.same([net.m(n).member('d')?.status, net.m(n).member('d')?.host], ['alive', third.host], `${n} has d alive at its third address`);
+  t.ok(net.m('d').incarnation >= 2, `d refuted above its last incarnation (${net.m('d').incarnation})`);
+});
