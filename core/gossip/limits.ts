@@ -93,5 +93,10 @@ export const MAX_INCARNATION = Number.MAX_SAFE_INTEGER;
  */
 export const MAX_INCARNATION_STEP = 65_536;
 
+/** How far above a member's keyring version (Keyring.version) a keyring change may be and
+ * still be taken. Honest versions rise by one per change; a key holder's change at the largest
+ * version would leave every later change unencodable (stale for ever). */
+export const MAX_KEYRING_VERSION_STEP = 65_536;
+
 /** Wire protocol version carried in alive messages and push-pull entries. */
 export const PROTOCOL_VERSION = 1;

@@ -11,7 +11,7 @@ import { encodePacket } from '../gossip/codec/index.js';
 import { PICLOUD_LAN_CONFIG, retransmitLimit, type GossipConfig } from '../gossip/config.js';
 import { GossipError } from '../gossip/errors.js';
 import type { Keyring } from '../gossip/keyring/index.js';
-import { MAX_EVENT_BUFFER } from '../gossip/limits.js';
+import { MAX_EVENT_BUFFER, MAX_KEYRING_VERSION_STEP } from '../gossip/limits.js';
 import { GossipMachine, type GossipCounters } from '../gossip/machine.js';
 import {
   MsgType,
@@ -292,7 +292,7 @@ export class GossipNode {
                 if (reply.t === MsgType.KeyringReply && reply.ok) {
                   result.ok++;
                   lists.push(reply.keys);
-                } else if (reply.t === MsgType.KeyringReply && reply.code === 'GOSSIP_KEYRING_STALE' && round === 0) {
+                } else if (reply.t === MsgType.KeyringReply && reply.code === 'GOSSIP_KEYRING_STALE' && round === 0 && reply.version < version + MAX_KEYRING_VERSION_STEP) {
                   stale.push({ peer: p, version: reply.version });
                 } else if (reply.t === MsgType.KeyringReply) {
                   result.errors.push({ node: p.name, code: reply.code, message: reply.code });
@@ -385,6 +385,9 @@ export class GossipNode {
       if (version <= ring.version) {
         this.keyringStale++;
         return { ok: false, code: 'GOSSIP_KEYRING_STALE', message: `keyring change at version ${version} is not newer than this member's ${ring.version}` };
+      }
+      if (version > ring.version + MAX_KEYRING_VERSION_STEP) {
+        return { ok: false, code: 'GOSSIP_KEYRING_IMPLAUSIBLE', message: `keyring change at version ${version} is too far above this member's ${ring.version}` };
       }
       ring.version = version;
     }

@@ -7,10 +7,10 @@
  */
 import t from 'tap';
 import { connect, type Socket } from 'node:net';
-import { encodePacket } from '../../core/gossip/codec/index.js';
+import { encodePacket, encodeStreamFrame } from '../../core/gossip/codec/index.js';
 import { LOCAL_CONFIG } from '../../core/gossip/config.js';
 import { Keyring, generateKey } from '../../core/gossip/keyring/index.js';
-import { MAX_INBOUND_STREAMS, MAX_INBOUND_STREAMS_PER_ADDRESS } from '../../core/gossip/limits.js';
+import { MAX_INBOUND_STREAMS, MAX_INBOUND_STREAMS_PER_ADDRESS, MAX_KEYRING_VERSION_STEP } from '../../core/gossip/limits.js';
 import { MsgType, type Message } from '../../core/gossip/types.js';
 import { GossipNode } from '../../core/net/gossip-node.js';
 import { collect, sendUdp } from './sockets.js';
@@ -318,6 +318,11 @@ t.test('a captured keyring change replayed after a later rotation is refused as 
   for (const frame of captured) for (const n of nodes) await tcpRequest(n.port, frameOf(frame));
   for (const [i, n] of nodes.entries()) t.equal(rings[i]!.primaryKey(), k2, `${n.name} still seals with k2`);
   t.ok(b.metrics().keyringStale + c.metrics().keyringStale >= 2, `b and c refused the other's copy as stale (${b.metrics().keyringStale}, ${c.metrics().keyringStale})`);
+  // A key holder's change at the largest version is not taken (every later one would be stale).
+  const versionB = rings[1]!.version;
+  const farAhead = tap.seal(encodeStreamFrame({ t: MsgType.KeyringOp, op: 'use', key: k1, version: Number.MAX_SAFE_INTEGER }), 'tcp');
+  await tcpRequest(b.port, frameOf(farAhead));
+  t.same([rings[1]!.primaryKey(), rings[1]!.version], [k2, versionB], 'b ignored a change at version 2^53-1');
   // b restarts from its saved keyring: a fresh replay cache, the version kept with the keys.
   const savedB = JSON.stringify(rings[1]!.toJSON());
   await b.stop();
@@ -351,4 +356,17 @@ t.test('a keyring change from a member that missed one is retried above the newe
   t.equal(a.metrics().keyringStale, 1);
   for (const [i, r] of rings.entries()) t.equal(r.primaryKey(), k1, `${nodes[i]!.name} seals with k1`);
   t.same(rings.map((r) => r.version), [3, 2, 3], 'a and c at the retried version; b took the first try');
+});
+
+t.test('MAX_KEYRING_VERSION_STEP: a keyring change that far above the member\'s version is taken, one more is not', async (t) => {
+  const ring = Keyring.fromSecret(SECRET);
+  const a = await startNode('a', ring);
+  t.teardown(() => a.stop());
+  const sender = Keyring.fromSecret(SECRET);
+  const send = (version: number): Promise<Buffer> =>
+    tcpRequest(a.port, frameOf(sender.seal(encodeStreamFrame({ t: MsgType.KeyringOp, op: 'install', key: generateKey(), version }), 'tcp')));
+  await send(MAX_KEYRING_VERSION_STEP + 1);
+  t.same([ring.version, ring.list().length], [0, 1], 'one beyond the step: not taken');
+  await send(MAX_KEYRING_VERSION_STEP);
+  t.same([ring.version, ring.list().length], [MAX_KEYRING_VERSION_STEP, 2], 'at the step: taken');
 });
