@@ -34,9 +34,11 @@ export interface GossipConfig {
   pushPullIntervalMs: number;
   /** Period of a push-pull attempt with one random failed member, so partitions heal (Serf's reconnect). */
   reconnectIntervalMs: number;
-  /** Failed members are kept (listed, reconnect attempted) this long, then forgotten. */
+  /** Failed members are kept (listed, reconnect attempted) this long, then forgotten (all but
+   * their last incarnation, which keeps replays of their alive messages out: machine.ts). */
   deadMemberRetentionMs: number;
-  /** Members that left are kept this long (so a late probe does not resurrect them), then forgotten. */
+  /** Members that left are kept this long (so a late probe does not resurrect them), then
+   * forgotten the same way. */
   leftMemberRetentionMs: number;
   /** Deadline for a TCP exchange (push-pull, join). */
   tcpTimeoutMs: number;
