@@ -139,8 +139,9 @@ export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
       throw new ConfigError('a worker joins an existing cluster: use --join HOST[:PORT] --token TOKEN (only managers --bootstrap)');
     }
     // Gossip membership on every node. Its key derives from the cluster secret, so a node
-    // without the token can neither join nor inject state.
-    const secret = manager ? manager.node.tokenString() : normaliseToken(config.token!);
+    // without the token can neither join nor inject state. A worker restarted without --token
+    // joined before (agent/config.ts checked): the keyring it saved then is its key.
+    const secret = manager ? manager.node.tokenString() : config.token === undefined ? undefined : normaliseToken(config.token);
     gossipStart = startGossip({
       name: config.name,
       bindAddr: config.bindAddr,

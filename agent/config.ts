@@ -13,6 +13,7 @@ import { DEFAULT_SNAPSHOT_EVERY_ENTRIES, LOG_ENTRIES_KEPT_AFTER_SNAPSHOT } from 
 import { checkClientTls, type ClientTls } from '../core/net/etcd/client-tls.js';
 import { parseHostPort } from '../core/net/address.js';
 import { isWildcard } from '../core/net/advertise.js';
+import { joinedBefore } from './gossip-files.js';
 import { PROGRESS_NOTIFY_INTERVAL_MS, QUOTA_BYTES_MIN, parseAutoCompaction, type AutoCompactionConfig } from '../core/kv/index.js';
 import { parseDurationMs } from '../core/kv/duration.js';
 
@@ -332,10 +333,14 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
   const bootstrap = flagOn('bootstrap', get('bootstrap')) || (dev && joinList.length === 0);
   if (bootstrap && joinList.length > 0) throw new ConfigError('--bootstrap and --join are mutually exclusive');
   // A manager restarting from a data dir that holds its member needs neither: its token, the
-  // members and the gossip peers it knew are in the dir (core/api/manager-node.ts).
-  const restarting = role === 'manager' && existsSync(join(dataDir, 'identity.json'));
+  // members and the gossip peers it knew are in the dir (core/api/manager-node.ts). A worker
+  // that joined before needs neither either: gossip is all it runs, and its keyring and the
+  // peers it saw alive are in the dir (agent/gossip-files.ts).
+  const restarting = role === 'manager' ? existsSync(join(dataDir, 'identity.json')) : joinedBefore(dataDir);
   if (!bootstrap && joinList.length === 0 && !restarting) {
-    throw new ConfigError('either --bootstrap (start a cluster) or --join HOST[:PORT] --token T is required (a manager restarting from its data dir needs neither)');
+    throw new ConfigError(role === 'manager'
+      ? 'either --bootstrap (start a cluster) or --join HOST[:PORT] --token T is required (a manager restarting from its data dir needs neither)'
+      : 'a worker joins an existing cluster: --join HOST[:PORT] --token T is required (a worker restarting from a data dir that joined before needs neither)');
   }
   const token = get('token') as string | undefined;
   if (joinList.length > 0 && !token) throw new ConfigError('--join needs --token (print it on a manager with `picloud-node token`)');

@@ -17,9 +17,10 @@ import { join as joinPath } from 'node:path';
 import { LOCAL_CONFIG, PICLOUD_LAN_CONFIG, detectionBoundMs, profileConfig, type GossipConfig, type GossipProfile } from '../core/gossip/config.js';
 import { GossipError } from '../core/gossip/errors.js';
 import { formatHostPort, parseHostPort as parseAddress } from '../core/net/address.js';
-import { Keyring, parseKey } from '../core/gossip/keyring/index.js';
+import { Keyring, deriveGossipKey, parseKey } from '../core/gossip/keyring/index.js';
 import type { Address, KeyringOpName, MemberInfo, Meta } from '../core/gossip/types.js';
 import { LatestValueFile, writeFileDurablySync } from '../core/storage/durable-file.js';
+import { GOSSIP_DIR, KEYRING_FILE, PEERS_FILE, REMEMBERED_PEERS_MAX, loadRememberedPeers } from './gossip-files.js';
 import { GossipNode, type GossipEvent, type KeyringResult } from '../core/net/gossip-node.js';
 
 export const DEFAULT_GOSSIP_PORT = 7946;
@@ -27,10 +28,6 @@ export const DEFAULT_GOSSIP_PORT = 7946;
 export const MAX_HTTP_BODY_BYTES = 64 * 1024;
 const JOIN_RETRY_MIN_MS = 1_000;
 const JOIN_RETRY_MAX_MS = 30_000;
-/** The peers last seen alive, joined again after a restart (as Serf's snapshot rejoins). */
-const PEERS_FILE = 'peers.json';
-/** Most remembered peers kept: enough to find the cluster again, few to try at a restart. */
-const REMEMBERED_PEERS_MAX = 32;
 
 export interface GossipLoggerLike {
   info(...a: unknown[]): void;
@@ -44,8 +41,11 @@ export interface StartGossipOptions {
   gossipPort: number;
   /** HOST[:PORT] (default port 7946), resolved with dns.lookup. */
   join: string[];
-  /** Cluster secret; the default gossip key derives from it. */
-  secret: string;
+  /**
+   * Cluster secret; the default gossip key derives from it. Undefined: a node that joined before
+   * restarts on the keyring it saved (a worker started without --token).
+   */
+  secret: string | undefined;
   /** Keyring and incarnation are persisted here (under gossip/). */
   dataDir: string;
   /** role, ports, zone, tags, version. */
@@ -130,22 +130,33 @@ function clusterTag(secret: string): string {
  * The saved keyring (it outlives rotations of the token's key), if it is this cluster's. A data
  * dir that joined another cluster would otherwise keep that cluster's keys and retry its join
  * for ever; it is refused, saying so. A keyring saved before the tag was kept is taken as this
- * cluster's.
+ * cluster's. Without a secret (a worker restarted without --token) the saved keyring is all
+ * there is. With this cluster's secret the saved keyring still wins, as Consul's keyring file
+ * wins over -encrypt: it holds the keys rotated in since, and the token's key may be gone.
  */
-function loadKeyring(dir: string, secret: string, log: GossipLoggerLike): Keyring {
-  const file = joinPath(dir, 'keyring.json');
+function loadKeyring(dir: string, secret: string | undefined, log: GossipLoggerLike): Keyring {
+  const file = joinPath(dir, KEYRING_FILE);
   const tagFile = joinPath(dir, 'cluster');
-  const tag = clusterTag(secret);
   const saved = existsSync(tagFile) ? readFileSync(tagFile, 'utf8').trim() : undefined;
-  if (saved !== undefined && saved !== tag) {
-    throw new GossipError('GOSSIP_OTHER_CLUSTER', `${dir} holds the gossip keys of another cluster (this data dir joined one with a different token): remove ${dir} to join with this token`);
+  if (secret !== undefined) {
+    const tag = clusterTag(secret);
+    if (saved !== undefined && saved !== tag) {
+      throw new GossipError('GOSSIP_OTHER_CLUSTER', `${dir} holds the gossip keys of another cluster (this data dir joined one with a different token): remove ${dir} to join with this token`);
+    }
+    if (saved === undefined) writeFileDurablySync(tagFile, tag + '\n', 0o600);
   }
-  if (saved === undefined) writeFileDurablySync(tagFile, tag + '\n', 0o600);
   try {
     const ring = Keyring.fromJSON(JSON.parse(readFileSync(file, 'utf8')));
+    if (secret !== undefined && !ring.list().includes(deriveGossipKey(secret).toString('base64'))) {
+      log.warn(`gossip: the keyring saved in ${file} does not hold the key of the --token given (keys were rotated since): using the saved keyring`);
+    }
     return ring;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') log.warn(`gossip: ignoring unreadable ${file}: ${(err as Error).message}`);
+    const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
+    if (secret === undefined) {
+      throw new GossipError('GOSSIP_KEY_INVALID', `${missing ? 'no' : 'no readable'} gossip keyring in ${file}${missing ? '' : ` (${(err as Error).message})`}: start with --join HOST[:PORT] --token TOKEN`);
+    }
+    if (!missing) log.warn(`gossip: ignoring unreadable ${file}: ${(err as Error).message}`);
   }
   const ring = Keyring.fromSecret(secret);
   writeFileDurablySync(file, JSON.stringify(ring.toJSON()), 0o600);
@@ -160,31 +171,6 @@ function loadIncarnation(dir: string): number {
     // first start
   }
   return 0;
-}
-
-/**
- * The peers saved by a previous run: a manager restarted with --bootstrap (no --join), or a
- * node whose --join seed is down, finds the cluster through them instead of waiting, alone,
- * until another member happens to contact it (tens of seconds). Damage means none.
- */
-function loadRememberedPeers(file: string, log: GossipLoggerLike): string[] {
-  let list: unknown;
-  try {
-    list = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') log.warn(`gossip: ignoring unreadable ${file}: ${(err as Error).message}`);
-    return [];
-  }
-  if (!Array.isArray(list)) return [];
-  return list.filter((p): p is string => {
-    if (typeof p !== 'string') return false;
-    try {
-      parseAddress(p);
-      return true;
-    } catch {
-      return false;
-    }
-  }).slice(0, REMEMBERED_PEERS_MAX);
 }
 
 /** The peers alive or suspected now (not left, not declared dead), as HOST:PORT, sorted. */
@@ -215,7 +201,7 @@ async function resolveSeeds(join: readonly string[], log: GossipLoggerLike): Pro
 
 export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsystem> {
   const log = opts.logger ?? { info: () => {}, warn: () => {} };
-  const dir = joinPath(opts.dataDir, 'gossip');
+  const dir = joinPath(opts.dataDir, GOSSIP_DIR);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const keyring = loadKeyring(dir, opts.secret, log);
   // A restarted node starts above any incarnation it announced before it stopped.
@@ -238,7 +224,7 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
     meta: opts.meta as Meta,
     incarnation,
     onIncarnationChange: (inc) => incarnationFile.save(JSON.stringify({ incarnation: inc })),
-    onKeyringChange: (ring) => writeFileDurablySync(joinPath(dir, 'keyring.json'), JSON.stringify(ring.toJSON()), 0o600),
+    onKeyringChange: (ring) => writeFileDurablySync(joinPath(dir, KEYRING_FILE), JSON.stringify(ring.toJSON()), 0o600),
     logger: log,
   });
   log.info(`gossip: ${opts.name} listening on ${opts.bindAddr}:${node.port} (UDP+TCP), incarnation ${incarnation}`);
@@ -246,7 +232,7 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
   let stopped = false;
   let retryTimer: NodeJS.Timeout | undefined;
   const peersPath = joinPath(dir, PEERS_FILE);
-  const remembered = loadRememberedPeers(peersPath, log);
+  const remembered = loadRememberedPeers(opts.dataDir, (m) => log.warn(m));
   // The --join seeds are tried first, alone: a remembered peer that is powered off could hold
   // the start up for a connect timeout. Retries try the remembered peers too.
   const everySeed = [...new Set([...opts.join, ...remembered])];
@@ -284,8 +270,9 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
       throw err;
     }
   } else if (remembered.length > 0) {
-    // Without --join (a restarted bootstrap manager) the start does not wait on the peers: the
-    // cluster may be this node alone for now.
+    // Without --join (a restarted manager, or a worker that joined before) the start does not
+    // wait on the peers: the cluster may be this node alone for now, and a worker's /ready says
+    // when it is back in.
     log.info(`gossip: joining the ${remembered.length} peers seen alive before the restart`);
     tryJoin(JOIN_RETRY_MIN_MS, remembered).catch((e: GossipError) => {
       if (!stopped) log.warn(`gossip: giving up joining the remembered peers: ${e.message}`);

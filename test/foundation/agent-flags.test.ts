@@ -2,7 +2,7 @@
 // message naming the flag, and the CLI's exit code 2 with that message and no stack trace.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, DEFAULT_PORTS, parseAgentArgs } from '../../agent/config.js';
@@ -48,7 +48,26 @@ t.test('a manager whose data dir holds its member restarts with neither --bootst
   t.throws(() => parseAgentArgs(['--name', 'm1', '--data-dir', dir]), /either --bootstrap .* is required \(a manager restarting from its data dir needs neither\)/, 'an empty data dir');
   writeFileSync(join(dir, 'identity.json'), '{}');
   t.match(parseAgentArgs(['--name', 'm1', '--data-dir', dir]), { bootstrap: false, join: [], role: 'manager' }, 'a data dir with identity.json');
-  t.throws(() => parseAgentArgs(['--name', 'w1', '--data-dir', dir, '--role', 'worker']), /either --bootstrap/, 'a worker joins through --join (its token is not kept)');
+  t.throws(() => parseAgentArgs(['--name', 'w1', '--data-dir', dir, '--role', 'worker']), /a worker joins an existing cluster: --join HOST\[:PORT\] --token T is required/, "a worker's first start: its member (identity.json) is a manager's, not a sign it joined");
+});
+
+t.test('a worker whose data dir shows it joined before (gossip keyring and live peers saved) restarts with neither --join nor --token', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'picloud-flags-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const worker = (...more: string[]) => parseAgentArgs(['--name', 'w1', '--data-dir', dir, '--role', 'worker', ...more]);
+  const firstStart = /a worker joins an existing cluster: --join HOST\[:PORT\] --token T is required/;
+  t.throws(() => worker(), { name: 'ConfigError', message: firstStart }, 'an empty data dir: the first start needs --join and --token');
+  mkdirSync(join(dir, 'gossip'));
+  writeFileSync(join(dir, 'gossip', 'keyring.json'), '{}');
+  t.throws(() => worker(), { message: firstStart }, 'a keyring but no peers saved (its first join never got through)');
+  writeFileSync(join(dir, 'gossip', 'peers.json'), 'not json');
+  t.throws(() => worker(), { message: firstStart }, 'a damaged peers file: nothing to rejoin through');
+  writeFileSync(join(dir, 'gossip', 'peers.json'), JSON.stringify(['127.0.0.1:7946']));
+  t.match(worker(), { role: 'worker', bootstrap: false, join: [], token: undefined }, 'keyring and peers saved: neither flag needed');
+  t.match(worker('--token', 'T'), { join: [], token: 'T' }, '--token alone is taken (checked against the saved keyring at start)');
+  t.throws(() => worker('--join', '10.0.0.1'), /--join needs --token/, '--join still needs --token');
+  rmSync(join(dir, 'gossip', 'keyring.json'));
+  t.throws(() => worker(), { message: firstStart }, 'peers but no keyring');
 });
 
 t.test("Raft timing: etcd's --heartbeat-interval / --election-timeout (ms), or ticks", async (t) => {

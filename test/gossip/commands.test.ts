@@ -258,3 +258,29 @@ t.test("a data dir whose gossip keys are another cluster's is refused, naming wh
   t.ok(fresh.node.port > 0, 'with the gossip dir removed it starts with the new cluster key');
   await fresh.stop();
 });
+
+t.test('without a secret (a worker restarted without --token) the saved keyring is the key; given a secret, the saved keyring wins and a rotation away from it is logged', async (t) => {
+  const warnings: string[] = [];
+  const logger = { info: () => undefined, warn: (m: unknown) => void warnings.push(String(m)) };
+  const start = (secret: string | undefined) =>
+    startGossip({ name: 'keep', bindAddr: '127.0.0.1', gossipPort: 0, join: [], secret, dataDir: `${dir}/keep`, meta: { role: 'worker', version: '0.1.0' }, profile: 'local', logger });
+  await t.rejects(start(undefined), { code: 'GOSSIP_KEY_INVALID', message: /no gossip keyring in .*keep\/gossip\/keyring\.json: start with --join HOST\[:PORT\] --token TOKEN/ }, 'nothing saved: the token is needed');
+  const first = await start('cluster-one');
+  const rotated = generateKey();
+  await first.keyring.install(rotated, { local: true });
+  await first.keyring.use(rotated, { local: true });
+  await first.keyring.remove(Keyring.fromSecret('cluster-one').primaryKey(), { local: true });
+  await first.stop();
+  const saved = readFileSync(`${dir}/keep/gossip/keyring.json`, 'utf8');
+  const keys = async (g: GossipSubsystem) => ((await g.keyring.list({ local: true })).keys ?? []).map((k) => k.key);
+  const bare = await start(undefined);
+  t.same(await keys(bare), [rotated], 'no secret: the saved (rotated) keyring');
+  await bare.stop();
+  t.same(warnings, [], 'nothing to warn about without a token');
+  const given = await start('cluster-one');
+  t.same(await keys(given), [rotated], "this cluster's token: the saved keyring still wins (Consul: the keyring file over -encrypt)");
+  await given.stop();
+  t.match(warnings, [/does not hold the key of the --token given .*using the saved keyring/], 'and the disagreement is logged');
+  t.equal(readFileSync(`${dir}/keep/gossip/keyring.json`, 'utf8'), saved, 'the saved keyring is left as it was');
+  await t.rejects(start('cluster-two'), { code: 'GOSSIP_OTHER_CLUSTER' }, "another cluster's token is still refused rather than ignored");
+});
