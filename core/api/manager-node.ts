@@ -167,7 +167,12 @@ export interface Member {
   quotaBytes?: number;
   /** Added with `etcdctl member add --learner`: the operator promotes it (`member promote`), never the leader by itself. */
   operatorPromotes?: boolean;
-  /** The join request that added it (in memory only: retries come within seconds). */
+  /**
+   * The join request that added it. Carried in the conf change's context, so every member that
+   * applies the change knows it, and kept in the persisted member table and in snapshots, so a
+   * retry that reaches a member restarted since (or caught up from a snapshot) still gets the
+   * member its first attempt added rather than a new one.
+   */
   joinId?: string;
 }
 
@@ -263,9 +268,10 @@ function ownQuotaBytes(opts: ManagerNodeOptions): number {
 }
 
 /** A member table entry from a persisted or received record (its quota checked: the record may be older, or damaged). */
-function memberEntry(m: JoinMember & { operatorPromotes?: boolean }, isLearner: boolean): Member {
+function memberEntry(m: JoinMember & { operatorPromotes?: boolean; joinId?: unknown }, isLearner: boolean): Member {
   const entry: Member = { id: m.id, name: m.name, peerAddr: m.peerAddr, clientAddr: m.clientAddr, quotaBytes: validQuota(m.quotaBytes), isLearner };
   if (m.operatorPromotes === true) entry.operatorPromotes = true;
+  if (typeof m.joinId === 'string') entry.joinId = m.joinId;
   return entry;
 }
 
@@ -660,6 +666,7 @@ export class ManagerNode {
       };
       if (ctx?.operatorPromotes === true || (ctx === undefined && prev?.operatorPromotes === true)) member.operatorPromotes = true;
       if (typeof ctx?.joinId === 'string') member.joinId = ctx.joinId;
+      else if (ctx === undefined && prev?.joinId !== undefined) member.joinId = prev.joinId; // a promotion
       this.members.set(cc.nodeId, member);
       if (cc.nodeId !== this.id && member.peerAddr && !this.transport.hasPeer(cc.nodeId)) this.transport.addPeer(cc.nodeId, member.peerAddr);
     }
@@ -671,7 +678,7 @@ export class ManagerNode {
   private membershipBytes(): Uint8Array {
     const m: AppliedMembership = {
       conf: this.conf,
-      members: [...this.members.values()].map(({ id, name, peerAddr, clientAddr, quotaBytes, operatorPromotes }) => ({ id, name, peerAddr, clientAddr, quotaBytes, operatorPromotes })),
+      members: [...this.members.values()].map(({ id, name, peerAddr, clientAddr, quotaBytes, operatorPromotes, joinId }) => ({ id, name, peerAddr, clientAddr, quotaBytes, operatorPromotes, joinId })),
       removed: [...this.removedMembers],
     };
     return enc.encode(JSON.stringify(m));

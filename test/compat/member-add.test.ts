@@ -7,7 +7,8 @@
  * started are refused once they would outnumber a quorum, as etcd refuses them. A learner added
  * so stays one until `etcdctl member promote`, which is refused as etcd refuses it, and also
  * where etcd's promotion would leave no quorum. Joins are checked as `member add` is: a peer
- * address in use is refused, and retries of one join add one member.
+ * address in use is refused, and retries of one join add one member, also when every member
+ * restarted between the attempts (the join id is kept in the persisted member table).
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -180,4 +181,13 @@ t.test('joins are checked as member add is: a peer address in use is refused; re
   }).catch(() => memberRows(cluster, cluster.agents));
   t.same(rows.filter((m) => m.name === 'r1').map((m) => BigInt(m.ID).toString(16)), [ids[0]], `one member r1: ${describe(rows).join(' ')}`);
   t.equal((await join(request)).memberId.toString(16), ids[0], 'a later retry: the same member');
+
+  // Every member restarted since (a power cut in the joiner's retry window): none holds the join
+  // id in memory from applying the change; it is in the member table they persisted.
+  for (const a of [q1, q2]) cluster.kill(a);
+  for (const a of [q1, q2]) await cluster.exited(a);
+  for (const a of [q1, q2]) cluster.start(a, 'restart');
+  for (const a of [q1, q2]) await cluster.ready(a);
+  t.equal((await join(request)).memberId.toString(16), ids[0], 'a retry after every member restarted: the same member, not a new one');
+  t.same(memberRows(cluster, cluster.agents).filter((m) => m.name === 'r1').map((m) => BigInt(m.ID).toString(16)), [ids[0]], 'still one member r1, under its first id');
 });
