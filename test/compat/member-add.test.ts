@@ -167,7 +167,7 @@ t.test('joins are checked as member add is: a peer address in use is refused; re
   const q2Peer = `127.0.0.1:${q2.ports.peer}`;
   t.match(etcdctl(cluster.endpoints(), ['member', 'add', 'dup', `--peer-urls=http://${q2Peer}`]).stderr, /etcdserver: Peer URLs already exists/, "member add: etcd's error");
   const peerKey = derivePeerKey(parseToken(cluster.token).secret);
-  const join = (request: JoinRequest) => joinCluster({ address: `127.0.0.1:${q1.ports.gossip}`, peerKey, request, timeoutMs: 20_000 });
+  const join = (request: JoinRequest, via: AgentProc = q1) => joinCluster({ address: `127.0.0.1:${via.ports.gossip}`, peerKey, request, timeoutMs: 20_000 });
   await t.rejects(join({ name: 'dup', peerAddr: q2Peer, clientAddr: `127.0.0.1:${await freePort()}` }), { message: /peer address .* is member q2's .*Peer URLs already exists/ }, 'a join at q2\'s peer address');
 
   // Three attempts of one join (one join id), the first answers lost, in flight at once.
@@ -181,6 +181,8 @@ t.test('joins are checked as member add is: a peer address in use is refused; re
   }).catch(() => memberRows(cluster, cluster.agents));
   t.same(rows.filter((m) => m.name === 'r1').map((m) => BigInt(m.ID).toString(16)), [ids[0]], `one member r1: ${describe(rows).join(' ')}`);
   t.equal((await join(request)).memberId.toString(16), ids[0], 'a later retry: the same member');
+  // The join id travels in the conf change's context: the other member (leader or not) knows it too.
+  t.equal((await join(request, q2)).memberId.toString(16), ids[0], 'a retry through the other member: the same member');
 
   // Every member restarted since (a power cut in the joiner's retry window): none holds the join
   // id in memory from applying the change; it is in the member table they persisted.
