@@ -53,7 +53,7 @@ function notAlive(m: AgentProc, w: AgentProc, what: string): Promise<true> {
   }, 20_000);
 }
 
-t.test('a worker that joined before restarts with neither --join nor --token, also after its manager restarted at the same address', async (t) => {
+t.test('a worker that joined before restarts with neither --join nor --token: after kill -9, after its manager restarted at the same address, after a clean stop', async (t) => {
   const cluster = new AgentCluster();
   t.teardown(() => cluster.stopAll());
   const m = await cluster.add('m');
@@ -103,4 +103,14 @@ t.test('a worker that joined before restarts with neither --join nor --token, al
   const third = await aliveAbove(m, w, second, 'the restarted manager to list the restarted worker alive');
   t.ok(third > second, `the restarted manager lists it alive (incarnation ${third})`);
   t.equal((await view(w)).get('m')?.state, 'alive', 'and the worker lists the manager alive');
+
+  // Stopped by its unit (SIGTERM: it leaves gossip, as at a reboot), it comes back the same way:
+  // a leave is not for good here (Consul would need rejoin_after_leave), a removal is.
+  cluster.kill(w, 'SIGTERM');
+  t.equal(await cluster.exited(w), 0, 'the worker stops cleanly');
+  await notAlive(m, w, 'the manager to list the worker left');
+  cluster.start(w, 'restart');
+  await cluster.ready(w);
+  const fourth = await aliveAbove(m, w, third, 'the manager to list the worker alive after its stop and restart');
+  t.ok(fourth > third, `after a clean stop too (incarnation ${fourth})`);
 });
