@@ -58,9 +58,10 @@ async function tcpRequest(port: number, frame: Buffer): Promise<Buffer> {
   });
 }
 
-async function cluster(names: string[]): Promise<GossipNode[]> {
+/** Nodes `names` (with `rings[i]` as their keyrings where given), joined through the first and all alive. */
+async function cluster(names: string[], rings: Keyring[] = []): Promise<GossipNode[]> {
   const nodes: GossipNode[] = [];
-  for (const n of names) nodes.push(await startNode(n));
+  for (const [i, n] of names.entries()) nodes.push(await startNode(n, rings[i]));
   for (const n of nodes.slice(1)) await n.join([{ host: HOST, port: nodes[0]!.port }]);
   await waitFor('convergence', () => nodes.every((n) => n.members().filter((m) => m.status === 'alive').length === names.length));
   return nodes;
@@ -298,11 +299,9 @@ t.test('metadata: bad encodings from a key holder are dropped and counted, overs
 t.test('a captured keyring change replayed after a later rotation is refused as stale', async (t) => {
   const tap = new TappedKeyring(Buffer.from(Keyring.fromSecret(SECRET).primaryKey(), 'base64'));
   const rings = [tap, Keyring.fromSecret(SECRET), Keyring.fromSecret(SECRET)];
-  const nodes = [await startNode('a', rings[0]), await startNode('b', rings[1]), await startNode('c', rings[2])];
+  const nodes = await cluster(['a', 'b', 'c'], rings);
   t.teardown(() => Promise.all(nodes.map((n) => n.stop())));
   const [a, b, c] = nodes as [GossipNode, GossipNode, GossipNode];
-  for (const n of [b, c]) await n.join([{ host: HOST, port: a.port }]);
-  await waitFor('three alive', () => nodes.every((n) => n.members().filter((m) => m.status === 'alive').length === 3));
   const k1 = generateKey();
   const k2 = generateKey();
   t.equal((await a.keyringOp('install', k1)).ok, 3);
@@ -340,11 +339,9 @@ t.test('a captured keyring change replayed after a later rotation is refused as 
 
 t.test('a keyring change from a member that missed one is retried above the newer version, not lost', async (t) => {
   const rings = [Keyring.fromSecret(SECRET), Keyring.fromSecret(SECRET), Keyring.fromSecret(SECRET)];
-  const nodes = [await startNode('a', rings[0]), await startNode('b', rings[1]), await startNode('c', rings[2])];
+  const nodes = await cluster(['a', 'b', 'c'], rings);
   t.teardown(() => Promise.all(nodes.map((n) => n.stop())));
   const [a, b, c] = nodes as [GossipNode, GossipNode, GossipNode];
-  for (const n of [b, c]) await n.join([{ host: HOST, port: a.port }]);
-  await waitFor('three alive', () => nodes.every((n) => n.members().filter((m) => m.status === 'alive').length === 3));
   const k1 = generateKey();
   const k2 = generateKey();
   t.equal((await b.keyringOp('install', k1)).ok, 3);
