@@ -9,7 +9,7 @@
  * compacted); store.ts checks those before mutating.
  */
 import { KvError } from './errors.js';
-import { MAX_KEY_BYTES, MAX_LEASE_TTL_SECONDS, MAX_TXN_DEPTH, MAX_TXN_OPS } from './limits.js';
+import { MAX_KEY_BYTES, MAX_LEASE_ID, MAX_LEASE_TTL_SECONDS, MAX_TXN_DEPTH, MAX_TXN_OPS, MIN_LEASE_ID } from './limits.js';
 import { keyString, spanOf, type KeySpan } from './keys.js';
 import type {
   Compare,
@@ -167,7 +167,9 @@ export function checkRequest(req: KvRequest): KvError | undefined {
   }
   if ('leaseGrant' in req) {
     if ((req.leaseGrant.TTL ?? 0) > MAX_LEASE_TTL_SECONDS) return new KvError('LEASE_TTL_TOO_LARGE');
-    if ((req.leaseGrant.ID ?? 0) < 0) return new KvError('LEASE_NOT_FOUND', 'negative lease ID');
+    // Negative IDs are granted, as etcd grants them; only IDs a number cannot hold are refused.
+    const id = req.leaseGrant.ID ?? 0;
+    if (id < MIN_LEASE_ID || id > MAX_LEASE_ID) return new KvError('MALFORMED_REQUEST', `lease ID ${id} outside [${MIN_LEASE_ID}, ${MAX_LEASE_ID}]`);
     return undefined;
   }
   return undefined;

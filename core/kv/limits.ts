@@ -10,6 +10,14 @@
  * run out of revisions; lease IDs are chosen by picloud itself below 2^53.
  */
 
+/**
+ * The lease IDs a client may ask for. etcd grants any int64 but 0, negative ones too; picloud
+ * keeps IDs exact in a JavaScript number, and keeps -(2^53-1) for the IDs that are not (the etcd
+ * front end's UNREPRESENTABLE_ID), so that no lease can answer to an ID beyond these bounds.
+ */
+export const MIN_LEASE_ID = -(2 ** 53 - 2);
+export const MAX_LEASE_ID = 2 ** 53 - 1;
+
 /** etcd's default `--max-request-bytes`: 1.5 MiB. A request whose encoded form is larger is refused. */
 export const MAX_REQUEST_BYTES = 1.5 * 1024 * 1024;
 

@@ -6,7 +6,7 @@
  */
 import { KvError } from './errors.js';
 import { ValueSlab, keyString } from './keys.js';
-import { MAX_KEY_BYTES, MAX_LEASE_TTL_SECONDS } from './limits.js';
+import { MAX_KEY_BYTES, MAX_LEASE_ID, MAX_LEASE_TTL_SECONDS, MIN_LEASE_ID } from './limits.js';
 import { KeyHistory, KvRecord, type RevisionLog } from './mvcc.js';
 import type { InstallableState } from './store.js';
 
@@ -16,6 +16,11 @@ function corrupt(detail: string): KvError {
 
 function isCount(n: unknown): n is number {
   return typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
+}
+
+/** A lease ID a grant can give (negative ones too, as etcd's), or 0 for none. */
+function isLeaseIdOrNone(n: unknown): n is number {
+  return typeof n === 'number' && Number.isSafeInteger(n) && n >= MIN_LEASE_ID && n <= MAX_LEASE_ID;
 }
 
 export interface StateMeta {
@@ -51,7 +56,7 @@ export class StateBuilder {
     value: unknown,
   ): void {
     if (!(key instanceof Uint8Array) || key.byteLength === 0 || key.byteLength > MAX_KEY_BYTES) throw corrupt('bad key');
-    if (!isCount(main) || main < 2 || !isCount(sub) || !isCount(createRevision) || !isCount(version) || !isCount(lease)) {
+    if (!isCount(main) || main < 2 || !isCount(sub) || !isCount(createRevision) || !isCount(version) || !isLeaseIdOrNone(lease)) {
       throw corrupt('bad record numbers');
     }
     if (value !== null && !(value instanceof Uint8Array)) throw corrupt('bad value');
@@ -91,7 +96,7 @@ export class StateBuilder {
   }
 
   addLease(id: unknown, ttlSeconds: unknown): void {
-    if (!isCount(id) || id === 0 || !isCount(ttlSeconds) || ttlSeconds > MAX_LEASE_TTL_SECONDS) throw corrupt('bad lease');
+    if (!isLeaseIdOrNone(id) || id === 0 || !isCount(ttlSeconds) || ttlSeconds > MAX_LEASE_TTL_SECONDS) throw corrupt('bad lease');
     if (this.leases.has(id)) throw corrupt('duplicate lease');
     this.leases.set(id, ttlSeconds);
   }

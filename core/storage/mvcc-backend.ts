@@ -65,13 +65,13 @@ function recordKey(gen: number, main: number, sub: number): Buffer {
   return k;
 }
 
+/** The lease's ID as a big-endian int64: a positive ID's bytes are those of a uint64, so older data dirs read the same. */
 function leaseKey(gen: number, id: number): Buffer {
   const k = Buffer.allocUnsafe(14);
   k[0] = DATA;
   k.writeUInt32BE(gen, 1);
   k[5] = LEASE;
-  k.writeUInt32BE(Math.floor(id / 2 ** 32), 6);
-  k.writeUInt32BE(id >>> 0, 10);
+  k.writeBigInt64BE(BigInt(id), 6);
   return k;
 }
 
@@ -176,7 +176,7 @@ export class MvccBackend {
           const entries = await leaseIt.nextv(LOAD_STEP_ENTRIES);
           if (entries.length === 0) break;
           for (const [k, v] of entries) {
-            const id = k.readUInt32BE(6) * 2 ** 32 + k.readUInt32BE(10);
+            const id = Number(k.readBigInt64BE(6));
             const ttl = decodeMeta(v) as unknown;
             if (!Array.isArray(ttl)) throw corrupt('bad lease value');
             builder.addLease(id, ttl[0]);

@@ -38,7 +38,7 @@ type Unary = (req: object, meta: grpc.Metadata, opts: grpc.CallOptions, cb: (err
 
 interface Services {
   kv: grpc.Client & Record<'Range' | 'Put' | 'DeleteRange' | 'Txn' | 'Compact', Unary>;
-  lease: grpc.Client & Record<'LeaseGrant' | 'LeaseRevoke' | 'LeaseTimeToLive', Unary>;
+  lease: grpc.Client & Record<'LeaseGrant' | 'LeaseRevoke' | 'LeaseTimeToLive' | 'LeaseLeases', Unary>;
   watch: grpc.Client & { Watch: () => grpc.ClientDuplexStream<object, any> };
 }
 
@@ -273,4 +273,45 @@ t.test('three members each, every request through the next member (followers for
   t.same(await Promise.all(picloud.members.map(currentRevision)), [before, before, before], 'every member is still at the revision before (nothing applied anywhere)');
   const get = await call(picloud.members[2]!.kv, picloud.members[2]!.kv.Range, { key: bytes('e18667/'), rangeEnd: bytes('e186670') });
   t.match(get, { ok: { count: '0' } }, 'and none of the puts is there');
+
+  await leaseIdsAsked(t, sides);
 });
+
+/**
+ * Leases granted with the ID the client asks for, through a follower: negative IDs are granted
+ * as etcd grants them, and keys join them; an ID in use is etcd's "lease already exists".
+ */
+async function leaseIdsAsked(t: Test, sides: [Side, Side]): Promise<void> {
+  const lowest = '-9007199254740990'; // picloud's lowest; etcd goes on to -2^63
+  const script: Array<[string, 'lease' | 'kv', string, object]> = [
+    ['grant -5', 'lease', 'LeaseGrant', { TTL: '600', ID: '-5' }],
+    ['grant -5 again', 'lease', 'LeaseGrant', { TTL: '600', ID: '-5' }],
+    ['grant the lowest', 'lease', 'LeaseGrant', { TTL: '700', ID: lowest }],
+    ['grant 77', 'lease', 'LeaseGrant', { TTL: '600', ID: '77' }],
+    ['grant 77 again', 'lease', 'LeaseGrant', { TTL: '600', ID: '77' }],
+    ['put on -5', 'kv', 'Put', { key: bytes('leaseid/a'), value: bytes('v'), lease: '-5' }],
+    ['put on the lowest', 'kv', 'Put', { key: bytes('leaseid/b'), value: bytes('v'), lease: lowest }],
+    ['range', 'kv', 'Range', { key: bytes('leaseid/'), rangeEnd: bytes('leaseid0') }],
+    ['time-to-live -5', 'lease', 'LeaseTimeToLive', { ID: '-5', keys: true }],
+    ['time-to-live the lowest', 'lease', 'LeaseTimeToLive', { ID: lowest, keys: true }],
+    ['revoke -5', 'lease', 'LeaseRevoke', { ID: '-5' }],
+    ['revoke -5 again', 'lease', 'LeaseRevoke', { ID: '-5' }],
+    ['range after', 'kv', 'Range', { key: bytes('leaseid/'), rangeEnd: bytes('leaseid0') }],
+    ['revoke the lowest', 'lease', 'LeaseRevoke', { ID: lowest }],
+    ['revoke 77', 'lease', 'LeaseRevoke', { ID: '77' }],
+    ['time-to-live -5 after', 'lease', 'LeaseTimeToLive', { ID: '-5' }],
+  ];
+  const frames = await Promise.all(sides.map(async (s) => ({ prefix: 'leaseid/', base: await currentRevision(s.members[1]!), leaseIds: [] })));
+  for (const [what, service, rpc, req] of script) {
+    const [a, b] = await Promise.all(
+      sides.map(async (s, j) => {
+        const client = s.members[1]![service] as unknown as grpc.Client & Record<string, Unary>;
+        return normalize(frames[j]!, await call(client, client[rpc]!, req));
+      }),
+    );
+    t.same(b, a, `lease IDs asked for: ${what} (${show(a)})`);
+  }
+  const granted = await call(sides[0].members[1]!.lease, sides[0].members[1]!.lease.LeaseGrant, { TTL: '10', ID: '-9' });
+  t.match(granted, { ok: { ID: '-9' } }, 'etcd grants a negative ID (the script compares something)');
+  await call(sides[0].members[1]!.lease, sides[0].members[1]!.lease.LeaseRevoke, { ID: '-9' });
+}

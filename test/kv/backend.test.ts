@@ -9,6 +9,8 @@ import { MvccBackend } from '../../core/storage/mvcc-backend.js';
 import { KvStore } from '../../core/kv/store.js';
 import { Prng } from '../../core/sim/prng.js';
 import type { KvRequest } from '../../core/kv/types.js';
+import { checkRequest } from '../../core/kv/check.js';
+import { MIN_LEASE_ID } from '../../core/kv/limits.js';
 import { b, Node } from './helpers.js';
 
 const dirs: string[] = [];
@@ -98,6 +100,38 @@ t.test('persist, close, reopen: the same state', async (t) => {
   await be.close();
   be = await MvccBackend.open(dir);
   t.equal(be.store.digest(), reference.digest());
+  await be.close();
+});
+
+t.test('negative lease IDs (etcd grants them) persist, reload and travel in snapshots', async (t) => {
+  const dir = tmp();
+  const lowest = MIN_LEASE_ID;
+  const reqs: KvRequest[] = [
+    { leaseGrant: { TTL: 60, ID: -5 } },
+    { leaseGrant: { TTL: 70, ID: lowest } },
+    { leaseGrant: { TTL: 80, ID: 2 ** 32 + 7 } },
+    { put: { key: b('neg'), value: b('v'), lease: -5 } },
+    { put: { key: b('low'), value: b('v'), lease: lowest } },
+  ];
+  for (const r of reqs) t.equal(checkRequest(r), undefined, `${JSON.stringify(r)}: passes the request checks`);
+  t.equal(checkRequest({ leaseGrant: { TTL: 60, ID: lowest - 1 } })?.code, 'MALFORMED_REQUEST', 'one below the lowest: refused');
+  const reference = new KvStore();
+  applyAll(reference, reqs);
+  let be = await MvccBackend.open(dir);
+  applyAll(be.store, reqs);
+  await be.persist();
+  await be.close();
+  be = await MvccBackend.open(dir);
+  t.same(be.store.leases(), reference.leases(), 'the leases after reopen');
+  t.same(be.store.leases().map((l) => l.id), [lowest, -5, 2 ** 32 + 7]);
+  t.equal(be.store.digest(), reference.digest(), 'keys and their leases after reopen');
+  // A snapshot of it restores into another store.
+  const chunks: Uint8Array[] = [];
+  for await (const c of be.store.snapshot()) chunks.push(c);
+  const copy = new KvStore();
+  await copy.restore(chunks);
+  t.equal(copy.digest(), reference.digest(), 'restored from a snapshot');
+  t.same(copy.leases(), reference.leases());
   await be.close();
 });
 

@@ -97,11 +97,21 @@ t.test('etcd\'s request checks', async (t) => {
   t.match((await call(kv, 'Range', { key: Buffer.from('a'), sortOrder: 9 })).err?.details, /unknown sort order/, 'unknown enum value refused');
 });
 
-t.test('lease ids: > 2^53 refused on grant; unknown ids get TTL 0 on the keep-alive stream', async (t) => {
+t.test('lease ids: beyond [-(2^53-2), 2^53-1] refused on grant; unknown ids get TTL 0 on the keep-alive stream', async (t) => {
   const big = await call(lease, 'LeaseGrant', { TTL: '10', ID: '9007199254740993' });
   t.equal(big.err?.code, grpc.status.INVALID_ARGUMENT);
+  // -(2^53-1) stands for every ID a number cannot hold (UNREPRESENTABLE_ID): never granted.
+  for (const id of ['-9007199254740991', '-9007199254740993', '-9223372036854775808']) {
+    t.equal((await call(lease, 'LeaseGrant', { TTL: '10', ID: id })).err?.code, grpc.status.INVALID_ARGUMENT, `${id} refused`);
+  }
   const g = await call(lease, 'LeaseGrant', { TTL: '10', ID: '9007199254740991' });
   t.equal(g.resp.ID, '9007199254740991', '2^53-1 round-trips exactly');
+  const low = await call(lease, 'LeaseGrant', { TTL: '10', ID: '-9007199254740990' });
+  t.equal(low.resp.ID, '-9007199254740990', 'a negative ID (etcd grants them), the lowest, round-trips exactly');
+  const lowTtl = await call(lease, 'LeaseTimeToLive', { ID: '-9007199254740990' });
+  t.equal(lowTtl.resp.grantedTTL, '10', 'and is found again');
+  const unrepresentable = await call(lease, 'LeaseTimeToLive', { ID: '-9223372036854775807' });
+  t.equal(unrepresentable.resp.TTL, '-1', 'an ID below -(2^53-1) does not alias the lowest lease');
   const stream = lease.LeaseKeepAlive();
   const got: Obj[] = [];
   stream.on('data', (d: Obj) => got.push(d));

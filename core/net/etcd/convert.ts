@@ -5,7 +5,7 @@
  * numbers, and builds etcd-shaped responses. Throws only EtcdError.
  */
 import { EtcdError } from './errors.js';
-import { MAX_TXN_DEPTH, MAX_TXN_OPS } from '../../kv/limits.js';
+import { MAX_LEASE_ID, MAX_TXN_DEPTH, MAX_TXN_OPS, MIN_LEASE_ID } from '../../kv/limits.js';
 import type {
   AlarmRequest,
   AlarmResponse,
@@ -73,10 +73,11 @@ export function int64(v: unknown): number {
 }
 
 /**
- * Lease and member ids arrive as this when they do not fit in 2^53-1: no backend issues it,
- * so lookups answer "not found" instead of hitting another id (clamping would collide).
+ * Lease and member ids arrive as this when they do not fit in 2^53-1: no backend issues it (it
+ * is below MIN_LEASE_ID; member ids are positive), so lookups answer "not found" instead of
+ * hitting another id (clamping would collide).
  */
-export const UNREPRESENTABLE_ID = -1;
+export const UNREPRESENTABLE_ID = -Number.MAX_SAFE_INTEGER;
 
 /** An int64/uint64 id: exact, or UNREPRESENTABLE_ID. */
 export function id64(v: unknown): number {
@@ -238,8 +239,10 @@ export function watchCreateRequest(o: Obj, watchId: number): WatchCreateRequest 
 }
 
 export function leaseGrantRequest(o: Obj): LeaseGrantRequest {
-  if (!isSafeInt64(o.ID)) throw invalid('lease IDs above 2^53-1 are not supported');
-  return { ttlSeconds: int64(o.TTL), id: id64(o.ID) };
+  // etcd grants any ID but 0 (auto), negative ones too; picloud those a JS number holds exactly.
+  const id = id64(o.ID);
+  if (!isSafeInt64(o.ID) || id < MIN_LEASE_ID || id > MAX_LEASE_ID) throw invalid(`lease IDs outside [${MIN_LEASE_ID}, ${MAX_LEASE_ID}] are not supported`);
+  return { ttlSeconds: int64(o.TTL), id };
 }
 
 export function alarmRequest(o: Obj): AlarmRequest {

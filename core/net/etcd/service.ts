@@ -9,9 +9,10 @@
  * Numbers: etcd's int64/uint64 fields (revisions, versions, lease and member ids, TTLs) are
  * numbers here. Incoming revisions, limits and TTLs beyond 2^53-1 are clamped to ±(2^53-1)
  * (such a revision cannot exist: the backend's "future revision" answer stays right). Incoming
- * lease and member ids beyond 2^53-1 arrive as -1 (convert.ts UNREPRESENTABLE_ID), which no
- * backend issues, so they are "not found"; LeaseGrant refuses such a requested id outright.
- * Backends must issue lease and member ids in [1, 2^53-1].
+ * lease and member ids beyond ±(2^53-1) arrive as -(2^53-1) (convert.ts UNREPRESENTABLE_ID), which
+ * no backend issues, so they are "not found"; LeaseGrant refuses such a requested id outright.
+ * Backends issue lease ids in [MIN_LEASE_ID, MAX_LEASE_ID] (core/kv/limits.ts; negative ones when
+ * a client asks for them, as etcd does) and member ids in [1, 2^53-1].
  *
  * Key ranges follow etcd: `rangeEnd` empty means just `key`; rangeEnd = [0] means every key
  * >= key; otherwise the half-open interval [key, rangeEnd). (A prefix is [p, p+1).)
