@@ -227,7 +227,7 @@ const dec = new TextDecoder();
 
 export class NodeError extends Error {
   constructor(
-    readonly code: 'NAME_CONFLICT' | 'MEMBER_IS_VOTER' | 'PEER_ADDR_IN_USE' | 'NOT_BOOTSTRAPPED' | 'JOIN_FAILED' | 'BAD_TOKEN' | 'STATE_BEHIND_LOG' | 'MEMBER_REMOVED' | 'DUPLICATE_MEMBER' | 'DATA_DIR_NAME' | 'DATA_DIR_DAMAGED' | 'OTHER_BOARD' | 'QUOTA_TOO_LARGE' | 'HISTORY_TOO_LARGE',
+    readonly code: 'NAME_CONFLICT' | 'MEMBER_IS_VOTER' | 'PEER_ADDR_IN_USE' | 'NOT_BOOTSTRAPPED' | 'JOIN_FAILED' | 'BAD_TOKEN' | 'STATE_BEHIND_LOG' | 'MEMBER_REMOVED' | 'DUPLICATE_MEMBER' | 'DATA_DIR_NAME' | 'DATA_DIR_DAMAGED' | 'IDENTITY_MISMATCH' | 'OTHER_BOARD' | 'QUOTA_TOO_LARGE' | 'HISTORY_TOO_LARGE',
     message: string,
   ) {
     super(message);
@@ -1371,6 +1371,7 @@ function checkDataDirState(opts: ManagerNodeOptions, identity: Identity | undefi
     if (applied > 0 && logLast === 0 && logStore.hardState().term === 0) {
       throw new NodeError('DATA_DIR_DAMAGED', `${dir}: the Raft log (raft/) is missing or empty while the applied state is at index ${applied}: the member's log, term and vote are lost. Not starting on it: ${fresh}`);
     }
+    checkIdentityInMembership(identity, backend, dir, fresh);
     return;
   }
   if (restored) {
@@ -1384,6 +1385,37 @@ function checkDataDirState(opts: ManagerNodeOptions, identity: Identity | undefi
       `${dir} holds a member's data (applied index ${applied}, Raft log to ${logLast}) but no identity.json: it is damaged or not a data dir of this cluster. ` +
         `Not starting on it (a new identity would split it off as a second cluster): restore identity.json, or ${fresh}. ` +
         `A data dir made by an older picloud-node snapshot restore: restore the snapshot again.`,
+    );
+  }
+}
+
+/**
+ * identity.json must name the member this data dir's applied membership knows it as (etcd keeps
+ * the member ID in its WAL and refuses a member the cluster does not list the same way). An ID
+ * that is another member's (the file copied from that member's data dir, or edited) would run
+ * this dir's Raft log, term and vote as that member's, even take its place while it is down; an
+ * ID no member has, while this name is recorded under another, would wait for ever for a
+ * cluster that does not know it; an ID the cluster removed is etcd's "permanently removed".
+ * A data dir that has applied no membership yet (a joiner's first start) has nothing to check.
+ */
+function checkIdentityInMembership(identity: Identity, backend: MvccBackend, dir: string, fresh: string): void {
+  if (backend.confState === undefined) return;
+  const membership = JSON.parse(dec.decode(backend.confState)) as AppliedMembership;
+  const id = identity.id.toString(16);
+  if (membership.removed?.includes(identity.id)) {
+    throw new NodeError('MEMBER_REMOVED', `${dir}: identity.json names member ${id}, which was permanently removed from the cluster: remove the data dir, then join again (picloud-node agent --join HOST --token TOKEN)`);
+  }
+  const byId = membership.members.find((m) => m.id === identity.id);
+  const byName = membership.members.find((m) => m.name === identity.name);
+  // A member added by address (`etcdctl member add`) has no name until it first runs.
+  const otherName = byId !== undefined && byId.name !== '' && byId.name !== identity.name;
+  if (otherName || (byId === undefined && byName !== undefined)) {
+    const known = [byId && byId.name !== '' ? `${id} as '${byId.name}'` : `no member ${id}`, byName ? `'${identity.name}' as ${byName.id.toString(16)}` : undefined].filter(Boolean).join(' and ');
+    throw new NodeError(
+      'IDENTITY_MISMATCH',
+      `${dir}: identity.json names member '${identity.name}' ${id}, but the membership this data dir holds knows ${known}: identity.json was edited or copied from another member's data dir. ` +
+        `Not starting on it (it would take part as another member with this one's Raft log, term and vote): ` +
+        `${byName ? `put back this member's own identity.json (id ${byName.id.toString(16)}), or ` : ''}${fresh}`,
     );
   }
 }

@@ -7,7 +7,7 @@
  * another board (the data dir records its board, here named through PICLOUD_BOARD_ID), unless
  * told the card was moved there for good (--new-board).
  */
-import { cpSync, readFileSync } from 'node:fs';
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { BOARD_ID_ENV } from '../../agent/board-id.js';
@@ -68,6 +68,29 @@ t.test('a copied data dir started beside the original (one board id: two VMs, or
   cluster.start(renamed, false);
   t.equal(await cluster.exited(renamed), 1, 'started under another --name, it refuses to start');
   t.match(renamed.log.join(''), /the data dir .* belongs to member 'd2' \([0-9a-f]+\), not 'd9': start it with --name d2, or, for a new member .* remove the data dir/);
+
+  // The image's identity.json edited to name another member's ID (d3's, while d3 is down), or an
+  // ID no member has: refused at start, before it could run d2's log and vote as d3, or wait for
+  // ever for a cluster that does not know it.
+  const idOf = (dir: string): number => (JSON.parse(readFileSync(join(dir, 'identity.json'), 'utf8')) as { id: number }).id;
+  const d2Id = idOf(imageDir);
+  cluster.kill(d3, 'SIGTERM');
+  t.equal(await cluster.exited(d3), 0, 'd3 stopped');
+  for (const [label, id] of [['d3\'s', idOf(d3.dataDir)], ['nobody\'s', 0x1234567]] as const) {
+    const identity = JSON.parse(readFileSync(join(imageDir, 'identity.json'), 'utf8')) as { id: number };
+    writeFileSync(join(imageDir, 'identity.json'), JSON.stringify({ ...identity, id }) + '\n');
+    const edited = await cluster.add('d2-edited');
+    Object.assign(edited, { name: 'd2', dataDir: imageDir });
+    cluster.start(edited, false);
+    t.equal(await cluster.exited(edited, 30_000), 1, `identity.json naming ${label} ID: refused`);
+    const log = edited.log.join('');
+    const known = id === d2Id ? '' : label.startsWith('d3') ? `${id.toString(16)} as 'd3'` : `no member ${id.toString(16)}`;
+    t.match(log, `identity.json names member 'd2' ${id.toString(16)}, but the membership this data dir holds knows ${known} and 'd2' as ${d2Id.toString(16)}: identity.json was edited or copied from another member's data dir`, 'saying what the data dir knows');
+    t.match(log, `put back this member's own identity.json (id ${d2Id.toString(16)})`, 'and what to do');
+    t.notOk(log.includes('"msg":"agent started"'), 'before it took any part');
+  }
+  const members = JSON.parse(etcdctl(cluster.endpoints([d1, d2]), ['member', 'list', '-w', 'json']).stdout) as { members: Array<{ name: string; peerURLs: string[] }> };
+  t.same(members.members.find((m) => m.name === 'd3')?.peerURLs, [`http://127.0.0.1:${d3.ports.peer}`], 'd3 is still recorded at its own address');
 });
 
 t.test('a new board joining under a member\'s name is refused at once, saying what to do', { skip: hasEtcdctl() ? false : 'etcdctl not installed' }, async (t) => {
