@@ -347,6 +347,7 @@ const SINGLE: Step[] = [
   { args: ['txn'], input: '\nfrob k/t6\n\n\n' },
   { args: ['txn'], input: '\nput k/t7 a\nput k/t7 b\n\n\n' },
   { args: ['txn'], input: '' },
+  { args: ['txn'], input: `\n${Array.from({ length: 129 }, (_, i) => `put k/many${i} v\n`).join('')}\n\n`, expect: /too many operations in txn request/ },
   // watch, with history from a revision
   { args: ['watch', 'k/a', '--rev={rev:1}'], killAfterMs: 1000 },
   { args: ['watch', 'k/', '--prefix', '--rev={rev:2}', '--prev-kv'], killAfterMs: 1000, expect: /^exit killed[\s\S]*PUT\nk\/b\n2\n/ },
@@ -464,6 +465,7 @@ const SINGLE: Step[] = [
   { args: ['auth', 'disable', '--user=root:rootpw'] },
   { args: ['auth', 'disable'] },
   { args: ['get', 'k/a'] },
+  { args: ['get', 'k/a', '--user=root:rootpw'], expect: /authentication is not enabled/ },
   // bad invocations etcdctl answers itself
   { args: ['frobnicate'] },
   { args: ['get', 'k/a', '-w', 'yaml'] },
