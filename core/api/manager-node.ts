@@ -205,6 +205,8 @@ interface AppliedMembership {
   members: Array<MemberContext & { id: NodeId }>;
   /** Members removed from the cluster: their peer connections are told so (etcd keeps this set too). */
   removed?: NodeId[];
+  /** The member that wrote it: whose Raft log, term and vote this data dir holds (absent in older data dirs). */
+  self?: NodeId;
 }
 
 /** Written to the data dir when this member learns it was removed; start refuses such a dir. */
@@ -483,7 +485,7 @@ export class ManagerNode {
           for await (const c of backend.store.snapshot()) chunks.push(c);
           await logStore.save({ snapshot: { metadata: { index, term: 1, conf }, data: Buffer.concat(chunks) }, hardState: { term: 1, vote: 0, commit: index } }, { sync: true });
         }
-        const membership: AppliedMembership = { conf, members: [{ id: identity.id, ...self }] };
+        const membership: AppliedMembership = { conf, members: [{ id: identity.id, ...self }], self: identity.id };
         await backend.persist({ confState: enc.encode(JSON.stringify(membership)), sync: true });
         log.info({ id: identity.id.toString(16), index, revision: backend.store.revision }, 'bootstrapped a new cluster from a restored snapshot');
       } else if (opts.bootstrap) {
@@ -680,6 +682,7 @@ export class ManagerNode {
       conf: this.conf,
       members: [...this.members.values()].map(({ id, name, peerAddr, clientAddr, quotaBytes, operatorPromotes, joinId }) => ({ id, name, peerAddr, clientAddr, quotaBytes, operatorPromotes, joinId })),
       removed: [...this.removedMembers],
+      self: this.id,
     };
     return enc.encode(JSON.stringify(m));
   }
@@ -1396,7 +1399,9 @@ function checkDataDirState(opts: ManagerNodeOptions, identity: Identity | undefi
  * this dir's Raft log, term and vote as that member's, even take its place while it is down; an
  * ID no member has, while this name is recorded under another, would wait for ever for a
  * cluster that does not know it; an ID the cluster removed is etcd's "permanently removed".
- * A data dir that has applied no membership yet (a joiner's first start) has nothing to check.
+ * The membership also names the member that wrote it (`self`), which catches a whole
+ * identity.json of another member (its name too) put in this data dir. A data dir that has
+ * applied no membership yet (a joiner's first start) has nothing to check.
  */
 function checkIdentityInMembership(identity: Identity, backend: MvccBackend, dir: string, fresh: string): void {
   if (backend.confState === undefined) return;
@@ -1416,6 +1421,15 @@ function checkIdentityInMembership(identity: Identity, backend: MvccBackend, dir
       `${dir}: identity.json names member '${identity.name}' ${id}, but the membership this data dir holds knows ${known}: identity.json was edited or copied from another member's data dir. ` +
         `Not starting on it (it would take part as another member with this one's Raft log, term and vote): ` +
         `${byName ? `put back this member's own identity.json (id ${byName.id.toString(16)}), or ` : ''}${fresh}`,
+    );
+  }
+  // A whole identity.json of another member (its name and ID) put in this data dir.
+  if (membership.self !== undefined && membership.self !== identity.id) {
+    const owner = membership.members.find((m) => m.id === membership.self);
+    throw new NodeError(
+      'IDENTITY_MISMATCH',
+      `${dir}: identity.json names member '${identity.name}' ${id}, but this data dir holds the Raft log, term and vote of member ${owner?.name ? `'${owner.name}' ` : ''}${membership.self.toString(16)}: identity.json was copied from another member's data dir or edited. ` +
+        `Not starting on it (it would take part as '${identity.name}' with another member's log and vote): put back the data dir's own identity.json (id ${membership.self.toString(16)}), or ${fresh}`,
     );
   }
 }

@@ -89,6 +89,16 @@ t.test('a copied data dir started beside the original (one board id: two VMs, or
     t.match(log, `put back this member's own identity.json (id ${d2Id.toString(16)})`, 'and what to do');
     t.notOk(log.includes('"msg":"agent started"'), 'before it took any part');
   }
+  // d3's whole identity.json (its name and ID) put in the image of d2's data dir, started as d3:
+  // the membership the data dir holds was written by d2, so it holds d2's log and vote.
+  writeFileSync(join(imageDir, 'identity.json'), readFileSync(join(d3.dataDir, 'identity.json')));
+  const asD3 = await cluster.add('d3-from-d2');
+  Object.assign(asD3, { name: 'd3', dataDir: imageDir });
+  cluster.start(asD3, false);
+  t.equal(await cluster.exited(asD3, 30_000), 1, "d3's identity.json in d2's data dir: refused");
+  const asD3Log = asD3.log.join('');
+  t.match(asD3Log, `identity.json names member 'd3' ${idOf(d3.dataDir).toString(16)}, but this data dir holds the Raft log, term and vote of member 'd2' ${d2Id.toString(16)}`, 'naming whose state it holds');
+  t.notOk(asD3Log.includes('"msg":"agent started"'), 'before it took any part');
   const members = JSON.parse(etcdctl(cluster.endpoints([d1, d2]), ['member', 'list', '-w', 'json']).stdout) as { members: Array<{ name: string; peerURLs: string[] }> };
   t.same(members.members.find((m) => m.name === 'd3')?.peerURLs, [`http://127.0.0.1:${d3.ports.peer}`], 'd3 is still recorded at its own address');
 });
