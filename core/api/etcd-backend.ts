@@ -121,6 +121,15 @@ function toKvTxn(t: api.TxnRequest): kv.TxnRequest {
 /** The Snapshot call's spool files in the data dir; any found at start are a killed process's (removeSnapshotSpools). */
 export const SNAPSHOT_SPOOL_PREFIX = 'snapshot-';
 export const SNAPSHOT_SPOOL_SUFFIX = '.tmp';
+/**
+ * Snapshot calls served at once; more are refused with etcd's "too many requests". Each holds a
+ * spool file open (and a copy of the store on disk) until its client has read it: 1,100 unread
+ * Snapshot streams on one connection took every descriptor of a member under a limit of 1,024,
+ * and its Raft log write failed. NODE_RESERVED_FILES (agent/open-files.ts) counts these.
+ */
+export const MAX_CONCURRENT_SNAPSHOTS = 8;
+/** Spool files of this process so far: names unique within a millisecond too. */
+let snapshotSpools = 0;
 
 /** Removes spool files a process killed mid-snapshot left in `dataDir`; returns how many. */
 export function removeSnapshotSpools(dataDir: string): number {
@@ -154,6 +163,8 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   private readyWatches: ((() => void) | undefined)[] = [];
   private readyCount = 0;
   private spareReadyWatches: ((() => void) | undefined)[] = [];
+  /** Snapshot calls begun and not yet released (MAX_CONCURRENT_SNAPSHOTS). */
+  private snapshotsServed = 0;
   /** The header of the last events response, shared by the watchers of one fan-out. */
   private lastEventsHeader: api.ResponseHeader | undefined;
 
@@ -765,20 +776,33 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   snapshot(ctx?: api.CallContext): Promise<api.SnapshotStream> {
     return etcdErrors(async () => {
       await this.auth.adminCaughtUp(ctx);
+      if (this.snapshotsServed >= MAX_CONCURRENT_SNAPSHOTS) throw new EtcdError('TOO_MANY_REQUESTS', `${MAX_CONCURRENT_SNAPSHOTS} snapshots are being sent`);
+      this.snapshotsServed++;
+      let released = false;
       // Spool to a file first: the stream must announce its exact size, and must not hold
       // the whole image in memory.
-      const path = join(this.node.opts.dataDir, `${SNAPSHOT_SPOOL_PREFIX}${process.pid}-${Date.now()}${SNAPSHOT_SPOOL_SUFFIX}`);
-      await pipeline(Readable.from(this.node.store.snapshot()), createWriteStream(path));
-      const { size } = await stat(path);
-      const header = this.header();
-      async function* data(): AsyncGenerator<Uint8Array> {
-        try {
-          for await (const chunk of createReadStream(path)) yield chunk as Buffer;
-        } finally {
-          await rm(path, { force: true });
+      const path = join(this.node.opts.dataDir, `${SNAPSHOT_SPOOL_PREFIX}${process.pid}-${Date.now()}-${++snapshotSpools}${SNAPSHOT_SPOOL_SUFFIX}`);
+      const release = async (): Promise<void> => {
+        if (!released) this.snapshotsServed--;
+        released = true;
+        await rm(path, { force: true });
+      };
+      try {
+        await pipeline(Readable.from(this.node.store.snapshot()), createWriteStream(path));
+        const { size } = await stat(path);
+        const header = this.header();
+        async function* data(): AsyncGenerator<Uint8Array> {
+          try {
+            for await (const chunk of createReadStream(path)) yield chunk as Buffer;
+          } finally {
+            await release();
+          }
         }
+        return { header, sizeBytes: size, data: data(), release };
+      } catch (e) {
+        await release();
+        throw e;
       }
-      return { header, sizeBytes: size, data: data(), release: () => rm(path, { force: true }) };
     });
   }
 }
