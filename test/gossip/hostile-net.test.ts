@@ -367,3 +367,22 @@ t.test('MAX_KEYRING_VERSION_STEP: a keyring change that far above the member\'s 
   await send(MAX_KEYRING_VERSION_STEP);
   t.same([ring.version, ring.list().length], [MAX_KEYRING_VERSION_STEP, 2], 'at the step: taken');
 });
+
+t.test('keyring changes begun at once on two members are both applied on every member', async (t) => {
+  const rings = [Keyring.fromSecret(SECRET), Keyring.fromSecret(SECRET), Keyring.fromSecret(SECRET)];
+  const nodes = [await startNode('a', rings[0]), await startNode('b', rings[1]), await startNode('c', rings[2])];
+  t.teardown(() => Promise.all(nodes.map((n) => n.stop())));
+  const [a, b, c] = nodes as [GossipNode, GossipNode, GossipNode];
+  for (const n of [b, c]) await n.join([{ host: HOST, port: a.port }]);
+  await waitFor('three alive', () => nodes.every((n) => n.members().filter((m) => m.status === 'alive').length === 3));
+  const k1 = generateKey();
+  const k2 = generateKey();
+  // Two operators (or two scripts) at once: a installs k1, b installs k2.
+  const [onA, onB] = await Promise.all([a.keyringOp('install', k1), b.keyringOp('install', k2)]);
+  t.same([onA.ok, onA.errors], [3, []], `a's install applied on all three (${JSON.stringify(onA.errors)})`);
+  t.same([onB.ok, onB.errors], [3, []], `b's install applied on all three (${JSON.stringify(onB.errors)})`);
+  for (const [i, r] of rings.entries()) t.ok(r.list().includes(k1) && r.list().includes(k2), `${nodes[i]!.name} has both keys (versions ${rings.map((x) => x.version).join(',')})`);
+  // Then either key can become the primary everywhere.
+  const use = await c.keyringOp('use', k2);
+  t.same([use.ok, use.errors], [3, []], `c's use of k2 applied on all three (${JSON.stringify(use.errors)})`);
+});
