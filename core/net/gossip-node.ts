@@ -307,8 +307,13 @@ export class GossipNode {
           );
         }
         if (stale.length === 0) break;
-        version = Math.max(ring.version, ...stale.map((s) => s.version)) + 1;
-        this.witnessKeyringVersion(version);
+        // Our ring moves up to the versions they reported (so any change we take from now on is
+        // above them, and a later replay of this retry to us is stale or repeats our own change),
+        // but not to the retry's own: a change another member began at the same moment retries
+        // to us at that same version and must still be taken here (had we moved to it, each of
+        // two such origins refused the other's retry as stale).
+        this.witnessKeyringVersion(Math.max(...stale.map((s) => s.version)));
+        version = ring.version + 1;
         peers = stale.map((s) => s.peer);
       }
     }
@@ -424,7 +429,7 @@ export class GossipNode {
     return { ok: true, keys: ring.list() };
   }
 
-  /** Moves the keyring's version up to `version` (an op's retry) and saves it. */
+  /** Moves the keyring's version up to `version` (reported by a member ahead of us) and saves it. */
   private witnessKeyringVersion(version: number): void {
     const ring = this.opts.keyring;
     if (version <= ring.version) return;
