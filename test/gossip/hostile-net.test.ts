@@ -386,3 +386,15 @@ t.test('keyring changes begun at once on two members are both applied on every m
   const use = await c.keyringOp('use', k2);
   t.same([use.ok, use.errors], [3, []], `c's use of k2 applied on all three (${JSON.stringify(use.errors)})`);
 });
+
+t.test('keyring changes begun at once on three members are all applied on every member', async (t) => {
+  const rings = [0, 1, 2, 3].map(() => Keyring.fromSecret(SECRET));
+  const nodes = await Promise.all(['a', 'b', 'c', 'd'].map((n, i) => startNode(n, rings[i])));
+  t.teardown(() => Promise.all(nodes.map((n) => n.stop())));
+  for (const n of nodes.slice(1)) await n.join([{ host: HOST, port: nodes[0]!.port }]);
+  await waitFor('four alive', () => nodes.every((n) => n.members().filter((m) => m.status === 'alive').length === 4));
+  const keys = [generateKey(), generateKey(), generateKey()];
+  const results = await Promise.all(keys.map((k, i) => nodes[i]!.keyringOp('install', k)));
+  for (const [i, r] of results.entries()) t.same([r.ok, r.errors], [4, []], `${nodes[i]!.name}'s install applied on all four (${JSON.stringify(r.errors)})`);
+  for (const [i, r] of rings.entries()) t.ok(keys.every((k) => r.list().includes(k)), `${nodes[i]!.name} has the three keys (versions ${rings.map((x) => x.version).join(',')})`);
+});
