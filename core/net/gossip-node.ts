@@ -76,6 +76,12 @@ interface Subscriber {
 }
 
 const KEYRING_FANOUT = 16;
+/**
+ * Tries of a keyring change at a member that refuses it as stale, each above the versions it
+ * reported. Changes begun at once on n members each take the first try of one version at a
+ * member and refuse the others, so every one of them is in everywhere within n tries.
+ */
+export const KEYRING_CHANGE_TRIES = 8;
 /** At most one name-conflict warning per this long (a key holder could send thousands). */
 const CONFLICT_LOG_INTERVAL_MS = 10_000;
 
@@ -280,9 +286,10 @@ export class GossipNode {
       let peers = this.machine.members().filter((m) => m.name !== this.name && m.status === 'alive');
       result.members += peers.length;
       const timeoutMs = opts.timeoutMs ?? this.machine.config.tcpTimeoutMs;
-      // A member whose keyring is ahead of ours (it took a change we missed while away) refuses
-      // ours as stale and says its version: ask those once more, after everything they have seen.
-      for (let round = 0; round < 2 && peers.length > 0; round++) {
+      // A member whose keyring is ahead of ours (it took a change we missed while away, or one
+      // begun elsewhere at the same time) refuses ours as stale and says its version: ask those
+      // again, after everything they have seen.
+      for (let round = 0; round < KEYRING_CHANGE_TRIES && peers.length > 0; round++) {
         const stale: Array<{ peer: MemberInfo; version: number }> = [];
         for (let i = 0; i < peers.length; i += KEYRING_FANOUT) {
           await Promise.all(
@@ -292,7 +299,7 @@ export class GossipNode {
                 if (reply.t === MsgType.KeyringReply && reply.ok) {
                   result.ok++;
                   lists.push(reply.keys);
-                } else if (reply.t === MsgType.KeyringReply && reply.code === 'GOSSIP_KEYRING_STALE' && round === 0 && reply.version < version + MAX_KEYRING_VERSION_STEP) {
+                } else if (reply.t === MsgType.KeyringReply && reply.code === 'GOSSIP_KEYRING_STALE' && round < KEYRING_CHANGE_TRIES - 1 && reply.version < version + MAX_KEYRING_VERSION_STEP) {
                   stale.push({ peer: p, version: reply.version });
                 } else if (reply.t === MsgType.KeyringReply) {
                   result.errors.push({ node: p.name, code: reply.code, message: reply.code });
