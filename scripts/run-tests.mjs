@@ -28,6 +28,12 @@ function findTests(dir) {
 // before the rest: run beside each other, or beside the 2-thread simulator run, on a 2-core
 // machine they measure CPU starvation rather than picloud.
 const SERIAL = [/^dist\/test\/compat\//, /^dist\/test\/gossip\/agents\.test\.js$/];
+// Real-client differential tests compare transcripts and assert no timing (no quiet periods, no
+// bounds): they run two at a time, after the serial group, which keeps the suite well under 30
+// minutes. (etcd-differential and etcd3-client-differential wait fixed quiet periods for watch
+// events, so they stay serial.)
+const PAIRED = [/^dist\/test\/compat\/(etcdctl-differential|etcd-auth-differential|etcd-gateway-differential|python-clients|learner-rpcs)\.test\.js$/];
+const matches = (f, list) => list.some((r) => r.test(f));
 
 const args = process.argv.slice(2);
 const all = args.length > 0 ? args : findTests('dist/test');
@@ -35,8 +41,9 @@ const groups =
   args.length > 0
     ? [{ files: all, jobs: [] }]
     : [
-        { files: all.filter((f) => SERIAL.some((r) => r.test(f))), jobs: ['--jobs=1'] },
-        { files: all.filter((f) => !SERIAL.some((r) => r.test(f))), jobs: [] },
+        { files: all.filter((f) => matches(f, SERIAL) && !matches(f, PAIRED)), jobs: ['--jobs=1'] },
+        { files: all.filter((f) => matches(f, PAIRED)), jobs: ['--jobs=2'] },
+        { files: all.filter((f) => !matches(f, SERIAL)), jobs: [] },
       ].filter((g) => g.files.length > 0);
 
 let pass = 0;
