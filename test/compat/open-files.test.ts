@@ -58,14 +58,7 @@ t.test('a flood of client connections neither stops the member nor its writes', 
   }
   await until('the flood is open or refused', () => flood.every((s) => s.readyState !== 'opening') || undefined, 10_000);
 
-  let answered = 0;
-  let failure = '';
-  for (let i = 0; i < BIG_PUTS && failure === ''; i++) {
-    await kv.put(`big/${i % 5}`, BIG_VALUE).then(
-      () => answered++,
-      (e: Error) => (failure = e.message),
-    );
-  }
+  const { answered, failure } = await kv.putsUntilFailure('big/', 5, BIG_PUTS, BIG_VALUE);
   t.equal(answered, BIG_PUTS, `every 1 MB put during the flood was answered${failure === '' ? '' : ` (failed: ${failure})`}`);
   t.equal(a.proc!.exitCode, null, `the member is still running${a.proc!.exitCode === null ? '' : `: ${a.log.join('').slice(-600)}`}`);
   const ready = await fetch(`http://${a.host}:${a.ports.http}/ready`).catch(() => undefined);

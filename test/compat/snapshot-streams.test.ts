@@ -79,14 +79,7 @@ t.test('unread Snapshot streams on one connection neither stop the member nor it
   const spools = readdirSync(a.dataDir).filter((f) => f.startsWith(SNAPSHOT_SPOOL_PREFIX));
   t.equal(spools.length, firstData, `one spool file per open Snapshot stream (${spools.length} for ${firstData})`);
 
-  let answered = 0;
-  let failure = '';
-  for (let i = 0; i < BIG_PUTS && failure === ''; i++) {
-    await kv.put(`big/${i % 5}`, BIG_VALUE).then(
-      () => answered++,
-      (e: Error) => (failure = e.message),
-    );
-  }
+  const { answered, failure } = await kv.putsUntilFailure('big/', 5, BIG_PUTS, BIG_VALUE);
   t.equal(a.proc!.exitCode, null, `the member is still running${a.proc!.exitCode === null ? '' : `: ${a.log.join('').slice(-600)}`}`);
   t.equal(answered, BIG_PUTS, `every 1 MB put was answered${failure === '' ? '' : ` (failed: ${failure})`}`);
   t.notMatch(a.log.join(''), /EMFILE|Too many open files/, 'the member never ran out of descriptors');

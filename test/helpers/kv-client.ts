@@ -101,6 +101,19 @@ export class SimpleKv {
     return Number((await this.call(this.client.Range, { key: Buffer.from([0]), limit: 1, countOnly: true })).header.revision);
   }
 
+  /** `count` puts of `value` one after another over `keys` keys under `prefix`, stopping at the first failure. */
+  async putsUntilFailure(prefix: string, keys: number, count: number, value: string): Promise<{ answered: number; failure: string }> {
+    let answered = 0;
+    let failure = '';
+    for (let i = 0; i < count && failure === ''; i++) {
+      await this.put(`${prefix}${i % keys}`, value).then(
+        () => answered++,
+        (e: Error) => (failure = e.message),
+      );
+    }
+    return { answered, failure };
+  }
+
   close(): void {
     this.client.close();
   }
