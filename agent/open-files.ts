@@ -65,9 +65,10 @@ export function parseOpenFilesLimit(procLimits: string): OpenFilesLimit | undefi
   return { soft: parseLimitValue(m[1]!), hard: parseLimitValue(m[2]!) };
 }
 
-export function readOpenFilesLimit(pid: number | 'self' = 'self'): OpenFilesLimit | undefined {
+/** This process's limit. */
+export function readOpenFilesLimit(): OpenFilesLimit | undefined {
   try {
-    return parseOpenFilesLimit(readFileSync(`/proc/${pid}/limits`, 'utf8'));
+    return parseOpenFilesLimit(readFileSync('/proc/self/limits', 'utf8'));
   } catch {
     return undefined;
   }
