@@ -24,6 +24,7 @@ import { certificateUser, serverTlsOptions, tlsSource, type ClientTls, type Clie
 import type { PeerCertificate, TlsOptions } from 'node:tls';
 import { EagerFrames, EagerMessage, eagerSendInterceptor } from './eager-send.js';
 import { learnerServesUnary } from './learner-rpcs.js';
+import { installDirectUnary, type DirectMethod } from './direct-unary.js';
 import { MAX_REQUEST_BYTES } from '../../kv/limits.js';
 import { watchRangeRefusal } from '../../kv/watch.js';
 
@@ -88,9 +89,17 @@ export interface EtcdServerOptions {
   tls?: ClientTls | ClientTlsSource;
   /** At most this many client connections open at once (the process's open files budget). */
   connections?: ConnectionCap;
+  /** Unary calls answered on their HTTP/2 streams (direct-unary.ts); false: all through grpc-js (tests compare the two). */
+  directUnary?: boolean;
 }
 
 type Obj = Record<string, unknown>;
+
+/** A unary method's handler; `sizeChecked`: etcd's request size limit applies to it. */
+interface UnaryMethod {
+  fn: (req: Obj, ctx: CallContext) => Promise<Obj>;
+  sizeChecked: boolean;
+}
 
 /** Where a gateway stream's encoded responses go (json-gateway.ts writes them as JSON lines). */
 export interface GatewayStreamOutput {
@@ -181,11 +190,13 @@ interface CallAuth {
   sslPeerCertificate?: PeerCertificate;
 }
 
-/** What callContext reads of a gRPC call (or the JSON gateway's stand-in for one). */
+/** What callContext reads of a gRPC call (grpc-js's, a DirectCall, or the JSON gateway's stand-in for one). */
 interface CallLike {
   getPeer(): string;
-  metadata: grpc.Metadata;
+  metadata: Pick<grpc.Metadata, 'get'>;
   getAuthContext?(): CallAuth;
+  cancelled?: boolean;
+  getDeadline?(): Date | number;
 }
 
 /**
@@ -226,7 +237,7 @@ class GrpcCallContext implements CallContext {
   }
 
   wanted(): boolean {
-    const call = this.call as CallLike & { cancelled?: boolean; getDeadline?(): Date | number };
+    const call = this.call;
     if (call.cancelled === true) return false;
     const deadline = call.getDeadline?.() ?? Infinity;
     return Date.now() < (deadline instanceof Date ? deadline.getTime() : deadline);
@@ -247,7 +258,7 @@ function callContext(call: CallLike, clientCerts: boolean, stream = false): Call
   return new GrpcCallContext(call, clientCerts, stream);
 }
 
-function metadataString(md: grpc.Metadata, key: string): string | undefined {
+function metadataString(md: CallLike['metadata'], key: string): string | undefined {
   const v = md.get(key)[0];
   return typeof v === 'string' ? v : undefined;
 }
@@ -269,7 +280,9 @@ export class EtcdGrpcServer {
   private listener: SortingListener | undefined;
   private gateway: JsonGateway | undefined;
   /** Unary methods by name (they are unique across the etcd services), for invokeUnary. */
-  private readonly unaryMethods = new Map<string, { fn: (req: Obj, ctx: CallContext) => Promise<Obj>; sizeChecked: boolean }>();
+  private readonly unaryMethods = new Map<string, UnaryMethod>();
+  /** @internal Unary calls answered by direct-unary.ts rather than grpc-js (tests check the path is taken). */
+  directCalls = 0;
 
   /** @internal The port requires client certificates: they name callers (callContext). */
   readonly clientCerts: boolean;
@@ -299,6 +312,12 @@ export class EtcdGrpcServer {
     s.register();
     // Our own listener instead of bindAsync: it sorts each connection first (client-port-listener.ts).
     const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+    if (opts.directUnary !== false) {
+      const methods = s.directMethods();
+      if (!installDirectUnary(server, (path) => methods.get(path), limits.maxRequestBytes + GRPC_OVERHEAD_BYTES)) {
+        opts.onInternalError?.(new Error("grpc-js's HTTP/2 server was not found: unary calls take grpc-js's path"), 'direct-unary');
+      }
+    }
     // etcd serves its JSON gateway on the client port too (json-gateway.ts).
     s.gateway = new JsonGateway(s, Math.ceil((limits.maxRequestBytes * 4) / 3) + JSON_OVERHEAD_BYTES, opts.version ?? DEFAULT_GATEWAY_VERSION, opts.metrics, (err) => opts.onInternalError?.(err, 'gateway'), limits.gatewayHeadersTimeoutMs);
     const tls = opts.tls === undefined ? undefined : serverTlsProvider(tlsSource(opts.tls));
@@ -381,17 +400,12 @@ export class EtcdGrpcServer {
   }
 
   private unary(method: string, fn: (req: Obj, ctx: CallContext) => Promise<Obj>, sizeChecked = false): grpc.handleUnaryCall<Obj, Obj> {
-    this.unaryMethods.set(method, { fn, sizeChecked });
+    const m = { fn, sizeChecked };
+    this.unaryMethods.set(method, m);
     return (call, callback) => {
       let pending: Promise<Obj>;
       try {
-        this.refuseOnLearner(method, call.request);
-        if (sizeChecked && requestBytes(call.request) > this.limits.maxRequestBytes) throw new EtcdError('REQUEST_TOO_LARGE');
-        const ctx = callContext(call, this.clientCerts);
-        // clientv3's WithRequireLeader: refused at once while this member knows no leader (etcd's
-        // unary interceptor), rather than waiting for one.
-        if (ctx.requireLeader && this.backend.hasLeader?.() === false) throw new EtcdError('NO_LEADER');
-        pending = fn(call.request, ctx);
+        pending = this.runUnary(method, m, call.request, call);
       } catch (err) {
         pending = Promise.reject(err);
       }
@@ -400,6 +414,48 @@ export class EtcdGrpcServer {
         (err: unknown) => callback(this.toStatus(err, method)),
       );
     };
+  }
+
+  /**
+   * What every unary call goes through, whichever way it came (grpc-js, direct-unary.ts, the
+   * JSON gateway's `who`): the learner gate, etcd's size limit, clientv3's WithRequireLeader
+   * (refused at once while this member knows no leader, as etcd's unary interceptor does,
+   * rather than waiting for one), then the method. Throws or rejects with what to answer.
+   */
+  private runUnary(method: string, m: UnaryMethod, req: Obj, call: CallLike | GatewayCaller): Promise<Obj> {
+    const gateway = !('getPeer' in call);
+    if (!gateway || call.self !== true) this.refuseOnLearner(method, req);
+    if (m.sizeChecked && requestBytes(req) > this.limits.maxRequestBytes) throw new EtcdError('REQUEST_TOO_LARGE');
+    const ctx = gateway ? this.gatewayContext(call) : callContext(call, this.clientCerts);
+    if (ctx.requireLeader && this.backend.hasLeader?.() === false) throw new EtcdError('NO_LEADER');
+    return m.fn(req, ctx);
+  }
+
+  /** The unary methods served on their HTTP/2 streams (direct-unary.ts), by gRPC path. */
+  private directMethods(): Map<string, DirectMethod> {
+    const methods = new Map<string, DirectMethod>();
+    for (const [name, def] of Object.entries(etcdPackage())) {
+      if (!name.startsWith('etcdserverpb.')) continue;
+      for (const [method, d] of Object.entries(def as protoLoader.ServiceDefinition)) {
+        const m = this.unaryMethods.get(method);
+        if (m === undefined || d.requestStream || d.responseStream) continue;
+        methods.set(d.path, async (request, call) => {
+          let req: Obj;
+          try {
+            req = d.requestDeserialize(request) as Obj;
+          } catch {
+            throw { code: grpc.status.INTERNAL, details: 'Error deserializing request' };
+          }
+          this.directCalls++;
+          try {
+            return d.responseSerialize(await this.runUnary(method, m, req, call));
+          } catch (err) {
+            throw this.toStatus(err, method);
+          }
+        });
+      }
+    }
+    return methods;
   }
 
   /**
@@ -440,10 +496,7 @@ export class EtcdGrpcServer {
     if (def === undefined || m === undefined) throw this.toStatus(new EtcdError('UNSUPPORTED', `${service}.${method}`), method);
     let resp: Obj;
     try {
-      const req = def.requestDeserialize(Buffer.from(request)) as Obj;
-      if (who.self !== true) this.refuseOnLearner(method, req);
-      if (m.sizeChecked && requestBytes(req) > this.limits.maxRequestBytes) throw new EtcdError('REQUEST_TOO_LARGE');
-      resp = await m.fn(req, this.gatewayContext(who));
+      resp = await this.runUnary(method, m, def.requestDeserialize(Buffer.from(request)) as Obj, who);
     } catch (err) {
       throw this.toStatus(err, method);
     }

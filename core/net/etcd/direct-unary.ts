@@ -1,0 +1,234 @@
+/**
+ * Unary gRPC calls answered straight on their HTTP/2 streams, ahead of grpc-js.
+ *
+ * grpc-js gives every call an intercepting call, a listener chain, a Metadata object built
+ * from the headers, a stream decoder, a Duplex-backed call object and deadline bookkeeping, and
+ * it ends the stream only from the callback of the response's write, a turn later. Measured on
+ * a member at 16 puts in flight, grpc-js and node:http2 made about half of the ~44 KB a put
+ * allocates on the leader and most of what survives a scavenge (so most of what its full
+ * collections sweep); a bare node:http2 unary server took ~51 µs of CPU a call against
+ * grpc-js's ~78. So the etcd server's unary methods (KV, Lease, Cluster, Maintenance, Auth) are
+ * read and answered here; streams (Watch, LeaseKeepAlive, Snapshot) stay with grpc-js, and so
+ * does a call this path does not take on (a compressed request, a content type grpc-js refuses).
+ *
+ * On the wire it is grpc-js's answer: the same response headers, trailers and trailers-only
+ * errors, the same limits and texts (a message over the receive limit, no request message, a
+ * second one, an undecodable one, a bad grpc-timeout, a passed deadline). test/net/direct-unary
+ * compares the raw HTTP/2 answers of both paths and fails if the direct path stops being taken.
+ *
+ * The hook is grpc-js's own 'stream' listener on the HTTP/2 server behind its connection
+ * injector (not a public API): installDirectUnary replaces it with a dispatcher that passes
+ * every other stream to it unchanged, and leaves everything as it was (reporting false) where
+ * it does not find that server as expected, as after a grpc-js upgrade.
+ */
+import type * as grpc from '@grpc/grpc-js';
+import type { Http2Server, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
+import { TLSSocket, type PeerCertificate } from 'node:tls';
+import { GRPC_MESSAGE_PREFIX_BYTES } from './eager-send.js';
+
+/** A gRPC status to end a call with (grpc-js's ServerErrorResponse has these two). */
+export interface DirectStatus {
+  code: number;
+  details: string;
+}
+
+/** A unary method: decodes the request, runs it, encodes the response; rejects with the status. */
+export type DirectMethod = (request: Buffer, call: DirectCall) => Promise<Buffer>;
+
+// grpc-js's status codes (grpc.status is a runtime enum; this module needs only these).
+const INTERNAL = 13;
+const UNIMPLEMENTED = 12;
+const RESOURCE_EXHAUSTED = 8;
+const DEADLINE_EXCEEDED = 4;
+
+/** grpc-js's response headers and trailers (server-interceptors.ts), kept identical on the wire. */
+const RESPONSE_HEADERS = {
+  ':status': 200,
+  'content-type': 'application/grpc+proto',
+  'grpc-accept-encoding': 'identity,deflate,gzip',
+  'grpc-encoding': 'identity',
+};
+const RESPONSE_OPTIONS = { waitForTrailers: true };
+const OK_TRAILERS = { 'grpc-status': 0, 'grpc-message': 'OK' };
+const END_STREAM = { endStream: true };
+const DEADLINE_REGEX = /(\d{1,8})\s*([HMSmun])/;
+const DEADLINE_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 0.001, n: 0.000_001 };
+
+function ignore(): void {}
+
+function sendOkTrailers(this: ServerHttp2Stream): void {
+  this.sendTrailers(OK_TRAILERS);
+}
+
+/**
+ * One unary call on its stream: what a call context reads of it (the grpc-js call's getPeer,
+ * metadata, auth context, cancelled flag and deadline, computed the same way), and its answer.
+ */
+export class DirectCall {
+  /** Milliseconds since the epoch, as grpc-js's getDeadline(); Infinity without grpc-timeout. */
+  private deadline = Infinity;
+  private deadlineTimer: NodeJS.Timeout | undefined;
+  private answered = false;
+  private readonly parts: Buffer[] = [];
+  private received = 0;
+
+  constructor(
+    private readonly stream: ServerHttp2Stream,
+    private readonly headers: IncomingHttpHeaders,
+    private readonly method: DirectMethod,
+    private readonly maxMessageBytes: number,
+  ) {}
+
+  /** The request's metadata, read from its headers (grpc-js's Metadata keeps each value as sent). */
+  readonly metadata = {
+    get: (key: string): string[] => {
+      const v = this.headers[key];
+      return v === undefined ? [] : Array.isArray(v) ? v : [v];
+    },
+  };
+
+  get cancelled(): boolean {
+    return this.stream.destroyed || this.stream.closed;
+  }
+
+  getDeadline(): number {
+    return this.deadline;
+  }
+
+  getPeer(): string {
+    const socket = this.stream.session?.socket;
+    if (!socket?.remoteAddress) return 'unknown';
+    return socket.remotePort ? `${socket.remoteAddress}:${socket.remotePort}` : socket.remoteAddress;
+  }
+
+  getAuthContext(): { transportSecurityType?: string; sslPeerCertificate?: PeerCertificate } {
+    const socket = this.stream.session?.socket;
+    if (!(socket instanceof TLSSocket) || !socket.authorized) return {};
+    const cert = socket.getPeerCertificate();
+    return { transportSecurityType: 'ssl', sslPeerCertificate: cert.raw ? cert : undefined };
+  }
+
+  /** @internal Reads the request (one message, then the client's half-close) and runs the method. */
+  start(): void {
+    const stream = this.stream;
+    // A stream error comes with 'close', which is all a call needs to know (as in grpc-js).
+    stream.once('error', ignore);
+    stream.once('close', () => clearTimeout(this.deadlineTimer));
+    const timeout = this.headers['grpc-timeout'];
+    if (timeout !== undefined) {
+      const m = DEADLINE_REGEX.exec(String(timeout));
+      if (m === null) {
+        this.fail({ code: INTERNAL, details: `Invalid grpc-timeout value "${String(timeout)}"` });
+        return;
+      }
+      const ms = (Number(m[1]) * DEADLINE_UNIT_MS[m[2]!]!) | 0;
+      this.deadline = Date.now() + ms;
+      this.deadlineTimer = setTimeout(() => this.fail({ code: DEADLINE_EXCEEDED, details: 'Deadline exceeded' }), ms);
+    }
+    stream.on('data', (chunk: Buffer) => this.receive(chunk));
+    stream.once('end', () => this.halfClosed());
+  }
+
+  /** Sends the response message and the OK trailers. */
+  reply(message: Buffer): void {
+    if (!this.settle()) return;
+    const frame = Buffer.allocUnsafe(GRPC_MESSAGE_PREFIX_BYTES + message.length);
+    frame[0] = 0;
+    frame.writeUInt32BE(message.length, 1);
+    message.copy(frame, GRPC_MESSAGE_PREFIX_BYTES);
+    this.stream.respond(RESPONSE_HEADERS, RESPONSE_OPTIONS);
+    this.stream.once('wantTrailers', sendOkTrailers);
+    this.stream.end(frame);
+  }
+
+  /** Ends the call with `status`, as a trailers-only response (nothing else has been sent). */
+  fail(status: DirectStatus): void {
+    if (!this.settle()) return;
+    this.stream.respond({ 'grpc-status': status.code, 'grpc-message': encodeURI(status.details), ':status': 200, 'content-type': 'application/grpc+proto' }, END_STREAM);
+  }
+
+  /** Whether the call may still be answered; from now on it is answered (once). */
+  private settle(): boolean {
+    if (this.answered) return false;
+    this.answered = true;
+    clearTimeout(this.deadlineTimer);
+    return !this.cancelled;
+  }
+
+  private receive(chunk: Buffer): void {
+    if (this.answered) return;
+    this.parts.push(chunk);
+    this.received += chunk.length;
+    // grpc-js refuses a message whose announced length is over its limit as soon as it reads
+    // it, and a second message as soon as it is whole: so at most two messages are held here.
+    const first = this.announced(0);
+    if (first === undefined) return;
+    if (first > this.maxMessageBytes) return this.tooLarge(first);
+    const second = this.announced(GRPC_MESSAGE_PREFIX_BYTES + first);
+    if (second === undefined) return;
+    if (second > this.maxMessageBytes) return this.tooLarge(second);
+    if (this.received >= 2 * GRPC_MESSAGE_PREFIX_BYTES + first + second) {
+      this.fail({ code: UNIMPLEMENTED, details: `Received a second request message for server streaming method ${String(this.headers[':path'])}` });
+    }
+  }
+
+  /** The length announced by the message prefix at `offset` of what was received, once there. */
+  private announced(offset: number): number | undefined {
+    if (this.received < offset + GRPC_MESSAGE_PREFIX_BYTES) return undefined;
+    if (this.parts.length > 1) this.parts.splice(0, this.parts.length, Buffer.concat(this.parts, this.received));
+    return this.parts[0]!.readUInt32BE(offset + 1);
+  }
+
+  private tooLarge(length: number): void {
+    this.fail({ code: RESOURCE_EXHAUSTED, details: `Received message larger than max (${length} vs ${this.maxMessageBytes})` });
+  }
+
+  private halfClosed(): void {
+    if (this.answered) return;
+    const length = this.announced(0);
+    if (length === undefined || this.received < GRPC_MESSAGE_PREFIX_BYTES + length) {
+      this.fail({ code: UNIMPLEMENTED, details: `Received no request message for server streaming method ${String(this.headers[':path'])}` });
+      return;
+    }
+    // The compressed flag is not looked at: without grpc-encoding, grpc-js reads the message as
+    // identity whatever the flag says; with one, the call went to grpc-js.
+    const request = this.parts[0]!.subarray(GRPC_MESSAGE_PREFIX_BYTES, GRPC_MESSAGE_PREFIX_BYTES + length);
+    this.method(request, this).then(
+      (response) => this.reply(response),
+      (status: DirectStatus) => this.fail(status),
+    );
+  }
+}
+
+/**
+ * Serves the unary methods `route` names on the HTTP/2 server behind `injector`'s grpc-js
+ * server (call right after createConnectionInjector); `maxMessageBytes` is grpc-js's receive
+ * limit. Returns false, changing nothing, where grpc-js's server or listener is not found.
+ */
+export function installDirectUnary(server: grpc.Server, route: (path: string) => DirectMethod | undefined, maxMessageBytes: number): boolean {
+  const servers = (server as unknown as { http2Servers?: unknown }).http2Servers;
+  if (!(servers instanceof Map) || servers.size === 0) return false;
+  const h2 = [...(servers as Map<Http2Server, unknown>).keys()].at(-1)!;
+  const listeners = h2.listeners('stream');
+  if (listeners.length !== 1 || typeof h2.on !== 'function') return false;
+  const grpcHandler = listeners[0] as (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => void;
+  h2.removeListener('stream', grpcHandler);
+  h2.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => {
+    const method = directMethod(headers, route);
+    if (method === undefined) grpcHandler.call(h2, stream, headers, flags);
+    else new DirectCall(stream, headers, method, maxMessageBytes).start();
+  });
+  return true;
+}
+
+/** The method a stream calls, when this path takes it on: a gRPC content type and no compression. */
+function directMethod(headers: IncomingHttpHeaders, route: (path: string) => DirectMethod | undefined): DirectMethod | undefined {
+  const path = headers[':path'];
+  if (path === undefined) return undefined;
+  const method = route(path);
+  if (method === undefined) return undefined;
+  const type = headers['content-type'];
+  if (typeof type !== 'string' || !type.startsWith('application/grpc')) return undefined;
+  const encoding = headers['grpc-encoding'];
+  return encoding === undefined || encoding === 'identity' ? method : undefined;
+}

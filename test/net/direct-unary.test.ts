@@ -1,0 +1,174 @@
+/**
+ * Unary calls answered on their HTTP/2 streams (core/net/etcd/direct-unary.ts) against the same
+ * server answering through grpc-js (`directUnary: false`): for each request, well-formed or not,
+ * the raw HTTP/2 answers (response headers but the date, body, trailers) must be equal, and the
+ * direct server must have taken the calls it should (and no others) on its own path.
+ */
+import t from 'tap';
+import { connect, constants, type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2';
+import { gzipSync } from 'node:zlib';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { EtcdGrpcServer, GRPC_OVERHEAD_BYTES } from '../../core/net/etcd/server.js';
+import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
+import { FakeEtcdBackend } from './fake-etcd-backend.js';
+
+const MAX_REQUEST_BYTES = 4096;
+const MAX_MESSAGE_BYTES = MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES;
+const backend = new FakeEtcdBackend();
+const onInternalError = (e: unknown, m: string): void => void t.fail(`internal error in ${m}: ${String(e)}`);
+const limits = { maxRequestBytes: MAX_REQUEST_BYTES };
+const direct = await EtcdGrpcServer.start({ backend, port: 0, limits, onInternalError });
+const viaGrpcJs = await EtcdGrpcServer.start({ backend, port: 0, limits, onInternalError, directUnary: false });
+const sessions = [connect(`http://127.0.0.1:${direct.port}`), connect(`http://127.0.0.1:${viaGrpcJs.port}`)] as const;
+t.teardown(async () => {
+  for (const s of sessions) s.close();
+  await direct.close();
+  await viaGrpcJs.close();
+});
+
+const def = protoLoader.loadSync(ETCD_RPC_PROTO, { includeDirs: [ETCD_PROTO_DIR], longs: String, enums: String, defaults: true, oneofs: true });
+const methodDef = (service: string, method: string): protoLoader.MethodDefinition<object, object> =>
+  (def[`etcdserverpb.${service}`] as protoLoader.ServiceDefinition)[method]! as protoLoader.MethodDefinition<object, object>;
+const encode = (service: string, method: string, req: object): Buffer => methodDef(service, method).requestSerialize(req);
+
+function frame(message: Buffer, compressed = 0, announced = message.length): Buffer {
+  const prefix = Buffer.alloc(5);
+  prefix[0] = compressed;
+  prefix.writeUInt32BE(announced, 1);
+  return Buffer.concat([prefix, message]);
+}
+
+interface RawAnswer {
+  headers: Record<string, unknown>;
+  body: string;
+  trailers: Record<string, unknown>;
+}
+
+/** Headers as a plain object (Node adds a symbol), without the date, which differs by the second. */
+function plain(h: IncomingHttpHeaders): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(h).filter(([name]) => name !== 'date'));
+}
+
+/** One request on a raw HTTP/2 stream; `body` chunks are written in order, then the stream ends. */
+function raw(session: ClientHttp2Session, path: string, body: Buffer[], extra: Record<string, string> = {}): Promise<RawAnswer> {
+  return new Promise((resolve, reject) => {
+    const req = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers', ...extra });
+    const answer: RawAnswer = { headers: {}, body: '', trailers: {} };
+    const chunks: Buffer[] = [];
+    req.on('response', (h) => (answer.headers = plain(h)));
+    req.on('trailers', (h) => (answer.trailers = plain(h)));
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('error', reject);
+    req.on('close', () => resolve({ ...answer, body: Buffer.concat(chunks).toString('hex') }));
+    req.setTimeout(5_000, () => reject(new Error(`no answer to ${path}`)));
+    for (const b of body) req.write(b);
+    req.end();
+  });
+}
+
+/** The same request to both servers: the answers, and how many calls each took directly. */
+async function both(path: string, body: Buffer[], extra?: Record<string, string>): Promise<{ direct: RawAnswer; grpcJs: RawAnswer; taken: [number, number] }> {
+  const before = [direct.directCalls, viaGrpcJs.directCalls];
+  const [a, b] = await Promise.all(sessions.map((s) => raw(s, path, body, extra)));
+  return { direct: a!, grpcJs: b!, taken: [direct.directCalls - before[0]!, viaGrpcJs.directCalls - before[1]!] };
+}
+
+const PUT = '/etcdserverpb.KV/Put';
+const RANGE = '/etcdserverpb.KV/Range';
+
+t.test('a put and a range: the same answer, taken on the direct path', async (t) => {
+  const put = await both(PUT, [frame(encode('KV', 'Put', { key: Buffer.from('k'), value: Buffer.from('v') }))]);
+  t.same(put.direct.trailers, { 'grpc-status': '0', 'grpc-message': 'OK' });
+  t.equal(put.direct.headers[':status'], 200);
+  // The backend is shared, so the second put made a new revision: compare all but the body.
+  t.same({ ...put.direct, body: '' }, { ...put.grpcJs, body: '' });
+  t.same(put.taken, [1, 0], 'only the direct server took it directly');
+  const range = await both(RANGE, [frame(encode('KV', 'Range', { key: Buffer.from('k') }))]);
+  t.same(range.direct, range.grpcJs);
+  t.match(range.direct.body, Buffer.from('v').toString('hex'));
+  t.same(range.taken, [1, 0]);
+});
+
+t.test('errors a client can cause: the same status and text on both paths', async (t) => {
+  const cases: Array<[string, string, Buffer[], Record<string, string>?]> = [
+    ['an etcd error from the backend', RANGE, [frame(encode('KV', 'Range', { key: Buffer.from('k'), revision: 10_000 }))]],
+    ['an unknown lease', '/etcdserverpb.Lease/LeaseRevoke', [frame(encode('Lease', 'LeaseRevoke', { ID: 77 }))]],
+    ['a message that does not decode', PUT, [frame(Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f]))]],
+    ['a length over the receive limit', PUT, [frame(Buffer.alloc(8), 0, MAX_MESSAGE_BYTES + 1)]],
+    ['over the limit in a second message', PUT, [frame(encode('KV', 'Put', { key: Buffer.from('k') })), frame(Buffer.alloc(8), 0, MAX_MESSAGE_BYTES + 1)]],
+    ['etcd\'s request limit (under the receive limit)', PUT, [frame(encode('KV', 'Put', { key: Buffer.from('k'), value: Buffer.alloc(MAX_REQUEST_BYTES) }))]],
+    ['no message', PUT, []],
+    ['a truncated message', PUT, [frame(Buffer.alloc(3), 0, 10)]],
+    ['two messages', PUT, [frame(encode('KV', 'Put', { key: Buffer.from('k') })), frame(encode('KV', 'Put', { key: Buffer.from('k') }))]],
+    ['two messages in pieces', PUT, [frame(encode('KV', 'Put', { key: Buffer.from('k') })).subarray(0, 3), Buffer.concat([frame(encode('KV', 'Put', { key: Buffer.from('k') })).subarray(3), frame(Buffer.alloc(0))])]],
+    ['a bad grpc-timeout', PUT, [frame(encode('KV', 'Put', { key: Buffer.from('k') }))], { 'grpc-timeout': 'soon' }],
+    ['an unknown method', '/etcdserverpb.KV/Nothing', [frame(Buffer.alloc(0))]],
+    ['a content type that is not gRPC', PUT, [frame(Buffer.alloc(0))], { 'content-type': 'text/plain' }],
+  ];
+  for (const [name, path, body, extra] of cases) {
+    const r = await both(path, body, extra);
+    t.same(r.direct, r.grpcJs, name);
+    t.not(r.direct.headers['grpc-status'] ?? r.direct.trailers['grpc-status'] ?? r.direct.headers[':status'], '0', `${name}: refused`);
+  }
+  // The texts a client sees, pinned (grpc-js's own, which the direct path repeats).
+  const tooLarge = await both(PUT, [frame(Buffer.alloc(8), 0, MAX_MESSAGE_BYTES + 1)]);
+  t.equal(tooLarge.direct.headers['grpc-message'], encodeURI(`Received message larger than max (${MAX_MESSAGE_BYTES + 1} vs ${MAX_MESSAGE_BYTES})`));
+  t.equal(tooLarge.direct.headers['grpc-status'], String(grpc.status.RESOURCE_EXHAUSTED));
+  const none = await both(PUT, []);
+  t.equal(none.direct.headers['grpc-status'], String(grpc.status.UNIMPLEMENTED));
+});
+
+t.test('a deadline that passes while the backend works: DEADLINE_EXCEEDED from the server on both paths', async (t) => {
+  const put = backend.put.bind(backend);
+  backend.put = () => new Promise(() => undefined);
+  t.teardown(() => void (backend.put = put));
+  const r = await both(PUT, [frame(encode('KV', 'Put', { key: Buffer.from('slow') }))], { 'grpc-timeout': '150m' });
+  t.same(r.direct, r.grpcJs);
+  t.equal(r.direct.headers['grpc-status'], String(grpc.status.DEADLINE_EXCEEDED));
+  t.equal(r.direct.headers['grpc-message'], 'Deadline%20exceeded');
+});
+
+t.test('a compressed request goes to grpc-js, which decompresses it', async (t) => {
+  const message = gzipSync(encode('KV', 'Put', { key: Buffer.from('gz'), value: Buffer.from('zipped') }));
+  const r = await both(PUT, [frame(message, 1)], { 'grpc-encoding': 'gzip' });
+  t.same(r.taken, [0, 0], 'not taken directly');
+  t.same(r.direct.trailers, { 'grpc-status': '0', 'grpc-message': 'OK' });
+  t.same({ ...r.direct, body: '' }, { ...r.grpcJs, body: '' });
+});
+
+t.test('a call the client cancels before its answer: dropped, and the server goes on serving', async (t) => {
+  let release!: () => void;
+  const put = backend.put.bind(backend);
+  backend.put = (req) => new Promise((resolve) => (release = () => resolve(put(req))));
+  t.teardown(() => void (backend.put = put));
+  const req = sessions[0].request({ ':method': 'POST', ':path': PUT, 'content-type': 'application/grpc', te: 'trailers' });
+  req.on('error', () => undefined);
+  req.end(frame(encode('KV', 'Put', { key: Buffer.from('gone'), value: Buffer.from('x') })));
+  await new Promise((r) => setTimeout(r, 100));
+  req.close(constants.NGHTTP2_CANCEL);
+  await new Promise((r) => req.on('close', r));
+  release();
+  backend.put = put;
+  const range = await both(RANGE, [frame(encode('KV', 'Range', { key: Buffer.from('gone') }))]);
+  t.same(range.direct.trailers, { 'grpc-status': '0', 'grpc-message': 'OK' });
+  t.match(range.direct.body, Buffer.from('x').toString('hex'), 'the put itself was applied (cancelling does not undo a write)');
+});
+
+t.test('a grpc-js client: metadata reaches the call context, and a real round trip works', async (t) => {
+  const pb = (grpc.loadPackageDefinition(def) as any).etcdserverpb;
+  const kv = new pb.KV(`127.0.0.1:${direct.port}`, grpc.credentials.createInsecure());
+  t.teardown(() => kv.close());
+  const call = (method: string, req: object, md = new grpc.Metadata()): Promise<any> =>
+    new Promise((resolve, reject) => kv[method](req, md, { deadline: Date.now() + 5_000 }, (e: Error | null, r: unknown) => (e ? reject(e) : resolve(r))));
+  const before = direct.directCalls;
+  await call('Put', { key: Buffer.from('md'), value: Buffer.from('1') });
+  const md = new grpc.Metadata();
+  md.set('hasleader', 'true');
+  backend.hasLeader = () => false;
+  t.teardown(() => void delete (backend as { hasLeader?: unknown }).hasLeader);
+  await t.rejects(call('Range', { key: Buffer.from('md') }, md), { code: grpc.status.UNAVAILABLE, details: 'etcdserver: no leader' }, 'hasleader read from the headers');
+  const r = await call('Range', { key: Buffer.from('md') });
+  t.equal(Buffer.from(r.kvs[0].value).toString(), '1');
+  t.equal(direct.directCalls - before, 3);
+});
