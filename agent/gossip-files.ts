@@ -1,10 +1,11 @@
 /**
  * What gossip keeps in the data dir (under gossip/): the keyring, the cluster it belongs to, the
- * incarnation and the peers last seen alive. Read here, apart from the gossip subsystem, so that
+ * incarnation, the peers last seen alive and the reaped members' last incarnations. Read here, apart from the gossip subsystem, so that
  * the command line (agent/config.ts) can tell a node that joined before from a first start.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { MAX_INCARNATION, MAX_NAME_BYTES, MAX_REAPED_MEMBERS } from '../core/gossip/limits.js';
 import { parseHostPort } from '../core/net/address.js';
 
 export const GOSSIP_DIR = 'gossip';
@@ -13,6 +14,16 @@ export const KEYRING_FILE = 'keyring.json';
 export const PEERS_FILE = 'peers.json';
 /** Most remembered peers kept: enough to find the cluster again, few to try at a restart. */
 export const REMEMBERED_PEERS_MAX = 32;
+
+/**
+ * The reaped members' last incarnations (GossipMachine.reapedMembers()), a JSON array of
+ * [name, incarnation] pairs, oldest first: a restarted node still refuses a replayed alive
+ * message of a member reaped before the restart.
+ */
+export const REAPED_FILE = 'reaped.json';
+/** Largest reaped.json read: MAX_REAPED_MEMBERS entries with the longest names, JSON-escaped
+ * (a name of 128 bytes is at most 6 × 128 characters written as \u escapes). Larger is damage. */
+export const MAX_REAPED_FILE_BYTES = MAX_REAPED_MEMBERS * (6 * MAX_NAME_BYTES + 32);
 
 export function gossipDir(dataDir: string): string {
   return join(dataDir, GOSSIP_DIR);
@@ -41,6 +52,37 @@ export function loadRememberedPeers(dataDir: string, warn: (message: string) => 
       return false;
     }
   }).slice(0, REMEMBERED_PEERS_MAX);
+}
+
+/**
+ * The reaped members saved by a previous run, oldest first, at most MAX_REAPED_MEMBERS (the
+ * newest). A missing file is a first start; a damaged one (unreadable, too large, not a list)
+ * means none, and bad entries are skipped, each case said through `warn`: the node then only
+ * loses this protection against replays until it reaps again, so it must not keep it from
+ * starting.
+ */
+export function loadReapedMembers(dataDir: string, warn: (message: string) => void = () => undefined): Array<[string, number]> {
+  const file = join(gossipDir(dataDir), REAPED_FILE);
+  let list: unknown;
+  try {
+    const size = statSync(file).size;
+    if (size > MAX_REAPED_FILE_BYTES) throw new Error(`${size} bytes, more than the ${MAX_REAPED_FILE_BYTES} it can hold`);
+    list = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') warn(`gossip: ignoring unreadable ${file} (reaped members are forgotten): ${(err as Error).message}`);
+    return [];
+  }
+  if (!Array.isArray(list)) {
+    warn(`gossip: ignoring ${file}: not a list of [name, incarnation] (reaped members are forgotten)`);
+    return [];
+  }
+  const out = list.filter(
+    (e): e is [string, number] =>
+      Array.isArray(e) && e.length === 2 && typeof e[0] === 'string' && e[0].length > 0 && Buffer.byteLength(e[0]) <= MAX_NAME_BYTES &&
+      Number.isSafeInteger(e[1]) && e[1] >= 0 && e[1] <= MAX_INCARNATION,
+  );
+  if (out.length < list.length) warn(`gossip: skipped ${list.length - out.length} malformed entries of ${file}`);
+  return out.slice(-MAX_REAPED_MEMBERS);
 }
 
 /**

@@ -1,7 +1,7 @@
 /**
  * The agent's membership subsystem: starts a GossipNode from the agent's flags, keeps its
- * keyring, incarnation and the peers it last saw alive in the data dir (written only when they
- * change), joins the seeds and those peers (resolving names, retrying in the background while
+ * keyring, incarnation, the peers it last saw alive and the reaped members' last incarnations
+ * in the data dir (written only when they change), joins the seeds and those peers (resolving names, retrying in the background while
  * none answers), and serves the membership
  * and keyring HTTP API (GET /v1/agent/members[?watch=1], /v1/agent/keyring…, PUT
  * /v1/agent/tags). The HTTP server itself and the CLI wiring belong to agent/http.ts and
@@ -20,7 +20,7 @@ import { formatHostPort, parseHostPort as parseAddress } from '../core/net/addre
 import { Keyring, deriveGossipKey, parseKey } from '../core/gossip/keyring/index.js';
 import type { Address, KeyringOpName, MemberInfo, Meta } from '../core/gossip/types.js';
 import { LatestValueFile, writeFileDurablySync } from '../core/storage/durable-file.js';
-import { GOSSIP_DIR, KEYRING_FILE, PEERS_FILE, REMEMBERED_PEERS_MAX, loadRememberedPeers } from './gossip-files.js';
+import { GOSSIP_DIR, KEYRING_FILE, PEERS_FILE, REAPED_FILE, REMEMBERED_PEERS_MAX, loadReapedMembers, loadRememberedPeers } from './gossip-files.js';
 import { GossipNode, type GossipEvent, type KeyringResult } from '../core/net/gossip-node.js';
 
 export const DEFAULT_GOSSIP_PORT = 7946;
@@ -212,6 +212,8 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
   // can take seconds, and this process's Raft and client traffic must not wait for it. Not yet
   // saved when the process dies, a restarted node refutes what it meets with a higher one anyway.
   const incarnationFile = new LatestValueFile(incarnationPath, 0o600, (err) => log.warn(`gossip: incarnation not saved: ${err.message}`));
+  // Saved only when a member is reaped or one reaped comes back: rare, never in steady state.
+  const reapedFile = new LatestValueFile(joinPath(dir, REAPED_FILE), 0o600, (err) => log.warn(`gossip: reaped members not saved: ${err.message}`));
   const config = resolveProfile(opts);
   const node = await GossipNode.start({
     name: opts.name,
@@ -224,6 +226,8 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
     meta: opts.meta as Meta,
     incarnation,
     onIncarnationChange: (inc) => incarnationFile.save(JSON.stringify({ incarnation: inc })),
+    reaped: loadReapedMembers(opts.dataDir, (m) => log.warn(m)),
+    onReapedChange: (reaped) => reapedFile.save(JSON.stringify(reaped)),
     onKeyringChange: (ring) => writeFileDurablySync(joinPath(dir, KEYRING_FILE), JSON.stringify(ring.toJSON()), 0o600),
     logger: log,
   });
@@ -315,7 +319,7 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
       stopped = true;
       if (retryTimer) clearTimeout(retryTimer);
       await node.stop();
-      await Promise.all([incarnationFile.flushed(), peersFile.flushed()]);
+      await Promise.all([incarnationFile.flushed(), peersFile.flushed(), reapedFile.flushed()]);
     },
     keyring: {
       list: (o) => keyringOp('list', '', o),

@@ -75,6 +75,12 @@ export interface GossipMachineOptions {
   /** Simulations only: start out knowing these members, as if a push-pull had happened. */
   initialMembers?: readonly PushPullEntry[];
   /**
+   * The reaped members' last incarnations saved by a previous run (reapedMembers(), oldest
+   * first; past MAX_REAPED_MEMBERS the oldest are dropped). A restarted node that forgot them
+   * would take a replayed alive message of a member reaped before the restart as a new member.
+   */
+  reaped?: Iterable<readonly [name: string, incarnation: number]>;
+  /**
    * Returns the (immutable) Address object for host:port. A simulator running thousands of
    * machines passes one shared interner so they do not each hold a copy of every address.
    */
@@ -187,6 +193,8 @@ export class GossipMachine {
    * cannot see; so these have no time limit, only a count limit.
    */
   private readonly reaped = new Map<string, number>();
+  /** Bumped at every change of `reaped`, so the runner knows when to save it again. */
+  private reapedEdits = 0;
   private readonly pendingStreams = new Map<number, PendingStream>();
   private nextStreamId = 1;
 
@@ -225,6 +233,11 @@ export class GossipMachine {
     this.nextPushPullAtMs = this.now + this.random.next() * c.pushPullIntervalMs;
     this.nextReconnectAtMs = this.now + c.reconnectIntervalMs * (1 + this.random.next());
     this.nextReapAtMs = this.now + REAP_INTERVAL_MS;
+    for (const [name, incarnation] of opts.reaped ?? []) {
+      if (name === this.name) continue;
+      this.rememberReaped(name, incarnation);
+    }
+    this.reapedEdits = 0;
     for (const e of opts.initialMembers ?? []) {
       if (e.name === this.name) continue;
       this.addRecord(e.name, this.internAddress(e.host, e.port), e.incarnation, e.status, e.meta, e.protocol);
@@ -282,6 +295,16 @@ export class GossipMachine {
   /** Counts of other members by status (O(1)). */
   viewSummary(): { live: number; suspect: number; known: number } {
     return { live: this.table.liveCount, suspect: this.suspected.size, known: this.table.size };
+  }
+
+  /** The reaped members' last incarnations, oldest first: what a restart passes back as `reaped`. */
+  reapedMembers(): Array<[name: string, incarnation: number]> {
+    return [...this.reaped];
+  }
+
+  /** Changes of reapedMembers() so far (0 at start): the runner saves them when this moves. */
+  get reapedChanges(): number {
+    return this.reapedEdits;
   }
 
   /** Broadcasts still queued for retransmission. */
@@ -563,7 +586,7 @@ export class GossipMachine {
         this.counters.memberLimitDrops++;
         return;
       }
-      this.reaped.delete(a.name);
+      if (this.reaped.delete(a.name)) this.reapedEdits++;
       const added = this.addRecord(a.name, this.internAddress(a.host, a.port), a.incarnation, 'alive', a.meta, a.protocol);
       this.emit('join', added);
       this.broadcast(a);
@@ -913,10 +936,16 @@ export class GossipMachine {
     for (const r of doomed) {
       this.table.remove(r);
       this.counters.membersReaped++;
-      this.reaped.delete(r.name);
-      this.reaped.set(r.name, r.incarnation);
-      if (this.reaped.size > MAX_REAPED_MEMBERS) this.reaped.delete(this.reaped.keys().next().value!);
+      this.rememberReaped(r.name, r.incarnation);
     }
+  }
+
+  /** Records a reaped member as the newest entry, forgetting the oldest past MAX_REAPED_MEMBERS. */
+  private rememberReaped(name: string, incarnation: number): void {
+    this.reaped.delete(name);
+    this.reaped.set(name, incarnation);
+    if (this.reaped.size > MAX_REAPED_MEMBERS) this.reaped.delete(this.reaped.keys().next().value!);
+    this.reapedEdits++;
   }
 
   // -------------------------------------------------------------------------------------------

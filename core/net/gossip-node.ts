@@ -3,7 +3,7 @@
  * (a single timer at the machine's next deadline) and the real UDP/TCP transport, encodes what
  * the machine sends, feeds it what arrives, and exposes the result: the member list, membership
  * events as an async iterator, metadata updates, graceful leave, cluster-wide keyring rotation,
- * and metrics. Persistence (incarnation, keyring) is left to callbacks.
+ * and metrics. Persistence (incarnation, keyring, reaped members) is left to callbacks.
  */
 import { isWildcard } from './advertise.js';
 import { randomInt } from 'node:crypto';
@@ -48,6 +48,10 @@ export interface GossipNodeOptions {
   random?: RandomSource;
   /** Called whenever our incarnation changes (to persist it). */
   onIncarnationChange?(incarnation: number): void;
+  /** The reaped members' last incarnations a previous run saved (GossipMachineOptions.reaped). */
+  reaped?: Iterable<readonly [name: string, incarnation: number]>;
+  /** Called whenever the reaped members' memory changed (to persist it), oldest first. */
+  onReapedChange?(reaped: Array<[name: string, incarnation: number]>): void;
   /** Called after the keyring changed (to persist it). */
   onKeyringChange?(keyring: Keyring): void;
   logger?: GossipLogger;
@@ -98,6 +102,7 @@ export class GossipNode {
   private readonly subscribers = new Set<Subscriber>();
   private readonly joinWaiters = new Map<number, (ok: boolean, code?: string) => void>();
   private lastIncarnation: number;
+  private reapedChangesSaved = 0;
   private stopped = false;
   private readonly log: GossipLogger;
   private conflictsLogged = 0;
@@ -115,6 +120,7 @@ export class GossipNode {
       config,
       random: opts.random ?? new Prng(randomInt(0x7fff_ffff)),
       nowMs: performance.now(),
+      reaped: opts.reaped,
     });
     this.lastIncarnation = this.machine.incarnation;
   }
@@ -480,6 +486,15 @@ export class GossipNode {
         // Saving it lets a restart start above it; not saved (a full disk), a restarted node
         // refutes the stale state it meets with a higher incarnation anyway.
         this.log.warn(`gossip: incarnation ${this.lastIncarnation} not saved: ${(err as Error).message}`);
+      }
+    }
+    if (this.machine.reapedChanges !== this.reapedChangesSaved) {
+      this.reapedChangesSaved = this.machine.reapedChanges;
+      try {
+        this.opts.onReapedChange?.(this.machine.reapedMembers());
+      } catch (err) {
+        // Lost at a restart only: a replayed alive of a reaped member is then taken until probed.
+        this.log.warn(`gossip: reaped members not saved: ${(err as Error).message}`);
       }
     }
     this.schedule();

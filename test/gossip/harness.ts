@@ -67,7 +67,7 @@ export class TestNet {
     return net;
   }
 
-  add(name: string, opts: { initialMembers?: PushPullEntry[]; meta?: Meta; incarnation?: number; address?: Address } = {}): GossipMachine {
+  add(name: string, opts: { initialMembers?: PushPullEntry[]; meta?: Meta; incarnation?: number; address?: Address; reaped?: Array<[string, number]> } = {}): GossipMachine {
     const m = new GossipMachine({
       name,
       address: opts.address ?? TestNet.addr(name),
@@ -77,6 +77,7 @@ export class TestNet {
       random: this.rng.fork(),
       nowMs: this.now,
       initialMembers: opts.initialMembers,
+      reaped: opts.reaped,
     });
     this.machines.set(name, m);
     this.down.delete(name);

@@ -8,6 +8,7 @@
 import t from 'tap';
 import { detectionBoundMs } from '../../core/gossip/config.js';
 import { MsgType, type AliveMsg, type PushPullEntry } from '../../core/gossip/types.js';
+import { MAX_REAPED_MEMBERS } from '../../core/gossip/limits.js';
 import { TestNet } from './harness.js';
 
 const DAY_AND_AN_HOUR_MS = 25 * 3_600_000;
@@ -117,4 +118,51 @@ t.test('before the reap too: an old alive message from the address a dead member
   net.advance(2_000);
   for (const n of watchers) t.same([net.m(n).member('d')?.status, net.m(n).member('d')?.host], ['alive', third.host], `${n} has d alive at its third address`);
   t.ok(net.m('d').incarnation >= 2, `d refuted above its last incarnation (${net.m('d').incarnation})`);
+});
+
+t.test('a node restarted after the reap, given the reaped members it saved, still ignores the replay (without them it takes the ghost back)', async (t) => {
+  const net = reapedCluster();
+  const saved = net.m('a').reapedMembers();
+  t.same(saved.map(([name]) => name).sort(), ['d', 'e'], 'a remembers d and e as reaped');
+  t.equal(net.m('a').reapedChanges, 2, 'two changes to save');
+  const replay = (): void => net.do('a', (m) => m.step([aliveOf('d', 0), aliveOf('e', 0)], ATTACKER, net.now));
+  const restartA = (reaped?: Array<[string, number]>): void => {
+    net.add('a', { incarnation: net.m('a').incarnation + 1, reaped });
+    net.do('a', (m) => m.join([TestNet.addr('b')], net.now));
+    net.advance(2_000);
+  };
+  // The agent saved them (agent/gossip-subsystem.ts) and passes them back at the restart.
+  restartA(saved);
+  t.same(net.m('a').members().map((m) => m.name).sort(), watchers, 'a rejoined b and c');
+  t.same(net.m('a').reapedMembers(), saved, 'a starts out remembering them, oldest first');
+  t.equal(net.m('a').reapedChanges, 0, 'nothing new to save at the start');
+  replay();
+  net.advance(1_000);
+  t.same(net.m('a').members().map((m) => m.name).sort(), watchers, 'a did not re-add d or e');
+  t.equal(net.m('a').counters.reapedAlivesIgnored, 2);
+  // A restart that lost them: the hole this memory closes.
+  restartA(undefined);
+  replay();
+  t.same(net.m('a').members().map((m) => m.name).sort(), ['a', 'b', 'c', 'd', 'e'], 'without it, a takes both ghosts back');
+  // A member whose reaped memory is older than its return: it comes back above it, and is no
+  // longer remembered as reaped (a change to save).
+  restartA(saved);
+  net.add('e', { incarnation: 1 });
+  net.do('e', (m) => m.join([TestNet.addr('a')], net.now));
+  net.advance(2_000);
+  t.equal(net.m('a').member('e')?.status, 'alive', 'e rejoined above its last incarnation');
+  t.same(net.m('a').reapedMembers().map(([name]) => name), ['d'], 'only d is still remembered');
+  t.equal(net.m('a').reapedChanges, 1);
+});
+
+t.test('reaped: at most MAX_REAPED_MEMBERS are taken at the start, the newest; our own name is skipped', async (t) => {
+  const net = new TestNet();
+  const many: Array<[string, number]> = [['z', 1]];
+  for (let i = 0; i < MAX_REAPED_MEMBERS; i++) many.push([`n${i}`, i]);
+  many.push(['self', 9]);
+  const m = net.add('self', { reaped: many });
+  const kept = m.reapedMembers();
+  t.equal(kept.length, MAX_REAPED_MEMBERS);
+  t.same(kept[0], ['n0', 0], 'the oldest (z) was dropped');
+  t.notOk(kept.some(([name]) => name === 'self' || name === 'z'));
 });
