@@ -117,6 +117,12 @@ export interface PushPullMsg {
   /** Name of the sender, so the receiver can refuse a join whose name is taken. */
   from: string;
   states: PushPullEntry[];
+  /**
+   * The sender's keyring version (Keyring.version), added by the runner (GossipNode) to the
+   * answer to a join, not by the machine: a member joining late learns it, so a recorded older
+   * keyring change replayed to it is stale there too. Absent from members before it.
+   */
+  keyringVersion?: number;
 }
 
 export interface StreamErrorMsg {

@@ -388,6 +388,8 @@ export class GossipNode {
     if (this.stopped) return { t: MsgType.StreamError, code: 'GOSSIP_STOPPED', message: 'stopping' };
     const { reply, effects } = this.machine.handleStream(req, this.now());
     this.apply(effects);
+    // A joiner learns how far the cluster's keyring changes have gone (learnKeyringVersion).
+    if (req.t === MsgType.PushPull && req.join && reply.t === MsgType.PushPull) return { ...reply, keyringVersion: this.opts.keyring.version };
     return reply;
   }
 
@@ -448,6 +450,23 @@ export class GossipNode {
     if (version <= ring.version) return;
     ring.version = version;
     this.saveKeyringQuietly();
+  }
+
+  /**
+   * Takes the keyring version a seed reported in its answer to our join. A member that joins
+   * after keyring changes (a fresh data dir, or a keyring saved before versions) would otherwise
+   * stay at an older version than the cluster and take a recorded change replayed to it, e.g.
+   * the install of a key the cluster has since removed. Bounded as a change is: a key holder's
+   * answer at the largest version would make every later change stale here.
+   */
+  private learnKeyringVersion(version: number, seed: string): void {
+    const ring = this.opts.keyring;
+    if (version <= ring.version) return;
+    if (version > ring.version + MAX_KEYRING_VERSION_STEP) {
+      this.log.warn(`gossip: ${seed} answered our join at keyring version ${version}, too far above ours (${ring.version}); not taken`);
+      return;
+    }
+    this.witnessKeyringVersion(version);
   }
 
   /** Saves a version-only change; a failure is logged (the keys themselves did not change). */
@@ -511,6 +530,7 @@ export class GossipNode {
 
   private streamDone(id: number, reply: StreamMsg | null): void {
     if (this.stopped) return;
+    if (reply?.t === MsgType.PushPull && reply.keyringVersion !== undefined && this.joinWaiters.has(id)) this.learnKeyringVersion(reply.keyringVersion, reply.from);
     this.apply(this.machine.streamResult(id, reply, this.now()));
   }
 

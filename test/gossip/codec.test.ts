@@ -97,8 +97,23 @@ t.test('every stream message kind round-trips through a frame', async (t) => {
     { t: MsgType.StreamError, code: 'GOSSIP_NAME_CONFLICT', message: 'taken' },
     { t: MsgType.KeyringOp, op: 'install', key: 'x'.repeat(44), version: 7 },
     { t: MsgType.KeyringReply, ok: true, code: '', keys: ['k1', 'k2'], version: 7 },
+    { t: MsgType.PushPull, join: false, from: 'a', states: [], keyringVersion: 9 },
   ];
   for (const m of msgs) t.same(decodeStreamFrame(encodeStreamFrame(m)), m);
+});
+
+t.test("a push-pull's keyring version is a trailing field: absent, it is not made up; present, the first four fields are unchanged", async (t) => {
+  const without: StreamMsg = { t: MsgType.PushPull, join: false, from: 'a', states: [] };
+  const decoded = decodeStream(encodeStream(without));
+  t.notOk('keyringVersion' in decoded, 'no keyring version when none was sent (a member from before it)');
+  const { decode } = await import('cbor-x');
+  const fields = decode(encodeStream({ ...without, keyringVersion: 9 })) as unknown[];
+  // A member from before the field reads the first four (codec tuples are minimum lengths).
+  t.same([fields.slice(0, 4), fields.length], [decode(encodeStream(without)), 5]);
+  const { Encoder } = await import('cbor-x');
+  const enc = new Encoder({ useRecords: false, mapsAsObjects: true });
+  t.throws(() => decodeStream(enc.encode([MsgType.PushPull, false, 'a', [], -1])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'a negative keyring version');
+  t.throws(() => decodeStream(enc.encode([MsgType.PushPull, false, 'a', [], 2 ** 53])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'one above the largest safe integer');
 });
 
 t.test('large push-pull frames are deflated, small ones are not', async (t) => {

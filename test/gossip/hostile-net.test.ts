@@ -398,3 +398,64 @@ t.test('keyring changes begun at once on three members are all applied on every 
   for (const [i, r] of results.entries()) t.same([r.ok, r.errors], [4, []], `${nodes[i]!.name}'s install applied on all four (${JSON.stringify(r.errors)})`);
   for (const [i, r] of rings.entries()) t.ok(keys.every((k) => r.list().includes(k)), `${nodes[i]!.name} has the three keys (versions ${rings.map((x) => x.version).join(',')})`);
 });
+
+t.test('a member that joins after keyring changes learns their version: a replayed older change (a removed key back) is refused', async (t) => {
+  const k0 = Keyring.fromSecret(SECRET).primaryKey();
+  const tap = new TappedKeyring(Buffer.from(k0, 'base64'));
+  const rings = [tap, Keyring.fromSecret(SECRET)];
+  const nodes = await cluster(['a', 'b'], rings);
+  t.teardown(() => Promise.all(nodes.map((n) => n.stop())));
+  const [a] = nodes as [GossipNode, GossipNode];
+  const k1 = generateKey();
+  const capturedOp = (op: string): Buffer => {
+    const frames = tap.sealed.filter((s) => s.kind === 'tcp' && s.plain.includes(Buffer.from(op)) && s.plain.includes(Buffer.from(k1)));
+    t.equal(frames.length, 1, `captured a's ${op} of k1 to b`);
+    return frames[0]!.bytes;
+  };
+  // Recorded: install k1 (version 1, sealed with k0) and use k1 (version 2, sealed with k1).
+  t.equal((await a.keyringOp('install', k1)).ok, 2);
+  const install = capturedOp('install');
+  tap.sealed.length = 0;
+  t.equal((await a.keyringOp('use', k1)).ok, 2);
+  const use = capturedOp('use');
+  // k1 leaked: the operator goes back to k0 and removes k1 (versions 3 and 4).
+  t.equal((await a.keyringOp('use', k0)).ok, 2);
+  t.equal((await a.keyringOp('remove', k1)).ok, 2);
+  t.same(rings.map((r) => [r.list(), r.version]), [[[k0], 4], [[k0], 4]], 'a and b hold k0 only, at version 4');
+  // j joins now, with the token's key (version 0 on a fresh data dir, or one saved before versions).
+  const ringJ = Keyring.fromSecret(SECRET);
+  const j = await startNode('j', ringJ);
+  t.teardown(() => j.stop());
+  await j.join([{ host: HOST, port: a.port }]);
+  t.equal(ringJ.version, 4, 'j took the cluster\'s keyring version from the join answer');
+  // The recorder replays the install and then the use to j (new to its replay cache).
+  await tcpRequest(j.port, frameOf(install));
+  await tcpRequest(j.port, frameOf(use));
+  t.same([ringJ.list(), ringJ.primaryKey()], [[k0], k0], 'the leaked key is not back on j, nor its primary');
+  t.equal(j.metrics().keyringStale, 1, 'the install was refused as stale (the use, sealed with k1, could not even be opened)');
+  // And j still talks to the cluster (had it taken the use, it would seal with k1, opened by nobody).
+  j.updateMeta({ role: 'worker', zone: 'z9' });
+  await waitFor("a sees j's update", () => a.members().find((m) => m.name === 'j')?.meta.zone === 'z9', 3_000);
+});
+
+t.test('a join answer more than MAX_KEYRING_VERSION_STEP above the joiner\'s keyring version is not taken', async (t) => {
+  const ringS = Keyring.fromSecret(SECRET);
+  ringS.version = MAX_KEYRING_VERSION_STEP + 1;
+  const s = await startNode('s', ringS);
+  const ringJ = Keyring.fromSecret(SECRET);
+  const warnings: string[] = [];
+  const j = await GossipNode.start({
+    name: 'j', bindHost: HOST, bindPort: 0, keyring: ringJ, config: { ...LOCAL_CONFIG },
+    logger: { info: () => {}, warn: (...m) => warnings.push(m.join(' ')) },
+  });
+  t.teardown(() => Promise.all([s.stop(), j.stop()]));
+  await j.join([{ host: HOST, port: s.port }]);
+  t.equal(ringJ.version, 0, 'not taken');
+  t.match(warnings, [/s answered our join at keyring version 65537, too far above ours \(0\)/]);
+  // At the step it is.
+  ringS.version = MAX_KEYRING_VERSION_STEP;
+  const s2 = await startNode('s2', ringS);
+  t.teardown(() => s2.stop());
+  await j.join([{ host: HOST, port: s2.port }]);
+  t.equal(ringJ.version, MAX_KEYRING_VERSION_STEP, 'taken');
+});

@@ -30,6 +30,7 @@ import {
   type Meta,
   type MetaValue,
   type PushPullEntry,
+  type PushPullMsg,
   type StreamMsg,
 } from '../types.js';
 
@@ -159,7 +160,8 @@ export function encodeStream(m: StreamMsg): Buffer {
     case MsgType.StreamPing:
       return encoder.encode([m.t, m.seq, m.target]);
     case MsgType.PushPull:
-      return encoder.encode([m.t, m.join, m.from, m.states.map(entryTuple)]);
+      // A trailing field, so members from before it (they read the first four) still decode it.
+      return encoder.encode(m.keyringVersion === undefined ? [m.t, m.join, m.from, m.states.map(entryTuple)] : [m.t, m.join, m.from, m.states.map(entryTuple), m.keyringVersion]);
     case MsgType.StreamError:
       return encoder.encode([m.t, m.code, m.message]);
     case MsgType.Ack:
@@ -405,7 +407,9 @@ export function decodeStream(buf: Uint8Array): StreamMsg {
       if (states.length > MAX_MEMBERS) {
         throw new GossipDecodeError('GOSSIP_DECODE_OVERSIZED', `push-pull has ${states.length} members, limit ${MAX_MEMBERS}`);
       }
-      return { t: MsgType.PushPull, join: bool(f[1], 'join'), from: text(f[2], MAX_NAME_BYTES, 'from'), states: states.map(decodeEntry) };
+      const msg: PushPullMsg = { t: MsgType.PushPull, join: bool(f[1], 'join'), from: text(f[2], MAX_NAME_BYTES, 'from'), states: states.map(decodeEntry) };
+      if (f.length > 4) msg.keyringVersion = uint(f[4], Number.MAX_SAFE_INTEGER, 'keyring version');
+      return msg;
     }
     case MsgType.StreamError:
       tuple(f, 3, 'stream error');
