@@ -1,7 +1,8 @@
 /**
  * What gossip keeps in the data dir (under gossip/): the keyring, the cluster it belongs to, the
- * incarnation, the peers last seen alive and the reaped members' last incarnations. Read here, apart from the gossip subsystem, so that
- * the command line (agent/config.ts) can tell a node that joined before from a first start.
+ * incarnation, the peers last seen alive and the reaped members' last incarnations. Read here,
+ * apart from the gossip subsystem, so that the command line (agent/config.ts) can tell a node
+ * that joined before from a first start.
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';

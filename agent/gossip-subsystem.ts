@@ -1,9 +1,9 @@
 /**
  * The agent's membership subsystem: starts a GossipNode from the agent's flags, keeps its
  * keyring, incarnation, the peers it last saw alive and the reaped members' last incarnations
- * in the data dir (written only when they change), joins the seeds and those peers (resolving names, retrying in the background while
- * none answers), and serves the membership
- * and keyring HTTP API (GET /v1/agent/members[?watch=1], /v1/agent/keyring…, PUT
+ * in the data dir (written only when they change), joins the seeds and those peers (resolving
+ * names, retrying in the background while none answers), and serves the membership and keyring
+ * HTTP API (GET /v1/agent/members[?watch=1], /v1/agent/keyring…, PUT
  * /v1/agent/tags). The HTTP server itself and the CLI wiring belong to agent/http.ts and
  * agent/cli.ts.
  */
