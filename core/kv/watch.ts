@@ -120,6 +120,8 @@ class Watcher {
   bufBytes = 0;
   /** Unsynced: the next revision to read from the log. Synced: unused (the hub's revision). */
   nextRev = 0;
+  /** The last revision read from the log: buffered events up to it are a catch-up's, not live. */
+  replayedThrough = 0;
   synced = false;
   /** In the stream's ready queue. */
   queued = false;
@@ -489,6 +491,7 @@ export class WatchHub implements KvListener {
       const next = idx.scanRevisions(w.nextRev, current, this.syncRevisionsPerStep, visitRecords);
       if (!blocked) w.nextRev = Math.max(w.nextRev, next);
     }
+    w.replayedThrough = w.nextRev - 1;
     if (!blocked && w.nextRev > current) {
       this.unsynced.delete(w);
       this.addSynced(w);
@@ -813,8 +816,11 @@ export class WatchStream {
     w.bufBytes = Math.max(0, w.bufBytes - bytes);
     w.sentSinceProgress = true;
     const lastRev = events[events.length - 1]!.kv.modRevision;
-    // Header: everything up to it has been delivered to this watcher.
-    const revision = w.synced && w.buf.length === 0 ? Math.max(lastRev, this.hub.store.revision) : lastRev;
+    // Header, as etcd 3.4's: events read from the log carry the store's revision now (etcd's
+    // catch-up answers do, however much of the history is still to come); live ones their last
+    // revision while more is buffered (etcd sends each live revision on its own, at that
+    // revision), and the store's once drained (all of the fan-outs of this turn share it).
+    const revision = lastRev > w.replayedThrough && w.buf.length > 0 ? lastRev : Math.max(lastRev, this.hub.store.revision);
     // Written out rather than through response(): this runs once per watcher per fan-out.
     return { header: this.hub.eventsHeader(revision), watchId: w.id, created: false, canceled: false, compactRevision: 0, cancelReason: '', fragment: false, events };
   }

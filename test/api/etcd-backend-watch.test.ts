@@ -147,6 +147,44 @@ t.test('a progress answer is not below an event the stream sent before it (one a
   t.ok(revisionOf(got[answer]) >= Math.max(0, ...sentBefore), `answered at ${revisionOf(got[answer])}, after events of revisions ${sentBefore.join(', ')}`);
 });
 
+t.test('a progress answer is not below the header of an events response sent before it (a key not watched, written after the request)', async (t) => {
+  const { kvNode, stream, got, until, holdBarrier } = await setup(t);
+  const caughtUp = holdBarrier();
+  stream.write({ createRequest: { key: Buffer.from('x') } });
+  await until((g) => g.some((r) => r.created === true));
+  kvNode.put('x', 'one');
+  stream.write({ progressRequest: {} });
+  await new Promise((r) => setTimeout(r, 100));
+  kvNode.put('y', 'two'); // applied after the request: the events response is sent at its revision
+  caughtUp();
+  t.ok(await until((g) => g.some((r) => r.watchId === '-1'), 3_000), 'answered');
+  const answer = got.findIndex((r) => r.watchId === '-1');
+  const headersBefore = got.slice(0, answer).map(revisionOf);
+  t.same(headersBefore.slice(-1), [kvNode.store.revision], 'the events response is at the store\'s revision');
+  t.ok(revisionOf(got[answer]) >= Math.max(...headersBefore), `answered at ${revisionOf(got[answer])}, after headers ${headersBefore.join(', ')}`);
+});
+
+t.test('a progress answer is not below the header of a "created" response sent before it', async (t) => {
+  // A watch catching up over revisions none of which it matches lags and sends nothing; the
+  // hub's catch-up steps run when the test says.
+  const steps: (() => void)[] = [];
+  const { kvNode, stream, got, until } = await setup(t, { syncRevisionsPerStep: 10, schedule: (fn) => steps.push(fn) });
+  for (let i = 0; i < 50; i++) kvNode.put(`a${i}`, 'x');
+  stream.write({ createRequest: { key: Buffer.from('k'), rangeEnd: Buffer.from('l'), startRevision: 1 } });
+  await until((g) => g.some((r) => r.created === true));
+  await new Promise((r) => setTimeout(r, 50)); // released after its (immediate) barrier
+  stream.write({ progressRequest: {} });
+  await new Promise((r) => setTimeout(r, 50));
+  kvNode.put('y', 'later'); // after the request
+  stream.write({ createRequest: { key: Buffer.from('z') } });
+  await until((g) => g.filter((r) => r.created === true).length === 2);
+  while (steps.length > 0) steps.shift()!();
+  t.ok(await until((g) => g.some((r) => r.watchId === '-1'), 2_000), 'answered');
+  const answer = got.findIndex((r) => r.watchId === '-1');
+  const headersBefore = got.slice(0, answer).map(revisionOf);
+  t.ok(revisionOf(got[answer]) >= Math.max(...headersBefore), `answered at ${revisionOf(got[answer])}, after headers ${headersBefore.join(', ')}`);
+});
+
 t.test('a progress answer is never below the revision before a watch\'s start (a watch resumed at a member behind the last one)', async (t) => {
   const { kvNode, stream, got, until } = await setup(t);
   kvNode.put('x', 'one');

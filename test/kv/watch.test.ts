@@ -325,6 +325,44 @@ t.test('responses split at revision boundaries near the size target', async (t) 
   t.ok(out.every((r) => r.header.revision >= r.events[r.events.length - 1]!.kv.modRevision));
 });
 
+t.test("a catch-up's responses carry the store's revision, as etcd's; a live watcher's, its last revision while more is buffered", async (t) => {
+  const { n, hub, runTasks } = setup({ responseBytesTarget: 1000 });
+  for (let i = 0; i < 10; i++) n.put('k', 'v'.repeat(300)); // revisions 2..11, three or four per response
+  n.put('other', 'x'); // 12
+  const ws = hub.openStream();
+  const id = ws.create({ key: b('k'), startRevision: 2 });
+  runTasks();
+  const caughtUp = drain(ws).filter((r) => r.watchId === id && r.events.length > 0);
+  t.ok(caughtUp.length >= 3, `${caughtUp.length} responses`);
+  t.equal(evs(caughtUp).length, 10);
+  t.same(caughtUp.map((r) => r.header.revision), caughtUp.map(() => 12), 'each at the store\'s revision, not at its last event\'s');
+
+  for (let i = 0; i < 10; i++) n.put('k', 'v'.repeat(300)); // 13..22, buffered while synced
+  n.put('other', 'y'); // 23
+  const live = drain(ws);
+  t.ok(live.length >= 3, `${live.length} responses`);
+  const lastOf = (r: WatchResponse): number => r.events[r.events.length - 1]!.kv.modRevision;
+  t.same(live.slice(0, -1).map((r) => r.header.revision), live.slice(0, -1).map(lastOf), 'live, more to come: at its last event');
+  t.equal(live[live.length - 1]!.header.revision, 23, 'live, drained: at the store\'s revision');
+});
+
+t.test('a catch-up paced by its consumer: each response at the store\'s revision when it is taken', async (t) => {
+  const { n, hub, runTasks } = setup({ bufferEventsMax: 3 });
+  for (let i = 0; i < 9; i++) n.put('k', String(i)); // 2..10
+  const ws = hub.openStream();
+  const id = ws.create({ key: b('k'), startRevision: 2 });
+  ws.next(); // created
+  const headers: number[] = [];
+  for (let r = ws.next(); r; r = ws.next()) {
+    t.ok(r.watchId === id && r.events.length > 0, 'events');
+    headers.push(r.header.revision);
+    n.put('other', 'x'); // the store moves on while the watcher catches up
+    runTasks();
+  }
+  t.equal(headers.length, 3, 'three buffers of three');
+  t.same(headers, [10, 11, 12]);
+});
+
 t.test('onReady fires once per drain cycle', async (t) => {
   const { n, hub } = setup();
   let signals = 0;

@@ -881,7 +881,10 @@ class WatchStream {
   private congested = false;
   /** A progress request waiting until every watch has sent everything up to `revision`. */
   private pendingProgress: { header: ResponseHeader; timer: NodeJS.Timeout | undefined } | undefined;
-  /** The highest event revision queued on this stream. */
+  /**
+   * The highest revision queued on this stream, of an event or in a header (a catch-up's events
+   * response carries the store's revision, past its events): a progress answer goes no lower.
+   */
   private sentThrough = 0;
   private closed = false;
   private readonly ctx: CallContext;
@@ -957,7 +960,7 @@ class WatchStream {
     if (this.closed) return;
     const wasEmpty = this.pendingBytes === 0;
     if (this.batchCount === 0) queueMicrotask(() => this.flush());
-    this.sentThrough = Math.max(this.sentThrough, events[events.length - 1]?.kv.modRevision ?? 0);
+    this.sentThrough = Math.max(this.sentThrough, header.revision, events[events.length - 1]?.kv.modRevision ?? 0);
     if (!fragment) this.queueEvents(watchId, header, events, false); // the fan-out's path: no array per watcher
     else {
       const runs = fragmentEvents(watchId, header, events, this.limits.maxRequestBytes + GRPC_OVERHEAD_BYTES);
@@ -1026,6 +1029,8 @@ class WatchStream {
   private send(resp: Obj, bytes: number): void {
     if (this.closed) return;
     this.flush();
+    const revision = (resp.header as { revision: number } | undefined)?.revision ?? 0;
+    if (revision > this.sentThrough) this.sentThrough = revision;
     const wasEmpty = this.pendingBytes === 0;
     this.charge(bytes);
     this.call.write(new EagerMessage(resp, () => this.written(bytes)));
@@ -1169,8 +1174,9 @@ class WatchStream {
   private tryProgress(): void {
     const p = this.pendingProgress;
     if (p === undefined || this.closed) return;
-    // Not below an event sent since the request, nor below a watch's start (a client resuming
-    // here from a member ahead has seen through it): either would take the client back.
+    // Not below a revision sent since the request (an event's or a header's), nor below a watch's
+    // start (a client resuming here from a member ahead has seen through it): either would take
+    // the client back.
     let floor = this.sentThrough;
     for (const w of this.watchers.values()) floor = Math.max(floor, w.seenThrough);
     if (p.header.revision < floor) p.header = this.backend.header();
