@@ -49,12 +49,16 @@ async function setup(t: Test, hubOptions: WatchHubOptions = {}) {
   const stream = client.Watch();
   const got: Obj[] = [];
   stream.on('data', (d: Obj) => got.push(d));
+  /** How the stream ended: its status. */
+  const ended = new Promise<grpc.StatusObject>((r) => stream.on('status', r));
   stream.on('error', () => undefined);
+  let closing: Promise<void> | undefined;
+  const closeServer = (): Promise<void> => (closing ??= server.close(200));
   t.teardown(async () => {
     stream.cancel();
     client.close();
     backend.close();
-    await server.close(200);
+    await closeServer();
   });
   const until = async (f: (g: Obj[]) => boolean, ms = 5_000): Promise<boolean> => {
     for (const end = Date.now() + ms; !f(got); await new Promise((r) => setTimeout(r, 10))) if (Date.now() > end) return false;
@@ -67,7 +71,7 @@ async function setup(t: Test, hubOptions: WatchHubOptions = {}) {
     barrier = () => round;
     return () => caughtUp();
   };
-  return { kvNode, stream, got, until, holdBarrier, setBarrier: (f: () => Promise<void>) => (barrier = f) };
+  return { kvNode, stream, got, until, holdBarrier, setBarrier: (f: () => Promise<void>) => (barrier = f), closeServer, ended };
 }
 
 const eventCount = (got: Obj[]): number => got.reduce((n, r) => n + (r.events as unknown[]).length, 0);
@@ -183,6 +187,19 @@ t.test('a progress answer is not below the header of a "created" response sent b
   const answer = got.findIndex((r) => r.watchId === '-1');
   const headersBefore = got.slice(0, answer).map(revisionOf);
   t.ok(revisionOf(got[answer]) >= Math.max(...headersBefore), `answered at ${revisionOf(got[answer])}, after headers ${headersBefore.join(', ')}`);
+});
+
+t.test('a server shutting down sends the events applied in the same turn, then ends the stream with UNAVAILABLE, as etcd\'s connection drops', async (t) => {
+  const { kvNode, stream, got, until, closeServer, ended } = await setup(t);
+  stream.write({ createRequest: { key: Buffer.from('x') } });
+  await until((g) => g.some((r) => r.created === true));
+  await new Promise((r) => setTimeout(r, 50)); // released after its (immediate) barrier
+  kvNode.put('x', 'last');
+  const closed = closeServer(); // in the turn that applied it
+  const status = await ended;
+  await closed;
+  t.same(got.flatMap((r) => (r.events as Array<{ kv: { value: Buffer } }>).map((e) => e.kv.value.toString())), ['last'], 'the event reached the watcher');
+  t.same([status.code, status.details], [grpc.status.UNAVAILABLE, 'etcdserver: server stopped'], 'then the stream ended: clients resume elsewhere (an OK end halts clientv3\'s watch)');
 });
 
 t.test('a progress answer is never below the revision before a watch\'s start (a watch resumed at a member behind the last one)', async (t) => {

@@ -916,14 +916,18 @@ class WatchStream {
     this.closeAll();
   }
 
-  /** Server shutdown: cancel the watchers and end the stream (the client will reconnect elsewhere). */
+  /**
+   * Server shutdown. What the watches were given before it is written first (a fan-out of this
+   * turn still waits for the backend's pump and this stream's flush, both microtasks); then the
+   * stream ends with etcd's "server stopped" (UNAVAILABLE), so clients resume their watches on
+   * another member, as when etcd stops and the connection drops. An OK end would not do: to
+   * clientv3 that is io.EOF, which ends the watch for good (its isHaltErr).
+   */
   shutdown(): void {
-    this.closeAll();
-    try {
-      this.call.end();
-    } catch {
-      // already ended
-    }
+    setImmediate(() => {
+      this.flush();
+      this.fail(new EtcdError('STOPPED'));
+    });
   }
 
   closeAll(): void {
