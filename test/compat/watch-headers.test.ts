@@ -1,0 +1,111 @@
+/**
+ * Watch responses' header revisions and a clean stop, picloud against etcd 3.4.23 (one member
+ * each, the same requests over plain gRPC):
+ * - a watch from a past revision whose history takes more than one response (picloud cuts at
+ *   about 1 MiB, etcd at 1000 revisions: here it sends one) has every events response at the
+ *   store's revision (etcd's catch-up answers carry it), not at its last event's; the created
+ *   response too; a live event after it at its own revision;
+ * - SIGTERM right after a put is acknowledged: the watcher gets the put's event, then the stream
+ *   ends with UNAVAILABLE (etcd's connection drops), which clients take as "resume elsewhere".
+ */
+import t from 'tap';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ETCD_BIN, startEtcd, startPicloud, type BenchCluster } from '../../bench/kv/clusters.js';
+import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
+
+type Obj = Record<string, any>;
+const def = protoLoader.loadSync(ETCD_RPC_PROTO, { includeDirs: [ETCD_PROTO_DIR], longs: String, enums: String, defaults: true });
+const pkg = (grpc.loadPackageDefinition(def) as any).etcdserverpb;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** The history the watch catches up over: 3.2 MB, more than one of picloud's responses. */
+const PUTS = 200;
+const VALUE = 'v'.repeat(16 * 1024);
+const CLIENT_OPTIONS = { 'grpc.max_receive_message_length': 64 << 20 };
+
+interface Seen {
+  /** Per response after the created one: its header revision and its events' revisions. */
+  responses: Array<{ header: number; events: number[] }>;
+  created: number;
+  /** The store's revision when the watch was created (nothing is written while it catches up). */
+  storeRevision: number;
+  live: { header: number; events: number[] } | undefined;
+  /** After SIGTERM: the put's event reached the watcher, and how the stream ended. */
+  lastPutSeen: boolean;
+  endCode: number;
+}
+
+async function observe(cluster: BenchCluster): Promise<Seen> {
+  const member = cluster.members[0]!;
+  const ep = member.clientEndpoint;
+  const kv = new pkg.KV(ep, grpc.credentials.createInsecure());
+  const put = async (key: string, value: string): Promise<number> => {
+    const r: Obj = await new Promise((resolve, reject) => kv.Put({ key: Buffer.from(key), value: Buffer.from(value) }, (e: Error | null, res: Obj) => (e ? reject(e) : resolve(res))));
+    return Number(r.header.revision);
+  };
+  const first = await put('k', VALUE);
+  for (let i = 1; i < PUTS; i++) await put('k', VALUE);
+  const storeRevision = await put('other', 'x');
+
+  const client = new pkg.Watch(ep, grpc.credentials.createInsecure(), CLIENT_OPTIONS);
+  const stream = client.Watch();
+  const responses: Obj[] = [];
+  let created: Obj | undefined;
+  stream.on('data', (r: Obj) => (r.created ? (created = r) : responses.push(r)));
+  stream.on('error', () => undefined);
+  const ended = new Promise<grpc.StatusObject>((r) => stream.on('status', r));
+  stream.write({ createRequest: { key: Buffer.from('k'), startRevision: String(first) } });
+  const eventCount = (): number => responses.reduce((n, r) => n + r.events.length, 0);
+  for (const end = Date.now() + 10_000; eventCount() < PUTS && Date.now() < end; ) await sleep(20);
+  const caughtUp = responses.length;
+  const liveRevision = await put('k', 'live');
+  for (const end = Date.now() + 5_000; eventCount() < PUTS + 1 && Date.now() < end; ) await sleep(20);
+  const summary = (r: Obj): { header: number; events: number[] } => ({ header: Number(r.header.revision), events: r.events.map((e: Obj) => Number(e.kv.modRevision)) });
+  const live = responses.slice(caughtUp).map(summary).find((r) => r.events.includes(liveRevision));
+
+  const lastRevision = await put('k', 'last');
+  member.proc.kill('SIGTERM');
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const status = await Promise.race([ended, new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), 15_000)))]);
+  clearTimeout(timer);
+  stream.cancel();
+  client.close();
+  kv.close();
+  return {
+    responses: responses.slice(0, caughtUp).map(summary),
+    created: Number(created?.header.revision),
+    storeRevision,
+    live,
+    lastPutSeen: responses.some((r) => r.events.some((e: Obj) => Number(e.kv.modRevision) === lastRevision)),
+    endCode: status?.code ?? -1,
+  };
+}
+
+t.test("watch headers and a clean stop, as etcd's", { skip: existsSync(ETCD_BIN) ? false : 'etcd not installed', timeout: 120_000 }, async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'picloud-watch-headers-'));
+  const clusters: BenchCluster[] = [];
+  t.teardown(async () => {
+    await Promise.all(clusters.map((c) => c.stop()));
+    rmSync(root, { recursive: true, force: true });
+  });
+  for (const start of [startEtcd, startPicloud]) {
+    const cluster = await start({ root, size: 1 });
+    clusters.push(cluster);
+    const seen = await observe(cluster);
+    const name = cluster.system;
+    t.equal(seen.responses.reduce((n, r) => n + r.events.length, 0), PUTS, `${name}: the history's ${PUTS} events, in ${seen.responses.length} response(s)`);
+    t.equal(seen.created, seen.storeRevision, `${name}: created at the store's revision`);
+    t.same(
+      seen.responses.map((r) => r.header),
+      seen.responses.map(() => seen.storeRevision),
+      `${name}: every catch-up response at the store's revision ${seen.storeRevision} (last events: ${seen.responses.map((r) => r.events.at(-1)).join(', ')})`,
+    );
+    t.same(seen.live && [seen.live.header, seen.live.events], [seen.storeRevision + 1, [seen.storeRevision + 1]], `${name}: a live event at its own revision`);
+    t.ok(seen.lastPutSeen, `${name}: SIGTERM after a put is acknowledged: the watcher has its event`);
+    t.equal(seen.endCode, grpc.status.UNAVAILABLE, `${name}: then the stream ends with UNAVAILABLE (code ${seen.endCode})`);
+  }
+});
