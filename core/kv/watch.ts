@@ -817,10 +817,10 @@ export class WatchStream {
     w.sentSinceProgress = true;
     const lastRev = events[events.length - 1]!.kv.modRevision;
     // Header, as etcd 3.4's: events read from the log carry the store's revision now (etcd's
-    // catch-up answers do, however much of the history is still to come); live ones their last
-    // revision while more is buffered (etcd sends each live revision on its own, at that
-    // revision), and the store's once drained (all of the fan-outs of this turn share it).
-    const revision = lastRev > w.replayedThrough && w.buf.length > 0 ? lastRev : Math.max(lastRev, this.hub.store.revision);
+    // catch-up answers do, however much of the history is still to come), live ones their last
+    // revision (etcd sends each live revision on its own, at that revision, even when the store
+    // has moved on), which the watchers of one fan-out share.
+    const revision = lastRev <= w.replayedThrough ? this.hub.store.revision : lastRev;
     // Written out rather than through response(): this runs once per watcher per fan-out.
     return { header: this.hub.eventsHeader(revision), watchId: w.id, created: false, canceled: false, compactRevision: 0, cancelReason: '', fragment: false, events };
   }

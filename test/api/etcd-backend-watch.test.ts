@@ -151,15 +151,15 @@ t.test('a progress answer is not below an event the stream sent before it (one a
   t.ok(revisionOf(got[answer]) >= Math.max(0, ...sentBefore), `answered at ${revisionOf(got[answer])}, after events of revisions ${sentBefore.join(', ')}`);
 });
 
-t.test('a progress answer is not below the header of an events response sent before it (a key not watched, written after the request)', async (t) => {
+t.test("a progress answer is not below the header of a catch-up's events response sent before it (a key not watched, written after the request)", async (t) => {
   const { kvNode, stream, got, until, holdBarrier } = await setup(t);
-  const caughtUp = holdBarrier();
-  stream.write({ createRequest: { key: Buffer.from('x') } });
-  await until((g) => g.some((r) => r.created === true));
   kvNode.put('x', 'one');
+  const caughtUp = holdBarrier();
+  stream.write({ createRequest: { key: Buffer.from('x'), startRevision: 1 } });
+  await until((g) => g.some((r) => r.created === true));
   stream.write({ progressRequest: {} });
   await new Promise((r) => setTimeout(r, 100));
-  kvNode.put('y', 'two'); // applied after the request: the events response is sent at its revision
+  kvNode.put('y', 'two'); // applied after the request: the catch-up's response is sent at its revision
   caughtUp();
   t.ok(await until((g) => g.some((r) => r.watchId === '-1'), 3_000), 'answered');
   const answer = got.findIndex((r) => r.watchId === '-1');
