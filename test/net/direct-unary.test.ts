@@ -5,11 +5,13 @@
  * direct server must have taken the calls it should (and no others) on its own path.
  */
 import t from 'tap';
-import { connect, constants, type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2';
+import { connect, constants, type ClientHttp2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import { EventEmitter } from 'node:events';
 import { gzipSync } from 'node:zlib';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { EtcdGrpcServer, GRPC_OVERHEAD_BYTES } from '../../core/net/etcd/server.js';
+import { DirectCall } from '../../core/net/etcd/direct-unary.js';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
 import { FakeEtcdBackend } from './fake-etcd-backend.js';
 
@@ -171,4 +173,56 @@ t.test('a grpc-js client: metadata reaches the call context, and a real round tr
   const r = await call('Range', { key: Buffer.from('md') });
   t.equal(Buffer.from(r.kvs[0].value).toString(), '1');
   t.equal(direct.directCalls - before, 3);
+});
+
+/** A stand-in for a server HTTP/2 stream: what DirectCall uses of one, and what it answered. */
+class FakeStream extends EventEmitter {
+  destroyed = false;
+  closed = false;
+  session = undefined;
+  answer: Record<string, unknown> | undefined;
+  sent: Buffer | undefined;
+  respond(headers: Record<string, unknown>): void {
+    this.answer = headers;
+  }
+  end(frame?: Buffer): void {
+    this.sent = frame;
+  }
+}
+
+t.test('a message sent in many small pieces: each byte is copied a bounded number of times, not once per piece', async (t) => {
+  const message = encode('KV', 'Put', { key: Buffer.from('k'), value: Buffer.alloc(MAX_REQUEST_BYTES - 64, 1) });
+  // The message, then the start of a second one the client never finishes (grpc-js ignores it).
+  const body = Buffer.concat([frame(message), frame(Buffer.alloc(MAX_REQUEST_BYTES - 5), 0, MAX_MESSAGE_BYTES)]);
+  for (const piece of [1, 7, 100]) {
+    const stream = new FakeStream();
+    let seen: Buffer | undefined;
+    const call = new DirectCall(stream as unknown as ServerHttp2Stream, { ':path': PUT }, async (request) => ((seen = Buffer.from(request)), Buffer.alloc(0)), MAX_MESSAGE_BYTES);
+    call.start();
+    // Counted: what is allocated (or concatenated) while the pieces come in.
+    let allocated = 0;
+    const { allocUnsafe, concat } = Buffer;
+    Buffer.allocUnsafe = (n: number) => ((allocated += n), allocUnsafe(n));
+    Buffer.concat = (list: readonly Uint8Array[], n?: number) => {
+      const out = concat(list, n);
+      allocated += out.length;
+      return out;
+    };
+    try {
+      for (let at = 0; at < body.length; at += piece) stream.emit('data', body.subarray(at, at + piece));
+    } finally {
+      Buffer.allocUnsafe = allocUnsafe;
+      Buffer.concat = concat;
+    }
+    t.ok(allocated <= 4 * (message.length + MAX_REQUEST_BYTES), `pieces of ${piece} bytes: ${allocated} bytes allocated for a ${message.length}-byte message`);
+    t.equal(stream.answer, undefined, 'no answer before the half-close');
+    stream.emit('end');
+    await new Promise((r) => setImmediate(r));
+    t.same(seen, message, 'the method got the message');
+    t.equal(stream.answer?.[':status'], 200);
+  }
+  // On the wire, as grpc-js: the unfinished second message is ignored at the half-close.
+  const r = await both(PUT, [body]);
+  t.same({ ...r.direct, body: '' }, { ...r.grpcJs, body: '' });
+  t.same(r.direct.trailers, { 'grpc-status': '0', 'grpc-message': 'OK' });
 });

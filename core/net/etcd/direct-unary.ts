@@ -54,6 +54,8 @@ const END_STREAM = { endStream: true };
 const DEADLINE_REGEX = /(\d{1,8})\s*([HMSmun])/;
 const DEADLINE_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 0.001, n: 0.000_001 };
 
+const EMPTY = Buffer.alloc(0);
+
 function ignore(): void {}
 
 function sendOkTrailers(this: ServerHttp2Stream): void {
@@ -69,8 +71,13 @@ export class DirectCall {
   private deadline = Infinity;
   private deadlineTimer: NodeJS.Timeout | undefined;
   private answered = false;
-  private readonly parts: Buffer[] = [];
+  /** What is kept of the request: its first message and the prefix of a second (`kept` bytes of it). */
+  private kept: Buffer = EMPTY;
+  private keptBytes = 0;
   private received = 0;
+  /** The lengths the first and second message prefixes announce, once received (-1 before). */
+  private firstLength = -1;
+  private secondLength = -1;
 
   constructor(
     private readonly stream: ServerHttp2Stream,
@@ -157,26 +164,50 @@ export class DirectCall {
 
   private receive(chunk: Buffer): void {
     if (this.answered) return;
-    this.parts.push(chunk);
     this.received += chunk.length;
+    this.keep(chunk);
     // grpc-js refuses a message whose announced length is over its limit as soon as it reads
-    // it, and a second message as soon as it is whole: so at most two messages are held here.
-    const first = this.announced(0);
-    if (first === undefined) return;
-    if (first > this.maxMessageBytes) return this.tooLarge(first);
-    const second = this.announced(GRPC_MESSAGE_PREFIX_BYTES + first);
-    if (second === undefined) return;
-    if (second > this.maxMessageBytes) return this.tooLarge(second);
-    if (this.received >= 2 * GRPC_MESSAGE_PREFIX_BYTES + first + second) {
+    // it, and a second message as soon as it is whole: so only the first message is held here,
+    // and of a second one its prefix (the rest is counted).
+    if (this.firstLength < 0) {
+      if (this.keptBytes < GRPC_MESSAGE_PREFIX_BYTES) return;
+      this.firstLength = this.kept.readUInt32BE(1);
+      if (this.firstLength > this.maxMessageBytes) return this.tooLarge(this.firstLength);
+    }
+    const second = GRPC_MESSAGE_PREFIX_BYTES + this.firstLength;
+    if (this.secondLength < 0) {
+      if (this.keptBytes < second + GRPC_MESSAGE_PREFIX_BYTES) return;
+      this.secondLength = this.kept.readUInt32BE(second + 1);
+      if (this.secondLength > this.maxMessageBytes) return this.tooLarge(this.secondLength);
+    }
+    if (this.received >= second + GRPC_MESSAGE_PREFIX_BYTES + this.secondLength) {
       this.fail({ code: UNIMPLEMENTED, details: `Received a second request message for server streaming method ${String(this.headers[':path'])}` });
     }
   }
 
-  /** The length announced by the message prefix at `offset` of what was received, once there. */
-  private announced(offset: number): number | undefined {
-    if (this.received < offset + GRPC_MESSAGE_PREFIX_BYTES) return undefined;
-    if (this.parts.length > 1) this.parts.splice(0, this.parts.length, Buffer.concat(this.parts, this.received));
-    return this.parts[0]!.readUInt32BE(offset + 1);
+  /**
+   * Keeps what is needed of `chunk` (up to the second message's prefix; all of it while the
+   * first length is unknown). The buffer grows by doubling, so a message sent in tiny DATA
+   * frames costs each byte a bounded number of copies, not one per frame; the common single
+   * chunk is kept as it is, without a copy.
+   */
+  private keep(chunk: Buffer): void {
+    const limit = this.firstLength < 0 ? Infinity : 2 * GRPC_MESSAGE_PREFIX_BYTES + this.firstLength;
+    const wanted = Math.min(chunk.length, limit - this.keptBytes);
+    if (wanted <= 0) return;
+    if (this.keptBytes === 0) {
+      this.kept = chunk;
+      this.keptBytes = chunk.length;
+      return;
+    }
+    const needed = this.keptBytes + wanted;
+    if (needed > this.kept.length) {
+      const grown = Buffer.allocUnsafe(Math.max(needed, Math.min(2 * this.kept.length, limit)));
+      this.kept.copy(grown, 0, 0, this.keptBytes);
+      this.kept = grown;
+    }
+    chunk.copy(this.kept, this.keptBytes, 0, wanted);
+    this.keptBytes = needed;
   }
 
   private tooLarge(length: number): void {
@@ -185,14 +216,14 @@ export class DirectCall {
 
   private halfClosed(): void {
     if (this.answered) return;
-    const length = this.announced(0);
-    if (length === undefined || this.received < GRPC_MESSAGE_PREFIX_BYTES + length) {
+    const length = this.firstLength;
+    if (length < 0 || this.received < GRPC_MESSAGE_PREFIX_BYTES + length) {
       this.fail({ code: UNIMPLEMENTED, details: `Received no request message for server streaming method ${String(this.headers[':path'])}` });
       return;
     }
     // The compressed flag is not looked at: without grpc-encoding, grpc-js reads the message as
     // identity whatever the flag says; with one, the call went to grpc-js.
-    const request = this.parts[0]!.subarray(GRPC_MESSAGE_PREFIX_BYTES, GRPC_MESSAGE_PREFIX_BYTES + length);
+    const request = this.kept.subarray(GRPC_MESSAGE_PREFIX_BYTES, GRPC_MESSAGE_PREFIX_BYTES + length);
     this.method(request, this).then(
       (response) => this.reply(response),
       (status: DirectStatus) => this.fail(status),
