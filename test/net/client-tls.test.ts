@@ -221,6 +221,37 @@ if (!hasOpenssl()) {
     t.equal(backend.lastRangeCertUser, undefined, 'the same on a rewritten connection');
   });
 
+  t.test("a call whose client drops its connection mid-call: the headers a rewritten connection carries name nobody (its peer reads \"unknown\" then too)", async (t) => {
+    const alice = certs.clientFor('alice');
+    for (const directUnary of [true, false]) {
+      const backend = new FakeEtcdBackend();
+      const server = await EtcdGrpcServer.start({ backend, port: 0, tls: serverTls('auth'), directUnary });
+      t.teardown(() => server.close(200));
+      // As the auth backend does for admin calls: the caller is looked at after a barrier.
+      let entered!: () => void;
+      const called = new Promise<void>((r) => (entered = r));
+      const seen = new Promise<{ certUser?: string; peer: string }>((resolve) => {
+        backend.range = async (_r, ctx) => {
+          entered();
+          await new Promise((r) => setTimeout(r, 100));
+          resolve({ certUser: ctx!.certUser, peer: ctx!.peer });
+          return new Promise(() => undefined);
+        };
+      });
+      const session = http2.connect(`https://127.0.0.1:${server.port}`, { ca: pem(certs.caCert), cert: pem(alice.cert), key: pem(alice.key) });
+      session.on('error', () => undefined);
+      // The names the rewriter's headers are known by outside (a client cannot know them otherwise).
+      const req = session.request({ ':method': 'POST', ':path': '/etcdserverpb.KV/Range', 'content-type': 'application/grpc', te: 'trailers', 'x-picloud-cert-user': 'root', 'x-picloud-peer': '203.0.113.9:1' });
+      req.on('error', () => undefined);
+      req.end(Buffer.from([0, 0, 0, 0, 3, 0x0a, 0x01, 0x78]));
+      await called;
+      session.destroy();
+      const { certUser, peer } = await seen;
+      t.not(certUser, 'root', `${directUnary ? 'direct' : 'grpc-js'}: not the user the header claims`);
+      t.not(peer, '203.0.113.9:1', `${directUnary ? 'direct' : 'grpc-js'}: not the peer the header claims`);
+    }
+  });
+
   t.test('certificate files read again when they change: the next connection gets the new ones', async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'picloud-tls-files-'));
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));

@@ -9,6 +9,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
+import { REWRITTEN_PEER_HEADER } from '../../core/net/etcd/client-port-listener.js';
 import { EtcdGrpcServer, GRPC_OVERHEAD_BYTES, MAX_PENDING_KEEPALIVES, MAX_REQUEST_BYTES, MAX_WATCHERS_PER_CONNECTION, NO_LEADER_CHECKS, NO_LEADER_CHECK_MS } from '../../core/net/etcd/server.js';
 import { MAX_TXN_DEPTH, MAX_TXN_OPS } from '../../core/net/etcd/convert.js';
 import { MAX_TXN_DEPTH as KV_MAX_TXN_DEPTH } from '../../core/kv/limits.js';
@@ -249,7 +250,7 @@ t.test("connections with a URL authority (grpc-go's, rewritten) each have their 
   const clients = [urlClient(), urlClient()];
   t.teardown(() => clients.forEach((c) => c.close()));
   const spoofed = new grpc.Metadata();
-  spoofed.set('x-picloud-peer', '203.0.113.9:1');
+  spoofed.set(REWRITTEN_PEER_HEADER, '203.0.113.9:1');
   const answers: Obj[][] = [];
   const streams = clients.map((c, i) => {
     const s = c.Watch(spoofed);

@@ -24,6 +24,7 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket, type TlsOptions } from 'node:tls';
 import { WRAPPED_CONNECTION, certUser } from './client-tls.js';
 import { Duplex } from 'node:stream';
+import { randomBytes } from 'node:crypto';
 import hpack from 'hpack.js';
 import { capConnections, type ConnectionCap } from '../connection-cap.js';
 
@@ -194,19 +195,28 @@ function headerFrames(block: Buffer, streamId: number, endStream: boolean): Buff
 }
 
 /**
+ * The end of the rewritten headers' names, random for each process, so that no client can send
+ * them: a call reads them when its peer is "unknown", which a rewritten connection's calls are,
+ * but so is a call on any connection once the client has dropped it (its HTTP/2 session has no
+ * socket left), and a header with a name known outside would then name that client's peer and
+ * user (x-picloud-cert-user: root, then a dropped connection while the call awaited a barrier).
+ */
+const REWRITTEN_HEADER_SUFFIX = randomBytes(8).toString('hex');
+
+/**
  * The header a rewritten connection's requests carry with the client's address and port:
  * HTTP/2 reads such a connection through a JS stream, which has no address, so gRPC calls on
  * it would all have the peer "unknown" and share what is counted per connection (watchers) or
  * per client (password checks). Any copy the client sends is dropped.
  */
-export const REWRITTEN_PEER_HEADER = 'x-picloud-peer';
+export const REWRITTEN_PEER_HEADER = `x-picloud-peer-${REWRITTEN_HEADER_SUFFIX}`;
 
 /**
  * The header a rewritten connection's requests carry with the user its verified client
  * certificate names (client-tls.ts certUser), for the same reason: grpc-js cannot see the TLS
  * socket behind the JS stream. Any copy the client sends is dropped.
  */
-export const REWRITTEN_CERT_USER_HEADER = 'x-picloud-cert-user';
+export const REWRITTEN_CERT_USER_HEADER = `x-picloud-cert-user-${REWRITTEN_HEADER_SUFFIX}`;
 
 /**
  * The client-to-server bytes of a connection whose authority is a URL: every header block
