@@ -226,3 +226,23 @@ t.test('a message sent in many small pieces: each byte is copied a bounded numbe
   t.same({ ...r.direct, body: '' }, { ...r.grpcJs, body: '' });
   t.same(r.direct.trailers, { 'grpc-status': '0', 'grpc-message': 'OK' });
 });
+
+t.test('metadata as grpc-js reads it: a value with a byte gRPC does not allow in text metadata is dropped, the others kept in order', async (t) => {
+  const range = backend.range.bind(backend);
+  const seen: Array<[string | undefined, boolean]> = [];
+  backend.range = (r, ctx) => (seen.push([ctx?.token, ctx?.requireLeader === true]), range(r, ctx));
+  t.teardown(() => void (backend.range = range));
+  const body = [frame(encode('KV', 'Range', { key: Buffer.from('k') }))];
+  for (const token of ['to\tk', 'tok\u00e9', 'tok']) {
+    seen.length = 0;
+    // One after the other: seen[0] is the direct path's, seen[1] grpc-js's.
+    const answers = [await raw(sessions[0], RANGE, body, { token, hasleader: 'true' }), await raw(sessions[1], RANGE, body, { token, hasleader: 'true' })];
+    t.same(answers[0], answers[1]);
+    t.same(seen[0], seen[1], `token ${JSON.stringify(token)}: the same on both paths`);
+  }
+  t.same(seen[0], ['tok', true]);
+  // grpc-timeout too: one grpc-js drops is no deadline, not an invalid one.
+  const r = await both(RANGE, body, { 'grpc-timeout': 'so\ton' });
+  t.same(r.direct, r.grpcJs);
+  t.same(r.direct.trailers, { 'grpc-status': '0', 'grpc-message': 'OK' });
+});

@@ -55,6 +55,8 @@ const DEADLINE_REGEX = /(\d{1,8})\s*([HMSmun])/;
 const DEADLINE_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 0.001, n: 0.000_001 };
 
 const EMPTY = Buffer.alloc(0);
+/** grpc-js's test of a text metadata value (metadata.ts isLegalNonBinaryValue). */
+const LEGAL_TEXT_VALUE = /^[ -~]*$/;
 
 function ignore(): void {}
 
@@ -86,11 +88,17 @@ export class DirectCall {
     private readonly maxMessageBytes: number,
   ) {}
 
-  /** The request's metadata, read from its headers (grpc-js's Metadata keeps each value as sent). */
+  /**
+   * The request's text metadata, read from its headers as grpc-js's Metadata.fromHttp2Headers
+   * does: each value as sent, but one with a character gRPC does not allow in text metadata
+   * (a tab, a byte over 0x7e) dropped, as grpc-js drops it (a token "to\tk" is no token).
+   */
   readonly metadata = {
     get: (key: string): string[] => {
       const v = this.headers[key];
-      return v === undefined ? [] : Array.isArray(v) ? v : [v];
+      if (v === undefined) return [];
+      if (!Array.isArray(v)) return LEGAL_TEXT_VALUE.test(v) ? [v] : [];
+      return v.filter((one) => LEGAL_TEXT_VALUE.test(one));
     },
   };
 
@@ -121,11 +129,12 @@ export class DirectCall {
     // A stream error comes with 'close', which is all a call needs to know (as in grpc-js).
     stream.once('error', ignore);
     stream.once('close', () => clearTimeout(this.deadlineTimer));
-    const timeout = this.headers['grpc-timeout'];
+    // Read as metadata, as grpc-js does: the first value, none if it is not legal text.
+    const timeout = this.headers['grpc-timeout'] === undefined ? undefined : this.metadata.get('grpc-timeout')[0];
     if (timeout !== undefined) {
-      const m = DEADLINE_REGEX.exec(String(timeout));
+      const m = DEADLINE_REGEX.exec(timeout);
       if (m === null) {
-        this.fail({ code: INTERNAL, details: `Invalid grpc-timeout value "${String(timeout)}"` });
+        this.fail({ code: INTERNAL, details: `Invalid grpc-timeout value "${timeout}"` });
         return;
       }
       const ms = (Number(m[1]) * DEADLINE_UNIT_MS[m[2]!]!) | 0;
