@@ -32,8 +32,15 @@ export interface DirectStatus {
   details: string;
 }
 
-/** A unary method: decodes the request, runs it, encodes the response; rejects with the status. */
-export type DirectMethod = (request: Buffer, call: DirectCall) => Promise<Buffer>;
+/**
+ * A unary method: `decode` reads a request message as it arrives (throws the status to end the
+ * call with, as grpc-js, which decodes each message once whole, before the half-close); `run`
+ * runs the request and encodes the response, or rejects with the status.
+ */
+export interface DirectMethod {
+  decode(message: Buffer): object;
+  run(request: object, call: DirectCall): Promise<Buffer>;
+}
 
 // grpc-js's status codes (grpc.status is a runtime enum; this module needs only these).
 const INTERNAL = 13;
@@ -73,13 +80,14 @@ export class DirectCall {
   private deadline = Infinity;
   private deadlineTimer: NodeJS.Timeout | undefined;
   private answered = false;
-  /** What is kept of the request: its first message and the prefix of a second (`kept` bytes of it). */
+  /** What is kept of the request stream: its first message and a second one (`keptBytes` of it). */
   private kept: Buffer = EMPTY;
   private keptBytes = 0;
-  private received = 0;
   /** The lengths the first and second message prefixes announce, once received (-1 before). */
   private firstLength = -1;
   private secondLength = -1;
+  /** The first message, decoded once whole. */
+  private request: object | undefined;
 
   constructor(
     private readonly stream: ServerHttp2Stream,
@@ -173,42 +181,76 @@ export class DirectCall {
 
   private receive(chunk: Buffer): void {
     if (this.answered) return;
-    this.received += chunk.length;
-    this.keep(chunk);
-    // grpc-js refuses a message whose announced length is over its limit as soon as it reads
-    // it, and a second message as soon as it is whole: so only the first message is held here,
-    // and of a second one its prefix (the rest is counted).
-    if (this.firstLength < 0) {
-      if (this.keptBytes < GRPC_MESSAGE_PREFIX_BYTES) return;
-      this.firstLength = this.kept.readUInt32BE(1);
-      if (this.firstLength > this.maxMessageBytes) return this.tooLarge(this.firstLength);
-    }
-    const second = GRPC_MESSAGE_PREFIX_BYTES + this.firstLength;
-    if (this.secondLength < 0) {
-      if (this.keptBytes < second + GRPC_MESSAGE_PREFIX_BYTES) return;
-      this.secondLength = this.kept.readUInt32BE(second + 1);
-      if (this.secondLength > this.maxMessageBytes) return this.tooLarge(this.secondLength);
-    }
-    if (this.received >= second + GRPC_MESSAGE_PREFIX_BYTES + this.secondLength) {
-      this.fail({ code: UNIMPLEMENTED, details: `Received a second request message for server streaming method ${String(this.headers[':path'])}` });
+    for (let rest = chunk; ; ) {
+      const before = rest.length;
+      rest = this.keep(rest);
+      if (!this.parse() || rest.length === 0 || rest.length === before) return;
     }
   }
 
   /**
-   * Keeps what is needed of `chunk` (up to the second message's prefix; all of it while the
-   * first length is unknown). The buffer grows by doubling, so a message sent in tiny DATA
-   * frames costs each byte a bounded number of copies, not one per frame; the common single
-   * chunk is kept as it is, without a copy.
+   * Reads what the kept bytes now hold, in grpc-js's order: a message prefix announcing more than
+   * the limit is refused at once (its decoder throws while reading the frame), then each whole
+   * message is decoded (a second one that decodes is refused as a second message). Only two
+   * messages are ever held: the call is answered by then. True: waiting for more bytes it keeps.
    */
-  private keep(chunk: Buffer): void {
-    const limit = this.firstLength < 0 ? Infinity : 2 * GRPC_MESSAGE_PREFIX_BYTES + this.firstLength;
-    const wanted = Math.min(chunk.length, limit - this.keptBytes);
-    if (wanted <= 0) return;
+  private parse(): boolean {
+    if (this.firstLength < 0) {
+      if (this.keptBytes < GRPC_MESSAGE_PREFIX_BYTES) return true;
+      this.firstLength = this.kept.readUInt32BE(1);
+      if (this.firstLength > this.maxMessageBytes) return this.tooLarge(this.firstLength);
+    }
+    const second = GRPC_MESSAGE_PREFIX_BYTES + this.firstLength;
+    if (this.secondLength < 0 && this.keptBytes >= second + GRPC_MESSAGE_PREFIX_BYTES) {
+      this.secondLength = this.kept.readUInt32BE(second + 1);
+      if (this.secondLength > this.maxMessageBytes) return this.tooLarge(this.secondLength);
+    }
+    if (this.request === undefined && this.keptBytes >= second) {
+      // The compressed flag is not looked at: without grpc-encoding, grpc-js reads the message
+      // as identity whatever the flag says; with one, the call went to grpc-js.
+      this.request = this.decoded(this.kept.subarray(GRPC_MESSAGE_PREFIX_BYTES, second));
+      if (this.request === undefined) return false;
+    }
+    if (this.secondLength >= 0 && this.keptBytes >= second + GRPC_MESSAGE_PREFIX_BYTES + this.secondLength) {
+      if (this.decoded(this.kept.subarray(second + GRPC_MESSAGE_PREFIX_BYTES, second + GRPC_MESSAGE_PREFIX_BYTES + this.secondLength)) !== undefined) {
+        this.fail({ code: UNIMPLEMENTED, details: `Received a second request message for server streaming method ${String(this.headers[':path'])}` });
+      }
+      return false;
+    }
+    return true;
+  }
+
+  /** `message` decoded, or undefined once the call has been failed with why not. */
+  private decoded(message: Buffer): object | undefined {
+    try {
+      return this.method.decode(message);
+    } catch (status) {
+      this.fail(status as DirectStatus);
+      return undefined;
+    }
+  }
+
+  /** The bytes that can still matter: up to the prefix, message or second message being read. */
+  private keepLimit(): number {
+    if (this.firstLength < 0) return GRPC_MESSAGE_PREFIX_BYTES;
+    const second = 2 * GRPC_MESSAGE_PREFIX_BYTES + this.firstLength;
+    return this.secondLength < 0 ? second : second + this.secondLength;
+  }
+
+  /**
+   * Keeps what can still matter of `chunk` (keepLimit; the first chunk all of it, as it is,
+   * without a copy) and returns the rest. The buffer grows by doubling, so a message sent in
+   * tiny DATA frames costs each byte a bounded number of copies, not one per frame.
+   */
+  private keep(chunk: Buffer): Buffer {
     if (this.keptBytes === 0) {
       this.kept = chunk;
       this.keptBytes = chunk.length;
-      return;
+      return EMPTY;
     }
+    const limit = this.keepLimit();
+    const wanted = Math.min(chunk.length, limit - this.keptBytes);
+    if (wanted <= 0) return chunk;
     const needed = this.keptBytes + wanted;
     if (needed > this.kept.length) {
       const grown = Buffer.allocUnsafe(Math.max(needed, Math.min(2 * this.kept.length, limit)));
@@ -217,23 +259,22 @@ export class DirectCall {
     }
     chunk.copy(this.kept, this.keptBytes, 0, wanted);
     this.keptBytes = needed;
+    return chunk.subarray(wanted);
   }
 
-  private tooLarge(length: number): void {
+  private tooLarge(length: number): false {
     this.fail({ code: RESOURCE_EXHAUSTED, details: `Received message larger than max (${length} vs ${this.maxMessageBytes})` });
+    return false;
   }
 
   private halfClosed(): void {
     if (this.answered) return;
-    const length = this.firstLength;
-    if (length < 0 || this.received < GRPC_MESSAGE_PREFIX_BYTES + length) {
+    const request = this.request;
+    if (request === undefined) {
       this.fail({ code: UNIMPLEMENTED, details: `Received no request message for server streaming method ${String(this.headers[':path'])}` });
       return;
     }
-    // The compressed flag is not looked at: without grpc-encoding, grpc-js reads the message as
-    // identity whatever the flag says; with one, the call went to grpc-js.
-    const request = this.kept.subarray(GRPC_MESSAGE_PREFIX_BYTES, GRPC_MESSAGE_PREFIX_BYTES + length);
-    this.method(request, this).then(
+    this.method.run(request, this).then(
       (response) => this.reply(response),
       (status: DirectStatus) => this.fail(status),
     );

@@ -439,19 +439,22 @@ export class EtcdGrpcServer {
       for (const [method, d] of Object.entries(def as protoLoader.ServiceDefinition)) {
         const m = this.unaryMethods.get(method);
         if (m === undefined || d.requestStream || d.responseStream) continue;
-        methods.set(d.path, async (request, call) => {
-          let req: Obj;
-          try {
-            req = d.requestDeserialize(request) as Obj;
-          } catch {
-            throw { code: grpc.status.INTERNAL, details: 'Error deserializing request' };
-          }
-          this.directCalls++;
-          try {
-            return d.responseSerialize(await this.runUnary(method, m, req, call));
-          } catch (err) {
-            throw this.toStatus(err, method);
-          }
+        methods.set(d.path, {
+          decode: (message) => {
+            try {
+              return d.requestDeserialize(message) as Obj;
+            } catch {
+              throw { code: grpc.status.INTERNAL, details: 'Error deserializing request' };
+            }
+          },
+          run: async (req, call) => {
+            this.directCalls++;
+            try {
+              return d.responseSerialize(await this.runUnary(method, m, req as Obj, call));
+            } catch (err) {
+              throw this.toStatus(err, method);
+            }
+          },
         });
       }
     }
