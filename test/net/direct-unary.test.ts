@@ -109,6 +109,7 @@ t.test('errors a client can cause: the same status and text on both paths', asyn
     ['two messages in pieces', PUT, [frame(encode('KV', 'Put', { key: Buffer.from('k') })).subarray(0, 3), Buffer.concat([frame(encode('KV', 'Put', { key: Buffer.from('k') })).subarray(3), frame(Buffer.alloc(0))])]],
     ['an undecodable message, then a good one', PUT, [frame(Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f])), frame(encode('KV', 'Put', { key: Buffer.from('k') }))]],
     ['a good message, then an undecodable one', PUT, [frame(encode('KV', 'Put', { key: Buffer.from('k') })), frame(Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f]))]],
+    ['a third message over the limit, in one chunk with the first two', PUT, [Buffer.concat([frame(encode('KV', 'Put', { key: Buffer.from('k') })), frame(Buffer.alloc(0)), frame(Buffer.alloc(0), 0, MAX_MESSAGE_BYTES + 1)])]],
     ['a bad grpc-timeout', PUT, [frame(encode('KV', 'Put', { key: Buffer.from('k') }))], { 'grpc-timeout': 'soon' }],
     ['an unknown method', '/etcdserverpb.KV/Nothing', [frame(Buffer.alloc(0))]],
     ['a content type that is not gRPC', PUT, [frame(Buffer.alloc(0))], { 'content-type': 'text/plain' }],

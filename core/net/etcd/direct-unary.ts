@@ -83,9 +83,15 @@ export class DirectCall {
   /** What is kept of the request stream: its first message and a second one (`keptBytes` of it). */
   private kept: Buffer = EMPTY;
   private keptBytes = 0;
+  private received = 0;
   /** The lengths the first and second message prefixes announce, once received (-1 before). */
   private firstLength = -1;
   private secondLength = -1;
+  /** The next message prefix: where it starts in the request stream, its bytes read so far, its length so far. */
+  private prefixAt = 0;
+  private prefixBytes = 0;
+  private prefixLength = 0;
+  private prefixesRead = 0;
   /** The first message, decoded once whole. */
   private request: object | undefined;
 
@@ -179,45 +185,55 @@ export class DirectCall {
     return !this.cancelled;
   }
 
+  /**
+   * A chunk of the request stream, read in grpc-js's order: every message prefix in it first (its
+   * decoder throws on one announcing more than the limit while it reads the chunk, whichever
+   * message it starts), then each message now whole is decoded (a second one that decodes is
+   * refused as a second message). Only the first two messages are held: the call is answered by
+   * the time a second one is whole.
+   */
   private receive(chunk: Buffer): void {
-    if (this.answered) return;
-    for (let rest = chunk; ; ) {
-      const before = rest.length;
-      rest = this.keep(rest);
-      if (!this.parse() || rest.length === 0 || rest.length === before) return;
-    }
+    if (this.answered || !this.scan(chunk)) return;
+    this.keep(chunk);
+    this.received += chunk.length;
+    this.decodeWhole();
   }
 
-  /**
-   * Reads what the kept bytes now hold, in grpc-js's order: a message prefix announcing more than
-   * the limit is refused at once (its decoder throws while reading the frame), then each whole
-   * message is decoded (a second one that decodes is refused as a second message). Only two
-   * messages are ever held: the call is answered by then. True: waiting for more bytes it keeps.
-   */
-  private parse(): boolean {
-    if (this.firstLength < 0) {
-      if (this.keptBytes < GRPC_MESSAGE_PREFIX_BYTES) return true;
-      this.firstLength = this.kept.readUInt32BE(1);
-      if (this.firstLength > this.maxMessageBytes) return this.tooLarge(this.firstLength);
+  /** Reads the message prefixes in `chunk`; false once the call is refused for a length over the limit. */
+  private scan(chunk: Buffer): boolean {
+    for (let at = this.prefixAt + this.prefixBytes - this.received; at < chunk.length; ) {
+      // Byte 0 of a prefix is the compressed flag, bytes 1-4 the length (big-endian).
+      if (this.prefixBytes > 0) this.prefixLength = this.prefixLength * 256 + chunk[at]!;
+      at++;
+      if (++this.prefixBytes < GRPC_MESSAGE_PREFIX_BYTES) continue;
+      const length = this.prefixLength;
+      if (this.prefixesRead === 0) this.firstLength = length;
+      else if (this.prefixesRead === 1) this.secondLength = length;
+      this.prefixesRead++;
+      if (length > this.maxMessageBytes) return this.tooLarge(length);
+      this.prefixAt += GRPC_MESSAGE_PREFIX_BYTES + length;
+      this.prefixBytes = 0;
+      this.prefixLength = 0;
+      at = this.prefixAt - this.received;
     }
+    return true;
+  }
+
+  /** Decodes the messages now whole: the request, then (refusing the call either way) a second one. */
+  private decodeWhole(): void {
+    if (this.firstLength < 0) return;
     const second = GRPC_MESSAGE_PREFIX_BYTES + this.firstLength;
-    if (this.secondLength < 0 && this.keptBytes >= second + GRPC_MESSAGE_PREFIX_BYTES) {
-      this.secondLength = this.kept.readUInt32BE(second + 1);
-      if (this.secondLength > this.maxMessageBytes) return this.tooLarge(this.secondLength);
-    }
-    if (this.request === undefined && this.keptBytes >= second) {
+    if (this.request === undefined && this.received >= second) {
       // The compressed flag is not looked at: without grpc-encoding, grpc-js reads the message
       // as identity whatever the flag says; with one, the call went to grpc-js.
       this.request = this.decoded(this.kept.subarray(GRPC_MESSAGE_PREFIX_BYTES, second));
-      if (this.request === undefined) return false;
+      if (this.request === undefined) return;
     }
-    if (this.secondLength >= 0 && this.keptBytes >= second + GRPC_MESSAGE_PREFIX_BYTES + this.secondLength) {
+    if (this.secondLength >= 0 && this.received >= second + GRPC_MESSAGE_PREFIX_BYTES + this.secondLength) {
       if (this.decoded(this.kept.subarray(second + GRPC_MESSAGE_PREFIX_BYTES, second + GRPC_MESSAGE_PREFIX_BYTES + this.secondLength)) !== undefined) {
         this.fail({ code: UNIMPLEMENTED, details: `Received a second request message for server streaming method ${String(this.headers[':path'])}` });
       }
-      return false;
     }
-    return true;
   }
 
   /** `message` decoded, or undefined once the call has been failed with why not. */
@@ -230,7 +246,7 @@ export class DirectCall {
     }
   }
 
-  /** The bytes that can still matter: up to the prefix, message or second message being read. */
+  /** The bytes that can still matter: up to the end of the first prefix, message, or second message. */
   private keepLimit(): number {
     if (this.firstLength < 0) return GRPC_MESSAGE_PREFIX_BYTES;
     const second = 2 * GRPC_MESSAGE_PREFIX_BYTES + this.firstLength;
@@ -239,18 +255,20 @@ export class DirectCall {
 
   /**
    * Keeps what can still matter of `chunk` (keepLimit; the first chunk all of it, as it is,
-   * without a copy) and returns the rest. The buffer grows by doubling, so a message sent in
-   * tiny DATA frames costs each byte a bounded number of copies, not one per frame.
+   * without a copy). The buffer grows by doubling, so a message sent in tiny DATA frames costs
+   * each byte a bounded number of copies, not one per frame.
    */
-  private keep(chunk: Buffer): Buffer {
-    if (this.keptBytes === 0) {
+  private keep(chunk: Buffer): void {
+    if (this.received === 0) {
       this.kept = chunk;
       this.keptBytes = chunk.length;
-      return EMPTY;
+      return;
     }
+    // Once bytes were dropped, none after them can matter (the limit grows only as prefixes are read).
+    if (this.keptBytes !== this.received) return;
     const limit = this.keepLimit();
     const wanted = Math.min(chunk.length, limit - this.keptBytes);
-    if (wanted <= 0) return chunk;
+    if (wanted <= 0) return;
     const needed = this.keptBytes + wanted;
     if (needed > this.kept.length) {
       const grown = Buffer.allocUnsafe(Math.max(needed, Math.min(2 * this.kept.length, limit)));
@@ -259,7 +277,6 @@ export class DirectCall {
     }
     chunk.copy(this.kept, this.keptBytes, 0, wanted);
     this.keptBytes = needed;
-    return chunk.subarray(wanted);
   }
 
   private tooLarge(length: number): false {
