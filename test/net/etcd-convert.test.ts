@@ -20,6 +20,21 @@ t.test('int64 conversion: exact below 2^53, clamped revisions, unaliased ids', a
   t.throws(() => cv.leaseGrantRequest({ TTL: '5', ID: '9007199254740993' }), { code: 'INVALID_ARGUMENT' });
 });
 
+t.test('id64 is exact for every int64 written as protobuf text, with or without leading zeros and sign', async (t) => {
+  const limit = BigInt(Number.MAX_SAFE_INTEGER);
+  fc.assert(
+    fc.property(fc.bigInt(-(2n ** 63n), 2n ** 63n - 1n), fc.nat(3), fc.boolean(), (b, zeros, plus) => {
+      const digits = '0'.repeat(zeros) + (b < 0n ? -b : b).toString();
+      const text = (b < 0n ? '-' : plus ? '+' : '') + digits;
+      const safe = b >= -limit && b <= limit;
+      return cv.isSafeInt64(text) === safe && cv.id64(text) === (safe ? Number(b) : cv.UNREPRESENTABLE_ID);
+    }),
+    { numRuns: 5000 },
+  );
+  t.equal(cv.id64('999999999999999'), 999_999_999_999_999, '15 digits: the no-BigInt path');
+  t.equal(cv.id64('9999999999999999'), cv.UNREPRESENTABLE_ID, '16 digits, above 2^53');
+});
+
 t.test('fuzz: request converters throw only EtcdError on any object shape', async (t) => {
   const anyValue = fc.anything({ withTypedArray: true, maxDepth: 3 });
   const fields = fc.dictionary(
