@@ -6,6 +6,7 @@
 import { ensurePrivateDir } from '../core/storage/private-dir.js';
 import { setLevelMaxOpenFiles } from '../core/storage/level-open.js';
 import { applyOpenFilesBudget } from './open-files.js';
+import { autoTlsNames, loadOrCreateAutoTls } from './auto-tls.js';
 import pino from 'pino';
 import { Gauge } from 'prom-client';
 import { AgentConfig, ConfigError } from './config.js';
@@ -80,6 +81,18 @@ function resolveAdvertise(config: AgentConfig, log: pino.Logger): string | undef
   }
 }
 
+/** --auto-tls: the member's own certificate, found in the data dir or made now (agent/auto-tls.ts). */
+async function autoClientTls(config: AgentConfig, log: pino.Logger): Promise<AgentConfig['clientTls']> {
+  const auto = await loadOrCreateAutoTls(config.dataDir, autoTlsNames(config.bindAddr, config.advertiseAddr), config.autoTls!);
+  log.info(
+    { cert: auto.tls.files.cert, sha256: auto.fingerprint256, validTo: auto.validTo, names: auto.names, made: auto.made === 'new' ? 'now' : auto.made === 'expiring' ? 'now, the previous one expiring' : 'at an earlier start' },
+    '--auto-tls: the client port uses this self-signed certificate (etcdctl: --insecure-transport=false --insecure-skip-tls-verify, or --cacert naming it)',
+  );
+  // Each member makes its own: another cannot verify it when it forwards a keep-alive here (client-tls.ts).
+  log.warn('--auto-tls: other members cannot verify this member\'s certificate; in a cluster of several members, lease keep-alives sent to a follower fail while this member leads (give every member --cert-file/--key-file signed by one CA, and --trusted-ca-file)');
+  return auto.tls;
+}
+
 /** The agent failed while it was still starting (its reason, e.g. another process is this member). */
 export class AgentStartError extends Error {
   readonly code = 'AGENT_START_FAILED';
@@ -94,6 +107,9 @@ export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
   const wider = ensurePrivateDir(given.dataDir);
   if (wider !== undefined) log.warn({ dataDir: given.dataDir, was: wider.toString(8) }, 'the data dir could be read by other accounts on this board: made it private (0700)');
   const config: AgentConfig = { ...given, advertiseAddr: resolveAdvertise(given, log) };
+  for (const notice of config.notices) log.warn(notice);
+  // Only a manager serves the client port.
+  if (config.role === 'manager' && config.autoTls !== undefined) config.clientTls = await autoClientTls(config, log);
   // Before any store or listener opens: every descriptor comes out of one budget.
   const files = applyOpenFilesBudget(log, setLevelMaxOpenFiles);
   let manager: RunningManager | undefined;

@@ -4,6 +4,7 @@
  * here so every bad flag gets one clear error before anything starts listening.
  */
 import { AUTH_TOKEN_TTL_SECONDS } from '../core/api/credentials.js';
+import { X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -11,6 +12,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_SNAPSHOT_EVERY_ENTRIES, LOG_ENTRIES_KEPT_AFTER_SNAPSHOT } from '../core/api/snapshot-policy.js';
 import { checkClientTls, type ClientTls } from '../core/net/etcd/client-tls.js';
+import type { AutoTlsRequest } from './auto-tls.js';
 import { parseHostPort } from '../core/net/address.js';
 import { isWildcard } from '../core/net/advertise.js';
 import { joinedBefore } from './gossip-files.js';
@@ -59,6 +61,13 @@ export interface AgentConfig {
   newBoard: string | undefined;
   /** etcd's --cert-file / --key-file / --trusted-ca-file / --client-cert-auth: the client port over TLS; plain when undefined. */
   clientTls: ClientTls | undefined;
+  /**
+   * etcd's --auto-tls without --cert-file/--key-file: the client port over TLS with a certificate
+   * the member makes itself (agent/auto-tls.ts), keeping --trusted-ca-file / --client-cert-auth.
+   */
+  autoTls: AutoTlsRequest | undefined;
+  /** Flags taken but without effect, each with why: the agent logs them as warnings at start. */
+  notices: string[];
 }
 
 export class ConfigError extends Error {
@@ -127,6 +136,8 @@ const OPTIONS = {
   'key-file': { type: 'string' },
   'trusted-ca-file': { type: 'string' },
   'client-cert-auth': { type: 'boolean' },
+  'auto-tls': { type: 'boolean' },
+  'peer-auto-tls': { type: 'boolean' },
 } as const;
 
 /** Keys whose value a config file may give as a JSON number (or as the flag's text). */
@@ -269,10 +280,10 @@ export function readFlagFile(flag: string, path: unknown): Buffer {
 }
 
 /** The client port's TLS, read and checked now so that a bad file is refused before anything listens. */
-function clientTls(certFile: unknown, keyFile: unknown, caFile: unknown, certAuth: unknown): ClientTls | undefined {
+function clientTls(certFile: unknown, keyFile: unknown, caFile: unknown, certAuth: unknown, autoTls: boolean): ClientTls | undefined {
   const clientCertAuth = flagOn('client-cert-auth', certAuth);
   if (certFile === undefined && keyFile === undefined) {
-    if (caFile !== undefined || clientCertAuth) throw new ConfigError('--trusted-ca-file and --client-cert-auth need --cert-file and --key-file (the client port\'s own certificate)');
+    if ((caFile !== undefined || clientCertAuth) && !autoTls) throw new ConfigError('--trusted-ca-file and --client-cert-auth need --cert-file and --key-file (the client port\'s own certificate), or --auto-tls');
     return undefined;
   }
   if (certFile === undefined || keyFile === undefined) throw new ConfigError('--cert-file and --key-file go together: the client port\'s certificate and its private key');
@@ -285,6 +296,46 @@ function clientTls(certFile: unknown, keyFile: unknown, caFile: unknown, certAut
     throw new ConfigError((e as Error).message);
   }
   return tls;
+}
+
+/**
+ * etcd's --auto-tls, when no --cert-file/--key-file are given (given, they win, as in etcd).
+ * etcd 3.4 then silently drops --trusted-ca-file and --client-cert-auth and lets in any client;
+ * picloud keeps them: a member told to require client certificates requires them.
+ */
+function autoTls(on: boolean, client: ClientTls | undefined, caFile: unknown, certAuth: unknown): AutoTlsRequest | undefined {
+  if (!on || client !== undefined) return undefined;
+  const clientCertAuth = flagOn('client-cert-auth', certAuth);
+  if (clientCertAuth && caFile === undefined) throw new ConfigError('--client-cert-auth needs --trusted-ca-file (the CA that signs client certificates)');
+  if (caFile === undefined) return { clientCertAuth };
+  const ca = readFlagFile('trusted-ca-file', caFile);
+  try {
+    new X509Certificate(ca);
+  } catch (e) {
+    throw new ConfigError(`--trusted-ca-file: not a PEM certificate: ${(e as Error).message}`);
+  }
+  return { ca, caFile: String(caFile), clientCertAuth };
+}
+
+/** Warnings for TLS flags taken from etcd that change nothing here. */
+function tlsNotices(autoTlsOn: boolean, client: ClientTls | undefined, peerAutoTls: boolean): string[] {
+  const notices: string[] = [];
+  if (autoTlsOn && client !== undefined) notices.push('--auto-tls: ignored, as etcd ignores it, since --cert-file and --key-file are given');
+  // Peer traffic is authenticated and encrypted with the join token's secret whatever the flags:
+  // what --peer-auto-tls asks for is always in force (stronger: etcd's auto peer certificates
+  // authenticate no one), so a flag copied from an etcd unit file is taken rather than refused.
+  if (peerAutoTls) notices.push('--peer-auto-tls: nothing to do, the peer port is always authenticated and encrypted with the cluster token\'s secret (no certificates involved)');
+  return notices;
+}
+
+function tlsConfig(get: (k: string) => unknown): Pick<AgentConfig, 'clientTls' | 'autoTls' | 'notices'> {
+  const autoTlsOn = flagOn('auto-tls', get('auto-tls'));
+  const client = clientTls(get('cert-file'), get('key-file'), get('trusted-ca-file'), get('client-cert-auth'), autoTlsOn);
+  return {
+    clientTls: client,
+    autoTls: autoTls(autoTlsOn, client, get('trusted-ca-file'), get('client-cert-auth')),
+    notices: tlsNotices(autoTlsOn, client, flagOn('peer-auto-tls', get('peer-auto-tls'))),
+  };
 }
 
 /** Where `--dev` keeps its data when no --data-dir is given. */
@@ -385,6 +436,6 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     watchProgressNotifyIntervalMs: progressNotifyInterval(get('experimental-watch-progress-notify-interval')),
     authTokenTtlSeconds: positiveInt('auth-token-ttl', get('auth-token-ttl'), AUTH_TOKEN_TTL_SECONDS, AUTH_TOKEN_TTL_MAX_SECONDS),
     newBoard: newBoard(flags['new-board'], file['new-board']),
-    clientTls: clientTls(get('cert-file'), get('key-file'), get('trusted-ca-file'), get('client-cert-auth')),
+    ...tlsConfig(get),
   };
 }
