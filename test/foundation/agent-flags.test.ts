@@ -218,6 +218,39 @@ t.test('client TLS flags (etcd\'s names): read and checked before anything liste
   t.equal(parseAgentArgs(['--dev', '--config', file]).clientTls?.clientCertAuth, true, 'true in a config file');
 });
 
+t.test('--auto-tls and --peer-auto-tls (etcd\'s): explicit certificate files win; the peer port needs nothing', { skip: hasOpenssl() ? false : 'openssl not installed' }, async (t) => {
+  const certs = makeTestCerts();
+  t.teardown(() => certs.remove());
+  const plain = parseAgentArgs(['--dev']);
+  t.equal(plain.autoTls, undefined, 'off by default');
+  t.same(plain.notices, []);
+  const auto = parseAgentArgs(['--dev', '--auto-tls']);
+  t.same(auto.autoTls, { clientCertAuth: false }, 'a certificate to make at start');
+  t.equal(auto.clientTls, undefined, 'none read from files');
+  t.same(auto.notices, []);
+  const files = parseAgentArgs(['--dev', '--auto-tls', '--cert-file', certs.serverCert, '--key-file', certs.serverKey]);
+  t.equal(files.autoTls, undefined, 'with --cert-file and --key-file, --auto-tls does nothing (as in etcd)');
+  t.ok(files.clientTls?.cert.toString().includes('BEGIN CERTIFICATE'), 'the files are served');
+  t.match(files.notices, [/--auto-tls: ignored, as etcd ignores it, since --cert-file and --key-file are given/]);
+  // etcd 3.4 drops both here and lets any client in; picloud requires what it was told to.
+  const mtls = parseAgentArgs(['--dev', '--auto-tls', '--trusted-ca-file', certs.caCert, '--client-cert-auth']);
+  t.equal(mtls.autoTls?.clientCertAuth, true, '--client-cert-auth kept');
+  t.ok(mtls.autoTls?.ca?.toString().includes('BEGIN CERTIFICATE'), '--trusted-ca-file read');
+  t.equal(mtls.autoTls?.caFile, certs.caCert);
+  t.throws(() => parseAgentArgs(['--dev', '--auto-tls', '--client-cert-auth']), { name: 'ConfigError', message: /--client-cert-auth needs --trusted-ca-file/ });
+  t.throws(() => parseAgentArgs(['--dev', '--auto-tls', '--trusted-ca-file', certs.serverKey]), { name: 'ConfigError', message: /--trusted-ca-file: not a PEM certificate/ });
+  t.throws(() => parseAgentArgs(['--dev', '--auto-tls', '--trusted-ca-file', join(certs.dir, 'missing.crt')]), { name: 'ConfigError', message: /--trusted-ca-file .*missing\.crt: ENOENT/ });
+  t.throws(() => parseAgentArgs(['--dev', '--auto-tls', '--cert-file', certs.serverCert]), { name: 'ConfigError', message: /--cert-file and --key-file go together/ }, 'half a pair is still refused');
+  t.match(parseAgentArgs(['--dev', '--peer-auto-tls']).notices, [/--peer-auto-tls: nothing to do, the peer port is always authenticated and encrypted with the cluster token's secret/], 'taken from an etcd unit file, with a warning');
+  const file = join(certs.dir, 'auto.json');
+  writeFileSync(file, JSON.stringify({ 'auto-tls': true, 'peer-auto-tls': true }));
+  const fromFile = parseAgentArgs(['--dev', '--config', file]);
+  t.same(fromFile.autoTls, { clientCertAuth: false }, 'true in a config file');
+  t.equal(fromFile.notices.length, 1);
+  writeFileSync(file, JSON.stringify({ 'auto-tls': 'true' }));
+  t.throws(() => parseAgentArgs(['--dev', '--config', file]), { name: 'ConfigError', message: /"auto-tls" must be true or false/ });
+});
+
 t.test('the CLI: a bad flag exits 2 with the message, no stack trace', async (t) => {
   const r = spawnSync(process.execPath, [CLI, 'agent', '--dev', '--quota-backend-bytes', 'lots'], { encoding: 'utf8', timeout: 20_000 });
   t.equal(r.status, 2);
