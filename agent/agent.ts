@@ -88,8 +88,6 @@ async function autoClientTls(config: AgentConfig, log: pino.Logger): Promise<Age
     { cert: auto.tls.files.cert, sha256: auto.fingerprint256, validTo: auto.validTo, names: auto.names, made: auto.made === 'new' ? 'now' : auto.made === 'expiring' ? 'now, the previous one expiring' : 'at an earlier start' },
     '--auto-tls: the client port uses this self-signed certificate (etcdctl: --insecure-transport=false --insecure-skip-tls-verify, or --cacert naming it)',
   );
-  // Each member makes its own: another cannot verify it when it forwards a keep-alive here (client-tls.ts).
-  log.warn('--auto-tls: other members cannot verify this member\'s certificate; in a cluster of several members, lease keep-alives sent to a follower fail while this member leads (give every member --cert-file/--key-file signed by one CA, and --trusted-ca-file)');
   return auto.tls;
 }
 

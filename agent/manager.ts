@@ -98,7 +98,10 @@ export async function startManager(
   }
   const ownAddr = node.members.get(node.id)?.clientAddr;
   if (own !== undefined && ownAddr !== undefined) {
-    const why = checkMemberCanVerify(own, parseHostPort(dialTarget(ownAddr).hostPort).host);
+    // --auto-tls's certificate is each member's own, trusted by no other; alone, nobody forwards to it.
+    const why = config.autoTls !== undefined
+      ? node.members.size > 1 ? 'it is made by --auto-tls, and each member makes its own: give every member --cert-file/--key-file signed by one CA, and --trusted-ca-file' : undefined
+      : checkMemberCanVerify(own, parseHostPort(dialTarget(ownAddr).hostPort).host);
     if (why !== undefined) log.warn({ certFile: own.files?.cert, why }, 'other members cannot verify this member\'s client certificate: lease keep-alives sent to a follower will fail while this member leads');
   }
   const mode = own === undefined ? 'off' : own.clientCertAuth ? 'client certificates required, naming users' : requiresClientCerts(own) ? 'client certificates required' : 'on';

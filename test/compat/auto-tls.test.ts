@@ -1,8 +1,9 @@
 /**
  * etcd's --auto-tls against a real agent: etcdctl over https with its certificate unverified
  * (etcdctl 3.4 needs --insecure-transport=false beside --insecure-skip-tls-verify, as against
- * etcd), plain text refused, the same certificate served after a restart, and a damaged
- * certificate file refused at start with a message naming it.
+ * etcd), plain text refused, the same certificate served after a restart, a joining member's
+ * warning that the others cannot verify its own, and a damaged certificate file refused at
+ * start with a message naming it.
  */
 import t from 'tap';
 import { X509Certificate } from 'node:crypto';
@@ -58,6 +59,18 @@ if (!hasEtcdctl()) {
     t.equal(await servedFingerprint(a), firstFingerprint, 'same fingerprint');
     t.match(a.log.join(''), /"made":"at an earlier start"/);
     t.equal(etcdctl(`https://127.0.0.1:${a.ports.client}`, [...insecure, 'get', 'auto/a', '--print-value-only']).stdout, '1\n');
+  });
+
+  t.test('a member joining an --auto-tls member says the others cannot verify its certificate; a lone member does not', async (t) => {
+    const warning = /"why":"it is made by --auto-tls, and each member makes its own[^"]*","msg":"other members cannot verify this member's client certificate/;
+    t.notMatch(a.log.join(''), warning, 'alone: nobody forwards to it');
+    const a2 = await cluster.add('a2');
+    cluster.start(a2, false);
+    await cluster.ready(a2);
+    t.match(a2.log.join(''), warning);
+    t.not(new X509Certificate(readFileSync(join(a2.dataDir, 'fixtures', 'client', 'cert.pem'))).fingerprint256, firstFingerprint, 'a certificate of its own');
+    cluster.kill(a2, 'SIGTERM');
+    await cluster.exited(a2);
   });
 
   t.test('a damaged certificate file stops the start with a message naming it', async (t) => {
