@@ -6,7 +6,7 @@
 import { ensurePrivateDir } from '../core/storage/private-dir.js';
 import { setLevelMaxOpenFiles } from '../core/storage/level-open.js';
 import { applyOpenFilesBudget } from './open-files.js';
-import { autoTlsNames, loadOrCreateAutoTls } from './auto-tls.js';
+import { autoTlsNames, keepAutoTlsFresh, loadOrCreateAutoTls, type AutoTls } from './auto-tls.js';
 import pino from 'pino';
 import { Gauge } from 'prom-client';
 import { AgentConfig, ConfigError } from './config.js';
@@ -81,9 +81,13 @@ function resolveAdvertise(config: AgentConfig, log: pino.Logger): string | undef
   }
 }
 
+function autoTlsPair(config: AgentConfig): Promise<AutoTls> {
+  return loadOrCreateAutoTls(config.dataDir, autoTlsNames(config.bindAddr, config.advertiseAddr), config.autoTls!);
+}
+
 /** --auto-tls: the member's own certificate, found in the data dir or made now (agent/auto-tls.ts). */
 async function autoClientTls(config: AgentConfig, log: pino.Logger): Promise<AgentConfig['clientTls']> {
-  const auto = await loadOrCreateAutoTls(config.dataDir, autoTlsNames(config.bindAddr, config.advertiseAddr), config.autoTls!);
+  const auto = await autoTlsPair(config);
   log.info(
     { cert: auto.tls.files.cert, sha256: auto.fingerprint256, validTo: auto.validTo, names: auto.names, made: auto.made === 'new' ? 'now' : auto.made === 'expiring' ? 'now, the previous one expiring' : 'at an earlier start' },
     '--auto-tls: the client port uses this self-signed certificate (etcdctl: --insecure-transport=false --insecure-skip-tls-verify, or --cacert naming it)',
@@ -149,6 +153,13 @@ export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
         clientConnections: files.client,
       });
       stops.push(() => manager!.stop());
+      if (config.autoTls !== undefined) {
+        const stopRenewing = keepAutoTlsFresh(() => autoTlsPair(config), (outcome) => {
+          if ('error' in outcome) log.warn({ reason: outcome.error.message }, '--auto-tls: the daily look at the certificate failed; the port serves the one it has');
+          else log.info({ sha256: outcome.replaced.fingerprint256, validTo: outcome.replaced.validTo }, '--auto-tls: replaced the certificate, which expires soon; new connections use the new one');
+        });
+        stops.push(async () => stopRenewing());
+      }
     } else if (config.bootstrap) {
       throw new ConfigError('a worker joins an existing cluster: use --join HOST[:PORT] --token TOKEN (only managers --bootstrap)');
     }

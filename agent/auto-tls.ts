@@ -6,8 +6,9 @@
  *
  * As etcd 3.4 does, a pair already there is used again at every start (clients may have pinned
  * it). Unlike etcd, which serves its pair after it expired, a pair that has expired or expires
- * within RENEW_BEFORE_MS is replaced at start. A pair that cannot be read stops the start with a
- * message naming the file, rather than being silently replaced.
+ * within RENEW_BEFORE_MS is replaced, at start or while running (keepAutoTlsFresh). A pair that
+ * cannot be read stops the start with a message naming the file, rather than being silently
+ * replaced.
  */
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { chmodSync, existsSync, readFileSync, statSync } from 'node:fs';
@@ -143,4 +144,34 @@ function readPair(files: { cert: string; key: string }): { cert: X509Certificate
 /** A key made readable by others (a copy, a restore) is made private again. */
 function keepPrivate(keyFile: string): void {
   if ((statSync(keyFile).mode & 0o077) !== 0) chmodSync(keyFile, 0o600);
+}
+
+/** How often a running member looks whether its certificate is due for replacement. */
+export const RENEW_CHECK_MS = 24 * 3600_000;
+
+/**
+ * Replaces the certificate while the member runs, once it is within RENEW_BEFORE_MS of expiring
+ * (a board can run for a year without a restart): `renew` is loadOrCreateAutoTls, which writes
+ * the new pair over the files; the client port serves files that changed from its next
+ * connection on (ClientTlsFiles). A failure is reported and tried again at the next look.
+ * Returns the function that stops it.
+ */
+export function keepAutoTlsFresh(
+  renew: () => Promise<AutoTls>,
+  report: (outcome: { replaced: AutoTls } | { error: Error }) => void,
+  everyMs = RENEW_CHECK_MS,
+): () => void {
+  let running = false;
+  const timer = setInterval(() => {
+    if (running) return;
+    running = true;
+    renew().then(
+      (auto) => {
+        if (auto.made !== false) report({ replaced: auto });
+      },
+      (e: Error) => report({ error: e }),
+    ).finally(() => (running = false));
+  }, everyMs);
+  timer.unref();
+  return () => clearInterval(timer);
 }

@@ -1,11 +1,13 @@
 // --auto-tls's certificate in the data dir (agent/auto-tls.ts): made private where etcd keeps
-// its own, used again while valid, replaced before it expires, refused with the remedy when damaged.
+// its own, used again while valid, replaced before it expires (at start and while running),
+// refused with the remedy when damaged.
 import t, { type Test } from 'tap';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AUTO_TLS_VALID_MS, RENEW_BEFORE_MS, autoTlsNames, loadOrCreateAutoTls } from '../../agent/auto-tls.js';
+import { AUTO_TLS_VALID_MS, AutoTlsError, RENEW_BEFORE_MS, autoTlsNames, keepAutoTlsFresh, loadOrCreateAutoTls, type AutoTls } from '../../agent/auto-tls.js';
+import { ClientTlsFiles } from '../../core/net/etcd/client-tls.js';
 
 const DAY = 24 * 3600_000;
 
@@ -96,4 +98,55 @@ t.test('the other client TLS flags are kept: the trusted CA and --client-cert-au
   t.equal(auto.tls.ca, ca);
   t.equal(auto.tls.clientCertAuth, true);
   t.equal(auto.tls.files.ca, '/etc/ca.crt', 'read again when it changes, as --trusted-ca-file is');
+});
+
+t.test('while running: a certificate due for replacement is replaced, and the client port\'s files serve the new one', async (t) => {
+  const dir = dataDir(t);
+  const first = await loadOrCreateAutoTls(dir, ['127.0.0.1'], { clientCertAuth: false });
+  const served = new ClientTlsFiles(first.tls, () => undefined, 0);
+  let now = Date.now();
+  const reports: Array<{ replaced: AutoTls } | { error: Error }> = [];
+  let calls = 0;
+  const stop = keepAutoTlsFresh(() => {
+    calls++;
+    return loadOrCreateAutoTls(dir, ['127.0.0.1'], { clientCertAuth: false }, now);
+  }, (o) => reports.push(o), 20);
+  t.teardown(stop);
+  const until = async (cond: () => boolean): Promise<void> => {
+    for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+  };
+  await until(() => calls >= 2);
+  t.same(reports, [], 'not due: nothing replaced, nothing said');
+  now += AUTO_TLS_VALID_MS - RENEW_BEFORE_MS + DAY;
+  await until(() => reports.length > 0);
+  const replaced = reports[0];
+  t.ok(replaced !== undefined && 'replaced' in replaced && replaced.replaced.made === 'expiring', 'replaced once due');
+  const onDisk = readFileSync(join(dir, 'fixtures', 'client', 'cert.pem'));
+  t.not(onDisk.toString(), first.tls.cert.toString(), 'a new certificate on disk');
+  t.equal(served.current().cert.toString(), onDisk.toString(), 'and served from the next connection');
+  stop();
+  const after = calls;
+  await new Promise((r) => setTimeout(r, 80));
+  t.equal(calls, after, 'stopped');
+});
+
+t.test('while running: a failed look is reported and tried again; a slow one is not overlapped', async (t) => {
+  const reports: Array<{ replaced: AutoTls } | { error: Error }> = [];
+  let calls = 0;
+  let inFlight = 0;
+  let most = 0;
+  const stop = keepAutoTlsFresh(async () => {
+    calls++;
+    inFlight++;
+    most = Math.max(most, inFlight);
+    await new Promise((r) => setTimeout(r, 50));
+    inFlight--;
+    throw new AutoTlsError('damaged');
+  }, (o) => reports.push(o), 10);
+  t.teardown(stop);
+  for (let i = 0; i < 100 && calls < 3; i++) await new Promise((r) => setTimeout(r, 10));
+  stop();
+  t.ok(calls >= 3, `tried again (${calls})`);
+  t.equal(most, 1, 'one at a time');
+  t.ok(reports.length >= 2 && reports.every((r) => 'error' in r && r.error.message === 'damaged'), 'each failure reported');
 });
