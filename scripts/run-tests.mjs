@@ -49,6 +49,9 @@ const groups =
 let pass = 0;
 let fail = 0;
 let failedRun = false;
+// What failed, by file, printed again just above the closing line: CI keeps only the head and
+// the tail of a long log, and a failure in the middle is otherwise invisible there.
+const failures = [];
 
 function runTap(files, jobs) {
   return new Promise((resolve) => {
@@ -57,6 +60,7 @@ function runTap(files, jobs) {
     let gFail = 0;
     let buf = '';
     let tapSummary = null; // tap's own closing summary, preferred when present
+    let failedInFile = []; // nested "not ok" lines of the file being printed
     child.stdout.on('data', (d) => {
       process.stdout.write(d);
       buf += d.toString();
@@ -67,10 +71,15 @@ function runTap(files, jobs) {
         // Count top-level assertion results of each test file's subtests (indent 4 = inside a file).
         const summary = /^# \{ total: (\d+), pass: (\d+)(?:, fail: (\d+))?/.exec(line);
         if (summary) tapSummary = { pass: Number(summary[2]), fail: Number(summary[3] ?? 0) };
-        const m = /^( *)(not ok|ok) \d+/.exec(line);
+        const m = /^( *)(not ok|ok) \d+(.*)$/.exec(line);
         if (m && m[1].length === 4 && !/# SKIP/.test(line)) {
           if (m[2] === 'ok') gPass++;
           else gFail++;
+        }
+        if (m && m[2] === 'not ok' && m[1].length > 0) failedInFile.push(`${m[1]}${m[3].trim()}`);
+        if (m && m[1].length === 0) {
+          if (m[2] === 'not ok') failures.push(`not ok ${m[3].trim()}`, ...failedInFile.slice(0, 12).map((l) => `  ${l}`));
+          failedInFile = [];
         }
       }
     });
@@ -86,5 +95,6 @@ function runTap(files, jobs) {
 }
 
 for (const g of groups) await runTap(g.files, g.jobs);
+if (failures.length > 0) console.log(['# what failed:', ...failures.map((l) => `#   ${l}`)].join('\n'));
 console.log(`${pass} passed, ${fail} failed`);
 process.exit(!failedRun && fail === 0 ? 0 : 1);
