@@ -74,6 +74,41 @@ t.test("a rewritten connection's requests carry the client's address, never the 
   t.same(await get(plain, {}), { status: 200, body: 'undefined' }, 'a connection that is not rewritten gets none (grpc-js sees its socket)');
 });
 
+t.test("a client that sends its whole first window of DATA before our SETTINGS arrive is served, not closed", async (t) => {
+  // An echo of the body's length, behind the sorter.
+  const h2 = http2.createServer();
+  h2.on('stream', (stream) => {
+    let n = 0;
+    stream.on('data', (d: Buffer) => (n += d.length));
+    stream.on('end', () => {
+      stream.respond({ ':status': 200 });
+      stream.end(String(n));
+    });
+  });
+  const listener = await SortingListener.listen('127.0.0.1', 0, { injectConnection: (c) => h2.emit('connection', c) }, DEFAULT_SORTING_TIMEOUTS);
+  t.teardown(() => listener.close());
+  for (const authority of [undefined, `http://127.0.0.1:${listener.port}`]) {
+    const session = http2.connect(`http://127.0.0.1:${listener.port}`);
+    t.teardown(() => session.destroy());
+    // Eight streams of 100 KB each, written at once: Node sends 65,535 bytes of DATA (the
+    // default connection window) with the headers, before the server's SETTINGS come back.
+    const answers = await Promise.all(
+      Array.from({ length: 8 }, () =>
+        new Promise<string>((resolve, reject) => {
+          const req = session.request({ ':method': 'POST', ':path': '/', ...(authority === undefined ? {} : { ':authority': authority }) });
+          let body = '';
+          req.setEncoding('utf8');
+          req.on('data', (d: string) => (body += d));
+          req.on('end', () => resolve(body));
+          req.on('error', reject);
+          req.end(Buffer.alloc(100_000));
+        }),
+      ),
+    );
+    t.same(answers, Array(8).fill('100000'), authority === undefined ? 'a plain authority' : 'a URL authority (rewritten)');
+  }
+});
+
 t.test('a plain authority passes through untouched', async (t) => {
   const port = await echoAuthorityServer(t);
   const session = http2.connect(`http://127.0.0.1:${port}`);

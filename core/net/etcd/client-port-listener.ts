@@ -53,8 +53,15 @@ const EMPTY_SETTINGS = Buffer.from([0, 0, 0, FrameType.Settings, 0, 0, 0, 0, 0])
 const HEADER_TABLE_BYTES = 4096;
 /** HTTP/2's default SETTINGS_MAX_FRAME_SIZE: rewritten header blocks are cut to it. */
 const MAX_FRAME_PAYLOAD_BYTES = 16_384;
-/** Bytes a connection may send before it is sorted; beyond, it goes to HTTP/2 as it is. */
-export const MAX_SORTING_BYTES = 64 * 1024;
+/**
+ * Bytes a connection may send before it is sorted; beyond, it goes to HTTP/2 as it is (closed
+ * if it has not acknowledged our SETTINGS yet). A client need not wait for our SETTINGS before
+ * its requests (Node's http2 does not): its first flight may hold a whole initial connection
+ * window of DATA (65,535 bytes, in frames of 9-byte headers), a first header block of up to
+ * MAX_HEADER_BLOCK_BYTES and other streams' header blocks. At 64 KiB, a client starting a
+ * large put at once had its connection closed.
+ */
+export const MAX_SORTING_BYTES = 192 * 1024;
 /** A header block larger than this, counting 9 bytes per frame it came in, is refused (the connection is closed). */
 export const MAX_HEADER_BLOCK_BYTES = 64 * 1024;
 /** A decoded header list larger than this is refused: Node's HTTP/2 default (maxHeaderListSize). */

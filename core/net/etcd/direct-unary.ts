@@ -17,9 +17,9 @@
  * compares the raw HTTP/2 answers of both paths and fails if the direct path stops being taken.
  *
  * The hook is grpc-js's own 'stream' listener on the HTTP/2 server behind its connection
- * injector (not a public API): installDirectUnary replaces it with a dispatcher that passes
- * every other stream to it unchanged, and leaves everything as it was (reporting false) where
- * it does not find that server as expected, as after a grpc-js upgrade.
+ * injector (not a public API): hookGrpcStreams replaces it with a dispatcher that passes every
+ * other stream to it unchanged, and leaves everything as it was (reporting false) where it does
+ * not find that server as expected, as after a grpc-js upgrade.
  */
 import type * as grpc from '@grpc/grpc-js';
 import type { Http2Server, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
@@ -298,29 +298,30 @@ export class DirectCall {
   }
 }
 
+/** grpc-js's handler of a new HTTP/2 stream. */
+export type GrpcStreamHandler = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => void;
+
 /**
- * Serves the unary methods `route` names on the HTTP/2 server behind `injector`'s grpc-js
- * server (call right after createConnectionInjector); `maxMessageBytes` is grpc-js's receive
- * limit. Returns false, changing nothing, where grpc-js's server or listener is not found.
+ * Puts `dispatch` in front of grpc-js on the HTTP/2 server behind `server`'s connection injector
+ * (call right after createConnectionInjector): it sees every new stream first and passes to
+ * grpc-js's handler what it does not answer itself. Returns false, changing nothing, where
+ * grpc-js's server or listener is not found.
  */
-export function installDirectUnary(server: grpc.Server, route: (path: string) => DirectMethod | undefined, maxMessageBytes: number): boolean {
+export function hookGrpcStreams(server: grpc.Server, dispatch: (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, grpcHandler: GrpcStreamHandler) => void): boolean {
   const servers = (server as unknown as { http2Servers?: unknown }).http2Servers;
   if (!(servers instanceof Map) || servers.size === 0) return false;
   const h2 = [...(servers as Map<Http2Server, unknown>).keys()].at(-1)!;
   const listeners = h2.listeners('stream');
   if (listeners.length !== 1 || typeof h2.on !== 'function') return false;
-  const grpcHandler = listeners[0] as (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => void;
-  h2.removeListener('stream', grpcHandler);
-  h2.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => {
-    const method = directMethod(headers, route);
-    if (method === undefined) grpcHandler.call(h2, stream, headers, flags);
-    else new DirectCall(stream, headers, method, maxMessageBytes).start();
-  });
+  const listener = listeners[0] as GrpcStreamHandler;
+  const grpcHandler: GrpcStreamHandler = (stream, headers, flags) => listener.call(h2, stream, headers, flags);
+  h2.removeListener('stream', listener);
+  h2.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => dispatch(stream, headers, flags, grpcHandler));
   return true;
 }
 
 /** The method a stream calls, when this path takes it on: a gRPC content type and no compression. */
-function directMethod(headers: IncomingHttpHeaders, route: (path: string) => DirectMethod | undefined): DirectMethod | undefined {
+export function directMethod(headers: IncomingHttpHeaders, route: (path: string) => DirectMethod | undefined): DirectMethod | undefined {
   const path = headers[':path'];
   if (path === undefined) return undefined;
   const method = route(path);

@@ -24,7 +24,8 @@ import { certificateUser, serverTlsOptions, tlsSource, type ClientTls, type Clie
 import type { PeerCertificate, TlsOptions } from 'node:tls';
 import { EagerFrames, EagerMessage, eagerSendInterceptor } from './eager-send.js';
 import { learnerServesUnary } from './learner-rpcs.js';
-import { installDirectUnary, type DirectMethod } from './direct-unary.js';
+import { DirectCall, directMethod, hookGrpcStreams, type DirectMethod } from './direct-unary.js';
+import { MAX_HELD_REQUEST_BYTES, MAX_HELD_REQUEST_BYTES_PER_CONNECTION, MAX_WAITING_REQUEST_STREAMS, RequestBytesBudget } from './request-bytes.js';
 import { MAX_REQUEST_BYTES } from '../../kv/limits.js';
 import { watchRangeRefusal } from '../../kv/watch.js';
 
@@ -64,6 +65,12 @@ export interface EtcdServerLimits {
   maxWatchBuffersBytes: number;
   /** The JSON gateway's deadline for a request's headers (GATEWAY_HEADERS_TIMEOUT_MS). */
   gatewayHeadersTimeoutMs: number;
+  /** Announced bytes of gRPC request messages not yet whole, all connections (request-bytes.ts). */
+  maxHeldRequestBytes: number;
+  /** The same, one connection (raised to one largest message). */
+  maxHeldRequestBytesPerConnection: number;
+  /** Request streams stopped until their message fits; a further one is reset (RESOURCE_EXHAUSTED). */
+  maxWaitingRequestStreams: number;
 }
 
 export const DEFAULT_ETCD_SERVER_LIMITS: Readonly<EtcdServerLimits> = Object.freeze({
@@ -72,6 +79,9 @@ export const DEFAULT_ETCD_SERVER_LIMITS: Readonly<EtcdServerLimits> = Object.fre
   maxWatchStreamBufferBytes: MAX_WATCH_STREAM_BUFFER_BYTES,
   maxWatchBuffersBytes: MAX_WATCH_BUFFERS_BYTES,
   gatewayHeadersTimeoutMs: GATEWAY_HEADERS_TIMEOUT_MS,
+  maxHeldRequestBytes: MAX_HELD_REQUEST_BYTES,
+  maxHeldRequestBytesPerConnection: MAX_HELD_REQUEST_BYTES_PER_CONNECTION,
+  maxWaitingRequestStreams: MAX_WAITING_REQUEST_STREAMS,
 });
 
 export interface EtcdServerOptions {
@@ -283,6 +293,8 @@ export class EtcdGrpcServer {
   private readonly unaryMethods = new Map<string, UnaryMethod>();
   /** @internal Unary calls answered by direct-unary.ts rather than grpc-js (tests check the path is taken). */
   directCalls = 0;
+  /** @internal The bound on request bytes held for unfinished messages (request-bytes.ts). */
+  requestBytes: RequestBytesBudget | undefined;
 
   /** @internal The port requires client certificates: they name callers (callContext). */
   readonly clientCerts: boolean;
@@ -312,11 +324,21 @@ export class EtcdGrpcServer {
     s.register();
     // Our own listener instead of bindAsync: it sorts each connection first (client-port-listener.ts).
     const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
-    if (opts.directUnary !== false) {
-      const methods = s.directMethods();
-      if (!installDirectUnary(server, (path) => methods.get(path), limits.maxRequestBytes + GRPC_OVERHEAD_BYTES)) {
-        opts.onInternalError?.(new Error("grpc-js's HTTP/2 server was not found: unary calls take grpc-js's path"), 'direct-unary');
-      }
+    const maxMessageBytes = limits.maxRequestBytes + GRPC_OVERHEAD_BYTES;
+    const methods = opts.directUnary === false ? new Map<string, DirectMethod>() : s.directMethods();
+    const route = (path: string): DirectMethod | undefined => methods.get(path);
+    const budget = (s.requestBytes = new RequestBytesBudget(
+      { memberBytes: limits.maxHeldRequestBytes, connectionBytes: limits.maxHeldRequestBytesPerConnection, waitingStreams: limits.maxWaitingRequestStreams },
+      maxMessageBytes,
+    ));
+    const hooked = hookGrpcStreams(server, (stream, headers, flags, grpcHandler) => {
+      budget.watch(stream);
+      const method = directMethod(headers, route);
+      if (method === undefined) grpcHandler(stream, headers, flags);
+      else new DirectCall(stream, headers, method, maxMessageBytes).start();
+    });
+    if (!hooked) {
+      opts.onInternalError?.(new Error("grpc-js's HTTP/2 server was not found: unary calls take grpc-js's path, request bytes are not bounded"), 'direct-unary');
     }
     // etcd serves its JSON gateway on the client port too (json-gateway.ts).
     s.gateway = new JsonGateway(s, Math.ceil((limits.maxRequestBytes * 4) / 3) + JSON_OVERHEAD_BYTES, opts.version ?? DEFAULT_GATEWAY_VERSION, opts.metrics, (err) => opts.onInternalError?.(err, 'gateway'), limits.gatewayHeadersTimeoutMs);

@@ -1,0 +1,216 @@
+/**
+ * A bound on the request bytes the client port holds for gRPC messages not yet whole.
+ *
+ * Both unary paths (direct-unary.ts and grpc-js) read a request stream as it arrives and keep a
+ * message until its last byte is in, and Node gives HTTP/2 flow-control credit back as the
+ * bytes are read: nothing stopped a client from starting messages it never finishes. Measured
+ * before this module: one connection, 200 streams each sending 2 MiB of a message announced 10
+ * bytes longer, grew a member's RSS by ~0.5 GiB (etcd 3.4.23 by 435 MiB), held until the
+ * client left; a connection may open MAX_CONCURRENT_STREAMS of them.
+ *
+ * Here each message's announced length is reserved as its prefix arrives (a message whole in the
+ * DATA it started in needs nothing), against the member's and the connection's bounds. A stream
+ * whose message does not fit stops being read (stream.pause(): HTTP/2 flow control then stops
+ * its client once the stream's window is used) until a reservation is released; past
+ * `waitingStreams` such streams, a further one is reset with ENHANCE_YOUR_CALM, which gRPC
+ * clients report as RESOURCE_EXHAUSTED. What a member holds for unfinished messages is then at
+ * most `memberBytes`, plus a flow-control window (and a DATA frame read past it) per waiting stream.
+ * Reserving a whole message before its body is read, never part of one, is what keeps streams
+ * from holding halves of the room each while all wait for more (the connection's bound is
+ * raised to one largest message for that reason).
+ */
+import { constants, type ServerHttp2Stream } from 'node:http2';
+import { GRPC_MESSAGE_PREFIX_BYTES } from './eager-send.js';
+
+export interface RequestBytesLimits {
+  /** Announced bytes of unfinished messages, all connections together. */
+  memberBytes: number;
+  /** The same, one connection (at least one largest message). */
+  connectionBytes: number;
+  /** Streams stopped until their message fits, all connections together; a further one is reset. */
+  waitingStreams: number;
+}
+
+/** ~40 of etcd's largest requests (1.5 MiB) arriving at once; a Pi has 1-8 GiB. */
+export const MAX_HELD_REQUEST_BYTES = 64 * 1024 * 1024;
+/** Four of etcd's largest requests arriving at once on one connection. */
+export const MAX_HELD_REQUEST_BYTES_PER_CONNECTION = 8 * 1024 * 1024;
+/** Each may hold up to its HTTP/2 window (64 KiB) while stopped: 256 of them, 16 MiB. */
+export const MAX_WAITING_REQUEST_STREAMS = 256;
+
+export const DEFAULT_REQUEST_BYTES_LIMITS: Readonly<RequestBytesLimits> = Object.freeze({
+  memberBytes: MAX_HELD_REQUEST_BYTES,
+  connectionBytes: MAX_HELD_REQUEST_BYTES_PER_CONNECTION,
+  waitingStreams: MAX_WAITING_REQUEST_STREAMS,
+});
+
+/** The bounds of one client port, and the streams waiting for room under them. */
+export class RequestBytesBudget {
+  private held = 0;
+  private readonly heldByConnection = new Map<object, number>();
+  /** In arrival order: room goes to the first that fits. */
+  private readonly waiting = new Set<MessageReader>();
+  private readonly limits: RequestBytesLimits;
+  /** Streams reset because `waitingStreams` were already waiting. */
+  refusedStreams = 0;
+
+  /** `maxMessageBytes`: the receive limit; a longer message is refused by the call itself, not reserved. */
+  constructor(
+    limits: RequestBytesLimits,
+    readonly maxMessageBytes: number,
+  ) {
+    const connectionBytes = Math.max(limits.connectionBytes, maxMessageBytes);
+    this.limits = { ...limits, connectionBytes, memberBytes: Math.max(limits.memberBytes, connectionBytes) };
+  }
+
+  /** Announced bytes reserved for unfinished messages now. */
+  get heldBytes(): number {
+    return this.held;
+  }
+
+  /** Streams stopped now until their message fits. */
+  get waitingStreams(): number {
+    return this.waiting.size;
+  }
+
+  /** Reads `stream`'s gRPC framing beside its call (before the call's own 'data' listener is added). */
+  watch(stream: ServerHttp2Stream): void {
+    const connection = stream.session;
+    if (connection === undefined) return;
+    new MessageReader(this, stream, connection).start();
+  }
+
+  /** @internal */
+  tryReserve(connection: object, bytes: number): boolean {
+    const onConnection = this.heldByConnection.get(connection) ?? 0;
+    if (this.held + bytes > this.limits.memberBytes || onConnection + bytes > this.limits.connectionBytes) return false;
+    this.held += bytes;
+    this.heldByConnection.set(connection, onConnection + bytes);
+    return true;
+  }
+
+  /** @internal Returns a reservation, and gives the room to the streams waiting that now fit. */
+  release(connection: object, bytes: number): void {
+    this.held -= bytes;
+    const onConnection = this.heldByConnection.get(connection)! - bytes;
+    if (onConnection === 0) this.heldByConnection.delete(connection);
+    else this.heldByConnection.set(connection, onConnection);
+    for (const reader of this.waiting) if (reader.admitIfRoom()) this.waiting.delete(reader);
+  }
+
+  /** @internal A stream stopped until its message fits; false when too many are waiting already. */
+  enqueue(reader: MessageReader): boolean {
+    if (this.waiting.size >= this.limits.waitingStreams) {
+      this.refusedStreams++;
+      return false;
+    }
+    this.waiting.add(reader);
+    return true;
+  }
+
+  /** @internal */
+  dequeue(reader: MessageReader): void {
+    this.waiting.delete(reader);
+  }
+}
+
+/** One request stream's message boundaries, and the reservation of the message it is inside. */
+class MessageReader {
+  /** Bytes of the stream read so far. */
+  private received = 0;
+  /** Where the body of the message being received ends in the stream; -1 while reading a prefix. */
+  private bodyEnd = -1;
+  private bodyLength = 0;
+  private prefixBytes = 0;
+  private prefixLength = 0;
+  /** Bytes reserved for the message being received. */
+  private reserved = 0;
+  private isWaiting = false;
+  private done = false;
+
+  constructor(
+    private readonly budget: RequestBytesBudget,
+    private readonly stream: ServerHttp2Stream,
+    private readonly connection: object,
+  ) {}
+
+  start(): void {
+    this.stream.on('data', (chunk: Buffer) => this.read(chunk));
+    this.stream.once('close', () => this.stop());
+  }
+
+  /** A waiting stream's message fits now: reserve it and read on (true), or keep waiting. */
+  admitIfRoom(): boolean {
+    if (!this.budget.tryReserve(this.connection, this.bodyLength)) return false;
+    this.reserved = this.bodyLength;
+    this.isWaiting = false;
+    if (!this.stream.destroyed) this.stream.resume();
+    return true;
+  }
+
+  private read(chunk: Buffer): void {
+    if (this.done) return;
+    const base = this.received;
+    this.received += chunk.length;
+    for (let at = 0; at < chunk.length; ) {
+      if (this.bodyEnd >= 0) {
+        if (this.bodyEnd > this.received) break; // the rest of the chunk is body
+        at = this.bodyEnd - base;
+        this.messageWhole();
+        continue;
+      }
+      // Byte 0 of a prefix is the compressed flag, bytes 1-4 the length (big-endian).
+      if (this.prefixBytes > 0) this.prefixLength = this.prefixLength * 256 + chunk[at]!;
+      at++;
+      if (++this.prefixBytes < GRPC_MESSAGE_PREFIX_BYTES) continue;
+      if (this.prefixLength > this.budget.maxMessageBytes) return this.stop(); // the call refuses it
+      this.bodyLength = this.prefixLength;
+      this.bodyEnd = base + at + this.bodyLength;
+      this.prefixBytes = 0;
+      this.prefixLength = 0;
+    }
+    if (this.bodyEnd > this.received && this.reserved === 0 && !this.isWaiting) this.admit();
+    // The call may have resumed the stream (grpc-js reads on once it has passed a message up).
+    else if (this.isWaiting) this.stream.pause();
+  }
+
+  /** The message goes on past this chunk: reserve it, or stop reading until it fits, or reset. */
+  private admit(): void {
+    if (this.budget.tryReserve(this.connection, this.bodyLength)) {
+      this.reserved = this.bodyLength;
+    } else if (this.budget.enqueue(this)) {
+      this.isWaiting = true;
+      this.stream.pause();
+    } else {
+      this.stop();
+      this.stream.close(constants.NGHTTP2_ENHANCE_YOUR_CALM);
+    }
+  }
+
+  private messageWhole(): void {
+    this.bodyEnd = -1;
+    if (this.isWaiting) {
+      // Whole before room was found: grpc-js resumed the stream to read on (and pauses it
+      // again as it sees fit); this message needs no room any more.
+      this.isWaiting = false;
+      this.budget.dequeue(this);
+    }
+    this.returnReservation();
+  }
+
+  private returnReservation(): void {
+    if (this.reserved === 0) return;
+    const bytes = this.reserved;
+    this.reserved = 0;
+    this.budget.release(this.connection, bytes);
+  }
+
+  /** The stream is closed or its call refused it: nothing more is reserved for it. */
+  private stop(): void {
+    if (this.done) return;
+    this.done = true;
+    if (this.isWaiting) this.budget.dequeue(this);
+    this.isWaiting = false;
+    this.returnReservation();
+  }
+}

@@ -1,0 +1,229 @@
+/**
+ * The bound on request bytes held for unfinished gRPC messages (core/net/etcd/request-bytes.ts):
+ * on both unary paths and on grpc-js's streams, a client that starts messages and never finishes
+ * them gets its streams stopped, then reset, while the member's held bytes stay within the
+ * bounds; streams that finish are all answered (no stream waits on another that waits on it);
+ * and a real member under the attack measured before the fix keeps its memory.
+ */
+import t from 'tap';
+import fc from 'fast-check';
+import { EventEmitter } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type ServerHttp2Stream } from 'node:http2';
+import * as protoLoader from '@grpc/proto-loader';
+import { EtcdGrpcServer, GRPC_OVERHEAD_BYTES } from '../../core/net/etcd/server.js';
+import { RequestBytesBudget } from '../../core/net/etcd/request-bytes.js';
+import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
+import { FakeEtcdBackend } from './fake-etcd-backend.js';
+import { AgentCluster } from '../helpers/agents.js';
+import { until } from '../helpers/wait.js';
+
+const MAX_REQUEST_BYTES = 1024 * 1024;
+const MAX_MESSAGE_BYTES = MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES;
+const PUT = '/etcdserverpb.KV/Put';
+const WATCH = '/etcdserverpb.Watch/Watch';
+
+const def = protoLoader.loadSync(ETCD_RPC_PROTO, { includeDirs: [ETCD_PROTO_DIR], longs: String, enums: String, defaults: true, oneofs: true });
+const requestSerialize = (service: string, method: string): ((req: object) => Buffer) =>
+  ((def[`etcdserverpb.${service}`] as protoLoader.ServiceDefinition)[method]! as protoLoader.MethodDefinition<object, object>).requestSerialize;
+const encodePut = requestSerialize('KV', 'Put');
+
+function frame(message: Buffer, announced = message.length): Buffer {
+  const prefix = Buffer.alloc(5);
+  prefix.writeUInt32BE(announced, 1);
+  return Buffer.concat([prefix, message]);
+}
+
+/** A put of `valueBytes` as a gRPC frame. */
+const putFrame = (key: string, valueBytes: number): Buffer => frame(encodePut({ key: Buffer.from(key), value: Buffer.alloc(valueBytes, 7) }));
+
+interface Started {
+  stream: ClientHttp2Stream;
+  /** Sends the rest of the request and half-closes. */
+  finish(): void;
+  /** The grpc-status of its answer, or `rst <code>` for a reset stream. */
+  outcome: Promise<string>;
+}
+
+/** A request stream that sends `sent` bytes of `body` and waits for finish(). */
+function startRequest(session: ClientHttp2Session, path: string, body: Buffer, sent: number): Started {
+  const stream = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers' });
+  let status = '';
+  const outcome = new Promise<string>((resolve) => {
+    stream.on('response', (h) => (status = String(h['grpc-status'] ?? '')));
+    stream.on('trailers', (h) => (status = String(h['grpc-status'] ?? '')));
+    stream.on('error', () => undefined);
+    stream.on('close', () => resolve(stream.rstCode !== undefined && stream.rstCode !== constants.NGHTTP2_NO_ERROR ? `rst ${stream.rstCode}` : status));
+  });
+  stream.resume();
+  stream.write(body.subarray(0, sent));
+  return { stream, outcome, finish: () => stream.end(body.subarray(sent)) };
+}
+
+const limits = {
+  maxRequestBytes: MAX_REQUEST_BYTES,
+  maxHeldRequestBytes: 2 * MAX_MESSAGE_BYTES,
+  maxHeldRequestBytesPerConnection: MAX_MESSAGE_BYTES,
+  maxWaitingRequestStreams: 3,
+};
+
+for (const directUnary of [true, false]) {
+  t.test(`${directUnary ? 'direct path' : 'grpc-js path'}: unfinished messages are reserved whole, then wait, then are reset; all finished ones are answered`, async (t) => {
+    const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, limits, directUnary });
+    const session = connect(`http://127.0.0.1:${server.port}`);
+    t.teardown(async () => {
+      session.destroy();
+      await server.close();
+    });
+    const budget = server.requestBytes!;
+    // 400 KiB puts: three fit the connection's bound (one largest message, 1.5 MiB), not four.
+    const body = putFrame('k', 400 * 1024);
+    const announced = body.length - 5;
+    const started = Array.from({ length: 8 }, () => startRequest(session, PUT, body, 200 * 1024));
+    await until('budget.refusedStreams === 2 && budget.waitingStreams === 3', () => budget.refusedStreams === 2 && budget.waitingStreams === 3, 5_000);
+    t.equal(budget.heldBytes, 3 * announced, 'three messages reserved whole');
+    const early = await Promise.all(started.map((s) => Promise.race([s.outcome, new Promise((r) => setTimeout(r, 100, 'open'))])));
+    t.same(early.filter((o) => o !== 'open'), ['rst 11', 'rst 11'], 'the two past the waiting bound reset with ENHANCE_YOUR_CALM (RESOURCE_EXHAUSTED)');
+    for (const s of started) s.finish();
+    const outcomes = await Promise.all(started.map((s) => s.outcome));
+    t.same(outcomes.filter((o) => o === '0').length, 6, 'the six streams not reset are all answered OK, the waiting ones once room was returned');
+    t.equal(budget.heldBytes, 0);
+    t.equal(budget.waitingStreams, 0);
+  });
+}
+
+t.test("grpc-js's streams are bounded too: an unfinished watch request holds its reservation", async (t) => {
+  const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, limits });
+  const session = connect(`http://127.0.0.1:${server.port}`);
+  t.teardown(async () => {
+    session.destroy();
+    await server.close();
+  });
+  const budget = server.requestBytes!;
+  const createWatch = frame(requestSerialize('Watch', 'Watch')({ create_request: { key: Buffer.from('k') } }));
+  // A watch stream: a whole create request, then a message announced at the receive limit, unfinished.
+  const watch = startRequest(session, WATCH, Buffer.concat([createWatch, frame(Buffer.alloc(16), MAX_MESSAGE_BYTES)]), createWatch.length + 21);
+  await until('budget.heldBytes === MAX_MESSAGE_BYTES', () => budget.heldBytes === MAX_MESSAGE_BYTES, 5_000);
+  // The connection's bound is used up: a put that does not arrive whole waits.
+  const put = startRequest(session, PUT, putFrame('p', 1000), 600);
+  await until('budget.waitingStreams === 1', () => budget.waitingStreams === 1, 5_000);
+  watch.stream.close(); // the client gives up on the watch: its reservation goes, the put is read on
+  put.finish();
+  t.equal(await put.outcome, '0');
+  await until('budget.heldBytes === 0', () => budget.heldBytes === 0, 5_000);
+  t.pass('nothing held once both streams are gone');
+});
+
+t.test("the member's bound across connections, and a closed connection's reservations returned", async (t) => {
+  // Room for two messages of a megabyte, not three.
+  const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, limits: { ...limits, maxHeldRequestBytes: 2.5 * 2 ** 20 } });
+  const sessions = [0, 1, 2].map(() => connect(`http://127.0.0.1:${server.port}`));
+  t.teardown(async () => {
+    for (const s of sessions) s.destroy();
+    await server.close();
+  });
+  const budget = server.requestBytes!;
+  const body = putFrame('k', MAX_REQUEST_BYTES - 100);
+  const announced = body.length - 5;
+  const a = startRequest(sessions[0]!, PUT, body, 1000);
+  const b = startRequest(sessions[1]!, PUT, body, 1000);
+  await until('budget.heldBytes === 2 * announced', () => budget.heldBytes === 2 * announced, 5_000);
+  const c = startRequest(sessions[2]!, PUT, body, 1000);
+  await until('budget.waitingStreams === 1', () => budget.waitingStreams === 1, 5_000);
+  t.equal(budget.heldBytes, 2 * announced, 'a third connection waits: the member holds two of these messages at most');
+  sessions[0]!.destroy();
+  await until('budget.waitingStreams === 0 && budget.heldBytes === 2 * announced', () => budget.waitingStreams === 0 && budget.heldBytes === 2 * announced, 5_000);
+  t.pass("the closed connection's reservation went to the waiting stream");
+  b.finish();
+  c.finish();
+  t.same(await Promise.all([b.outcome, c.outcome]), ['0', '0']);
+  t.match(await a.outcome, /^(rst \d+|)$/, 'the closed connection took its stream with it');
+  t.equal(budget.heldBytes, 0);
+});
+
+/** A stand-in for a server stream: data events, pause/resume recorded, one connection. */
+class FakeStream extends EventEmitter {
+  readonly session = {};
+  destroyed = false;
+  paused = false;
+  pause(): void {
+    this.paused = true;
+  }
+  resume(): void {
+    this.paused = false;
+  }
+  close(): void {
+    this.destroyed = true;
+    this.emit('close');
+  }
+}
+
+t.test('property: a stream holds a reservation exactly while it is inside a message that went past its chunk', (t) => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.integer({ min: 0, max: 3000 }), { minLength: 1, maxLength: 8 }),
+      fc.array(fc.integer({ min: 1, max: 4000 }), { minLength: 1, maxLength: 20 }),
+      (lengths, cuts) => {
+        const budget = new RequestBytesBudget({ memberBytes: 1 << 30, connectionBytes: 1 << 30, waitingStreams: 1 }, 1 << 20);
+        const stream = new FakeStream();
+        budget.watch(stream as unknown as ServerHttp2Stream);
+        const bytes = Buffer.concat(lengths.map((n) => frame(Buffer.alloc(n))));
+        // Where each message's body starts and ends in the stream.
+        const spans: Array<[number, number]> = [];
+        for (let at = 0, i = 0; i < lengths.length; i++) {
+          spans.push([at + 5, at + 5 + lengths[i]!]);
+          at += 5 + lengths[i]!;
+        }
+        let at = 0;
+        for (const cut of [...cuts, bytes.length]) {
+          const end = Math.min(bytes.length, at + cut);
+          if (end <= at) continue;
+          stream.emit('data', bytes.subarray(at, end));
+          at = end;
+          // Inside a body that this chunk did not finish: reserved (announced length) only if it started before the chunk's end.
+          const inside = spans.find(([s, e]) => s <= at && at < e);
+          const expected = inside === undefined ? 0 : inside[1] - inside[0];
+          if (budget.heldBytes !== expected) return false;
+        }
+        stream.close();
+        return budget.heldBytes === 0 && budget.waitingStreams === 0;
+      },
+    ),
+    { numRuns: 500 },
+  );
+  t.pass('500 random message sequences cut into random chunks');
+  t.end();
+});
+
+t.test('a member under the attack measured before the bound: 400 unfinished 1.9 MiB puts on two connections', async (t) => {
+  const cluster = new AgentCluster();
+  t.teardown(() => cluster.stopAll());
+  await cluster.startCluster(['a']);
+  const agent = cluster.agents[0]!;
+  const pid = agent.proc!.pid!;
+  const rssMiB = (): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+  const before = rssMiB();
+  const announced = 1900 * 1024;
+  const body = Buffer.concat([frame(Buffer.alloc(0), announced), Buffer.alloc(announced - 10, 1)]);
+  const sessions = [0, 1].map(() => connect(`http://127.0.0.1:${agent.ports.client}`).on('error', () => undefined));
+  const started = sessions.flatMap((s) => Array.from({ length: 200 }, () => startRequest(s, PUT, body, body.length)));
+  // Until the member's memory stops growing (two seconds alike), at most fifteen seconds.
+  let last = 0;
+  for (let i = 0, still = 0; i < 60 && still < 8; i++) {
+    await new Promise((r) => setTimeout(r, 250));
+    const now = rssMiB();
+    still = Math.abs(now - last) < 1 ? still + 1 : 0;
+    last = now;
+  }
+  const grown = rssMiB() - before;
+  const resets = (await Promise.all(started.map((s) => Promise.race([s.outcome, new Promise((r) => setTimeout(r, 10, 'open'))])))).filter((o) => o === 'rst 11').length;
+  t.ok(grown < 150, `the member's RSS grew ${grown.toFixed(0)} MiB for ${((400 * announced) / 2 ** 20).toFixed(0)} MiB of unfinished messages (before the bound: ~420 MiB and on)`);
+  t.ok(resets > 0, `${resets} streams reset past the waiting bound`);
+  // The member serves on, and a put that arrives whole is not held up.
+  const other = connect(`http://127.0.0.1:${agent.ports.client}`);
+  t.teardown(() => other.destroy());
+  const put = startRequest(other, PUT, putFrame('after', 10), 0);
+  put.finish();
+  t.equal(await put.outcome, '0', 'a put on a third connection is answered during the attack');
+  for (const s of sessions) s.destroy();
+});
