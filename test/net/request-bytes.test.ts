@@ -9,6 +9,7 @@ import t from 'tap';
 import fc from 'fast-check';
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
 import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type ServerHttp2Stream } from 'node:http2';
 import * as protoLoader from '@grpc/proto-loader';
 import { EtcdGrpcServer, GRPC_OVERHEAD_BYTES } from '../../core/net/etcd/server.js';
@@ -63,7 +64,8 @@ function startRequest(session: ClientHttp2Session, path: string, body: Buffer, s
 const limits = {
   maxRequestBytes: MAX_REQUEST_BYTES,
   maxHeldRequestBytes: 2 * MAX_MESSAGE_BYTES,
-  maxHeldRequestBytesPerConnection: MAX_MESSAGE_BYTES,
+  // At least the largest request: a JSON gateway body (~1.8 MiB here).
+  maxHeldRequestBytesPerConnection: 2 * 2 ** 20,
   maxWaitingRequestStreams: 3,
 };
 
@@ -76,17 +78,17 @@ for (const directUnary of [true, false]) {
       await server.close();
     });
     const budget = server.requestBytes!;
-    // 400 KiB puts: three fit the connection's bound (one largest message, 1.5 MiB), not four.
-    const body = putFrame('k', 400 * 1024);
+    // 700 KiB puts: two fit the connection's bound (2 MiB), not three.
+    const body = putFrame('k', 700 * 1024);
     const announced = body.length - 5;
-    const started = Array.from({ length: 8 }, () => startRequest(session, PUT, body, 200 * 1024));
-    await until('budget.refusedStreams === 2 && budget.waitingStreams === 3', () => budget.refusedStreams === 2 && budget.waitingStreams === 3, 5_000);
-    t.equal(budget.heldBytes, 3 * announced, 'three messages reserved whole');
+    const started = Array.from({ length: 8 }, () => startRequest(session, PUT, body, 300 * 1024));
+    await until('three reset, three waiting', () => budget.refusedStreams === 3 && budget.waitingStreams === 3, 5_000);
+    t.equal(budget.heldBytes, 2 * announced, 'two messages reserved whole');
     const early = await Promise.all(started.map((s) => Promise.race([s.outcome, new Promise((r) => setTimeout(r, 100, 'open'))])));
-    t.same(early.filter((o) => o !== 'open'), ['rst 11', 'rst 11'], 'the two past the waiting bound reset with ENHANCE_YOUR_CALM (RESOURCE_EXHAUSTED)');
+    t.same(early.filter((o) => o !== 'open'), ['rst 11', 'rst 11', 'rst 11'], 'the three past the waiting bound reset with ENHANCE_YOUR_CALM (RESOURCE_EXHAUSTED)');
     for (const s of started) s.finish();
     const outcomes = await Promise.all(started.map((s) => s.outcome));
-    t.same(outcomes.filter((o) => o === '0').length, 6, 'the six streams not reset are all answered OK, the waiting ones once room was returned');
+    t.same(outcomes.filter((o) => o === '0').length, 5, 'the five streams not reset are all answered OK, the waiting ones once room was returned');
     t.equal(budget.heldBytes, 0);
     t.equal(budget.waitingStreams, 0);
   });
@@ -104,9 +106,9 @@ t.test("grpc-js's streams are bounded too: an unfinished watch request holds its
   // A watch stream: a whole create request, then a message announced at the receive limit, unfinished.
   const watch = startRequest(session, WATCH, Buffer.concat([createWatch, frame(Buffer.alloc(16), MAX_MESSAGE_BYTES)]), createWatch.length + 21);
   await until('budget.heldBytes === MAX_MESSAGE_BYTES', () => budget.heldBytes === MAX_MESSAGE_BYTES, 5_000);
-  // The connection's bound is used up: a put that does not arrive whole waits.
-  const put = startRequest(session, PUT, putFrame('p', 1000), 600);
-  await until('budget.waitingStreams === 1', () => budget.waitingStreams === 1, 5_000);
+  // The rest of the connection's bound is too little for a 600 KiB put: it waits.
+  const put = startRequest(session, PUT, putFrame('p', 600 * 1024), 600);
+  await until('the put waiting', () => budget.waitingStreams === 1, 5_000);
   watch.stream.close(); // the client gives up on the watch: its reservation goes, the put is read on
   put.finish();
   t.equal(await put.outcome, '0');
@@ -139,6 +141,50 @@ t.test("the member's bound across connections, and a closed connection's reserva
   t.same(await Promise.all([b.outcome, c.outcome]), ['0', '0']);
   t.match(await a.outcome, /^(rst \d+|)$/, 'the closed connection took its stream with it');
   t.equal(budget.heldBytes, 0);
+});
+
+/** An HTTP/1 request to the JSON gateway that sends `sent` bytes of `body` and waits for finish(). */
+function startGatewayRequest(port: number, body: Buffer, sent: number): { finish(): void; close(): void; status: Promise<string> } {
+  const socket = netConnect(port, '127.0.0.1');
+  socket.write(`POST /v3/kv/put HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n`);
+  socket.write(body.subarray(0, sent));
+  let answer = '';
+  const status = new Promise<string>((resolve) => {
+    socket.on('data', (d: Buffer) => (answer += d.toString('latin1')));
+    socket.on('error', () => undefined);
+    socket.on('close', () => resolve(/^HTTP\/1\.1 (\d+)/.exec(answer)?.[1] ?? 'closed'));
+    socket.on('data', () => {
+      if (/\r\n\r\n/.test(answer)) socket.end();
+    });
+  });
+  return { finish: () => socket.write(body.subarray(sent)), close: () => socket.destroy(), status };
+}
+
+/** A put as the gateway's JSON, exactly `length` bytes long. */
+function gatewayPutBody(length: number): Buffer {
+  const head = `{"key":"${Buffer.from('g').toString('base64')}","value":"`;
+  const value = 'A'.repeat(Math.floor((length - head.length - 2) / 4) * 4);
+  const text = `${head}${value}"}`;
+  return Buffer.from(text + ' '.repeat(length - text.length));
+}
+
+t.test("the JSON gateway's bodies share the bound: reserved by their length before they are read", async (t) => {
+  const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, limits: { ...limits, maxHeldRequestBytes: 2.5 * 2 ** 20 } });
+  t.teardown(() => server.close());
+  const budget = server.requestBytes!;
+  const body = gatewayPutBody(1_000_000);
+  const [a, b] = [0, 1].map(() => startGatewayRequest(server.port, body, 1000));
+  await until('two bodies reserved', () => budget.heldBytes === 2 * body.length);
+  const waiting = [0, 1, 2].map(() => startGatewayRequest(server.port, body, 1000));
+  await until('three waiting', () => budget.waitingStreams === 3);
+  const refused = startGatewayRequest(server.port, body, 1000);
+  t.equal(await refused.status, '429', 'past the waiting bound: RESOURCE_EXHAUSTED, the body not read');
+  a!.close();
+  await until('the closed connection\'s room taken by the first waiting', () => budget.waitingStreams === 2 && budget.heldBytes === 2 * body.length);
+  for (const r of [b!, ...waiting]) r.finish();
+  t.same(await Promise.all([b!, ...waiting].map((r) => r.status)), ['200', '200', '200', '200'], 'each finished body answered, the waiting ones as room came back');
+  t.equal(budget.heldBytes, 0);
+  t.equal(await a!.status, 'closed');
 });
 
 /** A stand-in for a server stream: data events, pause/resume recorded, one connection. */

@@ -22,6 +22,7 @@ import { STATUS_CODES, createServer, type IncomingMessage, type Server, type Ser
 import type { Duplex } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import protobuf from 'protobufjs';
+import type { RequestBytesBudget } from './request-bytes.js';
 import { etcdProtoRoot } from '../proto-files.js';
 import type { GatewayCaller, GatewayStream, GatewayStreamMethod, GatewayStreamOutput } from './server.js';
 import { certUser } from './client-tls.js';
@@ -260,7 +261,13 @@ function isStatus(e: unknown): e is { code: grpc.status; details: string } {
   return typeof e === 'object' && e !== null && typeof (e as { code?: unknown }).code === 'number' && typeof (e as { details?: unknown }).details === 'string';
 }
 
-/** The gateway: an HTTP/1.1 server that is never listened on; the client port hands it connections. */
+/** Why a request body was not read. */
+interface BodyRefused {
+  refused: 'too large' | 'no room';
+}
+const TOO_LARGE: BodyRefused = { refused: 'too large' };
+const NO_ROOM: BodyRefused = { refused: 'no room' };
+
 /** The client closed its connection before its request body ended. */
 class ClientGoneError extends Error {
   constructor() {
@@ -268,6 +275,7 @@ class ClientGoneError extends Error {
   }
 }
 
+/** The gateway: an HTTP/1.1 server that is never listened on; the client port hands it connections. */
 export class JsonGateway {
   readonly server: Server;
   private readonly root = etcdProtoRoot(true);
@@ -283,6 +291,8 @@ export class JsonGateway {
     private readonly metrics?: () => Promise<{ contentType: string; body: string }>,
     onInternalError?: (err: unknown) => void,
     private readonly headersTimeoutMs = GATEWAY_HEADERS_TIMEOUT_MS,
+    /** The client port's bound on request bytes held before they are whole, shared with gRPC. */
+    private readonly requestBytes?: RequestBytesBudget,
   ) {
     this.server = createServer((req, res) => {
       this.headersArrived(req.socket);
@@ -358,7 +368,7 @@ export class JsonGateway {
     if (req.method !== 'POST') return sendPlain(res, 405, 'Method Not Allowed');
     if (streamed !== undefined) return this.stream(streamed, req, res);
     const body = await this.readBody(req);
-    if (body === undefined) return this.tooLarge(res);
+    if (typeof body !== 'string') return this.refuseBody(res, body.refused);
     const [service, method] = route!;
     const methodDef = this.root.lookupService(`etcdserverpb.${service}`).methods[method]!;
     let request: Uint8Array;
@@ -383,7 +393,7 @@ export class JsonGateway {
    */
   private async stream(method: GatewayStreamMethod, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const body = await this.readBody(req);
-    if (body === undefined) return this.tooLarge(res);
+    if (typeof body !== 'string') return this.refuseBody(res, body.refused);
     const methodDef = this.root.lookupService(method === 'Watch' ? 'etcdserverpb.Watch' : 'etcdserverpb.Lease').methods[method]!;
     const requestType = this.root.lookupType(methodDef.requestType);
     const responseType = this.root.lookupType(methodDef.responseType);
@@ -446,14 +456,40 @@ export class JsonGateway {
     if (!watch) stream.endRequests();
   }
 
-  /** The rest of an oversized body is not read: answer, then close the connection. */
-  private tooLarge(res: ServerResponse): void {
+  /** The rest of a body not read (oversized, or no room to hold it): answer, then close the connection. */
+  private refuseBody(res: ServerResponse, why: BodyRefused['refused']): void {
     res.setHeader('connection', 'close');
-    sendError(res, grpc.status.RESOURCE_EXHAUSTED, `request body larger than ${this.maxBodyBytes} bytes`);
+    if (why === 'too large') sendError(res, grpc.status.RESOURCE_EXHAUSTED, `request body larger than ${this.maxBodyBytes} bytes`);
+    else sendError(res, grpc.status.RESOURCE_EXHAUSTED, 'picloud: too many requests waiting for room to read their bodies');
   }
 
-  /** The body as text, or undefined once it outgrows the limit (the rest is not read); ClientGoneError if the client leaves first. */
-  private readBody(req: IncomingMessage): Promise<string | undefined> {
+  /**
+   * The body as text; TOO_LARGE once it outgrows the limit, NO_ROOM when the client port
+   * holds too much already (request-bytes.ts: the body's declared length, or the limit when it
+   * declares none, is reserved before it is read, and released once it is whole; the rest is
+   * not read either way); ClientGoneError if the client leaves first.
+   */
+  private async readBody(req: IncomingMessage): Promise<string | BodyRefused> {
+    const declared = req.headers['content-length'] === undefined ? NaN : Number(req.headers['content-length']);
+    if (declared > this.maxBodyBytes) return TOO_LARGE;
+    const bytes = Number.isSafeInteger(declared) && declared >= 0 ? declared : this.maxBodyBytes;
+    if (this.requestBytes === undefined || bytes === 0) return this.readWholeBody(req);
+    const reservation = this.requestBytes.reserve(req.socket, bytes);
+    const release = (): void => reservation.release();
+    req.once('close', release);
+    try {
+      if (!(await reservation.admitted)) {
+        if (req.destroyed) throw new ClientGoneError();
+        return NO_ROOM;
+      }
+      return await this.readWholeBody(req);
+    } finally {
+      release();
+      req.removeListener('close', release);
+    }
+  }
+
+  private readWholeBody(req: IncomingMessage): Promise<string | BodyRefused> {
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
       let size = 0;
@@ -462,7 +498,7 @@ export class JsonGateway {
         if (size > this.maxBodyBytes) {
           req.removeAllListeners('data');
           req.pause();
-          resolve(undefined);
+          resolve(TOO_LARGE);
           return;
         }
         chunks.push(c);

@@ -49,17 +49,22 @@ export class RequestBytesBudget {
   private held = 0;
   private readonly heldByConnection = new Map<object, number>();
   /** In arrival order: room goes to the first that fits. */
-  private readonly waiting = new Set<MessageReader>();
+  private readonly waiting = new Set<Waiter>();
   private readonly limits: RequestBytesLimits;
-  /** Streams reset because `waitingStreams` were already waiting. */
+  /** Streams reset (and gateway requests refused) because `waitingStreams` were already waiting. */
   refusedStreams = 0;
 
-  /** `maxMessageBytes`: the receive limit; a longer message is refused by the call itself, not reserved. */
+  /**
+   * `maxMessageBytes`: the receive limit (a longer message is refused by the call itself, not
+   * reserved); `largestBytes`: the most one request may reserve (the JSON gateway's bodies are
+   * larger), which both bounds are raised to, so that each request fits once the others are gone.
+   */
   constructor(
     limits: RequestBytesLimits,
     readonly maxMessageBytes: number,
+    largestBytes = maxMessageBytes,
   ) {
-    const connectionBytes = Math.max(limits.connectionBytes, maxMessageBytes);
+    const connectionBytes = Math.max(limits.connectionBytes, maxMessageBytes, largestBytes);
     this.limits = { ...limits, connectionBytes, memberBytes: Math.max(limits.memberBytes, connectionBytes) };
   }
 
@@ -78,6 +83,18 @@ export class RequestBytesBudget {
     const connection = stream.session;
     if (connection === undefined) return;
     new MessageReader(this, stream, connection).start();
+  }
+
+  /**
+   * `bytes` for a request body on `connection` (the JSON gateway's): reserved now or once room
+   * is returned (`admitted` true), or refused because too many are waiting (false). release()
+   * returns the room, or gives up the wait (`admitted` then settles false).
+   */
+  reserve(connection: object, bytes: number): Reservation {
+    const r = new Reservation(this, connection, bytes);
+    if (this.tryReserve(connection, bytes)) r.admit();
+    else if (!this.enqueue(r)) r.refuse();
+    return r;
   }
 
   /** @internal */
@@ -99,7 +116,7 @@ export class RequestBytesBudget {
   }
 
   /** @internal A stream stopped until its message fits; false when too many are waiting already. */
-  enqueue(reader: MessageReader): boolean {
+  enqueue(reader: Waiter): boolean {
     if (this.waiting.size >= this.limits.waitingStreams) {
       this.refusedStreams++;
       return false;
@@ -109,13 +126,57 @@ export class RequestBytesBudget {
   }
 
   /** @internal */
-  dequeue(reader: MessageReader): void {
+  dequeue(reader: Waiter): void {
     this.waiting.delete(reader);
   }
 }
 
+/** What waits for room: it takes its reservation and goes on (true), or waits on. */
+interface Waiter {
+  admitIfRoom(): boolean;
+}
+
+/** A reservation for one request body (reserve()). */
+export class Reservation implements Waiter {
+  readonly admitted: Promise<boolean>;
+  private settle!: (admitted: boolean) => void;
+  private state: 'waiting' | 'held' | 'done' = 'waiting';
+
+  constructor(
+    private readonly budget: RequestBytesBudget,
+    private readonly connection: object,
+    private readonly bytes: number,
+  ) {
+    this.admitted = new Promise((resolve) => (this.settle = resolve));
+  }
+
+  /** @internal */
+  admit(): void {
+    this.state = 'held';
+    this.settle(true);
+  }
+
+  /** @internal */
+  refuse(): void {
+    this.state = 'done';
+    this.settle(false);
+  }
+
+  admitIfRoom(): boolean {
+    if (!this.budget.tryReserve(this.connection, this.bytes)) return false;
+    this.admit();
+    return true;
+  }
+
+  release(): void {
+    if (this.state === 'held') this.budget.release(this.connection, this.bytes);
+    else if (this.state === 'waiting') this.budget.dequeue(this);
+    this.refuse();
+  }
+}
+
 /** One request stream's message boundaries, and the reservation of the message it is inside. */
-class MessageReader {
+class MessageReader implements Waiter {
   /** Bytes of the stream read so far. */
   private received = 0;
   /** Where the body of the message being received ends in the stream; -1 while reading a prefix. */

@@ -327,9 +327,11 @@ export class EtcdGrpcServer {
     const maxMessageBytes = limits.maxRequestBytes + GRPC_OVERHEAD_BYTES;
     const methods = opts.directUnary === false ? new Map<string, DirectMethod>() : s.directMethods();
     const route = (path: string): DirectMethod | undefined => methods.get(path);
+    const maxGatewayBodyBytes = Math.ceil((limits.maxRequestBytes * 4) / 3) + JSON_OVERHEAD_BYTES;
     const budget = (s.requestBytes = new RequestBytesBudget(
       { memberBytes: limits.maxHeldRequestBytes, connectionBytes: limits.maxHeldRequestBytesPerConnection, waitingStreams: limits.maxWaitingRequestStreams },
       maxMessageBytes,
+      maxGatewayBodyBytes,
     ));
     const hooked = hookGrpcStreams(server, (stream, headers, flags, grpcHandler) => {
       budget.watch(stream);
@@ -341,7 +343,7 @@ export class EtcdGrpcServer {
       opts.onInternalError?.(new Error("grpc-js's HTTP/2 server was not found: unary calls take grpc-js's path, request bytes are not bounded"), 'direct-unary');
     }
     // etcd serves its JSON gateway on the client port too (json-gateway.ts).
-    s.gateway = new JsonGateway(s, Math.ceil((limits.maxRequestBytes * 4) / 3) + JSON_OVERHEAD_BYTES, opts.version ?? DEFAULT_GATEWAY_VERSION, opts.metrics, (err) => opts.onInternalError?.(err, 'gateway'), limits.gatewayHeadersTimeoutMs);
+    s.gateway = new JsonGateway(s, maxGatewayBodyBytes, opts.version ?? DEFAULT_GATEWAY_VERSION, opts.metrics, (err) => opts.onInternalError?.(err, 'gateway'), limits.gatewayHeadersTimeoutMs, budget);
     const tls = opts.tls === undefined ? undefined : serverTlsProvider(tlsSource(opts.tls));
     s.listener = await SortingListener.listen(opts.host ?? '127.0.0.1', opts.port, injector, DEFAULT_SORTING_TIMEOUTS, s.gateway, (err) => opts.onInternalError?.(err, 'accept'), tls, opts.connections);
     return Object.assign(s, { port: s.listener.port });
