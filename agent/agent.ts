@@ -8,7 +8,7 @@ import { setLevelMaxOpenFiles } from '../core/storage/level-open.js';
 import { applyOpenFilesBudget } from './open-files.js';
 import { autoTlsNames, keepAutoTlsFresh, loadOrCreateAutoTls, type AutoTls } from './auto-tls.js';
 import pino from 'pino';
-import { Gauge } from 'prom-client';
+import { Counter, Gauge } from 'prom-client';
 import { AgentConfig, ConfigError } from './config.js';
 import { AgentHttp, sendJson } from './http.js';
 import { startManager, RunningManager } from './manager.js';
@@ -224,6 +224,33 @@ export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
         registers: [http.registry],
         collect() {
           this.set(m.watchBufferedBytes());
+        },
+      });
+      new Gauge({
+        name: 'picloud_client_request_bytes_held',
+        help: 'Bytes reserved on the client port for request messages and bodies not yet whole (bounded: 64 MiB, 8 MiB a connection)',
+        registers: [http.registry],
+        collect() {
+          this.set(m.requestBytes().held);
+        },
+      });
+      new Gauge({
+        name: 'picloud_client_request_streams_waiting',
+        help: 'Client requests not read on until their message fits under the bound on held request bytes',
+        registers: [http.registry],
+        collect() {
+          this.set(m.requestBytes().waiting);
+        },
+      });
+      let refusedSeen = 0;
+      new Counter({
+        name: 'picloud_client_request_streams_refused_total',
+        help: 'Client requests refused (RESOURCE_EXHAUSTED) because too many were waiting for room to be read',
+        registers: [http.registry],
+        collect() {
+          const refused = m.requestBytes().refused;
+          this.inc(refused - refusedSeen);
+          refusedSeen = refused;
         },
       });
       http.addRoutes([

@@ -17,6 +17,8 @@ export interface RunningManager {
   readiness(): { ok: boolean; reason: string };
   /** Watch responses queued on the client port and not yet written, all streams together. */
   watchBufferedBytes(): number;
+  /** The client port's bound on request bytes held for unfinished requests (core/net/etcd/request-bytes.ts). */
+  requestBytes(): { held: number; waiting: number; refused: number };
   stop(): Promise<void>;
 }
 
@@ -111,6 +113,7 @@ export async function startManager(
     node,
     readiness: () => node.readiness(),
     watchBufferedBytes: () => grpc?.watchBuffers.bytes ?? 0,
+    requestBytes: () => ({ held: grpc?.requestBytes?.heldBytes ?? 0, waiting: grpc?.requestBytes?.waitingStreams ?? 0, refused: grpc?.requestBytes?.refusedStreams ?? 0 }),
     stop: async () => {
       await grpc?.close(500).catch(() => undefined);
       backend.close();

@@ -16,7 +16,7 @@ import { EtcdGrpcServer, GRPC_OVERHEAD_BYTES } from '../../core/net/etcd/server.
 import { RequestBytesBudget } from '../../core/net/etcd/request-bytes.js';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
 import { FakeEtcdBackend } from './fake-etcd-backend.js';
-import { AgentCluster } from '../helpers/agents.js';
+import { AgentCluster, scrapeMetrics } from '../helpers/agents.js';
 import { until } from '../helpers/wait.js';
 
 const MAX_REQUEST_BYTES = 1024 * 1024;
@@ -265,6 +265,10 @@ t.test('a member under the attack measured before the bound: 400 unfinished 1.9 
   const resets = (await Promise.all(started.map((s) => Promise.race([s.outcome, new Promise((r) => setTimeout(r, 10, 'open'))])))).filter((o) => o === 'rst 11').length;
   t.ok(grown < 150, `the member's RSS grew ${grown.toFixed(0)} MiB for ${((400 * announced) / 2 ** 20).toFixed(0)} MiB of unfinished messages (before the bound: ~420 MiB and on)`);
   t.ok(resets > 0, `${resets} streams reset past the waiting bound`);
+  const metrics = await scrapeMetrics(agent.ports.http);
+  t.equal(metrics.get('picloud_client_request_streams_refused_total'), resets, '/metrics counts the refused streams');
+  t.equal(metrics.get('picloud_client_request_streams_waiting'), 256, 'and the waiting ones (MAX_WAITING_REQUEST_STREAMS)');
+  t.ok(metrics.get('picloud_client_request_bytes_held')! <= 64 * 2 ** 20, `and the bytes held (${metrics.get('picloud_client_request_bytes_held')})`);
   // The member serves on, and a put that arrives whole is not held up.
   const other = connect(`http://127.0.0.1:${agent.ports.client}`);
   t.teardown(() => other.destroy());
