@@ -155,6 +155,22 @@ t.test('a deadline that passes while the backend works: DEADLINE_EXCEEDED from t
   t.equal(r.direct.headers['grpc-message'], 'Deadline%20exceeded');
 });
 
+t.test('deadlines past 2^31 ms (30 days, 99,999,999 hours) are deadlines to come, on both paths and for a compressed request', async (t) => {
+  // The backend takes a while, as a quorum read does: a deadline taken as passed would fire first.
+  const range = backend.range.bind(backend);
+  backend.range = async (r, ctx) => (await new Promise((resolve) => setTimeout(resolve, 50)), range(r, ctx));
+  t.teardown(() => void (backend.range = range));
+  for (const timeout of ['2592000S', '99999999H', '596H']) {
+    const r = await both(RANGE, [frame(encode('KV', 'Range', { key: Buffer.from('k') }))], { 'grpc-timeout': timeout });
+    t.same(r.direct, r.grpcJs, `${timeout}: the same answer`);
+    t.equal(r.direct.trailers['grpc-status'], '0', `${timeout}: answered OK, not DEADLINE_EXCEEDED at once`);
+  }
+  // A compressed request is grpc-js's whatever the server: the timeout is clamped before it reads it.
+  const gz = await both(PUT, [frame(gzipSync(encode('KV', 'Put', { key: Buffer.from('gz') })), 1)], { 'grpc-encoding': 'gzip', 'grpc-timeout': '2592000S' });
+  t.equal(gz.direct.trailers['grpc-status'], '0', "grpc-js's path: answered OK");
+  t.same(gz.taken, [0, 0]);
+});
+
 t.test('a compressed request goes to grpc-js, which decompresses it', async (t) => {
   const message = gzipSync(encode('KV', 'Put', { key: Buffer.from('gz'), value: Buffer.from('zipped') }));
   const r = await both(PUT, [frame(message, 1)], { 'grpc-encoding': 'gzip' });

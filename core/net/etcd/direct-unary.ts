@@ -61,6 +61,23 @@ const END_STREAM = { endStream: true };
 const DEADLINE_REGEX = /(\d{1,8})\s*([HMSmun])/;
 const DEADLINE_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 0.001, n: 0.000_001 };
 
+/** The longest a Node timer waits (longer ones fire at once, with a warning). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** The longest grpc-timeout grpc-js keeps whole: 596 hours (24.8 days) is under 2^31 ms. */
+const LONGEST_GRPC_JS_TIMEOUT = '596H';
+
+/**
+ * A grpc-timeout that grpc-js would take as already passed (over 2^31 ms: it computes `ms | 0`)
+ * is made its longest, 596 hours, before grpc-js reads the headers: a client asking 30 days
+ * (grpc-go sends `2592000S`) is not failed with DEADLINE_EXCEEDED at once.
+ */
+export function clampGrpcTimeout(headers: IncomingHttpHeaders): void {
+  const value = headers['grpc-timeout'];
+  if (typeof value !== 'string') return;
+  const m = DEADLINE_REGEX.exec(value);
+  if (m !== null && Number(m[1]) * DEADLINE_UNIT_MS[m[2]!]! > MAX_TIMER_MS) headers['grpc-timeout'] = LONGEST_GRPC_JS_TIMEOUT;
+}
+
 const EMPTY = Buffer.alloc(0);
 /** grpc-js's test of a text metadata value (metadata.ts isLegalNonBinaryValue). */
 const LEGAL_TEXT_VALUE = /^[ -~]*$/;
@@ -151,12 +168,19 @@ export class DirectCall {
         this.fail({ code: INTERNAL, details: `Invalid grpc-timeout value "${timeout}"` });
         return;
       }
-      const ms = (Number(m[1]) * DEADLINE_UNIT_MS[m[2]!]!) | 0;
-      this.deadline = Date.now() + ms;
-      this.deadlineTimer = setTimeout(() => this.fail({ code: DEADLINE_EXCEEDED, details: 'Deadline exceeded' }), ms);
+      // Exact, where grpc-js's `| 0` turns one over ~24.8 days (2^31 ms) into one already passed.
+      this.deadline = Date.now() + Number(m[1]) * DEADLINE_UNIT_MS[m[2]!]!;
+      this.armDeadline();
     }
     stream.on('data', (chunk: Buffer) => this.receive(chunk));
     stream.once('end', () => this.halfClosed());
+  }
+
+  /** Ends the call at its deadline (in steps: a timer waits at most MAX_TIMER_MS). */
+  private armDeadline(): void {
+    const left = this.deadline - Date.now();
+    this.deadlineTimer =
+      left > MAX_TIMER_MS ? setTimeout(() => this.armDeadline(), MAX_TIMER_MS) : setTimeout(() => this.fail({ code: DEADLINE_EXCEEDED, details: 'Deadline exceeded' }), left);
   }
 
   /** Sends the response message and the OK trailers. */

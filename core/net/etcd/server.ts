@@ -24,7 +24,7 @@ import { certificateUser, serverTlsOptions, tlsSource, type ClientTls, type Clie
 import type { PeerCertificate, TlsOptions } from 'node:tls';
 import { EagerFrames, EagerMessage, eagerSendInterceptor } from './eager-send.js';
 import { learnerServesUnary } from './learner-rpcs.js';
-import { DirectCall, directMethod, hookGrpcStreams, type DirectMethod } from './direct-unary.js';
+import { DirectCall, clampGrpcTimeout, directMethod, hookGrpcStreams, type DirectMethod } from './direct-unary.js';
 import { MAX_HELD_REQUEST_BYTES, MAX_HELD_REQUEST_BYTES_PER_CONNECTION, MAX_WAITING_REQUEST_STREAMS, RequestBytesBudget } from './request-bytes.js';
 import { MAX_REQUEST_BYTES } from '../../kv/limits.js';
 import { watchRangeRefusal } from '../../kv/watch.js';
@@ -336,7 +336,10 @@ export class EtcdGrpcServer {
     const hooked = hookGrpcStreams(server, (stream, headers, flags, grpcHandler) => {
       budget.watch(stream);
       const method = directMethod(headers, route);
-      if (method === undefined) grpcHandler(stream, headers, flags);
+      if (method === undefined) {
+        clampGrpcTimeout(headers);
+        grpcHandler(stream, headers, flags);
+      }
       else new DirectCall(stream, headers, method, maxMessageBytes).start();
     });
     if (!hooked) {
