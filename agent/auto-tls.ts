@@ -3,6 +3,8 @@
  * itself and keeps in its data dir, where etcd keeps its own (`fixtures/client/cert.pem` and
  * `key.pem`). Clients cannot verify it against any CA: etcdctl needs
  * `--insecure-transport=false --insecure-skip-tls-verify` (or `--cacert` naming the file).
+ * Other members verify it by the copy the member publishes in its Raft member record
+ * (core/net/etcd/member-cert.ts; agent/manager.ts publishes the one served now).
  *
  * As etcd 3.4 does, a pair already there is used again at every start (clients may have pinned
  * it). Unlike etcd, which serves its pair after it expired, a pair that has expired or expires

@@ -41,6 +41,15 @@ export async function startManager(
   hooks: ManagerHooks = {},
 ): Promise<RunningManager> {
   const { onRemoved, onFatal, onDuplicate, metrics } = hooks;
+  // The certificate files are read again when they change, as etcd's are.
+  const own = config.clientTls;
+  const tls: ClientTlsSource | undefined =
+    own?.files === undefined
+      ? own && tlsSource(own)
+      : new ClientTlsFiles({ ...own, files: own.files }, (outcome) => {
+          if (outcome.ok) log.info({ files: own.files }, 'client port: certificate files changed; new connections use them');
+          else log.warn({ files: own.files, reason: outcome.reason }, 'client port: certificate files changed but cannot be used; still serving the ones read before');
+        });
   const node = await ManagerNode.start({
     name: config.name,
     dataDir: config.dataDir,
@@ -48,6 +57,9 @@ export async function startManager(
     advertiseAddr: config.advertiseAddr,
     clientPort: config.clientPort,
     clientTls: config.clientTls !== undefined,
+    // --auto-tls's certificate is each member's own, signed by no CA: the members forwarding to
+    // this one trust it because it is in this member's record (core/net/etcd/member-cert.ts).
+    publishedClientCert: config.autoTls !== undefined && tls !== undefined ? () => tls.current().cert.toString('latin1') : undefined,
     peerPort: config.peerPort,
     joinPort: config.gossipPort,
     // The gossip listener owns the gossip port and hands join connections over.
@@ -71,15 +83,6 @@ export async function startManager(
     newBoard: config.newBoard,
   });
   let grpc: EtcdGrpcServer | undefined;
-  // The certificate files are read again when they change, as etcd's are.
-  const own = config.clientTls;
-  const tls: ClientTlsSource | undefined =
-    own?.files === undefined
-      ? own && tlsSource(own)
-      : new ClientTlsFiles({ ...own, files: own.files }, (outcome) => {
-          if (outcome.ok) log.info({ files: own.files }, 'client port: certificate files changed; new connections use them');
-          else log.warn({ files: own.files, reason: outcome.reason }, 'client port: certificate files changed but cannot be used; still serving the ones read before');
-        });
   // A process killed while serving a Snapshot call left its spool file (the store's size) behind.
   const spools = removeSnapshotSpools(config.dataDir);
   if (spools > 0) log.info({ files: spools }, 'removed snapshot spool files a previous run left');
@@ -99,12 +102,18 @@ export async function startManager(
     throw e;
   }
   const ownAddr = node.members.get(node.id)?.clientAddr;
-  if (own !== undefined && ownAddr !== undefined) {
-    // --auto-tls's certificate is each member's own, trusted by no other; alone, nobody forwards to it.
-    const why = config.autoTls !== undefined
-      ? node.members.size > 1 ? 'it is made by --auto-tls, and each member makes its own: give every member --cert-file/--key-file signed by one CA, and --trusted-ca-file' : undefined
-      : checkMemberCanVerify(own, parseHostPort(dialTarget(ownAddr).hostPort).host);
+  if (own !== undefined && ownAddr !== undefined && config.autoTls === undefined) {
+    const why = checkMemberCanVerify(own, parseHostPort(dialTarget(ownAddr).hostPort).host);
     if (why !== undefined) log.warn({ certFile: own.files?.cert, why }, 'other members cannot verify this member\'s client certificate: lease keep-alives sent to a follower will fail while this member leads');
+  }
+  // --auto-tls's certificate is published in this member's record: the others verify it by that.
+  // But they present their own when they dial it, which a --trusted-ca-file here did not sign if
+  // --auto-tls made it too (alone, nobody forwards to it).
+  if (own !== undefined && config.autoTls !== undefined && requiresClientCerts(own) && node.members.size > 1) {
+    log.warn(
+      { caFile: own.files?.ca, why: 'it requires client certificates the --trusted-ca-file signed, and a member forwarding to it presents its own client-port certificate, which --auto-tls makes self-signed' },
+      'members with --auto-tls cannot forward to this member: lease keep-alives sent to them will fail while this member leads',
+    );
   }
   const mode = own === undefined ? 'off' : own.clientCertAuth ? 'client certificates required, naming users' : requiresClientCerts(own) ? 'client certificates required' : 'on';
   log.info({ client: `${config.bindAddr}:${config.clientPort}`, tls: mode }, 'etcd API listening');

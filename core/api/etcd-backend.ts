@@ -20,7 +20,7 @@ import type * as api from '../net/etcd/service.js';
 import { ManagerAuthBackend } from './etcd-auth-backend.js';
 import { etcdErrors, etcdErrorsSync, toEtcdError } from './etcd-errors.js';
 import { DEFAULT_REQUEST_TIMEOUT_MS, ManagerNode } from './manager-node.js';
-import { FORWARD_TIMEOUT_MS, LeaseForwarder } from './lease-forwarder.js';
+import { FORWARD_TIMEOUT_MS, LeaseForwarder, type ForwardTarget } from './lease-forwarder.js';
 import { clientUrl, type ClientTlsSource } from '../net/etcd/client-tls.js';
 import { parseHostPort } from '../net/address.js';
 
@@ -175,7 +175,9 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     private readonly node: ManagerNode,
     clientTls?: ClientTlsSource,
   ) {
-    this.forwarder = new LeaseForwarder(clientTls);
+    this.forwarder = new LeaseForwarder(clientTls, (leader, reason) =>
+      node.opts.logger.warn({ leader, reason }, 'the leader\'s published client certificate cannot be used: forwarding to it as to a member that published none'),
+    );
     this.auth = new ManagerAuthBackend({ node, header: (rev) => this.header(rev), replicate: (req) => this.replicate(req) });
   }
 
@@ -467,13 +469,13 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     return this.node.isLearner;
   }
 
-  /** The leader's client address, for what only the leader knows (lease time). */
-  private leaderClientAddr(): string {
+  /** The leader's client address and published certificate, for what only the leader knows (lease time). */
+  private leaderClientAddr(): ForwardTarget {
     // Just elected, lease timers not yet taken over: asking ourselves would loop.
     if (this.node.lead === this.node.id) throw new EtcdError('LEADER_CHANGED');
     const leader = this.node.members.get(this.node.lead);
     if (!leader?.clientAddr) throw new EtcdError('NO_LEADER');
-    return leader.clientAddr;
+    return { clientAddr: leader.clientAddr, clientCert: leader.clientCert };
   }
 
   /**

@@ -10,6 +10,13 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../net/proto-files.js';
 import { dialTarget, memberDialCredentials, type ClientTls, type ClientTlsSource } from '../net/etcd/client-tls.js';
+import { pinnedCert, pinnedDialCredentials } from '../net/etcd/member-cert.js';
+
+/**
+ * The leader to forward to: its client address, and the certificate it published in its
+ * member record (member-cert.ts), if any. A bare address: nothing published.
+ */
+export type ForwardTarget = string | { clientAddr: string; clientCert?: string };
 
 /** How long a forwarded keep-alive or time-to-live may wait for the leader's answer. */
 export const FORWARD_TIMEOUT_MS = 5_000;
@@ -73,13 +80,20 @@ export class LeaseForwarder {
 
   /** The member's TLS the client to the leader was made with (a renewed certificate makes a new client). */
   private dialedWith: ClientTls | undefined;
+  /** The certificate the leader had published when its client was made (a renewed one makes a new client). */
+  private dialedPin: string | undefined;
 
   /**
-   * `clientTls`: this member's own client TLS, with which it dials a leader that serves TLS
-   * (client-tls.ts). A member without it forwards to such a leader over TLS checked against
-   * the system's roots only.
+   * `clientTls`: this member's own client TLS, which it presents when it dials a leader that
+   * serves TLS. A leader that published its certificate is trusted by it alone (member-cert.ts);
+   * one that did not (it has --cert-file, or runs an older version) is checked as client-tls.ts
+   * says, or, without `clientTls`, against the system's roots. `onPinRefused`: a leader's
+   * published certificate cannot be used, so it is dialed as one that published none.
    */
-  constructor(private readonly clientTls?: ClientTlsSource) {}
+  constructor(
+    private readonly clientTls?: ClientTlsSource,
+    private readonly onPinRefused: (leaderClientAddr: string, reason: string) => void = () => undefined,
+  ) {}
 
   /** Streams open to the leader (one per caller's token). */
   get streamCount(): number {
@@ -87,12 +101,12 @@ export class LeaseForwarder {
   }
 
   /**
-   * Renew lease `id` through the leader at `leaderClientAddr`, as `caller` (its stream's key and
+   * Renew lease `id` through `leader`, as `caller` (its stream's key and
    * a token for it); resolves with the TTL (0: not found).
    */
-  keepAlive(leaderClientAddr: string, id: number, caller?: { key: string; token: string }): Promise<number> {
+  keepAlive(leader: ForwardTarget, id: number, caller?: { key: string; token: string }): Promise<number> {
     if (this.pendingCount >= MAX_PENDING_FORWARDED_KEEPALIVES) return Promise.reject(new Error('too many forwarded keep-alives'));
-    const fs = this.streamTo(leaderClientAddr, caller?.key ?? '', caller?.token);
+    const fs = this.streamTo(leader, caller?.key ?? '', caller?.token);
     const key = String(id);
     return new Promise<number>((resolve, reject) => {
       const timer = setTimeout(() => this.settle(fs, key, (w) => w.reject(new Error('forwarded keep-alive timed out'))), FORWARD_TIMEOUT_MS);
@@ -104,23 +118,23 @@ export class LeaseForwarder {
     });
   }
 
-  /** The remaining TTL of lease `id` as the leader at `leaderClientAddr` counts it (-1: not found). */
-  timeToLive(leaderClientAddr: string, id: number, token?: string): Promise<number> {
-    const client = this.clientTo(leaderClientAddr);
+  /** The remaining TTL of lease `id` as `leader` counts it (-1: not found). */
+  timeToLive(leader: ForwardTarget, id: number, token?: string): Promise<number> {
+    const client = this.clientTo(leader);
     return new Promise<number>((resolve, reject) => {
       client.LeaseTimeToLive({ ID: String(id) }, tokenMetadata(token), { deadline: Date.now() + FORWARD_TIMEOUT_MS }, (err, r) => (err ? reject(err) : resolve(Number(r.TTL))));
     });
   }
 
   /**
-   * Promotes learner `id` through the leader at `leaderClientAddr`: only the leader knows how far
+   * Promotes learner `id` through `leader`: only the leader knows how far
    * a learner's log has come, so only it can refuse one that is not caught up (etcd forwards
    * promotions to its leader as well). Rejects with the leader's gRPC error.
    */
-  memberPromote(leaderClientAddr: string, id: number, token?: string): Promise<void> {
+  memberPromote(leader: ForwardTarget, id: number, token?: string): Promise<void> {
     // Never closed: it rides the Lease client's channel (closing it would close that channel)
     // and holds nothing of its own.
-    const cluster = new (clientCtors().Cluster)('unused', grpc.credentials.createInsecure(), { channelOverride: this.clientTo(leaderClientAddr).getChannel() });
+    const cluster = new (clientCtors().Cluster)('unused', grpc.credentials.createInsecure(), { channelOverride: this.clientTo(leader).getChannel() });
     return new Promise<void>((resolve, reject) => {
       cluster.MemberPromote({ ID: String(id) }, tokenMetadata(token), { deadline: Date.now() + FORWARD_TIMEOUT_MS }, (err) => (err ? reject(err) : resolve()));
     });
@@ -137,23 +151,34 @@ export class LeaseForwarder {
     }
   }
 
-  /** The client for the leader at `addr`; a new leader closes the old one's client and streams. */
-  private clientTo(addr: string): LeaseClient {
+  /** The client for `leader`; a new leader (or a new certificate of its) closes the old client and streams. */
+  private clientTo(leader: ForwardTarget): LeaseClient {
+    const addr = typeof leader === 'string' ? leader : leader.clientAddr;
     const { hostPort, tls } = dialTarget(addr);
     const own = tls ? this.clientTls?.current() : undefined;
-    if (this.client && this.target === addr && this.dialedWith === own) return this.client;
+    const published = tls && typeof leader !== 'string' ? leader.clientCert : undefined;
+    if (this.client && this.target === addr && this.dialedWith === own && this.dialedPin === published) return this.client;
     this.close();
     const Ctor = clientCtors().Lease;
     this.target = addr;
     this.dialedWith = own;
-    const credentials = !tls ? grpc.credentials.createInsecure() : own === undefined ? grpc.credentials.createSsl() : memberDialCredentials(own);
-    this.client = new Ctor(hostPort, credentials);
+    this.dialedPin = published;
+    this.client = new Ctor(hostPort, tls ? this.tlsCredentials(addr, own, published) : grpc.credentials.createInsecure());
     return this.client;
   }
 
+  private tlsCredentials(addr: string, own: ClientTls | undefined, published: string | undefined): grpc.ChannelCredentials {
+    if (published !== undefined) {
+      const pin = pinnedCert(published);
+      if ('pem' in pin) return pinnedDialCredentials(pin, own);
+      this.onPinRefused(addr, pin.reason);
+    }
+    return own === undefined ? grpc.credentials.createSsl() : memberDialCredentials(own);
+  }
+
   /** The stream for the caller `key` (its user and auth revision; '' for none), opened with `token` if new. */
-  private streamTo(addr: string, key: string, token: string | undefined): ForwardStream {
-    const client = this.clientTo(addr);
+  private streamTo(leader: ForwardTarget, key: string, token: string | undefined): ForwardStream {
+    const client = this.clientTo(leader);
     const now = performance.now();
     this.closeIdle(now);
     const existing = this.streams.get(key);

@@ -65,6 +65,7 @@ import type { DuplicateNotice } from '../net/duplicate-member.js';
 import { defaultAdvertiseAddress, isWildcard } from '../net/advertise.js';
 import { JoinMember, JoinRefusedError, JoinServer, joinCluster } from '../net/join.js';
 import { clientAddress } from '../net/etcd/client-tls.js';
+import { MAX_PUBLISHED_CERT_CHARS, recordedClientCert } from '../net/etcd/member-cert.js';
 import { derivePeerKey, formatToken, generateToken, parseToken, tokenDigest } from '../net/token.js';
 import { type PromotionRefusal, promotionRefusal } from './promotion-check.js';
 import { RaftDriver, RaftDriverError, RaftPersistence, SnapshotRefusedError, type Requester } from './raft-driver.js';
@@ -79,6 +80,12 @@ export interface ManagerNodeOptions {
   clientPort: number;
   /** The client port serves TLS: the member record says https:// (client-tls.ts). */
   clientTls?: boolean;
+  /**
+   * The client-port certificate (PEM) this member publishes in its record, so members
+   * forwarding to it trust it (--auto-tls: core/net/etcd/member-cert.ts). Asked again at each
+   * look at the record, so a renewed certificate is published; absent or undefined: none.
+   */
+  publishedClientCert?: () => string | undefined;
   peerPort: number;
   /**
    * The join handshake listens here (DESIGN.md: the gossip port) — unless `externalJoin`,
@@ -162,6 +169,8 @@ export interface Member {
   name: string;
   peerAddr: string;
   clientAddr: string;
+  /** The client-port certificate it published (member-cert.ts), as recorded: not checked. */
+  clientCert?: string;
   isLearner: boolean;
   /** The member's own space quota (absent in records made before quotas were recorded, until the member records it). */
   quotaBytes?: number;
@@ -191,6 +200,8 @@ interface MemberContext {
   clientAddr: string;
   /** The member's own space quota: the cluster holds to its members' smallest (core/kv/quota.ts). */
   quotaBytes?: number;
+  /** Its published client-port certificate; '' takes it away, absent keeps the one on record (recordedClientCert). */
+  clientCert?: string;
   /** An address update's op id (`member update` waits to see its own applied). */
   op?: string;
   /** A learner added by `etcdctl member add --learner` (see Member.operatorPromotes). */
@@ -270,8 +281,10 @@ function ownQuotaBytes(opts: ManagerNodeOptions): number {
 }
 
 /** A member table entry from a persisted or received record (its quota checked: the record may be older, or damaged). */
-function memberEntry(m: JoinMember & { operatorPromotes?: boolean; joinId?: unknown }, isLearner: boolean): Member {
+function memberEntry(m: JoinMember & { operatorPromotes?: boolean; joinId?: unknown; clientCert?: unknown }, isLearner: boolean): Member {
   const entry: Member = { id: m.id, name: m.name, peerAddr: m.peerAddr, clientAddr: m.clientAddr, quotaBytes: validQuota(m.quotaBytes), isLearner };
+  const clientCert = recordedClientCert(m.clientCert, undefined);
+  if (clientCert !== undefined) entry.clientCert = clientCert;
   if (m.operatorPromotes === true) entry.operatorPromotes = true;
   if (typeof m.joinId === 'string') entry.joinId = m.joinId;
   return entry;
@@ -649,12 +662,16 @@ export class ManagerNode {
         if (prev === undefined) return;
         if (typeof ctx?.op === 'string') this.addressUpdates.set(cc.nodeId, ctx.op);
         // A name is given once: to a member added by address (`member add`) when it first runs.
-        const moved = { ...prev, name: prev.name || (typeof ctx?.name === 'string' ? ctx.name : ''), peerAddr: ctx?.peerAddr || prev.peerAddr, clientAddr: ctx?.clientAddr || prev.clientAddr, quotaBytes: validQuota(ctx?.quotaBytes) ?? prev.quotaBytes };
+        const moved: Member = { ...prev, name: prev.name || (typeof ctx?.name === 'string' ? ctx.name : ''), peerAddr: ctx?.peerAddr || prev.peerAddr, clientAddr: ctx?.clientAddr || prev.clientAddr, quotaBytes: validQuota(ctx?.quotaBytes) ?? prev.quotaBytes };
+        const clientCert = recordedClientCert(ctx?.clientCert, prev.clientCert);
+        if (clientCert === undefined) delete moved.clientCert;
+        else moved.clientCert = clientCert;
         this.members.set(cc.nodeId, moved);
         // The transport keeps an address the member announced itself over this record.
         if (cc.nodeId !== this.id && moved.peerAddr !== prev.peerAddr) this.transport.addPeer(cc.nodeId, moved.peerAddr);
         this.membershipDirty = true;
-        this.opts.logger.info({ node: cc.nodeId.toString(16), peerAddr: moved.peerAddr, clientAddr: moved.clientAddr, quotaBytes: moved.quotaBytes }, 'member record updated');
+        const certificate = moved.clientCert === prev.clientCert ? undefined : moved.clientCert === undefined ? 'withdrawn' : 'published';
+        this.opts.logger.info({ node: cc.nodeId.toString(16), peerAddr: moved.peerAddr, clientAddr: moved.clientAddr, quotaBytes: moved.quotaBytes, clientCertificate: certificate }, 'member record updated');
         this.membersChanged();
         return;
       }
@@ -666,6 +683,8 @@ export class ManagerNode {
         isLearner: cc.type === ConfChangeType.AddLearner,
         quotaBytes: validQuota(ctx?.quotaBytes) ?? prev?.quotaBytes,
       };
+      const clientCert = recordedClientCert(ctx?.clientCert, prev?.clientCert);
+      if (clientCert !== undefined) member.clientCert = clientCert;
       if (ctx?.operatorPromotes === true || (ctx === undefined && prev?.operatorPromotes === true)) member.operatorPromotes = true;
       if (typeof ctx?.joinId === 'string') member.joinId = ctx.joinId;
       else if (ctx === undefined && prev?.joinId !== undefined) member.joinId = prev.joinId; // a promotion
@@ -680,7 +699,7 @@ export class ManagerNode {
   private membershipBytes(): Uint8Array {
     const m: AppliedMembership = {
       conf: this.conf,
-      members: [...this.members.values()].map(({ id, name, peerAddr, clientAddr, quotaBytes, operatorPromotes, joinId }) => ({ id, name, peerAddr, clientAddr, quotaBytes, operatorPromotes, joinId })),
+      members: [...this.members.values()].map(({ id, name, peerAddr, clientAddr, clientCert, quotaBytes, operatorPromotes, joinId }) => ({ id, name, peerAddr, clientAddr, clientCert, quotaBytes, operatorPromotes, joinId })),
       removed: [...this.removedMembers],
       self: this.id,
     };
@@ -1099,25 +1118,32 @@ export class ManagerNode {
   /**
    * A member started at other addresses than the cluster has on record (a new DHCP lease, other
    * ports), or with another quota (more memory, another --quota-backend-bytes), or with no
-   * quota on record (recorded before quotas were): the others already dial it where its handshake said; this
-   * records it through Raft, so `member list`, a restarted member and every member's quota see it.
+   * quota on record (recorded before quotas were), or with another client-port certificate to
+   * publish (--auto-tls made or renewed one, or is no longer given): the others already dial it
+   * where its handshake said; this records it through Raft, so `member list`, a restarted
+   * member, every member's quota and members forwarding to it (member-cert.ts) see it.
    */
-  private async recordOwnMember(self: MemberContext): Promise<void> {
+  private async recordOwnMember(addresses: MemberContext): Promise<void> {
     const rec = this.members.get(this.id);
     if (this.updatingOwnRecord || this.stopped || this.removed || this.duplicate !== undefined || this.lead === 0 || rec === undefined) return;
-    const onRecord = (m: Member | undefined): boolean => m !== undefined && m.name !== '' && m.peerAddr === self.peerAddr && m.clientAddr === self.clientAddr && m.quotaBytes === self.quotaBytes;
+    // One too long to record is not published (it would be recorded as none, and asked again forever).
+    const published = this.opts.publishedClientCert?.() ?? '';
+    const self: MemberContext = { ...addresses, clientCert: published.length <= MAX_PUBLISHED_CERT_CHARS ? published : '' };
+    const onRecord = (m: Member | undefined): boolean =>
+      m !== undefined && m.name !== '' && m.peerAddr === self.peerAddr && m.clientAddr === self.clientAddr && m.quotaBytes === self.quotaBytes && (m.clientCert ?? '') === self.clientCert;
     if (onRecord(rec)) return;
     if (!this.conf.voters.includes(this.id) && !this.conf.learners.includes(this.id)) return;
     this.updatingOwnRecord = true;
+    const certificate = (rec.clientCert ?? '') === self.clientCert ? undefined : self.clientCert === '' ? 'withdrawn' : 'published';
     const previous = { peerAddr: rec.peerAddr, clientAddr: rec.clientAddr, quotaBytes: rec.quotaBytes };
-    this.opts.logger.info({ peerAddr: self.peerAddr, clientAddr: self.clientAddr, quotaBytes: self.quotaBytes, previous }, 'recording this member\'s addresses and quota');
+    this.opts.logger.info({ peerAddr: self.peerAddr, clientAddr: self.clientAddr, quotaBytes: self.quotaBytes, clientCertificate: certificate, previous }, 'recording this member\'s addresses and quota');
     try {
-      const context = enc.encode(JSON.stringify({ name: rec.name || self.name, peerAddr: self.peerAddr, clientAddr: self.clientAddr, quotaBytes: self.quotaBytes }));
+      const context = enc.encode(JSON.stringify({ name: rec.name || self.name, peerAddr: self.peerAddr, clientAddr: self.clientAddr, quotaBytes: self.quotaBytes, clientCert: self.clientCert }));
       await this.changeMembership({ type: ConfChangeType.UpdateNode, nodeId: this.id, context }, () => {
         const now = this.members.get(this.id);
         return now === undefined || onRecord(now);
       });
-      this.opts.logger.info({ peerAddr: self.peerAddr, clientAddr: self.clientAddr, quotaBytes: self.quotaBytes }, 'recorded this member\'s addresses and quota');
+      this.opts.logger.info({ peerAddr: self.peerAddr, clientAddr: self.clientAddr, quotaBytes: self.quotaBytes, clientCertificate: certificate }, 'recorded this member\'s addresses and quota');
     } catch (err) {
       this.opts.logger.warn({ err: (err as Error).message }, 'recording this member\'s addresses and quota failed; retrying');
     } finally {

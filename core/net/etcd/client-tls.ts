@@ -12,7 +12,8 @@
  * own `--cert-file` (a cluster sharing one self-signed certificate needs nothing more); without
  * `--trusted-ca-file`, against its own file and the system's roots, so members whose
  * certificates a private CA signed need `--trusted-ca-file` to forward (checkMemberCanVerify
- * says so at start).
+ * says so at start). A leader whose certificate --auto-tls made (self-signed, its own) published
+ * it in its member record, and is trusted by that alone (member-cert.ts).
  */
 import * as grpc from '@grpc/grpc-js';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
