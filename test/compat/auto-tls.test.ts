@@ -2,7 +2,8 @@
  * etcd's --auto-tls against a real agent: etcdctl over https with its certificate unverified
  * (etcdctl 3.4 needs --insecure-transport=false beside --insecure-skip-tls-verify, as against
  * etcd), plain text refused, the same certificate served after a restart, a joining member's
- * certificate its own (without the warning it gave before members published theirs), and a
+ * certificate its own (without the warning it gave before members published theirs, unless
+ * --trusted-ca-file makes it refuse the others' certificates), and a
  * damaged certificate file refused at start with a message naming it.
  */
 import t from 'tap';
@@ -11,6 +12,7 @@ import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { AgentCluster, etcdctl, hasEtcdctl, type AgentProc } from '../helpers/agents.js';
+import { hasOpenssl, makeTestCerts } from '../helpers/certs.js';
 
 const insecure = ['--insecure-transport=false', '--insecure-skip-tls-verify'];
 
@@ -68,6 +70,18 @@ if (!hasEtcdctl()) {
     await cluster.ready(a2);
     t.not(new X509Certificate(readFileSync(join(a2.dataDir, 'fixtures', 'client', 'cert.pem'))).fingerprint256, firstFingerprint, 'a certificate of its own');
     t.notMatch(a2.log.join(''), warning, 'it publishes its certificate in its member record instead (auto-tls-cluster.test.ts)');
+    if (hasOpenssl()) {
+      // Requiring client certificates a CA signed, it would refuse the others' self-signed ones.
+      const certs = makeTestCerts();
+      t.teardown(() => certs.remove());
+      const a3 = await cluster.add('a3');
+      a3.extraArgs = ['--trusted-ca-file', certs.caCert];
+      cluster.start(a3, false);
+      await cluster.ready(a3);
+      t.match(a3.log.join(''), /"why":"it requires client certificates the --trusted-ca-file signed, and a member forwarding to it presents its own client-port certificate[^"]*","msg":"members with --auto-tls cannot forward to this member/, 'with --trusted-ca-file it still warns');
+      cluster.kill(a3, 'SIGTERM');
+      await cluster.exited(a3);
+    }
     cluster.kill(a2, 'SIGTERM');
     await cluster.exited(a2);
   });
