@@ -9,6 +9,7 @@ import t from 'tap';
 import fc from 'fast-check';
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
+import { deflateSync, gzipSync } from 'node:zlib';
 import { connect as netConnect } from 'node:net';
 import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type ServerHttp2Stream } from 'node:http2';
 import * as protoLoader from '@grpc/proto-loader';
@@ -185,6 +186,45 @@ t.test("the JSON gateway's bodies share the bound: reserved by their length befo
   t.same(await Promise.all([b!, ...waiting].map((r) => r.status)), ['200', '200', '200', '200'], 'each finished body answered, the waiting ones as room came back');
   t.equal(budget.heldBytes, 0);
   t.equal(await a!.status, 'closed');
+});
+
+t.test('compressed requests are refused before they are read (etcd 3.4 installs no decompressor): a gzip bomb inflates nowhere', async (t) => {
+  const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, limits });
+  const session = connect(`http://127.0.0.1:${server.port}`);
+  t.teardown(async () => {
+    session.destroy();
+    await server.close();
+  });
+  // A put of MAX_REQUEST_BYTES of zeros gzips to ~1 KiB: whole in its first DATA frame, so nothing
+  // is reserved for it, and grpc-js would inflate it to ~1 MiB and hold that until the half-close.
+  const put = encodePut({ key: Buffer.from('z'), value: Buffer.alloc(MAX_REQUEST_BYTES) });
+  const compressed = (bomb: Buffer): Buffer => Buffer.concat([Buffer.from([1]), frame(bomb).subarray(1)]);
+  const bombs = { gzip: compressed(gzipSync(put, { level: 9 })), deflate: compressed(deflateSync(put, { level: 9 })) };
+  const before = process.memoryUsage().arrayBuffers;
+  const answers = Array.from({ length: 60 }, (_, i) => {
+    // Unary (both paths) and a stream method; never half-closed.
+    const path = i % 3 === 0 ? WATCH : PUT;
+    const encoding = i % 2 === 0 ? 'gzip' : 'deflate';
+    const stream = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers', 'grpc-encoding': encoding });
+    stream.on('error', () => undefined);
+    stream.write(bombs[encoding]);
+    return new Promise<string>((resolve) => {
+      const timer = setTimeout(() => resolve('no answer'), 3_000);
+      stream.on('response', (h) => {
+        clearTimeout(timer);
+        resolve(`${String(h['grpc-status'])} ${decodeURI(String(h['grpc-message']))}`);
+      });
+    });
+  });
+  const outcomes = await Promise.all(answers);
+  const grown = (process.memoryUsage().arrayBuffers - before) / 2 ** 20;
+  t.same(
+    outcomes.filter((o) => !/^12 grpc: Decompressor is not installed for grpc-encoding "(gzip|deflate)"$/.test(o)),
+    [],
+    'each answered UNIMPLEMENTED at once, with etcd\'s text, though its client has not half-closed',
+  );
+  t.ok(grown < 20, `${grown.toFixed(0)} MiB of buffers grown for 60 messages that inflate to ${((60 * MAX_REQUEST_BYTES) / 2 ** 20).toFixed(0)} MiB`);
+  t.equal(server.requestBytes!.heldBytes, 0);
 });
 
 /** A stand-in for a server stream: data events, pause/resume recorded, one connection. */

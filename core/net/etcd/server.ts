@@ -25,6 +25,7 @@ import type { PeerCertificate, TlsOptions } from 'node:tls';
 import { EagerFrames, EagerMessage, eagerSendInterceptor } from './eager-send.js';
 import { learnerServesUnary } from './learner-rpcs.js';
 import { DirectCall, clampGrpcTimeout, directMethod, hookGrpcStreams, type DirectMethod } from './direct-unary.js';
+import { compressionRefusal, refuseCompressed } from './request-encoding.js';
 import { MAX_HELD_REQUEST_BYTES, MAX_HELD_REQUEST_BYTES_PER_CONNECTION, MAX_WAITING_REQUEST_STREAMS, RequestBytesBudget } from './request-bytes.js';
 import { MAX_REQUEST_BYTES } from '../../kv/limits.js';
 import { watchRangeRefusal } from '../../kv/watch.js';
@@ -334,6 +335,9 @@ export class EtcdGrpcServer {
       maxGatewayBodyBytes,
     ));
     const hooked = hookGrpcStreams(server, (stream, headers, flags, grpcHandler) => {
+      // Before any byte is read: grpc-js would inflate it unbounded by `budget` (request-encoding.ts).
+      const refusal = compressionRefusal(headers);
+      if (refusal !== undefined) return refuseCompressed(stream, refusal);
       budget.watch(stream);
       const method = directMethod(headers, route);
       if (method === undefined) {
