@@ -227,6 +227,78 @@ t.test('compressed requests are refused before they are read (etcd 3.4 installs 
   t.equal(server.requestBytes!.heldBytes, 0);
 });
 
+/** A small seeded generator (mulberry32): the same workload for the same seed. */
+function seeded(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let x = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+    return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32;
+  };
+}
+
+const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+t.test('a mixed workload with random cancellations leaks no reservation, and every finished request is answered', async (t) => {
+  for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
+    const random = seeded(seed);
+    // Puts on the direct path for odd seeds, on grpc-js's for even ones.
+    const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, limits: { ...limits, maxWaitingRequestStreams: 6 }, directUnary: seed % 2 === 1 });
+    const budget = server.requestBytes!;
+    const sessions = [0, 1, 2].map(() => connect(`http://127.0.0.1:${server.port}`).on('error', () => undefined));
+    const finished: Array<Promise<string>> = [];
+    const all: Array<Promise<string>> = [];
+    const createWatch = frame(requestSerialize('Watch', 'Watch')({ create_request: { key: Buffer.from('w') } }));
+    const work = Array.from({ length: 60 }, async (_, i) => {
+      await pause(random() * 300);
+      const session = sessions[Math.floor(random() * sessions.length)]!;
+      if (session.destroyed) return;
+      const watch = random() < 0.25;
+      // Puts from a few bytes to most of the receive limit (past one DATA frame, most of them);
+      // a watch: a whole create request, then a message of up to 600 KiB.
+      const message = putFrame(`k${i}`, Math.floor(random() ** 2 * 900 * 1024));
+      const body = watch ? Buffer.concat([createWatch, message]) : message;
+      const sent = Math.floor(random() * body.length);
+      const r = startRequest(session, watch ? WATCH : PUT, body, sent);
+      all.push(r.outcome);
+      await pause(random() * 200);
+      const action = random();
+      if (action < 0.3) r.stream.close(constants.NGHTTP2_CANCEL);
+      // Left unfinished a while (its room held, others waiting for it), then given up on.
+      else if (action < 0.4) setTimeout(() => r.stream.close(constants.NGHTTP2_CANCEL), 300 + random() * 500);
+      else if (watch) r.stream.write(body.subarray(sent)); // whole, the watch left open
+      else {
+        r.finish();
+        finished.push(r.outcome);
+      }
+    });
+    // JSON gateway puts on their own connections: finished, or closed part-way.
+    const gateway = Array.from({ length: 12 }, async () => {
+      await pause(random() * 300);
+      const body = gatewayPutBody(Math.floor(random() * 1_000_000) + 100);
+      const r = startGatewayRequest(server.port, body, Math.floor(random() * body.length));
+      all.push(r.status);
+      await pause(random() * 200);
+      if (random() < 0.3) r.close();
+      else {
+        r.finish();
+        finished.push(r.status.then((s) => (s === '200' || s === '429' ? '0' : s)));
+      }
+    });
+    // One session goes away mid-way, with whatever it had started.
+    const gone = pause(400).then(() => sessions[2]!.destroy());
+    await Promise.all([...work, ...gateway, gone]);
+    const outcomes = await Promise.race([Promise.all(finished), pause(10_000).then(() => 'stuck')]);
+    t.not(outcomes, 'stuck', `seed ${seed}: every finished put settles`);
+    if (Array.isArray(outcomes)) t.same(outcomes.filter((o) => o !== '0' && o !== 'rst 11' && o !== ''), [], `seed ${seed}: each answered OK, refused past the waiting bound, or gone with its session`);
+    for (const s of sessions) s.destroy();
+    await Promise.all(all);
+    await until('nothing held or waiting', () => budget.heldBytes === 0 && budget.waitingStreams === 0, 5_000).catch(() => undefined);
+    t.same({ held: budget.heldBytes, waiting: budget.waitingStreams }, { held: 0, waiting: 0 }, `seed ${seed}: every reservation returned once the streams are gone`);
+    await server.close();
+  }
+});
+
 /** A stand-in for a server stream: data events, pause/resume recorded, one connection. */
 class FakeStream extends EventEmitter {
   readonly session = {};
