@@ -178,6 +178,34 @@ t.test('a burst of keep-alives beyond MAX_PENDING_KEEPALIVES on one stream: ever
   t.equal(renewed, n, 'each one a renewal of the lease');
 });
 
+t.test('a keep-alive client that never reads its answers stops being read, as etcd stops in Send: the member does not hold answers without end', async (t) => {
+  const g = await call(lease, 'LeaseGrant', { TTL: '30' });
+  const keepAlive = backend.leaseKeepAlive.bind(backend);
+  let renewals = 0;
+  backend.leaseKeepAlive = (...args: Parameters<typeof keepAlive>) => {
+    renewals++;
+    return keepAlive(...args);
+  };
+  t.teardown(() => void (backend.leaseKeepAlive = keepAlive));
+  const one = LeaseKeepAliveRequest.encode({ ID: Number(g.resp.ID) }).finish();
+  const framed = Buffer.alloc(5 + one.length);
+  framed.writeUInt32BE(one.length, 1);
+  framed.set(one, 5);
+  // The client takes no answer: it gives the server no flow-control window for them.
+  const session = http2.connect(`http://${addr}`, { settings: { initialWindowSize: 0 } });
+  t.teardown(() => session.destroy());
+  const req = session.request({ ':method': 'POST', ':path': '/etcdserverpb.Lease/LeaseKeepAlive', 'content-type': 'application/grpc', te: 'trailers' });
+  req.on('error', () => undefined);
+  const n = 100_000;
+  req.write(Buffer.concat(Array.from({ length: n }, () => framed)));
+  // Until the renewals stop (half a second without one), at most five seconds.
+  for (let last = -1, i = 0; i < 50 && renewals !== last; i++) {
+    last = renewals;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  t.ok(renewals < n / 10, `${renewals} of ${n} keep-alives read, each answer held for a client that takes none`);
+});
+
 function watchStream(): { s: grpc.ClientDuplexStream<Obj, Obj>; got: Obj[]; until: (f: (got: Obj[]) => boolean) => Promise<void> } {
   const s = watchClient.Watch();
   const got: Obj[] = [];

@@ -762,23 +762,44 @@ export class EtcdGrpcServer {
     // A burst (a client renewing thousands of leases at once) is held back, not dropped: with
     // the stream paused grpc-js stops reading it and HTTP/2 flow control stalls the client.
     let paused = false;
+    // Answers the client has not taken yet fill grpc-js's buffer: requests stop being read until
+    // they drain, as etcd's loop blocks in Send. Without this a client that sent keep-alives
+    // and never read the answers grew a member by ~20 bytes for each byte it sent, without end
+    // (8 MiB of keep-alives: +166 MiB RSS).
+    let draining = false;
+    const holdBack = (): void => {
+      if (paused) return;
+      paused = true;
+      call.pause();
+    };
+    const readOn = (): void => {
+      if (!paused || pending >= MAX_PENDING_KEEPALIVES || draining) return;
+      paused = false;
+      call.resume();
+    };
+    const send = (response: Obj): void => {
+      if (call.write(response) || draining) return;
+      draining = true;
+      holdBack();
+      void writableOrGone(call).then(() => {
+        draining = false;
+        readOn();
+      });
+    };
     const answer = (raw: unknown, r: PromiseSettledResult<LeaseKeepAliveResponse>): void => {
       pending--;
       if (!done) {
         if (r.status === 'fulfilled') {
-          call.write({ header: cv.header(r.value.header), ID: r.value.id, TTL: r.value.ttlSeconds });
+          send({ header: cv.header(r.value.header), ID: r.value.id, TTL: r.value.ttlSeconds });
         } else if (isEtcdError(r.reason, 'LEASE_NOT_FOUND')) {
           // etcd answers an unknown lease on this stream with TTL 0, not an error.
-          call.write({ header: cv.header(this.backend.header()), ID: raw, TTL: 0 });
+          send({ header: cv.header(this.backend.header()), ID: raw, TTL: 0 });
         } else {
           done = true;
           call.emit('error', this.toStatus(r.reason, 'LeaseKeepAlive'));
         }
       }
-      if (paused && pending < MAX_PENDING_KEEPALIVES) {
-        paused = false;
-        call.resume();
-      }
+      readOn();
       if (ended && pending === 0) finish();
     };
     call.on('data', (req: Obj) => {
@@ -791,10 +812,7 @@ export class EtcdGrpcServer {
       const raw = req.ID;
       const id = cv.id64(req.ID);
       pending++;
-      if (pending >= MAX_PENDING_KEEPALIVES && !paused) {
-        paused = true;
-        call.pause();
-      }
+      if (pending >= MAX_PENDING_KEEPALIVES) holdBack();
       const renewed = id === cv.UNREPRESENTABLE_ID ? Promise.reject(new EtcdError('LEASE_NOT_FOUND')) : Promise.resolve().then(() => this.backend.leaseKeepAlive(id, ctx));
       renewed.then(
         (value) => answer(raw, { status: 'fulfilled', value }),
@@ -864,7 +882,7 @@ interface WatcherState {
  * Resolves once `call` takes writes again, or never will: a cancelled call emits no 'drain',
  * and a snapshot stream waiting for one held its spool file open for good.
  */
-function writableOrGone(call: grpc.ServerWritableStream<Obj, Obj>): Promise<void> {
+function writableOrGone(call: grpc.ServerWritableStream<Obj, Obj> | grpc.ServerDuplexStream<Obj, Obj>): Promise<void> {
   if (call.cancelled || call.destroyed) return Promise.resolve();
   return new Promise((resolve) => {
     const events = ['drain', 'cancelled', 'close', 'error'] as const;
