@@ -6,7 +6,7 @@ import t from 'tap';
 import fc from 'fast-check';
 import { request as httpRequest } from 'node:http';
 import { Etcd3 } from 'etcd3';
-import { EtcdGrpcServer } from '../../core/net/etcd/server.js';
+import { EtcdGrpcServer, MAX_PENDING_KEEPALIVES } from '../../core/net/etcd/server.js';
 import { encodeJsonRequest } from '../../core/net/etcd/json-gateway.js';
 import { etcdProtoRoot } from '../../core/net/proto-files.js';
 import { FakeEtcdBackend } from './fake-etcd-backend.js';
@@ -232,6 +232,29 @@ t.test('POST /v3/lease/keepalive answers each request with a line, then the resp
   t.same([empty.status, await empty.text()], [200, ''], 'no request: an empty stream that ends');
   const bad = await post('/v3/lease/keepalive', { ID: 'twelve' });
   t.same([bad.status, bad.json.code], [400, 3], 'a malformed request: 400 before any stream starts');
+});
+
+t.test("a keep-alive body's requests are read as a gRPC stream's are: at most MAX_PENDING_KEEPALIVES renewals in flight, every one answered", async (t) => {
+  const grant = await post('/v3/lease/grant', { TTL: 30 });
+  const id = grant.json.ID as string;
+  const keepAlive = backend.leaseKeepAlive.bind(backend);
+  let inFlight = 0;
+  let most = 0;
+  backend.leaseKeepAlive = async (...args: Parameters<typeof keepAlive>) => {
+    most = Math.max(most, ++inFlight);
+    await new Promise((r) => setTimeout(r, 1));
+    inFlight--;
+    return keepAlive(...args);
+  };
+  t.teardown(() => void (backend.leaseKeepAlive = keepAlive));
+  // As many as the body limit takes (this server's is ~600 KB): all were renewed at once before.
+  const n = 15_000;
+  const body = `${JSON.stringify({ ID: id })}\n`.repeat(n);
+  const res = await fetch(`${base}/v3/lease/keepalive`, { method: 'POST', body });
+  const lines = (await res.text()).trim().split('\n');
+  t.equal(lines.length, n, 'every keep-alive answered');
+  t.equal(JSON.parse(lines.at(-1)!).result.TTL, '30');
+  t.ok(most <= MAX_PENDING_KEEPALIVES, `at most ${most} renewals in flight at once`);
 });
 
 t.test('a client that leaves mid-body: no answer, no internal error (onInternalError fails this file)', async (t) => {

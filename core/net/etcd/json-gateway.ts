@@ -417,15 +417,19 @@ export class JsonGateway {
     const ended = (): boolean => res.writableEnded || res.destroyed;
     const stream = this.invoker.openGatewayStream(method, caller(req), {
       write: (bytes, sent) => {
-        if (ended()) return sent();
+        if (ended()) {
+          sent();
+          return true;
+        }
         const json = decodeJsonResponse(responseType, bytes);
-        res.write(`{"result":${json}}\n`, () => sent());
-        if (!watch) return;
+        const taken = res.write(`{"result":${json}}\n`, () => sent());
+        if (!watch) return taken;
         const r = JSON.parse(json) as { canceled?: boolean };
         if (r.canceled === true && --live <= 0) {
           res.end();
           stream.close();
         }
+        return taken;
       },
       end: () => {
         if (!ended()) res.end();
@@ -441,6 +445,7 @@ export class JsonGateway {
     // A socket error after the client left must not become an uncaught 'error' event.
     res.on('error', () => stream.close());
     res.once('close', () => stream.close());
+    res.on('drain', () => stream.drained());
     if (ended()) return; // refused at once
     // Opened: the headers go now, not with the first response (a watch may stay quiet for long).
     res.writeHead(200, { 'content-type': 'application/json' });
