@@ -257,6 +257,33 @@ t.test("a keep-alive body's requests are read as a gRPC stream's are: at most MA
   t.ok(most <= MAX_PENDING_KEEPALIVES, `at most ${most} renewals in flight at once`);
 });
 
+t.test('a watch body is read a turn at a time, while its answers are taken: a client that takes none holds up the rest', async (t) => {
+  // etcd's request limit: a body of ~2 MiB, ~80,000 progress requests.
+  const big = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, onInternalError: (e, m) => t.fail(`internal error in ${m}: ${String(e)}`) });
+  t.teardown(() => big.close());
+  const bigBackend = (big as unknown as { backend: FakeEtcdBackend }).backend;
+  const progress = bigBackend.watchProgress.bind(bigBackend);
+  let asked = 0;
+  bigBackend.watchProgress = (...args: Parameters<typeof progress>) => {
+    asked++;
+    return progress(...args);
+  };
+  const line = '{"progress_request":{}}\n';
+  const n = Math.floor(1_900_000 / line.length);
+  const body = line.repeat(n);
+  const { connect } = await import('node:net');
+  const socket = connect(big.port, '127.0.0.1');
+  t.teardown(() => socket.destroy());
+  socket.pause(); // takes no answer
+  socket.write(`POST /v3/watch HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
+  // Until the requests stop being read (half a second without one), at most five seconds.
+  for (let last = -1, i = 0; i < 10 && asked !== last; i++) {
+    last = asked;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  t.ok(asked < n / 2, `${asked} of ${n} progress requests read for a client that takes no answer (all at once before, ~140 MiB)`);
+});
+
 t.test('a client that leaves mid-body: no answer, no internal error (onInternalError fails this file)', async (t) => {
   const { connect } = await import('node:net');
   for (let i = 0; i < 3; i++) {

@@ -397,14 +397,18 @@ export class JsonGateway {
     const methodDef = this.root.lookupService(method === 'Watch' ? 'etcdserverpb.Watch' : 'etcdserverpb.Lease').methods[method]!;
     const requestType = this.root.lookupType(methodDef.requestType);
     const responseType = this.root.lookupType(methodDef.responseType);
-    let requests: Uint8Array[];
+    let values: string[];
     // Watchers this body creates: the response ends once every one of them is cancelled.
     let live = 0;
     try {
       // One JSON value, or one per line as grpc-gateway reads a client stream.
-      const values = body.trim() === '' ? [] : isJson(body) ? [body] : body.split('\n').filter((l) => l.trim() !== '');
-      requests = values.map((v) => encodeJsonRequest(requestType, v));
-      if (method === 'Watch') live = requests.filter((r) => (requestType.decode(r) as unknown as { create_request?: unknown }).create_request != null).length;
+      values = body.trim() === '' ? [] : isJson(body) ? [body] : body.split('\n').filter((l) => l.trim() !== '');
+      // Each checked now (a malformed one is refused before any is sent), encoded again as the
+      // stream reads it: a body's ~70,000 encoded requests are not all held at once.
+      for (const v of values) {
+        const r = encodeJsonRequest(requestType, v);
+        if (method === 'Watch' && (requestType.decode(r) as unknown as { create_request?: unknown }).create_request != null) live++;
+      }
     } catch (e) {
       if (e instanceof BadRequest) return sendError(res, grpc.status.INVALID_ARGUMENT, e.message);
       throw e;
@@ -455,7 +459,7 @@ export class JsonGateway {
       req.socket.setTimeout(0);
       req.socket.setKeepAlive(true, WATCH_KEEPALIVE_MS);
     }
-    for (const r of requests) stream.request(r);
+    for (const v of values) stream.request(() => encodeJsonRequest(requestType, v));
     // grpc-gateway half-closes once the body is read. A watch goes on regardless (as etcd's
     // does on EOF); the keep-alive stream answers what it got, then ends the response.
     if (!watch) stream.endRequests();

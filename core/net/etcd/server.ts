@@ -141,8 +141,8 @@ export interface GatewayCaller {
 export type GatewayStreamMethod = 'Watch' | 'LeaseKeepAlive';
 
 export interface GatewayStream {
-  /** Queued: read by the stream as a gRPC call's requests are, while its answers are taken. */
-  request(bytes: Uint8Array): void;
+  /** Queued: read by the stream as a gRPC call's requests are, while its answers are taken (encoded then). */
+  request(encode: () => Uint8Array): void;
   /** The client sent its last request. */
   endRequests(): void;
   /** The output takes writes again after one returned false. */
@@ -150,7 +150,9 @@ export interface GatewayStream {
   close(): void;
 }
 const REQUEST_BYTES = Symbol('requestBytes');
-const EMPTY_REQUEST = new Uint8Array(0);
+const NO_REQUEST = (): Uint8Array => new Uint8Array(0);
+/** Requests of a gateway stream's body read in one turn (~a DATA frame of small gRPC requests). */
+const GATEWAY_FEED_BATCH = 512;
 
 let packageDefinition: protoLoader.PackageDefinition | undefined;
 
@@ -573,17 +575,20 @@ export class EtcdGrpcServer {
     // (keep-alives pending), nor while the client leaves answers untaken. Handed over all at
     // once, a 1.8 MiB body of keep-alives had ~73,000 renewals and their answers in flight at
     // once: +170 MiB RSS for one request, after its body's reservation was returned.
-    const queued: Uint8Array[] = [];
+    const queued: Array<() => Uint8Array> = [];
     let next = 0;
     let endQueued = false;
     let paused = false;
     let outputFull = false;
     let closed = false;
     const feed = (): void => {
-      while (!closed && !paused && !outputFull && next < queued.length) {
-        const bytes = queued[next]!;
-        queued[next++] = EMPTY_REQUEST;
-        call.emit('data', def.requestDeserialize(Buffer.from(bytes)));
+      // A turn's worth at a time, as gRPC's requests come a DATA frame at a time: answers made
+      // meanwhile (watch progress) are written, and can stop the feed, before the next ones.
+      for (let n = 0; !closed && !paused && !outputFull && next < queued.length; n++) {
+        if (n === GATEWAY_FEED_BATCH) return feedSoon();
+        const encode = queued[next]!;
+        queued[next++] = NO_REQUEST;
+        call.emit('data', def.requestDeserialize(Buffer.from(encode())));
       }
       if (next === queued.length) {
         queued.length = next = 0;
@@ -635,14 +640,14 @@ export class EtcdGrpcServer {
       this.keepAliveStream(call as unknown as grpc.ServerDuplexStream<Obj, Obj>);
     }
     return {
-      request: (bytes) => {
+      request: (encode) => {
         if (closed) return;
-        queued.push(bytes);
-        feed();
+        queued.push(encode);
+        feedSoon();
       },
       endRequests: () => {
         endQueued = true;
-        feed();
+        feedSoon();
       },
       drained: () => {
         outputFull = false;
