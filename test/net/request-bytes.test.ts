@@ -353,6 +353,68 @@ t.test('property: a stream holds a reservation exactly while it is inside a mess
   t.end();
 });
 
+t.test('property: a single request holds every message it has begun until the half-close', (t) => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.integer({ min: 0, max: 3000 }), { minLength: 1, maxLength: 4 }),
+      fc.array(fc.integer({ min: 1, max: 4000 }), { minLength: 1, maxLength: 20 }),
+      (lengths, cuts) => {
+        const budget = new RequestBytesBudget({ memberBytes: 1 << 30, connectionBytes: 1 << 30, waitingStreams: 1 }, 1 << 20);
+        const stream = new FakeStream();
+        budget.watch(stream as unknown as ServerHttp2Stream, true);
+        const bytes = Buffer.concat(lengths.map((n) => frame(Buffer.alloc(n))));
+        const starts: Array<[number, number]> = []; // [end of prefix, length] of each message
+        for (let at = 0, i = 0; i < lengths.length; i++) {
+          starts.push([at + 5, lengths[i]!]);
+          at += 5 + lengths[i]!;
+        }
+        let at = 0;
+        for (const cut of [...cuts, bytes.length]) {
+          const end = Math.min(bytes.length, at + cut);
+          if (end <= at) continue;
+          stream.emit('data', bytes.subarray(at, end));
+          at = end;
+          const begun = starts.filter(([s]) => s <= at).reduce((sum, [, n]) => sum + n, 0);
+          if (budget.heldBytes !== begun) return false;
+        }
+        stream.emit('end');
+        if (budget.heldBytes !== 0) return false;
+        stream.close();
+        return budget.heldBytes === 0;
+      },
+    ),
+    { numRuns: 500 },
+  );
+  t.pass('500 random single requests cut into random chunks');
+  t.end();
+});
+
+for (const directUnary of [true, false]) {
+  t.test(`${directUnary ? 'direct path' : 'grpc-js path'}: puts whole but not half-closed are held until the half-close; past the bound, reset at once`, async (t) => {
+    const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, limits, directUnary });
+    const session = connect(`http://127.0.0.1:${server.port}`);
+    t.teardown(async () => {
+      session.destroy();
+      await server.close();
+    });
+    const budget = server.requestBytes!;
+    const body = putFrame('w', 10 * 1024); // whole in one DATA frame
+    const n = 300;
+    const started = Array.from({ length: n }, () => startRequest(session, PUT, body, body.length));
+    // The connection's bound (2 MiB) holds ~200 of them; the rest are reset as they arrive (or
+    // wait, one that came in two DATA frames, until the waiting bound).
+    const held = (): string => `${budget.heldBytes / (body.length - 5)} held, ${budget.refusedStreams} reset, ${budget.waitingStreams} waiting`;
+    await until('every stream held or reset', () => budget.heldBytes / (body.length - 5) + budget.refusedStreams + budget.waitingStreams === n, 5_000).catch((e: Error) => t.fail(`${e.message}: ${held()}`));
+    t.ok(budget.heldBytes <= 2 * 2 ** 20, `${budget.heldBytes} bytes held, within the connection's bound`);
+    t.ok(budget.refusedStreams > 0, `${budget.refusedStreams} reset`);
+    for (const s of started) s.finish();
+    const outcomes = await Promise.all(started.map((s) => s.outcome));
+    t.equal(outcomes.filter((o) => o === 'rst 11').length, budget.refusedStreams, 'the reset ones were told ENHANCE_YOUR_CALM (RESOURCE_EXHAUSTED)');
+    t.equal(outcomes.filter((o) => o === '0').length, n - budget.refusedStreams, 'the held ones answered OK once half-closed');
+    t.equal(budget.heldBytes, 0);
+  });
+}
+
 t.test('a member under the attack measured before the bound: 400 unfinished 1.9 MiB puts on two connections', async (t) => {
   const cluster = new AgentCluster();
   t.teardown(() => cluster.stopAll());

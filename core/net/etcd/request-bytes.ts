@@ -78,11 +78,17 @@ export class RequestBytesBudget {
     return this.waiting.size;
   }
 
-  /** Reads `stream`'s gRPC framing beside its call (before the call's own 'data' listener is added). */
-  watch(stream: ServerHttp2Stream): void {
+  /**
+   * Reads `stream`'s gRPC framing beside its call (before the call's own 'data' listener is
+   * added). `singleRequest`: the method takes one request message (unary, server-streaming),
+   * which its call holds from when it is whole until the client half-closes: it stays reserved
+   * until then, and a stream whose whole message finds no room is reset at once (its bytes
+   * are in; waiting would hold them).
+   */
+  watch(stream: ServerHttp2Stream, singleRequest = false): void {
     const connection = stream.session;
     if (connection === undefined) return;
-    new MessageReader(this, stream, connection).start();
+    new MessageReader(this, stream, connection, singleRequest).start();
   }
 
   /**
@@ -175,7 +181,11 @@ export class Reservation implements Waiter {
   }
 }
 
-/** One request stream's message boundaries, and the reservation of the message it is inside. */
+/**
+ * One request stream's message boundaries, and its reservations: the message it is inside (a
+ * stream's messages are handed to its call as they are whole), or for a single request every
+ * message until the half-close (the call holds them until then).
+ */
 class MessageReader implements Waiter {
   /** Bytes of the stream read so far. */
   private received = 0;
@@ -184,26 +194,32 @@ class MessageReader implements Waiter {
   private bodyLength = 0;
   private prefixBytes = 0;
   private prefixLength = 0;
-  /** Bytes reserved for the message being received. */
+  /** Bytes reserved by this stream now. */
   private reserved = 0;
+  /** The message being received has its reservation. */
+  private admitted = false;
   private isWaiting = false;
+  /** A single request's messages whole in the chunk being read, reserved at its end. */
+  private wholeUnreserved = 0;
   private done = false;
 
   constructor(
     private readonly budget: RequestBytesBudget,
     private readonly stream: ServerHttp2Stream,
     private readonly connection: object,
+    private readonly singleRequest: boolean,
   ) {}
 
   start(): void {
     this.stream.on('data', (chunk: Buffer) => this.read(chunk));
     this.stream.once('close', () => this.stop());
+    if (this.singleRequest) this.stream.once('end', () => this.stop());
   }
 
   /** A waiting stream's message fits now: reserve it and read on (true), or keep waiting. */
   admitIfRoom(): boolean {
-    if (!this.budget.tryReserve(this.connection, this.bodyLength)) return false;
-    this.reserved = this.bodyLength;
+    if (!this.reserve(this.bodyLength)) return false;
+    this.admitted = true;
     this.isWaiting = false;
     if (!this.stream.destroyed) this.stream.resume();
     return true;
@@ -227,24 +243,34 @@ class MessageReader implements Waiter {
       if (this.prefixLength > this.budget.maxMessageBytes) return this.stop(); // the call refuses it
       this.bodyLength = this.prefixLength;
       this.bodyEnd = base + at + this.bodyLength;
+      this.admitted = false;
       this.prefixBytes = 0;
       this.prefixLength = 0;
     }
-    if (this.bodyEnd > this.received && this.reserved === 0 && !this.isWaiting) this.admit();
+    if (this.bodyEnd > this.received && !this.admitted && !this.isWaiting) this.admit();
     // The call may have resumed the stream (grpc-js reads on once it has passed a message up).
     else if (this.isWaiting) this.stream.pause();
+    // A single request whole in this chunk is held by its call until the half-close: its bytes
+    // are in, so when it does not fit the stream is reset rather than left waiting.
+    if (this.wholeUnreserved > 0 && !this.done) {
+      const bytes = this.wholeUnreserved;
+      this.wholeUnreserved = 0;
+      if (!this.reserve(bytes)) {
+        this.budget.refusedStreams++;
+        this.refuse();
+      }
+    }
   }
 
   /** The message goes on past this chunk: reserve it, or stop reading until it fits, or reset. */
   private admit(): void {
-    if (this.budget.tryReserve(this.connection, this.bodyLength)) {
-      this.reserved = this.bodyLength;
+    if (this.reserve(this.bodyLength)) {
+      this.admitted = true;
     } else if (this.budget.enqueue(this)) {
       this.isWaiting = true;
       this.stream.pause();
     } else {
-      this.stop();
-      this.stream.close(constants.NGHTTP2_ENHANCE_YOUR_CALM);
+      this.refuse();
     }
   }
 
@@ -252,26 +278,42 @@ class MessageReader implements Waiter {
     this.bodyEnd = -1;
     if (this.isWaiting) {
       // Whole before room was found: grpc-js resumed the stream to read on (and pauses it
-      // again as it sees fit); this message needs no room any more.
+      // again as it sees fit); this message needs no room to arrive any more.
       this.isWaiting = false;
       this.budget.dequeue(this);
     }
-    this.returnReservation();
+    if (this.admitted) {
+      this.admitted = false;
+      // A stream's message goes to its call now; a single request's stays held until the half-close.
+      if (!this.singleRequest) this.unreserve(this.bodyLength);
+    } else if (this.singleRequest) {
+      this.wholeUnreserved += this.bodyLength;
+    }
   }
 
-  private returnReservation(): void {
-    if (this.reserved === 0) return;
-    const bytes = this.reserved;
-    this.reserved = 0;
+  private reserve(bytes: number): boolean {
+    if (!this.budget.tryReserve(this.connection, bytes)) return false;
+    this.reserved += bytes;
+    return true;
+  }
+
+  private unreserve(bytes: number): void {
+    if (bytes === 0) return;
+    this.reserved -= bytes;
     this.budget.release(this.connection, bytes);
   }
 
-  /** The stream is closed or its call refused it: nothing more is reserved for it. */
+  private refuse(): void {
+    this.stop();
+    this.stream.close(constants.NGHTTP2_ENHANCE_YOUR_CALM);
+  }
+
+  /** The stream is closed, half-closed (a single request) or refused: nothing more is reserved for it. */
   private stop(): void {
     if (this.done) return;
     this.done = true;
     if (this.isWaiting) this.budget.dequeue(this);
     this.isWaiting = false;
-    this.returnReservation();
+    this.unreserve(this.reserved);
   }
 }

@@ -336,6 +336,7 @@ export class EtcdGrpcServer {
     const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
     const maxMessageBytes = limits.maxRequestBytes + GRPC_OVERHEAD_BYTES;
     const methods = opts.directUnary === false ? new Map<string, DirectMethod>() : s.directMethods();
+    const singleRequest = EtcdGrpcServer.singleRequestPaths();
     const route = (path: string): DirectMethod | undefined => methods.get(path);
     const maxGatewayBodyBytes = Math.ceil((limits.maxRequestBytes * 4) / 3) + JSON_OVERHEAD_BYTES;
     const budget = (s.requestBytes = new RequestBytesBudget(
@@ -347,7 +348,7 @@ export class EtcdGrpcServer {
       // Before any byte is read: grpc-js would inflate it unbounded by `budget` (request-encoding.ts).
       const refusal = compressionRefusal(headers);
       if (refusal !== undefined) return refuseCompressed(stream, refusal);
-      budget.watch(stream);
+      budget.watch(stream, singleRequest.has(String(headers[':path'])));
       const method = directMethod(headers, route);
       if (method === undefined) {
         clampGrpcTimeout(headers);
@@ -472,6 +473,16 @@ export class EtcdGrpcServer {
   }
 
   /** The unary methods served on their HTTP/2 streams (direct-unary.ts), by gRPC path. */
+  /** Paths of the methods whose request is one message (unary and server-streaming): held until the half-close. */
+  private static singleRequestPaths(): Set<string> {
+    const paths = new Set<string>();
+    for (const [name, def] of Object.entries(etcdPackage())) {
+      if (!name.startsWith('etcdserverpb.')) continue;
+      for (const d of Object.values(def as protoLoader.ServiceDefinition)) if (!d.requestStream) paths.add(d.path);
+    }
+    return paths;
+  }
+
   private directMethods(): Map<string, DirectMethod> {
     const methods = new Map<string, DirectMethod>();
     for (const [name, def] of Object.entries(etcdPackage())) {
