@@ -5,7 +5,8 @@
  * other thread by id) and its threads' sleeps per put (voluntary context switches, each followed by
  * a wake-up) (Node names them all "node": V8's GC helpers, libuv's pool, LevelDB's compaction
  * thread; etcd's Go threads appear under their own name), its read and write syscalls per put, and
- * (picloud) its Ready cycles, Raft log saves and peer messages per put. For working on CPU per put;
+ * (picloud) its Ready cycles, Raft log saves and peer messages per put; and each member's RSS idle
+ * (after the cluster has settled, as the full run reads it) and its peak so far after each round. For working on CPU per put;
  * ratios still come from `npm run bench -- kv`. PICLOUD_NODE_ARGS='--flag …' passes node flags to
  * the picloud members. PICLOUD_BENCH_AUTH=1 switches auth on first and puts as a user granted every
  * key (what etcd's auth costs, on both systems). PICLOUD_BENCH_TLS=1 serves both systems' client
@@ -14,6 +15,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { enableAuth } from './client.js';
 import { parseSystem, runProbe, withProbeCluster } from './probe.js';
+import { RssSampler, rssKiB } from './proc.js';
 import { FULL_PLAN } from './system-run.js';
 import { benchValue, putPhase, warmUp } from './workload.js';
 
@@ -85,6 +87,12 @@ async function main(): Promise<void> {
       writer.useToken(await enableAuth(writer.endpoint));
       process.stdout.write(`${system}: auth enabled, putting as a user with read-write on every key\n`);
     }
+    // RSS as the full run reads it: idle after the cluster has settled, then the peak while load runs.
+    await new Promise((r) => setTimeout(r, FULL_PLAN.settleMs));
+    const mib = (kib: number[]): string => kib.map((k) => (k / 1024).toFixed(0)).join(' / ');
+    process.stdout.write(`${system}: RSS idle ${mib(pids.map((p) => rssKiB(p) ?? 0))} MiB (leader first)\n`);
+    const sampler = new RssSampler(pids);
+    sampler.start();
     const value = benchValue();
     // As the full run does: a member's hot paths run unoptimised for its first few thousand puts.
     await warmUp(writer, [writer], FULL_PLAN.systemWarmupMs, value);
@@ -121,7 +129,10 @@ async function main(): Promise<void> {
           `  ${i === 0 ? 'leader  ' : 'follower'} ${total.toFixed(0)} µs, ${sleeps.toFixed(2)} sleeps, ${reads.toFixed(2)} reads, ${writes.toFixed(2)} writes${raft}: ${shown.join(', ')}\n`,
         );
       });
+      process.stdout.write(`  RSS peak so far ${mib(sampler.stop())} MiB (leader first)\n`);
+      sampler.start();
     }
+    sampler.stop();
   });
 }
 

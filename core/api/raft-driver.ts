@@ -26,6 +26,7 @@ import {
   decodeConfChange,
 } from '../raft/index.js';
 import { MemoryStorage } from '../raft/storage.js';
+import { ValueSlab } from '../kv/keys.js';
 
 export interface PersistBatch {
   hardState?: HardState;
@@ -183,6 +184,8 @@ export class RaftDriver {
   private readonly prefixHi = this.requestIdPrefix.readUInt32BE(0);
   private readonly prefixLo = this.requestIdPrefix.readUInt32BE(4);
   private requestCounter = 0;
+  /** Memory of the entries this node proposes (see propose). */
+  private readonly entrySlab = new ValueSlab();
   /** Read barriers waiting for the ReadIndex round in flight to finish, to share the next one. */
   private readsWaitingForNextRound: Array<{ resolve(): void; reject(e: Error): void }> = [];
   private readRoundInFlight = false;
@@ -254,7 +257,9 @@ export class RaftDriver {
   propose(payload: Uint8Array, requester?: Requester): Promise<unknown> {
     if (this.stopped) return Promise.reject(new RaftDriverError('STOPPED', 'raft node stopped'));
     const counter = ++this.requestCounter;
-    const data = Buffer.allocUnsafe(REQUEST_ID_BYTES + payload.length);
+    // Not Node's pool: the log keeps the entry until its next compaction, and a pool slice would
+    // keep its whole 8 KiB slab (and every transient buffer cut from it) alive that long.
+    const data = this.entrySlab.alloc(REQUEST_ID_BYTES + payload.length);
     this.writeRequestId(data, counter);
     data.set(payload, REQUEST_ID_BYTES);
     return this.track(this.proposals, counter, () => {

@@ -39,11 +39,15 @@ export function copyBytes(bytes: Uint8Array): Buffer {
 export const VALUE_SLAB_BYTES = 16 * 1024;
 
 /**
- * Copies the values of a bulk load (restart, snapshot restore) into slabs that hold those
- * values only: packed like Node's pool, but with no transient buffers among them. Reloading
- * 1M values of 256 bytes in a fresh process took 7.4–9.7 s and 845–858 MiB RSS this way,
- * 11.8–12.0 s and 1,093–1,103 MiB with one allocation per value (copyBytes), 9.5–9.6 s and
- * 854–855 MiB with Node's pool (2026-12-03). A slab lives while any of its values does, so
+ * Packs small byte arrays that are kept for a while into slabs that hold those arrays only:
+ * packed like Node's pool, but with no transient buffers among them (a kept slice of Node's
+ * 8 KiB pool keeps the whole pool slab, and every transient buffer cut from it, alive).
+ * Used for the values of a bulk load (restart, snapshot restore) and for the Raft entries a
+ * member proposes, which the log keeps until its next compaction and drops in order.
+ *
+ * Reloading 1M values of 256 bytes in a fresh process took 7.4–9.7 s and 845–858 MiB RSS this
+ * way, 11.8–12.0 s and 1,093–1,103 MiB with one allocation per value (copyBytes), 9.5–9.6 s and
+ * 854–855 MiB with Node's pool (2026-12-03). A slab lives while any of its arrays does, so
  * after later compactions the restored values never take more memory than when loaded.
  */
 export class ValueSlab {
@@ -51,14 +55,19 @@ export class ValueSlab {
   private used = 0;
 
   copy(bytes: Uint8Array): Buffer {
-    const n = bytes.byteLength;
-    if (n > VALUE_SLAB_BYTES / 8) return copyBytes(bytes);
+    const out = this.alloc(bytes.byteLength);
+    out.set(bytes);
+    return out;
+  }
+
+  /** `n` uninitialised bytes. */
+  alloc(n: number): Buffer {
+    if (n > VALUE_SLAB_BYTES / 8) return Buffer.allocUnsafeSlow(n);
     if (this.slab === undefined || this.used + n > VALUE_SLAB_BYTES) {
       this.slab = Buffer.allocUnsafeSlow(VALUE_SLAB_BYTES);
       this.used = 0;
     }
     const out = this.slab.subarray(this.used, this.used + n);
-    out.set(bytes);
     this.used += n;
     return out;
   }

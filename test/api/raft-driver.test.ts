@@ -531,3 +531,23 @@ t.test('a follower refuses a snapshot that fails its check, reloads Raft from st
   t.ok(last > before, 'a proposal through the reloaded follower commits and applies there');
   await waitFor('every member to apply it', () => [...appliedIndex.values()].every((a) => a === last) || undefined);
 });
+
+t.test("a proposal's entry has memory of its own, not a slice of Node's shared pool (which the log would keep whole)", async (t) => {
+  const saved: MemoryPersistence[] = [];
+  const { drivers } = cluster(1, 5000, (_id, mem) => (saved.push(mem), mem));
+  const d = drivers.get(1)!;
+  d.start();
+  t.teardown(() => d.stop());
+  await waitFor('a leader', () => d.node.status().role === Role.Leader || undefined);
+  // Small buffers made just before and after the proposal come from Node's pool slab, as a
+  // pooled entry would (the slab rotates at most once in between: one of them shares it).
+  const before = Buffer.allocUnsafe(8);
+  const done = d.propose(enc.encode('kept in the log'));
+  const after = Buffer.allocUnsafe(8);
+  t.equal(await done, 'applied:kept in the log');
+  const storage = saved[0]!.storage;
+  const entry = storage.entries(storage.firstIndex(), storage.lastIndex() + 1).find((e) => dec.decode(e.data).endsWith('kept in the log'));
+  t.ok(entry, 'the entry is in the log');
+  t.not(entry!.data.buffer, before.buffer, 'not the pool slab of a buffer made before');
+  t.not(entry!.data.buffer, after.buffer, 'nor of one made after');
+});
