@@ -22,33 +22,15 @@ export function keyBytes(key: string): Buffer {
   return Buffer.from(key, 'latin1');
 }
 
-/**
- * A copy with its own memory: request buffers may be views into a whole Raft entry we must not
- * retain. Not Buffer.allocUnsafe either: below 4 KiB that carves the copy out of Node's shared
- * 8 KiB pool, and a stored value would keep the whole slab, and every transient buffer cut from
- * it, alive for as long as the value is retained (up to 1.6x the heap of own-memory copies in
- * the shapes of test/kv/quota.test.ts).
- */
-export function copyBytes(bytes: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafeSlow(bytes.byteLength);
-  out.set(bytes);
-  return out;
-}
-
 /** Slab size of ValueSlab; values above an eighth of it get memory of their own. */
 export const VALUE_SLAB_BYTES = 16 * 1024;
 
 /**
  * Packs small byte arrays that are kept for a while into slabs that hold those arrays only:
  * packed like Node's pool, but with no transient buffers among them (a kept slice of Node's
- * 8 KiB pool keeps the whole pool slab, and every transient buffer cut from it, alive).
- * Used for the values of a bulk load (restart, snapshot restore) and for the Raft entries a
- * member proposes, which the log keeps until its next compaction and drops in order.
- *
- * Reloading 1M values of 256 bytes in a fresh process took 7.4–9.7 s and 845–858 MiB RSS this
- * way, 11.8–12.0 s and 1,093–1,103 MiB with one allocation per value (copyBytes), 9.5–9.6 s and
- * 854–855 MiB with Node's pool (2026-12-03). A slab lives while any of its arrays does, so
- * after later compactions the restored values never take more memory than when loaded.
+ * 8 KiB pool keeps the whole pool slab, and every transient buffer cut from it, alive). Used
+ * for the Raft entries a member proposes, which its log keeps until the next log compaction
+ * and drops in order, so slabs are freed in order too. A slab lives while any of its arrays does.
  */
 export class ValueSlab {
   private slab: Buffer | undefined;

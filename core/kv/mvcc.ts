@@ -23,25 +23,44 @@ export class KvRecord {
     /** 0 for a tombstone. */
     readonly version: number,
     readonly lease: number,
-    /** null for a tombstone. */
-    readonly value: Uint8Array | null,
+    /**
+     * The value as a binary string (latin1, as the key: one code unit per byte), the only
+     * copy kept; null for a tombstone. A string is one object on the V8 heap (16 bytes of
+     * header); a Buffer per value cost a Buffer, an ArrayBuffer and a malloc'd backing store
+     * (~290 more bytes per record, test/kv/quota.test.ts).
+     */
+    readonly svalue: string | null,
   ) {}
 
-  /** The KeyValue clients see (a delete event's kv has only key and modRevision). */
-  toKeyValue(): KeyValue {
+  get tombstone(): boolean {
+    return this.svalue === null;
+  }
+
+  /** The value's bytes, made on demand (a fresh Buffer: nothing shares the store's copy); null for a tombstone. */
+  get value(): Buffer | null {
+    return this.svalue === null ? null : Buffer.from(this.svalue, 'latin1');
+  }
+
+  /** Bytes of the value (0 for a tombstone). */
+  get valueBytes(): number {
+    return this.svalue === null ? 0 : this.svalue.length;
+  }
+
+  /** The KeyValue clients see (a delete event's kv has only key and modRevision); keysOnly leaves the value empty. */
+  toKeyValue(keysOnly = false): KeyValue {
     return {
       key: this.hist.key,
       createRevision: this.createRevision,
       modRevision: this.main,
       version: this.version,
-      value: this.value ?? EMPTY_BYTES,
+      value: keysOnly || this.svalue === null ? EMPTY_BYTES : Buffer.from(this.svalue, 'latin1'),
       lease: this.lease,
     };
   }
 
   /** Bytes a client response would carry for this record (for memory caps). */
   get sizeBytes(): number {
-    return this.hist.skey.length + (this.value === null ? 0 : this.value.byteLength);
+    return this.hist.skey.length + this.valueBytes;
   }
 }
 
@@ -66,7 +85,7 @@ export class KeyHistory {
   /** The live record now, or undefined when the key is deleted. */
   live(): KvRecord | undefined {
     const r = this.records[this.records.length - 1];
-    return r === undefined || r.value === null ? undefined : r;
+    return r === undefined || r.svalue === null ? undefined : r;
   }
 
   /** Index of the last record with main <= rev, or -1. */
@@ -88,14 +107,14 @@ export class KeyHistory {
     const i = this.indexAt(rev);
     if (i < 0) return undefined;
     const r = this.records[i]!;
-    return r.value === null ? undefined : r;
+    return r.svalue === null ? undefined : r;
   }
 
   /** The record just before `rec` in this history, if live (a change's previous value). */
   previousLive(rec: KvRecord): KvRecord | undefined {
     const i = this.records.lastIndexOf(rec);
     const p = i > 0 ? this.records[i - 1] : undefined;
-    return p === undefined || p.value === null ? undefined : p;
+    return p === undefined || p.svalue === null ? undefined : p;
   }
 }
 
@@ -110,17 +129,18 @@ export interface RevisionLog {
 }
 
 /**
- * Heap bytes one retained record costs beyond its value: the KvRecord object, its slots in
- * the key history and the revision log, the value's Uint8Array. With KEY_OVERHEAD_BYTES
- * (a key's history, its Map and sorted-index entries) the estimate stays within ~25% of the
- * measured heap for small and large values, few and many keys (test/kv/quota.test.ts).
+ * Heap bytes one retained record costs beyond its value's bytes: the KvRecord object, its
+ * slots in the key history and the revision log, the value string's header. With
+ * KEY_OVERHEAD_BYTES (a key's history, its string, its Map and sorted-index entries) the
+ * estimate stays within ~25% of the measured heap for small and large values, few and many
+ * keys (test/kv/quota.test.ts).
  */
-export const RECORD_OVERHEAD_BYTES = 320;
-export const KEY_OVERHEAD_BYTES = 384;
+export const RECORD_OVERHEAD_BYTES = 144;
+export const KEY_OVERHEAD_BYTES = 192;
 
 /** The estimate of one record's memory that the space quota counts (its key is counted once per history). */
 export function recordRetainedBytes(r: KvRecord): number {
-  return RECORD_OVERHEAD_BYTES + (r.value === null ? 0 : r.value.byteLength);
+  return RECORD_OVERHEAD_BYTES + r.valueBytes;
 }
 
 function historyRetainedBytes(h: KeyHistory): number {
@@ -188,8 +208,8 @@ export class MvccIndex {
     return this.writeRecords.length > 0 ? this.writeMain : this.currentRevision;
   }
 
-  /** Appends a put; the key must not already have been changed in this write. */
-  put(skey: string, value: Uint8Array, lease: number): KvRecord {
+  /** Appends a put (the value as a binary string); the key must not already have been changed in this write. */
+  put(skey: string, value: string, lease: number): KvRecord {
     let h = this.hists.get(skey);
     if (h === undefined) {
       h = new KeyHistory(skey);
@@ -223,7 +243,7 @@ export class MvccIndex {
     // empty array room for 17 elements, ~130 bytes per key wasted at a million keys.
     if (h.records.length === 0) h.records = [rec];
     else h.records.push(rec);
-    if (h.records.length > 1 || rec.value === null) this.compactable.add(h);
+    if (h.records.length > 1 || rec.svalue === null) this.compactable.add(h);
     this.retainedBytes += recordRetainedBytes(rec);
     this.writeRecords.push(rec);
   }
@@ -251,7 +271,7 @@ export class MvccIndex {
     for (const h of this.compactable) {
       const i = h.indexAt(rev);
       if (i < 0) continue;
-      const cut = h.records[i]!.value === null ? i + 1 : i;
+      const cut = h.records[i]!.svalue === null ? i + 1 : i;
       if (cut > 0) {
         for (let j = 0; j < cut; j++) {
           const r = h.records[j]!;
@@ -265,7 +285,7 @@ export class MvccIndex {
         this.hists.delete(h.skey);
         this.sorted.delete(h.skey);
         this.retainedBytes -= historyRetainedBytes(h);
-      } else if (h.records.length === 1 && h.records[0]!.value !== null) {
+      } else if (h.records.length === 1 && h.records[0]!.svalue !== null) {
         this.compactable.delete(h);
       }
     }
@@ -343,7 +363,7 @@ export class MvccIndex {
     this.compactable.clear();
     this.retainedBytes = 0;
     for (const h of hists.values()) {
-      if (h.records.length > 1 || h.latest()!.value === null) this.compactable.add(h);
+      if (h.records.length > 1 || h.latest()!.svalue === null) this.compactable.add(h);
       this.retainedBytes += historyRetainedBytes(h);
       for (const r of h.records) this.retainedBytes += recordRetainedBytes(r);
     }
@@ -370,6 +390,6 @@ export class MvccIndex {
 export function visibleRecords(h: KeyHistory, compactRevision: number): KvRecord[] {
   const i = h.indexAt(compactRevision);
   if (i < 0) return h.records;
-  const start = h.records[i]!.value === null ? i + 1 : i;
+  const start = h.records[i]!.svalue === null ? i + 1 : i;
   return start === 0 ? h.records : h.records.slice(start);
 }

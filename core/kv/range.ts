@@ -73,9 +73,7 @@ export function visitLive(
 }
 
 function toKv(rec: KvRecord, keysOnly: boolean): KeyValue {
-  const kv = rec.toKeyValue();
-  if (keysOnly) kv.value = EMPTY_BYTES;
-  return kv;
+  return rec.toKeyValue(keysOnly);
 }
 
 function compareNum(a: number, b: number): number {
@@ -103,7 +101,8 @@ function sortRecords(recs: KvRecord[], r: RangeRequest): void {
       cmp = (a, b) => compareNum(a.main, b.main);
       break;
     default:
-      cmp = (a, b) => Buffer.compare(a.value!, b.value!);
+      // Binary strings compare in byte order (keys.ts).
+      cmp = (a, b) => (a.svalue! < b.svalue! ? -1 : a.svalue! > b.svalue! ? 1 : 0);
   }
   recs.sort(order === SortOrder.DESCEND ? (a, b) => cmp(b, a) : cmp);
 }

@@ -5,7 +5,7 @@
  * than installed. The in-memory index (key → revisions) and the revision log are derived here.
  */
 import { KvError } from './errors.js';
-import { ValueSlab, keyString } from './keys.js';
+import { keyString } from './keys.js';
 import { MAX_KEY_BYTES, MAX_LEASE_ID, MAX_LEASE_TTL_SECONDS, MIN_LEASE_ID } from './limits.js';
 import { KeyHistory, KvRecord, type RevisionLog } from './mvcc.js';
 import type { InstallableState } from './store.js';
@@ -34,7 +34,6 @@ export class StateBuilder {
   private readonly hists = new Map<string, KeyHistory>();
   private readonly records: KvRecord[] = [];
   private readonly leases = new Map<number, number>();
-  private readonly values = new ValueSlab();
   private lastKey: string | undefined;
   private keysInOrder = true;
   private revisionOrder = true;
@@ -73,20 +72,18 @@ export class StateBuilder {
     const prev = h.latest();
     if (value === null) {
       if (createRevision !== 0 || version !== 0 || lease !== 0) throw corrupt('tombstone with fields');
-      if (prev === undefined || prev.value === null) throw corrupt('tombstone without a live record before it');
+      if (prev === undefined || prev.svalue === null) throw corrupt('tombstone without a live record before it');
     } else if (prev === undefined) {
       if (version === 0 || createRevision > main || createRevision < 2) throw corrupt('bad first record');
       if (version === 1 && createRevision !== main) throw corrupt('version 1 not created at its revision');
-    } else if (prev.value === null) {
+    } else if (prev.svalue === null) {
       if (version !== 1 || createRevision !== main) throw corrupt('recreated key must start at version 1');
     } else if (version !== prev.version + 1 || createRevision !== prev.createRevision) {
       throw corrupt('version or create revision out of sequence');
     }
     if (prev !== undefined && main <= prev.main) throw corrupt('key history out of order');
-    // Copied: a view would keep the source's own ArrayBuffer (~90 bytes of heap per value,
-    // or a whole decoded chunk) alive; the slab packs the values of one load together.
-    const bytes = value === null ? null : this.values.copy(value);
-    const rec = new KvRecord(h, main, sub, createRevision, version, lease, bytes);
+    // A binary string: its own copy, nothing of the decoded chunk kept (see KvRecord.svalue).
+    const rec = new KvRecord(h, main, sub, createRevision, version, lease, value === null ? null : keyString(value));
     if (h.records.length === 0) h.records = [rec]; // exact size (see MvccIndex.appendRecord)
     else h.records.push(rec);
     this.records.push(rec);

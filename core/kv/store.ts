@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import { AuthState, type AuthRequest, type AuthResponse } from './auth.js';
 import { checkRangeRequest, checkRequest } from './check.js';
 import { KvError } from './errors.js';
-import { copyBytes, EMPTY_BYTES, keyBytes, keyString, spanOf } from './keys.js';
+import { EMPTY_BYTES, keyBytes, keyString, spanOf } from './keys.js';
 import { LeaseTable, leaseIdForIndex, type LeaseEntry } from './leases.js';
 import { MAX_RANGE_RESPONSE_BYTES, MIN_LEASE_TTL_SECONDS, RANGE_PAGE_BYTES_DEFAULT } from './limits.js';
 import { KeyHistory, KvRecord, MvccIndex, visibleRecords, type RevisionLog } from './mvcc.js';
@@ -275,7 +275,7 @@ export class KvStore {
     const h = this.idx.history(skey);
     const prev = h?.live();
     // ignore_value / ignore_lease were prechecked to have a live key.
-    const value = p.ignoreValue ? prev!.value! : copyBytes(p.value ?? EMPTY_BYTES);
+    const value = p.ignoreValue ? prev!.svalue! : keyString(p.value ?? EMPTY_BYTES);
     const lease = p.ignoreLease ? prev!.lease : p.lease ?? 0;
     const rec = this.idx.put(skey, value, lease);
     if (prev === undefined || prev.lease !== lease) {
@@ -671,10 +671,10 @@ export class KvStore {
         h.num(r.createRevision);
         h.num(r.version);
         h.num(r.lease);
-        if (r.value === null) h.num(-1);
+        if (r.svalue === null) h.num(-1);
         else {
-          h.num(r.value.byteLength);
-          h.bytes(r.value);
+          h.num(r.svalue.length);
+          h.latin1(r.svalue);
         }
       }
     }
@@ -691,6 +691,10 @@ class StateHasher {
   }
   bytes(b: Uint8Array): void {
     this.h.update(b);
+  }
+  /** A binary string's bytes. */
+  latin1(s: string): void {
+    this.h.update(s, 'latin1');
   }
   hex(): string {
     return this.h.digest('hex');
@@ -718,9 +722,13 @@ export function isTxnSerializable(t: TxnRequest): boolean {
 function compareRecord(c: Compare, rec: KvRecord | undefined): boolean {
   let result: number;
   switch (c.target ?? CompareTarget.VERSION) {
-    case CompareTarget.VALUE:
-      result = Buffer.compare(rec?.value ?? EMPTY_BYTES, c.value ?? EMPTY_BYTES);
+    case CompareTarget.VALUE: {
+      // Binary strings compare in byte order (keys.ts).
+      const a = rec?.svalue ?? '';
+      const b = keyString(c.value ?? EMPTY_BYTES);
+      result = a < b ? -1 : a > b ? 1 : 0;
       break;
+    }
     case CompareTarget.CREATE:
       result = cmpNum(rec?.createRevision ?? 0, c.createRevision ?? 0);
       break;
