@@ -8,31 +8,16 @@
 import t from 'tap';
 import { renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { connect as tlsConnect } from 'node:tls';
 import { loadOrCreateAutoTls } from '../../agent/auto-tls.js';
 import { AgentCluster, etcdctl, hasEtcdctl, leaderAgent, type AgentProc } from '../helpers/agents.js';
+import { servedFingerprint as servedFingerprintOf } from '../helpers/certs.js';
+import { until } from '../helpers/wait.js';
 
 const insecure = ['--insecure-transport=false', '--insecure-skip-tls-verify'];
 const published = /"clientCertificate":"published"[^\n]*"msg":"recorded this member's addresses and quota"/g;
 
 /** The SHA-256 fingerprint of the certificate the agent's client port presents. */
-function servedFingerprint(a: AgentProc): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = tlsConnect({ host: '127.0.0.1', port: a.ports.client, rejectUnauthorized: false, ALPNProtocols: ['h2'] }, () => {
-      resolve(s.getPeerX509Certificate()!.fingerprint256);
-      s.destroy();
-    });
-    s.on('error', reject);
-  });
-}
-
-async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const servedFingerprint = (a: AgentProc): Promise<string> => servedFingerprintOf(a.ports.client);
 
 /** How many times the agent recorded a certificate of its own in its member record. */
 const publications = (a: AgentProc): number => a.log.join('').match(published)?.length ?? 0;

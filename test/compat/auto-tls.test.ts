@@ -10,22 +10,13 @@ import t from 'tap';
 import { X509Certificate } from 'node:crypto';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { connect as tlsConnect } from 'node:tls';
 import { AgentCluster, etcdctl, hasEtcdctl, type AgentProc } from '../helpers/agents.js';
-import { hasOpenssl, makeTestCerts } from '../helpers/certs.js';
+import { hasOpenssl, makeTestCerts, servedFingerprint as servedFingerprintOf } from '../helpers/certs.js';
 
 const insecure = ['--insecure-transport=false', '--insecure-skip-tls-verify'];
 
 /** The SHA-256 fingerprint of the certificate the agent's client port presents. */
-function servedFingerprint(a: AgentProc): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = tlsConnect({ host: '127.0.0.1', port: a.ports.client, rejectUnauthorized: false, ALPNProtocols: ['h2'] }, () => {
-      resolve(s.getPeerX509Certificate()!.fingerprint256);
-      s.destroy();
-    });
-    s.on('error', reject);
-  });
-}
+const servedFingerprint = (a: AgentProc): Promise<string> => servedFingerprintOf(a.ports.client);
 
 if (!hasEtcdctl()) {
   t.test('--auto-tls', { skip: 'needs etcdctl (apt-get install etcd-client)' }, async () => undefined);

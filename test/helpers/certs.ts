@@ -8,6 +8,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
 
 export interface TestCerts {
   dir: string;
@@ -82,4 +83,15 @@ export function makeTestCerts(): TestCerts {
     },
     remove: () => rmSync(dir, { recursive: true, force: true }),
   };
+}
+
+/** The SHA-256 fingerprint of the certificate a TLS port on 127.0.0.1 presents (unverified). */
+export function servedFingerprint(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false, ALPNProtocols: ['h2'] }, () => {
+      resolve(s.getPeerX509Certificate()!.fingerprint256);
+      s.destroy();
+    });
+    s.on('error', reject);
+  });
 }

@@ -316,6 +316,28 @@ class FakeStream extends EventEmitter {
   }
 }
 
+/**
+ * Messages of `lengths` bytes, framed, fed to `stream` in chunks cut at `cuts`; after each chunk,
+ * `check` gets how far the stream has been read and where each body starts and ends.
+ */
+function feedInCuts(stream: FakeStream, lengths: number[], cuts: number[], check: (at: number, spans: Array<[number, number]>) => boolean): boolean {
+  const bytes = Buffer.concat(lengths.map((n) => frame(Buffer.alloc(n))));
+  const spans: Array<[number, number]> = [];
+  for (let at = 0, i = 0; i < lengths.length; i++) {
+    spans.push([at + 5, at + 5 + lengths[i]!]);
+    at += 5 + lengths[i]!;
+  }
+  let at = 0;
+  for (const cut of [...cuts, bytes.length]) {
+    const end = Math.min(bytes.length, at + cut);
+    if (end <= at) continue;
+    stream.emit('data', bytes.subarray(at, end));
+    at = end;
+    if (!check(at, spans)) return false;
+  }
+  return true;
+}
+
 t.test('property: a stream holds a reservation exactly while it is inside a message that went past its chunk', (t) => {
   fc.assert(
     fc.property(
@@ -325,24 +347,12 @@ t.test('property: a stream holds a reservation exactly while it is inside a mess
         const budget = new RequestBytesBudget({ memberBytes: 1 << 30, connectionBytes: 1 << 30, waitingStreams: 1 }, 1 << 20);
         const stream = new FakeStream();
         budget.watch(stream as unknown as ServerHttp2Stream);
-        const bytes = Buffer.concat(lengths.map((n) => frame(Buffer.alloc(n))));
-        // Where each message's body starts and ends in the stream.
-        const spans: Array<[number, number]> = [];
-        for (let at = 0, i = 0; i < lengths.length; i++) {
-          spans.push([at + 5, at + 5 + lengths[i]!]);
-          at += 5 + lengths[i]!;
-        }
-        let at = 0;
-        for (const cut of [...cuts, bytes.length]) {
-          const end = Math.min(bytes.length, at + cut);
-          if (end <= at) continue;
-          stream.emit('data', bytes.subarray(at, end));
-          at = end;
-          // Inside a body that this chunk did not finish: reserved (announced length) only if it started before the chunk's end.
+        // Inside a body that the last chunk did not finish: reserved (its announced length).
+        const held = feedInCuts(stream, lengths, cuts, (at, spans) => {
           const inside = spans.find(([s, e]) => s <= at && at < e);
-          const expected = inside === undefined ? 0 : inside[1] - inside[0];
-          if (budget.heldBytes !== expected) return false;
-        }
+          return budget.heldBytes === (inside === undefined ? 0 : inside[1] - inside[0]);
+        });
+        if (!held) return false;
         stream.close();
         return budget.heldBytes === 0 && budget.waitingStreams === 0;
       },
@@ -362,21 +372,9 @@ t.test('property: a single request holds every message it has begun until the ha
         const budget = new RequestBytesBudget({ memberBytes: 1 << 30, connectionBytes: 1 << 30, waitingStreams: 1 }, 1 << 20);
         const stream = new FakeStream();
         budget.watch(stream as unknown as ServerHttp2Stream, true);
-        const bytes = Buffer.concat(lengths.map((n) => frame(Buffer.alloc(n))));
-        const starts: Array<[number, number]> = []; // [end of prefix, length] of each message
-        for (let at = 0, i = 0; i < lengths.length; i++) {
-          starts.push([at + 5, lengths[i]!]);
-          at += 5 + lengths[i]!;
-        }
-        let at = 0;
-        for (const cut of [...cuts, bytes.length]) {
-          const end = Math.min(bytes.length, at + cut);
-          if (end <= at) continue;
-          stream.emit('data', bytes.subarray(at, end));
-          at = end;
-          const begun = starts.filter(([s]) => s <= at).reduce((sum, [, n]) => sum + n, 0);
-          if (budget.heldBytes !== begun) return false;
-        }
+        // Every message whose prefix has arrived: reserved (its announced length).
+        const held = feedInCuts(stream, lengths, cuts, (at, spans) => budget.heldBytes === spans.filter(([s]) => s <= at).reduce((sum, [s, e]) => sum + e - s, 0));
+        if (!held) return false;
         stream.emit('end');
         if (budget.heldBytes !== 0) return false;
         stream.close();
