@@ -8,8 +8,10 @@
  * bytes longer, grew a member's RSS by ~0.5 GiB (etcd 3.4.23 by 435 MiB), held until the
  * client left; a connection may open MAX_CONCURRENT_STREAMS of them.
  *
- * Here each message's announced length is reserved as its prefix arrives (a message whole in the
- * DATA it started in needs nothing), against the member's and the connection's bounds. A stream
+ * Here each message's announced length is reserved as its prefix arrives (a stream's message
+ * whole in the DATA it started in needs nothing: its call takes it at once; a single request,
+ * unary or server-streaming, stays reserved until the client half-closes, as its call holds it
+ * that long), against the member's and the connection's bounds. A stream
  * whose message does not fit stops being read (stream.pause(): HTTP/2 flow control then stops
  * its client once the stream's window is used) until a reservation is released; past
  * `waitingStreams` such streams, a further one is reset with ENHANCE_YOUR_CALM, which gRPC
@@ -38,12 +40,6 @@ export const MAX_HELD_REQUEST_BYTES_PER_CONNECTION = 8 * 1024 * 1024;
 /** Each may hold up to its HTTP/2 window (64 KiB) while stopped: 256 of them, 16 MiB. */
 export const MAX_WAITING_REQUEST_STREAMS = 256;
 
-export const DEFAULT_REQUEST_BYTES_LIMITS: Readonly<RequestBytesLimits> = Object.freeze({
-  memberBytes: MAX_HELD_REQUEST_BYTES,
-  connectionBytes: MAX_HELD_REQUEST_BYTES_PER_CONNECTION,
-  waitingStreams: MAX_WAITING_REQUEST_STREAMS,
-});
-
 /** The bounds of one client port, and the streams waiting for room under them. */
 export class RequestBytesBudget {
   private held = 0;
@@ -51,7 +47,7 @@ export class RequestBytesBudget {
   /** In arrival order: room goes to the first that fits. */
   private readonly waiting = new Set<Waiter>();
   private readonly limits: RequestBytesLimits;
-  /** Streams reset (and gateway requests refused) because `waitingStreams` were already waiting. */
+  /** Streams reset (and gateway requests refused) for want of room: `waitingStreams` already waiting, or a whole single request that did not fit. */
   refusedStreams = 0;
 
   /**
