@@ -5,7 +5,7 @@
  * bounds; streams that finish are all answered (no stream waits on another that waits on it);
  * and a real member under the attack measured before the fix keeps its memory.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import fc from 'fast-check';
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
@@ -114,7 +114,8 @@ t.test("grpc-js's streams are bounded too: an unfinished watch request holds its
   put.finish();
   t.equal(await put.outcome, '0');
   await until('budget.heldBytes === 0', () => budget.heldBytes === 0, 5_000);
-  t.pass('nothing held once both streams are gone');
+  t.equal(budget.heldBytes, 0, 'nothing held once both streams are gone');
+  t.equal(budget.waitingStreams, 0, 'nothing waiting');
 });
 
 t.test("the member's bound across connections, and a closed connection's reservations returned", async (t) => {
@@ -136,7 +137,8 @@ t.test("the member's bound across connections, and a closed connection's reserva
   t.equal(budget.heldBytes, 2 * announced, 'a third connection waits: the member holds two of these messages at most');
   sessions[0]!.destroy();
   await until('budget.waitingStreams === 0 && budget.heldBytes === 2 * announced', () => budget.waitingStreams === 0 && budget.heldBytes === 2 * announced, 5_000);
-  t.pass("the closed connection's reservation went to the waiting stream");
+  t.equal(budget.waitingStreams, 0, "the closed connection's reservation went to the waiting stream");
+  t.equal(budget.heldBytes, 2 * announced, 'which now holds it: two messages, as before');
   b.finish();
   c.finish();
   t.same(await Promise.all([b.outcome, c.outcome]), ['0', '0']);
@@ -316,6 +318,13 @@ class FakeStream extends EventEmitter {
   }
 }
 
+/** Checks `property` on 500 random cases: none fails (the message names a counterexample), and all 500 ran. */
+function holds500(t: Test, what: string, property: fc.IPropertyWithHooks<[number[], number[]]>): void {
+  const r = fc.check(property, { numRuns: 500 });
+  t.notOk(r.failed, r.failed ? `${what}: fails for ${fc.stringify(r.counterexample)}` : what);
+  t.equal(r.numRuns, 500, `${what}: all 500 ran`);
+}
+
 /**
  * Messages of `lengths` bytes, framed, fed to `stream` in chunks cut at `cuts`; after each chunk,
  * `check` gets how far the stream has been read and where each body starts and ends.
@@ -339,7 +348,9 @@ function feedInCuts(stream: FakeStream, lengths: number[], cuts: number[], check
 }
 
 t.test('property: a stream holds a reservation exactly while it is inside a message that went past its chunk', (t) => {
-  fc.assert(
+  holds500(
+    t,
+    '500 random message sequences cut into random chunks',
     fc.property(
       fc.array(fc.integer({ min: 0, max: 3000 }), { minLength: 1, maxLength: 8 }),
       fc.array(fc.integer({ min: 1, max: 4000 }), { minLength: 1, maxLength: 20 }),
@@ -357,14 +368,14 @@ t.test('property: a stream holds a reservation exactly while it is inside a mess
         return budget.heldBytes === 0 && budget.waitingStreams === 0;
       },
     ),
-    { numRuns: 500 },
   );
-  t.pass('500 random message sequences cut into random chunks');
   t.end();
 });
 
 t.test('property: a single request holds every message it has begun until the half-close', (t) => {
-  fc.assert(
+  holds500(
+    t,
+    '500 random single requests cut into random chunks',
     fc.property(
       fc.array(fc.integer({ min: 0, max: 3000 }), { minLength: 1, maxLength: 4 }),
       fc.array(fc.integer({ min: 1, max: 4000 }), { minLength: 1, maxLength: 20 }),
@@ -381,9 +392,7 @@ t.test('property: a single request holds every message it has begun until the ha
         return budget.heldBytes === 0;
       },
     ),
-    { numRuns: 500 },
   );
-  t.pass('500 random single requests cut into random chunks');
   t.end();
 });
 
