@@ -70,15 +70,20 @@ const limits = {
   maxWaitingRequestStreams: 3,
 };
 
+/** A server with `limits` on the given path, and one HTTP/2 connection to it; both gone after the test. */
+async function serverAndSession(t: Test, directUnary: boolean): Promise<{ session: ClientHttp2Session; budget: RequestBytesBudget }> {
+  const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, limits, directUnary });
+  const session = connect(`http://127.0.0.1:${server.port}`);
+  t.teardown(async () => {
+    session.destroy();
+    await server.close();
+  });
+  return { session, budget: server.requestBytes! };
+}
+
 for (const directUnary of [true, false]) {
   t.test(`${directUnary ? 'direct path' : 'grpc-js path'}: unfinished messages are reserved whole, then wait, then are reset; all finished ones are answered`, async (t) => {
-    const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, limits, directUnary });
-    const session = connect(`http://127.0.0.1:${server.port}`);
-    t.teardown(async () => {
-      session.destroy();
-      await server.close();
-    });
-    const budget = server.requestBytes!;
+    const { session, budget } = await serverAndSession(t, directUnary);
     // 700 KiB puts: two fit the connection's bound (2 MiB), not three.
     const body = putFrame('k', 700 * 1024);
     const announced = body.length - 5;
@@ -96,13 +101,7 @@ for (const directUnary of [true, false]) {
 }
 
 t.test("grpc-js's streams are bounded too: an unfinished watch request holds its reservation", async (t) => {
-  const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, limits });
-  const session = connect(`http://127.0.0.1:${server.port}`);
-  t.teardown(async () => {
-    session.destroy();
-    await server.close();
-  });
-  const budget = server.requestBytes!;
+  const { session, budget } = await serverAndSession(t, true);
   const createWatch = frame(requestSerialize('Watch', 'Watch')({ create_request: { key: Buffer.from('k') } }));
   // A watch stream: a whole create request, then a message announced at the receive limit, unfinished.
   const watch = startRequest(session, WATCH, Buffer.concat([createWatch, frame(Buffer.alloc(16), MAX_MESSAGE_BYTES)]), createWatch.length + 21);
@@ -318,11 +317,27 @@ class FakeStream extends EventEmitter {
   }
 }
 
-/** Checks `property` on 500 random cases: none fails (the message names a counterexample), and all 500 ran. */
-function holds500(t: Test, what: string, property: fc.IPropertyWithHooks<[number[], number[]]>): void {
+/**
+ * Checks `holds` on 500 random cases (up to `maxMessages` message lengths, and where to cut
+ * their stream into chunks): none fails (the message names a counterexample), and all 500 ran.
+ */
+function holds500(t: Test, what: string, maxMessages: number, holds: (lengths: number[], cuts: number[]) => boolean): void {
+  const property = fc.property(
+    fc.array(fc.integer({ min: 0, max: 3000 }), { minLength: 1, maxLength: maxMessages }),
+    fc.array(fc.integer({ min: 1, max: 4000 }), { minLength: 1, maxLength: 20 }),
+    holds,
+  );
   const r = fc.check(property, { numRuns: 500 });
   t.notOk(r.failed, r.failed ? `${what}: fails for ${fc.stringify(r.counterexample)}` : what);
   t.equal(r.numRuns, 500, `${what}: all 500 ran`);
+}
+
+/** A stand-in stream watched by a budget too large to wait or refuse. */
+function watchedAlone(singleRequest: boolean): { budget: RequestBytesBudget; stream: FakeStream } {
+  const budget = new RequestBytesBudget({ memberBytes: 1 << 30, connectionBytes: 1 << 30, waitingStreams: 1 }, 1 << 20);
+  const stream = new FakeStream();
+  budget.watch(stream as unknown as ServerHttp2Stream, singleRequest);
+  return { budget, stream };
 }
 
 /**
@@ -348,63 +363,37 @@ function feedInCuts(stream: FakeStream, lengths: number[], cuts: number[], check
 }
 
 t.test('property: a stream holds a reservation exactly while it is inside a message that went past its chunk', (t) => {
-  holds500(
-    t,
-    '500 random message sequences cut into random chunks',
-    fc.property(
-      fc.array(fc.integer({ min: 0, max: 3000 }), { minLength: 1, maxLength: 8 }),
-      fc.array(fc.integer({ min: 1, max: 4000 }), { minLength: 1, maxLength: 20 }),
-      (lengths, cuts) => {
-        const budget = new RequestBytesBudget({ memberBytes: 1 << 30, connectionBytes: 1 << 30, waitingStreams: 1 }, 1 << 20);
-        const stream = new FakeStream();
-        budget.watch(stream as unknown as ServerHttp2Stream);
-        // Inside a body that the last chunk did not finish: reserved (its announced length).
-        const held = feedInCuts(stream, lengths, cuts, (at, spans) => {
-          const inside = spans.find(([s, e]) => s <= at && at < e);
-          return budget.heldBytes === (inside === undefined ? 0 : inside[1] - inside[0]);
-        });
-        if (!held) return false;
-        stream.close();
-        return budget.heldBytes === 0 && budget.waitingStreams === 0;
-      },
-    ),
-  );
+  holds500(t, '500 random message sequences cut into random chunks', 8, (lengths, cuts) => {
+    const { budget, stream } = watchedAlone(false);
+    // Inside a body that the last chunk did not finish: reserved (its announced length).
+    const held = feedInCuts(stream, lengths, cuts, (at, spans) => {
+      const inside = spans.find(([s, e]) => s <= at && at < e);
+      return budget.heldBytes === (inside === undefined ? 0 : inside[1] - inside[0]);
+    });
+    if (!held) return false;
+    stream.close();
+    return budget.heldBytes === 0 && budget.waitingStreams === 0;
+  });
   t.end();
 });
 
 t.test('property: a single request holds every message it has begun until the half-close', (t) => {
-  holds500(
-    t,
-    '500 random single requests cut into random chunks',
-    fc.property(
-      fc.array(fc.integer({ min: 0, max: 3000 }), { minLength: 1, maxLength: 4 }),
-      fc.array(fc.integer({ min: 1, max: 4000 }), { minLength: 1, maxLength: 20 }),
-      (lengths, cuts) => {
-        const budget = new RequestBytesBudget({ memberBytes: 1 << 30, connectionBytes: 1 << 30, waitingStreams: 1 }, 1 << 20);
-        const stream = new FakeStream();
-        budget.watch(stream as unknown as ServerHttp2Stream, true);
-        // Every message whose prefix has arrived: reserved (its announced length).
-        const held = feedInCuts(stream, lengths, cuts, (at, spans) => budget.heldBytes === spans.filter(([s]) => s <= at).reduce((sum, [s, e]) => sum + e - s, 0));
-        if (!held) return false;
-        stream.emit('end');
-        if (budget.heldBytes !== 0) return false;
-        stream.close();
-        return budget.heldBytes === 0;
-      },
-    ),
-  );
+  holds500(t, '500 random single requests cut into random chunks', 4, (lengths, cuts) => {
+    const { budget, stream } = watchedAlone(true);
+    // Every message whose prefix has arrived: reserved (its announced length).
+    const held = feedInCuts(stream, lengths, cuts, (at, spans) => budget.heldBytes === spans.filter(([s]) => s <= at).reduce((sum, [s, e]) => sum + e - s, 0));
+    if (!held) return false;
+    stream.emit('end');
+    if (budget.heldBytes !== 0) return false;
+    stream.close();
+    return budget.heldBytes === 0;
+  });
   t.end();
 });
 
 for (const directUnary of [true, false]) {
   t.test(`${directUnary ? 'direct path' : 'grpc-js path'}: puts whole but not half-closed are held until the half-close; past the bound, reset at once`, async (t) => {
-    const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, limits, directUnary });
-    const session = connect(`http://127.0.0.1:${server.port}`);
-    t.teardown(async () => {
-      session.destroy();
-      await server.close();
-    });
-    const budget = server.requestBytes!;
+    const { session, budget } = await serverAndSession(t, directUnary);
     const body = putFrame('w', 10 * 1024); // whole in one DATA frame
     const n = 300;
     const started = Array.from({ length: n }, () => startRequest(session, PUT, body, body.length));
