@@ -1,9 +1,10 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=4
 /**
  * picloud-node: the command line (DESIGN.md fixes it). Dispatches subcommands; each bad
  * flag gets a clear message and exit code 2.
  */
 import { ConfigError, parseAgentArgs } from './config.js';
+import { missingNodeFlags } from './node-flags.js';
 
 const VERSION = '0.1.0';
 
@@ -48,6 +49,8 @@ const COMMANDS: Record<string, Command> = {
     // the agent's JSON log lines: they go into the log instead.
     process.removeAllListeners('warning');
     process.on('warning', (w: Error & { code?: string }) => logger.warn({ warning: w.name, code: w.code, detail: w.message }, 'Node.js warning'));
+    const missing = missingNodeFlags(process.execArgv);
+    if (missing.length > 0) logger.warn({ missing }, 'node was started without the flags picloud-node runs with (npm start and the picloud-node command pass them): writes pause longer for garbage collection');
     const agent = await runAgent(config);
     let exitCode = 0;
     await new Promise<void>((resolve) => {

@@ -9,6 +9,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../../test/helpers/ports.js';
 import { memberList, memberStatus } from './client.js';
+import { NODE_FLAGS } from '../../agent/node-flags.js';
 
 /** How long a cluster may take to elect a leader and promote its members. */
 export const CLUSTER_START_TIMEOUT_MS = 60_000;
@@ -122,7 +123,7 @@ function makeCluster(system: SystemName, members: Member[], root: string): Bench
 
 export interface PicloudOptions {
   root: string;
-  /** Extra node arguments for every agent (e.g. --cpu-prof --cpu-prof-dir DIR). */
+  /** Node arguments for every agent after NODE_FLAGS, which it always gets (e.g. --cpu-prof --cpu-prof-dir DIR). */
   nodeArgs?: string[];
   tickMs?: number;
   electionTicks?: number;
@@ -148,7 +149,7 @@ export async function startPicloud(opts: PicloudOptions): Promise<BenchCluster> 
       if (i === 1) firstGossip = ports.gossip;
       const dataDir = join(root, name);
       const args = [
-        ...(opts.nodeArgs ?? []), AGENT_CLI, 'agent', '--name', name, '--data-dir', dataDir, '--bind', '127.0.0.1',
+        ...NODE_FLAGS, ...(opts.nodeArgs ?? []), AGENT_CLI, 'agent', '--name', name, '--data-dir', dataDir, '--bind', '127.0.0.1',
         '--client-port', String(ports.client), '--peer-port', String(ports.peer), '--gossip-port', String(ports.gossip),
         '--http-port', String(ports.http), '--tick-ms', String(opts.tickMs ?? 100), '--election-ticks', String(opts.electionTicks ?? 10),
         ...(i === 1 ? ['--bootstrap'] : ['--join', `127.0.0.1:${firstGossip}`, '--token', token]),

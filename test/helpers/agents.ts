@@ -10,6 +10,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './ports.js';
+import { NODE_FLAGS } from '../../agent/node-flags.js';
 
 export const CLI = join(process.cwd(), 'dist/agent/cli.js');
 
@@ -84,7 +85,7 @@ export class AgentCluster {
   start(a: AgentProc, bootstrap: boolean | 'restart'): void {
     // `ip netns exec` execs the command, so the PID is the agent's either way.
     const [cmd, ...pre] = [...(a.wrap ?? []), process.execPath];
-    const proc = spawn(cmd!, [...pre, ...(a.nodeArgs ?? []), CLI, ...this.args(a, bootstrap)], {
+    const proc = spawn(cmd!, [...pre, ...NODE_FLAGS, ...(a.nodeArgs ?? []), CLI, ...this.args(a, bootstrap)], {
       stdio: ['ignore', 'ignore', 'pipe'],
       ...(a.env === undefined ? {} : { env: { ...process.env, ...a.env } }),
     });
