@@ -10,7 +10,7 @@
  *   while the Raft pipeline waits. Smaller semi-spaces make those pauses shorter (and the young
  *   generation 36 MiB smaller on a Pi). Measured with `node dist/bench/kv/put-only.js picloud 16 10`
  *   (bench/RESULTS.md, 2026-12-06 twenty-second session): put p99 at 16 in flight, median of the
- *   rounds, 34.8 ms against 40.8 with the default (2 and 8 MiB: 39 and 39.3).
+ *   rounds, 32.8 ms against 40.8 with the default (2 and 8 MiB: 39.0 and 39.3).
  */
 export const NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4'];
 

@@ -52,9 +52,13 @@ let failedRun = false;
 // What failed, by file, printed again just above the closing line: CI keeps only the head and
 // the tail of a long log, and a failure in the middle is otherwise invisible there.
 const failures = [];
+// Each group's wall time and its slowest files, printed at the end too: where the suite's time goes.
+const timings = [];
 
 function runTap(files, jobs) {
   return new Promise((resolve) => {
+    const started = Date.now();
+    const fileMs = [];
     const child = spawn('node_modules/.bin/tap', ['--reporter=tap', ...jobs, ...files], { stdio: ['ignore', 'pipe', 'inherit'] });
     let gPass = 0;
     let gFail = 0;
@@ -78,12 +82,16 @@ function runTap(files, jobs) {
         }
         if (m && m[2] === 'not ok' && m[1].length > 0) failedInFile.push(`${m[1]}${m[3].trim()}`);
         if (m && m[1].length === 0) {
+          const ms = /^ - (\S+) # time=([\d.]+)ms/.exec(m[3]);
+          if (ms) fileMs.push([Number(ms[2]), ms[1]]);
           if (m[2] === 'not ok') failures.push(`not ok ${m[3].trim()}`, ...failedInFile.slice(0, 12).map((l) => `  ${l}`));
           failedInFile = [];
         }
       }
     });
     child.on('close', (code) => {
+      const slowest = fileMs.sort((a, b) => b[0] - a[0]).slice(0, 8).map(([ms, f]) => `${(ms / 1000).toFixed(0)} s ${f}`);
+      timings.push(`${files.length} files ${jobs.join(' ') || 'in parallel'}: ${((Date.now() - started) / 1000).toFixed(0)} s; slowest: ${slowest.join(', ')}`);
       if (tapSummary) ({ pass: gPass, fail: gFail } = tapSummary);
       if (code !== 0 && gFail === 0) gFail = 1; // a crashed file with no counted failure still fails
       pass += gPass;
@@ -95,6 +103,7 @@ function runTap(files, jobs) {
 }
 
 for (const g of groups) await runTap(g.files, g.jobs);
+console.log(['# where the time went:', ...timings.map((l) => `#   ${l}`)].join('\n'));
 if (failures.length > 0) console.log(['# what failed:', ...failures.map((l) => `#   ${l}`)].join('\n'));
 console.log(`${pass} passed, ${fail} failed`);
 process.exit(!failedRun && fail === 0 ? 0 : 1);

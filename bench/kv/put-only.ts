@@ -11,13 +11,15 @@
  * the picloud members. PICLOUD_BENCH_AUTH=1 switches auth on first and puts as a user granted every
  * key (what etcd's auth costs, on both systems). PICLOUD_BENCH_TLS=1 serves both systems' client
  * ports over TLS (`--cert-file`/`--key-file`, test certificates made with openssl).
+ * PICLOUD_BENCH_PRELOAD=N puts N revisions (256 in flight, over 100,000 keys) before the rounds:
+ * the full run's third round finds about 250,000 in each member.
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import { enableAuth } from './client.js';
 import { parseSystem, runProbe, withProbeCluster } from './probe.js';
 import { RssSampler, rssKiB } from './proc.js';
 import { FULL_PLAN } from './system-run.js';
-import { benchValue, putPhase, warmUp } from './workload.js';
+import { PUT_KEYSPACE, benchValue, closedLoop, putPhase, warmUp } from './workload.js';
 
 const USER_HZ = 100;
 const WARMUP_MS = 5_000;
@@ -96,6 +98,13 @@ async function main(): Promise<void> {
     const value = benchValue();
     // As the full run does: a member's hot paths run unoptimised for its first few thousand puts.
     await warmUp(writer, [writer], FULL_PLAN.systemWarmupMs, value);
+    // The full run's later rounds put to members that already hold a few hundred thousand revisions.
+    const preload = Number(process.env.PICLOUD_BENCH_PRELOAD ?? 0);
+    if (preload > 0) {
+      const started = Date.now();
+      await closedLoop(256, 600_000, preload, (seq, w) => writer.put(Buffer.from(`preload/${seq % PUT_KEYSPACE}`), value, w));
+      process.stdout.write(`${system}: ${preload} revisions put first, at 256 in flight, in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
+    }
     for (let round = 1; round <= 2; round++) {
       // Warmed up apart, so the thread counters below cover the measured puts only.
       await putPhase(writer, inFlight, { warmupMs: 0, durationMs: WARMUP_MS, maxOps: Number.MAX_SAFE_INTEGER }, pids, value);
