@@ -8,7 +8,7 @@
  * - `--max-semi-space-size=4` (MiB; Node 20's default grows to 16): a member keeps every revision
  *   it applies, so each young-generation collection copies the records made since the last one
  *   while the Raft pipeline waits. Smaller semi-spaces make those pauses shorter (and the young
- *   generation 36 MiB smaller on a Pi). Measured with `node dist/bench/kv/put-only.js picloud 16 10`
+ *   generation's new space at most 8 MiB instead of 32 on a Pi). Measured with `node dist/bench/kv/put-only.js picloud 16 10`
  *   (bench/RESULTS.md, 2026-12-06 twenty-second session): put p99 at 16 in flight, median of the
  *   rounds, 32.8 ms against 40.8 with the default (2 and 8 MiB: 39.0 and 39.3).
  */
