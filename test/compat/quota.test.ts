@@ -15,6 +15,7 @@ import { AgentCluster, etcdctl, hasEtcdctl, raftStatus, scrapeMetrics, type Agen
 import { until } from '../helpers/wait.js';
 import { measuredMemoryLimits } from '../../core/api/manager-node.js';
 import { defaultQuotaBytes, maxQuotaBytes } from '../../core/kv/quota.js';
+import { NODE_FLAGS } from '../../agent/node-flags.js';
 
 const QUOTA_BYTES = 256 * 1024;
 const VALUE = 'v'.repeat(8 * 1024);
@@ -153,10 +154,10 @@ if (!hasEtcdctl()) {
     t.teardown(() => cluster.stopAll());
     const a = await cluster.add('h1');
     a.env = { NODE_OPTIONS: '--max-old-space-size=192' };
-    // What the agent will see: this machine's memory and the heap limit that flag gives (V8's
-    // young generation comes on top, and its size varies by version).
+    // What the agent will see: this machine's memory and the heap limit that flag gives with the
+    // flags agents run with (V8's young generation comes on top: its size is one of them).
     const heapLimitBytes = Number(
-      spawnSync(process.execPath, ['-p', 'require("v8").getHeapStatistics().heap_size_limit'], { env: { ...process.env, ...a.env }, encoding: 'utf8' }).stdout,
+      spawnSync(process.execPath, [...NODE_FLAGS, '-p', 'require("v8").getHeapStatistics().heap_size_limit'], { env: { ...process.env, ...a.env }, encoding: 'utf8' }).stdout,
     );
     const limits = { ...measuredMemoryLimits(), heapLimitBytes };
     t.ok(limits.memoryBytes >= 3 * 128 * 2 ** 20, `this machine has the ${3 * 128} MiB a 128 MiB quota needs (${Math.floor(limits.memoryBytes / 2 ** 20)} MiB), so the heap is what refuses it`);
