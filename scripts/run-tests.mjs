@@ -28,11 +28,15 @@ function findTests(dir) {
 // before the rest: run beside each other, or beside the 2-thread simulator run, on a 2-core
 // machine they measure CPU starvation rather than picloud.
 const SERIAL = [/^dist\/test\/compat\//, /^dist\/test\/gossip\/agents\.test\.js$/];
-// Real-client differential tests compare transcripts and assert no timing (no quiet periods, no
-// bounds): they run two at a time, after the serial group, which keeps the suite well under 30
-// minutes. (etcd-differential and etcd3-client-differential wait fixed quiet periods for watch
-// events, so they stay serial.)
-const PAIRED = [/^dist\/test\/compat\/(etcdctl-differential|etcd-auth-differential|etcd-gateway-differential|python-clients|learner-rpcs)\.test\.js$/];
+// Tests that assert no timing (no quiet periods, no bounds beyond generous waits for readiness)
+// run two at a time, after the serial group, which keeps the suite well under 30 minutes: the
+// real-client differential tests (they compare transcripts) and the start/restart/snapshot ones
+// (they check what a member holds or says). etcd-differential and etcd3-client-differential wait
+// fixed quiet periods for watch events, so they stay serial.
+const PAIRED = [
+  /^dist\/test\/compat\/(etcdctl-differential|etcd-auth-differential|etcd-gateway-differential|python-clients|learner-rpcs)\.test\.js$/,
+  /^dist\/test\/compat\/(data-dir-damage|data-dir-mode|auto-tls|auth-snapshot|snapshot|snapshot-no-quorum|join-retry-snapshot|restart|snapshot-install|wiped-voter|joiner-kills|member-add)\.test\.js$/,
+];
 const matches = (f, list) => list.some((r) => r.test(f));
 
 const args = process.argv.slice(2);
