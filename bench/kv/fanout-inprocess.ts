@@ -5,14 +5,8 @@
  * sequential puts. Prints this process's CPU per put; run it with 0 watchers for the put's own
  * cost. For working on the hub and the adapter; what the client sees comes from watch-only.ts.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import pino from 'pino';
-import { ManagerEtcdBackend } from '../../core/api/etcd-backend.js';
-import { ManagerNode } from '../../core/api/manager-node.js';
 import { encodeEventsFrames, type EventsResponse } from '../../core/net/etcd/watch-encoding.js';
-import { freePort } from '../../test/helpers/ports.js';
+import { withInProcessMember } from './in-process.js';
 import { runProbe } from './probe.js';
 
 const WARMUP_PUTS = 50;
@@ -22,14 +16,7 @@ async function main(): Promise<void> {
   const puts = Number(process.argv[3] ?? 300);
   if (!(Number.isInteger(watchers) && watchers >= 0 && watchers <= 100_000)) throw new Error('WATCHERS must be 0..100000');
   if (!(Number.isInteger(puts) && puts >= 1 && puts <= 100_000)) throw new Error('PUTS must be 1..100000');
-  const dataDir = mkdtempSync(join(tmpdir(), 'picloud-fanout-'));
-  const node = await ManagerNode.start({
-    name: 'fanout', dataDir, bindAddr: '127.0.0.1', clientPort: await freePort(), peerPort: await freePort(), joinPort: await freePort(),
-    bootstrap: true, join: [], tickMs: 100, electionTicks: 10, logger: pino({ level: 'silent' }),
-  });
-  try {
-    while (!node.readiness().ok) await new Promise((r) => setTimeout(r, 20));
-    const backend = new ManagerEtcdBackend(node);
+  await withInProcessMember('fanout', async (_node, backend) => {
     const key = Buffer.from('fanout/key');
     let received = 0;
     // As the gRPC server does: a turn's responses encoded together as gRPC messages.
@@ -66,10 +53,7 @@ async function main(): Promise<void> {
     if (received !== watchers * puts) throw new Error(`${received} events delivered, expected ${watchers * puts}`);
     process.stdout.write(`${watchers} watchers: ${((cpu.user + cpu.system) / 1000 / puts).toFixed(3)} ms CPU per put (${puts} puts, ${received} events)\n`);
     backend.close();
-  } finally {
-    await node.stop();
-    rmSync(dataDir, { recursive: true, force: true });
-  }
+  });
 }
 
 runProbe(main);

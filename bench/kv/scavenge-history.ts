@@ -7,14 +7,8 @@
  * 2.0–2.3 ms fresh, 2.9–3.2 ms with 250,000 revisions over 100,000 keys, 2.1–2.6 ms once those
  * are compacted away), when plain JS objects shaped like that history do not slow them.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { PerformanceObserver, constants } from 'node:perf_hooks';
-import pino from 'pino';
-import { ManagerEtcdBackend } from '../../core/api/etcd-backend.js';
-import { ManagerNode } from '../../core/api/manager-node.js';
-import { freePort } from '../../test/helpers/ports.js';
+import { withInProcessMember } from './in-process.js';
 import { runProbe } from './probe.js';
 
 const MEASURE_MS = 10_000;
@@ -26,14 +20,7 @@ async function main(): Promise<void> {
   const compact = process.argv[4] === 'compact';
   if (!(Number.isInteger(preload) && preload >= 0 && preload <= 5_000_000)) throw new Error('PRELOAD must be 0..5000000');
   if (!(Number.isInteger(keys) && keys >= 1 && keys <= 5_000_000)) throw new Error('KEYS must be 1..5000000');
-  const dataDir = mkdtempSync(join(tmpdir(), 'picloud-scavenge-'));
-  const node = await ManagerNode.start({
-    name: 'scavenge', dataDir, bindAddr: '127.0.0.1', clientPort: await freePort(), peerPort: await freePort(), joinPort: await freePort(),
-    bootstrap: true, join: [], tickMs: 100, electionTicks: 10, logger: pino({ level: 'silent' }),
-  });
-  try {
-    while (!node.readiness().ok) await new Promise((r) => setTimeout(r, 20));
-    const backend = new ManagerEtcdBackend(node);
+  await withInProcessMember('scavenge', async (node, backend) => {
     const value = Buffer.alloc(256, 0x61);
     const put = (key: string) => backend.put({ key: Buffer.from(key), value, lease: 0, prevKv: false, ignoreValue: false, ignoreLease: false });
     const loop = async (inFlight: number, count: number, ms: number, prefix: string, keyspace: number): Promise<number> => {
@@ -60,10 +47,7 @@ async function main(): Promise<void> {
       `${preload} revisions over ${keys} keys${compact ? ', compacted' : ''}: ${puts} puts at 16 in flight in ${MEASURE_MS / 1000} s, ` +
         `${pauses.length} scavenges, mean ${mean.toFixed(2)} ms, max ${Math.max(...pauses).toFixed(1)} ms; heap used ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MiB\n`,
     );
-  } finally {
-    await node.stop();
-    rmSync(dataDir, { recursive: true, force: true });
-  }
+  });
 }
 
 runProbe(main);
