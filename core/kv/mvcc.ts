@@ -12,8 +12,16 @@
 import { SortedKeyMap } from './sorted-map.js';
 import type { KeyValue } from './types.js';
 import { EMPTY_BYTES } from './keys.js';
+import { ValueArena, storedCopy, storedView, type ArenaValue, type ValueSlab } from './value-arena.js';
 
-export class KvRecord {
+export class KvRecord implements ArenaValue {
+  // Where the value's bytes are in the store's ValueArena (slab null for a tombstone); set by
+  // the arena, which may move them (relocation) without the record changing otherwise.
+  slab: ValueSlab | null = null;
+  offset = 0;
+  length = 0;
+  released = false;
+
   constructor(
     readonly hist: KeyHistory,
     readonly main: number,
@@ -23,28 +31,30 @@ export class KvRecord {
     /** 0 for a tombstone. */
     readonly version: number,
     readonly lease: number,
-    /**
-     * The value as a binary string (latin1, as the key: one code unit per byte), the only
-     * copy kept; null for a tombstone. A string is one object on the V8 heap (16 bytes of
-     * header); a Buffer per value added a Buffer, an ArrayBuffer and a malloc'd backing store:
-     * 551 against 385 bytes of heap and external memory per revision of a 256-byte value
-     * (test/kv/quota.test.ts), ~350 bytes of RSS with the allocator's own bookkeeping.
-     */
-    readonly svalue: string | null,
-  ) {}
+    /** The value, copied into `arena`; null for a tombstone. */
+    value: Uint8Array | null,
+    arena: ValueArena,
+  ) {
+    if (value !== null) arena.store(this, value);
+  }
 
   get tombstone(): boolean {
-    return this.svalue === null;
+    return this.slab === null;
   }
 
   /** The value's bytes, made on demand (a fresh Buffer: nothing shares the store's copy); null for a tombstone. */
   get value(): Buffer | null {
-    return this.svalue === null ? null : Buffer.from(this.svalue, 'latin1');
+    return this.slab === null ? null : storedCopy(this);
+  }
+
+  /** The value's bytes in the arena, not copied (compare or hash them; never hand them out); null for a tombstone. */
+  get storedValue(): Buffer | null {
+    return this.slab === null ? null : storedView(this);
   }
 
   /** Bytes of the value (0 for a tombstone). */
   get valueBytes(): number {
-    return this.svalue === null ? 0 : this.svalue.length;
+    return this.length;
   }
 
   /** The KeyValue clients see (a delete event's kv has only key and modRevision); keysOnly leaves the value empty. */
@@ -54,7 +64,7 @@ export class KvRecord {
       createRevision: this.createRevision,
       modRevision: this.main,
       version: this.version,
-      value: keysOnly || this.svalue === null ? EMPTY_BYTES : Buffer.from(this.svalue, 'latin1'),
+      value: keysOnly || this.slab === null ? EMPTY_BYTES : storedCopy(this),
       lease: this.lease,
     };
   }
@@ -86,7 +96,7 @@ export class KeyHistory {
   /** The live record now, or undefined when the key is deleted. */
   live(): KvRecord | undefined {
     const r = this.records[this.records.length - 1];
-    return r === undefined || r.svalue === null ? undefined : r;
+    return r === undefined || r.tombstone ? undefined : r;
   }
 
   /** Index of the last record with main <= rev, or -1. */
@@ -108,14 +118,14 @@ export class KeyHistory {
     const i = this.indexAt(rev);
     if (i < 0) return undefined;
     const r = this.records[i]!;
-    return r.svalue === null ? undefined : r;
+    return r.tombstone ? undefined : r;
   }
 
   /** The record just before `rec` in this history, if live (a change's previous value). */
   previousLive(rec: KvRecord): KvRecord | undefined {
     const i = this.records.lastIndexOf(rec);
     const p = i > 0 ? this.records[i - 1] : undefined;
-    return p === undefined || p.svalue === null ? undefined : p;
+    return p === undefined || p.tombstone ? undefined : p;
   }
 }
 
@@ -161,6 +171,8 @@ export class MvccIndex {
    */
   retainedBytes = 0;
 
+  /** Where the records' values are (value-arena.ts: off the V8 heap). */
+  private arena = new ValueArena();
   private hists = new Map<string, KeyHistory>();
   private sorted = new SortedKeyMap<KeyHistory>();
   /** Revision log from the oldest retained revision >= compactRevision; head is a moving start. */
@@ -209,8 +221,8 @@ export class MvccIndex {
     return this.writeRecords.length > 0 ? this.writeMain : this.currentRevision;
   }
 
-  /** Appends a put (the value as a binary string); the key must not already have been changed in this write. */
-  put(skey: string, value: string, lease: number): KvRecord {
+  /** Appends a put (the value is copied); the key must not already have been changed in this write. */
+  put(skey: string, value: Uint8Array, lease: number): KvRecord {
     let h = this.hists.get(skey);
     if (h === undefined) {
       h = new KeyHistory(skey);
@@ -227,6 +239,7 @@ export class MvccIndex {
       prev === undefined ? 1 : prev.version + 1,
       lease,
       value,
+      this.arena,
     );
     this.appendRecord(h, rec);
     return rec;
@@ -234,7 +247,7 @@ export class MvccIndex {
 
   /** Appends a tombstone for a live key. */
   delete(h: KeyHistory): KvRecord {
-    const rec = new KvRecord(h, this.writeMain, this.writeRecords.length, 0, 0, 0, null);
+    const rec = new KvRecord(h, this.writeMain, this.writeRecords.length, 0, 0, 0, null, this.arena);
     this.appendRecord(h, rec);
     return rec;
   }
@@ -244,7 +257,7 @@ export class MvccIndex {
     // empty array room for 17 elements, ~130 bytes per key wasted at a million keys.
     if (h.records.length === 0) h.records = [rec];
     else h.records.push(rec);
-    if (h.records.length > 1 || rec.svalue === null) this.compactable.add(h);
+    if (h.records.length > 1 || rec.tombstone) this.compactable.add(h);
     this.retainedBytes += recordRetainedBytes(rec);
     this.writeRecords.push(rec);
   }
@@ -272,11 +285,12 @@ export class MvccIndex {
     for (const h of this.compactable) {
       const i = h.indexAt(rev);
       if (i < 0) continue;
-      const cut = h.records[i]!.svalue === null ? i + 1 : i;
+      const cut = h.records[i]!.tombstone ? i + 1 : i;
       if (cut > 0) {
         for (let j = 0; j < cut; j++) {
           const r = h.records[j]!;
           removed.push(r);
+          this.arena.release(r);
           this.retainedBytes -= recordRetainedBytes(r);
         }
         h.records = h.records.slice(cut);
@@ -286,7 +300,7 @@ export class MvccIndex {
         this.hists.delete(h.skey);
         this.sorted.delete(h.skey);
         this.retainedBytes -= historyRetainedBytes(h);
-      } else if (h.records.length === 1 && h.records[0]!.svalue !== null) {
+      } else if (h.records.length === 1 && !h.records[0]!.tombstone) {
         this.compactable.delete(h);
       }
     }
@@ -298,6 +312,7 @@ export class MvccIndex {
       this.revRecs = this.revRecs.slice(head);
       this.revlogHead = 0;
     }
+    this.arena.relocate();
     if (rev > this.physicalCompactRevision) this.physicalCompactRevision = rev;
     return removed;
   }
@@ -343,7 +358,8 @@ export class MvccIndex {
   // ---- bulk load (snapshot restore, persistence) ----
 
   /**
-   * Installs fully built histories; `revlog` holds every record of `hists` by revision.
+   * Installs fully built histories; `revlog` holds every record of `hists` by revision, and
+   * `arena` their values.
    */
   install(
     hists: Map<string, KeyHistory>,
@@ -352,7 +368,9 @@ export class MvccIndex {
     revlog: RevisionLog,
     currentRevision: number,
     compactRevision: number,
+    arena: ValueArena,
   ): void {
+    this.arena = arena;
     this.hists = hists; // adopted, not copied: it can hold millions of entries
     this.sorted = SortedKeyMap.fromSorted(
       sorted.map((h) => h.skey),
@@ -364,7 +382,7 @@ export class MvccIndex {
     this.compactable.clear();
     this.retainedBytes = 0;
     for (const h of hists.values()) {
-      if (h.records.length > 1 || h.latest()!.svalue === null) this.compactable.add(h);
+      if (h.records.length > 1 || h.latest()!.tombstone) this.compactable.add(h);
       this.retainedBytes += historyRetainedBytes(h);
       for (const r of h.records) this.retainedBytes += recordRetainedBytes(r);
     }
@@ -391,6 +409,6 @@ export class MvccIndex {
 export function visibleRecords(h: KeyHistory, compactRevision: number): KvRecord[] {
   const i = h.indexAt(compactRevision);
   if (i < 0) return h.records;
-  const start = h.records[i]!.svalue === null ? i + 1 : i;
+  const start = h.records[i]!.tombstone ? i + 1 : i;
   return start === 0 ? h.records : h.records.slice(start);
 }

@@ -8,6 +8,7 @@ import { KvError } from './errors.js';
 import { KV_OVERHEAD_BYTES, MAX_RANGE_RESPONSE_BYTES, RANGE_PAGE_BYTES_DEFAULT } from './limits.js';
 import { EMPTY_BYTES, spanOf, type KeySpan } from './keys.js';
 import type { KeyHistory, KvRecord, MvccIndex } from './mvcc.js';
+import { compareStoredValues } from './value-arena.js';
 import { SortOrder, SortTarget, type KeyValue, type RangeRequest, type RangeResponse } from './types.js';
 
 /** etcd's mvcc rangeKeys revision checks: 0 or below reads at the current revision. */
@@ -101,8 +102,7 @@ function sortRecords(recs: KvRecord[], r: RangeRequest): void {
       cmp = (a, b) => compareNum(a.main, b.main);
       break;
     default:
-      // Binary strings compare in byte order (keys.ts).
-      cmp = (a, b) => (a.svalue! < b.svalue! ? -1 : a.svalue! > b.svalue! ? 1 : 0);
+      cmp = compareStoredValues;
   }
   recs.sort(order === SortOrder.DESCEND ? (a, b) => cmp(b, a) : cmp);
 }

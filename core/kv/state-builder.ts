@@ -9,6 +9,7 @@ import { keyString } from './keys.js';
 import { MAX_KEY_BYTES, MAX_LEASE_ID, MAX_LEASE_TTL_SECONDS, MIN_LEASE_ID } from './limits.js';
 import { KeyHistory, KvRecord, type RevisionLog } from './mvcc.js';
 import type { InstallableState } from './store.js';
+import { ValueArena } from './value-arena.js';
 
 function corrupt(detail: string): KvError {
   return new KvError('SNAPSHOT_CORRUPT', detail);
@@ -33,6 +34,7 @@ export interface StateMeta {
 export class StateBuilder {
   private readonly hists = new Map<string, KeyHistory>();
   private readonly records: KvRecord[] = [];
+  private readonly arena = new ValueArena();
   private readonly leases = new Map<number, number>();
   private lastKey: string | undefined;
   private keysInOrder = true;
@@ -72,18 +74,18 @@ export class StateBuilder {
     const prev = h.latest();
     if (value === null) {
       if (createRevision !== 0 || version !== 0 || lease !== 0) throw corrupt('tombstone with fields');
-      if (prev === undefined || prev.svalue === null) throw corrupt('tombstone without a live record before it');
+      if (prev === undefined || prev.tombstone) throw corrupt('tombstone without a live record before it');
     } else if (prev === undefined) {
       if (version === 0 || createRevision > main || createRevision < 2) throw corrupt('bad first record');
       if (version === 1 && createRevision !== main) throw corrupt('version 1 not created at its revision');
-    } else if (prev.svalue === null) {
+    } else if (prev.tombstone) {
       if (version !== 1 || createRevision !== main) throw corrupt('recreated key must start at version 1');
     } else if (version !== prev.version + 1 || createRevision !== prev.createRevision) {
       throw corrupt('version or create revision out of sequence');
     }
     if (prev !== undefined && main <= prev.main) throw corrupt('key history out of order');
-    // A binary string: its own copy, nothing of the decoded chunk kept (see KvRecord.svalue).
-    const rec = new KvRecord(h, main, sub, createRevision, version, lease, value === null ? null : keyString(value));
+    // Copied into the arena: nothing of the decoded chunk is kept.
+    const rec = new KvRecord(h, main, sub, createRevision, version, lease, value, this.arena);
     if (h.records.length === 0) h.records = [rec]; // exact size (see MvccIndex.appendRecord)
     else h.records.push(rec);
     this.records.push(rec);
@@ -134,6 +136,7 @@ export class StateBuilder {
     if (!this.keysInOrder) sorted.sort((a, b) => (a.skey < b.skey ? -1 : 1)); // keys are unique
     return {
       hists: this.hists,
+      arena: this.arena,
       sorted,
       revlog,
       leases: [...this.leases].map(([id, ttlSeconds]) => ({ id, ttlSeconds })).sort((a, b) => a.id - b.id),

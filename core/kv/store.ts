@@ -17,6 +17,7 @@ import { EMPTY_BYTES, keyBytes, keyString, spanOf } from './keys.js';
 import { LeaseTable, leaseIdForIndex, type LeaseEntry } from './leases.js';
 import { MAX_RANGE_RESPONSE_BYTES, MIN_LEASE_TTL_SECONDS, RANGE_PAGE_BYTES_DEFAULT } from './limits.js';
 import { KeyHistory, KvRecord, MvccIndex, visibleRecords, type RevisionLog } from './mvcc.js';
+import { compareStored, type ValueArena } from './value-arena.js';
 import { checkTxnReadRevision, executeRange, rangePages, visitLive, type RangePage } from './range.js';
 import { checkRequestPermission } from './permissions.js';
 import { readSnapshot, writeSnapshot, type SnapshotStream } from './snapshot.js';
@@ -92,6 +93,8 @@ export interface InstallableState {
   hists: Map<string, KeyHistory>;
   sorted: KeyHistory[];
   revlog: RevisionLog;
+  /** Holds the values of the records in `hists`. */
+  arena: ValueArena;
   leases: Array<{ id: number; ttlSeconds: number }>;
   /** AuthState.image(); absent: no users, roles, auth off (state written before auth existed). */
   auth?: unknown;
@@ -275,7 +278,7 @@ export class KvStore {
     const h = this.idx.history(skey);
     const prev = h?.live();
     // ignore_value / ignore_lease were prechecked to have a live key.
-    const value = p.ignoreValue ? prev!.svalue! : keyString(p.value ?? EMPTY_BYTES);
+    const value = p.ignoreValue ? prev!.storedValue! : p.value ?? EMPTY_BYTES;
     const lease = p.ignoreLease ? prev!.lease : p.lease ?? 0;
     const rec = this.idx.put(skey, value, lease);
     if (prev === undefined || prev.lease !== lease) {
@@ -606,7 +609,7 @@ export class KvStore {
   install(s: InstallableState, fromSnapshot: boolean): void {
     this.auth.load(s.auth); // first: it is the part that can refuse a malformed image
     this.epoch++;
-    this.idx.install(s.hists, s.sorted, s.revlog, s.currentRevision, s.compactRevision);
+    this.idx.install(s.hists, s.sorted, s.revlog, s.currentRevision, s.compactRevision, s.arena);
     this.leaseTable.clear();
     for (const l of s.leases) this.leaseTable.grant(l.id, l.ttlSeconds);
     for (const h of s.hists.values()) {
@@ -671,10 +674,11 @@ export class KvStore {
         h.num(r.createRevision);
         h.num(r.version);
         h.num(r.lease);
-        if (r.svalue === null) h.num(-1);
+        const value = r.storedValue;
+        if (value === null) h.num(-1);
         else {
-          h.num(r.svalue.length);
-          h.latin1(r.svalue);
+          h.num(value.byteLength);
+          h.bytes(value);
         }
       }
     }
@@ -691,10 +695,6 @@ class StateHasher {
   }
   bytes(b: Uint8Array): void {
     this.h.update(b);
-  }
-  /** A binary string's bytes. */
-  latin1(s: string): void {
-    this.h.update(s, 'latin1');
   }
   hex(): string {
     return this.h.digest('hex');
@@ -723,10 +723,9 @@ function compareRecord(c: Compare, rec: KvRecord | undefined): boolean {
   let result: number;
   switch (c.target ?? CompareTarget.VERSION) {
     case CompareTarget.VALUE: {
-      // Binary strings compare in byte order (keys.ts).
-      const a = rec?.svalue ?? '';
-      const b = keyString(c.value ?? EMPTY_BYTES);
-      result = a < b ? -1 : a > b ? 1 : 0;
+      // A missing key or a tombstone compares as an empty value.
+      const b = c.value ?? EMPTY_BYTES;
+      result = rec === undefined || rec.tombstone ? (b.byteLength > 0 ? -1 : 0) : compareStored(rec, b);
       break;
     }
     case CompareTarget.CREATE:

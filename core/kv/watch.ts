@@ -547,11 +547,11 @@ export class WatchHub implements KvListener {
 
 /** A log record as a watch event (catch-up path); prevKv from the key's history when wanted. */
 function recordEvent(r: KvRecord, withPrev: boolean): WatchEvent {
-  const e: WatchEvent = { type: r.svalue === null ? EventType.DELETE : EventType.PUT, kv: r.toKeyValue() };
+  const e: WatchEvent = { type: r.tombstone ? EventType.DELETE : EventType.PUT, kv: r.toKeyValue() };
   if (withPrev) {
     const i = r.hist.indexAt(r.main);
     const p = i > 0 ? r.hist.records[i - 1] : undefined;
-    if (p && p.svalue !== null) e.prevKv = p.toKeyValue();
+    if (p && !p.tombstone) e.prevKv = p.toKeyValue();
   }
   return e;
 }

@@ -90,8 +90,8 @@ function genRange(gen: number, kind?: number): { gte: Buffer; lt: Buffer } {
 
 function encodeRecordValue(r: KvRecord): Buffer {
   const key = r.hist.key;
-  const value = r.svalue;
-  const out = Buffer.allocUnsafe(1 + 4 + key.byteLength + 24 + (value?.length ?? 0));
+  const value = r.storedValue;
+  const out = Buffer.allocUnsafe(1 + 4 + key.byteLength + 24 + (value?.byteLength ?? 0));
   out[0] = value === null ? 1 : 0;
   out.writeUInt32BE(key.byteLength, 1);
   out.set(key, 5);
@@ -99,7 +99,7 @@ function encodeRecordValue(r: KvRecord): Buffer {
   out.writeDoubleBE(r.createRevision, o);
   out.writeDoubleBE(r.version, o + 8);
   out.writeDoubleBE(r.lease, o + 16);
-  if (value) out.write(value, o + 24, 'latin1');
+  if (value) out.set(value, o + 24);
   return out;
 }
 

@@ -1,0 +1,95 @@
+// The off-heap value arena: what is stored reads back after any mix of releases and
+// relocations, and relocation gives space back.
+import t from 'tap';
+import fc from 'fast-check';
+import { ValueArena, compareStored, compareStoredValues, storedCopy, storedView, type ArenaValue } from '../../core/kv/value-arena.js';
+
+const holder = (): ArenaValue => ({ slab: null, offset: 0, length: 0, released: false });
+
+t.test('stored values read back unchanged through releases and relocations; relocated, slabs hold at most 8/3 of the live bytes plus one slab', async (t) => {
+  const op = fc.oneof(
+    fc.record({ store: fc.uint8Array({ maxLength: 40 }) }),
+    fc.record({ release: fc.nat() }),
+    fc.constant({ relocate: true as const }),
+  );
+  fc.assert(
+    fc.property(fc.array(op, { maxLength: 300 }), (ops) => {
+      const slab = 64;
+      const arena = new ValueArena(slab);
+      const live: Array<{ h: ArenaValue; bytes: Buffer }> = [];
+      for (const o of ops) {
+        if ('store' in o) {
+          const h = holder();
+          const bytes = Buffer.from(o.store);
+          arena.store(h, bytes);
+          bytes.fill(0xee); // the arena keeps its own copy
+          live.push({ h, bytes: Buffer.from(o.store) });
+        } else if ('release' in o) {
+          if (live.length === 0) continue;
+          const [gone] = live.splice(o.release % live.length, 1);
+          const before = storedCopy(gone!.h);
+          arena.release(gone!.h);
+          if (!storedCopy(gone!.h).equals(before)) throw new Error('a released value must stay readable');
+        } else {
+          arena.relocate();
+          const liveBytes = live.reduce((n, v) => n + v.bytes.length, 0);
+          if (arena.liveBytes !== liveBytes) throw new Error(`liveBytes ${arena.liveBytes}, want ${liveBytes}`);
+          // Each full slab left is at least half live and at least 3/4 used (a value of a quarter slab or more gets its own).
+          if (arena.slabBytes > (8 / 3) * liveBytes + slab) throw new Error(`${arena.slabBytes} slab bytes for ${liveBytes} live`);
+        }
+        for (const { h, bytes } of live) if (!storedView(h).equals(bytes)) throw new Error('a stored value changed');
+      }
+    }),
+    { numRuns: 300 },
+  );
+});
+
+t.test('relocation moves only values still held, and frees whole slabs of released ones', async (t) => {
+  const arena = new ValueArena(64);
+  const hs = Array.from({ length: 16 }, (_, i) => {
+    const h = holder();
+    arena.store(h, Buffer.alloc(8, i)); // two full slabs of 64 bytes
+    return h;
+  });
+  t.equal(arena.slabBytes, 128);
+  const firstSlab = hs[0]!.slab;
+  for (let i = 0; i < 7; i++) arena.release(hs[i]!); // the first slab keeps one live value
+  arena.relocate();
+  t.not(hs[7]!.slab, firstSlab, 'the survivor moved out of the sparse slab');
+  t.same(storedCopy(hs[7]!), Buffer.alloc(8, 7));
+  t.equal(hs[0]!.slab, firstSlab, 'a released value is not moved');
+  t.equal(arena.liveBytes, 9 * 8);
+  t.equal(arena.slabBytes, 128, 'the first slab went, a new current slab came');
+  // Less than half live (3 of 8 values) is enough to move: slabs stay at least half used.
+  const secondSlab = hs[8]!.slab;
+  for (const i of [8, 9, 10, 11, 12]) arena.release(hs[i]!);
+  arena.relocate();
+  t.ok([13, 14, 15].every((i) => hs[i]!.slab !== secondSlab), 'survivors of a slab under half live moved');
+  t.same([13, 14, 15].map((i) => storedCopy(hs[i]!)), [13, 14, 15].map((i) => Buffer.alloc(8, i)));
+  t.equal(arena.slabBytes, 64, 'only the current slab is left');
+  const big = holder();
+  arena.store(big, Buffer.alloc(40, 1)); // at least a quarter of a slab: its own
+  t.equal(arena.slabBytes, 104);
+  arena.release(big);
+  arena.relocate();
+  t.equal(arena.slabBytes, 64, 'a released value with its own slab gives all of it back');
+});
+
+t.test('empty values, byte-order comparison', async (t) => {
+  const arena = new ValueArena(64);
+  const e = holder();
+  arena.store(e, Buffer.alloc(0));
+  t.equal(arena.slabBytes, 0, 'an empty value takes no slab');
+  t.same(storedCopy(e), Buffer.alloc(0));
+  const a = holder();
+  const b = holder();
+  arena.store(a, Buffer.from([1, 2, 0xff]));
+  arena.store(b, Buffer.from([1, 3]));
+  t.equal(compareStored(a, Buffer.from([1, 2, 0xff])), 0);
+  t.equal(compareStored(a, Buffer.from([1, 2])), 1);
+  t.equal(compareStored(a, Buffer.from([1, 3])), -1);
+  t.equal(compareStored(e, Buffer.from([0])), -1);
+  t.equal(compareStoredValues(a, b), -1);
+  t.equal(compareStoredValues(b, a), 1);
+  t.equal(compareStoredValues(e, e), 0);
+});
