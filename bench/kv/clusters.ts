@@ -4,7 +4,7 @@
  * Every process started here is tracked by PID and killed by stop(), also on error.
  */
 import { ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../../test/helpers/ports.js';
@@ -45,8 +45,19 @@ export interface BenchCluster {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * PICLOUD_BENCH_STDOUT_DIR=dir writes each member's stdout to dir/NAME.out (what V8's --trace-gc
+ * flags print, passed with PICLOUD_NODE_ARGS); otherwise it is dropped.
+ */
+function memberStdout(name: string): 'ignore' | number {
+  const dir = process.env.PICLOUD_BENCH_STDOUT_DIR;
+  return dir ? openSync(join(dir, `${name}.out`), 'w') : 'ignore';
+}
+
 export function spawnMember(name: string, cmd: string, args: string[], clientEndpoint: string, dataDir: string): Member {
-  const proc = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const stdout = memberStdout(name);
+  const proc = spawn(cmd, args, { stdio: ['ignore', stdout, 'pipe'] });
+  if (typeof stdout === 'number') closeSync(stdout); // the child has its own copy
   const m: Member = { name, clientEndpoint, dataDir, proc, logTail: [] };
   proc.stderr!.on('data', (d: Buffer) => {
     m.logTail.push(d.toString());
