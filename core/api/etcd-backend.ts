@@ -713,8 +713,8 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     return {
       header: this.header(),
       version: ETCD_COMPAT_VERSION,
-      // The store's history lives in memory: its estimate stands for etcd's database size.
-      dbSizeBytes: statusDbSize(this.node.store.retainedBytes),
+      // The store's history lives in memory: its estimates stand for etcd's database sizes.
+      dbSizeBytes: statusDbSize(this.node.store.allocatedBytes),
       leader: st.lead,
       raftIndex: st.commit,
       raftTerm: st.term,

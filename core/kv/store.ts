@@ -146,6 +146,13 @@ export class KvStore {
   get retainedBytes(): number {
     return this.idx.retainedBytes;
   }
+  /**
+   * retainedBytes plus what the value arena holds beyond the values in use (space compaction
+   * freed that relocation has not yet given back): etcd's db size to retainedBytes' size in use.
+   */
+  get allocatedBytes(): number {
+    return this.idx.retainedBytes + this.idx.valueSlackBytes;
+  }
 
   /** Number of keys with any retained history (live or not yet compacted). */
   get keyCount(): number {

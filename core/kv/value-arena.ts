@@ -20,7 +20,7 @@
 /** What the arena stores a value for (a KvRecord): where its bytes are. */
 export interface ArenaValue {
   /** null for a value not stored (a tombstone). */
-  slab: ValueSlab | null;
+  slab: ArenaSlab | null;
   offset: number;
   length: number;
   /** Set by release(): the history no longer holds this value, so it is not relocated. */
@@ -30,7 +30,7 @@ export interface ArenaValue {
 /** Size of a shared slab. */
 export const SLAB_BYTES = 256 * 1024;
 
-export class ValueSlab {
+export class ArenaSlab {
   /** Bytes appended so far. */
   used = 0;
   /** Bytes of values stored here and not released. */
@@ -43,16 +43,16 @@ export class ValueSlab {
 }
 
 /** The slab every empty value points at: nothing stored, nothing counted. */
-const EMPTY_SLAB = new ValueSlab(Buffer.alloc(0));
+const EMPTY_SLAB = new ArenaSlab(Buffer.alloc(0));
 
 export class ValueArena {
   /** Bytes of slabs this arena holds: what the values cost in memory. */
   slabBytes = 0;
   /** Bytes of values stored and not released. */
   liveBytes = 0;
-  private current: ValueSlab | null = null;
+  private current: ArenaSlab | null = null;
   /** Full slabs less than half live, waiting for relocate(). */
-  private sparse: ValueSlab[] = [];
+  private sparse: ArenaSlab[] = [];
 
   /** `slabBytes` of a shared slab (tests use tiny ones); values of at least a quarter of it get their own. */
   constructor(private readonly slabSize = SLAB_BYTES) {}
@@ -101,21 +101,21 @@ export class ValueArena {
     }
   }
 
-  private slabFor(n: number): ValueSlab {
+  private slabFor(n: number): ArenaSlab {
     if (n * 4 >= this.slabSize) {
       // Its own slab: released, it is wholly free and goes on the next relocate().
       this.slabBytes += n;
-      return new ValueSlab(Buffer.allocUnsafeSlow(n));
+      return new ArenaSlab(Buffer.allocUnsafeSlow(n));
     }
     const cur = this.current;
     if (cur !== null && cur.used + n <= cur.buf.byteLength) return cur;
     if (cur !== null) this.markIfSparse(cur);
     this.slabBytes += this.slabSize;
-    this.current = new ValueSlab(Buffer.allocUnsafeSlow(this.slabSize));
+    this.current = new ArenaSlab(Buffer.allocUnsafeSlow(this.slabSize));
     return this.current;
   }
 
-  private markIfSparse(slab: ValueSlab): void {
+  private markIfSparse(slab: ArenaSlab): void {
     if (!slab.sparse && slab.live * 2 < slab.used) {
       slab.sparse = true;
       this.sparse.push(slab);
