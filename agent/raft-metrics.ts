@@ -48,6 +48,7 @@ export function registerRaftMetrics(registry: Registry, node: ManagerNode): void
   gauge('picloud_raft_applied_index', 'Highest log index applied to the KV store', () => node.driver.node.raft.log.applied);
   gauge('picloud_mvcc_revision', 'Current revision of the KV store', () => node.store.revision);
   gauge('picloud_mvcc_compact_revision', 'Revision the KV store is compacted at (-1: never)', () => node.store.compactRevision);
+  gauge('picloud_mvcc_db_total_size_in_bytes', 'Estimated memory held by the retained history and the value arena\'s space not yet given back after compactions', () => node.store.allocatedBytes);
   gauge('picloud_mvcc_db_total_size_in_use_in_bytes', 'Estimated memory held by the retained history (what the space quota counts)', () => node.store.retainedBytes);
   gauge('picloud_server_quota_backend_bytes', 'This member\'s own space quota of the retained history (--quota-backend-bytes or its memory\'s default)', () => node.ownQuotaBytes);
   gauge('picloud_cluster_quota_bytes', 'The space quota the cluster holds to: its members\' smallest', () => node.clusterQuota.quotaBytes);

@@ -14,7 +14,8 @@
  * already dropped still reads its value (its slab stays alive while anything points at it).
  * Space comes back by relocation: once less than half of a full slab is still referenced, the
  * values still in use move to the current slab and the old slab is left to the collector.
- * That keeps the slabs' total under about twice the bytes in use plus one slab.
+ * Every full slab is left at least three quarters used (see slabFor), so after a relocation
+ * the slabs hold at most 8/3 of the bytes in use, plus the current slab.
  */
 
 /** What the arena stores a value for (a KvRecord): where its bytes are. */
@@ -27,7 +28,7 @@ export interface ArenaValue {
   released: boolean;
 }
 
-/** Size of a shared slab. */
+/** Largest size of a shared slab; they start at a sixteenth of it and grow with the bytes in use. */
 export const SLAB_BYTES = 256 * 1024;
 
 export class ArenaSlab {
@@ -54,8 +55,11 @@ export class ValueArena {
   /** Full slabs less than half live, waiting for relocate(). */
   private sparse: ArenaSlab[] = [];
 
-  /** `slabBytes` of a shared slab (tests use tiny ones); values of at least a quarter of it get their own. */
-  constructor(private readonly slabSize = SLAB_BYTES) {}
+  /**
+   * `maxSlab`: the largest shared slab (tests use tiny ones); values of at least a quarter of it
+   * get a slab of their own.
+   */
+  constructor(private readonly maxSlab = SLAB_BYTES) {}
 
   /** Copies `bytes` into the arena and points `holder` at them. */
   store(holder: ArenaValue, bytes: Uint8Array): void {
@@ -102,17 +106,31 @@ export class ValueArena {
   }
 
   private slabFor(n: number): ArenaSlab {
-    if (n * 4 >= this.slabSize) {
-      // Its own slab: released, it is wholly free and goes on the next relocate().
+    const cur = this.current;
+    if (n * 4 >= this.maxSlab || (cur !== null && cur.used + n > cur.buf.byteLength && (cur.buf.byteLength - cur.used) * 4 >= cur.buf.byteLength)) {
+      // A slab of its own, for a large value or one that does not fit a current slab still
+      // a quarter free (which keeps that room): so every shared slab is left at least three
+      // quarters used. Released, it is wholly free and goes on the next relocate().
       this.slabBytes += n;
       return new ArenaSlab(Buffer.allocUnsafeSlow(n));
     }
-    const cur = this.current;
     if (cur !== null && cur.used + n <= cur.buf.byteLength) return cur;
     if (cur !== null) this.markIfSparse(cur);
-    this.slabBytes += this.slabSize;
-    this.current = new ArenaSlab(Buffer.allocUnsafeSlow(this.slabSize));
+    const size = this.nextSlabSize(n);
+    this.slabBytes += size;
+    this.current = new ArenaSlab(Buffer.allocUnsafeSlow(size));
     return this.current;
+  }
+
+  /**
+   * A small store gets small slabs (an empty slab tail is memory held for nothing): the size
+   * doubles from a sixteenth of the largest while the bytes in use are over four slabs' worth,
+   * and a value never takes more than a quarter of its slab.
+   */
+  private nextSlabSize(n: number): number {
+    let size = Math.max(1, this.maxSlab / 16);
+    while (size < this.maxSlab && (size < n * 4 || size * 4 < this.liveBytes)) size *= 2;
+    return size;
   }
 
   private markIfSparse(slab: ArenaSlab): void {

@@ -46,35 +46,51 @@ t.test('stored values read back unchanged through releases and relocations; relo
   );
 });
 
-t.test('relocation moves only values still held, and frees whole slabs of released ones', async (t) => {
+t.test('relocation moves only values still held, once a slab is under half in use, and frees whole slabs of released ones', async (t) => {
   const arena = new ValueArena(64);
-  const hs = Array.from({ length: 16 }, (_, i) => {
+  const hs = Array.from({ length: 8 }, (_, i) => {
     const h = holder();
-    arena.store(h, Buffer.alloc(8, i)); // two full slabs of 64 bytes
+    arena.store(h, Buffer.alloc(15, i)); // under a quarter of the largest slab: four per 64-byte slab
     return h;
   });
-  t.equal(arena.slabBytes, 128);
+  t.equal(arena.slabBytes, 128, 'two full slabs');
   const firstSlab = hs[0]!.slab;
-  for (let i = 0; i < 7; i++) arena.release(hs[i]!); // the first slab keeps one live value
+  for (let i = 0; i < 3; i++) arena.release(hs[i]!); // the first slab keeps one live value
   arena.relocate();
-  t.not(hs[7]!.slab, firstSlab, 'the survivor moved out of the sparse slab');
-  t.same(storedCopy(hs[7]!), Buffer.alloc(8, 7));
+  t.not(hs[3]!.slab, firstSlab, 'the survivor moved out of the sparse slab');
+  t.same(storedCopy(hs[3]!), Buffer.alloc(15, 3));
   t.equal(hs[0]!.slab, firstSlab, 'a released value is not moved');
-  t.equal(arena.liveBytes, 9 * 8);
+  t.equal(arena.liveBytes, 5 * 15);
   t.equal(arena.slabBytes, 128, 'the first slab went, a new current slab came');
-  // Less than half live (3 of 8 values) is enough to move: slabs stay at least half used.
-  const secondSlab = hs[8]!.slab;
-  for (const i of [8, 9, 10, 11, 12]) arena.release(hs[i]!);
+  const secondSlab = hs[4]!.slab;
+  arena.release(hs[4]!);
+  arena.release(hs[5]!);
   arena.relocate();
-  t.ok([13, 14, 15].every((i) => hs[i]!.slab !== secondSlab), 'survivors of a slab under half live moved');
-  t.same([13, 14, 15].map((i) => storedCopy(hs[i]!)), [13, 14, 15].map((i) => Buffer.alloc(8, i)));
+  t.ok([6, 7].every((i) => hs[i]!.slab === secondSlab), 'a slab exactly half in use stays');
+  arena.release(hs[6]!);
+  arena.relocate();
+  t.not(hs[7]!.slab, secondSlab, 'under half in use, its survivor moves');
+  t.same([storedCopy(hs[3]!), storedCopy(hs[7]!)], [Buffer.alloc(15, 3), Buffer.alloc(15, 7)]);
   t.equal(arena.slabBytes, 64, 'only the current slab is left');
   const big = holder();
-  arena.store(big, Buffer.alloc(40, 1)); // at least a quarter of a slab: its own
+  arena.store(big, Buffer.alloc(40, 1)); // at least a quarter of the largest slab: its own
   t.equal(arena.slabBytes, 104);
   arena.release(big);
   arena.relocate();
   t.equal(arena.slabBytes, 64, 'a released value with its own slab gives all of it back');
+});
+
+t.test('slabs start small and grow with the bytes in use', async (t) => {
+  const arena = new ValueArena(SLAB_BYTES);
+  const h = holder();
+  arena.store(h, Buffer.alloc(10));
+  t.equal(arena.slabBytes, SLAB_BYTES / 16, 'a small store takes a small slab');
+  const value = Buffer.alloc(1000);
+  for (let i = 0; i < 2_000; i++) arena.store(holder(), value);
+  t.ok(arena.slabBytes < 2 * arena.liveBytes + SLAB_BYTES, `${arena.slabBytes} slab bytes for ${arena.liveBytes} in use`);
+  const fresh = new ValueArena(SLAB_BYTES);
+  fresh.store(holder(), Buffer.alloc(SLAB_BYTES / 8)); // more than a sixteenth: a slab that holds it four times
+  t.equal(fresh.slabBytes, SLAB_BYTES / 2, 'a value never takes more than a quarter of its slab');
 });
 
 t.test('empty values, byte-order comparison', async (t) => {
