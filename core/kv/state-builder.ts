@@ -86,8 +86,7 @@ export class StateBuilder {
     if (prev !== undefined && main <= prev.main) throw corrupt('key history out of order');
     // Copied into the arena: nothing of the decoded chunk is kept.
     const rec = new KvRecord(h, main, sub, createRevision, version, lease, value, this.arena);
-    if (h.records.length === 0) h.records = [rec]; // exact size (see MvccIndex.appendRecord)
-    else h.records.push(rec);
+    h.append(rec);
     this.records.push(rec);
     if (main < this.lastMain || (main === this.lastMain && sub <= this.lastSub)) this.revisionOrder = false;
     this.lastMain = main;
