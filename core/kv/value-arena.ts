@@ -36,8 +36,15 @@ export class ArenaSlab {
   used = 0;
   /** Bytes of values stored here and not released. */
   live = 0;
-  /** Every value ever stored here (released and moved ones too, skipped on relocation). */
-  readonly holders: ArenaValue[] = [];
+  /**
+   * The values stored here, for relocation. Released ones are pruned once they are an eighth
+   * of the list (amortized, eight holders looked at per release): a released record, and
+   * through it a deleted key's history, must not stay reachable from a slab still in use
+   * enough never to be relocated.
+   */
+  holders: ArenaValue[] = [];
+  /** Holders in the list released since it was last pruned. */
+  releasedHolders = 0;
   /** Queued for relocation (at most once). */
   sparse = false;
   constructor(readonly buf: Buffer) {}
@@ -88,6 +95,10 @@ export class ValueArena {
     holder.released = true;
     slab.live -= holder.length;
     this.liveBytes -= holder.length;
+    if (++slab.releasedHolders * 8 > slab.holders.length) {
+      slab.holders = slab.holders.filter((h) => !h.released);
+      slab.releasedHolders = 0;
+    }
     if (slab !== this.current) this.markIfSparse(slab);
   }
 
@@ -128,7 +139,7 @@ export class ValueArena {
    * and a value never takes more than a quarter of its slab.
    */
   private nextSlabSize(n: number): number {
-    let size = Math.max(1, this.maxSlab / 16);
+    let size = Math.max(1, Math.floor(this.maxSlab / 16));
     while (size < this.maxSlab && (size < n * 4 || size * 4 < this.liveBytes)) size *= 2;
     return size;
   }

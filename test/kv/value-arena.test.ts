@@ -80,6 +80,24 @@ t.test('relocation moves only values still held, once a slab is under half in us
   t.equal(arena.slabBytes, 64, 'a released value with its own slab gives all of it back');
 });
 
+t.test('a slab still well in use does not keep released values reachable', async (t) => {
+  // A released value is a compacted record, which holds its key's history: a slab that stays
+  // over half in use is never relocated, so its list of holders must let them go.
+  const arena = new ValueArena(SLAB_BYTES);
+  const hs = Array.from({ length: 4_000 }, () => {
+    const h = holder();
+    arena.store(h, Buffer.alloc(8));
+    return h;
+  });
+  for (let i = 0; i < hs.length; i += 3) arena.release(hs[i]!); // a third released: no slab goes under half
+  arena.relocate();
+  const slabs = new Set(hs.map((h) => h.slab!));
+  const listed = [...slabs].flatMap((s) => s.holders);
+  const released = listed.filter((h) => h.released).length;
+  t.ok(released * 8 <= listed.length + slabs.size * 8, `${released} released of ${listed.length} still listed by ${slabs.size} slabs`);
+  t.ok(hs.filter((h) => !h.released).every((h) => h.slab!.holders.includes(h)), 'every value still held is listed by its slab');
+});
+
 t.test('slabs start small and grow with the bytes in use', async (t) => {
   const arena = new ValueArena(SLAB_BYTES);
   const h = holder();
