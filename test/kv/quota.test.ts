@@ -11,6 +11,16 @@ import { KvStore } from '../../core/kv/store.js';
 import { QUOTA_BYTES_MIN, QUOTA_CLEAR_FRACTION, SpaceAlarm, clusterQuota, defaultQuotaBytes, growsStore, maxQuotaBytes, validQuota } from '../../core/kv/quota.js';
 import { b, Node } from './helpers.js';
 
+/** V8 heap in use, and heap plus external memory (which includes ArrayBuffers, the value arena's slabs), after full collections. */
+function memoryNow(): { heap: number; total: number } {
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as () => void;
+  gc();
+  gc();
+  const m = process.memoryUsage();
+  return { heap: m.heapUsed, total: m.heapUsed + m.external };
+}
+
 t.test('growsStore: put, lease grant and txns with a put anywhere', async (t) => {
   t.ok(growsStore({ put: { key: b('k'), value: b('v') } }));
   t.ok(growsStore({ leaseGrant: { TTL: 10, ID: 0 } }));
@@ -98,14 +108,7 @@ t.test('retainedBytes: grows with history, shrinks with compaction, equal after 
 });
 
 t.test('retainedBytes estimate tracks the real heap within 40% (few and many keys, small and large values)', async (t) => {
-  v8.setFlagsFromString('--expose-gc');
-  const gc = vm.runInNewContext('gc') as () => void;
-  const heap = (): number => {
-    gc();
-    gc();
-    const m = process.memoryUsage();
-    return m.heapUsed + m.external; // external includes the ArrayBuffers' backing stores (the value arena's slabs)
-  };
+  const heap = (): number => memoryNow().total;
   for (const [keys, writes, valueBytes] of [[100, 20_000, 16], [1_000, 20_000, 100], [20_000, 20_000, 256]] as const) {
     const n = Node.create();
     const h0 = heap();
@@ -119,14 +122,7 @@ t.test('retainedBytes estimate tracks the real heap within 40% (few and many key
 t.test('a retained revision of a 256-byte value costs under 192 bytes of memory beyond the value (heap and external), the value off the V8 heap', async (t) => {
   // A Buffer per value cost ~290 bytes more (Buffer, ArrayBuffer and backing store; measured
   // 554 bytes here, of which the backing store's own malloc'd bookkeeping is not even counted).
-  v8.setFlagsFromString('--expose-gc');
-  const gc = vm.runInNewContext('gc') as () => void;
-  const used = (): { heap: number; total: number } => {
-    gc();
-    gc();
-    const m = process.memoryUsage();
-    return { heap: m.heapUsed, total: m.heapUsed + m.external }; // external includes the ArrayBuffers' backing stores
-  };
+  const used = memoryNow;
   const n = Node.create();
   const keys = 1_000;
   const writes = 20_000;
@@ -149,13 +145,7 @@ t.test('a retained revision of a 256-byte value costs under 192 bytes of memory 
 t.test('short histories are kept in exact-size arrays', async (t) => {
   // KeyHistory.append: as V8 grows a pushed-into array, each key of a few records held ~130
   // bytes more (measured 266 against 223 bytes of heap per revision here, keys included).
-  v8.setFlagsFromString('--expose-gc');
-  const gc = vm.runInNewContext('gc') as () => void;
-  const heap = (): number => {
-    gc();
-    gc();
-    return process.memoryUsage().heapUsed;
-  };
+  const heap = (): number => memoryNow().heap;
   const value = Buffer.alloc(256);
   const n = Node.create();
   const start = heap();
