@@ -2,10 +2,11 @@
  * `node --max-semi-space-size=4 dist/bench/kv/scavenge-history.js [PRELOAD] [KEYS] [compact]`:
  * one in-process member (no network, no other process), PRELOAD puts at 64 in flight over KEYS
  * keys, optionally compacted to the last revision, then 10 s of puts at 16 in flight, reporting
- * the young-generation collections (scavenges) of that window. For the question bench/RESULTS.md
- * leaves open: why a member's scavenges take longer the more history it keeps (measured here
- * 2.0–2.3 ms fresh, 2.9–3.2 ms with 250,000 revisions over 100,000 keys, 2.1–2.6 ms once those
- * are compacted away), when plain JS objects shaped like that history do not slow them.
+ * the young-generation collections (scavenges) of that window. Made to find why a member's
+ * scavenges took longer the more history it kept (2.0–2.3 ms fresh, 2.9–3.2 ms with 250,000
+ * revisions over 100,000 keys): V8 walks every old-space page on each scavenge, so the history's
+ * values went off the V8 heap (core/kv/value-arena.ts; since then 1.85 and 2.10 ms; bench/RESULTS.md,
+ * "Values off the V8 heap").
  */
 import { PerformanceObserver, constants } from 'node:perf_hooks';
 import { withInProcessMember } from './in-process.js';
