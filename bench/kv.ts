@@ -132,6 +132,7 @@ export async function runKvBench(argv: string[]): Promise<void> {
       await each(async (s) => keep(s, 'get@64', await s.measureGet(value)));
     }
     for (const s of sessions) await s.endLoad();
+    await each((s) => s.warmUpWatch(value));
     for (const n of WATCHER_COUNTS) await each((s) => s.watchers(n, value));
     const results: Partial<Record<SystemName, SystemResult>> = {};
     for (const s of sessions) results[s.cluster.system] = s.result();
@@ -155,7 +156,7 @@ export async function runKvBench(argv: string[]): Promise<void> {
         valueBytes: 256,
         members: 3,
         order: 'both clusters run side by side; each phase runs on one then the other, alternating which goes first',
-        warmup: 'before the first phase each system gets plan.systemWarmupMs of unmeasured puts then gets at 64 in flight',
+        warmup: 'before the first phase each system gets plan.systemWarmupMs of unmeasured puts then gets at 64 in flight; before the watch phases, plan.watchWarmupPuts unmeasured puts to 1,000 watchers',
         writes: 'to the leader, closed loop, over `channels` gRPC channels (each its own TCP connection)',
         reads: 'linearizable Range, round-robin over all three members, `channels` channels each',
         watchers: 'on one follower, 100 watchers per Watch stream, one stream per connection; sequential puts to the watched key on the leader',

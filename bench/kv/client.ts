@@ -174,16 +174,16 @@ export async function memberList(endpoint: string, deadlineMs = 2_000): Promise<
 }
 
 /** A watch event as the benchmark sees it: which watch, which revision, when it arrived. */
-export type WatchEventSink = (watchId: string, modRevision: string, arrivedMs: number) => void;
+export type WatchEventSink = (watchId: number, modRevision: number, arrivedMs: number) => void;
 
 /** What the benchmark reads of a WatchResponse. */
 export interface WatchReply {
-  watchId: string;
+  watchId: number;
   created: boolean;
   canceled: boolean;
   cancelReason: string;
   /** mod_revision of each PUT event. */
-  puts: string[];
+  puts: number[];
 }
 
 const WatchRequestProto = etcdType('etcdserverpb.WatchRequest');
@@ -197,48 +197,68 @@ const MAX_WATCH_MESSAGE_BYTES = 64 * 1024 * 1024;
  */
 const WATCH_WINDOW_BYTES = 4 * 1024 * 1024;
 
+/** One reader, pointed at each message in turn: the decode allocates nothing per message. */
+const replyReader = protobuf.Reader.create(Buffer.alloc(0));
+
 /**
- * Reads only the fields the benchmark needs, walking the message with protobufjs' Reader
- * rather than decoding it whole: 1,000 full decodes per put (headers, key/value copies,
- * a Long per 64-bit field) made this client collect garbage every few puts, and its pauses
- * showed up as delivery latency of whichever system was measured. Revisions and watch ids are
- * read as 32-bit varints (exact below 2^32, which a benchmark run never reaches; -1 stays -1).
+ * Reads only the fields the benchmark needs from the message in buf[start, end), walking it with
+ * protobufjs' Reader rather than decoding it whole, into `into` (reused by the watch streams,
+ * whose caller reads it before the next message). 1,000 full decodes per put (headers,
+ * key/value copies, a Long per 64-bit field) made this client collect garbage every few puts,
+ * and its pauses showed up as delivery latency of whichever system was measured; so did, less,
+ * an object, two strings and a Buffer view per message. Revisions and watch ids are read as
+ * 32-bit varints (exact below 2^32, which a benchmark run never reaches; -1 stays -1).
  */
-export function decodeWatchReply(buf: Uint8Array): WatchReply {
-  const r = protobuf.Reader.create(buf);
-  const reply: WatchReply = { watchId: '0', created: false, canceled: false, cancelReason: '', puts: [] };
-  while (r.pos < r.len) {
-    const tag = r.uint32();
-    switch (tag >>> 3) {
-      case 2:
-        reply.watchId = String(r.uint32() | 0);
-        break;
-      case 3:
-        reply.created = r.bool();
-        break;
-      case 4:
-        reply.canceled = r.bool();
-        break;
-      case 6:
-        reply.cancelReason = r.string();
-        break;
-      case 11: {
-        const rev = putEventRevision(r, r.uint32());
-        if (rev !== undefined) reply.puts.push(rev);
-        break;
+export function decodeWatchReply(buf: Uint8Array, start = 0, end = buf.length, into?: WatchReply): WatchReply {
+  const reply = into ?? { watchId: 0, created: false, canceled: false, cancelReason: '', puts: [] };
+  reply.watchId = 0;
+  reply.created = false;
+  reply.canceled = false;
+  reply.cancelReason = '';
+  reply.puts.length = 0;
+  const r = replyReader;
+  r.buf = buf;
+  r.pos = start;
+  r.len = end;
+  try {
+    while (r.pos < r.len) {
+      const tag = r.uint32();
+      switch (tag >>> 3) {
+        case 2:
+          reply.watchId = r.uint32() | 0;
+          break;
+        case 3:
+          reply.created = r.bool();
+          break;
+        case 4:
+          reply.canceled = r.bool();
+          break;
+        case 6:
+          reply.cancelReason = r.string();
+          break;
+        case 11: {
+          const rev = putEventRevision(r, r.uint32());
+          if (rev >= 0) reply.puts.push(rev);
+          break;
+        }
+        default:
+          r.skipType(tag & 7);
       }
-      default:
-        r.skipType(tag & 7);
     }
+  } finally {
+    r.buf = EMPTY; // not to keep the caller's buffer alive
   }
   return reply;
 }
 
-/** An mvccpb.Event of `length` bytes at the reader's position: its kv's mod_revision if it is a PUT. */
-function putEventRevision(r: protobuf.Reader, length: number): string | undefined {
+const EMPTY = new Uint8Array(0);
+const EMPTY_BUFFER = Buffer.alloc(0);
+
+/** An mvccpb.Event of `length` bytes at the reader's position: its kv's mod_revision if it is a PUT, else -1. */
+function putEventRevision(r: protobuf.Reader, length: number): number {
   const end = r.pos + length;
   let type = PUT_EVENT;
-  let rev = '0';
+  let rev = 0;
   while (r.pos < end) {
     const tag = r.uint32();
     if (tag >>> 3 === 1) type = r.uint32();
@@ -246,12 +266,12 @@ function putEventRevision(r: protobuf.Reader, length: number): string | undefine
       const kvEnd = r.uint32() + r.pos;
       while (r.pos < kvEnd) {
         const t = r.uint32();
-        if (t >>> 3 === 3) rev = String(r.uint32());
+        if (t >>> 3 === 3) rev = r.uint32();
         else r.skipType(t & 7);
       }
     } else r.skipType(tag & 7);
   }
-  return type === PUT_EVENT ? rev : undefined;
+  return type === PUT_EVENT ? rev : -1;
 }
 
 function grpcFrame(req: Obj): Buffer {
@@ -278,8 +298,10 @@ function grpcFrame(req: Obj): Buffer {
 export class WatchStream {
   private readonly session: http2.ClientHttp2Session;
   private readonly stream: http2.ClientHttp2Stream;
-  private pending: Buffer = Buffer.alloc(0);
-  private createdWaiter: ((watchId: string) => void) | undefined;
+  private pending: Buffer = EMPTY_BUFFER;
+  private createdWaiter: ((watchId: number) => void) | undefined;
+  /** The reply being read, reused from message to message. */
+  private readonly reply: WatchReply = { watchId: 0, created: false, canceled: false, cancelReason: '', puts: [] };
   private failure: Error | undefined;
 
   constructor(
@@ -304,19 +326,21 @@ export class WatchStream {
 
   private onChunk(chunk: Buffer): void {
     const arrived = this.now();
-    let buf = this.pending.length > 0 ? Buffer.concat([this.pending, chunk]) : chunk;
-    while (buf.length >= GRPC_MESSAGE_PREFIX_BYTES) {
-      const len = buf.readUInt32BE(1);
-      if (buf[0] !== 0 || len > MAX_WATCH_MESSAGE_BYTES) {
-        this.failure = new Error(`watch stream: unexpected gRPC frame (flag ${buf[0]}, ${len} bytes)`);
+    const buf = this.pending.length > 0 ? Buffer.concat([this.pending, chunk]) : chunk;
+    let at = 0;
+    while (buf.length - at >= GRPC_MESSAGE_PREFIX_BYTES) {
+      const len = buf.readUInt32BE(at + 1);
+      if (buf[at] !== 0 || len > MAX_WATCH_MESSAGE_BYTES) {
+        this.failure = new Error(`watch stream: unexpected gRPC frame (flag ${buf[at]}, ${len} bytes)`);
         this.stream.close();
         return;
       }
-      if (buf.length < GRPC_MESSAGE_PREFIX_BYTES + len) break;
-      this.onReply(decodeWatchReply(buf.subarray(GRPC_MESSAGE_PREFIX_BYTES, GRPC_MESSAGE_PREFIX_BYTES + len)), arrived);
-      buf = buf.subarray(GRPC_MESSAGE_PREFIX_BYTES + len);
+      const end = at + GRPC_MESSAGE_PREFIX_BYTES + len;
+      if (buf.length < end) break;
+      this.onReply(decodeWatchReply(buf, at + GRPC_MESSAGE_PREFIX_BYTES, end, this.reply), arrived);
+      at = end;
     }
-    this.pending = buf.length > 0 ? Buffer.from(buf) : Buffer.alloc(0);
+    this.pending = at < buf.length ? Buffer.from(buf.subarray(at)) : EMPTY_BUFFER;
   }
 
   private onReply(r: WatchReply, arrived: number): void {
@@ -330,7 +354,8 @@ export class WatchStream {
       this.failure = new Error(`watch ${r.watchId} canceled: ${r.cancelReason}`);
       return;
     }
-    for (const rev of r.puts) this.sink(r.watchId, rev, arrived);
+    const puts = r.puts;
+    for (let i = 0; i < puts.length; i++) this.sink(r.watchId, puts[i]!, arrived);
   }
 
   /** Adds `count` watchers of `key` starting at the next revision; resolves once all are created. */

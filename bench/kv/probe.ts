@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { startEtcd, startPicloud, type SystemName } from './clusters.js';
 import { EtcdBenchClient, useTls } from './client.js';
 import { makeTestCerts } from '../../test/helpers/certs.js';
+import { PUT_KEYSPACE, closedLoop } from './workload.js';
 
 export interface ProbeCluster {
   writer: EtcdBenchClient;
@@ -58,6 +59,19 @@ export async function withProbeCluster(system: SystemName, writerChannels: numbe
     rmSync(root, { recursive: true, force: true });
     certs?.remove();
   }
+}
+
+/**
+ * PICLOUD_BENCH_PRELOAD=N: puts N revisions (256 in flight, over PUT_KEYSPACE keys) before the
+ * probe's rounds, as the full run's later phases find a few hundred thousand in each member.
+ */
+export async function preloadFromEnv(system: SystemName, writer: EtcdBenchClient, value: Buffer): Promise<void> {
+  const preload = Number(process.env.PICLOUD_BENCH_PRELOAD ?? 0);
+  if (!(Number.isInteger(preload) && preload >= 0)) throw new Error('PICLOUD_BENCH_PRELOAD must be a count of revisions');
+  if (preload === 0) return;
+  const started = Date.now();
+  await closedLoop(256, 600_000, preload, (seq, w) => writer.put(Buffer.from(`preload/${seq % PUT_KEYSPACE}`), value, w));
+  process.stdout.write(`${system}: ${preload} revisions put first, at 256 in flight, in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
 }
 
 export function runProbe(main: () => Promise<void>): void {

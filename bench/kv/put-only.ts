@@ -16,10 +16,10 @@
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import { enableAuth } from './client.js';
-import { parseSystem, runProbe, withProbeCluster } from './probe.js';
+import { parseSystem, preloadFromEnv, runProbe, withProbeCluster } from './probe.js';
 import { RssSampler, rssKiB } from './proc.js';
 import { FULL_PLAN } from './system-run.js';
-import { PUT_KEYSPACE, benchValue, closedLoop, putPhase, warmUp } from './workload.js';
+import { benchValue, putPhase, warmUp } from './workload.js';
 
 const USER_HZ = 100;
 const WARMUP_MS = 5_000;
@@ -98,13 +98,7 @@ async function main(): Promise<void> {
     const value = benchValue();
     // As the full run does: a member's hot paths run unoptimised for its first few thousand puts.
     await warmUp(writer, [writer], FULL_PLAN.systemWarmupMs, value);
-    // The full run's later rounds put to members that already hold a few hundred thousand revisions.
-    const preload = Number(process.env.PICLOUD_BENCH_PRELOAD ?? 0);
-    if (preload > 0) {
-      const started = Date.now();
-      await closedLoop(256, 600_000, preload, (seq, w) => writer.put(Buffer.from(`preload/${seq % PUT_KEYSPACE}`), value, w));
-      process.stdout.write(`${system}: ${preload} revisions put first, at 256 in flight, in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
-    }
+    await preloadFromEnv(system, writer, value);
     for (let round = 1; round <= 2; round++) {
       // Warmed up apart, so the thread counters below cover the measured puts only.
       await putPhase(writer, inFlight, { warmupMs: 0, durationMs: WARMUP_MS, maxOps: Number.MAX_SAFE_INTEGER }, pids, value);

@@ -3,13 +3,14 @@
  * phase alone, twice, on a fresh three-member cluster warmed up as the full run's, with what the
  * full run does not report: CPU per put of each member (leader first) and of this client, and each
  * member's write syscalls per put (/proc/PID/io syscw). For working on the fan-out; ratios still
- * come from `npm run bench -- kv`.
+ * come from `npm run bench -- kv`. PICLOUD_BENCH_PRELOAD=N puts N revisions first (as put-only.js),
+ * as the full run's watch phase follows its load phases.
  */
 import { readFileSync } from 'node:fs';
-import { parseSystem, runProbe, withProbeCluster } from './probe.js';
+import { parseSystem, preloadFromEnv, runProbe, withProbeCluster } from './probe.js';
 import { cpuTimeMs } from './proc.js';
 import { FULL_PLAN } from './system-run.js';
-import { benchValue, warmUp, watchPhase } from './workload.js';
+import { benchValue, warmUp, warmUpWatch, watchPhase } from './workload.js';
 
 const WATCH_DURATION_MS = 15_000;
 
@@ -29,6 +30,9 @@ async function main(): Promise<void> {
     const value = benchValue();
     // As the full run does: a member's hot paths run unoptimised for its first few thousand puts.
     await warmUp(writer, [writer], FULL_PLAN.systemWarmupMs, value);
+    await preloadFromEnv(system, writer, value);
+    // As the full run does before its watch phases.
+    await warmUpWatch(writer, follower, watchers, FULL_PLAN.watchWarmupPuts, value);
     for (let round = 1; round <= 2; round++) {
       const cpu0 = pids.map(cpuTimeMs);
       const sys0 = pids.map(writeSyscalls);

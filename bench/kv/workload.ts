@@ -19,6 +19,8 @@ export const GET_KEYSPACE = 1_000;
 export const WATCHERS_PER_STREAM = 100;
 /** How long one put's events may take to reach every watcher before the put counts as lost. */
 export const WATCH_EVENT_TIMEOUT_MS = 5_000;
+/** The longest a watch warm-up runs, however few of its puts are done. */
+const WATCH_WARMUP_MAX_MS = 15_000;
 
 export interface PhaseLimits {
   durationMs: number;
@@ -158,19 +160,25 @@ export interface WatchResult {
  * `watchers` watchers of one key on `watchEndpoint`, and sequential puts to that key through
  * `writer`; after each acknowledged put, waits until every watcher has its event.
  */
+/** A watch phase whose numbers are dropped: `puts` puts to `watchers` watchers, as watchPhase makes them. */
+export async function warmUpWatch(writer: EtcdBenchClient, watchEndpoint: string, watchers: number, puts: number, value: Buffer): Promise<void> {
+  const r = await watchPhase(writer, watchEndpoint, watchers, puts, WATCH_WARMUP_MAX_MS, value);
+  if (r.incompletePuts > 0) throw new Error(`watch warm-up: ${r.incompletePuts} of ${r.puts} puts did not reach all ${watchers} watchers`);
+}
+
 export async function watchPhase(writer: EtcdBenchClient, watchEndpoint: string, watchers: number, maxPuts: number, durationMs: number, value: Buffer): Promise<WatchResult> {
   const watchKey = Buffer.from(`bench/watch/${watchers}`);
-  const arrivals = new Map<string, number[]>();
+  const arrivals = new Map<number, number[]>();
   // Set while the writer waits for the last events of an acknowledged put (no polling: the
   // client shares the machine's two cores with the members it measures).
-  let waiting: { rev: string; done: () => void } | undefined;
-  const sink = (_id: string, rev: string, at: number): void => {
+  let waiting: { rev: number; done: () => void } | undefined;
+  const sink = (_id: number, rev: number, at: number): void => {
     let a = arrivals.get(rev);
     if (!a) arrivals.set(rev, (a = []));
     a.push(at);
     if (waiting && waiting.rev === rev && a.length >= watchers) waiting.done();
   };
-  const allArrived = (rev: string): Promise<void> => {
+  const allArrived = (rev: number): Promise<void> => {
     if ((arrivals.get(rev)?.length ?? 0) >= watchers) return Promise.resolve();
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
@@ -203,7 +211,7 @@ export async function watchPhase(writer: EtcdBenchClient, watchEndpoint: string,
     const start = nowMs();
     while (puts < maxPuts && nowMs() - start < durationMs) {
       const sent = nowMs();
-      const rev = await writer.put(watchKey, value, 0);
+      const rev = Number(await writer.put(watchKey, value, 0));
       const acked = nowMs();
       puts++;
       await allArrived(rev);

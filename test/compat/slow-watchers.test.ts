@@ -46,7 +46,7 @@ class ReadWatch {
         const len = buf.readUInt32BE(1);
         const reply = decodeWatchReply(buf.subarray(GRPC_MESSAGE_PREFIX_BYTES, GRPC_MESSAGE_PREFIX_BYTES + len));
         if (reply.created) this.created = true;
-        for (const r of reply.puts) this.revisions.push(Number(r));
+        for (const r of reply.puts) this.revisions.push(r);
         buf = buf.subarray(GRPC_MESSAGE_PREFIX_BYTES + len);
       }
       this.pending = Buffer.from(buf);
