@@ -9,9 +9,13 @@
  *   'm/state'                       CBOR {appliedIndex, appliedTerm, currentRevision, compactRevision}
  *   'm/conf'                        the Raft ConfState bytes the caller hands in (opaque here)
  *   'm/auth'                        CBOR of the auth state's image (users, roles; absent: empty)
+ *   'm/sealed'                      present: every value carries its checksum (value-checksum.ts)
  *   'd' gen:u32 'r' main:u64 sub:u32   one record (revision-keyed, as etcd's "key" bucket)
  *   'd' gen:u32 'l' id:u64             one lease: CBOR [ttlSeconds]
  * Records: flags:u8 (1 = tombstone) keyLen:u32 key create:f64 version:f64 lease:f64 value.
+ * Every value above is stored sealed (value-checksum.ts: a CRC-32 of key and value before it)
+ * and checked at open; a store written before checksums has no 'm/sealed' and loads its older
+ * values unchecked.
  *
  * Atomicity: each `persist` is one LevelDB batch carrying the records, the applied index
  * and the ConfState together, so after a crash the state and its applied index agree; Raft
@@ -35,8 +39,9 @@ import type { KvRecord } from '../kv/mvcc.js';
 import { StateImage } from '../kv/snapshot.js';
 import { StateBuilder } from '../kv/state-builder.js';
 import { KvStore, type KvStoreOptions, type StateChanges } from '../kv/store.js';
-import { compactWholeDatabase, writeBatch, type WriteObserver } from './level-batch.js';
+import { compactWholeDatabase, writeBatch, type BatchOp, type WriteObserver } from './level-batch.js';
 import { openLevel } from './level-open.js';
+import { SEAL_BYTES, STRICT_MARK, sealInPlace, sealedPut, unseal } from './value-checksum.js';
 
 const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
 const decoder = new Decoder({ useRecords: false, mapsAsObjects: true });
@@ -45,6 +50,8 @@ const META_GEN = Buffer.from('m/gen');
 const META_STATE = Buffer.from('m/state');
 const META_CONF = Buffer.from('m/conf');
 const META_AUTH = Buffer.from('m/auth');
+const META_SEALED = Buffer.from('m/sealed');
+const WHAT = 'the KV store';
 const DATA = 0x64; // 'd'
 const REC = 0x72; // 'r'
 const LEASE = 0x6c; // 'l'
@@ -88,20 +95,25 @@ function genRange(gen: number, kind?: number): { gte: Buffer; lt: Buffer } {
   return { gte: lo, lt: hi };
 }
 
-function encodeRecordValue(r: KvRecord): Buffer {
+/** A record's LevelDB key and its sealed value, the record encoded after the checksum's room. */
+function recordOp(gen: number, r: KvRecord): BatchOp {
+  const ldbKey = recordKey(gen, r.main, r.sub);
   const key = r.hist.key;
   const value = r.storedValue;
-  const out = Buffer.allocUnsafe(1 + 4 + key.byteLength + 24 + (value?.byteLength ?? 0));
-  out[0] = value === null ? 1 : 0;
-  out.writeUInt32BE(key.byteLength, 1);
-  out.set(key, 5);
-  let o = 5 + key.byteLength;
+  const out = Buffer.allocUnsafe(SEAL_BYTES + 1 + 4 + key.byteLength + 24 + (value?.byteLength ?? 0));
+  let o = SEAL_BYTES;
+  out[o] = value === null ? 1 : 0;
+  out.writeUInt32BE(key.byteLength, o + 1);
+  out.set(key, o + 5);
+  o += 5 + key.byteLength;
   out.writeDoubleBE(r.createRevision, o);
   out.writeDoubleBE(r.version, o + 8);
   out.writeDoubleBE(r.lease, o + 16);
   if (value) out.set(value, o + 24);
-  return out;
+  return { type: 'put', key: ldbKey, value: sealInPlace(ldbKey, out) };
 }
+
+
 
 function corrupt(detail: string): KvError {
   return new KvError('SNAPSHOT_CORRUPT', `mvcc backend: ${detail}`);
@@ -144,16 +156,27 @@ export class MvccBackend {
   /** Opens the backend in `dir` (created unless `mustExist`; damage is refused, level-open.ts) and loads the state into a new KvStore. */
   static async open(dir: string, storeOptions: KvStoreOptions = {}, { mustExist = false }: { mustExist?: boolean } = {}): Promise<MvccBackend> {
     const started = performance.now();
-    const db = await openLevel(dir, { what: 'the KV store', mustExist });
+    const db = await openLevel(dir, { what: WHAT, mustExist });
     try {
-      const genBytes = await db.get(META_GEN);
+      let strict = (await db.get(META_SEALED)) !== undefined;
+      // Nothing persisted yet (the state goes in every batch): a new store, sealed throughout.
+      if (!strict && (await db.get(META_STATE)) === undefined) {
+        await db.put(META_SEALED, STRICT_MARK, { sync: true });
+        strict = true;
+      }
+      const read = async (key: Buffer): Promise<Buffer | undefined> => {
+        const raw = await db.get(key);
+        return raw === undefined ? undefined : unseal(key, raw, strict, WHAT);
+      };
+      const genBytes = await read(META_GEN);
+      if (genBytes !== undefined && genBytes.byteLength !== 4) throw corrupt('bad generation');
       const gen = genBytes ? genBytes.readUInt32BE(0) : 0;
-      const stateBytes = await db.get(META_STATE);
+      const stateBytes = await read(META_STATE);
       const meta = stateBytes
         ? decodeMeta(stateBytes)
         : { appliedIndex: 0, appliedTerm: 0, currentRevision: 1, compactRevision: -1 };
-      const confState = await db.get(META_CONF);
-      const authBytes = await db.get(META_AUTH);
+      const confState = await read(META_CONF);
+      const authBytes = await read(META_AUTH);
 
       const builder = new StateBuilder();
       const recIt = db.iterator(genRange(gen, REC));
@@ -164,7 +187,7 @@ export class MvccBackend {
           const entries = await pending;
           if (entries.length === 0) break;
           pending = recIt.nextv(LOAD_STEP_ENTRIES);
-          for (const [k, v] of entries) addStoredRecord(builder, k, v);
+          for (const [k, v] of entries) addStoredRecord(builder, k, unseal(k, v, strict, WHAT));
         }
       } finally {
         await recIt.close();
@@ -177,7 +200,7 @@ export class MvccBackend {
           if (entries.length === 0) break;
           for (const [k, v] of entries) {
             const id = Number(k.readBigInt64BE(6));
-            const ttl = decodeMeta(v) as unknown;
+            const ttl = decodeMeta(unseal(k, v, strict, WHAT)) as unknown;
             if (!Array.isArray(ttl)) throw corrupt('bad lease value');
             builder.addLease(id, ttl[0]);
             leases++;
@@ -249,8 +272,11 @@ export class MvccBackend {
     const auth = changes.auth && !image ? encoder.encode(this.store.auth.image()) : undefined;
     const conf = opts.confState ? Buffer.from(opts.confState) : undefined;
     if (conf) this._confState = conf;
+    // A rewrite writes the ConfState even when unchanged (as of this cut): an older store's may
+    // predate checksums, and the rewrite leaves the store strict.
+    const rewriteConf = conf ?? this._confState;
     const run = image
-      ? () => this.rewrite(image, changes, conf)
+      ? () => this.rewrite(image, changes, rewriteConf)
       : () => this.writeChanges(changes, conf, auth, opts.sync ?? false);
     const p = this.chain.then(() => {
       if (this.failure_) throw this.failure_;
@@ -274,23 +300,23 @@ export class MvccBackend {
   }
 
   private async writeChanges(c: StateChanges, conf: Buffer | undefined, auth: Buffer | undefined, sync: boolean): Promise<void> {
-    const ops: Array<{ type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer }> = [];
+    const ops: BatchOp[] = [];
     const gen = this.gen;
-    for (const r of c.appended) ops.push({ type: 'put', key: recordKey(gen, r.main, r.sub), value: encodeRecordValue(r) });
+    for (const r of c.appended) ops.push(recordOp(gen, r));
     for (const r of c.removed) ops.push({ type: 'del', key: recordKey(gen, r.main, r.sub) });
     for (const op of c.leaseOps) {
-      if ('put' in op) ops.push({ type: 'put', key: leaseKey(gen, op.put.id), value: encoder.encode([op.put.ttlSeconds]) });
+      if ('put' in op) ops.push(sealedPut(leaseKey(gen, op.put.id), encoder.encode([op.put.ttlSeconds])));
       else ops.push({ type: 'del', key: leaseKey(gen, op.del) });
     }
-    ops.push({ type: 'put', key: META_STATE, value: this.stateValue(c) });
-    if (conf) ops.push({ type: 'put', key: META_CONF, value: conf });
-    if (auth) ops.push({ type: 'put', key: META_AUTH, value: auth });
+    ops.push(sealedPut(META_STATE, this.stateValue(c)));
+    if (conf) ops.push(sealedPut(META_CONF, conf));
+    if (auth) ops.push(sealedPut(META_AUTH, auth));
     await writeBatch(this.db, ops, sync, this.writeObservers);
     if (sync) this._durableAppliedIndex = Math.max(this._durableAppliedIndex, c.appliedIndex);
   }
 
   /** Writes the whole image under the next generation, then switches to it in one synced batch. */
-  private async rewrite(image: StateImage, c: StateChanges, conf: Buffer | undefined): Promise<void> {
+  private async rewrite(image: StateImage, c: StateChanges, conf: Uint8Array | undefined): Promise<void> {
     const gen = this.gen + 1;
     try {
       await this.db.clear(genRange(gen)); // leftovers of an abandoned rewrite
@@ -299,28 +325,31 @@ export class MvccBackend {
         if (batch.length === 0) break;
         const ops = [];
         for (const part of batch) {
-          for (const r of part.records) ops.push({ type: 'put' as const, key: recordKey(gen, r.main, r.sub), value: encodeRecordValue(r) });
+          for (const r of part.records) ops.push(recordOp(gen, r));
         }
         await writeBatch(this.db, ops, false);
       }
-      const ops: Array<{ type: 'put'; key: Buffer; value: Buffer }> = [];
-      for (const l of image.leases) ops.push({ type: 'put', key: leaseKey(gen, l.id), value: encoder.encode([l.ttlSeconds]) });
+      const ops: BatchOp[] = [];
+      for (const l of image.leases) ops.push(sealedPut(leaseKey(gen, l.id), encoder.encode([l.ttlSeconds])));
       const genValue = Buffer.alloc(4);
       genValue.writeUInt32BE(gen);
-      ops.push({ type: 'put', key: META_GEN, value: genValue });
-      ops.push({
-        type: 'put',
-        key: META_STATE,
-        value: this.stateValue({
-          ...c,
-          appliedIndex: image.appliedIndex,
-          appliedTerm: image.appliedTerm,
-          currentRevision: image.revision,
-          compactRevision: image.compactRevision,
-        }),
-      });
-      if (conf) ops.push({ type: 'put', key: META_CONF, value: conf });
-      ops.push({ type: 'put', key: META_AUTH, value: encoder.encode(image.auth) });
+      ops.push(sealedPut(META_GEN, genValue));
+      ops.push(
+        sealedPut(
+          META_STATE,
+          this.stateValue({
+            ...c,
+            appliedIndex: image.appliedIndex,
+            appliedTerm: image.appliedTerm,
+            currentRevision: image.revision,
+            compactRevision: image.compactRevision,
+          }),
+        ),
+      );
+      if (conf) ops.push(sealedPut(META_CONF, conf));
+      ops.push(sealedPut(META_AUTH, encoder.encode(image.auth)));
+      // Every value of the live generation is now sealed: an older store becomes strict too.
+      ops.push({ type: 'put', key: META_SEALED, value: STRICT_MARK });
       await writeBatch(this.db, ops, true);
     } catch (e) {
       // Another restore replaced the state meanwhile: its own full rewrite is queued behind

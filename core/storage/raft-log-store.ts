@@ -32,6 +32,7 @@ import { StorageError } from './errors.js';
 import { GroupCommitter } from './group-commit.js';
 import { openLevel } from './level-open.js';
 import { compactWholeDatabase, writeBatch, type BatchOp, type WriteObserver } from './level-batch.js';
+import { STRICT_MARK, sealedPut, unseal } from './value-checksum.js';
 
 export type { WriteObserver } from './level-batch.js';
 import { EMPTY_SNAPSHOT_METADATA, LogMirror, type LogOffset } from './log-mirror.js';
@@ -40,6 +41,9 @@ import { SnapshotFiles, snapshotFileName } from './snapshot-files.js';
 const KEY_HARD_STATE = Buffer.from('h');
 const KEY_SNAPSHOT = Buffer.from('s');
 const KEY_OFFSET = Buffer.from('c');
+/** Present: every value in the store carries its checksum (value-checksum.ts). */
+const KEY_SEALED = Buffer.from('v');
+const WHAT = 'the Raft log';
 const ENTRY_PREFIX = 0x65; // 'e'
 const ENTRY_KEY_END = Buffer.from('f');
 
@@ -164,9 +168,14 @@ export class RaftLogStore implements Storage {
   }
 
   private async load(): Promise<void> {
-    const hardRaw = await this.db.get(KEY_HARD_STATE);
-    const snapRaw = await this.db.get(KEY_SNAPSHOT);
-    const offsetRaw = await this.db.get(KEY_OFFSET);
+    const strict = (await this.db.get(KEY_SEALED)) !== undefined;
+    const read = async (key: Buffer): Promise<Buffer | undefined> => {
+      const raw = await this.db.get(key);
+      return raw === undefined ? undefined : unseal(key, raw, strict, WHAT);
+    };
+    const hardRaw = await read(KEY_HARD_STATE);
+    const snapRaw = await read(KEY_SNAPSHOT);
+    const offsetRaw = await read(KEY_OFFSET);
     const hard = hardRaw === undefined ? { term: 0, vote: 0, commit: 0 } : decodeOrCorrupt(() => decodeHardState(hardRaw));
     let snapshot: SnapshotMetadata = EMPTY_SNAPSHOT_METADATA;
     if (snapRaw !== undefined) {
@@ -189,9 +198,13 @@ export class RaftLogStore implements Storage {
       const index = entryKeyIndex(key);
       const expected = offset.index + entries.length + 1;
       if (index !== expected) throw new StorageError('ERR_CORRUPT', `log has a gap: found entry ${index}, expected ${expected}`);
-      const entry = decodeOrCorrupt(() => decodeEntry(value));
+      const entry = decodeOrCorrupt(() => decodeEntry(unseal(key, value, strict, WHAT)));
       if (entry.index !== index) throw new StorageError('ERR_CORRUPT', `entry under key ${index} says index ${entry.index}`);
       entries.push(entry);
+    }
+    // Nothing written yet: a new store, sealed throughout.
+    if (!strict && hardRaw === undefined && snapRaw === undefined && offsetRaw === undefined && entries.length === 0) {
+      await this.db.put(KEY_SEALED, STRICT_MARK, { sync: true });
     }
     this.mirror.load({ hard, offset, entries, snapshot });
     this.pendingOffset = offset;
@@ -324,8 +337,8 @@ export class RaftLogStore implements Storage {
       const fileName = snapshotFileName(meta.term, meta.index);
       snapshotFile = { fileName, data: snap.data };
       for (let i = this.pendingOffset.index + 1; i <= this.pendingLast; i++) ops.push({ type: 'del', key: entryKey(i) });
-      ops.push({ type: 'put', key: KEY_SNAPSHOT, value: encodeStoredSnapshot({ metadata: meta, fileName, sizeBytes: snapshotSizeBytes(snap.data) }) });
-      ops.push({ type: 'put', key: KEY_OFFSET, value: offsetRecord({ index: meta.index, term: meta.term }) });
+      ops.push(sealedPut(KEY_SNAPSHOT, encodeStoredSnapshot({ metadata: meta, fileName, sizeBytes: snapshotSizeBytes(snap.data) })));
+      ops.push(sealedPut(KEY_OFFSET, offsetRecord({ index: meta.index, term: meta.term })));
       this.pendingOffset = { index: meta.index, term: meta.term };
       this.pendingLast = meta.index;
       this.pendingSnapshotIndex = meta.index;
@@ -342,14 +355,14 @@ export class RaftLogStore implements Storage {
       for (let k = 0; k < entries.length; k++) {
         const e = entries[k]!;
         if (e.index !== first + k) return Promise.reject(new StorageError('ERR_INVALID_ARGUMENT', 'entries are not consecutive'));
-        ops.push({ type: 'put', key: entryKey(e.index), value: encodeEntry(e) });
+        ops.push(sealedPut(entryKey(e.index), encodeEntry(e)));
       }
       const last = first + entries.length - 1;
       for (let i = last + 1; i <= this.pendingLast; i++) ops.push({ type: 'del', key: entryKey(i) });
       this.pendingLast = last;
     }
     const hs = update.hardState;
-    if (hs !== undefined) ops.push({ type: 'put', key: KEY_HARD_STATE, value: encodeHardState(hs) });
+    if (hs !== undefined) ops.push(sealedPut(KEY_HARD_STATE, encodeHardState(hs)));
     if (ops.length === 0) return this.lastWrite.then(() => undefined, () => undefined);
 
     const savedEntries = entries;
@@ -399,7 +412,7 @@ export class RaftLogStore implements Storage {
     }
     this.pendingSnapshotIndex = index;
     await this.submit({
-      ops: [{ type: 'put', key: KEY_SNAPSHOT, value: encodeStoredSnapshot({ metadata: meta, fileName, sizeBytes }) }],
+      ops: [sealedPut(KEY_SNAPSHOT, encodeStoredSnapshot({ metadata: meta, fileName, sizeBytes }))],
       sync: true,
       apply: () => {
         const obsolete = this.snapshotFile;
@@ -435,7 +448,7 @@ export class RaftLogStore implements Storage {
     const offset = { index, term };
     this.pendingOffset = offset;
     const moved = this.submit({
-      ops: [{ type: 'put', key: KEY_OFFSET, value: offsetRecord(offset) }],
+      ops: [sealedPut(KEY_OFFSET, offsetRecord(offset))],
       // Losing a compaction to a crash only means it is done again: no fsync needed.
       sync: false,
       apply: () => {

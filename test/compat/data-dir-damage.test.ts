@@ -8,6 +8,8 @@
  * - the Raft log lost while the applied state remains (the member's term and vote are gone);
  * - LevelDB damage it would otherwise repair in silence: CURRENT lost (an empty store, the old
  *   tables deleted), a write-ahead log record that fails its checksum (skipped);
+ * - a value damaged in a table file where LevelDB keeps it uncompressed, which LevelDB reads back
+ *   as data (it checks block checksums only when asked): the value's own checksum refuses it;
  * - identity.json truncated (a stack trace before), the token file damaged;
  * - a restored snapshot given to --join; a restore into a directory holding other files.
  * An untouched copy starts and serves the data, so the copying is not what is refused.
@@ -17,16 +19,37 @@ import { cpSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, statSyn
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
+import { compactWholeDatabase } from '../../core/storage/level-batch.js';
 import { AgentCluster, CLI, etcdctl, hasEtcdctl } from '../helpers/agents.js';
 import { SimpleKv } from '../helpers/kv-client.js';
 
 const KEYS = 40;
 const VALUE = 'v'.repeat(2000);
+/** Text Snappy cannot shrink (random two-byte UTF-8 characters): its table block is stored raw. */
+const NOISE = Array.from({ length: 3000 }, () => String.fromCharCode(0x100 + Math.floor(Math.random() * 0x700))).join('');
 
 /** The largest LevelDB write-ahead log file of a store (its records span several 32 KiB blocks). */
 function largestLog(dir: string): string {
   const logs = readdirSync(dir).filter((f) => /^\d+\.log$/.test(f)).map((f) => join(dir, f));
   return logs.sort((a, b) => statSync(b).size - statSync(a).size)[0]!;
+}
+
+/** Moves a store's data into table files, then flips one byte of `text` where a table holds it. */
+async function rotInTable(dir: string, text: string): Promise<void> {
+  const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer', createIfMissing: false });
+  await db.open();
+  await compactWholeDatabase(db);
+  await db.close();
+  const needle = Buffer.from(text).subarray(1000, 1100);
+  for (const f of readdirSync(dir).filter((n) => n.endsWith('.ldb'))) {
+    const bytes = readFileSync(join(dir, f));
+    const at = bytes.indexOf(needle);
+    if (at < 0) continue;
+    bytes[at + 50]! ^= 0x01;
+    writeFileSync(join(dir, f), bytes);
+    return;
+  }
+  throw new Error(`no table file in ${dir} holds the value`);
 }
 
 /** Overwrites 32 bytes in the middle of a file (bit rot on an SD card). */
@@ -44,6 +67,7 @@ t.test('damaged or foreign data dirs are refused, naming what is wrong', { skip:
   const m1 = cluster.agents[0]!;
   const kv = new SimpleKv(cluster.endpoints());
   for (let i = 0; i < KEYS; i++) await kv.put(`k${i}`, VALUE);
+  await kv.put('noise', NOISE);
   kv.close();
   const snap = join(cluster.root, 'snap.db');
   t.equal(etcdctl(cluster.endpoints(), ['snapshot', 'save', snap]).status, 0, 'a snapshot to restore');
@@ -82,6 +106,7 @@ t.test('damaged or foreign data dirs are refused, naming what is wrong', { skip:
   await refused('kv-no-current', (d) => rmSync(join(d, 'kv', 'CURRENT')), /cannot open the KV store \(.*kv\): its CURRENT file is missing/);
   await refused('kv-log-bit-rot', (d) => corruptMiddle(largestLog(join(d, 'kv'))), /the KV store \(.*kv\) is damaged: LevelDB skipped data it could not read/);
   await refused('raft-log-bit-rot', (d) => corruptMiddle(largestLog(join(d, 'raft', 'log'))), /the Raft log \(.*log\) is damaged: LevelDB skipped data it could not read/);
+  await refused('kv-table-bit-rot', () => undefined, /the KV store is damaged: the value under key [0-9a-f]+ fails its checksum/, true, (d) => rotInTable(join(d, 'kv'), NOISE));
   await refused('identity-truncated', (d) => writeFileSync(join(d, 'identity.json'), '{"id":12'), /identity\.json is damaged/);
   await refused('token-damaged', (d) => writeFileSync(join(d, 'token'), 'garbage\n'), /token is missing or damaged \(not a picloud join token/);
 
