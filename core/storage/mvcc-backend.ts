@@ -41,7 +41,7 @@ import { StateBuilder } from '../kv/state-builder.js';
 import { KvStore, type KvStoreOptions, type StateChanges } from '../kv/store.js';
 import { compactWholeDatabase, writeBatch, type BatchOp, type WriteObserver } from './level-batch.js';
 import { openLevel } from './level-open.js';
-import { SEAL_BYTES, STRICT_MARK, sealInPlace, sealedPut, unseal } from './value-checksum.js';
+import { SEAL_BYTES, STRICT_MARK, getSealed, sealInPlace, sealedPut, unseal } from './value-checksum.js';
 
 const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
 const decoder = new Decoder({ useRecords: false, mapsAsObjects: true });
@@ -113,8 +113,6 @@ function recordOp(gen: number, r: KvRecord): BatchOp {
   return { type: 'put', key: ldbKey, value: sealInPlace(ldbKey, out) };
 }
 
-
-
 function corrupt(detail: string): KvError {
   return new KvError('SNAPSHOT_CORRUPT', `mvcc backend: ${detail}`);
 }
@@ -164,10 +162,7 @@ export class MvccBackend {
         await db.put(META_SEALED, STRICT_MARK, { sync: true });
         strict = true;
       }
-      const read = async (key: Buffer): Promise<Buffer | undefined> => {
-        const raw = await db.get(key);
-        return raw === undefined ? undefined : unseal(key, raw, strict, WHAT);
-      };
+      const read = (key: Buffer): Promise<Buffer | undefined> => getSealed(db, key, strict, WHAT);
       const genBytes = await read(META_GEN);
       if (genBytes !== undefined && genBytes.byteLength !== 4) throw corrupt('bad generation');
       const gen = genBytes ? genBytes.readUInt32BE(0) : 0;

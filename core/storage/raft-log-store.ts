@@ -32,7 +32,7 @@ import { StorageError } from './errors.js';
 import { GroupCommitter } from './group-commit.js';
 import { openLevel } from './level-open.js';
 import { compactWholeDatabase, writeBatch, type BatchOp, type WriteObserver } from './level-batch.js';
-import { STRICT_MARK, sealedPut, unseal } from './value-checksum.js';
+import { STRICT_MARK, getSealed, sealedPut, unseal } from './value-checksum.js';
 
 export type { WriteObserver } from './level-batch.js';
 import { EMPTY_SNAPSHOT_METADATA, LogMirror, type LogOffset } from './log-mirror.js';
@@ -169,10 +169,7 @@ export class RaftLogStore implements Storage {
 
   private async load(): Promise<void> {
     const strict = (await this.db.get(KEY_SEALED)) !== undefined;
-    const read = async (key: Buffer): Promise<Buffer | undefined> => {
-      const raw = await this.db.get(key);
-      return raw === undefined ? undefined : unseal(key, raw, strict, WHAT);
-    };
+    const read = (key: Buffer): Promise<Buffer | undefined> => getSealed(this.db, key, strict, WHAT);
     const hardRaw = await read(KEY_HARD_STATE);
     const snapRaw = await read(KEY_SNAPSHOT);
     const offsetRaw = await read(KEY_OFFSET);

@@ -14,6 +14,7 @@
  * with checksums keeps a marker key (`strict`): every value must then carry its checksum, so a
  * damaged marker byte cannot pass a value off as an old one.
  */
+import type { ClassicLevel } from 'classic-level';
 import { crc32 } from 'node:zlib';
 import { StorageError } from './errors.js';
 import type { BatchOp } from './level-batch.js';
@@ -60,6 +61,12 @@ export function unseal(key: Uint8Array, stored: Buffer, strict: boolean, what: s
   const body = stored.subarray(SEAL_BYTES);
   if (stored.readUInt32BE(1) !== checksum(key, body)) throw damaged(what, key, 'fails its checksum');
   return body;
+}
+
+/** unseal() of the value under `key`, or undefined when there is none. */
+export async function getSealed(db: ClassicLevel<Buffer, Buffer>, key: Buffer, strict: boolean, what: string): Promise<Buffer | undefined> {
+  const raw = await db.get(key);
+  return raw === undefined ? undefined : unseal(key, raw, strict, what);
 }
 
 function damaged(what: string, key: Uint8Array, how: string): StorageError {
