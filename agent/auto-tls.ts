@@ -18,7 +18,6 @@ import { hostname } from 'node:os';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
-import { generate } from 'selfsigned';
 import { writeFileDurablySync } from '../core/storage/durable-file.js';
 import { ensurePrivateDir } from '../core/storage/private-dir.js';
 import { isWildcard } from '../core/net/advertise.js';
@@ -84,6 +83,8 @@ export async function loadOrCreateAutoTls(dataDir: string, names: string[], requ
   }
   ensurePrivateDir(join(dataDir, 'fixtures'));
   ensurePrivateDir(dir);
+  // Loaded only here: ~2.6 MiB of heap a member without --auto-tls would carry for nothing.
+  const { generate } = await import('selfsigned');
   const pems = await generate([{ name: 'organizationName', value: 'picloud' }], {
     // P-256 rather than etcd's P-521: as strong for this, quicker on a Pi, and every TLS client takes it.
     keyType: 'ec',
