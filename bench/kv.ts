@@ -8,7 +8,9 @@
  * --cpu-prof DIR runs the picloud agents under `node --cpu-prof` (profiles land in DIR).
  * --rounds N repeats the throughput phases (put @16/@64/@256, get @64) N times in all and
  * reports each round's ratio and the median: on a shared 2-core machine one round's ratio
- * moves by 10-20% with the background, the median of several much less.
+ * moves by 10-20% with the background, the median of several much less. The 1,000-watcher
+ * watch phase is repeated as often (after the load rounds), its p99 reported per round and
+ * system, picloud's median against the target.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -17,9 +19,9 @@ import { join, resolve } from 'node:path';
 import { measureFsyncLatency } from '../core/storage/index.js';
 import { ETCD_BIN, startEtcd, startPicloud, type BenchCluster, type SystemName } from './kv/clusters.js';
 import { measureOverwriteFdatasync } from './kv/fsync-overwrite.js';
-import { checkTargets, renderRounds, renderTable, roundRatios, GET_THROUGHPUT_RATIO_MIN, PUT_THROUGHPUT_RATIO_MIN, type RoundRatios, type SystemResult } from './kv/report.js';
+import { checkTargets, renderRounds, renderTable, roundRatios, watchRounds, GET_THROUGHPUT_RATIO_MIN, PUT_THROUGHPUT_RATIO_MIN, type RoundRatios, type RoundValues, type SystemResult } from './kv/report.js';
 import { FULL_PLAN, PUT_IN_FLIGHT, QUICK_PLAN, SystemSession, WATCHER_COUNTS } from './kv/system-run.js';
-import { benchValue, type LoadResult } from './kv/workload.js';
+import { benchValue, type LoadResult, type WatchResult } from './kv/workload.js';
 import { UsageError } from './usage.js';
 
 /** Rounds at most for --rounds. */
@@ -134,15 +136,20 @@ export async function runKvBench(argv: string[]): Promise<void> {
     for (const s of sessions) await s.endLoad();
     await each((s) => s.warmUpWatch(value));
     for (const n of WATCHER_COUNTS) await each((s) => s.watchers(n, value));
+    // The most watched phase again, once per further round: its p99 moves by 2x between runs.
+    const mostWatchers = WATCHER_COUNTS[WATCHER_COUNTS.length - 1];
+    const extraWatch = new Map<SystemSession, WatchResult[]>(sessions.map((s) => [s, []]));
+    for (let round = 2; round <= opts.rounds; round++) await each(async (s) => void extraWatch.get(s)!.push(await s.measureWatch(mostWatchers, value)));
     const results: Partial<Record<SystemName, SystemResult>> = {};
     for (const s of sessions) results[s.cluster.system] = s.result();
     const rounds = opts.rounds > 1 ? repeatRounds(sessions, results, extra) : [];
+    const watchRoundValues = opts.rounds > 1 ? [repeatWatchRounds(sessions, results, extraWatch, mostWatchers)] : [];
     const loadAvgEnd = loadavg();
 
     const checks = checkTargets(fsync, results.picloud, results.etcd);
     const table = renderTable(fsync, overwrite, results.picloud, results.etcd, checks);
     process.stdout.write(`\n${table}\n`);
-    if (rounds.length > 0) process.stdout.write(`\n${renderRounds(rounds)}\n`);
+    if (rounds.length > 0) process.stdout.write(`\n${renderRounds(rounds, watchRoundValues)}\n`);
     process.stdout.write(`machine: ${cpus().length} CPUs, load average ${loadAvgStart[0]!.toFixed(1)} at start, ${loadAvgEnd[0]!.toFixed(1)} at end\n`);
     for (const r of Object.values(results)) {
       if (r && r.leaderAfterLoad !== r.leaderEndpoint) process.stdout.write(`WARNING: ${r.system} leader moved during load (${r.leaderEndpoint} -> ${r.leaderAfterLoad})\n`);
@@ -169,6 +176,7 @@ export async function runKvBench(argv: string[]): Promise<void> {
       results,
       targets: checks,
       rounds,
+      watchRounds: watchRoundValues,
     };
     writeFileSync('bench/out/kv.json', `${JSON.stringify(out, null, 2)}\n`);
     process.stdout.write('wrote bench/out/kv.json\n');
@@ -177,6 +185,15 @@ export async function runKvBench(argv: string[]): Promise<void> {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
+}
+
+/** The most watched phase's p99 in every round (round 1 from the main results), per system. */
+function repeatWatchRounds(sessions: SystemSession[], results: Partial<Record<SystemName, SystemResult>>, extra: Map<SystemSession, WatchResult[]>, watchers: number): RoundValues {
+  const all = (name: SystemName): WatchResult[] => {
+    const s = sessions.find((x) => x.cluster.system === name)!;
+    return [results[name]!.watch.find((w) => w.watchers === watchers)!, ...extra.get(s)!];
+  };
+  return watchRounds(all('picloud'), all('etcd'));
 }
 
 /** Each repeated phase's ratio in every round (round 1 from the main results) and the median. */

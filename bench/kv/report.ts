@@ -166,10 +166,33 @@ export function roundRatios(phase: string, target: string, ratios: number[], ok:
   return { phase, target, ratios, median: m, met: ok(m) };
 }
 
-/** The repeated phases, one line each: every round's ratio and their median against the target. */
-export function renderRounds(rows: readonly RoundRatios[]): string {
+/** A repeated phase whose target is picloud's own number (not a ratio): each system's value per round. */
+export interface RoundValues {
+  phase: string;
+  target: string;
+  picloud: number[];
+  etcd: number[];
+  /** picloud's median, judged against the target. */
+  median: number;
+  met: boolean;
+}
+
+/** The 1,000-watcher watch phase repeated: picloud's p99 per round, its median against WATCH_1000_P99_MS_MAX. */
+export function watchRounds(picloud: readonly WatchResult[], etcd: readonly WatchResult[]): RoundValues {
+  const p99 = (w: WatchResult): number => w.latency.p99Ms;
+  const m = median(picloud.map(p99));
+  return { phase: 'watch p99, 1000 watchers (ms)', target: `<= ${WATCH_1000_P99_MS_MAX} ms`, picloud: picloud.map(p99), etcd: etcd.map(p99), median: m, met: m <= WATCH_1000_P99_MS_MAX };
+}
+
+/** The repeated phases, one line each: every round's ratio (or value) and their median against the target. */
+export function renderRounds(rows: readonly RoundRatios[], values: readonly RoundValues[] = []): string {
+  const verdict = (met: boolean): string => (met ? 'MET' : 'MISSED');
   const lines = rows.map(
-    (r) => `${r.phase.padEnd(34)} | ${r.ratios.map((x) => `${x.toFixed(2)}x`).join(' ').padEnd(40)} | median ${r.median.toFixed(2)}x | ${r.target.padEnd(11)} | ${r.met ? 'MET' : 'MISSED'}`,
+    (r) => `${r.phase.padEnd(34)} | ${r.ratios.map((x) => `${x.toFixed(2)}x`).join(' ').padEnd(40)} | median ${r.median.toFixed(2)}x | ${r.target.padEnd(11)} | ${verdict(r.met)}`,
   );
+  const ms = (xs: readonly number[]): string => xs.map((x) => x.toFixed(2)).join(' ');
+  for (const v of values) {
+    lines.push(`${v.phase.padEnd(34)} | ${`picloud ${ms(v.picloud)}; etcd ${ms(v.etcd)}`.padEnd(40)} | median ${v.median.toFixed(2)} | ${v.target.padEnd(11)} | ${verdict(v.met)}`);
+  }
   return [`picloud / etcd per round (round 1 is the table above; rounds alternate which system goes first):`, ...lines].join('\n');
 }

@@ -157,9 +157,14 @@ export class SystemSession {
   }
 
   async watchers(count: number, value: Buffer): Promise<void> {
+    this.watch.push(await this.measureWatch(count, value));
+  }
+
+  /** One watch phase, returned rather than recorded (the repeat rounds). */
+  async measureWatch(count: number, value: Buffer): Promise<WatchResult> {
     const w = await watchPhase(this.writer, this.watchedFollower(), count, this.plan.watchPuts, this.plan.watchDurationMs, value);
     this.log(`${this.name} watch x${count}: p50 ${w.latency.p50Ms.toFixed(2)} ms p99 ${w.latency.p99Ms.toFixed(2)} ms (${w.puts} puts, ${w.incompletePuts} incomplete)`);
-    this.watch.push(w);
+    return w;
   }
 
   result(): SystemResult {

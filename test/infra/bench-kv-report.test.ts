@@ -1,5 +1,5 @@
 import t from 'tap';
-import { checkTargets, median, renderRounds, roundRatios } from '../../bench/kv/report.js';
+import { checkTargets, median, renderRounds, roundRatios, watchRounds } from '../../bench/kv/report.js';
 
 t.test('median of the rounds: odd and even counts, order does not matter', async (t) => {
   t.equal(median([1.1]), 1.1);
@@ -13,6 +13,19 @@ t.test('median of the rounds: odd and even counts, order does not matter', async
   t.match(text, /0\.79x 1\.05x 1\.01x/);
   t.match(text, /median 1\.01x/);
   t.match(text, /MET/);
+});
+
+t.test('the watch phase by rounds: picloud\'s median p99 against 5 ms, both systems shown', async (t) => {
+  const lat = (p99Ms: number) => ({ count: 1, p50Ms: 1, p99Ms, maxMs: p99Ms, meanMs: 1 });
+  const w = (p99: number) => ({ watchers: 1000, puts: 1, incompletePuts: 0, latency: lat(p99), eventsBeforeAck: 0, fromSendLatency: lat(p99), lastEventLatency: lat(p99), durationMs: 1 });
+  const r = watchRounds([w(6.2), w(4.1), w(4.8)], [w(9.5), w(3.9), w(7)]);
+  t.same(r.picloud, [6.2, 4.1, 4.8]);
+  t.same(r.etcd, [9.5, 3.9, 7]);
+  t.equal(r.median, 4.8);
+  t.equal(r.met, true);
+  t.equal(watchRounds([w(6.2), w(4.1), w(5.3)], [w(1), w(1), w(1)]).met, false, 'one good round does not carry it');
+  const text = renderRounds([], [r]);
+  t.match(text, /watch p99, 1000 watchers \(ms\) +\| picloud 6\.20 4\.10 4\.80; etcd 9\.50 3\.90 7\.00 +\| median 4\.80 \| <= 5 ms +\| MET/);
 });
 
 t.test('target checks compare the right numbers', async (t) => {
