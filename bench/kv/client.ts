@@ -217,7 +217,8 @@ export function decodeWatchReply(buf: Uint8Array, start = 0, end = buf.length, i
   reply.cancelReason = '';
   reply.puts.length = 0;
   const r = replyReader;
-  r.buf = buf;
+  // A Buffer view: the reader is protobufjs' BufferReader, whose string() needs Buffer methods.
+  r.buf = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   r.pos = start;
   r.len = end;
   try {
