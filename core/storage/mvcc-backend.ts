@@ -6,7 +6,8 @@
  *
  * Layout (one LevelDB directory of its own):
  *   'm/gen'                         u32: the live generation of the data keys
- *   'm/state'                       CBOR {appliedIndex, appliedTerm, currentRevision, compactRevision}
+ *   'm/state'                       CBOR {appliedIndex, appliedTerm, currentRevision, compactRevision,
+ *                                   records (the live generation's; absent in older stores)}
  *   'm/conf'                        the Raft ConfState bytes the caller hands in (opaque here)
  *   'm/auth'                        CBOR of the auth state's image (users, roles; absent: empty)
  *   'm/sealed'                      present: every value carries its checksum (value-checksum.ts)
@@ -41,7 +42,8 @@ import { StateBuilder } from '../kv/state-builder.js';
 import { KvStore, type KvStoreOptions, type StateChanges } from '../kv/store.js';
 import { compactWholeDatabase, writeBatch, type BatchOp, type WriteObserver } from './level-batch.js';
 import { openLevel } from './level-open.js';
-import { SEAL_BYTES, STRICT_MARK, getSealed, sealInPlace, sealedPut, unseal } from './value-checksum.js';
+import { SEAL_BYTES, STRICT_MARK, sealInPlace, sealedPut, unknownKey, unseal } from './value-checksum.js';
+import { StorageError } from './errors.js';
 
 const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false });
 const decoder = new Decoder({ useRecords: false, mapsAsObjects: true });
@@ -51,6 +53,8 @@ const META_STATE = Buffer.from('m/state');
 const META_CONF = Buffer.from('m/conf');
 const META_AUTH = Buffer.from('m/auth');
 const META_SEALED = Buffer.from('m/sealed');
+/** The metadata keys whose values are sealed (the marker itself is not). */
+const META_KEYS = [META_GEN, META_STATE, META_CONF, META_AUTH];
 const WHAT = 'the KV store';
 const DATA = 0x64; // 'd'
 const REC = 0x72; // 'r'
@@ -135,6 +139,10 @@ export class MvccBackend {
   private chain: Promise<void> = Promise.resolve();
   private _durableAppliedIndex: number;
   private _confState: Uint8Array | undefined;
+  /** A new store: its first write batch carries the marker that every value is sealed. */
+  private sealOnFirstWrite = false;
+  /** Records of the live generation on disk once the writes so far are done (m/state's `records`). */
+  private recordsOnDisk = 0;
   private closed = false;
   private readonly writeObservers: WriteObserver[] = [];
   /** A failed write leaves the disk behind memory for good: every later persist refuses. */
@@ -156,55 +164,66 @@ export class MvccBackend {
     const started = performance.now();
     const db = await openLevel(dir, { what: WHAT, mustExist });
     try {
-      let strict = (await db.get(META_SEALED)) !== undefined;
-      // Nothing persisted yet (the state goes in every batch): a new store, sealed throughout.
-      if (!strict && (await db.get(META_STATE)) === undefined) {
-        await db.put(META_SEALED, STRICT_MARK, { sync: true });
-        strict = true;
-      }
-      const read = (key: Buffer): Promise<Buffer | undefined> => getSealed(db, key, strict, WHAT);
-      const genBytes = await read(META_GEN);
+      const strict = (await db.get(META_SEALED)) !== undefined;
+      // The live generation is needed before the scan reaches its records ('d' sorts before 'm').
+      const genRaw = await db.get(META_GEN);
+      const genBytes = genRaw === undefined ? undefined : unseal(META_GEN, genRaw, strict, WHAT);
       if (genBytes !== undefined && genBytes.byteLength !== 4) throw corrupt('bad generation');
       const gen = genBytes ? genBytes.readUInt32BE(0) : 0;
-      const stateBytes = await read(META_STATE);
-      const meta = stateBytes
-        ? decodeMeta(stateBytes)
-        : { appliedIndex: 0, appliedTerm: 0, currentRevision: 1, compactRevision: -1 };
-      const confState = await read(META_CONF);
-      const authBytes = await read(META_AUTH);
 
+      // One pass over every key from the first, with no seek: a damaged key (the checksum covers
+      // it) fails wherever it now sorts, and a damaged index block cannot make a seek skip records.
       const builder = new StateBuilder();
-      const recIt = db.iterator(genRange(gen, REC));
+      const leaseTtls: [id: number, ttl: unknown][] = [];
+      const metaValues = new Map<string, Buffer>();
+      let sealedSeen = false;
+      const it = db.iterator();
       try {
         // Read the next step while decoding this one: LevelDB reads on the thread pool.
-        let pending = recIt.nextv(LOAD_STEP_ENTRIES);
+        let pending = it.nextv(LOAD_STEP_ENTRIES);
         for (;;) {
           const entries = await pending;
           if (entries.length === 0) break;
-          pending = recIt.nextv(LOAD_STEP_ENTRIES);
-          for (const [k, v] of entries) addStoredRecord(builder, k, unseal(k, v, strict, WHAT));
-        }
-      } finally {
-        await recIt.close();
-      }
-      let leases = 0;
-      const leaseIt = db.iterator(genRange(gen, LEASE));
-      try {
-        for (;;) {
-          const entries = await leaseIt.nextv(LOAD_STEP_ENTRIES);
-          if (entries.length === 0) break;
+          pending = it.nextv(LOAD_STEP_ENTRIES);
           for (const [k, v] of entries) {
-            const id = Number(k.readBigInt64BE(6));
-            const ttl = decodeMeta(unseal(k, v, strict, WHAT)) as unknown;
-            if (!Array.isArray(ttl)) throw corrupt('bad lease value');
-            builder.addLease(id, ttl[0]);
-            leases++;
+            const kind = k.length >= 6 && k[0] === DATA ? k[5] : undefined;
+            if (kind === REC || kind === LEASE) {
+              const body = unseal(k, v, strict, WHAT);
+              if (k.readUInt32BE(1) !== gen) continue; // another generation's: checked, then cleared below
+              if (kind === REC) addStoredRecord(builder, k, body);
+              else if (k.length !== 14) throw corrupt('bad lease key');
+              else leaseTtls.push([Number(k.readBigInt64BE(6)), decodeMeta(body)]);
+            } else if (k.equals(META_SEALED)) sealedSeen = true;
+            else if (META_KEYS.some((m) => m.equals(k))) metaValues.set(k.toString('latin1'), unseal(k, v, strict, WHAT));
+            else if (strict) throw unknownKey(WHAT, k);
+            else unseal(k, v, strict, WHAT);
           }
         }
       } finally {
-        await leaseIt.close();
+        await it.close();
+      }
+      const scanned = (key: Buffer): Buffer | undefined => metaValues.get(key.toString('latin1'));
+      // A damaged table index can hide a key from a lookup that a scan still finds.
+      if (sealedSeen !== strict || !sameBytes(scanned(META_GEN), genBytes)) {
+        throw new StorageError('ERR_CORRUPT', `${WHAT} is damaged: a lookup and a scan of it disagree (checksum marker or generation)`);
+      }
+      const stateBytes = scanned(META_STATE);
+      const meta = stateBytes
+        ? decodeMeta(stateBytes)
+        : { appliedIndex: 0, appliedTerm: 0, currentRevision: 1, compactRevision: -1 };
+      const confState = scanned(META_CONF);
+      const authBytes = scanned(META_AUTH);
+      let leases = 0;
+      for (const [id, ttl] of leaseTtls) {
+        if (!Array.isArray(ttl)) throw corrupt('bad lease value');
+        builder.addLease(id, ttl[0]);
+        leases++;
       }
       const records = builder.recordCount;
+      // LevelDB's iterator passes over keys a damaged block puts out of order without a word.
+      if (meta.records !== undefined && meta.records !== records) {
+        throw new StorageError('ERR_CORRUPT', `${WHAT} is damaged: its state says it holds ${meta.records} records, but ${records} were read`);
+      }
       const state = builder.finish({
         currentRevision: meta.currentRevision!,
         compactRevision: meta.compactRevision!,
@@ -220,7 +239,12 @@ export class MvccBackend {
       store.install(state, false);
       store.trackChanges();
       const stats = { records, keys: state.hists.size, leases, loadMs: performance.now() - started };
-      return new MvccBackend(db, gen, store, stats, confState);
+      // Nothing persisted yet (the state goes in every batch): a new store, sealed throughout once
+      // it is written (not before: a store refused at open is left as it was).
+      const backend = new MvccBackend(db, gen, store, stats, confState);
+      backend.sealOnFirstWrite = !strict && stateBytes === undefined;
+      backend.recordsOnDisk = records;
+      return backend;
     } catch (e) {
       await db.close();
       throw e;
@@ -285,12 +309,14 @@ export class MvccBackend {
     return p;
   }
 
-  private stateValue(c: StateChanges): Buffer {
+  /** m/state: the applied position, and how many records the live generation holds on disk. */
+  private stateValue(c: StateChanges, records: number): Buffer {
     return encoder.encode({
       appliedIndex: c.appliedIndex,
       appliedTerm: c.appliedTerm,
       currentRevision: c.currentRevision,
       compactRevision: c.compactRevision,
+      records,
     });
   }
 
@@ -303,10 +329,15 @@ export class MvccBackend {
       if ('put' in op) ops.push(sealedPut(leaseKey(gen, op.put.id), encoder.encode([op.put.ttlSeconds])));
       else ops.push({ type: 'del', key: leaseKey(gen, op.del) });
     }
-    ops.push(sealedPut(META_STATE, this.stateValue(c)));
+    // (A record compacted in the batch that appends it is put, then deleted: it nets out.)
+    const records = this.recordsOnDisk + c.appended.length - c.removed.length;
+    ops.push(sealedPut(META_STATE, this.stateValue(c, records)));
     if (conf) ops.push(sealedPut(META_CONF, conf));
     if (auth) ops.push(sealedPut(META_AUTH, auth));
+    if (this.sealOnFirstWrite) ops.push({ type: 'put', key: META_SEALED, value: STRICT_MARK });
     await writeBatch(this.db, ops, sync, this.writeObservers);
+    this.sealOnFirstWrite = false;
+    this.recordsOnDisk = records;
     if (sync) this._durableAppliedIndex = Math.max(this._durableAppliedIndex, c.appliedIndex);
   }
 
@@ -332,13 +363,16 @@ export class MvccBackend {
       ops.push(
         sealedPut(
           META_STATE,
-          this.stateValue({
-            ...c,
-            appliedIndex: image.appliedIndex,
-            appliedTerm: image.appliedTerm,
-            currentRevision: image.revision,
-            compactRevision: image.compactRevision,
-          }),
+          this.stateValue(
+            {
+              ...c,
+              appliedIndex: image.appliedIndex,
+              appliedTerm: image.appliedTerm,
+              currentRevision: image.revision,
+              compactRevision: image.compactRevision,
+            },
+            image.recordCount, // every batch of the image has been read by now
+          ),
         ),
       );
       if (conf) ops.push(sealedPut(META_CONF, conf));
@@ -346,6 +380,8 @@ export class MvccBackend {
       // Every value of the live generation is now sealed: an older store becomes strict too.
       ops.push({ type: 'put', key: META_SEALED, value: STRICT_MARK });
       await writeBatch(this.db, ops, true);
+      this.sealOnFirstWrite = false;
+      this.recordsOnDisk = image.recordCount;
     } catch (e) {
       // Another restore replaced the state meanwhile: its own full rewrite is queued behind
       // this one, and the old generation is still the live one. Not a failure.
@@ -367,6 +403,10 @@ export class MvccBackend {
     await this.chain;
     await this.db.close();
   }
+}
+
+function sameBytes(a: Buffer | undefined, b: Buffer | undefined): boolean {
+  return a === undefined || b === undefined ? a === b : a.equals(b);
 }
 
 function decodeMeta(bytes: Buffer): Record<string, number> {

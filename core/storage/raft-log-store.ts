@@ -10,7 +10,10 @@
  *
  * On-disk layout under `dir`:
  *   log/            LevelDB. Keys: 'h' hard state, 's' StoredSnapshot, 'c' log offset
- *                   (index/term of the last dropped entry), 'e'+u64be(index) entries.
+ *                   (index/term of the last dropped entry), 'e'+u64be(index) entries, 'l' the
+ *                   last index (u64be), 'v' present when every value is sealed. Each value
+ *                   but 'v' is sealed (value-checksum.ts); open reads every key once, checks each,
+ *                   and refuses a log whose entries do not reach 'l' or its hard state's commit.
  *   snap/           snap-<term>-<index>.snap, the current snapshot's data (older ones deleted).
  */
 import { mkdir } from 'node:fs/promises';
@@ -32,7 +35,7 @@ import { StorageError } from './errors.js';
 import { GroupCommitter } from './group-commit.js';
 import { openLevel } from './level-open.js';
 import { compactWholeDatabase, writeBatch, type BatchOp, type WriteObserver } from './level-batch.js';
-import { STRICT_MARK, getSealed, sealedPut, unseal } from './value-checksum.js';
+import { STRICT_MARK, sealedPut, unknownKey, unseal } from './value-checksum.js';
 
 export type { WriteObserver } from './level-batch.js';
 import { EMPTY_SNAPSHOT_METADATA, LogMirror, type LogOffset } from './log-mirror.js';
@@ -43,7 +46,14 @@ const KEY_SNAPSHOT = Buffer.from('s');
 const KEY_OFFSET = Buffer.from('c');
 /** Present: every value in the store carries its checksum (value-checksum.ts). */
 const KEY_SEALED = Buffer.from('v');
+/**
+ * The log's last index, written with every batch that moves it: LevelDB's iterator passes over
+ * keys a damaged block puts out of order without a word, so a lost tail would otherwise go unseen.
+ */
+const KEY_LAST = Buffer.from('l');
 const WHAT = 'the Raft log';
+/** Entries read per iterator step at open. */
+const LOAD_STEP_ENTRIES = 4096;
 const ENTRY_PREFIX = 0x65; // 'e'
 const ENTRY_KEY_END = Buffer.from('f');
 
@@ -131,6 +141,8 @@ export class RaftLogStore implements Storage {
   private snapshotFile: string | undefined;
   private snapshotBytes = 0;
   private snapshotListener: (() => void) | undefined;
+  /** A new store: its first write batch carries the marker that every value is sealed. */
+  private sealOnFirstWrite = false;
   private incomingSnapshotCheck: IncomingSnapshotCheck | undefined;
 
   private constructor(
@@ -169,14 +181,54 @@ export class RaftLogStore implements Storage {
 
   private async load(): Promise<void> {
     const strict = (await this.db.get(KEY_SEALED)) !== undefined;
-    const read = (key: Buffer): Promise<Buffer | undefined> => getSealed(this.db, key, strict, WHAT);
-    const hardRaw = await read(KEY_HARD_STATE);
-    const snapRaw = await read(KEY_SNAPSHOT);
-    const offsetRaw = await read(KEY_OFFSET);
-    const hard = hardRaw === undefined ? { term: 0, vote: 0, commit: 0 } : decodeOrCorrupt(() => decodeHardState(hardRaw));
+    // One pass over every key from the first, with no seek: a damaged key (the checksum covers
+    // it) fails wherever it now sorts, and a damaged index block cannot make a seek skip entries.
+    let hardRaw: Buffer | undefined;
+    let snapRaw: Buffer | undefined;
+    let lastRaw: Buffer | undefined;
+    let offset: LogOffset = { index: 0, term: 0 };
+    let offsetSeen = false;
+    let sealedSeen = false;
+    const entries: Entry[] = [];
+    const it = this.db.iterator();
+    try {
+      for (;;) {
+        const batch = await it.nextv(LOAD_STEP_ENTRIES);
+        if (batch.length === 0) break;
+        for (const [key, value] of batch) {
+          if (key.length === 9 && key[0] === ENTRY_PREFIX) {
+            const index = entryKeyIndex(key);
+            const body = unseal(key, value, strict, WHAT);
+            if (index <= offset.index) continue; // compacted, awaiting its clear
+            const expected = offset.index + entries.length + 1;
+            if (index !== expected) throw new StorageError('ERR_CORRUPT', `log has a gap: found entry ${index}, expected ${expected}`);
+            const entry = decodeOrCorrupt(() => decodeEntry(body));
+            if (entry.index !== index) throw new StorageError('ERR_CORRUPT', `entry under key ${index} says index ${entry.index}`);
+            entries.push(entry);
+          } else if (key.equals(KEY_OFFSET)) {
+            // 'c' sorts before every entry: the offset is known before the entries are read.
+            const body = unseal(key, value, strict, WHAT);
+            offset = decodeOrCorrupt(() => {
+              const e = decodeEntry(body);
+              return { index: e.index, term: e.term };
+            });
+            offsetSeen = true;
+          } else if (key.equals(KEY_HARD_STATE)) hardRaw = unseal(key, value, strict, WHAT);
+          else if (key.equals(KEY_LAST)) lastRaw = unseal(key, value, strict, WHAT);
+          else if (key.equals(KEY_SNAPSHOT)) snapRaw = unseal(key, value, strict, WHAT);
+          else if (key.equals(KEY_SEALED)) sealedSeen = true;
+          else if (strict) throw unknownKey(WHAT, key);
+          else unseal(key, value, strict, WHAT);
+        }
+      }
+    } finally {
+      await it.close();
+    }
+    if (sealedSeen !== strict) throw new StorageError('ERR_CORRUPT', `${WHAT} is damaged: its checksum marker was found by one read and not by another`);
+    const hard = hardRaw === undefined ? { term: 0, vote: 0, commit: 0 } : decodeOrCorrupt(() => decodeHardState(hardRaw!));
     let snapshot: SnapshotMetadata = EMPTY_SNAPSHOT_METADATA;
     if (snapRaw !== undefined) {
-      const rec = decodeOrCorrupt(() => decodeStoredSnapshot(snapRaw));
+      const rec = decodeOrCorrupt(() => decodeStoredSnapshot(snapRaw!));
       const size = await this.files.size(rec.fileName).catch(() => -1);
       if (size !== rec.sizeBytes) {
         throw new StorageError('ERR_SNAPSHOT_FILE', `snapshot file ${rec.fileName} missing or not ${rec.sizeBytes} bytes`);
@@ -185,24 +237,20 @@ export class RaftLogStore implements Storage {
       this.snapshotFile = rec.fileName;
       this.snapshotBytes = rec.sizeBytes;
     }
-    const offset: LogOffset =
-      offsetRaw === undefined ? { index: 0, term: 0 } : decodeOrCorrupt(() => {
-        const e = decodeEntry(offsetRaw);
-        return { index: e.index, term: e.term };
-      });
-    const entries: Entry[] = [];
-    for await (const [key, value] of this.db.iterator({ gt: entryKey(offset.index), lt: ENTRY_KEY_END })) {
-      const index = entryKeyIndex(key);
-      const expected = offset.index + entries.length + 1;
-      if (index !== expected) throw new StorageError('ERR_CORRUPT', `log has a gap: found entry ${index}, expected ${expected}`);
-      const entry = decodeOrCorrupt(() => decodeEntry(unseal(key, value, strict, WHAT)));
-      if (entry.index !== index) throw new StorageError('ERR_CORRUPT', `entry under key ${index} says index ${entry.index}`);
-      entries.push(entry);
+    const last = Math.max(offset.index + entries.length, snapshot.index);
+    if (lastRaw !== undefined) {
+      if (lastRaw.length !== 8) throw new StorageError('ERR_CORRUPT', `${WHAT} is damaged: a bad last-index record`);
+      const recorded = Number(lastRaw.readBigUInt64BE(0));
+      if (recorded !== offset.index + entries.length) {
+        throw new StorageError('ERR_CORRUPT', `${WHAT} is damaged: it was written up to entry ${recorded}, but holds entries up to ${offset.index + entries.length}`);
+      }
     }
-    // Nothing written yet: a new store, sealed throughout.
-    if (!strict && hardRaw === undefined && snapRaw === undefined && offsetRaw === undefined && entries.length === 0) {
-      await this.db.put(KEY_SEALED, STRICT_MARK, { sync: true });
+    if (hard.commit > last) {
+      throw new StorageError('ERR_CORRUPT', `${WHAT} is damaged: its hard state says entry ${hard.commit} is committed, but the log ends at ${last}`);
     }
+    // Nothing written yet: a new store, sealed throughout once it is written (not before: a
+    // store refused at open is left as it was).
+    this.sealOnFirstWrite = !strict && hardRaw === undefined && snapRaw === undefined && !offsetSeen && entries.length === 0;
     this.mirror.load({ hard, offset, entries, snapshot });
     this.pendingOffset = offset;
     this.pendingLast = offset.index + entries.length;
@@ -358,6 +406,7 @@ export class RaftLogStore implements Storage {
       for (let i = last + 1; i <= this.pendingLast; i++) ops.push({ type: 'del', key: entryKey(i) });
       this.pendingLast = last;
     }
+    if (snap !== undefined || entries.length > 0) ops.push(sealedPut(KEY_LAST, lastIndexRecord(this.pendingLast)));
     const hs = update.hardState;
     if (hs !== undefined) ops.push(sealedPut(KEY_HARD_STATE, encodeHardState(hs)));
     if (ops.length === 0) return this.lastWrite.then(() => undefined, () => undefined);
@@ -510,7 +559,9 @@ export class RaftLogStore implements Storage {
         for (const op of item.ops) ops.push(op);
         sync ||= item.sync;
       }
+      if (this.sealOnFirstWrite) ops.push({ type: 'put', key: KEY_SEALED, value: STRICT_MARK });
       await writeBatch(this.db, ops, sync, this.writeObservers);
+      this.sealOnFirstWrite = false;
       this.stats_.batches++;
       if (sync) this.stats_.syncedBatches++;
       for (const op of ops) this.stats_.bytesWritten += op.key.length + (op.type === 'put' ? op.value.length : 0);
@@ -551,6 +602,12 @@ export class RaftLogStore implements Storage {
 
 function offsetRecord(o: LogOffset): Uint8Array {
   return encodeEntry({ index: o.index, term: o.term, type: 0, data: new Uint8Array(0) });
+}
+
+function lastIndexRecord(index: number): Buffer {
+  const b = Buffer.allocUnsafe(8);
+  b.writeBigUInt64BE(BigInt(index));
+  return b;
 }
 
 function decodeOrCorrupt<T>(f: () => T): T {

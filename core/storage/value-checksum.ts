@@ -14,7 +14,6 @@
  * with checksums keeps a marker key (`strict`): every value must then carry its checksum, so a
  * damaged marker byte cannot pass a value off as an old one.
  */
-import type { ClassicLevel } from 'classic-level';
 import { crc32 } from 'node:zlib';
 import { StorageError } from './errors.js';
 import type { BatchOp } from './level-batch.js';
@@ -63,10 +62,9 @@ export function unseal(key: Uint8Array, stored: Buffer, strict: boolean, what: s
   return body;
 }
 
-/** unseal() of the value under `key`, or undefined when there is none. */
-export async function getSealed(db: ClassicLevel<Buffer, Buffer>, key: Buffer, strict: boolean, what: string): Promise<Buffer | undefined> {
-  const raw = await db.get(key);
-  return raw === undefined ? undefined : unseal(key, raw, strict, what);
+/** A key that fits none of a strict store's layouts: a damaged key (or a store not ours). */
+export function unknownKey(what: string, key: Uint8Array): StorageError {
+  return damaged(what, key, 'is stored under a key the store never writes');
 }
 
 function damaged(what: string, key: Uint8Array, how: string): StorageError {

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { MvccBackend } from '../../core/storage/mvcc-backend.js';
+import { seal } from '../../core/storage/value-checksum.js';
 import { KvStore } from '../../core/kv/store.js';
 import { Prng } from '../../core/sim/prng.js';
 import type { KvRequest } from '../../core/kv/types.js';
@@ -216,7 +217,8 @@ t.test('leftovers of an interrupted rewrite are ignored and cleared', async (t) 
   await be.close();
   const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
   const junk = Buffer.from([0x64, 0, 0, 0, 1, 0x72, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0]);
-  await db.put(junk, Buffer.from('partial'));
+  // As a rewrite writes its records: sealed (a leftover's checksum is checked before it is cleared).
+  await db.put(junk, seal(junk, Buffer.from('partial')));
   await db.close();
   const be2 = await MvccBackend.open(dir);
   t.equal(be2.store.digest(), digest);

@@ -4,13 +4,13 @@
 import t, { type Test } from 'tap';
 import fc from 'fast-check';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { StorageError } from '../../core/storage/errors.js';
 import { MvccBackend } from '../../core/storage/mvcc-backend.js';
-import { RaftLogStore } from '../../core/storage/raft-log-store.js';
+import { RaftLogStore, entryKey } from '../../core/storage/raft-log-store.js';
 import { SEALED_MARKER, SEAL_BYTES, seal, unseal } from '../../core/storage/value-checksum.js';
 import { KvStore } from '../../core/kv/store.js';
 import { EntryType, type Entry } from '../../core/raft/types.js';
@@ -147,6 +147,110 @@ t.test('the Raft log: a damaged entry in a table file is refused at open', async
   await t.rejects(RaftLogStore.open(dir), { code: 'ERR_CORRUPT', message: /the Raft log is damaged: the value under key 650*5 fails its checksum/ });
 });
 
+/**
+ * Every copy of `dir` with one byte of a key flipped, for each place in its table file where
+ * `keyPrefix` starts a whole key (LevelDB stores a block's restart keys, and its index block's
+ * separators, whole): `flip` gives the offset within the prefix and the bit.
+ */
+async function keyDamagedCopies(t: Test, dir: string, storeDir: string, keyPrefix: Buffer, at: number, bit: number): Promise<string[]> {
+  const table = (await readdir(storeDir)).find((n) => n.endsWith('.ldb'))!;
+  const bytes = await readFile(join(storeDir, table));
+  const copies: string[] = [];
+  for (let hit = bytes.indexOf(keyPrefix); hit >= 0; hit = bytes.indexOf(keyPrefix, hit + 1)) {
+    const copy = await tempDir(t);
+    await cp(dir, copy, { recursive: true });
+    const damaged = Buffer.from(bytes);
+    damaged[hit + at]! ^= bit;
+    await writeFile(join(copy, storeDir.slice(dir.length), table), damaged);
+    copies.push(copy);
+  }
+  return copies;
+}
+
+t.test('a damaged key is refused, wherever it now sorts: no record or entry drops out unseen', async (t) => {
+  const kvDir = await tempDir(t);
+  let backend = await MvccBackend.open(kvDir);
+  for (let i = 0; i < 50; i++) backend.store.apply({ put: { key: Buffer.from(`k${i}`), value: randomBytes(256) } }, { index: i + 1, term: 1 });
+  await backend.persist({ sync: true });
+  await backend.defragment();
+  const digest = backend.store.digest();
+  await backend.close();
+  // 'r' (records) becomes 's' in a whole record key: it and the keys after it in its block move
+  // out of the records' range (before, they were not read, and the store opened without them);
+  // or 'p', which sorts them before the keys already read, and LevelDB's iterator passes over them.
+  let refused = 0;
+  const kvCopies = [
+    ...(await keyDamagedCopies(t, kvDir, kvDir, Buffer.from([0x64, 0, 0, 0, 0, 0x72]), 5, 0x01)),
+    ...(await keyDamagedCopies(t, kvDir, kvDir, Buffer.from([0x64, 0, 0, 0, 0, 0x72]), 5, 0x02)),
+  ];
+  for (const copy of kvCopies) {
+    try {
+      const b = await MvccBackend.open(copy);
+      t.equal(b.store.digest(), digest, 'a damaged index separator only: opens whole');
+      await b.close();
+    } catch (e) {
+      t.ok(isCorrupt(e), `refused: ${(e as Error).message.slice(0, 100)}`);
+      refused++;
+    }
+  }
+  t.ok(refused >= kvCopies.length - 2, 'damage to a record key is refused (each damaged copy but the index separator\'s two)');
+
+  const logDir = await tempDir(t);
+  let log = await RaftLogStore.open(logDir);
+  await log.save({ hardState: { term: 1, vote: 1, commit: 50 }, entries: Array.from({ length: 50 }, (_, i) => entry(i + 1, randomBytes(300))) });
+  await log.defragment();
+  await log.close();
+  refused = 0;
+  // 'e' (entries) becomes 'd' or 'a': the entries from that key on sort before the log's.
+  const logCopies = [
+    ...(await keyDamagedCopies(t, logDir, join(logDir, 'log'), Buffer.from([0x65, 0, 0, 0, 0, 0, 0]), 0, 0x01)),
+    ...(await keyDamagedCopies(t, logDir, join(logDir, 'log'), Buffer.from([0x65, 0, 0, 0, 0, 0, 0]), 0, 0x04)),
+  ];
+  for (const copy of logCopies) {
+    try {
+      const l = await RaftLogStore.open(copy);
+      t.equal(l.lastIndex(), 50, 'a damaged index separator only: opens whole');
+      await l.close();
+    } catch (e) {
+      t.ok(isCorrupt(e), `refused: ${(e as Error).message.slice(0, 100)}`);
+      refused++;
+    }
+  }
+  t.ok(refused >= logCopies.length - 2, 'damage to an entry key is refused (each damaged copy but, at most, an index separator\'s two)');
+});
+
+t.test('a lost tail of the log is refused: by the last index it records, or by the hard state\'s commit', async (t) => {
+  const dir = await tempDir(t);
+  const log = await RaftLogStore.open(dir);
+  await log.save({ hardState: { term: 1, vote: 1, commit: 10 }, entries: Array.from({ length: 10 }, (_, i) => entry(i + 1, Buffer.from(`e${i + 1}`))) });
+  await log.close();
+  const edit = async (f: (db: ClassicLevel<Buffer, Buffer>) => Promise<void>): Promise<void> => {
+    const db = new ClassicLevel<Buffer, Buffer>(join(dir, 'log'), { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+    await db.open();
+    await f(db);
+    await db.close();
+  };
+  await edit((db) => db.clear({ gte: entryKey(8), lte: entryKey(10) })); // the tail lost
+  await t.rejects(RaftLogStore.open(dir), { code: 'ERR_CORRUPT', message: /the Raft log is damaged: it was written up to entry 10, but holds entries up to 7/ });
+  await edit((db) => db.del(Buffer.from('l'))); // as a log written before the last index was
+  await t.rejects(RaftLogStore.open(dir), { code: 'ERR_CORRUPT', message: /the Raft log is damaged: its hard state says entry 10 is committed, but the log ends at 7/ });
+});
+
+t.test('the KV store: fewer records than its state counts is refused', async (t) => {
+  const dir = await tempDir(t);
+  const backend = await MvccBackend.open(dir);
+  for (let i = 0; i < 5; i++) backend.store.apply({ put: { key: Buffer.from(`k${i}`), value: Buffer.from('v') } }, { index: i + 1, term: 1 });
+  await backend.persist({ sync: true });
+  await backend.close();
+  const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+  await db.open();
+  const keys: Buffer[] = [];
+  for await (const k of db.keys({ gte: Buffer.from([0x64]), lt: Buffer.from([0x65]) })) keys.push(k);
+  await db.del(keys[keys.length - 1]!); // a record gone, as a key LevelDB passes over would be
+  await db.close();
+  await t.rejects(MvccBackend.open(dir), { code: 'ERR_CORRUPT', message: /the KV store is damaged: its state says it holds 5 records, but 4 were read/ });
+});
+
 /** Rewrites every value of the store at `dir` as a version before checksums wrote it, and drops the strict mark. */
 async function unsealAll(dir: string, strictKey: Buffer): Promise<number> {
   const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer', createIfMissing: false });
@@ -197,7 +301,7 @@ t.test('stores written before checksums still open; the KV store turns strict on
   let log = await RaftLogStore.open(logDir);
   await log.save({ hardState: { term: 1, vote: 1, commit: 1 }, entries: [entry(1, Buffer.from('x'))] });
   await log.close();
-  t.equal(await unsealAll(join(logDir, 'log'), Buffer.from('v')), 2, 'the log\'s hard state and entry rewritten unsealed');
+  t.equal(await unsealAll(join(logDir, 'log'), Buffer.from('v')), 3, 'the log\'s hard state, last index and entry rewritten unsealed');
   log = await RaftLogStore.open(logDir);
   t.same(Buffer.from(log.entries(1, 2)[0]!.data), Buffer.from('x'), 'an older log opens as before');
   await log.close();
