@@ -251,6 +251,28 @@ t.test('the KV store: fewer records than its state counts is refused', async (t)
   await t.rejects(MvccBackend.open(dir), { code: 'ERR_CORRUPT', message: /the KV store is damaged: its state says it holds 5 records, but 4 were read/ });
 });
 
+t.test('a value that passes its checksum but does not decode is refused too', async (t) => {
+  // Written sealed, as by a bug or by hand: the checksum holds, the decoders must still refuse it.
+  const garbage = Buffer.from([0xff, 0xff, 0xff]);
+  const logDir = await tempDir(t);
+  const log = await RaftLogStore.open(logDir);
+  await log.save({ hardState: { term: 1, vote: 1, commit: 1 }, entries: [entry(1, Buffer.from('x'))] });
+  await log.close();
+  const kvDir = await tempDir(t);
+  const backend = await MvccBackend.open(kvDir);
+  backend.store.apply({ put: { key: Buffer.from('a'), value: Buffer.from('1') } }, { index: 1, term: 1 });
+  await backend.persist({ sync: true });
+  await backend.close();
+  for (const [dir, key] of [[join(logDir, 'log'), Buffer.from('h')], [kvDir, Buffer.from('m/state')]] as const) {
+    const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+    await db.open();
+    await db.put(key, seal(key, garbage));
+    await db.close();
+  }
+  await t.rejects(RaftLogStore.open(logDir), { code: 'ERR_CORRUPT', message: /bad record in the log database/ });
+  await t.rejects(MvccBackend.open(kvDir), { code: 'SNAPSHOT_CORRUPT', detail: 'mvcc backend: undecodable metadata' });
+});
+
 /** Rewrites every value of the store at `dir` as a version before checksums wrote it, and drops the strict mark. */
 async function unsealAll(dir: string, strictKey: Buffer): Promise<number> {
   const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer', createIfMissing: false });
