@@ -55,7 +55,6 @@ const WHAT = 'the Raft log';
 /** Entries read per iterator step at open. */
 const LOAD_STEP_ENTRIES = 4096;
 const ENTRY_PREFIX = 0x65; // 'e'
-const ENTRY_KEY_END = Buffer.from('f');
 
 export function entryKey(index: number): Buffer {
   const k = Buffer.allocUnsafe(9);
