@@ -25,6 +25,7 @@ import type * as grpc from '@grpc/grpc-js';
 import type { Http2Server, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { TLSSocket, type PeerCertificate } from 'node:tls';
 import { GRPC_MESSAGE_PREFIX_BYTES } from './eager-send.js';
+import { UnaryTrailers } from './http2-trailers.js';
 
 /** A gRPC status to end a call with (grpc-js's ServerErrorResponse has these two). */
 export interface DirectStatus {
@@ -55,8 +56,6 @@ const RESPONSE_HEADERS = {
   'grpc-accept-encoding': 'identity,deflate,gzip',
   'grpc-encoding': 'identity',
 };
-const RESPONSE_OPTIONS = { waitForTrailers: true };
-const OK_TRAILERS = { 'grpc-status': 0, 'grpc-message': 'OK' };
 const END_STREAM = { endStream: true };
 const DEADLINE_REGEX = /(\d{1,8})\s*([HMSmun])/;
 const DEADLINE_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 0.001, n: 0.000_001 };
@@ -84,9 +83,8 @@ const LEGAL_TEXT_VALUE = /^[ -~]*$/;
 
 function ignore(): void {}
 
-function sendOkTrailers(this: ServerHttp2Stream): void {
-  this.sendTrailers(OK_TRAILERS);
-}
+/** grpc-js's OK trailers, sent in the same write as the response (http2-trailers.ts). */
+const OK_TRAILERS = new UnaryTrailers({ 'grpc-status': 0, 'grpc-message': 'OK' });
 
 /**
  * One unary call on its stream: what a call context reads of it (the grpc-js call's getPeer,
@@ -190,9 +188,7 @@ export class DirectCall {
     frame[0] = 0;
     frame.writeUInt32BE(message.length, 1);
     message.copy(frame, GRPC_MESSAGE_PREFIX_BYTES);
-    this.stream.respond(RESPONSE_HEADERS, RESPONSE_OPTIONS);
-    this.stream.once('wantTrailers', sendOkTrailers);
-    this.stream.end(frame);
+    OK_TRAILERS.respond(this.stream, RESPONSE_HEADERS, frame);
   }
 
   /** Ends the call with `status`, as a trailers-only response (nothing else has been sent). */

@@ -1,0 +1,115 @@
+/**
+ * A unary answer's trailers leave in the same socket write as its HEADERS and DATA
+ * (core/net/etcd/http2-trailers.ts). Counted as this process's write syscalls (/proc/self/io
+ * syscw) per call, client and server together: the client's request is one write, so one answer
+ * in one write makes two per call, node:http2's own way three. Nothing else writes while a batch
+ * of calls is counted (assertions come after it). Each test runs the public way too and requires
+ * it to fail the check, so the check can fail.
+ */
+import t from 'tap';
+import { readFileSync } from 'node:fs';
+import { connect, createServer, type ClientHttp2Session, type Http2Server } from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { UnaryTrailers, trailersStats } from '../../core/net/etcd/http2-trailers.js';
+import { EtcdGrpcServer } from '../../core/net/etcd/server.js';
+import { FakeEtcdBackend } from './fake-etcd-backend.js';
+
+const CALLS = 50;
+const TRAILERS = { 'grpc-status': 0, 'grpc-message': 'OK' };
+
+function writeSyscalls(): number {
+  return Number(/syscw:\s+(\d+)/.exec(readFileSync('/proc/self/io', 'utf8'))?.[1]);
+}
+
+interface Answer {
+  status: number | undefined;
+  body: Buffer;
+  /** The trailers, or the headers of a trailers-only answer. */
+  trailers: Record<string, unknown>;
+}
+
+function call(session: ClientHttp2Session, path: string, body: Buffer): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const stream = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers' });
+    let status: number | undefined;
+    let trailers: Record<string, unknown> = {};
+    const chunks: Buffer[] = [];
+    stream.on('response', (h) => {
+      status = Number(h[':status']);
+      if (h['grpc-status'] !== undefined) trailers = Object.fromEntries(Object.entries(h));
+    });
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('trailers', (h) => (trailers = Object.fromEntries(Object.entries(h))));
+    stream.on('close', () => resolve({ status, body: Buffer.concat(chunks), trailers }));
+    stream.on('error', reject);
+    stream.end(body);
+  });
+}
+
+/** `n` calls one after another; their answers and the write syscalls per call. */
+async function counted(session: ClientHttp2Session, path: string, body: Buffer, n = CALLS): Promise<{ answers: Answer[]; writesPerCall: number }> {
+  await call(session, path, body); // the connection's settings exchange is not counted
+  const answers: Answer[] = [];
+  const before = writeSyscalls();
+  for (let i = 0; i < n; i++) answers.push(await call(session, path, body));
+  return { answers, writesPerCall: (writeSyscalls() - before) / n };
+}
+
+async function bareServer(trailers: UnaryTrailers): Promise<{ server: Http2Server; session: ClientHttp2Session }> {
+  const server = createServer();
+  server.on('stream', (stream) => {
+    stream.resume();
+    stream.on('end', () => trailers.respond(stream, { ':status': 200, 'content-type': 'application/grpc' }, Buffer.from('answer')));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { server, session: connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`) };
+}
+
+t.test('HEADERS, DATA and trailers in one write; node:http2 alone takes a second one', async (t) => {
+  for (const inline of [true, false]) {
+    const { server, session } = await bareServer(new UnaryTrailers(TRAILERS, { inline }));
+    const before = { ...trailersStats };
+    const { answers, writesPerCall } = await counted(session, '/x', Buffer.from('q'));
+    session.close();
+    await new Promise((r) => server.close(r));
+    for (const a of answers) {
+      t.equal(a.status, 200);
+      t.equal(a.body.toString(), 'answer');
+      t.same(a.trailers, { 'grpc-status': '0', 'grpc-message': 'OK' });
+    }
+    if (inline) {
+      t.equal(trailersStats.inline - before.inline, CALLS + 1, 'every answer took the one-write path');
+      t.equal(Math.round(writesPerCall), 2, `one write per answer (${writesPerCall} per call)`);
+    } else {
+      t.equal(trailersStats.deferred - before.deferred, CALLS + 1);
+      t.equal(Math.round(writesPerCall), 3, `node:http2's way: two writes per answer (${writesPerCall} per call)`);
+    }
+  }
+});
+
+t.test('streams answered in one write all close, on both sides, many at once', async (t) => {
+  const { server, session } = await bareServer(new UnaryTrailers(TRAILERS));
+  let closed = 0;
+  server.on('stream', (s) => s.on('close', () => closed++));
+  const answers = await Promise.all(Array.from({ length: CALLS }, () => call(session, '/x', Buffer.from('q'))));
+  await new Promise((r) => setTimeout(r, 20));
+  t.equal(closed, CALLS, 'every server stream closed');
+  t.ok(answers.every((a) => a.trailers['grpc-status'] === '0'), 'every client stream ended with its trailers');
+  session.close();
+  await new Promise((r) => server.close(r));
+});
+
+t.test("the etcd server's unary answers: one write each", async (t) => {
+  const backend = new FakeEtcdBackend();
+  const server = await EtcdGrpcServer.start({ backend, port: 0, onInternalError: (e) => void t.fail(String(e)) });
+  const session = connect(`http://127.0.0.1:${server.port}`);
+  t.teardown(async () => {
+    session.close();
+    await server.close();
+  });
+  // A RangeRequest for key "k" (field 1, length 1) behind the gRPC message prefix.
+  const rangeK = Buffer.from([0, 0, 0, 0, 3, 0x0a, 0x01, 0x6b]);
+  const { answers, writesPerCall } = await counted(session, '/etcdserverpb.KV/Range', rangeK);
+  for (const a of answers) t.same(a.trailers, { 'grpc-status': '0', 'grpc-message': 'OK' });
+  t.equal(Math.round(writesPerCall), 2, `one write per answer (${writesPerCall} per call)`);
+});
