@@ -2,9 +2,10 @@
  * A unary answer's trailers leave in the same socket write as its HEADERS and DATA
  * (core/net/etcd/http2-trailers.ts). Counted as this process's write syscalls (/proc/self/io
  * syscw) per call, client and server together: the client's request is one write, so one answer
- * in one write makes two per call, node:http2's own way three. Nothing else writes while a batch
- * of calls is counted (assertions come after it). Each test runs the public way too and requires
- * it to fail the check, so the check can fail.
+ * in one write makes two per call, node:http2's own way three. Other writes only add to the count
+ * (assertions come after a batch, but V8's platform tasks wake Node's threads through an eventfd
+ * now and then: up to ~0.6 more per call seen), so the fewest of a few batches is taken. Each test
+ * runs the public way too and requires it to fail the check, so the check can fail.
  */
 import t from 'tap';
 import { readFileSync } from 'node:fs';
@@ -16,6 +17,8 @@ import { FakeEtcdBackend } from './fake-etcd-backend.js';
 
 const CALLS = 50;
 const TRAILERS = { 'grpc-status': 0, 'grpc-message': 'OK' };
+/** The trailers as the client reads them. */
+const OK_SEEN = JSON.stringify({ 'grpc-status': '0', 'grpc-message': 'OK' });
 
 function writeSyscalls(): number {
   return Number(/syscw:\s+(\d+)/.exec(readFileSync('/proc/self/io', 'utf8'))?.[1]);
@@ -46,13 +49,19 @@ function call(session: ClientHttp2Session, path: string, body: Buffer): Promise<
   });
 }
 
-/** `n` calls one after another; their answers and the write syscalls per call. */
+const BATCHES = 4;
+
+/** BATCHES batches of `n` calls one after another; their answers and the fewest write syscalls per call of a batch. */
 async function counted(session: ClientHttp2Session, path: string, body: Buffer, n = CALLS): Promise<{ answers: Answer[]; writesPerCall: number }> {
   await call(session, path, body); // the connection's settings exchange is not counted
   const answers: Answer[] = [];
-  const before = writeSyscalls();
-  for (let i = 0; i < n; i++) answers.push(await call(session, path, body));
-  return { answers, writesPerCall: (writeSyscalls() - before) / n };
+  let fewest = Infinity;
+  for (let b = 0; b < BATCHES; b++) {
+    const before = writeSyscalls();
+    for (let i = 0; i < n; i++) answers.push(await call(session, path, body));
+    fewest = Math.min(fewest, (writeSyscalls() - before) / n);
+  }
+  return { answers, writesPerCall: fewest };
 }
 
 async function bareServer(trailers: UnaryTrailers): Promise<{ server: Http2Server; session: ClientHttp2Session }> {
@@ -72,16 +81,13 @@ t.test('HEADERS, DATA and trailers in one write; node:http2 alone takes a second
     const { answers, writesPerCall } = await counted(session, '/x', Buffer.from('q'));
     session.close();
     await new Promise((r) => server.close(r));
-    for (const a of answers) {
-      t.equal(a.status, 200);
-      t.equal(a.body.toString(), 'answer');
-      t.same(a.trailers, { 'grpc-status': '0', 'grpc-message': 'OK' });
-    }
+    const whole = answers.filter((a) => a.status === 200 && a.body.toString() === 'answer' && JSON.stringify(a.trailers) === OK_SEEN);
+    t.equal(whole.length, answers.length, 'every answer whole: status, body and trailers');
     if (inline) {
-      t.equal(trailersStats.inline - before.inline, CALLS + 1, 'every answer took the one-write path');
+      t.equal(trailersStats.inline - before.inline, BATCHES * CALLS + 1, 'every answer took the one-write path');
       t.equal(Math.round(writesPerCall), 2, `one write per answer (${writesPerCall} per call)`);
     } else {
-      t.equal(trailersStats.deferred - before.deferred, CALLS + 1);
+      t.equal(trailersStats.deferred - before.deferred, BATCHES * CALLS + 1);
       t.equal(Math.round(writesPerCall), 3, `node:http2's way: two writes per answer (${writesPerCall} per call)`);
     }
   }
@@ -110,6 +116,13 @@ t.test("the etcd server's unary answers: one write each", async (t) => {
   // A RangeRequest for key "k" (field 1, length 1) behind the gRPC message prefix.
   const rangeK = Buffer.from([0, 0, 0, 0, 3, 0x0a, 0x01, 0x6b]);
   const { answers, writesPerCall } = await counted(session, '/etcdserverpb.KV/Range', rangeK);
-  for (const a of answers) t.same(a.trailers, { 'grpc-status': '0', 'grpc-message': 'OK' });
+  t.equal(answers.filter((a) => JSON.stringify(a.trailers) === OK_SEEN).length, answers.length, 'every answer ended with the OK trailers');
   t.equal(Math.round(writesPerCall), 2, `one write per answer (${writesPerCall} per call)`);
+});
+
+t.test('trailers the native form cannot carry as node:http2 would are refused when prepared', async (t) => {
+  t.throws(() => new UnaryTrailers({ ':status': 200 }), TypeError, 'a pseudo-header');
+  t.throws(() => new UnaryTrailers({ 'Grpc-Status': 0 }), TypeError, 'an uppercase name');
+  t.throws(() => new UnaryTrailers({ 'grpc-message': 'a\0b' }), TypeError, 'a NUL in a value');
+  t.doesNotThrow(() => new UnaryTrailers({ 'grpc-status': 13, 'grpc-message': 'internal%20error' }));
 });

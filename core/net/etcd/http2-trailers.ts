@@ -59,10 +59,17 @@ function internals(stream: ServerHttp2Stream): StreamInternals | undefined {
  * `headers` as node:http2's header-list builder makes them for its native handle (mapToHeaders in
  * 20, buildNgHeaderString in 24): lowercase names, values as strings, flags NGHTTP2_NV_FLAG_NONE.
  */
-function nativeHeaderList(headers: OutgoingHttpHeaders): NativeHeaderList {
-  const fields = Object.entries(headers).map(([name, value]) => `${name.toLowerCase()}\0${String(value)}\0\0`);
+function nativeHeaderList(headers: Trailers): NativeHeaderList {
+  const fields = Object.entries(headers).map(([name, value]) => {
+    // What node:http2 would refuse or send otherwise (a pseudo-header, a NUL that would shift the fields) is not taken.
+    if (!/^[a-z0-9-]+$/.test(name) || String(value).includes('\0')) throw new TypeError(`trailer ${JSON.stringify(name)} not sendable this way`);
+    return `${name}\0${String(value)}\0\0`;
+  });
   return [fields.join(''), fields.length];
 }
+
+/** Trailer fields: lowercase token names, single string or number values. */
+export type Trailers = Readonly<Record<string, string | number>>;
 
 /** Counts for tests: how trailers were sent. */
 export const trailersStats = { inline: 0, deferred: 0 };
@@ -75,17 +82,17 @@ export class UnaryTrailers {
 
   /** `inline: false` always takes node:http2's public way (for tests). */
   constructor(
-    trailers: OutgoingHttpHeaders,
+    trailers: Trailers,
     private readonly options: { inline?: boolean } = {},
   ) {
     const list = nativeHeaderList(trailers);
     this.submitInline = function (this: ServerHttp2Stream): void {
       const ret = internals(this)?.handle.trailers(list) ?? -1;
-      // What node:http2 does when nghttp2 refuses trailers.
-      if (ret < 0) this.destroy(new Error(`HTTP/2 trailers refused (nghttp2 error ${ret})`));
+      // What node:http2 does when nghttp2 refuses trailers, but not from inside nghttp2's callback.
+      if (ret < 0) setImmediate(() => this.destroy(new Error(`HTTP/2 trailers refused (nghttp2 error ${ret})`)));
     };
     this.submitDeferred = function (this: ServerHttp2Stream): void {
-      this.sendTrailers(trailers);
+      this.sendTrailers({ ...trailers });
     };
   }
 
