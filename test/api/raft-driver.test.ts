@@ -355,47 +355,6 @@ t.test("a leader's appends are written out before its own save starts, not after
   t.notOk(events.get(follower)!.some((e) => e.kind === 'flush'), 'a follower, which sends nothing before saving, never flushes early');
 });
 
-t.test("a leader's commit leaves before it applies: its commit-only appends are flushed first", async (t) => {
-  // Followers apply, and serve their watchers, beside the leader's apply rather than after it.
-  type Event = { kind: 'commit' | 'flush' | 'apply'; index: number };
-  const drivers = new Map<number, RaftDriver>();
-  const events = new Map<number, Event[]>();
-  const rng = new Prng(17);
-  for (let id = 1; id <= 3; id++) {
-    const mem = new MemoryPersistence();
-    bootstrap(mem.storage, [1, 2, 3]);
-    const log: Event[] = [];
-    events.set(id, log);
-    const transport: RaftTransport = {
-      send: (msgs: Message[]) => {
-        for (const m of msgs) {
-          if (m.type === MessageType.App && m.entries.length === 0) log.push({ kind: 'commit', index: m.commit });
-          const c = structuredClone(m);
-          setImmediate(() => drivers.get(m.to)?.step(c));
-        }
-      },
-      flushNow: () => log.push({ kind: 'flush', index: 0 }),
-    };
-    const sm = { apply: (e: { index: number }) => void log.push({ kind: 'apply', index: e.index }), restore: () => undefined };
-    drivers.set(id, new RaftDriver({ id, storage: mem.storage, random: rng.fork(), electionTicks: 10, heartbeatTicks: 1 }, mem, transport, sm, { tickMs: 10, requestTimeoutMs: 5000 }));
-  }
-  for (const d of drivers.values()) d.start();
-  t.teardown(() => { for (const d of drivers.values()) d.stop(); });
-  const leaderId = await waitFor('a leader', () => [...drivers.entries()].find(([, d]) => d.node.status().role === Role.Leader)?.[0]);
-  const log = events.get(leaderId)!;
-  log.length = 0;
-  // One at a time: each proposal's commit comes in a Ready of its own, with nothing to save.
-  for (let i = 0; i < 10; i++) await drivers.get(leaderId)!.propose(enc.encode(`p${i}`));
-  const applied = log.filter((e) => e.kind === 'apply');
-  t.equal(applied.length, 10, 'the ten proposals applied on the leader');
-  const late = applied.filter((a) => {
-    const at = log.indexOf(a);
-    const commit = log.findIndex((e, i) => i < at && e.kind === 'commit' && e.index >= a.index);
-    return commit < 0 || !log.slice(commit + 1, at).some((e) => e.kind === 'flush');
-  });
-  t.same(late.map((a) => a.index), [], 'each entry applied only after appends carrying its commit were sent and flushed');
-});
-
 /** Storage that keeps snapshot bytes to itself (a file, in the agent) and gives Raft only their size. */
 class FileLike extends MemoryStorage {
   file: { index: number; bytes: Uint8Array } | undefined;
