@@ -425,7 +425,13 @@ export class RaftDriver {
     st.readies++;
     st.messagesSent += rd.earlyMessages.length + rd.messages.length;
     st.entriesApplied += rd.committedEntries.length;
-    if (rd.earlyMessages.length > 0) this.send(rd.earlyMessages);
+    if (rd.earlyMessages.length > 0) {
+      this.send(rd.earlyMessages);
+      // A leader's commit (appends carrying the new commit index) leaves before it applies, as
+      // etcd's does: the followers apply, and serve their watchers, beside the leader's apply
+      // rather than after it and its answers (the transport would write it at the end of the turn).
+      if (rd.committedEntries.length > 0) this.transport.flushNow?.();
+    }
     // A hard state whose only change is the commit index is not written on its own: the
     // commit index is a hint (a restarted node learns it from the leader, and the applied
     // state records how far it got), so it rides along with the next entries instead.

@@ -293,49 +293,63 @@ t.test('committed entries are applied while a save is in flight, never before th
   t.ok(appliedDuringSave > 0, `${appliedDuringSave} entries were applied while a save was in flight`);
 });
 
-t.test("a leader's appends are written out before its own save starts, not after", async (t) => {
-  // The save's synchronous part (building the batch, handing it to LevelDB's thread) would
-  // otherwise hold the appends, and with them the followers' fsyncs, until the turn ends.
-  type Event = { kind: 'appends' | 'save' | 'flush'; last: number };
+/**
+ * Three drivers that trace what each does, in order, into a log of its own: `trace.sent` for
+ * each batch of messages handed to the transport, a 'flush' event for the transport's flushNow, `trace.saved`
+ * for a save, `trace.applied` for an applied entry. Messages arrive on the next turn.
+ */
+async function tracedCluster<E>(t: Test, seed: number, trace: { flush: E; sent?: (msgs: Message[]) => E | undefined; saved?: (lastIndex: number) => E; applied?: (index: number) => E }) {
   const drivers = new Map<number, RaftDriver>();
-  const events = new Map<number, Event[]>();
-  const rng = new Prng(13);
+  const events = new Map<number, E[]>();
+  const rng = new Prng(seed);
   for (let id = 1; id <= 3; id++) {
     const mem = new MemoryPersistence();
     bootstrap(mem.storage, [1, 2, 3]);
-    const log: Event[] = [];
+    const log: E[] = [];
     events.set(id, log);
     const persistence: RaftPersistence = {
       storage: mem.storage,
-      save: (batch, sync) => {
-        if (batch.entries.length > 0) log.push({ kind: 'save', last: batch.entries.at(-1)!.index });
-        void sync;
+      save: (batch) => {
+        if (trace.saved && batch.entries.length > 0) log.push(trace.saved(batch.entries.at(-1)!.index));
         return mem.save(batch);
       },
     };
     const transport: RaftTransport = {
       send: (msgs: Message[]) => {
-        const appended = msgs.flatMap((m) => (m.type === MessageType.App ? m.entries.map((e) => e.index) : []));
-        if (appended.length > 0) log.push({ kind: 'appends', last: Math.max(...appended) });
+        const e = trace.sent?.(msgs);
+        if (e !== undefined) log.push(e);
         for (const m of msgs) {
           const c = structuredClone(m);
           setImmediate(() => drivers.get(m.to)?.step(c));
         }
       },
-      flushNow: () => log.push({ kind: 'flush', last: 0 }),
+      flushNow: () => log.push(trace.flush),
     };
-    drivers.set(id, new RaftDriver(
-      { id, storage: mem.storage, random: rng.fork(), electionTicks: 10, heartbeatTicks: 1 },
-      persistence, transport, { apply: (e) => e.index, restore: () => undefined }, { tickMs: 10, requestTimeoutMs: 5000 },
-    ));
+    const sm = { apply: (e: { index: number }) => (trace.applied ? void log.push(trace.applied(e.index)) : e.index), restore: () => undefined };
+    drivers.set(id, new RaftDriver({ id, storage: mem.storage, random: rng.fork(), electionTicks: 10, heartbeatTicks: 1 }, persistence, transport, sm, { tickMs: 10, requestTimeoutMs: 5000 }));
   }
   for (const d of drivers.values()) d.start();
   t.teardown(() => { for (const d of drivers.values()) d.stop(); });
   const leaderId = await waitFor('a leader', () => [...drivers.entries()].find(([, d]) => d.node.status().role === Role.Leader)?.[0]);
+  return { drivers, events, leaderId, leader: drivers.get(leaderId)! };
+}
+
+t.test("a leader's appends are written out before its own save starts, not after", async (t) => {
+  // The save's synchronous part (building the batch, handing it to LevelDB's thread) would
+  // otherwise hold the appends, and with them the followers' fsyncs, until the turn ends.
+  type Event = { kind: 'appends' | 'save' | 'flush'; last: number };
+  const { drivers, events, leaderId, leader } = await tracedCluster<Event>(t, 13, {
+    flush: { kind: 'flush', last: 0 },
+    sent: (msgs) => {
+      const appended = msgs.flatMap((m) => (m.type === MessageType.App ? m.entries.map((e) => e.index) : []));
+      return appended.length > 0 ? { kind: 'appends', last: Math.max(...appended) } : undefined;
+    },
+    saved: (last) => ({ kind: 'save', last }),
+  });
   const log = events.get(leaderId)!;
   const savedBefore = Math.max(0, ...log.filter((e) => e.kind === 'save').map((e) => e.last));
   log.length = 0;
-  for (let i = 0; i < 10; i++) await drivers.get(leaderId)!.propose(enc.encode(`p${i}`));
+  for (let i = 0; i < 10; i++) await leader.propose(enc.encode(`p${i}`));
   const flushedSaves = log.filter((e, i) => e.kind === 'save' && log[i - 1]?.kind === 'flush' && log[i - 2]?.kind === 'appends').length;
   t.ok(flushedSaves >= 1, `${flushedSaves} saves of new entries came right after their appends were sent and flushed`);
   // A save may come with no appends at all (both followers paused in probe state), but
@@ -353,6 +367,31 @@ t.test("a leader's appends are written out before its own save starts, not after
   t.same(unflushedNew, [], 'every batch of new appends is flushed at once');
   const follower = [...drivers.keys()].find((id) => id !== leaderId)!;
   t.notOk(events.get(follower)!.some((e) => e.kind === 'flush'), 'a follower, which sends nothing before saving, never flushes early');
+});
+
+t.test("a leader's commit leaves before it applies: its commit-only appends are flushed first", async (t) => {
+  // Followers apply, and serve their watchers, beside the leader's apply rather than after it.
+  type Event = { kind: 'commit' | 'flush' | 'apply'; index: number };
+  const { events, leaderId, leader } = await tracedCluster<Event>(t, 17, {
+    flush: { kind: 'flush', index: 0 },
+    sent: (msgs) => {
+      const commits = msgs.flatMap((m) => (m.type === MessageType.App && m.entries.length === 0 ? [m.commit] : []));
+      return commits.length > 0 ? { kind: 'commit', index: Math.max(...commits) } : undefined;
+    },
+    applied: (index) => ({ kind: 'apply', index }),
+  });
+  const log = events.get(leaderId)!;
+  log.length = 0;
+  // One at a time: each proposal's commit comes in a Ready of its own, with nothing to save.
+  for (let i = 0; i < 10; i++) await leader.propose(enc.encode(`p${i}`));
+  const applied = log.filter((e) => e.kind === 'apply');
+  t.equal(applied.length, 10, 'the ten proposals applied on the leader');
+  const late = applied.filter((a) => {
+    const at = log.indexOf(a);
+    const commit = log.findIndex((e, i) => i < at && e.kind === 'commit' && e.index >= a.index);
+    return commit < 0 || !log.slice(commit + 1, at).some((e) => e.kind === 'flush');
+  });
+  t.same(late.map((a) => a.index), [], 'each entry applied only after appends carrying its commit were sent and flushed');
 });
 
 /** Storage that keeps snapshot bytes to itself (a file, in the agent) and gives Raft only their size. */
