@@ -96,10 +96,21 @@ t.test('HEADERS, DATA and trailers in one write; node:http2 alone takes a second
 t.test('streams answered in one write all close, on both sides, many at once', async (t) => {
   const { server, session } = await bareServer(new UnaryTrailers(TRAILERS));
   let closed = 0;
-  server.on('stream', (s) => s.on('close', () => closed++));
+  let finishedFirst = 0;
+  server.on('stream', (s) => {
+    let finished = false;
+    s.on('finish', () => (finished = true));
+    s.on('close', () => {
+      closed++;
+      if (finished) finishedFirst++;
+    });
+  });
   const answers = await Promise.all(Array.from({ length: CALLS }, () => call(session, '/x', Buffer.from('q'))));
   await new Promise((r) => setTimeout(r, 20));
   t.equal(closed, CALLS, 'every server stream closed');
+  // 'finish' comes only from a stream not yet destroyed when its writes complete: one destroyed
+  // before makes Node build an error for nobody (see destroyOnceWritten).
+  t.equal(finishedFirst, CALLS, "every server stream's write completed before it was destroyed");
   t.ok(answers.every((a) => a.trailers['grpc-status'] === '0'), 'every client stream ended with its trailers');
   session.close();
   await new Promise((r) => server.close(r));
