@@ -425,26 +425,26 @@ export class RaftDriver {
     st.readies++;
     st.messagesSent += rd.earlyMessages.length + rd.messages.length;
     st.entriesApplied += rd.committedEntries.length;
-    if (rd.earlyMessages.length > 0) {
-      this.send(rd.earlyMessages);
-      // A leader's commit (appends carrying the new commit index) leaves before it applies, as
-      // etcd's does: the followers apply, and serve their watchers, beside the leader's apply
-      // rather than after it and its answers (the transport would write it at the end of the turn).
-      if (rd.committedEntries.length > 0) this.transport.flushNow?.();
-    }
     // A hard state whose only change is the commit index is not written on its own: the
     // commit index is a hint (a restarted node learns it from the leader, and the applied
     // state records how far it got), so it rides along with the next entries instead.
+    const mustSave = !!rd.snapshot || rd.entries.length > 0 || rd.snapshotChunks.length > 0 || (rd.hardState !== undefined && rd.mustSync);
+    if (rd.earlyMessages.length > 0) {
+      this.send(rd.earlyMessages);
+      // A leader's messages leave now, not at the end of the turn (the transport's flush): its
+      // appends before the save's synchronous part (building the batch, handing it to LevelDB's
+      // thread), so the followers' fsyncs, the longest step of a commit, start that much sooner;
+      // its commit (appends carrying the new commit index) before it applies, as etcd's does, so
+      // the followers apply, and serve their watchers, beside the leader's apply rather than
+      // after it and its answers.
+      if (mustSave || rd.committedEntries.length > 0) this.transport.flushNow?.();
+    }
     let saving: Promise<void> | undefined;
-    if (rd.snapshot || rd.entries.length > 0 || rd.snapshotChunks.length > 0 || (rd.hardState && rd.mustSync)) {
+    if (mustSave) {
       st.saves++;
       st.entriesPersisted += rd.entries.length;
       const batch: PersistBatch = { hardState: rd.hardState ?? this.lastHardState(), entries: rd.entries, snapshot: rd.snapshot };
       if (rd.snapshotChunks.length > 0) batch.snapshotChunks = rd.snapshotChunks;
-      // A leader's appends leave before the save's synchronous part (building the batch,
-      // handing it to LevelDB's thread), not after it: the followers' fsyncs, the longest
-      // step of a commit, start that much sooner.
-      if (rd.earlyMessages.length > 0) this.transport.flushNow?.();
       saving = this.persistence.save(batch, rd.mustSync);
     }
     // Committed entries this node already holds durably are applied while the save's fsync

@@ -118,17 +118,18 @@ const WAIT_FOR_TRAILERS = { waitForTrailers: true };
 type Destroy = (this: ServerHttp2Stream, error?: Error | null, callback?: (error: Error | null) => void) => ServerHttp2Stream;
 
 /**
- * A stream answered in one write is closed by nghttp2 in the send that writes its DATA, and Node
- * 20's node:http2 destroys it there, before that DATA's write has completed; its Writable then
- * builds, when the write completes, an ERR_STREAM_DESTROYED with a stack trace that nobody reads
- * (errorBuffer): 5–10 µs of CPU per answer, 3% of a busy leader's (Node 22 and 24 complete the
- * write first, as tried). So a plain destroy (no error) with the write still in flight waits for
- * the check phase, by when that send's socket write has usually completed (a slower one only
- * costs the error again); anything else goes at once.
+ * A stream answered in one write is closed by nghttp2 in the send that writes its DATA, and
+ * node:http2 (20, 22 and 24 alike) destroys it there, before that DATA's write has completed;
+ * its Writable then builds, when the write completes, an ERR_STREAM_DESTROYED with a stack trace
+ * that nobody reads (errorBuffer): 5–10 µs of CPU per answer, 3% of a busy leader's. So that one
+ * destroy (no error, the stream closed cleanly by nghttp2, a write in flight) is held back: once
+ * the write completes node:http2 finishes the stream and destroys it itself; the check phase
+ * destroys it anyway if it has not (an answer whose socket write went asynchronous then costs
+ * the error as before). Every other destroy (an error, a reset, a session torn down) goes at once.
  */
 const destroyOnceWritten: Destroy = function (error, callback) {
   const destroy = (Object.getPrototypeOf(this) as { destroy: Destroy }).destroy;
-  if (error != null || this.writableLength === 0) return destroy.call(this, error, callback);
+  if (error != null || this.writableLength === 0 || !this.closed || this.rstCode !== 0) return destroy.call(this, error, callback);
   setImmediate(() => destroy.call(this, error, callback));
   return this;
 };
