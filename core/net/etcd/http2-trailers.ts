@@ -31,15 +31,10 @@ interface NativeStreamHandle {
 /** node:http2's header list for its native handle: `name\0value\0flags` per field, and the count. */
 type NativeHeaderList = [string, number];
 
-interface StreamInternals {
-  handle: NativeStreamHandle;
-  state: { flags: number };
-}
-
 /** The symbols node:http2 keeps a stream's native handle and state under (null: not found, or a Node not checked). */
 let keys: { handle: symbol; state: symbol } | null | undefined;
 
-function internals(stream: ServerHttp2Stream): StreamInternals | undefined {
+function internalKeys(stream: ServerHttp2Stream): { handle: symbol; state: symbol } | null {
   if (keys === undefined) {
     const symbols = Object.getOwnPropertySymbols(stream);
     const handle = symbols.find((k) => k.description === 'kHandle');
@@ -47,12 +42,21 @@ function internals(stream: ServerHttp2Stream): StreamInternals | undefined {
     const major = Number(process.versions.node.split('.')[0]);
     keys = INLINE_NODE_MAJORS.has(major) && handle !== undefined && state !== undefined ? { handle, state } : null;
   }
-  if (keys === null) return undefined;
-  const s = stream as unknown as Record<symbol, unknown>;
-  const handle = s[keys.handle] as Partial<NativeStreamHandle> | undefined;
-  const state = s[keys.state] as { flags?: unknown } | undefined;
-  if (typeof handle?.trailers !== 'function' || typeof state?.flags !== 'number') return undefined;
-  return { handle: handle as NativeStreamHandle, state: state as { flags: number } };
+  return keys;
+}
+
+/** The stream's native handle, if it is as described (undefined: not, or destroyed). */
+function nativeHandle(stream: ServerHttp2Stream): NativeStreamHandle | undefined {
+  const k = internalKeys(stream);
+  const handle = k === null ? undefined : ((stream as unknown as Record<symbol, unknown>)[k.handle] as Partial<NativeStreamHandle> | undefined);
+  return typeof handle?.trailers === 'function' ? (handle as NativeStreamHandle) : undefined;
+}
+
+/** The stream's JS state, if both it and the native handle are as described (undefined otherwise). */
+function streamState(stream: ServerHttp2Stream): { flags: number } | undefined {
+  const k = internalKeys(stream);
+  const state = k === null ? undefined : ((stream as unknown as Record<symbol, unknown>)[k.state] as { flags?: unknown } | undefined);
+  return typeof state?.flags === 'number' && nativeHandle(stream) !== undefined ? (state as { flags: number }) : undefined;
 }
 
 /**
@@ -87,7 +91,7 @@ export class UnaryTrailers {
   ) {
     const list = nativeHeaderList(trailers);
     this.submitInline = function (this: ServerHttp2Stream): void {
-      const ret = internals(this)?.handle.trailers(list) ?? -1;
+      const ret = nativeHandle(this)?.trailers(list) ?? -1;
       // What node:http2 does when nghttp2 refuses trailers, but not from inside nghttp2's callback.
       if (ret < 0) setImmediate(() => this.destroy(new Error(`HTTP/2 trailers refused (nghttp2 error ${ret})`)));
     };
@@ -99,13 +103,13 @@ export class UnaryTrailers {
   /** Sends `headers`, `body` as the only DATA, then the trailers. */
   respond(stream: ServerHttp2Stream, headers: OutgoingHttpHeaders, body: Buffer): void {
     stream.respond(headers, WAIT_FOR_TRAILERS);
-    const inner = this.options.inline === false ? undefined : internals(stream);
-    if (inner === undefined) {
+    const state = this.options.inline === false ? undefined : streamState(stream);
+    if (state === undefined) {
       trailersStats.deferred++;
       stream.once('wantTrailers', this.submitDeferred);
     } else {
       trailersStats.inline++;
-      inner.state.flags &= ~HAS_TRAILERS_FLAG;
+      state.flags &= ~HAS_TRAILERS_FLAG;
       stream.once('wantTrailers', this.submitInline);
       stream.destroy = destroyOnceWritten;
     }
