@@ -132,8 +132,11 @@ type Destroy = (this: ServerHttp2Stream, error?: Error | null, callback?: (error
  * the error as before). Every other destroy (an error, a reset, a session torn down) goes at once.
  */
 const destroyOnceWritten: Destroy = function (error, callback) {
-  const destroy = (Object.getPrototypeOf(this) as { destroy: Destroy }).destroy;
-  if (error != null || this.writableLength === 0 || !this.closed || this.rstCode !== 0) return destroy.call(this, error, callback);
-  setImmediate(() => destroy.call(this, error, callback));
+  if (error != null || callback !== undefined || this.writableLength === 0 || !this.closed || this.rstCode !== 0) return prototypeDestroy(this, error, callback);
+  setImmediate(prototypeDestroy, this);
   return this;
 };
+
+function prototypeDestroy(stream: ServerHttp2Stream, error?: Error | null, callback?: (error: Error | null) => void): ServerHttp2Stream {
+  return (Object.getPrototypeOf(stream) as { destroy: Destroy }).destroy.call(stream, error, callback);
+}
