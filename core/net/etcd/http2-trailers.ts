@@ -129,7 +129,8 @@ type Destroy = (this: ServerHttp2Stream, error?: Error | null, callback?: (error
  * destroy (no error, the stream closed cleanly by nghttp2, a write in flight) is held back: once
  * the write completes node:http2 finishes the stream and destroys it itself; the check phase
  * destroys it anyway if it has not (an answer whose socket write went asynchronous then costs
- * the error as before). Every other destroy (an error, a reset, a session torn down) goes at once.
+ * the error as before). Every other destroy (an error, a reset, a stream still open when its
+ * session is torn down) goes at once.
  */
 const destroyOnceWritten: Destroy = function (error, callback) {
   if (error != null || callback !== undefined || this.writableLength === 0 || !this.closed || this.rstCode !== 0) return prototypeDestroy(this, error, callback);
