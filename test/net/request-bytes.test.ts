@@ -3,7 +3,8 @@
  * on both unary paths and on grpc-js's streams, a client that starts messages and never finishes
  * them gets its streams stopped, then reset, while the member's held bytes stay within the
  * bounds; streams that finish are all answered (no stream waits on another that waits on it);
- * and a real member under the attack measured before the fix keeps its memory.
+ * room goes in arrival order (a large request is not passed for ever by small ones); and a real
+ * member under the attack measured before the fix keeps its memory.
  */
 import t, { type Test } from 'tap';
 import fc from 'fast-check';
@@ -389,6 +390,134 @@ t.test('property: a single request holds every message it has begun until the ha
     return budget.heldBytes === 0;
   });
   t.end();
+});
+
+/** A reservation and whether it has been admitted yet (known once microtasks have run). */
+interface Tracked {
+  connection: object;
+  bytes: number;
+  admitted: boolean | undefined;
+  release(): void;
+}
+
+function track(budget: RequestBytesBudget, connection: object, bytes: number): Tracked {
+  const r = budget.reserve(connection, bytes);
+  const tracked: Tracked = { connection, bytes, admitted: undefined, release: () => r.release() };
+  void r.admitted.then((admitted) => (tracked.admitted ??= admitted));
+  return tracked;
+}
+
+const settled = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+t.test('room goes in arrival order: a large request waiting for the member\'s room is not passed for ever by smaller ones', async (t) => {
+  // The member holds 100 bytes, a connection 60.
+  const budget = new RequestBytesBudget({ memberBytes: 100, connectionBytes: 60, waitingStreams: 50 }, 60);
+  // Three small requests on their own connections hold 90; the large one needs 60.
+  const smalls = [track(budget, {}, 30), track(budget, {}, 30), track(budget, {}, 30)];
+  const large = track(budget, {}, 60);
+  await settled();
+  t.equal(large.admitted, undefined, 'the large request waits: 40 bytes of the member\'s room are left');
+  // A run of small requests, each starting before the oldest one ends: before arrival order, a
+  // new one fitting the room went ahead and the large one waited as long as the run went on.
+  for (let i = 0; i < 10 && large.admitted === undefined; i++) {
+    smalls.push(track(budget, {}, 30));
+    smalls.shift()!.release();
+    await settled();
+  }
+  t.equal(large.admitted, true, 'the large request is admitted once the requests ahead of it have ended');
+  t.same(
+    smalls.map((s) => s.admitted),
+    [true, undefined, undefined],
+    'the small ones that came after it wait behind it (one held from before)',
+  );
+  large.release();
+  await settled();
+  t.same(smalls.map((s) => s.admitted), [true, true, true], 'and go once it ends');
+  for (const s of smalls) s.release();
+  t.same({ held: budget.heldBytes, waiting: budget.waitingStreams }, { held: 0, waiting: 0 });
+});
+
+t.test("a request waiting for its connection's room holds back that connection's later ones, no other's", async (t) => {
+  const budget = new RequestBytesBudget({ memberBytes: 100, connectionBytes: 60, waitingStreams: 50 }, 60);
+  const [one, other] = [{}, {}];
+  const first = track(budget, one, 50);
+  const waiting = track(budget, one, 20); // 70 > 60 on its connection
+  const elsewhere = track(budget, other, 20);
+  const behind = track(budget, one, 5); // would fit its connection (55), but arrives after `waiting`
+  await settled();
+  t.same([first, waiting, elsewhere, behind].map((r) => r.admitted), [true, undefined, true, undefined], 'another connection goes ahead; the same connection keeps its order');
+  first.release();
+  await settled();
+  t.same([waiting, behind].map((r) => r.admitted), [true, true], 'both go in order once the room is back');
+  for (const r of [waiting, elsewhere, behind]) r.release();
+  t.same({ held: budget.heldBytes, waiting: budget.waitingStreams }, { held: 0, waiting: 0 });
+});
+
+t.test('a stream\'s message that does not arrive whole waits its turn too; one whole in its chunk does not wait', async (t) => {
+  const budget = new RequestBytesBudget({ memberBytes: 100, connectionBytes: 60, waitingStreams: 50 }, 60);
+  const held = track(budget, {}, 60);
+  const large = track(budget, {}, 60); // waits for the member's room
+  const stream = new FakeStream();
+  budget.watch(stream as unknown as ServerHttp2Stream, false);
+  // A 30-byte message, its first 10 bytes: 30 would fit the member's room (40 left), but the large request came first.
+  const message = frame(Buffer.alloc(30));
+  stream.emit('data', message.subarray(0, 15));
+  t.ok(stream.paused, 'the stream stops being read');
+  t.equal(budget.waitingStreams, 2);
+  // The same stream's message, had it come whole: handed on, nothing reserved or awaited.
+  const whole = new FakeStream();
+  budget.watch(whole as unknown as ServerHttp2Stream, false);
+  whole.emit('data', message);
+  t.notOk(whole.paused, 'a message whole in its chunk is not held back');
+  held.release();
+  await settled();
+  t.equal(large.admitted, true, 'the large request goes first');
+  t.notOk(stream.paused, 'then the stream (60 + 30 fit)');
+  t.equal(budget.heldBytes, 90);
+  stream.close();
+  large.release();
+  t.same({ held: budget.heldBytes, waiting: budget.waitingStreams }, { held: 0, waiting: 0 });
+});
+
+t.test('property: under random arrivals and releases the bounds hold, no request that could go waits, and each connection keeps its order', async (t) => {
+  // Arrivals twice as often as releases, on three connections, so that both bounds are reached.
+  const ops = fc.array(
+    fc.oneof(
+      { arbitrary: fc.record({ reserve: fc.integer({ min: 0, max: 2 }), bytes: fc.integer({ min: 1, max: 60 }) }), weight: 2 },
+      { arbitrary: fc.record({ release: fc.nat() }), weight: 1 },
+    ),
+    { maxLength: 60 },
+  );
+  const property = fc.asyncProperty(ops, async (steps) => {
+    const budget = new RequestBytesBudget({ memberBytes: 100, connectionBytes: 60, waitingStreams: 1000 }, 60);
+    const connections = [{}, {}, {}];
+    const live: Tracked[] = []; // in arrival order, released ones removed
+    const heldOn = (c: object): number => live.filter((r) => r.admitted === true && r.connection === c).reduce((n, r) => n + r.bytes, 0);
+    for (const step of steps) {
+      if ('reserve' in step) live.push(track(budget, connections[step.reserve]!, step.bytes));
+      else if (live.length > 0) live.splice(step.release % live.length, 1)[0]!.release();
+      await Promise.resolve();
+      const held = live.filter((r) => r.admitted === true).reduce((n, r) => n + r.bytes, 0);
+      if (held !== budget.heldBytes || held > 100 || connections.some((c) => heldOn(c) > 60)) return false;
+      // Walk the waiting ones in arrival order as the rule says: none may have been able to go.
+      const passedOver = new Set<object>();
+      for (const r of live) {
+        if (r.admitted === true) {
+          if (passedOver.has(r.connection)) return false; // went ahead of an earlier one on its connection
+          continue;
+        }
+        if (passedOver.has(r.connection)) continue;
+        if (held + r.bytes > 100) break; // the member's room: everything later waits behind it
+        if (heldOn(r.connection) + r.bytes <= 60) return false; // it fits and nothing is ahead of it
+        passedOver.add(r.connection);
+      }
+    }
+    for (const r of live) r.release();
+    return budget.heldBytes === 0 && budget.waitingStreams === 0;
+  });
+  const r = await fc.check(property, { numRuns: 1000 });
+  t.notOk(r.failed, r.failed ? `fails for ${fc.stringify(r.counterexample)}` : '1000 random sequences of arrivals and releases');
+  t.equal(r.numRuns, 1000, 'all 1000 ran');
 });
 
 for (const directUnary of [true, false]) {

@@ -20,6 +20,12 @@
  * Reserving a whole message before its body is read, never part of one, is what keeps streams
  * from holding halves of the room each while all wait for more (the connection's bound is
  * raised to one largest message for that reason).
+ *
+ * Room goes in arrival order, so that a large message cannot be passed for ever by a run of small
+ * ones: a message waiting for the member's room holds back every later one, a message waiting
+ * only for its connection's room holds back the later ones on that connection (another
+ * connection's are not held up by it). A message whole in the chunk that holds its prefix is
+ * not held back: its bytes are already in.
  */
 import { constants, type ServerHttp2Stream } from 'node:http2';
 import { GRPC_MESSAGE_PREFIX_BYTES } from './eager-send.js';
@@ -44,8 +50,11 @@ export const MAX_WAITING_REQUEST_STREAMS = 256;
 export class RequestBytesBudget {
   private held = 0;
   private readonly heldByConnection = new Map<object, number>();
-  /** In arrival order: room goes to the first that fits. */
+  /** In arrival order: room goes to them in that order (see the module's comment). */
   private readonly waiting = new Set<Waiter>();
+  private readonly waitingByConnection = new Map<object, number>();
+  /** A waiting message needs more than the member's room left: later ones wait behind it. */
+  private memberFull = false;
   private readonly limits: RequestBytesLimits;
   /** Streams reset (and gateway requests refused) for want of room: `waitingStreams` already waiting, or a whole single request that did not fit. */
   refusedStreams = 0;
@@ -94,12 +103,12 @@ export class RequestBytesBudget {
    */
   reserve(connection: object, bytes: number): Reservation {
     const r = new Reservation(this, connection, bytes);
-    if (this.tryReserve(connection, bytes)) r.admit();
-    else if (!this.enqueue(r)) r.refuse();
+    if (this.tryReserveInTurn(connection, bytes)) r.admit();
+    else if (!this.enqueue(r, bytes)) r.refuse();
     return r;
   }
 
-  /** @internal */
+  /** @internal Reserves `bytes` if they fit, whoever waits (for bytes already in). */
   tryReserve(connection: object, bytes: number): boolean {
     const onConnection = this.heldByConnection.get(connection) ?? 0;
     if (this.held + bytes > this.limits.memberBytes || onConnection + bytes > this.limits.connectionBytes) return false;
@@ -108,33 +117,77 @@ export class RequestBytesBudget {
     return true;
   }
 
+  /** @internal Reserves `bytes` for a new message if they fit and no earlier message waits ahead of it. */
+  tryReserveInTurn(connection: object, bytes: number): boolean {
+    if (this.memberFull || this.waitingByConnection.has(connection)) return false;
+    return this.tryReserve(connection, bytes);
+  }
+
   /** @internal Returns a reservation, and gives the room to the streams waiting that now fit. */
   release(connection: object, bytes: number): void {
     this.held -= bytes;
     const onConnection = this.heldByConnection.get(connection)! - bytes;
     if (onConnection === 0) this.heldByConnection.delete(connection);
     else this.heldByConnection.set(connection, onConnection);
-    for (const reader of this.waiting) if (reader.admitIfRoom()) this.waiting.delete(reader);
+    if (this.waiting.size > 0) this.admitWaiting();
+  }
+
+  /**
+   * Gives room to the waiting messages in arrival order: one that does not fit the member's room
+   * stops the pass; one that does not fit its connection's room is passed over, and so are the
+   * later ones on its connection.
+   */
+  private admitWaiting(): void {
+    this.memberFull = false;
+    let passedOver: Set<object> | undefined;
+    for (const waiter of this.waiting) {
+      if (passedOver?.has(waiter.connection)) continue;
+      if (waiter.admitIfRoom()) {
+        this.forget(waiter);
+      } else if (this.held + waiter.waitingBytes > this.limits.memberBytes) {
+        this.memberFull = true;
+        return;
+      } else {
+        (passedOver ??= new Set()).add(waiter.connection);
+      }
+    }
   }
 
   /** @internal A stream stopped until its message fits; false when too many are waiting already. */
-  enqueue(reader: Waiter): boolean {
+  enqueue(waiter: Waiter, bytes: number): boolean {
     if (this.waiting.size >= this.limits.waitingStreams) {
       this.refusedStreams++;
       return false;
     }
-    this.waiting.add(reader);
+    const ahead = this.waitingByConnection.get(waiter.connection) ?? 0;
+    // Behind a message of its own connection, it is passed over with that one, whatever its size.
+    if (ahead === 0 && this.held + bytes > this.limits.memberBytes) this.memberFull = true;
+    this.waiting.add(waiter);
+    this.waitingByConnection.set(waiter.connection, ahead + 1);
     return true;
   }
 
-  /** @internal */
-  dequeue(reader: Waiter): void {
-    this.waiting.delete(reader);
+  /** @internal A waiting stream gone, or its message whole before room was found. */
+  dequeue(waiter: Waiter): void {
+    if (!this.waiting.has(waiter)) return;
+    this.forget(waiter);
+    // Those behind it may go now.
+    this.admitWaiting();
+  }
+
+  private forget(waiter: Waiter): void {
+    this.waiting.delete(waiter);
+    const onConnection = this.waitingByConnection.get(waiter.connection)! - 1;
+    if (onConnection === 0) this.waitingByConnection.delete(waiter.connection);
+    else this.waitingByConnection.set(waiter.connection, onConnection);
   }
 }
 
 /** What waits for room: it takes its reservation and goes on (true), or waits on. */
 interface Waiter {
+  readonly connection: object;
+  /** The bytes it waits to reserve. */
+  readonly waitingBytes: number;
   admitIfRoom(): boolean;
 }
 
@@ -146,10 +199,14 @@ export class Reservation implements Waiter {
 
   constructor(
     private readonly budget: RequestBytesBudget,
-    private readonly connection: object,
+    readonly connection: object,
     private readonly bytes: number,
   ) {
     this.admitted = new Promise((resolve) => (this.settle = resolve));
+  }
+
+  get waitingBytes(): number {
+    return this.bytes;
   }
 
   /** @internal */
@@ -202,9 +259,13 @@ class MessageReader implements Waiter {
   constructor(
     private readonly budget: RequestBytesBudget,
     private readonly stream: ServerHttp2Stream,
-    private readonly connection: object,
+    readonly connection: object,
     private readonly singleRequest: boolean,
   ) {}
+
+  get waitingBytes(): number {
+    return this.bodyLength;
+  }
 
   start(): void {
     this.stream.on('data', (chunk: Buffer) => this.read(chunk));
@@ -260,9 +321,10 @@ class MessageReader implements Waiter {
 
   /** The message goes on past this chunk: reserve it, or stop reading until it fits, or reset. */
   private admit(): void {
-    if (this.reserve(this.bodyLength)) {
+    if (this.budget.tryReserveInTurn(this.connection, this.bodyLength)) {
+      this.reserved += this.bodyLength;
       this.admitted = true;
-    } else if (this.budget.enqueue(this)) {
+    } else if (this.budget.enqueue(this, this.bodyLength)) {
       this.isWaiting = true;
       this.stream.pause();
     } else {
