@@ -459,7 +459,7 @@ t.test('a stream\'s message that does not arrive whole waits its turn too; one w
   const large = track(budget, {}, 60); // waits for the member's room
   const stream = new FakeStream();
   budget.watch(stream as unknown as ServerHttp2Stream, false);
-  // A 30-byte message, its first 10 bytes: 30 would fit the member's room (40 left), but the large request came first.
+  // A 30-byte message, its prefix and first 10 bytes: 30 would fit the member's room (40 left), but the large request came first.
   const message = frame(Buffer.alloc(30));
   stream.emit('data', message.subarray(0, 15));
   t.ok(stream.paused, 'the stream stops being read');
@@ -494,11 +494,24 @@ t.test('property: under random arrivals and releases the bounds hold, no request
     const live: Tracked[] = []; // in arrival order, released ones removed
     const heldOn = (c: object): number => live.filter((r) => r.admitted === true && r.connection === c).reduce((n, r) => n + r.bytes, 0);
     for (const step of steps) {
+      const admittedBefore = new Set(live.filter((r) => r.admitted === true));
+      let heldAt = budget.heldBytes; // what the member holds as this step's admissions happen, in arrival order
       if ('reserve' in step) live.push(track(budget, connections[step.reserve]!, step.bytes));
-      else if (live.length > 0) live.splice(step.release % live.length, 1)[0]!.release();
+      else if (live.length > 0) {
+        const gone = live.splice(step.release % live.length, 1)[0]!;
+        if (gone.admitted === true) heldAt -= gone.bytes;
+        gone.release();
+      }
       await Promise.resolve();
       const held = live.filter((r) => r.admitted === true).reduce((n, r) => n + r.bytes, 0);
       if (held !== budget.heldBytes || held > 100 || connections.some((c) => heldOn(c) > 60)) return false;
+      // Each admitted in this step went while no earlier one first in line on its connection lacked the member's room.
+      const firstInLine = connections.map((c) => live.find((r) => r.admitted === undefined && r.connection === c));
+      for (const [i, r] of live.entries()) {
+        if (r.admitted !== true || admittedBefore.has(r)) continue;
+        if (firstInLine.some((w) => w !== undefined && live.indexOf(w) < i && heldAt + w.bytes > 100)) return false;
+        heldAt += r.bytes;
+      }
       // Walk the waiting ones in arrival order as the rule says: none may have been able to go.
       const passedOver = new Set<object>();
       for (const r of live) {

@@ -24,8 +24,8 @@
  * Room goes in arrival order, so that a large message cannot be passed for ever by a run of small
  * ones: a message waiting for the member's room holds back every later one, a message waiting
  * only for its connection's room holds back the later ones on that connection (another
- * connection's are not held up by it). A message whole in the chunk that holds its prefix is
- * not held back: its bytes are already in.
+ * connection's are not held up by it, until the member's room would not hold it either). A
+ * message whole in the chunk that holds its prefix is not held back: its bytes are already in.
  */
 import { constants, type ServerHttp2Stream } from 'node:http2';
 import { GRPC_MESSAGE_PREFIX_BYTES } from './eager-send.js';
@@ -53,8 +53,6 @@ export class RequestBytesBudget {
   /** In arrival order: room goes to them in that order (see the module's comment). */
   private readonly waiting = new Set<Waiter>();
   private readonly waitingByConnection = new Map<object, number>();
-  /** A waiting message needs more than the member's room left: later ones wait behind it. */
-  private memberFull = false;
   private readonly limits: RequestBytesLimits;
   /** Streams reset (and gateway requests refused) for want of room: `waitingStreams` already waiting, or a whole single request that did not fit. */
   refusedStreams = 0;
@@ -104,7 +102,7 @@ export class RequestBytesBudget {
   reserve(connection: object, bytes: number): Reservation {
     const r = new Reservation(this, connection, bytes);
     if (this.tryReserveInTurn(connection, bytes)) r.admit();
-    else if (!this.enqueue(r, bytes)) r.refuse();
+    else if (!this.enqueue(r)) r.refuse();
     return r;
   }
 
@@ -119,7 +117,7 @@ export class RequestBytesBudget {
 
   /** @internal Reserves `bytes` for a new message if they fit and no earlier message waits ahead of it. */
   tryReserveInTurn(connection: object, bytes: number): boolean {
-    if (this.memberFull || this.waitingByConnection.has(connection)) return false;
+    if (this.waiting.size > 0 && (this.waitingByConnection.has(connection) || this.held + this.largestFirstInLine() > this.limits.memberBytes)) return false;
     return this.tryReserve(connection, bytes);
   }
 
@@ -133,37 +131,48 @@ export class RequestBytesBudget {
   }
 
   /**
-   * Gives room to the waiting messages in arrival order: one that does not fit the member's room
-   * stops the pass; one that does not fit its connection's room is passed over, and so are the
-   * later ones on its connection.
+   * Gives room to the waiting messages in arrival order. Only the first waiting on its connection
+   * can go; one of those that lacks the member's room stops the pass (later ones wait behind it),
+   * one that lacks only its connection's room is passed over until the member's room would not
+   * hold it either.
    */
   private admitWaiting(): void {
-    this.memberFull = false;
     let passedOver: Set<object> | undefined;
+    let largestPassedOver = 0;
     for (const waiter of this.waiting) {
       if (passedOver?.has(waiter.connection)) continue;
+      if (this.held + largestPassedOver > this.limits.memberBytes) return;
       if (waiter.admitIfRoom()) {
         this.forget(waiter);
       } else if (this.held + waiter.waitingBytes > this.limits.memberBytes) {
-        this.memberFull = true;
         return;
       } else {
         (passedOver ??= new Set()).add(waiter.connection);
+        largestPassedOver = Math.max(largestPassedOver, waiter.waitingBytes);
       }
     }
   }
 
+  /** The largest message among those first in line on their connection (which lacks the member's room first). */
+  private largestFirstInLine(): number {
+    let largest = 0;
+    const seen = new Set<object>();
+    for (const waiter of this.waiting) {
+      if (seen.has(waiter.connection)) continue;
+      seen.add(waiter.connection);
+      largest = Math.max(largest, waiter.waitingBytes);
+    }
+    return largest;
+  }
+
   /** @internal A stream stopped until its message fits; false when too many are waiting already. */
-  enqueue(waiter: Waiter, bytes: number): boolean {
+  enqueue(waiter: Waiter): boolean {
     if (this.waiting.size >= this.limits.waitingStreams) {
       this.refusedStreams++;
       return false;
     }
-    const ahead = this.waitingByConnection.get(waiter.connection) ?? 0;
-    // Behind a message of its own connection, it is passed over with that one, whatever its size.
-    if (ahead === 0 && this.held + bytes > this.limits.memberBytes) this.memberFull = true;
     this.waiting.add(waiter);
-    this.waitingByConnection.set(waiter.connection, ahead + 1);
+    this.waitingByConnection.set(waiter.connection, (this.waitingByConnection.get(waiter.connection) ?? 0) + 1);
     return true;
   }
 
@@ -324,7 +333,7 @@ class MessageReader implements Waiter {
     if (this.budget.tryReserveInTurn(this.connection, this.bodyLength)) {
       this.reserved += this.bodyLength;
       this.admitted = true;
-    } else if (this.budget.enqueue(this, this.bodyLength)) {
+    } else if (this.budget.enqueue(this)) {
       this.isWaiting = true;
       this.stream.pause();
     } else {
