@@ -13,6 +13,7 @@ import { readFileSync } from 'node:fs';
 import { deflateSync, gzipSync } from 'node:zlib';
 import { connect as netConnect } from 'node:net';
 import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type ServerHttp2Stream } from 'node:http2';
+import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { EtcdGrpcServer, GRPC_OVERHEAD_BYTES } from '../../core/net/etcd/server.js';
 import { RequestBytesBudget } from '../../core/net/etcd/request-bytes.js';
@@ -212,22 +213,53 @@ t.test('compressed requests are refused before they are read (etcd 3.4 installs 
     stream.write(bombs[encoding]);
     return new Promise<string>((resolve) => {
       const timer = setTimeout(() => resolve('no answer'), 3_000);
-      stream.on('response', (h) => {
+      let accepted = '';
+      stream.on('response', (h) => (accepted = String(h['grpc-accept-encoding'])));
+      stream.on('trailers', (h) => {
         clearTimeout(timer);
-        resolve(`${String(h['grpc-status'])} ${decodeURI(String(h['grpc-message']))}`);
+        resolve(`${String(h['grpc-status'])} ${decodeURI(String(h['grpc-message']))} (accepts ${accepted})`);
       });
     });
   });
   const outcomes = await Promise.all(answers);
   const grown = (process.memoryUsage().arrayBuffers - before) / 2 ** 20;
   t.same(
-    outcomes.filter((o) => !/^12 grpc: Decompressor is not installed for grpc-encoding "(gzip|deflate)"$/.test(o)),
+    outcomes.filter((o) => !/^12 grpc: Decompressor is not installed for grpc-encoding "(gzip|deflate)" \(accepts identity\)$/.test(o)),
     [],
-    'each answered UNIMPLEMENTED at once, with etcd\'s text, though its client has not half-closed',
+    'each answered UNIMPLEMENTED at once, with etcd\'s text and the encodings taken, though its client has not half-closed',
   );
   t.ok(grown < 20, `${grown.toFixed(0)} MiB of buffers grown for 60 messages that inflate to ${((60 * MAX_REQUEST_BYTES) / 2 ** 20).toFixed(0)} MiB`);
   t.equal(server.requestBytes!.heldBytes, 0);
 });
+
+for (const directUnary of [true, false]) {
+  t.test(`${directUnary ? 'direct path' : 'grpc-js path'}: responses advertise only the encodings taken; a grpc-js client set to gzip is refused once, then sends uncompressed`, async (t) => {
+    const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, limits, directUnary });
+    t.teardown(() => server.close());
+    const session = connect(`http://127.0.0.1:${server.port}`);
+    t.teardown(() => session.destroy());
+    // A put answered on this path: only identity is advertised.
+    const stream = session.request({ ':method': 'POST', ':path': PUT, 'content-type': 'application/grpc', te: 'trailers' });
+    stream.end(putFrame('a', 1));
+    stream.resume();
+    const headers = await new Promise<Record<string, unknown>>((resolve) => stream.once('response', resolve));
+    t.equal(headers['grpc-accept-encoding'], 'identity', 'grpc-accept-encoding');
+    const pkg = grpc.loadPackageDefinition(def) as unknown as { etcdserverpb: Record<string, grpc.ServiceClientConstructor> };
+    const kv = new pkg.etcdserverpb.KV!(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure(), { 'grpc.default_compression_algorithm': 2 });
+    const maintenance = new pkg.etcdserverpb.Maintenance!(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure(), { 'grpc.default_compression_algorithm': 2 });
+    t.teardown(() => {
+      kv.close();
+      maintenance.close();
+    });
+    const call = (client: grpc.Client, method: string, request: object): Promise<string> =>
+      new Promise((resolve) => (client as unknown as Record<string, (r: object, cb: (e: grpc.ServiceError | null) => void) => void>)[method]!(request, (e) => resolve(e === null ? 'OK' : `${e.code} ${e.details}`)));
+    for (const [client, method, request] of [[kv, 'Put', { key: Buffer.from('k'), value: Buffer.from('v') }], [maintenance, 'Status', {}]] as const) {
+      const first = await call(client, method, request);
+      t.match(first, /^12 grpc: Decompressor is not installed for grpc-encoding "gzip"$/, `${method}: the first call, compressed, refused as etcd refuses it`);
+      t.same([await call(client, method, request), await call(client, method, request)], ['OK', 'OK'], `${method}: the later ones sent uncompressed and answered (etcd 3.4 refuses them all)`);
+    }
+  });
+}
 
 /** A small seeded generator (mulberry32): the same workload for the same seed. */
 function seeded(seed: number): () => number {

@@ -26,6 +26,7 @@ import type { Http2Server, IncomingHttpHeaders, ServerHttp2Stream } from 'node:h
 import { TLSSocket, type PeerCertificate } from 'node:tls';
 import { GRPC_MESSAGE_PREFIX_BYTES } from './eager-send.js';
 import { UnaryTrailers } from './http2-trailers.js';
+import { ACCEPTED_REQUEST_ENCODINGS } from './request-encoding.js';
 
 /** A gRPC status to end a call with (grpc-js's ServerErrorResponse has these two). */
 export interface DirectStatus {
@@ -49,11 +50,11 @@ const UNIMPLEMENTED = 12;
 const RESOURCE_EXHAUSTED = 8;
 const DEADLINE_EXCEEDED = 4;
 
-/** grpc-js's response headers and trailers (server-interceptors.ts), kept identical on the wire. */
+/** grpc-js's response headers and trailers (server-interceptors.ts), kept identical on the wire (the accepted encodings as on grpc-js's path: request-encoding.ts). */
 const RESPONSE_HEADERS = {
   ':status': 200,
   'content-type': 'application/grpc+proto',
-  'grpc-accept-encoding': 'identity,deflate,gzip',
+  'grpc-accept-encoding': ACCEPTED_REQUEST_ENCODINGS,
   'grpc-encoding': 'identity',
 };
 const END_STREAM = { endStream: true };

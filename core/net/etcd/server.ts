@@ -25,7 +25,7 @@ import type { PeerCertificate, TlsOptions } from 'node:tls';
 import { EagerFrames, EagerMessage, eagerSendInterceptor } from './eager-send.js';
 import { learnerServesUnary } from './learner-rpcs.js';
 import { DirectCall, clampGrpcTimeout, directMethod, hookGrpcStreams, type DirectMethod } from './direct-unary.js';
-import { compressionRefusal, refuseCompressed } from './request-encoding.js';
+import { advertiseAcceptedEncodings, compressionRefusal, refuseCompressed } from './request-encoding.js';
 import { MAX_HELD_REQUEST_BYTES, MAX_HELD_REQUEST_BYTES_PER_CONNECTION, MAX_WAITING_REQUEST_STREAMS, RequestBytesBudget } from './request-bytes.js';
 import { MAX_REQUEST_BYTES } from '../../kv/limits.js';
 import { watchRangeRefusal } from '../../kv/watch.js';
@@ -352,6 +352,7 @@ export class EtcdGrpcServer {
       const method = directMethod(headers, route);
       if (method === undefined) {
         clampGrpcTimeout(headers);
+        advertiseAcceptedEncodings(stream);
         grpcHandler(stream, headers, flags);
       }
       else new DirectCall(stream, headers, method, maxMessageBytes).start();
