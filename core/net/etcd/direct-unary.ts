@@ -337,7 +337,13 @@ export function hookGrpcStreams(server: grpc.Server, dispatch: (stream: ServerHt
   const listener = listeners[0] as GrpcStreamHandler;
   const grpcHandler: GrpcStreamHandler = (stream, headers, flags) => listener.call(h2, stream, headers, flags);
   h2.removeListener('stream', listener);
-  h2.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => dispatch(stream, headers, flags, grpcHandler));
+  h2.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => {
+    // node:http2 emits a stream a tick after its headers: one its client reset in the same read
+    // is closed by then. Nothing is owed to it, and answering would throw (respond() on a closed
+    // stream; grpc-js's own answer to an unknown method did, and the process exited).
+    if (stream.closed || stream.destroyed) return void stream.destroy();
+    dispatch(stream, headers, flags, grpcHandler);
+  });
   return true;
 }
 

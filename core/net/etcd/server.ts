@@ -22,9 +22,10 @@ import type { ConnectionCap } from '../connection-cap.js';
 import { GATEWAY_HEADERS_TIMEOUT_MS, JsonGateway } from './json-gateway.js';
 import { certificateUser, serverTlsOptions, tlsSource, type ClientTls, type ClientTlsSource } from './client-tls.js';
 import type { PeerCertificate, TlsOptions } from 'node:tls';
+import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { EagerFrames, EagerMessage, eagerSendInterceptor } from './eager-send.js';
 import { learnerServesUnary } from './learner-rpcs.js';
-import { DirectCall, clampGrpcTimeout, directMethod, hookGrpcStreams, type DirectMethod } from './direct-unary.js';
+import { DirectCall, clampGrpcTimeout, directMethod, hookGrpcStreams, type DirectMethod, type GrpcStreamHandler } from './direct-unary.js';
 import { advertiseAcceptedEncodings, compressionRefusal, refuseCompressed } from './request-encoding.js';
 import { MAX_HELD_REQUEST_BYTES, MAX_HELD_REQUEST_BYTES_PER_CONNECTION, MAX_WAITING_REQUEST_STREAMS, RequestBytesBudget } from './request-bytes.js';
 import { MAX_REQUEST_BYTES } from '../../kv/limits.js';
@@ -344,7 +345,7 @@ export class EtcdGrpcServer {
       maxMessageBytes,
       maxGatewayBodyBytes,
     ));
-    const hooked = hookGrpcStreams(server, (stream, headers, flags, grpcHandler) => {
+    const dispatch = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, grpcHandler: GrpcStreamHandler): void => {
       // Before any byte is read: grpc-js would inflate it unbounded by `budget` (request-encoding.ts).
       const refusal = compressionRefusal(headers);
       if (refusal !== undefined) return refuseCompressed(stream, refusal);
@@ -356,6 +357,15 @@ export class EtcdGrpcServer {
         grpcHandler(stream, headers, flags);
       }
       else new DirectCall(stream, headers, method, maxMessageBytes).start();
+    };
+    const hooked = hookGrpcStreams(server, (stream, headers, flags, grpcHandler) => {
+      try {
+        dispatch(stream, headers, flags, grpcHandler);
+      } catch (err) {
+        // Whatever a client sent, a throw here must not end the process: the stream goes, the member serves on.
+        opts.onInternalError?.(err, 'dispatch');
+        stream.destroy();
+      }
     });
     if (!hooked) {
       opts.onInternalError?.(new Error("grpc-js's HTTP/2 server was not found: unary calls take grpc-js's path, request bytes are not bounded"), 'direct-unary');
