@@ -341,7 +341,11 @@ export function hookGrpcStreams(server: grpc.Server, dispatch: (stream: ServerHt
     // node:http2 emits a stream a tick after its headers: one its client reset in the same read
     // is closed by then. Nothing is owed to it, and answering would throw (respond() on a closed
     // stream; grpc-js's own answer to an unknown method did, and the process exited).
-    if (stream.closed || stream.destroyed) return void stream.destroy();
+    if (stream.closed || stream.destroyed) {
+      // A reset with an error code is emitted as an 'error' a tick later: with no listener, it would end the process.
+      stream.on('error', () => undefined);
+      return void stream.destroy();
+    }
     dispatch(stream, headers, flags, grpcHandler);
   });
   return true;
