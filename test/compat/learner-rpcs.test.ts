@@ -4,13 +4,18 @@
  * paths) sent once to the learner of a voter + learner etcd and of a voter + learner picloud.
  * etcd 3.4 serves a learner's Status and serializable Ranges and refuses everything else with
  * UNAVAILABLE "etcdserver: rpc not supported for learner" (so clientv3 moves to another
- * endpoint); the table of outcomes must be that one on etcd and the same on picloud. Then the
- * learner is promoted, and must serve what it refused (reads, writes, watches) at once.
+ * endpoint); the table of outcomes must be that one on etcd and the same on picloud. Clients
+ * nobody here wrote must then fare on picloud's learner as on etcd's: the npm etcd3 client (on
+ * the learner alone, and on the learner and the voter, where its pool moves refused calls on)
+ * and Debian's python3-etcd3. Then the learner is promoted, and must serve what it refused
+ * (reads, writes, watches) at once.
  */
 import t from 'tap';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { existsSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { Etcd3 } from 'etcd3';
 import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
 import { ETCD_BIN } from '../../bench/kv/clusters.js';
 import { etcdctlAsync, hasEtcdctl } from '../helpers/agents.js';
@@ -163,6 +168,63 @@ async function learnerTable(side: WithLearner, rows: typeof TABLE): Promise<Reco
   }
 }
 
+/**
+ * What clients nobody here wrote make of a learner: the npm etcd3 client against the learner
+ * alone (each call's outcome: its error class and message, or what it read) and against the
+ * learner and the voter (its pool moves a refused call to another host), and Debian's
+ * python3-etcd3 (gRPC C-core) against the learner alone. Keys under `prefix`.
+ */
+async function clientsOnLearner(side: WithLearner, prefix: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  const caught = (p: Promise<unknown>): Promise<string> => p.then((v) => `ok ${JSON.stringify(v)}`, (e: Error) => `${e.constructor.name}: ${e.message}`);
+  // A client per call: the pool's circuit breaker would otherwise answer the later calls itself.
+  const onLearner = async (call: (c: Etcd3) => Promise<unknown>): Promise<string> => {
+    const c = new Etcd3({ hosts: [side.learner] });
+    try {
+      return await caught(call(c));
+    } finally {
+      c.close();
+    }
+  };
+  out['etcd3, learner alone: put'] = await onLearner((c) => c.put(`${prefix}a`).value('1').exec());
+  out['etcd3, learner alone: get'] = await onLearner((c) => c.get(`${prefix}a`).string());
+  out['etcd3, learner alone: serializable get'] = await onLearner((c) => c.get(`${prefix}a`).serializable(true).string());
+  // The learner and the voter, the client's own retries and breaker: a refusal the pool treats
+  // as a host's failure moves the call on to the voter.
+  const both = new Etcd3({ hosts: [side.learner, side.voter] });
+  try {
+    const puts = await Promise.all(Array.from({ length: 6 }, (_, i) => caught(both.put(`${prefix}b${i}`).value('1').then(() => 'put'))));
+    out['etcd3, learner and voter: six puts'] = [...new Set(puts)].join(' | ');
+  } finally {
+    both.close();
+  }
+  if (PYTHON !== undefined) {
+    const [host, port] = side.learner.split(':');
+    const py = spawnSync(PYTHON, ['-c', PYTHON_ON_LEARNER, host!, port!, prefix], { encoding: 'utf8', timeout: 30_000 });
+    out['python3-etcd3, learner alone'] = py.status === 0 ? py.stdout.trim() : `exit ${py.status ?? py.signal}: ${py.stderr.slice(-500)}`;
+  }
+  return out;
+}
+
+/** python3-etcd3 on a learner: a put, a default get, a serializable get, a status; each outcome. */
+const PYTHON_ON_LEARNER = `
+import sys, etcd3
+c = etcd3.client(host=sys.argv[1], port=int(sys.argv[2]), timeout=5)
+def run(name, f):
+    try:
+        r = f()
+        print(name, 'ok', r)
+    except Exception as e:
+        print(name, type(e).__name__, str(e).strip())
+run('put', lambda: c.put(sys.argv[3] + 'p', 'v') is not None)
+run('get', lambda: c.get(sys.argv[3] + 'p')[0])
+run('serializable get', lambda: c.get(sys.argv[3] + 'p', serializable=True)[0])
+run('status', lambda: c.status().raft_term > 0)
+`;
+
+/** The first python3 with Debian's python3-etcd3 (test/compat/python-clients.test.ts looks the same way). */
+const PYTHON = ['python3', '/usr/bin/python3'].find((py) => spawnSync(py, ['-c', 'import etcd3'], { stdio: 'ignore' }).status === 0);
+
 /** Promotes the learner through its voter, once the leader takes it as caught up. */
 async function promote(side: WithLearner): Promise<void> {
   const r = await until(`${side.system}: learner promoted`, async () => {
@@ -181,6 +243,12 @@ t.test("a learner answers its clients as etcd 3.4's does, and a promoted one ser
   t.same(etcdSeen, expected, "etcd 3.4's learner answers as measured");
   for (const [name] of TABLE) t.equal(picloudSeen[name], etcdSeen[name], `picloud's learner: ${name}`);
   for (const [name, want] of PICLOUD_ONLY) t.equal(picloudSeen[name], want, `picloud's learner: ${name} (not in etcd 3.4)`);
+  const [etcdClients, picloudClients] = await Promise.all([clientsOnLearner(etcd, 'clients/'), clientsOnLearner(picloud, 'clients/')]);
+  t.match(etcdClients['etcd3, learner alone: put'], /not supported for learner/, "npm etcd3: a put on etcd's learner alone is refused");
+  t.equal(etcdClients['etcd3, learner and voter: six puts'], 'ok "put"', "npm etcd3 with etcd's learner and voter: every put served");
+  if (PYTHON !== undefined) t.match(etcdClients['python3-etcd3, learner alone'], /^put \w+.*\nget .*\nserializable get ok None\nstatus .+$/, "python3-etcd3 ran each call on etcd's learner (a serializable get served)");
+  t.comment(`what the clients saw on etcd's learner: ${JSON.stringify(etcdClients, null, 1)}`);
+  for (const name of Object.keys(etcdClients)) t.equal(picloudClients[name], etcdClients[name], `${name}: as with etcd 3.4's learner`);
 
   await Promise.all([promote(etcd), promote(picloud)]);
   for (const side of [etcd, picloud]) {
