@@ -21,6 +21,7 @@ import { ETCD_BIN } from '../../bench/kv/clusters.js';
 import { etcdctlAsync, hasEtcdctl } from '../helpers/agents.js';
 import { etcdAndPicloudLearners, type WithLearner } from '../helpers/learners.js';
 import { until } from '../helpers/wait.js';
+import { findPython } from '../helpers/python.js';
 
 const CALL_DEADLINE_MS = 5_000;
 /** How long a promoted learner may take to apply its promotion and serve. */
@@ -222,8 +223,7 @@ run('serializable get', lambda: c.get(sys.argv[3] + 'p', serializable=True)[0])
 run('status', lambda: c.status().raft_term > 0)
 `;
 
-/** The first python3 with Debian's python3-etcd3 (test/compat/python-clients.test.ts looks the same way). */
-const PYTHON = ['python3', '/usr/bin/python3'].find((py) => spawnSync(py, ['-c', 'import etcd3'], { stdio: 'ignore' }).status === 0);
+const PYTHON = findPython('etcd3');
 
 /** Promotes the learner through its voter, once the leader takes it as caught up. */
 async function promote(side: WithLearner): Promise<void> {

@@ -10,10 +10,11 @@
  * three with every request sent to a follower (the other lock holder is on the leader).
  */
 import t, { type Test } from 'tap';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ETCD_BIN, type BenchCluster } from '../../bench/kv/clusters.js';
+import { findPython } from '../helpers/python.js';
 import { etcdAndPicloud } from '../helpers/etcd-ops.js';
 
 const SCRIPT = join(process.cwd(), 'test/compat/fixtures/python-etcd-clients.py');
@@ -25,12 +26,7 @@ const STEPS: Record<Mode, number> = { etcd3: 66, etcd3gw: 60 };
 type Mode = 'etcd3' | 'etcd3gw';
 type Line = Record<string, unknown> & { step: string };
 
-/** The first python3 that imports both modules: a python3 of one's own (pyenv) may come first on PATH without Debian's. */
-function findPython(): string | undefined {
-  return ['python3', '/usr/bin/python3'].find((py) => spawnSync(py, ['-c', 'import etcd3, etcd3gw'], { stdio: 'ignore' }).status === 0);
-}
-
-const PYTHON = findPython();
+const PYTHON = findPython('etcd3', 'etcd3gw');
 const unavailable = !existsSync(ETCD_BIN)
   ? 'etcd not installed (apt-get install etcd-server)'
   : PYTHON === undefined

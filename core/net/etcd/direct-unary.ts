@@ -341,14 +341,19 @@ export function hookGrpcStreams(server: grpc.Server, dispatch: (stream: ServerHt
     // node:http2 emits a stream a tick after its headers: one its client reset in the same read
     // is closed by then. Nothing is owed to it, and answering would throw (respond() on a closed
     // stream; grpc-js's own answer to an unknown method did, and the process exited).
-    if (stream.closed || stream.destroyed) {
-      // A reset with an error code is emitted as an 'error' a tick later: with no listener, it would end the process.
-      stream.on('error', () => undefined);
-      return void stream.destroy();
-    }
+    if (stream.closed || stream.destroyed) return dropStream(stream);
     dispatch(stream, headers, flags, grpcHandler);
   });
   return true;
+}
+
+/**
+ * Ends a stream nothing more is owed to. A reset with an error code is emitted as an 'error' a
+ * tick later: with no listener, it would end the process.
+ */
+export function dropStream(stream: ServerHttp2Stream): void {
+  stream.on('error', () => undefined);
+  stream.destroy();
 }
 
 /** The method a stream calls, when this path takes it on: a gRPC content type and no compression. */

@@ -25,7 +25,7 @@ import type { PeerCertificate, TlsOptions } from 'node:tls';
 import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { EagerFrames, EagerMessage, eagerSendInterceptor } from './eager-send.js';
 import { learnerServesUnary } from './learner-rpcs.js';
-import { DirectCall, clampGrpcTimeout, directMethod, hookGrpcStreams, type DirectMethod, type GrpcStreamHandler } from './direct-unary.js';
+import { DirectCall, clampGrpcTimeout, directMethod, dropStream, hookGrpcStreams, type DirectMethod, type GrpcStreamHandler } from './direct-unary.js';
 import { advertiseAcceptedEncodings, compressionRefusal, refuseCompressed } from './request-encoding.js';
 import { MAX_HELD_REQUEST_BYTES, MAX_HELD_REQUEST_BYTES_PER_CONNECTION, MAX_WAITING_REQUEST_STREAMS, RequestBytesBudget } from './request-bytes.js';
 import { MAX_REQUEST_BYTES } from '../../kv/limits.js';
@@ -364,7 +364,7 @@ export class EtcdGrpcServer {
       } catch (err) {
         // Whatever a client sent, a throw here must not end the process: the stream goes, the member serves on.
         opts.onInternalError?.(err, 'dispatch');
-        stream.destroy();
+        dropStream(stream);
       }
     });
     if (!hooked) {
