@@ -7,11 +7,10 @@
  * picloud-node snapshot restore FILE --data-dir DIR         (the restored data founds a new cluster)
  */
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import { createWriteStream } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../../core/net/proto-files.js';
+import { etcdPackageDefinition } from '../../core/net/etcd/grpc-definitions.js';
 import { readSnapshotFile } from '../../core/net/etcd/snapshot-file.js';
 import { restoreSnapshotFile } from '../../core/api/snapshot-restore.js';
 import { ConfigError, readFlagFile } from '../config.js';
@@ -46,8 +45,7 @@ function authenticate(pkg: any, endpoint: Endpoint, who: Credentials): Promise<s
 }
 
 async function save(file: string, endpoint: Endpoint, who: Credentials | undefined): Promise<void> {
-  const def = protoLoader.loadSync(ETCD_RPC_PROTO, { includeDirs: [ETCD_PROTO_DIR], longs: String, enums: String, defaults: true });
-  const pkg = (grpc.loadPackageDefinition(def) as any).etcdserverpb;
+  const pkg = (grpc.loadPackageDefinition(etcdPackageDefinition()) as any).etcdserverpb;
   const metadata = new grpc.Metadata();
   if (who !== undefined) metadata.set('token', await authenticate(pkg, endpoint, who));
   const client = new pkg.Maintenance(endpoint.hostPort, endpoint.credentials) as grpc.Client & {

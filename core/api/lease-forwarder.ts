@@ -7,8 +7,7 @@
  * so the leader checks them as the client's.
  */
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../net/proto-files.js';
+import { etcdPackageDefinition } from '../net/etcd/grpc-definitions.js';
 import { dialTarget, memberDialCredentials, type ClientTls, type ClientTlsSource } from '../net/etcd/client-tls.js';
 import { pinnedCert, pinnedDialCredentials } from '../net/etcd/member-cert.js';
 
@@ -48,8 +47,7 @@ let ctors: ClientCtors | undefined;
 
 function clientCtors(): ClientCtors {
   if (ctors) return ctors;
-  const def = protoLoader.loadSync(ETCD_RPC_PROTO, { includeDirs: [ETCD_PROTO_DIR], longs: String, enums: String, defaults: true });
-  const pkg = grpc.loadPackageDefinition(def) as unknown as { etcdserverpb: ClientCtors };
+  const pkg = grpc.loadPackageDefinition(etcdPackageDefinition()) as unknown as { etcdserverpb: ClientCtors };
   ctors = { Lease: pkg.etcdserverpb.Lease, Cluster: pkg.etcdserverpb.Cluster };
   return ctors;
 }

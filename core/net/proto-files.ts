@@ -56,7 +56,7 @@ export function etcdProtoRoot(keepCase = false): protobuf.Root {
   return root;
 }
 
-/** An etcd API message type, for encoders that bypass proto-loader's object mapping. */
+/** An etcd API message type, for encoders that bypass the generic object mapping. */
 export function etcdType(name: string): protobuf.Type {
   return etcdProtoRoot().lookupType(name);
 }

@@ -1,5 +1,5 @@
 /**
- * Between the objects @grpc/proto-loader decodes (camelCase fields, int64 as decimal strings,
+ * Between the objects the gRPC layer decodes (grpc-definitions.ts: camelCase fields, int64 as decimal strings,
  * enums as names) and the EtcdBackend types: checks every request the way etcd's API layer
  * does (empty key, value/lease given with ignore_*, too many txn ops), clamps int64s to safe
  * numbers, and builds etcd-shaped responses. Throws only EtcdError.
@@ -47,7 +47,7 @@ function invalid(what: string): EtcdError {
   return new EtcdError('INVALID_ARGUMENT', what);
 }
 
-/** Decimal text of an int64 as proto-loader gives it (string; number or Long with other options). */
+/** Decimal text of an int64 as the gRPC layer gives it (string; a number or Long from other decoders). */
 function int64Text(v: unknown): string | undefined {
   if (typeof v === 'string') return v;
   if (typeof v === 'number' || typeof v === 'bigint') return Number.isFinite(Number(v)) ? String(v) : undefined;
@@ -61,7 +61,7 @@ function int64Text(v: unknown): string | undefined {
   return undefined;
 }
 
-/** An int64 from proto-loader, clamped to ±(2^53-1); anything unreadable is 0. */
+/** An int64 from a decoded request, clamped to ±(2^53-1); anything unreadable is 0. */
 export function int64(v: unknown): number {
   const text = int64Text(v);
   if (text === undefined) return 0;
@@ -266,7 +266,7 @@ export function stringList(v: unknown): string[] {
   return list(v).filter((s): s is string => typeof s === 'string');
 }
 
-// ------------------------------------------------------------------ responses (proto-loader shape)
+// ------------------------------------------------------------ responses (grpc-definitions.ts shape)
 
 export function header(h: ResponseHeader): Obj {
   return { clusterId: h.clusterId, memberId: h.memberId, revision: h.revision, raftTerm: h.raftTerm };

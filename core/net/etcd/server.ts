@@ -10,8 +10,7 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-import { ETCD_PROTO_DIR, ETCD_RPC_PROTO } from '../proto-files.js';
+import { ETCD_SERVICE_NAMES, etcdService, type EtcdServiceDefinition, type EtcdServiceName } from './grpc-definitions.js';
 import * as cv from './convert.js';
 import { EtcdError, isEtcdError, watchRefusalReason } from './errors.js';
 import type { CallContext, EtcdAuthBackend, EtcdBackend, LeaseKeepAliveResponse, ResponseHeader, WatchEvent, WatchHandle, WatchSink } from './service.js';
@@ -155,40 +154,38 @@ const NO_REQUEST = (): Uint8Array => new Uint8Array(0);
 /** Requests of a gateway stream's body read in one turn (~a DATA frame of small gRPC requests). */
 const GATEWAY_FEED_BATCH = 512;
 
-let packageDefinition: protoLoader.PackageDefinition | undefined;
+let serverServices: Map<string, EtcdServiceDefinition> | undefined;
 
-/** The etcd services, with each request's encoded size recorded on the decoded object. */
-function etcdPackage(): protoLoader.PackageDefinition {
-  if (packageDefinition !== undefined) return packageDefinition;
-  const def = protoLoader.loadSync(ETCD_RPC_PROTO, {
-    includeDirs: [ETCD_PROTO_DIR],
-    keepCase: false,
-    longs: String,
-    enums: String,
-    defaults: true,
-    oneofs: true,
-  });
-  for (const name of ['KV', 'Watch', 'Lease', 'Cluster', 'Maintenance', 'Auth']) {
-    const service = def[`etcdserverpb.${name}`] as protoLoader.ServiceDefinition;
-    for (const method of Object.values(service)) {
-      const decode = method.requestDeserialize;
-      method.requestDeserialize = (buf: Buffer) => {
-        const o = decode(buf) as Obj;
-        Object.defineProperty(o, REQUEST_BYTES, { value: buf.length });
-        return o;
+/**
+ * The etcd services as this server serves them: each request's encoded size recorded on the
+ * decoded object, and Watch responses that arrive already encoded (watch-encoding.ts) sent as
+ * they are. Copies: the shared definitions (grpc-definitions.ts) stay as a client needs them.
+ */
+function etcdServices(): Map<string, EtcdServiceDefinition> {
+  if (serverServices !== undefined) return serverServices;
+  serverServices = new Map();
+  for (const name of ETCD_SERVICE_NAMES) {
+    const def: EtcdServiceDefinition = {};
+    for (const [method, shared] of Object.entries(etcdService(name))) {
+      const decode = shared.requestDeserialize;
+      const encode = shared.responseSerialize;
+      def[method] = {
+        ...shared,
+        requestDeserialize: (buf: Buffer) => {
+          const o = decode(buf) as Obj;
+          Object.defineProperty(o, REQUEST_BYTES, { value: buf.length });
+          return o;
+        },
+        ...(name === 'Watch' ? { responseSerialize: (v: object) => (Buffer.isBuffer(v) ? v : encode(v)) } : {}),
       };
     }
+    serverServices.set(name, def);
   }
-  // Watch responses with events arrive already encoded (watch-encoding.ts); the rest are objects.
-  const watch = (def['etcdserverpb.Watch'] as protoLoader.ServiceDefinition).Watch!;
-  const encode = watch.responseSerialize;
-  watch.responseSerialize = (v: unknown) => (Buffer.isBuffer(v) ? v : encode(v as object));
-  packageDefinition = def;
-  return def;
+  return serverServices;
 }
 
-function service(name: string): grpc.ServiceDefinition {
-  return etcdPackage()[`etcdserverpb.${name}`] as unknown as grpc.ServiceDefinition;
+function service(name: EtcdServiceName): grpc.ServiceDefinition {
+  return etcdServices().get(name)! as grpc.ServiceDefinition;
 }
 
 /** The TLS server's options for each new connection: new ones only when the source's TLS changed. */
@@ -487,18 +484,16 @@ export class EtcdGrpcServer {
   /** Paths of the methods whose request is one message (unary and server-streaming): held until the half-close. */
   private static singleRequestPaths(): Set<string> {
     const paths = new Set<string>();
-    for (const [name, def] of Object.entries(etcdPackage())) {
-      if (!name.startsWith('etcdserverpb.')) continue;
-      for (const d of Object.values(def as protoLoader.ServiceDefinition)) if (!d.requestStream) paths.add(d.path);
+    for (const def of etcdServices().values()) {
+      for (const d of Object.values(def)) if (!d.requestStream) paths.add(d.path);
     }
     return paths;
   }
 
   private directMethods(): Map<string, DirectMethod> {
     const methods = new Map<string, DirectMethod>();
-    for (const [name, def] of Object.entries(etcdPackage())) {
-      if (!name.startsWith('etcdserverpb.')) continue;
-      for (const [method, d] of Object.entries(def as protoLoader.ServiceDefinition)) {
+    for (const def of etcdServices().values()) {
+      for (const [method, d] of Object.entries(def)) {
         const m = this.unaryMethods.get(method);
         if (m === undefined || d.requestStream || d.responseStream) continue;
         methods.set(d.path, {
@@ -556,7 +551,7 @@ export class EtcdGrpcServer {
    * Rejects with the gRPC status the call would have ended with.
    */
   async invokeUnary(service: string, method: string, request: Uint8Array, who: GatewayCaller): Promise<Buffer> {
-    const def = (etcdPackage()[`etcdserverpb.${service}`] as protoLoader.ServiceDefinition | undefined)?.[method];
+    const def = etcdServices().get(service)?.[method];
     const m = this.unaryMethods.get(method);
     if (def === undefined || m === undefined) throw this.toStatus(new EtcdError('UNSUPPORTED', `${service}.${method}`), method);
     let resp: Obj;
@@ -589,7 +584,7 @@ export class EtcdGrpcServer {
       return { request: () => undefined, endRequests: () => undefined, drained: () => undefined, close: () => undefined };
     }
     const service = method === 'Watch' ? 'Watch' : 'Lease';
-    const def = (etcdPackage()[`etcdserverpb.${service}`] as protoLoader.ServiceDefinition)[method]!;
+    const def = etcdServices().get(service)![method]!;
     const metadata = new grpc.Metadata();
     if (who.token !== undefined) metadata.set('token', who.token);
     const { certUser } = this.gatewayContext(who);
@@ -986,7 +981,7 @@ const PROGRESS_RETRY_MS = 50;
 /** The largest frames buffer a watch stream keeps between writes (a bigger one is left to the GC). */
 const SPARE_FRAMES_MAX_BYTES = 64 * 1024;
 
-/** Responses (objects for proto-loader, or WatchResponse bytes already encoded) go out eagerly. */
+/** Responses (objects to encode, or WatchResponse bytes already encoded) go out eagerly. */
 type WatchCall = grpc.ServerDuplexStream<Obj, EagerMessage | EagerFrames>;
 
 /** What a released batch slot points at until it is reused. */

@@ -1,5 +1,5 @@
 /**
- * Watch responses carrying events, encoded for the wire without proto-loader's per-message
+ * Watch responses carrying events, encoded for the wire without the generic per-message
  * object mapping. With thousands of watchers of one key every watcher's WatchResponse holds
  * the same events under the same header and differs only in watch_id, so each event is
  * encoded once (cached on the store's KeyValue object, which is immutable once an event
