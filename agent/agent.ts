@@ -16,6 +16,7 @@ import { registerRaftMetrics } from './raft-metrics.js';
 import { GossipSubsystem, startGossip } from './gossip-subsystem.js';
 import { formatToken, parseToken } from '../core/net/token.js';
 import { formatHostPort } from '../core/net/address.js';
+import { ThrottledReports } from '../core/net/throttled-reports.js';
 import { AdvertiseError, defaultAdvertiseAddress, isWildcard } from '../core/net/advertise.js';
 
 export interface AgentEnd {
@@ -38,6 +39,8 @@ export interface RunningAgent {
 export const AGENT_VERSION = '0.1.0';
 /** How often gossip's view of the managers is handed to Raft's transport. */
 export const RAFT_PEERS_FROM_GOSSIP_MS = 1_000;
+/** Failed accepts on the http port (out of file descriptors) are logged at most this often. */
+const ACCEPT_ERROR_REPORT_MS = 10_000;
 
 /**
  * Gossip knows where every live manager is now (its address, its peer port and Raft id in its
@@ -264,7 +267,8 @@ export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
         },
       ]);
     }
-    await http.listen(config.bindAddr, config.httpPort, files.http);
+    const acceptErrors = new ThrottledReports(ACCEPT_ERROR_REPORT_MS, (reason) => log.warn({ reason }, 'http port'));
+    await http.listen(config.bindAddr, config.httpPort, files.http, (err) => acceptErrors.add(`accepting a connection: ${err.message}`));
     stops.push(() => http.close());
     log.info({ http: `${config.bindAddr}:${config.httpPort}` }, 'agent started');
   } catch (e) {

@@ -68,12 +68,18 @@ export class AgentHttp {
     this.routes.push(...routes);
   }
 
-  async listen(host: string, port: number, connections?: ConnectionCap): Promise<void> {
-    this.server = createServer((req, res) => void this.handle(req, res));
-    capConnections(this.server, connections);
+  /** `onAcceptError`: a failed accept once listening (out of file descriptors), which must not end the process. */
+  async listen(host: string, port: number, connections?: ConnectionCap, onAcceptError?: (err: Error) => void): Promise<void> {
+    const server = createServer((req, res) => void this.handle(req, res));
+    this.server = server;
+    capConnections(server, connections);
     await new Promise<void>((resolve, reject) => {
-      this.server!.once('error', reject);
-      this.server!.listen(port, host, () => resolve());
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        server.on('error', (err) => onAcceptError?.(err));
+        resolve();
+      });
     });
   }
 

@@ -5,6 +5,7 @@
  * server hands the request to a callback (the agent proposes the Raft conf change) and sends
  * back the new member id and the member list. One request per connection.
  */
+import { ThrottledReports } from './throttled-reports.js';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import type protobuf from 'protobufjs';
 import { parseHostPort, type HostPort } from './address.js';
@@ -206,20 +207,31 @@ export interface JoinServerOptions {
   host?: string;
   handshakeTimeoutMs?: number;
   handlerTimeoutMs?: number;
+  /** Refused joins and failed join handshakes, at most one report per `rejectReportMs`. */
   onReject?: (reason: string, err?: unknown) => void;
+  /** Default JOIN_REJECT_REPORT_MS; 0: every one. */
+  rejectReportMs?: number;
 }
+
+/** Anyone who reaches the port can make a join fail: one report per 10 s, as the peer port's. */
+export const JOIN_REJECT_REPORT_MS = 10_000;
 
 export class JoinServer {
   private readonly sockets = new Set<Socket>();
   /** Open join connections by remote address (MAX_JOIN_CONNECTIONS_PER_ADDRESS). */
   private readonly connectionsByAddress = new Map<string, number>();
   readonly stats = { accepted: 0, rejectedHandshakes: 0, joined: 0, refused: 0 };
+  private readonly rejections: ThrottledReports;
 
   private constructor(
     private readonly server: Server | undefined,
     readonly address: HostPort | undefined,
     private readonly opts: JoinServerOptions,
-  ) {}
+  ) {
+    this.rejections = new ThrottledReports(opts.rejectReportMs ?? JOIN_REJECT_REPORT_MS, (reason, err) => opts.onReject?.(reason, err));
+    // A failed accept (out of file descriptors) must not end the process.
+    server?.on('error', (err) => this.rejections.add(`accepting a join connection: ${err.message}`, err));
+  }
 
   /** A join server with no listener of its own: connections come through handleConnection. */
   static detached(opts: Omit<JoinServerOptions, 'port' | 'host'>): JoinServer {
@@ -301,13 +313,13 @@ export class JoinServer {
           },
           onClose: (err) => {
             clearTimeout(idle);
-            if (err !== undefined) this.opts.onReject?.(`join from ${remoteAddress}: ${err.message}`, err);
+            if (err !== undefined) this.rejections.add(`join from ${remoteAddress}: ${err.message}`, err);
           },
         });
       },
       (err: Error) => {
         this.stats.rejectedHandshakes++;
-        this.opts.onReject?.(`join handshake from ${remoteAddress}: ${err.message}`, err);
+        this.rejections.add(`join handshake from ${remoteAddress}: ${err.message}`, err);
       },
     );
   }

@@ -45,7 +45,8 @@ import { isWildcard } from './advertise.js';
 import { NetError } from './errors.js';
 import { DUPLICATE_LIVE_WINDOW_MS, decodeDuplicateNotice, encodeDuplicateNotice, judgeDuplicate, newInstanceId, type DuplicateNotice, type PeerInstance } from './duplicate-member.js';
 import { MAX_FRAME_BYTES } from './frame.js';
-import { HANDSHAKE_TIMEOUT_MS, Purpose, clientHandshake, serverHandshake } from './handshake.js';
+import { ThrottledReports } from './throttled-reports.js';
+import { HANDSHAKE_TIMEOUT_MS, Purpose, clientHandshake, serverHandshake, type ClientHello } from './handshake.js';
 import { decodeMessageBatch, encodeMessageBatch, estimateMessageBytes, isWireMessageType } from './raft-codec.js';
 import { GCM_TAG_BYTES, MAX_SEALED_PLAINTEXT_BYTES, type SecureChannel } from './secure-channel.js';
 
@@ -567,8 +568,8 @@ export class PeerTransport {
   private readonly inbound = new Set<Socket>();
   /** Inbound connections still in their handshake, by remote address (MAX_HANDSHAKES_PER_ADDRESS). */
   private readonly handshakingByAddress = new Map<string, number>();
-  private handshakeReportedAt = -Infinity;
-  private unreportedHandshakeFailures = 0;
+  /** Failed inbound handshakes (and failed accepts): anyone can cause them. */
+  private readonly handshakeFailures: ThrottledReports;
   /** The authenticated inbound channel of each peer (a newer one replaces an older one) and the process behind it. */
   private readonly inboundByPeer = new Map<NodeId, { channel: SecureChannel; instance: PeerInstance }>();
   private closed = false;
@@ -590,6 +591,7 @@ export class PeerTransport {
     this.startedAt = opts.startedAt ?? performance.now();
     this.random = opts.random ?? Math.random;
     this.limits = { ...DEFAULT_PEER_TRANSPORT_LIMITS, ...opts.limits };
+    this.handshakeFailures = new ThrottledReports(this.limits.handshakeFailureReportMs, (reason, err) => this.onReject?.(reason, err));
   }
 
   /** Starts accepting peer connections. Port 0 picks a free port; the bound address is returned. */
@@ -600,6 +602,9 @@ export class PeerTransport {
       server.once('error', reject);
       server.listen(port, host, () => {
         server.off('error', reject);
+        // A failed accept (out of file descriptors) is an 'error' on the server: without a
+        // listener it would end the process.
+        server.on('error', (err) => this.handshakeFailures.add(`accepting a peer connection: ${err.message}`, err));
         const a = server.address();
         if (a === null || typeof a === 'string') reject(new Error('no address'));
         else resolve({ host: a.address, port: a.port });
@@ -808,72 +813,70 @@ export class PeerTransport {
     }).then(
       ({ channel, hello }) => {
         handshakeOver();
-        if (this.closed || hello.nodeId === 0 || hello.nodeId === this.nodeId) {
-          this.stats_.rejectedHandshakes++;
-          channel.close(new NetError('ERR_INVALID_MESSAGE', `bad node id ${hello.nodeId}`));
-          return;
+        try {
+          this.admitInbound(channel, hello, remote, socket.remoteAddress);
+        } catch (err) {
+          // Nothing a peer sends may end the process (a throw here would be an unhandled rejection).
+          channel.close(err instanceof NetError ? err : new NetError('ERR_INVALID_MESSAGE', `inbound from ${remote}: ${(err as Error).message}`));
+          this.onReject?.(`inbound from ${remote}: admitting the channel failed`, err);
         }
-        const from = hello.nodeId;
-        if (this.isRemoved?.(from) === true) {
-          this.stats_.rejectedHandshakes++;
-          sayAndClose(channel, REMOVED_NOTICE);
-          return;
-        }
-        const now = performance.now();
-        const instance: PeerInstance = { instanceId: hello.instanceId, startedAt: now - hello.uptimeMs, lastFrameAt: now, remote };
-        const holder = this.inboundByPeer.get(from);
-        const verdict = judgeDuplicate(holder?.instance, instance, now, this.limits.duplicateLiveWindowMs);
-        if (verdict === 'refuse-newcomer') {
-          this.stats_.rejectedHandshakes++;
-          this.onReject?.(`peer ${from} dialed from ${remote} as another process than the one connected from ${holder!.instance.remote}, and started later: told to stop`);
-          tellDuplicate(channel, holder!.instance, now);
-          return;
-        }
-        if (verdict === 'stop-holder') {
-          this.onReject?.(`peer ${from} connected from ${holder!.instance.remote} is another process than the one now dialing from ${remote}, which started first: told to stop`);
-          tellDuplicate(holder!.channel, instance, now);
-        }
-        this.peerAnnounced(from, hello.advertise, socket.remoteAddress);
-        holder?.channel.close();
-        this.inboundByPeer.set(from, { channel, instance });
-        this.peers.get(from)?.peerIsUp();
-        const progress = new ProgressReporter(channel, this.limits.stallTimeoutMs / PROGRESS_NOTICES_PER_STALL_TIMEOUT);
-        channel.start({
-          onFrame: (plain) => {
-            instance.lastFrameAt = performance.now();
-            this.receive(from, plain);
-          },
-          onClose: (err) => {
-            progress.stop();
-            if (this.inboundByPeer.get(from)?.channel === channel) this.inboundByPeer.delete(from);
-            if (err !== undefined) {
-              this.stats_.badFrames++;
-              this.onReject?.(`inbound from peer ${from}: ${err.message}`, err);
-            }
-          },
-        });
-        // After start: the channel counts each chunk before the reporter hears of it.
-        progress.start();
       },
       (err: Error) => {
         handshakeOver();
         this.stats_.rejectedHandshakes++;
-        this.reportHandshakeFailure(`inbound handshake from ${remote}: ${err.message}`, err);
+        this.handshakeFailures.add(`inbound handshake from ${remote}: ${err.message}`, err);
       },
     );
   }
 
-  /** A failed inbound handshake, reported at most once per handshakeFailureReportMs: anyone can cause them. */
-  private reportHandshakeFailure(reason: string, err: Error): void {
-    const now = performance.now();
-    if (now - this.handshakeReportedAt < this.limits.handshakeFailureReportMs) {
-      this.unreportedHandshakeFailures++;
+  /** An inbound channel whose handshake succeeded: refused, or made the peer's inbound channel. */
+  private admitInbound(channel: SecureChannel, hello: ClientHello, remote: string, remoteHost: string | undefined): void {
+    if (this.closed || hello.nodeId === 0 || hello.nodeId === this.nodeId) {
+      this.stats_.rejectedHandshakes++;
+      channel.close(new NetError('ERR_INVALID_MESSAGE', `bad node id ${hello.nodeId}`));
       return;
     }
-    const more = this.unreportedHandshakeFailures;
-    this.handshakeReportedAt = now;
-    this.unreportedHandshakeFailures = 0;
-    this.onReject?.(more === 0 ? reason : `${reason} (and ${more} more failed handshakes since the last report)`, err);
+    const from = hello.nodeId;
+    if (this.isRemoved?.(from) === true) {
+      this.stats_.rejectedHandshakes++;
+      sayAndClose(channel, REMOVED_NOTICE);
+      return;
+    }
+    const now = performance.now();
+    const instance: PeerInstance = { instanceId: hello.instanceId, startedAt: now - hello.uptimeMs, lastFrameAt: now, remote };
+    const holder = this.inboundByPeer.get(from);
+    const verdict = judgeDuplicate(holder?.instance, instance, now, this.limits.duplicateLiveWindowMs);
+    if (verdict === 'refuse-newcomer') {
+      this.stats_.rejectedHandshakes++;
+      this.onReject?.(`peer ${from} dialed from ${remote} as another process than the one connected from ${holder!.instance.remote}, and started later: told to stop`);
+      tellDuplicate(channel, holder!.instance, now);
+      return;
+    }
+    if (verdict === 'stop-holder') {
+      this.onReject?.(`peer ${from} connected from ${holder!.instance.remote} is another process than the one now dialing from ${remote}, which started first: told to stop`);
+      tellDuplicate(holder!.channel, instance, now);
+    }
+    this.peerAnnounced(from, hello.advertise, remoteHost);
+    holder?.channel.close();
+    this.inboundByPeer.set(from, { channel, instance });
+    this.peers.get(from)?.peerIsUp();
+    const progress = new ProgressReporter(channel, this.limits.stallTimeoutMs / PROGRESS_NOTICES_PER_STALL_TIMEOUT);
+    channel.start({
+      onFrame: (plain) => {
+        instance.lastFrameAt = performance.now();
+        this.receive(from, plain);
+      },
+      onClose: (err) => {
+        progress.stop();
+        if (this.inboundByPeer.get(from)?.channel === channel) this.inboundByPeer.delete(from);
+        if (err !== undefined) {
+          this.stats_.badFrames++;
+          this.onReject?.(`inbound from peer ${from}: ${err.message}`, err);
+        }
+      },
+    });
+    // After start: the channel counts each chunk before the reporter hears of it.
+    progress.start();
   }
 
   private receive(from: NodeId, plain: Buffer): void {
@@ -902,8 +905,10 @@ function tellDuplicate(channel: SecureChannel, other: PeerInstance, now: number)
 
 /** Sends the receiving side's one last word on an inbound channel (started or not) and closes it. */
 function sayAndClose(channel: SecureChannel, notice: Uint8Array): void {
+  // Starting a channel delivers what the peer sent behind its handshake: a bad frame there
+  // closes it before the notice can go.
+  if (!channel.isClosed && !channel.isStarted) channel.start({ onFrame: () => undefined, onClose: () => undefined });
   if (channel.isClosed) return;
-  if (!channel.isStarted) channel.start({ onFrame: () => undefined, onClose: () => undefined });
   channel.send(notice);
   channel.close();
 }

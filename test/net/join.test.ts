@@ -154,3 +154,39 @@ t.test('join request/response codecs: limits and hostile input', async (t) => {
     { numRuns: 2000 },
   );
 });
+
+t.test('failed joins are reported at most once per rejectReportMs, with a count of the rest; every one with 0', async (t) => {
+  const garbage = async (port: number): Promise<void> =>
+    new Promise<void>((resolve) => {
+      const s = connect(port, '127.0.0.1', () => s.write(Buffer.concat([JOIN_STREAM_MAGIC, Buffer.alloc(64, 0xff)])));
+      s.on('error', () => undefined);
+      s.once('close', () => resolve());
+    });
+  for (const [rejectReportMs, expected] of [[undefined, 1], [0, 5]] as const) {
+    const reasons: string[] = [];
+    const server = await JoinServer.listen({ peerKey: key, port: 0, onJoin: async () => ({ memberId: 7, members }), onReject: (r) => reasons.push(r), ...(rejectReportMs === undefined ? {} : { rejectReportMs }) });
+    t.teardown(() => server.close());
+    for (let i = 0; i < 5; i++) await garbage(server.address!.port);
+    t.equal(server.stats.rejectedHandshakes, 5, 'all five refused');
+    t.equal(reasons.length, expected, `reports with rejectReportMs ${rejectReportMs ?? 'default'}`);
+  }
+});
+
+t.test('a failed accept (out of file descriptors) is reported, not thrown: the join and peer listeners serve on', async (t) => {
+  const reasons: string[] = [];
+  const server = await JoinServer.listen({ peerKey: key, port: 0, onJoin: async () => ({ memberId: 7, members }), onReject: (r) => reasons.push(r) });
+  t.teardown(() => server.close());
+  const emfile = Object.assign(new Error('accept EMFILE'), { code: 'EMFILE' });
+  // What node:net does when accept() fails: an 'error' on the server, which throws with no listener.
+  (server as unknown as { server: import('node:net').Server }).server.emit('error', emfile);
+  t.match(reasons, [/accepting a join connection: accept EMFILE/]);
+  const r = await joinCluster({ address: `127.0.0.1:${server.address!.port}`, peerKey: key, request: { name: 'pi02', peerAddr: '127.0.0.1:12380', clientAddr: '127.0.0.1:12379' } });
+  t.equal(r.memberId, 7, 'a join after it is answered');
+
+  const peerReasons: string[] = [];
+  const peer = new PeerTransport({ nodeId: 1, peerKey: key, onMessage: () => undefined, onReject: (r) => peerReasons.push(r), limits: { handshakeFailureReportMs: 0 } });
+  await peer.listen(0);
+  t.teardown(() => peer.close());
+  (peer as unknown as { server: import('node:net').Server }).server.emit('error', emfile);
+  t.match(peerReasons, [/accepting a peer connection: accept EMFILE/]);
+});

@@ -966,3 +966,47 @@ t.test('an idle connection carries an empty frame every idleKeepAliveMs (every m
   t.equal(b.got.length, 1, 'carrying no messages');
   t.equal(a.t.stats().peers['2']?.stalls, 0, 'each answered with progress: no stall');
 });
+
+t.test('a token holder\'s bad frame behind its handshake, on a connection the receiver refuses with a notice, closes that connection only', async (t) => {
+  // Found by a crash hunt: the notice went out after the channel had started on the bad frame
+  // and closed, the send threw inside the handshake's promise, and the process exited.
+  const receiver = await node(t, 1, { ...FAST, duplicateLiveWindowMs: 60_000 });
+  const removedId = 9;
+  const withRemoved = new PeerTransport({ nodeId: 7, peerKey: key, onMessage: () => undefined, isRemoved: (p) => p === removedId, limits: FAST });
+  const removedPort = (await withRemoved.listen(0)).port;
+  t.teardown(() => withRemoved.close());
+  const garbageFrame = encodeFrame(Buffer.alloc(32, 0xaa));
+  /** A handshake as node `nodeId` whose ClientFinish carries a frame that fails to open, in the same write. */
+  const dialWithGarbage = async (port: number, nodeId: number, instanceId: number, uptimeMs: number, garbage: boolean): Promise<Socket> => {
+    const socket = connect({ host: '127.0.0.1', port });
+    t.teardown(() => socket.destroy());
+    socket.on('error', () => undefined);
+    await new Promise((r) => socket.once('connect', r));
+    if (garbage) {
+      const write = socket.write.bind(socket) as (chunk: Buffer) => boolean;
+      let writes = 0;
+      (socket as { write: (chunk: Buffer) => boolean }).write = (chunk) => write(++writes === 2 ? Buffer.concat([chunk, garbageFrame]) : chunk);
+    }
+    await clientHandshake(socket, { peerKey: key, purpose: Purpose.Raft, nodeId, instanceId, uptimeMs: () => uptimeMs, timeoutMs: 1_000 });
+    return socket;
+  };
+  // A duplicate: node 5 is connected (long up), another process as node 5 (just started) dials.
+  const holder = await dialWithGarbage(Number(receiver.addr.split(':')[1]), 5, 111, 10_000_000, false);
+  await new Promise((r) => setTimeout(r, 100));
+  const newcomer = await dialWithGarbage(Number(receiver.addr.split(':')[1]), 5, 222, 1, true);
+  // A removed member's connection.
+  const removed = await dialWithGarbage(removedPort, removedId, 333, 1, true);
+  await waitFor(() => newcomer.destroyed && removed.destroyed, 'both refused connections closed');
+  t.notOk(holder.destroyed, 'the duplicate\'s holder keeps its connection');
+  t.same(receiver.reasons.filter((r) => r.includes('admitting the channel failed')), [], 'no throw while refusing (the guard is the last resort)');
+  // Both transports still deliver.
+  const peer = await node(t, 3);
+  peer.t.addPeer(1, receiver.addr);
+  peer.t.send([hb(3, 1)]);
+  await waitFor(() => receiver.got.some((m) => m.from === 3), 'a member\'s heartbeat after the refusals');
+  peer.t.addPeer(7, `127.0.0.1:${removedPort}`);
+  t.ok(await new Promise<boolean>((resolve) => {
+    const probe = connect({ host: '127.0.0.1', port: removedPort }, () => { probe.destroy(); resolve(true); });
+    probe.on('error', () => resolve(false));
+  }), 'the other transport still accepts connections');
+});
