@@ -63,6 +63,7 @@ export function registerRaftMetrics(registry: Registry, node: ManagerNode): void
     ['picloud_raft_saves_total', 'Durable writes of the Raft log issued by the Ready loop', () => node.driver.stats.saves],
     ['picloud_raft_entries_applied_total', 'Committed entries applied', () => node.driver.stats.entriesApplied],
     ['picloud_raft_messages_sent_total', 'Raft messages handed to the peer transport', () => node.driver.stats.messagesSent],
+    ['picloud_raft_term_jumps_refused_total', 'Peer messages dropped for a term far above this member\'s (MAX_TERM_STEP): a peer that holds the token and misbehaves', () => node.driver.node.raft.termJumpsRefused],
     ['picloud_disk_wal_bytes_written_total', 'Key and value bytes written to the Raft log (before LevelDB framing)', () => node.logStoreStats().bytesWritten],
   ];
   for (const [name, help, read] of counters) {

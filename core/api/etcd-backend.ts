@@ -610,6 +610,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       await this.auth.adminCaughtUp(ctx);
       const peerAddr = peerAddress(peerUrls);
       if ([...this.node.members.values()].some((m) => m.peerAddr === peerAddr)) throw new EtcdError('PEER_URL_EXIST');
+      if (this.node.membersFull) throw new EtcdError('TOO_MANY_MEMBERS');
       if (!isLearner) this.mayAddVoter();
       const id = 1 + Math.floor(Math.random() * (2 ** 47 - 1));
       // A learner added so stays one until `member promote`, as in etcd (the leader promotes by

@@ -63,7 +63,8 @@ import {
 import { PeerTransport } from '../net/peer-transport.js';
 import type { DuplicateNotice } from '../net/duplicate-member.js';
 import { defaultAdvertiseAddress, isWildcard } from '../net/advertise.js';
-import { JoinMember, JoinRefusedError, JoinServer, joinCluster } from '../net/join.js';
+import { JoinMember, JoinRefusedError, JoinServer, MAX_JOIN_MEMBERS, joinCluster } from '../net/join.js';
+import { MAX_CONF_MEMBERS } from '../net/raft-codec.js';
 import { clientAddress } from '../net/etcd/client-tls.js';
 import { MAX_PUBLISHED_CERT_CHARS, recordedClientCert } from '../net/etcd/member-cert.js';
 import { derivePeerKey, formatToken, generateToken, parseToken, tokenDigest } from '../net/token.js';
@@ -238,9 +239,12 @@ export const PERSIST_MAX_READIES = 64;
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
+/** The most members a cluster holds (see ManagerNode.membersFull). */
+export const MAX_MEMBERS = Math.min(MAX_CONF_MEMBERS, MAX_JOIN_MEMBERS);
+
 export class NodeError extends Error {
   constructor(
-    readonly code: 'NAME_CONFLICT' | 'MEMBER_IS_VOTER' | 'PEER_ADDR_IN_USE' | 'NOT_BOOTSTRAPPED' | 'JOIN_FAILED' | 'BAD_TOKEN' | 'STATE_BEHIND_LOG' | 'MEMBER_REMOVED' | 'DUPLICATE_MEMBER' | 'DATA_DIR_NAME' | 'DATA_DIR_DAMAGED' | 'IDENTITY_MISMATCH' | 'OTHER_BOARD' | 'QUOTA_TOO_LARGE' | 'HISTORY_TOO_LARGE',
+    readonly code: 'NAME_CONFLICT' | 'MEMBER_IS_VOTER' | 'PEER_ADDR_IN_USE' | 'NOT_BOOTSTRAPPED' | 'JOIN_FAILED' | 'BAD_TOKEN' | 'STATE_BEHIND_LOG' | 'MEMBER_REMOVED' | 'DUPLICATE_MEMBER' | 'DATA_DIR_NAME' | 'DATA_DIR_DAMAGED' | 'IDENTITY_MISMATCH' | 'OTHER_BOARD' | 'QUOTA_TOO_LARGE' | 'HISTORY_TOO_LARGE' | 'TOO_MANY_MEMBERS',
     message: string,
   ) {
     super(message);
@@ -1175,6 +1179,15 @@ export class ManagerNode {
   }
 
   /** Propose a membership change and wait until it is applied here. */
+  /**
+   * No member can be added: the peer codec (MAX_CONF_MEMBERS) and a joiner (MAX_JOIN_MEMBERS)
+   * refuse a configuration or member list larger, so one more would stop every later join and
+   * snapshot (found by a crash hunt: 1,025 joins and the 1,026th failed for good).
+   */
+  get membersFull(): boolean {
+    return this.members.size >= MAX_MEMBERS;
+  }
+
   async changeMembership(cc: ConfChange, done: () => boolean, timeoutMs = 10_000): Promise<void> {
     const deadline = performance.now() + timeoutMs; // monotonic, as above
     while (!done()) {
@@ -1264,6 +1277,9 @@ export class ManagerNode {
         `the cluster's history already takes ${this.store.retainedBytes} bytes, and ${req.name}'s space quota (what its memory can hold) is ${quotaBytes} bytes: ` +
           `compact the history first (etcdctl compact REV), or give ${req.name} a larger --quota-backend-bytes if its memory allows`,
       );
+    }
+    if (this.membersFull) {
+      throw new NodeError('TOO_MANY_MEMBERS', `the cluster has ${this.members.size} members, the most it can hold (${MAX_MEMBERS}): remove one first`);
     }
     const id = randomInt(1, 2 ** 47);
     const context = enc.encode(JSON.stringify({ name: req.name, peerAddr: req.peerAddr, clientAddr: req.clientAddr, quotaBytes, joinId: req.joinId }));

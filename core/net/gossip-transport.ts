@@ -5,7 +5,7 @@
  * (AES-256-GCM) before it is decoded; whatever fails — oversized, unauthenticated, replayed,
  * malformed — is dropped and counted, never thrown. Knows nothing of the protocol itself.
  */
-import { peekJoinMagic } from './join.js';
+import { JOIN_PEEK_TIMEOUT_MS, PeekingByAddress, peekJoinMagic } from './join.js';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, connect, isIPv6, type Server, type Socket } from 'node:net';
 import { decodePacket, decodeStreamFrame, encodeStreamFrame } from '../gossip/codec/index.js';
@@ -36,7 +36,7 @@ export interface TransportStats {
   oversized: number;
   streamsIn: number;
   streamsOut: number;
-  /** Inbound connections refused because MAX_INBOUND_STREAMS (or MAX_INBOUND_STREAMS_PER_ADDRESS) were busy. */
+  /** Inbound connections refused because MAX_INBOUND_STREAMS (or MAX_INBOUND_STREAMS_PER_ADDRESS, or join.ts MAX_PEEKING_PER_ADDRESS) were busy. */
   streamsRefused: number;
   /** Outbound requests that failed (refused, timed out, bad reply). */
   streamFailures: number;
@@ -82,6 +82,8 @@ export class GossipTransport {
   private activeInbound = 0;
   /** Inbound streams open per remote address (MAX_INBOUND_STREAMS_PER_ADDRESS); entries at 0 are deleted. */
   private readonly inboundByAddress = new Map<string, number>();
+  /** Connections still to send their first bytes, by address (join.ts MAX_PEEKING_PER_ADDRESS). */
+  private readonly peeking = new PeekingByAddress(() => this.stats.streamsRefused++);
   /** Bytes of inbound frames being read now (MAX_PENDING_INBOUND_FRAME_BYTES). */
   private pendingFrameBytes = 0;
   private readonly sockets = new Set<Socket>();
@@ -205,7 +207,7 @@ export class GossipTransport {
       if (!this.joinHandler) return this.onConnection(sock);
       sock.on('error', () => undefined);
       const handler = this.joinHandler;
-      peekJoinMagic(sock, (isJoin) => (isJoin ? handler(sock) : this.onConnection(sock)));
+      peekJoinMagic(sock, (isJoin) => (isJoin ? handler(sock) : this.onConnection(sock)), JOIN_PEEK_TIMEOUT_MS, this.peeking);
     });
     this.tcp.on('error', () => {
       this.stats.streamFailures++;

@@ -39,12 +39,59 @@ export const JOIN_STREAM_MAGIC = Buffer.from('PCJ1', 'latin1');
 export const JOIN_PEEK_TIMEOUT_MS = 5_000;
 
 /**
+ * Connections from one address that have not yet sent their first 4 bytes, at once. They come
+ * before any authentication and each waits up to JOIN_PEEK_TIMEOUT_MS: without this bound one
+ * host that knows no key kept the listener's every slot (64 on the gossip port) with silent
+ * connections, re-opened every 5 s, and no board could join (found by a crash hunt). A real
+ * client sends its bytes at once, so it holds a slot for a moment.
+ */
+export const MAX_PEEKING_PER_ADDRESS = 8;
+
+/** Counts the connections waiting in peekJoinMagic by remote address (MAX_PEEKING_PER_ADDRESS). */
+export class PeekingByAddress {
+  private readonly counts = new Map<string, number>();
+  refused = 0;
+
+  constructor(private readonly onRefused?: () => void) {}
+
+  /**
+   * Takes a slot for `socket`'s address, given back when `route` runs or the socket closes;
+   * false (the socket destroyed) when its address has none left. Connections from the
+   * listener's own address come from this machine (other nodes of it, tools) and are not counted.
+   */
+  admit(socket: Socket): { admitted: false } | { admitted: true; release: () => void } {
+    const source = socket.remoteAddress ?? '';
+    if (source === '' || source === socket.localAddress) return { admitted: true, release: () => undefined };
+    const n = this.counts.get(source) ?? 0;
+    if (n >= MAX_PEEKING_PER_ADDRESS) {
+      this.refused++;
+      this.onRefused?.();
+      socket.destroy();
+      return { admitted: false };
+    }
+    this.counts.set(source, n + 1);
+    let held = true;
+    const release = (): void => {
+      if (!held) return;
+      held = false;
+      const left = (this.counts.get(source) ?? 1) - 1;
+      if (left <= 0) this.counts.delete(source);
+      else this.counts.set(source, left);
+    };
+    socket.once('close', release);
+    return { admitted: true, release };
+  }
+}
+
+/**
  * Wait for the first bytes of `socket`: calls `route(isJoin)` once 4 bytes arrived, with the
  * magic (if any) consumed and every other byte put back for the next reader. A connection that
  * has not sent them within `timeoutMs` is closed: these come before any authentication, and
  * silent ones would otherwise hold the listener's connection slots (and block joins) for good.
  */
-export function peekJoinMagic(socket: Socket, route: (isJoin: boolean) => void, timeoutMs = JOIN_PEEK_TIMEOUT_MS): void {
+export function peekJoinMagic(socket: Socket, route: (isJoin: boolean) => void, timeoutMs = JOIN_PEEK_TIMEOUT_MS, peeking?: PeekingByAddress): void {
+  const slot = peeking?.admit(socket) ?? { admitted: true, release: () => undefined };
+  if (!slot.admitted) return;
   let buf = Buffer.alloc(0);
   const timer = setTimeout(() => {
     socket.off('data', onData);
@@ -60,6 +107,7 @@ export function peekJoinMagic(socket: Socket, route: (isJoin: boolean) => void, 
     const isJoin = buf.subarray(0, JOIN_STREAM_MAGIC.length).equals(JOIN_STREAM_MAGIC);
     const rest = isJoin ? buf.subarray(JOIN_STREAM_MAGIC.length) : buf;
     if (rest.length > 0) socket.unshift(rest);
+    slot.release();
     route(isJoin);
     socket.resume();
   };
@@ -240,9 +288,10 @@ export class JoinServer {
 
   static listen(opts: JoinServerOptions): Promise<JoinServer> {
     let js: JoinServer | undefined;
+    const peeking = new PeekingByAddress();
     const server = createServer((socket) => {
       socket.on('error', () => undefined);
-      peekJoinMagic(socket, (isJoin) => (isJoin ? js?.accept(socket) : socket.destroy()));
+      peekJoinMagic(socket, (isJoin) => (isJoin ? js?.accept(socket) : socket.destroy()), JOIN_PEEK_TIMEOUT_MS, peeking);
     });
     return new Promise((resolve, reject) => {
       server.once('error', reject);

@@ -92,6 +92,17 @@ export const DEFAULT_RAFT_CONFIG = {
 /** Heartbeat responses without an acknowledged snapshot chunk before the chunk is resent. */
 export const SNAPSHOT_RESEND_HEARTBEATS = 3;
 
+/**
+ * How far above this node's term a message may take it; a message further ahead is dropped
+ * (counted in termJumpsRefused). Terms are JavaScript numbers, exact up to 2^53 - 1: a peer
+ * that sent 2^53 - 1 once used to stop every election for good (term + 1 no longer grows).
+ * With pre-vote a term rises only by elections a quorum allowed, so a member lags by a few
+ * terms, not 2^16; anyone holding the cluster token now needs 2^37 messages to reach the end.
+ */
+export const MAX_TERM_STEP = 2 ** 16;
+/** No election past this term: a candidate's term must still be exact. */
+export const MAX_TERM = Number.MAX_SAFE_INTEGER;
+
 /** Marks a vote request caused by TimeoutNow: it may disturb a leader still in its lease. */
 export const CAMPAIGN_TRANSFER = new TextEncoder().encode('CampaignTransfer');
 
@@ -138,6 +149,8 @@ export class Raft {
   /** Proposals were appended since the last broadcast. */
   private appendsPending = false;
   leadTransferee: NodeId = NONE;
+  /** Messages dropped for a term more than MAX_TERM_STEP above ours. */
+  termJumpsRefused = 0;
   /** Leader: ReadIndex requests that arrived before an entry of this term committed. */
   private pendingReadIndexMessages: Message[] = [];
   private incomingSnapshot: IncomingSnapshot | undefined;
@@ -389,6 +402,8 @@ export class Raft {
   private hup(t: CampaignType): void {
     if (this.role === Role.Leader) return;
     if (!this.promotable()) return;
+    // term + 1 would not be a new term (see MAX_TERM_STEP): stay a follower rather than vote twice in one.
+    if (this.term >= MAX_TERM) return;
     // A conf change committed but not applied may change whether we are a voter.
     if (this.hasUnappliedConfChanges()) return;
     this.campaign(t);
@@ -466,6 +481,10 @@ export class Raft {
   // Step
 
   step(m: Message): void {
+    if (m.term > this.term + MAX_TERM_STEP) {
+      this.termJumpsRefused++;
+      return;
+    }
     if (m.term === 0) {
       // local message (or a forwarded proposal / read request)
     } else if (m.term > this.term) {

@@ -36,6 +36,8 @@ export interface RaftStatus {
   lastIndex: number;
   conf: ConfState;
   leadTransferee: NodeId;
+  /** Messages dropped for a term more than MAX_TERM_STEP above this node's (raft.ts). */
+  termJumpsRefused: number;
   /** Leader only: each member's replication state. */
   progress?: Record<string, { match: number; next: number; state: ProgressState; recentActive: boolean }>;
 }
@@ -212,6 +214,7 @@ export class RawNode {
       lastIndex: r.log.lastIndex(),
       conf: r.trk.confState(),
       leadTransferee: r.leadTransferee,
+      termJumpsRefused: r.termJumpsRefused,
     };
     if (r.role === Role.Leader) {
       st.progress = {};

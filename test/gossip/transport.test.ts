@@ -15,7 +15,7 @@ import { MsgType, type MemberEvent } from '../../core/gossip/types.js';
 import { GossipNode } from '../../core/net/gossip-node.js';
 import { collect, sendUdp } from './sockets.js';
 import { MAX_PENDING_INBOUND_FRAME_BYTES } from '../../core/net/gossip-transport.js';
-import { JOIN_STREAM_MAGIC, peekJoinMagic } from '../../core/net/join.js';
+import { JOIN_STREAM_MAGIC, MAX_PEEKING_PER_ADDRESS, peekJoinMagic } from '../../core/net/join.js';
 
 const HOST = '127.0.0.1';
 const SECRET = 'transport-test-secret';
@@ -245,6 +245,36 @@ t.test('a connection that never sends its first 4 bytes is closed (peekJoinMagic
   await new Promise((r) => setTimeout(r, 500));
   t.notOk(closed, 'and not closed by the deadline after');
   joiner.destroy();
+});
+
+t.test('silent connections from one address hold at most MAX_PEEKING_PER_ADDRESS slots: a join from elsewhere still gets in', async (t) => {
+  // Found by a crash hunt: 64 silent connections from one host, re-opened every 5 s, took every
+  // slot of the gossip port (the per-address bound applied only after the first 4 bytes).
+  const node = await startNode('peek-victim');
+  t.teardown(() => node.stop());
+  const joins: string[] = [];
+  node.setJoinHandler((sock) => {
+    joins.push(sock.remoteAddress ?? '');
+    sock.destroy();
+  });
+  const port = node.port;
+  const silent: Array<ReturnType<typeof connect>> = [];
+  let silentClosed = 0;
+  for (let i = 0; i < 64; i++) {
+    const s = connect({ host: HOST, port, localAddress: '127.0.0.2' });
+    s.on('error', () => {});
+    s.once('close', () => silentClosed++);
+    silent.push(s);
+  }
+  t.teardown(() => silent.forEach((s) => s.destroy()));
+  await waitFor('the connections beyond the bound closed', () => silentClosed >= 64 - MAX_PEEKING_PER_ADDRESS);
+  await new Promise((r) => setTimeout(r, 200));
+  t.equal(silentClosed, 64 - MAX_PEEKING_PER_ADDRESS, `${MAX_PEEKING_PER_ADDRESS} silent connections kept waiting, the rest closed`);
+  const joiner = connect({ host: HOST, port, localAddress: '127.0.0.3' }, () => joiner.write(JOIN_STREAM_MAGIC));
+  joiner.on('error', () => {});
+  t.teardown(() => joiner.destroy());
+  await waitFor('the join routed', () => joins.length === 1, 3_000);
+  t.same(joins, ['127.0.0.3'], 'a join from another address is routed while the silent ones wait');
 });
 
 t.test('cluster-wide key rotation without downtime', async (t) => {

@@ -28,6 +28,8 @@ export const ETCD_ERRORS = {
   MEMBER_NOT_LEARNER: [status.FAILED_PRECONDITION, 'etcdserver: can only promote a learner member'],
   LEARNER_NOT_READY: [status.FAILED_PRECONDITION, 'etcdserver: can only promote a learner member which is in sync with leader'],
   TOO_MANY_LEARNERS: [status.FAILED_PRECONDITION, 'etcdserver: too many learner members in cluster'],
+  /** picloud's own: the peer codec holds at most 1,024 members (manager-node.ts MAX_MEMBERS). */
+  TOO_MANY_MEMBERS: [status.FAILED_PRECONDITION, 'etcdserver: too many members in cluster'],
   REQUEST_TOO_LARGE: [status.INVALID_ARGUMENT, 'etcdserver: request is too large'],
   TOO_MANY_REQUESTS: [status.RESOURCE_EXHAUSTED, 'etcdserver: too many requests'],
   NO_LEADER: [status.UNAVAILABLE, 'etcdserver: no leader'],
