@@ -18,12 +18,8 @@ import {
 import { NetError } from './errors.js';
 import { peerType } from './proto-files.js';
 
-/** Entries in one decoded message; a frame is bounded anyway, this bounds the object count. */
-export const MAX_ENTRIES_PER_MESSAGE = 65_536;
-/** Messages in one decoded batch. */
-export const MAX_MESSAGES_PER_BATCH = 16_384;
-/** Voters + learners in one ConfState. */
-export const MAX_CONF_MEMBERS = 1_024;
+import { MAX_CONF_MEMBERS, MAX_ENTRIES_PER_MESSAGE, MAX_MESSAGES_PER_BATCH, checkBatchBounds } from './raft-wire-bounds.js';
+export { MAX_CONF_MEMBERS, MAX_ENTRIES_PER_BATCH, MAX_ENTRIES_PER_MESSAGE, MAX_MESSAGES_PER_BATCH } from './raft-wire-bounds.js';
 
 const WIRE_TYPE: ReadonlyMap<MessageType, number> = new Map([
   [MessageType.App, 1],
@@ -234,6 +230,8 @@ function messageFrom(o: Record<string, unknown>): Message {
 }
 
 export function decodeMessageBatch(data: Uint8Array): Message[] {
+  // Counted on the wire first: what the decode would build is bounded before it is built.
+  checkBatchBounds(data);
   const o = decodeWith(t().batch, data, 'raft message batch');
   const messages = Array.isArray(o.messages) ? (o.messages as Record<string, unknown>[]) : [];
   if (messages.length > MAX_MESSAGES_PER_BATCH) {

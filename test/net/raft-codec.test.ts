@@ -2,6 +2,7 @@ import t from 'tap';
 import fc from 'fast-check';
 import {
   MAX_CONF_MEMBERS,
+  MAX_ENTRIES_PER_BATCH,
   MAX_ENTRIES_PER_MESSAGE,
   MAX_MESSAGES_PER_BATCH,
   decodeEntry,
@@ -80,6 +81,50 @@ t.test('hostile but well-formed protobuf is refused with a typed error', async (
   t.throws(() => decodeMessageBatch(many), { code: 'ERR_INVALID_MESSAGE' }, 'too many messages');
   const atLimit = enc({ messages: Array.from({ length: MAX_MESSAGES_PER_BATCH }, () => ({ type: 9 })) });
   t.equal(decodeMessageBatch(atLimit).length, MAX_MESSAGES_PER_BATCH, 'exactly the limit decodes');
+});
+
+t.test('frames built to make the decoder build millions of objects are refused on the wire, before any decoding', async (t) => {
+  // Found by a crash hunt (the sender holds the token): each took seconds and up to 1.3 GB.
+  const Batch = peerType('picloud.raft.MessageBatch');
+  const decode = Batch.decode.bind(Batch);
+  let decodes = 0;
+  Batch.decode = ((...args: Parameters<typeof decode>) => {
+    decodes++;
+    return decode(...args);
+  }) as typeof Batch.decode;
+  t.teardown(() => void (Batch.decode = decode));
+  const varint = (n: number): number[] => {
+    const out: number[] = [];
+    for (; n >= 0x80; n = Math.floor(n / 0x80)) out.push((n % 0x80) | 0x80);
+    out.push(n);
+    return out;
+  };
+  /** A length-delimited field: tag (field, wire type 2), length, bytes. */
+  const field = (n: number, body: Uint8Array): Buffer => Buffer.concat([Buffer.from([...varint((n << 3) | 2), ...varint(body.length)]), body]);
+  const MiB16 = 16 * 1024 * 1024 - 64;
+  const emptyMessages = Buffer.alloc(MiB16 - (MiB16 % 2));
+  for (let i = 0; i < emptyMessages.length; i += 2) emptyMessages[i] = 0x0a; // field 1, length 0
+  const oneEntry = field(7, Buffer.alloc(0));
+  const entriesMessage = (n: number): Buffer => field(1, Buffer.concat([Buffer.from([0x08, 0x01]), ...Array.from({ length: n }, () => oneEntry)]));
+  const packedVoters = Buffer.alloc(MiB16 - 32, 0x01); // one byte per voter id
+  const votersBomb = field(1, Buffer.concat([Buffer.from([0x08, 0x07]), field(12, field(1, field(3, field(1, packedVoters))))]));
+  const repeatedTerm = field(1, Buffer.concat([Buffer.from([0x08, 0x09]), Buffer.from(Array.from({ length: 100_000 }, () => [0x20, 0x01]).flat())]));
+  const cases: Array<[string, Uint8Array, RegExp]> = [
+    ['8 million empty messages', emptyMessages, /messages in one batch/],
+    ['one message over the per-message entry limit', entriesMessage(MAX_ENTRIES_PER_MESSAGE + 1), /entries in one message/],
+    ['entries spread over messages past the per-batch limit', Buffer.concat(Array.from({ length: Math.ceil((MAX_ENTRIES_PER_BATCH + 1) / 60_000) }, () => entriesMessage(60_000))), /entries in one batch/],
+    ['16 million packed voters', votersBomb, /conf state with more than/],
+    ['a singular field repeated 100,000 times', repeatedTerm, /given more than once/],
+  ];
+  for (const [what, bytes, message] of cases) {
+    t.throws(() => decodeMessageBatch(bytes), { code: 'ERR_INVALID_MESSAGE', message }, what);
+  }
+  t.equal(decodes, 0, 'none reached protobufjs');
+  const truncated = field(1, Buffer.from([0x08, 0x09, 0x3a, 0x10])); // an entry of 16 bytes, none there
+  t.throws(() => decodeMessageBatch(truncated), { code: 'ERR_DECODE' }, 'a length past the end');
+  // At the limits they still decode.
+  const spread = Buffer.concat(Array.from({ length: MAX_ENTRIES_PER_BATCH / MAX_ENTRIES_PER_MESSAGE }, () => entriesMessage(MAX_ENTRIES_PER_MESSAGE)));
+  t.equal(decodeMessageBatch(spread).reduce((n, m) => n + m.entries.length, 0), MAX_ENTRIES_PER_BATCH, 'exactly the per-batch entry limit decodes');
 });
 
 function onlyNetErrors(f: () => unknown): boolean {
