@@ -11,6 +11,7 @@ import { constants, deflateRawSync, inflateRawSync } from 'node:zlib';
 import { decodeStreamFrame, encodeStream, encodeStreamFrame } from '../../core/gossip/codec/index.js';
 import { MAX_MEMBERS, MAX_META_BYTES, MAX_NAME_BYTES, MAX_STREAM_FRAME_BYTES } from '../../core/gossip/limits.js';
 import { MsgType, type PushPullEntry, type PushPullMsg } from '../../core/gossip/types.js';
+import { MAX_STREAM_ITEMS } from '../../core/gossip/codec/cbor-bounds.js';
 
 const MiB = 1024 * 1024;
 
@@ -33,6 +34,40 @@ t.test('a deflate bomb is cut off at MAX_STREAM_FRAME_BYTES while inflating, not
   const grewMiB = (process.resourceUsage().maxRSS - before) / 1024;
   // Inflating it whole would take over 1 GiB (twice that while the pieces are joined).
   t.ok(grewMiB < 128, `peak memory grew by ${grewMiB.toFixed(0)} MiB`);
+});
+
+t.test('frames of millions of tiny CBOR items are refused before cbor-x builds them', async (t) => {
+  // Found by a crash hunt: an 8 KiB frame inflating to 8 MiB of empty arrays took 1.4 s and
+  // ~340 MB; 32 of them stopped a member for minutes. Now counted first (cbor-bounds.ts).
+  const empties = (n: number): Buffer => Buffer.alloc(n, 0x80);
+  const u32 = (major: number, n: number): Buffer => Buffer.from([(major << 5) | 26, n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]);
+  const eightM = 8 * MiB - 16;
+  const bombs: Array<[string, Buffer, RegExp]> = [
+    ['one array declared with 8M empty arrays', Buffer.concat([u32(4, eightM), empties(eightM)]), /CBOR array of \d+ entries/],
+    ['an indefinite array of 8M empty arrays', Buffer.concat([Buffer.from([0x9f]), empties(eightM), Buffer.from([0xff])]), /CBOR array of \d+ entries/],
+    ['8M empty arrays in lists within the length limit', Buffer.concat([u32(4, 1000), ...Array.from({ length: 1000 }, () => Buffer.concat([u32(4, 8000), empties(8000)]))]), /more than \d+ CBOR items/],
+    ['nested deeper than any message', Buffer.concat([Buffer.alloc(64, 0x81), Buffer.from([0x80])]), /nested deeper/],
+  ];
+  const before = process.resourceUsage().maxRSS;
+  for (const [what, cbor, message] of bombs) {
+    const frame = Buffer.concat([Buffer.from([1]), deflateRawSync(cbor)]);
+    t.ok(frame.length < 64 * 1024, `${what}: a ${(frame.length / 1024).toFixed(0)} KiB frame`);
+    t.throws(() => decodeStreamFrame(frame), { code: 'GOSSIP_DECODE_OVERSIZED', message }, what);
+  }
+  const grewMiB = (process.resourceUsage().maxRSS - before) / 1024;
+  t.ok(grewMiB < 64, `peak memory grew by ${grewMiB.toFixed(0)} MiB (each bomb cost ~340 MB decoded)`);
+
+  // The most a message within the limits can make cbor-x build: MAX_STREAM_ITEMS items.
+  const perList = MAX_STREAM_ITEMS / 100 - 1;
+  const atLimit = Buffer.concat([u32(4, 99), ...Array.from({ length: 99 }, () => Buffer.concat([u32(4, perList), empties(perList)]))]);
+  const started = performance.now();
+  const peakBefore = process.resourceUsage().maxRSS;
+  t.throws(
+    () => decodeStreamFrame(Buffer.concat([Buffer.from([1]), deflateRawSync(atLimit)])),
+    { code: 'GOSSIP_DECODE_UNKNOWN_TYPE', message: 'unknown stream message type (a list)' },
+    'decoded, then refused as no message, in a short error (it named every item before)',
+  );
+  t.comment(`${MAX_STREAM_ITEMS} items within the limits: ${(performance.now() - started).toFixed(0)} ms, peak memory +${((process.resourceUsage().maxRSS - peakBefore) / 1024).toFixed(0)} MiB`);
 });
 
 t.test('the largest legal push-pull (MAX_MEMBERS members, longest names, metadata near MAX_META_BYTES) decodes', async (t) => {

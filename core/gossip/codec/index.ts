@@ -8,6 +8,7 @@
  */
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { Decoder, Encoder } from 'cbor-x';
+import { checkStreamCborBounds } from './cbor-bounds.js';
 import { GossipDecodeError } from '../errors.js';
 import {
   MAX_HOST_BYTES,
@@ -223,6 +224,11 @@ export function encodeMeta(meta: Meta): Buffer {
 // ---------------------------------------------------------------------------------------------
 // Decoding
 
+/** A message type as an error names it: a number, or only what kind of value came (it may be megabytes). */
+function describeType(type: unknown): string {
+  return typeof type === 'number' ? String(type) : `(a ${Array.isArray(type) ? 'list' : typeof type})`;
+}
+
 function malformed(why: string): never {
   throw new GossipDecodeError('GOSSIP_DECODE_MALFORMED', why);
 }
@@ -353,7 +359,7 @@ function decodeMessage(v: unknown): Message {
         from: text(f[3], MAX_NAME_BYTES, 'from'),
       };
     default:
-      throw new GossipDecodeError('GOSSIP_DECODE_UNKNOWN_TYPE', `unknown message type ${String(type)}`);
+      throw new GossipDecodeError('GOSSIP_DECODE_UNKNOWN_TYPE', `unknown message type ${describeType(type)}`);
   }
 }
 
@@ -392,6 +398,8 @@ export function decodeStream(buf: Uint8Array): StreamMsg {
   if (buf.length > MAX_STREAM_FRAME_BYTES) {
     throw new GossipDecodeError('GOSSIP_DECODE_OVERSIZED', `stream message of ${buf.length} bytes exceeds ${MAX_STREAM_FRAME_BYTES}`);
   }
+  // Counted first: what the decode would build is bounded before it is built.
+  checkStreamCborBounds(buf);
   const f = tuple(cborDecode(buf), 2, 'stream message');
   const type = f[0];
   switch (type) {
@@ -435,7 +443,7 @@ export function decodeStream(buf: Uint8Array): StreamMsg {
       };
     }
     default:
-      throw new GossipDecodeError('GOSSIP_DECODE_UNKNOWN_TYPE', `unknown stream message type ${String(type)}`);
+      throw new GossipDecodeError('GOSSIP_DECODE_UNKNOWN_TYPE', `unknown stream message type ${describeType(type)}`);
   }
 }
 
