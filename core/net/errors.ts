@@ -28,6 +28,8 @@ export type NetErrorCode =
   /** The join server refused the request (its reason is in the message). */
   | 'ERR_JOIN_REFUSED'
   | 'ERR_JOIN_TIMEOUT'
+  /** The listener's budget for frames still arriving (PendingFrameBytes) is spent. */
+  | 'ERR_BUSY'
   | 'ERR_CLOSED';
 
 export class NetError extends Error {

@@ -48,7 +48,7 @@ import { MAX_FRAME_BYTES } from './frame.js';
 import { ThrottledReports } from './throttled-reports.js';
 import { HANDSHAKE_TIMEOUT_MS, Purpose, clientHandshake, serverHandshake, type ClientHello } from './handshake.js';
 import { decodeMessageBatch, encodeMessageBatch, estimateMessageBytes, isWireMessageType } from './raft-codec.js';
-import { GCM_TAG_BYTES, MAX_SEALED_PLAINTEXT_BYTES, type SecureChannel } from './secure-channel.js';
+import { GCM_TAG_BYTES, MAX_SEALED_PLAINTEXT_BYTES, PendingFrameBytes, type SecureChannel } from './secure-channel.js';
 
 /** Messages waiting for one peer. */
 export const MAX_QUEUED_MESSAGES_PER_PEER = 4_096;
@@ -101,7 +101,15 @@ export interface PeerTransportLimits {
   maxFrameBytes: number;
   duplicateLiveWindowMs: number;
   idleKeepAliveMs: number;
+  /** Bytes of frames still arriving, over all inbound connections (secure-channel.ts PendingFrameBytes). */
+  maxInboundPendingBytes: number;
 }
+
+/**
+ * Four whole frames: a few managers each sending a large batch at once fit many times over, and
+ * a Pi's memory is not all held by connections that never finish a frame.
+ */
+export const MAX_INBOUND_PENDING_BYTES = 4 * MAX_FRAME_BYTES;
 
 export const DEFAULT_PEER_TRANSPORT_LIMITS: Readonly<PeerTransportLimits> = Object.freeze({
   maxQueuedMessagesPerPeer: MAX_QUEUED_MESSAGES_PER_PEER,
@@ -117,6 +125,7 @@ export const DEFAULT_PEER_TRANSPORT_LIMITS: Readonly<PeerTransportLimits> = Obje
   maxFrameBytes: MAX_FRAME_BYTES,
   duplicateLiveWindowMs: DUPLICATE_LIVE_WINDOW_MS,
   idleKeepAliveMs: IDLE_KEEPALIVE_MS,
+  maxInboundPendingBytes: MAX_INBOUND_PENDING_BYTES,
 });
 
 export interface PeerTransportOptions {
@@ -570,6 +579,8 @@ export class PeerTransport {
   private readonly handshakingByAddress = new Map<string, number>();
   /** Failed inbound handshakes (and failed accepts): anyone can cause them. */
   private readonly handshakeFailures: ThrottledReports;
+  /** Shared by the inbound channels: the bytes of their frames still arriving. */
+  private readonly inboundPending: PendingFrameBytes;
   /** The authenticated inbound channel of each peer (a newer one replaces an older one) and the process behind it. */
   private readonly inboundByPeer = new Map<NodeId, { channel: SecureChannel; instance: PeerInstance }>();
   private closed = false;
@@ -592,6 +603,7 @@ export class PeerTransport {
     this.random = opts.random ?? Math.random;
     this.limits = { ...DEFAULT_PEER_TRANSPORT_LIMITS, ...opts.limits };
     this.handshakeFailures = new ThrottledReports(this.limits.handshakeFailureReportMs, (reason, err) => this.onReject?.(reason, err));
+    this.inboundPending = new PendingFrameBytes(this.limits.maxInboundPendingBytes);
   }
 
   /** Starts accepting peer connections. Port 0 picks a free port; the bound address is returned. */
@@ -861,6 +873,7 @@ export class PeerTransport {
     this.inboundByPeer.set(from, { channel, instance });
     this.peers.get(from)?.peerIsUp();
     const progress = new ProgressReporter(channel, this.limits.stallTimeoutMs / PROGRESS_NOTICES_PER_STALL_TIMEOUT);
+    channel.limitPendingBytes(this.inboundPending);
     channel.start({
       onFrame: (plain) => {
         instance.lastFrameAt = performance.now();

@@ -57,6 +57,32 @@ export function open(key: Buffer, counter: bigint, sealed: Uint8Array): Buffer {
   return body;
 }
 
+/**
+ * Bytes of frames still arriving, over every inbound channel of one listener. A frame is held
+ * until it is whole (up to MAX_FRAME_BYTES), so without a shared bound 128 connections each one
+ * byte short of a 16 MiB frame held 2 GiB (a crash hunt's, with the token), more than a Pi has.
+ */
+export class PendingFrameBytes {
+  private held = 0;
+
+  constructor(readonly maxBytes: number) {}
+
+  get heldBytes(): number {
+    return this.held;
+  }
+
+  /** Takes `n` more bytes; false (nothing taken) when they would pass the bound. */
+  tryTake(n: number): boolean {
+    if (this.held + n > this.maxBytes) return false;
+    this.held += n;
+    return true;
+  }
+
+  give(n: number): void {
+    this.held -= n;
+  }
+}
+
 export interface ChannelHandlers {
   /** One opened frame. Throwing closes the connection with that error. */
   onFrame(plain: Buffer): void;
@@ -73,6 +99,9 @@ export class SecureChannel {
   private recvCounter = 0n;
   private handlers: ChannelHandlers | undefined;
   private closed = false;
+  private pendingBudget: PendingFrameBytes | undefined;
+  /** This channel's share of pendingBudget: the bytes its decoder holds. */
+  private pendingHeld = 0;
 
   constructor(
     readonly socket: Socket,
@@ -81,6 +110,11 @@ export class SecureChannel {
     maxFrameBytes: number = MAX_FRAME_BYTES,
   ) {
     decoder.setMaxFrameBytes(maxFrameBytes);
+  }
+
+  /** Counts the bytes of frames still arriving against `budget`; past it the channel closes (ERR_BUSY). Before start(). */
+  limitPendingBytes(budget: PendingFrameBytes): void {
+    this.pendingBudget = budget;
   }
 
   /** Starts delivering frames, including any that arrived with the end of the handshake. */
@@ -111,9 +145,22 @@ export class SecureChannel {
         const plain = open(this.keys.recvKey, this.recvCounter++, f);
         this.handlers!.onFrame(plain);
       }
+      this.holdPending();
     } catch (err) {
       this.close(err as Error);
     }
+  }
+
+  /** Brings this channel's share of the pending budget to what its decoder holds now. */
+  private holdPending(): void {
+    const budget = this.pendingBudget;
+    if (budget === undefined || this.closed) return;
+    const now = this.decoder.bufferedBytes;
+    if (now > this.pendingHeld && !budget.tryTake(now - this.pendingHeld)) {
+      throw new NetError('ERR_BUSY', `frames still arriving on this listener's connections would hold more than ${budget.maxBytes} bytes`);
+    }
+    if (now < this.pendingHeld) budget.give(this.pendingHeld - now);
+    this.pendingHeld = now;
   }
 
   /** Seals and writes one frame. Returns false when the socket's buffer is full ('drain' follows). */
@@ -146,6 +193,8 @@ export class SecureChannel {
   close(err?: Error): void {
     if (this.closed) return;
     this.closed = true;
+    this.pendingBudget?.give(this.pendingHeld);
+    this.pendingHeld = 0;
     if (err !== undefined) {
       this.socket.destroy();
     } else {

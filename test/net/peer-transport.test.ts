@@ -1010,3 +1010,48 @@ t.test('a token holder\'s bad frame behind its handshake, on a connection the re
     probe.on('error', () => resolve(false));
   }), 'the other transport still accepts connections');
 });
+
+t.test('frames still arriving share one budget over the inbound connections: past it the connection that would pass it is closed', async (t) => {
+  // Found by a crash hunt: 120 authenticated connections each one byte short of a 16 MiB frame
+  // held 2 GiB. Now the listener's connections together hold at most maxInboundPendingBytes.
+  const budget = 1024 * 1024;
+  const receiver = await node(t, 1, { ...FAST, maxInboundPendingBytes: budget });
+  const port = Number(receiver.addr.split(':')[1]);
+  /** An authenticated connection as `nodeId` and the bytes of one sealed heartbeat batch padded to about `bytes`. */
+  const dial = async (nodeId: number, bytes: number): Promise<{ socket: Socket; frame: Buffer }> => {
+    const socket = connect({ host: '127.0.0.1', port });
+    t.teardown(() => socket.destroy());
+    socket.on('error', () => undefined);
+    await new Promise((r) => socket.once('connect', r));
+    const channel = await clientHandshake(socket, { peerKey: key, purpose: Purpose.Raft, nodeId, timeoutMs: 1_000 });
+    const beat = hb(nodeId, 1);
+    beat.context = new Uint8Array(bytes);
+    let frame: Buffer | undefined;
+    const write = socket.write;
+    (socket as { write: (chunk: Buffer) => boolean }).write = (chunk) => ((frame = chunk), true);
+    channel.send(encodeMessageBatch([beat]));
+    socket.write = write;
+    return { socket, frame: frame! };
+  };
+  const a = await dial(5, 700 * 1024);
+  const b = await dial(6, 700 * 1024);
+  a.socket.write(a.frame.subarray(0, 600 * 1024));
+  await new Promise((r) => setTimeout(r, 100));
+  b.socket.write(b.frame.subarray(0, 600 * 1024));
+  await waitFor(() => b.socket.destroyed, 'the connection that would pass the budget closed');
+  t.match(receiver.reasons, [/inbound from peer 6: frames still arriving on this listener's connections would hold more than 1048576 bytes/]);
+  t.notOk(a.socket.destroyed, 'the one within it is kept');
+  a.socket.write(a.frame.subarray(600 * 1024));
+  await waitFor(() => receiver.got.some((m) => m.from === 5), 'its frame, once whole, delivered');
+  // A connection that goes away mid-frame gives its bytes back too.
+  const d = await dial(8, 700 * 1024);
+  d.socket.write(d.frame.subarray(0, 600 * 1024));
+  await new Promise((r) => setTimeout(r, 100));
+  d.socket.destroy();
+  await new Promise((r) => setTimeout(r, 100));
+  // Their bytes were given back: another connection may hold as much again.
+  const c = await dial(7, 700 * 1024);
+  c.socket.write(c.frame);
+  await waitFor(() => receiver.got.some((m) => m.from === 7), 'a later large frame delivered');
+  t.notOk(c.socket.destroyed);
+});
