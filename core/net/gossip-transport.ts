@@ -5,6 +5,7 @@
  * (AES-256-GCM) before it is decoded; whatever fails — oversized, unauthenticated, replayed,
  * malformed — is dropped and counted, never thrown. Knows nothing of the protocol itself.
  */
+import { AddressSlots } from './address-slots.js';
 import { JOIN_PEEK_TIMEOUT_MS, PeekingByAddress, peekJoinMagic } from './join.js';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, connect, isIPv6, type Server, type Socket } from 'node:net';
@@ -81,7 +82,7 @@ export class GossipTransport {
   private readonly replay = new ReplayCache();
   private activeInbound = 0;
   /** Inbound streams open per remote address (MAX_INBOUND_STREAMS_PER_ADDRESS); entries at 0 are deleted. */
-  private readonly inboundByAddress = new Map<string, number>();
+  private readonly inboundByAddress = new AddressSlots(MAX_INBOUND_STREAMS_PER_ADDRESS);
   /** Connections still to send their first bytes, by address (join.ts MAX_PEEKING_PER_ADDRESS). */
   private readonly peeking = new PeekingByAddress(() => this.stats.streamsRefused++);
   /** Bytes of inbound frames being read now (MAX_PENDING_INBOUND_FRAME_BYTES). */
@@ -244,13 +245,13 @@ export class GossipTransport {
     const source = sock.remoteAddress ?? '';
     // Connections from our own address come from this machine (other nodes of it, tools).
     const counted = source !== '' && source !== sock.localAddress;
-    const fromSource = counted ? this.inboundByAddress.get(source) ?? 0 : 0;
-    if (this.closed || this.activeInbound >= MAX_INBOUND_STREAMS || fromSource >= MAX_INBOUND_STREAMS_PER_ADDRESS) {
+    const hasRoom = !this.closed && this.activeInbound < MAX_INBOUND_STREAMS;
+    const releaseSource = !hasRoom ? undefined : counted ? this.inboundByAddress.take(source) : () => undefined;
+    if (releaseSource === undefined) {
       this.stats.streamsRefused++;
       sock.destroy();
       return;
     }
-    if (counted) this.inboundByAddress.set(source, fromSource + 1);
     this.activeInbound++;
     this.stats.streamsIn++;
     this.sockets.add(sock);
@@ -267,11 +268,7 @@ export class GossipTransport {
       clearTimeout(deadline);
       release();
       this.activeInbound--;
-      if (counted) {
-        const left = (this.inboundByAddress.get(source) ?? 1) - 1;
-        if (left > 0) this.inboundByAddress.set(source, left);
-        else this.inboundByAddress.delete(source);
-      }
+      releaseSource();
       this.sockets.delete(sock);
       sock.destroy();
     };

@@ -5,6 +5,7 @@
  * server hands the request to a callback (the agent proposes the Raft conf change) and sends
  * back the new member id and the member list. One request per connection.
  */
+import { AddressSlots } from './address-slots.js';
 import { ThrottledReports } from './throttled-reports.js';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import type protobuf from 'protobufjs';
@@ -49,7 +50,7 @@ export const MAX_PEEKING_PER_ADDRESS = 8;
 
 /** Counts the connections waiting in peekJoinMagic by remote address (MAX_PEEKING_PER_ADDRESS). */
 export class PeekingByAddress {
-  private readonly counts = new Map<string, number>();
+  private readonly slots = new AddressSlots(MAX_PEEKING_PER_ADDRESS);
   refused = 0;
 
   constructor(private readonly onRefused?: () => void) {}
@@ -62,22 +63,13 @@ export class PeekingByAddress {
   admit(socket: Socket): { admitted: false } | { admitted: true; release: () => void } {
     const source = socket.remoteAddress ?? '';
     if (source === '' || source === socket.localAddress) return { admitted: true, release: () => undefined };
-    const n = this.counts.get(source) ?? 0;
-    if (n >= MAX_PEEKING_PER_ADDRESS) {
+    const release = this.slots.take(source);
+    if (release === undefined) {
       this.refused++;
       this.onRefused?.();
       socket.destroy();
       return { admitted: false };
     }
-    this.counts.set(source, n + 1);
-    let held = true;
-    const release = (): void => {
-      if (!held) return;
-      held = false;
-      const left = (this.counts.get(source) ?? 1) - 1;
-      if (left <= 0) this.counts.delete(source);
-      else this.counts.set(source, left);
-    };
     socket.once('close', release);
     return { admitted: true, release };
   }
@@ -267,7 +259,7 @@ export const JOIN_REJECT_REPORT_MS = 10_000;
 export class JoinServer {
   private readonly sockets = new Set<Socket>();
   /** Open join connections by remote address (MAX_JOIN_CONNECTIONS_PER_ADDRESS). */
-  private readonly connectionsByAddress = new Map<string, number>();
+  private readonly connectionsByAddress = new AddressSlots(MAX_JOIN_CONNECTIONS_PER_ADDRESS);
   readonly stats = { accepted: 0, rejectedHandshakes: 0, joined: 0, refused: 0 };
   private readonly rejections: ThrottledReports;
 
@@ -320,21 +312,17 @@ export class JoinServer {
   }
 
   private accept(socket: Socket): void {
-    const address = socket.remoteAddress ?? '';
-    const fromAddress = this.connectionsByAddress.get(address) ?? 0;
-    if (this.sockets.size >= MAX_JOIN_CONNECTIONS || fromAddress >= MAX_JOIN_CONNECTIONS_PER_ADDRESS) {
+    const release = this.sockets.size < MAX_JOIN_CONNECTIONS ? this.connectionsByAddress.take(socket.remoteAddress ?? '') : undefined;
+    if (release === undefined) {
       socket.destroy();
       this.stats.rejectedHandshakes++;
       return;
     }
     this.stats.accepted++;
     this.sockets.add(socket);
-    this.connectionsByAddress.set(address, fromAddress + 1);
     socket.on('close', () => {
       this.sockets.delete(socket);
-      const n = (this.connectionsByAddress.get(address) ?? 1) - 1;
-      if (n <= 0) this.connectionsByAddress.delete(address);
-      else this.connectionsByAddress.set(address, n);
+      release();
     });
     socket.on('error', () => undefined);
     const remoteAddress = `${socket.remoteAddress}:${socket.remotePort}`;

@@ -46,6 +46,7 @@ import { NetError } from './errors.js';
 import { DUPLICATE_LIVE_WINDOW_MS, decodeDuplicateNotice, encodeDuplicateNotice, judgeDuplicate, newInstanceId, type DuplicateNotice, type PeerInstance } from './duplicate-member.js';
 import { MAX_FRAME_BYTES } from './frame.js';
 import { ThrottledReports } from './throttled-reports.js';
+import { AddressSlots } from './address-slots.js';
 import { HANDSHAKE_TIMEOUT_MS, Purpose, clientHandshake, serverHandshake, type ClientHello } from './handshake.js';
 import { decodeMessageBatch, encodeMessageBatch, estimateMessageBytes, isWireMessageType } from './raft-codec.js';
 import { GCM_TAG_BYTES, MAX_SEALED_PLAINTEXT_BYTES, PendingFrameBytes, type SecureChannel } from './secure-channel.js';
@@ -576,7 +577,7 @@ export class PeerTransport {
   private server: Server | undefined;
   private readonly inbound = new Set<Socket>();
   /** Inbound connections still in their handshake, by remote address (MAX_HANDSHAKES_PER_ADDRESS). */
-  private readonly handshakingByAddress = new Map<string, number>();
+  private readonly handshakingByAddress = new AddressSlots(MAX_HANDSHAKES_PER_ADDRESS);
   /** Failed inbound handshakes (and failed accepts): anyone can cause them. */
   private readonly handshakeFailures: ThrottledReports;
   /** Shared by the inbound channels: the bytes of their frames still arriving. */
@@ -791,23 +792,14 @@ export class PeerTransport {
   }
 
   private accept(socket: Socket): void {
-    const address = socket.remoteAddress ?? '';
-    const handshaking = this.handshakingByAddress.get(address) ?? 0;
-    if (this.closed || this.inbound.size >= this.limits.maxInboundConnections || handshaking >= MAX_HANDSHAKES_PER_ADDRESS) {
+    const hasRoom = !this.closed && this.inbound.size < this.limits.maxInboundConnections;
+    const handshakeOver = hasRoom ? this.handshakingByAddress.take(socket.remoteAddress ?? '') : undefined;
+    if (handshakeOver === undefined) {
       socket.destroy();
       this.stats_.rejectedHandshakes++;
       return;
     }
     this.inbound.add(socket);
-    this.handshakingByAddress.set(address, handshaking + 1);
-    let inHandshake = true;
-    const handshakeOver = (): void => {
-      if (!inHandshake) return;
-      inHandshake = false;
-      const n = (this.handshakingByAddress.get(address) ?? 1) - 1;
-      if (n <= 0) this.handshakingByAddress.delete(address);
-      else this.handshakingByAddress.set(address, n);
-    };
     socket.on('close', () => {
       handshakeOver();
       this.inbound.delete(socket);
