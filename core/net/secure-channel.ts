@@ -61,9 +61,12 @@ export function open(key: Buffer, counter: bigint, sealed: Uint8Array): Buffer {
  * Bytes of frames still arriving, over every inbound channel of one listener. A frame is held
  * until it is whole (up to MAX_FRAME_BYTES), so without a shared bound 128 connections each one
  * byte short of a 16 MiB frame held 2 GiB (a crash hunt's, with the token), more than a Pi has.
+ * When a channel's new bytes would pass the bound, the channels holding the most are closed
+ * first: a member's frames (batches of at most 4 MiB) outlast connections sitting on larger ones.
  */
 export class PendingFrameBytes {
   private held = 0;
+  private readonly holders = new Map<SecureChannel, number>();
 
   constructor(readonly maxBytes: number) {}
 
@@ -71,15 +74,30 @@ export class PendingFrameBytes {
     return this.held;
   }
 
-  /** Takes `n` more bytes; false (nothing taken) when they would pass the bound. */
-  tryTake(n: number): boolean {
-    if (this.held + n > this.maxBytes) return false;
-    this.held += n;
+  /**
+   * Sets what `channel` holds to `bytes`. Past the bound, closes (ERR_BUSY) channels holding
+   * more than `channel` would until the bytes fit; false when `channel` itself would hold the
+   * most (it keeps what it had).
+   */
+  hold(channel: SecureChannel, bytes: number): boolean {
+    const had = this.holders.get(channel) ?? 0;
+    // Holding less never closes anything (a closing channel gives its bytes back here).
+    while (bytes > had && this.held - had + bytes > this.maxBytes) {
+      let largest: SecureChannel | undefined;
+      let most = bytes;
+      for (const [other, n] of this.holders) {
+        if (other !== channel && n > most) {
+          largest = other;
+          most = n;
+        }
+      }
+      if (largest === undefined) return false;
+      largest.close(new NetError('ERR_BUSY', `frames still arriving on this listener's connections passed ${this.maxBytes} bytes, and this one held the most (${most})`));
+    }
+    this.held += bytes - had;
+    if (bytes === 0) this.holders.delete(channel);
+    else this.holders.set(channel, bytes);
     return true;
-  }
-
-  give(n: number): void {
-    this.held -= n;
   }
 }
 
@@ -100,8 +118,6 @@ export class SecureChannel {
   private handlers: ChannelHandlers | undefined;
   private closed = false;
   private pendingBudget: PendingFrameBytes | undefined;
-  /** This channel's share of pendingBudget: the bytes its decoder holds. */
-  private pendingHeld = 0;
 
   constructor(
     readonly socket: Socket,
@@ -153,14 +169,10 @@ export class SecureChannel {
 
   /** Brings this channel's share of the pending budget to what its decoder holds now. */
   private holdPending(): void {
-    const budget = this.pendingBudget;
-    if (budget === undefined || this.closed) return;
-    const now = this.decoder.bufferedBytes;
-    if (now > this.pendingHeld && !budget.tryTake(now - this.pendingHeld)) {
-      throw new NetError('ERR_BUSY', `frames still arriving on this listener's connections would hold more than ${budget.maxBytes} bytes`);
+    if (this.pendingBudget === undefined || this.closed) return;
+    if (!this.pendingBudget.hold(this, this.decoder.bufferedBytes)) {
+      throw new NetError('ERR_BUSY', `frames still arriving on this listener's connections would hold more than ${this.pendingBudget.maxBytes} bytes, and this one the most`);
     }
-    if (now < this.pendingHeld) budget.give(this.pendingHeld - now);
-    this.pendingHeld = now;
   }
 
   /** Seals and writes one frame. Returns false when the socket's buffer is full ('drain' follows). */
@@ -193,8 +205,7 @@ export class SecureChannel {
   close(err?: Error): void {
     if (this.closed) return;
     this.closed = true;
-    this.pendingBudget?.give(this.pendingHeld);
-    this.pendingHeld = 0;
+    this.pendingBudget?.hold(this, 0);
     if (err !== undefined) {
       this.socket.destroy();
     } else {

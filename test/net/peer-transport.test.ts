@@ -1011,7 +1011,7 @@ t.test('a token holder\'s bad frame behind its handshake, on a connection the re
   }), 'the other transport still accepts connections');
 });
 
-t.test('frames still arriving share one budget over the inbound connections: past it the connection that would pass it is closed', async (t) => {
+t.test('frames still arriving share one budget over the inbound connections: past it the ones holding the most are closed', async (t) => {
   // Found by a crash hunt: 120 authenticated connections each one byte short of a 16 MiB frame
   // held 2 GiB. Now the listener's connections together hold at most maxInboundPendingBytes.
   const budget = 1024 * 1024;
@@ -1033,25 +1033,30 @@ t.test('frames still arriving share one budget over the inbound connections: pas
     socket.write = write;
     return { socket, frame: frame! };
   };
-  const a = await dial(5, 700 * 1024);
-  const b = await dial(6, 700 * 1024);
-  a.socket.write(a.frame.subarray(0, 600 * 1024));
+  const delivered = (from: number): Promise<void> => waitFor(() => receiver.got.some((m) => m.from === from), `the frame from ${from} delivered`);
+  // A connection sits on most of a large frame; a member's smaller frame then needs the room.
+  const sitter = await dial(5, 1000 * 1024);
+  sitter.socket.write(sitter.frame.subarray(0, 900 * 1024));
   await new Promise((r) => setTimeout(r, 100));
-  b.socket.write(b.frame.subarray(0, 600 * 1024));
-  await waitFor(() => b.socket.destroyed, 'the connection that would pass the budget closed');
-  t.match(receiver.reasons, [/inbound from peer 6: frames still arriving on this listener's connections would hold more than 1048576 bytes/]);
-  t.notOk(a.socket.destroyed, 'the one within it is kept');
-  a.socket.write(a.frame.subarray(600 * 1024));
-  await waitFor(() => receiver.got.some((m) => m.from === 5), 'its frame, once whole, delivered');
-  // A connection that goes away mid-frame gives its bytes back too.
-  const d = await dial(8, 700 * 1024);
-  d.socket.write(d.frame.subarray(0, 600 * 1024));
+  const member = await dial(6, 300 * 1024);
+  member.socket.write(member.frame);
+  await delivered(6);
+  await waitFor(() => sitter.socket.destroyed, 'the connection holding the most closed');
+  t.match(receiver.reasons, [/inbound from peer 5: frames still arriving .* passed 1048576 bytes, and this one held the most/]);
+  t.notOk(member.socket.destroyed, 'the member\'s connection is kept');
+  // A connection that goes away mid-frame gives its bytes back.
+  const gone = await dial(8, 700 * 1024);
+  gone.socket.write(gone.frame.subarray(0, 600 * 1024));
   await new Promise((r) => setTimeout(r, 100));
-  d.socket.destroy();
+  gone.socket.destroy();
   await new Promise((r) => setTimeout(r, 100));
-  // Their bytes were given back: another connection may hold as much again.
-  const c = await dial(7, 700 * 1024);
-  c.socket.write(c.frame);
-  await waitFor(() => receiver.got.some((m) => m.from === 7), 'a later large frame delivered');
-  t.notOk(c.socket.destroyed);
+  const later = await dial(7, 900 * 1024);
+  later.socket.write(later.frame);
+  await delivered(7);
+  t.notOk(later.socket.destroyed, 'a later large frame fits: every byte was given back');
+  // A frame larger than the whole budget holds the most itself: its connection is closed.
+  const huge = await dial(9, 1100 * 1024);
+  huge.socket.write(huge.frame);
+  await waitFor(() => huge.socket.destroyed, 'a frame larger than the budget refused');
+  t.notOk(receiver.got.some((m) => m.from === 9));
 });
