@@ -8,7 +8,7 @@
  */
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { Decoder, Encoder } from 'cbor-x';
-import { checkStreamCborBounds } from './cbor-bounds.js';
+import { checkCborBounds } from './cbor-bounds.js';
 import { GossipDecodeError } from '../errors.js';
 import {
   MAX_HOST_BYTES,
@@ -368,6 +368,8 @@ export function decodePacket(buf: Uint8Array): Message[] {
   if (buf.length > MAX_UDP_PACKET_BYTES) {
     throw new GossipDecodeError('GOSSIP_DECODE_OVERSIZED', `packet of ${buf.length} bytes exceeds ${MAX_UDP_PACKET_BYTES}`);
   }
+  // A packet is small, but a few kilobytes of tags can still cost seconds (cbor-bounds.ts).
+  checkCborBounds(buf);
   const v = cborDecode(buf);
   if (!Array.isArray(v)) malformed('packet must be an array of messages');
   if (v.length === 0) malformed('packet has no messages');
@@ -399,7 +401,7 @@ export function decodeStream(buf: Uint8Array): StreamMsg {
     throw new GossipDecodeError('GOSSIP_DECODE_OVERSIZED', `stream message of ${buf.length} bytes exceeds ${MAX_STREAM_FRAME_BYTES}`);
   }
   // Counted first: what the decode would build is bounded before it is built.
-  checkStreamCborBounds(buf);
+  checkCborBounds(buf);
   const f = tuple(cborDecode(buf), 2, 'stream message');
   const type = f[0];
   switch (type) {
