@@ -118,7 +118,8 @@ export function checkBatchBounds(data: Uint8Array): void {
           if (m === MESSAGE_ENTRIES) {
             if (++entries > MAX_ENTRIES_PER_MESSAGE) invalid(`more than ${MAX_ENTRIES_PER_MESSAGE} entries in one message`);
             if (++entriesInBatch > MAX_ENTRIES_PER_BATCH) invalid(`more than ${MAX_ENTRIES_PER_BATCH} entries in one batch`);
-            return false;
+            // An entry's fields are all singular (a review found one term repeated 8M times).
+            return nested(r, messageEnd, mWireType, (entryEnd) => walk(r, entryEnd, [], () => false));
           }
           if (m !== MESSAGE_SNAPSHOT) return false;
           return nested(r, messageEnd, mWireType, (chunkEnd) =>

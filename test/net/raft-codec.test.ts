@@ -115,6 +115,7 @@ t.test('frames built to make the decoder build millions of objects are refused o
     ['entries spread over messages past the per-batch limit', Buffer.concat(Array.from({ length: Math.ceil((MAX_ENTRIES_PER_BATCH + 1) / 60_000) }, () => entriesMessage(60_000))), /entries in one batch/],
     ['16 million packed voters', votersBomb, /conf state with more than/],
     ['a singular field repeated 100,000 times', repeatedTerm, /given more than once/],
+    ['an entry\'s term repeated 100,000 times', field(1, Buffer.concat([Buffer.from([0x08, 0x01]), field(7, Buffer.from(Array.from({ length: 100_000 }, () => [0x08, 0x01]).flat()))])), /given more than once/],
   ];
   for (const [what, bytes, message] of cases) {
     t.throws(() => decodeMessageBatch(bytes), { code: 'ERR_INVALID_MESSAGE', message }, what);
