@@ -195,7 +195,7 @@ export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
     });
     if (manager) {
       const m = manager;
-      g.node.setJoinHandler((sock) => m.node.joinConnection(sock));
+      g.node.setJoinHandler((sock, onAuthenticated) => m.node.joinConnection(sock, onAuthenticated));
       const timer = setInterval(() => tellRaftWhereManagersAre(g, m), RAFT_PEERS_FROM_GOSSIP_MS);
       stops.push(async () => clearInterval(timer));
     }

@@ -1314,8 +1314,8 @@ export class ManagerNode {
   }
 
   /** A join connection accepted by another listener (the gossip port's TCP side). */
-  joinConnection(socket: import('node:net').Socket): void {
-    this.joinServer?.handleConnection(socket);
+  joinConnection(socket: import('node:net').Socket, onAuthenticated?: () => void): void {
+    this.joinServer?.handleConnection(socket, onAuthenticated);
   }
 
   memberList(): JoinMember[] {

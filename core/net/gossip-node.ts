@@ -94,7 +94,7 @@ export class GossipNode {
   private transport!: GossipTransport;
 
   /** Route Raft join connections arriving on the gossip port (see GossipTransport.setJoinHandler). */
-  setJoinHandler(handler: ((sock: import('node:net').Socket) => void) | undefined): void {
+  setJoinHandler(handler: ((sock: import('node:net').Socket, onAuthenticated: () => void) => void) | undefined): void {
     this.transport.setJoinHandler(handler);
   }
   private timer: NodeJS.Timeout | undefined;

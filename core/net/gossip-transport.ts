@@ -6,7 +6,7 @@
  * malformed — is dropped and counted, never thrown. Knows nothing of the protocol itself.
  */
 import { AddressSlots } from './address-slots.js';
-import { JOIN_PEEK_TIMEOUT_MS, PeekingByAddress, peekJoinMagic } from './join.js';
+import { JOIN_PEEK_TIMEOUT_MS, MAX_JOIN_CONNECTIONS, PeekingByAddress, peekJoinMagic } from './join.js';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, connect, isIPv6, type Server, type Socket } from 'node:net';
 import { decodePacket, decodeStreamFrame, encodeStreamFrame } from '../gossip/codec/index.js';
@@ -73,6 +73,8 @@ const DEFAULT_STREAM_DEADLINE_MS = 10_000;
  * frames at once: real push-pulls are far smaller than one.
  */
 export const MAX_PENDING_INBOUND_FRAME_BYTES = 2 * MAX_STREAM_FRAME_BYTES;
+/** Connections not yet authenticated at once (admitUnauthenticated): the oldest is closed past this. */
+export const MAX_UNAUTHENTICATED_CONNECTIONS = 32;
 
 export class GossipTransport {
   readonly stats: TransportStats = {
@@ -83,6 +85,8 @@ export class GossipTransport {
   private activeInbound = 0;
   /** Inbound streams open per remote address (MAX_INBOUND_STREAMS_PER_ADDRESS); entries at 0 are deleted. */
   private readonly inboundByAddress = new AddressSlots(MAX_INBOUND_STREAMS_PER_ADDRESS);
+  /** Connections not yet authenticated, oldest first, each with what closes it and frees its slot at once (admitUnauthenticated). */
+  private readonly unauthenticated = new Map<Socket, () => void>();
   /** Connections still to send their first bytes, by address (join.ts MAX_PEEKING_PER_ADDRESS). */
   private readonly peeking = new PeekingByAddress(() => this.stats.streamsRefused++);
   /** Bytes of inbound frames being read now (MAX_PENDING_INBOUND_FRAME_BYTES). */
@@ -90,7 +94,7 @@ export class GossipTransport {
   private readonly sockets = new Set<Socket>();
   private closed = false;
   /** Join connections (JOIN_STREAM_MAGIC) on this port go here; see setJoinHandler. */
-  private joinHandler: ((sock: Socket) => void) | undefined;
+  private joinHandler: ((sock: Socket, onAuthenticated: () => void) => void) | undefined;
 
   private constructor(
     private readonly opts: GossipTransportOptions,
@@ -104,7 +108,8 @@ export class GossipTransport {
     // With port 0, take a free TCP port first, then the same number for UDP (retry if taken).
     for (let attempt = 0; attempt < 20; attempt++) {
       const tcp = createServer();
-      tcp.maxConnections = MAX_INBOUND_STREAMS * 2;
+      // Never reached before the bounds that close the oldest unauthenticated connection.
+      tcp.maxConnections = MAX_UNAUTHENTICATED_CONNECTIONS + MAX_INBOUND_STREAMS + MAX_JOIN_CONNECTIONS + 8;
       await new Promise<void>((resolve, reject) => {
         tcp.once('error', reject);
         tcp.listen({ host: opts.bindHost, port: opts.bindPort, exclusive: true }, () => resolve());
@@ -195,7 +200,7 @@ export class GossipTransport {
    * Share this port's TCP side with the Raft join handshake (DESIGN.md: --join targets the
    * gossip port): connections starting with JOIN_STREAM_MAGIC are handed to `handler`.
    */
-  setJoinHandler(handler: ((sock: Socket) => void) | undefined): void {
+  setJoinHandler(handler: ((sock: Socket, onAuthenticated: () => void) => void) | undefined): void {
     this.joinHandler = handler;
   }
 
@@ -205,10 +210,12 @@ export class GossipTransport {
       this.stats.sendErrors++;
     });
     this.tcp.on('connection', (sock) => {
+      this.admitUnauthenticated(sock);
       if (!this.joinHandler) return this.onConnection(sock);
       sock.on('error', () => undefined);
       const handler = this.joinHandler;
-      peekJoinMagic(sock, (isJoin) => (isJoin ? handler(sock) : this.onConnection(sock)), JOIN_PEEK_TIMEOUT_MS, this.peeking);
+      const authenticated = (): void => void this.unauthenticated.delete(sock);
+      peekJoinMagic(sock, (isJoin) => (isJoin ? handler(sock, authenticated) : this.onConnection(sock)), JOIN_PEEK_TIMEOUT_MS, this.peeking);
     });
     this.tcp.on('error', () => {
       this.stats.streamFailures++;
@@ -239,6 +246,24 @@ export class GossipTransport {
       return;
     }
     this.opts.onPacket(messages, from);
+  }
+
+  /**
+   * Counts a new connection as not yet authenticated until its first frame opens (a gossip
+   * stream) or its join handshake succeeds; past MAX_UNAUTHENTICATED_CONNECTIONS the oldest such
+   * connection is closed. Silent connections from many addresses (each holds at most 8) took
+   * every slot of the port while they lasted, so no board could join (found by a review); a real
+   * client authenticates within a round trip, so it is never the oldest for long.
+   */
+  private admitUnauthenticated(sock: Socket): void {
+    if (this.unauthenticated.size >= MAX_UNAUTHENTICATED_CONNECTIONS) {
+      const [oldest, close] = this.unauthenticated.entries().next().value as [Socket, () => void];
+      this.unauthenticated.delete(oldest);
+      this.stats.streamsRefused++;
+      close();
+    }
+    this.unauthenticated.set(sock, () => sock.destroy());
+    sock.once('close', () => this.unauthenticated.delete(sock));
   }
 
   private onConnection(sock: Socket): void {
@@ -272,6 +297,8 @@ export class GossipTransport {
       this.sockets.delete(sock);
       sock.destroy();
     };
+    // Closed as the oldest unauthenticated connection: its stream slot is free before the next one is counted.
+    if (this.unauthenticated.has(sock)) this.unauthenticated.set(sock, finish);
     sock.setTimeout(this.opts.streamIdleTimeoutMs ?? DEFAULT_STREAM_IDLE_TIMEOUT_MS, finish);
     sock.on('error', finish);
     sock.on('close', finish);
@@ -296,6 +323,7 @@ export class GossipTransport {
         finish();
         return;
       }
+      this.unauthenticated.delete(sock);
       Promise.resolve()
         .then(() => this.opts.onStream(req, from))
         .then((reply) => {

@@ -307,11 +307,12 @@ export class JoinServer {
    * Serves one join connection accepted elsewhere: the gossip port's TCP listener peeks
    * JOIN_STREAM_MAGIC (peekJoinMagic) and hands the socket over with the magic consumed.
    */
-  handleConnection(socket: Socket): void {
-    this.accept(socket);
+  handleConnection(socket: Socket, onAuthenticated?: () => void): void {
+    this.accept(socket, onAuthenticated);
   }
 
-  private accept(socket: Socket): void {
+  /** `onAuthenticated`: the joiner proved it holds the token (its handshake succeeded). */
+  private accept(socket: Socket, onAuthenticated?: () => void): void {
     const release = this.sockets.size < MAX_JOIN_CONNECTIONS ? this.connectionsByAddress.take(socket.remoteAddress ?? '') : undefined;
     if (release === undefined) {
       socket.destroy();
@@ -333,6 +334,7 @@ export class JoinServer {
       maxFrameBytes: MAX_JOIN_FRAME_BYTES,
     }).then(
       ({ channel }) => {
+        onAuthenticated?.();
         let answered = false;
         // The joiner gets the rest of the join budget to send its one request.
         const idle = setTimeout(() => channel.close(new NetError('ERR_JOIN_TIMEOUT', 'no join request')), HANDSHAKE_TIMEOUT_MS);

@@ -14,8 +14,9 @@ import { MAX_EVENT_BUFFER, MAX_INBOUND_STREAMS, MAX_STREAM_FRAME_BYTES, MAX_UDP_
 import { MsgType, type MemberEvent } from '../../core/gossip/types.js';
 import { GossipNode } from '../../core/net/gossip-node.js';
 import { collect, sendUdp } from './sockets.js';
-import { MAX_PENDING_INBOUND_FRAME_BYTES } from '../../core/net/gossip-transport.js';
-import { JOIN_STREAM_MAGIC, MAX_PEEKING_PER_ADDRESS, peekJoinMagic } from '../../core/net/join.js';
+import { MAX_PENDING_INBOUND_FRAME_BYTES, MAX_UNAUTHENTICATED_CONNECTIONS } from '../../core/net/gossip-transport.js';
+import { JOIN_STREAM_MAGIC, JoinServer, MAX_PEEKING_PER_ADDRESS, joinCluster, peekJoinMagic } from '../../core/net/join.js';
+import { derivePeerKey, generateToken, parseToken } from '../../core/net/token.js';
 
 const HOST = '127.0.0.1';
 const SECRET = 'transport-test-secret';
@@ -156,7 +157,7 @@ t.test('fuzz: stream frames — random, truncated, oversized, wrong key, replaye
   t.equal(await b.join([{ host: HOST, port: a.port }]), 1, 'a still serves real push-pulls');
 });
 
-t.test('MAX_INBOUND_STREAMS: extra connections are refused, then service resumes', async (t) => {
+t.test('MAX_INBOUND_STREAMS: past it the oldest silent connections are closed, then service resumes', async (t) => {
   const a = await startNode('a');
   t.teardown(() => a.stop());
   const idle = await Promise.all(
@@ -166,7 +167,9 @@ t.test('MAX_INBOUND_STREAMS: extra connections are refused, then service resumes
     })),
   );
   await waitFor('refusals counted', () => a.metrics().streamsRefused >= 3);
-  t.equal(a.metrics().streamsRefused, 3, 'exactly the connections beyond the limit were refused');
+  t.equal(a.metrics().streamsRefused, 3, 'exactly as many as went past the limit (the oldest, never having authenticated)');
+  await waitFor('the oldest three closed', () => idle.slice(0, 3).every((s) => s.closed));
+  t.notOk(idle.slice(3).some((s) => s.closed), 'the newer ones kept');
   for (const s of idle) s.destroy();
   await new Promise((r) => setTimeout(r, 100));
   const b = await startNode('b');
@@ -275,6 +278,31 @@ t.test('silent connections from one address hold at most MAX_PEEKING_PER_ADDRESS
   t.teardown(() => joiner.destroy());
   await waitFor('the join routed', () => joins.length === 1, 3_000);
   t.same(joins, ['127.0.0.3'], 'a join from another address is routed while the silent ones wait');
+});
+
+t.test('silent and stalled connections from many addresses cannot keep a join out: the oldest unauthenticated one is closed', async (t) => {
+  // Found by a review: 80 silent connections from 80 addresses (each under the per-address
+  // bound) took every slot of the port while they lasted, and every join failed.
+  const node = await startNode('many-addresses');
+  t.teardown(() => node.stop());
+  const peerKey = derivePeerKey(parseToken(generateToken()).secret);
+  const joins = JoinServer.detached({ peerKey, onJoin: async () => ({ memberId: 7, members: [] }) });
+  t.teardown(() => joins.close());
+  node.setJoinHandler((sock, onAuthenticated) => joins.handleConnection(sock, onAuthenticated));
+  const port = node.port;
+  const attackers: Array<ReturnType<typeof connect>> = [];
+  t.teardown(() => attackers.forEach((s) => s.destroy()));
+  const open = (i: number, first?: Buffer): void => {
+    const s = connect({ host: HOST, port, localAddress: `127.0.${1 + (i >> 8)}.${2 + (i & 255)}` }, () => first && s.write(first));
+    s.on('error', () => {});
+    attackers.push(s);
+  };
+  for (let i = 0; i < 40; i++) open(i); // silent
+  for (let i = 40; i < 80; i++) open(i, JOIN_STREAM_MAGIC); // a join that never sends its hello
+  await new Promise((r) => setTimeout(r, 300));
+  const r = await joinCluster({ address: `${HOST}:${port}`, peerKey, request: { name: 'pi2', peerAddr: '127.0.0.1:12380', clientAddr: '127.0.0.1:12379' }, timeoutMs: 3_000 });
+  t.equal(r.memberId, 7, 'a join gets in and is answered while they wait');
+  t.ok(attackers.filter((s) => s.destroyed).length >= 80 - MAX_UNAUTHENTICATED_CONNECTIONS, 'the oldest unauthenticated connections were closed');
 });
 
 t.test('cluster-wide key rotation without downtime', async (t) => {
