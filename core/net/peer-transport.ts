@@ -576,6 +576,8 @@ export class PeerTransport {
   private readonly announced = new Map<NodeId, string>();
   private server: Server | undefined;
   private readonly inbound = new Set<Socket>();
+  /** Inbound connections still in their handshake, oldest first (closeOldestInHandshake). */
+  private readonly inHandshake = new Set<Socket>();
   /** Inbound connections still in their handshake, by remote address (MAX_HANDSHAKES_PER_ADDRESS). */
   private readonly handshakingByAddress = new AddressSlots(MAX_HANDSHAKES_PER_ADDRESS);
   /** Failed inbound handshakes (and failed accepts): anyone can cause them. */
@@ -792,14 +794,23 @@ export class PeerTransport {
   }
 
   private accept(socket: Socket): void {
+    // Full: the connection longest in its handshake makes room. Without this, silent connections
+    // from 16 addresses (8 each) held every slot while they lasted and no member could connect
+    // (the shape a review found on the gossip port); a member's handshake takes a round trip.
+    if (!this.closed && this.inbound.size >= this.limits.maxInboundConnections) this.closeOldestInHandshake();
     const hasRoom = !this.closed && this.inbound.size < this.limits.maxInboundConnections;
-    const handshakeOver = hasRoom ? this.handshakingByAddress.take(socket.remoteAddress ?? '') : undefined;
-    if (handshakeOver === undefined) {
+    const releaseAddress = hasRoom ? this.handshakingByAddress.take(socket.remoteAddress ?? '') : undefined;
+    if (releaseAddress === undefined) {
       socket.destroy();
       this.stats_.rejectedHandshakes++;
       return;
     }
     this.inbound.add(socket);
+    this.inHandshake.add(socket);
+    const handshakeOver = (): void => {
+      this.inHandshake.delete(socket);
+      releaseAddress();
+    };
     socket.on('close', () => {
       handshakeOver();
       this.inbound.delete(socket);
@@ -831,6 +842,15 @@ export class PeerTransport {
         this.handshakeFailures.add(`inbound handshake from ${remote}: ${err.message}`, err);
       },
     );
+  }
+
+  private closeOldestInHandshake(): void {
+    const oldest = this.inHandshake.values().next().value as Socket | undefined;
+    if (oldest === undefined) return;
+    this.inHandshake.delete(oldest);
+    this.inbound.delete(oldest); // its slot now, not at its 'close'
+    this.stats_.rejectedHandshakes++;
+    oldest.destroy();
   }
 
   /** An inbound channel whose handshake succeeded: refused, or made the peer's inbound channel. */
