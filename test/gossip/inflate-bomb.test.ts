@@ -11,7 +11,7 @@ import { constants, deflateRawSync, inflateRawSync } from 'node:zlib';
 import { checkMeta, decodePacket, decodeStream, decodeStreamFrame, encodeStream, encodeStreamFrame } from '../../core/gossip/codec/index.js';
 import { MAX_MEMBERS, MAX_META_BYTES, MAX_NAME_BYTES, MAX_STREAM_FRAME_BYTES } from '../../core/gossip/limits.js';
 import { MsgType, type PushPullEntry, type PushPullMsg } from '../../core/gossip/types.js';
-import { MAX_STREAM_CONTAINERS, MAX_STREAM_ITEMS } from '../../core/gossip/codec/cbor-bounds.js';
+import { MAX_STREAM_CONTAINERS, MAX_STREAM_ITEMS, checkCborBounds } from '../../core/gossip/codec/cbor-bounds.js';
 
 const MiB = 1024 * 1024;
 
@@ -87,6 +87,17 @@ t.test('tags and byte strings, which gossip never sends, are refused in streams 
     t.throws(() => decodeStream(cbor), { code: 'GOSSIP_DECODE_MALFORMED', message: /which gossip never sends/ }, `${what} in a stream message`);
     t.throws(() => decodePacket(cbor.subarray(0, 9000)), { code: 'GOSSIP_DECODE_MALFORMED' }, `${what} in a UDP packet`);
   }
+});
+
+t.test('the walk steps over text strings, definite and in chunks, and stops at their end', async (t) => {
+  t.doesNotThrow(() => checkCborBounds(Buffer.from([0x82, 0x63, 0x61, 0x62, 0x63, 0x01])), 'a definite text string, then an item after it');
+  t.doesNotThrow(() => checkCborBounds(Buffer.from([0x82, 0x7f, 0x61, 0x61, 0x62, 0x62, 0x63, 0xff, 0x01])), 'an indefinite text string in two chunks, then an item after it');
+  t.throws(() => checkCborBounds(Buffer.from([0x82, 0x65, 0x61, 0x62])), { code: 'GOSSIP_DECODE_TRUNCATED' }, 'a text string longer than what is left');
+  t.throws(() => checkCborBounds(Buffer.from([0x7f, 0x65, 0x61, 0xff])), { code: 'GOSSIP_DECODE_TRUNCATED' }, 'a chunk longer than what is left');
+  t.throws(() => checkCborBounds(Buffer.from([0x7f, 0x41, 0x61, 0xff])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'a byte-string chunk in a text string');
+  // The item after a string is read where the string ends: a walk that did not step over its
+  // bytes would read them as items ('a' = 0x61 is a text header) and miscount.
+  t.throws(() => checkCborBounds(Buffer.from([0x82, 0x62, 0x61, 0x61])), { code: 'GOSSIP_DECODE_TRUNCATED' }, 'an array of two with only one item');
 });
 
 t.test('the deepest metadata checkMeta allows, and metadata of ~90 items on every one of MAX_MEMBERS members, pass the walk', async (t) => {

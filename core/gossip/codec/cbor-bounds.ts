@@ -65,7 +65,8 @@ class Walk {
     return n;
   }
 
-  private skip(n: number): void {
+  /** Steps over a text string's `n` bytes (their content costs nothing to count). */
+  private passOver(n: number): void {
     if (n > this.buf.length - this.pos) throw new GossipDecodeError('GOSSIP_DECODE_TRUNCATED', 'truncated CBOR');
     this.pos += n;
   }
@@ -85,7 +86,7 @@ class Walk {
     const n = this.argument(ai);
     switch (major) {
       case MAJOR_TEXT:
-        return this.skip(n);
+        return this.passOver(n);
       case MAJOR_BYTES:
       case MAJOR_TAG:
         return notGossip(major);
@@ -115,7 +116,7 @@ class Walk {
       while (this.peekNotBreak()) {
         const chunk = this.byte();
         if (chunk >> 5 !== major || (chunk & 31) === INDEFINITE) throw new GossipDecodeError('GOSSIP_DECODE_MALFORMED', 'bad CBOR: bad chunk in an indefinite string');
-        this.skip(this.argument(chunk & 31));
+        this.passOver(this.argument(chunk & 31));
       }
       return;
     }
