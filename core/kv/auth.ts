@@ -44,7 +44,7 @@ export interface AuthUser {
 
 export interface AuthRole {
   name: string;
-  /** Sorted by key, then range end; at most one per (key, rangeEnd). */
+  /** Sorted by key, those of one key in the order granted; a (key, rangeEnd) may be held twice, as etcd may. */
   permissions: KeyPermission[];
 }
 
@@ -126,8 +126,12 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return Buffer.compare(a, b) === 0;
 }
 
-function cmpPermission(a: KeyPermission, b: KeyPermission): number {
-  return Buffer.compare(a.key, b.key) || Buffer.compare(a.rangeEnd, b.rangeEnd);
+/**
+ * A role's permissions are ordered as etcd orders them (permSlice): by key alone, those of one key
+ * in the order granted (a stable sort; etcd's sort.Sort keeps that order up to 12 permissions).
+ */
+function cmpPermissionKey(a: KeyPermission, b: KeyPermission): number {
+  return Buffer.compare(a.key, b.key);
 }
 
 /**
@@ -363,20 +367,24 @@ export class AuthState {
       throw new KvError('INVALID_AUTH_MGMT');
     }
     this.bump();
-    const same = r.permissions.findIndex((p) => sameBytes(p.key, perm.key) && sameBytes(p.rangeEnd, perm.rangeEnd));
-    if (same >= 0) r.permissions[same] = perm;
+    // As etcd: only the first permission of the same key is compared, so granting a range of a key
+    // that holds another range first adds it again (RoleGet lists both; revoke removes both).
+    const first = r.permissions.findIndex((p) => Buffer.compare(p.key, perm.key) >= 0);
+    const at = first >= 0 ? r.permissions[first]! : undefined;
+    if (at !== undefined && sameBytes(at.key, perm.key) && sameBytes(at.rangeEnd, perm.rangeEnd)) r.permissions[first] = perm;
     else {
       r.permissions.push(perm);
-      r.permissions.sort(cmpPermission);
+      r.permissions.sort(cmpPermissionKey);
     }
   }
 
   private roleRevokePermission(name: string, key: Uint8Array, rangeEnd: Uint8Array): void {
     const r = this.mustRole(name);
-    const i = r.permissions.findIndex((p) => sameBytes(p.key, key) && sameBytes(p.rangeEnd, rangeEnd));
-    if (i < 0) throw new KvError('PERMISSION_NOT_GRANTED');
+    // Every permission of that key and end goes (a role may hold one twice: see the grant).
+    const kept = r.permissions.filter((p) => !(sameBytes(p.key, key) && sameBytes(p.rangeEnd, rangeEnd)));
+    if (kept.length === r.permissions.length) throw new KvError('PERMISSION_NOT_GRANTED');
     this.bump();
-    r.permissions.splice(i, 1);
+    r.permissions = kept;
   }
 
   // ---------------------------------------------------------------- image
@@ -460,7 +468,7 @@ function parseImage(v: unknown): { _enabled: boolean; _revision: number; _enable
       }
       permissions.push({ permType: p[0], key: copy(p[1]), rangeEnd: copy(p[2]) });
     }
-    roles.set(name, { name, permissions: permissions.sort(cmpPermission) });
+    roles.set(name, { name, permissions: permissions.sort(cmpPermissionKey) });
   }
   return { _enabled: o.enabled, _revision: o.revision, _enabledRevision: o.enabledRevision, users, roles };
 }

@@ -123,6 +123,25 @@ t.test('empty names through the Raft log (whose canonical form leaves empty stri
   t.notOk(a.roleNames().includes('undefined'), 'no role named "undefined"');
 });
 
+t.test('grants as etcd makes them: compared with the first permission of their key, ordered by key as granted', async (t) => {
+  const a = withUsers();
+  const held = (): string[] => a.role('r')!.permissions.map((p) => `${p.permType}:${Buffer.from(p.key)}:${JSON.stringify(Buffer.from(p.rangeEnd).toString())}`);
+  grant(a, PermType.READ, 'k');
+  grant(a, PermType.READ, 'k', '\0');
+  grant(a, PermType.READ, 'b', 'c');
+  t.same(held(), ['0:b:"c"', '0:k:""', '0:k:"\\u0000"'], 'by key; those of one key in the order granted');
+  grant(a, PermType.WRITE, 'k', '\0');
+  t.same(held(), ['0:b:"c"', '0:k:""', '0:k:"\\u0000"', '1:k:"\\u0000"'], 'a range of k behind k itself is not found: held twice, as in etcd');
+  grant(a, PermType.READWRITE, 'k');
+  t.same(held(), ['0:b:"c"', '2:k:""', '0:k:"\\u0000"', '1:k:"\\u0000"'], 'the first permission of k, same end: its type replaced in place');
+  const copy = new AuthState();
+  copy.load(a.image());
+  t.same(copy.role('r')!.permissions, a.role('r')!.permissions, 'the image keeps the order and both copies');
+  a.apply({ roleRevokePermission: { name: 'r', key: b('k'), rangeEnd: b('\0') } });
+  t.same(held(), ['0:b:"c"', '2:k:""'], 'a revoke removes every copy');
+  refusedWith(t, () => a.apply({ roleRevokePermission: { name: 'r', key: b('k'), rangeEnd: b('\0') } }), 'PERMISSION_NOT_GRANTED', 'then none is left');
+});
+
 t.test('permissions: the union of a user\'s grants must cover the whole range', async (t) => {
   const a = withUsers();
   a.apply({ authEnable: {} });
