@@ -234,6 +234,9 @@ const DROPPED_FIELDS = new Set(['clusterId', 'memberId', 'raftTerm', 'cluster_id
 /** A response with bytes as text, revisions relative to the frame's base and lease IDs as their index. */
 export function normalize(f: Frame, v: unknown, field = ''): unknown {
   if (Buffer.isBuffer(v)) return v.toString('latin1');
+  // LeaseTimeToLive's keys: etcd lists a lease's keys as its Go map of them iterates, in an
+  // order that changes from call to call; compared as a set.
+  if (Array.isArray(v) && field === 'keys') return v.map((x) => normalize(f, x, field)).sort();
   if (Array.isArray(v)) return v.map((x) => normalize(f, x, field));
   if (v !== null && typeof v === 'object') {
     const out: Record<string, unknown> = {};
