@@ -13,8 +13,8 @@ import { AgentConfig, ConfigError } from './config.js';
 import { AgentHttp, sendJson } from './http.js';
 import { startManager, RunningManager } from './manager.js';
 import { registerRaftMetrics } from './raft-metrics.js';
-import { GossipSubsystem, startGossip } from './gossip-subsystem.js';
-import { formatToken, parseToken } from '../core/net/token.js';
+import { GossipSubsystem, startGossip, type StartGossipOptions } from './gossip-subsystem.js';
+import { formatToken, parseJoinToken, type JoinToken } from '../core/net/token.js';
 import { formatHostPort } from '../core/net/address.js';
 import { ThrottledReports } from '../core/net/throttled-reports.js';
 import { AdvertiseError, defaultAdvertiseAddress, isWildcard } from '../core/net/advertise.js';
@@ -58,12 +58,17 @@ function tellRaftWhereManagersAre(g: GossipSubsystem, m: RunningManager): void {
   }
 }
 
-function normaliseToken(token: string): string {
+/** What gossip joins with: a manager's cluster token, or a worker's --token of either kind. */
+function gossipCredentials(manager: RunningManager | undefined, token: string | undefined): Pick<StartGossipOptions, 'secret' | 'workerToken'> {
+  if (manager) return { secret: manager.node.tokenString() };
+  if (token === undefined) return { secret: undefined };
+  let parsed: JoinToken;
   try {
-    return formatToken(parseToken(token).secret);
+    parsed = parseJoinToken(token);
   } catch (e) {
     throw new ConfigError(`--token: ${(e as Error).message}`);
   }
+  return parsed.kind === 'worker' ? { secret: undefined, workerToken: parsed } : { secret: formatToken(parsed.secret) };
 }
 
 export const logger = pino({ name: 'picloud-node', level: process.env.PICLOUD_LOG_LEVEL ?? 'info' }, pino.destination(2));
@@ -166,17 +171,17 @@ export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
     } else if (config.bootstrap) {
       throw new ConfigError('a worker joins an existing cluster: use --join HOST[:PORT] --token TOKEN (only managers --bootstrap)');
     }
-    // Gossip membership on every node. Its key derives from the cluster secret, so a node
-    // without the token can neither join nor inject state. A worker restarted without --token
-    // joined before (agent/config.ts checked): the keyring it saved then is its key.
-    const secret = manager ? manager.node.tokenString() : config.token === undefined ? undefined : normaliseToken(config.token);
+    // Gossip membership on every node. Its key derives from the cluster secret (a worker token
+    // carries it alone), so a node without a token can neither join nor inject state. A worker
+    // restarted without --token joined before (agent/config.ts checked): the keyring it saved
+    // then is its key.
     gossipStart = startGossip({
       name: config.name,
       bindAddr: config.bindAddr,
       advertiseAddr: config.advertiseAddr,
       gossipPort: config.gossipPort,
       join: config.join,
-      secret,
+      ...gossipCredentials(manager, config.token),
       dataDir: config.dataDir,
       meta: {
         role: config.role,

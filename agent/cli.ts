@@ -22,7 +22,7 @@ commands:
         [--experimental-watch-progress-notify-interval 10m]
         [--cert-file FILE --key-file FILE | --auto-tls] [--trusted-ca-file FILE] [--client-cert-auth]
         [--peer-auto-tls (accepted; the peer port is always encrypted with the cluster token)]
-  token [--data-dir DIR]
+  token [--data-dir DIR] [--worker]
   members [--json] [--watch] [--http HOST:PORT]
   keyring list|install|use|remove|generate [KEY] [--http HOST:PORT]
   snapshot save FILE [--endpoints [https://]HOST:PORT] [--user NAME[:PASSWORD]] [--password P]

@@ -15,6 +15,7 @@ import { checkClientTls, type ClientTls } from '../core/net/etcd/client-tls.js';
 import type { AutoTlsRequest } from './auto-tls.js';
 import { parseHostPort } from '../core/net/address.js';
 import { isWildcard } from '../core/net/advertise.js';
+import { parseJoinToken, type JoinToken } from '../core/net/token.js';
 import { joinedBefore } from './gossip-files.js';
 import { PROGRESS_NOTIFY_INTERVAL_MS, QUOTA_BYTES_MIN, parseAutoCompaction, type AutoCompactionConfig } from '../core/kv/index.js';
 import { parseDurationMs } from '../core/kv/duration.js';
@@ -395,6 +396,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
   }
   const token = get('token') as string | undefined;
   if (joinList.length > 0 && !token) throw new ConfigError('--join needs --token (print it on a manager with `picloud-node token`)');
+  const tokenNotice = checkTokenKind(token, role);
   const bindAddr = address('bind', get('bind'), dev ? '127.0.0.1' : '0.0.0.0')!;
   const advertiseAddr = address('advertise', get('advertise'), undefined);
   if (advertiseAddr !== undefined && isWildcard(advertiseAddr)) {
@@ -436,6 +438,30 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     watchProgressNotifyIntervalMs: progressNotifyInterval(get('experimental-watch-progress-notify-interval')),
     authTokenTtlSeconds: positiveInt('auth-token-ttl', get('auth-token-ttl'), AUTH_TOKEN_TTL_SECONDS, AUTH_TOKEN_TTL_MAX_SECONDS),
     newBoard: newBoard(flags['new-board'], file['new-board']),
-    ...tlsConfig(get),
+    ...withNotices(tlsConfig(get), tokenNotice),
   };
+}
+
+function withNotices<T extends { notices: string[] }>(c: T, more: string[]): T {
+  return { ...c, notices: [...c.notices, ...more] };
+}
+
+/**
+ * The --token's kind against the role: a worker token (the gossip key alone) cannot make a
+ * manager; a worker given the cluster token works, but holds what speaks Raft: said once.
+ */
+function checkTokenKind(token: string | undefined, role: Role): string[] {
+  if (token === undefined) return [];
+  let kind: JoinToken['kind'];
+  try {
+    kind = parseJoinToken(token).kind;
+  } catch (e) {
+    throw new ConfigError(`--token: ${(e as Error).message}`);
+  }
+  if (kind === 'worker' && role === 'manager') {
+    throw new ConfigError('--token: this is a worker token: it joins workers only (--role worker); a manager needs the cluster token (`picloud-node token` on a manager)');
+  }
+  return kind === 'cluster' && role === 'worker'
+    ? ["--token: this worker holds the cluster token, which also speaks Raft on the managers' peer ports; a worker token (`picloud-node token --worker` on a manager) is all a worker needs"]
+    : [];
 }

@@ -11,6 +11,12 @@ import { parseHostPort } from '../core/net/address.js';
 
 export const GOSSIP_DIR = 'gossip';
 export const KEYRING_FILE = 'keyring.json';
+/**
+ * Beside a keyring this node made from the token it was given to join with, until a join got
+ * through (or the keyring changed): such a keyring is replaced when the next start brings
+ * another key. A keyring without it (a member's, copied in; one that joined) is never replaced.
+ */
+export const KEYRING_UNCONFIRMED_FILE = 'keyring-unconfirmed';
 /** The peers last seen alive, joined again after a restart (as Serf's snapshot rejoins). */
 export const PEERS_FILE = 'peers.json';
 /** Most remembered peers kept: enough to find the cluster again, few to try at a restart. */

@@ -10,7 +10,7 @@
 import { sendJson, type Route } from './http.js';
 import { lookup } from 'node:dns/promises';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import { join as joinPath } from 'node:path';
@@ -20,8 +20,9 @@ import { formatHostPort, parseHostPort as parseAddress } from '../core/net/addre
 import { Keyring, deriveGossipKey, parseKey } from '../core/gossip/keyring/index.js';
 import type { Address, KeyringOpName, MemberInfo, Meta } from '../core/gossip/types.js';
 import { LatestValueFile, writeFileDurablySync } from '../core/storage/durable-file.js';
-import { GOSSIP_DIR, KEYRING_FILE, PEERS_FILE, REAPED_FILE, REMEMBERED_PEERS_MAX, loadReapedMembers, loadRememberedPeers } from './gossip-files.js';
+import { GOSSIP_DIR, KEYRING_FILE, KEYRING_UNCONFIRMED_FILE, PEERS_FILE, REAPED_FILE, REMEMBERED_PEERS_MAX, loadReapedMembers, loadRememberedPeers } from './gossip-files.js';
 import { GossipNode, type GossipEvent, type KeyringResult } from '../core/net/gossip-node.js';
+import { parseToken, type ParsedWorkerToken } from '../core/net/token.js';
 
 export const DEFAULT_GOSSIP_PORT = 7946;
 /** Largest HTTP request body the gossip routes read (keys, tags). */
@@ -43,9 +44,12 @@ export interface StartGossipOptions {
   join: string[];
   /**
    * Cluster secret; the default gossip key derives from it. Undefined: a node that joined before
-   * restarts on the keyring it saved (a worker started without --token).
+   * restarts on the keyring it saved (a worker started without --token), or `workerToken` gives
+   * the key.
    */
   secret: string | undefined;
+  /** A worker token's gossip key and cluster digest (core/net/token.ts), instead of a secret. */
+  workerToken?: ParsedWorkerToken;
   /** Keyring and incarnation are persisted here (under gossip/). */
   dataDir: string;
   /** role, ports, zone, tags, version. */
@@ -126,41 +130,87 @@ function clusterTag(secret: string): string {
   return createHash('sha256').update('picloud gossip cluster\0').update(secret).digest('hex').slice(0, 16);
 }
 
+/** The cluster's digest, when the secret is a join token. */
+function tokenDigestOf(secret: string): string | undefined {
+  try {
+    return parseToken(secret).digest;
+  } catch {
+    return undefined;
+  }
+}
+
+/** What a start was given to join with: the key it offers and the tags that name its cluster. */
+interface JoinKey {
+  key: Buffer;
+  /** The tag a data dir should hold: the cluster's digest (a hash of the secret if it is no token). */
+  tag: string;
+  /** Tags of this cluster that a data dir may hold (older dirs hold a hash of the cluster token). */
+  accepts: string[];
+  /** A worker token cannot derive that older tag: its key in the saved keyring shows the cluster. */
+  provenBySavedKey: boolean;
+  flag: string;
+}
+
+function joinKeyOf(secret: string | undefined, worker: ParsedWorkerToken | undefined): JoinKey | undefined {
+  if (worker !== undefined) return { key: worker.gossipKey, tag: worker.digest, accepts: [worker.digest], provenBySavedKey: true, flag: 'worker token' };
+  if (secret === undefined) return undefined;
+  const tag = tokenDigestOf(secret) ?? clusterTag(secret);
+  return { key: deriveGossipKey(secret), tag, accepts: [tag, clusterTag(secret)], provenBySavedKey: false, flag: '--token' };
+}
+
+function readKeyring(file: string): Keyring | Error {
+  try {
+    return Keyring.fromJSON(JSON.parse(readFileSync(file, 'utf8')));
+  } catch (err) {
+    return err as Error;
+  }
+}
+
 /**
  * The saved keyring (it outlives rotations of the token's key), if it is this cluster's. A data
  * dir that joined another cluster would otherwise keep that cluster's keys and retry its join
  * for ever; it is refused, saying so. A keyring saved before the tag was kept is taken as this
- * cluster's. Without a secret (a worker restarted without --token) the saved keyring is all
- * there is. With this cluster's secret the saved keyring still wins, as Consul's keyring file
+ * cluster's. Without a key given (a worker restarted without --token) the saved keyring is all
+ * there is. With this cluster's key the saved keyring still wins, as Consul's keyring file
  * wins over -encrypt: it holds the keys rotated in since, and the token's key may be gone.
+ * Except one this node made from a token whose join never got through (say a worker token
+ * retired by a rotation): a start that joins with another key replaces it.
  */
-function loadKeyring(dir: string, secret: string | undefined, log: GossipLoggerLike): Keyring {
+function loadKeyring(dir: string, given: JoinKey | undefined, joining: boolean, log: GossipLoggerLike): Keyring {
   const file = joinPath(dir, KEYRING_FILE);
   const tagFile = joinPath(dir, 'cluster');
-  const saved = existsSync(tagFile) ? readFileSync(tagFile, 'utf8').trim() : undefined;
-  if (secret !== undefined) {
-    const tag = clusterTag(secret);
-    if (saved !== undefined && saved !== tag) {
-      throw new GossipError('GOSSIP_OTHER_CLUSTER', `${dir} holds the gossip keys of another cluster (this data dir joined one with a different token): remove ${dir} to join with this token`);
-    }
-    if (saved === undefined) writeFileDurablySync(tagFile, tag + '\n', 0o600);
+  const unconfirmed = joinPath(dir, KEYRING_UNCONFIRMED_FILE);
+  const holds = (ring: Keyring | Error): boolean => given !== undefined && !(ring instanceof Error) && ring.list().includes(given.key.toString('base64'));
+  if (given !== undefined && joining && existsSync(unconfirmed) && !holds(readKeyring(file))) {
+    log.warn(`gossip: the keyring in ${file} came from a token whose join never got through: replaced by the ${given.flag}'s key`);
+    rmSync(tagFile, { force: true });
+    rmSync(file, { force: true });
   }
-  try {
-    const ring = Keyring.fromJSON(JSON.parse(readFileSync(file, 'utf8')));
-    if (secret !== undefined && !ring.list().includes(deriveGossipKey(secret).toString('base64'))) {
-      log.warn(`gossip: the keyring saved in ${file} does not hold the key of the --token given (keys were rotated since): using the saved keyring`);
+  const saved = existsSync(tagFile) ? readFileSync(tagFile, 'utf8').trim() : undefined;
+  const ring = readKeyring(file);
+  if (given !== undefined) {
+    if (saved !== undefined && !given.accepts.includes(saved) && !(given.provenBySavedKey && holds(ring))) {
+      throw new GossipError('GOSSIP_OTHER_CLUSTER', `${dir} holds the gossip keys of another cluster (this data dir joined one with a different token): remove ${dir} to join with this ${given.flag}`);
+    }
+    // An older tag (or none) becomes the digest, which a worker token can check too (a tag its
+    // key vouched for is left alone: the digest is the token's word, not proven by the key).
+    if (saved === undefined || (saved !== given.tag && given.accepts.includes(saved))) writeFileDurablySync(tagFile, given.tag + '\n', 0o600);
+  }
+  if (!(ring instanceof Error)) {
+    if (given !== undefined && !holds(ring)) {
+      log.warn(`gossip: the keyring saved in ${file} does not hold the key of the ${given.flag} given (keys were rotated since): using the saved keyring`);
     }
     return ring;
-  } catch (err) {
-    const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
-    if (secret === undefined) {
-      throw new GossipError('GOSSIP_KEY_INVALID', `${missing ? 'no' : 'no readable'} gossip keyring in ${file}${missing ? '' : ` (${(err as Error).message})`}: start with --join HOST[:PORT] --token TOKEN`);
-    }
-    if (!missing) log.warn(`gossip: ignoring unreadable ${file}: ${(err as Error).message}`);
   }
-  const ring = Keyring.fromSecret(secret);
-  writeFileDurablySync(file, JSON.stringify(ring.toJSON()), 0o600);
-  return ring;
+  const missing = (ring as NodeJS.ErrnoException).code === 'ENOENT';
+  if (given === undefined) {
+    throw new GossipError('GOSSIP_KEY_INVALID', `${missing ? 'no' : 'no readable'} gossip keyring in ${file}${missing ? '' : ` (${ring.message})`}: start with --join HOST[:PORT] --token TOKEN`);
+  }
+  if (!missing) log.warn(`gossip: ignoring unreadable ${file}: ${ring.message}`);
+  const fresh = new Keyring(given.key);
+  if (joining) writeFileDurablySync(unconfirmed, '', 0o600);
+  writeFileDurablySync(file, JSON.stringify(fresh.toJSON()), 0o600);
+  return fresh;
 }
 
 function loadIncarnation(dir: string): number {
@@ -203,7 +253,9 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
   const log = opts.logger ?? { info: () => {}, warn: () => {} };
   const dir = joinPath(opts.dataDir, GOSSIP_DIR);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const keyring = loadKeyring(dir, opts.secret, log);
+  const keyring = loadKeyring(dir, joinKeyOf(opts.secret, opts.workerToken), opts.join.length > 0, log);
+  // A join that got through, or a keyring changed since, makes the keyring this node's own.
+  const confirmKeyring = (): void => rmSync(joinPath(dir, KEYRING_UNCONFIRMED_FILE), { force: true });
   // A restarted node starts above any incarnation it announced before it stopped.
   const incarnation = loadIncarnation(dir) + 1;
   const incarnationPath = joinPath(dir, 'incarnation.json');
@@ -228,7 +280,10 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
     onIncarnationChange: (inc) => incarnationFile.save(JSON.stringify({ incarnation: inc })),
     reaped: loadReapedMembers(opts.dataDir, (m) => log.warn(m)),
     onReapedChange: (reaped) => reapedFile.save(JSON.stringify(reaped)),
-    onKeyringChange: (ring) => writeFileDurablySync(joinPath(dir, KEYRING_FILE), JSON.stringify(ring.toJSON()), 0o600),
+    onKeyringChange: (ring) => {
+      writeFileDurablySync(joinPath(dir, KEYRING_FILE), JSON.stringify(ring.toJSON()), 0o600);
+      confirmKeyring();
+    },
     logger: log,
   });
   log.info(`gossip: ${opts.name} listening on ${opts.bindAddr}:${node.port} (UDP+TCP), incarnation ${incarnation}`);
@@ -247,6 +302,7 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
     try {
       if (seeds.length === 0) throw new GossipError('GOSSIP_JOIN_FAILED', 'no seed address resolved');
       const n = await node.join(seeds);
+      confirmKeyring();
       log.info(`gossip: joined through ${n} of ${seeds.length} seeds`);
     } catch (err) {
       const e = err as GossipError;

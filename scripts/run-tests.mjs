@@ -35,7 +35,7 @@ const SERIAL = [/^dist\/test\/compat\//, /^dist\/test\/gossip\/agents\.test\.js$
 // fixed quiet periods for watch events, so they stay serial.
 const PAIRED = [
   /^dist\/test\/compat\/(etcdctl-differential|etcd-auth-differential|etcd-gateway-differential|python-clients|learner-rpcs)\.test\.js$/,
-  /^dist\/test\/compat\/(data-dir-damage|data-dir-mode|auto-tls|auth-snapshot|snapshot|snapshot-no-quorum|join-retry-snapshot|restart|snapshot-install|wiped-voter|joiner-kills|member-add)\.test\.js$/,
+  /^dist\/test\/compat\/(data-dir-damage|data-dir-mode|auto-tls|auth-snapshot|snapshot|snapshot-no-quorum|join-retry-snapshot|restart|snapshot-install|wiped-voter|joiner-kills|member-add|worker-token)\.test\.js$/,
 ];
 const matches = (f, list) => list.some((r) => r.test(f));
 

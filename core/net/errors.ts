@@ -25,6 +25,8 @@ export type NetErrorCode =
   | 'ERR_TOKEN_FORMAT'
   | 'ERR_TOKEN_VERSION'
   | 'ERR_TOKEN_DIGEST'
+  /** A worker token where the cluster token is needed (a manager's --token). */
+  | 'ERR_TOKEN_WORKER'
   /** The join server refused the request (its reason is in the message). */
   | 'ERR_JOIN_REFUSED'
   | 'ERR_JOIN_TIMEOUT'

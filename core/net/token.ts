@@ -1,14 +1,18 @@
 /**
- * The join token and the keys derived from its secret.
+ * The join tokens and the keys derived from the cluster secret.
  *
- *   PCN1-<digest>-<secret>
+ *   PCN1-<digest>-<secret>          the cluster token: managers (and workers, who need less)
+ *   PCW1-<digest>-<gossip key><check>  a worker token: the gossip key alone
  *
  * `secret` is 16..64 random bytes in lowercase hex: whoever holds it is a member. `digest` is
  * the first 16 hex digits of a hash of the peer key derived from the secret: a fingerprint
  * that names the cluster in logs and catches a mistyped token before any connection is made
  * (the secret itself never crosses the network: see handshake.ts). Keys for each use are
- * derived with HKDF-SHA256 under distinct info strings, so one key leaking from one layer
- * (say the gossip key from a worker's memory dump of the UDP layer) does not hand out another.
+ * derived with HKDF-SHA256 under distinct info strings, so one key leaking from one layer does
+ * not hand out another. A worker token (Docker Swarm has worker and manager tokens) carries the
+ * cluster's gossip key as a manager's keyring holds it, and the cluster's digest: a worker
+ * holding it gossips, but cannot speak Raft on the peer port nor join as a manager. Its 8-hex
+ * check catches a mistyped key, which the digest (not derivable from the key) cannot.
  */
 import { createHash, hkdfSync, randomBytes } from 'node:crypto';
 import { NetError } from './errors.js';
@@ -23,9 +27,12 @@ export const MAX_TOKEN_CHARS = TOKEN_PREFIX.length + 2 + TOKEN_DIGEST_HEX_CHARS 
 
 const HKDF_SALT = Buffer.from('picloud cluster secret v1');
 export const PEER_KEY_INFO = 'picloud peer transport v1';
-export const GOSSIP_KEY_INFO = 'picloud gossip v1';
 export const AUTH_TOKEN_KEY_INFO = 'picloud client auth tokens v1';
 const PASSPHRASE_INFO = 'picloud passphrase v1';
+
+export const WORKER_TOKEN_PREFIX = 'PCW1';
+export const WORKER_KEY_BYTES = 32;
+const WORKER_CHECK_HEX_CHARS = 8;
 
 export interface ParsedToken {
   secret: Uint8Array;
@@ -33,32 +40,27 @@ export interface ParsedToken {
   digest: string;
 }
 
-export interface ClusterKeys {
-  /** Authenticates the peer and join handshakes (32 bytes). */
-  peerKey: Buffer;
-  /** Encrypts and authenticates gossip (32 bytes, AES-256-GCM in core/gossip). */
+/** What a worker token gives: the cluster's gossip key, and the cluster's fingerprint. */
+export interface ParsedWorkerToken {
   gossipKey: Buffer;
+  /** The cluster token's digest, as the manager that printed it had it (not derivable from the key). */
+  digest: string;
 }
+
+export type JoinToken = ({ kind: 'cluster' } & ParsedToken) | ({ kind: 'worker' } & ParsedWorkerToken);
 
 function hkdf(secret: Uint8Array, info: string): Buffer {
   return Buffer.from(hkdfSync('sha256', secret, HKDF_SALT, info, 32));
 }
 
+/** Authenticates the peer and join handshakes (32 bytes). */
 export function derivePeerKey(secret: Uint8Array): Buffer {
   return hkdf(secret, PEER_KEY_INFO);
-}
-
-export function deriveGossipKey(secret: Uint8Array): Buffer {
-  return hkdf(secret, GOSSIP_KEY_INFO);
 }
 
 /** Signs the etcd API's auth tokens, so a token one manager issues is good at every other. */
 export function deriveAuthTokenKey(secret: Uint8Array): Buffer {
   return hkdf(secret, AUTH_TOKEN_KEY_INFO);
-}
-
-export function deriveClusterKeys(secret: Uint8Array): ClusterKeys {
-  return { peerKey: derivePeerKey(secret), gossipKey: deriveGossipKey(secret) };
 }
 
 /** The cluster fingerprint carried in the token. */
@@ -95,6 +97,9 @@ export function parseToken(token: string): ParsedToken {
   }
   const s = token.trim();
   const parts = s.split('-');
+  if (parts.length === 3 && /^PCW\d+$/.test(parts[0]!)) {
+    throw new NetError('ERR_TOKEN_WORKER', 'this is a worker token: it joins workers only (--role worker); a manager needs the cluster token (`picloud-node token` on a manager)');
+  }
   if (parts.length !== 3 || !/^PCN\d+$/.test(parts[0]!)) {
     throw new NetError('ERR_TOKEN_FORMAT', 'not a picloud join token: expected PCN1-<digest>-<secret> (print one with `picloud-node token`)');
   }
@@ -116,4 +121,37 @@ export function parseToken(token: string): ParsedToken {
     throw new NetError('ERR_TOKEN_DIGEST', 'join token digest does not match its secret: the token was mistyped or cut');
   }
   return { secret, digest };
+}
+
+function workerCheck(digest: string, gossipKey: Uint8Array): string {
+  return createHash('sha256').update('picloud worker token\0').update(digest).update(gossipKey).digest('hex').slice(0, WORKER_CHECK_HEX_CHARS);
+}
+
+/** A worker token for the cluster of `digest` whose gossip keyring's primary key is `gossipKey`. */
+export function formatWorkerToken(digest: string, gossipKey: Uint8Array): string {
+  if (digest.length !== TOKEN_DIGEST_HEX_CHARS || !HEX.test(digest)) throw new NetError('ERR_TOKEN_FORMAT', `a cluster digest is ${TOKEN_DIGEST_HEX_CHARS} lowercase hex digits`);
+  if (gossipKey.length !== WORKER_KEY_BYTES) throw new NetError('ERR_TOKEN_FORMAT', `a gossip key has ${WORKER_KEY_BYTES} bytes, not ${gossipKey.length}`);
+  return `${WORKER_TOKEN_PREFIX}-${digest}-${Buffer.from(gossipKey).toString('hex')}${workerCheck(digest, gossipKey)}`;
+}
+
+/** Either kind of join token (see the top of this file); NetError when it is neither. */
+export function parseJoinToken(token: string): JoinToken {
+  if (typeof token !== 'string' || token.length > MAX_TOKEN_CHARS) return { kind: 'cluster', ...parseToken(token) };
+  const parts = token.trim().split('-');
+  if (parts.length !== 3 || !/^PCW\d+$/.test(parts[0]!)) return { kind: 'cluster', ...parseToken(token) };
+  const [prefix, digest, body] = parts as [string, string, string];
+  if (prefix !== WORKER_TOKEN_PREFIX) {
+    throw new NetError('ERR_TOKEN_VERSION', `worker token version ${prefix} is not supported (this node reads ${WORKER_TOKEN_PREFIX})`);
+  }
+  if (digest.length !== TOKEN_DIGEST_HEX_CHARS || !HEX.test(digest)) {
+    throw new NetError('ERR_TOKEN_FORMAT', `worker token digest must be ${TOKEN_DIGEST_HEX_CHARS} lowercase hex digits`);
+  }
+  if (body.length !== 2 * WORKER_KEY_BYTES + WORKER_CHECK_HEX_CHARS || !HEX.test(body)) {
+    throw new NetError('ERR_TOKEN_FORMAT', `worker token key must be ${2 * WORKER_KEY_BYTES + WORKER_CHECK_HEX_CHARS} lowercase hex digits`);
+  }
+  const gossipKey = Buffer.from(body.slice(0, 2 * WORKER_KEY_BYTES), 'hex');
+  if (workerCheck(digest, gossipKey) !== body.slice(2 * WORKER_KEY_BYTES)) {
+    throw new NetError('ERR_TOKEN_DIGEST', 'worker token check does not match its key: the token was mistyped or cut');
+  }
+  return { kind: 'worker', gossipKey, digest };
 }

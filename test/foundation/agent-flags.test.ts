@@ -7,6 +7,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, DEFAULT_PORTS, parseAgentArgs } from '../../agent/config.js';
 import { hasOpenssl, makeTestCerts } from '../helpers/certs.js';
+import { formatWorkerToken, generateToken, parseToken } from '../../core/net/token.js';
+
+/** A cluster token and a worker token of its cluster. */
+const TOKEN = generateToken();
+const WORKER_TOKEN = formatWorkerToken(parseToken(TOKEN).digest, Buffer.alloc(32, 5));
 
 const CLI = join(process.cwd(), 'dist/agent/cli.js');
 
@@ -24,7 +29,7 @@ t.test('--dev needs nothing else: a one-node cluster on the default ports, loopb
 
 t.test('every flag of the contract is accepted', async (t) => {
   const c = parseAgentArgs([
-    '--name', 'm2', '--data-dir', '/tmp/x', '--join', 'manager01', '--join', '10.0.0.2:7946', '--token', 'T', '--role', 'worker',
+    '--name', 'm2', '--data-dir', '/tmp/x', '--join', 'manager01', '--join', '10.0.0.2:7946', '--token', WORKER_TOKEN, '--role', 'worker',
     '--bind', '0.0.0.0', '--advertise', '192.168.1.5', '--client-port', '2479', '--peer-port', '2480', '--gossip-port', '8046',
     '--http-port', '7580', '--lb-port', '8081', '--s3-port', '9001', '--dns-port', '8601',
     '--quota-backend-bytes', '1048576', '--auto-compaction-mode', 'revision', '--auto-compaction-retention', '5000',
@@ -32,7 +37,7 @@ t.test('every flag of the contract is accepted', async (t) => {
     '--experimental-watch-progress-notify-interval', '1m30s',
   ]);
   t.match(c, {
-    name: 'm2', dataDir: '/tmp/x', join: ['manager01', '10.0.0.2:7946'], token: 'T', role: 'worker', bootstrap: false,
+    name: 'm2', dataDir: '/tmp/x', join: ['manager01', '10.0.0.2:7946'], token: WORKER_TOKEN, role: 'worker', bootstrap: false,
     advertiseAddr: '192.168.1.5', clientPort: 2479, dnsPort: 8601, quotaBackendBytes: 1_048_576,
     autoCompaction: { mode: 'revision', retentionRevisions: 5000 }, snapshotCount: 2000, snapshotCatchUpEntries: 50, authTokenTtlSeconds: 60,
     watchProgressNotifyIntervalMs: 90_000,
@@ -64,10 +69,21 @@ t.test('a worker whose data dir shows it joined before (gossip keyring and live 
   t.throws(() => worker(), { message: firstStart }, 'a damaged peers file: nothing to rejoin through');
   writeFileSync(join(dir, 'gossip', 'peers.json'), JSON.stringify(['127.0.0.1:7946']));
   t.match(worker(), { role: 'worker', bootstrap: false, join: [], token: undefined }, 'keyring and peers saved: neither flag needed');
-  t.match(worker('--token', 'T'), { join: [], token: 'T' }, '--token alone is taken (checked against the saved keyring at start)');
+  t.match(worker('--token', WORKER_TOKEN), { join: [], token: WORKER_TOKEN }, '--token alone is taken (checked against the saved keyring at start)');
   t.throws(() => worker('--join', '10.0.0.1'), /--join needs --token/, '--join still needs --token');
   rmSync(join(dir, 'gossip', 'keyring.json'));
   t.throws(() => worker(), { message: firstStart }, 'peers but no keyring');
+});
+
+t.test('--token: either kind of join token, checked against the role before anything starts', async (t) => {
+  const join = ['--data-dir', '/tmp/x', '--join', 'manager01', '--token'];
+  t.throws(() => parseAgentArgs(['--name', 'a', ...join, 'T']), { name: 'ConfigError', message: /^--token: not a picloud join token: expected PCN1-<digest>-<secret>/ }, 'not a token');
+  t.throws(() => parseAgentArgs(['--name', 'a', ...join, WORKER_TOKEN.slice(0, -1) + (WORKER_TOKEN.endsWith('0') ? '1' : '0')]), { message: /^--token: worker token check does not match its key: the token was mistyped or cut/ }, 'a mistyped worker token');
+  t.throws(() => parseAgentArgs(['--name', 'a', ...join, WORKER_TOKEN]), { name: 'ConfigError', message: /^--token: this is a worker token: it joins workers only \(--role worker\); a manager needs the cluster token/ }, 'a manager given a worker token');
+  t.throws(() => parseAgentArgs(['--name', 'a', '--data-dir', '/tmp/x', '--bootstrap', '--token', WORKER_TOKEN]), { message: /this is a worker token/ }, 'nor may it bootstrap one');
+  t.same(parseAgentArgs(['--name', 'a', ...join, TOKEN]).notices, [], 'a manager with the cluster token: nothing to say');
+  t.same(parseAgentArgs(['--name', 'w', ...join, WORKER_TOKEN, '--role', 'worker']).notices, [], 'a worker with a worker token: nothing to say');
+  t.match(parseAgentArgs(['--name', 'w', ...join, TOKEN, '--role', 'worker']).notices, [/this worker holds the cluster token, which also speaks Raft .*picloud-node token --worker/], 'a worker with the cluster token: told a worker token is enough');
 });
 
 t.test("Raft timing: etcd's --heartbeat-interval / --election-timeout (ms), or ticks", async (t) => {

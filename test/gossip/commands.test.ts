@@ -5,7 +5,8 @@
  * HTTP routes' input limits.
  */
 import t from 'tap';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { createServer, request, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +17,8 @@ import { createSocket } from 'node:dgram';
 import { encodePacket } from '../../core/gossip/codec/index.js';
 import { Keyring, generateKey, parseKey } from '../../core/gossip/keyring/index.js';
 import { MsgType } from '../../core/gossip/types.js';
+import { formatWorkerToken, generateToken, parseJoinToken, parseToken, type ParsedWorkerToken } from '../../core/net/token.js';
+import { until } from '../helpers/wait.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'picloud-gossip-cmd-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -283,4 +286,58 @@ t.test('without a secret (a worker restarted without --token) the saved keyring 
   t.match(warnings, [/does not hold the key of the --token given .*using the saved keyring/], 'and the disagreement is logged');
   t.equal(readFileSync(`${dir}/keep/gossip/keyring.json`, 'utf8'), saved, 'the saved keyring is left as it was');
   await t.rejects(start('cluster-two'), { code: 'GOSSIP_OTHER_CLUSTER' }, "another cluster's token is still refused rather than ignored");
+});
+
+t.test("a worker token's key: joins, tags the dir with the cluster's digest; a dir the cluster token tagged takes it when its saved keyring holds the key; a keyring made from a token that never joined gives way to the next", async (t) => {
+  const warnings: string[] = [];
+  const logger = { info: () => undefined, warn: (m: unknown) => void warnings.push(String(m)) };
+  const clusterToken = generateToken();
+  const { digest } = parseToken(clusterToken);
+  const workerToken = (key: Buffer) => parseJoinToken(formatWorkerToken(digest, key)) as ParsedWorkerToken & { kind: 'worker' };
+  const token = workerToken(Buffer.from(Keyring.fromSecret(clusterToken).primaryKey(), 'base64'));
+  const start = (name: string, creds: { secret?: string; workerToken?: ParsedWorkerToken }, join: string[] = []) =>
+    startGossip({ name, bindAddr: '127.0.0.1', gossipPort: 0, join, secret: creds.secret, workerToken: creds.workerToken, dataDir: `${dir}/${name}`, meta: { role: 'worker', version: '0.1.0' }, profile: 'local', logger });
+  const alive = (g: GossipSubsystem, name: string) => until(`${g.name} to see ${name} alive`, () => g.members().some((m) => m.name === name && m.state === 'alive') || undefined, 10_000);
+
+  const m = await start('wt-m', { secret: clusterToken });
+  t.teardown(() => m.stop());
+  const seed = [`127.0.0.1:${m.node.port}`];
+  const w = await start('wt-w', { workerToken: token }, seed);
+  t.ok((await alive(m, 'wt-w')) && (await alive(w, 'wt-m')), 'a worker holding only the gossip key joins: each lists the other alive');
+  t.equal(readFileSync(`${dir}/wt-w/gossip/cluster`, 'utf8').trim(), digest, "its data dir is tagged with the cluster's digest");
+  await w.stop();
+  const kept = await start('wt-w', { workerToken: workerToken(Buffer.alloc(32, 9)) }, seed);
+  t.same(((await kept.keyring.list({ local: true })).keys ?? []).map((k) => k.key), [token.gossipKey.toString('base64')], 'a dir that joined, told to join with a key it does not hold: its saved keyring is kept, not taken over');
+  await kept.stop();
+  const otherCluster = parseJoinToken(formatWorkerToken(digest.replace(/^./, (c) => (c === '0' ? '1' : '0')), Buffer.alloc(32, 9))) as ParsedWorkerToken;
+  await t.rejects(start('wt-w', { workerToken: otherCluster }, seed), { code: 'GOSSIP_OTHER_CLUSTER' }, "and another cluster's worker token is refused, even told to join");
+  const again = await start('wt-w', { secret: clusterToken });
+  t.ok(again.node.port > 0, 'that dir restarts on the cluster token too (the digest is its cluster)');
+  await again.stop();
+
+  // A dir tagged as before worker tokens (a hash of the cluster token, which a worker token
+  // cannot derive): taken on a worker token whose key its saved keyring holds, and only then.
+  const tagged = await start('wt-tagged', { secret: clusterToken });
+  await tagged.stop();
+  const olderTag = createHash('sha256').update('picloud gossip cluster\0').update(clusterToken).digest('hex').slice(0, 16);
+  writeFileSync(`${dir}/wt-tagged/gossip/cluster`, olderTag + '\n');
+  const strangerKey = Buffer.alloc(32, 9);
+  await t.rejects(start('wt-tagged', { workerToken: workerToken(strangerKey) }), { code: 'GOSSIP_OTHER_CLUSTER', message: /with this worker token/ }, 'an older tag and a key its keyring does not hold: refused');
+  const onWorker = await start('wt-tagged', { workerToken: token });
+  t.ok(onWorker.node.port > 0, 'an older tag and a worker token whose key its keyring holds: taken');
+  await onWorker.stop();
+  const onCluster = await start('wt-tagged', { secret: clusterToken });
+  await onCluster.stop();
+  t.equal(readFileSync(`${dir}/wt-tagged/gossip/cluster`, 'utf8').trim(), digest, 'the cluster token turns the older tag into the digest');
+
+  // A stale worker token (a key no longer in the cluster's keyring): the join fails and the dir
+  // never joins; given the current token, it takes that one rather than its saved keyring.
+  const stale = await start('wt-stale', { workerToken: workerToken(strangerKey) }, seed);
+  t.notOk(stale.members().some((x) => x.name === 'wt-m'), 'a stale key does not join');
+  await stale.stop();
+  const fresh = await start('wt-stale', { workerToken: token }, seed);
+  t.teardown(() => fresh.stop());
+  t.ok(await alive(fresh, 'wt-m'), 'given the current token, the dir a stale one left joins');
+  t.ok(warnings.some((m) => /wt-stale\/gossip\/keyring\.json came from a token whose join never got through: replaced by the worker token's key/.test(m)), 'the replacement is logged');
+  t.same(((await fresh.keyring.list({ local: true })).keys ?? []).map((k) => k.key), [token.gossipKey.toString('base64')], 'and its keyring is the token key alone');
 });

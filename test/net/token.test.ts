@@ -3,10 +3,11 @@ import fc from 'fast-check';
 import {
   MAX_TOKEN_CHARS,
   TOKEN_PREFIX,
-  deriveClusterKeys,
   derivePeerKey,
   formatToken,
+  formatWorkerToken,
   generateToken,
+  parseJoinToken,
   parseToken,
   tokenDigest,
   tokenFromPassphrase,
@@ -24,15 +25,34 @@ t.test('generated tokens parse back to their secret', async (t) => {
   t.equal(parseToken(`  ${tok}\n`).digest, p.digest, 'surrounding whitespace ignored');
 });
 
-t.test('peer and gossip keys differ and are deterministic', async (t) => {
+t.test('the peer key is deterministic, and differs from the secret', async (t) => {
   const { secret } = parseToken(generateToken());
-  const a = deriveClusterKeys(secret);
-  const b = deriveClusterKeys(Buffer.from(secret));
-  t.equal(a.peerKey.length, 32);
-  t.equal(a.gossipKey.length, 32);
-  t.not(a.peerKey.toString('hex'), a.gossipKey.toString('hex'));
-  t.equal(a.peerKey.toString('hex'), b.peerKey.toString('hex'));
-  t.equal(derivePeerKey(secret).toString('hex'), a.peerKey.toString('hex'));
+  t.equal(derivePeerKey(secret).length, 32);
+  t.equal(derivePeerKey(Buffer.from(secret)).toString('hex'), derivePeerKey(secret).toString('hex'));
+  t.not(derivePeerKey(secret).toString('hex'), Buffer.from(secret).toString('hex'));
+});
+
+t.test('worker tokens: the gossip key and the cluster digest, checked; refused where the cluster token is needed', async (t) => {
+  const cluster = generateToken();
+  const { digest } = parseToken(cluster);
+  const key = Buffer.alloc(32, 7);
+  const worker = formatWorkerToken(digest, key);
+  t.match(worker, new RegExp(`^PCW1-${digest}-${key.toString('hex')}[0-9a-f]{8}$`));
+  const parsed = parseJoinToken(`  ${worker}\n`);
+  t.same(parsed, { kind: 'worker', gossipKey: key, digest }, 'parses back to its key and digest');
+  t.same(parseJoinToken(cluster), { kind: 'cluster', ...parseToken(cluster) }, 'a cluster token parses as one');
+  t.notOk(worker.includes(Buffer.from(parseToken(cluster).secret).toString('hex')), 'the worker token does not carry the secret');
+  t.throws(() => parseToken(worker), { code: 'ERR_TOKEN_WORKER', message: /worker token: it joins workers only .*a manager needs the cluster token/ });
+  const body = worker.split('-')[2]!;
+  const flipped = `PCW1-${digest}-${body.slice(0, 10)}${body[10] === '0' ? '1' : '0'}${body.slice(11)}`;
+  t.throws(() => parseJoinToken(flipped), { code: 'ERR_TOKEN_DIGEST', message: /mistyped/ }, 'a mistyped key');
+  const otherDigest = digest.slice(0, -1) + (digest.endsWith('0') ? '1' : '0');
+  t.throws(() => parseJoinToken(`PCW1-${otherDigest}-${body}`), { code: 'ERR_TOKEN_DIGEST' }, 'a mistyped digest');
+  t.throws(() => parseJoinToken(`PCW1-${digest}-${body.slice(0, -1)}`), { code: 'ERR_TOKEN_FORMAT', message: /72 lowercase hex/ }, 'cut short');
+  t.throws(() => parseJoinToken(`PCW2-${digest}-${body}`), { code: 'ERR_TOKEN_VERSION', message: /PCW2 is not supported/ });
+  t.throws(() => parseJoinToken(`PCW1-${digest.slice(1)}-${body}`), { code: 'ERR_TOKEN_FORMAT', message: /digest/ });
+  t.throws(() => formatWorkerToken(digest, Buffer.alloc(31)), { code: 'ERR_TOKEN_FORMAT' });
+  t.throws(() => formatWorkerToken('xyz', key), { code: 'ERR_TOKEN_FORMAT' });
 });
 
 t.test('passphrase tokens: same words, same token', async (t) => {
@@ -63,11 +83,12 @@ t.test('bad tokens give clear, typed errors', async (t) => {
   t.equal(TOKEN_PREFIX, 'PCN1');
 });
 
-t.test('fuzz: parseToken throws only NetError', async (t) => {
+t.test('fuzz: parseToken and parseJoinToken throw only NetError', async (t) => {
   fc.assert(
-    fc.property(fc.oneof(fc.string({ maxLength: 200 }), fc.stringMatching(/^PCN1-[0-9a-f]{0,20}-[0-9a-f]{0,140}$/)), (s) => {
+    fc.property(fc.oneof(fc.string({ maxLength: 200 }), fc.stringMatching(/^PC[NW]1-[0-9a-f]{0,20}-[0-9a-f]{0,140}$/)), fc.boolean(), (s, join) => {
       try {
-        parseToken(s);
+        if (join) parseJoinToken(s);
+        else parseToken(s);
         return true;
       } catch (err) {
         return err instanceof NetError && err.code.startsWith('ERR_TOKEN_');
