@@ -31,7 +31,13 @@ export async function run(argv: string[]): Promise<number> {
   } catch {
     throw new ConfigError(`no token in ${dataDir}: is it the --data-dir of a manager that has bootstrapped or joined?`);
   }
-  if (worker) token = formatWorkerToken(parseToken(token).digest, currentGossipKey(dataDir));
+  let digest: string;
+  try {
+    digest = parseToken(token).digest;
+  } catch (e) {
+    throw new ConfigError(`the token in ${dataDir} is damaged (${(e as Error).message})`);
+  }
+  if (worker) token = formatWorkerToken(digest, currentGossipKey(dataDir));
   process.stdout.write(token + '\n');
   return 0;
 }

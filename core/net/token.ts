@@ -138,7 +138,8 @@ export function formatWorkerToken(digest: string, gossipKey: Uint8Array): string
 export function parseJoinToken(token: string): JoinToken {
   if (typeof token !== 'string' || token.length > MAX_TOKEN_CHARS) return { kind: 'cluster', ...parseToken(token) };
   const parts = token.trim().split('-');
-  if (parts.length !== 3 || !/^PCW\d+$/.test(parts[0]!)) return { kind: 'cluster', ...parseToken(token) };
+  if (!/^PCW\d+$/.test(parts[0]!)) return { kind: 'cluster', ...parseToken(token) };
+  if (parts.length !== 3) throw new NetError('ERR_TOKEN_FORMAT', 'not a picloud worker token: expected PCW1-<digest>-<key> (print one with `picloud-node token --worker`)');
   const [prefix, digest, body] = parts as [string, string, string];
   if (prefix !== WORKER_TOKEN_PREFIX) {
     throw new NetError('ERR_TOKEN_VERSION', `worker token version ${prefix} is not supported (this node reads ${WORKER_TOKEN_PREFIX})`);

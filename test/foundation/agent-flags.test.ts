@@ -86,6 +86,27 @@ t.test('--token: either kind of join token, checked against the role before anyt
   t.match(parseAgentArgs(['--name', 'w', ...join, TOKEN, '--role', 'worker']).notices, [/this worker holds the cluster token, which also speaks Raft .*picloud-node token --worker/], 'a worker with the cluster token: told a worker token is enough');
 });
 
+t.test('picloud-node token [--worker]: the data dir\'s token, or a worker token from its gossip keyring; a damaged one named', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'picloud-token-cmd-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const token = (...more: string[]) => spawnSync(process.execPath, [CLI, 'token', '--data-dir', dir, ...more], { encoding: 'utf8' });
+  writeFileSync(join(dir, 'token'), TOKEN + '\n');
+  t.equal(token().stdout, TOKEN + '\n', 'the cluster token');
+  const noKeyring = token('--worker');
+  t.equal(noKeyring.status, 2);
+  t.match(noKeyring.stderr, /no readable gossip keyring in .*gossip\/keyring\.json .*start this manager once/, '--worker before the manager ever ran gossip');
+  const key = Buffer.alloc(32, 3);
+  mkdirSync(join(dir, 'gossip'));
+  writeFileSync(join(dir, 'gossip', 'keyring.json'), JSON.stringify({ primary: key.toString('base64'), keys: [Buffer.alloc(32, 4).toString('base64'), key.toString('base64')], version: 3 }));
+  t.equal(token('--worker').stdout, formatWorkerToken(parseToken(TOKEN).digest, key) + '\n', "--worker: the keyring's primary key, with the cluster's digest");
+  writeFileSync(join(dir, 'token'), 'garbage\n');
+  for (const more of [[], ['--worker']]) {
+    const r = token(...more);
+    t.same([r.status, r.stdout], [2, ''], `a damaged token file: exit 2, nothing printed (${more.join(' ') || 'plain'})`);
+    t.match(r.stderr, /the token in .* is damaged \(not a picloud join token/);
+  }
+});
+
 t.test("Raft timing: etcd's --heartbeat-interval / --election-timeout (ms), or ticks", async (t) => {
   t.match(parseAgentArgs(['--dev']), { tickMs: 100, electionTicks: 10 }, "etcd's defaults: 100 ms heartbeats, 1 s election timeout");
   t.match(parseAgentArgs(['--dev', '--heartbeat-interval', '50', '--election-timeout', '500']), { tickMs: 50, electionTicks: 10 });

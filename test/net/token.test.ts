@@ -50,6 +50,7 @@ t.test('worker tokens: the gossip key and the cluster digest, checked; refused w
   t.throws(() => parseJoinToken(`PCW1-${otherDigest}-${body}`), { code: 'ERR_TOKEN_DIGEST' }, 'a mistyped digest');
   t.throws(() => parseJoinToken(`PCW1-${digest}-${body.slice(0, -1)}`), { code: 'ERR_TOKEN_FORMAT', message: /72 lowercase hex/ }, 'cut short');
   t.throws(() => parseJoinToken(`PCW2-${digest}-${body}`), { code: 'ERR_TOKEN_VERSION', message: /PCW2 is not supported/ });
+  t.throws(() => parseJoinToken(`PCW1-${digest}-${body}-x`), { code: 'ERR_TOKEN_FORMAT', message: /expected PCW1-<digest>-<key>/ }, 'four parts');
   t.throws(() => parseJoinToken(`PCW1-${digest.slice(1)}-${body}`), { code: 'ERR_TOKEN_FORMAT', message: /digest/ });
   t.throws(() => formatWorkerToken(digest, Buffer.alloc(31)), { code: 'ERR_TOKEN_FORMAT' });
   t.throws(() => formatWorkerToken('xyz', key), { code: 'ERR_TOKEN_FORMAT' });
