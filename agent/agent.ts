@@ -13,7 +13,8 @@ import { AgentConfig, ConfigError } from './config.js';
 import { AgentHttp, sendJson } from './http.js';
 import { startManager, RunningManager } from './manager.js';
 import { registerRaftMetrics } from './raft-metrics.js';
-import { GossipSubsystem, startGossip, type StartGossipOptions } from './gossip-subsystem.js';
+import { GossipSubsystem, clusterKeyringAuthority, startGossip, type StartGossipOptions } from './gossip-subsystem.js';
+import { checkingAuthority } from '../core/gossip/keyring/authority.js';
 import { formatToken, parseJoinToken, type JoinToken } from '../core/net/token.js';
 import { formatHostPort } from '../core/net/address.js';
 import { ThrottledReports } from '../core/net/throttled-reports.js';
@@ -58,9 +59,13 @@ function tellRaftWhereManagersAre(g: GossipSubsystem, m: RunningManager): void {
   }
 }
 
-/** What gossip joins with: a manager's cluster token, or a worker's --token of either kind. */
-function gossipCredentials(manager: RunningManager | undefined, token: string | undefined): Pick<StartGossipOptions, 'secret' | 'workerToken'> {
-  if (manager) return { secret: manager.node.tokenString() };
+/**
+ * What gossip joins with: a manager's cluster token, or a worker's --token of either kind, and
+ * who may change the keyring for others (a cluster token signs changes, a worker token checks).
+ */
+function gossipCredentials(manager: RunningManager | undefined, token: string | undefined): Pick<StartGossipOptions, 'secret' | 'workerToken' | 'keyringAuthority'> {
+  const cluster = (t: string) => ({ secret: t, keyringAuthority: clusterKeyringAuthority(t) });
+  if (manager) return cluster(manager.node.tokenString());
   if (token === undefined) return { secret: undefined };
   let parsed: JoinToken;
   try {
@@ -68,7 +73,8 @@ function gossipCredentials(manager: RunningManager | undefined, token: string | 
   } catch (e) {
     throw new ConfigError(`--token: ${(e as Error).message}`);
   }
-  return parsed.kind === 'worker' ? { secret: undefined, workerToken: parsed } : { secret: formatToken(parsed.secret) };
+  if (parsed.kind === 'cluster') return cluster(formatToken(parsed.secret));
+  return { secret: undefined, workerToken: parsed, keyringAuthority: checkingAuthority(parsed.authorityKey) };
 }
 
 export const logger = pino({ name: 'picloud-node', level: process.env.PICLOUD_LOG_LEVEL ?? 'info' }, pino.destination(2));

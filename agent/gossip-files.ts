@@ -17,6 +17,8 @@ export const KEYRING_FILE = 'keyring.json';
  * another key. A keyring without it (a member's, copied in; one that joined) is never replaced.
  */
 export const KEYRING_UNCONFIRMED_FILE = 'keyring-unconfirmed';
+/** The public key keyring changes must be signed with (hex), for a restart without a token. */
+export const KEYRING_AUTHORITY_FILE = 'keyring-authority';
 /** The peers last seen alive, joined again after a restart (as Serf's snapshot rejoins). */
 export const PEERS_FILE = 'peers.json';
 /** Most remembered peers kept: enough to find the cluster again, few to try at a restart. */

@@ -20,9 +20,10 @@ import { formatHostPort, parseHostPort as parseAddress } from '../core/net/addre
 import { Keyring, deriveGossipKey, parseKey } from '../core/gossip/keyring/index.js';
 import type { Address, KeyringOpName, MemberInfo, Meta } from '../core/gossip/types.js';
 import { LatestValueFile, writeFileDurablySync } from '../core/storage/durable-file.js';
-import { GOSSIP_DIR, KEYRING_FILE, KEYRING_UNCONFIRMED_FILE, PEERS_FILE, REAPED_FILE, REMEMBERED_PEERS_MAX, loadReapedMembers, loadRememberedPeers } from './gossip-files.js';
+import { GOSSIP_DIR, KEYRING_AUTHORITY_FILE, KEYRING_FILE, KEYRING_UNCONFIRMED_FILE, PEERS_FILE, REAPED_FILE, REMEMBERED_PEERS_MAX, loadReapedMembers, loadRememberedPeers } from './gossip-files.js';
 import { GossipNode, type GossipEvent, type KeyringResult } from '../core/net/gossip-node.js';
-import { parseToken, type ParsedWorkerToken } from '../core/net/token.js';
+import { deriveKeyringAuthoritySeed, parseToken, type ParsedWorkerToken } from '../core/net/token.js';
+import { checkingAuthority, signingAuthority, type KeyringAuthority } from '../core/gossip/keyring/authority.js';
 
 export const DEFAULT_GOSSIP_PORT = 7946;
 /** Largest HTTP request body the gossip routes read (keys, tags). */
@@ -50,6 +51,8 @@ export interface StartGossipOptions {
   secret: string | undefined;
   /** A worker token's gossip key and cluster digest (core/net/token.ts), instead of a secret. */
   workerToken?: ParsedWorkerToken;
+  /** Who may change the keyring for others (keyring/authority.ts); saved for restarts without it. */
+  keyringAuthority?: KeyringAuthority;
   /** Keyring and incarnation are persisted here (under gossip/). */
   dataDir: string;
   /** role, ports, zone, tags, version. */
@@ -123,6 +126,35 @@ function resolveProfile(opts: StartGossipOptions): GossipConfig {
   const profile: GossipProfile = opts.profile ?? (env === 'local' || env === 'lan' || env === 'memberlist' ? env : 'lan');
   const base = profile === 'lan' ? { ...PICLOUD_LAN_CONFIG } : profile === 'local' ? { ...LOCAL_CONFIG } : profileConfig(profile);
   return { ...base, ...opts.config };
+}
+
+/** The keyring authority of a holder of the cluster token: it signs changes (keyring/authority.ts). */
+export function clusterKeyringAuthority(clusterToken: string): KeyringAuthority {
+  return signingAuthority(deriveKeyringAuthoritySeed(parseToken(clusterToken).secret));
+}
+
+/**
+ * The authority this start was given, saved (its public half) for a restart without a token;
+ * or, given none, the one saved before (none saved: changes are taken from any key holder).
+ */
+function loadKeyringAuthority(dir: string, given: KeyringAuthority | undefined): KeyringAuthority | undefined {
+  const file = joinPath(dir, KEYRING_AUTHORITY_FILE);
+  let saved: Buffer | undefined;
+  try {
+    saved = Buffer.from(readFileSync(file, 'utf8').trim(), 'hex');
+  } catch {
+    saved = undefined;
+  }
+  if (given !== undefined) {
+    if (saved === undefined || !saved.equals(given.publicKey)) writeFileDurablySync(file, given.publicKey.toString('hex') + '\n', 0o600);
+    return given;
+  }
+  if (saved === undefined) return undefined;
+  try {
+    return checkingAuthority(saved);
+  } catch (err) {
+    throw new GossipError('GOSSIP_KEY_INVALID', `${file} is damaged (${(err as Error).message}): start with --token TOKEN`);
+  }
 }
 
 /** Names the cluster a saved keyring belongs to, without keeping the secret itself. */
@@ -254,6 +286,7 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
   const dir = joinPath(opts.dataDir, GOSSIP_DIR);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const keyring = loadKeyring(dir, joinKeyOf(opts.secret, opts.workerToken), opts.join.length > 0, log);
+  const keyringAuthority = loadKeyringAuthority(dir, opts.keyringAuthority);
   // A join that got through, or a keyring changed since, makes the keyring this node's own.
   const confirmKeyring = (): void => rmSync(joinPath(dir, KEYRING_UNCONFIRMED_FILE), { force: true });
   // A restarted node starts above any incarnation it announced before it stopped.
@@ -274,6 +307,7 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
     advertiseHost: opts.advertiseAddr,
     advertisePort: opts.advertiseAddr ? opts.gossipPort || undefined : undefined,
     keyring,
+    keyringAuthority,
     config,
     meta: opts.meta as Meta,
     incarnation,

@@ -3,8 +3,8 @@
  * dir belongs to. Read from the data dir (mode 0600), never served over the network.
  *
  * --worker prints a worker token instead: the gossip key the manager's keyring seals with now
- * (core/net/token.ts). A worker joined with it gossips but cannot speak Raft nor become a
- * manager. Rotating the gossip key (`keyring install`, `use`, `remove` of the old one) is what
+ * and the public key keyring changes are signed with (core/net/token.ts). A worker joined with
+ * it gossips but cannot speak Raft, become a manager, or change the keyring for others. Rotating the gossip key (`keyring install`, `use`, `remove` of the old one) is what
  * retires a worker token: the next `token --worker` prints the new one.
  */
 import { readFileSync } from 'node:fs';
@@ -14,6 +14,7 @@ import { Keyring } from '../../core/gossip/keyring/index.js';
 import { formatWorkerToken, parseToken } from '../../core/net/token.js';
 import { ConfigError, defaultDevDataDir } from '../config.js';
 import { GOSSIP_DIR, KEYRING_FILE } from '../gossip-files.js';
+import { clusterKeyringAuthority } from '../gossip-subsystem.js';
 
 export async function run(argv: string[]): Promise<number> {
   let dataDir: string;
@@ -37,7 +38,7 @@ export async function run(argv: string[]): Promise<number> {
   } catch (e) {
     throw new ConfigError(`the token in ${dataDir} is damaged (${(e as Error).message})`);
   }
-  if (worker) token = formatWorkerToken(digest, currentGossipKey(dataDir));
+  if (worker) token = formatWorkerToken(digest, currentGossipKey(dataDir), clusterKeyringAuthority(token).publicKey);
   process.stdout.write(token + '\n');
   return 0;
 }

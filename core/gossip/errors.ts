@@ -15,6 +15,8 @@ export type GossipErrorCode =
   | 'GOSSIP_KEYRING_FULL'
   /** The keyring changed in memory but the embedder could not save it (a full disk). */
   | 'GOSSIP_KEYRING_NOT_SAVED'
+  /** A keyring change for others without a manager's signature (keyring/authority.ts). */
+  | 'GOSSIP_KEYRING_UNSIGNED'
   | 'GOSSIP_META_TOO_LARGE'
   | 'GOSSIP_META_INVALID'
   | 'GOSSIP_NAME_INVALID'

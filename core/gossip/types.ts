@@ -141,6 +141,8 @@ export interface KeyringOpMsg {
   key: string;
   /** Lamport time of this change (Keyring.version); applied only above the member's own. 0 for list. */
   version: number;
+  /** A manager's signature of the change (keyring/authority.ts), base64; absent from a list. */
+  sig?: string;
 }
 
 export interface KeyringReplyMsg {

@@ -11,12 +11,14 @@ import { encodePacket } from '../gossip/codec/index.js';
 import { PICLOUD_LAN_CONFIG, retransmitLimit, type GossipConfig } from '../gossip/config.js';
 import { GossipError } from '../gossip/errors.js';
 import type { Keyring } from '../gossip/keyring/index.js';
+import type { KeyringAuthority } from '../gossip/keyring/authority.js';
 import { MAX_EVENT_BUFFER, MAX_KEYRING_VERSION_STEP } from '../gossip/limits.js';
 import { GossipMachine, type GossipCounters } from '../gossip/machine.js';
 import {
   MsgType,
   type Address,
   type Effects,
+  type KeyringOpMsg,
   type KeyringOpName,
   type MemberEvent,
   type MemberInfo,
@@ -54,6 +56,11 @@ export interface GossipNodeOptions {
   onReapedChange?(reaped: Array<[name: string, incarnation: number]>): void;
   /** Called after the keyring changed (to persist it). */
   onKeyringChange?(keyring: Keyring): void;
+  /**
+   * Who may change the keyring for others (keyring/authority.ts): given, changes from other
+   * members are taken only signed, and this node sends its own only if it can sign them.
+   */
+  keyringAuthority?: KeyringAuthority;
   logger?: GossipLogger;
 }
 
@@ -108,6 +115,7 @@ export class GossipNode {
   private conflictsLogged = 0;
   /** Keyring changes refused for a version at or below ours (replays, or a behind origin). */
   private keyringStale = 0;
+  private keyringUnsigned = 0;
   private conflictLoggedAtMs = -Infinity;
 
   private constructor(private readonly opts: GossipNodeOptions, address: Address, config: GossipConfig) {
@@ -278,6 +286,10 @@ export class GossipNode {
    */
   async keyringOp(op: KeyringOpName, key: string, opts: { local?: boolean; timeoutMs?: number } = {}): Promise<KeyringResult> {
     this.checkRunning();
+    const authority = this.opts.keyringAuthority;
+    if (op !== 'list' && !opts.local && authority !== undefined && authority.sign === undefined) {
+      throw new GossipError('GOSSIP_KEYRING_UNSIGNED', `keyring ${op} for the whole cluster is made on a manager: this node holds a worker token, which cannot sign it (--local changes this node alone)`);
+    }
     const result: KeyringResult = { op, members: 1, ok: 0, errors: [] };
     const lists: string[][] = [];
     const ring = this.opts.keyring;
@@ -297,11 +309,13 @@ export class GossipNode {
       // again, after everything they have seen.
       for (let round = 0; round < KEYRING_CHANGE_TRIES && peers.length > 0; round++) {
         const stale: Array<{ peer: MemberInfo; version: number }> = [];
+        const change: KeyringOpMsg = { t: MsgType.KeyringOp, op, key, version };
+        if (op !== 'list' && authority?.sign !== undefined) change.sig = authority.sign({ op, key, version });
         for (let i = 0; i < peers.length; i += KEYRING_FANOUT) {
           await Promise.all(
             peers.slice(i, i + KEYRING_FANOUT).map(async (p) => {
               try {
-                const reply = await this.transport.request({ host: p.host, port: p.port }, { t: MsgType.KeyringOp, op, key, version }, timeoutMs);
+                const reply = await this.transport.request({ host: p.host, port: p.port }, change, timeoutMs);
                 if (reply.t === MsgType.KeyringReply && reply.ok) {
                   result.ok++;
                   lists.push(reply.keys);
@@ -362,6 +376,7 @@ export class GossipNode {
     out.broadcastQueue = this.machine.queuedBroadcasts();
     out.broadcastsDropped = this.machine.broadcastsDropped;
     out.keyringStale = this.keyringStale;
+    out.keyringUnsigned = this.keyringUnsigned;
     return out;
   }
 
@@ -382,6 +397,12 @@ export class GossipNode {
 
   private onStream(req: StreamMsg, _from: Address): StreamMsg {
     if (req.t === MsgType.KeyringOp) {
+      const authority = this.opts.keyringAuthority;
+      if (req.op !== 'list' && authority !== undefined && !authority.verify({ op: req.op, key: req.key, version: req.version }, req.sig)) {
+        // A gossip key holder that is no manager (a worker token), or a change re-signed wrong.
+        this.keyringUnsigned++;
+        return { t: MsgType.KeyringReply, ok: false, code: 'GOSSIP_KEYRING_UNSIGNED', keys: [], version: this.opts.keyring.version };
+      }
       const r = this.applyKeyringOp(req.op, req.key, req.version);
       return { t: MsgType.KeyringReply, ok: r.ok, code: r.ok ? '' : r.code, keys: r.ok ? r.keys : [], version: this.opts.keyring.version };
     }

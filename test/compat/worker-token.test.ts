@@ -1,8 +1,8 @@
 /**
  * Worker tokens on real agent processes: `picloud-node token --worker` on a manager prints a
  * token that carries the cluster's gossip key and not its secret. A worker joins with it and
- * holds nothing that speaks Raft; a manager given it is refused at once; a worker given the
- * cluster token is told it holds more than it needs. Rotating the gossip key retires the worker
+ * holds nothing that speaks Raft and cannot change the cluster's gossip keyring; a manager given
+ * it is refused at once; a worker given the cluster token is told it holds more than it needs. Rotating the gossip key retires the worker
  * token: a worker started with the old one does not join, `token --worker` prints the new one,
  * and the same worker joins with that.
  */
@@ -15,6 +15,7 @@ import { until } from '../helpers/wait.js';
 import { NODE_FLAGS } from '../../agent/node-flags.js';
 import { generateKey } from '../../core/gossip/keyring/index.js';
 import { derivePeerKey, parseToken } from '../../core/net/token.js';
+import { clusterKeyringAuthority } from '../../agent/gossip-subsystem.js';
 
 process.env.PICLOUD_GOSSIP_PROFILE = 'local'; // the agents inherit it
 
@@ -49,7 +50,7 @@ function filesUnder(dir: string): Array<{ path: string; bytes: Buffer }> {
   return out;
 }
 
-t.test('a worker token joins workers only, carries no secret, and is retired by a gossip key rotation', async (t) => {
+t.test('a worker token joins workers only, carries no secret, cannot change the keyring, and is retired by a gossip key rotation', async (t) => {
   const cluster = new AgentCluster();
   t.teardown(() => cluster.stopAll());
   const m = await cluster.add('m');
@@ -59,7 +60,7 @@ t.test('a worker token joins workers only, carries no secret, and is retired by 
   const printed = cli(['token', '--worker', '--data-dir', m.dataDir]);
   t.equal(printed.status, 0, `token --worker exits 0 ${printed.stderr}`);
   const workerToken = printed.stdout.trim();
-  t.match(workerToken, new RegExp(`^PCW1-${parseToken(clusterToken).digest}-[0-9a-f]{72}$`), "a PCW1 token naming the cluster's digest");
+  t.match(workerToken, new RegExp(`^PCW1-${parseToken(clusterToken).digest}-[0-9a-f]{136}$`), "a PCW1 token naming the cluster's digest");
   const { secret } = parseToken(clusterToken);
   const peerKey = derivePeerKey(secret);
   t.notOk(workerToken.includes(Buffer.from(secret).toString('hex')) || workerToken.includes(peerKey.toString('hex')), 'it carries neither the secret nor the peer key');
@@ -73,6 +74,10 @@ t.test('a worker token joins workers only, carries no secret, and is retired by 
   const leaked = filesUnder(w.dataDir).filter((f) => [clusterToken, Buffer.from(secret).toString('hex')].some((s) => f.bytes.includes(s)) || f.bytes.includes(peerKey) || f.bytes.includes(peerKey.toString('hex')));
   t.same(leaked.map((f) => f.path), [], "nothing in the worker's data dir holds the cluster secret or the peer key");
   t.notMatch(w.log.join(''), /holds the cluster token/, 'no notice for a worker token');
+  const fromWorker = await fetch(`http://${w.host}:${w.ports.http}/v1/agent/keyring/install`, { method: 'POST', body: JSON.stringify({ key: generateKey() }) });
+  t.equal(fromWorker.status, 400, "a worker's cluster-wide keyring change is refused");
+  t.match(await fromWorker.text(), /GOSSIP_KEYRING_UNSIGNED[\s\S]*made on a manager/, 'saying it is made on a manager');
+  t.equal(readFileSync(join(w.dataDir, 'gossip', 'keyring-authority'), 'utf8').trim(), clusterKeyringAuthority(clusterToken).publicKey.toString('hex'), "the worker keeps the managers' public keyring key for its restarts");
   const onWorker = cli(['token', '--worker', '--data-dir', w.dataDir]);
   t.same([onWorker.status, onWorker.stdout], [2, ''], "token --worker on a worker's data dir exits 2 and prints no token");
   t.match(onWorker.stderr, /no token in .*is it the --data-dir of a manager/, 'saying it needs a manager');

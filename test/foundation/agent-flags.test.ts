@@ -8,10 +8,11 @@ import { join } from 'node:path';
 import { ConfigError, DEFAULT_PORTS, parseAgentArgs } from '../../agent/config.js';
 import { hasOpenssl, makeTestCerts } from '../helpers/certs.js';
 import { formatWorkerToken, generateToken, parseToken } from '../../core/net/token.js';
+import { clusterKeyringAuthority } from '../../agent/gossip-subsystem.js';
 
 /** A cluster token and a worker token of its cluster. */
 const TOKEN = generateToken();
-const WORKER_TOKEN = formatWorkerToken(parseToken(TOKEN).digest, Buffer.alloc(32, 5));
+const WORKER_TOKEN = formatWorkerToken(parseToken(TOKEN).digest, Buffer.alloc(32, 5), clusterKeyringAuthority(TOKEN).publicKey);
 
 const CLI = join(process.cwd(), 'dist/agent/cli.js');
 
@@ -78,7 +79,7 @@ t.test('a worker whose data dir shows it joined before (gossip keyring and live 
 t.test('--token: either kind of join token, checked against the role before anything starts', async (t) => {
   const join = ['--data-dir', '/tmp/x', '--join', 'manager01', '--token'];
   t.throws(() => parseAgentArgs(['--name', 'a', ...join, 'T']), { name: 'ConfigError', message: /^--token: not a picloud join token: expected PCN1-<digest>-<secret>/ }, 'not a token');
-  t.throws(() => parseAgentArgs(['--name', 'a', ...join, WORKER_TOKEN.slice(0, -1) + (WORKER_TOKEN.endsWith('0') ? '1' : '0')]), { message: /^--token: worker token check does not match its key: the token was mistyped or cut/ }, 'a mistyped worker token');
+  t.throws(() => parseAgentArgs(['--name', 'a', ...join, WORKER_TOKEN.slice(0, -1) + (WORKER_TOKEN.endsWith('0') ? '1' : '0')]), { message: /^--token: worker token check does not match its keys: the token was mistyped or cut/ }, 'a mistyped worker token');
   t.throws(() => parseAgentArgs(['--name', 'a', ...join, WORKER_TOKEN]), { name: 'ConfigError', message: /^--token: this is a worker token: it joins workers only \(--role worker\); a manager needs the cluster token/ }, 'a manager given a worker token');
   t.throws(() => parseAgentArgs(['--name', 'a', '--data-dir', '/tmp/x', '--bootstrap', '--token', WORKER_TOKEN]), { message: /this is a worker token/ }, 'nor may it bootstrap one');
   t.same(parseAgentArgs(['--name', 'a', ...join, TOKEN]).notices, [], 'a manager with the cluster token: nothing to say');
@@ -98,7 +99,7 @@ t.test('picloud-node token [--worker]: the data dir\'s token, or a worker token 
   const key = Buffer.alloc(32, 3);
   mkdirSync(join(dir, 'gossip'));
   writeFileSync(join(dir, 'gossip', 'keyring.json'), JSON.stringify({ primary: key.toString('base64'), keys: [Buffer.alloc(32, 4).toString('base64'), key.toString('base64')], version: 3 }));
-  t.equal(token('--worker').stdout, formatWorkerToken(parseToken(TOKEN).digest, key) + '\n', "--worker: the keyring's primary key, with the cluster's digest");
+  t.equal(token('--worker').stdout, formatWorkerToken(parseToken(TOKEN).digest, key, clusterKeyringAuthority(TOKEN).publicKey) + '\n', "--worker: the keyring's primary key, the managers' public keyring key, the cluster's digest");
   writeFileSync(join(dir, 'token'), 'garbage\n');
   for (const more of [[], ['--worker']]) {
     const r = token(...more);

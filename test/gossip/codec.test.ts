@@ -96,6 +96,7 @@ t.test('every stream message kind round-trips through a frame', async (t) => {
     { t: MsgType.Ack, seq: 7 },
     { t: MsgType.StreamError, code: 'GOSSIP_NAME_CONFLICT', message: 'taken' },
     { t: MsgType.KeyringOp, op: 'install', key: 'x'.repeat(44), version: 7 },
+    { t: MsgType.KeyringOp, op: 'use', key: 'x'.repeat(44), version: 8, sig: 's'.repeat(88) },
     { t: MsgType.KeyringReply, ok: true, code: '', keys: ['k1', 'k2'], version: 7 },
     { t: MsgType.PushPull, join: false, from: 'a', states: [], keyringVersion: 9 },
   ];
@@ -178,6 +179,8 @@ t.test('shape errors are malformed, unknown types are reported', async (t) => {
   t.throws(() => decodeStream(enc.encode([MsgType.KeyringOp, 'format-disk', '', 1])), { code: 'GOSSIP_DECODE_MALFORMED' });
   t.throws(() => decodeStream(enc.encode([MsgType.KeyringOp, 'use', 'x'.repeat(44)])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'a keyring op without a version (it could be a replay)');
   t.throws(() => decodeStream(enc.encode([MsgType.KeyringOp, 'use', 'x'.repeat(44), -1])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'a negative keyring version');
+  t.throws(() => decodeStream(enc.encode([MsgType.KeyringOp, 'use', 'x'.repeat(44), 1, 's'.repeat(89)])), { code: 'GOSSIP_DECODE_MALFORMED', message: /signature longer than 88/ }, 'a signature longer than an Ed25519 one');
+  t.throws(() => decodeStream(enc.encode([MsgType.KeyringOp, 'use', 'x'.repeat(44), 1, 5])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'a signature that is no text');
   t.same(decodeStream(enc.encode([MsgType.KeyringReply, true, '', []])), { t: MsgType.KeyringReply, ok: true, code: '', keys: [], version: 0 }, 'a reply without a version reads as 0');
   t.throws(() => decodeStreamFrame(Buffer.from([7, 1, 2])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'unknown frame flag');
   t.throws(() => decodeStreamFrame(Buffer.from([1, 0xff, 0xff, 0xff])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'bad deflate');

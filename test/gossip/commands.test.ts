@@ -12,10 +12,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run as keyringCommand } from '../../agent/commands/keyring.js';
 import { run as membersCommand } from '../../agent/commands/members.js';
-import { MAX_HTTP_BODY_BYTES, parseHostPort, startGossip, type GossipSubsystem } from '../../agent/gossip-subsystem.js';
+import { MAX_HTTP_BODY_BYTES, clusterKeyringAuthority, parseHostPort, startGossip, type GossipSubsystem } from '../../agent/gossip-subsystem.js';
 import { createSocket } from 'node:dgram';
 import { encodePacket } from '../../core/gossip/codec/index.js';
 import { Keyring, generateKey, parseKey } from '../../core/gossip/keyring/index.js';
+import { checkingAuthority, signingAuthority, type KeyringAuthority } from '../../core/gossip/keyring/authority.js';
 import { MsgType } from '../../core/gossip/types.js';
 import { formatWorkerToken, generateToken, parseJoinToken, parseToken, type ParsedWorkerToken } from '../../core/net/token.js';
 import { until } from '../helpers/wait.js';
@@ -293,7 +294,8 @@ t.test("a worker token's key: joins, tags the dir with the cluster's digest; a d
   const logger = { info: () => undefined, warn: (m: unknown) => void warnings.push(String(m)) };
   const clusterToken = generateToken();
   const { digest } = parseToken(clusterToken);
-  const workerToken = (key: Buffer) => parseJoinToken(formatWorkerToken(digest, key)) as ParsedWorkerToken & { kind: 'worker' };
+  const authorityKey = clusterKeyringAuthority(clusterToken).publicKey;
+  const workerToken = (key: Buffer) => parseJoinToken(formatWorkerToken(digest, key, authorityKey)) as ParsedWorkerToken & { kind: 'worker' };
   const token = workerToken(Buffer.from(Keyring.fromSecret(clusterToken).primaryKey(), 'base64'));
   const start = (name: string, creds: { secret?: string; workerToken?: ParsedWorkerToken }, join: string[] = []) =>
     startGossip({ name, bindAddr: '127.0.0.1', gossipPort: 0, join, secret: creds.secret, workerToken: creds.workerToken, dataDir: `${dir}/${name}`, meta: { role: 'worker', version: '0.1.0' }, profile: 'local', logger });
@@ -309,7 +311,7 @@ t.test("a worker token's key: joins, tags the dir with the cluster's digest; a d
   const kept = await start('wt-w', { workerToken: workerToken(Buffer.alloc(32, 9)) }, seed);
   t.same(((await kept.keyring.list({ local: true })).keys ?? []).map((k) => k.key), [token.gossipKey.toString('base64')], 'a dir that joined, told to join with a key it does not hold: its saved keyring is kept, not taken over');
   await kept.stop();
-  const otherCluster = parseJoinToken(formatWorkerToken(digest.replace(/^./, (c) => (c === '0' ? '1' : '0')), Buffer.alloc(32, 9))) as ParsedWorkerToken;
+  const otherCluster = parseJoinToken(formatWorkerToken(digest.replace(/^./, (c) => (c === '0' ? '1' : '0')), Buffer.alloc(32, 9), authorityKey)) as ParsedWorkerToken;
   await t.rejects(start('wt-w', { workerToken: otherCluster }, seed), { code: 'GOSSIP_OTHER_CLUSTER' }, "and another cluster's worker token is refused, even told to join");
   const again = await start('wt-w', { secret: clusterToken });
   t.ok(again.node.port > 0, 'that dir restarts on the cluster token too (the digest is its cluster)');
@@ -340,4 +342,23 @@ t.test("a worker token's key: joins, tags the dir with the cluster's digest; a d
   t.ok(await alive(fresh, 'wt-m'), 'given the current token, the dir a stale one left joins');
   t.ok(warnings.some((m) => /wt-stale\/gossip\/keyring\.json came from a token whose join never got through: replaced by the worker token's key/.test(m)), 'the replacement is logged');
   t.same(((await fresh.keyring.list({ local: true })).keys ?? []).map((k) => k.key), [token.gossipKey.toString('base64')], 'and its keyring is the token key alone');
+});
+
+t.test("the keyring authority a start was given is kept for restarts without a token; a damaged one is named", async (t) => {
+  const manager = signingAuthority(Buffer.alloc(32, 1));
+  const start = (keyringAuthority?: KeyringAuthority) =>
+    startGossip({ name: 'auth', bindAddr: '127.0.0.1', gossipPort: 0, join: [], secret: keyringAuthority === undefined ? undefined : 'auth-test', keyringAuthority, dataDir: `${dir}/auth`, meta: { role: 'worker', version: '0.1.0' }, profile: 'local' });
+  const first = await start(checkingAuthority(manager.publicKey));
+  await t.rejects(first.keyring.install(generateKey()), { code: 'GOSSIP_KEYRING_UNSIGNED' }, 'given a checking authority: no cluster-wide change from here');
+  await first.stop();
+  t.equal(readFileSync(`${dir}/auth/gossip/keyring-authority`, 'utf8').trim(), manager.publicKey.toString('hex'), 'its public key saved');
+  const again = await start();
+  await t.rejects(again.keyring.install(generateKey()), { code: 'GOSSIP_KEYRING_UNSIGNED' }, 'restarted without a token: still checking, from the saved key');
+  t.equal((await again.keyring.install(generateKey(), { local: true })).ok, 1, 'a --local change is its own');
+  await again.stop();
+  writeFileSync(`${dir}/auth/gossip/keyring-authority`, 'zz\n');
+  await t.rejects(start(), { code: 'GOSSIP_KEY_INVALID', message: /keyring-authority is damaged/ }, 'a damaged saved key is named, not ignored');
+  const repaired = await start(manager);
+  t.equal((await repaired.keyring.install(generateKey())).ok, 1, 'a start given the signing authority rewrites it, and may change the keyring');
+  await repaired.stop();
 });

@@ -10,8 +10,9 @@ import { connect, type Socket } from 'node:net';
 import { encodePacket, encodeStreamFrame } from '../../core/gossip/codec/index.js';
 import { LOCAL_CONFIG } from '../../core/gossip/config.js';
 import { Keyring, generateKey } from '../../core/gossip/keyring/index.js';
+import { checkingAuthority, signingAuthority } from '../../core/gossip/keyring/authority.js';
 import { MAX_INBOUND_STREAMS, MAX_INBOUND_STREAMS_PER_ADDRESS, MAX_KEYRING_VERSION_STEP } from '../../core/gossip/limits.js';
-import { MsgType, type Message } from '../../core/gossip/types.js';
+import { MsgType, type KeyringOpMsg, type Message } from '../../core/gossip/types.js';
 import { GossipNode } from '../../core/net/gossip-node.js';
 import { collect, sendUdp } from './sockets.js';
 
@@ -335,6 +336,47 @@ t.test('a captured keyring change replayed after a later rotation is refused as 
   // (the stopped b may still be listed alive and fail to answer)
   t.same(rm.errors.filter((e) => e.node !== 'b'), [], 'k1 removed on a and c (a member that had gone back to k1 could not remove its primary)');
   for (const r of [rings[0]!, rings[2]!]) t.notOk(r.list().includes(k1), 'k1 is gone');
+});
+
+t.test('with a keyring authority, only a manager\'s signed changes are taken from others: a worker token holder can change its own keyring, not the cluster\'s', async (t) => {
+  const manager = signingAuthority(Buffer.alloc(32, 1));
+  const rings = [Keyring.fromSecret(SECRET), Keyring.fromSecret(SECRET), Keyring.fromSecret(SECRET)];
+  const authorities = [manager, checkingAuthority(manager.publicKey), checkingAuthority(manager.publicKey)];
+  const nodes: GossipNode[] = [];
+  for (const [i, n] of ['m', 'w', 'c'].entries()) nodes.push(await GossipNode.start({ name: n, bindHost: HOST, bindPort: 0, keyring: rings[i]!, keyringAuthority: authorities[i], config: { ...LOCAL_CONFIG }, meta: { role: 'worker' } }));
+  t.teardown(() => Promise.all(nodes.map((n) => n.stop())));
+  const [m, w, c] = nodes as [GossipNode, GossipNode, GossipNode];
+  for (const n of [w, c]) await n.join([{ host: HOST, port: m.port }]);
+  await waitFor('three alive', () => nodes.every((n) => n.members().filter((x) => x.status === 'alive').length === 3));
+  const k1 = generateKey();
+  const install = await m.keyringOp('install', k1);
+  t.same([install.ok, install.errors], [3, []], "the manager's signed install is taken by all three");
+  const k2 = generateKey();
+  await t.rejects(w.keyringOp('install', k2), { code: 'GOSSIP_KEYRING_UNSIGNED', message: /made on a manager: this node holds a worker token/ }, 'a worker cannot send a change to the cluster');
+  t.equal((await w.keyringOp('install', k2, { local: true })).ok, 1, 'but may change its own keyring (--local)');
+  const versions = rings.map((r) => r.version);
+  // A key holder sends changes by hand: unsigned, signed by another key, and a signed change
+  // with its op altered. None is taken; the version does not move.
+  const holder = Keyring.fromSecret(SECRET);
+  const other = signingAuthority(Buffer.alloc(32, 2));
+  const version = Math.max(...versions) + 1;
+  const mSigned = manager.sign!({ op: 'use', key: k1, version });
+  const forged: Array<[string, KeyringOpMsg]> = [
+    ['unsigned', { t: MsgType.KeyringOp, op: 'install', key: k2, version }],
+    ['signed by another key', { t: MsgType.KeyringOp, op: 'install', key: k2, version, sig: other.sign!({ op: 'install', key: k2, version }) }],
+    ["the manager's signature of another change", { t: MsgType.KeyringOp, op: 'remove', key: k1, version, sig: mSigned }],
+    ['a signature of the wrong length', { t: MsgType.KeyringOp, op: 'install', key: k2, version, sig: 'A'.repeat(88 - 4) + '====' }],
+  ];
+  for (const [what, msg] of forged) {
+    for (const n of [m, c]) await tcpRequest(n.port, frameOf(holder.seal(encodeStreamFrame(msg), 'tcp')));
+    t.same([rings[0]!.list(), rings[2]!.list()].map((l) => l.includes(k2) || !l.includes(k1)), [false, false], `${what}: not taken`);
+  }
+  t.same([rings[0]!.version, rings[2]!.version], [versions[0], versions[2]], 'their keyring versions did not move');
+  t.same([m.metrics().keyringUnsigned, c.metrics().keyringUnsigned], [forged.length, forged.length], 'each refusal counted');
+  for (const n of [m, c]) await tcpRequest(n.port, frameOf(holder.seal(encodeStreamFrame({ t: MsgType.KeyringOp, op: 'use', key: k1, version, sig: mSigned }), 'tcp')));
+  t.same([rings[0]!.primaryKey(), rings[2]!.primaryKey()], [k1, k1], "the manager's own signed change, sent by the same hand, is taken");
+  const list = await w.keyringOp('list', '');
+  t.equal(list.ok, 3, 'a worker still lists the keys (reading needs no signature)');
 });
 
 t.test('a keyring change from a member that missed one is retried above the newer version, not lost', async (t) => {

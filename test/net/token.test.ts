@@ -1,6 +1,7 @@
 import t from 'tap';
 import fc from 'fast-check';
 import {
+  MAX_JOIN_TOKEN_CHARS,
   MAX_TOKEN_CHARS,
   TOKEN_PREFIX,
   derivePeerKey,
@@ -36,10 +37,12 @@ t.test('worker tokens: the gossip key and the cluster digest, checked; refused w
   const cluster = generateToken();
   const { digest } = parseToken(cluster);
   const key = Buffer.alloc(32, 7);
-  const worker = formatWorkerToken(digest, key);
-  t.match(worker, new RegExp(`^PCW1-${digest}-${key.toString('hex')}[0-9a-f]{8}$`));
+  const authority = Buffer.alloc(32, 8);
+  const worker = formatWorkerToken(digest, key, authority);
+  t.match(worker, new RegExp(`^PCW1-${digest}-${key.toString('hex')}${authority.toString('hex')}[0-9a-f]{8}$`));
+  t.ok(worker.length <= MAX_JOIN_TOKEN_CHARS, `within the join token length limit (${worker.length})`);
   const parsed = parseJoinToken(`  ${worker}\n`);
-  t.same(parsed, { kind: 'worker', gossipKey: key, digest }, 'parses back to its key and digest');
+  t.same(parsed, { kind: 'worker', gossipKey: key, authorityKey: authority, digest }, 'parses back to its keys and digest');
   t.same(parseJoinToken(cluster), { kind: 'cluster', ...parseToken(cluster) }, 'a cluster token parses as one');
   t.notOk(worker.includes(Buffer.from(parseToken(cluster).secret).toString('hex')), 'the worker token does not carry the secret');
   t.throws(() => parseToken(worker), { code: 'ERR_TOKEN_WORKER', message: /worker token: it joins workers only .*a manager needs the cluster token/ });
@@ -48,12 +51,15 @@ t.test('worker tokens: the gossip key and the cluster digest, checked; refused w
   t.throws(() => parseJoinToken(flipped), { code: 'ERR_TOKEN_DIGEST', message: /mistyped/ }, 'a mistyped key');
   const otherDigest = digest.slice(0, -1) + (digest.endsWith('0') ? '1' : '0');
   t.throws(() => parseJoinToken(`PCW1-${otherDigest}-${body}`), { code: 'ERR_TOKEN_DIGEST' }, 'a mistyped digest');
-  t.throws(() => parseJoinToken(`PCW1-${digest}-${body.slice(0, -1)}`), { code: 'ERR_TOKEN_FORMAT', message: /72 lowercase hex/ }, 'cut short');
+  t.throws(() => parseJoinToken(`PCW1-${digest}-${body.slice(0, -1)}`), { code: 'ERR_TOKEN_FORMAT', message: /136 lowercase hex/ }, 'cut short');
   t.throws(() => parseJoinToken(`PCW2-${digest}-${body}`), { code: 'ERR_TOKEN_VERSION', message: /PCW2 is not supported/ });
-  t.throws(() => parseJoinToken(`PCW1-${digest}-${body}-x`), { code: 'ERR_TOKEN_FORMAT', message: /expected PCW1-<digest>-<key>/ }, 'four parts');
+  t.throws(() => parseJoinToken(`PCW1-${digest}-ab-cd`), { code: 'ERR_TOKEN_FORMAT', message: /expected PCW1-<digest>-<keys>/ }, 'four parts');
   t.throws(() => parseJoinToken(`PCW1-${digest.slice(1)}-${body}`), { code: 'ERR_TOKEN_FORMAT', message: /digest/ });
-  t.throws(() => formatWorkerToken(digest, Buffer.alloc(31)), { code: 'ERR_TOKEN_FORMAT' });
-  t.throws(() => formatWorkerToken('xyz', key), { code: 'ERR_TOKEN_FORMAT' });
+  t.throws(() => formatWorkerToken(digest, Buffer.alloc(31), authority), { code: 'ERR_TOKEN_FORMAT' });
+  t.throws(() => formatWorkerToken(digest, key, Buffer.alloc(33)), { code: 'ERR_TOKEN_FORMAT', message: /authority key/ });
+  t.throws(() => formatWorkerToken('xyz', key, authority), { code: 'ERR_TOKEN_FORMAT' });
+  const authFlipped = `PCW1-${digest}-${body.slice(0, 70)}${body[70] === '0' ? '1' : '0'}${body.slice(71)}`;
+  t.throws(() => parseJoinToken(authFlipped), { code: 'ERR_TOKEN_DIGEST' }, 'a mistyped authority key');
 });
 
 t.test('passphrase tokens: same words, same token', async (t) => {

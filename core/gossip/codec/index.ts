@@ -6,6 +6,7 @@
  * machine can fill packets up to the UDP budget and the simulator can count bytes cheaply.
  * Encryption and framing are not here (keyring/, core/net/gossip-transport.ts).
  */
+import { SIGNATURE_TEXT_CHARS } from '../keyring/authority.js';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { Decoder, Encoder } from 'cbor-x';
 import { checkCborBounds } from './cbor-bounds.js';
@@ -26,6 +27,7 @@ import {
   STATUS_BY_CODE,
   STATUS_CODE,
   type AliveMsg,
+  type KeyringOpMsg,
   type KeyringOpName,
   type Message,
   type Meta,
@@ -168,7 +170,8 @@ export function encodeStream(m: StreamMsg): Buffer {
     case MsgType.Ack:
       return encoder.encode([m.t, m.seq]);
     case MsgType.KeyringOp:
-      return encoder.encode([m.t, m.op, m.key, m.version]);
+      // The signature trails, so members from before it (they read the first four) still decode it.
+      return encoder.encode(m.sig === undefined ? [m.t, m.op, m.key, m.version] : [m.t, m.op, m.key, m.version, m.sig]);
     case MsgType.KeyringReply:
       return encoder.encode([m.t, m.ok, m.code, m.keys, m.version]);
   }
@@ -429,7 +432,9 @@ export function decodeStream(buf: Uint8Array): StreamMsg {
       tuple(f, 4, 'keyring op');
       const op = f[1];
       if (!KEYRING_OPS.includes(op as KeyringOpName)) malformed('unknown keyring op');
-      return { t: MsgType.KeyringOp, op: op as KeyringOpName, key: text(f[2], MAX_KEY_TEXT_BYTES, 'key', true), version: uint(f[3], Number.MAX_SAFE_INTEGER, 'keyring version') };
+      const msg: KeyringOpMsg = { t: MsgType.KeyringOp, op: op as KeyringOpName, key: text(f[2], MAX_KEY_TEXT_BYTES, 'key', true), version: uint(f[3], Number.MAX_SAFE_INTEGER, 'keyring version') };
+      if (f.length > 4) msg.sig = text(f[4], SIGNATURE_TEXT_CHARS, 'keyring change signature');
+      return msg;
     }
     case MsgType.KeyringReply: {
       tuple(f, 4, 'keyring reply');
