@@ -142,7 +142,11 @@ function loadKeyringAuthority(dir: string, given: KeyringAuthority | undefined):
   let saved: Buffer | undefined;
   try {
     saved = Buffer.from(readFileSync(file, 'utf8').trim(), 'hex');
-  } catch {
+  } catch (err) {
+    // Only a missing file means none was saved: one that cannot be read must not turn checks off.
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' && given === undefined) {
+      throw new GossipError('GOSSIP_KEY_INVALID', `${file} cannot be read (${(err as Error).message}): start with --token TOKEN`);
+    }
     saved = undefined;
   }
   if (given !== undefined) {

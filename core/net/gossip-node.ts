@@ -403,7 +403,7 @@ export class GossipNode {
         this.keyringUnsigned++;
         return { t: MsgType.KeyringReply, ok: false, code: 'GOSSIP_KEYRING_UNSIGNED', keys: [], version: this.opts.keyring.version };
       }
-      const r = this.applyKeyringOp(req.op, req.key, req.version);
+      const r = this.applyKeyringOp(req.op, req.key, req.version, authority !== undefined);
       return { t: MsgType.KeyringReply, ok: r.ok, code: r.ok ? '' : r.code, keys: r.ok ? r.keys : [], version: this.opts.keyring.version };
     }
     if (this.stopped) return { t: MsgType.StreamError, code: 'GOSSIP_STOPPED', message: 'stopping' };
@@ -418,16 +418,18 @@ export class GossipNode {
    * Applies a keyring op at Lamport time `version` (ignored for list). A change at or below the
    * ring's version is refused (GOSSIP_KEYRING_STALE): it is a replay, or its origin missed a
    * later change. A newer one moves the version even if the op itself fails, so it cannot be
-   * replayed to succeed later.
+   * replayed to succeed later. One too far above is refused, unless a manager signed it
+   * (`signed`): a key holder answering a manager's change as stale at an inflated version moves
+   * that manager's versions up, and its next changes must still be taken.
    */
-  private applyKeyringOp(op: KeyringOpName, key: string, version: number): { ok: true; keys: string[] } | { ok: false; code: string; message: string } {
+  private applyKeyringOp(op: KeyringOpName, key: string, version: number, signed = false): { ok: true; keys: string[] } | { ok: false; code: string; message: string } {
     const ring = this.opts.keyring;
     if (op !== 'list') {
       if (version <= ring.version) {
         this.keyringStale++;
         return { ok: false, code: 'GOSSIP_KEYRING_STALE', message: `keyring change at version ${version} is not newer than this member's ${ring.version}` };
       }
-      if (version > ring.version + MAX_KEYRING_VERSION_STEP) {
+      if (version > ring.version + MAX_KEYRING_VERSION_STEP && !signed) {
         return { ok: false, code: 'GOSSIP_KEYRING_IMPLAUSIBLE', message: `keyring change at version ${version} is too far above this member's ${ring.version}` };
       }
       ring.version = version;

@@ -358,6 +358,10 @@ t.test("the keyring authority a start was given is kept for restarts without a t
   await again.stop();
   writeFileSync(`${dir}/auth/gossip/keyring-authority`, 'zz\n');
   await t.rejects(start(), { code: 'GOSSIP_KEY_INVALID', message: /keyring-authority is damaged/ }, 'a damaged saved key is named, not ignored');
+  rmSync(`${dir}/auth/gossip/keyring-authority`);
+  mkdirSync(`${dir}/auth/gossip/keyring-authority`);
+  await t.rejects(start(), { code: 'GOSSIP_KEY_INVALID', message: /keyring-authority cannot be read/ }, 'one that cannot be read does not turn the checks off');
+  rmSync(`${dir}/auth/gossip/keyring-authority`, { recursive: true });
   const repaired = await start(manager);
   t.equal((await repaired.keyring.install(generateKey())).ok, 1, 'a start given the signing authority rewrites it, and may change the keyring');
   await repaired.stop();

@@ -377,6 +377,13 @@ t.test('with a keyring authority, only a manager\'s signed changes are taken fro
   t.same([rings[0]!.primaryKey(), rings[2]!.primaryKey()], [k1, k1], "the manager's own signed change, sent by the same hand, is taken");
   const list = await w.keyringOp('list', '');
   t.equal(list.ok, 3, 'a worker still lists the keys (reading needs no signature)');
+  // A key holder answering a manager's change as stale at an inflated version moves that
+  // manager's versions far up (bounded per round, not in all): its signed changes from there on
+  // must still be taken by members that never saw the inflation.
+  const farAhead = rings[2]!.version + MAX_KEYRING_VERSION_STEP * 3;
+  const k3 = generateKey();
+  await tcpRequest(c.port, frameOf(holder.seal(encodeStreamFrame({ t: MsgType.KeyringOp, op: 'install', key: k3, version: farAhead, sig: manager.sign!({ op: 'install', key: k3, version: farAhead }) }), 'tcp')));
+  t.same([rings[2]!.version, rings[2]!.list().includes(k3)], [farAhead, true], "a manager's signed change far above a member's version is taken (an unsigned one is not: the MAX_KEYRING_VERSION_STEP test)");
 });
 
 t.test('a keyring change from a member that missed one is retried above the newer version, not lost', async (t) => {
