@@ -34,9 +34,13 @@ async function memberState(m: AgentProc, name: string): Promise<string | undefin
 }
 
 async function keyring(m: AgentProc, op: 'install' | 'use' | 'remove', key: string): Promise<number> {
-  const r = await fetch(`http://${m.host}:${m.ports.http}/v1/agent/keyring/${op}`, { method: 'POST', body: JSON.stringify({ key }), signal: AbortSignal.timeout(10_000) });
-  await r.arrayBuffer();
-  return r.status;
+  return (await keyringResult(m, op, key)).status;
+}
+
+/** A cluster-wide keyring change asked of `a` over its HTTP API: the status and the result. */
+async function keyringResult(a: AgentProc, op: 'install' | 'use' | 'remove', key: string): Promise<{ status: number; body: { ok?: number; errors?: unknown[] } }> {
+  const r = await fetch(`http://${a.host}:${a.ports.http}/v1/agent/keyring/${op}`, { method: 'POST', body: JSON.stringify({ key }), signal: AbortSignal.timeout(10_000) });
+  return { status: r.status, body: (await r.json()) as { ok?: number; errors?: unknown[] } };
 }
 
 /** Every file under `dir`, as bytes. */
@@ -95,6 +99,8 @@ t.test('a worker token joins workers only, carries no secret, cannot change the 
   cluster.start(wc, false);
   await cluster.ready(wc);
   t.match(wc.log.join(''), /this worker holds the cluster token, which also speaks Raft .*picloud-node token --worker/, 'a worker given the cluster token is told a worker token is enough');
+  const fromClusterWorker = await keyringResult(wc, 'install', generateKey());
+  t.same([fromClusterWorker.status, fromClusterWorker.body.ok, fromClusterWorker.body.errors], [200, 3, []], 'it holds the secret: its signed change is taken by all three, the worker-token worker included');
 
   // Rotation: a new key installed, used and the old one removed, cluster-wide.
   const oldKey = readFileSync(join(m.dataDir, 'gossip', 'keyring.json'), 'utf8');
@@ -119,4 +125,6 @@ t.test('a worker token joins workers only, carries no secret, cannot change the 
   await cluster.ready(late);
   t.equal(await until('the manager to list it alive', async () => (await memberState(m, 'late')) === 'alive' || undefined, 20_000), true, 'the same worker joins with the new token (what the failed start left is replaced)');
   t.equal(await memberState(m, 'w'), 'alive', 'the worker that joined before the rotation is still alive (it got the new key)');
+  const wKeys = ((await (await fetch(`http://${w.host}:${w.ports.http}/v1/agent/keyring?local=1`)).json()) as { keys: Array<{ key: string; primaryOn: number }> }).keys;
+  t.same([wKeys.find((k) => k.primaryOn === 1)?.key, wKeys.some((k) => k.key === (JSON.parse(oldKey) as { primary: string }).primary)], [next, false], "the worker-token worker took the manager's signed use and remove: it seals with the new key, the old one is gone");
 });
