@@ -92,36 +92,32 @@ function checkRequestOp(op: RequestOp, maxTxnOps: number, depth: number): KvErro
 
 // ---- the duplicate-key rule (etcd's checkIntervals) ----
 
-/** Deletes collected so far: points and intervals, checked by linear scan (a txn is small). */
-class DeleteSet {
-  readonly spans: KeySpan[] = [];
-  add(s: KeySpan): void {
-    this.spans.push(s);
-  }
-  addAll(o: DeleteSet): void {
-    for (const s of o.spans) this.spans.push(s);
-  }
-  intersects(key: string): boolean {
-    for (const s of this.spans) {
-      if (s.end === undefined ? s.start === key : key >= s.start && (s.end === '' || key < s.end)) return true;
-    }
-    return false;
-  }
+/** A put's key, to be checked against the deletes collected before it (the first `before`). */
+interface PutProbe {
+  key: string;
+  before: number;
 }
 
 /**
  * A txn may not put a key twice, nor put a key it also deletes, across its levels (a then- and
- * an else-branch may put the same key: only one runs). Unlike etcd, a delete to the end of the
- * keyspace ("\0" range end) counts as covering every key after its start; etcd's interval for
- * it is empty, which lets a txn put and delete one key at the same revision.
+ * an else-branch may put the same key: only one runs). As in etcd, a nested txn's puts are
+ * checked against the deletes of its level and of the nested txns before it, not after it.
+ * Unlike etcd, a delete to the end of the keyspace ("\0" range end) counts as covering every key
+ * after its start; etcd's interval for it is empty, which lets a txn put and delete one key at
+ * the same revision.
+ *
+ * The deletes of a level come back in the order collected; each level checks its puts against
+ * them in one sweep (anyCovered), O(n log n) as etcd's interval tree: a linear scan per put
+ * let one request of 32,768 nested deletes and as many puts take seconds on every member.
  */
-export function checkIntervals(reqs: RequestOp[]): { puts: Set<string>; dels: DeleteSet } | KvError {
-  const dels = new DeleteSet();
+export function checkIntervals(reqs: RequestOp[]): { puts: Set<string>; dels: KeySpan[] } | KvError {
+  const dels: KeySpan[] = [];
   for (const r of reqs) {
     const d = r.requestDeleteRange;
-    if (d) dels.add(spanOf(d.key, d.rangeEnd));
+    if (d) dels.push(spanOf(d.key, d.rangeEnd));
   }
   const puts = new Set<string>();
+  const probes: PutProbe[] = [];
   for (const r of reqs) {
     const t = r.requestTxn;
     if (!t) continue;
@@ -130,25 +126,99 @@ export function checkIntervals(reqs: RequestOp[]): { puts: Set<string>; dels: De
     const els = checkIntervals(t.failure ?? []);
     if (els instanceof KvError) return els;
     for (const k of then.puts) {
-      if (puts.has(k) || dels.intersects(k)) return new KvError('DUPLICATE_KEY');
+      if (puts.has(k)) return new KvError('DUPLICATE_KEY');
       puts.add(k);
+      probes.push({ key: k, before: dels.length });
     }
     for (const k of els.puts) {
       if (puts.has(k) && !then.puts.has(k)) return new KvError('DUPLICATE_KEY');
-      if (dels.intersects(k)) return new KvError('DUPLICATE_KEY');
       puts.add(k);
+      probes.push({ key: k, before: dels.length });
     }
-    dels.addAll(then.dels);
-    dels.addAll(els.dels);
+    for (const d of then.dels) dels.push(d);
+    for (const d of els.dels) dels.push(d);
   }
   for (const r of reqs) {
     const p = r.requestPut;
     if (!p) continue;
     const k = keyString(p.key);
-    if (puts.has(k) || dels.intersects(k)) return new KvError('DUPLICATE_KEY');
+    if (puts.has(k)) return new KvError('DUPLICATE_KEY');
     puts.add(k);
+    probes.push({ key: k, before: dels.length });
   }
+  if (anyCovered(dels, probes)) return new KvError('DUPLICATE_KEY');
   return { puts, dels };
+}
+
+/**
+ * True if some probe's key lies in one of the deletes collected before it (index < before).
+ * Single keys by a map of each key's first delete; ranges by a sweep over the probes in key
+ * order, holding the ranges started so far in a heap by index and dropping those that end at or
+ * before the current key (keys only grow, so they never cover a later one): the heap's top is
+ * then the earliest range covering the key.
+ */
+function anyCovered(dels: readonly KeySpan[], probes: readonly PutProbe[]): boolean {
+  if (dels.length === 0 || probes.length === 0) return false;
+  const firstDelete = new Map<string, number>();
+  const ranges: number[] = [];
+  for (let i = 0; i < dels.length; i++) {
+    const d = dels[i]!;
+    if (d.end !== undefined) ranges.push(i);
+    else if (!firstDelete.has(d.start)) firstDelete.set(d.start, i);
+  }
+  for (const p of probes) if ((firstDelete.get(p.key) ?? Infinity) < p.before) return true;
+  if (ranges.length === 0) return false;
+  ranges.sort((a, b) => compareStrings(dels[a]!.start, dels[b]!.start));
+  const sorted = [...probes].sort((a, b) => compareStrings(a.key, b.key));
+  const open = new IndexHeap();
+  let next = 0;
+  for (const p of sorted) {
+    while (next < ranges.length && dels[ranges[next]!]!.start <= p.key) open.push(ranges[next++]!);
+    for (let top = open.peek(); top !== undefined; top = open.peek()) {
+      const end = dels[top]!.end!;
+      if (end === '' || p.key < end) break;
+      open.pop();
+    }
+    const earliest = open.peek();
+    if (earliest !== undefined && earliest < p.before) return true;
+  }
+  return false;
+}
+
+const compareStrings = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+
+/** A binary min-heap of indices. */
+class IndexHeap {
+  private readonly items: number[] = [];
+  peek(): number | undefined {
+    return this.items[0];
+  }
+  push(v: number): void {
+    const a = this.items;
+    let i = a.push(v) - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (a[parent]! <= v) break;
+      a[i] = a[parent]!;
+      i = parent;
+    }
+    a[i] = v;
+  }
+  pop(): void {
+    const a = this.items;
+    const last = a.pop()!;
+    if (a.length === 0) return;
+    let i = 0;
+    for (;;) {
+      let child = 2 * i + 1;
+      if (child >= a.length) break;
+      if (child + 1 < a.length && a[child + 1]! < a[child]!) child++;
+      if (a[child]! >= last) break;
+      a[i] = a[child]!;
+      i = child;
+    }
+    a[i] = last;
+  }
 }
 
 /** Every stateless check of one request, in etcd's order. */
