@@ -27,6 +27,7 @@ root.loadSync(ETCD_RPC_PROTO);
 const PutRequest = root.lookupType('etcdserverpb.PutRequest');
 const LeaseKeepAliveRequest = root.lookupType('etcdserverpb.LeaseKeepAliveRequest');
 const LeaseKeepAliveResponse = root.lookupType('etcdserverpb.LeaseKeepAliveResponse');
+const WatchRequest = root.lookupType('etcdserverpb.WatchRequest');
 
 const backend = new FakeEtcdBackend();
 const server = await EtcdGrpcServer.start({
@@ -204,6 +205,40 @@ t.test('a keep-alive client that never reads its answers stops being read, as et
     await new Promise((r) => setTimeout(r, 500));
   }
   t.ok(renewals < n / 10, `${renewals} of ${n} keep-alives read, each answer held for a client that takes none`);
+});
+
+t.test('a watch client that sends requests and never reads the replies stops being read, as etcd blocks on its control channel', async (t) => {
+  const progress = backend.watchProgress.bind(backend);
+  let asked = 0;
+  backend.watchProgress = () => {
+    asked++;
+    return progress();
+  };
+  t.teardown(() => void (backend.watchProgress = progress));
+  // 7 bytes each on the wire, a reply held for each: 150,000 grew a member by ~85 MB before.
+  const one = WatchRequest.encode({ progressRequest: {} }).finish();
+  const framed = Buffer.alloc(5 + one.length);
+  framed.writeUInt32BE(one.length, 1);
+  framed.set(one, 5);
+  const session = http2.connect(`http://${addr}`, { settings: { initialWindowSize: 0 } });
+  t.teardown(() => session.destroy());
+  const req = session.request({ ':method': 'POST', ':path': '/etcdserverpb.Watch/Watch', 'content-type': 'application/grpc', te: 'trailers' });
+  req.on('error', () => undefined);
+  const n = 100_000;
+  req.write(Buffer.concat(Array.from({ length: n }, () => framed)));
+  // Until the requests stop being read (half a second without one), at most five seconds.
+  for (let last = -1, i = 0; i < 50 && asked !== last; i++) {
+    last = asked;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  t.ok(asked > 0 && asked < n / 10, `${asked} of ${n} progress requests read, each reply held for a client that takes none`);
+  // The client starts reading: the rest of its requests are read and answered.
+  let replies = 0;
+  req.on('data', (d: Buffer) => (replies += d.length));
+  session.settings({ initialWindowSize: 1 << 20 });
+  for (let i = 0; i < 100 && asked < n; i++) await new Promise((r) => setTimeout(r, 100));
+  t.equal(asked, n, 'every request read once the replies are taken');
+  t.ok(replies > 0, `${replies} bytes of replies received`);
 });
 
 function watchStream(): { s: grpc.ClientDuplexStream<Obj, Obj>; got: Obj[]; until: (f: (got: Obj[]) => boolean) => Promise<void> } {

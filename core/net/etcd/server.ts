@@ -978,6 +978,9 @@ const WATCH_METHOD_PATH = '/etcdserverpb.Watch/Watch';
 /** How often a progress request waiting for a lagging watch looks again (besides after each write of events). */
 const PROGRESS_RETRY_MS = 50;
 
+/** Replies to a watch stream's requests held for a client not reading them, before its requests stop being read. */
+export const WATCH_UNWRITTEN_REPLIES_MAX = 256;
+
 /** The largest frames buffer a watch stream keeps between writes (a bigger one is left to the GC). */
 const SPARE_FRAMES_MAX_BYTES = 64 * 1024;
 
@@ -1004,6 +1007,10 @@ class WatchStream {
   private spareFrames: Buffer | undefined;
   /** A watch was told its sink is congested: resume them all once the writes drain. */
   private congested = false;
+  /** Replies to requests (created, canceled, progress) handed to HTTP/2 and not yet written. */
+  private unwrittenReplies = 0;
+  /** Requests are not being read: the client is not taking the replies (readOnIfDrained). */
+  private readingPaused = false;
   /** A progress request waiting until every watch has sent everything up to `revision`. */
   private pendingProgress: { header: ResponseHeader; timer: NodeJS.Timeout | undefined } | undefined;
   /**
@@ -1099,6 +1106,7 @@ class WatchStream {
     // buffer is no sign of a slow client), as the watch hub accepts one revision into a
     // watcher's empty buffer.
     if (!wasEmpty && this.pendingBytes > this.limits.maxWatchStreamBufferBytes) this.tooSlow();
+    this.holdBackIfBacklogged();
   }
 
   /** Writes the queued events responses; anything else sent must come after them. */
@@ -1133,6 +1141,7 @@ class WatchStream {
     if (this.closed) return; // released in closeAll
     this.pendingBytes -= bytes;
     this.server.watchBuffers.bytes -= bytes;
+    this.readOnIfDrained();
     if (!this.congested || this.overShare()) return;
     this.congested = false;
     for (const w of this.watchers.values()) w.handle?.resume();
@@ -1162,8 +1171,35 @@ class WatchStream {
     if (revision > this.sentThrough) this.sentThrough = revision;
     const wasEmpty = this.pendingBytes === 0;
     this.charge(bytes);
-    this.call.write(new EagerMessage(resp, () => this.written(bytes)));
+    this.unwrittenReplies++;
+    this.call.write(
+      new EagerMessage(resp, () => {
+        this.unwrittenReplies--;
+        this.written(bytes);
+      }),
+    );
     if (!wasEmpty && this.pendingBytes > this.limits.maxWatchStreamBufferBytes) this.tooSlow();
+    this.holdBackIfBacklogged();
+  }
+
+  /**
+   * A client that sends requests (progress, create, cancel: a few bytes each) and reads no
+   * replies would make the member hold a reply for each without end: past a backlog of replies,
+   * or of responses beyond the stream's buffer, the stream's requests stop being read (HTTP/2
+   * flow control then stalls the client), as etcd's recvLoop blocks on its control channel of 16.
+   */
+  private holdBackIfBacklogged(): void {
+    if (this.readingPaused || this.closed) return;
+    if (this.unwrittenReplies < WATCH_UNWRITTEN_REPLIES_MAX && this.pendingBytes <= this.limits.maxWatchStreamBufferBytes) return;
+    this.readingPaused = true;
+    this.call.pause();
+  }
+
+  /** Reads requests again once the replies and responses are half drained. */
+  private readOnIfDrained(): void {
+    if (!this.readingPaused || this.unwrittenReplies > WATCH_UNWRITTEN_REPLIES_MAX / 2 || this.pendingBytes > this.limits.maxWatchStreamBufferBytes / 2) return;
+    this.readingPaused = false;
+    this.call.resume();
   }
 
   /** The client is not reading: cancel every watcher of the stream, saying why (never a silent drop). */
