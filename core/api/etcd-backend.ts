@@ -439,9 +439,9 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
     });
   }
 
+  /** Proposed, as etcd proposes it: whether the lease exists is decided when applied, not from this member's view (it may not have applied the grant yet). */
   leaseRevoke(id: number, ctx?: api.CallContext): Promise<{ header: api.ResponseHeader }> {
     return etcdErrors(async () => {
-      if (!this.node.store.hasLease(id)) throw new EtcdError('LEASE_NOT_FOUND');
       const resp = await this.replicateAs({ leaseRevoke: { ID: id } }, ctx);
       return this.withHeader((resp as { leaseRevoke: kv.LeaseRevokeResponse }).leaseRevoke);
     });

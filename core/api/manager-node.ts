@@ -641,8 +641,7 @@ export class ManagerNode {
     }
     const resp = this.store.apply(req, { index: e.index, term: e.term });
     this.appliedSinceSnapshot++;
-    if ('leaseGrant' in resp && resp.leaseGrant) this.leaseTimers.onGranted(resp.leaseGrant.ID, resp.leaseGrant.TTL);
-    if ('leaseRevoke' in req && req.leaseRevoke?.ID !== undefined) this.leaseTimers.onRevoked(req.leaseRevoke.ID);
+    this.leaseTimers.afterApply(req, resp, (id) => this.store.hasLease(id));
     return resp;
   }
 

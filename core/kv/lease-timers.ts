@@ -17,7 +17,7 @@
  * Time comes from an injected clock, so tests and the simulator drive it exactly.
  */
 import { KvError } from './errors.js';
-import type { LeaseTimeToLiveResponse } from './types.js';
+import type { KvRequest, KvResponse, LeaseTimeToLiveResponse } from './types.js';
 
 export interface LeaseClock {
   /** Monotonic milliseconds. */
@@ -100,6 +100,18 @@ export class LeaseTimers {
     if (!this.leader) return;
     const now = this.observe();
     this.timers.set(id, { ttlMs: ttlSeconds * 1000, expiresAtMs: now + ttlSeconds * 1000 });
+  }
+
+  /**
+   * Keeps the clocks in step with an applied entry (every member; only the leader keeps them):
+   * a grant starts one; a revoke stops one once the lease is gone (revoked now, or not there). A
+   * revoke refused when applied (a permission checked there, against the keys the lease holds
+   * then) leaves the lease and so its clock: without it the lease would never expire and its
+   * keep-alives would be told it is not found.
+   */
+  afterApply(req: KvRequest, resp: KvResponse, leaseExists: (id: number) => boolean): void {
+    if ('leaseGrant' in resp && resp.leaseGrant) this.onGranted(resp.leaseGrant.ID, resp.leaseGrant.TTL);
+    if ('leaseRevoke' in req && req.leaseRevoke?.ID !== undefined && !leaseExists(req.leaseRevoke.ID)) this.onRevoked(req.leaseRevoke.ID);
   }
 
   /** A LeaseRevoke was applied. */

@@ -13,7 +13,9 @@ import { ManagerEtcdBackend } from '../../core/api/etcd-backend.js';
 import { LeaseForwarder } from '../../core/api/lease-forwarder.js';
 import { ManagerNode } from '../../core/api/manager-node.js';
 import { LeaseTimers, type LeaseClock } from '../../core/kv/lease-timers.js';
-import type { KvRequest } from '../../core/kv/types.js';
+import type { KvRequest, KvResponse } from '../../core/kv/types.js';
+import { clientRequest } from '../../core/kv/permissions.js';
+import { decodeKvRequest, encodeKvRequest } from '../../core/kv/codec.js';
 import { EtcdGrpcServer } from '../../core/net/etcd/server.js';
 import { generateToken } from '../../core/net/token.js';
 import { Role } from '../../core/raft/index.js';
@@ -57,10 +59,12 @@ function member(t: Test, opts: { leader: boolean; requestTimeoutMs?: number; bar
     kvNode.put(key, 'v', { lease: id });
     return id;
   };
-  /** The revoke applied here, as ManagerNode.applyEntry does. */
-  const applyRevoke = (id: number): void => {
-    kvNode.apply({ leaseRevoke: { ID: id } });
-    timers.onRevoked(id);
+  /** The revoke applied here (as `user`, a client's), as ManagerNode.applyEntry does. */
+  const applyRevoke = (id: number, user?: string): KvResponse => {
+    const req: KvRequest = user === undefined ? { leaseRevoke: { ID: id } } : clientRequest({ leaseRevoke: { ID: id } }, user);
+    const resp = kvNode.apply(req);
+    timers.afterApply(req, resp, (lease) => kvNode.store.hasLease(lease));
+    return resp;
   };
   /** What a client doing etcd's "create if absent" finds: the key, and whether the guarded create wins. */
   const probe = (key: string): { present: boolean; created: boolean } => {
@@ -100,6 +104,55 @@ t.test('leader: a keep-alive of an expired lease answers TTL 0 only once the rev
   m.clock.ms += 1_000;
   t.same((await m.backend.leaseKeepAlive(fresh)).ttlSeconds, 2, 'a live lease is renewed at once');
   t.same(await settle(m.backend.leaseKeepAlive(12345), () => 0), { answer: 'LEASE_NOT_FOUND', seen: 0 }, 'an unknown lease: not found at once');
+});
+
+t.test('leader: a revoke refused when applied (a permission checked then) leaves the lease its clock: renewed, then expired', async (t) => {
+  const m = member(t, { leader: true });
+  const id = m.grant(2, 'a/x');
+  // Auth on; bob may write under b/ only, so he may not revoke a lease holding a/x (the check a
+  // member with a stale view of the lease's keys lets through, made again at apply).
+  const pw = b('scrypt$14$8$1$c2FsdA==$aGFzaA==');
+  for (const op of [
+    { userAdd: { name: 'root', password: pw } },
+    { userGrantRole: { name: 'root', role: 'root' } },
+    { roleAdd: { name: 'r' } },
+    { roleGrantPermission: { name: 'r', permType: 2, key: b('b/'), rangeEnd: b('b0') } },
+    { userAdd: { name: 'bob', password: pw } },
+    { userGrantRole: { name: 'bob', role: 'r' } },
+    { authEnable: {} },
+  ]) m.kvNode.apply({ auth: op });
+  t.match(m.applyRevoke(id, 'bob'), { error: { code: 'PERMISSION_DENIED' } }, 'refused at apply');
+  t.ok(m.kvNode.store.hasLease(id), 'the lease stays');
+  t.equal(m.timers.keepAlive(id), 2, "the leader's keep-alive renews it (its clock was gone: not found)");
+  m.clock.ms += 2_100;
+  t.same(m.timers.tick().revoke, [], 'expired: a leader check first');
+  m.timers.confirmLeadership(m.clock.ms);
+  t.same(m.timers.tick().revoke, [id], 'then its revoke is handed out');
+  m.applyRevoke(id);
+  t.notOk(m.kvNode.store.hasLease(id), 'revoked by expiry');
+  t.same([m.timers.tick().revoke, m.timers.expired(id)], [[], false], 'and its clock gone');
+});
+
+t.test('a revoke through a member that has not applied the grant yet is proposed, not refused from its view (etcd decides at apply)', async (t) => {
+  const cluster = Node.create(); // what the leader has applied
+  const id = cluster.grant(30).ID;
+  const behind = Node.create(); // this member: the grant not applied yet
+  let index = 1_000;
+  const node = {
+    store: behind.store,
+    driver: { node: { raft: { term: 1 } } },
+    id: 2,
+    clusterId: 2,
+    token: generateToken(),
+    opts: {},
+    spaceAlarm: { admits: () => true },
+    propose: async (req: KvRequest) => cluster.store.apply(decodeKvRequest(encodeKvRequest(req)), { index: ++index, term: 1 }),
+  };
+  const backend = new ManagerEtcdBackend(node as unknown as ManagerNode);
+  t.teardown(() => backend.close());
+  await backend.leaseRevoke(id);
+  t.notOk(cluster.store.hasLease(id), 'revoked');
+  await t.rejects(backend.leaseRevoke(id), { code: 'LEASE_NOT_FOUND' }, "a lease not there when applied: etcd's not found");
 });
 
 t.test('leader: the wait for the revoke is bounded; then it answers as before', async (t) => {
