@@ -10,7 +10,6 @@ import { RaftDriverError } from './raft-driver.js';
 const KV_TO_ETCD: Partial<Record<kv.KvErrorCode, EtcdErrorCode>> = {
   LEASE_EXISTS: 'LEASE_EXIST',
   TOO_MANY_WATCHERS: 'TOO_MANY_WATCHERS',
-  WATCHER_TOO_SLOW: 'WATCH_TOO_SLOW',
   STREAM_UNSUPPORTED: 'UNSUPPORTED',
 };
 

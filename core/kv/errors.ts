@@ -76,10 +76,6 @@ export const KV_ERRORS = {
     message: 'picloud: range response is too large; use a limit or a narrower range',
   },
   TOO_MANY_WATCHERS: { grpcCode: GrpcCode.RESOURCE_EXHAUSTED, message: 'picloud: too many watchers on this stream' },
-  WATCHER_TOO_SLOW: {
-    grpcCode: GrpcCode.RESOURCE_EXHAUSTED,
-    message: 'picloud: watcher canceled: the consumer is too slow and its buffer is full',
-  },
   STREAM_UNSUPPORTED: {
     grpcCode: GrpcCode.UNIMPLEMENTED,
     message: 'picloud: paged range does not support custom sort orders',

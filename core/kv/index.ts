@@ -36,9 +36,9 @@
  *     ws.close() when the call ends.   hub.progressTick() every progress interval (etcd: 10 min).
  *   Catch-up of watchers that start in the past runs in steps on setImmediate (hub option
  *   `schedule`), paced by their consumer. `fragment` is left to the gRPC server, which splits
- *   a large response. Responses are etcd WatchResponse objects. Slow consumers are cancelled
- *   with a reason that names the revision to resume from; compacted starts get
- *   compact_revision + canceled.
+ *   a large response. Responses are etcd WatchResponse objects. A watcher whose buffer is full
+ *   reads the rest from the log at its consumer's pace, as etcd's unsynced watchers; compacted
+ *   starts (and watchers left behind a compaction) get compact_revision + canceled.
  *
  * LEASES (time lives only on the leader)
  *   const timers = new LeaseTimers({ clock: { nowMs: () => performance.now() } })

@@ -62,9 +62,10 @@ export const MAX_WATCHERS_PER_STREAM = 4096;
 
 /**
  * Per-watcher buffer: events queued for a consumer that has not taken them yet. A synced
- * watcher that would exceed either bound is cancelled with a reason naming the revision to
- * resume from (etcd#16839: etcd's unbounded buffers grew to 14.9 GB). One revision's events
- * are always accepted into an empty buffer, so progress is always possible.
+ * watcher that would exceed either bound goes back to reading the log from the revision that
+ * did not fit, at its consumer's pace (etcd's unsynced watchers), so its memory does not grow
+ * with its lag (etcd#16839: buffers grew to 14.9 GB). One revision's events are always
+ * accepted into an empty buffer, so progress is always possible.
  */
 export const WATCH_BUFFER_EVENTS_MAX = 4096;
 export const WATCH_BUFFER_BYTES_MAX = 8 * 1024 * 1024;

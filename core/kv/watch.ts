@@ -7,9 +7,11 @@
  *   a Map, range watchers in an interval tree; an event visits only the watchers it matches.
  * - Watchers that start in the past ("unsynced") catch up from the revision log in steps,
  *   paced by their consumer: a step fills the watcher's buffer and stops; draining resumes it.
- * - Bounded buffers (WATCH_BUFFER_EVENTS_MAX / _BYTES_MAX). A synced watcher whose consumer
- *   falls behind is cancelled with a reason naming the revision to resume from (etcd#16839);
- *   events already buffered are still delivered first, so nothing is lost silently.
+ * - Bounded buffers (WATCH_BUFFER_EVENTS_MAX / _BYTES_MAX). A synced watcher whose buffer is
+ *   full (its consumer behind, or one apply batch bringing it more than the buffer holds) goes
+ *   back to catching up from the log, as etcd moves such a watcher to its unsynced set: the
+ *   events buffered are delivered first, the rest read at its consumer's pace; nothing is lost
+ *   and its memory does not grow with its lag.
  * - A start revision below the compaction point yields etcd's compaction response
  *   (compact_revision set, canceled).
  *
@@ -67,8 +69,8 @@ export interface WatchHubStats {
   events: number;
   /** Watchers examined because an index said they match (never "all watchers"). */
   watchersMatched: number;
-  /** Watchers cancelled because their consumer was too slow. */
-  slowCancels: number;
+  /** Synced watchers whose buffer was full, sent back to catch up from the log. */
+  slowUnsyncs: number;
 }
 
 function eventBytes(e: WatchEvent): number {
@@ -172,7 +174,7 @@ function response(revision: number, watchId: number, extra: Partial<WatchRespons
 }
 
 export class WatchHub implements KvListener {
-  readonly stats: WatchHubStats = { events: 0, watchersMatched: 0, slowCancels: 0 };
+  readonly stats: WatchHubStats = { events: 0, watchersMatched: 0, slowUnsyncs: 0 };
   readonly bufferEventsMax: number;
   readonly bufferBytesMax: number;
   readonly responseBytesTarget: number;
@@ -304,7 +306,7 @@ export class WatchHub implements KvListener {
       });
     }
     for (const [w, evs] of perWatcher) {
-      if (!this.admit(w, evs)) this.cancelSlow(w, revision);
+      if (!this.admit(w, evs)) this.unsyncFull(w, revision);
     }
   }
 
@@ -335,14 +337,14 @@ export class WatchHub implements KvListener {
       }
       if (!ok) (slow ??= []).push(w);
     };
-    // Cancelled after the walk: cancelling removes the watcher from the indexes being walked.
+    // Unsynced after the walk: that removes the watcher from the indexes being walked.
     let slow: Watcher[] | undefined;
     const keyed = this.byKey.get(skey);
     if (keyed) for (const w of keyed) one(w);
     this.byRange.stab(skey, (set) => {
       for (const w of set) one(w);
     });
-    if (slow) for (const w of slow) this.cancelSlow(w, revision);
+    if (slow) for (const w of slow) this.unsyncFull(w, revision);
   }
 
   onCompact(revision: number): void {
@@ -367,7 +369,7 @@ export class WatchHub implements KvListener {
     this.pump();
   }
 
-  /** Puts one revision's events in the buffer; false if it does not fit (a slow consumer). */
+  /** Puts one revision's events in the buffer; false if it does not fit (the buffer is full). */
   private admit(w: Watcher, evs: WatchEvent[]): boolean {
     if (w.removed || w.final) return true;
     let bytes = 0;
@@ -400,29 +402,25 @@ export class WatchHub implements KvListener {
     return true;
   }
 
-  private cancelSlow(w: Watcher, resumeRevision: number): void {
-    if (w.held) return this.unsyncHeld(w, resumeRevision);
-    this.stats.slowCancels++;
-    this.removeWatcher(w); // the stream still holds it until the final response is taken
-    w.final = response(this.store.revision, w.id, {
-      canceled: true,
-      cancelReason:
-        `${KV_ERRORS.WATCHER_TOO_SLOW.message} (limit ${this.bufferEventsMax} events / ${this.bufferBytesMax} bytes); ` +
-        `events up to revision ${resumeRevision - 1} were delivered; watch again from revision ${resumeRevision}`,
-    });
-    w.stream.markReady(w);
-  }
-
   /**
-   * A held watcher whose buffer is full: nothing it holds has been sent, so instead of being
-   * cancelled it drops the buffer and, once released, reads the log from its first unsent
-   * revision at its consumer's pace (a hold never makes a watcher "too slow").
+   * A synced watcher whose buffer cannot take revision `resumeRevision`: it leaves the indexes
+   * and, once its buffer has room, reads the log from that revision at its consumer's pace (the
+   * events it holds go first), then joins the synced watchers again; etcd moves such a watcher
+   * to its unsynced set. A compaction past that revision meanwhile ends it with etcd's compaction
+   * response, as any watcher behind the compaction. A held watcher drops its buffer instead:
+   * nothing it holds has been sent, and it reads the log once released.
    */
-  private unsyncHeld(w: Watcher, resumeRevision: number): void {
+  private unsyncFull(w: Watcher, resumeRevision: number): void {
+    this.stats.slowUnsyncs++;
     this.unindex(w);
-    w.nextRev = w.buf.length > 0 ? w.buf[0]!.kv.modRevision : resumeRevision;
-    w.buf = NO_EVENTS;
-    w.bufBytes = 0;
+    if (w.held) {
+      w.nextRev = w.buf.length > 0 ? w.buf[0]!.kv.modRevision : resumeRevision;
+      w.buf = NO_EVENTS;
+      w.bufBytes = 0;
+      return; // release() starts its catch-up
+    }
+    w.nextRev = resumeRevision;
+    this.unsynced.add(w);
   }
 
   private finishCompacted(w: Watcher): void {

@@ -62,7 +62,7 @@ t.test('key, prefix, range and from-key watchers', async (t) => {
     .flatMap((r) => r.events)
     .find((e) => e.type === EventType.DELETE)!;
   t.same({ c: del.kv.createRevision, v: del.kv.version, value: del.kv.value.byteLength }, { c: 0, v: 0, value: 0 });
-  t.equal(hub.stats.slowCancels, 0);
+  t.equal(hub.stats.slowUnsyncs, 0);
 });
 
 t.test('prev_kv and filters', async (t) => {
@@ -241,8 +241,8 @@ t.test('no progress notification below the revision before a watcher\'s start', 
   t.same(drain(ws).map((r) => [r.watchId, r.header.revision]), [[id, start - 1]], 'one once the store has reached it');
 });
 
-t.test('a slow consumer is cancelled with a reason, after its buffered events', async (t) => {
-  const { n, hub } = setup({ bufferEventsMax: 10 });
+t.test('a watcher whose buffer is full reads the rest from the log (etcd\'s unsynced watchers): nothing lost, nothing cancelled', async (t) => {
+  const { n, hub, runTasks } = setup({ bufferEventsMax: 10 });
   const ws = hub.openStream();
   const slow = ws.create({ key: b('k') });
   const ws2 = hub.openStream();
@@ -252,20 +252,71 @@ t.test('a slow consumer is cancelled with a reason, after its buffered events', 
     n.put('k', String(i));
     drain(ws2);
   }
-  t.equal(hub.stats.slowCancels, 0, 'exactly at the limit: fine');
+  t.equal(hub.stats.slowUnsyncs, 0, 'exactly at the limit: fine');
   n.put('k', 'overflow'); // revision 12
-  t.equal(hub.stats.slowCancels, 1);
+  t.same([hub.stats.slowUnsyncs, hub.unsyncedCount], [1, 1], 'one more: back to the log');
   t.equal(drain(ws2).length, 1, 'a fast consumer is unaffected');
+  for (let i = 0; i < 25; i++) n.put('k', `later${i}`); // revisions 13..37, none buffered for it
+  const got: string[] = [];
+  for (let round = 0; round < 100 && (ws.hasPending || hub.unsyncedCount > 0); round++) {
+    const out = drain(ws);
+    t.notOk(out.some((r) => r.canceled), 'never cancelled');
+    got.push(...evs(out));
+    drain(ws2); // behind by 25 too: it reads from the log as well
+    runTasks();
+  }
+  t.same(
+    got,
+    [...Array.from({ length: 10 }, (_, i) => `PUT k=${i}@${i + 2}`), 'PUT k=overflow@12', ...Array.from({ length: 25 }, (_, i) => `PUT k=later${i}@${i + 13}`)],
+    'every event once, in order: the buffered ones, then the rest from the log',
+  );
+  t.same([hub.unsyncedCount, ws.size], [0, 1], 'synced again, still watching');
+  n.put('k', 'live');
+  t.same(evs(drain(ws)), ['PUT k=live@38'], 'and live again');
+});
+
+t.test('one apply bringing more than the buffer holds (a lease revoke of many keys, a large value with prev_kv) does not end a watch that reads', async (t) => {
+  const { n, hub, runTasks } = setup({ bufferEventsMax: 16, bufferBytesMax: 64 * 1024 });
+  const ws = hub.openStream();
+  ws.create({ key: b('a/'), rangeEnd: b('a0'), prevKv: true });
+  drain(ws);
+  const lease = n.grant(60).ID;
+  for (let i = 0; i < 40; i++) n.put(`a/${String(i).padStart(2, '0')}`, 'v', { lease });
+  const big = 'x'.repeat(40 * 1024);
+  n.put('a/big', big);
+  const start = n.store.revision;
+  drain(ws);
+  n.apply({ leaseRevoke: { ID: lease } }); // 40 deletes at one revision
+  n.put('a/big', big); // 80 KiB with its prev_kv
+  n.put('a/big', big);
+  const got: string[] = [];
+  for (let round = 0; round < 100 && (ws.hasPending || hub.unsyncedCount > 0); round++) {
+    const out = drain(ws);
+    t.notOk(out.some((r) => r.canceled), 'never cancelled');
+    got.push(...out.flatMap((r) => r.events.map((e) => `${e.type === EventType.PUT ? 'PUT' : 'DELETE'} ${s(e.kv.key)}@${e.kv.modRevision}${e.prevKv ? ' prev' : ''}`)));
+    runTasks();
+  }
+  t.same(
+    got,
+    [...Array.from({ length: 40 }, (_, i) => `DELETE a/${String(i).padStart(2, '0')}@${start + 1} prev`), `PUT a/big@${start + 2} prev`, `PUT a/big@${start + 3} prev`],
+    'the revoke\'s 40 deletes and both large puts, each with its prev_kv',
+  );
+  t.ok(hub.stats.slowUnsyncs >= 1, `read from the log (${hub.stats.slowUnsyncs} times)`);
+});
+
+t.test('a watcher behind a compaction while it reads from the log gets etcd\'s compaction response', async (t) => {
+  const { n, hub, runTasks } = setup({ bufferEventsMax: 4 });
+  const ws = hub.openStream();
+  const id = ws.create({ key: b('k') });
+  drain(ws);
+  for (let i = 0; i < 10; i++) n.put('k', String(i)); // revisions 2..11; 2..5 buffered
+  t.equal(hub.unsyncedCount, 1);
+  n.apply({ compaction: { revision: 9 } });
+  runTasks();
   const out = drain(ws);
-  t.equal(evs(out).length, 10, 'buffered events are still delivered');
-  const last = out[out.length - 1]!;
-  t.equal(last.watchId, slow);
-  t.equal(last.canceled, true);
-  t.match(last.cancelReason, /too slow/);
-  t.match(last.cancelReason, /watch again from revision 12/);
-  n.put('k', 'more');
-  t.same(drain(ws), [], 'nothing after the cancel');
-  t.equal(ws.size, 0);
+  t.same(evs(out), ['PUT k=0@2', 'PUT k=1@3', 'PUT k=2@4', 'PUT k=3@5'], 'what it held, first');
+  const last = out.at(-1)!;
+  t.same([last.watchId, last.canceled, last.compactRevision], [id, true, 9], 'then compacted at 9');
 });
 
 t.test('catch-up is paced by the consumer and bounded', async (t) => {
