@@ -141,8 +141,11 @@ export interface GatewayCaller {
 export type GatewayStreamMethod = 'Watch' | 'LeaseKeepAlive';
 
 export interface GatewayStream {
-  /** Queued: read by the stream as a gRPC call's requests are, while its answers are taken (encoded then). */
-  request(encode: () => Uint8Array): void;
+  /**
+   * The body's requests, pulled one at a time (encoded then; undefined: no more) as a gRPC
+   * call's requests are read, while its answers are taken. Once per stream.
+   */
+  requests(next: () => Uint8Array | undefined): void;
   /** The client sent its last request. */
   endRequests(): void;
   /** The output takes writes again after one returned false. */
@@ -150,7 +153,6 @@ export interface GatewayStream {
   close(): void;
 }
 const REQUEST_BYTES = Symbol('requestBytes');
-const NO_REQUEST = (): Uint8Array => new Uint8Array(0);
 /** Requests of a gateway stream's body read in one turn (~a DATA frame of small gRPC requests). */
 const GATEWAY_FEED_BATCH = 512;
 
@@ -581,7 +583,7 @@ export class EtcdGrpcServer {
     } catch (err) {
       const refusal = this.toStatus(err, method);
       out.fail({ code: refusal.code ?? grpc.status.INTERNAL, details: refusal.details ?? refusal.message });
-      return { request: () => undefined, endRequests: () => undefined, drained: () => undefined, close: () => undefined };
+      return { requests: () => undefined, endRequests: () => undefined, drained: () => undefined, close: () => undefined };
     }
     const service = method === 'Watch' ? 'Watch' : 'Lease';
     const def = etcdServices().get(service)![method]!;
@@ -592,8 +594,7 @@ export class EtcdGrpcServer {
     // (keep-alives pending), nor while the client leaves answers untaken. Handed over all at
     // once, a 1.8 MiB body of keep-alives had ~73,000 renewals and their answers in flight at
     // once: +170 MiB RSS for one request, after its body's reservation was returned.
-    const queued: Array<() => Uint8Array> = [];
-    let next = 0;
+    let source: (() => Uint8Array | undefined) | undefined;
     let endQueued = false;
     let paused = false;
     let outputFull = false;
@@ -601,18 +602,15 @@ export class EtcdGrpcServer {
     const feed = (): void => {
       // A turn's worth at a time, as gRPC's requests come a DATA frame at a time: answers made
       // meanwhile (watch progress) are written, and can stop the feed, before the next ones.
-      for (let n = 0; !closed && !paused && !outputFull && next < queued.length; n++) {
+      for (let n = 0; !closed && !paused && !outputFull && source !== undefined; n++) {
         if (n === GATEWAY_FEED_BATCH) return feedSoon();
-        const encode = queued[next]!;
-        queued[next++] = NO_REQUEST;
-        call.emit('data', def.requestDeserialize(Buffer.from(encode())));
+        const bytes = source();
+        if (bytes === undefined) source = undefined;
+        else call.emit('data', def.requestDeserialize(Buffer.from(bytes)));
       }
-      if (next === queued.length) {
-        queued.length = next = 0;
-        if (endQueued && !closed && !paused) {
-          endQueued = false;
-          call.emit('end');
-        }
+      if (source === undefined && endQueued && !closed && !paused) {
+        endQueued = false;
+        call.emit('end');
       }
     };
     let feedScheduled = false;
@@ -657,9 +655,9 @@ export class EtcdGrpcServer {
       this.keepAliveStream(call as unknown as grpc.ServerDuplexStream<Obj, Obj>);
     }
     return {
-      request: (encode) => {
+      requests: (next) => {
         if (closed) return;
-        queued.push(encode);
+        source = next;
         feedSoon();
       },
       endRequests: () => {
