@@ -96,7 +96,10 @@ t.test('etcd\'s request checks', async (t) => {
   const sorted = await call(kv, 'Range', { key: Buffer.from('t'), rangeEnd: Buffer.from('u'), sortOrder: 'DESCEND', limit: '2' });
   t.same((sorted.resp.kvs as { key: Buffer }[]).map((x) => x.key.toString()), ['t99', 't98']);
   t.equal(sorted.resp.more, true);
-  t.match((await call(kv, 'Range', { key: Buffer.from('a'), sortOrder: 9 })).err?.details, /unknown sort order/, 'unknown enum value refused');
+  const badSort = await call(kv, 'Range', { key: Buffer.from('a'), sortOrder: 9 });
+  t.same([badSort.err?.code, badSort.err?.details], [grpc.status.INVALID_ARGUMENT, 'etcdserver: invalid sort option'], "an unknown sort order: etcd's error, which clientv3 matches by its text");
+  t.equal((await call(kv, 'Range', { key: Buffer.from('a'), sortTarget: 7 })).err?.details, 'etcdserver: invalid sort option', 'an unknown sort target too');
+  t.equal((await call(kv, 'Range', { key: Buffer.alloc(0), sortOrder: 9 })).err?.details, 'etcdserver: key is not provided', 'the key is checked first, as etcd checks it');
 });
 
 t.test('lease ids: beyond [-(2^53-2), 2^53-1] refused on grant; unknown ids get TTL 0 on the keep-alive stream', async (t) => {
@@ -258,6 +261,23 @@ function watchStream(): { s: grpc.ClientDuplexStream<Obj, Obj>; got: Obj[]; unti
     },
   };
 }
+
+t.test('an unknown watch filter is ignored, as etcd ignores it; the known ones still apply', async (t) => {
+  const watch = backend.watch.bind(backend);
+  const asked: unknown[] = [];
+  backend.watch = (...args: Parameters<typeof watch>) => {
+    asked.push(args[0].filters);
+    return watch(...args);
+  };
+  t.teardown(() => void (backend.watch = watch));
+  const c = watchStream();
+  c.s.write({ createRequest: { key: Buffer.from('filtered'), filters: [5, 'NODELETE'] } });
+  await c.until((g) => g.length >= 1);
+  t.same([c.got[0]!.created, c.got[0]!.canceled], [true, false], 'created');
+  t.same(asked, [['NODELETE']], 'with the filter it knows');
+  c.s.cancel();
+  await new Promise((r) => setTimeout(r, 100));
+});
 
 t.test("a watch whose keys cannot be watched is refused in one response, without taking an ID (etcd's watch_id -1)", async (t) => {
   const c = watchStream();

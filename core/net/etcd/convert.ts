@@ -113,6 +113,13 @@ function oneOf<T extends string>(v: unknown, allowed: readonly T[], what: string
   throw invalid(`unknown ${what} ${typeof v === 'string' || typeof v === 'number' ? String(v) : typeof v}`);
 }
 
+/** A sort order or target; an unknown one is etcd's error, after its check of the key (v3rpc checkRangeRequest's order). */
+function sortOption<T extends string>(v: unknown, allowed: readonly T[], key: unknown): T {
+  if (v === undefined || v === null) return allowed[0]!;
+  if (typeof v === 'string' && (allowed as readonly string[]).includes(v)) return v as T;
+  throw new EtcdError(bytes(key).length === 0 ? 'EMPTY_KEY' : 'INVALID_SORT_OPTION');
+}
+
 function obj(v: unknown): Obj {
   return v !== null && typeof v === 'object' ? (v as Obj) : {};
 }
@@ -138,8 +145,8 @@ export function rangeRequest(o: Obj): RangeRequest {
     rangeEnd: bytes(o.rangeEnd),
     limit: Math.max(0, int64(o.limit)),
     revision: int64(o.revision),
-    sortOrder: oneOf<SortOrder>(o.sortOrder, SORT_ORDERS, 'sort order'),
-    sortTarget: oneOf<SortTarget>(o.sortTarget, SORT_TARGETS, 'sort target'),
+    sortOrder: sortOption<SortOrder>(o.sortOrder, SORT_ORDERS, o.key),
+    sortTarget: sortOption<SortTarget>(o.sortTarget, SORT_TARGETS, o.key),
     serializable: bool(o.serializable),
     keysOnly: bool(o.keysOnly),
     countOnly: bool(o.countOnly),
@@ -234,7 +241,8 @@ export function watchCreateRequest(o: Obj, watchId: number): WatchCreateRequest 
     rangeEnd: bytes(o.rangeEnd),
     startRevision: int64(o.startRevision),
     progressNotify: bool(o.progressNotify),
-    filters: list(o.filters).map((f) => oneOf<WatchFilter>(f, FILTERS, 'watch filter')),
+    // Unknown filters are ignored, as etcd's FiltersFromRequest ignores them.
+    filters: list(o.filters).filter((f): f is WatchFilter => (FILTERS as readonly unknown[]).includes(f)),
     prevKv: bool(o.prevKv),
     watchId,
     fragment: bool(o.fragment),

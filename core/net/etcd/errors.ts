@@ -9,6 +9,7 @@ import { status } from '@grpc/grpc-js';
 export const ETCD_ERRORS = {
   EMPTY_KEY: [status.INVALID_ARGUMENT, 'etcdserver: key is not provided'],
   KEY_NOT_FOUND: [status.INVALID_ARGUMENT, 'etcdserver: key not found'],
+  INVALID_SORT_OPTION: [status.INVALID_ARGUMENT, 'etcdserver: invalid sort option'],
   VALUE_PROVIDED: [status.INVALID_ARGUMENT, 'etcdserver: value is provided'],
   LEASE_PROVIDED: [status.INVALID_ARGUMENT, 'etcdserver: lease is provided'],
   TOO_MANY_OPS: [status.INVALID_ARGUMENT, 'etcdserver: too many operations in txn request'],
