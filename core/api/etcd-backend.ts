@@ -763,7 +763,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   hashKV(revision: number, ctx?: api.CallContext): Promise<api.HashKVResponse> {
     return etcdErrors(async () => {
       await this.auth.adminCaughtUp(ctx);
-      const { hash, compactRevision } = this.node.store.hashKV(revision);
+      const { hash, compactRevision } = await this.node.store.hashKV(revision);
       return { header: this.header(), hash, compactRevision };
     });
   }

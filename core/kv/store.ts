@@ -653,41 +653,72 @@ export class KvStore {
    * etcd's HashKV: a hash of the key space as of `revision` (0: the current one), equal on
    * members that applied the same entries, for checking replicas agree (`etcdctl endpoint
    * hashkv`). Not etcd's CRC-32 of its bbolt records: only comparable between picloud members.
+   * Read a slice of HASH_SLICE_KEYS keys at a time with `pause` between (etcd hashes beside its
+   * apply loop): a million keys would otherwise hold the event loop, and Raft, for seconds.
+   * Physical compaction waits meanwhile (pin), so the key space is read as of the call however
+   * the store moves on; a restore from a snapshot meanwhile starts the walk again.
    */
-  hashKV(revision = 0): { hash: number; revision: number; compactRevision: number } {
-    const current = this.idx.currentRevision;
-    const compacted = this.idx.compactRevision;
-    if (revision > current) throw new KvError('FUTURE_REV');
-    if (revision > 0 && revision <= compacted) throw new KvError('COMPACTED');
-    const upTo = revision === 0 ? current : revision;
-    const h = new StateHasher();
-    h.num(upTo);
-    h.num(compacted);
-    this.hashKeySpace(h, upTo);
-    return { hash: h.uint32(), revision: current, compactRevision: compacted };
+  async hashKV(revision = 0, pause: () => Promise<void> = nextTurn): Promise<{ hash: number; revision: number; compactRevision: number }> {
+    for (;;) {
+      const epoch = this.epoch;
+      const current = this.idx.currentRevision;
+      const compacted = this.idx.compactRevision;
+      if (revision > current) throw new KvError('FUTURE_REV');
+      if (revision > 0 && revision <= compacted) throw new KvError('COMPACTED');
+      const upTo = revision === 0 ? current : revision;
+      const h = new StateHasher();
+      h.num(upTo);
+      h.num(compacted);
+      this.pin();
+      try {
+        let after: string | undefined;
+        for (let more = true; more; ) {
+          more = false;
+          let n = 0;
+          this.idx.scan(after ?? '', after !== undefined, '', (hist) => {
+            if (n++ === HASH_SLICE_KEYS) return !(more = true);
+            after = hist.skey;
+            hashHistory(h, hist, compacted, upTo);
+          });
+          if (!more) return { hash: h.uint32(), revision: current, compactRevision: compacted };
+          await pause();
+          if (this.epoch !== epoch) break;
+        }
+      } finally {
+        this.unpin();
+      }
+    }
   }
 
   /** Every key's visible records up to revision `upTo`, in key order. */
   private hashKeySpace(h: StateHasher, upTo: number): void {
-    for (const hist of this.idx.historiesInOrder()) {
-      const recs = visibleRecords(hist, this.idx.compactRevision).filter((r) => r.main <= upTo);
-      if (recs.length === 0) continue;
-      h.num(hist.key.byteLength);
-      h.bytes(hist.key);
-      h.num(recs.length);
-      for (const r of recs) {
-        h.num(r.main);
-        h.num(r.sub);
-        h.num(r.createRevision);
-        h.num(r.version);
-        h.num(r.lease);
-        const value = r.storedValue;
-        if (value === null) h.num(-1);
-        else {
-          h.num(value.byteLength);
-          h.bytes(value);
-        }
-      }
+    for (const hist of this.idx.historiesInOrder()) hashHistory(h, hist, this.idx.compactRevision, upTo);
+  }
+}
+
+/** Keys HashKV reads in one turn. */
+const HASH_SLICE_KEYS = 5_000;
+
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/** A key's records visible past the compaction at `compacted`, up to revision `upTo`; nothing for a key without any. */
+function hashHistory(h: StateHasher, hist: KeyHistory, compacted: number, upTo: number): void {
+  const recs = visibleRecords(hist, compacted).filter((r) => r.main <= upTo);
+  if (recs.length === 0) return;
+  h.num(hist.key.byteLength);
+  h.bytes(hist.key);
+  h.num(recs.length);
+  for (const r of recs) {
+    h.num(r.main);
+    h.num(r.sub);
+    h.num(r.createRevision);
+    h.num(r.version);
+    h.num(r.lease);
+    const value = r.storedValue;
+    if (value === null) h.num(-1);
+    else {
+      h.num(value.byteLength);
+      h.bytes(value);
     }
   }
 }

@@ -90,27 +90,76 @@ t.test('hashKV: equal on members with the same history, whatever their physical 
     for (let i = 0; i < 20; i++) n.put(`k${i % 5}`, String(i));
     n.del('k1');
   }
-  const at10 = a.store.hashKV(10);
+  const at10 = await a.store.hashKV(10);
   const snap = c.store.snapshot();
   await snap.next();
   a.apply({ compaction: { revision: 8 } });
   c.apply({ compaction: { revision: 8 } });
   t.not(a.store.mvcc.history('k0')!.records.length, c.store.mvcc.history('k0')!.records.length, 'c keeps records a dropped');
-  t.same(a.store.hashKV(0), c.store.hashKV(0), 'same hash for the current revision');
-  t.same(a.store.hashKV(12), c.store.hashKV(12), 'and for a past one');
-  t.equal(a.store.hashKV(0).compactRevision, 8);
-  t.equal(a.store.hashKV(0).revision, a.store.revision);
-  t.not(a.store.hashKV(10).hash, at10.hash, 'the compaction is part of the hash (as in etcd, where it drops records)');
-  t.not(a.store.hashKV(12).hash, a.store.hashKV(0).hash, 'a past revision hashes less history');
-  t.equal(a.store.hashKV(a.store.revision).hash, a.store.hashKV(0).hash, 'revision 0 is the current one');
+  t.same(await a.store.hashKV(0), await c.store.hashKV(0), 'same hash for the current revision');
+  t.same(await a.store.hashKV(12), await c.store.hashKV(12), 'and for a past one');
+  t.equal((await a.store.hashKV(0)).compactRevision, 8);
+  t.equal((await a.store.hashKV(0)).revision, a.store.revision);
+  t.not((await a.store.hashKV(10)).hash, at10.hash, 'the compaction is part of the hash (as in etcd, where it drops records)');
+  t.not((await a.store.hashKV(12)).hash, (await a.store.hashKV(0)).hash, 'a past revision hashes less history');
+  t.equal((await a.store.hashKV(a.store.revision)).hash, (await a.store.hashKV(0)).hash, 'revision 0 is the current one');
 
   const other = Node.create();
   for (let i = 0; i < 20; i++) other.put(`k${i % 5}`, i === 7 ? 'changed' : String(i));
   other.del('k1');
   other.apply({ compaction: { revision: 8 } });
-  t.not(other.store.hashKV(0).hash, a.store.hashKV(0).hash, 'one value differing changes the hash');
-  t.not(other.store.hashKV(14).hash, a.store.hashKV(14).hash, 'also in a past revision after the change');
-  t.throws(() => a.store.hashKV(8), { code: 'COMPACTED' }, 'at the compacted revision: etcd\'s compacted error');
-  t.throws(() => a.store.hashKV(a.store.revision + 1), { code: 'FUTURE_REV' });
+  t.not((await other.store.hashKV(0)).hash, (await a.store.hashKV(0)).hash, 'one value differing changes the hash');
+  t.not((await other.store.hashKV(14)).hash, (await a.store.hashKV(14)).hash, 'also in a past revision after the change');
+  await t.rejects(a.store.hashKV(8), { code: 'COMPACTED' }, 'at the compacted revision: etcd\'s compacted error');
+  await t.rejects(a.store.hashKV(a.store.revision + 1), { code: 'FUTURE_REV' });
   await snap.return();
 });
+
+t.test('hashKV reads a slice of keys per turn: writes, a compaction and a restore meanwhile', async (t) => {
+  const keys = 12_000; // three slices
+  const fill = (n: Node): void => {
+    for (let i = 0; i < keys; i++) n.put(`k${String(i).padStart(5, '0')}`, String(i));
+  };
+  const a = Node.create();
+  const quiet = Node.create();
+  fill(a);
+  fill(quiet);
+  const want = await quiet.store.hashKV(0);
+  let pauses = 0;
+  // Between slices: a write to a key already read, one to a key still to come, a new key, and a
+  // compaction of every key's history (its physical part waits for the walk).
+  const busy = await a.store.hashKV(0, async () => {
+    if (pauses++ === 0) {
+      a.put('k00001', 'later');
+      a.put('k11000', 'later');
+      a.put('k99999', 'new');
+      a.apply({ compaction: { revision: a.store.revision } });
+    }
+    await new Promise((r) => setImmediate(r));
+  });
+  t.equal(pauses, 2, 'read in three slices');
+  t.same(busy, want, 'the key space as of the call, however the store moved on meanwhile');
+  t.not((await a.store.hashKV(0)).hash, want.hash, 'a new call sees the writes');
+
+  // A restore between slices starts the walk again, on the new state.
+  const b2 = Node.create();
+  fill(b2);
+  const source = Node.create();
+  fill(source);
+  source.put('k00000', 'in the image'); // in the first slice, already read when the restore comes
+  const image = await collectSnapshot(source.store.snapshot());
+  let restored = false;
+  const again = await b2.store.hashKV(0, async () => {
+    if (!restored) {
+      restored = true;
+      await b2.store.restore([image]);
+    }
+  });
+  t.same(again, await source.store.hashKV(0), 'the restored state, hashed from its start');
+});
+
+async function collectSnapshot(s: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  for await (const c of s) parts.push(c);
+  return Buffer.concat(parts);
+}
