@@ -656,9 +656,18 @@ export class KvStore {
    * Read a slice of HASH_SLICE_KEYS keys at a time with `pause` between (etcd hashes beside its
    * apply loop): a million keys would otherwise hold the event loop, and Raft, for seconds.
    * Physical compaction waits meanwhile (pin), so the key space is read as of the call however
-   * the store moves on; a restore from a snapshot meanwhile starts the walk again.
+   * the store moves on; a restore from a snapshot meanwhile starts the walk again. One walk at a
+   * time: calls wait their turn, so physical compaction runs between them however many come.
    */
-  async hashKV(revision = 0, pause: () => Promise<void> = nextTurn): Promise<{ hash: number; revision: number; compactRevision: number }> {
+  hashKV(revision = 0, pause: () => Promise<void> = nextTurn): Promise<{ hash: number; revision: number; compactRevision: number }> {
+    const turn = this.hashing.then(() => this.hashKVNow(revision, pause));
+    this.hashing = turn.catch(() => undefined);
+    return turn;
+  }
+
+  private hashing: Promise<unknown> = Promise.resolve();
+
+  private async hashKVNow(revision: number, pause: () => Promise<void>): Promise<{ hash: number; revision: number; compactRevision: number }> {
     for (;;) {
       const epoch = this.epoch;
       const current = this.idx.currentRevision;

@@ -158,6 +158,19 @@ t.test('hashKV reads a slice of keys per turn: writes, a compaction and a restor
   t.same(again, await source.store.hashKV(0), 'the restored state, hashed from its start');
 });
 
+t.test('hashKV calls take turns: one walk holds physical compaction back at a time', async (t) => {
+  const n = Node.create();
+  for (let i = 0; i < 12_000; i++) n.put(`k${String(i).padStart(5, '0')}`, String(i));
+  const order: string[] = [];
+  const pause = (who: string) => async (): Promise<void> => {
+    order.push(who);
+    await new Promise((r) => setImmediate(r));
+  };
+  const [x, y] = await Promise.all([n.store.hashKV(0, pause('first')), n.store.hashKV(0, pause('second'))]);
+  t.same(order, ['first', 'first', 'second', 'second'], 'the second walk starts once the first is done');
+  t.same(x, y);
+});
+
 async function collectSnapshot(s: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
   for await (const c of s) parts.push(c);
