@@ -349,9 +349,12 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       }
     };
     const drain = (): void => {
-      // Not past a congested sink: a catch-up from the log refills the hub's buffer at each
-      // take, and pulling it all in one turn would overflow the stream's send buffer.
-      for (let r = stream.next(); r && !closed; r = sink.congested() ? undefined : stream.next()) {
+      // Not from a congested sink, not even one response: a catch-up from the log refills the
+      // hub's buffer at each take, and a fan-out wakes every watch of a stream at each revision
+      // (a thousand watches pulling one response each would pass the stream's send buffer, and
+      // cancel them all, for a client reading a little slowly). They wait in the hub, which
+      // reads them from the log if they overflow it, until the sink resumes them.
+      for (let r = sink.congested() ? undefined : stream.next(); r && !closed; r = sink.congested() ? undefined : stream.next()) {
         if (r.canceled) {
           closed = true;
           stream.close();

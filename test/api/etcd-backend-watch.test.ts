@@ -235,6 +235,28 @@ t.test("a backlog larger than the stream's send buffer reaches a reading client 
   t.ok(await until((g) => g.some((r) => r.watchId === '7' && (r.events as unknown[]).length > 0)), 'the other watch still delivers');
 });
 
+t.test('a fan-out to many watches of a stream whose client reads slowly waits for it, not a "too slow" cancel past the send buffer', async (t) => {
+  const { kvNode, stream, got, until } = await setup(t);
+  const watches = 100;
+  for (let i = 0; i < watches; i++) stream.write({ createRequest: { key: Buffer.from('fan') } });
+  await until((g) => g.filter((r) => r.created === true).length === watches);
+  stream.pause(); // reads nothing for now: HTTP/2 flow control holds the member's writes
+  const puts = 12;
+  const value = 'v'.repeat(8 * 1024); // 100 watches × 8 KiB a revision: ~10 MB in all, past the stream's 8 MiB
+  for (let i = 0; i < puts; i++) {
+    kvNode.put('fan', value);
+    await new Promise((r) => setTimeout(r, 20)); // each revision's fan-out pumped on its own
+  }
+  await new Promise((r) => setTimeout(r, 200));
+  stream.resume();
+  await until((g) => eventCount(g) >= watches * puts || g.some((r) => r.canceled === true), 20_000);
+  t.notOk(got.some((r) => r.canceled === true), `nothing canceled (${JSON.stringify(got.find((r) => r.canceled === true)?.cancelReason)})`);
+  t.equal(eventCount(got), watches * puts, 'every event to every watch');
+  const perWatch = new Map<string, number[]>();
+  for (const r of got) for (const e of r.events as Obj[]) perWatch.set(String(r.watchId), [...(perWatch.get(String(r.watchId)) ?? []), Number((e.kv as Obj).modRevision)]);
+  t.ok([...perWatch.values()].every((revs) => revs.length === puts && revs.every((v, i) => i === 0 || v > revs[i - 1]!)), 'each watch: every revision once, in order');
+});
+
 t.test('a compaction applied while a watch from now is held takes none of its events', async (t) => {
   const { kvNode, stream, got, until, holdBarrier } = await setup(t);
   const caughtUp = holdBarrier();
