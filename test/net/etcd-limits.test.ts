@@ -3,7 +3,7 @@
  * txn ops and depth, watchers per connection, the watch send buffer, garbage messages.
  */
 import http2 from 'node:http2';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import fc from 'fast-check';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -191,22 +191,9 @@ t.test('a keep-alive client that never reads its answers stops being read, as et
     return keepAlive(...args);
   };
   t.teardown(() => void (backend.leaseKeepAlive = keepAlive));
-  const one = LeaseKeepAliveRequest.encode({ ID: Number(g.resp.ID) }).finish();
-  const framed = Buffer.alloc(5 + one.length);
-  framed.writeUInt32BE(one.length, 1);
-  framed.set(one, 5);
-  // The client takes no answer: it gives the server no flow-control window for them.
-  const session = http2.connect(`http://${addr}`, { settings: { initialWindowSize: 0 } });
-  t.teardown(() => session.destroy());
-  const req = session.request({ ':method': 'POST', ':path': '/etcdserverpb.Lease/LeaseKeepAlive', 'content-type': 'application/grpc', te: 'trailers' });
-  req.on('error', () => undefined);
   const n = 100_000;
-  req.write(Buffer.concat(Array.from({ length: n }, () => framed)));
-  // Until the renewals stop (half a second without one), at most five seconds.
-  for (let last = -1, i = 0; i < 50 && renewals !== last; i++) {
-    last = renewals;
-    await new Promise((r) => setTimeout(r, 500));
-  }
+  sendUnread(t, '/etcdserverpb.Lease/LeaseKeepAlive', LeaseKeepAliveRequest.encode({ ID: Number(g.resp.ID) }).finish(), n);
+  await untilSteady(() => renewals);
   t.ok(renewals < n / 10, `${renewals} of ${n} keep-alives read, each answer held for a client that takes none`);
 });
 
@@ -219,21 +206,9 @@ t.test('a watch client that sends requests and never reads the replies stops bei
   };
   t.teardown(() => void (backend.watchProgress = progress));
   // 7 bytes each on the wire, a reply held for each: 150,000 grew a member by ~85 MB before.
-  const one = WatchRequest.encode({ progressRequest: {} }).finish();
-  const framed = Buffer.alloc(5 + one.length);
-  framed.writeUInt32BE(one.length, 1);
-  framed.set(one, 5);
-  const session = http2.connect(`http://${addr}`, { settings: { initialWindowSize: 0 } });
-  t.teardown(() => session.destroy());
-  const req = session.request({ ':method': 'POST', ':path': '/etcdserverpb.Watch/Watch', 'content-type': 'application/grpc', te: 'trailers' });
-  req.on('error', () => undefined);
   const n = 100_000;
-  req.write(Buffer.concat(Array.from({ length: n }, () => framed)));
-  // Until the requests stop being read (half a second without one), at most five seconds.
-  for (let last = -1, i = 0; i < 50 && asked !== last; i++) {
-    last = asked;
-    await new Promise((r) => setTimeout(r, 500));
-  }
+  const { session, req } = sendUnread(t, '/etcdserverpb.Watch/Watch', WatchRequest.encode({ progressRequest: {} }).finish(), n);
+  await untilSteady(() => asked);
   t.ok(asked > 0 && asked < n / 10, `${asked} of ${n} progress requests read, each reply held for a client that takes none`);
   // The client starts reading: the rest of its requests are read and answered.
   let replies = 0;
@@ -243,6 +218,30 @@ t.test('a watch client that sends requests and never reads the replies stops bei
   t.equal(asked, n, 'every request read once the replies are taken');
   t.ok(replies > 0, `${replies} bytes of replies received`);
 });
+
+/**
+ * `n` copies of one request on a stream of `path`, from a client that takes no answer: it gives
+ * the server no flow-control window for them.
+ */
+function sendUnread(t: Test, path: string, message: Uint8Array, n: number): { session: http2.ClientHttp2Session; req: http2.ClientHttp2Stream } {
+  const framed = Buffer.alloc(5 + message.length);
+  framed.writeUInt32BE(message.length, 1);
+  framed.set(message, 5);
+  const session = http2.connect(`http://${addr}`, { settings: { initialWindowSize: 0 } });
+  t.teardown(() => session.destroy());
+  const req = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers' });
+  req.on('error', () => undefined);
+  req.write(Buffer.concat(Array.from({ length: n }, () => framed)));
+  return { session, req };
+}
+
+/** Until `count()` stops moving (half a second without a change), at most 25 seconds. */
+async function untilSteady(count: () => number): Promise<void> {
+  for (let last = -1, i = 0; i < 50 && count() !== last; i++) {
+    last = count();
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
 
 function watchStream(): { s: grpc.ClientDuplexStream<Obj, Obj>; got: Obj[]; until: (f: (got: Obj[]) => boolean) => Promise<void> } {
   const s = watchClient.Watch();
