@@ -70,9 +70,13 @@ const DEFAULT_STREAM_DEADLINE_MS = 10_000;
  * Bytes of inbound stream frames being read at once, over all connections. A frame can only be
  * authenticated once whole, so without a shared bound anyone reaching the port could make the
  * node hold MAX_INBOUND_STREAMS × MAX_STREAM_FRAME_BYTES (and the RSS stays after). Two whole
- * frames at once: real push-pulls are far smaller than one.
+ * frames at once: real push-pulls are far smaller than one. Counted as bytes arrive, not as
+ * announced: two silent connections announcing 8 MiB frames took the whole budget, and every
+ * push-pull, join and TCP ping was refused while they stayed.
  */
 export const MAX_PENDING_INBOUND_FRAME_BYTES = 2 * MAX_STREAM_FRAME_BYTES;
+/** The part of that budget the frames from one address may hold: one whole frame. */
+export const MAX_PENDING_INBOUND_FRAME_BYTES_PER_ADDRESS = MAX_STREAM_FRAME_BYTES;
 /** Connections not yet authenticated at once (admitUnauthenticated): the oldest is closed past this. */
 export const MAX_UNAUTHENTICATED_CONNECTIONS = 32;
 
@@ -89,8 +93,9 @@ export class GossipTransport {
   private readonly unauthenticated = new Map<Socket, () => void>();
   /** Connections still to send their first bytes, by address (join.ts MAX_PEEKING_PER_ADDRESS). */
   private readonly peeking = new PeekingByAddress(() => this.stats.streamsRefused++);
-  /** Bytes of inbound frames being read now (MAX_PENDING_INBOUND_FRAME_BYTES). */
+  /** Bytes of inbound frames being read now (MAX_PENDING_INBOUND_FRAME_BYTES), and by address (entries at 0 deleted). */
   private pendingFrameBytes = 0;
+  private readonly pendingFrameBytesByAddress = new Map<string, number>();
   private readonly sockets = new Set<Socket>();
   private closed = false;
   /** Join connections (JOIN_STREAM_MAGIC) on this port go here; see setJoinHandler. */
@@ -282,8 +287,13 @@ export class GossipTransport {
     this.sockets.add(sock);
     let finished = false;
     let reserved = 0;
+    const host = sock.remoteAddress ?? '';
     const release = (): void => {
+      if (reserved === 0) return;
       this.pendingFrameBytes -= reserved;
+      const left = (this.pendingFrameBytesByAddress.get(host) ?? 0) - reserved;
+      if (left > 0) this.pendingFrameBytesByAddress.set(host, left);
+      else this.pendingFrameBytesByAddress.delete(host);
       reserved = 0;
     };
     const deadline = setTimeout(() => finish(), this.opts.streamDeadlineMs ?? DEFAULT_STREAM_DEADLINE_MS);
@@ -302,11 +312,13 @@ export class GossipTransport {
     sock.setTimeout(this.opts.streamIdleTimeoutMs ?? DEFAULT_STREAM_IDLE_TIMEOUT_MS, finish);
     sock.on('error', finish);
     sock.on('close', finish);
-    const from: Address = { host: sock.remoteAddress ?? '', port: sock.remotePort ?? 0 };
+    const from: Address = { host, port: sock.remotePort ?? 0 };
     const reserve = (bytes: number): boolean => {
-      if (this.pendingFrameBytes + bytes > MAX_PENDING_INBOUND_FRAME_BYTES) return false;
+      const fromHere = this.pendingFrameBytesByAddress.get(host) ?? 0;
+      if (this.pendingFrameBytes + bytes > MAX_PENDING_INBOUND_FRAME_BYTES || fromHere + bytes > MAX_PENDING_INBOUND_FRAME_BYTES_PER_ADDRESS) return false;
       this.pendingFrameBytes += bytes;
-      reserved = bytes;
+      this.pendingFrameBytesByAddress.set(host, fromHere + bytes);
+      reserved += bytes;
       return true;
     };
     const onFrame = (err: GossipError | undefined, sealed?: Buffer): void => {
@@ -368,13 +380,15 @@ export class GossipTransport {
 
 /**
  * Reads one length-prefixed frame from a socket and calls back once with its bytes, or with
- * GOSSIP_STREAM_TOO_LARGE / GOSSIP_STREAM_FAILED. Stops listening after the frame.
+ * GOSSIP_STREAM_TOO_LARGE / GOSSIP_STREAM_FAILED. Stops listening after the frame. `reserve` is
+ * asked for the frame's bytes as they arrive (GOSSIP_STREAM_BUSY when it says no).
  */
-export function readFrame(sock: Socket, cb: (err: GossipError | undefined, frame?: Buffer) => void, reserve: (frameBytes: number) => boolean = () => true): void {
+export function readFrame(sock: Socket, cb: (err: GossipError | undefined, frame?: Buffer) => void, reserve: (bytes: number) => boolean = () => true): void {
   const chunks: Buffer[] = [];
   let have = 0;
   let need = -1;
   let done = false;
+  let reservedUpTo = 0;
   const finish = (err: GossipError | undefined, frame?: Buffer): void => {
     if (done) return;
     done = true;
@@ -398,10 +412,14 @@ export function readFrame(sock: Socket, cb: (err: GossipError | undefined, frame
         finish(new GossipError('GOSSIP_DECODE_MALFORMED', `stream frame of ${need} bytes is too short to be sealed`));
         return;
       }
-      if (!reserve(need)) {
+    }
+    if (need >= 0) {
+      const held = Math.min(have, STREAM_FRAME_HEADER_BYTES + need);
+      if (!reserve(held - reservedUpTo)) {
         finish(new GossipError('GOSSIP_STREAM_BUSY', `stream frame of ${need} bytes refused: other frames are being read`));
         return;
       }
+      reservedUpTo = held;
     }
     if (need >= 0 && have >= STREAM_FRAME_HEADER_BYTES + need) {
       const all = Buffer.concat(chunks);

@@ -14,7 +14,7 @@ import { MAX_EVENT_BUFFER, MAX_INBOUND_STREAMS, MAX_STREAM_FRAME_BYTES, MAX_UDP_
 import { MsgType, type MemberEvent } from '../../core/gossip/types.js';
 import { GossipNode } from '../../core/net/gossip-node.js';
 import { collect, sendUdp } from './sockets.js';
-import { MAX_PENDING_INBOUND_FRAME_BYTES, MAX_UNAUTHENTICATED_CONNECTIONS } from '../../core/net/gossip-transport.js';
+import { MAX_PENDING_INBOUND_FRAME_BYTES, MAX_PENDING_INBOUND_FRAME_BYTES_PER_ADDRESS, MAX_UNAUTHENTICATED_CONNECTIONS } from '../../core/net/gossip-transport.js';
 import { JOIN_STREAM_MAGIC, JoinServer, MAX_PEEKING_PER_ADDRESS, joinCluster, peekJoinMagic } from '../../core/net/join.js';
 import { derivePeerKey, generateToken, parseToken } from '../../core/net/token.js';
 
@@ -177,33 +177,39 @@ t.test('MAX_INBOUND_STREAMS: past it the oldest silent connections are closed, t
   t.equal(await b.join([{ host: HOST, port: a.port }]), 1);
 });
 
-t.test('frames being read share one byte budget: a third maximal frame is refused before its bytes are held', async (t) => {
+t.test('frames being read share one byte budget, counted as their bytes arrive, a whole frame at most from one address', async (t) => {
   const a = await startNode('a');
   t.teardown(() => a.stop());
-  const announce = (): Promise<{ s: ReturnType<typeof connect>; closed: Promise<void> }> =>
+  /** A connection from `localAddress` announcing a maximal frame and sending `body` bytes of it. */
+  const announce = (localAddress: string, body: number): Promise<{ s: ReturnType<typeof connect>; closed: Promise<void> }> =>
     new Promise((resolve) => {
-      const s = connect({ host: HOST, port: a.port }, () => {
-        const head = Buffer.alloc(5);
-        head.writeUInt32BE(MAX_STREAM_FRAME_BYTES, 0); // a whole frame announced, one byte sent
+      const s = connect({ host: HOST, port: a.port, localAddress }, () => {
+        const head = Buffer.alloc(4 + body);
+        head.writeUInt32BE(MAX_STREAM_FRAME_BYTES, 0);
         s.write(head);
         resolve({ s, closed: new Promise((r) => s.once('close', () => r())) });
       });
       s.on('error', () => {});
     });
-  const first = await announce();
-  const second = await announce();
-  await new Promise((r) => setTimeout(r, 100));
-  const before = a.metrics().streamsRefused;
-  const third = await announce();
-  await third.closed;
-  t.equal(a.metrics().streamsRefused, before + 1, `the third is refused (${MAX_PENDING_INBOUND_FRAME_BYTES} bytes being read at most)`);
-  first.s.destroy();
-  second.s.destroy();
-  await Promise.all([first.closed, second.closed]);
+  // Two silent connections announcing whole frames hold nothing: a join is served beside them.
+  const silent = [await announce('127.0.0.2', 0), await announce('127.0.0.2', 0)];
   await new Promise((r) => setTimeout(r, 100));
   const b = await startNode('b');
   t.teardown(() => b.stop());
-  t.equal(await b.join([{ host: HOST, port: a.port }]), 1, 'the budget is given back: real push-pulls are served');
+  t.equal(await b.join([{ host: HOST, port: a.port }]), 1, 'joined while two 8 MiB frames are announced (refused before: the budget was taken by announcements)');
+  // Bytes really sent count: one address holds at most a whole frame's worth.
+  const before = a.metrics().streamsRefused;
+  const heavy = await announce('127.0.0.3', 5 << 20);
+  await new Promise((r) => setTimeout(r, 300));
+  const second = await announce('127.0.0.3', 4 << 20);
+  await second.closed;
+  t.equal(a.metrics().streamsRefused, before + 1, `a second frame from the same address past ${MAX_PENDING_INBOUND_FRAME_BYTES_PER_ADDRESS} bytes is refused`);
+  const c = await startNode('c');
+  t.teardown(() => c.stop());
+  t.equal(await c.join([{ host: HOST, port: a.port }]), 1, 'and others are still served');
+  for (const x of [...silent, heavy]) x.s.destroy();
+  await Promise.all([...silent, heavy].map((x) => x.closed));
+  t.ok(MAX_PENDING_INBOUND_FRAME_BYTES >= 2 * MAX_PENDING_INBOUND_FRAME_BYTES_PER_ADDRESS, 'one address never takes the whole budget');
 });
 
 t.test('a connection that never sends its first 4 bytes is closed (peekJoinMagic)', async (t) => {
