@@ -176,6 +176,11 @@ t.test('shape errors are malformed, unknown types are reported', async (t) => {
   t.throws(() => decodePacket(enc.encode([[MsgType.Alive, 'a', 1, 'h', 1, [1, 2], 1]])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'meta must be a map');
   t.throws(() => decodePacket(enc.encode([[MsgType.Alive, 'a', 1, 'h', 1, { x: new Uint8Array(3) }, 1]])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'no binary in meta');
   t.throws(() => decodePacket(enc.encode([[MsgType.Suspect, '', 1, 'b']])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'empty name');
+  for (const host of ['evil.example', 'localhost', '10.0.0.1.nip.io']) {
+    t.throws(() => decodePacket(enc.encode([[MsgType.Alive, 'a', 1, host, 7946, {}, 1]])), { code: 'GOSSIP_DECODE_MALFORMED', message: /IP address/ }, `an alive at a host name (${host}): every node would resolve it`);
+    t.throws(() => decodePacket(enc.encode([[MsgType.PingReq, 1, 'a', host, 7946, true]])), { code: 'GOSSIP_DECODE_MALFORMED' }, `a ping-req to a host name (${host})`);
+  }
+  t.same((decodePacket(enc.encode([[MsgType.Alive, 'a', 1, 'fd00::7', 7946, {}, 1]]))[0] as { host: string }).host, 'fd00::7', 'IPv6 taken');
   t.throws(() => decodeStream(enc.encode([MsgType.KeyringOp, 'format-disk', '', 1])), { code: 'GOSSIP_DECODE_MALFORMED' });
   t.throws(() => decodeStream(enc.encode([MsgType.KeyringOp, 'use', 'x'.repeat(44)])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'a keyring op without a version (it could be a replay)');
   t.throws(() => decodeStream(enc.encode([MsgType.KeyringOp, 'use', 'x'.repeat(44), -1])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'a negative keyring version');

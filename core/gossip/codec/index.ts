@@ -7,6 +7,7 @@
  * Encryption and framing are not here (keyring/, core/net/gossip-transport.ts).
  */
 import { SIGNATURE_TEXT_CHARS } from '../keyring/authority.js';
+import { isIP } from 'node:net';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { Decoder, Encoder } from 'cbor-x';
 import { checkCborBounds } from './cbor-bounds.js';
@@ -261,6 +262,17 @@ function text(v: unknown, maxBytes: number, what: string, allowEmpty = false): s
   return v;
 }
 
+/**
+ * A member's address is an IP, as members advertise it (memberlist carries raw IP bytes): a
+ * name would have every node resolve what a key holder chose, on libuv's small thread pool,
+ * at each send.
+ */
+function ipHost(v: unknown): string {
+  const host = text(v, MAX_HOST_BYTES, 'host');
+  if (isIP(host) === 0) malformed('host must be an IP address');
+  return host;
+}
+
 function bool(v: unknown, what: string): boolean {
   if (typeof v !== 'boolean') malformed(`${what} must be a boolean`);
   return v;
@@ -334,7 +346,7 @@ function decodeMessage(v: unknown): Message {
         t: MsgType.PingReq,
         seq: uint(f[1], UINT32_MAX, 'seq'),
         target: text(f[2], MAX_NAME_BYTES, 'target'),
-        host: text(f[3], MAX_HOST_BYTES, 'host'),
+        host: ipHost(f[3]),
         port: port(f[4]),
         nack: bool(f[5], 'nack'),
       };
@@ -347,7 +359,7 @@ function decodeMessage(v: unknown): Message {
         t: MsgType.Alive,
         name: text(f[1], MAX_NAME_BYTES, 'name'),
         incarnation: uint(f[2], MAX_INCARNATION, 'incarnation'),
-        host: text(f[3], MAX_HOST_BYTES, 'host'),
+        host: ipHost(f[3]),
         port: port(f[4]),
         meta: checkMeta(f[5]),
         protocol: uint(f[6], 255, 'protocol'),
@@ -388,7 +400,7 @@ function decodeEntry(v: unknown): PushPullEntry {
   return {
     name: text(f[0], MAX_NAME_BYTES, 'name'),
     incarnation: uint(f[1], MAX_INCARNATION, 'incarnation'),
-    host: text(f[2], MAX_HOST_BYTES, 'host'),
+    host: ipHost(f[2]),
     port: port(f[3]),
     status: STATUS_BY_CODE[code]!,
     meta: checkMeta(f[5]),
