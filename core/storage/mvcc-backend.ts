@@ -29,7 +29,9 @@
  *
  * Durability: `persist({ sync: false })` (the default) is not fsynced — losing it only means
  * re-applying entries from the Raft log. Before the Raft log is compacted up to index N, call
- * `persist({ sync: true })` and check `durableAppliedIndex >= N`.
+ * `persist({ sync: true })` and check `durableAppliedIndex >= N`: it flushes the unsynced
+ * batches before it into synced table files first (flushEarlierWrites), as a synced LevelDB
+ * write alone does not make them durable.
  *
  * The in-memory index (key → revisions) is rebuilt at open from the records.
  */
@@ -40,7 +42,7 @@ import type { KvRecord } from '../kv/mvcc.js';
 import { StateImage } from '../kv/snapshot.js';
 import { StateBuilder } from '../kv/state-builder.js';
 import { KvStore, type KvStoreOptions, type StateChanges } from '../kv/store.js';
-import { compactWholeDatabase, writeBatch, type BatchOp, type WriteObserver } from './level-batch.js';
+import { compactWholeDatabase, flushEarlierWrites, writeBatch, type BatchOp, type WriteObserver } from './level-batch.js';
 import { openLevel } from './level-open.js';
 import { SEAL_BYTES, STRICT_MARK, sealInPlace, sealedPut, unknownKey, unseal } from './value-checksum.js';
 import { StorageError } from './errors.js';
@@ -335,6 +337,8 @@ export class MvccBackend {
     if (conf) ops.push(sealedPut(META_CONF, conf));
     if (auth) ops.push(sealedPut(META_AUTH, auth));
     if (this.sealOnFirstWrite) ops.push({ type: 'put', key: META_SEALED, value: STRICT_MARK });
+    // The applied index this batch makes durable covers the unsynced batches before it.
+    if (sync) await flushEarlierWrites(this.db);
     await writeBatch(this.db, ops, sync, this.writeObservers);
     this.sealOnFirstWrite = false;
     this.recordsOnDisk = records;
@@ -379,6 +383,8 @@ export class MvccBackend {
       ops.push(sealedPut(META_AUTH, encoder.encode(image.auth)));
       // Every value of the live generation is now sealed: an older store becomes strict too.
       ops.push({ type: 'put', key: META_SEALED, value: STRICT_MARK });
+      // The switch must not outlive the records it switches to (written unsynced above).
+      await flushEarlierWrites(this.db);
       await writeBatch(this.db, ops, true);
       this.sealOnFirstWrite = false;
       this.recordsOnDisk = image.recordCount;

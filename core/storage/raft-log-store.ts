@@ -494,8 +494,10 @@ export class RaftLogStore implements Storage {
     this.pendingOffset = offset;
     const moved = this.submit({
       ops: [sealedPut(KEY_OFFSET, offsetRecord(offset))],
-      // Losing a compaction to a crash only means it is done again: no fsync needed.
-      sync: false,
+      // Synced before the entries are cleared: with the offset unsynced, a power cut could keep
+      // the clear's deletes (made durable by the next synced append, in a newer LevelDB log
+      // file) and lose the offset (in the older file, closed unsynced): a gap at the next open.
+      sync: true,
       apply: () => {
         this.mirror.compact(offset);
         return undefined;
