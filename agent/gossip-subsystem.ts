@@ -16,6 +16,7 @@ import { isIP } from 'node:net';
 import { join as joinPath } from 'node:path';
 import { LOCAL_CONFIG, PICLOUD_LAN_CONFIG, detectionBoundMs, profileConfig, type GossipConfig, type GossipProfile } from '../core/gossip/config.js';
 import { GossipError } from '../core/gossip/errors.js';
+import { MAX_INCARNATION } from '../core/gossip/limits.js';
 import { formatHostPort, parseHostPort as parseAddress } from '../core/net/address.js';
 import { Keyring, deriveGossipKey, parseKey } from '../core/gossip/keyring/index.js';
 import type { Address, KeyringOpName, MemberInfo, Meta } from '../core/gossip/types.js';
@@ -293,8 +294,9 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
   const keyringAuthority = loadKeyringAuthority(dir, opts.keyringAuthority);
   // A join that got through, or a keyring changed since, makes the keyring this node's own.
   const confirmKeyring = (): void => rmSync(joinPath(dir, KEYRING_UNCONFIRMED_FILE), { force: true });
-  // A restarted node starts above any incarnation it announced before it stopped.
-  const incarnation = loadIncarnation(dir) + 1;
+  // A restarted node starts above any incarnation it announced before it stopped (never past
+  // the largest the others decode: one pushed to the top stays there, still a member).
+  const incarnation = Math.min(MAX_INCARNATION, loadIncarnation(dir) + 1);
   const incarnationPath = joinPath(dir, 'incarnation.json');
   writeFileDurablySync(incarnationPath, JSON.stringify({ incarnation }), 0o600);
   // Later changes (a refutation) are saved off the event loop: on a stalling SD card the fsync

@@ -110,13 +110,18 @@ export class BroadcastQueue {
     }
   }
 
-  /** Drops the most-transmitted broadcasts until the queue is back under its limit. */
+  /**
+   * Drops the most-transmitted broadcasts until the queue is an eighth below its limit: each
+   * prune walks every bucket, and pruning to the limit itself made every later push walk them
+   * again (merging a push-pull of 10,000 new names held the event loop ~1 s).
+   */
   private prune(): void {
-    for (let t = this.buckets.length - 1; t >= 0 && this.liveCount > MAX_BROADCAST_QUEUE; t--) {
+    const keep = MAX_BROADCAST_QUEUE - (MAX_BROADCAST_QUEUE >> 3);
+    for (let t = this.buckets.length - 1; t >= 0 && this.liveCount > keep; t--) {
       const bucket = this.buckets[t];
       if (!bucket) continue;
       for (const b of bucket) {
-        if (this.liveCount <= MAX_BROADCAST_QUEUE) break;
+        if (this.liveCount <= keep) break;
         if (!b.live) continue;
         b.live = false;
         this.liveCount--;

@@ -93,6 +93,18 @@ export const MAX_INCARNATION = Number.MAX_SAFE_INTEGER;
  */
 export const MAX_INCARNATION_STEP = 65_536;
 
+/**
+ * The highest incarnation believed for a member this node has never heard of (nor reaped). An
+ * honest one counts the member's refutations and updates since its first start, far below;
+ * a key holder announcing, at the top of the space, a name that has not joined yet took that
+ * name for good: the real node could not refute above it. A node takes claims about itself up
+ * to here however far above its own incarnation, and refutes them, so such a claim is always
+ * refuted; further up the step bound holds. Raising a member's incarnation is also bounded per
+ * packet (or push-pull): MAX_INCARNATION_STEP above what the node knew when it arrived, however
+ * many messages about the member it carries, so the space takes ~2^37 messages to use up.
+ */
+export const MAX_NEW_MEMBER_INCARNATION = 2 ** 40;
+
 /** How far above a member's keyring version (Keyring.version) a keyring change may be and
  * still be taken. Honest versions rise by one per change; a key holder's change at the largest
  * version would leave every later change unencodable (stale for ever). */

@@ -34,6 +34,7 @@ import { GossipDecodeError, GossipError } from './errors.js';
 import {
   MAX_INCARNATION,
   MAX_INCARNATION_STEP,
+  MAX_NEW_MEMBER_INCARNATION,
   MAX_MEMBERS,
   MAX_MESSAGES_PER_PACKET,
   MAX_NAME_BYTES,
@@ -193,6 +194,8 @@ export class GossipMachine {
    * cannot see; so these have no time limit, only a count limit.
    */
   private readonly reaped = new Map<string, number>();
+  /** Each member's incarnation as known when the packet being handled arrived (implausible()). */
+  private readonly knownAtArrival = new Map<string, number>();
   /** Bumped at every change of `reaped`, so the runner knows when to save it again. */
   private reapedEdits = 0;
   private readonly pendingStreams = new Map<number, PendingStream>();
@@ -522,7 +525,9 @@ export class GossipMachine {
       case MsgType.Nack:
         if (this.probe && this.probe.seq === m.seq) {
           this.counters.nacksReceived++;
-          this.probe.nacks++;
+          // No more than the helpers asked (memberlist's channel holds that many): extra ones,
+          // repeated or forged, would count as health this node does not have.
+          if (this.probe.nacks < this.probe.expectedNacks) this.probe.nacks++;
         } else this.counters.unmatchedAcks++;
         return;
       case MsgType.Alive:
@@ -580,7 +585,10 @@ export class GossipMachine {
           this.staleComeback(a, last);
           return;
         }
-        if (this.implausible(a.incarnation, last)) return;
+        if (this.implausible(a.name, a.incarnation, last)) return;
+      } else if (a.incarnation > MAX_NEW_MEMBER_INCARNATION) {
+        this.counters.implausibleIncarnations++;
+        return;
       }
       if (this.table.size >= MAX_MEMBERS) {
         this.counters.memberLimitDrops++;
@@ -592,7 +600,7 @@ export class GossipMachine {
       this.broadcast(a);
       return;
     }
-    if (this.implausible(a.incarnation, r.incarnation)) return;
+    if (this.implausible(a.name, a.incarnation, r.incarnation)) return;
     const moved = r.addr.host !== a.host || r.addr.port !== a.port;
     if (moved) {
       // Same name, another address: a different node, unless the old one is gone.
@@ -637,7 +645,7 @@ export class GossipMachine {
   }
 
   private onAliveAboutSelf(a: AliveMsg): void {
-    if (a.incarnation < this.incarnationNo || this.implausible(a.incarnation, this.incarnationNo)) return;
+    if (a.incarnation < this.incarnationNo || this.implausibleAboutSelf(a.incarnation)) return;
     const same = a.host === this.addr.host && a.port === this.addr.port && metaEqual(a.meta, this.meta);
     if (same) {
       // Our own announcement (perhaps from before a restart): adopt its incarnation.
@@ -655,7 +663,7 @@ export class GossipMachine {
       return;
     }
     const r = this.table.get(s.name);
-    if (!r || this.implausible(s.incarnation, r.incarnation)) return;
+    if (!r || this.implausible(s.name, s.incarnation, r.incarnation)) return;
     if (s.incarnation < r.incarnation) {
       this.counters.staleMessages++;
       return;
@@ -685,7 +693,7 @@ export class GossipMachine {
       return;
     }
     const r = this.table.get(d.name);
-    if (!r || this.implausible(d.incarnation, r.incarnation)) return;
+    if (!r || this.implausible(d.name, d.incarnation, r.incarnation)) return;
     if (d.incarnation < r.incarnation) {
       this.counters.staleMessages++;
       return;
@@ -713,7 +721,7 @@ export class GossipMachine {
    */
   private suspectedSelf(incarnation: number): void {
     if (this.status === 'left' || this.config.faults?.noRefutation) return;
-    if (this.implausible(incarnation, this.incarnationNo)) return;
+    if (this.implausibleAboutSelf(incarnation)) return;
     if (incarnation >= this.incarnationNo) this.refute(incarnation);
     if (this.inPacket) this.aliveReplyDue = true;
   }
@@ -729,8 +737,9 @@ export class GossipMachine {
   private refute(incarnation: number): void {
     if (this.config.faults?.noRefutation || this.status === 'left') return;
     this.counters.refutations++;
-    // Claims are at most MAX_INCARNATION_STEP above ours (implausible()), so the cap is out of
-    // reach of anything but 2^37 refutations; it only keeps us decodable.
+    // Claims are at most MAX_NEW_MEMBER_INCARNATION, or MAX_INCARNATION_STEP above ours per
+    // packet (implausibleAboutSelf()), so the cap is out of reach of anything but ~2^37
+    // messages; it only keeps us decodable.
     this.incarnationNo = Math.min(MAX_INCARNATION, Math.max(this.incarnationNo, incarnation) + 1);
     // Lifeguard: being suspected is a hint that we are the slow one.
     this.awareness.applyDelta(1);
@@ -1011,13 +1020,22 @@ export class GossipMachine {
   }
 
   /**
-   * A claim of an incarnation more than MAX_INCARNATION_STEP above the one we know (of a member,
-   * or of ourselves) is not believed: honest incarnations rise one at a time.
+   * A claim about `name` too far above what this node knew of it when the packet (or push-pull)
+   * that carries it arrived (MAX_INCARNATION_STEP): many messages about one member in one
+   * packet raise it once, not once each.
    */
-  private implausible(claimed: number, known: number): boolean {
-    if (claimed - known <= MAX_INCARNATION_STEP) return false;
+  private implausible(name: string, claimed: number, known: number): boolean {
+    let base = this.knownAtArrival.get(name);
+    if (base === undefined) this.knownAtArrival.set(name, (base = known));
+    if (claimed - base <= MAX_INCARNATION_STEP) return false;
     this.counters.implausibleIncarnations++;
     return true;
+  }
+
+  /** A claim about this node: refuted up to MAX_NEW_MEMBER_INCARNATION however far above ours, past it within the step bound. */
+  private implausibleAboutSelf(claimed: number): boolean {
+    if (claimed <= MAX_NEW_MEMBER_INCARNATION) return false;
+    return this.implausible(this.name, claimed, this.incarnationNo);
   }
 
   private wake(atMs: number): void {
@@ -1044,6 +1062,7 @@ export class GossipMachine {
   /** Starts a public call: advances the clock and empties the reused effects batch. */
   private begin(nowMs: number): void {
     this.now = Math.max(this.now, nowMs);
+    if (this.knownAtArrival.size > 0) this.knownAtArrival.clear();
     const o = this.out;
     if (o.packets.length) o.packets.length = 0;
     if (o.streams.length) o.streams.length = 0;

@@ -6,6 +6,7 @@
  */
 import t from 'tap';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { MAX_INCARNATION } from '../../core/gossip/limits.js';
 import { createHash } from 'node:crypto';
 import { createServer, request, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -141,6 +142,13 @@ t.test('members, watch, keyring rotation through the CLI; keyring and incarnatio
   const until2 = Date.now() + 5_000;
   while (a.sub.members().find((m) => m.name === 'cmd-b')!.incarnation < b2.sub.node.incarnation && Date.now() < until2) await new Promise((r) => setTimeout(r, 25));
   t.equal(a.sub.members().find((m) => m.name === 'cmd-b')!.state, 'alive', 'it rejoined with the persisted (rotated) key');
+
+  // One pushed to the top of the incarnation space restarts there, not past what the others decode.
+  await stop(b2);
+  writeFileSync(`${dir}/cmd-b/gossip/incarnation.json`, JSON.stringify({ incarnation: MAX_INCARNATION }));
+  const b3 = await agent('cmd-b', [`127.0.0.1:${a.gossipPort}`], b.gossipPort);
+  t.teardown(() => stop(b3).catch(() => {}));
+  t.equal(b3.sub.node.incarnation, MAX_INCARNATION, 'restarted at MAX_INCARNATION (2^53 would not decode anywhere)');
 
   // The same name from another address while the first is alive: refused.
   await t.rejects(agent('cmd-b', [`127.0.0.1:${a.gossipPort}`], 0, 0), { code: 'GOSSIP_NAME_CONFLICT' });
