@@ -215,8 +215,8 @@ export class GossipMachine {
 
   constructor(opts: GossipMachineOptions) {
     validateConfig(opts.config);
-    if (!opts.name || Buffer.byteLength(opts.name) > MAX_NAME_BYTES) {
-      throw new GossipError('GOSSIP_NAME_INVALID', `node name must be 1..${MAX_NAME_BYTES} bytes`);
+    if (!opts.name || Buffer.byteLength(opts.name) > MAX_NAME_BYTES || /[\x00-\x1f\x7f]/.test(opts.name)) {
+      throw new GossipError('GOSSIP_NAME_INVALID', `node name must be 1..${MAX_NAME_BYTES} bytes, without control characters (the others would refuse it)`);
     }
     this.name = opts.name;
     this.config = opts.config;

@@ -176,6 +176,8 @@ t.test('shape errors are malformed, unknown types are reported', async (t) => {
   t.throws(() => decodePacket(enc.encode([[MsgType.Alive, 'a', 1, 'h', 1, [1, 2], 1]])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'meta must be a map');
   t.throws(() => decodePacket(enc.encode([[MsgType.Alive, 'a', 1, 'h', 1, { x: new Uint8Array(3) }, 1]])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'no binary in meta');
   t.throws(() => decodePacket(enc.encode([[MsgType.Suspect, '', 1, 'b']])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'empty name');
+  t.throws(() => decodePacket(enc.encode([[MsgType.Suspect, 'a\nforged log line', 1, 'b']])), { code: 'GOSSIP_DECODE_MALFORMED', message: /control characters/ }, 'a name with a newline (it reaches log lines)');
+  t.throws(() => decodePacket(enc.encode([[MsgType.Suspect, 'a', 1, 'b\x1b[31m']])), { code: 'GOSSIP_DECODE_MALFORMED' }, 'a sender name with an escape');
   for (const host of ['evil.example', 'localhost', '10.0.0.1.nip.io']) {
     t.throws(() => decodePacket(enc.encode([[MsgType.Alive, 'a', 1, host, 7946, {}, 1]])), { code: 'GOSSIP_DECODE_MALFORMED', message: /IP address/ }, `an alive at a host name (${host}): every node would resolve it`);
     t.throws(() => decodePacket(enc.encode([[MsgType.PingReq, 1, 'a', host, 7946, true]])), { code: 'GOSSIP_DECODE_MALFORMED' }, `a ping-req to a host name (${host})`);

@@ -273,6 +273,15 @@ function ipHost(v: unknown): string {
   return host;
 }
 
+/** A node's name: no control characters (names reach log lines, where a newline would forge one). */
+function nameText(v: unknown, what: string): string {
+  const name = text(v, MAX_NAME_BYTES, what);
+  if (CONTROL_CHARS.test(name)) malformed(`${what} must not contain control characters`);
+  return name;
+}
+
+const CONTROL_CHARS = /[\x00-\x1f\x7f]/;
+
 function bool(v: unknown, what: string): boolean {
   if (typeof v !== 'boolean') malformed(`${what} must be a boolean`);
   return v;
@@ -339,13 +348,13 @@ function decodeMessage(v: unknown): Message {
   switch (type) {
     case MsgType.Ping:
       tuple(f, 3, 'ping');
-      return { t: MsgType.Ping, seq: uint(f[1], UINT32_MAX, 'seq'), target: text(f[2], MAX_NAME_BYTES, 'target') };
+      return { t: MsgType.Ping, seq: uint(f[1], UINT32_MAX, 'seq'), target: nameText(f[2], 'target') };
     case MsgType.PingReq:
       tuple(f, 6, 'ping-req');
       return {
         t: MsgType.PingReq,
         seq: uint(f[1], UINT32_MAX, 'seq'),
-        target: text(f[2], MAX_NAME_BYTES, 'target'),
+        target: nameText(f[2], 'target'),
         host: ipHost(f[3]),
         port: port(f[4]),
         nack: bool(f[5], 'nack'),
@@ -357,7 +366,7 @@ function decodeMessage(v: unknown): Message {
       tuple(f, 7, 'alive');
       return {
         t: MsgType.Alive,
-        name: text(f[1], MAX_NAME_BYTES, 'name'),
+        name: nameText(f[1], 'name'),
         incarnation: uint(f[2], MAX_INCARNATION, 'incarnation'),
         host: ipHost(f[3]),
         port: port(f[4]),
@@ -369,9 +378,9 @@ function decodeMessage(v: unknown): Message {
       tuple(f, 4, 'suspect/dead');
       return {
         t: type,
-        name: text(f[1], MAX_NAME_BYTES, 'name'),
+        name: nameText(f[1], 'name'),
         incarnation: uint(f[2], MAX_INCARNATION, 'incarnation'),
-        from: text(f[3], MAX_NAME_BYTES, 'from'),
+        from: nameText(f[3], 'from'),
       };
     default:
       throw new GossipDecodeError('GOSSIP_DECODE_UNKNOWN_TYPE', `unknown message type ${describeType(type)}`);
@@ -398,7 +407,7 @@ function decodeEntry(v: unknown): PushPullEntry {
   const f = tuple(v, 7, 'push-pull entry');
   const code = uint(f[4], STATUS_BY_CODE.length - 1, 'status');
   return {
-    name: text(f[0], MAX_NAME_BYTES, 'name'),
+    name: nameText(f[0], 'name'),
     incarnation: uint(f[1], MAX_INCARNATION, 'incarnation'),
     host: ipHost(f[2]),
     port: port(f[3]),
@@ -422,7 +431,7 @@ export function decodeStream(buf: Uint8Array): StreamMsg {
   switch (type) {
     case MsgType.StreamPing:
       tuple(f, 3, 'stream ping');
-      return { t: MsgType.StreamPing, seq: uint(f[1], UINT32_MAX, 'seq'), target: text(f[2], MAX_NAME_BYTES, 'target') };
+      return { t: MsgType.StreamPing, seq: uint(f[1], UINT32_MAX, 'seq'), target: nameText(f[2], 'target') };
     case MsgType.Ack:
       return { t: MsgType.Ack, seq: uint(f[1], UINT32_MAX, 'seq') };
     case MsgType.PushPull: {
@@ -432,7 +441,7 @@ export function decodeStream(buf: Uint8Array): StreamMsg {
       if (states.length > MAX_MEMBERS) {
         throw new GossipDecodeError('GOSSIP_DECODE_OVERSIZED', `push-pull has ${states.length} members, limit ${MAX_MEMBERS}`);
       }
-      const msg: PushPullMsg = { t: MsgType.PushPull, join: bool(f[1], 'join'), from: text(f[2], MAX_NAME_BYTES, 'from'), states: states.map(decodeEntry) };
+      const msg: PushPullMsg = { t: MsgType.PushPull, join: bool(f[1], 'join'), from: nameText(f[2], 'from'), states: states.map(decodeEntry) };
       if (f.length > 4) msg.keyringVersion = uint(f[4], Number.MAX_SAFE_INTEGER, 'keyring version');
       return msg;
     }
