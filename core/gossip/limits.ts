@@ -88,22 +88,14 @@ export const MAX_INCARNATION = Number.MAX_SAFE_INTEGER;
  * refutation or metadata update, so a jump this large never happens; a key holder's claim of
  * a huge incarnation does. Believed, it made the member refute above the largest incarnation
  * the decoders accept, after which every packet it sent was dropped as malformed: one packet
- * evicted a member for good (its incarnation is persisted across restarts). With this bound an
- * attacker needs MAX_INCARNATION / MAX_INCARNATION_STEP (2^37) refutations to use the space up.
+ * evicted a member for good (its incarnation is persisted across restarts). The bound is taken
+ * from what the node knew when the packet (or push-pull) arrived, however many messages about
+ * the member it carries, so an attacker needs ~MAX_INCARNATION / MAX_INCARNATION_STEP (2^37)
+ * packets to use the space up. (A name never heard of is believed at any incarnation: bounding
+ * it let a key holder push a member, by one refuted claim, above what every later joiner takes.)
  */
 export const MAX_INCARNATION_STEP = 65_536;
 
-/**
- * The highest incarnation believed for a member this node has never heard of (nor reaped). An
- * honest one counts the member's refutations and updates since its first start, far below;
- * a key holder announcing, at the top of the space, a name that has not joined yet took that
- * name for good: the real node could not refute above it. A node takes claims about itself up
- * to here however far above its own incarnation, and refutes them, so such a claim is always
- * refuted; further up the step bound holds. Raising a member's incarnation is also bounded per
- * packet (or push-pull): MAX_INCARNATION_STEP above what the node knew when it arrived, however
- * many messages about the member it carries, so the space takes ~2^37 messages to use up.
- */
-export const MAX_NEW_MEMBER_INCARNATION = 2 ** 40;
 
 /** How far above a member's keyring version (Keyring.version) a keyring change may be and
  * still be taken. Honest versions rise by one per change; a key holder's change at the largest

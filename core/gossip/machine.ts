@@ -34,7 +34,6 @@ import { GossipDecodeError, GossipError } from './errors.js';
 import {
   MAX_INCARNATION,
   MAX_INCARNATION_STEP,
-  MAX_NEW_MEMBER_INCARNATION,
   MAX_MEMBERS,
   MAX_MESSAGES_PER_PACKET,
   MAX_NAME_BYTES,
@@ -586,9 +585,6 @@ export class GossipMachine {
           return;
         }
         if (this.implausible(a.name, a.incarnation, last)) return;
-      } else if (a.incarnation > MAX_NEW_MEMBER_INCARNATION) {
-        this.counters.implausibleIncarnations++;
-        return;
       }
       if (this.table.size >= MAX_MEMBERS) {
         this.counters.memberLimitDrops++;
@@ -737,9 +733,8 @@ export class GossipMachine {
   private refute(incarnation: number): void {
     if (this.config.faults?.noRefutation || this.status === 'left') return;
     this.counters.refutations++;
-    // Claims are at most MAX_NEW_MEMBER_INCARNATION, or MAX_INCARNATION_STEP above ours per
-    // packet (implausibleAboutSelf()), so the cap is out of reach of anything but ~2^37
-    // messages; it only keeps us decodable.
+    // Claims are at most MAX_INCARNATION_STEP above ours per packet (implausibleAboutSelf()),
+    // so the cap is out of reach of anything but ~2^37 packets; it only keeps us decodable.
     this.incarnationNo = Math.min(MAX_INCARNATION, Math.max(this.incarnationNo, incarnation) + 1);
     // Lifeguard: being suspected is a hint that we are the slow one.
     this.awareness.applyDelta(1);
@@ -1032,9 +1027,8 @@ export class GossipMachine {
     return true;
   }
 
-  /** A claim about this node: refuted up to MAX_NEW_MEMBER_INCARNATION however far above ours, past it within the step bound. */
+  /** A claim about this node: refuted within the step bound above our own incarnation. */
   private implausibleAboutSelf(claimed: number): boolean {
-    if (claimed <= MAX_NEW_MEMBER_INCARNATION) return false;
     return this.implausible(this.name, claimed, this.incarnationNo);
   }
 

@@ -11,7 +11,7 @@ import { encodePacket, encodeStreamFrame } from '../../core/gossip/codec/index.j
 import { LOCAL_CONFIG } from '../../core/gossip/config.js';
 import { Keyring, generateKey } from '../../core/gossip/keyring/index.js';
 import { checkingAuthority, signingAuthority } from '../../core/gossip/keyring/authority.js';
-import { MAX_INBOUND_STREAMS, MAX_INBOUND_STREAMS_PER_ADDRESS, MAX_KEYRING_VERSION_STEP, MAX_NEW_MEMBER_INCARNATION } from '../../core/gossip/limits.js';
+import { MAX_INBOUND_STREAMS, MAX_INBOUND_STREAMS_PER_ADDRESS, MAX_KEYRING_VERSION_STEP } from '../../core/gossip/limits.js';
 import { MsgType, type KeyringOpMsg, type Message } from '../../core/gossip/types.js';
 import { GossipNode } from '../../core/net/gossip-node.js';
 import { collect, sendUdp } from './sockets.js';
@@ -142,8 +142,7 @@ t.test('a key holder cannot evict a member for good by claiming the largest inca
     await sendUdp(b.port, sealPacket(ring, [{ t: MsgType.Alive, name: 'c', incarnation: claim, host: HOST, port: c.port, meta: { role: 'worker' }, protocol: 1 }]));
   }
   await sleep(2_500); // longer than LOCAL_CONFIG's suspicion timeout for 3 members
-  // (0xffffffff is refuted: a claim up to MAX_NEW_MEMBER_INCARNATION about a member is; the largest is not believed.)
-  t.ok(c.incarnation <= MAX_NEW_MEMBER_INCARNATION + 1, `c's incarnation stays far from the top (${c.incarnation})`);
+  t.ok(c.incarnation < 1_000, `c's incarnation stays small (${c.incarnation})`);
   for (const n of nodes) t.equal(statusOf(n, 'c'), 'alive', `${n.name} sees c alive`);
   t.notOk(seen.some((e) => e.member.name === 'c' && (e.type === 'fail' || e.type === 'leave')), 'a never reported c failed or left');
   t.ok(a.metrics().implausibleIncarnations >= 1 && b.metrics().implausibleIncarnations >= 1 && c.metrics().implausibleIncarnations >= 1, 'the claims were counted');
