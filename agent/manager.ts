@@ -9,6 +9,7 @@ import { boardId } from './board-id.js';
 import { EtcdGrpcServer } from '../core/net/etcd/server.js';
 import { ClientTlsFiles, checkMemberCanVerify, dialTarget, requiresClientCerts, tlsSource, type ClientTlsSource } from '../core/net/etcd/client-tls.js';
 import { parseHostPort } from '../core/net/address.js';
+import { parseToken } from '../core/net/token.js';
 import type { ConnectionCap } from '../core/net/connection-cap.js';
 import { AgentConfig } from './config.js';
 
@@ -117,7 +118,9 @@ export async function startManager(
   }
   const mode = own === undefined ? 'off' : own.clientCertAuth ? 'client certificates required, naming users' : requiresClientCerts(own) ? 'client certificates required' : 'on';
   log.info({ client: `${config.bindAddr}:${config.clientPort}`, tls: mode }, 'etcd API listening');
-  if (config.bootstrap) log.info({ token: node.tokenString() }, 'join token (also in the data dir): picloud-node agent --join HOST --token TOKEN');
+  // Not the token itself: logs go where the data dir's 0700 does not (journald readers, log
+  // shippers), and the token is the cluster's secret (Raft, keyring signing, auth tokens).
+  if (config.bootstrap) log.info({ cluster: parseToken(node.tokenString()).digest, dataDir: config.dataDir }, `join token: picloud-node token --data-dir ${config.dataDir} (--worker for workers)`);
   return {
     node,
     readiness: () => node.readiness(),

@@ -766,8 +766,9 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
   hashKV(revision: number, ctx?: api.CallContext): Promise<api.HashKVResponse> {
     return etcdErrors(async () => {
       await this.auth.adminCaughtUp(ctx);
-      const { hash, compactRevision } = await this.node.store.hashKV(revision);
-      return { header: this.header(), hash, compactRevision };
+      const hashed = await this.node.store.hashKV(revision);
+      // At the revision hashed, as etcd's (the walk runs a slice per turn; the store moves on).
+      return { header: this.header(hashed.revision), hash: hashed.hash, compactRevision: hashed.compactRevision };
     });
   }
 

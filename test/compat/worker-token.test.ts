@@ -67,6 +67,8 @@ t.test('a worker token joins workers only, carries no secret, cannot change the 
   t.match(workerToken, new RegExp(`^PCW1-${parseToken(clusterToken).digest}-[0-9a-f]{136}$`), "a PCW1 token naming the cluster's digest");
   const { secret } = parseToken(clusterToken);
   const peerKey = derivePeerKey(secret);
+  t.notOk(m.log.join('').includes(Buffer.from(secret).toString('hex')), "the bootstrap manager's log does not hold the cluster secret");
+  t.match(m.log.join(''), /join token: picloud-node token --data-dir/, 'it says how to get the token');
   t.notOk(workerToken.includes(Buffer.from(secret).toString('hex')) || workerToken.includes(peerKey.toString('hex')), 'it carries neither the secret nor the peer key');
 
   const w = await cluster.add('w');
