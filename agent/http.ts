@@ -11,6 +11,7 @@
  * on a board (over ssh) to change the cluster from afar.
  */
 import { IncomingMessage, Server, ServerResponse, createServer } from 'node:http';
+import { isIP } from 'node:net';
 import { capConnections, type ConnectionCap } from '../core/net/connection-cap.js';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 
@@ -48,6 +49,25 @@ export function isLoopback(address: string | undefined): boolean {
 function fromThisHost(req: IncomingMessage): boolean {
   const remote = req.socket.remoteAddress;
   return isLoopback(remote) || (remote !== undefined && remote === req.socket.localAddress);
+}
+
+/**
+ * Why a request from this host may still not be the board's own: a browser on the board. A
+ * web page can send it a POST (a cross-site form or fetch without CORS, which carries an
+ * Origin header), or read it through a name of its own resolved to 127.0.0.1 (DNS rebinding,
+ * whose Host header is that name). picloud-node's requests carry no Origin and an IP as Host.
+ */
+function browserRefusal(req: IncomingMessage): string | undefined {
+  if (req.headers.origin !== undefined) return 'a request from a web page (it carries an Origin header)';
+  const host = req.headers.host ?? '';
+  let hostname: string;
+  try {
+    hostname = new URL(`http://${host}`).hostname.replace(/^\[(.*)\]$/, '$1');
+  } catch {
+    return `an unreadable Host header (${JSON.stringify(host)})`;
+  }
+  if (isIP(hostname) === 0 && hostname !== 'localhost') return `a request for the host name ${JSON.stringify(hostname)} (address the board by its IP: a name may be a web page's, resolved here)`;
+  return undefined;
 }
 
 /** How often the event loop's lag is sampled for nodejs_eventloop_lag_* (prom-client's default: 10). */
@@ -99,11 +119,15 @@ export class AgentHttp {
       }
       const route = this.routes.find((r) => r.method === req.method && r.path === path);
       const change = req.method !== 'GET' && req.method !== 'HEAD';
-      if (route && (change || route.localOnly === true) && !fromThisHost(req)) {
-        return sendJson(res, 403, {
-          error: `${req.method} ${path} is taken only from this board itself (loopback): run picloud-node on the board, e.g. over ssh`,
-          code: 'NOT_LOCAL',
-        });
+      if (route && (change || route.localOnly === true)) {
+        if (!fromThisHost(req)) {
+          return sendJson(res, 403, {
+            error: `${req.method} ${path} is taken only from this board itself (loopback): run picloud-node on the board, e.g. over ssh`,
+            code: 'NOT_LOCAL',
+          });
+        }
+        const refusal = browserRefusal(req);
+        if (refusal !== undefined) return sendJson(res, 403, { error: `${req.method} ${path} refused: ${refusal}`, code: 'NOT_LOCAL' });
       }
       if (route) return await route.handler(req, res);
       sendJson(res, 404, { error: `no route ${req.method} ${path}` });
