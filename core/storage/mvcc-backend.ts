@@ -64,6 +64,18 @@ const LEASE = 0x6c; // 'l'
 
 /** Bytes of records written per LevelDB batch during a full rewrite. */
 export const MVCC_REWRITE_BATCH_BYTES = 4 * 1024 * 1024;
+
+/**
+ * The applied state's unsynced batches between its own memtable flushes (flushEarlierWrites),
+ * counted as keys and values plus ENTRY_OVERHEAD_BYTES each: half of LevelDB's 4 MiB write
+ * buffer, so LevelDB never starts a new log file by itself between two of them. It closes the
+ * old one unsynced, and a power cut could then keep a later batch (its applied index) and lose
+ * an earlier one (its changes): a silent gap, as the Raft log replays only after that index.
+ * Batches in one log file are read back in order, and a lost one stops the read there.
+ */
+export const MVCC_FLUSH_EVERY_BYTES = 2 * 1024 * 1024;
+/** More than LevelDB's memtable spends on an entry beside its key and value. */
+const ENTRY_OVERHEAD_BYTES = 64;
 /** Entries read per iterator step at open. */
 const LOAD_STEP_ENTRIES = 4096;
 
@@ -145,6 +157,8 @@ export class MvccBackend {
   private sealOnFirstWrite = false;
   /** Records of the live generation on disk once the writes so far are done (m/state's `records`). */
   private recordsOnDisk = 0;
+  /** Bytes written since the last memtable flush (MVCC_FLUSH_EVERY_BYTES); at the limit until the first, as the memtable's contents at open are not counted. */
+  private unflushedBytes = MVCC_FLUSH_EVERY_BYTES;
   private closed = false;
   private readonly writeObservers: WriteObserver[] = [];
   /** A failed write leaves the disk behind memory for good: every later persist refuses. */
@@ -337,9 +351,13 @@ export class MvccBackend {
     if (conf) ops.push(sealedPut(META_CONF, conf));
     if (auth) ops.push(sealedPut(META_AUTH, auth));
     if (this.sealOnFirstWrite) ops.push({ type: 'put', key: META_SEALED, value: STRICT_MARK });
-    // The applied index this batch makes durable covers the unsynced batches before it.
-    if (sync) await flushEarlierWrites(this.db);
+    // The applied index a synced batch makes durable covers the unsynced batches before it; and
+    // an unsynced one must not land in a log file after one LevelDB started for an earlier batch.
+    let bytes = 0;
+    for (const op of ops) bytes += op.key.length + (op.type === 'put' ? op.value.length : 0) + ENTRY_OVERHEAD_BYTES;
+    if (sync || this.unflushedBytes + bytes > MVCC_FLUSH_EVERY_BYTES) await this.flush();
     await writeBatch(this.db, ops, sync, this.writeObservers);
+    this.unflushedBytes += bytes;
     this.sealOnFirstWrite = false;
     this.recordsOnDisk = records;
     if (sync) this._durableAppliedIndex = Math.max(this._durableAppliedIndex, c.appliedIndex);
@@ -384,7 +402,7 @@ export class MvccBackend {
       // Every value of the live generation is now sealed: an older store becomes strict too.
       ops.push({ type: 'put', key: META_SEALED, value: STRICT_MARK });
       // The switch must not outlive the records it switches to (written unsynced above).
-      await flushEarlierWrites(this.db);
+      await this.flush();
       await writeBatch(this.db, ops, true);
       this.sealOnFirstWrite = false;
       this.recordsOnDisk = image.recordCount;
@@ -400,6 +418,14 @@ export class MvccBackend {
     this.gen = gen;
     this._durableAppliedIndex = image.appliedIndex;
     await this.db.clear(genRange(old));
+    // Its deletes filled the memtable uncounted.
+    await this.flush();
+  }
+
+  /** Every write so far into synced table files (flushEarlierWrites). */
+  private async flush(): Promise<void> {
+    await flushEarlierWrites(this.db);
+    this.unflushedBytes = 0;
   }
 
   /** Waits for pending writes and closes the database. */

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MvccBackend } from '../../core/storage/mvcc-backend.js';
+import { MVCC_FLUSH_EVERY_BYTES, MvccBackend } from '../../core/storage/mvcc-backend.js';
 
 async function tempDir(t: Test): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'picloud-flush-'));
@@ -48,4 +48,22 @@ t.test('a synced persist leaves the unsynced batches before it in table files, n
   t.ok(after.tableBytes > 200 * 1024, `in table files once the synced persist returns (${after.tableBytes} bytes)`);
   t.ok(after.logBytes < 16 * 1024, `the log holds only what the synced write fsynced (${after.logBytes} bytes)`);
   t.equal(backend.durableAppliedIndex, index);
+});
+
+t.test('unsynced persists flush the memtable themselves before LevelDB would start a new log file between them', async (t) => {
+  const dir = await tempDir(t);
+  const backend = await MvccBackend.open(dir);
+  t.teardown(() => backend.close());
+  let index = 0;
+  let most = 0;
+  // ~3.6 MB in batches of ~100 KB: under LevelDB's 4 MiB write buffer, so it would not flush
+  // by itself (all in one log), past MVCC_FLUSH_EVERY_BYTES.
+  for (let batch = 0; batch < 36; batch++) {
+    for (let i = 0; i < 100; i++) backend.store.apply({ put: { key: Buffer.from(`k${batch}/${i}`), value: randomBytes(1000) } }, { index: ++index, term: 1 });
+    await backend.persist({ sync: false });
+    most = Math.max(most, (await levelFiles(dir)).logBytes);
+  }
+  const { tableBytes } = await levelFiles(dir);
+  t.ok(most <= MVCC_FLUSH_EVERY_BYTES + 200 * 1024, `the log never held more than ${MVCC_FLUSH_EVERY_BYTES} bytes and a batch (${most})`);
+  t.ok(tableBytes > 1024 * 1024, `the rest is in table files (${tableBytes} bytes)`);
 });
