@@ -40,6 +40,7 @@ import { STRICT_MARK, sealedPut, unknownKey, unseal } from './value-checksum.js'
 export type { WriteObserver } from './level-batch.js';
 import { EMPTY_SNAPSHOT_METADATA, LogMirror, type LogOffset } from './log-mirror.js';
 import { SnapshotFiles, snapshotFileName } from './snapshot-files.js';
+import { fsyncDir } from './durable-file.js';
 
 const KEY_HARD_STATE = Buffer.from('h');
 const KEY_SNAPSHOT = Buffer.from('s');
@@ -170,6 +171,8 @@ export class RaftLogStore implements Storage {
     const store = new RaftLogStore(dir, db, files);
     try {
       await files.init();
+      // The entries of log/ and snap/ in it: LevelDB and the snapshot files fsync only their own.
+      await fsyncDir(dir);
       await store.load();
     } catch (err) {
       await db.close().catch(() => undefined);
