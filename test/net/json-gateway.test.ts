@@ -299,9 +299,10 @@ t.test('a streamed body of ~660,000 lines is checked a slice per turn: the membe
   const head = await answered;
   delay.disable();
   t.match(head, /^HTTP\/1\.1 200/, 'checked, and the stream opened');
-  // One turn held every line's check before (~1.5 s here); a slice is ~5 ms. A bound far from
-  // both, against the single long turn coming back, not a performance target.
-  t.ok(delay.max / 1e6 < 400, `the longest turn meanwhile: ${(delay.max / 1e6).toFixed(0)} ms`);
+  // One turn held every line's check before (5.9 s beside a CI run); a slice is ~5 ms (39 ms the
+  // longest turn measured). A bound far from both, against the single long turn coming back
+  // (and loose for a busy CI machine), not a performance target.
+  t.ok(delay.max / 1e6 < 1_000, `the longest turn meanwhile: ${(delay.max / 1e6).toFixed(0)} ms`);
 });
 
 t.test('a client that leaves mid-body: no answer, no internal error (onInternalError fails this file)', async (t) => {
