@@ -333,6 +333,8 @@ export class ManagerNode {
   readonly members = new Map<NodeId, Member>();
   readonly watchHub: WatchHub;
   readonly leaseTimers: LeaseTimers;
+  /** For leaseTimers.afterApply, made once: it runs for every applied entry. */
+  private readonly leaseExists = (id: number): boolean => this.store.hasLease(id);
   readonly spaceAlarm: SpaceAlarm;
   /** The member whose own quota the cluster holds to now (refreshQuota). */
   private quotaMember: NodeId;
@@ -641,7 +643,7 @@ export class ManagerNode {
     }
     const resp = this.store.apply(req, { index: e.index, term: e.term });
     this.appliedSinceSnapshot++;
-    this.leaseTimers.afterApply(req, resp, (id) => this.store.hasLease(id));
+    this.leaseTimers.afterApply(req, resp, this.leaseExists);
     return resp;
   }
 
