@@ -31,6 +31,7 @@ import {
   Storage,
   bootstrapEntries,
 } from '../raft/index.js';
+import type { TornTail } from '../storage/level-log-tail.js';
 import { RaftLogStore, type RaftLogStoreStats, type WriteObserver } from '../storage/raft-log-store.js';
 import { MvccBackend } from '../storage/mvcc-backend.js';
 import { StorageError } from '../storage/errors.js';
@@ -477,8 +478,10 @@ export class ManagerNode {
 
     // With an identity both stores were written before: a missing one is damage, not a first start.
     const mustExist = identity !== undefined;
-    const logStore = await RaftLogStore.open(join(opts.dataDir, 'raft'), { mustExist });
-    const backend = await MvccBackend.open(join(opts.dataDir, 'kv'), {}, { mustExist });
+    // A write cut short by a power cut, never acknowledged: LevelDB drops it, the log says so.
+    const onTornTail = (torn: TornTail): void => log.warn({ ...torn }, 'dropped the torn last record of a store\'s write-ahead log (a write cut short by a power cut or crash)');
+    const logStore = await RaftLogStore.open(join(opts.dataDir, 'raft'), { mustExist, onTornTail });
+    const backend = await MvccBackend.open(join(opts.dataDir, 'kv'), {}, { mustExist, onTornTail });
     const restoredMarker = join(opts.dataDir, RESTORED_MARKER);
     try {
       checkDataDirState(opts, identity, logStore, backend, existsSync(restoredMarker));

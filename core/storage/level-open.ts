@@ -6,13 +6,16 @@
  * its checksum is skipped with a line in the store's own LOG file and nothing else. Either loses
  * acknowledged data on a member that then serves as if whole. So a store that must exist is
  * opened with createIfMissing off, and the LOG LevelDB writes anew at each open is read for the
- * records it dropped. A torn last record (power lost mid-write, never acknowledged) is read as
- * the end of the log by LevelDB, not as a drop, so a power cut does not trip this check.
+ * records it dropped. A last record cut short by a power cut (never acknowledged) is read as the
+ * end of the log by LevelDB, not as a drop; one whose payload did not reach the disk though its
+ * header did is reported as a drop, and is let through when level-log-tail.ts found it to be the
+ * newest log's torn tail before the open (and the owner is told, to log it).
  */
 import { ClassicLevel } from 'classic-level';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { StorageError } from './errors.js';
+import { tornTailOfNewestLog, type TornTail } from './level-log-tail.js';
 
 /** What LevelDB's recovery writes to LOG when it skips data it could not read. */
 const DROPPED_DATA = /dropping \d+ bytes|Corruption/;
@@ -22,6 +25,8 @@ export interface LevelOpenOptions {
   what: string;
   /** The data dir says this store was written before: a missing one is damage, not a first start. */
   mustExist: boolean;
+  /** Told of a torn last record that LevelDB dropped from the newest log while opening. */
+  onTornTail?: (torn: TornTail) => void;
 }
 
 /**
@@ -37,6 +42,8 @@ export function setLevelMaxOpenFiles(n: number): void {
 
 export async function openLevel(path: string, opts: LevelOpenOptions): Promise<ClassicLevel<Buffer, Buffer>> {
   const db = new ClassicLevel<Buffer, Buffer>(path, { keyEncoding: 'buffer', valueEncoding: 'buffer', createIfMissing: !opts.mustExist, maxOpenFiles });
+  // Judged before the open: LevelDB replays the log into a table and deletes it while opening.
+  const torn = tornTailOfNewestLog(path);
   try {
     await db.open();
   } catch (err) {
@@ -46,7 +53,8 @@ export async function openLevel(path: string, opts: LevelOpenOptions): Promise<C
     const why = noCurrent ? `its CURRENT file is missing, so the store is damaged (${cause})` : cause;
     throw new StorageError('ERR_CORRUPT', `cannot open ${opts.what} (${path}): ${why}`, { cause: err });
   }
-  const dropped = droppedOnOpen(path);
+  const drops = dropsOnOpen(path);
+  const dropped = drops.find((line) => torn === undefined || !line.includes(`/${torn.file}: dropping `));
   if (dropped !== undefined) {
     await db.close().catch(() => undefined);
     throw new StorageError(
@@ -55,20 +63,20 @@ export async function openLevel(path: string, opts: LevelOpenOptions): Promise<C
         'Not starting on it: remove the data dir and join the cluster again (or restore a snapshot).',
     );
   }
+  if (torn !== undefined && drops.length > 0) opts.onTornTail?.(torn);
   return db;
 }
 
-/** The first line of this open's LOG that reports skipped data, if any. */
-function droppedOnOpen(path: string): string | undefined {
+/** The lines of this open's LOG that report skipped data. */
+function dropsOnOpen(path: string): string[] {
   let log: string;
   try {
     log = readFileSync(join(path, 'LOG'), 'utf8');
   } catch {
-    return undefined; // LevelDB could not write its info log: nothing to read
+    return []; // LevelDB could not write its info log: nothing to read
   }
   return log
     .split('\n')
-    .find((line) => DROPPED_DATA.test(line))
-    ?.replace(/^\S+ \S+ /, '') // LevelDB's timestamp and thread id
-    .trim();
+    .filter((line) => DROPPED_DATA.test(line))
+    .map((line) => line.replace(/^\S+ \S+ /, '').trim()); // LevelDB's timestamp and thread id
 }

@@ -43,6 +43,7 @@ import { StateImage } from '../kv/snapshot.js';
 import { StateBuilder } from '../kv/state-builder.js';
 import { KvStore, type KvStoreOptions, type StateChanges } from '../kv/store.js';
 import { compactWholeDatabase, flushEarlierWrites, writeBatch, type BatchOp, type WriteObserver } from './level-batch.js';
+import type { TornTail } from './level-log-tail.js';
 import { openLevel } from './level-open.js';
 import { SEAL_BYTES, STRICT_MARK, sealInPlace, sealedPut, unknownKey, unseal } from './value-checksum.js';
 import { StorageError } from './errors.js';
@@ -178,9 +179,13 @@ export class MvccBackend {
   }
 
   /** Opens the backend in `dir` (created unless `mustExist`; damage is refused, level-open.ts) and loads the state into a new KvStore. */
-  static async open(dir: string, storeOptions: KvStoreOptions = {}, { mustExist = false }: { mustExist?: boolean } = {}): Promise<MvccBackend> {
+  static async open(
+    dir: string,
+    storeOptions: KvStoreOptions = {},
+    { mustExist = false, onTornTail }: { mustExist?: boolean; onTornTail?: (torn: TornTail) => void } = {},
+  ): Promise<MvccBackend> {
     const started = performance.now();
-    const db = await openLevel(dir, { what: WHAT, mustExist });
+    const db = await openLevel(dir, { what: WHAT, mustExist, onTornTail });
     try {
       const strict = (await db.get(META_SEALED)) !== undefined;
       // The live generation is needed before the scan reaches its records ('d' sorts before 'm').

@@ -33,6 +33,7 @@ import {
 } from '../net/raft-codec.js';
 import { StorageError } from './errors.js';
 import { GroupCommitter } from './group-commit.js';
+import type { TornTail } from './level-log-tail.js';
 import { openLevel } from './level-open.js';
 import { compactWholeDatabase, writeBatch, type BatchOp, type WriteObserver } from './level-batch.js';
 import { STRICT_MARK, sealedPut, unknownKey, unseal } from './value-checksum.js';
@@ -164,9 +165,9 @@ export class RaftLogStore implements Storage {
    * Opens the store in `dir` and loads it into memory; creates it unless `mustExist` (the data
    * dir says it was written before, so a missing one is damage). Damage LevelDB would skip is refused.
    */
-  static async open(dir: string, { mustExist = false }: { mustExist?: boolean } = {}): Promise<RaftLogStore> {
+  static async open(dir: string, { mustExist = false, onTornTail }: { mustExist?: boolean; onTornTail?: (torn: TornTail) => void } = {}): Promise<RaftLogStore> {
     await mkdir(dir, { recursive: true });
-    const db = await openLevel(join(dir, 'log'), { what: 'the Raft log', mustExist });
+    const db = await openLevel(join(dir, 'log'), { what: 'the Raft log', mustExist, onTornTail });
     const files = new SnapshotFiles(join(dir, 'snap'));
     const store = new RaftLogStore(dir, db, files);
     try {
