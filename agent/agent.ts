@@ -4,6 +4,7 @@
  * accepted on the command line and logged as not in use (DESIGN.md's contract).
  */
 import { ensurePrivateDir } from '../core/storage/private-dir.js';
+import { lockDataDir } from './data-dir-lock.js';
 import { setLevelMaxOpenFiles } from '../core/storage/level-open.js';
 import { applyOpenFilesBudget } from './open-files.js';
 import { autoTlsNames, keepAutoTlsFresh, loadOrCreateAutoTls, type AutoTls } from './auto-tls.js';
@@ -122,6 +123,17 @@ export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
   const log = logger.child({ node: given.name });
   const wider = ensurePrivateDir(given.dataDir);
   if (wider !== undefined) log.warn({ dataDir: given.dataDir, was: wider.toString(8) }, 'the data dir could be read by other accounts on this board: made it private (0700)');
+  // Before anything in the data dir is read or written (TLS files, gossip state, the stores).
+  const unlock = lockDataDir(given.dataDir);
+  try {
+    return await runLocked(given, log, unlock);
+  } catch (e) {
+    unlock();
+    throw e;
+  }
+}
+
+async function runLocked(given: AgentConfig, log: pino.Logger, unlock: () => void): Promise<RunningAgent> {
   const config: AgentConfig = { ...given, advertiseAddr: resolveAdvertise(given, log) };
   for (const notice of config.notices) log.warn(notice);
   // Only a manager serves the client port.
@@ -294,6 +306,7 @@ export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
     ended,
     stop: async () => {
       for (const s of stops.reverse()) await s().catch((e) => log.warn({ err: e }, 'stop failed'));
+      unlock();
     },
   };
 }

@@ -5,7 +5,7 @@
  */
 import { AUTH_TOKEN_TTL_SECONDS } from '../core/api/credentials.js';
 import { X509Certificate } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -155,7 +155,8 @@ const NUMERIC_KEYS = new Set([
  */
 function checkConfigFile(path: string, file: Record<string, unknown>): void {
   for (const [key, value] of Object.entries(file)) {
-    const opt = (OPTIONS as Record<string, { type: string; multiple?: boolean }>)[key];
+    // Own keys only: "toString" or "__proto__" are not flags.
+    const opt = Object.hasOwn(OPTIONS, key) ? (OPTIONS as Record<string, { type: string; multiple?: boolean }>)[key] : undefined;
     if (opt === undefined || key === 'config') {
       throw new ConfigError(`--config ${path}: unknown key "${key}" (the keys are the agent's flag names without "--", e.g. "client-port")`);
     }
@@ -211,16 +212,23 @@ function autoCompaction(mode: unknown, retention: unknown): AutoCompactionConfig
   }
 }
 
+/** A whole number written in decimal digits ("0x7d0", "1e3" and " 80 " are not ports), or a JSON number. */
+function decimal(v: unknown): number {
+  if (typeof v === 'number') return v;
+  const text = String(v);
+  return /^\d{1,16}$/.test(text) ? Number(text) : NaN;
+}
+
 function port(flag: string, v: unknown, def: number): number {
   if (v === undefined) return def;
-  const n = typeof v === 'number' ? v : Number(v);
+  const n = decimal(v);
   if (!Number.isInteger(n) || n < 1 || n > 65535) throw new ConfigError(`--${flag}: expected a port 1-65535, got "${String(v)}"`);
   return n;
 }
 
 function positiveInt(flag: string, v: unknown, def: number, max: number): number {
   if (v === undefined) return def;
-  const n = Number(v);
+  const n = decimal(v);
   if (!Number.isInteger(n) || n < 1 || n > max) throw new ConfigError(`--${flag}: expected an integer 1-${max}, got "${String(v)}"`);
   return n;
 }
@@ -344,6 +352,17 @@ export function defaultDevDataDir(): string {
   return join(tmpdir(), `picloud-dev-${process.getuid?.() ?? 0}`);
 }
 
+/** Largest config file read: a few dozen flags fit in a few KiB. */
+const CONFIG_FILE_MAX_BYTES = 1 << 20;
+
+/** A config file's text: a regular file of at most CONFIG_FILE_MAX_BYTES (not /dev/zero, a FIFO or a disk). */
+function readConfigFile(path: string): string {
+  const st = statSync(path);
+  if (!st.isFile()) throw new Error('not a regular file');
+  if (st.size > CONFIG_FILE_MAX_BYTES) throw new Error(`${st.size} bytes: a config file is at most ${CONFIG_FILE_MAX_BYTES}`);
+  return readFileSync(path, 'utf8');
+}
+
 /** Parse `agent` flags; a config file supplies defaults that flags override. */
 export function parseAgentArgs(argv: string[]): AgentConfig {
   let parsed;
@@ -356,7 +375,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
   let file: Record<string, unknown> = {};
   if (typeof flags.config === 'string') {
     try {
-      file = JSON.parse(readFileSync(flags.config, 'utf8')) as Record<string, unknown>;
+      file = JSON.parse(readConfigFile(flags.config)) as Record<string, unknown>;
     } catch (e) {
       throw new ConfigError(`--config ${flags.config}: ${(e as Error).message}`);
     }
@@ -372,6 +391,11 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
   if (!dataDir) throw new ConfigError('--data-dir is required (or use --dev)');
   const role = ((get('role') as string | undefined) ?? 'manager') as Role;
   if (role !== 'manager' && role !== 'worker') throw new ConfigError(`--role: expected manager or worker, got "${role}"`);
+  if (role === 'worker' && flagOn('bootstrap', get('bootstrap'))) throw new ConfigError('a worker joins an existing cluster: use --join HOST[:PORT] --token TOKEN (only managers --bootstrap)');
+  // A manager's data dir run as a worker: the cluster would lose a voter without a word.
+  if (role === 'worker' && existsSync(join(dataDir, 'identity.json'))) {
+    throw new ConfigError(`--role worker: ${dataDir} holds a manager's data (identity.json): start it as a manager, or give the worker a data dir of its own`);
+  }
   const joinList = (flags.join as string[] | undefined) ?? (file.join as string[] | undefined) ?? [];
   if (!Array.isArray(joinList)) throw new ConfigError('join: expected a list of HOST[:PORT]');
   for (const j of joinList) {
@@ -407,15 +431,11 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     peerPort: port('peer-port', get('peer-port'), DEFAULT_PORTS.peerPort),
     gossipPort: port('gossip-port', get('gossip-port'), DEFAULT_PORTS.gossipPort),
     httpPort: port('http-port', get('http-port'), DEFAULT_PORTS.httpPort),
+    lbPort: port('lb-port', get('lb-port'), DEFAULT_PORTS.lbPort),
+    s3Port: port('s3-port', get('s3-port'), DEFAULT_PORTS.s3Port),
+    dnsPort: port('dns-port', get('dns-port'), DEFAULT_PORTS.dnsPort),
   };
-  // Found here, before a data dir is made, rather than as EADDRINUSE after bootstrapping it.
-  const byPort = new Map<number, string>();
-  for (const [key, p] of Object.entries(ports)) {
-    const flag = key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
-    const other = byPort.get(p);
-    if (other !== undefined) throw new ConfigError(`--${other} and --${flag} are both ${p}: each listener needs a port of its own`);
-    byPort.set(p, flag);
-  }
+  checkPortsDistinct(ports, role);
   return {
     name,
     dataDir,
@@ -426,9 +446,6 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     bindAddr,
     advertiseAddr,
     ...ports,
-    lbPort: port('lb-port', get('lb-port'), DEFAULT_PORTS.lbPort),
-    s3Port: port('s3-port', get('s3-port'), DEFAULT_PORTS.s3Port),
-    dnsPort: port('dns-port', get('dns-port'), DEFAULT_PORTS.dnsPort),
     dev,
     ...raftTiming(get),
     quotaBackendBytes: quotaBytes(get('quota-backend-bytes')),
@@ -440,6 +457,23 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     newBoard: newBoard(flags['new-board'], file['new-board']),
     ...withNotices(tlsConfig(get), tokenNotice),
   };
+}
+
+/**
+ * Each listener the role opens has a port of its own: found here, before a data dir is made,
+ * rather than as EADDRINUSE after bootstrapping it. A worker opens no client or peer port. The
+ * load balancer, S3 and DNS ports are reserved for their subsystems (not built yet) and checked
+ * too, so a config that works today does not break when they come.
+ */
+function checkPortsDistinct(ports: Record<string, number>, role: Role): void {
+  const byPort = new Map<number, string>();
+  for (const [key, p] of Object.entries(ports)) {
+    if (role === 'worker' && (key === 'clientPort' || key === 'peerPort')) continue;
+    const flag = key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+    const other = byPort.get(p);
+    if (other !== undefined) throw new ConfigError(`--${other} and --${flag} are both ${p}: each listener needs a port of its own`);
+    byPort.set(p, flag);
+  }
 }
 
 function withNotices<T extends { notices: string[] }>(c: T, more: string[]): T {

@@ -4,7 +4,7 @@
  * etcd requires of its --data-dir (0700). Files inside keep LevelDB's modes; a directory no one
  * else can enter is what keeps them private.
  */
-import { chmodSync, existsSync, mkdirSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { StorageError } from './errors.js';
 
@@ -13,6 +13,11 @@ export const PRIVATE_DIR_MODE = 0o700;
 /**
  * Creates `dir` (and its parents) private, or makes an existing one private. Returns the mode it
  * had when that was wider (for the caller to say so), undefined otherwise.
+ *
+ * Refused, changing nothing: a path that is not a directory (a mistyped --data-dir naming a file
+ * or /dev/null must not be chmod-ed), a directory of another account's (its owner could read or
+ * replace the member's data whatever the mode), a shared one (sticky, as /tmp), and one open to
+ * others that is neither empty nor a data dir already (--data-dir /etc would otherwise be made 0700).
  */
 export function ensurePrivateDir(dir: string): number | undefined {
   try {
@@ -21,15 +26,30 @@ export function ensurePrivateDir(dir: string): number | undefined {
     throw new StorageError('ERR_INVALID_ARGUMENT', `cannot create the data dir ${dir}: ${(e as Error).message}`);
   }
   const st = statSync(dir);
+  if (!st.isDirectory()) throw new StorageError('ERR_INVALID_ARGUMENT', `${dir} is not a directory: give picloud-node a directory of its own (it is made if missing)`);
   const mode = st.mode & 0o777;
+  const self = process.getuid?.();
+  const sticky = (st.mode & 0o1000) !== 0;
+  if (sticky && (mode & ~PRIVATE_DIR_MODE) !== 0) {
+    throw new StorageError('ERR_INVALID_ARGUMENT', `${dir} is a shared directory (mode ${(st.mode & 0o7777).toString(8)}): give picloud-node a directory of its own, e.g. ${dir.replace(/\/+$/, '')}/picloud`);
+  }
+  if (self !== undefined && st.uid !== self) {
+    throw new StorageError('ERR_INVALID_ARGUMENT', `${dir} belongs to another account (uid ${st.uid}, this process runs as uid ${self}), which could read or replace the member's data: give picloud-node a directory of its own`);
+  }
   if ((mode & ~PRIVATE_DIR_MODE) === 0) return undefined;
-  // A shared directory (/tmp: sticky, or another account's) is not made private under its users.
-  const owner = process.getuid?.();
-  if ((st.mode & 0o1000) !== 0 || (owner !== undefined && owner !== 0 && st.uid !== owner)) {
-    throw new StorageError('ERR_INVALID_ARGUMENT', `${dir} is a shared directory (mode ${(st.mode & 0o7777).toString(8)}, owner uid ${st.uid}): give picloud-node a directory of its own, e.g. ${dir.replace(/\/+$/, '')}/picloud`);
+  if (!emptyOrDataDir(dir)) {
+    throw new StorageError('ERR_INVALID_ARGUMENT', `${dir} can be read by other accounts (mode ${mode.toString(8)}) and holds other files: give picloud-node a new directory (it is made private), or make this one private yourself (chmod 700 ${dir})`);
   }
   chmodSync(dir, PRIVATE_DIR_MODE);
   return mode;
+}
+
+/** What a data dir holds once an agent has started in it (any one will do). */
+const DATA_DIR_ENTRIES = ['identity.json', 'token', 'raft', 'kv', 'gossip', 'agent.lock'];
+
+function emptyOrDataDir(dir: string): boolean {
+  const entries = readdirSync(dir);
+  return entries.length === 0 || entries.some((e) => DATA_DIR_ENTRIES.includes(e));
 }
 
 /**

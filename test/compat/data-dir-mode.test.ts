@@ -23,6 +23,18 @@ t.test('data dirs are private', { skip: hasEtcdctl() ? false : 'etcdctl not inst
   const ep = cluster.endpoints();
   t.equal(etcdctl(ep, ['put', 'k', 'v']).status, 0);
 
+  // A second agent on the running member's data dir (ports of its own) is refused at once,
+  // before it reads or writes anything there; so is a worker on a manager's dir.
+  const second = await cluster.add('d1');
+  second.dataDir = a.dataDir;
+  cluster.start(second, false);
+  t.equal(await cluster.exited(second), 1, 'a second agent on the same data dir: refused');
+  t.match(second.log.join(''), new RegExp(`is in use by another picloud-node \\(pid ${a.proc!.pid}\\): one agent per data dir`), 'naming the holder');
+  const worker = spawnSync(process.execPath, [CLI, 'agent', '--name', 'w1', '--data-dir', a.dataDir, '--role', 'worker', '--join', `127.0.0.1:${a.ports.gossip}`, '--token', cluster.token], { encoding: 'utf8', timeout: 30_000 });
+  t.equal(worker.status, 2, "a worker on a manager's data dir: refused");
+  t.match(worker.stderr, /holds a manager's data \(identity\.json\)/);
+  t.equal(etcdctl(ep, ['get', 'k', '--print-value-only']).stdout.trim(), 'v', 'the member serves on');
+
   const saved = join(cluster.root, 'snap.db');
   t.equal(etcdctl(ep, ['snapshot', 'save', saved]).status, 0, 'a snapshot to restore');
   const restored = join(cluster.root, 'restored');

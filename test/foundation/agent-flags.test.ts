@@ -54,7 +54,8 @@ t.test('a manager whose data dir holds its member restarts with neither --bootst
   t.throws(() => parseAgentArgs(['--name', 'm1', '--data-dir', dir]), /either --bootstrap .* is required \(a manager restarting from its data dir needs neither\)/, 'an empty data dir');
   writeFileSync(join(dir, 'identity.json'), '{}');
   t.match(parseAgentArgs(['--name', 'm1', '--data-dir', dir]), { bootstrap: false, join: [], role: 'manager' }, 'a data dir with identity.json');
-  t.throws(() => parseAgentArgs(['--name', 'w1', '--data-dir', dir, '--role', 'worker']), /a worker joins an existing cluster: --join HOST\[:PORT\] --token T is required/, "a worker's first start: its member (identity.json) is a manager's, not a sign it joined");
+  t.throws(() => parseAgentArgs(['--name', 'w1', '--data-dir', dir, '--role', 'worker']), /--role worker: .* holds a manager's data \(identity\.json\): start it as a manager/, "a manager's data dir is not run as a worker (the cluster would lose a voter)");
+  t.throws(() => parseAgentArgs(['--name', 'w1', '--data-dir', dir, '--role', 'worker', '--join', '127.0.0.1', '--token', TOKEN]), /holds a manager's data/, 'not even joining');
 });
 
 t.test('a worker whose data dir shows it joined before (gossip keyring and live peers saved) restarts with neither --join nor --token', async (t) => {
@@ -171,11 +172,20 @@ t.test('a config file: unknown keys and values of the wrong type are refused, na
     [{ ...base, token: 12345 }, /"token" must be a string/],
     [{ name: 'a', 'data-dir': '/tmp/x', join: [5], token: 'T' }, /"join" must be a list of strings/],
     [{ ...base, bootstrap: 'yes' }, /"bootstrap" must be true or false/],
+    // Object.prototype's names are not flags.
+    [{ ...base, toString: 'x' }, /unknown key "toString"/],
+    [{ ...base, constructor: 'x' }, /unknown key "constructor"/],
+    [JSON.parse('{"__proto__": "x", "name": "a"}') as object, /unknown key "__proto__"/],
   ];
   for (const [content, message] of bad) {
     const r = withFile(content);
     t.ok(r.error instanceof ConfigError && message.test(r.error.message), `${JSON.stringify(content)} → ${r.error?.message ?? 'accepted'}`);
   }
+  // Not a regular file, or too large: refused before reading (/dev/zero would be read for ever).
+  t.throws(() => parseAgentArgs(['--config', '/dev/zero']), { message: /--config \/dev\/zero: not a regular file/ });
+  const huge = join(dir, 'huge.json');
+  writeFileSync(huge, ' '.repeat(2 << 20) + '{}');
+  t.throws(() => parseAgentArgs(['--config', huge]), { message: /huge\.json: 2097154 bytes: a config file is at most 1048576/ });
 });
 
 type AgentConfigResult = { config?: ReturnType<typeof parseAgentArgs>; error?: Error };
@@ -212,6 +222,16 @@ t.test('bad flags: a ConfigError that names the flag', async (t) => {
     [['--dev', '--advertise', '::'], /--advertise: "::" is a wildcard/],
     [['--dev', '--client-port', '4000', '--peer-port', '4000'], /--client-port and --peer-port are both 4000/],
     [['--dev', '--gossip-port', String(DEFAULT_PORTS.httpPort)], /--gossip-port and --http-port are both 7480/],
+    // Numbers in decimal digits only.
+    [['--dev', '--client-port', '0x7d0'], /--client-port: expected a port 1-65535, got "0x7d0"/],
+    [['--dev', '--client-port', '1e3'], /--client-port: expected a port/],
+    [['--dev', '--client-port', ' 2379 '], /--client-port: expected a port/],
+    [['--dev', '--snapshot-count', '0x10'], /--snapshot-count: expected an integer/],
+    // The ports reserved for the load balancer, S3 and DNS are checked too.
+    [['--dev', '--lb-port', String(DEFAULT_PORTS.clientPort)], /--client-port and --lb-port are both 2379/],
+    [['--dev', '--dns-port', '9000'], /--s3-port and --dns-port are both 9000/],
+    // Refused here, before the data dir is made.
+    [['--name', 'w', '--data-dir', '/tmp/x', '--role', 'worker', '--bootstrap'], /a worker joins an existing cluster: use --join/],
   ];
   for (const [argv, message] of bad) {
     let err: unknown;
@@ -222,6 +242,9 @@ t.test('bad flags: a ConfigError that names the flag', async (t) => {
     }
     t.ok(err instanceof ConfigError && message.test(err.message), `${argv.join(' ')} → ${(err as Error | undefined)?.message}`);
   }
+  // A worker opens no client or peer port: its http port may be what a manager's peer port is.
+  const worker = parseAgentArgs(['--name', 'w', '--data-dir', '/tmp/x', '--role', 'worker', '--join', '127.0.0.1', '--token', WORKER_TOKEN, '--http-port', String(DEFAULT_PORTS.peerPort)]);
+  t.equal(worker.httpPort, DEFAULT_PORTS.peerPort, "a worker's --http-port 2380 is taken");
 });
 
 t.test('client TLS flags (etcd\'s names): read and checked before anything listens', { skip: hasOpenssl() ? false : 'openssl not installed' }, async (t) => {

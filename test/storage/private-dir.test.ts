@@ -1,5 +1,6 @@
-// A data dir is made private (0700) at start, but a shared directory (sticky, like /tmp) given as
-// the data dir is refused, not taken away from its other users.
+// A data dir is made private (0700) at start, but a shared directory (sticky, like /tmp), another
+// account's, a path that is no directory, or an open directory holding other files given as the
+// data dir is refused and left as it was.
 import t from 'tap';
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
@@ -28,6 +29,35 @@ t.test('a data dir is made private; a shared one is refused and left as it was',
   chmodSync(shared, 0o1777);
   t.throws(() => ensurePrivateDir(shared), { code: 'ERR_INVALID_ARGUMENT', message: /shared\/? is a shared directory \(mode 1777.*give picloud-node a directory of its own, e\.g\. .*shared\/picloud/ });
   t.equal(modeOf(shared), 0o1777, 'the shared dir keeps its mode');
+  // A mistyped --data-dir naming a file (or /dev/null) is not chmod-ed.
+  const file = join(root, 'notes.txt');
+  writeFileSync(file, 'mine\n', { mode: 0o644 });
+  chmodSync(file, 0o644);
+  t.throws(() => ensurePrivateDir(file), { code: 'ERR_INVALID_ARGUMENT', message: /notes\.txt is not a directory/ });
+  t.equal(modeOf(file), 0o644, 'the file keeps its mode');
+  // An open directory with other things in it (--data-dir /etc) is not taken over.
+  const busy = join(root, 'busy');
+  mkdirSync(busy);
+  chmodSync(busy, 0o755);
+  writeFileSync(join(busy, 'passwd'), '');
+  t.throws(() => ensurePrivateDir(busy), { code: 'ERR_INVALID_ARGUMENT', message: /busy can be read by other accounts \(mode 755\) and holds other files.*chmod 700/ });
+  t.equal(modeOf(busy), 0o755, 'the busy dir keeps its mode');
+  // An open data dir (written by an older version, or copied with a wide mode) is made private.
+  const older = join(root, 'older');
+  mkdirSync(join(older, 'kv'), { recursive: true });
+  chmodSync(older, 0o755);
+  t.equal(ensurePrivateDir(older), 0o755, 'a data dir others can read: made private');
+  t.equal(modeOf(older), 0o700);
+});
+
+t.test("a dir of another account's is refused, whatever its mode", { skip: process.getuid?.() === 0 ? false : 'needs root to give a dir to nobody' }, async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'picloud-private-'));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  const planted = join(root, 'planted');
+  mkdirSync(planted, { mode: 0o700 });
+  chownSync(planted, NOBODY, NOBODY);
+  t.throws(() => ensurePrivateDir(planted), { code: 'ERR_INVALID_ARGUMENT', message: /planted belongs to another account \(uid 65534, this process runs as uid 0\)/ }, "nobody's 0700 dir, given to root");
+  t.equal(statSync(planted).uid, NOBODY, 'left as it was');
 });
 
 t.test('parents are created; a dir that cannot be made is refused with the reason, not retried for ever', async (t) => {
@@ -44,8 +74,7 @@ t.test('parents are created; a dir that cannot be made is refused with the reaso
   t.throws(() => ensurePrivateDir(join(file, 'data')), { code: 'ERR_INVALID_ARGUMENT', message: /cannot create the data dir .*ENOTDIR/ }, 'under a file');
 });
 
-// The other-owner rule applies to an account other than root (root may take any dir): run as
-// nobody through setpriv, where the suite runs as root.
+// As an account other than root: run as nobody through setpriv, where the suite runs as root.
 const asNobody = process.getuid?.() === 0 && spawnSync('setpriv', ['--version']).status === 0;
 t.test('as another account: a dir owned by someone else is refused, its own made private', { skip: asNobody ? false : 'needs root and setpriv (util-linux) to run a check as nobody' }, async (t) => {
   const root = mkdtempSync(join(tmpdir(), 'picloud-private-'));
@@ -64,7 +93,7 @@ t.test('as another account: a dir owned by someone else is refused, its own made
     const r = spawnSync('setpriv', ['--reuid', String(NOBODY), '--regid', String(NOBODY), '--clear-groups', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8' });
     return r.stdout.trim() || r.stderr.trim();
   };
-  t.match(check(others), /^ERR_INVALID_ARGUMENT .*roots is a shared directory \(mode 755, owner uid 0\)/, "root's dir is refused to nobody");
+  t.match(check(others), /^ERR_INVALID_ARGUMENT .*roots belongs to another account \(uid 0, this process runs as uid 65534\)/, "root's dir is refused to nobody");
   t.equal(modeOf(others), 0o755, 'and keeps its mode');
   t.equal(check(own), `mode ${0o755}`, "nobody's own dir is made private");
   t.equal(modeOf(own), 0o700);

@@ -1,0 +1,89 @@
+/**
+ * One agent per data dir. A second process on a running member's dir would share its gossip
+ * files (incarnation, peers, keyring) and, as a worker, run a second copy of the node; a manager's
+ * LevelDB stores lock themselves, but only once opened, after the TLS files and gossip state
+ * may have been touched. So the agent takes DATA_DIR/agent.lock first: a file naming its pid and
+ * that process's start time (/proc/PID/stat), so a lock left by a crashed agent (or a pid since
+ * reused by another program) is seen to be stale and taken over at once, with nothing to
+ * refresh while running (a lock by timestamps would write the SD card every few seconds and
+ * keep a crashed agent's board down until it aged).
+ */
+import { openSync, readFileSync, renameSync, rmSync, writeFileSync, closeSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+
+export const LOCK_FILE = 'agent.lock';
+
+/** Another agent holds the data dir, or its lock file could not be written. */
+export class DataDirLockError extends Error {
+  readonly code = 'DATA_DIR_LOCKED';
+  constructor(message: string) {
+    super(message);
+    this.name = 'DataDirLockError';
+  }
+}
+
+interface LockOwner {
+  pid: number;
+  /** The process's start time in clock ticks since boot (Linux), or null where unknown. */
+  started: number | null;
+}
+
+/** A process's start time from /proc (field 22 of stat, after the command's parenthesised name). */
+function startTimeOf(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const started = Number(fields[19]);
+    return Number.isSafeInteger(started) ? started : null;
+  } catch {
+    return null;
+  }
+}
+
+function alive(owner: LockOwner): boolean {
+  try {
+    process.kill(owner.pid, 0);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false; // ESRCH: no such process
+  }
+  // The pid is someone's: the same process only if it started when the lock says.
+  return owner.started === null || startTimeOf(owner.pid) === owner.started;
+}
+
+function readOwner(path: string): LockOwner | undefined {
+  try {
+    const v = JSON.parse(readFileSync(path, 'utf8')) as Partial<LockOwner>;
+    return Number.isSafeInteger(v.pid) && (v.pid as number) > 0 ? { pid: v.pid as number, started: typeof v.started === 'number' ? v.started : null } : undefined;
+  } catch {
+    return undefined; // unreadable or half-written: no live owner can be named
+  }
+}
+
+/** Takes the data dir's lock for this process; refuses if a live agent holds it. Returns the release. */
+export function lockDataDir(dataDir: string): () => void {
+  const path = join(dataDir, LOCK_FILE);
+  const me: LockOwner = { pid: process.pid, started: startTimeOf(process.pid) };
+  const text = JSON.stringify(me) + '\n';
+  try {
+    const fd = openSync(path, 'wx', 0o600);
+    try {
+      writeSync(fd, text);
+    } finally {
+      closeSync(fd);
+    }
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new DataDirLockError(`cannot lock the data dir ${dataDir}: ${(e as Error).message}`);
+    const owner = readOwner(path);
+    if (owner !== undefined && alive(owner)) {
+      throw new DataDirLockError(`${dataDir} is in use by another picloud-node (pid ${owner.pid}): one agent per data dir`);
+    }
+    // Stale (its agent is gone): replaced whole, never seen half-written.
+    writeFileSync(`${path}.${process.pid}`, text, { mode: 0o600 });
+    renameSync(`${path}.${process.pid}`, path);
+    // Two starts that found it stale at once: the later rename wins, the other sees it and yields.
+    if (readOwner(path)?.pid !== process.pid) throw new DataDirLockError(`${dataDir} is in use by another picloud-node starting at the same time: one agent per data dir`);
+  }
+  return () => {
+    if (readOwner(path)?.pid === process.pid) rmSync(path, { force: true });
+  };
+}
