@@ -5,6 +5,7 @@
  */
 import { ensurePrivateDir } from '../core/storage/private-dir.js';
 import { lockDataDir } from './data-dir-lock.js';
+import { checkPortsFree } from './port-check.js';
 import { setLevelMaxOpenFiles } from '../core/storage/level-open.js';
 import { applyOpenFilesBudget } from './open-files.js';
 import { autoTlsNames, keepAutoTlsFresh, loadOrCreateAutoTls, type AutoTls } from './auto-tls.js';
@@ -135,6 +136,8 @@ export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
 
 async function runLocked(given: AgentConfig, log: pino.Logger, unlock: () => void): Promise<RunningAgent> {
   const config: AgentConfig = { ...given, advertiseAddr: resolveAdvertise(given, log) };
+  // Before the data dir is bootstrapped or the cluster joined.
+  await checkPortsFree(config);
   for (const notice of config.notices) log.warn(notice);
   // Only a manager serves the client port.
   if (config.role === 'manager' && config.autoTls !== undefined) config.clientTls = await autoClientTls(config, log);

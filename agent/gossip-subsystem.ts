@@ -243,7 +243,11 @@ function loadKeyring(dir: string, given: JoinKey | undefined, joining: boolean, 
   if (given === undefined) {
     throw new GossipError('GOSSIP_KEY_INVALID', `${missing ? 'no' : 'no readable'} gossip keyring in ${file}${missing ? '' : ` (${ring.message})`}: start with --join HOST[:PORT] --token TOKEN`);
   }
-  if (!missing) log.warn(`gossip: ignoring unreadable ${file}: ${ring.message}`);
+  // A damaged keyring is not replaced by the token's key: the keys rotated in since (the token's
+  // may be retired) would be lost, and the damaged file with them.
+  if (!missing) {
+    throw new GossipError('GOSSIP_KEY_INVALID', `the gossip keyring ${file} is damaged (${ring.message}): restore it from a backup, or remove it to start again from the token's key (keys rotated in since then must be installed again)`);
+  }
   const fresh = new Keyring(given.key);
   if (joining) writeFileDurablySync(unconfirmed, '', 0o600);
   writeFileDurablySync(file, JSON.stringify(fresh.toJSON()), 0o600);

@@ -295,6 +295,10 @@ t.test('without a secret (a worker restarted without --token) the saved keyring 
   t.match(warnings, [/does not hold the key of the --token given .*using the saved keyring/], 'and the disagreement is logged');
   t.equal(readFileSync(`${dir}/keep/gossip/keyring.json`, 'utf8'), saved, 'the saved keyring is left as it was');
   await t.rejects(start('cluster-two'), { code: 'GOSSIP_OTHER_CLUSTER' }, "another cluster's token is still refused rather than ignored");
+  // A damaged keyring is refused, not replaced with the token's key (the rotated key would be lost).
+  writeFileSync(`${dir}/keep/gossip/keyring.json`, saved.slice(0, 20));
+  await t.rejects(start('cluster-one'), { code: 'GOSSIP_KEY_INVALID', message: /the gossip keyring .*keep\/gossip\/keyring\.json is damaged .*restore it from a backup, or remove it/ }, 'a damaged keyring, with the token: refused');
+  t.equal(readFileSync(`${dir}/keep/gossip/keyring.json`, 'utf8'), saved.slice(0, 20), 'and left as it was');
 });
 
 t.test("a worker token's key: joins, tags the dir with the cluster's digest; a dir the cluster token tagged takes it when its saved keyring holds the key; a keyring made from a token that never joined gives way to the next", async (t) => {
