@@ -3,6 +3,7 @@
  * picloud-node: the command line (DESIGN.md fixes it). Dispatches subcommands; each bad
  * flag gets a clear message and exit code 2.
  */
+import { constants as osConstants } from 'node:os';
 import { ConfigError, parseAgentArgs } from './config.js';
 import { missingNodeFlags } from './node-flags.js';
 
@@ -51,10 +52,29 @@ const COMMANDS: Record<string, Command> = {
     process.on('warning', (w: Error & { code?: string }) => logger.warn({ warning: w.name, code: w.code, detail: w.message }, 'Node.js warning'));
     const missing = missingNodeFlags(process.execArgv);
     if (missing.length > 0) logger.warn({ missing }, 'node was started without the flags picloud-node runs with (npm start and the picloud-node command pass them): writes pause longer for garbage collection');
+    // Signals are heard from the start: a start can wait a while (a join retried for tens of
+    // seconds). One while starting exits at once, as a crash would (every step of a start is
+    // redone or resumed by the next); a second one while stopping (the leadership hand-off can
+    // take an election timeout) exits at once too. Each says so in the log.
+    let stopRequested: ((why: Record<string, string>) => void) | undefined;
+    let stopping = false;
+    const onSignal = (sig: NodeJS.Signals): void => {
+      const code = 128 + (osConstants.signals[sig] ?? 15);
+      if (stopRequested === undefined) {
+        logger.warn({ signal: sig }, 'signal while starting: exiting now (the next start resumes or redoes this one)');
+        process.exit(code);
+      }
+      if (stopping) {
+        logger.warn({ signal: sig }, 'second signal while stopping: exiting now');
+        process.exit(code);
+      }
+      stopRequested({ signal: sig });
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
     const agent = await runAgent(config);
     let exitCode = 0;
     await new Promise<void>((resolve) => {
-      let stopping = false;
       const stop = (why: Record<string, string>): void => {
         // A signal can arrive while the agent is already stopping by itself.
         if (stopping) return;
@@ -62,8 +82,7 @@ const COMMANDS: Record<string, Command> = {
         logger.info(why, 'stopping');
         void agent.stop().then(resolve);
       };
-      process.once('SIGINT', (sig) => stop({ signal: sig }));
-      process.once('SIGTERM', (sig) => stop({ signal: sig }));
+      stopRequested = stop;
       void agent.ended.then((e) => {
         if (e.failed) {
           exitCode = 1;
@@ -95,7 +114,8 @@ const COMMANDS: Record<string, Command> = {
 async function main(): Promise<number> {
   const [cmd, ...rest] = process.argv.slice(2);
   if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
-    process.stdout.write(USAGE + '\n');
+    // Asked for: on stdout; given nothing (a mistake): on stderr, exit 2.
+    (cmd ? process.stdout : process.stderr).write(USAGE + '\n');
     return cmd ? 0 : 2;
   }
   const run = COMMANDS[cmd];

@@ -129,6 +129,12 @@ export async function startManager(
     stop: async () => {
       await grpc?.close(500).catch(() => undefined);
       backend.close();
+      // Snapshot streams cut short by the close leave their spools (a copy of the store each).
+      try {
+        removeSnapshotSpools(config.dataDir);
+      } catch {
+        // the next start removes them
+      }
       await node.stop();
     },
   };

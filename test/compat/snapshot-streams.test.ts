@@ -99,4 +99,17 @@ t.test('unread Snapshot streams on one connection neither stop the member nor it
     return out;
   }, 30_000);
   t.ok(whole > 3_000_000, `a whole snapshot came (${whole} bytes)`);
+
+  // A stop while Snapshot streams are still unread removes their spools (a copy of the store each).
+  const spoolFiles = (): string[] => readdirSync(a.dataDir).filter((f) => f.startsWith(SNAPSHOT_SPOOL_PREFIX));
+  for (let i = 0; i < 2; i++) {
+    const s = client.m.Snapshot({});
+    s.on('data', () => s.pause());
+    s.on('error', () => undefined);
+    snapshots.push(s);
+  }
+  await until('two unread streams hold spools', () => (spoolFiles().length >= 2 ? true : undefined), 30_000);
+  cluster.kill(a, 'SIGTERM');
+  t.equal(await cluster.exited(a), 0, 'the member stopped');
+  t.same(spoolFiles(), [], 'and left no spool behind');
 });
