@@ -36,7 +36,7 @@ import { RaftLogStore, type RaftLogStoreStats, type WriteObserver } from '../sto
 import { MvccBackend } from '../storage/mvcc-backend.js';
 import { StorageError } from '../storage/errors.js';
 import { writeFileDurablySync } from '../storage/durable-file.js';
-import { RESTORED_MARKER } from './snapshot-restore.js';
+import { RESTORED_MARKER, RESTORING_MARKER } from './snapshot-restore.js';
 import {
   AutoCompactor,
   DEFAULT_AUTO_COMPACTION,
@@ -476,6 +476,9 @@ export class ManagerNode {
     const peerKey = derivePeerKey(secret);
     const clusterId = parseInt(tokenDigest(secret).slice(0, 12), 16);
 
+    if (existsSync(join(opts.dataDir, RESTORING_MARKER))) {
+      throw new NodeError('DATA_DIR_DAMAGED', `${opts.dataDir} holds a snapshot restore that was cut short: run \`picloud-node snapshot restore FILE --data-dir ${opts.dataDir}\` again (it starts over), then start with --bootstrap`);
+    }
     // With an identity both stores were written before: a missing one is damage, not a first start.
     const mustExist = identity !== undefined;
     // A write cut short by a power cut, never acknowledged: LevelDB drops it, the log says so.

@@ -5,7 +5,7 @@
  * (etcd's restore semantics: the old membership is not carried over).
  */
 import { ensurePrivateDir } from '../storage/private-dir.js';
-import { createReadStream, existsSync, readdirSync } from 'node:fs';
+import { createReadStream, existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { MvccBackend } from '../storage/mvcc-backend.js';
 import { writeFileDurablySync } from '../storage/durable-file.js';
@@ -17,12 +17,24 @@ import { readSnapshotFile } from '../net/etcd/snapshot-file.js';
  * founded on it has its identity.
  */
 export const RESTORED_MARKER = 'restored-snapshot';
+/**
+ * Written before a restore writes anything else, removed once RESTORED_MARKER is: a data dir
+ * holding it is a restore cut short, which the agent refuses (its store could look like an
+ * interrupted first bootstrap, and found an empty cluster) and a new restore starts over.
+ */
+export const RESTORING_MARKER = 'restoring-snapshot';
 
 export class RestoreError extends Error {
   readonly code = 'RESTORE_REFUSED';
 }
 
 export async function restoreSnapshotFile(file: string, dataDir: string): Promise<{ revision: number; appliedIndex: number; keys: number }> {
+  const restoring = join(dataDir, RESTORING_MARKER);
+  if (existsSync(restoring) && !existsSync(join(dataDir, 'identity.json'))) {
+    // A restore cut short: what it wrote is removed and the restore done again.
+    rmSync(join(dataDir, 'kv'), { recursive: true, force: true });
+    rmSync(restoring, { force: true });
+  }
   if (existsSync(join(dataDir, 'identity.json')) || existsSync(join(dataDir, 'kv'))) {
     throw new RestoreError(`${dataDir} already holds a member's data; restore into a new directory`);
   }
@@ -30,12 +42,14 @@ export async function restoreSnapshotFile(file: string, dataDir: string): Promis
   if (existsSync(dataDir) && readdirSync(dataDir).length > 0) throw new RestoreError(`${dataDir} is not empty; restore into a new directory`);
   const { dataBytes } = await readSnapshotFile(file);
   ensurePrivateDir(dataDir); // the restored users and key space are no one else's to read
+  writeFileDurablySync(restoring, `${JSON.stringify({ file })}\n`, 0o600);
   const backend = await MvccBackend.open(join(dataDir, 'kv'));
   try {
     const image = dataBytes > 0 ? createReadStream(file, { start: 0, end: dataBytes - 1 }) : [];
     await backend.store.restore(image as AsyncIterable<Uint8Array>);
     await backend.persist({ sync: true });
     writeFileDurablySync(join(dataDir, RESTORED_MARKER), `${JSON.stringify({ file, revision: backend.store.revision })}\n`, 0o600);
+    rmSync(restoring);
     return { revision: backend.store.revision, appliedIndex: backend.store.appliedIndex, keys: backend.store.keyCount };
   } finally {
     await backend.close();

@@ -15,7 +15,7 @@
  * An untouched copy starts and serves the data, so the copying is not what is refused.
  */
 import t from 'tap';
-import { cpSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeSync, closeSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeSync, closeSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
@@ -128,6 +128,24 @@ t.test('damaged or foreign data dirs are refused, naming what is wrong', { skip:
   t.equal(intoBusy.status, 1, 'restore into a directory that is not empty: refused');
   t.match(intoBusy.stderr, /busy is not empty; restore into a new directory/);
   t.same(readdirSync(busy), ['notes.txt'], 'and nothing is added to it');
+
+  // A restore cut short (the command killed before it finished): the agent refuses the dir
+  // (its store would pass for an interrupted first bootstrap and found an empty cluster); the
+  // restore run again starts over.
+  const cut = join(cluster.root, 'cut');
+  const restore = (): ReturnType<typeof spawnSync> => spawnSync(process.execPath, [CLI, 'snapshot', 'restore', snap, '--data-dir', cut], { encoding: 'utf8', timeout: 30_000 });
+  t.equal(restore().status, 0, 'a restore to cut short');
+  rmSync(join(cut, 'restored-snapshot'));
+  writeFileSync(join(cut, 'restoring-snapshot'), '{}\n');
+  const cutAgent = await cluster.add('m1');
+  cutAgent.dataDir = cut;
+  cluster.start(cutAgent, true);
+  t.equal(await cluster.exited(cutAgent), 1, 'a restore cut short, given --bootstrap: refused');
+  t.match(cutAgent.log.join(''), /holds a snapshot restore that was cut short: run `picloud-node snapshot restore FILE --data-dir .*cut` again \(it starts over\)/);
+  t.notOk(existsSync(join(cut, 'raft')), 'and nothing added to it');
+  const redo = restore();
+  t.equal(redo.status, 0, `the restore run again: ${String(redo.stderr)}`);
+  t.ok(existsSync(join(cut, 'restored-snapshot')) && !existsSync(join(cut, 'restoring-snapshot')), 'finished this time');
 
   // The control: an untouched copy starts and holds every key.
   const intact = await cluster.add('m1');
