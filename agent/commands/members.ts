@@ -5,6 +5,7 @@
  * keyring command shares.
  */
 import { parseArgs } from 'node:util';
+import { request } from 'undici';
 
 export const DEFAULT_AGENT_HTTP = '127.0.0.1:7480';
 
@@ -29,18 +30,32 @@ export function agentBaseUrl(http: string | undefined): string {
   return `http://${m[1]}:${m[2]}`;
 }
 
-/** Fetch with an agent-oriented error message on connection failure. */
-export async function agentFetch(base: string, path: string, init?: RequestInit): Promise<Response> {
+/** The agent's reply: its status and body (read as text, or as a stream of chunks). */
+export interface AgentResponse {
+  status: number;
+  ok: boolean;
+  body: AsyncIterable<Uint8Array>;
+  text(): Promise<string>;
+}
+
+/**
+ * A request to the agent, with an agent-oriented error message on connection failure. undici's
+ * request, not fetch: fetch refuses the ports browsers block (6000, 6665-6669, 10080, ...), which
+ * are fine --http-port values.
+ */
+export async function agentFetch(base: string, path: string, init: { method?: string; headers?: Record<string, string>; body?: string; signal?: AbortSignal } = {}): Promise<AgentResponse> {
   try {
-    return await fetch(base + path, init);
+    const res = await request(base + path, { method: (init.method ?? 'GET') as 'GET', headers: init.headers, body: init.body, signal: init.signal });
+    return { status: res.statusCode, ok: res.statusCode >= 200 && res.statusCode < 300, body: res.body, text: () => res.body.text() };
   } catch (err) {
-    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-    throw new Error(`cannot reach the agent at ${base.replace('http://', '')}: ${cause?.code ?? cause?.message ?? (err as Error).message}`);
+    if (init.signal?.aborted) throw err;
+    const e = err as { code?: string; message?: string };
+    throw new Error(`cannot reach the agent at ${base.replace('http://', '')}: ${e.code ?? e.message}`);
   }
 }
 
 /** Reads a JSON reply; non-2xx replies become an Error carrying the agent's message. */
-export async function agentJson<T>(res: Response): Promise<T> {
+export async function agentJson<T>(res: AgentResponse): Promise<T> {
   const text = await res.text();
   let body: unknown;
   try {
@@ -93,13 +108,13 @@ async function watch(base: string, json: boolean, io: CommandIo): Promise<number
   process.once('SIGTERM', onSig);
   try {
     const res = await agentFetch(base, '/v1/agent/members?watch=1', { signal: ac.signal });
-    if (!res.ok || !res.body) {
+    if (!res.ok) {
       await agentJson(res);
       return 1;
     }
     const decoder = new TextDecoder();
     let buf = '';
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    for await (const chunk of res.body) {
       buf += decoder.decode(chunk, { stream: true });
       let nl: number;
       while ((nl = buf.indexOf('\n')) >= 0) {

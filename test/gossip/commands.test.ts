@@ -378,3 +378,27 @@ t.test("the keyring authority a start was given is kept for restarts without a t
   t.equal((await repaired.keyring.install(generateKey())).ok, 1, 'a start given the signing authority rewrites it, and may change the keyring');
   await repaired.stop();
 });
+
+t.test('members and keyring reach an agent on a port fetch would refuse (6665: browsers block it)', async (t) => {
+  const blocked = 6665;
+  const server = createServer((req, res) => {
+    res.setHeader('content-type', 'application/json');
+    if (req.url === '/v1/agent/members') res.end(JSON.stringify([{ name: 'solo', address: '127.0.0.1', port: 7946, role: 'worker', state: 'alive', incarnation: 1, meta: {} }]));
+    else res.end(JSON.stringify({ ok: 1, members: 1, keys: [], errors: [] }));
+  });
+  const listening = await new Promise<boolean>((resolve) => {
+    server.once('error', () => resolve(false));
+    server.listen(blocked, '127.0.0.1', () => resolve(true));
+  });
+  if (!listening) {
+    t.comment(`port ${blocked} is taken on this machine: not checked`);
+    return;
+  }
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const out: string[] = [];
+  const err: string[] = [];
+  const io = { out: (l: string) => void out.push(l), err: (l: string) => void err.push(l) };
+  t.equal(await membersCommand(['--http', `127.0.0.1:${blocked}`], io), 0, `members: exit 0 (${err.join(' ')})`);
+  t.match(out.join('\n'), /solo/, 'the member listed');
+  t.equal(await keyringCommand(['list', '--http', `127.0.0.1:${blocked}`], io), 0, `keyring list: exit 0 (${err.join(' ')})`);
+});
