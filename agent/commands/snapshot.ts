@@ -7,13 +7,15 @@
  * picloud-node snapshot restore FILE --data-dir DIR         (the restored data founds a new cluster)
  */
 import * as grpc from '@grpc/grpc-js';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, existsSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { rename, rm } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { etcdPackageDefinition } from '../../core/net/etcd/grpc-definitions.js';
 import { readSnapshotFile } from '../../core/net/etcd/snapshot-file.js';
 import { restoreSnapshotFile } from '../../core/api/snapshot-restore.js';
 import { ConfigError, readFlagFile } from '../config.js';
+import { parseHostPort } from '../../core/net/address.js';
 
 interface Credentials {
   name: string;
@@ -95,18 +97,26 @@ function endpointOf(endpoints: string | undefined, tls: { cacert?: string; cert?
   const first = (endpoints ?? '127.0.0.1:2379').split(',')[0]!.trim();
   const m = /^(?:(https?):\/\/)?([^/]+)\/?$/.exec(first);
   if (!m) throw new ConfigError(`--endpoints: expected [http://|https://]HOST:PORT, got "${first}"`);
+  // The port checked here (1-65535, digits), and given when left out: etcd's 2379, not the scheme's 443.
+  let hostPort: string;
+  try {
+    const hp = parseHostPort(m[2]!, 2379);
+    hostPort = hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
+  } catch (e) {
+    throw new ConfigError(`--endpoints: ${(e as Error).message}`);
+  }
   if ((tls.cert === undefined) !== (tls.key === undefined)) throw new ConfigError('--cert and --key go together');
   const read = (flag: string, path: string | undefined): Buffer | undefined => (path === undefined ? undefined : readFlagFile(flag, path));
   const ca = read('cacert', tls.cacert);
   const cert = read('cert', tls.cert);
   const key = read('key', tls.key);
   const secure = m[1] === 'https' || (m[1] === undefined && (ca !== undefined || cert !== undefined));
-  if (!secure) return { hostPort: m[2]!, credentials: grpc.credentials.createInsecure() };
+  if (!secure) return { hostPort, credentials: grpc.credentials.createInsecure() };
   // grpc-js names an IP address as the TLS server name, which Node warns about (DEP0123) on a
   // command's output; the certificate is still checked against the address.
   process.noDeprecation = true;
   try {
-    return { hostPort: m[2]!, credentials: grpc.credentials.createSsl(ca ?? null, key ?? null, cert ?? null) };
+    return { hostPort, credentials: grpc.credentials.createSsl(ca ?? null, key ?? null, cert ?? null) };
   } catch (e) {
     throw new ConfigError(`--cacert/--cert/--key: ${(e as Error).message}`);
   }
@@ -125,6 +135,13 @@ function credentials(user: string | undefined, password: string | undefined): Cr
   const pw = colon >= 0 ? user.slice(colon + 1) : password;
   if (pw === undefined) throw new ConfigError('--user NAME needs a password: --user NAME:PASSWORD or --password PASSWORD');
   return { name, password: pw };
+}
+
+/** The file `snapshot save` will write: not a directory, in a directory that exists. */
+function checkSaveTarget(file: string): void {
+  if (existsSync(file) && statSync(file).isDirectory()) throw new ConfigError(`${file} is a directory: give the snapshot file's name`);
+  const dir = dirname(resolve(file));
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new ConfigError(`${dir} is not a directory: cannot save ${file} there`);
 }
 
 export async function run(argv: string[]): Promise<number> {
@@ -151,8 +168,13 @@ export async function run(argv: string[]): Promise<number> {
   if ((verb !== 'save' && verb !== 'restore') || !file || parsed.positionals.length !== 2) {
     throw new ConfigError('usage: picloud-node snapshot save FILE [--endpoints [https://]HOST:PORT] [--user NAME[:PASSWORD]] [--password P] [--cacert FILE] [--cert FILE --key FILE] | snapshot restore FILE --data-dir DIR');
   }
+  const given = Object.keys(parsed.values);
+  const meaningless = given.filter((f) => (verb === 'save' ? f === 'data-dir' : f !== 'data-dir'));
+  if (meaningless.length > 0) throw new ConfigError(`snapshot ${verb} does not take --${meaningless.join(', --')}`);
   if (verb === 'save') {
     const { cacert, cert, key } = parsed.values;
+    // Before the snapshot is streamed: a directory (or a path under a missing one) fails only at the rename.
+    checkSaveTarget(file);
     const endpoint = endpointOf(parsed.values.endpoints, { cacert, cert, key });
     await save(file, endpoint, credentials(parsed.values.user, parsed.values.password));
     return 0;

@@ -34,8 +34,8 @@ t.test('snapshots with auth enabled', { skip: hasEtcdctl() ? false : 'etcdctl no
   t.match(anonymous.stderr, /etcdserver: user name is empty/);
   t.notMatch(anonymous.stderr, /\n\s+at /, 'a message, no stack trace');
   const noDir = cli(['snapshot', 'save', join(source.root, 'missing', 'x.db'), '--endpoints', ep, '--user', 'root:rootpw']);
-  t.equal(noDir.status, 1, 'saving into a directory that does not exist fails (it crashed on an unhandled error)');
-  t.match(noDir.stderr, /^picloud-node snapshot: cannot write .*missing\/x\.db\.part: ENOENT/);
+  t.equal(noDir.status, 2, 'saving into a directory that does not exist is refused before the snapshot is taken (it once crashed on an unhandled error)');
+  t.match(noDir.stderr, /^picloud-node snapshot: .*missing is not a directory: cannot save .*missing\/x\.db there/);
   t.notMatch(noDir.stderr, /\n\s+at /, 'a message, no stack trace');
   const asBob = cli(['snapshot', 'save', file, '--endpoints', ep, '--user', 'bob', '--password', 'bobpw']);
   t.equal(asBob.status, 1, 'a user without the root role may not take a snapshot');
