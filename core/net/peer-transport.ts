@@ -242,6 +242,8 @@ class PeerSender {
   private channel: SecureChannel | undefined;
   private socket: Socket | undefined;
   private attempt = 0;
+  /** When the current connection was authenticated. */
+  private openedAt = 0;
   private timer: NodeJS.Timeout | undefined;
   private flushScheduled = false;
   private waitingDrain = false;
@@ -409,7 +411,10 @@ class PeerSender {
           this.state = 'open';
           this.unansweredSince = undefined;
           this.receiverReportsProgress = false;
-          this.attempt = 0;
+          // The backoff starts over once the connection has lasted (onDisconnect), not at the
+          // handshake: a peer that authenticates and then closes (a batch it cannot decode, a
+          // newer build mid-upgrade) was otherwise redialled ~40 times a second for good.
+          this.openedAt = performance.now();
           this.reportedUnreachable = false;
           this.stats.connects++;
           channel.start({
@@ -440,6 +445,8 @@ class PeerSender {
   private onDisconnect(err: Error): void {
     if (this.state === 'closed' || this.state === 'backoff') return;
     if (this.state === 'connecting') this.stats.connectFailures++;
+    const L = this.t.limits;
+    if (this.state === 'open' && performance.now() - this.openedAt >= L.reconnectMaxMs) this.attempt = 0;
     this.t.onReject?.(`peer ${this.id} at ${this.addrText}: ${err.message}`, err);
     this.channel = undefined;
     this.socket?.destroy();
@@ -448,7 +455,6 @@ class PeerSender {
     this.dropQueue(true);
     this.reportUnreachable();
     this.state = 'backoff';
-    const L = this.t.limits;
     const delay = backoffDelayMs(this.attempt++, this.t.random, L.reconnectBaseMs, L.reconnectMaxMs);
     this.timer = setTimeout(() => {
       if (this.state !== 'backoff') return;

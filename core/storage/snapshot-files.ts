@@ -77,6 +77,9 @@ export class SnapshotFiles {
     const spool = this.path(this.spoolName(fileName));
     let fh: FileHandle | undefined;
     try {
+      // One snapshot is received at a time (Raft drops the one in progress for a newer one):
+      // the spools of abandoned ones would otherwise stay until the next start.
+      if (offset === 0) await this.removeSpoolsExcept(this.spoolName(fileName));
       fh = await open(spool, offset === 0 ? 'w' : 'r+');
       let done = 0;
       while (done < data.length) {
@@ -87,6 +90,12 @@ export class SnapshotFiles {
       throw new StorageError('ERR_SNAPSHOT_FILE', `spooling snapshot ${fileName} at ${offset}: ${(err as Error).message}`, { cause: err });
     } finally {
       await fh?.close();
+    }
+  }
+
+  private async removeSpoolsExcept(keep: string): Promise<void> {
+    for (const name of await readdir(this.dir)) {
+      if (name !== keep && name.endsWith(SPOOL_SUFFIX)) await rm(this.path(name), { force: true });
     }
   }
 

@@ -16,7 +16,7 @@ import {
   backoffDelayMs,
   type PeerTransportLimits,
 } from '../../core/net/peer-transport.js';
-import { Purpose, clientHandshake } from '../../core/net/handshake.js';
+import { Purpose, clientHandshake, serverHandshake } from '../../core/net/handshake.js';
 import { DUPLICATE_LIVE_WINDOW_MS, DUPLICATE_NOTICE_PREFIX, decodeDuplicateNotice, encodeDuplicateNotice, judgeDuplicate, type DuplicateNotice, type PeerInstance } from '../../core/net/duplicate-member.js';
 import { encodeMessageBatch } from '../../core/net/raft-codec.js';
 import { encodeFrame } from '../../core/net/frame.js';
@@ -1064,4 +1064,24 @@ t.test('frames still arriving share one budget over the inbound connections: pas
   huge.socket.write(huge.frame);
   await waitFor(() => huge.socket.destroyed, 'a frame larger than the budget refused');
   t.notOk(receiver.got.some((m) => m.from === 9));
+});
+
+t.test('a peer that authenticates and then closes at once is redialled with a growing backoff, not at the base delay for good', async (t) => {
+  // What a peer does to a batch it cannot decode (a newer build mid-upgrade), or when it is busy.
+  let handshakes = 0;
+  const server = createServer((s) => {
+    s.on('error', () => undefined);
+    serverHandshake(s, { peerKey: key, purposes: [Purpose.Raft], nodeId: 2 }).then(({ channel }) => {
+      handshakes++;
+      channel.start({ onFrame: () => undefined, onClose: () => undefined });
+      channel.close(new Error('refused after the handshake'));
+    }, () => undefined);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const a = await node(t, 1, { ...FAST, reconnectBaseMs: 10, reconnectMaxMs: 400 });
+  a.t.addPeer(2, `127.0.0.1:${(server.address() as { port: number }).port}`);
+  await new Promise((r) => setTimeout(r, 2_000));
+  // 10, 20, 40, ... 400 ms apart: about a dozen in 2 s (at the base delay it was hundreds).
+  t.ok(handshakes >= 3 && handshakes <= 20, `${handshakes} handshakes in 2 s`);
 });

@@ -222,7 +222,13 @@ t.test('a snapshot received chunk by chunk is spooled to a file and installed by
 
   s = await RaftLogStore.open(dir);
   t.same(await readdir(join(dir, 'snap')), [], 'a half-received spool is removed at open');
+  // A transfer of another snapshot abandoned half way (the leader changed): its spool goes as
+  // soon as the next transfer starts, not at the next open.
+  const older = { index: 15, term: 3, conf: metadata.conf };
+  await s.save({ entries: [], snapshotChunks: [{ metadata: older, offset: 0, data: data.subarray(0, 120_000) }] });
+  t.same(await readdir(join(dir, 'snap')), ['snap-0000000000000003-000000000000000f.snap.spool'], 'the abandoned transfer spooled');
   await s.save({ entries: [], snapshotChunks: [chunk(0, 150_000)] });
+  t.same(await readdir(join(dir, 'snap')), ['snap-0000000000000004-0000000000000014.snap.spool'], 'a new transfer removes the abandoned spool');
   await s.save({
     snapshotChunks: [chunk(150_000, data.length)],
     snapshot: { metadata, data: { external: true, sizeBytes: data.length } },
