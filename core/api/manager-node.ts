@@ -1101,6 +1101,8 @@ export class ManagerNode {
    */
   async transferLeadership(to: NodeId, timeoutMs = this.opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS): Promise<boolean> {
     if (this.lead === to) return true;
+    // Only a leader hands over (a follower drops the request): no wait for what cannot come.
+    if (!this.isLeader) return false;
     // Monotonic: a Pi's wall clock steps forward when NTP first syncs after boot.
     const deadline = performance.now() + timeoutMs;
     this.driver.transferLeadership(to);

@@ -202,7 +202,6 @@ export class Raft {
   // Sending
 
   protected send(m: Message): void {
-    // A forwarded TransferLeader names the transferee in `from`; everything else is ours.
     if (m.from === NONE) m.from = this.id;
     if (m.type === MessageType.Vote || m.type === MessageType.VoteResp || m.type === MessageType.PreVote || m.type === MessageType.PreVoteResp) {
       invariant(m.term !== 0, `${m.type} must carry a term`);
@@ -867,8 +866,9 @@ export class Raft {
         this.handleSnapshotChunk(m);
         return;
       case MessageType.TransferLeader:
-        if (this.lead === NONE) return;
-        this.forward(m);
+        // Not forwarded (etcd forwards it with the transferee in `from`): the peer transport
+        // takes a message only from the member it authenticated, so the leader would never see
+        // it. Only the leader transfers; the caller asked one that no longer is.
         return;
       case MessageType.TimeoutNow:
         // The leader asked us to take over: campaign at once, skipping pre-vote.

@@ -125,3 +125,16 @@ t.test('a commit-only append below what the follower has committed is still answ
     'answered with the commit index',
   );
 });
+
+t.test('a follower asked to transfer leadership sends nothing (the transport would refuse a TransferLeader naming the transferee as its sender)', async (t) => {
+  const sent: Message[] = [];
+  const { nodes, settle } = cluster(sent);
+  settle();
+  const follower = nodes.get(2)!;
+  t.equal(follower.status().role, Role.Follower);
+  sent.length = 0;
+  follower.transferLeadership(3);
+  settle();
+  t.same(sent.filter((m) => m.type === MessageType.TransferLeader), [], 'no TransferLeader sent');
+  t.equal(nodes.get(1)!.status().role, Role.Leader, '1 still leads');
+});
