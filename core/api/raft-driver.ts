@@ -386,6 +386,8 @@ export class RaftDriver {
           continue;
         }
         this.node.advance();
+        // A read waiting for entries this Ready applied: log.applied moved only now.
+        this.releaseReads();
       }
     } catch (e) {
       this.loopError = e as Error;

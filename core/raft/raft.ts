@@ -664,13 +664,15 @@ export class Raft {
 
   /** HOOK: leader's ReadIndex: record commit index, confirm leadership with a heartbeat round. */
   protected handleReadIndex(m: Message): void {
-    if (this.trk.voters.length === 1 && this.trk.isVoter(this.id)) {
-      this.respondToReadIndex(m, this.log.committed);
-      return;
-    }
-    // Until an entry of this term commits, our commit index may lag the true one (§6.4).
+    // Until an entry of this term commits, our commit index may lag the true one (§6.4). A
+    // single voter too: restarted, it knows only the commit index it last saved, which may
+    // be behind writes it acknowledged (a commit-only hard state is not saved on its own).
     if (!this.committedEntryInCurrentTerm()) {
       this.pendingReadIndexMessages.push(m);
+      return;
+    }
+    if (this.trk.voters.length === 1 && this.trk.isVoter(this.id)) {
+      this.respondToReadIndex(m, this.log.committed);
       return;
     }
     this.readOnly.addRequest(this.log.committed, m);
