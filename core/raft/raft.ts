@@ -145,7 +145,11 @@ export class Raft {
 
   /** Leader: index of the last conf change proposed; no new one until it is applied. */
   pendingConfIndex = 0;
+  /** Leader: payload bytes of the entries it appended that are not committed yet (bounded by maxUncommittedEntriesBytes). */
   uncommittedBytes = 0;
+  /** Leader: each append's last index and payload bytes, oldest first from uncommittedHead, until committed. */
+  private uncommittedAppends: Array<{ last: number; bytes: number }> = [];
+  private uncommittedHead = 0;
   /** Proposals were appended since the last broadcast. */
   private appendsPending = false;
   leadTransferee: NodeId = NONE;
@@ -353,6 +357,8 @@ export class Raft {
     }
     this.pendingConfIndex = 0;
     this.uncommittedBytes = 0;
+    this.uncommittedAppends = [];
+    this.uncommittedHead = 0;
     this.readOnly.reset();
     this.pendingReadIndexMessages = [];
   }
@@ -619,6 +625,7 @@ export class Raft {
       e.index = ++index;
     }
     this.log.append(ents);
+    if (bytes > 0) this.uncommittedAppends.push({ last: index, bytes });
     // Our own copy counts toward commit only once it is durable: see selfPersisted().
   }
 
@@ -649,12 +656,32 @@ export class Raft {
   protected onCommitAdvanced(before: number): void {
     // Entries of our term are committed: ReadIndex requests that waited for that may go.
     if (before < this.log.committed) {
-      this.uncommittedBytes = 0;
+      this.releaseCommittedBytes();
       if (this.pendingReadIndexMessages.length > 0 && this.committedEntryInCurrentTerm()) {
         const pending = this.pendingReadIndexMessages;
         this.pendingReadIndexMessages = [];
         for (const req of pending) this.handleReadIndex(req);
       }
+    }
+  }
+
+  /**
+   * Takes what committed off the uncommitted bytes, append by append (one committed in part stays
+   * counted until all of it is). Zeroing the count at any commit, as before, let the tail grow
+   * without bound while a quorum acknowledged a little at a time.
+   */
+  private releaseCommittedBytes(): void {
+    const q = this.uncommittedAppends;
+    while (this.uncommittedHead < q.length && q[this.uncommittedHead]!.last <= this.log.committed) {
+      this.uncommittedBytes -= q[this.uncommittedHead]!.bytes;
+      this.uncommittedHead++;
+    }
+    if (this.uncommittedHead === q.length) {
+      this.uncommittedAppends = [];
+      this.uncommittedHead = 0;
+    } else if (this.uncommittedHead > 1024 && this.uncommittedHead * 2 > q.length) {
+      this.uncommittedAppends = q.slice(this.uncommittedHead);
+      this.uncommittedHead = 0;
     }
   }
 

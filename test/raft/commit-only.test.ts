@@ -138,3 +138,44 @@ t.test('a follower asked to transfer leadership sends nothing (the transport wou
   t.same(sent.filter((m) => m.type === MessageType.TransferLeader), [], 'no TransferLeader sent');
   t.equal(nodes.get(1)!.status().role, Role.Leader, '1 still leads');
 });
+
+t.test('the uncommitted bytes a leader counts are what is really uncommitted, and stay under the limit while a quorum acknowledges a little at a time', async (t) => {
+  const LIMIT = 10_000;
+  const held: Message[] = [];
+  const { nodes, settle, down } = rawNodeCluster({
+    seed: 11,
+    storage: () => new MemoryStorage(),
+    config: () => ({ maxUncommittedEntriesBytes: LIMIT }),
+    // Node 2 is slow: it takes one held append per round.
+    route: (from, m) => !(from === 1 && m.to === 2 && m.type === MessageType.App && (held.push(m), true)),
+  });
+  down.add(3);
+  const leader = nodes.get(1)!;
+  const raft = leader.raft;
+  let accepted = 0;
+  let refused = 0;
+  let worst = 0;
+  for (let round = 0; round < 200; round++) {
+    for (let k = 0; k < 2; k++) {
+      try {
+        leader.propose(new Uint8Array(900));
+        accepted++;
+      } catch {
+        refused++;
+      }
+    }
+    settle();
+    const next = held.shift();
+    if (next) nodes.get(2)!.step(next);
+    settle();
+    let real = 0;
+    for (const e of raft.log.slice(raft.log.committed + 1, raft.log.lastIndex() + 1)) real += e.data.length;
+    worst = Math.max(worst, real);
+    if (real > raft.uncommittedBytes || raft.uncommittedBytes > LIMIT) {
+      t.fail(`round ${round}: ${real} bytes uncommitted, ${raft.uncommittedBytes} counted (limit ${LIMIT})`);
+      break;
+    }
+  }
+  t.ok(refused > 0 && accepted > 0, `proposals refused past the limit (${accepted} accepted, ${refused} refused)`);
+  t.ok(worst <= LIMIT, `at most ${worst} bytes ever uncommitted`);
+});
