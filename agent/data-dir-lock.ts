@@ -8,7 +8,7 @@
  * refresh while running (a lock by timestamps would write the SD card every few seconds and
  * keep a crashed agent's board down until it aged).
  */
-import { openSync, readFileSync, renameSync, rmSync, writeFileSync, closeSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 
 export const LOCK_FILE = 'agent.lock';
@@ -28,11 +28,12 @@ interface LockOwner {
   started: number | null;
 }
 
-/** A process's start time from /proc (field 22 of stat, after the command's parenthesised name). */
+/** A process's start time from /proc (field 22 of stat, after the command's parenthesised name); null for a zombie (it has exited). */
 function startTimeOf(pid: number): number | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (fields[0] === 'Z') return null;
     const started = Number(fields[19]);
     return Number.isSafeInteger(started) ? started : null;
   } catch {
@@ -46,7 +47,8 @@ function alive(owner: LockOwner): boolean {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false; // ESRCH: no such process
   }
-  // The pid is someone's: the same process only if it started when the lock says.
+  // The pid is someone's: the same process only if it started when the lock says (an exited
+  // agent not yet reaped by its parent has no start time here, so it is not taken for live).
   return owner.started === null || startTimeOf(owner.pid) === owner.started;
 }
 
