@@ -122,20 +122,21 @@ export class AgentStartError extends Error {
 
 export async function runAgent(given: AgentConfig): Promise<RunningAgent> {
   const log = logger.child({ node: given.name });
-  const wider = ensurePrivateDir(given.dataDir);
-  if (wider !== undefined) log.warn({ dataDir: given.dataDir, was: wider.toString(8) }, 'the data dir could be read by other accounts on this board: made it private (0700)');
+  // Before the data dir is made: a board with no address to advertise leaves nothing behind.
+  const config: AgentConfig = { ...given, advertiseAddr: resolveAdvertise(given, log) };
+  const wider = ensurePrivateDir(config.dataDir);
+  if (wider !== undefined) log.warn({ dataDir: config.dataDir, was: wider.toString(8) }, 'the data dir could be read by other accounts on this board: made it private (0700)');
   // Before anything in the data dir is read or written (TLS files, gossip state, the stores).
-  const unlock = lockDataDir(given.dataDir);
+  const unlock = lockDataDir(config.dataDir);
   try {
-    return await runLocked(given, log, unlock);
+    return await runLocked(config, log, unlock);
   } catch (e) {
     unlock();
     throw e;
   }
 }
 
-async function runLocked(given: AgentConfig, log: pino.Logger, unlock: () => void): Promise<RunningAgent> {
-  const config: AgentConfig = { ...given, advertiseAddr: resolveAdvertise(given, log) };
+async function runLocked(config: AgentConfig, log: pino.Logger, unlock: () => void): Promise<RunningAgent> {
   // Before the data dir is bootstrapped or the cluster joined.
   await checkPortsFree(config);
   for (const notice of config.notices) log.warn(notice);

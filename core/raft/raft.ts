@@ -91,6 +91,8 @@ export const DEFAULT_RAFT_CONFIG = {
 
 /** Heartbeat responses without an acknowledged snapshot chunk before the chunk is resent. */
 export const SNAPSHOT_RESEND_HEARTBEATS = 3;
+/** Most heartbeats counted as on their way to a follower receiving a snapshot (its queue's worth on a slow link). */
+const HEARTBEATS_UNANSWERED_MAX = 256;
 
 /**
  * How far above this node's term a message may take it; a message further ahead is dropped
@@ -294,6 +296,7 @@ export class Raft {
       if (!(data instanceof Uint8Array)) m.snapshot.bytesToAttach = end - offset;
       this.send(m);
       transfer.sentBytes = end;
+      transfer.answersBeforeLastChunk = transfer.heartbeatsUnanswered;
       if (end >= total || end - transfer.ackedBytes >= windowBytes) return;
     }
   }
@@ -318,6 +321,8 @@ export class Raft {
     const m = emptyMessage(MessageType.Heartbeat, this.id, to, 0);
     m.commit = Math.min(pr.match, this.log.committed);
     m.context = ctx;
+    // Bounded: heartbeats lost without an Unreachable report would otherwise put off resends for good.
+    if (pr.state === ProgressState.Snapshot && pr.transfer) pr.transfer.heartbeatsUnanswered = Math.min(pr.transfer.heartbeatsUnanswered + 1, HEARTBEATS_UNANSWERED_MAX);
     this.send(m);
   }
 
@@ -582,6 +587,11 @@ export class Raft {
       case MessageType.Unreachable:
         // Optimistic replication assumed delivery; fall back to probing.
         if (pr.state === ProgressState.Replicate) pr.becomeProbe();
+        // The connection dropped what it held: no answer is coming to the heartbeats in it.
+        if (pr.transfer) {
+          pr.transfer.heartbeatsUnanswered = 0;
+          pr.transfer.answersBeforeLastChunk = 0;
+        }
         break;
       default:
         break;
@@ -772,12 +782,16 @@ export class Raft {
     if (pr.state === ProgressState.Replicate && pr.inflights.full()) pr.inflights.freeFirstOne();
     if (pr.state === ProgressState.Snapshot && pr.transfer) {
       // A chunk may have been lost (a broken connection): resend from the last acknowledged
-      // byte, but only once the transfer has stalled; a chunk still on its way (1 MiB on a
-      // slow link) would otherwise be sent twice, and each copy's ack would send the next.
-      if (++pr.transfer.heartbeatsWithoutProgress >= SNAPSHOT_RESEND_HEARTBEATS) {
-        pr.transfer.heartbeatsWithoutProgress = 0;
-        pr.transfer.sentBytes = pr.transfer.ackedBytes;
-        this.sendSnapshotChunks(m.from, pr.transfer);
+      // byte, but only once answers to heartbeats sent after the last chunk came without its
+      // acknowledgement; a chunk still on its way (1 MiB on a slow link) would otherwise be
+      // sent twice, and each copy's ack would send the next.
+      const transfer = pr.transfer;
+      if (transfer.heartbeatsUnanswered > 0) transfer.heartbeatsUnanswered--;
+      if (transfer.answersBeforeLastChunk > 0) transfer.answersBeforeLastChunk--;
+      else if (++transfer.heartbeatsWithoutProgress >= SNAPSHOT_RESEND_HEARTBEATS) {
+        transfer.heartbeatsWithoutProgress = 0;
+        transfer.sentBytes = transfer.ackedBytes;
+        this.sendSnapshotChunks(m.from, transfer);
       }
     } else if (pr.match < this.log.lastIndex()) {
       this.sendAppend(m.from);
@@ -797,15 +811,19 @@ export class Raft {
     if (m.logTerm !== meta.term || m.rejectHint !== meta.index) return; // another transfer's ack
     const transfer = pr.transfer;
     if (m.reject) {
-      // The follower lacks bytes before what we sent (a chunk was lost): go back to them.
-      transfer.ackedBytes = Math.min(m.index, transfer.ackedBytes);
-      transfer.sentBytes = transfer.ackedBytes;
+      // The follower lacks bytes before what we sent (a chunk was lost): go back to them, once.
+      const from = Math.min(m.index, transfer.ackedBytes);
+      if (from === transfer.rewoundTo) return;
+      transfer.ackedBytes = from;
+      transfer.sentBytes = from;
+      transfer.rewoundTo = from;
       this.sendSnapshotChunks(m.from, transfer);
       return;
     }
     // The ack of a duplicate chunk moves nothing: the chunks after it went out with the first.
     if (m.index <= transfer.ackedBytes) return;
     transfer.ackedBytes = m.index;
+    if (m.index > transfer.rewoundTo) transfer.rewoundTo = -1;
     transfer.heartbeatsWithoutProgress = 0;
     if (transfer.sentBytes < snapshotSizeBytes(transfer.snapshot.data)) this.sendSnapshotChunks(m.from, transfer);
   }
