@@ -602,14 +602,17 @@ export class Raft {
     if (m.entries.length === 0) throw new RaftError('PROPOSAL_DROPPED', 'empty proposal');
     if (!this.trk.progress.has(this.id)) throw new RaftError('PROPOSAL_DROPPED', 'leader was removed from the configuration');
     if (this.leadTransferee !== NONE) throw new RaftError('PROPOSAL_DROPPED', `leadership transfer to ${this.leadTransferee} in progress`);
-    for (const e of m.entries) {
+    let confIndex = 0;
+    for (const [i, e] of m.entries.entries()) {
       if (e.type !== EntryType.ConfChange) continue;
-      if (this.pendingConfIndex > this.log.applied) {
-        throw new RaftError('CONF_CHANGE_PENDING', `conf change at ${this.pendingConfIndex} not yet applied (applied ${this.log.applied})`);
+      if (this.pendingConfIndex > this.log.applied || confIndex > 0) {
+        throw new RaftError('CONF_CHANGE_PENDING', `conf change at ${confIndex || this.pendingConfIndex} not yet applied (applied ${this.log.applied})`);
       }
-      this.pendingConfIndex = this.log.lastIndex() + 1;
+      confIndex = this.log.lastIndex() + 1 + i;
     }
     this.appendEntries(m.entries.map((e) => ({ ...e })));
+    // Only once appended: a proposal refused (the uncommitted limit) leaves no conf change pending.
+    if (confIndex > 0) this.pendingConfIndex = confIndex;
     // Batching: proposals arriving before the next Ready travel in one AppendEntries.
     this.appendsPending = true;
   }

@@ -5,7 +5,7 @@
  * not sure of gets an ordinary append (test/raft/testdata/replication.txt: a lost ack).
  */
 import t from 'tap';
-import { MemoryStorage, Message, MessageType, Role, emptyMessage } from '../../core/raft/index.js';
+import { ConfChangeType, MemoryStorage, Message, MessageType, Role, emptyMessage } from '../../core/raft/index.js';
 import { rawNodeCluster } from './rawnode-cluster.js';
 
 function cluster(sent: Message[]) {
@@ -178,4 +178,21 @@ t.test('the uncommitted bytes a leader counts are what is really uncommitted, an
   }
   t.ok(refused > 0 && accepted > 0, `proposals refused past the limit (${accepted} accepted, ${refused} refused)`);
   t.ok(worst <= LIMIT, `at most ${worst} bytes ever uncommitted`);
+});
+
+t.test('a conf change refused by the uncommitted limit leaves none pending: the next one is taken', async (t) => {
+  const { nodes, settle, down } = rawNodeCluster({ seed: 11, storage: () => new MemoryStorage(), config: () => ({ maxUncommittedEntriesBytes: 1_000 }) });
+  const leader = nodes.get(1)!;
+  down.add(2);
+  down.add(3);
+  leader.propose(new Uint8Array(900)); // nothing commits: the leader alone
+  settle();
+  t.throws(() => leader.proposeConfChange({ type: ConfChangeType.UpdateNode, nodeId: 1, context: new Uint8Array(200) }), { code: 'PROPOSAL_DROPPED' }, 'refused: the uncommitted log is full');
+  down.clear();
+  for (let i = 0; i < 4; i++) {
+    leader.tick();
+    settle();
+  }
+  t.equal(leader.status().commit, leader.status().lastIndex, 'the 900 bytes committed');
+  t.doesNotThrow(() => leader.proposeConfChange({ type: ConfChangeType.UpdateNode, nodeId: 1 }), 'a conf change is taken now (none was left pending by the refused one)');
 });
