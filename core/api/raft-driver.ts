@@ -456,6 +456,9 @@ export class RaftDriver {
     const early = rd.snapshot ? 0 : durablePrefix(rd.committedEntries, rd.entries);
     for (let i = 0; i < early; i++) this.applyEntry(rd.committedEntries[i]!);
     if (saving) await saving;
+    // Stopped during the save (another process is this member, or a fatal error): nothing more
+    // leaves this node, votes least of all.
+    if (this.stopped) return;
     if (rd.messages.length > 0) this.send(rd.messages);
     if (rd.snapshot) await this.sm.restore(rd.snapshot);
     for (let i = early; i < rd.committedEntries.length; i++) this.applyEntry(rd.committedEntries[i]!);

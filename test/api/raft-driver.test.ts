@@ -5,7 +5,7 @@
  */
 import t, { type Test } from 'tap';
 import { MemoryPersistence, RaftDriver, RaftDriverError, SnapshotRefusedError, durablePrefix, type RaftPersistence, type RaftTransport } from '../../core/api/raft-driver.js';
-import { ConfChangeType, Entry, MemoryStorage, Message, MessageType, Role, Snapshot, bootstrap } from '../../core/raft/index.js';
+import { ConfChangeType, Entry, MemoryStorage, Message, MessageType, Role, Snapshot, bootstrap, emptyMessage } from '../../core/raft/index.js';
 import { Prng } from '../../core/sim/prng.js';
 
 const enc = new TextEncoder();
@@ -627,4 +627,24 @@ t.test('a single voter restarted with a saved commit index behind its acknowledg
   while (d2.node.raft.role !== Role.Leader) await sleep(0);
   await d2.readBarrier();
   t.ok(applied >= acked, `the read saw every acknowledged write (applied ${applied}, acknowledged ${acked})`);
+});
+
+t.test('a driver stopped while a save is in flight sends nothing of that Ready afterwards (no vote or ack from a stopped member)', async (t) => {
+  const mem = new MemoryPersistence();
+  bootstrap(mem.storage, [1, 2]);
+  const sent: Message[] = [];
+  let releaseSave: () => void = () => undefined;
+  const held: RaftPersistence = { storage: mem.storage, save: async (b) => { await new Promise<void>((r) => (releaseSave = r)); return mem.save(b); } };
+  const d = new RaftDriver({ id: 2, storage: mem.storage, random: new Prng(5).fork(), electionTicks: 10, heartbeatTicks: 1 }, held, { send: (msgs: Message[]) => void sent.push(...msgs) }, { apply: () => undefined, restore: () => undefined }, { tickMs: 1_000, requestTimeoutMs: 5_000 });
+  d.start();
+  // A vote request from 1 at a higher term: the answer (a vote) must follow the saved term and vote.
+  const vote = emptyMessage(MessageType.Vote, 1, 2, 5);
+  vote.index = mem.storage.lastIndex();
+  vote.logTerm = mem.storage.term(vote.index);
+  d.step(vote);
+  await new Promise((r) => setTimeout(r, 50));
+  d.stop();
+  releaseSave();
+  await new Promise((r) => setTimeout(r, 50));
+  t.same(sent.filter((m) => m.type === MessageType.VoteResp), [], 'no vote left the stopped member');
 });
