@@ -435,7 +435,10 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     s3Port: port('s3-port', get('s3-port'), DEFAULT_PORTS.s3Port),
     dnsPort: port('dns-port', get('dns-port'), DEFAULT_PORTS.dnsPort),
   };
-  checkPortsDistinct(ports, role);
+  // The reserved ports only when given: their defaults (8080, 9000, 8600) are no one's yet, and
+  // configs using them for a listener that exists today (--http-port 8080) keep working.
+  const reserved = ['lb-port', 's3-port', 'dns-port'].filter((f) => get(f) === undefined);
+  checkPortsDistinct(ports, role, reserved);
   return {
     name,
     dataDir,
@@ -462,14 +465,14 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
 /**
  * Each listener the role opens has a port of its own: found here, before a data dir is made,
  * rather than as EADDRINUSE after bootstrapping it. A worker opens no client or peer port. The
- * load balancer, S3 and DNS ports are reserved for their subsystems (not built yet) and checked
- * too, so a config that works today does not break when they come.
+ * load balancer, S3 and DNS ports (subsystems not built yet) are checked when given.
  */
-function checkPortsDistinct(ports: Record<string, number>, role: Role): void {
+function checkPortsDistinct(ports: Record<string, number>, role: Role, skip: string[]): void {
   const byPort = new Map<number, string>();
   for (const [key, p] of Object.entries(ports)) {
     if (role === 'worker' && (key === 'clientPort' || key === 'peerPort')) continue;
     const flag = key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+    if (skip.includes(flag)) continue;
     const other = byPort.get(p);
     if (other !== undefined) throw new ConfigError(`--${other} and --${flag} are both ${p}: each listener needs a port of its own`);
     byPort.set(p, flag);

@@ -8,10 +8,12 @@
  * refresh while running (a lock by timestamps would write the SD card every few seconds and
  * keep a crashed agent's board down until it aged).
  */
-import { closeSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 
 export const LOCK_FILE = 'agent.lock';
+/** A takeover file this old that names no one was left by a start that died writing it. */
+const HALF_WRITTEN_MS = 10_000;
 
 /** Another agent holds the data dir, or its lock file could not be written. */
 export class DataDirLockError extends Error {
@@ -61,29 +63,64 @@ function readOwner(path: string): LockOwner | undefined {
   }
 }
 
+/** Creates `path` holding `text` unless it exists (false then). */
+function createExclusive(path: string, text: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(path, 'wx', 0o600);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw e;
+  }
+  try {
+    writeSync(fd, text);
+  } finally {
+    closeSync(fd);
+  }
+  return true;
+}
+
+function refuseIfHeld(dataDir: string, owner: LockOwner | undefined, how = ''): void {
+  if (owner !== undefined && alive(owner)) {
+    throw new DataDirLockError(`${dataDir} is in use by another picloud-node (pid ${owner.pid}${how ? `, ${how}` : ''}): one agent per data dir`);
+  }
+}
+
 /** Takes the data dir's lock for this process; refuses if a live agent holds it. Returns the release. */
 export function lockDataDir(dataDir: string): () => void {
   const path = join(dataDir, LOCK_FILE);
   const me: LockOwner = { pid: process.pid, started: startTimeOf(process.pid) };
   const text = JSON.stringify(me) + '\n';
+  let created: boolean;
   try {
-    const fd = openSync(path, 'wx', 0o600);
-    try {
-      writeSync(fd, text);
-    } finally {
-      closeSync(fd);
-    }
+    created = createExclusive(path, text);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new DataDirLockError(`cannot lock the data dir ${dataDir}: ${(e as Error).message}`);
-    const owner = readOwner(path);
-    if (owner !== undefined && alive(owner)) {
-      throw new DataDirLockError(`${dataDir} is in use by another picloud-node (pid ${owner.pid}): one agent per data dir`);
+    throw new DataDirLockError(`cannot lock the data dir ${dataDir}: ${(e as Error).message}`);
+  }
+  if (!created) {
+    refuseIfHeld(dataDir, readOwner(path));
+    // Stale (its agent is gone). Takeovers go one at a time, behind a second lock taken the same
+    // way, and look at the owner again inside it: two starts that both found it stale would
+    // otherwise both replace it.
+    const takeover = `${path}.takeover`;
+    if (!createExclusive(takeover, text)) {
+      const taker = readOwner(takeover);
+      refuseIfHeld(dataDir, taker, 'starting at the same time');
+      // Unreadable: being written this instant, or left half-written by a start that died.
+      if (taker === undefined && Date.now() - statSync(takeover).mtimeMs < HALF_WRITTEN_MS) {
+        throw new DataDirLockError(`${dataDir} is being taken over by another picloud-node starting at the same time: one agent per data dir`);
+      }
+      rmSync(takeover, { force: true }); // left by a start that died taking over
+      if (!createExclusive(takeover, text)) throw new DataDirLockError(`${dataDir} is being taken over by another picloud-node starting at the same time: one agent per data dir`);
     }
-    // Stale (its agent is gone): replaced whole, never seen half-written.
-    writeFileSync(`${path}.${process.pid}`, text, { mode: 0o600 });
-    renameSync(`${path}.${process.pid}`, path);
-    // Two starts that found it stale at once: the later rename wins, the other sees it and yields.
-    if (readOwner(path)?.pid !== process.pid) throw new DataDirLockError(`${dataDir} is in use by another picloud-node starting at the same time: one agent per data dir`);
+    try {
+      refuseIfHeld(dataDir, readOwner(path));
+      // Replaced whole, never seen half-written.
+      writeFileSync(`${path}.${process.pid}`, text, { mode: 0o600 });
+      renameSync(`${path}.${process.pid}`, path);
+    } finally {
+      rmSync(takeover, { force: true });
+    }
   }
   return () => {
     if (readOwner(path)?.pid === process.pid) rmSync(path, { force: true });

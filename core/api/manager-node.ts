@@ -476,7 +476,8 @@ export class ManagerNode {
     const peerKey = derivePeerKey(secret);
     const clusterId = parseInt(tokenDigest(secret).slice(0, 12), 16);
 
-    if (existsSync(join(opts.dataDir, RESTORING_MARKER))) {
+    // A restore that wrote its "done" marker finished (the restoring one may still be there).
+    if (identity === undefined && existsSync(join(opts.dataDir, RESTORING_MARKER)) && !existsSync(join(opts.dataDir, RESTORED_MARKER))) {
       throw new NodeError('DATA_DIR_DAMAGED', `${opts.dataDir} holds a snapshot restore that was cut short: run \`picloud-node snapshot restore FILE --data-dir ${opts.dataDir}\` again (it starts over), then start with --bootstrap`);
     }
     // With an identity both stores were written before: a missing one is damage, not a first start.
@@ -530,6 +531,7 @@ export class ManagerNode {
       if (opts.board !== undefined) identity.board = opts.board;
       writeFileDurablySync(identityPath, JSON.stringify(identity) + '\n');
       rmSync(restoredMarker, { force: true });
+      rmSync(join(opts.dataDir, RESTORING_MARKER), { force: true });
     } else if (existsSync(joinMembersPath)) {
       joinedMembers = readJsonFile(joinMembersPath, (v): v is JoinMember[] => Array.isArray(v));
     }

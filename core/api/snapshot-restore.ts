@@ -8,7 +8,7 @@ import { ensurePrivateDir } from '../storage/private-dir.js';
 import { createReadStream, existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { MvccBackend } from '../storage/mvcc-backend.js';
-import { writeFileDurablySync } from '../storage/durable-file.js';
+import { fsyncDirSync, writeFileDurablySync } from '../storage/durable-file.js';
 import { readSnapshotFile } from '../net/etcd/snapshot-file.js';
 
 /**
@@ -31,8 +31,9 @@ export class RestoreError extends Error {
 export async function restoreSnapshotFile(file: string, dataDir: string): Promise<{ revision: number; appliedIndex: number; keys: number }> {
   const restoring = join(dataDir, RESTORING_MARKER);
   if (existsSync(restoring) && !existsSync(join(dataDir, 'identity.json'))) {
-    // A restore cut short: what it wrote is removed and the restore done again.
+    // A restore cut short (or finished but for removing this marker): done again from the start.
     rmSync(join(dataDir, 'kv'), { recursive: true, force: true });
+    rmSync(join(dataDir, RESTORED_MARKER), { force: true });
     rmSync(restoring, { force: true });
   }
   if (existsSync(join(dataDir, 'identity.json')) || existsSync(join(dataDir, 'kv'))) {
@@ -50,6 +51,7 @@ export async function restoreSnapshotFile(file: string, dataDir: string): Promis
     await backend.persist({ sync: true });
     writeFileDurablySync(join(dataDir, RESTORED_MARKER), `${JSON.stringify({ file, revision: backend.store.revision })}\n`, 0o600);
     rmSync(restoring);
+    fsyncDirSync(dataDir);
     return { revision: backend.store.revision, appliedIndex: backend.store.appliedIndex, keys: backend.store.keyCount };
   } finally {
     await backend.close();

@@ -7,10 +7,15 @@
  * never acknowledged: dropping it is what recovery should do, and refusing to start (level-open.ts
  * refuses any skipped data) would leave a board down after a pulled plug. Damage anywhere else (a
  * synced record that rotted) must still be refused. Only the newest log can hold a write in
- * progress, nothing LevelDB could read may follow a torn record, and the file ends in zeros. So a
- * problem is a torn tail when it is in the newest log, no record after it passes its checksum,
- * and the file ends in at least TORN_ZEROS zero bytes (as etcd's WAL repair asks of a torn last
- * entry that it hold a zeroed sector). A last record whose bytes changed otherwise is refused.
+ * progress, nothing LevelDB could read may follow a torn record (not even in the rest of a
+ * block it skips unread), and the file ends in zeros from where a write stopped reaching the
+ * disk: a sector boundary (SECTOR_BYTES) inside the record, or the end of its header. So a
+ * problem is a torn tail when it is in the newest log, nothing readable follows it, and the file
+ * ends in such zeros (etcd's WAL repair likewise asks a torn last entry for a zeroed sector). A
+ * last record whose bytes changed otherwise is refused. (The applied-state store writes unsynced,
+ * so a power cut can tear an older log of it too, between LevelDB's switch to a new log and the
+ * flush of the old one's data: refused, which is safe, since replaying the newer log past that
+ * gap would not be.)
  *
  * The reading follows LevelDB 1.20's log::Reader (classic-level's, db/log_reader.cc) exactly:
  * which problems it reports, and where it resumes after each.
@@ -30,18 +35,19 @@ const enum RecordType {
 }
 const CRC_MASK_DELTA = 0xa282ead8;
 /**
- * Zero bytes a torn log ends in at least: what the file system gave it for pages that never came.
- * (A last batch whose value ends in as many zeros passes too: damage inside that one record is then dropped.)
+ * Writes reach the disk in whole sectors: the zeros a torn log ends in start at a sector boundary
+ * (or where the torn record's payload starts). A last batch whose bytes end in zeros from such a
+ * boundary passes too: damage inside that one record is then dropped with it.
  */
-export const TORN_ZEROS = 16;
+export const SECTOR_BYTES = 512;
 
 /** One step of LevelDB's physical reader. */
 type Physical =
   | { kind: 'record'; type: number; offset: number; length: number }
   /** A record LevelDB reports and skips with the rest of its block (which ends at `blockEnd`). */
   | { kind: 'bad'; offset: number; blockEnd: number; reason: string }
-  /** A zero header: skipped with the rest of the block, silently (preallocated space). */
-  | { kind: 'zeros'; offset: number };
+  /** A zero header: skipped with the rest of the block (which ends at `blockEnd`), silently (preallocated space). */
+  | { kind: 'zeros'; offset: number; blockEnd: number };
 
 /** A torn last record of the newest log: what LevelDB will drop from it when it opens. */
 export interface TornTail {
@@ -79,7 +85,7 @@ function* physicalRecords(log: Buffer): Generator<Physical> {
         break;
       }
       if (type === RecordType.Zero && length === 0) {
-        yield { kind: 'zeros', offset: p };
+        yield { kind: 'zeros', offset: p, blockEnd: end };
         break;
       }
       if (!checksumOk(log, p, length)) {
@@ -119,7 +125,7 @@ export function judgeLogTail(log: Buffer): LogTailVerdict {
   for (const r of physicalRecords(log)) {
     if (problem !== undefined) {
       // Anything readable after the first problem: data was lost from the middle, not the end.
-      if (r.kind === 'record' || (r.kind === 'bad' && validRecordWithin(log, r.offset, r.blockEnd))) {
+      if (r.kind === 'record' || validRecordWithin(log, r.offset, r.blockEnd)) {
         return { kind: 'damaged', reason: `${problem.reason} at byte ${problem.offset}, with records after it` };
       }
       continue;
@@ -127,6 +133,10 @@ export function judgeLogTail(log: Buffer): LogTailVerdict {
     if (r.kind === 'zeros') {
       if (fragmentStart >= 0) problem = { offset: fragmentStart, reason: 'error in middle of record' };
       fragmentStart = -1;
+      // The rest of the block is skipped unread (silently, or as the problem): a record in it is data.
+      if (validRecordWithin(log, r.offset, r.blockEnd)) {
+        return { kind: 'damaged', reason: `a zeroed record header at byte ${r.offset}, with records after it` };
+      }
     } else if (r.kind === 'bad') {
       problem = { offset: fragmentStart >= 0 ? fragmentStart : r.offset, reason: r.reason };
       fragmentStart = -1;
@@ -144,16 +154,20 @@ export function judgeLogTail(log: Buffer): LogTailVerdict {
     }
   }
   if (problem === undefined) return { kind: 'clean' };
-  if (!endsInZeros(log, TORN_ZEROS)) {
+  if (!endsInTornZeros(log, problem.offset)) {
     return { kind: 'damaged', reason: `${problem.reason} at byte ${problem.offset} in the last record, and the file does not end in zeros as a torn write leaves it` };
   }
   return { kind: 'torn', ...problem };
 }
 
-function endsInZeros(log: Buffer, n: number): boolean {
-  if (log.length < n) return false;
-  for (let i = log.length - n; i < log.length; i++) if (log[i] !== 0) return false;
-  return true;
+/** Whether the file ends in zeros from a sector boundary after `recordStart`, or from the end of that record's header. */
+function endsInTornZeros(log: Buffer, recordStart: number): boolean {
+  let zerosFrom = log.length;
+  while (zerosFrom > recordStart && log[zerosFrom - 1] === 0) zerosFrom--;
+  if (zerosFrom === log.length) return false;
+  if (zerosFrom <= recordStart + HEADER) return true;
+  const boundary = Math.ceil(zerosFrom / SECTOR_BYTES) * SECTOR_BYTES;
+  return boundary < log.length;
 }
 
 /** The newest write-ahead log of the LevelDB store in `dir`, if it has a torn tail. */

@@ -16,8 +16,10 @@ export const PRIVATE_DIR_MODE = 0o700;
  *
  * Refused, changing nothing: a path that is not a directory (a mistyped --data-dir naming a file
  * or /dev/null must not be chmod-ed), a directory of another account's (its owner could read or
- * replace the member's data whatever the mode), a shared one (sticky, as /tmp), and one open to
- * others that is neither empty nor a data dir already (--data-dir /etc would otherwise be made 0700).
+ * replace the member's data whatever the mode; root may use one, as before, unless it sits in a
+ * shared directory such as /tmp, where anyone could have made it first), a shared one (sticky),
+ * and one open to others that is neither empty nor a data dir already (--data-dir /etc would
+ * otherwise be made 0700; a fresh file system's lost+found does not count).
  */
 export function ensurePrivateDir(dir: string): number | undefined {
   try {
@@ -33,7 +35,7 @@ export function ensurePrivateDir(dir: string): number | undefined {
   if (sticky && (mode & ~PRIVATE_DIR_MODE) !== 0) {
     throw new StorageError('ERR_INVALID_ARGUMENT', `${dir} is a shared directory (mode ${(st.mode & 0o7777).toString(8)}): give picloud-node a directory of its own, e.g. ${dir.replace(/\/+$/, '')}/picloud`);
   }
-  if (self !== undefined && st.uid !== self) {
+  if (self !== undefined && st.uid !== self && (self !== 0 || inSharedDir(dir))) {
     throw new StorageError('ERR_INVALID_ARGUMENT', `${dir} belongs to another account (uid ${st.uid}, this process runs as uid ${self}), which could read or replace the member's data: give picloud-node a directory of its own`);
   }
   if ((mode & ~PRIVATE_DIR_MODE) === 0) return undefined;
@@ -47,8 +49,14 @@ export function ensurePrivateDir(dir: string): number | undefined {
 /** What a data dir holds once an agent has started in it (any one will do). */
 const DATA_DIR_ENTRIES = ['identity.json', 'token', 'raft', 'kv', 'gossip', 'agent.lock'];
 
+/** Whether `dir`'s parent is sticky and open to all (as /tmp): anyone may have made `dir`. */
+function inSharedDir(dir: string): boolean {
+  const parent = statSync(dirname(resolve(dir)));
+  return (parent.mode & 0o1000) !== 0 && (parent.mode & 0o002) !== 0;
+}
+
 function emptyOrDataDir(dir: string): boolean {
-  const entries = readdirSync(dir);
+  const entries = readdirSync(dir).filter((e) => e !== 'lost+found');
   return entries.length === 0 || entries.some((e) => DATA_DIR_ENTRIES.includes(e));
 }
 

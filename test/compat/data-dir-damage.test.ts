@@ -146,6 +146,15 @@ t.test('damaged or foreign data dirs are refused, naming what is wrong', { skip:
   const redo = restore();
   t.equal(redo.status, 0, `the restore run again: ${String(redo.stderr)}`);
   t.ok(existsSync(join(cut, 'restored-snapshot')) && !existsSync(join(cut, 'restoring-snapshot')), 'finished this time');
+  // Cut short after its "done" marker, before removing the "restoring" one: finished, and taken.
+  writeFileSync(join(cut, 'restoring-snapshot'), '{}\n');
+  const done = await cluster.add('m1');
+  done.dataDir = cut;
+  cluster.start(done, true);
+  await cluster.ready(done);
+  t.notOk(existsSync(join(cut, 'restoring-snapshot')), 'a finished restore with its restoring marker left: founds the cluster, the marker removed');
+  cluster.kill(done, 'SIGTERM');
+  t.equal(await cluster.exited(done), 0, 'stopped');
 
   // The control: an untouched copy starts and holds every key.
   const intact = await cluster.add('m1');

@@ -229,7 +229,7 @@ t.test('bad flags: a ConfigError that names the flag', async (t) => {
     [['--dev', '--snapshot-count', '0x10'], /--snapshot-count: expected an integer/],
     // The ports reserved for the load balancer, S3 and DNS are checked too.
     [['--dev', '--lb-port', String(DEFAULT_PORTS.clientPort)], /--client-port and --lb-port are both 2379/],
-    [['--dev', '--dns-port', '9000'], /--s3-port and --dns-port are both 9000/],
+    [['--dev', '--s3-port', '8600', '--dns-port', '8600'], /--s3-port and --dns-port are both 8600/],
     // Refused here, before the data dir is made.
     [['--name', 'w', '--data-dir', '/tmp/x', '--role', 'worker', '--bootstrap'], /a worker joins an existing cluster: use --join/],
   ];
@@ -242,6 +242,9 @@ t.test('bad flags: a ConfigError that names the flag', async (t) => {
     }
     t.ok(err instanceof ConfigError && message.test(err.message), `${argv.join(' ')} → ${(err as Error | undefined)?.message}`);
   }
+  // The reserved ports' defaults are no one's yet: a listener may use them.
+  t.equal(parseAgentArgs(['--dev', '--http-port', '8080']).httpPort, 8080, '--http-port 8080 (the load balancer\'s default) is taken');
+  t.equal(parseAgentArgs(['--dev', '--client-port', '9000']).clientPort, 9000, "--client-port 9000 (S3's default) is taken");
   // A worker opens no client or peer port: its http port may be what a manager's peer port is.
   const worker = parseAgentArgs(['--name', 'w', '--data-dir', '/tmp/x', '--role', 'worker', '--join', '127.0.0.1', '--token', WORKER_TOKEN, '--http-port', String(DEFAULT_PORTS.peerPort)]);
   t.equal(worker.httpPort, DEFAULT_PORTS.peerPort, "a worker's --http-port 2380 is taken");

@@ -4,7 +4,7 @@
  */
 import t, { type Test } from 'tap';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DataDirLockError, LOCK_FILE, lockDataDir } from '../../agent/data-dir-lock.js';
@@ -61,4 +61,28 @@ t.test('the refusal is a typed error (the CLI prints its message, exit 1)', asyn
   } catch (e) {
     t.ok(e instanceof DataDirLockError && e.code === 'DATA_DIR_LOCKED', (e as Error).message);
   }
+});
+
+t.test('takeovers of a stale lock go one at a time (a second lock, judged the same way)', async (t) => {
+  const dir = tempDir(t);
+  const path = join(dir, LOCK_FILE);
+  const takeover = `${path}.takeover`;
+  const stale = JSON.stringify({ pid: deadPid(), started: 1 });
+  // Another start is taking over right now: refused, the lock left to it.
+  writeFileSync(path, stale);
+  writeFileSync(takeover, JSON.stringify({ pid: process.ppid, started: null }));
+  t.throws(() => lockDataDir(dir), { name: 'DataDirLockError', message: /starting at the same time/ }, 'a live taker: refused');
+  writeFileSync(takeover, '{"pid"');
+  t.throws(() => lockDataDir(dir), { name: 'DataDirLockError', message: /being taken over/ }, 'a taker writing its file this instant: refused');
+  t.equal(readFileSync(path, 'utf8'), stale, 'the lock untouched');
+  // Left by takers that died: taken over.
+  utimesSync(takeover, new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
+  lockDataDir(dir)();
+  t.notOk(existsSync(takeover), 'a half-written one, old: removed');
+  writeFileSync(path, stale);
+  writeFileSync(takeover, JSON.stringify({ pid: deadPid(), started: 1 }));
+  const release = lockDataDir(dir);
+  t.equal((JSON.parse(readFileSync(path, 'utf8')) as { pid: number }).pid, process.pid, "a dead taker's: taken over");
+  t.notOk(existsSync(takeover), 'and its file removed');
+  release();
 });

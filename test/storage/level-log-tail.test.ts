@@ -18,7 +18,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { judgeLogTail, TORN_ZEROS, type TornTail } from '../../core/storage/level-log-tail.js';
+import { judgeLogTail, SECTOR_BYTES, type TornTail } from '../../core/storage/level-log-tail.js';
 import { openLevel } from '../../core/storage/level-open.js';
 import { StorageError } from '../../core/storage/errors.js';
 
@@ -80,8 +80,8 @@ t.test('LevelDB logs read as clean, and a torn last record as a torn tail that t
   const log = newestLog(dir);
   t.same(judgeLogTail(readFileSync(log)), { kind: 'clean' }, 'a whole log written by LevelDB is clean (the checksums agree)');
   const size = statSync(log).size;
-  // The last 300 bytes of the last record's value never reached the disk.
-  zeroRange(log, size - 300, size);
+  // The last sectors of the last record's value never reached the disk.
+  zeroRange(log, Math.ceil((size - 600) / SECTOR_BYTES) * SECTOR_BYTES, size);
   const { db, torn } = await reopen(dir);
   t.teardown(() => db.close());
   t.equal(torn.length, 1, 'the owner is told once');
@@ -137,6 +137,24 @@ t.test('damage is refused: a changed byte or length with records after it, a cha
     const verdict = judgeLogTail(readFileSync(log));
     t.equal(verdict.kind, 'damaged', `${how}: judged damage (${JSON.stringify(verdict)})`);
     t.match(await refusal(dir), /LevelDB skipped data it could not read/, `${how}: the open refuses it`);
+  }
+  // Zeros from a sector boundary, however few: a torn write; zeros that start elsewhere: refused.
+  for (const aligned of [true, false]) {
+    const dir = await tempDir(t);
+    await writeBatches(dir, smallBatches(10, 2_000));
+    const log = newestLog(dir);
+    const size = statSync(log).size;
+    const boundary = Math.floor((size - 1) / SECTOR_BYTES) * SECTOR_BYTES;
+    t.ok(size - boundary > 10, 'the last sector holds more than ten bytes');
+    // The last sector zeroed from its start (lost), or only its last ten bytes (changed).
+    zeroRange(log, aligned ? boundary : size - 10, size);
+    const verdict = judgeLogTail(readFileSync(log)).kind;
+    t.equal(verdict, aligned ? 'torn' : 'damaged', `zeros ${aligned ? 'from a sector boundary' : 'in the last ten bytes only'}: ${verdict}`);
+    if (aligned) {
+      const { db, torn } = await reopen(dir);
+      t.equal(torn.length, 1, 'a torn tail: opened, the last batch dropped');
+      await db.close();
+    } else t.match(await refusal(dir), /LevelDB skipped data it could not read/, 'refused');
   }
   // The last record's bytes changed, the file not ending in zeros: bit rot, not a torn write.
   {
@@ -229,9 +247,10 @@ t.test('model logs: a tear anywhere in the last record (zeros to the end, or the
       const torn = cut ? log.subarray(0, from) : Buffer.from(log).fill(0, from);
       const verdict = judgeLogTail(torn);
       if (verdict.kind === 'clean') return true;
-      // Zeros to the end: a torn tail at the last record's start; too few to show a tear: refused.
-      const zeros = cut ? 0 : log.length - from;
-      return zeros >= TORN_ZEROS ? verdict.kind === 'torn' && verdict.offset === last : verdict.kind === 'damaged';
+      if (verdict.kind === 'torn') return verdict.offset === last;
+      // Refused only for zeros that start neither at a sector boundary nor where the payload does.
+      const boundaryInZeros = Math.ceil(from / SECTOR_BYTES) * SECTOR_BYTES < log.length;
+      return !cut && from > last + 7 && !boundaryInZeros;
     }),
     { numRuns: 200 },
   );
@@ -265,6 +284,19 @@ t.test('model logs: a changed byte in any record but the last is never taken for
     { numRuns: 300 },
   );
   t.pass(`300 changed bytes, all judged damage but ${unseen} that LevelDB itself reads as the end of the log`);
+  t.end();
+});
+
+t.test('model logs: a zeroed header whose skipped block holds a record is damage, even with a torn tail after', (t) => {
+  const fill = (n: number, v: number): Uint8Array => new Uint8Array(n).fill(v);
+  // R spans blocks 0 and 1; S follows it in block 1; T, the last, is torn.
+  const { log, starts, fragments } = buildLog([fill(40_000, 7), fill(1_000, 8), fill(2_000, 9)]);
+  const rLast = fragments.filter((f) => f.record === 0).at(-1)!;
+  t.equal(rLast.at, BLOCK, "R's last fragment starts block 1");
+  const damaged = Buffer.from(log);
+  damaged.fill(0, rLast.at, rLast.at + 7); // its header zeroed: LevelDB skips the rest of block 1, S with it
+  damaged.fill(0, Math.ceil((starts[2]! + 100) / SECTOR_BYTES) * SECTOR_BYTES); // and T torn
+  t.equal(judgeLogTail(damaged).kind, 'damaged', 'S, a whole record in the skipped block, makes it damage');
   t.end();
 });
 

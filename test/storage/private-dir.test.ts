@@ -50,14 +50,30 @@ t.test('a data dir is made private; a shared one is refused and left as it was',
   t.equal(modeOf(older), 0o700);
 });
 
-t.test("a dir of another account's is refused, whatever its mode", { skip: process.getuid?.() === 0 ? false : 'needs root to give a dir to nobody' }, async (t) => {
+t.test("root: another account's dir is taken where it was put there by its owner, refused in a shared dir (/tmp) where anyone could have made it", { skip: process.getuid?.() === 0 ? false : 'needs root to give a dir to nobody' }, async (t) => {
   const root = mkdtempSync(join(tmpdir(), 'picloud-private-'));
   t.teardown(() => rmSync(root, { recursive: true, force: true }));
-  const planted = join(root, 'planted');
+  const home = join(root, 'home');
+  mkdirSync(home, { mode: 0o755 });
+  chmodSync(home, 0o755);
+  const pis = join(home, 'picloud');
+  mkdirSync(pis, { mode: 0o700 });
+  chownSync(pis, NOBODY, NOBODY);
+  t.equal(ensurePrivateDir(pis), undefined, "a user's own 0700 dir under a normal parent: taken, as before");
+  // A directory planted in a sticky, world-writable one (as /tmp/picloud-dev-0 could be).
+  const shared = join(root, 'tmp');
+  mkdirSync(shared);
+  chmodSync(shared, 0o1777);
+  const planted = join(shared, 'planted');
   mkdirSync(planted, { mode: 0o700 });
   chownSync(planted, NOBODY, NOBODY);
-  t.throws(() => ensurePrivateDir(planted), { code: 'ERR_INVALID_ARGUMENT', message: /planted belongs to another account \(uid 65534, this process runs as uid 0\)/ }, "nobody's 0700 dir, given to root");
+  t.throws(() => ensurePrivateDir(planted), { code: 'ERR_INVALID_ARGUMENT', message: /planted belongs to another account \(uid 65534, this process runs as uid 0\)/ }, "nobody's dir in a shared one, given to root");
   t.equal(statSync(planted).uid, NOBODY, 'left as it was');
+  // A fresh file system's mount point: only lost+found in it.
+  const mount = join(root, 'mnt');
+  mkdirSync(join(mount, 'lost+found'), { recursive: true });
+  chmodSync(mount, 0o755);
+  t.equal(ensurePrivateDir(mount), 0o755, 'a mount point holding only lost+found: made private');
 });
 
 t.test('parents are created; a dir that cannot be made is refused with the reason, not retried for ever', async (t) => {
