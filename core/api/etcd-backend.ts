@@ -757,7 +757,7 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
       if (!this.node.isLeader) throw new EtcdError('NOT_LEADER');
       const target = this.node.members.get(targetId);
       if (target === undefined || target.isLearner) throw new EtcdError('BAD_LEADER_TRANSFEREE');
-      if (!(await this.node.transferLeadership(targetId))) throw new EtcdError('TIMEOUT_LEADER_TRANSFER');
+      if (!(await this.node.transferLeadership(targetId))) throw new EtcdError(this.node.isLeader ? 'TIMEOUT_LEADER_TRANSFER' : 'NOT_LEADER');
       return { header: this.header() };
     });
   }
