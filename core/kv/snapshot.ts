@@ -88,6 +88,8 @@ export class StateImage {
   readonly auth: AuthImage;
   private readonly epoch: number;
   private after: string | undefined;
+  /** The rest of a history cut at the end of the last batch. */
+  private rest: { key: Uint8Array; records: KvRecord[] } | undefined;
   private closed = false;
   recordCount = 0;
 
@@ -103,21 +105,27 @@ export class StateImage {
     this.auth = store.auth.image();
   }
 
-  /**
-   * The next batch: histories in key order, each the key and its records (a long history may
-   * continue in the next batch under the same key), about `batchBytes` in all. Empty when done.
-   */
   /** The store's state was replaced (a restore) since the image was opened. */
   get superseded(): boolean {
     return this.store.stateEpoch !== this.epoch;
   }
 
+  /**
+   * The next batch: histories in key order, each the key and its records, about `batchBytes`
+   * in all (a long history is cut where a batch is full and goes on in the next, under the same
+   * key: one key's history may be larger than a frame may be). Empty when done.
+   */
   nextBatch(batchBytes: number): Array<{ key: Uint8Array; records: KvRecord[] }> {
     if (this.closed) return [];
     if (this.superseded) throw corrupt('state replaced while an image was being read');
     const out: Array<{ key: Uint8Array; records: KvRecord[] }> = [];
     let bytes = 0;
     const { revision, compactRevision } = this;
+    if (this.rest !== undefined) {
+      const { key, records } = this.rest;
+      bytes = this.emit(out, key, records, batchBytes, bytes);
+      if (this.rest !== undefined) return out;
+    }
     this.store.mvcc.scan(this.after ?? '', this.after !== undefined, '', (h) => {
       if (bytes >= batchBytes) return false;
       this.after = h.skey;
@@ -125,22 +133,30 @@ export class StateImage {
       let recs = visibleRecords(h, compactRevision);
       if (recs.length > 0 && recs[recs.length - 1]!.main > revision) recs = recs.filter((r) => r.main <= revision);
       if (recs.length === 0) return true;
-      let part: KvRecord[] = [];
-      out.push({ key: h.key, records: part });
-      bytes += h.key.byteLength;
-      for (const r of recs) {
-        if (bytes >= batchBytes && part.length > 0) {
-          // Long histories are split across batches, so no batch grows without bound.
-          part = [];
-          out.push({ key: h.key, records: part });
-        }
-        part.push(r);
-        this.recordCount++;
-        bytes += r.sizeBytes + 24;
-      }
-      return true;
+      bytes = this.emit(out, h.key, recs, batchBytes, bytes);
+      return this.rest === undefined;
     });
     return out;
+  }
+
+  /** Adds `records` of `key` to the batch until it is full; what is left waits in `rest`. Returns the batch's bytes. */
+  private emit(out: Array<{ key: Uint8Array; records: KvRecord[] }>, key: Uint8Array, records: readonly KvRecord[], batchBytes: number, bytes: number): number {
+    const part: KvRecord[] = [];
+    out.push({ key, records: part });
+    bytes += key.byteLength;
+    for (let i = 0; i < records.length; i++) {
+      if (bytes >= batchBytes && part.length > 0) {
+        // A copy: the history itself grows with later applies (records past the image's revision).
+        this.rest = { key, records: records.slice(i) };
+        return bytes;
+      }
+      const r = records[i]!;
+      part.push(r);
+      this.recordCount++;
+      bytes += r.sizeBytes + 24;
+    }
+    this.rest = undefined;
+    return bytes;
   }
 
   close(): void {

@@ -83,7 +83,8 @@ export class StateBuilder {
     } else if (version !== prev.version + 1 || createRevision !== prev.createRevision) {
       throw corrupt('version or create revision out of sequence');
     }
-    if (prev !== undefined && main <= prev.main) throw corrupt('key history out of order');
+    // (main, sub) rises: one txn may put and then delete a key (nested txns), two records at one revision.
+    if (prev !== undefined && (main < prev.main || (main === prev.main && sub <= prev.sub))) throw corrupt('key history out of order');
     // Copied into the arena: nothing of the decoded chunk is kept.
     const rec = new KvRecord(h, main, sub, createRevision, version, lease, value, this.arena);
     h.append(rec);

@@ -244,6 +244,8 @@ class PeerSender {
   private attempt = 0;
   /** When the current connection was authenticated. */
   private openedAt = 0;
+  /** When peerIsUp() last cut a backoff short. */
+  private backoffCutAt = -Infinity;
   private timer: NodeJS.Timeout | undefined;
   private flushScheduled = false;
   private waitingDrain = false;
@@ -298,12 +300,17 @@ class PeerSender {
    * The peer just connected to us and proved who it is, so it is up: a reconnect waiting out
    * its backoff (up to RECONNECT_MAX_MS after a long outage) starts now. Without this, a
    * restarted member could not hear votes or appends from us for seconds, and an election
-   * that needed its vote took that long.
+   * that needed its vote took that long. At most once per reconnectMaxMs, and the delay keeps
+   * growing: two members that authenticate and then refuse each other's batches (builds
+   * mid-upgrade) would otherwise cut each other's backoff at every redial, at the base delay for good.
    */
   peerIsUp(): void {
     if (this.state !== 'backoff') return;
+    const now = performance.now();
+    if (now - this.backoffCutAt < this.t.limits.reconnectMaxMs) return;
+    this.backoffCutAt = now;
     clearTimeout(this.timer);
-    this.attempt = 0;
+    // The backoff itself goes on growing: it starts over once a connection has lasted.
     this.state = 'idle';
     this.reportedUnreachable = false;
     this.connect();

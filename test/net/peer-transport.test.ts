@@ -1085,3 +1085,35 @@ t.test('a peer that authenticates and then closes at once is redialled with a gr
   // 10, 20, 40, ... 400 ms apart: about a dozen in 2 s (at the base delay it was hundreds).
   t.ok(handshakes >= 3 && handshakes <= 20, `${handshakes} handshakes in 2 s`);
 });
+
+t.test('a peer that keeps dialing us cuts our backoff to it at most once per reconnectMaxMs (two members refusing each other\'s batches)', async (t) => {
+  // Peer 2's port authenticates and closes at once; peer 2 also dials us again and again.
+  let handshakes = 0;
+  const server = createServer((s) => {
+    s.on('error', () => undefined);
+    serverHandshake(s, { peerKey: key, purposes: [Purpose.Raft], nodeId: 2 }).then(({ channel }) => {
+      handshakes++;
+      channel.start({ onFrame: () => undefined, onClose: () => undefined });
+      channel.close(new Error('refused after the handshake'));
+    }, () => undefined);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const peer2 = `127.0.0.1:${(server.address() as { port: number }).port}`;
+  const a = await node(t, 1, { ...FAST, reconnectBaseMs: 10, reconnectMaxMs: 400 });
+  a.t.addPeer(2, peer2);
+  const [host, port] = [a.addr.split(':')[0]!, Number(a.addr.split(':')[1])];
+  const until = Date.now() + 2_000;
+  while (Date.now() < until) {
+    const s = connect({ host, port });
+    s.on('error', () => undefined);
+    await new Promise<void>((r) => s.once('connect', () => r()));
+    await clientHandshake(s, { peerKey: key, purpose: Purpose.Raft, nodeId: 2, advertise: peer2, expectNodeId: 1, instanceId: 77, uptimeMs: () => 60_000 })
+      .then((ch) => ch.close())
+      .catch(() => undefined);
+    s.destroy();
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  // Backoff 10, 20, ... 400 ms, cut short at most every 400 ms: a few dozen at most (hundreds when every inbound cut it).
+  t.ok(handshakes >= 3 && handshakes <= 30, `${handshakes} handshakes in 2 s`);
+});
