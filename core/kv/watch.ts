@@ -455,11 +455,15 @@ export class WatchHub implements KvListener {
       return false;
     }
     const current = idx.currentRevision;
+    const compacted = idx.compactRevision;
     let blocked = false;
     const visitRecords = (main: number, recs: Iterable<KvRecord>): boolean => {
       const evs: WatchEvent[] = [];
       for (const r of recs) {
         if (!w.contains(r.hist.skey)) continue;
+        // At the compact revision only what compaction keeps, whether physical compaction has
+        // run yet or not and whatever the watch's shape (etcd sends no delete at that revision).
+        if (main <= compacted && !keptByCompaction(r, compacted)) continue;
         const e = recordEvent(r, w.prevKv);
         if (w.wants(e)) evs.push(e);
       }
@@ -830,4 +834,11 @@ export class WatchStream {
     this.closed = true;
     this.hub.forgetStream(this);
   }
+}
+
+/** Whether compaction at `compactRevision` keeps `r` (at or below it): a live key's last record, not a tombstone or anything older. */
+function keptByCompaction(r: KvRecord, compactRevision: number): boolean {
+  if (r.tombstone) return false;
+  const i = r.hist.indexAt(compactRevision);
+  return i >= 0 && r.hist.records[i] === r;
 }
