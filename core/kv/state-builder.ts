@@ -83,8 +83,11 @@ export class StateBuilder {
     } else if (version !== prev.version + 1 || createRevision !== prev.createRevision) {
       throw corrupt('version or create revision out of sequence');
     }
-    // (main, sub) rises: one txn may put and then delete a key (nested txns), two records at one revision.
-    if (prev !== undefined && (main < prev.main || (main === prev.main && sub <= prev.sub))) throw corrupt('key history out of order');
+    if (prev !== undefined && main < prev.main) throw corrupt('key history out of order');
+    // Two records of a key at one revision: only a txn that puts and then deletes it (nested txns) writes that.
+    if (prev !== undefined && main === prev.main && !(sub > prev.sub && value === null && !prev.tombstone)) {
+      throw corrupt('two records of a key at one revision that are not a put and then its delete');
+    }
     // Copied into the arena: nothing of the decoded chunk is kept.
     const rec = new KvRecord(h, main, sub, createRevision, version, lease, value, this.arena);
     h.append(rec);

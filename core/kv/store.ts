@@ -323,7 +323,10 @@ export class KvStore {
       if (prev.lease !== 0) this.leaseTable.detach(prev.lease, prev.hist.skey);
       const prevKv = prev.toKeyValue();
       if (d.prevKv) prevKvs.push(prevKv);
-      if (events) events.push({ type: EventType.DELETE, kv: rec.toKeyValue(), prevKv });
+      // The watch event's prevKv is the key before this revision, as etcd's (a read at rev - 1):
+      // not a put made earlier in this same txn.
+      const before = prev.main === this.idx.writeRevision ? prev.hist.liveAt(prev.main - 1)?.toKeyValue() : prevKv;
+      if (events) events.push({ type: EventType.DELETE, kv: rec.toKeyValue(), ...(before ? { prevKv: before } : {}) });
     }
     const changed = victims.length > 0 || this.idx.writeChanges > 0;
     return {

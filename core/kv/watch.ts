@@ -464,7 +464,7 @@ export class WatchHub implements KvListener {
         // At the compact revision only what compaction keeps, whether physical compaction has
         // run yet or not and whatever the watch's shape (etcd sends no delete at that revision).
         if (main <= compacted && !keptByCompaction(r, compacted)) continue;
-        const e = recordEvent(r, w.prevKv);
+        const e = recordEvent(r, w.prevKv, compacted);
         if (w.wants(e)) evs.push(e);
       }
       if (evs.length > 0 && main >= w.minRev && !this.admit(w, evs)) {
@@ -480,10 +480,16 @@ export class WatchHub implements KvListener {
       if (h) {
         let i = h.indexAt(w.nextRev - 1) + 1;
         let steps = 0;
-        for (; i < h.records.length && steps < this.syncRevisionsPerStep; i++, steps++) {
-          const r = h.records[i]!;
-          if (r.main > current) break;
-          if (!visitRecords(r.main, [r])) break;
+        // A revision at a time, whole: a txn may put and then delete the key (two records at one
+        // revision); stopping between them would skip the second, nextRev being past the revision.
+        while (i < h.records.length && steps < this.syncRevisionsPerStep) {
+          const main = h.records[i]!.main;
+          if (main > current) break;
+          let end = i + 1;
+          while (end < h.records.length && h.records[end]!.main === main) end++;
+          steps++;
+          if (!visitRecords(main, end === i + 1 ? [h.records[i]!] : h.records.slice(i, end))) break;
+          i = end;
         }
         if (!blocked && steps < this.syncRevisionsPerStep) w.nextRev = current + 1;
       } else {
@@ -547,13 +553,17 @@ export class WatchHub implements KvListener {
   }
 }
 
-/** A log record as a watch event (catch-up path); prevKv from the key's history when wanted. */
-function recordEvent(r: KvRecord, withPrev: boolean): WatchEvent {
+/**
+ * A log record as a watch event (catch-up path). Its prevKv is etcd's: the key as of the revision
+ * before the event's (so the put of a txn that puts and then deletes the key is no one's prevKv),
+ * none when that revision is compacted (etcd's read of it fails), whether or not physical
+ * compaction has run yet.
+ */
+function recordEvent(r: KvRecord, withPrev: boolean, compactRevision: number): WatchEvent {
   const e: WatchEvent = { type: r.tombstone ? EventType.DELETE : EventType.PUT, kv: r.toKeyValue() };
-  if (withPrev) {
-    const i = r.hist.indexAt(r.main);
-    const p = i > 0 ? r.hist.records[i - 1] : undefined;
-    if (p && !p.tombstone) e.prevKv = p.toKeyValue();
+  if (withPrev && r.main - 1 >= compactRevision) {
+    const p = r.hist.liveAt(r.main - 1);
+    if (p) e.prevKv = p.toKeyValue();
   }
   return e;
 }

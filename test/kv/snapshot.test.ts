@@ -267,3 +267,19 @@ t.test('the image is taken when the stream is created', async (t) => {
   await unused.return();
   t.equal(n2.store.mvcc.history('k')!.records.length, 1, 'released');
 });
+
+t.test('two records of a key at one revision are taken only as a put and then its delete', async (t) => {
+  const { StateBuilder } = await import('../../core/kv/state-builder.js');
+  const put = (sb: InstanceType<typeof StateBuilder>, main: number, sub: number, create: number, version: number, v: string): void => sb.addRecord(b('k'), main, sub, create, version, 0, b(v));
+  const ok = new StateBuilder();
+  put(ok, 2, 0, 2, 1, 'v0');
+  put(ok, 3, 0, 2, 2, 'v1');
+  t.doesNotThrow(() => ok.addRecord(b('k'), 3, 1, 0, 0, 0, null), 'put then delete at revision 3');
+  const twoPuts = new StateBuilder();
+  put(twoPuts, 2, 0, 2, 1, 'v0');
+  t.throws(() => put(twoPuts, 2, 1, 2, 2, 'v1'), { code: 'SNAPSHOT_CORRUPT' }, 'two puts at one revision: refused');
+  const deleteThenPut = new StateBuilder();
+  put(deleteThenPut, 2, 0, 2, 1, 'v0');
+  deleteThenPut.addRecord(b('k'), 3, 0, 0, 0, 0, null);
+  t.throws(() => put(deleteThenPut, 3, 1, 3, 1, 'v1'), { code: 'SNAPSHOT_CORRUPT' }, 'a delete then a put at one revision: refused');
+});

@@ -506,3 +506,51 @@ t.test('a watch from the compact revision sends what compaction keeps there, wha
     if (pinned) n.store.unpin();
   }
 });
+
+t.test('a txn that puts and then deletes a key: both events, with etcd\'s prevKv (the key before the txn), caught up in small steps or synced', async (t) => {
+  const putThenDelete = (k: string, v: string) => ({
+    compare: [],
+    success: [
+      { requestTxn: { compare: [], success: [{ requestPut: { key: b(k), value: b(v) } }], failure: [] } },
+      { requestTxn: { compare: [], success: [{ requestDeleteRange: { key: b(k) } }], failure: [] } },
+    ],
+    failure: [],
+  });
+  const withPrev = (resps: WatchResponse[]): string[] =>
+    resps.flatMap((r) => r.events.map((e) => `${e.type === EventType.PUT ? 'PUT' : 'DELETE'}@${e.kv.modRevision} prev=${e.prevKv ? s(e.prevKv.value) : '-'}`));
+  // Catch-up two revisions per step: it must not stop between the put and the delete of revision 3.
+  const { n, hub, runTasks } = setup({ syncRevisionsPerStep: 2 });
+  n.put('k', 'v0'); // 2
+  n.txn(putThenDelete('k', 'v1')); // 3
+  n.put('k', 'v2'); // 4
+  for (const range of [false, true]) {
+    const ws = hub.openStream();
+    ws.create({ key: b('k'), ...(range ? { rangeEnd: b('l') } : {}), startRevision: 2, prevKv: true });
+    runTasks();
+    t.same(withPrev(drain(ws)), ['PUT@2 prev=-', 'PUT@3 prev=v0', 'DELETE@3 prev=v0', 'PUT@4 prev=-'], `${range ? 'range' : 'single key'}: caught up whole`);
+    ws.close();
+  }
+  const ws = hub.openStream();
+  ws.create({ key: b('k'), prevKv: true });
+  runTasks();
+  n.txn(putThenDelete('k', 'v3')); // 5
+  runTasks();
+  t.same(withPrev(drain(ws)).slice(-2), ['PUT@5 prev=v2', 'DELETE@5 prev=v2'], 'synced: the same prevKv');
+});
+
+t.test('no prevKv for an event at the compact revision (etcd reads it at a compacted revision), whether compaction has run physically or not', async (t) => {
+  for (const pinned of [false, true]) {
+    const { n, hub, runTasks } = setup();
+    n.put('k', 'a'); // 2
+    n.put('k', 'b'); // 3
+    n.put('k', 'c'); // 4
+    if (pinned) n.store.pin();
+    n.apply({ compaction: { revision: 3 } });
+    const ws = hub.openStream();
+    ws.create({ key: b('k'), startRevision: 3, prevKv: true });
+    runTasks();
+    const got = drain(ws).flatMap((r) => r.events.map((e) => `${s(e.kv.value)} prev=${e.prevKv ? s(e.prevKv.value) : '-'}`));
+    t.same(got, ['b prev=-', 'c prev=b'], pinned ? 'compaction held back' : 'compacted');
+    if (pinned) n.store.unpin();
+  }
+});
