@@ -244,10 +244,6 @@ class PeerSender {
   private attempt = 0;
   /** When the current connection was authenticated. */
   private openedAt = 0;
-  /** When peerIsUp() last cut a backoff short. */
-  private backoffCutAt = -Infinity;
-  /** The last connection that opened was closed within reconnectMaxMs (the peer refused what we sent). */
-  private closedSoonAfterOpen = false;
   private timer: NodeJS.Timeout | undefined;
   private flushScheduled = false;
   private waitingDrain = false;
@@ -302,16 +298,12 @@ class PeerSender {
    * The peer just connected to us and proved who it is, so it is up: a reconnect waiting out
    * its backoff (up to RECONNECT_MAX_MS after a long outage) starts now. Without this, a
    * restarted member could not hear votes or appends from us for seconds, and an election
-   * that needed its vote took that long. But once per reconnectMaxMs at most while our last
-   * connection to it was closed soon after it opened: two members that authenticate and then
-   * refuse each other's batches (builds mid-upgrade) would otherwise cut each other's backoff
-   * at every redial, and redial at the base delay for good.
+   * that needed its vote took that long. (Two members that authenticate and then refuse each
+   * other's batches, builds mid-upgrade, thus cut each other's backoff at every redial: a
+   * limit on it tried here kept a restarted voter waiting for seconds; left so.)
    */
   peerIsUp(): void {
     if (this.state !== 'backoff') return;
-    const now = performance.now();
-    if (this.closedSoonAfterOpen && now - this.backoffCutAt < this.t.limits.reconnectMaxMs) return;
-    this.backoffCutAt = now;
     clearTimeout(this.timer);
     this.attempt = 0;
     this.state = 'idle';
@@ -456,10 +448,7 @@ class PeerSender {
     if (this.state === 'closed' || this.state === 'backoff') return;
     if (this.state === 'connecting') this.stats.connectFailures++;
     const L = this.t.limits;
-    if (this.state === 'open') {
-      this.closedSoonAfterOpen = performance.now() - this.openedAt < L.reconnectMaxMs;
-      if (!this.closedSoonAfterOpen) this.attempt = 0;
-    }
+    if (this.state === 'open' && performance.now() - this.openedAt >= L.reconnectMaxMs) this.attempt = 0;
     this.t.onReject?.(`peer ${this.id} at ${this.addrText}: ${err.message}`, err);
     this.channel = undefined;
     this.socket?.destroy();
