@@ -30,8 +30,9 @@ t.test('a live holder refuses a second lock; released, it can be taken again', a
   t.throws(() => lockDataDir(dir), { name: 'DataDirLockError', message: new RegExp(`is in use by another picloud-node \\(pid ${process.pid}\\): one agent per data dir`) });
   release();
   t.notOk(existsSync(join(dir, LOCK_FILE)), 'released: the file is gone');
-  lockDataDir(dir)();
-  t.pass('taken again');
+  const again = lockDataDir(dir);
+  t.equal((JSON.parse(readFileSync(join(dir, LOCK_FILE), 'utf8')) as { pid: number }).pid, process.pid, 'taken again');
+  again();
 });
 
 t.test('a stale lock is taken over: its process gone, its pid reused, or the file half-written', async (t) => {
