@@ -30,6 +30,10 @@ export const REMEMBERED_PEERS_MAX = 32;
  * message of a member reaped before the restart.
  */
 export const REAPED_FILE = 'reaped.json';
+/** The incarnation this node last announced, {"incarnation": N}: a restart starts above it. */
+export const INCARNATION_FILE = 'incarnation.json';
+/** Larger is damage (the file is about 30 bytes), not read. */
+export const MAX_INCARNATION_FILE_BYTES = 4096;
 /** Largest reaped.json read: MAX_REAPED_MEMBERS entries with the longest names, JSON-escaped
  * (a name of 128 bytes is at most 6 × 128 characters written as \u escapes). Larger is damage. */
 export const MAX_REAPED_FILE_BYTES = MAX_REAPED_MEMBERS * (6 * MAX_NAME_BYTES + 32);
@@ -92,6 +96,28 @@ export function loadReapedMembers(dataDir: string, warn: (message: string) => vo
   );
   if (out.length < list.length) warn(`gossip: skipped ${list.length - out.length} malformed entries of ${file}`);
   return out.slice(-MAX_REAPED_MEMBERS);
+}
+
+/**
+ * The incarnation this node last announced. Missing is a first start (0); damaged is said
+ * through `warn` and read as 0 too: the node then starts low and refutes, with one above it,
+ * the higher incarnation the others still hold for it the first time they gossip it back.
+ */
+export function loadIncarnation(dataDir: string, warn: (message: string) => void = () => undefined): number {
+  const file = join(gossipDir(dataDir), INCARNATION_FILE);
+  let v: unknown;
+  try {
+    const size = statSync(file).size;
+    if (size > MAX_INCARNATION_FILE_BYTES) throw new Error(`${size} bytes, more than an incarnation takes`);
+    v = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') warn(`gossip: ignoring unreadable ${file} (starting at incarnation 1): ${(err as Error).message}`);
+    return 0;
+  }
+  const inc = (v as { incarnation?: unknown } | null)?.incarnation;
+  if (typeof inc === 'number' && Number.isSafeInteger(inc) && inc >= 0) return inc;
+  warn(`gossip: ignoring ${file}: no incarnation in it (starting at incarnation 1)`);
+  return 0;
 }
 
 /**

@@ -21,7 +21,7 @@ import { formatHostPort, parseHostPort as parseAddress } from '../core/net/addre
 import { Keyring, deriveGossipKey, parseKey } from '../core/gossip/keyring/index.js';
 import type { Address, KeyringOpName, MemberInfo, Meta } from '../core/gossip/types.js';
 import { LatestValueFile, writeFileDurablySync } from '../core/storage/durable-file.js';
-import { GOSSIP_DIR, KEYRING_AUTHORITY_FILE, KEYRING_FILE, KEYRING_UNCONFIRMED_FILE, PEERS_FILE, REAPED_FILE, REMEMBERED_PEERS_MAX, loadReapedMembers, loadRememberedPeers } from './gossip-files.js';
+import { GOSSIP_DIR, INCARNATION_FILE, KEYRING_AUTHORITY_FILE, KEYRING_FILE, KEYRING_UNCONFIRMED_FILE, PEERS_FILE, REAPED_FILE, REMEMBERED_PEERS_MAX, loadIncarnation, loadReapedMembers, loadRememberedPeers } from './gossip-files.js';
 import { GossipNode, type GossipEvent, type KeyringResult } from '../core/net/gossip-node.js';
 import { deriveKeyringAuthoritySeed, parseToken, type ParsedWorkerToken } from '../core/net/token.js';
 import { checkingAuthority, signingAuthority, type KeyringAuthority } from '../core/gossip/keyring/authority.js';
@@ -254,16 +254,6 @@ function loadKeyring(dir: string, given: JoinKey | undefined, joining: boolean, 
   return fresh;
 }
 
-function loadIncarnation(dir: string): number {
-  try {
-    const v = JSON.parse(readFileSync(joinPath(dir, 'incarnation.json'), 'utf8')) as { incarnation?: unknown };
-    if (typeof v.incarnation === 'number' && Number.isInteger(v.incarnation) && v.incarnation >= 0) return v.incarnation;
-  } catch {
-    // first start
-  }
-  return 0;
-}
-
 /** The peers alive or suspected now (not left, not declared dead), as HOST:PORT, sorted. */
 function livePeers(node: GossipNode): string[] {
   const self = formatHostPort(node.address);
@@ -300,8 +290,8 @@ export async function startGossip(opts: StartGossipOptions): Promise<GossipSubsy
   const confirmKeyring = (): void => rmSync(joinPath(dir, KEYRING_UNCONFIRMED_FILE), { force: true });
   // A restarted node starts above any incarnation it announced before it stopped (never past
   // the largest the others decode: one pushed to the top stays there, still a member).
-  const incarnation = Math.min(MAX_INCARNATION, loadIncarnation(dir) + 1);
-  const incarnationPath = joinPath(dir, 'incarnation.json');
+  const incarnation = Math.min(MAX_INCARNATION, loadIncarnation(opts.dataDir, (m) => log.warn(m)) + 1);
+  const incarnationPath = joinPath(dir, INCARNATION_FILE);
   writeFileDurablySync(incarnationPath, JSON.stringify({ incarnation }), 0o600);
   // Later changes (a refutation) are saved off the event loop: on a stalling SD card the fsync
   // can take seconds, and this process's Raft and client traffic must not wait for it. Not yet
