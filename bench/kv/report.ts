@@ -34,26 +34,50 @@ export interface TargetCheck {
   reference: number | undefined;
   /** picloud / reference. */
   ratio: number | undefined;
+  /** False too when either system's phase had failed requests or lost watch events (`spoiled` says which). */
   met: boolean | undefined;
+  spoiled?: string;
 }
 
 const putAt = (s: SystemResult | undefined, n: number): LoadResult | undefined => s?.puts.find((p) => p.inFlight === n);
 const watchOf = (s: SystemResult | undefined, n: number): WatchResult | undefined => s?.watch.find((w) => w.watchers === n);
 
-function check(name: string, target: string, p: number | undefined, ref: number | undefined, ok: (p: number, ref: number) => boolean): TargetCheck {
+/** What went wrong in the phases a check compares: failed requests, watch events that never came. */
+function failures(phases: ReadonlyArray<readonly [string, LoadResult | WatchResult | undefined]>): string | undefined {
+  const said: string[] = [];
+  for (const [system, r] of phases) {
+    if (!r) continue;
+    if ('errors' in r && r.errors > 0) said.push(`${system}: ${r.errors} failed (${r.firstError ?? 'no message'})`);
+    if ('incompletePuts' in r && r.incompletePuts > 0) said.push(`${system}: ${r.incompletePuts} puts' events not all delivered`);
+  }
+  return said.length > 0 ? said.join('; ') : undefined;
+}
+
+function check(
+  name: string,
+  target: string,
+  p: number | undefined,
+  ref: number | undefined,
+  ok: (p: number, ref: number) => boolean,
+  phases: ReadonlyArray<readonly [string, LoadResult | WatchResult | undefined]>,
+): TargetCheck {
   const ratio = p !== undefined && ref !== undefined && ref !== 0 ? p / ref : undefined;
-  return { name, target, picloud: p, reference: ref, ratio, met: p !== undefined && ref !== undefined ? ok(p, ref) : undefined };
+  const spoiled = failures(phases);
+  // A phase with failures proves nothing either way: not met, and said why.
+  const met = p !== undefined && ref !== undefined ? spoiled === undefined && ok(p, ref) : undefined;
+  return { name, target, picloud: p, reference: ref, ratio, met, ...(spoiled ? { spoiled } : {}) };
 }
 
 export function checkTargets(fsync: FsyncLatency, pic: SystemResult | undefined, etcd: SystemResult | undefined): TargetCheck[] {
   const out: TargetCheck[] = [];
+  const both = <T>(of: (s: SystemResult | undefined) => T) => [['picloud', of(pic)], ['etcd', of(etcd)]] as ReadonlyArray<readonly [string, T]>;
   for (const n of [64, 256]) {
-    out.push(check(`put throughput @${n} in flight (ops/s)`, `>= ${PUT_THROUGHPUT_RATIO_MIN}x etcd`, putAt(pic, n)?.opsPerSec, putAt(etcd, n)?.opsPerSec, (p, r) => p >= PUT_THROUGHPUT_RATIO_MIN * r));
+    out.push(check(`put throughput @${n} in flight (ops/s)`, `>= ${PUT_THROUGHPUT_RATIO_MIN}x etcd`, putAt(pic, n)?.opsPerSec, putAt(etcd, n)?.opsPerSec, (p, r) => p >= PUT_THROUGHPUT_RATIO_MIN * r, both((s) => putAt(s, n))));
   }
-  out.push(check('put p99 @16 in flight (ms)', '<= etcd', putAt(pic, 16)?.latency.p99Ms, putAt(etcd, 16)?.latency.p99Ms, (p, r) => p <= r));
-  out.push(check('linearizable get throughput @64 (ops/s)', `>= ${GET_THROUGHPUT_RATIO_MIN}x etcd`, pic?.get.opsPerSec, etcd?.get.opsPerSec, (p, r) => p >= GET_THROUGHPUT_RATIO_MIN * r));
-  out.push(check('sequential put p50 vs fsync p50 (ms)', `<= ${SEQ_PUT_P50_FSYNC_RATIO_MAX}x fsync`, putAt(pic, 1)?.latency.p50Ms, fsync.p50Ms, (p, r) => p <= SEQ_PUT_P50_FSYNC_RATIO_MAX * r));
-  out.push(check('watch p99, 1000 watchers (ms)', `<= ${WATCH_1000_P99_MS_MAX} ms`, watchOf(pic, 1000)?.latency.p99Ms, WATCH_1000_P99_MS_MAX, (p) => p <= WATCH_1000_P99_MS_MAX));
+  out.push(check('put p99 @16 in flight (ms)', '<= etcd', putAt(pic, 16)?.latency.p99Ms, putAt(etcd, 16)?.latency.p99Ms, (p, r) => p <= r, both((s) => putAt(s, 16))));
+  out.push(check('linearizable get throughput @64 (ops/s)', `>= ${GET_THROUGHPUT_RATIO_MIN}x etcd`, pic?.get.opsPerSec, etcd?.get.opsPerSec, (p, r) => p >= GET_THROUGHPUT_RATIO_MIN * r, both((s) => s?.get)));
+  out.push(check('sequential put p50 vs fsync p50 (ms)', `<= ${SEQ_PUT_P50_FSYNC_RATIO_MAX}x fsync`, putAt(pic, 1)?.latency.p50Ms, fsync.p50Ms, (p, r) => p <= SEQ_PUT_P50_FSYNC_RATIO_MAX * r, [['picloud', putAt(pic, 1)]]));
+  out.push(check('watch p99, 1000 watchers (ms)', `<= ${WATCH_1000_P99_MS_MAX} ms`, watchOf(pic, 1000)?.latency.p99Ms, WATCH_1000_P99_MS_MAX, (p) => p <= WATCH_1000_P99_MS_MAX, [['picloud', watchOf(pic, 1000)]]));
   return out;
 }
 
@@ -91,7 +115,7 @@ export function renderTable(fsync: FsyncLatency, overwrite: LatencySummary, pic:
   const metOf = (name: string): { target: string; met: string } => {
     const c = byName.get(name);
     if (!c) return { target: '', met: '' };
-    return { target: c.target, met: c.met === undefined ? 'n/a' : c.met ? 'MET' : `MISSED (${fmt(c.ratio)}x)` };
+    return { target: c.target, met: c.met === undefined ? 'n/a' : c.met ? 'MET' : c.spoiled ? `NOT SHOWN (${c.spoiled})` : `MISSED (${fmt(c.ratio)}x)` };
   };
   const num = (metric: string, p: number | undefined, e: number | undefined, check?: string, digits = 2): void => {
     rows.push({ metric, p: fmt(p, digits), e: fmt(e, digits), ratio: ratioOf(p, e), ...(check ? metOf(check) : { target: '', met: '' }) });
@@ -103,7 +127,7 @@ export function renderTable(fsync: FsyncLatency, overwrite: LatencySummary, pic:
   const s1e = putAt(etcd, 1);
   num('sequential put p50 (ms)', s1p?.latency.p50Ms, s1e?.latency.p50Ms);
   rows[rows.length - 1]!.target = seqCheck?.target ?? '';
-  rows[rows.length - 1]!.met = seqCheck?.met === undefined ? 'n/a' : `${seqCheck.met ? 'MET' : 'MISSED'} (${fmt(seqCheck.ratio)}x fsync; etcd ${fmt(s1e ? s1e.latency.p50Ms / fsync.p50Ms : undefined)}x)`;
+  rows[rows.length - 1]!.met = seqCheck?.met === undefined ? 'n/a' : `${seqCheck.met ? 'MET' : seqCheck.spoiled ? 'NOT SHOWN' : 'MISSED'} (${fmt(seqCheck.ratio)}x fsync; etcd ${fmt(s1e ? s1e.latency.p50Ms / fsync.p50Ms : undefined)}x)${seqCheck.spoiled ? ` (${seqCheck.spoiled})` : ''}`;
   num('sequential put p99 (ms)', s1p?.latency.p99Ms, s1e?.latency.p99Ms);
   for (const n of [1, 16, 64, 256]) {
     const p = putAt(pic, n);
@@ -153,6 +177,8 @@ export interface RoundRatios {
   ratios: number[];
   median: number;
   met: boolean;
+  /** Failed requests in any round of either system: the verdict is not met, and this says why. */
+  spoiled?: string;
 }
 
 export function median(xs: readonly number[]): number {
@@ -161,9 +187,15 @@ export function median(xs: readonly number[]): number {
   return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-export function roundRatios(phase: string, target: string, ratios: number[], ok: (median: number) => boolean): RoundRatios {
+export function roundRatios(phase: string, target: string, ratios: number[], ok: (median: number) => boolean, spoiled?: string): RoundRatios {
   const m = median(ratios);
-  return { phase, target, ratios, median: m, met: ok(m) };
+  return { phase, target, ratios, median: m, met: spoiled === undefined && ok(m), ...(spoiled ? { spoiled } : {}) };
+}
+
+/** The failed requests of a repeated phase over every round and both systems, if any. */
+export function roundFailures(phases: ReadonlyArray<readonly [string, readonly LoadResult[]]>): string | undefined {
+  const said = phases.filter(([, rs]) => rs.some((r) => r.errors > 0)).map(([system, rs]) => `${system}: ${rs.reduce((a, r) => a + r.errors, 0)} failed`);
+  return said.length > 0 ? said.join('; ') : undefined;
 }
 
 /** A repeated phase whose target is picloud's own number (not a ratio): each system's value per round. */
@@ -175,24 +207,27 @@ export interface RoundValues {
   /** picloud's median, judged against the target. */
   median: number;
   met: boolean;
+  spoiled?: string;
 }
 
 /** The 1,000-watcher watch phase repeated: picloud's p99 per round, its median against WATCH_1000_P99_MS_MAX. */
 export function watchRounds(picloud: readonly WatchResult[], etcd: readonly WatchResult[]): RoundValues {
   const p99 = (w: WatchResult): number => w.latency.p99Ms;
   const m = median(picloud.map(p99));
-  return { phase: 'watch p99, 1000 watchers (ms)', target: `<= ${WATCH_1000_P99_MS_MAX} ms`, picloud: picloud.map(p99), etcd: etcd.map(p99), median: m, met: m <= WATCH_1000_P99_MS_MAX };
+  const lost = picloud.reduce((a, w) => a + w.incompletePuts, 0);
+  const spoiled = lost > 0 ? `picloud: ${lost} puts' events not all delivered` : undefined;
+  return { phase: 'watch p99, 1000 watchers (ms)', target: `<= ${WATCH_1000_P99_MS_MAX} ms`, picloud: picloud.map(p99), etcd: etcd.map(p99), median: m, met: spoiled === undefined && m <= WATCH_1000_P99_MS_MAX, ...(spoiled ? { spoiled } : {}) };
 }
 
 /** The repeated phases, one line each: every round's ratio (or value) and their median against the target. */
 export function renderRounds(rows: readonly RoundRatios[], values: readonly RoundValues[] = []): string {
-  const verdict = (met: boolean): string => (met ? 'MET' : 'MISSED');
+  const verdict = (r: { met: boolean; spoiled?: string }): string => (r.met ? 'MET' : r.spoiled ? `NOT SHOWN (${r.spoiled})` : 'MISSED');
   const lines = rows.map(
-    (r) => `${r.phase.padEnd(34)} | ${r.ratios.map((x) => `${x.toFixed(2)}x`).join(' ').padEnd(40)} | median ${r.median.toFixed(2)}x | ${r.target.padEnd(11)} | ${verdict(r.met)}`,
+    (r) => `${r.phase.padEnd(34)} | ${r.ratios.map((x) => `${x.toFixed(2)}x`).join(' ').padEnd(40)} | median ${r.median.toFixed(2)}x | ${r.target.padEnd(11)} | ${verdict(r)}`,
   );
   const ms = (xs: readonly number[]): string => xs.map((x) => x.toFixed(2)).join(' ');
   for (const v of values) {
-    lines.push(`${v.phase.padEnd(34)} | ${`picloud ${ms(v.picloud)}; etcd ${ms(v.etcd)}`.padEnd(40)} | median ${v.median.toFixed(2)} | ${v.target.padEnd(11)} | ${verdict(v.met)}`);
+    lines.push(`${v.phase.padEnd(34)} | ${`picloud ${ms(v.picloud)}; etcd ${ms(v.etcd)}`.padEnd(40)} | median ${v.median.toFixed(2)} | ${v.target.padEnd(11)} | ${verdict(v)}`);
   }
   return [`picloud / etcd per round (round 1 is the table above; rounds alternate which system goes first):`, ...lines].join('\n');
 }

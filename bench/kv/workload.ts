@@ -64,8 +64,11 @@ type Op = (seq: number, worker: number) => Promise<unknown>;
  * is spent; latency is measured per request from send to response.
  */
 export async function closedLoop(inFlight: number, durationMs: number, maxOps: number, op: Op): Promise<LoopResult> {
+  // A failed call's time to its failure is a latency sample too (a deadline reached is one of
+  // the slowest answers, not a missing one); only successes count as throughput.
   const rec = new LatencyRecorder();
   let issued = 0;
+  let succeeded = 0;
   let errors = 0;
   let firstError: string | undefined;
   const start = nowMs();
@@ -77,7 +80,9 @@ export async function closedLoop(inFlight: number, durationMs: number, maxOps: n
       try {
         await op(seq, w);
         rec.add(nowMs() - t0);
+        succeeded++;
       } catch (e) {
+        rec.add(nowMs() - t0);
         errors++;
         firstError ??= (e as Error).message;
         // a failing server must not turn the loop into a busy spin
@@ -88,7 +93,7 @@ export async function closedLoop(inFlight: number, durationMs: number, maxOps: n
   await Promise.all(Array.from({ length: inFlight }, (_, w) => worker(w)));
   const elapsed = nowMs() - start;
   const latency = rec.summary();
-  return { ops: latency.count, errors, firstError, durationMs: elapsed, opsPerSec: (latency.count / elapsed) * 1000, latency };
+  return { ops: succeeded, errors, firstError, durationMs: elapsed, opsPerSec: (succeeded / elapsed) * 1000, latency };
 }
 
 /**
@@ -223,6 +228,11 @@ export async function watchPhase(writer: EtcdBenchClient, watchEndpoint: string,
         fromAck.add(Math.max(0, at - acked));
         fromSend.add(at - sent);
         last = Math.max(last, at);
+      }
+      // An event that never came counts as one at the timeout (at least that late), not as none.
+      for (let missing = watchers - got.length; missing > 0; missing--) {
+        fromAck.add(WATCH_EVENT_TIMEOUT_MS);
+        fromSend.add(acked - sent + WATCH_EVENT_TIMEOUT_MS);
       }
       if (got.length === watchers) lastEvent.add(last - acked);
       arrivals.clear();
