@@ -525,15 +525,17 @@ export class ManagerEtcdBackend implements api.EtcdBackend {
         // while the others elect a new leader that never hears of these renewals and lets
         // the lease expire under a client told it was renewed. After the round, Raft's own
         // state must still say leader in the same term (the role the driver reports lags
-        // behind a stalled save), and the round must be younger than an election timeout:
-        // no other leader can have been elected since, and a new one extends every lease by
-        // at least that much.
-        const asked = performance.now();
+        // behind a stalled save), and the round must have started less than an election
+        // timeout ago: no other leader can have been elected since, and a new one extends
+        // every lease by at least that much. Counted from the round's start (it begins after
+        // this request came), not from the request: a round queued behind another, or whose
+        // apply waited on a slow disk, still proves leadership at its start, and renewals on a
+        // busy leader must not fail while expiry goes on.
         const term = this.node.driver.node.raft.term;
-        await this.node.linearizableBarrier();
+        const roundStartMs = await this.node.linearizableBarrier();
         const raft = this.node.driver.node.raft;
         const stillLeader = this.node.leaseTimers.isLeader && raft.role === Role.Leader && raft.term === term;
-        if (stillLeader && performance.now() - asked < this.node.electionTimeoutMs) {
+        if (stillLeader && performance.now() - roundStartMs < this.node.electionTimeoutMs) {
           const timers = this.node.leaseTimers;
           if (!timers.expired(id)) return { header: this.header(), id, ttlSeconds: timers.keepAlive(id) };
           // Expired, its revoke due or in flight: as etcd's Renew, answer once the revoke is

@@ -341,6 +341,8 @@ export class ManagerNode {
   private quotaMember: NodeId;
   private readonly autoCompactor: AutoCompactor;
   private compactionInFlight = false;
+  /** leaderDuties' leader check (a ReadIndex round) is in flight. */
+  private leaseCheckInFlight = false;
   driver!: RaftDriver;
   private transport!: PeerTransport;
   private joinServer: JoinServer | undefined;
@@ -997,28 +999,34 @@ export class ManagerNode {
   /** Every LEASE_TICK_MS on the leader: expire leases (after confirming leadership) and promote learners. */
   private async leaderDuties(): Promise<void> {
     if (this.stopped || this.duplicate !== undefined || this.role !== Role.Leader) return;
-    const t = this.leaseTimers.tick();
-    let revoke = t.revoke;
-    if (t.needConfirm) {
-      const started = performance.now();
-      let confirmed = false;
-      try {
-        await this.driver.readBarrier();
-        this.leaseTimers.confirmLeadership(started);
-        confirmed = true;
-      } catch {
-        // not confirmed: leases stay; a new leader will extend them
+    // One leader check at a time: runs started while one waits (a slow disk holds the round's
+    // apply for seconds) would each take a full round's share of revokes after it.
+    if (!this.leaseCheckInFlight) {
+      const t = this.leaseTimers.tick();
+      // Confirmed after they expired, by a round before this one: proposed now, before any wait
+      // (after one, leadership may have been lost and won again, and the lease extended).
+      this.proposeRevokes(t.revoke);
+      if (t.needConfirm) {
+        this.leaseCheckInFlight = true;
+        try {
+          this.leaseTimers.confirmLeadership(await this.driver.readBarrier());
+          // As etcd's expiry loop: what expired before the round started is revoked as soon as
+          // the round confirms leadership, not a tick later. A step-down meanwhile cleared the
+          // timers: nothing comes back.
+          this.proposeRevokes(this.leaseTimers.tick(this.leaseTimers.maxRevokesPerTick - t.revoke.length).revoke);
+        } catch {
+          // not confirmed: leases stay; a new leader will extend them
+        } finally {
+          this.leaseCheckInFlight = false;
+        }
       }
-      // As etcd's expiry loop: what expired before the round started is revoked as soon as the
-      // round confirms leadership, not a tick later (that was up to LEASE_TICK_MS more of life
-      // for every expired lease). A step-down meanwhile cleared the timers: nothing comes back.
-      if (confirmed) revoke = revoke.concat(this.leaseTimers.tick(this.leaseTimers.maxRevokesPerTick - revoke.length).revoke);
-    }
-    for (const id of revoke) {
-      this.propose({ leaseRevoke: { ID: id } }).catch(() => this.leaseTimers.revokeFailed(id));
     }
     this.promoteCaughtUpLearners();
     this.autoCompact();
+  }
+
+  private proposeRevokes(ids: readonly number[]): void {
+    for (const id of ids) this.propose({ leaseRevoke: { ID: id } }).catch(() => this.leaseTimers.revokeFailed(id));
   }
 
   /** Propose the compaction the auto-compactor asks for (one at a time; failures wait for the next tick). */
@@ -1078,7 +1086,8 @@ export class ManagerNode {
   }
 
   /** Wait until this member has applied everything committed before the call (ReadIndex). */
-  linearizableBarrier(): Promise<void> {
+  /** See RaftDriver.readBarrier: resolves with the instant its round started. */
+  linearizableBarrier(): Promise<number> {
     return this.driver.readBarrier();
   }
 

@@ -187,7 +187,7 @@ export class RaftDriver {
   /** Memory of the entries this node proposes (see propose). */
   private readonly entrySlab = new ValueSlab();
   /** Read barriers waiting for the ReadIndex round in flight to finish, to share the next one. */
-  private readsWaitingForNextRound: Array<{ resolve(): void; reject(e: Error): void }> = [];
+  private readsWaitingForNextRound: Array<{ resolve(roundStartMs: number): void; reject(e: Error): void }> = [];
   private readRoundInFlight = false;
 
   constructor(
@@ -304,11 +304,17 @@ export class RaftDriver {
   }
 
   /** Linearizable read barrier: resolves once this node has applied everything committed before the call. */
-  readBarrier(): Promise<void> {
+  /**
+   * Resolves, with the instant (performance.now()) its ReadIndex round started, once this node
+   * has confirmed it led at that instant and applied everything committed before it. A caller
+   * that needs leadership recent (a lease renewal) counts from that instant: the round may have
+   * waited behind another, and the apply behind a slow disk, long after it.
+   */
+  readBarrier(): Promise<number> {
     if (this.stopped) return Promise.reject(new RaftDriverError('STOPPED', 'raft node stopped'));
     // One ReadIndex round at a time (as etcd does): reads that arrive while a round is in
     // flight cannot use it (it may have started before they arrived), so they share the next.
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<number>((resolve, reject) => {
       this.readsWaitingForNextRound.push({ resolve, reject });
       if (!this.readRoundInFlight) this.startReadRound();
     });
@@ -319,12 +325,13 @@ export class RaftDriver {
     this.readsWaitingForNextRound = [];
     if (waiters.length === 0) return;
     this.readRoundInFlight = true;
+    const startedMs = performance.now();
     const ctx = Buffer.allocUnsafe(REQUEST_ID_BYTES);
     this.writeRequestId(ctx, ++this.requestCounter);
     const key = ctx.toString('hex');
     this.readEpoch.set(key, this.epoch());
     this.track(this.reads, key, () => this.node.readIndex(ctx)).finally(() => this.readEpoch.delete(key)).then(
-      () => waiters.forEach((w) => w.resolve()),
+      () => waiters.forEach((w) => w.resolve(startedMs)),
       (e: Error) => waiters.forEach((w) => w.reject(e)),
     ).finally(() => {
       this.readRoundInFlight = false;

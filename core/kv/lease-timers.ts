@@ -128,7 +128,8 @@ export class LeaseTimers {
 
   /**
    * A ReadIndex (or heartbeat quorum) round that started at `roundStartMs` succeeded: this node
-   * was leader at that instant.
+   * was leader at that instant. (A round from before a step-down and a new election confirms
+   * nothing of the new spell: its clocks all started after the round did.)
    */
   confirmLeadership(roundStartMs: number): void {
     if (this.leader && roundStartMs > this.confirmedAtMs) this.confirmedAtMs = roundStartMs;

@@ -32,7 +32,7 @@ class FakeClock implements LeaseClock {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A member stand-in: leader (or not) with a real store and timers; `barrier` is its read barrier. */
-function member(t: Test, opts: { leader: boolean; requestTimeoutMs?: number; barrier?: () => Promise<void> }) {
+function member(t: Test, opts: { leader: boolean; requestTimeoutMs?: number; barrier?: () => Promise<number> }) {
   const kvNode = Node.create();
   const clock = new FakeClock();
   const timers = new LeaseTimers({ clock, stallThresholdMs: 60_000 });
@@ -40,7 +40,8 @@ function member(t: Test, opts: { leader: boolean; requestTimeoutMs?: number; bar
   const node = {
     store: kvNode.store,
     leaseTimers: timers,
-    linearizableBarrier: () => (opts.barrier ?? (() => Promise.resolve()))(),
+    // Resolves with the instant its round started (RaftDriver.readBarrier).
+    linearizableBarrier: () => (opts.barrier ?? (() => Promise.resolve(performance.now())))(),
     driver: { node: { raft: { term: 1, role: opts.leader ? Role.Leader : Role.Follower } } },
     electionTimeoutMs: 1_000,
     id: 1,
@@ -179,6 +180,30 @@ t.test('leader: leadership lost while waiting: the keep-alive goes to the new le
   t.equal((await answered).answer, 'NO_LEADER', 'not told the lease is gone: the next leader extends it');
 });
 
+t.test('leader: a renewal counts the leader check from its round\'s start, not from the request', async (t) => {
+  // A round queued behind another starts ~600 ms after the request and its apply waits 500 ms
+  // more on a slow disk: 1.1 s after the request, 0.5 s after the round that proved leadership.
+  const queued = member(t, { leader: true, requestTimeoutMs: 300, barrier: async () => {
+    await sleep(600);
+    const start = performance.now();
+    await sleep(500);
+    return start;
+  } });
+  const id = queued.grant(10, 'lock');
+  t.same((await queued.backend.leaseKeepAlive(id)).ttlSeconds, 10, 'renewed: leadership proved 0.5 s ago, within the 1 s election timeout');
+  // A round that itself started more than an election timeout before it finished proves nothing now.
+  const stale = member(t, { leader: true, requestTimeoutMs: 300, barrier: async () => {
+    const start = performance.now();
+    await sleep(1_100);
+    return start;
+  } });
+  const id2 = stale.grant(10, 'lock');
+  const before = stale.timers.remainingSeconds(id2);
+  const { answer } = await settle(stale.backend.leaseKeepAlive(id2), () => 0);
+  t.not(answer, 10, `not renewed by this leader (answered ${answer})`);
+  t.ok(stale.timers.remainingSeconds(id2) <= before, 'its clock not reset');
+});
+
 t.test('follower: a forwarded TTL 0 is answered once this member has caught up with the revoke', async (t) => {
   // The leader: a front end whose backend does not know the lease any more (it applied the revoke).
   const leaderBackend = new FakeEtcdBackend();
@@ -190,8 +215,10 @@ t.test('follower: a forwarded TTL 0 is answered once this member has caught up w
     leader: false,
     barrier: async () => {
       barriers++;
+      const start = performance.now();
       await sleep(20);
       revokeHere(); // the round waits for this member to apply what the leader had committed
+      return start;
     },
   });
   m.node.members.set(2, { clientAddr: `127.0.0.1:${server.port}` });
@@ -206,13 +233,15 @@ t.test('follower: a forwarded TTL 0 is answered once this member has caught up w
 t.test('duties: the revoke of an expired lease is proposed in the round that confirms leadership', async (t) => {
   // ManagerNode.leaderDuties on a stand-in: real LeaseTimers (on the monotonic clock, as the node's).
   const duties = (ManagerNode.prototype as unknown as { leaderDuties(this: unknown): Promise<void> }).leaderDuties;
-  const make = (confirm: () => Promise<void>) => {
+  const make = (confirm: () => Promise<unknown>) => {
     const proposed: KvRequest[] = [];
     const node = {
       stopped: false,
       duplicate: undefined,
       role: Role.Leader,
       leaseTimers: new LeaseTimers({ clock: { nowMs: () => performance.now() } }),
+      leaseCheckInFlight: false,
+      proposeRevokes: (ManagerNode.prototype as unknown as { proposeRevokes: unknown }).proposeRevokes,
       driver: { readBarrier: confirm },
       propose: (req: KvRequest) => {
         proposed.push(req);
@@ -223,7 +252,11 @@ t.test('duties: the revoke of an expired lease is proposed in the round that con
     };
     return { node, proposed };
   };
-  const { node, proposed } = make(() => sleep(5));
+  const { node, proposed } = make(async () => {
+    const start = performance.now();
+    await sleep(5);
+    return start;
+  });
   node.leaseTimers.becomeLeader([
     { id: 7, ttlSeconds: 0.05 },
     { id: 8, ttlSeconds: 60 },
@@ -233,6 +266,33 @@ t.test('duties: the revoke of an expired lease is proposed in the round that con
   t.same(proposed, [{ leaseRevoke: { ID: 7 } }], 'proposed in the first round after the expiry, once the leader check passed');
   await duties.call(node);
   t.equal(proposed.length, 1, 'not proposed twice');
+
+  // Revokes confirmed by an earlier round are proposed at once, before this round's check:
+  // after that wait this node may have lost and won leadership again, every lease extended.
+  {
+    let release: (start: number) => void = () => undefined;
+    const slow = make(() => new Promise<number>((resolve) => (release = resolve)));
+    const clock = new FakeClock();
+    const timers = new LeaseTimers({ clock, maxRevokesPerTick: 1, stallThresholdMs: 60_000 });
+    slow.node.leaseTimers = timers;
+    timers.becomeLeader([{ id: 1, ttlSeconds: 1 }, { id: 2, ttlSeconds: 1 }, { id: 3, ttlSeconds: 60 }, { id: 4, ttlSeconds: 3 }]);
+    clock.ms += 2_000;
+    timers.confirmLeadership(clock.ms); // 1 and 2 expired before this
+    await duties.call(slow.node); // hands out 1 (one per tick)
+    t.same(slow.proposed, [{ leaseRevoke: { ID: 1 } }]);
+    clock.ms += 2_000; // 4 expires, unconfirmed
+    const running = duties.call(slow.node);
+    await sleep(10);
+    t.same(slow.proposed.slice(1), [{ leaseRevoke: { ID: 2 } }], 'the confirmed revoke is proposed while the check for the other is still out');
+    // More duty rounds while the check waits: they take no revokes of their own.
+    for (let i = 0; i < 3; i++) await duties.call(slow.node);
+    t.equal(slow.proposed.length, 2, 'no round starts another check or revoke while one waits');
+    release(clock.ms);
+    await running;
+    t.equal(slow.proposed.length, 2, 'the check confirmed 4, but the round\'s budget (1) went to the revoke before it');
+    await duties.call(slow.node);
+    t.same(slow.proposed.slice(2), [{ leaseRevoke: { ID: 4 } }], 'the next round revokes what the check confirmed');
+  }
 
   // The rule stays: no confirmed leadership, no revoke.
   const unconfirmed = make(() => Promise.reject(new Error('not leader')));

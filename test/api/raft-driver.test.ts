@@ -176,7 +176,7 @@ t.test('read barriers the leader will never answer fail with LEADER_CHANGED when
   // Cut the leader off: its own round gets no heartbeat answers and the follower's request
   // never reaches it. The leader steps down (CheckQuorum) and the others elect a new one.
   cut.add(leaderId);
-  const outcome = (p: Promise<void>) => {
+  const outcome = (p: Promise<unknown>) => {
     const started = performance.now();
     return p.then(() => ({ code: 'ok', ms: performance.now() - started }), (e: RaftDriverError) => ({ code: e.code, ms: performance.now() - started }));
   };
