@@ -277,7 +277,7 @@ if (!hasEtcdctl()) {
     t.equal(ok(t, undefined, ['get', 'app/x', '--print-value-only']), '1\n', 'auth disabled: a request without a user works again');
     t.equal(ok(t, undefined, ['put', 'other', 'free']), 'OK\n', 'and may write anywhere');
     t.equal((await gateway(a, '/v3/kv/range', { key: b64('other') })).status, 200, 'the gateway without a token too');
-    t.same(refusal(await gateway(a, '/v3/auth/authenticate', { name: 'root', password: 'PW' })), [400, 'etcdserver: authentication is not enabled', 9], 'no logins while disabled');
+    t.same(refusal(await gateway(a, '/v3/auth/authenticate', { name: 'root', password: 'PW' })), [412, 'etcdserver: authentication is not enabled', 9], 'no logins while disabled');
     t.equal(ok(t, ROOT, ['auth', 'enable']), 'Authentication Enabled\n');
     refused(t, undefined, ['get', 'app/x'], 'Error: etcdserver: user name is empty');
     t.same(refusal(await gateway(a, '/v3/kv/range', { key: b64('other') }, rootToken)), INVALID_TOKEN, 'root\'s token from before the disable is void');

@@ -402,3 +402,61 @@ t.test('fuzz: any JSON body encodes or fails with a clear error, for every reque
     ),
   );
 });
+
+t.test('stream bodies: JSON values back to back or pretty-printed, as Go\'s json.Decoder reads them', async (t) => {
+  const grant = await post('/v3/lease/grant', { TTL: 30 });
+  const id = grant.json.ID as string;
+  const pretty = `{\n  "ID": "${id}"\n}\n{\n  "ID": "404"\n}`;
+  const res = await fetch(`${base}/v3/lease/keepalive`, { method: 'POST', body: pretty });
+  t.equal(res.status, 200);
+  const results = (await res.text()).trim().split('\n').map((l) => JSON.parse(l).result as { ID: string });
+  t.same(results.map((r) => r.ID), [id, '404'], 'two pretty-printed values: two answers');
+  const backToBack = await fetch(`${base}/v3/watch`, { method: 'POST', body: `{"create_request":{"key":"${b64('gw/b2b')}"}}{"cancel_request":{"watch_id":"0"}}` });
+  t.equal(backToBack.status, 200);
+  const watch = (await backToBack.text()).trim().split('\n').map((l) => JSON.parse(l).result as { created?: boolean; canceled?: boolean });
+  t.same([watch[0]?.created, watch.at(-1)?.canceled], [true, true], 'created, then cancelled by the second value');
+  const tricky = await fetch(`${base}/v3/lease/keepalive`, { method: 'POST', body: `{"ID":"${id}","x":"} {\\"ID\\": \\"1\\"}"}  {"ID":"${id}"}` });
+  t.same((await tricky.text()).trim().split('\n').map((l) => JSON.parse(l).result.ID), [id, id], 'brackets and escaped quotes inside strings do not end a value');
+  for (const body of [`{"ID":"${id}"} 7`, `{"ID":"${id}"`, `{"ID":"${id}"}}`]) {
+    const bad = await fetch(`${base}/v3/lease/keepalive`, { method: 'POST', body });
+    t.equal(bad.status, 400, `${JSON.stringify(body)}: refused before any answer`);
+  }
+});
+
+t.test('requests from web pages (an Origin header) are refused on /v3/; GET-only /health answers 405 to a POST', async (t) => {
+  const r = await fetch(`${base}/v3/kv/deleterange`, { method: 'POST', headers: { origin: 'http://evil.example', 'content-type': 'text/plain' }, body: JSON.stringify({ key: b64('gw/a') }) });
+  t.equal(r.status, 403);
+  t.match(((await r.json()) as { error: string }).error, /web pages/);
+  t.equal(await grpcClient.get('gw/a').string(), 'one', 'nothing deleted');
+  const w = await fetch(`${base}/v3/watch`, { method: 'POST', headers: { origin: 'http://evil.example' }, body: JSON.stringify({ create_request: { key: b64('gw/a') } }) });
+  t.equal(w.status, 403, 'a stream too');
+  t.equal((await fetch(`${base}/version`, { headers: { origin: 'http://evil.example' } })).status, 200, 'the read-only GETs still answer');
+  const h = await fetch(`${base}/health`, { method: 'POST' });
+  t.same([h.status, await h.text()], [405, 'Method Not Allowed\n'], 'as etcd answers');
+});
+
+t.test('a watch pipelined behind another request on one connection outlives the headers deadline', async (t) => {
+  const { connect } = await import('node:net');
+  const quick = await EtcdGrpcServer.start({ backend, port: 0, limits: { gatewayHeadersTimeoutMs: 300 } });
+  t.teardown(() => quick.close());
+  const watchBody = JSON.stringify({ create_request: { key: b64('gw/pipelined') } });
+  const rangeBody = JSON.stringify({ key: b64('gw/a') });
+  const received: string[] = [];
+  const closed = await new Promise<boolean>((resolve) => {
+    const s = connect(quick.port, '127.0.0.1', () => {
+      s.write(
+        `POST /v3/kv/range HTTP/1.1\r\nHost: x\r\nContent-Length: ${rangeBody.length}\r\n\r\n${rangeBody}` +
+          `POST /v3/watch HTTP/1.1\r\nHost: x\r\nContent-Length: ${watchBody.length}\r\n\r\n${watchBody}`,
+      );
+    });
+    s.on('data', (d: Buffer) => received.push(d.toString()));
+    s.on('error', () => undefined);
+    s.once('close', () => resolve(true));
+    setTimeout(() => {
+      resolve(false);
+      s.destroy();
+    }, 1_500);
+  });
+  t.notOk(closed, 'still open 1.5 s later, five times the headers deadline');
+  t.match(received.join(''), /"created":true/, 'the watch was created');
+});

@@ -13,7 +13,7 @@
  * code and etcd's message, under the HTTP status grpc-gateway maps that code to.
  *
  * `POST /v3/watch` and `POST /v3/lease/keepalive` stream as grpc-gateway does: the body holds one
- * or more requests (JSON, one per line), the response is one `{"result": …}` per line: for a watch
+ * or more requests (JSON values one after another, as Go's json.Decoder reads them), the response is one `{"result": …}` per line: for a watch
  * as long as the client stays connected, for keep-alives one per request, then the response ends
  * (so `curl -d '{"ID":"…"}' …/v3/lease/keepalive` refreshes a lease). The snapshot stream is
  * served on gRPC only.
@@ -111,7 +111,7 @@ const HTTP_STATUS: Readonly<Record<number, number>> = {
   [grpc.status.ALREADY_EXISTS]: 409,
   [grpc.status.PERMISSION_DENIED]: 403,
   [grpc.status.RESOURCE_EXHAUSTED]: 429,
-  [grpc.status.FAILED_PRECONDITION]: 400,
+  [grpc.status.FAILED_PRECONDITION]: 412,
   [grpc.status.ABORTED]: 409,
   [grpc.status.OUT_OF_RANGE]: 400,
   [grpc.status.UNIMPLEMENTED]: 501,
@@ -138,7 +138,17 @@ function fieldByJsonName(type: protobuf.Type, key: string): protobuf.Field | und
   return names.get(key);
 }
 
-const INTEGER_TYPES = new Set(['int32', 'uint32', 'sint32', 'fixed32', 'sfixed32', 'int64', 'uint64', 'sint64', 'fixed64', 'sfixed64']);
+/** Each protobuf integer type's range, and the Go type etcd's gateway names when a value is outside it. */
+const INTEGER_RANGES: ReadonlyMap<string, readonly [bigint, bigint, string]> = new Map(
+  (
+    [
+      [['int32', 'sint32', 'sfixed32'], -(2n ** 31n), 2n ** 31n - 1n, 'int32'],
+      [['uint32', 'fixed32'], 0n, 2n ** 32n - 1n, 'uint32'],
+      [['int64', 'sint64', 'sfixed64'], -(2n ** 63n), 2n ** 63n - 1n, 'int64'],
+      [['uint64', 'fixed64'], 0n, 2n ** 64n - 1n, 'uint64'],
+    ] as const
+  ).flatMap(([names, min, max, go]) => names.map((n) => [n, [min, max, go] as const] as const)),
+);
 
 /** protobufjs' fromObject would quietly turn a JSON value of the wrong kind into the default. */
 function checkScalar(field: protobuf.Field, x: unknown, where: string): void {
@@ -154,9 +164,13 @@ function checkScalar(field: protobuf.Field, x: unknown, where: string): void {
     if (typeof x !== 'string') throw kind('a string');
   } else if (field.type === 'bool') {
     if (typeof x !== 'boolean') throw kind('true or false');
-  } else if (INTEGER_TYPES.has(field.type)) {
+  } else if (INTEGER_RANGES.has(field.type)) {
     // A number past 2^53 has already lost digits in JSON.parse: such values come as strings.
     if (!(typeof x === 'number' ? Number.isSafeInteger(x) : typeof x === 'string' && /^-?\d+$/.test(x))) throw kind('an integer (a number up to 2^53, or a decimal string)');
+    // protobufjs would wrap one outside the field's range (2^64 + 5 became revision 5).
+    const [min, max, goType] = INTEGER_RANGES.get(field.type)!;
+    const n = BigInt(x as string | number);
+    if (n < min || n > max) throw new BadRequest(`json: cannot unmarshal number ${x} into Go value of type ${goType}`);
   }
 }
 
@@ -217,32 +231,48 @@ export function decodeJsonResponse(type: protobuf.Type, bytes: Uint8Array): stri
 const GATEWAY_CHECK_SLICE = 2_000;
 
 /**
- * A streamed body's JSON values, read one at a time without splitting the body: the whole body
- * if it is one JSON value, else each line that is not blank (grpc-gateway's client stream).
+ * A streamed body's JSON values, read one at a time without splitting the body into an array:
+ * each top-level value in turn, whatever the whitespace between them (grpc-gateway reads a
+ * client stream with Go's json.Decoder: values back to back, one per line, or pretty-printed).
+ * A value's end is found by its brackets and strings; a bare word (a number, `true`) ends at
+ * whitespace or at the next value. Whether each is valid JSON is the decoder's to say.
  */
 class BodyValues {
   private at = 0;
-  private readonly whole: boolean;
 
-  constructor(private readonly body: string) {
-    this.whole = body.trim() !== '' && isJson(body);
-  }
+  constructor(private readonly body: string) {}
 
   next(): string | undefined {
     const body = this.body;
-    if (this.whole) {
-      if (this.at > 0) return undefined;
-      this.at = body.length;
-      return body;
+    let i = this.at;
+    while (i < body.length && isJsonSpace(body.charCodeAt(i))) i++;
+    if (i >= body.length) {
+      this.at = i;
+      return undefined;
     }
-    while (this.at < body.length) {
-      const nl = body.indexOf('\n', this.at);
-      const end = nl < 0 ? body.length : nl;
-      const line = body.slice(this.at, end);
-      this.at = end + 1;
-      if (line.trim() !== '') return line;
+    const start = i;
+    const first = body[i];
+    if (first === '{' || first === '[' || first === '"') {
+      let depth = 0;
+      let inString = false;
+      for (; i < body.length; i++) {
+        const c = body[i];
+        if (inString) {
+          if (c === '\\') i++;
+          else if (c === '"') {
+            inString = false;
+            if (depth === 0) break;
+          }
+        } else if (c === '"') inString = true;
+        else if (c === '{' || c === '[') depth++;
+        else if ((c === '}' || c === ']') && --depth === 0) break;
+      }
+      this.at = Math.min(i + 1, body.length);
+    } else {
+      while (i < body.length && !isJsonSpace(body.charCodeAt(i)) && body[i] !== '{' && body[i] !== '[' && body[i] !== '"') i++;
+      this.at = i;
     }
-    return undefined;
+    return body.slice(start, this.at);
   }
 
   rewind(): void {
@@ -250,13 +280,9 @@ class BodyValues {
   }
 }
 
-function isJson(text: string): boolean {
-  try {
-    JSON.parse(text);
-    return true;
-  } catch {
-    return false;
-  }
+/** JSON's whitespace: space, tab, line feed, carriage return. */
+function isJsonSpace(c: number): boolean {
+  return c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d;
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {
@@ -287,11 +313,29 @@ const AUTH_REFUSALS = new Set<number>([grpc.status.INVALID_ARGUMENT, grpc.status
  * Who a gateway request comes from: its address, its auth token (etcd's gateway takes it from
  * the Authorization header) and the user its verified client certificate names.
  */
-function caller(req: IncomingMessage): GatewayCaller {
-  const v = req.headers.authorization;
+function caller(req: IncomingMessage, res: ServerResponse): GatewayCaller {
+  // grpc-gateway passes `Grpc-Metadata-Token` on as the gRPC metadata "token" too.
+  const v = req.headers.authorization ?? req.headers['grpc-metadata-token'];
   const token = typeof v === 'string' && v !== '' ? v : undefined;
   const user = certUser(req.socket);
-  return { peer: `${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? 0}`, ...(token === undefined ? {} : { token }), ...(user === undefined ? {} : { certUser: user }) };
+  return {
+    peer: `${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? 0}`,
+    ...(token === undefined ? {} : { token }),
+    ...(user === undefined ? {} : { certUser: user }),
+    // As etcd's gateway cancels the call when its HTTP client goes: a write not yet proposed is dropped.
+    wanted: () => !req.destroyed && !res.destroyed,
+  };
+}
+
+/**
+ * A request a web browser sent on a page's behalf (it carries an Origin header): refused. With
+ * auth off (the default) any page a user opens, or one that rebinds its own name to a board's
+ * address, could otherwise write and delete keys with a form-style POST that needs no CORS
+ * preflight. etcd answers `Access-Control-Allow-Origin: *` by default; picloud serves no
+ * browser clients on the client port (curl, etcd3gw and scripts send no Origin).
+ */
+function fromBrowser(req: IncomingMessage): boolean {
+  return req.headers.origin !== undefined;
 }
 
 function isStatus(e: unknown): e is { code: grpc.status; details: string } {
@@ -319,6 +363,8 @@ export class JsonGateway {
   private readonly sockets = new Set<Duplex>();
   /** Each connection's deadline for its next request's headers. */
   private readonly headerDeadlines = new Map<Duplex, NodeJS.Timeout>();
+  /** Requests of each connection not yet answered in full (HTTP/1.1 pipelining may queue several). */
+  private readonly inProgress = new Map<Duplex, number>();
 
   constructor(
     private readonly invoker: GatewayBackend,
@@ -332,9 +378,17 @@ export class JsonGateway {
     private readonly requestBytes?: RequestBytesBudget,
   ) {
     this.server = createServer((req, res) => {
-      this.headersArrived(req.socket);
-      res.once('finish', () => {
-        if (!req.socket.destroyed) this.awaitHeaders(req.socket);
+      const socket = req.socket;
+      this.headersArrived(socket);
+      this.inProgress.set(socket, (this.inProgress.get(socket) ?? 0) + 1);
+      // The next request's headers are awaited once none is in progress: a watch pipelined
+      // behind another request has its headers in already, and must not be cut when the
+      // first one's response ends.
+      res.once('close', () => {
+        const left = (this.inProgress.get(socket) ?? 1) - 1;
+        if (left > 0) this.inProgress.set(socket, left);
+        else this.inProgress.delete(socket);
+        if (left <= 0 && !socket.destroyed) this.awaitHeaders(socket);
       });
       this.handle(req, res).catch((e: unknown) => {
         // A client gone mid-request is nobody's error: nothing to answer, nothing to log.
@@ -362,6 +416,7 @@ export class JsonGateway {
     this.awaitHeaders(socket);
     socket.once('close', () => {
       this.headersArrived(socket);
+      this.inProgress.delete(socket);
       this.sockets.delete(socket);
     });
     this.server.emit('connection', socket);
@@ -388,7 +443,7 @@ export class JsonGateway {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0]!;
     if (path === '/version' && req.method === 'GET') return send(res, 200, this.version);
-    if (path === '/health' && req.method === 'GET') return this.health(res, req.socket.remoteAddress ?? '');
+    if (path === '/health') return req.method === 'GET' ? this.health(res, req.socket.remoteAddress ?? '') : sendPlain(res, 405, 'Method Not Allowed');
     if (path === '/metrics' && req.method === 'GET' && this.metrics !== undefined) {
       const m = await this.metrics();
       res.writeHead(200, { 'content-type': m.contentType });
@@ -403,6 +458,7 @@ export class JsonGateway {
     const route = Object.hasOwn(ROUTES, name) ? ROUTES[name] : undefined;
     if (streamed === undefined && route === undefined) return sendPlain(res, 404, 'Not Found');
     if (req.method !== 'POST') return sendPlain(res, 405, 'Method Not Allowed');
+    if (fromBrowser(req)) return sendError(res, grpc.status.PERMISSION_DENIED, 'picloud: requests from web pages (with an Origin header) are refused on the client port');
     if (streamed !== undefined) return this.stream(streamed, req, res);
     const body = await this.readBody(req);
     if (typeof body !== 'string') return this.refuseBody(res, body.refused);
@@ -416,7 +472,7 @@ export class JsonGateway {
       throw e;
     }
     try {
-      const response = await this.invoker.invokeUnary(service, method, request, caller(req));
+      const response = await this.invoker.invokeUnary(service, method, request, caller(req, res));
       send(res, 200, decodeJsonResponse(this.root.lookupType(methodDef.responseType), response));
     } catch (e) {
       if (!isStatus(e)) throw e;
@@ -434,7 +490,7 @@ export class JsonGateway {
     const methodDef = this.root.lookupService(method === 'Watch' ? 'etcdserverpb.Watch' : 'etcdserverpb.Lease').methods[method]!;
     const requestType = this.root.lookupType(methodDef.requestType);
     const responseType = this.root.lookupType(methodDef.responseType);
-    // One JSON value, or one per line as grpc-gateway reads a client stream.
+    // The body's requests, one JSON value after another.
     const values = new BodyValues(body);
     // Watchers this body creates: the response ends once every one of them is cancelled.
     let live = 0;
@@ -459,7 +515,7 @@ export class JsonGateway {
     // Once the response has ended nothing more may be written (Node would emit an error on
     // `res`): a later watcher's answer, or an event racing the end, is dropped.
     const ended = (): boolean => res.writableEnded || res.destroyed;
-    const stream = this.invoker.openGatewayStream(method, caller(req), {
+    const stream = this.invoker.openGatewayStream(method, caller(req, res), {
       write: (bytes, sent) => {
         if (ended()) {
           sent();

@@ -135,6 +135,8 @@ export interface GatewayCaller {
    * as etcd's /health reads its server directly rather than through the client interceptors.
    */
   self?: boolean;
+  /** False once the HTTP client has left: a write still waiting for a leader is then dropped. */
+  wanted?(): boolean;
 }
 
 /** The bidirectional streams the JSON gateway serves. */
