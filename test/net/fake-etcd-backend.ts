@@ -127,9 +127,13 @@ export class FakeEtcdBackend implements EtcdBackend {
   /** The user the last range's client certificate named (CallContext.certUser). */
   lastRangeCertUser: string | undefined;
 
+  /** Awaited at the start of each range, with its context (a test's hook into a call in flight). */
+  beforeRange: ((ctx?: CallContext) => Promise<void>) | undefined;
+
   async range(r: RangeRequest, ctx?: CallContext): Promise<RangeResponse> {
     this.calls.push(`range:${r.serializable ? 's' : 'l'}`);
     this.lastRangeCertUser = ctx?.certUser;
+    await this.beforeRange?.(ctx);
     return this.rangeNow(r);
   }
 

@@ -460,3 +460,23 @@ t.test('a watch pipelined behind another request on one connection outlives the 
   t.notOk(closed, 'still open 1.5 s later, five times the headers deadline');
   t.match(received.join(''), /"created":true/, 'the watch was created');
 });
+
+t.test('a gateway call is unwanted once its HTTP client has left (a write waiting for a leader is then dropped)', async (t) => {
+  const seen: boolean[] = [];
+  let leave: () => void = () => undefined;
+  const left = new Promise<void>((resolve) => (leave = resolve));
+  backend.beforeRange = async (ctx) => {
+    seen.push(ctx?.wanted?.() ?? true);
+    leave();
+    await new Promise((r) => setTimeout(r, 200));
+    seen.push(ctx?.wanted?.() ?? true);
+  };
+  t.teardown(() => void (backend.beforeRange = undefined));
+  const req = httpRequest(`${base}/v3/kv/range`, { method: 'POST' });
+  req.on('error', () => undefined);
+  req.end(JSON.stringify({ key: b64('gw/a') }));
+  await left;
+  req.destroy();
+  for (let i = 0; i < 50 && seen.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+  t.same(seen, [true, false], 'wanted while the client waits; not once it is gone');
+});

@@ -323,7 +323,7 @@ function caller(req: IncomingMessage, res: ServerResponse): GatewayCaller {
     ...(token === undefined ? {} : { token }),
     ...(user === undefined ? {} : { certUser: user }),
     // As etcd's gateway cancels the call when its HTTP client goes: a write not yet proposed is dropped.
-    wanted: () => !req.destroyed && !res.destroyed,
+    wanted: () => !res.destroyed && !req.socket.destroyed,
   };
 }
 
