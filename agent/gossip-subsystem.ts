@@ -491,9 +491,15 @@ function flag(q: URLSearchParams, name: string): boolean {
   return v !== null && v !== '0' && v !== 'false';
 }
 
-function watchMembers(sub: GossipSubsystem, req: IncomingMessage, res: ServerResponse): void {
+/** TCP keepalive on a members watch's connection. */
+const MEMBERS_WATCH_KEEPALIVE_MS = 30_000;
+
+/** GET /v1/agent/members?watch=1: one JSON line per membership event while the client stays and keeps reading. */
+export function watchMembers(sub: Pick<GossipSubsystem, 'events'>, req: IncomingMessage, res: ServerResponse): void {
   res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache' });
   res.flushHeaders();
+  // A watcher that vanished without a FIN (a board powered off) is found by TCP keepalive.
+  req.socket.setKeepAlive(true, MEMBERS_WATCH_KEEPALIVE_MS);
   const it = sub.events();
   let open = true;
   const close = (): void => {
@@ -508,7 +514,17 @@ function watchMembers(sub: GossipSubsystem, req: IncomingMessage, res: ServerRes
       for (;;) {
         const r = await it.next();
         if (r.done || !open) break;
-        res.write(JSON.stringify(r.value) + '\n');
+        // A client that stops reading is waited for, not buffered for: the event queue's own
+        // bound then ends its watch with GOSSIP_WATCH_OVERFLOW.
+        if (!res.write(JSON.stringify(r.value) + '\n')) await new Promise<void>((resolve) => {
+          const done = (): void => {
+            res.off('drain', done);
+            res.off('close', done);
+            resolve();
+          };
+          res.on('drain', done);
+          res.on('close', done);
+        });
       }
     } catch (err) {
       const e = err as GossipError;
