@@ -585,6 +585,55 @@ for (const directUnary of [true, false]) {
   });
 }
 
+/** Limits whose reservations must be whole within 400 ms, however large (MIN_REQUEST_BYTES_PER_SEC made moot). */
+const quickDeadline = { ...limits, minRequestDeadlineMs: 400, minRequestBytesPerSec: 2 ** 40 };
+
+for (const directUnary of [true, false]) {
+  t.test(`${directUnary ? 'direct path' : 'grpc-js path'}: a reserved message that dribbles in past its deadline is reset and its room returned`, async (t) => {
+    const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, limits: quickDeadline, directUnary });
+    const session = connect(`http://127.0.0.1:${server.port}`);
+    t.teardown(async () => {
+      session.destroy();
+      await server.close();
+    });
+    const budget = server.requestBytes!;
+    const body = putFrame('slow', 700 * 1024);
+    const slow = startRequest(session, PUT, body, 300 * 1024);
+    await until('the slow put reserved', () => budget.heldBytes === body.length - 5, 5_000);
+    // A byte every 100 ms: progress, but never the whole message.
+    let at = 300 * 1024;
+    const drip = setInterval(() => slow.stream.write(body.subarray(at, ++at)), 100);
+    t.teardown(() => clearInterval(drip));
+    const began = performance.now();
+    t.equal(await slow.outcome, 'rst 11', 'reset with ENHANCE_YOUR_CALM (RESOURCE_EXHAUSTED)');
+    clearInterval(drip);
+    const after = performance.now() - began;
+    t.ok(after < 2_000, `within the deadline's reach (${after.toFixed(0)} ms)`);
+    t.equal(budget.tooSlowStreams, 1);
+    await until('its room returned', () => budget.heldBytes === 0, 5_000);
+    // One that arrives in time is answered; so is a whole unary put that half-closes at once.
+    const prompt = startRequest(session, PUT, body, 300 * 1024);
+    setTimeout(() => prompt.finish(), 100);
+    t.equal(await prompt.outcome, '0', 'a message finished within the deadline is answered');
+    t.equal(budget.tooSlowStreams, 1, 'and not counted');
+  });
+}
+
+t.test('a gateway body dribbled in past its deadline loses its connection and returns its room', async (t) => {
+  const server = await EtcdGrpcServer.start({ backend: new FakeEtcdBackend(), port: 0, limits: quickDeadline });
+  t.teardown(() => server.close());
+  const budget = server.requestBytes!;
+  const body = gatewayPutBody(1_000_000);
+  const slow = startGatewayRequest(server.port, body, 1000);
+  await until('the body reserved', () => budget.heldBytes === body.length, 5_000);
+  t.equal(await slow.status, 'closed', 'closed, no answer');
+  t.equal(budget.tooSlowStreams, 1);
+  await until('its room returned', () => budget.heldBytes === 0, 5_000);
+  const prompt = startGatewayRequest(server.port, body, 1000);
+  prompt.finish();
+  t.equal(await prompt.status, '200', 'a body sent at once is answered');
+});
+
 t.test('a member under the attack measured before the bound: 400 unfinished 1.9 MiB puts on two connections', async (t) => {
   const cluster = new AgentCluster();
   t.teardown(() => cluster.stopAll());

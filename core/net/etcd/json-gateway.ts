@@ -582,16 +582,25 @@ export class JsonGateway {
     if (declared > this.maxBodyBytes) return TOO_LARGE;
     const bytes = Number.isSafeInteger(declared) && declared >= 0 ? declared : this.maxBodyBytes;
     if (this.requestBytes === undefined || bytes === 0) return this.readWholeBody(req);
-    const reservation = this.requestBytes.reserve(req.socket, bytes);
+    const budget = this.requestBytes;
+    const reservation = budget.reserve(req.socket, bytes);
     const release = (): void => reservation.release();
     req.once('close', release);
+    let deadline: NodeJS.Timeout | undefined;
     try {
       if (!(await reservation.admitted)) {
         if (req.destroyed) throw new ClientGoneError();
         return NO_ROOM;
       }
+      // Room others wait for: a body dribbled in slower than MIN_REQUEST_BYTES_PER_SEC loses
+      // its connection (and the room), as a gRPC stream's message is reset.
+      deadline = setTimeout(() => {
+        budget.tooSlowStreams++;
+        req.socket.destroy();
+      }, budget.deadlineMs(bytes));
       return await this.readWholeBody(req);
     } finally {
+      clearTimeout(deadline);
       release();
       req.removeListener('close', release);
     }

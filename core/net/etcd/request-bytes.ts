@@ -37,6 +37,10 @@ export interface RequestBytesLimits {
   connectionBytes: number;
   /** Streams stopped until their message fits, all connections together; a further one is reset. */
   waitingStreams: number;
+  /** How fast a reserved message must arrive (MIN_REQUEST_BYTES_PER_SEC; see requestDeadlineMs). */
+  minBytesPerSec?: number;
+  /** The least time a reserved message has, however small (MIN_REQUEST_DEADLINE_MS). */
+  minDeadlineMs?: number;
 }
 
 /** ~40 of etcd's largest requests (1.5 MiB) arriving at once; a Pi has 1-8 GiB. */
@@ -45,6 +49,16 @@ export const MAX_HELD_REQUEST_BYTES = 64 * 1024 * 1024;
 export const MAX_HELD_REQUEST_BYTES_PER_CONNECTION = 8 * 1024 * 1024;
 /** Each may hold up to its HTTP/2 window (64 KiB) while stopped: 256 of them, 16 MiB. */
 export const MAX_WAITING_REQUEST_STREAMS = 256;
+/**
+ * A reservation is room others wait for: a client that announces a large message and then sends
+ * it a byte at a time would hold it for as long as it likes (26 such gateway bodies held the
+ * whole member's room: every large request waited). So a reserved message must be whole (a
+ * single request: half-closed) within its size at this rate, or MIN_REQUEST_DEADLINE_MS if that
+ * is longer, or its stream is reset (its connection closed, on the gateway): 48 s for etcd's
+ * largest request, well within reach of a board on slow Wi-Fi.
+ */
+export const MIN_REQUEST_BYTES_PER_SEC = 32 * 1024;
+export const MIN_REQUEST_DEADLINE_MS = 10_000;
 
 /** The bounds of one client port, and the streams waiting for room under them. */
 export class RequestBytesBudget {
@@ -56,6 +70,8 @@ export class RequestBytesBudget {
   private readonly limits: RequestBytesLimits;
   /** Streams reset (and gateway requests refused) for want of room: `waitingStreams` already waiting, or a whole single request that did not fit. */
   refusedStreams = 0;
+  /** Streams reset (gateway connections closed) because a reserved message came too slowly. */
+  tooSlowStreams = 0;
 
   /**
    * `maxMessageBytes`: the receive limit (a longer message is refused by the call itself, not
@@ -69,6 +85,12 @@ export class RequestBytesBudget {
   ) {
     const connectionBytes = Math.max(limits.connectionBytes, maxMessageBytes, largestBytes);
     this.limits = { ...limits, connectionBytes, memberBytes: Math.max(limits.memberBytes, connectionBytes) };
+  }
+
+  /** How long a message of `bytes` may take to arrive once reserved (MIN_REQUEST_BYTES_PER_SEC). */
+  deadlineMs(bytes: number): number {
+    const rate = this.limits.minBytesPerSec ?? MIN_REQUEST_BYTES_PER_SEC;
+    return Math.max(this.limits.minDeadlineMs ?? MIN_REQUEST_DEADLINE_MS, (bytes / rate) * 1000);
   }
 
   /** Announced bytes reserved for unfinished messages now. */
@@ -264,6 +286,8 @@ class MessageReader implements Waiter {
   /** A single request's messages whole in the chunk being read, reserved at its end. */
   private wholeUnreserved = 0;
   private done = false;
+  /** Runs while this stream holds a reservation it has not finished with (MIN_REQUEST_BYTES_PER_SEC). */
+  private deadline: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly budget: RequestBytesBudget,
@@ -287,6 +311,7 @@ class MessageReader implements Waiter {
     if (!this.reserve(this.bodyLength)) return false;
     this.admitted = true;
     this.isWaiting = false;
+    this.startDeadline(this.bodyLength);
     if (!this.stream.destroyed) this.stream.resume();
     return true;
   }
@@ -324,6 +349,8 @@ class MessageReader implements Waiter {
       if (!this.reserve(bytes)) {
         this.budget.refusedStreams++;
         this.refuse();
+      } else {
+        this.startDeadline(bytes);
       }
     }
   }
@@ -333,6 +360,7 @@ class MessageReader implements Waiter {
     if (this.budget.tryReserveInTurn(this.connection, this.bodyLength)) {
       this.reserved += this.bodyLength;
       this.admitted = true;
+      this.startDeadline(this.bodyLength);
     } else if (this.budget.enqueue(this)) {
       this.isWaiting = true;
       this.stream.pause();
@@ -352,7 +380,10 @@ class MessageReader implements Waiter {
     if (this.admitted) {
       this.admitted = false;
       // A stream's message goes to its call now; a single request's stays held until the half-close.
-      if (!this.singleRequest) this.unreserve(this.bodyLength);
+      if (!this.singleRequest) {
+        this.unreserve(this.bodyLength);
+        this.clearDeadline();
+      }
     } else if (this.singleRequest) {
       this.wholeUnreserved += this.bodyLength;
     }
@@ -375,10 +406,32 @@ class MessageReader implements Waiter {
     this.stream.close(constants.NGHTTP2_ENHANCE_YOUR_CALM);
   }
 
+  /**
+   * A reservation taken: the message (a single request: up to its half-close) must come within
+   * its deadline, else the stream is reset. One clock per stream: a single request's later
+   * reservations run on the first one's.
+   */
+  private startDeadline(bytes: number): void {
+    if (this.deadline !== undefined || this.done) return;
+    this.deadline = setTimeout(() => {
+      this.deadline = undefined;
+      if (this.done) return;
+      this.budget.tooSlowStreams++;
+      this.refuse();
+    }, this.budget.deadlineMs(bytes));
+    this.deadline.unref();
+  }
+
+  private clearDeadline(): void {
+    clearTimeout(this.deadline);
+    this.deadline = undefined;
+  }
+
   /** The stream is closed, half-closed (a single request) or refused: nothing more is reserved for it. */
   private stop(): void {
     if (this.done) return;
     this.done = true;
+    this.clearDeadline();
     if (this.isWaiting) this.budget.dequeue(this);
     this.isWaiting = false;
     this.unreserve(this.reserved);

@@ -26,7 +26,7 @@ import { EagerFrames, EagerMessage, eagerSendInterceptor } from './eager-send.js
 import { learnerServesUnary } from './learner-rpcs.js';
 import { DirectCall, clampGrpcTimeout, directMethod, dropStream, hookGrpcStreams, type DirectMethod, type GrpcStreamHandler } from './direct-unary.js';
 import { advertiseAcceptedEncodings, compressionRefusal, refuseCompressed } from './request-encoding.js';
-import { MAX_HELD_REQUEST_BYTES, MAX_HELD_REQUEST_BYTES_PER_CONNECTION, MAX_WAITING_REQUEST_STREAMS, RequestBytesBudget } from './request-bytes.js';
+import { MAX_HELD_REQUEST_BYTES, MAX_HELD_REQUEST_BYTES_PER_CONNECTION, MAX_WAITING_REQUEST_STREAMS, MIN_REQUEST_BYTES_PER_SEC, MIN_REQUEST_DEADLINE_MS, RequestBytesBudget } from './request-bytes.js';
 import { MAX_REQUEST_BYTES } from '../../kv/limits.js';
 import { watchRangeRefusal } from '../../kv/watch.js';
 
@@ -72,6 +72,10 @@ export interface EtcdServerLimits {
   maxHeldRequestBytesPerConnection: number;
   /** Request streams stopped until their message fits; a further one is reset (RESOURCE_EXHAUSTED). */
   maxWaitingRequestStreams: number;
+  /** How fast a reserved request must arrive (MIN_REQUEST_BYTES_PER_SEC). */
+  minRequestBytesPerSec: number;
+  /** The least time a reserved request has (MIN_REQUEST_DEADLINE_MS). */
+  minRequestDeadlineMs: number;
 }
 
 export const DEFAULT_ETCD_SERVER_LIMITS: Readonly<EtcdServerLimits> = Object.freeze({
@@ -83,6 +87,8 @@ export const DEFAULT_ETCD_SERVER_LIMITS: Readonly<EtcdServerLimits> = Object.fre
   maxHeldRequestBytes: MAX_HELD_REQUEST_BYTES,
   maxHeldRequestBytesPerConnection: MAX_HELD_REQUEST_BYTES_PER_CONNECTION,
   maxWaitingRequestStreams: MAX_WAITING_REQUEST_STREAMS,
+  minRequestBytesPerSec: MIN_REQUEST_BYTES_PER_SEC,
+  minRequestDeadlineMs: MIN_REQUEST_DEADLINE_MS,
 });
 
 export interface EtcdServerOptions {
@@ -342,7 +348,13 @@ export class EtcdGrpcServer {
     const route = (path: string): DirectMethod | undefined => methods.get(path);
     const maxGatewayBodyBytes = Math.ceil((limits.maxRequestBytes * 4) / 3) + JSON_OVERHEAD_BYTES;
     const budget = (s.requestBytes = new RequestBytesBudget(
-      { memberBytes: limits.maxHeldRequestBytes, connectionBytes: limits.maxHeldRequestBytesPerConnection, waitingStreams: limits.maxWaitingRequestStreams },
+      {
+        memberBytes: limits.maxHeldRequestBytes,
+        connectionBytes: limits.maxHeldRequestBytesPerConnection,
+        waitingStreams: limits.maxWaitingRequestStreams,
+        minBytesPerSec: limits.minRequestBytesPerSec,
+        minDeadlineMs: limits.minRequestDeadlineMs,
+      },
       maxMessageBytes,
       maxGatewayBodyBytes,
     ));
