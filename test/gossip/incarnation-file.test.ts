@@ -13,19 +13,13 @@ import { INCARNATION_FILE, MAX_INCARNATION_FILE_BYTES, gossipDir, loadIncarnatio
 import { LOCAL_CONFIG } from '../../core/gossip/config.js';
 import { Keyring } from '../../core/gossip/keyring/index.js';
 import { GossipNode } from '../../core/net/gossip-node.js';
+import { until } from '../helpers/wait.js';
 
 const SECRET = 'incarnation-file-test-secret';
 const dir = mkdtempSync(join(tmpdir(), 'picloud-gossip-incarnation-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
-async function waitFor(what: string, pred: () => boolean, timeoutMs: number): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
+/** A data dir whose gossip/incarnation.json holds `contents` (none if undefined). */
 function dataDirWith(name: string, contents: string | undefined): string {
   const d = join(dir, name);
   mkdirSync(gossipDir(d), { recursive: true });
@@ -70,14 +64,14 @@ t.test('a node restarted on a damaged incarnation.json warns, and is alive to th
     await e.stop();
   });
   await e.join([{ host: '127.0.0.1', port }]);
-  await waitFor('e sees w', () => e.members().some((m) => m.name === 'w' && m.status === 'alive'), 5_000);
+  await until('e sees w', () => e.members().some((m) => m.name === 'w' && m.status === 'alive'), 5_000);
   // Two more restarts: e now holds w at incarnation 3.
   for (let i = 0; i < 2; i++) {
     await w.stop();
     w = await start(port);
     await e.join([{ host: '127.0.0.1', port }]);
   }
-  await waitFor('e holds w at 3', () => e.members().find((m) => m.name === 'w')?.incarnation === 3, 5_000);
+  await until('e holds w at 3', () => e.members().find((m) => m.name === 'w')?.incarnation === 3, 5_000);
   await w.stop();
   writeFileSync(join(gossipDir(dataDir), INCARNATION_FILE), '{"incarn');
   w = await start(port);
@@ -85,8 +79,8 @@ t.test('a node restarted on a damaged incarnation.json warns, and is alive to th
   t.equal(warnings.filter((m) => /ignoring unreadable .*incarnation\.json/.test(m)).length, 1, 'a warning names the file');
   t.same(JSON.parse(readFileSync(join(gossipDir(dataDir), INCARNATION_FILE), 'utf8')), { incarnation: 1 }, 'the file written whole again');
   await e.join([{ host: '127.0.0.1', port }]);
-  await waitFor('w back above 3', () => w.node.incarnation >= 3, 10_000);
-  await waitFor('e holds w alive at its incarnation', () => {
+  await until('w back above 3', () => w.node.incarnation >= 3, 10_000);
+  await until('e holds w alive at its incarnation', () => {
     const m = e.members().find((x) => x.name === 'w');
     return m?.status === 'alive' && m.incarnation === w.node.incarnation;
   }, 10_000);
