@@ -76,7 +76,7 @@ export interface SeedConfig {
 
 export interface SeedResult {
   seed: number;
-  /** No violation. A linearizability verdict of 'unknown' is not a violation but is reported. */
+  /** No violation. A linearizability verdict of 'unknown' is not one here; the CLI (what CI runs) counts it as a failure. */
   ok: boolean;
   violations: Violation[];
   linearizability: LinVerdict;
