@@ -32,14 +32,23 @@ export interface HistoryOp {
   /** Response time; null for indeterminate operations, which have no upper bound. */
   return: number | null;
   status: OpStatus;
+  /**
+   * Position of the call and of the response in the recorder's append order (optional: hand-made
+   * histories may omit them). Clocks tie (the simulator's is whole ms), the order of recording
+   * does not: a call recorded after another op's response started after that op returned.
+   */
+  callSeq?: number;
+  returnSeq?: number;
 }
 
 /** Records a history as operations start and end. Operation handles are indexes into `ops`. */
 export class HistoryRecorder {
   readonly ops: HistoryOp[] = [];
+  /** Calls and responses recorded so far (the source of callSeq / returnSeq). */
+  private recorded = 0;
 
   invoke(clientId: number, key: string, op: OpKind, input: OpInput, call: number): number {
-    this.ops.push({ clientId, key, op, input, output: null, call, return: null, status: 'indeterminate' });
+    this.ops.push({ clientId, key, op, input, output: null, call, return: null, status: 'indeterminate', callSeq: this.recorded++ });
     return this.ops.length - 1;
   }
 
@@ -47,12 +56,14 @@ export class HistoryRecorder {
     const o = this.ops[handle]!;
     o.output = output;
     o.return = at;
+    o.returnSeq = this.recorded++;
     o.status = 'ok';
   }
 
   fail(handle: number, at: number): void {
     const o = this.ops[handle]!;
     o.return = at;
+    o.returnSeq = this.recorded++;
     o.status = 'fail';
   }
 
@@ -60,6 +71,7 @@ export class HistoryRecorder {
   indeterminate(handle: number): void {
     const o = this.ops[handle]!;
     o.return = null;
+    delete o.returnSeq;
     o.status = 'indeterminate';
   }
 }

@@ -170,13 +170,18 @@ function checkKey(key: string, all: HistoryOp[], budget: number): KeyCheck {
   }
   const linearizedInClass = new Array<number>(classSize.length).fill(0);
 
-  // The event list: calls and returns by time; at equal times calls first (the permissive reading).
-  const events: { t: number; isCall: boolean; op: number }[] = [];
+  // The event list: calls and returns by time. At equal times, when every op carries its
+  // recording order (HistoryRecorder's), that order decides: a call recorded after a response
+  // began after it, even in the same clock tick. Otherwise calls first (the permissive reading).
+  const recordedOrder = ops.every((o) => typeof o.callSeq === 'number' && (o.status !== 'ok' || typeof o.returnSeq === 'number'));
+  const events: { t: number; seq: number; isCall: boolean; op: number }[] = [];
   compiled.forEach((c, i) => {
-    events.push({ t: c.source.call, isCall: true, op: i });
-    events.push({ t: c.source.status === 'ok' ? c.source.return! : Infinity, isCall: false, op: i });
+    const o = c.source;
+    events.push({ t: o.call, seq: recordedOrder ? o.callSeq! : 0, isCall: true, op: i });
+    if (o.status === 'ok') events.push({ t: o.return!, seq: recordedOrder ? o.returnSeq! : 0, isCall: false, op: i });
+    else events.push({ t: Infinity, seq: Infinity, isCall: false, op: i });
   });
-  events.sort((a, b) => a.t - b.t || (a.isCall === b.isCall ? a.op - b.op : a.isCall ? -1 : 1));
+  events.sort((a, b) => a.t - b.t || a.seq - b.seq || (a.isCall === b.isCall ? a.op - b.op : a.isCall ? -1 : 1));
   const head: Node = { op: -1, isCall: false, match: null, prev: null, next: null };
   const callNode = new Array<Node>(compiled.length);
   let tail = head;

@@ -2,6 +2,7 @@ import t from 'tap';
 import { checkLinearizability } from '../../core/sim/linearizability.js';
 import type { HistoryOp } from '../../core/sim/history.js';
 import { SimError } from '../../core/sim/errors.js';
+import { HistoryRecorder } from '../../core/sim/history.js';
 
 const put = (clientId: number, key: string, value: string, call: number, ret: number | null, status: HistoryOp['status'] = 'ok'): HistoryOp => ({
   clientId,
@@ -142,4 +143,36 @@ t.test('malformed histories are rejected with a typed error', async (t) => {
   t.throws(() => checkLinearizability([{ ...get(1, 'x', 'a', 0, 5), output: null }]), { code: 'LIN_BAD_HISTORY' });
   t.throws(() => checkLinearizability([{ ...put(1, 'x', 'a', 0, 5), op: 'delete' as 'put' }]), { code: 'LIN_BAD_HISTORY' });
   t.throws(() => checkLinearizability([{ ...put(1, 'x', 'a', Number.NaN, 5) }]), { code: 'LIN_BAD_HISTORY' });
+});
+
+t.test('an op recorded as called after another returned, in the same clock tick, is ordered after it', async (t) => {
+  // The simulator's clock is whole ms and think time can be 0: a client's next call can land
+  // in the very ms its previous op returned.
+  const h = new HistoryRecorder();
+  const w = h.invoke(1, 'x', 'put', { value: 'a' }, 0);
+  h.ok(w, {}, 10);
+  const r = h.invoke(1, 'x', 'get', {}, 10);
+  h.ok(r, { value: null }, 12);
+  const stale = checkLinearizability(h.ops);
+  t.equal(stale.verdict, 'violation', 'the same client reads ∅ right after its own put returned');
+
+  const fresh = new HistoryRecorder();
+  const w2 = fresh.invoke(1, 'x', 'put', { value: 'a' }, 0);
+  fresh.ok(w2, {}, 10);
+  const r2 = fresh.invoke(1, 'x', 'get', {}, 10);
+  fresh.ok(r2, { value: 'a' }, 12);
+  t.equal(checkLinearizability(fresh.ops).verdict, 'ok', 'reading the put value is fine');
+
+  // Recorded the other way round (the get called, then the put returned, same ms): concurrent.
+  const racing = new HistoryRecorder();
+  const w3 = racing.invoke(1, 'x', 'put', { value: 'a' }, 0);
+  const r3 = racing.invoke(2, 'x', 'get', {}, 10);
+  racing.ok(w3, {}, 10);
+  racing.ok(r3, { value: null }, 12);
+  t.equal(checkLinearizability(racing.ops).verdict, 'ok', 'a get called before the put returned may precede it');
+});
+
+t.test('histories without recording order keep equal times concurrent (wall-clock histories)', async (t) => {
+  t.equal(checkLinearizability([put(1, 'x', 'a', 0, 10), get(1, 'x', null, 10, 12)]).verdict, 'ok');
+  t.equal(checkLinearizability([put(1, 'x', 'a', 0, 10), get(1, 'x', null, 11, 12)]).verdict, 'violation');
 });
