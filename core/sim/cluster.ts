@@ -285,6 +285,8 @@ class ClusterRun {
       });
     }
     for (const c of this.clients) c.stopped = true;
+    // The final states of the live nodes, compared with every state seen at the same index.
+    if (this.safety.violations.length === 0) for (const n of this.nodes.values()) if (n.up) n.reportState();
 
     let lin: LinVerdict = 'ok';
     let linSteps = 0;

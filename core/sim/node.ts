@@ -31,6 +31,7 @@ import { cloneConf } from './clone.js';
 import { SimDisk, type DiskProfile } from './disk.js';
 import { SimError } from './errors.js';
 import type { EventQueue } from './events.js';
+import { fnv1a } from './hash.js';
 import { decodeKvCommand, encodeKvCommand, KvStateMachine } from './kv.js';
 import type { Prng } from './prng.js';
 import type { RaftSafetyChecker, Violation } from './safety.js';
@@ -347,6 +348,7 @@ export class SimNode {
       this.appliedIndex = meta.index;
       this.conf = cloneConf(meta.conf);
       this.stats.snapshotsInstalled++;
+      this.reportState();
       this.env.trace.event(this.env.queue.nowMs, 'raft', [this.id], `node ${this.id} installed snapshot at index ${meta.index} term ${meta.term}`);
     }
     for (const e of rd.committedEntries) this.apply(e);
@@ -411,6 +413,11 @@ export class SimNode {
     });
   }
 
+  /** Tell the safety checker what the state machine holds now (as of appliedIndex). */
+  reportState(): void {
+    this.env.safety.observeState(this.id, this.appliedIndex, fnv1a(this.kv.snapshot()), this.env.queue.nowMs);
+  }
+
   private serveRead(readId: number): void {
     // A duplicated ReadIndex request can yield two ReadStates for one read: serve it once.
     const r = this.pendingReads.get(readId);
@@ -423,7 +430,9 @@ export class SimNode {
     const s = this.env.settings;
     const snapIndex = this.storage.snapshot().metadata.index;
     if (this.appliedIndex - snapIndex < s.snapshotEveryEntries) return;
-    const snap = this.storage.createSnapshot(this.appliedIndex, this.conf, this.kv.snapshot());
+    const image = this.kv.snapshot();
+    this.env.safety.observeState(this.id, this.appliedIndex, fnv1a(image), this.env.queue.nowMs);
+    const snap = this.storage.createSnapshot(this.appliedIndex, this.conf, image);
     this.disk.write({ kind: 'saveSnapshot', snapshot: snap });
     const compactTo = this.appliedIndex - s.keepEntriesAfterSnapshot;
     if (compactTo >= this.storage.firstIndex()) {

@@ -7,8 +7,9 @@
  *    decrease along a log;
  *  - leader completeness: an entry known committed in a term below T is in the log of the
  *    leader of T;
- *  - state machine safety: no two nodes apply different entries at one index, and each node
- *    applies indexes in order without gaps.
+ *  - state machine safety: no two nodes apply different entries at one index, each node
+ *    applies indexes in order without gaps, and no two nodes hold different states at one
+ *    applied index (compared where snapshots are made or installed, and at the end).
  * Not responsible for liveness or client-visible behaviour (see liveness in cluster.ts and
  * linearizability.ts).
  */
@@ -51,6 +52,42 @@ export interface LogView {
   termAt(index: number): number;
 }
 
+/** A leader's log as it was when it won its term: runs of equal terms, so a copy stays small. */
+interface LeaderLogRecord {
+  node: NodeId;
+  term: number;
+  firstIndex: number;
+  lastIndex: number;
+  /** runStart[k] is the first index of a run of entries of term runTerm[k]. */
+  runStart: number[];
+  runTerm: number[];
+  /** Reported already: one leader-completeness violation per leader is the story. */
+  violated: boolean;
+}
+
+function recordLeaderLog(node: NodeId, term: number, log: LogView): LeaderLogRecord {
+  const rec: LeaderLogRecord = { node, term, firstIndex: log.firstIndex, lastIndex: log.lastIndex, runStart: [], runTerm: [], violated: false };
+  for (let i = Math.max(1, log.firstIndex); i <= log.lastIndex; i++) {
+    const t = log.termAt(i);
+    if (rec.runTerm.length === 0 || rec.runTerm[rec.runTerm.length - 1] !== t) {
+      rec.runStart.push(i);
+      rec.runTerm.push(t);
+    }
+  }
+  return rec;
+}
+
+function recordedTermAt(rec: LeaderLogRecord, index: number): number {
+  let lo = 0;
+  let hi = rec.runStart.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (rec.runStart[mid]! <= index) lo = mid;
+    else hi = mid - 1;
+  }
+  return rec.runTerm[lo] ?? -1;
+}
+
 /** The checker stops recording after this many violations: the first ones are the story. */
 export const MAX_VIOLATIONS_RECORDED = 20;
 
@@ -71,7 +108,14 @@ export class RaftSafetyChecker {
   private readonly commitTermBound: number[] = [];
   private maxCommitKnown = 0;
   private readonly commitSeenByNode = new Map<NodeId, number>();
+  /** The first state-machine hash observed at each applied index, and whose it was. */
+  private readonly stateAt = new Map<number, { node: NodeId; hash: number }>();
   private readonly leaderLogChecked = new Set<string>();
+  /**
+   * Every leader's log at its election: a commit from an earlier term may be learned only after
+   * a later term's leader was elected, and must then be checked against that leader too.
+   */
+  private readonly leaderLogs: LeaderLogRecord[] = [];
 
   report(v: Violation): void {
     if (this.violations.length < MAX_VIOLATIONS_RECORDED) this.violations.push(v);
@@ -137,12 +181,16 @@ export class RaftSafetyChecker {
     if (commit <= seen) return;
     for (let i = seen + 1; i <= commit; i++) {
       const b = this.commitTermBound[i];
-      if (b === undefined || term < b) this.commitTermBound[i] = term;
+      const boundLowered = b === undefined || term < b;
+      if (boundLowered) this.commitTermBound[i] = term;
       const t = termAt(i);
-      if (t === undefined) continue;
       const known = this.committedTerm[i];
-      if (known === undefined) this.committedTerm[i] = t;
-      else if (known !== t) {
+      if (t !== undefined && known === undefined) this.committedTerm[i] = t;
+      // Newly known committed (or committed earlier than known): leaders already elected in
+      // later terms must hold it.
+      if (boundLowered || (t !== undefined && known === undefined)) this.recheckLeaders(i, atMs);
+      if (t === undefined) continue;
+      if (known !== undefined && known !== t) {
         this.report({
           invariant: 'state-machine-safety',
           message: `node ${node} (term ${term}) considers the term-${t} entry at index ${i} committed; another node committed a term-${known} entry there`,
@@ -158,6 +206,25 @@ export class RaftSafetyChecker {
   /** `node` restarted: its commit index starts again from what it persisted. */
   forgetNode(node: NodeId): void {
     this.commitSeenByNode.delete(node);
+  }
+
+  /**
+   * `node`'s whole state machine, as of `appliedIndex`, hashes to `stateHash` (taken where a
+   * node creates or installs a snapshot, and at the end of a run). Applying equal entries
+   * must give equal states: this catches a state that no entry-by-entry check sees, such as
+   * one installed from a damaged snapshot.
+   */
+  observeState(node: NodeId, appliedIndex: number, stateHash: number, atMs: number): void {
+    const known = this.stateAt.get(appliedIndex);
+    if (known === undefined) this.stateAt.set(appliedIndex, { node, hash: stateHash });
+    else if (known.hash !== stateHash) {
+      this.report({
+        invariant: 'state-machine-safety',
+        message: `node ${node}'s state machine at applied index ${appliedIndex} differs from node ${known.node}'s at that index`,
+        atMs,
+        nodes: [known.node, node],
+      });
+    }
   }
 
   /** `node` applied `entry` to its state machine. */
@@ -177,34 +244,48 @@ export class RaftSafetyChecker {
     }
   }
 
-  /** Once per (leader, term): every entry known committed in an earlier term must be in its log. */
+  /**
+   * Once per (leader, term): every entry known committed in an earlier term must be in its log.
+   * The log is recorded, so commits learned later are checked against it too (observeCommit).
+   */
   checkLeaderLog(node: NodeId, term: number, log: LogView, atMs: number): void {
     const id = `${node}:${term}`;
     if (this.leaderLogChecked.has(id)) return;
     this.leaderLogChecked.add(id);
-    for (let i = Math.max(1, log.firstIndex); i <= this.maxCommitKnown; i++) {
-      const bound = this.commitTermBound[i];
-      const committedTerm = this.committedTerm[i] ?? this.appliedTerm[i];
-      if (bound === undefined || bound >= term || committedTerm === undefined) continue;
-      if (i > log.lastIndex) {
-        this.report({
-          invariant: 'leader-completeness',
-          message: `leader ${node} of term ${term} lacks committed index ${i} (its log ends at ${log.lastIndex})`,
-          atMs,
-          nodes: [node],
-        });
-        return;
-      }
-      const have = log.termAt(i);
-      if (have !== committedTerm) {
-        this.report({
-          invariant: 'leader-completeness',
-          message: `leader ${node} of term ${term} has term ${have} at committed index ${i}, committed entry has term ${committedTerm}`,
-          atMs,
-          nodes: [node],
-        });
-        return;
-      }
+    const rec = recordLeaderLog(node, term, log);
+    this.leaderLogs.push(rec);
+    for (let i = Math.max(1, log.firstIndex); i <= this.maxCommitKnown && !rec.violated; i++) this.checkLeaderHolds(rec, i, atMs);
+  }
+
+  private recheckLeaders(index: number, atMs: number): void {
+    for (const rec of this.leaderLogs) if (!rec.violated) this.checkLeaderHolds(rec, index, atMs);
+  }
+
+  /** The leader `rec` must hold the entry at `index` if it is known committed in an earlier term. */
+  private checkLeaderHolds(rec: LeaderLogRecord, i: number, atMs: number): void {
+    const bound = this.commitTermBound[i];
+    const committedTerm = this.committedTerm[i] ?? this.appliedTerm[i];
+    if (bound === undefined || bound >= rec.term || committedTerm === undefined || i < rec.firstIndex) return;
+    const { node, term } = rec;
+    if (i > rec.lastIndex) {
+      rec.violated = true;
+      this.report({
+        invariant: 'leader-completeness',
+        message: `leader ${node} of term ${term} lacks committed index ${i} (its log ends at ${rec.lastIndex})`,
+        atMs,
+        nodes: [node],
+      });
+      return;
+    }
+    const have = recordedTermAt(rec, i);
+    if (have !== committedTerm) {
+      rec.violated = true;
+      this.report({
+        invariant: 'leader-completeness',
+        message: `leader ${node} of term ${term} has term ${have} at committed index ${i}, committed entry has term ${committedTerm}`,
+        atMs,
+        nodes: [node],
+      });
     }
   }
 }

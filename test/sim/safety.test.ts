@@ -55,3 +55,44 @@ t.test('state machine safety and leader completeness', async (t) => {
   for (let i = 0; i < 50; i++) c.observeLeader(i, 99, 0);
   t.equal(c.violations.length, MAX_VIOLATIONS_RECORDED);
 });
+
+t.test('leader completeness: a commit of an earlier term learned after a later leader was elected is checked against it', async (t) => {
+  const c = new RaftSafetyChecker();
+  const log = [ent(1, 1), ent(2, 1), ent(3, 2)];
+  c.observeCommit(1, 1, 2, (i) => log[i - 1]?.term, 0);
+  // Leaders of terms 3 and 4 elected while only indexes 1-2 are known committed.
+  c.checkLeaderLog(2, 3, logOf(log.slice(0, 2)), 1);
+  c.checkLeaderLog(3, 4, logOf(log), 1);
+  t.equal(c.violations.length, 0, 'both hold everything known committed at their election');
+  // Node 1, still in term 2, learns that index 3 (term 2) was committed.
+  c.observeCommit(1, 2, 3, (i) => log[i - 1]?.term, 5);
+  t.equal(c.violations.length, 1, 'only the leader lacking it is reported');
+  t.equal(c.violations[0]!.invariant, 'leader-completeness');
+  t.match(c.violations[0]!.message, /leader 2 of term 3 lacks committed index 3 \(its log ends at 2\)/);
+  t.equal(c.violations[0]!.atMs, 5, 'reported when the commit is learned');
+});
+
+t.test('leader completeness re-check compares the leader\'s log as it was at its election', async (t) => {
+  const c = new RaftSafetyChecker();
+  const leaderLog = [ent(1, 1), ent(2, 1), ent(3, 3)];
+  c.checkLeaderLog(2, 4, logOf(leaderLog), 0);
+  leaderLog[2] = ent(3, 2); // the node's log changes later: the record must not follow it
+  c.observeCommit(1, 2, 3, (i) => [1, 1, 2][i - 1], 3);
+  t.equal(c.violations.length, 1);
+  t.match(c.violations[0]!.message, /leader 2 of term 4 has term 3 at committed index 3, committed entry has term 2/);
+  c.observeCommit(5, 2, 3, (i) => [1, 1, 2][i - 1], 4);
+  t.equal(c.violations.length, 1, 'one report per leader');
+});
+
+t.test('state machine safety: two states at one applied index must be equal', async (t) => {
+  const c = new RaftSafetyChecker();
+  c.observeState(1, 10, 0xabc, 0);
+  c.observeState(2, 10, 0xabc, 1);
+  c.observeState(3, 11, 0xdef, 1);
+  t.equal(c.violations.length, 0);
+  c.observeState(3, 10, 0x123, 2);
+  t.equal(c.violations.length, 1);
+  t.equal(c.violations[0]!.invariant, 'state-machine-safety');
+  t.match(c.violations[0]!.message, /node 3's state machine at applied index 10 differs from node 1's/);
+  t.same(c.violations[0]!.nodes, [1, 3]);
+});
