@@ -6,10 +6,18 @@
  */
 import { Raft } from '../raft/raft.js';
 import { Message, MessageType, Snapshot } from '../raft/types.js';
+import type { Invariant, Violation } from './safety.js';
 
 export interface BugVariant {
   name: string;
   description: string;
+  /**
+   * The checkers meant to catch it. A failure of another kind (a message storm, an exception)
+   * is a symptom, not proof that a checker has teeth for this bug.
+   */
+  caughtBy: readonly Invariant[];
+  /** An exception from Raft's own invariant assertions (RaftError INVARIANT) counts as a catch too. */
+  raftInvariantCatches?: boolean;
   /** Replaces the Raft class of every node. */
   raftClass?: typeof Raft;
   /** The driver sends a Ready's messages before its fsync completes (acks what a crash loses). */
@@ -87,6 +95,7 @@ class SilenceEveryEmptyAppend extends Raft {
 export const BUGS: BugVariant[] = [
   {
     name: 'commit-old-term',
+    caughtBy: ['leader-completeness', 'state-machine-safety', 'log-matching', 'linearizability'],
     description: 'commits entries of an earlier term by counting replicas (Figure 8)',
     raftClass: CommitOldTermEntries,
     // One entry per append and the scripted Figure-8 schedule: random faults alone make the
@@ -95,26 +104,34 @@ export const BUGS: BugVariant[] = [
   },
   {
     name: 'vote-without-log-check',
+    caughtBy: ['leader-completeness', 'state-machine-safety', 'log-matching', 'linearizability'],
     description: 'grants votes without the log up-to-date check',
     raftClass: VoteWithoutLogCheck,
   },
   {
     name: 'truncate-on-stale-append',
+    caughtBy: ['leader-completeness', 'state-machine-safety', 'log-matching', 'linearizability'],
     description: 'a follower truncates acknowledged entries on a stale AppendEntries',
     raftClass: TruncateOnStaleAppend,
   },
   {
     name: 'read-without-readindex',
+    caughtBy: ['linearizability'],
     description: 'a (possibly deposed) leader serves reads without confirming leadership',
     raftClass: ReadWithoutQuorumCheck,
   },
   {
     name: 'ack-before-fsync',
+    caughtBy: ['election-safety', 'leader-completeness', 'state-machine-safety', 'log-matching', 'linearizability'],
     description: 'messages (acks, votes) are sent before the fsync they depend on completes',
     sendBeforeFsync: true,
   },
   {
     name: 'snapshot-discards-log',
+    caughtBy: ['leader-completeness', 'state-machine-safety', 'log-matching', 'linearizability'],
+    // Seeds 1-100 (2026-12-08): only Raft's own assertion `slice(i, i+1) beyond last` catches it
+    // (seeds 66, 74, 97), never a data-safety checker.
+    raftInvariantCatches: true,
     description: 'installing a snapshot discards acknowledged entries after it',
     raftClass: SnapshotDiscardsLog,
     // Frequent snapshots with no log kept behind them, so followers install them often.
@@ -122,10 +139,17 @@ export const BUGS: BugVariant[] = [
   },
   {
     name: 'silence-every-empty-append',
+    caughtBy: ['liveness'],
     description: 'followers do not answer any empty append, so a lost ack is never made good without a write',
     raftClass: SilenceEveryEmptyAppend,
   },
 ];
+
+/** `v` is a catch of `bug` by a checker meant for it (see caughtBy). */
+export function isIntendedCatch(bug: BugVariant, v: Violation): boolean {
+  if (bug.caughtBy.includes(v.invariant)) return true;
+  return bug.raftInvariantCatches === true && v.invariant === 'exception' && v.message.startsWith('RaftError: INVARIANT: ');
+}
 
 export function findBug(name: string): BugVariant | undefined {
   return BUGS.find((b) => b.name === name);
