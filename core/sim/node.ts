@@ -191,6 +191,8 @@ export class SimNode {
     this.leaderTermSeen = -1;
     this.commitSeen = img.hardState.commit;
     this.env.safety.forgetNode(this.id);
+    // The state restored from the disk's snapshot must be the one hashed when it was made.
+    if (img.snapshot !== undefined) this.reportState();
     // Ticks start at a random phase: nodes' timers are not aligned.
     this.nextTickAtMs = this.env.queue.nowMs + this.prng.next() * this.tickIntervalMs;
     this.scheduleTick();
