@@ -189,8 +189,12 @@ export async function runKvBench(argv: string[]): Promise<void> {
       rounds,
       watchRounds: watchRoundValues,
     };
-    writeFileSync('bench/out/kv.json', `${JSON.stringify(out, null, 2)}\n`);
-    process.stdout.write('wrote bench/out/kv.json\n');
+    // The latest as kv.json, and each run under its own name, so a recorded run stays checkable.
+    const json = `${JSON.stringify(out, null, 2)}\n`;
+    const dated = `bench/out/kv-${out.date.replace(/[:.]/g, '-')}.json`;
+    writeFileSync('bench/out/kv.json', json);
+    writeFileSync(dated, json);
+    process.stdout.write(`wrote bench/out/kv.json and ${dated}\n`);
   } finally {
     await cleanup();
     process.off('SIGINT', onSignal);
