@@ -26,6 +26,7 @@ import { EagerFrames, EagerMessage, eagerSendInterceptor } from './eager-send.js
 import { learnerServesUnary } from './learner-rpcs.js';
 import { DirectCall, clampGrpcTimeout, directMethod, dropStream, hookGrpcStreams, type DirectMethod, type GrpcStreamHandler } from './direct-unary.js';
 import { advertiseAcceptedEncodings, compressionRefusal, refuseCompressed } from './request-encoding.js';
+import { boundUnreadChunks } from './stream-chunks.js';
 import { MAX_HELD_REQUEST_BYTES, MAX_HELD_REQUEST_BYTES_PER_CONNECTION, MAX_WAITING_REQUEST_STREAMS, MIN_REQUEST_BYTES_PER_SEC, MIN_REQUEST_DEADLINE_MS, RequestBytesBudget } from './request-bytes.js';
 import { MAX_REQUEST_BYTES } from '../../kv/limits.js';
 import { watchRangeRefusal } from '../../kv/watch.js';
@@ -362,6 +363,7 @@ export class EtcdGrpcServer {
       // Before any byte is read: grpc-js would inflate it unbounded by `budget` (request-encoding.ts).
       const refusal = compressionRefusal(headers);
       if (refusal !== undefined) return refuseCompressed(stream, refusal);
+      boundUnreadChunks(stream);
       budget.watch(stream, singleRequest.has(String(headers[':path'])));
       const method = directMethod(headers, route);
       if (method === undefined) {
