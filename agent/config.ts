@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_SNAPSHOT_EVERY_ENTRIES, LOG_ENTRIES_KEPT_AFTER_SNAPSHOT } from '../core/api/snapshot-policy.js';
 import { checkClientTls, type ClientTls } from '../core/net/etcd/client-tls.js';
+import { MEMBER_NAME_PATTERN } from '../core/net/join.js';
 import type { AutoTlsRequest } from './auto-tls.js';
 import { parseHostPort } from '../core/net/address.js';
 import { isWildcard } from '../core/net/advertise.js';
@@ -386,7 +387,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
   const dev = flagOn('dev', get('dev'));
   const name = (get('name') as string | undefined) ?? (dev ? 'dev' : undefined);
   if (!name) throw new ConfigError('--name is required (or use --dev)');
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(name)) throw new ConfigError(`--name: "${name}" must be 1-63 letters, digits, '.', '_' or '-'`);
+  if (!MEMBER_NAME_PATTERN.test(name)) throw new ConfigError(`--name: "${name}" must be 1-63 letters, digits, '.', '_' or '-'`);
   const dataDir = (get('data-dir') as string | undefined) ?? (dev ? defaultDevDataDir() : undefined);
   if (!dataDir) throw new ConfigError('--data-dir is required (or use --dev)');
   const role = ((get('role') as string | undefined) ?? 'manager') as Role;

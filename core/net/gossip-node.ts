@@ -10,7 +10,7 @@ import { randomInt } from 'node:crypto';
 import { encodePacket } from '../gossip/codec/index.js';
 import { PICLOUD_LAN_CONFIG, retransmitLimit, type GossipConfig } from '../gossip/config.js';
 import { GossipError } from '../gossip/errors.js';
-import type { Keyring } from '../gossip/keyring/index.js';
+import { listedKey, type Keyring } from '../gossip/keyring/index.js';
 import type { KeyringAuthority } from '../gossip/keyring/authority.js';
 import { MAX_EVENT_BUFFER, MAX_KEYRING_VERSION_STEP } from '../gossip/limits.js';
 import { GossipMachine, type GossipCounters } from '../gossip/machine.js';
@@ -345,9 +345,12 @@ export class GossipNode {
       }
     }
     if (op === 'list') {
+      // Other members answer with fingerprints: shown as the key where this node holds it.
+      const ours = new Map(ring.list().map((k) => [listedKey(k), k]));
       const byKey = new Map<string, { key: string; members: number; primaryOn: number }>();
       for (const keys of lists) {
-        keys.forEach((k, i) => {
+        keys.forEach((reported, i) => {
+          const k = ours.get(reported) ?? reported;
           const e = byKey.get(k) ?? { key: k, members: 0, primaryOn: 0 };
           e.members++;
           if (i === 0) e.primaryOn++;
@@ -404,7 +407,9 @@ export class GossipNode {
         return { t: MsgType.KeyringReply, ok: false, code: 'GOSSIP_KEYRING_UNSIGNED', keys: [], version: this.opts.keyring.version };
       }
       const r = this.applyKeyringOp(req.op, req.key, req.version, authority !== undefined);
-      return { t: MsgType.KeyringReply, ok: r.ok, code: r.ok ? '' : r.code, keys: r.ok ? r.keys : [], version: this.opts.keyring.version };
+      // Fingerprints, never the keys: a list needs no signature, and anyone holding the current
+      // key (a leaked worker token) could otherwise read a key installed to retire it.
+      return { t: MsgType.KeyringReply, ok: r.ok, code: r.ok ? '' : r.code, keys: r.ok ? r.keys.map(listedKey) : [], version: this.opts.keyring.version };
     }
     if (this.stopped) return { t: MsgType.StreamError, code: 'GOSSIP_STOPPED', message: 'stopping' };
     const { reply, effects } = this.machine.handleStream(req, this.now());

@@ -27,6 +27,11 @@ export const MAX_JOIN_CONNECTIONS = 32;
  */
 export const MAX_JOIN_CONNECTIONS_PER_ADDRESS = 8;
 export const MAX_MEMBER_NAME_CHARS = 253;
+/**
+ * A member name as `picloud-node agent --name` takes it (agent/config.ts): a join request naming
+ * anything else comes from no agent, and is refused before the member list is consulted.
+ */
+export const MEMBER_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 export const MAX_ADDRESS_CHARS = 300;
 export const MAX_JOIN_MEMBERS = 1_024;
 /**
@@ -188,6 +193,7 @@ export function decodeJoinRequest(data: Uint8Array): JoinRequest {
   const joinId = str(o.joinId, MAX_JOIN_ID_CHARS, 'join id');
   if (joinId !== '') r.joinId = joinId;
   if (r.name === '') throw new NetError('ERR_INVALID_MESSAGE', 'join request without a name');
+  if (!MEMBER_NAME_PATTERN.test(r.name)) throw new NetError('ERR_INVALID_MESSAGE', `join request names ${JSON.stringify(r.name.slice(0, 70))}: a member name is 1-63 letters, digits, '.', '_' or '-'`);
   try {
     parseHostPort(r.peerAddr);
   } catch (err) {

@@ -9,7 +9,7 @@ import t from 'tap';
 import { connect, type Socket } from 'node:net';
 import { encodePacket, encodeStreamFrame } from '../../core/gossip/codec/index.js';
 import { LOCAL_CONFIG } from '../../core/gossip/config.js';
-import { Keyring, generateKey } from '../../core/gossip/keyring/index.js';
+import { Keyring, generateKey, listedKey } from '../../core/gossip/keyring/index.js';
 import { checkingAuthority, signingAuthority } from '../../core/gossip/keyring/authority.js';
 import { MAX_INBOUND_STREAMS, MAX_INBOUND_STREAMS_PER_ADDRESS, MAX_KEYRING_VERSION_STEP } from '../../core/gossip/limits.js';
 import { MsgType, type KeyringOpMsg, type Message } from '../../core/gossip/types.js';
@@ -377,6 +377,13 @@ t.test('with a keyring authority, only a manager\'s signed changes are taken fro
   t.same([rings[0]!.primaryKey(), rings[2]!.primaryKey()], [k1, k1], "the manager's own signed change, sent by the same hand, is taken");
   const list = await w.keyringOp('list', '');
   t.equal(list.ok, 3, 'a worker still lists the keys (reading needs no signature)');
+  t.ok(list.keys!.some((k) => k.key === k1 && k.members === 3), 'a key it holds is shown as itself');
+  // ...but never reads a key it does not hold: one installed to retire a leaked worker token.
+  const retiring = generateKey();
+  t.equal((await m.keyringOp('install', retiring, { local: true })).ok, 1);
+  const after = await w.keyringOp('list', '');
+  t.notOk(JSON.stringify(after).includes(retiring), 'the new key is not sent to the worker');
+  t.ok(after.keys!.some((k) => k.key === listedKey(retiring) && k.members === 1), 'it is listed by its fingerprint');
   // A key holder answering a manager's change as stale at an inflated version moves that
   // manager's versions far up (bounded per round, not in all): its signed changes from there on
   // must still be taken by members that never saw the inflation.

@@ -116,9 +116,14 @@ t.test('a slow callback times out into a refusal the joiner can retry', async (t
 });
 
 t.test('join request/response codecs: limits and hostile input', async (t) => {
-  const ok = { name: 'n'.repeat(MAX_MEMBER_NAME_CHARS), peerAddr: '[::1]:2380', clientAddr: 'a:1' };
-  t.same(decodeJoinRequest(encodeJoinRequest(ok)), ok, 'name at the limit');
+  const ok = { name: 'n'.repeat(63), peerAddr: '[::1]:2380', clientAddr: 'a:1' };
+  t.same(decodeJoinRequest(encodeJoinRequest(ok)), ok, 'name at the limit of --name');
   t.throws(() => decodeJoinRequest(encodeJoinRequest({ ...ok, name: ok.name + 'n' })), { code: 'ERR_INVALID_MESSAGE' }, 'name over the limit');
+  t.throws(() => decodeJoinRequest(encodeJoinRequest({ ...ok, name: 'n'.repeat(MAX_MEMBER_NAME_CHARS + 1) })), { code: 'ERR_INVALID_MESSAGE' }, 'name over the codec\'s limit');
+  for (const name of ['a b', '-lead', '.hidden', 'pi\u00e9', '../x', 'x\ny']) {
+    t.throws(() => decodeJoinRequest(encodeJoinRequest({ ...ok, name })), { code: 'ERR_INVALID_MESSAGE' }, `${JSON.stringify(name)}: no name --name takes`);
+  }
+  t.same(decodeJoinRequest(encodeJoinRequest({ ...ok, name: 'pi-4.rack_2' })).name, 'pi-4.rack_2');
   t.throws(() => decodeJoinRequest(encodeJoinRequest({ ...ok, name: '' })), { code: 'ERR_INVALID_MESSAGE' });
   t.throws(() => decodeJoinRequest(encodeJoinRequest({ ...ok, peerAddr: 'no-port' })), { code: 'ERR_INVALID_MESSAGE' });
   t.same(decodeJoinRequest(encodeJoinRequest({ ...ok, quotaBytes: 2 ** 40 })), { ...ok, quotaBytes: 2 ** 40 }, 'the joiner\'s quota');
