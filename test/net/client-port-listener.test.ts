@@ -3,6 +3,7 @@ import fc from 'fast-check';
 import http2 from 'node:http2';
 import { connect } from 'node:net';
 import { AuthorityRewriter, DEFAULT_SORTING_TIMEOUTS, REWRITTEN_PEER_HEADER, SortingListener, authorityOfUrl, http1Start } from '../../core/net/etcd/client-port-listener.js';
+import { http2Frame } from '../helpers/h2-frame.js';
 
 t.test('authorityOfUrl: host:port of a URL, nothing for a plain authority', async (t) => {
   t.equal(authorityOfUrl('http://127.0.0.1:2379'), '127.0.0.1:2379');
@@ -154,14 +155,7 @@ t.test('an idle client goes to HTTP/2 after a while, or at once when it pings; o
   t.ok(Date.now() - started >= 250, 'a client that never acknowledges is dropped at the timeout');
 });
 
-function frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
-  const h = Buffer.alloc(9);
-  h.writeUIntBE(payload.length, 0, 3);
-  h[3] = type;
-  h[4] = flags;
-  h.writeUInt32BE(stream, 5);
-  return Buffer.concat([h, payload]);
-}
+const frame = http2Frame;
 
 t.test('the rewriter refuses an HPACK bomb and a CONTINUATION flood instead of growing without bound', async (t) => {
   // One 4,000-byte entry put in the table, then referenced 1,000 times by a one-byte index:

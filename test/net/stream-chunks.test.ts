@@ -12,6 +12,7 @@ import { boundUnreadChunks, MAX_UNREAD_CHUNKS } from '../../core/net/etcd/stream
 import { EtcdGrpcServer } from '../../core/net/etcd/server.js';
 import { FakeEtcdBackend } from './fake-etcd-backend.js';
 import { until } from '../helpers/wait.js';
+import { http2Frame } from '../helpers/h2-frame.js';
 
 /** A readable with the stream's close(code), recording the codes. */
 class StandIn extends Readable {
@@ -56,15 +57,7 @@ t.test('a paused stream is reset once more than the bound of chunks was pushed i
   t.same(s.closedWith, [constants.NGHTTP2_ENHANCE_YOUR_CALM], 'the fifth: reset with ENHANCE_YOUR_CALM');
 });
 
-/** One HTTP/2 frame. */
-function frame(type: number, flags: number, id: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const h = Buffer.alloc(9);
-  h.writeUIntBE(payload.length, 0, 3);
-  h[3] = type;
-  h[4] = flags;
-  h.writeUInt32BE(id, 5);
-  return Buffer.concat([h, payload]);
-}
+const frame = http2Frame;
 
 /** A HEADERS frame (END_HEADERS) opening a gRPC call to `path`, every field a literal without indexing. */
 function grpcHeaders(id: number, path: string): Buffer {
