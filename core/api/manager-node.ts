@@ -1085,8 +1085,10 @@ export class ManagerNode {
     return this.opts.tickMs * this.opts.electionTicks;
   }
 
-  /** Wait until this member has applied everything committed before the call (ReadIndex). */
-  /** See RaftDriver.readBarrier: resolves with the instant its round started. */
+  /**
+   * Wait until this member has applied everything committed before the call (ReadIndex);
+   * resolves with the instant its round started (RaftDriver.readBarrier).
+   */
   linearizableBarrier(): Promise<number> {
     return this.driver.readBarrier();
   }

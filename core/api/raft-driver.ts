@@ -303,10 +303,10 @@ export class RaftDriver {
     this.schedule();
   }
 
-  /** Linearizable read barrier: resolves once this node has applied everything committed before the call. */
   /**
-   * Resolves, with the instant (performance.now()) its ReadIndex round started, once this node
-   * has confirmed it led at that instant and applied everything committed before it. A caller
+   * Linearizable read barrier. Resolves, with the instant (performance.now()) its ReadIndex
+   * round started, once this node has confirmed it led at that instant and applied everything
+   * committed before it. A caller
    * that needs leadership recent (a lease renewal) counts from that instant: the round may have
    * waited behind another, and the apply behind a slow disk, long after it.
    */

@@ -49,18 +49,18 @@ export function generateKey(): string {
   return randomBytes(KEY_BYTES).toString('base64');
 }
 
-/** Short, non-secret identifier of a key for logs (first 8 hex of its SHA-256). */
+/** Short, non-secret identifier of a key for logs (first `hexDigits` hex of its SHA-256). */
+export function keyFingerprint(key: Buffer, hexDigits = 8): string {
+  return createHash('sha256').update(key).digest('hex').slice(0, hexDigits);
+}
+
 /**
  * A key as another member lists it to us: "sha256:" and 16 hex digits of its hash, never the key
  * itself (a keyring list needs no signature, so whoever holds the current key could read a new
  * one installed to retire it). 64 bits tell keys apart; they give nothing towards the key.
  */
 export function listedKey(keyText: string): string {
-  return `sha256:${createHash('sha256').update(Buffer.from(keyText, 'base64')).digest('hex').slice(0, 16)}`;
-}
-
-export function keyFingerprint(key: Buffer): string {
-  return createHash('sha256').update(key).digest('hex').slice(0, 8);
+  return `sha256:${keyFingerprint(Buffer.from(keyText, 'base64'), 16)}`;
 }
 
 export class Keyring {

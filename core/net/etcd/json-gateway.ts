@@ -13,10 +13,10 @@
  * code and etcd's message, under the HTTP status grpc-gateway maps that code to.
  *
  * `POST /v3/watch` and `POST /v3/lease/keepalive` stream as grpc-gateway does: the body holds one
- * or more requests (JSON values one after another, as Go's json.Decoder reads them), the response is one `{"result": …}` per line: for a watch
- * as long as the client stays connected, for keep-alives one per request, then the response ends
- * (so `curl -d '{"ID":"…"}' …/v3/lease/keepalive` refreshes a lease). The snapshot stream is
- * served on gRPC only.
+ * or more requests (JSON values one after another, as Go's json.Decoder reads them), the
+ * response is one `{"result": …}` per line: for a watch as long as the client stays connected,
+ * for keep-alives one per request, then the response ends (so `curl -d '{"ID":"…"}'
+ * …/v3/lease/keepalive` refreshes a lease). The snapshot stream is served on gRPC only.
  */
 import { STATUS_CODES, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
